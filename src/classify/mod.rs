@@ -1,0 +1,218 @@
+//! Sorting every attempt's outcome into success, transient or permanent.
+//!
+//! Retry and circuit breaker must agree on what a failure is, and the caller must be able to
+//! change that agreement in one place (a 409 that means "try again" for one API, a 503 that
+//! means "never again" for another). So the outcome of each attempt is classified **once**, by
+//! the [`Classify`] layer sitting directly on top of `reqwest::Client`, and every layer above
+//! reads the verdict from the [`Error`](crate::Error) it receives.
+//!
+//! A classification has two parts:
+//! - a [`Class`]: [`Success`](Class::Success), [`Transient`](Class::Transient) (worth trying
+//!   again) or [`Permanent`](Class::Permanent) (trying again cannot help);
+//! - a [`Delivery`]: whether the request [never reached the server](Delivery::NotSent) (connect
+//!   refused, DNS failure, HTTP/2 `REFUSED_STREAM`: safe to retry for any method), [may have
+//!   been processed](Delivery::MaybeSent) (reset after writing, timeout while waiting), or was
+//!   [answered](Delivery::Delivered).
+//!
+//! The [`DefaultClassifier`] follows curl, urllib3 and .NET: 2xx/3xx succeed; 408, 429, 500,
+//! 502, 503 and 504 are transient; every other 4xx/5xx is permanent; connect errors, timeouts,
+//! resets and HTTP/2 `REFUSED_STREAM`/`GOAWAY` are transient. Plug in your own with
+//! [`classify_fn`] or by implementing [`Classifier`]:
+//!
+//! ```
+//! use resilient_http::classify::{classify_fn, Class, Classification, Classifier, DefaultClassifier};
+//!
+//! // This API answers 409 while another writer holds the lock: worth retrying.
+//! let classifier = classify_fn(|method, result| match result {
+//!     Ok(response) if response.status() == 409 => Classification::delivered(Class::Transient),
+//!     _ => DefaultClassifier.classify(method, result),
+//! });
+//! # let _ = classifier;
+//! ```
+//!
+//! Layers that stop an attempt themselves (the attempt timeout's backstop, the total deadline)
+//! report their timeout as transient and possibly sent without asking the classifier: there is
+//! no `reqwest::Error` to show it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::Method;
+
+mod default;
+mod future;
+mod layer;
+mod service;
+mod transport;
+
+pub use default::DefaultClassifier;
+pub use future::ResponseFuture;
+pub use layer::ClassifyLayer;
+pub use service::Classify;
+pub(crate) use transport::analyze;
+
+/// What an attempt's outcome means for the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// The call worked.
+    Success,
+    /// The call failed in a way that trying again (later) may fix.
+    Transient,
+    /// The call failed in a way that trying again cannot fix.
+    Permanent,
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Class::Success => "success",
+            Class::Transient => "transient",
+            Class::Permanent => "permanent",
+        })
+    }
+}
+
+/// How far the request got: decides whether a non-idempotent request may be sent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    /// The request never reached the server (connect refused, DNS failure, `REFUSED_STREAM`):
+    /// sending it again is safe for any method.
+    NotSent,
+    /// The request may have been processed (reset after writing, timeout while waiting).
+    MaybeSent,
+    /// The server answered.
+    Delivered,
+}
+
+impl fmt::Display for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Delivery::NotSent => "never sent",
+            Delivery::MaybeSent => "maybe sent",
+            Delivery::Delivered => "delivered",
+        })
+    }
+}
+
+/// A classifier's verdict on one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Classification {
+    /// Success, transient or permanent.
+    pub class: Class,
+    /// Whether the request reached the server.
+    pub delivery: Delivery,
+}
+
+impl Classification {
+    /// A verdict on an attempt the server answered.
+    pub const fn delivered(class: Class) -> Self {
+        Classification {
+            class,
+            delivery: Delivery::Delivered,
+        }
+    }
+}
+
+/// Sorts one attempt's outcome. See the [module docs](self).
+///
+/// It sees the request's method and either the response (whatever its status) or the
+/// `reqwest::Error`. It runs once per attempt on the request path, so keep it cheap.
+pub trait Classifier: Send + Sync + 'static {
+    /// The verdict on one attempt.
+    fn classify(
+        &self,
+        method: &Method,
+        result: Result<&reqwest::Response, &reqwest::Error>,
+    ) -> Classification;
+}
+
+impl<C: Classifier + ?Sized> Classifier for Arc<C> {
+    fn classify(
+        &self,
+        method: &Method,
+        result: Result<&reqwest::Response, &reqwest::Error>,
+    ) -> Classification {
+        (**self).classify(method, result)
+    }
+}
+
+impl<C: Classifier + ?Sized> Classifier for Box<C> {
+    fn classify(
+        &self,
+        method: &Method,
+        result: Result<&reqwest::Response, &reqwest::Error>,
+    ) -> Classification {
+        (**self).classify(method, result)
+    }
+}
+
+/// A [`Classifier`] made from a closure; see [`classify_fn`].
+#[derive(Clone, Copy)]
+pub struct ClassifyFn<F>(F);
+
+impl<F> fmt::Debug for ClassifyFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClassifyFn")
+    }
+}
+
+/// Makes a [`Classifier`] from a closure (see the [module docs](self) for an example).
+pub fn classify_fn<F>(f: F) -> ClassifyFn<F>
+where
+    F: Fn(&Method, Result<&reqwest::Response, &reqwest::Error>) -> Classification
+        + Send
+        + Sync
+        + 'static,
+{
+    ClassifyFn(f)
+}
+
+impl<F> Classifier for ClassifyFn<F>
+where
+    F: Fn(&Method, Result<&reqwest::Response, &reqwest::Error>) -> Classification
+        + Send
+        + Sync
+        + 'static,
+{
+    fn classify(
+        &self,
+        method: &Method,
+        result: Result<&reqwest::Response, &reqwest::Error>,
+    ) -> Classification {
+        (self.0)(method, result)
+    }
+}
+
+/// The classifier a [`Client`](crate::Client) uses: the default one, or yours behind an `Arc`.
+///
+/// Cloning it per call costs nothing for the default and one reference count otherwise.
+#[derive(Clone, Default)]
+pub enum SharedClassifier {
+    /// [`DefaultClassifier`].
+    #[default]
+    Default,
+    /// A classifier of your own.
+    Custom(Arc<dyn Classifier>),
+}
+
+impl fmt::Debug for SharedClassifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SharedClassifier::Default => f.write_str("Default"),
+            SharedClassifier::Custom(_) => f.write_str("Custom"),
+        }
+    }
+}
+
+impl Classifier for SharedClassifier {
+    fn classify(
+        &self,
+        method: &Method,
+        result: Result<&reqwest::Response, &reqwest::Error>,
+    ) -> Classification {
+        match self {
+            SharedClassifier::Default => DefaultClassifier.classify(method, result),
+            SharedClassifier::Custom(custom) => custom.classify(method, result),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+use std::task::{Context, Poll};
+
+use tokio::time::Instant;
+use tower::Service;
+
+use super::{Classifier, DefaultClassifier, ResponseFuture};
+use crate::error::Error;
+
+/// Turns the `Result<reqwest::Response, reqwest::Error>` of one attempt into
+/// `Result<reqwest::Response, resilient_http::Error>`.
+///
+/// A response the classifier calls a failure becomes an [`Error`] of kind
+/// [`Status`](crate::ErrorKind::Status) that keeps the response; a transport error becomes an
+/// [`Error`] of the matching kind. Either way the error carries a one-entry attempt history,
+/// which a retry layer above extends. Sits directly on `reqwest::Client` (or any service with
+/// its request, response and error types).
+#[derive(Clone, Debug)]
+pub struct Classify<S, C = DefaultClassifier> {
+    inner: S,
+    classifier: C,
+}
+
+impl<S, C> Classify<S, C> {
+    /// Wraps `inner`, sorting its outcomes with `classifier`.
+    pub fn new(inner: S, classifier: C) -> Self {
+        Classify { inner, classifier }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, C> Service<reqwest::Request> for Classify<S, C>
+where
+    S: Service<reqwest::Request, Response = reqwest::Response, Error = reqwest::Error>,
+    C: Classifier + Clone,
+{
+    type Response = reqwest::Response;
+    type Error = Error;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from)
+    }
+
+    fn call(&mut self, request: reqwest::Request) -> Self::Future {
+        let method = request.method().clone();
+        let started = Instant::now();
+        ResponseFuture::new(
+            self.inner.call(request),
+            self.classifier.clone(),
+            method,
+            started,
+        )
+    }
+}

@@ -1,0 +1,149 @@
+//! What a `reqwest::Error` means: which [`ErrorKind`] and how far the request got.
+//!
+//! reqwest answers `is_connect()`, `is_timeout()` and `is_builder()` itself; for resets,
+//! malformed responses and HTTP/2 stream refusals we walk the source chain down to the hyper,
+//! h2 and io errors, which reqwest keeps reachable through `source()`.
+
+use std::error::Error as StdError;
+use std::io;
+
+use super::Delivery;
+use crate::error::ErrorKind;
+
+/// The facts about a transport error, before any classifier's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Analysis {
+    pub(crate) kind: ErrorKind,
+    pub(crate) delivery: Delivery,
+}
+
+const fn analysis(kind: ErrorKind, delivery: Delivery) -> Analysis {
+    Analysis { kind, delivery }
+}
+
+pub(crate) fn analyze(error: &reqwest::Error) -> Analysis {
+    if error.is_builder() {
+        return analysis(ErrorKind::InvalidRequest, Delivery::NotSent);
+    }
+    // Covers refused connections, DNS failures and connect timeouts.
+    if error.is_connect() {
+        return analysis(ErrorKind::Connect, Delivery::NotSent);
+    }
+    if error.is_timeout() {
+        return analysis(ErrorKind::AttemptTimeout, Delivery::MaybeSent);
+    }
+    analyze_chain(error.source()).unwrap_or(analysis(ErrorKind::Transport, Delivery::MaybeSent))
+}
+
+fn analyze_chain(mut source: Option<&(dyn StdError + 'static)>) -> Option<Analysis> {
+    while let Some(err) = source {
+        if let Some(found) = analyze_one(err) {
+            return Some(found);
+        }
+        source = err.source();
+    }
+    None
+}
+
+fn analyze_one(err: &(dyn StdError + 'static)) -> Option<Analysis> {
+    use Delivery::{MaybeSent, NotSent};
+    use ErrorKind::{AttemptTimeout, Connect, ConnectionClosed, InvalidResponse};
+
+    if let Some(h2) = err.downcast_ref::<h2::Error>() {
+        // REFUSED_STREAM promises the server did no work on the stream (RFC 9113 §8.7).
+        if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+            return Some(analysis(ConnectionClosed, NotSent));
+        }
+        if h2.reason().is_some() || h2.is_go_away() || h2.is_io() {
+            return Some(analysis(ConnectionClosed, MaybeSent));
+        }
+    }
+    if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
+        if hyper.is_timeout() {
+            return Some(analysis(AttemptTimeout, MaybeSent));
+        }
+        if hyper.is_parse() || hyper.is_parse_status() {
+            return Some(analysis(InvalidResponse, MaybeSent));
+        }
+        if hyper.is_incomplete_message()
+            || hyper.is_closed()
+            || hyper.is_canceled()
+            || hyper.is_body_write_aborted()
+        {
+            return Some(analysis(ConnectionClosed, MaybeSent));
+        }
+    }
+    if let Some(io) = err.downcast_ref::<io::Error>() {
+        return match io.kind() {
+            io::ErrorKind::ConnectionRefused => Some(analysis(Connect, NotSent)),
+            io::ErrorKind::TimedOut => Some(analysis(AttemptTimeout, MaybeSent)),
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::NotConnected => Some(analysis(ConnectionClosed, MaybeSent)),
+            _ => None,
+        };
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error whose source is `inner`, as reqwest and hyper wrap theirs.
+    #[derive(Debug)]
+    struct Wrapper(Box<dyn StdError + Send + Sync>);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("wrapper")
+        }
+    }
+
+    impl StdError for Wrapper {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    fn chain(inner: impl StdError + Send + Sync + 'static) -> Option<Analysis> {
+        let outer = Wrapper(Box::new(Wrapper(Box::new(inner))));
+        analyze_chain(Some(&outer))
+    }
+
+    #[test]
+    fn refused_stream_was_never_sent() {
+        let found = chain(h2::Error::from(h2::Reason::REFUSED_STREAM));
+        assert_eq!(
+            found,
+            Some(analysis(ErrorKind::ConnectionClosed, Delivery::NotSent))
+        );
+    }
+
+    #[test]
+    fn other_stream_resets_may_have_been_processed() {
+        let found = chain(h2::Error::from(h2::Reason::INTERNAL_ERROR));
+        assert_eq!(
+            found,
+            Some(analysis(ErrorKind::ConnectionClosed, Delivery::MaybeSent))
+        );
+    }
+
+    #[test]
+    fn io_errors_deep_in_the_chain() {
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            chain(reset),
+            Some(analysis(ErrorKind::ConnectionClosed, Delivery::MaybeSent))
+        );
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            chain(refused),
+            Some(analysis(ErrorKind::Connect, Delivery::NotSent))
+        );
+        let other = io::Error::from(io::ErrorKind::PermissionDenied);
+        assert_eq!(chain(other), None);
+    }
+}

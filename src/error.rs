@@ -1,0 +1,482 @@
+//! The one error type every layer returns.
+//!
+//! Every layer's `Service::Error` is [`Error`], never a `BoxError`, so a caller can `match` on
+//! [`Error::kind`] and ask [`Error::is_timeout`] or [`Error::status`] no matter how many layers the
+//! failure crossed. The error is one pointer wide (the details live in a `Box`), so a
+//! `Result<reqwest::Response, Error>` costs nothing extra on the success path.
+//!
+//! An error also carries the **attempt history**: what happened on every attempt, when, and
+//! whether the request may have reached the server. The URL it shows has its credentials and
+//! secret query values removed; request headers are never stored at all.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::{HeaderMap, Method, StatusCode};
+use url::Url;
+
+use crate::classify::{Class, Delivery};
+use crate::redact;
+
+/// A boxed error, as the source of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong, for `match`.
+///
+/// New kinds may be added in minor releases, so a `match` needs a `_` arm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// One attempt took longer than the attempt timeout (head or body).
+    AttemptTimeout,
+    /// The total deadline across all attempts and backoff sleeps ran out.
+    DeadlineExceeded,
+    /// The connection could not be made (refused, DNS failure, connect timeout): the request
+    /// never reached the server.
+    Connect,
+    /// The connection was reset or closed after the request was (possibly) written.
+    ConnectionClosed,
+    /// The server answered with a status the classifier calls a failure.
+    Status,
+    /// The circuit breaker for this endpoint is open; the request was not sent.
+    CircuitOpen,
+    /// The retry budget is spent; the request was not retried.
+    BudgetExhausted,
+    /// A retry was needed but the request body is a stream that cannot be sent twice.
+    BodyNotReplayable,
+    /// The request could not be built (invalid URL, invalid header, ...).
+    InvalidRequest,
+    /// The server's answer was not valid HTTP (for example a malformed status line).
+    InvalidResponse,
+    /// The configuration was rejected.
+    InvalidConfig,
+    /// Any other failure while sending or receiving (redirect loop, body error, ...).
+    Transport,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::AttemptTimeout => "attempt timed out",
+            ErrorKind::DeadlineExceeded => "total deadline exceeded",
+            ErrorKind::Connect => "connect failed",
+            ErrorKind::ConnectionClosed => "connection closed",
+            ErrorKind::Status => "failure status",
+            ErrorKind::CircuitOpen => "circuit open",
+            ErrorKind::BudgetExhausted => "retry budget exhausted",
+            ErrorKind::BodyNotReplayable => "body not replayable",
+            ErrorKind::InvalidRequest => "invalid request",
+            ErrorKind::InvalidResponse => "invalid response",
+            ErrorKind::InvalidConfig => "invalid configuration",
+            ErrorKind::Transport => "transport error",
+        })
+    }
+}
+
+/// What one attempt came back with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AttemptOutcome {
+    /// The server answered with this status.
+    Status(StatusCode),
+    /// The attempt ended without a response.
+    Error(ErrorKind),
+}
+
+impl fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttemptOutcome::Status(status) => write!(f, "{status}"),
+            AttemptOutcome::Error(kind) => write!(f, "{kind}"),
+        }
+    }
+}
+
+/// One entry of an error's attempt history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Attempt {
+    /// 1 for the first attempt.
+    pub number: u32,
+    /// When the attempt started, relative to the start of the first attempt.
+    pub started_after: Duration,
+    /// How long the attempt took.
+    pub duration: Duration,
+    /// The delay slept before this attempt (zero for the first).
+    pub delay_before: Duration,
+    /// What came back.
+    pub outcome: AttemptOutcome,
+    /// How the classifier sorted it.
+    pub class: Class,
+    /// Whether the request reached the server.
+    pub delivery: Delivery,
+}
+
+impl Attempt {
+    /// A first attempt that started at `started_after` and took `duration`.
+    pub(crate) fn first(
+        duration: Duration,
+        outcome: AttemptOutcome,
+        class: Class,
+        delivery: Delivery,
+    ) -> Self {
+        Attempt {
+            number: 1,
+            started_after: Duration::ZERO,
+            duration,
+            delay_before: Duration::ZERO,
+            outcome,
+            class,
+            delivery,
+        }
+    }
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{} at +{}", self.number, Short(self.started_after))?;
+        if !self.delay_before.is_zero() {
+            write!(f, " (after sleeping {})", Short(self.delay_before))?;
+        }
+        write!(
+            f,
+            ": {} ({}, {}) in {}",
+            self.outcome,
+            self.class,
+            self.delivery,
+            Short(self.duration)
+        )
+    }
+}
+
+/// A duration as people read it: `850.3ms`, `1.23s`.
+struct Short(Duration);
+
+impl fmt::Display for Short {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.as_secs_f64();
+        if secs >= 1.0 {
+            write!(f, "{secs:.2}s")
+        } else {
+            write!(f, "{:.1}ms", secs * 1000.0)
+        }
+    }
+}
+
+/// The error of every layer in this crate.
+///
+/// ```
+/// use resilient_http::{Error, ErrorKind};
+///
+/// fn describe(err: &Error) -> &'static str {
+///     match err.kind() {
+///         ErrorKind::Status if err.is_transient() => "server trouble, try later",
+///         ErrorKind::Status => "our request is wrong",
+///         ErrorKind::AttemptTimeout | ErrorKind::DeadlineExceeded => "too slow",
+///         ErrorKind::Connect => "unreachable",
+///         _ => "other",
+///     }
+/// }
+/// # let _ = describe;
+/// ```
+#[derive(thiserror::Error)]
+#[error(transparent)]
+pub struct Error(Box<Inner>);
+
+#[derive(thiserror::Error)]
+#[error("{}", Line(self))]
+struct Inner {
+    kind: ErrorKind,
+    class: Class,
+    delivery: Delivery,
+    method: Option<Method>,
+    /// Already redacted.
+    url: Option<Url>,
+    response: Option<reqwest::Response>,
+    retry_after: Option<Duration>,
+    /// The limit that fired, for timeouts.
+    limit: Option<Duration>,
+    /// Total time from the first attempt's start; derived from the history when `None`.
+    elapsed: Option<Duration>,
+    history: Vec<Attempt>,
+    detail: Option<String>,
+    #[source]
+    source: Option<BoxError>,
+}
+
+impl Error {
+    /// A new error with no context yet; layers add what they know.
+    pub(crate) fn new(kind: ErrorKind, class: Class, delivery: Delivery) -> Self {
+        Error(Box::new(Inner {
+            kind,
+            class,
+            delivery,
+            method: None,
+            url: None,
+            response: None,
+            retry_after: None,
+            limit: None,
+            elapsed: None,
+            history: Vec::new(),
+            detail: None,
+            source: None,
+        }))
+    }
+
+    /// An invalid configuration, with a message saying what is wrong.
+    pub fn invalid_config(message: impl Into<String>) -> Self {
+        Error::new(
+            ErrorKind::InvalidConfig,
+            Class::Permanent,
+            Delivery::NotSent,
+        )
+        .with_detail(message)
+    }
+
+    /// A failure status: keeps the response (so its headers and body stay readable).
+    pub(crate) fn from_response(response: reqwest::Response, class: Class) -> Self {
+        let mut err = Error::new(ErrorKind::Status, class, Delivery::Delivered);
+        err.0.retry_after = crate::retry_after::parse(response.headers());
+        err.0.url = Some(redact::url(response.url()));
+        err.0.response = Some(response);
+        err
+    }
+
+    /// A transport failure, sorted by what happened and by the classifier's verdict.
+    pub(crate) fn from_reqwest(
+        mut source: reqwest::Error,
+        kind: ErrorKind,
+        class: Class,
+        delivery: Delivery,
+    ) -> Self {
+        let mut err = Error::new(kind, class, delivery);
+        // reqwest prints its URL in Display; keep only the redacted form anywhere.
+        if let Some(url) = source.url_mut() {
+            *url = redact::url(url);
+            err.0.url = Some(url.clone());
+        }
+        err.0.source = Some(Box::new(source));
+        err
+    }
+
+    pub(crate) fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.0.detail = Some(detail.into());
+        self
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.0.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn with_history(mut self, history: Vec<Attempt>) -> Self {
+        self.0.history = history;
+        self
+    }
+
+    pub(crate) fn with_limit(mut self, limit: Duration) -> Self {
+        self.0.limit = Some(limit);
+        self
+    }
+
+    pub(crate) fn with_elapsed(mut self, elapsed: Duration) -> Self {
+        self.0.elapsed = Some(elapsed);
+        self
+    }
+
+    /// Fills in the method and URL if no inner layer did; `url` is redacted here.
+    pub(crate) fn with_request(mut self, method: &Method, url: &Url) -> Self {
+        if self.0.method.is_none() {
+            self.0.method = Some(method.clone());
+        }
+        if self.0.url.is_none() {
+            self.0.url = Some(redact::url(url));
+        }
+        self
+    }
+
+    pub(crate) fn set_method(&mut self, method: Method) {
+        self.0.method = Some(method);
+    }
+
+    /// Turns an attempt timeout into a deadline error: the attempt was cut short because the
+    /// total deadline, not the attempt timeout, was the nearer limit.
+    pub(crate) fn into_deadline_exceeded(mut self) -> Self {
+        self.0.kind = ErrorKind::DeadlineExceeded;
+        for attempt in &mut self.0.history {
+            if attempt.outcome == AttemptOutcome::Error(ErrorKind::AttemptTimeout) {
+                attempt.outcome = AttemptOutcome::Error(ErrorKind::DeadlineExceeded);
+            }
+        }
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.0.kind
+    }
+
+    /// How the last attempt was classified: [`Class::Transient`] or [`Class::Permanent`].
+    pub fn class(&self) -> Class {
+        self.0.class
+    }
+
+    /// Whether the last attempt's request reached the server.
+    pub fn delivery(&self) -> Delivery {
+        self.0.delivery
+    }
+
+    /// True if trying again later may succeed (a 503, a reset, a timeout, an open circuit).
+    pub fn is_transient(&self) -> bool {
+        self.0.class == Class::Transient
+    }
+
+    /// True for an attempt timeout or an exceeded total deadline.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self.0.kind,
+            ErrorKind::AttemptTimeout | ErrorKind::DeadlineExceeded
+        )
+    }
+
+    /// True if the connection could not be made: the request never reached the server.
+    pub fn is_connect(&self) -> bool {
+        self.0.kind == ErrorKind::Connect
+    }
+
+    /// The failure status the server answered with, if it answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.0.response.as_ref().map(reqwest::Response::status)
+    }
+
+    /// The response headers of a failure status.
+    pub fn headers(&self) -> Option<&HeaderMap> {
+        self.0.response.as_ref().map(reqwest::Response::headers)
+    }
+
+    /// Takes the failure response out of the error, to read its body for diagnostics.
+    /// [`status`](Self::status) and [`headers`](Self::headers) return `None` afterwards.
+    pub fn take_response(&mut self) -> Option<reqwest::Response> {
+        self.0.response.take()
+    }
+
+    /// The delay the server asked for in `Retry-After`, if it sent a valid one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.0.retry_after
+    }
+
+    /// The timeout or deadline that fired, for [`is_timeout`](Self::is_timeout) errors.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.0.limit
+    }
+
+    /// What happened on every attempt, first to last.
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.0.history
+    }
+
+    /// The request method, when known.
+    pub fn method(&self) -> Option<&Method> {
+        self.0.method.as_ref()
+    }
+
+    /// The request URL with user info removed and secret query values replaced by `REDACTED`.
+    pub fn url(&self) -> Option<&Url> {
+        self.0.url.as_ref()
+    }
+
+    /// Total time from the start of the first attempt until the failure.
+    pub fn elapsed(&self) -> Duration {
+        Error::elapsed_of(&self.0)
+    }
+}
+
+impl From<reqwest::Error> for Error {
+    /// Sorts a bare `reqwest::Error` with the default classifier, for example one from reading a
+    /// response body after [`send`](crate::RequestBuilder::send) returned. It has no history.
+    fn from(err: reqwest::Error) -> Self {
+        let kind = crate::classify::analyze(&err).kind;
+        let verdict = crate::classify::DefaultClassifier::classify_error(&err);
+        Error::from_reqwest(err, kind, verdict.class, verdict.delivery)
+    }
+}
+
+/// The one-line Display.
+struct Line<'a>(&'a Inner);
+
+impl fmt::Display for Line<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self.0;
+        match (&e.method, &e.url) {
+            (Some(m), Some(u)) => write!(f, "{m} {u} ")?,
+            (None, Some(u)) => write!(f, "{u} ")?,
+            (Some(m), None) => write!(f, "{m} ")?,
+            (None, None) => f.write_str("request ")?,
+        }
+        let n = e.history.len();
+        if n > 0 {
+            let elapsed = Error::elapsed_of(e);
+            let plural = if n == 1 { "" } else { "s" };
+            write!(
+                f,
+                "failed after {n} attempt{plural} in {}: ",
+                Short(elapsed)
+            )?;
+        } else {
+            f.write_str("failed: ")?;
+        }
+        match &e.response {
+            Some(response) => write!(f, "{}", response.status())?,
+            None => write!(f, "{}", e.kind)?,
+        }
+        if let Some(limit) = e.limit {
+            write!(f, " after {}", Short(limit))?;
+        }
+        if let Some(detail) = &e.detail {
+            write!(f, ": {detail}")?;
+        }
+        write!(f, " ({})", e.class)
+    }
+}
+
+impl Error {
+    fn elapsed_of(inner: &Inner) -> Duration {
+        inner.elapsed.unwrap_or_else(|| {
+            inner
+                .history
+                .last()
+                .map_or(Duration::ZERO, |a| a.started_after + a.duration)
+        })
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// Written by hand: the response's headers may hold `Set-Cookie`, so only its status is shown.
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self;
+        f.debug_struct("Error")
+            .field("kind", &e.kind)
+            .field("class", &e.class)
+            .field("delivery", &e.delivery)
+            .field("method", &e.method)
+            .field("url", &e.url.as_ref().map(Url::as_str))
+            .field(
+                "status",
+                &e.response.as_ref().map(reqwest::Response::status),
+            )
+            .field("retry_after", &e.retry_after)
+            .field("timeout", &e.limit)
+            .field("attempts", &e.history)
+            .field("detail", &e.detail)
+            // The source's Debug could show more than we want (reqwest's shows its URL, which
+            // is redacted by now); its Display is what a reader needs.
+            .field("source", &e.source.as_ref().map(ToString::to_string))
+            .finish()
+    }
+}

@@ -1,0 +1,37 @@
+//! A loopback HTTP server that fails on demand (feature `testkit`).
+//!
+//! Test a policy against real failures instead of mocks: the server speaks real HTTP/1.1 over a
+//! real socket on `127.0.0.1`, so reqwest, hyper and the kernel behave as they do in production.
+//! Script the replies for a path (they are served in order; the last one repeats), then ask the
+//! server how many times it was really called and with what.
+//!
+//! ```
+//! use resilient_http::testkit::{FaultServer, Reply};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = FaultServer::start().await?;
+//! server.script("/flaky", [Reply::status(503).retry_after_secs(1), Reply::status(200)]);
+//!
+//! let client = resilient_http::Client::new()?;
+//! let first = client.get(server.url("/flaky")).send().await;
+//! assert_eq!(first.unwrap_err().status().map(|s| s.as_u16()), Some(503));
+//! let second = client.get(server.url("/flaky")).send().await?;
+//! assert_eq!(second.status(), 200);
+//! assert_eq!(server.hits("/flaky"), 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! What a [`Reply`] can do: answer with any status, headers, `Retry-After` (seconds or HTTP
+//! date) and body, after a delay; [hang](Reply::hang) without answering; send the head and
+//! [stall the body](Reply::stall_body); [reset](Reply::reset) the connection with a TCP RST;
+//! [close](Reply::close) it cleanly without answering; or write [raw bytes](Reply::raw), such as
+//! a malformed status line. [`closed_port_url`] gives a URL whose connection is refused.
+
+mod body;
+mod reply;
+mod server;
+
+pub use reply::Reply;
+pub use server::{FaultServer, RecordedRequest, closed_port_url};

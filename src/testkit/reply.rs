@@ -1,0 +1,114 @@
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+/// What the [`FaultServer`](super::FaultServer) does with one request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub(super) action: Action,
+    pub(super) delay: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub(super) enum Action {
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    },
+    /// Sends the head, announcing more body than it then sends, and stalls.
+    StallBody {
+        status: u16,
+        sent: Bytes,
+    },
+    Hang,
+    Reset,
+    Close,
+    Raw(Bytes),
+}
+
+impl Reply {
+    fn new(action: Action) -> Self {
+        Reply {
+            action,
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// Answers with `status` and an empty body.
+    pub fn status(status: u16) -> Self {
+        Reply::new(Action::Respond {
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        })
+    }
+
+    /// Answers 200 with `body`.
+    pub fn ok(body: impl Into<Bytes>) -> Self {
+        Reply::status(200).body(body)
+    }
+
+    /// Sends the head of a `status` response with a `Content-Length` larger than `first`, then
+    /// `first`, then nothing more, keeping the connection open.
+    pub fn stall_body(status: u16, first: impl Into<Bytes>) -> Self {
+        Reply::new(Action::StallBody {
+            status,
+            sent: first.into(),
+        })
+    }
+
+    /// Reads the request and never answers, keeping the connection open.
+    pub fn hang() -> Self {
+        Reply::new(Action::Hang)
+    }
+
+    /// Reads the request and resets the connection (TCP RST) without answering.
+    pub fn reset() -> Self {
+        Reply::new(Action::Reset)
+    }
+
+    /// Reads the request and closes the connection cleanly (FIN) without answering.
+    pub fn close() -> Self {
+        Reply::new(Action::Close)
+    }
+
+    /// Reads the request, writes `bytes` as they are, and closes the connection. For answers
+    /// that are not valid HTTP, such as `b"HTTP/1.1 OOPS\r\n\r\n"`.
+    pub fn raw(bytes: impl Into<Bytes>) -> Self {
+        Reply::new(Action::Raw(bytes.into()))
+    }
+
+    /// Waits `delay` before doing anything else (before the response head, for answers).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Adds a response header. An invalid name or value makes the server answer 500 with a
+    /// body that says which.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        if let Action::Respond { headers, .. } = &mut self.action {
+            headers.push((name.into(), value.into()));
+        }
+        self
+    }
+
+    /// Adds `Retry-After: <seconds>`.
+    pub fn retry_after_secs(self, seconds: u64) -> Self {
+        self.header("retry-after", seconds.to_string())
+    }
+
+    /// Adds `Retry-After: <HTTP date>`.
+    pub fn retry_after_date(self, at: SystemTime) -> Self {
+        self.header("retry-after", httpdate::fmt_http_date(at))
+    }
+
+    /// Sets the response body.
+    pub fn body(mut self, new_body: impl Into<Bytes>) -> Self {
+        if let Action::Respond { body, .. } = &mut self.action {
+            *body = new_body.into();
+        }
+        self
+    }
+}

@@ -1,0 +1,283 @@
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::body::ReplyBody;
+use super::reply::{Action, Reply};
+
+/// A request the server received.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RecordedRequest {
+    /// The method.
+    pub method: Method,
+    /// The path and query, e.g. `/search?q=x`.
+    pub path_and_query: String,
+    /// All request headers, as received.
+    pub headers: HeaderMap,
+    /// The whole request body.
+    pub body: Bytes,
+}
+
+#[derive(Default)]
+struct Path {
+    script: VecDeque<Reply>,
+    requests: Vec<RecordedRequest>,
+}
+
+#[derive(Default)]
+struct State {
+    paths: Mutex<HashMap<String, Path>>,
+}
+
+impl State {
+    fn with_path<T>(&self, path: &str, f: impl FnOnce(&mut Path) -> T) -> T {
+        // A panicking test thread must not hide the recordings from the others.
+        let mut paths = self.paths.lock().unwrap_or_else(PoisonError::into_inner);
+        f(paths.entry(path.to_owned()).or_default())
+    }
+
+    /// Records the request and picks the reply: the script in order, the last entry repeating,
+    /// `200 ok` for a path without a script.
+    fn record(&self, path: &str, request: RecordedRequest) -> Reply {
+        self.with_path(path, |p| {
+            p.requests.push(request);
+            match p.script.len() {
+                0 => Reply::ok("ok"),
+                1 => p.script[0].clone(),
+                _ => p.script.pop_front().unwrap_or_else(|| Reply::ok("ok")),
+            }
+        })
+    }
+}
+
+/// A loopback HTTP/1.1 server whose replies are scripted per path; see the
+/// [module docs](super). It stops, dropping every connection, when dropped.
+pub struct FaultServer {
+    addr: SocketAddr,
+    state: Arc<State>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for FaultServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FaultServer {
+    /// Starts a server on `127.0.0.1` with a port chosen by the kernel.
+    pub async fn start() -> io::Result<FaultServer> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State::default());
+        let task = tokio::spawn(accept(listener, state.clone()));
+        Ok(FaultServer { addr, state, task })
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port><path>`; `path` starts with `/` and may carry a query.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Replaces the script for `path` (without query): the replies are served in order, and
+    /// the last one repeats for every further request.
+    pub fn script(&self, path: &str, replies: impl IntoIterator<Item = Reply>) {
+        let replies: VecDeque<Reply> = replies.into_iter().collect();
+        self.state.with_path(path, |p| p.script = replies);
+    }
+
+    /// How many requests reached `path`, including those that were reset or never answered.
+    pub fn hits(&self, path: &str) -> usize {
+        self.state.with_path(path, |p| p.requests.len())
+    }
+
+    /// The requests that reached `path`, oldest first.
+    pub fn requests(&self, path: &str) -> Vec<RecordedRequest> {
+        self.state.with_path(path, |p| p.requests.clone())
+    }
+}
+
+impl Drop for FaultServer {
+    fn drop(&mut self) {
+        // Aborting the accept task drops its JoinSet, which aborts every connection.
+        self.task.abort();
+    }
+}
+
+/// A URL on `127.0.0.1` where nothing listens, so connecting is refused: bind a port, note it,
+/// close it.
+pub fn closed_port_url(path: &str) -> io::Result<String> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    let addr = listener.local_addr()?;
+    drop(listener);
+    Ok(format!("http://{addr}{path}"))
+}
+
+async fn accept(listener: TcpListener, state: Arc<State>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    connections.spawn(serve(stream, state.clone()));
+                }
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// What a handler asks the connection task to do with the raw socket once hyper lets go.
+enum Takeover {
+    Reset,
+    Close,
+    Raw(Bytes),
+}
+
+async fn serve(stream: TcpStream, state: Arc<State>) {
+    // A second handle on the same socket, to reset, close or write raw bytes after hyper's
+    // handle is gone.
+    let Ok((stream, raw)) = split_handle(stream) else {
+        return;
+    };
+    let (takeover_tx, mut takeover_rx) = mpsc::unbounded_channel();
+    let service = service_fn(move |request| handle(request, state.clone(), takeover_tx.clone()));
+    let mut connection = Box::pin(
+        http1::Builder::new()
+            .header_read_timeout(None)
+            .serve_connection(TokioIo::new(stream), service),
+    );
+    tokio::select! {
+        _ = &mut connection => {}
+        Some(takeover) = takeover_rx.recv() => {
+            drop(connection);
+            // Best effort: the client sees whatever the kernel makes of it.
+            let _ = take_over(raw, takeover);
+        }
+    }
+}
+
+fn split_handle(stream: TcpStream) -> io::Result<(TcpStream, std::net::TcpStream)> {
+    let std_stream = stream.into_std()?;
+    let raw = std_stream.try_clone()?;
+    Ok((TcpStream::from_std(std_stream)?, raw))
+}
+
+fn take_over(mut raw: std::net::TcpStream, takeover: Takeover) -> io::Result<()> {
+    match takeover {
+        Takeover::Reset => {
+            // Closing with a zero linger sends RST instead of FIN.
+            socket2::SockRef::from(&raw).set_linger(Some(Duration::ZERO))?;
+        }
+        Takeover::Close => raw.shutdown(Shutdown::Both)?,
+        Takeover::Raw(bytes) => {
+            raw.set_nonblocking(false)?;
+            raw.write_all(&bytes)?;
+            raw.shutdown(Shutdown::Write)?;
+        }
+    }
+    Ok(())
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    state: Arc<State>,
+    takeover: mpsc::UnboundedSender<Takeover>,
+) -> Result<Response<ReplyBody>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .unwrap_or_default();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), ToString::to_string);
+    let recorded = RecordedRequest {
+        method: parts.method,
+        path_and_query,
+        headers: parts.headers,
+        body,
+    };
+    let reply = state.record(parts.uri.path(), recorded);
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let takeover_action = match reply.action {
+        Action::Respond {
+            status,
+            headers,
+            body,
+        } => return Ok(respond(status, &headers, body)),
+        Action::StallBody { status, sent } => return Ok(stall(status, sent)),
+        Action::Hang => None,
+        Action::Reset => Some(Takeover::Reset),
+        Action::Close => Some(Takeover::Close),
+        Action::Raw(bytes) => Some(Takeover::Raw(bytes)),
+    };
+    if let Some(action) = takeover_action {
+        let _ = takeover.send(action);
+    }
+    std::future::pending().await
+}
+
+fn respond(status: u16, headers: &[(String, String)], body: Bytes) -> Response<ReplyBody> {
+    match build(status, headers) {
+        Ok(mut response) => {
+            *response.body_mut() = ReplyBody::full(body);
+            response
+        }
+        Err(message) => {
+            let mut response = Response::new(ReplyBody::full(Bytes::from(message)));
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            response
+        }
+    }
+}
+
+fn build(status: u16, headers: &[(String, String)]) -> Result<Response<ReplyBody>, String> {
+    let mut response = Response::new(ReplyBody::full(Bytes::new()));
+    *response.status_mut() =
+        StatusCode::from_u16(status).map_err(|_| format!("testkit: invalid status {status}"))?;
+    for (name, value) in headers {
+        let name = HeaderName::try_from(name.as_str())
+            .map_err(|_| format!("testkit: invalid header name {name:?}"))?;
+        let value = HeaderValue::try_from(value.as_str())
+            .map_err(|_| format!("testkit: invalid value for header {name}"))?;
+        response.headers_mut().append(name, value);
+    }
+    Ok(response)
+}
+
+fn stall(status: u16, sent: Bytes) -> Response<ReplyBody> {
+    let announced = sent.len() + 1024;
+    let mut response = respond(status, &[], Bytes::new());
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(announced));
+    *response.body_mut() = ReplyBody::stalling(sent);
+    response
+}

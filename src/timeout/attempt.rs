@@ -1,0 +1,73 @@
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use super::AttemptTimeoutFuture;
+use crate::error::Error;
+
+/// Bounds each attempt, body included; see the [module docs](super).
+#[derive(Clone, Copy, Debug)]
+pub struct AttemptTimeoutLayer {
+    timeout: Duration,
+}
+
+impl AttemptTimeoutLayer {
+    /// Each attempt may take at most `timeout`, from sending to the last byte of the body.
+    pub fn new(timeout: Duration) -> Self {
+        AttemptTimeoutLayer { timeout }
+    }
+}
+
+impl<S> Layer<S> for AttemptTimeoutLayer {
+    type Service = AttemptTimeout<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AttemptTimeout {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// The service made by [`AttemptTimeoutLayer`].
+#[derive(Clone, Debug)]
+pub struct AttemptTimeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> Service<reqwest::Request> for AttemptTimeout<S>
+where
+    S: Service<reqwest::Request, Response = reqwest::Response, Error = Error>,
+{
+    type Response = reqwest::Response;
+    type Error = Error;
+    type Future = AttemptTimeoutFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: reqwest::Request) -> Self::Future {
+        let started = Instant::now();
+        // The request's own timeout is what is left of the total budget (see module docs).
+        let (limit, by_deadline) = match request.timeout() {
+            Some(&left) if left < self.timeout => (left, true),
+            _ => (self.timeout, false),
+        };
+        let method = request.method().clone();
+        if limit.is_zero() {
+            return AttemptTimeoutFuture::expired(method, limit);
+        }
+        *request.timeout_mut() = Some(limit);
+        AttemptTimeoutFuture::new(
+            self.inner.call(request),
+            method,
+            started,
+            limit,
+            by_deadline,
+        )
+    }
+}

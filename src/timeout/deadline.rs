@@ -1,0 +1,65 @@
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use super::TotalDeadlineFuture;
+use crate::error::Error;
+
+/// Bounds a whole call, all attempts and backoff sleeps included; see the [module docs](super).
+#[derive(Clone, Copy, Debug)]
+pub struct TotalDeadlineLayer {
+    deadline: Duration,
+}
+
+impl TotalDeadlineLayer {
+    /// A call may take at most `deadline` in all. A shorter per-request timeout wins.
+    pub fn new(deadline: Duration) -> Self {
+        TotalDeadlineLayer { deadline }
+    }
+}
+
+impl<S> Layer<S> for TotalDeadlineLayer {
+    type Service = TotalDeadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TotalDeadline {
+            inner,
+            deadline: self.deadline,
+        }
+    }
+}
+
+/// The service made by [`TotalDeadlineLayer`]. It is also where errors get the request's
+/// method and (redacted) URL when no inner layer could add them.
+#[derive(Clone, Debug)]
+pub struct TotalDeadline<S> {
+    inner: S,
+    deadline: Duration,
+}
+
+impl<S> Service<reqwest::Request> for TotalDeadline<S>
+where
+    S: Service<reqwest::Request, Response = reqwest::Response, Error = Error>,
+{
+    type Response = reqwest::Response;
+    type Error = Error;
+    type Future = TotalDeadlineFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: reqwest::Request) -> Self::Future {
+        let started = Instant::now();
+        let budget = match request.timeout() {
+            Some(&shorter) if shorter < self.deadline => shorter,
+            _ => self.deadline,
+        };
+        *request.timeout_mut() = Some(budget);
+        let method = request.method().clone();
+        let url = request.url().clone();
+        TotalDeadlineFuture::new(self.inner.call(request), method, url, started, budget)
+    }
+}

@@ -1,0 +1,186 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Method;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep_until};
+use url::Url;
+
+use super::BACKSTOP_GRACE;
+use crate::classify::{Class, Delivery};
+use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind};
+
+pin_project! {
+    /// The future of [`AttemptTimeout`](super::AttemptTimeout).
+    pub struct AttemptTimeoutFuture<F> {
+        #[pin]
+        state: AttemptState<F>,
+        method: Method,
+        limit: Duration,
+        by_deadline: bool,
+    }
+}
+
+pin_project! {
+    #[project = AttemptStateProj]
+    enum AttemptState<F> {
+        Running {
+            #[pin]
+            inner: F,
+            #[pin]
+            backstop: Sleep,
+            started: Instant,
+        },
+        // No time was left: the request is not sent at all.
+        Expired,
+    }
+}
+
+impl<F> AttemptTimeoutFuture<F> {
+    pub(super) fn new(
+        inner: F,
+        method: Method,
+        started: Instant,
+        limit: Duration,
+        by_deadline: bool,
+    ) -> Self {
+        AttemptTimeoutFuture {
+            state: AttemptState::Running {
+                inner,
+                backstop: sleep_until(started + limit + BACKSTOP_GRACE),
+                started,
+            },
+            method,
+            limit,
+            by_deadline,
+        }
+    }
+
+    pub(super) fn expired(method: Method, limit: Duration) -> Self {
+        AttemptTimeoutFuture {
+            state: AttemptState::Expired,
+            method,
+            limit,
+            by_deadline: true,
+        }
+    }
+}
+
+impl<F> Future for AttemptTimeoutFuture<F>
+where
+    F: Future<Output = Result<reqwest::Response, Error>>,
+{
+    type Output = Result<reqwest::Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let kind = if *this.by_deadline {
+            ErrorKind::DeadlineExceeded
+        } else {
+            ErrorKind::AttemptTimeout
+        };
+        let (duration, delivery) = match this.state.project() {
+            AttemptStateProj::Expired => (Duration::ZERO, Delivery::NotSent),
+            AttemptStateProj::Running {
+                inner,
+                backstop,
+                started,
+            } => {
+                if let Poll::Ready(result) = inner.poll(cx) {
+                    return Poll::Ready(result.map_err(|error| {
+                        if error.kind() != ErrorKind::AttemptTimeout {
+                            return error;
+                        }
+                        let error = error.with_limit(*this.limit);
+                        if *this.by_deadline {
+                            error.into_deadline_exceeded()
+                        } else {
+                            error
+                        }
+                    }));
+                }
+                if backstop.poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                (started.elapsed(), Delivery::MaybeSent)
+            }
+        };
+        let outcome = AttemptOutcome::Error(kind);
+        let attempt = Attempt::first(duration, outcome, Class::Transient, delivery);
+        let mut error = Error::new(kind, Class::Transient, delivery)
+            .with_limit(*this.limit)
+            .with_history(vec![attempt]);
+        error.set_method(this.method.clone());
+        Poll::Ready(Err(error))
+    }
+}
+
+pin_project! {
+    /// The future of [`TotalDeadline`](super::TotalDeadline).
+    pub struct TotalDeadlineFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        backstop: Sleep,
+        method: Method,
+        url: Url,
+        started: Instant,
+        budget: Duration,
+    }
+}
+
+impl<F> TotalDeadlineFuture<F> {
+    pub(super) fn new(
+        inner: F,
+        method: Method,
+        url: Url,
+        started: Instant,
+        budget: Duration,
+    ) -> Self {
+        TotalDeadlineFuture {
+            inner,
+            backstop: sleep_until(started + budget + BACKSTOP_GRACE),
+            method,
+            url,
+            started,
+            budget,
+        }
+    }
+}
+
+impl<F> Future for TotalDeadlineFuture<F>
+where
+    F: Future<Output = Result<reqwest::Response, Error>>,
+{
+    type Output = Result<reqwest::Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let error = match this.inner.poll(cx) {
+            Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
+            Poll::Ready(Err(error)) => error,
+            Poll::Pending => {
+                if this.backstop.poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                Error::new(
+                    ErrorKind::DeadlineExceeded,
+                    Class::Transient,
+                    Delivery::MaybeSent,
+                )
+                .with_limit(*this.budget)
+            }
+        };
+        let error = if error.kind() == ErrorKind::DeadlineExceeded {
+            error.with_limit(*this.budget)
+        } else {
+            error
+        };
+        let error = error
+            .with_request(this.method, this.url)
+            .with_elapsed(this.started.elapsed());
+        Poll::Ready(Err(error))
+    }
+}

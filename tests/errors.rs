@@ -1,0 +1,193 @@
+//! The error's shape: one readable line, no secrets anywhere, typed failures for bad input.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use resilient_http::testkit::{FaultServer, Reply, closed_port_url};
+use resilient_http::{Class, Client, Delivery, Error, ErrorKind};
+
+const SECRETS: [&str; 4] = ["hunter2", "s3cr3t-token", "cookie-value", "query-secret"];
+
+/// Display, alternate Display, Debug and every source's Display and Debug.
+fn everything_printed(err: &Error) -> String {
+    let mut out = format!("{err}\n{err:#}\n{err:?}\n{err:#?}\n");
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(&format!("{s}\n{s:?}\n"));
+        source = s.source();
+    }
+    out
+}
+
+fn assert_no_secrets(err: &Error) {
+    let printed = everything_printed(err);
+    for secret in SECRETS {
+        assert!(!printed.contains(secret), "{secret} leaked in:\n{printed}");
+    }
+}
+
+fn client() -> Client {
+    Client::builder()
+        .attempt_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn the_error_is_one_pointer_and_thread_safe() {
+    fn is_send_sync_static<T: Send + Sync + 'static>() {}
+    is_send_sync_static::<Error>();
+    assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+}
+
+#[tokio::test]
+async fn display_is_one_readable_line() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/orders", [Reply::status(503)]);
+    let err = client()
+        .get(server.url("/orders"))
+        .send()
+        .await
+        .unwrap_err();
+    let line = err.to_string();
+    let prefix = format!("GET {} failed after 1 attempt in ", server.url("/orders"));
+    assert!(line.starts_with(&prefix), "{line}");
+    assert!(
+        line.ends_with(": 503 Service Unavailable (transient)"),
+        "{line}"
+    );
+    assert!(!line.contains('\n'));
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_status_errors() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/pay",
+        [Reply::status(401).header("set-cookie", "session=cookie-value")],
+    );
+    let url = format!(
+        "http://alice:hunter2@{}/pay?token=query-secret&page=2",
+        server.addr()
+    );
+    let err = client()
+        .post(url)
+        .bearer_auth("s3cr3t-token")
+        .header("cookie", "id=cookie-value")
+        .header("proxy-authorization", "Basic hunter2")
+        .body("{}")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Status);
+    assert_no_secrets(&err);
+    let shown = err.url().unwrap().as_str();
+    assert!(shown.ends_with("/pay?token=REDACTED&page=2"), "{shown}");
+    // They were really sent: the redaction is ours, not a lost header.
+    let received = &server.requests("/pay")[0];
+    let auth: Vec<_> = received.headers.get_all("authorization").iter().collect();
+    assert!(auth.iter().any(|v| *v == "Bearer s3cr3t-token"), "{auth:?}");
+    assert!(received.path_and_query.contains("token=query-secret"));
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_transport_errors() {
+    let refused = closed_port_url("/x").unwrap();
+    let url = refused.replace("http://", "http://bob:hunter2@") + "?api_key=query-secret";
+    let err = client()
+        .get(url)
+        .bearer_auth("s3cr3t-token")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect);
+    assert_no_secrets(&err);
+    // The reqwest error in the chain shows the redacted URL too.
+    let reqwest_error = err
+        .source()
+        .unwrap()
+        .downcast_ref::<reqwest::Error>()
+        .unwrap();
+    assert!(
+        reqwest_error
+            .url()
+            .unwrap()
+            .as_str()
+            .contains("api_key=REDACTED")
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_url_is_a_typed_error_not_a_panic() {
+    for url in ["not a url", "http://", "ftp//missing-colon", "http://[::1"] {
+        let err = client().get(url).send().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{url}");
+        assert_eq!(err.class(), Class::Permanent);
+        assert_eq!(err.delivery(), Delivery::NotSent);
+        assert!(err.source().is_some(), "the builder error stays reachable");
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_header_is_a_typed_error_not_a_panic() {
+    let server = FaultServer::start().await.unwrap();
+    let err = client()
+        .get(server.url("/h"))
+        .header("x-bad", "line\nbreak")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    let err = client()
+        .get(server.url("/h"))
+        .header("bad name", "v")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    assert_eq!(server.hits("/h"), 0, "nothing was sent");
+}
+
+#[test]
+fn invalid_configuration_is_rejected_at_build() {
+    for builder in [
+        Client::builder().attempt_timeout(Duration::ZERO),
+        Client::builder().total_deadline(Duration::ZERO),
+        Client::builder().connect_timeout(Duration::ZERO),
+    ] {
+        let err = builder.build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(err.to_string().contains("must be above zero"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn the_history_says_what_happened() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/slowfail",
+        [Reply::status(502).delay(Duration::from_millis(50))],
+    );
+    let err = client()
+        .delete(server.url("/slowfail"))
+        .send()
+        .await
+        .unwrap_err();
+    let attempt = &err.attempts()[0];
+    assert_eq!(attempt.number, 1);
+    assert_eq!(attempt.started_after, Duration::ZERO);
+    assert_eq!(attempt.delay_before, Duration::ZERO);
+    assert!(
+        attempt.duration >= Duration::from_millis(45),
+        "{:?}",
+        attempt.duration
+    );
+    assert_eq!(
+        attempt.outcome,
+        resilient_http::AttemptOutcome::Status(http::StatusCode::BAD_GATEWAY)
+    );
+    assert_eq!(attempt.class, Class::Transient);
+    assert_eq!(attempt.delivery, Delivery::Delivered);
+    assert!(err.elapsed() >= attempt.duration);
+    assert_eq!(err.method(), Some(&http::Method::DELETE));
+}

@@ -1,0 +1,228 @@
+//! Attempt timeout (body included) and total deadline: against real stalls on loopback with
+//! short real timeouts and wide margins, and against inner services that never answer with
+//! tokio's clock paused.
+
+use std::future::pending;
+use std::time::Duration;
+
+use resilient_http::testkit::{FaultServer, Reply};
+use resilient_http::timeout::{AttemptTimeoutLayer, BACKSTOP_GRACE, TotalDeadlineLayer};
+use resilient_http::{Client, Delivery, Error, ErrorKind};
+use tokio::time::Instant;
+use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
+
+const SHORT: Duration = Duration::from_millis(300);
+/// Far above SHORT, far below anything a hang would take.
+const LATE: Duration = Duration::from_secs(4);
+
+fn client(attempt: Duration, total: Duration) -> Client {
+    Client::builder()
+        .attempt_timeout(attempt)
+        .total_deadline(total)
+        .build()
+        .unwrap()
+}
+
+/// Fails the test instead of hanging it.
+async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .expect("hung: no timeout fired")
+}
+
+#[tokio::test]
+async fn a_stalled_body_ends_in_a_timeout_within_the_attempt_timeout() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/stall", [Reply::stall_body(200, "{\"items\": [")]);
+    let client = client(SHORT, Duration::from_secs(30));
+    let started = Instant::now();
+    let response = bounded(client.get(server.url("/stall")).send())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body_error = bounded(response.bytes()).await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(body_error.is_timeout(), "{body_error:?}");
+    assert!(
+        elapsed >= SHORT - Duration::from_millis(5) && elapsed < LATE,
+        "{elapsed:?}"
+    );
+    let typed = Error::from(body_error);
+    assert_eq!(typed.kind(), ErrorKind::AttemptTimeout);
+    assert!(typed.is_timeout() && typed.is_transient());
+}
+
+#[tokio::test]
+async fn slow_headers_end_in_an_attempt_timeout() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/slow", [Reply::status(200).delay(Duration::from_secs(60))]);
+    let client = client(SHORT, Duration::from_secs(30));
+    let started = Instant::now();
+    let err = bounded(client.get(server.url("/slow")).send())
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(err.kind(), ErrorKind::AttemptTimeout, "{err:?}");
+    assert!(err.is_timeout() && err.is_transient());
+    assert_eq!(err.timeout(), Some(SHORT));
+    assert_eq!(err.delivery(), Delivery::MaybeSent);
+    assert_eq!(err.attempts().len(), 1);
+    assert_eq!(
+        err.attempts()[0].outcome,
+        resilient_http::AttemptOutcome::Error(ErrorKind::AttemptTimeout)
+    );
+    assert!(
+        elapsed >= SHORT - Duration::from_millis(5) && elapsed < LATE,
+        "{elapsed:?}"
+    );
+    assert_eq!(server.hits("/slow"), 1);
+}
+
+#[tokio::test]
+async fn a_hang_ends_at_the_total_deadline_when_it_is_nearer() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/hang", [Reply::hang()]);
+    let client = client(Duration::from_secs(10), SHORT);
+    let started = Instant::now();
+    let err = bounded(client.get(server.url("/hang")).send())
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{err:?}");
+    assert!(err.is_timeout());
+    assert_eq!(err.timeout(), Some(SHORT));
+    assert_eq!(err.attempts().len(), 1, "the attempt's history survives");
+    assert!(
+        elapsed >= SHORT - Duration::from_millis(5) && elapsed < LATE,
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_per_request_timeout_shortens_the_deadline() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/hang", [Reply::hang()]);
+    let client = client(Duration::from_secs(10), Duration::from_secs(30));
+    let started = Instant::now();
+    let request = client.get(server.url("/hang")).timeout(SHORT);
+    let err = bounded(request.send()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{err:?}");
+    assert!(started.elapsed() < LATE);
+}
+
+#[tokio::test]
+async fn the_deadline_also_bounds_a_stalled_body() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/stall", [Reply::stall_body(200, "partial")]);
+    let client = client(Duration::from_secs(10), SHORT);
+    let started = Instant::now();
+    let response = bounded(client.get(server.url("/stall")).send())
+        .await
+        .unwrap();
+    let body_error = bounded(response.text()).await.unwrap_err();
+    assert!(body_error.is_timeout());
+    assert!(started.elapsed() < LATE);
+}
+
+fn ok_response() -> reqwest::Response {
+    reqwest::Response::from(http::Response::new("ok"))
+}
+
+fn request() -> reqwest::Request {
+    reqwest::Request::new(
+        http::Method::GET,
+        "http://svc.internal/items".parse().unwrap(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_layer_narrows_the_request_timeout_it_passes_down() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let inner = service_fn(move |req: reqwest::Request| {
+        record.lock().unwrap().push(req.timeout().copied());
+        async { Ok::<_, Error>(ok_response()) }
+    });
+    let stack = ServiceBuilder::new()
+        .layer(TotalDeadlineLayer::new(Duration::from_secs(30)))
+        .layer(AttemptTimeoutLayer::new(Duration::from_secs(10)))
+        .service(inner);
+
+    stack.clone().oneshot(request()).await.unwrap();
+    let mut short = request();
+    *short.timeout_mut() = Some(Duration::from_secs(2));
+    stack.clone().oneshot(short).await.unwrap();
+
+    let tight = ServiceBuilder::new()
+        .layer(TotalDeadlineLayer::new(Duration::from_secs(4)))
+        .layer(AttemptTimeoutLayer::new(Duration::from_secs(10)))
+        .service(stack);
+    tight.oneshot(request()).await.unwrap();
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            Some(Duration::from_secs(10)),
+            Some(Duration::from_secs(2)),
+            Some(Duration::from_secs(4)),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_attempt_timeout_bounds_any_inner_service() {
+    let never = service_fn(|_req: reqwest::Request| pending::<Result<reqwest::Response, Error>>());
+    let service = AttemptTimeoutLayer::new(Duration::from_secs(2)).layer(never);
+    let started = Instant::now();
+    let err = service.oneshot(request()).await.unwrap_err();
+    assert_eq!(started.elapsed(), Duration::from_secs(2) + BACKSTOP_GRACE);
+    assert_eq!(err.kind(), ErrorKind::AttemptTimeout);
+    assert_eq!(err.timeout(), Some(Duration::from_secs(2)));
+    assert_eq!(err.attempts().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_total_deadline_bounds_any_inner_service_and_names_the_request() {
+    let never = service_fn(|_req: reqwest::Request| pending::<Result<reqwest::Response, Error>>());
+    let service = TotalDeadlineLayer::new(Duration::from_secs(3)).layer(never);
+    let started = Instant::now();
+    let err = service.oneshot(request()).await.unwrap_err();
+    assert_eq!(started.elapsed(), Duration::from_secs(3) + BACKSTOP_GRACE);
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    assert_eq!(err.method(), Some(&http::Method::GET));
+    assert_eq!(err.url().unwrap().as_str(), "http://svc.internal/items");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_time_left_means_not_sent_at_all() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let inner = service_fn(move |_req: reqwest::Request| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { Ok::<_, Error>(ok_response()) }
+    });
+    let service = AttemptTimeoutLayer::new(Duration::from_secs(2)).layer(inner);
+    let mut spent = request();
+    *spent.timeout_mut() = Some(Duration::ZERO);
+    let err = service.oneshot(spent).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    assert_eq!(err.delivery(), Delivery::NotSent);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// The layers nest in tower's own middleware: an outer deadline wins over a slower inner one.
+#[tokio::test(start_paused = true)]
+async fn nested_layers_compose_in_a_service_builder() {
+    let never = service_fn(|_req: reqwest::Request| pending::<Result<reqwest::Response, Error>>());
+    let service = ServiceBuilder::new()
+        .concurrency_limit(4)
+        .layer(TotalDeadlineLayer::new(Duration::from_secs(1)))
+        .layer(AttemptTimeoutLayer::new(Duration::from_secs(5)))
+        .service(never);
+    let started = Instant::now();
+    let err = service.oneshot(request()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    assert_eq!(started.elapsed(), Duration::from_secs(1) + BACKSTOP_GRACE);
+    assert_eq!(err.attempts().len(), 1, "the attempt layer reported first");
+}
