@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use resilient_http::retry::RetryHistory;
 use resilient_http::testkit::{FaultServer, Reply, closed_port_url};
 use resilient_http::{Client, Error};
 
@@ -15,22 +16,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .total_deadline(Duration::from_secs(5))
         .build()?;
 
-    section("1. A transient failure: the server answers 503, 503, then 200");
+    section("1. A transient failure: the server answers 503, 503, then 200; one call succeeds");
     server.script(
         "/inventory",
         [
-            Reply::status(503).retry_after_secs(1),
+            Reply::status(503),
             Reply::status(503),
             Reply::ok("42 widgets"),
         ],
     );
-    for _ in 0..3 {
-        match client.get(server.url("/inventory")).send().await {
-            Ok(response) => println!("ok: {}", response.text().await?),
-            Err(err) => show(&err),
+    let response = client.get(server.url("/inventory")).send().await?;
+    if let Some(RetryHistory(attempts)) = response.extensions().get::<RetryHistory>() {
+        for attempt in attempts {
+            println!("  attempt {attempt}");
         }
     }
-    println!("(the retry layer will turn these three calls into one)");
+    println!("ok: {}", response.text().await?);
 
     section("2. A permanent failure: 404 comes back at once as a typed error");
     server.script("/orders/7", [Reply::status(404).body("no such order")]);
@@ -61,14 +62,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    section("4. Nobody listening: the request never reached the server");
+    section("4. Nobody listening: never reached the server, so retried (3 attempts)");
     match client.get(closed_port_url("/health")?).send().await {
         Ok(response) => println!("unexpected: {}", response.status()),
         Err(err) => show(&err),
     }
 
-    section("5. The server resets the connection after reading the request");
-    server.script("/pay", [Reply::reset()]);
+    section("5. A POST answered 503 is not retried: it may have been processed");
+    server.script("/pay", [Reply::status(503), Reply::ok("paid")]);
     match client
         .post(server.url("/pay"))
         .body("{\"amount\": 10}")
@@ -78,13 +79,53 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(response) => println!("unexpected: {}", response.status()),
         Err(err) => show(&err),
     }
+    println!("the server saw /pay {}x", server.hits("/pay"));
+
+    section("6. The same POST with an Idempotency-Key is retried, with the same key");
+    server.script("/pay-keyed", [Reply::status(503), Reply::ok("paid")]);
+    let response = client
+        .post(server.url("/pay-keyed"))
+        .header("Idempotency-Key", "order-7-payment")
+        .body("{\"amount\": 10}")
+        .send()
+        .await?;
+    println!("ok: {}", response.text().await?);
+    for request in server.requests("/pay-keyed") {
+        println!(
+            "  server got Idempotency-Key {:?}",
+            request.headers["idempotency-key"]
+        );
+    }
+
+    section("7. 429 with Retry-After: 1 is obeyed instead of the backoff");
+    server.script(
+        "/search",
+        [Reply::status(429).retry_after_secs(1), Reply::ok("results")],
+    );
+    let started = tokio::time::Instant::now();
+    let response = client.get(server.url("/search")).send().await?;
+    println!(
+        "ok after {:.2?}: {}",
+        started.elapsed(),
+        response.text().await?
+    );
+
+    section("8. Retry-After: 3600 is above the 20 s cap: no retry, the caller learns the delay");
+    server.script("/batch", [Reply::status(503).retry_after_secs(3600)]);
+    match client.get(server.url("/batch")).send().await {
+        Ok(response) => println!("unexpected: {}", response.status()),
+        Err(err) => show(&err),
+    }
 
     println!(
-        "\nthe server saw: /inventory {}x, /orders/7 {}x, /report {}x, /pay {}x",
+        "\nthe server saw: /inventory {}x, /orders/7 {}x, /report {}x, /pay {}x, /pay-keyed {}x, /search {}x, /batch {}x",
         server.hits("/inventory"),
         server.hits("/orders/7"),
         server.hits("/report"),
         server.hits("/pay"),
+        server.hits("/pay-keyed"),
+        server.hits("/search"),
+        server.hits("/batch"),
     );
     Ok(())
 }

@@ -10,6 +10,7 @@ use tower::{Layer, ServiceExt};
 
 use crate::classify::{Classifier, Classify, ClassifyLayer, SharedClassifier};
 use crate::error::Error;
+use crate::retry::{Retry, RetryLayer, RetryPolicy};
 use crate::timeout::{
     AttemptTimeout, AttemptTimeoutLayer, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_TOTAL_DEADLINE, TotalDeadline, TotalDeadlineLayer,
@@ -17,7 +18,7 @@ use crate::timeout::{
 
 /// The tower service a [`Client`] calls, outermost layer first. [`Client::service`] hands out a
 /// copy for use with `ServiceBuilder` and any other tower middleware.
-pub type Stack = TotalDeadline<AttemptTimeout<Classify<reqwest::Client, SharedClassifier>>>;
+pub type Stack = TotalDeadline<Retry<AttemptTimeout<Classify<reqwest::Client, SharedClassifier>>>>;
 
 /// The layers' settings, kept apart from the `reqwest::Client` so that a request can wrap the
 /// client its `reqwest::RequestBuilder` already holds instead of cloning another.
@@ -26,13 +27,15 @@ struct Layers {
     attempt_timeout: Duration,
     total_deadline: Duration,
     classifier: SharedClassifier,
+    retry: RetryLayer,
 }
 
 impl Layers {
     fn wrap(&self, http: reqwest::Client) -> Stack {
         let classified = ClassifyLayer::new(self.classifier.clone()).layer(http);
         let timed = AttemptTimeoutLayer::new(self.attempt_timeout).layer(classified);
-        TotalDeadlineLayer::new(self.total_deadline).layer(timed)
+        let retried = self.retry.layer(timed);
+        TotalDeadlineLayer::new(self.total_deadline).layer(retried)
     }
 }
 
@@ -61,7 +64,8 @@ pub struct Client {
 
 impl Client {
     /// A client with the defaults: 10 s per attempt (body included), 30 s in total, 5 s to
-    /// connect, [`DefaultClassifier`](crate::classify::DefaultClassifier).
+    /// connect, [`DefaultClassifier`](crate::classify::DefaultClassifier), 3 attempts with
+    /// jittered exponential backoff ([`RetryPolicy::default`]).
     pub fn new() -> Result<Self, Error> {
         Client::builder().build()
     }
@@ -145,6 +149,7 @@ pub struct ClientBuilder {
     total_deadline: Duration,
     connect_timeout: Duration,
     classifier: SharedClassifier,
+    retry: RetryPolicy,
 }
 
 impl Default for ClientBuilder {
@@ -155,6 +160,7 @@ impl Default for ClientBuilder {
             total_deadline: DEFAULT_TOTAL_DEADLINE,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             classifier: SharedClassifier::Default,
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -166,6 +172,7 @@ impl fmt::Debug for ClientBuilder {
             .field("total_deadline", &self.total_deadline)
             .field("connect_timeout", &self.connect_timeout)
             .field("classifier", &self.classifier)
+            .field("retry", &self.retry)
             .field("custom_reqwest_client", &self.http.is_some())
             .finish()
     }
@@ -195,6 +202,14 @@ impl ClientBuilder {
     /// Sorts outcomes with your classifier instead of the default one.
     pub fn classifier(mut self, classifier: impl Classifier) -> Self {
         self.classifier = SharedClassifier::Custom(Arc::new(classifier));
+        self
+    }
+
+    /// Retries transient failures according to `policy` (default
+    /// [`RetryPolicy::default`]: 3 attempts, 100 ms × 2 with full jitter, `Retry-After` up to
+    /// 20 s, POST/PATCH only when safe). [`RetryPolicy::never`] turns retries off.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
         self
     }
 
@@ -233,6 +248,7 @@ impl ClientBuilder {
                 attempt_timeout: self.attempt_timeout,
                 total_deadline: self.total_deadline,
                 classifier: self.classifier,
+                retry: RetryLayer::new(self.retry),
             },
         })
     }

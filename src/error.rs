@@ -150,7 +150,7 @@ impl fmt::Display for Attempt {
 }
 
 /// A duration as people read it: `850.3ms`, `1.23s`.
-struct Short(Duration);
+pub(crate) struct Short(pub(crate) Duration);
 
 impl fmt::Display for Short {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -236,7 +236,7 @@ impl Error {
     /// A failure status: keeps the response (so its headers and body stay readable).
     pub(crate) fn from_response(response: reqwest::Response, class: Class) -> Self {
         let mut err = Error::new(ErrorKind::Status, class, Delivery::Delivered);
-        err.0.retry_after = crate::retry_after::parse(response.headers());
+        err.0.retry_after = crate::retry::retry_after::parse(response.headers());
         err.0.url = Some(redact::url(response.url()));
         err.0.response = Some(response);
         err
@@ -293,6 +293,32 @@ impl Error {
             self.0.url = Some(redact::url(url));
         }
         self
+    }
+
+    pub(crate) fn with_kind(mut self, kind: ErrorKind) -> Self {
+        self.0.kind = kind;
+        self
+    }
+
+    /// The retry this error called for was skipped because the body cannot be sent twice.
+    pub(crate) fn not_replayable(cause: Error) -> Self {
+        let mut err = Error::new(
+            ErrorKind::BodyNotReplayable,
+            cause.class(),
+            cause.delivery(),
+        )
+        .with_detail("retry skipped: the request body is a stream that cannot be sent twice");
+        err.0.method = cause.0.method.clone();
+        err.0.url = cause.0.url.clone();
+        err.with_source(cause)
+    }
+
+    /// This error as one entry of an attempt history.
+    pub(crate) fn outcome(&self) -> AttemptOutcome {
+        match (&self.0.response, self.0.kind) {
+            (Some(response), ErrorKind::Status) => AttemptOutcome::Status(response.status()),
+            (_, kind) => AttemptOutcome::Error(kind),
+        }
     }
 
     pub(crate) fn set_method(&mut self, method: Method) {
@@ -360,6 +386,23 @@ impl Error {
         self.0.response.take()
     }
 
+    /// Reads at most `limit` bytes of the failure response's body, for diagnostics (64 KiB is
+    /// plenty for an error page). Takes the response out of the error; `None` when there is
+    /// none or reading fails. The read is bounded in time by the attempt timeout.
+    pub async fn read_body(&mut self, limit: usize) -> Option<bytes::Bytes> {
+        let mut response = self.0.response.take()?;
+        let mut body = bytes::BytesMut::new();
+        while body.len() < limit {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(_) => return None,
+            }
+        }
+        body.truncate(limit);
+        Some(body.freeze())
+    }
+
     /// The delay the server asked for in `Retry-After`, if it sent a valid one.
     pub fn retry_after(&self) -> Option<Duration> {
         self.0.retry_after
@@ -425,15 +468,21 @@ impl fmt::Display for Line<'_> {
         } else {
             f.write_str("failed: ")?;
         }
-        match &e.response {
-            Some(response) => write!(f, "{}", response.status())?,
-            None => write!(f, "{}", e.kind)?,
+        match (&e.response, e.kind) {
+            (Some(response), ErrorKind::Status) => write!(f, "{}", response.status())?,
+            (_, kind) => write!(f, "{kind}")?,
         }
         if let Some(limit) = e.limit {
             write!(f, " after {}", Short(limit))?;
         }
         if let Some(detail) = &e.detail {
             write!(f, ": {detail}")?;
+        }
+        match (&e.response, e.kind) {
+            (Some(response), kind) if kind != ErrorKind::Status => {
+                write!(f, "; last answer {}", response.status())?;
+            }
+            _ => {}
         }
         write!(f, " ({})", e.class)
     }

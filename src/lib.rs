@@ -61,7 +61,8 @@ pub mod classify;
 mod client;
 mod error;
 mod redact;
-mod retry_after;
+pub mod retry;
+
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod timeout;

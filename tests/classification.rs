@@ -3,12 +3,15 @@
 use std::time::{Duration, SystemTime};
 
 use resilient_http::classify::{Class, Classification, Classifier, DefaultClassifier, classify_fn};
+use resilient_http::retry::RetryPolicy;
 use resilient_http::testkit::{FaultServer, Reply, closed_port_url};
 use resilient_http::{Client, Delivery, ErrorKind};
 
+/// Retries off: these tests look at one attempt's classification.
 fn client() -> Client {
     Client::builder()
         .attempt_timeout(Duration::from_secs(5))
+        .retry(RetryPolicy::never())
         .build()
         .unwrap()
 }

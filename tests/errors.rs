@@ -3,6 +3,7 @@
 use std::error::Error as _;
 use std::time::Duration;
 
+use resilient_http::retry::RetryPolicy;
 use resilient_http::testkit::{FaultServer, Reply, closed_port_url};
 use resilient_http::{Class, Client, Delivery, Error, ErrorKind};
 
@@ -29,6 +30,7 @@ fn assert_no_secrets(err: &Error) {
 fn client() -> Client {
     Client::builder()
         .attempt_timeout(Duration::from_secs(5))
+        .retry(RetryPolicy::never())
         .build()
         .unwrap()
 }

@@ -32,6 +32,7 @@ fn h2_client() -> Client {
         .unwrap();
     Client::builder()
         .reqwest_client(http)
+        .retry(resilient_http::retry::RetryPolicy::never())
         .attempt_timeout(Duration::from_secs(5))
         .build()
         .unwrap()

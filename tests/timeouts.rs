@@ -1,10 +1,11 @@
-//! Attempt timeout (body included) and total deadline: against real stalls on loopback with
+//! Attempt timeout (body included) and total deadline, retries off: against real stalls on loopback with
 //! short real timeouts and wide margins, and against inner services that never answer with
 //! tokio's clock paused.
 
 use std::future::pending;
 use std::time::Duration;
 
+use resilient_http::retry::RetryPolicy;
 use resilient_http::testkit::{FaultServer, Reply};
 use resilient_http::timeout::{AttemptTimeoutLayer, BACKSTOP_GRACE, TotalDeadlineLayer};
 use resilient_http::{Client, Delivery, Error, ErrorKind};
@@ -19,6 +20,7 @@ fn client(attempt: Duration, total: Duration) -> Client {
     Client::builder()
         .attempt_timeout(attempt)
         .total_deadline(total)
+        .retry(RetryPolicy::never())
         .build()
         .unwrap()
 }

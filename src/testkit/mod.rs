@@ -11,14 +11,17 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let server = FaultServer::start().await?;
-//! server.script("/flaky", [Reply::status(503).retry_after_secs(1), Reply::status(200)]);
+//! server.script("/flaky", [Reply::status(503), Reply::status(200)]);
+//! server.script("/gone", [Reply::status(404)]);
 //!
 //! let client = resilient_http::Client::new()?;
-//! let first = client.get(server.url("/flaky")).send().await;
-//! assert_eq!(first.unwrap_err().status().map(|s| s.as_u16()), Some(503));
-//! let second = client.get(server.url("/flaky")).send().await?;
-//! assert_eq!(second.status(), 200);
-//! assert_eq!(server.hits("/flaky"), 2);
+//! let response = client.get(server.url("/flaky")).send().await?;
+//! assert_eq!(response.status(), 200);
+//! assert_eq!(server.hits("/flaky"), 2, "the 503 was retried");
+//!
+//! let err = client.get(server.url("/gone")).send().await.unwrap_err();
+//! assert_eq!(err.status().map(|s| s.as_u16()), Some(404));
+//! assert_eq!(server.hits("/gone"), 1, "a 404 is not retried");
 //! # Ok(())
 //! # }
 //! ```

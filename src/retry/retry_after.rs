@@ -57,4 +57,27 @@ mod tests {
             assert_eq!(parse_value(bad, now), None, "{bad:?}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_any_string(value in ".*") {
+            let _ = parse_value(&value, SystemTime::now());
+        }
+
+        #[test]
+        fn digits_always_parse_to_their_value_or_saturate(value in "[0-9]{1,40}") {
+            let parsed = parse_value(&value, SystemTime::UNIX_EPOCH);
+            let expected = value.parse::<u64>().unwrap_or(u64::MAX);
+            proptest::prop_assert_eq!(parsed, Some(Duration::from_secs(expected)));
+        }
+
+        #[test]
+        fn never_panics_on_any_header_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            if let Ok(value) = http::HeaderValue::from_bytes(&bytes) {
+                let mut headers = HeaderMap::new();
+                headers.insert(RETRY_AFTER, value);
+                let _ = parse(&headers);
+            }
+        }
+    }
 }

@@ -1,0 +1,271 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep};
+use tower::Service;
+
+use super::RetryHistory;
+use super::delays::Delays;
+use super::policy::RetryPolicy;
+use crate::classify::{Class, Delivery};
+use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
+
+pin_project! {
+    /// The future of [`Retry`](super::Retry).
+    pub struct ResponseFuture<S>
+    where
+        S: Service<reqwest::Request>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        inner: S,
+        policy: Arc<RetryPolicy>,
+        // The copy the next attempt sends; `None` when the body cannot be copied.
+        spare: Option<reqwest::Request>,
+        may_repeat: bool,
+        started: Instant,
+        attempt_started: Instant,
+        deadline: Option<Instant>,
+        // Attempts started so far.
+        attempts: u32,
+        delay_before: Duration,
+        history: Vec<Attempt>,
+        delays: Option<Delays>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Calling { #[pin] future: F },
+        Sleeping { #[pin] sleep: Sleep },
+        // Slept; waiting for the inner service to be ready for the next attempt.
+        Ready,
+    }
+}
+
+impl<S> ResponseFuture<S>
+where
+    S: Service<reqwest::Request>,
+{
+    pub(super) fn new(
+        future: S::Future,
+        inner: S,
+        policy: Arc<RetryPolicy>,
+        spare: Option<reqwest::Request>,
+        may_repeat: bool,
+        started: Instant,
+        deadline: Option<Instant>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Calling { future },
+            inner,
+            policy,
+            spare,
+            may_repeat,
+            started,
+            attempt_started: started,
+            deadline,
+            attempts: 1,
+            delay_before: Duration::ZERO,
+            history: Vec::new(),
+            delays: None,
+        }
+    }
+}
+
+impl<S> Future for ResponseFuture<S>
+where
+    S: Service<reqwest::Request, Response = reqwest::Response, Error = Error>,
+{
+    type Output = Result<reqwest::Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { future } => {
+                    let result = ready!(future.poll(cx));
+                    let now = Instant::now();
+                    let (outcome, class, delivery) = match &result {
+                        // A first-try success, the common case, records nothing.
+                        Ok(_) if this.history.is_empty() => return Poll::Ready(result),
+                        Ok(response) => (
+                            AttemptOutcome::Status(response.status()),
+                            Class::Success,
+                            Delivery::Delivered,
+                        ),
+                        Err(error) => (error.outcome(), error.class(), error.delivery()),
+                    };
+                    this.history.push(Attempt {
+                        number: *this.attempts,
+                        started_after: this.attempt_started.duration_since(*this.started),
+                        duration: now.duration_since(*this.attempt_started),
+                        delay_before: *this.delay_before,
+                        outcome,
+                        class,
+                        delivery,
+                    });
+                    let error = match result {
+                        Ok(mut response) => {
+                            let history = RetryHistory(std::mem::take(this.history));
+                            response.extensions_mut().insert(history);
+                            return Poll::Ready(Ok(response));
+                        }
+                        Err(error) => error,
+                    };
+                    let next = Decision {
+                        policy: this.policy,
+                        attempts: *this.attempts,
+                        may_repeat: *this.may_repeat,
+                        replayable: this.spare.is_some(),
+                        deadline: *this.deadline,
+                        now,
+                    }
+                    .decide(error, this.delays);
+                    match next {
+                        Ok(delay) => {
+                            *this.delay_before = delay;
+                            this.state.set(State::Sleeping {
+                                sleep: sleep(delay),
+                            });
+                        }
+                        Err(error) => {
+                            return Poll::Ready(Err(
+                                error.with_history(std::mem::take(this.history))
+                            ));
+                        }
+                    }
+                }
+                StateProj::Sleeping { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Ready);
+                }
+                StateProj::Ready => {
+                    if let Err(error) = ready!(this.inner.poll_ready(cx)) {
+                        let history = std::mem::take(this.history);
+                        return Poll::Ready(Err(error.with_history(history)));
+                    }
+                    let Some(mut request) = this.spare.take() else {
+                        // Unreachable: a retry is only scheduled with a copy in hand.
+                        let error = Error::new(
+                            ErrorKind::BodyNotReplayable,
+                            Class::Permanent,
+                            Delivery::NotSent,
+                        );
+                        let history = std::mem::take(this.history);
+                        return Poll::Ready(Err(error.with_history(history)));
+                    };
+                    *this.attempts += 1;
+                    if *this.attempts < this.policy.max_attempts {
+                        *this.spare = request.try_clone();
+                    }
+                    let now = Instant::now();
+                    if let Some(deadline) = *this.deadline {
+                        *request.timeout_mut() = Some(deadline.saturating_duration_since(now));
+                    }
+                    *this.attempt_started = now;
+                    let future = this.inner.call(request);
+                    this.state.set(State::Calling { future });
+                }
+            }
+        }
+    }
+}
+
+/// What is known when an attempt has failed.
+struct Decision<'a> {
+    policy: &'a RetryPolicy,
+    attempts: u32,
+    may_repeat: bool,
+    replayable: bool,
+    deadline: Option<Instant>,
+    now: Instant,
+}
+
+impl Decision<'_> {
+    /// The delay before the next attempt, or the error to return now.
+    fn decide(self, error: Error, delays: &mut Option<Delays>) -> Result<Duration, Error> {
+        if error.class() != Class::Transient {
+            return Err(error);
+        }
+        // Retrying cannot help these, or is not ours to decide.
+        if matches!(
+            error.kind(),
+            ErrorKind::DeadlineExceeded
+                | ErrorKind::CircuitOpen
+                | ErrorKind::BudgetExhausted
+                | ErrorKind::BodyNotReplayable
+                | ErrorKind::InvalidConfig
+        ) {
+            return Err(error);
+        }
+        if self.attempts >= self.policy.max_attempts {
+            return Err(error);
+        }
+        if !self.may_repeat && error.delivery() != Delivery::NotSent {
+            return Err(error.with_detail(
+                "not retried: a non-idempotent request that may have been processed \
+                 (send an Idempotency-Key to make it retryable)",
+            ));
+        }
+        if !self.replayable {
+            return Err(Error::not_replayable(error));
+        }
+        let delay = match error
+            .retry_after()
+            .filter(|_| error.kind() == ErrorKind::Status)
+        {
+            Some(asked) => {
+                let cap = self.policy.retry_after_cap;
+                if asked > cap {
+                    let detail = format!(
+                        "not retried: the server asked to wait {}, above the {} cap",
+                        Short(asked),
+                        Short(cap)
+                    );
+                    return Err(error.with_detail(detail));
+                }
+                if !self.ends_before_deadline(asked) {
+                    let detail = format!(
+                        "not retried: the server asked to wait {}, past the deadline",
+                        Short(asked)
+                    );
+                    return Err(error.with_detail(detail));
+                }
+                asked
+            }
+            None => {
+                let delays = delays.get_or_insert_with(|| Delays::new(self.policy));
+                match delays.next(self.attempts) {
+                    Some(delay) => delay,
+                    None => return Err(error),
+                }
+            }
+        };
+        if !self.ends_before_deadline(delay) {
+            let detail = format!(
+                "the next retry, in {}, would start past the deadline",
+                Short(delay)
+            );
+            return Err(error
+                .with_kind(ErrorKind::DeadlineExceeded)
+                .with_detail(detail));
+        }
+        Ok(delay)
+    }
+
+    fn ends_before_deadline(&self, delay: Duration) -> bool {
+        match self.deadline {
+            None => true,
+            Some(deadline) => self
+                .now
+                .checked_add(delay)
+                .is_some_and(|wake| wake < deadline),
+        }
+    }
+}

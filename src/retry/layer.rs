@@ -1,0 +1,28 @@
+use std::sync::Arc;
+
+use tower::Layer;
+
+use super::{Retry, RetryPolicy};
+
+/// Retries transient failures of the service it wraps; see the [module docs](super).
+#[derive(Clone, Debug, Default)]
+pub struct RetryLayer {
+    policy: Arc<RetryPolicy>,
+}
+
+impl RetryLayer {
+    /// A layer that retries according to `policy`.
+    pub fn new(policy: RetryPolicy) -> Self {
+        RetryLayer {
+            policy: Arc::new(policy),
+        }
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry::new(inner, self.policy.clone())
+    }
+}

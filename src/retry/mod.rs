@@ -1,0 +1,89 @@
+//! Retrying transient failures: jittered exponential backoff, `Retry-After`, idempotency rules.
+//!
+//! ## What is retried
+//!
+//! Only outcomes the [classifier](crate::classify) calls [transient](crate::Class::Transient):
+//! a permanent one (404, 400, ...) returns at once. Even then a request is sent again only when
+//! that is safe:
+//!
+//! - GET, HEAD, OPTIONS, TRACE, PUT and DELETE are idempotent: always;
+//! - POST, PATCH and other methods only when the attempt [never reached the
+//!   server](crate::Delivery::NotSent), or the request carries an `Idempotency-Key` (sent
+//!   unchanged on every attempt), or the policy opts in with
+//!   [`retry_non_idempotent`](RetryPolicyBuilder::retry_non_idempotent).
+//!   [`generate_idempotency_key`](RetryPolicyBuilder::generate_idempotency_key) adds a random key
+//!   to such requests, for servers that honour it.
+//!
+//! ## How long to wait
+//!
+//! A failure status with a valid `Retry-After` waits what the server asked, up to
+//! [`retry_after_cap`](RetryPolicyBuilder::retry_after_cap) (20 s by default; peers have obeyed a
+//! `Retry-After` of 484,289 hours). Asking for more, or for a wait that would end past the total
+//! deadline, stops at once: the error's [`retry_after`](crate::Error::retry_after) tells the
+//! caller what was asked, so it can reschedule. A malformed `Retry-After` is ignored. Otherwise
+//! the [`Backoff`] schedule decides. No sleep ever crosses the total deadline: if the next one
+//! would, the call ends at once with [`DeadlineExceeded`](crate::ErrorKind::DeadlineExceeded)
+//! and the history so far.
+//!
+//! `Retry-After` values: delta-seconds (`120`) or an HTTP date; a date in the past means 0; a
+//! number too large for 64 bits counts as "forever" (so it is above any cap); anything else
+//! (`soon`, `-5`, `1.5`, 10 KB of junk) is ignored.
+//!
+//! ## Bodies
+//!
+//! Each retry sends a copy made with `reqwest::Request::try_clone` before the first attempt
+//! (bytes bodies are reference-counted, so this copies headers and URL, not the body). A streaming
+//! body cannot be copied: the request still gets its one attempt, and if that fails transiently
+//! the error is [`BodyNotReplayable`](crate::ErrorKind::BodyNotReplayable), with the attempt's
+//! own error as its source.
+//!
+//! ## What comes back
+//!
+//! Success, or the last failure as an [`Error`](crate::Error) with every attempt in
+//! [`attempts`](crate::Error::attempts): never `Ok(503)`. A final failure status keeps its
+//! response: [`Error::read_body`](crate::Error::read_body) reads a bounded part for diagnostics.
+//!
+//! A success that needed retries carries its history in the response's extensions, as
+//! [`RetryHistory`]:
+//!
+//! ```no_run
+//! # async fn run(client: resilient_http::Client) -> Result<(), resilient_http::Error> {
+//! use resilient_http::retry::RetryHistory;
+//!
+//! let response = client.get("http://127.0.0.1:8080/flaky").send().await?;
+//! if let Some(RetryHistory(attempts)) = response.extensions().get::<RetryHistory>() {
+//!     for attempt in attempts {
+//!         println!("{attempt}");
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Dropping the future stops everything at once, during an attempt or a sleep: nothing is
+//! spawned.
+//!
+//! ## Placement
+//!
+//! Inside the [total deadline](crate::timeout::TotalDeadline), which it reads from the request's
+//! timeout, and outside the [attempt timeout](crate::timeout::AttemptTimeout): each attempt gets
+//! the smaller of the attempt timeout and what is left of the deadline.
+
+mod backoff;
+mod delays;
+mod future;
+mod layer;
+mod policy;
+pub(crate) mod retry_after;
+mod service;
+
+pub use self::backoff::{Backoff, Jitter};
+pub use future::ResponseFuture;
+pub use layer::RetryLayer;
+pub use policy::{IDEMPOTENCY_KEY, RetryPolicy, RetryPolicyBuilder, is_idempotent};
+pub use service::Retry;
+
+/// Every attempt of a call that succeeded after retries, the successful one last. Found in the
+/// response's extensions; absent when the first attempt succeeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryHistory(pub Vec<crate::Attempt>);

@@ -1,0 +1,262 @@
+use std::fmt;
+#[cfg(feature = "backoff")]
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+
+use super::backoff::{Backoff, Jitter};
+use crate::error::Error;
+
+/// The header that makes a non-idempotent request safe to send twice (IETF
+/// `draft-ietf-httpapi-idempotency-key-header`).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// When and how often to retry; see the [module docs](super).
+///
+/// ```
+/// use std::time::Duration;
+/// use resilient_http::retry::{Jitter, RetryPolicy};
+///
+/// let policy = RetryPolicy::builder()
+///     .max_attempts(4)
+///     .backoff_base(Duration::from_millis(50))
+///     .jitter(Jitter::Equal)
+///     .retry_after_cap(Duration::from_secs(5))
+///     .build()?;
+/// # let _ = policy;
+/// # Ok::<(), resilient_http::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub(super) max_attempts: u32,
+    pub(super) schedule: Schedule,
+    pub(super) retry_after_cap: Duration,
+    pub(super) retry_non_idempotent: bool,
+    pub(super) generate_idempotency_key: bool,
+    pub(super) seed: Option<u64>,
+}
+
+impl Default for RetryPolicy {
+    /// 3 attempts in all; 100 ms × 2 up to 20 s with full jitter; `Retry-After` obeyed up to
+    /// 20 s; POST and PATCH retried only when never sent or carrying an `Idempotency-Key`.
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            schedule: Schedule::Exponential(Backoff::default()),
+            retry_after_cap: Duration::from_secs(20),
+            retry_non_idempotent: false,
+            generate_idempotency_key: false,
+            seed: None,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Starts from the defaults.
+    pub fn builder() -> RetryPolicyBuilder {
+        RetryPolicyBuilder {
+            policy: RetryPolicy::default(),
+            #[cfg(feature = "backoff")]
+            external: None,
+            base: Duration::from_millis(100),
+            multiplier: 2.0,
+            cap: Duration::from_secs(20),
+            jitter: Jitter::Full,
+        }
+    }
+
+    /// One attempt, no retries.
+    pub fn never() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// Attempts in all, the first included.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// Whether a request with this method and headers may be sent again after it *may* have
+    /// been processed. (Any request may be sent again when it never reached the server.)
+    pub fn may_repeat(&self, method: &Method, headers: &http::HeaderMap) -> bool {
+        is_idempotent(method) || self.retry_non_idempotent || headers.contains_key(IDEMPOTENCY_KEY)
+    }
+}
+
+/// GET, HEAD, OPTIONS, TRACE, PUT and DELETE (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Configures a [`RetryPolicy`]; [`build`](Self::build) checks the settings.
+#[derive(Debug)]
+pub struct RetryPolicyBuilder {
+    policy: RetryPolicy,
+    #[cfg(feature = "backoff")]
+    external: Option<Schedule>,
+    base: Duration,
+    multiplier: f64,
+    cap: Duration,
+    jitter: Jitter,
+}
+
+impl RetryPolicyBuilder {
+    /// Attempts in all, the first included (default 3; 1 means no retries; 0 is rejected).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.policy.max_attempts = attempts;
+        self
+    }
+
+    /// The first retry's delay before jitter (default 100 ms).
+    pub fn backoff_base(mut self, base: Duration) -> Self {
+        self.base = base;
+        self
+    }
+
+    /// Growth per retry (default 2; below 1 or NaN is rejected).
+    pub fn backoff_multiplier(mut self, multiplier: f64) -> Self {
+        self.multiplier = multiplier;
+        self
+    }
+
+    /// The largest delay (default 20 s).
+    pub fn backoff_cap(mut self, cap: Duration) -> Self {
+        self.cap = cap;
+        self
+    }
+
+    /// The jitter mode (default [`Jitter::Full`]).
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The longest `Retry-After` obeyed (default 20 s). A server asking for more gets no retry:
+    /// the error comes back at once, and `Error::retry_after` tells the caller what was asked.
+    pub fn retry_after_cap(mut self, cap: Duration) -> Self {
+        self.policy.retry_after_cap = cap;
+        self
+    }
+
+    /// Retries POST, PATCH and other non-idempotent requests like GET, even when they may have
+    /// been processed (default off). Only for endpoints you know to be safe.
+    pub fn retry_non_idempotent(mut self, yes: bool) -> Self {
+        self.policy.retry_non_idempotent = yes;
+        self
+    }
+
+    /// Adds a random `Idempotency-Key` to non-idempotent requests that have none, which makes
+    /// them retryable (default off; the server must honour the header).
+    pub fn generate_idempotency_key(mut self, yes: bool) -> Self {
+        self.policy.generate_idempotency_key = yes;
+        self
+    }
+
+    /// Seeds the jitter, making every call's delays the same sequence. For tests: in production
+    /// identical sequences defeat the point of jitter.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.policy.seed = Some(seed);
+        self
+    }
+
+    /// Takes the delays from a [`backoff`](https://docs.rs/backoff) schedule instead (feature
+    /// `backoff`). Each call starts from a fresh clone, `reset()` first; `None` from
+    /// `next_backoff` stops the retries. The backoff settings of this builder are then unused.
+    #[cfg(feature = "backoff")]
+    pub fn backoff_schedule<B>(mut self, schedule: B) -> Self
+    where
+        B: backoff::backoff::Backoff + Clone + Send + Sync + 'static,
+    {
+        self.external = Some(Schedule::External(Arc::new(move || {
+            let mut fresh = schedule.clone();
+            fresh.reset();
+            Box::new(fresh)
+        })));
+        self
+    }
+
+    /// Checks the settings; the error names the one that is wrong.
+    pub fn build(self) -> Result<RetryPolicy, Error> {
+        let mut policy = self.policy;
+        if policy.max_attempts == 0 {
+            return Err(Error::invalid_config(
+                "max_attempts must be at least 1 (1 means no retries)",
+            ));
+        }
+        let backoff = Backoff::new(self.base, self.multiplier, self.cap, self.jitter)?;
+        policy.schedule = Schedule::Exponential(backoff);
+        #[cfg(feature = "backoff")]
+        if let Some(external) = self.external {
+            policy.schedule = external;
+        }
+        Ok(policy)
+    }
+}
+
+/// Makes a fresh per-call `backoff` crate schedule.
+#[cfg(feature = "backoff")]
+pub(super) type MakeExternal =
+    Arc<dyn Fn() -> Box<dyn backoff::backoff::Backoff + Send + Sync> + Send + Sync>;
+
+/// Where the delays come from.
+#[derive(Clone)]
+pub(super) enum Schedule {
+    Exponential(Backoff),
+    #[cfg(feature = "backoff")]
+    External(MakeExternal),
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Exponential(backoff) => backoff.fmt(f),
+            #[cfg(feature = "backoff")]
+            Schedule::External(_) => f.write_str("backoff crate schedule"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_attempts_are_rejected_by_name() {
+        let err = RetryPolicy::builder().max_attempts(0).build().unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidConfig);
+        assert!(err.to_string().contains("max_attempts"), "{err}");
+    }
+
+    #[test]
+    fn only_safe_methods_repeat_by_default() {
+        let policy = RetryPolicy::default();
+        let none = http::HeaderMap::new();
+        for method in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::TRACE,
+            Method::PUT,
+            Method::DELETE,
+        ] {
+            assert!(policy.may_repeat(&method, &none), "{method}");
+        }
+        for method in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!policy.may_repeat(&method, &none), "{method}");
+        }
+        let mut keyed = http::HeaderMap::new();
+        keyed.insert(IDEMPOTENCY_KEY, http::HeaderValue::from_static("k-1"));
+        assert!(policy.may_repeat(&Method::POST, &keyed));
+        let opted_in = RetryPolicy::builder()
+            .retry_non_idempotent(true)
+            .build()
+            .unwrap();
+        assert!(opted_in.may_repeat(&Method::PATCH, &none));
+    }
+}

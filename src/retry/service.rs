@@ -1,0 +1,107 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::HeaderValue;
+use tokio::time::Instant;
+use tower::Service;
+
+use super::ResponseFuture;
+use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
+use crate::error::Error;
+
+/// The service made by [`RetryLayer`](super::RetryLayer).
+#[derive(Clone, Debug)]
+pub struct Retry<S> {
+    inner: S,
+    policy: Arc<RetryPolicy>,
+}
+
+impl<S> Retry<S> {
+    /// Wraps `inner`, retrying according to `policy`.
+    pub fn new(inner: S, policy: Arc<RetryPolicy>) -> Self {
+        Retry { inner, policy }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+}
+
+impl<S> Service<reqwest::Request> for Retry<S>
+where
+    S: Service<reqwest::Request, Response = reqwest::Response, Error = Error> + Clone,
+{
+    type Response = reqwest::Response;
+    type Error = Error;
+    type Future = ResponseFuture<S>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: reqwest::Request) -> Self::Future {
+        let started = Instant::now();
+        let policy = &self.policy;
+        if policy.generate_idempotency_key
+            && policy.max_attempts > 1
+            && !is_idempotent(request.method())
+            && !request.headers().contains_key(IDEMPOTENCY_KEY)
+        {
+            request.headers_mut().insert(IDEMPOTENCY_KEY, random_key());
+        }
+        let may_repeat = policy.may_repeat(request.method(), request.headers());
+        // The one copy a retrying stack cannot avoid; skipped when no retry is possible.
+        let spare = if policy.max_attempts > 1 {
+            request.try_clone()
+        } else {
+            None
+        };
+        let deadline = request
+            .timeout()
+            .and_then(|budget| started.checked_add(*budget));
+        // Call the service that was polled ready; keep it for the retries.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let future = inner.call(request);
+        ResponseFuture::new(
+            future,
+            inner,
+            self.policy.clone(),
+            spare,
+            may_repeat,
+            started,
+            deadline,
+        )
+    }
+}
+
+/// A random UUID (version 4) as an `Idempotency-Key`.
+fn random_key() -> HeaderValue {
+    let bits = (fastrand::u128(..) & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    let key = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    );
+    // Hex digits and dashes are always a valid header value.
+    HeaderValue::try_from(key).unwrap_or_else(|_| HeaderValue::from_static("invalid-key"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_look_like_uuid_v4_and_differ() {
+        let a = super::random_key();
+        let b = super::random_key();
+        assert_ne!(a, b);
+        let a = a.to_str().unwrap();
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
+    }
+}
