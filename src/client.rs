@@ -33,9 +33,15 @@ struct Layers {
 impl Layers {
     fn wrap(&self, http: reqwest::Client) -> Stack {
         let classified = ClassifyLayer::new(self.classifier.clone()).layer(http);
-        let timed = AttemptTimeoutLayer::new(self.attempt_timeout).layer(classified);
+        // reqwest enforces the request timeout these layers set, body included, and the retry
+        // layer never sleeps past the deadline: the layers' own timers would be redundant.
+        let timed = AttemptTimeoutLayer::new(self.attempt_timeout)
+            .without_backstop()
+            .layer(classified);
         let retried = self.retry.layer(timed);
-        TotalDeadlineLayer::new(self.total_deadline).layer(retried)
+        TotalDeadlineLayer::new(self.total_deadline)
+            .without_backstop()
+            .layer(retried)
     }
 }
 

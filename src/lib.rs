@@ -51,6 +51,7 @@
 //!   [`RequestBuilder::map`].
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
 // Library code never panics on input; tests may.
 #![cfg_attr(
     not(test),

@@ -11,12 +11,25 @@ use crate::error::Error;
 #[derive(Clone, Copy, Debug)]
 pub struct AttemptTimeoutLayer {
     timeout: Duration,
+    backstop: bool,
 }
 
 impl AttemptTimeoutLayer {
     /// Each attempt may take at most `timeout`, from sending to the last byte of the body.
     pub fn new(timeout: Duration) -> Self {
-        AttemptTimeoutLayer { timeout }
+        AttemptTimeoutLayer {
+            timeout,
+            backstop: true,
+        }
+    }
+
+    /// Drops the layer's own timer and relies on the inner service enforcing
+    /// `Request::timeout`, as `reqwest::Client` does (it also times the body). Saves a timer
+    /// per attempt; the [`Client`](crate::Client) facade does this. Do not use it over a
+    /// service that ignores the request timeout.
+    pub fn without_backstop(mut self) -> Self {
+        self.backstop = false;
+        self
     }
 }
 
@@ -27,6 +40,7 @@ impl<S> Layer<S> for AttemptTimeoutLayer {
         AttemptTimeout {
             inner,
             timeout: self.timeout,
+            backstop: self.backstop,
         }
     }
 }
@@ -36,6 +50,7 @@ impl<S> Layer<S> for AttemptTimeoutLayer {
 pub struct AttemptTimeout<S> {
     inner: S,
     timeout: Duration,
+    backstop: bool,
 }
 
 impl<S> Service<reqwest::Request> for AttemptTimeout<S>
@@ -68,6 +83,7 @@ where
             started,
             limit,
             by_deadline,
+            self.backstop,
         )
     }
 }

@@ -11,12 +11,25 @@ use crate::error::Error;
 #[derive(Clone, Copy, Debug)]
 pub struct TotalDeadlineLayer {
     deadline: Duration,
+    backstop: bool,
 }
 
 impl TotalDeadlineLayer {
     /// A call may take at most `deadline` in all. A shorter per-request timeout wins.
     pub fn new(deadline: Duration) -> Self {
-        TotalDeadlineLayer { deadline }
+        TotalDeadlineLayer {
+            deadline,
+            backstop: true,
+        }
+    }
+
+    /// Drops the layer's own timer and relies on the layers below honouring the request
+    /// timeout it sets (the retry layer never sleeps past it; the attempt timeout and reqwest
+    /// bound each attempt). Saves a timer per call; the [`Client`](crate::Client) facade does
+    /// this. Do not use it over a service that ignores the request timeout.
+    pub fn without_backstop(mut self) -> Self {
+        self.backstop = false;
+        self
     }
 }
 
@@ -27,6 +40,7 @@ impl<S> Layer<S> for TotalDeadlineLayer {
         TotalDeadline {
             inner,
             deadline: self.deadline,
+            backstop: self.backstop,
         }
     }
 }
@@ -37,6 +51,7 @@ impl<S> Layer<S> for TotalDeadlineLayer {
 pub struct TotalDeadline<S> {
     inner: S,
     deadline: Duration,
+    backstop: bool,
 }
 
 impl<S> Service<reqwest::Request> for TotalDeadline<S>
@@ -60,6 +75,13 @@ where
         *request.timeout_mut() = Some(budget);
         let method = request.method().clone();
         let url = request.url().clone();
-        TotalDeadlineFuture::new(self.inner.call(request), method, url, started, budget)
+        TotalDeadlineFuture::new(
+            self.inner.call(request),
+            method,
+            url,
+            started,
+            budget,
+            self.backstop,
+        )
     }
 }

@@ -30,7 +30,7 @@ pin_project! {
             #[pin]
             inner: F,
             #[pin]
-            backstop: Sleep,
+            backstop: Option<Sleep>,
             started: Instant,
         },
         // No time was left: the request is not sent at all.
@@ -45,11 +45,12 @@ impl<F> AttemptTimeoutFuture<F> {
         started: Instant,
         limit: Duration,
         by_deadline: bool,
+        backstop: bool,
     ) -> Self {
         AttemptTimeoutFuture {
             state: AttemptState::Running {
                 inner,
-                backstop: sleep_until(started + limit + BACKSTOP_GRACE),
+                backstop: backstop.then(|| sleep_until(started + limit + BACKSTOP_GRACE)),
                 started,
             },
             method,
@@ -101,7 +102,8 @@ where
                         }
                     }));
                 }
-                if backstop.poll(cx).is_pending() {
+                let fired = backstop.as_pin_mut().is_some_and(|b| b.poll(cx).is_ready());
+                if !fired {
                     return Poll::Pending;
                 }
                 (started.elapsed(), Delivery::MaybeSent)
@@ -123,7 +125,7 @@ pin_project! {
         #[pin]
         inner: F,
         #[pin]
-        backstop: Sleep,
+        backstop: Option<Sleep>,
         method: Method,
         url: Url,
         started: Instant,
@@ -138,10 +140,11 @@ impl<F> TotalDeadlineFuture<F> {
         url: Url,
         started: Instant,
         budget: Duration,
+        backstop: bool,
     ) -> Self {
         TotalDeadlineFuture {
             inner,
-            backstop: sleep_until(started + budget + BACKSTOP_GRACE),
+            backstop: backstop.then(|| sleep_until(started + budget + BACKSTOP_GRACE)),
             method,
             url,
             started,
@@ -162,7 +165,11 @@ where
             Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
             Poll::Ready(Err(error)) => error,
             Poll::Pending => {
-                if this.backstop.poll(cx).is_pending() {
+                let fired = this
+                    .backstop
+                    .as_pin_mut()
+                    .is_some_and(|b| b.poll(cx).is_ready());
+                if !fired {
                     return Poll::Pending;
                 }
                 Error::new(

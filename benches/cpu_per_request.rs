@@ -1,0 +1,171 @@
+//! Client CPU time per request: bare reqwest against the resilient stack, in the same run.
+//!
+//! Wall-clock throughput on a shared 2-core machine swings by 2× between identical runs; the
+//! client thread's CPU time per request is stable to a few percent. So: the server runs on its
+//! own thread pinned to CPU 1, the client on a one-thread runtime pinned to CPU 0, 64 requests
+//! in flight, and the stacks take turns in interleaved rounds.
+//!
+//! `cargo bench --bench cpu_per_request` (`BENCH_REQUESTS` per round, default 20000;
+//! `BENCH_ROUNDS`, default 10).
+
+#![allow(missing_docs, unsafe_code)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use resilient_http::retry::RetryPolicy;
+use resilient_http::testkit::FaultServer;
+
+type Call = Box<dyn Fn(String) -> Pin<Box<dyn Future<Output = bool>>>>;
+
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_setaffinity reads it only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn thread_cpu() -> Duration {
+    // SAFETY: clock_gettime writes into the timespec we own.
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn round(call: &Call, url: &str, requests: usize) -> Duration {
+    const IN_FLIGHT: usize = 64;
+    let started = thread_cpu();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..IN_FLIGHT {
+        let futures: Vec<_> = (0..requests / IN_FLIGHT)
+            .map(|_| call(url.to_owned()))
+            .collect();
+        tasks.spawn_local(async move {
+            for f in futures {
+                assert!(f.await, "request failed");
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    (thread_cpu() - started) / requests as u32
+}
+
+fn main() {
+    let requests = env("BENCH_REQUESTS", 20_000);
+    let rounds = env("BENCH_ROUNDS", 10);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        pin_to(1);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        runtime.block_on(async {
+            let server = FaultServer::start().await.expect("server");
+            tx.send(server.url("/bench")).expect("send url");
+            std::future::pending::<()>().await;
+        });
+    });
+    let url = rx.recv().expect("server url");
+    pin_to(0);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let bare = reqwest::Client::new();
+        let full = resilient_http::Client::builder()
+            .reqwest_client(bare.clone())
+            .build()
+            .expect("client");
+        let no_retry = resilient_http::Client::builder()
+            .reqwest_client(bare.clone())
+            .retry(RetryPolicy::never())
+            .build()
+            .expect("client");
+        let stacks: Vec<(&str, Call)> = vec![
+            ("reqwest", {
+                let c = bare.clone();
+                Box::new(move |url| {
+                    let c = c.clone();
+                    Box::pin(
+                        async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) },
+                    )
+                })
+            }),
+            ("reqwest + .timeout(10s)", {
+                let c = bare.clone();
+                Box::new(move |url| {
+                    let c = c.clone();
+                    Box::pin(async move {
+                        c.get(url)
+                            .timeout(Duration::from_secs(10))
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status() == 200)
+                    })
+                })
+            }),
+            ("resilient (default stack)", {
+                let c = full.clone();
+                Box::new(move |url| {
+                    let c = c.clone();
+                    Box::pin(
+                        async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) },
+                    )
+                })
+            }),
+            ("resilient, retries off", {
+                let c = no_retry.clone();
+                Box::new(move |url| {
+                    let c = c.clone();
+                    Box::pin(
+                        async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) },
+                    )
+                })
+            }),
+        ];
+        // Warm the pool and the allocator.
+        for (_, call) in &stacks {
+            round(call, &url, 2_000).await;
+        }
+        let mut results: Vec<Vec<Duration>> = vec![Vec::new(); stacks.len()];
+        for _ in 0..rounds {
+            for (i, (_, call)) in stacks.iter().enumerate() {
+                results[i].push(round(call, &url, requests).await);
+            }
+        }
+        let medians: Vec<Duration> = results
+            .iter_mut()
+            .map(|r| {
+                r.sort();
+                r[r.len() / 2]
+            })
+            .collect();
+        println!(
+            "client CPU per request, median of {rounds} rounds x {requests} requests, 64 in flight:"
+        );
+        for ((name, _), median) in stacks.iter().zip(&medians) {
+            let ratio = median.as_secs_f64() / medians[0].as_secs_f64();
+            let extra = median.as_secs_f64() * 1e9 - medians[0].as_secs_f64() * 1e9;
+            println!(
+                "  {name:<28} {:>8.2} µs   {ratio:.3}x   {extra:+.0} ns",
+                median.as_secs_f64() * 1e6
+            );
+        }
+    });
+}
