@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use resilient_http::retry::RetryHistory;
-use resilient_http::testkit::{FaultServer, Reply, closed_port_url};
+use resilient_http::testkit::{ClosedPort, FaultServer, Reply};
 use resilient_http::{Client, Error};
 
 #[tokio::main]
@@ -63,7 +63,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     section("4. Nobody listening: never reached the server, so retried (3 attempts)");
-    match client.get(closed_port_url("/health")?).send().await {
+    let closed = ClosedPort::bind()?;
+    match client.get(closed.url("/health")).send().await {
         Ok(response) => println!("unexpected: {}", response.status()),
         Err(err) => show(&err),
     }

@@ -8,6 +8,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
 use tower::{Layer, ServiceExt};
 
+use crate::breaker::{BreakerConfig, BreakerRegistry, CircuitBreaker, CircuitBreakerLayer};
 use crate::classify::{Classifier, Classify, ClassifyLayer, SharedClassifier};
 use crate::error::Error;
 use crate::retry::{Retry, RetryLayer, RetryPolicy};
@@ -18,7 +19,9 @@ use crate::timeout::{
 
 /// The tower service a [`Client`] calls, outermost layer first. [`Client::service`] hands out a
 /// copy for use with `ServiceBuilder` and any other tower middleware.
-pub type Stack = TotalDeadline<Retry<AttemptTimeout<Classify<reqwest::Client, SharedClassifier>>>>;
+pub type Stack = TotalDeadline<
+    Retry<CircuitBreaker<AttemptTimeout<Classify<reqwest::Client, SharedClassifier>>>>,
+>;
 
 /// The layers' settings, kept apart from the `reqwest::Client` so that a request can wrap the
 /// client its `reqwest::RequestBuilder` already holds instead of cloning another.
@@ -28,6 +31,7 @@ struct Layers {
     total_deadline: Duration,
     classifier: SharedClassifier,
     retry: RetryLayer,
+    breaker: CircuitBreakerLayer,
 }
 
 impl Layers {
@@ -38,7 +42,8 @@ impl Layers {
         let timed = AttemptTimeoutLayer::new(self.attempt_timeout)
             .without_backstop()
             .layer(classified);
-        let retried = self.retry.layer(timed);
+        let guarded = self.breaker.layer(timed);
+        let retried = self.retry.layer(guarded);
         TotalDeadlineLayer::new(self.total_deadline)
             .without_backstop()
             .layer(retried)
@@ -142,6 +147,11 @@ impl Client {
         self.layers.wrap(self.http.clone())
     }
 
+    /// The circuit breakers, one per endpoint, to read and steer; `None` when turned off.
+    pub fn breakers(&self) -> Option<&BreakerRegistry> {
+        self.layers.breaker.registry()
+    }
+
     /// The `reqwest::Client` underneath, for calls that should bypass the stack.
     pub fn reqwest_client(&self) -> &reqwest::Client {
         &self.http
@@ -156,6 +166,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     classifier: SharedClassifier,
     retry: RetryPolicy,
+    breaker: Option<BreakerConfig>,
 }
 
 impl Default for ClientBuilder {
@@ -167,6 +178,7 @@ impl Default for ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             classifier: SharedClassifier::Default,
             retry: RetryPolicy::default(),
+            breaker: Some(BreakerConfig::default()),
         }
     }
 }
@@ -179,6 +191,7 @@ impl fmt::Debug for ClientBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("classifier", &self.classifier)
             .field("retry", &self.retry)
+            .field("breaker", &self.breaker)
             .field("custom_reqwest_client", &self.http.is_some())
             .finish()
     }
@@ -219,6 +232,20 @@ impl ClientBuilder {
         self
     }
 
+    /// Guards every endpoint with a circuit breaker following `config` (default
+    /// [`BreakerConfig::default`]: opens at 50 % failures over the last 100 calls, once 20 are
+    /// in; open 5 s doubling to 60 s; one probe).
+    pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = Some(config);
+        self
+    }
+
+    /// No circuit breaker at all.
+    pub fn no_circuit_breaker(mut self) -> Self {
+        self.breaker = None;
+        self
+    }
+
     /// Wraps a `reqwest::Client` you configured yourself (TLS, proxies, pool, ...).
     pub fn reqwest_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
@@ -255,6 +282,9 @@ impl ClientBuilder {
                 total_deadline: self.total_deadline,
                 classifier: self.classifier,
                 retry: RetryLayer::new(self.retry),
+                breaker: self
+                    .breaker
+                    .map_or_else(CircuitBreakerLayer::disabled, CircuitBreakerLayer::new),
             },
         })
     }

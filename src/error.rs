@@ -234,8 +234,12 @@ impl Error {
     }
 
     /// A failure status: keeps the response (so its headers and body stay readable).
-    pub(crate) fn from_response(response: reqwest::Response, class: Class) -> Self {
-        let mut err = Error::new(ErrorKind::Status, class, Delivery::Delivered);
+    pub(crate) fn from_response(
+        response: reqwest::Response,
+        class: Class,
+        delivery: Delivery,
+    ) -> Self {
+        let mut err = Error::new(ErrorKind::Status, class, delivery);
         err.0.retry_after = crate::retry::retry_after::parse(response.headers());
         err.0.url = Some(redact::url(response.url()));
         err.0.response = Some(response);
@@ -255,7 +259,16 @@ impl Error {
             *url = redact::url(url);
             err.0.url = Some(url.clone());
         }
-        err.0.source = Some(Box::new(source));
+        if source.is_redirect() {
+            // A redirect error nests another reqwest error holding the *next* URL, which may
+            // carry credentials and cannot be redacted in place: keep neither.
+            err.0.source = Some(
+                "the redirect policy refused a redirect (its target is withheld: it may carry credentials)"
+                    .into(),
+            );
+        } else {
+            err.0.source = Some(Box::new(source));
+        }
         err
     }
 
@@ -311,6 +324,19 @@ impl Error {
         err.0.method = cause.0.method.clone();
         err.0.url = cause.0.url.clone();
         err.with_source(cause)
+    }
+
+    /// A call the circuit breaker of `key` did not let through.
+    pub(crate) fn circuit_open(key: &str, retry_in: Option<std::time::Duration>) -> Self {
+        let detail = match retry_in {
+            Some(wait) if wait.is_zero() => format!("{key}: half-open, probes in flight"),
+            Some(wait) => format!("{key}: next probe in {}", Short(wait)),
+            None => format!("{key}: forced open"),
+        };
+        let mut err = Error::new(ErrorKind::CircuitOpen, Class::Transient, Delivery::NotSent)
+            .with_detail(detail);
+        err.0.retry_after = retry_in;
+        err
     }
 
     /// This error as one entry of an attempt history.

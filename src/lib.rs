@@ -58,6 +58,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod breaker;
 pub mod classify;
 mod client;
 mod error;

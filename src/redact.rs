@@ -1,27 +1,35 @@
 //! Removing secrets from URLs before they reach an error, a log line or a Debug print.
 //!
-//! User info (`user:password@`) is dropped; the values of query parameters whose names look like
-//! credentials are replaced by `REDACTED`. Names are matched case-insensitively: exact names for
-//! short ambiguous ones (`key`, `sig`, `code`), substrings for the rest (`access_token`,
-//! `X-Amz-Signature`, `client_secret`, ...).
+//! User info (`user:password@`) and the fragment are dropped; the values of query parameters
+//! whose names look like credentials are replaced by `REDACTED`. Names are matched
+//! case-insensitively: exact names for short ambiguous ones (`key`, `sig`, `code`), substrings
+//! for the rest (`access_token`, `X-Amz-Signature`, `client_secret`, `subscription-key`, ...).
+//! Secrets inside the *path* (some webhook URLs) cannot be told apart from ordinary segments
+//! and are not removed.
 
 use url::Url;
 
 /// What replaces a secret value.
 pub(crate) const REDACTED: &str = "REDACTED";
 
-const SECRET_NAMES: &[&str] = &["key", "sig", "code", "auth", "pass", "pwd", "session"];
+const SECRET_NAMES: &[&str] = &["key", "sig", "code", "pass", "pwd"];
 const SECRET_PARTS: &[&str] = &[
     "token",
     "secret",
     "password",
     "passwd",
+    "passphrase",
     "apikey",
     "api_key",
     "api-key",
+    "access_key",
+    "accesskey",
+    "auth",
+    "subscription-key",
+    "subscription_key",
+    "session",
     "signature",
     "credential",
-    "authorization",
     "private",
 ];
 
@@ -33,6 +41,8 @@ fn is_secret(name: &str) -> bool {
 /// A copy of `url` that is safe to show.
 pub(crate) fn url(url: &Url) -> Url {
     let mut safe = url.clone();
+    // Never sent to the server, and where OAuth implicit flows put their tokens.
+    safe.set_fragment(None);
     if !safe.username().is_empty() || safe.password().is_some() {
         // Fails only for URLs that cannot have user info, which then have none to remove.
         let _ = safe.set_username("");
@@ -63,13 +73,13 @@ mod tests {
     #[test]
     fn removes_user_info_and_secret_values() {
         let raw = Url::parse(
-            "https://alice:hunter2@api.example/v1/items?page=2&access_token=abc&X-Amz-Signature=def&key=k1",
+            "https://alice:hunter2@api.example/v1/items?page=2&access_token=abc&X-Amz-Signature=def&key=k1&Subscription-Key=s&session_id=x#id_token=t",
         )
         .unwrap();
         let safe = url(&raw).to_string();
         assert_eq!(
             safe,
-            "https://api.example/v1/items?page=2&access_token=REDACTED&X-Amz-Signature=REDACTED&key=REDACTED"
+            "https://api.example/v1/items?page=2&access_token=REDACTED&X-Amz-Signature=REDACTED&key=REDACTED&Subscription-Key=REDACTED&session_id=REDACTED"
         );
     }
 

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use resilient_http::classify::{Class, Classification, Classifier, DefaultClassifier, classify_fn};
 use resilient_http::retry::RetryPolicy;
-use resilient_http::testkit::{FaultServer, Reply, closed_port_url};
+use resilient_http::testkit::{ClosedPort, FaultServer, Reply};
 use resilient_http::{Client, Delivery, ErrorKind};
 
 /// Retries off: these tests look at one attempt's classification.
@@ -117,7 +117,8 @@ async fn retry_after_in_seconds_and_as_a_date() {
 
 #[tokio::test]
 async fn refused_connection_was_never_sent() {
-    let url = closed_port_url("/nobody").unwrap();
+    let closed = ClosedPort::bind().unwrap();
+    let url = closed.url("/nobody");
     let err = client().get(url).send().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Connect);
     assert!(err.is_connect());
@@ -188,8 +189,16 @@ async fn a_custom_classifier_can_make_409_transient() {
         .unwrap();
     let err = client.get(server.url("/locked")).send().await.unwrap_err();
     assert!(err.is_transient());
+    assert_eq!(err.attempts()[0].class, Class::Transient);
     let err = client.get(server.url("/missing")).send().await.unwrap_err();
     assert!(!err.is_transient());
+    assert_eq!(
+        server.hits("/locked"),
+        3,
+        "retried, as transient outcomes are"
+    );
+    assert_eq!(err.attempts().len(), 1);
+    assert_eq!(server.hits("/missing"), 1);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use resilient_http::retry::RetryPolicy;
-use resilient_http::testkit::{FaultServer, Reply, closed_port_url};
+use resilient_http::testkit::{ClosedPort, FaultServer, Reply};
 use resilient_http::{Class, Client, Delivery, Error, ErrorKind};
 
 const SECRETS: [&str; 4] = ["hunter2", "s3cr3t-token", "cookie-value", "query-secret"];
@@ -94,7 +94,8 @@ async fn secrets_never_appear_in_status_errors() {
 
 #[tokio::test]
 async fn secrets_never_appear_in_transport_errors() {
-    let refused = closed_port_url("/x").unwrap();
+    let closed = ClosedPort::bind().unwrap();
+    let refused = closed.url("/x");
     let url = refused.replace("http://", "http://bob:hunter2@") + "?api_key=query-secret";
     let err = client()
         .get(url)
@@ -192,4 +193,43 @@ async fn the_history_says_what_happened() {
     assert_eq!(attempt.delivery, Delivery::Delivered);
     assert!(err.elapsed() >= attempt.duration);
     assert_eq!(err.method(), Some(&http::Method::DELETE));
+}
+
+#[tokio::test]
+async fn a_redirect_error_does_not_leak_the_target_credentials() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/moved",
+        [Reply::status(302).header(
+            "location",
+            "ftp://bob:hunter2@127.0.0.1/x?token=query-secret",
+        )],
+    );
+    let err = client().get(server.url("/moved")).send().await.unwrap_err();
+    assert_no_secrets(&err);
+}
+
+#[tokio::test]
+async fn limits_as_large_as_duration_max_mean_no_limit_not_a_panic() {
+    let server = FaultServer::start().await.unwrap();
+    let client = Client::builder()
+        .attempt_timeout(Duration::MAX)
+        .total_deadline(Duration::MAX)
+        .build()
+        .unwrap();
+    let response = client.get(server.url("/ok")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    use resilient_http::timeout::{AttemptTimeoutLayer, TotalDeadlineLayer};
+    use tower::{ServiceBuilder, ServiceExt};
+    let http = reqwest::Client::new();
+    let stack = ServiceBuilder::new()
+        .layer(TotalDeadlineLayer::new(Duration::MAX))
+        .layer(AttemptTimeoutLayer::new(Duration::MAX))
+        .layer(resilient_http::classify::ClassifyLayer::new(
+            resilient_http::classify::DefaultClassifier,
+        ))
+        .service(http);
+    let request = reqwest::Request::new(http::Method::GET, server.url("/ok").parse().unwrap());
+    assert_eq!(stack.oneshot(request).await.unwrap().status(), 200);
 }

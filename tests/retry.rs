@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use resilient_http::retry::{Backoff, Jitter, RetryHistory, RetryPolicy};
-use resilient_http::testkit::{FaultServer, Reply, closed_port_url};
+use resilient_http::testkit::{ClosedPort, FaultServer, Reply};
 use resilient_http::{AttemptOutcome, Client, Delivery, Error, ErrorKind};
 use tokio::time::Instant;
 
@@ -67,9 +67,9 @@ async fn seeded_full_jitter_is_reproducible() {
 
     let mut rng = fastrand::Rng::with_seed(42);
     let schedule = Backoff::default();
-    let first = schedule.delay(1, Duration::ZERO, &mut rng);
-    let second = schedule.delay(2, first, &mut rng);
-    let third = schedule.delay(3, second, &mut rng);
+    let first = schedule.delay(1, Duration::ZERO, rng.f64());
+    let second = schedule.delay(2, first, rng.f64());
+    let third = schedule.delay(3, second, rng.f64());
     assert_eq!(delays(&err), [Duration::ZERO, first, second, third]);
     assert!(first <= 100 * MS && second <= 200 * MS && third <= 400 * MS);
 }
@@ -278,7 +278,8 @@ async fn a_post_that_may_have_been_processed_is_not_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn a_post_that_never_reached_the_server_is_retried() {
-    let url = closed_port_url("/pay").unwrap();
+    let closed = ClosedPort::bind().unwrap();
+    let url = closed.url("/pay");
     let err = client(plain(3))
         .post(url)
         .body("{}")
@@ -422,4 +423,33 @@ async fn timeouts_are_retried_and_each_attempt_is_bounded() {
     let response = client.get(server.url("/hang")).send().await.unwrap();
     assert_eq!(response.text().await.unwrap(), "fast");
     assert_eq!(started.elapsed(), Duration::from_secs(2) + 100 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_classifier_can_declare_an_answer_unprocessed_making_a_post_retryable() {
+    use resilient_http::classify::{
+        Class, Classification, Classifier, DefaultClassifier, classify_fn,
+    };
+    let server = FaultServer::start().await.unwrap();
+    // This gateway answers 503 with `x-not-forwarded: 1` when it never reached the backend.
+    server.script(
+        "/pay",
+        [
+            Reply::status(503).header("x-not-forwarded", "1"),
+            Reply::ok("paid"),
+        ],
+    );
+    let client = Client::builder()
+        .retry(plain(3))
+        .classifier(classify_fn(|method, result| match result {
+            Ok(r) if r.headers().contains_key("x-not-forwarded") => Classification {
+                class: Class::Transient,
+                delivery: Delivery::NotSent,
+            },
+            _ => DefaultClassifier.classify(method, result),
+        }))
+        .build()
+        .unwrap();
+    client.post(server.url("/pay")).send().await.unwrap();
+    assert_eq!(server.hits("/pay"), 2);
 }

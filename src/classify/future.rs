@@ -47,7 +47,10 @@ where
             Ok(response) if verdict.class == Class::Success => return Poll::Ready(Ok(response)),
             Ok(response) => {
                 let outcome = AttemptOutcome::Status(response.status());
-                (Error::from_response(response, verdict.class), outcome)
+                (
+                    Error::from_response(response, verdict.class, verdict.delivery),
+                    outcome,
+                )
             }
             Err(source) => {
                 let kind = analyze(&source).kind;

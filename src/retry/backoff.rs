@@ -89,18 +89,23 @@ impl Backoff {
     }
 
     /// The delay before retry number `retry` (1 for the first retry), given the previous delay
-    /// (zero before the first) and a random source.
-    pub fn delay(&self, retry: u32, previous: Duration, rng: &mut fastrand::Rng) -> Duration {
+    /// (zero before the first) and a uniform random number in `[0, 1)` (clamped into it).
+    pub fn delay(&self, retry: u32, previous: Duration, random: f64) -> Duration {
+        let random = if random.is_nan() {
+            0.0
+        } else {
+            random.clamp(0.0, 1.0)
+        };
         let exponential = self.exponential(retry);
         match self.jitter {
             Jitter::None => exponential,
-            Jitter::Full => exponential.mul_f64(rng.f64()),
-            Jitter::Equal => exponential / 2 + (exponential / 2).mul_f64(rng.f64()),
+            Jitter::Full => exponential.mul_f64(random),
+            Jitter::Equal => exponential / 2 + (exponential / 2).mul_f64(random),
             Jitter::Decorrelated => {
                 let previous = previous.max(self.base);
                 let high = previous.saturating_mul(3).min(self.cap);
                 let spread = high.saturating_sub(self.base);
-                (self.base + spread.mul_f64(rng.f64())).min(self.cap)
+                (self.base + spread.mul_f64(random)).min(self.cap)
             }
         }
     }
@@ -130,7 +135,7 @@ mod tests {
         let b = backoff(Jitter::None);
         let mut rng = fastrand::Rng::with_seed(1);
         let delays: Vec<_> = (1..=7)
-            .map(|n| b.delay(n, Duration::ZERO, &mut rng))
+            .map(|n| b.delay(n, Duration::ZERO, rng.f64()))
             .collect();
         assert_eq!(
             delays,
@@ -144,7 +149,7 @@ mod tests {
                 2000 * MS
             ]
         );
-        assert_eq!(b.delay(u32::MAX, Duration::ZERO, &mut rng), 2000 * MS);
+        assert_eq!(b.delay(u32::MAX, Duration::ZERO, rng.f64()), 2000 * MS);
     }
 
     #[test]
@@ -152,17 +157,17 @@ mod tests {
         for seed in 0..2000 {
             let mut rng = fastrand::Rng::with_seed(seed);
             for retry in 1..=8 {
-                let exp = backoff(Jitter::None).delay(retry, Duration::ZERO, &mut rng);
-                let full = backoff(Jitter::Full).delay(retry, Duration::ZERO, &mut rng);
+                let exp = backoff(Jitter::None).delay(retry, Duration::ZERO, rng.f64());
+                let full = backoff(Jitter::Full).delay(retry, Duration::ZERO, rng.f64());
                 assert!(full <= exp, "full {full:?} > {exp:?}");
-                let equal = backoff(Jitter::Equal).delay(retry, Duration::ZERO, &mut rng);
+                let equal = backoff(Jitter::Equal).delay(retry, Duration::ZERO, rng.f64());
                 assert!(
                     equal >= exp / 2 && equal <= exp,
                     "equal {equal:?} vs {exp:?}"
                 );
                 let previous =
-                    backoff(Jitter::None).delay(retry.max(2) - 1, Duration::ZERO, &mut rng);
-                let dec = backoff(Jitter::Decorrelated).delay(retry, previous, &mut rng);
+                    backoff(Jitter::None).delay(retry.max(2) - 1, Duration::ZERO, rng.f64());
+                let dec = backoff(Jitter::Decorrelated).delay(retry, previous, rng.f64());
                 assert!(
                     dec >= 100 * MS && dec <= (previous * 3).min(2000 * MS),
                     "{dec:?}"
@@ -176,7 +181,7 @@ mod tests {
         let b = backoff(Jitter::Full);
         let mut rng = fastrand::Rng::with_seed(7);
         let delays: Vec<_> = (0..1000)
-            .map(|_| b.delay(3, Duration::ZERO, &mut rng))
+            .map(|_| b.delay(3, Duration::ZERO, rng.f64()))
             .collect();
         let low = delays.iter().filter(|d| **d < 200 * MS).count();
         assert!(
@@ -194,9 +199,6 @@ mod tests {
         let inverted = Backoff::new(2 * MS, 2.0, MS, Jitter::Full).unwrap_err();
         assert!(inverted.to_string().contains("base"), "{inverted}");
         let huge = Backoff::new(MS, f64::INFINITY, 5 * MS, Jitter::None).unwrap();
-        assert_eq!(
-            huge.delay(3, Duration::ZERO, &mut fastrand::Rng::new()),
-            5 * MS
-        );
+        assert_eq!(huge.delay(3, Duration::ZERO, 0.5), 5 * MS);
     }
 }

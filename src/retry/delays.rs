@@ -39,7 +39,7 @@ impl Delays {
                 rng,
                 previous,
             } => {
-                let delay = backoff.delay(retry, *previous, rng);
+                let delay = backoff.delay(retry, *previous, rng.f64());
                 *previous = delay;
                 Some(delay)
             }

@@ -30,11 +30,11 @@
 //! date) and body, after a delay; [hang](Reply::hang) without answering; send the head and
 //! [stall the body](Reply::stall_body); [reset](Reply::reset) the connection with a TCP RST;
 //! [close](Reply::close) it cleanly without answering; or write [raw bytes](Reply::raw), such as
-//! a malformed status line. [`closed_port_url`] gives a URL whose connection is refused.
+//! a malformed status line. [`ClosedPort`] gives a URL whose connection is refused.
 
 mod body;
 mod reply;
 mod server;
 
 pub use reply::Reply;
-pub use server::{FaultServer, RecordedRequest, closed_port_url};
+pub use server::{ClosedPort, FaultServer, RecordedRequest};

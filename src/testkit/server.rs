@@ -126,13 +126,34 @@ impl Drop for FaultServer {
     }
 }
 
-/// A URL on `127.0.0.1` where nothing listens, so connecting is refused: bind a port, note it,
-/// close it.
-pub fn closed_port_url(path: &str) -> io::Result<String> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-    let addr = listener.local_addr()?;
-    drop(listener);
-    Ok(format!("http://{addr}{path}"))
+/// A port on `127.0.0.1` where connections are refused, kept reserved while this lives.
+///
+/// The socket is bound but never listens, so the kernel refuses connections to it; holding it
+/// stops a parallel test's server from being given the same port (binding a port and closing it
+/// again would race).
+#[derive(Debug)]
+pub struct ClosedPort {
+    socket: socket2::Socket,
+    addr: SocketAddr,
+}
+
+impl ClosedPort {
+    /// Reserves a port nobody listens on.
+    pub fn bind() -> io::Result<ClosedPort> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        let addr = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("bound socket has no IP address"))?;
+        Ok(ClosedPort { socket, addr })
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        let _reserved = &self.socket;
+        format!("http://{}{}", self.addr, path)
+    }
 }
 
 async fn accept(listener: TcpListener, state: Arc<State>) {

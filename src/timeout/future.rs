@@ -12,6 +12,15 @@ use super::BACKSTOP_GRACE;
 use crate::classify::{Class, Delivery};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind};
 
+/// When a backstop fires: `limit` plus the grace after `started`, or (for limits like
+/// `Duration::MAX`) a date so far away that it never comes, instead of overflowing.
+fn backstop_at(started: Instant, limit: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    started
+        .checked_add(limit.saturating_add(BACKSTOP_GRACE))
+        .unwrap_or_else(|| started + FAR)
+}
+
 pin_project! {
     /// The future of [`AttemptTimeout`](super::AttemptTimeout).
     pub struct AttemptTimeoutFuture<F> {
@@ -50,7 +59,7 @@ impl<F> AttemptTimeoutFuture<F> {
         AttemptTimeoutFuture {
             state: AttemptState::Running {
                 inner,
-                backstop: backstop.then(|| sleep_until(started + limit + BACKSTOP_GRACE)),
+                backstop: backstop.then(|| sleep_until(backstop_at(started, limit))),
                 started,
             },
             method,
@@ -144,7 +153,7 @@ impl<F> TotalDeadlineFuture<F> {
     ) -> Self {
         TotalDeadlineFuture {
             inner,
-            backstop: backstop.then(|| sleep_until(started + budget + BACKSTOP_GRACE)),
+            backstop: backstop.then(|| sleep_until(backstop_at(started, budget))),
             method,
             url,
             started,

@@ -1,0 +1,93 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use super::state::{Breaker, Permit, Verdict};
+use crate::classify::{Class, Delivery};
+use crate::error::{Error, ErrorKind};
+
+pin_project! {
+    /// The future of [`CircuitBreaker`](super::CircuitBreaker).
+    ///
+    /// Dropped before the call ends, it reports the call as cancelled, which gives a half-open
+    /// probe's place back (see the [module docs](super)).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        rejection: Option<Error>,
+        guard: Option<(Arc<Breaker>, Permit, Option<Instant>)>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some((breaker, permit, _)) = this.project().guard.take() {
+                breaker.record(permit, Verdict::Ignored, None);
+            }
+        }
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn guarded(inner: F, breaker: Arc<Breaker>, permit: Permit) -> Self {
+        let started = breaker.call_started();
+        ResponseFuture {
+            inner: Some(inner),
+            rejection: None,
+            guard: Some((breaker, permit, started)),
+        }
+    }
+
+    pub(super) fn unguarded(inner: F) -> Self {
+        ResponseFuture {
+            inner: Some(inner),
+            rejection: None,
+            guard: None,
+        }
+    }
+
+    pub(super) fn rejected(error: Error) -> Self {
+        ResponseFuture {
+            inner: None,
+            rejection: Some(error),
+            guard: None,
+        }
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<reqwest::Response, Error>>,
+{
+    type Output = Result<reqwest::Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(inner) = this.inner.as_pin_mut() else {
+            let error = this.rejection.take().unwrap_or_else(|| {
+                Error::new(ErrorKind::Transport, Class::Permanent, Delivery::NotSent)
+                    .with_detail("circuit breaker future polled after completion")
+            });
+            return Poll::Ready(Err(error));
+        };
+        let result = ready!(inner.poll(cx));
+        if let Some((breaker, permit, started)) = this.guard.take() {
+            breaker.record(permit, verdict(&result), started);
+        }
+        Poll::Ready(result)
+    }
+}
+
+/// Transient failures count against the endpoint; permanent ones (a 404 is the caller's
+/// problem) count as successes; a deadline cut short by the caller's budget counts as neither.
+fn verdict(result: &Result<reqwest::Response, Error>) -> Verdict {
+    match result {
+        Ok(_) => Verdict::Success,
+        Err(e) if e.kind() == ErrorKind::DeadlineExceeded => Verdict::Ignored,
+        Err(e) if e.class() == Class::Transient => Verdict::Failure,
+        Err(_) => Verdict::Success,
+    }
+}

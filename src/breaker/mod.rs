@@ -1,0 +1,74 @@
+//! Circuit breaking per endpoint: stop calling a dependency that is down, let it recover.
+//!
+//! ## States
+//!
+//! - **Closed**: calls go through; their outcomes enter a sliding [`Window`]. When the window
+//!   holds at least `min_calls` and the share of failures reaches `failure_rate` (or the share
+//!   of slow calls reaches `slow_call_rate`, if slow calls are counted), the breaker opens.
+//!   Failures are the classifier's [transient](crate::Class::Transient) outcomes (5xx, 429,
+//!   timeouts, connect errors). Permanent ones (404, 400) are the caller's problem and count as
+//!   successes; an attempt cut short by the caller's own total deadline counts as neither.
+//! - **Open**: calls fail at once with [`ErrorKind::CircuitOpen`](crate::ErrorKind::CircuitOpen),
+//!   naming the endpoint and the time until the next probe ([`Error::retry_after`]); nothing
+//!   touches the network. The first opening lasts `open_duration` (5 s); each re-opening from
+//!   half-open doubles it, up to 60 s; closing starts over.
+//! - **Half-open**: `half_open_probes` calls (1) go through as probes; the rest are rejected.
+//!   All probes succeed: closed, with an empty window. One fails: open again, for longer.
+//!
+//! **A cancelled probe counts as nothing.** If its future is dropped (the caller gave up, an
+//! outer timeout fired), its place is given back and the next call becomes the probe. Counting
+//! it as a failure would re-open a circuit because of the *caller*; counting it as a success
+//! would close it without evidence; keeping the place taken is how breakers elsewhere got stuck
+//! half-open forever.
+//!
+//! ## Where it sits
+//!
+//! Inside the retry layer, so every attempt asks the breaker: a retry never hammers an open
+//! circuit, and an open circuit ends the retry loop at once, with the history so far.
+//!
+//! ## One breaker per endpoint
+//!
+//! The key is scheme, host and port ([`endpoint_key`]): host A being down does not block host
+//! B. The [`BreakerRegistry`] is bounded (`max_breakers`, 1024): beyond it, the idlest closed
+//! breakers are dropped.
+//!
+//! ## Cost
+//!
+//! In the closed state, admitting a call reads one atomic word and recording its outcome
+//! writes two atomics in a stripe of the window that belongs to the calling thread, so threads
+//! do not contend. Time is read only when needed (time windows, slow calls, the open state).
+//! The call window is kept per worker thread: with one thread it is exactly the last `n` calls;
+//! with `k` threads, the last `n` calls of each (up to `k × n` in all).
+//!
+//! [`Error::retry_after`]: crate::Error::retry_after
+
+mod config;
+mod future;
+mod layer;
+mod registry;
+mod service;
+mod state;
+mod window;
+
+pub use config::{BreakerConfig, BreakerConfigBuilder, StateChange, Window};
+pub use future::ResponseFuture;
+pub use layer::CircuitBreakerLayer;
+pub use registry::{BreakerHandle, BreakerRegistry, CallPermit, endpoint_key};
+pub use service::CircuitBreaker;
+pub use window::WindowCounts;
+
+/// A breaker's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum State {
+    /// Calls go through and are counted.
+    Closed,
+    /// Calls are rejected until the open duration has passed.
+    Open,
+    /// A few probe calls go through; the rest are rejected.
+    HalfOpen,
+    /// Rejecting every call, by [`BreakerHandle::force_open`].
+    ForcedOpen,
+    /// Letting every call through uncounted, by [`BreakerHandle::force_closed`].
+    ForcedClosed,
+}

@@ -1,0 +1,384 @@
+//! One endpoint's breaker: the state machine and its permits.
+//!
+//! The whole state lives in one `AtomicU64` word: the state, the half-open permits left, the
+//! half-open successes so far, and a generation that changes on every transition. In the closed
+//! state the word is only read, so all threads keep its cache line shared and admitting a call
+//! costs one load. Every transition is a compare-and-swap of the whole word, so a permit can be
+//! matched to the half-open period that issued it: a late release or result from an earlier
+//! period (the generation differs) is ignored instead of corrupting the count.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::config::BreakerConfig;
+use super::window::{FAILURE, Outcomes, SLOW, SUCCESS, WindowCounts};
+use super::{State, StateChange};
+
+const STATE_BITS: u32 = 3;
+const COUNT_BITS: u32 = 10;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+const GENERATION_SHIFT: u32 = STATE_BITS + 2 * COUNT_BITS;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Word(u64);
+
+impl Word {
+    #[inline]
+    fn new(state: State, permits: u32, successes: u32, generation: u64) -> Self {
+        let state = match state {
+            State::Closed => 0,
+            State::Open => 1,
+            State::HalfOpen => 2,
+            State::ForcedOpen => 3,
+            State::ForcedClosed => 4,
+        };
+        Word(
+            state
+                | (u64::from(permits) & COUNT_MASK) << STATE_BITS
+                | (u64::from(successes) & COUNT_MASK) << (STATE_BITS + COUNT_BITS)
+                | generation << GENERATION_SHIFT,
+        )
+    }
+
+    #[inline]
+    fn state(self) -> State {
+        match self.0 & ((1 << STATE_BITS) - 1) {
+            0 => State::Closed,
+            1 => State::Open,
+            2 => State::HalfOpen,
+            3 => State::ForcedOpen,
+            _ => State::ForcedClosed,
+        }
+    }
+
+    fn permits(self) -> u32 {
+        ((self.0 >> STATE_BITS) & COUNT_MASK) as u32
+    }
+
+    fn successes(self) -> u32 {
+        ((self.0 >> (STATE_BITS + COUNT_BITS)) & COUNT_MASK) as u32
+    }
+
+    #[inline]
+    fn generation(self) -> u64 {
+        self.0 >> GENERATION_SHIFT
+    }
+
+    /// The same period with other counts.
+    fn with_counts(self, permits: u32, successes: u32) -> Self {
+        Word::new(self.state(), permits, successes, self.generation())
+    }
+
+    /// A new period in `state`.
+    fn next(self, state: State, permits: u32) -> Self {
+        Word::new(state, permits, 0, self.generation().wrapping_add(1))
+    }
+}
+
+/// Why a call was not let through.
+pub(crate) struct Rejection {
+    /// Until the next probe may go, when known.
+    pub(crate) retry_in: Option<Duration>,
+}
+
+/// What kind of call a permit admitted.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    /// A call in the closed state: its outcome goes into the window.
+    Counted,
+    /// A trial call in half-open.
+    Probe,
+    /// A call through a forced-closed breaker: not recorded.
+    Untracked,
+}
+
+/// How a call ended, as far as the breaker cares.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Verdict {
+    Success,
+    Failure,
+    /// Neither: the caller cancelled it, or something outside the endpoint cut it short.
+    Ignored,
+}
+
+/// The right to make one call; its outcome is reported through [`Breaker::record`].
+///
+/// Whoever holds it must report it, with [`Verdict::Ignored`] when the call was cancelled (the
+/// service's future does so when dropped): a half-open probe then gives its place back.
+#[must_use = "a permit must be reported to the breaker"]
+pub(crate) struct Permit {
+    role: Role,
+    generation: u64,
+}
+
+pub(crate) struct Breaker {
+    key: Arc<str>,
+    config: Arc<BreakerConfig>,
+    word: AtomicU64,
+    /// Milliseconds since `base` when the open state may let a probe through.
+    open_until: AtomicU64,
+    consecutive_opens: AtomicU32,
+    outcomes: Outcomes,
+    base: Instant,
+    /// The registry epoch of the last use, for evicting idle breakers.
+    pub(super) last_used: AtomicU64,
+}
+
+impl fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Breaker")
+            .field("key", &self.key)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Breaker {
+    pub(crate) fn new(key: Arc<str>, config: Arc<BreakerConfig>) -> Self {
+        let outcomes = Outcomes::new(config.window);
+        Breaker {
+            key,
+            config,
+            word: AtomicU64::new(Word::new(State::Closed, 0, 0, 0).0),
+            open_until: AtomicU64::new(0),
+            consecutive_opens: AtomicU32::new(0),
+            outcomes,
+            base: Instant::now(),
+            last_used: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn key(&self) -> &Arc<str> {
+        &self.key
+    }
+
+    #[inline]
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    #[inline]
+    fn load(&self) -> Word {
+        Word(self.word.load(Ordering::Acquire))
+    }
+
+    fn swap_word(&self, from: Word, to: Word) -> bool {
+        self.word
+            .compare_exchange(from.0, to.0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.load().state()
+    }
+
+    pub(crate) fn counts(&self) -> WindowCounts {
+        self.outcomes.totals(self.now_ms())
+    }
+
+    /// Lets a call through, or says why not.
+    #[inline]
+    pub(crate) fn admit(&self) -> Result<Permit, Rejection> {
+        loop {
+            let word = self.load();
+            let role = match word.state() {
+                State::Closed => Role::Counted,
+                State::ForcedClosed => Role::Untracked,
+                State::ForcedOpen => return Err(Rejection { retry_in: None }),
+                State::Open => {
+                    let now = self.now_ms();
+                    let until = self.open_until.load(Ordering::Relaxed);
+                    if now < until {
+                        let retry_in = Duration::from_millis(until - now);
+                        return Err(Rejection {
+                            retry_in: Some(retry_in),
+                        });
+                    }
+                    let half_open = word.next(State::HalfOpen, self.config.half_open_probes);
+                    if self.swap_word(word, half_open) {
+                        self.announce(State::Open, State::HalfOpen);
+                    }
+                    continue;
+                }
+                State::HalfOpen => {
+                    let permits = word.permits();
+                    if permits == 0 {
+                        // Probes are out; the next chance comes when they report.
+                        return Err(Rejection {
+                            retry_in: Some(Duration::ZERO),
+                        });
+                    }
+                    if !self.swap_word(word, word.with_counts(permits - 1, word.successes())) {
+                        continue;
+                    }
+                    Role::Probe
+                }
+            };
+            return Ok(Permit {
+                role,
+                generation: word.generation(),
+            });
+        }
+    }
+
+    /// When the call started, if slow calls are counted (`None` otherwise: no clock read).
+    #[inline]
+    pub(crate) fn call_started(&self) -> Option<Instant> {
+        self.config.slow_call_duration.map(|_| Instant::now())
+    }
+
+    /// Reports how the call behind `permit` ended; `started` is what
+    /// [`call_started`](Self::call_started) gave when it began.
+    #[inline]
+    pub(crate) fn record(&self, permit: Permit, verdict: Verdict, started: Option<Instant>) {
+        let slow = match (started, self.config.slow_call_duration) {
+            (Some(started), Some(limit)) => started.elapsed() >= limit,
+            _ => false,
+        };
+        match (permit.role, verdict) {
+            (Role::Untracked, _) => {}
+            (_, Verdict::Ignored) => self.release(&permit),
+            (Role::Counted, verdict) => self.record_counted(&permit, verdict, slow),
+            (Role::Probe, verdict) => self.record_probe(&permit, verdict, slow),
+        }
+    }
+
+    #[inline]
+    fn record_counted(&self, permit: &Permit, verdict: Verdict, slow: bool) {
+        let word = self.load();
+        if word.state() != State::Closed || word.generation() != permit.generation {
+            return; // The window it belongs to is gone.
+        }
+        let mut outcome = if verdict == Verdict::Failure {
+            FAILURE
+        } else {
+            SUCCESS
+        };
+        if slow {
+            outcome |= SLOW;
+        }
+        let now = if self.outcomes.needs_time() {
+            self.now_ms()
+        } else {
+            0
+        };
+        self.outcomes.record(outcome, now);
+        // Only a failure or a slow call can push a rate over its threshold.
+        if outcome != SUCCESS && self.should_open(now) {
+            self.open(word, State::Closed);
+        }
+    }
+
+    fn should_open(&self, now: u64) -> bool {
+        let now = if self.outcomes.needs_time() {
+            now
+        } else {
+            self.now_ms()
+        };
+        let counts = self.outcomes.totals(now);
+        if counts.calls < u64::from(self.config.min_calls) || counts.calls == 0 {
+            return false;
+        }
+        let calls = counts.calls as f64;
+        counts.failures as f64 / calls >= self.config.failure_rate
+            || (self.config.slow_call_duration.is_some()
+                && counts.slow as f64 / calls >= self.config.slow_call_rate)
+    }
+
+    fn record_probe(&self, permit: &Permit, verdict: Verdict, slow: bool) {
+        loop {
+            let word = self.load();
+            if word.state() != State::HalfOpen || word.generation() != permit.generation {
+                return;
+            }
+            if verdict == Verdict::Failure || slow {
+                self.open(word, State::HalfOpen);
+                return;
+            }
+            let successes = word.successes() + 1;
+            if successes >= self.config.half_open_probes {
+                if self.swap_word(word, word.next(State::Closed, 0)) {
+                    self.outcomes.clear();
+                    self.consecutive_opens.store(0, Ordering::Relaxed);
+                    self.announce(State::HalfOpen, State::Closed);
+                }
+                return;
+            }
+            if self.swap_word(word, word.with_counts(word.permits(), successes)) {
+                return;
+            }
+        }
+    }
+
+    /// Gives a half-open probe's place back; nothing to do for other permits.
+    fn release(&self, permit: &Permit) {
+        if permit.role != Role::Probe {
+            return;
+        }
+        loop {
+            let word = self.load();
+            if word.state() != State::HalfOpen || word.generation() != permit.generation {
+                return;
+            }
+            let restored = word.with_counts(word.permits() + 1, word.successes());
+            if self.swap_word(word, restored) {
+                return;
+            }
+        }
+    }
+
+    /// Opens the circuit from `word` (in state `from`), unless another thread moved first.
+    fn open(&self, word: Word, from: State) {
+        let consecutive = self.consecutive_opens.load(Ordering::Relaxed);
+        let duration = self.config.open_duration_after(consecutive);
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+        // Written before the state, which publishes it (release).
+        self.open_until.store(until, Ordering::Relaxed);
+        if self.swap_word(word, word.next(State::Open, 0)) {
+            self.consecutive_opens
+                .store(consecutive.saturating_add(1), Ordering::Relaxed);
+            self.outcomes.clear();
+            self.announce(from, State::Open);
+        }
+    }
+
+    /// Forces a state, or (`Closed`) resets to a fresh closed breaker.
+    pub(crate) fn force(&self, state: State) {
+        loop {
+            let word = self.load();
+            let from = word.state();
+            if self.swap_word(word, word.next(state, 0)) {
+                if state == State::Closed {
+                    self.outcomes.clear();
+                    self.consecutive_opens.store(0, Ordering::Relaxed);
+                }
+                if from != state {
+                    self.announce(from, state);
+                }
+                return;
+            }
+        }
+    }
+
+    fn announce(&self, from: State, to: State) {
+        match to {
+            State::Open | State::ForcedOpen => tracing::warn!(
+                endpoint = %self.key, ?from, ?to, "circuit breaker opened"
+            ),
+            _ => tracing::info!(endpoint = %self.key, ?from, ?to, "circuit breaker state changed"),
+        }
+        if let Some(callback) = &self.config.on_state_change {
+            callback(&StateChange {
+                key: self.key.clone(),
+                from,
+                to,
+            });
+        }
+    }
+}

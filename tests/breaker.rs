@@ -1,0 +1,568 @@
+//! The circuit breaker, deterministic: an in-process inner service (real `reqwest::Response`s,
+//! no sockets) under tokio's paused clock, plus the whole client against the fault server.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use resilient_http::breaker::{
+    BreakerConfig, BreakerRegistry, CircuitBreakerLayer, State, StateChange, Window,
+};
+use resilient_http::classify::{ClassifyLayer, DefaultClassifier};
+use resilient_http::retry::{Jitter, RetryPolicy};
+use resilient_http::testkit::{FaultServer, Reply};
+use resilient_http::{Client, Error, ErrorKind};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+
+const MS: Duration = Duration::from_millis(1);
+
+/// What the fake endpoint does next.
+#[derive(Clone, Copy)]
+enum Next {
+    Status(u16),
+    /// Answers 200 after this long.
+    Slow(Duration),
+    /// Waits for the gate before answering 200.
+    Gated,
+}
+
+#[derive(Clone)]
+struct Endpoint {
+    next: Arc<Mutex<Next>>,
+    gate: Arc<Notify>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Endpoint {
+    fn new() -> Self {
+        Endpoint {
+            next: Arc::new(Mutex::new(Next::Status(200))),
+            gate: Arc::new(Notify::new()),
+            calls: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn answer(&self, next: Next) {
+        *self.next.lock().unwrap() = next;
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+type Stack = tower::util::BoxCloneSyncService<reqwest::Request, reqwest::Response, Error>;
+
+fn build(config: BreakerConfig, endpoint: &Endpoint) -> (Stack, BreakerRegistry) {
+    let layer = CircuitBreakerLayer::new(config);
+    let registry = layer.registry().unwrap().clone();
+    let endpoint = endpoint.clone();
+    let inner = service_fn(move |_req: reqwest::Request| {
+        let endpoint = endpoint.clone();
+        async move {
+            endpoint.calls.fetch_add(1, Ordering::SeqCst);
+            let next = *endpoint.next.lock().unwrap();
+            let status = match next {
+                Next::Status(code) => code,
+                Next::Slow(delay) => {
+                    tokio::time::sleep(delay).await;
+                    200
+                }
+                Next::Gated => {
+                    endpoint.gate.notified().await;
+                    200
+                }
+            };
+            let response = http::Response::builder().status(status).body("").unwrap();
+            Ok::<_, reqwest::Error>(reqwest::Response::from(response))
+        }
+    });
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .layer(ClassifyLayer::new(DefaultClassifier))
+        .service(inner);
+    (Stack::new(service), registry)
+}
+
+fn get(url: &str) -> reqwest::Request {
+    reqwest::Request::new(http::Method::GET, url.parse().unwrap())
+}
+
+async fn call(stack: &Stack, url: &str) -> Result<reqwest::Response, Error> {
+    stack.clone().oneshot(get(url)).await
+}
+
+const A: &str = "http://a.internal/items";
+
+fn config() -> resilient_http::breaker::BreakerConfigBuilder {
+    BreakerConfig::builder()
+        .window(Window::Calls(20))
+        .min_calls(10)
+        .failure_rate(0.5)
+        .open_duration(Duration::from_secs(1), Duration::from_secs(3))
+}
+
+fn state(registry: &BreakerRegistry, url: &str) -> State {
+    let key = resilient_http::breaker::endpoint_key(&url.parse().unwrap()).into_owned();
+    registry.get(&key).unwrap().state()
+}
+
+#[tokio::test(start_paused = true)]
+async fn it_opens_exactly_at_the_threshold_and_not_before_min_calls() {
+    let endpoint = Endpoint::new();
+    let (stack, registry) = build(config().build().unwrap(), &endpoint);
+    endpoint.answer(Next::Status(503));
+    for _ in 0..9 {
+        call(&stack, A).await.unwrap_err();
+    }
+    assert_eq!(state(&registry, A), State::Closed, "9 calls < min_calls");
+    call(&stack, A).await.unwrap_err();
+    assert_eq!(state(&registry, A), State::Open);
+
+    // 10 successes, then failures: 9 of 19 is below 50 %, 10 of 20 is not.
+    let endpoint = Endpoint::new();
+    let (stack, registry) = build(config().build().unwrap(), &endpoint);
+    for _ in 0..10 {
+        call(&stack, A).await.unwrap();
+    }
+    endpoint.answer(Next::Status(500));
+    for _ in 0..9 {
+        call(&stack, A).await.unwrap_err();
+    }
+    assert_eq!(state(&registry, A), State::Closed);
+    call(&stack, A).await.unwrap_err();
+    assert_eq!(state(&registry, A), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_rejects_without_calling_and_says_when_to_come_back() {
+    let endpoint = Endpoint::new();
+    let (stack, _) = build(config().build().unwrap(), &endpoint);
+    endpoint.answer(Next::Status(503));
+    for _ in 0..10 {
+        call(&stack, A).await.unwrap_err();
+    }
+    tokio::time::advance(300 * MS).await;
+    let err = call(&stack, A).await.unwrap_err();
+    assert_eq!(
+        endpoint.calls(),
+        10,
+        "the rejected call never reached the endpoint"
+    );
+    assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+    assert!(err.is_transient());
+    assert_eq!(err.retry_after(), Some(700 * MS));
+    assert!(
+        err.to_string()
+            .contains("http://a.internal: next probe in 700.0ms"),
+        "{err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn old_outcomes_leave_a_call_window() {
+    let endpoint = Endpoint::new();
+    let cfg = config().window(Window::Calls(10)).build().unwrap();
+    let (stack, registry) = build(cfg, &endpoint);
+    endpoint.answer(Next::Status(503));
+    for _ in 0..4 {
+        call(&stack, A).await.unwrap_err();
+    }
+    endpoint.answer(Next::Status(200));
+    for _ in 0..10 {
+        call(&stack, A).await.unwrap();
+    }
+    let key = "http://a.internal";
+    assert_eq!(registry.get(key).unwrap().counts().failures, 0);
+    endpoint.answer(Next::Status(503));
+    for _ in 0..4 {
+        call(&stack, A).await.unwrap_err();
+    }
+    assert_eq!(state(&registry, A), State::Closed, "4 of the last 10");
+    call(&stack, A).await.unwrap_err();
+    assert_eq!(state(&registry, A), State::Open, "5 of the last 10");
+}
+
+#[tokio::test(start_paused = true)]
+async fn old_buckets_leave_a_time_window() {
+    let endpoint = Endpoint::new();
+    let cfg = config()
+        .window(Window::Time {
+            length: Duration::from_secs(10),
+            buckets: 10,
+        })
+        .min_calls(4)
+        .build()
+        .unwrap();
+    let (stack, registry) = build(cfg, &endpoint);
+    endpoint.answer(Next::Status(503));
+    for _ in 0..3 {
+        call(&stack, A).await.unwrap_err();
+    }
+    tokio::time::advance(Duration::from_secs(11)).await;
+    call(&stack, A).await.unwrap_err();
+    assert_eq!(
+        state(&registry, A),
+        State::Closed,
+        "the first three expired"
+    );
+    assert_eq!(registry.get("http://a.internal").unwrap().counts().calls, 1);
+    for _ in 0..3 {
+        call(&stack, A).await.unwrap_err();
+    }
+    assert_eq!(state(&registry, A), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_calls_open_it_when_counted() {
+    let endpoint = Endpoint::new();
+    let cfg = config()
+        .min_calls(4)
+        .slow_calls(100 * MS, 0.5)
+        .build()
+        .unwrap();
+    let (stack, registry) = build(cfg, &endpoint);
+    endpoint.answer(Next::Slow(50 * MS));
+    for _ in 0..4 {
+        call(&stack, A).await.unwrap();
+    }
+    endpoint.answer(Next::Slow(150 * MS));
+    for _ in 0..3 {
+        call(&stack, A).await.unwrap();
+    }
+    assert_eq!(state(&registry, A), State::Closed, "3 slow of 7");
+    call(&stack, A).await.unwrap();
+    assert_eq!(state(&registry, A), State::Open, "4 slow of 8");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_open_duration_doubles_up_to_its_cap_and_starts_over_after_closing() {
+    let changes = Arc::new(Mutex::new(Vec::new()));
+    let seen = changes.clone();
+    let endpoint = Endpoint::new();
+    let cfg = config()
+        .on_state_change(move |c: &StateChange| seen.lock().unwrap().push((c.from, c.to)))
+        .build()
+        .unwrap();
+    let (stack, registry) = build(cfg, &endpoint);
+    endpoint.answer(Next::Status(503));
+    for _ in 0..10 {
+        call(&stack, A).await.unwrap_err();
+    }
+    let mut opened_for = Vec::new();
+    for _ in 0..3 {
+        let err = call(&stack, A).await.unwrap_err();
+        let wait = err.retry_after().unwrap();
+        opened_for.push(wait);
+        tokio::time::advance(wait).await;
+        call(&stack, A).await.unwrap_err(); // the probe fails
+    }
+    assert_eq!(
+        opened_for,
+        [
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+            Duration::from_secs(3)
+        ]
+    );
+    let wait = call(&stack, A).await.unwrap_err().retry_after().unwrap();
+    assert_eq!(wait, Duration::from_secs(3), "capped");
+    tokio::time::advance(wait).await;
+    endpoint.answer(Next::Status(200));
+    call(&stack, A).await.unwrap();
+    assert_eq!(state(&registry, A), State::Closed);
+    endpoint.answer(Next::Status(503));
+    for _ in 0..10 {
+        call(&stack, A).await.unwrap_err();
+    }
+    let wait = call(&stack, A).await.unwrap_err().retry_after().unwrap();
+    assert_eq!(wait, Duration::from_secs(1), "back to the first duration");
+
+    let changes = changes.lock().unwrap().clone();
+    assert_eq!(changes[0], (State::Closed, State::Open));
+    assert_eq!(changes[1], (State::Open, State::HalfOpen));
+    assert_eq!(changes[2], (State::HalfOpen, State::Open));
+    assert!(changes.contains(&(State::HalfOpen, State::Closed)));
+}
+
+async fn open_then_wait(stack: &Stack, endpoint: &Endpoint) {
+    endpoint.answer(Next::Status(503));
+    for _ in 0..10 {
+        call(stack, A).await.unwrap_err();
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_lets_exactly_the_probes_through() {
+    let endpoint = Endpoint::new();
+    let (stack, registry) = build(config().half_open_probes(3).build().unwrap(), &endpoint);
+    open_then_wait(&stack, &endpoint).await;
+    endpoint.answer(Next::Gated);
+    let probes: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(call_owned(stack.clone())))
+        .collect();
+    tokio::task::yield_now().await;
+    while endpoint.calls() < 13 {
+        tokio::task::yield_now().await;
+    }
+    let err = call(&stack, A).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::CircuitOpen,
+        "a fourth call is not a probe"
+    );
+    assert_eq!(state(&registry, A), State::HalfOpen);
+    endpoint.gate.notify_waiters();
+    for probe in probes {
+        probe.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        state(&registry, A),
+        State::Closed,
+        "all three probes succeeded"
+    );
+    assert_eq!(endpoint.calls(), 13);
+}
+
+async fn call_owned(stack: Stack) -> Result<reqwest::Response, Error> {
+    stack.oneshot(get(A)).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_probe_gives_its_place_back() {
+    let endpoint = Endpoint::new();
+    let (stack, registry) = build(config().build().unwrap(), &endpoint);
+    open_then_wait(&stack, &endpoint).await;
+    endpoint.answer(Next::Gated);
+    let mut service = stack.clone();
+    let probe = service.call(get(A));
+    let cancelled = tokio::time::timeout(50 * MS, probe).await;
+    assert!(
+        cancelled.is_err(),
+        "the probe was still waiting when dropped"
+    );
+    assert_eq!(state(&registry, A), State::HalfOpen);
+    // Without the release this would be rejected forever.
+    endpoint.answer(Next::Status(200));
+    call(&stack, A).await.unwrap();
+    assert_eq!(state(&registry, A), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_failures_never_open_it() {
+    let endpoint = Endpoint::new();
+    let (stack, registry) = build(config().build().unwrap(), &endpoint);
+    for code in [404, 400, 401, 409, 501] {
+        endpoint.answer(Next::Status(code));
+        for _ in 0..20 {
+            call(&stack, A).await.unwrap_err();
+        }
+    }
+    assert_eq!(state(&registry, A), State::Closed);
+    assert_eq!(endpoint.calls(), 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_host_down_does_not_block_another() {
+    let endpoint = Endpoint::new();
+    let (stack, registry) = build(config().build().unwrap(), &endpoint);
+    endpoint.answer(Next::Status(503));
+    for _ in 0..10 {
+        call(&stack, A).await.unwrap_err();
+    }
+    endpoint.answer(Next::Status(200));
+    assert_eq!(
+        call(&stack, A).await.unwrap_err().kind(),
+        ErrorKind::CircuitOpen
+    );
+    call(&stack, "http://b.internal/items").await.unwrap();
+    call(&stack, "http://a.internal:8080/other-port")
+        .await
+        .unwrap();
+    assert_eq!(state(&registry, "http://b.internal/"), State::Closed);
+    assert_eq!(registry.len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_registry_stays_bounded_and_keeps_open_breakers_longest() {
+    let endpoint = Endpoint::new();
+    let (stack, registry) = build(config().max_breakers(16).build().unwrap(), &endpoint);
+    endpoint.answer(Next::Status(503));
+    for _ in 0..10 {
+        call(&stack, A).await.unwrap_err();
+    }
+    endpoint.answer(Next::Status(200));
+    for host in 0..1000 {
+        call(&stack, &format!("http://host-{host}.internal/"))
+            .await
+            .unwrap();
+        assert!(registry.len() <= 16);
+    }
+    assert_eq!(
+        state(&registry, A),
+        State::Open,
+        "the open breaker was not evicted"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn forcing_and_resetting() {
+    let endpoint = Endpoint::new();
+    let (stack, registry) = build(config().build().unwrap(), &endpoint);
+    call(&stack, A).await.unwrap();
+    let handle = registry.get("http://a.internal").unwrap();
+    handle.force_open();
+    let err = call(&stack, A).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+    assert!(err.to_string().contains("forced open"), "{err}");
+    handle.force_closed();
+    endpoint.answer(Next::Status(503));
+    for _ in 0..30 {
+        call(&stack, A).await.unwrap_err();
+    }
+    assert_eq!(handle.state(), State::ForcedClosed);
+    assert_eq!(
+        handle.counts().calls,
+        1,
+        "forced closed records nothing (1 from before)"
+    );
+    handle.reset();
+    assert_eq!(handle.state(), State::Closed);
+}
+
+#[test]
+fn invalid_settings_are_rejected_by_name() {
+    let cases: Vec<(resilient_http::breaker::BreakerConfigBuilder, &str)> = vec![
+        (BreakerConfig::builder().failure_rate(0.0), "failure_rate"),
+        (BreakerConfig::builder().failure_rate(1.5), "failure_rate"),
+        (
+            BreakerConfig::builder().failure_rate(f64::NAN),
+            "failure_rate",
+        ),
+        (
+            BreakerConfig::builder().slow_calls(MS, 2.0),
+            "slow_call_rate",
+        ),
+        (BreakerConfig::builder().window(Window::Calls(0)), "window"),
+        (
+            BreakerConfig::builder().window(Window::Time {
+                length: Duration::ZERO,
+                buckets: 10,
+            }),
+            "window",
+        ),
+        (BreakerConfig::builder().min_calls(0), "min_calls"),
+        (
+            BreakerConfig::builder().open_duration(Duration::ZERO, Duration::from_secs(1)),
+            "open_duration",
+        ),
+        (
+            BreakerConfig::builder().half_open_probes(0),
+            "half_open_probes",
+        ),
+        (BreakerConfig::builder().max_breakers(0), "max_breakers"),
+    ];
+    for (builder, name) in cases {
+        let err = builder.build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(err.to_string().contains(name), "{name}: {err}");
+    }
+}
+
+/// Many tasks on a multi-thread runtime hammer one breaker while it flips between states, some
+/// calls cancelled mid-flight. Afterwards it must still work: not stuck half-open with a
+/// leaked probe permit, and able to close again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hammering_it_from_many_threads_leaks_no_permit() {
+    let endpoint = Endpoint::new();
+    let cfg = BreakerConfig::builder()
+        .window(Window::Calls(20))
+        .min_calls(5)
+        .half_open_probes(2)
+        .open_duration(MS, 4 * MS)
+        .build()
+        .unwrap();
+    let (stack, registry) = build(cfg, &endpoint);
+    endpoint.answer(Next::Slow(Duration::ZERO));
+    let mut tasks = Vec::new();
+    for task in 0..16u64 {
+        let stack = stack.clone();
+        let endpoint = endpoint.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(task);
+            for _ in 0..300 {
+                match rng.u8(0..10) {
+                    0..=3 => endpoint.answer(Next::Status(503)),
+                    4..=7 => endpoint.answer(Next::Status(200)),
+                    _ => endpoint.answer(Next::Slow(Duration::from_micros(200))),
+                }
+                let call = call_owned(stack.clone());
+                if rng.bool() {
+                    // Cancel some calls part way.
+                    let _ = tokio::time::timeout(Duration::from_micros(100), call).await;
+                } else {
+                    let _ = call.await;
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    endpoint.answer(Next::Status(200));
+    let handle = registry.get("http://a.internal").unwrap();
+    let started = Instant::now();
+    while handle.state() != State::Closed {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "stuck in {:?}",
+            handle.state()
+        );
+        let _ = call(&stack, A).await;
+        tokio::time::sleep(2 * MS).await;
+    }
+    let counts = handle.counts();
+    assert!(counts.calls <= 20 * 64 && counts.failures <= counts.calls);
+}
+
+#[tokio::test(start_paused = true)]
+async fn through_the_client_an_open_circuit_ends_the_retries_at_once() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/down", [Reply::status(503)]);
+    let client = Client::builder()
+        .retry(
+            RetryPolicy::builder()
+                .max_attempts(3)
+                .jitter(Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .circuit_breaker(
+            BreakerConfig::builder()
+                .min_calls(3)
+                .open_duration(Duration::from_secs(5), Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let first = client.get(server.url("/down")).send().await.unwrap_err();
+    assert_eq!(first.kind(), ErrorKind::Status);
+    assert_eq!(first.attempts().len(), 3);
+    assert_eq!(server.hits("/down"), 3);
+
+    let started = Instant::now();
+    let second = client.get(server.url("/down")).send().await.unwrap_err();
+    assert_eq!(second.kind(), ErrorKind::CircuitOpen);
+    assert_eq!(second.attempts().len(), 1);
+    assert_eq!(server.hits("/down"), 3, "nothing reached the server");
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    let key = format!("http://{}", server.addr());
+    assert_eq!(
+        client.breakers().unwrap().get(&key).unwrap().state(),
+        State::Open
+    );
+}
