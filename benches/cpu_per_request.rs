@@ -1,12 +1,17 @@
-//! Client CPU time per request: bare reqwest against the resilient stack, in the same run.
+//! Client cost per request: bare reqwest against the resilient stack, in the same run.
 //!
-//! Wall-clock throughput on a shared 2-core machine swings by 2× between identical runs; the
-//! client thread's CPU time per request is stable to a few percent. So: the server runs on its
-//! own thread pinned to CPU 1, the client on a one-thread runtime pinned to CPU 0, 64 requests
-//! in flight, and the stacks take turns in interleaved rounds.
+//! Wall-clock throughput on a shared 2-core machine swings by 2× between identical runs, so this
+//! measures the client thread's CPU time per request: the server runs on its own thread pinned
+//! to CPU 1, the client on a one-thread runtime pinned to CPU 0, 64 requests in flight, and the
+//! stacks take turns in interleaved rounds.
 //!
 //! `cargo bench --bench cpu_per_request` (`BENCH_REQUESTS` per round, default 20000;
 //! `BENCH_ROUNDS`, default 10).
+//!
+//! On a virtual machine CPU time still drifts by a few µs between runs, so
+//! `benches/instructions.sh` counts instructions instead (valgrind: exact and repeatable). It
+//! runs this binary as a server (`BENCH_SERVE=1`) and, under callgrind, as the client of one
+//! stack (`BENCH_URL`, `BENCH_STACK`, `BENCH_REQUESTS`).
 
 #![allow(missing_docs, unsafe_code)]
 
@@ -19,8 +24,10 @@ use resilient_http::testkit::FaultServer;
 
 type Call = Box<dyn Fn(String) -> Pin<Box<dyn Future<Output = bool>>>>;
 
+const IN_FLIGHT: usize = 64;
+
 fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_setaffinity reads it only.
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_setaffinity only reads it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
@@ -29,11 +36,11 @@ fn pin_to(cpu: usize) {
 }
 
 fn thread_cpu() -> Duration {
-    // SAFETY: clock_gettime writes into the timespec we own.
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
+    // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
@@ -45,8 +52,66 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// The stacks compared, by name.
+fn stacks() -> Vec<(&'static str, Call)> {
+    let bare = reqwest::Client::new();
+    let full = resilient_http::Client::builder()
+        .reqwest_client(bare.clone())
+        .build()
+        .expect("client");
+    let no_retry = resilient_http::Client::builder()
+        .reqwest_client(bare.clone())
+        .retry(RetryPolicy::never())
+        .no_circuit_breaker()
+        .build()
+        .expect("client");
+    let with_timeout = bare.clone();
+    vec![
+        (
+            "reqwest",
+            Box::new(move |url| {
+                let c = bare.clone();
+                Box::pin(async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) })
+            }),
+        ),
+        (
+            "reqwest+timeout",
+            Box::new(move |url| {
+                let c = with_timeout.clone();
+                Box::pin(async move {
+                    c.get(url)
+                        .timeout(Duration::from_secs(10))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200)
+                })
+            }),
+        ),
+        (
+            "resilient",
+            Box::new(move |url| {
+                let c = full.clone();
+                Box::pin(async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) })
+            }),
+        ),
+        (
+            "resilient-timeouts-only",
+            Box::new(move |url| {
+                let c = no_retry.clone();
+                Box::pin(async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) })
+            }),
+        ),
+    ]
+}
+
 async fn round(call: &Call, url: &str, requests: usize) -> Duration {
-    const IN_FLIGHT: usize = 64;
     let started = thread_cpu();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..IN_FLIGHT {
@@ -63,17 +128,44 @@ async fn round(call: &Call, url: &str, requests: usize) -> Duration {
     (thread_cpu() - started) / requests as u32
 }
 
+/// `BENCH_SERVE=1`: a server for the instruction count; prints its URL, runs until killed.
+fn serve() {
+    runtime().block_on(async {
+        let server = FaultServer::start().await.expect("server");
+        println!("{}", server.url("/bench"));
+        std::future::pending::<()>().await;
+    });
+}
+
+/// `BENCH_URL=.. BENCH_STACK=..`: warm up, then make `BENCH_REQUESTS` requests with one stack.
+fn run_one_stack(url: &str) {
+    let name = std::env::var("BENCH_STACK").unwrap_or_else(|_| "reqwest".into());
+    let requests = env("BENCH_REQUESTS", 2_000);
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime(), async {
+        let stacks = stacks();
+        let (_, call) = stacks
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("unknown BENCH_STACK");
+        round(call, url, IN_FLIGHT * 4).await;
+        round(call, url, requests).await;
+    });
+}
+
 fn main() {
+    if std::env::var_os("BENCH_SERVE").is_some() {
+        return serve();
+    }
+    if let Ok(url) = std::env::var("BENCH_URL") {
+        return run_one_stack(&url);
+    }
     let requests = env("BENCH_REQUESTS", 20_000);
     let rounds = env("BENCH_ROUNDS", 10);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         pin_to(1);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("server runtime");
-        runtime.block_on(async {
+        runtime().block_on(async {
             let server = FaultServer::start().await.expect("server");
             tx.send(server.url("/bench")).expect("send url");
             std::future::pending::<()>().await;
@@ -81,65 +173,9 @@ fn main() {
     });
     let url = rx.recv().expect("server url");
     pin_to(0);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async {
-        let bare = reqwest::Client::new();
-        let full = resilient_http::Client::builder()
-            .reqwest_client(bare.clone())
-            .build()
-            .expect("client");
-        let no_retry = resilient_http::Client::builder()
-            .reqwest_client(bare.clone())
-            .retry(RetryPolicy::never())
-            .build()
-            .expect("client");
-        let stacks: Vec<(&str, Call)> = vec![
-            ("reqwest", {
-                let c = bare.clone();
-                Box::new(move |url| {
-                    let c = c.clone();
-                    Box::pin(
-                        async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) },
-                    )
-                })
-            }),
-            ("reqwest + .timeout(10s)", {
-                let c = bare.clone();
-                Box::new(move |url| {
-                    let c = c.clone();
-                    Box::pin(async move {
-                        c.get(url)
-                            .timeout(Duration::from_secs(10))
-                            .send()
-                            .await
-                            .is_ok_and(|r| r.status() == 200)
-                    })
-                })
-            }),
-            ("resilient (default stack)", {
-                let c = full.clone();
-                Box::new(move |url| {
-                    let c = c.clone();
-                    Box::pin(
-                        async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) },
-                    )
-                })
-            }),
-            ("resilient, retries off", {
-                let c = no_retry.clone();
-                Box::new(move |url| {
-                    let c = c.clone();
-                    Box::pin(
-                        async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) },
-                    )
-                })
-            }),
-        ];
-        // Warm the pool and the allocator.
+    local.block_on(&runtime(), async {
+        let stacks = stacks();
         for (_, call) in &stacks {
             round(call, &url, 2_000).await;
         }
@@ -157,13 +193,13 @@ fn main() {
             })
             .collect();
         println!(
-            "client CPU per request, median of {rounds} rounds x {requests} requests, 64 in flight:"
+            "client CPU per request, median of {rounds} rounds x {requests} requests, {IN_FLIGHT} in flight:"
         );
         for ((name, _), median) in stacks.iter().zip(&medians) {
             let ratio = median.as_secs_f64() / medians[0].as_secs_f64();
-            let extra = median.as_secs_f64() * 1e9 - medians[0].as_secs_f64() * 1e9;
+            let extra = (median.as_secs_f64() - medians[0].as_secs_f64()) * 1e9;
             println!(
-                "  {name:<28} {:>8.2} µs   {ratio:.3}x   {extra:+.0} ns",
+                "  {name:<24} {:>8.2} µs   {ratio:.3}x   {extra:+.0} ns",
                 median.as_secs_f64() * 1e6
             );
         }

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use resilient_http::retry::RetryHistory;
+use resilient_http::breaker::BreakerConfig;
+use resilient_http::retry::{RetryHistory, RetryPolicy};
 use resilient_http::testkit::{ClosedPort, FaultServer, Reply};
 use resilient_http::{Client, Error};
 
@@ -118,8 +119,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(err) => show(&err),
     }
 
+    section("9. A dependency goes down: the circuit breaker opens, probes, and recovers");
+    let guarded = Client::builder()
+        .retry(RetryPolicy::never())
+        .circuit_breaker(
+            BreakerConfig::builder()
+                .min_calls(4)
+                .open_duration(Duration::from_millis(500), Duration::from_secs(5))
+                .build()?,
+        )
+        .build()?;
+    server.script("/quotes", [Reply::status(503)]);
+    let key = format!("http://{}", server.addr());
+    for call in 1..=7 {
+        let outcome = match guarded.get(server.url("/quotes")).send().await {
+            Ok(response) => response.status().to_string(),
+            Err(err) => err.to_string(),
+        };
+        let state = breaker_state(&guarded, &key);
+        println!(
+            "call {call}: server hits {}, breaker {state}\n    {outcome}",
+            server.hits("/quotes")
+        );
+    }
+    println!("(calls 5 to 7 never reached the server)");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.script("/quotes", [Reply::ok("EUR/USD 1.08")]);
+    let response = guarded.get(server.url("/quotes")).send().await?;
+    let state = breaker_state(&guarded, &key);
     println!(
-        "\nthe server saw: /inventory {}x, /orders/7 {}x, /report {}x, /pay {}x, /pay-keyed {}x, /search {}x, /batch {}x",
+        "after 500 ms the probe goes through: {} -> breaker {state}",
+        response.text().await?
+    );
+
+    println!(
+        "\nthe server saw: /inventory {}x, /orders/7 {}x, /report {}x, /pay {}x, /pay-keyed {}x, /search {}x, /batch {}x, /quotes {}x",
         server.hits("/inventory"),
         server.hits("/orders/7"),
         server.hits("/report"),
@@ -127,8 +161,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         server.hits("/pay-keyed"),
         server.hits("/search"),
         server.hits("/batch"),
+        server.hits("/quotes"),
     );
     Ok(())
+}
+
+fn breaker_state(client: &Client, key: &str) -> String {
+    client
+        .breakers()
+        .and_then(|breakers| breakers.get(key))
+        .map_or_else(|| "none".to_owned(), |b| format!("{:?}", b.state()))
 }
 
 fn section(title: &str) {

@@ -38,9 +38,10 @@ where
         let breaker = registry.breaker_for(request.url());
         match breaker.admit() {
             Ok(permit) => ResponseFuture::guarded(self.inner.call(request), breaker, permit),
-            Err(rejection) => {
-                ResponseFuture::rejected(Error::circuit_open(breaker.key(), rejection.retry_in))
-            }
+            Err(rejection) => ResponseFuture::rejected(
+                Error::circuit_open(breaker.key(), rejection.retry_in)
+                    .with_request(request.method(), request.url()),
+            ),
         }
     }
 }

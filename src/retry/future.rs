@@ -42,7 +42,8 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Calling { #[pin] future: F },
-        Sleeping { #[pin] sleep: Sleep },
+        // Boxed: only calls that retry pay for a timer entry.
+        Sleeping { sleep: Pin<Box<Sleep>> },
         // Slept; waiting for the inner service to be ready for the next attempt.
         Ready,
     }
@@ -131,7 +132,7 @@ where
                         Ok(delay) => {
                             *this.delay_before = delay;
                             this.state.set(State::Sleeping {
-                                sleep: sleep(delay),
+                                sleep: Box::pin(sleep(delay)),
                             });
                         }
                         Err(error) => {
@@ -142,7 +143,7 @@ where
                     }
                 }
                 StateProj::Sleeping { sleep } => {
-                    ready!(sleep.poll(cx));
+                    ready!(sleep.as_mut().poll(cx));
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {

@@ -72,10 +72,10 @@ where
             Some(&left) if left < self.timeout => (left, true),
             _ => (self.timeout, false),
         };
-        let method = request.method().clone();
         if limit.is_zero() {
-            return AttemptTimeoutFuture::expired(method, limit);
+            return AttemptTimeoutFuture::expired(&request, limit);
         }
+        let method = request.method().clone();
         *request.timeout_mut() = Some(limit);
         AttemptTimeoutFuture::new(
             self.inner.call(request),

@@ -45,8 +45,7 @@ impl<S> Layer<S> for TotalDeadlineLayer {
     }
 }
 
-/// The service made by [`TotalDeadlineLayer`]. It is also where errors get the request's
-/// method and (redacted) URL when no inner layer could add them.
+/// The service made by [`TotalDeadlineLayer`].
 #[derive(Clone, Debug)]
 pub struct TotalDeadline<S> {
     inner: S,
@@ -73,15 +72,9 @@ where
             _ => self.deadline,
         };
         *request.timeout_mut() = Some(budget);
-        let method = request.method().clone();
-        let url = request.url().clone();
-        TotalDeadlineFuture::new(
-            self.inner.call(request),
-            method,
-            url,
-            started,
-            budget,
-            self.backstop,
-        )
+        let context = self
+            .backstop
+            .then(|| (request.method().clone(), request.url().clone()));
+        TotalDeadlineFuture::new(self.inner.call(request), context, started, budget)
     }
 }

@@ -38,12 +38,12 @@ pin_project! {
         Running {
             #[pin]
             inner: F,
-            #[pin]
-            backstop: Option<Sleep>,
+            // Boxed: most stacks turn it off, and then it costs one word, not a timer entry.
+            backstop: Option<Pin<Box<Sleep>>>,
             started: Instant,
         },
         // No time was left: the request is not sent at all.
-        Expired,
+        Expired { error: Option<Error> },
     }
 }
 
@@ -59,7 +59,7 @@ impl<F> AttemptTimeoutFuture<F> {
         AttemptTimeoutFuture {
             state: AttemptState::Running {
                 inner,
-                backstop: backstop.then(|| sleep_until(backstop_at(started, limit))),
+                backstop: backstop.then(|| Box::pin(sleep_until(backstop_at(started, limit)))),
                 started,
             },
             method,
@@ -68,10 +68,22 @@ impl<F> AttemptTimeoutFuture<F> {
         }
     }
 
-    pub(super) fn expired(method: Method, limit: Duration) -> Self {
+    /// No time is left: fails at once, without sending `request`.
+    pub(super) fn expired(request: &reqwest::Request, limit: Duration) -> Self {
+        let kind = ErrorKind::DeadlineExceeded;
+        let attempt = Attempt::first(
+            Duration::ZERO,
+            AttemptOutcome::Error(kind),
+            Class::Transient,
+            Delivery::NotSent,
+        );
+        let error = Error::new(kind, Class::Transient, Delivery::NotSent)
+            .with_limit(limit)
+            .with_history(vec![attempt])
+            .with_request(request.method(), request.url());
         AttemptTimeoutFuture {
-            state: AttemptState::Expired,
-            method,
+            state: AttemptState::Expired { error: Some(error) },
+            method: request.method().clone(),
             limit,
             by_deadline: true,
         }
@@ -92,7 +104,11 @@ where
             ErrorKind::AttemptTimeout
         };
         let (duration, delivery) = match this.state.project() {
-            AttemptStateProj::Expired => (Duration::ZERO, Delivery::NotSent),
+            AttemptStateProj::Expired { error } => {
+                return Poll::Ready(Err(error
+                    .take()
+                    .unwrap_or_else(|| Error::new(kind, Class::Transient, Delivery::NotSent))));
+            }
             AttemptStateProj::Running {
                 inner,
                 backstop,
@@ -111,7 +127,9 @@ where
                         }
                     }));
                 }
-                let fired = backstop.as_pin_mut().is_some_and(|b| b.poll(cx).is_ready());
+                let fired = backstop
+                    .as_mut()
+                    .is_some_and(|b| b.as_mut().poll(cx).is_ready());
                 if !fired {
                     return Poll::Pending;
                 }
@@ -133,10 +151,9 @@ pin_project! {
     pub struct TotalDeadlineFuture<F> {
         #[pin]
         inner: F,
-        #[pin]
-        backstop: Option<Sleep>,
-        method: Method,
-        url: Url,
+        // Only with the backstop on: then the layer itself may fail a call, and needs the
+        // method and URL for its error. Boxed so that a stack without it stays small.
+        backstop: Option<(Pin<Box<Sleep>>, Box<(Method, Url)>)>,
         started: Instant,
         budget: Duration,
     }
@@ -145,17 +162,16 @@ pin_project! {
 impl<F> TotalDeadlineFuture<F> {
     pub(super) fn new(
         inner: F,
-        method: Method,
-        url: Url,
+        backstop: Option<(Method, Url)>,
         started: Instant,
         budget: Duration,
-        backstop: bool,
     ) -> Self {
         TotalDeadlineFuture {
             inner,
-            backstop: backstop.then(|| sleep_until(backstop_at(started, budget))),
-            method,
-            url,
+            backstop: backstop.map(|context| {
+                let sleep = Box::pin(sleep_until(backstop_at(started, budget)));
+                (sleep, Box::new(context))
+            }),
             started,
             budget,
         }
@@ -176,8 +192,8 @@ where
             Poll::Pending => {
                 let fired = this
                     .backstop
-                    .as_pin_mut()
-                    .is_some_and(|b| b.poll(cx).is_ready());
+                    .as_mut()
+                    .is_some_and(|(sleep, _)| sleep.as_mut().poll(cx).is_ready());
                 if !fired {
                     return Poll::Pending;
                 }
@@ -194,9 +210,11 @@ where
         } else {
             error
         };
-        let error = error
-            .with_request(this.method, this.url)
-            .with_elapsed(this.started.elapsed());
+        let error = match this.backstop.as_ref() {
+            Some((_, context)) => error.with_request(&context.0, &context.1),
+            None => error,
+        };
+        let error = error.with_elapsed(this.started.elapsed());
         Poll::Ready(Err(error))
     }
 }
