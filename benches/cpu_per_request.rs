@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use resilient_http::retry::RetryPolicy;
 use resilient_http::testkit::FaultServer;
+use tower::ServiceExt;
 
 type Call = Box<dyn Fn(String) -> Pin<Box<dyn Future<Output = bool>>>>;
 
@@ -52,6 +53,33 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// tower's retry as a peer would set it up over reqwest: retry errors up to `n` times,
+/// copying the request with `try_clone` (reqwest's request is not `Clone`).
+#[derive(Clone)]
+struct CloneRetry(usize);
+
+impl<E> tower::retry::Policy<reqwest::Request, reqwest::Response, E> for CloneRetry {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _req: &mut reqwest::Request,
+        result: &mut Result<reqwest::Response, E>,
+    ) -> Option<Self::Future> {
+        match result {
+            Err(_) if self.0 > 0 => {
+                self.0 -= 1;
+                Some(std::future::ready(()))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &reqwest::Request) -> Option<reqwest::Request> {
+        req.try_clone()
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -73,6 +101,10 @@ fn stacks() -> Vec<(&'static str, Call)> {
         .build()
         .expect("client");
     let with_timeout = bare.clone();
+    let tower_stack = tower::ServiceBuilder::new()
+        .retry(CloneRetry(2))
+        .timeout(Duration::from_secs(10))
+        .service(bare.clone());
     vec![
         (
             "reqwest",
@@ -89,6 +121,22 @@ fn stacks() -> Vec<(&'static str, Call)> {
                     c.get(url)
                         .timeout(Duration::from_secs(10))
                         .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200)
+                })
+            }),
+        ),
+        (
+            "tower-retry+timeout",
+            Box::new(move |url: String| {
+                let service = tower_stack.clone();
+                Box::pin(async move {
+                    let request = reqwest::Request::new(
+                        reqwest::Method::GET,
+                        url.parse().expect("valid URL"),
+                    );
+                    service
+                        .oneshot(request)
                         .await
                         .is_ok_and(|r| r.status() == 200)
                 })

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use crate::breaker::{BreakerConfig, BreakerRegistry, CircuitBreaker, CircuitBreakerLayer};
 use crate::classify::{Classifier, Classify, ClassifyLayer, SharedClassifier};
 use crate::error::Error;
+use crate::pending::Pending;
 use crate::retry::{Retry, RetryLayer, RetryPolicy};
 use crate::timeout::{
     AttemptTimeout, AttemptTimeoutLayer, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
@@ -125,8 +126,8 @@ impl Client {
     }
 
     /// Sends a request built elsewhere through the stack.
-    pub async fn execute(&self, request: reqwest::Request) -> Result<reqwest::Response, Error> {
-        self.service().oneshot(request).await
+    pub fn execute(&self, request: reqwest::Request) -> Pending {
+        Pending::start(self.service(), request)
     }
 
     /// The whole stack as a tower service, for composing with your own middleware.
@@ -367,9 +368,11 @@ impl RequestBuilder {
     ///
     /// An invalid URL or header fails here with
     /// [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest), before anything is sent.
-    pub async fn send(self) -> Result<reqwest::Response, Error> {
+    pub fn send(self) -> Pending {
         let (http, request) = self.inner.build_split();
-        let request = request.map_err(Error::from)?;
-        self.layers.wrap(http).oneshot(request).await
+        match request {
+            Ok(request) => Pending::start(self.layers.wrap(http), request),
+            Err(error) => Pending::failed(Error::from(error)),
+        }
     }
 }

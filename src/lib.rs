@@ -62,6 +62,7 @@ pub mod breaker;
 pub mod classify;
 mod client;
 mod error;
+mod pending;
 mod redact;
 pub mod retry;
 
@@ -71,6 +72,7 @@ pub mod timeout;
 
 pub use client::{Client, ClientBuilder, RequestBuilder, Stack};
 pub use error::{Attempt, AttemptOutcome, BoxError, Error, ErrorKind};
+pub use pending::Pending;
 
 #[doc(no_inline)]
 pub use classify::{Class, Delivery};

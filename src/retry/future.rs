@@ -24,8 +24,10 @@ pin_project! {
         state: State<S::Future>,
         inner: S,
         policy: Arc<RetryPolicy>,
-        // The copy the next attempt sends; `None` when the body cannot be copied.
-        spare: Option<reqwest::Request>,
+        // The copy the next attempt sends; `None` when the body cannot be copied. Boxed to
+        // keep the future small: every layer above moves it, and a large future also misses
+        // the allocator's fast path.
+        spare: Option<Box<reqwest::Request>>,
         may_repeat: bool,
         started: Instant,
         attempt_started: Instant,
@@ -34,7 +36,7 @@ pin_project! {
         attempts: u32,
         delay_before: Duration,
         history: Vec<Attempt>,
-        delays: Option<Delays>,
+        delays: Option<Box<Delays>>,
     }
 }
 
@@ -57,7 +59,7 @@ where
         future: S::Future,
         inner: S,
         policy: Arc<RetryPolicy>,
-        spare: Option<reqwest::Request>,
+        spare: Option<Box<reqwest::Request>>,
         may_repeat: bool,
         started: Instant,
         deadline: Option<Instant>,
@@ -151,7 +153,7 @@ where
                         let history = std::mem::take(this.history);
                         return Poll::Ready(Err(error.with_history(history)));
                     }
-                    let Some(mut request) = this.spare.take() else {
+                    let Some(request) = this.spare.take() else {
                         // Unreachable: a retry is only scheduled with a copy in hand.
                         let error = Error::new(
                             ErrorKind::BodyNotReplayable,
@@ -161,9 +163,10 @@ where
                         let history = std::mem::take(this.history);
                         return Poll::Ready(Err(error.with_history(history)));
                     };
+                    let mut request = *request;
                     *this.attempts += 1;
                     if *this.attempts < this.policy.max_attempts {
-                        *this.spare = request.try_clone();
+                        *this.spare = request.try_clone().map(Box::new);
                     }
                     let now = Instant::now();
                     if let Some(deadline) = *this.deadline {
@@ -190,7 +193,7 @@ struct Decision<'a> {
 
 impl Decision<'_> {
     /// The delay before the next attempt, or the error to return now.
-    fn decide(self, error: Error, delays: &mut Option<Delays>) -> Result<Duration, Error> {
+    fn decide(self, error: Error, delays: &mut Option<Box<Delays>>) -> Result<Duration, Error> {
         if error.class() != Class::Transient {
             return Err(error);
         }
@@ -241,7 +244,7 @@ impl Decision<'_> {
                 asked
             }
             None => {
-                let delays = delays.get_or_insert_with(|| Delays::new(self.policy));
+                let delays = delays.get_or_insert_with(|| Box::new(Delays::new(self.policy)));
                 match delays.next(self.attempts) {
                     Some(delay) => delay,
                     None => return Err(error),

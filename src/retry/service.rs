@@ -53,7 +53,7 @@ where
         let may_repeat = policy.may_repeat(request.method(), request.headers());
         // The one copy a retrying stack cannot avoid; skipped when no retry is possible.
         let spare = if policy.max_attempts > 1 {
-            request.try_clone()
+            request.try_clone().map(Box::new)
         } else {
             None
         };
