@@ -93,7 +93,6 @@ where
             match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
                     let result = ready!(future.poll(cx));
-                    let now = Instant::now();
                     let (outcome, class, delivery) = match &result {
                         // A first-try success, the common case, records nothing.
                         Ok(_) if this.history.is_empty() => return Poll::Ready(result),
@@ -104,6 +103,7 @@ where
                         ),
                         Err(error) => (error.outcome(), error.class(), error.delivery()),
                     };
+                    let now = Instant::now();
                     this.history.push(Attempt {
                         number: *this.attempts,
                         started_after: this.attempt_started.duration_since(*this.started),

@@ -1,7 +1,6 @@
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::AttemptTimeoutFuture;
@@ -66,7 +65,6 @@ where
     }
 
     fn call(&mut self, mut request: reqwest::Request) -> Self::Future {
-        let started = Instant::now();
         // The request's own timeout is what is left of the total budget (see module docs).
         let (limit, by_deadline) = match request.timeout() {
             Some(&left) if left < self.timeout => (left, true),
@@ -80,7 +78,6 @@ where
         AttemptTimeoutFuture::new(
             self.inner.call(request),
             method,
-            started,
             limit,
             by_deadline,
             self.backstop,

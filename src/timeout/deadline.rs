@@ -1,7 +1,6 @@
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::TotalDeadlineFuture;
@@ -66,7 +65,6 @@ where
     }
 
     fn call(&mut self, mut request: reqwest::Request) -> Self::Future {
-        let started = Instant::now();
         let budget = match request.timeout() {
             Some(&shorter) if shorter < self.deadline => shorter,
             _ => self.deadline,
@@ -75,6 +73,6 @@ where
         let context = self
             .backstop
             .then(|| (request.method().clone(), request.url().clone()));
-        TotalDeadlineFuture::new(self.inner.call(request), context, started, budget)
+        TotalDeadlineFuture::new(self.inner.call(request), context, budget)
     }
 }

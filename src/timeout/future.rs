@@ -38,9 +38,9 @@ pin_project! {
         Running {
             #[pin]
             inner: F,
-            // Boxed: most stacks turn it off, and then it costs one word, not a timer entry.
-            backstop: Option<Pin<Box<Sleep>>>,
-            started: Instant,
+            // With the time the attempt started. Boxed: most stacks turn it off, and then it
+            // costs one word and no clock read, not a timer entry.
+            backstop: Option<(Pin<Box<Sleep>>, Instant)>,
         },
         // No time was left: the request is not sent at all.
         Expired { error: Option<Error> },
@@ -51,17 +51,16 @@ impl<F> AttemptTimeoutFuture<F> {
     pub(super) fn new(
         inner: F,
         method: Method,
-        started: Instant,
         limit: Duration,
         by_deadline: bool,
         backstop: bool,
     ) -> Self {
+        let backstop = backstop.then(|| {
+            let started = Instant::now();
+            (Box::pin(sleep_until(backstop_at(started, limit))), started)
+        });
         AttemptTimeoutFuture {
-            state: AttemptState::Running {
-                inner,
-                backstop: backstop.then(|| Box::pin(sleep_until(backstop_at(started, limit)))),
-                started,
-            },
+            state: AttemptState::Running { inner, backstop },
             method,
             limit,
             by_deadline,
@@ -109,11 +108,7 @@ where
                     .take()
                     .unwrap_or_else(|| Error::new(kind, Class::Transient, Delivery::NotSent))));
             }
-            AttemptStateProj::Running {
-                inner,
-                backstop,
-                started,
-            } => {
+            AttemptStateProj::Running { inner, backstop } => {
                 if let Poll::Ready(result) = inner.poll(cx) {
                     return Poll::Ready(result.map_err(|error| {
                         if error.kind() != ErrorKind::AttemptTimeout {
@@ -127,10 +122,10 @@ where
                         }
                     }));
                 }
-                let fired = backstop
-                    .as_mut()
-                    .is_some_and(|b| b.as_mut().poll(cx).is_ready());
-                if !fired {
+                let Some((sleep, started)) = backstop.as_mut() else {
+                    return Poll::Pending;
+                };
+                if sleep.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
                 (started.elapsed(), Delivery::MaybeSent)
@@ -152,27 +147,22 @@ pin_project! {
         #[pin]
         inner: F,
         // Only with the backstop on: then the layer itself may fail a call, and needs the
-        // method and URL for its error. Boxed so that a stack without it stays small.
-        backstop: Option<(Pin<Box<Sleep>>, Box<(Method, Url)>)>,
-        started: Instant,
+        // start, method and URL for its error. Boxed so that a stack without it stays small
+        // and reads no clock.
+        backstop: Option<(Pin<Box<Sleep>>, Box<(Instant, Method, Url)>)>,
         budget: Duration,
     }
 }
 
 impl<F> TotalDeadlineFuture<F> {
-    pub(super) fn new(
-        inner: F,
-        backstop: Option<(Method, Url)>,
-        started: Instant,
-        budget: Duration,
-    ) -> Self {
+    pub(super) fn new(inner: F, backstop: Option<(Method, Url)>, budget: Duration) -> Self {
         TotalDeadlineFuture {
             inner,
-            backstop: backstop.map(|context| {
+            backstop: backstop.map(|(method, url)| {
+                let started = Instant::now();
                 let sleep = Box::pin(sleep_until(backstop_at(started, budget)));
-                (sleep, Box::new(context))
+                (sleep, Box::new((started, method, url)))
             }),
-            started,
             budget,
         }
     }
@@ -211,10 +201,11 @@ where
             error
         };
         let error = match this.backstop.as_ref() {
-            Some((_, context)) => error.with_request(&context.0, &context.1),
+            Some((_, context)) => error
+                .with_request(&context.1, &context.2)
+                .with_elapsed(context.0.elapsed()),
             None => error,
         };
-        let error = error.with_elapsed(this.started.elapsed());
         Poll::Ready(Err(error))
     }
 }
