@@ -248,6 +248,10 @@ impl ClientBuilder {
     }
 
     /// Wraps a `reqwest::Client` you configured yourself (TLS, proxies, pool, ...).
+    ///
+    /// Its own `timeout` is superseded: every call sets a per-request timeout (the attempt
+    /// timeout, or what is left of the deadline), which reqwest prefers. Its connect timeout
+    /// stays, and this builder's [`connect_timeout`](Self::connect_timeout) is not applied.
     pub fn reqwest_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self

@@ -215,3 +215,15 @@ async fn a_custom_classifier_can_accept_a_failure_status() {
     let response = client.get(server.url("/gone")).send().await.unwrap();
     assert_eq!(response.status(), 410);
 }
+
+#[tokio::test]
+async fn a_failed_tls_handshake_is_permanent_and_not_retried() {
+    // The fault server speaks plain HTTP, so a TLS client's handshake fails.
+    let server = FaultServer::start().await.unwrap();
+    let url = format!("https://{}/secure", server.addr());
+    let err = Client::new().unwrap().get(url).send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect, "{err:?}");
+    assert_eq!(err.class(), Class::Permanent);
+    assert_eq!(err.delivery(), Delivery::NotSent);
+    assert_eq!(err.attempts().len(), 1, "not retried");
+}

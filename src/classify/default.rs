@@ -21,12 +21,14 @@ impl DefaultClassifier {
     }
 
     /// Connect failures, timeouts, resets, HTTP/2 `REFUSED_STREAM`/`GOAWAY` and other
-    /// transport trouble are transient; an invalid request, an invalid response and a
-    /// redirect loop are permanent. The delivery comes from the error itself.
+    /// transport trouble are transient; an invalid request, an invalid response, a failed TLS
+    /// handshake (an invalid certificate, a server that does not speak TLS) and a redirect
+    /// loop are permanent. The delivery comes from the error itself.
     pub fn classify_error(error: &reqwest::Error) -> Classification {
         let analysis = analyze(error);
         let class = match analysis.kind {
             ErrorKind::InvalidRequest | ErrorKind::InvalidResponse => Class::Permanent,
+            ErrorKind::Connect if analysis.tls_failed => Class::Permanent,
             ErrorKind::Transport if error.is_redirect() || error.is_decode() => Class::Permanent,
             _ => Class::Transient,
         };

@@ -16,7 +16,8 @@
 //!
 //! The [`DefaultClassifier`] follows curl, urllib3 and .NET: 2xx/3xx succeed; 408, 429, 500,
 //! 502, 503 and 504 are transient; every other 4xx/5xx is permanent; connect errors, timeouts,
-//! resets and HTTP/2 `REFUSED_STREAM`/`GOAWAY` are transient. Plug in your own with
+//! resets and HTTP/2 `REFUSED_STREAM`/`GOAWAY` are transient; a failed TLS handshake (an
+//! invalid certificate) is permanent. Plug in your own with
 //! [`classify_fn`] or by implementing [`Classifier`]:
 //!
 //! ```

@@ -15,24 +15,52 @@ use crate::error::ErrorKind;
 pub(crate) struct Analysis {
     pub(crate) kind: ErrorKind,
     pub(crate) delivery: Delivery,
+    /// The TLS handshake failed (bad certificate, not TLS at all): trying again cannot help.
+    pub(crate) tls_failed: bool,
 }
 
 const fn analysis(kind: ErrorKind, delivery: Delivery) -> Analysis {
-    Analysis { kind, delivery }
+    Analysis {
+        kind,
+        delivery,
+        tls_failed: false,
+    }
 }
 
 pub(crate) fn analyze(error: &reqwest::Error) -> Analysis {
     if error.is_builder() {
         return analysis(ErrorKind::InvalidRequest, Delivery::NotSent);
     }
-    // Covers refused connections, DNS failures and connect timeouts.
+    // Covers refused connections, DNS failures, connect timeouts and TLS handshakes.
     if error.is_connect() {
-        return analysis(ErrorKind::Connect, Delivery::NotSent);
+        return Analysis {
+            tls_failed: !error.is_timeout() && tls_failed(error.source()),
+            ..analysis(ErrorKind::Connect, Delivery::NotSent)
+        };
     }
     if error.is_timeout() {
         return analysis(ErrorKind::AttemptTimeout, Delivery::MaybeSent);
     }
     analyze_chain(error.source()).unwrap_or(analysis(ErrorKind::Transport, Delivery::MaybeSent))
+}
+
+/// TLS libraries (tokio-rustls, native-tls) report a failed handshake, certificate errors
+/// included, as an `io::Error` of kind `InvalidData`, often wrapped in another `io::Error`,
+/// whose `source()` skips the wrapped error: so look inside with `get_ref`.
+fn tls_failed(mut source: Option<&(dyn StdError + 'static)>) -> bool {
+    while let Some(err) = source {
+        let mut io = err.downcast_ref::<io::Error>();
+        while let Some(e) = io {
+            if e.kind() == io::ErrorKind::InvalidData {
+                return true;
+            }
+            io = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<io::Error>());
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn analyze_chain(mut source: Option<&(dyn StdError + 'static)>) -> Option<Analysis> {
