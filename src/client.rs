@@ -4,52 +4,26 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::path::Path;
+use std::task::{Context, Poll};
+
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
-use tower::Layer;
 
-use crate::breaker::{BreakerConfig, BreakerRegistry, CircuitBreaker, CircuitBreakerLayer};
-use crate::classify::{Classifier, Classify, ClassifyLayer, SharedClassifier};
-use crate::error::Error;
+use crate::breaker::{BreakerConfig, BreakerRegistry, CircuitBreaker};
+use crate::classify::{Classifier, Classify, SharedClassifier};
+use crate::error::{Error, ErrorKind};
 use crate::pending::Pending;
-use crate::retry::{Retry, RetryLayer, RetryPolicy};
-use crate::timeout::{
-    AttemptTimeout, AttemptTimeoutLayer, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_TOTAL_DEADLINE, TotalDeadline, TotalDeadlineLayer,
-};
+use crate::policy::compiled::{Base, Overrides};
+use crate::policy::{CompiledPolicy, EndpointPolicy, Matcher, Policies, PolicyFile};
+use crate::retry::{Retry, RetryPolicy};
+use crate::timeout::{AttemptTimeout, DEFAULT_CONNECT_TIMEOUT, TotalDeadline};
 
 /// The tower service a [`Client`] calls, outermost layer first. [`Client::service`] hands out a
 /// copy for use with `ServiceBuilder` and any other tower middleware.
 pub type Stack = TotalDeadline<
     Retry<CircuitBreaker<AttemptTimeout<Classify<reqwest::Client, SharedClassifier>>>>,
 >;
-
-/// The layers' settings, kept apart from the `reqwest::Client` so that a request can wrap the
-/// client its `reqwest::RequestBuilder` already holds instead of cloning another.
-#[derive(Clone, Debug)]
-struct Layers {
-    attempt_timeout: Duration,
-    total_deadline: Duration,
-    classifier: SharedClassifier,
-    retry: RetryLayer,
-    breaker: CircuitBreakerLayer,
-}
-
-impl Layers {
-    fn wrap(&self, http: reqwest::Client) -> Stack {
-        let classified = ClassifyLayer::new(self.classifier.clone()).layer(http);
-        // reqwest enforces the request timeout these layers set, body included, and the retry
-        // layer never sleeps past the deadline: the layers' own timers would be redundant.
-        let timed = AttemptTimeoutLayer::new(self.attempt_timeout)
-            .without_backstop()
-            .layer(classified);
-        let guarded = self.breaker.layer(timed);
-        let retried = self.retry.layer(guarded);
-        TotalDeadlineLayer::new(self.total_deadline)
-            .without_backstop()
-            .layer(retried)
-    }
-}
 
 /// An HTTP client whose calls time out, classify their failures and return typed errors.
 ///
@@ -71,7 +45,7 @@ impl Layers {
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
-    layers: Layers,
+    policies: Arc<Policies>,
 }
 
 impl Client {
@@ -91,7 +65,8 @@ impl Client {
     pub fn request<U: reqwest::IntoUrl>(&self, method: Method, url: U) -> RequestBuilder {
         RequestBuilder {
             inner: self.http.request(method, url),
-            layers: self.layers.clone(),
+            policies: self.policies.clone(),
+            overrides: None,
         }
     }
 
@@ -127,10 +102,12 @@ impl Client {
 
     /// Sends a request built elsewhere through the stack.
     pub fn execute(&self, request: reqwest::Request) -> Pending {
-        Pending::start(self.service(), request)
+        let policy = self.policies.select(request.method(), request.url());
+        Pending::start(policy.wrap(self.http.clone()), request)
     }
 
-    /// The whole stack as a tower service, for composing with your own middleware.
+    /// The whole stack as a tower service, for composing with your own middleware. It picks
+    /// each request's policy as [`send`](RequestBuilder::send) does.
     ///
     /// ```
     /// use tower::{ServiceBuilder, ServiceExt};
@@ -144,13 +121,28 @@ impl Client {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn service(&self) -> Stack {
-        self.layers.wrap(self.http.clone())
+    pub fn service(&self) -> PolicyService {
+        PolicyService {
+            http: self.http.clone(),
+            policies: self.policies.clone(),
+        }
     }
 
-    /// The circuit breakers, one per endpoint, to read and steer; `None` when turned off.
+    /// The name of the policy a request with this method and URL follows (`"default"` unless
+    /// an endpoint rule matches).
+    pub fn policy_name(&self, method: &Method, url: &url::Url) -> &str {
+        &self.policies.select(method, url).name
+    }
+
+    /// The default policy's circuit breakers, one per endpoint, to read and steer; `None` when
+    /// turned off.
     pub fn breakers(&self) -> Option<&BreakerRegistry> {
-        self.layers.breaker.registry()
+        self.policies.default.breakers()
+    }
+
+    /// The circuit breakers of the policy called `policy` (`"default"` or an endpoint rule).
+    pub fn breakers_for(&self, policy: &str) -> Option<&BreakerRegistry> {
+        self.policies.by_name(policy)?.breakers()
     }
 
     /// The `reqwest::Client` underneath, for calls that should bypass the stack.
@@ -162,24 +154,25 @@ impl Client {
 /// Configures a [`Client`].
 pub struct ClientBuilder {
     http: Option<reqwest::Client>,
-    attempt_timeout: Duration,
-    total_deadline: Duration,
-    connect_timeout: Duration,
+    default: EndpointPolicy,
+    endpoints: Vec<(String, Matcher, EndpointPolicy)>,
     classifier: SharedClassifier,
     retry: RetryPolicy,
     breaker: Option<BreakerConfig>,
+    /// A policy file that could not be read, reported by `build`.
+    config_error: Option<Error>,
 }
 
 impl Default for ClientBuilder {
     fn default() -> Self {
         ClientBuilder {
             http: None,
-            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
-            total_deadline: DEFAULT_TOTAL_DEADLINE,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            default: EndpointPolicy::default(),
+            endpoints: Vec::new(),
             classifier: SharedClassifier::Default,
             retry: RetryPolicy::default(),
             breaker: Some(BreakerConfig::default()),
+            config_error: None,
         }
     }
 }
@@ -187,9 +180,8 @@ impl Default for ClientBuilder {
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
-            .field("attempt_timeout", &self.attempt_timeout)
-            .field("total_deadline", &self.total_deadline)
-            .field("connect_timeout", &self.connect_timeout)
+            .field("default", &self.default)
+            .field("endpoints", &self.endpoints)
             .field("classifier", &self.classifier)
             .field("retry", &self.retry)
             .field("breaker", &self.breaker)
@@ -202,20 +194,77 @@ impl ClientBuilder {
     /// Longest time one attempt may take, from sending to the last byte of the body
     /// (default 10 s).
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = timeout;
+        self.default.attempt_timeout = Some(timeout);
         self
     }
 
     /// Longest time a whole call may take, all attempts and sleeps included (default 30 s).
     pub fn total_deadline(mut self, deadline: Duration) -> Self {
-        self.total_deadline = deadline;
+        self.default.deadline = Some(deadline);
         self
     }
 
     /// Longest time to establish a connection (default 5 s). Ignored when you bring your own
     /// `reqwest::Client` with [`reqwest_client`](Self::reqwest_client): set it there.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.default.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the default policy's settings (those `policy` leaves unset stay as they were).
+    /// See [`policy`](crate::policy).
+    pub fn default_policy(mut self, policy: EndpointPolicy) -> Self {
+        self.default = policy.inherit(&self.default);
+        self
+    }
+
+    /// Adds an endpoint rule: requests that `matcher` selects follow `policy`, which inherits
+    /// what it leaves unset from the default policy. Rules are tried in the order added; the
+    /// first match wins. `name` shows in errors and picks the rule in
+    /// [`RequestBuilder::policy`].
+    pub fn endpoint(
+        mut self,
+        name: impl Into<String>,
+        matcher: Matcher,
+        policy: EndpointPolicy,
+    ) -> Self {
+        self.endpoints.push((name.into(), matcher, policy));
+        self
+    }
+
+    /// Reads the default policy and endpoint rules from a TOML file (see the README for the
+    /// layout). A file that cannot be read or is invalid makes [`build`](Self::build) fail
+    /// with an error naming the file, the line and the key.
+    pub fn config_file(self, path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref();
+        match std::fs::read_to_string(path) {
+            Ok(text) => self.apply_config(&path.display().to_string(), &text),
+            Err(err) => self.fail(Error::invalid_config(format!(
+                "{}: cannot read: {err}",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Reads the default policy and endpoint rules from TOML text, as
+    /// [`config_file`](Self::config_file) does.
+    pub fn config_toml(self, text: &str) -> Self {
+        self.apply_config("policy.toml", text)
+    }
+
+    fn apply_config(mut self, origin: &str, text: &str) -> Self {
+        match PolicyFile::parse(origin, text) {
+            Ok(file) => {
+                self.default = file.default.inherit(&self.default);
+                self.endpoints.extend(file.endpoints);
+                self
+            }
+            Err(err) => self.fail(err),
+        }
+    }
+
+    fn fail(mut self, err: Error) -> Self {
+        self.config_error.get_or_insert(err);
         self
     }
 
@@ -259,22 +308,50 @@ impl ClientBuilder {
 
     /// Checks the settings and builds the client.
     ///
-    /// Fails with [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) for a zero
-    /// timeout or when the `reqwest::Client` cannot be built (for example TLS setup).
+    /// Fails with [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig), naming the
+    /// setting, for a zero timeout, an invalid retry or breaker setting, a policy file error,
+    /// two rules with one name, or when the `reqwest::Client` cannot be built.
     pub fn build(self) -> Result<Client, Error> {
-        for (name, value) in [
-            ("attempt_timeout", self.attempt_timeout),
-            ("total_deadline", self.total_deadline),
-            ("connect_timeout", self.connect_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(Error::invalid_config(format!("{name} must be above zero")));
+        if let Some(err) = self.config_error {
+            return Err(err);
+        }
+        let connect_timeout = self
+            .default
+            .connect_timeout
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        if connect_timeout.is_zero() {
+            return Err(Error::invalid_config("connect_timeout must be above zero"));
+        }
+        let base = Base {
+            retry: &self.retry,
+            breaker: self.breaker.as_ref(),
+            classifier: &self.classifier,
+        };
+        let default = CompiledPolicy::compile("default", &self.default, &base)?;
+        let mut endpoints = Vec::with_capacity(self.endpoints.len());
+        for (name, matcher, policy) in &self.endpoints {
+            if policy.connect_timeout.is_some() {
+                return Err(Error::invalid_config(format!(
+                    "policy {name:?}: connect_timeout can only be set in the default policy \
+                     (reqwest sets it per client)"
+                )));
             }
+            let taken = name == "default"
+                || endpoints
+                    .iter()
+                    .any(|(_, p): &(Matcher, CompiledPolicy)| &*p.name == name);
+            if taken {
+                return Err(Error::invalid_config(format!(
+                    "policy {name:?} is defined twice"
+                )));
+            }
+            let compiled = CompiledPolicy::compile(name, &policy.inherit(&self.default), &base)?;
+            endpoints.push((matcher.clone(), compiled));
         }
         let http = match self.http {
             Some(http) => http,
             None => reqwest::Client::builder()
-                .connect_timeout(self.connect_timeout)
+                .connect_timeout(connect_timeout)
                 .build()
                 .map_err(|e| {
                     Error::invalid_config("the reqwest client could not be built").with_source(e)
@@ -282,15 +359,7 @@ impl ClientBuilder {
         };
         Ok(Client {
             http,
-            layers: Layers {
-                attempt_timeout: self.attempt_timeout,
-                total_deadline: self.total_deadline,
-                classifier: self.classifier,
-                retry: RetryLayer::new(self.retry),
-                breaker: self
-                    .breaker
-                    .map_or_else(CircuitBreakerLayer::disabled, CircuitBreakerLayer::new),
-            },
+            policies: Arc::new(Policies { default, endpoints }),
         })
     }
 }
@@ -301,7 +370,8 @@ impl ClientBuilder {
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder {
     inner: reqwest::RequestBuilder,
-    layers: Layers,
+    policies: Arc<Policies>,
+    overrides: Option<Box<Overrides>>,
 }
 
 impl fmt::Debug for RequestBuilder {
@@ -368,15 +438,88 @@ impl RequestBuilder {
         self
     }
 
+    /// Follows the policy called `name` (`"default"` or an endpoint rule's name) instead of
+    /// the one its method and URL select. An unknown name fails at
+    /// [`send`](Self::send) with [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest).
+    pub fn policy(mut self, name: impl Into<String>) -> Self {
+        self.overrides().policy = Some(name.into());
+        self
+    }
+
+    /// Sends this request once, whatever the policy says about retries.
+    pub fn no_retry(self) -> Self {
+        self.attempts(1)
+    }
+
+    /// Makes at most `attempts` attempts in all for this request (at least 1).
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.overrides().attempts = Some(attempts);
+        self
+    }
+
+    /// Limits this request, retries and sleeps included, to `deadline`, replacing the policy's.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.overrides().deadline = Some(deadline);
+        self
+    }
+
+    fn overrides(&mut self) -> &mut Overrides {
+        self.overrides.get_or_insert_with(Default::default)
+    }
+
     /// Builds the request and runs it through the stack.
     ///
     /// An invalid URL or header fails here with
     /// [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest), before anything is sent.
     pub fn send(self) -> Pending {
         let (http, request) = self.inner.build_split();
-        match request {
-            Ok(request) => Pending::start(self.layers.wrap(http), request),
-            Err(error) => Pending::failed(Error::from(error)),
-        }
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => return Pending::failed(Error::from(error)),
+        };
+        let Some(overrides) = self.overrides else {
+            let policy = self.policies.select(request.method(), request.url());
+            return Pending::start(policy.wrap(http), request);
+        };
+        let policy = match &overrides.policy {
+            Some(name) => match self.policies.by_name(name) {
+                Some(policy) => policy,
+                None => {
+                    let error = Error::new(
+                        ErrorKind::InvalidRequest,
+                        crate::Class::Permanent,
+                        crate::Delivery::NotSent,
+                    )
+                    .with_detail(format!("no policy named {name:?}"))
+                    .with_request(request.method(), request.url());
+                    return Pending::failed(error);
+                }
+            },
+            None => self.policies.select(request.method(), request.url()),
+        };
+        Pending::start(policy.with_overrides(&overrides).wrap(http), request)
+    }
+}
+
+/// The [`Client`]'s stack as a tower service; see [`Client::service`].
+#[derive(Clone, Debug)]
+pub struct PolicyService {
+    http: reqwest::Client,
+    policies: Arc<Policies>,
+}
+
+impl tower::Service<reqwest::Request> for PolicyService {
+    type Response = reqwest::Response;
+    type Error = Error;
+    type Future = Pending;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Each call builds its policy's stack, which waits for nothing (see `Pending`).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: reqwest::Request) -> Self::Future {
+        let policy = self.policies.select(request.method(), request.url());
+        Pending::start(policy.wrap(self.http.clone()), request)
     }
 }

@@ -200,6 +200,8 @@ struct Inner {
     elapsed: Option<Duration>,
     history: Vec<Attempt>,
     detail: Option<String>,
+    /// The endpoint policy that handled the request.
+    policy: Option<std::sync::Arc<str>>,
     #[source]
     source: Option<BoxError>,
 }
@@ -219,6 +221,7 @@ impl Error {
             elapsed: None,
             history: Vec::new(),
             detail: None,
+            policy: None,
             source: None,
         }))
     }
@@ -272,6 +275,10 @@ impl Error {
         err
     }
 
+    pub(crate) fn detail(&self) -> Option<&str> {
+        self.0.detail.as_deref()
+    }
+
     pub(crate) fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.0.detail = Some(detail.into());
         self
@@ -285,6 +292,19 @@ impl Error {
     pub(crate) fn with_history(mut self, history: Vec<Attempt>) -> Self {
         self.0.history = history;
         self
+    }
+
+    pub(crate) fn with_policy(mut self, policy: Option<&std::sync::Arc<str>>) -> Self {
+        if let Some(policy) = policy {
+            self.0.policy = Some(policy.clone());
+        }
+        self
+    }
+
+    /// The name of the endpoint policy that handled the request (`"default"` unless an
+    /// endpoint rule matched), when the request went through a [`Client`](crate::Client).
+    pub fn policy(&self) -> Option<&str> {
+        self.0.policy.as_deref()
     }
 
     pub(crate) fn with_limit(mut self, limit: Duration) -> Self {
@@ -476,11 +496,21 @@ struct Line<'a>(&'a Inner);
 impl fmt::Display for Line<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let e = self.0;
+        if e.kind == ErrorKind::InvalidConfig {
+            f.write_str("invalid configuration")?;
+            if let Some(detail) = &e.detail {
+                write!(f, ": {detail}")?;
+            }
+            return Ok(());
+        }
         match (&e.method, &e.url) {
             (Some(m), Some(u)) => write!(f, "{m} {u} ")?,
             (None, Some(u)) => write!(f, "{u} ")?,
             (Some(m), None) => write!(f, "{m} ")?,
             (None, None) => f.write_str("request ")?,
+        }
+        if let Some(policy) = e.policy.as_deref().filter(|p| *p != "default") {
+            write!(f, "(policy {policy}) ")?;
         }
         let n = e.history.len();
         if n > 0 {
@@ -549,6 +579,7 @@ impl fmt::Debug for Inner {
             .field("timeout", &e.limit)
             .field("attempts", &e.history)
             .field("detail", &e.detail)
+            .field("policy", &e.policy)
             // The source's Debug could show more than we want (reqwest's shows its URL, which
             // is redacted by now); its Display is what a reader needs.
             .field("source", &e.source.as_ref().map(ToString::to_string))

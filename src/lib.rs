@@ -63,14 +63,15 @@ pub mod classify;
 mod client;
 mod error;
 mod pending;
-mod redact;
+pub mod policy;
+pub mod redact;
 pub mod retry;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod timeout;
 
-pub use client::{Client, ClientBuilder, RequestBuilder, Stack};
+pub use client::{Client, ClientBuilder, PolicyService, RequestBuilder, Stack};
 pub use error::{Attempt, AttemptOutcome, BoxError, Error, ErrorKind};
 pub use pending::Pending;
 

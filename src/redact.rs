@@ -10,7 +10,7 @@
 use url::Url;
 
 /// What replaces a secret value.
-pub(crate) const REDACTED: &str = "REDACTED";
+pub const REDACTED: &str = "REDACTED";
 
 const SECRET_NAMES: &[&str] = &["key", "sig", "code", "pass", "pwd"];
 const SECRET_PARTS: &[&str] = &[
@@ -38,8 +38,16 @@ fn is_secret(name: &str) -> bool {
     SECRET_NAMES.contains(&name.as_str()) || SECRET_PARTS.iter().any(|part| name.contains(part))
 }
 
-/// A copy of `url` that is safe to show.
-pub(crate) fn url(url: &Url) -> Url {
+/// A copy of `url` that is safe to show in logs and output.
+///
+/// ```
+/// let raw = url::Url::parse("https://bob:pw@api.example/x?api_key=k&page=2#t").unwrap();
+/// assert_eq!(
+///     resilient_http::redact::url(&raw).as_str(),
+///     "https://api.example/x?api_key=REDACTED&page=2"
+/// );
+/// ```
+pub fn url(url: &Url) -> Url {
     let mut safe = url.clone();
     // Never sent to the server, and where OAuth implicit flows put their tokens.
     safe.set_fragment(None);

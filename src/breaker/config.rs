@@ -91,6 +91,11 @@ impl BreakerConfig {
         BreakerConfigBuilder(BreakerConfig::default())
     }
 
+    /// A builder that starts from these settings.
+    pub fn to_builder(&self) -> BreakerConfigBuilder {
+        BreakerConfigBuilder(self.clone())
+    }
+
     /// How long the circuit stays open after its `n`-th consecutive opening (0 for the first).
     pub(super) fn open_duration_after(&self, consecutive: u32) -> Duration {
         let factor = 2u32.checked_pow(consecutive.min(31)).unwrap_or(u32::MAX);
@@ -139,6 +144,13 @@ impl BreakerConfigBuilder {
     pub fn open_duration(mut self, first: Duration, max: Duration) -> Self {
         self.0.open_duration = first;
         self.0.max_open_duration = max;
+        self
+    }
+
+    /// Sets only the first open duration; the cap grows to it if it was lower.
+    pub(crate) fn first_open_duration(mut self, first: Duration) -> Self {
+        self.0.open_duration = first;
+        self.0.max_open_duration = self.0.max_open_duration.max(first);
         self
     }
 

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use tower::Layer;
 
 use super::{BreakerConfig, BreakerRegistry, CircuitBreaker};
@@ -8,6 +10,7 @@ use super::{BreakerConfig, BreakerRegistry, CircuitBreaker};
 #[derive(Clone, Debug)]
 pub struct CircuitBreakerLayer {
     registry: Option<BreakerRegistry>,
+    key: Option<Arc<str>>,
 }
 
 impl CircuitBreakerLayer {
@@ -15,12 +18,22 @@ impl CircuitBreakerLayer {
     pub fn new(config: BreakerConfig) -> Self {
         CircuitBreakerLayer {
             registry: Some(BreakerRegistry::new(config)),
+            key: None,
         }
+    }
+
+    /// One breaker under `key` for every request, instead of one per endpoint.
+    pub fn with_key(mut self, key: impl Into<Arc<str>>) -> Self {
+        self.key = Some(key.into());
+        self
     }
 
     /// A layer that lets everything through and keeps no state.
     pub fn disabled() -> Self {
-        CircuitBreakerLayer { registry: None }
+        CircuitBreakerLayer {
+            registry: None,
+            key: None,
+        }
     }
 
     /// The breakers, to read and steer; `None` when disabled.
@@ -39,6 +52,6 @@ impl<S> Layer<S> for CircuitBreakerLayer {
     type Service = CircuitBreaker<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreaker::new(inner, self.registry.clone())
+        CircuitBreaker::new(inner, self.registry.clone()).with_key(self.key.clone())
     }
 }

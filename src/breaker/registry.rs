@@ -76,7 +76,7 @@ impl BreakerRegistry {
         self.breaker(&endpoint_key(url))
     }
 
-    fn breaker(&self, key: &str) -> Arc<Breaker> {
+    pub(crate) fn breaker(&self, key: &str) -> Arc<Breaker> {
         if let Some(breaker) = self.inner.map.load().get(key) {
             let now = self.inner.insertions.load(Relaxed);
             if breaker.last_used.load(Relaxed) != now {

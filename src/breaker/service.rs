@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower::Service;
@@ -10,12 +11,23 @@ use crate::error::Error;
 pub struct CircuitBreaker<S> {
     inner: S,
     registry: Option<BreakerRegistry>,
+    key: Option<Arc<str>>,
 }
 
 impl<S> CircuitBreaker<S> {
     /// Wraps `inner`; `None` lets everything through.
     pub fn new(inner: S, registry: Option<BreakerRegistry>) -> Self {
-        CircuitBreaker { inner, registry }
+        CircuitBreaker {
+            inner,
+            registry,
+            key: None,
+        }
+    }
+
+    /// Uses one breaker under `key` for every request (`None`: one per endpoint).
+    pub fn with_key(mut self, key: Option<Arc<str>>) -> Self {
+        self.key = key;
+        self
     }
 }
 
@@ -35,7 +47,10 @@ where
         let Some(registry) = &self.registry else {
             return ResponseFuture::unguarded(self.inner.call(request));
         };
-        let breaker = registry.breaker_for(request.url());
+        let breaker = match &self.key {
+            Some(key) => registry.breaker(key),
+            None => registry.breaker_for(request.url()),
+        };
         match breaker.admit() {
             Ok(permit) => ResponseFuture::guarded(self.inner.call(request), breaker, permit),
             Err(rejection) => ResponseFuture::rejected(

@@ -194,6 +194,8 @@ pub enum SharedClassifier {
     Default,
     /// A classifier of your own.
     Custom(Arc<dyn Classifier>),
+    /// An endpoint policy's list of transient statuses over one of the above.
+    Statuses(Arc<(Vec<u16>, SharedClassifier)>),
 }
 
 impl fmt::Debug for SharedClassifier {
@@ -201,6 +203,9 @@ impl fmt::Debug for SharedClassifier {
         match self {
             SharedClassifier::Default => f.write_str("Default"),
             SharedClassifier::Custom(_) => f.write_str("Custom"),
+            SharedClassifier::Statuses(inner) => {
+                write!(f, "Statuses({:?}, {:?})", inner.0, inner.1)
+            }
         }
     }
 }
@@ -214,6 +219,23 @@ impl Classifier for SharedClassifier {
         match self {
             SharedClassifier::Default => DefaultClassifier.classify(method, result),
             SharedClassifier::Custom(custom) => custom.classify(method, result),
+            SharedClassifier::Statuses(inner) => {
+                let (transient, base) = &**inner;
+                match result {
+                    Ok(response) => {
+                        let status = response.status();
+                        let class = if transient.contains(&status.as_u16()) {
+                            Class::Transient
+                        } else if status.is_client_error() || status.is_server_error() {
+                            Class::Permanent
+                        } else {
+                            return base.classify(method, result);
+                        };
+                        Classification::delivered(class)
+                    }
+                    Err(_) => base.classify(method, result),
+                }
+            }
         }
     }
 }

@@ -78,6 +78,11 @@ impl Backoff {
         self.base
     }
 
+    /// The growth per retry.
+    pub fn multiplier(&self) -> f64 {
+        self.multiplier
+    }
+
     /// The largest delay.
     pub fn cap(&self) -> Duration {
         self.cap

@@ -138,9 +138,10 @@ where
                             });
                         }
                         Err(error) => {
-                            return Poll::Ready(Err(
-                                error.with_history(std::mem::take(this.history))
-                            ));
+                            let error = error
+                                .with_history(std::mem::take(this.history))
+                                .with_policy(this.policy.name());
+                            return Poll::Ready(Err(error));
                         }
                     }
                 }
@@ -151,7 +152,8 @@ where
                 StateProj::Ready => {
                     if let Err(error) = ready!(this.inner.poll_ready(cx)) {
                         let history = std::mem::take(this.history);
-                        return Poll::Ready(Err(error.with_history(history)));
+                        let error = error.with_history(history).with_policy(this.policy.name());
+                        return Poll::Ready(Err(error));
                     }
                     let Some(request) = this.spare.take() else {
                         // Unreachable: a retry is only scheduled with a copy in hand.

@@ -19,6 +19,13 @@ impl RetryLayer {
     }
 }
 
+impl RetryLayer {
+    /// The policy in force.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+}
+
 impl<S> Layer<S> for RetryLayer {
     type Service = Retry<S>;
 

@@ -35,6 +35,8 @@ pub struct RetryPolicy {
     pub(super) retry_non_idempotent: bool,
     pub(super) generate_idempotency_key: bool,
     pub(super) seed: Option<u64>,
+    /// The endpoint policy this belongs to, for errors.
+    pub(super) policy_name: Option<std::sync::Arc<str>>,
 }
 
 impl Default for RetryPolicy {
@@ -48,6 +50,7 @@ impl Default for RetryPolicy {
             retry_non_idempotent: false,
             generate_idempotency_key: false,
             seed: None,
+            policy_name: None,
         }
     }
 }
@@ -55,15 +58,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Starts from the defaults.
     pub fn builder() -> RetryPolicyBuilder {
-        RetryPolicyBuilder {
-            policy: RetryPolicy::default(),
-            #[cfg(feature = "backoff")]
-            external: None,
-            base: Duration::from_millis(100),
-            multiplier: 2.0,
-            cap: Duration::from_secs(20),
-            jitter: Jitter::Full,
-        }
+        RetryPolicy::default().to_builder()
     }
 
     /// One attempt, no retries.
@@ -77,6 +72,44 @@ impl RetryPolicy {
     /// Attempts in all, the first included.
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
+    }
+
+    /// A builder that starts from this policy's settings.
+    pub fn to_builder(&self) -> RetryPolicyBuilder {
+        let mut builder = RetryPolicyBuilder {
+            policy: self.clone(),
+            #[cfg(feature = "backoff")]
+            external: None,
+            base: Duration::from_millis(100),
+            multiplier: 2.0,
+            cap: Duration::from_secs(20),
+            jitter: Jitter::Full,
+        };
+        match &self.schedule {
+            Schedule::Exponential(backoff) => {
+                builder.base = backoff.base();
+                builder.multiplier = backoff.multiplier();
+                builder.cap = backoff.cap();
+                builder.jitter = backoff.jitter();
+            }
+            #[cfg(feature = "backoff")]
+            Schedule::External(_) => builder.external = Some(self.schedule.clone()),
+        }
+        builder
+    }
+
+    /// Names the endpoint policy this belongs to; errors carry the name.
+    pub(crate) fn named(mut self, name: std::sync::Arc<str>) -> Self {
+        self.policy_name = Some(name);
+        self
+    }
+
+    pub(crate) fn set_max_attempts(&mut self, attempts: u32) {
+        self.max_attempts = attempts;
+    }
+
+    pub(crate) fn name(&self) -> Option<&std::sync::Arc<str>> {
+        self.policy_name.as_ref()
     }
 
     /// Whether a request with this method and headers may be sent again after it *may* have

@@ -1,0 +1,208 @@
+//! Policies turned, once, into the settings of every layer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use tower::Layer;
+use url::Url;
+
+use super::{EndpointPolicy, Matcher};
+use crate::breaker::{BreakerConfig, BreakerRegistry, CircuitBreakerLayer, Window};
+use crate::classify::{ClassifyLayer, SharedClassifier};
+use crate::client::Stack;
+use crate::error::Error;
+use crate::retry::{RetryLayer, RetryPolicy};
+use crate::timeout::{
+    AttemptTimeoutLayer, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_TOTAL_DEADLINE, TotalDeadlineLayer,
+};
+
+/// What a policy inherits from the client builder beyond the settings of the default policy.
+pub(crate) struct Base<'a> {
+    pub(crate) retry: &'a RetryPolicy,
+    pub(crate) breaker: Option<&'a BreakerConfig>,
+    pub(crate) classifier: &'a SharedClassifier,
+}
+
+/// One policy, ready to wrap a `reqwest::Client` per call.
+#[derive(Clone, Debug)]
+pub(crate) struct CompiledPolicy {
+    pub(crate) name: Arc<str>,
+    attempt_timeout: Duration,
+    total_deadline: Duration,
+    classifier: SharedClassifier,
+    retry: RetryLayer,
+    breaker: CircuitBreakerLayer,
+}
+
+impl CompiledPolicy {
+    pub(crate) fn compile(
+        name: &str,
+        settings: &EndpointPolicy,
+        base: &Base<'_>,
+    ) -> Result<Self, Error> {
+        let name: Arc<str> = Arc::from(name);
+        let named = |err: Error| {
+            let detail = err.detail().unwrap_or("invalid setting").to_owned();
+            Error::invalid_config(format!("policy {name:?}: {detail}"))
+        };
+        let positive = |setting: &str, value: Option<Duration>, default: Duration| {
+            let value = value.unwrap_or(default);
+            if value.is_zero() {
+                Err(named(Error::invalid_config(format!(
+                    "{setting} must be above zero"
+                ))))
+            } else {
+                Ok(value)
+            }
+        };
+        let attempt_timeout = positive(
+            "attempt_timeout",
+            settings.attempt_timeout,
+            DEFAULT_ATTEMPT_TIMEOUT,
+        )?;
+        let total_deadline = positive("deadline", settings.deadline, DEFAULT_TOTAL_DEADLINE)?;
+
+        let mut retry = base.retry.to_builder();
+        if let Some(attempts) = settings.attempts {
+            retry = retry.max_attempts(attempts);
+        }
+        if let Some(base) = settings.backoff_base {
+            retry = retry.backoff_base(base);
+        }
+        if let Some(max) = settings.backoff_max {
+            retry = retry.backoff_cap(max);
+        }
+        if let Some(multiplier) = settings.backoff_multiplier {
+            retry = retry.backoff_multiplier(multiplier);
+        }
+        if let Some(jitter) = settings.jitter {
+            retry = retry.jitter(jitter);
+        }
+        if let Some(cap) = settings.retry_after_cap {
+            retry = retry.retry_after_cap(cap);
+        }
+        if let Some(yes) = settings.retry_non_idempotent {
+            retry = retry.retry_non_idempotent(yes);
+        }
+        if let Some(yes) = settings.idempotency_key {
+            retry = retry.generate_idempotency_key(yes);
+        }
+        let retry = retry.build().map_err(named)?.named(name.clone());
+
+        let breaker = if settings.breaker_enabled == Some(false) {
+            CircuitBreakerLayer::disabled()
+        } else {
+            let mut config = base.breaker.cloned().unwrap_or_default().to_builder();
+            if let Some(calls) = settings.breaker_window {
+                config = config.window(Window::Calls(calls));
+            }
+            if let Some(rate) = settings.breaker_failure_rate {
+                config = config.failure_rate(rate);
+            }
+            if let Some(calls) = settings.breaker_min_calls {
+                config = config.min_calls(calls);
+            }
+            if let Some(open_for) = settings.breaker_open_for {
+                config = config.first_open_duration(open_for);
+            }
+            if let Some(probes) = settings.breaker_half_open_probes {
+                config = config.half_open_probes(probes);
+            }
+            let disabled_by_builder = base.breaker.is_none() && settings.breaker_enabled.is_none();
+            if disabled_by_builder {
+                CircuitBreakerLayer::disabled()
+            } else {
+                let layer = CircuitBreakerLayer::new(config.build().map_err(named)?);
+                match &settings.breaker_key {
+                    Some(key) => layer.with_key(key.as_str()),
+                    None => layer,
+                }
+            }
+        };
+
+        let classifier = match &settings.retry_statuses {
+            Some(statuses) => {
+                SharedClassifier::Statuses(Arc::new((statuses.clone(), base.classifier.clone())))
+            }
+            None => base.classifier.clone(),
+        };
+
+        Ok(CompiledPolicy {
+            name,
+            attempt_timeout,
+            total_deadline,
+            classifier,
+            retry: RetryLayer::new(retry),
+            breaker,
+        })
+    }
+
+    /// The stack for one call.
+    pub(crate) fn wrap(&self, http: reqwest::Client) -> Stack {
+        let classified = ClassifyLayer::new(self.classifier.clone()).layer(http);
+        // reqwest enforces the request timeout these layers set, body included, and the retry
+        // layer never sleeps past the deadline: the layers' own timers would be redundant.
+        let timed = AttemptTimeoutLayer::new(self.attempt_timeout)
+            .without_backstop()
+            .layer(classified);
+        let guarded = self.breaker.layer(timed);
+        let retried = self.retry.layer(guarded);
+        TotalDeadlineLayer::new(self.total_deadline)
+            .without_backstop()
+            .layer(retried)
+    }
+
+    pub(crate) fn breakers(&self) -> Option<&BreakerRegistry> {
+        self.breaker.registry()
+    }
+
+    /// This policy with per-request changes.
+    pub(crate) fn with_overrides(&self, overrides: &Overrides) -> CompiledPolicy {
+        let mut policy = self.clone();
+        if let Some(deadline) = overrides.deadline {
+            policy.total_deadline = deadline;
+        }
+        if let Some(attempts) = overrides.attempts {
+            let mut retry = self.retry.policy().clone();
+            retry.set_max_attempts(attempts.max(1));
+            policy.retry = RetryLayer::new(retry);
+        }
+        policy
+    }
+}
+
+/// Per-request changes to the chosen policy; see [`RequestBuilder`](crate::RequestBuilder).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Overrides {
+    pub(crate) policy: Option<String>,
+    pub(crate) attempts: Option<u32>,
+    pub(crate) deadline: Option<Duration>,
+}
+
+/// The default policy and the endpoint rules, in order.
+#[derive(Debug)]
+pub(crate) struct Policies {
+    pub(crate) default: CompiledPolicy,
+    pub(crate) endpoints: Vec<(Matcher, CompiledPolicy)>,
+}
+
+impl Policies {
+    /// The first endpoint rule that matches, else the default.
+    pub(crate) fn select(&self, method: &Method, url: &Url) -> &CompiledPolicy {
+        self.endpoints
+            .iter()
+            .find(|(matcher, _)| matcher.matches(method, url))
+            .map_or(&self.default, |(_, policy)| policy)
+    }
+
+    pub(crate) fn by_name(&self, name: &str) -> Option<&CompiledPolicy> {
+        if &*self.default.name == name {
+            return Some(&self.default);
+        }
+        self.endpoints
+            .iter()
+            .map(|(_, policy)| policy)
+            .find(|policy| &*policy.name == name)
+    }
+}

@@ -1,0 +1,328 @@
+//! Per-endpoint policies: matching, inheritance, per-request overrides and policy files, all
+//! through the client against the fault server (tokio's clock paused).
+
+use std::time::Duration;
+
+use resilient_http::policy::{EndpointPolicy, Matcher};
+use resilient_http::retry::Jitter;
+use resilient_http::testkit::{FaultServer, Reply};
+use resilient_http::{Client, ErrorKind};
+use tokio::time::Instant;
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Default: 3 attempts, 100 ms × 2, no jitter. "payments": POST on /v1/charges*, 1 attempt.
+/// "search": paths under /search, 4 attempts, a 1 s deadline.
+fn client(server: &FaultServer) -> Client {
+    let host = server.addr().to_string();
+    Client::builder()
+        .default_policy(EndpointPolicy::new().attempts(3).jitter(Jitter::None))
+        .endpoint(
+            "payments",
+            Matcher::new()
+                .host(&host)
+                .unwrap()
+                .path("/v1/charges*")
+                .methods(["POST"])
+                .unwrap(),
+            EndpointPolicy::new().attempts(1),
+        )
+        .endpoint(
+            "search",
+            Matcher::new().path("/search*"),
+            EndpointPolicy::new()
+                .attempts(4)
+                .deadline(Duration::from_secs(1)),
+        )
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_matching_rule_decides_and_the_rest_is_inherited() {
+    let server = FaultServer::start().await.unwrap();
+    let client = client(&server);
+    for path in ["/v1/charges", "/v1/charges/7", "/search/q", "/other"] {
+        server.script(path, [Reply::status(503)]);
+    }
+    // POST /v1/charges/7 is "payments": one attempt, even with an Idempotency-Key.
+    let err = client
+        .post(server.url("/v1/charges/7"))
+        .header("idempotency-key", "k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.policy(), Some("payments"));
+    assert_eq!(server.hits("/v1/charges/7"), 1);
+    assert!(err.to_string().contains("(policy payments)"), "{err}");
+
+    // GET /v1/charges is not (POST only): the default, 3 attempts.
+    let err = client
+        .get(server.url("/v1/charges"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.policy(), Some("default"));
+    assert_eq!(server.hits("/v1/charges"), 3);
+
+    // "search" inherits the backoff (100 ms, 200 ms, no jitter) but stops at its 1 s
+    // deadline: attempts at 0, 100, 300 ms; the next sleep (400 ms) would end at 700 ms, the
+    // one after at 1500 ms, past the deadline.
+    let started = Instant::now();
+    let err = client
+        .get(server.url("/search/q"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.policy(), Some("search"));
+    assert_eq!(server.hits("/search/q"), 4);
+    assert_eq!(started.elapsed(), 700 * MS);
+    assert_eq!(err.kind(), ErrorKind::Status);
+
+    client.get(server.url("/other")).send().await.unwrap_err();
+    assert_eq!(server.hits("/other"), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_request_overrides() {
+    let server = FaultServer::start().await.unwrap();
+    let client = client(&server);
+    server.script("/a", [Reply::status(503)]);
+    client
+        .get(server.url("/a"))
+        .no_retry()
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(server.hits("/a"), 1);
+
+    server.script("/b", [Reply::status(503)]);
+    client
+        .get(server.url("/b"))
+        .attempts(5)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(server.hits("/b"), 5);
+
+    server.script("/c", [Reply::status(503)]);
+    let err = client
+        .get(server.url("/c"))
+        .policy("payments")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.policy(), Some("payments"));
+    assert_eq!(server.hits("/c"), 1);
+
+    server.script("/d", [Reply::hang()]);
+    let started = Instant::now();
+    let err = client
+        .get(server.url("/d"))
+        .deadline(Duration::from_millis(250))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    assert_eq!(started.elapsed(), 250 * MS);
+
+    let err = client
+        .get(server.url("/e"))
+        .policy("nope")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    assert!(
+        err.to_string().contains("no policy named \"nope\""),
+        "{err}"
+    );
+    assert_eq!(server.hits("/e"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_statuses_and_breaker_keys_per_policy() {
+    let server = FaultServer::start().await.unwrap();
+    let client = Client::builder()
+        .default_policy(EndpointPolicy::new().jitter(Jitter::None))
+        .endpoint(
+            "locks",
+            Matcher::new().path("/locks*"),
+            EndpointPolicy::new()
+                .retry_statuses([409])
+                .breaker_key("lock-service"),
+        )
+        .build()
+        .unwrap();
+    server.script("/locks/1", [Reply::status(409)]);
+    server.script("/locks/2", [Reply::status(503)]);
+    client.get(server.url("/locks/1")).send().await.unwrap_err();
+    assert_eq!(server.hits("/locks/1"), 3, "409 is transient here");
+    let err = client.get(server.url("/locks/2")).send().await.unwrap_err();
+    assert!(!err.is_transient(), "503 is not in this policy's list");
+    assert_eq!(server.hits("/locks/2"), 1);
+    let breakers = client.breakers_for("locks").unwrap();
+    assert!(breakers.get("lock-service").is_some());
+    assert_eq!(breakers.len(), 1);
+}
+
+#[test]
+fn invalid_combinations_fail_at_build() {
+    let err = Client::builder()
+        .endpoint("a", Matcher::new(), EndpointPolicy::new())
+        .endpoint("a", Matcher::new(), EndpointPolicy::new())
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("\"a\" is defined twice"), "{err}");
+    let err = Client::builder()
+        .endpoint(
+            "x",
+            Matcher::new(),
+            EndpointPolicy::new().connect_timeout(Duration::from_secs(1)),
+        )
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("connect_timeout"), "{err}");
+    let err = Client::builder()
+        .endpoint(
+            "slow",
+            Matcher::new(),
+            EndpointPolicy::new().backoff_base(Duration::from_secs(60)),
+        )
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(
+        err.to_string().contains("policy \"slow\": backoff base"),
+        "{err}"
+    );
+}
+
+const FILE: &str = r#"
+[default]
+attempts = 3                 # total attempts, including the first
+attempt_timeout = "10s"      # per attempt, including reading the body
+deadline = "30s"             # across all attempts and sleeps
+connect_timeout = "5s"
+retry_statuses = [408, 429, 500, 502, 503, 504]
+retry_non_idempotent = false # POST/PATCH only with an Idempotency-Key unless true
+retry_after_cap = "20s"
+
+[default.backoff]
+base = "100ms"
+max = "20s"
+multiplier = 2.0
+jitter = "none"              # full | equal | decorrelated | none
+
+[default.breaker]
+enabled = true
+window_size = 100            # calls in the count-based window
+failure_rate = 0.5
+min_calls = 20
+open_for = "5s"
+half_open_probes = 1
+
+[[endpoint]]
+name = "payments"
+match = { host = "HOST", path = "/v1/charges*", methods = ["POST"] }
+attempts = 1
+deadline = "2s"
+[endpoint.breaker]
+failure_rate = 0.2
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn the_documented_policy_file_works() {
+    let server = FaultServer::start().await.unwrap();
+    let text = FILE.replace("HOST", &server.addr().to_string());
+    let client = Client::builder().config_toml(&text).build().unwrap();
+    server.script("/v1/charges", [Reply::status(503)]);
+    server.script("/v1/other", [Reply::status(503)]);
+    let err = client
+        .post(server.url("/v1/charges"))
+        .header("idempotency-key", "k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.policy(), Some("payments"));
+    assert_eq!(server.hits("/v1/charges"), 1);
+    let started = Instant::now();
+    client
+        .get(server.url("/v1/other"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(server.hits("/v1/other"), 3);
+    assert_eq!(started.elapsed(), 300 * MS, "no jitter: 100 ms + 200 ms");
+}
+
+#[test]
+fn a_policy_file_is_read_from_disk() {
+    let dir = std::env::temp_dir().join(format!("resilient-http-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("policy.toml");
+    std::fs::write(&path, "[default]\nattempts = 2\n").unwrap();
+    Client::builder().config_file(&path).build().unwrap();
+    std::fs::write(&path, "[default]\natempts = 2\n").unwrap();
+    let err = Client::builder().config_file(&path).build().unwrap_err();
+    let expected = format!("{}:2: unknown key \"atempts\" in [default]", path.display());
+    assert!(err.to_string().contains(&expected), "{err}");
+    let missing = Client::builder()
+        .config_file(dir.join("missing.toml"))
+        .build();
+    assert!(missing.unwrap_err().to_string().contains("cannot read"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_file_mistake_names_the_line_and_the_key() {
+    let cases = [
+        (
+            "[default]\nattempts = 3\n\n[[endpoint]]\nname = \"payments\"\natempts = 1\n",
+            "policy.toml:6: unknown key \"atempts\" in [[endpoint]] \"payments\"",
+        ),
+        (
+            "[default]\nattempts = \"three\"\n",
+            "policy.toml:2: \"attempts\":",
+        ),
+        (
+            "[default]\nattempts = 0\n",
+            "policy.toml:2: \"attempts\": must be at least 1",
+        ),
+        (
+            "[default]\ndeadline = \"2 parsecs\"\n",
+            "policy.toml:2: \"deadline\": invalid duration",
+        ),
+        (
+            "[default.backoff]\njitter = \"fuzzy\"\n",
+            "policy.toml:2: \"jitter\": unknown jitter \"fuzzy\"",
+        ),
+        (
+            "[default.breaker]\nfailure_rate = 1.5\n",
+            "policy.toml:2: \"failure_rate\": must be above 0 and at most 1, got 1.5 in [default.breaker]",
+        ),
+        (
+            "[default]\nretry_statuses = [200, 999]\n",
+            "policy.toml:2: \"retry_statuses\": 999 is not an HTTP status",
+        ),
+        (
+            "[[endpoint]]\nname = \"x\"\nmatch = { hots = \"a\" }\n",
+            "policy.toml:3: unknown key \"hots\" in [[endpoint]] \"x\"",
+        ),
+        (
+            "[[endpoint]]\nname = \"x\"\nmatch = { methods = [\"GE T\"] }\n",
+            "policy.toml:1: invalid method \"GE T\" in match in [[endpoint]] \"x\"",
+        ),
+        ("[default\nattempts = 1\n", "policy.toml:1:"),
+        ("[sideways]\n", "policy.toml:1: unknown key \"sideways\""),
+    ];
+    for (text, expected) in cases {
+        let err = Client::builder().config_toml(text).build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        let shown = err.to_string();
+        assert!(
+            shown.contains(expected),
+            "{text:?}\n  got: {shown}\n  want: {expected}"
+        );
+    }
+}
