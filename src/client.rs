@@ -21,9 +21,11 @@ use crate::timeout::{AttemptTimeout, DEFAULT_CONNECT_TIMEOUT, TotalDeadline};
 
 /// The tower service a [`Client`] calls, outermost layer first. [`Client::service`] hands out a
 /// copy for use with `ServiceBuilder` and any other tower middleware.
-pub type Stack = TotalDeadline<
-    Retry<CircuitBreaker<AttemptTimeout<Classify<reqwest::Client, SharedClassifier>>>>,
->;
+pub type Stack = StackOver<reqwest::Client>;
+
+/// The same layers over another innermost service (reqwest-middleware's next step, say).
+pub(crate) type StackOver<S> =
+    TotalDeadline<Retry<CircuitBreaker<AttemptTimeout<Classify<S, SharedClassifier>>>>>;
 
 /// An HTTP client whose calls time out, classify their failures and return typed errors.
 ///
@@ -311,9 +313,28 @@ impl ClientBuilder {
     /// Fails with [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig), naming the
     /// setting, for a zero timeout, an invalid retry or breaker setting, a policy file error,
     /// two rules with one name, or when the `reqwest::Client` cannot be built.
-    pub fn build(self) -> Result<Client, Error> {
-        if let Some(err) = self.config_error {
-            return Err(err);
+    pub fn build(mut self) -> Result<Client, Error> {
+        let policies = self.build_policies()?;
+        let connect_timeout = self
+            .default
+            .connect_timeout
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let http = match self.http.take() {
+            Some(http) => http,
+            None => reqwest::Client::builder()
+                .connect_timeout(connect_timeout)
+                .build()
+                .map_err(|e| {
+                    Error::invalid_config("the reqwest client could not be built").with_source(e)
+                })?,
+        };
+        Ok(Client { http, policies })
+    }
+
+    /// Checks the settings and compiles every policy.
+    pub(crate) fn build_policies(&self) -> Result<Arc<Policies>, Error> {
+        if let Some(err) = &self.config_error {
+            return Err(err.clone_config());
         }
         let connect_timeout = self
             .default
@@ -348,19 +369,7 @@ impl ClientBuilder {
             let compiled = CompiledPolicy::compile(name, &policy.inherit(&self.default), &base)?;
             endpoints.push((matcher.clone(), compiled));
         }
-        let http = match self.http {
-            Some(http) => http,
-            None => reqwest::Client::builder()
-                .connect_timeout(connect_timeout)
-                .build()
-                .map_err(|e| {
-                    Error::invalid_config("the reqwest client could not be built").with_source(e)
-                })?,
-        };
-        Ok(Client {
-            http,
-            policies: Arc::new(Policies { default, endpoints }),
-        })
+        Ok(Arc::new(Policies { default, endpoints }))
     }
 }
 

@@ -275,6 +275,11 @@ impl Error {
         err
     }
 
+    /// A copy of a configuration error (which has no source, response or history to share).
+    pub(crate) fn clone_config(&self) -> Error {
+        Error::invalid_config(self.detail().unwrap_or("invalid configuration"))
+    }
+
     pub(crate) fn detail(&self) -> Option<&str> {
         self.0.detail.as_deref()
     }

@@ -62,6 +62,8 @@ pub mod breaker;
 pub mod classify;
 mod client;
 mod error;
+#[cfg(feature = "reqwest-middleware")]
+pub mod middleware;
 mod pending;
 pub mod policy;
 pub mod redact;

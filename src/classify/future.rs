@@ -7,7 +7,8 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use super::{Class, Classifier, analyze};
-use crate::error::{Attempt, AttemptOutcome, Error};
+use crate::classify::Delivery;
+use crate::error::{Attempt, AttemptOutcome, BoxError, Error, ErrorKind};
 
 pin_project! {
     /// The future of [`Classify`](super::Classify).
@@ -31,16 +32,70 @@ impl<F, C> ResponseFuture<F, C> {
     }
 }
 
-impl<F, C> Future for ResponseFuture<F, C>
+/// An inner service's error, as [`Classify`](super::Classify) understands it: a
+/// `reqwest::Error`, or (through reqwest-middleware) another middleware's error.
+pub trait TransportError: sealed::Sealed {
+    /// The `reqwest::Error`, or the foreign error as it is.
+    fn into_reqwest(self) -> Result<reqwest::Error, BoxError>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for reqwest::Error {}
+    #[cfg(feature = "reqwest-middleware")]
+    impl Sealed for reqwest_middleware::Error {}
+}
+
+impl TransportError for reqwest::Error {
+    fn into_reqwest(self) -> Result<reqwest::Error, BoxError> {
+        Ok(self)
+    }
+}
+
+#[cfg(feature = "reqwest-middleware")]
+impl TransportError for reqwest_middleware::Error {
+    fn into_reqwest(self) -> Result<reqwest::Error, BoxError> {
+        match self {
+            reqwest_middleware::Error::Reqwest(error) => Ok(error),
+            reqwest_middleware::Error::Middleware(error) => Err(error.into()),
+        }
+    }
+}
+
+/// Another middleware's failure: permanent, since we cannot tell what it means.
+fn foreign(source: BoxError, method: &Method) -> Error {
+    let kind = ErrorKind::Transport;
+    let attempt = Attempt::first(
+        std::time::Duration::ZERO,
+        AttemptOutcome::Error(kind),
+        Class::Permanent,
+        Delivery::MaybeSent,
+    );
+    let mut error = Error::new(kind, Class::Permanent, Delivery::MaybeSent)
+        .with_source(source)
+        .with_history(vec![attempt]);
+    error.set_method(method.clone());
+    error
+}
+
+impl<F, E, C> Future for ResponseFuture<F, C>
 where
-    F: Future<Output = Result<reqwest::Response, reqwest::Error>>,
+    F: Future<Output = Result<reqwest::Response, E>>,
+    E: TransportError,
     C: Classifier,
 {
     type Output = Result<reqwest::Response, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        let result = match ready!(this.inner.poll(cx)) {
+            Ok(response) => Ok(response),
+            Err(error) => match error.into_reqwest() {
+                Ok(error) => Err(error),
+                // Not reqwest's (another middleware's): nothing for a classifier to read.
+                Err(other) => return Poll::Ready(Err(foreign(other, this.method))),
+            },
+        };
         let verdict = this.classifier.classify(this.method, result.as_ref());
         let duration = this.started.elapsed();
         let (error, outcome) = match result {

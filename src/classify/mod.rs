@@ -47,7 +47,7 @@ mod service;
 mod transport;
 
 pub use default::DefaultClassifier;
-pub use future::ResponseFuture;
+pub use future::{ResponseFuture, TransportError};
 pub use layer::ClassifyLayer;
 pub use service::Classify;
 pub(crate) use transport::analyze;

@@ -3,8 +3,9 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 use tower::Service;
 
-use super::{Classifier, DefaultClassifier, ResponseFuture};
+use super::{Class, Classifier, DefaultClassifier, Delivery, ResponseFuture, TransportError};
 use crate::error::Error;
+use crate::error::ErrorKind;
 
 /// Turns the `Result<reqwest::Response, reqwest::Error>` of one attempt into
 /// `Result<reqwest::Response, resilient_http::Error>`.
@@ -34,7 +35,8 @@ impl<S, C> Classify<S, C> {
 
 impl<S, C> Service<reqwest::Request> for Classify<S, C>
 where
-    S: Service<reqwest::Request, Response = reqwest::Response, Error = reqwest::Error>,
+    S: Service<reqwest::Request, Response = reqwest::Response>,
+    S::Error: TransportError,
     C: Classifier + Clone,
 {
     type Response = reqwest::Response;
@@ -42,7 +44,13 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Error::from)
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| match e.into_reqwest() {
+                Ok(e) => Error::from(e),
+                Err(other) => Error::new(ErrorKind::Transport, Class::Permanent, Delivery::NotSent)
+                    .with_source(other),
+            })
     }
 
     fn call(&mut self, request: reqwest::Request) -> Self::Future {

@@ -10,7 +10,7 @@ use url::Url;
 use super::{EndpointPolicy, Matcher};
 use crate::breaker::{BreakerConfig, BreakerRegistry, CircuitBreakerLayer, Window};
 use crate::classify::{ClassifyLayer, SharedClassifier};
-use crate::client::Stack;
+use crate::client::StackOver;
 use crate::error::Error;
 use crate::retry::{RetryLayer, RetryPolicy};
 use crate::timeout::{
@@ -138,9 +138,9 @@ impl CompiledPolicy {
         })
     }
 
-    /// The stack for one call.
-    pub(crate) fn wrap(&self, http: reqwest::Client) -> Stack {
-        let classified = ClassifyLayer::new(self.classifier.clone()).layer(http);
+    /// The stack for one call, over `inner` (normally the `reqwest::Client`).
+    pub(crate) fn wrap<S>(&self, inner: S) -> StackOver<S> {
+        let classified = ClassifyLayer::new(self.classifier.clone()).layer(inner);
         // reqwest enforces the request timeout these layers set, body included, and the retry
         // layer never sleeps past the deadline: the layers' own timers would be redundant.
         let timed = AttemptTimeoutLayer::new(self.attempt_timeout)

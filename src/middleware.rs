@@ -1,0 +1,112 @@
+//! The same policies, retries, breakers and typed errors for `reqwest_middleware` users
+//! (feature `reqwest-middleware`, on by default).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use resilient_http::middleware::ResilientMiddleware;
+//!
+//! let resilience = ResilientMiddleware::new(resilient_http::Client::builder())?;
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(resilience)
+//!     .build();
+//! match client.get("http://127.0.0.1:8080/items").send().await {
+//!     Ok(response) => println!("{}", response.status()),
+//!     Err(err) => match ResilientMiddleware::error(&err) {
+//!         Some(typed) => println!("{:?} after {} attempts", typed.kind(), typed.attempts().len()),
+//!         None => println!("{err}"),
+//!     },
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Each attempt runs the rest of the middleware chain (`next.run`) with a copy of the request
+//! extensions as they were when this middleware was reached; what later middlewares write
+//! into their copy is not seen by earlier ones. Put this middleware last in the chain unless a
+//! later one should run once per attempt (a signer, say). The client's connect timeout is the
+//! `reqwest::Client`'s own: the policies' `connect_timeout` does not apply here.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Extensions;
+use reqwest_middleware::{Middleware, Next};
+use tower::{Service, ServiceExt};
+
+use crate::client::ClientBuilder;
+use crate::error::Error;
+use crate::policy::Policies;
+
+/// A `reqwest_middleware::Middleware` that applies a [`Client`](crate::Client)'s policies.
+#[derive(Clone, Debug)]
+pub struct ResilientMiddleware {
+    policies: Arc<Policies>,
+}
+
+impl ResilientMiddleware {
+    /// The policies, retries and breakers that `builder` describes (its `reqwest_client` and
+    /// `connect_timeout` are not used: the middleware client has its own).
+    pub fn new(builder: ClientBuilder) -> Result<Self, Error> {
+        Ok(ResilientMiddleware {
+            policies: builder.build_policies()?,
+        })
+    }
+
+    /// The typed error inside a `reqwest_middleware::Error` that this middleware returned.
+    pub fn error(error: &reqwest_middleware::Error) -> Option<&Error> {
+        match error {
+            reqwest_middleware::Error::Middleware(inner) => inner.downcast_ref::<Error>(),
+            reqwest_middleware::Error::Reqwest(_) => None,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for ResilientMiddleware {
+    async fn handle(
+        &self,
+        request: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let policy = self.policies.select(request.method(), request.url());
+        let rest = RestOfChain {
+            next,
+            extensions: extensions.clone(),
+        };
+        policy
+            .wrap(rest)
+            .oneshot(request)
+            .await
+            .map_err(reqwest_middleware::Error::middleware)
+    }
+}
+
+/// The rest of the middleware chain as a tower service, one run per attempt.
+#[derive(Clone)]
+struct RestOfChain<'a> {
+    next: Next<'a>,
+    extensions: Extensions,
+}
+
+impl<'a> Service<reqwest::Request> for RestOfChain<'a> {
+    type Response = reqwest::Response;
+    type Error = reqwest_middleware::Error;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = reqwest_middleware::Result<reqwest::Response>>
+                + Send
+                + 'a,
+        >,
+    >;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: reqwest::Request) -> Self::Future {
+        let next = self.next.clone();
+        let mut extensions = self.extensions.clone();
+        Box::pin(async move { next.run(request, &mut extensions).await })
+    }
+}
