@@ -17,15 +17,17 @@ use crate::pending::Pending;
 use crate::policy::compiled::{Base, Overrides};
 use crate::policy::{CompiledPolicy, EndpointPolicy, Matcher, Policies, PolicyFile};
 use crate::retry::{Retry, RetryPolicy};
-use crate::timeout::{AttemptTimeout, DEFAULT_CONNECT_TIMEOUT, TotalDeadline};
+use crate::timeout::{AttemptTimeout, DEFAULT_CONNECT_TIMEOUT};
 
 /// The tower service a [`Client`] calls, outermost layer first. [`Client::service`] hands out a
 /// copy for use with `ServiceBuilder` and any other tower middleware.
 pub type Stack = StackOver<reqwest::Client>;
 
 /// The same layers over another innermost service (reqwest-middleware's next step, say).
-pub(crate) type StackOver<S> =
-    TotalDeadline<Retry<CircuitBreaker<AttemptTimeout<Classify<S, SharedClassifier>>>>>;
+///
+/// The total deadline is enforced by the retry layer itself (see [`Retry::with_deadline`]):
+/// one layer less per call than with a separate [`TotalDeadline`](crate::timeout::TotalDeadline).
+pub(crate) type StackOver<S> = Retry<CircuitBreaker<AttemptTimeout<Classify<S, SharedClassifier>>>>;
 
 /// An HTTP client whose calls time out, classify their failures and return typed errors.
 ///

@@ -19,7 +19,9 @@ use super::config::BreakerConfig;
 use super::state::{Breaker, Permit, Verdict};
 use super::{State, WindowCounts};
 
-type Map = HashMap<Arc<str>, Arc<Breaker>>;
+/// foldhash instead of SipHash: the lookup runs on every attempt, and a per-process random
+/// seed still keeps the keys (host names) from being chosen to collide.
+type Map = HashMap<Arc<str>, Arc<Breaker>, foldhash::fast::RandomState>;
 
 /// The breakers of one [`CircuitBreakerLayer`](super::CircuitBreakerLayer), by endpoint key.
 /// Cheap to clone; clones share the breakers.
@@ -46,8 +48,10 @@ impl std::fmt::Debug for BreakerRegistry {
 /// The default endpoint key of a URL: scheme, host and port, e.g. `https://api.example:8443`
 /// (a default port is left out, as in the URL). Never includes user info, path or query.
 pub fn endpoint_key(url: &Url) -> Cow<'_, str> {
-    if url.username().is_empty() && url.password().is_none() {
-        Cow::Borrowed(&url[..Position::AfterPort])
+    let prefix = &url[..Position::AfterPort];
+    // '@' can only stand there as the end of user info (it is escaped anywhere else).
+    if !prefix.contains('@') {
+        Cow::Borrowed(prefix)
     } else {
         let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
         Cow::Owned(format!(
@@ -63,7 +67,7 @@ impl BreakerRegistry {
     pub fn new(config: BreakerConfig) -> Self {
         BreakerRegistry {
             inner: Arc::new(Inner {
-                map: ArcSwap::from_pointee(Map::new()),
+                map: ArcSwap::from_pointee(Map::default()),
                 writer: Mutex::new(()),
                 config: Arc::new(config),
                 insertions: AtomicU64::new(0),
@@ -264,5 +268,23 @@ impl Drop for CallPermit<'_> {
         if let Some(permit) = self.permit.take() {
             self.breaker.record(permit, Verdict::Ignored, None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_keys_are_scheme_host_and_port_only() {
+        let key = |s: &str| endpoint_key(&Url::parse(s).unwrap()).into_owned();
+        assert_eq!(key("https://api.example/v1?x=1"), "https://api.example");
+        assert_eq!(key("http://api.example:8080/"), "http://api.example:8080");
+        assert_eq!(key("http://api.example:80/"), "http://api.example");
+        assert_eq!(
+            key("http://u:p%40ss@api.example:8080/x"),
+            "http://api.example:8080"
+        );
+        assert_eq!(key("http://[::1]:9000/"), "http://[::1]:9000");
     }
 }

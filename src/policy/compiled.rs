@@ -13,9 +13,7 @@ use crate::classify::{ClassifyLayer, SharedClassifier};
 use crate::client::StackOver;
 use crate::error::Error;
 use crate::retry::{RetryLayer, RetryPolicy};
-use crate::timeout::{
-    AttemptTimeoutLayer, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_TOTAL_DEADLINE, TotalDeadlineLayer,
-};
+use crate::timeout::{AttemptTimeoutLayer, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_TOTAL_DEADLINE};
 
 /// What a policy inherits from the client builder beyond the settings of the default policy.
 pub(crate) struct Base<'a> {
@@ -147,10 +145,9 @@ impl CompiledPolicy {
             .without_backstop()
             .layer(classified);
         let guarded = self.breaker.layer(timed);
-        let retried = self.retry.layer(guarded);
-        TotalDeadlineLayer::new(self.total_deadline)
-            .without_backstop()
-            .layer(retried)
+        self.retry
+            .layer(guarded)
+            .with_deadline(Some(self.total_deadline))
     }
 
     pub(crate) fn breakers(&self) -> Option<&BreakerRegistry> {

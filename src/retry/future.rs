@@ -31,7 +31,8 @@ pin_project! {
         may_repeat: bool,
         started: Instant,
         attempt_started: Instant,
-        deadline: Option<Instant>,
+        // When the call must end, and the budget that led there (for errors).
+        deadline: Option<(Instant, Duration)>,
         // Attempts started so far.
         attempts: u32,
         delay_before: Duration,
@@ -62,7 +63,7 @@ where
         spare: Option<Box<reqwest::Request>>,
         may_repeat: bool,
         started: Instant,
-        deadline: Option<Instant>,
+        deadline: Option<(Instant, Duration)>,
     ) -> Self {
         ResponseFuture {
             state: State::Calling { future },
@@ -126,7 +127,7 @@ where
                         attempts: *this.attempts,
                         may_repeat: *this.may_repeat,
                         replayable: this.spare.is_some(),
-                        deadline: *this.deadline,
+                        deadline: this.deadline.map(|(at, _)| at),
                         now,
                     }
                     .decide(error, this.delays);
@@ -141,6 +142,14 @@ where
                             let error = error
                                 .with_history(std::mem::take(this.history))
                                 .with_policy(this.policy.name());
+                            let error = match *this.deadline {
+                                Some((_, budget))
+                                    if error.kind() == ErrorKind::DeadlineExceeded =>
+                                {
+                                    error.with_limit(budget)
+                                }
+                                _ => error,
+                            };
                             return Poll::Ready(Err(error));
                         }
                     }
@@ -171,7 +180,7 @@ where
                         *this.spare = request.try_clone().map(Box::new);
                     }
                     let now = Instant::now();
-                    if let Some(deadline) = *this.deadline {
+                    if let Some((deadline, _)) = *this.deadline {
                         *request.timeout_mut() = Some(deadline.saturating_duration_since(now));
                     }
                     *this.attempt_started = now;

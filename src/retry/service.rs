@@ -1,5 +1,6 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::HeaderValue;
 use tokio::time::Instant;
@@ -14,12 +15,25 @@ use crate::error::Error;
 pub struct Retry<S> {
     inner: S,
     policy: Arc<RetryPolicy>,
+    deadline: Option<Duration>,
 }
 
 impl<S> Retry<S> {
     /// Wraps `inner`, retrying according to `policy`.
     pub fn new(inner: S, policy: Arc<RetryPolicy>) -> Self {
-        Retry { inner, policy }
+        Retry {
+            inner,
+            policy,
+            deadline: None,
+        }
+    }
+
+    /// Also bounds each call, retries and sleeps included, by `deadline` (or the request's
+    /// own timeout, if shorter), as a [`TotalDeadline`](crate::timeout::TotalDeadline) above it
+    /// would, without a layer of its own.
+    pub fn with_deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// The policy in force.
@@ -51,15 +65,22 @@ where
             request.headers_mut().insert(IDEMPOTENCY_KEY, random_key());
         }
         let may_repeat = policy.may_repeat(request.method(), request.headers());
-        // The one copy a retrying stack cannot avoid; skipped when no retry is possible.
+        // The one copy a retrying stack cannot avoid; skipped when no retry is possible. Made
+        // before the budget is set below, so it does not copy that (each retry sets its own).
         let spare = if policy.max_attempts > 1 {
             request.try_clone().map(Box::new)
         } else {
             None
         };
-        let deadline = request
-            .timeout()
-            .and_then(|budget| started.checked_add(*budget));
+        let budget = match (request.timeout().copied(), self.deadline) {
+            (Some(asked), Some(own)) => Some(asked.min(own)),
+            (asked, own) => asked.or(own),
+        };
+        if self.deadline.is_some() {
+            // Tells the attempt timeout below how much is left; see `crate::timeout`.
+            *request.timeout_mut() = budget;
+        }
+        let deadline = budget.and_then(|budget| started.checked_add(budget));
         // Call the service that was polled ready; keep it for the retries.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -71,7 +92,7 @@ where
             spare,
             may_repeat,
             started,
-            deadline,
+            deadline.zip(budget),
         )
     }
 }
