@@ -54,7 +54,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 let (name, v) = h
                     .split_once(':')
                     .ok_or_else(|| format!("invalid header {h:?}: expected 'Name: value'"))?;
-                headers.push((name.trim().to_owned(), v.trim().to_owned()));
+                let (name, v) = (name.trim(), v.trim());
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                    || http::HeaderValue::from_str(v).is_err()
+                {
+                    return Err(format!("invalid header {name:?}"));
+                }
+                headers.push((name.to_owned(), v.to_owned()));
             }
             "-d" | "--data" => body = Some(value("-d")?),
             "--repeat" => {

@@ -492,6 +492,16 @@ impl RequestBuilder {
             let policy = self.policies.select(request.method(), request.url());
             return Pending::start(policy.wrap(http), request);
         };
+        if overrides.deadline.is_some_and(|d| d.is_zero()) {
+            let error = Error::new(
+                ErrorKind::InvalidRequest,
+                crate::Class::Permanent,
+                crate::Delivery::NotSent,
+            )
+            .with_detail("the deadline must be above zero")
+            .with_request(request.method(), request.url());
+            return Pending::failed(error);
+        }
         let policy = match &overrides.policy {
             Some(name) => match self.policies.by_name(name) {
                 Some(policy) => policy,

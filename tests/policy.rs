@@ -12,7 +12,7 @@ use tokio::time::Instant;
 const MS: Duration = Duration::from_millis(1);
 
 /// Default: 3 attempts, 100 ms × 2, no jitter. "payments": POST on /v1/charges*, 1 attempt.
-/// "search": paths under /search, 4 attempts, a 1 s deadline.
+/// "search": paths under /search, 10 attempts, a 1 s deadline.
 fn client(server: &FaultServer) -> Client {
     let host = server.addr().to_string();
     Client::builder()
@@ -31,7 +31,7 @@ fn client(server: &FaultServer) -> Client {
             "search",
             Matcher::new().path("/search*"),
             EndpointPolicy::new()
-                .attempts(4)
+                .attempts(10)
                 .deadline(Duration::from_secs(1)),
         )
         .build()
@@ -65,9 +65,9 @@ async fn the_first_matching_rule_decides_and_the_rest_is_inherited() {
     assert_eq!(err.policy(), Some("default"));
     assert_eq!(server.hits("/v1/charges"), 3);
 
-    // "search" inherits the backoff (100 ms, 200 ms, no jitter) but stops at its 1 s
-    // deadline: attempts at 0, 100, 300 ms; the next sleep (400 ms) would end at 700 ms, the
-    // one after at 1500 ms, past the deadline.
+    // "search" inherits the backoff (100 ms × 2, no jitter) and stops at its own 1 s
+    // deadline, long before its 10 attempts: attempts at 0, 100, 300 and 700 ms; the next
+    // sleep (800 ms) would end past the deadline.
     let started = Instant::now();
     let err = client
         .get(server.url("/search/q"))
@@ -77,7 +77,8 @@ async fn the_first_matching_rule_decides_and_the_rest_is_inherited() {
     assert_eq!(err.policy(), Some("search"));
     assert_eq!(server.hits("/search/q"), 4);
     assert_eq!(started.elapsed(), 700 * MS);
-    assert_eq!(err.kind(), ErrorKind::Status);
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    assert_eq!(err.timeout(), Some(Duration::from_secs(1)));
 
     client.get(server.url("/other")).send().await.unwrap_err();
     assert_eq!(server.hits("/other"), 3);
@@ -310,8 +311,28 @@ fn every_file_mistake_names_the_line_and_the_key() {
             "policy.toml:3: unknown key \"hots\" in [[endpoint]] \"x\"",
         ),
         (
-            "[[endpoint]]\nname = \"x\"\nmatch = { methods = [\"GE T\"] }\n",
-            "policy.toml:1: invalid method \"GE T\" in match in [[endpoint]] \"x\"",
+            "[[endpoint]]\nname = \"x\"\nmatch = { methods = [\"post\"] }\n",
+            "policy.toml:3: \"methods\": invalid method \"post\" in match: methods are case-sensitive",
+        ),
+        (
+            "[[endpoint]]\nname = \"x\"\nconnect_timeout = \"1s\"\n",
+            "policy.toml:3: \"connect_timeout\": only the default policy can set it",
+        ),
+        (
+            "[[endpoint]]\nname = \"x\"\n[[endpoint]]\nname = \"x\"\n",
+            "policy.toml:4: \"name\": a policy of this name is already defined",
+        ),
+        (
+            "[[endpoint]]\nname = \"a\"\n[[ endpoint ]]\nattempts = 2\n",
+            "policy.toml:3: missing field `name` in [[endpoint]]",
+        ),
+        (
+            "[default]\nbackoff = { base = \"fast\" }\n",
+            "policy.toml:2: \"base\": invalid duration",
+        ),
+        (
+            "\u{FEFF}\n[endpoint.match]\nhost = \"a\"\n[[endpoint]]\nname = \"x\"\n",
+            "policy.toml:",
         ),
         ("[default\nattempts = 1\n", "policy.toml:1:"),
         ("[sideways]\n", "policy.toml:1: unknown key \"sideways\""),
@@ -325,4 +346,42 @@ fn every_file_mistake_names_the_line_and_the_key() {
             "{text:?}\n  got: {shown}\n  want: {expected}"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hang_under_a_short_deadline_still_trips_the_breaker() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/v1/charges", [Reply::hang()]);
+    let client = Client::builder()
+        .endpoint(
+            "payments",
+            Matcher::new().path("/v1/charges*"),
+            EndpointPolicy::new()
+                .attempts(1)
+                .deadline(Duration::from_secs(2))
+                .breaker_min_calls(2),
+        )
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let err = client
+            .get(server.url("/v1/charges"))
+            .send()
+            .await
+            .unwrap_err();
+        // The call ended at its deadline; its attempt timed out on its own clock, and the
+        // breaker counted that against the endpoint.
+        assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{err:?}");
+        assert_eq!(
+            err.attempts()[0].outcome,
+            resilient_http::AttemptOutcome::Error(ErrorKind::AttemptTimeout)
+        );
+    }
+    let err = client
+        .get(server.url("/v1/charges"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+    assert_eq!(server.hits("/v1/charges"), 2);
 }

@@ -184,6 +184,7 @@ async fn bad_usage_and_bad_files_exit_2_with_nothing_on_stdout() {
         vec!["--repeat", "0", "http://127.0.0.1:1/"],
         vec!["--nope", "http://127.0.0.1:1/"],
         vec!["-H", "no-colon", "http://127.0.0.1:1/"],
+        vec!["-H", "bad name: v", "http://127.0.0.1:1/"],
         vec!["--config", bad_file.as_str(), "http://127.0.0.1:1/"],
     ] {
         let output = probe(&args).await;

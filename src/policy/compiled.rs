@@ -60,6 +60,9 @@ impl CompiledPolicy {
             DEFAULT_ATTEMPT_TIMEOUT,
         )?;
         let total_deadline = positive("deadline", settings.deadline, DEFAULT_TOTAL_DEADLINE)?;
+        // An attempt can never take longer than the whole call; saying so makes a hang time
+        // out as an attempt (which the breaker counts) rather than as the caller's deadline.
+        let attempt_timeout = attempt_timeout.min(total_deadline);
 
         let mut retry = base.retry.to_builder();
         if let Some(attempts) = settings.attempts {

@@ -204,17 +204,26 @@ impl PolicyFile {
         let mut endpoints = Vec::with_capacity(raw.endpoint.len());
         for (index, endpoint) in raw.endpoint.into_iter().enumerate() {
             let name = endpoint.name.clone();
-            let at = |message: String| {
-                let line = endpoint_line(text, index);
+            let at = |key: &str, message: &str| {
+                let line = endpoint_line(text, index, key);
                 Error::invalid_config(format!(
-                    "{origin}:{line}: {message} in [[endpoint]] {name:?}"
+                    "{origin}:{line}: {key:?}: {message} in [[endpoint]] {name:?}"
                 ))
             };
+            if endpoints.iter().any(|(other, _, _)| *other == name) || name == "default" {
+                return Err(at("name", "a policy of this name is already defined"));
+            }
+            if endpoint.connect_timeout.is_some() {
+                return Err(at(
+                    "connect_timeout",
+                    "only the default policy can set it (reqwest sets it per client)",
+                ));
+            }
             let mut matcher = Matcher::new();
             if let Some(host) = &endpoint.matcher.host {
                 matcher = matcher
                     .host(host)
-                    .map_err(|e| at(e.detail().unwrap_or("invalid host").into()))?;
+                    .map_err(|e| at("host", e.detail().unwrap_or("invalid host")))?;
             }
             if let Some(path) = &endpoint.matcher.path {
                 matcher = matcher.path(path);
@@ -222,7 +231,7 @@ impl PolicyFile {
             if let Some(methods) = &endpoint.matcher.methods {
                 matcher = matcher
                     .methods(methods)
-                    .map_err(|e| at(e.detail().unwrap_or("invalid method").into()))?;
+                    .map_err(|e| at("methods", e.detail().unwrap_or("invalid method")))?;
             }
             endpoints.push((name, matcher, endpoint.settings()));
         }
@@ -231,12 +240,29 @@ impl PolicyFile {
 }
 
 /// The line of the `index`-th `[[endpoint]]` header.
-fn endpoint_line(text: &str, index: usize) -> usize {
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| line.trim_start().starts_with("[[endpoint]]"))
+fn endpoint_line(text: &str, index: usize, key: &str) -> usize {
+    let line_of = |at: usize| text.get(..at).map_or(1, |t| t.matches('\n').count() + 1);
+    let Some((start, _)) = headers(text)
+        .filter(|(_, h)| h == "[[endpoint]]")
         .nth(index)
-        .map_or(1, |(n, _)| n + 1)
+    else {
+        return 1;
+    };
+    // The line that sets `key` within this endpoint's table, else its header.
+    let block = text.get(start..).unwrap_or("");
+    let end = headers(block)
+        .skip(1)
+        .find(|(_, h)| h == "[[endpoint]]")
+        .map_or(block.len(), |(at, _)| at);
+    let mut at = start;
+    for line in block.get(..end).unwrap_or("").split_inclusive('\n') {
+        let mentions = line.split(['{', ',', '=']).any(|part| part.trim() == key);
+        if mentions {
+            return line_of(at);
+        }
+        at += line.len();
+    }
+    line_of(start)
 }
 
 /// Turns a TOML error into `file:line: message in [section]`, naming the key.
@@ -246,16 +272,23 @@ fn locate(origin: &str, text: &str, err: &toml::de::Error) -> Error {
         return Error::invalid_config(format!("{origin}: {message}"));
     };
     let offset = span.start.min(text.len());
-    let line = text[..offset].matches('\n').count() + 1;
-    let line_text = text.lines().nth(line - 1).unwrap_or("");
+    let before = text.get(..offset).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    // The key is the last `key =` before the offending value on its line (inline tables
+    // hold several).
+    let line_text = text.get(line_start..offset).unwrap_or("");
     let section = section_at(text, offset);
     let message = match message.strip_prefix("unknown field `") {
         Some(rest) => {
             let key = rest.split('`').next().unwrap_or(rest);
             format!("unknown key {key:?}")
         }
-        None => match line_text.split_once('=') {
-            Some((key, _)) => format!("{} {message}", quoted(key.trim())),
+        None => match line_text.rsplit_once('=') {
+            Some((key, _)) => {
+                let key = key.rsplit(['{', ',']).next().unwrap_or(key).trim();
+                format!("{} {message}", quoted(key))
+            }
             None => message.to_owned(),
         },
     };
@@ -268,29 +301,77 @@ fn quoted(key: &str) -> String {
 
 /// The table that holds byte `offset`: `[default.backoff]`, or `[[endpoint]] "payments"`.
 fn section_at(text: &str, offset: usize) -> String {
-    // Headers before the offending line: a mistake in a header line belongs to the level above.
-    let before = &text[..text[..offset].rfind('\n').map_or(0, |i| i + 1)];
-    let header = before
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|line| line.starts_with('['))
-        .unwrap_or("the top level");
+    let line_start = text
+        .get(..offset)
+        .and_then(|t| t.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let line_end = text
+        .get(offset..)
+        .and_then(|t| t.find('\n'))
+        .map_or(text.len(), |i| offset + i);
+    // A mistake in a header line is about that table (a missing key, say); one in a key line
+    // belongs to the header above it.
+    let current = text.get(line_start..line_end).unwrap_or("").trim();
+    let upto = if is_header(current) {
+        line_end
+    } else {
+        line_start
+    };
+    let before = text.get(..upto).unwrap_or("");
+    let Some((header_at, header)) = headers(before).last() else {
+        return "the top level".to_owned();
+    };
     if !header.starts_with("[[endpoint]]") && !header.starts_with("[endpoint.") {
-        return header.to_owned();
+        return header;
     }
     // The endpoint's name may come after the offending line: look through its whole table.
-    let start = before.rfind("[[endpoint]]").unwrap_or(0);
-    let block = &text[start..];
-    let end = block[1..]
-        .find("[[endpoint]]")
-        .map_or(block.len(), |i| i + 1);
-    let name = block[..end].lines().find_map(|line| {
-        let (key, value) = line.split_once('=')?;
-        (key.trim() == "name").then(|| value.trim().trim_matches('"').to_owned())
-    });
-    match name {
+    let start = headers(before)
+        .filter(|(_, h)| h == "[[endpoint]]")
+        .last()
+        .map_or(header_at, |(at, _)| at);
+    let after = text.get(start..).unwrap_or("");
+    let end = headers(after)
+        .skip(1)
+        .find(|(_, h)| h == "[[endpoint]]")
+        .map_or(after.len(), |(at, _)| at);
+    match endpoint_name(after.get(..end).unwrap_or("")) {
         Some(name) => format!("[[endpoint]] {name:?}"),
         None => "[[endpoint]]".to_owned(),
     }
+}
+
+fn is_header(line: &str) -> bool {
+    line.starts_with('[')
+}
+
+/// Table headers with their byte offsets, spaces removed (`[[ endpoint ]]` is valid TOML).
+fn headers(text: &str) -> impl Iterator<Item = (usize, String)> + '_ {
+    let mut at = 0;
+    text.split_inclusive('\n').filter_map(move |line| {
+        let start = at;
+        at += line.len();
+        let trimmed = line.trim();
+        is_header(trimmed).then(|| {
+            let header: String = trimmed
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            (start, header)
+        })
+    })
+}
+
+/// The `name = "..."` of an endpoint table (comments and spacing allowed).
+fn endpoint_name(block: &str) -> Option<String> {
+    block.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        if key.trim() != "name" {
+            return None;
+        }
+        let value = value.trim().strip_prefix('"')?;
+        Some(value.split('"').next().unwrap_or(value).to_owned())
+    })
 }

@@ -54,9 +54,17 @@ impl Matcher {
         let parsed = methods
             .into_iter()
             .map(|m| {
-                Method::from_bytes(m.as_ref().as_bytes()).map_err(|_| {
-                    Error::invalid_config(format!("invalid method {:?} in match", m.as_ref()))
-                })
+                let m = m.as_ref();
+                // Methods are case-sensitive: "post" would be an extension method that never
+                // matches POST, silently skipping the rule.
+                if m.bytes().any(|b| b.is_ascii_lowercase()) {
+                    return Err(Error::invalid_config(format!(
+                        "invalid method {m:?} in match: methods are case-sensitive, write {:?}",
+                        m.to_ascii_uppercase()
+                    )));
+                }
+                Method::from_bytes(m.as_bytes())
+                    .map_err(|_| Error::invalid_config(format!("invalid method {m:?} in match")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.methods = Some(parsed);
@@ -76,14 +84,25 @@ impl Matcher {
             _ => (pattern, None),
         };
         let (name, wildcard) = match name.strip_prefix("*.") {
-            Some(rest) => (format!(".{rest}"), true),
-            None => (name.to_owned(), false),
+            Some(rest) => (rest, true),
+            None => (name, false),
         };
-        if name.is_empty() || name == "." || name.contains(['*', '/', ' ']) {
+        if name.is_empty() || name.contains(['*', '/', ' ', '@', '?', '#']) {
             return Err(bad());
         }
+        // The form URLs hold: lowercase, punycode, compressed IPv6, no trailing dot.
+        let canonical = Url::parse(&format!("http://{name}/"))
+            .ok()
+            .and_then(|url| url.host_str().map(|h| h.trim_end_matches('.').to_owned()))
+            .filter(|h| !h.is_empty())
+            .ok_or_else(bad)?;
+        let name = if wildcard {
+            format!(".{canonical}")
+        } else {
+            canonical
+        };
         self.host = Some(HostPattern {
-            name: name.to_ascii_lowercase(),
+            name,
             wildcard,
             port,
         });
@@ -110,6 +129,8 @@ impl Matcher {
             let Some(actual) = url.host_str() else {
                 return false;
             };
+            // `api.example.com.` is the same host as `api.example.com`.
+            let actual = actual.strip_suffix('.').unwrap_or(actual);
             let name_ok = if host.wildcard {
                 actual.len() > host.name.len()
                     && actual
@@ -156,6 +177,11 @@ mod tests {
         assert!(!port.matches(&Method::GET, &url("http://api.example.com/")));
         let ip = Matcher::new().host("127.0.0.1:8080").unwrap();
         assert!(ip.matches(&Method::GET, &url("http://127.0.0.1:8080/a")));
+        let v6 = Matcher::new().host("[0:0::1]").unwrap();
+        assert!(v6.matches(&Method::GET, &url("http://[::1]:9/")));
+        let idn = Matcher::new().host("bücher.de").unwrap();
+        assert!(idn.matches(&Method::GET, &url("https://bücher.de/")));
+        assert!(exact.matches(&Method::GET, &url("https://api.example.com./x")));
         assert!(Matcher::new().host("*").is_err());
         assert!(Matcher::new().host("a.com:http").is_err());
     }
@@ -173,5 +199,6 @@ mod tests {
         assert!(exact.matches(&Method::GET, &url("http://h/health?x=1")));
         assert!(!exact.matches(&Method::GET, &url("http://h/health/deep")));
         assert!(Matcher::new().methods(["GE T"]).is_err());
+        assert!(Matcher::new().methods(["post"]).is_err());
     }
 }

@@ -143,12 +143,8 @@ where
                                 .with_history(std::mem::take(this.history))
                                 .with_policy(this.policy.name());
                             let error = match *this.deadline {
-                                Some((_, budget))
-                                    if error.kind() == ErrorKind::DeadlineExceeded =>
-                                {
-                                    error.with_limit(budget)
-                                }
-                                _ => error,
+                                Some((at, budget)) => deadline_error(error, at, budget),
+                                None => error,
                             };
                             return Poll::Ready(Err(error));
                         }
@@ -191,6 +187,25 @@ where
         }
     }
 }
+
+/// A call that ended at its deadline says so, with the whole budget as its limit, even when
+/// its last attempt timed out on its own clock (which the breaker below counted as the
+/// endpoint's failure).
+fn deadline_error(error: Error, deadline: Instant, budget: Duration) -> Error {
+    let at_deadline = error.kind() == ErrorKind::DeadlineExceeded
+        || (error.kind() == ErrorKind::AttemptTimeout
+            && Instant::now() + DEADLINE_SLACK >= deadline);
+    if at_deadline {
+        error
+            .with_kind(ErrorKind::DeadlineExceeded)
+            .with_limit(budget)
+    } else {
+        error
+    }
+}
+
+/// How close to the deadline an attempt's timeout must end to be the deadline's doing.
+const DEADLINE_SLACK: Duration = Duration::from_millis(10);
 
 /// What is known when an attempt has failed.
 struct Decision<'a> {

@@ -29,8 +29,10 @@ impl<S> Retry<S> {
     }
 
     /// Also bounds each call, retries and sleeps included, by `deadline` (or the request's
-    /// own timeout, if shorter), as a [`TotalDeadline`](crate::timeout::TotalDeadline) above it
-    /// would, without a layer of its own.
+    /// own timeout, if shorter), without a [`TotalDeadline`](crate::timeout::TotalDeadline)
+    /// layer: it never sleeps past it and passes what is left down as the request timeout.
+    /// Unlike that layer it has no timer of its own, so the service below must honour the
+    /// request timeout (an [`AttemptTimeout`](crate::timeout::AttemptTimeout) over reqwest does).
     pub fn with_deadline(mut self, deadline: Option<Duration>) -> Self {
         self.deadline = deadline;
         self

@@ -4,6 +4,9 @@ use std::time::Duration;
 use tower::{Layer, Service};
 
 use super::AttemptTimeoutFuture;
+
+/// How much nearer than the attempt timeout the deadline must be to count as the reason.
+const DEADLINE_SLACK: Duration = Duration::from_millis(10);
 use crate::error::Error;
 
 /// Bounds each attempt, body included; see the [module docs](super).
@@ -67,7 +70,10 @@ where
     fn call(&mut self, mut request: reqwest::Request) -> Self::Future {
         // The request's own timeout is what is left of the total budget (see module docs).
         let (limit, by_deadline) = match request.timeout() {
-            Some(&left) if left < self.timeout => (left, true),
+            // Only a deadline that is clearly the nearer limit makes this a deadline error: an
+            // attempt that had (almost) its full time timed out on its own, and the circuit
+            // breaker must count it.
+            Some(&left) if left < self.timeout => (left, left + DEADLINE_SLACK < self.timeout),
             _ => (self.timeout, false),
         };
         if limit.is_zero() {
