@@ -84,7 +84,7 @@ fn begin(mut stack: Stack, request: reqwest::Request) -> State {
     let mut cx = Context::from_waker(Waker::noop());
     match stack.poll_ready(&mut cx) {
         Poll::Ready(Ok(())) => State::Running {
-            future: stack.call(request),
+            future: stack.call_once(request),
         },
         Poll::Ready(Err(error)) => State::Failed { error: Some(error) },
         Poll::Pending => State::Waiting {

@@ -56,7 +56,26 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: reqwest::Request) -> Self::Future {
+    fn call(&mut self, request: reqwest::Request) -> Self::Future {
+        // Call the service that was polled ready; keep it for the retries.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Retry {
+            inner,
+            policy: self.policy.clone(),
+            deadline: self.deadline,
+        }
+        .call_once(request)
+    }
+}
+
+impl<S> Retry<S>
+where
+    S: Service<reqwest::Request, Response = reqwest::Response, Error = Error> + Clone,
+{
+    /// [`call`](Service::call) for a service used once (polled ready before): no copy of the
+    /// inner service is made.
+    pub(crate) fn call_once(self, mut request: reqwest::Request) -> ResponseFuture<S> {
         let started = Instant::now();
         let policy = &self.policy;
         if policy.generate_idempotency_key
@@ -83,14 +102,12 @@ where
             *request.timeout_mut() = budget;
         }
         let deadline = budget.and_then(|budget| started.checked_add(budget));
-        // Call the service that was polled ready; keep it for the retries.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = self.inner;
         let future = inner.call(request);
         ResponseFuture::new(
             future,
             inner,
-            self.policy.clone(),
+            self.policy,
             spare,
             may_repeat,
             started,
