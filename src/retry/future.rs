@@ -122,6 +122,7 @@ where
                         }
                         Err(error) => error,
                     };
+                    let retry_after = error.retry_after().is_some();
                     let next = Decision {
                         policy: this.policy,
                         attempts: *this.attempts,
@@ -133,12 +134,36 @@ where
                     .decide(error, this.delays);
                     match next {
                         Ok(delay) => {
+                            tracing::debug!(
+                                attempt = *this.attempts,
+                                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                                retry_after,
+                                policy = this.policy.name().map(|n| &**n),
+                                "retry scheduled"
+                            );
                             *this.delay_before = delay;
                             this.state.set(State::Sleeping {
                                 sleep: Box::pin(sleep(delay)),
                             });
                         }
-                        Err(error) => {
+                        Err((error, skip)) => {
+                            // A permanent outcome is the caller's to see; a retry skipped for
+                            // any other reason is worth an operator's attention.
+                            if matches!(skip, Skip::Permanent | Skip::Final) {
+                                tracing::debug!(
+                                    attempt = *this.attempts,
+                                    reason = skip.as_str(),
+                                    policy = this.policy.name().map(|n| &**n),
+                                    "not retried"
+                                );
+                            } else {
+                                tracing::info!(
+                                    attempt = *this.attempts,
+                                    reason = skip.as_str(),
+                                    policy = this.policy.name().map(|n| &**n),
+                                    "retry skipped"
+                                );
+                            }
                             let error = error
                                 .with_history(std::mem::take(this.history))
                                 .with_policy(this.policy.name());
@@ -207,6 +232,36 @@ fn deadline_error(error: Error, deadline: Instant, budget: Duration) -> Error {
 /// How close to the deadline an attempt's timeout must end to be the deadline's doing.
 const DEADLINE_SLACK: Duration = Duration::from_millis(10);
 
+/// Why a failed attempt was not retried (the `reason` of the tracing event).
+#[derive(Clone, Copy, Debug)]
+enum Skip {
+    /// Permanent: retrying cannot help.
+    Permanent,
+    /// An outcome that ends the call (open circuit, deadline, ...).
+    Final,
+    Exhausted,
+    NonIdempotent,
+    NotReplayable,
+    RetryAfterAboveCap,
+    Deadline,
+    ScheduleEnded,
+}
+
+impl Skip {
+    fn as_str(self) -> &'static str {
+        match self {
+            Skip::Permanent => "permanent",
+            Skip::Final => "final",
+            Skip::Exhausted => "attempts_exhausted",
+            Skip::NonIdempotent => "non_idempotent",
+            Skip::NotReplayable => "body_not_replayable",
+            Skip::RetryAfterAboveCap => "retry_after_above_cap",
+            Skip::Deadline => "deadline",
+            Skip::ScheduleEnded => "schedule_ended",
+        }
+    }
+}
+
 /// What is known when an attempt has failed.
 struct Decision<'a> {
     policy: &'a RetryPolicy,
@@ -219,9 +274,13 @@ struct Decision<'a> {
 
 impl Decision<'_> {
     /// The delay before the next attempt, or the error to return now.
-    fn decide(self, error: Error, delays: &mut Option<Box<Delays>>) -> Result<Duration, Error> {
+    fn decide(
+        self,
+        error: Error,
+        delays: &mut Option<Box<Delays>>,
+    ) -> Result<Duration, (Error, Skip)> {
         if error.class() != Class::Transient {
-            return Err(error);
+            return Err((error, Skip::Permanent));
         }
         // Retrying cannot help these, or is not ours to decide.
         if matches!(
@@ -232,19 +291,20 @@ impl Decision<'_> {
                 | ErrorKind::BodyNotReplayable
                 | ErrorKind::InvalidConfig
         ) {
-            return Err(error);
+            return Err((error, Skip::Final));
         }
         if self.attempts >= self.policy.max_attempts {
-            return Err(error);
+            return Err((error, Skip::Exhausted));
         }
         if !self.may_repeat && error.delivery() != Delivery::NotSent {
-            return Err(error.with_detail(
+            let error = error.with_detail(
                 "not retried: a non-idempotent request that may have been processed \
                  (send an Idempotency-Key to make it retryable)",
-            ));
+            );
+            return Err((error, Skip::NonIdempotent));
         }
         if !self.replayable {
-            return Err(Error::not_replayable(error));
+            return Err((Error::not_replayable(error), Skip::NotReplayable));
         }
         let delay = match error
             .retry_after()
@@ -258,14 +318,14 @@ impl Decision<'_> {
                         Short(asked),
                         Short(cap)
                     );
-                    return Err(error.with_detail(detail));
+                    return Err((error.with_detail(detail), Skip::RetryAfterAboveCap));
                 }
                 if !self.ends_before_deadline(asked) {
                     let detail = format!(
                         "not retried: the server asked to wait {}, past the deadline",
                         Short(asked)
                     );
-                    return Err(error.with_detail(detail));
+                    return Err((error.with_detail(detail), Skip::Deadline));
                 }
                 asked
             }
@@ -273,7 +333,7 @@ impl Decision<'_> {
                 let delays = delays.get_or_insert_with(|| Box::new(Delays::new(self.policy)));
                 match delays.next(self.attempts) {
                     Some(delay) => delay,
-                    None => return Err(error),
+                    None => return Err((error, Skip::ScheduleEnded)),
                 }
             }
         };
@@ -282,9 +342,10 @@ impl Decision<'_> {
                 "the next retry, in {}, would start past the deadline",
                 Short(delay)
             );
-            return Err(error
+            let error = error
                 .with_kind(ErrorKind::DeadlineExceeded)
-                .with_detail(detail));
+                .with_detail(detail);
+            return Err((error, Skip::Deadline));
         }
         Ok(delay)
     }
