@@ -92,3 +92,21 @@ async fn dropping_the_server_drops_its_connections() {
         .unwrap();
     assert!(result.is_err());
 }
+
+#[tokio::test]
+async fn a_body_can_be_cut_off_by_a_close_or_a_reset() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/close", [Reply::body_then_close(200, "{\"rows\": [1,")]);
+    server.script("/reset", [Reply::body_then_reset(200, "{\"rows\": [1,")]);
+    for path in ["/close", "/reset"] {
+        let response = reqwest::get(server.url(path)).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let err = response.bytes().await.unwrap_err();
+        assert!(
+            err.is_body() || err.is_decode() || err.is_request(),
+            "{path}: {err:?}"
+        );
+    }
+    assert_eq!(server.hits("/close"), 1);
+    assert_eq!(server.hits("/reset"), 1);
+}

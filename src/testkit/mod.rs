@@ -28,7 +28,8 @@
 //!
 //! What a [`Reply`] can do: answer with any status, headers, `Retry-After` (seconds or HTTP
 //! date) and body, after a delay; [hang](Reply::hang) without answering; send the head and
-//! [stall the body](Reply::stall_body); [reset](Reply::reset) the connection with a TCP RST;
+//! [stall the body](Reply::stall_body), or cut it off with a [clean close](Reply::body_then_close)
+//! or a [reset](Reply::body_then_reset); [reset](Reply::reset) the connection with a TCP RST;
 //! [close](Reply::close) it cleanly without answering; or write [raw bytes](Reply::raw), such as
 //! a malformed status line. [`ClosedPort`] gives a URL whose connection is refused.
 

@@ -25,6 +25,8 @@ pub(super) enum Action {
     Reset,
     Close,
     Raw(Bytes),
+    /// Writes the bytes, then resets the connection (TCP RST).
+    RawThenReset(Bytes),
 }
 
 impl Reply {
@@ -79,6 +81,20 @@ impl Reply {
         Reply::new(Action::Raw(bytes.into()))
     }
 
+    /// Sends the head of a `status` response announcing more body than `first`, then `first`,
+    /// then closes the connection cleanly: a body cut off mid-stream.
+    pub fn body_then_close(status: u16, first: impl Into<Bytes>) -> Self {
+        Reply::new(Action::Raw(partial_response(status, &first.into())))
+    }
+
+    /// Like [`body_then_close`](Self::body_then_close), but resets the connection (TCP RST).
+    pub fn body_then_reset(status: u16, first: impl Into<Bytes>) -> Self {
+        Reply::new(Action::RawThenReset(partial_response(
+            status,
+            &first.into(),
+        )))
+    }
+
     /// Waits `delay` before doing anything else (before the response head, for answers).
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
@@ -111,4 +127,15 @@ impl Reply {
         }
         self
     }
+}
+
+/// The bytes of a response head announcing 1 KiB more body than `first`, followed by `first`.
+fn partial_response(status: u16, first: &Bytes) -> Bytes {
+    let mut bytes = format!(
+        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n",
+        first.len() + 1024
+    )
+    .into_bytes();
+    bytes.extend_from_slice(first);
+    Bytes::from(bytes)
 }

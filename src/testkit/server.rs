@@ -175,6 +175,7 @@ enum Takeover {
     Reset,
     Close,
     Raw(Bytes),
+    RawThenReset(Bytes),
 }
 
 async fn serve(stream: TcpStream, state: Arc<State>) {
@@ -218,6 +219,12 @@ fn take_over(mut raw: std::net::TcpStream, takeover: Takeover) -> io::Result<()>
             raw.write_all(&bytes)?;
             raw.shutdown(Shutdown::Write)?;
         }
+        Takeover::RawThenReset(bytes) => {
+            raw.set_nonblocking(false)?;
+            raw.write_all(&bytes)?;
+            raw.flush()?;
+            socket2::SockRef::from(&raw).set_linger(Some(Duration::ZERO))?;
+        }
     }
     Ok(())
 }
@@ -258,6 +265,7 @@ async fn handle(
         Action::Reset => Some(Takeover::Reset),
         Action::Close => Some(Takeover::Close),
         Action::Raw(bytes) => Some(Takeover::Raw(bytes)),
+        Action::RawThenReset(bytes) => Some(Takeover::RawThenReset(bytes)),
     };
     if let Some(action) = takeover_action {
         let _ = takeover.send(action);
