@@ -120,10 +120,8 @@ impl Matcher {
 
     /// Whether a request with this method and URL is selected.
     pub fn matches(&self, method: &Method, url: &Url) -> bool {
-        if let Some(methods) = &self.methods {
-            if !methods.contains(method) {
-                return false;
-            }
+        if self.methods.as_ref().is_some_and(|m| !m.contains(method)) {
+            return false;
         }
         if let Some(host) = &self.host {
             let Some(actual) = url.host_str() else {
