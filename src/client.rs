@@ -1,11 +1,10 @@
 //! The facade: `Client::builder() … .build()`, then `client.get(url).send().await`.
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
-
 use std::path::Path;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
@@ -19,8 +18,9 @@ use crate::policy::{CompiledPolicy, EndpointPolicy, Matcher, Policies, PolicyFil
 use crate::retry::{Retry, RetryPolicy};
 use crate::timeout::{AttemptTimeout, DEFAULT_CONNECT_TIMEOUT};
 
-/// The tower service a [`Client`] calls, outermost layer first. [`Client::service`] hands out a
-/// copy for use with `ServiceBuilder` and any other tower middleware.
+/// The layers one request runs through, outermost first, as the [`Client`] builds them from the
+/// request's policy. [`Client::service`] hands out a service that picks the policy and runs
+/// this stack.
 pub type Stack = StackOver<reqwest::Client>;
 
 /// The same layers over another innermost service (reqwest-middleware's next step, say).

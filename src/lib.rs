@@ -35,17 +35,24 @@
 //!
 //! | layer | module | job |
 //! |---|---|---|
-//! | [`TotalDeadline`](timeout::TotalDeadline) | [`timeout`] | one budget for the whole call |
+//! | (policy) | [`policy`] | picks the request's rules: first matching endpoint rule, else the default |
+//! | [`Retry`](retry::Retry) | [`retry`] | backoff, `Retry-After`, idempotency; the total deadline |
+//! | [`CircuitBreaker`](breaker::CircuitBreaker) | [`breaker`] | per endpoint, per attempt |
 //! | [`AttemptTimeout`](timeout::AttemptTimeout) | [`timeout`] | one attempt, body included |
 //! | [`Classify`](classify::Classify) | [`classify`] | success / transient / permanent, sent or not |
 //! | `reqwest::Client` | | the socket |
 //!
-//! Retry and circuit breaker layers slot in between the deadline and the attempt timeout.
-//! [`Client::service`] hands out the stack as a tower service for your own `ServiceBuilder`.
+//! Every layer is a plain `tower::Layer` and works alone; a
+//! [`TotalDeadline`](timeout::TotalDeadline) layer gives a stack of your own a deadline.
+//! [`Client::service`] hands out the whole thing as a tower service for your own
+//! `ServiceBuilder`, and [`middleware::ResilientMiddleware`] for `reqwest_middleware`.
 //!
 //! ## Features
 //!
-//! - `testkit`: [`testkit::FaultServer`], a loopback HTTP server that fails on demand, to test
+//! - `reqwest-middleware` (default): [`middleware::ResilientMiddleware`].
+//! - `backoff`: `backoff` crate schedules for the retry layer (off by default: the crate is
+//!   unmaintained).
+//! - `testkit`: `testkit::FaultServer`, a loopback HTTP server that fails on demand, to test
 //!   your own policies against real failures.
 //! - `json`, `query`, `form`: the matching `reqwest` features, reachable through
 //!   [`RequestBuilder::map`].
