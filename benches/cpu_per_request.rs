@@ -101,6 +101,10 @@ fn stacks() -> Vec<(&'static str, Call)> {
         .build()
         .expect("client");
     let with_timeout = bare.clone();
+    let floor_client = bare.clone();
+    let breakers = resilient_http::breaker::BreakerRegistry::new(
+        resilient_http::breaker::BreakerConfig::default(),
+    );
     let tower_stack = tower::ServiceBuilder::new()
         .retry(CloneRetry(2))
         .timeout(Duration::from_secs(10))
@@ -139,6 +143,36 @@ fn stacks() -> Vec<(&'static str, Call)> {
                         .oneshot(request)
                         .await
                         .is_ok_and(|r| r.status() == 200)
+                })
+            }),
+        ),
+        (
+            // What a fused path could cost at best: the essentials of the full stack written
+            // out by hand (request copy for a retry, per-request timeout, breaker lookup,
+            // admit and record, status check), no layers.
+            "floor-by-hand",
+            Box::new(move |url: String| {
+                let client = floor_client.clone();
+                let breakers = breakers.clone();
+                Box::pin(async move {
+                    let Ok(url) = url.parse::<url::Url>() else {
+                        return false;
+                    };
+                    let breaker =
+                        breakers.get_or_create(&resilient_http::breaker::endpoint_key(&url));
+                    let mut request = reqwest::Request::new(reqwest::Method::GET, url);
+                    let spare = request.try_clone();
+                    *request.timeout_mut() = Some(Duration::from_secs(10));
+                    let Ok(permit) = breaker.try_acquire() else {
+                        return false;
+                    };
+                    let ok = client
+                        .execute(request)
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    permit.success();
+                    drop(spare);
+                    ok
                 })
             }),
         ),
