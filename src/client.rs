@@ -10,6 +10,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
 
 use crate::breaker::{BreakerConfig, BreakerRegistry, CircuitBreaker};
+use crate::call::{Call, Which};
 use crate::classify::{Classifier, Classify, SharedClassifier};
 use crate::error::{Error, ErrorKind};
 use crate::pending::Pending;
@@ -18,12 +19,9 @@ use crate::policy::{CompiledPolicy, EndpointPolicy, Matcher, Policies, PolicyFil
 use crate::retry::{Retry, RetryPolicy};
 use crate::timeout::{AttemptTimeout, DEFAULT_CONNECT_TIMEOUT};
 
-/// The layers one request runs through, outermost first, as the [`Client`] builds them from the
-/// request's policy. [`Client::service`] hands out a service that picks the policy and runs
-/// this stack.
-pub type Stack = StackOver<reqwest::Client>;
-
-/// The same layers over another innermost service (reqwest-middleware's next step, say).
+/// A policy's layers, outermost first, over `S`: what the reqwest-middleware adapter runs
+/// around the rest of the middleware chain. (The client itself does the same work in one
+/// future, [`crate::call`].)
 ///
 /// The total deadline is enforced by the retry layer itself (see [`Retry::with_deadline`]):
 /// one layer less per call than with a separate [`TotalDeadline`](crate::timeout::TotalDeadline).
@@ -106,8 +104,13 @@ impl Client {
 
     /// Sends a request built elsewhere through the stack.
     pub fn execute(&self, request: reqwest::Request) -> Pending {
-        let policy = self.policies.select(request.method(), request.url());
-        Pending::start(policy.wrap(self.http.clone()), request)
+        let index = self.policies.select_index(request.method(), request.url());
+        Pending::call(Call::new(
+            self.http.clone(),
+            self.policies.clone(),
+            Which::Shared(index),
+            request,
+        ))
     }
 
     /// The whole stack as a tower service, for composing with your own middleware. It picks
@@ -489,8 +492,13 @@ impl RequestBuilder {
             Err(error) => return Pending::failed(Error::from(error)),
         };
         let Some(overrides) = self.overrides else {
-            let policy = self.policies.select(request.method(), request.url());
-            return Pending::start(policy.wrap(http), request);
+            let index = self.policies.select_index(request.method(), request.url());
+            return Pending::call(Call::new(
+                http,
+                self.policies,
+                Which::Shared(index),
+                request,
+            ));
         };
         if overrides.deadline.is_some_and(|d| d.is_zero()) {
             let error = Error::new(
@@ -502,9 +510,9 @@ impl RequestBuilder {
             .with_request(request.method(), request.url());
             return Pending::failed(error);
         }
-        let policy = match &overrides.policy {
-            Some(name) => match self.policies.by_name(name) {
-                Some(policy) => policy,
+        let index = match &overrides.policy {
+            Some(name) => match self.policies.index_of(name) {
+                Some(index) => index,
                 None => {
                     let error = Error::new(
                         ErrorKind::InvalidRequest,
@@ -516,9 +524,15 @@ impl RequestBuilder {
                     return Pending::failed(error);
                 }
             },
-            None => self.policies.select(request.method(), request.url()),
+            None => self.policies.select_index(request.method(), request.url()),
         };
-        Pending::start(policy.with_overrides(&overrides).wrap(http), request)
+        let which = if overrides.attempts.is_none() && overrides.deadline.is_none() {
+            Which::Shared(index)
+        } else {
+            let policy = self.policies.get(index).with_overrides(&overrides);
+            Which::Custom(Box::new(policy))
+        };
+        Pending::call(Call::new(http, self.policies, which, request))
     }
 }
 
@@ -540,7 +554,12 @@ impl tower::Service<reqwest::Request> for PolicyService {
     }
 
     fn call(&mut self, request: reqwest::Request) -> Self::Future {
-        let policy = self.policies.select(request.method(), request.url());
-        Pending::start(policy.wrap(self.http.clone()), request)
+        let index = self.policies.select_index(request.method(), request.url());
+        Pending::call(Call::new(
+            self.http.clone(),
+            self.policies.clone(),
+            Which::Shared(index),
+            request,
+        ))
     }
 }

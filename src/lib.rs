@@ -66,6 +66,7 @@
 )]
 
 pub mod breaker;
+mod call;
 pub mod classify;
 mod client;
 mod error;
@@ -80,7 +81,7 @@ pub mod retry;
 pub mod testkit;
 pub mod timeout;
 
-pub use client::{Client, ClientBuilder, PolicyService, RequestBuilder, Stack};
+pub use client::{Client, ClientBuilder, PolicyService, RequestBuilder};
 pub use error::{Attempt, AttemptOutcome, BoxError, Error, ErrorKind};
 pub use pending::Pending;
 

@@ -36,6 +36,15 @@ impl CircuitBreakerLayer {
         }
     }
 
+    /// The breaker for requests to `url`: the fixed key's, or the endpoint's.
+    pub(crate) fn breaker_for(&self, url: &url::Url) -> Option<Arc<super::state::Breaker>> {
+        let registry = self.registry.as_ref()?;
+        Some(match &self.key {
+            Some(key) => registry.breaker(key),
+            None => registry.breaker_for(url),
+        })
+    }
+
     /// The breakers, to read and steer; `None` when disabled.
     pub fn registry(&self) -> Option<&BreakerRegistry> {
         self.registry.as_ref()

@@ -47,14 +47,16 @@ mod future;
 mod layer;
 mod registry;
 mod service;
-mod state;
+pub(crate) mod state;
 mod window;
 
 pub use config::{BreakerConfig, BreakerConfigBuilder, StateChange, Window};
 pub use future::ResponseFuture;
+pub(crate) use future::verdict;
 pub use layer::CircuitBreakerLayer;
 pub use registry::{BreakerHandle, BreakerRegistry, CallPermit, endpoint_key};
 pub use service::CircuitBreaker;
+pub(crate) use state::Breaker;
 pub use window::WindowCounts;
 
 /// A breaker's state.

@@ -152,6 +152,7 @@ impl Breaker {
         }
     }
 
+    #[inline]
     pub(crate) fn key(&self) -> &Arc<str> {
         &self.key
     }

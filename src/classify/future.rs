@@ -96,31 +96,46 @@ where
                 Err(other) => return Poll::Ready(Err(foreign(other, this.method))),
             },
         };
-        let verdict = this.classifier.classify(this.method, result.as_ref());
-        let duration = this.started.elapsed();
-        let (error, outcome) = match result {
-            Ok(response) if verdict.class == Class::Success => return Poll::Ready(Ok(response)),
-            Ok(response) => {
-                let outcome = AttemptOutcome::Status(response.status());
-                (
-                    Error::from_response(response, verdict.class, verdict.delivery),
-                    outcome,
-                )
-            }
-            Err(source) => {
-                let kind = analyze(&source).kind;
-                // A transport error has no response to hand back, so "success" cannot stand.
-                let class = match verdict.class {
-                    Class::Success => Class::Permanent,
-                    class => class,
-                };
-                let error = Error::from_reqwest(source, kind, class, verdict.delivery);
-                (error, AttemptOutcome::Error(kind))
-            }
-        };
-        let attempt = Attempt::first(duration, outcome, error.class(), verdict.delivery);
-        let mut error = error.with_history(vec![attempt]);
-        error.set_method(this.method.clone());
-        Poll::Ready(Err(error))
+        Poll::Ready(outcome(
+            this.classifier,
+            this.method,
+            result,
+            this.started.elapsed(),
+        ))
     }
+}
+
+/// One attempt's result, classified: a success stays a response; anything else becomes an
+/// [`Error`] with a one-entry history. Shared with the client's single-future path.
+pub(crate) fn outcome<C: Classifier + ?Sized>(
+    classifier: &C,
+    method: &Method,
+    result: Result<reqwest::Response, reqwest::Error>,
+    duration: std::time::Duration,
+) -> Result<reqwest::Response, Error> {
+    let verdict = classifier.classify(method, result.as_ref());
+    let (error, outcome) = match result {
+        Ok(response) if verdict.class == Class::Success => return Ok(response),
+        Ok(response) => {
+            let outcome = AttemptOutcome::Status(response.status());
+            (
+                Error::from_response(response, verdict.class, verdict.delivery),
+                outcome,
+            )
+        }
+        Err(source) => {
+            let kind = analyze(&source).kind;
+            // A transport error has no response to hand back, so "success" cannot stand.
+            let class = match verdict.class {
+                Class::Success => Class::Permanent,
+                class => class,
+            };
+            let error = Error::from_reqwest(source, kind, class, verdict.delivery);
+            (error, AttemptOutcome::Error(kind))
+        }
+    };
+    let attempt = Attempt::first(duration, outcome, error.class(), verdict.delivery);
+    let mut error = error.with_history(vec![attempt]);
+    error.set_method(method.clone());
+    Err(error)
 }

@@ -47,6 +47,7 @@ mod service;
 mod transport;
 
 pub use default::DefaultClassifier;
+pub(crate) use future::outcome;
 pub use future::{ResponseFuture, TransportError};
 pub use layer::ClassifyLayer;
 pub use service::Classify;

@@ -139,7 +139,7 @@ impl CompiledPolicy {
         })
     }
 
-    /// The stack for one call, over `inner` (normally the `reqwest::Client`).
+    /// This policy as tower layers over `inner`, for one call (the reqwest-middleware path).
     pub(crate) fn wrap<S>(&self, inner: S) -> StackOver<S> {
         let classified = ClassifyLayer::new(self.classifier.clone()).layer(inner);
         // reqwest enforces the request timeout these layers set, body included, and the retry
@@ -155,6 +155,27 @@ impl CompiledPolicy {
 
     pub(crate) fn breakers(&self) -> Option<&BreakerRegistry> {
         self.breaker.registry()
+    }
+
+    pub(crate) fn attempt_timeout(&self) -> Duration {
+        self.attempt_timeout
+    }
+
+    pub(crate) fn total_deadline(&self) -> Duration {
+        self.total_deadline
+    }
+
+    pub(crate) fn classifier(&self) -> &SharedClassifier {
+        &self.classifier
+    }
+
+    pub(crate) fn retry_policy(&self) -> Arc<RetryPolicy> {
+        self.retry.shared()
+    }
+
+    /// The breaker that guards requests to `url` under this policy, if breakers are on.
+    pub(crate) fn breaker_for(&self, url: &Url) -> Option<Arc<crate::breaker::Breaker>> {
+        self.breaker.breaker_for(url)
     }
 
     /// This policy with per-request changes.
@@ -190,10 +211,32 @@ pub(crate) struct Policies {
 impl Policies {
     /// The first endpoint rule that matches, else the default.
     pub(crate) fn select(&self, method: &Method, url: &Url) -> &CompiledPolicy {
+        self.get(self.select_index(method, url))
+    }
+
+    /// The index of the first endpoint rule that matches; `None` for the default.
+    pub(crate) fn select_index(&self, method: &Method, url: &Url) -> Option<usize> {
         self.endpoints
             .iter()
-            .find(|(matcher, _)| matcher.matches(method, url))
+            .position(|(matcher, _)| matcher.matches(method, url))
+    }
+
+    /// An endpoint rule's policy by index; the default for `None` (or an index out of range).
+    pub(crate) fn get(&self, index: Option<usize>) -> &CompiledPolicy {
+        index
+            .and_then(|i| self.endpoints.get(i))
             .map_or(&self.default, |(_, policy)| policy)
+    }
+
+    /// The index of the policy called `name` (`Some(None)` for the default).
+    pub(crate) fn index_of(&self, name: &str) -> Option<Option<usize>> {
+        if &*self.default.name == name {
+            return Some(None);
+        }
+        self.endpoints
+            .iter()
+            .position(|(_, policy)| &*policy.name == name)
+            .map(Some)
     }
 
     pub(crate) fn by_name(&self, name: &str) -> Option<&CompiledPolicy> {

@@ -24,6 +24,10 @@ impl RetryLayer {
     pub fn policy(&self) -> &RetryPolicy {
         &self.policy
     }
+
+    pub(crate) fn shared(&self) -> Arc<RetryPolicy> {
+        self.policy.clone()
+    }
 }
 
 impl<S> Layer<S> for RetryLayer {

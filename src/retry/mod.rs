@@ -76,6 +76,7 @@ mod layer;
 mod policy;
 pub(crate) mod retry_after;
 mod service;
+pub(crate) mod state;
 
 pub use self::backoff::{Backoff, Jitter};
 pub use future::ResponseFuture;

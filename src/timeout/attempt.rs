@@ -7,7 +7,7 @@ use super::AttemptTimeoutFuture;
 
 /// How much nearer than the attempt timeout the deadline must be to count as the reason.
 const DEADLINE_SLACK: Duration = Duration::from_millis(10);
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// Bounds each attempt, body included; see the [module docs](super).
 #[derive(Clone, Copy, Debug)]
@@ -55,6 +55,31 @@ pub struct AttemptTimeout<S> {
     backstop: bool,
 }
 
+/// An attempt's time limit: `timeout`, or what is left of the budget (the request's own
+/// timeout, see the module docs) if that is less; and whether the budget is the reason.
+pub(crate) fn attempt_limit(timeout: Duration, left: Option<&Duration>) -> (Duration, bool) {
+    match left {
+        // Only a deadline that is clearly the nearer limit makes this a deadline error: an
+        // attempt that had (almost) its full time timed out on its own, and the circuit
+        // breaker must count it.
+        Some(&left) if left < timeout => (left, left + DEADLINE_SLACK < timeout),
+        _ => (timeout, false),
+    }
+}
+
+/// A timeout error of an attempt that had `limit`, named for the limit that was nearer.
+pub(crate) fn timed_out(error: Error, limit: Duration, by_deadline: bool) -> Error {
+    if error.kind() != ErrorKind::AttemptTimeout {
+        return error;
+    }
+    let error = error.with_limit(limit);
+    if by_deadline {
+        error.into_deadline_exceeded()
+    } else {
+        error
+    }
+}
+
 impl<S> Service<reqwest::Request> for AttemptTimeout<S>
 where
     S: Service<reqwest::Request, Response = reqwest::Response, Error = Error>,
@@ -68,14 +93,7 @@ where
     }
 
     fn call(&mut self, mut request: reqwest::Request) -> Self::Future {
-        // The request's own timeout is what is left of the total budget (see module docs).
-        let (limit, by_deadline) = match request.timeout() {
-            // Only a deadline that is clearly the nearer limit makes this a deadline error: an
-            // attempt that had (almost) its full time timed out on its own, and the circuit
-            // breaker must count it.
-            Some(&left) if left < self.timeout => (left, left + DEADLINE_SLACK < self.timeout),
-            _ => (self.timeout, false),
-        };
+        let (limit, by_deadline) = attempt_limit(self.timeout, request.timeout());
         if limit.is_zero() {
             return AttemptTimeoutFuture::expired(&request, limit);
         }

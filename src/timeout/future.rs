@@ -12,6 +12,21 @@ use super::BACKSTOP_GRACE;
 use crate::classify::{Class, Delivery};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind};
 
+/// The error of an attempt that had no time left, so was not sent.
+pub(crate) fn expired(request: &reqwest::Request, limit: Duration) -> Error {
+    let kind = ErrorKind::DeadlineExceeded;
+    let attempt = Attempt::first(
+        Duration::ZERO,
+        AttemptOutcome::Error(kind),
+        Class::Transient,
+        Delivery::NotSent,
+    );
+    Error::new(kind, Class::Transient, Delivery::NotSent)
+        .with_limit(limit)
+        .with_history(vec![attempt])
+        .with_request(request.method(), request.url())
+}
+
 /// When a backstop fires: `limit` plus the grace after `started`, or (for limits like
 /// `Duration::MAX`) a date so far away that it never comes, instead of overflowing.
 fn backstop_at(started: Instant, limit: Duration) -> Instant {
@@ -69,19 +84,10 @@ impl<F> AttemptTimeoutFuture<F> {
 
     /// No time is left: fails at once, without sending `request`.
     pub(super) fn expired(request: &reqwest::Request, limit: Duration) -> Self {
-        let kind = ErrorKind::DeadlineExceeded;
-        let attempt = Attempt::first(
-            Duration::ZERO,
-            AttemptOutcome::Error(kind),
-            Class::Transient,
-            Delivery::NotSent,
-        );
-        let error = Error::new(kind, Class::Transient, Delivery::NotSent)
-            .with_limit(limit)
-            .with_history(vec![attempt])
-            .with_request(request.method(), request.url());
         AttemptTimeoutFuture {
-            state: AttemptState::Expired { error: Some(error) },
+            state: AttemptState::Expired {
+                error: Some(expired(request, limit)),
+            },
             method: request.method().clone(),
             limit,
             by_deadline: true,
@@ -110,17 +116,11 @@ where
             }
             AttemptStateProj::Running { inner, backstop } => {
                 if let Poll::Ready(result) = inner.poll(cx) {
-                    return Poll::Ready(result.map_err(|error| {
-                        if error.kind() != ErrorKind::AttemptTimeout {
-                            return error;
-                        }
-                        let error = error.with_limit(*this.limit);
-                        if *this.by_deadline {
-                            error.into_deadline_exceeded()
-                        } else {
-                            error
-                        }
-                    }));
+                    let (limit, by_deadline) = (*this.limit, *this.by_deadline);
+                    return Poll::Ready(
+                        result
+                            .map_err(|error| super::attempt::timed_out(error, limit, by_deadline)),
+                    );
                 }
                 let Some((sleep, started)) = backstop.as_mut() else {
                     return Poll::Pending;

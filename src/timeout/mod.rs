@@ -36,7 +36,9 @@ mod deadline;
 mod future;
 
 pub use attempt::{AttemptTimeout, AttemptTimeoutLayer};
+pub(crate) use attempt::{attempt_limit, timed_out};
 pub use deadline::{TotalDeadline, TotalDeadlineLayer};
+pub(crate) use future::expired;
 pub use future::{AttemptTimeoutFuture, TotalDeadlineFuture};
 
 /// How long after its limit a layer's own timer fires; see the [module docs](self).

@@ -1,0 +1,382 @@
+//! A call's retry bookkeeping, shared by the [`Retry`](super::Retry) layer and the client's
+//! own single-future path: preparing the first attempt, recording each attempt, deciding what
+//! comes next, and preparing the next request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::time::Instant;
+
+use super::RetryHistory;
+use super::delays::Delays;
+use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
+use crate::classify::{Class, Delivery};
+use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
+
+/// What follows an attempt.
+pub(crate) enum Next {
+    /// Sleep this long, then send [`RetryState::next_request`].
+    Retry(Duration),
+    /// The call is over.
+    Done(Result<reqwest::Response, Error>),
+}
+
+pub(crate) struct RetryState {
+    policy: Arc<RetryPolicy>,
+    // The copy the next attempt sends; `None` when the body cannot be copied. Not boxed: a
+    // large allocation per call costs more than moving it.
+    spare: Option<reqwest::Request>,
+    may_repeat: bool,
+    started: Instant,
+    attempt_started: Instant,
+    // When the call must end, and the budget that led there (for errors).
+    deadline: Option<(Instant, Duration)>,
+    // Attempts started so far.
+    attempts: u32,
+    delay_before: Duration,
+    history: Vec<Attempt>,
+    delays: Option<Box<Delays>>,
+}
+
+impl RetryState {
+    /// Prepares `request` for its first attempt: an `Idempotency-Key` if the policy adds
+    /// them, the copy for a retry, and the time budget (`deadline`, or the request's own
+    /// timeout if shorter) in the request's timeout, where the attempt timeout finds it.
+    pub(crate) fn start(
+        policy: Arc<RetryPolicy>,
+        deadline: Option<Duration>,
+        request: &mut reqwest::Request,
+    ) -> Self {
+        let started = Instant::now();
+        if policy.generate_idempotency_key
+            && policy.max_attempts > 1
+            && !is_idempotent(request.method())
+            && !request.headers().contains_key(IDEMPOTENCY_KEY)
+        {
+            request.headers_mut().insert(IDEMPOTENCY_KEY, random_key());
+        }
+        let may_repeat = policy.may_repeat(request.method(), request.headers());
+        // The one copy a retrying stack cannot avoid; skipped when no retry is possible. Made
+        // before the budget is set below, so it does not copy that (each retry sets its own).
+        let spare = if policy.max_attempts > 1 {
+            request.try_clone()
+        } else {
+            None
+        };
+        let budget = match (request.timeout().copied(), deadline) {
+            (Some(asked), Some(own)) => Some(asked.min(own)),
+            (asked, own) => asked.or(own),
+        };
+        if deadline.is_some() {
+            *request.timeout_mut() = budget;
+        }
+        let deadline = budget.and_then(|budget| started.checked_add(budget).map(|at| (at, budget)));
+        RetryState {
+            policy,
+            spare,
+            may_repeat,
+            started,
+            attempt_started: started,
+            deadline,
+            attempts: 1,
+            delay_before: Duration::ZERO,
+            history: Vec::new(),
+            delays: None,
+        }
+    }
+
+    /// When the current attempt started.
+    pub(crate) fn attempt_started(&self) -> Instant {
+        self.attempt_started
+    }
+
+    /// Records how an attempt ended and decides what comes next.
+    pub(crate) fn finish_attempt(&mut self, result: Result<reqwest::Response, Error>) -> Next {
+        let (outcome, class, delivery) = match &result {
+            // A first-try success, the common case, records nothing.
+            Ok(_) if self.history.is_empty() => return Next::Done(result),
+            Ok(response) => (
+                AttemptOutcome::Status(response.status()),
+                Class::Success,
+                Delivery::Delivered,
+            ),
+            Err(error) => (error.outcome(), error.class(), error.delivery()),
+        };
+        let now = Instant::now();
+        self.history.push(Attempt {
+            number: self.attempts,
+            started_after: self.attempt_started.duration_since(self.started),
+            duration: now.duration_since(self.attempt_started),
+            delay_before: self.delay_before,
+            outcome,
+            class,
+            delivery,
+        });
+        let error = match result {
+            Ok(mut response) => {
+                let history = RetryHistory(std::mem::take(&mut self.history));
+                response.extensions_mut().insert(history);
+                return Next::Done(Ok(response));
+            }
+            Err(error) => error,
+        };
+        let retry_after = error.retry_after().is_some();
+        let decision = Decision {
+            policy: &self.policy,
+            attempts: self.attempts,
+            may_repeat: self.may_repeat,
+            replayable: self.spare.is_some(),
+            deadline: self.deadline.map(|(at, _)| at),
+            now,
+        }
+        .decide(error, &mut self.delays);
+        let policy_name = self.policy.name().map(|n| &**n);
+        match decision {
+            Ok(delay) => {
+                tracing::debug!(
+                    attempt = self.attempts,
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    retry_after,
+                    policy = policy_name,
+                    "retry scheduled"
+                );
+                self.delay_before = delay;
+                Next::Retry(delay)
+            }
+            Err((error, skip)) => {
+                // A permanent outcome is the caller's to see; a retry skipped for any other
+                // reason is worth an operator's attention.
+                if matches!(skip, Skip::Permanent | Skip::Final) {
+                    tracing::debug!(
+                        attempt = self.attempts,
+                        reason = skip.as_str(),
+                        policy = policy_name,
+                        "not retried"
+                    );
+                } else {
+                    tracing::info!(
+                        attempt = self.attempts,
+                        reason = skip.as_str(),
+                        policy = policy_name,
+                        "retry skipped"
+                    );
+                }
+                Next::Done(Err(self.fail(error)))
+            }
+        }
+    }
+
+    /// The request for the next attempt, with what is left of the budget as its timeout.
+    pub(crate) fn next_request(&mut self) -> Result<reqwest::Request, Error> {
+        let Some(request) = self.spare.take() else {
+            // Unreachable: a retry is only scheduled with a copy in hand.
+            let error = Error::new(
+                ErrorKind::BodyNotReplayable,
+                Class::Permanent,
+                Delivery::NotSent,
+            );
+            return Err(self.fail(error));
+        };
+        let mut request = request;
+        self.attempts += 1;
+        if self.attempts < self.policy.max_attempts {
+            self.spare = request.try_clone();
+        }
+        let now = Instant::now();
+        if let Some((deadline, _)) = self.deadline {
+            *request.timeout_mut() = Some(deadline.saturating_duration_since(now));
+        }
+        self.attempt_started = now;
+        Ok(request)
+    }
+
+    /// The call's final error: its history, its policy, and the deadline if it ran out.
+    pub(crate) fn fail(&mut self, error: Error) -> Error {
+        let error = error
+            .with_history(std::mem::take(&mut self.history))
+            .with_policy(self.policy.name());
+        match self.deadline {
+            Some((at, budget)) => deadline_error(error, at, budget),
+            None => error,
+        }
+    }
+}
+
+/// A random UUID (version 4) as an `Idempotency-Key`.
+fn random_key() -> HeaderValue {
+    let bits = (fastrand::u128(..) & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    let key = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    );
+    // Hex digits and dashes are always a valid header value.
+    HeaderValue::try_from(key).unwrap_or_else(|_| HeaderValue::from_static("invalid-key"))
+}
+
+/// A call that ended at its deadline says so, with the whole budget as its limit, even when
+/// its last attempt timed out on its own clock (which the breaker below counted as the
+/// endpoint's failure).
+fn deadline_error(error: Error, deadline: Instant, budget: Duration) -> Error {
+    let at_deadline = error.kind() == ErrorKind::DeadlineExceeded
+        || (error.kind() == ErrorKind::AttemptTimeout
+            && Instant::now() + DEADLINE_SLACK >= deadline);
+    if at_deadline {
+        error
+            .with_kind(ErrorKind::DeadlineExceeded)
+            .with_limit(budget)
+    } else {
+        error
+    }
+}
+
+/// How close to the deadline an attempt's timeout must end to be the deadline's doing.
+const DEADLINE_SLACK: Duration = Duration::from_millis(10);
+
+/// Why a failed attempt was not retried (the `reason` of the tracing event).
+#[derive(Clone, Copy, Debug)]
+enum Skip {
+    /// Permanent: retrying cannot help.
+    Permanent,
+    /// An outcome that ends the call (open circuit, deadline, ...).
+    Final,
+    Exhausted,
+    NonIdempotent,
+    NotReplayable,
+    RetryAfterAboveCap,
+    Deadline,
+    ScheduleEnded,
+}
+
+impl Skip {
+    fn as_str(self) -> &'static str {
+        match self {
+            Skip::Permanent => "permanent",
+            Skip::Final => "final",
+            Skip::Exhausted => "attempts_exhausted",
+            Skip::NonIdempotent => "non_idempotent",
+            Skip::NotReplayable => "body_not_replayable",
+            Skip::RetryAfterAboveCap => "retry_after_above_cap",
+            Skip::Deadline => "deadline",
+            Skip::ScheduleEnded => "schedule_ended",
+        }
+    }
+}
+
+/// What is known when an attempt has failed.
+struct Decision<'a> {
+    policy: &'a RetryPolicy,
+    attempts: u32,
+    may_repeat: bool,
+    replayable: bool,
+    deadline: Option<Instant>,
+    now: Instant,
+}
+
+impl Decision<'_> {
+    /// The delay before the next attempt, or the error to return now.
+    fn decide(
+        self,
+        error: Error,
+        delays: &mut Option<Box<Delays>>,
+    ) -> Result<Duration, (Error, Skip)> {
+        if error.class() != Class::Transient {
+            return Err((error, Skip::Permanent));
+        }
+        // Retrying cannot help these, or is not ours to decide.
+        if matches!(
+            error.kind(),
+            ErrorKind::DeadlineExceeded
+                | ErrorKind::CircuitOpen
+                | ErrorKind::BudgetExhausted
+                | ErrorKind::BodyNotReplayable
+                | ErrorKind::InvalidConfig
+        ) {
+            return Err((error, Skip::Final));
+        }
+        if self.attempts >= self.policy.max_attempts {
+            return Err((error, Skip::Exhausted));
+        }
+        if !self.may_repeat && error.delivery() != Delivery::NotSent {
+            let error = error.with_detail(
+                "not retried: a non-idempotent request that may have been processed \
+                 (send an Idempotency-Key to make it retryable)",
+            );
+            return Err((error, Skip::NonIdempotent));
+        }
+        if !self.replayable {
+            return Err((Error::not_replayable(error), Skip::NotReplayable));
+        }
+        let delay = match error
+            .retry_after()
+            .filter(|_| error.kind() == ErrorKind::Status)
+        {
+            Some(asked) => {
+                let cap = self.policy.retry_after_cap;
+                if asked > cap {
+                    let detail = format!(
+                        "not retried: the server asked to wait {}, above the {} cap",
+                        Short(asked),
+                        Short(cap)
+                    );
+                    return Err((error.with_detail(detail), Skip::RetryAfterAboveCap));
+                }
+                if !self.ends_before_deadline(asked) {
+                    let detail = format!(
+                        "not retried: the server asked to wait {}, past the deadline",
+                        Short(asked)
+                    );
+                    return Err((error.with_detail(detail), Skip::Deadline));
+                }
+                asked
+            }
+            None => {
+                let delays = delays.get_or_insert_with(|| Box::new(Delays::new(self.policy)));
+                match delays.next(self.attempts) {
+                    Some(delay) => delay,
+                    None => return Err((error, Skip::ScheduleEnded)),
+                }
+            }
+        };
+        if !self.ends_before_deadline(delay) {
+            let detail = format!(
+                "the next retry, in {}, would start past the deadline",
+                Short(delay)
+            );
+            let error = error
+                .with_kind(ErrorKind::DeadlineExceeded)
+                .with_detail(detail);
+            return Err((error, Skip::Deadline));
+        }
+        Ok(delay)
+    }
+
+    fn ends_before_deadline(&self, delay: Duration) -> bool {
+        match self.deadline {
+            None => true,
+            Some(deadline) => self
+                .now
+                .checked_add(delay)
+                .is_some_and(|wake| wake < deadline),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_look_like_uuid_v4_and_differ() {
+        let a = super::random_key();
+        let b = super::random_key();
+        assert_ne!(a, b);
+        let a = a.to_str().unwrap();
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
+    }
+}
