@@ -102,15 +102,9 @@ impl Client {
         self.request(Method::HEAD, url)
     }
 
-    /// Sends a request built elsewhere through the stack.
+    /// Sends a request built elsewhere through its policy.
     pub fn execute(&self, request: reqwest::Request) -> Pending {
-        let index = self.policies.select_index(request.method(), request.url());
-        Pending::call(Call::new(
-            self.http.clone(),
-            self.policies.clone(),
-            Which::Shared(index),
-            request,
-        ))
+        tower::Service::call(&mut self.service(), request)
     }
 
     /// The whole stack as a tower service, for composing with your own middleware. It picks
@@ -549,7 +543,7 @@ impl tower::Service<reqwest::Request> for PolicyService {
     type Future = Pending;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Each call builds its policy's stack, which waits for nothing (see `Pending`).
+        // A call waits for nothing before it starts: reqwest's client is always ready.
         Poll::Ready(Ok(()))
     }
 
