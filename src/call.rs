@@ -40,12 +40,11 @@ pin_project! {
         #[pin]
         attempt: Option<ReqwestFuture>,
         sleep: Option<Pin<Box<Sleep>>>,
-        // The request to send next: the first one until the first poll, then each retry's.
-        next: Option<reqwest::Request>,
         http: reqwest::Client,
         policies: Arc<Policies>,
         which: Which,
-        retry: Option<RetryState>,
+        // Holds the request until the first poll, then each retry's copy.
+        retry: RetryState,
         method: Method,
         breaker: Option<Arc<Breaker>>,
         // The current attempt's breaker permit and, if slow calls are counted, its start.
@@ -72,15 +71,20 @@ impl Call {
         which: Which,
         request: reqwest::Request,
     ) -> Self {
+        let chosen = policy(&policies, &which);
+        let retry = RetryState::new(
+            chosen.retry_policy(),
+            Some(chosen.total_deadline()),
+            request,
+        );
         Call {
             attempt: None,
             sleep: None,
-            method: request.method().clone(),
-            next: Some(request),
+            method: Method::GET,
             http,
             policies,
             which,
-            retry: None,
+            retry,
             breaker: None,
             permit: None,
             limit: Duration::ZERO,
@@ -103,19 +107,27 @@ impl Future for Call {
         let mut this = self.project();
         loop {
             let policy = policy(this.policies, this.which);
-            if let Some(mut request) = this.next.take() {
-                let retry = match this.retry {
-                    Some(retry) => retry,
-                    None => {
-                        // First poll: what the retry layer and the breaker do once per call.
-                        let state = RetryState::start(
-                            policy.retry_policy(),
-                            Some(policy.total_deadline()),
-                            &mut request,
-                        );
-                        *this.breaker = policy.breaker_for(request.url());
-                        this.retry.insert(state)
-                    }
+            let retry = &mut *this.retry;
+            // The request to send now: the first, or a retry's after its sleep.
+            let next = if !retry.begun() {
+                let first = retry.begin();
+                if let Ok(request) = &first {
+                    // Once per call: the breaker of this endpoint.
+                    *this.method = request.method().clone();
+                    *this.breaker = policy.breaker_for(request.url());
+                }
+                Some(first)
+            } else if let Some(pause) = this.sleep.as_mut() {
+                ready!(pause.as_mut().poll(cx));
+                *this.sleep = None;
+                Some(retry.next_request())
+            } else {
+                None
+            };
+            if let Some(next) = next {
+                let mut request = match next {
+                    Ok(request) => request,
+                    Err(error) => return Poll::Ready(Err(error)),
                 };
                 // The breaker, per attempt.
                 if let Some(breaker) = this.breaker.as_ref() {
@@ -152,42 +164,25 @@ impl Future for Call {
                 let future = this.http.call(request);
                 this.attempt.set(Some(future));
             }
-            if let Some(future) = this.attempt.as_mut().as_pin_mut() {
-                let result = ready!(future.poll(cx));
-                this.attempt.set(None);
-                let Some(retry) = this.retry.as_mut() else {
-                    return Poll::Ready(Err(Error::invalid_config("call polled out of order")));
-                };
-                let elapsed = retry.attempt_started().elapsed();
-                let result = outcome(policy.classifier(), this.method, result, elapsed)
-                    .map_err(|e| timed_out(e, *this.limit, *this.by_deadline));
-                if let (Some(breaker), Some((permit, started))) =
-                    (this.breaker.as_ref(), this.permit.take())
-                {
-                    breaker.record(permit, verdict(&result), started);
-                }
-                match retry.finish_attempt(result) {
-                    Next::Done(result) => return Poll::Ready(result),
-                    Next::Retry(delay) => *this.sleep = Some(Box::pin(sleep(delay))),
-                }
-            }
-            if let Some(pause) = this.sleep.as_mut() {
-                ready!(pause.as_mut().poll(cx));
-                *this.sleep = None;
-                let Some(retry) = this.retry.as_mut() else {
-                    return Poll::Ready(Err(Error::invalid_config("call polled out of order")));
-                };
-                match retry.next_request() {
-                    Ok(request) => *this.next = Some(request),
-                    Err(error) => return Poll::Ready(Err(error)),
-                }
-                continue;
-            }
-            if this.next.is_none() {
+            let Some(future) = this.attempt.as_mut().as_pin_mut() else {
                 // Polled again after it finished.
                 return Poll::Ready(Err(Error::invalid_config(
                     "request future polled after completion",
                 )));
+            };
+            let result = ready!(future.poll(cx));
+            this.attempt.set(None);
+            let elapsed = retry.attempt_started().elapsed();
+            let result = outcome(policy.classifier(), this.method, result, elapsed)
+                .map_err(|e| timed_out(e, *this.limit, *this.by_deadline));
+            if let (Some(breaker), Some((permit, started))) =
+                (this.breaker.as_ref(), this.permit.take())
+            {
+                breaker.record(permit, verdict(&result), started);
+            }
+            match retry.finish_attempt(result) {
+                Next::Done(result) => return Poll::Ready(result),
+                Next::Retry(delay) => *this.sleep = Some(Box::pin(sleep(delay))),
             }
         }
     }

@@ -26,6 +26,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Calling { #[pin] future: F },
+        Failed { error: Option<Error> },
         // Boxed: only calls that retry pay for a timer entry.
         Sleeping { sleep: Pin<Box<Sleep>> },
         // Slept; waiting for the inner service to be ready for the next attempt.
@@ -40,6 +41,14 @@ where
     pub(super) fn new(future: S::Future, inner: S, retry: RetryState) -> Self {
         ResponseFuture {
             state: State::Calling { future },
+            inner,
+            retry,
+        }
+    }
+
+    pub(super) fn failed(error: Error, inner: S, retry: RetryState) -> Self {
+        ResponseFuture {
+            state: State::Failed { error: Some(error) },
             inner,
             retry,
         }
@@ -64,6 +73,12 @@ where
                             sleep: Box::pin(sleep(delay)),
                         }),
                     }
+                }
+                StateProj::Failed { error } => {
+                    let error = error
+                        .take()
+                        .unwrap_or_else(|| Error::invalid_config("polled after completion"));
+                    return Poll::Ready(Err(error));
                 }
                 StateProj::Sleeping { sleep } => {
                     ready!(sleep.as_mut().poll(cx));

@@ -74,10 +74,15 @@ where
 {
     /// [`call`](Service::call) for a service used once (polled ready before): no copy of the
     /// inner service is made.
-    pub(crate) fn call_once(self, mut request: reqwest::Request) -> ResponseFuture<S> {
-        let retry = RetryState::start(self.policy, self.deadline, &mut request);
+    pub(crate) fn call_once(self, request: reqwest::Request) -> ResponseFuture<S> {
+        let mut retry = RetryState::new(self.policy, self.deadline, request);
         let mut inner = self.inner;
-        let future = inner.call(request);
-        ResponseFuture::new(future, inner, retry)
+        match retry.begin() {
+            Ok(request) => {
+                let future = inner.call(request);
+                ResponseFuture::new(future, inner, retry)
+            }
+            Err(error) => ResponseFuture::failed(error, inner, retry),
+        }
     }
 }

@@ -24,9 +24,13 @@ pub(crate) enum Next {
 
 pub(crate) struct RetryState {
     policy: Arc<RetryPolicy>,
-    // The copy the next attempt sends; `None` when the body cannot be copied. Not boxed: a
-    // large allocation per call costs more than moving it.
+    // Before the first attempt, the request itself; then the copy the next attempt sends
+    // (`None` when the body cannot be copied). One slot for both keeps the futures that hold
+    // this small; not boxed, since a large allocation per call costs more than moving it.
     spare: Option<reqwest::Request>,
+    begun: bool,
+    // The deadline configured for the call, until `begin` turns it into `deadline`.
+    own_deadline: Option<Duration>,
     may_repeat: bool,
     started: Instant,
     attempt_started: Instant,
@@ -40,15 +44,43 @@ pub(crate) struct RetryState {
 }
 
 impl RetryState {
-    /// Prepares `request` for its first attempt: an `Idempotency-Key` if the policy adds
-    /// them, the copy for a retry, and the time budget (`deadline`, or the request's own
-    /// timeout if shorter) in the request's timeout, where the attempt timeout finds it.
-    pub(crate) fn start(
+    /// A call of `request`, not yet begun. The call's clock starts now.
+    pub(crate) fn new(
         policy: Arc<RetryPolicy>,
         deadline: Option<Duration>,
-        request: &mut reqwest::Request,
+        request: reqwest::Request,
     ) -> Self {
         let started = Instant::now();
+        RetryState {
+            policy,
+            spare: Some(request),
+            begun: false,
+            own_deadline: deadline,
+            may_repeat: false,
+            started,
+            attempt_started: started,
+            deadline: None,
+            attempts: 1,
+            delay_before: Duration::ZERO,
+            history: Vec::new(),
+            delays: None,
+        }
+    }
+
+    /// Whether the first attempt has been prepared.
+    pub(crate) fn begun(&self) -> bool {
+        self.begun
+    }
+
+    /// Prepares the first attempt: an `Idempotency-Key` if the policy adds them, the copy for
+    /// a retry, and the time budget (the deadline, or the request's own timeout if shorter) in
+    /// the request's timeout, where the attempt timeout finds it.
+    pub(crate) fn begin(&mut self) -> Result<reqwest::Request, Error> {
+        self.begun = true;
+        let Some(mut request) = self.spare.take() else {
+            return Err(Error::invalid_config("call begun twice"));
+        };
+        let policy = &self.policy;
         if policy.generate_idempotency_key
             && policy.max_attempts > 1
             && !is_idempotent(request.method())
@@ -56,34 +88,23 @@ impl RetryState {
         {
             request.headers_mut().insert(IDEMPOTENCY_KEY, random_key());
         }
-        let may_repeat = policy.may_repeat(request.method(), request.headers());
+        self.may_repeat = policy.may_repeat(request.method(), request.headers());
         // The one copy a retrying stack cannot avoid; skipped when no retry is possible. Made
         // before the budget is set below, so it does not copy that (each retry sets its own).
-        let spare = if policy.max_attempts > 1 {
-            request.try_clone()
-        } else {
-            None
-        };
-        let budget = match (request.timeout().copied(), deadline) {
+        if policy.max_attempts > 1 {
+            self.spare = request.try_clone();
+        }
+        let budget = match (request.timeout().copied(), self.own_deadline) {
             (Some(asked), Some(own)) => Some(asked.min(own)),
             (asked, own) => asked.or(own),
         };
-        if deadline.is_some() {
+        if self.own_deadline.is_some() {
             *request.timeout_mut() = budget;
         }
-        let deadline = budget.and_then(|budget| started.checked_add(budget).map(|at| (at, budget)));
-        RetryState {
-            policy,
-            spare,
-            may_repeat,
-            started,
-            attempt_started: started,
-            deadline,
-            attempts: 1,
-            delay_before: Duration::ZERO,
-            history: Vec::new(),
-            delays: None,
-        }
+        let started = self.started;
+        self.deadline =
+            budget.and_then(|budget| started.checked_add(budget).map(|at| (at, budget)));
+        Ok(request)
     }
 
     /// When the current attempt started.
