@@ -192,14 +192,10 @@ async fn probe(client: &Client, args: &Args) -> Value {
             "retry_after_ms": err.retry_after().map(millis),
             "body_bytes": 0,
             "message": err.to_string(),
-            "policy_from_error": err.policy(),
         }),
     };
     if let (Value::Object(record), Value::Object(fields)) = (&mut record, fields) {
         record.extend(fields);
-        if let Some(Value::String(policy)) = record.remove("policy_from_error") {
-            record.insert("policy".into(), Value::String(policy));
-        }
         record.insert("total_ms".into(), json!(total_ms));
         record.insert("attempts".into(), Value::Array(attempts));
     }

@@ -134,9 +134,7 @@ impl Future for Call {
                     match breaker.admit() {
                         Ok(permit) => *this.permit = Some((permit, breaker.call_started())),
                         Err(rejection) => {
-                            let error = Error::circuit_open(breaker.key(), rejection.retry_in)
-                                .with_request(request.method(), request.url());
-                            tracing::debug!(endpoint = %breaker.key(), "request rejected: circuit open");
+                            let error = breaker.rejected(rejection, &request);
                             match retry.finish_attempt(Err(error)) {
                                 Next::Done(result) => return Poll::Ready(result),
                                 Next::Retry(delay) => {

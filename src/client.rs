@@ -12,7 +12,7 @@ use http::{Method, Version};
 use crate::breaker::{BreakerConfig, BreakerRegistry, CircuitBreaker};
 use crate::call::{Call, Which};
 use crate::classify::{Classifier, Classify, SharedClassifier};
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::pending::Pending;
 use crate::policy::compiled::{Base, Overrides};
 use crate::policy::{CompiledPolicy, EndpointPolicy, Matcher, Policies, PolicyFile};
@@ -495,26 +495,15 @@ impl RequestBuilder {
             ));
         };
         if overrides.deadline.is_some_and(|d| d.is_zero()) {
-            let error = Error::new(
-                ErrorKind::InvalidRequest,
-                crate::Class::Permanent,
-                crate::Delivery::NotSent,
-            )
-            .with_detail("the deadline must be above zero")
-            .with_request(request.method(), request.url());
+            let error = Error::invalid_request("the deadline must be above zero", &request);
             return Pending::failed(error);
         }
         let index = match &overrides.policy {
             Some(name) => match self.policies.index_of(name) {
                 Some(index) => index,
                 None => {
-                    let error = Error::new(
-                        ErrorKind::InvalidRequest,
-                        crate::Class::Permanent,
-                        crate::Delivery::NotSent,
-                    )
-                    .with_detail(format!("no policy named {name:?}"))
-                    .with_request(request.method(), request.url());
+                    let error =
+                        Error::invalid_request(format!("no policy named {name:?}"), &request);
                     return Pending::failed(error);
                 }
             },

@@ -236,6 +236,17 @@ impl Error {
         .with_detail(message)
     }
 
+    /// A request refused before sending, with a message saying why.
+    pub(crate) fn invalid_request(detail: impl Into<String>, request: &reqwest::Request) -> Self {
+        Error::new(
+            ErrorKind::InvalidRequest,
+            Class::Permanent,
+            Delivery::NotSent,
+        )
+        .with_detail(detail)
+        .with_request(request.method(), request.url())
+    }
+
     /// A failure status: keeps the response (so its headers and body stay readable).
     pub(crate) fn from_response(
         response: reqwest::Response,

@@ -53,13 +53,7 @@ where
         };
         match breaker.admit() {
             Ok(permit) => ResponseFuture::guarded(self.inner.call(request), breaker, permit),
-            Err(rejection) => {
-                tracing::debug!(endpoint = %breaker.key(), "request rejected: circuit open");
-                ResponseFuture::rejected(
-                    Error::circuit_open(breaker.key(), rejection.retry_in)
-                        .with_request(request.method(), request.url()),
-                )
-            }
+            Err(rejection) => ResponseFuture::rejected(breaker.rejected(rejection, &request)),
         }
     }
 }

@@ -232,6 +232,17 @@ impl Breaker {
         self.config.slow_call_duration.map(|_| Instant::now())
     }
 
+    /// The error for a call the breaker did not let through (and the event that says so).
+    pub(crate) fn rejected(
+        &self,
+        rejection: Rejection,
+        request: &reqwest::Request,
+    ) -> crate::Error {
+        tracing::debug!(endpoint = %self.key, "request rejected: circuit open");
+        crate::Error::circuit_open(&self.key, rejection.retry_in)
+            .with_request(request.method(), request.url())
+    }
+
     /// Reports how the call behind `permit` ended; `started` is what
     /// [`call_started`](Self::call_started) gave when it began.
     #[inline]
