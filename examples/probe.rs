@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use resilient_http::retry::RetryHistory;
-use resilient_http::{Attempt, AttemptOutcome, Client, Delivery, Error, ErrorKind};
+use resilient_http::{Attempt, AttemptOutcome, Client, Delivery, Error};
 use serde_json::{Value, json};
 
 const USAGE: &str =
@@ -100,28 +100,10 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The contract's names for error kinds.
-fn kind_name(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::AttemptTimeout => "timeout",
-        ErrorKind::DeadlineExceeded => "deadline",
-        ErrorKind::Connect => "connect",
-        ErrorKind::ConnectionClosed => "reset",
-        ErrorKind::Status => "status",
-        ErrorKind::CircuitOpen => "circuit_open",
-        ErrorKind::BudgetExhausted => "budget_exhausted",
-        ErrorKind::BodyNotReplayable => "body_not_replayable",
-        ErrorKind::InvalidRequest => "invalid_request",
-        ErrorKind::InvalidResponse => "invalid_response",
-        ErrorKind::InvalidConfig => "invalid_config",
-        _ => "transport",
-    }
-}
-
 fn attempt_json(a: &Attempt) -> Value {
     let (status, kind) = match a.outcome {
         AttemptOutcome::Status(s) => (json!(s.as_u16()), Value::Null),
-        AttemptOutcome::Error(k) => (Value::Null, json!(kind_name(k))),
+        AttemptOutcome::Error(k) => (Value::Null, json!(k.as_str())),
         _ => (Value::Null, Value::Null),
     };
     json!({
@@ -151,6 +133,19 @@ async fn probe(client: &Client, args: &Args) -> Value {
     }
     if let Some(body) = &args.body {
         request = request.body(body.clone());
+    }
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let headers: http::HeaderMap = args
+            .headers
+            .iter()
+            .filter_map(|(name, value)| Some((name.parse().ok()?, value.parse().ok()?)))
+            .collect();
+        tracing::debug!(
+            method = %args.method,
+            url = %shown_url,
+            headers = ?resilient_http::redact::headers(&headers),
+            "probe sends"
+        );
     }
     let started = Instant::now();
     let mut record = json!({
@@ -187,7 +182,7 @@ async fn probe(client: &Client, args: &Args) -> Value {
         Err(err) => json!({
             "outcome": "error",
             "status": err.status().map(|s| s.as_u16()),
-            "error_kind": kind_name(err.kind()),
+            "error_kind": err.kind().as_str(),
             "transient": err.is_transient(),
             "retry_after_ms": err.retry_after().map(millis),
             "body_bytes": 0,

@@ -105,6 +105,10 @@ impl Future for Call {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        if !this.retry.begun() {
+            this.retry.watch();
+        }
+        let _call = this.retry.observer().enter_call();
         loop {
             let policy = policy(this.policies, this.which);
             let retry = &mut *this.retry;
@@ -168,7 +172,10 @@ impl Future for Call {
                     "request future polled after completion",
                 )));
             };
-            let result = ready!(future.poll(cx));
+            let result = {
+                let _attempt = retry.observer().enter_attempt();
+                ready!(future.poll(cx))
+            };
             this.attempt.set(None);
             let elapsed = retry.attempt_started().elapsed();
             let result = outcome(policy.classifier(), this.method, result, elapsed)

@@ -9,23 +9,15 @@ use std::time::Duration;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
 
-use crate::breaker::{BreakerConfig, BreakerRegistry, CircuitBreaker};
+use crate::breaker::{BreakerConfig, BreakerRegistry};
 use crate::call::{Call, Which};
-use crate::classify::{Classifier, Classify, SharedClassifier};
+use crate::classify::{Classifier, SharedClassifier};
 use crate::error::Error;
 use crate::pending::Pending;
 use crate::policy::compiled::{Base, Overrides};
 use crate::policy::{CompiledPolicy, EndpointPolicy, Matcher, Policies, PolicyFile};
-use crate::retry::{Retry, RetryPolicy};
-use crate::timeout::{AttemptTimeout, DEFAULT_CONNECT_TIMEOUT};
-
-/// A policy's layers, outermost first, over `S`: what the reqwest-middleware adapter runs
-/// around the rest of the middleware chain. (The client itself does the same work in one
-/// future, [`crate::call`].)
-///
-/// The total deadline is enforced by the retry layer itself (see [`Retry::with_deadline`]):
-/// one layer less per call than with a separate [`TotalDeadline`](crate::timeout::TotalDeadline).
-pub(crate) type StackOver<S> = Retry<CircuitBreaker<AttemptTimeout<Classify<S, SharedClassifier>>>>;
+use crate::retry::RetryPolicy;
+use crate::timeout::DEFAULT_CONNECT_TIMEOUT;
 
 /// An HTTP client whose calls time out, classify their failures and return typed errors.
 ///

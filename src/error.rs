@@ -73,6 +73,35 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+impl ErrorKind {
+    /// A short, stable, machine-readable name: `timeout`, `deadline`, `connect`, `reset`,
+    /// `status`, `circuit_open`, `budget_exhausted`, `body_not_replayable`, `invalid_request`,
+    /// `invalid_response`, `invalid_config` or `transport`.
+    ///
+    /// These are the `error_kind` values of the `probe` example and the `error.type` of
+    /// spans and metrics (where a failure status is shown as its code instead).
+    ///
+    /// ```
+    /// assert_eq!(resilient_http::ErrorKind::ConnectionClosed.as_str(), "reset");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::AttemptTimeout => "timeout",
+            ErrorKind::DeadlineExceeded => "deadline",
+            ErrorKind::Connect => "connect",
+            ErrorKind::ConnectionClosed => "reset",
+            ErrorKind::Status => "status",
+            ErrorKind::CircuitOpen => "circuit_open",
+            ErrorKind::BudgetExhausted => "budget_exhausted",
+            ErrorKind::BodyNotReplayable => "body_not_replayable",
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::InvalidResponse => "invalid_response",
+            ErrorKind::InvalidConfig => "invalid_config",
+            ErrorKind::Transport => "transport",
+        }
+    }
+}
+
 /// What one attempt came back with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -577,7 +606,7 @@ impl fmt::Debug for Error {
     }
 }
 
-/// Written by hand: the response's headers may hold `Set-Cookie`, so only its status is shown.
+/// Written by hand: the response's headers may hold `Set-Cookie`, so they are shown redacted.
 impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let e = self;
@@ -590,6 +619,10 @@ impl fmt::Debug for Inner {
             .field(
                 "status",
                 &e.response.as_ref().map(reqwest::Response::status),
+            )
+            .field(
+                "headers",
+                &e.response.as_ref().map(|r| redact::headers(r.headers())),
             )
             .field("retry_after", &e.retry_after)
             .field("timeout", &e.limit)

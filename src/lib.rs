@@ -50,6 +50,8 @@
 //! ## Features
 //!
 //! - `reqwest-middleware` (default): [`middleware::ResilientMiddleware`].
+//! - `metrics`: counters, gauges and histograms through the `metrics` facade; the names are
+//!   in [`telemetry`], with the spans and events every build has.
 //! - `backoff`: `backoff` crate schedules for the retry layer (off by default: the crate is
 //!   unmaintained).
 //! - `testkit`: `testkit::FaultServer`, a loopback HTTP server that fails on demand, to test
@@ -76,6 +78,7 @@ mod pending;
 pub mod policy;
 pub mod redact;
 pub mod retry;
+pub mod telemetry;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -37,6 +37,20 @@ use crate::client::ClientBuilder;
 use crate::error::Error;
 use crate::policy::Policies;
 
+/// A policy's layers, outermost first, over `S`: what the reqwest-middleware adapter runs
+/// around the rest of the middleware chain. (The client itself does the same work in one
+/// future, [`crate::call`].)
+///
+/// The total deadline is enforced by the retry layer itself (see [`Retry::with_deadline`](crate::retry::Retry::with_deadline)):
+/// one layer less per call than with a separate [`TotalDeadline`](crate::timeout::TotalDeadline).
+pub(crate) type StackOver<S> = crate::retry::Retry<
+    crate::breaker::CircuitBreaker<
+        crate::timeout::AttemptTimeout<
+            crate::classify::Classify<S, crate::classify::SharedClassifier>,
+        >,
+    >,
+>;
+
 /// A `reqwest_middleware::Middleware` that applies a [`Client`](crate::Client)'s policies.
 #[derive(Clone, Debug)]
 pub struct ResilientMiddleware {

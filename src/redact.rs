@@ -1,41 +1,108 @@
-//! Removing secrets from URLs before they reach an error, a log line or a Debug print.
+//! Removing secrets before they reach an error, a span, a log line, a metric or the probe.
 //!
-//! User info (`user:password@`) and the fragment are dropped; the values of query parameters
-//! whose names look like credentials are replaced by `REDACTED`. Names are matched
-//! case-insensitively: exact names for short ambiguous ones (`key`, `sig`, `code`), substrings
-//! for the rest (`access_token`, `X-Amz-Signature`, `client_secret`, `subscription-key`, ...).
+//! This is the one place that decides what is secret; errors, tracing and the `probe` example
+//! all go through it.
+//!
+//! - **URLs**: user info (`user:password@`) and the fragment are dropped; the values of query
+//!   parameters whose names look like credentials are replaced by [`REDACTED`].
+//! - **Headers**: the values of `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`
+//!   and of any header whose name looks like a credential are replaced by [`REDACTED`].
+//!
+//! Names are matched case-insensitively, mostly by substring: `token` covers `access_token`
+//! and `X-Auth-Token`, `key` covers `api_key` and `X-Api-Key`, `sig` covers
+//! `X-Amz-Signature`. Redacting a harmless value costs a reader a little; missing a secret
+//! costs a leak, so the lists err on the side of hiding. [`add_names`] adds names of your own.
+//!
 //! Secrets inside the *path* (some webhook URLs) cannot be told apart from ordinary segments
 //! and are not removed.
 
+use std::fmt;
+use std::sync::RwLock;
+
+use http::HeaderMap;
 use url::Url;
 
 /// What replaces a secret value.
 pub const REDACTED: &str = "REDACTED";
 
-const SECRET_NAMES: &[&str] = &["key", "sig", "code", "pass", "pwd"];
-const SECRET_PARTS: &[&str] = &[
+/// Query parameter names that are secret when they contain one of these.
+const SECRET_QUERY_PARTS: &[&str] = &[
     "token",
+    "key",
     "secret",
     "password",
     "passwd",
     "passphrase",
-    "apikey",
-    "api_key",
-    "api-key",
-    "access_key",
-    "accesskey",
-    "auth",
-    "subscription-key",
-    "subscription_key",
-    "session",
     "signature",
+    "sig",
+    "auth",
+    "session",
     "credential",
     "private",
 ];
+/// Query parameter names that are secret only as a whole (short, and common inside others).
+const SECRET_QUERY_NAMES: &[&str] = &["code", "pass", "pwd"];
 
-fn is_secret(name: &str) -> bool {
+/// Header names that are secret when they contain one of these (`authorization`,
+/// `proxy-authorization`, `cookie` and `set-cookie` included).
+const SECRET_HEADER_PARTS: &[&str] = &[
+    "auth",
+    "cookie",
+    "api-key",
+    "apikey",
+    "api_key",
+    "token",
+    "secret",
+    "password",
+    "signature",
+    "session",
+    "credential",
+];
+
+/// Names added with [`add_names`], lowercased.
+static EXTRA_NAMES: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Adds names whose values are secret, in headers and in query strings, for the whole process.
+///
+/// A name matches any header or query parameter name that contains it, ignoring case. The
+/// setting is process-wide because errors outlive the client that made them and are printed
+/// wherever the caller likes; names can be added, never removed.
+///
+/// ```
+/// resilient_http::redact::add_names(["x-tenant"]);
+/// assert!(resilient_http::redact::is_secret_header("X-Tenant-Id"));
+/// ```
+pub fn add_names<I, S>(names: I)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut extra = EXTRA_NAMES.write().unwrap_or_else(|e| e.into_inner());
+    for name in names {
+        let name = name.as_ref().trim().to_ascii_lowercase();
+        if !name.is_empty() && !extra.contains(&name) {
+            extra.push(name);
+        }
+    }
+}
+
+fn added(name: &str) -> bool {
+    let extra = EXTRA_NAMES.read().unwrap_or_else(|e| e.into_inner());
+    extra.iter().any(|part| name.contains(part.as_str()))
+}
+
+/// Whether the value of the query parameter `name` is hidden.
+pub fn is_secret_query(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    SECRET_NAMES.contains(&name.as_str()) || SECRET_PARTS.iter().any(|part| name.contains(part))
+    SECRET_QUERY_NAMES.contains(&name.as_str())
+        || SECRET_QUERY_PARTS.iter().any(|part| name.contains(part))
+        || added(&name)
+}
+
+/// Whether the value of the header `name` is hidden.
+pub fn is_secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_HEADER_PARTS.iter().any(|part| name.contains(part)) || added(&name)
 }
 
 /// A copy of `url` that is safe to show in logs and output.
@@ -56,12 +123,12 @@ pub fn url(url: &Url) -> Url {
         let _ = safe.set_username("");
         let _ = safe.set_password(None);
     }
-    let has_secret = url.query_pairs().any(|(name, _)| is_secret(&name));
+    let has_secret = url.query_pairs().any(|(name, _)| is_secret_query(&name));
     if has_secret {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(name, value)| {
-                let value = if is_secret(&name) {
+                let value = if is_secret_query(&name) {
                     REDACTED.to_owned()
                 } else {
                     value.into_owned()
@@ -72,6 +139,49 @@ pub fn url(url: &Url) -> Url {
         safe.query_pairs_mut().clear().extend_pairs(pairs);
     }
     safe
+}
+
+/// Shows `url` redacted, computing the redacted form only when it is printed (so a disabled
+/// span or event costs nothing).
+pub(crate) struct DisplayUrl<'a>(pub(crate) &'a Url);
+
+impl fmt::Display for DisplayUrl<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(url(self.0).as_str())
+    }
+}
+
+/// Headers as they may be shown: secret values replaced by [`REDACTED`], values that are not
+/// text shown as `<binary>`.
+///
+/// ```
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("authorization", "Bearer s3cr3t".parse().unwrap());
+/// headers.insert("accept", "text/plain".parse().unwrap());
+/// let shown = format!("{:?}", resilient_http::redact::headers(&headers));
+/// assert!(shown.contains("REDACTED") && shown.contains("text/plain"));
+/// assert!(!shown.contains("s3cr3t"));
+/// ```
+pub fn headers(headers: &HeaderMap) -> Headers<'_> {
+    Headers(headers)
+}
+
+/// The redacted view of a header map returned by [`headers`].
+pub struct Headers<'a>(&'a HeaderMap);
+
+impl fmt::Debug for Headers<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(name, value)| {
+                let shown = if is_secret_header(name.as_str()) {
+                    REDACTED
+                } else {
+                    value.to_str().unwrap_or("<binary>")
+                };
+                (name.as_str(), shown)
+            }))
+            .finish()
+    }
 }
 
 #[cfg(test)]
@@ -95,5 +205,31 @@ mod tests {
     fn leaves_plain_urls_alone() {
         let raw = Url::parse("http://127.0.0.1:8080/search?q=rust&page=1").unwrap();
         assert_eq!(url(&raw), raw);
+    }
+
+    #[test]
+    fn secret_headers_by_name() {
+        for name in [
+            "Authorization",
+            "proxy-authorization",
+            "Cookie",
+            "set-cookie",
+            "X-Api-Key",
+            "x-auth-token",
+            "X-Client-Secret",
+        ] {
+            assert!(is_secret_header(name), "{name}");
+        }
+        for name in ["accept", "content-type", "x-request-id", "retry-after"] {
+            assert!(!is_secret_header(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn added_names_hide_headers_and_query_values() {
+        add_names(["X-Internal-Pin"]);
+        assert!(is_secret_header("x-internal-pin"));
+        let raw = Url::parse("http://h/p?x-internal-pin=1234&q=a").unwrap();
+        assert_eq!(url(&raw).as_str(), "http://h/p?x-internal-pin=REDACTED&q=a");
     }
 }

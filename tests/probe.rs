@@ -23,12 +23,18 @@ fn probe_binary() -> PathBuf {
 }
 
 async fn probe(args: &[&str]) -> Output {
-    tokio::process::Command::new(probe_binary())
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .unwrap()
+    probe_logging(args, None).await
+}
+
+/// The probe with `RUST_LOG` set to `filter` (unset for `None`).
+async fn probe_logging(args: &[&str], filter: Option<&str>) -> Output {
+    let mut command = tokio::process::Command::new(probe_binary());
+    command.args(args);
+    match filter {
+        Some(filter) => command.env("RUST_LOG", filter),
+        None => command.env_remove("RUST_LOG"),
+    };
+    command.output().await.unwrap()
 }
 
 fn lines(output: &Output) -> Vec<Value> {
@@ -102,9 +108,22 @@ async fn a_retried_success_prints_one_line_with_every_attempt() {
 #[tokio::test]
 async fn failures_exit_1_and_say_what_went_wrong_without_secrets() {
     let server = FaultServer::start().await.unwrap();
-    server.script("/gone", [Reply::status(404)]);
+    server.script(
+        "/gone",
+        [Reply::status(503), Reply::status(404), Reply::status(404)],
+    );
     let url = format!("http://bob:hunter2@{}/gone?api_key=s3cret", server.addr());
-    let output = probe(&["--repeat", "2", "-H", "Authorization: Bearer t0ken", &url]).await;
+    let args = [
+        "--repeat",
+        "2",
+        "-H",
+        "Authorization: Bearer t0ken",
+        "-H",
+        "Cookie: sid=c00kie",
+        &url,
+    ];
+    // Everything every crate traces goes to stderr.
+    let output = probe_logging(&args, Some("trace")).await;
     assert_eq!(output.status.code(), Some(1));
     let records = lines(&output);
     assert_eq!(records.len(), 2, "--repeat 2");
@@ -113,20 +132,23 @@ async fn failures_exit_1_and_say_what_went_wrong_without_secrets() {
         assert_eq!(r["error_kind"], "status");
         assert_eq!(r["status"], 404);
         assert_eq!(r["transient"], false);
-        assert_eq!(r["attempts"].as_array().unwrap().len(), 1);
     }
+    assert_eq!(records[0]["attempts"].as_array().unwrap().len(), 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("retry scheduled"), "{stderr}");
+    assert!(stderr.contains("authorization"), "{stderr}");
     let everything = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    for secret in ["hunter2", "s3cret", "t0ken"] {
+    for secret in ["hunter2", "s3cret", "t0ken", "c00kie"] {
         assert!(
             !everything.contains(secret),
             "{secret} leaked: {everything}"
         );
     }
-    assert_eq!(server.hits("/gone"), 2);
+    assert_eq!(server.hits("/gone"), 3);
     let received = &server.requests("/gone")[0];
     let auth: Vec<_> = received.headers.get_all("authorization").iter().collect();
     assert!(auth.iter().any(|v| *v == "Bearer t0ken"), "{auth:?}");

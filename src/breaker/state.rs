@@ -140,6 +140,8 @@ impl fmt::Debug for Breaker {
 impl Breaker {
     pub(crate) fn new(key: Arc<str>, config: Arc<BreakerConfig>) -> Self {
         let outcomes = Outcomes::new(config.window);
+        #[cfg(feature = "metrics")]
+        crate::telemetry::meters::breaker_state(&key, State::Closed);
         Breaker {
             key,
             config,
@@ -239,6 +241,8 @@ impl Breaker {
         request: &reqwest::Request,
     ) -> crate::Error {
         tracing::debug!(endpoint = %self.key, "request rejected: circuit open");
+        #[cfg(feature = "metrics")]
+        crate::telemetry::meters::breaker_rejected(&self.key);
         crate::Error::circuit_open(&self.key, rejection.retry_in)
             .with_request(request.method(), request.url())
     }
@@ -385,6 +389,8 @@ impl Breaker {
             ),
             _ => tracing::info!(endpoint = %self.key, ?from, ?to, "circuit breaker state changed"),
         }
+        #[cfg(feature = "metrics")]
+        crate::telemetry::meters::breaker_state(&self.key, to);
         if let Some(callback) = &self.config.on_state_change {
             callback(&StateChange {
                 key: self.key.clone(),

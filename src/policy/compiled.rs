@@ -4,16 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use tower::Layer;
 use url::Url;
 
 use super::{EndpointPolicy, Matcher};
 use crate::breaker::{BreakerConfig, BreakerRegistry, CircuitBreakerLayer, Window};
-use crate::classify::{ClassifyLayer, SharedClassifier};
-use crate::client::StackOver;
+use crate::classify::SharedClassifier;
 use crate::error::Error;
+#[cfg(feature = "reqwest-middleware")]
+use crate::middleware::StackOver;
 use crate::retry::{RetryLayer, RetryPolicy};
-use crate::timeout::{AttemptTimeoutLayer, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_TOTAL_DEADLINE};
+use crate::timeout::{DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_TOTAL_DEADLINE};
 
 /// What a policy inherits from the client builder beyond the settings of the default policy.
 pub(crate) struct Base<'a> {
@@ -140,7 +140,12 @@ impl CompiledPolicy {
     }
 
     /// This policy as tower layers over `inner`, for one call (the reqwest-middleware path).
+    #[cfg(feature = "reqwest-middleware")]
     pub(crate) fn wrap<S>(&self, inner: S) -> StackOver<S> {
+        use crate::classify::ClassifyLayer;
+        use crate::timeout::AttemptTimeoutLayer;
+        use tower::Layer;
+
         let classified = ClassifyLayer::new(self.classifier.clone()).layer(inner);
         // reqwest enforces the request timeout these layers set, body included, and the retry
         // layer never sleeps past the deadline: the layers' own timers would be redundant.

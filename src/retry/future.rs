@@ -63,10 +63,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _call = this.retry.observer().enter_call();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
-                    let result = ready!(future.poll(cx));
+                    let result = {
+                        let _attempt = this.retry.observer().enter_attempt();
+                        ready!(future.poll(cx))
+                    };
                     match this.retry.finish_attempt(result) {
                         Next::Done(result) => return Poll::Ready(result),
                         Next::Retry(delay) => this.state.set(State::Sleeping {
@@ -92,7 +96,10 @@ where
                         Ok(request) => request,
                         Err(error) => return Poll::Ready(Err(error)),
                     };
-                    let future = this.inner.call(request);
+                    let future = {
+                        let _attempt = this.retry.observer().enter_attempt();
+                        this.inner.call(request)
+                    };
                     this.state.set(State::Calling { future });
                 }
             }

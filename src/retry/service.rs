@@ -76,10 +76,15 @@ where
     /// inner service is made.
     pub(crate) fn call_once(self, request: reqwest::Request) -> ResponseFuture<S> {
         let mut retry = RetryState::new(self.policy, self.deadline, request);
+        retry.watch();
         let mut inner = self.inner;
         match retry.begin() {
             Ok(request) => {
-                let future = inner.call(request);
+                let future = {
+                    let _call = retry.observer().enter_call();
+                    let _attempt = retry.observer().enter_attempt();
+                    inner.call(request)
+                };
                 ResponseFuture::new(future, inner, retry)
             }
             Err(error) => ResponseFuture::failed(error, inner, retry),

@@ -13,6 +13,7 @@ use super::delays::Delays;
 use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
 use crate::classify::{Class, Delivery};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
+use crate::telemetry::{ErrorType, Observer};
 
 /// What follows an attempt.
 pub(crate) enum Next {
@@ -41,6 +42,7 @@ pub(crate) struct RetryState {
     delay_before: Duration,
     history: Vec<Attempt>,
     delays: Option<Box<Delays>>,
+    observer: Observer,
 }
 
 impl RetryState {
@@ -52,6 +54,7 @@ impl RetryState {
     ) -> Self {
         let started = Instant::now();
         RetryState {
+            observer: Observer::default(),
             policy,
             spare: Some(request),
             begun: false,
@@ -64,6 +67,14 @@ impl RetryState {
             delay_before: Duration::ZERO,
             history: Vec::new(),
             delays: None,
+        }
+    }
+
+    /// Starts the call's spans. Called where the call is first polled (or the layer's service
+    /// called), so they belong to the subscriber and the span the caller runs it in.
+    pub(crate) fn watch(&mut self) {
+        if let Some(request) = &self.spare {
+            self.observer = Observer::new(request, self.policy.name());
         }
     }
 
@@ -104,6 +115,7 @@ impl RetryState {
         let started = self.started;
         self.deadline =
             budget.and_then(|budget| started.checked_add(budget).map(|at| (at, budget)));
+        self.observer.attempt_started(1, &request);
         Ok(request)
     }
 
@@ -112,11 +124,27 @@ impl RetryState {
         self.attempt_started
     }
 
+    /// What reports this call's spans, events and metrics.
+    pub(crate) fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
     /// Records how an attempt ended and decides what comes next.
     pub(crate) fn finish_attempt(&mut self, result: Result<reqwest::Response, Error>) -> Next {
+        let policy_name = self.policy.name();
         let (outcome, class, delivery) = match &result {
-            // A first-try success, the common case, records nothing.
-            Ok(_) if self.history.is_empty() => return Next::Done(result),
+            // A first-try success, the common case, keeps no history (and reads no clock
+            // unless someone is watching).
+            Ok(response) if self.history.is_empty() => {
+                if self.observer.watching() {
+                    let duration = self.attempt_started.elapsed();
+                    self.observer
+                        .attempt_ended(policy_name, Ok(response), duration);
+                    self.observer
+                        .call_ended(policy_name, Ok(response), self.attempts, duration);
+                }
+                return Next::Done(result);
+            }
             Ok(response) => (
                 AttemptOutcome::Status(response.status()),
                 Class::Success,
@@ -125,6 +153,11 @@ impl RetryState {
             Err(error) => (error.outcome(), error.class(), error.delivery()),
         };
         let now = Instant::now();
+        self.observer.attempt_ended(
+            policy_name,
+            result.as_ref(),
+            now.duration_since(self.attempt_started),
+        );
         self.history.push(Attempt {
             number: self.attempts,
             started_after: self.attempt_started.duration_since(self.started),
@@ -138,10 +171,17 @@ impl RetryState {
             Ok(mut response) => {
                 let history = RetryHistory(std::mem::take(&mut self.history));
                 response.extensions_mut().insert(history);
+                self.observer.call_ended(
+                    policy_name,
+                    Ok(&response),
+                    self.attempts,
+                    now.duration_since(self.started),
+                );
                 return Next::Done(Ok(response));
             }
             Err(error) => error,
         };
+        let reason = ErrorType::of(&error);
         let retry_after = error.retry_after().is_some();
         let decision = Decision {
             policy: &self.policy,
@@ -152,37 +192,26 @@ impl RetryState {
             now,
         }
         .decide(error, &mut self.delays);
-        let policy_name = self.policy.name().map(|n| &**n);
+        let policy_name = self.policy.name();
         match decision {
             Ok(delay) => {
-                tracing::debug!(
-                    attempt = self.attempts,
-                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                    retry_after,
-                    policy = policy_name,
-                    "retry scheduled"
-                );
+                self.observer
+                    .retrying(policy_name, self.attempts, reason, retry_after, delay);
                 self.delay_before = delay;
                 Next::Retry(delay)
             }
             Err((error, skip)) => {
-                // A permanent outcome is the caller's to see; a retry skipped for any other
-                // reason is worth an operator's attention.
-                if matches!(skip, Skip::Permanent | Skip::Final) {
-                    tracing::debug!(
-                        attempt = self.attempts,
-                        reason = skip.as_str(),
-                        policy = policy_name,
-                        "not retried"
-                    );
-                } else {
-                    tracing::info!(
-                        attempt = self.attempts,
-                        reason = skip.as_str(),
-                        policy = policy_name,
-                        "retry skipped"
-                    );
-                }
+                let reason = match skip {
+                    Skip::Final => error.kind().as_str(),
+                    skip => skip.as_str(),
+                };
+                self.observer.not_retried(
+                    policy_name,
+                    self.attempts,
+                    reason,
+                    matches!(skip, Skip::Permanent),
+                    error.kind() == ErrorKind::CircuitOpen,
+                );
                 Next::Done(Err(self.fail(error)))
             }
         }
@@ -209,6 +238,7 @@ impl RetryState {
             *request.timeout_mut() = Some(deadline.saturating_duration_since(now));
         }
         self.attempt_started = now;
+        self.observer.attempt_started(self.attempts, &request);
         Ok(request)
     }
 
@@ -217,10 +247,17 @@ impl RetryState {
         let error = error
             .with_history(std::mem::take(&mut self.history))
             .with_policy(self.policy.name());
-        match self.deadline {
+        let error = match self.deadline {
             Some((at, budget)) => deadline_error(error, at, budget),
             None => error,
-        }
+        };
+        self.observer.call_ended(
+            self.policy.name(),
+            Err(&error),
+            self.attempts,
+            self.started.elapsed(),
+        );
+        error
     }
 }
 
@@ -264,7 +301,7 @@ const DEADLINE_SLACK: Duration = Duration::from_millis(10);
 enum Skip {
     /// Permanent: retrying cannot help.
     Permanent,
-    /// An outcome that ends the call (open circuit, deadline, ...).
+    /// An outcome that ends the call (open circuit, deadline, ...); its reason is the kind.
     Final,
     Exhausted,
     NonIdempotent,

@@ -1,0 +1,125 @@
+//! The metrics, through the `metrics` facade (feature `metrics`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use metrics::{Label, SharedString};
+
+use super::ErrorType;
+use crate::breaker::State;
+
+/// OpenTelemetry's `http.request.method`: a standard method, else `_OTHER` (bounded).
+pub(super) fn method(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "_OTHER",
+    }
+}
+
+fn policy_label(policy: Option<&Arc<str>>) -> Label {
+    let value = match policy {
+        Some(name) => SharedString::from(name.clone()),
+        None => SharedString::const_str("default"),
+    };
+    Label::new("policy", value)
+}
+
+fn error_type_value(error_type: ErrorType) -> SharedString {
+    match error_type {
+        ErrorType::Status(status) => SharedString::from_owned(status.as_str().to_owned()),
+        ErrorType::Kind(kind) => SharedString::const_str(kind.as_str()),
+    }
+}
+
+pub(super) fn attempt(
+    policy: Option<&Arc<str>>,
+    method: &'static str,
+    status: Option<StatusCode>,
+    error_type: Option<ErrorType>,
+    duration: Duration,
+) {
+    let mut labels = Vec::with_capacity(4);
+    labels.push(policy_label(policy));
+    labels.push(Label::from_static_parts("http.request.method", method));
+    if let Some(status) = status {
+        labels.push(Label::new(
+            "http.response.status_code",
+            SharedString::from_owned(status.as_str().to_owned()),
+        ));
+    }
+    if let Some(error_type) = error_type {
+        labels.push(Label::new("error.type", error_type_value(error_type)));
+    }
+    metrics::counter!(super::ATTEMPTS, labels.clone()).increment(1);
+    metrics::histogram!(super::ATTEMPT_DURATION, labels).record(duration.as_secs_f64());
+}
+
+pub(super) fn call(
+    policy: Option<&Arc<str>>,
+    method: &'static str,
+    error_type: Option<ErrorType>,
+    attempts: u32,
+    duration: Duration,
+) {
+    let policy = policy_label(policy);
+    let outcome = if error_type.is_some() {
+        "error"
+    } else {
+        "success"
+    };
+    let mut labels = vec![
+        policy.clone(),
+        Label::from_static_parts("http.request.method", method),
+        Label::from_static_parts("outcome", outcome),
+    ];
+    if let Some(error_type) = error_type {
+        labels.push(Label::new("error.type", error_type_value(error_type)));
+    }
+    metrics::counter!(super::REQUESTS, labels).increment(1);
+    metrics::histogram!(
+        super::REQUEST_DURATION,
+        vec![policy.clone(), Label::from_static_parts("outcome", outcome)]
+    )
+    .record(duration.as_secs_f64());
+    metrics::histogram!(super::REQUEST_ATTEMPTS, vec![policy]).record(f64::from(attempts));
+}
+
+pub(super) fn retry(policy: Option<&Arc<str>>, reason: ErrorType) {
+    let labels = vec![
+        policy_label(policy),
+        Label::new("reason", error_type_value(reason)),
+    ];
+    metrics::counter!(super::RETRIES, labels).increment(1);
+}
+
+pub(super) fn give_up(policy: Option<&Arc<str>>, reason: &'static str) {
+    let labels = vec![
+        policy_label(policy),
+        Label::from_static_parts("reason", reason),
+    ];
+    metrics::counter!(super::GIVE_UPS, labels).increment(1);
+}
+
+pub(crate) fn breaker_rejected(key: &Arc<str>) {
+    metrics::counter!(super::BREAKER_REJECTIONS, "breaker" => key.clone()).increment(1);
+}
+
+pub(crate) fn breaker_state(key: &Arc<str>, state: State) {
+    let value = match state {
+        State::Closed => 0.0,
+        State::HalfOpen => 1.0,
+        State::Open => 2.0,
+        State::ForcedOpen => 3.0,
+        State::ForcedClosed => 4.0,
+    };
+    metrics::gauge!(super::BREAKER_STATE, "breaker" => key.clone()).set(value);
+}

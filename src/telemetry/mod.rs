@@ -1,0 +1,119 @@
+//! What the library tells an operator: tracing spans and events, and (feature `metrics`)
+//! metrics through the [`metrics`](https://docs.rs/metrics) facade.
+//!
+//! Nothing fails silently: a retry, a retry not made, a breaker changing state and a request
+//! the breaker turned away are all events, and every call is a span with one child per
+//! attempt. Nothing is built when nobody listens: spans and events cost a level check when
+//! their level is off, and metrics are compiled out without the feature. URLs and headers pass
+//! through [`redact`](crate::redact) first.
+//!
+//! # Spans (target `resilient_http`, level DEBUG)
+//!
+//! - `request`, one per call: `http.request.method`, `url.full` (redacted), `policy`, and
+//!   when it ends `http.response.status_code`, `error.type`, `attempts`, `duration_ms`.
+//! - `attempt`, a child per attempt, following OpenTelemetry's HTTP client conventions:
+//!   `otel.kind = "client"`, `http.request.resend_count` (0 for the first attempt),
+//!   `http.request.method`, `server.address`, `server.port`, and when it ends
+//!   `http.response.status_code` and `error.type`.
+//!
+//! `error.type` is the status code for a failure status (`"503"`), otherwise the error
+//! kind's [`as_str`](crate::ErrorKind::as_str) (`"timeout"`, `"reset"`, `"circuit_open"`...).
+//!
+//! # Events
+//!
+//! | message | level | fields |
+//! |---|---|---|
+//! | `retry scheduled` | INFO | `attempt`, `reason` (the failed attempt's `error.type`), `delay_ms`, `retry_after` (whether the server's `Retry-After` set the delay), `policy` |
+//! | `retry skipped` | WARN | `attempt`, `reason`: `attempts_exhausted`, `non_idempotent`, `body_not_replayable`, `retry_after_above_cap`, `deadline`, `schedule_ended`, or the kind that ends a call (`deadline`, `body_not_replayable`...), `policy` |
+//! | `not retried` | DEBUG | a permanent failure (`reason = "permanent"`), or an open circuit (`reason = "circuit_open"`, already announced): `attempt`, `reason`, `policy` |
+//! | `circuit breaker opened` | WARN | `endpoint` (the breaker key), `from`, `to` |
+//! | `circuit breaker state changed` | INFO | the same, for every other change |
+//! | `request rejected: circuit open` | DEBUG | `endpoint` (one event per request turned away; the state change is the WARN) |
+//!
+//! To see a request's attempts: `RUST_LOG=resilient_http=debug`.
+//!
+//! # Metrics (feature `metrics`)
+//!
+//! Names follow OpenTelemetry's HTTP client conventions where one exists. Labels are bounded:
+//! the policy name, the method (`_OTHER` for non-standard ones), a status code or error type,
+//! a reason, or a breaker key; never a URL. There is deliberately no host label: a service
+//! that calls user-supplied URLs (webhooks) would have unbounded hosts; endpoint policies are
+//! the bounded grouping.
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | [`REQUESTS`] | counter | `policy`, `http.request.method`, `outcome` (`success`/`error`), `error.type` on errors |
+//! | [`REQUEST_DURATION`] | histogram (seconds) | `policy`, `outcome` |
+//! | [`REQUEST_ATTEMPTS`] | histogram | `policy` |
+//! | [`ATTEMPTS`] | counter | `policy`, `http.request.method`, `http.response.status_code` and/or `error.type` |
+//! | [`ATTEMPT_DURATION`] | histogram (seconds) | as [`ATTEMPTS`] |
+//! | [`RETRIES`] | counter | `policy`, `reason` (the failed attempt's `error.type`) |
+//! | [`GIVE_UPS`] | counter | `policy`, `reason` (as the `retry skipped` event) |
+//! | [`BREAKER_REJECTIONS`] | counter | `breaker` (the breaker key) |
+//! | [`BREAKER_STATE`] | gauge | `breaker`; 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed |
+
+#[cfg(feature = "metrics")]
+pub(crate) mod meters;
+mod observer;
+
+pub(crate) use observer::Observer;
+
+/// Calls made (counter).
+pub const REQUESTS: &str = "resilient_http.requests";
+/// Duration of a whole call, retries and sleeps included (histogram, seconds).
+pub const REQUEST_DURATION: &str = "resilient_http.request.duration";
+/// Attempts per call (histogram).
+pub const REQUEST_ATTEMPTS: &str = "resilient_http.request.attempts";
+/// Attempts made (counter).
+pub const ATTEMPTS: &str = "resilient_http.attempts";
+/// Duration of one attempt: OpenTelemetry's HTTP client request duration (histogram, seconds).
+pub const ATTEMPT_DURATION: &str = "http.client.request.duration";
+/// Retries scheduled (counter).
+pub const RETRIES: &str = "resilient_http.retries";
+/// Calls that ended on a transient failure without retrying it (counter).
+pub const GIVE_UPS: &str = "resilient_http.give_ups";
+/// Requests an open breaker turned away (counter).
+pub const BREAKER_REJECTIONS: &str = "resilient_http.breaker.rejections";
+/// A breaker's state (gauge).
+pub const BREAKER_STATE: &str = "resilient_http.breaker.state";
+
+use std::fmt;
+
+use http::StatusCode;
+
+use crate::error::{Error, ErrorKind};
+
+/// OpenTelemetry's `error.type` of an outcome: a failure status's code, else the kind.
+#[derive(Clone, Copy)]
+pub(crate) enum ErrorType {
+    Status(StatusCode),
+    Kind(ErrorKind),
+}
+
+impl ErrorType {
+    pub(crate) fn of(error: &Error) -> Self {
+        match (error.kind(), error.status()) {
+            (ErrorKind::Status, Some(status)) => ErrorType::Status(status),
+            (kind, _) => ErrorType::Kind(kind),
+        }
+    }
+}
+
+impl fmt::Display for ErrorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorType::Status(status) => f.write_str(status.as_str()),
+            ErrorType::Kind(kind) => f.write_str(kind.as_str()),
+        }
+    }
+}
+
+/// What an outcome shows: its status (the response's, or a failure's) and its error type.
+pub(crate) fn describe(
+    result: Result<&reqwest::Response, &Error>,
+) -> (Option<StatusCode>, Option<ErrorType>) {
+    match result {
+        Ok(response) => (Some(response.status()), None),
+        Err(error) => (error.status(), Some(ErrorType::of(error))),
+    }
+}

@@ -1,0 +1,189 @@
+//! The spans, events and metrics of one call, driven by the retry bookkeeping that both the
+//! client's call and the retry layer share.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::Span;
+use tracing::field::{Empty, display};
+
+use super::{ErrorType, describe};
+use crate::error::Error;
+use crate::redact::DisplayUrl;
+
+/// Watches one call. Without a DEBUG subscriber and without the `metrics` feature it is one
+/// null pointer, and each of its methods a branch.
+#[derive(Default)]
+pub(crate) struct Observer {
+    spans: Option<Box<Spans>>,
+    #[cfg(feature = "metrics")]
+    method: &'static str,
+}
+
+struct Spans {
+    call: Span,
+    attempt: Span,
+}
+
+fn policy_name(policy: Option<&Arc<str>>) -> &str {
+    policy.map_or("default", |p| p)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Observer {
+    /// A call of `request` under `policy` begins.
+    pub(crate) fn new(request: &reqwest::Request, policy: Option<&Arc<str>>) -> Self {
+        let call = tracing::debug_span!(
+            target: "resilient_http",
+            "request",
+            http.request.method = %request.method(),
+            url.full = %DisplayUrl(request.url()),
+            policy = policy_name(policy),
+            http.response.status_code = Empty,
+            error.type = Empty,
+            attempts = Empty,
+            duration_ms = Empty,
+        );
+        let spans = (!call.is_disabled()).then(|| {
+            Box::new(Spans {
+                call,
+                attempt: Span::none(),
+            })
+        });
+        Observer {
+            spans,
+            #[cfg(feature = "metrics")]
+            method: super::meters::method(request.method()),
+        }
+    }
+
+    /// Whether anything reports this call (a subscriber at DEBUG, or metrics).
+    pub(crate) fn watching(&self) -> bool {
+        cfg!(feature = "metrics") || self.spans.is_some()
+    }
+
+    /// The call's span, entered until the guard drops (`None` when nobody listens).
+    pub(crate) fn enter_call(&self) -> Option<tracing::span::EnteredSpan> {
+        self.spans.as_ref().map(|s| s.call.clone().entered())
+    }
+
+    /// The current attempt's span, entered until the guard drops.
+    pub(crate) fn enter_attempt(&self) -> Option<tracing::span::EnteredSpan> {
+        self.spans.as_ref().map(|s| s.attempt.clone().entered())
+    }
+
+    /// Attempt `number` (1 for the first) of `request` begins.
+    pub(crate) fn attempt_started(&mut self, number: u32, request: &reqwest::Request) {
+        let Some(spans) = self.spans.as_mut() else {
+            return;
+        };
+        let url = request.url();
+        spans.attempt = tracing::debug_span!(
+            target: "resilient_http",
+            parent: &spans.call,
+            "attempt",
+            otel.kind = "client",
+            http.request.resend_count = number.saturating_sub(1),
+            http.request.method = %request.method(),
+            server.address = url.host_str().unwrap_or(""),
+            server.port = url.port_or_known_default(),
+            http.response.status_code = Empty,
+            error.type = Empty,
+        );
+    }
+
+    /// The current attempt ended with `result` after `duration`.
+    pub(crate) fn attempt_ended(
+        &mut self,
+        policy: Option<&Arc<str>>,
+        result: Result<&reqwest::Response, &Error>,
+        duration: Duration,
+    ) {
+        let (status, error_type) = describe(result);
+        #[cfg(feature = "metrics")]
+        super::meters::attempt(policy, self.method, status, error_type, duration);
+        #[cfg(not(feature = "metrics"))]
+        let _ = (policy, duration);
+        if let Some(spans) = self.spans.as_mut() {
+            record(&spans.attempt, status, error_type);
+            spans.attempt = Span::none();
+        }
+    }
+
+    /// The call ended with `result` after `attempts` attempts.
+    pub(crate) fn call_ended(
+        &self,
+        policy: Option<&Arc<str>>,
+        result: Result<&reqwest::Response, &Error>,
+        attempts: u32,
+        duration: Duration,
+    ) {
+        let (status, error_type) = describe(result);
+        #[cfg(feature = "metrics")]
+        super::meters::call(policy, self.method, error_type, attempts, duration);
+        #[cfg(not(feature = "metrics"))]
+        let _ = policy;
+        if let Some(spans) = &self.spans {
+            record(&spans.call, status, error_type);
+            spans.call.record("attempts", attempts);
+            spans.call.record("duration_ms", millis(duration));
+        }
+    }
+
+    /// A retry of the failed `attempt`, which failed with `reason`, is scheduled in `delay`
+    /// (which the server's `Retry-After` set if `retry_after`).
+    pub(crate) fn retrying(
+        &self,
+        policy: Option<&Arc<str>>,
+        attempt: u32,
+        reason: ErrorType,
+        retry_after: bool,
+        delay: Duration,
+    ) {
+        tracing::info!(
+            attempt,
+            reason = %reason,
+            delay_ms = millis(delay),
+            retry_after,
+            policy = policy_name(policy),
+            "retry scheduled"
+        );
+        #[cfg(feature = "metrics")]
+        super::meters::retry(policy, reason);
+    }
+
+    /// The failed `attempt` is not retried, for `reason`. `permanent` when retrying could not
+    /// have helped; `announced` when another event already said why (an open breaker).
+    pub(crate) fn not_retried(
+        &self,
+        policy: Option<&Arc<str>>,
+        attempt: u32,
+        reason: &'static str,
+        permanent: bool,
+        announced: bool,
+    ) {
+        let name = policy_name(policy);
+        if permanent || announced {
+            // The caller sees the error; an operator need not, or already did.
+            tracing::debug!(attempt, reason, policy = name, "not retried");
+        } else {
+            tracing::warn!(attempt, reason, policy = name, "retry skipped");
+        }
+        #[cfg(feature = "metrics")]
+        if !permanent {
+            super::meters::give_up(policy, reason);
+        }
+    }
+}
+
+fn record(span: &Span, status: Option<http::StatusCode>, error_type: Option<ErrorType>) {
+    if let Some(status) = status {
+        span.record("http.response.status_code", status.as_u16());
+    }
+    if let Some(error_type) = error_type {
+        span.record("error.type", display(error_type));
+    }
+}
