@@ -3,7 +3,9 @@
 //! The tower layers are there to be composed, and each costs a future, a copy of the request
 //! on the way down and of the response on the way up, and its own bookkeeping. The client
 //! knows its whole stack, so it does the same work (the same functions: classification, the
-//! attempt timeout, the breaker, [`RetryState`]) in one future instead.
+//! attempt timeout, the breaker, [`RetryState`]) in one future instead. It also does what
+//! the layers cannot: read the body inside the attempt ([`crate::exchange`]) and run hooks
+//! before attempts.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,15 +13,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::Method;
-use pin_project_lite::pin_project;
+use http::{HeaderValue, Method, StatusCode};
 use tokio::time::{Instant, Sleep, sleep};
-use tower::Service;
+use tower::{Service, ServiceExt};
 
 use crate::breaker::state::{Permit, Verdict};
 use crate::breaker::{Breaker, verdict};
-use crate::classify::outcome;
-use crate::error::Error;
+use crate::classify::{Class, Delivery, outcome};
+use crate::error::{BoxError, Error, ErrorKind};
+use crate::exchange::{
+    Buffered, Extras, Reader, Success, buffer, call_caught, hook_failed, limited, poll_caught,
+};
+use crate::hook::{AttemptInfo, BoxFuture};
 use crate::policy::{CompiledPolicy, Policies};
 use crate::retry::state::{Next, RetryState};
 use crate::timeout::{attempt_limit, expired, timed_out};
@@ -34,42 +39,69 @@ pub(crate) enum Which {
     Custom(Box<CompiledPolicy>),
 }
 
-pin_project! {
-    /// One call through one policy.
-    pub(crate) struct Call {
-        #[pin]
-        attempt: Option<ReqwestFuture>,
-        sleep: Option<Pin<Box<Sleep>>>,
-        http: reqwest::Client,
-        policies: Arc<Policies>,
-        which: Which,
-        // Holds the request until the first poll, then each retry's copy.
-        retry: RetryState,
-        method: Method,
-        breaker: Option<Arc<Breaker>>,
-        // The current attempt's breaker permit and, if slow calls are counted, its start.
-        permit: Option<(Permit, Option<Instant>)>,
-        limit: Duration,
-        by_deadline: bool,
-    }
+/// What a step of a call leads to: its output, or (`None`) the next stage to poll.
+type Step<O> = Option<Result<O, Error>>;
 
-    impl PinnedDrop for Call {
-        fn drop(this: Pin<&mut Self>) {
-            // A cancelled call gives a half-open probe's place back.
-            let this = this.project();
-            if let (Some(breaker), Some((permit, _))) = (this.breaker.as_ref(), this.permit.take()) {
-                breaker.record(permit, Verdict::Ignored, None);
-            }
+/// Where a call is.
+enum Stage<O> {
+    /// Not polled yet.
+    Start,
+    /// The policy's hook (named) is preparing the next attempt's request.
+    Hook(BoxFuture<Result<reqwest::Request, Error>>, String),
+    /// An attempt is waiting for the response's head.
+    Send(ReqwestFuture),
+    /// An attempt is waiting for the response's head, through the user's attempt layers.
+    SendLayered(BoxFuture<Result<reqwest::Response, BoxError>>),
+    /// Reading the body into memory (for `send_buffered` or a body classifier).
+    Buffer(BoxFuture<Result<Buffered, Error>>),
+    /// The caller's reader is reading the response of this status.
+    Read(BoxFuture<Result<O, Error>>, StatusCode),
+    /// Fetching new credentials after a `401`.
+    Refresh(BoxFuture<Result<HeaderValue, Error>>),
+    /// Waiting before the next attempt.
+    Sleep(Pin<Box<Sleep>>),
+    /// Over.
+    Done,
+}
+
+/// One call through one policy, resolving to `O`.
+pub(crate) struct Call<O> {
+    stage: Stage<O>,
+    http: reqwest::Client,
+    policies: Arc<Policies>,
+    which: Which,
+    // Holds the request until the first poll, then each retry's copy.
+    retry: RetryState,
+    method: Method,
+    breaker: Option<Arc<Breaker>>,
+    // The current attempt's breaker permit and, if slow calls are counted, its start.
+    permit: Option<(Permit, Option<Instant>)>,
+    limit: Duration,
+    by_deadline: bool,
+    reader: Reader<O>,
+    // Whether the body is read into memory inside the attempt.
+    buffered: bool,
+    // Whether credentials were refreshed once already.
+    refreshed: bool,
+}
+
+impl<O> Drop for Call<O> {
+    fn drop(&mut self) {
+        // A cancelled call gives a half-open probe's place back.
+        if let (Some(breaker), Some((permit, _))) = (self.breaker.as_ref(), self.permit.take()) {
+            breaker.record(permit, Verdict::Ignored, None);
         }
     }
 }
 
-impl Call {
+impl<O: Success> Call<O> {
     pub(crate) fn new(
         http: reqwest::Client,
         policies: Arc<Policies>,
         which: Which,
         request: reqwest::Request,
+        reader: Reader<O>,
+        buffered: bool,
     ) -> Self {
         let chosen = policy(&policies, &which);
         let retry = RetryState::new(
@@ -78,8 +110,7 @@ impl Call {
             request,
         );
         Call {
-            attempt: None,
-            sleep: None,
+            stage: Stage::Start,
             method: Method::GET,
             http,
             policies,
@@ -89,8 +120,236 @@ impl Call {
             permit: None,
             limit: Duration::ZERO,
             by_deadline: false,
+            reader,
+            buffered,
+            refreshed: false,
         }
     }
+
+    fn policy(&self) -> &CompiledPolicy {
+        policy(&self.policies, &self.which)
+    }
+
+    fn extras(&self) -> Option<&Extras> {
+        self.policy().extras()
+    }
+
+    /// The request for the next attempt is ready: through the hook, if any, then out.
+    fn prepare(&mut self, request: reqwest::Request) -> Step<O> {
+        let Some(hook) = self.extras().and_then(|e| e.hook.clone()) else {
+            return self.send(request);
+        };
+        let info = AttemptInfo {
+            number: self.retry.attempt_number(),
+            history: self.retry.history().to_vec(),
+            policy: self.policy().name.clone(),
+        };
+        let what = format!("hook {:?}", hook.name());
+        let label = what.clone();
+        let start = move || -> BoxFuture<Result<reqwest::Request, Error>> {
+            let future = hook.before_attempt(request, info);
+            Box::pin(async move { future.await.map_err(|e| hook_failed(&label, failed(e))) })
+        };
+        self.stage = Stage::Hook(call_caught(&what, start), what);
+        None
+    }
+
+    /// Admits the attempt through the breaker and sends it.
+    fn send(&mut self, mut request: reqwest::Request) -> Step<O> {
+        if let Some(breaker) = self.breaker.as_ref() {
+            match breaker.admit() {
+                Ok(permit) => self.permit = Some((permit, breaker.call_started())),
+                Err(rejection) => {
+                    let error = breaker.rejected(rejection, &request);
+                    return self.finish(Err(error));
+                }
+            }
+        }
+        // The attempt timeout: what is left of the budget, at most the policy's.
+        let (limit, by_deadline) =
+            attempt_limit(self.policy().attempt_timeout(), request.timeout());
+        if limit.is_zero() {
+            self.release_permit();
+            self.stage = Stage::Done;
+            return Some(Err(self.retry.fail(expired(&request, limit))));
+        }
+        self.limit = limit;
+        self.by_deadline = by_deadline;
+        *request.timeout_mut() = Some(limit);
+        self.stage = match self.extras().and_then(|e| e.attempt_service.clone()) {
+            None => Stage::Send(self.http.call(request)),
+            Some(service) => Stage::SendLayered(Box::pin(service.oneshot(request))),
+        };
+        None
+    }
+
+    fn release_permit(&mut self) {
+        if let (Some(breaker), Some((permit, _))) = (self.breaker.as_ref(), self.permit.take()) {
+            breaker.record(permit, Verdict::Ignored, None);
+        }
+    }
+
+    /// The response's head arrived (or the attempt failed before it).
+    fn received(&mut self, result: Result<reqwest::Response, reqwest::Error>) -> Step<O> {
+        if let Ok(response) = &result {
+            let classify_body = self
+                .extras()
+                .and_then(|e| e.body_classifier.as_ref())
+                .is_some_and(|c| c.wants(response.status(), response.headers()));
+            if self.buffered || classify_body {
+                if let Ok(response) = result {
+                    let policy = self.policy();
+                    let reading = buffer(
+                        response,
+                        policy.body_limit(),
+                        policy.classifier().clone(),
+                        self.method.clone(),
+                    );
+                    self.stage = Stage::Buffer(Box::pin(reading));
+                }
+                return None;
+            }
+        }
+        let elapsed = self.retry.attempt_started().elapsed();
+        let result = outcome(self.policy().classifier(), &self.method, result, elapsed);
+        self.classified(result)
+    }
+
+    /// The body is in memory: the body classifier, if it wants it, then the status.
+    fn buffered(&mut self, body: Buffered) -> Step<O> {
+        let verdict = self
+            .extras()
+            .and_then(|e| e.body_classifier.as_ref())
+            .filter(|c| c.wants(body.status(), body.headers()))
+            .and_then(|c| c.classify(body.status(), body.headers(), &body.body));
+        let response = body.into_response();
+        let result = match verdict {
+            Some(Class::Success) => Ok(response),
+            Some(class) => {
+                let mut error = Error::from_response(response, class, Delivery::Delivered);
+                error.set_method(self.method.clone());
+                Err(error)
+            }
+            None => {
+                let elapsed = self.retry.attempt_started().elapsed();
+                outcome(
+                    self.policy().classifier(),
+                    &self.method,
+                    Ok(response),
+                    elapsed,
+                )
+            }
+        };
+        self.classified(result)
+    }
+
+    /// The attempt is classified: a success goes to the reader.
+    fn classified(&mut self, result: Result<reqwest::Response, Error>) -> Step<O> {
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => return self.finish(Err(error)),
+        };
+        match &self.reader {
+            Reader::Response(into) => {
+                let output = into(response);
+                self.finish(Ok(output))
+            }
+            Reader::With(_) => {
+                let status = response.status();
+                let limit = self.policy().body_limit();
+                let Reader::With(read) = &mut self.reader else {
+                    return None;
+                };
+                match limited(response, limit) {
+                    Ok(response) => {
+                        let reading = read(response);
+                        self.stage = Stage::Read(reading, status);
+                        None
+                    }
+                    Err(error) => self.finish(Err(error)),
+                }
+            }
+        }
+    }
+
+    /// The attempt is over: the breaker hears of it, then the retry decides.
+    fn finish(&mut self, result: Result<O, Error>) -> Step<O> {
+        let result = result.map_err(|e| timed_out(e, self.limit, self.by_deadline));
+        if let (Some(breaker), Some((permit, started))) =
+            (self.breaker.as_ref(), self.permit.take())
+        {
+            breaker.record(permit, verdict(&result), started);
+        }
+        let result = match result {
+            Err(error) if self.should_refresh(&error) => {
+                self.refreshed = true;
+                if let Err(error) = self.retry.retry_with_new_credentials(error) {
+                    self.stage = Stage::Done;
+                    return Some(Err(error));
+                }
+                let Some(refresher) = self.extras().and_then(|e| e.refresher.clone()) else {
+                    return self.finish_refresh(Err(hook_failed("refresher", "is gone")));
+                };
+                let start = move || -> BoxFuture<Result<HeaderValue, Error>> {
+                    let future = refresher.refresh();
+                    Box::pin(async move {
+                        future
+                            .await
+                            .map_err(|e| hook_failed("auth refresher", failed(e)))
+                    })
+                };
+                self.stage = Stage::Refresh(call_caught("auth refresher", start));
+                return None;
+            }
+            result => result,
+        };
+        match self.retry.finish_attempt(result) {
+            Next::Done(result) => {
+                self.stage = Stage::Done;
+                Some(result)
+            }
+            Next::Retry(delay) => {
+                self.stage = Stage::Sleep(Box::pin(sleep(delay)));
+                None
+            }
+        }
+    }
+
+    fn should_refresh(&self, error: &Error) -> bool {
+        !self.refreshed
+            && error.kind() == ErrorKind::Status
+            && error.status() == Some(StatusCode::UNAUTHORIZED)
+            && self.extras().is_some_and(|e| e.refresher.is_some())
+    }
+
+    /// New credentials arrived (or did not): send the request again with them.
+    fn finish_refresh(&mut self, value: Result<HeaderValue, Error>) -> Step<O> {
+        let mut value = match value {
+            Ok(value) => value,
+            Err(error) => {
+                self.stage = Stage::Done;
+                return Some(Err(self.retry.fail(error)));
+            }
+        };
+        value.set_sensitive(true);
+        match self.retry.next_request() {
+            Ok(mut request) => {
+                request
+                    .headers_mut()
+                    .insert(http::header::AUTHORIZATION, value);
+                self.prepare(request)
+            }
+            Err(error) => {
+                self.stage = Stage::Done;
+                Some(Err(error))
+            }
+        }
+    }
+}
+
+/// A user's error, as the message of a typed one.
+fn failed(error: BoxError) -> String {
+    format!("failed: {error}")
 }
 
 fn policy<'a>(policies: &'a Policies, which: &'a Which) -> &'a CompiledPolicy {
@@ -100,94 +359,111 @@ fn policy<'a>(policies: &'a Policies, which: &'a Which) -> &'a CompiledPolicy {
     }
 }
 
-impl Future for Call {
-    type Output = Result<reqwest::Response, Error>;
+/// An attempt layer's error: ours and reqwest's keep their meaning; any other is the layer's
+/// own refusal, permanent.
+fn layered_error(error: BoxError, method: &Method) -> Result<reqwest::Error, Error> {
+    let error = match error.downcast::<reqwest::Error>() {
+        Ok(error) => return Ok(*error),
+        Err(error) => error,
+    };
+    match error.downcast::<Error>() {
+        Ok(error) => Err(*error),
+        Err(error) => {
+            let mut error = Error::new(ErrorKind::Transport, Class::Permanent, Delivery::NotSent)
+                .with_detail("an attempt layer failed")
+                .with_source(error);
+            error.set_method(method.clone());
+            Err(error)
+        }
+    }
+}
+
+impl<O: Success> Future for Call<O> {
+    type Output = Result<O, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if !this.retry.begun() {
+        let this = self.get_mut();
+        if matches!(this.stage, Stage::Start) {
             this.retry.watch();
         }
         let _call = this.retry.observer().enter_call();
         loop {
-            let policy = policy(this.policies, this.which);
-            let retry = &mut *this.retry;
-            // The request to send now: the first, or a retry's after its sleep.
-            let next = if !retry.begun() {
-                let first = retry.begin();
-                if let Ok(request) = &first {
-                    // Once per call: the breaker of this endpoint.
-                    *this.method = request.method().clone();
-                    *this.breaker = policy.breaker_for(request.url());
+            let step = match &mut this.stage {
+                Stage::Start => match this.retry.begin() {
+                    Ok(request) => {
+                        // Once per call: the breaker of this endpoint.
+                        this.method = request.method().clone();
+                        this.breaker = this.policy().breaker_for(request.url());
+                        this.prepare(request)
+                    }
+                    Err(error) => {
+                        this.stage = Stage::Done;
+                        Some(Err(error))
+                    }
+                },
+                Stage::Hook(hook, what) => match ready!(poll_caught(hook, cx, what)) {
+                    Ok(request) => this.send(request),
+                    Err(error) => {
+                        this.stage = Stage::Done;
+                        Some(Err(this.retry.fail(error)))
+                    }
+                },
+                Stage::Send(future) => {
+                    let result = {
+                        let _attempt = this.retry.observer().enter_attempt();
+                        ready!(Pin::new(future).poll(cx))
+                    };
+                    this.received(result)
                 }
-                Some(first)
-            } else if let Some(pause) = this.sleep.as_mut() {
-                ready!(pause.as_mut().poll(cx));
-                *this.sleep = None;
-                Some(retry.next_request())
-            } else {
-                None
-            };
-            if let Some(next) = next {
-                let mut request = match next {
-                    Ok(request) => request,
-                    Err(error) => return Poll::Ready(Err(error)),
-                };
-                // The breaker, per attempt.
-                if let Some(breaker) = this.breaker.as_ref() {
-                    match breaker.admit() {
-                        Ok(permit) => *this.permit = Some((permit, breaker.call_started())),
-                        Err(rejection) => {
-                            let error = breaker.rejected(rejection, &request);
-                            match retry.finish_attempt(Err(error)) {
-                                Next::Done(result) => return Poll::Ready(result),
-                                Next::Retry(delay) => {
-                                    *this.sleep = Some(Box::pin(sleep(delay)));
-                                    continue;
-                                }
-                            }
+                Stage::SendLayered(future) => {
+                    let result = {
+                        let _attempt = this.retry.observer().enter_attempt();
+                        ready!(future.as_mut().poll(cx))
+                    };
+                    match result.map_err(|e| layered_error(e, &this.method)) {
+                        Ok(response) => this.received(Ok(response)),
+                        Err(Ok(error)) => this.received(Err(error)),
+                        Err(Err(error)) => this.finish(Err(error)),
+                    }
+                }
+                Stage::Buffer(reading) => {
+                    let result = {
+                        let _attempt = this.retry.observer().enter_attempt();
+                        ready!(reading.as_mut().poll(cx))
+                    };
+                    match result {
+                        Ok(body) => this.buffered(body),
+                        Err(error) => this.finish(Err(error)),
+                    }
+                }
+                Stage::Read(reading, status) => {
+                    let status = *status;
+                    let result = {
+                        let _attempt = this.retry.observer().enter_attempt();
+                        ready!(poll_caught(reading, cx, "reader"))
+                    };
+                    this.finish(result.map_err(|e| e.after_response(status)))
+                }
+                Stage::Refresh(refreshing) => {
+                    let value = ready!(poll_caught(refreshing, cx, "auth refresher"));
+                    this.finish_refresh(value)
+                }
+                Stage::Sleep(pause) => {
+                    ready!(pause.as_mut().poll(cx));
+                    match this.retry.next_request() {
+                        Ok(request) => this.prepare(request),
+                        Err(error) => {
+                            this.stage = Stage::Done;
+                            Some(Err(error))
                         }
                     }
                 }
-                // The attempt timeout: what is left of the budget, at most the policy's.
-                let (limit, by_deadline) =
-                    attempt_limit(policy.attempt_timeout(), request.timeout());
-                if limit.is_zero() {
-                    if let (Some(breaker), Some((permit, _))) =
-                        (this.breaker.as_ref(), this.permit.take())
-                    {
-                        breaker.record(permit, Verdict::Ignored, None);
-                    }
-                    return Poll::Ready(Err(retry.fail(expired(&request, limit))));
-                }
-                *this.limit = limit;
-                *this.by_deadline = by_deadline;
-                *request.timeout_mut() = Some(limit);
-                let future = this.http.call(request);
-                this.attempt.set(Some(future));
-            }
-            let Some(future) = this.attempt.as_mut().as_pin_mut() else {
-                // Polled again after it finished.
-                return Poll::Ready(Err(Error::invalid_config(
+                Stage::Done => Some(Err(Error::invalid_config(
                     "request future polled after completion",
-                )));
+                ))),
             };
-            let result = {
-                let _attempt = retry.observer().enter_attempt();
-                ready!(future.poll(cx))
-            };
-            this.attempt.set(None);
-            let elapsed = retry.attempt_started().elapsed();
-            let result = outcome(policy.classifier(), this.method, result, elapsed)
-                .map_err(|e| timed_out(e, *this.limit, *this.by_deadline));
-            if let (Some(breaker), Some((permit, started))) =
-                (this.breaker.as_ref(), this.permit.take())
-            {
-                breaker.record(permit, verdict(&result), started);
-            }
-            match retry.finish_attempt(result) {
-                Next::Done(result) => return Poll::Ready(result),
-                Next::Retry(delay) => *this.sleep = Some(Box::pin(sleep(delay))),
+            if let Some(output) = step {
+                return Poll::Ready(output);
             }
         }
     }

@@ -1,19 +1,26 @@
 //! The facade: `Client::builder() … .build()`, then `client.get(url).send().await`.
 
 use std::fmt;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tower::{Layer, Service, ServiceExt};
+
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
 
 use crate::breaker::{BreakerConfig, BreakerRegistry};
 use crate::call::{Call, Which};
-use crate::classify::{Classifier, SharedClassifier};
+use crate::classify::{BodyClassifier, Classifier, SharedClassifier};
+use crate::error::BoxError;
 use crate::error::Error;
-use crate::pending::Pending;
+use crate::exchange::{AttemptService, Extras, Read, Reader, Success};
+use crate::hook::{AttemptHook, AuthRefresher, BoxFuture};
+use crate::pending::{Pending, Reading};
 use crate::policy::compiled::{Base, Overrides};
 use crate::policy::{CompiledPolicy, EndpointPolicy, Matcher, Policies, PolicyFile};
 use crate::retry::RetryPolicy;
@@ -154,7 +161,15 @@ pub struct ClientBuilder {
     breaker: Option<BreakerConfig>,
     /// A policy file that could not be read, reported by `build`.
     config_error: Option<Error>,
+    /// Hooks and the body classifier of every policy.
+    extras: Extras,
+    /// Hooks of one policy each, by name.
+    policy_extras: Vec<(String, Extras)>,
+    /// The user's layers around each attempt, applied to the reqwest client once built.
+    attempt_layer: Option<Arc<MakeAttemptService>>,
 }
+
+type MakeAttemptService = dyn Fn(reqwest::Client) -> AttemptService + Send + Sync;
 
 impl Default for ClientBuilder {
     fn default() -> Self {
@@ -166,6 +181,9 @@ impl Default for ClientBuilder {
             retry: RetryPolicy::default(),
             breaker: Some(BreakerConfig::default()),
             config_error: None,
+            extras: Extras::default(),
+            policy_extras: Vec::new(),
+            attempt_layer: None,
         }
     }
 }
@@ -179,6 +197,9 @@ impl fmt::Debug for ClientBuilder {
             .field("retry", &self.retry)
             .field("breaker", &self.breaker)
             .field("custom_reqwest_client", &self.http.is_some())
+            .field("extras", &self.extras)
+            .field("policy_extras", &self.policy_extras)
+            .field("attempt_layer", &self.attempt_layer.is_some())
             .finish()
     }
 }
@@ -299,13 +320,102 @@ impl ClientBuilder {
         self
     }
 
+    /// Runs `hook` before every attempt of every policy (a policy's own, set with
+    /// [`before_attempt_for`](Self::before_attempt_for), replaces it). See [`crate::hook`].
+    pub fn before_attempt(mut self, hook: impl AttemptHook) -> Self {
+        self.extras.hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs `hook` before every attempt of the policy called `policy` (`"default"` or an
+    /// endpoint rule's name; an unknown name fails [`build`](Self::build)).
+    pub fn before_attempt_for(mut self, policy: &str, hook: impl AttemptHook) -> Self {
+        self.extras_of(policy).hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// After a `401 Unauthorized`, asks `refresher` for a new `Authorization` value once and
+    /// sends the request again with it, in every policy. See [`crate::hook`].
+    pub fn refresh_auth_on_401(mut self, refresher: impl AuthRefresher) -> Self {
+        self.extras.refresher = Some(Arc::new(refresher));
+        self
+    }
+
+    /// [`refresh_auth_on_401`](Self::refresh_auth_on_401) for one policy only.
+    pub fn refresh_auth_on_401_for(mut self, policy: &str, refresher: impl AuthRefresher) -> Self {
+        self.extras_of(policy).refresher = Some(Arc::new(refresher));
+        self
+    }
+
+    /// Classifies responses by their body too; see [`BodyClassifier`].
+    pub fn body_classifier(mut self, classifier: impl BodyClassifier) -> Self {
+        self.extras.body_classifier = Some(Arc::new(classifier));
+        self
+    }
+
+    fn extras_of(&mut self, policy: &str) -> &mut Extras {
+        let index = match self.policy_extras.iter().position(|(n, _)| n == policy) {
+            Some(index) => index,
+            None => {
+                self.policy_extras
+                    .push((policy.to_owned(), Extras::default()));
+                self.policy_extras.len() - 1
+            }
+        };
+        &mut self.policy_extras[index].1
+    }
+
+    /// Applies a tower `layer` around **each attempt**, inside the retry: it sees every
+    /// attempt's request (after the hooks) and its response's head, and runs again on every
+    /// retry. For signing, tracing per attempt, or any tower middleware over the
+    /// `reqwest::Client`.
+    ///
+    /// Its errors keep their meaning when they are a `reqwest::Error` or this crate's
+    /// [`Error`]; any other error ends the call as a permanent
+    /// [`ErrorKind::Transport`](crate::ErrorKind::Transport) with the layer's error as source.
+    ///
+    /// ```
+    /// use http::HeaderValue;
+    /// use tower::ServiceBuilder;
+    ///
+    /// // A signature that must be fresh on every attempt.
+    /// fn sign(mut request: reqwest::Request) -> reqwest::Request {
+    ///     let at = std::time::SystemTime::now()
+    ///         .duration_since(std::time::UNIX_EPOCH)
+    ///         .map_or(0, |d| d.as_nanos());
+    ///     let signature = format!("t={at},sig=…");
+    ///     if let Ok(value) = HeaderValue::try_from(signature) {
+    ///         request.headers_mut().insert("x-signature", value);
+    ///     }
+    ///     request
+    /// }
+    ///
+    /// let client = resilient_http::Client::builder()
+    ///     .attempt_layer(ServiceBuilder::new().map_request(sign))
+    ///     .build()?;
+    /// # let _ = client;
+    /// # Ok::<(), resilient_http::Error>(())
+    /// ```
+    pub fn attempt_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<reqwest::Client> + Send + Sync + 'static,
+        L::Service:
+            Service<reqwest::Request, Response = reqwest::Response> + Clone + Send + Sync + 'static,
+        <L::Service as Service<reqwest::Request>>::Error: Into<BoxError>,
+        <L::Service as Service<reqwest::Request>>::Future: Send + 'static,
+    {
+        self.attempt_layer = Some(Arc::new(move |http| {
+            AttemptService::new(layer.layer(http).map_err(Into::into))
+        }));
+        self
+    }
+
     /// Checks the settings and builds the client.
     ///
     /// Fails with [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig), naming the
     /// setting, for a zero timeout, an invalid retry or breaker setting, a policy file error,
     /// two rules with one name, or when the `reqwest::Client` cannot be built.
     pub fn build(mut self) -> Result<Client, Error> {
-        let policies = self.build_policies()?;
         let connect_timeout = self
             .default
             .connect_timeout
@@ -319,11 +429,16 @@ impl ClientBuilder {
                     Error::invalid_config("the reqwest client could not be built").with_source(e)
                 })?,
         };
+        let policies = self.build_policies(Some(&http))?;
         Ok(Client { http, policies })
     }
 
-    /// Checks the settings and compiles every policy.
-    pub(crate) fn build_policies(&self) -> Result<Arc<Policies>, Error> {
+    /// Checks the settings and compiles every policy; `http` is the client's reqwest client,
+    /// `None` for the reqwest-middleware adapter, which runs no hooks.
+    pub(crate) fn build_policies(
+        &self,
+        http: Option<&reqwest::Client>,
+    ) -> Result<Arc<Policies>, Error> {
         if let Some(err) = &self.config_error {
             return Err(err.clone_config());
         }
@@ -360,7 +475,53 @@ impl ClientBuilder {
             let compiled = CompiledPolicy::compile(name, &policy.inherit(&self.default), &base)?;
             endpoints.push((matcher.clone(), compiled));
         }
-        Ok(Arc::new(Policies { default, endpoints }))
+        let mut policies = Policies { default, endpoints };
+        self.add_extras(&mut policies, http)?;
+        Ok(Arc::new(policies))
+    }
+
+    /// Gives each policy its hooks, body classifier and attempt layers.
+    fn add_extras(
+        &self,
+        policies: &mut Policies,
+        http: Option<&reqwest::Client>,
+    ) -> Result<(), Error> {
+        for (name, _) in &self.policy_extras {
+            if policies.by_name(name).is_none() {
+                return Err(Error::invalid_config(format!(
+                    "a hook is set for policy {name:?}, but there is no policy of that name"
+                )));
+            }
+        }
+        let mut client_wide = self.extras.clone();
+        client_wide.attempt_service = match (&self.attempt_layer, http) {
+            (Some(make), Some(http)) => Some(make(http.clone())),
+            _ => None,
+        };
+        let has_any = !client_wide.is_empty()
+            || self.attempt_layer.is_some()
+            || !self.policy_extras.is_empty();
+        if !has_any {
+            return Ok(());
+        }
+        if http.is_none() {
+            return Err(Error::invalid_config(
+                "hooks, auth refreshers, body classifiers and attempt layers run in the client's                  own calls only; the reqwest-middleware adapter cannot run them",
+            ));
+        }
+        let all = std::iter::once(&mut policies.default)
+            .chain(policies.endpoints.iter_mut().map(|(_, policy)| policy));
+        for policy in all {
+            let own = self
+                .policy_extras
+                .iter()
+                .filter(|(name, _)| **name == *policy.name)
+                .fold(client_wide.clone(), |extras, (_, more)| {
+                    extras.overlaid(more)
+                });
+            policy.set_extras(own);
+        }
+        Ok(())
     }
 }
 
@@ -467,38 +628,136 @@ impl RequestBuilder {
         self.overrides.get_or_insert_with(Default::default)
     }
 
-    /// Builds the request and runs it through the stack.
+    /// Builds the request and runs it through the stack; resolves when the response's head
+    /// has arrived (its body is read afterwards, outside the retries; see
+    /// [`send_buffered`](Self::send_buffered) and [`send_with`](Self::send_with) to read it
+    /// inside them).
     ///
     /// An invalid URL or header fails here with
     /// [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest), before anything is sent.
     pub fn send(self) -> Pending {
+        match self.call(Reader::Response(std::convert::identity), false) {
+            Ok(call) => Pending::call(call),
+            Err(error) => Pending::failed(error),
+        }
+    }
+
+    /// Like [`send`](Self::send), but reads the whole body into memory **inside each
+    /// attempt**: a body that is cut off, reset or stalls is a failed attempt, classified and
+    /// retried like any other (with the idempotency rules: the server did answer). The read
+    /// is bounded by the attempt timeout and the policy's body limit
+    /// ([`EndpointPolicy::body_limit`](crate::policy::EndpointPolicy::body_limit), 16 MiB by
+    /// default); a longer body fails with
+    /// [`ErrorKind::BodyTooLarge`](crate::ErrorKind::BodyTooLarge).
+    ///
+    /// The response resolves with its body in memory, so `bytes()`, `text()` and `json()` on
+    /// it cannot fail for transport reasons; a retried success keeps its
+    /// [`RetryHistory`](crate::retry::RetryHistory).
+    pub fn send_buffered(self) -> Pending {
+        match self.call(Reader::Response(std::convert::identity), true) {
+            Ok(call) => Pending::call(call),
+            Err(error) => Pending::failed(error),
+        }
+    }
+
+    /// The body as bytes, read inside each attempt (see [`send_buffered`](Self::send_buffered)).
+    pub fn bytes(self) -> impl Future<Output = Result<Bytes, Error>> + Send {
+        let pending = self.send_buffered();
+        async move { Ok(pending.await?.bytes().await?) }
+    }
+
+    /// The body as text, decoded as reqwest does (the `charset` of `Content-Type`, else
+    /// UTF-8), read inside each attempt (see [`send_buffered`](Self::send_buffered)).
+    pub fn text(self) -> impl Future<Output = Result<String, Error>> + Send {
+        let pending = self.send_buffered();
+        async move { Ok(pending.await?.text().await?) }
+    }
+
+    /// The body decoded from JSON, read inside each attempt (see
+    /// [`send_buffered`](Self::send_buffered)). A body that does not decode is a permanent
+    /// [`ErrorKind::Decode`](crate::ErrorKind::Decode) carrying the status; it is not retried.
+    #[cfg(feature = "json")]
+    pub fn json<T: serde::de::DeserializeOwned>(
+        self,
+    ) -> impl Future<Output = Result<T, Error>> + Send {
+        let pending = self.send_buffered();
+        async move {
+            let response = pending.await?;
+            let status = response.status();
+            let url = response.url().clone();
+            let body = response.bytes().await?;
+            serde_json::from_slice(&body).map_err(|e| Error::decode(e, status, &url))
+        }
+    }
+
+    /// Runs `read` on each attempt's response, **inside the attempt**, and resolves to what it
+    /// returns. A failure while it reads (a reset, a truncated body, the attempt timeout:
+    /// anything it turns into an [`Error`] with `?`) is a failed attempt, classified and
+    /// retried like any other; an error it makes itself keeps its class. The body is limited
+    /// as in [`send_buffered`](Self::send_buffered). A panic in `read` fails the call with
+    /// [`ErrorKind::Hook`](crate::ErrorKind::Hook).
+    ///
+    /// ```no_run
+    /// # async fn run(client: resilient_http::Client) -> Result<(), resilient_http::Error> {
+    /// // Count the lines of a large body as it streams, retrying if it breaks.
+    /// let lines = client
+    ///     .get("http://127.0.0.1:8080/export.csv")
+    ///     .send_with(|mut response| async move {
+    ///         let mut lines = 0;
+    ///         while let Some(chunk) = response.chunk().await? {
+    ///             lines += chunk.iter().filter(|b| **b == b'\n').count();
+    ///         }
+    ///         Ok(lines)
+    ///     })
+    ///     .await?;
+    /// # let _ = lines;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_with<T, F, Fut>(self, mut read: F) -> Reading<T>
+    where
+        T: Send + 'static,
+        F: FnMut(reqwest::Response) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, Error>> + Send + 'static,
+    {
+        let reader = Reader::With(Box::new(move |response: reqwest::Response| {
+            let status = response.status();
+            let reading = read(response);
+            Box::pin(async move { reading.await.map(|value| Read { status, value }) })
+                as BoxFuture<Result<Read<T>, Error>>
+        }));
+        match self.call(reader, false) {
+            Ok(call) => Reading::call(call),
+            Err(error) => Reading::failed(error),
+        }
+    }
+
+    /// Builds the request and its call.
+    fn call<O: Success>(self, reader: Reader<O>, buffered: bool) -> Result<Call<O>, Error> {
         let (http, request) = self.inner.build_split();
-        let request = match request {
-            Ok(request) => request,
-            Err(error) => return Pending::failed(Error::from(error)),
-        };
+        let request = request.map_err(Error::from)?;
         let Some(overrides) = self.overrides else {
             let index = self.policies.select_index(request.method(), request.url());
-            return Pending::call(Call::new(
+            let which = Which::Shared(index);
+            return Ok(Call::new(
                 http,
                 self.policies,
-                Which::Shared(index),
+                which,
                 request,
+                reader,
+                buffered,
             ));
         };
         if overrides.deadline.is_some_and(|d| d.is_zero()) {
-            let error = Error::invalid_request("the deadline must be above zero", &request);
-            return Pending::failed(error);
+            return Err(Error::invalid_request(
+                "the deadline must be above zero",
+                &request,
+            ));
         }
         let index = match &overrides.policy {
-            Some(name) => match self.policies.index_of(name) {
-                Some(index) => index,
-                None => {
-                    let error =
-                        Error::invalid_request(format!("no policy named {name:?}"), &request);
-                    return Pending::failed(error);
-                }
-            },
+            Some(name) => self.policies.index_of(name).ok_or_else(|| {
+                Error::invalid_request(format!("no policy named {name:?}"), &request)
+            })?,
             None => self.policies.select_index(request.method(), request.url()),
         };
         let which = if overrides.attempts.is_none() && overrides.deadline.is_none() {
@@ -507,7 +766,14 @@ impl RequestBuilder {
             let policy = self.policies.get(index).with_overrides(&overrides);
             Which::Custom(Box::new(policy))
         };
-        Pending::call(Call::new(http, self.policies, which, request))
+        Ok(Call::new(
+            http,
+            self.policies,
+            which,
+            request,
+            reader,
+            buffered,
+        ))
     }
 }
 
@@ -535,6 +801,8 @@ impl tower::Service<reqwest::Request> for PolicyService {
             self.policies.clone(),
             Which::Shared(index),
             request,
+            Reader::Response(std::convert::identity),
+            false,
         ))
     }
 }

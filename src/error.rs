@@ -52,6 +52,14 @@ pub enum ErrorKind {
     InvalidConfig,
     /// Any other failure while sending or receiving (redirect loop, body error, ...).
     Transport,
+    /// The response body was longer than the policy's body limit (permanent: it will not
+    /// shrink by asking again).
+    BodyTooLarge,
+    /// The response body could not be decoded (invalid JSON for
+    /// [`json`](crate::RequestBuilder::json)); permanent, and the error keeps the status.
+    Decode,
+    /// A hook run before an attempt failed or panicked; the message names the hook.
+    Hook,
 }
 
 impl fmt::Display for ErrorKind {
@@ -69,6 +77,9 @@ impl fmt::Display for ErrorKind {
             ErrorKind::InvalidResponse => "invalid response",
             ErrorKind::InvalidConfig => "invalid configuration",
             ErrorKind::Transport => "transport error",
+            ErrorKind::BodyTooLarge => "response body too large",
+            ErrorKind::Decode => "response body could not be decoded",
+            ErrorKind::Hook => "attempt hook failed",
         })
     }
 }
@@ -76,7 +87,7 @@ impl fmt::Display for ErrorKind {
 impl ErrorKind {
     /// A short, stable, machine-readable name: `timeout`, `deadline`, `connect`, `reset`,
     /// `status`, `circuit_open`, `budget_exhausted`, `body_not_replayable`, `invalid_request`,
-    /// `invalid_response`, `invalid_config` or `transport`.
+    /// `invalid_response`, `invalid_config`, `transport`, `body_too_large`, `decode` or `hook`.
     ///
     /// These are the `error_kind` values of the `probe` example and the `error.type` of
     /// spans and metrics (where a failure status is shown as its code instead).
@@ -98,6 +109,9 @@ impl ErrorKind {
             ErrorKind::InvalidResponse => "invalid_response",
             ErrorKind::InvalidConfig => "invalid_config",
             ErrorKind::Transport => "transport",
+            ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::Decode => "decode",
+            ErrorKind::Hook => "hook",
         }
     }
 }
@@ -110,6 +124,14 @@ pub enum AttemptOutcome {
     Status(StatusCode),
     /// The attempt ended without a response.
     Error(ErrorKind),
+    /// The server answered with this status, then reading the body failed (a reset, a
+    /// truncation, a timeout: the `kind`).
+    Body {
+        /// The status the response began with.
+        status: StatusCode,
+        /// What cut the body short.
+        kind: ErrorKind,
+    },
 }
 
 impl fmt::Display for AttemptOutcome {
@@ -117,6 +139,9 @@ impl fmt::Display for AttemptOutcome {
         match self {
             AttemptOutcome::Status(status) => write!(f, "{status}"),
             AttemptOutcome::Error(kind) => write!(f, "{kind}"),
+            AttemptOutcome::Body { status, kind } => {
+                write!(f, "{status}, then {kind} while reading the body")
+            }
         }
     }
 }
@@ -222,6 +247,8 @@ struct Inner {
     /// Already redacted.
     url: Option<Url>,
     response: Option<reqwest::Response>,
+    /// The status of a response whose body then failed (the response itself is gone).
+    body_status: Option<StatusCode>,
     retry_after: Option<Duration>,
     /// The limit that fired, for timeouts.
     limit: Option<Duration>,
@@ -245,6 +272,7 @@ impl Error {
             method: None,
             url: None,
             response: None,
+            body_status: None,
             retry_after: None,
             limit: None,
             elapsed: None,
@@ -378,6 +406,26 @@ impl Error {
         self
     }
 
+    /// A body that did not decode as the caller asked.
+    #[cfg(feature = "json")]
+    pub(crate) fn decode(source: impl Into<BoxError>, status: StatusCode, url: &Url) -> Self {
+        let mut error = Error::new(ErrorKind::Decode, Class::Permanent, Delivery::Delivered)
+            .with_source(source)
+            .after_response(status);
+        error.0.url = Some(redact::url(url));
+        error
+    }
+
+    /// This failure came while reading the body of a response with `status`: the server
+    /// answered, so it was delivered (and a retry follows the idempotency rules).
+    pub(crate) fn after_response(mut self, status: StatusCode) -> Self {
+        if self.0.response.is_none() && self.0.body_status.is_none() {
+            self.0.body_status = Some(status);
+            self.0.delivery = Delivery::Delivered;
+        }
+        self
+    }
+
     /// The retry this error called for was skipped because the body cannot be sent twice.
     pub(crate) fn not_replayable(cause: Error) -> Self {
         let mut err = Error::new(
@@ -406,9 +454,10 @@ impl Error {
 
     /// This error as one entry of an attempt history.
     pub(crate) fn outcome(&self) -> AttemptOutcome {
-        match (&self.0.response, self.0.kind) {
-            (Some(response), ErrorKind::Status) => AttemptOutcome::Status(response.status()),
-            (_, kind) => AttemptOutcome::Error(kind),
+        match (&self.0.response, self.0.kind, self.0.body_status) {
+            (Some(response), ErrorKind::Status, _) => AttemptOutcome::Status(response.status()),
+            (_, kind, Some(status)) => AttemptOutcome::Body { status, kind },
+            (_, kind, None) => AttemptOutcome::Error(kind),
         }
     }
 
@@ -463,7 +512,11 @@ impl Error {
 
     /// The failure status the server answered with, if it answered.
     pub fn status(&self) -> Option<StatusCode> {
-        self.0.response.as_ref().map(reqwest::Response::status)
+        self.0
+            .response
+            .as_ref()
+            .map(reqwest::Response::status)
+            .or(self.0.body_status)
     }
 
     /// The response headers of a failure status.

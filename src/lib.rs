@@ -72,6 +72,8 @@ mod call;
 pub mod classify;
 mod client;
 mod error;
+mod exchange;
+pub mod hook;
 #[cfg(feature = "reqwest-middleware")]
 pub mod middleware;
 mod pending;
@@ -86,7 +88,8 @@ pub mod timeout;
 
 pub use client::{Client, ClientBuilder, PolicyService, RequestBuilder};
 pub use error::{Attempt, AttemptOutcome, BoxError, Error, ErrorKind};
-pub use pending::Pending;
+pub use exchange::DEFAULT_BODY_LIMIT;
+pub use pending::{Pending, Reading};
 
 #[doc(no_inline)]
 pub use classify::{Class, Delivery};

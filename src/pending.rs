@@ -1,43 +1,52 @@
-//! The future returned by [`RequestBuilder::send`](crate::RequestBuilder::send).
+//! The futures returned by [`RequestBuilder::send`](crate::RequestBuilder::send) and
+//! [`RequestBuilder::send_with`](crate::RequestBuilder::send_with).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use pin_project_lite::pin_project;
-
 use crate::call::Call;
 use crate::error::Error;
+use crate::exchange::{Read, Success};
 
-pin_project! {
-    /// A request on its way through its policy; resolves to the response or the typed error.
-    ///
-    /// Nothing happens before it is first polled, as with any future.
-    #[must_use = "futures do nothing unless polled"]
-    pub struct Pending {
-        #[pin]
-        state: State,
+/// A call, or the error that kept it from starting.
+// Not boxed: a failed start is rare, and an allocation per call costs more than the moves.
+#[allow(clippy::large_enum_variant)]
+enum State<O> {
+    Failed(Option<Error>),
+    Running(Call<O>),
+}
+
+impl<O: Success> State<O> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<O, Error>> {
+        match self {
+            State::Running(call) => Pin::new(call).poll(cx),
+            State::Failed(error) => Poll::Ready(Err(error.take().unwrap_or_else(|| {
+                Error::invalid_config("request future polled after completion")
+            }))),
+        }
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State {
-        Failed { error: Option<Error> },
-        Running { #[pin] call: Call },
-    }
+/// A request on its way through its policy; resolves to the response or the typed error.
+///
+/// Nothing happens before it is first polled, as with any future. Dropping it cancels the
+/// call at once, whatever it was doing.
+#[must_use = "futures do nothing unless polled"]
+pub struct Pending {
+    state: State<reqwest::Response>,
 }
 
 impl Pending {
-    pub(crate) fn call(call: Call) -> Self {
+    pub(crate) fn call(call: Call<reqwest::Response>) -> Self {
         Pending {
-            state: State::Running { call },
+            state: State::Running(call),
         }
     }
 
     pub(crate) fn failed(error: Error) -> Self {
         Pending {
-            state: State::Failed { error: Some(error) },
+            state: State::Failed(Some(error)),
         }
     }
 }
@@ -46,17 +55,51 @@ impl Future for Pending {
     type Output = Result<reqwest::Response, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Running { call } => call.poll(cx),
-            StateProj::Failed { error } => Poll::Ready(Err(error.take().unwrap_or_else(|| {
-                Error::invalid_config("request future polled after completion")
-            }))),
-        }
+        self.get_mut().state.poll(cx)
     }
 }
 
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pending").finish_non_exhaustive()
+    }
+}
+
+/// A request whose response is read inside each attempt by a reader of yours; resolves to
+/// what the reader returned, or the typed error. See
+/// [`RequestBuilder::send_with`](crate::RequestBuilder::send_with).
+#[must_use = "futures do nothing unless polled"]
+pub struct Reading<T> {
+    state: State<Read<T>>,
+}
+
+impl<T: Send + 'static> Reading<T> {
+    pub(crate) fn call(call: Call<Read<T>>) -> Self {
+        Reading {
+            state: State::Running(call),
+        }
+    }
+
+    pub(crate) fn failed(error: Error) -> Self {
+        Reading {
+            state: State::Failed(Some(error)),
+        }
+    }
+}
+
+impl<T: Send + 'static> Future for Reading<T> {
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut()
+            .state
+            .poll(cx)
+            .map(|result| result.map(|read| read.value))
+    }
+}
+
+impl<T> std::fmt::Debug for Reading<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reading").finish_non_exhaustive()
     }
 }

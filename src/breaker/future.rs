@@ -83,7 +83,7 @@ where
 
 /// Transient failures count against the endpoint; permanent ones (a 404 is the caller's
 /// problem) count as successes; a deadline cut short by the caller's budget counts as neither.
-pub(crate) fn verdict(result: &Result<reqwest::Response, Error>) -> Verdict {
+pub(crate) fn verdict<T>(result: &Result<T, Error>) -> Verdict {
     match result {
         Ok(_) => Verdict::Success,
         Err(e) if e.kind() == ErrorKind::DeadlineExceeded => Verdict::Ignored,

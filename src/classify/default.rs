@@ -27,7 +27,10 @@ impl DefaultClassifier {
     pub fn classify_error(error: &reqwest::Error) -> Classification {
         let analysis = analyze(error);
         let class = match analysis.kind {
-            ErrorKind::InvalidRequest | ErrorKind::InvalidResponse => Class::Permanent,
+            ErrorKind::InvalidRequest
+            | ErrorKind::InvalidResponse
+            | ErrorKind::Decode
+            | ErrorKind::BodyTooLarge => Class::Permanent,
             ErrorKind::Connect if analysis.tls_failed => Class::Permanent,
             ErrorKind::Transport if error.is_redirect() || error.is_decode() => Class::Permanent,
             _ => Class::Transient,

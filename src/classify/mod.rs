@@ -40,12 +40,14 @@ use std::sync::Arc;
 
 use http::Method;
 
+mod body;
 mod default;
 mod future;
 mod layer;
 mod service;
 mod transport;
 
+pub use body::{BodyClassifier, BodyClassifierFn, body_classifier_fn};
 pub use default::DefaultClassifier;
 pub(crate) use future::outcome;
 pub use future::{ResponseFuture, TransportError};

@@ -41,7 +41,16 @@ pub(crate) fn analyze(error: &reqwest::Error) -> Analysis {
     if error.is_timeout() {
         return analysis(ErrorKind::AttemptTimeout, Delivery::MaybeSent);
     }
-    analyze_chain(error.source()).unwrap_or(analysis(ErrorKind::Transport, Delivery::MaybeSent))
+    analyze_chain(error.source()).unwrap_or_else(|| {
+        // A body that is not what it claims (invalid JSON, a corrupt gzip stream with no io
+        // error under it) is no transport failure: the same bytes would come again.
+        let kind = if error.is_decode() {
+            ErrorKind::Decode
+        } else {
+            ErrorKind::Transport
+        };
+        analysis(kind, Delivery::MaybeSent)
+    })
 }
 
 /// TLS libraries (tokio-rustls, native-tls) report a failed handshake, certificate errors
@@ -74,8 +83,13 @@ fn analyze_chain(mut source: Option<&(dyn StdError + 'static)>) -> Option<Analys
 }
 
 fn analyze_one(err: &(dyn StdError + 'static)) -> Option<Analysis> {
-    use Delivery::{MaybeSent, NotSent};
-    use ErrorKind::{AttemptTimeout, Connect, ConnectionClosed, InvalidResponse};
+    use Delivery::{Delivered, MaybeSent, NotSent};
+    use ErrorKind::{AttemptTimeout, BodyTooLarge, Connect, ConnectionClosed, InvalidResponse};
+
+    // The body limit of `send_with` readers (see `crate::exchange`).
+    if err.is::<http_body_util::LengthLimitError>() {
+        return Some(analysis(BodyTooLarge, Delivered));
+    }
 
     if let Some(h2) = err.downcast_ref::<h2::Error>() {
         // REFUSED_STREAM promises the server did no work on the stream (RFC 9113 §8.7).

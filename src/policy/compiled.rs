@@ -10,6 +10,7 @@ use super::{EndpointPolicy, Matcher};
 use crate::breaker::{BreakerConfig, BreakerRegistry, CircuitBreakerLayer, Window};
 use crate::classify::SharedClassifier;
 use crate::error::Error;
+use crate::exchange::{DEFAULT_BODY_LIMIT, Extras};
 #[cfg(feature = "reqwest-middleware")]
 use crate::middleware::StackOver;
 use crate::retry::{RetryLayer, RetryPolicy};
@@ -27,6 +28,9 @@ pub(crate) struct Base<'a> {
 pub(crate) struct CompiledPolicy {
     pub(crate) name: Arc<str>,
     attempt_timeout: Duration,
+    body_limit: u64,
+    // Hooks, a body classifier, attempt layers: `None` when the policy has none.
+    extras: Option<Arc<Extras>>,
     total_deadline: Duration,
     classifier: SharedClassifier,
     retry: RetryLayer,
@@ -132,6 +136,8 @@ impl CompiledPolicy {
         Ok(CompiledPolicy {
             name,
             attempt_timeout,
+            body_limit: settings.body_limit.unwrap_or(DEFAULT_BODY_LIMIT),
+            extras: None,
             total_deadline,
             classifier,
             retry: RetryLayer::new(retry),
@@ -160,6 +166,19 @@ impl CompiledPolicy {
 
     pub(crate) fn breakers(&self) -> Option<&BreakerRegistry> {
         self.breaker.registry()
+    }
+
+    pub(crate) fn body_limit(&self) -> u64 {
+        self.body_limit
+    }
+
+    pub(crate) fn extras(&self) -> Option<&Extras> {
+        self.extras.as_deref()
+    }
+
+    /// Gives this policy its code around attempts.
+    pub(crate) fn set_extras(&mut self, extras: Extras) {
+        self.extras = (!extras.is_empty()).then(|| Arc::new(extras));
     }
 
     pub(crate) fn attempt_timeout(&self) -> Duration {

@@ -49,6 +49,8 @@ macro_rules! policy_table {
             idempotency_key: Option<bool>,
             #[serde(default, deserialize_with = "duration")]
             retry_after_cap: Option<Duration>,
+            #[serde(default, deserialize_with = "body_limit")]
+            body_limit: Option<u64>,
             backoff: Option<RawBackoff>,
             breaker: Option<RawBreaker>,
         }
@@ -66,6 +68,7 @@ macro_rules! policy_table {
                     retry_non_idempotent: self.retry_non_idempotent,
                     idempotency_key: self.idempotency_key,
                     retry_after_cap: self.retry_after_cap,
+                    body_limit: self.body_limit,
                     backoff_base: backoff.base,
                     backoff_max: backoff.max,
                     backoff_multiplier: backoff.multiplier,
@@ -151,6 +154,13 @@ fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>
 fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     match u32::deserialize(d)? {
         0 => Err(custom("must be at least 1".into())),
+        value => Ok(Some(value)),
+    }
+}
+
+fn body_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match u64::deserialize(d)? {
+        0 => Err(custom("must be at least 1 (bytes)".into())),
         value => Ok(Some(value)),
     }
 }

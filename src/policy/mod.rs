@@ -53,6 +53,7 @@ pub struct EndpointPolicy {
     pub(crate) retry_non_idempotent: Option<bool>,
     pub(crate) idempotency_key: Option<bool>,
     pub(crate) retry_after_cap: Option<Duration>,
+    pub(crate) body_limit: Option<u64>,
     pub(crate) backoff_base: Option<Duration>,
     pub(crate) backoff_max: Option<Duration>,
     pub(crate) backoff_multiplier: Option<f64>,
@@ -101,6 +102,10 @@ impl EndpointPolicy {
         idempotency_key: idempotency_key: bool;
         /// The longest `Retry-After` obeyed.
         retry_after_cap: retry_after_cap: Duration;
+        /// The most bytes of a response body read inside an attempt (`send_buffered`,
+        /// `bytes`, `text`, `json`, `send_with`, a body classifier); a longer body fails with
+        /// [`ErrorKind::BodyTooLarge`](crate::ErrorKind::BodyTooLarge). Default 16 MiB.
+        body_limit: body_limit: u64;
         /// The first retry's delay before jitter.
         backoff_base: backoff_base: Duration;
         /// The longest delay between attempts.
@@ -153,6 +158,7 @@ impl EndpointPolicy {
             retry_non_idempotent,
             idempotency_key,
             retry_after_cap,
+            body_limit,
             backoff_base,
             backoff_max,
             backoff_multiplier,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 
 use super::RetryHistory;
@@ -13,14 +13,15 @@ use super::delays::Delays;
 use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
 use crate::classify::{Class, Delivery};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
+use crate::exchange::Success;
 use crate::telemetry::{ErrorType, Observer};
 
 /// What follows an attempt.
-pub(crate) enum Next {
+pub(crate) enum Next<O = reqwest::Response> {
     /// Sleep this long, then send [`RetryState::next_request`].
     Retry(Duration),
     /// The call is over.
-    Done(Result<reqwest::Response, Error>),
+    Done(Result<O, Error>),
 }
 
 pub(crate) struct RetryState {
@@ -43,6 +44,8 @@ pub(crate) struct RetryState {
     history: Vec<Attempt>,
     delays: Option<Box<Delays>>,
     observer: Observer,
+    // Attempts granted beyond the policy's (a retry with refreshed credentials).
+    extra_attempts: u32,
 }
 
 impl RetryState {
@@ -55,6 +58,7 @@ impl RetryState {
         let started = Instant::now();
         RetryState {
             observer: Observer::default(),
+            extra_attempts: 0,
             policy,
             spare: Some(request),
             begun: false,
@@ -76,11 +80,6 @@ impl RetryState {
         if let Some(request) = &self.spare {
             self.observer = Observer::new(request, self.policy.name());
         }
-    }
-
-    /// Whether the first attempt has been prepared.
-    pub(crate) fn begun(&self) -> bool {
-        self.begun
     }
 
     /// Prepares the first attempt: an `Idempotency-Key` if the policy adds them, the copy for
@@ -130,54 +129,34 @@ impl RetryState {
     }
 
     /// Records how an attempt ended and decides what comes next.
-    pub(crate) fn finish_attempt(&mut self, result: Result<reqwest::Response, Error>) -> Next {
+    pub(crate) fn finish_attempt<O: Success>(&mut self, result: Result<O, Error>) -> Next<O> {
         let policy_name = self.policy.name();
-        let (outcome, class, delivery) = match &result {
-            // A first-try success, the common case, keeps no history (and reads no clock
-            // unless someone is watching).
-            Ok(response) if self.history.is_empty() => {
-                if self.observer.watching() {
-                    let duration = self.attempt_started.elapsed();
-                    self.observer
-                        .attempt_ended(policy_name, Ok(response), duration);
-                    self.observer
-                        .call_ended(policy_name, Ok(response), self.attempts, duration);
-                }
-                return Next::Done(result);
+        // A first-try success, the common case, keeps no history (and reads no clock unless
+        // someone is watching).
+        if let Ok(success) = &result
+            && self.history.is_empty()
+        {
+            if self.observer.watching() {
+                let duration = self.attempt_started.elapsed();
+                let status = Ok(success.status());
+                self.observer.attempt_ended(policy_name, status, duration);
+                self.observer
+                    .call_ended(policy_name, status, self.attempts, duration);
             }
-            Ok(response) => (
-                AttemptOutcome::Status(response.status()),
-                Class::Success,
-                Delivery::Delivered,
-            ),
-            Err(error) => (error.outcome(), error.class(), error.delivery()),
-        };
-        let now = Instant::now();
-        self.observer.attempt_ended(
-            policy_name,
-            result.as_ref(),
-            now.duration_since(self.attempt_started),
-        );
-        self.history.push(Attempt {
-            number: self.attempts,
-            started_after: self.attempt_started.duration_since(self.started),
-            duration: now.duration_since(self.attempt_started),
-            delay_before: self.delay_before,
-            outcome,
-            class,
-            delivery,
-        });
+            return Next::Done(result);
+        }
+        let now = self.record(result.as_ref().map(Success::status));
         let error = match result {
-            Ok(mut response) => {
+            Ok(mut success) => {
                 let history = RetryHistory(std::mem::take(&mut self.history));
-                response.extensions_mut().insert(history);
+                success.keep_history(history);
                 self.observer.call_ended(
-                    policy_name,
-                    Ok(&response),
+                    self.policy.name(),
+                    Ok(success.status()),
                     self.attempts,
                     now.duration_since(self.started),
                 );
-                return Next::Done(Ok(response));
+                return Next::Done(Ok(success));
             }
             Err(error) => error,
         };
@@ -185,7 +164,7 @@ impl RetryState {
         let retry_after = error.retry_after().is_some();
         let decision = Decision {
             policy: &self.policy,
-            attempts: self.attempts,
+            attempts: self.attempts - self.extra_attempts,
             may_repeat: self.may_repeat,
             replayable: self.spare.is_some(),
             deadline: self.deadline.map(|(at, _)| at),
@@ -217,6 +196,62 @@ impl RetryState {
         }
     }
 
+    /// Adds the attempt that just ended to the history; returns when it ended.
+    fn record(&mut self, result: Result<StatusCode, &Error>) -> Instant {
+        let (outcome, class, delivery) = match result {
+            Ok(status) => (
+                AttemptOutcome::Status(status),
+                Class::Success,
+                Delivery::Delivered,
+            ),
+            Err(error) => (error.outcome(), error.class(), error.delivery()),
+        };
+        let now = Instant::now();
+        let duration = now.duration_since(self.attempt_started);
+        self.observer
+            .attempt_ended(self.policy.name(), result, duration);
+        self.history.push(Attempt {
+            number: self.attempts,
+            started_after: self.attempt_started.duration_since(self.started),
+            duration,
+            delay_before: self.delay_before,
+            outcome,
+            class,
+            delivery,
+        });
+        now
+    }
+
+    /// Records an attempt refused for its credentials, to be sent again at once with fresh
+    /// ones: one attempt more than the policy allows, once. Fails with the final error when
+    /// the request cannot be sent again.
+    pub(crate) fn retry_with_new_credentials(&mut self, error: Error) -> Result<(), Error> {
+        self.record(Err(&error));
+        if self.spare.is_none() {
+            return Err(self.fail(Error::not_replayable(error)));
+        }
+        self.observer.retrying(
+            self.policy.name(),
+            self.attempts,
+            ErrorType::of(&error),
+            false,
+            Duration::ZERO,
+        );
+        self.extra_attempts += 1;
+        self.delay_before = Duration::ZERO;
+        Ok(())
+    }
+
+    /// The attempts so far, for a hook.
+    pub(crate) fn history(&self) -> &[Attempt] {
+        &self.history
+    }
+
+    /// The number of the attempt about to be made or being made (1 for the first).
+    pub(crate) fn attempt_number(&self) -> u32 {
+        self.attempts
+    }
+
     /// The request for the next attempt, with what is left of the budget as its timeout.
     pub(crate) fn next_request(&mut self) -> Result<reqwest::Request, Error> {
         let Some(request) = self.spare.take() else {
@@ -230,7 +265,7 @@ impl RetryState {
         };
         let mut request = request;
         self.attempts += 1;
-        if self.attempts < self.policy.max_attempts {
+        if self.attempts < self.policy.max_attempts + self.extra_attempts {
             self.spare = request.try_clone();
         }
         let now = Instant::now();

@@ -110,10 +110,10 @@ impl fmt::Display for ErrorType {
 
 /// What an outcome shows: its status (the response's, or a failure's) and its error type.
 pub(crate) fn describe(
-    result: Result<&reqwest::Response, &Error>,
+    result: Result<StatusCode, &Error>,
 ) -> (Option<StatusCode>, Option<ErrorType>) {
     match result {
-        Ok(response) => (Some(response.status()), None),
+        Ok(status) => (Some(status), None),
         Err(error) => (error.status(), Some(ErrorType::of(error))),
     }
 }

@@ -99,7 +99,7 @@ impl Observer {
     pub(crate) fn attempt_ended(
         &mut self,
         policy: Option<&Arc<str>>,
-        result: Result<&reqwest::Response, &Error>,
+        result: Result<http::StatusCode, &Error>,
         duration: Duration,
     ) {
         let (status, error_type) = describe(result);
@@ -117,7 +117,7 @@ impl Observer {
     pub(crate) fn call_ended(
         &self,
         policy: Option<&Arc<str>>,
-        result: Result<&reqwest::Response, &Error>,
+        result: Result<http::StatusCode, &Error>,
         attempts: u32,
         duration: Duration,
     ) {

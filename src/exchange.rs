@@ -1,0 +1,304 @@
+//! Reading the response inside the attempt: the pieces the client's call uses when a body is
+//! read before the call decides (a reader of the caller's, `send_buffered`, a body
+//! classifier), and the per-policy extras that run around attempts.
+//!
+//! Why inside: a body that breaks halfway is a failed attempt like any other, so it must be
+//! classified, counted by the breaker and retried under the same rules, which only works
+//! while the call is still running. reqwest's per-request timeout, which the attempt timeout
+//! sets, keeps running until the body is read, so the read is bounded in time for free.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{Extensions, HeaderMap, Method, StatusCode, Version};
+use url::Url;
+
+use crate::classify::{BodyClassifier, Class, Classifier, SharedClassifier, analyze};
+use crate::error::{BoxError, Error, ErrorKind};
+use crate::hook::{AttemptHook, AuthRefresher, BoxFuture};
+use crate::retry::RetryHistory;
+
+/// The body limit when a policy sets none: large enough for any API answer, small enough
+/// that a runaway body cannot take the process down.
+pub const DEFAULT_BODY_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// A policy's code around attempts; `None` in the policy when it has none, so a call without
+/// them pays one null check.
+#[derive(Clone, Default)]
+pub(crate) struct Extras {
+    pub(crate) hook: Option<Arc<dyn AttemptHook>>,
+    pub(crate) refresher: Option<Arc<dyn AuthRefresher>>,
+    pub(crate) body_classifier: Option<Arc<dyn BodyClassifier>>,
+    pub(crate) attempt_service: Option<AttemptService>,
+}
+
+impl std::fmt::Debug for Extras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extras")
+            .field("hook", &self.hook.as_ref().map(|h| h.name().to_owned()))
+            .field("refresher", &self.refresher.is_some())
+            .field("body_classifier", &self.body_classifier.is_some())
+            .field("attempt_service", &self.attempt_service.is_some())
+            .finish()
+    }
+}
+
+impl Extras {
+    /// These, with `more` taking precedence where it sets something.
+    pub(crate) fn overlaid(&self, more: &Extras) -> Extras {
+        Extras {
+            hook: more.hook.clone().or_else(|| self.hook.clone()),
+            refresher: more.refresher.clone().or_else(|| self.refresher.clone()),
+            body_classifier: more
+                .body_classifier
+                .clone()
+                .or_else(|| self.body_classifier.clone()),
+            attempt_service: more
+                .attempt_service
+                .clone()
+                .or_else(|| self.attempt_service.clone()),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.hook.is_none()
+            && self.refresher.is_none()
+            && self.body_classifier.is_none()
+            && self.attempt_service.is_none()
+    }
+}
+
+/// A user's layers over the `reqwest::Client`, run for each attempt.
+pub(crate) type AttemptService =
+    tower::util::BoxCloneSyncService<reqwest::Request, reqwest::Response, BoxError>;
+
+/// What a call hands back on success, and the status it came from.
+pub(crate) trait Success: Send + 'static {
+    fn status(&self) -> StatusCode;
+    /// Keeps the attempts of a call that needed retries, where the type has room for them.
+    fn keep_history(&mut self, history: RetryHistory);
+}
+
+impl Success for reqwest::Response {
+    fn status(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn keep_history(&mut self, history: RetryHistory) {
+        self.extensions_mut().insert(history);
+    }
+}
+
+/// A reader's value and the status of the response it read.
+pub(crate) struct Read<T> {
+    pub(crate) status: StatusCode,
+    pub(crate) value: T,
+}
+
+impl<T: Send + 'static> Success for Read<T> {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn keep_history(&mut self, _: RetryHistory) {}
+}
+
+/// A reader of the caller's, run on each attempt's response.
+pub(crate) type ReadFn<O> = Box<dyn FnMut(reqwest::Response) -> BoxFuture<Result<O, Error>> + Send>;
+
+/// How a call turns an accepted response into its output.
+pub(crate) enum Reader<O> {
+    /// The response itself (`send`, `send_buffered`).
+    Response(fn(reqwest::Response) -> O),
+    /// A reader of the caller's, inside each attempt (`send_with`).
+    With(ReadFn<O>),
+}
+
+/// A response whose body has been read into memory.
+pub(crate) struct Buffered {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    extensions: Extensions,
+    url: Url,
+    pub(crate) body: Bytes,
+}
+
+impl Buffered {
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub(crate) fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// A `reqwest::Response` again, with the body served from memory.
+    pub(crate) fn into_response(self) -> reqwest::Response {
+        rebuild(
+            self.status,
+            self.version,
+            self.headers,
+            self.extensions,
+            self.url,
+            self.body,
+        )
+    }
+}
+
+fn rebuild(
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    extensions: Extensions,
+    url: Url,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    // reqwest takes a response's URL only through its builder extension.
+    let builder = http::response::Builder::new()
+        .status(status)
+        .version(version);
+    match reqwest::ResponseBuilderExt::url(builder, url).body(body.into()) {
+        Ok(mut response) => {
+            *response.headers_mut() = headers;
+            response.extensions_mut().extend(extensions);
+            reqwest::Response::from(response)
+        }
+        // Unreachable: the status and version came from a response.
+        Err(_) => reqwest::Response::from(http::Response::new(reqwest::Body::from(Bytes::new()))),
+    }
+}
+
+fn too_large(limit: u64, status: StatusCode) -> Error {
+    Error::new(
+        ErrorKind::BodyTooLarge,
+        Class::Permanent,
+        crate::Delivery::Delivered,
+    )
+    .with_detail(format!("the body is over the {limit}-byte limit"))
+    .after_response(status)
+}
+
+/// A failure while reading the body of a response with `status`, classified as the attempt's
+/// transport errors are (but delivered: the server answered).
+pub(crate) fn body_error(
+    error: reqwest::Error,
+    classifier: &SharedClassifier,
+    method: &Method,
+    status: StatusCode,
+) -> Error {
+    let kind = analyze(&error).kind;
+    let class = match classifier.classify(method, Err(&error)).class {
+        Class::Success => Class::Permanent,
+        class => class,
+    };
+    Error::from_reqwest(error, kind, class, crate::Delivery::Delivered).after_response(status)
+}
+
+/// Reads `response`'s body into memory, at most `limit` bytes.
+pub(crate) async fn buffer(
+    mut response: reqwest::Response,
+    limit: u64,
+    classifier: SharedClassifier,
+    method: Method,
+) -> Result<Buffered, Error> {
+    let status = response.status();
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(too_large(limit, status));
+    }
+    let mut body = BytesMut::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if (body.len() + chunk.len()) as u64 > limit {
+                    return Err(too_large(limit, status));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(error) => return Err(body_error(error, &classifier, &method, status)),
+        }
+    }
+    let url = response.url().clone();
+    let version = response.version();
+    let mut response = http::Response::<reqwest::Body>::from(response);
+    Ok(Buffered {
+        status,
+        version,
+        headers: std::mem::take(response.headers_mut()),
+        extensions: std::mem::take(response.extensions_mut()),
+        url,
+        body: body.freeze(),
+    })
+}
+
+/// `response` with its body limited to `limit` bytes: reading past it fails with
+/// [`ErrorKind::BodyTooLarge`] once the error reaches [`Error::from`].
+pub(crate) fn limited(response: reqwest::Response, limit: u64) -> Result<reqwest::Response, Error> {
+    let status = response.status();
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(too_large(limit, status));
+    }
+    let url = response.url().clone();
+    let version = response.version();
+    let mut http_response = http::Response::<reqwest::Body>::from(response);
+    let headers = std::mem::take(http_response.headers_mut());
+    let extensions = std::mem::take(http_response.extensions_mut());
+    let body = http_body_util::Limited::new(http_response.into_body(), to_usize(limit));
+    Ok(rebuild(
+        status,
+        version,
+        headers,
+        extensions,
+        url,
+        reqwest::Body::wrap(body),
+    ))
+}
+
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Polls a future of user code, turning a panic into an error.
+pub(crate) fn poll_caught<T: Send + 'static>(
+    future: &mut BoxFuture<Result<T, Error>>,
+    cx: &mut Context<'_>,
+    what: &str,
+) -> Poll<Result<T, Error>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+        Ok(poll) => poll,
+        Err(panic) => Poll::Ready(Err(hook_failed(what, panic_message(&*panic)))),
+    }
+}
+
+/// Calls user code that starts a future, turning a panic into an error.
+pub(crate) fn call_caught<T: Send + 'static>(
+    what: &str,
+    start: impl FnOnce() -> BoxFuture<Result<T, Error>>,
+) -> BoxFuture<Result<T, Error>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(start)) {
+        Ok(future) => future,
+        Err(panic) => {
+            let error = hook_failed(what, panic_message(&*panic));
+            Box::pin(std::future::ready(Err(error)))
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    format!("panicked: {message}")
+}
+
+/// The error of a hook (`what` names it) that failed with `message`.
+pub(crate) fn hook_failed(what: &str, message: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Hook, Class::Permanent, crate::Delivery::NotSent)
+        .with_detail(format!("{what} {message}"))
+}
