@@ -63,6 +63,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    section("3b. The body is cut off once, then served whole: read inside the attempt, retried");
+    server.script(
+        "/export",
+        [
+            Reply::body_then_reset(200, "id,name\n1,ada\n"),
+            Reply::ok("id,name\n1,ada\n2,grace\n"),
+        ],
+    );
+    let response = client.get(server.url("/export")).send_buffered().await?;
+    if let Some(RetryHistory(attempts)) = response.extensions().get::<RetryHistory>() {
+        for attempt in attempts {
+            println!("  attempt {attempt}");
+        }
+    }
+    println!("ok: {:?}", response.text().await?);
+
     section("4. Nobody listening: never reached the server, so retried (3 attempts)");
     let closed = ClosedPort::bind()?;
     match client.get(closed.url("/health")).send().await {
@@ -153,10 +169,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     println!(
-        "\nthe server saw: /inventory {}x, /orders/7 {}x, /report {}x, /pay {}x, /pay-keyed {}x, /search {}x, /batch {}x, /quotes {}x",
+        "\nthe server saw: /inventory {}x, /orders/7 {}x, /report {}x, /export {}x, /pay {}x, /pay-keyed {}x, /search {}x, /batch {}x, /quotes {}x",
         server.hits("/inventory"),
         server.hits("/orders/7"),
         server.hits("/report"),
+        server.hits("/export"),
         server.hits("/pay"),
         server.hits("/pay-keyed"),
         server.hits("/search"),

@@ -4,7 +4,8 @@
 //! cargo run --example probe -- [--config FILE] [-X METHOD] [-H 'Name: value']... [-d BODY] [--repeat N] URL
 //! ```
 //!
-//! Each request's body is read to the end (a body that stalls is a timeout, not a success).
+//! Each request's body is read to the end inside each attempt (a body that stalls is a
+//! timeout, not a success; one that breaks mid-stream is retried under the policy).
 //! Output on stdout, one object per request:
 //! `{"method","url","policy","outcome","status","error_kind","transient","retry_after_ms",
 //! "total_ms","body_bytes","message","attempts":[{"n","status","error_kind","sent",
@@ -104,6 +105,7 @@ fn attempt_json(a: &Attempt) -> Value {
     let (status, kind) = match a.outcome {
         AttemptOutcome::Status(s) => (json!(s.as_u16()), Value::Null),
         AttemptOutcome::Error(k) => (Value::Null, json!(k.as_str())),
+        AttemptOutcome::Body { status, kind } => (json!(status.as_u16()), json!(kind.as_str())),
         _ => (Value::Null, Value::Null),
     };
     json!({
@@ -153,26 +155,29 @@ async fn probe(client: &Client, args: &Args) -> Value {
         "url": shown_url,
         "policy": policy,
     });
-    let (result, attempts): (Result<(u16, usize), Error>, Vec<Value>) = match request.send().await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let attempts = match response.extensions().get::<RetryHistory>() {
-                Some(RetryHistory(history)) => history.iter().map(attempt_json).collect(),
-                None => vec![json!({
-                    "n": 1, "status": status, "error_kind": null, "sent": true,
-                    "delay_before_ms": 0, "elapsed_ms": millis(started.elapsed()),
-                })],
-            };
-            match response.bytes().await {
-                Ok(body) => (Ok((status, body.len())), attempts),
-                Err(body_error) => (Err(Error::from(body_error)), attempts),
+    // The body is read inside each attempt: one that breaks mid-stream or stalls is a failed
+    // attempt, retried under the policy like any other.
+    let (result, attempts): (Result<(u16, usize), Error>, Vec<Value>) =
+        match request.send_buffered().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let attempts = match response.extensions().get::<RetryHistory>() {
+                    Some(RetryHistory(history)) => history.iter().map(attempt_json).collect(),
+                    None => vec![json!({
+                        "n": 1, "status": status, "error_kind": null, "sent": true,
+                        "delay_before_ms": 0, "elapsed_ms": millis(started.elapsed()),
+                    })],
+                };
+                match response.bytes().await {
+                    Ok(body) => (Ok((status, body.len())), attempts),
+                    Err(body_error) => (Err(Error::from(body_error)), attempts),
+                }
             }
-        }
-        Err(err) => {
-            let attempts = err.attempts().iter().map(attempt_json).collect();
-            (Err(err), attempts)
-        }
-    };
+            Err(err) => {
+                let attempts = err.attempts().iter().map(attempt_json).collect();
+                (Err(err), attempts)
+            }
+        };
     let total_ms = millis(started.elapsed());
     let fields = match &result {
         Ok((status, body_bytes)) => json!({

@@ -104,11 +104,14 @@ impl<O: Success> Call<O> {
         buffered: bool,
     ) -> Self {
         let chosen = policy(&policies, &which);
-        let retry = RetryState::new(
+        let mut retry = RetryState::new(
             chosen.retry_policy(),
             Some(chosen.total_deadline()),
             request,
         );
+        if chosen.extras().is_some_and(|e| e.refresher.is_some()) {
+            retry.allow_extra_attempt();
+        }
         Call {
             stage: Stage::Start,
             method: Method::GET,

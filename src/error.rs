@@ -629,6 +629,9 @@ impl fmt::Display for Line<'_> {
         if let Some(limit) = e.limit {
             write!(f, " after {}", Short(limit))?;
         }
+        if let (None, Some(status)) = (&e.response, e.body_status) {
+            write!(f, " while reading the body of a {status} response")?;
+        }
         if let Some(detail) = &e.detail {
             write!(f, ": {detail}")?;
         }

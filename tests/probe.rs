@@ -158,13 +158,38 @@ async fn failures_exit_1_and_say_what_went_wrong_without_secrets() {
 async fn a_stalled_body_is_a_timeout_not_a_success() {
     let server = FaultServer::start().await.unwrap();
     server.script("/stall", [Reply::stall_body(200, "partial")]);
-    let config = policy_file("[default]\nattempt_timeout = \"300ms\"\n");
+    let config = policy_file("[default]\nattempt_timeout = \"300ms\"\nattempts = 1\n");
     let output = probe(&["--config", config.as_str(), &server.url("/stall")]).await;
     assert_eq!(output.status.code(), Some(1));
     let r = &lines(&output)[0];
     assert_eq!(r["outcome"], "error");
     assert_eq!(r["error_kind"], "timeout");
-    assert_eq!(r["status"], Value::Null);
+    // The head said 200; the body never came.
+    assert_eq!(r["status"], 200);
+    assert_eq!(r["attempts"][0]["status"], 200);
+    assert_eq!(r["attempts"][0]["error_kind"], "timeout");
+}
+
+#[tokio::test]
+async fn a_body_cut_off_once_is_retried_like_any_failed_attempt() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/cut",
+        [
+            Reply::body_then_reset(200, "par"),
+            Reply::ok("partial no more"),
+        ],
+    );
+    let output = probe(&[&server.url("/cut")]).await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let r = &lines(&output)[0];
+    assert_eq!(r["outcome"], "success");
+    assert_eq!(r["body_bytes"], 15);
+    assert_eq!(r["attempts"][0]["status"], 200);
+    assert_eq!(r["attempts"][0]["error_kind"], "reset");
+    assert_eq!(r["attempts"][1]["status"], 200);
+    assert_eq!(r["attempts"][1]["error_kind"], Value::Null);
+    assert_eq!(server.hits("/cut"), 2);
 }
 
 #[tokio::test]

@@ -44,8 +44,9 @@ pub(crate) struct RetryState {
     history: Vec<Attempt>,
     delays: Option<Box<Delays>>,
     observer: Observer,
-    // Attempts granted beyond the policy's (a retry with refreshed credentials).
-    extra_attempts: u32,
+    // Attempts allowed beyond the policy's (a retry with refreshed credentials), and made.
+    extra_allowed: u32,
+    extra_used: u32,
 }
 
 impl RetryState {
@@ -58,7 +59,8 @@ impl RetryState {
         let started = Instant::now();
         RetryState {
             observer: Observer::default(),
-            extra_attempts: 0,
+            extra_allowed: 0,
+            extra_used: 0,
             policy,
             spare: Some(request),
             begun: false,
@@ -101,7 +103,7 @@ impl RetryState {
         self.may_repeat = policy.may_repeat(request.method(), request.headers());
         // The one copy a retrying stack cannot avoid; skipped when no retry is possible. Made
         // before the budget is set below, so it does not copy that (each retry sets its own).
-        if policy.max_attempts > 1 {
+        if policy.max_attempts > 1 || self.extra_allowed > 0 {
             self.spare = request.try_clone();
         }
         let budget = match (request.timeout().copied(), self.own_deadline) {
@@ -164,7 +166,7 @@ impl RetryState {
         let retry_after = error.retry_after().is_some();
         let decision = Decision {
             policy: &self.policy,
-            attempts: self.attempts - self.extra_attempts,
+            attempts: self.attempts - self.extra_used,
             may_repeat: self.may_repeat,
             replayable: self.spare.is_some(),
             deadline: self.deadline.map(|(at, _)| at),
@@ -222,6 +224,12 @@ impl RetryState {
         now
     }
 
+    /// Keeps a copy of the request for one attempt more than the policy allows (a retry with
+    /// refreshed credentials); called before the call begins.
+    pub(crate) fn allow_extra_attempt(&mut self) {
+        self.extra_allowed = 1;
+    }
+
     /// Records an attempt refused for its credentials, to be sent again at once with fresh
     /// ones: one attempt more than the policy allows, once. Fails with the final error when
     /// the request cannot be sent again.
@@ -237,7 +245,7 @@ impl RetryState {
             false,
             Duration::ZERO,
         );
-        self.extra_attempts += 1;
+        self.extra_used += 1;
         self.delay_before = Duration::ZERO;
         Ok(())
     }
@@ -265,7 +273,7 @@ impl RetryState {
         };
         let mut request = request;
         self.attempts += 1;
-        if self.attempts < self.policy.max_attempts + self.extra_attempts {
+        if self.attempts < self.policy.max_attempts + self.extra_allowed {
             self.spare = request.try_clone();
         }
         let now = Instant::now();

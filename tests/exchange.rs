@@ -1,0 +1,461 @@
+//! Retrying the whole exchange: bodies read inside the attempt, body-aware classification,
+//! hooks before each attempt, the 401 credentials refresh and layers around each attempt,
+//! against the loopback fault server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use http::HeaderValue;
+use resilient_http::classify::{Class, body_classifier_fn};
+use resilient_http::hook::{hook_fn, refresh_fn};
+use resilient_http::policy::EndpointPolicy;
+use resilient_http::retry::{Jitter, RetryHistory, RetryPolicy};
+use resilient_http::testkit::{FaultServer, Reply};
+use resilient_http::{AttemptOutcome, Client, ClientBuilder, Delivery, Error, ErrorKind};
+
+fn builder() -> ClientBuilder {
+    let retry = RetryPolicy::builder()
+        .max_attempts(3)
+        .jitter(Jitter::None)
+        .build()
+        .unwrap();
+    Client::builder().retry(retry)
+}
+
+fn history(response: &reqwest::Response) -> Vec<AttemptOutcome> {
+    response
+        .extensions()
+        .get::<RetryHistory>()
+        .map(|RetryHistory(h)| h.iter().map(|a| a.outcome).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_reset_mid_stream_is_retried_and_shows_in_the_history() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/r",
+        [
+            Reply::body_then_reset(200, "{\"par"),
+            Reply::ok("{\"whole\":1}"),
+        ],
+    );
+    let response = builder()
+        .build()
+        .unwrap()
+        .get(server.url("/r"))
+        .send_buffered()
+        .await
+        .unwrap();
+    assert_eq!(server.hits("/r"), 2);
+    let outcomes = history(&response);
+    assert_eq!(
+        outcomes[0],
+        AttemptOutcome::Body {
+            status: http::StatusCode::OK,
+            kind: ErrorKind::ConnectionClosed
+        },
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[1], AttemptOutcome::Status(http::StatusCode::OK));
+    assert_eq!(response.url().as_str(), server.url("/r"));
+    assert_eq!(response.text().await.unwrap(), "{\"whole\":1}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn bytes_and_text_read_inside_the_attempt_too() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/b",
+        [Reply::body_then_close(200, "he"), Reply::ok("hello")],
+    );
+    server.script(
+        "/t",
+        [Reply::body_then_close(200, "wo"), Reply::ok("world")],
+    );
+    let client = builder().build().unwrap();
+    assert_eq!(
+        &client.get(server.url("/b")).bytes().await.unwrap()[..],
+        b"hello"
+    );
+    assert_eq!(client.get(server.url("/t")).text().await.unwrap(), "world");
+    assert_eq!(server.hits("/b") + server.hits("/t"), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_whose_body_broke_is_not_retried_without_an_idempotency_key() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/pay",
+        [Reply::body_then_reset(200, "{\"par"), Reply::ok("{}")],
+    );
+    let error = builder()
+        .build()
+        .unwrap()
+        .post(server.url("/pay"))
+        .body("charge")
+        .send_buffered()
+        .await
+        .unwrap_err();
+    assert_eq!(server.hits("/pay"), 1);
+    assert_eq!(error.kind(), ErrorKind::ConnectionClosed, "{error}");
+    assert_eq!(error.status(), Some(http::StatusCode::OK));
+    assert_eq!(error.delivery(), Delivery::Delivered);
+    assert!(error.is_transient());
+    assert!(error.to_string().contains("not retried"), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_body_times_out_inside_the_attempt_and_is_retried() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/s", [Reply::stall_body(200, "par"), Reply::ok("full")]);
+    let client = builder()
+        .attempt_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let body = client.get(server.url("/s")).text().await.unwrap();
+    assert_eq!(body, "full");
+    assert_eq!(server.hits("/s"), 2);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_a_typed_error_and_not_retried() {
+    let server = FaultServer::start().await.unwrap();
+    let big = "x".repeat(2048);
+    server.script("/big", [Reply::ok(big.clone()), Reply::ok(big.clone())]);
+    server.script("/cut", [Reply::body_then_close(200, big.clone())]);
+    let client = builder()
+        .default_policy(EndpointPolicy::new().body_limit(1024))
+        .build()
+        .unwrap();
+
+    // Announced by Content-Length: refused before reading.
+    let error = client.get(server.url("/big")).bytes().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::BodyTooLarge, "{error}");
+    assert!(!error.is_transient());
+    assert_eq!(error.status(), Some(http::StatusCode::OK));
+    assert_eq!(server.hits("/big"), 1);
+
+    // Found while reading, through a reader of the caller's.
+    let error = client
+        .get(server.url("/big"))
+        .send_with(|response| async move { Ok(response.bytes().await?.len()) })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::BodyTooLarge, "{error}");
+    assert_eq!(server.hits("/big"), 2);
+}
+
+#[tokio::test]
+async fn a_streaming_reader_past_the_limit_is_stopped() {
+    let server = FaultServer::start().await.unwrap();
+    // No Content-Length check can catch it: the body announces more than the limit only as
+    // it streams, so the limit must hold while reading.
+    server.script("/stream", [Reply::body_then_close(200, "y".repeat(4096))]);
+    let client = builder()
+        .default_policy(EndpointPolicy::new().body_limit(1024).attempts(1))
+        .build()
+        .unwrap();
+    let error = client
+        .get(server.url("/stream"))
+        .send_with(|mut response| async move {
+            let mut n = 0;
+            while let Some(chunk) = response.chunk().await? {
+                n += chunk.len();
+            }
+            Ok(n)
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(error.kind(), ErrorKind::BodyTooLarge), "{error:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_runs_again_on_each_attempt() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/csv",
+        [
+            Reply::body_then_reset(200, "a\nb\n"),
+            Reply::ok("a\nb\nc\n"),
+        ],
+    );
+    let runs = Arc::new(AtomicU32::new(0));
+    let seen = runs.clone();
+    let lines = builder()
+        .build()
+        .unwrap()
+        .get(server.url("/csv"))
+        .send_with(move |mut response| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let mut lines = 0;
+                while let Some(chunk) = response.chunk().await? {
+                    lines += chunk.iter().filter(|b| **b == b'\n').count();
+                }
+                Ok(lines)
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(lines, 3);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_classifier_makes_a_409_transient() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/lock",
+        [
+            Reply::status(409).body("{\"code\":\"LOCK_TIMEOUT\"}"),
+            Reply::ok("done"),
+        ],
+    );
+    server.script(
+        "/conflict",
+        [
+            Reply::status(409).body("{\"code\":\"DUPLICATE\"}"),
+            Reply::ok(""),
+        ],
+    );
+    let client = builder()
+        .body_classifier(body_classifier_fn(|status, _, body| {
+            let lock = status == 409 && body.windows(12).any(|w| w == b"LOCK_TIMEOUT");
+            lock.then_some(Class::Transient)
+        }))
+        .build()
+        .unwrap();
+    let response = client.get(server.url("/lock")).send().await.unwrap();
+    assert_eq!(server.hits("/lock"), 2);
+    assert_eq!(response.text().await.unwrap(), "done");
+
+    // Anything else stays with the status classifier: a 409 is permanent.
+    let mut error = client
+        .get(server.url("/conflict"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(server.hits("/conflict"), 1);
+    assert_eq!(error.status(), Some(http::StatusCode::CONFLICT));
+    assert!(!error.is_transient());
+    // The body read for the classifier is still there.
+    assert_eq!(
+        error.read_body(1024).await.unwrap(),
+        "{\"code\":\"DUPLICATE\"}"
+    );
+}
+
+#[cfg(feature = "json")]
+#[tokio::test]
+async fn json_that_does_not_decode_is_a_permanent_typed_error() {
+    #[derive(serde::Deserialize, Debug)]
+    struct Order {
+        #[allow(dead_code)]
+        id: u64,
+    }
+    let server = FaultServer::start().await.unwrap();
+    server.script("/o", [Reply::ok("{\"id\":"), Reply::ok("{\"id\":7}")]);
+    let error = builder()
+        .build()
+        .unwrap()
+        .get(server.url("/o"))
+        .json::<Order>()
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Decode, "{error}");
+    assert_eq!(error.status(), Some(http::StatusCode::OK));
+    assert!(!error.is_transient());
+    assert_eq!(server.hits("/o"), 1);
+}
+
+#[tokio::test]
+async fn a_401_refreshes_the_token_once_and_retries_with_it() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/me", [Reply::status(401), Reply::ok("me")]);
+    server.script(
+        "/never",
+        [Reply::status(401), Reply::status(401), Reply::ok("")],
+    );
+    let refreshes = Arc::new(AtomicU32::new(0));
+    let counter = refreshes.clone();
+    let client = builder()
+        .default_policy(EndpointPolicy::new().attempts(1))
+        .refresh_auth_on_401(refresh_fn(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Ok(HeaderValue::try_from(format!("Bearer fresh-{n}"))?) }
+        }))
+        .build()
+        .unwrap();
+
+    // One attempt allowed by the policy, and still the refreshed retry happens.
+    let response = client
+        .get(server.url("/me"))
+        .bearer_auth("stale")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(refreshes.load(Ordering::SeqCst), 1);
+    let sent = server.requests("/me");
+    assert_eq!(sent[0].headers["authorization"], "Bearer stale");
+    assert_eq!(sent[1].headers["authorization"], "Bearer fresh-1");
+
+    // A second 401 is the answer: no second refresh, no loop.
+    let error = client
+        .get(server.url("/never"))
+        .bearer_auth("stale")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(http::StatusCode::UNAUTHORIZED));
+    assert_eq!(error.attempts().len(), 2);
+    assert_eq!(server.hits("/never"), 2);
+    assert_eq!(refreshes.load(Ordering::SeqCst), 2, "one per call");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_refreshed_attempt_does_not_count_against_the_policy() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/q",
+        [
+            Reply::status(401),
+            Reply::status(503),
+            Reply::status(503),
+            Reply::ok("ok"),
+        ],
+    );
+    let client = builder()
+        .refresh_auth_on_401(refresh_fn(|| async {
+            Ok(HeaderValue::from_static("Bearer new"))
+        }))
+        .build()
+        .unwrap();
+    let response = client.get(server.url("/q")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // Three attempts by the policy, plus the one with new credentials.
+    assert_eq!(server.hits("/q"), 4);
+    assert_eq!(history(&response).len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hook_changes_each_attempt_and_sees_the_history() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/h",
+        [Reply::status(503), Reply::status(503), Reply::ok("ok")],
+    );
+    let client = builder()
+        .before_attempt(hook_fn(
+            "attempt-number",
+            |mut request, attempt| async move {
+                let value = format!("{}:{}", attempt.number, attempt.history.len());
+                request.headers_mut().insert("x-attempt", value.parse()?);
+                Ok(request)
+            },
+        ))
+        .build()
+        .unwrap();
+    client.get(server.url("/h")).send().await.unwrap();
+    let sent: Vec<_> = server
+        .requests("/h")
+        .iter()
+        .map(|r| r.headers["x-attempt"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sent, ["1:0", "2:1", "3:2"]);
+}
+
+#[tokio::test]
+async fn a_failing_or_panicking_hook_is_a_typed_error_naming_it() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/x", [Reply::ok("ok")]);
+    let refusing = builder()
+        .before_attempt(hook_fn("signer", |_, _| async { Err("no key".into()) }))
+        .build()
+        .unwrap();
+    let error = refusing.get(server.url("/x")).send().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Hook);
+    assert!(error.to_string().contains("\"signer\""), "{error}");
+    assert!(error.to_string().contains("no key"), "{error}");
+
+    let panicking = builder()
+        .before_attempt(hook_fn("boom", |request, attempt| async move {
+            if attempt.number == 1 && request.url().path() == "/x" {
+                panic!("the hook broke");
+            }
+            Ok(request)
+        }))
+        .build()
+        .unwrap();
+    let error = panicking.get(server.url("/x")).send().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Hook);
+    assert!(error.to_string().contains("panicked"), "{error}");
+    assert_eq!(server.hits("/x"), 0);
+    // The client is still usable.
+    server.script("/y", [Reply::ok("fine")]);
+    let response = panicking.get(server.url("/y")).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "fine");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_signing_layer_inside_the_retry_signs_each_attempt_anew() {
+    use tower::ServiceBuilder;
+    let server = FaultServer::start().await.unwrap();
+    server.script("/signed", [Reply::status(503), Reply::ok("ok")]);
+    let counter = Arc::new(AtomicU32::new(0));
+    let sign = move |mut request: reqwest::Request| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let signature = format!("sig-{n}-{}", request.url().path());
+        request
+            .headers_mut()
+            .insert("x-signature", signature.parse().unwrap());
+        request
+    };
+    let client = builder()
+        .attempt_layer(ServiceBuilder::new().map_request(sign))
+        .build()
+        .unwrap();
+    client.get(server.url("/signed")).send().await.unwrap();
+    let signatures: Vec<_> = server
+        .requests("/signed")
+        .iter()
+        .map(|r| r.headers["x-signature"].clone())
+        .collect();
+    assert_eq!(signatures, ["sig-0-/signed", "sig-1-/signed"]);
+}
+
+#[tokio::test]
+async fn hooks_for_an_unknown_policy_or_in_the_middleware_are_config_errors() {
+    let error = builder()
+        .before_attempt_for("nope", hook_fn("h", |r, _| async { Ok(r) }))
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidConfig);
+    assert!(error.to_string().contains("\"nope\""), "{error}");
+
+    let error = resilient_http::middleware::ResilientMiddleware::new(
+        builder().before_attempt(hook_fn("h", |r, _| async { Ok(r) })),
+    )
+    .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidConfig);
+}
+
+/// Without hooks or readers, `send` does not touch the body: a body that breaks after the
+/// head is the caller's to read (and `Error::from` types it).
+#[tokio::test]
+async fn send_alone_still_resolves_at_the_head() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/h", [Reply::body_then_reset(200, "par")]);
+    let response = builder()
+        .build()
+        .unwrap()
+        .get(server.url("/h"))
+        .send()
+        .await
+        .unwrap();
+    let error = Error::from(response.bytes().await.unwrap_err());
+    assert_eq!(error.kind(), ErrorKind::ConnectionClosed);
+    assert_eq!(server.hits("/h"), 1);
+}
