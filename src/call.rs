@@ -22,7 +22,8 @@ use crate::breaker::{Breaker, verdict};
 use crate::classify::{Class, Delivery, outcome};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::exchange::{
-    Buffered, Extras, Reader, Success, buffer, call_caught, hook_failed, limited, poll_caught,
+    Buffered, Extras, Reader, Success, buffer, call_caught, caught, hook_failed, limited,
+    poll_caught,
 };
 use crate::hook::{AttemptInfo, BoxFuture};
 use crate::policy::{CompiledPolicy, Policies};
@@ -46,8 +47,8 @@ type Step<O> = Option<Result<O, Error>>;
 enum Stage<O> {
     /// Not polled yet.
     Start,
-    /// The policy's hook (named) is preparing the next attempt's request.
-    Hook(BoxFuture<Result<reqwest::Request, Error>>, String),
+    /// The policy's hook (named) is preparing the next attempt's request (to this URL).
+    Hook(BoxFuture<Result<reqwest::Request, Error>>, String, url::Url),
     /// An attempt is waiting for the response's head.
     Send(ReqwestFuture),
     /// An attempt is waiting for the response's head, through the user's attempt layers.
@@ -149,11 +150,13 @@ impl<O: Success> Call<O> {
         };
         let what = format!("hook {:?}", hook.name());
         let label = what.clone();
+        let url = request.url().clone();
         let start = move || -> BoxFuture<Result<reqwest::Request, Error>> {
             let future = hook.before_attempt(request, info);
             Box::pin(async move { future.await.map_err(|e| hook_failed(&label, failed(e))) })
         };
-        self.stage = Stage::Hook(call_caught(&what, start), what);
+        let hooking = within(self.retry.deadline(), call_caught(&what, start));
+        self.stage = Stage::Hook(hooking, what, url);
         None
     }
 
@@ -195,10 +198,19 @@ impl<O: Success> Call<O> {
     /// The response's head arrived (or the attempt failed before it).
     fn received(&mut self, result: Result<reqwest::Response, reqwest::Error>) -> Step<O> {
         if let Ok(response) = &result {
-            let classify_body = self
+            let wants = self
                 .extras()
                 .and_then(|e| e.body_classifier.as_ref())
-                .is_some_and(|c| c.wants(response.status(), response.headers()));
+                .map(|c| {
+                    caught("body classifier", || {
+                        c.wants(response.status(), response.headers())
+                    })
+                });
+            let classify_body = match wants {
+                None => false,
+                Some(Ok(wants)) => wants,
+                Some(Err(error)) => return self.finish(Err(error)),
+            };
             if self.buffered || classify_body {
                 if let Ok(response) = result {
                     let policy = self.policy();
@@ -220,11 +232,20 @@ impl<O: Success> Call<O> {
 
     /// The body is in memory: the body classifier, if it wants it, then the status.
     fn buffered(&mut self, body: Buffered) -> Step<O> {
-        let verdict = self
-            .extras()
-            .and_then(|e| e.body_classifier.as_ref())
-            .filter(|c| c.wants(body.status(), body.headers()))
-            .and_then(|c| c.classify(body.status(), body.headers(), &body.body));
+        let verdict = match self.extras().and_then(|e| e.body_classifier.as_ref()) {
+            None => None,
+            Some(c) => {
+                let verdict = caught("body classifier", || {
+                    c.wants(body.status(), body.headers())
+                        .then(|| c.classify(body.status(), body.headers(), &body.body))
+                        .flatten()
+                });
+                match verdict {
+                    Ok(verdict) => verdict,
+                    Err(error) => return self.finish(Err(error)),
+                }
+            }
+        };
         let response = body.into_response();
         let result = match verdict {
             Some(Class::Success) => Ok(response),
@@ -260,12 +281,25 @@ impl<O: Success> Call<O> {
             Reader::With(_) => {
                 let status = response.status();
                 let limit = self.policy().body_limit();
+                let ends = self.retry.attempt_started() + self.limit;
                 let Reader::With(read) = &mut self.reader else {
                     return None;
                 };
                 match limited(response, limit) {
                     Ok(response) => {
-                        let reading = read(response);
+                        let reading = call_caught("reader", || read(response));
+                        // reqwest's timeout covers the body, not whatever else the reader
+                        // waits for: the attempt's limit holds for both.
+                        let reading = Box::pin(async move {
+                            match tokio::time::timeout_at(ends, reading).await {
+                                Ok(result) => result,
+                                Err(_) => Err(Error::new(
+                                    ErrorKind::AttemptTimeout,
+                                    Class::Transient,
+                                    Delivery::Delivered,
+                                )),
+                            }
+                        });
                         self.stage = Stage::Read(reading, status);
                         None
                     }
@@ -301,7 +335,9 @@ impl<O: Success> Call<O> {
                             .map_err(|e| hook_failed("auth refresher", failed(e)))
                     })
                 };
-                self.stage = Stage::Refresh(call_caught("auth refresher", start));
+                let refreshing =
+                    within(self.retry.deadline(), call_caught("auth refresher", start));
+                self.stage = Stage::Refresh(refreshing);
                 return None;
             }
             result => result,
@@ -335,19 +371,39 @@ impl<O: Success> Call<O> {
             }
         };
         value.set_sensitive(true);
-        match self.retry.next_request() {
-            Ok(mut request) => {
-                request
-                    .headers_mut()
-                    .insert(http::header::AUTHORIZATION, value);
-                self.prepare(request)
-            }
+        // On this attempt's request and on the copy kept for later retries.
+        match self
+            .retry
+            .next_request_with(Some((http::header::AUTHORIZATION, value)))
+        {
+            Ok(request) => self.prepare(request),
             Err(error) => {
                 self.stage = Stage::Done;
                 Some(Err(error))
             }
         }
     }
+}
+
+/// `future`, ended with [`ErrorKind::DeadlineExceeded`] at `deadline`.
+fn within<T: Send + 'static>(
+    deadline: Option<Instant>,
+    future: BoxFuture<Result<T, Error>>,
+) -> BoxFuture<Result<T, Error>> {
+    let Some(deadline) = deadline else {
+        return future;
+    };
+    Box::pin(async move {
+        match tokio::time::timeout_at(deadline, future).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::new(
+                ErrorKind::DeadlineExceeded,
+                Class::Transient,
+                Delivery::NotSent,
+            )
+            .with_detail("the deadline passed while a hook or the auth refresher ran")),
+        }
+    })
 }
 
 /// A user's error, as the message of a typed one.
@@ -369,16 +425,26 @@ fn layered_error(error: BoxError, method: &Method) -> Result<reqwest::Error, Err
         Ok(error) => return Ok(*error),
         Err(error) => error,
     };
-    match error.downcast::<Error>() {
-        Ok(error) => Err(*error),
-        Err(error) => {
-            let mut error = Error::new(ErrorKind::Transport, Class::Permanent, Delivery::NotSent)
-                .with_detail("an attempt layer failed")
-                .with_source(error);
-            error.set_method(method.clone());
-            Err(error)
-        }
-    }
+    let error = match error.downcast::<Error>() {
+        Ok(error) => return Err(*error),
+        Err(error) => error,
+    };
+    // tower's own timeout: the attempt ran out of time, as with the attempt timeout.
+    let (kind, class, delivery) = if error.is::<tower::timeout::error::Elapsed>() {
+        (
+            ErrorKind::AttemptTimeout,
+            Class::Transient,
+            Delivery::MaybeSent,
+        )
+    } else {
+        // The layer's own refusal: not the endpoint's doing, so not the breaker's business.
+        (ErrorKind::Hook, Class::Permanent, Delivery::NotSent)
+    };
+    let mut error = Error::new(kind, class, delivery)
+        .with_detail(format!("an attempt layer failed: {error}"))
+        .with_source(error);
+    error.set_method(method.clone());
+    Err(error)
 }
 
 impl<O: Success> Future for Call<O> {
@@ -404,9 +470,14 @@ impl<O: Success> Future for Call<O> {
                         Some(Err(error))
                     }
                 },
-                Stage::Hook(hook, what) => match ready!(poll_caught(hook, cx, what)) {
-                    Ok(request) => this.send(request),
+                Stage::Hook(hook, what, url) => match ready!(poll_caught(hook, cx, what)) {
+                    Ok(mut request) => {
+                        // The hook's time came out of the budget.
+                        this.retry.renew_budget(&mut request);
+                        this.send(request)
+                    }
                     Err(error) => {
+                        let error = error.with_request(&this.method, url);
                         this.stage = Stage::Done;
                         Some(Err(this.retry.fail(error)))
                     }

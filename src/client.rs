@@ -506,7 +506,8 @@ impl ClientBuilder {
         }
         if http.is_none() {
             return Err(Error::invalid_config(
-                "hooks, auth refreshers, body classifiers and attempt layers run in the client's                  own calls only; the reqwest-middleware adapter cannot run them",
+                "hooks, auth refreshers, body classifiers and attempt layers run in the client's \
+                 own calls only; the reqwest-middleware adapter cannot run them",
             ));
         }
         let all = std::iter::once(&mut policies.default)

@@ -633,7 +633,7 @@ impl fmt::Display for Line<'_> {
             write!(f, " while reading the body of a {status} response")?;
         }
         if let Some(detail) = &e.detail {
-            write!(f, ": {detail}")?;
+            write!(f, ": {}", redact::text(detail))?;
         }
         match (&e.response, e.kind) {
             (Some(response), kind) if kind != ErrorKind::Status => {
@@ -683,11 +683,16 @@ impl fmt::Debug for Inner {
             .field("retry_after", &e.retry_after)
             .field("timeout", &e.limit)
             .field("attempts", &e.history)
-            .field("detail", &e.detail)
+            .field("detail", &e.detail.as_deref().map(redact::text))
             .field("policy", &e.policy)
             // The source's Debug could show more than we want (reqwest's shows its URL, which
             // is redacted by now); its Display is what a reader needs.
-            .field("source", &e.source.as_ref().map(ToString::to_string))
+            .field(
+                "source",
+                &e.source
+                    .as_ref()
+                    .map(|s| redact::text(&s.to_string()).into_owned()),
+            )
             .finish()
     }
 }

@@ -274,6 +274,12 @@ pub(crate) fn poll_caught<T: Send + 'static>(
     }
 }
 
+/// Calls user code (`what` names it), turning a panic into an error.
+pub(crate) fn caught<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, Error> {
+    std::panic::catch_unwind(AssertUnwindSafe(f))
+        .map_err(|panic| hook_failed(what, panic_message(&*panic)))
+}
+
 /// Calls user code that starts a future, turning a panic into an error.
 pub(crate) fn call_caught<T: Send + 'static>(
     what: &str,

@@ -57,6 +57,7 @@ const SECRET_HEADER_PARTS: &[&str] = &[
     "signature",
     "session",
     "credential",
+    "subscription-key",
 ];
 
 /// Names added with [`add_names`], lowercased.
@@ -141,6 +142,47 @@ pub fn url(url: &Url) -> Url {
     safe
 }
 
+/// `text` with every URL in it redacted: a safety net for messages made by code we do not
+/// control (a hook's error, an attempt layer's), which may quote a URL with credentials.
+pub(crate) fn text(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("://") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
+            .map_or(rest.len(), |i| at + i);
+        // Closing punctuation ends a URL in prose more often than it belongs to one.
+        let end = start.max(
+            rest[..end]
+                .trim_end_matches([')', '.', ',', ';', ':'])
+                .len(),
+        );
+        out.push_str(&rest[..start]);
+        match Url::parse(&rest[start..end]) {
+            Ok(found) => {
+                let safe = url(&found);
+                // Unchanged: keep it as written (parsing normalises, e.g. adds a slash).
+                out.push_str(if safe == found {
+                    &rest[start..end]
+                } else {
+                    safe.as_str()
+                });
+            }
+            // Not a URL we can read: hide it whole rather than risk what it holds.
+            Err(_) => out.push_str(REDACTED),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 /// Shows `url` redacted, computing the redacted form only when it is printed (so a disabled
 /// span or event costs nothing).
 pub(crate) struct DisplayUrl<'a>(pub(crate) &'a Url);
@@ -199,6 +241,17 @@ mod tests {
             safe,
             "https://api.example/v1/items?page=2&access_token=REDACTED&X-Amz-Signature=REDACTED&key=REDACTED&Subscription-Key=REDACTED&session_id=REDACTED"
         );
+    }
+
+    #[test]
+    fn urls_inside_messages_are_redacted() {
+        let message = "error sending request for url (http://127.0.0.1:1/token?client_secret=TOP&x=1): refused";
+        assert_eq!(
+            text(message),
+            "error sending request for url (http://127.0.0.1:1/token?client_secret=REDACTED&x=1): refused"
+        );
+        assert_eq!(text("see https://u:pw@h/p."), "see https://h/p.");
+        assert_eq!(text("no links here"), "no links here");
     }
 
     #[test]

@@ -459,3 +459,99 @@ async fn send_alone_still_resolves_at_the_head() {
     assert_eq!(error.kind(), ErrorKind::ConnectionClosed);
     assert_eq!(server.hits("/h"), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn retries_after_a_refresh_keep_the_new_credentials() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/r",
+        [Reply::status(401), Reply::status(503), Reply::ok("ok")],
+    );
+    let client = builder()
+        .refresh_auth_on_401(refresh_fn(|| async {
+            Ok(HeaderValue::from_static("Bearer new"))
+        }))
+        .build()
+        .unwrap();
+    client
+        .get(server.url("/r"))
+        .bearer_auth("stale")
+        .send()
+        .await
+        .unwrap();
+    let sent: Vec<_> = server
+        .requests("/r")
+        .iter()
+        .map(|r| r.headers["authorization"].clone())
+        .collect();
+    assert_eq!(sent, ["Bearer stale", "Bearer new", "Bearer new"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_holds_for_a_hook_that_hangs() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/x", [Reply::ok("ok")]);
+    let client = builder()
+        .total_deadline(Duration::from_millis(300))
+        .before_attempt(hook_fn("slow", |request, _| async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(request)
+        }))
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let error = client.get(server.url("/x")).send().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::DeadlineExceeded, "{error}");
+    assert_eq!(started.elapsed(), Duration::from_millis(300));
+    assert_eq!(server.hits("/x"), 0);
+}
+
+#[tokio::test]
+async fn a_failing_refresher_does_not_leak_its_secrets() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/me", [Reply::status(401)]);
+    let client = builder()
+        .refresh_auth_on_401(refresh_fn(|| async {
+            Err("token endpoint http://idp.local/token?client_secret=TOPSECRET refused".into())
+        }))
+        .build()
+        .unwrap();
+    let error = client.get(server.url("/me")).send().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Hook);
+    for shown in [error.to_string(), format!("{error:?}")] {
+        assert!(!shown.contains("TOPSECRET"), "{shown}");
+        assert!(shown.contains("client_secret=REDACTED"), "{shown}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tower_timeout_inside_the_attempt_is_a_retried_attempt_timeout() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/slow",
+        [
+            Reply::ok("late").delay(Duration::from_secs(5)),
+            Reply::ok("ok"),
+        ],
+    );
+    let client = builder()
+        .attempt_layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let response = client.get(server.url("/slow")).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "ok");
+    assert_eq!(server.hits("/slow"), 2);
+}
+
+#[tokio::test]
+async fn a_panicking_body_classifier_is_a_typed_error() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/p", [Reply::ok("ok")]);
+    let client = builder()
+        .body_classifier(body_classifier_fn(|_, _, _| panic!("classifier bug")))
+        .build()
+        .unwrap();
+    let error = client.get(server.url("/p")).send().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Hook);
+    assert!(error.to_string().contains("body classifier"), "{error}");
+}

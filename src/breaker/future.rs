@@ -86,7 +86,10 @@ where
 pub(crate) fn verdict<T>(result: &Result<T, Error>) -> Verdict {
     match result {
         Ok(_) => Verdict::Success,
-        Err(e) if e.kind() == ErrorKind::DeadlineExceeded => Verdict::Ignored,
+        // The caller's deadline, or code of the caller's that failed: not the endpoint's doing.
+        Err(e) if matches!(e.kind(), ErrorKind::DeadlineExceeded | ErrorKind::Hook) => {
+            Verdict::Ignored
+        }
         Err(e) if e.class() == Class::Transient => Verdict::Failure,
         Err(_) => Verdict::Success,
     }

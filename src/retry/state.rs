@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::time::Instant;
 
 use super::RetryHistory;
@@ -255,6 +255,18 @@ impl RetryState {
         &self.history
     }
 
+    /// When the call must end, if it has a deadline.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline.map(|(at, _)| at)
+    }
+
+    /// Sets what is left of the budget as `request`'s timeout again (after a hook took time).
+    pub(crate) fn renew_budget(&self, request: &mut reqwest::Request) {
+        if let Some((deadline, _)) = self.deadline {
+            *request.timeout_mut() = Some(deadline.saturating_duration_since(Instant::now()));
+        }
+    }
+
     /// The number of the attempt about to be made or being made (1 for the first).
     pub(crate) fn attempt_number(&self) -> u32 {
         self.attempts
@@ -262,6 +274,15 @@ impl RetryState {
 
     /// The request for the next attempt, with what is left of the budget as its timeout.
     pub(crate) fn next_request(&mut self) -> Result<reqwest::Request, Error> {
+        self.next_request_with(None)
+    }
+
+    /// [`next_request`](Self::next_request) with `header` set on it and on every later
+    /// attempt's copy (new credentials).
+    pub(crate) fn next_request_with(
+        &mut self,
+        header: Option<(HeaderName, HeaderValue)>,
+    ) -> Result<reqwest::Request, Error> {
         let Some(request) = self.spare.take() else {
             // Unreachable: a retry is only scheduled with a copy in hand.
             let error = Error::new(
@@ -272,6 +293,9 @@ impl RetryState {
             return Err(self.fail(error));
         };
         let mut request = request;
+        if let Some((name, value)) = header {
+            request.headers_mut().insert(name, value);
+        }
         self.attempts += 1;
         if self.attempts < self.policy.max_attempts + self.extra_allowed {
             self.spare = request.try_clone();

@@ -36,9 +36,12 @@
 //!
 //! Names follow OpenTelemetry's HTTP client conventions where one exists. Labels are bounded:
 //! the policy name, the method (`_OTHER` for non-standard ones), a status code or error type,
-//! a reason, or a breaker key; never a URL. There is deliberately no host label: a service
-//! that calls user-supplied URLs (webhooks) would have unbounded hosts; endpoint policies are
-//! the bounded grouping.
+//! a reason, or a breaker key; never a URL. Request metrics deliberately have no host label: a
+//! service that calls user-supplied URLs (webhooks) would have unbounded hosts, and endpoint
+//! policies are the bounded grouping. The breaker metrics are per breaker, labelled with its
+//! key (`scheme://host:port` unless the policy names one), so their number is bounded by the
+//! registry's [`max_breakers`](crate::breaker::BreakerConfigBuilder::max_breakers); the state
+//! gauge of an evicted breaker keeps its last value.
 //!
 //! | name | type | labels |
 //! |---|---|---|
