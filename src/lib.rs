@@ -42,6 +42,14 @@
 //! | [`Classify`](classify::Classify) | [`classify`] | success / transient / permanent, sent or not |
 //! | `reqwest::Client` | | the socket |
 //!
+//! The client does more than the layers can: [`RequestBuilder::send_buffered`],
+//! [`bytes`](RequestBuilder::bytes), [`text`](RequestBuilder::text) and
+//! [`send_with`](RequestBuilder::send_with) read the body *inside* each attempt, so a body
+//! that breaks is retried; a [`BodyClassifier`](classify::BodyClassifier) decides on the
+//! body; [`hook`]s change each attempt's request or refresh credentials after a `401`; and
+//! [`ClientBuilder::attempt_layer`] runs your tower layers around each attempt. What happens
+//! is visible in `tracing` spans and events, and as metrics: see [`telemetry`].
+//!
 //! Every layer is a plain `tower::Layer` and works alone; a
 //! [`TotalDeadline`](timeout::TotalDeadline) layer gives a stack of your own a deadline.
 //! [`Client::service`] hands out the whole thing as a tower service for your own
