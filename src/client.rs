@@ -20,7 +20,8 @@ use crate::error::BoxError;
 use crate::error::Error;
 use crate::exchange::{AttemptService, Extras, Read, Reader, Success};
 use crate::hook::{AttemptHook, AuthRefresher, BoxFuture};
-use crate::pending::{Pending, Reading};
+use crate::outer::{CallService, Exchange, Exchanged, OuterService, outer_service};
+use crate::pending::{Pending, Reading, State};
 use crate::policy::compiled::{Base, Overrides};
 use crate::policy::{CompiledPolicy, EndpointPolicy, Matcher, Policies, PolicyFile};
 use crate::retry::RetryPolicy;
@@ -47,6 +48,7 @@ use crate::timeout::DEFAULT_CONNECT_TIMEOUT;
 pub struct Client {
     http: reqwest::Client,
     policies: Arc<Policies>,
+    outer: Option<OuterService>,
 }
 
 impl Client {
@@ -67,6 +69,7 @@ impl Client {
         RequestBuilder {
             inner: self.http.request(method, url),
             policies: self.policies.clone(),
+            outer: self.outer.clone(),
             overrides: None,
         }
     }
@@ -103,7 +106,20 @@ impl Client {
 
     /// Sends a request built elsewhere through its policy.
     pub fn execute(&self, request: reqwest::Request) -> Pending {
-        tower::Service::call(&mut self.service(), request)
+        match &self.outer {
+            None => tower::Service::call(&mut self.service(), request),
+            Some(outer) => {
+                let (http, policies) = (self.http.clone(), self.policies.clone());
+                Pending::new(State::Outer(crate::outer::run(
+                    outer,
+                    request,
+                    move |request| {
+                        let reader = Reader::Response(std::convert::identity);
+                        new_call(http, policies, None, request, reader, false)
+                    },
+                )))
+            }
+        }
     }
 
     /// The whole stack as a tower service, for composing with your own middleware. It picks
@@ -167,6 +183,8 @@ pub struct ClientBuilder {
     policy_extras: Vec<(String, Extras)>,
     /// The user's layers around each attempt, applied to the reqwest client once built.
     attempt_layer: Option<Arc<MakeAttemptService>>,
+    /// The user's layers around the whole call.
+    outer: Option<OuterService>,
 }
 
 type MakeAttemptService = dyn Fn(reqwest::Client) -> AttemptService + Send + Sync;
@@ -184,6 +202,7 @@ impl Default for ClientBuilder {
             extras: Extras::default(),
             policy_extras: Vec::new(),
             attempt_layer: None,
+            outer: None,
         }
     }
 }
@@ -200,6 +219,7 @@ impl fmt::Debug for ClientBuilder {
             .field("extras", &self.extras)
             .field("policy_extras", &self.policy_extras)
             .field("attempt_layer", &self.attempt_layer.is_some())
+            .field("outer_layer", &self.outer.is_some())
             .finish()
     }
 }
@@ -410,6 +430,22 @@ impl ClientBuilder {
         self
     }
 
+    /// Applies a tower `layer` around **each whole call**, retries and sleeps included: a
+    /// concurrency or rate limit, a timeout, load shedding. It wraps [`CallService`], so the
+    /// generic tower layers work unchanged; see [`crate::outer`]. It applies to every way of
+    /// sending from this client except [`Client::service`], which hands out the policies
+    /// alone for your own `ServiceBuilder`.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<CallService>,
+        L::Service: Service<Exchange, Response = Exchanged> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Exchange>>::Error: Into<BoxError>,
+        <L::Service as Service<Exchange>>::Future: Send + 'static,
+    {
+        self.outer = Some(outer_service(layer));
+        self
+    }
+
     /// Checks the settings and builds the client.
     ///
     /// Fails with [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig), naming the
@@ -430,7 +466,11 @@ impl ClientBuilder {
                 })?,
         };
         let policies = self.build_policies(Some(&http))?;
-        Ok(Client { http, policies })
+        Ok(Client {
+            http,
+            policies,
+            outer: self.outer,
+        })
     }
 
     /// Checks the settings and compiles every policy; `http` is the client's reqwest client,
@@ -501,6 +541,12 @@ impl ClientBuilder {
         let has_any = !client_wide.is_empty()
             || self.attempt_layer.is_some()
             || !self.policy_extras.is_empty();
+        if http.is_none() && self.outer.is_some() {
+            return Err(Error::invalid_config(
+                "outer layers run in the client's own calls only; in a reqwest-middleware \
+                 chain, add your middleware to the chain instead",
+            ));
+        }
         if !has_any {
             return Ok(());
         }
@@ -533,6 +579,7 @@ impl ClientBuilder {
 pub struct RequestBuilder {
     inner: reqwest::RequestBuilder,
     policies: Arc<Policies>,
+    outer: Option<OuterService>,
     overrides: Option<Box<Overrides>>,
 }
 
@@ -637,10 +684,7 @@ impl RequestBuilder {
     /// An invalid URL or header fails here with
     /// [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest), before anything is sent.
     pub fn send(self) -> Pending {
-        match self.call(Reader::Response(std::convert::identity), false) {
-            Ok(call) => Pending::call(call),
-            Err(error) => Pending::failed(error),
-        }
+        Pending::new(self.run(Reader::Response(std::convert::identity), false))
     }
 
     /// Like [`send`](Self::send), but reads the whole body into memory **inside each
@@ -655,10 +699,7 @@ impl RequestBuilder {
     /// it cannot fail for transport reasons; a retried success keeps its
     /// [`RetryHistory`](crate::retry::RetryHistory).
     pub fn send_buffered(self) -> Pending {
-        match self.call(Reader::Response(std::convert::identity), true) {
-            Ok(call) => Pending::call(call),
-            Err(error) => Pending::failed(error),
-        }
+        Pending::new(self.run(Reader::Response(std::convert::identity), true))
     }
 
     /// The body as bytes, read inside each attempt (see [`send_buffered`](Self::send_buffered)).
@@ -727,55 +768,60 @@ impl RequestBuilder {
             Box::pin(async move { reading.await.map(|value| Read { status, value }) })
                 as BoxFuture<Result<Read<T>, Error>>
         }));
-        match self.call(reader, false) {
-            Ok(call) => Reading::call(call),
-            Err(error) => Reading::failed(error),
-        }
+        Reading::new(self.run(reader, false))
     }
 
-    /// Builds the request and its call.
-    fn call<O: Success>(self, reader: Reader<O>, buffered: bool) -> Result<Call<O>, Error> {
+    /// Builds the request and starts its call, through the outer layers if there are any.
+    fn run<O: Success>(self, reader: Reader<O>, buffered: bool) -> State<O> {
         let (http, request) = self.inner.build_split();
-        let request = request.map_err(Error::from)?;
-        let Some(overrides) = self.overrides else {
-            let index = self.policies.select_index(request.method(), request.url());
-            let which = Which::Shared(index);
-            return Ok(Call::new(
-                http,
-                self.policies,
-                which,
-                request,
-                reader,
-                buffered,
-            ));
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => return State::Failed(Some(Error::from(error))),
         };
-        if overrides.deadline.is_some_and(|d| d.is_zero()) {
-            return Err(Error::invalid_request(
-                "the deadline must be above zero",
-                &request,
-            ));
+        let (policies, overrides) = (self.policies, self.overrides);
+        match &self.outer {
+            None => match new_call(http, policies, overrides, request, reader, buffered) {
+                Ok(call) => State::Running(call),
+                Err(error) => State::Failed(Some(error)),
+            },
+            Some(outer) => State::Outer(crate::outer::run(outer, request, move |request| {
+                new_call(http, policies, overrides, request, reader, buffered)
+            })),
         }
-        let index = match &overrides.policy {
-            Some(name) => self.policies.index_of(name).ok_or_else(|| {
-                Error::invalid_request(format!("no policy named {name:?}"), &request)
-            })?,
-            None => self.policies.select_index(request.method(), request.url()),
-        };
-        let which = if overrides.attempts.is_none() && overrides.deadline.is_none() {
-            Which::Shared(index)
-        } else {
-            let policy = self.policies.get(index).with_overrides(&overrides);
-            Which::Custom(Box::new(policy))
-        };
-        Ok(Call::new(
-            http,
-            self.policies,
-            which,
-            request,
-            reader,
-            buffered,
-        ))
     }
+}
+
+/// The call of `request` under the policy it selects (or the overrides name).
+fn new_call<O: Success>(
+    http: reqwest::Client,
+    policies: Arc<Policies>,
+    overrides: Option<Box<Overrides>>,
+    request: reqwest::Request,
+    reader: Reader<O>,
+    buffered: bool,
+) -> Result<Call<O>, Error> {
+    let Some(overrides) = overrides else {
+        let which = Which::Shared(policies.select_index(request.method(), request.url()));
+        return Ok(Call::new(http, policies, which, request, reader, buffered));
+    };
+    if overrides.deadline.is_some_and(|d| d.is_zero()) {
+        return Err(Error::invalid_request(
+            "the deadline must be above zero",
+            &request,
+        ));
+    }
+    let index = match &overrides.policy {
+        Some(name) => policies
+            .index_of(name)
+            .ok_or_else(|| Error::invalid_request(format!("no policy named {name:?}"), &request))?,
+        None => policies.select_index(request.method(), request.url()),
+    };
+    let which = if overrides.attempts.is_none() && overrides.deadline.is_none() {
+        Which::Shared(index)
+    } else {
+        Which::Custom(Box::new(policies.get(index).with_overrides(&overrides)))
+    };
+    Ok(Call::new(http, policies, which, request, reader, buffered))
 }
 
 /// The [`Client`]'s stack as a tower service; see [`Client::service`].

@@ -84,6 +84,7 @@ mod exchange;
 pub mod hook;
 #[cfg(feature = "reqwest-middleware")]
 pub mod middleware;
+pub mod outer;
 mod pending;
 pub mod policy;
 pub mod redact;

@@ -8,19 +8,22 @@ use std::task::{Context, Poll};
 use crate::call::Call;
 use crate::error::Error;
 use crate::exchange::{Read, Success};
+use crate::hook::BoxFuture;
 
-/// A call, or the error that kept it from starting.
+/// A call, the same behind the client's outer layers, or the error that kept it from starting.
 // Not boxed: a failed start is rare, and an allocation per call costs more than the moves.
 #[allow(clippy::large_enum_variant)]
-enum State<O> {
+pub(crate) enum State<O> {
     Failed(Option<Error>),
     Running(Call<O>),
+    Outer(BoxFuture<Result<O, Error>>),
 }
 
 impl<O: Success> State<O> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<O, Error>> {
         match self {
             State::Running(call) => Pin::new(call).poll(cx),
+            State::Outer(future) => future.as_mut().poll(cx),
             State::Failed(error) => Poll::Ready(Err(error.take().unwrap_or_else(|| {
                 Error::invalid_config("request future polled after completion")
             }))),
@@ -38,15 +41,13 @@ pub struct Pending {
 }
 
 impl Pending {
+    pub(crate) fn new(state: State<reqwest::Response>) -> Self {
+        Pending { state }
+    }
+
     pub(crate) fn call(call: Call<reqwest::Response>) -> Self {
         Pending {
             state: State::Running(call),
-        }
-    }
-
-    pub(crate) fn failed(error: Error) -> Self {
-        Pending {
-            state: State::Failed(Some(error)),
         }
     }
 }
@@ -74,16 +75,8 @@ pub struct Reading<T> {
 }
 
 impl<T: Send + 'static> Reading<T> {
-    pub(crate) fn call(call: Call<Read<T>>) -> Self {
-        Reading {
-            state: State::Running(call),
-        }
-    }
-
-    pub(crate) fn failed(error: Error) -> Self {
-        Reading {
-            state: State::Failed(Some(error)),
-        }
+    pub(crate) fn new(state: State<Read<T>>) -> Self {
+        Reading { state }
     }
 }
 

@@ -440,6 +440,11 @@ async fn hooks_for_an_unknown_policy_or_in_the_middleware_are_config_errors() {
     )
     .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::InvalidConfig);
+    let error = resilient_http::middleware::ResilientMiddleware::new(
+        builder().layer(tower::limit::ConcurrencyLimitLayer::new(1)),
+    )
+    .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidConfig);
 }
 
 /// Without hooks or readers, `send` does not touch the body: a body that breaks after the
@@ -554,4 +559,92 @@ async fn a_panicking_body_classifier_is_a_typed_error() {
     let error = client.get(server.url("/p")).send().await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Hook);
     assert!(error.to_string().contains("body classifier"), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn outer_layers_wrap_every_whole_call() {
+    use resilient_http::outer::{Exchange, Exchanged};
+    use tower::ServiceBuilder;
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/o",
+        [Reply::status(503), Reply::ok("one"), Reply::ok("two")],
+    );
+    let statuses = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = statuses.clone();
+    let client = builder()
+        .layer(
+            ServiceBuilder::new()
+                .map_response(move |exchanged: Exchanged| {
+                    seen.lock().unwrap().push(exchanged.status().as_u16());
+                    exchanged
+                })
+                .map_request(|mut exchange: Exchange| {
+                    exchange
+                        .request_mut()
+                        .headers_mut()
+                        .insert("x-tenant", HeaderValue::from_static("acme"));
+                    exchange
+                }),
+        )
+        .build()
+        .unwrap();
+    // Once per call (not per attempt), and for readers too.
+    let response = client.get(server.url("/o")).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "one");
+    let read = client
+        .get(server.url("/o"))
+        .send_with(|response| async move { Ok(response.text().await?) })
+        .await
+        .unwrap();
+    assert_eq!(read, "two");
+    assert_eq!(*statuses.lock().unwrap(), [200, 200]);
+    let tenants: Vec<_> = server
+        .requests("/o")
+        .iter()
+        .map(|r| r.headers["x-tenant"].clone())
+        .collect();
+    assert_eq!(tenants, ["acme", "acme", "acme"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outer_timeout_ends_the_call_with_a_deadline_error() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/slow",
+        [Reply::status(503), Reply::status(503), Reply::ok("")],
+    );
+    let client = builder()
+        .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
+            150,
+        )))
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let error = client.get(server.url("/slow")).bytes().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::DeadlineExceeded, "{error}");
+    assert_eq!(started.elapsed(), Duration::from_millis(150));
+    // The first retry (after 100 ms) went out; the second (at 300 ms) never did.
+    assert_eq!(server.hits("/slow"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_concurrency_limit_outside_holds_across_retries() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/one-at-a-time",
+        [Reply::status(503), Reply::ok("a"), Reply::ok("b")],
+    );
+    let client = builder()
+        .layer(tower::limit::ConcurrencyLimitLayer::new(1))
+        .build()
+        .unwrap();
+    let first = client.get(server.url("/one-at-a-time")).text();
+    let second = client.get(server.url("/one-at-a-time")).text();
+    let (first, second) = tokio::join!(first, second);
+    // The second call waited for the first, retry included, so got the third answer.
+    assert_eq!(
+        (first.unwrap().as_str(), second.unwrap().as_str()),
+        ("a", "b")
+    );
 }
