@@ -84,6 +84,8 @@ pub(crate) struct Call<O> {
     buffered: bool,
     // Whether credentials were refreshed once already.
     refreshed: bool,
+    // When the current attempt was sent, for a reader's time limit (readers only).
+    sent_at: Option<Instant>,
 }
 
 impl<O> Drop for Call<O> {
@@ -127,6 +129,7 @@ impl<O: Success> Call<O> {
             reader,
             buffered,
             refreshed: false,
+            sent_at: None,
         }
     }
 
@@ -181,6 +184,9 @@ impl<O: Success> Call<O> {
         }
         self.limit = limit;
         self.by_deadline = by_deadline;
+        if matches!(self.reader, Reader::With(_)) {
+            self.sent_at = Some(Instant::now());
+        }
         *request.timeout_mut() = Some(limit);
         self.stage = match self.extras().and_then(|e| e.attempt_service.clone()) {
             None => Stage::Send(self.http.call(request)),
@@ -209,7 +215,10 @@ impl<O: Success> Call<O> {
             let classify_body = match wants {
                 None => false,
                 Some(Ok(wants)) => wants,
-                Some(Err(error)) => return self.finish(Err(error)),
+                Some(Err(error)) => {
+                    let error = error.with_request(&self.method, response.url());
+                    return self.finish(Err(error));
+                }
             };
             if self.buffered || classify_body {
                 if let Ok(response) = result {
@@ -242,7 +251,10 @@ impl<O: Success> Call<O> {
                 });
                 match verdict {
                     Ok(verdict) => verdict,
-                    Err(error) => return self.finish(Err(error)),
+                    Err(error) => {
+                        let error = error.with_request(&self.method, body.url());
+                        return self.finish(Err(error));
+                    }
                 }
             }
         };
@@ -281,23 +293,28 @@ impl<O: Success> Call<O> {
             Reader::With(_) => {
                 let status = response.status();
                 let limit = self.policy().body_limit();
-                let ends = self.retry.attempt_started() + self.limit;
+                // reqwest's timeout covers the body, not whatever else the reader waits for:
+                // the attempt's limit, counted from the send, holds for both.
+                let ends = self.sent_at.and_then(|at| at.checked_add(self.limit));
+                let (method, url) = (self.method.clone(), response.url().clone());
                 let Reader::With(read) = &mut self.reader else {
                     return None;
                 };
                 match limited(response, limit) {
                     Ok(response) => {
                         let reading = call_caught("reader", || read(response));
-                        // reqwest's timeout covers the body, not whatever else the reader
-                        // waits for: the attempt's limit holds for both.
                         let reading = Box::pin(async move {
+                            let Some(ends) = ends else {
+                                return reading.await;
+                            };
                             match tokio::time::timeout_at(ends, reading).await {
                                 Ok(result) => result,
                                 Err(_) => Err(Error::new(
                                     ErrorKind::AttemptTimeout,
                                     Class::Transient,
                                     Delivery::Delivered,
-                                )),
+                                )
+                                .with_request(&method, &url)),
                             }
                         });
                         self.stage = Stage::Read(reading, status);
@@ -320,6 +337,7 @@ impl<O: Success> Call<O> {
         let result = match result {
             Err(error) if self.should_refresh(&error) => {
                 self.refreshed = true;
+                let (method, url) = (self.method.clone(), error.url().cloned());
                 if let Err(error) = self.retry.retry_with_new_credentials(error) {
                     self.stage = Stage::Done;
                     return Some(Err(error));
@@ -337,6 +355,12 @@ impl<O: Success> Call<O> {
                 };
                 let refreshing =
                     within(self.retry.deadline(), call_caught("auth refresher", start));
+                let refreshing = Box::pin(async move {
+                    refreshing.await.map_err(|error| match &url {
+                        Some(url) => error.with_request(&method, url),
+                        None => error,
+                    })
+                });
                 self.stage = Stage::Refresh(refreshing);
                 return None;
             }

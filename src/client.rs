@@ -185,6 +185,8 @@ pub struct ClientBuilder {
     attempt_layer: Option<Arc<MakeAttemptService>>,
     /// The user's layers around the whole call.
     outer: Option<OuterService>,
+    /// `layer` or `attempt_layer` was called twice, which `build` reports.
+    layers_set_twice: bool,
 }
 
 type MakeAttemptService = dyn Fn(reqwest::Client) -> AttemptService + Send + Sync;
@@ -203,6 +205,7 @@ impl Default for ClientBuilder {
             policy_extras: Vec::new(),
             attempt_layer: None,
             outer: None,
+            layers_set_twice: false,
         }
     }
 }
@@ -391,8 +394,12 @@ impl ClientBuilder {
     /// `reqwest::Client`.
     ///
     /// Its errors keep their meaning when they are a `reqwest::Error` or this crate's
-    /// [`Error`]; any other error ends the call as a permanent
-    /// [`ErrorKind::Transport`](crate::ErrorKind::Transport) with the layer's error as source.
+    /// [`Error`]; tower's timeout is an attempt timeout (retried); any other error ends the
+    /// call as a permanent [`ErrorKind::Hook`](crate::ErrorKind::Hook) with the layer's error
+    /// as source, which the breaker does not count.
+    ///
+    /// Set once: to run several layers, compose them in one `ServiceBuilder` (a second call
+    /// makes [`build`](Self::build) fail rather than silently drop one).
     ///
     /// ```
     /// use http::HeaderValue;
@@ -424,6 +431,9 @@ impl ClientBuilder {
         <L::Service as Service<reqwest::Request>>::Error: Into<BoxError>,
         <L::Service as Service<reqwest::Request>>::Future: Send + 'static,
     {
+        if self.attempt_layer.is_some() {
+            self.layers_set_twice = true;
+        }
         self.attempt_layer = Some(Arc::new(move |http| {
             AttemptService::new(layer.layer(http).map_err(Into::into))
         }));
@@ -431,10 +441,13 @@ impl ClientBuilder {
     }
 
     /// Applies a tower `layer` around **each whole call**, retries and sleeps included: a
-    /// concurrency or rate limit, a timeout, load shedding. It wraps [`CallService`], so the
-    /// generic tower layers work unchanged; see [`crate::outer`]. It applies to every way of
-    /// sending from this client except [`Client::service`], which hands out the policies
-    /// alone for your own `ServiceBuilder`.
+    /// concurrency limit, a timeout, load shedding. It wraps [`CallService`], so the generic
+    /// tower layers work unchanged; see [`crate::outer`]. It applies to every way of sending
+    /// from this client except [`Client::service`], which hands out the policies alone for
+    /// your own `ServiceBuilder`.
+    ///
+    /// Set once: to run several layers, compose them in one `ServiceBuilder` (a second call
+    /// makes [`build`](Self::build) fail rather than silently drop one).
     pub fn layer<L>(mut self, layer: L) -> Self
     where
         L: Layer<CallService>,
@@ -442,6 +455,9 @@ impl ClientBuilder {
         <L::Service as Service<Exchange>>::Error: Into<BoxError>,
         <L::Service as Service<Exchange>>::Future: Send + 'static,
     {
+        if self.outer.is_some() {
+            self.layers_set_twice = true;
+        }
         self.outer = Some(outer_service(layer));
         self
     }
@@ -481,6 +497,12 @@ impl ClientBuilder {
     ) -> Result<Arc<Policies>, Error> {
         if let Some(err) = &self.config_error {
             return Err(err.clone_config());
+        }
+        if self.layers_set_twice {
+            return Err(Error::invalid_config(
+                "layer or attempt_layer was set twice; compose several layers in one \
+                 tower::ServiceBuilder and set that once",
+            ));
         }
         let connect_timeout = self
             .default

@@ -136,6 +136,10 @@ impl Buffered {
         &self.headers
     }
 
+    pub(crate) fn url(&self) -> &Url {
+        &self.url
+    }
+
     /// A `reqwest::Response` again, with the body served from memory.
     pub(crate) fn into_response(self) -> reqwest::Response {
         rebuild(

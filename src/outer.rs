@@ -1,12 +1,13 @@
 //! Layers around the **whole call**, as opposed to
 //! [`attempt_layer`](crate::ClientBuilder::attempt_layer)s around each attempt: a concurrency
-//! or rate limit, a timeout, load shedding, a cache, metrics per logical request.
+//! limit, a timeout, load shedding, metrics per logical request.
 //!
 //! They are plain tower layers over [`CallService`], whose request is an [`Exchange`] (the
 //! `reqwest::Request` about to run through its policy, readable and changeable) and whose
 //! response is an [`Exchanged`] (the call's outcome, whatever the terminal method reads). The
-//! generic tower layers (`ConcurrencyLimitLayer`, `RateLimitLayer`, `TimeoutLayer`,
-//! `LoadShedLayer`, `BufferLayer`, ...) work unchanged, and apply to every way of sending:
+//! generic tower layers whose services can be cloned (`ConcurrencyLimitLayer`,
+//! `TimeoutLayer`, `LoadShedLayer`, `BufferLayer`, which also makes `RateLimitLayer` usable,
+//! ...) work unchanged, and apply to every way of sending:
 //! `send`, `send_buffered`, `bytes`, `text`, `json`, `send_with` and `Client::execute`.
 //!
 //! ```
@@ -134,6 +135,7 @@ where
     F: FnOnce(reqwest::Request) -> Result<C, Error> + Send + 'static,
     C: std::future::Future<Output = Result<O, Error>> + Send + 'static,
 {
+    let (method, url) = (request.method().clone(), request.url().clone());
     let exchange = Exchange {
         request,
         start: Box::new(move |request| match start(request) {
@@ -149,7 +151,9 @@ where
     };
     let running = outer.clone().oneshot(exchange);
     Box::pin(async move {
-        let exchanged = running.await.map_err(outer_error)?;
+        let exchanged = running
+            .await
+            .map_err(|e| outer_error(e).with_request(&method, &url))?;
         match exchanged.output.downcast::<O>() {
             Ok(output) => Ok(*output),
             Err(_) => Err(

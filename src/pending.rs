@@ -23,7 +23,12 @@ impl<O: Success> State<O> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<O, Error>> {
         match self {
             State::Running(call) => Pin::new(call).poll(cx),
-            State::Outer(future) => future.as_mut().poll(cx),
+            State::Outer(future) => {
+                let output = std::task::ready!(future.as_mut().poll(cx));
+                // An async block must not be polled again.
+                *self = State::Failed(None);
+                Poll::Ready(output)
+            }
             State::Failed(error) => Poll::Ready(Err(error.take().unwrap_or_else(|| {
                 Error::invalid_config("request future polled after completion")
             }))),

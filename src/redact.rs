@@ -152,10 +152,14 @@ pub(crate) fn text(text: &str) -> std::borrow::Cow<'_, str> {
     let mut rest = text;
     while let Some(at) = rest.find("://") {
         let start = rest[..at]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let end = rest[at..]
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
+            .find(|c: char| {
+                c.is_whitespace() || !c.is_ascii() || matches!(c, '"' | '\'' | '<' | '>' | '`')
+            })
             .map_or(rest.len(), |i| at + i);
         // Closing punctuation ends a URL in prose more often than it belongs to one.
         let end = start.max(
@@ -252,6 +256,11 @@ mod tests {
         );
         assert_eq!(text("see https://u:pw@h/p."), "see https://h/p.");
         assert_eq!(text("no links here"), "no links here");
+        assert_eq!(
+            text("refusé «https://u:pw@idp.local/t» ok"),
+            "refusé «https://idp.local/t» ok"
+        );
+        assert_eq!(text("é://"), "é://".replace("://", REDACTED));
     }
 
     #[test]

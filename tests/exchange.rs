@@ -648,3 +648,65 @@ async fn a_concurrency_limit_outside_holds_across_retries() {
         ("a", "b")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_readers_time_limit_starts_when_the_attempt_is_sent() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/r", [Reply::ok("ok")]);
+    let client = builder()
+        .attempt_timeout(Duration::from_secs(1))
+        .before_attempt(hook_fn("slow", |request, _| async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            Ok(request)
+        }))
+        .build()
+        .unwrap();
+    let read = client
+        .get(server.url("/r"))
+        .send_with(|response| async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            Ok(response.text().await?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(read, "ok");
+}
+
+#[tokio::test]
+async fn unbounded_timeouts_do_not_overflow_a_reader() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/r", [Reply::ok("ok")]);
+    let client = builder()
+        .attempt_timeout(Duration::MAX)
+        .total_deadline(Duration::MAX)
+        .build()
+        .unwrap();
+    let read = client
+        .get(server.url("/r"))
+        .send_with(|response| async move { Ok(response.text().await?) })
+        .await
+        .unwrap();
+    assert_eq!(read, "ok");
+}
+
+#[tokio::test(start_paused = true)]
+async fn outer_errors_name_the_request_and_layers_cannot_be_set_twice() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/slow", [Reply::ok("").delay(Duration::from_secs(5))]);
+    let client = builder()
+        .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
+            100,
+        )))
+        .build()
+        .unwrap();
+    let error = client.get(server.url("/slow")).send().await.unwrap_err();
+    assert_eq!(error.url().map(|u| u.path()), Some("/slow"), "{error}");
+    assert!(error.to_string().starts_with("GET "), "{error}");
+
+    let error = builder()
+        .layer(tower::limit::ConcurrencyLimitLayer::new(1))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(2))
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidConfig);
+}
