@@ -27,11 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
     );
     let response = client.get(server.url("/inventory")).send().await?;
-    if let Some(RetryHistory(attempts)) = response.extensions().get::<RetryHistory>() {
-        for attempt in attempts {
-            println!("  attempt {attempt}");
-        }
-    }
+    show_history(&response);
     println!("ok: {}", response.text().await?);
 
     section("2. A permanent failure: 404 comes back at once as a typed error");
@@ -72,11 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
     );
     let response = client.get(server.url("/export")).send_buffered().await?;
-    if let Some(RetryHistory(attempts)) = response.extensions().get::<RetryHistory>() {
-        for attempt in attempts {
-            println!("  attempt {attempt}");
-        }
-    }
+    show_history(&response);
     println!("ok: {:?}", response.text().await?);
 
     section("4. Nobody listening: never reached the server, so retried (3 attempts)");
@@ -188,6 +180,14 @@ fn breaker_state(client: &Client, key: &str) -> String {
         .breakers()
         .and_then(|breakers| breakers.get(key))
         .map_or_else(|| "none".to_owned(), |b| format!("{:?}", b.state()))
+}
+
+fn show_history(response: &reqwest::Response) {
+    if let Some(RetryHistory(attempts)) = response.extensions().get::<RetryHistory>() {
+        for attempt in attempts {
+            println!("  attempt {attempt}");
+        }
+    }
 }
 
 fn section(title: &str) {

@@ -303,19 +303,13 @@ impl<O: Success> Call<O> {
                 match limited(response, limit) {
                     Ok(response) => {
                         let reading = call_caught("reader", || read(response));
-                        let reading = Box::pin(async move {
-                            let Some(ends) = ends else {
-                                return reading.await;
-                            };
-                            match tokio::time::timeout_at(ends, reading).await {
-                                Ok(result) => result,
-                                Err(_) => Err(Error::new(
-                                    ErrorKind::AttemptTimeout,
-                                    Class::Transient,
-                                    Delivery::Delivered,
-                                )
-                                .with_request(&method, &url)),
-                            }
+                        let reading = ending_at(ends, reading, move || {
+                            Error::new(
+                                ErrorKind::AttemptTimeout,
+                                Class::Transient,
+                                Delivery::Delivered,
+                            )
+                            .with_request(&method, &url)
                         });
                         self.stage = Stage::Read(reading, status);
                         None
@@ -409,24 +403,34 @@ impl<O: Success> Call<O> {
     }
 }
 
-/// `future`, ended with [`ErrorKind::DeadlineExceeded`] at `deadline`.
+/// `future`, ended with [`ErrorKind::DeadlineExceeded`] at the call's `deadline`.
 fn within<T: Send + 'static>(
     deadline: Option<Instant>,
     future: BoxFuture<Result<T, Error>>,
 ) -> BoxFuture<Result<T, Error>> {
-    let Some(deadline) = deadline else {
+    ending_at(deadline, future, || {
+        Error::new(
+            ErrorKind::DeadlineExceeded,
+            Class::Transient,
+            Delivery::NotSent,
+        )
+        .with_detail("the deadline passed while a hook or the auth refresher ran")
+    })
+}
+
+/// `future`, ended at `at` (if any) with the error `late` makes.
+fn ending_at<T: Send + 'static>(
+    at: Option<Instant>,
+    future: BoxFuture<Result<T, Error>>,
+    late: impl FnOnce() -> Error + Send + 'static,
+) -> BoxFuture<Result<T, Error>> {
+    let Some(at) = at else {
         return future;
     };
     Box::pin(async move {
-        match tokio::time::timeout_at(deadline, future).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::new(
-                ErrorKind::DeadlineExceeded,
-                Class::Transient,
-                Delivery::NotSent,
-            )
-            .with_detail("the deadline passed while a hook or the auth refresher ran")),
-        }
+        tokio::time::timeout_at(at, future)
+            .await
+            .unwrap_or_else(|_| Err(late()))
     })
 }
 
