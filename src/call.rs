@@ -25,7 +25,7 @@ use crate::exchange::{
     Buffered, Extras, Reader, Success, buffer, call_caught, caught, hook_failed, limited,
     poll_caught,
 };
-use crate::hook::{AttemptInfo, BoxFuture};
+use crate::hook::{AttemptInfo, AuthRefresher, BoxFuture};
 use crate::policy::{CompiledPolicy, Policies};
 use crate::retry::state::{Next, RetryState};
 use crate::timeout::{attempt_limit, expired, timed_out};
@@ -328,17 +328,18 @@ impl<O: Success> Call<O> {
         {
             breaker.record(permit, verdict(&result), started);
         }
-        let result = match result {
-            Err(error) if self.should_refresh(&error) => {
+        let refresher = match &result {
+            Err(error) => self.refresher_for(error).cloned(),
+            Ok(_) => None,
+        };
+        let result = match (result, refresher) {
+            (Err(error), Some(refresher)) => {
                 self.refreshed = true;
                 let (method, url) = (self.method.clone(), error.url().cloned());
                 if let Err(error) = self.retry.retry_with_new_credentials(error) {
                     self.stage = Stage::Done;
                     return Some(Err(error));
                 }
-                let Some(refresher) = self.extras().and_then(|e| e.refresher.clone()) else {
-                    return self.finish_refresh(Err(hook_failed("refresher", "is gone")));
-                };
                 let start = move || -> BoxFuture<Result<HeaderValue, Error>> {
                     let future = refresher.refresh();
                     Box::pin(async move {
@@ -358,7 +359,7 @@ impl<O: Success> Call<O> {
                 self.stage = Stage::Refresh(refreshing);
                 return None;
             }
-            result => result,
+            (result, _) => result,
         };
         match self.retry.finish_attempt(result) {
             Next::Done(result) => {
@@ -372,11 +373,14 @@ impl<O: Success> Call<O> {
         }
     }
 
-    fn should_refresh(&self, error: &Error) -> bool {
-        !self.refreshed
+    /// The refresher to call for `error`: a first `401`, with a refresher in the policy.
+    fn refresher_for(&self, error: &Error) -> Option<&Arc<dyn AuthRefresher>> {
+        let first_401 = !self.refreshed
             && error.kind() == ErrorKind::Status
-            && error.status() == Some(StatusCode::UNAUTHORIZED)
-            && self.extras().is_some_and(|e| e.refresher.is_some())
+            && error.status() == Some(StatusCode::UNAUTHORIZED);
+        first_401
+            .then(|| self.extras().and_then(|e| e.refresher.as_ref()))
+            .flatten()
     }
 
     /// New credentials arrived (or did not): send the request again with them.
