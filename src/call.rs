@@ -47,8 +47,12 @@ type Step<O> = Option<Result<O, Error>>;
 enum Stage<O> {
     /// Not polled yet.
     Start,
-    /// The policy's hook (named) is preparing the next attempt's request (to this URL).
-    Hook(BoxFuture<Result<reqwest::Request, Error>>, String, url::Url),
+    /// The policy's hook is preparing the next attempt's request. Its name and the URL (for
+    /// errors) are boxed: this enum is part of every call's future.
+    Hook(
+        BoxFuture<Result<reqwest::Request, Error>>,
+        Box<(String, url::Url)>,
+    ),
     /// An attempt is waiting for the response's head.
     Send(ReqwestFuture),
     /// An attempt is waiting for the response's head, through the user's attempt layers.
@@ -159,7 +163,7 @@ impl<O: Success> Call<O> {
             Box::pin(async move { future.await.map_err(|e| hook_failed(&label, failed(e))) })
         };
         let hooking = within(self.retry.deadline(), call_caught(&what, start));
-        self.stage = Stage::Hook(hooking, what, url);
+        self.stage = Stage::Hook(hooking, Box::new((what, url)));
         None
     }
 
@@ -502,14 +506,14 @@ impl<O: Success> Future for Call<O> {
                         Some(Err(error))
                     }
                 },
-                Stage::Hook(hook, what, url) => match ready!(poll_caught(hook, cx, what)) {
+                Stage::Hook(hook, about) => match ready!(poll_caught(hook, cx, &about.0)) {
                     Ok(mut request) => {
                         // The hook's time came out of the budget.
                         this.retry.renew_budget(&mut request);
                         this.send(request)
                     }
                     Err(error) => {
-                        let error = error.with_request(&this.method, url);
+                        let error = error.with_request(&this.method, &about.1);
                         this.stage = Stage::Done;
                         Some(Err(this.retry.fail(error)))
                     }
