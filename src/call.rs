@@ -22,8 +22,8 @@ use crate::breaker::{Breaker, verdict};
 use crate::classify::{Class, Delivery, outcome};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::exchange::{
-    Buffered, Extras, Reader, Success, buffer, call_caught, caught, hook_failed, limited,
-    poll_caught,
+    Buffered, Extras, Reader, Success, buffer, call_caught, caught, hook_failed, layer_error,
+    limited, poll_caught,
 };
 use crate::hook::{AttemptInfo, AuthRefresher, BoxFuture};
 use crate::policy::{CompiledPolicy, Policies};
@@ -461,24 +461,7 @@ fn layered_error(error: BoxError, method: &Method) -> Result<reqwest::Error, Err
         Ok(error) => return Ok(*error),
         Err(error) => error,
     };
-    let error = match error.downcast::<Error>() {
-        Ok(error) => return Err(*error),
-        Err(error) => error,
-    };
-    // tower's own timeout: the attempt ran out of time, as with the attempt timeout.
-    let (kind, class, delivery) = if error.is::<tower::timeout::error::Elapsed>() {
-        (
-            ErrorKind::AttemptTimeout,
-            Class::Transient,
-            Delivery::MaybeSent,
-        )
-    } else {
-        // The layer's own refusal: not the endpoint's doing, so not the breaker's business.
-        (ErrorKind::Hook, Class::Permanent, Delivery::NotSent)
-    };
-    let mut error = Error::new(kind, class, delivery)
-        .with_detail(format!("an attempt layer failed: {error}"))
-        .with_source(error);
+    let mut error = layer_error(error, "an attempt layer", ErrorKind::AttemptTimeout);
     error.set_method(method.clone());
     Err(error)
 }

@@ -186,6 +186,14 @@ fn too_large(limit: u64, status: StatusCode) -> Error {
     .after_response(status)
 }
 
+/// Fails at once when the response's `Content-Length` is already over `limit`.
+fn refuse_announced_excess(response: &reqwest::Response, limit: u64) -> Result<(), Error> {
+    match response.content_length() {
+        Some(length) if length > limit => Err(too_large(limit, response.status())),
+        _ => Ok(()),
+    }
+}
+
 /// A failure while reading the body of a response with `status`, classified as the attempt's
 /// transport errors are (but delivered: the server answered).
 pub(crate) fn body_error(
@@ -210,9 +218,7 @@ pub(crate) async fn buffer(
     method: Method,
 ) -> Result<Buffered, Error> {
     let status = response.status();
-    if response.content_length().is_some_and(|n| n > limit) {
-        return Err(too_large(limit, status));
-    }
+    refuse_announced_excess(&response, limit)?;
     let mut body = BytesMut::new();
     loop {
         match response.chunk().await {
@@ -243,9 +249,7 @@ pub(crate) async fn buffer(
 /// [`ErrorKind::BodyTooLarge`] once the error reaches [`Error::from`].
 pub(crate) fn limited(response: reqwest::Response, limit: u64) -> Result<reqwest::Response, Error> {
     let status = response.status();
-    if response.content_length().is_some_and(|n| n > limit) {
-        return Err(too_large(limit, status));
-    }
+    refuse_announced_excess(&response, limit)?;
     let url = response.url().clone();
     let version = response.version();
     let mut http_response = http::Response::<reqwest::Body>::from(response);
@@ -305,6 +309,24 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(no message)");
     format!("panicked: {message}")
+}
+
+/// The error of a user's tower layer (`what` says which): this crate's keeps its meaning,
+/// tower's timeout becomes a transient `timeout` kind, and any other is the layer's own
+/// refusal, a permanent [`ErrorKind::Hook`] that the breaker does not count.
+pub(crate) fn layer_error(error: BoxError, what: &str, timeout: ErrorKind) -> Error {
+    let error = match error.downcast::<Error>() {
+        Ok(error) => return *error,
+        Err(error) => error,
+    };
+    let (kind, class, delivery) = if error.is::<tower::timeout::error::Elapsed>() {
+        (timeout, Class::Transient, crate::Delivery::MaybeSent)
+    } else {
+        (ErrorKind::Hook, Class::Permanent, crate::Delivery::NotSent)
+    };
+    Error::new(kind, class, delivery)
+        .with_detail(format!("{what} failed: {error}"))
+        .with_source(error)
 }
 
 /// The error of a hook (`what` names it) that failed with `message`.

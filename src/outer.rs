@@ -35,7 +35,7 @@ use tower::{Service, ServiceExt};
 
 use crate::classify::{Class, Delivery};
 use crate::error::{BoxError, Error, ErrorKind};
-use crate::exchange::Success;
+use crate::exchange::{Success, layer_error};
 use crate::hook::BoxFuture;
 
 /// One call as the outer layers see it: the request, and the call ready to run it.
@@ -165,20 +165,5 @@ where
 }
 
 fn outer_error(error: BoxError) -> Error {
-    let error = match error.downcast::<Error>() {
-        Ok(error) => return *error,
-        Err(error) => error,
-    };
-    if error.is::<tower::timeout::error::Elapsed>() {
-        return Error::new(
-            ErrorKind::DeadlineExceeded,
-            Class::Transient,
-            Delivery::MaybeSent,
-        )
-        .with_detail("an outer timeout layer ended the call")
-        .with_source(error);
-    }
-    Error::new(ErrorKind::Hook, Class::Permanent, Delivery::NotSent)
-        .with_detail(format!("an outer layer failed: {error}"))
-        .with_source(error)
+    layer_error(error, "an outer layer", ErrorKind::DeadlineExceeded)
 }
