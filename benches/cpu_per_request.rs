@@ -90,12 +90,13 @@ fn runtime() -> tokio::runtime::Runtime {
 /// The stacks compared, by name.
 fn stacks() -> Vec<(&'static str, Call)> {
     let bare = reqwest::Client::new();
-    let full = resilient_http::Client::builder()
+    // As most users build it: with its own reqwest client (as `bare`, plus the timeouts).
+    let full = resilient_http::Client::builder().build().expect("client");
+    let given = resilient_http::Client::builder()
         .reqwest_client(bare.clone())
         .build()
         .expect("client");
     let no_retry = resilient_http::Client::builder()
-        .reqwest_client(bare.clone())
         .retry(RetryPolicy::never())
         .no_circuit_breaker()
         .build()
@@ -180,6 +181,14 @@ fn stacks() -> Vec<(&'static str, Call)> {
             "resilient",
             Box::new(move |url| {
                 let c = full.clone();
+                Box::pin(async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) })
+            }),
+        ),
+        (
+            // A reqwest client of the user's: each attempt sets its timeout on the request.
+            "resilient-given-client",
+            Box::new(move |url| {
+                let c = given.clone();
                 Box::pin(async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) })
             }),
         ),

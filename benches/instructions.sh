@@ -25,7 +25,7 @@ count() { # stack requests
 
 printf '%-26s %14s %12s\n' stack "instr/request" "vs reqwest"
 base=""
-for stack in reqwest reqwest+timeout tower-retry+timeout floor-by-hand resilient resilient-timeouts-only; do
+for stack in reqwest reqwest+timeout tower-retry+timeout floor-by-hand resilient resilient-given-client resilient-timeouts-only; do
     one=$(count "$stack" "$N")
     two=$(count "$stack" $((2 * N)))
     per=$(( (two - one) / N ))

@@ -102,6 +102,7 @@ impl<O> Drop for Call<O> {
 }
 
 impl<O: Success> Call<O> {
+    #[inline]
     pub(crate) fn new(
         http: reqwest::Client,
         policies: Arc<Policies>,
@@ -109,7 +110,7 @@ impl<O: Success> Call<O> {
         request: reqwest::Request,
         reader: Reader<O>,
         buffered: bool,
-    ) -> Self {
+    ) -> Box<Self> {
         let chosen = policy(&policies, &which);
         let mut retry = RetryState::new(
             chosen.retry_policy(),
@@ -119,7 +120,8 @@ impl<O: Success> Call<O> {
         if chosen.extras().is_some_and(|e| e.refresher.is_some()) {
             retry.allow_extra_attempt();
         }
-        Call {
+        retry.keep_budget_out_of_requests();
+        Box::new(Call {
             stage: Stage::Start,
             method: Method::GET,
             http,
@@ -134,7 +136,7 @@ impl<O: Success> Call<O> {
             buffered,
             refreshed: false,
             sent_at: None,
-        }
+        })
     }
 
     fn policy(&self) -> &CompiledPolicy {
@@ -146,6 +148,7 @@ impl<O: Success> Call<O> {
     }
 
     /// The request for the next attempt is ready: through the hook, if any, then out.
+    #[inline]
     fn prepare(&mut self, request: reqwest::Request) -> Step<O> {
         let Some(hook) = self.extras().and_then(|e| e.hook.clone()) else {
             return self.send(request);
@@ -179,8 +182,8 @@ impl<O: Success> Call<O> {
             }
         }
         // The attempt timeout: what is left of the budget, at most the policy's.
-        let (limit, by_deadline) =
-            attempt_limit(self.policy().attempt_timeout(), request.timeout());
+        let left = self.retry.time_left();
+        let (limit, by_deadline) = attempt_limit(self.policy().attempt_timeout(), left.as_ref());
         if limit.is_zero() {
             self.release_permit();
             self.stage = Stage::Done;
@@ -191,7 +194,10 @@ impl<O: Success> Call<O> {
         if matches!(self.reader, Reader::With(_)) {
             self.sent_at = Some(Instant::now());
         }
-        *request.timeout_mut() = Some(limit);
+        // A request with no timeout of its own gets the reqwest client's, which may be this.
+        if request.timeout().is_some() || self.policies.client_timeout != Some(limit) {
+            *request.timeout_mut() = Some(limit);
+        }
         self.stage = match self.extras().and_then(|e| e.attempt_service.clone()) {
             None => Stage::Send(self.http.call(request)),
             Some(service) => Stage::SendLayered(Box::pin(service.oneshot(request))),
@@ -490,11 +496,8 @@ impl<O: Success> Future for Call<O> {
                     }
                 },
                 Stage::Hook(hook, about) => match ready!(poll_caught(hook, cx, &about.0)) {
-                    Ok(mut request) => {
-                        // The hook's time came out of the budget.
-                        this.retry.renew_budget(&mut request);
-                        this.send(request)
-                    }
+                    // The hook's time comes out of the budget: `send` counts from now.
+                    Ok(request) => this.send(request),
                     Err(error) => {
                         let error = error.with_request(&this.method, &about.1);
                         this.stage = Stage::Done;

@@ -25,7 +25,7 @@ use crate::pending::{Pending, Reading, State};
 use crate::policy::compiled::{Base, Overrides};
 use crate::policy::{CompiledPolicy, EndpointPolicy, Matcher, Policies, PolicyFile};
 use crate::retry::RetryPolicy;
-use crate::timeout::DEFAULT_CONNECT_TIMEOUT;
+use crate::timeout::{DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TOTAL_DEADLINE};
 
 /// An HTTP client whose calls time out, classify their failures and return typed errors.
 ///
@@ -472,16 +472,33 @@ impl ClientBuilder {
             .default
             .connect_timeout
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        let http = match self.http.take() {
-            Some(http) => http,
-            None => reqwest::Client::builder()
-                .connect_timeout(connect_timeout)
-                .build()
-                .map_err(|e| {
-                    Error::invalid_config("the reqwest client could not be built").with_source(e)
-                })?,
+        // A client of our own times out, by itself, any attempt given the default policy's
+        // attempt timeout (usually every first attempt): see `Policies::client_timeout`.
+        let own_timeout = self
+            .default
+            .attempt_timeout
+            .unwrap_or(DEFAULT_ATTEMPT_TIMEOUT)
+            .min(self.default.deadline.unwrap_or(DEFAULT_TOTAL_DEADLINE));
+        let (http, client_timeout) = match self.http.take() {
+            Some(http) => (http, None),
+            None => {
+                let http = reqwest::Client::builder()
+                    .connect_timeout(connect_timeout)
+                    .timeout(own_timeout)
+                    .build()
+                    .map_err(|e| {
+                        Error::invalid_config("the reqwest client could not be built")
+                            .with_source(e)
+                    })?;
+                (http, Some(own_timeout))
+            }
         };
-        let policies = self.build_policies(Some(&http))?;
+        let mut policies = self.build_policies(Some(&http))?;
+        if let Some(policies) = Arc::get_mut(&mut policies) {
+            // Only if the default policy agrees, so that a mismatch costs speed, never time.
+            policies.client_timeout =
+                client_timeout.filter(|t| *t == policies.default.attempt_timeout());
+        }
         Ok(Client {
             http,
             policies,
@@ -537,7 +554,11 @@ impl ClientBuilder {
             let compiled = CompiledPolicy::compile(name, &policy.inherit(&self.default), &base)?;
             endpoints.push((matcher.clone(), compiled));
         }
-        let mut policies = Policies { default, endpoints };
+        let mut policies = Policies {
+            default,
+            endpoints,
+            client_timeout: None,
+        };
         self.add_extras(&mut policies, http)?;
         Ok(Arc::new(policies))
     }
@@ -821,7 +842,7 @@ fn new_call<O: Success>(
     request: reqwest::Request,
     reader: Reader<O>,
     buffered: bool,
-) -> Result<Call<O>, Error> {
+) -> Result<Box<Call<O>>, Error> {
     let Some(overrides) = overrides else {
         let which = Which::Shared(policies.select_index(request.method(), request.url()));
         return Ok(Call::new(http, policies, which, request, reader, buffered));

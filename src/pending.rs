@@ -11,18 +11,18 @@ use crate::exchange::{Read, Success};
 use crate::hook::BoxFuture;
 
 /// A call, the same behind the client's outer layers, or the error that kept it from starting.
-// Not boxed: a failed start is rare, and an allocation per call costs more than the moves.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum State<O> {
     Failed(Option<Error>),
-    Running(Call<O>),
+    // Boxed, as reqwest boxes its own: the call is some 600 bytes, and the caller's futures
+    // (and every move of them) would otherwise carry it all; one allocation costs less.
+    Running(Box<Call<O>>),
     Outer(BoxFuture<Result<O, Error>>),
 }
 
 impl<O: Success> State<O> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<O, Error>> {
         match self {
-            State::Running(call) => Pin::new(call).poll(cx),
+            State::Running(call) => Pin::new(&mut **call).poll(cx),
             State::Outer(future) => {
                 let output = std::task::ready!(future.as_mut().poll(cx));
                 // An async block must not be polled again.
@@ -50,7 +50,7 @@ impl Pending {
         Pending { state }
     }
 
-    pub(crate) fn call(call: Call<reqwest::Response>) -> Self {
+    pub(crate) fn call(call: Box<Call<reqwest::Response>>) -> Self {
         Pending {
             state: State::Running(call),
         }

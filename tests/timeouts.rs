@@ -5,6 +5,7 @@
 use std::future::pending;
 use std::time::Duration;
 
+use resilient_http::policy::{EndpointPolicy, Matcher};
 use resilient_http::retry::RetryPolicy;
 use resilient_http::testkit::{FaultServer, Reply};
 use resilient_http::timeout::{AttemptTimeoutLayer, BACKSTOP_GRACE, TotalDeadlineLayer};
@@ -78,6 +79,44 @@ async fn slow_headers_end_in_an_attempt_timeout() {
         "{elapsed:?}"
     );
     assert_eq!(server.hits("/slow"), 1);
+}
+
+/// The client gives its own reqwest client the default policy's attempt timeout and leaves
+/// such attempts to it; an endpoint with another attempt timeout must still get its own,
+/// longer or shorter.
+#[tokio::test]
+async fn an_endpoint_attempt_timeout_overrides_the_default_one_both_ways() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/patient", [Reply::status(200).delay(SHORT)]);
+    server.script(
+        "/hasty",
+        [Reply::status(200).delay(Duration::from_secs(60))],
+    );
+    let client = Client::builder()
+        .attempt_timeout(SHORT / 3)
+        .retry(RetryPolicy::never())
+        .endpoint(
+            "patient",
+            Matcher::new().path("/patient"),
+            EndpointPolicy::new().attempt_timeout(LATE),
+        )
+        .endpoint(
+            "hasty",
+            Matcher::new().path("/hasty"),
+            EndpointPolicy::new().attempt_timeout(SHORT),
+        )
+        .build()
+        .unwrap();
+    let response = bounded(client.get(server.url("/patient")).send()).await;
+    assert_eq!(response.unwrap().status(), 200, "the longer limit held");
+
+    let started = Instant::now();
+    let err = bounded(client.get(server.url("/hasty")).send())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AttemptTimeout, "{err:?}");
+    assert_eq!(err.timeout(), Some(SHORT));
+    assert!(started.elapsed() >= SHORT - Duration::from_millis(5));
 }
 
 #[tokio::test]

@@ -230,6 +230,10 @@ pub(crate) struct Overrides {
 pub(crate) struct Policies {
     pub(crate) default: CompiledPolicy,
     pub(crate) endpoints: Vec<(Matcher, CompiledPolicy)>,
+    /// The timeout the reqwest client applies to a request that sets none, when the client
+    /// built that reqwest client itself. An attempt whose limit is this one leaves it to the
+    /// client: setting a request's timeout allocates reqwest's extension map.
+    pub(crate) client_timeout: Option<Duration>,
 }
 
 impl Policies {

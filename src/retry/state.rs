@@ -47,10 +47,14 @@ pub(crate) struct RetryState {
     // Attempts allowed beyond the policy's (a retry with refreshed credentials), and made.
     extra_allowed: u32,
     extra_used: u32,
+    // Whether each attempt's request carries what is left of the budget as its timeout, for
+    // the attempt timeout layer below; the client's own call asks `time_left` instead.
+    budget_in_request: bool,
 }
 
 impl RetryState {
     /// A call of `request`, not yet begun. The call's clock starts now.
+    #[inline]
     pub(crate) fn new(
         policy: Arc<RetryPolicy>,
         deadline: Option<Duration>,
@@ -61,6 +65,7 @@ impl RetryState {
             observer: Observer::default(),
             extra_allowed: 0,
             extra_used: 0,
+            budget_in_request: true,
             policy,
             spare: Some(request),
             begun: false,
@@ -104,13 +109,13 @@ impl RetryState {
         // The one copy a retrying stack cannot avoid; skipped when no retry is possible. Made
         // before the budget is set below, so it does not copy that (each retry sets its own).
         if policy.max_attempts > 1 || self.extra_allowed > 0 {
-            self.spare = request.try_clone();
+            self.spare = copy_request(&request);
         }
         let budget = match (request.timeout().copied(), self.own_deadline) {
             (Some(asked), Some(own)) => Some(asked.min(own)),
             (asked, own) => asked.or(own),
         };
-        if self.own_deadline.is_some() {
+        if self.own_deadline.is_some() && self.budget_in_request {
             *request.timeout_mut() = budget;
         }
         let started = self.started;
@@ -260,11 +265,15 @@ impl RetryState {
         self.deadline.map(|(at, _)| at)
     }
 
-    /// Sets what is left of the budget as `request`'s timeout again (after a hook took time).
-    pub(crate) fn renew_budget(&self, request: &mut reqwest::Request) {
-        if let Some((deadline, _)) = self.deadline {
-            *request.timeout_mut() = Some(deadline.saturating_duration_since(Instant::now()));
-        }
+    /// Leaves the budget out of the requests: the caller asks [`time_left`](Self::time_left).
+    pub(crate) fn keep_budget_out_of_requests(&mut self) {
+        self.budget_in_request = false;
+    }
+
+    /// What is left of the call's budget now; `None` without a deadline.
+    pub(crate) fn time_left(&self) -> Option<Duration> {
+        self.deadline
+            .map(|(at, _)| at.saturating_duration_since(Instant::now()))
     }
 
     /// The number of the attempt about to be made or being made (1 for the first).
@@ -298,10 +307,10 @@ impl RetryState {
         }
         self.attempts += 1;
         if self.attempts < self.policy.max_attempts + self.extra_allowed {
-            self.spare = request.try_clone();
+            self.spare = copy_request(&request);
         }
         let now = Instant::now();
-        if let Some((deadline, _)) = self.deadline {
+        if let Some((deadline, _)) = self.deadline.filter(|_| self.budget_in_request) {
             *request.timeout_mut() = Some(deadline.saturating_duration_since(now));
         }
         self.attempt_started = now;
@@ -490,6 +499,25 @@ impl Decision<'_> {
                 .is_some_and(|wake| wake < deadline),
         }
     }
+}
+
+/// A copy of `request` for a later attempt; `None` when its body is a stream.
+///
+/// `reqwest::Request::try_clone` writes the timeout into the copy's extensions even when there
+/// is none, which allocates a map (three allocations per call). The timeout is the only thing
+/// reqwest 0.13 keeps in a request's extensions, so copying it when set copies them all.
+fn copy_request(request: &reqwest::Request) -> Option<reqwest::Request> {
+    if request.body().is_some() {
+        // Only reqwest can share a body's bytes without copying them.
+        return request.try_clone();
+    }
+    let mut copy = reqwest::Request::new(request.method().clone(), request.url().clone());
+    *copy.headers_mut() = request.headers().clone();
+    *copy.version_mut() = request.version();
+    if let Some(timeout) = request.timeout() {
+        *copy.timeout_mut() = Some(*timeout);
+    }
+    Some(copy)
 }
 
 #[cfg(test)]
