@@ -223,6 +223,7 @@ async fn round(call: &Call, url: &str, requests: usize) -> Duration {
 fn serve() {
     runtime().block_on(async {
         let server = FaultServer::start().await.expect("server");
+        server.count_only();
         println!("{}", server.url("/bench"));
         std::future::pending::<()>().await;
     });
@@ -258,6 +259,7 @@ fn main() {
         pin_to(1);
         runtime().block_on(async {
             let server = FaultServer::start().await.expect("server");
+            server.count_only();
             tx.send(server.url("/bench")).expect("send url");
             std::future::pending::<()>().await;
         });

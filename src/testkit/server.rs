@@ -2,6 +2,7 @@ use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -37,11 +38,14 @@ pub struct RecordedRequest {
 struct Path {
     script: VecDeque<Reply>,
     requests: Vec<RecordedRequest>,
+    hits: usize,
 }
 
 #[derive(Default)]
 struct State {
     paths: Mutex<HashMap<String, Path>>,
+    // Set by `count_only`: a benchmark's millions of requests are counted, not kept.
+    count_only: AtomicBool,
 }
 
 impl State {
@@ -54,8 +58,12 @@ impl State {
     /// Records the request and picks the reply: the script in order, the last entry repeating,
     /// `200 ok` for a path without a script.
     fn record(&self, path: &str, request: RecordedRequest) -> Reply {
+        let keep = !self.count_only.load(Relaxed);
         self.with_path(path, |p| {
-            p.requests.push(request);
+            p.hits += 1;
+            if keep {
+                p.requests.push(request);
+            }
             match p.script.len() {
                 0 => Reply::ok("ok"),
                 1 => p.script[0].clone(),
@@ -110,12 +118,18 @@ impl FaultServer {
 
     /// How many requests reached `path`, including those that were reset or never answered.
     pub fn hits(&self, path: &str) -> usize {
-        self.state.with_path(path, |p| p.requests.len())
+        self.state.with_path(path, |p| p.hits)
     }
 
-    /// The requests that reached `path`, oldest first.
+    /// The requests that reached `path`, oldest first (none since [`count_only`](Self::count_only)).
     pub fn requests(&self, path: &str) -> Vec<RecordedRequest> {
         self.state.with_path(path, |p| p.requests.clone())
+    }
+
+    /// From now on, only counts requests ([`hits`](Self::hits)) instead of also keeping them:
+    /// for load runs, where keeping every request would take gigabytes.
+    pub fn count_only(&self) {
+        self.state.count_only.store(true, Relaxed);
     }
 }
 
