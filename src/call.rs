@@ -212,6 +212,7 @@ impl<O: Success> Call<O> {
     }
 
     /// The response's head arrived (or the attempt failed before it).
+    #[inline]
     fn received(&mut self, result: Result<reqwest::Response, reqwest::Error>) -> Step<O> {
         if let Ok(response) = &result {
             let wants = self
@@ -290,6 +291,7 @@ impl<O: Success> Call<O> {
     }
 
     /// The attempt is classified: a success goes to the reader.
+    #[inline]
     fn classified(&mut self, result: Result<reqwest::Response, Error>) -> Step<O> {
         let response = match result {
             Ok(response) => response,

@@ -820,6 +820,7 @@ impl RequestBuilder {
     }
 
     /// Builds the request and starts its call, through the outer layers if there are any.
+    #[inline]
     fn run<O: Success>(self, reader: Reader<O>, buffered: bool) -> State<O> {
         let (http, request) = self.inner.build_split();
         let request = match request {
@@ -840,6 +841,7 @@ impl RequestBuilder {
 }
 
 /// The call of `request` under the policy it selects (or the overrides name).
+#[inline]
 fn new_call<O: Success>(
     http: reqwest::Client,
     policies: Arc<Policies>,

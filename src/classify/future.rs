@@ -107,6 +107,7 @@ where
 
 /// One attempt's result, classified: a success stays a response; anything else becomes an
 /// [`Error`] with a one-entry history. Shared with the client's single-future path.
+#[inline]
 pub(crate) fn outcome<C: Classifier + ?Sized>(
     classifier: &C,
     method: &Method,

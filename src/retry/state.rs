@@ -136,6 +136,7 @@ impl RetryState {
     }
 
     /// Records how an attempt ended and decides what comes next.
+    #[inline]
     pub(crate) fn finish_attempt<O: Success>(&mut self, result: Result<O, Error>) -> Next<O> {
         let policy_name = self.policy.name();
         // A first-try success, the common case, keeps no history (and reads no clock unless
