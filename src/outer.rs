@@ -37,6 +37,7 @@ use crate::classify::{Class, Delivery};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::exchange::{Success, layer_error};
 use crate::hook::BoxFuture;
+use crate::telemetry::ErrorType;
 
 /// One call as the outer layers see it: the request, and the call ready to run it.
 pub struct Exchange {
@@ -151,9 +152,7 @@ where
     };
     let running = outer.clone().oneshot(exchange);
     Box::pin(async move {
-        let exchanged = running
-            .await
-            .map_err(|e| outer_error(e).with_request(&method, &url))?;
+        let exchanged = running.await.map_err(|e| outer_error(e, &method, &url))?;
         match exchanged.output.downcast::<O>() {
             Ok(output) => Ok(*output),
             Err(_) => Err(
@@ -164,6 +163,20 @@ where
     })
 }
 
-fn outer_error(error: BoxError) -> Error {
-    layer_error(error, "an outer layer", ErrorKind::DeadlineExceeded)
+fn outer_error(error: BoxError, method: &http::Method, url: &url::Url) -> Error {
+    // The call's own errors pass through the layers unchanged; any other is a layer's own
+    // refusal (a load shed, a bulkhead, a rate limit), which nothing else reports.
+    let refused = !error.is::<Error>();
+    let error =
+        layer_error(error, "an outer layer", ErrorKind::DeadlineExceeded).with_request(method, url);
+    if refused {
+        tracing::info!(
+            http.request.method = %method,
+            url.full = %crate::redact::url(url),
+            error.type = %ErrorType::of(&error),
+            error = %error,
+            "request rejected by an outer layer"
+        );
+    }
+    error
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use resilient_http::breaker::BreakerConfig;
+use resilient_http::outer::{CallService, Exchange, Exchanged};
 use resilient_http::retry::{Jitter, RetryPolicy};
 use resilient_http::testkit::{FaultServer, Reply};
 use resilient_http::{Client, ErrorKind};
@@ -232,6 +233,37 @@ async fn skipped_retries_say_why() {
         events(&seen, "retry skipped")[0].1["reason"],
         "retry_after_above_cap"
     );
+}
+
+/// A refusal by an outer layer of the user's (a bulkhead, a load shed) is an event: nothing
+/// else in the stack sees it.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_by_an_outer_layer_is_an_event() {
+    let server = FaultServer::start().await.unwrap();
+    let bulkhead = tower::layer::layer_fn(|_: CallService| {
+        tower::service_fn(|_: Exchange| async { Err::<Exchanged, _>("bulkhead full") })
+    });
+    let client = Client::builder().layer(bulkhead).build().unwrap();
+
+    let (result, seen, _) = traced(client.get(server.url("/q?api_key=k-31337")).send()).await;
+    let error = result.unwrap_err();
+    let refused = events(&seen, "request rejected by an outer layer");
+    assert_eq!(refused.len(), 1, "{seen:#?}");
+    let (level, fields, _) = refused[0];
+    assert_eq!(*level, Level::INFO);
+    assert_eq!(fields["error.type"], error.kind().as_str());
+    assert_eq!(fields["http.request.method"], "GET");
+    assert!(fields["error"].contains("bulkhead full"), "{fields:?}");
+    assert!(!fields["url.full"].contains("k-31337"), "{fields:?}");
+    assert_eq!(server.hits("/q"), 0);
+
+    // A call's own failure passes through the layer: it is not a refusal.
+    server.script("/gone", [Reply::status(404)]);
+    let passing = tower::layer::layer_fn(|inner: CallService| inner);
+    let client = Client::builder().layer(passing).build().unwrap();
+    let (result, seen, _) = traced(client.get(server.url("/gone")).send()).await;
+    assert_eq!(result.unwrap_err().status().map(|s| s.as_u16()), Some(404));
+    assert!(events(&seen, "request rejected by an outer layer").is_empty());
 }
 
 const SECRETS: [&str; 4] = [

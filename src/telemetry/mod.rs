@@ -2,10 +2,10 @@
 //! metrics through the [`metrics`](https://docs.rs/metrics) facade.
 //!
 //! Nothing fails silently: a retry, a retry not made, a breaker changing state and a request
-//! the breaker turned away are all events, and every call is a span with one child per
-//! attempt. Nothing is built when nobody listens: spans and events cost a level check when
-//! their level is off, and metrics are compiled out without the feature. URLs and headers pass
-//! through [`redact`](crate::redact) first.
+//! the breaker or an outer layer turned away are all events, and every call is a span with
+//! one child per attempt. Nothing is built when nobody listens: spans and events cost a level
+//! check when their level is off, and metrics are compiled out without the feature. URLs and
+//! headers pass through [`redact`](crate::redact) first.
 //!
 //! # Spans (target `resilient_http`, level DEBUG)
 //!
@@ -29,6 +29,7 @@
 //! | `circuit breaker opened` | WARN | `endpoint` (the breaker key), `from`, `to` |
 //! | `circuit breaker state changed` | INFO | the same, for every other change |
 //! | `request rejected: circuit open` | DEBUG | `endpoint` (one event per request turned away; the state change is the WARN) |
+//! | `request rejected by an outer layer` | INFO | `http.request.method`, `url.full`, `error.type`, `error`: a [`layer`](crate::ClientBuilder::layer) of yours (a load shed, a bulkhead) refused the call |
 //!
 //! To see a request's attempts: `RUST_LOG=resilient_http=debug`.
 //!
