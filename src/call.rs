@@ -194,11 +194,16 @@ impl<O: Success> Call<O> {
         if matches!(self.reader, Reader::With(_)) {
             self.sent_at = Some(Instant::now());
         }
+        let layered = self.extras().and_then(|e| e.attempt_service.clone());
         // A request with no timeout of its own gets the reqwest client's, which may be this.
-        if request.timeout().is_some() || self.policies.client_timeout != Some(limit) {
+        // Attempt layers always see the limit on the request: some read it.
+        let inherited = request.timeout().is_none()
+            && layered.is_none()
+            && self.policies.client_timeout == Some(limit);
+        if !inherited {
             *request.timeout_mut() = Some(limit);
         }
-        self.stage = match self.extras().and_then(|e| e.attempt_service.clone()) {
+        self.stage = match layered {
             None => Stage::Send(self.http.call(request)),
             Some(service) => Stage::SendLayered(Box::pin(service.oneshot(request))),
         };

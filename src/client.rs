@@ -162,6 +162,10 @@ impl Client {
     }
 
     /// The `reqwest::Client` underneath, for calls that should bypass the stack.
+    ///
+    /// One the builder made itself has the default policy's attempt timeout as its `timeout`
+    /// (10 s unless configured): a long download or stream through it needs a longer
+    /// `.timeout(..)` of its own on the request.
     pub fn reqwest_client(&self) -> &reqwest::Client {
         &self.http
     }

@@ -164,13 +164,14 @@ where
 }
 
 fn outer_error(error: BoxError, method: &http::Method, url: &url::Url) -> Error {
-    // The call's own errors pass through the layers unchanged; any other is a layer's own
-    // refusal (a load shed, a bulkhead, a rate limit), which nothing else reports.
-    let refused = !error.is::<Error>();
+    // The call's own errors pass through the layers unchanged, and a tower timeout is the
+    // deadline; any other is a layer's own refusal (a load shed, a bulkhead), which nothing
+    // else reports. DEBUG, as a breaker's rejections: under overload there is one per call.
+    let refused = !error.is::<Error>() && !error.is::<tower::timeout::error::Elapsed>();
     let error =
         layer_error(error, "an outer layer", ErrorKind::DeadlineExceeded).with_request(method, url);
     if refused {
-        tracing::info!(
+        tracing::debug!(
             http.request.method = %method,
             url.full = %crate::redact::url(url),
             error.type = %ErrorType::of(&error),

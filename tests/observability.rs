@@ -250,7 +250,7 @@ async fn a_refusal_by_an_outer_layer_is_an_event() {
     let refused = events(&seen, "request rejected by an outer layer");
     assert_eq!(refused.len(), 1, "{seen:#?}");
     let (level, fields, _) = refused[0];
-    assert_eq!(*level, Level::INFO);
+    assert_eq!(*level, Level::DEBUG);
     assert_eq!(fields["error.type"], error.kind().as_str());
     assert_eq!(fields["http.request.method"], "GET");
     assert!(fields["error"].contains("bulkhead full"), "{fields:?}");

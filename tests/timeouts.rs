@@ -119,6 +119,42 @@ async fn an_endpoint_attempt_timeout_overrides_the_default_one_both_ways() {
     assert!(started.elapsed() >= SHORT - Duration::from_millis(5));
 }
 
+/// The deadline counts from the first poll: futures collected first and run later (a few
+/// at a time, say) keep their whole budget.
+#[tokio::test(start_paused = true)]
+async fn the_clock_starts_at_the_first_poll() {
+    let server = FaultServer::start().await.unwrap();
+    let client = client(Duration::from_secs(10), Duration::from_secs(30));
+    let pending = client.get(server.url("/later")).send();
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let response = pending.await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(server.hits("/later"), 1);
+}
+
+/// An attempt layer sees the attempt's limit on the request, even where the reqwest client
+/// would apply the same limit by itself.
+#[tokio::test]
+async fn attempt_layers_see_the_attempt_limit_on_the_request() {
+    let server = FaultServer::start().await.unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let client = Client::builder()
+        .attempt_timeout(SHORT)
+        .attempt_layer(
+            ServiceBuilder::new().map_request(move |request: reqwest::Request| {
+                record.lock().unwrap().push(request.timeout().copied());
+                request
+            }),
+        )
+        .build()
+        .unwrap();
+    bounded(client.get(server.url("/seen")).send())
+        .await
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), [Some(SHORT)]);
+}
+
 #[tokio::test]
 async fn a_hang_ends_at_the_total_deadline_when_it_is_nearer() {
     let server = FaultServer::start().await.unwrap();

@@ -53,7 +53,7 @@ pub(crate) struct RetryState {
 }
 
 impl RetryState {
-    /// A call of `request`, not yet begun. The call's clock starts now.
+    /// A call of `request`, not yet begun; its clock starts when it [begins](Self::begin).
     #[inline]
     pub(crate) fn new(
         policy: Arc<RetryPolicy>,
@@ -118,7 +118,11 @@ impl RetryState {
         if self.own_deadline.is_some() && self.budget_in_request {
             *request.timeout_mut() = budget;
         }
-        let started = self.started;
+        // The clock starts here, not where the call was made: a future may wait a long time
+        // before it is first polled (collected, then run a few at a time).
+        let started = Instant::now();
+        self.started = started;
+        self.attempt_started = started;
         self.deadline =
             budget.and_then(|budget| started.checked_add(budget).map(|at| (at, budget)));
         self.observer.attempt_started(1, &request);
@@ -506,7 +510,8 @@ impl Decision<'_> {
 ///
 /// `reqwest::Request::try_clone` writes the timeout into the copy's extensions even when there
 /// is none, which allocates a map (three allocations per call). The timeout is the only thing
-/// reqwest 0.13 keeps in a request's extensions, so copying it when set copies them all.
+/// reqwest 0.13 keeps in a request's extensions, so copying it when set copies them all
+/// (`the_copy_matches_reqwests_own` checks this against each reqwest release we build with).
 fn copy_request(request: &reqwest::Request) -> Option<reqwest::Request> {
     if request.body().is_some() {
         // Only reqwest can share a body's bytes without copying them.
@@ -532,5 +537,29 @@ mod tests {
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
         assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
+    }
+
+    /// `copy_request` must copy everything reqwest's `try_clone` does: a reqwest release that
+    /// keeps more per request would show up here.
+    #[test]
+    fn the_copy_matches_reqwests_own() {
+        let url = "http://u:p@127.0.0.1:8080/a?q=1".parse().unwrap();
+        let mut request = reqwest::Request::new(http::Method::PATCH, url);
+        request.headers_mut().insert("x-a", "1".parse().unwrap());
+        request.headers_mut().append("x-a", "2".parse().unwrap());
+        *request.version_mut() = http::Version::HTTP_2;
+        for timeout in [None, Some(std::time::Duration::from_millis(1500))] {
+            *request.timeout_mut() = timeout;
+            let ours = super::copy_request(&request).unwrap();
+            let theirs = request.try_clone().unwrap();
+            assert_eq!(format!("{ours:?}"), format!("{theirs:?}"));
+            assert_eq!(ours.timeout(), theirs.timeout());
+            assert_eq!(ours.version(), theirs.version());
+            assert_eq!(ours.headers(), theirs.headers());
+        }
+        let mut with_body = request.try_clone().unwrap();
+        *with_body.body_mut() = Some(reqwest::Body::from("{}"));
+        let copy = super::copy_request(&with_body).unwrap();
+        assert_eq!(copy.body().and_then(|b| b.as_bytes()), Some(&b"{}"[..]));
     }
 }

@@ -29,7 +29,7 @@
 //! | `circuit breaker opened` | WARN | `endpoint` (the breaker key), `from`, `to` |
 //! | `circuit breaker state changed` | INFO | the same, for every other change |
 //! | `request rejected: circuit open` | DEBUG | `endpoint` (one event per request turned away; the state change is the WARN) |
-//! | `request rejected by an outer layer` | INFO | `http.request.method`, `url.full`, `error.type`, `error`: a [`layer`](crate::ClientBuilder::layer) of yours (a load shed, a bulkhead) refused the call |
+//! | `request rejected by an outer layer` | DEBUG | `http.request.method`, `url.full`, `error.type`, `error`: a [`layer`](crate::ClientBuilder::layer) of yours (a load shed, a bulkhead) refused the call |
 //!
 //! To see a request's attempts: `RUST_LOG=resilient_http=debug`.
 //!
