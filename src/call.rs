@@ -18,7 +18,7 @@ use tokio::time::{Instant, Sleep, sleep};
 use tower::{Service, ServiceExt};
 
 use crate::breaker::state::{Permit, Verdict};
-use crate::breaker::{Breaker, verdict};
+use crate::breaker::{Breaker, error_verdict};
 use crate::classify::{Class, Delivery, outcome};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::exchange::{
@@ -339,46 +339,39 @@ impl<O: Success> Call<O> {
 
     /// The attempt is over: the breaker hears of it, then the retry decides.
     fn finish(&mut self, result: Result<O, Error>) -> Step<O> {
-        let result = result.map_err(|e| timed_out(e, self.limit, self.by_deadline));
+        // The output goes straight out: it is the large part, and each move copies it.
+        let error = match result {
+            Ok(output) => return self.succeeded(output),
+            Err(error) => timed_out(error, self.limit, self.by_deadline),
+        };
         if let (Some(breaker), Some((permit, started))) =
             (self.breaker.as_ref(), self.permit.take())
         {
-            breaker.record(permit, verdict(&result), started);
+            breaker.record(permit, error_verdict(&error), started);
         }
-        let refresher = match &result {
-            Err(error) => self.refresher_for(error).cloned(),
-            Ok(_) => None,
-        };
-        let result = match (result, refresher) {
-            (Err(error), Some(refresher)) => {
-                self.refreshed = true;
-                let (method, url) = (self.method.clone(), error.url().cloned());
-                if let Err(error) = self.retry.retry_with_new_credentials(error) {
-                    self.stage = Stage::Done;
-                    return Some(Err(error));
-                }
-                let start = move || -> BoxFuture<Result<HeaderValue, Error>> {
-                    let future = refresher.refresh();
-                    Box::pin(async move {
-                        future
-                            .await
-                            .map_err(|e| hook_failed("auth refresher", failed(e)))
-                    })
-                };
-                let refreshing =
-                    within(self.retry.deadline(), call_caught("auth refresher", start));
-                let refreshing = Box::pin(async move {
-                    refreshing.await.map_err(|error| match &url {
-                        Some(url) => error.with_request(&method, url),
-                        None => error,
-                    })
-                });
-                self.stage = Stage::Refresh(refreshing);
-                return None;
-            }
-            (result, _) => result,
-        };
-        match self.retry.finish_attempt(result) {
+        if let Some(refresher) = self.refresher_for(&error).cloned() {
+            return self.refresh(error, refresher);
+        }
+        let next = self.retry.finish_attempt(Err(error));
+        self.next(next)
+    }
+
+    fn succeeded(&mut self, output: O) -> Step<O> {
+        if let (Some(breaker), Some((permit, started))) =
+            (self.breaker.as_ref(), self.permit.take())
+        {
+            breaker.record(permit, Verdict::Success, started);
+        }
+        if self.retry.first_try_succeeded(output.status()) {
+            self.stage = Stage::Done;
+            return Some(Ok(output));
+        }
+        let next = self.retry.finish_attempt(Ok(output));
+        self.next(next)
+    }
+
+    fn next(&mut self, next: Next<O>) -> Step<O> {
+        match next {
             Next::Done(result) => {
                 self.stage = Stage::Done;
                 Some(result)
@@ -388,6 +381,33 @@ impl<O: Success> Call<O> {
                 None
             }
         }
+    }
+
+    /// A first `401` with a refresher in the policy: new credentials, then the attempt again.
+    fn refresh(&mut self, error: Error, refresher: Arc<dyn AuthRefresher>) -> Step<O> {
+        self.refreshed = true;
+        let (method, url) = (self.method.clone(), error.url().cloned());
+        if let Err(error) = self.retry.retry_with_new_credentials(error) {
+            self.stage = Stage::Done;
+            return Some(Err(error));
+        }
+        let start = move || -> BoxFuture<Result<HeaderValue, Error>> {
+            let future = refresher.refresh();
+            Box::pin(async move {
+                future
+                    .await
+                    .map_err(|e| hook_failed("auth refresher", failed(e)))
+            })
+        };
+        let refreshing = within(self.retry.deadline(), call_caught("auth refresher", start));
+        let refreshing = Box::pin(async move {
+            refreshing.await.map_err(|error| match &url {
+                Some(url) => error.with_request(&method, url),
+                None => error,
+            })
+        });
+        self.stage = Stage::Refresh(refreshing);
+        None
     }
 
     /// The refresher to call for `error`: a first `401`, with a refresher in the policy.

@@ -86,11 +86,16 @@ where
 pub(crate) fn verdict<T>(result: &Result<T, Error>) -> Verdict {
     match result {
         Ok(_) => Verdict::Success,
+        Err(error) => error_verdict(error),
+    }
+}
+
+/// What a failed attempt tells the breaker.
+pub(crate) fn error_verdict(error: &Error) -> Verdict {
+    match error {
         // The caller's deadline, or code of the caller's that failed: not the endpoint's doing.
-        Err(e) if matches!(e.kind(), ErrorKind::DeadlineExceeded | ErrorKind::Hook) => {
-            Verdict::Ignored
-        }
-        Err(e) if e.class() == Class::Transient => Verdict::Failure,
-        Err(_) => Verdict::Success,
+        e if matches!(e.kind(), ErrorKind::DeadlineExceeded | ErrorKind::Hook) => Verdict::Ignored,
+        e if e.class() == Class::Transient => Verdict::Failure,
+        _ => Verdict::Success,
     }
 }

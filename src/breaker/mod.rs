@@ -52,7 +52,7 @@ mod window;
 
 pub use config::{BreakerConfig, BreakerConfigBuilder, StateChange, Window};
 pub use future::ResponseFuture;
-pub(crate) use future::verdict;
+pub(crate) use future::error_verdict;
 pub use layer::CircuitBreakerLayer;
 pub use registry::{BreakerHandle, BreakerRegistry, CallPermit, endpoint_key};
 pub use service::CircuitBreaker;

@@ -139,22 +139,29 @@ impl RetryState {
         &self.observer
     }
 
+    /// Whether a success of `status` ended the call at its first attempt, the common case:
+    /// then it keeps no history, and reads no clock unless someone is watching.
+    pub(crate) fn first_try_succeeded(&mut self, status: StatusCode) -> bool {
+        if !self.history.is_empty() {
+            return false;
+        }
+        if self.observer.watching() {
+            let policy_name = self.policy.name();
+            let duration = self.attempt_started.elapsed();
+            self.observer
+                .attempt_ended(policy_name, Ok(status), duration);
+            self.observer
+                .call_ended(policy_name, Ok(status), self.attempts, duration);
+        }
+        true
+    }
+
     /// Records how an attempt ended and decides what comes next.
     #[inline]
     pub(crate) fn finish_attempt<O: Success>(&mut self, result: Result<O, Error>) -> Next<O> {
-        let policy_name = self.policy.name();
-        // A first-try success, the common case, keeps no history (and reads no clock unless
-        // someone is watching).
         if let Ok(success) = &result
-            && self.history.is_empty()
+            && self.first_try_succeeded(success.status())
         {
-            if self.observer.watching() {
-                let duration = self.attempt_started.elapsed();
-                let status = Ok(success.status());
-                self.observer.attempt_ended(policy_name, status, duration);
-                self.observer
-                    .call_ended(policy_name, status, self.attempts, duration);
-            }
             return Next::Done(result);
         }
         let now = self.record(result.as_ref().map(Success::status));
