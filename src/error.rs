@@ -362,6 +362,13 @@ impl Error {
         self
     }
 
+    /// An error of code we did not write (a user's layer, another middleware) as the source:
+    /// only its redacted text is kept, chain included, since error reporters print sources
+    /// as they are (`anyhow`'s `{:#}`, say) and its text may quote a URL with credentials.
+    pub(crate) fn with_foreign_source(self, source: BoxError) -> Self {
+        self.with_source(RedactedSource::of(&*source))
+    }
+
     pub(crate) fn with_history(mut self, history: Vec<Attempt>) -> Self {
         self.0.history = history;
         self
@@ -694,5 +701,35 @@ impl fmt::Debug for Inner {
                     .map(|s| redact::text(&s.to_string()).into_owned()),
             )
             .finish()
+    }
+}
+
+/// The redacted text of a foreign error and of each error in its chain.
+#[derive(Debug)]
+struct RedactedSource {
+    text: String,
+    next: Option<Box<RedactedSource>>,
+}
+
+impl RedactedSource {
+    fn of(error: &(dyn std::error::Error + 'static)) -> Self {
+        RedactedSource {
+            text: redact::text(&error.to_string()).into_owned(),
+            next: error
+                .source()
+                .map(|next| Box::new(RedactedSource::of(next))),
+        }
+    }
+}
+
+impl fmt::Display for RedactedSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for RedactedSource {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.next.as_deref().map(|next| next as _)
     }
 }

@@ -326,7 +326,7 @@ pub(crate) fn layer_error(error: BoxError, what: &str, timeout: ErrorKind) -> Er
     };
     Error::new(kind, class, delivery)
         .with_detail(format!("{what} failed: {error}"))
-        .with_source(error)
+        .with_foreign_source(error)
 }
 
 /// The error of a hook (`what` names it) that failed with `message`.

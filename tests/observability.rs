@@ -266,6 +266,48 @@ async fn a_refusal_by_an_outer_layer_is_an_event() {
     assert!(events(&seen, "request rejected by an outer layer").is_empty());
 }
 
+/// The error of a layer of the user's is kept as a source only as redacted text, chain
+/// included: error reporters print a source chain as it is.
+#[tokio::test(start_paused = true)]
+async fn a_foreign_error_chain_is_redacted() {
+    #[derive(Debug)]
+    struct Refused(std::io::Error);
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("refused by http://gate:pw-31337@gate.local/check?token=tok-31337")
+        }
+    }
+    impl std::error::Error for Refused {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    let server = FaultServer::start().await.unwrap();
+    let refusing = tower::layer::layer_fn(|_: CallService| {
+        tower::service_fn(|_: Exchange| async {
+            let cause = std::io::Error::other("see https://idp.local/?client_secret=cs-31337");
+            Err::<Exchanged, _>(Refused(cause))
+        })
+    });
+    let client = Client::builder().layer(refusing).build().unwrap();
+    let error = client.get(server.url("/x")).send().await.unwrap_err();
+
+    let mut chain = vec![error.to_string(), format!("{error:?}")];
+    let mut source = std::error::Error::source(&error);
+    while let Some(s) = source {
+        chain.push(s.to_string());
+        chain.push(format!("{s:?}"));
+        source = s.source();
+    }
+    assert!(chain.len() >= 6, "the chain stays as deep: {chain:#?}");
+    for text in &chain {
+        for secret in ["pw-31337", "tok-31337", "cs-31337"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+    assert!(chain[2].contains("gate.local/check"), "{chain:#?}");
+}
+
 const SECRETS: [&str; 4] = [
     "userinfo-pw-31337",
     "apikey-val-31337",

@@ -72,7 +72,7 @@ fn foreign(source: BoxError, method: &Method) -> Error {
         Delivery::MaybeSent,
     );
     let mut error = Error::new(kind, Class::Permanent, Delivery::MaybeSent)
-        .with_source(source)
+        .with_foreign_source(source)
         .with_history(vec![attempt]);
     error.set_method(method.clone());
     error

@@ -49,7 +49,7 @@ where
             .map_err(|e| match e.into_reqwest() {
                 Ok(e) => Error::from(e),
                 Err(other) => Error::new(ErrorKind::Transport, Class::Permanent, Delivery::NotSent)
-                    .with_source(other),
+                    .with_foreign_source(other),
             })
     }
 
