@@ -110,10 +110,16 @@ impl Matcher {
     }
 
     /// Only this path: exact (`/v1/charges`) or a prefix, with a trailing `*` (`/v1/*`).
+    ///
+    /// Paths are compared as a server reads them (RFC 3986, 6.2.2): an escaped letter, digit
+    /// or `-._~` is the character itself (`/v1/%63harges` is `/v1/charges`), and other escapes
+    /// match in either case (`%2f` is `%2F`, but never `/`).
     pub fn path(mut self, pattern: &str) -> Self {
+        let normal =
+            |p: &str| String::from_utf8_lossy(&normalized(p).collect::<Vec<u8>>()).into_owned();
         self.path = Some(match pattern.strip_suffix('*') {
-            Some(prefix) => PathPattern::Prefix(prefix.to_owned()),
-            None => PathPattern::Exact(pattern.to_owned()),
+            Some(prefix) => PathPattern::Prefix(normal(prefix)),
+            None => PathPattern::Exact(normal(pattern)),
         });
         self
     }
@@ -145,12 +151,57 @@ impl Matcher {
                 return false;
             }
         }
+        let path = url.path();
+        // Most paths have no escapes: then the normal form is the path itself.
+        let escaped = path.contains('%');
         match &self.path {
             None => true,
-            Some(PathPattern::Exact(path)) => url.path() == path,
-            Some(PathPattern::Prefix(prefix)) => url.path().starts_with(prefix.as_str()),
+            Some(PathPattern::Exact(pattern)) if !escaped => path == pattern,
+            Some(PathPattern::Prefix(prefix)) if !escaped => path.starts_with(prefix.as_str()),
+            Some(PathPattern::Exact(pattern)) => normalized(path).eq(pattern.bytes()),
+            Some(PathPattern::Prefix(prefix)) => {
+                let mut path = normalized(path);
+                prefix.bytes().all(|b| path.next() == Some(b))
+            }
         }
     }
+}
+
+/// The bytes of `path` in the normal form of RFC 3986 (6.2.2.1 and 6.2.2.2): escaped
+/// unreserved characters decoded, other escapes in uppercase. Allocates nothing.
+fn normalized(path: &str) -> impl Iterator<Item = u8> + '_ {
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    let mut pending: [u8; 2] = [0; 2];
+    let mut pending_len = 0;
+    std::iter::from_fn(move || {
+        if pending_len > 0 {
+            let b = pending[2 - pending_len];
+            pending_len -= 1;
+            return Some(b);
+        }
+        let b = *bytes.get(i)?;
+        i += 1;
+        if b != b'%' {
+            return Some(b);
+        }
+        let hex = |at: usize| bytes.get(at).and_then(|h| (*h as char).to_digit(16));
+        let (Some(hi), Some(lo)) = (hex(i), hex(i + 1)) else {
+            return Some(b'%');
+        };
+        i += 2;
+        // Both digits are below 16, so this fits a byte.
+        let decoded = (hi * 16 + lo) as u8;
+        if decoded.is_ascii_alphanumeric() || b"-._~".contains(&decoded) {
+            return Some(decoded);
+        }
+        pending = [
+            bytes[i - 2].to_ascii_uppercase(),
+            bytes[i - 1].to_ascii_uppercase(),
+        ];
+        pending_len = 2;
+        Some(b'%')
+    })
 }
 
 #[cfg(test)]
@@ -198,5 +249,34 @@ mod tests {
         assert!(!exact.matches(&Method::GET, &url("http://h/health/deep")));
         assert!(Matcher::new().methods(["GE T"]).is_err());
         assert!(Matcher::new().methods(["post"]).is_err());
+    }
+
+    #[test]
+    fn escaped_paths_match_as_the_server_reads_them() {
+        let charges = Matcher::new().path("/v1/charges*");
+        for path in [
+            "/v1/%63harges",
+            "/v1/%63%68arges/7",
+            "/%76%31/charges",
+            "/v1/charge%73",
+        ] {
+            assert!(
+                charges.matches(&Method::POST, &url(&format!("http://h{path}"))),
+                "{path}"
+            );
+        }
+        assert!(!charges.matches(&Method::POST, &url("http://h/v1/%2563harges")));
+        let exact = Matcher::new().path("/a%2fb");
+        assert!(exact.matches(&Method::GET, &url("http://h/a%2Fb")));
+        assert!(!exact.matches(&Method::GET, &url("http://h/a/b")));
+        let tilde = Matcher::new().path("/%7Euser");
+        assert!(tilde.matches(&Method::GET, &url("http://h/~user")));
+        let odd = Matcher::new().path("/100%*");
+        assert!(odd.matches(&Method::GET, &url("http://h/100%")));
+        assert!(
+            !Matcher::new()
+                .path("/x")
+                .matches(&Method::GET, &url("http://h/%78y"))
+        );
     }
 }
