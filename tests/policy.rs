@@ -56,6 +56,17 @@ async fn the_first_matching_rule_decides_and_the_rest_is_inherited() {
     assert_eq!(server.hits("/v1/charges/7"), 1);
     assert!(err.to_string().contains("(policy payments)"), "{err}");
 
+    // An escaped letter is the letter: a server reads /v1/charges/8, and so does the rule.
+    server.script("/v1/%63harges/8", [Reply::status(503)]);
+    let err = client
+        .post(server.url("/v1/%63harges/8"))
+        .header("idempotency-key", "k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.policy(), Some("payments"));
+    assert_eq!(server.hits("/v1/%63harges/8"), 1);
+
     // GET /v1/charges is not (POST only): the default, 3 attempts.
     let err = client
         .get(server.url("/v1/charges"))
