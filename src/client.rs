@@ -404,8 +404,9 @@ impl ClientBuilder {
     ///
     /// Its errors keep their meaning when they are a `reqwest::Error` or this crate's
     /// [`Error`]; tower's timeout is an attempt timeout (retried); any other error ends the
-    /// call as a permanent [`ErrorKind::Hook`](crate::ErrorKind::Hook) with the layer's error
-    /// as source, which the breaker does not count.
+    /// call as a permanent [`ErrorKind::Hook`](crate::ErrorKind::Hook), which the breaker does
+    /// not count, with the layer's error as source (redacted text; the error itself is
+    /// [`Error::unredacted_source`]).
     ///
     /// Set once: to run several layers, compose them in one `ServiceBuilder` (a second call
     /// makes [`build`](Self::build) fail rather than silently drop one).

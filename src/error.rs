@@ -366,7 +366,23 @@ impl Error {
     /// only its redacted text is kept, chain included, since error reporters print sources
     /// as they are (`anyhow`'s `{:#}`, say) and its text may quote a URL with credentials.
     pub(crate) fn with_foreign_source(self, source: BoxError) -> Self {
-        self.with_source(RedactedSource::of(&*source))
+        self.with_source(RedactedSource::of(source))
+    }
+
+    /// The error of code this crate did not write (a [`layer`](crate::ClientBuilder::layer)
+    /// or [`attempt_layer`](crate::ClientBuilder::attempt_layer) of yours, another
+    /// middleware), as that code made it: to downcast, say to
+    /// `tower::load_shed::error::Overloaded` or a type of your own.
+    ///
+    /// `source()` shows such an error only as redacted text, since error reporters print
+    /// source chains as they are. This one is not redacted: do not log it.
+    pub fn unredacted_source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.0
+            .source
+            .as_ref()?
+            .downcast_ref::<RedactedSource>()?
+            .original
+            .as_deref()
     }
 
     pub(crate) fn with_history(mut self, history: Vec<Attempt>) -> Self {
@@ -704,21 +720,42 @@ impl fmt::Debug for Inner {
     }
 }
 
-/// The redacted text of a foreign error and of each error in its chain.
-#[derive(Debug)]
+/// The redacted text of a foreign error and of each error in its chain; the top one also
+/// holds the error itself, for [`Error::unredacted_source`] only.
 struct RedactedSource {
     text: String,
     next: Option<Box<RedactedSource>>,
+    original: Option<BoxError>,
 }
 
 impl RedactedSource {
-    fn of(error: &(dyn std::error::Error + 'static)) -> Self {
+    /// How deep a chain is followed: a `source()` that returns itself must not overflow.
+    const MAX_DEPTH: usize = 32;
+
+    fn of(error: BoxError) -> Self {
+        let mut top = RedactedSource::chain(&*error, 0);
+        top.original = Some(error);
+        top
+    }
+
+    fn chain(error: &(dyn std::error::Error + 'static), depth: usize) -> Self {
         RedactedSource {
             text: redact::text(&error.to_string()).into_owned(),
             next: error
                 .source()
-                .map(|next| Box::new(RedactedSource::of(next))),
+                .filter(|_| depth < Self::MAX_DEPTH)
+                .map(|next| Box::new(RedactedSource::chain(next, depth + 1))),
+            original: None,
         }
+    }
+}
+
+impl fmt::Debug for RedactedSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedactedSource")
+            .field("text", &self.text)
+            .field("next", &self.next)
+            .finish_non_exhaustive()
     }
 }
 

@@ -319,7 +319,7 @@ pub(crate) fn layer_error(error: BoxError, what: &str, timeout: ErrorKind) -> Er
         Ok(error) => return *error,
         Err(error) => error,
     };
-    let (kind, class, delivery) = if error.is::<tower::timeout::error::Elapsed>() {
+    let (kind, class, delivery) = if is_tower_timeout(&*error) {
         (timeout, Class::Transient, crate::Delivery::MaybeSent)
     } else {
         (ErrorKind::Hook, Class::Permanent, crate::Delivery::NotSent)
@@ -329,8 +329,49 @@ pub(crate) fn layer_error(error: BoxError, what: &str, timeout: ErrorKind) -> Er
         .with_foreign_source(error)
 }
 
+/// Whether `error` is tower's timeout, or wraps one (as `tower::buffer` does).
+pub(crate) fn is_tower_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source())
+        .take(32)
+        .any(|e| e.is::<tower::timeout::error::Elapsed>())
+}
+
 /// The error of a hook (`what` names it) that failed with `message`.
 pub(crate) fn hook_failed(what: &str, message: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Hook, Class::Permanent, crate::Delivery::NotSent)
         .with_detail(format!("{what} {message}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrapped(tower::timeout::error::Elapsed);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("buffered service failed")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    /// `tower::buffer` and others wrap the timeout: it is still the timeout.
+    #[test]
+    fn a_wrapped_tower_timeout_is_a_timeout() {
+        let wrapped: BoxError = Box::new(Wrapped(tower::timeout::error::Elapsed::new()));
+        let error = layer_error(wrapped, "a layer", ErrorKind::AttemptTimeout);
+        assert_eq!(error.kind(), ErrorKind::AttemptTimeout);
+        assert!(error.is_transient());
+        let refused: BoxError = "full".into();
+        assert_eq!(
+            layer_error(refused, "a layer", ErrorKind::AttemptTimeout).kind(),
+            ErrorKind::Hook
+        );
+    }
 }

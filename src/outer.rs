@@ -22,9 +22,9 @@
 //! ```
 //!
 //! An error from such a layer keeps its meaning when it is this crate's [`Error`]; tower's
-//! timeout becomes [`ErrorKind::DeadlineExceeded`]; any
-//! other is a permanent [`ErrorKind::Hook`] with the layer's error as
-//! its source.
+//! timeout becomes [`ErrorKind::DeadlineExceeded`]; any other is a permanent
+//! [`ErrorKind::Hook`] whose source is the layer's error as redacted text (the error itself,
+//! to downcast: [`Error::unredacted_source`]).
 
 use std::any::Any;
 use std::fmt;
@@ -35,7 +35,7 @@ use tower::{Service, ServiceExt};
 
 use crate::classify::{Class, Delivery};
 use crate::error::{BoxError, Error, ErrorKind};
-use crate::exchange::{Success, layer_error};
+use crate::exchange::{Success, is_tower_timeout, layer_error};
 use crate::hook::BoxFuture;
 use crate::telemetry::ErrorType;
 
@@ -167,7 +167,7 @@ fn outer_error(error: BoxError, method: &http::Method, url: &url::Url) -> Error 
     // The call's own errors pass through the layers unchanged, and a tower timeout is the
     // deadline; any other is a layer's own refusal (a load shed, a bulkhead), which nothing
     // else reports. DEBUG, as a breaker's rejections: under overload there is one per call.
-    let refused = !error.is::<Error>() && !error.is::<tower::timeout::error::Elapsed>();
+    let refused = !error.is::<Error>() && !is_tower_timeout(&*error);
     let error =
         layer_error(error, "an outer layer", ErrorKind::DeadlineExceeded).with_request(method, url);
     if refused {

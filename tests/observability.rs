@@ -306,6 +306,9 @@ async fn a_foreign_error_chain_is_redacted() {
         }
     }
     assert!(chain[2].contains("gate.local/check"), "{chain:#?}");
+    // The error itself stays reachable, on request, to downcast.
+    let original = error.unredacted_source().expect("the layer's error");
+    assert!(original.downcast_ref::<Refused>().is_some());
 }
 
 const SECRETS: [&str; 4] = [

@@ -115,11 +115,9 @@ impl Matcher {
     /// or `-._~` is the character itself (`/v1/%63harges` is `/v1/charges`), and other escapes
     /// match in either case (`%2f` is `%2F`, but never `/`).
     pub fn path(mut self, pattern: &str) -> Self {
-        let normal =
-            |p: &str| String::from_utf8_lossy(&normalized(p).collect::<Vec<u8>>()).into_owned();
         self.path = Some(match pattern.strip_suffix('*') {
-            Some(prefix) => PathPattern::Prefix(normal(prefix)),
-            None => PathPattern::Exact(normal(pattern)),
+            Some(prefix) => PathPattern::Prefix(normal_pattern(prefix, true)),
+            None => PathPattern::Exact(normal_pattern(pattern, false)),
         });
         self
     }
@@ -165,6 +163,26 @@ impl Matcher {
             }
         }
     }
+}
+
+/// A path pattern in the form request paths take: as the `url` crate writes a path (spaces
+/// and non-ASCII escaped, dot segments resolved), then [`normalized`]. A `prefix` that ends
+/// inside an escape (`/a%e`) gets its digits in uppercase, as the whole escape would.
+fn normal_pattern(pattern: &str, prefix: bool) -> String {
+    let written = Url::parse("http://h/").map(|mut url| {
+        url.set_path(pattern);
+        url.path().to_owned()
+    });
+    let written = written.as_deref().unwrap_or(pattern);
+    let mut bytes: Vec<u8> = normalized(written).collect();
+    if let Some(at) = bytes.iter().rposition(|b| *b == b'%')
+        && prefix
+        && bytes.len() - at <= 2
+    {
+        bytes[at..].make_ascii_uppercase();
+    }
+    // Decoding only ever yields ASCII, so the bytes stay UTF-8.
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// The bytes of `path` in the normal form of RFC 3986 (6.2.2.1 and 6.2.2.2): escaped
@@ -278,5 +296,14 @@ mod tests {
                 .path("/x")
                 .matches(&Method::GET, &url("http://h/%78y"))
         );
+        let partial = Matcher::new().path("/a%e*");
+        assert!(partial.matches(&Method::GET, &url("http://h/a%e9")));
+        let literal = Matcher::new().path("/x%a");
+        assert!(literal.matches(&Method::GET, &url("http://h/x%a")));
+        let unicode = Matcher::new().path("/café/*");
+        assert!(unicode.matches(&Method::GET, &url("http://h/caf%C3%A9/menu")));
+        assert!(unicode.matches(&Method::GET, &url("http://h/café/menu")));
+        let dots = Matcher::new().path("/v1/%2e%2e/charges");
+        assert!(dots.matches(&Method::GET, &url("http://h/charges")));
     }
 }
