@@ -156,15 +156,18 @@ pub(crate) fn text(text: &str) -> std::borrow::Cow<'_, str> {
             .rev()
             .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
             .map_or(0, |(i, c)| i + c.len_utf8());
+        // Letters of any script may stand in a URL (a password with an `ä`): only space and
+        // quotes end one, or else the rest of a secret would be shown.
         let end = rest[at..]
-            .find(|c: char| {
-                c.is_whitespace() || !c.is_ascii() || matches!(c, '"' | '\'' | '<' | '>' | '`')
-            })
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
             .map_or(rest.len(), |i| at + i);
         // Closing punctuation ends a URL in prose more often than it belongs to one.
         let end = start.max(
             rest[..end]
-                .trim_end_matches([')', '.', ',', ';', ':'])
+                .trim_end_matches(|c: char| {
+                    matches!(c, ')' | '.' | ',' | ';' | ':')
+                        || !(c.is_ascii() || c.is_alphanumeric())
+                })
                 .len(),
         );
         out.push_str(&rest[..start]);
@@ -261,6 +264,14 @@ mod tests {
             "refusé «https://idp.local/t» ok"
         );
         assert_eq!(text("é://"), "é://".replace("://", REDACTED));
+        assert_eq!(
+            text("at http://u:pässword@h/x, then"),
+            "at http://h/x, then"
+        );
+        assert_eq!(
+            text("token=«http://h/?token=geheimß»"),
+            "token=«http://h/?token=REDACTED»"
+        );
     }
 
     #[test]
