@@ -525,10 +525,11 @@ impl<O: Success> Future for Call<O> {
                 Stage::Hook(hook, about) => match ready!(poll_caught(hook, cx, &about.0)) {
                     // The hook's time comes out of the budget: `send` counts from now.
                     Ok(request) => this.send(request),
+                    // An attempt that failed before it was sent: recorded (history, span,
+                    // metrics) as any other, and never retried (a hook's failure is permanent).
                     Err(error) => {
                         let error = error.with_request(&this.method, &about.1);
-                        this.stage = Stage::Done;
-                        Some(Err(this.retry.fail(error)))
+                        this.finish(Err(error))
                     }
                 },
                 Stage::Send(future) => {

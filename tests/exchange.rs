@@ -379,6 +379,11 @@ async fn a_failing_or_panicking_hook_is_a_typed_error_naming_it() {
     assert_eq!(error.kind(), ErrorKind::Hook);
     assert!(error.to_string().contains("\"signer\""), "{error}");
     assert!(error.to_string().contains("no key"), "{error}");
+    // The attempt the hook stopped is in the history, never sent.
+    assert_eq!(error.attempts().len(), 1, "{error:?}");
+    let attempt = &error.attempts()[0];
+    assert_eq!(attempt.outcome, AttemptOutcome::Error(ErrorKind::Hook));
+    assert_eq!(attempt.delivery, Delivery::NotSent);
 
     let panicking = builder()
         .before_attempt(hook_fn("boom", |request, attempt| async move {
@@ -509,6 +514,10 @@ async fn the_deadline_holds_for_a_hook_that_hangs() {
     assert_eq!(error.kind(), ErrorKind::DeadlineExceeded, "{error}");
     assert_eq!(started.elapsed(), Duration::from_millis(300));
     assert_eq!(server.hits("/x"), 0);
+    assert_eq!(
+        error.attempts()[0].outcome,
+        AttemptOutcome::Error(ErrorKind::DeadlineExceeded)
+    );
 }
 
 #[tokio::test]
