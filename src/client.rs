@@ -239,7 +239,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Longest time a whole call may take, all attempts and sleeps included (default 30 s).
+    /// Longest time a whole call may take, all attempts and sleeps included (default 30 s),
+    /// counted from the call's first poll (a future made early and run later loses nothing).
     pub fn total_deadline(mut self, deadline: Duration) -> Self {
         self.default.deadline = Some(deadline);
         self
