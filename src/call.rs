@@ -95,8 +95,18 @@ pub(crate) struct Call<O> {
 impl<O> Drop for Call<O> {
     fn drop(&mut self) {
         // A cancelled call gives a half-open probe's place back.
-        if let (Some(breaker), Some((permit, _))) = (self.breaker.as_ref(), self.permit.take()) {
-            breaker.record(permit, Verdict::Ignored, None);
+        self.report(Verdict::Ignored);
+    }
+}
+
+impl<O> Call<O> {
+    /// Tells the breaker how the current attempt went, if it admitted one (`Ignored` gives a
+    /// half-open probe's place back).
+    fn report(&mut self, verdict: Verdict) {
+        if let (Some(breaker), Some((permit, started))) =
+            (self.breaker.as_ref(), self.permit.take())
+        {
+            breaker.record(permit, verdict, started);
         }
     }
 }
@@ -185,7 +195,7 @@ impl<O: Success> Call<O> {
         let left = self.retry.time_left();
         let (limit, by_deadline) = attempt_limit(self.policy().attempt_timeout(), left.as_ref());
         if limit.is_zero() {
-            self.release_permit();
+            self.report(Verdict::Ignored);
             self.stage = Stage::Done;
             return Some(Err(self.retry.fail(expired(&request, limit))));
         }
@@ -208,12 +218,6 @@ impl<O: Success> Call<O> {
             Some(service) => Stage::SendLayered(Box::pin(service.oneshot(request))),
         };
         None
-    }
-
-    fn release_permit(&mut self) {
-        if let (Some(breaker), Some((permit, _))) = (self.breaker.as_ref(), self.permit.take()) {
-            breaker.record(permit, Verdict::Ignored, None);
-        }
     }
 
     /// The response's head arrived (or the attempt failed before it).
@@ -250,9 +254,17 @@ impl<O: Success> Call<O> {
                 return None;
             }
         }
-        let elapsed = self.retry.attempt_started().elapsed();
-        let result = outcome(self.policy().classifier(), &self.method, result, elapsed);
+        let result = self.classify(result);
         self.classified(result)
+    }
+
+    /// The attempt's result, sorted by the policy's classifier.
+    fn classify(
+        &self,
+        result: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<reqwest::Response, Error> {
+        let elapsed = self.retry.attempt_started().elapsed();
+        outcome(self.policy().classifier(), &self.method, result, elapsed)
     }
 
     /// The body is in memory: the body classifier, if it wants it, then the status.
@@ -282,15 +294,7 @@ impl<O: Success> Call<O> {
                 error.set_method(self.method.clone());
                 Err(error)
             }
-            None => {
-                let elapsed = self.retry.attempt_started().elapsed();
-                outcome(
-                    self.policy().classifier(),
-                    &self.method,
-                    Ok(response),
-                    elapsed,
-                )
-            }
+            None => self.classify(Ok(response)),
         };
         self.classified(result)
     }
@@ -344,11 +348,7 @@ impl<O: Success> Call<O> {
             Ok(output) => return self.succeeded(output),
             Err(error) => timed_out(error, self.limit, self.by_deadline),
         };
-        if let (Some(breaker), Some((permit, started))) =
-            (self.breaker.as_ref(), self.permit.take())
-        {
-            breaker.record(permit, error_verdict(&error), started);
-        }
+        self.report(error_verdict(&error));
         if let Some(refresher) = self.refresher_for(&error).cloned() {
             return self.refresh(error, refresher);
         }
@@ -357,11 +357,7 @@ impl<O: Success> Call<O> {
     }
 
     fn succeeded(&mut self, output: O) -> Step<O> {
-        if let (Some(breaker), Some((permit, started))) =
-            (self.breaker.as_ref(), self.permit.take())
-        {
-            breaker.record(permit, Verdict::Success, started);
-        }
+        self.report(Verdict::Success);
         if self.retry.first_try_succeeded(output.status()) {
             self.stage = Stage::Done;
             return Some(Ok(output));

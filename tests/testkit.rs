@@ -110,3 +110,19 @@ async fn a_body_can_be_cut_off_by_a_close_or_a_reset() {
     assert_eq!(server.hits("/close"), 1);
     assert_eq!(server.hits("/reset"), 1);
 }
+
+#[tokio::test]
+async fn count_only_counts_without_keeping_requests() {
+    let server = FaultServer::start().await.unwrap();
+    let http = reqwest::Client::new();
+    http.get(server.url("/n")).send().await.unwrap();
+    server.count_only();
+    http.get(server.url("/n")).send().await.unwrap();
+    http.get(server.url("/n")).send().await.unwrap();
+    assert_eq!(server.hits("/n"), 3);
+    assert_eq!(
+        server.requests("/n").len(),
+        1,
+        "only the one before count_only"
+    );
+}

@@ -251,15 +251,16 @@ impl Breaker {
     /// [`call_started`](Self::call_started) gave when it began.
     #[inline]
     pub(crate) fn record(&self, permit: Permit, verdict: Verdict, started: Option<Instant>) {
-        let slow = match (started, self.config.slow_call_duration) {
+        // Read the clock only for a call that counts.
+        let slow = || match (started, self.config.slow_call_duration) {
             (Some(started), Some(limit)) => started.elapsed() >= limit,
             _ => false,
         };
         match (permit.role, verdict) {
             (Role::Untracked, _) => {}
             (_, Verdict::Ignored) => self.release(&permit),
-            (Role::Counted, verdict) => self.record_counted(&permit, verdict, slow),
-            (Role::Probe, verdict) => self.record_probe(&permit, verdict, slow),
+            (Role::Counted, verdict) => self.record_counted(&permit, verdict, slow()),
+            (Role::Probe, verdict) => self.record_probe(&permit, verdict, slow()),
         }
     }
 

@@ -30,7 +30,6 @@ pub(crate) struct RetryState {
     // (`None` when the body cannot be copied). One slot for both keeps the futures that hold
     // this small; not boxed, since a large allocation per call costs more than moving it.
     spare: Option<reqwest::Request>,
-    begun: bool,
     // The deadline configured for the call, until `begin` turns it into `deadline`.
     own_deadline: Option<Duration>,
     may_repeat: bool,
@@ -68,7 +67,6 @@ impl RetryState {
             budget_in_request: true,
             policy,
             spare: Some(request),
-            begun: false,
             own_deadline: deadline,
             may_repeat: false,
             started,
@@ -93,7 +91,6 @@ impl RetryState {
     /// a retry, and the time budget (the deadline, or the request's own timeout if shorter) in
     /// the request's timeout, where the attempt timeout finds it.
     pub(crate) fn begin(&mut self) -> Result<reqwest::Request, Error> {
-        self.begun = true;
         let Some(mut request) = self.spare.take() else {
             return Err(Error::invalid_config("call begun twice"));
         };
