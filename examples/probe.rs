@@ -11,8 +11,12 @@
 //! "total_ms","body_bytes","message","attempts":[{"n","status","error_kind","sent",
 //! "delay_before_ms","elapsed_ms"}]}`. Exit code 0 when every request succeeded, 1 when any
 //! failed, 2 for bad usage or a bad policy file (a message on stderr, nothing on stdout).
-//! Tracing goes to stderr and honours `RUST_LOG`.
+//! Tracing goes to stderr and honours `RUST_LOG`. A reader that stops early (`| head`) ends
+//! the run quietly, with the exit code of the requests made so far.
 
+use std::ffi::OsString;
+use std::fmt::Display;
+use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -23,16 +27,43 @@ use serde_json::{Value, json};
 const USAGE: &str =
     "usage: probe [--config FILE] [-X METHOD] [-H 'Name: value']... [-d BODY] [--repeat N] URL";
 
+const HELP: &str = "
+Sends the request through a resilient-http client and prints one JSON line per request.
+
+  --config FILE          policy file (TOML)
+  -X, --request METHOD   method (default GET, or POST with -d)
+  -H, --header 'N: v'    request header, repeatable
+  -d, --data BODY        request body
+  --repeat N             send the request N times through the same client
+  -h, --help             this text
+
+Exit code: 0 every request succeeded, 1 one failed, 2 bad usage or policy file.";
+
 struct Args {
     config: Option<String>,
     method: http::Method,
     headers: Vec<(String, String)>,
     body: Option<String>,
     repeat: usize,
-    url: String,
+    url: url::Url,
 }
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+enum Command {
+    Help,
+    Probe(Args),
+}
+
+/// Bad usage is told on stderr; no message repeats a header value or a URL, which may hold a
+/// secret.
+fn parse_args(args: impl Iterator<Item = OsString>) -> Result<Command, String> {
+    let mut args = args
+        .enumerate()
+        .map(|(i, arg)| {
+            arg.into_string()
+                .map_err(|_| format!("argument {} is not valid UTF-8", i + 1))
+        })
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter();
     let mut config = None;
     let mut method = None;
     let mut headers = Vec::new();
@@ -54,12 +85,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 let h = value("-H")?;
                 let (name, v) = h
                     .split_once(':')
-                    .ok_or_else(|| format!("invalid header {h:?}: expected 'Name: value'"))?;
+                    .ok_or("invalid header: expected 'Name: value'")?;
                 let (name, v) = (name.trim(), v.trim());
-                if http::HeaderName::from_bytes(name.as_bytes()).is_err()
-                    || http::HeaderValue::from_str(v).is_err()
-                {
-                    return Err(format!("invalid header {name:?}"));
+                // A name that is not one may be a value with its colon missing: not shown.
+                http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| "invalid header name")?;
+                if http::HeaderValue::from_str(v).is_err() {
+                    return Err(format!("invalid value for header {name:?}"));
                 }
                 headers.push((name.to_owned(), v.to_owned()));
             }
@@ -72,29 +103,39 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     .filter(|n| *n > 0)
                     .ok_or_else(|| format!("--repeat needs a positive number, got {n:?}"))?;
             }
-            "-h" | "--help" => return Err(String::new()),
+            "-h" | "--help" => return Ok(Command::Help),
             flag if flag.starts_with('-') && flag.len() > 1 => {
+                // Not what follows an `=`, which may be a secret.
+                let flag = flag.split('=').next().unwrap_or(flag);
                 return Err(format!("unknown option {flag}"));
             }
-            _ if url.is_some() => return Err(format!("unexpected argument {arg:?}")),
+            _ if url.is_some() => return Err("more than one URL".to_owned()),
             _ => url = Some(arg),
         }
     }
     let url = url.ok_or("missing URL")?;
+    // url's messages name the fault, never the input.
+    let url = url::Url::parse(&url).map_err(|e| format!("invalid URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "unsupported URL scheme {:?}: expected http or https",
+            url.scheme()
+        ));
+    }
     // Like curl: a body makes the default method POST.
     let method = method.unwrap_or(if body.is_some() {
         http::Method::POST
     } else {
         http::Method::GET
     });
-    Ok(Args {
+    Ok(Command::Probe(Args {
         config,
         method,
         headers,
         body,
         repeat,
         url,
-    })
+    }))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -120,16 +161,9 @@ fn attempt_json(a: &Attempt) -> Value {
 
 /// One request, its body read to the end.
 async fn probe(client: &Client, args: &Args) -> Value {
-    let url = url::Url::parse(&args.url).ok();
-    let shown_url = url.as_ref().map_or_else(
-        || "(invalid URL)".to_owned(),
-        |u| resilient_http::redact::url(u).to_string(),
-    );
-    let policy = url
-        .as_ref()
-        .map_or("default", |u| client.policy_name(&args.method, u))
-        .to_owned();
-    let mut request = client.request(args.method.clone(), args.url.as_str());
+    let shown_url = resilient_http::redact::url(&args.url).to_string();
+    let policy = client.policy_name(&args.method, &args.url).to_owned();
+    let mut request = client.request(args.method.clone(), args.url.clone());
     for (name, value) in &args.headers {
         request = request.header(name.as_str(), value.as_str());
     }
@@ -191,7 +225,7 @@ async fn probe(client: &Client, args: &Args) -> Value {
             "transient": err.is_transient(),
             "retry_after_ms": err.retry_after().map(millis),
             "body_bytes": 0,
-            "message": err.to_string(),
+            "message": message(err),
         }),
     };
     if let (Value::Object(record), Value::Object(fields)) = (&mut record, fields) {
@@ -202,19 +236,38 @@ async fn probe(client: &Client, args: &Args) -> Value {
     record
 }
 
+/// The error's line, then why (its `source()` chain, which the library keeps redacted): a
+/// refused redirect or a refused connection says so.
+fn message(err: &Error) -> String {
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// `eprintln!` panics when stderr is gone; the exit code still tells.
+fn complain(message: impl Display) {
+    let _ = writeln!(io::stderr(), "probe: {message}");
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
+        .with_writer(io::stderr)
         .init();
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(args) => args,
+    let args = match parse_args(std::env::args_os().skip(1)) {
+        Ok(Command::Probe(args)) => args,
+        Ok(Command::Help) => {
+            let _ = writeln!(io::stdout(), "{USAGE}\n{HELP}");
+            return ExitCode::SUCCESS;
+        }
         Err(message) => {
-            if !message.is_empty() {
-                eprintln!("probe: {message}");
-            }
-            eprintln!("{USAGE}");
+            complain(format_args!("{message}\n{USAGE}"));
             return ExitCode::from(2);
         }
     };
@@ -225,15 +278,25 @@ async fn main() -> ExitCode {
     let client = match builder.build() {
         Ok(client) => client,
         Err(err) => {
-            eprintln!("probe: {err}");
+            complain(err);
             return ExitCode::from(2);
         }
     };
     let mut failed = false;
+    let mut stdout = io::stdout();
     for _ in 0..args.repeat {
         let record = probe(&client, &args).await;
         failed |= record["outcome"] != "success";
-        println!("{record}");
+        match writeln!(stdout, "{record}") {
+            Ok(()) => {}
+            // The reader has what it wanted (`| head`): stop sending.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
+            Err(e) => {
+                complain(format_args!("cannot write the output: {e}"));
+                failed = true;
+                break;
+            }
+        }
     }
     if failed {
         ExitCode::from(1)

@@ -59,8 +59,8 @@ enum Stage<O> {
     SendLayered(BoxFuture<Result<reqwest::Response, BoxError>>),
     /// Reading the body into memory (for `send_buffered` or a body classifier).
     Buffer(BoxFuture<Result<Buffered, Error>>),
-    /// The caller's reader is reading the response of this status.
-    Read(BoxFuture<Result<O, Error>>, StatusCode),
+    /// The caller's reader is reading the response (see [`reading_until`]).
+    Read(BoxFuture<Result<O, Error>>),
     /// Fetching new credentials after a `401`.
     Refresh(BoxFuture<Result<HeaderValue, Error>>),
     /// Waiting before the next attempt.
@@ -191,9 +191,11 @@ impl<O: Success> Call<O> {
                 }
             }
         }
-        // The attempt timeout: what is left of the budget, at most the policy's.
-        let left = self.retry.time_left();
-        let (limit, by_deadline) = attempt_limit(self.policy().attempt_timeout(), left.as_ref());
+        let (limit, by_deadline) = attempt_limit(
+            self.policy().attempt_timeout(),
+            self.retry.budget(),
+            self.retry.time_left(),
+        );
         if limit.is_zero() {
             self.report(Verdict::Ignored);
             self.stage = Stage::Done;
@@ -269,7 +271,12 @@ impl<O: Success> Call<O> {
 
     /// The body is in memory: the body classifier, if it wants it, then the status.
     fn buffered(&mut self, body: Buffered) -> Step<O> {
-        let verdict = match self.extras().and_then(|e| e.body_classifier.as_ref()) {
+        let body_classifier = self
+            .extras()
+            .and_then(|e| e.body_classifier.as_ref())
+            // Part of a failure's page is not its body: the status decides.
+            .filter(|_| !body.truncated);
+        let verdict = match body_classifier {
             None => None,
             Some(c) => {
                 let verdict = caught("body classifier", || {
@@ -324,18 +331,10 @@ impl<O: Success> Call<O> {
                 match limited(response, limit) {
                     Ok(response) => {
                         let reading = call_caught("reader", || read(response));
-                        let reading = ending_at(ends, reading, move || {
-                            Error::new(
-                                ErrorKind::AttemptTimeout,
-                                Class::Transient,
-                                Delivery::Delivered,
-                            )
-                            .with_request(&method, &url)
-                        });
-                        self.stage = Stage::Read(reading, status);
+                        self.stage = Stage::Read(reading_until(reading, ends, status, method, url));
                         None
                     }
-                    Err(error) => self.finish(Err(error)),
+                    Err(error) => self.finish(Err(error.with_request(&method, &url))),
                 }
             }
         }
@@ -471,6 +470,34 @@ fn ending_at<T: Send + 'static>(
     })
 }
 
+/// A reader's run on the response of `status` to `method` `url`: ended with an attempt
+/// timeout at `ends`, a panic in it made an error, and every error it ends with naming the
+/// request and the status, as any other attempt's.
+fn reading_until<O: Send + 'static>(
+    mut reading: BoxFuture<Result<O, Error>>,
+    ends: Option<Instant>,
+    status: StatusCode,
+    method: Method,
+    url: url::Url,
+) -> BoxFuture<Result<O, Error>> {
+    Box::pin(async move {
+        let caught = std::future::poll_fn(|cx| poll_caught(&mut reading, cx, "reader"));
+        let result = match ends {
+            Some(at) => tokio::time::timeout_at(at, caught)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::AttemptTimeout,
+                        Class::Transient,
+                        Delivery::Delivered,
+                    ))
+                }),
+            None => caught.await,
+        };
+        result.map_err(|e| e.with_request(&method, &url).after_response(status))
+    })
+}
+
 /// A user's error, as the message of a typed one.
 fn failed(error: BoxError) -> String {
     format!("failed: {error}")
@@ -556,13 +583,12 @@ impl<O: Success> Future for Call<O> {
                         Err(error) => this.finish(Err(error)),
                     }
                 }
-                Stage::Read(reading, status) => {
-                    let status = *status;
+                Stage::Read(reading) => {
                     let result = {
                         let _attempt = this.retry.observer().enter_attempt();
-                        ready!(poll_caught(reading, cx, "reader"))
+                        ready!(reading.as_mut().poll(cx))
                     };
-                    this.finish(result.map_err(|e| e.after_response(status)))
+                    this.finish(result)
                 }
                 Stage::Refresh(refreshing) => {
                     let value = ready!(poll_caught(refreshing, cx, "auth refresher"));

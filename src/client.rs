@@ -25,7 +25,9 @@ use crate::pending::{Pending, Reading, State};
 use crate::policy::compiled::{Base, Overrides};
 use crate::policy::{CompiledPolicy, EndpointPolicy, Matcher, Policies, PolicyFile};
 use crate::retry::RetryPolicy;
-use crate::timeout::{DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TOTAL_DEADLINE};
+use crate::timeout::{
+    DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TOTAL_DEADLINE, attempt_limit,
+};
 
 /// An HTTP client whose calls time out, classify their failures and return typed errors.
 ///
@@ -485,17 +487,21 @@ impl ClientBuilder {
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         // A client of our own times out, by itself, any attempt given the default policy's
         // attempt timeout (usually every first attempt): see `Policies::client_timeout`.
-        let own_timeout = self
-            .default
-            .attempt_timeout
-            .unwrap_or(DEFAULT_ATTEMPT_TIMEOUT)
-            .min(self.default.deadline.unwrap_or(DEFAULT_TOTAL_DEADLINE));
+        let own_timeout = attempt_limit(
+            self.default
+                .attempt_timeout
+                .unwrap_or(DEFAULT_ATTEMPT_TIMEOUT),
+            Some(self.default.deadline.unwrap_or(DEFAULT_TOTAL_DEADLINE)),
+            None,
+        )
+        .0;
         let (http, client_timeout) = match self.http.take() {
             Some(http) => (http, None),
             None => {
                 let http = reqwest::Client::builder()
                     .connect_timeout(connect_timeout)
                     .timeout(own_timeout)
+                    .redirect(crate::redirect::policy())
                     .build()
                     .map_err(|e| {
                         Error::invalid_config("the reqwest client could not be built")
@@ -507,8 +513,14 @@ impl ClientBuilder {
         let mut policies = self.build_policies(Some(&http))?;
         if let Some(policies) = Arc::get_mut(&mut policies) {
             // Only if the default policy agrees, so that a mismatch costs speed, never time.
-            policies.client_timeout =
-                client_timeout.filter(|t| *t == policies.default.attempt_timeout());
+            let default = &policies.default;
+            let first_limit = attempt_limit(
+                default.attempt_timeout(),
+                Some(default.total_deadline()),
+                None,
+            )
+            .0;
+            policies.client_timeout = client_timeout.filter(|t| *t == first_limit);
         }
         Ok(Client {
             http,
@@ -532,13 +544,14 @@ impl ClientBuilder {
                  tower::ServiceBuilder and set that once",
             ));
         }
-        let connect_timeout = self
-            .default
-            .connect_timeout
-            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        if connect_timeout.is_zero() {
-            return Err(Error::invalid_config("connect_timeout must be above zero"));
-        }
+        // Every setting in range, by the one check the policy file makes too.
+        let checked = |name: &str, policy: &EndpointPolicy| {
+            policy.check().map_err(|err| {
+                let detail = err.detail().unwrap_or("invalid setting");
+                Error::invalid_config(format!("policy {name:?}: {detail}"))
+            })
+        };
+        checked("default", &self.default)?;
         let base = Base {
             retry: &self.retry,
             breaker: self.breaker.as_ref(),
@@ -547,6 +560,7 @@ impl ClientBuilder {
         let default = CompiledPolicy::compile("default", &self.default, &base)?;
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
         for (name, matcher, policy) in &self.endpoints {
+            checked(name, policy)?;
             if policy.connect_timeout.is_some() {
                 return Err(Error::invalid_config(format!(
                     "policy {name:?}: connect_timeout can only be set in the default policy \

@@ -463,12 +463,8 @@ impl Error {
     }
 
     /// A call the circuit breaker of `key` did not let through.
-    pub(crate) fn circuit_open(key: &str, retry_in: Option<std::time::Duration>) -> Self {
-        let detail = match retry_in {
-            Some(wait) if wait.is_zero() => format!("{key}: half-open, probes in flight"),
-            Some(wait) => format!("{key}: next probe in {}", Short(wait)),
-            None => format!("{key}: forced open"),
-        };
+    /// A call the breaker turned away; `detail` names the endpoint and says why.
+    pub(crate) fn circuit_open(detail: String, retry_in: Option<std::time::Duration>) -> Self {
         let mut err = Error::new(ErrorKind::CircuitOpen, Class::Transient, Delivery::NotSent)
             .with_detail(detail);
         err.0.retry_after = retry_in;
@@ -570,7 +566,9 @@ impl Error {
         Some(body.freeze())
     }
 
-    /// The delay the server asked for in `Retry-After`, if it sent a valid one.
+    /// The delay the server asked for in `Retry-After`, if it sent a valid one; for
+    /// [`CircuitOpen`](ErrorKind::CircuitOpen), the time until the breaker lets a probe go
+    /// (`None` while a probe is in flight or when forced open: no time can be promised).
     pub fn retry_after(&self) -> Option<Duration> {
         self.0.retry_after
     }

@@ -125,6 +125,8 @@ pub(crate) struct Buffered {
     extensions: Extensions,
     url: Url,
     pub(crate) body: Bytes,
+    /// The body was cut at the limit: a failure status's page, kept as far as it fits.
+    pub(crate) truncated: bool,
 }
 
 impl Buffered {
@@ -188,10 +190,16 @@ fn too_large(limit: u64, status: StatusCode) -> Error {
 
 /// Fails at once when the response's `Content-Length` is already over `limit`.
 fn refuse_announced_excess(response: &reqwest::Response, limit: u64) -> Result<(), Error> {
-    match response.content_length() {
-        Some(length) if length > limit => Err(too_large(limit, response.status())),
-        _ => Ok(()),
+    if announces_excess(response, limit) {
+        return Err(too_large(limit, response.status()));
     }
+    Ok(())
+}
+
+fn announces_excess(response: &reqwest::Response, limit: u64) -> bool {
+    response
+        .content_length()
+        .is_some_and(|length| length > limit)
 }
 
 /// A failure while reading the body of a response with `status`, classified as the attempt's
@@ -211,6 +219,11 @@ pub(crate) fn body_error(
 }
 
 /// Reads `response`'s body into memory, at most `limit` bytes.
+///
+/// A body over the limit fails the attempt with [`ErrorKind::BodyTooLarge`], unless the
+/// status is a failure (by the policy's `classifier`): a 503 stays a 503 whatever the size of
+/// its page, so its body is kept up to the limit (the rest is not read) and marked
+/// [`truncated`](Buffered::truncated), for the status to decide the attempt.
 pub(crate) async fn buffer(
     mut response: reqwest::Response,
     limit: u64,
@@ -218,21 +231,40 @@ pub(crate) async fn buffer(
     method: Method,
 ) -> Result<Buffered, Error> {
     let status = response.status();
-    refuse_announced_excess(&response, limit)?;
+    let url = response.url().clone();
+    let failed = |error: Error| Err(error.with_request(&method, &url));
+    // Asked only once a body is over the limit, which is rare.
+    let is_failure = |response: &reqwest::Response| {
+        classifier.classify(&method, Ok(response)).class != Class::Success
+    };
+    let mut known_failure = false;
+    if announces_excess(&response, limit) {
+        if !is_failure(&response) {
+            return failed(too_large(limit, status));
+        }
+        known_failure = true;
+    }
+    let room = to_usize(limit);
     let mut body = BytesMut::new();
+    let mut truncated = false;
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
-                if (body.len() + chunk.len()) as u64 > limit {
-                    return Err(too_large(limit, status));
+                let fits = room - body.len();
+                if chunk.len() > fits {
+                    if !known_failure && !is_failure(&response) {
+                        return failed(too_large(limit, status));
+                    }
+                    body.extend_from_slice(&chunk[..fits]);
+                    truncated = true;
+                    break;
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => break,
-            Err(error) => return Err(body_error(error, &classifier, &method, status)),
+            Err(error) => return failed(body_error(error, &classifier, &method, status)),
         }
     }
-    let url = response.url().clone();
     let version = response.version();
     let mut response = http::Response::<reqwest::Body>::from(response);
     Ok(Buffered {
@@ -242,6 +274,7 @@ pub(crate) async fn buffer(
         extensions: std::mem::take(response.extensions_mut()),
         url,
         body: body.freeze(),
+        truncated,
     })
 }
 

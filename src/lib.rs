@@ -88,6 +88,7 @@ pub mod outer;
 mod pending;
 pub mod policy;
 pub mod redact;
+pub mod redirect;
 pub mod retry;
 pub mod telemetry;
 

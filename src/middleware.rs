@@ -88,8 +88,10 @@ impl Middleware for ResilientMiddleware {
             next,
             extensions: extensions.clone(),
         };
+        // The request's own `.timeout(d)` is this call's deadline, if shorter than the policy's.
+        let timeout = request.timeout().copied();
         policy
-            .wrap(rest)
+            .wrap(rest, timeout)
             .oneshot(request)
             .await
             .map_err(reqwest_middleware::Error::middleware)

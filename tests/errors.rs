@@ -212,9 +212,11 @@ async fn a_redirect_error_does_not_leak_the_target_credentials() {
 #[tokio::test]
 async fn limits_as_large_as_duration_max_mean_no_limit_not_a_panic() {
     let server = FaultServer::start().await.unwrap();
+    // A policy's timeouts go up to a day; the layers take any duration.
+    let a_day = Duration::from_secs(86_400);
     let client = Client::builder()
-        .attempt_timeout(Duration::MAX)
-        .total_deadline(Duration::MAX)
+        .attempt_timeout(a_day)
+        .total_deadline(a_day)
         .build()
         .unwrap();
     let response = client.get(server.url("/ok")).send().await.unwrap();
@@ -232,4 +234,66 @@ async fn limits_as_large_as_duration_max_mean_no_limit_not_a_panic() {
         .service(http);
     let request = reqwest::Request::new(http::Method::GET, server.url("/ok").parse().unwrap());
     assert_eq!(stack.oneshot(request).await.unwrap().status(), 200);
+}
+
+/// Errors raised while the body is read inside the attempt name the request, as every other
+/// error does: a body over the limit (announced or found while reading), a body cut off, a
+/// body that stalls and a broken chunked encoding, through each way of reading it there.
+#[tokio::test(start_paused = true)]
+async fn errors_while_reading_a_body_name_the_request() {
+    let server = FaultServer::start().await.unwrap();
+    let big = "x".repeat(2048);
+    let big_chunked = format!(
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+         800\r\n{big}\r\n0\r\n\r\n"
+    );
+    let bad_chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+                       zz\r\nnot a chunk\r\n";
+    let bodies = [
+        ("too-large", Reply::ok(big), ErrorKind::BodyTooLarge),
+        (
+            "too-large-chunked",
+            Reply::raw(big_chunked),
+            ErrorKind::BodyTooLarge,
+        ),
+        (
+            "cut-off",
+            Reply::body_then_close(200, "par"),
+            ErrorKind::ConnectionClosed,
+        ),
+        (
+            "stalled",
+            Reply::stall_body(200, "par"),
+            ErrorKind::AttemptTimeout,
+        ),
+        ("bad-chunked", Reply::raw(bad_chunked), ErrorKind::Transport),
+    ];
+    let client = Client::builder()
+        .attempt_timeout(Duration::from_secs(5))
+        .retry(RetryPolicy::never())
+        .default_policy(resilient_http::policy::EndpointPolicy::new().body_limit(1024))
+        .build()
+        .unwrap();
+    for (name, reply, _kind) in bodies {
+        for how in ["send_buffered", "bytes", "send_with"] {
+            let path = format!("/{name}-{how}");
+            server.script(&path, [reply.clone()]);
+            let request = client.get(server.url(&path));
+            let err = match how {
+                "send_buffered" => request.send_buffered().await.map(drop),
+                "bytes" => request.bytes().await.map(drop),
+                _ => request
+                    .send_with(|response| async move { Ok(response.bytes().await?) })
+                    .await
+                    .map(drop),
+            }
+            .unwrap_err();
+            let url = server.url(&path);
+            assert_eq!(err.method(), Some(&http::Method::GET), "{path}: {err}");
+            assert_eq!(err.url().map(|u| u.as_str()), Some(&*url), "{path}: {err}");
+            let prefix = format!("GET {url} failed after 1 attempt in ");
+            assert!(err.to_string().starts_with(&prefix), "{path}: {err}");
+            assert_eq!(err.status(), Some(http::StatusCode::OK), "{path}: {err}");
+        }
+    }
 }

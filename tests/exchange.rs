@@ -685,9 +685,11 @@ async fn a_readers_time_limit_starts_when_the_attempt_is_sent() {
 async fn unbounded_timeouts_do_not_overflow_a_reader() {
     let server = FaultServer::start().await.unwrap();
     server.script("/r", [Reply::ok("ok")]);
+    // The longest a policy allows.
+    let a_day = Duration::from_secs(86_400);
     let client = builder()
-        .attempt_timeout(Duration::MAX)
-        .total_deadline(Duration::MAX)
+        .attempt_timeout(a_day)
+        .total_deadline(a_day)
         .build()
         .unwrap();
     let read = client
@@ -718,4 +720,148 @@ async fn outer_errors_name_the_request_and_layers_cannot_be_set_twice() {
         .build()
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::InvalidConfig);
+}
+
+/// A response of `status` whose `body` comes in chunks, with no `Content-Length`: its size
+/// shows only as it is read.
+fn chunked(status: u16, body: &str) -> Reply {
+    let mut raw =
+        format!("HTTP/1.1 {status} X\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+    for chunk in body.as_bytes().chunks(512) {
+        raw.push_str(&format!("{:x}\r\n", chunk.len()));
+        raw.push_str(std::str::from_utf8(chunk).unwrap());
+        raw.push_str("\r\n");
+    }
+    raw.push_str("0\r\n\r\n");
+    Reply::raw(raw)
+}
+
+/// A 503 stays a 503 whatever the size of its page: retried as a 503 is, however the body is
+/// read inside the attempt, and whether its size is announced or found while reading.
+#[tokio::test(start_paused = true)]
+async fn a_failure_status_over_the_body_limit_keeps_its_class() {
+    let server = FaultServer::start().await.unwrap();
+    let page = "x".repeat(4096);
+    let client = builder()
+        .default_policy(EndpointPolicy::new().body_limit(1024))
+        .build()
+        .unwrap();
+    // A body classifier reads every body inside the attempt, `send_with`'s included; this one
+    // leaves every verdict to the status.
+    let with_body_classifier = builder()
+        .default_policy(EndpointPolicy::new().body_limit(1024))
+        .body_classifier(body_classifier_fn(|_, _, _| None))
+        .build()
+        .unwrap();
+    let big_503s = [
+        ("announced", Reply::status(503).body(page.clone())),
+        ("chunked", chunked(503, &page)),
+    ];
+    let clients = [
+        ("plain", &client),
+        ("body-classifier", &with_body_classifier),
+    ];
+    for ((size, big_503), (which, client)) in big_503s
+        .iter()
+        .flat_map(|b| clients.iter().map(move |c| (b, c)))
+    {
+        for how in ["send_buffered", "bytes", "send_with"] {
+            let path = format!("/{size}-{which}-{how}");
+            server.script(&path, [big_503.clone(), Reply::ok("fine")]);
+            let request = client.get(server.url(&path));
+            let body = match how {
+                "send_buffered" => {
+                    let response = request.send_buffered().await;
+                    let response = response.unwrap_or_else(|e| panic!("{path}: {e}"));
+                    let outcomes = history(&response);
+                    assert_eq!(
+                        outcomes,
+                        [
+                            AttemptOutcome::Status(http::StatusCode::SERVICE_UNAVAILABLE),
+                            AttemptOutcome::Status(http::StatusCode::OK)
+                        ],
+                        "{path}"
+                    );
+                    response.bytes().await.unwrap()
+                }
+                "bytes" => request
+                    .bytes()
+                    .await
+                    .unwrap_or_else(|e| panic!("{path}: {e}")),
+                _ => request
+                    .send_with(|response| async move { Ok(response.bytes().await?) })
+                    .await
+                    .unwrap_or_else(|e| panic!("{path}: {e}")),
+            };
+            assert_eq!(&body[..], b"fine", "{path}");
+            assert_eq!(server.hits(&path), 2, "{path}");
+        }
+    }
+
+    // When no attempt is left, the error is the 503, with its headers and as much of its page
+    // as the limit allows.
+    for (size, big_503) in [
+        (
+            "announced",
+            Reply::status(503)
+                .header("x-trace", "t1")
+                .body(page.clone()),
+        ),
+        ("chunked", chunked(503, &page)),
+    ] {
+        let path = format!("/down-{size}");
+        server.script(&path, [big_503]);
+        let mut error = client
+            .get(server.url(&path))
+            .send_buffered()
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Status, "{path}: {error}");
+        assert_eq!(error.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
+        assert!(error.is_transient(), "{path}: {error}");
+        assert_eq!(server.hits(&path), 3, "{path}");
+        if size == "announced" {
+            assert_eq!(error.headers().unwrap()["x-trace"], "t1");
+        }
+        let kept = error.read_body(8192).await.unwrap();
+        assert_eq!(kept, page.as_bytes()[..1024], "{path}");
+    }
+}
+
+/// The breaker counts a 503 over the body limit as the failure it is.
+#[tokio::test(start_paused = true)]
+async fn the_breaker_counts_a_failure_status_over_the_body_limit() {
+    use resilient_http::breaker::{BreakerConfig, State, Window};
+
+    let server = FaultServer::start().await.unwrap();
+    server.script("/b", [Reply::status(503).body("x".repeat(4096))]);
+    let client = Client::builder()
+        .retry(RetryPolicy::never())
+        .default_policy(EndpointPolicy::new().body_limit(1024))
+        .circuit_breaker(
+            BreakerConfig::builder()
+                .min_calls(2)
+                .window(Window::Calls(4))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let mut kinds = Vec::new();
+    for _ in 0..5 {
+        kinds.push(
+            client
+                .get(server.url("/b"))
+                .bytes()
+                .await
+                .unwrap_err()
+                .kind(),
+        );
+    }
+    assert_eq!(kinds[..2], [ErrorKind::Status; 2]);
+    assert_eq!(kinds[2..], [ErrorKind::CircuitOpen; 3]);
+    assert_eq!(server.hits("/b"), 2);
+    let key = format!("http://{}", server.addr());
+    let handle = client.breakers().unwrap().get(&key).unwrap();
+    assert_eq!(handle.state(), State::Open);
 }

@@ -191,3 +191,95 @@ async fn calls_attempts_retries_give_ups_and_breakers_are_counted() {
         1
     );
 }
+
+/// Defect 5 of issue 12: `max_breakers(64)` and 2,000 endpoints left 64 breakers but 2,000
+/// `breaker.state` series, since a recorder never forgets one. Now a registry gives series of
+/// their own to at most `max_breakers` keys; the breakers beyond count their rejections under
+/// `_OTHER` and have no state gauge, and an evicted breaker's gauge says closed, as a new
+/// breaker for that key would be.
+#[tokio::test]
+async fn breaker_series_stay_within_max_breakers() {
+    const MAX: usize = 16;
+    const ENDPOINTS: u32 = 200;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // This thread's own recorder: the other test installs the global one.
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let closed = resilient_http::testkit::ClosedPort::bind().unwrap();
+    let port = closed.url("").rsplit(':').next().unwrap().to_owned();
+    let breaker = BreakerConfig::builder()
+        .min_calls(1)
+        .max_breakers(MAX)
+        .build()
+        .unwrap();
+    let client = Client::builder()
+        .retry(RetryPolicy::never())
+        .circuit_breaker(breaker)
+        .build()
+        .unwrap();
+    // Every address in 127/8 is loopback, and nothing listens on the reserved port: the
+    // first call to each endpoint is refused and opens its breaker, the second is turned away.
+    for i in 0..ENDPOINTS {
+        let url = format!("http://127.1.{}.{}:{port}/", i / 200, i % 200 + 1);
+        let refused = client.get(&url).send().await.unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Connect, "{refused}");
+        let rejected = client.get(&url).send().await.unwrap_err();
+        assert_eq!(rejected.kind(), ErrorKind::CircuitOpen, "{rejected}");
+    }
+
+    let snapshot = snapshotter.snapshot().into_vec();
+    let breakers = client.breakers().unwrap();
+    assert!(breakers.len() <= MAX, "{} breakers", breakers.len());
+    let label = |key: &metrics::Key| {
+        key.labels()
+            .find(|l| l.key() == "breaker")
+            .map(|l| l.value().to_owned())
+    };
+    let mut states = Vec::new();
+    let mut labels = std::collections::HashSet::new();
+    for (key, _, _, value) in &snapshot {
+        let name = key.key().name();
+        if name != telemetry::BREAKER_STATE && name != telemetry::BREAKER_REJECTIONS {
+            continue;
+        }
+        let breaker = label(key.key()).expect("a breaker label");
+        labels.insert(breaker.clone());
+        if name == telemetry::BREAKER_STATE {
+            states.push((breaker, value));
+        }
+    }
+    assert!(
+        states.len() <= MAX,
+        "{} breaker-state series, max_breakers {MAX}",
+        states.len()
+    );
+    assert!(
+        labels.len() <= MAX + 1,
+        "{} breaker label values, max_breakers {MAX}: {labels:?}",
+        labels.len()
+    );
+    for (breaker, value) in states {
+        // Open if the registry still has it; closed, as a new one would be, if evicted.
+        let expected = match breakers.get(&breaker) {
+            Some(handle) => {
+                assert_eq!(handle.state(), resilient_http::breaker::State::Open);
+                2.0
+            }
+            None => 0.0,
+        };
+        assert_eq!(
+            *value,
+            DebugValue::Gauge(expected.into()),
+            "state of {breaker}"
+        );
+    }
+    let rejections =
+        |labels: &[(&str, &str)]| counter(&snapshot, telemetry::BREAKER_REJECTIONS, labels);
+    assert_eq!(rejections(&[]), u64::from(ENDPOINTS), "every second call");
+    assert_eq!(
+        rejections(&[("breaker", "_OTHER")]),
+        u64::from(ENDPOINTS) - MAX as u64,
+        "the breakers without series of their own"
+    );
+}

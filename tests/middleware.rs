@@ -134,3 +134,47 @@ fn an_invalid_configuration_is_reported_when_building_the_middleware() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
 }
+
+/// Through the adapter too, a hang under the request's own `.timeout(d)` (shorter than the
+/// attempt timeout) trips the breaker, as under a policy deadline of `d`.
+#[tokio::test(start_paused = true)]
+async fn a_hang_under_a_request_timeout_trips_the_breaker() {
+    use resilient_http::breaker::{BreakerConfig, Window};
+    use resilient_http::retry::RetryPolicy;
+
+    const SHORT: Duration = Duration::from_millis(300);
+    let server = FaultServer::start().await.unwrap();
+    for how in ["policy deadline", "request timeout"] {
+        let path = format!("/hang-{}", how.replace(' ', "-"));
+        server.script(&path, [Reply::hang()]);
+        let breaker = BreakerConfig::builder()
+            .min_calls(5)
+            .window(Window::Calls(10))
+            .build()
+            .unwrap();
+        let mut builder = Client::builder()
+            .retry(RetryPolicy::never())
+            .circuit_breaker(breaker);
+        if how == "policy deadline" {
+            builder = builder.total_deadline(SHORT);
+        }
+        let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+            .with(ResilientMiddleware::new(builder).unwrap())
+            .build();
+        let mut kinds = Vec::new();
+        for _ in 0..12 {
+            let mut request = client.get(server.url(&path));
+            if how == "request timeout" {
+                request = request.timeout(SHORT);
+            }
+            let err = tokio::time::timeout(Duration::from_secs(20), request.send())
+                .await
+                .expect("bounded")
+                .unwrap_err();
+            kinds.push(ResilientMiddleware::error(&err).expect("typed").kind());
+        }
+        assert_eq!(kinds[..5], [ErrorKind::DeadlineExceeded; 5], "{how}");
+        assert_eq!(kinds[5..], [ErrorKind::CircuitOpen; 7], "{how}");
+        assert_eq!(server.hits(&path), 5, "{how}");
+    }
+}

@@ -396,3 +396,273 @@ async fn a_hang_under_a_short_deadline_still_trips_the_breaker() {
     assert_eq!(err.kind(), ErrorKind::CircuitOpen);
     assert_eq!(server.hits("/v1/charges"), 2);
 }
+
+/// Defect 6 of issue 12: `window_size = 4000000000` was accepted and the first request
+/// aborted the process on a 4 GB allocation; 50 000 000 made every failure scan the window
+/// for seconds. Every numeric key now has a maximum, refused with the file, line and key.
+#[test]
+fn every_numeric_key_has_a_maximum_in_the_file() {
+    let cases = [
+        (
+            "[default.breaker]\nwindow_size = 4000000000\n",
+            "policy.toml:2: \"window_size\": must be at least 1 and at most 10000, got 4000000000 in [default.breaker]",
+        ),
+        (
+            "[default.breaker]\nwindow_size = 50000000\n",
+            "policy.toml:2: \"window_size\": must be at least 1 and at most 10000, got 50000000",
+        ),
+        (
+            "[default.breaker]\nwindow_size = 99999999999\n",
+            "policy.toml:2: \"window_size\": must be at least 1 and at most 10000",
+        ),
+        (
+            "[default.breaker]\nwindow_size = -1\n",
+            "policy.toml:2: \"window_size\": must be at least 1 and at most 10000, got -1",
+        ),
+        (
+            "[[endpoint]]\nname = \"x\"\n\n[endpoint.breaker]\nwindow_size = 10001\n",
+            "policy.toml:5: \"window_size\": must be at least 1 and at most 10000, got 10001 in [[endpoint]] \"x\"",
+        ),
+        (
+            "[default.breaker]\nmin_calls = 10001\n",
+            "policy.toml:2: \"min_calls\": must be at least 1 and at most 10000",
+        ),
+        (
+            "[default.breaker]\nopen_for = \"2h\"\n",
+            "policy.toml:2: \"open_for\": must be above zero and at most 1h, got 2h",
+        ),
+        (
+            "[default.breaker]\nhalf_open_probes = 5000\n",
+            "policy.toml:2: \"half_open_probes\": must be at least 1 and at most 1023",
+        ),
+        (
+            "[default]\nattempts = 4000000000\n",
+            "policy.toml:2: \"attempts\": must be at least 1 and at most 100, got 4000000000 in [default]",
+        ),
+        (
+            "[default]\n\nattempt_timeout = \"25h\"\n",
+            "policy.toml:3: \"attempt_timeout\": must be above zero and at most 1day, got 1day 1h",
+        ),
+        (
+            "[default]\ndeadline = \"400years\"\n",
+            "policy.toml:2: \"deadline\": must be above zero and at most 1day",
+        ),
+        (
+            "[default]\nconnect_timeout = \"2days\"\n",
+            "policy.toml:2: \"connect_timeout\": must be above zero and at most 1day",
+        ),
+        (
+            "[default]\nretry_after_cap = \"2days\"\n",
+            "policy.toml:2: \"retry_after_cap\": must be at least zero and at most 1day",
+        ),
+        (
+            "[default]\nbody_limit = 2147483648\n",
+            "policy.toml:2: \"body_limit\": must be at least 1 and at most 1073741824",
+        ),
+        (
+            "[default.backoff]\nmax = \"2h\"\n",
+            "policy.toml:2: \"max\": must be at least zero and at most 1h, got 2h in [default.backoff]",
+        ),
+        (
+            "[default.backoff]\nmultiplier = 1e300\n",
+            "policy.toml:2: \"multiplier\": must be at least 1 and at most 100",
+        ),
+        (
+            "[[endpoint]]\nname = \"y\"\nbackoff = { base = \"90m\" }\n",
+            "policy.toml:3: \"base\": must be at least zero and at most 1h",
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = Client::builder().config_toml(text).build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        let shown = err.to_string();
+        assert!(
+            shown.contains(expected),
+            "{text:?}\n  got: {shown}\n  want: {expected}"
+        );
+    }
+    // The largest values are accepted.
+    let largest = "[default]\nattempts = 100\ndeadline = \"1day\"\nbody_limit = 1073741824\n\
+                   [default.breaker]\nwindow_size = 10000\nmin_calls = 10000\nopen_for = \"1h\"\n";
+    Client::builder().config_toml(largest).build().unwrap();
+}
+
+#[test]
+fn a_file_from_disk_names_itself_when_a_value_is_too_large() {
+    let dir = std::env::temp_dir().join(format!("rh-bounds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("huge.toml");
+    std::fs::write(&path, "[default.breaker]\nwindow_size = 4000000000\n").unwrap();
+    let err = Client::builder().config_file(&path).build().unwrap_err();
+    let expected = format!("{}:2: \"window_size\": must be", path.display());
+    assert!(err.to_string().contains(&expected), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The same maxima through the builders: the breaker's (call and time windows), the retry
+/// policy's, the client's and an endpoint policy's; each error names the setting.
+#[test]
+fn every_numeric_setting_has_a_maximum_in_the_builders() {
+    use resilient_http::breaker::{BreakerConfig, Window};
+    use resilient_http::retry::RetryPolicy;
+    const HOUR: Duration = Duration::from_secs(3600);
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    let breaker = |b: resilient_http::breaker::BreakerConfigBuilder| b.build().unwrap_err();
+    let time = |length, buckets| BreakerConfig::builder().window(Window::Time { length, buckets });
+    let cases = [
+        (
+            breaker(BreakerConfig::builder().window(Window::Calls(4_000_000_000))),
+            "window (calls) must be at least 1 and at most 10000, got 4000000000",
+        ),
+        (
+            breaker(BreakerConfig::builder().window(Window::Calls(10_001))),
+            "at most 10000",
+        ),
+        (
+            breaker(time(HOUR + MS, 10)),
+            "window length must be above zero and at most 1h",
+        ),
+        (
+            breaker(time(HOUR, 101)),
+            "window buckets must be at least 1 and at most 100, got 101",
+        ),
+        (
+            breaker(time(Duration::from_millis(99), 100)),
+            "window buckets must be at least 1ms each",
+        ),
+        (
+            breaker(time(HOUR, u32::MAX)),
+            "window buckets must be at least 1 and at most 100",
+        ),
+        (
+            breaker(BreakerConfig::builder().min_calls(10_001)),
+            "min_calls must be at least 1 and at most 10000",
+        ),
+        (
+            breaker(
+                BreakerConfig::builder()
+                    .window(Window::Calls(10))
+                    .min_calls(11),
+            ),
+            "min_calls (11) must not exceed the window's 10 calls",
+        ),
+        (
+            breaker(BreakerConfig::builder().open_duration(HOUR, 2 * HOUR)),
+            "max_open_duration must be above zero and at most 1h",
+        ),
+        (
+            breaker(BreakerConfig::builder().slow_calls(2 * DAY, 0.5)),
+            "slow_call_duration must be above zero and at most 1day",
+        ),
+        (
+            breaker(BreakerConfig::builder().max_breakers(usize::MAX)),
+            "max_breakers must be at least 1 and at most 100000",
+        ),
+        (
+            RetryPolicy::builder()
+                .max_attempts(101)
+                .build()
+                .unwrap_err(),
+            "max_attempts must be at least 1 and at most 100, got 101",
+        ),
+        (
+            RetryPolicy::builder()
+                .backoff_multiplier(f64::INFINITY)
+                .build()
+                .unwrap_err(),
+            "backoff_multiplier must be at least 1 and at most 100, got inf",
+        ),
+        (
+            RetryPolicy::builder()
+                .backoff_cap(Duration::MAX)
+                .build()
+                .unwrap_err(),
+            "backoff_cap must be at least zero and at most 1h",
+        ),
+        (
+            RetryPolicy::builder()
+                .retry_after_cap(2 * DAY)
+                .build()
+                .unwrap_err(),
+            "retry_after_cap must be at least zero and at most 1day",
+        ),
+        (
+            Client::builder()
+                .total_deadline(Duration::MAX)
+                .build()
+                .unwrap_err(),
+            "policy \"default\": deadline must be above zero and at most 1day",
+        ),
+        (
+            Client::builder()
+                .attempt_timeout(DAY + MS)
+                .build()
+                .unwrap_err(),
+            "policy \"default\": attempt_timeout must be above zero and at most 1day",
+        ),
+        (
+            Client::builder()
+                .connect_timeout(2 * DAY)
+                .build()
+                .unwrap_err(),
+            "policy \"default\": connect_timeout must be above zero and at most 1day",
+        ),
+        (
+            Client::builder()
+                .default_policy(EndpointPolicy::new().body_limit(u64::MAX))
+                .build()
+                .unwrap_err(),
+            "policy \"default\": body_limit must be at least 1 and at most 1073741824",
+        ),
+        (
+            Client::builder()
+                .endpoint(
+                    "bulk",
+                    Matcher::new(),
+                    EndpointPolicy::new().breaker_window(50_000_000),
+                )
+                .build()
+                .unwrap_err(),
+            "policy \"bulk\": breaker_window must be at least 1 and at most 10000, got 50000000",
+        ),
+        (
+            Client::builder()
+                .endpoint(
+                    "statuses",
+                    Matcher::new(),
+                    EndpointPolicy::new().retry_statuses(std::iter::repeat_n(503, 501)),
+                )
+                .build()
+                .unwrap_err(),
+            "policy \"statuses\": retry_statuses holds too many entries",
+        ),
+    ];
+    for (err, expected) in cases {
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        let shown = err.to_string();
+        assert!(shown.contains(expected), "got: {shown}\n  want: {expected}");
+    }
+    // The largest values are accepted.
+    BreakerConfig::builder()
+        .window(Window::Time {
+            length: HOUR,
+            buckets: 100,
+        })
+        .min_calls(10_000)
+        .open_duration(HOUR, HOUR)
+        .max_breakers(100_000)
+        .build()
+        .unwrap();
+    BreakerConfig::builder()
+        .window(Window::Calls(10_000))
+        .min_calls(10_000)
+        .build()
+        .unwrap();
+    RetryPolicy::builder()
+        .max_attempts(100)
+        .backoff_cap(HOUR)
+        .backoff_multiplier(100.0)
+        .build()
+        .unwrap();
+}

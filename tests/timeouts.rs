@@ -303,3 +303,45 @@ async fn nested_layers_compose_in_a_service_builder() {
     assert_eq!(started.elapsed(), Duration::from_secs(1) + BACKSTOP_GRACE);
     assert_eq!(err.attempts().len(), 1, "the attempt layer reported first");
 }
+
+/// A hang under a per-request `.deadline(d)` or `.timeout(d)` shorter than the attempt timeout
+/// is the endpoint's failure, as it is under a policy deadline of `d`: the attempt's limit is
+/// capped by whichever deadline applies, so the breaker counts it and opens.
+#[tokio::test(start_paused = true)]
+async fn a_hang_trips_the_breaker_under_any_deadline() {
+    use resilient_http::breaker::{BreakerConfig, State, Window};
+
+    let server = FaultServer::start().await.unwrap();
+    let key = format!("http://{}", server.addr());
+    for how in ["policy deadline", "request deadline", "request timeout"] {
+        let path = format!("/hang-{}", how.replace(' ', "-"));
+        server.script(&path, [Reply::hang()]);
+        let breaker = BreakerConfig::builder()
+            .min_calls(5)
+            .window(Window::Calls(10))
+            .build()
+            .unwrap();
+        let mut builder = Client::builder()
+            .retry(RetryPolicy::never())
+            .circuit_breaker(breaker);
+        if how == "policy deadline" {
+            builder = builder.total_deadline(SHORT);
+        }
+        let client = builder.build().unwrap();
+        let mut kinds = Vec::new();
+        for _ in 0..12 {
+            let request = match how {
+                "request deadline" => client.get(server.url(&path)).deadline(SHORT),
+                "request timeout" => client.get(server.url(&path)).timeout(SHORT),
+                _ => client.get(server.url(&path)),
+            };
+            kinds.push(bounded(request.send()).await.unwrap_err().kind());
+        }
+        // The caller still learns that its deadline ran out.
+        assert_eq!(kinds[..5], [ErrorKind::DeadlineExceeded; 5], "{how}");
+        assert_eq!(kinds[5..], [ErrorKind::CircuitOpen; 7], "{how}");
+        assert_eq!(server.hits(&path), 5, "{how}");
+        let handle = client.breakers().unwrap().get(&key).unwrap();
+        assert_eq!(handle.state(), State::Open, "{how}");
+    }
+}

@@ -4,18 +4,26 @@ use std::time::Duration;
 
 use super::State;
 use crate::error::Error;
+use crate::policy::bounds;
 
 /// Which calls the failure rate is computed over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Window {
-    /// The last `n` calls (per worker thread; see the [module docs](crate::breaker)).
+    /// The last `n` calls to the endpoint, whichever threads made them.
+    ///
+    /// They are kept in buckets of `b = max(1, n / 10)` calls that leave the window whole,
+    /// so the window slides `b` calls at a time and holds at most `⌈n / b⌉ × b` calls. Each
+    /// thread fills a bucket of its own (threads do not contend), so while `s` threads each
+    /// have one partly filled, the window may hold down to `n − s × (b − 1)` of the most
+    /// recent calls. Windows of up to 19 calls (`b = 1`) are exact.
     Calls(u32),
     /// The calls of the last `length`, kept in `buckets` buckets that expire one at a time.
     Time {
-        /// How far back the window reaches.
+        /// How far back the window reaches (above zero, at most 1 hour).
         length: Duration,
-        /// How many slices it is kept in (more: smoother expiry, more memory).
+        /// How many slices it is kept in (more: smoother expiry, more memory): 1 to 100, each
+        /// at least 1 ms long.
         buckets: u32,
     },
 }
@@ -109,30 +117,32 @@ impl BreakerConfig {
 #[derive(Debug)]
 pub struct BreakerConfigBuilder(BreakerConfig);
 
-/// Most probes the state word can count.
-pub(super) const MAX_PROBES: u32 = 1023;
-
 impl BreakerConfigBuilder {
-    /// The window the rates are computed over (default: the last 100 calls).
+    /// The window the rates are computed over (default: the last 100 calls). A call window
+    /// holds 1 to 10,000 calls; a time window is at most 1 hour long, in 1 to 100 buckets of
+    /// at least 1 ms each.
     pub fn window(mut self, window: Window) -> Self {
         self.0.window = window;
         self
     }
 
-    /// Fewest calls in the window before the breaker may open (default 20).
+    /// Fewest calls in the window before the breaker may open (default 20; 1 to 10,000, and
+    /// for a call window at most its size, or the breaker could never open).
     pub fn min_calls(mut self, calls: u32) -> Self {
         self.0.min_calls = calls;
         self
     }
 
-    /// Opens when at least this share of the window's calls failed (default 0.5).
+    /// Opens when at least this share of the window's calls failed (default 0.5; above 0, at
+    /// most 1).
     pub fn failure_rate(mut self, rate: f64) -> Self {
         self.0.failure_rate = rate;
         self
     }
 
-    /// Counts calls slower than `duration` as slow, and opens when at least `rate` of the
-    /// window's calls were slow (default: off).
+    /// Counts calls slower than `duration` (above zero, at most 1 day) as slow, and opens
+    /// when at least `rate` (above 0, at most 1) of the window's calls were slow (default:
+    /// off).
     pub fn slow_calls(mut self, duration: Duration, rate: f64) -> Self {
         self.0.slow_call_duration = Some(duration);
         self.0.slow_call_rate = rate;
@@ -141,6 +151,7 @@ impl BreakerConfigBuilder {
 
     /// How long the circuit stays open the first time (default 5 s); it doubles on every
     /// re-opening from half-open, up to `max` (default 60 s), and starts over after closing.
+    /// Both are above zero and at most 1 hour; `max` is not below `first`.
     pub fn open_duration(mut self, first: Duration, max: Duration) -> Self {
         self.0.open_duration = first;
         self.0.max_open_duration = max;
@@ -154,14 +165,16 @@ impl BreakerConfigBuilder {
         self
     }
 
-    /// How many trial calls half-open lets through; all must succeed to close (default 1).
+    /// How many trial calls half-open lets through; all must succeed to close (default 1; 1
+    /// to 1023).
     pub fn half_open_probes(mut self, probes: u32) -> Self {
         self.0.half_open_probes = probes;
         self
     }
 
     /// Most endpoints with a breaker at once; beyond, the idlest closed ones are dropped
-    /// (default 1024).
+    /// (default 1024; 1 to 100,000). It also bounds the breaker metric series: see
+    /// [`telemetry`](crate::telemetry).
     pub fn max_breakers(mut self, max: usize) -> Self {
         self.0.max_breakers = max;
         self
@@ -174,51 +187,61 @@ impl BreakerConfigBuilder {
         self
     }
 
-    /// Checks the settings; the error names the one that is wrong.
+    /// Checks the settings against their ranges (see each setter); the error names the one
+    /// that is wrong.
     pub fn build(self) -> Result<BreakerConfig, Error> {
         let c = self.0;
-        let bad = |message: String| Err(Error::invalid_config(message));
-        for (name, rate) in [
-            ("failure_rate", c.failure_rate),
-            ("slow_call_rate", c.slow_call_rate),
-        ] {
-            if !(rate > 0.0 && rate <= 1.0) {
-                return bad(format!("{name} must be above 0 and at most 1, got {rate}"));
-            }
-        }
+        bounds::RATE
+            .check(c.failure_rate)
+            .map_err(bounds::refused("failure_rate"))?;
+        bounds::RATE
+            .check(c.slow_call_rate)
+            .map_err(bounds::refused("slow_call_rate"))?;
         match c.window {
-            Window::Calls(0) => return bad("window must hold at least 1 call".into()),
-            Window::Time { length, .. } if length.is_zero() => {
-                return bad("window length must be above zero".into());
+            Window::Calls(calls) => {
+                bounds::WINDOW_CALLS
+                    .check(calls)
+                    .map_err(bounds::refused("window (calls)"))?;
             }
-            Window::Time { buckets: 0, .. } => {
-                return bad("window buckets must be at least 1".into());
+            Window::Time { length, buckets } => {
+                bounds::time_window(length, buckets).map_err(bounds::refused("window"))?;
             }
-            Window::Time { length, buckets } if length < Duration::from_millis(buckets.into()) => {
-                return bad("window buckets must be at least 1 ms each".into());
-            }
-            _ => {}
         }
-        if c.min_calls == 0 {
-            return bad("min_calls must be at least 1".into());
+        bounds::MIN_CALLS
+            .check(c.min_calls)
+            .map_err(bounds::refused("min_calls"))?;
+        if let Window::Calls(calls) = c.window
+            && c.min_calls > calls
+        {
+            // The window never holds that many calls: the breaker could never open.
+            return Err(Error::invalid_config(format!(
+                "min_calls ({}) must not exceed the window's {calls} calls, or the breaker \
+                 never opens",
+                c.min_calls
+            )));
         }
-        if c.slow_call_duration.is_some_and(|d| d.is_zero()) {
-            return bad("slow_call_duration must be above zero".into());
+        if let Some(duration) = c.slow_call_duration {
+            bounds::SLOW_CALL_DURATION
+                .check(duration)
+                .map_err(bounds::refused("slow_call_duration"))?;
         }
-        if c.open_duration.is_zero() {
-            return bad("open_duration must be above zero".into());
-        }
+        bounds::OPEN_DURATION
+            .check(c.open_duration)
+            .map_err(bounds::refused("open_duration"))?;
+        bounds::OPEN_DURATION
+            .check(c.max_open_duration)
+            .map_err(bounds::refused("max_open_duration"))?;
         if c.max_open_duration < c.open_duration {
-            return bad("max_open_duration must not be below open_duration".into());
-        }
-        if c.half_open_probes == 0 || c.half_open_probes > MAX_PROBES {
-            return bad(format!(
-                "half_open_probes must be between 1 and {MAX_PROBES}"
+            return Err(Error::invalid_config(
+                "max_open_duration must not be below open_duration",
             ));
         }
-        if c.max_breakers == 0 {
-            return bad("max_breakers must be at least 1".into());
-        }
+        bounds::HALF_OPEN_PROBES
+            .check(c.half_open_probes)
+            .map_err(bounds::refused("half_open_probes"))?;
+        bounds::MAX_BREAKERS
+            .check(c.max_breakers as u64)
+            .map_err(bounds::refused("max_breakers"))?;
         Ok(c)
     }
 }

@@ -12,8 +12,10 @@
 //!   naming the endpoint and the time until the next probe ([`Error::retry_after`]); nothing
 //!   touches the network. The first opening lasts `open_duration` (5 s); each re-opening from
 //!   half-open doubles it, up to 60 s; closing starts over.
-//! - **Half-open**: `half_open_probes` calls (1) go through as probes; the rest are rejected.
-//!   All probes succeed: closed, with an empty window. One fails: open again, for longer.
+//! - **Half-open**: `half_open_probes` calls (1) go through as probes; the rest are rejected,
+//!   with no [`Error::retry_after`] (`None`): when the probe ends is not known, only that its
+//!   attempt timeout bounds it. All probes succeed: closed, with an empty window. One fails:
+//!   open again, for longer.
 //!
 //! **A cancelled probe counts as nothing.** If its future is dropped (the caller gave up, an
 //! outer timeout fired), its place is given back and the next call becomes the probe. Counting
@@ -35,10 +37,10 @@
 //! ## Cost
 //!
 //! In the closed state, admitting a call reads one atomic word and recording its outcome
-//! writes two atomics in a stripe of the window that belongs to the calling thread, so threads
-//! do not contend. Time is read only when needed (time windows, slow calls, the open state).
-//! The call window is kept per worker thread: with one thread it is exactly the last `n` calls;
-//! with `k` threads, the last `n` calls of each (up to `k × n` in all).
+//! writes into a stripe of the window that belongs to the calling thread, so threads do not
+//! contend; one shared counter is bumped per bucket of `n / 10` calls. Time is read only when
+//! needed (time windows, slow calls, the open state). The window holds the endpoint's most
+//! recent calls whichever threads made them, within a bound given in [`Window::Calls`].
 //!
 //! [`Error::retry_after`]: crate::Error::retry_after
 

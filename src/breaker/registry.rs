@@ -6,6 +6,10 @@
 //! state worth keeping, so it goes last). "Idle" is measured in insertions, not time: each
 //! breaker notes the registry's insertion count when used, which is written only when it
 //! changed, so steady traffic writes nothing shared.
+//!
+//! Metric series (feature `metrics`) are bounded here too: a registry gives series of their
+//! own to at most `max_breakers` keys over its life, and the breakers beyond share the
+//! `_OTHER` label; see the [telemetry docs](crate::telemetry).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -32,7 +36,9 @@ pub struct BreakerRegistry {
 
 struct Inner {
     map: ArcSwap<Map>,
-    writer: Mutex<()>,
+    /// Held while adding a breaker; counts the keys this registry gave metric series of their
+    /// own (at most `max_breakers`: see the telemetry docs).
+    writer: Mutex<usize>,
     config: Arc<BreakerConfig>,
     insertions: AtomicU64,
 }
@@ -67,7 +73,7 @@ impl BreakerRegistry {
         BreakerRegistry {
             inner: Arc::new(Inner {
                 map: ArcSwap::from_pointee(Map::default()),
-                writer: Mutex::new(()),
+                writer: Mutex::new(0),
                 config: Arc::new(config),
                 insertions: AtomicU64::new(0),
             }),
@@ -91,7 +97,8 @@ impl BreakerRegistry {
     }
 
     fn insert(&self, key: &str) -> Arc<Breaker> {
-        let _writer = self
+        #[cfg_attr(not(feature = "metrics"), allow(unused_mut, unused_variables))]
+        let mut series = self
             .inner
             .writer
             .lock()
@@ -106,6 +113,14 @@ impl BreakerRegistry {
             evict(&mut next, max);
         }
         let key: Arc<str> = Arc::from(key);
+        #[cfg(feature = "metrics")]
+        {
+            use crate::telemetry::meters::{Series, breaker_series};
+            // Before the breaker exists, whose first act is to set its state gauge.
+            if breaker_series(&key, *series < max) == Series::New {
+                *series += 1;
+            }
+        }
         let breaker = Arc::new(Breaker::new(key.clone(), self.inner.config.clone()));
         let epoch = self.inner.insertions.fetch_add(1, Relaxed) + 1;
         breaker.last_used.store(epoch, Relaxed);
@@ -156,8 +171,15 @@ fn evict(map: &mut Map, max: usize) {
         })
         .collect();
     candidates.sort_unstable_by_key(|c| (c.0, c.1));
-    for (_, _, key) in candidates.into_iter().take(batch) {
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    for (not_closed, _, key) in candidates.into_iter().take(batch) {
         map.remove(&key);
+        // Its series stay (a recorder cannot drop one): leave them saying what the next call
+        // will find, a fresh closed breaker, rather than an open circuit that no longer is.
+        #[cfg(feature = "metrics")]
+        if not_closed {
+            crate::telemetry::meters::breaker_state(&key, State::Closed);
+        }
     }
 }
 
@@ -222,7 +244,7 @@ impl BreakerHandle {
                 started: self.0.call_started(),
                 permit: Some(permit),
             }),
-            Err(rejection) => Err(crate::Error::circuit_open(self.key(), rejection.retry_in)),
+            Err(rejection) => Err(rejection.into_error(self.key())),
         }
     }
 }

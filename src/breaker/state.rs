@@ -80,9 +80,33 @@ impl Word {
 }
 
 /// Why a call was not let through.
-pub(crate) struct Rejection {
-    /// Until the next probe may go, when known.
-    pub(crate) retry_in: Option<Duration>,
+pub(crate) enum Rejection {
+    /// Open: the next probe may go in `retry_in`.
+    Open { retry_in: Duration },
+    /// Half-open with every probe out. When their results come is not known (within their
+    /// attempt timeout), so no time is promised: a zero here once invited callers to spin.
+    ProbesOut,
+    /// Forced open by the operator: until they say otherwise.
+    ForcedOpen,
+}
+
+impl Rejection {
+    /// The error that says so, for the endpoint `key`.
+    pub(crate) fn into_error(self, key: &str) -> crate::Error {
+        use crate::error::Short;
+        match self {
+            Rejection::Open { retry_in } => crate::Error::circuit_open(
+                format!("{key}: next probe in {}", Short(retry_in)),
+                Some(retry_in),
+            ),
+            Rejection::ProbesOut => {
+                crate::Error::circuit_open(format!("{key}: half-open, probe in flight"), None)
+            }
+            Rejection::ForcedOpen => {
+                crate::Error::circuit_open(format!("{key}: forced open"), None)
+            }
+        }
+    }
 }
 
 /// What kind of call a permit admitted.
@@ -191,15 +215,13 @@ impl Breaker {
             let role = match word.state() {
                 State::Closed => Role::Counted,
                 State::ForcedClosed => Role::Untracked,
-                State::ForcedOpen => return Err(Rejection { retry_in: None }),
+                State::ForcedOpen => return Err(Rejection::ForcedOpen),
                 State::Open => {
                     let now = self.now_ms();
                     let until = self.open_until.load(Ordering::Relaxed);
                     if now < until {
                         let retry_in = Duration::from_millis(until - now);
-                        return Err(Rejection {
-                            retry_in: Some(retry_in),
-                        });
+                        return Err(Rejection::Open { retry_in });
                     }
                     let half_open = word.next(State::HalfOpen, self.config.half_open_probes);
                     if self.swap_word(word, half_open) {
@@ -211,9 +233,7 @@ impl Breaker {
                     let permits = word.permits();
                     if permits == 0 {
                         // Probes are out; the next chance comes when they report.
-                        return Err(Rejection {
-                            retry_in: Some(Duration::ZERO),
-                        });
+                        return Err(Rejection::ProbesOut);
                     }
                     if !self.swap_word(word, word.with_counts(permits - 1, word.successes())) {
                         continue;
@@ -243,7 +263,8 @@ impl Breaker {
         tracing::debug!(endpoint = %self.key, "request rejected: circuit open");
         #[cfg(feature = "metrics")]
         crate::telemetry::meters::breaker_rejected(&self.key);
-        crate::Error::circuit_open(&self.key, rejection.retry_in)
+        rejection
+            .into_error(&self.key)
             .with_request(request.method(), request.url())
     }
 
@@ -290,12 +311,8 @@ impl Breaker {
         }
     }
 
+    /// `now` is read only for time windows (0 otherwise).
     fn should_open(&self, now: u64) -> bool {
-        let now = if self.outcomes.needs_time() {
-            now
-        } else {
-            self.now_ms()
-        };
         let counts = self.outcomes.totals(now);
         if counts.calls < u64::from(self.config.min_calls) || counts.calls == 0 {
             return false;

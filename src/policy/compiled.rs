@@ -63,10 +63,9 @@ impl CompiledPolicy {
             settings.attempt_timeout,
             DEFAULT_ATTEMPT_TIMEOUT,
         )?;
+        // Kept as set: each call caps it by the deadline that applies to it (this policy's, or
+        // a shorter one of the request's), in `timeout::attempt_limit`.
         let total_deadline = positive("deadline", settings.deadline, DEFAULT_TOTAL_DEADLINE)?;
-        // An attempt can never take longer than the whole call; saying so makes a hang time
-        // out as an attempt (which the breaker counts) rather than as the caller's deadline.
-        let attempt_timeout = attempt_timeout.min(total_deadline);
 
         let mut retry = base.retry.to_builder();
         if let Some(attempts) = settings.attempts {
@@ -145,17 +144,21 @@ impl CompiledPolicy {
         })
     }
 
-    /// This policy as tower layers over `inner`, for one call (the reqwest-middleware path).
+    /// This policy as tower layers over `inner`, for one call whose request asked for
+    /// `timeout` (the reqwest-middleware path).
     #[cfg(feature = "reqwest-middleware")]
-    pub(crate) fn wrap<S>(&self, inner: S) -> StackOver<S> {
+    pub(crate) fn wrap<S>(&self, inner: S, timeout: Option<Duration>) -> StackOver<S> {
         use crate::classify::ClassifyLayer;
-        use crate::timeout::AttemptTimeoutLayer;
+        use crate::timeout::{AttemptTimeoutLayer, call_budget};
         use tower::Layer;
 
         let classified = ClassifyLayer::new(self.classifier.clone()).layer(inner);
         // reqwest enforces the request timeout these layers set, body included, and the retry
         // layer never sleeps past the deadline: the layers' own timers would be redundant.
+        // The stack serves this call only, so its attempts are capped by its budget, as the
+        // client's are.
         let timed = AttemptTimeoutLayer::new(self.attempt_timeout)
+            .within(call_budget(timeout, Some(self.total_deadline)))
             .without_backstop()
             .layer(classified);
         let guarded = self.breaker.layer(timed);

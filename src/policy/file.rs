@@ -3,13 +3,14 @@
 //! Every mistake is an error that names the file, the line and the key, e.g.
 //! `policy.toml:14: unknown key "atempts" in [[endpoint]] "payments"`: unknown keys are
 //! rejected (a typo must not silently keep the default), and so are wrong types and values out
-//! of range. Durations are written as humans write them: `"250ms"`, `"2s"`, `"1m 30s"`.
+//! of range: every numeric key has a maximum, the same one its builder setter has (see
+//! [`bounds`]). Durations are written as humans write them: `"250ms"`, `"2s"`, `"1m 30s"`.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::{EndpointPolicy, Matcher};
+use super::{EndpointPolicy, Matcher, bounds};
 use crate::error::Error;
 use crate::retry::Jitter;
 
@@ -35,19 +36,19 @@ macro_rules! policy_table {
         #[serde(deny_unknown_fields)]
         struct $name {
             $($extra)*
-            #[serde(default, deserialize_with = "at_least_one")]
+            #[serde(default, deserialize_with = "attempts")]
             attempts: Option<u32>,
-            #[serde(default, deserialize_with = "positive_duration")]
+            #[serde(default, deserialize_with = "timeout")]
             attempt_timeout: Option<Duration>,
-            #[serde(default, deserialize_with = "positive_duration")]
+            #[serde(default, deserialize_with = "timeout")]
             deadline: Option<Duration>,
-            #[serde(default, deserialize_with = "positive_duration")]
+            #[serde(default, deserialize_with = "timeout")]
             connect_timeout: Option<Duration>,
             #[serde(default, deserialize_with = "statuses")]
             retry_statuses: Option<Vec<u16>>,
             retry_non_idempotent: Option<bool>,
             idempotency_key: Option<bool>,
-            #[serde(default, deserialize_with = "duration")]
+            #[serde(default, deserialize_with = "retry_after_cap")]
             retry_after_cap: Option<Duration>,
             #[serde(default, deserialize_with = "body_limit")]
             body_limit: Option<u64>,
@@ -96,9 +97,9 @@ policy_table!(RawEndpoint {
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBackoff {
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "backoff_delay")]
     base: Option<Duration>,
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "backoff_delay")]
     max: Option<Duration>,
     #[serde(default, deserialize_with = "multiplier")]
     multiplier: Option<f64>,
@@ -110,15 +111,15 @@ struct RawBackoff {
 #[serde(deny_unknown_fields)]
 struct RawBreaker {
     enabled: Option<bool>,
-    #[serde(default, deserialize_with = "at_least_one")]
+    #[serde(default, deserialize_with = "window_size")]
     window_size: Option<u32>,
     #[serde(default, deserialize_with = "rate")]
     failure_rate: Option<f64>,
-    #[serde(default, deserialize_with = "at_least_one")]
+    #[serde(default, deserialize_with = "min_calls")]
     min_calls: Option<u32>,
-    #[serde(default, deserialize_with = "positive_duration")]
+    #[serde(default, deserialize_with = "open_for")]
     open_for: Option<Duration>,
-    #[serde(default, deserialize_with = "at_least_one")]
+    #[serde(default, deserialize_with = "half_open_probes")]
     half_open_probes: Option<u32>,
     key: Option<String>,
 }
@@ -135,54 +136,56 @@ fn custom<E: serde::de::Error>(message: String) -> E {
     E::custom(message)
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map(Some).map_err(|e| {
+    humantime::parse_duration(&text).map_err(|e| {
         custom(format!(
             "invalid duration {text:?} ({e}); write e.g. \"250ms\" or \"2s\""
         ))
     })
 }
 
-fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    match duration(d)? {
-        Some(value) if value.is_zero() => Err(custom("must be above zero".into())),
-        value => Ok(value),
-    }
+/// A whole number in `bound`. Read as a signed 64-bit number, so that `-1` and `5000000000`
+/// are refused with the range rather than a type error.
+fn whole<'de, D, T>(d: D, bound: &bounds::Count) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    let value = bound.check(i64::deserialize(d)?).map_err(custom)?;
+    T::try_from(value).map_err(|_| custom(format!("{value} is out of range")))
 }
 
-fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    match u32::deserialize(d)? {
-        0 => Err(custom("must be at least 1".into())),
-        value => Ok(Some(value)),
-    }
+fn span<'de, D: Deserializer<'de>>(d: D, bound: &bounds::Span) -> Result<Duration, D::Error> {
+    duration(d).and_then(|value| bound.check(value).map_err(custom))
 }
 
-fn body_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    match u64::deserialize(d)? {
-        0 => Err(custom("must be at least 1 (bytes)".into())),
-        value => Ok(Some(value)),
-    }
+fn real<'de, D: Deserializer<'de>>(d: D, bound: &bounds::Real) -> Result<f64, D::Error> {
+    bound.check(f64::deserialize(d)?).map_err(custom)
 }
 
-fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    let value = f64::deserialize(d)?;
-    if value > 0.0 && value <= 1.0 {
-        Ok(Some(value))
-    } else {
-        Err(custom(format!(
-            "must be above 0 and at most 1, got {value}"
-        )))
-    }
+/// One function per key, for serde, each checking the key's range in [`bounds`]: the same
+/// ranges the builders check.
+macro_rules! bounded {
+    ($($name:ident: $ty:ty = $how:ident($bound:expr);)*) => {$(
+        fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<$ty>, D::Error> {
+            $how(d, &$bound).map(Some)
+        }
+    )*};
 }
 
-fn multiplier<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    let value = f64::deserialize(d)?;
-    if value >= 1.0 {
-        Ok(Some(value))
-    } else {
-        Err(custom(format!("must be at least 1, got {value}")))
-    }
+bounded! {
+    attempts: u32 = whole(bounds::ATTEMPTS);
+    timeout: Duration = span(bounds::TIMEOUT);
+    retry_after_cap: Duration = span(bounds::RETRY_AFTER_CAP);
+    body_limit: u64 = whole(bounds::BODY_LIMIT);
+    backoff_delay: Duration = span(bounds::BACKOFF_DELAY);
+    multiplier: f64 = real(bounds::BACKOFF_MULTIPLIER);
+    window_size: u32 = whole(bounds::WINDOW_CALLS);
+    rate: f64 = real(bounds::RATE);
+    min_calls: u32 = whole(bounds::MIN_CALLS);
+    open_for: Duration = span(bounds::OPEN_DURATION);
+    half_open_probes: u32 = whole(bounds::HALF_OPEN_PROBES);
 }
 
 fn jitter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Jitter>, D::Error> {
@@ -200,10 +203,8 @@ fn jitter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Jitter>, D::Error> {
 
 fn statuses<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u16>>, D::Error> {
     let list = Vec::<u16>::deserialize(d)?;
-    match list.iter().find(|code| !(100..=599).contains(*code)) {
-        Some(code) => Err(custom(format!("{code} is not an HTTP status"))),
-        None => Ok(Some(list)),
-    }
+    bounds::statuses(&list).map_err(custom)?;
+    Ok(Some(list))
 }
 
 impl PolicyFile {

@@ -7,6 +7,7 @@ use http::Method;
 
 use super::backoff::{Backoff, Jitter};
 use crate::error::Error;
+use crate::policy::bounds;
 
 /// The header that makes a non-idempotent request safe to send twice (IETF
 /// `draft-ietf-httpapi-idempotency-key-header`).
@@ -140,25 +141,26 @@ pub struct RetryPolicyBuilder {
 }
 
 impl RetryPolicyBuilder {
-    /// Attempts in all, the first included (default 3; 1 means no retries; 0 is rejected).
+    /// Attempts in all, the first included (default 3; 1 means no retries; 1 to 100).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.policy.max_attempts = attempts;
         self
     }
 
-    /// The first retry's delay before jitter (default 100 ms).
+    /// The first retry's delay before jitter (default 100 ms; at most 1 hour, and not above
+    /// the cap).
     pub fn backoff_base(mut self, base: Duration) -> Self {
         self.base = base;
         self
     }
 
-    /// Growth per retry (default 2; below 1 or NaN is rejected).
+    /// Growth per retry (default 2; 1 to 100).
     pub fn backoff_multiplier(mut self, multiplier: f64) -> Self {
         self.multiplier = multiplier;
         self
     }
 
-    /// The largest delay (default 20 s).
+    /// The largest delay (default 20 s; at most 1 hour).
     pub fn backoff_cap(mut self, cap: Duration) -> Self {
         self.cap = cap;
         self
@@ -170,8 +172,9 @@ impl RetryPolicyBuilder {
         self
     }
 
-    /// The longest `Retry-After` obeyed (default 20 s). A server asking for more gets no retry:
-    /// the error comes back at once, and `Error::retry_after` tells the caller what was asked.
+    /// The longest `Retry-After` obeyed (default 20 s; at most 1 day). A server asking for
+    /// more gets no retry: the error comes back at once, and `Error::retry_after` tells the
+    /// caller what was asked.
     pub fn retry_after_cap(mut self, cap: Duration) -> Self {
         self.policy.retry_after_cap = cap;
         self
@@ -217,11 +220,21 @@ impl RetryPolicyBuilder {
     /// Checks the settings; the error names the one that is wrong.
     pub fn build(self) -> Result<RetryPolicy, Error> {
         let mut policy = self.policy;
-        if policy.max_attempts == 0 {
-            return Err(Error::invalid_config(
-                "max_attempts must be at least 1 (1 means no retries)",
-            ));
-        }
+        bounds::ATTEMPTS
+            .check(policy.max_attempts)
+            .map_err(|e| Error::invalid_config(format!("max_attempts {e} (1 means no retries)")))?;
+        bounds::BACKOFF_DELAY
+            .check(self.base)
+            .map_err(bounds::refused("backoff_base"))?;
+        bounds::BACKOFF_DELAY
+            .check(self.cap)
+            .map_err(bounds::refused("backoff_cap"))?;
+        bounds::BACKOFF_MULTIPLIER
+            .check(self.multiplier)
+            .map_err(bounds::refused("backoff_multiplier"))?;
+        bounds::RETRY_AFTER_CAP
+            .check(policy.retry_after_cap)
+            .map_err(bounds::refused("retry_after_cap"))?;
         let backoff = Backoff::new(self.base, self.multiplier, self.cap, self.jitter)?;
         policy.schedule = Schedule::Exponential(backoff);
         #[cfg(feature = "backoff")]

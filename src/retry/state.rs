@@ -15,6 +15,7 @@ use crate::classify::{Class, Delivery};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
 use crate::exchange::Success;
 use crate::telemetry::{ErrorType, Observer};
+use crate::timeout::{DEADLINE_SLACK, call_budget};
 
 /// What follows an attempt.
 pub(crate) enum Next<O = reqwest::Response> {
@@ -108,10 +109,7 @@ impl RetryState {
         if policy.max_attempts > 1 || self.extra_allowed > 0 {
             self.spare = copy_request(&request);
         }
-        let budget = match (request.timeout().copied(), self.own_deadline) {
-            (Some(asked), Some(own)) => Some(asked.min(own)),
-            (asked, own) => asked.or(own),
-        };
+        let budget = call_budget(request.timeout().copied(), self.own_deadline);
         if self.own_deadline.is_some() && self.budget_in_request {
             *request.timeout_mut() = budget;
         }
@@ -274,6 +272,12 @@ impl RetryState {
         self.deadline.map(|(at, _)| at)
     }
 
+    /// The call's whole time budget (see [`call_budget`]), once begun; `None` without a
+    /// deadline.
+    pub(crate) fn budget(&self) -> Option<Duration> {
+        self.deadline.map(|(_, budget)| budget)
+    }
+
     /// Leaves the budget out of the requests: the caller asks [`time_left`](Self::time_left).
     pub(crate) fn keep_budget_out_of_requests(&mut self) {
         self.budget_in_request = false;
@@ -377,9 +381,6 @@ fn deadline_error(error: Error, deadline: Instant, budget: Duration) -> Error {
         error
     }
 }
-
-/// How close to the deadline an attempt's timeout must end to be the deadline's doing.
-const DEADLINE_SLACK: Duration = Duration::from_millis(10);
 
 /// Why a failed attempt was not retried (the `reason` of the tracing event).
 #[derive(Clone, Copy, Debug)]

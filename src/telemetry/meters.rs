@@ -1,6 +1,7 @@
 //! The metrics, through the `metrics` facade (feature `metrics`).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -109,11 +110,71 @@ pub(super) fn give_up(policy: Option<&Arc<str>>, reason: &'static str) {
     metrics::counter!(super::GIVE_UPS, labels).increment(1);
 }
 
-pub(crate) fn breaker_rejected(key: &Arc<str>) {
-    metrics::counter!(super::BREAKER_REJECTIONS, "breaker" => key.clone()).increment(1);
+/// The breaker keys with metric series of their own, in the whole process: a series cannot
+/// be removed from a recorder once made, so this only grows, and only through
+/// [`breaker_series`], which each registry calls at most `max_breakers` times with room.
+static BREAKER_SERIES: LazyLock<RwLock<Keys>> = LazyLock::new(Default::default);
+
+type Keys = HashSet<Arc<str>, foldhash::fast::RandomState>;
+
+/// The `breaker` label of the breakers without a series of their own.
+pub(crate) const OTHER_BREAKERS: &str = "_OTHER";
+
+/// Whether the breaker `key` has series of its own. One that has none yet gets them when
+/// `room` (its registry has handed out fewer than `max_breakers`); the answer is
+/// [`Series::New`] only then, so the registry can count what it handed out.
+pub(crate) fn breaker_series(key: &Arc<str>, room: bool) -> Series {
+    if has_series(key) {
+        return Series::Own;
+    }
+    if !room {
+        return Series::Shared;
+    }
+    let mut keys = BREAKER_SERIES
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    if keys.insert(key.clone()) {
+        Series::New
+    } else {
+        Series::Own
+    }
 }
 
+fn has_series(key: &str) -> bool {
+    BREAKER_SERIES
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains(key)
+}
+
+/// What [`breaker_series`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Series {
+    /// The key already had series.
+    Own,
+    /// The key has just been given series.
+    New,
+    /// The key has none: its rejections count under [`OTHER_BREAKERS`].
+    Shared,
+}
+
+/// The key's own label value, if it has series of its own.
+fn breaker_label(key: &Arc<str>) -> Option<SharedString> {
+    has_series(key).then(|| SharedString::from(key.clone()))
+}
+
+pub(crate) fn breaker_rejected(key: &Arc<str>) {
+    let label = breaker_label(key).unwrap_or(SharedString::const_str(OTHER_BREAKERS));
+    metrics::counter!(super::BREAKER_REJECTIONS, "breaker" => label).increment(1);
+}
+
+/// Sets the state gauge of a breaker with series of its own. The others have no gauge: one
+/// value cannot stand for the states of many breakers (their state changes are still events,
+/// and `client.breakers()` reads them).
 pub(crate) fn breaker_state(key: &Arc<str>, state: State) {
+    let Some(label) = breaker_label(key) else {
+        return;
+    };
     let value = match state {
         State::Closed => 0.0,
         State::HalfOpen => 1.0,
@@ -121,5 +182,5 @@ pub(crate) fn breaker_state(key: &Arc<str>, state: State) {
         State::ForcedOpen => 3.0,
         State::ForcedClosed => 4.0,
     };
-    metrics::gauge!(super::BREAKER_STATE, "breaker" => key.clone()).set(value);
+    metrics::gauge!(super::BREAKER_STATE, "breaker" => label).set(value);
 }

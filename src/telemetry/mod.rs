@@ -39,10 +39,26 @@
 //! the policy name, the method (`_OTHER` for non-standard ones), a status code or error type,
 //! a reason, or a breaker key; never a URL. Request metrics deliberately have no host label: a
 //! service that calls user-supplied URLs (webhooks) would have unbounded hosts, and endpoint
-//! policies are the bounded grouping. The breaker metrics are per breaker, labelled with its
-//! key (`scheme://host:port` unless the policy names one), so their number is bounded by the
-//! registry's [`max_breakers`](crate::breaker::BreakerConfigBuilder::max_breakers); the state
-//! gauge of an evicted breaker keeps its last value.
+//! policies are the bounded grouping.
+//!
+//! The breaker metrics are per breaker, labelled `breaker` with its key (`scheme://host:port`
+//! unless the policy names one). Bounding the breakers does not bound these series: a
+//! recorder keeps every series it was ever given (the `metrics` facade cannot delete one), so
+//! a registry that evicts and makes breakers for ever new hosts would leave a trail of them.
+//! So the label values are bounded themselves: each breaker registry (one per policy with a
+//! breaker) gives a label of its own to at most
+//! [`max_breakers`](crate::breaker::BreakerConfigBuilder::max_breakers) keys over its life,
+//! the first it meets. Breakers beyond share `breaker = "_OTHER"`:
+//!
+//! - their rejections count under `_OTHER` (a sum means something);
+//! - they have no state gauge (one value cannot stand for the states of many breakers); their
+//!   state changes are still the events above, and `client.breakers()` reads them.
+//!
+//! An evicted breaker's gauge is set to 0 (closed), since that is what the next call to its
+//! endpoint finds, rather than left saying "open" for a breaker that no longer exists. A key
+//! has one series per process: two clients calling one endpoint write the same series. If
+//! `_OTHER` grows, raise `max_breakers` (up to 100,000) or give the policy one
+//! [`breaker_key`](crate::policy::EndpointPolicy::breaker_key).
 //!
 //! | name | type | labels |
 //! |---|---|---|
@@ -53,8 +69,8 @@
 //! | [`ATTEMPT_DURATION`] | histogram (seconds) | as [`ATTEMPTS`] |
 //! | [`RETRIES`] | counter | `policy`, `reason` (the failed attempt's `error.type`) |
 //! | [`GIVE_UPS`] | counter | `policy`, `reason` (as the `retry skipped` event) |
-//! | [`BREAKER_REJECTIONS`] | counter | `breaker` (the breaker key) |
-//! | [`BREAKER_STATE`] | gauge | `breaker`; 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed |
+//! | [`BREAKER_REJECTIONS`] | counter | `breaker` (the breaker key, or `_OTHER` beyond `max_breakers`) |
+//! | [`BREAKER_STATE`] | gauge | `breaker` (only breakers with a label of their own); 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed |
 
 #[cfg(feature = "metrics")]
 pub(crate) mod meters;

@@ -3,16 +3,15 @@ use std::time::Duration;
 
 use tower::{Layer, Service};
 
-use super::AttemptTimeoutFuture;
-
-/// How much nearer than the attempt timeout the deadline must be to count as the reason.
-const DEADLINE_SLACK: Duration = Duration::from_millis(10);
+use super::{AttemptTimeoutFuture, DEADLINE_SLACK};
 use crate::error::{Error, ErrorKind};
 
 /// Bounds each attempt, body included; see the [module docs](super).
 #[derive(Clone, Copy, Debug)]
 pub struct AttemptTimeoutLayer {
     timeout: Duration,
+    // The budget of the one call this layer serves, when it is built per call.
+    budget: Option<Duration>,
     backstop: bool,
 }
 
@@ -21,13 +20,23 @@ impl AttemptTimeoutLayer {
     pub fn new(timeout: Duration) -> Self {
         AttemptTimeoutLayer {
             timeout,
+            budget: None,
             backstop: true,
         }
     }
 
+    /// For a stack built for one call whose budget (see [`call_budget`]) is `budget`: each
+    /// attempt's limit is then capped by it as the client's own call caps it. Without it the
+    /// layer sees only what is left of a budget, not the budget itself.
+    #[cfg(feature = "reqwest-middleware")]
+    pub(crate) fn within(mut self, budget: Option<Duration>) -> Self {
+        self.budget = budget;
+        self
+    }
+
     /// Drops the layer's own timer and relies on the inner service enforcing
     /// `Request::timeout`, as `reqwest::Client` does (it also times the body). Saves a timer
-    /// per attempt; the [`Client`](crate::Client) facade does this. Do not use it over a
+    /// per attempt; the reqwest-middleware adapter does this. Do not use it over a
     /// service that ignores the request timeout.
     pub fn without_backstop(mut self) -> Self {
         self.backstop = false;
@@ -42,6 +51,7 @@ impl<S> Layer<S> for AttemptTimeoutLayer {
         AttemptTimeout {
             inner,
             timeout: self.timeout,
+            budget: self.budget,
             backstop: self.backstop,
         }
     }
@@ -52,17 +62,35 @@ impl<S> Layer<S> for AttemptTimeoutLayer {
 pub struct AttemptTimeout<S> {
     inner: S,
     timeout: Duration,
+    budget: Option<Duration>,
     backstop: bool,
 }
 
-/// An attempt's time limit: `timeout`, or what is left of the budget (the request's own
-/// timeout, see the module docs) if that is less; and whether the budget is the reason.
-pub(crate) fn attempt_limit(timeout: Duration, left: Option<&Duration>) -> (Duration, bool) {
+/// A call's time budget: its deadline, or the request's own timeout (`asked`) if shorter.
+pub(crate) fn call_budget(asked: Option<Duration>, deadline: Option<Duration>) -> Option<Duration> {
+    match (asked, deadline) {
+        (Some(asked), Some(deadline)) => Some(asked.min(deadline)),
+        (asked, deadline) => asked.or(deadline),
+    }
+}
+
+/// An attempt's time limit and whether the deadline, not the attempt timeout, is the reason,
+/// for an attempt timeout of `timeout` in a call of `budget` with `left` of it remaining.
+///
+/// The one rule for both the client's call and the layers. An attempt never has longer than
+/// the whole call, whichever deadline sets it (a policy's, `.deadline(d)`, the request's
+/// `.timeout(d)`): so an attempt that had the whole budget and hung timed out on its own,
+/// and the breaker counts it as the endpoint's failure. Only an attempt that started with
+/// clearly less than that (a retry late in the call) ends at the caller's deadline, which the
+/// breaker ignores.
+pub(crate) fn attempt_limit(
+    timeout: Duration,
+    budget: Option<Duration>,
+    left: Option<Duration>,
+) -> (Duration, bool) {
+    let timeout = budget.map_or(timeout, |budget| timeout.min(budget));
     match left {
-        // Only a deadline that is clearly the nearer limit makes this a deadline error: an
-        // attempt that had (almost) its full time timed out on its own, and the circuit
-        // breaker must count it.
-        Some(&left) if left < timeout => (left, left + DEADLINE_SLACK < timeout),
+        Some(left) if left < timeout => (left, left + DEADLINE_SLACK < timeout),
         _ => (timeout, false),
     }
 }
@@ -93,7 +121,8 @@ where
     }
 
     fn call(&mut self, mut request: reqwest::Request) -> Self::Future {
-        let (limit, by_deadline) = attempt_limit(self.timeout, request.timeout());
+        let left = request.timeout().copied();
+        let (limit, by_deadline) = attempt_limit(self.timeout, self.budget, left);
         if limit.is_zero() {
             return AttemptTimeoutFuture::expired(&request, limit);
         }
@@ -106,5 +135,49 @@ where
             by_deadline,
             self.backstop,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_deadline_that_applies_caps_the_attempt() {
+        // A call of 300 ms with a 10 s attempt timeout: its first attempt has it all, and
+        // timing out is the attempt's own doing.
+        assert_eq!(
+            attempt_limit(10_000 * MS, Some(300 * MS), Some(300 * MS)),
+            (300 * MS, false)
+        );
+        assert_eq!(
+            attempt_limit(10_000 * MS, Some(300 * MS), Some(295 * MS)),
+            (295 * MS, false)
+        );
+        // A later attempt with clearly less left ends at the caller's deadline.
+        assert_eq!(
+            attempt_limit(10_000 * MS, Some(300 * MS), Some(100 * MS)),
+            (100 * MS, true)
+        );
+        // Without a budget, only what is left can tell.
+        assert_eq!(
+            attempt_limit(10_000 * MS, None, Some(300 * MS)),
+            (300 * MS, true)
+        );
+        assert_eq!(
+            attempt_limit(200 * MS, Some(300 * MS), None),
+            (200 * MS, false)
+        );
+    }
+
+    #[test]
+    fn a_requests_timeout_shortens_the_budget_only() {
+        assert_eq!(call_budget(Some(MS), Some(2 * MS)), Some(MS));
+        assert_eq!(call_budget(Some(3 * MS), Some(2 * MS)), Some(2 * MS));
+        assert_eq!(call_budget(None, Some(2 * MS)), Some(2 * MS));
+        assert_eq!(call_budget(Some(MS), None), Some(MS));
+        assert_eq!(call_budget(None, None), None);
     }
 }

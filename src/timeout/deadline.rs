@@ -24,8 +24,8 @@ impl TotalDeadlineLayer {
 
     /// Drops the layer's own timer and relies on the layers below honouring the request
     /// timeout it sets (the retry layer never sleeps past it; the attempt timeout and reqwest
-    /// bound each attempt). Saves a timer per call; the [`Client`](crate::Client) facade does
-    /// this. Do not use it over a service that ignores the request timeout.
+    /// bound each attempt). Saves a timer per call. Do not use it over a service that ignores
+    /// the request timeout.
     pub fn without_backstop(mut self) -> Self {
         self.backstop = false;
         self
@@ -65,10 +65,8 @@ where
     }
 
     fn call(&mut self, mut request: reqwest::Request) -> Self::Future {
-        let budget = match request.timeout() {
-            Some(&shorter) if shorter < self.deadline => shorter,
-            _ => self.deadline,
-        };
+        let budget = super::call_budget(request.timeout().copied(), Some(self.deadline))
+            .unwrap_or(self.deadline);
         *request.timeout_mut() = Some(budget);
         let context = self
             .backstop

@@ -11,8 +11,8 @@
 //! `is_timeout()` is true, at the attempt timeout. Convert it with `resilient_http::Error::from`
 //! to get the typed [`AttemptTimeout`](crate::ErrorKind::AttemptTimeout) kind.
 //!
-//! The alternative, reading the whole body inside the attempt, would make a half-read body
-//! retryable but buffers every response; it is left to an opt-in in a later version.
+//! Reading the body inside the attempt, which makes a half-read body a retryable attempt, is
+//! the client's opt-in: `send_buffered`, `bytes`, `text`, `json` and `send_with`.
 //!
 //! ## How the deadline reaches the inner layers
 //!
@@ -21,6 +21,15 @@
 //! and [`AttemptTimeout`] takes the smaller of it and the attempt timeout. A caller's
 //! `RequestBuilder::timeout(d)` therefore means what it means in reqwest, a total timeout for
 //! the call, and can only shorten the configured deadline.
+//!
+//! An attempt never has longer than the call's whole budget, whichever deadline sets it (the
+//! policy's, a request's `.deadline(d)` or `.timeout(d)`): an attempt that had the whole budget
+//! and hung timed out on its own, an [`AttemptTimeout`](crate::ErrorKind::AttemptTimeout) the
+//! circuit breaker counts, even though the caller is told its deadline passed. Only an attempt
+//! that started with clearly less (a retry late in the call) ends at the caller's deadline,
+//! which the breaker ignores. The client's own call and the reqwest-middleware adapter know
+//! each call's budget and apply this; an [`AttemptTimeout`] layer of your own sees only what
+//! is left of it, so give it an attempt timeout no longer than your deadline.
 //!
 //! ## Backstops
 //!
@@ -36,7 +45,7 @@ mod deadline;
 mod future;
 
 pub use attempt::{AttemptTimeout, AttemptTimeoutLayer};
-pub(crate) use attempt::{attempt_limit, timed_out};
+pub(crate) use attempt::{attempt_limit, call_budget, timed_out};
 pub use deadline::{TotalDeadline, TotalDeadlineLayer};
 pub(crate) use future::expired;
 pub use future::{AttemptTimeoutFuture, TotalDeadlineFuture};
@@ -46,6 +55,11 @@ pub use future::{AttemptTimeoutFuture, TotalDeadlineFuture};
 /// The inner timer starts microseconds after ours, so it normally fires in the same
 /// millisecond tick; the margin covers a thread preempted in between on a loaded machine.
 pub const BACKSTOP_GRACE: Duration = Duration::from_millis(10);
+
+/// How near the deadline a timeout must end to be the deadline's doing: an attempt whose
+/// limit was within this of its full attempt timeout timed out on its own (and the breaker
+/// counts it); a call whose last attempt timed out this near its deadline ended at it.
+pub(crate) const DEADLINE_SLACK: Duration = Duration::from_millis(10);
 
 /// Default attempt timeout (.NET's standard resilience handler uses the same).
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);

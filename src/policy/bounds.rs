@@ -1,0 +1,250 @@
+//! The range of every numeric setting, checked here and nowhere else.
+//!
+//! The builders ([`BreakerConfigBuilder`](crate::breaker::BreakerConfigBuilder),
+//! [`RetryPolicyBuilder`](crate::retry::RetryPolicyBuilder), the client builder through
+//! [`EndpointPolicy`](super::EndpointPolicy)) and the policy file all ask these ranges, so a
+//! value is accepted or refused the same way whichever way it came in; only how the refusal is
+//! located differs (a setting's name, or a file, line and key).
+//!
+//! Why maxima at all: a setting is an input, and each of these either sizes an allocation, a
+//! loop, or a timer. A window of 4 000 000 000 calls aborted the process on its first request;
+//! one of 50 000 000 made every failure take seconds. The maxima are far above any sensible
+//! value and far below where memory, time or arithmetic go wrong.
+
+use std::time::Duration;
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// A whole number between `min` and `max`, both included.
+pub(crate) struct Count {
+    pub(crate) min: u64,
+    pub(crate) max: u64,
+}
+
+/// A duration above zero (or from zero, when `zero_ok`) up to `max`, included.
+pub(crate) struct Span {
+    pub(crate) zero_ok: bool,
+    pub(crate) max: Duration,
+}
+
+/// A number above `min` (or from it, when `min_included`) up to `max`, included.
+pub(crate) struct Real {
+    pub(crate) min: f64,
+    pub(crate) min_included: bool,
+    pub(crate) max: f64,
+}
+
+/// Attempts in all, the first included: more than 100 is a loop, not a retry policy.
+pub(crate) const ATTEMPTS: Count = Count { min: 1, max: 100 };
+/// Attempt timeout, total deadline, connect timeout: at most a day.
+pub(crate) const TIMEOUT: Span = Span {
+    zero_ok: false,
+    max: DAY,
+};
+/// The longest `Retry-After` obeyed: at most a day (a deadline bounds it anyway).
+pub(crate) const RETRY_AFTER_CAP: Span = Span {
+    zero_ok: true,
+    max: DAY,
+};
+/// Backoff base and cap: at most an hour between two attempts.
+pub(crate) const BACKOFF_DELAY: Span = Span {
+    zero_ok: true,
+    max: HOUR,
+};
+/// Backoff growth per retry: from 1 (constant) to 100 (the cap is reached at once anyway).
+pub(crate) const BACKOFF_MULTIPLIER: Real = Real {
+    min: 1.0,
+    min_included: true,
+    max: 100.0,
+};
+/// Bytes of a body read inside an attempt: it is held in memory, so at most 1 GiB.
+pub(crate) const BODY_LIMIT: Count = Count {
+    min: 1,
+    max: 1 << 30,
+};
+/// Entries in a list of retried statuses: there are 500 status codes.
+pub(crate) const STATUS_LIST: Count = Count { min: 0, max: 500 };
+/// One HTTP status code.
+pub(crate) const STATUS: Count = Count { min: 100, max: 599 };
+/// Calls in a breaker's call window. Its memory does not grow with it (at most 19 buckets),
+/// but a bucket counts up to `n / 10` calls, and no useful window is larger.
+pub(crate) const WINDOW_CALLS: Count = Count {
+    min: 1,
+    max: 10_000,
+};
+/// The length of a breaker's time window.
+pub(crate) const WINDOW_LENGTH: Span = Span {
+    zero_ok: false,
+    max: HOUR,
+};
+/// Buckets of a time window: each thread's stripe holds them all (24 bytes each, rounded up
+/// to a power of two), and every failure adds them up.
+pub(crate) const WINDOW_BUCKETS: Count = Count { min: 1, max: 100 };
+/// The shortest bucket of a time window.
+pub(crate) const MIN_BUCKET: Duration = Duration::from_millis(1);
+/// Fewest calls before a breaker may open (and, for a call window, at most its size).
+pub(crate) const MIN_CALLS: Count = Count {
+    min: 1,
+    max: WINDOW_CALLS.max,
+};
+/// Failure and slow-call rates.
+pub(crate) const RATE: Real = Real {
+    min: 0.0,
+    min_included: false,
+    max: 1.0,
+};
+/// How long a call must take to count as slow: no attempt outlives a day.
+pub(crate) const SLOW_CALL_DURATION: Span = TIMEOUT;
+/// How long a breaker stays open, the first time and at most: an hour.
+pub(crate) const OPEN_DURATION: Span = Span {
+    zero_ok: false,
+    max: HOUR,
+};
+/// Trial calls in half-open: the breaker's state word counts them in 10 bits.
+pub(crate) const HALF_OPEN_PROBES: Count = Count { min: 1, max: 1023 };
+/// Endpoints with a breaker (and breaker metric series) per registry; adding one copies the
+/// registry's map.
+pub(crate) const MAX_BREAKERS: Count = Count {
+    min: 1,
+    max: 100_000,
+};
+
+/// The error a builder returns for a refusal: `max_breakers must be at least 1 and ...`.
+pub(crate) fn refused(name: &'static str) -> impl Fn(String) -> crate::Error {
+    move |message| crate::Error::invalid_config(format!("{name} {message}"))
+}
+
+/// "must be at least 1 and at most 100, got 0": what every refusal says, after the name.
+fn refusal(low: String, high: String, got: String) -> String {
+    format!("must be {low} and at most {high}, got {got}")
+}
+
+impl Count {
+    /// `value` if it is in range; else why not. Takes any integer, so a negative number from
+    /// a file is refused with the same words as one too large.
+    pub(crate) fn check<T: Copy + Into<i128> + std::fmt::Display>(
+        &self,
+        value: T,
+    ) -> Result<T, String> {
+        let wide: i128 = value.into();
+        if wide >= i128::from(self.min) && wide <= i128::from(self.max) {
+            Ok(value)
+        } else {
+            Err(refusal(
+                format!("at least {}", self.min),
+                self.max.to_string(),
+                value.to_string(),
+            ))
+        }
+    }
+}
+
+impl Span {
+    /// `value` if it is in range; else why not.
+    pub(crate) fn check(&self, value: Duration) -> Result<Duration, String> {
+        if (self.zero_ok || !value.is_zero()) && value <= self.max {
+            Ok(value)
+        } else {
+            let low = if self.zero_ok {
+                "at least zero"
+            } else {
+                "above zero"
+            };
+            Err(refusal(low.into(), show(self.max), show(value)))
+        }
+    }
+}
+
+impl Real {
+    /// `value` if it is in range (NaN never is); else why not.
+    pub(crate) fn check(&self, value: f64) -> Result<f64, String> {
+        let above = if self.min_included {
+            value >= self.min
+        } else {
+            value > self.min
+        };
+        if above && value <= self.max {
+            Ok(value)
+        } else {
+            let low = if self.min_included {
+                format!("at least {}", self.min)
+            } else {
+                format!("above {}", self.min)
+            };
+            Err(refusal(low, self.max.to_string(), value.to_string()))
+        }
+    }
+}
+
+/// A duration as the policy file writes it: `1h`, `250ms`, `1day`.
+fn show(value: Duration) -> String {
+    humantime::format_duration(value).to_string()
+}
+
+/// Checks a list of retried statuses: its length, then each code.
+pub(crate) fn statuses(list: &[u16]) -> Result<(), String> {
+    STATUS_LIST
+        .check(list.len() as u64)
+        .map_err(|e| format!("holds too many entries: {e}"))?;
+    match list.iter().find(|code| STATUS.check(**code).is_err()) {
+        Some(code) => Err(format!("{code} is not an HTTP status")),
+        None => Ok(()),
+    }
+}
+
+/// Checks a time window: its length, its buckets, and that each bucket is at least 1 ms.
+pub(crate) fn time_window(length: Duration, buckets: u32) -> Result<(), String> {
+    WINDOW_LENGTH
+        .check(length)
+        .map_err(|e| format!("length {e}"))?;
+    WINDOW_BUCKETS
+        .check(buckets)
+        .map_err(|e| format!("buckets {e}"))?;
+    if length < MIN_BUCKET * buckets {
+        return Err(format!(
+            "buckets must be at least {} each, got {buckets} buckets in {}",
+            show(MIN_BUCKET),
+            show(length)
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_the_range_and_the_value() {
+        assert_eq!(
+            WINDOW_CALLS.check(4_000_000_000u32).unwrap_err(),
+            "must be at least 1 and at most 10000, got 4000000000"
+        );
+        assert_eq!(
+            ATTEMPTS.check(-5i64).unwrap_err(),
+            "must be at least 1 and at most 100, got -5"
+        );
+        assert_eq!(
+            TIMEOUT.check(Duration::ZERO).unwrap_err(),
+            "must be above zero and at most 1day, got 0s"
+        );
+        assert_eq!(
+            RATE.check(1.5).unwrap_err(),
+            "must be above 0 and at most 1, got 1.5"
+        );
+        assert!(RATE.check(f64::NAN).is_err());
+        assert!(BACKOFF_MULTIPLIER.check(f64::INFINITY).is_err());
+        assert_eq!(WINDOW_CALLS.check(10_000u32), Ok(10_000));
+        assert_eq!(OPEN_DURATION.check(HOUR), Ok(HOUR));
+    }
+
+    #[test]
+    fn time_windows_are_bounded_in_length_buckets_and_bucket_size() {
+        assert!(time_window(HOUR, 100).is_ok());
+        assert!(time_window(HOUR + Duration::from_millis(1), 10).is_err());
+        assert!(time_window(HOUR, 101).is_err());
+        assert!(time_window(Duration::from_millis(9), 10).is_err());
+        assert!(time_window(Duration::ZERO, 1).is_err());
+    }
+}
