@@ -19,7 +19,7 @@ use tower::{Service, ServiceExt};
 
 use crate::breaker::state::{Permit, Verdict};
 use crate::breaker::{Breaker, error_verdict};
-use crate::classify::{Class, Delivery, outcome};
+use crate::classify::{Class, Delivery, outcome, response_outcome};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::exchange::{
     Buffered, Extras, Reader, Success, buffer, call_caught, caught, hook_failed, layer_error,
@@ -293,16 +293,15 @@ impl<O: Success> Call<O> {
                 }
             }
         };
-        let response = body.into_response();
-        let result = match verdict {
-            Some(Class::Success) => Ok(response),
-            Some(class) => {
-                let mut error = Error::from_response(response, class, Delivery::Delivered);
-                error.set_method(self.method.clone());
-                Err(error)
-            }
-            None => self.classify(Ok(response)),
-        };
+        let elapsed = self.retry.attempt_started().elapsed();
+        let classifier = self.policy().classifier();
+        let result = response_outcome(
+            classifier,
+            &self.method,
+            body.into_response(),
+            verdict,
+            elapsed,
+        );
         self.classified(result)
     }
 
@@ -325,10 +324,11 @@ impl<O: Success> Call<O> {
                 // the attempt's limit, counted from the send, holds for both.
                 let ends = self.sent_at.and_then(|at| at.checked_add(self.limit));
                 let (method, url) = (self.method.clone(), response.url().clone());
+                let classifier = self.policy().classifier().clone();
                 let Reader::With(read) = &mut self.reader else {
                     return None;
                 };
-                match limited(response, limit) {
+                match limited(response, limit, classifier, method.clone()) {
                     Ok(response) => {
                         let reading = call_caught("reader", || read(response));
                         self.stage = Stage::Read(reading_until(reading, ends, status, method, url));
@@ -533,6 +533,7 @@ impl<O: Success> Future for Call<O> {
         let _call = this.retry.observer().enter_call();
         loop {
             let step = match &mut this.stage {
+                // The call's clock starts here, at its first poll (see `CallClock`).
                 Stage::Start => match this.retry.begin() {
                     Ok(request) => {
                         // Once per call: the breaker of this endpoint.
@@ -604,9 +605,7 @@ impl<O: Success> Future for Call<O> {
                         }
                     }
                 }
-                Stage::Done => Some(Err(Error::invalid_config(
-                    "request future polled after completion",
-                ))),
+                Stage::Done => Some(Err(Error::polled_after_completion())),
             };
             if let Some(output) = step {
                 return Poll::Ready(output);

@@ -203,7 +203,7 @@ impl Default for ClientBuilder {
             http: None,
             default: EndpointPolicy::default(),
             endpoints: Vec::new(),
-            classifier: SharedClassifier::Default,
+            classifier: SharedClassifier::default(),
             retry: RetryPolicy::default(),
             breaker: Some(BreakerConfig::default()),
             config_error: None,
@@ -297,7 +297,8 @@ impl ClientBuilder {
     }
 
     fn apply_config(mut self, origin: &str, text: &str) -> Self {
-        match PolicyFile::parse(origin, text) {
+        let before: Vec<&str> = self.endpoints.iter().map(|(name, _, _)| &**name).collect();
+        match PolicyFile::parse(origin, text, &before) {
             Ok(file) => {
                 self.default = file.default.inherit(&self.default);
                 self.endpoints.extend(file.endpoints);
@@ -314,7 +315,7 @@ impl ClientBuilder {
 
     /// Sorts outcomes with your classifier instead of the default one.
     pub fn classifier(mut self, classifier: impl Classifier) -> Self {
-        self.classifier = SharedClassifier::Custom(Arc::new(classifier));
+        self.classifier = SharedClassifier::new(classifier);
         self
     }
 
@@ -350,6 +351,24 @@ impl ClientBuilder {
     /// policy's attempt timeout, and leaves attempts with that limit to it. That is cheaper:
     /// setting a timeout on a request costs reqwest three allocations (about 1.3k
     /// instructions per call in `benches/instructions.sh`).
+    ///
+    /// Its own retry stays as you set it. reqwest's default resends a request that HTTP/2
+    /// refused (`REFUSED_STREAM`, or a graceful `GOAWAY` naming it unprocessed) up to twice
+    /// within one of our attempts: the history, spans, metrics and breaker see one attempt, the
+    /// server up to three requests. Turn it off, as the client's own reqwest client does, and
+    /// each refusal is an attempt of ours, never sent, so retried even for a POST:
+    ///
+    /// ```
+    /// let http = reqwest::Client::builder()
+    ///     .retry(reqwest::retry::never())
+    ///     .redirect(resilient_http::redirect::policy()) // see crate::redirect
+    ///     .build()?;
+    /// let client = resilient_http::Client::builder().reqwest_client(http).build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// Below reqwest, hyper still resends a request it had not begun to write when the pooled
+    /// connection it picked turns out to be closed; the server never saw that one.
     pub fn reqwest_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -502,6 +521,10 @@ impl ClientBuilder {
                     .connect_timeout(connect_timeout)
                     .timeout(own_timeout)
                     .redirect(crate::redirect::policy())
+                    // reqwest would resend an HTTP/2 REFUSED_STREAM or graceful GOAWAY up to
+                    // twice, unseen by the history, metrics and breaker; our retry handles
+                    // them (never sent). No retries at all also spares copying each request.
+                    .retry(reqwest::retry::never().max_retries_per_request(0))
                     .build()
                     .map_err(|e| {
                         Error::invalid_config("the reqwest client could not be built")
@@ -544,14 +567,6 @@ impl ClientBuilder {
                  tower::ServiceBuilder and set that once",
             ));
         }
-        // Every setting in range, by the one check the policy file makes too.
-        let checked = |name: &str, policy: &EndpointPolicy| {
-            policy.check().map_err(|err| {
-                let detail = err.detail().unwrap_or("invalid setting");
-                Error::invalid_config(format!("policy {name:?}: {detail}"))
-            })
-        };
-        checked("default", &self.default)?;
         let base = Base {
             retry: &self.retry,
             breaker: self.breaker.as_ref(),
@@ -559,21 +574,17 @@ impl ClientBuilder {
         };
         let default = CompiledPolicy::compile("default", &self.default, &base)?;
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
-        for (name, matcher, policy) in &self.endpoints {
-            checked(name, policy)?;
-            if policy.connect_timeout.is_some() {
+        for (index, (name, matcher, policy)) in self.endpoints.iter().enumerate() {
+            // The rules the policy file checks too (it says where in the file).
+            let before = self
+                .endpoints
+                .iter()
+                .take(index)
+                .map(|(name, _, _)| &**name);
+            if let Err(refused) = policy.check_rule(name, before) {
+                let (key, why) = (refused.key, refused.why);
                 return Err(Error::invalid_config(format!(
-                    "policy {name:?}: connect_timeout can only be set in the default policy \
-                     (reqwest sets it per client)"
-                )));
-            }
-            let taken = name == "default"
-                || endpoints
-                    .iter()
-                    .any(|(_, p): &(Matcher, CompiledPolicy)| &*p.name == name);
-            if taken {
-                return Err(Error::invalid_config(format!(
-                    "policy {name:?} is defined twice"
+                    "policy {name:?}: {key}: {why}"
                 )));
             }
             let compiled = CompiledPolicy::compile(name, &policy.inherit(&self.default), &base)?;
@@ -803,7 +814,8 @@ impl RequestBuilder {
     /// Runs `read` on each attempt's response, **inside the attempt**, and resolves to what it
     /// returns. A failure while it reads (a reset, a truncated body, the attempt timeout:
     /// anything it turns into an [`Error`] with `?`) is a failed attempt, classified and
-    /// retried like any other; an error it makes itself keeps its class. The body is limited
+    /// retried like any other; an error it makes itself ([`Error::transient`],
+    /// [`Error::permanent`]) keeps its class. The body is limited
     /// as in [`send_buffered`](Self::send_buffered). A panic in `read` fails the call with
     /// [`ErrorKind::Hook`](crate::ErrorKind::Hook).
     ///
@@ -899,6 +911,20 @@ fn new_call<O: Success>(
 pub struct PolicyService {
     http: reqwest::Client,
     policies: Arc<Policies>,
+}
+
+// No `get_mut`: calls leave some attempt limits to the `reqwest::Client`'s own timeout, which
+// the client was built with, so another one put in its place could leave attempts unbounded.
+impl PolicyService {
+    /// The `reqwest::Client` every attempt goes out on (see [`Client::reqwest_client`]).
+    pub fn get_ref(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The `reqwest::Client` every attempt goes out on; this service is consumed.
+    pub fn into_inner(self) -> reqwest::Client {
+        self.http
+    }
 }
 
 impl tower::Service<reqwest::Request> for PolicyService {

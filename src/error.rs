@@ -48,9 +48,11 @@ pub enum ErrorKind {
     InvalidRequest,
     /// The server's answer was not valid HTTP (for example a malformed status line).
     InvalidResponse,
-    /// The configuration was rejected.
+    /// The configuration was rejected; also a future of this crate polled again after it
+    /// completed (a bug in the caller, not a failure of the request).
     InvalidConfig,
-    /// Any other failure while sending or receiving (redirect loop, body error, ...).
+    /// Any other failure while sending or receiving (redirect loop, body error, ...), and an
+    /// error of yours made with [`Error::transient`] or [`Error::permanent`].
     Transport,
     /// The response body was longer than the policy's body limit (permanent: it will not
     /// shrink by asking again).
@@ -291,6 +293,120 @@ impl Error {
             Delivery::NotSent,
         )
         .with_detail(message)
+    }
+
+    /// The error of a future of this crate polled again after it completed: one kind and one
+    /// message wherever it happens.
+    pub(crate) fn polled_after_completion() -> Self {
+        Error::invalid_config("a future was polled after it completed")
+    }
+
+    /// An error of yours that trying again may fix: return it from a
+    /// [`send_with`](crate::RequestBuilder::send_with) reader or an
+    /// [`attempt_layer`](crate::ClientBuilder::attempt_layer), and the call retries it as it
+    /// would a 503 (same attempts, backoff, deadline and idempotency rules) and the circuit
+    /// breaker counts it as the endpoint's failure. From an outer
+    /// [`layer`](crate::ClientBuilder::layer), around the whole call, it comes out as it is.
+    ///
+    /// `source` is kept in the error's source chain as redacted text (error reporters print
+    /// chains as they are, and its text may quote a URL with credentials); the error itself is
+    /// [`unredacted_source`](Self::unredacted_source). A `reqwest::Error` keeps its kind and
+    /// delivery (a reset is still [`ConnectionClosed`](ErrorKind::ConnectionClosed)), and an
+    /// [`Error`] keeps everything but its class. Any other source makes an error of kind
+    /// [`Transport`](ErrorKind::Transport) that [may have been sent](Delivery::MaybeSent)
+    /// (see [`with_delivery`](Self::with_delivery)); a reader's error is
+    /// [delivered](Delivery::Delivered), since the server answered.
+    ///
+    /// ```no_run
+    /// # async fn run(client: resilient_http::Client) -> Result<(), resilient_http::Error> {
+    /// use resilient_http::Error;
+    ///
+    /// // This API answers `200 {"status":"busy"}` when it wants us back later.
+    /// let body = client
+    ///     .get("http://127.0.0.1:8080/report")
+    ///     .send_with(|response| async move {
+    ///         let body = response.text().await?;
+    ///         if body.contains(r#""status":"busy""#) {
+    ///             return Err(Error::transient("the report is still being prepared"));
+    ///         }
+    ///         Ok(body)
+    ///     })
+    ///     .await?;
+    /// # let _ = body;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn transient(source: impl Into<BoxError>) -> Self {
+        Error::made_by_user(source.into(), Class::Transient)
+    }
+
+    /// An error of yours that trying again cannot fix: the call ends with it at once, and the
+    /// circuit breaker does not count it against the endpoint. Kept as
+    /// [`transient`](Self::transient) says.
+    ///
+    /// ```
+    /// use resilient_http::{Class, Error, ErrorKind};
+    ///
+    /// #[derive(Debug)]
+    /// struct UnknownSchema(u32);
+    ///
+    /// impl std::fmt::Display for UnknownSchema {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         write!(f, "unknown schema version {}", self.0)
+    ///     }
+    /// }
+    ///
+    /// impl std::error::Error for UnknownSchema {}
+    ///
+    /// let err = Error::permanent(UnknownSchema(7));
+    /// assert_eq!(err.class(), Class::Permanent);
+    /// assert_eq!(err.kind(), ErrorKind::Transport);
+    /// assert!(err.to_string().contains("unknown schema version 7"));
+    /// let mine = err.unredacted_source().and_then(|e| e.downcast_ref::<UnknownSchema>());
+    /// assert_eq!(mine.map(|e| e.0), Some(7));
+    /// ```
+    pub fn permanent(source: impl Into<BoxError>) -> Self {
+        Error::made_by_user(source.into(), Class::Permanent)
+    }
+
+    /// Says how far the request got, for an error of yours (see [`transient`](Self::transient)):
+    /// an error of an [`attempt_layer`](crate::ClientBuilder::attempt_layer) that refused
+    /// before calling the service below is [`NotSent`](Delivery::NotSent), which lets a retry
+    /// resend even a `POST`.
+    ///
+    /// ```
+    /// use resilient_http::{Delivery, Error};
+    ///
+    /// let err = Error::transient("local rate limit").with_delivery(Delivery::NotSent);
+    /// assert_eq!(err.delivery(), Delivery::NotSent);
+    /// ```
+    pub fn with_delivery(mut self, delivery: Delivery) -> Self {
+        self.0.delivery = delivery;
+        self
+    }
+
+    fn made_by_user(source: BoxError, class: Class) -> Self {
+        let source = match source.downcast::<Error>() {
+            Ok(mut error) => {
+                error.0.class = class;
+                return *error;
+            }
+            Err(source) => source,
+        };
+        match source.downcast::<reqwest::Error>() {
+            Ok(source) => {
+                let analysis = crate::classify::analyze(&source);
+                Error::from_reqwest(*source, analysis.kind, class, analysis.delivery)
+            }
+            Err(source) => {
+                // The one-line Display shows the detail, so the error says what went wrong
+                // without its source chain; it is redacted there.
+                let detail = source.to_string();
+                Error::new(ErrorKind::Transport, class, Delivery::MaybeSent)
+                    .with_detail(detail)
+                    .with_foreign_source(source)
+            }
+        }
     }
 
     /// A request refused before sending, with a message saying why.
@@ -601,10 +717,12 @@ impl Error {
 
 impl From<reqwest::Error> for Error {
     /// Sorts a bare `reqwest::Error` with the default classifier, for example one from reading a
-    /// response body after [`send`](crate::RequestBuilder::send) returned. It has no history.
+    /// response body after [`send`](crate::RequestBuilder::send) returned; one from the body
+    /// of a [`send_with`](crate::RequestBuilder::send_with) reader keeps the verdict of the
+    /// policy's classifier. It has no history.
     fn from(err: reqwest::Error) -> Self {
         let kind = crate::classify::analyze(&err).kind;
-        let verdict = crate::classify::DefaultClassifier::classify_error(&err);
+        let verdict = crate::classify::bare_verdict(&err);
         Error::from_reqwest(err, kind, verdict.class, verdict.delivery)
     }
 }

@@ -16,7 +16,9 @@ use bytes::{Bytes, BytesMut};
 use http::{Extensions, HeaderMap, Method, StatusCode, Version};
 use url::Url;
 
-use crate::classify::{BodyClassifier, Class, Classifier, SharedClassifier, analyze};
+use crate::classify::{
+    BodyClassifier, Class, Classifier, SharedClassifier, sorting, transport_error,
+};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::hook::{AttemptHook, AuthRefresher, BoxFuture};
 use crate::retry::RetryHistory;
@@ -210,12 +212,7 @@ pub(crate) fn body_error(
     method: &Method,
     status: StatusCode,
 ) -> Error {
-    let kind = analyze(&error).kind;
-    let class = match classifier.classify(method, Err(&error)).class {
-        Class::Success => Class::Permanent,
-        class => class,
-    };
-    Error::from_reqwest(error, kind, class, crate::Delivery::Delivered).after_response(status)
+    transport_error(classifier, method, error).after_response(status)
 }
 
 /// Reads `response`'s body into memory, at most `limit` bytes.
@@ -278,9 +275,16 @@ pub(crate) async fn buffer(
     })
 }
 
-/// `response` with its body limited to `limit` bytes: reading past it fails with
-/// [`ErrorKind::BodyTooLarge`] once the error reaches [`Error::from`].
-pub(crate) fn limited(response: reqwest::Response, limit: u64) -> Result<reqwest::Response, Error> {
+/// `response`, for a reader: its body limited to `limit` bytes (reading past it fails with
+/// [`ErrorKind::BodyTooLarge`] once the error reaches [`Error::from`]), and each failure to
+/// read it sorted by the policy's `classifier`, for `Error::from` to keep (see
+/// [`sorting`]).
+pub(crate) fn limited(
+    response: reqwest::Response,
+    limit: u64,
+    classifier: SharedClassifier,
+    method: Method,
+) -> Result<reqwest::Response, Error> {
     let status = response.status();
     refuse_announced_excess(&response, limit)?;
     let url = response.url().clone();
@@ -288,7 +292,9 @@ pub(crate) fn limited(response: reqwest::Response, limit: u64) -> Result<reqwest
     let mut http_response = http::Response::<reqwest::Body>::from(response);
     let headers = std::mem::take(http_response.headers_mut());
     let extensions = std::mem::take(http_response.extensions_mut());
-    let body = http_body_util::Limited::new(http_response.into_body(), to_usize(limit));
+    let body =
+        http_body_util::BodyExt::map_err(http_response.into_body(), sorting(classifier, method));
+    let body = http_body_util::Limited::new(body, to_usize(limit));
     Ok(rebuild(
         status,
         version,

@@ -75,6 +75,29 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+/// `get_ref`, `get_mut` and `into_inner` for a middleware service whose first type parameter
+/// is the service it wraps, kept in its `inner` field, as tower's own middleware have them.
+macro_rules! inner_service_accessors {
+    ($service:ident $(, $param:ident)*) => {
+        impl<S $(, $param)*> $service<S $(, $param)*> {
+            /// The wrapped service.
+            pub fn get_ref(&self) -> &S {
+                &self.inner
+            }
+
+            /// The wrapped service, mutably.
+            pub fn get_mut(&mut self) -> &mut S {
+                &mut self.inner
+            }
+
+            /// The wrapped service; this one is consumed.
+            pub fn into_inner(self) -> S {
+                self.inner
+            }
+        }
+    };
+}
+
 pub mod breaker;
 mod call;
 pub mod classify;

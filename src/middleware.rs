@@ -6,7 +6,11 @@
 //! use resilient_http::middleware::ResilientMiddleware;
 //!
 //! let resilience = ResilientMiddleware::new(resilient_http::Client::builder())?;
-//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//! // reqwest's own retry off: every try is one of ours (see below).
+//! let http = reqwest::Client::builder()
+//!     .retry(reqwest::retry::never())
+//!     .build()?;
+//! let client = reqwest_middleware::ClientBuilder::new(http)
 //!     .with(resilience)
 //!     .build();
 //! match client.get("http://127.0.0.1:8080/items").send().await {
@@ -25,6 +29,15 @@
 //! into their copy is not seen by earlier ones. Put this middleware last in the chain unless a
 //! later one should run once per attempt (a signer, say). The client's connect timeout is the
 //! `reqwest::Client`'s own: the policies' `connect_timeout` does not apply here.
+//!
+//! The `reqwest::Client` under the chain is yours, and so is its retry. reqwest's default
+//! resends a request that HTTP/2 refused (`REFUSED_STREAM`, or a graceful `GOAWAY` naming it
+//! unprocessed) up to twice within one of this middleware's attempts, unseen by the history,
+//! spans, metrics and breaker. Build it with
+//! `reqwest::Client::builder().retry(reqwest::retry::never())`, as above, and each refusal is an
+//! attempt here, never sent, so retried even for a POST. (hyper, below reqwest, still resends a
+//! request it had not begun to write when a pooled connection turns out to be closed; the server
+//! never saw that one.)
 
 use std::sync::Arc;
 use std::task::{Context, Poll};

@@ -29,9 +29,9 @@ impl<O: Success> State<O> {
                 *self = State::Failed(None);
                 Poll::Ready(output)
             }
-            State::Failed(error) => Poll::Ready(Err(error.take().unwrap_or_else(|| {
-                Error::invalid_config("request future polled after completion")
-            }))),
+            State::Failed(error) => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(Error::polled_after_completion))),
         }
     }
 }

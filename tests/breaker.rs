@@ -662,3 +662,57 @@ async fn through_the_middleware_a_total_outage_opens_the_breaker_whichever_threa
     assert!((20..=100).contains(&sent), "opened after {sent} failures");
     assert_eq!(server.hits("/down"), sent as usize);
 }
+/// A failing probe opens the circuit again even while other probes are taken and given back
+/// at that very moment. (Its result was dropped when the half-open word's counts changed
+/// under it: the probe's permit leaked, and after one success the breaker stayed half-open
+/// for ever, turning every call away.) Two threads race on purpose; the check is exact (only
+/// this thread's failures open the circuit), so a correct breaker cannot fail it.
+#[test]
+fn a_failing_probe_reopens_while_other_probes_come_and_go() {
+    let opened = Arc::new(AtomicUsize::new(0));
+    let counter = opened.clone();
+    let config = BreakerConfig::builder()
+        .window(Window::Calls(1))
+        .min_calls(1)
+        .half_open_probes(2)
+        // Below the breaker's millisecond clock: half-open again at once.
+        .open_duration(Duration::from_micros(1), Duration::from_micros(1))
+        .on_state_change(move |change| {
+            if change.to == State::Open {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .build()
+        .unwrap();
+    let registry = BreakerRegistry::new(config);
+    let handle = registry.get_or_create("http://a.internal");
+    handle.try_acquire().unwrap().failure();
+    assert_eq!(handle.state(), State::Open);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let lost = std::thread::scope(|s| {
+        // Cancelled probes: each taken and given back.
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                drop(handle.try_acquire());
+            }
+        });
+        let lost = (0..500_000).find(|_| {
+            let probe = loop {
+                if let Ok(probe) = handle.try_acquire() {
+                    break probe;
+                }
+            };
+            let before = opened.load(Ordering::SeqCst);
+            probe.failure();
+            opened.load(Ordering::SeqCst) == before
+        });
+        done.store(true, Ordering::Relaxed);
+        lost
+    });
+    assert_eq!(
+        lost,
+        None,
+        "a failing probe left the breaker {:?}",
+        handle.state()
+    );
+}

@@ -227,3 +227,37 @@ async fn a_failed_tls_handshake_is_permanent_and_not_retried() {
     assert_eq!(err.delivery(), Delivery::NotSent);
     assert_eq!(err.attempts().len(), 1, "not retried");
 }
+
+/// A gateway that promises `x-not-processed` answers did no work: the classifier says they
+/// were never sent, so even a POST is sent again. Whether the status or a body classifier
+/// gave the class, the delivery is the classifier's: one verdict, both paths.
+#[tokio::test(start_paused = true)]
+async fn a_body_classifiers_verdict_keeps_the_classifiers_delivery() {
+    use resilient_http::classify::body_classifier_fn;
+    let server = FaultServer::start().await.unwrap();
+    let not_processed = || Reply::status(503).header("x-not-processed", "1");
+    let busy = || Reply::ok("busy").header("x-not-processed", "1");
+    server.script("/status", [not_processed(), Reply::ok("done")]);
+    server.script("/body", [busy(), Reply::ok("done")]);
+    let client = Client::builder()
+        .classifier(classify_fn(|method, result| {
+            let verdict = DefaultClassifier.classify(method, result);
+            match result {
+                Ok(r) if r.headers().contains_key("x-not-processed") => Classification {
+                    delivery: Delivery::NotSent,
+                    ..verdict
+                },
+                _ => verdict,
+            }
+        }))
+        .body_classifier(body_classifier_fn(|_, _, body| {
+            (body == b"busy").then_some(Class::Transient)
+        }))
+        .build()
+        .unwrap();
+    for path in ["/status", "/body"] {
+        let response = client.post(server.url(path)).body("order").send().await;
+        assert_eq!(response.unwrap().text().await.unwrap(), "done", "{path}");
+        assert_eq!(server.hits(path), 2, "{path}");
+    }
+}

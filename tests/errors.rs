@@ -297,3 +297,301 @@ async fn errors_while_reading_a_body_name_the_request() {
         }
     }
 }
+
+/// A reader's "come back later" found in a body (an error of its own).
+#[derive(Debug)]
+struct Busy(&'static str);
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Busy {}
+
+/// Up to 3 attempts, 100 ms then 200 ms apart.
+fn three_attempts() -> RetryPolicy {
+    RetryPolicy::builder()
+        .max_attempts(3)
+        .jitter(resilient_http::retry::Jitter::None)
+        .build()
+        .unwrap()
+}
+
+/// Retries up to 3 attempts; a classifier that calls every transport error
+/// permanent, so an error a reader made keeping its class is not the classifier's doing.
+fn retrying_client() -> Client {
+    use resilient_http::classify::{Classification, Classifier, DefaultClassifier, classify_fn};
+    Client::builder()
+        .retry(three_attempts())
+        .classifier(classify_fn(|method, result| match result {
+            Ok(_) => DefaultClassifier.classify(method, result),
+            Err(error) => Classification {
+                class: Class::Permanent,
+                ..DefaultClassifier::classify_error(error)
+            },
+        }))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_makes_transient_and_permanent_errors_that_keep_their_class() {
+    let server = FaultServer::start().await.unwrap();
+    let client = retrying_client();
+    let read = |response: reqwest::Response| async move {
+        let body = response.text().await?;
+        match body.as_str() {
+            "busy" => Err(Error::transient(Busy("still preparing"))),
+            "schema 7" => Err(Error::permanent(Busy("unknown schema version 7"))),
+            _ => Ok(body),
+        }
+    };
+
+    server.script(
+        "/busy",
+        [Reply::ok("busy"), Reply::ok("busy"), Reply::ok("done")],
+    );
+    let body = client.get(server.url("/busy")).send_with(read).await;
+    assert_eq!(body.unwrap(), "done");
+    assert_eq!(server.hits("/busy"), 3);
+
+    server.script("/schema", [Reply::ok("schema 7"), Reply::ok("fine")]);
+    let err = client
+        .get(server.url("/schema"))
+        .send_with(read)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        server.hits("/schema"),
+        1,
+        "a permanent error is not retried"
+    );
+    assert_eq!(err.class(), Class::Permanent);
+    assert_eq!(err.kind(), ErrorKind::Transport);
+    assert_eq!(err.delivery(), Delivery::Delivered, "the server answered");
+    assert_eq!(err.status(), Some(http::StatusCode::OK));
+    assert_eq!(err.attempts().len(), 1);
+    assert!(
+        err.to_string().contains("unknown schema version 7"),
+        "{err}"
+    );
+    let source = err.source().map(ToString::to_string);
+    assert_eq!(source.as_deref(), Some("unknown schema version 7"));
+    let mine = err
+        .unredacted_source()
+        .and_then(|e| e.downcast_ref::<Busy>());
+    assert_eq!(mine.map(|e| e.0), Some("unknown schema version 7"));
+
+    // A `reqwest::Error` keeps its kind; the class is the reader's, not the classifier's.
+    server.script(
+        "/reset",
+        [Reply::body_then_reset(200, "par"), Reply::ok("whole")],
+    );
+    let body = client
+        .get(server.url("/reset"))
+        .send_with(|response| async move { response.text().await.map_err(Error::transient) })
+        .await;
+    assert_eq!(body.unwrap(), "whole");
+    assert_eq!(server.hits("/reset"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_error_made_from_a_reqwest_error_keeps_its_kind() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/reset", [Reply::body_then_reset(200, "par")]);
+    let err = retrying_client()
+        .get(server.url("/reset"))
+        .send_with(|response| async move { response.text().await.map_err(Error::permanent) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{err}");
+    assert_eq!(err.class(), Class::Permanent);
+    assert_eq!(err.attempts().len(), 1);
+    assert_eq!(server.hits("/reset"), 1);
+}
+
+#[test]
+fn errors_of_yours_never_show_secrets() {
+    let leaky = "GET http://user:hunter2@example.com/?api_key=query-secret failed";
+    for err in [Error::transient(leaky), Error::permanent(Busy(leaky))] {
+        assert_no_secrets(&err);
+        assert!(err.to_string().contains("example.com"), "{err}");
+    }
+    // The original is there, unredacted, for code that asks for it by name.
+    let err = Error::permanent(Busy(leaky));
+    let original = err.unredacted_source().map(ToString::to_string);
+    assert_eq!(original.as_deref(), Some(leaky));
+}
+
+/// An attempt layer that turns away the first `refusals` attempts with `refusal`, before
+/// sending them.
+#[derive(Clone)]
+struct Refusing<S> {
+    inner: S,
+    left: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    refusal: fn() -> Error,
+}
+
+impl<S> tower::Service<reqwest::Request> for Refusing<S>
+where
+    S: tower::Service<reqwest::Request, Response = reqwest::Response, Error = reqwest::Error>,
+    S::Future: Send + 'static,
+{
+    type Response = reqwest::Response;
+    type Error = resilient_http::BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<reqwest::Response, resilient_http::BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: reqwest::Request) -> Self::Future {
+        use std::sync::atomic::Ordering;
+        let refuse = self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if refuse {
+            let error = (self.refusal)();
+            return Box::pin(async move { Err(error.into()) });
+        }
+        let sending = self.inner.call(request);
+        Box::pin(async move { Ok(sending.await?) })
+    }
+}
+
+fn refusing(refusals: u32, refusal: fn() -> Error) -> Client {
+    let left = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(refusals));
+    Client::builder()
+        .retry(three_attempts())
+        .attempt_layer(tower::layer::layer_fn(move |inner| Refusing {
+            inner,
+            left: left.clone(),
+            refusal,
+        }))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_layer_makes_errors_that_keep_their_class_and_delivery() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/p", [Reply::ok("posted")]);
+    // Never sent, so even a POST is sent again.
+    let warming_up = || Error::transient("warming up").with_delivery(Delivery::NotSent);
+    let response = refusing(2, warming_up)
+        .post(server.url("/p"))
+        .body("order")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "posted");
+    assert_eq!(server.hits("/p"), 1);
+
+    let forbidden = || Error::permanent("no calls to this host from here");
+    let err = refusing(1, forbidden)
+        .get(server.url("/g"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), Class::Permanent);
+    assert_eq!(err.kind(), ErrorKind::Transport);
+    assert_eq!(err.attempts().len(), 1, "{err}");
+    assert_eq!(server.hits("/g"), 0);
+}
+
+/// Every future of this crate polled again after it completed fails the same way.
+#[tokio::test]
+async fn polling_after_completion_is_one_kind_of_error_everywhere() {
+    use resilient_http::breaker::{BreakerConfig, CircuitBreakerLayer};
+    use resilient_http::classify::{ClassifyLayer, DefaultClassifier};
+    use resilient_http::timeout::AttemptTimeoutLayer;
+    use tower::{Service, ServiceBuilder, ServiceExt};
+
+    let server = FaultServer::start().await.unwrap();
+    server.script("/done", [Reply::ok("ok")]);
+    let mut again = Vec::new();
+
+    let mut sent = client().get(server.url("/done")).send();
+    assert!((&mut sent).await.is_ok());
+    again.push((&mut sent).await.unwrap_err());
+
+    let mut refused = client().get("not a url").send();
+    assert_eq!(
+        (&mut refused).await.unwrap_err().kind(),
+        ErrorKind::InvalidRequest
+    );
+    again.push((&mut refused).await.unwrap_err());
+
+    let breaker = CircuitBreakerLayer::new(BreakerConfig::default()).with_key("k");
+    breaker.registry().unwrap().get_or_create("k").force_open();
+    let mut service = ServiceBuilder::new()
+        .layer(breaker)
+        .layer(ClassifyLayer::new(DefaultClassifier))
+        .service(reqwest::Client::new());
+    let request = reqwest::Request::new(http::Method::GET, server.url("/done").parse().unwrap());
+    let mut rejected = Box::pin(service.ready().await.unwrap().call(request));
+    assert_eq!(
+        rejected.as_mut().await.unwrap_err().kind(),
+        ErrorKind::CircuitOpen
+    );
+    again.push(rejected.as_mut().await.unwrap_err());
+
+    let mut service = ServiceBuilder::new()
+        .layer(AttemptTimeoutLayer::new(Duration::from_secs(5)))
+        .layer(ClassifyLayer::new(DefaultClassifier))
+        .service(reqwest::Client::new());
+    let mut request =
+        reqwest::Request::new(http::Method::GET, server.url("/done").parse().unwrap());
+    *request.timeout_mut() = Some(Duration::ZERO);
+    let mut expired = Box::pin(service.ready().await.unwrap().call(request));
+    assert_eq!(
+        expired.as_mut().await.unwrap_err().kind(),
+        ErrorKind::DeadlineExceeded
+    );
+    again.push(expired.as_mut().await.unwrap_err());
+
+    for err in &again {
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+        assert_eq!(err.class(), Class::Permanent, "{err}");
+        assert_eq!(err.to_string(), again[0].to_string());
+    }
+    assert_eq!(server.hits("/done"), 1);
+}
+
+/// Every service wrapping another hands it out as tower's own middleware do.
+#[test]
+fn every_service_hands_out_the_one_it_wraps() {
+    use resilient_http::breaker::{BreakerConfig, CircuitBreakerLayer};
+    use resilient_http::classify::{ClassifyLayer, DefaultClassifier};
+    use resilient_http::retry::RetryLayer;
+    use resilient_http::timeout::{AttemptTimeoutLayer, TotalDeadlineLayer};
+    use tower::ServiceBuilder;
+
+    let mut stack = ServiceBuilder::new()
+        .layer(TotalDeadlineLayer::new(Duration::from_secs(9)))
+        .layer(RetryLayer::new(RetryPolicy::never()))
+        .layer(CircuitBreakerLayer::new(BreakerConfig::default()))
+        .layer(AttemptTimeoutLayer::new(Duration::from_secs(3)))
+        .layer(ClassifyLayer::new(DefaultClassifier))
+        .service(reqwest::Client::new());
+    let _: &reqwest::Client = stack.get_ref().get_ref().get_ref().get_ref().get_ref();
+    let _: &mut reqwest::Client = stack.get_mut().get_mut().get_mut().get_mut().get_mut();
+    let _: reqwest::Client = stack
+        .into_inner()
+        .into_inner()
+        .into_inner()
+        .into_inner()
+        .into_inner();
+
+    let service = client().service();
+    let _: &reqwest::Client = service.get_ref();
+    let _: reqwest::Client = service.into_inner();
+}

@@ -1,57 +1,338 @@
-//! HTTP/2 stream refusals and GOAWAY, from a real h2 server on loopback.
+//! HTTP/2 stream refusals and GOAWAY, from real HTTP/2 servers on loopback.
+//!
+//! reqwest retries these by itself unless told not to, unseen by the history. So each test
+//! counts the streams the server received and compares them with the attempts we recorded.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use resilient_http::{Class, Client, Delivery, ErrorKind};
+use resilient_http::breaker::endpoint_key;
+use resilient_http::retry::{Jitter, RetryHistory, RetryPolicy};
+use resilient_http::{AttemptOutcome, Class, Client, Delivery, ErrorKind};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio_rustls::rustls;
 
-/// Serves one connection with prior-knowledge HTTP/2 and either refuses every stream or
-/// answers the first with GOAWAY.
-async fn h2_server(refuse: bool) -> String {
+/// How many streams (requests) a server received, over all its connections.
+type Seen = Arc<AtomicUsize>;
+
+/// Serves HTTP/2 on `io`: the first `refused` streams of the server (`seen` counts them all)
+/// are refused with REFUSED_STREAM, the others answered 200.
+async fn serve_refusing<T>(io: T, refused: usize, seen: Seen)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let Ok(mut connection) = h2::server::handshake(io).await else {
+        return;
+    };
+    while let Some(Ok((_request, mut respond))) = connection.accept().await {
+        if seen.fetch_add(1, Ordering::SeqCst) < refused {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+        } else {
+            let response = http::Response::new(());
+            respond.send_response(response, true).unwrap();
+        }
+    }
+}
+
+/// A prior-knowledge (cleartext) HTTP/2 server refusing the first `refused` streams.
+async fn refusing_server(refused: usize) -> (String, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Seen::default();
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve_refusing(socket, refused, counter.clone()));
+        }
+    });
+    (format!("http://{addr}/"), seen)
+}
+
+/// Answers the first stream with GOAWAY(INTERNAL_ERROR) naming it as processed.
+async fn aborting_server() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (socket, _) = listener.accept().await.unwrap();
         let mut connection = h2::server::handshake(socket).await.unwrap();
-        // hyper retries a refused stream by itself once, so refuse every stream.
-        while let Some(Ok((_request, mut respond))) = connection.accept().await {
-            if refuse {
-                respond.send_reset(h2::Reason::REFUSED_STREAM);
-            } else {
-                connection.abrupt_shutdown(h2::Reason::INTERNAL_ERROR);
-            }
+        while let Some(Ok(_)) = connection.accept().await {
+            connection.abrupt_shutdown(h2::Reason::INTERNAL_ERROR);
         }
     });
     format!("http://{addr}/")
 }
 
-fn h2_client() -> Client {
-    let http = reqwest::Client::builder()
-        .http2_prior_knowledge()
+/// Answers every stream's HEADERS with a graceful GOAWAY (NO_ERROR) whose last stream id is 0:
+/// the server did not process the stream (RFC 9113 §6.8). Written frame by frame, because h2's
+/// server has processed a stream by the time it hands it over.
+async fn graceful_goaway_server() -> (String, Seen) {
+    const SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+    const HEADERS: u8 = 1;
+    // Length 8, type GOAWAY, stream 0; last stream id 0, error code NO_ERROR.
+    const GOAWAY: [u8; 17] = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Seen::default();
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let seen = counter.clone();
+            tokio::spawn(async move {
+                let mut preface = [0; 24];
+                socket.read_exact(&mut preface).await?;
+                socket.write_all(&SETTINGS).await?;
+                loop {
+                    let mut head = [0; 9];
+                    socket.read_exact(&mut head).await?;
+                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                    socket.read_exact(&mut vec![0; len]).await?;
+                    if head[3] == HEADERS {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        socket.write_all(&GOAWAY).await?;
+                        break;
+                    }
+                }
+                // Closing with the client's frames unread would reset the connection, maybe
+                // before the client reads the GOAWAY: wait for it to close first.
+                socket.shutdown().await?;
+                socket.read_to_end(&mut Vec::new()).await?;
+                std::io::Result::Ok(())
+            });
+        }
+    });
+    (format!("http://{addr}/"), seen)
+}
+
+/// A `reqwest::Client` of the user's speaking HTTP/2 over cleartext, with or without
+/// reqwest's own retry.
+fn prior_knowledge(reqwest_retries: bool) -> reqwest::Client {
+    let builder = reqwest::Client::builder().http2_prior_knowledge();
+    let builder = if reqwest_retries {
+        builder
+    } else {
+        builder.retry(reqwest::retry::never())
+    };
+    builder.build().unwrap()
+}
+
+/// Three attempts, no delay between them: nothing here depends on time.
+fn three_attempts() -> RetryPolicy {
+    RetryPolicy::builder()
+        .max_attempts(3)
+        .backoff_base(Duration::ZERO)
+        .jitter(Jitter::None)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn h2_client(http: reqwest::Client, retry: RetryPolicy) -> Client {
     Client::builder()
         .reqwest_client(http)
-        .retry(resilient_http::retry::RetryPolicy::never())
+        .retry(retry)
         .attempt_timeout(Duration::from_secs(5))
         .build()
         .unwrap()
 }
 
+const REFUSED: AttemptOutcome = AttemptOutcome::Error(ErrorKind::ConnectionClosed);
+
+fn history(response: &reqwest::Response) -> Vec<(AttemptOutcome, Delivery)> {
+    let RetryHistory(attempts) = response.extensions().get::<RetryHistory>().unwrap();
+    attempts.iter().map(|a| (a.outcome, a.delivery)).collect()
+}
+
 #[tokio::test]
 async fn refused_stream_is_transient_and_never_sent() {
-    let url = h2_server(true).await;
-    let err = h2_client().post(url).body("x").send().await.unwrap_err();
+    let (url, seen) = refusing_server(usize::MAX).await;
+    let client = h2_client(prior_knowledge(false), RetryPolicy::never());
+    let err = client.post(url).body("x").send().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{err:?}");
     assert_eq!(err.class(), Class::Transient);
     assert_eq!(err.delivery(), Delivery::NotSent);
+    assert_eq!(err.attempts().len(), 1);
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn refused_streams_are_retried_by_us_even_for_post() {
+    let (url, seen) = refusing_server(2).await;
+    let client = h2_client(prior_knowledge(false), three_attempts());
+    let response = client.post(&url).body("x").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let ok = AttemptOutcome::Status(http::StatusCode::OK);
+    assert_eq!(
+        history(&response),
+        [
+            (REFUSED, Delivery::NotSent),
+            (REFUSED, Delivery::NotSent),
+            (ok, Delivery::Delivered),
+        ]
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
+    // The breaker counted every attempt, the refusals as failures.
+    let breakers = client.breakers().unwrap();
+    let url = url.parse().unwrap();
+    let counts = breakers.get(&endpoint_key(&url)).unwrap().counts();
+    assert_eq!((counts.calls, counts.failures), (3, 2));
+}
+
+/// What a `reqwest::Client` of the user's still does, as the README says: reqwest sends a
+/// refused request twice more by itself, and `retry(reqwest::retry::never())` stops it.
+#[tokio::test]
+async fn a_reqwest_client_of_yours_keeps_reqwest_retries_until_turned_off() {
+    for (reqwest_retries, streams) in [(true, 3), (false, 1)] {
+        let (url, seen) = refusing_server(usize::MAX).await;
+        let client = h2_client(prior_knowledge(reqwest_retries), RetryPolicy::never());
+        let err = client.get(url).send().await.unwrap_err();
+        assert_eq!(err.attempts().len(), 1);
+        assert_eq!(seen.load(Ordering::SeqCst), streams, "{reqwest_retries}");
+    }
+}
+
+#[tokio::test]
+async fn graceful_goaway_was_never_sent_and_is_retried_even_for_post() {
+    let (url, seen) = graceful_goaway_server().await;
+    let client = h2_client(prior_knowledge(false), three_attempts());
+    let err = client.post(url).body("x").send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{err:?}");
+    assert_eq!(err.class(), Class::Transient);
+    assert_eq!(err.delivery(), Delivery::NotSent);
+    let attempts: Vec<_> = err.attempts().iter().map(|a| a.delivery).collect();
+    assert_eq!(attempts, [Delivery::NotSent; 3]);
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
 async fn goaway_is_transient_and_maybe_sent() {
-    let url = h2_server(false).await;
-    let err = h2_client().get(url).send().await.unwrap_err();
+    let url = aborting_server().await;
+    let client = h2_client(prior_knowledge(false), RetryPolicy::never());
+    let err = client.get(url).send().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{err:?}");
     assert_eq!(err.class(), Class::Transient);
     assert_eq!(err.delivery(), Delivery::MaybeSent);
+}
+
+// The client's own reqwest client speaks HTTP/2 only over TLS, negotiated by ALPN, and trusts
+// only the platform's roots: its tests run in a child process told to trust a test CA.
+
+const TEST_CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/h2-test-ca.pem");
+
+/// True in the child process, which trusts the test CA (rustls reads `SSL_CERT_FILE` on
+/// Linux). The parent runs `test` there and checks it passed. Setting the variable in this
+/// process instead would race the other tests' threads reading the environment.
+fn trusting_test_ca(test: &str) -> bool {
+    if std::env::var_os("SSL_CERT_FILE").is_some_and(|file| file == TEST_CA) {
+        return true;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env("SSL_CERT_FILE", TEST_CA)
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the test did not run: {stdout}"
+    );
+    false
+}
+
+/// An HTTP/2-only server over TLS for `127.0.0.1`, refusing the first `refused` streams.
+async fn tls_refusing_server(refused: usize) -> (String, Seen) {
+    let cert = include_bytes!("data/h2-test-server.der");
+    let key = include_bytes!("data/h2-test-server.key.der");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![rustls::pki_types::CertificateDer::from(&cert[..])],
+            rustls::pki_types::PrivatePkcs8KeyDer::from(&key[..]).into(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Seen::default();
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), counter.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(socket).await {
+                    serve_refusing(tls, refused, seen).await;
+                }
+            });
+        }
+    });
+    (format!("https://{addr}/"), seen)
+}
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// The client's own reqwest client retries nothing: the server saw exactly our one attempt.
+#[test]
+#[cfg_attr(
+    not(all(unix, not(target_vendor = "apple"))),
+    ignore = "trusts the test CA through SSL_CERT_FILE, read on Linux and BSD only"
+)]
+fn our_reqwest_client_sends_a_refused_stream_once() {
+    if !trusting_test_ca("our_reqwest_client_sends_a_refused_stream_once") {
+        return;
+    }
+    block_on(async {
+        let (url, seen) = tls_refusing_server(usize::MAX).await;
+        let client = Client::builder()
+            .retry(RetryPolicy::never())
+            .build()
+            .unwrap();
+        let err = client.post(url).body("x").send().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{err:?}");
+        assert_eq!(err.class(), Class::Transient);
+        assert_eq!(err.delivery(), Delivery::NotSent);
+        assert_eq!(err.attempts().len(), 1);
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// Refused streams are retried by our retry, so each is in the history (and the spans,
+/// metrics and breaker that follow it): three streams, three attempts.
+#[test]
+#[cfg_attr(
+    not(all(unix, not(target_vendor = "apple"))),
+    ignore = "trusts the test CA through SSL_CERT_FILE, read on Linux and BSD only"
+)]
+fn our_reqwest_client_leaves_refused_streams_to_our_retry() {
+    if !trusting_test_ca("our_reqwest_client_leaves_refused_streams_to_our_retry") {
+        return;
+    }
+    block_on(async {
+        let (url, seen) = tls_refusing_server(2).await;
+        let client = Client::builder().retry(three_attempts()).build().unwrap();
+        let response = client.post(url).body("x").send().await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        let ok = AttemptOutcome::Status(http::StatusCode::OK);
+        assert_eq!(
+            history(&response),
+            [
+                (REFUSED, Delivery::NotSent),
+                (REFUSED, Delivery::NotSent),
+                (ok, Delivery::Delivered),
+            ]
+        );
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+    });
 }

@@ -1,107 +1,12 @@
-//! The reqwest-middleware adapter behaves as the client does: same scenarios, same server hits.
+//! The reqwest-middleware adapter: bounds, configuration errors and the breaker. That it
+//! agrees with the client scenario by scenario is `tests/parity.rs`.
 #![cfg(feature = "reqwest-middleware")]
 
 use std::time::Duration;
 
 use resilient_http::middleware::ResilientMiddleware;
-use resilient_http::policy::{EndpointPolicy, Matcher};
-use resilient_http::retry::Jitter;
 use resilient_http::testkit::{FaultServer, Reply};
-use resilient_http::{Client, ClientBuilder, ErrorKind};
-
-fn builder() -> ClientBuilder {
-    Client::builder()
-        .default_policy(EndpointPolicy::new().jitter(Jitter::None))
-        .endpoint(
-            "payments",
-            Matcher::new().path("/pay*"),
-            EndpointPolicy::new().attempts(1),
-        )
-}
-
-/// Runs `path`'s script through one of the two clients and returns (status or error kind,
-/// attempts, hits).
-async fn run(
-    server: &FaultServer,
-    through_middleware: bool,
-    method: http::Method,
-    path: &str,
-    script: Vec<Reply>,
-) -> (String, usize, usize) {
-    server.script(path, script);
-    let url = server.url(path);
-    let outcome = if through_middleware {
-        let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-            .with(ResilientMiddleware::new(builder()).unwrap())
-            .build();
-        match client.request(method, &url).send().await {
-            Ok(response) => (response.status().to_string(), 0),
-            Err(err) => {
-                let typed = ResilientMiddleware::error(&err).expect("a typed error");
-                assert_eq!(
-                    typed.policy().unwrap(),
-                    if path.starts_with("/pay") {
-                        "payments"
-                    } else {
-                        "default"
-                    }
-                );
-                (format!("{:?}", typed.kind()), typed.attempts().len())
-            }
-        }
-    } else {
-        let client = builder().build().unwrap();
-        match client.request(method, &url).send().await {
-            Ok(response) => (response.status().to_string(), 0),
-            Err(err) => (format!("{:?}", err.kind()), err.attempts().len()),
-        }
-    };
-    (outcome.0, outcome.1, server.hits(path))
-}
-
-#[tokio::test(start_paused = true)]
-async fn the_middleware_and_the_client_agree() {
-    let server = FaultServer::start().await.unwrap();
-    let scenarios: Vec<(http::Method, &str, Vec<Reply>)> = vec![
-        (
-            http::Method::GET,
-            "flaky",
-            vec![Reply::status(503), Reply::status(503), Reply::ok("x")],
-        ),
-        (http::Method::GET, "down", vec![Reply::status(503)]),
-        (http::Method::GET, "missing", vec![Reply::status(404)]),
-        (
-            http::Method::POST,
-            "post",
-            vec![Reply::status(503), Reply::ok("x")],
-        ),
-        (
-            http::Method::GET,
-            "pay",
-            vec![Reply::status(503), Reply::ok("x")],
-        ),
-        (
-            http::Method::GET,
-            "reset",
-            vec![Reply::reset(), Reply::ok("x")],
-        ),
-    ];
-    for (method, name, script) in scenarios {
-        let client = run(
-            &server,
-            false,
-            method.clone(),
-            &format!("/{name}-c"),
-            script.clone(),
-        )
-        .await;
-        let middleware = run(&server, true, method, &format!("/{name}-m"), script).await;
-        assert_eq!(client, middleware, "{name}: client vs middleware");
-    }
-    assert_eq!(server.hits("/flaky-m"), 3);
-    assert_eq!(server.hits("/pay-m"), 1);
-    assert_eq!(server.hits("/post-m"), 1);
-}
+use resilient_http::{Client, ErrorKind};
 
 #[tokio::test]
 async fn the_middleware_bounds_a_hang() {

@@ -185,7 +185,11 @@ fn invalid_combinations_fail_at_build() {
         .endpoint("a", Matcher::new(), EndpointPolicy::new())
         .build()
         .unwrap_err();
-    assert!(err.to_string().contains("\"a\" is defined twice"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("policy \"a\": name: a policy of this name is already defined"),
+        "{err}"
+    );
     let err = Client::builder()
         .endpoint(
             "x",
@@ -194,7 +198,11 @@ fn invalid_combinations_fail_at_build() {
         )
         .build()
         .unwrap_err();
-    assert!(err.to_string().contains("connect_timeout"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("policy \"x\": connect_timeout: only the default policy can set it"),
+        "{err}"
+    );
     let err = Client::builder()
         .endpoint(
             "slow",
@@ -206,6 +214,41 @@ fn invalid_combinations_fail_at_build() {
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
     assert!(
         err.to_string().contains("policy \"slow\": backoff base"),
+        "{err}"
+    );
+}
+
+/// A rule is refused by the same check whether it comes from the builder or a file, and a
+/// file's rule is located in the file even when the name it redefines came from elsewhere
+/// (the builder, an earlier file): the file once checked only its own names.
+#[test]
+fn a_rule_name_taken_before_the_file_is_refused_at_its_line() {
+    let file = "[default]\nattempts = 2\n\n[[endpoint]]\nname = \"x\"\n";
+    let want =
+        "policy.toml:5: \"name\": a policy of this name is already defined in [[endpoint]] \"x\"";
+    let from_builder = Client::builder()
+        .endpoint("x", Matcher::new(), EndpointPolicy::new())
+        .config_toml(file)
+        .build()
+        .unwrap_err();
+    let from_a_file = Client::builder()
+        .config_toml("[[endpoint]]\nname = \"x\"\n")
+        .config_toml(file)
+        .build()
+        .unwrap_err();
+    for err in [from_builder, from_a_file] {
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(err.to_string().contains(want), "got: {err}\n  want: {want}");
+    }
+    // A builder rule after the file is the builder's mistake, with the same words.
+    let err = Client::builder()
+        .config_toml(file)
+        .endpoint("x", Matcher::new(), EndpointPolicy::new())
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("policy \"x\": name: a policy of this name is already defined"),
         "{err}"
     );
 }

@@ -132,6 +132,49 @@ async fn the_clock_starts_at_the_first_poll() {
     assert_eq!(server.hits("/later"), 1);
 }
 
+/// The same rule on the layers' path: a call made, then run a minute later, keeps its whole
+/// budget. The retry layer once started its deadline when called, and `TotalDeadline` its
+/// timer, so such a call failed at its first poll.
+#[tokio::test(start_paused = true)]
+async fn the_layers_start_the_clock_at_the_first_poll_too() {
+    use resilient_http::classify::{ClassifyLayer, DefaultClassifier};
+    use resilient_http::retry::RetryLayer;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::Service;
+
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let flaky = service_fn(move |_req: reqwest::Request| {
+        let status = if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+            503
+        } else {
+            200
+        };
+        let response = http::Response::builder().status(status).body("").unwrap();
+        async move { Ok::<_, reqwest::Error>(reqwest::Response::from(response)) }
+    });
+    let mut stack = ServiceBuilder::new()
+        .layer(TotalDeadlineLayer::new(Duration::from_secs(30)))
+        .layer(RetryLayer::new(RetryPolicy::default()))
+        .layer(ClassifyLayer::new(DefaultClassifier))
+        .service(flaky);
+    let call = stack.ready().await.unwrap().call(request());
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let response = call.await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+    // The deadline's own timer counts from the first poll too.
+    let never = service_fn(|_req: reqwest::Request| pending::<Result<reqwest::Response, Error>>());
+    let mut service = TotalDeadlineLayer::new(Duration::from_secs(3)).layer(never);
+    let call = service.ready().await.unwrap().call(request());
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let started = Instant::now();
+    let err = call.await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    assert_eq!(started.elapsed(), Duration::from_secs(3) + BACKSTOP_GRACE);
+}
+
 /// An attempt layer sees the attempt's limit on the request, even where the reqwest client
 /// would apply the same limit by itself.
 #[tokio::test]

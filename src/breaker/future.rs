@@ -7,7 +7,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use super::state::{Breaker, Permit, Verdict};
-use crate::classify::{Class, Delivery};
+use crate::classify::Class;
 use crate::error::{Error, ErrorKind};
 
 pin_project! {
@@ -67,10 +67,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Some(inner) = this.inner.as_pin_mut() else {
-            let error = this.rejection.take().unwrap_or_else(|| {
-                Error::new(ErrorKind::Transport, Class::Permanent, Delivery::NotSent)
-                    .with_detail("circuit breaker future polled after completion")
-            });
+            let error = this
+                .rejection
+                .take()
+                .unwrap_or_else(Error::polled_after_completion);
             return Poll::Ready(Err(error));
         };
         let result = ready!(inner.poll(cx));

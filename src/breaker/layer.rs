@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use tower::Layer;
 
+use super::state::Breaker;
 use super::{BreakerConfig, BreakerRegistry, CircuitBreaker};
 
 /// One circuit breaker per endpoint for every attempt; see the [module docs](super).
@@ -36,18 +37,29 @@ impl CircuitBreakerLayer {
         }
     }
 
-    /// The breaker for requests to `url`: the fixed key's, or the endpoint's.
-    pub(crate) fn breaker_for(&self, url: &url::Url) -> Option<Arc<super::state::Breaker>> {
+    /// The breaker for requests to `url`; `None` when disabled. See [`breaker_for`].
+    pub(crate) fn breaker_for(&self, url: &url::Url) -> Option<Arc<Breaker>> {
         let registry = self.registry.as_ref()?;
-        Some(match &self.key {
-            Some(key) => registry.breaker(key),
-            None => registry.breaker_for(url),
-        })
+        Some(breaker_for(registry, self.key.as_deref(), url))
     }
 
     /// The breakers, to read and steer; `None` when disabled.
     pub fn registry(&self) -> Option<&BreakerRegistry> {
         self.registry.as_ref()
+    }
+}
+
+/// The breaker that guards a request to `url`: the one under `key` when one is set (a
+/// policy's `breaker_key`), else the endpoint's (see [`endpoint_key`](super::endpoint_key)).
+/// The one rule for the layer's services and the client's own call.
+pub(crate) fn breaker_for(
+    registry: &BreakerRegistry,
+    key: Option<&str>,
+    url: &url::Url,
+) -> Arc<Breaker> {
+    match key {
+        Some(key) => registry.breaker(key),
+        None => registry.breaker_for(url),
     }
 }
 

@@ -14,6 +14,8 @@ pub struct CircuitBreaker<S> {
     key: Option<Arc<str>>,
 }
 
+inner_service_accessors!(CircuitBreaker);
+
 impl<S> CircuitBreaker<S> {
     /// Wraps `inner`; `None` lets everything through.
     pub fn new(inner: S, registry: Option<BreakerRegistry>) -> Self {
@@ -47,10 +49,7 @@ where
         let Some(registry) = &self.registry else {
             return ResponseFuture::unguarded(self.inner.call(request));
         };
-        let breaker = match &self.key {
-            Some(key) => registry.breaker(key),
-            None => registry.breaker_for(request.url()),
-        };
+        let breaker = super::layer::breaker_for(registry, self.key.as_deref(), request.url());
         match breaker.admit() {
             Ok(permit) => ResponseFuture::guarded(self.inner.call(request), breaker, permit),
             Err(rejection) => ResponseFuture::rejected(breaker.rejected(rejection, &request)),

@@ -307,7 +307,8 @@ impl Breaker {
         self.outcomes.record(outcome, now);
         // Only a failure or a slow call can push a rate over its threshold.
         if outcome != SUCCESS && self.should_open(now) {
-            self.open(word, State::Closed);
+            // Closed has no counts in its word: it changed only if another thread moved.
+            let _ = self.open(word, State::Closed);
         }
     }
 
@@ -329,9 +330,13 @@ impl Breaker {
             if word.state() != State::HalfOpen || word.generation() != permit.generation {
                 return;
             }
+            // A failed swap may only mean that another probe was taken or given back in the
+            // meantime (the counts changed, not the period): try again from the new word.
             if verdict == Verdict::Failure || slow {
-                self.open(word, State::HalfOpen);
-                return;
+                if self.open(word, State::HalfOpen) {
+                    return;
+                }
+                continue;
             }
             let successes = word.successes() + 1;
             if successes >= self.config.half_open_probes {
@@ -339,8 +344,9 @@ impl Breaker {
                     self.outcomes.clear();
                     self.consecutive_opens.store(0, Ordering::Relaxed);
                     self.announce(State::HalfOpen, State::Closed);
+                    return;
                 }
-                return;
+                continue;
             }
             if self.swap_word(word, word.with_counts(word.permits(), successes)) {
                 return;
@@ -365,8 +371,9 @@ impl Breaker {
         }
     }
 
-    /// Opens the circuit from `word` (in state `from`), unless another thread moved first.
-    fn open(&self, word: Word, from: State) {
+    /// Opens the circuit from `word` (in state `from`), unless the word changed first; says
+    /// whether it did.
+    fn open(&self, word: Word, from: State) -> bool {
         let consecutive = self.consecutive_opens.load(Ordering::Relaxed);
         let duration = self.config.open_duration_after(consecutive);
         let until = self
@@ -379,7 +386,9 @@ impl Breaker {
                 .store(consecutive.saturating_add(1), Ordering::Relaxed);
             self.outcomes.clear();
             self.announce(from, State::Open);
+            return true;
         }
+        false
     }
 
     /// Forces a state, or (`Closed`) resets to a fresh closed breaker.

@@ -1,14 +1,15 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use http::Method;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use super::{Class, Classifier, analyze};
+use super::{Class, Classification, Classifier, analyze};
 use crate::classify::Delivery;
-use crate::error::{Attempt, AttemptOutcome, BoxError, Error, ErrorKind};
+use crate::error::{Attempt, BoxError, Error, ErrorKind};
 
 pin_project! {
     /// The future of [`Classify`](super::Classify).
@@ -64,18 +65,9 @@ impl TransportError for reqwest_middleware::Error {
 
 /// Another middleware's failure: permanent, since we cannot tell what it means.
 fn foreign(source: BoxError, method: &Method) -> Error {
-    let kind = ErrorKind::Transport;
-    let attempt = Attempt::first(
-        std::time::Duration::ZERO,
-        AttemptOutcome::Error(kind),
-        Class::Permanent,
-        Delivery::MaybeSent,
-    );
-    let mut error = Error::new(kind, Class::Permanent, Delivery::MaybeSent)
-        .with_foreign_source(source)
-        .with_history(vec![attempt]);
-    error.set_method(method.clone());
-    error
+    let error = Error::new(ErrorKind::Transport, Class::Permanent, Delivery::MaybeSent)
+        .with_foreign_source(source);
+    attempt_error(error, method, Duration::ZERO)
 }
 
 impl<F, E, C> Future for ResponseFuture<F, C>
@@ -112,31 +104,74 @@ pub(crate) fn outcome<C: Classifier + ?Sized>(
     classifier: &C,
     method: &Method,
     result: Result<reqwest::Response, reqwest::Error>,
-    duration: std::time::Duration,
+    duration: Duration,
 ) -> Result<reqwest::Response, Error> {
-    let verdict = classifier.classify(method, result.as_ref());
-    let (error, outcome) = match result {
-        Ok(response) if verdict.class == Class::Success => return Ok(response),
-        Ok(response) => {
-            let outcome = AttemptOutcome::Status(response.status());
-            (
-                Error::from_response(response, verdict.class, verdict.delivery),
-                outcome,
-            )
-        }
-        Err(source) => {
-            let kind = analyze(&source).kind;
-            // A transport error has no response to hand back, so "success" cannot stand.
-            let class = match verdict.class {
-                Class::Success => Class::Permanent,
-                class => class,
-            };
-            let error = Error::from_reqwest(source, kind, class, verdict.delivery);
-            (error, AttemptOutcome::Error(kind))
-        }
+    match result {
+        Ok(response) => response_outcome(classifier, method, response, None, duration),
+        Err(source) => Err(attempt_error(
+            transport_error(classifier, method, source),
+            method,
+            duration,
+        )),
+    }
+}
+
+/// A response's outcome, classified: by the status classifier, or by the class a body
+/// classifier gave (`body_class`) with the status classifier's delivery. A success stays a
+/// response; a failure becomes an [`Error`] of kind [`Status`](ErrorKind::Status) that keeps
+/// the response, with a one-entry history.
+#[inline]
+pub(crate) fn response_outcome<C: Classifier + ?Sized>(
+    classifier: &C,
+    method: &Method,
+    response: reqwest::Response,
+    body_class: Option<Class>,
+    duration: Duration,
+) -> Result<reqwest::Response, Error> {
+    let verdict = classifier.classify(method, Ok(&response));
+    // The body classifier read the body, so it knows the class better; whether the request
+    // reached the server is the status classifier's call, the same with or without a body.
+    let class = body_class.unwrap_or(verdict.class);
+    if class == Class::Success {
+        return Ok(response);
+    }
+    let error = Error::from_response(response, class, verdict.delivery);
+    Err(attempt_error(error, method, duration))
+}
+
+/// A transport error (an attempt's, or one while reading a body), as `classifier` sorts it.
+pub(crate) fn transport_error<C: Classifier + ?Sized>(
+    classifier: &C,
+    method: &Method,
+    source: reqwest::Error,
+) -> Error {
+    let (kind, verdict) = transport_verdict(classifier, method, &source);
+    Error::from_reqwest(source, kind, verdict.class, verdict.delivery)
+}
+
+/// What [`transport_error`] makes of `source`: its kind and `classifier`'s verdict.
+pub(crate) fn transport_verdict<C: Classifier + ?Sized>(
+    classifier: &C,
+    method: &Method,
+    source: &reqwest::Error,
+) -> (ErrorKind, Classification) {
+    let verdict = classifier.classify(method, Err(source));
+    // A transport error has no response to hand back, so "success" cannot stand.
+    let class = match verdict.class {
+        Class::Success => Class::Permanent,
+        class => class,
     };
-    let attempt = Attempt::first(duration, outcome, error.class(), verdict.delivery);
+    let verdict = Classification {
+        class,
+        delivery: verdict.delivery,
+    };
+    (analyze(source).kind, verdict)
+}
+
+/// `error` as the one attempt it ended, of `method`, after `duration`.
+fn attempt_error(error: Error, method: &Method, duration: Duration) -> Error {
+    let attempt = Attempt::first(duration, error.outcome(), error.class(), error.delivery());
     let mut error = error.with_history(vec![attempt]);
     error.set_method(method.clone());
-    Err(error)
+    error
 }

@@ -44,14 +44,16 @@ mod body;
 mod default;
 mod future;
 mod layer;
+mod reader;
 mod service;
 mod transport;
 
 pub use body::{BodyClassifier, BodyClassifierFn, body_classifier_fn};
 pub use default::DefaultClassifier;
-pub(crate) use future::outcome;
 pub use future::{ResponseFuture, TransportError};
+pub(crate) use future::{outcome, response_outcome, transport_error};
 pub use layer::ClassifyLayer;
+pub(crate) use reader::{bare_verdict, sorting};
 pub use service::Classify;
 pub(crate) use transport::analyze;
 
@@ -190,23 +192,61 @@ where
 /// The classifier a [`Client`](crate::Client) uses: the default one, or yours behind an `Arc`.
 ///
 /// Cloning it per call costs nothing for the default and one reference count otherwise.
+///
+/// ```
+/// use std::sync::Arc;
+/// use resilient_http::classify::{Classifier, DefaultClassifier, SharedClassifier};
+///
+/// let default = SharedClassifier::default();
+/// let mine = SharedClassifier::new(DefaultClassifier);
+/// let shared: Arc<dyn Classifier> = Arc::new(DefaultClassifier);
+/// let also_mine = SharedClassifier::from(shared);
+/// # let _ = (default, mine, also_mine);
+/// ```
 #[derive(Clone, Default)]
-pub enum SharedClassifier {
-    /// [`DefaultClassifier`].
+pub struct SharedClassifier(Shared);
+
+/// What a [`SharedClassifier`] holds; private, so that new kinds of sharing can come.
+#[derive(Clone, Default)]
+enum Shared {
     #[default]
     Default,
-    /// A classifier of your own.
     Custom(Arc<dyn Classifier>),
-    /// An endpoint policy's list of transient statuses over one of the above.
+    /// An endpoint policy's list of transient statuses over another classifier.
     Statuses(Arc<(Vec<u16>, SharedClassifier)>),
+}
+
+impl SharedClassifier {
+    /// Your classifier, shared.
+    pub fn new(classifier: impl Classifier) -> Self {
+        SharedClassifier(Shared::Custom(Arc::new(classifier)))
+    }
+
+    /// `statuses` transient, every other failure status permanent, and the rest (successes,
+    /// transport errors) as `self` says: an endpoint policy's `retry_statuses`.
+    pub(crate) fn with_transient_statuses(&self, statuses: Vec<u16>) -> Self {
+        SharedClassifier(Shared::Statuses(Arc::new((statuses, self.clone()))))
+    }
+}
+
+impl From<DefaultClassifier> for SharedClassifier {
+    fn from(_: DefaultClassifier) -> Self {
+        SharedClassifier::default()
+    }
+}
+
+impl From<Arc<dyn Classifier>> for SharedClassifier {
+    fn from(classifier: Arc<dyn Classifier>) -> Self {
+        SharedClassifier(Shared::Custom(classifier))
+    }
 }
 
 impl fmt::Debug for SharedClassifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SharedClassifier::Default => f.write_str("Default"),
-            SharedClassifier::Custom(_) => f.write_str("Custom"),
-            SharedClassifier::Statuses(inner) => {
+        match &self.0 {
+            Shared::Default => f.write_str("Default"),
+            Shared::Custom(_) => f.write_str("Custom"),
+            Shared::Statuses(inner) => {
                 write!(f, "Statuses({:?}, {:?})", inner.0, inner.1)
             }
         }
@@ -219,10 +259,10 @@ impl Classifier for SharedClassifier {
         method: &Method,
         result: Result<&reqwest::Response, &reqwest::Error>,
     ) -> Classification {
-        match self {
-            SharedClassifier::Default => DefaultClassifier.classify(method, result),
-            SharedClassifier::Custom(custom) => custom.classify(method, result),
-            SharedClassifier::Statuses(inner) => {
+        match &self.0 {
+            Shared::Default => DefaultClassifier.classify(method, result),
+            Shared::Custom(custom) => custom.classify(method, result),
+            Shared::Statuses(inner) => {
                 let (transient, base) = &**inner;
                 match result {
                     Ok(response) => {

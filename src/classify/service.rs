@@ -26,12 +26,9 @@ impl<S, C> Classify<S, C> {
     pub fn new(inner: S, classifier: C) -> Self {
         Classify { inner, classifier }
     }
-
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
 }
+
+inner_service_accessors!(Classify, C);
 
 impl<S, C> Service<reqwest::Request> for Classify<S, C>
 where

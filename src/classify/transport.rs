@@ -96,6 +96,12 @@ fn analyze_one(err: &(dyn StdError + 'static)) -> Option<Analysis> {
         if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
             return Some(analysis(ConnectionClosed, NotSent));
         }
+        // A graceful GOAWAY (NO_ERROR) fails only the streams above its last stream id, which
+        // the server promises it did not process (RFC 9113 §6.8); streams it kept that the
+        // connection then loses fail with an io error instead.
+        if h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR) {
+            return Some(analysis(ConnectionClosed, NotSent));
+        }
         if h2.reason().is_some() || h2.is_go_away() || h2.is_io() {
             return Some(analysis(ConnectionClosed, MaybeSent));
         }

@@ -64,9 +64,14 @@ pub(crate) const BODY_LIMIT: Count = Count {
     max: 1 << 30,
 };
 /// Entries in a list of retried statuses: there are 500 status codes.
-pub(crate) const STATUS_LIST: Count = Count { min: 0, max: 500 };
+const STATUS_LIST: Count = Count { min: 0, max: 500 };
 /// One HTTP status code.
-pub(crate) const STATUS: Count = Count { min: 100, max: 599 };
+const STATUS: Count = Count { min: 100, max: 599 };
+/// A list of retried statuses: at most [`STATUS_LIST`] entries, each a [`STATUS`].
+pub(crate) const STATUSES: Statuses = Statuses;
+
+/// See [`STATUSES`].
+pub(crate) struct Statuses;
 /// Calls in a breaker's call window. Its memory does not grow with it (at most 19 buckets),
 /// but a bucket counts up to `n / 10` calls, and no useful window is larger.
 pub(crate) const WINDOW_CALLS: Count = Count {
@@ -182,14 +187,16 @@ fn show(value: Duration) -> String {
     humantime::format_duration(value).to_string()
 }
 
-/// Checks a list of retried statuses: its length, then each code.
-pub(crate) fn statuses(list: &[u16]) -> Result<(), String> {
-    STATUS_LIST
-        .check(list.len() as u64)
-        .map_err(|e| format!("holds too many entries: {e}"))?;
-    match list.iter().find(|code| STATUS.check(**code).is_err()) {
-        Some(code) => Err(format!("{code} is not an HTTP status")),
-        None => Ok(()),
+impl Statuses {
+    /// `list` if its length, then each code, is in range; else why not.
+    pub(crate) fn check(&self, list: Vec<u16>) -> Result<Vec<u16>, String> {
+        STATUS_LIST
+            .check(list.len() as u64)
+            .map_err(|e| format!("holds too many entries: {e}"))?;
+        match list.iter().find(|code| STATUS.check(**code).is_err()) {
+            Some(code) => Err(format!("{code} is not an HTTP status")),
+            None => Ok(list),
+        }
     }
 }
 

@@ -38,6 +38,8 @@ pub(crate) struct CompiledPolicy {
 }
 
 impl CompiledPolicy {
+    /// `settings`, checked (every range, by [`EndpointPolicy::check`]) and compiled over
+    /// `base`; errors name the policy.
     pub(crate) fn compile(
         name: &str,
         settings: &EndpointPolicy,
@@ -48,94 +50,103 @@ impl CompiledPolicy {
             let detail = err.detail().unwrap_or("invalid setting").to_owned();
             Error::invalid_config(format!("policy {name:?}: {detail}"))
         };
-        let positive = |setting: &str, value: Option<Duration>, default: Duration| {
-            let value = value.unwrap_or(default);
-            if value.is_zero() {
-                Err(named(Error::invalid_config(format!(
-                    "{setting} must be above zero"
-                ))))
-            } else {
-                Ok(value)
-            }
-        };
-        let attempt_timeout = positive(
-            "attempt_timeout",
-            settings.attempt_timeout,
-            DEFAULT_ATTEMPT_TIMEOUT,
-        )?;
+        settings.check().map_err(named)?;
+        // Every setting by name, no `..`: a new one does not build until it is used here.
+        let EndpointPolicy {
+            attempts,
+            attempt_timeout,
+            deadline,
+            // reqwest's, set once per client in `ClientBuilder::build`.
+            connect_timeout: _,
+            retry_statuses,
+            retry_non_idempotent,
+            idempotency_key,
+            retry_after_cap,
+            body_limit,
+            backoff_base,
+            backoff_max,
+            backoff_multiplier,
+            jitter,
+            breaker_enabled,
+            breaker_window,
+            breaker_failure_rate,
+            breaker_min_calls,
+            breaker_open_for,
+            breaker_half_open_probes,
+            breaker_key,
+        } = settings;
+        let attempt_timeout = attempt_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT);
         // Kept as set: each call caps it by the deadline that applies to it (this policy's, or
         // a shorter one of the request's), in `timeout::attempt_limit`.
-        let total_deadline = positive("deadline", settings.deadline, DEFAULT_TOTAL_DEADLINE)?;
+        let total_deadline = deadline.unwrap_or(DEFAULT_TOTAL_DEADLINE);
 
         let mut retry = base.retry.to_builder();
-        if let Some(attempts) = settings.attempts {
+        if let Some(attempts) = *attempts {
             retry = retry.max_attempts(attempts);
         }
-        if let Some(base) = settings.backoff_base {
+        if let Some(base) = *backoff_base {
             retry = retry.backoff_base(base);
         }
-        if let Some(max) = settings.backoff_max {
+        if let Some(max) = *backoff_max {
             retry = retry.backoff_cap(max);
         }
-        if let Some(multiplier) = settings.backoff_multiplier {
+        if let Some(multiplier) = *backoff_multiplier {
             retry = retry.backoff_multiplier(multiplier);
         }
-        if let Some(jitter) = settings.jitter {
+        if let Some(jitter) = *jitter {
             retry = retry.jitter(jitter);
         }
-        if let Some(cap) = settings.retry_after_cap {
+        if let Some(cap) = *retry_after_cap {
             retry = retry.retry_after_cap(cap);
         }
-        if let Some(yes) = settings.retry_non_idempotent {
+        if let Some(yes) = *retry_non_idempotent {
             retry = retry.retry_non_idempotent(yes);
         }
-        if let Some(yes) = settings.idempotency_key {
+        if let Some(yes) = *idempotency_key {
             retry = retry.generate_idempotency_key(yes);
         }
         let retry = retry.build().map_err(named)?.named(name.clone());
 
-        let breaker = if settings.breaker_enabled == Some(false) {
+        let breaker = if *breaker_enabled == Some(false) {
             CircuitBreakerLayer::disabled()
         } else {
             let mut config = base.breaker.cloned().unwrap_or_default().to_builder();
-            if let Some(calls) = settings.breaker_window {
+            if let Some(calls) = *breaker_window {
                 config = config.window(Window::Calls(calls));
             }
-            if let Some(rate) = settings.breaker_failure_rate {
+            if let Some(rate) = *breaker_failure_rate {
                 config = config.failure_rate(rate);
             }
-            if let Some(calls) = settings.breaker_min_calls {
+            if let Some(calls) = *breaker_min_calls {
                 config = config.min_calls(calls);
             }
-            if let Some(open_for) = settings.breaker_open_for {
+            if let Some(open_for) = *breaker_open_for {
                 config = config.first_open_duration(open_for);
             }
-            if let Some(probes) = settings.breaker_half_open_probes {
+            if let Some(probes) = *breaker_half_open_probes {
                 config = config.half_open_probes(probes);
             }
-            let disabled_by_builder = base.breaker.is_none() && settings.breaker_enabled.is_none();
+            let disabled_by_builder = base.breaker.is_none() && breaker_enabled.is_none();
             if disabled_by_builder {
                 CircuitBreakerLayer::disabled()
             } else {
                 let layer = CircuitBreakerLayer::new(config.build().map_err(named)?);
-                match &settings.breaker_key {
+                match breaker_key {
                     Some(key) => layer.with_key(key.as_str()),
                     None => layer,
                 }
             }
         };
 
-        let classifier = match &settings.retry_statuses {
-            Some(statuses) => {
-                SharedClassifier::Statuses(Arc::new((statuses.clone(), base.classifier.clone())))
-            }
+        let classifier = match retry_statuses {
+            Some(statuses) => base.classifier.with_transient_statuses(statuses.clone()),
             None => base.classifier.clone(),
         };
 
         Ok(CompiledPolicy {
             name,
             attempt_timeout,
-            body_limit: settings.body_limit.unwrap_or(DEFAULT_BODY_LIMIT),
+            body_limit: body_limit.unwrap_or(DEFAULT_BODY_LIMIT),
             extras: None,
             total_deadline,
             classifier,

@@ -57,6 +57,8 @@ macro_rules! policy_table {
         }
 
         impl $name {
+            /// The policy these keys set. A struct literal, no `..`: a setting without a key
+            /// does not build (and a key that sets nothing is a field never read).
             fn settings(self) -> EndpointPolicy {
                 let backoff = self.backoff.unwrap_or_default();
                 let breaker = self.breaker.unwrap_or_default();
@@ -203,48 +205,47 @@ fn jitter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Jitter>, D::Error> {
 
 fn statuses<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u16>>, D::Error> {
     let list = Vec::<u16>::deserialize(d)?;
-    bounds::statuses(&list).map_err(custom)?;
-    Ok(Some(list))
+    bounds::STATUSES.check(list).map(Some).map_err(custom)
 }
 
 impl PolicyFile {
-    /// Parses `text`; `origin` (the file name) starts every error message.
-    pub(crate) fn parse(origin: &str, text: &str) -> Result<PolicyFile, Error> {
+    /// Parses `text`; `origin` (the file name) starts every error message. `before` names
+    /// the endpoint rules defined before this file, which its rules may not redefine.
+    pub(crate) fn parse(origin: &str, text: &str, before: &[&str]) -> Result<PolicyFile, Error> {
         let raw: RawFile = toml::from_str(text).map_err(|e| locate(origin, text, &e))?;
         let default = raw.default.map(RawPolicy::settings).unwrap_or_default();
-        let mut endpoints = Vec::with_capacity(raw.endpoint.len());
-        for (index, endpoint) in raw.endpoint.into_iter().enumerate() {
-            let name = endpoint.name.clone();
+        let mut endpoints: Vec<(String, Matcher, EndpointPolicy)> =
+            Vec::with_capacity(raw.endpoint.len());
+        for (index, mut endpoint) in raw.endpoint.into_iter().enumerate() {
+            let name = std::mem::take(&mut endpoint.name);
+            let matches = std::mem::take(&mut endpoint.matcher);
+            let settings = endpoint.settings();
             let at = |key: &str, message: &str| {
                 let line = endpoint_line(text, index, key);
                 Error::invalid_config(format!(
                     "{origin}:{line}: {key:?}: {message} in [[endpoint]] {name:?}"
                 ))
             };
-            if endpoints.iter().any(|(other, _, _)| *other == name) || name == "default" {
-                return Err(at("name", "a policy of this name is already defined"));
-            }
-            if endpoint.connect_timeout.is_some() {
-                return Err(at(
-                    "connect_timeout",
-                    "only the default policy can set it (reqwest sets it per client)",
-                ));
+            let defined =
+                (before.iter().copied()).chain(endpoints.iter().map(|(n, _, _)| n.as_str()));
+            if let Err(refused) = settings.check_rule(&name, defined) {
+                return Err(at(refused.key, refused.why));
             }
             let mut matcher = Matcher::new();
-            if let Some(host) = &endpoint.matcher.host {
+            if let Some(host) = &matches.host {
                 matcher = matcher
                     .host(host)
                     .map_err(|e| at("host", e.detail().unwrap_or("invalid host")))?;
             }
-            if let Some(path) = &endpoint.matcher.path {
+            if let Some(path) = &matches.path {
                 matcher = matcher.path(path);
             }
-            if let Some(methods) = &endpoint.matcher.methods {
+            if let Some(methods) = &matches.methods {
                 matcher = matcher
                     .methods(methods)
                     .map_err(|e| at("methods", e.detail().unwrap_or("invalid method")))?;
             }
-            endpoints.push((name, matcher, endpoint.settings()));
+            endpoints.push((name, matcher, settings));
         }
         Ok(PolicyFile { default, endpoints })
     }

@@ -25,12 +25,14 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
+        // Not polled yet: the call and its clock start at the first poll (see `CallClock`).
+        Start,
         Calling { #[pin] future: F },
-        Failed { error: Option<Error> },
         // Boxed: only calls that retry pay for a timer entry.
         Sleeping { sleep: Pin<Box<Sleep>> },
         // Slept; waiting for the inner service to be ready for the next attempt.
         Ready,
+        Done,
     }
 }
 
@@ -38,17 +40,10 @@ impl<S> ResponseFuture<S>
 where
     S: Service<reqwest::Request>,
 {
-    pub(super) fn new(future: S::Future, inner: S, retry: RetryState) -> Self {
+    /// The call of `retry`'s request through `inner`, which was polled ready.
+    pub(super) fn new(inner: S, retry: RetryState) -> Self {
         ResponseFuture {
-            state: State::Calling { future },
-            inner,
-            retry,
-        }
-    }
-
-    pub(super) fn failed(error: Error, inner: S, retry: RetryState) -> Self {
-        ResponseFuture {
-            state: State::Failed { error: Some(error) },
+            state: State::Start,
             inner,
             retry,
         }
@@ -63,44 +58,52 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        if matches!(this.state.as_ref().get_ref(), State::Start) {
+            this.retry.watch();
+        }
         let _call = this.retry.observer().enter_call();
         loop {
-            match this.state.as_mut().project() {
+            // The next attempt's request, if this step leads to one.
+            let request = match this.state.as_mut().project() {
+                StateProj::Start => this.retry.begin(),
                 StateProj::Calling { future } => {
                     let result = {
                         let _attempt = this.retry.observer().enter_attempt();
                         ready!(future.poll(cx))
                     };
                     match this.retry.finish_attempt(result) {
-                        Next::Done(result) => return Poll::Ready(result),
+                        Next::Done(result) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(result);
+                        }
                         Next::Retry(delay) => this.state.set(State::Sleeping {
                             sleep: Box::pin(sleep(delay)),
                         }),
                     }
-                }
-                StateProj::Failed { error } => {
-                    let error = error
-                        .take()
-                        .unwrap_or_else(|| Error::invalid_config("polled after completion"));
-                    return Poll::Ready(Err(error));
+                    continue;
                 }
                 StateProj::Sleeping { sleep } => {
                     ready!(sleep.as_mut().poll(cx));
                     this.state.set(State::Ready);
+                    continue;
                 }
-                StateProj::Ready => {
-                    if let Err(error) = ready!(this.inner.poll_ready(cx)) {
-                        return Poll::Ready(Err(this.retry.fail(error)));
-                    }
-                    let request = match this.retry.next_request() {
-                        Ok(request) => request,
-                        Err(error) => return Poll::Ready(Err(error)),
-                    };
+                StateProj::Ready => match ready!(this.inner.poll_ready(cx)) {
+                    Ok(()) => this.retry.next_request(),
+                    Err(error) => Err(this.retry.fail(error)),
+                },
+                StateProj::Done => return Poll::Ready(Err(Error::polled_after_completion())),
+            };
+            match request {
+                Ok(request) => {
                     let future = {
                         let _attempt = this.retry.observer().enter_attempt();
                         this.inner.call(request)
                     };
                     this.state.set(State::Calling { future });
+                }
+                Err(error) => {
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(error));
                 }
             }
         }

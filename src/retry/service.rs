@@ -17,6 +17,8 @@ pub struct Retry<S> {
     deadline: Option<Duration>,
 }
 
+inner_service_accessors!(Retry);
+
 impl<S> Retry<S> {
     /// Wraps `inner`, retrying according to `policy`.
     pub fn new(inner: S, policy: Arc<RetryPolicy>) -> Self {
@@ -28,8 +30,9 @@ impl<S> Retry<S> {
     }
 
     /// Also bounds each call, retries and sleeps included, by `deadline` (or the request's
-    /// own timeout, if shorter), without a [`TotalDeadline`](crate::timeout::TotalDeadline)
-    /// layer: it never sleeps past it and passes what is left down as the request timeout.
+    /// own timeout, if shorter), counted from the call's first poll, without a
+    /// [`TotalDeadline`](crate::timeout::TotalDeadline) layer: it never sleeps past it and
+    /// passes what is left down as the request timeout.
     /// Unlike that layer it has no timer of its own, so the service below must honour the
     /// request timeout (an [`AttemptTimeout`](crate::timeout::AttemptTimeout) over reqwest does).
     pub fn with_deadline(mut self, deadline: Option<Duration>) -> Self {
@@ -73,21 +76,10 @@ where
     S: Service<reqwest::Request, Response = reqwest::Response, Error = Error> + Clone,
 {
     /// [`call`](Service::call) for a service used once (polled ready before): no copy of the
-    /// inner service is made.
+    /// inner service is made. Nothing starts until the future is first polled, the call's
+    /// clock included (see `CallClock`), as in the client's own call.
     pub(crate) fn call_once(self, request: reqwest::Request) -> ResponseFuture<S> {
-        let mut retry = RetryState::new(self.policy, self.deadline, request);
-        retry.watch();
-        let mut inner = self.inner;
-        match retry.begin() {
-            Ok(request) => {
-                let future = {
-                    let _call = retry.observer().enter_call();
-                    let _attempt = retry.observer().enter_attempt();
-                    inner.call(request)
-                };
-                ResponseFuture::new(future, inner, retry)
-            }
-            Err(error) => ResponseFuture::failed(error, inner, retry),
-        }
+        let retry = RetryState::new(self.policy, self.deadline, request);
+        ResponseFuture::new(self.inner, retry)
     }
 }

@@ -15,7 +15,7 @@ use crate::classify::{Class, Delivery};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
 use crate::exchange::Success;
 use crate::telemetry::{ErrorType, Observer};
-use crate::timeout::{DEADLINE_SLACK, call_budget};
+use crate::timeout::{CallClock, DEADLINE_SLACK, call_budget};
 
 /// What follows an attempt.
 pub(crate) enum Next<O = reqwest::Response> {
@@ -31,13 +31,12 @@ pub(crate) struct RetryState {
     // (`None` when the body cannot be copied). One slot for both keeps the futures that hold
     // this small; not boxed, since a large allocation per call costs more than moving it.
     spare: Option<reqwest::Request>,
-    // The deadline configured for the call, until `begin` turns it into `deadline`.
+    // The deadline configured for the call, until `begin` turns it into `clock`'s.
     own_deadline: Option<Duration>,
     may_repeat: bool,
-    started: Instant,
+    // When the call started and must end: started by `begin`, at the call's first poll.
+    clock: CallClock,
     attempt_started: Instant,
-    // When the call must end, and the budget that led there (for errors).
-    deadline: Option<(Instant, Duration)>,
     // Attempts started so far.
     attempts: u32,
     delay_before: Duration,
@@ -60,7 +59,8 @@ impl RetryState {
         deadline: Option<Duration>,
         request: reqwest::Request,
     ) -> Self {
-        let started = Instant::now();
+        // A stand-in until `begin` starts the call's clock; nothing reads it before.
+        let clock = CallClock::start(None);
         RetryState {
             observer: Observer::default(),
             extra_allowed: 0,
@@ -70,9 +70,8 @@ impl RetryState {
             spare: Some(request),
             own_deadline: deadline,
             may_repeat: false,
-            started,
-            attempt_started: started,
-            deadline: None,
+            clock,
+            attempt_started: clock.started(),
             attempts: 1,
             delay_before: Duration::ZERO,
             history: Vec::new(),
@@ -80,17 +79,19 @@ impl RetryState {
         }
     }
 
-    /// Starts the call's spans. Called where the call is first polled (or the layer's service
-    /// called), so they belong to the subscriber and the span the caller runs it in.
+    /// Starts the call's spans. Called where the call is first polled, so they belong to the
+    /// subscriber and the span the caller runs it in.
     pub(crate) fn watch(&mut self) {
         if let Some(request) = &self.spare {
             self.observer = Observer::new(request, self.policy.name());
         }
     }
 
-    /// Prepares the first attempt: an `Idempotency-Key` if the policy adds them, the copy for
-    /// a retry, and the time budget (the deadline, or the request's own timeout if shorter) in
-    /// the request's timeout, where the attempt timeout finds it.
+    /// Starts the call, at its first poll (see [`CallClock`]: the client's call and the
+    /// retry layer both call this there): its clock, then the first attempt's request with an
+    /// `Idempotency-Key` if the policy adds them, the copy for a retry, and the time budget (the
+    /// deadline, or the request's own timeout if shorter) in the request's timeout, where the
+    /// attempt timeout finds it.
     pub(crate) fn begin(&mut self) -> Result<reqwest::Request, Error> {
         let Some(mut request) = self.spare.take() else {
             return Err(Error::invalid_config("call begun twice"));
@@ -113,13 +114,8 @@ impl RetryState {
         if self.own_deadline.is_some() && self.budget_in_request {
             *request.timeout_mut() = budget;
         }
-        // The clock starts here, not where the call was made: a future may wait a long time
-        // before it is first polled (collected, then run a few at a time).
-        let started = Instant::now();
-        self.started = started;
-        self.attempt_started = started;
-        self.deadline =
-            budget.and_then(|budget| started.checked_add(budget).map(|at| (at, budget)));
+        self.clock = CallClock::start(budget);
+        self.attempt_started = self.clock.started();
         self.observer.attempt_started(1, &request);
         Ok(request)
     }
@@ -168,7 +164,7 @@ impl RetryState {
                     self.policy.name(),
                     Ok(success.status()),
                     self.attempts,
-                    now.duration_since(self.started),
+                    now.duration_since(self.clock.started()),
                 );
                 return Next::Done(Ok(success));
             }
@@ -181,7 +177,7 @@ impl RetryState {
             attempts: self.attempts - self.extra_used,
             may_repeat: self.may_repeat,
             replayable: self.spare.is_some(),
-            deadline: self.deadline.map(|(at, _)| at),
+            deadline: self.clock.deadline(),
             now,
         }
         .decide(error, &mut self.delays);
@@ -226,7 +222,7 @@ impl RetryState {
             .attempt_ended(self.policy.name(), result, duration);
         self.history.push(Attempt {
             number: self.attempts,
-            started_after: self.attempt_started.duration_since(self.started),
+            started_after: self.attempt_started.duration_since(self.clock.started()),
             duration,
             delay_before: self.delay_before,
             outcome,
@@ -269,13 +265,13 @@ impl RetryState {
 
     /// When the call must end, if it has a deadline.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.deadline.map(|(at, _)| at)
+        self.clock.deadline()
     }
 
     /// The call's whole time budget (see [`call_budget`]), once begun; `None` without a
     /// deadline.
     pub(crate) fn budget(&self) -> Option<Duration> {
-        self.deadline.map(|(_, budget)| budget)
+        self.clock.budget()
     }
 
     /// Leaves the budget out of the requests: the caller asks [`time_left`](Self::time_left).
@@ -285,8 +281,7 @@ impl RetryState {
 
     /// What is left of the call's budget now; `None` without a deadline.
     pub(crate) fn time_left(&self) -> Option<Duration> {
-        self.deadline
-            .map(|(at, _)| at.saturating_duration_since(Instant::now()))
+        self.clock.left()
     }
 
     /// The number of the attempt about to be made or being made (1 for the first).
@@ -323,7 +318,7 @@ impl RetryState {
             self.spare = copy_request(&request);
         }
         let now = Instant::now();
-        if let Some((deadline, _)) = self.deadline.filter(|_| self.budget_in_request) {
+        if let Some(deadline) = self.clock.deadline().filter(|_| self.budget_in_request) {
             *request.timeout_mut() = Some(deadline.saturating_duration_since(now));
         }
         self.attempt_started = now;
@@ -336,7 +331,7 @@ impl RetryState {
         let error = error
             .with_history(std::mem::take(&mut self.history))
             .with_policy(self.policy.name());
-        let error = match self.deadline {
+        let error = match self.clock.ends() {
             Some((at, budget)) => deadline_error(error, at, budget),
             None => error,
         };
@@ -344,7 +339,7 @@ impl RetryState {
             self.policy.name(),
             Err(&error),
             self.attempts,
-            self.started.elapsed(),
+            self.clock.started().elapsed(),
         );
         error
     }

@@ -66,6 +66,8 @@ pub struct AttemptTimeout<S> {
     backstop: bool,
 }
 
+inner_service_accessors!(AttemptTimeout);
+
 /// A call's time budget: its deadline, or the request's own timeout (`asked`) if shorter.
 pub(crate) fn call_budget(asked: Option<Duration>, deadline: Option<Duration>) -> Option<Duration> {
     match (asked, deadline) {

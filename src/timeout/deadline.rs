@@ -1,10 +1,64 @@
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::TotalDeadlineFuture;
 use crate::error::Error;
+
+/// A call's clock: when it started and, if it has a time budget, when it must end.
+///
+/// **A call's clock starts at the first poll of its future**, not when the future is made,
+/// on every path: the client's own call and the [`Retry`](crate::retry::Retry) layer start it
+/// in `RetryState::begin`, [`TotalDeadline`] when its future is first polled, both with
+/// [`CallClock::start`]. A future may wait long before it runs (futures collected and then
+/// run a few at a time, or queued behind a concurrency limit); that wait is not the call's.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CallClock {
+    started: Instant,
+    // When the call must end, and the budget that led there; `None` without a budget (or with
+    // one too large to reach).
+    ends: Option<(Instant, Duration)>,
+}
+
+impl CallClock {
+    /// Starts, now, the clock of a call whose time budget (see `call_budget`) is `budget`.
+    /// Called at the call's first poll.
+    pub(crate) fn start(budget: Option<Duration>) -> Self {
+        let started = Instant::now();
+        CallClock {
+            started,
+            ends: budget.and_then(|budget| started.checked_add(budget).map(|at| (at, budget))),
+        }
+    }
+
+    /// When the call started.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// When the call must end and its whole budget, if it has one.
+    pub(crate) fn ends(&self) -> Option<(Instant, Duration)> {
+        self.ends
+    }
+
+    /// When the call must end, if it has a budget.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.ends.map(|(at, _)| at)
+    }
+
+    /// The call's whole time budget, if it has one.
+    pub(crate) fn budget(&self) -> Option<Duration> {
+        self.ends.map(|(_, budget)| budget)
+    }
+
+    /// What is left of the budget now; `None` without one.
+    pub(crate) fn left(&self) -> Option<Duration> {
+        self.deadline()
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+}
 
 /// Bounds a whole call, all attempts and backoff sleeps included; see the [module docs](super).
 #[derive(Clone, Copy, Debug)]
@@ -14,7 +68,8 @@ pub struct TotalDeadlineLayer {
 }
 
 impl TotalDeadlineLayer {
-    /// A call may take at most `deadline` in all. A shorter per-request timeout wins.
+    /// A call may take at most `deadline` in all, counted from its first poll. A shorter
+    /// per-request timeout wins.
     pub fn new(deadline: Duration) -> Self {
         TotalDeadlineLayer {
             deadline,
@@ -51,6 +106,8 @@ pub struct TotalDeadline<S> {
     deadline: Duration,
     backstop: bool,
 }
+
+inner_service_accessors!(TotalDeadline);
 
 impl<S> Service<reqwest::Request> for TotalDeadline<S>
 where

@@ -8,7 +8,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use url::Url;
 
-use super::BACKSTOP_GRACE;
+use super::{BACKSTOP_GRACE, CallClock};
 use crate::classify::{Class, Delivery};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind};
 
@@ -112,7 +112,7 @@ where
             AttemptStateProj::Expired { error } => {
                 return Poll::Ready(Err(error
                     .take()
-                    .unwrap_or_else(|| Error::new(kind, Class::Transient, Delivery::NotSent))));
+                    .unwrap_or_else(Error::polled_after_completion)));
             }
             AttemptStateProj::Running { inner, backstop } => {
                 if let Poll::Ready(result) = inner.poll(cx) {
@@ -149,8 +149,42 @@ pin_project! {
         // Only with the backstop on: then the layer itself may fail a call, and needs the
         // start, method and URL for its error. Boxed so that a stack without it stays small
         // and reads no clock.
-        backstop: Option<(Pin<Box<Sleep>>, Box<(Instant, Method, Url)>)>,
+        backstop: Option<Box<Backstop>>,
         budget: Duration,
+    }
+}
+
+/// The total deadline's own timer, and what its error names.
+struct Backstop {
+    method: Method,
+    url: Url,
+    // Armed at the first poll, when the call's clock starts (see `CallClock`), with that start.
+    timer: Option<(Pin<Box<Sleep>>, Instant)>,
+}
+
+impl Backstop {
+    /// Starts the timer with the call's clock, once.
+    fn arm(&mut self, budget: Duration) {
+        if self.timer.is_none() {
+            let started = CallClock::start(Some(budget)).started();
+            let sleep = Box::pin(sleep_until(backstop_at(started, budget)));
+            self.timer = Some((sleep, started));
+        }
+    }
+
+    fn fired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.timer
+            .as_mut()
+            .is_some_and(|(sleep, _)| sleep.as_mut().poll(cx).is_ready())
+    }
+
+    /// `error`, naming the request and the time the call took.
+    fn name(&self, error: Error) -> Error {
+        let error = error.with_request(&self.method, &self.url);
+        match &self.timer {
+            Some((_, started)) => error.with_elapsed(started.elapsed()),
+            None => error,
+        }
     }
 }
 
@@ -159,9 +193,11 @@ impl<F> TotalDeadlineFuture<F> {
         TotalDeadlineFuture {
             inner,
             backstop: backstop.map(|(method, url)| {
-                let started = Instant::now();
-                let sleep = Box::pin(sleep_until(backstop_at(started, budget)));
-                (sleep, Box::new((started, method, url)))
+                Box::new(Backstop {
+                    method,
+                    url,
+                    timer: None,
+                })
             }),
             budget,
         }
@@ -176,14 +212,17 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        if let Some(backstop) = this.backstop.as_deref_mut() {
+            backstop.arm(*this.budget);
+        }
         let error = match this.inner.poll(cx) {
             Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
             Poll::Ready(Err(error)) => error,
             Poll::Pending => {
                 let fired = this
                     .backstop
-                    .as_mut()
-                    .is_some_and(|(sleep, _)| sleep.as_mut().poll(cx).is_ready());
+                    .as_deref_mut()
+                    .is_some_and(|backstop| backstop.fired(cx));
                 if !fired {
                     return Poll::Pending;
                 }
@@ -200,10 +239,8 @@ where
         } else {
             error
         };
-        let error = match this.backstop.as_ref() {
-            Some((_, context)) => error
-                .with_request(&context.1, &context.2)
-                .with_elapsed(context.0.elapsed()),
+        let error = match this.backstop.as_deref() {
+            Some(backstop) => backstop.name(error),
             None => error,
         };
         Poll::Ready(Err(error))

@@ -46,6 +46,7 @@ mod future;
 
 pub use attempt::{AttemptTimeout, AttemptTimeoutLayer};
 pub(crate) use attempt::{attempt_limit, call_budget, timed_out};
+pub(crate) use deadline::CallClock;
 pub use deadline::{TotalDeadline, TotalDeadlineLayer};
 pub(crate) use future::expired;
 pub use future::{AttemptTimeoutFuture, TotalDeadlineFuture};

@@ -1,0 +1,803 @@
+//! One table of scenarios, run through every way a call can run, which must agree.
+//!
+//! The client runs a call in one future of its own (`Call`); `ResilientMiddleware` and users'
+//! `ServiceBuilder`s run the public tower layers. Both must make the same decisions, so each
+//! scenario below goes through each path that can express it, against a fresh loopback
+//! server, and the outcomes are compared as one normalized record: the server's hits (and
+//! the `Idempotency-Key`s it saw), then for each call the result, status, error kind, class,
+//! delivery, `retry_after()`, the limit that fired and the per-attempt history.
+//!
+//! The paths:
+//! - `Client`: `send()`, the body read after the call;
+//! - `Service`: `Client::service()`, called with a plain `reqwest::Request`;
+//! - `Middleware`: `ResilientMiddleware` in a `reqwest_middleware` chain;
+//! - `Layers`: a `ServiceBuilder` of `TotalDeadlineLayer`, `RetryLayer`,
+//!   `CircuitBreakerLayer`, `AttemptTimeoutLayer` and `ClassifyLayer` over a `reqwest::Client`
+//!   (no endpoint rules, so no policy names);
+//! - `Wrapped`: `send()` through a client with an (identity) attempt layer and outer layer,
+//!   which take other stages of the client's call;
+//! - `Buffered` and `Reader`: the client's `send_buffered()` and `send_with(reader)`, the body
+//!   read inside each attempt (a reader's success carries no history to compare).
+//!
+//! Whether the breaker counted an attempt shows in a second call of the same request under a
+//! breaker that opens on one counted failure: `circuit_open`, or another try at the server.
+//!
+//! Time is paused: backoff, `Retry-After`, deadlines and hangs cost no real time.
+#![cfg(feature = "reqwest-middleware")]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::Method;
+use resilient_http::breaker::{BreakerConfig, CircuitBreakerLayer, Window};
+use resilient_http::classify::{
+    Class, Classification, Classifier, ClassifyLayer, DefaultClassifier, classify_fn,
+};
+use resilient_http::middleware::ResilientMiddleware;
+use resilient_http::policy::{EndpointPolicy, Matcher};
+use resilient_http::retry::{IDEMPOTENCY_KEY, Jitter, RetryHistory, RetryLayer, RetryPolicy};
+use resilient_http::testkit::{ClosedPort, FaultServer, Reply};
+use resilient_http::timeout::{AttemptTimeoutLayer, TotalDeadlineLayer};
+use resilient_http::{Attempt, AttemptOutcome, Client, ClientBuilder, Delivery, Error, ErrorKind};
+use tower::util::BoxCloneService;
+use tower::{ServiceBuilder, ServiceExt};
+
+const SHORT: Duration = Duration::from_millis(300);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    Client,
+    Service,
+    Middleware,
+    Layers,
+    Wrapped,
+    Buffered,
+    Reader,
+}
+
+use Path::{Buffered, Layers, Middleware, Reader, Service, Wrapped};
+
+/// Scenarios whose body, if any, is whole: every path.
+const ALL: &[Path] = &[
+    Path::Client,
+    Service,
+    Middleware,
+    Layers,
+    Wrapped,
+    Buffered,
+    Reader,
+];
+/// Scenarios whose body fails, read after the call: the paths that hand back the head.
+const HEAD: &[Path] = &[Path::Client, Service, Middleware, Layers, Wrapped];
+/// Scenarios whose body fails, read inside the attempt: the client's readers.
+const INSIDE: &[Path] = &[Buffered, Reader];
+/// Scenarios about endpoint rules: the paths that have them.
+const RULES: &[Path] = &[Path::Client, Service, Middleware, Wrapped, Buffered, Reader];
+
+/// The limit a request sets for itself.
+#[derive(Clone, Copy, Debug)]
+enum PerRequest {
+    /// The client's `.deadline(d)`; `.timeout(d)` on the paths that have no other way.
+    Deadline(Duration),
+    /// `.timeout(d)` everywhere.
+    Timeout(Duration),
+}
+
+/// What every path is configured with.
+#[derive(Clone)]
+struct Setup {
+    attempts: u32,
+    attempt_timeout: Duration,
+    deadline: Duration,
+    retry_after_cap: Duration,
+    /// A breaker that opens on the first counted failure (else the default one, which
+    /// needs 20 calls).
+    strict_breaker: bool,
+    classifier: Option<Arc<dyn Classifier>>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            attempts: 3,
+            attempt_timeout: Duration::from_secs(10),
+            deadline: Duration::from_secs(30),
+            retry_after_cap: Duration::from_secs(20),
+            strict_breaker: false,
+            classifier: None,
+        }
+    }
+}
+
+impl Setup {
+    fn retry(&self) -> RetryPolicy {
+        RetryPolicy::builder()
+            .max_attempts(self.attempts)
+            .jitter(Jitter::None)
+            .retry_after_cap(self.retry_after_cap)
+            .build()
+            .unwrap()
+    }
+
+    fn breaker(&self) -> BreakerConfig {
+        if self.strict_breaker {
+            BreakerConfig::builder()
+                .min_calls(1)
+                .window(Window::Calls(10))
+                .build()
+                .unwrap()
+        } else {
+            BreakerConfig::default()
+        }
+    }
+
+    fn builder(&self) -> ClientBuilder {
+        let builder = Client::builder()
+            .retry(self.retry())
+            .attempt_timeout(self.attempt_timeout)
+            .total_deadline(self.deadline)
+            .circuit_breaker(self.breaker())
+            .endpoint(
+                "payments",
+                Matcher::new().path("/pay*"),
+                EndpointPolicy::new().attempts(1),
+            );
+        match &self.classifier {
+            Some(classifier) => builder.classifier(classifier.clone()),
+            None => builder,
+        }
+    }
+
+    /// The public layers as the docs say to stack them: the attempt timeout no longer than
+    /// the deadline (the layer cannot know the deadline of a call).
+    fn layers(&self) -> BoxCloneService<reqwest::Request, reqwest::Response, Error> {
+        let classifier: Arc<dyn Classifier> = self
+            .classifier
+            .clone()
+            .unwrap_or_else(|| Arc::new(DefaultClassifier));
+        let stack = ServiceBuilder::new()
+            .layer(TotalDeadlineLayer::new(self.deadline))
+            .layer(RetryLayer::new(self.retry()))
+            .layer(CircuitBreakerLayer::new(self.breaker()))
+            .layer(AttemptTimeoutLayer::new(
+                self.attempt_timeout.min(self.deadline),
+            ))
+            .layer(ClassifyLayer::new(classifier))
+            .service(reqwest_client());
+        BoxCloneService::new(stack)
+    }
+}
+
+struct Scenario {
+    name: &'static str,
+    method: Method,
+    path: &'static str,
+    /// Made afresh for each run: a `Retry-After` date is relative to now.
+    script: Box<dyn Fn() -> Vec<Reply>>,
+    /// Sent to a port that refuses connections instead of the server.
+    refused: bool,
+    headers: &'static [(&'static str, &'static str)],
+    per_request: Option<PerRequest>,
+    setup: Setup,
+    /// The same request, this many times in a row through one client.
+    calls: usize,
+    paths: &'static [Path],
+    /// Paths known to disagree, and why: the test checks that they still do.
+    differs: &'static [(Path, &'static str)],
+    /// The window a `Retry-After` date falls in (wall-clock time, whole seconds).
+    date_window: Option<(Duration, Duration)>,
+    /// The outcome in short (see [`Outcome::short`]), as every path must have it.
+    expect: &'static str,
+}
+
+impl Scenario {
+    fn new(name: &'static str, method: Method, script: Vec<Reply>) -> Self {
+        Scenario {
+            name,
+            method,
+            // Each scenario runs against a server of its own.
+            path: Box::leak(format!("/{}", name.replace(' ', "-")).into_boxed_str()),
+            script: Box::new(move || script.clone()),
+            refused: false,
+            headers: &[],
+            per_request: None,
+            setup: Setup::default(),
+            calls: 1,
+            paths: ALL,
+            differs: &[],
+            date_window: None,
+            expect: "",
+        }
+    }
+
+    fn get(name: &'static str, script: Vec<Reply>) -> Self {
+        Scenario::new(name, Method::GET, script)
+    }
+
+    fn post(name: &'static str, script: Vec<Reply>) -> Self {
+        Scenario::new(name, Method::POST, script)
+    }
+
+    /// A `429` asking to wait until `after` from now, then a `200`.
+    fn retry_after_date(name: &'static str, after: Duration) -> Self {
+        let mut s = Scenario::get(name, vec![]);
+        s.script = Box::new(move || {
+            let at = SystemTime::now() + after;
+            vec![Reply::status(429).retry_after_date(at), Reply::ok("x")]
+        });
+        // HTTP dates have whole seconds, and the wall clock runs on while the test does.
+        s.date_window = Some((after.saturating_sub(Duration::from_secs(4)), after));
+        s
+    }
+
+    fn expect(mut self, expect: &'static str) -> Self {
+        self.expect = expect;
+        self
+    }
+
+    fn paths(mut self, paths: &'static [Path]) -> Self {
+        self.paths = paths;
+        self
+    }
+
+    fn setup(mut self, f: impl FnOnce(&mut Setup)) -> Self {
+        f(&mut self.setup);
+        self
+    }
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let transport_errors_are_permanent: Arc<dyn Classifier> =
+        Arc::new(classify_fn(|method, result| match result {
+            Err(_) => Classification {
+                class: Class::Permanent,
+                ..DefaultClassifier.classify(method, result)
+            },
+            Ok(_) => DefaultClassifier.classify(method, result),
+        }));
+    let conflict_is_transient_503_permanent: Arc<dyn Classifier> =
+        Arc::new(classify_fn(|method, result| match result {
+            Ok(r) if r.status() == 409 => Classification::delivered(Class::Transient),
+            Ok(r) if r.status() == 503 => Classification::delivered(Class::Permanent),
+            _ => DefaultClassifier.classify(method, result),
+        }));
+    let hang_twice = |name, per_request| {
+        // The same for every deadline: the attempt had the whole call's time and timed out on
+        // its own, so the breaker counted it and the second call does not reach the server.
+        let mut s = Scenario::get(name, vec![Reply::hang()])
+            .setup(|s| s.strict_breaker = true)
+            .expect(
+                "1 hit: deadline transient maybe sent ×1 / circuit_open transient never sent ×1",
+            );
+        s.calls = 2;
+        match per_request {
+            Some(limit) => s.per_request = Some(limit),
+            None => s.setup.deadline = SHORT,
+        }
+        s
+    };
+
+    vec![
+        Scenario::get("ok", vec![Reply::ok("x")]).expect("1 hit: 200 x ×1"),
+        Scenario::get(
+            "503s then 200",
+            vec![Reply::status(503), Reply::status(503), Reply::ok("x")],
+        )
+        .expect("3 hits: 200 x ×3"),
+        Scenario::get("exhausted", vec![Reply::status(503)])
+            .expect("3 hits: status 503 transient delivered ×3"),
+        Scenario::get("not found", vec![Reply::status(404)])
+            .expect("1 hit: status 404 permanent delivered ×1"),
+        Scenario::get(
+            "invalid response",
+            vec![Reply::raw(&b"HTTP/1.1 OOPS\r\n\r\n"[..])],
+        )
+        .expect("1 hit: invalid_response permanent maybe sent ×1"),
+        Scenario::get(
+            "retry-after seconds",
+            vec![Reply::status(429).retry_after_secs(2), Reply::ok("x")],
+        )
+        .expect("2 hits: 200 x ×2"),
+        Scenario::retry_after_date("retry-after date", Duration::from_secs(5))
+            .expect("2 hits: 200 x ×2"),
+        Scenario::get(
+            "retry-after above the cap",
+            vec![Reply::status(429).retry_after_secs(60), Reply::ok("x")],
+        )
+        .expect("1 hit: status 429 transient delivered ×1"),
+        Scenario::retry_after_date("retry-after date above the cap", Duration::from_secs(3600))
+            .expect("1 hit: status 429 transient delivered ×1"),
+        Scenario::get(
+            "retry-after past the deadline",
+            vec![Reply::status(429).retry_after_secs(10), Reply::ok("x")],
+        )
+        .setup(|s| s.deadline = Duration::from_secs(5))
+        .expect("1 hit: status 429 transient delivered ×1"),
+        Scenario::get("reset get", vec![Reply::reset(), Reply::ok("x")])
+            .expect("2 hits: 200 x ×2"),
+        Scenario::get("close get", vec![Reply::close(), Reply::ok("x")])
+            .expect("2 hits: 200 x ×2"),
+        Scenario::post("reset post", vec![Reply::reset(), Reply::ok("x")])
+            .expect("1 hit: reset transient maybe sent ×1"),
+        Scenario::post("close post", vec![Reply::close(), Reply::ok("x")])
+            .expect("1 hit: reset transient maybe sent ×1"),
+        Scenario::post("503 post", vec![Reply::status(503), Reply::ok("x")])
+            .expect("1 hit: status 503 transient delivered ×1"),
+        Scenario {
+            refused: true,
+            ..Scenario::post("refused post", vec![]).expect("0 hits: connect transient never sent ×3")
+        },
+        Scenario {
+            headers: &[(IDEMPOTENCY_KEY, "order-7")],
+            ..Scenario::post("keyed post", vec![Reply::reset(), Reply::ok("x")])
+                .expect("2 hits: 200 x ×2")
+        },
+        Scenario::get("stall after the head", vec![Reply::stall_body(200, "x")])
+            .setup(|s| s.attempt_timeout = SHORT)
+            .paths(HEAD)
+            .expect("1 hit: 200 body timeout transient ×1"),
+        Scenario::get(
+            "stall inside the attempt",
+            vec![Reply::stall_body(200, "x"), Reply::ok("x")],
+        )
+        .setup(|s| s.attempt_timeout = SHORT)
+        .paths(INSIDE)
+        .expect("2 hits: 200 x ×2"),
+        Scenario::get(
+            "reset inside the attempt",
+            vec![Reply::body_then_reset(200, "par"), Reply::ok("x")],
+        )
+        .paths(INSIDE)
+        .expect("2 hits: 200 x ×2"),
+        hang_twice("hang under a policy deadline", None),
+        Scenario {
+            differs: &[(
+                Layers,
+                "an AttemptTimeoutLayer sees what is left of a call, not the request's own \
+                 limit: the hang ends at the caller's deadline, which the breaker ignores",
+            )],
+            ..hang_twice(
+                "hang under a request deadline",
+                Some(PerRequest::Deadline(SHORT)),
+            )
+        },
+        Scenario {
+            differs: &[(
+                Layers,
+                "an AttemptTimeoutLayer sees what is left of a call, not the request's own \
+                 limit: the hang ends at the caller's deadline, which the breaker ignores",
+            )],
+            ..hang_twice(
+                "hang under a request timeout",
+                Some(PerRequest::Timeout(SHORT)),
+            )
+        },
+        Scenario {
+            calls: 2,
+            ..Scenario::get("open breaker", vec![Reply::status(503)])
+                .setup(|s| s.strict_breaker = true)
+                .expect(
+                    "1 hit: circuit_open transient never sent ×2 / circuit_open transient never sent ×1",
+                )
+        },
+        Scenario::get("classified status", vec![Reply::status(409), Reply::ok("x")])
+            .setup(|s| s.classifier = Some(conflict_is_transient_503_permanent.clone()))
+            .expect("2 hits: 200 x ×2"),
+        Scenario::get("classified 503", vec![Reply::status(503), Reply::ok("x")])
+            .setup(|s| s.classifier = Some(conflict_is_transient_503_permanent.clone()))
+            .expect("1 hit: status 503 permanent delivered ×1"),
+        Scenario::get(
+            "classified transport error",
+            vec![Reply::reset(), Reply::ok("x")],
+        )
+        .setup(|s| s.classifier = Some(transport_errors_are_permanent.clone()))
+        .expect("1 hit: reset permanent maybe sent ×1"),
+        Scenario::get(
+            "classified body error",
+            vec![Reply::body_then_reset(200, "par"), Reply::ok("x")],
+        )
+        .setup(|s| s.classifier = Some(transport_errors_are_permanent.clone()))
+        .paths(INSIDE)
+        .expect("1 hit: reset 200 permanent delivered ×1"),
+        Scenario::get("pay", vec![Reply::status(503), Reply::ok("x")])
+            .paths(RULES)
+            .expect("1 hit: status 503 transient delivered ×1"),
+        Scenario::get("payroll", vec![Reply::status(503), Reply::ok("x")])
+            .paths(RULES)
+            .expect("1 hit: status 503 transient delivered ×1"),
+        Scenario::get("repay", vec![Reply::status(503), Reply::ok("x")])
+            .paths(RULES)
+            .expect("2 hits: 200 x ×2"),
+    ]
+}
+
+/// One attempt of a history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Try {
+    number: u32,
+    outcome: AttemptOutcome,
+    class: Class,
+    delivery: Delivery,
+    delay_before: String,
+    started_after: String,
+    duration: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Call {
+    Ok {
+        status: u16,
+        /// The body, or how reading it after the call failed.
+        body: Result<String, (ErrorKind, Class)>,
+        /// `None` where the path has no way to show it.
+        history: Option<Vec<Try>>,
+    },
+    Err {
+        kind: ErrorKind,
+        class: Class,
+        delivery: Delivery,
+        status: Option<u16>,
+        retry_after: Option<String>,
+        timeout: Option<Duration>,
+        /// `None` on the paths without policies.
+        policy: Option<String>,
+        history: Vec<Try>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Outcome {
+    hits: usize,
+    /// The `Idempotency-Key` of each request the server saw.
+    keys: Vec<Option<String>>,
+    calls: Vec<Call>,
+}
+
+impl Outcome {
+    /// Leaves out what `path` cannot show.
+    fn seen_by(mut self, path: Path) -> Self {
+        for call in &mut self.calls {
+            match call {
+                Call::Ok { history, .. } if path == Reader => *history = None,
+                Call::Err { policy, .. } if path == Layers => *policy = None,
+                _ => {}
+            }
+        }
+        self
+    }
+
+    /// `3 hits: 200 x ×3`, `1 hit: status 404 permanent delivered ×1 / ...`.
+    fn short(&self) -> String {
+        let calls: Vec<String> = self
+            .calls
+            .iter()
+            .map(|call| match call {
+                Call::Ok {
+                    status,
+                    body,
+                    history,
+                } => {
+                    let body = match body {
+                        Ok(text) => text.clone(),
+                        Err((kind, class)) => format!("body {} {class}", kind.as_str()),
+                    };
+                    let tries = history.as_ref().map_or(0, Vec::len).max(1);
+                    format!("{status} {body} ×{tries}")
+                }
+                Call::Err {
+                    kind,
+                    class,
+                    delivery,
+                    status,
+                    history,
+                    ..
+                } => {
+                    let status = status.map(|s| format!(" {s}")).unwrap_or_default();
+                    format!(
+                        "{}{status} {class} {delivery} ×{}",
+                        kind.as_str(),
+                        history.len()
+                    )
+                }
+            })
+            .collect();
+        let plural = if self.hits == 1 { "" } else { "s" };
+        format!("{} hit{plural}: {}", self.hits, calls.join(" / "))
+    }
+}
+
+/// What a path was built into, once per scenario.
+enum Runner {
+    Client(Client),
+    Middleware(reqwest_middleware::ClientWithMiddleware),
+    Layers(BoxCloneService<reqwest::Request, reqwest::Response, Error>),
+}
+
+struct Normalize<'a> {
+    scenario: &'a Scenario,
+}
+
+impl Normalize<'_> {
+    /// A duration as compared: exact, except inside the window of a `Retry-After` date,
+    /// which depends on the wall clock.
+    fn time(&self, d: Duration) -> String {
+        match self.scenario.date_window {
+            Some((low, high)) if d > low && d <= high => format!("({low:?}, {high:?}]"),
+            _ => format!("{d:?}"),
+        }
+    }
+
+    fn history(&self, attempts: &[Attempt]) -> Vec<Try> {
+        attempts
+            .iter()
+            .map(|a| Try {
+                number: a.number,
+                outcome: a.outcome,
+                class: a.class,
+                delivery: a.delivery,
+                delay_before: self.time(a.delay_before),
+                started_after: self.time(a.started_after),
+                duration: self.time(a.duration),
+            })
+            .collect()
+    }
+
+    fn error(&self, err: &Error) -> Call {
+        Call::Err {
+            kind: err.kind(),
+            class: err.class(),
+            delivery: err.delivery(),
+            status: err.status().map(|s| s.as_u16()),
+            retry_after: err.retry_after().map(|d| self.time(d)),
+            timeout: err.timeout(),
+            policy: err.policy().map(str::to_owned),
+            history: self.history(err.attempts()),
+        }
+    }
+
+    /// A response handed back with its body unread (or in memory): read it now.
+    async fn response(&self, response: reqwest::Response) -> Call {
+        let status = response.status().as_u16();
+        let history = Some(
+            response
+                .extensions()
+                .get::<RetryHistory>()
+                .map(|RetryHistory(h)| self.history(h))
+                .unwrap_or_default(),
+        );
+        let body = match response.bytes().await {
+            Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(err) => {
+                let err = Error::from(err);
+                Err((err.kind(), err.class()))
+            }
+        };
+        Call::Ok {
+            status,
+            body,
+            history,
+        }
+    }
+}
+
+/// Reads the whole body as a caller's reader would, `?` on every chunk.
+async fn read_all(mut response: reqwest::Response) -> Result<(u16, String), Error> {
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// One `reqwest::Client` for the middleware, the layers and building plain requests: making
+/// one costs milliseconds, and each scenario's server has a port (a pool) of its own.
+fn reqwest_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new).clone()
+}
+
+fn plain_request(s: &Scenario, url: &str) -> reqwest::Request {
+    let mut request = reqwest_client().request(s.method.clone(), url);
+    for (name, value) in s.headers {
+        request = request.header(*name, *value);
+    }
+    if s.method == Method::POST {
+        request = request.body("payload");
+    }
+    match s.per_request {
+        Some(PerRequest::Deadline(limit) | PerRequest::Timeout(limit)) => {
+            request = request.timeout(limit);
+        }
+        None => {}
+    }
+    request.build().unwrap()
+}
+
+async fn call(s: &Scenario, path: Path, runner: &Runner, url: &str) -> Call {
+    let norm = Normalize { scenario: s };
+    match (runner, path) {
+        (Runner::Client(client), Service) => {
+            match client.service().oneshot(plain_request(s, url)).await {
+                Ok(response) => norm.response(response).await,
+                Err(err) => norm.error(&err),
+            }
+        }
+        (Runner::Client(client), _) => {
+            let mut request = client.request(s.method.clone(), url);
+            for (name, value) in s.headers {
+                request = request.header(*name, *value);
+            }
+            if s.method == Method::POST {
+                request = request.body("payload");
+            }
+            match s.per_request {
+                Some(PerRequest::Deadline(limit)) => request = request.deadline(limit),
+                Some(PerRequest::Timeout(limit)) => request = request.timeout(limit),
+                None => {}
+            }
+            let result = match path {
+                Reader => {
+                    return match request.send_with(read_all).await {
+                        Ok((status, body)) => Call::Ok {
+                            status,
+                            body: Ok(body),
+                            history: None,
+                        },
+                        Err(err) => norm.error(&err),
+                    };
+                }
+                Buffered => request.send_buffered().await,
+                _ => request.send().await,
+            };
+            match result {
+                Ok(response) => norm.response(response).await,
+                Err(err) => norm.error(&err),
+            }
+        }
+        (Runner::Middleware(client), _) => {
+            let mut request = client.request(s.method.clone(), url);
+            for (name, value) in s.headers {
+                request = request.header(*name, *value);
+            }
+            if s.method == Method::POST {
+                request = request.body("payload");
+            }
+            if let Some(PerRequest::Deadline(limit) | PerRequest::Timeout(limit)) = s.per_request {
+                request = request.timeout(limit);
+            }
+            match request.send().await {
+                Ok(response) => norm.response(response).await,
+                Err(err) => norm.error(ResilientMiddleware::error(&err).expect("a typed error")),
+            }
+        }
+        (Runner::Layers(stack), _) => match stack.clone().oneshot(plain_request(s, url)).await {
+            Ok(response) => norm.response(response).await,
+            Err(err) => norm.error(&err),
+        },
+    }
+}
+
+async fn run(s: &Scenario, path: Path) -> Outcome {
+    let server = FaultServer::start().await.unwrap();
+    let closed = ClosedPort::bind().unwrap();
+    server.script(s.path, (s.script)());
+    let url = if s.refused {
+        closed.url(s.path)
+    } else {
+        server.url(s.path)
+    };
+    let runner = match path {
+        Middleware => Runner::Middleware(
+            reqwest_middleware::ClientBuilder::new(reqwest_client())
+                .with(ResilientMiddleware::new(s.setup.builder()).unwrap())
+                .build(),
+        ),
+        Layers => Runner::Layers(s.setup.layers()),
+        Wrapped => Runner::Client(
+            s.setup
+                .builder()
+                .attempt_layer(ServiceBuilder::new())
+                .layer(ServiceBuilder::new())
+                .build()
+                .unwrap(),
+        ),
+        _ => Runner::Client(s.setup.builder().build().unwrap()),
+    };
+    let mut calls = Vec::new();
+    for _ in 0..s.calls {
+        let bounded = tokio::time::timeout(Duration::from_secs(600), call(s, path, &runner, &url));
+        calls.push(bounded.await.expect("hung: no limit fired"));
+    }
+    let keys = server
+        .requests(s.path)
+        .iter()
+        .map(|r| {
+            r.headers
+                .get(IDEMPOTENCY_KEY)
+                .map(|v| v.to_str().unwrap().to_owned())
+        })
+        .collect();
+    Outcome {
+        hits: server.hits(s.path),
+        keys,
+        calls,
+    }
+}
+
+/// The policy an error must name, on the paths that have policies.
+fn policy_of(s: &Scenario) -> &'static str {
+    if s.path.starts_with("/pay") {
+        "payments"
+    } else {
+        "default"
+    }
+}
+
+/// Runs every scenario through each of its paths and compares the outcomes with the first
+/// path's (and that one with the scenario's expectation). Prints how many runs each path made.
+#[tokio::test(start_paused = true)]
+async fn every_path_agrees_on_every_scenario() {
+    let mut problems = Vec::new();
+    let mut runs = Vec::new();
+    let table = scenarios();
+    assert!(table.len() >= 20, "{} scenarios", table.len());
+    for s in &table {
+        let reference_path = s.paths[0];
+        let reference = run(s, reference_path).await;
+        if reference.short() != s.expect {
+            problems.push(format!(
+                "{}: {reference_path:?} gave {:?}, expected {:?}\n  {reference:?}",
+                s.name,
+                reference.short(),
+                s.expect
+            ));
+        }
+        let policies = reference.calls.iter().filter_map(|call| match call {
+            Call::Err { policy, .. } => policy.as_deref(),
+            Call::Ok { .. } => None,
+        });
+        for policy in policies.filter(|p| *p != policy_of(s)) {
+            problems.push(format!("{}: policy {policy:?}", s.name));
+        }
+        runs.push(reference_path);
+        for &path in &s.paths[1..] {
+            let outcome = run(s, path).await;
+            runs.push(path);
+            let (ours, theirs) = (outcome.seen_by(path), reference.clone().seen_by(path));
+            let known = s.differs.iter().find(|(p, _)| *p == path);
+            match (ours == theirs, known) {
+                (true, None) => {}
+                (false, Some((_, why))) => {
+                    eprintln!(
+                        "{}: {path:?} differs, as known ({why}):\n  {ours:?}",
+                        s.name
+                    );
+                }
+                (true, Some((_, why))) => problems.push(format!(
+                    "{}: {path:?} now agrees; remove it from `differs` ({why})",
+                    s.name
+                )),
+                (false, None) => problems.push(format!(
+                    "{}: {path:?} differs from {reference_path:?}\n  {path:?}: {ours:?}\n  \
+                     {reference_path:?}: {theirs:?}",
+                    s.name
+                )),
+            }
+        }
+    }
+    let count = |p: Path| runs.iter().filter(|r| **r == p).count();
+    eprintln!(
+        "{} scenarios; runs per path: Client {}, Service {}, Middleware {}, Layers {}, \
+         Wrapped {}, Buffered {}, Reader {}",
+        table.len(),
+        count(Path::Client),
+        count(Service),
+        count(Middleware),
+        count(Layers),
+        count(Wrapped),
+        count(Buffered),
+        count(Reader),
+    );
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
