@@ -19,14 +19,14 @@ use tower::{Service, ServiceExt};
 
 use crate::breaker::state::{Permit, Verdict};
 use crate::breaker::{Breaker, error_verdict};
+use crate::caught::{call_caught, caught, hook_failed, poll_caught};
+use crate::classify::layer_error;
 use crate::classify::{Class, Delivery, outcome, response_outcome};
 use crate::error::{BoxError, Error, ErrorKind};
-use crate::exchange::{
-    Buffered, Extras, Reader, Success, buffer, call_caught, caught, hook_failed, layer_error,
-    limited, poll_caught,
-};
+use crate::extras::Extras;
 use crate::hook::{AttemptInfo, AuthRefresher, BoxFuture};
 use crate::policy::{CompiledPolicy, Policies};
+use crate::read::{Buffered, Reader, Success, buffer, limited};
 use crate::retry::state::{Next, RetryState};
 use crate::timeout::{attempt_limit, expired, timed_out};
 

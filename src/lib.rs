@@ -100,16 +100,18 @@ macro_rules! inner_service_accessors {
 
 pub mod breaker;
 mod call;
+mod caught;
 pub mod classify;
 mod client;
 mod error;
-mod exchange;
+mod extras;
 pub mod hook;
 #[cfg(feature = "reqwest-middleware")]
 pub mod middleware;
 pub mod outer;
 mod pending;
 pub mod policy;
+mod read;
 pub mod redact;
 pub mod redirect;
 pub mod retry;
@@ -121,8 +123,8 @@ pub mod timeout;
 
 pub use client::{Client, ClientBuilder, PolicyService, RequestBuilder};
 pub use error::{Attempt, AttemptOutcome, BoxError, Error, ErrorKind};
-pub use exchange::DEFAULT_BODY_LIMIT;
 pub use pending::{Pending, Reading};
+pub use read::DEFAULT_BODY_LIMIT;
 
 #[doc(no_inline)]
 pub use classify::{Class, Delivery};

@@ -34,9 +34,10 @@ use http::StatusCode;
 use tower::{Service, ServiceExt};
 
 use crate::classify::{Class, Delivery};
+use crate::classify::{is_tower_timeout, layer_error};
 use crate::error::{BoxError, Error, ErrorKind};
-use crate::exchange::{Success, is_tower_timeout, layer_error};
 use crate::hook::BoxFuture;
+use crate::read::Success;
 use crate::telemetry::ErrorType;
 
 /// One call as the outer layers see it: the request, and the call ready to run it.

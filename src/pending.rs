@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 
 use crate::call::Call;
 use crate::error::Error;
-use crate::exchange::{Read, Success};
 use crate::hook::BoxFuture;
+use crate::read::{Read, Success};
 
 /// A call, the same behind the client's outer layers, or the error that kept it from starting.
 pub(crate) enum State<O> {

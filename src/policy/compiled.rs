@@ -10,9 +10,10 @@ use super::{EndpointPolicy, Matcher};
 use crate::breaker::{BreakerConfig, BreakerRegistry, CircuitBreakerLayer, Window};
 use crate::classify::SharedClassifier;
 use crate::error::Error;
-use crate::exchange::{DEFAULT_BODY_LIMIT, Extras};
+use crate::extras::Extras;
 #[cfg(feature = "reqwest-middleware")]
 use crate::middleware::StackOver;
+use crate::read::DEFAULT_BODY_LIMIT;
 use crate::retry::{RetryLayer, RetryPolicy};
 use crate::timeout::{DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_TOTAL_DEADLINE};
 

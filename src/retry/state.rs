@@ -13,7 +13,7 @@ use super::delays::Delays;
 use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
 use crate::classify::{Class, Delivery};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
-use crate::exchange::Success;
+use crate::read::Success;
 use crate::telemetry::{ErrorType, Observer};
 use crate::timeout::{CallClock, DEADLINE_SLACK, call_budget};
 

@@ -1,0 +1,57 @@
+//! The caller's code (hooks, readers, refreshers, body classifiers) run so that a panic or a
+//! failure of it ends the call with a typed error naming it, never a crash of the caller.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::task::{Context, Poll};
+
+use crate::classify::Class;
+use crate::error::{Error, ErrorKind};
+use crate::hook::BoxFuture;
+
+/// Polls a future of user code, turning a panic into an error.
+pub(crate) fn poll_caught<T: Send + 'static>(
+    future: &mut BoxFuture<Result<T, Error>>,
+    cx: &mut Context<'_>,
+    what: &str,
+) -> Poll<Result<T, Error>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+        Ok(poll) => poll,
+        Err(panic) => Poll::Ready(Err(hook_failed(what, panic_message(&*panic)))),
+    }
+}
+
+/// Calls user code (`what` names it), turning a panic into an error.
+pub(crate) fn caught<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, Error> {
+    std::panic::catch_unwind(AssertUnwindSafe(f))
+        .map_err(|panic| hook_failed(what, panic_message(&*panic)))
+}
+
+/// Calls user code that starts a future, turning a panic into an error.
+pub(crate) fn call_caught<T: Send + 'static>(
+    what: &str,
+    start: impl FnOnce() -> BoxFuture<Result<T, Error>>,
+) -> BoxFuture<Result<T, Error>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(start)) {
+        Ok(future) => future,
+        Err(panic) => {
+            let error = hook_failed(what, panic_message(&*panic));
+            Box::pin(std::future::ready(Err(error)))
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    format!("panicked: {message}")
+}
+
+/// The error of a hook (`what` names it) that failed with `message`.
+pub(crate) fn hook_failed(what: &str, message: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Hook, Class::Permanent, crate::Delivery::NotSent)
+        .with_detail(format!("{what} {message}"))
+}

@@ -1,0 +1,203 @@
+//! The facade: `Client::builder() … .build()`, then `client.get(url).send().await`.
+//!
+//! The client (here), its builder (`builder.rs`), a request being built (`request.rs`) and the
+//! stack as a tower service (`service.rs`).
+
+mod builder;
+mod request;
+mod service;
+
+pub use builder::ClientBuilder;
+pub use request::RequestBuilder;
+pub use service::PolicyService;
+
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::breaker::BreakerRegistry;
+use crate::call::{Call, Which};
+use crate::error::Error;
+use crate::outer::OuterService;
+use crate::pending::{Pending, State};
+use crate::policy::Policies;
+use crate::policy::compiled::Overrides;
+use crate::read::{Reader, Success};
+
+/// An HTTP client whose calls time out, classify their failures and return typed errors.
+///
+/// Cheap to clone (it shares the connection pool), like `reqwest::Client`.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), resilient_http::Error> {
+/// use std::time::Duration;
+///
+/// let client = resilient_http::Client::builder()
+///     .attempt_timeout(Duration::from_secs(2))
+///     .total_deadline(Duration::from_secs(5))
+///     .build()?;
+/// let response = client.get("http://127.0.0.1:8080/health").send().await?;
+/// println!("{}", response.status());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    policies: Arc<Policies>,
+    outer: Option<OuterService>,
+}
+
+impl Client {
+    /// A client with the defaults: 10 s per attempt (body included), 30 s in total, 5 s to
+    /// connect, [`DefaultClassifier`](crate::classify::DefaultClassifier), 3 attempts with
+    /// jittered exponential backoff ([`RetryPolicy::default`]).
+    pub fn new() -> Result<Self, Error> {
+        Client::builder().build()
+    }
+
+    /// Starts configuring a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Starts a request with any method.
+    pub fn request<U: reqwest::IntoUrl>(&self, method: Method, url: U) -> RequestBuilder {
+        RequestBuilder {
+            inner: self.http.request(method, url),
+            policies: self.policies.clone(),
+            outer: self.outer.clone(),
+            overrides: None,
+        }
+    }
+
+    /// Starts a GET request.
+    pub fn get<U: reqwest::IntoUrl>(&self, url: U) -> RequestBuilder {
+        self.request(Method::GET, url)
+    }
+
+    /// Starts a POST request.
+    pub fn post<U: reqwest::IntoUrl>(&self, url: U) -> RequestBuilder {
+        self.request(Method::POST, url)
+    }
+
+    /// Starts a PUT request.
+    pub fn put<U: reqwest::IntoUrl>(&self, url: U) -> RequestBuilder {
+        self.request(Method::PUT, url)
+    }
+
+    /// Starts a PATCH request.
+    pub fn patch<U: reqwest::IntoUrl>(&self, url: U) -> RequestBuilder {
+        self.request(Method::PATCH, url)
+    }
+
+    /// Starts a DELETE request.
+    pub fn delete<U: reqwest::IntoUrl>(&self, url: U) -> RequestBuilder {
+        self.request(Method::DELETE, url)
+    }
+
+    /// Starts a HEAD request.
+    pub fn head<U: reqwest::IntoUrl>(&self, url: U) -> RequestBuilder {
+        self.request(Method::HEAD, url)
+    }
+
+    /// Sends a request built elsewhere through its policy.
+    pub fn execute(&self, request: reqwest::Request) -> Pending {
+        match &self.outer {
+            None => tower::Service::call(&mut self.service(), request),
+            Some(outer) => {
+                let (http, policies) = (self.http.clone(), self.policies.clone());
+                Pending::new(State::Outer(crate::outer::run(
+                    outer,
+                    request,
+                    move |request| {
+                        let reader = Reader::Response(std::convert::identity);
+                        new_call(http, policies, None, request, reader, false)
+                    },
+                )))
+            }
+        }
+    }
+
+    /// The whole stack as a tower service, for composing with your own middleware. It picks
+    /// each request's policy as [`send`](RequestBuilder::send) does.
+    ///
+    /// ```
+    /// use tower::{ServiceBuilder, ServiceExt};
+    ///
+    /// # fn run() -> Result<(), resilient_http::Error> {
+    /// let client = resilient_http::Client::new()?;
+    /// let service = ServiceBuilder::new()
+    ///     .concurrency_limit(64)
+    ///     .service(client.service());
+    /// # let _ = service;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn service(&self) -> PolicyService {
+        PolicyService {
+            http: self.http.clone(),
+            policies: self.policies.clone(),
+        }
+    }
+
+    /// The name of the policy a request with this method and URL follows (`"default"` unless
+    /// an endpoint rule matches).
+    pub fn policy_name(&self, method: &Method, url: &url::Url) -> &str {
+        &self.policies.select(method, url).name
+    }
+
+    /// The default policy's circuit breakers, one per endpoint, to read and steer; `None` when
+    /// turned off.
+    pub fn breakers(&self) -> Option<&BreakerRegistry> {
+        self.policies.default.breakers()
+    }
+
+    /// The circuit breakers of the policy called `policy` (`"default"` or an endpoint rule).
+    pub fn breakers_for(&self, policy: &str) -> Option<&BreakerRegistry> {
+        self.policies.by_name(policy)?.breakers()
+    }
+
+    /// The `reqwest::Client` underneath, for calls that should bypass the stack.
+    ///
+    /// One the builder made itself has the default policy's attempt timeout as its `timeout`
+    /// (10 s unless configured): a long download or stream through it needs a longer
+    /// `.timeout(..)` of its own on the request.
+    pub fn reqwest_client(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+/// The call of `request` under the policy it selects (or the overrides name).
+#[inline]
+fn new_call<O: Success>(
+    http: reqwest::Client,
+    policies: Arc<Policies>,
+    overrides: Option<Box<Overrides>>,
+    request: reqwest::Request,
+    reader: Reader<O>,
+    buffered: bool,
+) -> Result<Box<Call<O>>, Error> {
+    let Some(overrides) = overrides else {
+        let which = Which::Shared(policies.select_index(request.method(), request.url()));
+        return Ok(Call::new(http, policies, which, request, reader, buffered));
+    };
+    if overrides.deadline.is_some_and(|d| d.is_zero()) {
+        return Err(Error::invalid_request(
+            "the deadline must be above zero",
+            &request,
+        ));
+    }
+    let index = match &overrides.policy {
+        Some(name) => policies
+            .index_of(name)
+            .ok_or_else(|| Error::invalid_request(format!("no policy named {name:?}"), &request))?,
+        None => policies.select_index(request.method(), request.url()),
+    };
+    let which = if overrides.attempts.is_none() && overrides.deadline.is_none() {
+        Which::Shared(index)
+    } else {
+        Which::Custom(Box::new(policies.get(index).with_overrides(&overrides)))
+    };
+    Ok(Call::new(http, policies, which, request, reader, buffered))
+}

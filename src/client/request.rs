@@ -1,0 +1,241 @@
+//! A request being built, as reqwest's, plus this call's own policy overrides.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Version;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::error::Error;
+use crate::hook::BoxFuture;
+use crate::outer::OuterService;
+use crate::pending::{Pending, Reading, State};
+use crate::policy::Policies;
+use crate::policy::compiled::Overrides;
+use crate::read::{Read, Reader, Success};
+
+use super::new_call;
+
+/// A request being built; [`send`](Self::send) runs it through the stack.
+///
+/// The methods mirror `reqwest::RequestBuilder`; [`map`](Self::map) reaches any other.
+#[must_use = "a request does nothing until it is sent"]
+pub struct RequestBuilder {
+    pub(super) inner: reqwest::RequestBuilder,
+    pub(super) policies: Arc<Policies>,
+    pub(super) outer: Option<OuterService>,
+    pub(super) overrides: Option<Box<Overrides>>,
+}
+
+impl fmt::Debug for RequestBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // reqwest's Debug would print the headers, credentials included.
+        f.debug_struct("RequestBuilder").finish_non_exhaustive()
+    }
+}
+
+impl RequestBuilder {
+    /// Adds a header.
+    pub fn header<K, V>(self, key: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+    {
+        self.map(|b| b.header(key, value))
+    }
+
+    /// Adds headers.
+    pub fn headers(self, headers: HeaderMap) -> Self {
+        self.map(|b| b.headers(headers))
+    }
+
+    /// Sets HTTP basic authentication (the value is marked sensitive).
+    pub fn basic_auth<U: fmt::Display, P: fmt::Display>(
+        self,
+        username: U,
+        password: Option<P>,
+    ) -> Self {
+        self.map(|b| b.basic_auth(username, password))
+    }
+
+    /// Sets bearer authentication (the value is marked sensitive).
+    pub fn bearer_auth<T: fmt::Display>(self, token: T) -> Self {
+        self.map(|b| b.bearer_auth(token))
+    }
+
+    /// Sets the body.
+    pub fn body<T: Into<reqwest::Body>>(self, body: T) -> Self {
+        self.map(|b| b.body(body))
+    }
+
+    /// Limits this call, all attempts included, to `timeout`. It can only shorten the client's
+    /// total deadline.
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.map(|b| b.timeout(timeout))
+    }
+
+    /// Sets the HTTP version.
+    pub fn version(self, version: Version) -> Self {
+        self.map(|b| b.version(version))
+    }
+
+    /// Applies any `reqwest::RequestBuilder` method (`json`, `query`, `form`, `multipart`, ...
+    /// where the matching reqwest feature is on).
+    pub fn map(
+        mut self,
+        f: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Self {
+        self.inner = f(self.inner);
+        self
+    }
+
+    /// Follows the policy called `name` (`"default"` or an endpoint rule's name) instead of
+    /// the one its method and URL select. An unknown name fails at
+    /// [`send`](Self::send) with [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest).
+    pub fn policy(mut self, name: impl Into<String>) -> Self {
+        self.overrides().policy = Some(name.into());
+        self
+    }
+
+    /// Sends this request once, whatever the policy says about retries.
+    pub fn no_retry(self) -> Self {
+        self.attempts(1)
+    }
+
+    /// Makes at most `attempts` attempts in all for this request (at least 1).
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.overrides().attempts = Some(attempts);
+        self
+    }
+
+    /// Limits this request, retries and sleeps included, to `deadline`, replacing the policy's.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.overrides().deadline = Some(deadline);
+        self
+    }
+
+    fn overrides(&mut self) -> &mut Overrides {
+        self.overrides.get_or_insert_with(Default::default)
+    }
+
+    /// Builds the request and runs it through the stack; resolves when the response's head
+    /// has arrived (its body is read afterwards, outside the retries; see
+    /// [`send_buffered`](Self::send_buffered) and [`send_with`](Self::send_with) to read it
+    /// inside them).
+    ///
+    /// An invalid URL or header fails here with
+    /// [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest), before anything is sent.
+    pub fn send(self) -> Pending {
+        Pending::new(self.run(Reader::Response(std::convert::identity), false))
+    }
+
+    /// Like [`send`](Self::send), but reads the whole body into memory **inside each
+    /// attempt**: a body that is cut off, reset or stalls is a failed attempt, classified and
+    /// retried like any other (with the idempotency rules: the server did answer). The read
+    /// is bounded by the attempt timeout and the policy's body limit
+    /// ([`EndpointPolicy::body_limit`](crate::policy::EndpointPolicy::body_limit), 16 MiB by
+    /// default); a longer body fails with
+    /// [`ErrorKind::BodyTooLarge`](crate::ErrorKind::BodyTooLarge).
+    ///
+    /// The response resolves with its body in memory, so `bytes()`, `text()` and `json()` on
+    /// it cannot fail for transport reasons; a retried success keeps its
+    /// [`RetryHistory`](crate::retry::RetryHistory).
+    pub fn send_buffered(self) -> Pending {
+        Pending::new(self.run(Reader::Response(std::convert::identity), true))
+    }
+
+    /// The body as bytes, read inside each attempt (see [`send_buffered`](Self::send_buffered)).
+    pub fn bytes(self) -> impl Future<Output = Result<Bytes, Error>> + Send {
+        let pending = self.send_buffered();
+        async move { Ok(pending.await?.bytes().await?) }
+    }
+
+    /// The body as text, decoded as reqwest does (the `charset` of `Content-Type`, else
+    /// UTF-8), read inside each attempt (see [`send_buffered`](Self::send_buffered)).
+    pub fn text(self) -> impl Future<Output = Result<String, Error>> + Send {
+        let pending = self.send_buffered();
+        async move { Ok(pending.await?.text().await?) }
+    }
+
+    /// The body decoded from JSON, read inside each attempt (see
+    /// [`send_buffered`](Self::send_buffered)). A body that does not decode is a permanent
+    /// [`ErrorKind::Decode`](crate::ErrorKind::Decode) carrying the status; it is not retried.
+    #[cfg(feature = "json")]
+    pub fn json<T: serde::de::DeserializeOwned>(
+        self,
+    ) -> impl Future<Output = Result<T, Error>> + Send {
+        let pending = self.send_buffered();
+        async move {
+            let response = pending.await?;
+            let status = response.status();
+            let url = response.url().clone();
+            let body = response.bytes().await?;
+            serde_json::from_slice(&body).map_err(|e| Error::decode(e, status, &url))
+        }
+    }
+
+    /// Runs `read` on each attempt's response, **inside the attempt**, and resolves to what it
+    /// returns. A failure while it reads (a reset, a truncated body, the attempt timeout:
+    /// anything it turns into an [`Error`] with `?`) is a failed attempt, classified and
+    /// retried like any other; an error it makes itself ([`Error::transient`],
+    /// [`Error::permanent`]) keeps its class. The body is limited
+    /// as in [`send_buffered`](Self::send_buffered). A panic in `read` fails the call with
+    /// [`ErrorKind::Hook`](crate::ErrorKind::Hook).
+    ///
+    /// ```no_run
+    /// # async fn run(client: resilient_http::Client) -> Result<(), resilient_http::Error> {
+    /// // Count the lines of a large body as it streams, retrying if it breaks.
+    /// let lines = client
+    ///     .get("http://127.0.0.1:8080/export.csv")
+    ///     .send_with(|mut response| async move {
+    ///         let mut lines = 0;
+    ///         while let Some(chunk) = response.chunk().await? {
+    ///             lines += chunk.iter().filter(|b| **b == b'\n').count();
+    ///         }
+    ///         Ok(lines)
+    ///     })
+    ///     .await?;
+    /// # let _ = lines;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_with<T, F, Fut>(self, mut read: F) -> Reading<T>
+    where
+        T: Send + 'static,
+        F: FnMut(reqwest::Response) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, Error>> + Send + 'static,
+    {
+        let reader = Reader::With(Box::new(move |response: reqwest::Response| {
+            let status = response.status();
+            let reading = read(response);
+            Box::pin(async move { reading.await.map(|value| Read { status, value }) })
+                as BoxFuture<Result<Read<T>, Error>>
+        }));
+        Reading::new(self.run(reader, false))
+    }
+
+    /// Builds the request and starts its call, through the outer layers if there are any.
+    #[inline]
+    fn run<O: Success>(self, reader: Reader<O>, buffered: bool) -> State<O> {
+        let (http, request) = self.inner.build_split();
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => return State::Failed(Some(Error::from(error))),
+        };
+        let (policies, overrides) = (self.policies, self.overrides);
+        match &self.outer {
+            None => match new_call(http, policies, overrides, request, reader, buffered) {
+                Ok(call) => State::Running(call),
+                Err(error) => State::Failed(Some(error)),
+            },
+            Some(outer) => State::Outer(crate::outer::run(outer, request, move |request| {
+                new_call(http, policies, overrides, request, reader, buffered)
+            })),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! What a call hands back, and reading the response inside the attempt: the pieces the
+//! client's call uses when a body is read before the call decides (a reader of the caller's,
+//! `send_buffered`, a body classifier).
+//!
+//! Why inside: a body that breaks halfway is a failed attempt like any other, so it must be
+//! classified, counted by the breaker and retried under the same rules, which only works
+//! while the call is still running. reqwest's per-request timeout, which the attempt timeout
+//! sets, keeps running until the body is read, so the read is bounded in time for free.
+
+mod body;
+
+use http::StatusCode;
+
+use crate::error::Error;
+use crate::hook::BoxFuture;
+use crate::retry::RetryHistory;
+
+pub use body::DEFAULT_BODY_LIMIT;
+pub(crate) use body::{Buffered, buffer, limited};
+
+/// What a call hands back on success, and the status it came from.
+pub(crate) trait Success: Send + 'static {
+    fn status(&self) -> StatusCode;
+    /// Keeps the attempts of a call that needed retries, where the type has room for them.
+    fn keep_history(&mut self, history: RetryHistory);
+}
+
+impl Success for reqwest::Response {
+    fn status(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn keep_history(&mut self, history: RetryHistory) {
+        self.extensions_mut().insert(history);
+    }
+}
+
+/// A reader's value and the status of the response it read.
+pub(crate) struct Read<T> {
+    pub(crate) status: StatusCode,
+    pub(crate) value: T,
+}
+
+impl<T: Send + 'static> Success for Read<T> {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn keep_history(&mut self, _: RetryHistory) {}
+}
+
+/// A reader of the caller's, run on each attempt's response.
+pub(crate) type ReadFn<O> = Box<dyn FnMut(reqwest::Response) -> BoxFuture<Result<O, Error>> + Send>;
+
+/// How a call turns an accepted response into its output.
+pub(crate) enum Reader<O> {
+    /// The response itself (`send`, `send_buffered`).
+    Response(fn(reqwest::Response) -> O),
+    /// A reader of the caller's, inside each attempt (`send_with`).
+    With(ReadFn<O>),
+}
