@@ -31,16 +31,46 @@
 //! # }
 //! ```
 //!
-//! ## The stack, outermost first
+//! ## Two ways a call runs, one set of rules
+//!
+//! A call runs either as the client's own future (`client.get(url).send()`, [`Client::execute`],
+//! [`Client::service`]: one boxed future that goes through every stage in turn, cheaper
+//! than stacked layers; `benches/` measures by how much) or through the public tower layers
+//! ([`middleware::ResilientMiddleware`], or a `ServiceBuilder` of your own), outermost first:
 //!
 //! | layer | module | job |
 //! |---|---|---|
 //! | (policy) | [`policy`] | picks the request's rules: first matching endpoint rule, else the default |
-//! | [`Retry`](retry::Retry) | [`retry`] | backoff, `Retry-After`, idempotency; the total deadline |
+//! | [`TotalDeadline`](timeout::TotalDeadline) | [`timeout`] | one budget for the whole call |
+//! | [`Retry`](retry::Retry) | [`retry`] | backoff, `Retry-After`, idempotency, never past the deadline |
 //! | [`CircuitBreaker`](breaker::CircuitBreaker) | [`breaker`] | per endpoint, per attempt |
 //! | [`AttemptTimeout`](timeout::AttemptTimeout) | [`timeout`] | one attempt, body included |
 //! | [`Classify`](classify::Classify) | [`classify`] | success / transient / permanent, sent or not |
-//! | `reqwest::Client` | | the socket |
+//! | `reqwest::Client` | | the socket (its own retry off, see [`ClientBuilder::reqwest_client`]) |
+//!
+//! Both paths call the same functions for every decision, listed below; a parity test
+//! (`tests/parity.rs`) runs the same scenarios through each path and compares what the server
+//! saw and what the caller got.
+//!
+//! ## Where each decision lives
+//!
+//! | to change… | look in |
+//! |---|---|
+//! | which statuses and errors are success, transient or permanent | [`classify::DefaultClassifier`] (or your [`classify::Classifier`]); a policy's `retry_statuses` wrap it ([`classify::SharedClassifier`]) |
+//! | how a response becomes an attempt's outcome (the status error) | `classify::response_outcome` |
+//! | how a transport error is sorted, and whether it was sent | `classify::transport_error` (a transport error is never a success), `classify/transport.rs` |
+//! | errors while reading a body (`send_buffered`, readers) | `classify::transport_error` again, through `read/body.rs` and `classify::sorting` |
+//! | errors of your tower layers and your code's panics | `classify::layer_error`, `caught.rs` |
+//! | how long an attempt may take | `timeout::attempt_limit` (capped by `timeout::call_budget`: the policy's deadline, `.deadline(d)` or the request's `.timeout()`) |
+//! | when the deadline clock starts (at the first poll) | `timeout::CallClock` |
+//! | whether to retry, and after how long | `retry/state.rs` (`Decision::decide`): class, attempts left, idempotency ([`retry::RetryPolicy::may_repeat`]), replayable body, `Retry-After` cap, deadline; backoff in `retry/backoff.rs` |
+//! | what the breaker counts | `breaker::error_verdict` (transient: failure; permanent: success; the caller's deadline and hooks: neither) |
+//! | whether a call may go out | `Breaker::admit` in `breaker/state.rs`; the window in `breaker/window.rs` |
+//! | which breaker (the endpoint key) | `breaker::layer::breaker_for`, [`breaker::endpoint_key`] |
+//! | which policy | `Policies::select_index` in `policy/compiled.rs`, with [`policy::Matcher`] |
+//! | a setting's range | `policy/bounds.rs`, for the builders and the file alike |
+//! | adding a policy setting | the `settings!` table in `policy/mod.rs` (the compiler finds every other place) |
+//! | what is secret in errors and logs | [`redact`] |
 //!
 //! The client does more than the layers can: [`RequestBuilder::send_buffered`],
 //! [`bytes`](RequestBuilder::bytes), [`text`](RequestBuilder::text) and
@@ -50,11 +80,8 @@
 //! [`ClientBuilder::attempt_layer`] runs your tower layers around each attempt. What happens
 //! is visible in `tracing` spans and events, and as metrics: see [`telemetry`].
 //!
-//! Every layer is a plain `tower::Layer` and works alone; a
-//! [`TotalDeadline`](timeout::TotalDeadline) layer gives a stack of your own a deadline.
-//! [`Client::service`] hands out the whole thing as a tower service for your own
-//! `ServiceBuilder`, and [`middleware::ResilientMiddleware`] for `reqwest_middleware`.
-//!
+//! Every layer is a plain `tower::Layer` and works alone.
+
 //! ## Features
 //!
 //! - `reqwest-middleware` (default): [`middleware::ResilientMiddleware`].

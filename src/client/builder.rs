@@ -115,7 +115,7 @@ impl ClientBuilder {
     /// Adds an endpoint rule: requests that `matcher` selects follow `policy`, which inherits
     /// what it leaves unset from the default policy. Rules are tried in the order added; the
     /// first match wins. `name` shows in errors and picks the rule in
-    /// [`RequestBuilder::policy`].
+    /// [`RequestBuilder::policy`](crate::RequestBuilder::policy).
     pub fn endpoint(
         mut self,
         name: impl Into<String>,
@@ -199,8 +199,8 @@ impl ClientBuilder {
     ///
     /// Without this, the client builds its own reqwest client whose `timeout` is the default
     /// policy's attempt timeout, and leaves attempts with that limit to it. That is cheaper:
-    /// setting a timeout on a request costs reqwest three allocations (about 1.3k
-    /// instructions per call in `benches/instructions.sh`).
+    /// setting a timeout on a request costs reqwest three allocations per call (see
+    /// `benches/`).
     ///
     /// Its own retry stays as you set it. reqwest's default resends a request that HTTP/2
     /// refused (`REFUSED_STREAM`, or a graceful `GOAWAY` naming it unprocessed) up to twice

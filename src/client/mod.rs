@@ -51,7 +51,7 @@ pub struct Client {
 impl Client {
     /// A client with the defaults: 10 s per attempt (body included), 30 s in total, 5 s to
     /// connect, [`DefaultClassifier`](crate::classify::DefaultClassifier), 3 attempts with
-    /// jittered exponential backoff ([`RetryPolicy::default`]).
+    /// jittered exponential backoff ([`RetryPolicy::default`](crate::retry::RetryPolicy::default)).
     pub fn new() -> Result<Self, Error> {
         Client::builder().build()
     }

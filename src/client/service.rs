@@ -9,7 +9,7 @@ use crate::pending::Pending;
 use crate::policy::Policies;
 use crate::read::Reader;
 
-/// The [`Client`]'s stack as a tower service; see [`Client::service`].
+/// The [`Client`](crate::Client)'s stack as a tower service; see [`Client::service`](crate::Client::service).
 #[derive(Clone, Debug)]
 pub struct PolicyService {
     pub(super) http: reqwest::Client,
@@ -19,7 +19,7 @@ pub struct PolicyService {
 // No `get_mut`: calls leave some attempt limits to the `reqwest::Client`'s own timeout, which
 // the client was built with, so another one put in its place could leave attempts unbounded.
 impl PolicyService {
-    /// The `reqwest::Client` every attempt goes out on (see [`Client::reqwest_client`]).
+    /// The `reqwest::Client` every attempt goes out on (see [`Client::reqwest_client`](crate::Client::reqwest_client)).
     pub fn get_ref(&self) -> &reqwest::Client {
         &self.http
     }
