@@ -1,7 +1,9 @@
 //! Circuit breaker hot path: admit a call and record its success, in the closed state.
 //!
 //! 1 thread, and 2 threads hammering the same breaker (per-call time per thread), next to
-//! failsafe 1.3's state machine doing the same in the same run.
+//! failsafe 1.3's state machine doing the same in the same run. Then the retry budget's
+//! deposit, which every call makes (targets: 20 ns on 1 thread, 40 ns per call per thread on
+//! 2), the same way.
 //!
 //! `cargo bench --bench breaker`
 
@@ -15,6 +17,7 @@ use failsafe::StateMachine;
 use failsafe::backoff::Constant;
 use failsafe::failure_policy::ConsecutiveFailures;
 use resilient_http::breaker::{BreakerConfig, BreakerHandle, BreakerRegistry};
+use resilient_http::retry::{__bench_budget, BenchBudget};
 
 fn ours() -> BreakerHandle {
     BreakerRegistry::new(BreakerConfig::default()).get_or_create("http://bench.internal")
@@ -40,6 +43,10 @@ fn failsafe_once(breaker: &Failsafe) {
     if breaker.is_call_permitted() {
         breaker.on_success();
     }
+}
+
+fn deposit_once(budget: &BenchBudget) {
+    budget.deposit();
 }
 
 /// Time per call per thread, with `threads` threads making `iters` calls each at once.
@@ -76,6 +83,15 @@ fn bench(c: &mut Criterion) {
         let breaker = failsafe();
         group.bench_function(format!("failsafe/{threads} thread"), |b| {
             b.iter_custom(|iters| hammer(&breaker, threads, iters, failsafe_once))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("budget deposit");
+    for threads in [1, 2] {
+        let budget = __bench_budget();
+        group.bench_function(format!("resilient-http/{threads} thread"), |b| {
+            b.iter_custom(|iters| hammer(&budget, threads, iters, deposit_once))
         });
     }
     group.finish();

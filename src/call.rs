@@ -4,7 +4,7 @@
 //! on the way down and of the response on the way up, and its own bookkeeping. The client
 //! knows its whole stack, so it does the same work (the same functions: classification, the
 //! attempt timeout, the breaker, [`RetryState`]) in one future instead. It also does what
-//! the layers cannot: read the body inside the attempt ([`crate::exchange`]) and run hooks
+//! the layers cannot: read the body inside the attempt ([`crate::read`]) and run hooks
 //! before attempts.
 
 use std::future::Future;
@@ -25,6 +25,8 @@ use crate::classify::{Class, Delivery, outcome, response_outcome};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::extras::Extras;
 use crate::hook::{AttemptInfo, AuthRefresher, BoxFuture};
+use crate::overload::bulkhead::BulkheadPermit;
+use crate::overload::{Admission, Entry};
 use crate::policy::{CompiledPolicy, Policies};
 use crate::read::{Buffered, Reader, Success, buffer, limited};
 use crate::retry::state::{Next, RetryState};
@@ -47,12 +49,8 @@ type Step<O> = Option<Result<O, Error>>;
 enum Stage<O> {
     /// Not polled yet.
     Start,
-    /// The policy's hook is preparing the next attempt's request. Its name and the URL (for
-    /// errors) are boxed: this enum is part of every call's future.
-    Hook(
-        BoxFuture<Result<reqwest::Request, Error>>,
-        Box<(String, url::Url)>,
-    ),
+    /// The policy's hook is preparing the next attempt's request (see [`Call::prepare`]).
+    Hook(BoxFuture<Result<reqwest::Request, Error>>),
     /// An attempt is waiting for the response's head.
     Send(ReqwestFuture),
     /// An attempt is waiting for the response's head, through the user's attempt layers.
@@ -65,8 +63,36 @@ enum Stage<O> {
     Refresh(BoxFuture<Result<HeaderValue, Error>>),
     /// Waiting before the next attempt.
     Sleep(Pin<Box<Sleep>>),
+    /// Queueing for a place in the endpoint's bulkhead, with the first attempt's request.
+    Queue(BoxFuture<(Option<BulkheadPermit>, reqwest::Request)>),
+    /// Holding the next attempt's request back: the endpoint is held (`Retry-After`) or
+    /// over its rate limit; then it asks again.
+    Held(BoxFuture<reqwest::Request>),
     /// Over.
     Done,
+}
+
+/// The attempt in flight: from its admission by the breaker until its result is known.
+struct Attempt {
+    /// The breaker's permit; `None` when the policy has no breaker.
+    permit: Option<Permit>,
+    /// When it was sent, read only when someone needs it: a breaker that counts slow calls,
+    /// a reader (whose time counts from the send).
+    sent_at: Option<Instant>,
+    /// How long it may take, and whether the call's deadline, not the attempt timeout, set
+    /// that (see [`attempt_limit`]).
+    limit: Duration,
+    by_deadline: bool,
+}
+
+impl Attempt {
+    /// Tells `breaker` (the one that admitted it) how the attempt went; `Ignored` gives a
+    /// half-open probe's place back. Taking the attempt makes this happen once.
+    fn end(self, breaker: Option<&Breaker>, verdict: Verdict) {
+        if let (Some(breaker), Some(permit)) = (breaker, self.permit) {
+            breaker.record(permit, verdict, self.sent_at);
+        }
+    }
 }
 
 /// One call through one policy, resolving to `O`.
@@ -78,35 +104,32 @@ pub(crate) struct Call<O> {
     // Holds the request until the first poll, then each retry's copy.
     retry: RetryState,
     method: Method,
+    // The breaker of the request's endpoint, chosen with the policy; `None` when it has none.
     breaker: Option<Arc<Breaker>>,
-    // The current attempt's breaker permit and, if slow calls are counted, its start.
-    permit: Option<(Permit, Option<Instant>)>,
-    limit: Duration,
-    by_deadline: bool,
+    // `Some` exactly while an attempt is in flight.
+    attempt: Option<Attempt>,
+    // The call's place in its endpoint's bulkhead, if it has one: given back when the call
+    // ends or is dropped.
+    place: Option<BulkheadPermit>,
     reader: Reader<O>,
     // Whether the body is read into memory inside the attempt.
     buffered: bool,
     // Whether credentials were refreshed once already.
-    refreshed: bool,
-    // When the current attempt was sent, for a reader's time limit (readers only).
-    sent_at: Option<Instant>,
+    refreshed_once: bool,
 }
 
 impl<O> Drop for Call<O> {
     fn drop(&mut self) {
         // A cancelled call gives a half-open probe's place back.
-        self.report(Verdict::Ignored);
+        self.end_attempt(Verdict::Ignored);
     }
 }
 
 impl<O> Call<O> {
-    /// Tells the breaker how the current attempt went, if it admitted one (`Ignored` gives a
-    /// half-open probe's place back).
-    fn report(&mut self, verdict: Verdict) {
-        if let (Some(breaker), Some((permit, started))) =
-            (self.breaker.as_ref(), self.permit.take())
-        {
-            breaker.record(permit, verdict, started);
+    /// Ends the attempt in flight, if any, telling the breaker `verdict`.
+    fn end_attempt(&mut self, verdict: Verdict) {
+        if let Some(attempt) = self.attempt.take() {
+            attempt.end(self.breaker.as_deref(), verdict);
         }
     }
 }
@@ -122,6 +145,10 @@ impl<O: Success> Call<O> {
         buffered: bool,
     ) -> Box<Self> {
         let chosen = policy(&policies, &which);
+        let method = request.method().clone();
+        // Chosen once per call, with the policy: the breaker of this endpoint.
+        let breaker = chosen.breaker_for(request.url());
+        let guards = chosen.guards_for(request.url());
         let mut retry = RetryState::new(
             chosen.retry_policy(),
             Some(chosen.total_deadline()),
@@ -131,21 +158,20 @@ impl<O: Success> Call<O> {
             retry.allow_extra_attempt();
         }
         retry.keep_budget_out_of_requests();
+        retry.guard_with(guards);
         Box::new(Call {
             stage: Stage::Start,
-            method: Method::GET,
             http,
             policies,
             which,
             retry,
-            breaker: None,
-            permit: None,
-            limit: Duration::ZERO,
-            by_deadline: false,
+            method,
+            breaker,
+            attempt: None,
+            place: None,
             reader,
             buffered,
-            refreshed: false,
-            sent_at: None,
+            refreshed_once: false,
         })
     }
 
@@ -157,9 +183,87 @@ impl<O: Success> Call<O> {
         self.policy().extras()
     }
 
-    /// The request for the next attempt is ready: through the hook, if any, then out.
+    /// The call is over, with `result`.
+    fn done(&mut self, result: Result<O, Error>) -> Step<O> {
+        self.stage = Stage::Done;
+        Some(result)
+    }
+
+    /// The first poll: the call's clock starts (see `CallClock`), it takes its place in the
+    /// endpoint's bulkhead, if any, then its first attempt.
+    fn started(&mut self) -> Step<O> {
+        let request = match self.retry.begin() {
+            Ok(request) => request,
+            Err(error) => return self.done(Err(error)),
+        };
+        let Some(guards) = self.retry.guards() else {
+            return self.prepare(request);
+        };
+        match guards.enter(self.retry.deadline()) {
+            Entry::In(place) => {
+                self.place = place;
+                self.prepare(request)
+            }
+            Entry::Queue(queueing) => {
+                self.stage = Stage::Queue(Box::pin(async move { (queueing.await, request) }));
+                None
+            }
+            Entry::Full(error) => self.refused(error, &request),
+        }
+    }
+
+    /// The wait for a place in the bulkhead is over.
+    fn queued(&mut self, place: Option<BulkheadPermit>, request: reqwest::Request) -> Step<O> {
+        let Some(place) = place else {
+            // Only a call with guards queues.
+            let error = self.retry.guards().map(|guards| guards.full());
+            let error = error.unwrap_or_else(Error::polled_after_completion);
+            return self.refused(error, &request);
+        };
+        self.place = Some(place);
+        self.retry.restart_attempt(Instant::now());
+        self.prepare(request)
+    }
+
+    /// A call turned away before its first attempt went out.
+    fn refused(&mut self, error: Error, request: &reqwest::Request) -> Step<O> {
+        let error = self
+            .retry
+            .fail(error.with_request(request.method(), request.url()));
+        self.done(Err(error))
+    }
+
+    /// The request for the next attempt is ready: once the endpoint's guards let it out
+    /// (a `Retry-After` hold, the rate limit), through the hook, if any, then out.
     #[inline]
     fn prepare(&mut self, request: reqwest::Request) -> Step<O> {
+        if let Some(guards) = self.retry.guards() {
+            match guards.admit(self.retry.attempt_started(), self.retry.deadline()) {
+                Admission::Go => {}
+                Admission::Wait(wait) => {
+                    self.stage = Stage::Held(Box::pin(async move {
+                        sleep(wait).await;
+                        request
+                    }));
+                    return None;
+                }
+                Admission::Refused(error) => {
+                    let error = error.with_request(request.method(), request.url());
+                    return self.finish(Err(error));
+                }
+            }
+        }
+        self.hooked_or_sent(request)
+    }
+
+    /// The endpoint let the held request out.
+    fn let_out(&mut self, request: reqwest::Request) -> Step<O> {
+        self.retry.restart_attempt(Instant::now());
+        self.prepare(request)
+    }
+
+    /// Through the hook, if any, then out.
+    fn hooked_or_sent(&mut self, request: reqwest::Request) -> Step<O> {
         let Some(hook) = self.extras().and_then(|e| e.hook.clone()) else {
             return self.send(request);
         };
@@ -170,42 +274,64 @@ impl<O: Success> Call<O> {
         };
         let what = format!("hook {:?}", hook.name());
         let label = what.clone();
-        let url = request.url().clone();
+        let (method, url) = (self.method.clone(), request.url().clone());
         let start = move || -> BoxFuture<Result<reqwest::Request, Error>> {
             let future = hook.before_attempt(request, info);
             Box::pin(async move { future.await.map_err(|e| hook_failed(&label, failed(e))) })
         };
         let hooking = within(self.retry.deadline(), call_caught(&what, start));
-        self.stage = Stage::Hook(hooking, Box::new((what, url)));
+        // The hook has the request: its errors name the one it was given.
+        self.stage = Stage::Hook(Box::pin(async move {
+            let request = run_caught(hooking, &what).await;
+            request.map_err(|error| error.with_request(&method, &url))
+        }));
         None
+    }
+
+    /// The hook is done with the attempt's request.
+    fn hooked(&mut self, request: Result<reqwest::Request, Error>) -> Step<O> {
+        match request {
+            // The hook's time comes out of the budget: `send` counts from now.
+            Ok(request) => self.send(request),
+            // An attempt that failed before it was sent: recorded (history, span, metrics)
+            // as any other, and never retried (a hook's failure is permanent).
+            Err(error) => self.finish(Err(error)),
+        }
     }
 
     /// Admits the attempt through the breaker and sends it.
     fn send(&mut self, mut request: reqwest::Request) -> Step<O> {
-        if let Some(breaker) = self.breaker.as_ref() {
-            match breaker.admit() {
-                Ok(permit) => self.permit = Some((permit, breaker.call_started())),
+        let (permit, sent_at) = match self.breaker.as_deref() {
+            None => (None, None),
+            Some(breaker) => match breaker.admit() {
+                Ok(permit) => (Some(permit), breaker.call_started()),
                 Err(rejection) => {
                     let error = breaker.rejected(rejection, &request);
                     return self.finish(Err(error));
                 }
-            }
-        }
+            },
+        };
         let (limit, by_deadline) = attempt_limit(
             self.policy().attempt_timeout(),
             self.retry.budget(),
             self.retry.time_left(),
         );
+        let mut attempt = Attempt {
+            permit,
+            sent_at,
+            limit,
+            by_deadline,
+        };
         if limit.is_zero() {
-            self.report(Verdict::Ignored);
-            self.stage = Stage::Done;
-            return Some(Err(self.retry.fail(expired(&request, limit))));
+            attempt.end(self.breaker.as_deref(), Verdict::Ignored);
+            let error = self.retry.fail(expired(&request, limit));
+            return self.done(Err(error));
         }
-        self.limit = limit;
-        self.by_deadline = by_deadline;
-        if matches!(self.reader, Reader::With(_)) {
-            self.sent_at = Some(Instant::now());
+        // A reader's time counts from the send; the breaker's reading, if it took one, is it.
+        if attempt.sent_at.is_none() && matches!(self.reader, Reader::With(_)) {
+            attempt.sent_at = Some(Instant::now());
         }
+        self.attempt = Some(attempt);
         let layered = self.extras().and_then(|e| e.attempt_service.clone());
         // A request with no timeout of its own gets the reqwest client's, which may be this.
         // Attempt layers always see the limit on the request: some read it.
@@ -222,42 +348,52 @@ impl<O: Success> Call<O> {
         None
     }
 
+    /// The response's head arrived through the user's attempt layers (or a layer failed).
+    fn received_layered(&mut self, result: Result<reqwest::Response, BoxError>) -> Step<O> {
+        match result {
+            Ok(response) => self.received(Ok(response)),
+            Err(error) => match layered_error(error, &self.method) {
+                Ok(error) => self.received(Err(error)),
+                Err(error) => self.finish(Err(error)),
+            },
+        }
+    }
+
     /// The response's head arrived (or the attempt failed before it).
     #[inline]
     fn received(&mut self, result: Result<reqwest::Response, reqwest::Error>) -> Step<O> {
-        if let Ok(response) = &result {
-            let wants = self
-                .extras()
-                .and_then(|e| e.body_classifier.as_ref())
-                .map(|c| {
-                    caught("body classifier", || {
-                        c.wants(response.status(), response.headers())
-                    })
-                });
-            let classify_body = match wants {
-                None => false,
-                Some(Ok(wants)) => wants,
-                Some(Err(error)) => {
-                    let error = error.with_request(&self.method, response.url());
-                    return self.finish(Err(error));
-                }
-            };
-            if self.buffered || classify_body {
-                if let Ok(response) = result {
-                    let policy = self.policy();
-                    let reading = buffer(
-                        response,
-                        policy.body_limit(),
-                        policy.classifier().clone(),
-                        self.method.clone(),
-                    );
-                    self.stage = Stage::Buffer(Box::pin(reading));
-                }
-                return None;
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => return self.classified(self.classify(Err(error))),
+        };
+        match self.reads_body_first(&response) {
+            Ok(false) => self.classified(self.classify(Ok(response))),
+            Ok(true) => {
+                let policy = self.policy();
+                let reading = buffer(
+                    response,
+                    policy.body_limit(),
+                    policy.classifier().clone(),
+                    self.method.clone(),
+                );
+                self.stage = Stage::Buffer(Box::pin(reading));
+                None
             }
+            Err(error) => self.finish(Err(error)),
         }
-        let result = self.classify(result);
-        self.classified(result)
+    }
+
+    /// Whether `response`'s body is read into memory before the attempt is classified: for
+    /// `send_buffered`, or for a body classifier that wants it (asked either way).
+    fn reads_body_first(&self, response: &reqwest::Response) -> Result<bool, Error> {
+        let wants = match self.extras().and_then(|e| e.body_classifier.as_ref()) {
+            None => false,
+            Some(c) => caught("body classifier", || {
+                c.wants(response.status(), response.headers())
+            })
+            .map_err(|error| error.with_request(&self.method, response.url()))?,
+        };
+        Ok(self.buffered || wants)
     }
 
     /// The attempt's result, sorted by the policy's classifier.
@@ -269,8 +405,13 @@ impl<O: Success> Call<O> {
         outcome(self.policy().classifier(), &self.method, result, elapsed)
     }
 
-    /// The body is in memory: the body classifier, if it wants it, then the status.
-    fn buffered(&mut self, body: Buffered) -> Step<O> {
+    /// The body is in memory (or failed to arrive): the body classifier, if it wants it,
+    /// then the status.
+    fn buffered(&mut self, body: Result<Buffered, Error>) -> Step<O> {
+        let body = match body {
+            Ok(body) => body,
+            Err(error) => return self.finish(Err(error)),
+        };
         let body_classifier = self
             .extras()
             .and_then(|e| e.body_classifier.as_ref())
@@ -312,31 +453,30 @@ impl<O: Success> Call<O> {
             Ok(response) => response,
             Err(error) => return self.finish(Err(error)),
         };
-        match &self.reader {
+        let read = match &mut self.reader {
             Reader::Response(into) => {
                 let output = into(response);
-                self.finish(Ok(output))
+                return self.finish(Ok(output));
             }
-            Reader::With(_) => {
-                let status = response.status();
-                let limit = self.policy().body_limit();
-                // reqwest's timeout covers the body, not whatever else the reader waits for:
-                // the attempt's limit, counted from the send, holds for both.
-                let ends = self.sent_at.and_then(|at| at.checked_add(self.limit));
-                let (method, url) = (self.method.clone(), response.url().clone());
-                let classifier = self.policy().classifier().clone();
-                let Reader::With(read) = &mut self.reader else {
-                    return None;
-                };
-                match limited(response, limit, classifier, method.clone()) {
-                    Ok(response) => {
-                        let reading = call_caught("reader", || read(response));
-                        self.stage = Stage::Read(reading_until(reading, ends, status, method, url));
-                        None
-                    }
-                    Err(error) => self.finish(Err(error.with_request(&method, &url))),
-                }
+            Reader::With(read) => read,
+        };
+        let policy = policy(&self.policies, &self.which);
+        let status = response.status();
+        // reqwest's timeout covers the body, not whatever else the reader waits for: the
+        // attempt's limit, counted from the send, holds for both.
+        let ends = self
+            .attempt
+            .as_ref()
+            .and_then(|a| a.sent_at?.checked_add(a.limit));
+        let (method, url) = (self.method.clone(), response.url().clone());
+        let classifier = policy.classifier().clone();
+        match limited(response, policy.body_limit(), classifier, method.clone()) {
+            Ok(response) => {
+                let reading = call_caught("reader", || read(response));
+                self.stage = Stage::Read(reading_until(reading, ends, status, method, url));
+                None
             }
+            Err(error) => self.finish(Err(error.with_request(&method, &url))),
         }
     }
 
@@ -345,9 +485,18 @@ impl<O: Success> Call<O> {
         // The output goes straight out: it is the large part, and each move copies it.
         let error = match result {
             Ok(output) => return self.succeeded(output),
-            Err(error) => timed_out(error, self.limit, self.by_deadline),
+            Err(error) => error,
         };
-        self.report(error_verdict(&error));
+        // Without an attempt in flight (the breaker refused it, a hook failed), the error is
+        // no attempt's timeout and the breaker has nothing to hear.
+        let error = match self.attempt.take() {
+            Some(attempt) => {
+                let error = timed_out(error, attempt.limit, attempt.by_deadline);
+                attempt.end(self.breaker.as_deref(), error_verdict(&error));
+                error
+            }
+            None => error,
+        };
         if let Some(refresher) = self.refresher_for(&error).cloned() {
             return self.refresh(error, refresher);
         }
@@ -356,10 +505,9 @@ impl<O: Success> Call<O> {
     }
 
     fn succeeded(&mut self, output: O) -> Step<O> {
-        self.report(Verdict::Success);
+        self.end_attempt(Verdict::Success);
         if self.retry.first_try_succeeded(output.status()) {
-            self.stage = Stage::Done;
-            return Some(Ok(output));
+            return self.done(Ok(output));
         }
         let next = self.retry.finish_attempt(Ok(output));
         self.next(next)
@@ -367,10 +515,7 @@ impl<O: Success> Call<O> {
 
     fn next(&mut self, next: Next<O>) -> Step<O> {
         match next {
-            Next::Done(result) => {
-                self.stage = Stage::Done;
-                Some(result)
-            }
+            Next::Done(result) => self.done(result),
             Next::Retry(delay) => {
                 self.stage = Stage::Sleep(Box::pin(sleep(delay)));
                 None
@@ -378,13 +523,20 @@ impl<O: Success> Call<O> {
         }
     }
 
+    /// The pause before the next attempt is over.
+    fn woke(&mut self) -> Step<O> {
+        match self.retry.next_request() {
+            Ok(request) => self.prepare(request),
+            Err(error) => self.done(Err(error)),
+        }
+    }
+
     /// A first `401` with a refresher in the policy: new credentials, then the attempt again.
     fn refresh(&mut self, error: Error, refresher: Arc<dyn AuthRefresher>) -> Step<O> {
-        self.refreshed = true;
+        self.refreshed_once = true;
         let (method, url) = (self.method.clone(), error.url().cloned());
         if let Err(error) = self.retry.retry_with_new_credentials(error) {
-            self.stage = Stage::Done;
-            return Some(Err(error));
+            return self.done(Err(error));
         }
         let start = move || -> BoxFuture<Result<HeaderValue, Error>> {
             let future = refresher.refresh();
@@ -407,7 +559,7 @@ impl<O: Success> Call<O> {
 
     /// The refresher to call for `error`: a first `401`, with a refresher in the policy.
     fn refresher_for(&self, error: &Error) -> Option<&Arc<dyn AuthRefresher>> {
-        let first_401 = !self.refreshed
+        let first_401 = !self.refreshed_once
             && error.kind() == ErrorKind::Status
             && error.status() == Some(StatusCode::UNAUTHORIZED);
         first_401
@@ -416,12 +568,12 @@ impl<O: Success> Call<O> {
     }
 
     /// New credentials arrived (or did not): send the request again with them.
-    fn finish_refresh(&mut self, value: Result<HeaderValue, Error>) -> Step<O> {
+    fn refreshed(&mut self, value: Result<HeaderValue, Error>) -> Step<O> {
         let mut value = match value {
             Ok(value) => value,
             Err(error) => {
-                self.stage = Stage::Done;
-                return Some(Err(self.retry.fail(error)));
+                let error = self.retry.fail(error);
+                return self.done(Err(error));
             }
         };
         value.set_sensitive(true);
@@ -431,10 +583,7 @@ impl<O: Success> Call<O> {
             .next_request_with(Some((http::header::AUTHORIZATION, value)))
         {
             Ok(request) => self.prepare(request),
-            Err(error) => {
-                self.stage = Stage::Done;
-                Some(Err(error))
-            }
+            Err(error) => self.done(Err(error)),
         }
     }
 }
@@ -474,14 +623,14 @@ fn ending_at<T: Send + 'static>(
 /// timeout at `ends`, a panic in it made an error, and every error it ends with naming the
 /// request and the status, as any other attempt's.
 fn reading_until<O: Send + 'static>(
-    mut reading: BoxFuture<Result<O, Error>>,
+    reading: BoxFuture<Result<O, Error>>,
     ends: Option<Instant>,
     status: StatusCode,
     method: Method,
     url: url::Url,
 ) -> BoxFuture<Result<O, Error>> {
     Box::pin(async move {
-        let caught = std::future::poll_fn(|cx| poll_caught(&mut reading, cx, "reader"));
+        let caught = run_caught(reading, "reader");
         let result = match ends {
             Some(at) => tokio::time::timeout_at(at, caught)
                 .await
@@ -496,6 +645,14 @@ fn reading_until<O: Send + 'static>(
         };
         result.map_err(|e| e.with_request(&method, &url).after_response(status))
     })
+}
+
+/// `future` of user code (`what` names it) run to its end, a panic in it made an error.
+async fn run_caught<T: Send + 'static>(
+    mut future: BoxFuture<Result<T, Error>>,
+    what: &str,
+) -> Result<T, Error> {
+    std::future::poll_fn(|cx| poll_caught(&mut future, cx, what)).await
 }
 
 /// A user's error, as the message of a typed one.
@@ -522,6 +679,17 @@ fn layered_error(error: BoxError, method: &Method) -> Result<reqwest::Error, Err
     Err(error)
 }
 
+/// Polls `future`, a part of the current attempt, inside the attempt's span.
+#[inline]
+fn in_attempt<F: Future + Unpin>(
+    retry: &RetryState,
+    future: &mut F,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    let _attempt = retry.observer().enter_attempt();
+    Pin::new(future).poll(cx)
+}
+
 impl<O: Success> Future for Call<O> {
     type Output = Result<O, Error>;
 
@@ -532,78 +700,44 @@ impl<O: Success> Future for Call<O> {
         }
         let _call = this.retry.observer().enter_call();
         loop {
+            // Each stage: what it waits for, then what follows.
             let step = match &mut this.stage {
-                // The call's clock starts here, at its first poll (see `CallClock`).
-                Stage::Start => match this.retry.begin() {
-                    Ok(request) => {
-                        // Once per call: the breaker of this endpoint.
-                        this.method = request.method().clone();
-                        this.breaker = this.policy().breaker_for(request.url());
-                        this.prepare(request)
-                    }
-                    Err(error) => {
-                        this.stage = Stage::Done;
-                        Some(Err(error))
-                    }
-                },
-                Stage::Hook(hook, about) => match ready!(poll_caught(hook, cx, &about.0)) {
-                    // The hook's time comes out of the budget: `send` counts from now.
-                    Ok(request) => this.send(request),
-                    // An attempt that failed before it was sent: recorded (history, span,
-                    // metrics) as any other, and never retried (a hook's failure is permanent).
-                    Err(error) => {
-                        let error = error.with_request(&this.method, &about.1);
-                        this.finish(Err(error))
-                    }
-                },
-                Stage::Send(future) => {
-                    let result = {
-                        let _attempt = this.retry.observer().enter_attempt();
-                        ready!(Pin::new(future).poll(cx))
-                    };
-                    this.received(result)
+                Stage::Start => this.started(),
+                Stage::Hook(hooking) => {
+                    let request = ready!(hooking.as_mut().poll(cx));
+                    this.hooked(request)
                 }
-                Stage::SendLayered(future) => {
-                    let result = {
-                        let _attempt = this.retry.observer().enter_attempt();
-                        ready!(future.as_mut().poll(cx))
-                    };
-                    match result.map_err(|e| layered_error(e, &this.method)) {
-                        Ok(response) => this.received(Ok(response)),
-                        Err(Ok(error)) => this.received(Err(error)),
-                        Err(Err(error)) => this.finish(Err(error)),
-                    }
+                Stage::Send(sending) => {
+                    let head = ready!(in_attempt(&this.retry, sending, cx));
+                    this.received(head)
+                }
+                Stage::SendLayered(sending) => {
+                    let head = ready!(in_attempt(&this.retry, sending, cx));
+                    this.received_layered(head)
                 }
                 Stage::Buffer(reading) => {
-                    let result = {
-                        let _attempt = this.retry.observer().enter_attempt();
-                        ready!(reading.as_mut().poll(cx))
-                    };
-                    match result {
-                        Ok(body) => this.buffered(body),
-                        Err(error) => this.finish(Err(error)),
-                    }
+                    let body = ready!(in_attempt(&this.retry, reading, cx));
+                    this.buffered(body)
                 }
                 Stage::Read(reading) => {
-                    let result = {
-                        let _attempt = this.retry.observer().enter_attempt();
-                        ready!(reading.as_mut().poll(cx))
-                    };
-                    this.finish(result)
+                    let output = ready!(in_attempt(&this.retry, reading, cx));
+                    this.finish(output)
                 }
                 Stage::Refresh(refreshing) => {
                     let value = ready!(poll_caught(refreshing, cx, "auth refresher"));
-                    this.finish_refresh(value)
+                    this.refreshed(value)
                 }
                 Stage::Sleep(pause) => {
                     ready!(pause.as_mut().poll(cx));
-                    match this.retry.next_request() {
-                        Ok(request) => this.prepare(request),
-                        Err(error) => {
-                            this.stage = Stage::Done;
-                            Some(Err(error))
-                        }
-                    }
+                    this.woke()
+                }
+                Stage::Queue(queueing) => {
+                    let (place, request) = ready!(queueing.as_mut().poll(cx));
+                    this.queued(place, request)
+                }
+                Stage::Held(holding) => {
+                    let request = ready!(holding.as_mut().poll(cx));
+                    this.let_out(request)
                 }
                 Stage::Done => Some(Err(Error::polled_after_completion())),
             };

@@ -62,6 +62,13 @@ pub enum ErrorKind {
     Decode,
     /// A hook run before an attempt failed or panicked; the message names the hook.
     Hook,
+    /// The endpoint is held back: the server asked to wait (`Retry-After` on a 429 or 503),
+    /// or the client's own rate limit has no slot, and the wait does not fit the deadline.
+    /// [`Error::retry_after`] says how long is left; the request was not sent.
+    RateLimited,
+    /// The endpoint's bulkhead is full: as many calls as it allows are in flight, and no
+    /// place came free within its queue timeout (or the deadline). The request was not sent.
+    BulkheadFull,
 }
 
 impl fmt::Display for ErrorKind {
@@ -82,6 +89,8 @@ impl fmt::Display for ErrorKind {
             ErrorKind::BodyTooLarge => "response body too large",
             ErrorKind::Decode => "response body could not be decoded",
             ErrorKind::Hook => "attempt hook failed",
+            ErrorKind::RateLimited => "rate limited",
+            ErrorKind::BulkheadFull => "bulkhead full",
         })
     }
 }
@@ -89,7 +98,8 @@ impl fmt::Display for ErrorKind {
 impl ErrorKind {
     /// A short, stable, machine-readable name: `timeout`, `deadline`, `connect`, `reset`,
     /// `status`, `circuit_open`, `budget_exhausted`, `body_not_replayable`, `invalid_request`,
-    /// `invalid_response`, `invalid_config`, `transport`, `body_too_large`, `decode` or `hook`.
+    /// `invalid_response`, `invalid_config`, `transport`, `body_too_large`, `decode`, `hook`,
+    /// `rate_limited` or `bulkhead_full`.
     ///
     /// These are the `error_kind` values of the `probe` example and the `error.type` of
     /// spans and metrics (where a failure status is shown as its code instead).
@@ -114,6 +124,8 @@ impl ErrorKind {
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::Decode => "decode",
             ErrorKind::Hook => "hook",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::BulkheadFull => "bulkhead_full",
         }
     }
 }
@@ -579,6 +591,27 @@ impl Error {
     }
 
     /// A call the circuit breaker of `key` did not let through.
+    /// An attempt the endpoint's guards held back (a `Retry-After` hold, the rate limit) for
+    /// longer than its deadline allows; `detail` names the endpoint and says why.
+    pub(crate) fn rate_limited(detail: String, retry_in: std::time::Duration) -> Self {
+        let mut err = Error::new(ErrorKind::RateLimited, Class::Transient, Delivery::NotSent)
+            .with_detail(detail);
+        err.0.retry_after = Some(retry_in);
+        err
+    }
+
+    /// A call the endpoint's bulkhead had no place for.
+    pub(crate) fn bulkhead_full(detail: String) -> Self {
+        Error::new(ErrorKind::BulkheadFull, Class::Transient, Delivery::NotSent).with_detail(detail)
+    }
+
+    /// This transient failure, returned because the retry budget had nothing left for a
+    /// retry: the kind says so, the status, headers and cause of the last attempt stay.
+    pub(crate) fn into_budget_exhausted(mut self) -> Self {
+        self.0.kind = ErrorKind::BudgetExhausted;
+        self.with_detail("not retried: the endpoint's retry budget is spent")
+    }
+
     /// A call the breaker turned away; `detail` names the endpoint and says why.
     pub(crate) fn circuit_open(detail: String, retry_in: Option<std::time::Duration>) -> Self {
         let mut err = Error::new(ErrorKind::CircuitOpen, Class::Transient, Delivery::NotSent)

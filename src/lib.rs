@@ -133,9 +133,11 @@ mod client;
 mod error;
 mod extras;
 pub mod hook;
+mod keyed;
 #[cfg(feature = "reqwest-middleware")]
 pub mod middleware;
 pub mod outer;
+pub mod overload;
 mod pending;
 pub mod policy;
 mod read;
@@ -147,6 +149,7 @@ pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod timeout;
+mod window;
 
 pub use client::{Client, ClientBuilder, PolicyService, RequestBuilder};
 pub use error::{Attempt, AttemptOutcome, BoxError, Error, ErrorKind};

@@ -104,6 +104,11 @@ impl BreakerConfig {
         BreakerConfigBuilder(self.clone())
     }
 
+    /// The most endpoints with a breaker of their own.
+    pub(crate) fn max_breakers(&self) -> usize {
+        self.max_breakers
+    }
+
     /// How long the circuit stays open after its `n`-th consecutive opening (0 for the first).
     pub(super) fn open_duration_after(&self, consecutive: u32) -> Duration {
         let factor = 2u32.checked_pow(consecutive.min(31)).unwrap_or(u32::MAX);

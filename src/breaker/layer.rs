@@ -57,10 +57,7 @@ pub(crate) fn breaker_for(
     key: Option<&str>,
     url: &url::Url,
 ) -> Arc<Breaker> {
-    match key {
-        Some(key) => registry.breaker(key),
-        None => registry.breaker_for(url),
-    }
+    registry.breaker(&crate::keyed::key_for(key, url))
 }
 
 impl Default for CircuitBreakerLayer {

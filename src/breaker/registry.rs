@@ -1,31 +1,21 @@
-//! One breaker per endpoint key, in a bounded map that readers never lock.
-//!
-//! Lookups happen on every attempt, new endpoints rarely: the map is an immutable snapshot
-//! behind an `ArcSwap`, read without a lock; adding an endpoint copies it under a writers'
-//! mutex. When the map is full, the idlest closed breakers are dropped (an open breaker carries
-//! state worth keeping, so it goes last). "Idle" is measured in insertions, not time: each
-//! breaker notes the registry's insertion count when used, which is written only when it
-//! changed, so steady traffic writes nothing shared.
+//! One breaker per endpoint key, in a bounded map that readers never lock (see
+//! [`Keyed`](crate::keyed)): when it is full, the idlest closed breakers are dropped (an open
+//! breaker carries state worth keeping, so it goes last).
 //!
 //! Metric series (feature `metrics`) are bounded here too: a registry gives series of their
 //! own to at most `max_breakers` keys over its life, and the breakers beyond share the
 //! `_OTHER` label; see the [telemetry docs](crate::telemetry).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
-use arc_swap::ArcSwap;
 use url::{Position, Url};
 
 use super::config::BreakerConfig;
 use super::state::{Breaker, Permit, Verdict};
 use super::{State, WindowCounts};
-
-/// foldhash instead of SipHash: the lookup runs on every attempt, and a per-process random
-/// seed still keeps the keys (host names) from being chosen to collide.
-type Map = HashMap<Arc<str>, Arc<Breaker>, foldhash::fast::RandomState>;
+use crate::keyed::{Entry, Keyed};
 
 /// The breakers of one [`CircuitBreakerLayer`](super::CircuitBreakerLayer), by endpoint key.
 /// Cheap to clone; clones share the breakers.
@@ -35,12 +25,31 @@ pub struct BreakerRegistry {
 }
 
 struct Inner {
-    map: ArcSwap<Map>,
-    /// Held while adding a breaker; counts the keys this registry gave metric series of their
-    /// own (at most `max_breakers`: see the telemetry docs).
-    writer: Mutex<usize>,
+    breakers: Keyed<Breaker>,
     config: Arc<BreakerConfig>,
-    insertions: AtomicU64,
+    /// The keys this registry gave metric series of their own (at most `max_breakers`: see
+    /// the telemetry docs); counted while adding a breaker, under the map's writers' lock.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    series: AtomicUsize,
+}
+
+impl Entry for Breaker {
+    fn last_used(&self) -> &AtomicU64 {
+        &self.last_used
+    }
+
+    fn busy(&self) -> bool {
+        self.state() != State::Closed
+    }
+
+    fn evicted(&self, _key: &str) {
+        // Its series stay (a recorder cannot drop one): leave them saying what the next call
+        // will find, a fresh closed breaker, rather than an open circuit that no longer is.
+        #[cfg(feature = "metrics")]
+        if self.busy() {
+            crate::telemetry::meters::breaker_state(self.key(), State::Closed);
+        }
+    }
 }
 
 impl std::fmt::Debug for BreakerRegistry {
@@ -72,66 +81,33 @@ impl BreakerRegistry {
     pub fn new(config: BreakerConfig) -> Self {
         BreakerRegistry {
             inner: Arc::new(Inner {
-                map: ArcSwap::from_pointee(Map::default()),
-                writer: Mutex::new(0),
+                breakers: Keyed::new(config.max_breakers),
                 config: Arc::new(config),
-                insertions: AtomicU64::new(0),
+                series: AtomicUsize::new(0),
             }),
         }
     }
 
-    /// The breaker for `url`'s endpoint, made on first use.
-    pub(crate) fn breaker_for(&self, url: &Url) -> Arc<Breaker> {
-        self.breaker(&endpoint_key(url))
-    }
-
     pub(crate) fn breaker(&self, key: &str) -> Arc<Breaker> {
-        if let Some(breaker) = self.inner.map.load().get(key) {
-            let now = self.inner.insertions.load(Relaxed);
-            if breaker.last_used.load(Relaxed) != now {
-                breaker.last_used.store(now, Relaxed);
+        let inner = &self.inner;
+        inner.breakers.get_or_insert(key, |key| {
+            #[cfg(feature = "metrics")]
+            {
+                use crate::telemetry::meters::{Series, breaker_series};
+                use std::sync::atomic::Ordering::Relaxed;
+                // Before the breaker exists, whose first act is to set its state gauge.
+                let own = inner.series.load(Relaxed) < inner.config.max_breakers;
+                if breaker_series(&key, own) == Series::New {
+                    inner.series.fetch_add(1, Relaxed);
+                }
             }
-            return breaker.clone();
-        }
-        self.insert(key)
-    }
-
-    fn insert(&self, key: &str) -> Arc<Breaker> {
-        #[cfg_attr(not(feature = "metrics"), allow(unused_mut, unused_variables))]
-        let mut series = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let current = self.inner.map.load_full();
-        if let Some(breaker) = current.get(key) {
-            return breaker.clone();
-        }
-        let mut next: Map = (*current).clone();
-        let max = self.inner.config.max_breakers;
-        if next.len() >= max {
-            evict(&mut next, max);
-        }
-        let key: Arc<str> = Arc::from(key);
-        #[cfg(feature = "metrics")]
-        {
-            use crate::telemetry::meters::{Series, breaker_series};
-            // Before the breaker exists, whose first act is to set its state gauge.
-            if breaker_series(&key, *series < max) == Series::New {
-                *series += 1;
-            }
-        }
-        let breaker = Arc::new(Breaker::new(key.clone(), self.inner.config.clone()));
-        let epoch = self.inner.insertions.fetch_add(1, Relaxed) + 1;
-        breaker.last_used.store(epoch, Relaxed);
-        next.insert(key, breaker.clone());
-        self.inner.map.store(Arc::new(next));
-        breaker
+            Breaker::new(key, inner.config.clone())
+        })
     }
 
     /// The breaker of an endpoint key (see [`endpoint_key`]), if it has one.
     pub fn get(&self, key: &str) -> Option<BreakerHandle> {
-        self.inner.map.load().get(key).cloned().map(BreakerHandle)
+        self.inner.breakers.get(key).map(BreakerHandle)
     }
 
     /// The breaker of an endpoint key, made if it has none yet (to force it open, say).
@@ -141,45 +117,17 @@ impl BreakerRegistry {
 
     /// All endpoint keys with a breaker.
     pub fn keys(&self) -> Vec<Arc<str>> {
-        self.inner.map.load().keys().cloned().collect()
+        self.inner.breakers.keys()
     }
 
     /// How many breakers there are.
     pub fn len(&self) -> usize {
-        self.inner.map.load().len()
+        self.inner.breakers.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// Drops a sixteenth of the map (at least one), closed and idlest first, so that the copy that
-/// each insertion makes is amortised over many insertions.
-fn evict(map: &mut Map, max: usize) {
-    let excess = map.len() + 1 - max.min(map.len() + 1);
-    let batch = (max / 16).max(1).max(excess);
-    let mut candidates: Vec<(bool, u64, Arc<str>)> = map
-        .iter()
-        .map(|(key, b)| {
-            (
-                b.state() != State::Closed,
-                b.last_used.load(Relaxed),
-                key.clone(),
-            )
-        })
-        .collect();
-    candidates.sort_unstable_by_key(|c| (c.0, c.1));
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    for (not_closed, _, key) in candidates.into_iter().take(batch) {
-        map.remove(&key);
-        // Its series stay (a recorder cannot drop one): leave them saying what the next call
-        // will find, a fresh closed breaker, rather than an open circuit that no longer is.
-        #[cfg(feature = "metrics")]
-        if not_closed {
-            crate::telemetry::meters::breaker_state(&key, State::Closed);
-        }
     }
 }
 

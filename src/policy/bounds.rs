@@ -115,6 +115,70 @@ pub(crate) const MAX_BREAKERS: Count = Count {
     max: 100_000,
 };
 
+/// Requests per `per` of a client-side rate limit. Its interval, `per / rate`, is at least
+/// 1 ns within these ranges (1,000,000 per millisecond) and counts as 1 ns below that.
+pub(crate) const REQUEST_RATE: Count = Count {
+    min: 1,
+    max: 1_000_000,
+};
+/// The span a rate limit's `rate` applies to.
+pub(crate) const RATE_PER: Span = Span {
+    zero_ok: false,
+    max: HOUR,
+};
+/// Requests a rate limit lets out at once. With the longest interval (an hour) its
+/// tolerance, `(burst - 1) × interval`, is about 3.6e18 ns: within a u64 of nanoseconds.
+pub(crate) const BURST: Count = Count {
+    min: 1,
+    max: 1_000_000,
+};
+/// A rate limit's settings, each in its range.
+pub(crate) const RATE_LIMIT: RateLimits = RateLimits;
+/// Calls at once through a bulkhead (a `u32` count, far from overflow).
+pub(crate) const MAX_IN_FLIGHT: Count = Count {
+    min: 1,
+    max: 100_000,
+};
+/// How long a call may queue at a bulkhead; zero: it fails at once.
+pub(crate) const QUEUE_TIMEOUT: Span = Span {
+    zero_ok: true,
+    max: HOUR,
+};
+/// A bulkhead's settings, each in its range.
+pub(crate) const BULKHEAD: Bulkheads = Bulkheads;
+
+/// See [`RATE_LIMIT`].
+pub(crate) struct RateLimits;
+/// See [`BULKHEAD`].
+pub(crate) struct Bulkheads;
+
+/// The share of first attempts a retry budget lets retries add: 0 (its `min_per_second`
+/// alone) to 1 (a retry per first attempt).
+pub(crate) const BUDGET_RATIO: Real = Real {
+    min: 0.0,
+    min_included: true,
+    max: 1.0,
+};
+/// Retries a second a retry budget allows whatever the traffic. Over the longest window the
+/// reserve is at most 3.6e9 retries (3.6e15 millionths, far within a u64).
+pub(crate) const MIN_PER_SECOND: Count = Count {
+    min: 0,
+    max: 1_000_000,
+};
+/// How far back a retry budget counts: at most an hour, and at least [`BUDGET_BUCKETS`]
+/// steps of [`MIN_BUCKET`] (checked by [`BUDGET`]).
+pub(crate) const BUDGET_WINDOW: Span = Span {
+    zero_ok: false,
+    max: HOUR,
+};
+/// A retry budget's window slides in this many steps.
+pub(crate) const BUDGET_BUCKETS: u32 = 10;
+/// A retry budget's settings, each in its range.
+pub(crate) const BUDGET: Budgets = Budgets;
+
+/// See [`BUDGET`].
+pub(crate) struct Budgets;
+
 /// The error a builder returns for a refusal: `max_breakers must be at least 1 and ...`.
 pub(crate) fn refused(name: &'static str) -> impl Fn(String) -> crate::Error {
     move |message| crate::Error::invalid_config(format!("{name} {message}"))
@@ -200,6 +264,70 @@ impl Statuses {
     }
 }
 
+impl RateLimits {
+    /// `config` if `rate`, `per` and `burst` are in range; else why not, naming the first
+    /// one that is not.
+    pub(crate) fn check(
+        &self,
+        config: crate::overload::rate::RateLimitConfig,
+    ) -> Result<crate::overload::rate::RateLimitConfig, String> {
+        REQUEST_RATE
+            .check(config.rate)
+            .map_err(|e| format!("rate {e}"))?;
+        RATE_PER.check(config.per).map_err(|e| format!("per {e}"))?;
+        BURST
+            .check(config.burst)
+            .map_err(|e| format!("burst {e}"))?;
+        Ok(config)
+    }
+}
+
+impl Bulkheads {
+    /// `config` if `max_in_flight` and `queue_timeout` are in range; else why not, naming the
+    /// first one that is not.
+    pub(crate) fn check(
+        &self,
+        config: crate::overload::bulkhead::BulkheadConfig,
+    ) -> Result<crate::overload::bulkhead::BulkheadConfig, String> {
+        MAX_IN_FLIGHT
+            .check(config.max_in_flight)
+            .map_err(|e| format!("max_in_flight {e}"))?;
+        QUEUE_TIMEOUT
+            .check(config.queue_timeout)
+            .map_err(|e| format!("queue_timeout {e}"))?;
+        Ok(config)
+    }
+}
+
+impl Budgets {
+    /// `config` if `ratio`, `min_per_second` and `window` are in range; else why not, naming
+    /// the first one that is not.
+    pub(crate) fn check(
+        &self,
+        config: crate::retry::BudgetConfig,
+    ) -> Result<crate::retry::BudgetConfig, String> {
+        BUDGET_RATIO
+            .check(config.ratio)
+            .map_err(|e| format!("ratio {e}"))?;
+        MIN_PER_SECOND
+            .check(config.min_per_second)
+            .map_err(|e| format!("min_per_second {e}"))?;
+        BUDGET_WINDOW
+            .check(config.window)
+            .map_err(|e| format!("window {e}"))?;
+        let shortest = MIN_BUCKET * BUDGET_BUCKETS;
+        if config.window < shortest {
+            return Err(format!(
+                "window must be at least {} ({BUDGET_BUCKETS} steps of at least {}), got {}",
+                show(shortest),
+                show(MIN_BUCKET),
+                show(config.window)
+            ));
+        }
+        Ok(config)
+    }
+}
+
 /// Checks a time window: its length, its buckets, and that each bucket is at least 1 ms.
 pub(crate) fn time_window(length: Duration, buckets: u32) -> Result<(), String> {
     WINDOW_LENGTH
@@ -244,6 +372,96 @@ mod tests {
         assert!(BACKOFF_MULTIPLIER.check(f64::INFINITY).is_err());
         assert_eq!(WINDOW_CALLS.check(10_000u32), Ok(10_000));
         assert_eq!(OPEN_DURATION.check(HOUR), Ok(HOUR));
+    }
+
+    #[test]
+    fn rate_limits_and_bulkheads_are_bounded_and_name_the_setting() {
+        use crate::overload::bulkhead::BulkheadConfig;
+        use crate::overload::rate::RateLimitConfig;
+
+        let fastest = RateLimitConfig::new(1_000_000, Duration::from_nanos(1)).burst(1_000_000);
+        assert_eq!(RATE_LIMIT.check(fastest), Ok(fastest));
+        let slowest = RateLimitConfig::new(1, HOUR).burst(1_000_000);
+        assert_eq!(RATE_LIMIT.check(slowest), Ok(slowest));
+        assert_eq!(
+            RATE_LIMIT
+                .check(RateLimitConfig::new(0, Duration::from_secs(1)))
+                .unwrap_err(),
+            "rate must be at least 1 and at most 1000000, got 0"
+        );
+        assert_eq!(
+            RATE_LIMIT
+                .check(RateLimitConfig::new(1, Duration::ZERO))
+                .unwrap_err(),
+            "per must be above zero and at most 1h, got 0s"
+        );
+        assert!(RATE_LIMIT.check(RateLimitConfig::new(1, HOUR * 2)).is_err());
+        assert!(REQUEST_RATE.check(1_000_001u32).is_err());
+        assert_eq!(
+            RATE_LIMIT
+                .check(RateLimitConfig::new(1, HOUR).burst(0))
+                .unwrap_err(),
+            "burst must be at least 1 and at most 1000000, got 0"
+        );
+        assert!(BURST.check(1_000_001u32).is_err());
+
+        assert_eq!(
+            BULKHEAD.check(BulkheadConfig::new(100_000, HOUR)),
+            Ok(BulkheadConfig::new(100_000, HOUR))
+        );
+        assert!(
+            BULKHEAD
+                .check(BulkheadConfig::new(1, Duration::ZERO))
+                .is_ok()
+        );
+        assert_eq!(
+            BULKHEAD
+                .check(BulkheadConfig::new(0, Duration::ZERO))
+                .unwrap_err(),
+            "max_in_flight must be at least 1 and at most 100000, got 0"
+        );
+        assert!(MAX_IN_FLIGHT.check(100_001u32).is_err());
+        assert_eq!(
+            BULKHEAD
+                .check(BulkheadConfig::new(1, HOUR + Duration::from_millis(1)))
+                .unwrap_err(),
+            "queue_timeout must be at least zero and at most 1h, got 1h 1ms"
+        );
+    }
+
+    #[test]
+    fn retry_budgets_are_bounded_and_name_the_setting() {
+        use crate::retry::BudgetConfig;
+
+        let ms = Duration::from_millis;
+        for fine in [
+            BudgetConfig::default(),
+            BudgetConfig::new(0.0, 10, ms(10)),
+            BudgetConfig::new(1.0, 0, HOUR),
+            BudgetConfig::new(0.0, 1_000_000, HOUR),
+        ] {
+            assert_eq!(BUDGET.check(fine), Ok(fine));
+        }
+        let refusal = |ratio, min, window| BUDGET.check(BudgetConfig::new(ratio, min, window));
+        assert_eq!(
+            refusal(1.5, 10, HOUR).unwrap_err(),
+            "ratio must be at least 0 and at most 1, got 1.5"
+        );
+        assert!(refusal(-0.1, 10, HOUR).is_err());
+        assert!(refusal(f64::NAN, 10, HOUR).is_err());
+        assert_eq!(
+            refusal(0.2, 1_000_001, HOUR).unwrap_err(),
+            "min_per_second must be at least 0 and at most 1000000, got 1000001"
+        );
+        assert_eq!(
+            refusal(0.2, 10, Duration::ZERO).unwrap_err(),
+            "window must be above zero and at most 1h, got 0s"
+        );
+        assert!(refusal(0.2, 10, HOUR + ms(1)).is_err());
+        assert_eq!(
+            refusal(0.2, 10, ms(9)).unwrap_err(),
+            "window must be at least 10ms (10 steps of at least 1ms), got 9ms"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::extras::Extras;
 #[cfg(feature = "reqwest-middleware")]
 use crate::middleware::StackOver;
+use crate::overload::{GuardRegistry, Guards, GuardsConfig};
 use crate::read::DEFAULT_BODY_LIMIT;
 use crate::retry::{RetryLayer, RetryPolicy};
 use crate::timeout::{DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_TOTAL_DEADLINE};
@@ -36,6 +37,8 @@ pub(crate) struct CompiledPolicy {
     classifier: SharedClassifier,
     retry: RetryLayer,
     breaker: CircuitBreakerLayer,
+    // The endpoints' overload guards; `None` when the policy turns none on.
+    guards: Option<GuardRegistry>,
 }
 
 impl CompiledPolicy {
@@ -75,6 +78,11 @@ impl CompiledPolicy {
             breaker_open_for,
             breaker_half_open_probes,
             breaker_key,
+            retry_budget,
+            retry_budget_enabled,
+            hold_on_retry_after,
+            rate_limit,
+            bulkhead,
         } = settings;
         let attempt_timeout = attempt_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT);
         // Kept as set: each call caps it by the deadline that applies to it (this policy's, or
@@ -139,6 +147,17 @@ impl CompiledPolicy {
             }
         };
 
+        // Keyed as the breakers are, and as many.
+        let guards = GuardsConfig {
+            budget: (*retry_budget_enabled != Some(false))
+                .then(|| retry_budget.unwrap_or_default()),
+            hold_up_to: (*hold_on_retry_after != Some(false)).then(|| retry.retry_after_cap()),
+            rate: *rate_limit,
+            bulkhead: *bulkhead,
+        };
+        let max_endpoints = base.breaker.map_or(1024, |b| b.max_breakers());
+        let guards = GuardRegistry::new(guards, max_endpoints, breaker_key.as_deref());
+
         let classifier = match retry_statuses {
             Some(statuses) => base.classifier.with_transient_statuses(statuses.clone()),
             None => base.classifier.clone(),
@@ -153,6 +172,7 @@ impl CompiledPolicy {
             classifier,
             retry: RetryLayer::new(retry),
             breaker,
+            guards,
         })
     }
 
@@ -177,6 +197,7 @@ impl CompiledPolicy {
         self.retry
             .layer(guarded)
             .with_deadline(Some(self.total_deadline))
+            .with_guards(self.guards.clone())
     }
 
     pub(crate) fn breakers(&self) -> Option<&BreakerRegistry> {
@@ -215,6 +236,11 @@ impl CompiledPolicy {
     /// The breaker that guards requests to `url` under this policy, if breakers are on.
     pub(crate) fn breaker_for(&self, url: &Url) -> Option<Arc<crate::breaker::Breaker>> {
         self.breaker.breaker_for(url)
+    }
+
+    /// The overload guards of requests to `url` under this policy, if any are on.
+    pub(crate) fn guards_for(&self, url: &Url) -> Option<Arc<Guards>> {
+        self.guards.as_ref().map(|guards| guards.guards_for(url))
     }
 
     /// This policy with per-request changes.

@@ -12,7 +12,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::{EndpointPolicy, Matcher, bounds};
 use crate::error::Error;
-use crate::retry::Jitter;
+use crate::overload::{BulkheadConfig, RateLimitConfig};
+use crate::retry::{BudgetConfig, Jitter};
 
 /// The parsed file: the default policy's settings and the endpoint rules, in order.
 #[derive(Debug)]
@@ -52,8 +53,12 @@ macro_rules! policy_table {
             retry_after_cap: Option<Duration>,
             #[serde(default, deserialize_with = "body_limit")]
             body_limit: Option<u64>,
+            hold_on_retry_after: Option<bool>,
             backoff: Option<RawBackoff>,
             breaker: Option<RawBreaker>,
+            budget: Option<RawBudget>,
+            rate_limit: Option<RawRateLimit>,
+            bulkhead: Option<RawBulkhead>,
         }
 
         impl $name {
@@ -62,6 +67,7 @@ macro_rules! policy_table {
             fn settings(self) -> EndpointPolicy {
                 let backoff = self.backoff.unwrap_or_default();
                 let breaker = self.breaker.unwrap_or_default();
+                let budget = self.budget.unwrap_or_default();
                 EndpointPolicy {
                     attempts: self.attempts,
                     attempt_timeout: self.attempt_timeout,
@@ -83,6 +89,16 @@ macro_rules! policy_table {
                     breaker_open_for: breaker.open_for,
                     breaker_half_open_probes: breaker.half_open_probes,
                     breaker_key: breaker.key,
+                    retry_budget: budget.config(),
+                    retry_budget_enabled: budget.enabled,
+                    hold_on_retry_after: self.hold_on_retry_after,
+                    rate_limit: self.rate_limit.map(|r| {
+                        RateLimitConfig::new(r.rate, r.per.unwrap_or(Duration::from_secs(1)))
+                            .burst(r.burst.unwrap_or(1))
+                    }),
+                    bulkhead: self.bulkhead.map(|b| {
+                        BulkheadConfig::new(b.max_in_flight, b.queue_timeout.unwrap_or_default())
+                    }),
                 }
             }
         }
@@ -124,6 +140,56 @@ struct RawBreaker {
     #[serde(default, deserialize_with = "half_open_probes")]
     half_open_probes: Option<u32>,
     key: Option<String>,
+}
+
+/// `[….budget]`: keys it leaves out take the library's defaults.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    enabled: Option<bool>,
+    #[serde(default, deserialize_with = "budget_ratio")]
+    ratio: Option<f64>,
+    #[serde(default, deserialize_with = "min_per_second")]
+    min_per_second: Option<u32>,
+    #[serde(default, deserialize_with = "budget_window")]
+    window: Option<Duration>,
+}
+
+impl RawBudget {
+    /// The budget these keys describe, if they set any of it.
+    fn config(&self) -> Option<BudgetConfig> {
+        if self.ratio.is_none() && self.min_per_second.is_none() && self.window.is_none() {
+            return None;
+        }
+        let default = BudgetConfig::default();
+        Some(BudgetConfig::new(
+            self.ratio.unwrap_or(default.ratio),
+            self.min_per_second.unwrap_or(default.min_per_second),
+            self.window.unwrap_or(default.window),
+        ))
+    }
+}
+
+/// `[….rate_limit]`: `rate` requests per `per` (default 1 s), bursts of `burst` (default 1).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    #[serde(deserialize_with = "request_rate")]
+    rate: u32,
+    #[serde(default, deserialize_with = "rate_per")]
+    per: Option<Duration>,
+    #[serde(default, deserialize_with = "burst")]
+    burst: Option<u32>,
+}
+
+/// `[….bulkhead]`: `max_in_flight` calls at once, queueing up to `queue_timeout` (default 0).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBulkhead {
+    #[serde(deserialize_with = "max_in_flight")]
+    max_in_flight: u32,
+    #[serde(default, deserialize_with = "queue_timeout")]
+    queue_timeout: Option<Duration>,
 }
 
 #[derive(Default, Deserialize)]
@@ -188,6 +254,21 @@ bounded! {
     min_calls: u32 = whole(bounds::MIN_CALLS);
     open_for: Duration = span(bounds::OPEN_DURATION);
     half_open_probes: u32 = whole(bounds::HALF_OPEN_PROBES);
+    budget_ratio: f64 = real(bounds::BUDGET_RATIO);
+    min_per_second: u32 = whole(bounds::MIN_PER_SECOND);
+    budget_window: Duration = span(bounds::BUDGET_WINDOW);
+    rate_per: Duration = span(bounds::RATE_PER);
+    burst: u32 = whole(bounds::BURST);
+    queue_timeout: Duration = span(bounds::QUEUE_TIMEOUT);
+}
+
+/// A required key's value, in its range.
+fn request_rate<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    whole(d, &bounds::REQUEST_RATE)
+}
+
+fn max_in_flight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    whole(d, &bounds::MAX_IN_FLIGHT)
 }
 
 fn jitter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Jitter>, D::Error> {

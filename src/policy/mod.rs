@@ -139,6 +139,26 @@ settings! {
     /// Trial calls in half-open (1 to 1023).
     breaker_half_open_probes: u32, within bounds::HALF_OPEN_PROBES;
     breaker_key: String [own setter];
+    /// The endpoint's retry budget: retries may add `ratio` of the first attempts plus
+    /// `min_per_second`, over `window` (default 0.2, 10, 10 s); when it is spent, a transient
+    /// failure is returned at once as [`BudgetExhausted`](crate::ErrorKind::BudgetExhausted).
+    /// Set as a whole: what it leaves out takes the library default, not the default
+    /// policy's.
+    retry_budget: crate::retry::BudgetConfig, within bounds::BUDGET;
+    /// Whether retries spend from the retry budget (default true).
+    retry_budget_enabled: bool;
+    /// Whether a 429 or 503 with a `Retry-After` within the cap holds its endpoint for every
+    /// call until then: later calls wait if that fits their deadline, else fail at once with
+    /// [`RateLimited`](crate::ErrorKind::RateLimited) (default true).
+    hold_on_retry_after: bool;
+    /// A client-side rate limit per endpoint key (default: none): a request over it waits
+    /// for its slot if that fits its deadline, else fails with
+    /// [`RateLimited`](crate::ErrorKind::RateLimited). Retries take slots too.
+    rate_limit: crate::overload::RateLimitConfig, within bounds::RATE_LIMIT;
+    /// A bulkhead per endpoint key (default: none): at most `max_in_flight` calls at once;
+    /// a call over it queues up to `queue_timeout` (and its deadline), then fails with
+    /// [`BulkheadFull`](crate::ErrorKind::BulkheadFull).
+    bulkhead: crate::overload::BulkheadConfig, within bounds::BULKHEAD;
 }
 
 impl EndpointPolicy {

@@ -58,19 +58,26 @@ fn rebuild(
     url: Url,
     body: impl Into<reqwest::Body>,
 ) -> reqwest::Response {
-    // reqwest takes a response's URL only through its builder extension.
-    let builder = http::response::Builder::new()
-        .status(status)
-        .version(version);
-    match reqwest::ResponseBuilderExt::url(builder, url).body(body.into()) {
-        Ok(mut response) => {
-            *response.headers_mut() = headers;
-            response.extensions_mut().extend(extensions);
-            reqwest::Response::from(response)
-        }
-        // Unreachable: the status and version came from a response.
-        Err(_) => reqwest::Response::from(http::Response::new(reqwest::Body::from(Bytes::new()))),
-    }
+    let mut response = http::Response::new(body.into());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    *response.extensions_mut() = url_extension(url);
+    response.extensions_mut().extend(extensions);
+    reqwest::Response::from(response)
+}
+
+/// Extensions holding `url` where `reqwest::Response::from` finds a response's URL. reqwest's
+/// type for it is private: only its `ResponseBuilderExt` on an `http` builder sets one.
+fn url_extension(url: Url) -> Extensions {
+    let mut builder = reqwest::ResponseBuilderExt::url(http::response::Builder::new(), url);
+    // Always `Some`: a builder holds an error only after a status, version, URI or header
+    // given to it failed to convert, and this one was given none (a new builder and an
+    // extension cannot fail). Were it `None`, the response would keep reqwest's stand-in URL.
+    builder
+        .extensions_mut()
+        .map(std::mem::take)
+        .unwrap_or_default()
 }
 
 fn too_large(limit: u64, status: StatusCode) -> Error {

@@ -3,11 +3,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use tokio::time::{Sleep, sleep};
+use tokio::time::{Instant, Sleep, sleep};
 use tower::Service;
 
 use super::state::{Next, RetryState};
 use crate::error::Error;
+use crate::hook::BoxFuture;
+use crate::overload::bulkhead::BulkheadPermit;
+use crate::overload::{Admission, Entry};
 
 pin_project! {
     /// The future of [`Retry`](super::Retry).
@@ -19,6 +22,8 @@ pin_project! {
         state: State<S::Future>,
         inner: S,
         retry: RetryState,
+        // The call's place in its endpoint's bulkhead, given back when it ends or is dropped.
+        place: Option<BulkheadPermit>,
     }
 }
 
@@ -32,6 +37,10 @@ pin_project! {
         Sleeping { sleep: Pin<Box<Sleep>> },
         // Slept; waiting for the inner service to be ready for the next attempt.
         Ready,
+        // Queueing for a place in the endpoint's bulkhead, with the first request.
+        Queue { queueing: BoxFuture<(Option<BulkheadPermit>, reqwest::Request)> },
+        // The endpoint holds the request back (`Retry-After`, rate limit) for a while.
+        Held { holding: BoxFuture<reqwest::Request> },
         Done,
     }
 }
@@ -46,6 +55,7 @@ where
             state: State::Start,
             inner,
             retry,
+            place: None,
         }
     }
 }
@@ -65,7 +75,48 @@ where
         loop {
             // The next attempt's request, if this step leads to one.
             let request = match this.state.as_mut().project() {
-                StateProj::Start => this.retry.begin(),
+                StateProj::Start => match this.retry.begin() {
+                    Ok(request) => {
+                        match this.retry.guards().map(|g| g.enter(this.retry.deadline())) {
+                            None | Some(Entry::In(None)) => Ok(request),
+                            Some(Entry::In(place)) => {
+                                *this.place = place;
+                                Ok(request)
+                            }
+                            Some(Entry::Queue(queueing)) => {
+                                let queueing = Box::pin(async move { (queueing.await, request) });
+                                this.state.set(State::Queue { queueing });
+                                continue;
+                            }
+                            Some(Entry::Full(error)) => {
+                                let error = error.with_request(request.method(), request.url());
+                                Err(this.retry.fail(error))
+                            }
+                        }
+                    }
+                    Err(error) => Err(error),
+                },
+                StateProj::Queue { queueing } => {
+                    let (place, request) = ready!(queueing.as_mut().poll(cx));
+                    match place {
+                        Some(place) => {
+                            *this.place = Some(place);
+                            this.retry.restart_attempt(Instant::now());
+                            Ok(request)
+                        }
+                        None => {
+                            let full = this.retry.guards().map(|guards| guards.full());
+                            let error = full.unwrap_or_else(Error::polled_after_completion);
+                            let error = error.with_request(request.method(), request.url());
+                            Err(this.retry.fail(error))
+                        }
+                    }
+                }
+                StateProj::Held { holding } => {
+                    let request = ready!(holding.as_mut().poll(cx));
+                    this.retry.restart_attempt(Instant::now());
+                    Ok(request)
+                }
                 StateProj::Calling { future } => {
                     let result = {
                         let _attempt = this.retry.observer().enter_attempt();
@@ -93,17 +144,44 @@ where
                 },
                 StateProj::Done => return Poll::Ready(Err(Error::polled_after_completion())),
             };
-            match request {
-                Ok(request) => {
+            let request = match request {
+                Ok(request) => request,
+                Err(error) => {
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(error));
+                }
+            };
+            // Out once the endpoint's guards let it (the same rule as the client's call).
+            let admission = this
+                .retry
+                .guards()
+                .map(|guards| guards.admit(this.retry.attempt_started(), this.retry.deadline()));
+            match admission {
+                None | Some(Admission::Go) => {
                     let future = {
                         let _attempt = this.retry.observer().enter_attempt();
                         this.inner.call(request)
                     };
                     this.state.set(State::Calling { future });
                 }
-                Err(error) => {
-                    this.state.set(State::Done);
-                    return Poll::Ready(Err(error));
+                Some(Admission::Wait(wait)) => {
+                    let holding = Box::pin(async move {
+                        sleep(wait).await;
+                        request
+                    });
+                    this.state.set(State::Held { holding });
+                }
+                Some(Admission::Refused(error)) => {
+                    let error = error.with_request(request.method(), request.url());
+                    match this.retry.finish_attempt(Err(error)) {
+                        Next::Done(result) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(result);
+                        }
+                        Next::Retry(delay) => this.state.set(State::Sleeping {
+                            sleep: Box::pin(sleep(delay)),
+                        }),
+                    }
                 }
             }
         }

@@ -70,6 +70,7 @@
 //! the smaller of the attempt timeout and what is left of the deadline.
 
 mod backoff;
+mod budget;
 mod delays;
 mod future;
 mod layer;
@@ -79,6 +80,11 @@ mod service;
 pub(crate) mod state;
 
 pub use self::backoff::{Backoff, Jitter};
+pub use budget::BudgetConfig;
+#[allow(unused_imports)] // wired by the lead in the next step
+pub(crate) use budget::RetryBudget;
+#[doc(hidden)]
+pub use budget::{__bench_budget, BenchBudget};
 pub use future::ResponseFuture;
 pub use layer::RetryLayer;
 pub use policy::{IDEMPOTENCY_KEY, RetryPolicy, RetryPolicyBuilder, is_idempotent};

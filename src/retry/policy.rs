@@ -109,6 +109,11 @@ impl RetryPolicy {
         self.max_attempts = attempts;
     }
 
+    /// The longest `Retry-After` obeyed.
+    pub(crate) fn retry_after_cap(&self) -> Duration {
+        self.retry_after_cap
+    }
+
     pub(crate) fn name(&self) -> Option<&std::sync::Arc<str>> {
         self.policy_name.as_ref()
     }

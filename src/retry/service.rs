@@ -8,6 +8,7 @@ use super::ResponseFuture;
 use super::policy::RetryPolicy;
 use super::state::RetryState;
 use crate::error::Error;
+use crate::overload::GuardRegistry;
 
 /// The service made by [`RetryLayer`](super::RetryLayer).
 #[derive(Clone, Debug)]
@@ -15,6 +16,7 @@ pub struct Retry<S> {
     inner: S,
     policy: Arc<RetryPolicy>,
     deadline: Option<Duration>,
+    guards: Option<GuardRegistry>,
 }
 
 inner_service_accessors!(Retry);
@@ -26,7 +28,16 @@ impl<S> Retry<S> {
             inner,
             policy,
             deadline: None,
+            guards: None,
         }
+    }
+
+    /// Also guards each call with its endpoint's overload guards (retry budget, holds, rate
+    /// limit, bulkhead), as the client's own call does.
+    #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
+    pub(crate) fn with_guards(mut self, guards: Option<GuardRegistry>) -> Self {
+        self.guards = guards;
+        self
     }
 
     /// Also bounds each call, retries and sleeps included, by `deadline` (or the request's
@@ -66,6 +77,7 @@ where
             inner,
             policy: self.policy.clone(),
             deadline: self.deadline,
+            guards: self.guards.clone(),
         }
         .call_once(request)
     }
@@ -79,7 +91,9 @@ where
     /// inner service is made. Nothing starts until the future is first polled, the call's
     /// clock included (see `CallClock`), as in the client's own call.
     pub(crate) fn call_once(self, request: reqwest::Request) -> ResponseFuture<S> {
-        let retry = RetryState::new(self.policy, self.deadline, request);
+        let guards = self.guards.as_ref().map(|g| g.guards_for(request.url()));
+        let mut retry = RetryState::new(self.policy, self.deadline, request);
+        retry.guard_with(guards);
         ResponseFuture::new(self.inner, retry)
     }
 }

@@ -13,6 +13,7 @@ use super::delays::Delays;
 use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
 use crate::classify::{Class, Delivery};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
+use crate::overload::Guards;
 use crate::read::Success;
 use crate::telemetry::{ErrorType, Observer};
 use crate::timeout::{CallClock, DEADLINE_SLACK, call_budget};
@@ -49,6 +50,8 @@ pub(crate) struct RetryState {
     // Whether each attempt's request carries what is left of the budget as its timeout, for
     // the attempt timeout layer below; the client's own call asks `time_left` instead.
     budget_in_request: bool,
+    // The endpoint's overload guards, whose retry budget every retry must get past.
+    guards: Option<Arc<Guards>>,
 }
 
 impl RetryState {
@@ -66,6 +69,7 @@ impl RetryState {
             extra_allowed: 0,
             extra_used: 0,
             budget_in_request: true,
+            guards: None,
             policy,
             spare: Some(request),
             own_deadline: deadline,
@@ -77,6 +81,21 @@ impl RetryState {
             history: Vec::new(),
             delays: None,
         }
+    }
+
+    /// The endpoint's guards: the call deposits into their retry budget when it begins, and
+    /// each retry withdraws from it. Set before the call begins.
+    pub(crate) fn guard_with(&mut self, guards: Option<Arc<Guards>>) {
+        self.guards = guards;
+    }
+
+    pub(crate) fn guards(&self) -> Option<&Arc<Guards>> {
+        self.guards.as_ref()
+    }
+
+    /// The current attempt starts over at `now`, after waiting to be let out.
+    pub(crate) fn restart_attempt(&mut self, now: Instant) {
+        self.attempt_started = now;
     }
 
     /// Starts the call's spans. Called where the call is first polled, so they belong to the
@@ -116,6 +135,9 @@ impl RetryState {
         }
         self.clock = CallClock::start(budget);
         self.attempt_started = self.clock.started();
+        if let Some(guards) = &self.guards {
+            guards.deposit(self.attempt_started);
+        }
         self.observer.attempt_started(1, &request);
         Ok(request)
     }
@@ -172,6 +194,12 @@ impl RetryState {
         };
         let reason = ErrorType::of(&error);
         let retry_after = error.retry_after().is_some();
+        // A server that asked for a pause holds its endpoint for every call.
+        if let Some(guards) = &self.guards
+            && retry_after
+        {
+            guards.observe(now, &error);
+        }
         let decision = Decision {
             policy: &self.policy,
             attempts: self.attempts - self.extra_used,
@@ -179,6 +207,7 @@ impl RetryState {
             replayable: self.spare.is_some(),
             deadline: self.clock.deadline(),
             now,
+            guards: self.guards.as_deref(),
         }
         .decide(error, &mut self.delays);
         let policy_name = self.policy.name();
@@ -390,6 +419,8 @@ enum Skip {
     RetryAfterAboveCap,
     Deadline,
     ScheduleEnded,
+    /// The endpoint's retry budget is spent.
+    Budget,
 }
 
 impl Skip {
@@ -403,6 +434,7 @@ impl Skip {
             Skip::RetryAfterAboveCap => "retry_after_above_cap",
             Skip::Deadline => "deadline",
             Skip::ScheduleEnded => "schedule_ended",
+            Skip::Budget => "budget_exhausted",
         }
     }
 }
@@ -415,6 +447,7 @@ struct Decision<'a> {
     replayable: bool,
     deadline: Option<Instant>,
     now: Instant,
+    guards: Option<&'a Guards>,
 }
 
 impl Decision<'_> {
@@ -432,6 +465,8 @@ impl Decision<'_> {
             error.kind(),
             ErrorKind::DeadlineExceeded
                 | ErrorKind::CircuitOpen
+                | ErrorKind::RateLimited
+                | ErrorKind::BulkheadFull
                 | ErrorKind::BudgetExhausted
                 | ErrorKind::BodyNotReplayable
                 | ErrorKind::InvalidConfig
@@ -491,6 +526,11 @@ impl Decision<'_> {
                 .with_kind(ErrorKind::DeadlineExceeded)
                 .with_detail(detail);
             return Err((error, Skip::Deadline));
+        }
+        // A retry the policy allows still needs the endpoint's budget: the last thing asked,
+        // so only a retry that will happen spends from it.
+        if self.guards.is_some_and(|guards| !guards.withdraw(self.now)) {
+            return Err((error.into_budget_exhausted(), Skip::Budget));
         }
         Ok(delay)
     }

@@ -1,0 +1,235 @@
+//! One endpoint's overload guards, and the rules every path asks of them: the client's own
+//! call and the tower layers call these functions and decide nothing of their own.
+//!
+//! - [`Guards::admit`]: may an attempt go out now? A `Retry-After` hold first (the server
+//!   asked), then the rate limit; either may say "wait", if the wait ends before the call's
+//!   deadline, or refuse at once with [`RateLimited`](crate::ErrorKind::RateLimited).
+//! - [`Guards::observe`]: a 429 or 503 with a `Retry-After` within the cap holds the endpoint.
+//! - [`Guards::deposit`] / [`Guards::withdraw`]: the retry budget, per first attempt and per
+//!   retry.
+//! - [`Guards::bulkhead`]: at most so many calls at once.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::time::Instant;
+
+use super::bulkhead::{Acquire, Bulkhead, BulkheadConfig, BulkheadPermit};
+use super::hold::Hold;
+use super::rate::{RateLimit, RateLimitConfig};
+use crate::error::{Error, ErrorKind, Short};
+use crate::keyed::{self, Keyed, key_for};
+use crate::retry::{BudgetConfig, RetryBudget};
+
+/// What a policy turns on; `None` (or `false`) pieces cost a call nothing.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct GuardsConfig {
+    pub(crate) budget: Option<BudgetConfig>,
+    /// Hold an endpoint whose server sent `Retry-After`, up to this long (the retry cap).
+    pub(crate) hold_up_to: Option<Duration>,
+    pub(crate) rate: Option<RateLimitConfig>,
+    pub(crate) bulkhead: Option<BulkheadConfig>,
+}
+
+impl GuardsConfig {
+    pub(crate) fn is_off(&self) -> bool {
+        self.budget.is_none()
+            && self.hold_up_to.is_none()
+            && self.rate.is_none()
+            && self.bulkhead.is_none()
+    }
+}
+
+/// One endpoint's guards.
+pub(crate) struct Guards {
+    key: Arc<str>,
+    budget: Option<RetryBudget>,
+    hold: Option<(Hold, Duration)>,
+    rate: Option<RateLimit>,
+    bulkhead: Option<Arc<Bulkhead>>,
+    last_used: AtomicU64,
+}
+
+/// Whether a call may start: the bulkhead's answer.
+pub(crate) enum Entry {
+    /// In, holding this place (`None`: no bulkhead).
+    In(Option<BulkheadPermit>),
+    /// Full: wait for a place with this (then `None` means still full: [`Guards::full`]).
+    Queue(Acquire),
+    Full(Error),
+}
+
+/// What an attempt may do now.
+pub(crate) enum Admission {
+    Go,
+    /// Wait this long, then ask again.
+    Wait(Duration),
+    Refused(Error),
+}
+
+impl Guards {
+    fn new(key: Arc<str>, config: &GuardsConfig) -> Self {
+        Guards {
+            key,
+            budget: config.budget.map(RetryBudget::new),
+            hold: config.hold_up_to.map(|cap| (Hold::new(), cap)),
+            rate: config.rate.map(RateLimit::new),
+            bulkhead: config.bulkhead.map(|c| Arc::new(Bulkhead::new(c))),
+            last_used: AtomicU64::new(0),
+        }
+    }
+
+    /// May a call start, in a call that must end by `deadline`? At most the bulkhead's
+    /// `max_in_flight` at once; a call over it queues up to the bulkhead's queue timeout
+    /// (and its deadline), or is refused at once when that is zero.
+    pub(crate) fn enter(&self, deadline: Option<Instant>) -> Entry {
+        let Some(bulkhead) = &self.bulkhead else {
+            return Entry::In(None);
+        };
+        if let Some(permit) = bulkhead.try_acquire() {
+            return Entry::In(Some(permit));
+        }
+        let queue = bulkhead.queue_timeout();
+        if queue.is_zero() {
+            return Entry::Full(self.full());
+        }
+        let now = Instant::now();
+        let until = deadline.map_or(now + queue, |end| end.min(now + queue));
+        Entry::Queue(bulkhead.acquire(until))
+    }
+
+    /// The error for a call the bulkhead had no place for.
+    pub(crate) fn full(&self) -> Error {
+        let max = self.bulkhead.as_ref().map_or(0, |b| b.max());
+        Error::bulkhead_full(format!(
+            "{}: {max} calls in flight, as many as its bulkhead allows",
+            self.key
+        ))
+    }
+
+    /// May an attempt go out at `now`, in a call that must end by `deadline`?
+    pub(crate) fn admit(&self, now: Instant, deadline: Option<Instant>) -> Admission {
+        let fits = |wait: Duration| deadline.is_none_or(|end| now + wait < end);
+        if let Some((hold, _)) = &self.hold
+            && let Some(left) = hold.remaining(now)
+        {
+            if fits(left) {
+                return Admission::Wait(left);
+            }
+            return Admission::Refused(Error::rate_limited(
+                format!(
+                    "{}: the server asked to wait (Retry-After), {} left, past the deadline",
+                    self.key,
+                    Short(left)
+                ),
+                left,
+            ));
+        }
+        if let Some(rate) = &self.rate
+            && let Err(wait) = rate.try_take(now)
+        {
+            if fits(wait) {
+                return Admission::Wait(wait);
+            }
+            return Admission::Refused(Error::rate_limited(
+                format!(
+                    "{}: over the client's rate limit, next slot in {}, past the deadline",
+                    self.key,
+                    Short(wait)
+                ),
+                wait,
+            ));
+        }
+        Admission::Go
+    }
+
+    /// Learns from an attempt that failed at `now`: a 429 or 503 whose `Retry-After` is
+    /// within the cap holds the endpoint until then, for every call.
+    pub(crate) fn observe(&self, now: Instant, error: &Error) {
+        let Some((hold, cap)) = &self.hold else {
+            return;
+        };
+        let asked = matches!(
+            error.status(),
+            Some(StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE)
+        ) && error.kind() == ErrorKind::Status;
+        if let Some(wait) = error.retry_after().filter(|wait| asked && wait <= cap) {
+            hold.hold_until(now + wait);
+        }
+    }
+
+    /// A first attempt went out at `now`.
+    #[inline]
+    pub(crate) fn deposit(&self, now: Instant) {
+        if let Some(budget) = &self.budget {
+            budget.deposit(now);
+        }
+    }
+
+    /// A retry (or hedge) wants to go at `now`: whether the budget lets it.
+    pub(crate) fn withdraw(&self, now: Instant) -> bool {
+        self.budget
+            .as_ref()
+            .is_none_or(|budget| budget.withdraw(now))
+    }
+}
+
+impl keyed::Entry for Guards {
+    fn last_used(&self) -> &AtomicU64 {
+        &self.last_used
+    }
+
+    fn busy(&self) -> bool {
+        let held = self
+            .hold
+            .as_ref()
+            .is_some_and(|(hold, _)| hold.remaining(Instant::now()).is_some());
+        held || self
+            .bulkhead
+            .as_ref()
+            .is_some_and(|b| b.in_flight() > 0 || b.waiting() > 0)
+    }
+}
+
+/// The guards of one policy, by endpoint key (the breaker's key). Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct GuardRegistry {
+    guards: Arc<Keyed<Guards>>,
+    config: Arc<GuardsConfig>,
+    // The policy's one key for all its requests (`breaker_key`), if it has one.
+    key: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for GuardRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardRegistry")
+            .field("config", &self.config)
+            .field("endpoints", &self.guards.len())
+            .finish()
+    }
+}
+
+impl GuardRegistry {
+    /// `None` when the config turns nothing on. `key`: the policy's one key for all its
+    /// requests, as its breaker's.
+    pub(crate) fn new(
+        config: GuardsConfig,
+        max_endpoints: usize,
+        key: Option<&str>,
+    ) -> Option<Self> {
+        (!config.is_off()).then(|| GuardRegistry {
+            guards: Arc::new(Keyed::new(max_endpoints)),
+            config: Arc::new(config),
+            key: key.map(Arc::from),
+        })
+    }
+
+    /// The guards of requests to `url`, under the key its breaker has.
+    pub(crate) fn guards_for(&self, url: &url::Url) -> Arc<Guards> {
+        let key = key_for(self.key.as_deref(), url);
+        self.guards
+            .get_or_insert(&key, |key| Guards::new(key, &self.config))
+    }
+}

@@ -1,0 +1,139 @@
+//! `Retry-After` holds: a 429 or 503 that asked for a pause holds its endpoint key until
+//! then, so later calls wait or fail at once instead of going out blindly.
+//!
+//! One atomic word, the held-until instant in milliseconds since the hold was made (rounded
+//! up, so a hold never ends before the server's time). Setting it keeps the later of the two
+//! instants (`fetch_max`): a short `Retry-After` never cuts a longer one short, whichever
+//! answer arrives last.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// One endpoint key's `Retry-After` hold.
+pub(crate) struct Hold {
+    /// Milliseconds since `base`; 0: not held (any instant at or before `base` is past).
+    until_ms: AtomicU64,
+    base: Instant,
+}
+
+impl Hold {
+    /// Not held.
+    pub(crate) fn new() -> Self {
+        Hold {
+            until_ms: AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
+
+    /// Holds until `until`, unless already held longer.
+    pub(crate) fn hold_until(&self, until: Instant) {
+        // Whole milliseconds, rounded up.
+        let ms = until
+            .saturating_duration_since(self.base)
+            .as_nanos()
+            .div_ceil(1_000_000);
+        self.until_ms
+            .fetch_max(u64::try_from(ms).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// How long the hold lasts after `now`; `None` when not held.
+    pub(crate) fn remaining(&self, now: Instant) -> Option<Duration> {
+        let until = Duration::from_millis(self.until_ms.load(Relaxed));
+        until
+            .checked_sub(now.saturating_duration_since(self.base))
+            .filter(|left| !left.is_zero())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_lasts_until_its_instant() {
+        let hold = Hold::new();
+        let start = Instant::now();
+        assert_eq!(hold.remaining(start), None);
+        hold.hold_until(start + 5 * SECOND);
+        assert_eq!(hold.remaining(start), Some(5 * SECOND));
+        tokio::time::advance(2 * SECOND).await;
+        assert_eq!(hold.remaining(Instant::now()), Some(3 * SECOND));
+        tokio::time::advance(3 * SECOND - Duration::from_millis(1)).await;
+        assert_eq!(
+            hold.remaining(Instant::now()),
+            Some(Duration::from_millis(1))
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(hold.remaining(Instant::now()), None);
+        assert_eq!(hold.remaining(Instant::now() + SECOND), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_later_hold_wins_whichever_comes_last() {
+        let hold = Hold::new();
+        let start = Instant::now();
+        hold.hold_until(start + 5 * SECOND);
+        hold.hold_until(start + 3 * SECOND);
+        assert_eq!(hold.remaining(start), Some(5 * SECOND));
+        hold.hold_until(start + 8 * SECOND);
+        assert_eq!(hold.remaining(start), Some(8 * SECOND));
+        // A hold in the past changes nothing.
+        tokio::time::advance(SECOND).await;
+        hold.hold_until(start);
+        assert_eq!(hold.remaining(Instant::now()), Some(7 * SECOND));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_never_ends_before_its_instant() {
+        let hold = Hold::new();
+        let start = Instant::now();
+        let until = start + Duration::from_micros(1_500);
+        hold.hold_until(until);
+        // Rounded up to 2 ms, not down to 1.
+        assert_eq!(
+            hold.remaining(until - Duration::from_nanos(1)),
+            Some(Duration::from_micros(500) + Duration::from_nanos(1))
+        );
+        assert!(hold.remaining(until).is_some());
+        assert_eq!(hold.remaining(start + Duration::from_millis(2)), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn extreme_instants_do_not_panic() {
+        let hold = Hold::new();
+        let start = Instant::now();
+        let far = start + 100 * 365 * 24 * 3600 * SECOND;
+        hold.hold_until(far);
+        assert_eq!(hold.remaining(far), None);
+        assert!(
+            hold.remaining(start)
+                .is_some_and(|left| left > 99 * 365 * 24 * 3600 * SECOND)
+        );
+        // A `now` before the hold was made counts as its start.
+        tokio::time::advance(SECOND).await;
+        let late = Hold::new();
+        late.hold_until(Instant::now() + SECOND);
+        assert_eq!(late.remaining(start), Some(SECOND));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn threads_setting_holds_keep_the_latest() {
+        let hold = Hold::new();
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for thread in 0..4u64 {
+                let hold = &hold;
+                scope.spawn(move || {
+                    for i in 0..1_000u64 {
+                        hold.hold_until(start + Duration::from_millis(thread * 1_000 + i));
+                    }
+                });
+            }
+        });
+        assert_eq!(hold.remaining(start), Some(Duration::from_millis(3_999)));
+    }
+}
