@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use resilient_http::breaker::BreakerConfig;
+use resilient_http::policy::EndpointPolicy;
 use resilient_http::retry::{RetryHistory, RetryPolicy};
 use resilient_http::testkit::{ClosedPort, FaultServer, Reply};
-use resilient_http::{Client, Error};
+use resilient_http::{Client, Error, ErrorKind};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -160,6 +161,79 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         response.text().await?
     );
 
+    section("10. A short outage, and the retry budget capping the extra load");
+    // The breaker would stop these calls by itself: off here, so the budget is seen alone.
+    // Short backoffs keep this quick; the counts do not depend on them.
+    server.script("/prices", [Reply::status(503)]);
+    let outage_client = |budget: bool| {
+        Client::builder()
+            .default_policy(
+                EndpointPolicy::new()
+                    .breaker_enabled(false)
+                    .retry_budget_enabled(budget)
+                    .backoff_base(Duration::from_millis(1))
+                    .backoff_max(Duration::from_millis(5)),
+            )
+            .build()
+    };
+    for (label, budget) in [
+        ("with the default budget", true),
+        ("without a budget", false),
+    ] {
+        let before = server.hits("/prices");
+        let started = tokio::time::Instant::now();
+        let cut_short = storm(&outage_client(budget)?, &server.url("/prices")).await;
+        let hits = server.hits("/prices") - before;
+        println!(
+            "{label:>23}: {STORM} requests, {hits} server hits ({:.2}x); {cut_short} ended BudgetExhausted, in {:.1?}",
+            hits as f64 / STORM as f64,
+            started.elapsed()
+        );
+    }
+    println!(
+        "(the default budget: retries may add 20 % of the requests, {}, plus 10 a second over its 10 s window, 100)",
+        STORM / 5
+    );
+
+    section(
+        "11. One 429 with Retry-After: 1 holds the endpoint: the next calls wait instead of going out",
+    );
+    server.script(
+        "/rates",
+        [
+            Reply::status(429).retry_after_secs(1),
+            Reply::ok("EUR 1.08"),
+        ],
+    );
+    let held = Client::builder().build()?;
+    match held.get(server.url("/rates")).no_retry().send().await {
+        Ok(response) => println!("unexpected: {}", response.status()),
+        Err(err) => println!("call 1: {err}\n  retry_after={:?}", err.retry_after()),
+    }
+    let started = tokio::time::Instant::now();
+    let mut waiting = tokio::task::JoinSet::new();
+    for call in 2..=6 {
+        let (held, url) = (held.clone(), server.url("/rates"));
+        waiting.spawn(async move { (call, held.get(url).send().await) });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!(
+        "after 0.5 s, 5 more calls made: the server has seen /rates {}x",
+        server.hits("/rates")
+    );
+    let mut results = waiting.join_all().await;
+    results.sort_by_key(|(call, _)| *call);
+    for (call, result) in results {
+        match result {
+            Ok(response) => println!(
+                "call {call}: {} after {:.1?}",
+                response.status(),
+                started.elapsed()
+            ),
+            Err(err) => println!("call {call}: {err}"),
+        }
+    }
+
     println!(
         "\nthe server saw: /inventory {}x, /orders/7 {}x, /report {}x, /export {}x, /pay {}x, /pay-keyed {}x, /search {}x, /batch {}x, /quotes {}x",
         server.hits("/inventory"),
@@ -172,7 +246,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         server.hits("/batch"),
         server.hits("/quotes"),
     );
+    println!(
+        "                /prices {}x, /rates {}x",
+        server.hits("/prices"),
+        server.hits("/rates"),
+    );
     Ok(())
+}
+
+/// Requests the demo's outage sends, 16 at a time.
+const STORM: usize = 2000;
+
+/// [`STORM`] GETs to `url`, 16 at a time; returns how many the retry budget cut short.
+async fn storm(client: &Client, url: &str) -> usize {
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..16 {
+        let (client, url) = (client.clone(), url.to_owned());
+        workers.spawn(async move {
+            let mut cut_short = 0;
+            for _ in (worker..STORM).step_by(16) {
+                if let Err(err) = client.get(&url).send().await {
+                    cut_short += usize::from(err.kind() == ErrorKind::BudgetExhausted);
+                }
+            }
+            cut_short
+        });
+    }
+    workers.join_all().await.into_iter().sum()
 }
 
 fn breaker_state(client: &Client, key: &str) -> String {

@@ -1,8 +1,11 @@
 //! `probe`: try a policy against a real endpoint, like curl, one JSON line per request.
 //!
 //! ```text
-//! cargo run --example probe -- [--config FILE] [-X METHOD] [-H 'Name: value']... [-d BODY] [--repeat N] URL
+//! cargo run --example probe -- [--config FILE] [-X METHOD] [-H 'Name: value']... [-d BODY] [--repeat N] [--concurrency N] URL
 //! ```
+//!
+//! `--concurrency N` keeps up to N of the `--repeat` requests in flight at once (default 1,
+//! at most 10,000); the lines then come in the order the requests end.
 //!
 //! Each request's body is read to the end inside each attempt (a body that stalls is a
 //! timeout, not a success; one that breaks mid-stream is retried under the policy).
@@ -18,14 +21,20 @@ use std::ffi::OsString;
 use std::fmt::Display;
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use resilient_http::retry::RetryHistory;
 use resilient_http::{Attempt, AttemptOutcome, Client, Delivery, Error};
 use serde_json::{Value, json};
+use tokio::task::JoinSet;
 
-const USAGE: &str =
-    "usage: probe [--config FILE] [-X METHOD] [-H 'Name: value']... [-d BODY] [--repeat N] URL";
+const USAGE: &str = "usage: probe [--config FILE] [-X METHOD] [-H 'Name: value']... [-d BODY] \
+                     [--repeat N] [--concurrency N] URL";
+
+/// The most requests `--concurrency` keeps in flight: far above what one client needs to
+/// load a server, far below running out of sockets or file descriptors.
+const MAX_CONCURRENCY: usize = 10_000;
 
 const HELP: &str = "
 Sends the request through a resilient-http client and prints one JSON line per request.
@@ -35,6 +44,8 @@ Sends the request through a resilient-http client and prints one JSON line per r
   -H, --header 'N: v'    request header, repeatable
   -d, --data BODY        request body
   --repeat N             send the request N times through the same client
+  --concurrency N        keep up to N of them in flight at once (default 1, at most 10000);
+                         lines come in the order the requests end
   -h, --help             this text
 
 Exit code: 0 every request succeeded, 1 one failed, 2 bad usage or policy file.";
@@ -45,6 +56,7 @@ struct Args {
     headers: Vec<(String, String)>,
     body: Option<String>,
     repeat: usize,
+    concurrency: usize,
     url: url::Url,
 }
 
@@ -69,6 +81,7 @@ fn parse_args(args: impl Iterator<Item = OsString>) -> Result<Command, String> {
     let mut headers = Vec::new();
     let mut body = None;
     let mut repeat = 1;
+    let mut concurrency = 1;
     let mut url = None;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -96,12 +109,14 @@ fn parse_args(args: impl Iterator<Item = OsString>) -> Result<Command, String> {
             }
             "-d" | "--data" => body = Some(value("-d")?),
             "--repeat" => {
-                let n = value("--repeat")?;
-                repeat = n
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("--repeat needs a positive number, got {n:?}"))?;
+                repeat = count(&value("--repeat")?, usize::MAX)
+                    .ok_or("--repeat needs a positive whole number")?;
+            }
+            "--concurrency" => {
+                concurrency =
+                    count(&value("--concurrency")?, MAX_CONCURRENCY).ok_or_else(|| {
+                        format!("--concurrency needs a whole number from 1 to {MAX_CONCURRENCY}")
+                    })?;
             }
             "-h" | "--help" => return Ok(Command::Help),
             flag if flag.starts_with('-') && flag.len() > 1 => {
@@ -134,8 +149,15 @@ fn parse_args(args: impl Iterator<Item = OsString>) -> Result<Command, String> {
         headers,
         body,
         repeat,
+        concurrency,
         url,
     }))
+}
+
+/// A count from 1 to `max`. A bad one is not repeated: it may be a URL or a header value that
+/// lost its place on the command line.
+fn count(text: &str, max: usize) -> Option<usize> {
+    text.parse().ok().filter(|n| (1..=max).contains(n))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -282,14 +304,36 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let args = Arc::new(args);
     let mut failed = false;
     let mut stdout = io::stdout();
-    for _ in 0..args.repeat {
-        let record = probe(&client, &args).await;
+    // Requests run as tasks, so they go on while a line is written; lines are written here
+    // only, one at a time, so they never interleave.
+    let mut in_flight = JoinSet::new();
+    let mut started = 0;
+    loop {
+        while started < args.repeat && in_flight.len() < args.concurrency {
+            let (client, args) = (client.clone(), args.clone());
+            in_flight.spawn(async move { probe(&client, &args).await });
+            started += 1;
+        }
+        let Some(joined) = in_flight.join_next().await else {
+            break;
+        };
+        let record = match joined {
+            Ok(record) => record,
+            // Not expected (the probe does not panic); the panic hook has already said why.
+            Err(_) => {
+                complain("a request ended in a panic");
+                failed = true;
+                continue;
+            }
+        };
         failed |= record["outcome"] != "success";
         match writeln!(stdout, "{record}") {
             Ok(()) => {}
-            // The reader has what it wanted (`| head`): stop sending.
+            // The reader has what it wanted (`| head`): stop sending (dropping the set
+            // cancels the requests still in flight).
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
             Err(e) => {
                 complain(format_args!("cannot write the output: {e}"));

@@ -199,7 +199,7 @@ impl<O: Success> Call<O> {
         let Some(guards) = self.retry.guards() else {
             return self.prepare(request);
         };
-        match guards.enter(self.retry.deadline()) {
+        match guards.enter(self.retry.deadline(), self.retry.policy_name()) {
             Entry::In(place) => {
                 self.place = place;
                 self.prepare(request)
@@ -216,7 +216,8 @@ impl<O: Success> Call<O> {
     fn queued(&mut self, place: Option<BulkheadPermit>, request: reqwest::Request) -> Step<O> {
         let Some(place) = place else {
             // Only a call with guards queues.
-            let error = self.retry.guards().map(|guards| guards.full());
+            let policy = self.retry.policy_name();
+            let error = self.retry.guards().map(|guards| guards.full(policy));
             let error = error.unwrap_or_else(Error::polled_after_completion);
             return self.refused(error, &request);
         };
@@ -238,7 +239,8 @@ impl<O: Success> Call<O> {
     #[inline]
     fn prepare(&mut self, request: reqwest::Request) -> Step<O> {
         if let Some(guards) = self.retry.guards() {
-            match guards.admit(self.retry.attempt_started(), self.retry.deadline()) {
+            let (started, deadline) = (self.retry.attempt_started(), self.retry.deadline());
+            match guards.admit(started, deadline, self.retry.policy_name()) {
                 Admission::Go => {}
                 Admission::Wait(wait) => {
                     self.stage = Stage::Held(Box::pin(async move {

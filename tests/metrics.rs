@@ -10,9 +10,12 @@ type Snapshot = Vec<(
     Option<metrics::SharedString>,
     DebugValue,
 )>;
+use std::time::Duration;
+
 use resilient_http::breaker::BreakerConfig;
+use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
 use resilient_http::policy::{EndpointPolicy, Matcher};
-use resilient_http::retry::{Jitter, RetryPolicy};
+use resilient_http::retry::{BudgetConfig, Jitter, RetryPolicy};
 use resilient_http::telemetry;
 use resilient_http::testkit::{FaultServer, Reply};
 use resilient_http::{Client, ErrorKind};
@@ -282,4 +285,145 @@ async fn breaker_series_stay_within_max_breakers() {
         u64::from(ENDPOINTS) - MAX as u64,
         "the breakers without series of their own"
     );
+}
+
+/// Issue 14: the overload guards count what they hold back (`waits`), what they turn away
+/// (`rejections`) and the holds servers ask for, by policy and guard; a call let through at
+/// once counts nothing.
+#[tokio::test(start_paused = true)]
+async fn overload_waits_rejections_and_holds_are_counted_by_policy_and_reason() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // This thread's own recorder: another test installs the global one.
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/held",
+        [Reply::status(429).retry_after_secs(2), Reply::ok("")],
+    );
+    server.script("/slow", [Reply::ok("").delay(Duration::from_secs(1))]);
+    server.script("/down", [Reply::status(503), Reply::status(503)]);
+    let policy = |name: &str| Matcher::new().path(&format!("/{name}"));
+    let client = Client::builder()
+        .retry(
+            RetryPolicy::builder()
+                .max_attempts(3)
+                .jitter(Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .endpoint(
+            "held",
+            policy("held"),
+            // A key of its own: the other policies' guards are apart from this hold.
+            EndpointPolicy::new().attempts(1).breaker_key("held"),
+        )
+        .endpoint(
+            "limited",
+            policy("limited"),
+            EndpointPolicy::new()
+                .rate_limit(RateLimitConfig::new(1, Duration::from_secs(1)).burst(1))
+                .breaker_key("limited"),
+        )
+        .endpoint(
+            "slow",
+            policy("slow"),
+            EndpointPolicy::new()
+                .bulkhead(BulkheadConfig::new(1, Duration::from_millis(100)))
+                .breaker_key("slow"),
+        )
+        .endpoint(
+            "down",
+            policy("down"),
+            EndpointPolicy::new()
+                .retry_budget(BudgetConfig::new(0.0, 0, Duration::from_secs(10)))
+                .breaker_key("down"),
+        )
+        .build()
+        .unwrap();
+
+    // Let through at once: nothing counted.
+    client.get(server.url("/plain")).send().await.unwrap();
+    client.get(server.url("/limited")).send().await.unwrap();
+    let s = &snapshotter.snapshot().into_vec();
+    for name in [
+        telemetry::OVERLOAD_WAITS,
+        telemetry::OVERLOAD_REJECTIONS,
+        telemetry::OVERLOAD_HOLDS,
+    ] {
+        assert_eq!(counter(s, name, &[]), 0, "{name}");
+    }
+
+    // The rate limit: a call waits for its slot, one whose deadline comes first is refused.
+    client.get(server.url("/limited")).send().await.unwrap();
+    let short = client
+        .get(server.url("/limited"))
+        .deadline(Duration::from_millis(500))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(short.kind(), ErrorKind::RateLimited, "{short}");
+    // The hold: set by a 429, waited out by the next call, refused to one whose deadline
+    // comes first.
+    let held = client.get(server.url("/held")).send().await.unwrap_err();
+    assert_eq!(held.status().map(|s| s.as_u16()), Some(429));
+    let short = client
+        .get(server.url("/held"))
+        .deadline(Duration::from_millis(500))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(short.kind(), ErrorKind::RateLimited, "{short}");
+    client.get(server.url("/held")).send().await.unwrap();
+    // The bulkhead: the second call queues, then gives up.
+    let (slow, over) = tokio::join!(
+        client.get(server.url("/slow")).send(),
+        client.get(server.url("/slow")).send()
+    );
+    slow.unwrap();
+    assert_eq!(over.unwrap_err().kind(), ErrorKind::BulkheadFull);
+    // The budget: nothing to spend on a retry.
+    let down = client.get(server.url("/down")).send().await.unwrap_err();
+    assert_eq!(down.kind(), ErrorKind::BudgetExhausted, "{down}");
+
+    let s = &snapshotter.snapshot().into_vec();
+    let of = |policy, reason| [("policy", policy), ("reason", reason)];
+    let waits = |policy, reason| counter(s, telemetry::OVERLOAD_WAITS, &of(policy, reason));
+    let rejections =
+        |policy, reason| counter(s, telemetry::OVERLOAD_REJECTIONS, &of(policy, reason));
+    assert_eq!(waits("held", "retry_after"), 1);
+    assert_eq!(rejections("held", "retry_after"), 1);
+    assert_eq!(waits("limited", "rate_limit"), 1);
+    assert_eq!(rejections("limited", "rate_limit"), 1);
+    assert_eq!(waits("slow", "bulkhead"), 1);
+    assert_eq!(rejections("slow", "bulkhead"), 1);
+    assert_eq!(rejections("down", "budget"), 1);
+    assert_eq!(
+        counter(s, telemetry::OVERLOAD_WAITS, &[]),
+        3,
+        "nothing else"
+    );
+    assert_eq!(
+        counter(s, telemetry::OVERLOAD_REJECTIONS, &[]),
+        4,
+        "nothing else"
+    );
+    assert_eq!(
+        counter(s, telemetry::OVERLOAD_HOLDS, &[("policy", "held")]),
+        1
+    );
+    assert_eq!(counter(s, telemetry::OVERLOAD_HOLDS, &[]), 1);
+    // Every series is labelled by policy, and only by policy and reason: no endpoint.
+    for (key, _, _, _) in s {
+        let key = key.key();
+        if !key.name().starts_with("resilient_http.overload.") {
+            continue;
+        }
+        let labels: Vec<_> = key.labels().map(|l| l.key()).collect();
+        assert!(
+            labels == ["policy", "reason"] || labels == ["policy"],
+            "{key:?}"
+        );
+    }
 }

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use resilient_http::breaker::BreakerConfig;
 use resilient_http::outer::{CallService, Exchange, Exchanged};
-use resilient_http::retry::{Jitter, RetryPolicy};
+use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
+use resilient_http::policy::EndpointPolicy;
+use resilient_http::retry::{BudgetConfig, Jitter, RetryPolicy};
 use resilient_http::testkit::{FaultServer, Reply};
 use resilient_http::{Client, ErrorKind};
 use tracing::field::{Field, Visit};
@@ -386,4 +388,178 @@ async fn secrets_never_reach_logs_or_errors() {
             assert!(!shown.contains(secret), "{secret} in an error: {shown}");
         }
     }
+}
+
+/// The `ms` field of an event, as a number.
+fn ms(fields: &Fields, name: &str) -> u64 {
+    fields[name].parse().unwrap()
+}
+
+/// Issue 14: a server's `Retry-After` holds its endpoint. The hold is one INFO when it
+/// begins, however many calls then wait for it; each call that waits is a DEBUG.
+#[tokio::test(start_paused = true)]
+async fn a_hold_is_announced_once_and_each_call_waiting_for_it_is_an_event() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/busy",
+        [
+            Reply::status(503).retry_after_secs(2),
+            Reply::ok("a"),
+            Reply::ok("b"),
+        ],
+    );
+    let client = Client::builder().retry(retrying(1)).build().unwrap();
+    let url = server.url("/busy");
+    let calls = async {
+        let first = client.get(&url).send().await.unwrap_err();
+        let (a, b) = tokio::join!(client.get(&url).send(), client.get(&url).send());
+        (first, a.unwrap().status(), b.unwrap().status())
+    };
+    let ((first, a, b), seen, _) = traced(calls).await;
+    assert_eq!(first.status().map(|s| s.as_u16()), Some(503));
+    assert_eq!((a.as_u16(), b.as_u16()), (200, 200));
+
+    let held = events(&seen, "endpoint held");
+    assert_eq!(held.len(), 1, "{seen:#?}");
+    let (level, fields, scope) = held[0];
+    assert_eq!(*level, Level::INFO);
+    assert_eq!(fields["endpoint"], format!("http://{}", server.addr()));
+    assert_eq!(fields["retry_after_ms"], "2000");
+    assert_eq!(fields["policy"], "default");
+    assert_eq!(scope.first(), Some(&"request"), "{scope:?}");
+
+    let delayed = events(&seen, "request delayed");
+    assert_eq!(delayed.len(), 2, "one per waiting call: {seen:#?}");
+    for (level, fields, scope) in delayed {
+        assert_eq!(*level, Level::DEBUG);
+        assert_eq!(fields["reason"], "retry_after");
+        assert_eq!(fields["endpoint"], format!("http://{}", server.addr()));
+        let wait = ms(fields, "wait_ms");
+        assert!(wait > 1_000 && wait <= 2_000, "{fields:?}");
+        assert_eq!(scope.first(), Some(&"request"), "{scope:?}");
+    }
+}
+
+/// Issue 14: a call refused at once, because the hold or the rate limit would keep it past
+/// its deadline, is a DEBUG event that says which, not a WARN per request.
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_refusal_is_a_debug_event_that_says_which_guard() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/held", [Reply::status(429).retry_after_secs(5)]);
+    let one_per_10s = RateLimitConfig::new(1, Duration::from_secs(10)).burst(1);
+    let limited = Client::builder()
+        .retry(retrying(3))
+        .total_deadline(Duration::from_secs(1))
+        .default_policy(EndpointPolicy::new().rate_limit(one_per_10s))
+        .build()
+        .unwrap();
+    let held = Client::builder()
+        .retry(retrying(1))
+        .total_deadline(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let calls = async {
+        limited.get(server.url("/a")).send().await.unwrap();
+        let over = limited.get(server.url("/a")).send().await.unwrap_err();
+        held.get(server.url("/held")).send().await.unwrap_err();
+        let during = held.get(server.url("/held")).send().await.unwrap_err();
+        (over, during)
+    };
+    let ((over, during), seen, _) = traced(calls).await;
+    assert_eq!(over.kind(), ErrorKind::RateLimited, "{over}");
+    assert_eq!(during.kind(), ErrorKind::RateLimited, "{during}");
+
+    let refused = events(&seen, "request rejected: rate limited");
+    assert_eq!(refused.len(), 2, "{seen:#?}");
+    let reasons: Vec<_> = refused
+        .iter()
+        .map(|(_, f, _)| f["reason"].as_str())
+        .collect();
+    assert_eq!(reasons, ["rate_limit", "retry_after"]);
+    for (level, fields, scope) in &refused {
+        assert_eq!(**level, Level::DEBUG);
+        assert_eq!(fields["endpoint"], format!("http://{}", server.addr()));
+        let left = ms(fields, "retry_after_ms");
+        assert!(left > 4_000 && left <= 10_000, "{fields:?}");
+        assert_eq!(scope.first(), Some(&"request"), "{scope:?}");
+    }
+    // The refusal was the event: ending the call is not a WARN besides.
+    let skipped: Vec<_> = events(&seen, "retry skipped")
+        .into_iter()
+        .filter(|(_, fields, _)| fields["reason"] == "rate_limited")
+        .collect();
+    assert!(skipped.is_empty(), "{skipped:#?}");
+    let not_retried = events(&seen, "not retried");
+    assert_eq!(not_retried.len(), 2, "{seen:#?}");
+    assert!(not_retried.iter().all(|(level, fields, _)| {
+        **level == Level::DEBUG && fields["reason"] == "rate_limited"
+    }));
+}
+
+/// Issue 14: a call over the bulkhead queues (DEBUG), then, no place having come in time, is
+/// refused (DEBUG).
+#[tokio::test(start_paused = true)]
+async fn bulkhead_queueing_and_refusal_are_events() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/slow", [Reply::ok("slow").delay(Duration::from_secs(1))]);
+    let client = Client::builder()
+        .retry(retrying(1))
+        .default_policy(
+            EndpointPolicy::new().bulkhead(BulkheadConfig::new(1, Duration::from_millis(100))),
+        )
+        .build()
+        .unwrap();
+    let calls = async {
+        let (slow, over) = tokio::join!(
+            client.get(server.url("/slow")).send(),
+            client.get(server.url("/slow")).send()
+        );
+        (slow.unwrap().status(), over.unwrap_err())
+    };
+    let ((slow, over), seen, _) = traced(calls).await;
+    assert_eq!(slow, 200);
+    assert_eq!(over.kind(), ErrorKind::BulkheadFull, "{over}");
+
+    let queued = events(&seen, "request queued: bulkhead full");
+    assert_eq!(queued.len(), 1, "{seen:#?}");
+    let (level, fields, scope) = queued[0];
+    assert_eq!(*level, Level::DEBUG);
+    assert_eq!(fields["endpoint"], format!("http://{}", server.addr()));
+    assert_eq!(fields["max_in_flight"], "1");
+    assert_eq!(fields["queue_ms"], "100");
+    assert_eq!(scope.first(), Some(&"request"), "{scope:?}");
+
+    let refused = events(&seen, "request rejected: bulkhead full");
+    assert_eq!(refused.len(), 1, "{seen:#?}");
+    let (level, fields, scope) = refused[0];
+    assert_eq!(*level, Level::DEBUG);
+    assert_eq!(fields["max_in_flight"], "1");
+    assert_eq!(fields["policy"], "default");
+    assert_eq!(scope.first(), Some(&"request"), "{scope:?}");
+}
+
+/// Issue 14: a retry the budget refuses ends the call with the `retry skipped` WARN, as every
+/// other transient failure not retried, with its own reason.
+#[tokio::test(start_paused = true)]
+async fn a_spent_retry_budget_is_a_skipped_retry_warning() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/down", [Reply::status(503), Reply::status(503)]);
+    let nothing_to_spend = BudgetConfig::new(0.0, 0, Duration::from_secs(10));
+    let client = Client::builder()
+        .retry(retrying(3))
+        .default_policy(EndpointPolicy::new().retry_budget(nothing_to_spend))
+        .build()
+        .unwrap();
+    let (result, seen, _) = traced(client.get(server.url("/down")).send()).await;
+    let error = result.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::BudgetExhausted, "{error}");
+    assert_eq!(server.hits("/down"), 1);
+
+    let skipped = events(&seen, "retry skipped");
+    assert_eq!(skipped.len(), 1, "{seen:#?}");
+    let (level, fields, _) = skipped[0];
+    assert_eq!(*level, Level::WARN);
+    assert_eq!(fields["reason"], "budget_exhausted");
+    assert_eq!(fields["attempt"], "1");
+    assert_eq!(fields["policy"], "default");
 }

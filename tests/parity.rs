@@ -22,6 +22,12 @@
 //! Whether the breaker counted an attempt shows in a second call of the same request under a
 //! breaker that opens on one counted failure: `circuit_open`, or another try at the server.
 //!
+//! The overload guards (retry budget, `Retry-After` holds, rate limit, bulkhead) are per
+//! policy, so the paths with policies have them; the `Layers` path, public layers stacked by
+//! hand, has none (a `RetryLayer` alone keeps no per-endpoint state), so the overload
+//! scenarios skip it. Their calls are timed (virtual time: how long a call waited shows),
+//! and a bulkhead scenario runs its two calls at once.
+//!
 //! Time is paused: backoff, `Retry-After`, deadlines and hangs cost no real time.
 #![cfg(feature = "reqwest-middleware")]
 
@@ -34,8 +40,11 @@ use resilient_http::classify::{
     Class, Classification, Classifier, ClassifyLayer, DefaultClassifier, classify_fn,
 };
 use resilient_http::middleware::ResilientMiddleware;
+use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
 use resilient_http::policy::{EndpointPolicy, Matcher};
-use resilient_http::retry::{IDEMPOTENCY_KEY, Jitter, RetryHistory, RetryLayer, RetryPolicy};
+use resilient_http::retry::{
+    BudgetConfig, IDEMPOTENCY_KEY, Jitter, RetryHistory, RetryLayer, RetryPolicy,
+};
 use resilient_http::testkit::{ClosedPort, FaultServer, Reply};
 use resilient_http::timeout::{AttemptTimeoutLayer, TotalDeadlineLayer};
 use resilient_http::{Attempt, AttemptOutcome, Client, ClientBuilder, Delivery, Error, ErrorKind};
@@ -43,6 +52,8 @@ use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
 
 const SHORT: Duration = Duration::from_millis(300);
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path {
@@ -73,6 +84,9 @@ const HEAD: &[Path] = &[Path::Client, Service, Middleware, Layers, Wrapped];
 const INSIDE: &[Path] = &[Buffered, Reader];
 /// Scenarios about endpoint rules: the paths that have them.
 const RULES: &[Path] = &[Path::Client, Service, Middleware, Wrapped, Buffered, Reader];
+/// Scenarios about the overload guards: the paths with policies, which have them (public
+/// layers stacked by hand have none).
+const GUARDED: &[Path] = RULES;
 
 /// The limit a request sets for itself.
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +108,8 @@ struct Setup {
     /// needs 20 calls).
     strict_breaker: bool,
     classifier: Option<Arc<dyn Classifier>>,
+    /// The default policy's other settings (the overload guards).
+    policy: EndpointPolicy,
 }
 
 impl Default for Setup {
@@ -105,6 +121,7 @@ impl Default for Setup {
             retry_after_cap: Duration::from_secs(20),
             strict_breaker: false,
             classifier: None,
+            policy: EndpointPolicy::new(),
         }
     }
 }
@@ -137,6 +154,7 @@ impl Setup {
             .attempt_timeout(self.attempt_timeout)
             .total_deadline(self.deadline)
             .circuit_breaker(self.breaker())
+            .default_policy(self.policy.clone())
             .endpoint(
                 "payments",
                 Matcher::new().path("/pay*"),
@@ -186,6 +204,10 @@ struct Scenario {
     differs: &'static [(Path, &'static str)],
     /// The window a `Retry-After` date falls in (wall-clock time, whole seconds).
     date_window: Option<(Duration, Duration)>,
+    /// Whether each call's duration (virtual time) is part of the outcome.
+    timed: bool,
+    /// Whether the calls (two) run at once, the first polled first.
+    concurrent: bool,
     /// The outcome in short (see [`Outcome::short`]), as every path must have it.
     expect: &'static str,
 }
@@ -206,6 +228,8 @@ impl Scenario {
             paths: ALL,
             differs: &[],
             date_window: None,
+            timed: false,
+            concurrent: false,
             expect: "",
         }
     }
@@ -243,6 +267,18 @@ impl Scenario {
     fn setup(mut self, f: impl FnOnce(&mut Setup)) -> Self {
         f(&mut self.setup);
         self
+    }
+
+    /// An overload scenario: `calls` timed calls under `policy` (and `attempts`), on the
+    /// paths with guards.
+    fn guarded(mut self, calls: usize, attempts: u32, policy: EndpointPolicy) -> Self {
+        self.calls = calls;
+        self.timed = true;
+        self.paths = GUARDED;
+        self.setup(|s| {
+            s.attempts = attempts;
+            s.policy = policy;
+        })
     }
 }
 
@@ -408,6 +444,76 @@ fn scenarios() -> Vec<Scenario> {
         Scenario::get("repay", vec![Reply::status(503), Reply::ok("x")])
             .paths(RULES)
             .expect("2 hits: 200 x ×2"),
+        // Overload protection. One retry in the budget (1 a second over 1 s, no share of
+        // first attempts): the second would overdraw it.
+        Scenario::get("budget exhausted", vec![Reply::status(503)])
+            .guarded(
+                1,
+                3,
+                EndpointPolicy::new().retry_budget(BudgetConfig::new(0.0, 1, SECOND)),
+            )
+            .expect("2 hits: budget_exhausted 503 transient delivered ×2 in 100ms"),
+        // The first call's 429 holds the endpoint for 2 s: the second waits, then goes out.
+        Scenario::get(
+            "hold wait",
+            vec![Reply::status(429).retry_after_secs(2), Reply::ok("x")],
+        )
+        .guarded(2, 1, EndpointPolicy::new())
+        .expect("2 hits: status 429 transient delivered ×1 in 0ns / 200 x ×1 in 2s"),
+        // Held for 5 s, past the 1 s the second call has: it fails at once, never sent.
+        Scenario {
+            per_request: Some(PerRequest::Deadline(SECOND)),
+            ..Scenario::get(
+                "hold fail fast",
+                vec![Reply::status(503).retry_after_secs(5), Reply::ok("x")],
+            )
+            .guarded(2, 1, EndpointPolicy::new())
+            .expect(
+                "1 hit: status 503 transient delivered ×1 in 0ns / rate_limited transient \
+                 never sent ×1 in 0ns",
+            )
+        },
+        // One request every 2 s: the second call waits for its slot.
+        Scenario::get("rate limit wait", vec![Reply::ok("x")])
+            .guarded(
+                2,
+                3,
+                EndpointPolicy::new().rate_limit(RateLimitConfig::new(1, 2 * SECOND)),
+            )
+            .expect("2 hits: 200 x ×1 in 0ns / 200 x ×1 in 2s"),
+        // One request a minute: the second call's deadline ends before its slot.
+        Scenario {
+            per_request: Some(PerRequest::Deadline(10 * SECOND)),
+            ..Scenario::get("rate limited", vec![Reply::ok("x")])
+                .guarded(
+                    2,
+                    3,
+                    EndpointPolicy::new().rate_limit(RateLimitConfig::new(1, 60 * SECOND)),
+                )
+                .expect("1 hit: 200 x ×1 in 0ns / rate_limited transient never sent ×1 in 0ns")
+        },
+        // One place: the second call, started with the first, queues until it is free.
+        Scenario {
+            concurrent: true,
+            ..Scenario::get("bulkhead queue", vec![Reply::ok("x").delay(100 * MS)])
+                .guarded(
+                    2,
+                    3,
+                    EndpointPolicy::new().bulkhead(BulkheadConfig::new(1, SECOND)),
+                )
+                .expect("2 hits: 200 x ×1 in 100ms / 200 x ×1 in 200ms")
+        },
+        // One place, held for 500 ms: the second call gives up after 100 ms in the queue.
+        Scenario {
+            concurrent: true,
+            ..Scenario::get("bulkhead full", vec![Reply::ok("x").delay(500 * MS)])
+                .guarded(
+                    2,
+                    3,
+                    EndpointPolicy::new().bulkhead(BulkheadConfig::new(1, 100 * MS)),
+                )
+                .expect("1 hit: 200 x ×1 in 500ms / bulkhead_full transient never sent ×0 in 100ms")
+        },
     ]
 }
 
@@ -451,6 +557,8 @@ struct Outcome {
     /// The `Idempotency-Key` of each request the server saw.
     keys: Vec<Option<String>>,
     calls: Vec<Call>,
+    /// How long each call took (virtual time), for timed scenarios.
+    took: Option<Vec<Duration>>,
 }
 
 impl Outcome {
@@ -499,6 +607,11 @@ impl Outcome {
                         history.len()
                     )
                 }
+            })
+            .enumerate()
+            .map(|(i, call)| match &self.took {
+                Some(took) => format!("{call} in {:?}", took[i]),
+                None => call,
             })
             .collect();
         let plural = if self.hits == 1 { "" } else { "s" };
@@ -704,10 +817,29 @@ async fn run(s: &Scenario, path: Path) -> Outcome {
         ),
         _ => Runner::Client(s.setup.builder().build().unwrap()),
     };
-    let mut calls = Vec::new();
-    for _ in 0..s.calls {
+    let timed = |started: tokio::time::Instant| {
         let bounded = tokio::time::timeout(Duration::from_secs(600), call(s, path, &runner, &url));
-        calls.push(bounded.await.expect("hung: no limit fired"));
+        async move {
+            let call = bounded.await.expect("hung: no limit fired");
+            (call, started.elapsed())
+        }
+    };
+    let mut calls = Vec::new();
+    let mut took = Vec::new();
+    if s.concurrent {
+        assert_eq!(s.calls, 2, "{}: two calls at once", s.name);
+        let now = tokio::time::Instant::now();
+        let (first, second) = tokio::join!(timed(now), timed(now));
+        for (call, elapsed) in [first, second] {
+            calls.push(call);
+            took.push(elapsed);
+        }
+    } else {
+        for _ in 0..s.calls {
+            let (call, elapsed) = timed(tokio::time::Instant::now()).await;
+            calls.push(call);
+            took.push(elapsed);
+        }
     }
     let keys = server
         .requests(s.path)
@@ -722,6 +854,7 @@ async fn run(s: &Scenario, path: Path) -> Outcome {
         hits: server.hits(s.path),
         keys,
         calls,
+        took: s.timed.then_some(took),
     }
 }
 

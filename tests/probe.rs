@@ -5,6 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
 
 use resilient_http::testkit::{FaultServer, Reply};
 use serde_json::Value;
@@ -420,4 +421,251 @@ async fn a_client_built_by_the_builder_refuses_a_redirect_to_user_info() {
     let err = client.get(server.url("/loop")).send().await.unwrap_err();
     assert_eq!(err.kind(), resilient_http::ErrorKind::Transport, "{err}");
     assert_eq!(server.hits("/loop"), 11, "reqwest's limit: 10 redirects");
+}
+
+#[tokio::test]
+async fn concurrency_keeps_n_requests_in_flight_with_one_whole_line_each() {
+    let server = FaultServer::start().await.unwrap();
+    server.count_only();
+    let output = probe(&["--concurrency", "8", "--repeat", "200", &server.url("/a")]).await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    // A line written in pieces by two requests would not parse.
+    let records = lines(&output);
+    assert_eq!(records.len(), 200);
+    for r in &records {
+        assert_eq!(r["outcome"], "success", "{r}");
+        assert_eq!(r["body_bytes"], 2, "{r}");
+        assert_eq!(r["attempts"].as_array().unwrap().len(), 1, "{r}");
+    }
+    assert_eq!(server.hits("/a"), 200);
+
+    // One at a time, 200 answers of 50 ms each take 10 s; eight at a time about 1.25 s.
+    server.script("/slow", [Reply::ok("hi").delay(Duration::from_millis(50))]);
+    let started = Instant::now();
+    let output = probe(&[
+        "--concurrency",
+        "8",
+        "--repeat",
+        "200",
+        &server.url("/slow"),
+    ])
+    .await;
+    let took = started.elapsed();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(lines(&output).len(), 200);
+    assert_eq!(server.hits("/slow"), 200);
+    assert!(took < Duration::from_millis(200 * 50 / 4), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_bad_concurrency_or_repeat_is_bad_usage_that_repeats_nothing() {
+    let secret = "http://bob:s3cr3t@127.0.0.1:1/";
+    for (flag, value) in [
+        ("--concurrency", "0"),
+        ("--concurrency", "-1"),
+        ("--concurrency", "eight"),
+        ("--concurrency", "1.5"),
+        ("--concurrency", ""),
+        ("--concurrency", "10001"),
+        ("--concurrency", "99999999999999999999999"),
+        ("--concurrency", secret),
+        ("--repeat", "0"),
+        ("--repeat", secret),
+    ] {
+        let output = probe(&["--repeat", "3", flag, value, "http://127.0.0.1:1/"]).await;
+        assert_no_panic(&output);
+        assert_eq!(output.status.code(), Some(2), "{flag} {value:?}");
+        assert!(output.stdout.is_empty(), "{flag} {value:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag), "{stderr}");
+        assert!(!stderr.contains("s3cr3t"), "{stderr}");
+    }
+    let output = probe(&["http://127.0.0.1:1/", "--concurrency"]).await;
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+
+    // The bounds themselves are fine; more in flight than requests is too.
+    let server = FaultServer::start().await.unwrap();
+    for concurrency in ["1", "10000"] {
+        let output = probe(&[
+            "--concurrency",
+            concurrency,
+            "--repeat",
+            "2",
+            &server.url("/a"),
+        ])
+        .await;
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        assert_eq!(lines(&output).len(), 2);
+    }
+    assert_eq!(server.hits("/a"), 4);
+    let output = probe(&["--help"]).await;
+    assert!(String::from_utf8_lossy(&output.stdout).contains("--concurrency N"));
+}
+
+/// Sends `repeat` GETs, `concurrency` at a time, to an endpoint that always answers 503,
+/// under the policy `config`; returns the lines and how many requests the server saw.
+async fn outage(config: &str, repeat: usize, concurrency: usize) -> (Vec<Value>, usize) {
+    let server = FaultServer::start().await.unwrap();
+    server.count_only();
+    server.script("/down", [Reply::status(503)]);
+    let config = policy_file(config);
+    let (repeat, concurrency) = (repeat.to_string(), concurrency.to_string());
+    let output = probe(&[
+        "--config",
+        config.as_str(),
+        "--repeat",
+        &repeat,
+        "--concurrency",
+        &concurrency,
+        &server.url("/down"),
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    (lines(&output), server.hits("/down"))
+}
+
+/// The breaker would stop the calls itself; the budget is what is measured. Short backoffs
+/// keep the run fast, and within one budget window, where the budget is at its most generous
+/// (its `min_per_second` reserve is not yet replenished).
+const OUTAGE: &str = "[default.breaker]\nenabled = false\n\
+                      [default.backoff]\nbase = \"1ms\"\nmax = \"5ms\"\n";
+
+#[tokio::test]
+async fn a_full_outage_costs_at_most_1_25x_the_requests_with_the_default_budget() {
+    let requests = 4000;
+    let (records, hits) = outage(OUTAGE, requests, 16).await;
+    let ratio = hits as f64 / requests as f64;
+    println!(
+        "full outage, default retry budget: {hits} server hits / {requests} requests = {ratio:.3}"
+    );
+    assert_eq!(records.len(), requests);
+    assert!(ratio <= 1.25, "{ratio}");
+    let mut exhausted = 0;
+    for r in &records {
+        assert_eq!(r["outcome"], "error", "{r}");
+        assert_eq!(r["status"], 503, "the last attempt's status is kept: {r}");
+        assert_eq!(r["transient"], true, "{r}");
+        match r["error_kind"].as_str().unwrap() {
+            "budget_exhausted" => exhausted += 1,
+            "status" => assert_eq!(r["attempts"].as_array().unwrap().len(), 3, "{r}"),
+            other => panic!("{other}: {r}"),
+        }
+    }
+    assert!(exhausted > 0);
+    let attempts: usize = records
+        .iter()
+        .map(|r| r["attempts"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(
+        attempts, hits,
+        "every request the server saw is an attempt in a line"
+    );
+}
+
+#[tokio::test]
+async fn a_full_outage_costs_3x_the_requests_without_the_budget() {
+    let requests = 1500;
+    let config = format!("{OUTAGE}[default.budget]\nenabled = false\n");
+    let (records, hits) = outage(&config, requests, 16).await;
+    let ratio = hits as f64 / requests as f64;
+    println!("full outage, no retry budget: {hits} server hits / {requests} requests = {ratio:.3}");
+    assert_eq!(records.len(), requests);
+    assert_eq!(hits, 3 * requests);
+    for r in &records {
+        assert_eq!(r["error_kind"], "status", "{r}");
+        assert_eq!(r["attempts"].as_array().unwrap().len(), 3, "{r}");
+    }
+}
+
+/// Runs the probe with the policy `config` and `args` against `server`'s `path`.
+async fn probe_with(config: &str, args: &[&str], url: &str) -> (Output, Vec<Value>) {
+    let config = policy_file(config);
+    let mut all = vec!["--config", config.as_str()];
+    all.extend_from_slice(args);
+    all.push(url);
+    let output = probe(&all).await;
+    let records = lines(&output);
+    (output, records)
+}
+
+#[tokio::test]
+async fn an_empty_retry_budget_from_the_file_is_budget_exhausted_with_the_last_status() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/busy", [Reply::status(503)]);
+    let config = "[default]\nattempts = 3\n\
+                  [default.budget]\nenabled = true\nratio = 0.0\nmin_per_second = 0\nwindow = \"1s\"\n";
+    let (output, records) = probe_with(config, &[], &server.url("/busy")).await;
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let r = &records[0];
+    assert_eq!(r["error_kind"], "budget_exhausted", "{r}");
+    assert_eq!(r["status"], 503, "{r}");
+    assert_eq!(r["transient"], true, "{r}");
+    assert_eq!(r["attempts"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(server.hits("/busy"), 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_holds_the_endpoint_for_the_next_request_unless_the_file_says_not() {
+    for (hold, hits) in [(true, 1), (false, 2)] {
+        let server = FaultServer::start().await.unwrap();
+        server.script("/held", [Reply::status(429).retry_after_secs(10)]);
+        let config = format!("[default]\ndeadline = \"2s\"\nhold_on_retry_after = {hold}\n");
+        let (output, records) = probe_with(&config, &["--repeat", "2"], &server.url("/held")).await;
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        // The wait is past the deadline: no retry, the caller learns it.
+        assert_eq!(records[0]["error_kind"], "status", "{}", records[0]);
+        assert_eq!(records[0]["status"], 429, "{}", records[0]);
+        assert_eq!(records[0]["retry_after_ms"], 10_000, "{}", records[0]);
+        let r = &records[1];
+        if hold {
+            // Not sent: failed at once, with what is left of the hold.
+            assert_eq!(r["error_kind"], "rate_limited", "{r}");
+            let left = r["retry_after_ms"].as_u64().unwrap();
+            assert!(left > 0 && left <= 10_000, "{r}");
+            assert_eq!(r["attempts"][0]["sent"], false, "{r}");
+            let message = r["message"].as_str().unwrap();
+            assert!(message.contains("the server asked to wait"), "{r}");
+        } else {
+            assert_eq!(r["error_kind"], "status", "{r}");
+        }
+        assert_eq!(server.hits("/held"), hits, "hold_on_retry_after = {hold}");
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limit_from_the_file_refuses_what_would_wait_past_the_deadline() {
+    let server = FaultServer::start().await.unwrap();
+    let config = "[default.rate_limit]\nrate = 1\nper = \"1h\"\nburst = 1\n";
+    let (output, records) = probe_with(config, &["--repeat", "3"], &server.url("/a")).await;
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(records[0]["outcome"], "success", "{}", records[0]);
+    for r in &records[1..] {
+        assert_eq!(r["error_kind"], "rate_limited", "{r}");
+        assert!(r["retry_after_ms"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(r["attempts"][0]["sent"], false, "{r}");
+    }
+    assert_eq!(server.hits("/a"), 1);
+}
+
+#[tokio::test]
+async fn a_bulkhead_from_the_file_refuses_a_second_call_in_flight() {
+    let server = FaultServer::start().await.unwrap();
+    // Long enough that the second request surely starts while the first is out.
+    server.script("/slow", [Reply::ok("hi").delay(Duration::from_secs(1))]);
+    let config = "[default.bulkhead]\nmax_in_flight = 1\nqueue_timeout = \"0s\"\n";
+    let args = ["--repeat", "2", "--concurrency", "2"];
+    let (output, records) = probe_with(config, &args, &server.url("/slow")).await;
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let mut kinds: Vec<_> = records.iter().map(|r| r["error_kind"].clone()).collect();
+    kinds.sort_by_key(|k| k.to_string());
+    assert_eq!(
+        kinds,
+        [Value::from("bulkhead_full"), Value::Null],
+        "{records:?}"
+    );
+    let refused = records.iter().find(|r| r["error_kind"] == "bulkhead_full");
+    // Never sent: no attempt at all (a rate limit or a hold shows one, not sent).
+    let attempts = refused.unwrap()["attempts"].as_array().unwrap();
+    assert!(attempts.iter().all(|a| a["sent"] == false), "{records:?}");
+    assert_eq!(server.hits("/slow"), 1);
 }

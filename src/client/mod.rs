@@ -158,6 +158,17 @@ impl Client {
         self.policies.by_name(policy)?.breakers()
     }
 
+    /// What the overload guards of endpoint `key` hold now under the policy called `policy`
+    /// (`"default"` or an endpoint rule): retries left in the budget, a `Retry-After` hold,
+    /// the bulkhead's calls, the rate limit. `key` is the endpoint's
+    /// [`endpoint_key`](crate::breaker::endpoint_key), or the policy's `breaker_key`. `None`
+    /// when there is no such policy, it turns no guard on, or no call has gone to that
+    /// endpoint under it yet. See [`OverloadHandle`](crate::overload::OverloadHandle).
+    pub fn overload(&self, policy: &str, key: &str) -> Option<crate::overload::OverloadHandle> {
+        let guards = self.policies.by_name(policy)?.guards()?.get(key)?;
+        Some(crate::overload::OverloadHandle(guards))
+    }
+
     /// The `reqwest::Client` underneath, for calls that should bypass the stack.
     ///
     /// One the builder made itself has the default policy's attempt timeout as its `timeout`

@@ -22,6 +22,7 @@ use super::rate::{RateLimit, RateLimitConfig};
 use crate::error::{Error, ErrorKind, Short};
 use crate::keyed::{self, Keyed, key_for};
 use crate::retry::{BudgetConfig, RetryBudget};
+use crate::telemetry::overload::{self as telemetry, Guard};
 
 /// What a policy turns on; `None` (or `false`) pieces cost a call nothing.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,8 +84,9 @@ impl Guards {
 
     /// May a call start, in a call that must end by `deadline`? At most the bulkhead's
     /// `max_in_flight` at once; a call over it queues up to the bulkhead's queue timeout
-    /// (and its deadline), or is refused at once when that is zero.
-    pub(crate) fn enter(&self, deadline: Option<Instant>) -> Entry {
+    /// (and its deadline), or is refused at once when that is zero. `policy` names the
+    /// call's policy in what is reported.
+    pub(crate) fn enter(&self, deadline: Option<Instant>, policy: Option<&Arc<str>>) -> Entry {
         let Some(bulkhead) = &self.bulkhead else {
             return Entry::In(None);
         };
@@ -93,31 +95,41 @@ impl Guards {
         }
         let queue = bulkhead.queue_timeout();
         if queue.is_zero() {
-            return Entry::Full(self.full());
+            return Entry::Full(self.full(policy));
         }
         let now = Instant::now();
         let until = deadline.map_or(now + queue, |end| end.min(now + queue));
+        let queue = until.saturating_duration_since(now);
+        telemetry::queued(&self.key, policy, bulkhead.max(), queue);
         Entry::Queue(bulkhead.acquire(until))
     }
 
-    /// The error for a call the bulkhead had no place for.
-    pub(crate) fn full(&self) -> Error {
+    /// The error for a call the bulkhead had no place for (reported as a refusal).
+    pub(crate) fn full(&self, policy: Option<&Arc<str>>) -> Error {
         let max = self.bulkhead.as_ref().map_or(0, |b| b.max());
+        telemetry::bulkhead_full(&self.key, policy, max);
         Error::bulkhead_full(format!(
-            "{}: {max} calls in flight, as many as its bulkhead allows",
+            "{}: its bulkhead is full ({max} in flight, its limit)",
             self.key
         ))
     }
 
     /// May an attempt go out at `now`, in a call that must end by `deadline`?
-    pub(crate) fn admit(&self, now: Instant, deadline: Option<Instant>) -> Admission {
+    pub(crate) fn admit(
+        &self,
+        now: Instant,
+        deadline: Option<Instant>,
+        policy: Option<&Arc<str>>,
+    ) -> Admission {
         let fits = |wait: Duration| deadline.is_none_or(|end| now + wait < end);
         if let Some((hold, _)) = &self.hold
             && let Some(left) = hold.remaining(now)
         {
             if fits(left) {
+                telemetry::delayed(&self.key, policy, Guard::RetryAfter, left);
                 return Admission::Wait(left);
             }
+            telemetry::rate_limited(&self.key, policy, Guard::RetryAfter, left);
             return Admission::Refused(Error::rate_limited(
                 format!(
                     "{}: the server asked to wait (Retry-After), {} left, past the deadline",
@@ -131,8 +143,10 @@ impl Guards {
             && let Err(wait) = rate.try_take(now)
         {
             if fits(wait) {
+                telemetry::delayed(&self.key, policy, Guard::RateLimit, wait);
                 return Admission::Wait(wait);
             }
+            telemetry::rate_limited(&self.key, policy, Guard::RateLimit, wait);
             return Admission::Refused(Error::rate_limited(
                 format!(
                     "{}: over the client's rate limit, next slot in {}, past the deadline",
@@ -147,7 +161,7 @@ impl Guards {
 
     /// Learns from an attempt that failed at `now`: a 429 or 503 whose `Retry-After` is
     /// within the cap holds the endpoint until then, for every call.
-    pub(crate) fn observe(&self, now: Instant, error: &Error) {
+    pub(crate) fn observe(&self, now: Instant, error: &Error, policy: Option<&Arc<str>>) {
         let Some((hold, cap)) = &self.hold else {
             return;
         };
@@ -156,7 +170,13 @@ impl Guards {
             Some(StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE)
         ) && error.kind() == ErrorKind::Status;
         if let Some(wait) = error.retry_after().filter(|wait| asked && wait <= cap) {
+            // Announced when the endpoint becomes held, not for each answer that lengthens
+            // a hold: calls in flight when it began may all come back with one.
+            let was_held = hold.remaining(now).is_some();
             hold.hold_until(now + wait);
+            if !was_held {
+                telemetry::held(&self.key, policy, wait);
+            }
         }
     }
 
@@ -169,10 +189,40 @@ impl Guards {
     }
 
     /// A retry (or hedge) wants to go at `now`: whether the budget lets it.
-    pub(crate) fn withdraw(&self, now: Instant) -> bool {
-        self.budget
+    pub(crate) fn withdraw(&self, now: Instant, policy: Option<&Arc<str>>) -> bool {
+        let spent = self
+            .budget
             .as_ref()
-            .is_none_or(|budget| budget.withdraw(now))
+            .is_some_and(|budget| !budget.withdraw(now));
+        if spent {
+            telemetry::budget_spent(policy);
+        }
+        !spent
+    }
+
+    /// The endpoint key these guards belong to.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Whole retries the budget has left at `now`; `None` without a budget.
+    pub(crate) fn budget_available(&self, now: Instant) -> Option<u64> {
+        self.budget.as_ref().map(|budget| budget.available(now))
+    }
+
+    /// How long the `Retry-After` hold lasts after `now`; `None` when not held.
+    pub(crate) fn held_for(&self, now: Instant) -> Option<Duration> {
+        self.hold.as_ref().and_then(|(hold, _)| hold.remaining(now))
+    }
+
+    /// The bulkhead's (in flight, waiting); `None` without a bulkhead.
+    pub(crate) fn bulkhead_counts(&self) -> Option<(u32, u32)> {
+        self.bulkhead.as_ref().map(|b| (b.in_flight(), b.waiting()))
+    }
+
+    /// From when the rate limit has its full burst again; `None` without a rate limit.
+    pub(crate) fn rate_full_at(&self) -> Option<Instant> {
+        self.rate.as_ref().map(RateLimit::full_at)
     }
 }
 
@@ -231,5 +281,11 @@ impl GuardRegistry {
         let key = key_for(self.key.as_deref(), url);
         self.guards
             .get_or_insert(&key, |key| Guards::new(key, &self.config))
+    }
+
+    /// The guards of endpoint `key`, if a call has used them (and they were not evicted
+    /// since); made by nothing else.
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<Guards>> {
+        self.guards.get(key)
     }
 }

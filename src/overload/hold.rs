@@ -40,7 +40,12 @@ impl Hold {
 
     /// How long the hold lasts after `now`; `None` when not held.
     pub(crate) fn remaining(&self, now: Instant) -> Option<Duration> {
-        let until = Duration::from_millis(self.until_ms.load(Relaxed));
+        let until_ms = self.until_ms.load(Relaxed);
+        if until_ms == 0 {
+            // Never held: the common case costs one load.
+            return None;
+        }
+        let until = Duration::from_millis(until_ms);
         until
             .checked_sub(now.saturating_duration_since(self.base))
             .filter(|left| !left.is_zero())

@@ -4,14 +4,46 @@
 //! cancellation-safe (a dropped call leaves no trace: it gives back every permit, and a denied
 //! or abandoned rate-limit request takes no slot). Time comes from tokio, so tests pause it.
 //!
+//! - `guards.rs`: one endpoint's guards and the rules both paths ask of them (the client's
+//!   own call and the retry layer under the reqwest-middleware adapter): may a call start
+//!   (bulkhead), may an attempt go out (hold, rate limit), does a response hold the endpoint.
+//! - `hold.rs`: `Retry-After` holds (one atomic word).
 //! - `rate.rs`: the client-side rate limit (GCRA, one atomic word).
 //! - `bulkhead.rs`: at most `max_in_flight` calls at once, with a bounded queue.
+//!
+//! The retry budget, the other half of overload protection, is the retry's to ask:
+//! [`BudgetConfig`](crate::retry::BudgetConfig).
+//!
+//! Configure them per policy ([`EndpointPolicy`](crate::policy::EndpointPolicy)'s
+//! `retry_budget`, `hold_on_retry_after`, `rate_limit`, `bulkhead`, or the file's
+//! `[….budget]`, `hold_on_retry_after`, `[….rate_limit]`, `[….bulkhead]`):
+//!
+//! ```
+//! use std::time::Duration;
+//! use resilient_http::Client;
+//! use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
+//! use resilient_http::policy::{EndpointPolicy, Matcher};
+//!
+//! let client = Client::builder()
+//!     .endpoint(
+//!         "search",
+//!         Matcher::new().host("search.internal")?,
+//!         EndpointPolicy::new()
+//!             .rate_limit(RateLimitConfig::new(100, Duration::from_secs(1)).burst(20))
+//!             .bulkhead(BulkheadConfig::new(50, Duration::from_millis(100))),
+//!     )
+//!     .build()?;
+//! # let _ = client;
+//! # Ok::<(), resilient_http::Error>(())
+//! ```
 
 pub(crate) mod bulkhead;
 mod guards;
+mod handle;
 pub(crate) mod hold;
 pub(crate) mod rate;
 
 pub use bulkhead::BulkheadConfig;
 pub(crate) use guards::{Admission, Entry, GuardRegistry, Guards, GuardsConfig};
+pub use handle::OverloadHandle;
 pub use rate::RateLimitConfig;

@@ -131,7 +131,6 @@ impl RateLimit {
         }
     }
 
-    #[cfg(test)]
     /// From when the full burst is available again (now or earlier: idle). For tests and
     /// telemetry.
     pub(crate) fn full_at(&self) -> Instant {

@@ -243,6 +243,11 @@ impl CompiledPolicy {
         self.guards.as_ref().map(|guards| guards.guards_for(url))
     }
 
+    /// The endpoints' overload guards under this policy; `None` when it turns none on.
+    pub(crate) fn guards(&self) -> Option<&GuardRegistry> {
+        self.guards.as_ref()
+    }
+
     /// This policy with per-request changes.
     pub(crate) fn with_overrides(&self, overrides: &Overrides) -> CompiledPolicy {
         let mut policy = self.clone();

@@ -157,7 +157,6 @@ impl RetryBudget {
         }
     }
 
-    #[cfg(test)]
     /// Whole retries left at `now`.
     pub(crate) fn available(&self, now: Instant) -> u64 {
         let step = self.step(now);

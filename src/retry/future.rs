@@ -77,7 +77,8 @@ where
             let request = match this.state.as_mut().project() {
                 StateProj::Start => match this.retry.begin() {
                     Ok(request) => {
-                        match this.retry.guards().map(|g| g.enter(this.retry.deadline())) {
+                        let (deadline, policy) = (this.retry.deadline(), this.retry.policy_name());
+                        match this.retry.guards().map(|g| g.enter(deadline, policy)) {
                             None | Some(Entry::In(None)) => Ok(request),
                             Some(Entry::In(place)) => {
                                 *this.place = place;
@@ -105,7 +106,8 @@ where
                             Ok(request)
                         }
                         None => {
-                            let full = this.retry.guards().map(|guards| guards.full());
+                            let policy = this.retry.policy_name();
+                            let full = this.retry.guards().map(|guards| guards.full(policy));
                             let error = full.unwrap_or_else(Error::polled_after_completion);
                             let error = error.with_request(request.method(), request.url());
                             Err(this.retry.fail(error))
@@ -152,10 +154,12 @@ where
                 }
             };
             // Out once the endpoint's guards let it (the same rule as the client's call).
+            let (started, deadline) = (this.retry.attempt_started(), this.retry.deadline());
+            let policy = this.retry.policy_name();
             let admission = this
                 .retry
                 .guards()
-                .map(|guards| guards.admit(this.retry.attempt_started(), this.retry.deadline()));
+                .map(|guards| guards.admit(started, deadline, policy));
             match admission {
                 None | Some(Admission::Go) => {
                     let future = {

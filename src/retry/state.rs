@@ -93,6 +93,11 @@ impl RetryState {
         self.guards.as_ref()
     }
 
+    /// The call's policy, as its events and metrics name it.
+    pub(crate) fn policy_name(&self) -> Option<&Arc<str>> {
+        self.policy.name()
+    }
+
     /// The current attempt starts over at `now`, after waiting to be let out.
     pub(crate) fn restart_attempt(&mut self, now: Instant) {
         self.attempt_started = now;
@@ -198,7 +203,7 @@ impl RetryState {
         if let Some(guards) = &self.guards
             && retry_after
         {
-            guards.observe(now, &error);
+            guards.observe(now, &error, self.policy.name());
         }
         let decision = Decision {
             policy: &self.policy,
@@ -223,12 +228,17 @@ impl RetryState {
                     Skip::Final => error.kind().as_str(),
                     skip => skip.as_str(),
                 };
+                // An open circuit and a guard's refusal had their own event.
+                let announced = matches!(
+                    error.kind(),
+                    ErrorKind::CircuitOpen | ErrorKind::RateLimited
+                );
                 self.observer.not_retried(
                     policy_name,
                     self.attempts,
                     reason,
                     matches!(skip, Skip::Permanent),
-                    error.kind() == ErrorKind::CircuitOpen,
+                    announced,
                 );
                 Next::Done(Err(self.fail(error)))
             }
@@ -529,7 +539,11 @@ impl Decision<'_> {
         }
         // A retry the policy allows still needs the endpoint's budget: the last thing asked,
         // so only a retry that will happen spends from it.
-        if self.guards.is_some_and(|guards| !guards.withdraw(self.now)) {
+        let policy = self.policy.name();
+        if self
+            .guards
+            .is_some_and(|guards| !guards.withdraw(self.now, policy))
+        {
             return Err((error.into_budget_exhausted(), Skip::Budget));
         }
         Ok(delay)

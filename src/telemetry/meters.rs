@@ -8,6 +8,7 @@ use http::{Method, StatusCode};
 use metrics::{Label, SharedString};
 
 use super::ErrorType;
+use super::overload::Guard;
 use crate::breaker::State;
 
 /// OpenTelemetry's `http.request.method`: a standard method, else `_OTHER` (bounded).
@@ -100,6 +101,16 @@ pub(super) fn retry(policy: Option<&Arc<str>>, reason: ErrorType) {
         Label::new("reason", error_type_value(reason)),
     ];
     metrics::counter!(super::RETRIES, labels).increment(1);
+}
+
+/// One more of the overload counter `name`, for `guard` (no `reason` label: a hold set).
+pub(super) fn overload(name: &'static str, policy: Option<&Arc<str>>, guard: Option<Guard>) {
+    let mut labels = Vec::with_capacity(2);
+    labels.push(policy_label(policy));
+    if let Some(guard) = guard {
+        labels.push(Label::from_static_parts("reason", guard.as_str()));
+    }
+    metrics::counter!(name, labels).increment(1);
 }
 
 pub(super) fn give_up(policy: Option<&Arc<str>>, reason: &'static str) {

@@ -1,11 +1,12 @@
 //! What the library tells an operator: tracing spans and events, and (feature `metrics`)
 //! metrics through the [`metrics`](https://docs.rs/metrics) facade.
 //!
-//! Nothing fails silently: a retry, a retry not made, a breaker changing state and a request
-//! the breaker or an outer layer turned away are all events, and every call is a span with
-//! one child per attempt. Nothing is built when nobody listens: spans and events cost a level
-//! check when their level is off, and metrics are compiled out without the feature. URLs and
-//! headers pass through [`redact`](crate::redact) first.
+//! Nothing fails silently: a retry, a retry not made, a breaker changing state, an endpoint
+//! held at its server's request, a request an overload guard held back, and a request the
+//! breaker, an overload guard or an outer layer turned away are all events, and every call is
+//! a span with one child per attempt. Nothing is built when nobody listens: spans and events
+//! cost a level check when their level is off, and metrics are compiled out without the
+//! feature. URLs and headers pass through [`redact`](crate::redact) first.
 //!
 //! # Spans (target `resilient_http`, level DEBUG)
 //!
@@ -24,14 +25,27 @@
 //! | message | level | fields |
 //! |---|---|---|
 //! | `retry scheduled` | INFO | `attempt`, `reason` (the failed attempt's `error.type`), `delay_ms`, `retry_after` (whether the server's `Retry-After` set the delay), `policy` |
-//! | `retry skipped` | WARN | `attempt`, `reason`: `attempts_exhausted`, `non_idempotent`, `body_not_replayable`, `retry_after_above_cap`, `deadline`, `schedule_ended`, or the kind that ends a call (`deadline`, `body_not_replayable`...), `policy` |
-//! | `not retried` | DEBUG | a permanent failure (`reason = "permanent"`), or an open circuit (`reason = "circuit_open"`, already announced): `attempt`, `reason`, `policy` |
+//! | `retry skipped` | WARN | `attempt`, `reason`: `attempts_exhausted`, `non_idempotent`, `body_not_replayable`, `retry_after_above_cap`, `deadline`, `schedule_ended`, `budget_exhausted` (the endpoint's retry budget is spent), or the kind that ends a call (`deadline`, `body_not_replayable`...), `policy` |
+//! | `not retried` | DEBUG | a permanent failure (`reason = "permanent"`), or a refusal already announced by its own event: an open circuit (`circuit_open`), the hold or the rate limit (`rate_limited`): `attempt`, `reason`, `policy` |
 //! | `circuit breaker opened` | WARN | `endpoint` (the breaker key), `from`, `to` |
 //! | `circuit breaker state changed` | INFO | the same, for every other change |
 //! | `request rejected: circuit open` | DEBUG | `endpoint` (one event per request turned away; the state change is the WARN) |
+//! | `endpoint held` | INFO | `endpoint` (the key), `retry_after_ms`, `policy`: a 429 or 503 with a `Retry-After` within the cap holds the endpoint; once when the hold begins, not for each answer that lengthens it |
+//! | `request delayed` | DEBUG | `endpoint`, `reason` (`retry_after`: the endpoint is held; `rate_limit`), `wait_ms`, `policy`: an attempt waits, then asks again |
+//! | `request rejected: rate limited` | DEBUG | `endpoint`, `reason` (as above), `retry_after_ms` (the wait that did not fit the deadline), `policy` |
+//! | `request queued: bulkhead full` | DEBUG | `endpoint`, `max_in_flight`, `queue_ms` (the longest it may queue: the queue timeout or the deadline), `policy` |
+//! | `request rejected: bulkhead full` | DEBUG | `endpoint`, `max_in_flight`, `policy`: at once (no queue timeout) or after queueing |
 //! | `request rejected by an outer layer` | DEBUG | `http.request.method`, `url.full`, `error.type`, `error`: a [`layer`](crate::ClientBuilder::layer) of yours (a load shed, a bulkhead) refused the call |
 //!
 //! To see a request's attempts: `RUST_LOG=resilient_http=debug`.
+//!
+//! Per-request refusals are DEBUG, as the breaker's are: in an overload they come by the
+//! thousand, and the caller has each as an error. What an operator sees at INFO is what
+//! changed (a hold begins; a breaker's change is the WARN), and the counters below. A spent
+//! retry budget stays the WARN `retry skipped` of each call it ends, as every transient
+//! failure returned without a retry is. There is no "bulkhead filled" or "budget ran dry"
+//! event: knowing when one begins and ends would need a check on the path of calls let
+//! through at once, which the guards keep free of anything but their own work.
 //!
 //! # Metrics (feature `metrics`)
 //!
@@ -71,10 +85,24 @@
 //! | [`GIVE_UPS`] | counter | `policy`, `reason` (as the `retry skipped` event) |
 //! | [`BREAKER_REJECTIONS`] | counter | `breaker` (the breaker key, or `_OTHER` beyond `max_breakers`) |
 //! | [`BREAKER_STATE`] | gauge | `breaker` (only breakers with a label of their own); 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed |
+//! | [`OVERLOAD_WAITS`] | counter | `policy`, `reason`: `retry_after` and `rate_limit` (an attempt waited, as the `request delayed` event), `bulkhead` (a call queued) |
+//! | [`OVERLOAD_REJECTIONS`] | counter | `policy`, `reason`: `retry_after` and `rate_limit` (kind `RateLimited`), `bulkhead` (`BulkheadFull`, at once or after queueing), `budget` (a retry the budget refused: `BudgetExhausted`, also in [`GIVE_UPS`] as `budget_exhausted`) |
+//! | [`OVERLOAD_HOLDS`] | counter | `policy`: endpoints that became held at their server's request |
+//!
+//! The overload metrics are labelled by policy, not by endpoint, though each guard is per
+//! endpoint key: policies are few and named by you, so the series stay bounded with no
+//! bookkeeping, and they group as the request metrics do. An endpoint label would need the
+//! breakers' scheme above (series handed out per registry, `_OTHER` beyond), for a set of
+//! keys that is the breakers' under another label. The events name the endpoint. A
+//! counter moves only when a guard holds a call back or turns it away, or a hold begins;
+//! a call let through at once costs nothing here. For the same reason there are no gauges
+//! (calls in flight, a hold's time left): keeping one true would mean writing it on every
+//! call, or per endpoint.
 
 #[cfg(feature = "metrics")]
 pub(crate) mod meters;
 mod observer;
+pub(crate) mod overload;
 
 pub(crate) use observer::Observer;
 
@@ -96,6 +124,12 @@ pub const GIVE_UPS: &str = "resilient_http.give_ups";
 pub const BREAKER_REJECTIONS: &str = "resilient_http.breaker.rejections";
 /// A breaker's state (gauge).
 pub const BREAKER_STATE: &str = "resilient_http.breaker.state";
+/// Calls or attempts an overload guard held back before letting them out (counter).
+pub const OVERLOAD_WAITS: &str = "resilient_http.overload.waits";
+/// Calls, attempts or retries an overload guard turned away (counter).
+pub const OVERLOAD_REJECTIONS: &str = "resilient_http.overload.rejections";
+/// Endpoints held at their server's request (`Retry-After`) (counter).
+pub const OVERLOAD_HOLDS: &str = "resilient_http.overload.holds";
 
 use std::fmt;
 

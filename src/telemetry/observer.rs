@@ -25,11 +25,11 @@ struct Spans {
     attempt: Span,
 }
 
-fn policy_name(policy: Option<&Arc<str>>) -> &str {
+pub(super) fn policy_name(policy: Option<&Arc<str>>) -> &str {
     policy.map_or("default", |p| p)
 }
 
-fn millis(d: Duration) -> u64 {
+pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -156,7 +156,8 @@ impl Observer {
     }
 
     /// The failed `attempt` is not retried, for `reason`. `permanent` when retrying could not
-    /// have helped; `announced` when another event already said why (an open breaker).
+    /// have helped; `announced` when another event already said why (an open breaker, a
+    /// hold or the rate limit).
     pub(crate) fn not_retried(
         &self,
         policy: Option<&Arc<str>>,

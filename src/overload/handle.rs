@@ -1,0 +1,95 @@
+//! A read-only view of one endpoint's overload guards, for tests, dashboards and health
+//! checks: see [`Client::overload`](crate::Client::overload).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Guards;
+
+/// What one endpoint key's overload guards hold now, under one policy: the retry budget,
+/// the `Retry-After` hold, the rate limit and the bulkhead. Each reading is `None` when the
+/// policy does not turn that guard on. Reading changes nothing.
+///
+/// Got from [`Client::overload`](crate::Client::overload). It shares the guards with the
+/// client, so each reading is the state at the time of the call; cheap to clone. (A policy
+/// keeps the guards of as many endpoints as it keeps breakers: a handle kept while its idle
+/// endpoint is dropped for others reads guards no call uses any more.)
+///
+/// ```
+/// use std::time::Duration;
+/// use resilient_http::Client;
+/// use resilient_http::overload::BulkheadConfig;
+/// use resilient_http::policy::EndpointPolicy;
+/// use resilient_http::testkit::FaultServer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = FaultServer::start().await?;
+/// let client = Client::builder()
+///     .default_policy(EndpointPolicy::new().bulkhead(BulkheadConfig::new(8, Duration::ZERO)))
+///     .build()?;
+/// client.get(server.url("/")).send().await?;
+///
+/// // The endpoint key: scheme, host and port (or the policy's `breaker_key`).
+/// let key = format!("http://{}", server.addr());
+/// let guards = client.overload("default", &key).expect("called once");
+/// assert_eq!(guards.bulkhead_in_flight(), Some(0));
+/// assert_eq!(guards.bulkhead_waiting(), Some(0));
+/// assert_eq!(guards.held_for(), None);
+/// // The default budget: 10 retries a second over 10 s, plus a fifth of the one call.
+/// assert_eq!(guards.budget_available(), Some(100));
+/// assert_eq!(guards.rate_limit_idle(), None, "no rate limit configured");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct OverloadHandle(pub(crate) Arc<Guards>);
+
+impl OverloadHandle {
+    /// The endpoint key.
+    pub fn key(&self) -> &str {
+        self.0.key()
+    }
+
+    /// Whole retries the retry budget allows now; `None` when the policy has no budget.
+    pub fn budget_available(&self) -> Option<u64> {
+        self.0.budget_available(Instant::now())
+    }
+
+    /// How long the endpoint stays held by a server's `Retry-After`; `None` when it is not
+    /// held (or the policy does not hold endpoints).
+    pub fn held_for(&self) -> Option<Duration> {
+        self.0.held_for(Instant::now())
+    }
+
+    /// Calls holding a place in the bulkhead; `None` without a bulkhead.
+    pub fn bulkhead_in_flight(&self) -> Option<u32> {
+        self.0.bulkhead_counts().map(|(in_flight, _)| in_flight)
+    }
+
+    /// Calls queueing for a place in the bulkhead; `None` without a bulkhead.
+    pub fn bulkhead_waiting(&self) -> Option<u32> {
+        self.0.bulkhead_counts().map(|(_, waiting)| waiting)
+    }
+
+    /// Whether the rate limit has its whole burst available now, as after a quiet spell;
+    /// `None` without a rate limit.
+    pub fn rate_limit_idle(&self) -> Option<bool> {
+        self.0.rate_full_at().map(|full| full <= Instant::now())
+    }
+}
+
+impl std::fmt::Debug for OverloadHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OverloadHandle")
+            .field("key", &self.key())
+            .field("budget_available", &self.budget_available())
+            .field("held_for", &self.held_for())
+            .field("bulkhead_in_flight", &self.bulkhead_in_flight())
+            .field("bulkhead_waiting", &self.bulkhead_waiting())
+            .field("rate_limit_idle", &self.rate_limit_idle())
+            .finish()
+    }
+}

@@ -1,0 +1,114 @@
+//! What the overload guards report (the tables are in the [module docs](super)). Called only
+//! where a guard holds a call back or turns it away, or a server's answer holds an endpoint:
+//! a call let through at once reaches none of this.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::observer::{millis, policy_name};
+
+/// Which guard held a call back or turned it away: the `reason` of the events and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Guard {
+    /// The endpoint is held: its server sent `Retry-After`.
+    RetryAfter,
+    /// The client's rate limit.
+    RateLimit,
+    /// The bulkhead.
+    Bulkhead,
+    /// The retry budget.
+    Budget,
+}
+
+impl Guard {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Guard::RetryAfter => "retry_after",
+            Guard::RateLimit => "rate_limit",
+            Guard::Bulkhead => "bulkhead",
+            Guard::Budget => "budget",
+        }
+    }
+}
+
+/// `endpoint`, not held until now, is held for `wait`, as its server asked.
+pub(crate) fn held(endpoint: &str, policy: Option<&Arc<str>>, wait: Duration) {
+    tracing::info!(
+        endpoint,
+        retry_after_ms = millis(wait),
+        policy = policy_name(policy),
+        "endpoint held"
+    );
+    count(super::OVERLOAD_HOLDS, policy, None);
+}
+
+/// An attempt to `endpoint` waits `wait` before it may go out.
+pub(crate) fn delayed(endpoint: &str, policy: Option<&Arc<str>>, guard: Guard, wait: Duration) {
+    tracing::debug!(
+        endpoint,
+        reason = guard.as_str(),
+        wait_ms = millis(wait),
+        policy = policy_name(policy),
+        "request delayed"
+    );
+    count(super::OVERLOAD_WAITS, policy, Some(guard));
+}
+
+/// An attempt to `endpoint` is refused: it could go out in `left`, past its deadline.
+pub(crate) fn rate_limited(
+    endpoint: &str,
+    policy: Option<&Arc<str>>,
+    guard: Guard,
+    left: Duration,
+) {
+    tracing::debug!(
+        endpoint,
+        reason = guard.as_str(),
+        retry_after_ms = millis(left),
+        policy = policy_name(policy),
+        "request rejected: rate limited"
+    );
+    count(super::OVERLOAD_REJECTIONS, policy, Some(guard));
+}
+
+/// A call to `endpoint` found its `max_in_flight` places taken and queues, `queue` at most.
+pub(crate) fn queued(
+    endpoint: &str,
+    policy: Option<&Arc<str>>,
+    max_in_flight: u32,
+    queue: Duration,
+) {
+    tracing::debug!(
+        endpoint,
+        max_in_flight,
+        queue_ms = millis(queue),
+        policy = policy_name(policy),
+        "request queued: bulkhead full"
+    );
+    count(super::OVERLOAD_WAITS, policy, Some(Guard::Bulkhead));
+}
+
+/// A call to `endpoint` found no place in its bulkhead, at once or after queueing.
+pub(crate) fn bulkhead_full(endpoint: &str, policy: Option<&Arc<str>>, max_in_flight: u32) {
+    tracing::debug!(
+        endpoint,
+        max_in_flight,
+        policy = policy_name(policy),
+        "request rejected: bulkhead full"
+    );
+    count(super::OVERLOAD_REJECTIONS, policy, Some(Guard::Bulkhead));
+}
+
+/// The retry budget refused a retry. Its event is the call's `retry skipped` (reason
+/// `budget_exhausted`), which knows the attempt and ends the call.
+pub(crate) fn budget_spent(policy: Option<&Arc<str>>) {
+    count(super::OVERLOAD_REJECTIONS, policy, Some(Guard::Budget));
+}
+
+/// One more of the counter `name` (with the `metrics` feature; nothing without).
+fn count(name: &'static str, policy: Option<&Arc<str>>, guard: Option<Guard>) {
+    #[cfg(feature = "metrics")]
+    super::meters::overload(name, policy, guard);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (name, policy, guard);
+}

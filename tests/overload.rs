@@ -1,0 +1,937 @@
+//! Overload protection end to end: the retry budget, `Retry-After` holds, the rate limit and
+//! the bulkhead, through the client's own call and through the reqwest-middleware adapter
+//! (whose retry layer asks the same guards), against the loopback fault server, with tokio's
+//! clock paused so that every wait is exact virtual time.
+//!
+//! The readings (`budget_available`, `held_for`, the bulkhead's counts, `rate_limit_idle`)
+//! come from [`Client::overload`]; the adapter has no such handle, so through it the tests
+//! compare what the caller and the server see, which must be the same.
+#![cfg(feature = "reqwest-middleware")]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use resilient_http::breaker::{BreakerConfig, State, Window};
+use resilient_http::middleware::ResilientMiddleware;
+use resilient_http::overload::{BulkheadConfig, OverloadHandle, RateLimitConfig};
+use resilient_http::policy::EndpointPolicy;
+use resilient_http::retry::{BudgetConfig, Jitter, RetryPolicy};
+use resilient_http::testkit::{FaultServer, Reply};
+use resilient_http::{AttemptOutcome, Class, Client, ClientBuilder, Delivery, Error, ErrorKind};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep};
+
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+
+/// The two ways a call runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Via {
+    Client,
+    Middleware,
+}
+
+/// A client of either kind, built from the same builder.
+#[derive(Clone)]
+enum Caller {
+    Client(Client),
+    Middleware(reqwest_middleware::ClientWithMiddleware),
+}
+
+impl Caller {
+    fn new(via: Via, builder: ClientBuilder) -> Self {
+        match via {
+            Via::Client => Caller::Client(builder.build().unwrap()),
+            Via::Middleware => Caller::Middleware(
+                reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+                    .with(ResilientMiddleware::new(builder).unwrap())
+                    .build(),
+            ),
+        }
+    }
+
+    /// GETs `url`, within `deadline` if given (the client's `.deadline`, the request's
+    /// `.timeout` through the adapter, which makes it the call's deadline), and reads the body.
+    async fn get(&self, url: &str, deadline: Option<Duration>) -> Result<(u16, String), Error> {
+        let response = match self {
+            Caller::Client(client) => {
+                let mut request = client.get(url);
+                if let Some(deadline) = deadline {
+                    request = request.deadline(deadline);
+                }
+                request.send().await?
+            }
+            Caller::Middleware(client) => {
+                let mut request = client.get(url);
+                if let Some(deadline) = deadline {
+                    request = request.timeout(deadline);
+                }
+                match request.send().await {
+                    Ok(response) => response,
+                    Err(reqwest_middleware::Error::Middleware(err)) => {
+                        return Err(err.downcast::<Error>().expect("a typed error"));
+                    }
+                    Err(reqwest_middleware::Error::Reqwest(err)) => return Err(err.into()),
+                }
+            }
+        };
+        let status = response.status().as_u16();
+        let body = response.text().await.map_err(Error::from)?;
+        Ok((status, body))
+    }
+
+    /// The guards of `server`'s endpoint under the default policy (the client only).
+    fn guards(&self, server: &FaultServer) -> Option<OverloadHandle> {
+        match self {
+            Caller::Client(client) => {
+                let key = format!("http://{}", server.addr());
+                Some(
+                    client
+                        .overload("default", &key)
+                        .expect("the endpoint was called"),
+                )
+            }
+            Caller::Middleware(_) => None,
+        }
+    }
+}
+
+/// No jitter, 100 ms × 2: delays 100, 200 ms.
+fn plain(attempts: u32) -> RetryPolicy {
+    RetryPolicy::builder()
+        .max_attempts(attempts)
+        .jitter(Jitter::None)
+        .build()
+        .unwrap()
+}
+
+fn builder(attempts: u32, policy: EndpointPolicy) -> ClientBuilder {
+    Client::builder()
+        .retry(plain(attempts))
+        .no_circuit_breaker()
+        .default_policy(policy)
+}
+
+fn outcomes(err: &Error) -> Vec<AttemptOutcome> {
+    err.attempts().iter().map(|a| a.outcome).collect()
+}
+
+fn status_503() -> AttemptOutcome {
+    AttemptOutcome::Status(http::StatusCode::SERVICE_UNAVAILABLE)
+}
+
+// ---------------------------------------------------------------------------------------
+// The retry budget
+// ---------------------------------------------------------------------------------------
+
+/// A budget of half the first attempts plus 10 retries (1 a second over 10 s), against a
+/// server that always fails, 3 attempts a call, 300 ms of backoff each (all within one
+/// window). Before call `k`'s retries, `k` first attempts allow `⌊k/2 + 10⌋` retries: calls 1
+/// to 6 are retried in full (12 retries); call 7's second retry would be the 14th of 13;
+/// call 8's first attempt earns one more, which it spends; call 9's earns half of one, so it
+/// is not retried at all; call 10's makes a 15th. A window later, the 10 retries are back.
+async fn budget_exhaustion_and_refill(via: Via) {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/b",
+        [Reply::status(503)
+            .header("x-request-id", "r-1")
+            .body("busy, try later")],
+    );
+    let budget = BudgetConfig::new(0.5, 1, 10 * SECOND);
+    let caller = Caller::new(via, builder(3, EndpointPolicy::new().retry_budget(budget)));
+    let url = server.url("/b");
+    let start = Instant::now();
+
+    for call in 1..=6 {
+        let err = caller.get(&url, None).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Status, "call {call}: {err}");
+        assert_eq!(outcomes(&err), [status_503(); 3], "call {call}");
+    }
+    assert_eq!(server.hits("/b"), 18);
+    assert_eq!(start.elapsed(), 6 * 300 * MS);
+    if let Some(guards) = caller.guards(&server) {
+        assert_eq!(guards.budget_available(), Some(1));
+    }
+
+    for call in 7..=8 {
+        let mut err = caller.get(&url, None).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BudgetExhausted, "call {call}: {err}");
+        assert_eq!(err.class(), Class::Transient);
+        assert_eq!(err.delivery(), Delivery::Delivered);
+        // The history is whole, and the last attempt's answer is kept: status, headers, body.
+        assert_eq!(outcomes(&err), [status_503(); 2], "call {call}");
+        assert_eq!(err.attempts()[1].delay_before, 100 * MS);
+        assert_eq!(err.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(err.headers().unwrap()["x-request-id"], "r-1");
+        assert!(err.to_string().contains("retry budget"), "{err}");
+        assert_eq!(err.policy(), Some("default"));
+        assert_eq!(err.read_body(4).await.unwrap(), "busy");
+        if let Some(guards) = caller.guards(&server) {
+            assert_eq!(guards.budget_available(), Some(0));
+        }
+    }
+    assert_eq!(server.hits("/b"), 22);
+    assert_eq!(start.elapsed(), 2 * SECOND);
+
+    // Not retried at all: no sleep either.
+    let err = caller.get(&url, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BudgetExhausted, "{err}");
+    assert_eq!(outcomes(&err), [status_503()]);
+    assert_eq!(err.attempts()[0].class, Class::Transient);
+    assert_eq!(err.headers().unwrap()["x-request-id"], "r-1");
+    assert_eq!(server.hits("/b"), 23);
+    assert_eq!(start.elapsed(), 2 * SECOND);
+
+    let err = caller.get(&url, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BudgetExhausted, "{err}");
+    assert_eq!(outcomes(&err), [status_503(); 2]);
+    assert_eq!(server.hits("/b"), 25);
+
+    // A window after the last retry, the budget is whole again: `min_per_second × window`.
+    sleep(11 * SECOND).await;
+    if let Some(guards) = caller.guards(&server) {
+        assert_eq!(guards.budget_available(), Some(10));
+    }
+    let err = caller.get(&url, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Status, "{err}");
+    assert_eq!(outcomes(&err), [status_503(); 3]);
+    assert_eq!(server.hits("/b"), 28);
+    if let Some(guards) = caller.guards(&server) {
+        // 10 + ⌊0.5 × 1⌋, less the 2 just spent.
+        assert_eq!(guards.budget_available(), Some(8));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_runs_out_and_refills_through_the_client() {
+    budget_exhaustion_and_refill(Via::Client).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_runs_out_and_refills_through_the_middleware() {
+    budget_exhaustion_and_refill(Via::Middleware).await;
+}
+
+/// A budget turned off lets every retry through, whatever was spent.
+#[tokio::test(start_paused = true)]
+async fn a_budget_turned_off_never_runs_out() {
+    for via in [Via::Client, Via::Middleware] {
+        let server = FaultServer::start().await.unwrap();
+        server.script("/b", [Reply::status(503)]);
+        let policy = EndpointPolicy::new()
+            .retry_budget(BudgetConfig::new(0.0, 0, SECOND))
+            .retry_budget_enabled(false);
+        let caller = Caller::new(via, builder(3, policy));
+        for _ in 0..5 {
+            let err = caller.get(&server.url("/b"), None).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Status, "{via:?}: {err}");
+        }
+        assert_eq!(server.hits("/b"), 15, "{via:?}");
+        if let Some(guards) = caller.guards(&server) {
+            assert_eq!(guards.budget_available(), None);
+        }
+    }
+}
+
+/// `requests` GETs from 100 concurrent loops against an always-503 server: the server's hits
+/// per request (every call must fail with the 503, retried or not).
+async fn amplification(via: Via, builder: ClientBuilder, requests: usize) -> f64 {
+    const WORKERS: usize = 100;
+    let server = FaultServer::start().await.unwrap();
+    server.count_only();
+    server.script("/down", [Reply::status(503)]);
+    let caller = Caller::new(via, builder);
+    let url = server.url("/down");
+    let mut tasks = JoinSet::new();
+    for _ in 0..WORKERS {
+        let (caller, url) = (caller.clone(), url.clone());
+        tasks.spawn(async move {
+            let mut kinds = BTreeMap::new();
+            for _ in 0..requests / WORKERS {
+                let err = caller.get(&url, None).await.unwrap_err();
+                *kinds.entry(err.kind().as_str()).or_insert(0usize) += 1;
+            }
+            kinds
+        });
+    }
+    let mut kinds = BTreeMap::new();
+    while let Some(seen) = tasks.join_next().await {
+        for (kind, count) in seen.unwrap() {
+            *kinds.entry(kind).or_insert(0) += count;
+        }
+    }
+    let requests = (requests / WORKERS * WORKERS) as f64;
+    let ratio = server.hits("/down") as f64 / requests;
+    eprintln!("{via:?}: {ratio:.3} server hits per request ({kinds:?})");
+    for kind in kinds.keys() {
+        assert!(["status", "budget_exhausted"].contains(kind), "{kinds:?}");
+    }
+    ratio
+}
+
+/// The issue's target: a full outage (breaker off, the library's defaults otherwise: 3
+/// attempts, the default budget) sends the server at most 1.25 times as many requests as the
+/// callers make, where it sent 3 times as many without the budget.
+async fn amplification_with_and_without_the_budget(via: Via, requests: usize) {
+    let real = std::time::Instant::now();
+    let with = amplification(via, Client::builder().no_circuit_breaker(), requests).await;
+    let without = amplification(
+        via,
+        Client::builder()
+            .no_circuit_breaker()
+            .default_policy(EndpointPolicy::new().retry_budget_enabled(false)),
+        requests,
+    )
+    .await;
+    eprintln!(
+        "{via:?}: amplification under a full outage, {requests} requests: {with:.3}x with the \
+         default budget, {without:.3}x without (real time {:.1?})",
+        real.elapsed()
+    );
+    assert!(with <= 1.25, "{with}");
+    assert!(
+        with > 1.0,
+        "{with}: the budget's minimum allows some retries"
+    );
+    assert_eq!(without, 3.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_caps_amplification_in_an_outage_through_the_client() {
+    amplification_with_and_without_the_budget(Via::Client, 10_000).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_caps_amplification_in_an_outage_through_the_middleware() {
+    amplification_with_and_without_the_budget(Via::Middleware, 10_000).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Retry-After holds
+// ---------------------------------------------------------------------------------------
+
+/// A 429 asking for 2 s holds the endpoint: the next call waits those 2 s, then goes out
+/// once; the server sees nothing from it before.
+async fn a_hold_makes_the_next_call_wait(via: Via) {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/h",
+        [Reply::status(429).retry_after_secs(2), Reply::ok("after")],
+    );
+    let caller = Caller::new(via, builder(1, EndpointPolicy::new()));
+    let url = server.url("/h");
+    let start = Instant::now();
+    let err = caller.get(&url, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Status);
+    assert_eq!(err.retry_after(), Some(2 * SECOND));
+    assert_eq!(server.hits("/h"), 1);
+    if let Some(guards) = caller.guards(&server) {
+        assert_eq!(guards.held_for(), Some(2 * SECOND));
+    }
+
+    let next = tokio::spawn({
+        let (caller, url) = (caller.clone(), url.clone());
+        async move { caller.get(&url, None).await }
+    });
+    sleep(2 * SECOND - MS).await;
+    assert_eq!(server.hits("/h"), 1, "{via:?}: went out during the hold");
+    if let Some(guards) = caller.guards(&server) {
+        assert_eq!(guards.held_for(), Some(MS));
+    }
+    assert_eq!(next.await.unwrap().unwrap(), (200, "after".to_owned()));
+    assert_eq!(start.elapsed(), 2 * SECOND);
+    assert_eq!(server.hits("/h"), 2);
+    if let Some(guards) = caller.guards(&server) {
+        assert_eq!(guards.held_for(), None);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hold_makes_the_next_call_wait_through_the_client() {
+    a_hold_makes_the_next_call_wait(Via::Client).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hold_makes_the_next_call_wait_through_the_middleware() {
+    a_hold_makes_the_next_call_wait(Via::Middleware).await;
+}
+
+/// A call whose deadline ends before the hold does fails at once, never sent, saying what is
+/// left of the hold; one whose deadline allows it waits.
+async fn a_hold_past_the_deadline_fails_fast(via: Via) {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/h",
+        [Reply::status(503).retry_after_secs(5), Reply::ok("after")],
+    );
+    let caller = Caller::new(via, builder(1, EndpointPolicy::new()));
+    let url = server.url("/h");
+    let err = caller.get(&url, None).await.unwrap_err();
+    assert_eq!(err.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
+    sleep(SECOND).await;
+
+    let asked = Instant::now();
+    let err = caller.get(&url, Some(2 * SECOND)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RateLimited, "{via:?}: {err}");
+    assert_eq!(
+        err.retry_after(),
+        Some(4 * SECOND),
+        "what is left of the hold"
+    );
+    assert_eq!(err.delivery(), Delivery::NotSent);
+    assert_eq!(err.class(), Class::Transient);
+    assert_eq!(err.status(), None);
+    let message = err.to_string();
+    assert!(message.contains("the server asked"), "{message}");
+    assert!(message.contains("4.00s left"), "{message}");
+    assert_eq!(asked.elapsed(), Duration::ZERO, "failed at once");
+    assert_eq!(server.hits("/h"), 1, "{via:?}: never sent");
+
+    // A deadline past the hold waits for it.
+    let response = caller.get(&url, Some(10 * SECOND)).await.unwrap();
+    assert_eq!(response, (200, "after".to_owned()));
+    assert_eq!(asked.elapsed(), 4 * SECOND);
+    assert_eq!(server.hits("/h"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hold_past_the_deadline_fails_fast_through_the_client() {
+    a_hold_past_the_deadline_fails_fast(Via::Client).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hold_past_the_deadline_fails_fast_through_the_middleware() {
+    a_hold_past_the_deadline_fails_fast(Via::Middleware).await;
+}
+
+/// With `hold_on_retry_after(false)`, the next call goes out at once.
+#[tokio::test(start_paused = true)]
+async fn holds_turned_off_let_the_next_call_out() {
+    for via in [Via::Client, Via::Middleware] {
+        let server = FaultServer::start().await.unwrap();
+        server.script(
+            "/h",
+            [Reply::status(429).retry_after_secs(5), Reply::ok("x")],
+        );
+        let caller = Caller::new(
+            via,
+            builder(1, EndpointPolicy::new().hold_on_retry_after(false)),
+        );
+        let start = Instant::now();
+        caller.get(&server.url("/h"), None).await.unwrap_err();
+        let response = caller.get(&server.url("/h"), None).await.unwrap();
+        assert_eq!(response.0, 200);
+        assert_eq!(start.elapsed(), Duration::ZERO, "{via:?}");
+        assert_eq!(server.hits("/h"), 2);
+        if let Some(guards) = caller.guards(&server) {
+            assert_eq!(guards.held_for(), None);
+        }
+    }
+}
+
+/// A `Retry-After` above the cap (20 s by default) is not obeyed, and holds nothing.
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_above_the_cap_holds_nothing() {
+    for via in [Via::Client, Via::Middleware] {
+        let server = FaultServer::start().await.unwrap();
+        server.script(
+            "/h",
+            [Reply::status(429).retry_after_secs(60), Reply::ok("x")],
+        );
+        let caller = Caller::new(via, builder(3, EndpointPolicy::new()));
+        let start = Instant::now();
+        let err = caller.get(&server.url("/h"), None).await.unwrap_err();
+        assert_eq!(err.retry_after(), Some(60 * SECOND));
+        assert_eq!(caller.get(&server.url("/h"), None).await.unwrap().0, 200);
+        assert_eq!(start.elapsed(), Duration::ZERO, "{via:?}");
+        assert_eq!(server.hits("/h"), 2);
+        if let Some(guards) = caller.guards(&server) {
+            assert_eq!(guards.held_for(), None);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The rate limit
+// ---------------------------------------------------------------------------------------
+
+/// 100 a second with bursts of 10, 50 callers each calling in a loop for 5 s: the server
+/// sees the configured rate, within 5 %.
+async fn rate_limited_throughput(via: Via) {
+    const RATE: u32 = 100;
+    let server = FaultServer::start().await.unwrap();
+    server.count_only();
+    let limit = RateLimitConfig::new(RATE, SECOND).burst(10);
+    let caller = Caller::new(via, builder(1, EndpointPolicy::new().rate_limit(limit)));
+    let url = server.url("/r");
+    let start = Instant::now();
+    let end = start + 5 * SECOND;
+    let mut callers = JoinSet::new();
+    for _ in 0..50 {
+        let (caller, url) = (caller.clone(), url.clone());
+        callers.spawn(async move {
+            while Instant::now() < end {
+                caller.get(&url, None).await.unwrap();
+            }
+        });
+    }
+    sleep(5 * SECOND).await;
+    let hits = server.hits("/r");
+    callers.shutdown().await;
+    let rate = hits as f64 / 5.0;
+    let off = (rate - f64::from(RATE)) / f64::from(RATE);
+    eprintln!(
+        "{via:?}: {hits} requests in 5 s at a limit of {RATE}/s, burst 10: {rate:.1}/s ({:+.2} %)",
+        off * 100.0
+    );
+    assert!(off.abs() <= 0.05, "{rate}/s");
+    // GCRA: the burst at once, then one per interval (the 501st slot is due at 5 s).
+    assert!(hits <= 10 + 500, "{hits}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rate_limit_holds_throughput_to_the_rate_through_the_client() {
+    rate_limited_throughput(Via::Client).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rate_limit_holds_throughput_to_the_rate_through_the_middleware() {
+    rate_limited_throughput(Via::Middleware).await;
+}
+
+/// One request a minute: the second waits for its slot if its deadline allows, else fails
+/// at once with the time to the slot.
+#[tokio::test(start_paused = true)]
+async fn over_the_rate_a_call_waits_or_fails_fast() {
+    for via in [Via::Client, Via::Middleware] {
+        let server = FaultServer::start().await.unwrap();
+        let limit = RateLimitConfig::new(1, 60 * SECOND);
+        // A deadline longer than any here: the adapter's requests are capped by it.
+        let policy = EndpointPolicy::new()
+            .rate_limit(limit)
+            .deadline(120 * SECOND);
+        let caller = Caller::new(via, builder(3, policy));
+        let url = server.url("/r");
+        let start = Instant::now();
+        caller.get(&url, None).await.unwrap();
+        if let Some(guards) = caller.guards(&server) {
+            assert_eq!(guards.rate_limit_idle(), Some(false));
+        }
+        sleep(10 * SECOND).await;
+        let err = caller.get(&url, Some(30 * SECOND)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RateLimited, "{via:?}: {err}");
+        assert_eq!(err.retry_after(), Some(50 * SECOND));
+        assert_eq!(err.delivery(), Delivery::NotSent);
+        assert!(err.to_string().contains("rate limit"), "{err}");
+        assert_eq!(start.elapsed(), 10 * SECOND);
+        assert_eq!(server.hits("/r"), 1);
+
+        let response = caller.get(&url, Some(55 * SECOND)).await.unwrap();
+        assert_eq!(response.0, 200);
+        assert_eq!(start.elapsed(), 60 * SECOND);
+        assert_eq!(server.hits("/r"), 2);
+        sleep(60 * SECOND).await;
+        if let Some(guards) = caller.guards(&server) {
+            assert_eq!(guards.rate_limit_idle(), Some(true));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The bulkhead
+// ---------------------------------------------------------------------------------------
+
+fn bulkhead(max: u32, queue: Duration) -> EndpointPolicy {
+    EndpointPolicy::new().bulkhead(BulkheadConfig::new(max, queue))
+}
+
+/// Two places, a third call queues until one is free, then succeeds.
+async fn a_queued_call_gets_a_place(via: Via) {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/slow", [Reply::ok("x").delay(60 * MS)]);
+    let caller = Caller::new(via, builder(1, bulkhead(2, 100 * MS)));
+    let url = server.url("/slow");
+    let start = Instant::now();
+    let mut calls = JoinSet::new();
+    for _ in 0..3 {
+        let (caller, url) = (caller.clone(), url.clone());
+        calls.spawn(async move { caller.get(&url, None).await.map(|_| start.elapsed()) });
+    }
+    sleep(10 * MS).await;
+    assert_eq!(server.hits("/slow"), 2, "{via:?}");
+    if let Some(guards) = caller.guards(&server) {
+        assert_eq!(guards.bulkhead_in_flight(), Some(2));
+        assert_eq!(guards.bulkhead_waiting(), Some(1));
+    }
+    let mut took = Vec::new();
+    while let Some(call) = calls.join_next().await {
+        took.push(call.unwrap().unwrap());
+    }
+    took.sort();
+    assert_eq!(took, [60 * MS, 60 * MS, 120 * MS], "{via:?}");
+    assert_eq!(server.hits("/slow"), 3);
+    if let Some(guards) = caller.guards(&server) {
+        assert_eq!(guards.bulkhead_in_flight(), Some(0));
+        assert_eq!(guards.bulkhead_waiting(), Some(0));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_call_gets_a_place_through_the_client() {
+    a_queued_call_gets_a_place(Via::Client).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_call_gets_a_place_through_the_middleware() {
+    a_queued_call_gets_a_place(Via::Middleware).await;
+}
+
+/// Two places held for 500 ms: a third call gives up after its 100 ms in the queue (or its
+/// shorter deadline), never sent; with no queue at all, at once.
+async fn a_full_bulkhead_turns_calls_away(via: Via) {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/slow", [Reply::ok("x").delay(500 * MS)]);
+    let url = server.url("/slow");
+    for (queue, deadline, waits) in [
+        (100 * MS, None, 100 * MS),
+        (100 * MS, Some(40 * MS), 40 * MS),
+        (Duration::ZERO, None, Duration::ZERO),
+    ] {
+        let hits = server.hits("/slow");
+        let caller = Caller::new(via, builder(3, bulkhead(2, queue)));
+        let mut calls = JoinSet::new();
+        for _ in 0..2 {
+            let (caller, url) = (caller.clone(), url.clone());
+            calls.spawn(async move { caller.get(&url, None).await });
+        }
+        sleep(10 * MS).await;
+        let start = Instant::now();
+        let err = caller.get(&url, deadline).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BulkheadFull, "{via:?}: {err}");
+        assert_eq!(err.delivery(), Delivery::NotSent);
+        assert_eq!(err.class(), Class::Transient);
+        let message = err.to_string();
+        assert!(message.contains("bulkhead"), "{message}");
+        assert!(
+            message.contains(&format!("{}:", server.addr())),
+            "{message}"
+        );
+        assert_eq!(start.elapsed(), waits, "{via:?}, queue {queue:?}");
+        assert_eq!(server.hits("/slow"), hits + 2, "{via:?}: never sent");
+        while let Some(call) = calls.join_next().await {
+            assert_eq!(call.unwrap().unwrap().0, 200);
+        }
+        if let Some(guards) = caller.guards(&server) {
+            assert_eq!(guards.bulkhead_in_flight(), Some(0));
+            assert_eq!(guards.bulkhead_waiting(), Some(0));
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_bulkhead_turns_calls_away_through_the_client() {
+    a_full_bulkhead_turns_calls_away(Via::Client).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_bulkhead_turns_calls_away_through_the_middleware() {
+    a_full_bulkhead_turns_calls_away(Via::Middleware).await;
+}
+
+/// A dropped call gives its place back at once: the queued call behind it goes out at that
+/// instant. So does a dropped queued call (it stops counting as waiting).
+async fn a_dropped_call_frees_its_place(via: Via) {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/hang", [Reply::hang()]);
+    let caller = Caller::new(via, builder(1, bulkhead(1, 10 * SECOND)));
+    let holder = tokio::spawn({
+        let (caller, url) = (caller.clone(), server.url("/hang"));
+        async move { caller.get(&url, None).await }
+    });
+    sleep(10 * MS).await;
+    // Two queue behind it; the first of them is dropped while it waits.
+    let dropped = tokio::spawn({
+        let (caller, url) = (caller.clone(), server.url("/ok"));
+        async move { caller.get(&url, None).await }
+    });
+    let queued = tokio::spawn({
+        let (caller, url) = (caller.clone(), server.url("/ok"));
+        async move { caller.get(&url, None).await.map(|_| Instant::now()) }
+    });
+    sleep(10 * MS).await;
+    if let Some(guards) = caller.guards(&server) {
+        assert_eq!(guards.bulkhead_in_flight(), Some(1));
+        assert_eq!(guards.bulkhead_waiting(), Some(2));
+    }
+    dropped.abort();
+    assert!(dropped.await.unwrap_err().is_cancelled());
+    if let Some(guards) = caller.guards(&server) {
+        assert_eq!(guards.bulkhead_waiting(), Some(1));
+    }
+    assert_eq!(server.hits("/hang"), 1);
+    assert_eq!(server.hits("/ok"), 0);
+
+    let released = Instant::now();
+    holder.abort();
+    assert!(holder.await.unwrap_err().is_cancelled());
+    let went_out = queued.await.unwrap().unwrap();
+    assert_eq!(went_out, released, "{via:?}: the place was freed at once");
+    assert_eq!(server.hits("/ok"), 1);
+    if let Some(guards) = caller.guards(&server) {
+        assert_eq!(guards.bulkhead_in_flight(), Some(0));
+        assert_eq!(guards.bulkhead_waiting(), Some(0));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_call_frees_its_place_through_the_client() {
+    a_dropped_call_frees_its_place(Via::Client).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_call_frees_its_place_through_the_middleware() {
+    a_dropped_call_frees_its_place(Via::Middleware).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The handle
+// ---------------------------------------------------------------------------------------
+
+/// `Client::overload` finds the guards of an endpoint key under a policy once a call has
+/// used them, under the policy's `breaker_key` if it has one, and nothing else.
+#[tokio::test(start_paused = true)]
+async fn the_handle_finds_the_guards_a_call_used() {
+    use resilient_http::policy::Matcher;
+
+    let server = FaultServer::start().await.unwrap();
+    let client = Client::builder()
+        .no_circuit_breaker()
+        .endpoint(
+            "search",
+            Matcher::new().path("/search*"),
+            EndpointPolicy::new()
+                .breaker_key("search-api")
+                .bulkhead(BulkheadConfig::new(4, Duration::ZERO)),
+        )
+        .endpoint(
+            "bare",
+            Matcher::new().path("/bare*"),
+            EndpointPolicy::new()
+                .retry_budget_enabled(false)
+                .hold_on_retry_after(false),
+        )
+        .build()
+        .unwrap();
+    let key = format!("http://{}", server.addr());
+    assert!(client.overload("default", &key).is_none(), "no call yet");
+
+    client.get(server.url("/")).send().await.unwrap();
+    client.get(server.url("/search?q=x")).send().await.unwrap();
+    client.get(server.url("/bare")).send().await.unwrap();
+
+    let default = client.overload("default", &key).unwrap();
+    assert_eq!(default.key(), key);
+    assert_eq!(default.budget_available(), Some(100));
+    assert_eq!(default.bulkhead_in_flight(), None);
+    assert_eq!(default.rate_limit_idle(), None);
+
+    // One key for all of the policy's requests; not the URL's.
+    assert!(client.overload("search", &key).is_none());
+    let search = client.overload("search", "search-api").unwrap();
+    assert_eq!(search.bulkhead_in_flight(), Some(0));
+    assert_eq!(search.bulkhead_waiting(), Some(0));
+
+    // A policy with every guard off keeps none; an unknown policy has none.
+    assert!(client.overload("bare", &key).is_none());
+    assert!(client.overload("nope", &key).is_none());
+    assert!(format!("{search:?}").contains("search-api"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Cancellation
+// ---------------------------------------------------------------------------------------
+
+/// A random mix of answers, each after a random delay of up to 40 ms (so that failures do
+/// not all come before successes): mostly 200s, some 503s and resets, now and then (0.3 %) a 429
+/// asking for a second, and every few hundred answers an outage of 25 failures in a row, so
+/// that the breaker opens and probes.
+fn random_replies(rng: &mut fastrand::Rng, count: usize) -> Vec<Reply> {
+    let mut replies = Vec::with_capacity(count);
+    while replies.len() < count {
+        for _ in 0..rng.usize(100..400) {
+            let delay = MS * rng.u32(0..40);
+            replies.push(match rng.u16(0..1000) {
+                0..=2 => Reply::status(429).retry_after_secs(1).delay(delay),
+                3..=52 => Reply::reset(),
+                53..=152 => Reply::status(503).delay(delay),
+                _ => Reply::ok("ok").delay(delay),
+            });
+        }
+        for _ in 0..25 {
+            replies.push(Reply::status(503).delay(MS * rng.u32(0..40)));
+        }
+    }
+    replies
+}
+
+/// What became of the calls.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: usize,
+    dropped: usize,
+    errors: BTreeMap<&'static str, usize>,
+}
+
+/// 15,000 calls with every guard on (the default budget and holds, a generous rate limit, a
+/// bulkhead with a queue, a breaker that opens in an outage), 100 callers at a time, most
+/// raced against a random short timer (so dropped wherever they are: queued, held, sending,
+/// reading, sleeping before a retry, probing a half-open breaker), some with short deadlines
+/// of their own. Then, a window later, the same caller and server, the server now answering
+/// 200 after 100 ms.
+async fn drop_calls_at_random_points(via: Via) -> (Caller, FaultServer, String) {
+    const CALLERS: usize = 100;
+    const CALLS: usize = 150;
+    let real = std::time::Instant::now();
+    let start = Instant::now();
+    let server = FaultServer::start().await.unwrap();
+    server.count_only();
+    let mut rng = fastrand::Rng::with_seed(7);
+    server.script("/mix", random_replies(&mut rng, 20_000));
+    let half_opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let breaker = BreakerConfig::builder()
+        .window(Window::Calls(40))
+        .min_calls(20)
+        .open_duration(50 * MS, 400 * MS)
+        .half_open_probes(2)
+        .on_state_change({
+            let half_opened = half_opened.clone();
+            move |change| {
+                if change.to == State::HalfOpen {
+                    half_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        })
+        .build()
+        .unwrap();
+    let policy = EndpointPolicy::new()
+        .rate_limit(RateLimitConfig::new(5_000, SECOND).burst(40))
+        .bulkhead(BulkheadConfig::new(40, 50 * MS));
+    let builder = Client::builder()
+        .circuit_breaker(breaker)
+        .default_policy(policy);
+    let caller = Caller::new(via, builder);
+    let url = server.url("/mix");
+
+    let mut callers = JoinSet::new();
+    for seed in 0..CALLERS {
+        let (caller, url) = (caller.clone(), url.clone());
+        callers.spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(seed as u64);
+            let mut tally = Tally::default();
+            for _ in 0..CALLS {
+                // Callers think between calls, so that fast failures (an open breaker) do
+                // not use up the calls in an instant.
+                sleep(MS * rng.u32(0..30)).await;
+                let deadline = (rng.u8(0..10) < 3).then(|| MS * rng.u32(1..300));
+                let timer = (rng.u8(0..10) < 6).then(|| MS * rng.u32(0..150));
+                let timer = async move {
+                    match timer {
+                        Some(after) => sleep(after).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    result = caller.get(&url, deadline) => match result {
+                        Ok(_) => tally.ok += 1,
+                        Err(err) => *tally.errors.entry(err.kind().as_str()).or_default() += 1,
+                    },
+                    () = timer => tally.dropped += 1,
+                }
+            }
+            tally
+        });
+    }
+    let mut tally = Tally::default();
+    while let Some(done) = callers.join_next().await {
+        let done = done.unwrap();
+        tally.ok += done.ok;
+        tally.dropped += done.dropped;
+        for (kind, count) in done.errors {
+            *tally.errors.entry(kind).or_default() += count;
+        }
+    }
+    let calls = tally.ok + tally.dropped + tally.errors.values().sum::<usize>();
+    let half_opened = half_opened.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "{via:?}: {calls} calls, {} server hits, {half_opened} half-open periods, in {:.1?} of \
+         virtual time and {:.1?} of real time: {tally:?}",
+        server.hits("/mix"),
+        start.elapsed(),
+        real.elapsed(),
+    );
+    assert_eq!(calls, CALLERS * CALLS);
+    assert!(tally.ok > 1_000 && tally.dropped > 1_000, "{tally:?}");
+    assert!(half_opened > 0);
+    for kind in ["bulkhead_full", "circuit_open", "rate_limited"] {
+        assert!(tally.errors.contains_key(kind), "no {kind}: {tally:?}");
+    }
+    if let Some(guards) = caller.guards(&server) {
+        assert_eq!(guards.bulkhead_in_flight(), Some(0), "{guards:?}");
+        assert_eq!(guards.bulkhead_waiting(), Some(0), "{guards:?}");
+    }
+
+    // A window later (and past any hold or open breaker), all must be back to idle.
+    server.script("/mix", [Reply::ok("ok").delay(100 * MS)]);
+    sleep(11 * SECOND).await;
+    (caller, server, url)
+}
+
+/// What any caller can see of idle guards: the breaker closes again (two probes, if it is
+/// half-open or open; a probe's place lost by a dropped call would keep it half-open), then
+/// 40 calls at once all go out at once and take 100 ms (a place lost in the bulkhead would
+/// make one queue and fail; a rate limit not back to its full burst of 40, or a hold, would
+/// make some wait).
+async fn idle_as_seen_by_calls(caller: &Caller, url: &str) {
+    for _ in 0..3 {
+        caller.get(url, None).await.unwrap();
+    }
+    let start = Instant::now();
+    let mut calls = JoinSet::new();
+    for _ in 0..40 {
+        let (caller, url) = (caller.clone(), url.to_owned());
+        calls.spawn(async move { caller.get(&url, None).await.map(|_| start.elapsed()) });
+    }
+    while let Some(took) = calls.join_next().await {
+        assert_eq!(took.unwrap().unwrap(), 100 * MS);
+    }
+}
+
+/// Through the client: its readings, then what calls see.
+#[tokio::test(start_paused = true)]
+async fn calls_dropped_at_random_points_leave_every_guard_idle() {
+    let (caller, server, url) = drop_calls_at_random_points(Via::Client).await;
+    let guards = caller.guards(&server).unwrap();
+    assert_eq!(guards.budget_available(), Some(100), "{guards:?}");
+    assert_eq!(guards.held_for(), None);
+    assert_eq!(guards.rate_limit_idle(), Some(true));
+    assert_eq!(guards.bulkhead_in_flight(), Some(0));
+    let Caller::Client(client) = &caller else {
+        unreachable!()
+    };
+    let breaker = client.breakers().unwrap().get(guards.key()).unwrap();
+    eprintln!("the breaker, idle: {:?}", breaker.state());
+    idle_as_seen_by_calls(&caller, &url).await;
+    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(guards.bulkhead_in_flight(), Some(0));
+    assert_eq!(guards.bulkhead_waiting(), Some(0));
+}
+
+/// Through the adapter, whose retry layer holds the places and the breaker's permits in
+/// futures of its own: what calls see.
+#[tokio::test(start_paused = true)]
+async fn calls_dropped_at_random_points_through_the_middleware_leave_no_trace() {
+    let (caller, _server, url) = drop_calls_at_random_points(Via::Middleware).await;
+    idle_as_seen_by_calls(&caller, &url).await;
+}
