@@ -121,40 +121,31 @@ impl Guards {
         deadline: Option<Instant>,
         policy: Option<&Arc<str>>,
     ) -> Admission {
-        let fits = |wait: Duration| deadline.is_none_or(|end| now + wait < end);
+        // Wait if that fits the deadline, else refuse at once.
+        let held_back = |guard: Guard, wait: Duration, (why, then): (&str, &str)| {
+            if deadline.is_none_or(|end| now + wait < end) {
+                telemetry::delayed(&self.key, policy, guard, wait);
+                return Admission::Wait(wait);
+            }
+            telemetry::rate_limited(&self.key, policy, guard, wait);
+            let detail = format!(
+                "{}: {why} {}{then}, past the deadline",
+                self.key,
+                Short(wait)
+            );
+            Admission::Refused(Error::rate_limited(detail, wait))
+        };
         if let Some((hold, _)) = &self.hold
             && let Some(left) = hold.remaining(now)
         {
-            if fits(left) {
-                telemetry::delayed(&self.key, policy, Guard::RetryAfter, left);
-                return Admission::Wait(left);
-            }
-            telemetry::rate_limited(&self.key, policy, Guard::RetryAfter, left);
-            return Admission::Refused(Error::rate_limited(
-                format!(
-                    "{}: the server asked to wait (Retry-After), {} left, past the deadline",
-                    self.key,
-                    Short(left)
-                ),
-                left,
-            ));
+            let why = ("the server asked to wait (Retry-After),", " left");
+            return held_back(Guard::RetryAfter, left, why);
         }
         if let Some(rate) = &self.rate
             && let Err(wait) = rate.try_take(now)
         {
-            if fits(wait) {
-                telemetry::delayed(&self.key, policy, Guard::RateLimit, wait);
-                return Admission::Wait(wait);
-            }
-            telemetry::rate_limited(&self.key, policy, Guard::RateLimit, wait);
-            return Admission::Refused(Error::rate_limited(
-                format!(
-                    "{}: over the client's rate limit, next slot in {}, past the deadline",
-                    self.key,
-                    Short(wait)
-                ),
-                wait,
-            ));
+            let why = ("over the client's rate limit, next slot in", "");
+            return held_back(Guard::RateLimit, wait, why);
         }
         Admission::Go
     }
