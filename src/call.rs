@@ -240,7 +240,8 @@ impl<O: Success> Call<O> {
     fn prepare(&mut self, request: reqwest::Request) -> Step<O> {
         if let Some(guards) = self.retry.guards() {
             let (started, deadline) = (self.retry.attempt_started(), self.retry.deadline());
-            match guards.admit(started, deadline, self.retry.policy_name()) {
+            let breaker = self.breaker.as_deref();
+            match guards.admit(started, deadline, self.retry.policy_name(), breaker) {
                 Admission::Go => {}
                 Admission::Wait(wait) => {
                     self.stage = Stage::Held(Box::pin(async move {

@@ -538,6 +538,46 @@ async fn over_the_rate_a_call_waits_or_fails_fast() {
     }
 }
 
+/// A call the open breaker will turn away takes no rate-limit slot: it fails at once with
+/// `CircuitOpen` instead of waiting for a slot it would not use (and taking it from a call
+/// that would go out).
+#[tokio::test(start_paused = true)]
+async fn a_call_the_open_breaker_refuses_takes_no_rate_limit_slot() {
+    for via in [Via::Client, Via::Middleware] {
+        let server = FaultServer::start().await.unwrap();
+        server.script("/down", [Reply::status(503)]);
+        // Three slots at once, then one every 10 s.
+        let limit = RateLimitConfig::new(1, 10 * SECOND).burst(3);
+        let breaker = BreakerConfig::builder()
+            .window(Window::Calls(3))
+            .min_calls(3)
+            .open_duration(60 * SECOND, 60 * SECOND)
+            .build()
+            .unwrap();
+        let builder = Client::builder()
+            .retry(plain(1))
+            .circuit_breaker(breaker)
+            .default_policy(EndpointPolicy::new().rate_limit(limit));
+        let caller = Caller::new(via, builder);
+        let url = server.url("/down");
+        for _ in 0..3 {
+            let err = caller.get(&url, None).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Status, "{via:?}: {err}");
+        }
+        let start = Instant::now();
+        for _ in 0..5 {
+            let err = caller.get(&url, None).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::CircuitOpen, "{via:?}: {err}");
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "{via:?}: nobody waited for a slot"
+        );
+        assert_eq!(server.hits("/down"), 3);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The bulkhead
 // ---------------------------------------------------------------------------------------

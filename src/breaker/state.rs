@@ -248,6 +248,17 @@ impl Breaker {
         }
     }
 
+    /// Whether [`admit`](Self::admit) would turn a call away now because the circuit is open
+    /// (or forced open): the rate limit then keeps its slot for a call that will go out.
+    /// Reads the clock only in the open state.
+    pub(crate) fn refuses_now(&self) -> bool {
+        match self.load().state() {
+            State::ForcedOpen => true,
+            State::Open => self.now_ms() < self.open_until.load(Ordering::Relaxed),
+            _ => false,
+        }
+    }
+
     /// When the call started, if slow calls are counted (`None` otherwise: no clock read).
     #[inline]
     pub(crate) fn call_started(&self) -> Option<Instant> {

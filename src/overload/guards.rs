@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::bulkhead::{Acquire, Bulkhead, BulkheadConfig, BulkheadPermit};
 use super::hold::Hold;
 use super::rate::{RateLimit, RateLimitConfig};
+use crate::breaker::Breaker;
 use crate::error::{Error, ErrorKind, Short};
 use crate::keyed::{self, Keyed, key_for};
 use crate::retry::{BudgetConfig, RetryBudget};
@@ -104,6 +105,11 @@ impl Guards {
         Entry::Queue(bulkhead.acquire(until))
     }
 
+    /// Whether this endpoint has a rate limit.
+    pub(crate) fn limits_rate(&self) -> bool {
+        self.rate.is_some()
+    }
+
     /// The error for a call the bulkhead had no place for (reported as a refusal).
     pub(crate) fn full(&self, policy: Option<&Arc<str>>) -> Error {
         let max = self.bulkhead.as_ref().map_or(0, |b| b.max());
@@ -114,12 +120,15 @@ impl Guards {
         ))
     }
 
-    /// May an attempt go out at `now`, in a call that must end by `deadline`?
+    /// May an attempt go out at `now`, in a call that must end by `deadline`? `breaker` is
+    /// the endpoint's, if it has one: an attempt it will turn away takes no rate-limit slot
+    /// (the hold comes first: the server asked).
     pub(crate) fn admit(
         &self,
         now: Instant,
         deadline: Option<Instant>,
         policy: Option<&Arc<str>>,
+        breaker: Option<&Breaker>,
     ) -> Admission {
         // Wait if that fits the deadline, else refuse at once.
         let held_back = |guard: Guard, wait: Duration, (why, then): (&str, &str)| {
@@ -142,6 +151,7 @@ impl Guards {
             return held_back(Guard::RetryAfter, left, why);
         }
         if let Some(rate) = &self.rate
+            && !breaker.is_some_and(Breaker::refuses_now)
             && let Err(wait) = rate.try_take(now)
         {
             let why = ("over the client's rate limit, next slot in", "");

@@ -197,7 +197,7 @@ impl CompiledPolicy {
         self.retry
             .layer(guarded)
             .with_deadline(Some(self.total_deadline))
-            .with_guards(self.guards.clone())
+            .with_guards(self.guards.clone(), &self.breaker)
     }
 
     pub(crate) fn breakers(&self) -> Option<&BreakerRegistry> {

@@ -1,5 +1,6 @@
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
@@ -7,6 +8,7 @@ use tokio::time::{Instant, Sleep, sleep};
 use tower::Service;
 
 use super::state::{Next, RetryState};
+use crate::breaker::Breaker;
 use crate::error::Error;
 use crate::hook::BoxFuture;
 use crate::overload::bulkhead::BulkheadPermit;
@@ -24,6 +26,9 @@ pin_project! {
         retry: RetryState,
         // The call's place in its endpoint's bulkhead, given back when it ends or is dropped.
         place: Option<BulkheadPermit>,
+        // The endpoint's breaker (in the breaker layer below), if the guards need to know
+        // whether it will turn an attempt away: see `Guards::admit`.
+        breaker: Option<Arc<Breaker>>,
     }
 }
 
@@ -50,12 +55,13 @@ where
     S: Service<reqwest::Request>,
 {
     /// The call of `retry`'s request through `inner`, which was polled ready.
-    pub(super) fn new(inner: S, retry: RetryState) -> Self {
+    pub(super) fn new(inner: S, retry: RetryState, breaker: Option<Arc<Breaker>>) -> Self {
         ResponseFuture {
             state: State::Start,
             inner,
             retry,
             place: None,
+            breaker,
         }
     }
 }
@@ -159,7 +165,7 @@ where
             let admission = this
                 .retry
                 .guards()
-                .map(|guards| guards.admit(started, deadline, policy));
+                .map(|guards| guards.admit(started, deadline, policy, this.breaker.as_deref()));
             match admission {
                 None | Some(Admission::Go) => {
                     let future = {

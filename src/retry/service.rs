@@ -7,6 +7,7 @@ use tower::Service;
 use super::ResponseFuture;
 use super::policy::RetryPolicy;
 use super::state::RetryState;
+use crate::breaker::CircuitBreakerLayer;
 use crate::error::Error;
 use crate::overload::GuardRegistry;
 
@@ -17,6 +18,8 @@ pub struct Retry<S> {
     policy: Arc<RetryPolicy>,
     deadline: Option<Duration>,
     guards: Option<GuardRegistry>,
+    // The breakers below, for the guards to ask whether an attempt will be turned away.
+    breakers: Option<CircuitBreakerLayer>,
 }
 
 inner_service_accessors!(Retry);
@@ -29,13 +32,19 @@ impl<S> Retry<S> {
             policy,
             deadline: None,
             guards: None,
+            breakers: None,
         }
     }
 
     /// Also guards each call with its endpoint's overload guards (retry budget, holds, rate
-    /// limit, bulkhead), as the client's own call does.
+    /// limit, bulkhead), as the client's own call does; `breakers` are the layer's below.
     #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
-    pub(crate) fn with_guards(mut self, guards: Option<GuardRegistry>) -> Self {
+    pub(crate) fn with_guards(
+        mut self,
+        guards: Option<GuardRegistry>,
+        breakers: &CircuitBreakerLayer,
+    ) -> Self {
+        self.breakers = guards.as_ref().map(|_| breakers.clone());
         self.guards = guards;
         self
     }
@@ -78,6 +87,7 @@ where
             policy: self.policy.clone(),
             deadline: self.deadline,
             guards: self.guards.clone(),
+            breakers: self.breakers.clone(),
         }
         .call_once(request)
     }
@@ -92,8 +102,14 @@ where
     /// clock included (see `CallClock`), as in the client's own call.
     pub(crate) fn call_once(self, request: reqwest::Request) -> ResponseFuture<S> {
         let guards = self.guards.as_ref().map(|g| g.guards_for(request.url()));
+        let breaker = match &self.breakers {
+            Some(breakers) if guards.as_ref().is_some_and(|g| g.limits_rate()) => {
+                breakers.breaker_for(request.url())
+            }
+            _ => None,
+        };
         let mut retry = RetryState::new(self.policy, self.deadline, request);
         retry.guard_with(guards);
-        ResponseFuture::new(self.inner, retry)
+        ResponseFuture::new(self.inner, retry, breaker)
     }
 }
