@@ -222,7 +222,8 @@ impl<O: Success> Call<O> {
             return self.refused(error, &request);
         };
         self.place = Some(place);
-        self.retry.restart_attempt(Instant::now());
+        let mut request = request;
+        self.retry.resume(&mut request);
         self.prepare(request)
     }
 
@@ -260,8 +261,8 @@ impl<O: Success> Call<O> {
     }
 
     /// The endpoint let the held request out.
-    fn let_out(&mut self, request: reqwest::Request) -> Step<O> {
-        self.retry.restart_attempt(Instant::now());
+    fn let_out(&mut self, mut request: reqwest::Request) -> Step<O> {
+        self.retry.resume(&mut request);
         self.prepare(request)
     }
 

@@ -578,6 +578,75 @@ async fn a_call_the_open_breaker_refuses_takes_no_rate_limit_slot() {
     }
 }
 
+/// While a half-open probe is out, the breaker turns calls away: they take no rate-limit
+/// slot either.
+#[tokio::test(start_paused = true)]
+async fn calls_turned_away_while_a_probe_is_out_take_no_rate_limit_slot() {
+    for via in [Via::Client, Via::Middleware] {
+        let server = FaultServer::start().await.unwrap();
+        server.script("/p", [Reply::status(503)]);
+        let limit = RateLimitConfig::new(1, 10 * SECOND).burst(3);
+        let breaker = BreakerConfig::builder()
+            .window(Window::Calls(2))
+            .min_calls(2)
+            .open_duration(SECOND, SECOND)
+            .build()
+            .unwrap();
+        let builder = Client::builder()
+            .retry(plain(1))
+            .circuit_breaker(breaker)
+            .default_policy(EndpointPolicy::new().rate_limit(limit));
+        let caller = Caller::new(via, builder);
+        let url = server.url("/p");
+        for _ in 0..2 {
+            caller.get(&url, None).await.unwrap_err();
+        }
+        // Open for 1 s; the rate limit has one slot left, and refills one in 10 s.
+        sleep(SECOND).await;
+        server.script("/p", [Reply::hang()]);
+        let probe = {
+            let (caller, url) = (caller.clone(), url.clone());
+            tokio::spawn(async move { caller.get(&url, Some(5 * SECOND)).await })
+        };
+        while server.hits("/p") < 3 {
+            tokio::task::yield_now().await;
+        }
+        let start = Instant::now();
+        for _ in 0..5 {
+            let err = caller.get(&url, None).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::CircuitOpen, "{via:?}: {err}");
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "{via:?}: nobody waited for a slot"
+        );
+        probe.abort();
+    }
+}
+
+/// An attempt let out after a wait (here a `Retry-After` hold) gets what is left of the
+/// call's deadline, not what was left before the wait: a hang ends at the deadline, on both
+/// paths.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_after_a_wait_ends_at_the_deadline() {
+    for via in [Via::Client, Via::Middleware] {
+        let server = FaultServer::start().await.unwrap();
+        server.script(
+            "/w",
+            [Reply::status(503).retry_after_secs(2), Reply::hang()],
+        );
+        let caller = Caller::new(via, builder(1, EndpointPolicy::new()));
+        let url = server.url("/w");
+        caller.get(&url, None).await.unwrap_err();
+        let start = Instant::now();
+        let err = caller.get(&url, Some(5 * SECOND)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{via:?}: {err}");
+        assert_eq!(start.elapsed(), 5 * SECOND, "{via:?}: ends at the deadline");
+        assert_eq!(server.hits("/w"), 2);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The bulkhead
 // ---------------------------------------------------------------------------------------

@@ -248,14 +248,16 @@ impl Breaker {
         }
     }
 
-    /// Whether [`admit`](Self::admit) would turn a call away now because the circuit is open
-    /// (or forced open): the rate limit then keeps its slot for a call that will go out.
-    /// Reads the clock only in the open state.
+    /// Whether [`admit`](Self::admit) would turn a call away now: open (or forced open), or
+    /// half-open with every probe out. The rate limit then keeps its slot for a call that
+    /// will go out. Reads the clock only in the open state.
     pub(crate) fn refuses_now(&self) -> bool {
-        match self.load().state() {
+        let word = self.load();
+        match word.state() {
             State::ForcedOpen => true,
             State::Open => self.now_ms() < self.open_until.load(Ordering::Relaxed),
-            _ => false,
+            State::HalfOpen => word.permits() == 0,
+            State::Closed | State::ForcedClosed => false,
         }
     }
 

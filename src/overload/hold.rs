@@ -1,10 +1,9 @@
 //! `Retry-After` holds: a 429 or 503 that asked for a pause holds its endpoint key until
 //! then, so later calls wait or fail at once instead of going out blindly.
 //!
-//! One atomic word, the held-until instant in milliseconds since the hold was made (rounded
-//! up, so a hold never ends before the server's time). Setting it keeps the later of the two
-//! instants (`fetch_max`): a short `Retry-After` never cuts a longer one short, whichever
-//! answer arrives last.
+//! One atomic word, the held-until instant in nanoseconds since the hold was made. Setting it
+//! keeps the later of the two instants (`fetch_max`): a short `Retry-After` never cuts a
+//! longer one short, whichever answer arrives last.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -13,8 +12,11 @@ use tokio::time::Instant;
 
 /// One endpoint key's `Retry-After` hold.
 pub(crate) struct Hold {
-    /// Milliseconds since `base`; 0: not held (any instant at or before `base` is past).
-    until_ms: AtomicU64,
+    /// Nanoseconds since `base` (584 years fit); 0: not held (any instant at or before
+    /// `base` is past). Nanoseconds, not milliseconds: rounded to another grid than tokio's
+    /// timers, a hold could outlast by a fraction of a millisecond the sleep of the call that
+    /// set it, and make that call's own retry wait again.
+    until_ns: AtomicU64,
     base: Instant,
 }
 
@@ -22,31 +24,26 @@ impl Hold {
     /// Not held.
     pub(crate) fn new() -> Self {
         Hold {
-            until_ms: AtomicU64::new(0),
+            until_ns: AtomicU64::new(0),
             base: Instant::now(),
         }
     }
 
     /// Holds until `until`, unless already held longer.
     pub(crate) fn hold_until(&self, until: Instant) {
-        // Whole milliseconds, rounded up.
-        let ms = until
-            .saturating_duration_since(self.base)
-            .as_nanos()
-            .div_ceil(1_000_000);
-        self.until_ms
-            .fetch_max(u64::try_from(ms).unwrap_or(u64::MAX), Relaxed);
+        let ns = until.saturating_duration_since(self.base).as_nanos();
+        self.until_ns
+            .fetch_max(u64::try_from(ns).unwrap_or(u64::MAX), Relaxed);
     }
 
     /// How long the hold lasts after `now`; `None` when not held.
     pub(crate) fn remaining(&self, now: Instant) -> Option<Duration> {
-        let until_ms = self.until_ms.load(Relaxed);
-        if until_ms == 0 {
+        let until_ns = self.until_ns.load(Relaxed);
+        if until_ns == 0 {
             // Never held: the common case costs one load.
             return None;
         }
-        let until = Duration::from_millis(until_ms);
-        until
+        Duration::from_nanos(until_ns)
             .checked_sub(now.saturating_duration_since(self.base))
             .filter(|left| !left.is_zero())
     }
@@ -93,18 +90,17 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_hold_never_ends_before_its_instant() {
+    async fn a_hold_ends_exactly_at_its_instant() {
         let hold = Hold::new();
         let start = Instant::now();
         let until = start + Duration::from_micros(1_500);
         hold.hold_until(until);
-        // Rounded up to 2 ms, not down to 1.
         assert_eq!(
             hold.remaining(until - Duration::from_nanos(1)),
-            Some(Duration::from_micros(500) + Duration::from_nanos(1))
+            Some(Duration::from_nanos(1))
         );
-        assert!(hold.remaining(until).is_some());
-        assert_eq!(hold.remaining(start + Duration::from_millis(2)), None);
+        // A sleep of exactly the hold ends it: no second wait.
+        assert_eq!(hold.remaining(until), None);
     }
 
     #[tokio::test(start_paused = true)]

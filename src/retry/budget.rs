@@ -207,7 +207,8 @@ impl RetryBudget {
                 } else {
                     slot.load(SeqCst)
                 };
-                let age = now.wrapping_sub(tag(word));
+                // Tags are 32 bits: so is their distance, across a wrap too.
+                let age = now.wrapping_sub(tag(word)) & u64::from(u32::MAX);
                 if age < u64::from(BUDGET_BUCKETS) {
                     count(word)
                 } else {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep, sleep};
+use tokio::time::{Sleep, sleep};
 use tower::Service;
 
 use super::state::{Next, RetryState};
@@ -104,11 +104,11 @@ where
                     Err(error) => Err(error),
                 },
                 StateProj::Queue { queueing } => {
-                    let (place, request) = ready!(queueing.as_mut().poll(cx));
+                    let (place, mut request) = ready!(queueing.as_mut().poll(cx));
                     match place {
                         Some(place) => {
                             *this.place = Some(place);
-                            this.retry.restart_attempt(Instant::now());
+                            this.retry.resume(&mut request);
                             Ok(request)
                         }
                         None => {
@@ -121,8 +121,8 @@ where
                     }
                 }
                 StateProj::Held { holding } => {
-                    let request = ready!(holding.as_mut().poll(cx));
-                    this.retry.restart_attempt(Instant::now());
+                    let mut request = ready!(holding.as_mut().poll(cx));
+                    this.retry.resume(&mut request);
                     Ok(request)
                 }
                 StateProj::Calling { future } => {

@@ -98,9 +98,16 @@ impl RetryState {
         self.policy.name()
     }
 
-    /// The current attempt starts over at `now`, after waiting to be let out.
-    pub(crate) fn restart_attempt(&mut self, now: Instant) {
+    /// The attempt of `request` starts over now, after waiting to be let out (a bulkhead's
+    /// queue, a hold, the rate limit): its clock, and what is left of the budget in its
+    /// timeout, which the attempt timeout layer below reads (the client's own call asks
+    /// `time_left` instead).
+    pub(crate) fn resume(&mut self, request: &mut reqwest::Request) {
+        let now = Instant::now();
         self.attempt_started = now;
+        if let Some(deadline) = self.clock.deadline().filter(|_| self.budget_in_request) {
+            *request.timeout_mut() = Some(deadline.saturating_duration_since(now));
+        }
     }
 
     /// Starts the call's spans. Called where the call is first polled, so they belong to the
