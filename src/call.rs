@@ -243,7 +243,7 @@ impl<O: Success> Call<O> {
             let (started, deadline) = (self.retry.attempt_started(), self.retry.deadline());
             let breaker = self.breaker.as_deref();
             match guards.admit(started, deadline, self.retry.policy_name(), breaker) {
-                Admission::Go => {}
+                Admission::Go => self.retry.let_out(),
                 Admission::Wait(wait) => {
                     self.stage = Stage::Held(Box::pin(async move {
                         sleep(wait).await;

@@ -647,6 +647,33 @@ async fn an_attempt_after_a_wait_ends_at_the_deadline() {
     }
 }
 
+/// Only calls that go out earn the retry budget its deposit: one the bulkhead turns away
+/// earns nothing (it did before: the deposit came when the call began).
+#[tokio::test(start_paused = true)]
+async fn a_call_turned_away_earns_the_budget_nothing() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/b", [Reply::hang()]);
+    let policy = EndpointPolicy::new()
+        .retry_budget(BudgetConfig::new(1.0, 0, 10 * SECOND))
+        .bulkhead(BulkheadConfig::new(1, Duration::ZERO));
+    let caller = Caller::new(Via::Client, builder(3, policy));
+    let url = server.url("/b");
+    let first = {
+        let (caller, url) = (caller.clone(), url.clone());
+        tokio::spawn(async move { caller.get(&url, None).await })
+    };
+    while server.hits("/b") < 1 {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..3 {
+        let err = caller.get(&url, None).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BulkheadFull, "{err}");
+    }
+    let guards = caller.guards(&server).unwrap();
+    assert_eq!(guards.budget_available(), Some(1), "one call went out");
+    first.abort();
+}
+
 // ---------------------------------------------------------------------------------------
 // The bulkhead
 // ---------------------------------------------------------------------------------------

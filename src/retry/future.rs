@@ -168,6 +168,7 @@ where
                 .map(|guards| guards.admit(started, deadline, policy, this.breaker.as_deref()));
             match admission {
                 None | Some(Admission::Go) => {
+                    this.retry.let_out();
                     let future = {
                         let _attempt = this.retry.observer().enter_attempt();
                         this.inner.call(request)

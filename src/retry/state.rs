@@ -98,6 +98,18 @@ impl RetryState {
         self.policy.name()
     }
 
+    /// The endpoint's guards let the current attempt out. The first one earns the retry
+    /// budget its deposit: a call turned away before it went out (a full bulkhead, a hold or
+    /// rate limit past its deadline) earns nothing.
+    pub(crate) fn let_out(&mut self) {
+        if self.attempts == 1
+            && self.history.is_empty()
+            && let Some(guards) = &self.guards
+        {
+            guards.deposit(self.attempt_started);
+        }
+    }
+
     /// The attempt of `request` starts over now, after waiting to be let out (a bulkhead's
     /// queue, a hold, the rate limit): its clock, and what is left of the budget in its
     /// timeout, which the attempt timeout layer below reads (the client's own call asks
@@ -147,9 +159,6 @@ impl RetryState {
         }
         self.clock = CallClock::start(budget);
         self.attempt_started = self.clock.started();
-        if let Some(guards) = &self.guards {
-            guards.deposit(self.attempt_started);
-        }
         self.observer.attempt_started(1, &request);
         Ok(request)
     }
