@@ -25,8 +25,7 @@ use crate::classify::{Class, Delivery, outcome, response_outcome};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::extras::Extras;
 use crate::hook::{AttemptInfo, AuthRefresher, BoxFuture};
-use crate::overload::bulkhead::BulkheadPermit;
-use crate::overload::{Admission, Entry};
+use crate::overload::gate::{self, Gate, Waited};
 use crate::policy::{CompiledPolicy, Policies};
 use crate::read::{Buffered, Reader, Success, buffer, limited};
 use crate::retry::state::{Next, RetryState};
@@ -63,11 +62,9 @@ enum Stage<O> {
     Refresh(BoxFuture<Result<HeaderValue, Error>>),
     /// Waiting before the next attempt.
     Sleep(Pin<Box<Sleep>>),
-    /// Queueing for a place in the endpoint's bulkhead, with the first attempt's request.
-    Queue(BoxFuture<(Option<BulkheadPermit>, reqwest::Request)>),
-    /// Holding the next attempt's request back: the endpoint is held (`Retry-After`) or
-    /// over its rate limit; then it asks again.
-    Held(BoxFuture<reqwest::Request>),
+    /// The endpoint's guards keep the next attempt's request back for a while: a queue at
+    /// its bulkhead, a `Retry-After` hold, the rate limit (see [`gate`]).
+    Gated(BoxFuture<Waited>),
     /// Over.
     Done,
 }
@@ -108,9 +105,6 @@ pub(crate) struct Call<O> {
     breaker: Option<Arc<Breaker>>,
     // `Some` exactly while an attempt is in flight.
     attempt: Option<Attempt>,
-    // The call's place in its endpoint's bulkhead, if it has one: given back when the call
-    // ends or is dropped.
-    place: Option<BulkheadPermit>,
     reader: Reader<O>,
     // Whether the body is read into memory inside the attempt.
     buffered: bool,
@@ -168,7 +162,6 @@ impl<O: Success> Call<O> {
             method,
             breaker,
             attempt: None,
-            place: None,
             reader,
             buffered,
             refreshed_once: false,
@@ -192,78 +185,41 @@ impl<O: Success> Call<O> {
     /// The first poll: the call's clock starts (see `CallClock`), it takes its place in the
     /// endpoint's bulkhead, if any, then its first attempt.
     fn started(&mut self) -> Step<O> {
-        let request = match self.retry.begin() {
-            Ok(request) => request,
-            Err(error) => return self.done(Err(error)),
-        };
-        let Some(guards) = self.retry.guards() else {
-            return self.prepare(request);
-        };
-        match guards.enter(self.retry.deadline(), self.retry.policy_name()) {
-            Entry::In(place) => {
-                self.place = place;
-                self.prepare(request)
+        match self.retry.begin() {
+            Ok(request) => {
+                let gate = gate::enter(&mut self.retry, request, self.breaker.as_deref());
+                self.gated(gate)
             }
-            Entry::Queue(queueing) => {
-                self.stage = Stage::Queue(Box::pin(async move { (queueing.await, request) }));
-                None
-            }
-            Entry::Full(error) => self.refused(error, &request),
+            Err(error) => self.done(Err(error)),
         }
-    }
-
-    /// The wait for a place in the bulkhead is over.
-    fn queued(&mut self, place: Option<BulkheadPermit>, request: reqwest::Request) -> Step<O> {
-        let Some(place) = place else {
-            // Only a call with guards queues.
-            let policy = self.retry.policy_name();
-            let error = self.retry.guards().map(|guards| guards.full(policy));
-            let error = error.unwrap_or_else(Error::polled_after_completion);
-            return self.refused(error, &request);
-        };
-        self.place = Some(place);
-        let mut request = request;
-        self.retry.resume(&mut request);
-        self.prepare(request)
-    }
-
-    /// A call turned away before its first attempt went out.
-    fn refused(&mut self, error: Error, request: &reqwest::Request) -> Step<O> {
-        let error = self
-            .retry
-            .fail(error.with_request(request.method(), request.url()));
-        self.done(Err(error))
     }
 
     /// The request for the next attempt is ready: once the endpoint's guards let it out
     /// (a `Retry-After` hold, the rate limit), through the hook, if any, then out.
     #[inline]
     fn prepare(&mut self, request: reqwest::Request) -> Step<O> {
-        if let Some(guards) = self.retry.guards() {
-            let (started, deadline) = (self.retry.attempt_started(), self.retry.deadline());
-            let breaker = self.breaker.as_deref();
-            match guards.admit(started, deadline, self.retry.policy_name(), breaker) {
-                Admission::Go => self.retry.let_out(),
-                Admission::Wait(wait) => {
-                    self.stage = Stage::Held(Box::pin(async move {
-                        sleep(wait).await;
-                        request
-                    }));
-                    return None;
-                }
-                Admission::Refused(error) => {
-                    let error = error.with_request(request.method(), request.url());
-                    return self.finish(Err(error));
-                }
-            }
-        }
-        self.hooked_or_sent(request)
+        let gate = gate::admit(&mut self.retry, request, self.breaker.as_deref());
+        self.gated(gate)
     }
 
-    /// The endpoint let the held request out.
-    fn let_out(&mut self, mut request: reqwest::Request) -> Step<O> {
-        self.retry.resume(&mut request);
-        self.prepare(request)
+    /// A wait at the endpoint's guards is over.
+    fn waited(&mut self, waited: Waited) -> Step<O> {
+        let gate = gate::waited(&mut self.retry, waited, self.breaker.as_deref());
+        self.gated(gate)
+    }
+
+    /// What the endpoint's guards made of the request.
+    fn gated(&mut self, gate: Gate) -> Step<O> {
+        match gate {
+            Gate::Out(request) => self.hooked_or_sent(request),
+            Gate::Wait(waiting) => {
+                self.stage = Stage::Gated(waiting);
+                None
+            }
+            // Recorded as an attempt that was not sent, like a breaker's refusal.
+            Gate::Refused(error) => self.finish(Err(error)),
+            Gate::Over(error) => self.done(Err(error)),
+        }
     }
 
     /// Through the hook, if any, then out.
@@ -735,13 +691,9 @@ impl<O: Success> Future for Call<O> {
                     ready!(pause.as_mut().poll(cx));
                     this.woke()
                 }
-                Stage::Queue(queueing) => {
-                    let (place, request) = ready!(queueing.as_mut().poll(cx));
-                    this.queued(place, request)
-                }
-                Stage::Held(holding) => {
-                    let request = ready!(holding.as_mut().poll(cx));
-                    this.let_out(request)
+                Stage::Gated(waiting) => {
+                    let waited = ready!(waiting.as_mut().poll(cx));
+                    this.waited(waited)
                 }
                 Stage::Done => Some(Err(Error::polled_after_completion())),
             };

@@ -38,6 +38,7 @@
 //! ```
 
 pub(crate) mod bulkhead;
+pub(crate) mod gate;
 mod guards;
 mod handle;
 pub(crate) mod hold;

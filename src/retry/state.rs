@@ -14,6 +14,7 @@ use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
 use crate::classify::{Class, Delivery};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
 use crate::overload::Guards;
+use crate::overload::bulkhead::BulkheadPermit;
 use crate::read::Success;
 use crate::telemetry::{ErrorType, Observer};
 use crate::timeout::{CallClock, DEADLINE_SLACK, call_budget};
@@ -52,6 +53,9 @@ pub(crate) struct RetryState {
     budget_in_request: bool,
     // The endpoint's overload guards, whose retry budget every retry must get past.
     guards: Option<Arc<Guards>>,
+    // The call's place in its endpoint's bulkhead, given back when the call ends or is
+    // dropped (with this).
+    place: Option<BulkheadPermit>,
 }
 
 impl RetryState {
@@ -70,6 +74,7 @@ impl RetryState {
             extra_used: 0,
             budget_in_request: true,
             guards: None,
+            place: None,
             policy,
             spare: Some(request),
             own_deadline: deadline,
@@ -91,6 +96,11 @@ impl RetryState {
 
     pub(crate) fn guards(&self) -> Option<&Arc<Guards>> {
         self.guards.as_ref()
+    }
+
+    /// Keeps the call's place in the bulkhead until the call ends.
+    pub(crate) fn take_place(&mut self, place: Option<BulkheadPermit>) {
+        self.place = place;
     }
 
     /// The call's policy, as its events and metrics name it.
