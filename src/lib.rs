@@ -65,7 +65,7 @@
 //! | when the deadline clock starts (at the first poll) | `timeout::CallClock` |
 //! | whether to retry, and after how long | `retry/state.rs` (`Decision::decide`): class, attempts left, idempotency ([`retry::RetryPolicy::may_repeat`]), replayable body, `Retry-After` cap, deadline; backoff in `retry/backoff.rs` |
 //! | what the breaker counts | `breaker::error_verdict` (transient: failure; permanent: success; the caller's deadline and hooks: neither) |
-//! | whether a call may go out | `Breaker::admit` in `breaker/state.rs` (the window in `window.rs`); `Guards::enter` (bulkhead) and `Guards::admit` (`Retry-After` holds, rate limit) in `overload/guards.rs` |
+//! | whether a call may go out | `Breaker::admit` in `breaker/state.rs` (the window in `window.rs`); `Guards::enter` (bulkhead) and `Guards::admit` (`Retry-After` holds, rate limit) in `overload/guards.rs`, asked in one sequence by both paths (`overload/gate.rs`) |
 //! | whether a retry may spend from the retry budget | the end of `Decision::decide` in `retry/state.rs`, with [`retry::BudgetConfig`] (`retry/budget.rs`) |
 //! | when a server's `Retry-After` holds its endpoint | `Guards::observe` in `overload/guards.rs` |
 //! | which breaker and guards (the endpoint key) | `keyed::key_for`, [`breaker::endpoint_key`] |
