@@ -146,10 +146,12 @@ pub(crate) struct Outcomes {
     stripes: Box<[Padded<Stripe>]>,
 }
 
-/// A time window's bucket length in milliseconds: `length / buckets`, at least 1.
+/// A time window's bucket length in milliseconds: `length / buckets`, rounded up (at least
+/// 1), so the window reaches at least as far back as configured, and at most `buckets - 1`
+/// ms further. Rounded down, a 199 ms window in 100 buckets kept 100 ms.
 pub(crate) fn bucket_ms(length: std::time::Duration, buckets: u32) -> u64 {
     let length_ms = u64::try_from(length.as_millis()).unwrap_or(u64::MAX);
-    (length_ms / u64::from(buckets.max(1))).max(1)
+    length_ms.div_ceil(u64::from(buckets.max(1))).max(1)
 }
 
 /// How many stripes: twice the cores, a power of two (so a mask picks one), at most 64.
@@ -311,6 +313,14 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_time_window_reaches_at_least_as_far_back_as_configured() {
+        use std::time::Duration;
+        assert_eq!(bucket_ms(Duration::from_millis(199), 100), 2);
+        assert_eq!(bucket_ms(Duration::from_secs(10), 10), 1_000);
+        assert_eq!(bucket_ms(Duration::from_millis(1), 10), 1);
+    }
 
     fn calls_failures(counts: WindowCounts) -> (u64, u64) {
         (counts.calls, counts.failures)
