@@ -716,3 +716,32 @@ fn a_failing_probe_reopens_while_other_probes_come_and_go() {
         handle.state()
     );
 }
+
+/// Threads that open a breaker at the same moment agree on how long it stays open: a loser
+/// of the race once wrote the next opening's (doubled) duration over the winner's.
+#[test]
+fn racing_openers_agree_on_the_open_duration() {
+    let config = BreakerConfig::builder()
+        .window(Window::Calls(4))
+        .min_calls(1)
+        .open_duration(Duration::from_secs(10), Duration::from_secs(60))
+        .build()
+        .unwrap();
+    for _ in 0..3_000 {
+        let registry = BreakerRegistry::new(config.clone());
+        let handle = registry.get_or_create("http://a.internal");
+        let permits: Vec<_> = (0..2).map(|_| handle.try_acquire().unwrap()).collect();
+        let barrier = std::sync::Barrier::new(2);
+        std::thread::scope(|scope| {
+            for permit in permits {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    permit.failure();
+                });
+            }
+        });
+        let wait = handle.try_acquire().unwrap_err().retry_after().unwrap();
+        assert!(wait <= Duration::from_secs(10), "open for {wait:?}");
+    }
+}

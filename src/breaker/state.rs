@@ -1,7 +1,9 @@
 //! One endpoint's breaker: the state machine and its permits.
 //!
 //! The whole state lives in one `AtomicU64` word: the state, the half-open permits left, the
-//! half-open successes so far, and a generation that changes on every transition. In the closed
+//! half-open successes so far, how many times in a row it opened (which sets how long it stays
+//! open: threads racing to open it from the same word agree on it), and a generation that
+//! changes on every transition. In the closed
 //! state the word is only read, so all threads keep its cache line shared and admitting a call
 //! costs one load. Every transition is a compare-and-swap of the whole word, so a permit can be
 //! matched to the half-open period that issued it: a late release or result from an earlier
@@ -9,7 +11,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -21,14 +23,17 @@ use super::{State, StateChange};
 const STATE_BITS: u32 = 3;
 const COUNT_BITS: u32 = 10;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
-const GENERATION_SHIFT: u32 = STATE_BITS + 2 * COUNT_BITS;
+const OPENS_BITS: u32 = 5;
+const OPENS_MAX: u32 = (1 << OPENS_BITS) - 1;
+const OPENS_SHIFT: u32 = STATE_BITS + 2 * COUNT_BITS;
+const GENERATION_SHIFT: u32 = OPENS_SHIFT + OPENS_BITS;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Word(u64);
 
 impl Word {
     #[inline]
-    fn new(state: State, permits: u32, successes: u32, generation: u64) -> Self {
+    fn new(state: State, permits: u32, successes: u32, opens: u32, generation: u64) -> Self {
         let state = match state {
             State::Closed => 0,
             State::Open => 1,
@@ -40,6 +45,7 @@ impl Word {
             state
                 | (u64::from(permits) & COUNT_MASK) << STATE_BITS
                 | (u64::from(successes) & COUNT_MASK) << (STATE_BITS + COUNT_BITS)
+                | u64::from(opens.min(OPENS_MAX)) << OPENS_SHIFT
                 | generation << GENERATION_SHIFT,
         )
     }
@@ -63,6 +69,12 @@ impl Word {
         ((self.0 >> (STATE_BITS + COUNT_BITS)) & COUNT_MASK) as u32
     }
 
+    /// Openings in a row since it last closed (at most 31: the open duration is capped well
+    /// before).
+    fn opens(self) -> u32 {
+        ((self.0 >> OPENS_SHIFT) & u64::from(OPENS_MAX)) as u32
+    }
+
     #[inline]
     fn generation(self) -> u64 {
         self.0 >> GENERATION_SHIFT
@@ -70,12 +82,24 @@ impl Word {
 
     /// The same period with other counts.
     fn with_counts(self, permits: u32, successes: u32) -> Self {
-        Word::new(self.state(), permits, successes, self.generation())
+        Word::new(
+            self.state(),
+            permits,
+            successes,
+            self.opens(),
+            self.generation(),
+        )
     }
 
-    /// A new period in `state`.
+    /// A new period in `state`, with `opens` openings in a row.
+    fn next_with(self, state: State, permits: u32, opens: u32) -> Self {
+        let generation = self.generation().wrapping_add(1) & (u64::MAX >> GENERATION_SHIFT);
+        Word::new(state, permits, 0, opens, generation)
+    }
+
+    /// A new period in `state`, the openings in a row unchanged.
     fn next(self, state: State, permits: u32) -> Self {
-        Word::new(state, permits, 0, self.generation().wrapping_add(1))
+        self.next_with(state, permits, self.opens())
     }
 }
 
@@ -145,7 +169,6 @@ pub(crate) struct Breaker {
     word: AtomicU64,
     /// Milliseconds since `base` when the open state may let a probe through.
     open_until: AtomicU64,
-    consecutive_opens: AtomicU32,
     outcomes: Outcomes,
     base: Instant,
     /// The registry epoch of the last use, for evicting idle breakers.
@@ -169,9 +192,8 @@ impl Breaker {
         Breaker {
             key,
             config,
-            word: AtomicU64::new(Word::new(State::Closed, 0, 0, 0).0),
+            word: AtomicU64::new(Word::new(State::Closed, 0, 0, 0, 0).0),
             open_until: AtomicU64::new(0),
-            consecutive_opens: AtomicU32::new(0),
             outcomes,
             base: Instant::now(),
             last_used: AtomicU64::new(0),
@@ -353,9 +375,8 @@ impl Breaker {
             }
             let successes = word.successes() + 1;
             if successes >= self.config.half_open_probes {
-                if self.swap_word(word, word.next(State::Closed, 0)) {
+                if self.swap_word(word, word.next_with(State::Closed, 0, 0)) {
                     self.outcomes.clear();
-                    self.consecutive_opens.store(0, Ordering::Relaxed);
                     self.announce(State::HalfOpen, State::Closed);
                     return;
                 }
@@ -387,16 +408,16 @@ impl Breaker {
     /// Opens the circuit from `word` (in state `from`), unless the word changed first; says
     /// whether it did.
     fn open(&self, word: Word, from: State) -> bool {
-        let consecutive = self.consecutive_opens.load(Ordering::Relaxed);
-        let duration = self.config.open_duration_after(consecutive);
+        // From the word: every thread opening from it computes the same duration, so a loser
+        // that writes its time before finding it lost writes (almost) the winner's.
+        let duration = self.config.open_duration_after(word.opens());
         let until = self
             .now_ms()
             .saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
         // Written before the state, which publishes it (release).
         self.open_until.store(until, Ordering::Relaxed);
-        if self.swap_word(word, word.next(State::Open, 0)) {
-            self.consecutive_opens
-                .store(consecutive.saturating_add(1), Ordering::Relaxed);
+        let opened = word.next_with(State::Open, 0, word.opens().saturating_add(1));
+        if self.swap_word(word, opened) {
             self.outcomes.clear();
             self.announce(from, State::Open);
             return true;
@@ -409,10 +430,14 @@ impl Breaker {
         loop {
             let word = self.load();
             let from = word.state();
-            if self.swap_word(word, word.next(state, 0)) {
+            let opens = if state == State::Closed {
+                0
+            } else {
+                word.opens()
+            };
+            if self.swap_word(word, word.next_with(state, 0, opens)) {
                 if state == State::Closed {
                     self.outcomes.clear();
-                    self.consecutive_opens.store(0, Ordering::Relaxed);
                 }
                 if from != state {
                     self.announce(from, state);
