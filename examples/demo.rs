@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use resilient_http::breaker::BreakerConfig;
+use resilient_http::hedge::HedgeConfig;
 use resilient_http::policy::EndpointPolicy;
 use resilient_http::retry::{RetryHistory, RetryPolicy};
 use resilient_http::testkit::{ClosedPort, FaultServer, Reply};
@@ -232,6 +233,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ),
             Err(err) => println!("call {call}: {err}"),
         }
+    }
+
+    section(
+        "12. One slow server: a hedge after 50 ms answers first, and the slow attempt is dropped",
+    );
+    server.script(
+        "/search",
+        [
+            Reply::ok("slow results").delay(Duration::from_secs(2)),
+            Reply::ok("results"),
+        ],
+    );
+    let hedging = Client::builder()
+        .default_policy(EndpointPolicy::new().hedge(HedgeConfig::new(Duration::from_millis(50), 1)))
+        .build()?;
+    let started = tokio::time::Instant::now();
+    let response = hedging.get(server.url("/search")).send().await?;
+    show_history(&response);
+    println!(
+        "ok after {:.0?}: {}",
+        started.elapsed(),
+        response.text().await?
+    );
+    server.script(
+        "/search",
+        [Reply::ok("slow").delay(Duration::from_millis(300))],
+    );
+    match hedging.post(server.url("/search")).send().await {
+        Ok(response) => println!(
+            "a POST without an Idempotency-Key is never hedged: {} after one attempt",
+            response.status()
+        ),
+        Err(err) => show(&err),
     }
 
     println!(

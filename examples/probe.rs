@@ -12,7 +12,9 @@
 //! Output on stdout, one object per request:
 //! `{"method","url","policy","outcome","status","error_kind","transient","retry_after_ms",
 //! "total_ms","body_bytes","message","attempts":[{"n","status","error_kind","sent",
-//! "delay_before_ms","elapsed_ms"}]}`. Exit code 0 when every request succeeded, 1 when any
+//! "delay_before_ms","elapsed_ms","hedge","cancelled"}]}`. An attempt's `hedge` says it was
+//! a hedge (sent while another was in flight); `cancelled`, that another answered first and
+//! it was dropped (its `status` and `error_kind` are then null). Exit code 0 when every request succeeded, 1 when any
 //! failed, 2 for bad usage or a bad policy file (a message on stderr, nothing on stdout).
 //! Tracing goes to stderr and honours `RUST_LOG`. A reader that stops early (`| head`) ends
 //! the run quietly, with the exit code of the requests made so far.
@@ -178,6 +180,8 @@ fn attempt_json(a: &Attempt) -> Value {
         "sent": a.delivery != Delivery::NotSent,
         "delay_before_ms": millis(a.delay_before),
         "elapsed_ms": millis(a.duration),
+        "hedge": a.hedge,
+        "cancelled": a.outcome == AttemptOutcome::Cancelled,
     })
 }
 

@@ -21,14 +21,15 @@ use crate::breaker::state::{Permit, Verdict};
 use crate::breaker::{Breaker, error_verdict};
 use crate::caught::{call_caught, caught, hook_failed, poll_caught};
 use crate::classify::layer_error;
-use crate::classify::{Class, Delivery, outcome, response_outcome};
+use crate::classify::{Class, Classifier, Delivery, outcome, response_outcome};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::extras::Extras;
+use crate::hedge::race::{Event, Race, Runner};
 use crate::hook::{AttemptInfo, AuthRefresher, BoxFuture};
 use crate::overload::gate::{self, Gate, Waited};
 use crate::policy::{CompiledPolicy, Policies};
 use crate::read::{Buffered, Reader, Success, buffer, limited};
-use crate::retry::state::{Next, RetryState};
+use crate::retry::state::{Next, RetryState, Slot};
 use crate::timeout::{attempt_limit, expired, timed_out};
 
 type ReqwestFuture = <reqwest::Client as Service<reqwest::Request>>::Future;
@@ -51,9 +52,9 @@ enum Stage<O> {
     /// The policy's hook is preparing the next attempt's request (see [`Call::prepare`]).
     Hook(BoxFuture<Result<reqwest::Request, Error>>),
     /// An attempt is waiting for the response's head.
-    Send(ReqwestFuture),
-    /// An attempt is waiting for the response's head, through the user's attempt layers.
-    SendLayered(BoxFuture<Result<reqwest::Response, BoxError>>),
+    Send(Sending),
+    /// An attempt and its hedges are waiting for their heads, in `Call::race`.
+    Race,
     /// Reading the body into memory (for `send_buffered` or a body classifier).
     Buffer(BoxFuture<Result<Buffered, Error>>),
     /// The caller's reader is reading the response (see [`reading_until`]).
@@ -67,6 +68,39 @@ enum Stage<O> {
     Gated(BoxFuture<Waited>),
     /// Over.
     Done,
+}
+
+/// An attempt's request on its way out.
+enum Sending {
+    Plain(ReqwestFuture),
+    /// Through the user's attempt layers.
+    Layered(BoxFuture<Result<reqwest::Response, BoxError>>),
+}
+
+/// What an attempt's request came back with: the response's head, or why not.
+enum Head {
+    Plain(Result<reqwest::Response, reqwest::Error>),
+    Layered(Result<reqwest::Response, BoxError>),
+}
+
+impl Future for Sending {
+    type Output = Head;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Head> {
+        match self.get_mut() {
+            Sending::Plain(sending) => Pin::new(sending).poll(cx).map(Head::Plain),
+            Sending::Layered(sending) => sending.as_mut().poll(cx).map(Head::Layered),
+        }
+    }
+}
+
+/// Why an attempt did not go out.
+enum Unsent {
+    /// The breaker turned it away: an attempt that was not sent.
+    Refused(Error),
+    /// The deadline left it no time.
+    Expired(Error),
 }
 
 /// The attempt in flight: from its admission by the breaker until its result is known.
@@ -103,8 +137,10 @@ pub(crate) struct Call<O> {
     method: Method,
     // The breaker of the request's endpoint, chosen with the policy; `None` when it has none.
     breaker: Option<Arc<Breaker>>,
-    // `Some` exactly while an attempt is in flight.
+    // `Some` exactly while an attempt is in flight, outside a race.
     attempt: Option<Attempt>,
+    // The attempts in flight while hedging (see `crate::hedge`).
+    race: Option<Box<Race<Sending, Attempt>>>,
     reader: Reader<O>,
     // Whether the body is read into memory inside the attempt.
     buffered: bool,
@@ -114,8 +150,13 @@ pub(crate) struct Call<O> {
 
 impl<O> Drop for Call<O> {
     fn drop(&mut self) {
-        // A cancelled call gives a half-open probe's place back.
+        // A cancelled call gives a half-open probe's place back, for each attempt in flight.
         self.end_attempt(Verdict::Ignored);
+        if let Some(race) = self.race.take() {
+            for attempt in race.abandon() {
+                attempt.end(self.breaker.as_deref(), Verdict::Ignored);
+            }
+        }
     }
 }
 
@@ -151,6 +192,10 @@ impl<O: Success> Call<O> {
         if chosen.extras().is_some_and(|e| e.refresher.is_some()) {
             retry.allow_extra_attempt();
         }
+        // A hook prepares each attempt's request in turn; a hedge would skip it.
+        if chosen.extras().is_some_and(|e| e.hook.is_some()) {
+            retry.forbid_hedges();
+        }
         retry.keep_budget_out_of_requests();
         retry.guard_with(guards);
         Box::new(Call {
@@ -162,6 +207,7 @@ impl<O: Success> Call<O> {
             method,
             breaker,
             attempt: None,
+            race: None,
             reader,
             buffered,
             refreshed_once: false,
@@ -259,15 +305,45 @@ impl<O: Success> Call<O> {
         }
     }
 
-    /// Admits the attempt through the breaker and sends it.
-    fn send(&mut self, mut request: reqwest::Request) -> Step<O> {
-        let (permit, sent_at) = match self.breaker.as_deref() {
+    /// Admits the attempt through the breaker and sends it, in a race with its hedges if
+    /// the call may send any.
+    fn send(&mut self, request: reqwest::Request) -> Step<O> {
+        let (attempt, sending) = match self.launch(request) {
+            Ok(launched) => launched,
+            Err(Unsent::Refused(error)) => return self.finish(Err(error)),
+            Err(Unsent::Expired(error)) => {
+                let error = self.retry.fail(error);
+                return self.done(Err(error));
+            }
+        };
+        match self.retry.hedges_after() {
+            None => {
+                self.attempt = Some(attempt);
+                self.stage = Stage::Send(sending);
+            }
+            Some(after) => {
+                let first = Runner {
+                    future: sending,
+                    slot: self.retry.take_slot(),
+                    attempt,
+                };
+                self.race = Some(Box::new(Race::new(first, after)));
+                self.stage = Stage::Race;
+            }
+        }
+        None
+    }
+
+    /// An attempt's request, admitted by the breaker and on its way, with how long it may
+    /// take.
+    fn launch(&mut self, mut request: reqwest::Request) -> Result<(Attempt, Sending), Unsent> {
+        let breaker = self.breaker.as_deref();
+        let (permit, sent_at) = match breaker {
             None => (None, None),
             Some(breaker) => match breaker.admit() {
                 Ok(permit) => (Some(permit), breaker.call_started()),
                 Err(rejection) => {
-                    let error = breaker.rejected(rejection, &request);
-                    return self.finish(Err(error));
+                    return Err(Unsent::Refused(breaker.rejected(rejection, &request)));
                 }
             },
         };
@@ -283,15 +359,13 @@ impl<O: Success> Call<O> {
             by_deadline,
         };
         if limit.is_zero() {
-            attempt.end(self.breaker.as_deref(), Verdict::Ignored);
-            let error = self.retry.fail(expired(&request, limit));
-            return self.done(Err(error));
+            attempt.end(breaker, Verdict::Ignored);
+            return Err(Unsent::Expired(expired(&request, limit)));
         }
         // A reader's time counts from the send; the breaker's reading, if it took one, is it.
         if attempt.sent_at.is_none() && matches!(self.reader, Reader::With(_)) {
             attempt.sent_at = Some(Instant::now());
         }
-        self.attempt = Some(attempt);
         let layered = self.extras().and_then(|e| e.attempt_service.clone());
         // A request with no timeout of its own gets the reqwest client's, which may be this.
         // Attempt layers always see the limit on the request: some read it.
@@ -301,11 +375,63 @@ impl<O: Success> Call<O> {
         if !inherited {
             *request.timeout_mut() = Some(limit);
         }
-        self.stage = match layered {
-            None => Stage::Send(self.http.call(request)),
-            Some(service) => Stage::SendLayered(Box::pin(service.oneshot(request))),
+        let sending = match layered {
+            None => Sending::Plain(self.http.call(request)),
+            Some(service) => Sending::Layered(Box::pin(service.oneshot(request))),
         };
-        None
+        Ok((attempt, sending))
+    }
+
+    /// A hedge is due: out it goes if it may (see `RetryState::hedge`), and joins the race.
+    fn hedge(&mut self) {
+        let Some((request, slot)) = self.retry.hedge(self.breaker.as_deref()) else {
+            return;
+        };
+        match self.launch(request) {
+            Ok((attempt, future)) => {
+                let after = self.retry.hedges_after();
+                if let Some(race) = &mut self.race {
+                    race.push(
+                        Runner {
+                            future,
+                            slot,
+                            attempt,
+                        },
+                        after,
+                    );
+                }
+            }
+            // Recorded as a hedge that was not sent; the race goes on.
+            Err(Unsent::Refused(error) | Unsent::Expired(error)) => {
+                self.retry.put_slot(slot);
+                self.retry.keeps_racing(&error, true);
+            }
+        }
+    }
+
+    /// An attempt of the race came back: it is the current one now.
+    fn came_back(&mut self, head: Head, slot: Slot, attempt: Attempt) -> Step<O> {
+        self.retry.put_slot(slot);
+        self.attempt = Some(attempt);
+        self.received_head(head)
+    }
+
+    /// The current attempt decided the race: the others are cancelled.
+    fn end_race(&mut self) {
+        if let Some(mut race) = self.race.take() {
+            let breaker = self.breaker.as_deref();
+            race.cancel(&mut self.retry, |attempt| {
+                attempt.end(breaker, Verdict::Ignored);
+            });
+        }
+    }
+
+    #[inline]
+    fn received_head(&mut self, head: Head) -> Step<O> {
+        match head {
+            Head::Plain(result) => self.received(result),
+            Head::Layered(result) => self.received_layered(result),
+        }
     }
 
     /// The response's head arrived through the user's attempt layers (or a layer failed).
@@ -328,7 +454,12 @@ impl<O: Success> Call<O> {
         };
         match self.reads_body_first(&response) {
             Ok(false) => self.classified(self.classify(Ok(response))),
+            Ok(true) if self.lost_race_by_head(&response) => {
+                self.classified(self.classify(Ok(response)))
+            }
             Ok(true) => {
+                // This attempt is the one the call goes on with.
+                self.end_race();
                 let policy = self.policy();
                 let reading = buffer(
                     response,
@@ -341,6 +472,21 @@ impl<O: Success> Call<O> {
             }
             Err(error) => self.finish(Err(error)),
         }
+    }
+
+    /// Whether `response`'s head alone says its attempt failed transiently while others of
+    /// its race are in flight: its body is then not read, and the call waits for the others,
+    /// as it would without reading bodies first. (With a body classifier the body may say
+    /// otherwise, so the first head ends the race.)
+    fn lost_race_by_head(&self, response: &reqwest::Response) -> bool {
+        self.race.as_ref().is_some_and(|race| race.running())
+            && self.extras().is_none_or(|e| e.body_classifier.is_none())
+            && self
+                .policy()
+                .classifier()
+                .classify(&self.method, Ok(response))
+                .class
+                == Class::Transient
     }
 
     /// Whether `response`'s body is read into memory before the attempt is classified: for
@@ -413,6 +559,7 @@ impl<O: Success> Call<O> {
             Ok(response) => response,
             Err(error) => return self.finish(Err(error)),
         };
+        self.end_race();
         let read = match &mut self.reader {
             Reader::Response(into) => {
                 let output = into(response);
@@ -457,6 +604,13 @@ impl<O: Success> Call<O> {
             }
             None => error,
         };
+        // A transient failure while others of its race are still in flight: wait for them.
+        let others = self.race.as_ref().is_some_and(|race| race.running());
+        if self.retry.keeps_racing(&error, others) {
+            self.stage = Stage::Race;
+            return None;
+        }
+        self.end_race();
         if let Some(refresher) = self.refresher_for(&error).cloned() {
             return self.refresh(error, refresher);
         }
@@ -669,11 +823,19 @@ impl<O: Success> Future for Call<O> {
                 }
                 Stage::Send(sending) => {
                     let head = ready!(in_attempt(&this.retry, sending, cx));
-                    this.received(head)
+                    this.received_head(head)
                 }
-                Stage::SendLayered(sending) => {
-                    let head = ready!(in_attempt(&this.retry, sending, cx));
-                    this.received_layered(head)
+                Stage::Race => {
+                    let Some(race) = this.race.as_mut() else {
+                        return Poll::Ready(Err(Error::polled_after_completion()));
+                    };
+                    match ready!(race.poll(cx)) {
+                        Event::Hedge => {
+                            this.hedge();
+                            None
+                        }
+                        Event::Ended(head, slot, attempt) => this.came_back(head, slot, attempt),
+                    }
                 }
                 Stage::Buffer(reading) => {
                     let body = ready!(in_attempt(&this.retry, reading, cx));

@@ -146,6 +146,9 @@ pub enum AttemptOutcome {
         /// What cut the body short.
         kind: ErrorKind,
     },
+    /// Another attempt of the call answered first (see [`hedge`](crate::hedge)), and this
+    /// one was dropped before it did.
+    Cancelled,
 }
 
 impl fmt::Display for AttemptOutcome {
@@ -156,6 +159,7 @@ impl fmt::Display for AttemptOutcome {
             AttemptOutcome::Body { status, kind } => {
                 write!(f, "{status}, then {kind} while reading the body")
             }
+            AttemptOutcome::Cancelled => f.write_str("cancelled: another attempt answered first"),
         }
     }
 }
@@ -178,6 +182,9 @@ pub struct Attempt {
     pub class: Class,
     /// Whether the request reached the server.
     pub delivery: Delivery,
+    /// Whether it was a [hedge](crate::hedge): sent while an earlier attempt was still in
+    /// flight, not after it failed.
+    pub hedge: bool,
 }
 
 impl Attempt {
@@ -196,6 +203,7 @@ impl Attempt {
             outcome,
             class,
             delivery,
+            hedge: false,
         }
     }
 }
@@ -203,6 +211,9 @@ impl Attempt {
 impl fmt::Display for Attempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{} at +{}", self.number, Short(self.started_after))?;
+        if self.hedge {
+            f.write_str(" (hedge)")?;
+        }
         if !self.delay_before.is_zero() {
             write!(f, " (after sleeping {})", Short(self.delay_before))?;
         }

@@ -68,6 +68,7 @@
 //! | whether a call may go out | `Breaker::admit` in `breaker/state.rs` (the window in `window.rs`); `Guards::enter` (bulkhead) and `Guards::admit` (`Retry-After` holds, rate limit) in `overload/guards.rs`, asked in one sequence by both paths (`overload/gate.rs`) |
 //! | whether a retry may spend from the retry budget | the end of `Decision::decide` in `retry/state.rs`, with [`retry::BudgetConfig`] (`retry/budget.rs`) |
 //! | when a server's `Retry-After` holds its endpoint | `Guards::observe` in `overload/guards.rs` |
+//! | whether and when to send a hedge; whether a failed attempt waits for its race | `RetryState::hedges_after`, `RetryState::hedge` (with `Guards::let_hedge_out`) and `RetryState::keeps_racing` in `retry/state.rs`; the attempts in flight in `hedge/race.rs` ([`hedge`]) |
 //! | which breaker and guards (the endpoint key) | `keyed::key_for`, [`breaker::endpoint_key`] |
 //! | which policy | `Policies::select_index` in `policy/compiled.rs`, with [`policy::Matcher`] |
 //! | a setting's range | `policy/bounds.rs`, for the builders and the file alike |
@@ -95,6 +96,11 @@
 //!   your own policies against real failures.
 //! - `json`, `query`, `form`: the matching `reqwest` features, reachable through
 //!   [`RequestBuilder::map`].
+//! - `default-tls` (default), `rustls`, `native-tls`, `http2` (default), `charset` (default),
+//!   `system-proxy` (default): the matching `reqwest` features. reqwest comes without its own
+//!   defaults, so that these choose: `default-features = false, features = ["rustls"]` drops
+//!   HTTP/2, charset decoding and system proxies. Set the reqwest client's other settings with
+//!   [`ClientBuilder::reqwest`].
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
@@ -134,9 +140,11 @@ pub mod classify;
 mod client;
 mod error;
 mod extras;
+pub mod hedge;
 pub mod hook;
 mod keyed;
 #[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub mod middleware;
 pub mod outer;
 pub mod overload;
@@ -149,6 +157,7 @@ pub mod retry;
 pub mod telemetry;
 
 #[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 pub mod timeout;
 mod window;

@@ -144,11 +144,27 @@ pub fn url(url: &Url) -> Url {
 
 /// `text` with every URL in it redacted: a safety net for messages made by code we do not
 /// control (a hook's error, an attempt layer's), which may quote a URL with credentials.
+///
+/// A URL runs until a space or a character that URLs escape (`"`, `<`, `>`, `` ` ``), less
+/// closing punctuation. URLs inside it (glued on, `(http://a/)(http://u:pw@b/)`, or in a
+/// query value) are redacted too, or hidden with all of it after its `://` when redacting it
+/// rewrote them.
 pub(crate) fn text(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.contains("://") {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
+    redact_into(&mut out, text, 0);
+    std::borrow::Cow::Owned(out)
+}
+
+/// How deep URLs inside URLs are read; deeper ones are hidden whole. Each level reads its URL
+/// again, so without a limit a long chain of them would take time growing with its square
+/// (and stack growing with its length).
+const NESTED_URLS: usize = 4;
+
+/// Appends `text` to `out` with every URL in it redacted; `depth` URLs hold this text.
+fn redact_into(out: &mut String, text: &str, depth: usize) {
     let mut rest = text;
     while let Some(at) = rest.find("://") {
         let start = rest[..at]
@@ -157,15 +173,16 @@ pub(crate) fn text(text: &str) -> std::borrow::Cow<'_, str> {
             .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
             .map_or(0, |(i, c)| i + c.len_utf8());
         // Letters of any script may stand in a URL (a password with an `ä`): only space and
-        // quotes end one, or else the rest of a secret would be shown.
+        // what a written URL always escapes end one, or else the rest of a secret would be
+        // shown. Not `'`, which user info and fragments keep as it is (`http://u:it's@h/`).
         let end = rest[at..]
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '<' | '>' | '`'))
             .map_or(rest.len(), |i| at + i);
         // Closing punctuation ends a URL in prose more often than it belongs to one.
         let end = start.max(
             rest[..end]
                 .trim_end_matches(|c: char| {
-                    matches!(c, ')' | '.' | ',' | ';' | ':')
+                    matches!(c, ')' | '.' | ',' | ';' | ':' | '\'')
                         || !(c.is_ascii() || c.is_alphanumeric())
                 })
                 .len(),
@@ -175,11 +192,26 @@ pub(crate) fn text(text: &str) -> std::borrow::Cow<'_, str> {
             Ok(found) => {
                 let safe = url(&found);
                 // Unchanged: keep it as written (parsing normalises, e.g. adds a slash).
-                out.push_str(if safe == found {
+                let shown = if safe == found {
                     &rest[start..end]
                 } else {
                     safe.as_str()
-                });
+                };
+                // Other URLs may stand inside this one, glued on (`http://a/,http://u:pw@b/`)
+                // or in its path or query: read on after this one's `://`. If redacting this
+                // one rewrote them (escaped a query value, dropped an empty port's `:`),
+                // they can no longer be read, so nothing after its `://` is shown.
+                let after = shown.find("://").map_or(shown.len(), |i| i + 3);
+                out.push_str(&shown[..after]);
+                let inner = &shown[after..];
+                let nested = rest[at + 3..end].matches("://").count();
+                if nested == 0 && !inner.contains("://") {
+                    out.push_str(inner);
+                } else if depth < NESTED_URLS && inner.matches("://").count() == nested {
+                    redact_into(out, inner, depth + 1);
+                } else {
+                    out.push_str(REDACTED);
+                }
             }
             // Not a URL we can read: hide it whole rather than risk what it holds.
             Err(_) => out.push_str(REDACTED),
@@ -187,7 +219,6 @@ pub(crate) fn text(text: &str) -> std::borrow::Cow<'_, str> {
         rest = &rest[end..];
     }
     out.push_str(rest);
-    std::borrow::Cow::Owned(out)
 }
 
 /// Shows `url` redacted, computing the redacted form only when it is printed (so a disabled
@@ -274,6 +305,55 @@ mod tests {
         );
     }
 
+    /// Found by `fuzz::messages_keep_no_secret`: a URL's user info and fragment keep `'` as
+    /// written, and the URL used to end there, showing the rest of the password.
+    #[test]
+    fn a_quote_inside_a_url_does_not_end_it() {
+        let message = "for http://bob:it's-hunter2@api.example/x#k=a'b: refused";
+        let written = Url::parse("http://bob:it's-hunter2@api.example/x#k=a'b").unwrap();
+        assert_eq!(
+            written.as_str(),
+            "http://bob:it's-hunter2@api.example/x#k=a'b"
+        );
+        assert_eq!(text(message), "for http://api.example/x: refused");
+        assert_eq!(
+            text("see 'http://u:p'w@h/a', or 'http://h/b'."),
+            "see 'http://h/a', or 'http://h/b'."
+        );
+    }
+
+    /// Found by `fuzz::messages_keep_no_secret`: a URL glued to the one before it was read as
+    /// that one's path, which keeps what it holds.
+    #[test]
+    fn urls_inside_urls_are_redacted() {
+        assert_eq!(
+            text("(http://a.example/)(http://bob:pw@b.example/)"),
+            "(http://a.example/)(http://b.example/)"
+        );
+        assert_eq!(
+            text("tried http://a/,https://u:pw@b/x?api_key=k, then gave up"),
+            "tried http://a/,https://b/x?api_key=REDACTED, then gave up"
+        );
+        assert_eq!(
+            text("http://h/login?next=http://u:pw@x/"),
+            "http://h/login?next=http://x/"
+        );
+        // Rewritten with the outer URL: `next`'s value is escaped, the inner URL unreadable.
+        assert_eq!(
+            text("http://h/?token=t&next=http://u:pw@x/ then"),
+            format!("http://{REDACTED} then")
+        );
+        // An opaque host swallowed the inner URL's scheme, and its empty port went missing.
+        assert_eq!(
+            text("foo://u@example.com(http://:pw@example.com/)"),
+            format!("foo://{REDACTED})")
+        );
+        // A chain deeper than is ever written is hidden, not read again and again.
+        let chain = "http://h/?u=".repeat(10_000);
+        let shown = text(&chain);
+        assert!(shown.ends_with(REDACTED) && shown.len() < 100, "{shown}");
+    }
+
     #[test]
     fn leaves_plain_urls_alone() {
         let raw = Url::parse("http://127.0.0.1:8080/search?q=rust&page=1").unwrap();
@@ -304,5 +384,353 @@ mod tests {
         assert!(is_secret_header("x-internal-pin"));
         let raw = Url::parse("http://h/p?x-internal-pin=1234&q=a").unwrap();
         assert_eq!(url(&raw).as_str(), "http://h/p?x-internal-pin=REDACTED&q=a");
+    }
+}
+
+/// Property tests: `cargo test --lib redact::fuzz` runs a few thousand cases each;
+/// `PROPTEST_CASES=1000000 cargo test --release --lib redact::fuzz` a million. Every secret
+/// holds `MARK`: a redactor leaks if its output holds the mark, as written or escaped.
+#[cfg(test)]
+mod fuzz {
+    use http::{HeaderMap, HeaderName, HeaderValue};
+    use proptest::prelude::*;
+    use url::Url;
+
+    use super::*;
+
+    fn config() -> ProptestConfig {
+        // Failures are kept as regression tests in the code, not in files beside it.
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok());
+        ProptestConfig {
+            cases: cases.unwrap_or(2_000),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// In every secret, and nowhere else: no name, host, path or prose can spell it.
+    const MARK: &str = "ZXQJ7";
+
+    /// `text` with its escapes decoded, so that an escaped leak shows too.
+    fn decoded(text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |at: usize| bytes.get(at).and_then(|h| (*h as char).to_digit(16));
+            match (bytes[i], hex(i + 1), hex(i + 2)) {
+                (b'%', Some(hi), Some(lo)) => {
+                    out.push((hi * 16 + lo) as u8);
+                    i += 3;
+                }
+                (b, _, _) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn leaks(shown: &str) -> bool {
+        shown.contains(MARK) || decoded(shown).contains(MARK)
+    }
+
+    /// Any text around the mark: quotes, `@`, `&`, `#`, spaces, other scripts.
+    fn secret() -> impl Strategy<Value = String> {
+        let around = prop_oneof![
+            3 => "[ -~]{0,8}",
+            1 => any::<String>(),
+            1 => Just("'".to_owned()),
+        ];
+        (around.clone(), around).prop_map(|(a, b)| format!("{a}{MARK}{b}"))
+    }
+
+    /// `name` in mixed case, by the bits of `case`.
+    fn mixed_case(name: &str, case: u64) -> String {
+        name.chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if case >> (i % 64) & 1 == 1 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect()
+    }
+
+    /// A query parameter name that [`is_secret_query`] must catch.
+    fn secret_query_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (
+                "[a-z_.-]{0,4}",
+                proptest::sample::select(SECRET_QUERY_PARTS),
+                "[a-z_.-]{0,4}",
+                any::<u64>()
+            )
+                .prop_map(|(a, part, b, case)| mixed_case(&format!("{a}{part}{b}"), case)),
+            (proptest::sample::select(SECRET_QUERY_NAMES), any::<u64>())
+                .prop_map(|(name, case)| mixed_case(name, case)),
+        ]
+    }
+
+    const PLAIN_NAMES: &[&str] = &["page", "q", "limit", "sort", "lang", "id", "x", "cursor"];
+
+    /// `text` escaped as a query component: every byte but letters and digits, and those
+    /// too where `mask` says so, with hex digits of either case.
+    fn escaped(text: &str, mask: u64) -> String {
+        let mut out = String::new();
+        for (i, b) in text.bytes().enumerate() {
+            let bit = mask >> (i % 64) & 1 == 1;
+            if b.is_ascii_alphanumeric() && !bit {
+                out.push(b as char);
+            } else if bit {
+                out.push_str(&format!("%{b:02x}"));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+
+    /// A URL with secrets in its user info, in credential-named query parameters and in its
+    /// fragment, and harmless values everywhere else.
+    #[derive(Debug, Clone)]
+    struct Secrets {
+        scheme: &'static str,
+        host: &'static str,
+        port: Option<u16>,
+        path: Vec<String>,
+        username: Option<String>,
+        password: Option<String>,
+        /// (name, value, whether the value is a secret)
+        query: Vec<(String, String, bool)>,
+        /// Written by hand, names and values escaped at random, rather than by the `url`
+        /// crate's serializer.
+        raw_query: Option<u64>,
+        fragment: Option<String>,
+    }
+
+    impl Secrets {
+        fn url(&self) -> Url {
+            let mut url =
+                Url::parse(&format!("{}://{}/", self.scheme, self.host)).expect("a valid base");
+            let _ = url.set_port(self.port);
+            url.set_path(&self.path.join("/"));
+            if let Some(user) = &self.username {
+                let _ = url.set_username(user);
+            }
+            if self.password.is_some() {
+                let _ = url.set_password(self.password.as_deref());
+            }
+            if !self.query.is_empty() {
+                match self.raw_query {
+                    Some(mask) => {
+                        let pairs: Vec<String> = (self.query.iter().enumerate())
+                            .map(|(i, (name, value, _))| {
+                                let mask = mask.rotate_left(i as u32 * 7);
+                                format!("{}={}", escaped(name, mask), escaped(value, !mask))
+                            })
+                            .collect();
+                        url.set_query(Some(&pairs.join("&")));
+                    }
+                    None => {
+                        let pairs = self.query.iter().map(|(n, v, _)| (n, v));
+                        url.query_pairs_mut().extend_pairs(pairs);
+                    }
+                }
+            }
+            url.set_fragment(self.fragment.as_deref());
+            url
+        }
+    }
+
+    fn secrets() -> impl Strategy<Value = Secrets> {
+        let pair = prop_oneof![
+            (secret_query_name(), secret()).prop_map(|(n, v)| (n, v, true)),
+            (proptest::sample::select(PLAIN_NAMES), "[a-z0-9]{0,8}").prop_map(|(n, v)| (
+                n.to_owned(),
+                v,
+                false
+            )),
+        ];
+        (
+            proptest::sample::select(&["http", "https", "ws", "wss", "ftp", "foo", "git+ssh"][..]),
+            proptest::sample::select(
+                &["example.com", "127.0.0.1", "[::1]", "xn--bcher-kva.de"][..],
+            ),
+            proptest::option::of(1..u16::MAX),
+            proptest::collection::vec("[a-z0-9._~-]{0,6}", 0..4),
+            (
+                proptest::option::of(secret()),
+                proptest::option::of(secret()),
+            ),
+            proptest::collection::vec(pair, 0..5),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(secret()),
+        )
+            .prop_map(
+                |(scheme, host, port, path, (username, password), query, raw_query, fragment)| {
+                    Secrets {
+                        scheme,
+                        host,
+                        port,
+                        path,
+                        username,
+                        password,
+                        query,
+                        raw_query,
+                        fragment,
+                    }
+                },
+            )
+    }
+
+    /// What may stand around a URL in a message.
+    const WRAPPERS: &[(&str, &str)] = &[
+        ("", ""),
+        (" ", " "),
+        ("(", ")"),
+        ("\"", "\""),
+        ("'", "'"),
+        ("<", ">"),
+        ("«", "»"),
+        ("`", "`"),
+        ("", "."),
+        ("", ","),
+        ("", ": "),
+        ("[", "];"),
+        ("url (", "): refused"),
+    ];
+
+    /// Prose: any text without a URL's `://` (and so without `/`) or the mark.
+    fn prose() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9 .,;:()'\"«»é@?#=&-]{0,12}",
+            "[^/]{0,12}".prop_map(|s| s.replace(MARK, "")),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// User info, credential-named query values and the fragment never survive
+        /// [`url`], and the rest of the URL does.
+        #[test]
+        fn urls_keep_no_secret(secrets in secrets()) {
+            let raw = secrets.url();
+            let safe = url(&raw);
+            prop_assert!(!leaks(safe.as_str()), "{} -> {}", raw, safe);
+            prop_assert_eq!(safe.host_str(), raw.host_str());
+            prop_assert_eq!(safe.port(), raw.port());
+            prop_assert_eq!(safe.path(), raw.path());
+            let plain = |u: &Url| -> Vec<(String, String)> {
+                u.query_pairs()
+                    .filter(|(name, _)| !is_secret_query(name))
+                    .map(|(n, v)| (n.into_owned(), v.into_owned()))
+                    .collect()
+            };
+            prop_assert_eq!(plain(&safe), plain(&raw));
+            // Showing it again changes nothing.
+            prop_assert_eq!(url(&safe), safe);
+        }
+
+        /// Any URL at all, as messages quote them: redacting never panics.
+        #[test]
+        fn any_url_redacts_without_panic(text in "[a-z+.-]{1,6}://[ -~]{0,40}") {
+            if let Ok(raw) = Url::parse(&text) {
+                let safe = url(&raw);
+                prop_assert!(safe.password().is_none() && safe.username().is_empty());
+                prop_assert!(safe.fragment().is_none());
+            }
+        }
+
+        /// URLs with secrets inside messages: whatever stands around them, no secret is
+        /// shown.
+        #[test]
+        fn messages_keep_no_secret(
+            parts in proptest::collection::vec(
+                (prose(), secrets(), proptest::sample::select(WRAPPERS)),
+                1..4,
+            ),
+            tail in prose(),
+        ) {
+            let mut message = String::new();
+            for (before, secrets, (open, close)) in &parts {
+                message.push_str(before);
+                message.push_str(open);
+                let url = secrets.url();
+                message.push_str(url.as_str());
+                message.push_str(close);
+            }
+            message.push_str(&tail);
+            let shown = text(&message);
+            prop_assert!(!leaks(&shown), "{:?}\n -> {:?}", message, shown);
+        }
+
+        /// Any text at all: redacting never panics, and text without `://` is left as it is.
+        #[test]
+        fn any_text_redacts_without_panic(message in any::<String>(), glue in "(://)?") {
+            let message = format!("{message}{glue}{message}");
+            let shown = text(&message);
+            if !message.contains("://") {
+                prop_assert_eq!(shown.as_ref(), message.as_str());
+            }
+        }
+
+        /// The values of `Authorization`, `Cookie` and every credential-named header are
+        /// never shown; other values are.
+        #[test]
+        fn headers_keep_no_secret(
+            secret_headers in proptest::collection::vec(
+                (
+                    prop_oneof![
+                        proptest::sample::select(&[
+                            "authorization", "proxy-authorization", "cookie", "set-cookie",
+                            "x-api-key", "x-auth-token", "ocp-apim-subscription-key",
+                        ][..]).prop_map(str::to_owned),
+                        ("[a-z0-9-]{0,4}", proptest::sample::select(SECRET_HEADER_PARTS), "[a-z0-9-]{0,4}")
+                            .prop_map(|(a, part, b)| format!("{a}{part}{b}")),
+                    ],
+                    any::<u64>(),
+                    prop_oneof![
+                        "(Bearer |Basic |token=)?".prop_map(|p| p.to_owned()),
+                        Just("session=abc; id=".to_owned()),
+                    ],
+                    "[ -~]{0,12}",
+                    proptest::collection::vec(0x80u8.., 0..3),
+                ),
+                1..4,
+            ),
+            plain_headers in proptest::collection::vec(
+                (
+                    proptest::sample::select(&["accept", "content-type", "x-request-id", "user-agent", "retry-after"][..]),
+                    "[a-z0-9/.;= -]{0,12}",
+                ),
+                0..3,
+            ),
+        ) {
+            let mut map = HeaderMap::new();
+            for (name, case, prefix, rest, binary) in &secret_headers {
+                let name = HeaderName::from_bytes(mixed_case(name, *case).as_bytes())
+                    .expect("a token");
+                let mut value = format!("{prefix}{MARK}{rest}").into_bytes();
+                value.extend_from_slice(binary);
+                let value = HeaderValue::from_bytes(&value).expect("visible bytes");
+                map.append(name, value);
+            }
+            for (name, value) in &plain_headers {
+                map.append(*name, HeaderValue::from_str(value.trim()).expect("visible ASCII"));
+            }
+            let shown = format!("{:?}", headers(&map));
+            prop_assert!(!leaks(&shown), "{}", shown);
+            for (name, value) in &plain_headers {
+                let entry = format!("{:?}: {:?}", name, value.trim());
+                prop_assert!(shown.contains(&entry), "{} not in {}", entry, shown);
+            }
+        }
     }
 }

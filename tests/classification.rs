@@ -228,6 +228,42 @@ async fn a_failed_tls_handshake_is_permanent_and_not_retried() {
     assert_eq!(err.attempts().len(), 1, "not retried");
 }
 
+/// A connection lost during the TLS handshake says nothing about TLS: a server that reads the
+/// ClientHello and closes is transient and retried, whichever TLS backend (OpenSSL reports
+/// this clean close with no reason, which is not a failed handshake).
+#[tokio::test]
+async fn a_connection_closed_during_the_tls_handshake_is_transient() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let _ = socket.read(&mut [0; 4096]).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    let client = Client::builder()
+        .retry(
+            RetryPolicy::builder()
+                .max_attempts(2)
+                .backoff_base(Duration::ZERO)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let err = client
+        .get(format!("https://{addr}/secure"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect, "{err:?}");
+    assert_eq!(err.class(), Class::Transient, "{err:?}");
+    assert_eq!(err.delivery(), Delivery::NotSent);
+    assert_eq!(err.attempts().len(), 2, "retried");
+}
+
 /// A gateway that promises `x-not-processed` answers did no work: the classifier says they
 /// were never sent, so even a POST is sent again. Whether the status or a body classifier
 /// gave the class, the delivery is the classifier's: one verdict, both paths.

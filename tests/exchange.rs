@@ -440,16 +440,19 @@ async fn hooks_for_an_unknown_policy_or_in_the_middleware_are_config_errors() {
     assert_eq!(error.kind(), ErrorKind::InvalidConfig);
     assert!(error.to_string().contains("\"nope\""), "{error}");
 
-    let error = resilient_http::middleware::ResilientMiddleware::new(
-        builder().before_attempt(hook_fn("h", |r, _| async { Ok(r) })),
-    )
-    .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::InvalidConfig);
-    let error = resilient_http::middleware::ResilientMiddleware::new(
-        builder().layer(tower::limit::ConcurrencyLimitLayer::new(1)),
-    )
-    .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::InvalidConfig);
+    #[cfg(feature = "reqwest-middleware")]
+    {
+        let error = resilient_http::middleware::ResilientMiddleware::new(
+            builder().before_attempt(hook_fn("h", |r, _| async { Ok(r) })),
+        )
+        .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidConfig);
+        let error = resilient_http::middleware::ResilientMiddleware::new(
+            builder().layer(tower::limit::ConcurrencyLimitLayer::new(1)),
+        )
+        .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidConfig);
+    }
 }
 
 /// Without hooks or readers, `send` does not touch the body: a body that breaks after the

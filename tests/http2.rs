@@ -12,7 +12,6 @@ use resilient_http::retry::{Jitter, RetryHistory, RetryPolicy};
 use resilient_http::{AttemptOutcome, Class, Client, Delivery, ErrorKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio_rustls::rustls;
 
 /// How many streams (requests) a server received, over all its connections.
 type Seen = Arc<AtomicUsize>;
@@ -216,123 +215,128 @@ async fn goaway_is_transient_and_maybe_sent() {
 
 // The client's own reqwest client speaks HTTP/2 only over TLS, negotiated by ALPN, and trusts
 // only the platform's roots: its tests run in a child process told to trust a test CA.
+#[cfg(any(feature = "default-tls", feature = "rustls", feature = "native-tls"))]
+mod tls {
+    use super::*;
+    use tokio_rustls::rustls;
 
-const TEST_CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/h2-test-ca.pem");
+    const TEST_CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/h2-test-ca.pem");
 
-/// True in the child process, which trusts the test CA (rustls reads `SSL_CERT_FILE` on
-/// Linux). The parent runs `test` there and checks it passed. Setting the variable in this
-/// process instead would race the other tests' threads reading the environment.
-fn trusting_test_ca(test: &str) -> bool {
-    if std::env::var_os("SSL_CERT_FILE").is_some_and(|file| file == TEST_CA) {
-        return true;
-    }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("SSL_CERT_FILE", TEST_CA)
-        .env_remove("SSL_CERT_DIR")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("1 passed"),
-        "the test did not run: {stdout}"
-    );
-    false
-}
-
-/// An HTTP/2-only server over TLS for `127.0.0.1`, refusing the first `refused` streams.
-async fn tls_refusing_server(refused: usize) -> (String, Seen) {
-    let cert = include_bytes!("data/h2-test-server.der");
-    let key = include_bytes!("data/h2-test-server.key.der");
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![rustls::pki_types::CertificateDer::from(&cert[..])],
-            rustls::pki_types::PrivatePkcs8KeyDer::from(&key[..]).into(),
-        )
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Seen::default();
-    let counter = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let (acceptor, seen) = (acceptor.clone(), counter.clone());
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(socket).await {
-                    serve_refusing(tls, refused, seen).await;
-                }
-            });
+    /// True in the child process, which trusts the test CA (rustls reads `SSL_CERT_FILE` on
+    /// Linux). The parent runs `test` there and checks it passed. Setting the variable in this
+    /// process instead would race the other tests' threads reading the environment.
+    fn trusting_test_ca(test: &str) -> bool {
+        if std::env::var_os("SSL_CERT_FILE").is_some_and(|file| file == TEST_CA) {
+            return true;
         }
-    });
-    (format!("https://{addr}/"), seen)
-}
-
-fn block_on<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
-}
-
-/// The client's own reqwest client retries nothing: the server saw exactly our one attempt.
-#[test]
-#[cfg_attr(
-    not(all(unix, not(target_vendor = "apple"))),
-    ignore = "trusts the test CA through SSL_CERT_FILE, read on Linux and BSD only"
-)]
-fn our_reqwest_client_sends_a_refused_stream_once() {
-    if !trusting_test_ca("our_reqwest_client_sends_a_refused_stream_once") {
-        return;
-    }
-    block_on(async {
-        let (url, seen) = tls_refusing_server(usize::MAX).await;
-        let client = Client::builder()
-            .retry(RetryPolicy::never())
-            .build()
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env("SSL_CERT_FILE", TEST_CA)
+            .env_remove("SSL_CERT_DIR")
+            .output()
             .unwrap();
-        let err = client.post(url).body("x").send().await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{err:?}");
-        assert_eq!(err.class(), Class::Transient);
-        assert_eq!(err.delivery(), Delivery::NotSent);
-        assert_eq!(err.attempts().len(), 1);
-        assert_eq!(seen.load(Ordering::SeqCst), 1);
-    });
-}
-
-/// Refused streams are retried by our retry, so each is in the history (and the spans,
-/// metrics and breaker that follow it): three streams, three attempts.
-#[test]
-#[cfg_attr(
-    not(all(unix, not(target_vendor = "apple"))),
-    ignore = "trusts the test CA through SSL_CERT_FILE, read on Linux and BSD only"
-)]
-fn our_reqwest_client_leaves_refused_streams_to_our_retry() {
-    if !trusting_test_ca("our_reqwest_client_leaves_refused_streams_to_our_retry") {
-        return;
-    }
-    block_on(async {
-        let (url, seen) = tls_refusing_server(2).await;
-        let client = Client::builder().retry(three_attempts()).build().unwrap();
-        let response = client.post(url).body("x").send().await.unwrap();
-        assert_eq!(response.version(), http::Version::HTTP_2);
-        let ok = AttemptOutcome::Status(http::StatusCode::OK);
-        assert_eq!(
-            history(&response),
-            [
-                (REFUSED, Delivery::NotSent),
-                (REFUSED, Delivery::NotSent),
-                (ok, Delivery::Delivered),
-            ]
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("1 passed"),
+            "the test did not run: {stdout}"
         );
-        assert_eq!(seen.load(Ordering::SeqCst), 3);
-    });
+        false
+    }
+
+    /// An HTTP/2-only server over TLS for `127.0.0.1`, refusing the first `refused` streams.
+    async fn tls_refusing_server(refused: usize) -> (String, Seen) {
+        let cert = include_bytes!("data/h2-test-server.der");
+        let key = include_bytes!("data/h2-test-server.key.der");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![rustls::pki_types::CertificateDer::from(&cert[..])],
+                rustls::pki_types::PrivatePkcs8KeyDer::from(&key[..]).into(),
+            )
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Seen::default();
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let (acceptor, seen) = (acceptor.clone(), counter.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(socket).await {
+                        serve_refusing(tls, refused, seen).await;
+                    }
+                });
+            }
+        });
+        (format!("https://{addr}/"), seen)
+    }
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    /// The client's own reqwest client retries nothing: the server saw exactly our one attempt.
+    #[test]
+    #[cfg_attr(
+        not(all(unix, not(target_vendor = "apple"))),
+        ignore = "trusts the test CA through SSL_CERT_FILE, read on Linux and BSD only"
+    )]
+    fn our_reqwest_client_sends_a_refused_stream_once() {
+        if !trusting_test_ca("tls::our_reqwest_client_sends_a_refused_stream_once") {
+            return;
+        }
+        block_on(async {
+            let (url, seen) = tls_refusing_server(usize::MAX).await;
+            let client = Client::builder()
+                .retry(RetryPolicy::never())
+                .build()
+                .unwrap();
+            let err = client.post(url).body("x").send().await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{err:?}");
+            assert_eq!(err.class(), Class::Transient);
+            assert_eq!(err.delivery(), Delivery::NotSent);
+            assert_eq!(err.attempts().len(), 1);
+            assert_eq!(seen.load(Ordering::SeqCst), 1);
+        });
+    }
+
+    /// Refused streams are retried by our retry, so each is in the history (and the spans,
+    /// metrics and breaker that follow it): three streams, three attempts.
+    #[test]
+    #[cfg_attr(
+        not(all(unix, not(target_vendor = "apple"))),
+        ignore = "trusts the test CA through SSL_CERT_FILE, read on Linux and BSD only"
+    )]
+    fn our_reqwest_client_leaves_refused_streams_to_our_retry() {
+        if !trusting_test_ca("tls::our_reqwest_client_leaves_refused_streams_to_our_retry") {
+            return;
+        }
+        block_on(async {
+            let (url, seen) = tls_refusing_server(2).await;
+            let client = Client::builder().retry(three_attempts()).build().unwrap();
+            let response = client.post(url).body("x").send().await.unwrap();
+            assert_eq!(response.version(), http::Version::HTTP_2);
+            let ok = AttemptOutcome::Status(http::StatusCode::OK);
+            assert_eq!(
+                history(&response),
+                [
+                    (REFUSED, Delivery::NotSent),
+                    (REFUSED, Delivery::NotSent),
+                    (ok, Delivery::Delivered),
+                ]
+            );
+            assert_eq!(seen.load(Ordering::SeqCst), 3);
+        });
+    }
 }

@@ -13,6 +13,7 @@ type Snapshot = Vec<(
 use std::time::Duration;
 
 use resilient_http::breaker::BreakerConfig;
+use resilient_http::hedge::HedgeConfig;
 use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
 use resilient_http::policy::{EndpointPolicy, Matcher};
 use resilient_http::retry::{BudgetConfig, Jitter, RetryPolicy};
@@ -425,5 +426,40 @@ async fn overload_waits_rejections_and_holds_are_counted_by_policy_and_reason() 
             labels == ["policy", "reason"] || labels == ["policy"],
             "{key:?}"
         );
+    }
+}
+
+/// Issue 14: hedges are counted by outcome: sent, won (the hedge answered first), skipped
+/// (due, but the budget kept it back).
+#[tokio::test(start_paused = true)]
+async fn hedges_are_counted_by_outcome() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let server = FaultServer::start().await.unwrap();
+    let slow = || {
+        [
+            Reply::ok("slow").delay(Duration::from_secs(1)),
+            Reply::ok("fast"),
+        ]
+    };
+    server.script("/h", slow());
+    // One retry or hedge in the budget: the second call's hedge is skipped.
+    let policy = EndpointPolicy::new()
+        .hedge(HedgeConfig::new(Duration::from_millis(50), 1))
+        .retry_budget(BudgetConfig::new(0.0, 1, Duration::from_secs(1)));
+    let client = Client::builder()
+        .endpoint("search", Matcher::new().path("/h"), policy)
+        .build()
+        .unwrap();
+    client.get(server.url("/h")).send().await.unwrap();
+    server.script("/h", slow());
+    client.get(server.url("/h")).send().await.unwrap();
+
+    let s = &snapshotter.snapshot().into_vec();
+    for (outcome, count) in [("sent", 1), ("won", 1), ("skipped", 1)] {
+        let labels = [("policy", "search"), ("outcome", outcome)];
+        assert_eq!(counter(s, telemetry::HEDGES, &labels), count, "{outcome}");
     }
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use resilient_http::breaker::BreakerConfig;
+use resilient_http::hedge::HedgeConfig;
 use resilient_http::outer::{CallService, Exchange, Exchanged};
 use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
 use resilient_http::policy::EndpointPolicy;
@@ -562,4 +563,40 @@ async fn a_spent_retry_budget_is_a_skipped_retry_warning() {
     assert_eq!(fields["reason"], "budget_exhausted");
     assert_eq!(fields["attempt"], "1");
     assert_eq!(fields["policy"], "default");
+}
+
+/// Issue 14: each attempt of a race is a span of its own, marked `hedge` when it is one; the
+/// loser ends as `cancelled`; sending a hedge is a DEBUG event inside the request's span.
+#[tokio::test(start_paused = true)]
+async fn hedges_are_attempt_spans_of_their_own() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/slow",
+        [
+            Reply::ok("slow").delay(Duration::from_secs(1)),
+            Reply::ok("fast"),
+        ],
+    );
+    let hedge = HedgeConfig::new(Duration::from_millis(50), 1);
+    let client = Client::builder()
+        .default_policy(EndpointPolicy::new().hedge(hedge))
+        .build()
+        .unwrap();
+    let (result, seen, _) = traced(client.get(server.url("/slow")).send()).await;
+    assert_eq!(result.unwrap().text().await.unwrap(), "fast");
+
+    let attempts = spans(&seen, "attempt");
+    assert_eq!(attempts.len(), 2, "{seen:#?}");
+    assert_eq!(attempts[0]["hedge"], "false");
+    assert_eq!(attempts[0]["error.type"], "cancelled");
+    assert!(!attempts[0].contains_key("http.response.status_code"));
+    assert_eq!(attempts[1]["hedge"], "true");
+    assert_eq!(attempts[1]["http.request.resend_count"], "1");
+    assert_eq!(attempts[1]["http.response.status_code"], "200");
+    let sent = events(&seen, "hedge sent");
+    assert_eq!(sent.len(), 1, "{seen:#?}");
+    let (level, fields, scope) = sent[0];
+    assert_eq!(*level, Level::DEBUG);
+    assert_eq!(fields["attempt"], "2");
+    assert_eq!(scope.last(), Some(&"request"), "{scope:?}");
 }

@@ -12,113 +12,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use resilient_http::breaker::{BreakerConfig, State, Window};
-use resilient_http::middleware::ResilientMiddleware;
-use resilient_http::overload::{BulkheadConfig, OverloadHandle, RateLimitConfig};
+use resilient_http::hedge::HedgeConfig;
+use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
 use resilient_http::policy::EndpointPolicy;
-use resilient_http::retry::{BudgetConfig, Jitter, RetryPolicy};
+use resilient_http::retry::BudgetConfig;
 use resilient_http::testkit::{FaultServer, Reply};
-use resilient_http::{AttemptOutcome, Class, Client, ClientBuilder, Delivery, Error, ErrorKind};
+use resilient_http::{Class, Client, ClientBuilder, Delivery, ErrorKind};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
-const MS: Duration = Duration::from_millis(1);
-const SECOND: Duration = Duration::from_secs(1);
-
-/// The two ways a call runs.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Via {
-    Client,
-    Middleware,
-}
-
-/// A client of either kind, built from the same builder.
-#[derive(Clone)]
-enum Caller {
-    Client(Client),
-    Middleware(reqwest_middleware::ClientWithMiddleware),
-}
-
-impl Caller {
-    fn new(via: Via, builder: ClientBuilder) -> Self {
-        match via {
-            Via::Client => Caller::Client(builder.build().unwrap()),
-            Via::Middleware => Caller::Middleware(
-                reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-                    .with(ResilientMiddleware::new(builder).unwrap())
-                    .build(),
-            ),
-        }
-    }
-
-    /// GETs `url`, within `deadline` if given (the client's `.deadline`, the request's
-    /// `.timeout` through the adapter, which makes it the call's deadline), and reads the body.
-    async fn get(&self, url: &str, deadline: Option<Duration>) -> Result<(u16, String), Error> {
-        let response = match self {
-            Caller::Client(client) => {
-                let mut request = client.get(url);
-                if let Some(deadline) = deadline {
-                    request = request.deadline(deadline);
-                }
-                request.send().await?
-            }
-            Caller::Middleware(client) => {
-                let mut request = client.get(url);
-                if let Some(deadline) = deadline {
-                    request = request.timeout(deadline);
-                }
-                match request.send().await {
-                    Ok(response) => response,
-                    Err(reqwest_middleware::Error::Middleware(err)) => {
-                        return Err(err.downcast::<Error>().expect("a typed error"));
-                    }
-                    Err(reqwest_middleware::Error::Reqwest(err)) => return Err(err.into()),
-                }
-            }
-        };
-        let status = response.status().as_u16();
-        let body = response.text().await.map_err(Error::from)?;
-        Ok((status, body))
-    }
-
-    /// The guards of `server`'s endpoint under the default policy (the client only).
-    fn guards(&self, server: &FaultServer) -> Option<OverloadHandle> {
-        match self {
-            Caller::Client(client) => {
-                let key = format!("http://{}", server.addr());
-                Some(
-                    client
-                        .overload("default", &key)
-                        .expect("the endpoint was called"),
-                )
-            }
-            Caller::Middleware(_) => None,
-        }
-    }
-}
-
-/// No jitter, 100 ms × 2: delays 100, 200 ms.
-fn plain(attempts: u32) -> RetryPolicy {
-    RetryPolicy::builder()
-        .max_attempts(attempts)
-        .jitter(Jitter::None)
-        .build()
-        .unwrap()
-}
-
-fn builder(attempts: u32, policy: EndpointPolicy) -> ClientBuilder {
-    Client::builder()
-        .retry(plain(attempts))
-        .no_circuit_breaker()
-        .default_policy(policy)
-}
-
-fn outcomes(err: &Error) -> Vec<AttemptOutcome> {
-    err.attempts().iter().map(|a| a.outcome).collect()
-}
-
-fn status_503() -> AttemptOutcome {
-    AttemptOutcome::Status(http::StatusCode::SERVICE_UNAVAILABLE)
-}
+mod common;
+use common::*;
 
 // ---------------------------------------------------------------------------------------
 // The retry budget
@@ -920,7 +824,7 @@ struct Tally {
 }
 
 /// 15,000 calls with every guard on (the default budget and holds, a generous rate limit, a
-/// bulkhead with a queue, a breaker that opens in an outage), 100 callers at a time, most
+/// bulkhead with a queue, a breaker that opens in an outage) and hedging, 100 callers at a time, most
 /// raced against a random short timer (so dropped wherever they are: queued, held, sending,
 /// reading, sleeping before a retry, probing a half-open breaker), some with short deadlines
 /// of their own. Then, a window later, the same caller and server, the server now answering
@@ -950,9 +854,11 @@ async fn drop_calls_at_random_points(via: Via) -> (Caller, FaultServer, String) 
         })
         .build()
         .unwrap();
+    // Hedges too, so that calls are also dropped while their attempts race.
     let policy = EndpointPolicy::new()
         .rate_limit(RateLimitConfig::new(5_000, SECOND).burst(40))
-        .bulkhead(BulkheadConfig::new(40, 50 * MS));
+        .bulkhead(BulkheadConfig::new(40, 50 * MS))
+        .hedge(HedgeConfig::new(20 * MS, 2));
     let builder = Client::builder()
         .circuit_breaker(breaker)
         .default_policy(policy);

@@ -39,6 +39,7 @@ use resilient_http::breaker::{BreakerConfig, CircuitBreakerLayer, Window};
 use resilient_http::classify::{
     Class, Classification, Classifier, ClassifyLayer, DefaultClassifier, classify_fn,
 };
+use resilient_http::hedge::HedgeConfig;
 use resilient_http::middleware::ResilientMiddleware;
 use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
 use resilient_http::policy::{EndpointPolicy, Matcher};
@@ -108,6 +109,8 @@ struct Setup {
     /// needs 20 calls).
     strict_breaker: bool,
     classifier: Option<Arc<dyn Classifier>>,
+    /// Hedging, in the retry policy (so the public `RetryLayer` has it too).
+    hedge: Option<HedgeConfig>,
     /// The default policy's other settings (the overload guards).
     policy: EndpointPolicy,
 }
@@ -121,6 +124,7 @@ impl Default for Setup {
             retry_after_cap: Duration::from_secs(20),
             strict_breaker: false,
             classifier: None,
+            hedge: None,
             policy: EndpointPolicy::new(),
         }
     }
@@ -128,12 +132,16 @@ impl Default for Setup {
 
 impl Setup {
     fn retry(&self) -> RetryPolicy {
-        RetryPolicy::builder()
+        let retry = RetryPolicy::builder()
             .max_attempts(self.attempts)
             .jitter(Jitter::None)
-            .retry_after_cap(self.retry_after_cap)
-            .build()
-            .unwrap()
+            .retry_after_cap(self.retry_after_cap);
+        match self.hedge {
+            Some(hedge) => retry.hedge(hedge),
+            None => retry,
+        }
+        .build()
+        .unwrap()
     }
 
     fn breaker(&self) -> BreakerConfig {
@@ -267,6 +275,16 @@ impl Scenario {
     fn setup(mut self, f: impl FnOnce(&mut Setup)) -> Self {
         f(&mut self.setup);
         self
+    }
+
+    /// A hedging scenario: one timed call, a hedge 50 ms after the newest attempt (up to
+    /// `max`), with `attempts`, on every path.
+    fn hedged(mut self, attempts: u32, max: u32) -> Self {
+        self.timed = true;
+        self.setup(|s| {
+            s.attempts = attempts;
+            s.hedge = Some(HedgeConfig::new(50 * MS, max));
+        })
     }
 
     /// An overload scenario: `calls` timed calls under `policy` (and `attempts`), on the
@@ -514,6 +532,56 @@ fn scenarios() -> Vec<Scenario> {
                 )
                 .expect("1 hit: 200 x ×1 in 500ms / bulkhead_full transient never sent ×0 in 100ms")
         },
+        // Hedging. (A reader's success has no history: `×1` is its count.)
+        Scenario::get(
+            "hedge wins",
+            vec![Reply::ok("slow").delay(SECOND), Reply::ok("x")],
+        )
+        .hedged(3, 1)
+        .expect("2 hits: 200 x ×2 in 50ms"),
+        Scenario::get(
+            "first beats its hedge",
+            vec![Reply::ok("x").delay(80 * MS), Reply::ok("y").delay(100 * MS)],
+        )
+        .hedged(3, 1)
+        .expect("2 hits: 200 x ×2 in 80ms"),
+        Scenario::get(
+            "hedge after a 503",
+            vec![Reply::status(503).delay(100 * MS), Reply::ok("x").delay(100 * MS)],
+        )
+        .hedged(3, 1)
+        .expect("2 hits: 200 x ×2 in 150ms"),
+        Scenario::get(
+            "404 ends the race",
+            vec![Reply::status(404).delay(80 * MS), Reply::ok("x").delay(100 * MS)],
+        )
+        .hedged(3, 1)
+        .expect("2 hits: status 404 permanent delivered ×2 in 80ms"),
+        Scenario::get(
+            "hedges fail then a retry",
+            vec![
+                Reply::status(503).delay(60 * MS),
+                Reply::status(503).delay(60 * MS),
+                Reply::ok("x"),
+            ],
+        )
+        .hedged(2, 1)
+        .expect("3 hits: 200 x ×3 in 210ms"),
+        Scenario::post(
+            "unkeyed post is not hedged",
+            vec![Reply::ok("x").delay(200 * MS), Reply::ok("y")],
+        )
+        .hedged(3, 1)
+        .expect("1 hit: 200 x ×1 in 200ms"),
+        Scenario {
+            headers: &[(IDEMPOTENCY_KEY, "order-8")],
+            ..Scenario::post(
+                "keyed post is hedged",
+                vec![Reply::ok("slow").delay(SECOND), Reply::ok("x")],
+            )
+            .hedged(3, 1)
+            .expect("2 hits: 200 x ×2 in 50ms")
+        },
     ]
 }
 
@@ -521,6 +589,7 @@ fn scenarios() -> Vec<Scenario> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Try {
     number: u32,
+    hedge: bool,
     outcome: AttemptOutcome,
     class: Class,
     delivery: Delivery,
@@ -645,6 +714,7 @@ impl Normalize<'_> {
             .iter()
             .map(|a| Try {
                 number: a.number,
+                hedge: a.hedge,
                 outcome: a.outcome,
                 class: a.class,
                 delivery: a.delivery,

@@ -514,6 +514,18 @@ fn every_numeric_key_has_a_maximum_in_the_file() {
             "[[endpoint]]\nname = \"y\"\nbackoff = { base = \"90m\" }\n",
             "policy.toml:3: \"base\": must be at least zero and at most 1h",
         ),
+        (
+            "[default.hedge]\nafter = \"50ms\"\nmax = 4\n",
+            "policy.toml:3: \"max\": must be at least 0 and at most 3, got 4 in [default.hedge]",
+        ),
+        (
+            "[[endpoint]]\nname = \"h\"\n[endpoint.hedge]\nafter = \"0s\"\n",
+            "policy.toml:4: \"after\": must be above zero and at most 1h",
+        ),
+        (
+            "[default.hedge]\nmax = 1\n",
+            "policy.toml:1: missing field `after`",
+        ),
     ];
     for (text, expected) in cases {
         let err = Client::builder().config_toml(text).build().unwrap_err();
@@ -526,7 +538,8 @@ fn every_numeric_key_has_a_maximum_in_the_file() {
     }
     // The largest values are accepted.
     let largest = "[default]\nattempts = 100\ndeadline = \"1day\"\nbody_limit = 1073741824\n\
-                   [default.breaker]\nwindow_size = 10000\nmin_calls = 10000\nopen_for = \"1h\"\n";
+                   [default.breaker]\nwindow_size = 10000\nmin_calls = 10000\nopen_for = \"1h\"\n\
+                   [default.hedge]\nafter = \"1h\"\nmax = 3\n";
     Client::builder().config_toml(largest).build().unwrap();
 }
 
@@ -547,6 +560,7 @@ fn a_file_from_disk_names_itself_when_a_value_is_too_large() {
 #[test]
 fn every_numeric_setting_has_a_maximum_in_the_builders() {
     use resilient_http::breaker::{BreakerConfig, Window};
+    use resilient_http::hedge::HedgeConfig;
     use resilient_http::retry::RetryPolicy;
     const HOUR: Duration = Duration::from_secs(3600);
     const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -629,6 +643,20 @@ fn every_numeric_setting_has_a_maximum_in_the_builders() {
                 .build()
                 .unwrap_err(),
             "retry_after_cap must be at least zero and at most 1day",
+        ),
+        (
+            RetryPolicy::builder()
+                .hedge(HedgeConfig::new(HOUR + MS, 1))
+                .build()
+                .unwrap_err(),
+            "hedge after must be above zero and at most 1h",
+        ),
+        (
+            Client::builder()
+                .default_policy(EndpointPolicy::new().hedge(HedgeConfig::new(MS, 4)))
+                .build()
+                .unwrap_err(),
+            "policy \"default\": hedge max must be at least 0 and at most 3, got 4",
         ),
         (
             Client::builder()

@@ -669,3 +669,43 @@ async fn a_bulkhead_from_the_file_refuses_a_second_call_in_flight() {
     assert!(attempts.iter().all(|a| a["sent"] == false), "{records:?}");
     assert_eq!(server.hits("/slow"), 1);
 }
+
+#[tokio::test]
+async fn a_hedge_from_the_file_shows_in_the_attempts() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/slow",
+        [
+            Reply::ok("slow").delay(Duration::from_secs(5)),
+            Reply::ok("fast"),
+        ],
+    );
+    let config = "[default.hedge]\nafter = \"50ms\"\nmax = 1\n";
+    let (output, records) = probe_with(config, &[], &server.url("/slow")).await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let r = &records[0];
+    assert_eq!(r["body_bytes"], 4, "{r}");
+    let attempts = r["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{r}");
+    assert_eq!(
+        (
+            &attempts[0]["n"],
+            &attempts[0]["hedge"],
+            &attempts[0]["cancelled"]
+        ),
+        (&1.into(), &false.into(), &true.into()),
+        "{r}"
+    );
+    assert_eq!(attempts[0]["status"], Value::Null, "{r}");
+    assert_eq!(
+        (
+            &attempts[1]["n"],
+            &attempts[1]["hedge"],
+            &attempts[1]["cancelled"]
+        ),
+        (&2.into(), &true.into(), &false.into()),
+        "{r}"
+    );
+    assert_eq!(attempts[1]["status"], 200, "{r}");
+    assert!(r["total_ms"].as_u64().unwrap() < 5000, "{r}");
+}

@@ -54,6 +54,7 @@ impl TransportError for reqwest::Error {
 }
 
 #[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 impl TransportError for reqwest_middleware::Error {
     fn into_reqwest(self) -> Result<reqwest::Error, BoxError> {
         match self {

@@ -53,11 +53,18 @@ pub(crate) fn analyze(error: &reqwest::Error) -> Analysis {
     })
 }
 
-/// TLS libraries (tokio-rustls, native-tls) report a failed handshake, certificate errors
-/// included, as an `io::Error` of kind `InvalidData`, often wrapped in another `io::Error`,
-/// whose `source()` skips the wrapped error: so look inside with `get_ref`.
+/// rustls reports a failed handshake, certificate errors included, as an `io::Error` of kind
+/// `InvalidData`, often wrapped in another `io::Error`, whose `source()` skips the wrapped
+/// error: so look inside with `get_ref`. native-tls reports an error of its own; only OpenSSL's
+/// says why (Secure Transport's and SChannel's failures stay transient).
 fn tls_failed(mut source: Option<&(dyn StdError + 'static)>) -> bool {
     while let Some(err) = source {
+        // OpenSSL gives its reason (a certificate, a protocol error) as the source; a connection
+        // lost under the handshake gives an `io::Error`, or nothing at a clean close.
+        #[cfg(feature = "native-tls")]
+        if err.is::<native_tls::Error>() {
+            return err.source().is_some_and(|reason| !reason.is::<io::Error>());
+        }
         let mut io = err.downcast_ref::<io::Error>();
         while let Some(e) = io {
             if e.kind() == io::ErrorKind::InvalidData {
@@ -91,6 +98,8 @@ fn analyze_one(err: &(dyn StdError + 'static)) -> Option<Analysis> {
         return Some(analysis(BodyTooLarge, Delivered));
     }
 
+    // Without the feature, reqwest speaks no HTTP/2, so no h2 error can be in the chain.
+    #[cfg(feature = "http2")]
     if let Some(h2) = err.downcast_ref::<h2::Error>() {
         // REFUSED_STREAM promises the server did no work on the stream (RFC 9113 §8.7).
         if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
@@ -162,6 +171,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "http2")]
     fn refused_stream_was_never_sent() {
         let found = chain(h2::Error::from(h2::Reason::REFUSED_STREAM));
         assert_eq!(
@@ -171,6 +181,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "http2")]
     fn other_stream_resets_may_have_been_processed() {
         let found = chain(h2::Error::from(h2::Reason::INTERNAL_ERROR));
         assert_eq!(

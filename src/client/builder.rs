@@ -26,6 +26,8 @@ use super::Client;
 /// Configures a [`Client`].
 pub struct ClientBuilder {
     http: Option<reqwest::Client>,
+    /// The user's settings for the reqwest client we build, applied in the order given.
+    configure: Vec<Box<ConfigureReqwest>>,
     default: EndpointPolicy,
     endpoints: Vec<(String, Matcher, EndpointPolicy)>,
     classifier: SharedClassifier,
@@ -47,10 +49,13 @@ pub struct ClientBuilder {
 
 type MakeAttemptService = dyn Fn(reqwest::Client) -> AttemptService + Send + Sync;
 
+type ConfigureReqwest = dyn FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder + Send + Sync;
+
 impl Default for ClientBuilder {
     fn default() -> Self {
         ClientBuilder {
             http: None,
+            configure: Vec::new(),
             default: EndpointPolicy::default(),
             endpoints: Vec::new(),
             classifier: SharedClassifier::default(),
@@ -75,6 +80,7 @@ impl fmt::Debug for ClientBuilder {
             .field("retry", &self.retry)
             .field("breaker", &self.breaker)
             .field("custom_reqwest_client", &self.http.is_some())
+            .field("reqwest_settings", &self.configure.len())
             .field("extras", &self.extras)
             .field("policy_extras", &self.policy_extras)
             .field("attempt_layer", &self.attempt_layer.is_some())
@@ -98,8 +104,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Longest time to establish a connection (default 5 s). Ignored when you bring your own
-    /// `reqwest::Client` with [`reqwest_client`](Self::reqwest_client): set it there.
+    /// Longest time to establish a connection (default 5 s). It wins over a connect timeout
+    /// set in [`reqwest`](Self::reqwest). Ignored when you bring your own `reqwest::Client`
+    /// with [`reqwest_client`](Self::reqwest_client): set it there.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.default.connect_timeout = Some(timeout);
         self
@@ -191,7 +198,50 @@ impl ClientBuilder {
         self
     }
 
-    /// Wraps a `reqwest::Client` you configured yourself (TLS, proxies, pool, ...).
+    /// Configures the reqwest client this builder builds: user agent, default headers,
+    /// proxies, TLS roots and identity, pool, HTTP/2 settings, DNS, anything
+    /// `reqwest::ClientBuilder` offers.
+    ///
+    /// Unlike handing over a whole client with [`reqwest_client`](Self::reqwest_client), the
+    /// client keeps what this crate sets on it after `configure` has run: the
+    /// [`connect_timeout`](Self::connect_timeout), the default policy's attempt timeout as the
+    /// client's `timeout` (which spares each such attempt a per-request timeout), and
+    /// reqwest's own retry off (ours sees every attempt). So a `timeout`, `connect_timeout` or
+    /// `retry` set in `configure` has no effect. It starts from
+    /// [`redirect::policy`](crate::redirect::policy), which `configure` may replace.
+    ///
+    /// Called once, in [`build`](Self::build); called again, the settings add up in order.
+    /// Together with `reqwest_client`, `build` fails: the given client would leave them unused.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http::{HeaderMap, HeaderValue};
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("x-tenant", HeaderValue::from_static("acme"));
+    /// let client = resilient_http::Client::builder()
+    ///     .connect_timeout(Duration::from_secs(2))
+    ///     .reqwest(|builder| {
+    ///         builder
+    ///             .user_agent("orders/1.4")
+    ///             .default_headers(headers)
+    ///             .pool_max_idle_per_host(8)
+    ///     })
+    ///     .build()?;
+    /// # let _ = client;
+    /// # Ok::<(), resilient_http::Error>(())
+    /// ```
+    pub fn reqwest<F>(mut self, configure: F) -> Self
+    where
+        F: FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder + Send + Sync + 'static,
+    {
+        self.configure.push(Box::new(configure));
+        self
+    }
+
+    /// Wraps a `reqwest::Client` you configured yourself (TLS, proxies, pool, ...). To change
+    /// a few settings of the client this builder makes instead, and keep its timeouts, use
+    /// [`reqwest`](Self::reqwest).
     ///
     /// Its own `timeout` is superseded: every attempt sets a per-request timeout (the attempt
     /// timeout, or what is left of the deadline), which reqwest prefers. Its connect timeout
@@ -364,13 +414,24 @@ impl ClientBuilder {
             None,
         )
         .0;
+        if self.http.is_some() && !self.configure.is_empty() {
+            return Err(Error::invalid_config(
+                "reqwest(..) configures the reqwest client this builder makes, so it cannot \
+                 be combined with reqwest_client(..): configure the given client instead",
+            ));
+        }
         let (http, client_timeout) = match self.http.take() {
             Some(http) => (http, None),
             None => {
-                let http = reqwest::Client::builder()
+                let users = reqwest::Client::builder().redirect(crate::redirect::policy());
+                let users = self
+                    .configure
+                    .drain(..)
+                    .fold(users, |b, configure| configure(b));
+                // Ours after the user's settings, so that they hold.
+                let http = users
                     .connect_timeout(connect_timeout)
                     .timeout(own_timeout)
-                    .redirect(crate::redirect::policy())
                     // reqwest would resend an HTTP/2 REFUSED_STREAM or graceful GOAWAY up to
                     // twice, unseen by the history, metrics and breaker; our retry handles
                     // them (never sent). No retries at all also spares copying each request.
@@ -470,6 +531,12 @@ impl ClientBuilder {
         let has_any = !client_wide.is_empty()
             || self.attempt_layer.is_some()
             || !self.policy_extras.is_empty();
+        if http.is_none() && !self.configure.is_empty() {
+            return Err(Error::invalid_config(
+                "reqwest(..) configures the client's own reqwest client; in a reqwest-middleware \
+                 chain, configure the reqwest::Client you give the chain",
+            ));
+        }
         if http.is_none() && self.outer.is_some() {
             return Err(Error::invalid_config(
                 "outer layers run in the client's own calls only; in a reqwest-middleware \

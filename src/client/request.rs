@@ -166,6 +166,7 @@ impl RequestBuilder {
     /// [`send_buffered`](Self::send_buffered)). A body that does not decode is a permanent
     /// [`ErrorKind::Decode`](crate::ErrorKind::Decode) carrying the status; it is not retried.
     #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub fn json<T: serde::de::DeserializeOwned>(
         self,
     ) -> impl Future<Output = Result<T, Error>> + Send {

@@ -160,6 +160,34 @@ impl Guards {
         Admission::Go
     }
 
+    /// May a hedge go out at `now`, without waiting? Not while the endpoint is held, nor when
+    /// `breaker` (the endpoint's, if the caller has it) will turn it away; then it spends
+    /// from the retry budget as a retry does, and takes a rate-limit slot. `Err`: the guard
+    /// that kept it back.
+    pub(crate) fn let_hedge_out(
+        &self,
+        now: Instant,
+        policy: Option<&Arc<str>>,
+        breaker: Option<&Breaker>,
+    ) -> Result<(), Guard> {
+        if self.held_for(now).is_some() {
+            return Err(Guard::RetryAfter);
+        }
+        if breaker.is_some_and(Breaker::refuses_now) {
+            return Err(Guard::Breaker);
+        }
+        // The budget before the rate limit: a slot is the server's quota, the budget ours.
+        if !self.withdraw(now, policy) {
+            return Err(Guard::Budget);
+        }
+        if let Some(rate) = &self.rate
+            && rate.try_take(now).is_err()
+        {
+            return Err(Guard::RateLimit);
+        }
+        Ok(())
+    }
+
     /// Learns from an attempt that failed at `now`: a 429 or 503 whose `Retry-After` is
     /// within the cap holds the endpoint until then, for every call.
     pub(crate) fn observe(&self, now: Instant, error: &Error, policy: Option<&Arc<str>>) {

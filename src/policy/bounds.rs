@@ -147,8 +147,20 @@ pub(crate) const QUEUE_TIMEOUT: Span = Span {
 /// A bulkhead's settings, each in its range.
 pub(crate) const BULKHEAD: Bulkheads = Bulkheads;
 
+/// How long an attempt goes unanswered before a hedge is sent.
+pub(crate) const HEDGE_AFTER: Span = Span {
+    zero_ok: false,
+    max: HOUR,
+};
+/// Hedges per call: each is a whole extra request, so a few at most (0: none).
+pub(crate) const HEDGES: Count = Count { min: 0, max: 3 };
+/// A hedging policy's settings, each in its range.
+pub(crate) const HEDGE: Hedges = Hedges;
+
 /// See [`RATE_LIMIT`].
 pub(crate) struct RateLimits;
+/// See [`HEDGE`].
+pub(crate) struct Hedges;
 /// See [`BULKHEAD`].
 pub(crate) struct Bulkheads;
 
@@ -278,6 +290,21 @@ impl RateLimits {
         BURST
             .check(config.burst)
             .map_err(|e| format!("burst {e}"))?;
+        Ok(config)
+    }
+}
+
+impl Hedges {
+    /// `config` if `after` and `max` are in range; else why not, naming the first one that
+    /// is not.
+    pub(crate) fn check(
+        &self,
+        config: crate::hedge::HedgeConfig,
+    ) -> Result<crate::hedge::HedgeConfig, String> {
+        HEDGE_AFTER
+            .check(config.after)
+            .map_err(|e| format!("after {e}"))?;
+        HEDGES.check(config.max).map_err(|e| format!("max {e}"))?;
         Ok(config)
     }
 }

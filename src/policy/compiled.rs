@@ -83,6 +83,7 @@ impl CompiledPolicy {
             hold_on_retry_after,
             rate_limit,
             bulkhead,
+            hedge,
         } = settings;
         let attempt_timeout = attempt_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT);
         // Kept as set: each call caps it by the deadline that applies to it (this policy's, or
@@ -113,6 +114,9 @@ impl CompiledPolicy {
         }
         if let Some(yes) = *idempotency_key {
             retry = retry.generate_idempotency_key(yes);
+        }
+        if let Some(hedge) = *hedge {
+            retry = retry.hedge(hedge);
         }
         let retry = retry.build().map_err(named)?.named(name.clone());
 

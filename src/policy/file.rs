@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::{EndpointPolicy, Matcher, bounds};
 use crate::error::Error;
+use crate::hedge::HedgeConfig;
 use crate::overload::{BulkheadConfig, RateLimitConfig};
 use crate::retry::{BudgetConfig, Jitter};
 
@@ -59,6 +60,7 @@ macro_rules! policy_table {
             budget: Option<RawBudget>,
             rate_limit: Option<RawRateLimit>,
             bulkhead: Option<RawBulkhead>,
+            hedge: Option<RawHedge>,
         }
 
         impl $name {
@@ -99,6 +101,9 @@ macro_rules! policy_table {
                     bulkhead: self.bulkhead.map(|b| {
                         BulkheadConfig::new(b.max_in_flight, b.queue_timeout.unwrap_or_default())
                     }),
+                    hedge: self
+                        .hedge
+                        .map(|h| HedgeConfig::new(h.after, h.max.unwrap_or(1))),
                 }
             }
         }
@@ -192,6 +197,17 @@ struct RawBulkhead {
     queue_timeout: Option<Duration>,
 }
 
+/// `[….hedge]`: a hedge when an attempt has not answered after `after`, up to `max`
+/// (default 1).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHedge {
+    #[serde(deserialize_with = "hedge_after")]
+    after: Duration,
+    #[serde(default, deserialize_with = "hedges")]
+    max: Option<u32>,
+}
+
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMatch {
@@ -260,6 +276,7 @@ bounded! {
     rate_per: Duration = span(bounds::RATE_PER);
     burst: u32 = whole(bounds::BURST);
     queue_timeout: Duration = span(bounds::QUEUE_TIMEOUT);
+    hedges: u32 = whole(bounds::HEDGES);
 }
 
 /// A required key's value, in its range.
@@ -269,6 +286,10 @@ fn request_rate<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 
 fn max_in_flight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     whole(d, &bounds::MAX_IN_FLIGHT)
+}
+
+fn hedge_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    span(d, &bounds::HEDGE_AFTER)
 }
 
 fn jitter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Jitter>, D::Error> {

@@ -159,6 +159,11 @@ settings! {
     /// a call over it queues up to `queue_timeout` (and its deadline), then fails with
     /// [`BulkheadFull`](crate::ErrorKind::BulkheadFull).
     bulkhead: crate::overload::BulkheadConfig, within bounds::BULKHEAD;
+    /// Hedged requests (default: none): when an attempt has not answered after `after`, send
+    /// another, up to `max` per call, and take the first good answer. Only requests that may
+    /// be sent twice (idempotent, or with an `Idempotency-Key`); hedges spend the retry budget
+    /// and rate-limit slots. See [`crate::hedge`].
+    hedge: crate::hedge::HedgeConfig, within bounds::HEDGE;
 }
 
 impl EndpointPolicy {

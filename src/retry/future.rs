@@ -10,6 +10,7 @@ use tower::Service;
 use super::state::{Next, RetryState};
 use crate::breaker::Breaker;
 use crate::error::Error;
+use crate::hedge::race::{Event, Race, Runner};
 use crate::hook::BoxFuture;
 use crate::overload::gate::{self, Gate, Waited};
 
@@ -26,6 +27,8 @@ pin_project! {
         // The endpoint's breaker (in the breaker layer below), if the guards need to know
         // whether it will turn an attempt away: see `Guards::admit`.
         breaker: Option<Arc<Breaker>>,
+        // The attempts in flight while hedging (see `crate::hedge`).
+        race: Option<Box<Race<Pin<Box<S::Future>>, ()>>>,
     }
 }
 
@@ -41,6 +44,8 @@ pin_project! {
         Ready,
         // The endpoint's guards keep the request back for a while (see `gate`).
         Gated { waiting: BoxFuture<Waited> },
+        // An attempt and its hedges are in flight, in `race`.
+        Racing,
         Done,
     }
 }
@@ -56,13 +61,14 @@ where
             inner,
             retry,
             breaker,
+            race: None,
         }
     }
 }
 
 impl<S> Future for ResponseFuture<S>
 where
-    S: Service<reqwest::Request, Response = reqwest::Response, Error = Error>,
+    S: Service<reqwest::Request, Response = reqwest::Response, Error = Error> + Clone,
 {
     type Output = Result<reqwest::Response, Error>;
 
@@ -83,6 +89,54 @@ where
                 StateProj::Gated { waiting } => {
                     let waited = ready!(waiting.as_mut().poll(cx));
                     gate::waited(this.retry, waited, breaker)
+                }
+                StateProj::Racing => {
+                    let Some(race) = this.race.as_mut() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(Error::polled_after_completion()));
+                    };
+                    let result = match ready!(race.poll(cx)) {
+                        Event::Hedge => {
+                            // A hedge needs a service ready now: it never waits.
+                            let mut inner = this.inner.clone();
+                            if let Poll::Ready(Ok(())) = inner.poll_ready(cx)
+                                && let Some((request, slot)) = this.retry.hedge(breaker)
+                            {
+                                let future = {
+                                    let _attempt = slot.enter();
+                                    Box::pin(inner.call(request))
+                                };
+                                let runner = Runner {
+                                    future,
+                                    slot,
+                                    attempt: (),
+                                };
+                                race.push(runner, this.retry.hedges_after());
+                            }
+                            continue;
+                        }
+                        Event::Ended(result, slot, ()) => {
+                            this.retry.put_slot(slot);
+                            if let Err(error) = &result
+                                && this.retry.keeps_racing(error, race.running())
+                            {
+                                continue;
+                            }
+                            race.cancel(this.retry, drop);
+                            result
+                        }
+                    };
+                    *this.race = None;
+                    match this.retry.finish_attempt(result) {
+                        Next::Done(result) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(result);
+                        }
+                        Next::Retry(delay) => this.state.set(State::Sleeping {
+                            sleep: Box::pin(sleep(delay)),
+                        }),
+                    }
+                    continue;
                 }
                 StateProj::Calling { future } => {
                     let result = {
@@ -120,7 +174,18 @@ where
                         let _attempt = this.retry.observer().enter_attempt();
                         this.inner.call(request)
                     };
-                    this.state.set(State::Calling { future });
+                    match this.retry.hedges_after() {
+                        None => this.state.set(State::Calling { future }),
+                        Some(after) => {
+                            let first = Runner {
+                                future: Box::pin(future),
+                                slot: this.retry.take_slot(),
+                                attempt: (),
+                            };
+                            *this.race = Some(Box::new(Race::new(first, after)));
+                            this.state.set(State::Racing);
+                        }
+                    }
                 }
                 Gate::Wait(waiting) => this.state.set(State::Gated { waiting }),
                 // Recorded as an attempt that was not sent, like a breaker's refusal.

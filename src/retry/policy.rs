@@ -7,6 +7,7 @@ use http::Method;
 
 use super::backoff::{Backoff, Jitter};
 use crate::error::Error;
+use crate::hedge::HedgeConfig;
 use crate::policy::bounds;
 
 /// The header that makes a non-idempotent request safe to send twice (IETF
@@ -36,6 +37,8 @@ pub struct RetryPolicy {
     pub(super) retry_non_idempotent: bool,
     pub(super) generate_idempotency_key: bool,
     pub(super) seed: Option<u64>,
+    /// When to send hedges; `None` (the default): never.
+    pub(super) hedge: Option<HedgeConfig>,
     /// The endpoint policy this belongs to, for errors.
     pub(super) policy_name: Option<std::sync::Arc<str>>,
 }
@@ -51,6 +54,7 @@ impl Default for RetryPolicy {
             retry_non_idempotent: false,
             generate_idempotency_key: false,
             seed: None,
+            hedge: None,
             policy_name: None,
         }
     }
@@ -112,6 +116,11 @@ impl RetryPolicy {
     /// The longest `Retry-After` obeyed.
     pub(crate) fn retry_after_cap(&self) -> Duration {
         self.retry_after_cap
+    }
+
+    /// Whether calls may send hedges.
+    pub(crate) fn hedges(&self) -> bool {
+        self.hedge.is_some_and(|h| h.max > 0)
     }
 
     pub(crate) fn name(&self) -> Option<&std::sync::Arc<str>> {
@@ -199,6 +208,13 @@ impl RetryPolicyBuilder {
         self
     }
 
+    /// Sends hedges of slow attempts (default: none): see [`crate::hedge`]. `after` above
+    /// zero, at most an hour; `max` 0 (none) to 3.
+    pub fn hedge(mut self, config: HedgeConfig) -> Self {
+        self.policy.hedge = Some(config);
+        self
+    }
+
     /// Seeds the jitter, making every call's delays the same sequence. For tests: in production
     /// identical sequences defeat the point of jitter.
     pub fn seed(mut self, seed: u64) -> Self {
@@ -210,6 +226,7 @@ impl RetryPolicyBuilder {
     /// `backoff`). Each call starts from a fresh clone, `reset()` first; `None` from
     /// `next_backoff` stops the retries. The backoff settings of this builder are then unused.
     #[cfg(feature = "backoff")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "backoff")))]
     pub fn backoff_schedule<B>(mut self, schedule: B) -> Self
     where
         B: backoff::backoff::Backoff + Clone + Send + Sync + 'static,
@@ -240,6 +257,11 @@ impl RetryPolicyBuilder {
         bounds::RETRY_AFTER_CAP
             .check(policy.retry_after_cap)
             .map_err(bounds::refused("retry_after_cap"))?;
+        if let Some(hedge) = policy.hedge {
+            bounds::HEDGE
+                .check(hedge)
+                .map_err(|e| Error::invalid_config(format!("hedge {e}")))?;
+        }
         let backoff = Backoff::new(self.base, self.multiplier, self.cap, self.jitter)?;
         policy.schedule = Schedule::Exponential(backoff);
         #[cfg(feature = "backoff")]

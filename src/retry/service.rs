@@ -102,10 +102,9 @@ where
     /// clock included (see `CallClock`), as in the client's own call.
     pub(crate) fn call_once(self, request: reqwest::Request) -> ResponseFuture<S> {
         let guards = self.guards.as_ref().map(|g| g.guards_for(request.url()));
+        let asks_breaker = self.policy.hedges() || guards.as_ref().is_some_and(|g| g.limits_rate());
         let breaker = match &self.breakers {
-            Some(breakers) if guards.as_ref().is_some_and(|g| g.limits_rate()) => {
-                breakers.breaker_for(request.url())
-            }
+            Some(breakers) if asks_breaker => breakers.breaker_for(request.url()),
             _ => None,
         };
         let mut retry = RetryState::new(self.policy, self.deadline, request);

@@ -7,17 +7,37 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::time::Instant;
+use tracing::Span;
 
 use super::RetryHistory;
 use super::delays::Delays;
 use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
+use crate::breaker::Breaker;
 use crate::classify::{Class, Delivery};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
 use crate::overload::Guards;
 use crate::overload::bulkhead::BulkheadPermit;
 use crate::read::Success;
+use crate::telemetry::overload::Guard;
 use crate::telemetry::{ErrorType, Observer};
 use crate::timeout::{CallClock, DEADLINE_SLACK, call_budget};
+
+/// An attempt in flight beside the current one (see [`crate::hedge`]): which it is, and
+/// its span.
+pub(crate) struct Slot {
+    number: u32,
+    started: Instant,
+    hedge: bool,
+    delay_before: Duration,
+    span: Span,
+}
+
+impl Slot {
+    /// The attempt's span, entered until the guard drops.
+    pub(crate) fn enter(&self) -> tracing::span::Entered<'_> {
+        self.span.enter()
+    }
+}
 
 /// What follows an attempt.
 pub(crate) enum Next<O = reqwest::Response> {
@@ -39,9 +59,16 @@ pub(crate) struct RetryState {
     // When the call started and must end: started by `begin`, at the call's first poll.
     clock: CallClock,
     attempt_started: Instant,
-    // Attempts started so far.
+    // Attempts started so far, hedges included.
     attempts: u32,
+    // The attempt whose result is being handled: its number, and whether it is a hedge.
+    number: u32,
+    hedge: bool,
     delay_before: Duration,
+    // Hedges sent so far, and whether the request may be hedged at all (until `begin` looks
+    // at the request: whether the caller allows it).
+    hedges: u32,
+    may_hedge: bool,
     history: Vec<Attempt>,
     delays: Option<Box<Delays>>,
     observer: Observer,
@@ -82,7 +109,11 @@ impl RetryState {
             clock,
             attempt_started: clock.started(),
             attempts: 1,
+            number: 1,
+            hedge: false,
             delay_before: Duration::ZERO,
+            hedges: 0,
+            may_hedge: true,
             history: Vec::new(),
             delays: None,
         }
@@ -127,9 +158,135 @@ impl RetryState {
     pub(crate) fn resume(&mut self, request: &mut reqwest::Request) {
         let now = Instant::now();
         self.attempt_started = now;
+        self.time_request(request, now);
+    }
+
+    /// Sets what is left of the budget at `now` as `request`'s timeout, for the attempt
+    /// timeout layer below (the client's own call asks `time_left` instead).
+    fn time_request(&self, request: &mut reqwest::Request, now: Instant) {
         if let Some(deadline) = self.clock.deadline().filter(|_| self.budget_in_request) {
             *request.timeout_mut() = Some(deadline.saturating_duration_since(now));
         }
+    }
+
+    /// Takes the current attempt out, to run in a [race](crate::hedge) beside its hedges;
+    /// [`put_slot`](Self::put_slot) makes it current again when it ends.
+    pub(crate) fn take_slot(&mut self) -> Slot {
+        Slot {
+            number: self.number,
+            started: self.attempt_started,
+            hedge: self.hedge,
+            delay_before: self.delay_before,
+            span: self.observer.swap_attempt(Span::none()),
+        }
+    }
+
+    /// Makes the attempt of `slot` the current one: it ended, and what it ended with is
+    /// handled (recorded, decided on) as the current attempt's.
+    pub(crate) fn put_slot(&mut self, slot: Slot) {
+        self.number = slot.number;
+        self.attempt_started = slot.started;
+        self.hedge = slot.hedge;
+        self.delay_before = slot.delay_before;
+        self.observer.swap_attempt(slot.span);
+    }
+
+    /// Sends no hedges, whatever the policy says: for a call whose attempts each need more
+    /// than a copy of the request (a hook prepares each one).
+    pub(crate) fn forbid_hedges(&mut self) {
+        self.may_hedge = false;
+    }
+
+    /// How long after the newest attempt went out the next hedge is due; `None` when the
+    /// call sends no more (see [`crate::hedge`]: not configured, all sent, a request that
+    /// must not be sent twice, or one whose body cannot be copied).
+    pub(crate) fn hedges_after(&self) -> Option<Duration> {
+        let config = self.policy.hedge?;
+        (self.may_hedge && self.hedges < config.max && self.spare.is_some()).then_some(config.after)
+    }
+
+    /// The request of a hedge, if one may go out now, and which attempt it is. Everything a
+    /// retry must get past, a hedge must too, without waiting: the deadline, the retry budget,
+    /// a `Retry-After` hold, the rate limit (it takes a slot), and `breaker` if it will turn
+    /// the hedge away (the caller's breaker then admits it as any attempt).
+    pub(crate) fn hedge(&mut self, breaker: Option<&Breaker>) -> Option<(reqwest::Request, Slot)> {
+        self.hedges_after()?;
+        let now = Instant::now();
+        if self
+            .clock
+            .deadline()
+            .is_some_and(|deadline| now >= deadline)
+        {
+            return None;
+        }
+        let policy = self.policy.name();
+        let kept_back = match &self.guards {
+            Some(guards) => guards.let_hedge_out(now, policy, breaker).err(),
+            None => breaker
+                .is_some_and(Breaker::refuses_now)
+                .then_some(Guard::Breaker),
+        };
+        if let Some(guard) = kept_back {
+            self.observer.hedge_skipped(policy, guard);
+            return None;
+        }
+        let mut request = copy_request(self.spare.as_ref()?)?;
+        self.time_request(&mut request, now);
+        self.attempts += 1;
+        self.hedges += 1;
+        self.observer.hedge_sent(policy, self.attempts);
+        let slot = Slot {
+            number: self.attempts,
+            started: now,
+            hedge: true,
+            delay_before: Duration::ZERO,
+            span: self.observer.hedge_span(self.attempts, &request),
+        };
+        Some((request, slot))
+    }
+
+    /// The current attempt failed with `error` while others of its race are still in flight
+    /// (`others`): whether the call waits for them. It does when the failure is transient
+    /// (the next answer may be good); the failure is then recorded as any attempt's, and no
+    /// retry is decided on. Otherwise the caller cancels the others and decides as usual.
+    pub(crate) fn keeps_racing(&mut self, error: &Error, others: bool) -> bool {
+        if !others || error.class() != Class::Transient {
+            return false;
+        }
+        let now = self.record(Err(error));
+        if let Some(guards) = &self.guards
+            && error.retry_after().is_some()
+        {
+            guards.observe(now, error, self.policy.name());
+        }
+        true
+    }
+
+    /// The current attempt won its race: the others were [cancelled](Self::cancelled).
+    pub(crate) fn won_race(&self) {
+        if self.hedge {
+            self.observer.hedge_won(self.policy.name());
+        }
+    }
+
+    /// The attempt of `slot` lost its race: it was cancelled when another answered first.
+    pub(crate) fn cancelled(&mut self, slot: Slot) {
+        let current = self.take_slot();
+        self.put_slot(slot);
+        let now = Instant::now();
+        let duration = now.duration_since(self.attempt_started);
+        self.observer.attempt_cancelled();
+        self.history.push(Attempt {
+            number: self.number,
+            started_after: self.attempt_started.duration_since(self.clock.started()),
+            duration,
+            delay_before: self.delay_before,
+            outcome: AttemptOutcome::Cancelled,
+            class: Class::Transient,
+            delivery: Delivery::MaybeSent,
+            hedge: self.hedge,
+        });
+        self.put_slot(current);
     }
 
     /// Starts the call's spans. Called where the call is first polled, so they belong to the
@@ -158,9 +315,12 @@ impl RetryState {
             request.headers_mut().insert(IDEMPOTENCY_KEY, random_key());
         }
         self.may_repeat = policy.may_repeat(request.method(), request.headers());
+        self.may_hedge = self.may_hedge
+            && policy.hedges()
+            && (is_idempotent(request.method()) || request.headers().contains_key(IDEMPOTENCY_KEY));
         // The one copy a retrying stack cannot avoid; skipped when no retry is possible. Made
         // before the budget is set below, so it does not copy that (each retry sets its own).
-        if policy.max_attempts > 1 || self.extra_allowed > 0 {
+        if policy.max_attempts > 1 || self.extra_allowed > 0 || self.may_hedge {
             self.spare = copy_request(&request);
         }
         let budget = call_budget(request.timeout().copied(), self.own_deadline);
@@ -233,7 +393,7 @@ impl RetryState {
         }
         let decision = Decision {
             policy: &self.policy,
-            attempts: self.attempts - self.extra_used,
+            attempts: self.attempts - self.extra_used - self.hedges,
             may_repeat: self.may_repeat,
             replayable: self.spare.is_some(),
             deadline: self.clock.deadline(),
@@ -245,7 +405,7 @@ impl RetryState {
         match decision {
             Ok(delay) => {
                 self.observer
-                    .retrying(policy_name, self.attempts, reason, retry_after, delay);
+                    .retrying(policy_name, self.number, reason, retry_after, delay);
                 self.delay_before = delay;
                 Next::Retry(delay)
             }
@@ -261,7 +421,7 @@ impl RetryState {
                 );
                 self.observer.not_retried(
                     policy_name,
-                    self.attempts,
+                    self.number,
                     reason,
                     matches!(skip, Skip::Permanent),
                     announced,
@@ -286,13 +446,14 @@ impl RetryState {
         self.observer
             .attempt_ended(self.policy.name(), result, duration);
         self.history.push(Attempt {
-            number: self.attempts,
+            number: self.number,
             started_after: self.attempt_started.duration_since(self.clock.started()),
             duration,
             delay_before: self.delay_before,
             outcome,
             class,
             delivery,
+            hedge: self.hedge,
         });
         now
     }
@@ -313,7 +474,7 @@ impl RetryState {
         }
         self.observer.retrying(
             self.policy.name(),
-            self.attempts,
+            self.number,
             ErrorType::of(&error),
             false,
             Duration::ZERO,
@@ -351,7 +512,7 @@ impl RetryState {
 
     /// The number of the attempt about to be made or being made (1 for the first).
     pub(crate) fn attempt_number(&self) -> u32 {
-        self.attempts
+        self.number
     }
 
     /// The request for the next attempt, with what is left of the budget as its timeout.
@@ -379,13 +540,14 @@ impl RetryState {
             request.headers_mut().insert(name, value);
         }
         self.attempts += 1;
-        if self.attempts < self.policy.max_attempts + self.extra_allowed {
+        self.number = self.attempts;
+        self.hedge = false;
+        let more = self.attempts - self.hedges < self.policy.max_attempts + self.extra_allowed;
+        if more || self.hedges_after().is_some() {
             self.spare = copy_request(&request);
         }
         let now = Instant::now();
-        if let Some(deadline) = self.clock.deadline().filter(|_| self.budget_in_request) {
-            *request.timeout_mut() = Some(deadline.saturating_duration_since(now));
-        }
+        self.time_request(&mut request, now);
         self.attempt_started = now;
         self.observer.attempt_started(self.attempts, &request);
         Ok(request)
@@ -412,18 +574,11 @@ impl RetryState {
 
 /// A random UUID (version 4) as an `Idempotency-Key`.
 fn random_key() -> HeaderValue {
-    let bits = (fastrand::u128(..) & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let hex = format!("{bits:032x}");
-    let key = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    );
+    // The operating system's generator: keys must not be guessable or repeat across processes.
+    let mut buffer = uuid::Uuid::encode_buffer();
+    let key = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
     // Hex digits and dashes are always a valid header value.
-    HeaderValue::try_from(key).unwrap_or_else(|_| HeaderValue::from_static("invalid-key"))
+    HeaderValue::from_str(key).unwrap_or_else(|_| HeaderValue::from_static("invalid-key"))
 }
 
 /// A call that ended at its deadline says so, with the whole budget as its limit, even when

@@ -113,6 +113,15 @@ pub(super) fn overload(name: &'static str, policy: Option<&Arc<str>>, guard: Opt
     metrics::counter!(name, labels).increment(1);
 }
 
+/// A hedge `outcome`: `sent`, `won` (it answered first), `skipped` (a guard kept it back).
+pub(super) fn hedge(policy: Option<&Arc<str>>, outcome: &'static str) {
+    let labels = vec![
+        policy_label(policy),
+        Label::from_static_parts("outcome", outcome),
+    ];
+    metrics::counter!(super::HEDGES, labels).increment(1);
+}
+
 pub(super) fn give_up(policy: Option<&Arc<str>>, reason: &'static str) {
     let labels = vec![
         policy_label(policy),

@@ -14,8 +14,9 @@
 //!   when it ends `http.response.status_code`, `error.type`, `attempts`, `duration_ms`.
 //! - `attempt`, a child per attempt, following OpenTelemetry's HTTP client conventions:
 //!   `otel.kind = "client"`, `http.request.resend_count` (0 for the first attempt),
-//!   `http.request.method`, `server.address`, `server.port`, and when it ends
-//!   `http.response.status_code` and `error.type`.
+//!   `http.request.method`, `server.address`, `server.port`, `hedge` (whether it is a
+//!   [hedge](crate::hedge)), and when it ends `http.response.status_code` and `error.type`
+//!   (`cancelled` for an attempt that lost its race to another).
 //!
 //! `error.type` is the status code for a failure status (`"503"`), otherwise the error
 //! kind's [`as_str`](crate::ErrorKind::as_str) (`"timeout"`, `"reset"`, `"circuit_open"`...).
@@ -35,6 +36,8 @@
 //! | `request rejected: rate limited` | DEBUG | `endpoint`, `reason` (as above), `retry_after_ms` (the wait that did not fit the deadline), `policy` |
 //! | `request queued: bulkhead full` | DEBUG | `endpoint`, `max_in_flight`, `queue_ms` (the longest it may queue: the queue timeout or the deadline), `policy` |
 //! | `request rejected: bulkhead full` | DEBUG | `endpoint`, `max_in_flight`, `policy`: at once (no queue timeout) or after queueing |
+//! | `hedge sent` | DEBUG | `attempt` (the hedge's number), `policy` |
+//! | `hedge skipped` | DEBUG | `reason` (`budget`, `retry_after`, `rate_limit`, or `circuit_open`), `policy`: a hedge was due and a guard kept it back |
 //! | `request rejected by an outer layer` | DEBUG | `http.request.method`, `url.full`, `error.type`, `error`: a [`layer`](crate::ClientBuilder::layer) of yours (a load shed, a bulkhead) refused the call |
 //!
 //! To see a request's attempts: `RUST_LOG=resilient_http=debug`.
@@ -88,6 +91,7 @@
 //! | [`OVERLOAD_WAITS`] | counter | `policy`, `reason`: `retry_after` and `rate_limit` (an attempt waited, as the `request delayed` event), `bulkhead` (a call queued) |
 //! | [`OVERLOAD_REJECTIONS`] | counter | `policy`, `reason`: `retry_after` and `rate_limit` (kind `RateLimited`), `bulkhead` (`BulkheadFull`, at once or after queueing), `budget` (a retry the budget refused: `BudgetExhausted`, also in [`GIVE_UPS`] as `budget_exhausted`) |
 //! | [`OVERLOAD_HOLDS`] | counter | `policy`: endpoints that became held at their server's request |
+//! | [`HEDGES`] | counter | `policy`, `outcome`: `sent`, `won` (a hedge answered first), `skipped` (due, but kept back: see [`hedge`](crate::hedge)) |
 //!
 //! The overload metrics are labelled by policy, not by endpoint, though each guard is per
 //! endpoint key: policies are few and named by you, so the series stay bounded with no
@@ -130,6 +134,10 @@ pub const OVERLOAD_WAITS: &str = "resilient_http.overload.waits";
 pub const OVERLOAD_REJECTIONS: &str = "resilient_http.overload.rejections";
 /// Endpoints held at their server's request (`Retry-After`) (counter).
 pub const OVERLOAD_HOLDS: &str = "resilient_http.overload.holds";
+/// Hedged requests (counter), by `outcome`: `sent`, `won` (answered first, cancelling the
+/// others), `skipped` (due, but the budget, a hold, the rate limit or the breaker kept it
+/// back).
+pub const HEDGES: &str = "resilient_http.hedges";
 
 use std::fmt;
 

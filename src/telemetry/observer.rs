@@ -7,6 +7,7 @@ use std::time::Duration;
 use tracing::Span;
 use tracing::field::{Empty, display};
 
+use super::overload::Guard;
 use super::{ErrorType, describe};
 use crate::error::Error;
 use crate::redact::DisplayUrl;
@@ -77,22 +78,59 @@ impl Observer {
 
     /// Attempt `number` (1 for the first) of `request` begins.
     pub(crate) fn attempt_started(&mut self, number: u32, request: &reqwest::Request) {
-        let Some(spans) = self.spans.as_mut() else {
-            return;
-        };
-        let url = request.url();
-        spans.attempt = tracing::debug_span!(
-            target: "resilient_http",
-            parent: &spans.call,
-            "attempt",
-            otel.kind = "client",
-            http.request.resend_count = number.saturating_sub(1),
-            http.request.method = %request.method(),
-            server.address = url.host_str().unwrap_or(""),
-            server.port = url.port_or_known_default(),
-            http.response.status_code = Empty,
-            error.type = Empty,
+        if let Some(spans) = self.spans.as_mut() {
+            spans.attempt = attempt_span(&spans.call, number, request, false);
+        }
+    }
+
+    /// The span of hedge `number`, of `request`, which begins beside the current attempt.
+    pub(crate) fn hedge_span(&self, number: u32, request: &reqwest::Request) -> Span {
+        match &self.spans {
+            Some(spans) => attempt_span(&spans.call, number, request, true),
+            None => Span::none(),
+        }
+    }
+
+    /// Makes `span` the current attempt's; returns the one it replaces.
+    pub(crate) fn swap_attempt(&mut self, span: Span) -> Span {
+        match self.spans.as_mut() {
+            Some(spans) => std::mem::replace(&mut spans.attempt, span),
+            None => Span::none(),
+        }
+    }
+
+    /// Hedge `attempt` goes out.
+    pub(crate) fn hedge_sent(&self, policy: Option<&Arc<str>>, attempt: u32) {
+        tracing::debug!(attempt, policy = policy_name(policy), "hedge sent");
+        #[cfg(feature = "metrics")]
+        super::meters::hedge(policy, "sent");
+    }
+
+    /// The current attempt, a hedge, answered first; the others were cancelled.
+    pub(crate) fn hedge_won(&self, policy: Option<&Arc<str>>) {
+        #[cfg(feature = "metrics")]
+        super::meters::hedge(policy, "won");
+        #[cfg(not(feature = "metrics"))]
+        let _ = policy;
+    }
+
+    /// A hedge was due, and `guard` kept it back.
+    pub(crate) fn hedge_skipped(&self, policy: Option<&Arc<str>>, guard: Guard) {
+        tracing::debug!(
+            reason = guard.as_str(),
+            policy = policy_name(policy),
+            "hedge skipped"
         );
+        #[cfg(feature = "metrics")]
+        super::meters::hedge(policy, "skipped");
+    }
+
+    /// The current attempt lost its race: another answered first, and it was dropped.
+    pub(crate) fn attempt_cancelled(&mut self) {
+        if let Some(spans) = self.spans.as_mut() {
+            spans.attempt.record("error.type", "cancelled");
+            spans.attempt = Span::none();
+        }
     }
 
     /// The current attempt ended with `result` after `duration`.
@@ -178,6 +216,23 @@ impl Observer {
             super::meters::give_up(policy, reason);
         }
     }
+}
+
+fn attempt_span(call: &Span, number: u32, request: &reqwest::Request, hedge: bool) -> Span {
+    let url = request.url();
+    tracing::debug_span!(
+        target: "resilient_http",
+        parent: call,
+        "attempt",
+        otel.kind = "client",
+        http.request.resend_count = number.saturating_sub(1),
+        http.request.method = %request.method(),
+        server.address = url.host_str().unwrap_or(""),
+        server.port = url.port_or_known_default(),
+        hedge,
+        http.response.status_code = Empty,
+        error.type = Empty,
+    )
 }
 
 fn record(span: &Span, status: Option<http::StatusCode>, error_type: Option<ErrorType>) {

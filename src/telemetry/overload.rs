@@ -18,6 +18,8 @@ pub(crate) enum Guard {
     Bulkhead,
     /// The retry budget.
     Budget,
+    /// The circuit breaker (for a hedge it would turn away).
+    Breaker,
 }
 
 impl Guard {
@@ -27,6 +29,7 @@ impl Guard {
             Guard::RateLimit => "rate_limit",
             Guard::Bulkhead => "bulkhead",
             Guard::Budget => "budget",
+            Guard::Breaker => "circuit_open",
         }
     }
 }

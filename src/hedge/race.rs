@@ -1,0 +1,111 @@
+//! The attempts of one call in flight at once: the first sent and its hedges.
+//!
+//! Both paths keep their attempts here (the client's call and the retry layer), with what
+//! each needs of its own per attempt (`A`: the client's breaker permit, nothing for the
+//! layer, whose breaker is below it), and each asks [`RetryState`] what to do when one ends.
+//!
+//! [`RetryState`]: crate::retry::state::RetryState
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Sleep, sleep};
+
+use crate::retry::state::{RetryState, Slot};
+
+/// One attempt in flight.
+pub(crate) struct Runner<F, A> {
+    pub(crate) future: F,
+    /// Which attempt it is (see [`RetryState::put_slot`](crate::retry::state::RetryState)).
+    pub(crate) slot: Slot,
+    pub(crate) attempt: A,
+}
+
+/// What happened in a race.
+pub(crate) enum Event<T, A> {
+    /// Time for the next hedge, if the call may send one.
+    Hedge,
+    /// This attempt ended, with this.
+    Ended(T, Slot, A),
+}
+
+/// The attempts in flight, and when the next hedge is due.
+pub(crate) struct Race<F, A> {
+    runners: Vec<Runner<F, A>>,
+    next_hedge: Option<Pin<Box<Sleep>>>,
+}
+
+impl<F: Future + Unpin, A> Race<F, A> {
+    /// A race of one attempt; the first hedge is due in `after`.
+    pub(crate) fn new(first: Runner<F, A>, after: Duration) -> Self {
+        let mut runners = Vec::with_capacity(2);
+        runners.push(first);
+        Race {
+            runners,
+            next_hedge: Some(Box::pin(sleep(after))),
+        }
+    }
+
+    /// A hedge joins the race; the next one, if any, is due in `after`.
+    pub(crate) fn push(&mut self, runner: Runner<F, A>, after: Option<Duration>) {
+        self.runners.push(runner);
+        self.next_hedge = after.map(|after| Box::pin(sleep(after)));
+    }
+
+    /// Whether attempts are still in flight.
+    pub(crate) fn running(&self) -> bool {
+        !self.runners.is_empty()
+    }
+
+    /// The first attempt to end, or that a hedge is due. Each attempt's future is polled
+    /// inside its own span.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Event<F::Output, A>> {
+        for index in 0..self.runners.len() {
+            let runner = &mut self.runners[index];
+            let polled = {
+                let _attempt = runner.slot.enter();
+                Pin::new(&mut runner.future).poll(cx)
+            };
+            if let Poll::Ready(output) = polled {
+                let Runner { slot, attempt, .. } = self.runners.swap_remove(index);
+                return Poll::Ready(Event::Ended(output, slot, attempt));
+            }
+        }
+        if let Some(due) = &mut self.next_hedge
+            && due.as_mut().poll(cx).is_ready()
+        {
+            self.next_hedge = None;
+            return Poll::Ready(Event::Hedge);
+        }
+        Poll::Pending
+    }
+
+    /// What each attempt still in flight had of its own, for a call that is dropped: nothing
+    /// is recorded.
+    pub(crate) fn abandon(self) -> impl Iterator<Item = A> {
+        self.runners.into_iter().map(|runner| runner.attempt)
+    }
+
+    /// `retry`'s current attempt ended the race (an answer that is not a transient failure,
+    /// or the last failure): the others are dropped (their connections with them), `end` is
+    /// given what each had of its own, and the history records them as cancelled.
+    pub(crate) fn cancel(&mut self, retry: &mut RetryState, mut end: impl FnMut(A)) {
+        self.next_hedge = None;
+        if self.runners.is_empty() {
+            return;
+        }
+        for Runner {
+            future,
+            slot,
+            attempt,
+        } in self.runners.drain(..)
+        {
+            drop(future);
+            end(attempt);
+            retry.cancelled(slot);
+        }
+        retry.won_race();
+    }
+}
