@@ -182,8 +182,7 @@ impl<O: Success> Call<O> {
         let chosen = policy(&policies, &which);
         let method = request.method().clone();
         // Chosen once per call, with the policy: the breaker of this endpoint.
-        let breaker = chosen.breaker_for(request.url());
-        let guards = chosen.guards_for(request.url());
+        let (breaker, guards) = chosen.endpoint(request.url());
         let mut retry = RetryState::new(
             chosen.retry_policy(),
             Some(chosen.total_deadline()),
@@ -507,8 +506,8 @@ impl<O: Success> Call<O> {
         &self,
         result: Result<reqwest::Response, reqwest::Error>,
     ) -> Result<reqwest::Response, Error> {
-        let elapsed = self.retry.attempt_started().elapsed();
-        outcome(self.policy().classifier(), &self.method, result, elapsed)
+        let started = self.retry.attempt_started();
+        outcome(self.policy().classifier(), &self.method, result, started)
     }
 
     /// The body is in memory (or failed to arrive): the body classifier, if it wants it,
@@ -540,14 +539,14 @@ impl<O: Success> Call<O> {
                 }
             }
         };
-        let elapsed = self.retry.attempt_started().elapsed();
+        let started = self.retry.attempt_started();
         let classifier = self.policy().classifier();
         let result = response_outcome(
             classifier,
             &self.method,
             body.into_response(),
             verdict,
-            elapsed,
+            started,
         );
         self.classified(result)
     }

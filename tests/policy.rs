@@ -737,3 +737,35 @@ fn every_numeric_setting_has_a_maximum_in_the_builders() {
         .build()
         .unwrap();
 }
+
+/// A mistake only the whole policy shows (two settings that contradict each other) names the
+/// file, the line that sets one of them, and the table, as any other mistake in a file.
+#[test]
+fn settings_that_contradict_each_other_name_the_line_too() {
+    let cases = [
+        (
+            "[default]\nattempts = 2\n\n[default.breaker]\nwindow_size = 100\nmin_calls = 9523\n",
+            "policy.toml:6: min_calls (9523) must not exceed the window's 100 calls",
+            "in [default.breaker]",
+        ),
+        (
+            "[default.backoff]\nmax = \"1ms\"\nbase = \"7s\"\n",
+            "policy.toml:3: backoff base (7s) must not exceed",
+            "in [default.backoff]",
+        ),
+        (
+            "[default]\nattempts = 2\n\n[[endpoint]]\nname = \"x\"\nbackoff = { base = \"2s\", max = \"1s\" }\n",
+            "policy.toml:6: backoff base (2s) must not exceed",
+            "in [[endpoint]] \"x\"",
+        ),
+    ];
+    for (text, line, section) in cases {
+        let err = Client::builder().config_toml(text).build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        let shown = err.to_string();
+        assert!(
+            shown.contains(line) && shown.contains(section),
+            "{text:?}\n  got: {shown}\n  want: {line} … {section}"
+        );
+    }
+}

@@ -43,6 +43,17 @@ impl CircuitBreakerLayer {
         Some(breaker_for(registry, self.key.as_deref(), url))
     }
 
+    /// The breaker of endpoint `key` (as [`key_for`](crate::keyed::key_for) picks it, with
+    /// this layer's key); `None` when disabled.
+    pub(crate) fn breaker_at(&self, key: &str) -> Option<Arc<Breaker>> {
+        Some(self.registry.as_ref()?.breaker(key))
+    }
+
+    /// Whether it keeps breakers at all.
+    pub(crate) fn enabled(&self) -> bool {
+        self.registry.is_some()
+    }
+
     /// The breakers, to read and steer; `None` when disabled.
     pub fn registry(&self) -> Option<&BreakerRegistry> {
         self.registry.as_ref()

@@ -1,7 +1,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use http::Method;
 use pin_project_lite::pin_project;
@@ -68,7 +67,7 @@ impl TransportError for reqwest_middleware::Error {
 fn foreign(source: BoxError, method: &Method) -> Error {
     let error = Error::new(ErrorKind::Transport, Class::Permanent, Delivery::MaybeSent)
         .with_foreign_source(source);
-    attempt_error(error, method, Duration::ZERO)
+    attempt_error(error, method, Instant::now())
 }
 
 impl<F, E, C> Future for ResponseFuture<F, C>
@@ -89,30 +88,26 @@ where
                 Err(other) => return Poll::Ready(Err(foreign(other, this.method))),
             },
         };
-        Poll::Ready(outcome(
-            this.classifier,
-            this.method,
-            result,
-            this.started.elapsed(),
-        ))
+        Poll::Ready(outcome(this.classifier, this.method, result, *this.started))
     }
 }
 
 /// One attempt's result, classified: a success stays a response; anything else becomes an
-/// [`Error`] with a one-entry history. Shared with the client's single-future path.
+/// [`Error`] with a one-entry history, the attempt having started at `started` (the clock is
+/// read only for a failure). Shared with the client's single-future path.
 #[inline]
 pub(crate) fn outcome<C: Classifier + ?Sized>(
     classifier: &C,
     method: &Method,
     result: Result<reqwest::Response, reqwest::Error>,
-    duration: Duration,
+    started: Instant,
 ) -> Result<reqwest::Response, Error> {
     match result {
-        Ok(response) => response_outcome(classifier, method, response, None, duration),
+        Ok(response) => response_outcome(classifier, method, response, None, started),
         Err(source) => Err(attempt_error(
             transport_error(classifier, method, source),
             method,
-            duration,
+            started,
         )),
     }
 }
@@ -127,7 +122,7 @@ pub(crate) fn response_outcome<C: Classifier + ?Sized>(
     method: &Method,
     response: reqwest::Response,
     body_class: Option<Class>,
-    duration: Duration,
+    started: Instant,
 ) -> Result<reqwest::Response, Error> {
     let verdict = classifier.classify(method, Ok(&response));
     // The body classifier read the body, so it knows the class better; whether the request
@@ -137,7 +132,7 @@ pub(crate) fn response_outcome<C: Classifier + ?Sized>(
         return Ok(response);
     }
     let error = Error::from_response(response, class, verdict.delivery);
-    Err(attempt_error(error, method, duration))
+    Err(attempt_error(error, method, started))
 }
 
 /// A transport error (an attempt's, or one while reading a body), as `classifier` sorts it.
@@ -169,8 +164,9 @@ pub(crate) fn transport_verdict<C: Classifier + ?Sized>(
     (analyze(source).kind, verdict)
 }
 
-/// `error` as the one attempt it ended, of `method`, after `duration`.
-fn attempt_error(error: Error, method: &Method, duration: Duration) -> Error {
+/// `error` as the one attempt it ended, of `method`, started at `started`.
+fn attempt_error(error: Error, method: &Method, started: Instant) -> Error {
+    let duration = started.elapsed();
     let attempt = Attempt::first(duration, error.outcome(), error.class(), error.delivery());
     let mut error = error.with_history(vec![attempt]);
     error.set_method(method.clone());

@@ -155,7 +155,16 @@ impl ClientBuilder {
 
     fn apply_config(mut self, origin: &str, text: &str) -> Self {
         let before: Vec<&str> = self.endpoints.iter().map(|(name, _, _)| &**name).collect();
-        match PolicyFile::parse(origin, text, &before) {
+        let parsed = PolicyFile::parse(origin, text, &before).and_then(|file| {
+            let base = Base {
+                retry: &self.retry,
+                breaker: self.breaker.as_ref(),
+                classifier: &self.classifier,
+            };
+            file.compiles(origin, text, &self.default, &base)?;
+            Ok(file)
+        });
+        match parsed {
             Ok(file) => {
                 self.default = file.default.inherit(&self.default);
                 self.endpoints.extend(file.endpoints);

@@ -307,9 +307,13 @@ impl GuardRegistry {
 
     /// The guards of requests to `url`, under the key its breaker has.
     pub(crate) fn guards_for(&self, url: &url::Url) -> Arc<Guards> {
-        let key = key_for(self.key.as_deref(), url);
+        self.guards_at(&key_for(self.key.as_deref(), url))
+    }
+
+    /// The guards of endpoint `key` (as [`key_for`] picks it, with the policy's key).
+    pub(crate) fn guards_at(&self, key: &str) -> Arc<Guards> {
         self.guards
-            .get_or_insert(&key, |key| Guards::new(key, &self.config))
+            .get_or_insert(key, |key| Guards::new(key, &self.config))
     }
 
     /// The guards of endpoint `key`, if a call has used them (and they were not evicted

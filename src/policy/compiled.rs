@@ -11,6 +11,7 @@ use crate::breaker::{BreakerConfig, BreakerRegistry, CircuitBreakerLayer, Window
 use crate::classify::SharedClassifier;
 use crate::error::Error;
 use crate::extras::Extras;
+use crate::keyed::key_for;
 #[cfg(feature = "reqwest-middleware")]
 use crate::middleware::StackOver;
 use crate::overload::{GuardRegistry, Guards, GuardsConfig};
@@ -39,6 +40,8 @@ pub(crate) struct CompiledPolicy {
     breaker: CircuitBreakerLayer,
     // The endpoints' overload guards; `None` when the policy turns none on.
     guards: Option<GuardRegistry>,
+    // The one key for all of the policy's requests (`breaker_key`), if it has one.
+    endpoint_key: Option<Arc<str>>,
 }
 
 impl CompiledPolicy {
@@ -177,6 +180,7 @@ impl CompiledPolicy {
             retry: RetryLayer::new(retry),
             breaker,
             guards,
+            endpoint_key: breaker_key.as_deref().map(Arc::from),
         })
     }
 
@@ -237,14 +241,19 @@ impl CompiledPolicy {
         self.retry.shared()
     }
 
-    /// The breaker that guards requests to `url` under this policy, if breakers are on.
-    pub(crate) fn breaker_for(&self, url: &Url) -> Option<Arc<crate::breaker::Breaker>> {
-        self.breaker.breaker_for(url)
-    }
-
-    /// The overload guards of requests to `url` under this policy, if any are on.
-    pub(crate) fn guards_for(&self, url: &Url) -> Option<Arc<Guards>> {
-        self.guards.as_ref().map(|guards| guards.guards_for(url))
+    /// The breaker (if breakers are on) and the overload guards (if any are on) of requests
+    /// to `url` under this policy: both under one endpoint key, worked out once.
+    pub(crate) fn endpoint(
+        &self,
+        url: &Url,
+    ) -> (Option<Arc<crate::breaker::Breaker>>, Option<Arc<Guards>>) {
+        if self.guards.is_none() && !self.breaker.enabled() {
+            return (None, None);
+        }
+        let key = key_for(self.endpoint_key.as_deref(), url);
+        let breaker = self.breaker.breaker_at(&key);
+        let guards = self.guards.as_ref().map(|guards| guards.guards_at(&key));
+        (breaker, guards)
     }
 
     /// The endpoints' overload guards under this policy; `None` when it turns none on.

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::{EndpointPolicy, Matcher, bounds};
+use super::compiled::Base;
+use super::{CompiledPolicy, EndpointPolicy, Matcher, bounds};
 use crate::error::Error;
 use crate::hedge::HedgeConfig;
 use crate::overload::{BulkheadConfig, RateLimitConfig};
@@ -351,6 +352,74 @@ impl PolicyFile {
         }
         Ok(PolicyFile { default, endpoints })
     }
+}
+
+impl PolicyFile {
+    /// Compiles each of the file's policies as `build` will (over `default`, what the
+    /// builder's default policy sets so far, and `base`), so that a mistake only a whole
+    /// policy shows (settings that contradict each other, as a breaker's `min_calls` above
+    /// its `window_size`) names the file and the line too. `origin` and `text` as in
+    /// [`parse`](Self::parse).
+    pub(crate) fn compiles(
+        &self,
+        origin: &str,
+        text: &str,
+        default: &EndpointPolicy,
+        base: &Base<'_>,
+    ) -> Result<(), Error> {
+        let default = self.default.inherit(default);
+        CompiledPolicy::compile("default", &default, base)
+            .map_err(|err| at_setting(origin, text, None, &err))?;
+        for (index, (name, _, settings)) in self.endpoints.iter().enumerate() {
+            CompiledPolicy::compile(name, &settings.inherit(&default), base)
+                .map_err(|err| at_setting(origin, text, Some((index, name)), &err))?;
+        }
+        Ok(())
+    }
+}
+
+/// `err`, from compiling the file's default policy (`None`) or its `index`-th endpoint rule
+/// `name`, as `file:line: message in [section]`: the line that sets the first key the message
+/// names, else the policy's first line.
+fn at_setting(origin: &str, text: &str, endpoint: Option<(usize, &str)>, err: &Error) -> Error {
+    let detail = err.detail().unwrap_or("invalid setting");
+    // `compile` starts its messages with `policy "name": `; the section says that here.
+    let detail = match detail.split_once(": ") {
+        Some((policy, rest)) if policy.starts_with("policy ") => rest,
+        _ => detail,
+    };
+    // The policy's lines, each with the table it is in.
+    let mut lines = Vec::new();
+    let mut table = String::new();
+    let mut endpoints = 0;
+    for (number, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if is_header(trimmed) {
+            table = trimmed.split('#').next().unwrap_or("").trim().to_owned();
+            endpoints += usize::from(table.replace(' ', "") == "[[endpoint]]");
+        }
+        let ours = match endpoint {
+            None => table == "[default]" || table.starts_with("[default."),
+            Some((index, _)) => endpoints == index + 1,
+        };
+        if ours {
+            lines.push((number + 1, line, table.clone()));
+        }
+    }
+    let words = detail
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|word| !word.is_empty());
+    let sets = |line: &str, key: &str| line.split(['{', ',', '=']).any(|part| part.trim() == key);
+    let found = words
+        .flat_map(|word| lines.iter().filter(move |(_, line, _)| sets(line, word)))
+        .next()
+        .or(lines.first());
+    let (line, table) = found.map_or((1, "[default]"), |(n, _, t)| (*n, t.as_str()));
+    let section = match endpoint {
+        Some((_, name)) => format!("[[endpoint]] {name:?}"),
+        None => table.to_owned(),
+    };
+    Error::invalid_config(format!("{origin}:{line}: {detail} in {section}"))
 }
 
 /// The line of the `index`-th `[[endpoint]]` header.
