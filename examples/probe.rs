@@ -188,7 +188,7 @@ fn attempt_json(a: &Attempt) -> Value {
 /// One request, its body read to the end.
 async fn probe(client: &Client, args: &Args) -> Value {
     let shown_url = resilient_http::redact::url(&args.url).to_string();
-    let policy = client.policy_name(&args.method, &args.url).to_owned();
+    let policy = client.policy_name(&args.method, &args.url).to_string();
     let mut request = client.request(args.method.clone(), args.url.clone());
     for (name, value) in &args.headers {
         request = request.header(name.as_str(), value.as_str());

@@ -24,7 +24,7 @@ use crate::classify::layer_error;
 use crate::classify::{Class, Classifier, Delivery, outcome, response_outcome};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::extras::Extras;
-use crate::hedge::race::{Event, Race, Runner};
+use crate::hedge::race::{Event, Race, Runner, answers};
 use crate::hook::{AttemptInfo, AuthRefresher, BoxFuture};
 use crate::overload::gate::{self, Gate, Waited};
 use crate::policy::{CompiledPolicy, Policies};
@@ -415,11 +415,12 @@ impl<O: Success> Call<O> {
         self.received_head(head)
     }
 
-    /// The current attempt decided the race: the others are cancelled.
-    fn end_race(&mut self) {
+    /// The current attempt decided the race, with an answer (`answered`) or as its last
+    /// failure: the others are cancelled.
+    fn end_race(&mut self, answered: bool) {
         if let Some(mut race) = self.race.take() {
             let breaker = self.breaker.as_deref();
-            race.cancel(&mut self.retry, |attempt| {
+            race.cancel(&mut self.retry, answered, |attempt| {
                 attempt.end(breaker, Verdict::Ignored);
             });
         }
@@ -458,7 +459,7 @@ impl<O: Success> Call<O> {
             }
             Ok(true) => {
                 // This attempt is the one the call goes on with.
-                self.end_race();
+                self.end_race(true);
                 let policy = self.policy();
                 let reading = buffer(
                     response,
@@ -558,7 +559,7 @@ impl<O: Success> Call<O> {
             Ok(response) => response,
             Err(error) => return self.finish(Err(error)),
         };
-        self.end_race();
+        self.end_race(true);
         let read = match &mut self.reader {
             Reader::Response(into) => {
                 let output = into(response);
@@ -609,7 +610,7 @@ impl<O: Success> Call<O> {
             self.stage = Stage::Race;
             return None;
         }
-        self.end_race();
+        self.end_race(answers(&error));
         if let Some(refresher) = self.refresher_for(&error).cloned() {
             return self.refresh(error, refresher);
         }

@@ -100,6 +100,11 @@ impl<T: Entry> Keyed<T> {
         self.map.load().keys().cloned().collect()
     }
 
+    /// The most entries it keeps.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.map.load().len()
     }

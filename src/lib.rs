@@ -88,6 +88,9 @@
 //! ## Features
 //!
 //! - `reqwest-middleware` (default): [`middleware::ResilientMiddleware`].
+//! - `config` (default): policies from a TOML file ([`ClientBuilder::config_file`]) or from
+//!   your own configuration in any serde format ([`policy::PolicyConfig`]); brings `serde`,
+//!   `toml` and `humantime`.
 //! - `metrics`: counters, gauges and histograms through the `metrics` facade; the names are
 //!   in [`telemetry`], with the spans and events every build has.
 //! - `backoff`: `backoff` crate schedules for the retry layer (off by default: the crate is

@@ -5,6 +5,7 @@
 //!
 //! `cargo test --test fuzz` runs a few thousand cases per property;
 //! `PROPTEST_CASES=1000000 cargo test --release --test fuzz` runs a million.
+#![cfg(feature = "config")]
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;

@@ -420,3 +420,19 @@ async fn a_dropped_race_gives_back_its_probes(via: Via) {
     server.script("/h", [Reply::ok("probe")]);
     assert_eq!(get(&caller, &url).await.unwrap().body, "probe");
 }
+
+/// A hedge the rate limit keeps back spends nothing from the retry budget (it used to take
+/// its budget token before asking the rate limit).
+#[tokio::test(start_paused = true)]
+async fn a_hedge_kept_back_by_the_rate_limit_spends_no_budget() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/h", [Reply::ok("slow").delay(200 * MS)]);
+    let policy = EndpointPolicy::new()
+        .rate_limit(RateLimitConfig::new(1, SECOND))
+        .retry_budget(BudgetConfig::new(0.0, 1, SECOND));
+    let caller = Caller::new(Via::Client, hedged_builder(3, 1, policy));
+    assert_eq!(get(&caller, &server.url("/h")).await.unwrap().body, "slow");
+    assert_eq!(server.hits("/h"), 1);
+    let guards = caller.guards(&server).unwrap();
+    assert_eq!(guards.budget_available(), Some(1));
+}

@@ -462,4 +462,25 @@ async fn hedges_are_counted_by_outcome() {
         let labels = [("policy", "search"), ("outcome", outcome)];
         assert_eq!(counter(s, telemetry::HEDGES, &labels), count, "{outcome}");
     }
+
+    // The first attempt fails while its hedge is out; the hedge's answer is the call's.
+    server.script(
+        "/won",
+        [
+            Reply::status(503).delay(Duration::from_millis(100)),
+            Reply::ok("").delay(Duration::from_millis(100)),
+        ],
+    );
+    let client = Client::builder()
+        .endpoint(
+            "won",
+            Matcher::new().path("/won"),
+            EndpointPolicy::new().hedge(HedgeConfig::new(Duration::from_millis(50), 1)),
+        )
+        .build()
+        .unwrap();
+    client.get(server.url("/won")).send().await.unwrap();
+    let s = &snapshotter.snapshot().into_vec();
+    let labels = [("policy", "won"), ("outcome", "won")];
+    assert_eq!(counter(s, telemetry::HEDGES, &labels), 1);
 }

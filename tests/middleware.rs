@@ -33,6 +33,7 @@ async fn the_middleware_bounds_a_hang() {
     assert_eq!(typed.kind(), ErrorKind::DeadlineExceeded);
 }
 
+#[cfg(feature = "config")]
 #[test]
 fn an_invalid_configuration_is_reported_when_building_the_middleware() {
     let err = ResilientMiddleware::new(Client::builder().config_toml("[default]\nattempts = 0\n"))

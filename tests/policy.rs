@@ -1,5 +1,6 @@
 //! Per-endpoint policies: matching, inheritance, per-request overrides and policy files, all
 //! through the client against the fault server (tokio's clock paused).
+#![cfg(feature = "config")]
 
 use std::time::Duration;
 

@@ -57,6 +57,23 @@ pub struct BreakerConfig {
     pub(super) on_state_change: Option<Callback>,
 }
 
+impl BreakerConfig {
+    /// Whether `other` sets every number as this does (the state-change callback aside: a
+    /// closure cannot be compared, and a reload that rebuilds it must still keep the
+    /// breakers).
+    pub(crate) fn same_settings(&self, other: &BreakerConfig) -> bool {
+        self.window == other.window
+            && self.min_calls == other.min_calls
+            && self.failure_rate == other.failure_rate
+            && self.slow_call_rate == other.slow_call_rate
+            && self.slow_call_duration == other.slow_call_duration
+            && self.open_duration == other.open_duration
+            && self.max_open_duration == other.max_open_duration
+            && self.half_open_probes == other.half_open_probes
+            && self.max_breakers == other.max_breakers
+    }
+}
+
 impl fmt::Debug for BreakerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreakerConfig")

@@ -49,6 +49,17 @@ impl CircuitBreakerLayer {
         Some(self.registry.as_ref()?.breaker(key))
     }
 
+    /// Takes over `before`'s breakers (and their state) if both keep breakers under the same
+    /// key and settings (a reload: see `Policies::keep_state_of`).
+    pub(crate) fn keep_state_of(&mut self, before: &CircuitBreakerLayer) {
+        if let (Some(registry), Some(old)) = (&self.registry, &before.registry)
+            && self.key == before.key
+            && registry.config().same_settings(old.config())
+        {
+            self.registry = Some(old.clone());
+        }
+    }
+
     /// Whether it keeps breakers at all.
     pub(crate) fn enabled(&self) -> bool {
         self.registry.is_some()

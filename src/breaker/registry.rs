@@ -105,6 +105,11 @@ impl BreakerRegistry {
         })
     }
 
+    /// The settings its breakers follow.
+    pub(crate) fn config(&self) -> &BreakerConfig {
+        &self.inner.config
+    }
+
     /// The breaker of an endpoint key (see [`endpoint_key`]), if it has one.
     pub fn get(&self, key: &str) -> Option<BreakerHandle> {
         self.inner.breakers.get(key).map(BreakerHandle)

@@ -1,27 +1,30 @@
 //! Configuring a [`Client`]: settings, policies, hooks and layers, checked once in `build`.
 
 use std::fmt;
+#[cfg(feature = "config")]
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::breaker::BreakerConfig;
 use crate::classify::{BodyClassifier, Classifier, SharedClassifier};
-use crate::error::BoxError;
-use crate::error::Error;
+use crate::error::{BoxError, Error, Short};
 use crate::extras::{AttemptService, Extras};
 use crate::hook::{AttemptHook, AuthRefresher};
 use crate::outer::{CallService, Exchange, Exchanged, OuterService, outer_service};
 use crate::policy::compiled::Base;
-use crate::policy::{CompiledPolicy, EndpointPolicy, Matcher, Policies, PolicyFile};
+use crate::policy::{CompiledPolicy, EndpointPolicy, Matcher, Policies};
+#[cfg(feature = "config")]
+use crate::policy::{PolicyConfig, PolicyFile};
 use crate::retry::RetryPolicy;
 use crate::timeout::{
     DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TOTAL_DEADLINE, attempt_limit,
 };
 
-use super::Client;
+use super::{Built, Client};
 
 /// Configures a [`Client`].
 pub struct ClientBuilder {
@@ -136,6 +139,8 @@ impl ClientBuilder {
     /// Reads the default policy and endpoint rules from a TOML file (see the README for the
     /// layout). A file that cannot be read or is invalid makes [`build`](Self::build) fail
     /// with an error naming the file, the line and the key.
+    #[cfg(feature = "config")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
     pub fn config_file(self, path: impl AsRef<Path>) -> Self {
         let path = path.as_ref();
         match std::fs::read_to_string(path) {
@@ -149,31 +154,59 @@ impl ClientBuilder {
 
     /// Reads the default policy and endpoint rules from TOML text, as
     /// [`config_file`](Self::config_file) does.
+    #[cfg(feature = "config")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
     pub fn config_toml(self, text: &str) -> Self {
         self.apply_config("policy.toml", text)
     }
 
-    fn apply_config(mut self, origin: &str, text: &str) -> Self {
+    /// Takes the default policy and endpoint rules from `config`, the policy file's layout read
+    /// from your own configuration in any serde format (see [`PolicyConfig`]), as
+    /// [`config_toml`](Self::config_toml) does. There is no file line to name, so an error
+    /// names the policy and the key: `policy "payments": "connect_timeout": ...`.
+    #[cfg(feature = "config")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+    pub fn config(self, config: PolicyConfig) -> Self {
+        self.apply_policies(None, |before| PolicyFile::from_config(config, before))
+    }
+
+    #[cfg(feature = "config")]
+    fn apply_config(self, origin: &str, text: &str) -> Self {
+        self.apply_policies(Some((origin, text)), |before| {
+            PolicyFile::parse(origin, text, before)
+        })
+    }
+
+    /// Adds the policies `read` makes (given the names of the endpoint rules so far) once each
+    /// of them compiles; `file` is the name and text of the file they come from, if any, for
+    /// the errors.
+    #[cfg(feature = "config")]
+    fn apply_policies(
+        mut self,
+        file: Option<(&str, &str)>,
+        read: impl FnOnce(&[&str]) -> Result<PolicyFile, Error>,
+    ) -> Self {
         let before: Vec<&str> = self.endpoints.iter().map(|(name, _, _)| &**name).collect();
-        let parsed = PolicyFile::parse(origin, text, &before).and_then(|file| {
+        let parsed = read(&before).and_then(|policies| {
             let base = Base {
                 retry: &self.retry,
                 breaker: self.breaker.as_ref(),
                 classifier: &self.classifier,
             };
-            file.compiles(origin, text, &self.default, &base)?;
-            Ok(file)
+            policies.compiles(file, &self.default, &base)?;
+            Ok(policies)
         });
         match parsed {
-            Ok(file) => {
-                self.default = file.default.inherit(&self.default);
-                self.endpoints.extend(file.endpoints);
+            Ok(policies) => {
+                self.default = policies.default.inherit(&self.default);
+                self.endpoints.extend(policies.endpoints);
                 self
             }
             Err(err) => self.fail(err),
         }
     }
 
+    #[cfg(feature = "config")]
     fn fail(mut self, err: Error) -> Self {
         self.config_error.get_or_insert(err);
         self
@@ -453,31 +486,61 @@ impl ClientBuilder {
                 (http, Some(own_timeout))
             }
         };
-        let mut policies = self.build_policies(Some(&http))?;
-        if let Some(policies) = Arc::get_mut(&mut policies) {
-            // Only if the default policy agrees, so that a mismatch costs speed, never time.
-            let default = &policies.default;
-            let first_limit = attempt_limit(
-                default.attempt_timeout(),
-                Some(default.total_deadline()),
-                None,
-            )
-            .0;
-            policies.client_timeout = client_timeout.filter(|t| *t == first_limit);
-        }
+        let built = Built {
+            connect_timeout: client_timeout.map(|_| connect_timeout),
+            timeout: client_timeout,
+        };
+        let policies = self.client_policies(&http, built)?;
         Ok(Client {
             http,
-            policies,
+            policies: Arc::new(ArcSwap::from_pointee(policies)),
             outer: self.outer,
+            built,
         })
+    }
+
+    /// The policies of a client whose reqwest client is `http`, built as `built` says.
+    fn client_policies(&self, http: &reqwest::Client, built: Built) -> Result<Policies, Error> {
+        let mut policies = self.build_policies(Some(http))?;
+        // Only if the default policy agrees, so that a mismatch costs speed, never time.
+        let default = &policies.default;
+        let first_limit = attempt_limit(
+            default.attempt_timeout(),
+            Some(default.total_deadline()),
+            None,
+        )
+        .0;
+        policies.client_timeout = built.timeout.filter(|t| *t == first_limit);
+        Ok(policies)
+    }
+
+    /// The policies this builder describes, for a client already built (see
+    /// [`Client::reload`]): they may change everything but its reqwest client.
+    pub(crate) fn reload_policies(
+        self,
+        http: &reqwest::Client,
+        built: Built,
+    ) -> Result<Policies, Error> {
+        if self.http.is_some() || !self.configure.is_empty() || self.outer.is_some() {
+            return Err(Error::invalid_config(
+                "a reload changes the policies only: reqwest_client(..), reqwest(..) and \
+                 layer(..) stay as the client was built",
+            ));
+        }
+        if let Some(asked) = self.default.connect_timeout
+            && built.connect_timeout != Some(asked)
+        {
+            return Err(Error::invalid_config(format!(
+                "connect_timeout: {} cannot change on a reload (reqwest sets it per client)",
+                Short(asked)
+            )));
+        }
+        self.client_policies(http, built)
     }
 
     /// Checks the settings and compiles every policy; `http` is the client's reqwest client,
     /// `None` for the reqwest-middleware adapter, which runs no hooks.
-    pub(crate) fn build_policies(
-        &self,
-        http: Option<&reqwest::Client>,
-    ) -> Result<Arc<Policies>, Error> {
+    pub(crate) fn build_policies(&self, http: Option<&reqwest::Client>) -> Result<Policies, Error> {
         if let Some(err) = &self.config_error {
             return Err(err.clone_config());
         }
@@ -516,7 +579,7 @@ impl ClientBuilder {
             client_timeout: None,
         };
         self.add_extras(&mut policies, http)?;
-        Ok(Arc::new(policies))
+        Ok(policies)
     }
 
     /// Gives each policy its hooks, body classifier and attempt layers.

@@ -12,7 +12,9 @@ pub use request::RequestBuilder;
 pub use service::PolicyService;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::Method;
 
 use crate::breaker::BreakerRegistry;
@@ -44,8 +46,19 @@ use crate::read::{Reader, Success};
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
-    policies: Arc<Policies>,
+    // Swapped whole by `reload`; each call loads them once and keeps them to its end.
+    policies: Arc<ArcSwap<Policies>>,
     outer: Option<OuterService>,
+    built: Built,
+}
+
+/// What the client's reqwest client was built with, which a reload cannot change.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Built {
+    /// Its connect timeout; `None` for a reqwest client handed over.
+    pub(crate) connect_timeout: Option<Duration>,
+    /// Its timeout (see `Policies::client_timeout`); `None` for a reqwest client handed over.
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl Client {
@@ -65,7 +78,7 @@ impl Client {
     pub fn request<U: reqwest::IntoUrl>(&self, method: Method, url: U) -> RequestBuilder {
         RequestBuilder {
             inner: self.http.request(method, url),
-            policies: self.policies.clone(),
+            policies: self.policies.load_full(),
             outer: self.outer.clone(),
             overrides: None,
         }
@@ -106,7 +119,7 @@ impl Client {
         match &self.outer {
             None => tower::Service::call(&mut self.service(), request),
             Some(outer) => {
-                let (http, policies) = (self.http.clone(), self.policies.clone());
+                let (http, policies) = (self.http.clone(), self.policies.load_full());
                 Pending::new(State::Outer(crate::outer::run(
                     outer,
                     request,
@@ -143,19 +156,60 @@ impl Client {
 
     /// The name of the policy a request with this method and URL follows (`"default"` unless
     /// an endpoint rule matches).
-    pub fn policy_name(&self, method: &Method, url: &url::Url) -> &str {
-        &self.policies.select(method, url).name
+    pub fn policy_name(&self, method: &Method, url: &url::Url) -> Arc<str> {
+        self.policies.load().select(method, url).name.clone()
     }
 
     /// The default policy's circuit breakers, one per endpoint, to read and steer; `None` when
     /// turned off.
-    pub fn breakers(&self) -> Option<&BreakerRegistry> {
-        self.policies.default.breakers()
+    pub fn breakers(&self) -> Option<BreakerRegistry> {
+        self.policies.load().default.breakers().cloned()
     }
 
     /// The circuit breakers of the policy called `policy` (`"default"` or an endpoint rule).
-    pub fn breakers_for(&self, policy: &str) -> Option<&BreakerRegistry> {
-        self.policies.by_name(policy)?.breakers()
+    pub fn breakers_for(&self, policy: &str) -> Option<BreakerRegistry> {
+        self.policies.load().by_name(policy)?.breakers().cloned()
+    }
+
+    /// Swaps in the policies `builder` describes, at once for every later call: its default
+    /// policy, endpoint rules, retry policy, breaker settings, classifier, hooks and attempt
+    /// layers. Calls already started finish under the policies they started with.
+    ///
+    /// The state the endpoints taught the client stays where a policy of the same name keeps
+    /// the same settings: its breakers (open, half-open, their windows) when its breaker
+    /// settings did not change, and its overload guards (retry budget, `Retry-After` holds,
+    /// rate limit, bulkhead) when their settings did not change. Changed settings start from
+    /// a clean state.
+    ///
+    /// What the reqwest client was built with stays: a `builder` that sets another
+    /// `connect_timeout`, hands over a `reqwest_client`, configures one with `reqwest(..)` or
+    /// sets an outer `layer` is refused. Any error (a bad file, a contradiction) changes
+    /// nothing: the error names the file, line and key as [`build`](ClientBuilder::build)'s.
+    ///
+    /// ```
+    /// # fn run() -> Result<(), resilient_http::Error> {
+    /// use resilient_http::Client;
+    ///
+    /// let client = Client::builder().config_toml("[default]\nattempts = 3\n").build()?;
+    /// // Later, on a signal or when the file changes:
+    /// client.reload(Client::builder().config_toml("[default]\nattempts = 5\n"))?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn reload(&self, builder: ClientBuilder) -> Result<(), Error> {
+        let current = self.policies.load();
+        let mut next = builder.reload_policies(&self.http, self.built)?;
+        next.keep_state_of(&current);
+        self.policies.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// [`reload`](Self::reload) with a client configured by its policy file alone: the same
+    /// as `client.reload(Client::builder().config_file(path))`.
+    #[cfg(feature = "config")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+    pub fn reload_file(&self, path: impl AsRef<std::path::Path>) -> Result<(), Error> {
+        self.reload(Client::builder().config_file(path))
     }
 
     /// What the overload guards of endpoint `key` hold now under the policy called `policy`
@@ -165,7 +219,7 @@ impl Client {
     /// when there is no such policy, it turns no guard on, or no call has gone to that
     /// endpoint under it yet. See [`OverloadHandle`](crate::overload::OverloadHandle).
     pub fn overload(&self, policy: &str, key: &str) -> Option<crate::overload::OverloadHandle> {
-        let guards = self.policies.by_name(policy)?.guards()?.get(key)?;
+        let guards = self.policies.load().by_name(policy)?.guards()?.get(key)?;
         Some(crate::overload::OverloadHandle(guards))
     }
 

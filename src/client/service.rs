@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
+
 use crate::call::{Call, Which};
 use crate::error::Error;
 use crate::pending::Pending;
@@ -13,7 +15,7 @@ use crate::read::Reader;
 #[derive(Clone, Debug)]
 pub struct PolicyService {
     pub(super) http: reqwest::Client,
-    pub(super) policies: Arc<Policies>,
+    pub(super) policies: Arc<ArcSwap<Policies>>,
 }
 
 // No `get_mut`: calls leave some attempt limits to the `reqwest::Client`'s own timeout, which
@@ -41,10 +43,12 @@ impl tower::Service<reqwest::Request> for PolicyService {
     }
 
     fn call(&mut self, request: reqwest::Request) -> Self::Future {
-        let index = self.policies.select_index(request.method(), request.url());
+        // The policies in force now, for the whole call (a reload changes later calls only).
+        let policies = self.policies.load_full();
+        let index = policies.select_index(request.method(), request.url());
         Pending::call(Call::new(
             self.http.clone(),
-            self.policies.clone(),
+            policies,
             Which::Shared(index),
             request,
             Reader::Response(std::convert::identity),

@@ -10,11 +10,12 @@
 //! [`Retry`](crate::retry::Retry) layer (and so the reqwest-middleware adapter):
 //!
 //! - Only requests that may be sent twice are hedged: idempotent methods, or a request
-//!   carrying an `Idempotency-Key`. A POST or PATCH without one never is, whatever
-//!   `retry_non_idempotent` says: a hedge is sent while the first copy may still be
-//!   processed, by design.
-//! - When the newest attempt in flight has not answered after [`HedgeConfig::after`], one
-//!   more is sent, up to [`HedgeConfig::max`] per call, and never past the call's deadline.
+//!   carrying an `Idempotency-Key` (yours, or the one the policy's `idempotency_key` adds).
+//!   A POST or PATCH without one never is, whatever `retry_non_idempotent` says: a hedge is
+//!   sent while the first copy may still be processed, by design.
+//! - [`HedgeConfig::after`] after the newest attempt was sent, if the call has no answer
+//!   yet, one more is sent, up to [`HedgeConfig::max`] per call, and never past the call's
+//!   deadline.
 //! - A hedge is extra load, so it must get past everything a retry must, and never waits:
 //!   the retry budget (it withdraws as a retry does), a `Retry-After` hold, the rate limit
 //!   (it takes a slot) and the breaker (which admits and counts it like any attempt). When
@@ -27,8 +28,10 @@
 //!   call waits for the others; when the last one fails, the retry decides as it would for a
 //!   single attempt.
 //! - Every attempt, hedge or not, is in the history ([`Attempt::hedge`](crate::Attempt::hedge)
-//!   says which were hedges), has its own `attempt` span (field `hedge`), and is counted by
-//!   the attempt metrics. Hedges do not use up the policy's attempts.
+//!   says which were hedges) and has its own `attempt` span (field `hedge`; `error.type`
+//!   `cancelled` for a loser). The attempt metrics count the attempts that ended with an
+//!   answer or an error, and [`HEDGES`](crate::telemetry::HEDGES) the hedges sent, won and
+//!   skipped. Hedges do not use up the policy's attempts.
 //! - A hedge belongs to its call: it takes no second place in a bulkhead.
 //! - The race is over the response's head. With `send_buffered` and the other readers, a
 //!   head that is a transient failure still waits for the others; with a

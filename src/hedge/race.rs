@@ -13,7 +13,20 @@ use std::time::Duration;
 
 use tokio::time::{Sleep, sleep};
 
+use crate::classify::Class;
+use crate::error::Error;
 use crate::retry::state::{RetryState, Slot};
+
+/// Whether an attempt's `result` answers the call: anything but a transient failure, which
+/// waits for the others of its race.
+pub(crate) fn answered<T>(result: &Result<T, Error>) -> bool {
+    result.as_ref().map_or_else(answers, |_| true)
+}
+
+/// Whether an attempt's failure answers the call (see [`answered`]).
+pub(crate) fn answers(error: &Error) -> bool {
+    error.class() != Class::Transient
+}
 
 /// One attempt in flight.
 pub(crate) struct Runner<F, A> {
@@ -88,24 +101,24 @@ impl<F: Future + Unpin, A> Race<F, A> {
         self.runners.into_iter().map(|runner| runner.attempt)
     }
 
-    /// `retry`'s current attempt ended the race (an answer that is not a transient failure,
-    /// or the last failure): the others are dropped (their connections with them), `end` is
-    /// given what each had of its own, and the history records them as cancelled.
-    pub(crate) fn cancel(&mut self, retry: &mut RetryState, mut end: impl FnMut(A)) {
+    /// `retry`'s current attempt ended the race: with an answer (`answered`: not a
+    /// transient failure), or as the last failure. The others are dropped (their connections
+    /// with them), `end` is given what each had of its own, and the history records them as
+    /// cancelled.
+    pub(crate) fn cancel(
+        &mut self,
+        retry: &mut RetryState,
+        answered: bool,
+        mut end: impl FnMut(A),
+    ) {
         self.next_hedge = None;
-        if self.runners.is_empty() {
-            return;
-        }
-        for Runner {
-            future,
-            slot,
-            attempt,
-        } in self.runners.drain(..)
-        {
-            drop(future);
+        for runner in self.runners.drain(..) {
+            let Runner { slot, attempt, .. } = runner;
             end(attempt);
             retry.cancelled(slot);
         }
-        retry.won_race();
+        if answered {
+            retry.won_race();
+        }
     }
 }

@@ -163,11 +163,10 @@ impl Guards {
     /// May a hedge go out at `now`, without waiting? Not while the endpoint is held, nor when
     /// `breaker` (the endpoint's, if the caller has it) will turn it away; then it spends
     /// from the retry budget as a retry does, and takes a rate-limit slot. `Err`: the guard
-    /// that kept it back.
+    /// that kept it back (reported by the caller as a skipped hedge, not as a refusal).
     pub(crate) fn let_hedge_out(
         &self,
         now: Instant,
-        policy: Option<&Arc<str>>,
         breaker: Option<&Breaker>,
     ) -> Result<(), Guard> {
         if self.held_for(now).is_some() {
@@ -176,14 +175,20 @@ impl Guards {
         if breaker.is_some_and(Breaker::refuses_now) {
             return Err(Guard::Breaker);
         }
-        // The budget before the rate limit: a slot is the server's quota, the budget ours.
-        if !self.withdraw(now, policy) {
+        // Nothing is spent for a hedge that does not go: the budget is looked at, then the
+        // rate limit's slot taken, then the budget spent (which another thread may have
+        // emptied in between: then the slot is lost, as a retry's is when its send fails).
+        let budget = self.budget.as_ref();
+        if budget.is_some_and(|budget| budget.available(now) == 0) {
             return Err(Guard::Budget);
         }
         if let Some(rate) = &self.rate
             && rate.try_take(now).is_err()
         {
             return Err(Guard::RateLimit);
+        }
+        if budget.is_some_and(|budget| !budget.withdraw(now)) {
+            return Err(Guard::Budget);
         }
         Ok(())
     }
@@ -303,6 +308,14 @@ impl GuardRegistry {
             config: Arc::new(config),
             key: key.map(Arc::from),
         })
+    }
+
+    /// Whether `other` keeps guards set up as these are (the same settings, key and bound):
+    /// then a reload keeps `other`'s, with their state.
+    pub(crate) fn same_setup(&self, other: &GuardRegistry) -> bool {
+        self.config == other.config
+            && self.key == other.key
+            && self.guards.max() == other.guards.max()
     }
 
     /// The guards of requests to `url`, under the key its breaker has.

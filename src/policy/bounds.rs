@@ -258,9 +258,30 @@ impl Real {
     }
 }
 
-/// A duration as the policy file writes it: `1h`, `250ms`, `1day`.
+/// A duration as the policy file writes it: `1h`, `250ms`, `1day 2h` (humantime's units, so
+/// the file reads it back; written here so that builds without the `config` feature, and so
+/// without humantime, say it the same way).
 fn show(value: Duration) -> String {
-    humantime::format_duration(value).to_string()
+    let (secs, nanos) = (value.as_secs(), u64::from(value.subsec_nanos()));
+    let days = secs / 86_400;
+    let parts = [
+        (days, if days > 1 { "days" } else { "day" }),
+        (secs % 86_400 / 3600, "h"),
+        (secs % 3600 / 60, "m"),
+        (secs % 60, "s"),
+        (nanos / 1_000_000, "ms"),
+        (nanos / 1000 % 1000, "us"),
+        (nanos % 1000, "ns"),
+    ];
+    let shown: Vec<String> = (parts.iter())
+        .filter(|(count, _)| *count > 0)
+        .map(|(count, unit)| format!("{count}{unit}"))
+        .collect();
+    if shown.is_empty() {
+        "0s".to_owned()
+    } else {
+        shown.join(" ")
+    }
 }
 
 impl Statuses {
@@ -376,6 +397,25 @@ pub(crate) fn time_window(length: Duration, buckets: u32) -> Result<(), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_show_in_the_units_the_file_reads() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (DAY, "1day"),
+            (
+                DAY + HOUR + Duration::from_millis(61_001),
+                "1day 1h 1m 1s 1ms",
+            ),
+            (DAY * 400, "400days"),
+            (Duration::from_nanos(1_002_003), "1ms 2us 3ns"),
+        ];
+        for (value, shown) in cases {
+            assert_eq!(show(value), shown);
+            #[cfg(feature = "config")]
+            assert_eq!(humantime::parse_duration(shown).ok(), Some(value));
+        }
+    }
 
     #[test]
     fn refusals_say_the_range_and_the_value() {

@@ -241,6 +241,20 @@ impl CompiledPolicy {
         self.retry.shared()
     }
 
+    /// Takes over `before`'s breakers and guards where this policy's are set up the same way
+    /// (see [`Policies::keep_state_of`]).
+    fn keep_state_of(&mut self, before: &CompiledPolicy) {
+        if self.endpoint_key != before.endpoint_key {
+            return;
+        }
+        self.breaker.keep_state_of(&before.breaker);
+        if let (Some(guards), Some(old)) = (&mut self.guards, &before.guards)
+            && guards.same_setup(old)
+        {
+            *guards = old.clone();
+        }
+    }
+
     /// The breaker (if breakers are on) and the overload guards (if any are on) of requests
     /// to `url` under this policy: both under one endpoint key, worked out once.
     pub(crate) fn endpoint(
@@ -324,6 +338,19 @@ impl Policies {
             .iter()
             .position(|(_, policy)| &*policy.name == name)
             .map(Some)
+    }
+
+    /// Takes over, for each policy that `old` has by the same name, the state of its breakers
+    /// and overload guards (open breakers, budgets, holds, rate limits, bulkheads) when their
+    /// settings did not change: a reload keeps what the endpoints taught the client.
+    pub(crate) fn keep_state_of(&mut self, old: &Policies) {
+        let policies = std::iter::once(&mut self.default)
+            .chain(self.endpoints.iter_mut().map(|(_, policy)| policy));
+        for policy in policies {
+            if let Some(before) = old.by_name(&policy.name) {
+                policy.keep_state_of(before);
+            }
+        }
     }
 
     pub(crate) fn by_name(&self, name: &str) -> Option<&CompiledPolicy> {

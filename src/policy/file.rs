@@ -1,10 +1,13 @@
-//! Policy files in TOML: the `[default]` policy and `[[endpoint]]` rules.
+//! Policy files in TOML: the `[default]` policy and `[[endpoint]]` rules; the same layout
+//! from any serde format as [`PolicyConfig`].
 //!
 //! Every mistake is an error that names the file, the line and the key, e.g.
 //! `policy.toml:14: unknown key "atempts" in [[endpoint]] "payments"`: unknown keys are
 //! rejected (a typo must not silently keep the default), and so are wrong types and values out
 //! of range: every numeric key has a maximum, the same one its builder setter has (see
 //! [`bounds`]). Durations are written as humans write them: `"250ms"`, `"2s"`, `"1m 30s"`.
+//! Formats without lines get the key in the message itself (`"attempts": must be ...`), and a
+//! policy's name where the file would give its line.
 
 use std::time::Duration;
 
@@ -24,9 +27,47 @@ pub(crate) struct PolicyFile {
     pub(crate) endpoints: Vec<(String, Matcher, EndpointPolicy)>,
 }
 
-#[derive(Deserialize)]
+/// The policy file's layout, read from any serde format: a section of your own configuration
+/// (TOML, YAML, JSON, through `config`, `figment`, ...) for
+/// [`ClientBuilder::config`](crate::ClientBuilder::config).
+///
+/// The keys are the policy file's (see the README): a `default` table and an `endpoint`
+/// list, each entry with a `name`, a `match` table and the same settings. Durations are
+/// strings as humans write them (`"250ms"`, `"2s"`, `"1m 30s"`). Unknown keys are refused, and
+/// so are values out of range, with the same ranges as the builders; the message names the
+/// key. Settings that contradict each other are refused by the builder, naming the policy.
+///
+/// ```
+/// use resilient_http::Client;
+/// use resilient_http::policy::PolicyConfig;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Settings {
+///     database_url: String,
+///     http: PolicyConfig,
+/// }
+///
+/// let settings: Settings = toml::from_str(r#"
+///     database_url = "postgres://localhost/orders"
+///
+///     [http.default]
+///     attempts = 3
+///     deadline = "10s"
+///
+///     [[http.endpoint]]
+///     name = "payments"
+///     match = { host = "api.example.com", path = "/v1/charges*", methods = ["POST"] }
+///     attempts = 1
+/// "#).map_err(|e| resilient_http::Error::invalid_config(e.to_string()))?;
+/// let client = Client::builder().config(settings.http).build()?;
+/// # let _ = (client, settings.database_url);
+/// # Ok::<(), resilient_http::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawFile {
+#[non_exhaustive]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+pub struct PolicyConfig {
     default: Option<RawPolicy>,
     #[serde(default)]
     endpoint: Vec<RawEndpoint>,
@@ -35,19 +76,19 @@ struct RawFile {
 /// The settings a policy table may hold; `[[endpoint]]` tables also hold `name` and `match`.
 macro_rules! policy_table {
     ($name:ident { $($extra:tt)* }) => {
-        #[derive(Deserialize)]
+        #[derive(Clone, Debug, Deserialize)]
         #[serde(deny_unknown_fields)]
         struct $name {
             $($extra)*
             #[serde(default, deserialize_with = "attempts")]
             attempts: Option<u32>,
-            #[serde(default, deserialize_with = "timeout")]
+            #[serde(default, deserialize_with = "attempt_timeout")]
             attempt_timeout: Option<Duration>,
-            #[serde(default, deserialize_with = "timeout")]
+            #[serde(default, deserialize_with = "deadline")]
             deadline: Option<Duration>,
-            #[serde(default, deserialize_with = "timeout")]
+            #[serde(default, deserialize_with = "connect_timeout")]
             connect_timeout: Option<Duration>,
-            #[serde(default, deserialize_with = "statuses")]
+            #[serde(default, deserialize_with = "retry_statuses")]
             retry_statuses: Option<Vec<u16>>,
             retry_non_idempotent: Option<bool>,
             idempotency_key: Option<bool>,
@@ -118,12 +159,12 @@ policy_table!(RawEndpoint {
     matcher: RawMatch,
 });
 
-#[derive(Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBackoff {
-    #[serde(default, deserialize_with = "backoff_delay")]
+    #[serde(default, deserialize_with = "backoff_base")]
     base: Option<Duration>,
-    #[serde(default, deserialize_with = "backoff_delay")]
+    #[serde(default, deserialize_with = "backoff_max")]
     max: Option<Duration>,
     #[serde(default, deserialize_with = "multiplier")]
     multiplier: Option<f64>,
@@ -131,13 +172,13 @@ struct RawBackoff {
     jitter: Option<Jitter>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBreaker {
     enabled: Option<bool>,
     #[serde(default, deserialize_with = "window_size")]
     window_size: Option<u32>,
-    #[serde(default, deserialize_with = "rate")]
+    #[serde(default, deserialize_with = "failure_rate")]
     failure_rate: Option<f64>,
     #[serde(default, deserialize_with = "min_calls")]
     min_calls: Option<u32>,
@@ -149,7 +190,7 @@ struct RawBreaker {
 }
 
 /// `[….budget]`: keys it leaves out take the library's defaults.
-#[derive(Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBudget {
     enabled: Option<bool>,
@@ -177,7 +218,7 @@ impl RawBudget {
 }
 
 /// `[….rate_limit]`: `rate` requests per `per` (default 1 s), bursts of `burst` (default 1).
-#[derive(Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRateLimit {
     #[serde(deserialize_with = "request_rate")]
@@ -189,7 +230,7 @@ struct RawRateLimit {
 }
 
 /// `[….bulkhead]`: `max_in_flight` calls at once, queueing up to `queue_timeout` (default 0).
-#[derive(Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBulkhead {
     #[serde(deserialize_with = "max_in_flight")]
@@ -200,7 +241,7 @@ struct RawBulkhead {
 
 /// `[….hedge]`: a hedge when an attempt has not answered after `after`, up to `max`
 /// (default 1).
-#[derive(Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHedge {
     #[serde(deserialize_with = "hedge_after")]
@@ -209,7 +250,7 @@ struct RawHedge {
     max: Option<u32>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMatch {
     host: Option<String>,
@@ -217,80 +258,90 @@ struct RawMatch {
     methods: Option<Vec<String>>,
 }
 
-fn custom<E: serde::de::Error>(message: String) -> E {
-    E::custom(message)
+/// `why` the value of `key` is refused, naming the key: the one place a format without lines
+/// (JSON, YAML, a `config` value) says where the mistake is.
+fn refused<E: serde::de::Error>(key: &str, why: impl std::fmt::Display) -> E {
+    E::custom(format!("{key:?}: {why}"))
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+fn duration<'de, D: Deserializer<'de>>(d: D, key: &str) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map_err(|e| {
-        custom(format!(
-            "invalid duration {text:?} ({e}); write e.g. \"250ms\" or \"2s\""
-        ))
+        refused(
+            key,
+            format!("invalid duration {text:?} ({e}); write e.g. \"250ms\" or \"2s\""),
+        )
     })
 }
 
 /// A whole number in `bound`. Read as a signed 64-bit number, so that `-1` and `5000000000`
 /// are refused with the range rather than a type error.
-fn whole<'de, D, T>(d: D, bound: &bounds::Count) -> Result<T, D::Error>
+fn whole<'de, D, T>(d: D, key: &str, bound: &bounds::Count) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<i64>,
 {
-    let value = bound.check(i64::deserialize(d)?).map_err(custom)?;
-    T::try_from(value).map_err(|_| custom(format!("{value} is out of range")))
+    let value = (bound.check(i64::deserialize(d)?)).map_err(|why| refused(key, why))?;
+    T::try_from(value).map_err(|_| refused(key, format!("{value} is out of range")))
 }
 
-fn span<'de, D: Deserializer<'de>>(d: D, bound: &bounds::Span) -> Result<Duration, D::Error> {
-    duration(d).and_then(|value| bound.check(value).map_err(custom))
+fn span<'de, D: Deserializer<'de>>(
+    d: D,
+    key: &str,
+    bound: &bounds::Span,
+) -> Result<Duration, D::Error> {
+    duration(d, key).and_then(|value| bound.check(value).map_err(|why| refused(key, why)))
 }
 
-fn real<'de, D: Deserializer<'de>>(d: D, bound: &bounds::Real) -> Result<f64, D::Error> {
-    bound.check(f64::deserialize(d)?).map_err(custom)
+fn real<'de, D: Deserializer<'de>>(d: D, key: &str, bound: &bounds::Real) -> Result<f64, D::Error> {
+    (bound.check(f64::deserialize(d)?)).map_err(|why| refused(key, why))
 }
 
-/// One function per key, for serde, each checking the key's range in [`bounds`]: the same
-/// ranges the builders check.
+/// One function per key, for serde, each checking the key's range in [`bounds`] (the same
+/// ranges the builders check) and naming the key when it refuses.
 macro_rules! bounded {
-    ($($name:ident: $ty:ty = $how:ident($bound:expr);)*) => {$(
+    ($($name:ident($key:literal): $ty:ty = $how:ident($bound:expr);)*) => {$(
         fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<$ty>, D::Error> {
-            $how(d, &$bound).map(Some)
+            $how(d, $key, &$bound).map(Some)
         }
     )*};
 }
 
 bounded! {
-    attempts: u32 = whole(bounds::ATTEMPTS);
-    timeout: Duration = span(bounds::TIMEOUT);
-    retry_after_cap: Duration = span(bounds::RETRY_AFTER_CAP);
-    body_limit: u64 = whole(bounds::BODY_LIMIT);
-    backoff_delay: Duration = span(bounds::BACKOFF_DELAY);
-    multiplier: f64 = real(bounds::BACKOFF_MULTIPLIER);
-    window_size: u32 = whole(bounds::WINDOW_CALLS);
-    rate: f64 = real(bounds::RATE);
-    min_calls: u32 = whole(bounds::MIN_CALLS);
-    open_for: Duration = span(bounds::OPEN_DURATION);
-    half_open_probes: u32 = whole(bounds::HALF_OPEN_PROBES);
-    budget_ratio: f64 = real(bounds::BUDGET_RATIO);
-    min_per_second: u32 = whole(bounds::MIN_PER_SECOND);
-    budget_window: Duration = span(bounds::BUDGET_WINDOW);
-    rate_per: Duration = span(bounds::RATE_PER);
-    burst: u32 = whole(bounds::BURST);
-    queue_timeout: Duration = span(bounds::QUEUE_TIMEOUT);
-    hedges: u32 = whole(bounds::HEDGES);
+    attempts("attempts"): u32 = whole(bounds::ATTEMPTS);
+    attempt_timeout("attempt_timeout"): Duration = span(bounds::TIMEOUT);
+    deadline("deadline"): Duration = span(bounds::TIMEOUT);
+    connect_timeout("connect_timeout"): Duration = span(bounds::TIMEOUT);
+    retry_after_cap("retry_after_cap"): Duration = span(bounds::RETRY_AFTER_CAP);
+    body_limit("body_limit"): u64 = whole(bounds::BODY_LIMIT);
+    backoff_base("base"): Duration = span(bounds::BACKOFF_DELAY);
+    backoff_max("max"): Duration = span(bounds::BACKOFF_DELAY);
+    multiplier("multiplier"): f64 = real(bounds::BACKOFF_MULTIPLIER);
+    window_size("window_size"): u32 = whole(bounds::WINDOW_CALLS);
+    failure_rate("failure_rate"): f64 = real(bounds::RATE);
+    min_calls("min_calls"): u32 = whole(bounds::MIN_CALLS);
+    open_for("open_for"): Duration = span(bounds::OPEN_DURATION);
+    half_open_probes("half_open_probes"): u32 = whole(bounds::HALF_OPEN_PROBES);
+    budget_ratio("ratio"): f64 = real(bounds::BUDGET_RATIO);
+    min_per_second("min_per_second"): u32 = whole(bounds::MIN_PER_SECOND);
+    budget_window("window"): Duration = span(bounds::BUDGET_WINDOW);
+    rate_per("per"): Duration = span(bounds::RATE_PER);
+    burst("burst"): u32 = whole(bounds::BURST);
+    queue_timeout("queue_timeout"): Duration = span(bounds::QUEUE_TIMEOUT);
+    hedges("max"): u32 = whole(bounds::HEDGES);
 }
 
 /// A required key's value, in its range.
 fn request_rate<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    whole(d, &bounds::REQUEST_RATE)
+    whole(d, "rate", &bounds::REQUEST_RATE)
 }
 
 fn max_in_flight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    whole(d, &bounds::MAX_IN_FLIGHT)
+    whole(d, "max_in_flight", &bounds::MAX_IN_FLIGHT)
 }
 
 fn hedge_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    span(d, &bounds::HEDGE_AFTER)
+    span(d, "after", &bounds::HEDGE_AFTER)
 }
 
 fn jitter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Jitter>, D::Error> {
@@ -300,34 +351,58 @@ fn jitter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Jitter>, D::Error> {
         "equal" => Ok(Some(Jitter::Equal)),
         "decorrelated" => Ok(Some(Jitter::Decorrelated)),
         "none" => Ok(Some(Jitter::None)),
-        _ => Err(custom(format!(
-            "unknown jitter {text:?}; one of \"full\", \"equal\", \"decorrelated\", \"none\""
-        ))),
+        _ => Err(refused(
+            "jitter",
+            format!(
+                "unknown jitter {text:?}; one of \"full\", \"equal\", \"decorrelated\", \"none\""
+            ),
+        )),
     }
 }
 
-fn statuses<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u16>>, D::Error> {
+fn retry_statuses<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u16>>, D::Error> {
     let list = Vec::<u16>::deserialize(d)?;
-    bounds::STATUSES.check(list).map(Some).map_err(custom)
+    (bounds::STATUSES.check(list))
+        .map(Some)
+        .map_err(|why| refused("retry_statuses", why))
 }
 
 impl PolicyFile {
     /// Parses `text`; `origin` (the file name) starts every error message. `before` names
     /// the endpoint rules defined before this file, which its rules may not redefine.
     pub(crate) fn parse(origin: &str, text: &str, before: &[&str]) -> Result<PolicyFile, Error> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| locate(origin, text, &e))?;
-        let default = raw.default.map(RawPolicy::settings).unwrap_or_default();
+        let config: PolicyConfig = toml::from_str(text).map_err(|e| locate(origin, text, &e))?;
+        PolicyFile::read(config, Some((origin, text)), before)
+    }
+
+    /// The policies of `config`, a value from any format; errors name the policy and the key.
+    /// `before` as in [`parse`](Self::parse).
+    pub(crate) fn from_config(config: PolicyConfig, before: &[&str]) -> Result<PolicyFile, Error> {
+        PolicyFile::read(config, None, before)
+    }
+
+    /// `config`'s policies, from the file `origin` with `text` (whose lines errors name) or,
+    /// for `None`, from a value (errors name the policy instead).
+    fn read(
+        config: PolicyConfig,
+        file: Option<(&str, &str)>,
+        before: &[&str],
+    ) -> Result<PolicyFile, Error> {
+        let default = config.default.map(RawPolicy::settings).unwrap_or_default();
         let mut endpoints: Vec<(String, Matcher, EndpointPolicy)> =
-            Vec::with_capacity(raw.endpoint.len());
-        for (index, mut endpoint) in raw.endpoint.into_iter().enumerate() {
+            Vec::with_capacity(config.endpoint.len());
+        for (index, mut endpoint) in config.endpoint.into_iter().enumerate() {
             let name = std::mem::take(&mut endpoint.name);
             let matches = std::mem::take(&mut endpoint.matcher);
             let settings = endpoint.settings();
-            let at = |key: &str, message: &str| {
-                let line = endpoint_line(text, index, key);
-                Error::invalid_config(format!(
-                    "{origin}:{line}: {key:?}: {message} in [[endpoint]] {name:?}"
-                ))
+            let at = |key: &str, message: &str| match file {
+                Some((origin, text)) => {
+                    let line = endpoint_line(text, index, key);
+                    Error::invalid_config(format!(
+                        "{origin}:{line}: {key:?}: {message} in [[endpoint]] {name:?}"
+                    ))
+                }
+                None => Error::invalid_config(format!("policy {name:?}: {key:?}: {message}")),
             };
             let defined =
                 (before.iter().copied()).chain(endpoints.iter().map(|(n, _, _)| n.as_str()));
@@ -358,21 +433,24 @@ impl PolicyFile {
     /// Compiles each of the file's policies as `build` will (over `default`, what the
     /// builder's default policy sets so far, and `base`), so that a mistake only a whole
     /// policy shows (settings that contradict each other, as a breaker's `min_calls` above
-    /// its `window_size`) names the file and the line too. `origin` and `text` as in
-    /// [`parse`](Self::parse).
+    /// its `window_size`) names the file and the line too, when `file` is the file's name and
+    /// text as in [`parse`](Self::parse); for `None` (a [`PolicyConfig`]), the error names the
+    /// policy, as the builder's do.
     pub(crate) fn compiles(
         &self,
-        origin: &str,
-        text: &str,
+        file: Option<(&str, &str)>,
         default: &EndpointPolicy,
         base: &Base<'_>,
     ) -> Result<(), Error> {
+        let located = |endpoint: Option<(usize, &str)>, err: Error| match file {
+            Some((origin, text)) => at_setting(origin, text, endpoint, &err),
+            None => err,
+        };
         let default = self.default.inherit(default);
-        CompiledPolicy::compile("default", &default, base)
-            .map_err(|err| at_setting(origin, text, None, &err))?;
+        CompiledPolicy::compile("default", &default, base).map_err(|err| located(None, err))?;
         for (index, (name, _, settings)) in self.endpoints.iter().enumerate() {
             CompiledPolicy::compile(name, &settings.inherit(&default), base)
-                .map_err(|err| at_setting(origin, text, Some((index, name)), &err))?;
+                .map_err(|err| located(Some((index, name)), err))?;
         }
         Ok(())
     }
@@ -470,6 +548,11 @@ fn locate(origin: &str, text: &str, err: &toml::de::Error) -> Error {
         None => match line_text.rsplit_once('=') {
             Some((key, _)) => {
                 let key = key.rsplit(['{', ',']).next().unwrap_or(key).trim();
+                // Our own messages name the key (for formats without lines): say it once, as
+                // the line writes it (`breaker.min_calls`).
+                let leaf = key.rsplit('.').next().unwrap_or(key);
+                let message =
+                    (message.strip_prefix(&quoted(leaf))).map_or(message, str::trim_start);
                 format!("{} {message}", quoted(key))
             }
             None => message.to_owned(),

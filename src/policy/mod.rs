@@ -31,10 +31,14 @@ use std::time::Duration;
 
 pub(crate) mod bounds;
 pub(crate) mod compiled;
+#[cfg(feature = "config")]
 mod file;
 mod matcher;
 
 pub(crate) use compiled::{CompiledPolicy, Policies};
+#[cfg(feature = "config")]
+pub use file::PolicyConfig;
+#[cfg(feature = "config")]
 pub(crate) use file::PolicyFile;
 pub use matcher::Matcher;
 

@@ -10,6 +10,7 @@ use tower::Service;
 use super::state::{Next, RetryState};
 use crate::breaker::Breaker;
 use crate::error::Error;
+use crate::hedge::race::answered;
 use crate::hedge::race::{Event, Race, Runner};
 use crate::hook::BoxFuture;
 use crate::overload::gate::{self, Gate, Waited};
@@ -122,7 +123,8 @@ where
                             {
                                 continue;
                             }
-                            race.cancel(this.retry, drop);
+                            let answered = answered(&result);
+                            race.cancel(this.retry, answered, drop);
                             result
                         }
                     };

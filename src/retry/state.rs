@@ -15,6 +15,7 @@ use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
 use crate::breaker::Breaker;
 use crate::classify::{Class, Delivery};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
+use crate::hedge::race::answers;
 use crate::overload::Guards;
 use crate::overload::bulkhead::BulkheadPermit;
 use crate::read::Success;
@@ -221,7 +222,7 @@ impl RetryState {
         }
         let policy = self.policy.name();
         let kept_back = match &self.guards {
-            Some(guards) => guards.let_hedge_out(now, policy, breaker).err(),
+            Some(guards) => guards.let_hedge_out(now, breaker).err(),
             None => breaker
                 .is_some_and(Breaker::refuses_now)
                 .then_some(Guard::Breaker),
@@ -250,7 +251,7 @@ impl RetryState {
     /// (the next answer may be good); the failure is then recorded as any attempt's, and no
     /// retry is decided on. Otherwise the caller cancels the others and decides as usual.
     pub(crate) fn keeps_racing(&mut self, error: &Error, others: bool) -> bool {
-        if !others || error.class() != Class::Transient {
+        if !others || answers(error) {
             return false;
         }
         let now = self.record(Err(error));
@@ -262,7 +263,8 @@ impl RetryState {
         true
     }
 
-    /// The current attempt won its race: the others were [cancelled](Self::cancelled).
+    /// The current attempt's answer (not a transient failure) ended its race: counted when
+    /// it is a hedge's.
     pub(crate) fn won_race(&self) {
         if self.hedge {
             self.observer.hedge_won(self.policy.name());

@@ -91,7 +91,7 @@
 //! | [`OVERLOAD_WAITS`] | counter | `policy`, `reason`: `retry_after` and `rate_limit` (an attempt waited, as the `request delayed` event), `bulkhead` (a call queued) |
 //! | [`OVERLOAD_REJECTIONS`] | counter | `policy`, `reason`: `retry_after` and `rate_limit` (kind `RateLimited`), `bulkhead` (`BulkheadFull`, at once or after queueing), `budget` (a retry the budget refused: `BudgetExhausted`, also in [`GIVE_UPS`] as `budget_exhausted`) |
 //! | [`OVERLOAD_HOLDS`] | counter | `policy`: endpoints that became held at their server's request |
-//! | [`HEDGES`] | counter | `policy`, `outcome`: `sent`, `won` (a hedge answered first), `skipped` (due, but kept back: see [`hedge`](crate::hedge)) |
+//! | [`HEDGES`] | counter | `policy`, `outcome`: `sent`, `won` (the call's answer came from a hedge), `skipped` (due, but kept back: see [`hedge`](crate::hedge)) |
 //!
 //! The overload metrics are labelled by policy, not by endpoint, though each guard is per
 //! endpoint key: policies are few and named by you, so the series stay bounded with no
@@ -134,9 +134,9 @@ pub const OVERLOAD_WAITS: &str = "resilient_http.overload.waits";
 pub const OVERLOAD_REJECTIONS: &str = "resilient_http.overload.rejections";
 /// Endpoints held at their server's request (`Retry-After`) (counter).
 pub const OVERLOAD_HOLDS: &str = "resilient_http.overload.holds";
-/// Hedged requests (counter), by `outcome`: `sent`, `won` (answered first, cancelling the
-/// others), `skipped` (due, but the budget, a hold, the rate limit or the breaker kept it
-/// back).
+/// Hedged requests (counter), by `outcome`: `sent`, `won` (the call's answer came from a
+/// hedge: a success or a permanent failure), `skipped` (due, but the budget, a hold, the
+/// rate limit or the breaker kept it back).
 pub const HEDGES: &str = "resilient_http.hedges";
 
 use std::fmt;

@@ -1,0 +1,350 @@
+//! Policies from the user's own configuration (`ClientBuilder::config` with `PolicyConfig`):
+//! the policy file's layout as a section of a larger TOML document and as JSON, driving a
+//! client against the fault server exactly as the file does; mistakes name the key, and
+//! settings that contradict each other name the policy.
+#![cfg(feature = "config")]
+
+use std::time::Duration;
+
+use resilient_http::policy::PolicyConfig;
+use resilient_http::testkit::{FaultServer, Reply};
+use resilient_http::{Client, ClientBuilder, ErrorKind};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+const MS: Duration = Duration::from_millis(1);
+
+/// The policy as a file: default 3 attempts, 100 ms × 2, no jitter; "payments" (POST on
+/// /v1/charges* at HOST) 1 attempt; "search" (/search*) 10 attempts within 1 s; "fragile"
+/// (/fragile) 1 attempt, its breaker opening after 2 failures of 2.
+const FILE: &str = r#"
+[default]
+attempts = 3
+deadline = "30s"
+retry_statuses = [500, 503]
+
+[default.backoff]
+base = "100ms"
+max = "20s"
+jitter = "none"
+
+[[endpoint]]
+name = "payments"
+match = { host = "HOST", path = "/v1/charges*", methods = ["POST"] }
+attempts = 1
+deadline = "2s"
+
+[[endpoint]]
+name = "search"
+match = { path = "/search*" }
+attempts = 10
+deadline = "1s"
+
+[[endpoint]]
+name = "fragile"
+match = { path = "/fragile" }
+attempts = 1
+[endpoint.breaker]
+window_size = 4
+min_calls = 2
+failure_rate = 0.5
+open_for = "10s"
+"#;
+
+/// The same policy as the `[http]` section of a service's own TOML configuration.
+const NESTED_TOML: &str = r#"
+service = "orders"
+
+[database]
+url = "postgres://localhost/orders"
+
+[http]
+
+[http.default]
+attempts = 3
+deadline = "30s"
+retry_statuses = [500, 503]
+
+[http.default.backoff]
+base = "100ms"
+max = "20s"
+jitter = "none"
+
+[[http.endpoint]]
+name = "payments"
+match = { host = "HOST", path = "/v1/charges*", methods = ["POST"] }
+attempts = 1
+deadline = "2s"
+
+[[http.endpoint]]
+name = "search"
+match = { path = "/search*" }
+attempts = 10
+deadline = "1s"
+
+[[http.endpoint]]
+name = "fragile"
+match = { path = "/fragile" }
+attempts = 1
+[http.endpoint.breaker]
+window_size = 4
+min_calls = 2
+failure_rate = 0.5
+open_for = "10s"
+"#;
+
+/// The same policy in JSON.
+const JSON: &str = r#"{
+  "service": "orders",
+  "database": { "url": "postgres://localhost/orders" },
+  "http": {
+    "default": {
+      "attempts": 3,
+      "deadline": "30s",
+      "retry_statuses": [500, 503],
+      "backoff": { "base": "100ms", "max": "20s", "jitter": "none" }
+    },
+    "endpoint": [
+      {
+        "name": "payments",
+        "match": { "host": "HOST", "path": "/v1/charges*", "methods": ["POST"] },
+        "attempts": 1,
+        "deadline": "2s"
+      },
+      { "name": "search", "match": { "path": "/search*" }, "attempts": 10, "deadline": "1s" },
+      {
+        "name": "fragile",
+        "match": { "path": "/fragile" },
+        "attempts": 1,
+        "breaker": { "window_size": 4, "min_calls": 2, "failure_rate": 0.5, "open_for": "10s" }
+      }
+    ]
+  }
+}"#;
+
+/// A service's configuration, of which the policies are one section.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    service: String,
+    database: Database,
+    http: PolicyConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Database {
+    url: String,
+}
+
+/// What the policy does, through a client made by `builder`, against a fresh server.
+async fn behaves_as_the_file(make: impl Fn(&str) -> ClientBuilder) {
+    let server = FaultServer::start().await.unwrap();
+    let client = make(&server.addr().to_string()).build().unwrap();
+    for path in ["/v1/charges/7", "/other", "/search/q", "/fragile"] {
+        server.script(path, [Reply::status(503)]);
+    }
+
+    // "payments": one attempt, even with an Idempotency-Key.
+    let err = client
+        .post(server.url("/v1/charges/7"))
+        .header("idempotency-key", "k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.policy(), Some("payments"));
+    assert_eq!(server.hits("/v1/charges/7"), 1);
+
+    // The default: 3 attempts, 100 ms then 200 ms apart.
+    let started = Instant::now();
+    let err = client.get(server.url("/other")).send().await.unwrap_err();
+    assert_eq!(err.policy(), Some("default"));
+    assert_eq!(server.hits("/other"), 3);
+    assert_eq!(started.elapsed(), 300 * MS);
+
+    // "search" inherits the backoff and stops at its own 1 s deadline: attempts at 0, 100,
+    // 300 and 700 ms, the next sleep would end past it.
+    let started = Instant::now();
+    let err = client
+        .get(server.url("/search/q"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.policy(), Some("search"));
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    assert_eq!(server.hits("/search/q"), 4);
+    assert_eq!(started.elapsed(), 700 * MS);
+
+    // "fragile": its breaker opens after two failures, and the third call is refused
+    // without reaching the server.
+    for _ in 0..2 {
+        let err = client.get(server.url("/fragile")).send().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Status);
+    }
+    let err = client.get(server.url("/fragile")).send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+    assert_eq!(server.hits("/fragile"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_section_of_a_toml_document_works_as_the_file_does() {
+    behaves_as_the_file(|host| Client::builder().config_toml(&FILE.replace("HOST", host))).await;
+    behaves_as_the_file(|host| {
+        let settings: Settings = toml::from_str(&NESTED_TOML.replace("HOST", host)).unwrap();
+        assert_eq!(settings.service, "orders");
+        assert_eq!(settings.database.url, "postgres://localhost/orders");
+        Client::builder().config(settings.http)
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn json_works_as_the_file_does() {
+    behaves_as_the_file(|host| {
+        let settings: Settings = serde_json::from_str(&JSON.replace("HOST", host)).unwrap();
+        Client::builder().config(settings.http)
+    })
+    .await;
+}
+
+/// A section left out (`#[serde(default)]`) changes nothing: the library's defaults.
+#[tokio::test(start_paused = true)]
+async fn an_absent_section_keeps_the_defaults() {
+    #[derive(Deserialize)]
+    struct Optional {
+        #[serde(default)]
+        http: PolicyConfig,
+    }
+    let settings: Optional = toml::from_str("").unwrap();
+    let server = FaultServer::start().await.unwrap();
+    server.script("/flaky", [Reply::status(503)]);
+    let client = Client::builder().config(settings.http).build().unwrap();
+    client.get(server.url("/flaky")).send().await.unwrap_err();
+    assert_eq!(server.hits("/flaky"), 3, "the default policy's 3 attempts");
+}
+
+/// JSON has no line to show, so the message names the key itself.
+#[test]
+fn json_mistakes_name_the_key() {
+    let cases = [
+        (
+            r#"{"default": {"attempts": 0}}"#,
+            r#""attempts": must be at least 1 and at most 100, got 0"#,
+        ),
+        (
+            r#"{"default": {"attempts": 5000000000}}"#,
+            r#""attempts": must be at least 1 and at most 100, got 5000000000"#,
+        ),
+        (
+            r#"{"endpoint": [{"name": "x", "breaker": {"failure_rate": 1.5}}]}"#,
+            r#""failure_rate": must be above 0 and at most 1, got 1.5"#,
+        ),
+        (
+            r#"{"default": {"backoff": {"max": "2h"}}}"#,
+            r#""max": must be at least zero and at most 1h, got 2h"#,
+        ),
+        (
+            r#"{"default": {"deadline": "soon"}}"#,
+            r#""deadline": invalid duration "soon""#,
+        ),
+        (
+            r#"{"default": {"backoff": {"jitter": "fuzzy"}}}"#,
+            r#""jitter": unknown jitter "fuzzy""#,
+        ),
+        (
+            r#"{"default": {"retry_statuses": [503, 999]}}"#,
+            r#""retry_statuses": 999 is not an HTTP status"#,
+        ),
+        (
+            r#"{"default": {"rate_limit": {"rate": 0}}}"#,
+            r#""rate": must be at least 1"#,
+        ),
+        (r#"{"default": {"atempts": 3}}"#, "unknown field `atempts`"),
+        (
+            r#"{"endpoint": [{"name": "x", "breaker": {"min_call": 3}}]}"#,
+            "unknown field `min_call`",
+        ),
+        (r#"{"defaults": {}}"#, "unknown field `defaults`"),
+        (r#"{"endpoint": [{"attempts": 1}]}"#, "missing field `name`"),
+    ];
+    for (json, expected) in cases {
+        let err = serde_json::from_str::<PolicyConfig>(json).unwrap_err();
+        assert!(
+            err.to_string().contains(expected),
+            "{json}\n  got: {err}\n  want: {expected}"
+        );
+    }
+}
+
+/// What only the builder can tell (a contradiction, a name taken twice, a setting only the
+/// default policy has, a bad host) names the policy and the setting, as there is no line.
+#[test]
+fn what_the_builder_refuses_names_the_policy_and_the_key() {
+    let cases = [
+        (
+            r#"{"endpoint": [{"name": "payments", "breaker": {"window_size": 10, "min_calls": 20}}]}"#,
+            "policy \"payments\": min_calls (20) must not exceed the window's 10 calls",
+        ),
+        (
+            r#"{"default": {"backoff": {"base": "2s", "max": "1s"}}}"#,
+            "policy \"default\": backoff base (2s) must not exceed",
+        ),
+        (
+            r#"{"endpoint": [{"name": "payments", "connect_timeout": "1s"}]}"#,
+            "policy \"payments\": \"connect_timeout\": only the default policy can set it",
+        ),
+        (
+            r#"{"endpoint": [{"name": "x"}, {"name": "x"}]}"#,
+            "policy \"x\": \"name\": a policy of this name is already defined",
+        ),
+        (
+            r#"{"endpoint": [{"name": "x", "match": {"host": "a b"}}]}"#,
+            "policy \"x\": \"host\":",
+        ),
+        (
+            r#"{"endpoint": [{"name": "x", "match": {"methods": ["GE T"]}}]}"#,
+            "policy \"x\": \"methods\":",
+        ),
+    ];
+    for (json, expected) in cases {
+        let config: PolicyConfig = serde_json::from_str(json).unwrap();
+        let err = Client::builder().config(config).build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(
+            err.to_string().contains(expected),
+            "{json}\n  got: {err}\n  want: {expected}"
+        );
+    }
+
+    // A rule's name is checked against those defined before, by the builder or a file.
+    let config: PolicyConfig = serde_json::from_str(r#"{"endpoint": [{"name": "x"}]}"#).unwrap();
+    let err = Client::builder()
+        .config_toml("[[endpoint]]\nname = \"x\"\n")
+        .config(config.clone())
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("policy \"x\": \"name\""), "{err}");
+    // And the config's rules against those of a file read after it.
+    let err = Client::builder()
+        .config(config)
+        .config_toml("[[endpoint]]\nname = \"x\"\n")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("policy.toml:2: \"name\""), "{err}");
+}
+
+/// The reqwest-middleware adapter takes the same builder, so the same check.
+#[cfg(feature = "reqwest-middleware")]
+#[test]
+fn the_middleware_refuses_a_contradiction_too() {
+    use resilient_http::middleware::ResilientMiddleware;
+    let config: PolicyConfig =
+        serde_json::from_str(r#"{"default": {"breaker": {"window_size": 10, "min_calls": 20}}}"#)
+            .unwrap();
+    let err = ResilientMiddleware::new(Client::builder().config(config)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("policy \"default\": min_calls (20) must not exceed"),
+        "{err}"
+    );
+}
