@@ -34,6 +34,19 @@ use crate::timeout::{attempt_limit, expired, timed_out};
 
 type ReqwestFuture = <reqwest::Client as Service<reqwest::Request>>::Future;
 
+/// Makes a request's body afresh for each attempt
+/// ([`RequestBuilder::body_with`](crate::RequestBuilder::body_with)).
+#[derive(Clone)]
+pub(crate) struct BodyFactory(
+    pub(crate) Arc<dyn Fn() -> BoxFuture<Result<reqwest::Body, Error>> + Send + Sync>,
+);
+
+impl std::fmt::Debug for BodyFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BodyFactory")
+    }
+}
+
 /// Which policy a call follows.
 pub(crate) enum Which {
     /// An endpoint rule by index, or the default (`None`).
@@ -49,7 +62,8 @@ type Step<O> = Option<Result<O, Error>>;
 enum Stage<O> {
     /// Not polled yet.
     Start,
-    /// The policy's hook is preparing the next attempt's request (see [`Call::prepare`]).
+    /// The request's body factory, then the policy's hook, are preparing the next attempt's
+    /// request (see [`Call::hooked_or_sent`]).
     Hook(BoxFuture<Result<reqwest::Request, Error>>),
     /// An attempt is waiting for the response's head.
     Send(Sending),
@@ -146,6 +160,8 @@ pub(crate) struct Call<O> {
     buffered: bool,
     // Whether credentials were refreshed once already.
     refreshed_once: bool,
+    // Makes each attempt's body, if the request has a factory.
+    body: Option<BodyFactory>,
 }
 
 impl<O> Drop for Call<O> {
@@ -210,7 +226,17 @@ impl<O: Success> Call<O> {
             reader,
             buffered,
             refreshed_once: false,
+            body: None,
         })
+    }
+
+    /// Makes each attempt's body with `factory`, before the hook (if any), so that every
+    /// attempt sends a fresh one; set before the call is first polled.
+    pub(crate) fn with_body(mut self: Box<Self>, factory: BodyFactory) -> Box<Self> {
+        self.body = Some(factory);
+        // A hedge goes out at once, with no time to make its body.
+        self.retry.forbid_hedges();
+        self
     }
 
     fn policy(&self) -> &CompiledPolicy {
@@ -267,27 +293,44 @@ impl<O: Success> Call<O> {
         }
     }
 
-    /// Through the hook, if any, then out.
+    /// Through the body factory and the hook, if any, then out.
     fn hooked_or_sent(&mut self, request: reqwest::Request) -> Step<O> {
-        let Some(hook) = self.extras().and_then(|e| e.hook.clone()) else {
+        let hook = self.extras().and_then(|e| e.hook.clone());
+        if hook.is_none() && self.body.is_none() {
             return self.send(request);
-        };
-        let info = AttemptInfo {
-            number: self.retry.attempt_number(),
-            history: self.retry.history().to_vec(),
-            policy: self.policy().name.clone(),
-        };
-        let what = format!("hook {:?}", hook.name());
-        let label = what.clone();
+        }
+        let hooking = hook.map(|hook| {
+            let info = AttemptInfo {
+                number: self.retry.attempt_number(),
+                history: self.retry.history().to_vec(),
+                policy: self.policy().name.clone(),
+            };
+            (hook, info)
+        });
+        let deadline = self.retry.deadline();
+        let body = self.body.clone();
         let (method, url) = (self.method.clone(), request.url().clone());
-        let start = move || -> BoxFuture<Result<reqwest::Request, Error>> {
-            let future = hook.before_attempt(request, info);
-            Box::pin(async move { future.await.map_err(|e| hook_failed(&label, failed(e))) })
+        let preparing = async move {
+            let mut request = request;
+            if let Some(BodyFactory(make)) = body {
+                let making = within(deadline, call_caught("body factory", || make()));
+                *request.body_mut() = Some(run_caught(making, "body factory").await?);
+            }
+            let Some((hook, info)) = hooking else {
+                return Ok(request);
+            };
+            let what = format!("hook {:?}", hook.name());
+            let label = what.clone();
+            let start = move || -> BoxFuture<Result<reqwest::Request, Error>> {
+                let future = hook.before_attempt(request, info);
+                Box::pin(async move { future.await.map_err(|e| hook_failed(&label, failed(e))) })
+            };
+            let hooking = within(deadline, call_caught(&what, start));
+            run_caught(hooking, &what).await
         };
-        let hooking = within(self.retry.deadline(), call_caught(&what, start));
-        // The hook has the request: its errors name the one it was given.
+        // The factory and the hook had the request: their errors name the one they were given.
         self.stage = Stage::Hook(Box::pin(async move {
-            let request = run_caught(hooking, &what).await;
+            let request = preparing.await;
             request.map_err(|error| error.with_request(&method, &url))
         }));
         None
@@ -713,7 +756,7 @@ fn within<T: Send + 'static>(
             Class::Transient,
             Delivery::NotSent,
         )
-        .with_detail("the deadline passed while a hook or the auth refresher ran")
+        .with_detail("the deadline passed while a hook, a body factory or the auth refresher ran")
     })
 }
 

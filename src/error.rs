@@ -42,7 +42,8 @@ pub enum ErrorKind {
     CircuitOpen,
     /// The retry budget is spent; the request was not retried.
     BudgetExhausted,
-    /// A retry was needed but the request body is a stream that cannot be sent twice.
+    /// A retry was needed but the request body is a stream that cannot be sent twice (longer
+    /// than the policy's `replay_buffer`, or not sent to its end).
     BodyNotReplayable,
     /// The request could not be built (invalid URL, invalid header, ...).
     InvalidRequest,
@@ -60,7 +61,8 @@ pub enum ErrorKind {
     /// The response body could not be decoded (invalid JSON for
     /// [`json`](crate::RequestBuilder::json)); permanent, and the error keeps the status.
     Decode,
-    /// A hook run before an attempt failed or panicked; the message names the hook.
+    /// A hook run before an attempt failed or panicked; the message names the hook (or the
+    /// request's [body factory](crate::RequestBuilder::body_with)).
     Hook,
     /// The endpoint is held back: the server asked to wait (`Retry-After` on a 429 or 503),
     /// or the client's own rate limit has no slot, and the wait does not fit the deadline.

@@ -174,6 +174,7 @@ mod policy_file {
         ("idempotency_key", Kind::Bool),
         ("retry_after_cap", Kind::Span("1day")),
         ("body_limit", Kind::Count(1, 1 << 30)),
+        ("replay_buffer", Kind::Count(0, 16 << 20)),
         ("hold_on_retry_after", Kind::Bool),
         ("backoff", Kind::Table(BACKOFF)),
         ("breaker", Kind::Table(BREAKER)),

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use http::Version;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::error::Error;
+use crate::call::BodyFactory;
+use crate::classify::layer_error;
+use crate::error::{BoxError, Error, ErrorKind};
 use crate::hook::BoxFuture;
 use crate::outer::OuterService;
 use crate::pending::{Pending, Reading, State};
@@ -69,8 +71,58 @@ impl RequestBuilder {
     }
 
     /// Sets the body.
+    ///
+    /// A body of bytes is sent again by each retry. A stream (`reqwest::Body::wrap_stream`,
+    /// `wrap`, a file) can be read once: the policy's
+    /// [`replay_buffer`](crate::policy::EndpointPolicy::replay_buffer) keeps up to 64 KiB of
+    /// it as it is sent, for the retries; a longer one gets one attempt (see
+    /// [`body_with`](Self::body_with) to retry those).
     pub fn body<T: Into<reqwest::Body>>(self, body: T) -> Self {
         self.map(|b| b.body(body))
+    }
+
+    /// Makes the body afresh for each attempt with `factory`, so that a stream of any
+    /// length (a file, say) is retried like any other request. It replaces any body set
+    /// otherwise, and runs before the attempt, after the endpoint's guards let it out and
+    /// before the policy's [hook](crate::hook) (which sees the new body), within the call's
+    /// deadline. The outer layers ([`ClientBuilder::layer`](crate::ClientBuilder::layer))
+    /// see the request without it. A call with a factory sends no
+    /// [hedges](crate::hedge).
+    ///
+    /// An error of the factory, or a panic in it, ends the call with a permanent
+    /// [`ErrorKind::Hook`](crate::ErrorKind::Hook) naming the request, whose
+    /// [`unredacted_source`](Error::unredacted_source) is the factory's error; an [`Error`]
+    /// it makes itself ([`Error::transient`], ...) keeps its meaning.
+    ///
+    /// ```no_run
+    /// # async fn run(client: resilient_http::Client) -> Result<(), resilient_http::Error> {
+    /// // A file streamed from disk at each attempt (`Body::from(File)` needs reqwest's
+    /// // `stream` feature; `tokio::fs::read` reads it whole instead).
+    /// let path = std::path::PathBuf::from("report.csv");
+    /// let response = client
+    ///     .put("http://127.0.0.1:8080/reports/today")
+    ///     .body_with(move || {
+    ///         let path = path.clone();
+    ///         async move { tokio::fs::read(path).await.map(reqwest::Body::from) }
+    ///     })
+    ///     .send()
+    ///     .await?;
+    /// # let _ = response;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn body_with<F, Fut, E>(mut self, factory: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<reqwest::Body, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        let make = move || -> BoxFuture<Result<reqwest::Body, Error>> {
+            let making = factory();
+            Box::pin(async move { making.await.map_err(|e| factory_failed(e.into())) })
+        };
+        self.overrides().body = Some(BodyFactory(Arc::new(make)));
+        self
     }
 
     /// Limits this call, all attempts included, to `timeout`. It can only shorten the client's
@@ -222,21 +274,37 @@ impl RequestBuilder {
 
     /// Builds the request and starts its call, through the outer layers if there are any.
     #[inline]
-    fn run<O: Success>(self, reader: Reader<O>, buffered: bool) -> State<O> {
+    fn run<O: Success>(mut self, reader: Reader<O>, buffered: bool) -> State<O> {
         let (http, request) = self.inner.build_split();
-        let request = match request {
+        let mut request = match request {
             Ok(request) => request,
             Err(error) => return State::Failed(Some(Error::from(error))),
         };
+        let body = self.overrides.as_mut().and_then(|o| o.body.take());
+        if body.is_some() {
+            // Made per attempt: the request itself carries none, so it is copied for retries.
+            *request.body_mut() = None;
+        }
         let (policies, overrides) = (self.policies, self.overrides);
+        let start = move |request| {
+            let call = new_call(http, policies, overrides, request, reader, buffered)?;
+            Ok(match body {
+                Some(factory) => call.with_body(factory),
+                None => call,
+            })
+        };
         match &self.outer {
-            None => match new_call(http, policies, overrides, request, reader, buffered) {
+            None => match start(request) {
                 Ok(call) => State::Running(call),
                 Err(error) => State::Failed(Some(error)),
             },
-            Some(outer) => State::Outer(crate::outer::run(outer, request, move |request| {
-                new_call(http, policies, overrides, request, reader, buffered)
-            })),
+            Some(outer) => State::Outer(crate::outer::run(outer, request, start)),
         }
     }
+}
+
+/// The error of a body factory: one of ours keeps its meaning, any other is a permanent
+/// [`ErrorKind::Hook`] naming the factory.
+fn factory_failed(error: BoxError) -> Error {
+    layer_error(error, "body factory", ErrorKind::AttemptTimeout)
 }

@@ -63,6 +63,12 @@ pub(crate) const BODY_LIMIT: Count = Count {
     min: 1,
     max: 1 << 30,
 };
+/// Bytes of a streaming request body kept for a retry (0: none): held in memory while the
+/// request is sent, by every call in flight, so at most 16 MiB.
+pub(crate) const REPLAY_BUFFER: Count = Count {
+    min: 0,
+    max: 16 << 20,
+};
 /// Entries in a list of retried statuses: there are 500 status codes.
 const STATUS_LIST: Count = Count { min: 0, max: 500 };
 /// One HTTP status code.

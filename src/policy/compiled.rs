@@ -70,6 +70,7 @@ impl CompiledPolicy {
             idempotency_key,
             retry_after_cap,
             body_limit,
+            replay_buffer,
             backoff_base,
             backoff_max,
             backoff_multiplier,
@@ -120,6 +121,9 @@ impl CompiledPolicy {
         }
         if let Some(hedge) = *hedge {
             retry = retry.hedge(hedge);
+        }
+        if let Some(bytes) = *replay_buffer {
+            retry = retry.replay_buffer(bytes);
         }
         let retry = retry.build().map_err(named)?.named(name.clone());
 
@@ -296,6 +300,10 @@ pub(crate) struct Overrides {
     pub(crate) policy: Option<String>,
     pub(crate) attempts: Option<u32>,
     pub(crate) deadline: Option<Duration>,
+    /// Makes each attempt's body ([`RequestBuilder::body_with`](crate::RequestBuilder::body_with)):
+    /// not a policy change, but the one per-request slot the builder carries; taken out
+    /// before the call starts.
+    pub(crate) body: Option<crate::call::BodyFactory>,
 }
 
 /// The default policy and the endpoint rules, in order.

@@ -96,6 +96,8 @@ macro_rules! policy_table {
             retry_after_cap: Option<Duration>,
             #[serde(default, deserialize_with = "body_limit")]
             body_limit: Option<u64>,
+            #[serde(default, deserialize_with = "replay_buffer")]
+            replay_buffer: Option<u64>,
             hold_on_retry_after: Option<bool>,
             backoff: Option<RawBackoff>,
             breaker: Option<RawBreaker>,
@@ -122,6 +124,7 @@ macro_rules! policy_table {
                     idempotency_key: self.idempotency_key,
                     retry_after_cap: self.retry_after_cap,
                     body_limit: self.body_limit,
+                    replay_buffer: self.replay_buffer,
                     backoff_base: backoff.base,
                     backoff_max: backoff.max,
                     backoff_multiplier: backoff.multiplier,
@@ -314,6 +317,7 @@ bounded! {
     connect_timeout("connect_timeout"): Duration = span(bounds::TIMEOUT);
     retry_after_cap("retry_after_cap"): Duration = span(bounds::RETRY_AFTER_CAP);
     body_limit("body_limit"): u64 = whole(bounds::BODY_LIMIT);
+    replay_buffer("replay_buffer"): u64 = whole(bounds::REPLAY_BUFFER);
     backoff_base("base"): Duration = span(bounds::BACKOFF_DELAY);
     backoff_max("max"): Duration = span(bounds::BACKOFF_DELAY);
     multiplier("multiplier"): f64 = real(bounds::BACKOFF_MULTIPLIER);

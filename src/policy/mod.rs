@@ -121,6 +121,12 @@ settings! {
     /// [`ErrorKind::BodyTooLarge`](crate::ErrorKind::BodyTooLarge). Default 16 MiB; 1 byte
     /// to 1 GiB, since it is held in memory (read a larger body after `send()`).
     body_limit: u64, within bounds::BODY_LIMIT;
+    /// The most bytes of a streaming request body kept as it is sent, so that a retry can
+    /// send it again (see [`RequestBuilder::body_with`](crate::RequestBuilder::body_with) for
+    /// larger ones). Default 64 KiB; 0 keeps none; at most 16 MiB. A longer stream gets one
+    /// attempt, and a transient failure of it is
+    /// [`BodyNotReplayable`](crate::ErrorKind::BodyNotReplayable).
+    replay_buffer: u64, within bounds::REPLAY_BUFFER;
     /// The first retry's delay before jitter (at most 1 hour).
     backoff_base: Duration, within bounds::BACKOFF_DELAY;
     /// The longest delay between attempts (at most 1 hour).

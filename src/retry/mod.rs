@@ -33,9 +33,13 @@
 //!
 //! Each retry sends a copy made with `reqwest::Request::try_clone` before the first attempt
 //! (bytes bodies are reference-counted, so this copies headers and URL, not the body). A streaming
-//! body cannot be copied: the request still gets its one attempt, and if that fails transiently
-//! the error is [`BodyNotReplayable`](crate::ErrorKind::BodyNotReplayable), with the attempt's
-//! own error as its source.
+//! body cannot be copied: it is kept as the first attempt sends it, up to
+//! [`replay_buffer`](RetryPolicyBuilder::replay_buffer) bytes (64 KiB by default), and the
+//! retries send what was kept. A longer stream, or one not sent to its end, gets its one
+//! attempt, and if that fails transiently the error is
+//! [`BodyNotReplayable`](crate::ErrorKind::BodyNotReplayable), with the attempt's own error as
+//! its source. The client can also make the body afresh for each attempt
+//! ([`RequestBuilder::body_with`](crate::RequestBuilder::body_with)), for streams of any size.
 //!
 //! ## What comes back
 //!
@@ -75,6 +79,7 @@ mod delays;
 mod future;
 mod layer;
 mod policy;
+mod replay;
 pub(crate) mod retry_after;
 mod service;
 pub(crate) mod state;

@@ -12,6 +12,7 @@ use tracing::Span;
 use super::RetryHistory;
 use super::delays::Delays;
 use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
+use super::replay::Replay;
 use crate::breaker::Breaker;
 use crate::classify::{Class, Delivery};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
@@ -54,6 +55,9 @@ pub(crate) struct RetryState {
     // (`None` when the body cannot be copied). One slot for both keeps the futures that hold
     // this small; not boxed, since a large allocation per call costs more than moving it.
     spare: Option<reqwest::Request>,
+    // A streaming body kept as the first attempt sends it: `spare` has no body until a retry
+    // takes this one's (see `super::replay`).
+    replay: Option<Replay>,
     // The deadline configured for the call, until `begin` turns it into `clock`'s.
     own_deadline: Option<Duration>,
     may_repeat: bool,
@@ -105,6 +109,7 @@ impl RetryState {
             place: None,
             policy,
             spare: Some(request),
+            replay: None,
             own_deadline: deadline,
             may_repeat: false,
             clock,
@@ -322,8 +327,13 @@ impl RetryState {
             && (is_idempotent(request.method()) || request.headers().contains_key(IDEMPOTENCY_KEY));
         // The one copy a retrying stack cannot avoid; skipped when no retry is possible. Made
         // before the budget is set below, so it does not copy that (each retry sets its own).
-        if policy.max_attempts > 1 || self.extra_allowed > 0 || self.may_hedge {
+        let retries = policy.max_attempts > 1 || self.extra_allowed > 0;
+        if retries || self.may_hedge {
             self.spare = copy_request(&request);
+            // Only a streaming body cannot be copied.
+            if self.spare.is_none() && retries && policy.replay_buffer() > 0 {
+                self.spare = self.keep_as_sent(&mut request);
+            }
         }
         let budget = call_budget(request.timeout().copied(), self.own_deadline);
         if self.own_deadline.is_some() && self.budget_in_request {
@@ -397,7 +407,7 @@ impl RetryState {
             policy: &self.policy,
             attempts: self.attempts - self.extra_used - self.hedges,
             may_repeat: self.may_repeat,
-            replayable: self.spare.is_some(),
+            replayable: self.replayable(),
             deadline: self.clock.deadline(),
             now,
             guards: self.guards.as_deref(),
@@ -471,7 +481,7 @@ impl RetryState {
     /// the request cannot be sent again.
     pub(crate) fn retry_with_new_credentials(&mut self, error: Error) -> Result<(), Error> {
         self.record(Err(&error));
-        if self.spare.is_none() {
+        if !self.replayable() {
             return Err(self.fail(Error::not_replayable(error)));
         }
         self.observer.retrying(
@@ -538,6 +548,18 @@ impl RetryState {
             return Err(self.fail(error));
         };
         let mut request = request;
+        if let Some(replay) = self.replay.take() {
+            // Checked by the retry's decision: the stream went out whole.
+            let Some(body) = replay.into_body() else {
+                let error = Error::new(
+                    ErrorKind::BodyNotReplayable,
+                    Class::Permanent,
+                    Delivery::NotSent,
+                );
+                return Err(self.fail(error));
+            };
+            *request.body_mut() = Some(body);
+        }
         if let Some((name, value)) = header {
             request.headers_mut().insert(name, value);
         }
@@ -553,6 +575,25 @@ impl RetryState {
         self.attempt_started = now;
         self.observer.attempt_started(self.attempts, &request);
         Ok(request)
+    }
+
+    /// `request`'s streaming body, kept as it is sent up to the policy's `replay_buffer`; the
+    /// copy of `request` a retry sends, with the kept body then. The call sends no hedges: a
+    /// hedge goes out while the stream is still being read.
+    fn keep_as_sent(&mut self, request: &mut reqwest::Request) -> Option<reqwest::Request> {
+        let body = request.body_mut().take()?;
+        let spare = copy_request(request);
+        let (sending, replay) = Replay::keep(body, self.policy.replay_buffer());
+        *request.body_mut() = Some(sending);
+        self.replay = Some(replay);
+        self.may_hedge = false;
+        spare
+    }
+
+    /// Whether the request can be sent again: a copy was kept, and a streaming body kept
+    /// as it was sent went out whole within the buffer.
+    fn replayable(&self) -> bool {
+        self.spare.is_some() && self.replay.as_ref().is_none_or(Replay::whole)
     }
 
     /// The call's final error: its history, its policy, and the deadline if it ran out.
