@@ -436,3 +436,55 @@ async fn a_hedge_kept_back_by_the_rate_limit_spends_no_budget() {
     let guards = caller.guards(&server).unwrap();
     assert_eq!(guards.budget_available(), Some(1));
 }
+
+/// What hedging buys on a server whose first answer is sometimes slow: 1,000 calls one after
+/// another, every tenth first answer 1 s late, the rest 5 ms; a hedge 50 ms after the send
+/// gets a 5 ms answer. Latency percentiles in virtual time, printed (`--nocapture`).
+#[tokio::test(start_paused = true)]
+async fn hedging_cuts_the_tail_of_a_server_with_slow_first_answers() {
+    const CALLS: usize = 1000;
+    let fast = || Reply::ok("x").delay(5 * MS);
+    let slow = || Reply::ok("x").delay(SECOND);
+    let mut percentiles = Vec::new();
+    for max in [0, 1] {
+        let server = FaultServer::start().await.unwrap();
+        let mut script = Vec::new();
+        for call in 0..CALLS {
+            if call % 10 == 0 {
+                script.push(slow());
+                // The hedge's answer, when there is one.
+                if max > 0 {
+                    script.push(fast());
+                }
+            } else {
+                script.push(fast());
+            }
+        }
+        server.script("/t", script);
+        let caller = hedged(Via::Client, 3, max);
+        let url = server.url("/t");
+        let mut took = Vec::with_capacity(CALLS);
+        for _ in 0..CALLS {
+            let start = Instant::now();
+            get(&caller, &url).await.unwrap();
+            took.push(start.elapsed());
+        }
+        took.sort();
+        let at = |p: usize| took[(CALLS * p / 100).min(CALLS - 1)];
+        eprintln!(
+            "hedges {max}: p50 {:?}, p90 {:?}, p95 {:?}, p99 {:?}, max {:?}, server hits {} for {CALLS} calls",
+            at(50),
+            at(90),
+            at(95),
+            at(99),
+            took[CALLS - 1],
+            server.hits("/t"),
+        );
+        percentiles.push((at(50), at(95), took[CALLS - 1], server.hits("/t")));
+    }
+    let (without, with) = (percentiles[0], percentiles[1]);
+    assert_eq!((without.0, with.0), (5 * MS, 5 * MS));
+    assert_eq!((without.1, without.2), (SECOND, SECOND));
+    assert_eq!((with.1, with.2), (55 * MS, 55 * MS));
+    assert_eq!((without.3, with.3), (CALLS, CALLS + CALLS / 10));
+}
