@@ -143,6 +143,9 @@ pub mod classify;
 mod client;
 mod error;
 mod extras;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod fleet;
 pub mod hedge;
 pub mod hook;
 mod keyed;

@@ -1,0 +1,200 @@
+//! Limits shared by many replicas through Redis: a rate limit, `Retry-After` holds and a retry
+//! budget per endpoint key, each falling back to the local one while Redis is unreachable.
+//!
+//! A service running as 20 replicas that calls an API with a quota of 100 requests a second
+//! cannot respect it with per-process limits, and when that API answers `429` with
+//! `Retry-After` to one replica the other 19 keep calling. A [`Fleet`] (one per process, one
+//! Redis connection) hands out per-key handles that share their state through Redis:
+//!
+//! | handle | hot path (every call) | Redis |
+//! |---|---|---|
+//! | [`SharedRate`] | `try_take`: one compare-and-swap on a local lease | a GCRA in one Lua script, leasing batches of slots, refilled in the background |
+//! | [`SharedHold`] | `remaining`: one load | a key with a `PX` expiry, read by the background sync and by every lease refill |
+//! | [`SharedBudget`] | `deposit`: two adds; `withdraw`: one compare-and-swap | per-step counters in a hash, flushed and read by the background sync |
+//!
+//! No call fails because of Redis, and none waits for it beyond [`FleetConfig::timeout`] (20 ms
+//! by default): on a Redis error or timeout the fleet switches every handle to its local limit
+//! (the crate's own GCRA, hold and budget), logs once (`WARN fleet: redis unavailable, using
+//! local limits`), keeps probing in the background, and switches back when Redis answers (`INFO
+//! fleet: redis available again, sharing limits`). A rate limit also answers locally, on its
+//! own, after a refill of its lease that failed or came after its timeout (so that a caller
+//! waits for at most one such refill, even while Redis flaps), and after two leases in a row
+//! that expired before they arrived (round trips longer than a lease's life), until a refill,
+//! asked for in the background, succeeds. While local, the fleet-wide bounds below do not
+//! hold: each replica keeps its own.
+//!
+//! # The shared rate limit, and how leasing bounds the overshoot
+//!
+//! Redis keeps the GCRA's theoretical arrival time (TAT) of each key, in microseconds of
+//! Redis's own clock (`TIME`, so replicas' clocks never matter). A replica asks for up to `n`
+//! slots at once; the script grants as many as the GCRA allows now (`k ≤ n`), pushes the TAT
+//! `k` intervals ahead, and answers in one round trip. The replica spends them locally, and
+//! asks for the next lease in the background when a quarter of the last one is left.
+//!
+//! A slot granted but not yet spent can be spent later, when the fleet may also be granted
+//! fresh ones: that is the whole overshoot of leasing. It is bounded, whatever the number of
+//! replicas, by making every lease expire `ttl` after it was asked for (unspent slots are
+//! dropped) and by taking what expiring leases may add out of `burst`:
+//!
+//! - `reserve = ⌊burst / 2⌋` (at least 1), `ttl = reserve × interval` (`interval = per /
+//!   rate`): the slots the fleet earns while a lease is alive;
+//! - Redis runs the GCRA with `burst − reserve` (at least 1).
+//!
+//! Over any span `T` the fleet then spends at most `rate × T + burst` slots (with `burst` 1,
+//! one more): Redis grants at most `rate × T + (burst − reserve) − D` in the span, `D` being
+//! how far (in slots) its TAT was ahead at the span's start; every slot still unspent then was
+//! granted less than `ttl` earlier, so the TAT is ahead by at least those slots minus the
+//! `reserve` slots earned since: unspent `< D + reserve`. The bound holds in every window,
+//! across any number of replicas, as long as each lease is spent within `ttl` (a lease that
+//! is not, is dropped).
+//!
+//! A lease holds what this replica spends in three quarters of `ttl` (measured between
+//! refills, doubled when it ran dry), at most 64 slots and at most `burst − reserve`. A refill
+//! asked for while callers wait takes any free slot, unless the last one got less than it
+//! asked for (the fleet is at its limit); others take nothing below half their size, and are
+//! told when that many are free, so replicas at the limit come back for batches rather than
+//! polling for single slots. Round trips per
+//! request for a replica spending `r` a second: about `4 / (3 r × ttl)`, at least 1/64. With
+//! a limit of 2,000 a second and `burst` 200 (`ttl` 50 ms), a replica at 1,000 requests a
+//! second leases about 38 slots: 0.03 round trips per request (`tests/fleet.rs` measures it).
+//! Leasing needs a `burst`: with `burst` 1 every slot is a round trip of its own.
+//!
+//! # Holds
+//!
+//! [`SharedHold::hold_until`] holds locally at once and publishes the hold to Redis at once
+//! (a key with a `PX` expiry of the hold's length, lengthened, never shortened). Other
+//! replicas learn it from the background sync, every [`FleetConfig::sync_interval`] (100 ms by
+//! default), and from every lease refill of the same key, whichever comes first: a hold is
+//! seen fleet-wide within `sync_interval + 2 × timeout` (publish, then the next sync), without
+//! a round trip per call. Polling rather than pub/sub: a message sent while a replica was
+//! reconnecting would be lost, and the poll also carries the budgets.
+//!
+//! # The shared budget, and its staleness
+//!
+//! Each replica counts its first attempts (deposits) and retries (withdrawals) locally and
+//! flushes them with the background sync into a hash of per-step counters (the budget's
+//! window in 10 steps of Redis time, as the local budget slides), which answers with the
+//! fleet's sums over the window. A withdrawal succeeds against the last fleet balance this
+//! replica saw, minus what it spent since. What other replicas spent since their last sync is
+//! not seen yet: fleet-wide, withdrawals may exceed the balance by what the other replicas
+//! withdraw within one sync lag (`sync_interval + timeout`), at most `(replicas − 1) ×
+//! balance` in the worst case; the excess is counted, so it is paid back before anyone
+//! retries again. A view older than `2 × sync_interval + timeout` is not used (the local
+//! budget is).
+//!
+//! # Keys
+//!
+//! `{prefix}rate:{key}` (the TAT; expires when the TAT is past, so an idle key is gone),
+//! `{prefix}hold:{key}` (expires with the hold), `{prefix}budget:{key}` (a hash of at most
+//! 22 fields per window setting; expires a window after its last flush). Nothing else is
+//! written. Redis 5 or later (scripts call `TIME`); one node, not Redis Cluster (a sync
+//! script touches the keys of many endpoints).
+
+mod budget;
+mod config;
+mod hold;
+mod link;
+mod rate;
+
+pub use budget::SharedBudget;
+pub use config::FleetConfig;
+pub use hold::SharedHold;
+pub use rate::SharedRate;
+
+use std::sync::Arc;
+
+use crate::Error;
+use crate::overload::RateLimitConfig;
+use crate::retry::BudgetConfig;
+use link::FleetInner;
+
+/// One process's connection to the Redis that its replicas share, and the source of the
+/// shared limits' handles. Cheap to clone (one `Arc`).
+///
+/// Making one connects nothing: the connection (the `redis` crate's tokio connection manager,
+/// which reconnects by itself) and the background sync task start on first use inside a tokio
+/// runtime. Outside one, every handle uses its local limit.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), resilient_http::Error> {
+/// use std::time::Duration;
+/// use resilient_http::fleet::{Fleet, FleetConfig};
+/// use resilient_http::overload::RateLimitConfig;
+///
+/// let fleet = Fleet::new(FleetConfig::new("redis://127.0.0.1:6379").prefix("billing:"))?;
+/// let rate = fleet.rate("api.example.com", RateLimitConfig::new(100, Duration::from_secs(1)).burst(40));
+/// match rate.try_take(tokio::time::Instant::now()) {
+///     Ok(()) => { /* send */ }
+///     Err(wait) => tokio::time::sleep(wait).await,
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Fleet {
+    inner: Arc<FleetInner>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("config", self.inner.config())
+            .field("up", &self.inner.is_up())
+            .finish()
+    }
+}
+
+impl Fleet {
+    /// A fleet of the replicas that share `config`'s Redis. Fails only on a setting out of
+    /// range or a URL that is not a Redis URL (kind
+    /// [`InvalidConfig`](crate::ErrorKind::InvalidConfig)); an unreachable Redis is not an
+    /// error.
+    pub fn new(config: FleetConfig) -> Result<Self, Error> {
+        Ok(Fleet {
+            inner: FleetInner::new(config)?,
+        })
+    }
+
+    /// The rate limit of endpoint `key`, shared by every replica that uses the same key and
+    /// prefix (and, while Redis is unreachable, `config` applied locally).
+    pub fn rate(&self, key: &str, config: RateLimitConfig) -> SharedRate {
+        SharedRate::new(&self.inner, key, config)
+    }
+
+    /// The `Retry-After` hold of endpoint `key`, shared by every replica. One per key: asking
+    /// again while the first is alive gives the same hold.
+    pub fn hold(&self, key: &str) -> SharedHold {
+        SharedHold::get(&self.inner, key)
+    }
+
+    /// The retry budget of endpoint `key`, counted fleet-wide (and locally while Redis is
+    /// unreachable). Replicas sharing a key should share its `window`: counts kept with
+    /// another window are not summed with these.
+    pub fn budget(&self, key: &str, config: BudgetConfig) -> SharedBudget {
+        SharedBudget::new(&self.inner, key, config)
+    }
+
+    /// Flushes the budgets' counts and reads the holds and fleet balances now, instead of at
+    /// the next background sync (at shutdown, so that the last counts are not lost; in
+    /// tests). `false` if Redis did not answer in time.
+    pub async fn sync(&self) -> bool {
+        self.inner.sync().await
+    }
+
+    /// Whether the fleet is sharing (the last Redis call answered in time), rather than
+    /// using local limits.
+    pub fn is_up(&self) -> bool {
+        self.inner.is_up()
+    }
+
+    /// Redis calls made so far (each one round trip, or three when Redis had to be sent a
+    /// script again after a restart): for telemetry and benchmarks.
+    pub fn round_trips(&self) -> u64 {
+        self.inner.round_trips()
+    }
+
+    /// The settings this fleet was made with.
+    pub fn config(&self) -> &FleetConfig {
+        self.inner.config()
+    }
+}

@@ -1,0 +1,538 @@
+//! The shared rate limit: a GCRA in Redis that leases batches of slots, spent here from two
+//! lock-free lease words; refilled in the background; the local GCRA while Redis is down.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use redis::Script;
+use tokio::time::Instant;
+
+use super::link::FleetInner;
+use crate::overload::rate::{RateLimit, RateLimitConfig};
+
+/// The most slots one lease holds.
+pub(crate) const LEASE_MAX: u64 = 64;
+/// How long a caller that finds the lease empty while a refill is on its way waits before
+/// asking again (at most until the refill's timeout).
+const POLL: u64 = 1_000;
+
+/// The GCRA, leasing: `KEYS[1]` the TAT (microseconds of Redis's clock), `KEYS[2]` the
+/// endpoint's hold; `ARGV`: interval and tolerance in microseconds, slots wanted, fewest worth
+/// granting, and how many to wait for when fewer are free. Answers the slots granted, the
+/// microseconds until that many are free (when none were granted), and the hold's
+/// milliseconds left.
+static LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
+local want, least, batch = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local tat = tonumber(redis.call('GET', KEYS[1]) or 0)
+if tat < now then tat = now end
+local ahead = tat - now
+local free = math.floor((tolerance - ahead) / interval) + 1
+local granted, wait = 0, 0
+if free < least then
+  wait = ahead + (batch - 1) * interval - tolerance
+else
+  granted = math.min(want, free)
+  tat = tat + granted * interval
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX',
+    string.format('%.0f', math.ceil((tat - now) / 1000) + 1))
+end
+local held = redis.call('PTTL', KEYS[2])
+if held < 0 then held = 0 end
+return {granted, wait, held}
+",
+    )
+});
+
+/// One endpoint key's rate limit, shared by every replica: see the [module docs](super).
+/// Made by [`Fleet::rate`](super::Fleet::rate); cheap to clone.
+#[derive(Clone)]
+pub struct SharedRate(Arc<RateShared>);
+
+struct RateShared {
+    fleet: Arc<FleetInner>,
+    endpoint: String,
+    redis_key: String,
+    hold_key: String,
+    plan: Plan,
+    /// While Redis is down (and outside a runtime).
+    local: RateLimit,
+    leases: Leases,
+    refilling: AtomicBool,
+    /// The last refill got no answer: the local limit answers, and nobody waits for Redis,
+    /// until a refill (asked for in the background) gets one. So a caller waits for at most
+    /// one refill that fails, even while Redis flaps.
+    failed: AtomicBool,
+    /// The last lease expired before it arrived.
+    lost: AtomicBool,
+    /// Slots the local limit granted (Redis down or slow), for telemetry.
+    fallbacks: AtomicU64,
+    /// When the refill on its way gives up (microseconds since the fleet's base).
+    deadline: AtomicU64,
+    /// No refill before this: the fleet is at its limit until then.
+    not_before: AtomicU64,
+    /// Slots taken since the last refill was asked for, and when that was.
+    taken: AtomicU64,
+    last_refill: AtomicU64,
+    /// A caller found the lease empty since the last refill: the next lease is doubled, and
+    /// takes whatever is free.
+    dry: AtomicBool,
+    /// The size of the last lease asked for.
+    asked: AtomicU64,
+    /// The last refill got less than it asked for: the fleet is at (or near) its limit.
+    scarce: AtomicBool,
+}
+
+/// How the Redis GCRA and the leases are set up from a [`RateLimitConfig`], in microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// `per / rate`, rounded up, at least 1.
+    pub(crate) interval: u64,
+    /// Redis's tolerance: `(burst − reserve − 1) × interval`.
+    pub(crate) tolerance: u64,
+    /// How long a lease lives: `reserve × interval`, `reserve = ⌊burst / 2⌋` (at least 1).
+    pub(crate) ttl: u64,
+    /// The most slots a lease holds: `burst − reserve` (at least 1), at most [`LEASE_MAX`].
+    pub(crate) cap: u64,
+}
+
+impl Plan {
+    pub(crate) fn new(config: RateLimitConfig) -> Self {
+        let per = config.per.as_micros();
+        let rate = u128::from(config.rate.max(1));
+        // Rounded up, so that Redis never grants more than the configured rate.
+        let interval = saturate(per.div_ceil(rate)).max(1);
+        let burst = u64::from(config.burst.max(1));
+        let reserve = (burst / 2).max(1);
+        let shared = burst.saturating_sub(reserve).max(1);
+        Plan {
+            interval,
+            tolerance: interval.saturating_mul(shared - 1),
+            ttl: interval.saturating_mul(reserve),
+            cap: shared.min(LEASE_MAX),
+        }
+    }
+
+    /// The next lease's size, for a replica that took `taken` slots in the last `since`
+    /// microseconds, `dry` if it ran out, after a lease of `last`: what it spends in three
+    /// quarters of a lease's life (a lease asked for with a quarter of the last one left is
+    /// spent within its life), within 1 to `cap`. When it ran dry, the callers it refused are
+    /// not in `taken`: twice that, and not less than the last (while the fleet refuses it
+    /// nothing is taken, and leases would shrink to single slots). Never twice the last:
+    /// leases compounding after a stall would expire unspent while other replicas are
+    /// refused their slots.
+    pub(crate) fn lease(&self, taken: u64, since: u64, dry: bool, last: u64) -> u64 {
+        let spends = u128::from(taken) * u128::from(self.ttl) * 3;
+        let size = saturate(spends.div_ceil(4 * u128::from(since.max(1))));
+        let size = if dry {
+            size.saturating_mul(2).max(last)
+        } else {
+            size
+        };
+        size.clamp(1, self.cap)
+    }
+}
+
+impl std::fmt::Debug for SharedRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shared = &self.0;
+        let now = shared.fleet.micros(Instant::now());
+        f.debug_struct("SharedRate")
+            .field("key", &shared.redis_key)
+            .field("plan", &shared.plan)
+            .field("leased", &shared.leases.left(now))
+            .finish()
+    }
+}
+
+impl SharedRate {
+    pub(crate) fn new(fleet: &Arc<FleetInner>, key: &str, config: RateLimitConfig) -> Self {
+        let _ = fleet.link();
+        SharedRate(Arc::new(RateShared {
+            fleet: fleet.clone(),
+            endpoint: key.to_owned(),
+            redis_key: fleet.key("rate", key),
+            hold_key: fleet.key("hold", key),
+            plan: Plan::new(config),
+            local: RateLimit::new(config),
+            leases: Leases::default(),
+            refilling: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
+            fallbacks: AtomicU64::new(0),
+            deadline: AtomicU64::new(0),
+            not_before: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
+            last_refill: AtomicU64::new(0),
+            dry: AtomicBool::new(false),
+            asked: AtomicU64::new(1),
+            scarce: AtomicBool::new(false),
+        }))
+    }
+
+    /// Takes a slot at `now`, or says how long to wait before asking again, as the local
+    /// limit's `try_take` does (a refused call takes nothing). Never waits for Redis: a slot
+    /// comes from this replica's lease, and the lease is refilled in the background when a
+    /// quarter is left. When the lease is empty and its refill is on its way, the wait is at
+    /// most 1 ms, and never past the refill's timeout; past it, while Redis is down, and
+    /// after a refill that failed until one succeeds, the local limit answers.
+    pub fn try_take(&self, now: Instant) -> Result<(), Duration> {
+        let shared = &self.0;
+        let t = shared.fleet.micros(now);
+        if !shared.fleet.sharing() || t >= MAX_EXPIRY {
+            return shared.fallback(now);
+        }
+        if shared.failed.load(SeqCst) {
+            self.refill(t);
+            return shared.fallback(now);
+        }
+        if let Some(left) = shared.leases.take(t) {
+            shared.taken.fetch_add(1, SeqCst);
+            let asked = shared.asked.load(SeqCst);
+            if left <= asked.div_ceil(4) {
+                self.refill(t);
+            }
+            return Ok(());
+        }
+        shared.dry.store(true, SeqCst);
+        if shared.refilling.load(SeqCst) {
+            let deadline = shared.deadline.load(SeqCst);
+            if t < deadline {
+                return Err(Duration::from_micros((deadline - t).min(POLL)));
+            }
+            // Redis is slower than its timeout: this call is the local limit's.
+            return shared.fallback(now);
+        }
+        let not_before = shared.not_before.load(SeqCst);
+        if t < not_before {
+            return Err(Duration::from_micros(not_before - t));
+        }
+        self.refill(t);
+        Err(Duration::from_micros(
+            POLL.min(saturate(shared.fleet.timeout().as_micros())),
+        ))
+    }
+
+    /// Slots the local limit granted so far, because Redis was down or slower than its
+    /// timeout (or this replica outside a runtime): for telemetry and tests.
+    pub fn fallbacks(&self) -> u64 {
+        self.0.fallbacks.load(SeqCst)
+    }
+
+    /// Slots leased and not spent yet, at `now`: for tests and telemetry.
+    pub fn leased(&self, now: Instant) -> u64 {
+        let shared = &self.0;
+        shared.leases.left(shared.fleet.micros(now))
+    }
+
+    /// Asks Redis for the next lease in the background, unless a refill is on its way, or
+    /// the fleet is at its limit for a while yet.
+    fn refill(&self, t: u64) {
+        let shared = &self.0;
+        if t < shared.not_before.load(SeqCst)
+            || shared
+                .refilling
+                .compare_exchange(false, true, SeqCst, SeqCst)
+                .is_err()
+        {
+            return;
+        }
+        let Some(link) = shared.fleet.link() else {
+            shared.refilling.store(false, SeqCst);
+            return;
+        };
+        let timeout = saturate(shared.fleet.timeout().as_micros());
+        shared.deadline.store(t.saturating_add(timeout), SeqCst);
+        let since = t.saturating_sub(shared.last_refill.swap(t, SeqCst));
+        let taken = shared.taken.swap(0, SeqCst);
+        let dry = shared.dry.swap(false, SeqCst);
+        let size = shared
+            .plan
+            .lease(taken, since, dry, shared.asked.load(SeqCst));
+        shared.asked.store(size, SeqCst);
+        // Cleared when the refill ends, or if the runtime drops it unrun.
+        let refill = Refill(shared.clone());
+        // Callers waiting take any free slot, unless the fleet is at its limit: then a batch.
+        let any = dry && !shared.scarce.load(SeqCst);
+        link.handle
+            .spawn(async move { refill.run(size, any, t).await });
+    }
+}
+
+impl RateShared {
+    /// The local limit's answer.
+    fn fallback(&self, now: Instant) -> Result<(), Duration> {
+        let answer = self.local.try_take(now);
+        if answer.is_ok() {
+            self.fallbacks.fetch_add(1, SeqCst);
+        }
+        answer
+    }
+}
+
+/// A refill on its way; dropping it lets the next one start.
+struct Refill(Arc<RateShared>);
+
+impl Refill {
+    /// Asks Redis for `size` slots, as decided at `t`, and installs what it grants: `any`
+    /// number of them (callers are waiting, and the fleet was not at its limit), or else at
+    /// least half, so that replicas at the fleet's limit come back for batches rather than
+    /// for single slots.
+    async fn run(self, size: u64, any: bool, t: u64) {
+        let shared = &self.0;
+        let plan = shared.plan;
+        let mut script = LEASE.key(&shared.redis_key);
+        script
+            .key(&shared.hold_key)
+            .arg(plan.interval)
+            .arg(plan.tolerance)
+            .arg(size)
+            .arg(if any { 1 } else { size.div_ceil(2) })
+            .arg(size.div_ceil(2));
+        let answer: Option<(u64, u64, i64)> = shared.fleet.call(&script).await;
+        let now = shared.fleet.micros(Instant::now());
+        let Some((granted, wait, held)) = answer else {
+            shared.failed.store(true, SeqCst);
+            return;
+        };
+        // Its life counts from before it was asked for: never longer than `ttl` from the
+        // grant, wherever the clocks are.
+        let expiry = t.saturating_add(plan.ttl);
+        shared.scarce.store(granted < size, SeqCst);
+        if granted > 0 {
+            shared.leases.install(expiry, granted.min(size));
+        } else {
+            shared.not_before.store(now.saturating_add(wait), SeqCst);
+        }
+        // An answer after the deadline is Redis slower than its timeout: a failure (callers
+        // already stopped waiting for it). A lease that expired on its way is lost, nothing
+        // more (a stall: the local limit's burst on top of the fleet's would break the
+        // bound); twice in a row, round trips are longer than `ttl`, and callers would wait
+        // for leases that never come: a failure too.
+        let lost = granted > 0 && now >= expiry;
+        let lost_twice = lost && shared.lost.swap(true, SeqCst);
+        if !lost {
+            shared.lost.store(false, SeqCst);
+        }
+        let late = now > shared.deadline.load(SeqCst);
+        shared.failed.store(late || lost_twice, SeqCst);
+        if held > 0
+            && let Some(hold) = shared.fleet.live_hold(&shared.endpoint)
+        {
+            hold.learn(t, held);
+        }
+    }
+}
+
+impl Drop for Refill {
+    fn drop(&mut self) {
+        self.0.refilling.store(false, SeqCst);
+    }
+}
+
+/// Lease words hold their expiry (microseconds since the fleet's base) above 16 bits of slots.
+const COUNT_BITS: u32 = 16;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+/// The latest expiry a word holds (8.9 years of a process's life); past it the fleet answers
+/// from local limits.
+pub(crate) const MAX_EXPIRY: u64 = u64::MAX >> COUNT_BITS;
+
+/// Two leases, one word each, so that a new lease arrives while the last one is still being
+/// spent without extending the life of its slots. Spent from the one that expires first.
+#[derive(Default)]
+pub(crate) struct Leases([AtomicU64; 2]);
+
+fn pack(expiry: u64, count: u64) -> u64 {
+    expiry.min(MAX_EXPIRY) << COUNT_BITS | count.min(COUNT_MASK)
+}
+
+fn expiry(word: u64) -> u64 {
+    word >> COUNT_BITS
+}
+
+fn count(word: u64) -> u64 {
+    word & COUNT_MASK
+}
+
+/// Slots of `word` that may be spent at `t`.
+fn usable(word: u64, t: u64) -> u64 {
+    if t < expiry(word) { count(word) } else { 0 }
+}
+
+impl Leases {
+    /// Takes a slot at `t`: how many are left in both leases, or `None` if none was.
+    pub(crate) fn take(&self, t: u64) -> Option<u64> {
+        loop {
+            let words = [self.0[0].load(SeqCst), self.0[1].load(SeqCst)];
+            let first = usize::from(expiry(words[1]) < expiry(words[0]));
+            let pick = [first, 1 - first]
+                .into_iter()
+                .find(|&i| usable(words[i], t) > 0)?;
+            let word = words[pick];
+            if self.0[pick]
+                .compare_exchange(word, word - 1, SeqCst, SeqCst)
+                .is_ok()
+            {
+                return Some(count(word) - 1 + usable(words[1 - pick], t));
+            }
+        }
+    }
+
+    /// Slots that may be spent at `t`.
+    pub(crate) fn left(&self, t: u64) -> u64 {
+        self.0.iter().map(|w| usable(w.load(SeqCst), t)).sum()
+    }
+
+    /// A new lease of `count` slots until `expiry`, in place of the spent (or expired) one,
+    /// else of the one that expires first (its last slots are dropped: the bound allows
+    /// dropping, never keeping). Only one refill installs at a time.
+    pub(crate) fn install(&self, expiry_at: u64, slots: u64) {
+        let words = [self.0[0].load(SeqCst), self.0[1].load(SeqCst)];
+        let gone = |i: usize| count(words[i]) == 0 || expiry(words[i]) == 0;
+        let index = if gone(0) {
+            0
+        } else if gone(1) {
+            1
+        } else {
+            usize::from(expiry(words[1]) < expiry(words[0]))
+        };
+        self.0[index].store(pack(expiry_at, slots), SeqCst);
+    }
+}
+
+fn saturate(value: u128) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn plan(rate: u32, per: Duration, burst: u32) -> Plan {
+        Plan::new(RateLimitConfig::new(rate, per).burst(burst))
+    }
+
+    #[test]
+    fn the_plan_takes_the_leases_out_of_the_burst() {
+        // 2,000 a second (500 µs), burst 200: 100 for leases (50 ms of the fleet's rate), 100
+        // for Redis, leases of at most 64.
+        assert_eq!(
+            plan(2000, 1000 * MS, 200),
+            Plan {
+                interval: 500,
+                tolerance: 99 * 500,
+                ttl: 100 * 500,
+                cap: 64
+            }
+        );
+        // Burst 1: a lease of one slot, alive one interval; Redis without tolerance.
+        assert_eq!(
+            plan(10, 1000 * MS, 1),
+            Plan {
+                interval: 100_000,
+                tolerance: 0,
+                ttl: 100_000,
+                cap: 1
+            }
+        );
+        // Burst 3: one for leases, two for Redis.
+        let odd = plan(3, 1000 * MS, 3);
+        assert_eq!(
+            (odd.interval, odd.tolerance, odd.ttl, odd.cap),
+            (333_334, 333_334, 333_334, 2)
+        );
+        // Out of range (refused by the builders first): clamped, no panic.
+        let zero = Plan::new(RateLimitConfig::new(0, Duration::ZERO).burst(0));
+        assert_eq!(
+            zero,
+            Plan {
+                interval: 1,
+                tolerance: 0,
+                ttl: 1,
+                cap: 1
+            }
+        );
+        let huge = Plan::new(RateLimitConfig::new(1, Duration::MAX).burst(u32::MAX));
+        assert_eq!(huge.cap, LEASE_MAX);
+    }
+
+    #[test]
+    fn a_lease_is_what_the_replica_spends_in_three_quarters_of_its_life() {
+        let plan = plan(2000, 1000 * MS, 200); // ttl 50 ms
+        // 1,000 a second: 37.5 in 37.5 ms.
+        assert_eq!(plan.lease(100, 100_000, false, 1), 38);
+        // Idle: one slot, whatever the last.
+        assert_eq!(plan.lease(0, 100_000, false, 20), 1);
+        // Ran dry: twice what it spent, not less than the last, within the cap.
+        assert_eq!(plan.lease(0, 100_000, true, 1), 1);
+        assert_eq!(plan.lease(20, 100_000, true, 3), 16);
+        assert_eq!(plan.lease(0, 100_000, true, 20), 20);
+        assert_eq!(plan.lease(100, 100_000, true, 1), 64);
+        assert_eq!(plan.lease(1_000_000, 1, false, 1), 64);
+        // No time since the last: counts as a microsecond, no division by zero.
+        assert_eq!(plan.lease(5, 0, false, 1), 64);
+    }
+
+    #[test]
+    fn leases_are_spent_oldest_first_and_expire() {
+        let leases = Leases::default();
+        assert_eq!(leases.take(0), None);
+        leases.install(1_000, 3);
+        assert_eq!(leases.left(0), 3);
+        assert_eq!(leases.take(10), Some(2));
+        // A second lease while the first is not spent: both are spendable, the first first.
+        leases.install(2_000, 4);
+        assert_eq!(leases.left(10), 6);
+        assert_eq!(leases.take(20), Some(5));
+        assert_eq!(leases.take(20), Some(4));
+        assert_eq!(count(leases.0[0].load(SeqCst)), 0);
+        // The first is spent: a third lease takes its place, not the second's.
+        leases.install(3_000, 2);
+        assert_eq!(leases.left(20), 6);
+        // At 2,000 µs the second lease has expired: its slots are gone.
+        assert_eq!(leases.left(2_000), 2);
+        assert_eq!(leases.take(2_000), Some(1));
+        assert_eq!(leases.take(2_999), Some(0));
+        assert_eq!(leases.take(2_999), None);
+        // Both live: a new one replaces the one that expires first (its slots dropped).
+        leases.install(5_000, 2);
+        leases.install(6_000, 2);
+        leases.install(7_000, 2);
+        assert_eq!(leases.left(4_000), 4);
+        assert_eq!(leases.left(6_000), 2);
+    }
+
+    #[test]
+    fn threads_racing_take_each_slot_once() {
+        let leases = Leases::default();
+        leases.install(1_000_000, 30_000);
+        leases.install(1_000_000, 30_000);
+        let taken = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    while leases.take(5).is_some() {
+                        taken.fetch_add(1, SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(taken.into_inner(), 60_000);
+    }
+
+    #[test]
+    fn words_keep_their_fields_apart() {
+        let word = pack(MAX_EXPIRY + 5, COUNT_MASK + 7);
+        assert_eq!((expiry(word), count(word)), (MAX_EXPIRY, COUNT_MASK));
+        assert_eq!(usable(pack(10, 3), 9), 3);
+        assert_eq!(usable(pack(10, 3), 10), 0);
+    }
+}

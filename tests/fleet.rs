@@ -1,0 +1,695 @@
+//! Limits shared through Redis (`resilient_http::fleet`), against a real `redis-server`
+//! started by each test on a free loopback port (and killed when the test ends). Several
+//! `Fleet`s in one test stand for replicas: each has its own connection and background task,
+//! exactly as separate processes would.
+//!
+//! Redis keeps its own clock, so these tests run in real time. Their assertions are the
+//! bounds the design guarantees whatever the machine's speed (a rate never above
+//! `rate × T + burst`, a budget never above its balance, no wait for Redis beyond its
+//! timeout); only the lower bounds ("the fleet got a fair share of its rate") allow a wide
+//! margin. `.ci/run` installs `redis-server` (`apt-get install -y redis-server`).
+#![cfg(feature = "redis")]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use resilient_http::fleet::{Fleet, FleetConfig, SharedRate};
+use resilient_http::overload::RateLimitConfig;
+use resilient_http::retry::BudgetConfig;
+use tokio::time::{Instant, sleep};
+
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+
+// ---------------------------------------------------------------------------------------
+// A real redis-server
+// ---------------------------------------------------------------------------------------
+
+/// A `redis-server` on a free loopback port, without persistence; killed on drop.
+struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = RedisServer { port, child: None };
+        server.restart();
+        server
+    }
+
+    /// Starts it (again) on its port, and waits until it answers.
+    fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}): install it, apt-get install -y redis-server")
+            });
+        self.child = Some(child);
+        let start = std::time::Instant::now();
+        while !self.answers() {
+            assert!(start.elapsed() < 10 * SECOND, "redis-server did not start");
+            std::thread::sleep(10 * MS);
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether it answers a `PING`, over a plain socket.
+    fn answers(&self) -> bool {
+        let Ok(mut socket) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = socket.set_read_timeout(Some(SECOND));
+        let mut reply = [0; 7];
+        socket.write_all(b"PING\r\n").is_ok()
+            && socket.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    /// Freezes it (`SIGSTOP`: connections stay open, nothing is answered), or thaws it.
+    fn freeze(&self, frozen: bool) {
+        let pid = self.child.as_ref().expect("running").id();
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let sent = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|client| client.get_connection())
+            .expect("a connection to the test's redis-server")
+    }
+
+    /// Round trips the fleets made, as Redis counted them: scripts run (`EVALSHA`, and
+    /// `SCRIPT LOAD` and `EVAL` when it did not know one yet) and `PING`s. (Not the commands
+    /// the scripts ran, nor those of setting up a connection.)
+    fn round_trips(&self) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.conn())
+            .unwrap();
+        let calls = |command: &str| -> u64 {
+            info.lines()
+                .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        ["evalsha", "eval", "script", "ping"]
+            .into_iter()
+            .map(calls)
+            .sum()
+    }
+
+    fn pttl(&self, key: &str) -> i64 {
+        redis::cmd("PTTL").arg(key).query(&mut self.conn()).unwrap()
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut self.conn()).unwrap();
+        keys.sort();
+        keys
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn fleet(config: FleetConfig) -> Fleet {
+    Fleet::new(config).unwrap()
+}
+
+/// Takes a slot, sleeping the waits `try_take` asks for: the sum of those waits.
+async fn take(rate: &SharedRate) -> Duration {
+    let mut waited = Duration::ZERO;
+    loop {
+        match rate.try_take(Instant::now()) {
+            Ok(()) => return waited,
+            Err(wait) => {
+                waited += wait;
+                sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// The most instants of `sorted` within any closed span of `span`.
+fn most_within(sorted: &[Instant], span: Duration) -> usize {
+    let mut most = 0;
+    let mut first = 0;
+    for (last, at) in sorted.iter().enumerate() {
+        while *at - sorted[first] > span {
+            first += 1;
+        }
+        most = most.max(last - first + 1);
+    }
+    most
+}
+
+// ---------------------------------------------------------------------------------------
+// (a) The shared rate limit
+// ---------------------------------------------------------------------------------------
+
+/// Three replicas, four eager callers each, one limit of 200 a second with a burst of 20:
+/// over 2 s the fleet gets at most `200 × T + 20` in every span `T` (leases included), and
+/// most of that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_one_rate_limit() {
+    let redis = RedisServer::start();
+    let limit = RateLimitConfig::new(200, SECOND).burst(20);
+    // A generous timeout: this test is about sharing, not about a slow machine's Redis.
+    let config = FleetConfig::new(redis.url()).timeout(500 * MS);
+    let fleets: Vec<_> = (0..3).map(|_| fleet(config.clone())).collect();
+    let rates: Vec<_> = fleets
+        .iter()
+        .map(|f| f.rate("api.example", limit))
+        .collect();
+    let granted = Arc::new(Mutex::new(Vec::new()));
+    let before = redis.round_trips();
+    let start = Instant::now();
+    let end = start + 2 * SECOND;
+    let mut tasks = Vec::new();
+    for rate in &rates {
+        for _ in 0..4 {
+            let (rate, granted) = (rate.clone(), granted.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let now = Instant::now();
+                    if now >= end {
+                        return;
+                    }
+                    match rate.try_take(now) {
+                        Ok(()) => granted.lock().unwrap().push(now),
+                        Err(wait) => sleep(wait.min(end - now)).await,
+                    }
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    let round_trips = redis.round_trips() - before;
+    let counted: u64 = fleets.iter().map(Fleet::round_trips).sum();
+    let mut granted = Arc::try_unwrap(granted).unwrap().into_inner().unwrap();
+    granted.sort();
+    let total = granted.len();
+    // Slots the local limits granted: none, unless the machine stalled for longer than a
+    // Redis call may take (the fleet then falls back, by design, and its bound with it).
+    let local: u64 = rates.iter().map(SharedRate::fallbacks).sum();
+    let local = usize::try_from(local).unwrap();
+    let bound = |span: Duration| (200.0 * span.as_secs_f64()) as usize + 20 + local;
+    println!(
+        "3 replicas at 200/s, burst 20, {elapsed:?}: {total} granted (bound {}), \
+         {round_trips} round trips ({counted} calls by the fleets, {:.3} per slot); most in \
+         100 ms: {}, in 500 ms: {}; {local} by local limits",
+        bound(elapsed),
+        round_trips as f64 / total as f64,
+        most_within(&granted, 100 * MS),
+        most_within(&granted, 500 * MS),
+    );
+    for fleet in &fleets {
+        assert!(fleet.is_up(), "Redis went down during the test");
+    }
+    assert!(total <= bound(elapsed), "{total} > {}", bound(elapsed));
+    for span in [10 * MS, 100 * MS, 250 * MS, 500 * MS, SECOND] {
+        let most = most_within(&granted, span);
+        assert!(
+            most <= bound(span),
+            "{most} in {span:?}: over {}",
+            bound(span)
+        );
+    }
+    // Not starved (a wide margin: the machine may be slow).
+    assert!(total >= 200, "{total}: far under the rate");
+}
+
+/// Redis round trips per request at about 1,000 requests a second, under a limit of 2,000 a
+/// second with a burst of 200 (so leases live 50 ms): one replica, then three sharing the
+/// load. Counted by Redis itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_per_request_at_1000_a_second() {
+    let redis = RedisServer::start();
+    let limit = RateLimitConfig::new(2000, SECOND).burst(200);
+    let config = FleetConfig::new(redis.url()).timeout(500 * MS);
+    for replicas in [1u32, 3] {
+        let fleets: Vec<_> = (0..replicas).map(|_| fleet(config.clone())).collect();
+        let key = format!("api-{replicas}");
+        let before = redis.round_trips();
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for fleet in &fleets {
+            let rate = fleet.rate(&key, limit);
+            // Each replica its share of 1,000 a second, for 2 s.
+            let every = MS * replicas;
+            let calls = 2000 / replicas;
+            tasks.push(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                let mut waited = Duration::ZERO;
+                for _ in 0..calls {
+                    ticks.tick().await;
+                    waited = waited.max(take(&rate).await);
+                }
+                waited
+            }));
+        }
+        let mut longest = Duration::ZERO;
+        for task in tasks {
+            longest = longest.max(task.await.unwrap());
+        }
+        let elapsed = start.elapsed();
+        let round_trips = redis.round_trips() - before;
+        let requests = 2000 / replicas * replicas;
+        let per_request = round_trips as f64 / f64::from(requests);
+        let counted: u64 = fleets.iter().map(Fleet::round_trips).sum();
+        println!(
+            "{replicas} replica(s), {requests} requests in {elapsed:?}: {round_trips} round \
+             trips ({counted} calls by the fleets), {per_request:.3} per request; longest wait \
+             for a slot {longest:?}"
+        );
+        assert!(per_request <= 0.1, "{per_request} round trips per request");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// (b) Shared holds
+// ---------------------------------------------------------------------------------------
+
+/// A hold set by one replica is seen by the others within `sync_interval + 2 × timeout`
+/// (by the background sync), and by a replica that only refills its rate lease, through the
+/// refill's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_set_by_one_replica_holds_the_others() {
+    let redis = RedisServer::start();
+    let (every, timeout) = (50 * MS, 100 * MS);
+    let config = FleetConfig::new(redis.url())
+        .sync_interval(every)
+        .timeout(timeout);
+    let fleets: Vec<_> = (0..3).map(|_| fleet(config.clone())).collect();
+    let holds: Vec<_> = fleets.iter().map(|f| f.hold("api.example")).collect();
+    // A fourth replica that syncs only every minute: it can learn the hold from a refill.
+    let slow = fleet(config.clone().sync_interval(60 * SECOND));
+    let slow_hold = slow.hold("api.example");
+    let slow_rate = slow.rate("api.example", RateLimitConfig::new(1000, SECOND).burst(8));
+    take(&slow_rate).await;
+    sleep(200 * MS).await; // every sync task has started and found nothing held
+
+    let set = Instant::now();
+    holds[0].hold_until(set + 3 * SECOND);
+    assert_eq!(holds[0].remaining(set), Some(3 * SECOND));
+    let bound = every + 2 * timeout;
+    for hold in &holds[1..] {
+        while hold.remaining(Instant::now()).is_none() {
+            assert!(set.elapsed() <= bound, "not held after {:?}", set.elapsed());
+            sleep(MS).await;
+        }
+        let seen = set.elapsed();
+        let left = hold.remaining(Instant::now()).unwrap();
+        println!("seen by another replica after {seen:?} (bound {bound:?}), {left:?} left");
+        // Never longer than the hold itself.
+        assert!(left <= 3 * SECOND - seen + MS, "{left:?}");
+    }
+    let in_redis = redis.pttl("resilient-http:hold:api.example");
+    assert!(in_redis > 2000 && in_redis <= 3000, "{in_redis}");
+
+    assert_eq!(slow_hold.remaining(Instant::now()), None);
+    while slow_hold.remaining(Instant::now()).is_none() {
+        assert!(
+            set.elapsed() < 2 * SECOND,
+            "the refills never carried the hold"
+        );
+        take(&slow_rate).await;
+    }
+    println!("learned through a lease refill after {:?}", set.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------
+// (c) The shared budget
+// ---------------------------------------------------------------------------------------
+
+/// A budget of half the first attempts, 60 of them all made by one replica: 30 retries for
+/// the whole fleet, whichever replicas spend them (the two that made no first attempt have
+/// nothing in their local budgets). With a sync before and after each withdrawal the cap is
+/// exact; without, each replica may spend what it last saw (the staleness bound), and the
+/// excess is paid back: after a sync nobody may retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_budget_caps_fleet_wide_retries() {
+    let redis = RedisServer::start();
+    // Syncs only when the test asks: each step is then exact.
+    let config = FleetConfig::new(redis.url())
+        .sync_interval(60 * SECOND)
+        .timeout(500 * MS);
+    let fleets: Vec<_> = (0..3).map(|_| fleet(config.clone())).collect();
+    let budget = BudgetConfig::new(0.5, 0, 10 * SECOND);
+
+    for key in ["exact", "stale"] {
+        let budgets: Vec<_> = fleets.iter().map(|f| f.budget(key, budget)).collect();
+        let now = Instant::now();
+        for _ in 0..60 {
+            budgets[0].deposit(now);
+        }
+        // Not synced yet: the others' local budgets have nothing.
+        assert!(!budgets[1].withdraw(now));
+        assert!(fleets[0].sync().await);
+        for fleet in &fleets[1..] {
+            assert!(fleet.sync().await);
+        }
+        for budget in &budgets {
+            assert_eq!(budget.available(Instant::now()), 30, "{key}");
+        }
+        let mut spent = [0u32; 3];
+        if key == "exact" {
+            for turn in 0..90 {
+                let replica = turn % 3;
+                assert!(fleets[replica].sync().await);
+                if budgets[replica].withdraw(Instant::now()) {
+                    spent[replica] += 1;
+                }
+                assert!(fleets[replica].sync().await);
+            }
+            assert_eq!(spent.iter().sum::<u32>(), 30, "{spent:?}");
+            assert_eq!(spent, [10, 10, 10]);
+        } else {
+            // Each spends what it last saw, not knowing the others do too.
+            for (replica, budget) in budgets.iter().enumerate() {
+                while budget.withdraw(Instant::now()) {
+                    spent[replica] += 1;
+                }
+            }
+            assert_eq!(spent, [30, 30, 30], "at most replicas × balance");
+        }
+        for fleet in &fleets {
+            assert!(fleet.sync().await);
+        }
+        for budget in &budgets {
+            assert_eq!(budget.available(Instant::now()), 0, "{key}");
+            assert!(!budget.withdraw(Instant::now()), "{key}");
+        }
+        println!("{key}: {spent:?} retries spent of 30");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// (d) Redis down: local limits, no error, no wait beyond the timeout
+// ---------------------------------------------------------------------------------------
+
+/// Log lines of this test binary (the fleets log with their prefix, so tests can tell
+/// theirs apart).
+static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(|| Capture)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Lines logged with `prefix` that contain `text`.
+fn logged(prefix: &str, text: &str) -> usize {
+    let log = LOG.lock().unwrap();
+    String::from_utf8_lossy(&log)
+        .lines()
+        .filter(|line| line.contains(&format!("prefix={prefix}")) && line.contains(text))
+        .count()
+}
+
+/// Two replicas calling steadily (500 a second in all, under a limit of 1,000) with the
+/// default 20 ms timeout; Redis is killed after 1 s and started again after 2 s. Every call
+/// gets its slot, no wait for Redis ever exceeds the timeout, the outage is logged once per
+/// change, and sharing resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_falls_back_and_resumes() {
+    capture_logs();
+    let mut redis = RedisServer::start();
+    let prefix = "killed:";
+    let config = FleetConfig::new(redis.url())
+        .prefix(prefix)
+        .sync_interval(50 * MS);
+    let timeout = config.timeout;
+    assert_eq!(timeout, 20 * MS, "the default");
+    let fleets: Vec<_> = (0..2).map(|_| fleet(config.clone())).collect();
+    let limit = RateLimitConfig::new(1000, SECOND).burst(100);
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut tasks = Vec::new();
+    for fleet in &fleets {
+        let rate = fleet.rate("api.example", limit);
+        let hold = fleet.hold("api.example");
+        let budget = fleet.budget("api.example", BudgetConfig::default());
+        let running = running.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(4 * MS);
+            let (mut calls, mut most_waited, mut slowest) = (0u32, Duration::ZERO, Duration::ZERO);
+            while running.load(std::sync::atomic::Ordering::SeqCst) {
+                ticks.tick().await;
+                let start = Instant::now();
+                assert_eq!(hold.remaining(start), None);
+                budget.deposit(start);
+                let waited = take(&rate).await;
+                budget.withdraw(Instant::now());
+                calls += 1;
+                most_waited = most_waited.max(waited);
+                slowest = slowest.max(start.elapsed());
+            }
+            (calls, most_waited, slowest)
+        }));
+    }
+
+    sleep(SECOND).await;
+    // (The rate key itself comes and goes: it expires whenever the fleet is under its rate.)
+    assert!(redis.round_trips() > 0, "shared before the outage");
+    redis.stop();
+    let down = Instant::now();
+    while fleets.iter().any(Fleet::is_up) {
+        assert!(
+            down.elapsed() < 5 * SECOND,
+            "never noticed that Redis is down"
+        );
+        sleep(5 * MS).await;
+    }
+    println!(
+        "both replicas on local limits {:?} after the kill",
+        down.elapsed()
+    );
+    sleep(SECOND).await;
+    redis.restart();
+    let back = Instant::now();
+    // A new redis-server: its counts start again from zero.
+    while !fleets.iter().all(Fleet::is_up) || redis.round_trips() < 10 {
+        assert!(back.elapsed() < 10 * SECOND, "sharing never resumed");
+        sleep(5 * MS).await;
+    }
+    println!("sharing again {:?} after the restart", back.elapsed());
+    sleep(200 * MS).await;
+    running.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    let mut all = 0;
+    for task in tasks {
+        let (calls, most_waited, slowest) = task.await.unwrap();
+        println!(
+            "{calls} calls; longest wait asked for a slot {most_waited:?}, slowest {slowest:?}"
+        );
+        all += calls;
+        assert!(most_waited <= timeout, "{most_waited:?} waited for Redis");
+    }
+    assert!(all >= 500, "{all} calls");
+    let (warned, recovered) = (
+        logged(prefix, "fleet: redis unavailable, using local limits"),
+        logged(prefix, "fleet: redis available again"),
+    );
+    println!("{warned} WARN and {recovered} INFO lines for {all} calls");
+    // Once per replica and change (a loaded machine may add a change, never one per call).
+    assert!((2..=6).contains(&warned), "{warned} warnings");
+    assert!((2..=6).contains(&recovered), "{recovered} recoveries");
+    assert!(fleets.iter().all(Fleet::is_up));
+}
+
+/// A Redis that hangs (frozen: its connection open, no answer) rather than refuses: every
+/// call still gets its slot with no wait beyond the timeout, and sharing resumes when it
+/// answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_redis_costs_at_most_the_timeout() {
+    let redis = RedisServer::start();
+    let fleet = fleet(FleetConfig::new(redis.url()).sync_interval(50 * MS));
+    let timeout = fleet.config().timeout;
+    let rate = fleet.rate("api.example", RateLimitConfig::new(1000, SECOND).burst(100));
+    let mut most_waited = Duration::ZERO;
+    let mut ticks = tokio::time::interval(2 * MS);
+    let call = |phase: &'static str| {
+        let rate = rate.clone();
+        async move {
+            let waited = take(&rate).await;
+            assert!(waited <= timeout, "{phase}: waited {waited:?} for Redis");
+            waited
+        }
+    };
+    for _ in 0..100 {
+        ticks.tick().await;
+        most_waited = most_waited.max(call("before").await);
+    }
+    assert!(fleet.is_up());
+    redis.freeze(true);
+    let frozen = Instant::now();
+    for _ in 0..250 {
+        ticks.tick().await;
+        most_waited = most_waited.max(call("frozen").await);
+    }
+    assert!(!fleet.is_up(), "500 ms frozen, still sharing");
+    redis.freeze(false);
+    let thawed = Instant::now();
+    while !fleet.is_up() {
+        assert!(thawed.elapsed() < 5 * SECOND, "sharing never resumed");
+        ticks.tick().await;
+        most_waited = most_waited.max(call("thawed").await);
+    }
+    println!(
+        "frozen for {:?}, sharing again {:?} after; longest wait for a slot {most_waited:?}",
+        thawed - frozen,
+        thawed.elapsed()
+    );
+}
+
+/// A Redis that never was: every call is answered by the local limits, no wait beyond the
+/// timeout, and no error anywhere; made and used outside a runtime too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_every_call_is_answered_locally() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fleet = fleet(FleetConfig::new(format!("redis://127.0.0.1:{port}")));
+    let rate = fleet.rate("api.example", RateLimitConfig::new(100, SECOND).burst(10));
+    let budget = fleet.budget("api.example", BudgetConfig::new(0.5, 0, 10 * SECOND));
+    let hold = fleet.hold("api.example");
+    let start = Instant::now();
+    let mut most_waited = Duration::ZERO;
+    for _ in 0..10 {
+        most_waited = most_waited.max(take(&rate).await);
+    }
+    assert!(most_waited <= 20 * MS, "{most_waited:?}");
+    // The refill that found no Redis ends at its timeout, and turns the fleet down.
+    while fleet.is_up() {
+        assert!(start.elapsed() < SECOND, "still up");
+        sleep(MS).await;
+    }
+    // Then the local limit: 10 at once, then 100 a second.
+    let now = Instant::now();
+    assert!(rate.try_take(now).is_err());
+    println!("10 slots in {:?} without Redis", start.elapsed());
+    for _ in 0..4 {
+        budget.deposit(now);
+    }
+    assert!(budget.withdraw(now) && budget.withdraw(now) && !budget.withdraw(now));
+    hold.hold_until(now + SECOND);
+    assert_eq!(hold.remaining(now), Some(SECOND));
+    assert!(!fleet.sync().await);
+
+    // Outside any runtime: nothing to connect with, so local limits.
+    let url = format!("redis://127.0.0.1:{port}");
+    std::thread::spawn(move || {
+        let fleet = Fleet::new(FleetConfig::new(url)).unwrap();
+        let rate = fleet.rate("api.example", RateLimitConfig::new(1, SECOND));
+        let now = Instant::now();
+        assert_eq!(rate.try_take(now), Ok(()));
+        assert!(rate.try_take(now).is_err());
+    })
+    .join()
+    .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// (e) Keys
+// ---------------------------------------------------------------------------------------
+
+/// Every key carries the prefix and an expiry; an idle rate key is gone once its TAT is
+/// past, and a budget's hash keeps a bounded number of fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_carry_the_prefix_and_expire() {
+    let redis = RedisServer::start();
+    let fleet = fleet(
+        FleetConfig::new(redis.url())
+            .prefix("svc-a/")
+            .timeout(500 * MS)
+            .sync_interval(20 * MS),
+    );
+    let rate = fleet.rate("api.example", RateLimitConfig::new(100, SECOND).burst(10));
+    let hold = fleet.hold("api.example");
+    let budget = fleet.budget("api.example", BudgetConfig::new(0.5, 1, SECOND));
+    for _ in 0..30 {
+        take(&rate).await;
+        budget.deposit(Instant::now());
+        budget.withdraw(Instant::now());
+        sleep(MS).await;
+    }
+    hold.hold_until(Instant::now() + 2 * SECOND);
+    assert!(fleet.sync().await);
+    assert_eq!(
+        redis.keys(),
+        [
+            "svc-a/budget:api.example",
+            "svc-a/hold:api.example",
+            "svc-a/rate:api.example"
+        ]
+    );
+    // The TAT is at most the burst ahead (100 ms), the hold 2 s, the budget a window and a
+    // step (1.1 s).
+    let ttl = |kind: &str| redis.pttl(&format!("svc-a/{kind}:api.example"));
+    assert!((1..=101).contains(&ttl("rate")), "{}", ttl("rate"));
+    assert!((1_500..=2_000).contains(&ttl("hold")), "{}", ttl("hold"));
+    assert!((1..=1_100).contains(&ttl("budget")), "{}", ttl("budget"));
+    let fields: u64 = redis::cmd("HLEN")
+        .arg("svc-a/budget:api.example")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(fields <= 22, "{fields} fields");
+
+    // Idle: the rate key goes first, then the budget's (no more flushes), then the hold.
+    let idle = Instant::now();
+    while !redis.keys().is_empty() {
+        assert!(idle.elapsed() < 5 * SECOND, "left: {:?}", redis.keys());
+        sleep(50 * MS).await;
+    }
+    println!("every key expired {:?} after the last call", idle.elapsed());
+    drop((rate, hold, budget));
+}
