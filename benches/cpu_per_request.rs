@@ -8,10 +8,11 @@
 //! `cargo bench --bench cpu_per_request` (`BENCH_REQUESTS` per round, default 20000;
 //! `BENCH_ROUNDS`, default 10).
 //!
-//! On a virtual machine CPU time still drifts by a few µs between runs, so
-//! `benches/instructions.sh` counts instructions instead (valgrind: exact and repeatable). It
-//! runs this binary as a server (`BENCH_SERVE=1`) and, under callgrind, as the client of one
-//! stack (`BENCH_URL`, `BENCH_STACK`, `BENCH_REQUESTS`).
+//! On a virtual machine CPU time still drifts by a few µs between runs, so instructions are
+//! the figure to trust: `benches/instructions.sh` counts them for these stacks and the peers,
+//! with the harness in `benches/peers/` (see BENCHMARKS.md). This binary can still serve
+//! (`BENCH_SERVE=1`) and run one stack (`BENCH_URL`, `BENCH_STACK`, `BENCH_REQUESTS`) for a
+//! quick callgrind profile of the main crate alone.
 
 #![allow(missing_docs, unsafe_code)]
 

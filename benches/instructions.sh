@@ -1,34 +1,66 @@
 #!/usr/bin/env bash
-# Instructions per request of each stack, counted by callgrind: exact and repeatable, unlike
-# CPU time on a shared virtual machine. Each stack runs twice (N and 2N requests) and the
-# difference divided by N is the per-request cost, start-up excluded.
+# Instructions per request of resilient-http and its peers, counted by callgrind: exact and
+# repeatable, unlike CPU time on a shared virtual machine. Each stack runs N and 2N requests
+# (after 4,000 warm-up requests, 2,000 of them 128 wide to fill the connection pool) and the
+# difference divided by N is the per-request cost, start-up excluded. Every stack makes one
+# GET with a 2-byte body (read) against a loopback HTTP/1.1 server in another process, 64 in
+# flight, everything at defaults.
 #
-#   bash benches/instructions.sh [N]      (default N = 2000)
+#   bash benches/instructions.sh [N] [STACK...]     (default N = 4000, every stack)
+#
+# glibc's malloc makes a run's count vary by a few hundred instructions per request (its heap
+# layout differs from run to run; nothing else differs), so each count is the median of
+# REPEAT runs (default 3), and "pairs" shows the spread of the single N/2N pairs. Only the
+# measured calls are counted (--toggle-collect), not start-up or warm-up.
+#
+# The stacks live in benches/peers/, a Cargo project of its own (own workspace, lock file and
+# target dir), so that the peers never become dependencies of the main crate. The other two
+# figures of the same stacks:
+#   cargo run --release --manifest-path benches/peers/Cargo.toml -- cpu [ROUNDS] [REQUESTS]
+#   cargo run --release --manifest-path benches/peers/Cargo.toml --bin peers-allocs [N]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-N="${1:-2000}"
+cd "$(dirname "$0")/peers"
+N="${1:-4000}"
+REPEAT="${REPEAT:-3}"
+shift || true
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
-cargo bench --bench cpu_per_request --no-run 2>/dev/null
-BIN=$(ls -t target/release/deps/cpu_per_request-* | grep -v '\.d$' | head -1)
+cargo build --release --quiet --bins
+BIN=target/release/peers
+if [ $# -gt 0 ]; then STACKS=(reqwest "$@"); else mapfile -t STACKS < <("$BIN" list); fi
 
-BENCH_SERVE=1 "$BIN" > /tmp/instructions-server.url &
+WORK=$(mktemp -d)
+"$BIN" serve > "$WORK/url" &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null' EXIT
-for _ in $(seq 50); do [ -s /tmp/instructions-server.url ] && break; sleep 0.1; done
-URL=$(cat /tmp/instructions-server.url)
+trap 'kill $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT
+for _ in $(seq 50); do [ -s "$WORK/url" ] && break; sleep 0.1; done
+URL=$(cat "$WORK/url")
 
-count() { # stack requests
-    BENCH_URL="$URL" BENCH_STACK="$1" BENCH_REQUESTS="$2" \
-        valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" 2>&1 \
-        | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+count() { # stack requests -> "instructions connections-opened"
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        --collect-atstart=no --toggle-collect='*measured_calls*' "$BIN" one "$1" "$2" "$URL" \
+        > "$WORK/log" 2>&1 || { cat "$WORK/log" >&2; exit 1; }
+    echo "$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$WORK/log") \
+$(sed -n 's/^connections opened: \([0-9]*\)/\1/p' "$WORK/log")"
 }
 
-printf '%-26s %14s %12s\n' stack "instr/request" "vs reqwest"
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+echo "instructions per request (callgrind; (median of $REPEAT runs of 2N - median of $REPEAT runs of N) / N," \
+    "N = $N; 64 in flight, loopback HTTP/1.1)"
+printf '%-26s %13s %11s %8s %15s %9s\n' stack "instr/request" "vs reqwest" ratio "pairs min..max" "new conns"
 base=""
-for stack in reqwest reqwest+timeout tower-retry+timeout floor-by-hand resilient resilient-given-client resilient-timeouts-only; do
-    one=$(count "$stack" "$N")
-    two=$(count "$stack" $((2 * N)))
-    per=$(( (two - one) / N ))
+for stack in "${STACKS[@]}"; do
+    : > "$WORK/one"; : > "$WORK/two"; : > "$WORK/pairs"; conns=0
+    for _ in $(seq "$REPEAT"); do
+        read -r a c1 <<< "$(count "$stack" "$N")"
+        read -r b c2 <<< "$(count "$stack" $((2 * N)))"
+        echo "$a" >> "$WORK/one"; echo "$b" >> "$WORK/two"
+        echo $(( (b - a) / N )) >> "$WORK/pairs"
+        conns=$((conns + c1 + c2))
+    done
+    per=$(( ($(median < "$WORK/two") - $(median < "$WORK/one")) / N ))
     [ -z "$base" ] && base=$per
-    printf '%-26s %14d %+12d\n' "$stack" "$per" $((per - base))
+    printf '%-26s %13d %+11d %7.3fx %15s %9d\n' "$stack" "$per" $((per - base)) \
+        "$(awk -v a="$per" -v b="$base" 'BEGIN { print a / b }')" \
+        "$(sort -n "$WORK/pairs" | sed -n '1p;$p' | paste -sd' ' | sed 's/ /../')" "$conns"
 done

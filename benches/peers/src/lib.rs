@@ -1,0 +1,523 @@
+//! resilient-http against its peers, per request: instructions (callgrind, driven by
+//! `benches/instructions.sh`), client CPU time (`peers cpu`) and allocations
+//! (`peers-allocs`, a binary of its own so that the counting allocator costs the other
+//! figures nothing).
+//!
+//! Every stack makes the same call: one GET of `/bench` on a loopback HTTP/1.1 server in
+//! another process (so only the client's cost is counted), 64 calls in flight, the 2-byte body
+//! read, everything at defaults. The harness itself allocates nothing per call: each stack is
+//! a concrete type, and each of the 64 tasks awaits its calls one after another.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use tower::ServiceExt;
+
+/// Calls in flight at once, as in the issue.
+pub const IN_FLIGHT: usize = 64;
+
+/// Calls before anything is measured, twice: at twice the width, then at the measured width
+/// (see [`AnyStack::warm_up`]).
+pub const WARM_UP: usize = 2_000;
+
+/// The stacks, in the order of every table (bare reqwest first: the ratios are to it).
+pub const STACKS: &[&str] = &[
+    "reqwest",
+    "reqwest+timeout",
+    "reqwest-middleware+retry",
+    "tower-timeout+retry",
+    "tower-resilience-breaker",
+    "floor-by-hand",
+    "resilient",
+    "resilient-bytes",
+    "resilient+rate+bulkhead",
+    "resilient-middleware",
+    "resilient-given-client",
+    "resilient-timeouts-only",
+];
+
+/// One way of making the call; `true` when it succeeded and read the 2-byte body.
+pub trait Stack: Clone + 'static {
+    /// One call of `url`.
+    fn call(&self, url: &'static str) -> impl Future<Output = bool>;
+}
+
+async fn read<E>(response: Result<reqwest::Response, E>) -> bool {
+    match response {
+        Ok(r) if r.status() == 200 => r.bytes().await.is_ok_and(|b| b.len() == 2),
+        _ => false,
+    }
+}
+
+fn request(url: &str) -> reqwest::Request {
+    reqwest::Request::new(reqwest::Method::GET, url.parse().expect("valid URL"))
+}
+
+#[derive(Clone)]
+pub struct Reqwest(reqwest::Client);
+impl Stack for Reqwest {
+    async fn call(&self, url: &'static str) -> bool {
+        read(self.0.get(url).send().await).await
+    }
+}
+
+#[derive(Clone)]
+pub struct ReqwestTimeout(reqwest::Client);
+impl Stack for ReqwestTimeout {
+    async fn call(&self, url: &'static str) -> bool {
+        read(
+            self.0
+                .get(url)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await,
+        )
+        .await
+    }
+}
+
+#[derive(Clone)]
+pub struct MiddlewareRetry(reqwest_middleware::ClientWithMiddleware);
+impl Stack for MiddlewareRetry {
+    async fn call(&self, url: &'static str) -> bool {
+        read(self.0.get(url).send().await).await
+    }
+}
+
+/// tower's retry as a peer would set it up over reqwest: retry errors up to `n` times,
+/// copying the request with `try_clone` (reqwest's request is not `Clone`).
+#[derive(Clone)]
+pub struct CloneRetry(usize);
+
+impl<E> tower::retry::Policy<reqwest::Request, reqwest::Response, E> for CloneRetry {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _req: &mut reqwest::Request,
+        result: &mut Result<reqwest::Response, E>,
+    ) -> Option<Self::Future> {
+        match result {
+            Err(_) if self.0 > 0 => {
+                self.0 -= 1;
+                Some(std::future::ready(()))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &reqwest::Request) -> Option<reqwest::Request> {
+        req.try_clone()
+    }
+}
+
+#[derive(Clone)]
+pub struct TowerRetry(tower::retry::Retry<CloneRetry, tower::timeout::Timeout<reqwest::Client>>);
+impl Stack for TowerRetry {
+    async fn call(&self, url: &'static str) -> bool {
+        read(self.0.clone().oneshot(request(url)).await).await
+    }
+}
+
+type Breaker = tower_resilience::circuitbreaker::CircuitBreaker<
+    reqwest::Client,
+    tower_resilience::circuitbreaker::DefaultClassifier,
+>;
+
+#[derive(Clone)]
+pub struct TowerResilience(Breaker);
+impl Stack for TowerResilience {
+    async fn call(&self, url: &'static str) -> bool {
+        read(self.0.clone().oneshot(request(url)).await).await
+    }
+}
+
+/// What a fused path could cost at best: the essentials of the full stack written out by
+/// hand (request copy for a retry, per-request timeout, breaker lookup, admit and record,
+/// status check), no layers.
+#[derive(Clone)]
+pub struct Floor(reqwest::Client, resilient_http::breaker::BreakerRegistry);
+impl Stack for Floor {
+    async fn call(&self, url: &'static str) -> bool {
+        let Ok(url) = url.parse::<url::Url>() else {
+            return false;
+        };
+        let breaker = self
+            .1
+            .get_or_create(&resilient_http::breaker::endpoint_key(&url));
+        let mut request = reqwest::Request::new(reqwest::Method::GET, url);
+        let spare = request.try_clone();
+        *request.timeout_mut() = Some(Duration::from_secs(10));
+        let Ok(permit) = breaker.try_acquire() else {
+            return false;
+        };
+        let ok = read(self.0.execute(request).await).await;
+        permit.success();
+        drop(spare);
+        ok
+    }
+}
+
+#[derive(Clone)]
+pub struct Resilient(resilient_http::Client);
+impl Stack for Resilient {
+    async fn call(&self, url: &'static str) -> bool {
+        read(self.0.get(url).send().await).await
+    }
+}
+
+/// The body read inside the attempt (`RequestBuilder::bytes`), so a cut-off body is retried.
+#[derive(Clone)]
+pub struct ResilientBytes(resilient_http::Client);
+impl Stack for ResilientBytes {
+    async fn call(&self, url: &'static str) -> bool {
+        self.0.get(url).bytes().await.is_ok_and(|b| b.len() == 2)
+    }
+}
+
+#[derive(Clone)]
+pub struct ResilientMiddleware(reqwest_middleware::ClientWithMiddleware);
+impl Stack for ResilientMiddleware {
+    async fn call(&self, url: &'static str) -> bool {
+        read(self.0.get(url).send().await).await
+    }
+}
+
+/// One of the stacks, built (each with its own reqwest client, so its own connections).
+pub enum AnyStack {
+    Reqwest(Reqwest),
+    ReqwestTimeout(ReqwestTimeout),
+    MiddlewareRetry(MiddlewareRetry),
+    TowerRetry(TowerRetry),
+    TowerResilience(TowerResilience),
+    Floor(Floor),
+    Resilient(Resilient),
+    ResilientBytes(ResilientBytes),
+    ResilientMiddleware(ResilientMiddleware),
+}
+
+impl AnyStack {
+    /// Stack number `i` of [`STACKS`].
+    pub fn new(i: usize) -> AnyStack {
+        use reqwest_retry::{RetryTransientMiddleware, policies::ExponentialBackoff};
+        use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
+        use resilient_http::policy::EndpointPolicy;
+
+        let resilient = |builder: resilient_http::ClientBuilder| {
+            AnyStack::Resilient(Resilient(builder.build().expect("client")))
+        };
+        match STACKS[i] {
+            "reqwest" => AnyStack::Reqwest(Reqwest(reqwest::Client::new())),
+            "reqwest+timeout" => AnyStack::ReqwestTimeout(ReqwestTimeout(reqwest::Client::new())),
+            "reqwest-middleware+retry" => {
+                // reqwest-retry's README: the builder's defaults, 3 retries.
+                let policy = ExponentialBackoff::builder().build_with_max_retries(3);
+                AnyStack::MiddlewareRetry(MiddlewareRetry(
+                    reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+                        .with(RetryTransientMiddleware::new_with_policy(policy))
+                        .build(),
+                ))
+            }
+            "tower-timeout+retry" => AnyStack::TowerRetry(TowerRetry(
+                tower::ServiceBuilder::new()
+                    .retry(CloneRetry(2))
+                    .timeout(Duration::from_secs(10))
+                    .service(reqwest::Client::new()),
+            )),
+            "tower-resilience-breaker" => {
+                let layer = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+                    .build()
+                    .expect("tower-resilience breaker at defaults");
+                AnyStack::TowerResilience(TowerResilience(layer.layer_fn(reqwest::Client::new())))
+            }
+            "floor-by-hand" => AnyStack::Floor(Floor(
+                reqwest::Client::new(),
+                resilient_http::breaker::BreakerRegistry::new(
+                    resilient_http::breaker::BreakerConfig::default(),
+                ),
+            )),
+            "resilient" => resilient(resilient_http::Client::builder()),
+            "resilient-bytes" => AnyStack::ResilientBytes(ResilientBytes(
+                resilient_http::Client::builder().build().expect("client"),
+            )),
+            // Never refusing: only the cost of asking is measured.
+            "resilient+rate+bulkhead" => resilient(
+                resilient_http::Client::builder().default_policy(
+                    EndpointPolicy::new()
+                        .rate_limit(
+                            RateLimitConfig::new(1_000_000, Duration::from_secs(1))
+                                .burst(1_000_000),
+                        )
+                        .bulkhead(BulkheadConfig::new(100_000, Duration::ZERO)),
+                ),
+            ),
+            "resilient-middleware" => {
+                let middleware = resilient_http::middleware::ResilientMiddleware::new(
+                    resilient_http::Client::builder(),
+                )
+                .expect("middleware");
+                AnyStack::ResilientMiddleware(ResilientMiddleware(
+                    reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+                        .with(middleware)
+                        .build(),
+                ))
+            }
+            // A reqwest client of the user's (reqwest's defaults, its own retry included):
+            // each attempt sets its timeout on the request.
+            "resilient-given-client" => {
+                resilient(resilient_http::Client::builder().reqwest_client(reqwest::Client::new()))
+            }
+            "resilient-timeouts-only" => resilient(
+                resilient_http::Client::builder()
+                    .retry(resilient_http::retry::RetryPolicy::never())
+                    .no_circuit_breaker(),
+            ),
+            other => panic!("no stack {other}"),
+        }
+    }
+
+    /// Fills the stack's connection pool, then runs it at the measured width.
+    ///
+    /// reqwest's pool (hyper-util's) keeps a host's idle connections in a list that it drops
+    /// when it empties and makes anew on the next return: with exactly as many connections
+    /// as calls in flight, that is one more allocation (288 bytes) and a map insertion and
+    /// removal per call. How many connections a stack ends up with is a race (a call that
+    /// finds none idle opens one; 64 in flight settle on anything from 64 to about 125), so
+    /// unless the pool is filled first, that cost comes and goes between runs. At twice the
+    /// width the pool holds at least 128 connections, and measured rounds never empty its list
+    /// nor open another (each figure's output says how many they did open).
+    pub async fn warm_up(&self, url: &'static str) {
+        self.round_of(url, WARM_UP, 2 * IN_FLIGHT).await;
+        self.round(url, WARM_UP).await;
+    }
+
+    /// `requests` calls, 64 at a time.
+    pub async fn round(&self, url: &'static str, requests: usize) {
+        self.round_of(url, requests, IN_FLIGHT).await;
+    }
+
+    async fn round_of(&self, url: &'static str, requests: usize, in_flight: usize) {
+        match self {
+            AnyStack::Reqwest(s) => round(s, url, requests, in_flight).await,
+            AnyStack::ReqwestTimeout(s) => round(s, url, requests, in_flight).await,
+            AnyStack::MiddlewareRetry(s) => round(s, url, requests, in_flight).await,
+            AnyStack::TowerRetry(s) => round(s, url, requests, in_flight).await,
+            AnyStack::TowerResilience(s) => round(s, url, requests, in_flight).await,
+            AnyStack::Floor(s) => round(s, url, requests, in_flight).await,
+            AnyStack::Resilient(s) => round(s, url, requests, in_flight).await,
+            AnyStack::ResilientBytes(s) => round(s, url, requests, in_flight).await,
+            AnyStack::ResilientMiddleware(s) => round(s, url, requests, in_flight).await,
+        }
+    }
+}
+
+/// Every stack of [`STACKS`], in order.
+pub fn all() -> Vec<AnyStack> {
+    (0..STACKS.len()).map(AnyStack::new).collect()
+}
+
+/// The index of a stack in [`STACKS`], by name.
+pub fn stack_index(name: &str) -> usize {
+    STACKS
+        .iter()
+        .position(|s| *s == name)
+        .unwrap_or_else(|| panic!("unknown stack {name:?}; one of {STACKS:?}"))
+}
+
+async fn round<S: Stack>(stack: &S, url: &'static str, requests: usize, in_flight: usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..in_flight {
+        let stack = stack.clone();
+        // Spread the remainder so that exactly `requests` calls are made.
+        let calls = requests / in_flight + usize::from(t < requests % in_flight);
+        tasks.spawn_local(async move {
+            for _ in 0..calls {
+                assert!(stack.call(url).await, "a call failed");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("a task panicked");
+    }
+}
+
+/// A one-thread runtime: the client's cost on one core, as the reference figures were taken.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Runs `f` on the one-thread runtime inside a `LocalSet` (the tasks are spawned locally).
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::task::LocalSet::new().block_on(&runtime(), f)
+}
+
+/// The calls that callgrind counts (`--toggle-collect=*measured_calls*`): only while this
+/// function runs, so that start-up (TLS roots, clients) and warm-up, which vary by a few
+/// million instructions between runs, are left out.
+#[inline(never)]
+pub fn measured_calls(
+    rt: &tokio::runtime::Runtime,
+    local: &tokio::task::LocalSet,
+    stack: &AnyStack,
+    url: &'static str,
+    requests: usize,
+) {
+    local.block_on(rt, stack.round(url, requests));
+}
+
+/// Pins the calling thread (and the threads it starts later) to `cpu`, if there is one.
+pub fn pin_to(cpu: usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpu >= cores {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_setaffinity only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// User + system CPU time of this whole process (every thread of the client; the server is
+/// another process).
+pub fn process_cpu() -> Duration {
+    // SAFETY: getrusage writes into the struct we own.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+// The server ---------------------------------------------------------------------------------
+
+static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+/// `peers serve`: a loopback HTTP/1.1 server on CPU 1 answering `200 ok` (2 bytes) to every
+/// request, and `<connections> <requests>` to `/stats`. Prints its URL, runs until killed.
+pub fn serve() -> ! {
+    pin_to(1);
+    runtime().block_on(async {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        println!("http://{addr}/bench");
+        std::io::stdout().flush().expect("stdout");
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            CONNECTIONS.fetch_add(1, Relaxed);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(answer);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
+async fn answer(
+    request: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let body = if request.uri().path() == "/stats" {
+        Bytes::from(format!(
+            "{} {}",
+            CONNECTIONS.load(Relaxed),
+            REQUESTS.load(Relaxed)
+        ))
+    } else {
+        REQUESTS.fetch_add(1, Relaxed);
+        Bytes::from_static(b"ok")
+    };
+    Ok(hyper::Response::new(Full::new(body)))
+}
+
+/// The server as a child process of this binary, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:<port>/bench`, leaked: every call borrows it.
+    pub url: &'static str,
+}
+
+impl Server {
+    /// Starts `<this binary> serve` (the `peers` binary next to this one, if this is another).
+    pub fn start() -> Server {
+        let me = std::env::current_exe().expect("current exe");
+        let peers = me.with_file_name("peers");
+        let exe = if peers.exists() { peers } else { me };
+        let mut child = Command::new(exe)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("server URL");
+        Server {
+            child,
+            url: String::leak(line.trim().to_owned()),
+        }
+    }
+
+    /// Connections accepted and requests answered so far (see [`stats`]).
+    pub fn stats(&self) -> (u64, u64) {
+        stats(self.url)
+    }
+}
+
+/// Connections accepted and requests answered so far by the server at `url`: asked over a
+/// plain blocking socket (no runtime, no pool), which adds one connection of its own.
+pub fn stats(url: &str) -> (u64, u64) {
+    use std::io::Read;
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("host:port");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect for stats");
+    write!(
+        stream,
+        "GET /stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("ask for stats");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("stats");
+    let body = reply.rsplit("\r\n\r\n").next().unwrap_or_default();
+    let mut numbers = body.split(' ').map(|n| n.trim().parse().expect("a number"));
+    (
+        numbers.next().expect("connections"),
+        numbers.next().expect("requests"),
+    )
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A positional argument, or its default.
+pub fn arg(args: &[String], i: usize, default: usize) -> usize {
+    args.get(i)
+        .map(|a| a.replace('_', "").parse().expect("a number"))
+        .unwrap_or(default)
+}
