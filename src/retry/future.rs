@@ -129,14 +129,9 @@ where
                         }
                     };
                     *this.race = None;
-                    match this.retry.finish_attempt(result) {
-                        Next::Done(result) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(result);
-                        }
-                        Next::Retry(delay) => this.state.set(State::Sleeping {
-                            sleep: Box::pin(sleep(delay)),
-                        }),
+                    let next = this.retry.finish_attempt(result);
+                    if let Some(result) = followed(this.state.as_mut(), next) {
+                        return Poll::Ready(result);
                     }
                     continue;
                 }
@@ -145,14 +140,9 @@ where
                         let _attempt = this.retry.observer().enter_attempt();
                         ready!(future.poll(cx))
                     };
-                    match this.retry.finish_attempt(result) {
-                        Next::Done(result) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(result);
-                        }
-                        Next::Retry(delay) => this.state.set(State::Sleeping {
-                            sleep: Box::pin(sleep(delay)),
-                        }),
+                    let next = this.retry.finish_attempt(result);
+                    if let Some(result) = followed(this.state.as_mut(), next) {
+                        return Poll::Ready(result);
                     }
                     continue;
                 }
@@ -191,20 +181,37 @@ where
                 }
                 Gate::Wait(waiting) => this.state.set(State::Gated { waiting }),
                 // Recorded as an attempt that was not sent, like a breaker's refusal.
-                Gate::Refused(error) => match this.retry.finish_attempt(Err(error)) {
-                    Next::Done(result) => {
-                        this.state.set(State::Done);
+                Gate::Refused(error) => {
+                    let next = this.retry.finish_attempt(Err(error));
+                    if let Some(result) = followed(this.state.as_mut(), next) {
                         return Poll::Ready(result);
                     }
-                    Next::Retry(delay) => this.state.set(State::Sleeping {
-                        sleep: Box::pin(sleep(delay)),
-                    }),
-                },
+                }
                 Gate::Over(error) => {
                     this.state.set(State::Done);
                     return Poll::Ready(Err(error));
                 }
             }
+        }
+    }
+}
+
+/// What follows an attempt, in `state`: the call's result when it is over (`state` is then
+/// `Done`), else `None` and `state` sleeps before the next attempt.
+fn followed<F>(
+    mut state: Pin<&mut State<F>>,
+    next: Next,
+) -> Option<Result<reqwest::Response, Error>> {
+    match next {
+        Next::Done(result) => {
+            state.set(State::Done);
+            Some(result)
+        }
+        Next::Retry(delay) => {
+            state.set(State::Sleeping {
+                sleep: Box::pin(sleep(delay)),
+            });
+            None
         }
     }
 }
