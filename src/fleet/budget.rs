@@ -9,11 +9,8 @@ use tokio::time::Instant;
 use super::link::FleetInner;
 use crate::policy::bounds::BUDGET_BUCKETS;
 use crate::retry::BudgetConfig;
-use crate::retry::RetryBudget;
-use crate::window::bucket_ms;
-
-/// `ratio` and balances in millionths of a retry, as the local budget keeps them.
-const SCALE: u64 = 1_000_000;
+// `ratio` and balances in millionths of a retry, as the local budget keeps them.
+use crate::retry::{BUDGET_SCALE as SCALE, RetryBudget};
 
 /// One endpoint key's retry budget, counted across the fleet: see the [module docs](super).
 /// Made by [`Fleet::budget`](super::Fleet::budget); cheap to clone.
@@ -50,18 +47,14 @@ impl std::fmt::Debug for SharedBudget {
 
 impl SharedBudget {
     pub(crate) fn new(fleet: &Arc<FleetInner>, key: &str, config: BudgetConfig) -> Self {
-        // The local budget's arithmetic (`retry/budget.rs`), so that both count the same
-        // retries from the same first attempts.
-        let step_ms = bucket_ms(config.window, BUDGET_BUCKETS);
-        let window_ms = step_ms.saturating_mul(u64::from(BUDGET_BUCKETS));
-        let ratio = ((config.ratio.clamp(0.0, 1.0) * SCALE as f64).round() as u64).min(SCALE);
-        let reserve = u64::from(config.min_per_second)
-            .saturating_mul(window_ms)
-            .saturating_mul(SCALE / 1000);
+        // The local budget's arithmetic, so that both count the same retries from the same
+        // first attempts.
+        let local = RetryBudget::new(config);
+        let (step_ms, ratio, reserve) = local.terms();
         let shared = Arc::new(BudgetShared {
             fleet: fleet.clone(),
             redis_key: fleet.key("budget", key),
-            local: RetryBudget::new(config),
+            local,
             deposits: AtomicU64::new(0),
             withdrawals: AtomicU64::new(0),
             balance: AtomicI64::new(0),

@@ -76,7 +76,7 @@ impl Default for BudgetConfig {
 }
 
 /// `ratio` and balances are kept in millionths of a retry.
-const SCALE: u64 = 1_000_000;
+pub(crate) const SCALE: u64 = 1_000_000;
 
 /// One endpoint key's retry budget. See the [module docs](self).
 pub(crate) struct RetryBudget {
@@ -122,6 +122,13 @@ impl RetryBudget {
             step_ms,
             base: Instant::now(),
         }
+    }
+
+    /// Its arithmetic, for a budget counted elsewhere the same way (the fleet's, feature
+    /// `redis`): the step in milliseconds, `ratio` and the reserve in millionths.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn terms(&self) -> (u64, u64, u64) {
+        (self.step_ms, self.ratio, self.reserve)
     }
 
     /// A first attempt went out. Reads no clock: `now` is the call's start.

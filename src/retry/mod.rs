@@ -86,10 +86,10 @@ pub(crate) mod state;
 
 pub use self::backoff::{Backoff, Jitter};
 pub use budget::BudgetConfig;
-#[allow(unused_imports)] // wired by the lead in the next step
-pub(crate) use budget::RetryBudget;
 #[doc(hidden)]
 pub use budget::{__bench_budget, BenchBudget};
+#[allow(unused_imports)] // wired by the lead in the next step
+pub(crate) use budget::{RetryBudget, SCALE as BUDGET_SCALE};
 pub use future::ResponseFuture;
 pub use layer::RetryLayer;
 pub use policy::{IDEMPOTENCY_KEY, RetryPolicy, RetryPolicyBuilder, is_idempotent};
