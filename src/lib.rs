@@ -143,6 +143,8 @@ pub mod classify;
 mod client;
 mod error;
 mod extras;
+#[cfg(test)]
+mod fuzzing;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod fleet;

@@ -399,15 +399,7 @@ mod fuzz {
     use super::*;
 
     fn config() -> ProptestConfig {
-        // Failures are kept as regression tests in the code, not in files beside it.
-        let cases = std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|c| c.parse().ok());
-        ProptestConfig {
-            cases: cases.unwrap_or(2_000),
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
+        crate::fuzzing::config(2_000)
     }
 
     /// In every secret, and nowhere else: no name, host, path or prose can spell it.

@@ -72,15 +72,7 @@ mod fuzz {
     use super::{parse, parse_value};
 
     fn config() -> ProptestConfig {
-        // Failures are kept as regression tests in the code, not in files beside it.
-        let cases = std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|c| c.parse().ok());
-        ProptestConfig {
-            cases: cases.unwrap_or(4_000),
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
+        crate::fuzzing::config(4_000)
     }
 
     /// The latest second an HTTP-date can name (`Fri, 31 Dec 9999 23:59:59 GMT`).
