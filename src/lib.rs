@@ -143,11 +143,11 @@ pub mod classify;
 mod client;
 mod error;
 mod extras;
-#[cfg(test)]
-mod fuzzing;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod fleet;
+#[cfg(test)]
+mod fuzzing;
 pub mod hedge;
 pub mod hook;
 mod keyed;
