@@ -69,6 +69,7 @@
 //! | whether a retry may spend from the retry budget | the end of `Decision::decide` in `retry/state.rs`, with [`retry::BudgetConfig`] (`retry/budget.rs`) |
 //! | when a server's `Retry-After` holds its endpoint | `Guards::observe` in `overload/guards.rs` |
 //! | whether and when to send a hedge; whether a failed attempt waits for its race | `RetryState::hedges_after`, `RetryState::hedge` (with `Guards::let_hedge_out`) and `RetryState::keeps_racing` in `retry/state.rs`; the attempts in flight in `hedge/race.rs` ([`hedge`]) |
+//! | whether a guard's state is this process's or the fleet's (Redis) | `Guards::new` in `overload/guards.rs`, over `overload/shared.rs`; the policy asks with `rate_limit_shared`/`retry_budget_shared`, holds are shared whenever the client has a Redis; the fleet's own rules in `fleet` (feature `redis`) |
 //! | which breaker and guards (the endpoint key) | `keyed::key_for`, [`breaker::endpoint_key`] |
 //! | which policy | `Policies::select_index` in `policy/compiled.rs`, with [`policy::Matcher`] |
 //! | a setting's range | `policy/bounds.rs`, for the builders and the file alike |
@@ -93,6 +94,10 @@
 //!   `toml` and `humantime`.
 //! - `metrics`: counters, gauges and histograms through the `metrics` facade; the names are
 //!   in [`telemetry`], with the spans and events every build has.
+//! - `redis`: limits shared by the replicas of a service through Redis ([`fleet`]):
+//!   `Retry-After` holds, rate limits and retry budgets, falling back to local limits while
+//!   Redis is unreachable. Turned on per client with `ClientBuilder::redis` or the policy
+//!   file's `[redis]` table.
 //! - `backoff`: `backoff` crate schedules for the retry layer (off by default: the crate is
 //!   unmaintained).
 //! - `testkit`: `testkit::FaultServer`, a loopback HTTP server that fails on demand, to test

@@ -75,7 +75,7 @@ impl ResilientMiddleware {
     /// `connect_timeout` are not used: the middleware client has its own).
     pub fn new(builder: ClientBuilder) -> Result<Self, Error> {
         Ok(ResilientMiddleware {
-            policies: Arc::new(builder.build_policies(None)?),
+            policies: Arc::new(builder.build_policies(None, None)?),
         })
     }
 

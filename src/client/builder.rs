@@ -15,7 +15,8 @@ use crate::error::{BoxError, Error, Short};
 use crate::extras::{AttemptService, Extras};
 use crate::hook::{AttemptHook, AuthRefresher};
 use crate::outer::{CallService, Exchange, Exchanged, OuterService, outer_service};
-use crate::policy::compiled::Base;
+use crate::overload::Fleet;
+use crate::policy::compiled::{Base, Redis};
 use crate::policy::{CompiledPolicy, EndpointPolicy, Matcher, Policies};
 #[cfg(feature = "config")]
 use crate::policy::{PolicyConfig, PolicyFile};
@@ -48,6 +49,9 @@ pub struct ClientBuilder {
     outer: Option<OuterService>,
     /// `layer` or `attempt_layer` was called twice, which `build` reports.
     layers_set_twice: bool,
+    /// The Redis the replicas share limits through.
+    #[cfg(feature = "redis")]
+    redis: Option<crate::fleet::FleetConfig>,
 }
 
 type MakeAttemptService = dyn Fn(reqwest::Client) -> AttemptService + Send + Sync;
@@ -70,14 +74,16 @@ impl Default for ClientBuilder {
             attempt_layer: None,
             outer: None,
             layers_set_twice: false,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 }
 
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientBuilder")
-            .field("default", &self.default)
+        let mut f = f.debug_struct("ClientBuilder");
+        f.field("default", &self.default)
             .field("endpoints", &self.endpoints)
             .field("classifier", &self.classifier)
             .field("retry", &self.retry)
@@ -87,8 +93,10 @@ impl fmt::Debug for ClientBuilder {
             .field("extras", &self.extras)
             .field("policy_extras", &self.policy_extras)
             .field("attempt_layer", &self.attempt_layer.is_some())
-            .field("outer_layer", &self.outer.is_some())
-            .finish()
+            .field("outer_layer", &self.outer.is_some());
+        #[cfg(feature = "redis")]
+        f.field("redis", &self.redis);
+        f.finish()
     }
 }
 
@@ -170,6 +178,48 @@ impl ClientBuilder {
         self.apply_policies(None, |before| PolicyFile::from_config(config, before))
     }
 
+    /// Shares limits with the other replicas of this service through the Redis at `url`
+    /// (`redis://[user:password@]host[:port][/db]`): every endpoint's `Retry-After` holds,
+    /// and the rate limits and retry budgets of the policies that set
+    /// [`rate_limit_shared`](EndpointPolicy::rate_limit_shared) or
+    /// [`retry_budget_shared`](EndpointPolicy::retry_budget_shared) (the file's
+    /// `shared = "redis"`). While Redis is unreachable each replica uses its own limits;
+    /// no call fails because of Redis. See [`fleet`](crate::fleet) and the README's "Running
+    /// many replicas".
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use resilient_http::Client;
+    /// use resilient_http::overload::RateLimitConfig;
+    /// use resilient_http::policy::{EndpointPolicy, Matcher};
+    ///
+    /// let client = Client::builder()
+    ///     .redis("redis://127.0.0.1:6379")
+    ///     .endpoint(
+    ///         "partner",
+    ///         Matcher::new().host("api.partner.example")?,
+    ///         EndpointPolicy::new()
+    ///             .rate_limit(RateLimitConfig::new(100, Duration::from_secs(1)).burst(40))
+    ///             .rate_limit_shared(true),
+    ///     )
+    ///     .build()?;
+    /// # let _ = client;
+    /// # Ok::<(), resilient_http::Error>(())
+    /// ```
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(self, url: impl Into<String>) -> Self {
+        self.redis_config(crate::fleet::FleetConfig::new(url))
+    }
+
+    /// [`redis`](Self::redis) with every setting: key prefix, timeout, sync interval.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_config(mut self, config: crate::fleet::FleetConfig) -> Self {
+        self.redis = Some(config);
+        self
+    }
+
     #[cfg(feature = "config")]
     fn apply_config(self, origin: &str, text: &str) -> Self {
         self.apply_policies(Some((origin, text)), |before| {
@@ -192,6 +242,7 @@ impl ClientBuilder {
                 retry: &self.retry,
                 breaker: self.breaker.as_ref(),
                 classifier: &self.classifier,
+                redis: Redis::NotYet,
             };
             policies.compiles(file, &self.default, &base)?;
             Ok(policies)
@@ -200,6 +251,10 @@ impl ClientBuilder {
             Ok(policies) => {
                 self.default = policies.default.inherit(&self.default);
                 self.endpoints.extend(policies.endpoints);
+                #[cfg(feature = "redis")]
+                if policies.redis.is_some() {
+                    self.redis = policies.redis;
+                }
                 self
             }
             Err(err) => self.fail(err),
@@ -490,7 +545,7 @@ impl ClientBuilder {
             connect_timeout: client_timeout.map(|_| connect_timeout),
             timeout: client_timeout,
         };
-        let policies = self.client_policies(&http, built)?;
+        let policies = self.client_policies(&http, built, None)?;
         Ok(Client {
             http,
             policies: Arc::new(ArcSwap::from_pointee(policies)),
@@ -499,9 +554,15 @@ impl ClientBuilder {
         })
     }
 
-    /// The policies of a client whose reqwest client is `http`, built as `built` says.
-    fn client_policies(&self, http: &reqwest::Client, built: Built) -> Result<Policies, Error> {
-        let mut policies = self.build_policies(Some(http))?;
+    /// The policies of a client whose reqwest client is `http`, built as `built` says,
+    /// replacing `previous` if it is a reload.
+    fn client_policies(
+        &self,
+        http: &reqwest::Client,
+        built: Built,
+        previous: Option<&Policies>,
+    ) -> Result<Policies, Error> {
+        let mut policies = self.build_policies(Some(http), previous)?;
         // Only if the default policy agrees, so that a mismatch costs speed, never time.
         let default = &policies.default;
         let first_limit = attempt_limit(
@@ -520,6 +581,7 @@ impl ClientBuilder {
         self,
         http: &reqwest::Client,
         built: Built,
+        previous: &Policies,
     ) -> Result<Policies, Error> {
         if self.http.is_some() || !self.configure.is_empty() || self.outer.is_some() {
             return Err(Error::invalid_config(
@@ -535,12 +597,17 @@ impl ClientBuilder {
                 Short(asked)
             )));
         }
-        self.client_policies(http, built)
+        self.client_policies(http, built, Some(previous))
     }
 
     /// Checks the settings and compiles every policy; `http` is the client's reqwest client,
-    /// `None` for the reqwest-middleware adapter, which runs no hooks.
-    pub(crate) fn build_policies(&self, http: Option<&reqwest::Client>) -> Result<Policies, Error> {
+    /// `None` for the reqwest-middleware adapter, which runs no hooks. A reload passes the
+    /// `previous` policies, whose Redis connection is kept if its settings did not change.
+    pub(crate) fn build_policies(
+        &self,
+        http: Option<&reqwest::Client>,
+        previous: Option<&Policies>,
+    ) -> Result<Policies, Error> {
         if let Some(err) = &self.config_error {
             return Err(err.clone_config());
         }
@@ -550,10 +617,12 @@ impl ClientBuilder {
                  tower::ServiceBuilder and set that once",
             ));
         }
+        let fleet = self.fleet(previous)?;
         let base = Base {
             retry: &self.retry,
             breaker: self.breaker.as_ref(),
             classifier: &self.classifier,
+            redis: fleet.as_ref().map_or(Redis::None, Redis::Fleet),
         };
         let default = CompiledPolicy::compile("default", &self.default, &base)?;
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
@@ -577,9 +646,27 @@ impl ClientBuilder {
             default,
             endpoints,
             client_timeout: None,
+            fleet,
         };
         self.add_extras(&mut policies, http)?;
         Ok(policies)
+    }
+
+    /// The Redis connection of the policies: `previous`'s when its settings are the same (a
+    /// reload keeps the connection, and the shared state it learned).
+    fn fleet(&self, previous: Option<&Policies>) -> Result<Option<Fleet>, Error> {
+        #[cfg(feature = "redis")]
+        if let Some(config) = &self.redis {
+            let kept = previous
+                .and_then(|previous| previous.fleet.as_ref())
+                .filter(|fleet| fleet.config() == config);
+            return match kept {
+                Some(fleet) => Ok(Some(fleet.clone())),
+                None => Fleet::new(config.clone()).map(Some),
+            };
+        }
+        let _ = previous;
+        Ok(None)
     }
 
     /// Gives each policy its hooks, body classifier and attempt layers.

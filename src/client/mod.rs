@@ -198,7 +198,7 @@ impl Client {
     /// ```
     pub fn reload(&self, builder: ClientBuilder) -> Result<(), Error> {
         let current = self.policies.load();
-        let mut next = builder.reload_policies(&self.http, self.built)?;
+        let mut next = builder.reload_policies(&self.http, self.built, &current)?;
         next.keep_state_of(&current);
         self.policies.store(Arc::new(next));
         Ok(())
@@ -221,6 +221,17 @@ impl Client {
     pub fn overload(&self, policy: &str, key: &str) -> Option<crate::overload::OverloadHandle> {
         let guards = self.policies.load().by_name(policy)?.guards()?.get(key)?;
         Some(crate::overload::OverloadHandle(guards))
+    }
+
+    /// The Redis connection this client shares limits through
+    /// ([`ClientBuilder::redis`](crate::ClientBuilder::redis) or the file's `[redis]`);
+    /// `None` without one. Call [`Fleet::sync`](crate::fleet::Fleet::sync) on it at shutdown
+    /// so that the last retry-budget counts reach the other replicas; watch
+    /// [`Fleet::is_up`](crate::fleet::Fleet::is_up) in health checks.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn fleet(&self) -> Option<crate::fleet::Fleet> {
+        self.policies.load().fleet.clone()
     }
 
     /// The `reqwest::Client` underneath, for calls that should bypass the stack.

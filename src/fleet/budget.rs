@@ -85,7 +85,13 @@ impl SharedBudget {
     pub fn withdraw(&self, now: Instant) -> bool {
         let shared = &self.0;
         if !shared.fresh(now) {
-            return shared.local.withdraw(now);
+            let spent = shared.local.withdraw(now);
+            // The retry goes out all the same: the fleet counts it, unless Redis is down (a
+            // whole outage's retries flushed into one step would lock everyone out).
+            if spent && shared.fleet.is_up() {
+                shared.withdrawals.fetch_add(1, SeqCst);
+            }
+            return spent;
         }
         let spent = shared
             .balance

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::Error;
-use crate::policy::bounds::Span;
+use crate::policy::bounds;
 
 /// How a [`Fleet`](super::Fleet) reaches its Redis.
 ///
@@ -20,7 +20,8 @@ use crate::policy::bounds::Span;
 ///
 /// Ranges: `url` a `redis://` or `unix://` URL (`rediss://` needs TLS, which this build of
 /// the `redis` crate has not); `prefix` at most 256 bytes; `timeout` above zero, at most 10 s;
-/// `sync_interval` above zero, at most a minute. Checked by [`Fleet::new`](super::Fleet::new).
+/// `sync_interval` above zero, at most a minute. Checked by [`Fleet::new`](super::Fleet::new),
+/// and by the policy file's `[redis]` table, with the same ranges.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FleetConfig {
@@ -37,19 +38,6 @@ pub struct FleetConfig {
     /// stale another replica's hold or spending may be (see the [module docs](super)).
     pub sync_interval: Duration,
 }
-
-/// See [`FleetConfig::timeout`].
-pub(crate) const TIMEOUT: Span = Span {
-    zero_ok: false,
-    max: Duration::from_secs(10),
-};
-/// See [`FleetConfig::sync_interval`].
-pub(crate) const SYNC_INTERVAL: Span = Span {
-    zero_ok: false,
-    max: Duration::from_secs(60),
-};
-/// See [`FleetConfig::prefix`].
-pub(crate) const PREFIX_BYTES: usize = 256;
 
 impl FleetConfig {
     /// The defaults, with the Redis at `url`.
@@ -86,35 +74,13 @@ impl FleetConfig {
     pub(crate) fn check(&self) -> Result<redis::Client, Error> {
         let refused =
             |name: &str, why: String| Error::invalid_config(format!("redis {name} {why}"));
-        TIMEOUT
-            .check(self.timeout)
-            .map_err(|why| refused("timeout", why))?;
-        SYNC_INTERVAL
-            .check(self.sync_interval)
+        (bounds::REDIS_TIMEOUT.check(self.timeout)).map_err(|why| refused("timeout", why))?;
+        (bounds::REDIS_SYNC_INTERVAL.check(self.sync_interval))
             .map_err(|why| refused("sync_interval", why))?;
-        if self.prefix.len() > PREFIX_BYTES {
-            let why = format!(
-                "must be at most {PREFIX_BYTES} bytes, got {}",
-                self.prefix.len()
-            );
-            return Err(refused("prefix", why));
-        }
-        let scheme = self.url.split_once("://").map(|(scheme, _)| scheme);
-        if !matches!(scheme, Some("redis" | "unix" | "redis+unix")) {
-            let why = "must start with redis:// or unix:// (rediss:// needs TLS, not built in)";
-            return Err(refused("url", why.to_owned()));
-        }
-        // The redis crate's own words, without the URL: its errors name the part it could not
-        // parse, never the password, but the URL is not repeated to be sure.
-        redis::Client::open(self.url.as_str()).map_err(|e| {
-            refused(
-                "url",
-                format!(
-                    "is not a Redis URL: {}",
-                    crate::redact::text(&e.to_string())
-                ),
-            )
-        })
+        let bytes = u64::try_from(self.prefix.len()).unwrap_or(u64::MAX);
+        (bounds::REDIS_PREFIX.check(bytes))
+            .map_err(|why| refused("prefix", format!("{why} bytes")))?;
+        client(&self.url).map_err(|why| refused("url", why))
     }
 
     /// The URL without its password, for `Debug`.
@@ -129,6 +95,29 @@ impl FleetConfig {
             Err(_) => "(not a URL)".to_owned(),
         }
     }
+}
+
+/// Why `url` is not a Redis URL this build can use, in words that never show it; the one
+/// check for the builder and the policy file.
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
+    client(url).map(|_| ())
+}
+
+fn client(url: &str) -> Result<redis::Client, String> {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    if !matches!(scheme, Some("redis" | "unix" | "redis+unix")) {
+        return Err(
+            "must start with redis:// or unix:// (rediss:// needs TLS, not built in)".to_owned(),
+        );
+    }
+    // The redis crate's own words, redacted: its errors name the part it could not parse,
+    // never the password, but that is not left to chance.
+    redis::Client::open(url).map_err(|e| {
+        format!(
+            "is not a Redis URL: {}",
+            crate::redact::text(&e.to_string())
+        )
+    })
 }
 
 impl std::fmt::Debug for FleetConfig {
@@ -195,7 +184,7 @@ mod tests {
         assert!(sync.contains("redis sync_interval"), "{sync}");
         let prefix = refusal(FleetConfig::new(url).prefix("p".repeat(257)));
         assert!(
-            prefix.contains("redis prefix must be at most 256 bytes"),
+            prefix.contains("redis prefix must be at least 0 and at most 256, got 257 bytes"),
             "{prefix}"
         );
         assert!(

@@ -84,8 +84,11 @@ pub(crate) struct FleetInner {
     link: OnceLock<Option<Link>>,
     up: AtomicBool,
     round_trips: AtomicU64,
-    /// Wakes the sync task before its interval (a hold to publish).
+    /// Wakes the sync task before its interval (a hold to publish, a key to learn).
     nudge: Arc<Notify>,
+    /// One sync at a time: a sync asked for (`Fleet::sync`) returns after every count made
+    /// before it is flushed, even those a background sync had taken and was still sending.
+    syncing: tokio::sync::Mutex<()>,
     registry: Mutex<Registry>,
     /// Instants are kept as microseconds since this one.
     base: Instant,
@@ -114,6 +117,7 @@ impl FleetInner {
             up: AtomicBool::new(true),
             round_trips: AtomicU64::new(0),
             nudge: Arc::new(Notify::new()),
+            syncing: tokio::sync::Mutex::new(()),
             registry: Mutex::new(Registry::default()),
             base: Instant::now(),
         }))
@@ -281,6 +285,9 @@ impl FleetInner {
         }
         let hold = make();
         registry.holds.insert(Arc::from(key), Arc::downgrade(&hold));
+        // Learn at once whether the fleet holds it already (this replica's first call there
+        // may otherwise go out up to a sync interval into another replica's hold).
+        self.nudge();
         hold
     }
 
@@ -291,6 +298,8 @@ impl FleetInner {
 
     pub(crate) fn add_budget(&self, budget: &Arc<BudgetShared>) {
         self.registry().budgets.push(Arc::downgrade(budget));
+        // Learn the fleet's balance at once: until then this replica uses its local budget.
+        self.nudge();
     }
 
     /// Wakes the sync task now.
@@ -301,6 +310,7 @@ impl FleetInner {
     /// One sync: every live hold and budget, in chunks of [`SYNC_CHUNK`] keys, or a `PING`
     /// when there are none and Redis was down. Whether Redis answered every chunk.
     pub(crate) async fn sync(self: &Arc<Self>) -> bool {
+        let _one = self.syncing.lock().await;
         let (holds, budgets) = {
             let mut registry = self.registry();
             registry.holds.retain(|_, hold| hold.strong_count() > 0);

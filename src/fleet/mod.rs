@@ -79,8 +79,9 @@
 //! not seen yet: fleet-wide, withdrawals may exceed the balance by what the other replicas
 //! withdraw within one sync lag (`sync_interval + timeout`), at most `(replicas − 1) ×
 //! balance` in the worst case; the excess is counted, so it is paid back before anyone
-//! retries again. A view older than `2 × sync_interval + timeout` is not used (the local
-//! budget is).
+//! retries again. Until a replica's first sync of a key (asked for as the key is first used),
+//! and when its view is older than `2 × sync_interval + timeout`, it withdraws from its local
+//! budget; those retries are counted fleet-wide too, unless Redis is down.
 //!
 //! # Keys
 //!
@@ -98,6 +99,7 @@ mod rate;
 
 pub use budget::SharedBudget;
 pub use config::FleetConfig;
+pub(crate) use config::check_url;
 pub use hold::SharedHold;
 pub use rate::SharedRate;
 
@@ -196,5 +198,10 @@ impl Fleet {
     /// The settings this fleet was made with.
     pub fn config(&self) -> &FleetConfig {
         self.inner.config()
+    }
+
+    /// Whether `other` is this fleet (a clone of it), not merely one with the same settings.
+    pub(crate) fn same(&self, other: &Fleet) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 }

@@ -224,6 +224,12 @@ impl SharedRate {
         self.0.fallbacks.load(SeqCst)
     }
 
+    /// From when the local fallback limit has its full burst again (telemetry: the fleet's
+    /// own state lives in Redis).
+    pub(crate) fn local_full_at(&self) -> Instant {
+        self.0.local.full_at()
+    }
+
     /// Slots leased and not spent yet, at `now`: for tests and telemetry.
     pub fn leased(&self, now: Instant) -> u64 {
         let shared = &self.0;

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::bulkhead::{Acquire, Bulkhead, BulkheadConfig, BulkheadPermit};
 use super::hold::Hold;
 use super::rate::{RateLimit, RateLimitConfig};
+use super::shared::{Budget, FleetKeys, Held, Rate};
 use crate::breaker::Breaker;
 use crate::error::{Error, ErrorKind, Short};
 use crate::keyed::{self, Keyed, key_for};
@@ -33,6 +34,10 @@ pub(crate) struct GuardsConfig {
     pub(crate) hold_up_to: Option<Duration>,
     pub(crate) rate: Option<RateLimitConfig>,
     pub(crate) bulkhead: Option<BulkheadConfig>,
+    /// Whether the rate limit and the budget are the fleet's (through Redis) rather than
+    /// this process's. Holds are the fleet's whenever the client has a Redis.
+    pub(crate) shared_rate: bool,
+    pub(crate) shared_budget: bool,
 }
 
 impl GuardsConfig {
@@ -47,9 +52,9 @@ impl GuardsConfig {
 /// One endpoint's guards.
 pub(crate) struct Guards {
     key: Arc<str>,
-    budget: Option<RetryBudget>,
-    hold: Option<(Hold, Duration)>,
-    rate: Option<RateLimit>,
+    budget: Option<Budget>,
+    hold: Option<(Held, Duration)>,
+    rate: Option<Rate>,
     bulkhead: Option<Arc<Bulkhead>>,
     last_used: AtomicU64,
 }
@@ -72,12 +77,31 @@ pub(crate) enum Admission {
 }
 
 impl Guards {
-    fn new(key: Arc<str>, config: &GuardsConfig) -> Self {
+    fn new(key: Arc<str>, config: &GuardsConfig, fleet: Option<&FleetKeys>) -> Self {
+        let budget = config.budget.map(|budget| match fleet {
+            #[cfg(feature = "redis")]
+            Some(fleet) if config.shared_budget => {
+                Budget::Shared(fleet.fleet.budget(&fleet.key(&key), budget))
+            }
+            _ => Budget::Local(RetryBudget::new(budget)),
+        });
+        let hold = config.hold_up_to.map(|cap| match fleet {
+            #[cfg(feature = "redis")]
+            Some(fleet) => (Held::Shared(fleet.fleet.hold(&fleet.key(&key))), cap),
+            _ => (Held::Local(Hold::new()), cap),
+        });
+        let rate = config.rate.map(|rate| match fleet {
+            #[cfg(feature = "redis")]
+            Some(fleet) if config.shared_rate => {
+                Rate::Shared(fleet.fleet.rate(&fleet.key(&key), rate))
+            }
+            _ => Rate::Local(RateLimit::new(rate)),
+        });
         Guards {
             key,
-            budget: config.budget.map(RetryBudget::new),
-            hold: config.hold_up_to.map(|cap| (Hold::new(), cap)),
-            rate: config.rate.map(RateLimit::new),
+            budget,
+            hold,
+            rate,
             bulkhead: config.bulkhead.map(|c| Arc::new(Bulkhead::new(c))),
             last_used: AtomicU64::new(0),
         }
@@ -256,7 +280,7 @@ impl Guards {
 
     /// From when the rate limit has its full burst again; `None` without a rate limit.
     pub(crate) fn rate_full_at(&self) -> Option<Instant> {
-        self.rate.as_ref().map(RateLimit::full_at)
+        self.rate.as_ref().map(Rate::full_at)
     }
 }
 
@@ -284,6 +308,7 @@ pub(crate) struct GuardRegistry {
     config: Arc<GuardsConfig>,
     // The policy's one key for all its requests (`breaker_key`), if it has one.
     key: Option<Arc<str>>,
+    fleet: Option<FleetKeys>,
 }
 
 impl std::fmt::Debug for GuardRegistry {
@@ -297,16 +322,19 @@ impl std::fmt::Debug for GuardRegistry {
 
 impl GuardRegistry {
     /// `None` when the config turns nothing on. `key`: the policy's one key for all its
-    /// requests, as its breaker's.
+    /// requests, as its breaker's. `fleet`: the Redis the guards share (holds always; the
+    /// rate limit and budget when the config says so).
     pub(crate) fn new(
         config: GuardsConfig,
         max_endpoints: usize,
         key: Option<&str>,
+        fleet: Option<FleetKeys>,
     ) -> Option<Self> {
         (!config.is_off()).then(|| GuardRegistry {
             guards: Arc::new(Keyed::new(max_endpoints)),
             config: Arc::new(config),
             key: key.map(Arc::from),
+            fleet,
         })
     }
 
@@ -316,6 +344,7 @@ impl GuardRegistry {
         self.config == other.config
             && self.key == other.key
             && self.guards.max() == other.guards.max()
+            && self.fleet == other.fleet
     }
 
     /// The guards of requests to `url`, under the key its breaker has.
@@ -325,8 +354,9 @@ impl GuardRegistry {
 
     /// The guards of endpoint `key` (as [`key_for`] picks it, with the policy's key).
     pub(crate) fn guards_at(&self, key: &str) -> Arc<Guards> {
-        self.guards
-            .get_or_insert(key, |key| Guards::new(key, &self.config))
+        self.guards.get_or_insert(key, |key| {
+            Guards::new(key, &self.config, self.fleet.as_ref())
+        })
     }
 
     /// The guards of endpoint `key`, if a call has used them (and they were not evicted

@@ -9,6 +9,8 @@
 //!   (bulkhead), may an attempt go out (hold, rate limit), does a response hold the endpoint.
 //! - `hold.rs`: `Retry-After` holds (one atomic word).
 //! - `rate.rs`: the client-side rate limit (GCRA, one atomic word).
+//! - `shared.rs`: each of those kept in this process, or shared by the replicas through
+//!   Redis ([`crate::fleet`], feature `redis`), behind the same calls.
 //! - `bulkhead.rs`: at most `max_in_flight` calls at once, with a bounded queue.
 //!
 //! The retry budget, the other half of overload protection, is the retry's to ask:
@@ -43,8 +45,10 @@ mod guards;
 mod handle;
 pub(crate) mod hold;
 pub(crate) mod rate;
+mod shared;
 
 pub use bulkhead::BulkheadConfig;
 pub(crate) use guards::{Admission, Entry, GuardRegistry, Guards, GuardsConfig};
 pub use handle::OverloadHandle;
 pub use rate::RateLimitConfig;
+pub(crate) use shared::{Fleet, FleetKeys};

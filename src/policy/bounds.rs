@@ -197,6 +197,23 @@ pub(crate) const BUDGET: Budgets = Budgets;
 /// See [`BUDGET`].
 pub(crate) struct Budgets;
 
+/// The longest a Redis call of the fleet may take: at most 10 s (a call waits for it at
+/// most once, when its rate limit's lease is refilled: seconds would be felt).
+#[cfg_attr(not(any(feature = "redis", feature = "config")), allow(dead_code))]
+pub(crate) const REDIS_TIMEOUT: Span = Span {
+    zero_ok: false,
+    max: Duration::from_secs(10),
+};
+/// How often the fleet syncs holds and budgets with Redis: at most a minute.
+#[cfg_attr(not(any(feature = "redis", feature = "config")), allow(dead_code))]
+pub(crate) const REDIS_SYNC_INTERVAL: Span = Span {
+    zero_ok: false,
+    max: Duration::from_secs(60),
+};
+/// The fleet's key prefix, in bytes: it is written into every key.
+#[cfg_attr(not(any(feature = "redis", feature = "config")), allow(dead_code))]
+pub(crate) const REDIS_PREFIX: Count = Count { min: 0, max: 256 };
+
 /// The error a builder returns for a refusal: `max_breakers must be at least 1 and ...`.
 pub(crate) fn refused(name: &'static str) -> impl Fn(String) -> crate::Error {
     move |message| crate::Error::invalid_config(format!("{name} {message}"))

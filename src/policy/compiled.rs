@@ -14,7 +14,7 @@ use crate::extras::Extras;
 use crate::keyed::key_for;
 #[cfg(feature = "reqwest-middleware")]
 use crate::middleware::StackOver;
-use crate::overload::{GuardRegistry, Guards, GuardsConfig};
+use crate::overload::{Fleet, FleetKeys, GuardRegistry, Guards, GuardsConfig};
 use crate::read::DEFAULT_BODY_LIMIT;
 use crate::retry::{RetryLayer, RetryPolicy};
 use crate::timeout::{DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_TOTAL_DEADLINE};
@@ -24,6 +24,39 @@ pub(crate) struct Base<'a> {
     pub(crate) retry: &'a RetryPolicy,
     pub(crate) breaker: Option<&'a BreakerConfig>,
     pub(crate) classifier: &'a SharedClassifier,
+    pub(crate) redis: Redis<'a>,
+}
+
+/// The client's Redis, as far as it is known when a policy is compiled.
+#[derive(Clone, Copy)]
+pub(crate) enum Redis<'a> {
+    /// Not known yet: a policy file checked as it is read (the builder may be given its
+    /// Redis after it). Compiles as if every limit were local.
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
+    NotYet,
+    None,
+    Fleet(&'a Fleet),
+}
+
+impl Base<'_> {
+    /// The fleet the guards of policy `name` share, if the client has one; an error when
+    /// the policy asks for a shared limit (`shared`) and it has none.
+    fn fleet_keys(&self, name: &Arc<str>, shared: bool) -> Result<Option<FleetKeys>, Error> {
+        match self.redis {
+            Redis::Fleet(fleet) => Ok(Some(FleetKeys::new(fleet.clone(), name.clone()))),
+            Redis::None if shared => {
+                let how = if cfg!(feature = "redis") {
+                    "ClientBuilder::redis(url), or a [redis] table in the policy file"
+                } else {
+                    "the `redis` feature, and ClientBuilder::redis(url) or a [redis] table"
+                };
+                Err(Error::invalid_config(format!(
+                    "policy {name:?}: a shared rate limit or retry budget needs a Redis: {how}"
+                )))
+            }
+            Redis::None | Redis::NotYet => Ok(None),
+        }
+    }
 }
 
 /// One policy, ready to wrap a `reqwest::Client` per call.
@@ -84,8 +117,10 @@ impl CompiledPolicy {
             breaker_key,
             retry_budget,
             retry_budget_enabled,
+            retry_budget_shared,
             hold_on_retry_after,
             rate_limit,
+            rate_limit_shared,
             bulkhead,
             hedge,
         } = settings;
@@ -165,9 +200,13 @@ impl CompiledPolicy {
             hold_up_to: (*hold_on_retry_after != Some(false)).then(|| retry.retry_after_cap()),
             rate: *rate_limit,
             bulkhead: *bulkhead,
+            shared_rate: rate_limit.is_some() && *rate_limit_shared == Some(true),
+            shared_budget: *retry_budget_enabled != Some(false)
+                && *retry_budget_shared == Some(true),
         };
+        let fleet = base.fleet_keys(&name, guards.shared_rate || guards.shared_budget)?;
         let max_endpoints = base.breaker.map_or(1024, |b| b.max_breakers());
-        let guards = GuardRegistry::new(guards, max_endpoints, breaker_key.as_deref());
+        let guards = GuardRegistry::new(guards, max_endpoints, breaker_key.as_deref(), fleet);
 
         let classifier = match retry_statuses {
             Some(statuses) => base.classifier.with_transient_statuses(statuses.clone()),
@@ -315,6 +354,9 @@ pub(crate) struct Policies {
     /// built that reqwest client itself. An attempt whose limit is this one leaves it to the
     /// client: setting a request's timeout allocates reqwest's extension map.
     pub(crate) client_timeout: Option<Duration>,
+    /// The Redis the policies' guards share, if the client has one.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fleet: Option<Fleet>,
 }
 
 impl Policies {

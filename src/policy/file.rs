@@ -25,6 +25,9 @@ use crate::retry::{BudgetConfig, Jitter};
 pub(crate) struct PolicyFile {
     pub(crate) default: EndpointPolicy,
     pub(crate) endpoints: Vec<(String, Matcher, EndpointPolicy)>,
+    /// The `[redis]` table's settings.
+    #[cfg(feature = "redis")]
+    pub(crate) redis: Option<crate::fleet::FleetConfig>,
 }
 
 /// The policy file's layout, read from any serde format: a section of your own configuration
@@ -71,6 +74,9 @@ pub struct PolicyConfig {
     default: Option<RawPolicy>,
     #[serde(default)]
     endpoint: Vec<RawEndpoint>,
+    // Read only to be refused (by its `url`) without the `redis` feature.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    redis: Option<RawRedis>,
 }
 
 /// The settings a policy table may hold; `[[endpoint]]` tables also hold `name` and `match`.
@@ -114,6 +120,7 @@ macro_rules! policy_table {
                 let backoff = self.backoff.unwrap_or_default();
                 let breaker = self.breaker.unwrap_or_default();
                 let budget = self.budget.unwrap_or_default();
+                let redis = |shared: Option<Sharing>| shared.map(|s| s == Sharing::Redis);
                 EndpointPolicy {
                     attempts: self.attempts,
                     attempt_timeout: self.attempt_timeout,
@@ -138,7 +145,9 @@ macro_rules! policy_table {
                     breaker_key: breaker.key,
                     retry_budget: budget.config(),
                     retry_budget_enabled: budget.enabled,
+                    retry_budget_shared: redis(budget.shared),
                     hold_on_retry_after: self.hold_on_retry_after,
+                    rate_limit_shared: redis(self.rate_limit.as_ref().and_then(|r| r.shared)),
                     rate_limit: self.rate_limit.map(|r| {
                         RateLimitConfig::new(r.rate, r.per.unwrap_or(Duration::from_secs(1)))
                             .burst(r.burst.unwrap_or(1))
@@ -203,6 +212,7 @@ struct RawBudget {
     min_per_second: Option<u32>,
     #[serde(default, deserialize_with = "budget_window")]
     window: Option<Duration>,
+    shared: Option<Sharing>,
 }
 
 impl RawBudget {
@@ -230,6 +240,48 @@ struct RawRateLimit {
     per: Option<Duration>,
     #[serde(default, deserialize_with = "burst")]
     burst: Option<u32>,
+    shared: Option<Sharing>,
+}
+
+/// `shared` in `[….rate_limit]` and `[….budget]`: kept by each process (`"local"`, the
+/// default) or by the fleet in the `[redis]` table's Redis (`"redis"`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Sharing {
+    Local,
+    Redis,
+}
+
+/// `[redis]`: the Redis the replicas share limits through (feature `redis`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+struct RawRedis {
+    #[serde(deserialize_with = "redis_url")]
+    url: String,
+    #[serde(default, deserialize_with = "redis_prefix")]
+    prefix: Option<String>,
+    #[serde(default, deserialize_with = "redis_timeout")]
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "sync_interval")]
+    sync_interval: Option<Duration>,
+}
+
+#[cfg(feature = "redis")]
+impl RawRedis {
+    fn settings(self) -> crate::fleet::FleetConfig {
+        let mut config = crate::fleet::FleetConfig::new(self.url);
+        if let Some(prefix) = self.prefix {
+            config = config.prefix(prefix);
+        }
+        if let Some(timeout) = self.timeout {
+            config = config.timeout(timeout);
+        }
+        if let Some(every) = self.sync_interval {
+            config = config.sync_interval(every);
+        }
+        config
+    }
 }
 
 /// `[….bulkhead]`: `max_in_flight` calls at once, queueing up to `queue_timeout` (default 0).
@@ -333,6 +385,28 @@ bounded! {
     burst("burst"): u32 = whole(bounds::BURST);
     queue_timeout("queue_timeout"): Duration = span(bounds::QUEUE_TIMEOUT);
     hedges("max"): u32 = whole(bounds::HEDGES);
+    redis_timeout("timeout"): Duration = span(bounds::REDIS_TIMEOUT);
+    sync_interval("sync_interval"): Duration = span(bounds::REDIS_SYNC_INTERVAL);
+}
+
+/// A Redis URL the `redis` crate takes; the refusal never shows it (it may hold a password).
+fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let url = String::deserialize(d)?;
+    if !cfg!(feature = "redis") {
+        let why = "needs the `redis` feature, which this build of resilient-http does not have";
+        return Err(refused("url", why));
+    }
+    #[cfg(feature = "redis")]
+    crate::fleet::check_url(&url).map_err(|why| refused("url", why))?;
+    Ok(url)
+}
+
+fn redis_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let prefix = String::deserialize(d)?;
+    let bytes = u64::try_from(prefix.len()).unwrap_or(u64::MAX);
+    (bounds::REDIS_PREFIX.check(bytes))
+        .map(|_| Some(prefix))
+        .map_err(|why| refused("prefix", format!("{why} bytes")))
 }
 
 /// A required key's value, in its range.
@@ -429,7 +503,12 @@ impl PolicyFile {
             }
             endpoints.push((name, matcher, settings));
         }
-        Ok(PolicyFile { default, endpoints })
+        Ok(PolicyFile {
+            default,
+            endpoints,
+            #[cfg(feature = "redis")]
+            redis: config.redis.map(RawRedis::settings),
+        })
     }
 }
 

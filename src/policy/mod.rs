@@ -157,6 +157,9 @@ settings! {
     retry_budget: crate::retry::BudgetConfig, within bounds::BUDGET;
     /// Whether retries spend from the retry budget (default true).
     retry_budget_enabled: bool;
+    /// Whether the retry budget is counted fleet-wide, in the client's Redis (feature
+    /// `redis`; the file's `shared = "redis"` in `[….budget]`). Default false.
+    retry_budget_shared: bool;
     /// Whether a 429 or 503 with a `Retry-After` within the cap holds its endpoint for every
     /// call until then: later calls wait if that fits their deadline, else fail at once with
     /// [`RateLimited`](crate::ErrorKind::RateLimited) (default true).
@@ -165,6 +168,11 @@ settings! {
     /// for its slot if that fits its deadline, else fails with
     /// [`RateLimited`](crate::ErrorKind::RateLimited). Retries take slots too.
     rate_limit: crate::overload::RateLimitConfig, within bounds::RATE_LIMIT;
+    /// Whether the rate limit is the fleet's: one limit for every replica of the service,
+    /// kept in the client's Redis ([`ClientBuilder::redis`](crate::ClientBuilder), feature
+    /// `redis`; the file's `shared = "redis"` in `[….rate_limit]`). Default false: each
+    /// process keeps its own. Inherited on its own, as `retry_budget_enabled` is.
+    rate_limit_shared: bool;
     /// A bulkhead per endpoint key (default: none): at most `max_in_flight` calls at once;
     /// a call over it queues up to `queue_timeout` (and its deadline), then fails with
     /// [`BulkheadFull`](crate::ErrorKind::BulkheadFull).

@@ -1,0 +1,155 @@
+//! Where a guard keeps its state: in this process, or shared by the replicas through Redis
+//! ([`crate::fleet`], feature `redis`). [`Guards`](super::Guards) asks both the same
+//! questions with the same signatures, so its rules do not know which one it has.
+//!
+//! Enums rather than trait objects: the local case, the common one, stays a direct call with
+//! no allocation, and without the `redis` feature each enum has one variant.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::hold::Hold;
+use super::rate::RateLimit;
+use crate::retry::RetryBudget;
+
+#[cfg(feature = "redis")]
+use crate::fleet::{SharedBudget, SharedHold, SharedRate};
+
+/// A rate limit.
+pub(crate) enum Rate {
+    Local(RateLimit),
+    #[cfg(feature = "redis")]
+    Shared(SharedRate),
+}
+
+impl Rate {
+    /// See [`RateLimit::try_take`].
+    #[inline]
+    pub(crate) fn try_take(&self, now: Instant) -> Result<(), Duration> {
+        match self {
+            Rate::Local(rate) => rate.try_take(now),
+            #[cfg(feature = "redis")]
+            Rate::Shared(rate) => rate.try_take(now),
+        }
+    }
+
+    /// From when this replica's limit has its full burst again. A shared limit answers
+    /// with its local fallback's: the fleet's lives in Redis.
+    pub(crate) fn full_at(&self) -> Instant {
+        match self {
+            Rate::Local(rate) => rate.full_at(),
+            #[cfg(feature = "redis")]
+            Rate::Shared(rate) => rate.local_full_at(),
+        }
+    }
+}
+
+/// A `Retry-After` hold.
+pub(crate) enum Held {
+    Local(Hold),
+    #[cfg(feature = "redis")]
+    Shared(SharedHold),
+}
+
+impl Held {
+    pub(crate) fn hold_until(&self, until: Instant) {
+        match self {
+            Held::Local(hold) => hold.hold_until(until),
+            #[cfg(feature = "redis")]
+            Held::Shared(hold) => hold.hold_until(until),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn remaining(&self, now: Instant) -> Option<Duration> {
+        match self {
+            Held::Local(hold) => hold.remaining(now),
+            #[cfg(feature = "redis")]
+            Held::Shared(hold) => hold.remaining(now),
+        }
+    }
+}
+
+/// A retry budget.
+// The local one inline, as before there was a shared one: it is the common case, read on
+// every call, and each endpoint has one `Guards` (behind an `Arc`) whichever it holds.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Budget {
+    Local(RetryBudget),
+    #[cfg(feature = "redis")]
+    Shared(SharedBudget),
+}
+
+impl Budget {
+    #[inline]
+    pub(crate) fn deposit(&self, now: Instant) {
+        match self {
+            Budget::Local(budget) => budget.deposit(now),
+            #[cfg(feature = "redis")]
+            Budget::Shared(budget) => budget.deposit(now),
+        }
+    }
+
+    pub(crate) fn withdraw(&self, now: Instant) -> bool {
+        match self {
+            Budget::Local(budget) => budget.withdraw(now),
+            #[cfg(feature = "redis")]
+            Budget::Shared(budget) => budget.withdraw(now),
+        }
+    }
+
+    pub(crate) fn available(&self, now: Instant) -> u64 {
+        match self {
+            Budget::Local(budget) => budget.available(now),
+            #[cfg(feature = "redis")]
+            Budget::Shared(budget) => budget.available(now),
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+pub(crate) use crate::fleet::Fleet;
+
+/// Without the `redis` feature there is no fleet: this stands in for its type, and no value
+/// of it is ever made.
+#[cfg(not(feature = "redis"))]
+#[derive(Clone, Debug)]
+#[allow(dead_code)]
+pub(crate) struct Fleet(());
+
+#[cfg(not(feature = "redis"))]
+impl Fleet {
+    pub(crate) fn same(&self, _: &Fleet) -> bool {
+        true
+    }
+}
+
+/// The fleet a policy's guards share their state through, and the policy's name, put before
+/// each endpoint key in Redis: a policy's guards are its own in every process, as they are
+/// in one (two policies calling one host keep two rate limits).
+#[derive(Clone, Debug)]
+pub(crate) struct FleetKeys {
+    pub(crate) fleet: Fleet,
+    policy: std::sync::Arc<str>,
+}
+
+impl FleetKeys {
+    pub(crate) fn new(fleet: Fleet, policy: std::sync::Arc<str>) -> Self {
+        FleetKeys { fleet, policy }
+    }
+
+    /// The Redis key (before the fleet's prefix and kind) of `endpoint`'s state.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn key(&self, endpoint: &str) -> String {
+        format!("{}|{endpoint}", self.policy)
+    }
+}
+
+impl PartialEq for FleetKeys {
+    /// The same fleet (not merely the same settings: a reload that keeps the Redis keeps its
+    /// `Fleet`), for the same policy.
+    fn eq(&self, other: &Self) -> bool {
+        self.fleet.same(&other.fleet) && self.policy == other.policy
+    }
+}

@@ -1,0 +1,327 @@
+//! Clients (and `probe` processes) standing for replicas of one service, sharing one Redis
+//! and one loopback server, configured as users configure them: a policy file with a
+//! `[redis]` table and `shared = "redis"`. The fleet's own bounds are tested in
+//! `tests/fleet.rs`; these check that every path of the client uses them.
+//!
+//! Real time (Redis keeps its own clock). The Redis timeout is 250 ms here rather than
+//! 20 ms: these tests check sharing, not degrading, and a loaded machine must not make a
+//! replica fall back to its local limits (which would let it through on its own).
+#![cfg(feature = "redis")]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use resilient_http::testkit::{FaultServer, Reply};
+use resilient_http::{Client, ErrorKind};
+use tokio::task::JoinSet;
+
+#[path = "common/redis_server.rs"]
+mod redis_server;
+use redis_server::RedisServer;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// The policy file of every replica in a test: `[redis]` (each test has its own prefix, so
+/// that a test's keys are its own), then `policies`.
+fn policy_file(redis: &RedisServer, test: &str, policies: &str) -> String {
+    format!(
+        "[redis]\nurl = \"{}\"\nprefix = \"{test}:\"\ntimeout = \"250ms\"\n\
+         sync_interval = \"50ms\"\n\n{policies}",
+        redis.url()
+    )
+}
+
+fn replicas(count: usize, file: &str) -> Vec<Client> {
+    (0..count)
+        .map(|_| Client::builder().config_toml(file).build().unwrap())
+        .collect()
+}
+
+async fn sync_all(clients: &[Client]) {
+    for client in clients {
+        assert!(
+            client.fleet().expect("a fleet").sync().await,
+            "redis answers"
+        );
+    }
+}
+
+/// Three replicas with four eager callers each, under one shared limit of 100 a second
+/// (burst 20), for 10 s: the server gets at most `100 × T + 20` in all, and most of that.
+/// Each replica alone would send 100 a second: 3 × as many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_one_rate_limit() {
+    let redis = RedisServer::start();
+    let server = FaultServer::start().await.unwrap();
+    server.count_only();
+    let file = policy_file(
+        &redis,
+        "rate",
+        "[default.rate_limit]\nrate = 100\nburst = 20\nshared = \"redis\"\n",
+    );
+    let clients = replicas(3, &file);
+    let run = 10 * SECOND;
+    let start = Instant::now();
+    let failed = Arc::new(AtomicUsize::new(0));
+    let mut callers = JoinSet::new();
+    for client in &clients {
+        for _ in 0..4 {
+            let (client, url, failed) = (client.clone(), server.url("/quota"), failed.clone());
+            callers.spawn(async move {
+                while start.elapsed() < run {
+                    if client.get(url.as_str()).send().await.is_err() {
+                        failed.fetch_add(1, SeqCst);
+                    }
+                }
+            });
+        }
+    }
+    callers.join_all().await;
+    let elapsed = start.elapsed();
+    let hits = server.hits("/quota");
+    let bound = 100.0 * elapsed.as_secs_f64() + 20.0;
+    println!(
+        "3 replicas, {elapsed:?}: {hits} requests reached the server (bound {bound:.0}), \
+         {} round trips to Redis",
+        redis.round_trips()
+    );
+    assert_eq!(failed.load(SeqCst), 0, "no call failed");
+    assert!(hits as f64 <= bound, "{hits} > {bound}");
+    assert!(
+        hits as f64 >= 0.6 * 100.0 * run.as_secs_f64(),
+        "{hits}: most of the rate"
+    );
+}
+
+/// A `429` with `Retry-After: 2` answered to one replica holds the endpoint for the others:
+/// their calls that cannot wait that long fail at once with `RateLimited`, sending nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_sent_to_one_replica_holds_them_all() {
+    let redis = RedisServer::start();
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/held",
+        [Reply::status(429).retry_after_secs(2), Reply::ok("ok")],
+    );
+    let file = policy_file(&redis, "hold", "[default]\nattempts = 1\n");
+    let clients = replicas(3, &file);
+    // Replicas at work: each has called the endpoint (a replica's first call there goes out
+    // before it could learn of a hold).
+    for client in &clients {
+        client.get(server.url("/warm")).send().await.unwrap();
+    }
+    let url = server.url("/held");
+
+    let first = clients[0].get(url.as_str()).send().await.unwrap_err();
+    assert_eq!(first.status().map(|s| s.as_u16()), Some(429));
+    sync_all(&clients).await;
+    for other in &clients[1..] {
+        let err = (other.get(url.as_str()))
+            .deadline(Duration::from_millis(500))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RateLimited, "{err}");
+        let key = format!("http://{}", server.addr());
+        let held = other.overload("default", &key).unwrap().held_for().unwrap();
+        assert!(held > SECOND && held <= 2 * SECOND, "{held:?}");
+    }
+    assert_eq!(server.hits("/held"), 1, "the others sent nothing");
+
+    // A call that can wait goes out when the hold ends, on any replica.
+    let start = Instant::now();
+    clients[2].get(url.as_str()).send().await.unwrap();
+    assert!(start.elapsed() > SECOND, "{:?}", start.elapsed());
+    assert_eq!(server.hits("/held"), 2);
+}
+
+/// A budget of 10 retries per 10 s (`min_per_second` 1, `ratio` 0), shared by three
+/// replicas whose every call fails: the fleet retries 10 times in all, not 10 each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_budget_caps_fleet_wide_retries() {
+    let redis = RedisServer::start();
+    let server = FaultServer::start().await.unwrap();
+    server.script("/down", [Reply::status(503)]);
+    let file = policy_file(
+        &redis,
+        "budget",
+        "[default]\nattempts = 3\n\n[default.backoff]\nbase = \"1ms\"\nmax = \"2ms\"\n\n\
+         [default.budget]\nratio = 0.0\nmin_per_second = 1\nwindow = \"10s\"\nshared = \"redis\"\n",
+    );
+    let clients = replicas(3, &file);
+    let url = server.url("/down");
+    let mut exhausted = 0;
+    for _ in 0..10 {
+        for client in &clients {
+            // Each replica sees the others' spending before it calls: no sync lag.
+            sync_all(&clients).await;
+            let err = client.get(url.as_str()).send().await.unwrap_err();
+            exhausted += usize::from(err.kind() == ErrorKind::BudgetExhausted);
+        }
+    }
+    let retries = server.hits("/down") - 30;
+    println!("30 calls, 3 replicas: {retries} retries, {exhausted} refused by the budget");
+    assert_eq!(retries, 10, "the fleet's budget, spent once");
+    assert!(exhausted >= 20, "{exhausted}");
+}
+
+/// Redis killed in the middle of a run, then started again: every call still succeeds
+/// (the replicas use their local limits meanwhile), and sharing resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_costs_no_call() {
+    let mut redis = RedisServer::start();
+    let server = FaultServer::start().await.unwrap();
+    server.count_only();
+    // The default 20 ms timeout: this test is about degrading.
+    let file = format!(
+        "[redis]\nurl = \"{}\"\nprefix = \"kill:\"\n\n\
+         [default.rate_limit]\nrate = 500\nburst = 100\nshared = \"redis\"\n",
+        redis.url()
+    );
+    let clients = replicas(2, &file);
+    let run = 3 * SECOND;
+    let start = Instant::now();
+    let mut callers = JoinSet::new();
+    for client in &clients {
+        for _ in 0..2 {
+            let (client, url) = (client.clone(), server.url("/ok"));
+            callers.spawn(async move {
+                let (mut calls, mut slowest) = (0, Duration::ZERO);
+                while start.elapsed() < run {
+                    let began = Instant::now();
+                    let sent = client.get(url.as_str()).send().await;
+                    assert!(sent.is_ok(), "{:?}", sent.err());
+                    slowest = slowest.max(began.elapsed());
+                    calls += 1;
+                }
+                (calls, slowest)
+            });
+        }
+    }
+    tokio::time::sleep(SECOND).await;
+    redis.stop();
+    tokio::time::sleep(SECOND).await;
+    let down = clients
+        .iter()
+        .filter(|c| !c.fleet().unwrap().is_up())
+        .count();
+    redis.restart();
+    let results = callers.join_all().await;
+    let calls: usize = results.iter().map(|(calls, _)| calls).sum();
+    let slowest = results.iter().map(|(_, slowest)| *slowest).max().unwrap();
+    println!("{calls} calls, none failed; slowest {slowest:?}; {down} of 2 fleets down");
+    assert_eq!(down, 2, "both replicas noticed the outage");
+    let back = Instant::now();
+    for client in &clients {
+        let fleet = client.fleet().unwrap();
+        while !fleet.sync().await {
+            assert!(back.elapsed() < 10 * SECOND, "sharing resumed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(fleet.is_up());
+    }
+}
+
+/// The `probe` example built with the `redis` feature (the tests' own build may lack it).
+fn probe_binary() -> PathBuf {
+    let status = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            "probe",
+            "--features",
+            "redis",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dir = std::env::current_exe().unwrap();
+    dir.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/probe")
+}
+
+/// Two `probe` processes, as two replicas, with one policy file: a shared limit of 100 a
+/// second (burst 10) over 300 requests makes the pair take at least 2.9 s, where each alone
+/// would be done in 1.5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_probe_processes_share_one_limit() {
+    let probe = probe_binary();
+    let redis = RedisServer::start();
+    let server = FaultServer::start().await.unwrap();
+    server.count_only();
+    let file = std::env::temp_dir().join(format!("fleet-probe-{}.toml", std::process::id()));
+    std::fs::write(
+        &file,
+        policy_file(
+            &redis,
+            "probe",
+            "[default.rate_limit]\nrate = 100\nburst = 10\nshared = \"redis\"\n",
+        ),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::process::Command::new(&probe)
+                .args(["--config", file.to_str().unwrap()])
+                .args(["--repeat", "150", "--concurrency", "4"])
+                .arg(server.url("/probe"))
+                .env_remove("RUST_LOG")
+                .output()
+        })
+        .collect();
+    let mut lasted = Vec::new();
+    for run in runs {
+        let output = run.await.unwrap();
+        lasted.push(start.elapsed());
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 150);
+    }
+    let _ = std::fs::remove_file(&file);
+    let both = start.elapsed();
+    println!("two probes, 300 requests: {both:?} (each done after {lasted:?})");
+    assert_eq!(server.hits("/probe"), 300);
+    assert!(
+        both.as_secs_f64() >= 2.9,
+        "{both:?}: the probes shared the limit"
+    );
+}
+
+/// A reload that keeps the `[redis]` table keeps the connection (and what it learned); one
+/// that changes it makes a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_redis_connection_when_its_settings_stay() {
+    let redis = RedisServer::start();
+    let server = FaultServer::start().await.unwrap();
+    let file = policy_file(
+        &redis,
+        "reload",
+        "[default.rate_limit]\nrate = 100\nburst = 20\nshared = \"redis\"\n",
+    );
+    let client = Client::builder().config_toml(&file).build().unwrap();
+    client.get(server.url("/r")).send().await.unwrap();
+    let fleet = client.fleet().unwrap();
+    assert!(fleet.sync().await);
+    let used = fleet.round_trips();
+    assert!(used > 0);
+
+    client.reload(Client::builder().config_toml(&file)).unwrap();
+    assert!(
+        client.fleet().unwrap().round_trips() >= used,
+        "the same connection"
+    );
+
+    let moved = file.replace("prefix = \"reload:\"", "prefix = \"moved:\"");
+    client
+        .reload(Client::builder().config_toml(&moved))
+        .unwrap();
+    let fresh = client.fleet().unwrap();
+    assert_eq!(fresh.round_trips(), 0, "a new connection");
+    assert_eq!(fresh.config().prefix, "moved:");
+}
