@@ -79,6 +79,14 @@ impl ResilientMiddleware {
         })
     }
 
+    /// The Redis connection this middleware shares limits through, as
+    /// [`Client::fleet`](crate::Client::fleet); `None` without one.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn fleet(&self) -> Option<crate::fleet::Fleet> {
+        self.policies.fleet.clone()
+    }
+
     /// The typed error inside a `reqwest_middleware::Error` that this middleware returned.
     pub fn error(error: &reqwest_middleware::Error) -> Option<&Error> {
         match error {

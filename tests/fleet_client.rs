@@ -325,3 +325,44 @@ async fn a_reload_keeps_the_redis_connection_when_its_settings_stay() {
     assert_eq!(fresh.round_trips(), 0, "a new connection");
     assert_eq!(fresh.config().prefix, "moved:");
 }
+
+/// A replica that calls through `ResilientMiddleware` in a reqwest-middleware chain shares
+/// the fleet's holds as a `Client` does: the same guards, on the other path.
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_middleware_replica_honours_a_hold_a_client_replica_set() {
+    use resilient_http::middleware::ResilientMiddleware;
+
+    let redis = RedisServer::start();
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/held",
+        [Reply::status(503).retry_after_secs(2), Reply::ok("ok")],
+    );
+    let file = policy_file(&redis, "middleware", "[default]\nattempts = 1\n");
+    let client = Client::builder().config_toml(&file).build().unwrap();
+    let middleware = ResilientMiddleware::new(Client::builder().config_toml(&file)).unwrap();
+    let fleet = middleware.fleet().expect("a fleet");
+    let chain = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(middleware)
+        .build();
+    chain.get(server.url("/warm")).send().await.unwrap();
+
+    let first = client.get(server.url("/held")).send().await.unwrap_err();
+    assert_eq!(first.status().map(|s| s.as_u16()), Some(503));
+    assert!(client.fleet().unwrap().sync().await);
+    assert!(fleet.sync().await);
+    let err = chain
+        .get(server.url("/held"))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await
+        .unwrap_err();
+    let err = ResilientMiddleware::error(&err).expect("a typed error");
+    assert_eq!(err.kind(), ErrorKind::RateLimited, "{err}");
+    assert_eq!(
+        server.hits("/held"),
+        1,
+        "the middleware replica sent nothing"
+    );
+}

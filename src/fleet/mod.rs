@@ -115,7 +115,9 @@ use link::FleetInner;
 ///
 /// Making one connects nothing: the connection (the `redis` crate's tokio connection manager,
 /// which reconnects by itself) and the background sync task start on first use inside a tokio
-/// runtime. Outside one, every handle uses its local limit.
+/// runtime, and live on that runtime: a client used from several runtimes should first be
+/// used on the one that lives longest (when it shuts down, the fleet goes local). Outside a
+/// runtime, every handle uses its local limit.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), resilient_http::Error> {
