@@ -199,26 +199,17 @@ impl<O: Success> Call<O> {
         let method = request.method().clone();
         // Chosen once per call, with the policy: the breaker of this endpoint.
         let (breaker, guards) = chosen.endpoint(request.url());
-        let mut retry = RetryState::new(
-            chosen.retry_policy(),
-            Some(chosen.total_deadline()),
-            request,
-        );
-        if chosen.extras().is_some_and(|e| e.refresher.is_some()) {
-            retry.allow_extra_attempt();
-        }
-        // A hook prepares each attempt's request in turn; a hedge would skip it.
-        if chosen.extras().is_some_and(|e| e.hook.is_some()) {
-            retry.forbid_hedges();
-        }
-        retry.keep_budget_out_of_requests();
-        retry.guard_with(guards);
-        Box::new(Call {
+        let (retry_policy, deadline) = (chosen.retry_policy(), chosen.total_deadline());
+        let extras = chosen.extras();
+        let refresher = extras.is_some_and(|e| e.refresher.is_some());
+        let hook = extras.is_some_and(|e| e.hook.is_some());
+        // Set up in place, once boxed: the retry state is large, and each move copies it.
+        let mut call = Box::new(Call {
             stage: Stage::Start,
             http,
             policies,
             which,
-            retry,
+            retry: RetryState::new(retry_policy, Some(deadline), request),
             method,
             breaker,
             attempt: None,
@@ -227,7 +218,18 @@ impl<O: Success> Call<O> {
             buffered,
             refreshed_once: false,
             body: None,
-        })
+        });
+        let retry = &mut call.retry;
+        if refresher {
+            retry.allow_extra_attempt();
+        }
+        // A hook prepares each attempt's request in turn; a hedge would skip it.
+        if hook {
+            retry.forbid_hedges();
+        }
+        retry.keep_budget_out_of_requests();
+        retry.guard_with(guards);
+        call
     }
 
     /// Makes each attempt's body with `factory`, before the hook (if any), so that every
@@ -257,8 +259,8 @@ impl<O: Success> Call<O> {
     /// endpoint's bulkhead, if any, then its first attempt.
     fn started(&mut self) -> Step<O> {
         match self.retry.begin() {
-            Ok(request) => {
-                let gate = gate::enter(&mut self.retry, request, self.breaker.as_deref());
+            Ok(()) => {
+                let gate = gate::enter(&mut self.retry, self.breaker.as_deref());
                 self.gated(gate)
             }
             Err(error) => self.done(Err(error)),
@@ -268,8 +270,8 @@ impl<O: Success> Call<O> {
     /// The request for the next attempt is ready: once the endpoint's guards let it out
     /// (a `Retry-After` hold, the rate limit), through the hook, if any, then out.
     #[inline]
-    fn prepare(&mut self, request: reqwest::Request) -> Step<O> {
-        let gate = gate::admit(&mut self.retry, request, self.breaker.as_deref());
+    fn prepare(&mut self) -> Step<O> {
+        let gate = gate::admit(&mut self.retry, self.breaker.as_deref());
         self.gated(gate)
     }
 
@@ -282,7 +284,7 @@ impl<O: Success> Call<O> {
     /// What the endpoint's guards made of the request.
     fn gated(&mut self, gate: Gate) -> Step<O> {
         match gate {
-            Gate::Out(request) => self.hooked_or_sent(request),
+            Gate::Out => self.hooked_or_sent(),
             Gate::Wait(waiting) => {
                 self.stage = Stage::Gated(waiting);
                 None
@@ -293,11 +295,18 @@ impl<O: Success> Call<O> {
         }
     }
 
-    /// Through the body factory and the hook, if any, then out.
-    fn hooked_or_sent(&mut self, request: reqwest::Request) -> Step<O> {
+    /// The attempt's request, through the body factory and the hook, if any, then out.
+    fn hooked_or_sent(&mut self) -> Step<O> {
+        let request = match self.retry.take_request() {
+            Ok(request) => request,
+            Err(error) => return self.done(Err(error)),
+        };
         let hook = self.extras().and_then(|e| e.hook.clone());
         if hook.is_none() && self.body.is_none() {
-            return self.send(request);
+            // The attempt started just now: its request was readied (`begin`, `next_request`,
+            // `resume` read the clock) and let out by the guards, which do not wait.
+            let now = self.retry.attempt_started();
+            return self.send(request, now);
         }
         let hooking = hook.map(|hook| {
             let info = AttemptInfo {
@@ -340,17 +349,17 @@ impl<O: Success> Call<O> {
     fn hooked(&mut self, request: Result<reqwest::Request, Error>) -> Step<O> {
         match request {
             // The hook's time comes out of the budget: `send` counts from now.
-            Ok(request) => self.send(request),
+            Ok(request) => self.send(request, Instant::now()),
             // An attempt that failed before it was sent: recorded (history, span, metrics)
             // as any other, and never retried (a hook's failure is permanent).
             Err(error) => self.finish(Err(error)),
         }
     }
 
-    /// Admits the attempt through the breaker and sends it, in a race with its hedges if
-    /// the call may send any.
-    fn send(&mut self, request: reqwest::Request) -> Step<O> {
-        let (attempt, sending) = match self.launch(request) {
+    /// Admits the attempt through the breaker and sends it at `now`, in a race with its
+    /// hedges if the call may send any.
+    fn send(&mut self, request: reqwest::Request, now: Instant) -> Step<O> {
+        let (attempt, sending) = match self.launch(request, now) {
             Ok(launched) => launched,
             Err(Unsent::Refused(error)) => return self.finish(Err(error)),
             Err(Unsent::Expired(error)) => {
@@ -376,9 +385,13 @@ impl<O: Success> Call<O> {
         None
     }
 
-    /// An attempt's request, admitted by the breaker and on its way, with how long it may
-    /// take.
-    fn launch(&mut self, mut request: reqwest::Request) -> Result<(Attempt, Sending), Unsent> {
+    /// An attempt's request, admitted by the breaker and on its way at `now`, with how long
+    /// it may take.
+    fn launch(
+        &mut self,
+        mut request: reqwest::Request,
+        now: Instant,
+    ) -> Result<(Attempt, Sending), Unsent> {
         let breaker = self.breaker.as_deref();
         let (permit, sent_at) = match breaker {
             None => (None, None),
@@ -392,7 +405,7 @@ impl<O: Success> Call<O> {
         let (limit, by_deadline) = attempt_limit(
             self.policy().attempt_timeout(),
             self.retry.budget(),
-            self.retry.time_left(),
+            self.retry.time_left(now),
         );
         let mut attempt = Attempt {
             permit,
@@ -406,7 +419,7 @@ impl<O: Success> Call<O> {
         }
         // A reader's time counts from the send; the breaker's reading, if it took one, is it.
         if attempt.sent_at.is_none() && matches!(self.reader, Reader::With(_)) {
-            attempt.sent_at = Some(Instant::now());
+            attempt.sent_at = Some(now);
         }
         let layered = self.extras().and_then(|e| e.attempt_service.clone());
         // A request with no timeout of its own gets the reqwest client's, which may be this.
@@ -429,7 +442,7 @@ impl<O: Success> Call<O> {
         let Some((request, slot)) = self.retry.hedge(self.breaker.as_deref()) else {
             return;
         };
-        match self.launch(request) {
+        match self.launch(request, Instant::now()) {
             Ok((attempt, future)) => {
                 let after = self.retry.hedges_after();
                 if let Some(race) = &mut self.race {
@@ -683,7 +696,7 @@ impl<O: Success> Call<O> {
     /// The pause before the next attempt is over.
     fn woke(&mut self) -> Step<O> {
         match self.retry.next_request() {
-            Ok(request) => self.prepare(request),
+            Ok(()) => self.prepare(),
             Err(error) => self.done(Err(error)),
         }
     }
@@ -739,7 +752,7 @@ impl<O: Success> Call<O> {
             .retry
             .next_request_with(Some((http::header::AUTHORIZATION, value)))
         {
-            Ok(request) => self.prepare(request),
+            Ok(()) => self.prepare(),
             Err(error) => self.done(Err(error)),
         }
     }

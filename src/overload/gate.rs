@@ -4,6 +4,9 @@
 //! A call's first request takes its place in the bulkhead ([`enter`]); every attempt's
 //! request is then let out, held back for a while, or turned away ([`admit`]); after a
 //! wait, [`waited`] takes up where it left off. A call without guards goes straight out.
+//! The request waits in the call's [`RetryState`] meanwhile
+//! ([`RetryState::take_request`] takes it when it goes out): it is large, and moving it
+//! from step to step cost more than the guards themselves.
 
 use tokio::time::sleep;
 
@@ -14,12 +17,10 @@ use crate::error::Error;
 use crate::hook::BoxFuture;
 use crate::retry::state::RetryState;
 
-/// What the guards make of a request.
-// Returned and matched at once: boxing the request would cost every call an allocation.
-#[allow(clippy::large_enum_variant)]
+/// What the guards make of the attempt's request.
 pub(crate) enum Gate {
     /// Out it goes.
-    Out(reqwest::Request),
+    Out,
     /// Not yet: when this is ready, pass it to [`waited`].
     Wait(BoxFuture<Waited>),
     /// This attempt is turned away (a hold or the rate limit, past the deadline): an attempt
@@ -29,84 +30,78 @@ pub(crate) enum Gate {
     Over(Error),
 }
 
-/// A wait that is over, with the request it held.
+/// A wait that is over.
 pub(crate) enum Waited {
     /// Queued at the bulkhead: the place, or `None` if none came in time.
-    Queued(Option<BulkheadPermit>, reqwest::Request),
+    Queued(Option<BulkheadPermit>),
     /// Held back by a hold or the rate limit.
-    Held(reqwest::Request),
+    Held,
 }
 
 /// The call's first request: a place in the endpoint's bulkhead, then [`admit`].
-pub(crate) fn enter(
-    retry: &mut RetryState,
-    request: reqwest::Request,
-    breaker: Option<&Breaker>,
-) -> Gate {
+pub(crate) fn enter(retry: &mut RetryState, breaker: Option<&Breaker>) -> Gate {
     let Some(guards) = retry.guards() else {
-        return Gate::Out(request);
+        return Gate::Out;
     };
     match guards.enter(retry.deadline(), retry.policy_name()) {
         Entry::In(place) => {
             retry.take_place(place);
-            admit(retry, request, breaker)
+            admit(retry, breaker)
         }
         Entry::Queue(queueing) => {
-            Gate::Wait(Box::pin(
-                async move { Waited::Queued(queueing.await, request) },
-            ))
+            Gate::Wait(Box::pin(async move { Waited::Queued(queueing.await) }))
         }
-        Entry::Full(error) => over(retry, error, &request),
+        Entry::Full(error) => over(retry, error),
     }
 }
 
 /// An attempt's request: out, held back for a while, or turned away. `breaker` is the
 /// endpoint's, if the caller has it: an attempt it will refuse takes no rate-limit slot.
-pub(crate) fn admit(
-    retry: &mut RetryState,
-    request: reqwest::Request,
-    breaker: Option<&Breaker>,
-) -> Gate {
+pub(crate) fn admit(retry: &mut RetryState, breaker: Option<&Breaker>) -> Gate {
     let Some(guards) = retry.guards() else {
-        return Gate::Out(request);
+        return Gate::Out;
     };
     let (started, deadline) = (retry.attempt_started(), retry.deadline());
     match guards.admit(started, deadline, retry.policy_name(), breaker) {
         Admission::Go => {
             retry.let_out();
-            Gate::Out(request)
+            Gate::Out
         }
         Admission::Wait(wait) => Gate::Wait(Box::pin(async move {
             sleep(wait).await;
-            Waited::Held(request)
+            Waited::Held
         })),
-        Admission::Refused(error) => {
-            Gate::Refused(error.with_request(request.method(), request.url()))
-        }
+        Admission::Refused(error) => Gate::Refused(naming_request(retry, error)),
     }
 }
 
 /// A wait is over: the attempt starts over from now, and asks again.
 pub(crate) fn waited(retry: &mut RetryState, waited: Waited, breaker: Option<&Breaker>) -> Gate {
-    let mut request = match waited {
-        Waited::Held(request) => request,
-        Waited::Queued(Some(place), request) => {
-            retry.take_place(Some(place));
-            request
-        }
-        Waited::Queued(None, request) => {
+    match waited {
+        Waited::Held => {}
+        Waited::Queued(Some(place)) => retry.take_place(Some(place)),
+        Waited::Queued(None) => {
             // Only a call with guards queues.
             let full = retry
                 .guards()
                 .map(|guards| guards.full(retry.policy_name()));
             let error = full.unwrap_or_else(Error::polled_after_completion);
-            return over(retry, error, &request);
+            return over(retry, error);
         }
-    };
-    retry.resume(&mut request);
-    admit(retry, request, breaker)
+    }
+    retry.resume();
+    admit(retry, breaker)
 }
 
-fn over(retry: &mut RetryState, error: Error, request: &reqwest::Request) -> Gate {
-    Gate::Over(retry.fail(error.with_request(request.method(), request.url())))
+fn over(retry: &mut RetryState, error: Error) -> Gate {
+    let error = naming_request(retry, error);
+    Gate::Over(retry.fail(error))
+}
+
+/// `error`, naming the attempt's request.
+fn naming_request(retry: &RetryState, error: Error) -> Error {
+    match retry.request() {
+        Some(request) => error.with_request(request.method(), request.url()),
+        None => error,
+    }
 }

@@ -84,7 +84,7 @@ where
             // What the endpoint's guards make of the next request, if this step has one.
             let gated = match this.state.as_mut().project() {
                 StateProj::Start => match this.retry.begin() {
-                    Ok(request) => gate::enter(this.retry, request, breaker),
+                    Ok(()) => gate::enter(this.retry, breaker),
                     Err(error) => Gate::Over(error),
                 },
                 StateProj::Gated { waiting } => {
@@ -153,7 +153,7 @@ where
                 }
                 StateProj::Ready => match ready!(this.inner.poll_ready(cx)) {
                     Ok(()) => match this.retry.next_request() {
-                        Ok(request) => gate::admit(this.retry, request, breaker),
+                        Ok(()) => gate::admit(this.retry, breaker),
                         Err(error) => Gate::Over(error),
                     },
                     Err(error) => Gate::Over(this.retry.fail(error)),
@@ -161,7 +161,14 @@ where
                 StateProj::Done => return Poll::Ready(Err(Error::polled_after_completion())),
             };
             match gated {
-                Gate::Out(request) => {
+                Gate::Out => {
+                    let request = match this.retry.take_request() {
+                        Ok(request) => request,
+                        Err(error) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error));
+                        }
+                    };
                     let future = {
                         let _attempt = this.retry.observer().enter_attempt();
                         this.inner.call(request)

@@ -51,9 +51,12 @@ pub(crate) enum Next<O = reqwest::Response> {
 
 pub(crate) struct RetryState {
     policy: Arc<RetryPolicy>,
-    // Before the first attempt, the request itself; then the copy the next attempt sends
-    // (`None` when the body cannot be copied). One slot for both keeps the futures that hold
-    // this small; not boxed, since a large allocation per call costs more than moving it.
+    // The request of the attempt about to go out, from when it is ready (`new`, `begin`,
+    // `next_request`) until its sender takes it (`take_request`): it waits here while the
+    // endpoint's guards decide, instead of being moved from step to step (it is large).
+    request: Option<reqwest::Request>,
+    // The copy the next attempt sends (`None` when the body cannot be copied, or no retry is
+    // possible). Not boxed, since a large allocation per call costs more than moving it.
     spare: Option<reqwest::Request>,
     // A streaming body kept as the first attempt sends it: `spare` has no body until a retry
     // takes this one's (see `super::replay`).
@@ -99,7 +102,7 @@ impl RetryState {
         request: reqwest::Request,
     ) -> Self {
         // A stand-in until `begin` starts the call's clock; nothing reads it before.
-        let clock = CallClock::start(None);
+        let clock = CallClock::unstarted();
         RetryState {
             observer: Observer::default(),
             extra_allowed: 0,
@@ -108,7 +111,8 @@ impl RetryState {
             guards: None,
             place: None,
             policy,
-            spare: Some(request),
+            request: Some(request),
+            spare: None,
             replay: None,
             own_deadline: deadline,
             may_repeat: false,
@@ -157,22 +161,45 @@ impl RetryState {
         }
     }
 
-    /// The attempt of `request` starts over now, after waiting to be let out (a bulkhead's
+    /// The attempt's request starts over now, after waiting to be let out (a bulkhead's
     /// queue, a hold, the rate limit): its clock, and what is left of the budget in its
     /// timeout, which the attempt timeout layer below reads (the client's own call asks
     /// `time_left` instead).
-    pub(crate) fn resume(&mut self, request: &mut reqwest::Request) {
+    pub(crate) fn resume(&mut self) {
         let now = Instant::now();
         self.attempt_started = now;
-        self.time_request(request, now);
+        if let Some(left) = self.budget_for_request(now)
+            && let Some(request) = &mut self.request
+        {
+            *request.timeout_mut() = Some(left);
+        }
     }
 
     /// Sets what is left of the budget at `now` as `request`'s timeout, for the attempt
     /// timeout layer below (the client's own call asks `time_left` instead).
     fn time_request(&self, request: &mut reqwest::Request, now: Instant) {
-        if let Some(deadline) = self.clock.deadline().filter(|_| self.budget_in_request) {
-            *request.timeout_mut() = Some(deadline.saturating_duration_since(now));
+        if let Some(left) = self.budget_for_request(now) {
+            *request.timeout_mut() = Some(left);
         }
+    }
+
+    /// What [`time_request`](Self::time_request) sets.
+    fn budget_for_request(&self, now: Instant) -> Option<Duration> {
+        let deadline = self.clock.deadline().filter(|_| self.budget_in_request)?;
+        Some(deadline.saturating_duration_since(now))
+    }
+
+    /// The request of the attempt about to go out, while the endpoint's guards decide.
+    pub(crate) fn request(&self) -> Option<&reqwest::Request> {
+        self.request.as_ref()
+    }
+
+    /// Takes the request of the attempt about to go out, to send it (or to hand it to a
+    /// hook first).
+    pub(crate) fn take_request(&mut self) -> Result<reqwest::Request, Error> {
+        self.request
+            .take()
+            .ok_or_else(|| Error::invalid_config("no request to send: it went out already"))
     }
 
     /// Takes the current attempt out, to run in a [race](crate::hedge) beside its hedges;
@@ -299,18 +326,19 @@ impl RetryState {
     /// Starts the call's spans. Called where the call is first polled, so they belong to the
     /// subscriber and the span the caller runs it in.
     pub(crate) fn watch(&mut self) {
-        if let Some(request) = &self.spare {
+        if let Some(request) = &self.request {
             self.observer = Observer::new(request, self.policy.name());
         }
     }
 
     /// Starts the call, at its first poll (see [`CallClock`]: the client's call and the
-    /// retry layer both call this there): its clock, then the first attempt's request with an
-    /// `Idempotency-Key` if the policy adds them, the copy for a retry, and the time budget (the
-    /// deadline, or the request's own timeout if shorter) in the request's timeout, where the
-    /// attempt timeout finds it.
-    pub(crate) fn begin(&mut self) -> Result<reqwest::Request, Error> {
-        let Some(mut request) = self.spare.take() else {
+    /// retry layer both call this there): its clock, then the first attempt's request (left
+    /// in place for [`take_request`](Self::take_request)) with an `Idempotency-Key` if the
+    /// policy adds them, the copy for a retry, and the time budget (the deadline, or the
+    /// request's own timeout if shorter) in the request's timeout, where the attempt timeout
+    /// finds it.
+    pub(crate) fn begin(&mut self) -> Result<(), Error> {
+        let Some(request) = &mut self.request else {
             return Err(Error::invalid_config("call begun twice"));
         };
         let policy = &self.policy;
@@ -329,10 +357,20 @@ impl RetryState {
         // before the budget is set below, so it does not copy that (each retry sets its own).
         let retries = policy.max_attempts > 1 || self.extra_allowed > 0;
         if retries || self.may_hedge {
-            self.spare = copy_request(&request);
-            // Only a streaming body cannot be copied.
-            if self.spare.is_none() && retries && policy.replay_buffer() > 0 {
-                self.spare = self.keep_as_sent(&mut request);
+            self.spare = copy_request(request);
+            // Only a streaming body cannot be copied: it is kept as it is sent, up to the
+            // policy's `replay_buffer`, and the copy a retry sends gets the kept body then.
+            // The call sends no hedges: a hedge goes out while the stream is still being read.
+            if self.spare.is_none()
+                && retries
+                && policy.replay_buffer() > 0
+                && let Some(body) = request.body_mut().take()
+            {
+                self.spare = copy_request(request);
+                let (sending, replay) = Replay::keep(body, policy.replay_buffer());
+                *request.body_mut() = Some(sending);
+                self.replay = Some(replay);
+                self.may_hedge = false;
             }
         }
         let budget = call_budget(request.timeout().copied(), self.own_deadline);
@@ -341,8 +379,8 @@ impl RetryState {
         }
         self.clock = CallClock::start(budget);
         self.attempt_started = self.clock.started();
-        self.observer.attempt_started(1, &request);
-        Ok(request)
+        self.observer.attempt_started(1, request);
+        Ok(())
     }
 
     /// When the current attempt started.
@@ -517,9 +555,9 @@ impl RetryState {
         self.budget_in_request = false;
     }
 
-    /// What is left of the call's budget now; `None` without a deadline.
-    pub(crate) fn time_left(&self) -> Option<Duration> {
-        self.clock.left()
+    /// What is left of the call's budget at `now`; `None` without a deadline.
+    pub(crate) fn time_left(&self, now: Instant) -> Option<Duration> {
+        self.clock.left_at(now)
     }
 
     /// The number of the attempt about to be made or being made (1 for the first).
@@ -527,8 +565,9 @@ impl RetryState {
         self.number
     }
 
-    /// The request for the next attempt, with what is left of the budget as its timeout.
-    pub(crate) fn next_request(&mut self) -> Result<reqwest::Request, Error> {
+    /// Readies the request for the next attempt (see [`take_request`](Self::take_request)),
+    /// with what is left of the budget as its timeout.
+    pub(crate) fn next_request(&mut self) -> Result<(), Error> {
         self.next_request_with(None)
     }
 
@@ -537,7 +576,7 @@ impl RetryState {
     pub(crate) fn next_request_with(
         &mut self,
         header: Option<(HeaderName, HeaderValue)>,
-    ) -> Result<reqwest::Request, Error> {
+    ) -> Result<(), Error> {
         let Some(request) = self.spare.take() else {
             // Unreachable: a retry is only scheduled with a copy in hand.
             let error = Error::new(
@@ -574,20 +613,8 @@ impl RetryState {
         self.time_request(&mut request, now);
         self.attempt_started = now;
         self.observer.attempt_started(self.attempts, &request);
-        Ok(request)
-    }
-
-    /// `request`'s streaming body, kept as it is sent up to the policy's `replay_buffer`; the
-    /// copy of `request` a retry sends, with the kept body then. The call sends no hedges: a
-    /// hedge goes out while the stream is still being read.
-    fn keep_as_sent(&mut self, request: &mut reqwest::Request) -> Option<reqwest::Request> {
-        let body = request.body_mut().take()?;
-        let spare = copy_request(request);
-        let (sending, replay) = Replay::keep(body, self.policy.replay_buffer());
-        *request.body_mut() = Some(sending);
-        self.replay = Some(replay);
-        self.may_hedge = false;
-        spare
+        self.request = Some(request);
+        Ok(())
     }
 
     /// Whether the request can be sent again: a copy was kept, and a streaming body kept

@@ -1,3 +1,4 @@
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,6 +24,17 @@ pub(crate) struct CallClock {
 }
 
 impl CallClock {
+    /// The clock of a call made but not polled yet, which nothing reads before
+    /// [`start`](Self::start) replaces it: its time is any (the first the process read), so
+    /// that making a call reads no clock.
+    pub(crate) fn unstarted() -> Self {
+        static ANY: OnceLock<Instant> = OnceLock::new();
+        CallClock {
+            started: *ANY.get_or_init(Instant::now),
+            ends: None,
+        }
+    }
+
     /// Starts, now, the clock of a call whose time budget (see `call_budget`) is `budget`.
     /// Called at the call's first poll.
     pub(crate) fn start(budget: Option<Duration>) -> Self {
@@ -53,10 +65,9 @@ impl CallClock {
         self.ends.map(|(_, budget)| budget)
     }
 
-    /// What is left of the budget now; `None` without one.
-    pub(crate) fn left(&self) -> Option<Duration> {
-        self.deadline()
-            .map(|at| at.saturating_duration_since(Instant::now()))
+    /// What is left of the budget at `now`; `None` without one.
+    pub(crate) fn left_at(&self, now: Instant) -> Option<Duration> {
+        self.deadline().map(|at| at.saturating_duration_since(now))
     }
 }
 
