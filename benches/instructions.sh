@@ -13,6 +13,12 @@
 # REPEAT runs (default 3), and "pairs" shows the spread of the single N/2N pairs. Only the
 # measured calls are counted (--toggle-collect), not start-up or warm-up.
 #
+# The fleet's stacks run by name only: `resilient+rate` (a rate limit that never refuses) and
+# `resilient+shared-rate` (the same limit shared through Redis; the script starts a
+# redis-server of its own on a free port unless REDIS_URL is set, and prints the Redis round
+# trips per request of the measured calls; RATE_BURST sets both stacks' burst):
+#   bash benches/instructions.sh 4000 resilient+rate resilient+shared-rate
+#
 # The stacks live in benches/peers/, a Cargo project of its own (own workspace, lock file and
 # target dir), so that the peers never become dependencies of the main crate. The other two
 # figures of the same stacks:
@@ -29,18 +35,27 @@ BIN=target/release/peers
 if [ $# -gt 0 ]; then STACKS=(reqwest "$@"); else mapfile -t STACKS < <("$BIN" list); fi
 
 WORK=$(mktemp -d)
+REDIS=""
+trap 'kill ${SERVER:-} ${REDIS:-} 2>/dev/null; rm -rf "$WORK"' EXIT
 "$BIN" serve > "$WORK/url" &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT
+if [[ " ${STACKS[*]} " == *shared* && -z "${REDIS_URL:-}" ]]; then
+    command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install redis-server)" >&2; exit 2; }
+    PORT=$("$BIN" free-port)
+    redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning > /dev/null &
+    REDIS=$!
+    export REDIS_URL="redis://127.0.0.1:$PORT"
+fi
 for _ in $(seq 50); do [ -s "$WORK/url" ] && break; sleep 0.1; done
 URL=$(cat "$WORK/url")
 
-count() { # stack requests -> "instructions connections-opened"
+count() { # stack requests -> "instructions connections-opened redis-round-trips"
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \
         --collect-atstart=no --toggle-collect='*measured_calls*' "$BIN" one "$1" "$2" "$URL" \
         > "$WORK/log" 2>&1 || { cat "$WORK/log" >&2; exit 1; }
     echo "$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$WORK/log") \
-$(sed -n 's/^connections opened: \([0-9]*\)/\1/p' "$WORK/log")"
+$(sed -n 's/^connections opened: \([0-9]*\)/\1/p' "$WORK/log") \
+$(sed -n 's/^redis round trips: \([0-9]*\)/\1/p' "$WORK/log")"
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -49,18 +64,26 @@ echo "instructions per request (callgrind; (median of $REPEAT runs of 2N - media
     "N = $N; 64 in flight, loopback HTTP/1.1)"
 printf '%-26s %13s %11s %8s %15s %9s\n' stack "instr/request" "vs reqwest" ratio "pairs min..max" "new conns"
 base=""
+trips=()
 for stack in "${STACKS[@]}"; do
-    : > "$WORK/one"; : > "$WORK/two"; : > "$WORK/pairs"; conns=0
+    : > "$WORK/one"; : > "$WORK/two"; : > "$WORK/pairs"; conns=0; r=""
     for _ in $(seq "$REPEAT"); do
-        read -r a c1 <<< "$(count "$stack" "$N")"
-        read -r b c2 <<< "$(count "$stack" $((2 * N)))"
+        read -r a c1 r1 <<< "$(count "$stack" "$N")"
+        read -r b c2 r2 <<< "$(count "$stack" $((2 * N)))"
         echo "$a" >> "$WORK/one"; echo "$b" >> "$WORK/two"
         echo $(( (b - a) / N )) >> "$WORK/pairs"
         conns=$((conns + c1 + c2))
+        if [ -n "${r1:-}" ]; then r="$r $r1/$N $r2/$((2 * N))"; fi
     done
+    if [ -n "$r" ]; then trips+=("$stack:$r"); fi
     per=$(( ($(median < "$WORK/two") - $(median < "$WORK/one")) / N ))
     [ -z "$base" ] && base=$per
     printf '%-26s %13d %+11d %7.3fx %15s %9d\n' "$stack" "$per" $((per - base)) \
         "$(awk -v a="$per" -v b="$base" 'BEGIN { print a / b }')" \
         "$(sort -n "$WORK/pairs" | sed -n '1p;$p' | paste -sd' ' | sed 's/ /../')" "$conns"
+done
+for t in ${trips[@]+"${trips[@]}"}; do
+    echo "redis round trips / measured calls, ${t%%:*}:${t#*:}" \
+        "(all: $(echo "${t#*:}" | tr ' ' '\n' | awk -F/ '{ r += $1; n += $2 } END { printf "%.4f", r / n }')" \
+        "per request)"
 done

@@ -87,6 +87,12 @@ async fn replicas_share_one_rate_limit() {
          {} round trips to Redis",
         redis.round_trips()
     );
+    let key = format!("http://{}", server.addr());
+    let fallbacks: Vec<_> = (clients.iter())
+        .map(|c| c.overload("default", &key).unwrap().rate_limit_fallbacks())
+        .collect();
+    println!("slots granted locally instead (Redis slower than its timeout): {fallbacks:?}");
+    assert!(fallbacks.iter().all(Option::is_some), "shared limits");
     assert_eq!(failed.load(SeqCst), 0, "no call failed");
     assert!(hits as f64 <= bound, "{hits} > {bound}");
     assert!(
@@ -228,6 +234,12 @@ async fn redis_killed_mid_run_costs_no_call() {
         slowest(2 * SECOND, run),
     );
     assert_eq!(down, 2, "both replicas noticed the outage");
+    let key = format!("http://{}", server.addr());
+    for client in &clients {
+        let handle = client.overload("default", &key).unwrap();
+        let local = handle.rate_limit_fallbacks().unwrap();
+        assert!(local > 0, "the outage's calls took local slots: {handle:?}");
+    }
     let back = Instant::now();
     for client in &clients {
         let fleet = client.fleet().unwrap();

@@ -70,6 +70,9 @@ struct RateShared {
     failed: AtomicBool,
     /// The last lease expired before it arrived.
     lost: AtomicBool,
+    /// `failed` because Redis answered, but later than its timeout (or too late twice):
+    /// announced, unlike Redis down, which the fleet announces once for every key.
+    slow: AtomicBool,
     /// Slots the local limit granted (Redis down or slow), for telemetry.
     fallbacks: AtomicU64,
     /// When the refill on its way gives up (microseconds since the fleet's base).
@@ -164,6 +167,7 @@ impl SharedRate {
             refilling: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             lost: AtomicBool::new(false),
+            slow: AtomicBool::new(false),
             fallbacks: AtomicU64::new(0),
             deadline: AtomicU64::new(0),
             not_before: AtomicU64::new(0),
@@ -326,7 +330,20 @@ impl Refill {
             shared.lost.store(false, SeqCst);
         }
         let late = now > shared.deadline.load(SeqCst);
-        shared.failed.store(late || lost_twice, SeqCst);
+        let slow = late || lost_twice;
+        shared.failed.store(slow, SeqCst);
+        if slow != shared.slow.swap(slow, SeqCst) {
+            let (key, prefix) = (&shared.endpoint, &shared.fleet.config().prefix);
+            if slow {
+                tracing::warn!(
+                    %key, %prefix,
+                    "fleet: redis answers this rate limit later than its timeout; it is local \
+                     until a refill comes in time"
+                );
+            } else {
+                tracing::info!(%key, %prefix, "fleet: this rate limit is shared again");
+            }
+        }
         if held > 0
             && let Some(hold) = shared.fleet.live_hold(&shared.endpoint)
         {

@@ -278,6 +278,12 @@ impl Guards {
         self.bulkhead.as_ref().map(|b| (b.in_flight(), b.waiting()))
     }
 
+    /// Slots a shared rate limit granted locally (Redis down or slow); `None` without a
+    /// shared rate limit.
+    pub(crate) fn rate_fallbacks(&self) -> Option<u64> {
+        self.rate.as_ref().and_then(Rate::fallbacks)
+    }
+
     /// From when the rate limit has its full burst again; `None` without a rate limit.
     pub(crate) fn rate_full_at(&self) -> Option<Instant> {
         self.rate.as_ref().map(Rate::full_at)

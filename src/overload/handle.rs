@@ -75,9 +75,18 @@ impl OverloadHandle {
     }
 
     /// Whether the rate limit has its whole burst available now, as after a quiet spell;
-    /// `None` without a rate limit.
+    /// `None` without a rate limit. For a limit shared through Redis, this replica's local
+    /// fallback's (the fleet's state lives in Redis).
     pub fn rate_limit_idle(&self) -> Option<bool> {
         self.0.rate_full_at().map(|full| full <= Instant::now())
+    }
+
+    /// For a rate limit shared through Redis (feature `redis`): the slots this replica
+    /// granted by its local limit instead, while Redis was down or answered later than its
+    /// timeout. A count that grows means the fleet's limit is not being kept. `None` for a
+    /// local limit, or none.
+    pub fn rate_limit_fallbacks(&self) -> Option<u64> {
+        self.0.rate_fallbacks()
     }
 }
 
@@ -90,6 +99,7 @@ impl std::fmt::Debug for OverloadHandle {
             .field("bulkhead_in_flight", &self.bulkhead_in_flight())
             .field("bulkhead_waiting", &self.bulkhead_waiting())
             .field("rate_limit_idle", &self.rate_limit_idle())
+            .field("rate_limit_fallbacks", &self.rate_limit_fallbacks())
             .finish()
     }
 }

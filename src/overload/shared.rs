@@ -34,6 +34,16 @@ impl Rate {
         }
     }
 
+    /// Slots a shared limit's local fallback granted (Redis down, or slower than its
+    /// timeout); `None` for a local limit.
+    pub(crate) fn fallbacks(&self) -> Option<u64> {
+        match self {
+            Rate::Local(_) => None,
+            #[cfg(feature = "redis")]
+            Rate::Shared(rate) => Some(rate.fallbacks()),
+        }
+    }
+
     /// From when this replica's limit has its full burst again. A shared limit answers
     /// with its local fallback's: the fleet's lives in Redis.
     pub(crate) fn full_at(&self) -> Instant {

@@ -42,6 +42,35 @@ pub const STACKS: &[&str] = &[
     "resilient-timeouts-only",
 ];
 
+/// Stacks run only when asked for by name (`peers one`, `peers-fleet`), not in the tables of
+/// every stack: a rate limit that never refuses, kept locally, and the same limit shared
+/// through Redis (at `REDIS_URL`). [`rate_limit`] is their setting.
+pub const FLEET_STACKS: &[&str] = &["resilient+rate", "resilient+shared-rate"];
+
+/// The rate limit of the [`FLEET_STACKS`]: 1,000,000 a second, burst `RATE_BURST` (default
+/// 1,000,000), so that it never refuses and only the cost of asking is measured. Shared, a
+/// burst that large makes a lease live half a second (`⌊burst / 2⌋` intervals of 1 µs) and
+/// hold its most, 64 slots, at any pace above 171 calls a second; with `RATE_BURST=1000` a
+/// lease lives 500 µs and holds what the replica spends in 375 µs.
+pub fn rate_limit() -> resilient_http::overload::RateLimitConfig {
+    let burst = std::env::var("RATE_BURST")
+        .ok()
+        .map(|b| b.replace('_', "").parse().expect("RATE_BURST: a number"))
+        .unwrap_or(1_000_000);
+    resilient_http::overload::RateLimitConfig::new(1_000_000, Duration::from_secs(1)).burst(burst)
+}
+
+/// `REDIS_URL`, which the shared stacks need; exits with a message without it.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| {
+        eprintln!(
+            "resilient+shared-rate needs a Redis: set REDIS_URL (e.g. redis://127.0.0.1:6379); \
+             benches/instructions.sh and peers-fleet start a redis-server of their own"
+        );
+        std::process::exit(2)
+    })
+}
+
 /// One way of making the call; `true` when it succeeded and read the 2-byte body.
 pub trait Stack: Clone + 'static {
     /// One call of `url`.
@@ -205,6 +234,11 @@ pub enum AnyStack {
 impl AnyStack {
     /// Stack number `i` of [`STACKS`].
     pub fn new(i: usize) -> AnyStack {
+        AnyStack::named(STACKS[i])
+    }
+
+    /// The stack called `name`, one of [`STACKS`] or [`FLEET_STACKS`].
+    pub fn named(name: &str) -> AnyStack {
         use reqwest_retry::{RetryTransientMiddleware, policies::ExponentialBackoff};
         use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
         use resilient_http::policy::EndpointPolicy;
@@ -212,7 +246,7 @@ impl AnyStack {
         let resilient = |builder: resilient_http::ClientBuilder| {
             AnyStack::Resilient(Resilient(builder.build().expect("client")))
         };
-        match STACKS[i] {
+        match name {
             "reqwest" => AnyStack::Reqwest(Reqwest(reqwest::Client::new())),
             "reqwest+timeout" => AnyStack::ReqwestTimeout(ReqwestTimeout(reqwest::Client::new())),
             "reqwest-middleware+retry" => {
@@ -278,7 +312,45 @@ impl AnyStack {
                     .retry(resilient_http::retry::RetryPolicy::never())
                     .no_circuit_breaker(),
             ),
+            "resilient+rate" => resilient(
+                resilient_http::Client::builder()
+                    .default_policy(EndpointPolicy::new().rate_limit(rate_limit())),
+            ),
+            // Every call also reads the endpoint's shared hold (one load), as any client with
+            // a Redis does. Each process its own prefix: runs never share a key. A timeout of
+            // 1 s, not 20 ms: under callgrind (50 times slower) 20 ms is 0.4 ms of real work,
+            // refills would come late and calls turn to the local limit, which is not what
+            // is measured; on loopback at full speed neither is ever reached.
+            "resilient+shared-rate" => resilient(
+                resilient_http::Client::builder()
+                    .redis_config(
+                        resilient_http::fleet::FleetConfig::new(redis_url())
+                            .prefix(format!("peers:{}:", std::process::id()))
+                            .timeout(Duration::from_secs(1)),
+                    )
+                    .default_policy(
+                        EndpointPolicy::new()
+                            .rate_limit(rate_limit())
+                            .rate_limit_shared(true),
+                    ),
+            ),
             other => panic!("no stack {other}"),
+        }
+    }
+
+    /// The Redis connection of a stack that has one.
+    pub fn fleet(&self) -> Option<resilient_http::fleet::Fleet> {
+        match self {
+            AnyStack::Resilient(s) => s.0.fleet(),
+            _ => None,
+        }
+    }
+
+    /// Waits until a stack with a Redis connection has reached it (at most 5 s); exits with
+    /// a message if it does not answer.
+    pub async fn connect(&self) {
+        if let Some(fleet) = self.fleet() {
+            connect(&fleet).await;
         }
     }
 
@@ -317,6 +389,19 @@ impl AnyStack {
     }
 }
 
+/// Waits until `fleet` has reached its Redis (at most 5 s); exits with a message if it does
+/// not answer.
+pub async fn connect(fleet: &resilient_http::fleet::Fleet) {
+    for _ in 0..50 {
+        if fleet.sync().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("no answer from the Redis at REDIS_URL");
+    std::process::exit(2)
+}
+
 /// Every stack of [`STACKS`], in order.
 pub fn all() -> Vec<AnyStack> {
     (0..STACKS.len()).map(AnyStack::new).collect()
@@ -328,6 +413,11 @@ pub fn stack_index(name: &str) -> usize {
         .iter()
         .position(|s| *s == name)
         .unwrap_or_else(|| panic!("unknown stack {name:?}; one of {STACKS:?}"))
+}
+
+/// Whether `name` is a stack of [`STACKS`] or [`FLEET_STACKS`].
+pub fn is_stack(name: &str) -> bool {
+    STACKS.contains(&name) || FLEET_STACKS.contains(&name)
 }
 
 async fn round<S: Stack>(stack: &S, url: &'static str, requests: usize, in_flight: usize) {
@@ -520,4 +610,127 @@ pub fn arg(args: &[String], i: usize, default: usize) -> usize {
     args.get(i)
         .map(|a| a.replace('_', "").parse().expect("a number"))
         .unwrap_or(default)
+}
+
+// Redis --------------------------------------------------------------------------------------
+
+/// A free loopback port (free when asked; nothing holds it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The Redis the shared stacks use: `REDIS_URL`'s, or else a `redis-server` of our own on a
+/// free loopback port, without persistence, killed when dropped.
+pub struct Redis {
+    child: Option<Child>,
+    pub url: String,
+}
+
+impl Redis {
+    pub fn from_env_or_start() -> Redis {
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            return Redis { child: None, url };
+        }
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                eprintln!("cannot run redis-server ({e}): apt-get install redis-server");
+                std::process::exit(2)
+            });
+        let redis = Redis {
+            child: Some(child),
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        for _ in 0..100 {
+            let ping = redis
+                .connection()
+                .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn).ok());
+            if ping.is_some() {
+                // SAFETY: nothing else touches the environment; the stacks read it later.
+                unsafe { std::env::set_var("REDIS_URL", &redis.url) };
+                return redis;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn connection(&self) -> Option<redis::Connection> {
+        redis::Client::open(self.url.as_str())
+            .ok()?
+            .get_connection()
+            .ok()
+    }
+
+    fn info(&self, section: &str) -> String {
+        let mut conn = self.connection().expect("Redis answers");
+        redis::cmd("INFO")
+            .arg(section)
+            .query(&mut conn)
+            .expect("INFO")
+    }
+
+    /// The CPU time Redis has used (user + system, all its threads), from `INFO cpu`.
+    pub fn cpu(&self) -> Duration {
+        let info = self.info("cpu");
+        let field = |name: &str| -> f64 {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        Duration::from_secs_f64(field("used_cpu_user") + field("used_cpu_sys"))
+    }
+
+    /// Calls of `command` and the microseconds Redis spent on each (its own accounting, the
+    /// commands its scripts ran included), from `INFO commandstats`.
+    pub fn command_stats(&self, command: &str) -> (u64, f64) {
+        let info = self.info("commandstats");
+        let stats = info
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:")))
+            .unwrap_or_default();
+        let field = |name: &str| {
+            stats
+                .split(',')
+                .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (field("calls") as u64, field("usec_per_call"))
+    }
+
+    /// Round trips the fleets made, as Redis counts them: scripts run (`EVALSHA`, and
+    /// `SCRIPT LOAD` and `EVAL` when it did not know one yet) and `PING`s (not the commands
+    /// the scripts ran, nor those of setting up a connection, nor our `INFO`s).
+    pub fn round_trips(&self) -> u64 {
+        let info = self.info("commandstats");
+        let calls = |command: &str| -> u64 {
+            info.lines()
+                .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        ["evalsha", "eval", "script", "ping"]
+            .into_iter()
+            .map(calls)
+            .sum::<u64>()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! `peers serve` — the loopback server (prints its URL, runs until killed).
-//! `peers list` — the stacks, one a line.
+//! `peers list` — the stacks, one a line (not the fleet's: `resilient+rate` and
+//!   `resilient+shared-rate`, run by name only; the shared one needs `REDIS_URL`).
 //! `peers one STACK N URL` — warm up, then N calls with one stack: what callgrind counts
 //!   (`benches/instructions.sh` runs N and 2N and divides the difference by N).
+//! `peers free-port` — a free loopback port (for the Redis `benches/instructions.sh` starts).
 //! `peers cpu [ROUNDS] [REQUESTS]` — client CPU time per call, stacks interleaved in each of
 //!   ROUNDS rounds (default 10) of REQUESTS calls each (default 100,000); the median per stack
 //!   and its ratio to bare reqwest in the same run.
@@ -21,6 +23,7 @@ fn main() {
         Some("serve") => resilient_http_peers::serve(),
         Some("list") => STACKS.iter().for_each(|s| println!("{s}")),
         Some("one") => one(&args),
+        Some("free-port") => println!("{}", resilient_http_peers::free_port()),
         Some("cpu") | None => cpu(arg(&args, 1, 10), arg(&args, 2, 100_000)),
         Some(other) => {
             eprintln!(
@@ -36,20 +39,33 @@ fn one(args: &[String]) {
         eprintln!("usage: peers one STACK N URL");
         std::process::exit(2);
     };
-    let i = resilient_http_peers::stack_index(name);
+    if !resilient_http_peers::is_stack(name) {
+        eprintln!(
+            "unknown stack {name:?}: see `peers list`, or resilient+rate, resilient+shared-rate"
+        );
+        std::process::exit(2);
+    }
     let requests = arg(args, 2, 2_000);
     let url: &'static str = String::leak(url.clone());
     let rt = runtime();
     let local = tokio::task::LocalSet::new();
     let stack = local.block_on(&rt, async {
-        let stack = AnyStack::new(i);
+        let stack = AnyStack::named(name);
+        stack.connect().await;
         stack.warm_up(url).await;
         stack
     });
+    let fleet = stack.fleet();
+    let trips = fleet.as_ref().map(|f| f.round_trips());
     let before = stats(url).0;
     measured_calls(&rt, &local, &stack, url, requests);
     // The question itself is one connection.
     eprintln!("connections opened: {}", stats(url).0 - before - 1);
+    if let (Some(fleet), Some(trips)) = (fleet, trips) {
+        // Shared all along, or the counts are the local limit's.
+        assert!(fleet.is_up(), "the fleet fell back to local limits");
+        eprintln!("redis round trips: {}", fleet.round_trips() - trips);
+    }
 }
 
 fn cpu(rounds: usize, requests: usize) {
