@@ -10,8 +10,11 @@
 #
 # glibc's malloc makes a run's count vary by a few hundred instructions per request (its heap
 # layout differs from run to run; nothing else differs), so each count is the median of
-# REPEAT runs (default 3), and "pairs" shows the spread of the single N/2N pairs. Only the
-# measured calls are counted (--toggle-collect), not start-up or warm-up.
+# REPEAT runs (default 3), and "pairs" shows the spread of the single N/2N pairs. "outside
+# alloc" leaves out the allocator's own functions: that count repeats within a few
+# instructions from run to run, so it shows a change of 50 instructions that the whole count
+# hides; read it beside the allocations per request (peers-allocs), since it does not see
+# them. Only the measured calls are counted (--toggle-collect), not start-up or warm-up.
 #
 # The fleet's stacks run by name only: `resilient+rate` (a rate limit that never refuses) and
 # `resilient+shared-rate` (the same limit shared through Redis; the script starts a
@@ -49,12 +52,20 @@ fi
 for _ in $(seq 50); do [ -s "$WORK/url" ] && break; sleep 0.1; done
 URL=$(cat "$WORK/url")
 
-count() { # stack requests -> "instructions connections-opened redis-round-trips"
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+# The allocator's own functions (glibc's malloc family and Rust's shims over it): their share
+# is what varies from run to run (heap layout), so the rest is shown apart too.
+ALLOCATOR='^(malloc|free|cfree|realloc|calloc|_int_malloc|_int_free|_int_realloc|malloc_consolidate|unlink_chunk|sysmalloc|tcache[a-z_]*|_int_free_[a-z_]*|__libc_(malloc|free|realloc|calloc)|__rust_(alloc|dealloc|realloc|alloc_zeroed)|__rdl_[a-z_]*)$'
+
+count() { # stack requests -> "instructions connections-opened allocator-instructions redis-round-trips"
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/cg" \
         --collect-atstart=no --toggle-collect='*measured_calls*' "$BIN" one "$1" "$2" "$URL" \
         > "$WORK/log" 2>&1 || { cat "$WORK/log" >&2; exit 1; }
+    allocator=$(callgrind_annotate --inclusive=no --threshold=100 "$WORK/cg" 2>/dev/null \
+        | awk -v re="$ALLOCATOR" '$2 ~ /^\(/ { name = $0; sub(/^[^)]*\) +/, "", name);
+            sub(/ .*/, "", name); sub(/.*:/, "", name); gsub(/,/, "", $1);
+            if (name ~ re) sum += $1 } END { printf "%d", sum }')
     echo "$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$WORK/log") \
-$(sed -n 's/^connections opened: \([0-9]*\)/\1/p' "$WORK/log") \
+$(sed -n 's/^connections opened: \([0-9]*\)/\1/p' "$WORK/log") $allocator \
 $(sed -n 's/^redis round trips: \([0-9]*\)/\1/p' "$WORK/log")"
 }
 
@@ -62,25 +73,31 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 echo "instructions per request (callgrind; (median of $REPEAT runs of 2N - median of $REPEAT runs of N) / N," \
     "N = $N; 64 in flight, loopback HTTP/1.1)"
-printf '%-26s %13s %11s %8s %15s %9s\n' stack "instr/request" "vs reqwest" ratio "pairs min..max" "new conns"
+printf '%-26s %13s %11s %8s %15s %9s %14s %11s\n' stack "instr/request" "vs reqwest" ratio \
+    "pairs min..max" "new conns" "outside alloc" "vs reqwest"
 base=""
+outside_base=""
 trips=()
 for stack in "${STACKS[@]}"; do
-    : > "$WORK/one"; : > "$WORK/two"; : > "$WORK/pairs"; conns=0; r=""
+    : > "$WORK/one"; : > "$WORK/two"; : > "$WORK/pairs"; : > "$WORK/out1"; : > "$WORK/out2"
+    conns=0; r=""
     for _ in $(seq "$REPEAT"); do
-        read -r a c1 r1 <<< "$(count "$stack" "$N")"
-        read -r b c2 r2 <<< "$(count "$stack" $((2 * N)))"
+        read -r a c1 m1 r1 <<< "$(count "$stack" "$N")"
+        read -r b c2 m2 r2 <<< "$(count "$stack" $((2 * N)))"
         echo "$a" >> "$WORK/one"; echo "$b" >> "$WORK/two"
+        echo $((a - m1)) >> "$WORK/out1"; echo $((b - m2)) >> "$WORK/out2"
         echo $(( (b - a) / N )) >> "$WORK/pairs"
         conns=$((conns + c1 + c2))
         if [ -n "${r1:-}" ]; then r="$r $r1/$N $r2/$((2 * N))"; fi
     done
     if [ -n "$r" ]; then trips+=("$stack:$r"); fi
     per=$(( ($(median < "$WORK/two") - $(median < "$WORK/one")) / N ))
-    [ -z "$base" ] && base=$per
-    printf '%-26s %13d %+11d %7.3fx %15s %9d\n' "$stack" "$per" $((per - base)) \
+    outside=$(( ($(median < "$WORK/out2") - $(median < "$WORK/out1")) / N ))
+    if [ -z "$base" ]; then base=$per; outside_base=$outside; fi
+    printf '%-26s %13d %+11d %7.3fx %15s %9d %14d %+11d\n' "$stack" "$per" $((per - base)) \
         "$(awk -v a="$per" -v b="$base" 'BEGIN { print a / b }')" \
-        "$(sort -n "$WORK/pairs" | sed -n '1p;$p' | paste -sd' ' | sed 's/ /../')" "$conns"
+        "$(sort -n "$WORK/pairs" | sed -n '1p;$p' | paste -sd' ' | sed 's/ /../')" "$conns" \
+        "$outside" $((outside - outside_base))
 done
 for t in ${trips[@]+"${trips[@]}"}; do
     echo "redis round trips / measured calls, ${t%%:*}:${t#*:}" \
