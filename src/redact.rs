@@ -116,6 +116,13 @@ pub fn is_secret_header(name: &str) -> bool {
 /// );
 /// ```
 pub fn url(url: &Url) -> Url {
+    redact_url(url, 0)
+}
+
+/// [`url`], for a URL inside `depth` others: a query value that holds a URL
+/// (`?next=https://u:pw@host/`, escaped or not) is redacted as text is, up to
+/// [`NESTED_URLS`] deep, and hidden beyond.
+fn redact_url(url: &Url, depth: usize) -> Url {
     let mut safe = url.clone();
     // Never sent to the server, and where OAuth implicit flows put their tokens.
     safe.set_fragment(None);
@@ -124,20 +131,45 @@ pub fn url(url: &Url) -> Url {
         let _ = safe.set_username("");
         let _ = safe.set_password(None);
     }
-    let has_secret = url.query_pairs().any(|(name, _)| is_secret_query(&name));
-    if has_secret {
+    let holds_url = |value: &str| value.contains("://");
+    let may_hide = url
+        .query_pairs()
+        .any(|(name, value)| is_secret_query(&name) || holds_url(&value));
+    if may_hide {
+        let mut changed = false;
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(name, value)| {
-                let value = if is_secret_query(&name) {
+                let shown = if is_secret_query(&name) {
                     REDACTED.to_owned()
+                } else if !holds_url(&value) {
+                    value.to_string()
+                } else if depth < NESTED_URLS {
+                    // The whole value as one URL (what ends a URL in prose, `>` say, may be
+                    // inside its user info once unescaped); a value that is not one is
+                    // hidden whole rather than guessed at.
+                    match Url::parse(&value) {
+                        Ok(inner) => {
+                            let safe = redact_url(&inner, depth + 1);
+                            if safe == inner {
+                                value.to_string()
+                            } else {
+                                safe.into()
+                            }
+                        }
+                        Err(_) => REDACTED.to_owned(),
+                    }
                 } else {
-                    value.into_owned()
+                    REDACTED.to_owned()
                 };
-                (name.into_owned(), value)
+                changed |= shown != value;
+                (name.into_owned(), shown)
             })
             .collect();
-        safe.query_pairs_mut().clear().extend_pairs(pairs);
+        // Rewritten only when a value changed: writing the pairs back escapes them anew.
+        if changed {
+            safe.query_pairs_mut().clear().extend_pairs(pairs);
+        }
     }
     safe
 }
@@ -190,7 +222,7 @@ fn redact_into(out: &mut String, text: &str, depth: usize) {
         out.push_str(&rest[..start]);
         match Url::parse(&rest[start..end]) {
             Ok(found) => {
-                let safe = url(&found);
+                let safe = redact_url(&found, depth);
                 // Unchanged: keep it as written (parsing normalises, e.g. adds a slash).
                 let shown = if safe == found {
                     &rest[start..end]
@@ -334,14 +366,19 @@ mod tests {
             text("tried http://a/,https://u:pw@b/x?api_key=k, then gave up"),
             "tried http://a/,https://b/x?api_key=REDACTED, then gave up"
         );
+        // A URL in a query value is redacted with its URL (escaped anew, so that the text
+        // no longer shows where it was, which hides the outer URL's rest too).
         assert_eq!(
             text("http://h/login?next=http://u:pw@x/"),
-            "http://h/login?next=http://x/"
+            format!("http://{REDACTED}")
         );
-        // Rewritten with the outer URL: `next`'s value is escaped, the inner URL unreadable.
         assert_eq!(
             text("http://h/?token=t&next=http://u:pw@x/ then"),
             format!("http://{REDACTED} then")
+        );
+        assert_eq!(
+            text("http://h/login?next=http://x/"),
+            "http://h/login?next=http://x/"
         );
         // An opaque host swallowed the inner URL's scheme, and its empty port went missing.
         assert_eq!(
@@ -358,6 +395,37 @@ mod tests {
     fn leaves_plain_urls_alone() {
         let raw = Url::parse("http://127.0.0.1:8080/search?q=rust&page=1").unwrap();
         assert_eq!(url(&raw), raw);
+    }
+
+    #[test]
+    fn a_url_in_a_query_value_loses_its_secrets_too() {
+        for raw in [
+            "https://api.example/login?next=https://bob:hunter2@evil.example/x&page=2",
+            "https://api.example/login?next=https%3A%2F%2Fbob%3Ahunter2%40evil.example%2Fx",
+            "https://api.example/a?u=https://h.example/?token=hunter2",
+            "https://api.example/a?u=https://h.example/?v=https://bob:hunter2@i.example/",
+        ] {
+            let shown = url(&Url::parse(raw).unwrap());
+            assert!(!shown.as_str().contains("hunter2"), "{raw} -> {shown}");
+            assert!(
+                shown.as_str().starts_with("https://api.example/"),
+                "{shown}"
+            );
+        }
+        // A value that holds a URL with nothing secret is kept as written.
+        let plain = "https://api.example/login?next=https://ok.example/x&page=2";
+        assert_eq!(url(&Url::parse(plain).unwrap()).as_str(), plain);
+        // URLs nested deeper than NESTED_URLS are hidden whole, never read without end.
+        let mut deep = "https://bob:hunter2@z.example/".to_owned();
+        for _ in 0..50 {
+            deep = format!("https://a.example/?v={}", urlencode(&deep));
+        }
+        let shown = url(&Url::parse(&deep).unwrap());
+        assert!(!shown.as_str().contains("hunter2"), "{shown}");
+    }
+
+    fn urlencode(text: &str) -> String {
+        url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
     }
 
     #[test]
@@ -628,6 +696,34 @@ mod fuzz {
             prop_assert_eq!(plain(&safe), plain(&raw));
             // Showing it again changes nothing.
             prop_assert_eq!(url(&safe), safe);
+        }
+
+        /// A URL with secrets as the value of a plain query parameter (`?next=…`), escaped
+        /// or as written, inside up to three URLs: no secret survives [`url`].
+        #[test]
+        fn urls_in_query_values_keep_no_secret(
+            secrets in secrets(),
+            depth in 1usize..=3,
+            mask in any::<u64>(),
+            name in proptest::sample::select(PLAIN_NAMES),
+        ) {
+            let mut nested = secrets.url().to_string();
+            for level in 0..depth {
+                // As written only where that keeps it the same value: an `&` or `#` would
+                // make the rest of it the outer URL's (a parameter's name, its fragment), and
+                // its own escapes would be undone (`%5C`, a backslash, is a `/` to a URL parser).
+                let value = if mask >> level & 1 == 1 || nested.contains(['&', '#', '%']) {
+                    escaped(&nested, mask)
+                } else {
+                    nested.clone()
+                };
+                nested = format!("https://outer.example/p?{name}={value}");
+            }
+            if let Ok(raw) = Url::parse(&nested) {
+                let safe = url(&raw);
+                prop_assert!(!leaks(safe.as_str()), "{} -> {}", raw, safe);
+                prop_assert_eq!(safe.host_str(), Some("outer.example"));
+            }
         }
 
         /// Any URL at all, as messages quote them: redacting never panics.
