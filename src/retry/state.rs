@@ -823,7 +823,11 @@ fn copy_request(request: &reqwest::Request) -> Option<reqwest::Request> {
         return request.try_clone();
     }
     let mut copy = reqwest::Request::new(request.method().clone(), request.url().clone());
-    *copy.headers_mut() = request.headers().clone();
+    // Most requests carry no headers of their own yet (reqwest adds its defaults when it
+    // sends): cloning an empty map and dropping the copy's own costs about 100 instructions.
+    if !request.headers().is_empty() {
+        *copy.headers_mut() = request.headers().clone();
+    }
     *copy.version_mut() = request.version();
     if let Some(timeout) = request.timeout() {
         *copy.timeout_mut() = Some(*timeout);
