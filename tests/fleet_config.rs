@@ -98,12 +98,6 @@ fn a_shared_limit_without_a_redis_is_refused_naming_the_policy() {
             format!("policy \"{policy}\": a shared rate limit or retry budget needs a Redis");
         assert!(shown.contains(&expected), "{shown}");
     }
-    // An endpoint rule inherits `shared` from the default policy, and may set it back.
-    let back = "[redis]\nurl = \"redis://127.0.0.1:1\"\n\n[default.rate_limit]\nrate = 5\n\
-                shared = \"redis\"\n\n[[endpoint]]\nname = \"own\"\nmatch = { host = \"a.example\" }\n\
-                [endpoint.rate_limit]\nrate = 9\nshared = \"local\"\n";
-    let built = Client::builder().config_toml(back).build();
-    assert_eq!(built.is_ok(), cfg!(feature = "redis"), "{:?}", built.err());
 }
 
 #[cfg(feature = "redis")]
@@ -137,4 +131,33 @@ fn the_builder_checks_its_redis_settings_as_the_file_does() {
         .unwrap();
     assert!(client.fleet().is_some());
     assert!(Client::builder().build().unwrap().fleet().is_none());
+}
+
+/// An endpoint rule inherits `shared` from the default policy, and `shared = "local"` sets it
+/// back: its limit is its own (no fallbacks to count), the default's is the fleet's (an
+/// unreachable Redis: every slot so far granted locally).
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn an_endpoint_rule_may_set_shared_back_to_local() {
+    use resilient_http::testkit::FaultServer;
+
+    let server = FaultServer::start().await.unwrap();
+    let file = "[redis]\nurl = \"redis://127.0.0.1:1\"\ntimeout = \"5ms\"\n\n\
+                [default.rate_limit]\nrate = 1000\nburst = 100\nshared = \"redis\"\n\n\
+                [[endpoint]]\nname = \"own\"\nmatch = { path = \"/own*\" }\n\
+                [endpoint.rate_limit]\nrate = 1000\nburst = 100\nshared = \"local\"\n\n\
+                [[endpoint]]\nname = \"inherits\"\nmatch = { path = \"/inherits*\" }\n\
+                [endpoint.rate_limit]\nrate = 500\nburst = 50\n";
+    let client = Client::builder().config_toml(file).build().unwrap();
+    for path in ["/own", "/inherits", "/default"] {
+        client.get(server.url(path)).send().await.unwrap();
+    }
+    let key = format!("http://{}", server.addr());
+    let fallbacks = |policy: &str| {
+        let handle = client.overload(policy, &key).unwrap();
+        handle.rate_limit_fallbacks()
+    };
+    assert_eq!(fallbacks("own"), None, "a local limit");
+    assert!(fallbacks("inherits").is_some(), "shared, inherited");
+    assert!(fallbacks("default").is_some(), "shared");
 }

@@ -83,15 +83,11 @@ impl FleetConfig {
         client(&self.url).map_err(|why| refused("url", why))
     }
 
-    /// The URL without its password, for `Debug`.
+    /// The URL without its secrets, for `Debug`: user info, and the `pass` a `unix://` URL
+    /// carries in its query (redacted as every URL the crate shows).
     fn shown_url(&self) -> String {
         match url::Url::parse(&self.url) {
-            Ok(mut url) => {
-                if url.password().is_some() {
-                    let _ = url.set_password(Some("***"));
-                }
-                url.to_string()
-            }
+            Ok(url) => crate::redact::url(&url).to_string(),
             Err(_) => "(not a URL)".to_owned(),
         }
     }
@@ -171,6 +167,12 @@ mod tests {
         let debug = format!("{:?}", FleetConfig::new("redis://app:hunter2@cache:6379"));
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(debug.contains("cache"), "{debug}");
+        // A unix socket's password is a query value.
+        let unix = FleetConfig::new("unix:///run/redis.sock?db=2&pass=hunter2");
+        assert!(unix.check().is_ok());
+        let debug = format!("{unix:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("redis.sock"), "{debug}");
     }
 
     #[test]

@@ -50,8 +50,8 @@ impl SharedHold {
     }
 
     /// Holds the key until `until`, unless already held longer: here at once, and in Redis
-    /// right after (in the background: the caller does not wait for Redis), so that every
-    /// replica holds it too.
+    /// with the next sync, asked for now (in the background: the caller does not wait for
+    /// Redis), so that every replica holds it too.
     pub fn hold_until(&self, until: Instant) {
         let shared = &self.0;
         shared.local.hold_until(until);

@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use arc_swap::ArcSwapOption;
 use redis::{FromRedisValue, Script, ScriptInvocation};
 use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -80,8 +82,13 @@ return out
 pub(crate) struct FleetInner {
     config: FleetConfig,
     client: redis::Client,
-    /// Started on first use inside a runtime; `None` if starting failed (local limits).
-    link: OnceLock<Option<Link>>,
+    /// Started on first use inside a runtime, and again on a later use once that runtime
+    /// has shut down (its tasks, the sync's and the connection's, died with it).
+    link: ArcSwapOption<Link>,
+    /// One start at a time.
+    starting: Mutex<()>,
+    /// Starting failed: local limits for good.
+    broken: AtomicBool,
     up: AtomicBool,
     round_trips: AtomicU64,
     /// Wakes the sync task before its interval (a hold to publish, a key to learn).
@@ -97,6 +104,14 @@ pub(crate) struct FleetInner {
 pub(crate) struct Link {
     conn: ConnectionManager,
     pub(crate) handle: Handle,
+    /// The sync task: finished only when its runtime shut down (or the fleet is gone).
+    sync: JoinHandle<()>,
+}
+
+impl Link {
+    fn alive(&self) -> bool {
+        !self.sync.is_finished()
+    }
 }
 
 /// The handles the sync task serves, weakly: an endpoint dropped by its owner's bounded
@@ -113,7 +128,9 @@ impl FleetInner {
         Ok(Arc::new(FleetInner {
             config,
             client,
-            link: OnceLock::new(),
+            link: ArcSwapOption::empty(),
+            starting: Mutex::new(()),
+            broken: AtomicBool::new(false),
             up: AtomicBool::new(true),
             round_trips: AtomicU64::new(0),
             nudge: Arc::new(Notify::new()),
@@ -157,17 +174,47 @@ impl FleetInner {
     /// Whether handles should share through Redis now: it answered last, and the connection
     /// is (or can be) started here. Starts it on first use.
     pub(crate) fn sharing(self: &Arc<Self>) -> bool {
-        self.is_up() && self.link().is_some()
+        // The common case reads two words and clones nothing. A link whose runtime is gone
+        // is started again here even while down: its sync task, which would find Redis
+        // back, died with it.
+        let running = self.link.load().as_ref().is_some_and(|link| link.alive());
+        let linked = running || self.link().is_some();
+        self.is_up() && linked
     }
 
-    /// The connection, started now if this is the first use inside a runtime.
-    pub(crate) fn link(self: &Arc<Self>) -> Option<&Link> {
-        if let Some(link) = self.link.get() {
-            return link.as_ref();
+    /// The connection, started now if this is the first use inside a runtime, or if the
+    /// runtime it was started on has shut down (then handles use their local limits until
+    /// Redis answers on the new one).
+    pub(crate) fn link(self: &Arc<Self>) -> Option<Arc<Link>> {
+        if let Some(link) = self.link.load_full().filter(|link| link.alive()) {
+            return Some(link);
         }
         // Outside a runtime: local limits, and try again on the next call.
         let handle = Handle::try_current().ok()?;
-        self.link.get_or_init(|| self.start(handle)).as_ref()
+        let _one = self.starting.lock().unwrap_or_else(PoisonError::into_inner);
+        let dead = self.link.load_full();
+        if let Some(link) = dead.clone().filter(|link| link.alive()) {
+            return Some(link);
+        }
+        if self.broken.load(SeqCst) {
+            return None;
+        }
+        let Some(link) = self.start(handle) else {
+            self.broken.store(true, SeqCst);
+            return None;
+        };
+        let link = Arc::new(link);
+        self.link.store(Some(link.clone()));
+        if dead.is_some() {
+            self.lost_runtime();
+        }
+        Some(link)
+    }
+
+    /// The runtime the connection ran on has shut down: the handles use their local limits
+    /// until Redis answers on a connection started on a live runtime.
+    pub(crate) fn lost_runtime(&self) {
+        self.mark_down(&"the tokio runtime its connection ran on has shut down");
     }
 
     fn start(self: &Arc<Self>, handle: Handle) -> Option<Link> {
@@ -186,12 +233,12 @@ impl FleetInner {
                 return None;
             }
         };
-        handle.spawn(sync_task(
+        let sync = handle.spawn(sync_task(
             Arc::downgrade(self),
             self.nudge.clone(),
             self.config.sync_interval,
         ));
-        Some(Link { conn, handle })
+        Some(Link { conn, handle, sync })
     }
 
     /// Runs `script` within the timeout: its answer, or `None` (Redis unreachable, slow, or
@@ -382,8 +429,13 @@ impl FleetInner {
 
 /// Syncs every `every`, or at once when nudged; ends when the fleet is dropped.
 async fn sync_task(fleet: Weak<FleetInner>, nudge: Arc<Notify>, every: Duration) {
+    // Nudged syncs (a hold to publish, a key to learn) come at most every quarter interval:
+    // a client calling a new endpoint per call would otherwise sync on every call.
+    let gap = every / 4;
     loop {
+        let last = Instant::now();
         let _ = tokio::time::timeout(every, nudge.notified()).await;
+        tokio::time::sleep_until(last + gap).await;
         let Some(fleet) = fleet.upgrade() else {
             return;
         };

@@ -61,13 +61,18 @@
 //!
 //! # Holds
 //!
-//! [`SharedHold::hold_until`] holds locally at once and publishes the hold to Redis at once
-//! (a key with a `PX` expiry of the hold's length, lengthened, never shortened). Other
-//! replicas learn it from the background sync, every [`FleetConfig::sync_interval`] (100 ms by
-//! default), and from every lease refill of the same key, whichever comes first: a hold is
-//! seen fleet-wide within `sync_interval + 2 × timeout` (publish, then the next sync), without
-//! a round trip per call. Polling rather than pub/sub: a message sent while a replica was
-//! reconnecting would be lost, and the poll also carries the budgets.
+//! [`SharedHold::hold_until`] holds locally at once and publishes the hold to Redis with the
+//! next sync, which it asks for at once (a key with a `PX` expiry of the hold's length,
+//! lengthened, never shortened). Other replicas learn it from the background sync, every
+//! [`FleetConfig::sync_interval`] (100 ms by default), and from every lease refill of the same
+//! key, whichever comes first: a hold is seen fleet-wide within `1.25 × sync_interval + 2 ×
+//! timeout` (publish, then the next sync), without a round trip per call. A sync asked for
+//! early (a hold to publish, a key this replica has just started using) comes at most every
+//! quarter `sync_interval`. A replica that has not used a key yet learns of its hold only with
+//! its first sync of that key: its first call there may go out into a hold the fleet set
+//! (a shared rate limit's first lease refill learns it in time). Polling rather than pub/sub:
+//! a message sent while a replica was reconnecting would be lost, and the poll also carries
+//! the budgets.
 //!
 //! # The shared budget, and its staleness
 //!
@@ -115,9 +120,9 @@ use link::FleetInner;
 ///
 /// Making one connects nothing: the connection (the `redis` crate's tokio connection manager,
 /// which reconnects by itself) and the background sync task start on first use inside a tokio
-/// runtime, and live on that runtime: a client used from several runtimes should first be
-/// used on the one that lives longest (when it shuts down, the fleet goes local). Outside a
-/// runtime, every handle uses its local limit.
+/// runtime, and live on that runtime. When it shuts down, the next use on another runtime
+/// starts them again there (meanwhile, and until Redis answers on the new connection, the
+/// handles use their local limits). Outside a runtime, every handle uses its local limit.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), resilient_http::Error> {

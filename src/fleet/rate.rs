@@ -266,7 +266,10 @@ impl SharedRate {
             .lease(taken, since, dry, shared.asked.load(SeqCst));
         shared.asked.store(size, SeqCst);
         // Cleared when the refill ends, or if the runtime drops it unrun.
-        let refill = Refill(shared.clone());
+        let refill = Refill {
+            shared: shared.clone(),
+            ran: false,
+        };
         // Callers waiting take any free slot, unless the fleet is at its limit: then a batch.
         let any = dry && !shared.scarce.load(SeqCst);
         link.handle
@@ -286,15 +289,20 @@ impl RateShared {
 }
 
 /// A refill on its way; dropping it lets the next one start.
-struct Refill(Arc<RateShared>);
+struct Refill {
+    shared: Arc<RateShared>,
+    /// Whether the runtime ran it: one that has shut down drops what is spawned on it unrun.
+    ran: bool,
+}
 
 impl Refill {
     /// Asks Redis for `size` slots, as decided at `t`, and installs what it grants: `any`
     /// number of them (callers are waiting, and the fleet was not at its limit), or else at
     /// least half, so that replicas at the fleet's limit come back for batches rather than
     /// for single slots.
-    async fn run(self, size: u64, any: bool, t: u64) {
-        let shared = &self.0;
+    async fn run(mut self, size: u64, any: bool, t: u64) {
+        self.ran = true;
+        let shared = &self.shared;
         let plan = shared.plan;
         let mut script = LEASE.key(&shared.redis_key);
         script
@@ -354,7 +362,13 @@ impl Refill {
 
 impl Drop for Refill {
     fn drop(&mut self) {
-        self.0.refilling.store(false, SeqCst);
+        if !self.ran {
+            // Its runtime is gone: the local limit answers until a refill runs elsewhere
+            // (the next one starts the connection again on the caller's runtime).
+            self.shared.failed.store(true, SeqCst);
+            self.shared.fleet.lost_runtime();
+        }
+        self.shared.refilling.store(false, SeqCst);
     }
 }
 

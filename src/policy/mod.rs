@@ -171,7 +171,8 @@ settings! {
     /// Whether the rate limit is the fleet's: one limit for every replica of the service,
     /// kept in the client's Redis ([`ClientBuilder::redis`](crate::ClientBuilder), feature
     /// `redis`; the file's `shared = "redis"` in `[….rate_limit]`). Default false: each
-    /// process keeps its own. Inherited on its own, as `retry_budget_enabled` is.
+    /// process keeps its own. Inherited on its own, as `retry_budget_enabled` is; it applies
+    /// when the policy has a rate limit.
     rate_limit_shared: bool;
     /// A bulkhead per endpoint key (default: none): at most `max_in_flight` calls at once;
     /// a call over it queues up to `queue_timeout` (and its deadline), then fails with
