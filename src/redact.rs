@@ -13,8 +13,9 @@
 //! `X-Amz-Signature`. Redacting a harmless value costs a reader a little; missing a secret
 //! costs a leak, so the lists err on the side of hiding. [`add_names`] adds names of your own.
 //!
-//! Secrets inside the *path* (some webhook URLs) cannot be told apart from ordinary segments
-//! and are not removed.
+//! URLs inside a URL (in its path, its query, or making up an opaque URL such as
+//! `blob:https://u:pw@h/`) are redacted too, escaped or not. Other secrets inside the *path*
+//! (some webhook URLs) cannot be told apart from ordinary segments and are not removed.
 
 use std::fmt;
 use std::sync::RwLock;
@@ -119,9 +120,9 @@ pub fn url(url: &Url) -> Url {
     redact_url(url, 0)
 }
 
-/// [`url`], for a URL inside `depth` others: a query value that holds a URL
-/// (`?next=https://u:pw@host/`, escaped or not) is redacted as text is, up to
-/// [`NESTED_URLS`] deep, and hidden beyond.
+/// [`url`], for a URL inside `depth` others: URLs in its path (`/fetch/https://u:pw@h/`), in
+/// its query (`?next=https://u:pw@host/`, escaped or not) or making up its opaque path
+/// (`blob:https://u:pw@h/`) are redacted too, up to [`NESTED_URLS`] deep, and hidden beyond.
 fn redact_url(url: &Url, depth: usize) -> Url {
     let mut safe = url.clone();
     // Never sent to the server, and where OAuth implicit flows put their tokens.
@@ -131,10 +132,16 @@ fn redact_url(url: &Url, depth: usize) -> Url {
         let _ = safe.set_username("");
         let _ = safe.set_password(None);
     }
-    let holds_url = |value: &str| value.contains("://");
+    if let Some(path) = redact_path(url, depth) {
+        safe.set_path(&path);
+        // Setting a path may escape or resolve what it holds: hide it rather than guess.
+        if safe.path() != path {
+            safe.set_path(REDACTED);
+        }
+    }
     let may_hide = url
         .query_pairs()
-        .any(|(name, value)| is_secret_query(&name) || holds_url(&value));
+        .any(|(name, value)| is_secret_query(&name) || value.contains(':') || name.contains(':'));
     if may_hide {
         let mut changed = false;
         let pairs: Vec<(String, String)> = url
@@ -142,28 +149,13 @@ fn redact_url(url: &Url, depth: usize) -> Url {
             .map(|(name, value)| {
                 let shown = if is_secret_query(&name) {
                     REDACTED.to_owned()
-                } else if !holds_url(&value) {
-                    value.to_string()
-                } else if depth < NESTED_URLS {
-                    // The whole value as one URL (what ends a URL in prose, `>` say, may be
-                    // inside its user info once unescaped); a value that is not one is
-                    // hidden whole rather than guessed at.
-                    match Url::parse(&value) {
-                        Ok(inner) => {
-                            let safe = redact_url(&inner, depth + 1);
-                            if safe == inner {
-                                value.to_string()
-                            } else {
-                                safe.into()
-                            }
-                        }
-                        Err(_) => REDACTED.to_owned(),
-                    }
                 } else {
-                    REDACTED.to_owned()
+                    redact_value(&value, depth).unwrap_or_else(|| value.to_string())
                 };
-                changed |= shown != value;
-                (name.into_owned(), shown)
+                // `?https://u:pw@h/`, a URL with no `=`, is a name.
+                let safe_name = redact_value(&name, depth);
+                changed |= shown != value || safe_name.is_some();
+                (safe_name.unwrap_or_else(|| name.into_owned()), shown)
             })
             .collect();
         // Rewritten only when a value changed: writing the pairs back escapes them anew.
@@ -172,6 +164,111 @@ fn redact_url(url: &Url, depth: usize) -> Url {
         }
     }
     safe
+}
+
+/// `value` (a query value, or an opaque path) redacted if it is a URL, `None` if it is kept.
+///
+/// It is read whole as one URL (what ends a URL in prose, `>` say, may be inside its user
+/// info once unescaped). Not only with `://`: a parser reads `https:u:pw@h` and `https:\\u:pw@h`
+/// as user `u`, password `pw`. A value with `://` that is no URL is hidden whole rather than
+/// guessed at; one without stays as it is (`10:30`, `bob@x.example`).
+fn redact_value(value: &str, depth: usize) -> Option<String> {
+    if !value.contains(':') {
+        return None;
+    }
+    match Url::parse(value) {
+        Ok(_) if depth >= NESTED_URLS => Some(REDACTED.to_owned()),
+        Ok(inner) => {
+            let safe = redact_url(&inner, depth + 1);
+            (safe != inner).then(|| safe.into())
+        }
+        Err(_) => value.contains("://").then(|| REDACTED.to_owned()),
+    }
+}
+
+/// The path of `url`, a URL inside `depth` others, with the URLs in it redacted, or `None` if
+/// it is kept as it is. A path without `://`, as written or escaped, is kept (no secret can be
+/// told in it), unless it is the whole of an opaque URL (`blob:https:u:pw@h`).
+fn redact_path(url: &Url, depth: usize) -> Option<String> {
+    let path = url.path();
+    let shown = if url.cannot_be_a_base() {
+        redact_opaque_path(path, depth)
+    } else if !path.contains("://") {
+        None
+    } else if depth >= NESTED_URLS {
+        return Some(REDACTED.to_owned());
+    } else {
+        let mut shown = String::with_capacity(path.len());
+        redact_into(&mut shown, path, depth + 1);
+        (shown != path).then_some(shown)
+    };
+    // An escaped URL (`/fetch/https%3A%2F%2Fu%3Apw%40h`) hides the whole path if it holds
+    // anything to hide: written back escaped, what it shows could not be told apart.
+    let unescaped = unescape(shown.as_deref().unwrap_or(path));
+    if let std::borrow::Cow::Owned(unescaped) = unescaped
+        && unescaped.contains("://")
+    {
+        let mut again = String::with_capacity(unescaped.len());
+        if depth < NESTED_URLS && !ends_url_in_text(&unescaped) {
+            redact_into(&mut again, &unescaped, depth + 1);
+        }
+        if again != unescaped {
+            return Some(REDACTED.to_owned());
+        }
+    }
+    shown
+}
+
+/// An opaque path (`blob:…`, `data:…`) redacted: as one URL if it is one, else as text.
+fn redact_opaque_path(path: &str, depth: usize) -> Option<String> {
+    if !path.contains("://") {
+        return redact_value(path, depth);
+    }
+    if depth >= NESTED_URLS {
+        return Some(REDACTED.to_owned());
+    }
+    if let Ok(inner) = Url::parse(path) {
+        let safe = redact_url(&inner, depth + 1);
+        return (safe != inner).then(|| safe.into());
+    }
+    // Unlike a hierarchical path, an opaque one keeps spaces and quotes as written, which end
+    // a URL in text and would leave the rest of its password shown.
+    if ends_url_in_text(path) {
+        return Some(REDACTED.to_owned());
+    }
+    let mut shown = String::with_capacity(path.len());
+    redact_into(&mut shown, path, depth + 1);
+    (shown != path).then_some(shown)
+}
+
+/// Whether `text` holds what ends a URL in text (see [`redact_into`]).
+fn ends_url_in_text(text: &str) -> bool {
+    text.contains(|c: char| c.is_whitespace() || matches!(c, '"' | '<' | '>' | '`'))
+}
+
+/// `text` with its `%XX` escapes decoded (bytes that are not UTF-8 replaced); borrowed if it
+/// has none.
+fn unescape(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('%') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|h| char::from(*h).to_digit(16));
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.extend(u8::try_from(hi * 16 + lo).ok());
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// `text` with every URL in it redacted: a safety net for messages made by code we do not
@@ -422,6 +519,47 @@ mod tests {
         }
         let shown = url(&Url::parse(&deep).unwrap());
         assert!(!shown.as_str().contains("hunter2"), "{shown}");
+    }
+
+    /// Found by review: URLs in a path, opaque URLs (`blob:…`) and the forms of a URL with
+    /// user info that have no `://` (`https:u:pw@h`) kept their secrets.
+    #[test]
+    fn urls_in_paths_and_opaque_urls_lose_their_secrets() {
+        for raw in [
+            "https://api.example/fetch/https://bob:hunter2@x.example/",
+            "https://api.example/a?next=https://proxy.example/https://bob:hunter2@x.example/",
+            "https://api.example/a?next=a:https://bob:hunter2@x.example/",
+            "https://api.example/a?next=blob:https://bob:hunter2@x.example/",
+            "https://api.example/a?next=data:text/plain,https://bob:hunter2@x.example",
+            "https://api.example/a?next=https:bob:hunter2@x.example",
+            "https://api.example/a?next=https:/bob:hunter2@x.example",
+            "https://api.example/a?next=https:%5C%5Cbob:hunter2@x.example",
+            "https://api.example/a?next=blob:https:bob:hunter2@x.example",
+            "https://api.example/a?next=https:x.example/?token=hunter2",
+            "https://api.example/a?https://bob:hunter2@x.example/",
+            "blob:https://bob:hunter2@x.example/",
+            "data:text/plain,https://bob:hunter2@x.example",
+            "a:https://bob:hunter 2@x.example",
+            "data:text/plain,https://bob:hunter 2@x.example",
+            "https://api.example/fetch/https%3A%2F%2Fbob%3Ahunter2%40x.example",
+            "https://api.example/fetch/https://x.example/https%3A%2F%2Fbob%3Ahunter2%40x.example",
+            "https://api.example/fetch/https%3A%2F%2Fx.example%2Fa%20b%3Ftoken%3Dhunter2",
+        ] {
+            let raw = Url::parse(raw).unwrap();
+            let shown = url(&raw);
+            assert!(!shown.as_str().contains("hunter"), "{raw} -> {shown}");
+            assert_eq!(url(&shown), shown);
+        }
+        // What holds no secret is kept as written, whether it looks like a URL or not.
+        for plain in [
+            "https://api.example/fetch/https://x.example/a?q=1",
+            "https://api.example/a?next=https:x.example&at=10:30&to=bob@x.example&m=mailto:b@x",
+            "https://api.example/fetch/https%3A%2F%2Fx.example%2Fa",
+            "blob:https://x.example/1",
+            "data:text/plain,https://x.example/",
+        ] {
+            assert_eq!(url(&Url::parse(plain).unwrap()).as_str(), plain);
+        }
     }
 
     fn urlencode(text: &str) -> String {
@@ -723,6 +861,48 @@ mod fuzz {
                 let safe = url(&raw);
                 prop_assert!(!leaks(safe.as_str()), "{} -> {}", raw, safe);
                 prop_assert_eq!(safe.host_str(), Some("outer.example"));
+            }
+        }
+
+        /// A URL with secrets, written with `://` or in a form a parser reads the same way
+        /// (`https:u:pw@h`, `https:\\u:pw@h`), inside up to three URLs: in a query value, in a
+        /// path (escaped or not), or as the whole of an opaque URL (`blob:…`, `a:…`,
+        /// `data:text/plain,…`). No secret survives [`url`].
+        #[test]
+        fn urls_in_paths_and_opaque_urls_keep_no_secret(
+            secrets in secrets(),
+            form in proptest::sample::select(&["://", ":", ":/", ":\\\\", ":\\/", ":/\\"][..]),
+            wraps in proptest::collection::vec(
+                proptest::sample::select(
+                    &["?v=", "/p/", "/p%2F", "blob:", "a:", "data:text/plain,"][..],
+                ),
+                1..=3,
+            ),
+            mask in any::<u64>(),
+        ) {
+            let mut nested = secrets.url().to_string();
+            if ["http", "https", "ws", "wss", "ftp"].contains(&secrets.scheme) {
+                nested = nested.replacen("://", form, 1);
+            }
+            for (level, wrap) in wraps.iter().enumerate() {
+                // In a path or among other text, only a URL with `://` is told from the rest.
+                let text = wrap.starts_with("/p") || wrap.starts_with("data:");
+                let wrap = if text && !nested.contains("://") { "?v=" } else { wrap };
+                nested = match wrap {
+                    "?v=" if mask >> level & 1 == 1 || nested.contains(['&', '#', '%']) => {
+                        format!("https://outer.example/p?v={}", escaped(&nested, mask))
+                    }
+                    "?v=" | "/p/" => format!("https://outer.example/p{wrap}{nested}"),
+                    "/p%2F" => format!("https://outer.example/p/{}", escaped(&nested, mask)),
+                    _ => format!("{wrap}{nested}"),
+                };
+            }
+            if let Ok(raw) = Url::parse(&nested) {
+                let safe = url(&raw);
+                prop_assert!(!leaks(safe.as_str()), "{} -> {}", raw, safe);
+                prop_assert_eq!(safe.scheme(), raw.scheme());
+                prop_assert_eq!(safe.host_str(), raw.host_str());
+                prop_assert_eq!(url(&safe), safe);
             }
         }
 
