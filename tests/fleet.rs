@@ -301,6 +301,44 @@ async fn the_shared_budget_caps_fleet_wide_retries() {
     }
 }
 
+/// A `sync()` dropped while its flush waits (a caller's timeout, a shutdown) loses no
+/// retries: the counts it took go back, and the next sync flushes them. Redis is frozen
+/// while the flush waits, then killed, so that it never arrives; a Redis started again is
+/// empty, and the other replica then sees exactly the retries flushed after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_sync_loses_no_retry() {
+    let mut redis = RedisServer::start();
+    let config = FleetConfig::new(redis.url())
+        .sync_interval(60 * SECOND)
+        .timeout(500 * MS);
+    let (a, b) = (fleet(config.clone()), fleet(config));
+    let budget = BudgetConfig::new(0.0, 1, 10 * SECOND);
+    let (spender, watcher) = (a.budget("k", budget), b.budget("k", budget));
+    assert!(a.sync().await && b.sync().await);
+    for _ in 0..3 {
+        assert!(spender.withdraw(Instant::now()));
+    }
+    redis.freeze(true);
+    let dropped = tokio::time::timeout(5 * MS, a.sync()).await;
+    assert!(dropped.is_err(), "the sync was still waiting when dropped");
+    redis.stop();
+    redis.restart();
+    let back = Instant::now();
+    while !a.sync().await {
+        assert!(back.elapsed() < 10 * SECOND, "redis answers again");
+        sleep(20 * MS).await;
+    }
+    while !b.sync().await {
+        assert!(back.elapsed() < 10 * SECOND, "redis answers again");
+        sleep(20 * MS).await;
+    }
+    assert_eq!(
+        watcher.available(Instant::now()),
+        7,
+        "10 less the 3 retries"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // (d) Redis down: local limits, no error, no wait beyond the timeout
 // ---------------------------------------------------------------------------------------

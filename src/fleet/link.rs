@@ -395,8 +395,11 @@ impl FleetInner {
         for (hold, (_, ms)) in holds.iter().zip(&publishing) {
             script.key(hold.redis_key()).arg(*ms);
         }
-        let flushed: Vec<_> = budgets.iter().map(|budget| budget.take_pending()).collect();
-        for (budget, (deposits, withdrawals)) in budgets.iter().zip(&flushed) {
+        let mut flushed = Unflushed {
+            budgets,
+            taken: budgets.iter().map(|budget| budget.take_pending()).collect(),
+        };
+        for (budget, (deposits, withdrawals)) in budgets.iter().zip(&flushed.taken) {
             let (step, steps) = budget.steps();
             script
                 .key(budget.redis_key())
@@ -407,11 +410,9 @@ impl FleetInner {
         }
         let answer: Option<Vec<i64>> = self.call(&script).await;
         let Some(answer) = answer.filter(|a| a.len() == holds.len() + 2 * budgets.len()) else {
-            for (budget, pending) in budgets.iter().zip(flushed) {
-                budget.not_flushed(pending);
-            }
             return false;
         };
+        flushed.taken.clear();
         let (held, sums) = answer.split_at(holds.len());
         for ((hold, (publish, _)), left) in holds.iter().zip(publishing).zip(held) {
             hold.published(publish);
@@ -424,6 +425,22 @@ impl FleetInner {
             }
         }
         true
+    }
+}
+
+/// Budget counts taken for a flush: given back (see `BudgetShared::not_flushed`) unless the
+/// flush was answered, when the call fails and when the sync is dropped while it waits (a
+/// caller may drop [`Fleet::sync`](super::Fleet::sync) at any point).
+struct Unflushed<'a> {
+    budgets: &'a [Arc<BudgetShared>],
+    taken: Vec<(u64, u64)>,
+}
+
+impl Drop for Unflushed<'_> {
+    fn drop(&mut self) {
+        for (budget, pending) in self.budgets.iter().zip(self.taken.drain(..)) {
+            budget.not_flushed(pending);
+        }
     }
 }
 
