@@ -249,26 +249,7 @@ fn ends_url_in_text(text: &str) -> bool {
 /// `text` with its `%XX` escapes decoded (bytes that are not UTF-8 replaced); borrowed if it
 /// has none.
 fn unescape(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.contains('%') {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |at: usize| bytes.get(at).and_then(|h| char::from(*h).to_digit(16));
-        match (bytes[i], hex(i + 1), hex(i + 2)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.extend(u8::try_from(hi * 16 + lo).ok());
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+    percent_encoding::percent_decode_str(text).decode_utf8_lossy()
 }
 
 /// `text` with every URL in it redacted: a safety net for messages made by code we do not
