@@ -600,3 +600,37 @@ async fn hedges_are_attempt_spans_of_their_own() {
     assert_eq!(fields["attempt"], "2");
     assert_eq!(scope.last(), Some(&"request"), "{scope:?}");
 }
+
+/// A `RetryLayer` of the user's own over a service that pushes back (here a concurrency
+/// limit of 1, held by the first attempt): a hedge that falls due never waits for it; it is
+/// skipped, and says so (`hedge skipped`, reason `service_not_ready`) rather than silently.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_the_service_below_is_not_ready_for_says_it_was_skipped() {
+    use resilient_http::classify::{ClassifyLayer, DefaultClassifier};
+    use resilient_http::retry::RetryLayer;
+    use tower::{Service, ServiceBuilder, ServiceExt};
+
+    let server = FaultServer::start().await.unwrap();
+    server.script("/slow", [Reply::ok("slow").delay(Duration::from_secs(1))]);
+    let policy = RetryPolicy::builder()
+        .hedge(HedgeConfig::new(Duration::from_millis(50), 1))
+        .build()
+        .unwrap();
+    let mut stack = ServiceBuilder::new()
+        .layer(RetryLayer::new(policy))
+        .concurrency_limit(1)
+        .layer(ClassifyLayer::new(DefaultClassifier))
+        .service(reqwest::Client::new());
+    let request = reqwest::Request::new(reqwest::Method::GET, server.url("/slow").parse().unwrap());
+    let call = async {
+        let ready = stack.ready().await.unwrap();
+        ready.call(request).await
+    };
+    let (result, seen, _) = traced(call).await;
+    assert_eq!(result.unwrap().text().await.unwrap(), "slow");
+    assert_eq!(server.hits("/slow"), 1, "no hedge went out");
+    let skipped = events(&seen, "hedge skipped");
+    assert_eq!(skipped.len(), 1, "{seen:#?}");
+    assert_eq!(*skipped[0].0, Level::DEBUG);
+    assert_eq!(skipped[0].1["reason"], "service_not_ready");
+}

@@ -100,9 +100,9 @@ where
                         Event::Hedge => {
                             // A hedge needs a service ready now: it never waits.
                             let mut inner = this.inner.clone();
-                            if let Poll::Ready(Ok(())) = inner.poll_ready(cx)
-                                && let Some((request, slot)) = this.retry.hedge(breaker)
-                            {
+                            if !matches!(inner.poll_ready(cx), Poll::Ready(Ok(()))) {
+                                this.retry.hedge_not_ready();
+                            } else if let Some((request, slot)) = this.retry.hedge(breaker) {
                                 let future = {
                                     let _attempt = slot.enter();
                                     Box::pin(inner.call(request))

@@ -238,6 +238,13 @@ impl RetryState {
         (self.may_hedge && self.hedges < config.max && self.spare.is_some()).then_some(config.after)
     }
 
+    /// A hedge was due, but the service under the retry layer was not ready for it: it is
+    /// skipped, and says so as a guard's refusal does.
+    pub(crate) fn hedge_not_ready(&self) {
+        self.observer
+            .hedge_skipped(self.policy.name(), Guard::NotReady);
+    }
+
     /// The request of a hedge, if one may go out now, and which attempt it is. Everything a
     /// retry must get past, a hedge must too, without waiting: the deadline, the retry budget,
     /// a `Retry-After` hold, the rate limit (it takes a slot), and `breaker` if it will turn

@@ -37,7 +37,7 @@
 //! | `request queued: bulkhead full` | DEBUG | `endpoint`, `max_in_flight`, `queue_ms` (the longest it may queue: the queue timeout or the deadline), `policy` |
 //! | `request rejected: bulkhead full` | DEBUG | `endpoint`, `max_in_flight`, `policy`: at once (no queue timeout) or after queueing |
 //! | `hedge sent` | DEBUG | `attempt` (the hedge's number), `policy` |
-//! | `hedge skipped` | DEBUG | `reason` (`budget`, `retry_after`, `rate_limit`, or `circuit_open`), `policy`: a hedge was due and a guard kept it back |
+//! | `hedge skipped` | DEBUG | `reason` (`budget`, `retry_after`, `rate_limit`, `circuit_open`, or `service_not_ready`: the service under a `RetryLayer` of your own pushed back), `policy`: a hedge was due and was kept back |
 //! | `request rejected by an outer layer` | DEBUG | `http.request.method`, `url.full`, `error.type`, `error`: a [`layer`](crate::ClientBuilder::layer) of yours (a load shed, a bulkhead) refused the call |
 //!
 //! To see a request's attempts: `RUST_LOG=resilient_http=debug`.

@@ -20,6 +20,9 @@ pub(crate) enum Guard {
     Budget,
     /// The circuit breaker (for a hedge it would turn away).
     Breaker,
+    /// The service under a retry layer of the user's own, not ready for a hedge (a hedge
+    /// never waits for it).
+    NotReady,
 }
 
 impl Guard {
@@ -30,6 +33,7 @@ impl Guard {
             Guard::Bulkhead => "bulkhead",
             Guard::Budget => "budget",
             Guard::Breaker => "circuit_open",
+            Guard::NotReady => "service_not_ready",
         }
     }
 }
