@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 use tokio::time::{Instant, Sleep, sleep};
 use tower::{Service, ServiceExt};
@@ -506,12 +507,12 @@ impl<O: Success> Call<O> {
     fn received(&mut self, result: Result<reqwest::Response, reqwest::Error>) -> Step<O> {
         let response = match result {
             Ok(response) => response,
-            Err(error) => return self.classified(self.classify(Err(error))),
+            Err(error) => return self.classified(self.classify(Err(error)), None),
         };
         match self.reads_body_first(&response) {
-            Ok(false) => self.classified(self.classify(Ok(response))),
+            Ok(false) => self.classified(self.classify(Ok(response)), None),
             Ok(true) if self.lost_race_by_head(&response) => {
-                self.classified(self.classify(Ok(response)))
+                self.classified(self.classify(Ok(response)), None)
             }
             Ok(true) => {
                 // This attempt is the one the call goes on with.
@@ -598,6 +599,8 @@ impl<O: Success> Call<O> {
         };
         let started = self.retry.attempt_started();
         let classifier = self.policy().classifier();
+        // A second handle on the body (a reference count), for a reader that takes it as is.
+        let kept = body.body.clone();
         let result = response_outcome(
             classifier,
             &self.method,
@@ -605,12 +608,17 @@ impl<O: Success> Call<O> {
             verdict,
             started,
         );
-        self.classified(result)
+        self.classified(result, Some(kept))
     }
 
-    /// The attempt is classified: a success goes to the reader.
+    /// The attempt is classified: a success goes to the reader, with its `body` if it was
+    /// read into memory.
     #[inline]
-    fn classified(&mut self, result: Result<reqwest::Response, Error>) -> Step<O> {
+    fn classified(
+        &mut self,
+        result: Result<reqwest::Response, Error>,
+        body: Option<Bytes>,
+    ) -> Step<O> {
         let response = match result {
             Ok(response) => response,
             Err(error) => return self.finish(Err(error)),
@@ -618,7 +626,7 @@ impl<O: Success> Call<O> {
         self.end_race(true);
         let read = match &mut self.reader {
             Reader::Response(into) => {
-                let output = into(response);
+                let output = into(response, body);
                 return self.finish(Ok(output));
             }
             Reader::With(read) => read,

@@ -37,7 +37,7 @@ use crate::classify::{Class, Delivery};
 use crate::classify::{is_tower_timeout, layer_error};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::hook::BoxFuture;
-use crate::read::Success;
+use crate::read::{InMemory, Success};
 use crate::telemetry::ErrorType;
 
 /// One call as the outer layers see it: the request, and the call ready to run it.
@@ -83,7 +83,8 @@ impl Exchanged {
     /// The response, when the call was sent with `send`, `send_buffered` or
     /// `Client::execute` (`None` for readers that return something else).
     pub fn response(&self) -> Option<&reqwest::Response> {
-        self.output.downcast_ref()
+        let in_memory = || self.output.downcast_ref().map(|o: &InMemory| &o.response);
+        self.output.downcast_ref().or_else(in_memory)
     }
 }
 

@@ -19,14 +19,17 @@ pub(crate) enum State<O> {
     Outer(BoxFuture<Result<O, Error>>),
 }
 
-impl<O: Success> State<O> {
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<O, Error>> {
-        match self {
+impl<O: Success> Future for State<O> {
+    type Output = Result<O, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<O, Error>> {
+        let this = self.get_mut();
+        match this {
             State::Running(call) => Pin::new(&mut **call).poll(cx),
             State::Outer(future) => {
                 let output = std::task::ready!(future.as_mut().poll(cx));
                 // An async block must not be polled again.
-                *self = State::Failed(None);
+                *this = State::Failed(None);
                 Poll::Ready(output)
             }
             State::Failed(error) => Poll::Ready(Err(error
@@ -61,7 +64,7 @@ impl Future for Pending {
     type Output = Result<reqwest::Response, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.get_mut().state.poll(cx)
+        Pin::new(&mut self.get_mut().state).poll(cx)
     }
 }
 
@@ -89,8 +92,7 @@ impl<T: Send + 'static> Future for Reading<T> {
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.get_mut()
-            .state
+        Pin::new(&mut self.get_mut().state)
             .poll(cx)
             .map(|result| result.map(|read| read.value))
     }

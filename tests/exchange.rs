@@ -868,3 +868,55 @@ async fn the_breaker_counts_a_failure_status_over_the_body_limit() {
     let handle = client.breakers().unwrap().get(&key).unwrap();
     assert_eq!(handle.state(), State::Open);
 }
+
+/// A body that comes in many chunks reaches every way of reading it whole and in order, and a
+/// failure's page over the limit keeps exactly the bytes up to it; an outer layer sees the
+/// response of `bytes`, `text` and `json` as it sees `send_buffered`'s.
+#[tokio::test(start_paused = true)]
+async fn a_body_in_many_chunks_is_read_whole_and_in_order() {
+    use resilient_http::outer::Exchanged;
+    let body: String = (0..3000u32)
+        .map(|i| char::from(b'a' + u8::try_from(i % 26).unwrap()))
+        .collect();
+    let json = format!("\"{body}\"");
+    let server = FaultServer::start().await.unwrap();
+    let seen = Arc::new(AtomicU32::new(0));
+    let counted = seen.clone();
+    let client = builder()
+        .layer(
+            tower::ServiceBuilder::new().map_response(move |exchanged: Exchanged| {
+                if exchanged.response().is_some() {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                exchanged
+            }),
+        )
+        .build()
+        .unwrap();
+    let url = |path: &str| server.url(path);
+    server.script("/b", [chunked(200, &body)]);
+    let bytes = client.get(url("/b")).bytes().await.unwrap();
+    assert_eq!(&bytes[..], body.as_bytes());
+    server.script("/t", [chunked(200, &body)]);
+    assert_eq!(client.get(url("/t")).text().await.unwrap(), body);
+    server.script("/s", [chunked(200, &body)]);
+    let response = client.get(url("/s")).send_buffered().await.unwrap();
+    assert_eq!(&response.bytes().await.unwrap()[..], body.as_bytes());
+    server.script("/j", [chunked(200, &json)]);
+    let request = client.get(url("/j"));
+    #[cfg(feature = "json")]
+    assert_eq!(request.json::<String>().await.unwrap(), body);
+    #[cfg(not(feature = "json"))]
+    drop(request.bytes().await.unwrap());
+    assert_eq!(seen.load(Ordering::SeqCst), 4);
+
+    let limited = builder()
+        .default_policy(EndpointPolicy::new().body_limit(1300).attempts(1))
+        .build()
+        .unwrap();
+    server.script("/503", [chunked(503, &body)]);
+    let mut error = limited.get(url("/503")).bytes().await.unwrap_err();
+    assert_eq!(error.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
+    let page = error.read_body(usize::MAX).await.unwrap();
+    assert_eq!(&page[..], &body.as_bytes()[..1300]);
+}

@@ -124,7 +124,7 @@ impl Client {
                     outer,
                     request,
                     move |request| {
-                        let reader = Reader::Response(std::convert::identity);
+                        let reader = Reader::response();
                         new_call(http, policies, None, request, reader, false)
                     },
                 )))

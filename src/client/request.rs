@@ -183,7 +183,7 @@ impl RequestBuilder {
     /// An invalid URL or header fails here with
     /// [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest), before anything is sent.
     pub fn send(self) -> Pending {
-        Pending::new(self.run(Reader::Response(std::convert::identity), false))
+        Pending::new(self.run(Reader::response(), false))
     }
 
     /// Like [`send`](Self::send), but reads the whole body into memory **inside each
@@ -198,13 +198,13 @@ impl RequestBuilder {
     /// it cannot fail for transport reasons; a retried success keeps its
     /// [`RetryHistory`](crate::retry::RetryHistory).
     pub fn send_buffered(self) -> Pending {
-        Pending::new(self.run(Reader::Response(std::convert::identity), true))
+        Pending::new(self.run(Reader::response(), true))
     }
 
     /// The body as bytes, read inside each attempt (see [`send_buffered`](Self::send_buffered)).
     pub fn bytes(self) -> impl Future<Output = Result<Bytes, Error>> + Send {
-        let pending = self.send_buffered();
-        async move { Ok(pending.await?.bytes().await?) }
+        let call = self.run(Reader::in_memory(), true);
+        async move { Ok(call.await?.bytes().await?) }
     }
 
     /// The body as text, decoded as reqwest does (the `charset` of `Content-Type`, else
@@ -222,13 +222,20 @@ impl RequestBuilder {
     pub fn json<T: serde::de::DeserializeOwned>(
         self,
     ) -> impl Future<Output = Result<T, Error>> + Send {
-        let pending = self.send_buffered();
+        let call = self.run(Reader::in_memory(), true);
         async move {
-            let response = pending.await?;
+            let crate::read::InMemory { response, body } = call.await?;
             let status = response.status();
-            let url = response.url().clone();
-            let body = response.bytes().await?;
-            serde_json::from_slice(&body).map_err(|e| Error::decode(e, status, &url))
+            let decode = |body: &[u8], url: &url::Url| {
+                serde_json::from_slice(body).map_err(|e| Error::decode(e, status, url))
+            };
+            match body {
+                Some(body) => decode(&body, response.url()),
+                None => {
+                    let url = response.url().clone();
+                    decode(&response.bytes().await?, &url)
+                }
+            }
         }
     }
 

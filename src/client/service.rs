@@ -51,7 +51,7 @@ impl tower::Service<reqwest::Request> for PolicyService {
             policies,
             Which::Shared(index),
             request,
-            Reader::Response(std::convert::identity),
+            Reader::response(),
             false,
         ))
     }

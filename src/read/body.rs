@@ -149,7 +149,7 @@ pub(crate) async fn buffer(
         known_failure = true;
     }
     let room = to_usize(limit);
-    let mut body = BytesMut::new();
+    let mut body = Gathered::Empty;
     let mut truncated = false;
     loop {
         match response.chunk().await {
@@ -159,27 +159,69 @@ pub(crate) async fn buffer(
                     if !known_failure && !is_failure(&response) {
                         return failed(too_large(limit, status));
                     }
-                    body.extend_from_slice(&chunk[..fits]);
+                    body.push(chunk.slice(..fits));
                     truncated = true;
                     break;
                 }
-                body.extend_from_slice(&chunk);
+                body.push(chunk);
             }
             Ok(None) => break,
             Err(error) => return failed(body_error(error, &classifier, &method, status)),
         }
     }
-    let version = response.version();
-    let mut response = http::Response::<reqwest::Body>::from(response);
+    // Taken from the response itself: turning it into an `http::Response` first would box
+    // its spent body.
     Ok(Buffered {
         status,
-        version,
+        version: response.version(),
         headers: std::mem::take(response.headers_mut()),
         extensions: std::mem::take(response.extensions_mut()),
         url,
         body: body.freeze(),
         truncated,
     })
+}
+
+/// A body as it is read. Most bodies come in one chunk, kept as it came, as reqwest's own
+/// `bytes()` does; the chunks of a longer one are copied together.
+enum Gathered {
+    Empty,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl Gathered {
+    fn len(&self) -> usize {
+        match self {
+            Gathered::Empty => 0,
+            Gathered::One(chunk) => chunk.len(),
+            Gathered::Many(chunks) => chunks.len(),
+        }
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        *self = match std::mem::replace(self, Gathered::Empty) {
+            Gathered::Empty => Gathered::One(chunk),
+            Gathered::One(first) => {
+                let mut chunks = BytesMut::with_capacity(first.len() + chunk.len());
+                chunks.extend_from_slice(&first);
+                chunks.extend_from_slice(&chunk);
+                Gathered::Many(chunks)
+            }
+            Gathered::Many(mut chunks) => {
+                chunks.extend_from_slice(&chunk);
+                Gathered::Many(chunks)
+            }
+        }
+    }
+
+    fn freeze(self) -> Bytes {
+        match self {
+            Gathered::Empty => Bytes::new(),
+            Gathered::One(chunk) => chunk,
+            Gathered::Many(chunks) => chunks.freeze(),
+        }
+    }
 }
 
 /// `response`, for a reader: its body limited to `limit` bytes (reading past it fails with

@@ -9,6 +9,7 @@
 
 mod body;
 
+use bytes::Bytes;
 use http::StatusCode;
 
 use crate::error::Error;
@@ -35,6 +36,39 @@ impl Success for reqwest::Response {
     }
 }
 
+/// A success of `bytes` and `json`: the response as `send_buffered` hands it back,
+/// and its body, taken from memory rather than read from the response a second time.
+pub(crate) struct InMemory {
+    pub(crate) response: reqwest::Response,
+    /// `None` when the call took the response without reading its body first (a head that
+    /// lost its race, taken after all).
+    pub(crate) body: Option<Bytes>,
+}
+
+impl InMemory {
+    fn new(response: reqwest::Response, body: Option<Bytes>) -> Self {
+        InMemory { response, body }
+    }
+
+    /// The body, from memory, else read from the response now.
+    pub(crate) async fn bytes(self) -> Result<Bytes, reqwest::Error> {
+        match self.body {
+            Some(body) => Ok(body),
+            None => self.response.bytes().await,
+        }
+    }
+}
+
+impl Success for InMemory {
+    fn status(&self) -> StatusCode {
+        self.response.status()
+    }
+
+    fn keep_history(&mut self, history: RetryHistory) {
+        self.response.keep_history(history);
+    }
+}
+
 /// A reader's value and the status of the response it read.
 pub(crate) struct Read<T> {
     pub(crate) status: StatusCode,
@@ -54,8 +88,23 @@ pub(crate) type ReadFn<O> = Box<dyn FnMut(reqwest::Response) -> BoxFuture<Result
 
 /// How a call turns an accepted response into its output.
 pub(crate) enum Reader<O> {
-    /// The response itself (`send`, `send_buffered`).
-    Response(fn(reqwest::Response) -> O),
+    /// The response itself, with its body where it was read into memory first (`send`,
+    /// `send_buffered`, and [`InMemory`] for `bytes` and `json`).
+    Response(fn(reqwest::Response, Option<Bytes>) -> O),
     /// A reader of the caller's, inside each attempt (`send_with`).
     With(ReadFn<O>),
+}
+
+impl Reader<reqwest::Response> {
+    /// The response, its body (if read into memory) inside it.
+    pub(crate) fn response() -> Self {
+        Reader::Response(|response, _| response)
+    }
+}
+
+impl Reader<InMemory> {
+    /// The response and the body read into memory.
+    pub(crate) fn in_memory() -> Self {
+        Reader::Response(InMemory::new)
+    }
 }
