@@ -77,9 +77,7 @@ impl FleetConfig {
         (bounds::REDIS_TIMEOUT.check(self.timeout)).map_err(|why| refused("timeout", why))?;
         (bounds::REDIS_SYNC_INTERVAL.check(self.sync_interval))
             .map_err(|why| refused("sync_interval", why))?;
-        let bytes = u64::try_from(self.prefix.len()).unwrap_or(u64::MAX);
-        (bounds::REDIS_PREFIX.check(bytes))
-            .map_err(|why| refused("prefix", format!("{why} bytes")))?;
+        bounds::redis_prefix(&self.prefix).map_err(|why| refused("prefix", why))?;
         client(&self.url).map_err(|why| refused("url", why))
     }
 

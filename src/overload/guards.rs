@@ -78,23 +78,21 @@ pub(crate) enum Admission {
 
 impl Guards {
     fn new(key: Arc<str>, config: &GuardsConfig, fleet: Option<&FleetKeys>) -> Self {
-        let budget = config.budget.map(|budget| match fleet {
+        // The fleet and this endpoint's key in it, if the guards share through Redis.
+        let shared = fleet.map(|fleet| (&fleet.fleet, fleet.key(&key)));
+        let budget = config.budget.map(|budget| match &shared {
             #[cfg(feature = "redis")]
-            Some(fleet) if config.shared_budget => {
-                Budget::Shared(fleet.fleet.budget(&fleet.key(&key), budget))
-            }
+            Some((fleet, key)) if config.shared_budget => Budget::Shared(fleet.budget(key, budget)),
             _ => Budget::Local(RetryBudget::new(budget)),
         });
-        let hold = config.hold_up_to.map(|cap| match fleet {
+        let hold = config.hold_up_to.map(|cap| match &shared {
             #[cfg(feature = "redis")]
-            Some(fleet) => (Held::Shared(fleet.fleet.hold(&fleet.key(&key))), cap),
+            Some((fleet, key)) => (Held::Shared(fleet.hold(key)), cap),
             _ => (Held::Local(Hold::new()), cap),
         });
-        let rate = config.rate.map(|rate| match fleet {
+        let rate = config.rate.map(|rate| match &shared {
             #[cfg(feature = "redis")]
-            Some(fleet) if config.shared_rate => {
-                Rate::Shared(fleet.fleet.rate(&fleet.key(&key), rate))
-            }
+            Some((fleet, key)) if config.shared_rate => Rate::Shared(fleet.rate(key, rate)),
             _ => Rate::Local(RateLimit::new(rate)),
         });
         Guards {

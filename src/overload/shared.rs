@@ -150,7 +150,6 @@ impl FleetKeys {
     }
 
     /// The Redis key (before the fleet's prefix and kind) of `endpoint`'s state.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn key(&self, endpoint: &str) -> String {
         format!("{}|{endpoint}", self.policy)
     }

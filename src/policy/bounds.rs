@@ -211,8 +211,17 @@ pub(crate) const REDIS_SYNC_INTERVAL: Span = Span {
     max: Duration::from_secs(60),
 };
 /// The fleet's key prefix, in bytes: it is written into every key.
+const REDIS_PREFIX: Count = Count { min: 0, max: 256 };
+
+/// Why the fleet's key `prefix` is refused, if it is (see [`REDIS_PREFIX`]).
 #[cfg_attr(not(any(feature = "redis", feature = "config")), allow(dead_code))]
-pub(crate) const REDIS_PREFIX: Count = Count { min: 0, max: 256 };
+pub(crate) fn redis_prefix(prefix: &str) -> Result<(), String> {
+    let bytes = u64::try_from(prefix.len()).unwrap_or(u64::MAX);
+    REDIS_PREFIX
+        .check(bytes)
+        .map(|_| ())
+        .map_err(|why| format!("{why} bytes"))
+}
 
 /// The error a builder returns for a refusal: `max_breakers must be at least 1 and ...`.
 pub(crate) fn refused(name: &'static str) -> impl Fn(String) -> crate::Error {

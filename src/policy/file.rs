@@ -403,10 +403,9 @@ fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 
 fn redis_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let prefix = String::deserialize(d)?;
-    let bytes = u64::try_from(prefix.len()).unwrap_or(u64::MAX);
-    (bounds::REDIS_PREFIX.check(bytes))
-        .map(|_| Some(prefix))
-        .map_err(|why| refused("prefix", format!("{why} bytes")))
+    bounds::redis_prefix(&prefix)
+        .map(|()| Some(prefix))
+        .map_err(|why| refused("prefix", why))
 }
 
 /// A required key's value, in its range.
