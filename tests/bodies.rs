@@ -434,11 +434,11 @@ async fn the_file_key_sets_the_replay_buffer_and_is_range_checked() {
     for (text, expected) in [
         (
             "[default]\nreplay_buffer = 16777217\n",
-            "policy.toml:2: \"replay_buffer\": must be at least 0 and at most 16777216, got 16777217",
+            "<config_toml>:2: \"replay_buffer\": must be at least 0 and at most 16777216, got 16777217",
         ),
         (
             "[[endpoint]]\nname = \"x\"\nreplay_buffer = -1\n",
-            "policy.toml:3: \"replay_buffer\": must be at least 0",
+            "<config_toml>:3: \"replay_buffer\": must be at least 0",
         ),
     ] {
         let err = Client::builder().config_toml(text).build().unwrap_err();

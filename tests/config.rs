@@ -282,7 +282,7 @@ fn json_mistakes_name_the_key() {
 fn what_the_builder_refuses_names_the_policy_and_the_key() {
     let cases = [
         (
-            r#"{"endpoint": [{"name": "payments", "breaker": {"window_size": 10, "min_calls": 20}}]}"#,
+            r#"{"endpoint": [{"name": "payments", "match": {}, "breaker": {"window_size": 10, "min_calls": 20}}]}"#,
             "policy \"payments\": min_calls (20) must not exceed the window's 10 calls",
         ),
         (
@@ -290,11 +290,11 @@ fn what_the_builder_refuses_names_the_policy_and_the_key() {
             "policy \"default\": backoff base (2s) must not exceed",
         ),
         (
-            r#"{"endpoint": [{"name": "payments", "connect_timeout": "1s"}]}"#,
+            r#"{"endpoint": [{"name": "payments", "match": {}, "connect_timeout": "1s"}]}"#,
             "policy \"payments\": \"connect_timeout\": only the default policy can set it",
         ),
         (
-            r#"{"endpoint": [{"name": "x"}, {"name": "x"}]}"#,
+            r#"{"endpoint": [{"name": "x", "match": {}}, {"name": "x", "match": {}}]}"#,
             "policy \"x\": \"name\": a policy of this name is already defined",
         ),
         (
@@ -317,9 +317,10 @@ fn what_the_builder_refuses_names_the_policy_and_the_key() {
     }
 
     // A rule's name is checked against those defined before, by the builder or a file.
-    let config: PolicyConfig = serde_json::from_str(r#"{"endpoint": [{"name": "x"}]}"#).unwrap();
+    let config: PolicyConfig =
+        serde_json::from_str(r#"{"endpoint": [{"name": "x", "match": {}}]}"#).unwrap();
     let err = Client::builder()
-        .config_toml("[[endpoint]]\nname = \"x\"\n")
+        .config_toml("[[endpoint]]\nname = \"x\"\nmatch = {}\n")
         .config(config.clone())
         .build()
         .unwrap_err();
@@ -327,10 +328,13 @@ fn what_the_builder_refuses_names_the_policy_and_the_key() {
     // And the config's rules against those of a file read after it.
     let err = Client::builder()
         .config(config)
-        .config_toml("[[endpoint]]\nname = \"x\"\n")
+        .config_toml("[[endpoint]]\nname = \"x\"\nmatch = {}\n")
         .build()
         .unwrap_err();
-    assert!(err.to_string().contains("policy.toml:2: \"name\""), "{err}");
+    assert!(
+        err.to_string().contains("<config_toml>:2: \"name\""),
+        "{err}"
+    );
 }
 
 /// The reqwest-middleware adapter takes the same builder, so the same check.
@@ -347,4 +351,138 @@ fn the_middleware_refuses_a_contradiction_too() {
             .contains("policy \"default\": min_calls (20) must not exceed"),
         "{err}"
     );
+}
+
+/// The refusal of `text` as a policy file given as text.
+fn toml_refusal(text: &str) -> String {
+    let err = Client::builder().config_toml(text).build().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    err.to_string()
+}
+
+/// Issue 22, item 18: text given to `config_toml` comes from no file, so its errors name
+/// none (they named a `policy.toml` that did not exist); `config_file` names its path.
+#[test]
+fn config_toml_names_no_file() {
+    let shown = toml_refusal("[default]\nattempts = 0\n");
+    assert!(
+        shown.contains("<config_toml>:2: \"attempts\": must be at least 1"),
+        "{shown}"
+    );
+    assert!(!shown.contains("policy.toml"), "{shown}");
+}
+
+/// Issue 22, item 18: a key written twice is named (it was `duplicate key in [...]`), in text
+/// and in a file.
+#[test]
+fn a_duplicated_key_is_named() {
+    let text = "[default.budget]\nwindow = \"1s\"\nwindow = \"2s\"\n";
+    let shown = toml_refusal(text);
+    assert!(
+        shown.contains("<config_toml>:3: duplicate key \"window\" in [default.budget]"),
+        "{shown}"
+    );
+    let dir = std::env::temp_dir().join(format!("resilient-http-dup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("b_dup.toml");
+    std::fs::write(&path, text).unwrap();
+    let err = Client::builder().config_file(&path).build().unwrap_err();
+    let want = format!(
+        "{}:3: duplicate key \"window\" in [default.budget]",
+        path.display()
+    );
+    assert!(err.to_string().contains(&want), "{err}\n  want: {want}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 22, item 18: a budget window out of range is refused with one range, the README's
+/// (10 ms to 1 hour), in the same words from the file, from JSON and from the builder: `0s`
+/// said "above zero", and `5ms` got the builder's own wording.
+#[test]
+fn a_budget_window_has_one_range_in_the_file_and_the_builder() {
+    use resilient_http::policy::EndpointPolicy;
+    use resilient_http::retry::BudgetConfig;
+
+    for (window, value) in [
+        ("5ms", 5 * MS),
+        ("0s", Duration::ZERO),
+        ("2h", 7_200_000 * MS),
+    ] {
+        let range = format!("must be at least 10ms and at most 1h, got {window}");
+        let shown = toml_refusal(&format!("[default.budget]\nwindow = \"{window}\"\n"));
+        let want = format!("<config_toml>:2: \"window\": {range} in [default.budget]");
+        assert!(shown.contains(&want), "{shown}\n  want: {want}");
+
+        let json = format!(r#"{{"default": {{"budget": {{"window": "{window}"}}}}}}"#);
+        let err = serde_json::from_str::<PolicyConfig>(&json).unwrap_err();
+        let want = format!("\"window\": {range}");
+        assert!(err.to_string().contains(&want), "{err}\n  want: {want}");
+
+        let budget = BudgetConfig::new(0.2, 10, value);
+        let err = Client::builder()
+            .default_policy(EndpointPolicy::new().retry_budget(budget))
+            .build()
+            .unwrap_err();
+        let want = format!("policy \"default\": retry_budget window {range}");
+        assert!(err.to_string().contains(&want), "{err}\n  want: {want}");
+    }
+    for window in ["10ms", "1h"] {
+        let text = format!("[default.budget]\nwindow = \"{window}\"\n");
+        Client::builder().config_toml(&text).build().unwrap();
+    }
+}
+
+/// Issue 22, item 18: `shared` of the wrong type says what it may be (it said `wanted string
+/// or table`), naming the line and the key.
+#[test]
+fn shared_of_the_wrong_type_says_local_or_redis() {
+    for (text, line, table) in [
+        (
+            "[default.rate_limit]\nrate = 5\nshared = true\n",
+            3,
+            "[default.rate_limit]",
+        ),
+        ("[default.budget]\nshared = 1\n", 2, "[default.budget]"),
+    ] {
+        let shown = toml_refusal(text);
+        let want = format!("<config_toml>:{line}: \"shared\":");
+        assert!(shown.contains(&want), "{shown}\n  want: {want}");
+        assert!(shown.contains("expected \"local\" or \"redis\""), "{shown}");
+        assert!(shown.ends_with(&format!(" in {table}")), "{shown}");
+    }
+    let json = r#"{"default": {"rate_limit": {"rate": 5, "shared": true}}}"#;
+    let err = serde_json::from_str::<PolicyConfig>(json).unwrap_err();
+    assert!(
+        err.to_string().contains("expected \"local\" or \"redis\""),
+        "{err}"
+    );
+}
+
+/// Issue 22, item 18: an endpoint rule without `match` matched every request, shadowing every
+/// rule after it. It is refused at its line; `match = {}` says "every request" on purpose.
+#[test]
+fn an_endpoint_rule_without_match_is_refused() {
+    let text = "[default]\nattempts = 2\n\n[[endpoint]]\nname = \"catch-all\"\nattempts = 1\n\n\
+                [[endpoint]]\nname = \"payments\"\nmatch = { path = \"/pay*\" }\n";
+    let shown = toml_refusal(text);
+    let want = "<config_toml>:4: missing key \"match\"";
+    assert!(shown.contains(want), "{shown}\n  want: {want}");
+    assert!(
+        shown.contains("match = {}"),
+        "says how to match everything: {shown}"
+    );
+    assert!(shown.ends_with(" in [[endpoint]] \"catch-all\""), "{shown}");
+
+    let json = r#"{"endpoint": [{"name": "catch-all", "attempts": 1}]}"#;
+    let err = serde_json::from_str::<PolicyConfig>(json).unwrap_err();
+    assert!(err.to_string().contains("missing field `match`"), "{err}");
+
+    // Every request, said on purpose.
+    let text = text.replace(
+        "name = \"catch-all\"\n",
+        "name = \"catch-all\"\nmatch = {}\n",
+    );
+    let client = Client::builder().config_toml(&text).build().unwrap();
+    let url = url::Url::parse("http://api.example/pay/7").unwrap();
+    assert_eq!(&*client.policy_name(&http::Method::POST, &url), "catch-all");
 }

@@ -475,7 +475,7 @@ mod policy_file {
         prop_assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{:?}: {}", text, err);
         let shown = err.to_string();
         let located = shown
-            .split("policy.toml:")
+            .split("<config_toml>:")
             .nth(1)
             .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
         // Every mistake names the line, those between settings too (they used to name only
@@ -515,7 +515,7 @@ mod policy_file {
             let text = String::from_utf8_lossy(&bytes);
             if let Err(err) = load(&text) {
                 prop_assert_eq!(err.kind(), ErrorKind::InvalidConfig);
-                prop_assert!(err.to_string().contains("policy.toml"), "{}", err);
+                prop_assert!(err.to_string().contains("<config_toml>"), "{}", err);
             }
         }
     }
@@ -663,7 +663,7 @@ mod policy_file {
                 .unwrap_or_else(|| panic!("{key} in {text:?}"));
             let shown = err.to_string();
             prop_assert!(
-                shown.contains(&format!("policy.toml:{line}:")) && shown.contains(&format!("\"{key}\"")),
+                shown.contains(&format!("<config_toml>:{line}:")) && shown.contains(&format!("\"{key}\"")),
                 "{:?} should name line {} and {:?}:\n{}",
                 shown,
                 line,

@@ -224,16 +224,16 @@ fn invalid_combinations_fail_at_build() {
 /// (the builder, an earlier file): the file once checked only its own names.
 #[test]
 fn a_rule_name_taken_before_the_file_is_refused_at_its_line() {
-    let file = "[default]\nattempts = 2\n\n[[endpoint]]\nname = \"x\"\n";
+    let file = "[default]\nattempts = 2\n\n[[endpoint]]\nname = \"x\"\nmatch = {}\n";
     let want =
-        "policy.toml:5: \"name\": a policy of this name is already defined in [[endpoint]] \"x\"";
+        "<config_toml>:5: \"name\": a policy of this name is already defined in [[endpoint]] \"x\"";
     let from_builder = Client::builder()
         .endpoint("x", Matcher::new(), EndpointPolicy::new())
         .config_toml(file)
         .build()
         .unwrap_err();
     let from_a_file = Client::builder()
-        .config_toml("[[endpoint]]\nname = \"x\"\n")
+        .config_toml("[[endpoint]]\nname = \"x\"\nmatch = {}\n")
         .config_toml(file)
         .build()
         .unwrap_err();
@@ -335,62 +335,62 @@ fn every_file_mistake_names_the_line_and_the_key() {
     let cases = [
         (
             "[default]\nattempts = 3\n\n[[endpoint]]\nname = \"payments\"\natempts = 1\n",
-            "policy.toml:6: unknown key \"atempts\" in [[endpoint]] \"payments\"",
+            "<config_toml>:6: unknown key \"atempts\" in [[endpoint]] \"payments\"",
         ),
         (
             "[default]\nattempts = \"three\"\n",
-            "policy.toml:2: \"attempts\":",
+            "<config_toml>:2: \"attempts\":",
         ),
         (
             "[default]\nattempts = 0\n",
-            "policy.toml:2: \"attempts\": must be at least 1",
+            "<config_toml>:2: \"attempts\": must be at least 1",
         ),
         (
             "[default]\ndeadline = \"2 parsecs\"\n",
-            "policy.toml:2: \"deadline\": invalid duration",
+            "<config_toml>:2: \"deadline\": invalid duration",
         ),
         (
             "[default.backoff]\njitter = \"fuzzy\"\n",
-            "policy.toml:2: \"jitter\": unknown jitter \"fuzzy\"",
+            "<config_toml>:2: \"jitter\": unknown jitter \"fuzzy\"",
         ),
         (
             "[default.breaker]\nfailure_rate = 1.5\n",
-            "policy.toml:2: \"failure_rate\": must be above 0 and at most 1, got 1.5 in [default.breaker]",
+            "<config_toml>:2: \"failure_rate\": must be above 0 and at most 1, got 1.5 in [default.breaker]",
         ),
         (
             "[default]\nretry_statuses = [200, 999]\n",
-            "policy.toml:2: \"retry_statuses\": 999 is not an HTTP status",
+            "<config_toml>:2: \"retry_statuses\": 999 is not an HTTP status",
         ),
         (
             "[[endpoint]]\nname = \"x\"\nmatch = { hots = \"a\" }\n",
-            "policy.toml:3: unknown key \"hots\" in [[endpoint]] \"x\"",
+            "<config_toml>:3: unknown key \"hots\" in [[endpoint]] \"x\"",
         ),
         (
             "[[endpoint]]\nname = \"x\"\nmatch = { methods = [\"post\"] }\n",
-            "policy.toml:3: \"methods\": invalid method \"post\" in match: methods are case-sensitive",
+            "<config_toml>:3: \"methods\": invalid method \"post\" in match: methods are case-sensitive",
         ),
         (
-            "[[endpoint]]\nname = \"x\"\nconnect_timeout = \"1s\"\n",
-            "policy.toml:3: \"connect_timeout\": only the default policy can set it",
+            "[[endpoint]]\nname = \"x\"\nconnect_timeout = \"1s\"\nmatch = {}\n",
+            "<config_toml>:3: \"connect_timeout\": only the default policy can set it",
         ),
         (
-            "[[endpoint]]\nname = \"x\"\n[[endpoint]]\nname = \"x\"\n",
-            "policy.toml:4: \"name\": a policy of this name is already defined",
+            "[[endpoint]]\nname = \"x\"\nmatch = {}\n[[endpoint]]\nname = \"x\"\nmatch = {}\n",
+            "<config_toml>:5: \"name\": a policy of this name is already defined",
         ),
         (
-            "[[endpoint]]\nname = \"a\"\n[[ endpoint ]]\nattempts = 2\n",
-            "policy.toml:3: missing field `name` in [[endpoint]]",
+            "[[endpoint]]\nname = \"a\"\nmatch = {}\n[[ endpoint ]]\nattempts = 2\n",
+            "<config_toml>:4: missing key \"name\" in [[endpoint]]",
         ),
         (
             "[default]\nbackoff = { base = \"fast\" }\n",
-            "policy.toml:2: \"base\": invalid duration",
+            "<config_toml>:2: \"base\": invalid duration",
         ),
         (
             "\u{FEFF}\n[endpoint.match]\nhost = \"a\"\n[[endpoint]]\nname = \"x\"\n",
-            "policy.toml:",
+            "<config_toml>:",
         ),
-        ("[default\nattempts = 1\n", "policy.toml:1:"),
-        ("[sideways]\n", "policy.toml:1: unknown key \"sideways\""),
+        ("[default\nattempts = 1\n", "<config_toml>:1:"),
+        ("[sideways]\n", "<config_toml>:1: unknown key \"sideways\""),
     ];
     for (text, expected) in cases {
         let err = Client::builder().config_toml(text).build().unwrap_err();
@@ -449,83 +449,83 @@ fn every_numeric_key_has_a_maximum_in_the_file() {
     let cases = [
         (
             "[default.breaker]\nwindow_size = 4000000000\n",
-            "policy.toml:2: \"window_size\": must be at least 1 and at most 10000, got 4000000000 in [default.breaker]",
+            "<config_toml>:2: \"window_size\": must be at least 1 and at most 10000, got 4000000000 in [default.breaker]",
         ),
         (
             "[default.breaker]\nwindow_size = 50000000\n",
-            "policy.toml:2: \"window_size\": must be at least 1 and at most 10000, got 50000000",
+            "<config_toml>:2: \"window_size\": must be at least 1 and at most 10000, got 50000000",
         ),
         (
             "[default.breaker]\nwindow_size = 99999999999\n",
-            "policy.toml:2: \"window_size\": must be at least 1 and at most 10000",
+            "<config_toml>:2: \"window_size\": must be at least 1 and at most 10000",
         ),
         (
             "[default.breaker]\nwindow_size = -1\n",
-            "policy.toml:2: \"window_size\": must be at least 1 and at most 10000, got -1",
+            "<config_toml>:2: \"window_size\": must be at least 1 and at most 10000, got -1",
         ),
         (
             "[[endpoint]]\nname = \"x\"\n\n[endpoint.breaker]\nwindow_size = 10001\n",
-            "policy.toml:5: \"window_size\": must be at least 1 and at most 10000, got 10001 in [[endpoint]] \"x\"",
+            "<config_toml>:5: \"window_size\": must be at least 1 and at most 10000, got 10001 in [[endpoint]] \"x\"",
         ),
         (
             "[default.breaker]\nmin_calls = 10001\n",
-            "policy.toml:2: \"min_calls\": must be at least 1 and at most 10000",
+            "<config_toml>:2: \"min_calls\": must be at least 1 and at most 10000",
         ),
         (
             "[default.breaker]\nopen_for = \"2h\"\n",
-            "policy.toml:2: \"open_for\": must be above zero and at most 1h, got 2h",
+            "<config_toml>:2: \"open_for\": must be above zero and at most 1h, got 2h",
         ),
         (
             "[default.breaker]\nhalf_open_probes = 5000\n",
-            "policy.toml:2: \"half_open_probes\": must be at least 1 and at most 1023",
+            "<config_toml>:2: \"half_open_probes\": must be at least 1 and at most 1023",
         ),
         (
             "[default]\nattempts = 4000000000\n",
-            "policy.toml:2: \"attempts\": must be at least 1 and at most 100, got 4000000000 in [default]",
+            "<config_toml>:2: \"attempts\": must be at least 1 and at most 100, got 4000000000 in [default]",
         ),
         (
             "[default]\n\nattempt_timeout = \"25h\"\n",
-            "policy.toml:3: \"attempt_timeout\": must be above zero and at most 1day, got 1day 1h",
+            "<config_toml>:3: \"attempt_timeout\": must be above zero and at most 1day, got 1day 1h",
         ),
         (
             "[default]\ndeadline = \"400years\"\n",
-            "policy.toml:2: \"deadline\": must be above zero and at most 1day",
+            "<config_toml>:2: \"deadline\": must be above zero and at most 1day",
         ),
         (
             "[default]\nconnect_timeout = \"2days\"\n",
-            "policy.toml:2: \"connect_timeout\": must be above zero and at most 1day",
+            "<config_toml>:2: \"connect_timeout\": must be above zero and at most 1day",
         ),
         (
             "[default]\nretry_after_cap = \"2days\"\n",
-            "policy.toml:2: \"retry_after_cap\": must be at least zero and at most 1day",
+            "<config_toml>:2: \"retry_after_cap\": must be at least zero and at most 1day",
         ),
         (
             "[default]\nbody_limit = 2147483648\n",
-            "policy.toml:2: \"body_limit\": must be at least 1 and at most 1073741824",
+            "<config_toml>:2: \"body_limit\": must be at least 1 and at most 1073741824",
         ),
         (
             "[default.backoff]\nmax = \"2h\"\n",
-            "policy.toml:2: \"max\": must be at least zero and at most 1h, got 2h in [default.backoff]",
+            "<config_toml>:2: \"max\": must be at least zero and at most 1h, got 2h in [default.backoff]",
         ),
         (
             "[default.backoff]\nmultiplier = 1e300\n",
-            "policy.toml:2: \"multiplier\": must be at least 1 and at most 100",
+            "<config_toml>:2: \"multiplier\": must be at least 1 and at most 100",
         ),
         (
             "[[endpoint]]\nname = \"y\"\nbackoff = { base = \"90m\" }\n",
-            "policy.toml:3: \"base\": must be at least zero and at most 1h",
+            "<config_toml>:3: \"base\": must be at least zero and at most 1h",
         ),
         (
             "[default.hedge]\nafter = \"50ms\"\nmax = 4\n",
-            "policy.toml:3: \"max\": must be at least 0 and at most 3, got 4 in [default.hedge]",
+            "<config_toml>:3: \"max\": must be at least 0 and at most 3, got 4 in [default.hedge]",
         ),
         (
             "[[endpoint]]\nname = \"h\"\n[endpoint.hedge]\nafter = \"0s\"\n",
-            "policy.toml:4: \"after\": must be above zero and at most 1h",
+            "<config_toml>:4: \"after\": must be above zero and at most 1h",
         ),
         (
             "[default.hedge]\nmax = 1\n",
-            "policy.toml:1: missing field `after`",
+            "<config_toml>:1: missing key \"after\"",
         ),
     ];
     for (text, expected) in cases {
@@ -746,17 +746,17 @@ fn settings_that_contradict_each_other_name_the_line_too() {
     let cases = [
         (
             "[default]\nattempts = 2\n\n[default.breaker]\nwindow_size = 100\nmin_calls = 9523\n",
-            "policy.toml:6: min_calls (9523) must not exceed the window's 100 calls",
+            "<config_toml>:6: min_calls (9523) must not exceed the window's 100 calls",
             "in [default.breaker]",
         ),
         (
             "[default.backoff]\nmax = \"1ms\"\nbase = \"7s\"\n",
-            "policy.toml:3: backoff base (7s) must not exceed",
+            "<config_toml>:3: backoff base (7s) must not exceed",
             "in [default.backoff]",
         ),
         (
-            "[default]\nattempts = 2\n\n[[endpoint]]\nname = \"x\"\nbackoff = { base = \"2s\", max = \"1s\" }\n",
-            "policy.toml:6: backoff base (2s) must not exceed",
+            "[default]\nattempts = 2\n\n[[endpoint]]\nname = \"x\"\nbackoff = { base = \"2s\", max = \"1s\" }\nmatch = {}\n",
+            "<config_toml>:6: backoff base (2s) must not exceed",
             "in [[endpoint]] \"x\"",
         ),
     ];

@@ -17,9 +17,9 @@ use crate::hook::{AttemptHook, AuthRefresher};
 use crate::outer::{CallService, Exchange, Exchanged, OuterService, outer_service};
 use crate::overload::Fleet;
 use crate::policy::compiled::{Base, Redis};
-use crate::policy::{CompiledPolicy, EndpointPolicy, Matcher, Policies};
+use crate::policy::{CompiledPolicy, EndpointPolicy, Matcher, Policies, Unshared};
 #[cfg(feature = "config")]
-use crate::policy::{PolicyConfig, PolicyFile};
+use crate::policy::{FileSource, PolicyConfig, PolicyFile};
 use crate::retry::RetryPolicy;
 use crate::timeout::{
     DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TOTAL_DEADLINE, attempt_limit,
@@ -52,6 +52,10 @@ pub struct ClientBuilder {
     /// The Redis the replicas share limits through.
     #[cfg(feature = "redis")]
     redis: Option<crate::fleet::FleetConfig>,
+    /// The policy files read, in order, so that what `build` alone can refuse names the
+    /// file, the line and the key.
+    #[cfg(feature = "config")]
+    sources: Vec<FileSource>,
 }
 
 type MakeAttemptService = dyn Fn(reqwest::Client) -> AttemptService + Send + Sync;
@@ -76,6 +80,8 @@ impl Default for ClientBuilder {
             layers_set_twice: false,
             #[cfg(feature = "redis")]
             redis: None,
+            #[cfg(feature = "config")]
+            sources: Vec::new(),
         }
     }
 }
@@ -146,7 +152,9 @@ impl ClientBuilder {
 
     /// Reads the default policy and endpoint rules from a TOML file (see the README for the
     /// layout). A file that cannot be read or is invalid makes [`build`](Self::build) fail
-    /// with an error naming the file, the line and the key.
+    /// with an error naming the file, the line and the key. Every `[[endpoint]]` needs a
+    /// `match` table (`match = {}` takes every request): a rule without one is refused, as it
+    /// would hide every rule after it.
     #[cfg(feature = "config")]
     #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
     pub fn config_file(self, path: impl AsRef<Path>) -> Self {
@@ -161,11 +169,13 @@ impl ClientBuilder {
     }
 
     /// Reads the default policy and endpoint rules from TOML text, as
-    /// [`config_file`](Self::config_file) does.
+    /// [`config_file`](Self::config_file) does. There is no file to name, so an error names
+    /// `<config_toml>` where a file's would name the file:
+    /// `<config_toml>:2: "attempts": must be at least 1 and at most 100, got 0 in [default]`.
     #[cfg(feature = "config")]
     #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
     pub fn config_toml(self, text: &str) -> Self {
-        self.apply_config("policy.toml", text)
+        self.apply_config("<config_toml>", text)
     }
 
     /// Takes the default policy and endpoint rules from `config`, the policy file's layout read
@@ -248,9 +258,10 @@ impl ClientBuilder {
             Ok(policies)
         });
         match parsed {
-            Ok(policies) => {
+            Ok(mut policies) => {
                 self.default = policies.default.inherit(&self.default);
                 self.endpoints.extend(policies.endpoints);
+                self.sources.extend(policies.source.take());
                 #[cfg(feature = "redis")]
                 if policies.redis.is_some() {
                     self.redis = policies.redis;
@@ -625,6 +636,7 @@ impl ClientBuilder {
             redis: fleet.as_ref().map_or(Redis::None, Redis::Fleet),
         };
         let default = CompiledPolicy::compile("default", &self.default, &base)?;
+        self.check_sharing(None, &self.default, &self.default)?;
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
         for (index, (name, matcher, policy)) in self.endpoints.iter().enumerate() {
             // The rules the policy file checks too (it says where in the file).
@@ -639,7 +651,9 @@ impl ClientBuilder {
                     "policy {name:?}: {key}: {why}"
                 )));
             }
-            let compiled = CompiledPolicy::compile(name, &policy.inherit(&self.default), &base)?;
+            let settings = policy.inherit(&self.default);
+            let compiled = CompiledPolicy::compile(name, &settings, &base)?;
+            self.check_sharing(Some((name, policy)), &settings, &self.default)?;
             endpoints.push((matcher.clone(), compiled));
         }
         let mut policies = Policies {
@@ -650,6 +664,63 @@ impl ClientBuilder {
         };
         self.add_extras(&mut policies, http)?;
         Ok(policies)
+    }
+
+    /// Checks what the policy `rule` (its name and own settings; `None`: the default policy)
+    /// asks of the client's Redis, with `settings` its settings as compiled and `default` the
+    /// default policy's ([`EndpointPolicy::check_sharing`]): an error, or a WARN, each once
+    /// per build, that names the file, the line and the key when a policy file made the
+    /// setting (the rule's own, or the default's it inherits), else the policy and the
+    /// setting.
+    fn check_sharing(
+        &self,
+        rule: Option<(&str, &EndpointPolicy)>,
+        settings: &EndpointPolicy,
+        default: &EndpointPolicy,
+    ) -> Result<(), Error> {
+        #[cfg(feature = "redis")]
+        let timeout = self.redis.as_ref().map(|redis| redis.timeout);
+        #[cfg(not(feature = "redis"))]
+        let timeout = None;
+        let name = rule.map_or("default", |(name, _)| name);
+        match settings.check_sharing(timeout) {
+            Ok(None) => Ok(()),
+            Ok(Some(warning)) => {
+                let message = self.located(rule, default, &warning);
+                tracing::warn!(policy = name, "{message}");
+                Ok(())
+            }
+            Err(refused) => Err(Error::invalid_config(self.located(rule, default, &refused))),
+        }
+    }
+
+    /// What `check_sharing` says about `refused`: at the file's line, if a file made it.
+    fn located(
+        &self,
+        rule: Option<(&str, &EndpointPolicy)>,
+        default: &EndpointPolicy,
+        refused: &Unshared,
+    ) -> String {
+        let name = rule.map_or("default", |(name, _)| name);
+        #[cfg(feature = "config")]
+        {
+            let own = rule.filter(|(_, own)| refused.setting.is_set(own));
+            let located = match own {
+                Some((name, own)) => {
+                    (self.sources.iter()).find_map(|file| file.locate(Some(name), own, refused))
+                }
+                // Inherited from the default policy: the last file that set it so.
+                None => {
+                    (self.sources.iter().rev()).find_map(|file| file.locate(None, default, refused))
+                }
+            };
+            if let Some(message) = located {
+                return message;
+            }
+        }
+        let _ = default;
+        let (setting, why) = (refused.setting.name(), &refused.why);
+        format!("policy {name:?}: {setting}: {why}")
     }
 
     /// The Redis connection of the policies: `previous`'s when its settings are the same (a

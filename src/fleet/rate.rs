@@ -104,6 +104,13 @@ pub(crate) struct Plan {
     pub(crate) cap: u64,
 }
 
+/// How long a lease of the shared rate limit `config` lives: its [`Plan`]'s `ttl`. The one
+/// formula, which the client builder's check that a lease outlives the Redis timeout
+/// ([`bounds::shared_rate`](crate::policy::bounds::shared_rate)) asks too.
+pub(crate) fn lease_life(config: RateLimitConfig) -> Duration {
+    Duration::from_micros(Plan::new(config).ttl)
+}
+
 impl Plan {
     pub(crate) fn new(config: RateLimitConfig) -> Self {
         let per = config.per.as_micros();

@@ -28,6 +28,12 @@ pub(crate) struct Span {
     pub(crate) max: Duration,
 }
 
+/// A duration from `min` up to `max`, both included: a [`Span`] whose least value is not 0.
+pub(crate) struct SpanFrom {
+    pub(crate) min: Duration,
+    pub(crate) max: Duration,
+}
+
 /// A number above `min` (or from it, when `min_included`) up to `max`, included.
 pub(crate) struct Real {
     pub(crate) min: f64,
@@ -183,10 +189,11 @@ pub(crate) const MIN_PER_SECOND: Count = Count {
     min: 0,
     max: 1_000_000,
 };
-/// How far back a retry budget counts: at most an hour, and at least [`BUDGET_BUCKETS`]
-/// steps of [`MIN_BUCKET`] (checked by [`BUDGET`]).
-pub(crate) const BUDGET_WINDOW: Span = Span {
-    zero_ok: false,
+/// How far back a retry budget counts: at least [`BUDGET_BUCKETS`] steps of [`MIN_BUCKET`]
+/// (10 ms), at most an hour. One range, stated the same way for the file and the builders
+/// (the file once said "above zero" and the builder "10 ms"; the README says 10 ms to 1 h).
+pub(crate) const BUDGET_WINDOW: SpanFrom = SpanFrom {
+    min: MIN_BUCKET.saturating_mul(BUDGET_BUCKETS),
     max: HOUR,
 };
 /// A retry budget's window slides in this many steps.
@@ -221,6 +228,47 @@ pub(crate) fn redis_prefix(prefix: &str) -> Result<(), String> {
         .check(bytes)
         .map(|_| ())
         .map_err(|why| format!("{why} bytes"))
+}
+
+/// Why a shared rate limit of `config` is unwise with a Redis whose calls may take up to
+/// `timeout`, if it is (the builder warns: see `EndpointPolicy::check_sharing`). Its lease ([`fleet::lease_life`](crate::fleet::lease_life):
+/// `per / rate × max(1, ⌊burst / 2⌋)`) must live at least that long: a refill Redis answers in
+/// time could otherwise bring a lease already expired, whose slots are then granted locally,
+/// each replica on its own (at 2,000/s with burst 1 a lease lives 500 µs, about one round
+/// trip, and 99–100 % of slots were local). Says which burst, or which timeout, would do.
+#[cfg(feature = "redis")]
+pub(crate) fn shared_rate(
+    config: crate::overload::rate::RateLimitConfig,
+    timeout: Duration,
+) -> Result<(), String> {
+    use crate::fleet::lease_life;
+
+    let life = lease_life(config);
+    if life >= timeout {
+        return Ok(());
+    }
+    // A lease grows with the burst (its reserve, half of it): the least burst that outlives
+    // the timeout, if there is one in range. A burst of 1 leases for one interval.
+    let interval = lease_life(config.burst(1)).as_nanos().max(1);
+    let reserve = timeout.as_nanos().div_ceil(interval);
+    let enough = (u32::try_from(reserve.saturating_mul(2)).ok())
+        .filter(|burst| BURST.check(*burst).is_ok())
+        .filter(|burst| lease_life(config.burst(*burst)) >= timeout);
+    let raise = enough.map_or(String::new(), |burst| {
+        format!("raise burst to at least {burst}, ")
+    });
+    Err(format!(
+        "a lease of this shared limit ({} per {}, burst {}) lives {} (per / rate × \
+         max(1, burst / 2)), less than the Redis timeout ({}): a lease could expire before \
+         Redis answers, and its slots would be granted locally, each replica on its own; \
+         {raise}lower the rate, or lower the Redis timeout to at most {}",
+        config.rate,
+        show(config.per),
+        config.burst,
+        show(life),
+        show(timeout),
+        show(life),
+    ))
 }
 
 /// The error a builder returns for a refusal: `max_breakers must be at least 1 and ...`.
@@ -265,6 +313,18 @@ impl Span {
                 "above zero"
             };
             Err(refusal(low.into(), show(self.max), show(value)))
+        }
+    }
+}
+
+impl SpanFrom {
+    /// `value` if it is in range; else why not.
+    pub(crate) fn check(&self, value: Duration) -> Result<Duration, String> {
+        if value >= self.min && value <= self.max {
+            Ok(value)
+        } else {
+            let low = format!("at least {}", show(self.min));
+            Err(refusal(low, show(self.max), show(value)))
         }
     }
 }
@@ -395,15 +455,6 @@ impl Budgets {
         BUDGET_WINDOW
             .check(config.window)
             .map_err(|e| format!("window {e}"))?;
-        let shortest = MIN_BUCKET * BUDGET_BUCKETS;
-        if config.window < shortest {
-            return Err(format!(
-                "window must be at least {} ({BUDGET_BUCKETS} steps of at least {}), got {}",
-                show(shortest),
-                show(MIN_BUCKET),
-                show(config.window)
-            ));
-        }
         Ok(config)
     }
 }
@@ -552,15 +603,17 @@ mod tests {
             refusal(0.2, 1_000_001, HOUR).unwrap_err(),
             "min_per_second must be at least 0 and at most 1000000, got 1000001"
         );
+        // One range, 10 ms (10 steps of 1 ms) to 1 h, said the same way below and above it.
         assert_eq!(
             refusal(0.2, 10, Duration::ZERO).unwrap_err(),
-            "window must be above zero and at most 1h, got 0s"
+            "window must be at least 10ms and at most 1h, got 0s"
         );
         assert!(refusal(0.2, 10, HOUR + ms(1)).is_err());
         assert_eq!(
             refusal(0.2, 10, ms(9)).unwrap_err(),
-            "window must be at least 10ms (10 steps of at least 1ms), got 9ms"
+            "window must be at least 10ms and at most 1h, got 9ms"
         );
+        assert_eq!(BUDGET_WINDOW.min, MIN_BUCKET * BUDGET_BUCKETS);
     }
 
     #[test]

@@ -38,27 +38,6 @@ pub(crate) enum Redis<'a> {
     Fleet(&'a Fleet),
 }
 
-impl Base<'_> {
-    /// The fleet the guards of policy `name` share, if the client has one; an error when
-    /// the policy asks for a shared limit (`shared`) and it has none.
-    fn fleet_keys(&self, name: &Arc<str>, shared: bool) -> Result<Option<FleetKeys>, Error> {
-        match self.redis {
-            Redis::Fleet(fleet) => Ok(Some(FleetKeys::new(fleet.clone(), name.clone()))),
-            Redis::None if shared => {
-                let how = if cfg!(feature = "redis") {
-                    "ClientBuilder::redis(url), or a [redis] table in the policy file"
-                } else {
-                    "the `redis` feature, and ClientBuilder::redis(url) or a [redis] table"
-                };
-                Err(Error::invalid_config(format!(
-                    "policy {name:?}: a shared rate limit or retry budget needs a Redis: {how}"
-                )))
-            }
-            Redis::None | Redis::NotYet => Ok(None),
-        }
-    }
-}
-
 /// One policy, ready to wrap a `reqwest::Client` per call.
 #[derive(Clone, Debug)]
 pub(crate) struct CompiledPolicy {
@@ -117,10 +96,11 @@ impl CompiledPolicy {
             breaker_key,
             retry_budget,
             retry_budget_enabled,
-            retry_budget_shared,
+            // Read by `shares_budget` and `shares_rate`, with the settings they go with.
+            retry_budget_shared: _,
             hold_on_retry_after,
             rate_limit,
-            rate_limit_shared,
+            rate_limit_shared: _,
             bulkhead,
             hedge,
         } = settings;
@@ -200,11 +180,15 @@ impl CompiledPolicy {
             hold_up_to: (*hold_on_retry_after != Some(false)).then(|| retry.retry_after_cap()),
             rate: *rate_limit,
             bulkhead: *bulkhead,
-            shared_rate: rate_limit.is_some() && *rate_limit_shared == Some(true),
-            shared_budget: *retry_budget_enabled != Some(false)
-                && *retry_budget_shared == Some(true),
+            shared_rate: settings.shares_rate(),
+            shared_budget: settings.shares_budget(),
         };
-        let fleet = base.fleet_keys(&name, guards.shared_rate || guards.shared_budget)?;
+        // Holds are shared whenever the client has a Redis. What a shared limit needs of it is
+        // checked by `build`, which knows it: `EndpointPolicy::check_sharing`.
+        let fleet = match base.redis {
+            Redis::Fleet(fleet) => Some(FleetKeys::new(fleet.clone(), name.clone())),
+            Redis::None | Redis::NotYet => None,
+        };
         let max_endpoints = base.breaker.map_or(1024, |b| b.max_breakers());
         let guards = GuardRegistry::new(guards, max_endpoints, breaker_key.as_deref(), fleet);
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::compiled::Base;
-use super::{CompiledPolicy, EndpointPolicy, Matcher, bounds};
+use super::{CompiledPolicy, EndpointPolicy, Matcher, Unshared, bounds};
 use crate::error::Error;
 use crate::hedge::HedgeConfig;
 use crate::overload::{BulkheadConfig, RateLimitConfig};
@@ -28,6 +28,69 @@ pub(crate) struct PolicyFile {
     /// The `[redis]` table's settings.
     #[cfg(feature = "redis")]
     pub(crate) redis: Option<crate::fleet::FleetConfig>,
+    /// The file these policies come from, if they come from one.
+    pub(crate) source: Option<FileSource>,
+}
+
+/// A policy file's name, text and policies, kept by the client builder so that what only
+/// `build` can refuse (a shared limit, against the client's Redis, which may be given after
+/// the file) names the file, the line and the key, as the file's other mistakes do.
+#[derive(Clone, Debug)]
+pub(crate) struct FileSource {
+    origin: String,
+    text: String,
+    default: EndpointPolicy,
+    rules: Vec<(String, EndpointPolicy)>,
+}
+
+impl FileSource {
+    /// `refused` as `file:line: "key": why in [section]`, if this file made the setting it
+    /// is about as `value` has it: in its default policy (`rule` `None`), or in its endpoint
+    /// rule `rule`. `None` when the file did not (the builder, or another file, did).
+    pub(crate) fn locate(
+        &self,
+        rule: Option<&str>,
+        value: &EndpointPolicy,
+        refused: &Unshared,
+    ) -> Option<String> {
+        let setting = refused.setting;
+        let (index, ours) = match rule {
+            None => (None, &self.default),
+            Some(name) => {
+                let index = self.rules.iter().position(|(n, _)| n == name)?;
+                (Some(index), &self.rules.get(index)?.1)
+            }
+        };
+        if !setting.is_set(ours) || !setting.same(ours, value) {
+            return None;
+        }
+        let (table, keys) = setting.in_file();
+        let lines = policy_lines(&self.text, index);
+        // The line that sets the first of `keys` it can find in `table`: in its own header's
+        // lines (`[default.rate_limit]`), inline (`rate_limit = { rate = 5 }`) or dotted
+        // (`rate_limit.rate = 5`).
+        let in_table = |line: &str, header: &str, key: &str| {
+            let header: String = header.chars().filter(|c| !c.is_whitespace()).collect();
+            let bare: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+            let sets = |parts: &[char]| line.split(parts).any(|part| part.trim() == key);
+            (header.ends_with(&format!(".{table}]")) && sets(&['{', ',', '=']))
+                || ((bare.starts_with(&format!("{table}="))
+                    || bare.starts_with(&format!("{table}.")))
+                    && sets(&['{', ',', '=', '.']))
+        };
+        let (number, key, header) = keys.iter().find_map(|key| {
+            let (number, _, header) = lines
+                .iter()
+                .find(|(_, line, header)| in_table(line, header, key))?;
+            Some((*number, *key, header.as_str()))
+        })?;
+        let section = match rule {
+            Some(name) => format!("[[endpoint]] {name:?}"),
+            None => header.to_owned(),
+        };
+        let (origin, why) = (&self.origin, &refused.why);
+        Some(format!("{origin}:{number}: {key:?}: {why} in {section}"))
+    }
 }
 
 /// The policy file's layout, read from any serde format: a section of your own configuration
@@ -35,7 +98,8 @@ pub(crate) struct PolicyFile {
 /// [`ClientBuilder::config`](crate::ClientBuilder::config).
 ///
 /// The keys are the policy file's (see the README): a `default` table and an `endpoint`
-/// list, each entry with a `name`, a `match` table and the same settings. Durations are
+/// list, each entry with a `name`, a `match` table (required: `match = {}` takes every
+/// request) and the same settings. Durations are
 /// strings as humans write them (`"250ms"`, `"2s"`, `"1m 30s"`). Unknown keys are refused, and
 /// so are values out of range, with the same ranges as the builders; the message names the
 /// key. Settings that contradict each other are refused by the builder, naming the policy.
@@ -167,7 +231,9 @@ macro_rules! policy_table {
 policy_table!(RawPolicy {});
 policy_table!(RawEndpoint {
     name: String,
-    #[serde(rename = "match", default)]
+    // Required: a rule without one matched every request, shadowing every rule after it.
+    // `match = {}` says so on purpose.
+    #[serde(rename = "match")]
     matcher: RawMatch,
 });
 
@@ -245,11 +311,34 @@ struct RawRateLimit {
 
 /// `shared` in `[….rate_limit]` and `[….budget]`: kept by each process (`"local"`, the
 /// default) or by the fleet in the `[redis]` table's Redis (`"redis"`).
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Sharing {
     Local,
     Redis,
+}
+
+/// By hand, so that a value of the wrong type says what it may be (`expected "local" or
+/// "redis"`; a derived enum says `wanted string or table` in TOML).
+impl<'de> Deserialize<'de> for Sharing {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Expected;
+        impl serde::de::Visitor<'_> for Expected {
+            type Value = Sharing;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"local\" or \"redis\"")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Sharing, E> {
+                match value {
+                    "local" => Ok(Sharing::Local),
+                    "redis" => Ok(Sharing::Redis),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(value), &self)),
+                }
+            }
+        }
+        d.deserialize_str(Expected)
+    }
 }
 
 /// `[redis]`: the Redis the replicas share limits through (feature `redis`).
@@ -348,6 +437,14 @@ fn span<'de, D: Deserializer<'de>>(
     duration(d, key).and_then(|value| bound.check(value).map_err(|why| refused(key, why)))
 }
 
+fn span_from<'de, D: Deserializer<'de>>(
+    d: D,
+    key: &str,
+    bound: &bounds::SpanFrom,
+) -> Result<Duration, D::Error> {
+    duration(d, key).and_then(|value| bound.check(value).map_err(|why| refused(key, why)))
+}
+
 fn real<'de, D: Deserializer<'de>>(d: D, key: &str, bound: &bounds::Real) -> Result<f64, D::Error> {
     (bound.check(f64::deserialize(d)?)).map_err(|why| refused(key, why))
 }
@@ -380,7 +477,7 @@ bounded! {
     half_open_probes("half_open_probes"): u32 = whole(bounds::HALF_OPEN_PROBES);
     budget_ratio("ratio"): f64 = real(bounds::BUDGET_RATIO);
     min_per_second("min_per_second"): u32 = whole(bounds::MIN_PER_SECOND);
-    budget_window("window"): Duration = span(bounds::BUDGET_WINDOW);
+    budget_window("window"): Duration = span_from(bounds::BUDGET_WINDOW);
     rate_per("per"): Duration = span(bounds::RATE_PER);
     burst("burst"): u32 = whole(bounds::BURST);
     queue_timeout("queue_timeout"): Duration = span(bounds::QUEUE_TIMEOUT);
@@ -449,7 +546,16 @@ impl PolicyFile {
     /// the endpoint rules defined before this file, which its rules may not redefine.
     pub(crate) fn parse(origin: &str, text: &str, before: &[&str]) -> Result<PolicyFile, Error> {
         let config: PolicyConfig = toml::from_str(text).map_err(|e| locate(origin, text, &e))?;
-        PolicyFile::read(config, Some((origin, text)), before)
+        let mut file = PolicyFile::read(config, Some((origin, text)), before)?;
+        file.source = Some(FileSource {
+            origin: origin.to_owned(),
+            text: text.to_owned(),
+            default: file.default.clone(),
+            rules: (file.endpoints.iter())
+                .map(|(name, _, policy)| (name.clone(), policy.clone()))
+                .collect(),
+        });
+        Ok(file)
     }
 
     /// The policies of `config`, a value from any format; errors name the policy and the key.
@@ -507,6 +613,7 @@ impl PolicyFile {
             endpoints,
             #[cfg(feature = "redis")]
             redis: config.redis.map(RawRedis::settings),
+            source: None,
         })
     }
 }
@@ -548,24 +655,7 @@ fn at_setting(origin: &str, text: &str, endpoint: Option<(usize, &str)>, err: &E
         Some((policy, rest)) if policy.starts_with("policy ") => rest,
         _ => detail,
     };
-    // The policy's lines, each with the table it is in.
-    let mut lines = Vec::new();
-    let mut table = String::new();
-    let mut endpoints = 0;
-    for (number, line) in text.lines().enumerate() {
-        let trimmed = line.trim();
-        if is_header(trimmed) {
-            table = trimmed.split('#').next().unwrap_or("").trim().to_owned();
-            endpoints += usize::from(table.replace(' ', "") == "[[endpoint]]");
-        }
-        let ours = match endpoint {
-            None => table == "[default]" || table.starts_with("[default."),
-            Some((index, _)) => endpoints == index + 1,
-        };
-        if ours {
-            lines.push((number + 1, line, table.clone()));
-        }
-    }
+    let lines = policy_lines(text, endpoint.map(|(index, _)| index));
     let words = detail
         .split(|c: char| !(c.is_alphanumeric() || c == '_'))
         .filter(|word| !word.is_empty());
@@ -580,6 +670,29 @@ fn at_setting(origin: &str, text: &str, endpoint: Option<(usize, &str)>, err: &E
         None => table.to_owned(),
     };
     Error::invalid_config(format!("{origin}:{line}: {detail} in {section}"))
+}
+
+/// The lines of the default policy (`None`) or of the `index`-th endpoint rule: each line's
+/// number, text, and the header of the table it is in.
+fn policy_lines(text: &str, endpoint: Option<usize>) -> Vec<(usize, &str, String)> {
+    let mut lines = Vec::new();
+    let mut table = String::new();
+    let mut endpoints = 0;
+    for (number, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if is_header(trimmed) {
+            table = trimmed.split('#').next().unwrap_or("").trim().to_owned();
+            endpoints += usize::from(table.replace(' ', "") == "[[endpoint]]");
+        }
+        let ours = match endpoint {
+            None => table == "[default]" || table.starts_with("[default."),
+            Some(index) => endpoints == index + 1,
+        };
+        if ours {
+            lines.push((number + 1, line, table.clone()));
+        }
+    }
+    lines
 }
 
 /// The line of the `index`-th `[[endpoint]]` header.
@@ -622,12 +735,29 @@ fn locate(origin: &str, text: &str, err: &toml::de::Error) -> Error {
     // hold several).
     let line_text = text.get(line_start..offset).unwrap_or("");
     let section = section_at(text, offset);
-    let message = match message.strip_prefix("unknown field `") {
-        Some(rest) => {
-            let key = rest.split('`').next().unwrap_or(rest);
-            format!("unknown key {key:?}")
-        }
-        None => match line_text.rsplit_once('=') {
+    // The key the error is about, as serde names it (`unknown field `x``).
+    let named = |rest: &str| rest.split('`').next().unwrap_or(rest).to_owned();
+    let message = if let Some(rest) = message.strip_prefix("unknown field `") {
+        format!("unknown key {:?}", named(rest))
+    } else if let Some(rest) = message.strip_prefix("missing field `") {
+        let key = named(rest);
+        let hint = if key == "match" {
+            " (write match = {} for a rule that takes every request)"
+        } else {
+            ""
+        };
+        format!("missing key {key:?}{hint}")
+    } else if message.starts_with("duplicate key") {
+        // toml names no key: it is the one the error points at.
+        let key = text.get(span.clone()).unwrap_or("").trim();
+        let key = key
+            .split(['=', ' '])
+            .next()
+            .unwrap_or(key)
+            .trim_matches(['"', '\'']);
+        format!("duplicate key {key:?}")
+    } else {
+        match line_text.rsplit_once('=') {
             Some((key, _)) => {
                 let key = key.rsplit(['{', ',']).next().unwrap_or(key).trim();
                 // Our own messages name the key (for formats without lines): say it once, as
@@ -638,7 +768,7 @@ fn locate(origin: &str, text: &str, err: &toml::de::Error) -> Error {
                 format!("{} {message}", quoted(key))
             }
             None => message.to_owned(),
-        },
+        }
     };
     Error::invalid_config(format!("{origin}:{line}: {message} in {section}"))
 }

@@ -39,7 +39,7 @@ pub(crate) use compiled::{CompiledPolicy, Policies};
 #[cfg(feature = "config")]
 pub use file::PolicyConfig;
 #[cfg(feature = "config")]
-pub(crate) use file::PolicyFile;
+pub(crate) use file::{FileSource, PolicyFile};
 pub use matcher::Matcher;
 
 use crate::retry::Jitter;
@@ -172,7 +172,10 @@ settings! {
     /// kept in the client's Redis ([`ClientBuilder::redis`](crate::ClientBuilder), feature
     /// `redis`; the file's `shared = "redis"` in `[….rate_limit]`). Default false: each
     /// process keeps its own. Inherited on its own, as `retry_budget_enabled` is; it applies
-    /// when the policy has a rate limit.
+    /// when the policy has a rate limit. A shared limit's lease lives
+    /// `per / rate × max(1, ⌊burst / 2⌋)`; when that is shorter than the Redis timeout,
+    /// `build` logs a WARN: a refill Redis answers in time could bring a lease already
+    /// expired, whose slots are then granted locally (raise `burst`, or lower the timeout).
     rate_limit_shared: bool;
     /// A bulkhead per endpoint key (default: none): at most `max_in_flight` calls at once;
     /// a call over it queues up to `queue_timeout` (and its deadline), then fails with
@@ -228,6 +231,124 @@ impl EndpointPolicy {
             });
         }
         Ok(())
+    }
+}
+
+impl EndpointPolicy {
+    /// Whether this policy's rate limit is the fleet's: it has one, and shares it. The one
+    /// test, for compiling a policy and for [`check_sharing`](Self::check_sharing).
+    pub(crate) fn shares_rate(&self) -> bool {
+        self.rate_limit.is_some() && self.rate_limit_shared == Some(true)
+    }
+
+    /// Whether this policy's retry budget is the fleet's: it spends one, and shares it.
+    pub(crate) fn shares_budget(&self) -> bool {
+        self.retry_budget_enabled != Some(false) && self.retry_budget_shared == Some(true)
+    }
+
+    /// Checks what this policy (its settings as compiled, inherited ones included) asks of
+    /// the client's Redis, whose calls may take up to `redis_timeout` (`None`: the client has
+    /// no Redis): a shared limit needs one (else an error), and a shared rate limit's lease
+    /// should outlive the timeout (else a warning, `Ok(Some(..))`: see
+    /// [`bounds::shared_rate`]). Only `build` knows the Redis (a file may come before
+    /// `ClientBuilder::redis`), so this is checked there, for policies from the builder and
+    /// from files alike, which only say where the setting was made.
+    ///
+    /// A lease shorter than the timeout is a warning, not an error: it is how a common
+    /// configuration that works is written (1,000/s, burst 20, the default 20 ms timeout:
+    /// leases of 10 ms, where a refill takes well under a millisecond), and it only fails
+    /// when Redis is slower than the lease lives. The warning says so, and how to avoid it.
+    pub(crate) fn check_sharing(
+        &self,
+        redis_timeout: Option<Duration>,
+    ) -> Result<Option<Unshared>, Unshared> {
+        let Some(timeout) = redis_timeout else {
+            let how = if cfg!(feature = "redis") {
+                "a [redis] table in the policy file, or ClientBuilder::redis(url)"
+            } else {
+                "the `redis` feature, which this build of resilient-http does not have"
+            };
+            let (setting, what) = if self.shares_rate() {
+                (Setting::RateLimitShared, "rate limit")
+            } else if self.shares_budget() {
+                (Setting::RetryBudgetShared, "retry budget")
+            } else {
+                return Ok(None);
+            };
+            let why = format!("a shared {what} needs a Redis: {how}");
+            return Err(Unshared { setting, why });
+        };
+        #[cfg(feature = "redis")]
+        if let Some(config) = self.rate_limit.filter(|_| self.shares_rate())
+            && let Err(why) = bounds::shared_rate(config, timeout)
+        {
+            let setting = Setting::RateLimit;
+            return Ok(Some(Unshared { setting, why }));
+        }
+        let _ = timeout;
+        Ok(None)
+    }
+}
+
+/// Why [`EndpointPolicy::check_sharing`] refused a policy, or warns about it: the setting at
+/// fault, and why.
+#[derive(Debug)]
+pub(crate) struct Unshared {
+    pub(crate) setting: Setting,
+    pub(crate) why: String,
+}
+
+/// A setting that only `build` can refuse or warn about (it depends on the client's Redis),
+/// so that the message can say where it was made: the builder's name, or a policy file's
+/// table and key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Setting {
+    // Warned about only against a Redis.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    RateLimit,
+    RateLimitShared,
+    RetryBudgetShared,
+}
+
+impl Setting {
+    /// The builder's name for it, as errors from the builder say it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Setting::RateLimit => "rate_limit",
+            Setting::RateLimitShared => "rate_limit_shared",
+            Setting::RetryBudgetShared => "retry_budget_shared",
+        }
+    }
+
+    /// Its table in a policy file, and the keys that set it there, the one to name first.
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
+    pub(crate) fn in_file(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            // A lease too short is raised by `burst`, if the table sets it.
+            Setting::RateLimit => ("rate_limit", &["burst", "rate"]),
+            Setting::RateLimitShared => ("rate_limit", &["shared"]),
+            Setting::RetryBudgetShared => ("budget", &["shared"]),
+        }
+    }
+
+    /// Whether `policy` sets it.
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
+    pub(crate) fn is_set(self, policy: &EndpointPolicy) -> bool {
+        match self {
+            Setting::RateLimit => policy.rate_limit.is_some(),
+            Setting::RateLimitShared => policy.rate_limit_shared.is_some(),
+            Setting::RetryBudgetShared => policy.retry_budget_shared.is_some(),
+        }
+    }
+
+    /// Whether `a` and `b` set it to the same value (or both leave it unset).
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
+    pub(crate) fn same(self, a: &EndpointPolicy, b: &EndpointPolicy) -> bool {
+        match self {
+            Setting::RateLimit => a.rate_limit == b.rate_limit,
+            Setting::RateLimitShared => a.rate_limit_shared == b.rate_limit_shared,
+            Setting::RetryBudgetShared => a.retry_budget_shared == b.retry_budget_shared,
+        }
     }
 }
 
