@@ -18,8 +18,8 @@ use http::{HeaderValue, Method, StatusCode};
 use tokio::time::{Instant, Sleep, sleep};
 use tower::{Service, ServiceExt};
 
+use crate::breaker::Breaker;
 use crate::breaker::state::{Permit, Verdict};
-use crate::breaker::{Breaker, error_verdict};
 use crate::caught::{call_caught, caught, hook_failed, poll_caught};
 use crate::classify::layer_error;
 use crate::classify::{Class, Classifier, Delivery, outcome, response_outcome};
@@ -663,7 +663,10 @@ impl<O: Success> Call<O> {
         let error = match self.attempt.take() {
             Some(attempt) => {
                 let error = timed_out(error, attempt.limit, attempt.by_deadline);
-                attempt.end(self.breaker.as_deref(), error_verdict(&error));
+                // Without a breaker, nothing hears the verdict.
+                let breaker = self.breaker.as_deref();
+                let verdict = breaker.map_or(Verdict::Ignored, |b| b.error_verdict(&error));
+                attempt.end(breaker, verdict);
                 error
             }
             None => error,
