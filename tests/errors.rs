@@ -598,7 +598,7 @@ fn every_service_hands_out_the_one_it_wraps() {
 
 // ---- Issue 22: errors that say what they know -------------------------------------------
 
-use resilient_http::policy::{EndpointPolicy, Matcher};
+use resilient_http::policy::EndpointPolicy;
 
 /// Either way a call runs: the client's own, or `ResilientMiddleware` in a chain.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -699,7 +699,7 @@ async fn a_body_that_does_not_decode_names_the_method_the_policy_and_the_attempt
         .retry(three_attempts())
         .endpoint(
             "items",
-            Matcher::new().path("/items/*"),
+            resilient_http::policy::Matcher::new().path("/items/*"),
             EndpointPolicy::new(),
         )
         .build()

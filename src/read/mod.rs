@@ -82,11 +82,13 @@ impl Success for InMemory {
 }
 
 /// A success of `json`: the response (its body read) and the value its body decoded to.
+#[cfg(feature = "json")]
 pub(crate) struct Decoded<T> {
     pub(crate) response: reqwest::Response,
     pub(crate) value: T,
 }
 
+#[cfg(feature = "json")]
 impl<T: Send + 'static> Success for Decoded<T> {
     fn status(&self) -> StatusCode {
         self.response.status()
