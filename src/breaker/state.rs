@@ -478,7 +478,7 @@ impl Breaker {
                 && !self.callback_panicked.swap(true, Ordering::Relaxed)
             {
                 tracing::error!(
-                    endpoint = %self.key, ?from, ?to, %panic,
+                    endpoint = %self.key, ?from, ?to, panic = %crate::redact::text(&panic),
                     "the circuit breaker's on_state_change callback panicked; the state changed \
                      all the same (logged once per breaker)"
                 );
