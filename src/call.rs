@@ -18,8 +18,8 @@ use http::{HeaderValue, Method, StatusCode};
 use tokio::time::{Instant, Sleep, sleep};
 use tower::{Service, ServiceExt};
 
+use crate::breaker::Breaker;
 use crate::breaker::state::{Permit, Verdict};
-use crate::breaker::{Breaker, error_verdict};
 use crate::caught::{call_caught, caught, hook_failed, poll_caught};
 use crate::classify::layer_error;
 use crate::classify::{Class, Classifier, Delivery, outcome, response_outcome};
@@ -624,13 +624,21 @@ impl<O: Success> Call<O> {
             Err(error) => return self.finish(Err(error)),
         };
         self.end_race(true);
-        let read = match &mut self.reader {
+        match &mut self.reader {
             Reader::Response(into) => {
                 let output = into(response, body);
                 return self.finish(Ok(output));
             }
-            Reader::With(read) => read,
-        };
+            Reader::Decode(decode) => {
+                let decode = *decode;
+                if let Some(body) = body {
+                    return self.decoded(decode, response, &body);
+                }
+                // A head taken without its body read first (see `lost_race_by_head`): the
+                // body is read inside the attempt, as a reader's is, then decoded.
+            }
+            Reader::With(_) => {}
+        }
         let policy = policy(&self.policies, &self.which);
         let status = response.status();
         // reqwest's timeout covers the body, not whatever else the reader waits for: the
@@ -643,12 +651,45 @@ impl<O: Success> Call<O> {
         let classifier = policy.classifier().clone();
         match limited(response, policy.body_limit(), classifier, method.clone()) {
             Ok(response) => {
-                let reading = call_caught("reader", || read(response));
+                let reading = match &mut self.reader {
+                    Reader::With(read) => call_caught("reader", || read(response)),
+                    Reader::Decode(decode) => {
+                        let decode = *decode;
+                        Box::pin(async move {
+                            let mut response = response;
+                            let mut body = bytes::BytesMut::new();
+                            while let Some(chunk) = response.chunk().await? {
+                                body.extend_from_slice(&chunk);
+                            }
+                            decode(response, &body)
+                        })
+                    }
+                    // Handed over above; its body is not in memory.
+                    Reader::Response(into) => {
+                        Box::pin(std::future::ready(Ok(into(response, None))))
+                    }
+                };
                 self.stage = Stage::Read(reading_until(reading, ends, status, method, url));
                 None
             }
             Err(error) => self.finish(Err(error.with_request(&method, &url))),
         }
+    }
+
+    /// `body`, in memory, decoded as the caller asked (`json`): a body that does not decode
+    /// fails the attempt (permanently: the same bytes would come again), and the call's error
+    /// names the request, its policy and its attempts, as any other.
+    fn decoded(
+        &mut self,
+        decode: crate::read::DecodeFn<O>,
+        response: reqwest::Response,
+        body: &Bytes,
+    ) -> Step<O> {
+        let result = decode(response, body).map_err(|mut error| {
+            error.set_method(self.method.clone());
+            error
+        });
+        self.finish(result)
     }
 
     /// The attempt is over: the breaker hears of it, then the retry decides.
@@ -663,7 +704,10 @@ impl<O: Success> Call<O> {
         let error = match self.attempt.take() {
             Some(attempt) => {
                 let error = timed_out(error, attempt.limit, attempt.by_deadline);
-                attempt.end(self.breaker.as_deref(), error_verdict(&error));
+                // Without a breaker, nothing hears the verdict.
+                let breaker = self.breaker.as_deref();
+                let verdict = breaker.map_or(Verdict::Ignored, |b| b.error_verdict(&error));
+                attempt.end(breaker, verdict);
                 error
             }
             None => error,

@@ -1,5 +1,6 @@
 //! The caller's code (hooks, readers, refreshers, body classifiers) run so that a panic or a
-//! failure of it ends the call with a typed error naming it, never a crash of the caller.
+//! failure of it ends the call with a typed error naming it, never a crash of the caller; a
+//! breaker's state-change callback, which no call owns, is caught and logged instead.
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
@@ -23,8 +24,13 @@ pub(crate) fn poll_caught<T: Send + 'static>(
 
 /// Calls user code (`what` names it), turning a panic into an error.
 pub(crate) fn caught<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, Error> {
-    std::panic::catch_unwind(AssertUnwindSafe(f))
-        .map_err(|panic| hook_failed(what, panic_message(&*panic)))
+    panicked(f).map_err(|message| hook_failed(what, message))
+}
+
+/// Calls user code that has no caller to fail (a breaker's state-change callback), turning a
+/// panic into its message: `panicked: …`.
+pub(crate) fn panicked<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|panic| panic_message(&*panic))
 }
 
 /// Calls user code that starts a future, turning a panic into an error.

@@ -98,6 +98,14 @@ impl fmt::Display for ErrorKind {
 }
 
 impl ErrorKind {
+    /// A call the client's own guards turned away: nothing of it was sent.
+    const fn is_refusal(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::CircuitOpen | ErrorKind::RateLimited | ErrorKind::BulkheadFull
+        )
+    }
+
     /// A short, stable, machine-readable name: `timeout`, `deadline`, `connect`, `reset`,
     /// `status`, `circuit_open`, `budget_exhausted`, `body_not_replayable`, `invalid_request`,
     /// `invalid_response`, `invalid_config`, `transport`, `body_too_large`, `decode`, `hook`,
@@ -207,6 +215,23 @@ impl Attempt {
             delivery,
             hedge: false,
         }
+    }
+}
+
+impl Attempt {
+    /// Whether the attempt's request went out, toward the server: `false` for an attempt the
+    /// client's own guards turned away before sending anything (an open circuit, the rate
+    /// limit or a `Retry-After` hold, a full bulkhead). Such an attempt is in the history, so
+    /// that it says what happened, but the error's message counts only the attempts that
+    /// went out.
+    ///
+    /// An attempt that went out may still have reached nothing: a refused connection went
+    /// out (see [`delivery`](Self::delivery) for how far it got).
+    pub fn went_out(&self) -> bool {
+        !matches!(
+            self.outcome,
+            AttemptOutcome::Error(kind) if kind.is_refusal()
+        )
     }
 }
 
@@ -472,15 +497,19 @@ impl Error {
             err.0.url = Some(url.clone());
         }
         if source.is_redirect() {
-            // A redirect error nests another reqwest error holding the *next* URL, which may
-            // carry credentials and cannot be redacted in place: keep neither.
-            err.0.source = Some(
-                "the redirect policy refused a redirect (its target is withheld: it may carry credentials)"
-                    .into(),
-            );
-        } else {
-            err.0.source = Some(Box::new(source));
+            // Says what stopped the chain; the error itself is not kept (see `explain`).
+            let (detail, origin) = crate::redirect::explain(&source);
+            if origin.is_some() {
+                err.0.url = origin;
+            }
+            return err.with_detail(detail);
         }
+        // The reason is deep in the chain (a parser's, under reqwest's and hyper's errors): the
+        // message says it, redacted where it is shown.
+        if matches!(kind, ErrorKind::InvalidRequest | ErrorKind::InvalidResponse) {
+            err.0.detail = Some(innermost(&source));
+        }
+        err.0.source = Some(Box::new(source));
         err
     }
 
@@ -570,13 +599,14 @@ impl Error {
         self
     }
 
-    /// A body that did not decode as the caller asked.
+    /// The body of `response` did not decode as the caller asked; the call adds the method,
+    /// the policy and the attempts.
     #[cfg(feature = "json")]
-    pub(crate) fn decode(source: impl Into<BoxError>, status: StatusCode, url: &Url) -> Self {
+    pub(crate) fn decode(source: impl Into<BoxError>, response: &reqwest::Response) -> Self {
         let mut error = Error::new(ErrorKind::Decode, Class::Permanent, Delivery::Delivered)
             .with_source(source)
-            .after_response(status);
-        error.0.url = Some(redact::url(url));
+            .after_response(response.status());
+        error.0.url = Some(redact::url(response.url()));
         error
     }
 
@@ -591,7 +621,10 @@ impl Error {
     }
 
     /// The retry this error called for was skipped because the body cannot be sent twice.
-    pub(crate) fn not_replayable(cause: Error) -> Self {
+    /// The error keeps the attempt's answer (status, headers, body, `Retry-After`), as
+    /// [`into_budget_exhausted`](Self::into_budget_exhausted) does; its source is the
+    /// attempt's error, which keeps the answer's head (status and headers).
+    pub(crate) fn not_replayable(mut cause: Error) -> Self {
         let mut err = Error::new(
             ErrorKind::BodyNotReplayable,
             cause.class(),
@@ -600,6 +633,12 @@ impl Error {
         .with_detail("retry skipped: the request body is a stream that cannot be sent twice");
         err.0.method = cause.0.method.clone();
         err.0.url = cause.0.url.clone();
+        err.0.retry_after = cause.0.retry_after;
+        err.0.body_status = cause.0.body_status;
+        if let Some(response) = cause.0.response.take() {
+            cause.0.response = Some(head_of(&response));
+            err.0.response = Some(response);
+        }
         err.with_source(cause)
     }
 
@@ -693,11 +732,7 @@ impl Error {
 
     /// The failure status the server answered with, if it answered.
     pub fn status(&self) -> Option<StatusCode> {
-        self.0
-            .response
-            .as_ref()
-            .map(reqwest::Response::status)
-            .or(self.0.body_status)
+        Error::status_of(&self.0)
     }
 
     /// The response headers of a failure status.
@@ -740,7 +775,9 @@ impl Error {
         self.0.limit
     }
 
-    /// What happened on every attempt, first to last.
+    /// What happened on every attempt, first to last, including one the client's guards
+    /// turned away before sending anything (an open circuit, the rate limit, a hold), which
+    /// did not [go out](Attempt::went_out): the message counts only those that did.
     pub fn attempts(&self) -> &[Attempt] {
         &self.0.history
     }
@@ -773,6 +810,29 @@ impl From<reqwest::Error> for Error {
     }
 }
 
+/// A response with `response`'s status, version and headers and no body, for an error that
+/// shows the head of an answer another error keeps.
+fn head_of(response: &reqwest::Response) -> reqwest::Response {
+    let mut head = http::Response::new(reqwest::Body::from(bytes::Bytes::new()));
+    *head.status_mut() = response.status();
+    *head.version_mut() = response.version();
+    *head.headers_mut() = response.headers().clone();
+    reqwest::Response::from(head)
+}
+
+/// The text of the last error in `error`'s source chain: the most specific reason.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = error;
+    // Bounded: a `source()` that returns itself must not loop for ever.
+    for _ in 0..RedactedSource::MAX_DEPTH {
+        match last.source() {
+            Some(next) => last = next,
+            None => break,
+        }
+    }
+    last.to_string()
+}
+
 /// The one-line Display.
 struct Line<'a>(&'a Inner);
 
@@ -795,7 +855,8 @@ impl fmt::Display for Line<'_> {
         if let Some(policy) = e.policy.as_deref().filter(|p| *p != "default") {
             write!(f, "(policy {policy}) ")?;
         }
-        let n = e.history.len();
+        // Only attempts that went out count: a refusal of the client's own sent nothing.
+        let n = e.history.iter().filter(|a| a.went_out()).count();
         if n > 0 {
             let elapsed = Error::elapsed_of(e);
             let plural = if n == 1 { "" } else { "s" };
@@ -804,6 +865,8 @@ impl fmt::Display for Line<'_> {
                 "failed after {n} attempt{plural} in {}: ",
                 Short(elapsed)
             )?;
+        } else if e.kind.is_refusal() {
+            f.write_str("not sent: ")?;
         } else {
             f.write_str("failed: ")?;
         }
@@ -831,6 +894,16 @@ impl fmt::Display for Line<'_> {
 }
 
 impl Error {
+    /// The status of the response, or of the one whose body then failed: what
+    /// [`status`](Error::status) returns and `Debug` shows.
+    fn status_of(inner: &Inner) -> Option<StatusCode> {
+        inner
+            .response
+            .as_ref()
+            .map(reqwest::Response::status)
+            .or(inner.body_status)
+    }
+
     fn elapsed_of(inner: &Inner) -> Duration {
         inner.elapsed.unwrap_or_else(|| {
             inner
@@ -857,10 +930,7 @@ impl fmt::Debug for Inner {
             .field("delivery", &e.delivery)
             .field("method", &e.method)
             .field("url", &e.url.as_ref().map(Url::as_str))
-            .field(
-                "status",
-                &e.response.as_ref().map(reqwest::Response::status),
-            )
+            .field("status", &Error::status_of(e))
             .field(
                 "headers",
                 &e.response.as_ref().map(|r| redact::headers(r.headers())),

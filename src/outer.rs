@@ -37,7 +37,7 @@ use crate::classify::{Class, Delivery};
 use crate::classify::{is_tower_timeout, layer_error};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::hook::BoxFuture;
-use crate::read::{InMemory, Success};
+use crate::read::Success;
 use crate::telemetry::ErrorType;
 
 /// One call as the outer layers see it: the request, and the call ready to run it.
@@ -72,6 +72,8 @@ impl fmt::Debug for Exchange {
 pub struct Exchanged {
     status: StatusCode,
     output: Box<dyn Any + Send>,
+    /// Finds the response in `output`, whose type only the call that made it knows.
+    response_of: fn(&(dyn Any + Send)) -> Option<&reqwest::Response>,
 }
 
 impl Exchanged {
@@ -80,11 +82,10 @@ impl Exchanged {
         self.status
     }
 
-    /// The response, when the call was sent with `send`, `send_buffered` or
-    /// `Client::execute` (`None` for readers that return something else).
+    /// The response, when the call was sent with `send`, `send_buffered`, `bytes`, `text`,
+    /// `json` or `Client::execute` (`None` for readers that return something else).
     pub fn response(&self) -> Option<&reqwest::Response> {
-        let in_memory = || self.output.downcast_ref().map(|o: &InMemory| &o.response);
-        self.output.downcast_ref().or_else(in_memory)
+        (self.response_of)(&*self.output)
     }
 }
 
@@ -147,6 +148,7 @@ where
                 Ok(Exchanged {
                     status: output.status(),
                     output: Box::new(output),
+                    response_of: response_of::<O>,
                 })
             }),
             Err(error) => Box::pin(std::future::ready(Err(error))),
@@ -163,6 +165,11 @@ where
             ),
         }
     })
+}
+
+/// The response in a call's `output` of type `O`, if it keeps one.
+fn response_of<O: Success>(output: &(dyn Any + Send)) -> Option<&reqwest::Response> {
+    output.downcast_ref::<O>().and_then(Success::response)
 }
 
 fn outer_error(error: BoxError, method: &http::Method, url: &url::Url) -> Error {

@@ -745,3 +745,233 @@ fn racing_openers_agree_on_the_open_duration() {
         assert!(wait <= Duration::from_secs(10), "open for {wait:?}");
     }
 }
+
+// ---- Issue 22 ------------------------------------------------------------------------------
+
+#[cfg(feature = "reqwest-middleware")]
+mod common;
+
+/// Everything logged at ERROR while `f` runs on this thread, one line each.
+#[cfg(feature = "reqwest-middleware")]
+async fn errors_logged<F: std::future::Future>(f: F) -> (F::Output, Vec<String>) {
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::ERROR)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let output = f.await;
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    (output, text.lines().map(str::to_owned).collect())
+}
+
+/// Item 4: a panic in `on_state_change` does not reach the caller: the transition happens all
+/// the same, and the panic is logged at ERROR once per breaker.
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test(start_paused = true)]
+async fn a_panicking_state_change_callback_never_reaches_the_caller() {
+    use common::{Caller, Via};
+
+    for via in [Via::Client, Via::Middleware] {
+        let server = FaultServer::start().await.unwrap();
+        server.script("/down", [Reply::status(503)]);
+        let changes = Arc::new(Mutex::new(Vec::new()));
+        let seen = changes.clone();
+        let config = BreakerConfig::builder()
+            .min_calls(1)
+            .window(Window::Calls(10))
+            .on_state_change(move |change: &StateChange| {
+                seen.lock().unwrap().push((change.from, change.to));
+                panic!("a bug in the callback");
+            })
+            .build()
+            .unwrap();
+        let caller = Caller::new(
+            via,
+            Client::builder()
+                .retry(RetryPolicy::never())
+                .circuit_breaker(config),
+        );
+        let url = server.url("/down");
+        let (kinds, logged) = errors_logged(async {
+            let mut kinds = Vec::new();
+            // Opens; turned away; after 5 s a probe goes, fails, and it opens again.
+            for wait in [Duration::ZERO, Duration::ZERO, Duration::from_secs(5)] {
+                tokio::time::sleep(wait).await;
+                kinds.push(caller.get(&url, None).await.unwrap_err().kind());
+            }
+            kinds
+        })
+        .await;
+        assert_eq!(
+            kinds,
+            [ErrorKind::Status, ErrorKind::CircuitOpen, ErrorKind::Status],
+            "{via:?}"
+        );
+        assert_eq!(
+            *changes.lock().unwrap(),
+            [
+                (State::Closed, State::Open),
+                (State::Open, State::HalfOpen),
+                (State::HalfOpen, State::Open)
+            ],
+            "{via:?}: every transition happened"
+        );
+        assert_eq!(server.hits("/down"), 2, "{via:?}");
+        let panics: Vec<_> = logged
+            .iter()
+            .filter(|line| line.contains("on_state_change"))
+            .collect();
+        assert_eq!(panics.len(), 1, "{via:?}: once per breaker: {logged:#?}");
+        assert!(panics[0].contains("ERROR"), "{}", panics[0]);
+        assert!(panics[0].contains("a bug in the callback"), "{}", panics[0]);
+        assert!(
+            panics[0].contains(&format!("http://{}", server.addr())),
+            "{}",
+            panics[0]
+        );
+    }
+}
+
+/// Item 6: a 429 means "slow down", not "unhealthy": by default 16 of them in a row (with
+/// and without `Retry-After`) do not open the breaker; they hold and back off as before.
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test(start_paused = true)]
+async fn a_429_does_not_open_the_breaker_by_default() {
+    use common::{Caller, Via};
+
+    for via in [Via::Client, Via::Middleware] {
+        for retry_after in [None, Some(1)] {
+            let server = FaultServer::start().await.unwrap();
+            let reply = match retry_after {
+                Some(secs) => Reply::status(429).retry_after_secs(secs),
+                None => Reply::status(429),
+            };
+            server.script("/limited", [reply]);
+            let config = BreakerConfig::builder()
+                .min_calls(10)
+                .window(Window::Calls(20))
+                .build()
+                .unwrap();
+            let caller = Caller::new(
+                via,
+                Client::builder()
+                    .retry(RetryPolicy::never())
+                    .circuit_breaker(config),
+            );
+            let url = server.url("/limited");
+            for call in 0..16 {
+                let err = caller.get(&url, None).await.unwrap_err();
+                assert_eq!(
+                    (err.kind(), err.status().map(|s| s.as_u16())),
+                    (ErrorKind::Status, Some(429)),
+                    "{via:?} {retry_after:?} call {call}: {err}"
+                );
+            }
+            assert_eq!(server.hits("/limited"), 16, "{via:?} {retry_after:?}");
+            if let Caller::Client(client) = &caller {
+                let key = format!("http://{}", server.addr());
+                let handle = client.breakers().unwrap().get(&key).unwrap();
+                assert_eq!(handle.state(), State::Closed, "{retry_after:?}");
+                assert_eq!(handle.counts().failures, 0, "{retry_after:?}");
+            }
+        }
+    }
+}
+
+/// Item 6, opted in: a policy that counts 429s opens on them, through the client and the
+/// middleware (the policy's setting and the file's key), and the layer (the breaker's own).
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test(start_paused = true)]
+async fn a_policy_may_count_429_as_a_breaker_failure() {
+    use common::{Caller, Via};
+    use resilient_http::policy::EndpointPolicy;
+
+    let config = || {
+        BreakerConfig::builder()
+            .min_calls(10)
+            .window(Window::Calls(20))
+            .build()
+            .unwrap()
+    };
+    type MakeBuilder = Box<dyn Fn() -> resilient_http::ClientBuilder>;
+    #[cfg_attr(not(feature = "config"), allow(unused_mut))]
+    let mut builders: Vec<(&str, MakeBuilder)> = vec![
+        (
+            "policy",
+            Box::new(move || {
+                Client::builder()
+                    .retry(RetryPolicy::never())
+                    .circuit_breaker(config())
+                    .default_policy(EndpointPolicy::new().breaker_count_429(true))
+            }),
+        ),
+        (
+            "breaker config",
+            Box::new(move || {
+                let counting = config().to_builder().count_429(true).build().unwrap();
+                Client::builder()
+                    .retry(RetryPolicy::never())
+                    .circuit_breaker(counting)
+            }),
+        ),
+    ];
+    #[cfg(feature = "config")]
+    builders.push((
+        "file",
+        Box::new(move || {
+            Client::builder()
+                .retry(RetryPolicy::never())
+                .circuit_breaker(config())
+                .config_toml("[default.breaker]\ncount_429 = true\n")
+        }),
+    ));
+    for (how, builder) in &builders {
+        for via in [Via::Client, Via::Middleware] {
+            for retry_after in [None, Some(1)] {
+                let server = FaultServer::start().await.unwrap();
+                let reply = match retry_after {
+                    Some(secs) => Reply::status(429).retry_after_secs(secs),
+                    None => Reply::status(429),
+                };
+                server.script("/limited", [reply]);
+                let caller = Caller::new(via, builder());
+                let url = server.url("/limited");
+                let mut kinds = Vec::new();
+                for _ in 0..16 {
+                    kinds.push(caller.get(&url, None).await.unwrap_err().kind());
+                }
+                let statuses = kinds.iter().filter(|k| **k == ErrorKind::Status).count();
+                assert_eq!(statuses, 10, "{how} {via:?} {retry_after:?}: {kinds:?}");
+                assert_eq!(kinds[10..], [ErrorKind::CircuitOpen; 6], "{how} {via:?}");
+                assert_eq!(server.hits("/limited"), 10, "{how} {via:?} {retry_after:?}");
+            }
+        }
+    }
+
+    // The layer on its own: by default a 429 counts as nothing; counted, it opens.
+    for (count, opens) in [(false, false), (true, true)] {
+        let endpoint = Endpoint::new();
+        let counting = config().to_builder().count_429(count).build().unwrap();
+        let (stack, registry) = build(counting, &endpoint);
+        endpoint.answer(Next::Status(429));
+        for _ in 0..10 {
+            call(&stack, A).await.unwrap_err();
+        }
+        let expected = if opens { State::Open } else { State::Closed };
+        assert_eq!(state(&registry, A), expected, "count_429({count})");
+    }
+}

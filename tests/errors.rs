@@ -595,3 +595,397 @@ fn every_service_hands_out_the_one_it_wraps() {
     let _: &reqwest::Client = service.get_ref();
     let _: reqwest::Client = service.into_inner();
 }
+
+// ---- Issue 22: errors that say what they know -------------------------------------------
+
+use resilient_http::policy::EndpointPolicy;
+
+/// Either way a call runs: the client's own, or `ResilientMiddleware` in a chain.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Via {
+    Client,
+    #[cfg(feature = "reqwest-middleware")]
+    Middleware,
+}
+
+const VIAS: &[Via] = &[
+    Via::Client,
+    #[cfg(feature = "reqwest-middleware")]
+    Via::Middleware,
+];
+
+/// Sends `method` to `url` (with `body`, if any) through a caller built from `builder`, and
+/// reads the body. Every caller is built anew: its breakers and guards are its own.
+async fn send_via(
+    via: Via,
+    builder: resilient_http::ClientBuilder,
+    method: http::Method,
+    url: &str,
+    body: Option<reqwest::Body>,
+) -> Result<String, Error> {
+    send_with_caller(&Caller::new(via, builder), method, url, body).await
+}
+
+#[derive(Clone)]
+enum Caller {
+    Client(Client),
+    #[cfg(feature = "reqwest-middleware")]
+    Middleware(reqwest_middleware::ClientWithMiddleware),
+}
+
+impl Caller {
+    fn new(via: Via, builder: resilient_http::ClientBuilder) -> Self {
+        match via {
+            Via::Client => Caller::Client(builder.build().unwrap()),
+            #[cfg(feature = "reqwest-middleware")]
+            Via::Middleware => {
+                let http = reqwest::Client::builder()
+                    .retry(reqwest::retry::never())
+                    .redirect(resilient_http::redirect::policy())
+                    .build()
+                    .unwrap();
+                let resilience =
+                    resilient_http::middleware::ResilientMiddleware::new(builder).unwrap();
+                Caller::Middleware(
+                    reqwest_middleware::ClientBuilder::new(http)
+                        .with(resilience)
+                        .build(),
+                )
+            }
+        }
+    }
+}
+
+async fn send_with_caller(
+    caller: &Caller,
+    method: http::Method,
+    url: &str,
+    body: Option<reqwest::Body>,
+) -> Result<String, Error> {
+    let response = match caller {
+        Caller::Client(client) => {
+            let mut request = client.request(method, url);
+            if let Some(body) = body {
+                request = request.body(body);
+            }
+            request.send().await?
+        }
+        #[cfg(feature = "reqwest-middleware")]
+        Caller::Middleware(client) => {
+            let mut request = client.request(method, url);
+            if let Some(body) = body {
+                request = request.body(body);
+            }
+            match request.send().await {
+                Ok(response) => response,
+                Err(reqwest_middleware::Error::Middleware(err)) => {
+                    return Err(err.downcast::<Error>().expect("a typed error"));
+                }
+                Err(reqwest_middleware::Error::Reqwest(err)) => return Err(err.into()),
+            }
+        }
+    };
+    Ok(response.text().await?)
+}
+
+/// Item 14: a body that does not decode is an error like every other: it names the method,
+/// the policy and the attempt, and its `Debug` shows the status `status()` returns.
+#[cfg(feature = "json")]
+#[tokio::test]
+async fn a_body_that_does_not_decode_names_the_method_the_policy_and_the_attempt() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/items/4", [Reply::ok("not json")]);
+    let client = Client::builder()
+        .retry(three_attempts())
+        .endpoint(
+            "items",
+            resilient_http::policy::Matcher::new().path("/items/*"),
+            EndpointPolicy::new(),
+        )
+        .build()
+        .unwrap();
+    let url = server.url("/items/4");
+    let err = client
+        .get(&url)
+        .json::<serde_json::Value>()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode);
+    assert_eq!(err.class(), Class::Permanent);
+    assert_eq!(err.method(), Some(&http::Method::GET), "{err}");
+    assert_eq!(err.policy(), Some("items"), "{err}");
+    assert_eq!(err.status(), Some(http::StatusCode::OK));
+    assert_eq!(err.attempts().len(), 1, "{err}");
+    let line = err.to_string();
+    let prefix = format!("GET {url} (policy items) failed after 1 attempt in ");
+    assert!(line.starts_with(&prefix), "{line}");
+    assert!(line.contains("could not be decoded"), "{line}");
+    let debug = format!("{err:?}");
+    assert!(debug.contains("status: Some(200)"), "{debug}");
+    assert_eq!(server.hits("/items/4"), 1, "permanent: not retried");
+}
+
+/// Item 15: a retry skipped because the body cannot be sent twice keeps the answer that
+/// called for it (status, headers, body), as `BudgetExhausted` does.
+#[tokio::test(start_paused = true)]
+async fn not_replayable_after_a_503_keeps_its_status_headers_and_body() {
+    for &via in VIAS {
+        let server = FaultServer::start().await.unwrap();
+        server.script(
+            "/upload",
+            [Reply::status(503)
+                .header("x-request-id", "r-7")
+                .body("busy, come back")],
+        );
+        let builder = Client::builder()
+            .retry(three_attempts())
+            .default_policy(EndpointPolicy::new().replay_buffer(0));
+        let body = reqwest::Body::wrap(http_body_util::Full::new(bytes::Bytes::from("data")));
+        let mut err = send_via(
+            via,
+            builder,
+            http::Method::PUT,
+            &server.url("/upload"),
+            Some(body),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BodyNotReplayable, "{via:?}: {err}");
+        assert_eq!(
+            err.status(),
+            Some(http::StatusCode::SERVICE_UNAVAILABLE),
+            "{via:?}: {err}"
+        );
+        let headers = err.headers().expect("the 503's headers");
+        assert_eq!(headers["x-request-id"], "r-7", "{via:?}");
+        assert!(err.to_string().contains("503"), "{via:?}: {err}");
+        let body = err.read_body(1024).await.expect("the 503's body");
+        assert_eq!(&body[..], b"busy, come back", "{via:?}");
+        assert_eq!(server.hits("/upload"), 1, "{via:?}");
+    }
+}
+
+/// Item 16: a call the guards turned away before anything went out says "not sent", and a
+/// call with attempts that went out counts only those.
+#[tokio::test(start_paused = true)]
+async fn refusals_that_sent_nothing_say_not_sent() {
+    use resilient_http::breaker::{BreakerConfig, Window};
+    use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
+
+    let strict = || {
+        BreakerConfig::builder()
+            .min_calls(1)
+            .window(Window::Calls(10))
+            .build()
+            .unwrap()
+    };
+    for &via in VIAS {
+        // The breaker: the first call's 503 opens it; the second call is turned away.
+        let server = FaultServer::start().await.unwrap();
+        server.script("/down", [Reply::status(503)]);
+        let caller = Caller::new(
+            via,
+            Client::builder()
+                .retry(RetryPolicy::never())
+                .circuit_breaker(strict()),
+        );
+        let url = server.url("/down");
+        send_with_caller(&caller, http::Method::GET, &url, None)
+            .await
+            .unwrap_err();
+        let err = send_with_caller(&caller, http::Method::GET, &url, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::CircuitOpen, "{via:?}");
+        let line = err.to_string();
+        assert!(
+            line.starts_with(&format!("GET {url} not sent: circuit open: ")),
+            "{via:?}: {line}"
+        );
+        assert!(!line.contains("attempt"), "{via:?}: {line}");
+        // The history still says what happened: one attempt, turned away.
+        assert_eq!(err.attempts().len(), 1, "{via:?}");
+        assert_eq!(err.attempts()[0].delivery, Delivery::NotSent);
+        assert!(!err.attempts()[0].went_out(), "{via:?}");
+        assert_eq!(server.hits("/down"), 1, "{via:?}");
+
+        // A 503 opens it, the retry is turned away: one attempt went out.
+        let server = FaultServer::start().await.unwrap();
+        server.script("/down", [Reply::status(503)]);
+        let url = server.url("/down");
+        let builder = Client::builder()
+            .retry(three_attempts())
+            .circuit_breaker(strict());
+        let err = send_via(via, builder, http::Method::GET, &url, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::CircuitOpen, "{via:?}");
+        assert_eq!(err.attempts().len(), 2, "{via:?}");
+        let line = err.to_string();
+        assert!(
+            line.starts_with(&format!("GET {url} failed after 1 attempt in ")),
+            "{via:?}: {line}"
+        );
+
+        // The rate limit: one request a minute; the second call cannot wait that long.
+        let server = FaultServer::start().await.unwrap();
+        let url = server.url("/limited");
+        let limited = EndpointPolicy::new().rate_limit(RateLimitConfig::new(1, 60 * SECOND));
+        let caller = Caller::new(
+            via,
+            Client::builder()
+                .retry(RetryPolicy::never())
+                .total_deadline(SECOND)
+                .default_policy(limited),
+        );
+        send_with_caller(&caller, http::Method::GET, &url, None)
+            .await
+            .unwrap();
+        let err = send_with_caller(&caller, http::Method::GET, &url, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RateLimited, "{via:?}");
+        let line = err.to_string();
+        assert!(
+            line.starts_with(&format!("GET {url} not sent: rate limited: ")),
+            "{via:?}: {line}"
+        );
+        assert_eq!(server.hits("/limited"), 1, "{via:?}");
+
+        // The bulkhead: one place, held 500 ms; the second call gives up after 100 ms.
+        let server = FaultServer::start().await.unwrap();
+        server.script("/full", [Reply::ok("x").delay(500 * MS)]);
+        let url = server.url("/full");
+        let one = EndpointPolicy::new().bulkhead(BulkheadConfig::new(1, 100 * MS));
+        let caller = Caller::new(
+            via,
+            Client::builder()
+                .retry(RetryPolicy::never())
+                .default_policy(one),
+        );
+        let (first, second) = tokio::join!(
+            send_with_caller(&caller, http::Method::GET, &url, None),
+            send_with_caller(&caller, http::Method::GET, &url, None),
+        );
+        first.unwrap();
+        let err = second.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BulkheadFull, "{via:?}");
+        let line = err.to_string();
+        assert!(
+            line.starts_with(&format!("GET {url} not sent: bulkhead full: ")),
+            "{via:?}: {line}"
+        );
+        assert_eq!(server.hits("/full"), 1, "{via:?}");
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Item 17: an invalid request or response says why in its message (redacted), not two
+/// `source()` levels down.
+#[tokio::test]
+async fn invalid_requests_and_responses_say_why_in_their_message() {
+    // A host that is no valid international domain name, with a secret in the query.
+    let err = client()
+        .get("http://xn--a.example/x?token=query-secret")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    let line = err.to_string();
+    assert!(
+        line.contains("invalid request: invalid international domain name"),
+        "{line}"
+    );
+    assert_no_secrets(&err);
+
+    let server = FaultServer::start().await.unwrap();
+    server.script("/oops", [Reply::raw(&b"HTTP/1.1 OOPS\r\n\r\n"[..])]);
+    let err = client().get(server.url("/oops")).send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+    let line = err.to_string();
+    assert!(
+        line.contains("invalid response: invalid HTTP status-code parsed"),
+        "{line}"
+    );
+}
+
+/// Item 8: each redirect error says what it is, and names the URL the caller asked for
+/// (redacted), not the last hop.
+#[tokio::test]
+async fn each_redirect_error_says_what_it_is_and_names_the_callers_url() {
+    for &via in VIAS {
+        let server = FaultServer::start().await.unwrap();
+        // 11 redirects in a row, one more than the limit.
+        for hop in 0..11 {
+            server.script(
+                &format!("/hop/{hop}"),
+                [Reply::status(302).header("location", format!("/hop/{}", hop + 1))],
+            );
+        }
+        let asked = format!("{}?token=query-secret", server.url("/hop/0"));
+        let shown = format!("{}?token=REDACTED", server.url("/hop/0"));
+        let builder = Client::builder().retry(three_attempts());
+        let err = send_via(via, builder, http::Method::GET, &asked, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), Class::Permanent, "{via:?}: {err}");
+        assert_eq!(
+            err.url().map(|u| u.as_str()),
+            Some(&*shown),
+            "{via:?}: {err}"
+        );
+        let line = err.to_string();
+        assert!(
+            line.starts_with(&format!("GET {shown} ")),
+            "{via:?}: {line}"
+        );
+        assert!(line.contains("too many redirects"), "{via:?}: {line}");
+        assert!(!line.contains("credentials"), "{via:?}: {line}");
+        assert_no_secrets(&err);
+        assert_eq!(server.hits("/hop/10"), 1, "{via:?}: not retried");
+
+        // Two hops, then a target with user info.
+        server.script(
+            "/cred/0",
+            [Reply::status(302).header("location", "/cred/1")],
+        );
+        server.script(
+            "/cred/1",
+            [Reply::status(302).header(
+                "location",
+                format!("http://bob:hunter2@{}/x", server.addr()),
+            )],
+        );
+        let url = server.url("/cred/0");
+        let builder = Client::builder().retry(three_attempts());
+        let err = send_via(via, builder, http::Method::GET, &url, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), Class::Permanent, "{via:?}: {err}");
+        assert_eq!(err.url().map(|u| u.as_str()), Some(&*url), "{via:?}: {err}");
+        let line = err.to_string();
+        assert!(line.contains("user info"), "{via:?}: {line}");
+        assert!(!line.contains("too many"), "{via:?}: {line}");
+        assert_no_secrets(&err);
+
+        // A Location reqwest cannot follow: a scheme other than http(s). (Before, the error
+        // named the target and called it an invalid request.)
+        for (path, location, says) in [("/bad-scheme", "ftp://127.0.0.1/x", "\"ftp\"")] {
+            server.script(path, [Reply::status(302).header("location", location)]);
+            let url = server.url(path);
+            let builder = Client::builder().retry(three_attempts());
+            let err = send_via(via, builder, http::Method::GET, &url, None)
+                .await
+                .unwrap_err();
+            assert_eq!(err.class(), Class::Permanent, "{via:?} {path}: {err}");
+            assert_eq!(err.url().map(|u| u.as_str()), Some(&*url), "{via:?}: {err}");
+            let line = err.to_string();
+            assert!(line.contains("Location"), "{via:?} {path}: {line}");
+            assert!(line.contains(says), "{via:?} {path}: {line}");
+            assert!(!line.contains("credentials"), "{via:?} {path}: {line}");
+            assert_eq!(server.hits(path), 1, "{via:?} {path}: not retried");
+        }
+    }
+}

@@ -140,6 +140,7 @@ mod policy_file {
         ("min_calls", Kind::Count(1, 10_000)),
         ("open_for", Kind::Span("1h")),
         ("half_open_probes", Kind::Count(1, 1023)),
+        ("count_429", Kind::Bool),
         ("key", Kind::Text),
     ];
     const BUDGET: &[(&str, Kind)] = &[

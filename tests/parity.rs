@@ -582,6 +582,31 @@ fn scenarios() -> Vec<Scenario> {
             .hedged(3, 1)
             .expect("2 hits: 200 x ×2 in 50ms")
         },
+        // A 429 is a rate limiter's "slow down", not a failing endpoint: under a breaker
+        // that opens on one counted failure, the next call still goes out (issue 22, item 6).
+        Scenario {
+            calls: 2,
+            ..Scenario::get("429 is no breaker failure", vec![Reply::status(429), Reply::ok("x")])
+                .setup(|s| {
+                    s.strict_breaker = true;
+                    s.attempts = 1;
+                })
+                .expect("2 hits: status 429 transient delivered ×1 / 200 x ×1")
+        },
+        // A policy that counts 429s opens on one (the paths with policies).
+        Scenario {
+            calls: 2,
+            ..Scenario::get("429 counted by the policy", vec![Reply::status(429), Reply::ok("x")])
+                .setup(|s| {
+                    s.strict_breaker = true;
+                    s.attempts = 1;
+                    s.policy = EndpointPolicy::new().breaker_count_429(true);
+                })
+                .paths(RULES)
+                .expect(
+                    "1 hit: status 429 transient delivered ×1 / circuit_open transient never sent ×1",
+                )
+        },
     ]
 }
 

@@ -54,6 +54,7 @@ pub struct BreakerConfig {
     pub(super) max_open_duration: Duration,
     pub(super) half_open_probes: u32,
     pub(super) max_breakers: usize,
+    pub(super) count_429: bool,
     pub(super) on_state_change: Option<Callback>,
 }
 
@@ -71,6 +72,7 @@ impl BreakerConfig {
             && self.max_open_duration == other.max_open_duration
             && self.half_open_probes == other.half_open_probes
             && self.max_breakers == other.max_breakers
+            && self.count_429 == other.count_429
     }
 }
 
@@ -86,6 +88,7 @@ impl fmt::Debug for BreakerConfig {
             .field("max_open_duration", &self.max_open_duration)
             .field("half_open_probes", &self.half_open_probes)
             .field("max_breakers", &self.max_breakers)
+            .field("count_429", &self.count_429)
             .field("on_state_change", &self.on_state_change.is_some())
             .finish()
     }
@@ -93,7 +96,7 @@ impl fmt::Debug for BreakerConfig {
 
 impl Default for BreakerConfig {
     /// Last 100 calls, at least 20 of them, 50 % failures; slow calls not counted; open 5 s
-    /// doubling to 60 s; one probe; at most 1024 endpoints.
+    /// doubling to 60 s; one probe; at most 1024 endpoints; a 429 is no failure.
     fn default() -> Self {
         BreakerConfig {
             window: Window::Calls(100),
@@ -105,6 +108,7 @@ impl Default for BreakerConfig {
             max_open_duration: Duration::from_secs(60),
             half_open_probes: 1,
             max_breakers: 1024,
+            count_429: false,
             on_state_change: None,
         }
     }
@@ -124,6 +128,12 @@ impl BreakerConfig {
     /// The most endpoints with a breaker of their own.
     pub(crate) fn max_breakers(&self) -> usize {
         self.max_breakers
+    }
+
+    /// Whether a `429 Too Many Requests` counts as a failure (see
+    /// [`BreakerConfigBuilder::count_429`]).
+    pub(crate) fn counts_429(&self) -> bool {
+        self.count_429
     }
 
     /// How long the circuit stays open after its `n`-th consecutive opening (0 for the first).
@@ -202,8 +212,19 @@ impl BreakerConfigBuilder {
         self
     }
 
+    /// Whether a `429 Too Many Requests` counts as a failure (default `false`). A 429 is a
+    /// rate limiter saying "slow down", not an endpoint that is down: by default it counts as
+    /// neither failure nor success, while the call still backs off (and a `Retry-After` holds
+    /// the endpoint) as before. Set it for a server whose 429s do mean it is overwhelmed.
+    /// The policy's `breaker_count_429`, the file's `count_429` in `[….breaker]`.
+    pub fn count_429(mut self, yes: bool) -> Self {
+        self.0.count_429 = yes;
+        self
+    }
+
     /// Calls `f` on every state change, after the `tracing` event. Keep it quick: it runs on
-    /// the request path.
+    /// the request path. A panic in it does not reach the call that made the change, nor undo
+    /// the change: it is logged at ERROR, once per breaker.
     pub fn on_state_change(mut self, f: impl Fn(&StateChange) + Send + Sync + 'static) -> Self {
         self.0.on_state_change = Some(Arc::new(f));
         self

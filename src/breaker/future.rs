@@ -6,6 +6,9 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
+use http::StatusCode;
+
+use super::BreakerConfig;
 use super::state::{Breaker, Permit, Verdict};
 use crate::classify::Class;
 use crate::error::{Error, ErrorKind};
@@ -75,27 +78,34 @@ where
         };
         let result = ready!(inner.poll(cx));
         if let Some((breaker, permit, started)) = this.guard.take() {
-            breaker.record(permit, verdict(&result), started);
+            let verdict = match &result {
+                Ok(_) => Verdict::Success,
+                Err(error) => breaker.error_verdict(error),
+            };
+            breaker.record(permit, verdict, started);
         }
         Poll::Ready(result)
     }
 }
 
-/// Transient failures count against the endpoint; permanent ones (a 404 is the caller's
-/// problem) count as successes; a deadline cut short by the caller's budget counts as neither.
-pub(crate) fn verdict<T>(result: &Result<T, Error>) -> Verdict {
-    match result {
-        Ok(_) => Verdict::Success,
-        Err(error) => error_verdict(error),
-    }
-}
-
-/// What a failed attempt tells the breaker.
-pub(crate) fn error_verdict(error: &Error) -> Verdict {
+/// What a failed attempt tells a breaker set up as `config`: transient failures count against
+/// the endpoint; permanent ones (a 404 is the caller's problem) count as successes; a deadline
+/// cut short by the caller's budget, a hook of the caller's that failed, and (unless
+/// `config` counts them) a `429`, count as neither. The one rule for the client's call and
+/// the layer.
+pub(crate) fn error_verdict(error: &Error, config: &BreakerConfig) -> Verdict {
     match error {
         // The caller's deadline, or code of the caller's that failed: not the endpoint's doing.
         e if matches!(e.kind(), ErrorKind::DeadlineExceeded | ErrorKind::Hook) => Verdict::Ignored,
+        // A rate limiter's "slow down": the endpoint is not down. Neither a failure nor a
+        // success (which would dilute real failures in the window).
+        e if is_429(e) && !config.counts_429() => Verdict::Ignored,
         e if e.class() == Class::Transient => Verdict::Failure,
         _ => Verdict::Success,
     }
+}
+
+/// A `429 Too Many Requests` answer.
+fn is_429(error: &Error) -> bool {
+    error.kind() == ErrorKind::Status && error.status() == Some(StatusCode::TOO_MANY_REQUESTS)
 }

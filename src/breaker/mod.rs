@@ -5,9 +5,12 @@
 //! - **Closed**: calls go through; their outcomes enter a sliding [`Window`]. When the window
 //!   holds at least `min_calls` and the share of failures reaches `failure_rate` (or the share
 //!   of slow calls reaches `slow_call_rate`, if slow calls are counted), the breaker opens.
-//!   Failures are the classifier's [transient](crate::Class::Transient) outcomes (5xx, 429,
+//!   Failures are the classifier's [transient](crate::Class::Transient) outcomes (5xx,
 //!   timeouts, connect errors). Permanent ones (404, 400) are the caller's problem and count as
-//!   successes; an attempt cut short by the caller's own total deadline counts as neither.
+//!   successes; an attempt cut short by the caller's own total deadline counts as neither, and
+//!   so does a `429 Too Many Requests` (a rate limiter's "slow down", not an endpoint that is
+//!   down; the call still backs off and holds) unless
+//!   [`count_429`](BreakerConfigBuilder::count_429) is set.
 //! - **Open**: calls fail at once with [`ErrorKind::CircuitOpen`](crate::ErrorKind::CircuitOpen),
 //!   naming the endpoint and the time until the next probe ([`Error::retry_after`]); nothing
 //!   touches the network. The first opening lasts `open_duration` (5 s); each re-opening from

@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -173,6 +173,8 @@ pub(crate) struct Breaker {
     base: Instant,
     /// The registry epoch of the last use, for evicting idle breakers.
     pub(super) last_used: AtomicU64,
+    /// Whether `on_state_change` panicked once already: logged the first time only.
+    callback_panicked: AtomicBool,
 }
 
 impl fmt::Debug for Breaker {
@@ -197,6 +199,7 @@ impl Breaker {
             outcomes,
             base: Instant::now(),
             last_used: AtomicU64::new(0),
+            callback_panicked: AtomicBool::new(false),
         }
     }
 
@@ -301,6 +304,12 @@ impl Breaker {
         rejection
             .into_error(&self.key)
             .with_request(request.method(), request.url())
+    }
+
+    /// What `error`, a call's failure, tells this breaker: see [`error_verdict`](super::error_verdict).
+    #[inline]
+    pub(crate) fn error_verdict(&self, error: &crate::Error) -> Verdict {
+        super::error_verdict(error, &self.config)
     }
 
     /// Reports how the call behind `permit` ended; `started` is what
@@ -457,11 +466,23 @@ impl Breaker {
         #[cfg(feature = "metrics")]
         crate::telemetry::meters::breaker_state(&self.key, to);
         if let Some(callback) = &self.config.on_state_change {
-            callback(&StateChange {
+            let change = StateChange {
                 key: self.key.clone(),
                 from,
                 to,
-            });
+            };
+            // The transition is made; a panic of the user's callback must not reach the call
+            // that happened to make it (it is no fault of that call's), nor undo it. Logged
+            // once per breaker: a callback that always panics would log on every transition.
+            if let Err(panic) = crate::caught::panicked(|| callback(&change))
+                && !self.callback_panicked.swap(true, Ordering::Relaxed)
+            {
+                tracing::error!(
+                    endpoint = %self.key, ?from, ?to, panic = %crate::redact::text(&panic),
+                    "the circuit breaker's on_state_change callback panicked; the state changed \
+                     all the same (logged once per breaker)"
+                );
+            }
         }
     }
 }

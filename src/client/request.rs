@@ -214,29 +214,18 @@ impl RequestBuilder {
         async move { Ok(pending.await?.text().await?) }
     }
 
-    /// The body decoded from JSON, read inside each attempt (see
+    /// The body decoded from JSON, read and decoded inside each attempt (see
     /// [`send_buffered`](Self::send_buffered)). A body that does not decode is a permanent
-    /// [`ErrorKind::Decode`](crate::ErrorKind::Decode) carrying the status; it is not retried.
+    /// [`ErrorKind::Decode`](crate::ErrorKind::Decode), an attempt that failed like any other:
+    /// it is not retried, and the error carries the status, the request, the policy and the
+    /// attempts.
     #[cfg(feature = "json")]
     #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
-    pub fn json<T: serde::de::DeserializeOwned>(
+    pub fn json<T: serde::de::DeserializeOwned + Send + 'static>(
         self,
     ) -> impl Future<Output = Result<T, Error>> + Send {
-        let call = self.run(Reader::in_memory(), true);
-        async move {
-            let crate::read::InMemory { response, body } = call.await?;
-            let status = response.status();
-            let decode = |body: &[u8], url: &url::Url| {
-                serde_json::from_slice(body).map_err(|e| Error::decode(e, status, url))
-            };
-            match body {
-                Some(body) => decode(&body, response.url()),
-                None => {
-                    let url = response.url().clone();
-                    decode(&response.bytes().await?, &url)
-                }
-            }
-        }
+        let call = self.run(Reader::Decode(decode_json::<T>), true);
+        async move { Ok(call.await?.value) }
     }
 
     /// Runs `read` on each attempt's response, **inside the attempt**, and resolves to what it
@@ -307,6 +296,18 @@ impl RequestBuilder {
             },
             Some(outer) => State::Outer(crate::outer::run(outer, request, start)),
         }
+    }
+}
+
+/// `response`'s JSON `body`, decoded: `json`'s decoder, run inside the attempt.
+#[cfg(feature = "json")]
+fn decode_json<T: serde::de::DeserializeOwned + Send + 'static>(
+    response: reqwest::Response,
+    body: &[u8],
+) -> Result<crate::read::Decoded<T>, Error> {
+    match serde_json::from_slice(body) {
+        Ok(value) => Ok(crate::read::Decoded { response, value }),
+        Err(error) => Err(Error::decode(error, &response)),
     }
 }
 

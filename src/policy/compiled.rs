@@ -93,6 +93,7 @@ impl CompiledPolicy {
             breaker_min_calls,
             breaker_open_for,
             breaker_half_open_probes,
+            breaker_count_429,
             breaker_key,
             retry_budget,
             retry_budget_enabled,
@@ -160,6 +161,9 @@ impl CompiledPolicy {
             }
             if let Some(probes) = *breaker_half_open_probes {
                 config = config.half_open_probes(probes);
+            }
+            if let Some(yes) = *breaker_count_429 {
+                config = config.count_429(yes);
             }
             let disabled_by_builder = base.breaker.is_none() && breaker_enabled.is_none();
             if disabled_by_builder {

@@ -206,6 +206,7 @@ macro_rules! policy_table {
                     breaker_min_calls: breaker.min_calls,
                     breaker_open_for: breaker.open_for,
                     breaker_half_open_probes: breaker.half_open_probes,
+                    breaker_count_429: breaker.count_429,
                     breaker_key: breaker.key,
                     retry_budget: budget.config(),
                     retry_budget_enabled: budget.enabled,
@@ -264,6 +265,7 @@ struct RawBreaker {
     open_for: Option<Duration>,
     #[serde(default, deserialize_with = "half_open_probes")]
     half_open_probes: Option<u32>,
+    count_429: Option<bool>,
     key: Option<String>,
 }
 

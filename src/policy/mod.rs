@@ -148,6 +148,12 @@ settings! {
     breaker_open_for: Duration, within bounds::OPEN_DURATION;
     /// Trial calls in half-open (1 to 1023).
     breaker_half_open_probes: u32, within bounds::HALF_OPEN_PROBES;
+    /// Whether a `429 Too Many Requests` counts as a breaker failure (default false: a rate
+    /// limiter's "slow down" is not an endpoint that is down; the call still backs off and
+    /// a `Retry-After` holds the endpoint). See
+    /// [`BreakerConfigBuilder::count_429`](crate::breaker::BreakerConfigBuilder::count_429);
+    /// the file's `count_429` in `[….breaker]`.
+    breaker_count_429: bool;
     breaker_key: String [own setter];
     /// The endpoint's retry budget: retries may add `ratio` of the first attempts plus
     /// `min_per_second`, over `window` (default 0.2, 10, 10 s); when it is spent, a transient

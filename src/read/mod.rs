@@ -24,11 +24,19 @@ pub(crate) trait Success: Send + 'static {
     fn status(&self) -> StatusCode;
     /// Keeps the attempts of a call that needed retries, where the type has room for them.
     fn keep_history(&mut self, history: RetryHistory);
+    /// The response, where the output keeps it (for outer layers: `Exchanged::response`).
+    fn response(&self) -> Option<&reqwest::Response> {
+        None
+    }
 }
 
 impl Success for reqwest::Response {
     fn status(&self) -> StatusCode {
         self.status()
+    }
+
+    fn response(&self) -> Option<&reqwest::Response> {
+        Some(self)
     }
 
     fn keep_history(&mut self, history: RetryHistory) {
@@ -67,6 +75,32 @@ impl Success for InMemory {
     fn keep_history(&mut self, history: RetryHistory) {
         self.response.keep_history(history);
     }
+
+    fn response(&self) -> Option<&reqwest::Response> {
+        Some(&self.response)
+    }
+}
+
+/// A success of `json`: the response (its body read) and the value its body decoded to.
+#[cfg(feature = "json")]
+pub(crate) struct Decoded<T> {
+    pub(crate) response: reqwest::Response,
+    pub(crate) value: T,
+}
+
+#[cfg(feature = "json")]
+impl<T: Send + 'static> Success for Decoded<T> {
+    fn status(&self) -> StatusCode {
+        self.response.status()
+    }
+
+    fn keep_history(&mut self, history: RetryHistory) {
+        self.response.keep_history(history);
+    }
+
+    fn response(&self) -> Option<&reqwest::Response> {
+        Some(&self.response)
+    }
 }
 
 /// A reader's value and the status of the response it read.
@@ -86,11 +120,20 @@ impl<T: Send + 'static> Success for Read<T> {
 /// A reader of the caller's, run on each attempt's response.
 pub(crate) type ReadFn<O> = Box<dyn FnMut(reqwest::Response) -> BoxFuture<Result<O, Error>> + Send>;
 
+/// A decoder of a response's body read into memory (`json`); its error names the response's
+/// status and URL (the call adds the rest).
+pub(crate) type DecodeFn<O> = fn(reqwest::Response, &[u8]) -> Result<O, Error>;
+
 /// How a call turns an accepted response into its output.
 pub(crate) enum Reader<O> {
     /// The response itself, with its body where it was read into memory first (`send`,
-    /// `send_buffered`, and [`InMemory`] for `bytes` and `json`).
+    /// `send_buffered`, and [`InMemory`] for `bytes`).
     Response(fn(reqwest::Response, Option<Bytes>) -> O),
+    /// The body read into memory, decoded inside the attempt (`json`): a body that does not
+    /// decode fails the attempt, and the call's error names its request, policy and attempts
+    /// as any other.
+    #[cfg_attr(not(feature = "json"), allow(dead_code))]
+    Decode(DecodeFn<O>),
     /// A reader of the caller's, inside each attempt (`send_with`).
     With(ReadFn<O>),
 }

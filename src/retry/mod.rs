@@ -37,8 +37,8 @@
 //! [`replay_buffer`](RetryPolicyBuilder::replay_buffer) bytes (64 KiB by default), and the
 //! retries send what was kept. A longer stream, or one not sent to its end, gets its one
 //! attempt, and if that fails transiently the error is
-//! [`BodyNotReplayable`](crate::ErrorKind::BodyNotReplayable), with the attempt's own error as
-//! its source. The client can also make the body afresh for each attempt
+//! [`BodyNotReplayable`](crate::ErrorKind::BodyNotReplayable), keeping the attempt's answer
+//! (status, headers, body), with the attempt's own error as its source. The client can also make the body afresh for each attempt
 //! ([`RequestBuilder::body_with`](crate::RequestBuilder::body_with)), for streams of any size.
 //!
 //! ## What comes back
