@@ -546,14 +546,24 @@ async fn without_redis_every_call_is_answered_locally() {
     assert_eq!(hold.remaining(now), Some(SECOND));
     assert!(!fleet.sync().await);
 
-    // Outside any runtime: nothing to connect with, so local limits.
+    // Outside any runtime: the fleet's own runtime thread looks for Redis (and finds none
+    // here), and the local limit answers within the timeout.
     let url = format!("redis://127.0.0.1:{port}");
     std::thread::spawn(move || {
         let fleet = Fleet::new(FleetConfig::new(url)).unwrap();
         let rate = fleet.rate("api.example", RateLimitConfig::new(1, SECOND));
-        let now = Instant::now();
-        assert_eq!(rate.try_take(now), Ok(()));
-        assert!(rate.try_take(now).is_err());
+        let mut waited = Duration::ZERO;
+        while let Err(wait) = rate.try_take(Instant::now()) {
+            waited += wait;
+            std::thread::sleep(wait);
+        }
+        assert!(waited <= 20 * MS, "{waited:?}");
+        let start = std::time::Instant::now();
+        while fleet.is_up() {
+            assert!(start.elapsed() < SECOND, "still up");
+            std::thread::sleep(MS);
+        }
+        assert!(rate.try_take(Instant::now()).is_err());
     })
     .join()
     .unwrap();
@@ -613,4 +623,117 @@ async fn keys_carry_the_prefix_and_expire() {
     }
     println!("every key expired {:?} after the last call", idle.elapsed());
     drop((rate, hold, budget));
+}
+
+// ---------------------------------------------------------------------------------------
+// (f) A Redis that answers but refuses writes
+// ---------------------------------------------------------------------------------------
+
+/// `WARN` and `INFO` lines a fleet with `prefix` logged about Redis being down or back.
+fn fleet_changes(prefix: &str) -> (usize, usize) {
+    let log = LOG.lock().unwrap();
+    let lines = String::from_utf8_lossy(&log);
+    let count = |level: &str| {
+        lines
+            .lines()
+            .filter(|line| line.contains(&format!("prefix={prefix}")))
+            .filter(|line| line.contains(level) && line.contains("fleet: redis"))
+            .count()
+    };
+    (count(" WARN "), count(" INFO "))
+}
+
+/// Redis out of memory (`noeviction`, full): the lease script's `SET` is refused while its
+/// reads, the sync's and a `PING`, are answered. The fleet is down for sharing until a write
+/// succeeds: one WARN on the way down, no flapping, `is_up()` false at every instant, and one
+/// INFO once memory is freed. (`maxmemory` 2 MB rather than 1 MB: an empty Redis 7 already
+/// uses about 0.9 MB, so 1 MB is full with the test's own connections.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_out_of_memory_is_down_until_a_write_succeeds() {
+    capture_logs();
+    let redis = RedisServer::start();
+    let prefix = "oom:";
+    let fleet = fleet(
+        FleetConfig::new(redis.url())
+            .prefix(prefix)
+            .timeout(250 * MS)
+            .sync_interval(50 * MS),
+    );
+    let rate = fleet.rate("api.example", RateLimitConfig::new(1000, SECOND).burst(100));
+    let hold = fleet.hold("api.example");
+    let budget = fleet.budget("api.example", BudgetConfig::default());
+    // Callers at 500 a second, throughout.
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let caller = {
+        let (rate, running) = (rate.clone(), running.clone());
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(2 * MS);
+            while running.load(std::sync::atomic::Ordering::SeqCst) {
+                ticks.tick().await;
+                budget.deposit(Instant::now());
+                take(&rate).await;
+            }
+        })
+    };
+    sleep(300 * MS).await;
+    assert!(fleet.is_up());
+    assert_eq!(hold.remaining(Instant::now()), None);
+
+    let mut conn = redis.conn();
+    let filler = vec![b'x'; 3_000_000];
+    let _: () = redis::cmd("SET")
+        .arg("filler")
+        .arg(filler)
+        .query(&mut conn)
+        .unwrap();
+    for (name, value) in [("maxmemory-policy", "noeviction"), ("maxmemory", "2mb")] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let full = Instant::now();
+    while fleet.is_up() {
+        assert!(
+            full.elapsed() < 5 * SECOND,
+            "a refused write went unnoticed"
+        );
+        sleep(MS).await;
+    }
+    let went_down = fleet_changes(prefix);
+    // 3 s of a full Redis: down at every instant, and nothing more logged.
+    let mut up_seen = 0;
+    let watch = Instant::now();
+    while watch.elapsed() < 3 * SECOND {
+        up_seen += usize::from(fleet.is_up());
+        sleep(MS).await;
+    }
+    let (warned, recovered) = fleet_changes(prefix);
+    println!(
+        "redis full: {warned} WARN and {recovered} INFO lines in 3 s, is_up() true at {up_seen} \
+         instants"
+    );
+    assert_eq!(went_down, (1, 0), "one WARN on the way down");
+    assert_eq!((warned, recovered), (1, 0), "no flapping while full");
+    assert_eq!(up_seen, 0, "is_up() stayed false");
+
+    let _: () = redis::cmd("DEL").arg("filler").query(&mut conn).unwrap();
+    let freed = Instant::now();
+    while !fleet.is_up() {
+        assert!(freed.elapsed() < 5 * SECOND, "sharing never resumed");
+        sleep(MS).await;
+    }
+    let mut down_seen = 0;
+    while freed.elapsed() < 3 * SECOND {
+        down_seen += usize::from(!fleet.is_up());
+        sleep(MS).await;
+    }
+    running.store(false, std::sync::atomic::Ordering::SeqCst);
+    caller.await.unwrap();
+    let (warned, recovered) = fleet_changes(prefix);
+    println!("memory freed: {warned} WARN and {recovered} INFO lines in all");
+    assert_eq!((warned, recovered), (1, 1), "one INFO on the way back");
+    assert_eq!(down_seen, 0, "is_up() stayed true");
 }

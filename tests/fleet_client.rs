@@ -491,3 +491,59 @@ async fn new_endpoints_on_every_call_do_not_sync_on_every_call() {
     assert!(trips <= bound, "{trips} > {bound}");
     assert!(trips < 300, "{trips}: fewer than one per call");
 }
+
+/// Start-up code on a current-thread runtime that is kept but never run again (a common
+/// shape: `new_current_thread().block_on(init)`, the runtime stored for later), then the
+/// service's own runtime. The fleet's connection and background work must not be stuck on
+/// the idle runtime: the 200 later calls share the limit (slots from Redis's leases), and
+/// `is_up()` never says "sharing" while slots are granted locally.
+#[test]
+fn a_client_first_used_on_an_idle_runtime_still_shares() {
+    let redis = RedisServer::start();
+    let serving = tokio::runtime::Runtime::new().unwrap();
+    let server = serving.block_on(FaultServer::start()).unwrap();
+    // Start-up calls another service (a connection reqwest made there is driven by that
+    // runtime too: it must not be the one the service calls later).
+    let other = serving.block_on(FaultServer::start()).unwrap();
+    let file = policy_file(
+        &redis,
+        "idle",
+        "[default.rate_limit]\nrate = 1000\nburst = 100\nshared = \"redis\"\n",
+    );
+    let client = Client::builder().config_toml(&file).build().unwrap();
+    let url = server.url("/idle");
+
+    let startup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    startup.block_on(async {
+        client.get(other.url("/init")).send().await.unwrap();
+    });
+    // `startup` stays alive, idle.
+
+    let service = tokio::runtime::Runtime::new().unwrap();
+    service.block_on(async {
+        for _ in 0..200 {
+            let sent = (client.get(url.as_str())).deadline(2 * SECOND).send().await;
+            assert!(sent.is_ok(), "{:?}", sent.err());
+        }
+        let key = format!("http://{}", server.addr());
+        let handle = client.overload("default", &key).unwrap();
+        let local = handle.rate_limit_fallbacks().unwrap();
+        let fleet = client.fleet().unwrap();
+        println!(
+            "200 calls after start-up on an idle runtime: {local} slots granted locally, \
+             is_up() {}, {} Redis round trips",
+            fleet.is_up(),
+            redis.round_trips()
+        );
+        assert!(
+            !(local > 0 && fleet.is_up()),
+            "{local} slots granted locally while is_up() says sharing"
+        );
+        assert!(local < 50, "{local} of 200 slots local: not shared");
+    });
+    drop(startup);
+    assert_eq!(server.hits("/idle"), 200);
+}

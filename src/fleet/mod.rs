@@ -15,13 +15,17 @@
 //! No call fails because of Redis, and none waits for it beyond [`FleetConfig::timeout`] (20 ms
 //! by default): on a Redis error or timeout the fleet switches every handle to its local limit
 //! (the crate's own GCRA, hold and budget), logs once (`WARN fleet: redis unavailable, using
-//! local limits`), keeps probing in the background, and switches back when Redis answers (`INFO
-//! fleet: redis available again, sharing limits`). A rate limit also answers locally, on its
-//! own, after a refill of its lease that failed or came after its timeout (so that a caller
-//! waits for at most one such refill, even while Redis flaps), and after two leases in a row
-//! that expired before they arrived (round trips longer than a lease's life), until a refill,
-//! asked for in the background, succeeds. While local, the fleet-wide bounds below do not
-//! hold: each replica keeps its own.
+//! local limits`), keeps probing in the background, and switches back when Redis accepts a
+//! write again (`INFO fleet: redis available again, sharing limits`). A Redis that answers
+//! reads but refuses writes (out of memory with `noeviction`, a read-only replica) is down
+//! until then: the probe is a write that writes nothing (`SET {prefix}probe 1 XX`), so a read
+//! that succeeds never turns the fleet back up only for the next lease to be refused.
+//! [`Fleet::is_up`] is false whenever the handles use their local limits for the fleet's sake.
+//! A rate limit also answers locally, on its own, after a refill of its lease that failed or
+//! came after its timeout (so that a caller waits for at most one such refill, even while
+//! Redis flaps), and after two leases in a row that expired before they arrived (round trips
+//! longer than a lease's life), until a refill, asked for in the background, succeeds. While local, the fleet-wide bounds below do not hold: each
+//! replica keeps its own.
 //!
 //! # The shared rate limit, and how leasing bounds the overshoot
 //!
@@ -92,9 +96,9 @@
 //!
 //! `{prefix}rate:{key}` (the TAT; expires when the TAT is past, so an idle key is gone),
 //! `{prefix}hold:{key}` (expires with the hold), `{prefix}budget:{key}` (a hash of at most
-//! 22 fields per window setting; expires a window after its last flush). Nothing else is
-//! written. Redis 5 or later (scripts call `TIME`); one node, not Redis Cluster (a sync
-//! script touches the keys of many endpoints).
+//! 22 fields per window setting; expires a window after its last flush). Nothing else is written (`{prefix}probe` is only ever written if it
+//! exists). Redis 5 or later (scripts call
+//! `TIME`); one node, not Redis Cluster (a sync script touches the keys of many endpoints).
 
 mod budget;
 mod config;
@@ -118,11 +122,12 @@ use link::FleetInner;
 /// One process's connection to the Redis that its replicas share, and the source of the
 /// shared limits' handles. Cheap to clone (one `Arc`).
 ///
-/// Making one connects nothing: the connection (the `redis` crate's tokio connection manager,
-/// which reconnects by itself) and the background sync task start on first use inside a tokio
-/// runtime, and live on that runtime. When it shuts down, the next use on another runtime
-/// starts them again there (meanwhile, and until Redis answers on the new connection, the
-/// handles use their local limits). Outside a runtime, every handle uses its local limit.
+/// Making one connects nothing: on first use (inside a tokio runtime or not), the fleet starts
+/// a small runtime on a thread of its own (`resilient-http-fleet`), and its connection (the
+/// `redis` crate's tokio connection manager, which reconnects by itself), the background sync
+/// and every lease refill run there, never on a caller's runtime: start-up code on a runtime
+/// that is then kept idle, or one that shuts down, stalls nothing. The thread ends when the
+/// fleet (every clone, and every handle it gave) is dropped.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), resilient_http::Error> {
@@ -185,13 +190,14 @@ impl Fleet {
 
     /// Flushes the budgets' counts and reads the holds and fleet balances now, instead of at
     /// the next background sync (at shutdown, so that the last counts are not lost; in
-    /// tests). `false` if Redis did not answer in time.
+    /// tests). `false` if Redis did not answer in time, or if the fleet is down and Redis
+    /// still refuses writes.
     pub async fn sync(&self) -> bool {
-        self.inner.sync().await
+        self.inner.sync_now().await
     }
 
-    /// Whether the fleet is sharing (the last Redis call answered in time), rather than
-    /// using local limits.
+    /// Whether the fleet is sharing, rather than using local limits: no Redis call has failed
+    /// (or answered later than the timeout) since Redis last accepted a write.
     pub fn is_up(&self) -> bool {
         self.inner.is_up()
     }

@@ -60,7 +60,7 @@ struct RateShared {
     redis_key: String,
     hold_key: String,
     plan: Plan,
-    /// While Redis is down (and outside a runtime).
+    /// While Redis is down or slow.
     local: RateLimit,
     leases: Leases,
     refilling: AtomicBool,
@@ -223,7 +223,7 @@ impl SharedRate {
     }
 
     /// Slots the local limit granted so far, because Redis was down or slower than its
-    /// timeout (or this replica outside a runtime): for telemetry and tests.
+    /// timeout (or leases expired before they arrived): for telemetry and tests.
     pub fn fallbacks(&self) -> u64 {
         self.0.fallbacks.load(SeqCst)
     }
@@ -265,7 +265,7 @@ impl SharedRate {
             .plan
             .lease(taken, since, dry, shared.asked.load(SeqCst));
         shared.asked.store(size, SeqCst);
-        // Cleared when the refill ends, or if the runtime drops it unrun.
+        // Cleared when the refill ends, or if the fleet's runtime drops it unrun.
         let refill = Refill {
             shared: shared.clone(),
             ran: false,
@@ -291,7 +291,7 @@ impl RateShared {
 /// A refill on its way; dropping it lets the next one start.
 struct Refill {
     shared: Arc<RateShared>,
-    /// Whether the runtime ran it: one that has shut down drops what is spawned on it unrun.
+    /// Whether the fleet's runtime ran it (one that stops drops what is spawned on it unrun).
     ran: bool,
 }
 
@@ -363,10 +363,8 @@ impl Refill {
 impl Drop for Refill {
     fn drop(&mut self) {
         if !self.ran {
-            // Its runtime is gone: the local limit answers until a refill runs elsewhere
-            // (the next one starts the connection again on the caller's runtime).
+            // Dropped unrun: the fleet's runtime is stopping (the fleet is being dropped).
             self.shared.failed.store(true, SeqCst);
-            self.shared.fleet.lost_runtime();
         }
         self.shared.refilling.store(false, SeqCst);
     }
