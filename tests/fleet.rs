@@ -599,14 +599,15 @@ async fn keys_carry_the_prefix_and_expire() {
         redis.keys(),
         [
             "svc-a/budget:api.example",
-            "svc-a/hold:api.example",
-            "svc-a/rate:api.example"
+            "svc-a/gcra:api.example",
+            "svc-a/hold:api.example"
         ]
     );
-    // The TAT is at most the burst ahead (100 ms), the hold 2 s, the budget a window and a
-    // step (1.1 s).
+    // The TAT is at most the burst ahead (100 ms), and its settings are kept a second after
+    // the last grant (so that a replica with others does not replace them while these are
+    // in use); the hold 2 s, the budget a window and a step (1.1 s).
     let ttl = |kind: &str| redis.pttl(&format!("svc-a/{kind}:api.example"));
-    assert!((1..=101).contains(&ttl("rate")), "{}", ttl("rate"));
+    assert!((1..=1_001).contains(&ttl("gcra")), "{}", ttl("gcra"));
     assert!((1_500..=2_000).contains(&ttl("hold")), "{}", ttl("hold"));
     assert!((1..=1_100).contains(&ttl("budget")), "{}", ttl("budget"));
     let fields: u64 = redis::cmd("HLEN")
@@ -626,7 +627,7 @@ async fn keys_carry_the_prefix_and_expire() {
 }
 
 // ---------------------------------------------------------------------------------------
-// (f) A Redis that answers but refuses writes
+// (f) A Redis that answers but refuses writes, settings that differ, leases too short
 // ---------------------------------------------------------------------------------------
 
 /// `WARN` and `INFO` lines a fleet with `prefix` logged about Redis being down or back.
@@ -736,4 +737,108 @@ async fn redis_out_of_memory_is_down_until_a_write_succeeds() {
     println!("memory freed: {warned} WARN and {recovered} INFO lines in all");
     assert_eq!((warned, recovered), (1, 1), "one INFO on the way back");
     assert_eq!(down_seen, 0, "is_up() stayed true");
+}
+
+/// Two replicas with different settings for one shared limit (a rolling deploy that raises
+/// it): A at 100 a second, burst 20, and B at 200 a second, burst 20. Every replica
+/// enforces the settings in Redis (A's: it leased first), both get a fair share of it, and
+/// B logs the mismatch once, with both settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_different_settings_enforce_one_limit_and_share_it() {
+    capture_logs();
+    let redis = RedisServer::start();
+    let prefix = "mixed:";
+    let config = FleetConfig::new(redis.url())
+        .prefix(prefix)
+        .timeout(500 * MS);
+    let (a, b) = (fleet(config.clone()), fleet(config));
+    let rate_a = a.rate("api.example", RateLimitConfig::new(100, SECOND).burst(20));
+    let rate_b = b.rate("api.example", RateLimitConfig::new(200, SECOND).burst(20));
+    take(&rate_a).await;
+    let start = Instant::now();
+    let end = start + 3 * SECOND;
+    let mut tasks = Vec::new();
+    for rate in [&rate_a, &rate_b] {
+        for _ in 0..2 {
+            let rate = rate.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut granted = 0usize;
+                loop {
+                    let now = Instant::now();
+                    if now >= end {
+                        return granted;
+                    }
+                    match rate.try_take(now) {
+                        Ok(()) => granted += 1,
+                        Err(wait) => sleep(wait.min(end - now)).await,
+                    }
+                }
+            }));
+        }
+    }
+    let mut counts = [0usize; 2];
+    for (i, task) in tasks.into_iter().enumerate() {
+        counts[i / 2] += task.await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    let total = counts[0] + counts[1];
+    let local = usize::try_from(rate_a.fallbacks() + rate_b.fallbacks()).unwrap();
+    let bound = (100.0 * elapsed.as_secs_f64()) as usize + 20 + local;
+    let mismatches = {
+        let log = LOG.lock().unwrap();
+        String::from_utf8_lossy(&log)
+            .lines()
+            .filter(|line| line.contains(&format!("prefix={prefix}")) && line.contains(" WARN "))
+            .inspect(|line| println!("{line}"))
+            .count()
+    };
+    println!(
+        "A (100/s, burst 20) {} and B (200/s, burst 20) {} in {elapsed:?}: {total} (bound \
+         {bound} at A's settings, {local} local); {mismatches} WARN",
+        counts[0], counts[1]
+    );
+    assert!(total <= bound, "{total} > {bound}: one limit enforced");
+    assert!(total >= 200, "{total}: far under the limit");
+    for (name, count) in ["A", "B"].iter().zip(counts) {
+        assert!(
+            count * 10 >= total * 3,
+            "{name} got {count} of {total}: starved"
+        );
+    }
+    assert_eq!(mismatches, 1, "the mismatch logged once");
+}
+
+/// A limit whose leases live far less than one round trip (100,000 a second with the
+/// default burst of 1: 10 µs) is local, and says why: its leases expire before they arrive,
+/// and `burst` is the setting to change. Redis answered in time: no WARN says otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_shorter_than_a_round_trip_are_named_as_the_cause() {
+    capture_logs();
+    let redis = RedisServer::start();
+    let prefix = "short:";
+    let fleet = fleet(FleetConfig::new(redis.url()).prefix(prefix));
+    let rate = fleet.rate("api.example", RateLimitConfig::new(100_000, SECOND));
+    let start = Instant::now();
+    let mut ticks = tokio::time::interval(MS / 2);
+    while start.elapsed() < SECOND {
+        ticks.tick().await;
+        take(&rate).await;
+    }
+    let warnings: Vec<String> = {
+        let log = LOG.lock().unwrap();
+        String::from_utf8_lossy(&log)
+            .lines()
+            .filter(|line| line.contains(&format!("prefix={prefix}")) && line.contains(" WARN "))
+            .map(str::to_owned)
+            .collect()
+    };
+    for line in &warnings {
+        println!("{line}");
+    }
+    assert!(fleet.is_up(), "Redis answered");
+    assert!(rate.fallbacks() > 0, "local");
+    assert_eq!(warnings.len(), 1, "logged once: {warnings:?}");
+    let line = &warnings[0];
+    assert!(!line.contains("later than its timeout"), "{line}");
+    assert!(line.contains("expire") && line.contains("burst"), "{line}");
 }

@@ -23,8 +23,10 @@
 //! [`Fleet::is_up`] is false whenever the handles use their local limits for the fleet's sake.
 //! A rate limit also answers locally, on its own, after a refill of its lease that failed or
 //! came after its timeout (so that a caller waits for at most one such refill, even while
-//! Redis flaps), and after two leases in a row that expired before they arrived (round trips
-//! longer than a lease's life), until a refill, asked for in the background, succeeds. While local, the fleet-wide bounds below do not hold: each
+//! Redis flaps; logged per key, once per change), and after two leases in a row that expired
+//! before they arrived (a lease's life, `per / rate × ⌊burst / 2⌋`, shorter than a round
+//! trip: logged once per key, naming the `burst` that would do), until a refill, asked for in
+//! the background, succeeds. While local, the fleet-wide bounds below do not hold: each
 //! replica keeps its own.
 //!
 //! # The shared rate limit, and how leasing bounds the overshoot
@@ -63,6 +65,20 @@
 //! second leases about 38 slots: 0.03 round trips per request (`tests/fleet.rs` measures it).
 //! Leasing needs a `burst`: with `burst` 1 every slot is a round trip of its own.
 //!
+//! # Replicas with different settings (a deploy in progress)
+//!
+//! The key's hash in Redis carries the settings its GCRA runs with (interval, tolerance and
+//! lease life), and every replica's lease runs with those, whatever its own: replicas that
+//! disagree share one limit rather than each running its own against one TAT (where the one
+//! with the shorter tolerance would never find a slot). The settings are those of the first
+//! replica to lease since the key was last idle, and they stay while replicas with them keep
+//! being granted slots; once none has been for a second (or twice the time the burst takes to
+//! come back, if longer), the next lease puts its replica's settings in their place. So a
+//! rolling deploy that changes a limit enforces the old one until the last old replica stops
+//! leasing, then the new one; replicas of either version get their share of whichever is in
+//! force. A replica whose settings differ from the fleet's logs it once per key, at `WARN`,
+//! with both (`fleet=… this_replica=…`).
+//!
 //! # Holds
 //!
 //! [`SharedHold::hold_until`] holds locally at once and publishes the hold to Redis with the
@@ -94,9 +110,11 @@
 //!
 //! # Keys
 //!
-//! `{prefix}rate:{key}` (the TAT; expires when the TAT is past, so an idle key is gone),
-//! `{prefix}hold:{key}` (expires with the hold), `{prefix}budget:{key}` (a hash of at most
-//! 22 fields per window setting; expires a window after its last flush). Nothing else is written (`{prefix}probe` is only ever written if it
+//! `{prefix}gcra:{key}` (a hash: the TAT, the settings above and when a replica with them was
+//! last granted a slot; expires when the TAT is past, and not before those settings' second,
+//! so an idle key is gone), `{prefix}hold:{key}` (expires with the hold),
+//! `{prefix}budget:{key}` (a hash of at most 22 fields per window setting; expires a window
+//! after its last flush). Nothing else is written (`{prefix}probe` is only ever written if it
 //! exists). Redis 5 or later (scripts call
 //! `TIME`); one node, not Redis Cluster (a sync script touches the keys of many endpoints).
 
