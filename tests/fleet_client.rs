@@ -492,6 +492,60 @@ async fn new_endpoints_on_every_call_do_not_sync_on_every_call() {
     assert!(trips < 300, "{trips}: fewer than one per call");
 }
 
+/// Policy `x` with breaker key `y|z` and policy `x|y` with breaker key `z`: two policies,
+/// two rate limits, although their names and keys joined by `|` read the same. Each spends
+/// its one slot a minute, `x` through a client and `x|y` through `ResilientMiddleware` (a
+/// replica of either kind); neither finds its slot spent by the other.
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_whose_names_and_keys_join_alike_keep_their_own_limits() {
+    use resilient_http::middleware::ResilientMiddleware;
+
+    let redis = RedisServer::start();
+    let server = FaultServer::start().await.unwrap();
+    server.count_only();
+    let rule = |name: &str, path: &str, key: &str| {
+        format!(
+            "[[endpoint]]\nname = \"{name}\"\nmatch = {{ path = \"{path}\" }}\n\
+             [endpoint.breaker]\nkey = \"{key}\"\n\
+             [endpoint.rate_limit]\nrate = 1\nper = \"60s\"\nshared = \"redis\"\n\n"
+        )
+    };
+    let file = policy_file(
+        &redis,
+        "joined",
+        &format!("{}{}", rule("x", "/x", "y|z"), rule("x|y", "/xy", "z")),
+    );
+    let client = Client::builder().config_toml(&file).build().unwrap();
+    let chain = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(ResilientMiddleware::new(Client::builder().config_toml(&file)).unwrap())
+        .build();
+    let wait = Duration::from_millis(500);
+
+    let sent = client.get(server.url("/x")).deadline(wait).send().await;
+    assert!(sent.is_ok(), "policy x: {:?}", sent.err());
+    let sent = chain.get(server.url("/xy")).timeout(wait).send().await;
+    let sent = sent.map_err(|e| ResilientMiddleware::error(&e).map(ToString::to_string));
+    assert!(sent.is_ok(), "policy x|y: {:?}", sent.err());
+    // Each limit is spent now, fleet-wide: the client finds `x|y`'s spent by the middleware.
+    let again = (client.get(server.url("/xy")))
+        .deadline(wait)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::RateLimited, "{again}");
+    assert_eq!(again.policy(), Some("x|y"));
+    assert_eq!(server.hits("/x") + server.hits("/xy"), 2);
+    let keys = redis.keys();
+    println!("{keys:?}");
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.starts_with("joined:gcra:"))
+            .count(),
+        2
+    );
+}
+
 /// Start-up code on a current-thread runtime that is kept but never run again (a common
 /// shape: `new_current_thread().block_on(init)`, the runtime stored for later), then the
 /// service's own runtime. The fleet's connection and background work must not be stuck on

@@ -115,7 +115,8 @@
 //! so an idle key is gone), `{prefix}hold:{key}` (expires with the hold),
 //! `{prefix}budget:{key}` (a hash of at most 22 fields per window setting; expires a window
 //! after its last flush). Nothing else is written (`{prefix}probe` is only ever written if it
-//! exists). Redis 5 or later (scripts call
+//! exists). A client's guards use `{policy}|{endpoint key}` as `key`, the policy's `%` and
+//! `|` percent-encoded, so that no two policies' keys meet. Redis 5 or later (scripts call
 //! `TIME`); one node, not Redis Cluster (a sync script touches the keys of many endpoints).
 
 mod budget;
@@ -234,5 +235,36 @@ impl Fleet {
     /// Whether `other` is this fleet (a clone of it), not merely one with the same settings.
     pub(crate) fn same(&self, other: &Fleet) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overload::FleetKeys;
+
+    fn key(policy: &str, endpoint: &str) -> String {
+        let fleet = Fleet::new(FleetConfig::new("redis://127.0.0.1:1")).unwrap();
+        FleetKeys::new(fleet, policy.into()).key(endpoint)
+    }
+
+    #[test]
+    fn no_two_policy_and_endpoint_pairs_share_a_key() {
+        assert_eq!(key("default", "http://a:80"), "default|http://a:80");
+        assert_eq!(key("x", "y|z"), "x|y|z");
+        assert_eq!(key("x|y", "z"), "x%7Cy|z");
+        assert_eq!(key("x%7Cy", "z"), "x%257Cy|z");
+        let names = [
+            "", "x", "x|", "|x", "x|y", "x%", "%7C", "x%7Cy", "y|z", "z", "|",
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for policy in names {
+            for endpoint in names {
+                let k = key(policy, endpoint);
+                if let Some(other) = seen.insert(k.clone(), (policy, endpoint)) {
+                    panic!("{k}: both {other:?} and {:?}", (policy, endpoint));
+                }
+            }
+        }
     }
 }
