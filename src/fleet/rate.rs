@@ -102,7 +102,7 @@ struct RateShared {
     short_lived: AtomicBool,
     /// The settings in Redis differ from this replica's: announced once.
     mismatch: AtomicBool,
-    /// The lease life of the settings Redis enforced at the last refill.
+    /// The lease life of the settings Redis enforced at the last refill (0: none yet).
     enforced_ttl: AtomicU64,
     /// Slots the local limit granted (Redis down or slow), for telemetry.
     fallbacks: AtomicU64,
@@ -226,7 +226,7 @@ impl SharedRate {
             slow: AtomicBool::new(false),
             short_lived: AtomicBool::new(false),
             mismatch: AtomicBool::new(false),
-            enforced_ttl: AtomicU64::new(u64::MAX),
+            enforced_ttl: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
             deadline: AtomicU64::new(0),
             not_before: AtomicU64::new(0),
@@ -320,11 +320,12 @@ impl SharedRate {
         let since = t.saturating_sub(shared.last_refill.swap(t, SeqCst));
         let taken = shared.taken.swap(0, SeqCst);
         let dry = shared.dry.swap(false, SeqCst);
-        // Sized for the life leases have under the settings enforced (the fleet's, in Redis),
-        // if shorter than this replica's: a lease is spent before it expires.
-        let plan = Plan {
-            ttl: shared.plan.ttl.min(shared.enforced_ttl.load(SeqCst)),
-            ..shared.plan
+        // Sized for the life leases have under the settings enforced (the fleet's, in Redis,
+        // once a refill has told them), as every replica's are: a lease is spent before it
+        // expires, and replicas configured differently ask alike (fair shares).
+        let plan = match shared.enforced_ttl.load(SeqCst) {
+            0 => shared.plan,
+            ttl => Plan { ttl, ..shared.plan },
         };
         let size = plan.lease(taken, since, dry, shared.asked.load(SeqCst));
         shared.asked.store(size, SeqCst);
@@ -400,9 +401,10 @@ impl Refill {
                 Duration::from_micros(enforced.settled())
             );
         }
-        // Its life counts from before it was asked for: never longer than `ttl` (the
-        // enforced settings', if shorter) from the grant, wherever the clocks are.
-        let expiry = t.saturating_add(plan.ttl.min(ttl));
+        // Its life counts from before it was asked for: never longer than `ttl` from the
+        // grant, wherever the clocks are. The enforced settings' `ttl`, which the bound is
+        // proved with (their reserve of slots, at their interval).
+        let expiry = t.saturating_add(ttl);
         shared.scarce.store(granted < size, SeqCst);
         if granted > 0 {
             shared.leases.install(expiry, granted.min(size));
@@ -443,7 +445,7 @@ impl Refill {
                  {:?} (per / rate × ⌊burst / 2⌋) and its refill took {took:?}; it is mostly \
                  local: raise its `burst` to at least {} (leases then outlive two such round \
                  trips), or make it local",
-                Duration::from_micros(plan.ttl),
+                Duration::from_micros(ttl),
                 plan.burst_for(now.saturating_sub(t))
             );
         }
