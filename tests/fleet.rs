@@ -809,14 +809,20 @@ async fn replicas_with_different_settings_enforce_one_limit_and_share_it() {
 }
 
 /// A limit whose leases live far less than one round trip (100,000 a second with the
-/// default burst of 1: 10 µs) is local, and says why: its leases expire before they arrive,
-/// and `burst` is the setting to change. Redis answered in time: no WARN says otherwise.
+/// default burst of 1: 10 µs) is local, and says why, once: its leases expire before they
+/// arrive, and `burst` is the setting to change. Redis answers within its timeout (a
+/// generous one, so that a loaded machine does not make a refill really late): no WARN says
+/// otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_shorter_than_a_round_trip_are_named_as_the_cause() {
     capture_logs();
     let redis = RedisServer::start();
     let prefix = "short:";
-    let fleet = fleet(FleetConfig::new(redis.url()).prefix(prefix));
+    let fleet = fleet(
+        FleetConfig::new(redis.url())
+            .prefix(prefix)
+            .timeout(500 * MS),
+    );
     let rate = fleet.rate("api.example", RateLimitConfig::new(100_000, SECOND));
     let start = Instant::now();
     let mut ticks = tokio::time::interval(MS / 2);
@@ -839,6 +845,6 @@ async fn leases_shorter_than_a_round_trip_are_named_as_the_cause() {
     assert!(rate.fallbacks() > 0, "local");
     assert_eq!(warnings.len(), 1, "logged once: {warnings:?}");
     let line = &warnings[0];
-    assert!(!line.contains("later than its timeout"), "{line}");
+    assert!(!line.contains("later than"), "{line}");
     assert!(line.contains("expire") && line.contains("burst"), "{line}");
 }

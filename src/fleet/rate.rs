@@ -429,8 +429,8 @@ impl Refill {
                 let timeout = crate::error::Short(shared.fleet.timeout());
                 tracing::warn!(
                     %key, %prefix,
-                    "fleet: redis answered this rate limit's lease later than its timeout \
-                     ({timeout}); it is local until a refill comes in time"
+                    "fleet: this rate limit's lease refill came later than the redis \
+                     timeout ({timeout}); it is local until a refill comes in time"
                 );
             } else if !lost_twice {
                 tracing::info!(%key, %prefix, "fleet: this rate limit is shared again");
