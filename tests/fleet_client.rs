@@ -412,9 +412,9 @@ async fn a_middleware_replica_honours_a_hold_a_client_replica_set() {
 }
 
 /// A client first used on a runtime that then shuts down (start-up code in `block_on`, a
-/// test's runtime, one worker of several), then on another: its connection and sync task
-/// died with the first, and no call may fail for it. The limit answers locally, the
-/// connection starts again on the live runtime, and sharing resumes.
+/// test's runtime, one worker of several), then on another: no call may fail for it, and
+/// the limit is shared on the second (the fleet's connection and background work run on a
+/// thread of its own, which the first runtime's end does not touch).
 #[test]
 fn a_client_outliving_its_first_runtime_keeps_working_and_shares_again() {
     let redis = RedisServer::start();
