@@ -601,3 +601,56 @@ fn a_client_first_used_on_an_idle_runtime_still_shares() {
     drop(startup);
     assert_eq!(server.hits("/idle"), 200);
 }
+
+/// The same through `ResilientMiddleware`: first used by start-up code on a current-thread
+/// runtime kept idle, then 200 calls on the service's runtime take their slots from leases
+/// Redis granted (Redis counts the lease scripts), not from the local limit.
+#[cfg(feature = "reqwest-middleware")]
+#[test]
+fn a_middleware_first_used_on_an_idle_runtime_still_shares() {
+    use resilient_http::middleware::ResilientMiddleware;
+
+    let redis = RedisServer::start();
+    let serving = tokio::runtime::Runtime::new().unwrap();
+    let server = serving.block_on(FaultServer::start()).unwrap();
+    let other = serving.block_on(FaultServer::start()).unwrap();
+    let file = policy_file(
+        &redis,
+        "idle-mw",
+        "[default.rate_limit]\nrate = 1000\nburst = 100\nshared = \"redis\"\n",
+    );
+    let middleware = ResilientMiddleware::new(Client::builder().config_toml(&file)).unwrap();
+    let fleet = middleware.fleet().expect("a fleet");
+    let chain = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(middleware)
+        .build();
+
+    let startup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    startup.block_on(async {
+        chain.get(other.url("/init")).send().await.unwrap();
+    });
+
+    let service = tokio::runtime::Runtime::new().unwrap();
+    service.block_on(async {
+        let before = redis.round_trips();
+        let start = Instant::now();
+        for _ in 0..200 {
+            let sent = chain.get(server.url("/idle")).send().await;
+            assert!(sent.is_ok(), "{:?}", sent.err());
+        }
+        let leases = redis.round_trips() - before;
+        println!(
+            "200 calls through the middleware in {:?}: {leases} Redis round trips, is_up() {}",
+            start.elapsed(),
+            fleet.is_up()
+        );
+        assert!(fleet.is_up());
+        // 200 slots of leases of at most 50 (burst 100): at least 4 refills.
+        assert!(leases >= 4, "{leases} round trips: the slots were local");
+    });
+    drop(startup);
+    assert_eq!(server.hits("/idle"), 200);
+}
