@@ -155,7 +155,12 @@ impl Plan {
     /// The settings as a user wrote them, for logs: one slot every `interval`, and `burst`.
     fn settings(&self) -> String {
         let interval = self.interval.max(1);
-        let burst = self.tolerance / interval + 1 + self.ttl / interval;
+        let burst = (self.tolerance / interval + 1).saturating_add(self.ttl / interval);
+        // Bursts 1 and 2 make the same plan (one slot leased, one for Redis).
+        let burst = match burst {
+            2 => "1 or 2".to_owned(),
+            burst => burst.to_string(),
+        };
         format!(
             "one slot every {:?}, burst {burst}",
             Duration::from_micros(interval)
@@ -166,7 +171,8 @@ impl Plan {
     /// (microseconds; as the lease script computes it): a second, or twice the time the
     /// burst takes to come back, if longer.
     pub(crate) fn settled(&self) -> u64 {
-        (self.interval + self.tolerance + self.ttl)
+        (self.interval.saturating_add(self.tolerance))
+            .saturating_add(self.ttl)
             .saturating_mul(2)
             .max(1_000_000)
     }
@@ -594,6 +600,29 @@ mod tests {
         );
         let huge = Plan::new(RateLimitConfig::new(1, Duration::MAX).burst(u32::MAX));
         assert_eq!(huge.cap, LEASE_MAX);
+    }
+
+    #[test]
+    fn settings_read_as_written_and_stay_a_second_or_two_bursts() {
+        let a = plan(100, 1000 * MS, 20);
+        assert_eq!(a.settings(), "one slot every 10ms, burst 20");
+        assert_eq!(a.settled(), 1_000_000);
+        assert_eq!(
+            plan(3, 1000 * MS, 3).settings(),
+            "one slot every 333.334ms, burst 3"
+        );
+        assert_eq!(
+            plan(1, 1000 * MS, 1).settings(),
+            "one slot every 1s, burst 1 or 2"
+        );
+        // 1 a minute, burst 4: 4 minutes for the burst, twice.
+        assert_eq!(plan(1, 60_000 * MS, 4).settled(), 2 * 240_000_000);
+        assert_eq!(
+            Plan::new(RateLimitConfig::new(1, Duration::MAX)).settled(),
+            u64::MAX
+        );
+        // Leases of 10 µs against round trips of 300 µs: a reserve of 60, a burst of 120.
+        assert_eq!(plan(100_000, 1000 * MS, 1).burst_for(300), 120);
     }
 
     #[test]
