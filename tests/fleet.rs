@@ -657,7 +657,7 @@ async fn redis_out_of_memory_is_down_until_a_write_succeeds() {
     let fleet = fleet(
         FleetConfig::new(redis.url())
             .prefix(prefix)
-            .timeout(250 * MS)
+            .timeout(500 * MS)
             .sync_interval(50 * MS),
     );
     let rate = fleet.rate("api.example", RateLimitConfig::new(1000, SECOND).burst(100));
