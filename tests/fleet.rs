@@ -534,9 +534,16 @@ async fn without_redis_every_call_is_answered_locally() {
         assert!(start.elapsed() < SECOND, "still up");
         sleep(MS).await;
     }
-    // Then the local limit: 10 at once, then 100 a second.
+    // Then the local limit: 10 at once, then 100 a second (so a few more, on a machine slow
+    // to notice that Redis is gone, but not another 10).
     let now = Instant::now();
-    assert!(rate.try_take(now).is_err());
+    let more = (0..10).filter(|_| rate.try_take(now).is_ok()).count();
+    let earned = (now - start).as_secs_f64() * 100.0;
+    assert!(
+        more as f64 <= earned + 1.0,
+        "{more} more after {:?}",
+        now - start
+    );
     println!("10 slots in {:?} without Redis", start.elapsed());
     for _ in 0..4 {
         budget.deposit(now);
@@ -546,14 +553,24 @@ async fn without_redis_every_call_is_answered_locally() {
     assert_eq!(hold.remaining(now), Some(SECOND));
     assert!(!fleet.sync().await);
 
-    // Outside any runtime: nothing to connect with, so local limits.
+    // Outside any runtime: the fleet's own runtime thread looks for Redis (and finds none
+    // here), and the local limit answers within the timeout.
     let url = format!("redis://127.0.0.1:{port}");
     std::thread::spawn(move || {
         let fleet = Fleet::new(FleetConfig::new(url)).unwrap();
         let rate = fleet.rate("api.example", RateLimitConfig::new(1, SECOND));
-        let now = Instant::now();
-        assert_eq!(rate.try_take(now), Ok(()));
-        assert!(rate.try_take(now).is_err());
+        let mut waited = Duration::ZERO;
+        while let Err(wait) = rate.try_take(Instant::now()) {
+            waited += wait;
+            std::thread::sleep(wait);
+        }
+        assert!(waited <= 20 * MS, "{waited:?}");
+        let start = std::time::Instant::now();
+        while fleet.is_up() {
+            assert!(start.elapsed() < SECOND, "still up");
+            std::thread::sleep(MS);
+        }
+        assert!(rate.try_take(Instant::now()).is_err());
     })
     .join()
     .unwrap();
@@ -589,14 +606,15 @@ async fn keys_carry_the_prefix_and_expire() {
         redis.keys(),
         [
             "svc-a/budget:api.example",
-            "svc-a/hold:api.example",
-            "svc-a/rate:api.example"
+            "svc-a/gcra:api.example",
+            "svc-a/hold:api.example"
         ]
     );
-    // The TAT is at most the burst ahead (100 ms), the hold 2 s, the budget a window and a
-    // step (1.1 s).
+    // The TAT is at most the burst ahead (100 ms), and its settings are kept a second after
+    // the last grant (so that a replica with others does not replace them while these are
+    // in use); the hold 2 s, the budget a window and a step (1.1 s).
     let ttl = |kind: &str| redis.pttl(&format!("svc-a/{kind}:api.example"));
-    assert!((1..=101).contains(&ttl("rate")), "{}", ttl("rate"));
+    assert!((1..=1_001).contains(&ttl("gcra")), "{}", ttl("gcra"));
     assert!((1_500..=2_000).contains(&ttl("hold")), "{}", ttl("hold"));
     assert!((1..=1_100).contains(&ttl("budget")), "{}", ttl("budget"));
     let fields: u64 = redis::cmd("HLEN")
@@ -613,4 +631,231 @@ async fn keys_carry_the_prefix_and_expire() {
     }
     println!("every key expired {:?} after the last call", idle.elapsed());
     drop((rate, hold, budget));
+}
+
+// ---------------------------------------------------------------------------------------
+// (f) A Redis that answers but refuses writes, settings that differ, leases too short
+// ---------------------------------------------------------------------------------------
+
+/// `WARN` and `INFO` lines a fleet with `prefix` logged about Redis being down or back.
+fn fleet_changes(prefix: &str) -> (usize, usize) {
+    let log = LOG.lock().unwrap();
+    let lines = String::from_utf8_lossy(&log);
+    let count = |level: &str| {
+        lines
+            .lines()
+            .filter(|line| line.contains(&format!("prefix={prefix}")))
+            .filter(|line| line.contains(level) && line.contains("fleet: redis"))
+            .count()
+    };
+    (count(" WARN "), count(" INFO "))
+}
+
+/// Redis out of memory (`noeviction`, full): the lease script's `SET` is refused while its
+/// reads, the sync's and a `PING`, are answered. The fleet is down for sharing until a write
+/// succeeds: one WARN on the way down, no flapping, `is_up()` false at every instant, and one
+/// INFO once memory is freed. (`maxmemory` 2 MB rather than 1 MB: an empty Redis 7 already
+/// uses about 0.9 MB, so 1 MB is full with the test's own connections.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_out_of_memory_is_down_until_a_write_succeeds() {
+    capture_logs();
+    let redis = RedisServer::start();
+    let prefix = "oom:";
+    let fleet = fleet(
+        FleetConfig::new(redis.url())
+            .prefix(prefix)
+            .timeout(500 * MS)
+            .sync_interval(50 * MS),
+    );
+    let rate = fleet.rate("api.example", RateLimitConfig::new(1000, SECOND).burst(100));
+    let hold = fleet.hold("api.example");
+    let budget = fleet.budget("api.example", BudgetConfig::default());
+    // Callers at 500 a second, throughout.
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let caller = {
+        let (rate, running) = (rate.clone(), running.clone());
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(2 * MS);
+            while running.load(std::sync::atomic::Ordering::SeqCst) {
+                ticks.tick().await;
+                budget.deposit(Instant::now());
+                take(&rate).await;
+            }
+        })
+    };
+    sleep(300 * MS).await;
+    assert!(fleet.is_up());
+    assert_eq!(hold.remaining(Instant::now()), None);
+
+    let mut conn = redis.conn();
+    let filler = vec![b'x'; 3_000_000];
+    let _: () = redis::cmd("SET")
+        .arg("filler")
+        .arg(filler)
+        .query(&mut conn)
+        .unwrap();
+    for (name, value) in [("maxmemory-policy", "noeviction"), ("maxmemory", "2mb")] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let full = Instant::now();
+    while fleet.is_up() {
+        assert!(
+            full.elapsed() < 5 * SECOND,
+            "a refused write went unnoticed"
+        );
+        sleep(MS).await;
+    }
+    let went_down = fleet_changes(prefix);
+    // 3 s of a full Redis: down at every instant, and nothing more logged.
+    let mut up_seen = 0;
+    let watch = Instant::now();
+    while watch.elapsed() < 3 * SECOND {
+        up_seen += usize::from(fleet.is_up());
+        sleep(MS).await;
+    }
+    let (warned, recovered) = fleet_changes(prefix);
+    println!(
+        "redis full: {warned} WARN and {recovered} INFO lines in 3 s, is_up() true at {up_seen} \
+         instants"
+    );
+    assert_eq!(went_down, (1, 0), "one WARN on the way down");
+    assert_eq!((warned, recovered), (1, 0), "no flapping while full");
+    assert_eq!(up_seen, 0, "is_up() stayed false");
+
+    let _: () = redis::cmd("DEL").arg("filler").query(&mut conn).unwrap();
+    let freed = Instant::now();
+    while !fleet.is_up() {
+        assert!(freed.elapsed() < 5 * SECOND, "sharing never resumed");
+        sleep(MS).await;
+    }
+    let mut down_seen = 0;
+    while freed.elapsed() < 3 * SECOND {
+        down_seen += usize::from(!fleet.is_up());
+        sleep(MS).await;
+    }
+    running.store(false, std::sync::atomic::Ordering::SeqCst);
+    caller.await.unwrap();
+    let (warned, recovered) = fleet_changes(prefix);
+    println!("memory freed: {warned} WARN and {recovered} INFO lines in all");
+    assert_eq!((warned, recovered), (1, 1), "one INFO on the way back");
+    assert_eq!(down_seen, 0, "is_up() stayed true");
+}
+
+/// Two replicas with different settings for one shared limit (a rolling deploy that raises
+/// it): A at 100 a second, burst 20, and B at 200 a second, burst 20. Every replica
+/// enforces the settings in Redis (A's: it leased first), both get a fair share of it, and
+/// B logs the mismatch once, with both settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_different_settings_enforce_one_limit_and_share_it() {
+    capture_logs();
+    let redis = RedisServer::start();
+    let prefix = "mixed:";
+    let config = FleetConfig::new(redis.url())
+        .prefix(prefix)
+        .timeout(500 * MS);
+    let (a, b) = (fleet(config.clone()), fleet(config));
+    let rate_a = a.rate("api.example", RateLimitConfig::new(100, SECOND).burst(20));
+    let rate_b = b.rate("api.example", RateLimitConfig::new(200, SECOND).burst(20));
+    take(&rate_a).await;
+    let start = Instant::now();
+    let end = start + 3 * SECOND;
+    let mut tasks = Vec::new();
+    for rate in [&rate_a, &rate_b] {
+        for _ in 0..2 {
+            let rate = rate.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut granted = 0usize;
+                loop {
+                    let now = Instant::now();
+                    if now >= end {
+                        return granted;
+                    }
+                    match rate.try_take(now) {
+                        Ok(()) => granted += 1,
+                        Err(wait) => sleep(wait.min(end - now)).await,
+                    }
+                }
+            }));
+        }
+    }
+    let mut counts = [0usize; 2];
+    for (i, task) in tasks.into_iter().enumerate() {
+        counts[i / 2] += task.await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    let total = counts[0] + counts[1];
+    let local = usize::try_from(rate_a.fallbacks() + rate_b.fallbacks()).unwrap();
+    let bound = (100.0 * elapsed.as_secs_f64()) as usize + 20 + local;
+    let mismatches = {
+        let log = LOG.lock().unwrap();
+        String::from_utf8_lossy(&log)
+            .lines()
+            .filter(|line| line.contains(&format!("prefix={prefix}")) && line.contains(" WARN "))
+            .inspect(|line| println!("{line}"))
+            .count()
+    };
+    println!(
+        "A (100/s, burst 20) {} and B (200/s, burst 20) {} in {elapsed:?}: {total} (bound \
+         {bound} at A's settings, {local} local); {mismatches} WARN",
+        counts[0], counts[1]
+    );
+    assert!(total <= bound, "{total} > {bound}: one limit enforced");
+    assert!(total >= 200, "{total}: far under the limit");
+    // A fair share is a half. Two replicas sharing one limit split it unevenly on a loaded
+    // machine (whichever fleet's thread runs less gets less): from 101/205 to 205/101 in 18
+    // runs with both cores busy, 50/257 once under scripts/flaky.sh (with equal settings,
+    // 125/183 to 178/127). Before the settings were shared, B got 0 to 2 of about 305.
+    for (name, count) in ["A", "B"].iter().zip(counts) {
+        assert!(
+            count * 10 >= total,
+            "{name} got {count} of {total}: starved"
+        );
+    }
+    assert_eq!(mismatches, 1, "the mismatch logged once");
+}
+
+/// A limit whose leases live far less than one round trip (100,000 a second with the
+/// default burst of 1: 10 µs) is local, and says why, once: its leases expire before they
+/// arrive, and `burst` is the setting to change. Redis answers within its timeout (a
+/// generous one, so that a loaded machine does not make a refill really late): no WARN says
+/// otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_shorter_than_a_round_trip_are_named_as_the_cause() {
+    capture_logs();
+    let redis = RedisServer::start();
+    let prefix = "short:";
+    let fleet = fleet(
+        FleetConfig::new(redis.url())
+            .prefix(prefix)
+            .timeout(500 * MS),
+    );
+    let rate = fleet.rate("api.example", RateLimitConfig::new(100_000, SECOND));
+    let start = Instant::now();
+    let mut ticks = tokio::time::interval(MS / 2);
+    while start.elapsed() < SECOND {
+        ticks.tick().await;
+        take(&rate).await;
+    }
+    let warnings: Vec<String> = {
+        let log = LOG.lock().unwrap();
+        String::from_utf8_lossy(&log)
+            .lines()
+            .filter(|line| line.contains(&format!("prefix={prefix}")) && line.contains(" WARN "))
+            .map(str::to_owned)
+            .collect()
+    };
+    for line in &warnings {
+        println!("{line}");
+    }
+    assert!(fleet.is_up(), "Redis answered");
+    assert!(rate.fallbacks() > 0, "local");
+    assert_eq!(warnings.len(), 1, "logged once: {warnings:?}");
+    let line = &warnings[0];
+    assert!(!line.contains("later than"), "{line}");
+    assert!(line.contains("expire") && line.contains("burst"), "{line}");
 }

@@ -412,9 +412,9 @@ async fn a_middleware_replica_honours_a_hold_a_client_replica_set() {
 }
 
 /// A client first used on a runtime that then shuts down (start-up code in `block_on`, a
-/// test's runtime, one worker of several), then on another: its connection and sync task
-/// died with the first, and no call may fail for it. The limit answers locally, the
-/// connection starts again on the live runtime, and sharing resumes.
+/// test's runtime, one worker of several), then on another: no call may fail for it, and
+/// the limit is shared on the second (the fleet's connection and background work run on a
+/// thread of its own, which the first runtime's end does not touch).
 #[test]
 fn a_client_outliving_its_first_runtime_keeps_working_and_shares_again() {
     let redis = RedisServer::start();
@@ -490,4 +490,169 @@ async fn new_endpoints_on_every_call_do_not_sync_on_every_call() {
     println!("300 new endpoints in {elapsed:?}: {trips} round trips (bound {bound})");
     assert!(trips <= bound, "{trips} > {bound}");
     assert!(trips < 300, "{trips}: fewer than one per call");
+}
+
+/// Policy `x` with breaker key `y|z` and policy `x|y` with breaker key `z`: two policies,
+/// two rate limits, although their names and keys joined by `|` read the same. Each spends
+/// its one slot a minute, `x` through a client and `x|y` through `ResilientMiddleware` (a
+/// replica of either kind); neither finds its slot spent by the other.
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_whose_names_and_keys_join_alike_keep_their_own_limits() {
+    use resilient_http::middleware::ResilientMiddleware;
+
+    let redis = RedisServer::start();
+    let server = FaultServer::start().await.unwrap();
+    server.count_only();
+    let rule = |name: &str, path: &str, key: &str| {
+        format!(
+            "[[endpoint]]\nname = \"{name}\"\nmatch = {{ path = \"{path}\" }}\n\
+             [endpoint.breaker]\nkey = \"{key}\"\n\
+             [endpoint.rate_limit]\nrate = 1\nper = \"60s\"\nshared = \"redis\"\n\n"
+        )
+    };
+    let file = policy_file(
+        &redis,
+        "joined",
+        &format!("{}{}", rule("x", "/x", "y|z"), rule("x|y", "/xy", "z")),
+    );
+    let client = Client::builder().config_toml(&file).build().unwrap();
+    let chain = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(ResilientMiddleware::new(Client::builder().config_toml(&file)).unwrap())
+        .build();
+    let wait = Duration::from_millis(500);
+
+    let sent = client.get(server.url("/x")).deadline(wait).send().await;
+    assert!(sent.is_ok(), "policy x: {:?}", sent.err());
+    let sent = chain.get(server.url("/xy")).timeout(wait).send().await;
+    let sent = sent.map_err(|e| ResilientMiddleware::error(&e).map(ToString::to_string));
+    assert!(sent.is_ok(), "policy x|y: {:?}", sent.err());
+    // Each limit is spent now, fleet-wide: the client finds `x|y`'s spent by the middleware.
+    let again = (client.get(server.url("/xy")))
+        .deadline(wait)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::RateLimited, "{again}");
+    assert_eq!(again.policy(), Some("x|y"));
+    assert_eq!(server.hits("/x") + server.hits("/xy"), 2);
+    let keys = redis.keys();
+    println!("{keys:?}");
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.starts_with("joined:gcra:"))
+            .count(),
+        2
+    );
+}
+
+/// Start-up code on a current-thread runtime that is kept but never run again (a common
+/// shape: `new_current_thread().block_on(init)`, the runtime stored for later), then the
+/// service's own runtime. The fleet's connection and background work must not be stuck on
+/// the idle runtime: the 200 later calls share the limit (slots from Redis's leases), and
+/// `is_up()` never says "sharing" while slots are granted locally.
+#[test]
+fn a_client_first_used_on_an_idle_runtime_still_shares() {
+    let redis = RedisServer::start();
+    let serving = tokio::runtime::Runtime::new().unwrap();
+    let server = serving.block_on(FaultServer::start()).unwrap();
+    // Start-up calls another service (a connection reqwest made there is driven by that
+    // runtime too: it must not be the one the service calls later).
+    let other = serving.block_on(FaultServer::start()).unwrap();
+    let file = policy_file(
+        &redis,
+        "idle",
+        "[default.rate_limit]\nrate = 1000\nburst = 100\nshared = \"redis\"\n",
+    );
+    let client = Client::builder().config_toml(&file).build().unwrap();
+    let url = server.url("/idle");
+
+    let startup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    startup.block_on(async {
+        client.get(other.url("/init")).send().await.unwrap();
+    });
+    // `startup` stays alive, idle.
+
+    let service = tokio::runtime::Runtime::new().unwrap();
+    service.block_on(async {
+        for _ in 0..200 {
+            let sent = (client.get(url.as_str())).deadline(2 * SECOND).send().await;
+            assert!(sent.is_ok(), "{:?}", sent.err());
+        }
+        let key = format!("http://{}", server.addr());
+        let handle = client.overload("default", &key).unwrap();
+        let local = handle.rate_limit_fallbacks().unwrap();
+        let fleet = client.fleet().unwrap();
+        println!(
+            "200 calls after start-up on an idle runtime: {local} slots granted locally, \
+             is_up() {}, {} Redis round trips",
+            fleet.is_up(),
+            redis.round_trips()
+        );
+        // On d5a7ead: 200 of 200 local, and is_up() true. (A refill that comes later than
+        // the timeout on a loaded machine may still make a few local, by design.)
+        assert!(fleet.is_up());
+        assert!(
+            local < 50,
+            "{local} of 200 slots local while is_up() says sharing"
+        );
+    });
+    drop(startup);
+    assert_eq!(server.hits("/idle"), 200);
+}
+
+/// The same through `ResilientMiddleware`: first used by start-up code on a current-thread
+/// runtime kept idle, then 200 calls on the service's runtime take their slots from leases
+/// Redis granted (Redis counts the lease scripts), not from the local limit.
+#[cfg(feature = "reqwest-middleware")]
+#[test]
+fn a_middleware_first_used_on_an_idle_runtime_still_shares() {
+    use resilient_http::middleware::ResilientMiddleware;
+
+    let redis = RedisServer::start();
+    let serving = tokio::runtime::Runtime::new().unwrap();
+    let server = serving.block_on(FaultServer::start()).unwrap();
+    let other = serving.block_on(FaultServer::start()).unwrap();
+    let file = policy_file(
+        &redis,
+        "idle-mw",
+        "[default.rate_limit]\nrate = 1000\nburst = 100\nshared = \"redis\"\n",
+    );
+    let middleware = ResilientMiddleware::new(Client::builder().config_toml(&file)).unwrap();
+    let fleet = middleware.fleet().expect("a fleet");
+    let chain = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(middleware)
+        .build();
+
+    let startup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    startup.block_on(async {
+        chain.get(other.url("/init")).send().await.unwrap();
+    });
+
+    let service = tokio::runtime::Runtime::new().unwrap();
+    service.block_on(async {
+        let before = redis.round_trips();
+        let start = Instant::now();
+        for _ in 0..200 {
+            let sent = chain.get(server.url("/idle")).send().await;
+            assert!(sent.is_ok(), "{:?}", sent.err());
+        }
+        let leases = redis.round_trips() - before;
+        println!(
+            "200 calls through the middleware in {:?}: {leases} Redis round trips, is_up() {}",
+            start.elapsed(),
+            fleet.is_up()
+        );
+        assert!(fleet.is_up());
+        // 200 slots of leases of at most 50 (burst 100): at least 4 refills.
+        assert!(leases >= 4, "{leases} round trips: the slots were local");
+    });
+    drop(startup);
+    assert_eq!(server.hits("/idle"), 200);
 }

@@ -1,18 +1,17 @@
-//! The fleet's one Redis connection: started on first use inside a tokio runtime, every call
-//! bounded by the timeout, up or down as the last call went (logged once per change), and the
-//! background task that synchronises holds and budgets.
+//! The fleet's one Redis connection, on a small runtime thread of its own started on first
+//! use: every call bounded by the timeout, down on any failure and up again only when a
+//! write succeeds (logged once per change), and the background task that synchronises holds
+//! and budgets.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script, ScriptInvocation};
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use super::budget::BudgetShared;
@@ -82,13 +81,9 @@ return out
 pub(crate) struct FleetInner {
     config: FleetConfig,
     client: redis::Client,
-    /// Started on first use inside a runtime, and again on a later use once that runtime
-    /// has shut down (its tasks, the sync's and the connection's, died with it).
-    link: ArcSwapOption<Link>,
-    /// One start at a time.
-    starting: Mutex<()>,
-    /// Starting failed: local limits for good.
-    broken: AtomicBool,
+    /// Started on first use (`None`: starting failed, local limits for good).
+    link: OnceLock<Option<Link>>,
+    /// Whether handles share: set by a write Redis accepted, cleared by any failed call.
     up: AtomicBool,
     round_trips: AtomicU64,
     /// Wakes the sync task before its interval (a hold to publish, a key to learn).
@@ -101,17 +96,15 @@ pub(crate) struct FleetInner {
     base: Instant,
 }
 
+/// The fleet's own runtime (one thread) and its connection. Every Redis call, the sync task
+/// and every lease refill run there, never on a caller's runtime: a runtime that is kept
+/// but idle (start-up code's `block_on`), busy or shut down would otherwise stall them, and
+/// the connection manager's own tasks with them.
 pub(crate) struct Link {
     conn: ConnectionManager,
     pub(crate) handle: Handle,
-    /// The sync task: finished only when its runtime shut down (or the fleet is gone).
-    sync: JoinHandle<()>,
-}
-
-impl Link {
-    fn alive(&self) -> bool {
-        !self.sync.is_finished()
-    }
+    /// Dropped with the fleet: the runtime's thread then ends, and its tasks with it.
+    _stop: oneshot::Sender<()>,
 }
 
 /// The handles the sync task serves, weakly: an endpoint dropped by its owner's bounded
@@ -128,9 +121,7 @@ impl FleetInner {
         Ok(Arc::new(FleetInner {
             config,
             client,
-            link: ArcSwapOption::empty(),
-            starting: Mutex::new(()),
-            broken: AtomicBool::new(false),
+            link: OnceLock::new(),
             up: AtomicBool::new(true),
             round_trips: AtomicU64::new(0),
             nudge: Arc::new(Notify::new()),
@@ -171,53 +162,47 @@ impl FleetInner {
         self.config.timeout
     }
 
-    /// Whether handles should share through Redis now: it answered last, and the connection
-    /// is (or can be) started here. Starts it on first use.
+    /// Whether handles should share through Redis now: the last write it was sent was
+    /// accepted, and no call failed since. Starts the connection on first use.
     pub(crate) fn sharing(self: &Arc<Self>) -> bool {
-        // The common case reads two words and clones nothing. A link whose runtime is gone
-        // is started again here even while down: its sync task, which would find Redis
-        // back, died with it.
-        let running = self.link.load().as_ref().is_some_and(|link| link.alive());
-        let linked = running || self.link().is_some();
-        self.is_up() && linked
+        // Two loads once started.
+        self.is_up() && self.link().is_some()
     }
 
-    /// The connection, started now if this is the first use inside a runtime, or if the
-    /// runtime it was started on has shut down (then handles use their local limits until
-    /// Redis answers on the new one).
-    pub(crate) fn link(self: &Arc<Self>) -> Option<Arc<Link>> {
-        if let Some(link) = self.link.load_full().filter(|link| link.alive()) {
-            return Some(link);
-        }
-        // Outside a runtime: local limits, and try again on the next call.
-        let handle = Handle::try_current().ok()?;
-        let _one = self.starting.lock().unwrap_or_else(PoisonError::into_inner);
-        let dead = self.link.load_full();
-        if let Some(link) = dead.clone().filter(|link| link.alive()) {
-            return Some(link);
-        }
-        if self.broken.load(SeqCst) {
-            return None;
-        }
-        let Some(link) = self.start(handle) else {
-            self.broken.store(true, SeqCst);
-            return None;
+    /// The connection and its runtime, started now if this is the first use (from any
+    /// thread, inside a runtime or not).
+    pub(crate) fn link(self: &Arc<Self>) -> Option<&Link> {
+        self.link.get_or_init(|| self.start()).as_ref()
+    }
+
+    fn start(self: &Arc<Self>) -> Option<Link> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("resilient-http-fleet")
+            .build();
+        let runtime = match runtime {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                self.mark_down(&e);
+                return None;
+            }
         };
-        let link = Arc::new(link);
-        self.link.store(Some(link.clone()));
-        if dead.is_some() {
-            self.lost_runtime();
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("resilient-http-fleet".to_owned())
+            .spawn(move || {
+                // Runs the fleet's tasks until the fleet is dropped; they end with it.
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            });
+        if let Err(e) = thread {
+            self.mark_down(&e);
+            return None;
         }
-        Some(link)
-    }
-
-    /// The runtime the connection ran on has shut down: the handles use their local limits
-    /// until Redis answers on a connection started on a live runtime.
-    pub(crate) fn lost_runtime(&self) {
-        self.mark_down(&"the tokio runtime its connection ran on has shut down");
-    }
-
-    fn start(self: &Arc<Self>, handle: Handle) -> Option<Link> {
+        // The connection manager spawns its tasks on the runtime it is made (and used) on.
+        let _inside = handle.enter();
         let manager = ConnectionManagerConfig::new()
             // Reconnecting is nobody's wait (every call gives up at the timeout), so it may
             // take its time, and never stops trying.
@@ -233,16 +218,22 @@ impl FleetInner {
                 return None;
             }
         };
-        let sync = handle.spawn(sync_task(
+        handle.spawn(sync_task(
             Arc::downgrade(self),
             self.nudge.clone(),
             self.config.sync_interval,
         ));
-        Some(Link { conn, handle, sync })
+        Some(Link {
+            conn,
+            handle,
+            _stop: stop,
+        })
     }
 
     /// Runs `script` within the timeout: its answer, or `None` (Redis unreachable, slow, or
-    /// refusing), which turns the fleet to local limits until a call succeeds again.
+    /// refusing), which turns the fleet to local limits until a write succeeds again (see
+    /// [`probe`](Self::probe)). An answer does not turn it back: a script that only read
+    /// proves nothing of a Redis that refuses writes (out of memory, a read-only replica).
     pub(crate) async fn call<T: FromRedisValue>(
         self: &Arc<Self>,
         script: &ScriptInvocation<'_>,
@@ -250,10 +241,7 @@ impl FleetInner {
         let mut conn = self.link()?.conn.clone();
         self.round_trips.fetch_add(1, SeqCst);
         match tokio::time::timeout(self.config.timeout, script.invoke_async(&mut conn)).await {
-            Ok(Ok(answer)) => {
-                self.mark_up();
-                Some(answer)
-            }
+            Ok(Ok(answer)) => Some(answer),
             Ok(Err(e)) => {
                 self.mark_down(&e);
                 None
@@ -266,17 +254,25 @@ impl FleetInner {
         }
     }
 
-    /// A `PING`, to learn whether Redis is back when no handle has anything to sync.
-    async fn ping(self: &Arc<Self>) -> bool {
+    /// Whether Redis accepts writes again, the one way the fleet comes back up: `SET
+    /// {prefix}probe 1 XX`, a write Redis refuses as any other when it is out of memory or
+    /// read-only, and that writes nothing (`XX`: only if the key exists, which it never
+    /// does). A read (a `PING`, a sync with nothing to publish) would find a Redis out of
+    /// memory healthy, and the next lease refused again: up and down on every sync.
+    async fn probe(self: &Arc<Self>) -> bool {
         let Some(link) = self.link() else {
             return false;
         };
         let mut conn = link.conn.clone();
         self.round_trips.fetch_add(1, SeqCst);
-        let ping = redis::cmd("PING");
+        let mut probe = redis::cmd("SET");
+        probe
+            .arg(format!("{}probe", self.config.prefix))
+            .arg(1)
+            .arg("XX");
         let answer = tokio::time::timeout(
             self.config.timeout,
-            ping.query_async::<redis::Value>(&mut conn),
+            probe.query_async::<redis::Value>(&mut conn),
         )
         .await;
         match answer {
@@ -354,10 +350,28 @@ impl FleetInner {
         self.nudge.notify_one();
     }
 
-    /// One sync: every live hold and budget, in chunks of [`SYNC_CHUNK`] keys, or a `PING`
-    /// when there are none and Redis was down. Whether Redis answered every chunk.
+    /// [`sync`](Self::sync) on the fleet's own runtime, where every Redis call runs (a
+    /// reconnection the call starts spawns its tasks where it runs). Dropped, it stops
+    /// waiting; the sync itself ends within its timeouts.
+    pub(crate) async fn sync_now(self: &Arc<Self>) -> bool {
+        let Some(link) = self.link() else {
+            return false;
+        };
+        let fleet = self.clone();
+        link.handle
+            .spawn(async move { fleet.sync().await })
+            .await
+            .unwrap_or(false)
+    }
+
+    /// One sync: every live hold and budget, in chunks of [`SYNC_CHUNK`] keys, after a
+    /// [`probe`](Self::probe) when the fleet is down. Whether Redis answered every chunk
+    /// (`false` at once if the fleet is down and stays down).
     pub(crate) async fn sync(self: &Arc<Self>) -> bool {
         let _one = self.syncing.lock().await;
+        if !self.is_up() && !self.probe().await {
+            return false;
+        }
         let (holds, budgets) = {
             let mut registry = self.registry();
             registry.holds.retain(|_, hold| hold.strong_count() > 0);
@@ -367,7 +381,7 @@ impl FleetInner {
             (holds, budgets)
         };
         if holds.is_empty() && budgets.is_empty() {
-            return self.is_up() || self.ping().await;
+            return self.is_up();
         }
         // Holds first, then budgets, at most SYNC_CHUNK keys a script: one round trip for
         // most fleets.

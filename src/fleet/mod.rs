@@ -15,13 +15,19 @@
 //! No call fails because of Redis, and none waits for it beyond [`FleetConfig::timeout`] (20 ms
 //! by default): on a Redis error or timeout the fleet switches every handle to its local limit
 //! (the crate's own GCRA, hold and budget), logs once (`WARN fleet: redis unavailable, using
-//! local limits`), keeps probing in the background, and switches back when Redis answers (`INFO
-//! fleet: redis available again, sharing limits`). A rate limit also answers locally, on its
-//! own, after a refill of its lease that failed or came after its timeout (so that a caller
-//! waits for at most one such refill, even while Redis flaps), and after two leases in a row
-//! that expired before they arrived (round trips longer than a lease's life), until a refill,
-//! asked for in the background, succeeds. While local, the fleet-wide bounds below do not
-//! hold: each replica keeps its own.
+//! local limits`), keeps probing in the background, and switches back when Redis accepts a
+//! write again (`INFO fleet: redis available again, sharing limits`). A Redis that answers
+//! reads but refuses writes (out of memory with `noeviction`, a read-only replica) is down
+//! until then: the probe is a write that writes nothing (`SET {prefix}probe 1 XX`), so a read
+//! that succeeds never turns the fleet back up only for the next lease to be refused.
+//! [`Fleet::is_up`] is false whenever the handles use their local limits for the fleet's sake.
+//! A rate limit also answers locally, on its own, after a refill of its lease that failed or
+//! came after its timeout (so that a caller waits for at most one such refill, even while
+//! Redis flaps; logged per key, once per change), and after two leases in a row that expired
+//! before they arrived (a lease's life, `per / rate × ⌊burst / 2⌋`, shorter than a round
+//! trip: logged once per key, naming the `burst` that would do), until a refill, asked for in
+//! the background, succeeds. While local, the fleet-wide bounds below do not hold: each
+//! replica keeps its own.
 //!
 //! # The shared rate limit, and how leasing bounds the overshoot
 //!
@@ -59,6 +65,20 @@
 //! second leases about 38 slots: 0.03 round trips per request (`tests/fleet.rs` measures it).
 //! Leasing needs a `burst`: with `burst` 1 every slot is a round trip of its own.
 //!
+//! # Replicas with different settings (a deploy in progress)
+//!
+//! The key's hash in Redis carries the settings its GCRA runs with (interval, tolerance and
+//! lease life), and every replica's lease runs with those, whatever its own: replicas that
+//! disagree share one limit rather than each running its own against one TAT (where the one
+//! with the shorter tolerance would never find a slot). The settings are those of the first
+//! replica to lease since the key was last idle, and they stay while replicas with them keep
+//! being granted slots; once none has been for a second (or twice the time the burst takes to
+//! come back, if longer), the next lease puts its replica's settings in their place. So a
+//! rolling deploy that changes a limit enforces the old one until the last old replica stops
+//! leasing, then the new one; replicas of either version get their share of whichever is in
+//! force. A replica whose settings differ from the fleet's logs it once per key, at `WARN`,
+//! with both (`fleet=… this_replica=…`).
+//!
 //! # Holds
 //!
 //! [`SharedHold::hold_until`] holds locally at once and publishes the hold to Redis with the
@@ -90,11 +110,14 @@
 //!
 //! # Keys
 //!
-//! `{prefix}rate:{key}` (the TAT; expires when the TAT is past, so an idle key is gone),
-//! `{prefix}hold:{key}` (expires with the hold), `{prefix}budget:{key}` (a hash of at most
-//! 22 fields per window setting; expires a window after its last flush). Nothing else is
-//! written. Redis 5 or later (scripts call `TIME`); one node, not Redis Cluster (a sync
-//! script touches the keys of many endpoints).
+//! `{prefix}gcra:{key}` (a hash: the TAT, the settings above and when a replica with them was
+//! last granted a slot; expires when the TAT is past, and not before those settings' second,
+//! so an idle key is gone), `{prefix}hold:{key}` (expires with the hold),
+//! `{prefix}budget:{key}` (a hash of at most 22 fields per window setting; expires a window
+//! after its last flush). Nothing else is written (`{prefix}probe` is only ever written if it
+//! exists). A client's guards use `{policy}|{endpoint key}` as `key`, the policy's `%` and
+//! `|` percent-encoded, so that no two policies' keys meet. Redis 5 or later (scripts call
+//! `TIME`); one node, not Redis Cluster (a sync script touches the keys of many endpoints).
 
 mod budget;
 mod config;
@@ -119,11 +142,12 @@ use link::FleetInner;
 /// One process's connection to the Redis that its replicas share, and the source of the
 /// shared limits' handles. Cheap to clone (one `Arc`).
 ///
-/// Making one connects nothing: the connection (the `redis` crate's tokio connection manager,
-/// which reconnects by itself) and the background sync task start on first use inside a tokio
-/// runtime, and live on that runtime. When it shuts down, the next use on another runtime
-/// starts them again there (meanwhile, and until Redis answers on the new connection, the
-/// handles use their local limits). Outside a runtime, every handle uses its local limit.
+/// Making one connects nothing: on first use (inside a tokio runtime or not), the fleet starts
+/// a small runtime on a thread of its own (`resilient-http-fleet`), and its connection (the
+/// `redis` crate's tokio connection manager, which reconnects by itself), the background sync
+/// and every lease refill run there, never on a caller's runtime: start-up code on a runtime
+/// that is then kept idle, or one that shuts down, stalls nothing. The thread ends when the
+/// fleet (every clone, and every handle it gave) is dropped.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), resilient_http::Error> {
@@ -186,13 +210,14 @@ impl Fleet {
 
     /// Flushes the budgets' counts and reads the holds and fleet balances now, instead of at
     /// the next background sync (at shutdown, so that the last counts are not lost; in
-    /// tests). `false` if Redis did not answer in time.
+    /// tests). `false` if Redis did not answer in time, or if the fleet is down and Redis
+    /// still refuses writes.
     pub async fn sync(&self) -> bool {
-        self.inner.sync().await
+        self.inner.sync_now().await
     }
 
-    /// Whether the fleet is sharing (the last Redis call answered in time), rather than
-    /// using local limits.
+    /// Whether the fleet is sharing, rather than using local limits: no Redis call has failed
+    /// (or answered later than the timeout) since Redis last accepted a write.
     pub fn is_up(&self) -> bool {
         self.inner.is_up()
     }
@@ -211,5 +236,36 @@ impl Fleet {
     /// Whether `other` is this fleet (a clone of it), not merely one with the same settings.
     pub(crate) fn same(&self, other: &Fleet) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overload::FleetKeys;
+
+    fn key(policy: &str, endpoint: &str) -> String {
+        let fleet = Fleet::new(FleetConfig::new("redis://127.0.0.1:1")).unwrap();
+        FleetKeys::new(fleet, policy.into()).key(endpoint)
+    }
+
+    #[test]
+    fn no_two_policy_and_endpoint_pairs_share_a_key() {
+        assert_eq!(key("default", "http://a:80"), "default|http://a:80");
+        assert_eq!(key("x", "y|z"), "x|y|z");
+        assert_eq!(key("x|y", "z"), "x%7Cy|z");
+        assert_eq!(key("x%7Cy", "z"), "x%257Cy|z");
+        let names = [
+            "", "x", "x|", "|x", "x|y", "x%", "%7C", "x%7Cy", "y|z", "z", "|",
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for policy in names {
+            for endpoint in names {
+                let k = key(policy, endpoint);
+                if let Some(other) = seen.insert(k.clone(), (policy, endpoint)) {
+                    panic!("{k}: both {other:?} and {:?}", (policy, endpoint));
+                }
+            }
+        }
     }
 }

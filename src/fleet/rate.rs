@@ -17,20 +17,40 @@ pub(crate) const LEASE_MAX: u64 = 64;
 /// asking again (at most until the refill's timeout).
 const POLL: u64 = 1_000;
 
-/// The GCRA, leasing: `KEYS[1]` the TAT (microseconds of Redis's clock), `KEYS[2]` the
-/// endpoint's hold; `ARGV`: interval and tolerance in microseconds, slots wanted, fewest worth
-/// granting, and how many to wait for when fewer are free. Answers the slots granted, the
-/// microseconds until that many are free (when none were granted), and the hold's
-/// milliseconds left.
+/// The GCRA, leasing: `KEYS[1]` a hash of the TAT (microseconds of Redis's clock) and the
+/// settings it runs with, `KEYS[2]` the endpoint's hold; `ARGV`: this replica's interval,
+/// tolerance and lease life in microseconds, slots wanted, fewest worth granting, and how
+/// many to wait for when fewer are free. Answers the slots granted, the microseconds until
+/// that many are free (when none were granted), the hold's milliseconds left, and the
+/// settings enforced (interval, tolerance, lease life).
+///
+/// The settings in the hash are the first writer's, and stay while a replica with them keeps
+/// leasing: every replica runs the GCRA with them, whatever its own, so replicas configured
+/// differently (a rolling deploy) share one limit instead of locking each other out. Once
+/// no replica with them has been granted a slot for [`settled`](Plan::settled) (a second, or
+/// twice the time the burst takes to come back, if longer), the next replica's settings
+/// replace them; the key lives at least that long after such a grant.
 static LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
-local want, least, batch = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local tat = tonumber(redis.call('GET', KEYS[1]) or 0)
+local my_interval, my_tolerance, my_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local want, least, batch = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local s = redis.call('HMGET', KEYS[1], 'tat', 'interval', 'tolerance', 'ttl', 'seen')
+local tat, seen = tonumber(s[1]) or 0, tonumber(s[5]) or 0
+local interval, tolerance, ttl = tonumber(s[2]), tonumber(s[3]), tonumber(s[4])
+local function settled(i, tol, life)
+  return math.max(1000000, 2 * (i + tol + life))
+end
+local ours = interval == my_interval and tolerance == my_tolerance and ttl == my_ttl
+if interval == nil or tolerance == nil or ttl == nil or interval < 1
+  or (not ours and now - seen > settled(interval, tolerance, ttl)) then
+  interval, tolerance, ttl, ours = my_interval, my_tolerance, my_ttl, true
+end
 if tat < now then tat = now end
+local shared = math.floor(tolerance / interval) + 1
+least, batch, want = math.min(least, shared), math.min(batch, shared), math.min(want, shared)
 local ahead = tat - now
 local free = math.floor((tolerance - ahead) / interval) + 1
 local granted, wait = 0, 0
@@ -39,12 +59,16 @@ if free < least then
 else
   granted = math.min(want, free)
   tat = tat + granted * interval
-  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX',
-    string.format('%.0f', math.ceil((tat - now) / 1000) + 1))
+  if ours then seen = now end
+  local keep = math.max(tat - now, seen + settled(interval, tolerance, ttl) - now)
+  redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', tat),
+    'interval', string.format('%.0f', interval), 'tolerance', string.format('%.0f', tolerance),
+    'ttl', string.format('%.0f', ttl), 'seen', string.format('%.0f', seen))
+  redis.call('PEXPIRE', KEYS[1], string.format('%.0f', math.ceil(keep / 1000) + 1))
 end
 local held = redis.call('PTTL', KEYS[2])
 if held < 0 then held = 0 end
-return {granted, wait, held}
+return {granted, wait, held, interval, tolerance, ttl}
 ",
     )
 });
@@ -60,7 +84,7 @@ struct RateShared {
     redis_key: String,
     hold_key: String,
     plan: Plan,
-    /// While Redis is down (and outside a runtime).
+    /// While Redis is down or slow.
     local: RateLimit,
     leases: Leases,
     refilling: AtomicBool,
@@ -70,9 +94,16 @@ struct RateShared {
     failed: AtomicBool,
     /// The last lease expired before it arrived.
     lost: AtomicBool,
-    /// `failed` because Redis answered, but later than its timeout (or too late twice):
-    /// announced, unlike Redis down, which the fleet announces once for every key.
+    /// `failed` because Redis answered, but later than its timeout: announced (and its end),
+    /// unlike Redis down, which the fleet announces once for every key.
     slow: AtomicBool,
+    /// Leases expired before they arrived, twice in a row (their life is shorter than a
+    /// round trip): announced once, since it is the settings' doing and lasts.
+    short_lived: AtomicBool,
+    /// The settings in Redis differ from this replica's: announced once.
+    mismatch: AtomicBool,
+    /// The lease life of the settings Redis enforced at the last refill (0: none yet).
+    enforced_ttl: AtomicU64,
     /// Slots the local limit granted (Redis down or slow), for telemetry.
     fallbacks: AtomicU64,
     /// When the refill on its way gives up (microseconds since the fleet's base).
@@ -128,6 +159,37 @@ impl Plan {
         }
     }
 
+    /// The settings as a user wrote them, for logs: one slot every `interval`, and `burst`.
+    fn settings(&self) -> String {
+        let interval = self.interval.max(1);
+        let burst = (self.tolerance / interval + 1).saturating_add(self.ttl / interval);
+        // Bursts 1 and 2 make the same plan (one slot leased, one for Redis).
+        let burst = match burst {
+            2 => "1 or 2".to_owned(),
+            burst => burst.to_string(),
+        };
+        format!(
+            "one slot every {:?}, burst {burst}",
+            Duration::from_micros(interval)
+        )
+    }
+
+    /// How long settings stay in Redis after a replica with them was last granted a slot
+    /// (microseconds; as the lease script computes it): a second, or twice the time the
+    /// burst takes to come back, if longer.
+    pub(crate) fn settled(&self) -> u64 {
+        (self.interval.saturating_add(self.tolerance))
+            .saturating_add(self.ttl)
+            .saturating_mul(2)
+            .max(1_000_000)
+    }
+
+    /// The smallest `burst` whose leases outlive two round trips of `took` microseconds.
+    fn burst_for(&self, took: u64) -> u64 {
+        let reserve = took.saturating_mul(2).div_ceil(self.interval.max(1)).max(1);
+        reserve.saturating_mul(2)
+    }
+
     /// The next lease's size, for a replica that took `taken` slots in the last `since`
     /// microseconds, `dry` if it ran out, after a lease of `last`: what it spends in three
     /// quarters of a lease's life (a lease asked for with a quarter of the last one left is
@@ -166,7 +228,7 @@ impl SharedRate {
         SharedRate(Arc::new(RateShared {
             fleet: fleet.clone(),
             endpoint: key.to_owned(),
-            redis_key: fleet.key("rate", key),
+            redis_key: fleet.key("gcra", key),
             hold_key: fleet.key("hold", key),
             plan: Plan::new(config),
             local: RateLimit::new(config),
@@ -175,6 +237,9 @@ impl SharedRate {
             failed: AtomicBool::new(false),
             lost: AtomicBool::new(false),
             slow: AtomicBool::new(false),
+            short_lived: AtomicBool::new(false),
+            mismatch: AtomicBool::new(false),
+            enforced_ttl: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
             deadline: AtomicU64::new(0),
             not_before: AtomicU64::new(0),
@@ -230,7 +295,7 @@ impl SharedRate {
     }
 
     /// Slots the local limit granted so far, because Redis was down or slower than its
-    /// timeout (or this replica outside a runtime): for telemetry and tests.
+    /// timeout (or leases expired before they arrived): for telemetry and tests.
     pub fn fallbacks(&self) -> u64 {
         self.0.fallbacks.load(SeqCst)
     }
@@ -268,11 +333,16 @@ impl SharedRate {
         let since = t.saturating_sub(shared.last_refill.swap(t, SeqCst));
         let taken = shared.taken.swap(0, SeqCst);
         let dry = shared.dry.swap(false, SeqCst);
-        let size = shared
-            .plan
-            .lease(taken, since, dry, shared.asked.load(SeqCst));
+        // Sized for the life leases have under the settings enforced (the fleet's, in Redis,
+        // once a refill has told them), as every replica's are: a lease is spent before it
+        // expires, and replicas configured differently ask alike (fair shares).
+        let plan = match shared.enforced_ttl.load(SeqCst) {
+            0 => shared.plan,
+            ttl => Plan { ttl, ..shared.plan },
+        };
+        let size = plan.lease(taken, since, dry, shared.asked.load(SeqCst));
         shared.asked.store(size, SeqCst);
-        // Cleared when the refill ends, or if the runtime drops it unrun.
+        // Cleared when the refill ends, or if the fleet's runtime drops it unrun.
         let refill = Refill {
             shared: shared.clone(),
             ran: false,
@@ -298,7 +368,7 @@ impl RateShared {
 /// A refill on its way; dropping it lets the next one start.
 struct Refill {
     shared: Arc<RateShared>,
-    /// Whether the runtime ran it: one that has shut down drops what is spawned on it unrun.
+    /// Whether the fleet's runtime ran it (one that stops drops what is spawned on it unrun).
     ran: bool,
 }
 
@@ -316,18 +386,38 @@ impl Refill {
             .key(&shared.hold_key)
             .arg(plan.interval)
             .arg(plan.tolerance)
+            .arg(plan.ttl)
             .arg(size)
             .arg(if any { 1 } else { size.div_ceil(2) })
             .arg(size.div_ceil(2));
-        let answer: Option<(u64, u64, i64)> = shared.fleet.call(&script).await;
+        let answer: Option<(u64, u64, i64, u64, u64, u64)> = shared.fleet.call(&script).await;
         let now = shared.fleet.micros(Instant::now());
-        let Some((granted, wait, held)) = answer else {
+        let Some((granted, wait, held, interval, tolerance, ttl)) = answer else {
             shared.failed.store(true, SeqCst);
             return;
         };
+        let enforced = Plan {
+            interval,
+            tolerance,
+            ttl,
+            cap: plan.cap,
+        };
+        shared.enforced_ttl.store(ttl, SeqCst);
+        if enforced != plan && !shared.mismatch.swap(true, SeqCst) {
+            let (key, prefix) = (&shared.endpoint, &shared.fleet.config().prefix);
+            tracing::warn!(
+                %key, %prefix,
+                fleet = %enforced.settings(), this_replica = %plan.settings(),
+                "fleet: this rate limit's settings differ from those another replica set in \
+                 Redis; every replica enforces the fleet's until none with them has been \
+                 granted a slot for {:?}",
+                Duration::from_micros(enforced.settled())
+            );
+        }
         // Its life counts from before it was asked for: never longer than `ttl` from the
-        // grant, wherever the clocks are.
-        let expiry = t.saturating_add(plan.ttl);
+        // grant, wherever the clocks are. The enforced settings' `ttl`, which the bound is
+        // proved with (their reserve of slots, at their interval).
+        let expiry = t.saturating_add(ttl);
         shared.scarce.store(granted < size, SeqCst);
         if granted > 0 {
             shared.leases.install(expiry, granted.min(size));
@@ -345,19 +435,32 @@ impl Refill {
             shared.lost.store(false, SeqCst);
         }
         let late = now > shared.deadline.load(SeqCst);
-        let slow = late || lost_twice;
-        shared.failed.store(slow, SeqCst);
-        if slow != shared.slow.swap(slow, SeqCst) {
-            let (key, prefix) = (&shared.endpoint, &shared.fleet.config().prefix);
-            if slow {
+        shared.failed.store(late || lost_twice, SeqCst);
+        let (key, prefix) = (&shared.endpoint, &shared.fleet.config().prefix);
+        if late != shared.slow.swap(late, SeqCst) {
+            if late {
+                let timeout = crate::error::Short(shared.fleet.timeout());
                 tracing::warn!(
                     %key, %prefix,
-                    "fleet: redis answers this rate limit later than its timeout; it is local \
-                     until a refill comes in time"
+                    "fleet: this rate limit's lease refill came later than the redis \
+                     timeout ({timeout}); it is local until a refill comes in time"
                 );
-            } else {
+            } else if !lost_twice {
                 tracing::info!(%key, %prefix, "fleet: this rate limit is shared again");
             }
+        }
+        if lost_twice && !late && !shared.short_lived.swap(true, SeqCst) {
+            // Redis answered in time: the lease's life is the cause, and the settings fix it.
+            let took = Duration::from_micros(now.saturating_sub(t));
+            tracing::warn!(
+                %key, %prefix,
+                "fleet: this rate limit's leases expire before they arrive: a lease lives \
+                 {:?} (per / rate × ⌊burst / 2⌋) and its refill took {took:?}; it is mostly \
+                 local: raise its `burst` to at least {} (leases then outlive two such round \
+                 trips), or make it local",
+                Duration::from_micros(ttl),
+                plan.burst_for(now.saturating_sub(t))
+            );
         }
         if held > 0
             && let Some(hold) = shared.fleet.live_hold(&shared.endpoint)
@@ -370,10 +473,8 @@ impl Refill {
 impl Drop for Refill {
     fn drop(&mut self) {
         if !self.ran {
-            // Its runtime is gone: the local limit answers until a refill runs elsewhere
-            // (the next one starts the connection again on the caller's runtime).
+            // Dropped unrun: the fleet's runtime is stopping (the fleet is being dropped).
             self.shared.failed.store(true, SeqCst);
-            self.shared.fleet.lost_runtime();
         }
         self.shared.refilling.store(false, SeqCst);
     }
@@ -506,6 +607,29 @@ mod tests {
         );
         let huge = Plan::new(RateLimitConfig::new(1, Duration::MAX).burst(u32::MAX));
         assert_eq!(huge.cap, LEASE_MAX);
+    }
+
+    #[test]
+    fn settings_read_as_written_and_stay_a_second_or_two_bursts() {
+        let a = plan(100, 1000 * MS, 20);
+        assert_eq!(a.settings(), "one slot every 10ms, burst 20");
+        assert_eq!(a.settled(), 1_000_000);
+        assert_eq!(
+            plan(3, 1000 * MS, 3).settings(),
+            "one slot every 333.334ms, burst 3"
+        );
+        assert_eq!(
+            plan(1, 1000 * MS, 1).settings(),
+            "one slot every 1s, burst 1 or 2"
+        );
+        // 1 a minute, burst 4: 4 minutes for the burst, twice.
+        assert_eq!(plan(1, 60_000 * MS, 4).settled(), 2 * 240_000_000);
+        assert_eq!(
+            Plan::new(RateLimitConfig::new(1, Duration::MAX)).settled(),
+            u64::MAX
+        );
+        // Leases of 10 µs against round trips of 300 µs: a reserve of 60, a burst of 120.
+        assert_eq!(plan(100_000, 1000 * MS, 1).burst_for(300), 120);
     }
 
     #[test]

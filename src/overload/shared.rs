@@ -149,9 +149,27 @@ impl FleetKeys {
         FleetKeys { fleet, policy }
     }
 
-    /// The Redis key (before the fleet's prefix and kind) of `endpoint`'s state.
+    /// The Redis key (before the fleet's prefix and kind) of `endpoint`'s state:
+    /// `{policy}|{endpoint}`, the policy's `%` and `|` percent-encoded, so that the policy
+    /// ends at the first `|` and no two (policy, endpoint) pairs share a key (policy `x` with
+    /// endpoint `y|z` is `x|y|z`, policy `x|y` with `z` is `x%7Cy|z`). Other names read as
+    /// they are in `redis-cli`.
     pub(crate) fn key(&self, endpoint: &str) -> String {
-        format!("{}|{endpoint}", self.policy)
+        let policy = &*self.policy;
+        if !policy.contains(['%', '|']) {
+            return format!("{policy}|{endpoint}");
+        }
+        let mut key = String::with_capacity(policy.len() + endpoint.len() + 8);
+        for c in policy.chars() {
+            match c {
+                '%' => key.push_str("%25"),
+                '|' => key.push_str("%7C"),
+                c => key.push(c),
+            }
+        }
+        key.push('|');
+        key.push_str(endpoint);
+        key
     }
 }
 
