@@ -187,6 +187,11 @@ pub struct Attempt {
     /// Whether it was a [hedge](crate::hedge): sent while an earlier attempt was still in
     /// flight, not after it failed.
     pub hedge: bool,
+    /// The server named the attempt's stream unprocessed (HTTP/2 `REFUSED_STREAM`, or above a
+    /// graceful `GOAWAY`'s last stream id), and the call sent the request again at once,
+    /// spending none of the policy's attempts (see [`MAX_RESENDS`](crate::retry::MAX_RESENDS)).
+    /// Such an attempt was [not sent](Delivery::NotSent).
+    pub resent: bool,
 }
 
 impl Attempt {
@@ -206,6 +211,7 @@ impl Attempt {
             class,
             delivery,
             hedge: false,
+            resent: false,
         }
     }
 }
@@ -226,7 +232,11 @@ impl fmt::Display for Attempt {
             self.class,
             self.delivery,
             Short(self.duration)
-        )
+        )?;
+        if self.resent {
+            f.write_str(", resent: the server never processed it")?;
+        }
+        Ok(())
     }
 }
 

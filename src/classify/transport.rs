@@ -79,6 +79,38 @@ fn tls_failed(mut source: Option<&(dyn StdError + 'static)>) -> bool {
     false
 }
 
+/// Whether the server named the stream unprocessed: it did no work on it, so the request may
+/// go out again, even a POST (see [`crate::retry::MAX_RESENDS`]).
+///
+/// - `REFUSED_STREAM` promises the server did no work on the stream (RFC 9113 §8.7).
+/// - A graceful GOAWAY (`NO_ERROR`) fails, in h2, only the streams above its last stream id,
+///   which the server promises it did not process (RFC 9113 §6.8), and the streams opened
+///   after it arrived; streams it kept that the connection then loses fail with an io error
+///   (a broken pipe) instead, which may have been processed.
+#[cfg(feature = "http2")]
+fn named_unprocessed(h2: &h2::Error) -> bool {
+    h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+        || (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR))
+}
+
+/// Whether `error`'s source chain holds a stream the server named unprocessed (see
+/// `named_unprocessed`): an attempt the call resends at once, spending none of its own.
+pub(crate) fn unprocessed(error: &(dyn StdError + 'static)) -> bool {
+    #[cfg(feature = "http2")]
+    {
+        let mut source = Some(error);
+        while let Some(err) = source {
+            if let Some(h2) = err.downcast_ref::<h2::Error>() {
+                return named_unprocessed(h2);
+            }
+            source = err.source();
+        }
+    }
+    #[cfg(not(feature = "http2"))]
+    let _ = error;
+    false
+}
+
 fn analyze_chain(mut source: Option<&(dyn StdError + 'static)>) -> Option<Analysis> {
     while let Some(err) = source {
         if let Some(found) = analyze_one(err) {
@@ -101,14 +133,7 @@ fn analyze_one(err: &(dyn StdError + 'static)) -> Option<Analysis> {
     // Without the feature, reqwest speaks no HTTP/2, so no h2 error can be in the chain.
     #[cfg(feature = "http2")]
     if let Some(h2) = err.downcast_ref::<h2::Error>() {
-        // REFUSED_STREAM promises the server did no work on the stream (RFC 9113 §8.7).
-        if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
-            return Some(analysis(ConnectionClosed, NotSent));
-        }
-        // A graceful GOAWAY (NO_ERROR) fails only the streams above its last stream id, which
-        // the server promises it did not process (RFC 9113 §6.8); streams it kept that the
-        // connection then loses fail with an io error instead.
-        if h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR) {
+        if named_unprocessed(h2) {
             return Some(analysis(ConnectionClosed, NotSent));
         }
         if h2.reason().is_some() || h2.is_go_away() || h2.is_io() {

@@ -14,6 +14,22 @@
 //!   [`generate_idempotency_key`](RetryPolicyBuilder::generate_idempotency_key) adds a random key
 //!   to such requests, for servers that honour it.
 //!
+//! ## Streams the server never processed
+//!
+//! An HTTP/2 server may name a stream unprocessed: it refused it (`REFUSED_STREAM`), or it
+//! is shutting the connection down gracefully (`GOAWAY` with `NO_ERROR`, as nginx does after
+//! `keepalive_requests` and on a reload) and the stream is above the last one it kept. Such a
+//! request is sent again at once on another connection, spending none of the policy's
+//! attempts, no backoff and no [retry budget](BudgetConfig), whatever the method (gRPC's
+//! "transparent retry"), up to [`MAX_RESENDS`] times per call; past that, such a failure is
+//! an attempt as any other. It must still fit the deadline, get past the endpoint's guards
+//! (a hold, the rate limit, the breaker) as any attempt, and have a body that can be sent
+//! again (none, bytes, a stream kept whole, or [`body_with`](crate::RequestBuilder::body_with)).
+//! The history shows each one as an attempt that was [not sent](crate::Delivery::NotSent),
+//! with [`resent`](crate::Attempt::resent) set. A stream the server may have processed (one
+//! at or below the GOAWAY's last stream id that the connection then lost, any other reset)
+//! is never resent this way.
+//!
 //! ## How long to wait
 //!
 //! A failure status with a valid `Retry-After` waits what the server asked, up to
@@ -94,6 +110,11 @@ pub use future::ResponseFuture;
 pub use layer::RetryLayer;
 pub use policy::{IDEMPOTENCY_KEY, RetryPolicy, RetryPolicyBuilder, is_idempotent};
 pub use service::Retry;
+
+/// How many times one call sends its request again at once because the server named the
+/// stream unprocessed (HTTP/2 `REFUSED_STREAM`, or above a graceful `GOAWAY`'s last stream
+/// id), beyond the policy's attempts: see [the module docs](self#streams-the-server-never-processed).
+pub const MAX_RESENDS: u32 = 3;
 
 /// Every attempt of a call that succeeded after retries, the successful one last. Found in the
 /// response's extensions; absent when the first attempt succeeded.
