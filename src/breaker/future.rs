@@ -7,7 +7,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use super::state::{Breaker, Permit, Verdict};
-use crate::classify::Class;
+use crate::classify::{Class, never_processed};
 use crate::error::{Error, ErrorKind};
 
 pin_project! {
@@ -95,6 +95,9 @@ pub(crate) fn error_verdict(error: &Error) -> Verdict {
     match error {
         // The caller's deadline, or code of the caller's that failed: not the endpoint's doing.
         e if matches!(e.kind(), ErrorKind::DeadlineExceeded | ErrorKind::Hook) => Verdict::Ignored,
+        // A stream the server never processed (an HTTP/2 refusal, a graceful shutdown): a
+        // healthy server turning connections over, not a failure (see `retry::MAX_RESENDS`).
+        e if never_processed(e) => Verdict::Ignored,
         e if e.class() == Class::Transient => Verdict::Failure,
         _ => Verdict::Success,
     }

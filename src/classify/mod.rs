@@ -66,7 +66,7 @@ pub use layer::ClassifyLayer;
 pub(crate) use layer_error::{is_tower_timeout, layer_error};
 pub(crate) use reader::{bare_verdict, sorting};
 pub use service::Classify;
-pub(crate) use transport::{analyze, unprocessed};
+pub(crate) use transport::{analyze, never_processed};
 
 /// What an attempt's outcome means for the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

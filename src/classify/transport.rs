@@ -93,9 +93,18 @@ fn named_unprocessed(h2: &h2::Error) -> bool {
         || (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR))
 }
 
-/// Whether `error`'s source chain holds a stream the server named unprocessed (see
-/// `named_unprocessed`): an attempt the call resends at once, spending none of its own.
-pub(crate) fn unprocessed(error: &(dyn StdError + 'static)) -> bool {
+/// Whether the server named the attempt that failed with `error` unprocessed (see
+/// `named_unprocessed`): the call resends it at once, spending none of its attempts
+/// (`RetryState::resends`), and the breaker does not count it (`breaker::error_verdict`).
+pub(crate) fn never_processed(error: &crate::Error) -> bool {
+    // Cheap checks first: the source chain is walked only for these.
+    error.delivery() == Delivery::NotSent
+        && error.kind() == ErrorKind::ConnectionClosed
+        && unprocessed(error)
+}
+
+/// Whether `error`'s source chain holds a stream the server named unprocessed.
+fn unprocessed(error: &(dyn StdError + 'static)) -> bool {
     #[cfg(feature = "http2")]
     {
         let mut source = Some(error);

@@ -14,7 +14,7 @@ use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
 use super::replay::Replay;
 use super::{MAX_RESENDS, RetryHistory};
 use crate::breaker::Breaker;
-use crate::classify::{Class, Delivery, unprocessed};
+use crate::classify::{Class, Delivery, never_processed};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
 use crate::hedge::race::answers;
 use crate::overload::Guards;
@@ -537,12 +537,9 @@ impl RetryState {
     /// Marks the history's entry as resent.
     fn resends(&mut self, error: &Error, now: Instant) -> bool {
         let resend = self.resent < MAX_RESENDS
-            // Cheap checks first: `unprocessed` walks the error's sources.
-            && error.delivery() == Delivery::NotSent
-            && error.kind() == ErrorKind::ConnectionClosed
             && self.replayable()
             && self.clock.deadline().is_none_or(|deadline| now < deadline)
-            && unprocessed(error);
+            && never_processed(error);
         if !resend {
             return false;
         }
