@@ -59,10 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
     let ca2 = ca.clone();
-    let builder = Client::builder().reqwest(move |b| match ca2 {
-        Some(ca) => b.add_root_certificate(ca),
-        None => b,
-    });
+    let builder = Client::builder();
     enum Caller {
         Client(Client),
         Middleware(reqwest_middleware::ClientWithMiddleware),
@@ -77,6 +74,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build();
         Caller::Middleware(chain)
     } else {
+        let builder = builder.reqwest(move |b| match ca2 {
+            Some(ca) => b.add_root_certificate(ca),
+            None => b,
+        });
         Caller::Client(builder.build()?)
     });
     let counts = Arc::new(Counts::default());
@@ -87,26 +88,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (caller, counts, next, url) =
             (caller.clone(), counts.clone(), next.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < total {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                // Each call's number, for the server's log: which calls it processed twice.
                 let result = match &*caller {
-                    Caller::Client(client) => client.get(&url).send().await,
-                    Caller::Middleware(chain) => match chain.get(&url).send().await {
-                        Ok(response) => Ok(response),
-                        Err(err) => match ResilientMiddleware::error(&err) {
-                            Some(_) => Err(match err {
-                                reqwest_middleware::Error::Middleware(e) => e
-                                    .downcast::<resilient_http::Error>()
-                                    .map_err(|_| "untyped")?,
-                                reqwest_middleware::Error::Reqwest(_) => return Err("untyped"),
-                            }),
-                            None => return Err("untyped"),
-                        },
-                    },
+                    Caller::Client(client) => client.get(&url).header("x-call", n).send().await,
+                    Caller::Middleware(chain) => {
+                        match chain.get(&url).header("x-call", n).send().await {
+                            Ok(response) => Ok(response),
+                            Err(err) => match ResilientMiddleware::error(&err) {
+                                Some(_) => Err(match err {
+                                    reqwest_middleware::Error::Middleware(e) => e
+                                        .downcast::<resilient_http::Error>()
+                                        .map_err(|_| "untyped")?,
+                                    reqwest_middleware::Error::Reqwest(_) => return Err("untyped"),
+                                }),
+                                None => return Err("untyped"),
+                            },
+                        }
+                    }
                 };
                 match result {
                     Ok(response) => {
                         if let Some(RetryHistory(attempts)) = response.extensions().get() {
                             counts.history(attempts);
+                            let attempts: Vec<String> =
+                                attempts.iter().map(|a| a.to_string()).collect();
+                            eprintln!("call {n}: {}", attempts.join(" | "));
                         }
                         let _ = response.bytes().await;
                         counts.ok.fetch_add(1, Ordering::Relaxed);

@@ -187,10 +187,10 @@ pub struct Attempt {
     /// Whether it was a [hedge](crate::hedge): sent while an earlier attempt was still in
     /// flight, not after it failed.
     pub hedge: bool,
-    /// The server named the attempt's stream unprocessed (HTTP/2 `REFUSED_STREAM`, or above a
-    /// graceful `GOAWAY`'s last stream id), and the call sent the request again at once,
+    /// An HTTP/2 server turning its connections over turned the attempt's stream away
+    /// (`REFUSED_STREAM`: [never sent](Delivery::NotSent); a graceful `GOAWAY`:
+    /// [maybe sent](Delivery::MaybeSent)), and the call sent the request again at once,
     /// spending none of the policy's attempts (see [`MAX_RESENDS`](crate::retry::MAX_RESENDS)).
-    /// Such an attempt was [not sent](Delivery::NotSent).
     pub resent: bool,
 }
 
@@ -234,7 +234,7 @@ impl fmt::Display for Attempt {
             Short(self.duration)
         )?;
         if self.resent {
-            f.write_str(", resent: the server never processed it")?;
+            f.write_str(", resent: the server turned the stream away")?;
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use resilient_http::breaker::endpoint_key;
 use resilient_http::middleware::ResilientMiddleware;
-use resilient_http::retry::{Jitter, MAX_RESENDS, RetryHistory, RetryPolicy};
+use resilient_http::retry::{IDEMPOTENCY_KEY, Jitter, MAX_RESENDS, RetryHistory, RetryPolicy};
 use resilient_http::{AttemptOutcome, Class, Client, Delivery, ErrorKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -207,20 +207,27 @@ async fn a_reqwest_client_of_yours_keeps_reqwest_retries_until_turned_off() {
     }
 }
 
+/// A graceful GOAWAY names the stream unprocessed, but hyper may hand it to a stream the
+/// server kept (see `classify::Turnover`): maybe sent. A POST is neither resent nor retried; a
+/// GET is resent, then retried by the policy.
 #[tokio::test]
-async fn graceful_goaway_was_never_sent_and_is_retried_even_for_post() {
+async fn a_graceful_goaway_may_have_been_processed_so_a_post_is_not_sent_again() {
     let (url, seen) = graceful_goaway_server().await;
     let client = h2_client(prior_knowledge(false), three_attempts());
-    let err = client.post(url).body("x").send().await.unwrap_err();
+    let err = client.post(&url).body("x").send().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{err:?}");
     assert_eq!(err.class(), Class::Transient);
-    assert_eq!(err.delivery(), Delivery::NotSent);
-    let attempts: Vec<_> = err.attempts().iter().map(|a| a.delivery).collect();
-    // The resends first, then the policy's three attempts.
-    assert_eq!(attempts, [Delivery::NotSent; 3 + MAX_RESENDS as usize]);
+    assert_eq!(err.delivery(), Delivery::MaybeSent);
     let resent: Vec<_> = err.attempts().iter().map(|a| a.resent).collect();
+    assert_eq!(resent, [false]);
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+
+    let err = client.get(&url).send().await.unwrap_err();
+    assert_eq!(err.delivery(), Delivery::MaybeSent);
+    let resent: Vec<_> = err.attempts().iter().map(|a| a.resent).collect();
+    // The resends first, then the policy's three attempts.
     assert_eq!(resent, [true, true, true, false, false, false]);
-    assert_eq!(seen.load(Ordering::SeqCst), 3 + MAX_RESENDS as usize);
+    assert_eq!(seen.load(Ordering::SeqCst), 1 + 3 + MAX_RESENDS as usize);
 }
 
 #[tokio::test]
@@ -403,6 +410,7 @@ async fn h2_call(
     via: Via,
     builder: resilient_http::ClientBuilder,
     method: http::Method,
+    key: Option<&str>,
     url: &str,
 ) -> Result<(u16, Vec<resilient_http::Attempt>), resilient_http::Error> {
     let history = |response: &reqwest::Response| {
@@ -422,6 +430,9 @@ async fn h2_call(
             if body {
                 request = request.body("payload");
             }
+            if let Some(key) = key {
+                request = request.header(IDEMPOTENCY_KEY, key);
+            }
             let response = request.send().await?;
             Ok((response.status().as_u16(), history(&response)))
         }
@@ -433,6 +444,9 @@ async fn h2_call(
             let mut request = client.request(method, url);
             if body {
                 request = request.body("payload");
+            }
+            if let Some(key) = key {
+                request = request.header(IDEMPOTENCY_KEY, key);
             }
             match request.send().await {
                 Ok(response) => Ok((response.status().as_u16(), history(&response))),
@@ -456,39 +470,75 @@ fn outline(
         .collect()
 }
 
-/// A graceful GOAWAY naming the stream unprocessed, a REFUSED_STREAM and another GOAWAY, as a
-/// healthy server shutting connections down gives them: the request goes out again at once on
-/// a new connection each time, under a policy that never retries, with a 10 s backoff and an
-/// empty retry budget, a GET and a POST alike; the history shows each one, not sent.
+/// Graceful GOAWAYs naming the stream unprocessed and a REFUSED_STREAM, as a healthy server
+/// turning its connections over gives them: the request goes out again at once, on a new
+/// connection after each GOAWAY, under a policy that never retries, with a 10 s backoff and an
+/// empty retry budget; the history shows each one. A POST is resent after a refusal (never
+/// processed) and, with an `Idempotency-Key`, after a GOAWAY (maybe processed: see
+/// `a_graceful_goaway_may_have_been_processed_so_a_post_is_not_sent_again`).
 #[tokio::test]
 async fn streams_the_server_never_processed_are_resent_at_once_spending_no_attempt() {
+    use Step::{GoAway, Refuse};
+    let going_away = (REFUSED, Delivery::MaybeSent, true, Duration::ZERO);
+    let refused = (REFUSED, Delivery::NotSent, true, Duration::ZERO);
+    let ok = AttemptOutcome::Status(http::StatusCode::OK);
+    let answered = (ok, Delivery::Delivered, false, Duration::ZERO);
+    let cases = [
+        (
+            http::Method::GET,
+            None,
+            [GoAway, Refuse, GoAway],
+            [going_away, refused, going_away],
+            3,
+        ),
+        (
+            http::Method::POST,
+            None,
+            [Refuse, Refuse, Refuse],
+            [refused, refused, refused],
+            1,
+        ),
+        (
+            http::Method::POST,
+            Some("order-1"),
+            [GoAway, Refuse, GoAway],
+            [going_away, refused, going_away],
+            3,
+        ),
+    ];
     for via in VIAS {
-        for method in [http::Method::GET, http::Method::POST] {
-            let server = H2Script::start(vec![Step::GoAway, Step::Refuse, Step::GoAway]).await;
+        for (method, key, script, resent, connections) in cases.clone() {
+            let server = H2Script::start(script.to_vec()).await;
             let started = tokio::time::Instant::now();
-            let result = h2_call(via, never_retries(), method.clone(), &server.url).await;
-            let (status, attempts) = result.unwrap_or_else(|e| panic!("{via:?} {method}: {e:?}"));
-            assert_eq!(status, 200, "{via:?} {method}");
-            let unsent = (REFUSED, Delivery::NotSent, true, Duration::ZERO);
-            let ok = AttemptOutcome::Status(http::StatusCode::OK);
-            assert_eq!(
-                outline(&attempts),
-                [
-                    unsent,
-                    unsent,
-                    unsent,
-                    (ok, Delivery::Delivered, false, Duration::ZERO)
-                ],
-                "{via:?} {method}"
-            );
-            assert_eq!(server.seen(), 4, "{via:?} {method}");
-            // Two GOAWAYs closed two connections; the refusal left its connection open.
-            assert_eq!(server.connections(), 3, "{via:?} {method}");
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "{via:?} {method}"
-            );
+            let result = h2_call(via, never_retries(), method.clone(), key, &server.url).await;
+            let what = format!("{via:?} {method} {key:?}");
+            let (status, attempts) = result.unwrap_or_else(|e| panic!("{what}: {e:?}"));
+            assert_eq!(status, 200, "{what}");
+            let mut expected = resent.to_vec();
+            expected.push(answered);
+            assert_eq!(outline(&attempts), expected, "{what}");
+            assert_eq!(server.seen(), 4, "{what}");
+            // Each GOAWAY closed its connection; a refusal leaves it open.
+            assert_eq!(server.connections(), connections, "{what}");
+            assert!(started.elapsed() < Duration::from_secs(5), "{what}");
         }
+    }
+}
+
+/// A POST without an `Idempotency-Key` after a graceful GOAWAY is not resent: the server may
+/// have processed it (see `classify::Turnover`).
+#[tokio::test]
+async fn a_post_is_not_resent_after_a_graceful_goaway() {
+    for via in VIAS {
+        let server = H2Script::start(vec![Step::GoAway]).await;
+        let err = h2_call(via, never_retries(), http::Method::POST, None, &server.url)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{via:?} {err:?}");
+        assert_eq!(err.delivery(), Delivery::MaybeSent, "{via:?}");
+        let resent: Vec<bool> = err.attempts().iter().map(|a| a.resent).collect();
+        assert_eq!(resent, [false], "{via:?}");
+        assert_eq!(server.seen(), 1, "{via:?}");
     }
 }
 
@@ -497,9 +547,9 @@ async fn streams_the_server_never_processed_are_resent_at_once_spending_no_attem
 #[tokio::test]
 async fn resends_are_bounded_per_call() {
     for via in VIAS {
-        let script = vec![Step::GoAway; 1 + MAX_RESENDS as usize];
+        let script = vec![Step::Refuse; 1 + MAX_RESENDS as usize];
         let server = H2Script::start(script).await;
-        let err = h2_call(via, never_retries(), http::Method::GET, &server.url)
+        let err = h2_call(via, never_retries(), http::Method::GET, None, &server.url)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{via:?} {err:?}");
@@ -517,7 +567,7 @@ async fn a_stream_the_server_kept_is_never_resent() {
     for via in VIAS {
         for method in [http::Method::GET, http::Method::POST] {
             let server = H2Script::start(vec![Step::GoAwayKept]).await;
-            let err = h2_call(via, never_retries(), method.clone(), &server.url)
+            let err = h2_call(via, never_retries(), method.clone(), None, &server.url)
                 .await
                 .unwrap_err();
             assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{via:?} {err:?}");
@@ -532,7 +582,7 @@ async fn a_stream_the_server_kept_is_never_resent() {
 /// A streaming body that was not kept cannot go out again: the refusal ends the call.
 #[tokio::test]
 async fn a_body_that_cannot_be_sent_again_is_not_resent() {
-    let server = H2Script::start(vec![Step::GoAway]).await;
+    let server = H2Script::start(vec![Step::Refuse]).await;
     let client = never_retries()
         .reqwest(|b| b.http2_prior_knowledge())
         .build()

@@ -1019,12 +1019,12 @@ async fn every_path_agrees_on_every_scenario() {
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
-/// Streams an HTTP/2 server never processed (graceful GOAWAYs and a REFUSED_STREAM, as nginx
+/// Streams an HTTP/2 server did not process (graceful GOAWAYs and REFUSED_STREAMs, as nginx
 /// gives them when it turns connections over or reloads), on every path, over a
 /// prior-knowledge HTTP/2 client: each is resent at once, spending none of the policy's one
-/// attempt, and shows in the history as not sent and resent; the breaker, which opens on one
-/// counted failure, does not count them (the second call goes out). Not in the table above:
-/// its server speaks HTTP/1.
+/// attempt, and shows in the history as resent; the breaker, which opens on one counted
+/// failure, does not count them (the second call goes out). Not in the table above: its
+/// server speaks HTTP/1.
 #[cfg(feature = "http2")]
 #[tokio::test(start_paused = true)]
 async fn every_path_resends_streams_the_server_never_processed() {
@@ -1050,7 +1050,14 @@ async fn every_path_resends_streams_the_server_never_processed() {
         s.calls = 2;
         let mut reference: Option<(Path, Outcome)> = None;
         for &path in ALL {
-            let server = H2Script::start(vec![Step::GoAway, Step::Refuse, Step::GoAway]).await;
+            // A POST is resent after a refusal; after a graceful GOAWAY, only a request that
+            // may be repeated (the server may have processed it: see tests/http2.rs).
+            let script = if s.method == Method::GET {
+                vec![Step::GoAway, Step::Refuse, Step::GoAway]
+            } else {
+                vec![Step::Refuse; 3]
+            };
+            let server = H2Script::start(script).await;
             let url = format!("{}{}", server.url, &s.path[1..]);
             let runner = match path {
                 Middleware => Runner::Middleware(
@@ -1102,7 +1109,7 @@ async fn every_path_resends_streams_the_server_never_processed() {
                             ..
                         } => history
                             .iter()
-                            .filter(|t| t.resent && t.delivery == Delivery::NotSent)
+                            .filter(|t| t.resent && t.delivery != Delivery::Delivered)
                             .count(),
                         _ => 0,
                     };

@@ -7,7 +7,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use super::state::{Breaker, Permit, Verdict};
-use crate::classify::{Class, never_processed};
+use crate::classify::{Class, turnover};
 use crate::error::{Error, ErrorKind};
 
 pin_project! {
@@ -95,9 +95,9 @@ pub(crate) fn error_verdict(error: &Error) -> Verdict {
     match error {
         // The caller's deadline, or code of the caller's that failed: not the endpoint's doing.
         e if matches!(e.kind(), ErrorKind::DeadlineExceeded | ErrorKind::Hook) => Verdict::Ignored,
-        // A stream the server never processed (an HTTP/2 refusal, a graceful shutdown): a
-        // healthy server turning connections over, not a failure (see `retry::MAX_RESENDS`).
-        e if never_processed(e) => Verdict::Ignored,
+        // A stream refused by a healthy server turning its connections over (HTTP/2
+        // REFUSED_STREAM, a graceful GOAWAY): no failure of the endpoint's.
+        e if turnover(e).is_some() => Verdict::Ignored,
         e if e.class() == Class::Transient => Verdict::Failure,
         _ => Verdict::Success,
     }

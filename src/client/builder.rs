@@ -352,8 +352,9 @@ impl ClientBuilder {
     /// Its own retry stays as you set it. reqwest's default resends a request that HTTP/2
     /// refused (`REFUSED_STREAM`, or a graceful `GOAWAY` naming it unprocessed) up to twice
     /// within one of our attempts: the history, spans, metrics and breaker see one attempt, the
-    /// server up to three requests. Turn it off, as the client's own reqwest client does, and
-    /// each refusal is in the history, never sent, and resent at once even for a POST (see
+    /// server up to three requests (a POST after a `GOAWAY` too, which the server may have
+    /// processed). Turn it off, as the client's own reqwest client does, and each one is in
+    /// the history, resent at once when that is safe (see
     /// [`retry::MAX_RESENDS`](crate::retry::MAX_RESENDS)):
     ///
     /// ```

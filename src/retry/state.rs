@@ -14,7 +14,7 @@ use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
 use super::replay::Replay;
 use super::{MAX_RESENDS, RetryHistory};
 use crate::breaker::Breaker;
-use crate::classify::{Class, Delivery, never_processed};
+use crate::classify::{Class, Delivery, Turnover, turnover};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
 use crate::hedge::race::answers;
 use crate::overload::Guards;
@@ -530,16 +530,22 @@ impl RetryState {
 
     /// Whether the attempt that just failed with `error` (at `now`, recorded last in the
     /// history) is sent again at once, spending none of the policy's attempts, no backoff and
-    /// no retry budget: the server named its stream unprocessed (see
-    /// [`unprocessed`](crate::classify::unprocessed)), the call has resends left
-    /// ([`MAX_RESENDS`]), time left before its deadline, and a request it can send again. The
-    /// one rule for the client's call and the retry layer: both ask it in `finish_attempt`.
-    /// Marks the history's entry as resent.
+    /// no retry budget: an HTTP/2 server turning its connections over refused its stream
+    /// ([`Turnover::Refused`], never processed: any request), or shut the connection down
+    /// gracefully ([`Turnover::GoingAway`], most likely not processed: only a request the
+    /// policy may repeat); the call has resends left ([`MAX_RESENDS`]), time left before its
+    /// deadline, and a request it can send again. The one rule for the client's call and the
+    /// retry layer: both ask it in `finish_attempt`. Marks the history's entry as resent.
     fn resends(&mut self, error: &Error, now: Instant) -> bool {
         let resend = self.resent < MAX_RESENDS
             && self.replayable()
             && self.clock.deadline().is_none_or(|deadline| now < deadline)
-            && never_processed(error);
+            && match turnover(error) {
+                Some(Turnover::Refused) => true,
+                // Maybe processed (see `Turnover`): only a request that may be repeated.
+                Some(Turnover::GoingAway) => self.may_repeat,
+                None => false,
+            };
         if !resend {
             return false;
         }

@@ -171,7 +171,7 @@ impl Observer {
         }
     }
 
-    /// The failed `attempt`'s stream was never processed by the server (an HTTP/2 refusal or
+    /// The failed `attempt`'s stream was turned away by the server (an HTTP/2 refusal or
     /// graceful shutdown): the request goes out again at once, the call's `resent`-th such
     /// resend (see [`crate::retry::MAX_RESENDS`]). DEBUG: a server's routine connection turnover.
     pub(crate) fn resending(&self, policy: Option<&Arc<str>>, attempt: u32, resent: u32) {
@@ -179,7 +179,7 @@ impl Observer {
             attempt,
             resent,
             policy = policy_name(policy),
-            "resending: the server never processed the stream"
+            "resending: the server turned the stream away"
         );
     }
 
