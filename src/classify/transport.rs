@@ -83,6 +83,8 @@ fn tls_failed(mut source: Option<&(dyn StdError + 'static)>) -> bool {
 /// call may resend at once, spending none of its attempts (`RetryState::resends`), and what
 /// the breaker does not count (`breaker::error_verdict`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// Without HTTP/2 (the `http2` feature), no server turns a stream away.
+#[cfg_attr(not(feature = "http2"), allow(dead_code))]
 pub(crate) enum Turnover {
     /// `REFUSED_STREAM`: the server did no work on the stream (RFC 9113 §8.7). Never sent.
     Refused,
