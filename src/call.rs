@@ -742,6 +742,8 @@ impl<O: Success> Call<O> {
                 self.stage = Stage::Sleep(Box::pin(sleep(delay)));
                 None
             }
+            // At once: as after a sleep, without one.
+            Next::Resend => self.woke(),
         }
     }
 

@@ -195,6 +195,11 @@ pub struct Attempt {
     /// Whether it was a [hedge](crate::hedge): sent while an earlier attempt was still in
     /// flight, not after it failed.
     pub hedge: bool,
+    /// An HTTP/2 server turning its connections over turned the attempt's stream away
+    /// (`REFUSED_STREAM`: [never sent](Delivery::NotSent); a graceful `GOAWAY`:
+    /// [maybe sent](Delivery::MaybeSent)), and the call sent the request again at once,
+    /// spending none of the policy's attempts (see [`MAX_RESENDS`](crate::retry::MAX_RESENDS)).
+    pub resent: bool,
 }
 
 impl Attempt {
@@ -214,6 +219,7 @@ impl Attempt {
             class,
             delivery,
             hedge: false,
+            resent: false,
         }
     }
 }
@@ -251,7 +257,11 @@ impl fmt::Display for Attempt {
             self.class,
             self.delivery,
             Short(self.duration)
-        )
+        )?;
+        if self.resent {
+            f.write_str(", resent: the server turned the stream away")?;
+        }
+        Ok(())
     }
 }
 

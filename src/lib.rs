@@ -64,7 +64,8 @@
 //! | how long an attempt may take | `timeout::attempt_limit` (capped by `timeout::call_budget`: the policy's deadline, `.deadline(d)` or the request's `.timeout()`) |
 //! | when the deadline clock starts (at the first poll) | `timeout::CallClock` |
 //! | whether to retry, and after how long | `retry/state.rs` (`Decision::decide`): class, attempts left, idempotency ([`retry::RetryPolicy::may_repeat`]), replayable body, `Retry-After` cap, deadline; backoff in `retry/backoff.rs` |
-//! | what the breaker counts | `breaker::error_verdict` (transient: failure; permanent: success; the caller's deadline and hooks, and a 429 unless the policy counts it: neither) |
+//! | whether a stream the server never processed is resent at once (HTTP/2 `REFUSED_STREAM`, a graceful `GOAWAY`), spending no attempt | `RetryState::resends` in `retry/state.rs`, asked by `finish_attempt` on both paths, with `classify::turnover` (`classify/transport.rs`) and [`retry::MAX_RESENDS`] |
+//! | what the breaker counts | `breaker::error_verdict` (transient: failure; permanent: success; the caller's deadline, hooks, streams the server never processed, and a 429 unless the policy counts it: neither) |
 //! | whether a call may go out | `Breaker::admit` in `breaker/state.rs` (the window in `window.rs`); `Guards::enter` (bulkhead) and `Guards::admit` (`Retry-After` holds, rate limit) in `overload/guards.rs`, asked in one sequence by both paths (`overload/gate.rs`) |
 //! | whether a retry may spend from the retry budget | the end of `Decision::decide` in `retry/state.rs`, with [`retry::BudgetConfig`] (`retry/budget.rs`) |
 //! | when a server's `Retry-After` holds its endpoint | `Guards::observe` in `overload/guards.rs` |

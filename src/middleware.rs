@@ -34,8 +34,9 @@
 //! resends a request that HTTP/2 refused (`REFUSED_STREAM`, or a graceful `GOAWAY` naming it
 //! unprocessed) up to twice within one of this middleware's attempts, unseen by the history,
 //! spans, metrics and breaker. Build it with
-//! `reqwest::Client::builder().retry(reqwest::retry::never())`, as above, and each refusal is an
-//! attempt here, never sent, so retried even for a POST. (hyper, below reqwest, still resends a
+//! `reqwest::Client::builder().retry(reqwest::retry::never())`, as above, and each one is in the
+//! history here, resent at once when that is safe (see
+//! [`retry::MAX_RESENDS`](crate::retry::MAX_RESENDS)). (hyper, below reqwest, still resends a
 //! request it had not begun to write when a pooled connection turns out to be closed; the server
 //! never saw that one.)
 

@@ -8,10 +8,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use resilient_http::breaker::endpoint_key;
-use resilient_http::retry::{Jitter, RetryHistory, RetryPolicy};
+use resilient_http::middleware::ResilientMiddleware;
+use resilient_http::retry::{IDEMPOTENCY_KEY, Jitter, MAX_RESENDS, RetryHistory, RetryPolicy};
 use resilient_http::{AttemptOutcome, Class, Client, Delivery, ErrorKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+#[path = "common/h2_script.rs"]
+mod h2_script;
+use h2_script::{H2Script, Step};
 
 /// How many streams (requests) a server received, over all its connections.
 type Seen = Arc<AtomicUsize>;
@@ -142,6 +147,13 @@ fn history(response: &reqwest::Response) -> Vec<(AttemptOutcome, Delivery)> {
     attempts.iter().map(|a| (a.outcome, a.delivery)).collect()
 }
 
+fn resent(response: &reqwest::Response) -> Vec<bool> {
+    let RetryHistory(attempts) = response.extensions().get::<RetryHistory>().unwrap();
+    attempts.iter().map(|a| a.resent).collect()
+}
+
+/// Refused every time: resent `MAX_RESENDS` times at once, then the policy's one attempt
+/// fails as any other.
 #[tokio::test]
 async fn refused_stream_is_transient_and_never_sent() {
     let (url, seen) = refusing_server(usize::MAX).await;
@@ -150,12 +162,13 @@ async fn refused_stream_is_transient_and_never_sent() {
     assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{err:?}");
     assert_eq!(err.class(), Class::Transient);
     assert_eq!(err.delivery(), Delivery::NotSent);
-    assert_eq!(err.attempts().len(), 1);
-    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    let resent: Vec<bool> = err.attempts().iter().map(|a| a.resent).collect();
+    assert_eq!(resent, [true, true, true, false]);
+    assert_eq!(seen.load(Ordering::SeqCst), 1 + MAX_RESENDS as usize);
 }
 
 #[tokio::test]
-async fn refused_streams_are_retried_by_us_even_for_post() {
+async fn refused_streams_are_resent_by_us_even_for_post() {
     let (url, seen) = refusing_server(2).await;
     let client = h2_client(prior_knowledge(false), three_attempts());
     let response = client.post(&url).body("x").send().await.unwrap();
@@ -169,38 +182,52 @@ async fn refused_streams_are_retried_by_us_even_for_post() {
             (ok, Delivery::Delivered),
         ]
     );
+    assert_eq!(resent(&response), [true, true, false]);
     assert_eq!(seen.load(Ordering::SeqCst), 3);
-    // The breaker counted every attempt, the refusals as failures.
+    // The breaker counted the answer only: a stream the server never processed is no
+    // failure of the endpoint's.
     let breakers = client.breakers().unwrap();
     let url = url.parse().unwrap();
     let counts = breakers.get(&endpoint_key(&url)).unwrap().counts();
-    assert_eq!((counts.calls, counts.failures), (3, 2));
+    assert_eq!((counts.calls, counts.failures), (1, 0));
 }
 
 /// What a `reqwest::Client` of the user's still does, as the README says: reqwest sends a
-/// refused request twice more by itself, and `retry(reqwest::retry::never())` stops it.
+/// refused request twice more by itself (within each of our attempts and resends), and
+/// `retry(reqwest::retry::never())` stops it.
 #[tokio::test]
 async fn a_reqwest_client_of_yours_keeps_reqwest_retries_until_turned_off() {
-    for (reqwest_retries, streams) in [(true, 3), (false, 1)] {
+    let ours = 1 + MAX_RESENDS as usize;
+    for (reqwest_retries, streams) in [(true, 3 * ours), (false, ours)] {
         let (url, seen) = refusing_server(usize::MAX).await;
         let client = h2_client(prior_knowledge(reqwest_retries), RetryPolicy::never());
         let err = client.get(url).send().await.unwrap_err();
-        assert_eq!(err.attempts().len(), 1);
+        assert_eq!(err.attempts().len(), ours);
         assert_eq!(seen.load(Ordering::SeqCst), streams, "{reqwest_retries}");
     }
 }
 
+/// A graceful GOAWAY names the stream unprocessed, but hyper may hand it to a stream the
+/// server kept (see `classify::Turnover`): maybe sent. A POST is neither resent nor retried; a
+/// GET is resent, then retried by the policy.
 #[tokio::test]
-async fn graceful_goaway_was_never_sent_and_is_retried_even_for_post() {
+async fn a_graceful_goaway_may_have_been_processed_so_a_post_is_not_sent_again() {
     let (url, seen) = graceful_goaway_server().await;
     let client = h2_client(prior_knowledge(false), three_attempts());
-    let err = client.post(url).body("x").send().await.unwrap_err();
+    let err = client.post(&url).body("x").send().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{err:?}");
     assert_eq!(err.class(), Class::Transient);
-    assert_eq!(err.delivery(), Delivery::NotSent);
-    let attempts: Vec<_> = err.attempts().iter().map(|a| a.delivery).collect();
-    assert_eq!(attempts, [Delivery::NotSent; 3]);
-    assert_eq!(seen.load(Ordering::SeqCst), 3);
+    assert_eq!(err.delivery(), Delivery::MaybeSent);
+    let resent: Vec<_> = err.attempts().iter().map(|a| a.resent).collect();
+    assert_eq!(resent, [false]);
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+
+    let err = client.get(&url).send().await.unwrap_err();
+    assert_eq!(err.delivery(), Delivery::MaybeSent);
+    let resent: Vec<_> = err.attempts().iter().map(|a| a.resent).collect();
+    // The resends first, then the policy's three attempts.
+    assert_eq!(resent, [true, true, true, false, false, false]);
+    assert_eq!(seen.load(Ordering::SeqCst), 1 + 3 + MAX_RESENDS as usize);
 }
 
 #[tokio::test]
@@ -286,7 +313,8 @@ mod tls {
             .block_on(future)
     }
 
-    /// The client's own reqwest client retries nothing: the server saw exactly our one attempt.
+    /// The client's own reqwest client retries nothing: the server saw exactly our attempt and
+    /// our resends.
     #[test]
     #[cfg_attr(
         not(all(unix, not(target_vendor = "apple"))),
@@ -306,8 +334,10 @@ mod tls {
             assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{err:?}");
             assert_eq!(err.class(), Class::Transient);
             assert_eq!(err.delivery(), Delivery::NotSent);
-            assert_eq!(err.attempts().len(), 1);
-            assert_eq!(seen.load(Ordering::SeqCst), 1);
+            // Our own resends only: each one stream.
+            let ours = 1 + MAX_RESENDS as usize;
+            assert_eq!(err.attempts().len(), ours);
+            assert_eq!(seen.load(Ordering::SeqCst), ours);
         });
     }
 
@@ -336,7 +366,236 @@ mod tls {
                     (ok, Delivery::Delivered),
                 ]
             );
+            assert_eq!(resent(&response), [true, true, false]);
             assert_eq!(seen.load(Ordering::SeqCst), 3);
         });
     }
+}
+
+/// The two ways a call runs: the client's own call, and `ResilientMiddleware` over a
+/// `reqwest_middleware` chain (the retry layer's driver).
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    Client,
+    Middleware,
+}
+
+const VIAS: [Via; 2] = [Via::Client, Via::Middleware];
+
+/// A policy that never retries, with a backoff that would show (10 s per retry) and a
+/// retry budget with nothing in it: a resend spends none of them.
+fn never_retries() -> resilient_http::ClientBuilder {
+    use resilient_http::policy::EndpointPolicy;
+    use resilient_http::retry::BudgetConfig;
+    let retry = RetryPolicy::builder()
+        .max_attempts(1)
+        .backoff_base(Duration::from_secs(10))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap();
+    Client::builder()
+        .retry(retry)
+        .attempt_timeout(Duration::from_secs(5))
+        .default_policy(EndpointPolicy::new().retry_budget(BudgetConfig::new(
+            0.0,
+            0,
+            Duration::from_secs(1),
+        )))
+}
+
+/// Sends `method` (with a bytes body for a POST) to `url` via `via`, with `builder`'s policy
+/// over a prior-knowledge HTTP/2 reqwest client: the response's status and history, or the
+/// error.
+async fn h2_call(
+    via: Via,
+    builder: resilient_http::ClientBuilder,
+    method: http::Method,
+    key: Option<&str>,
+    url: &str,
+) -> Result<(u16, Vec<resilient_http::Attempt>), resilient_http::Error> {
+    let history = |response: &reqwest::Response| {
+        let attempts = response.extensions().get::<RetryHistory>();
+        attempts
+            .map(|RetryHistory(a)| a.clone())
+            .unwrap_or_default()
+    };
+    let body = method == http::Method::POST;
+    match via {
+        Via::Client => {
+            let client = builder
+                .reqwest(|b| b.http2_prior_knowledge())
+                .build()
+                .unwrap();
+            let mut request = client.request(method, url);
+            if body {
+                request = request.body("payload");
+            }
+            if let Some(key) = key {
+                request = request.header(IDEMPOTENCY_KEY, key);
+            }
+            let response = request.send().await?;
+            Ok((response.status().as_u16(), history(&response)))
+        }
+        Via::Middleware => {
+            let middleware = ResilientMiddleware::new(builder).unwrap();
+            let client = reqwest_middleware::ClientBuilder::new(prior_knowledge(false))
+                .with(middleware)
+                .build();
+            let mut request = client.request(method, url);
+            if body {
+                request = request.body("payload");
+            }
+            if let Some(key) = key {
+                request = request.header(IDEMPOTENCY_KEY, key);
+            }
+            match request.send().await {
+                Ok(response) => Ok((response.status().as_u16(), history(&response))),
+                Err(err) => match err {
+                    reqwest_middleware::Error::Middleware(inner) => Err(inner
+                        .downcast::<resilient_http::Error>()
+                        .expect("a typed error")),
+                    reqwest_middleware::Error::Reqwest(e) => panic!("untyped: {e}"),
+                },
+            }
+        }
+    }
+}
+
+fn outline(
+    attempts: &[resilient_http::Attempt],
+) -> Vec<(AttemptOutcome, Delivery, bool, Duration)> {
+    attempts
+        .iter()
+        .map(|a| (a.outcome, a.delivery, a.resent, a.delay_before))
+        .collect()
+}
+
+/// Graceful GOAWAYs naming the stream unprocessed and a REFUSED_STREAM, as a healthy server
+/// turning its connections over gives them: the request goes out again at once, on a new
+/// connection after each GOAWAY, under a policy that never retries, with a 10 s backoff and an
+/// empty retry budget; the history shows each one. A POST is resent after a refusal (never
+/// processed) and, with an `Idempotency-Key`, after a GOAWAY (maybe processed: see
+/// `a_graceful_goaway_may_have_been_processed_so_a_post_is_not_sent_again`).
+#[tokio::test]
+async fn streams_the_server_never_processed_are_resent_at_once_spending_no_attempt() {
+    use Step::{GoAway, Refuse};
+    let going_away = (REFUSED, Delivery::MaybeSent, true, Duration::ZERO);
+    let refused = (REFUSED, Delivery::NotSent, true, Duration::ZERO);
+    let ok = AttemptOutcome::Status(http::StatusCode::OK);
+    let answered = (ok, Delivery::Delivered, false, Duration::ZERO);
+    let cases = [
+        (
+            http::Method::GET,
+            None,
+            [GoAway, Refuse, GoAway],
+            [going_away, refused, going_away],
+            3,
+        ),
+        (
+            http::Method::POST,
+            None,
+            [Refuse, Refuse, Refuse],
+            [refused, refused, refused],
+            1,
+        ),
+        (
+            http::Method::POST,
+            Some("order-1"),
+            [GoAway, Refuse, GoAway],
+            [going_away, refused, going_away],
+            3,
+        ),
+    ];
+    for via in VIAS {
+        for (method, key, script, resent, connections) in cases.clone() {
+            let server = H2Script::start(script.to_vec()).await;
+            let started = tokio::time::Instant::now();
+            let result = h2_call(via, never_retries(), method.clone(), key, &server.url).await;
+            let what = format!("{via:?} {method} {key:?}");
+            let (status, attempts) = result.unwrap_or_else(|e| panic!("{what}: {e:?}"));
+            assert_eq!(status, 200, "{what}");
+            let mut expected = resent.to_vec();
+            expected.push(answered);
+            assert_eq!(outline(&attempts), expected, "{what}");
+            assert_eq!(server.seen(), 4, "{what}");
+            // Each GOAWAY closed its connection; a refusal leaves it open.
+            assert_eq!(server.connections(), connections, "{what}");
+            assert!(started.elapsed() < Duration::from_secs(5), "{what}");
+        }
+    }
+}
+
+/// A POST without an `Idempotency-Key` after a graceful GOAWAY is not resent: the server may
+/// have processed it (see `classify::Turnover`).
+#[tokio::test]
+async fn a_post_is_not_resent_after_a_graceful_goaway() {
+    for via in VIAS {
+        let server = H2Script::start(vec![Step::GoAway]).await;
+        let err = h2_call(via, never_retries(), http::Method::POST, None, &server.url)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{via:?} {err:?}");
+        assert_eq!(err.delivery(), Delivery::MaybeSent, "{via:?}");
+        let resent: Vec<bool> = err.attempts().iter().map(|a| a.resent).collect();
+        assert_eq!(resent, [false], "{via:?}");
+        assert_eq!(server.seen(), 1, "{via:?}");
+    }
+}
+
+/// Past `MAX_RESENDS`, a stream the server never processed is an attempt as any other: a
+/// policy that never retries fails with it, after the resends.
+#[tokio::test]
+async fn resends_are_bounded_per_call() {
+    for via in VIAS {
+        let script = vec![Step::Refuse; 1 + MAX_RESENDS as usize];
+        let server = H2Script::start(script).await;
+        let err = h2_call(via, never_retries(), http::Method::GET, None, &server.url)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{via:?} {err:?}");
+        assert_eq!(err.delivery(), Delivery::NotSent, "{via:?}");
+        let resent: Vec<bool> = err.attempts().iter().map(|a| a.resent).collect();
+        assert_eq!(resent, [true, true, true, false], "{via:?}");
+        assert_eq!(server.seen(), 1 + MAX_RESENDS as usize, "{via:?}");
+    }
+}
+
+/// A GOAWAY that names the stream as kept, then a connection lost without its answer: the
+/// server may have processed it, so it is never resent (a POST is not retried at all).
+#[tokio::test]
+async fn a_stream_the_server_kept_is_never_resent() {
+    for via in VIAS {
+        for method in [http::Method::GET, http::Method::POST] {
+            let server = H2Script::start(vec![Step::GoAwayKept]).await;
+            let err = h2_call(via, never_retries(), method.clone(), None, &server.url)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{via:?} {err:?}");
+            assert_eq!(err.delivery(), Delivery::MaybeSent, "{via:?} {method}");
+            let resent: Vec<bool> = err.attempts().iter().map(|a| a.resent).collect();
+            assert_eq!(resent, [false], "{via:?} {method}");
+            assert_eq!(server.seen(), 1, "{via:?} {method}");
+        }
+    }
+}
+
+/// A streaming body that was not kept cannot go out again: the refusal ends the call.
+#[tokio::test]
+async fn a_body_that_cannot_be_sent_again_is_not_resent() {
+    let server = H2Script::start(vec![Step::Refuse]).await;
+    let client = never_retries()
+        .reqwest(|b| b.http2_prior_knowledge())
+        .build()
+        .unwrap();
+    let stream = http_body_util::Full::new(bytes::Bytes::from_static(b"payload"));
+    let err = client
+        .post(&server.url)
+        .body(reqwest::Body::wrap(stream))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{err:?}");
+    let resent: Vec<bool> = err.attempts().iter().map(|a| a.resent).collect();
+    assert_eq!(resent, [false]);
+    assert_eq!(server.seen(), 1);
 }

@@ -52,6 +52,10 @@ use resilient_http::{Attempt, AttemptOutcome, Client, ClientBuilder, Delivery, E
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
 
+#[cfg(feature = "http2")]
+#[path = "common/h2_script.rs"]
+mod h2_script;
+
 const SHORT: Duration = Duration::from_millis(300);
 const MS: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);
@@ -177,6 +181,14 @@ impl Setup {
     /// The public layers as the docs say to stack them: the attempt timeout no longer than
     /// the deadline (the layer cannot know the deadline of a call).
     fn layers(&self) -> BoxCloneService<reqwest::Request, reqwest::Response, Error> {
+        self.layers_over(reqwest_client())
+    }
+
+    /// [`layers`](Self::layers) over `http`.
+    fn layers_over(
+        &self,
+        http: reqwest::Client,
+    ) -> BoxCloneService<reqwest::Request, reqwest::Response, Error> {
         let classifier: Arc<dyn Classifier> = self
             .classifier
             .clone()
@@ -189,7 +201,7 @@ impl Setup {
                 self.attempt_timeout.min(self.deadline),
             ))
             .layer(ClassifyLayer::new(classifier))
-            .service(reqwest_client());
+            .service(http);
         BoxCloneService::new(stack)
     }
 }
@@ -615,6 +627,7 @@ fn scenarios() -> Vec<Scenario> {
 struct Try {
     number: u32,
     hedge: bool,
+    resent: bool,
     outcome: AttemptOutcome,
     class: Class,
     delivery: Delivery,
@@ -740,6 +753,7 @@ impl Normalize<'_> {
             .map(|a| Try {
                 number: a.number,
                 hedge: a.hedge,
+                resent: a.resent,
                 outcome: a.outcome,
                 class: a.class,
                 delivery: a.delivery,
@@ -1027,5 +1041,119 @@ async fn every_path_agrees_on_every_scenario() {
         count(Buffered),
         count(Reader),
     );
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// Streams an HTTP/2 server did not process (graceful GOAWAYs and REFUSED_STREAMs, as nginx
+/// gives them when it turns connections over or reloads), on every path, over a
+/// prior-knowledge HTTP/2 client: each is resent at once, spending none of the policy's one
+/// attempt, and shows in the history as resent; the breaker, which opens on one counted
+/// failure, does not count them (the second call goes out). Not in the table above: its
+/// server speaks HTTP/1.
+#[cfg(feature = "http2")]
+#[tokio::test(start_paused = true)]
+async fn every_path_resends_streams_the_server_never_processed() {
+    use h2_script::{H2Script, Step};
+    let h2 = || {
+        reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .retry(reqwest::retry::never())
+            .build()
+            .unwrap()
+    };
+    let mut problems = Vec::new();
+    for method in [Method::GET, Method::POST] {
+        let name = if method == Method::GET {
+            "goaway get"
+        } else {
+            "goaway post"
+        };
+        let mut s = Scenario::new(name, method, vec![]).setup(|s| {
+            s.attempts = 1;
+            s.strict_breaker = true;
+        });
+        s.calls = 2;
+        let mut reference: Option<(Path, Outcome)> = None;
+        for &path in ALL {
+            // A POST is resent after a refusal; after a graceful GOAWAY, only a request that
+            // may be repeated (the server may have processed it: see tests/http2.rs).
+            let script = if s.method == Method::GET {
+                vec![Step::GoAway, Step::Refuse, Step::GoAway]
+            } else {
+                vec![Step::Refuse; 3]
+            };
+            let server = H2Script::start(script).await;
+            let url = format!("{}{}", server.url, &s.path[1..]);
+            let runner = match path {
+                Middleware => Runner::Middleware(
+                    reqwest_middleware::ClientBuilder::new(h2())
+                        .with(ResilientMiddleware::new(s.setup.builder()).unwrap())
+                        .build(),
+                ),
+                Layers => Runner::Layers(s.setup.layers_over(h2())),
+                Wrapped => Runner::Client(
+                    s.setup
+                        .builder()
+                        .reqwest(|b| b.http2_prior_knowledge())
+                        .attempt_layer(ServiceBuilder::new())
+                        .layer(ServiceBuilder::new())
+                        .build()
+                        .unwrap(),
+                ),
+                _ => Runner::Client(
+                    s.setup
+                        .builder()
+                        .reqwest(|b| b.http2_prior_knowledge())
+                        .build()
+                        .unwrap(),
+                ),
+            };
+            let mut calls = Vec::new();
+            for _ in 0..s.calls {
+                let bounded = tokio::time::timeout(60 * SECOND, call(&s, path, &runner, &url));
+                calls.push(bounded.await.expect("hung"));
+            }
+            let outcome = Outcome {
+                hits: server.seen(),
+                keys: Vec::new(),
+                calls,
+                took: None,
+            };
+            match &reference {
+                None => {
+                    let expect = "5 hits: 200  ×4 / 200  ×1";
+                    if outcome.short() != expect {
+                        problems.push(format!(
+                            "{name}: {path:?} gave {:?}\n  {outcome:?}",
+                            outcome.short()
+                        ));
+                    }
+                    let resent = match &outcome.calls[0] {
+                        Call::Ok {
+                            history: Some(history),
+                            ..
+                        } => history
+                            .iter()
+                            .filter(|t| t.resent && t.delivery != Delivery::Delivered)
+                            .count(),
+                        _ => 0,
+                    };
+                    if resent != 3 {
+                        problems.push(format!("{name}: {path:?}: {resent} resent"));
+                    }
+                    reference = Some((path, outcome));
+                }
+                Some((first, theirs)) => {
+                    let (ours, theirs) = (outcome.seen_by(path), theirs.clone().seen_by(path));
+                    if ours != theirs {
+                        problems.push(format!(
+                            "{name}: {path:?} differs from {first:?}\n  {path:?}: {ours:?}\n  \
+                             {first:?}: {theirs:?}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }

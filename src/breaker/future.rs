@@ -10,7 +10,7 @@ use http::StatusCode;
 
 use super::BreakerConfig;
 use super::state::{Breaker, Permit, Verdict};
-use crate::classify::Class;
+use crate::classify::{Class, turnover};
 use crate::error::{Error, ErrorKind};
 
 pin_project! {
@@ -100,6 +100,9 @@ pub(crate) fn error_verdict(error: &Error, config: &BreakerConfig) -> Verdict {
         // A rate limiter's "slow down": the endpoint is not down. Neither a failure nor a
         // success (which would dilute real failures in the window).
         e if is_429(e) && !config.counts_429() => Verdict::Ignored,
+        // A stream refused by a healthy server turning its connections over (HTTP/2
+        // REFUSED_STREAM, a graceful GOAWAY): no failure of the endpoint's.
+        e if turnover(e).is_some() => Verdict::Ignored,
         e if e.class() == Class::Transient => Verdict::Failure,
         _ => Verdict::Success,
     }

@@ -20,7 +20,8 @@
 //!   again) or [`Permanent`](Class::Permanent) (trying again cannot help);
 //! - a [`Delivery`]: whether the request [never reached the server](Delivery::NotSent) (connect
 //!   refused, DNS failure, HTTP/2 `REFUSED_STREAM`: safe to retry for any method), [may have
-//!   been processed](Delivery::MaybeSent) (reset after writing, timeout while waiting), or was
+//!   been processed](Delivery::MaybeSent) (reset after writing, timeout while waiting, an HTTP/2
+//!   graceful `GOAWAY`, which hyper may hand to a stream the server kept), or was
 //!   [answered](Delivery::Delivered).
 //!
 //! The [`DefaultClassifier`] follows curl, urllib3 and .NET: 2xx/3xx succeed; 408, 429, 500,
@@ -66,7 +67,7 @@ pub use layer::ClassifyLayer;
 pub(crate) use layer_error::{is_tower_timeout, layer_error};
 pub(crate) use reader::{bare_verdict, sorting};
 pub use service::Classify;
-pub(crate) use transport::analyze;
+pub(crate) use transport::{Turnover, analyze, turnover};
 
 /// What an attempt's outcome means for the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -95,7 +96,8 @@ pub enum Delivery {
     /// The request never reached the server (connect refused, DNS failure, `REFUSED_STREAM`):
     /// sending it again is safe for any method.
     NotSent,
-    /// The request may have been processed (reset after writing, timeout while waiting).
+    /// The request may have been processed (reset after writing, timeout while waiting, an
+    /// HTTP/2 graceful `GOAWAY`: see [`retry::MAX_RESENDS`](crate::retry::MAX_RESENDS)).
     MaybeSent,
     /// The server answered.
     Delivered,

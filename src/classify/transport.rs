@@ -79,6 +79,56 @@ fn tls_failed(mut source: Option<&(dyn StdError + 'static)>) -> bool {
     false
 }
 
+/// How an HTTP/2 server turned a stream away while turning its connections over: what the
+/// call may resend at once, spending none of its attempts (`RetryState::resends`), and what
+/// the breaker does not count (`breaker::error_verdict`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// Without HTTP/2 (the `http2` feature), no server turns a stream away.
+#[cfg_attr(not(feature = "http2"), allow(dead_code))]
+pub(crate) enum Turnover {
+    /// `REFUSED_STREAM`: the server did no work on the stream (RFC 9113 §8.7). Never sent.
+    Refused,
+    /// A graceful `GOAWAY` (`NO_ERROR`). RFC 9113 §6.8 promises that the streams above its last
+    /// stream id were not processed, and h2 fails only those (streams it kept that the
+    /// connection then loses fail with an io error), but hyper 1.x also hands the connection's
+    /// GOAWAY to a request whose stream it opened just before it saw the frame ("check
+    /// poll_ready() again" in its HTTP/2 client task), which the server may have kept and
+    /// processed: nginx logged such a stream, the one that reached its `keepalive_requests`,
+    /// as answered. So: maybe sent, and resent only when the request may be repeated.
+    GoingAway,
+}
+
+#[cfg(feature = "http2")]
+fn turnover_of(h2: &h2::Error) -> Option<Turnover> {
+    if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+        Some(Turnover::Refused)
+    } else if h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR) {
+        Some(Turnover::GoingAway)
+    } else {
+        None
+    }
+}
+
+/// Whether the attempt that failed with `error` was turned away by an HTTP/2 server turning
+/// its connections over (see [`Turnover`]).
+pub(crate) fn turnover(error: &crate::Error) -> Option<Turnover> {
+    // A cheap check first: the source chain is walked only for these.
+    if error.kind() != ErrorKind::ConnectionClosed || error.delivery() == Delivery::Delivered {
+        return None;
+    }
+    #[cfg(feature = "http2")]
+    {
+        let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+        while let Some(err) = source {
+            if let Some(h2) = err.downcast_ref::<h2::Error>() {
+                return turnover_of(h2);
+            }
+            source = err.source();
+        }
+    }
+    None
+}
+
 fn analyze_chain(mut source: Option<&(dyn StdError + 'static)>) -> Option<Analysis> {
     while let Some(err) = source {
         if let Some(found) = analyze_one(err) {
@@ -101,15 +151,10 @@ fn analyze_one(err: &(dyn StdError + 'static)) -> Option<Analysis> {
     // Without the feature, reqwest speaks no HTTP/2, so no h2 error can be in the chain.
     #[cfg(feature = "http2")]
     if let Some(h2) = err.downcast_ref::<h2::Error>() {
-        // REFUSED_STREAM promises the server did no work on the stream (RFC 9113 §8.7).
-        if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
-            return Some(analysis(ConnectionClosed, NotSent));
-        }
-        // A graceful GOAWAY (NO_ERROR) fails only the streams above its last stream id, which
-        // the server promises it did not process (RFC 9113 §6.8); streams it kept that the
-        // connection then loses fail with an io error instead.
-        if h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR) {
-            return Some(analysis(ConnectionClosed, NotSent));
+        match turnover_of(h2) {
+            Some(Turnover::Refused) => return Some(analysis(ConnectionClosed, NotSent)),
+            Some(Turnover::GoingAway) => return Some(analysis(ConnectionClosed, MaybeSent)),
+            None => {}
         }
         if h2.reason().is_some() || h2.is_go_away() || h2.is_io() {
             return Some(analysis(ConnectionClosed, MaybeSent));
@@ -178,6 +223,18 @@ mod tests {
             found,
             Some(analysis(ErrorKind::ConnectionClosed, Delivery::NotSent))
         );
+    }
+
+    /// hyper may hand a graceful GOAWAY to a stream the server kept (see `Turnover`).
+    #[test]
+    #[cfg(feature = "http2")]
+    fn a_graceful_goaway_may_have_been_processed() {
+        // No public constructor for a remote GOAWAY: a GOAWAY frame read by a real h2 client
+        // is in tests/http2.rs; here, what `turnover_of` makes of a refusal.
+        let refused = h2::Error::from(h2::Reason::REFUSED_STREAM);
+        assert_eq!(turnover_of(&refused), Some(Turnover::Refused));
+        let internal = h2::Error::from(h2::Reason::INTERNAL_ERROR);
+        assert_eq!(turnover_of(&internal), None);
     }
 
     #[test]

@@ -363,8 +363,10 @@ impl ClientBuilder {
     /// Its own retry stays as you set it. reqwest's default resends a request that HTTP/2
     /// refused (`REFUSED_STREAM`, or a graceful `GOAWAY` naming it unprocessed) up to twice
     /// within one of our attempts: the history, spans, metrics and breaker see one attempt, the
-    /// server up to three requests. Turn it off, as the client's own reqwest client does, and
-    /// each refusal is an attempt of ours, never sent, so retried even for a POST:
+    /// server up to three requests (a POST after a `GOAWAY` too, which the server may have
+    /// processed). Turn it off, as the client's own reqwest client does, and each one is in
+    /// the history, resent at once when that is safe (see
+    /// [`retry::MAX_RESENDS`](crate::retry::MAX_RESENDS)):
     ///
     /// ```
     /// let http = reqwest::Client::builder()
@@ -541,8 +543,8 @@ impl ClientBuilder {
                     .connect_timeout(connect_timeout)
                     .timeout(own_timeout)
                     // reqwest would resend an HTTP/2 REFUSED_STREAM or graceful GOAWAY up to
-                    // twice, unseen by the history, metrics and breaker; our retry handles
-                    // them (never sent). No retries at all also spares copying each request.
+                    // twice, unseen by the history, metrics and breaker; our resends handle
+                    // them (`RetryState::resends`). Its retry would also copy each request.
                     .retry(reqwest::retry::never().max_retries_per_request(0))
                     .build()
                     .map_err(|e| {

@@ -220,5 +220,10 @@ fn followed<F>(
             });
             None
         }
+        // At once: as after a sleep, without one.
+        Next::Resend => {
+            state.set(State::Ready);
+            None
+        }
     }
 }

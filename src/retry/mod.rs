@@ -14,6 +14,28 @@
 //!   [`generate_idempotency_key`](RetryPolicyBuilder::generate_idempotency_key) adds a random key
 //!   to such requests, for servers that honour it.
 //!
+//! ## Streams the server never processed
+//!
+//! An HTTP/2 server turning its connections over turns streams away: it refuses one
+//! (`REFUSED_STREAM`: never processed, RFC 9113 §8.7), or shuts the connection down
+//! gracefully (`GOAWAY` with `NO_ERROR`, as nginx does after `keepalive_requests` and on a
+//! reload), which fails the streams above the last one it kept. Such a request is sent again at
+//! once, on another connection after a `GOAWAY`, spending none of the policy's attempts, no
+//! backoff and no [retry budget](BudgetConfig) (gRPC's "transparent retry"), up to
+//! [`MAX_RESENDS`] times per call; past that, such a failure is an attempt as any other. The
+//! breaker does not count them. A refused stream is resent whatever the method. After a
+//! `GOAWAY`, only a request the policy [may repeat](RetryPolicy::may_repeat) is (an idempotent
+//! method, an `Idempotency-Key`, or `retry_non_idempotent`): hyper hands the connection's
+//! `GOAWAY` also to a request whose stream it opened just before it saw the frame, which the
+//! server may have kept and processed, so such an attempt is
+//! [maybe sent](crate::Delivery::MaybeSent). Each resend must still fit the deadline, get past
+//! the endpoint's guards (a hold, the rate limit, the breaker) as any attempt, and have a body
+//! that can be sent again (none, bytes, a stream kept whole, or
+//! [`body_with`](crate::RequestBuilder::body_with)). The history shows each one with
+//! [`resent`](crate::Attempt::resent) set. Any other failure (a stream at or below the
+//! `GOAWAY`'s last stream id that the connection then lost, any other reset) is never resent
+//! this way.
+//!
 //! ## How long to wait
 //!
 //! A failure status with a valid `Retry-After` waits what the server asked, up to
@@ -94,6 +116,11 @@ pub use future::ResponseFuture;
 pub use layer::RetryLayer;
 pub use policy::{IDEMPOTENCY_KEY, RetryPolicy, RetryPolicyBuilder, is_idempotent};
 pub use service::Retry;
+
+/// How many times one call sends its request again at once because an HTTP/2 server turned
+/// its stream away (`REFUSED_STREAM`, or a graceful `GOAWAY`), beyond the policy's attempts:
+/// see [the module docs](self#streams-the-server-never-processed).
+pub const MAX_RESENDS: u32 = 3;
 
 /// Every attempt of a call that succeeded after retries, the successful one last. Found in the
 /// response's extensions; absent when the first attempt succeeded.

@@ -9,12 +9,12 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::time::Instant;
 use tracing::Span;
 
-use super::RetryHistory;
 use super::delays::Delays;
 use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
 use super::replay::Replay;
+use super::{MAX_RESENDS, RetryHistory};
 use crate::breaker::Breaker;
-use crate::classify::{Class, Delivery};
+use crate::classify::{Class, Delivery, Turnover, turnover};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
 use crate::hedge::race::answers;
 use crate::overload::Guards;
@@ -47,6 +47,9 @@ pub(crate) enum Next<O = reqwest::Response> {
     Retry(Duration),
     /// The call is over.
     Done(Result<O, Error>),
+    /// Send [`RetryState::next_request`] at once: the server named the attempt unprocessed
+    /// (see [`RetryState::resends`]).
+    Resend,
 }
 
 pub(crate) struct RetryState {
@@ -83,6 +86,8 @@ pub(crate) struct RetryState {
     // Attempts allowed beyond the policy's (a retry with refreshed credentials), and made.
     extra_allowed: u32,
     extra_used: u32,
+    // Attempts the server named unprocessed and the call sent again at once (`resends`).
+    resent: u32,
     // Whether each attempt's request carries what is left of the budget as its timeout, for
     // the attempt timeout layer below; the client's own call asks `time_left` instead.
     budget_in_request: bool,
@@ -107,6 +112,7 @@ impl RetryState {
             observer: Observer::default(),
             extra_allowed: 0,
             extra_used: 0,
+            resent: 0,
             budget_in_request: true,
             guards: None,
             place: None,
@@ -326,6 +332,7 @@ impl RetryState {
             class: Class::Transient,
             delivery: Delivery::MaybeSent,
             hedge: self.hedge,
+            resent: false,
         });
         self.put_slot(current);
     }
@@ -363,7 +370,9 @@ impl RetryState {
         // The one copy a retrying stack cannot avoid; skipped when no retry is possible. Made
         // before the budget is set below, so it does not copy that (each retry sets its own).
         let retries = policy.max_attempts > 1 || self.extra_allowed > 0;
-        if retries || self.may_hedge {
+        // Even a policy that never retries resends a stream the server names unprocessed
+        // (`resends`): the copy is needed for that too.
+        if retries || self.may_hedge || MAX_RESENDS > 0 {
             self.spare = copy_request(request);
             // Only a streaming body cannot be copied: it is kept as it is sent, up to the
             // policy's `replay_buffer`, and the copy a retry sends gets the kept body then.
@@ -440,6 +449,9 @@ impl RetryState {
             }
             Err(error) => error,
         };
+        if self.resends(&error, now) {
+            return Next::Resend;
+        }
         let reason = ErrorType::of(&error);
         let retry_after = error.retry_after().is_some();
         // A server that asked for a pause holds its endpoint for every call.
@@ -450,7 +462,7 @@ impl RetryState {
         }
         let decision = Decision {
             policy: &self.policy,
-            attempts: self.attempts - self.extra_used - self.hedges,
+            attempts: self.attempts - self.extra_used - self.hedges - self.resent,
             may_repeat: self.may_repeat,
             replayable: self.replayable(),
             deadline: self.clock.deadline(),
@@ -511,8 +523,40 @@ impl RetryState {
             class,
             delivery,
             hedge: self.hedge,
+            resent: false,
         });
         now
+    }
+
+    /// Whether the attempt that just failed with `error` (at `now`, recorded last in the
+    /// history) is sent again at once, spending none of the policy's attempts, no backoff and
+    /// no retry budget: an HTTP/2 server turning its connections over refused its stream
+    /// ([`Turnover::Refused`], never processed: any request), or shut the connection down
+    /// gracefully ([`Turnover::GoingAway`], most likely not processed: only a request the
+    /// policy may repeat); the call has resends left ([`MAX_RESENDS`]), time left before its
+    /// deadline, and a request it can send again. The one rule for the client's call and the
+    /// retry layer: both ask it in `finish_attempt`. Marks the history's entry as resent.
+    fn resends(&mut self, error: &Error, now: Instant) -> bool {
+        let resend = self.resent < MAX_RESENDS
+            && self.replayable()
+            && self.clock.deadline().is_none_or(|deadline| now < deadline)
+            && match turnover(error) {
+                Some(Turnover::Refused) => true,
+                // Maybe processed (see `Turnover`): only a request that may be repeated.
+                Some(Turnover::GoingAway) => self.may_repeat,
+                None => false,
+            };
+        if !resend {
+            return false;
+        }
+        self.resent += 1;
+        if let Some(last) = self.history.last_mut() {
+            last.resent = true;
+        }
+        self.observer
+            .resending(self.policy.name(), self.number, self.resent);
+        self.delay_before = Duration::ZERO;
+        true
     }
 
     /// Keeps a copy of the request for one attempt more than the policy allows (a retry with
@@ -612,8 +656,9 @@ impl RetryState {
         self.attempts += 1;
         self.number = self.attempts;
         self.hedge = false;
-        let more = self.attempts - self.hedges < self.policy.max_attempts + self.extra_allowed;
-        if more || self.hedges_after().is_some() {
+        let more = self.attempts - self.hedges - self.resent
+            < self.policy.max_attempts + self.extra_allowed;
+        if more || self.resent < MAX_RESENDS || self.hedges_after().is_some() {
             self.spare = copy_request(&request);
         }
         let now = Instant::now();

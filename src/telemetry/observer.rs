@@ -171,6 +171,18 @@ impl Observer {
         }
     }
 
+    /// The failed `attempt`'s stream was turned away by the server (an HTTP/2 refusal or
+    /// graceful shutdown): the request goes out again at once, the call's `resent`-th such
+    /// resend (see [`crate::retry::MAX_RESENDS`]). DEBUG: a server's routine connection turnover.
+    pub(crate) fn resending(&self, policy: Option<&Arc<str>>, attempt: u32, resent: u32) {
+        tracing::debug!(
+            attempt,
+            resent,
+            policy = policy_name(policy),
+            "resending: the server turned the stream away"
+        );
+    }
+
     /// A retry of the failed `attempt`, which failed with `reason`, is scheduled in `delay`
     /// (which the server's `Retry-After` set if `retry_after`).
     pub(crate) fn retrying(
