@@ -777,7 +777,8 @@ mod tests {
         );
     }
 
-    /// The Dekker pair: one release against one arrival.
+    /// One release against one arrival: the release's subtraction and the arrival's count
+    /// and hand-over, in either order.
     #[test]
     fn a_release_crossing_an_arrival_loses_no_wake_up() {
         race_releases_and_arrivals(1, 50_000);
@@ -789,9 +790,9 @@ mod tests {
         race_releases_and_arrivals(2, 20_000);
     }
 
-    /// Real threads racing releases against new waiters (the Dekker pair), some waiters
-    /// cancelled after a few polls: a lost wake-up would leave a waiter asleep until its
-    /// minute is up, with places free; no call may come back empty.
+    /// Real threads racing releases against new waiters, some waiters cancelled after a few
+    /// polls: a lost wake-up would leave a waiter asleep until its minute is up, with places
+    /// free; no call may come back empty.
     #[test]
     fn threads_racing_lose_no_wake_up() {
         let runtime = tokio::runtime::Builder::new_multi_thread()
