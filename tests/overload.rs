@@ -980,3 +980,105 @@ async fn calls_dropped_at_random_points_through_the_middleware_leave_no_trace() 
     let (caller, _server, url) = drop_calls_at_random_points(Via::Middleware).await;
     idle_as_seen_by_calls(&caller, &url).await;
 }
+
+// ---------------------------------------------------------------------------------------
+// The bulkhead under load: first come, first served (issue 22, item 2)
+// ---------------------------------------------------------------------------------------
+
+/// What [`a_busy_bulkhead_serves_in_turn`] saw.
+#[derive(Debug)]
+struct Turns {
+    /// Calls that went out (all of them answered `200`).
+    sent: usize,
+    /// Calls refused `BulkheadFull`.
+    full: usize,
+    /// Calls each caller had answered, fewest and most.
+    per_caller: (usize, usize),
+    /// Time spent queueing, over all calls (an answered call's virtual time less the
+    /// server's 2 ms; a refused call's whole time): mean, p50, p99, max.
+    wait: (Duration, Duration, Duration, Duration),
+}
+
+/// The issue's load: 64 callers calling again as soon as a call ends, 16 places, a 2 s queue
+/// timeout, calls of 2 ms, for 2.5 virtual seconds. A freed place goes to the longest waiter,
+/// so a caller that ends a call and calls again queues behind those already waiting instead
+/// of taking its place back: no call waits out its queue timeout, every caller gets its turn,
+/// and the waits are alike (p99 within 3× the mean). Before, callers that released and
+/// called again kept the places while woken waiters found them taken again, until some had
+/// waited their whole 2 s and failed `BulkheadFull`.
+async fn a_busy_bulkhead_serves_in_turn(via: Via) {
+    const CALLERS: usize = 64;
+    const RUN: Duration = Duration::from_millis(2500);
+    const CALL: Duration = Duration::from_millis(2);
+    let server = FaultServer::start().await.unwrap();
+    server.script("/busy", [Reply::ok("x").delay(CALL)]);
+    server.count_only();
+    let caller = Caller::new(via, builder(1, bulkhead(16, 2 * SECOND)));
+    let url = server.url("/busy");
+    let end = Instant::now() + RUN;
+    let mut callers = JoinSet::new();
+    for _ in 0..CALLERS {
+        let (caller, url) = (caller.clone(), url.clone());
+        callers.spawn(async move {
+            let (mut waits, mut full) = (Vec::new(), 0);
+            while Instant::now() < end {
+                let start = Instant::now();
+                match caller.get(&url, None).await {
+                    Ok((200, _)) => waits.push(start.elapsed().saturating_sub(CALL)),
+                    Err(err) if err.kind() == ErrorKind::BulkheadFull => {
+                        // Refused after queueing its whole time, never sent.
+                        full += 1;
+                        waits.push(start.elapsed());
+                    }
+                    other => panic!("{via:?}: {other:?}"),
+                }
+            }
+            (waits, full)
+        });
+    }
+    let (mut waits, mut full, mut answered) = (Vec::new(), 0, Vec::new());
+    while let Some(caller) = callers.join_next().await {
+        let (its_waits, its_full) = caller.unwrap();
+        answered.push(its_waits.len() - its_full);
+        waits.extend(its_waits);
+        full += its_full;
+    }
+    waits.sort();
+    let calls = waits.len();
+    let mean = waits.iter().sum::<Duration>() / calls as u32;
+    let at = |q: f64| waits[((calls as f64 * q) as usize).min(calls - 1)];
+    let turns = Turns {
+        sent: calls - full,
+        full,
+        per_caller: (
+            *answered.iter().min().unwrap(),
+            *answered.iter().max().unwrap(),
+        ),
+        wait: (mean, at(0.5), at(0.99), waits[calls - 1]),
+    };
+    eprintln!("{via:?}: {turns:?}");
+    assert_eq!(
+        server.hits("/busy"),
+        turns.sent,
+        "{via:?}: a refused call sent nothing"
+    );
+    if let Some(guards) = caller.guards(&server) {
+        assert_eq!(guards.bulkhead_in_flight(), Some(0));
+        assert_eq!(guards.bulkhead_waiting(), Some(0));
+    }
+    assert_eq!(turns.full, 0, "{via:?}: {turns:?}");
+    let (fewest, most) = turns.per_caller;
+    assert!(fewest > 0 && 2 * fewest >= most, "{via:?}: {turns:?}");
+    let (mean, _, p99, _) = turns.wait;
+    assert!(p99 <= 3 * mean, "{via:?}: {turns:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_bulkhead_serves_in_turn_through_the_client() {
+    a_busy_bulkhead_serves_in_turn(Via::Client).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_bulkhead_serves_in_turn_through_the_middleware() {
+    a_busy_bulkhead_serves_in_turn(Via::Middleware).await;
+}

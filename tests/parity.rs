@@ -228,6 +228,9 @@ struct Scenario {
     timed: bool,
     /// Whether the calls (two) run at once, the first polled first.
     concurrent: bool,
+    /// With `concurrent`: the first caller, its call over, calls again at once (a third
+    /// call), as a caller in a loop does.
+    calls_again: bool,
     /// The outcome in short (see [`Outcome::short`]), as every path must have it.
     expect: &'static str,
 }
@@ -250,6 +253,7 @@ impl Scenario {
             date_window: None,
             timed: false,
             concurrent: false,
+            calls_again: false,
             expect: "",
         }
     }
@@ -619,6 +623,21 @@ fn scenarios() -> Vec<Scenario> {
                     "1 hit: status 429 transient delivered ×1 / circuit_open transient never sent ×1",
                 )
         },
+        // Fairness (issue 22, item 2). One place: the first call holds it for 100 ms while
+        // the second queues; the first caller then calls again at once. The place it gives
+        // back is the waiting call's, so its new call queues behind: 100 ms, then 200 ms
+        // each (before, it took the place back: 100 ms, 300 ms, 100 ms).
+        Scenario {
+            concurrent: true,
+            calls_again: true,
+            ..Scenario::get("bulkhead in turn", vec![Reply::ok("x").delay(100 * MS)])
+                .guarded(
+                    3,
+                    3,
+                    EndpointPolicy::new().bulkhead(BulkheadConfig::new(1, SECOND)),
+                )
+                .expect("3 hits: 200 x ×1 in 100ms / 200 x ×1 in 200ms / 200 x ×1 in 200ms")
+        },
     ]
 }
 
@@ -935,7 +954,19 @@ async fn run(s: &Scenario, path: Path) -> Outcome {
     };
     let mut calls = Vec::new();
     let mut took = Vec::new();
-    if s.concurrent {
+    if s.concurrent && s.calls_again {
+        assert_eq!(s.calls, 3, "{}: two calls at once, then one", s.name);
+        let now = tokio::time::Instant::now();
+        let again = async {
+            let first = timed(now).await;
+            (first, timed(tokio::time::Instant::now()).await)
+        };
+        let ((first, third), second) = tokio::join!(again, timed(now));
+        for (call, elapsed) in [first, second, third] {
+            calls.push(call);
+            took.push(elapsed);
+        }
+    } else if s.concurrent {
         assert_eq!(s.calls, 2, "{}: two calls at once", s.name);
         let now = tokio::time::Instant::now();
         let (first, second) = tokio::join!(timed(now), timed(now));

@@ -1,29 +1,43 @@
 //! The bulkhead: at most `max_in_flight` calls at once per endpoint key; a call over it
 //! queues for a bounded time, then fails.
 //!
-//! Not tokio's `Semaphore`: its `release` takes the waiter list's mutex on every call
-//! (`batch_semaphore.rs`, `add_permits_locked`), waiters or not. Here the success path is
-//! one compare-exchange on the in-flight count to take a place and one decrement (plus a load
-//! of the waiter count) to give it back; only a call that has to queue touches a
-//! [`Notify`], and a release calls `notify_one` only when someone waits.
+//! First come, first served while anyone waits: a place given back while calls queue goes
+//! straight to the longest waiter (it never becomes free for anyone else), and a new call
+//! takes a free place at once only when nobody queues. So a caller that ends a call and
+//! calls again queues behind those already waiting instead of taking its place back before
+//! the woken waiter runs, and a queued call's wait is bounded by the turnover ahead of it,
+//! not by luck.
 //!
-//! The queue is not strictly first-come first-served: a woken waiter races new callers for
-//! the freed place, and one that loses waits again at the back. Waiting is bounded by the
-//! queue timeout and the call's deadline, so no caller waits forever; this keeps the fast
-//! path free of any queue.
+//! Not tokio's `Semaphore` (which is fair too): its `release` takes the waiter list's mutex
+//! on every call (`batch_semaphore.rs`, `add_permits_locked`), waiters or not. Here the
+//! places in flight and the calls waiting are one atomic word, so the success path is one
+//! compare-exchange to take a place (refused while anyone waits) and one subtraction to give
+//! it back, whose result says whether anyone waits; only then does the release take the
+//! queue's lock, to hand the place over. A call that has to queue takes the lock and
+//! allocates its turn.
+//!
+//! A waiter that leaves (its time is up, or its future is dropped) before its turn leaves
+//! no trace; one dropped after it was handed a place passes the place on, to the next
+//! waiter or back to the count.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
-use std::task::Poll;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// One waiter, in [`Bulkhead::count`]: the waiters are counted in its upper 32 bits.
+const WAITER: u64 = 1 << 32;
+/// The places in flight, in [`Bulkhead::count`]'s lower 32 bits.
+const IN_FLIGHT: u64 = WAITER - 1;
+
 /// A bulkhead: at most `max_in_flight` calls to an endpoint at once; a call over it waits up
-/// to `queue_timeout` for a place (less if its deadline comes first), then fails.
+/// to `queue_timeout` for a place (less if its deadline comes first), then fails. Waiting
+/// calls get places in the order they came.
 ///
 /// Ranges: `max_in_flight` 1 to 100,000; `queue_timeout` zero (no queueing: fail at once) to
 /// an hour.
@@ -37,7 +51,8 @@ pub struct BulkheadConfig {
 }
 
 impl BulkheadConfig {
-    /// At most `max_in_flight` calls at once; others wait up to `queue_timeout`.
+    /// At most `max_in_flight` calls at once; others wait up to `queue_timeout`, first come,
+    /// first served.
     pub fn new(max_in_flight: u32, queue_timeout: Duration) -> Self {
         BulkheadConfig {
             max_in_flight,
@@ -49,13 +64,45 @@ impl BulkheadConfig {
 /// One endpoint's bulkhead: see the [module docs](self).
 #[derive(Debug)]
 pub(crate) struct Bulkhead {
-    in_flight: AtomicU32,
-    /// Callers in [`Bulkhead::acquire`]'s slow path, from before their last try to take a
-    /// place until they leave it (with a place, without, or dropped).
-    waiting: AtomicU32,
+    /// Places in flight (lower 32 bits, at most `max`) and calls queued (upper 32 bits: as
+    /// many as `queue` has waiting turns), in one word: taking a place and seeing that
+    /// nobody waits are one step, and so are giving one back and seeing that someone does.
+    /// The waiters change only under `queue`'s lock.
+    count: AtomicU64,
     max: u32,
     queue_timeout: Duration,
-    released: Notify,
+    queue: Mutex<Queue>,
+}
+
+/// The waiting calls' turns, oldest first.
+#[derive(Debug, Default)]
+struct Queue {
+    turns: VecDeque<Arc<Turn>>,
+    /// Turns in `turns` whose waiters left before their turn came: skipped when reached,
+    /// swept out when they are half the queue (so that waiters timing out while no place
+    /// is freed cannot grow it without bound).
+    gone: usize,
+}
+
+/// A queued call's turn, shared by the queue and the waiting future.
+#[derive(Debug, Default)]
+struct Turn(Mutex<TurnState>);
+
+#[derive(Debug, Default)]
+struct TurnState {
+    stage: Stage,
+    /// The waiting future's, to wake when its place comes.
+    waker: Option<Waker>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+enum Stage {
+    #[default]
+    Waiting,
+    /// Handed a place: it is counted in flight, and belongs to the waiter.
+    Placed,
+    /// The waiter left without a place.
+    Gone,
 }
 
 /// A place in a [`Bulkhead`], given back when dropped.
@@ -67,16 +114,21 @@ pub(crate) struct BulkheadPermit {
 /// What [`Bulkhead::acquire`] returns: boxed, since only calls that queue need it.
 pub(crate) type Acquire = Pin<Box<dyn Future<Output = Option<BulkheadPermit>> + Send>>;
 
+/// A lock that a panic elsewhere does not poison: every update under these locks leaves
+/// them consistent at each step.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Bulkhead {
     /// An empty bulkhead. A zero `max_in_flight` (refused by the builders and the file first)
     /// counts as 1.
     pub(crate) fn new(config: BulkheadConfig) -> Self {
         Bulkhead {
-            in_flight: AtomicU32::new(0),
-            waiting: AtomicU32::new(0),
+            count: AtomicU64::new(0),
             max: config.max_in_flight.max(1),
             queue_timeout: config.queue_timeout,
-            released: Notify::new(),
+            queue: Mutex::default(),
         }
     }
 
@@ -85,7 +137,8 @@ impl Bulkhead {
         self.queue_timeout
     }
 
-    /// A place now, if one is free. Try this first: [`acquire`](Self::acquire) allocates.
+    /// A place now, if one is free and nobody queues for it. Try this first:
+    /// [`acquire`](Self::acquire) allocates.
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<BulkheadPermit> {
         self.take().then(|| BulkheadPermit {
             bulkhead: Arc::clone(self),
@@ -93,9 +146,9 @@ impl Bulkhead {
     }
 
     /// Waits for a place until `until` at the latest (the caller passes min(now +
-    /// queue_timeout, its deadline)); `None` if none came. An `until` already past tries once
-    /// and does not queue. Dropping the future leaves the bulkhead as if it had never been
-    /// called, and passes on any wake-up it was given.
+    /// queue_timeout, its deadline)), behind the calls already waiting; `None` if none came.
+    /// An `until` already past tries once and does not queue. Dropping the future leaves the
+    /// bulkhead as if it had never been called, and passes on any place it was handed.
     pub(crate) fn acquire(self: &Arc<Self>, until: Instant) -> Acquire {
         Box::pin(Arc::clone(self).queue(until))
     }
@@ -107,22 +160,23 @@ impl Bulkhead {
 
     /// Calls holding a place.
     pub(crate) fn in_flight(&self) -> u32 {
-        self.in_flight.load(SeqCst)
+        (self.count.load(SeqCst) & IN_FLIGHT) as u32
     }
 
     /// Calls waiting for a place.
     pub(crate) fn waiting(&self) -> u32 {
-        self.waiting.load(SeqCst)
+        (self.count.load(SeqCst) >> 32) as u32
     }
 
+    /// The fast path: a free place, unless someone waits (the place is theirs).
     fn take(&self) -> bool {
-        let mut current = self.in_flight.load(SeqCst);
+        let mut current = self.count.load(SeqCst);
         loop {
-            if current >= self.max {
+            if current >= WAITER || current & IN_FLIGHT >= u64::from(self.max) {
                 return false;
             }
             match self
-                .in_flight
+                .count
                 .compare_exchange_weak(current, current + 1, SeqCst, SeqCst)
             {
                 Ok(_) => return true,
@@ -132,12 +186,75 @@ impl Bulkhead {
     }
 
     fn release(&self) {
-        // With the waiter's increment-then-take in `queue`, a Dekker pair (all four SeqCst):
-        // either the waiter's take sees this decrement, or this load sees the waiter, which
-        // is then listed in `released` (enabled before its take) and gets the wake-up.
-        self.in_flight.fetch_sub(1, SeqCst);
-        if self.waiting.load(SeqCst) > 0 {
-            self.released.notify_one();
+        // Freed for everyone only if nobody waits, in the same step; otherwise no new call
+        // can take it (`take` refuses while anyone waits) until `hand_over` gives it to the
+        // head of the queue. A waiter that queues after this subtraction sees the place free
+        // when it hands over on arrival.
+        if self.count.fetch_sub(1, SeqCst) >= WAITER {
+            self.hand_over();
+        }
+    }
+
+    /// Hands the free places to the waiters at the head of the queue, oldest first, waking
+    /// each after the lock is let go.
+    fn hand_over(&self) {
+        loop {
+            let placed = self.place_next(&mut lock(&self.queue));
+            match placed {
+                Some(Some(waker)) => waker.wake(),
+                // Placed before its first wait: it finds its place when it looks.
+                Some(None) => {}
+                None => return,
+            }
+        }
+    }
+
+    /// Under the queue's lock: gives a free place to the oldest waiter, if there are both;
+    /// `Some` with its waker if it did.
+    fn place_next(&self, queue: &mut Queue) -> Option<Option<Waker>> {
+        let turn = loop {
+            let turn = queue.turns.pop_front()?;
+            if lock(&turn.0).stage == Stage::Waiting {
+                break turn;
+            }
+            queue.gone -= 1;
+        };
+        // The place and the waiter, in one step: the waiter leaves the count as the place
+        // becomes its own (stages change only under the queue's lock, so it cannot leave
+        // meanwhile).
+        let mut current = self.count.load(SeqCst);
+        loop {
+            if current & IN_FLIGHT >= u64::from(self.max) {
+                queue.turns.push_front(turn);
+                return None;
+            }
+            match self
+                .count
+                .compare_exchange_weak(current, current + 1 - WAITER, SeqCst, SeqCst)
+            {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        let mut state = lock(&turn.0);
+        state.stage = Stage::Placed;
+        Some(state.waker.take())
+    }
+
+    /// Queues a turn at the back, counted among the waiters, and hands over any place free.
+    fn join(self: &Arc<Self>) -> InLine {
+        let turn = Arc::new(Turn::default());
+        {
+            let mut queue = lock(&self.queue);
+            queue.turns.push_back(Arc::clone(&turn));
+            self.count.fetch_add(WAITER, SeqCst);
+        }
+        // A place given back since this call's first try (its release saw no waiter).
+        self.hand_over();
+        InLine {
+            bulkhead: Arc::clone(self),
+            turn,
+            done: false,
         }
     }
 
@@ -148,36 +265,19 @@ impl Bulkhead {
         if until <= Instant::now() {
             return None;
         }
-        let _waiting = Waiting::enter(&self.waiting);
+        let in_line = self.join();
         let mut timeout = std::pin::pin!(tokio::time::sleep_until(until));
-        let mut released = std::pin::pin!(self.released.notified());
-        loop {
-            // Listed before trying, so that a release after the try wakes this future, not a
-            // stored permit that two releases would share (tokio's `Notified::enable` docs).
-            released.as_mut().enable();
-            if let Some(permit) = self.try_acquire() {
-                // `released` is dropped here; if a release had already picked it, tokio's
-                // `Notified` passes that `notify_one` on to the next waiter when dropped
-                // (`drop_notified`), so no wake-up is swallowed. The same holds when the
-                // caller drops this future, and when it times out below.
-                return Some(permit);
+        let placed = std::future::poll_fn(|cx| {
+            if in_line.poll_placed(cx) {
+                Poll::Ready(true)
+            } else if timeout.as_mut().poll(cx).is_ready() {
+                Poll::Ready(false)
+            } else {
+                Poll::Pending
             }
-            let woken = std::future::poll_fn(|cx| {
-                if released.as_mut().poll(cx).is_ready() {
-                    Poll::Ready(true)
-                } else if timeout.as_mut().poll(cx).is_ready() {
-                    Poll::Ready(false)
-                } else {
-                    Poll::Pending
-                }
-            })
-            .await;
-            if !woken {
-                return None;
-            }
-            // Woken, but a new caller may take the place first: wait again if so.
-            released.set(self.released.notified());
-        }
+        })
+        .await;
+        in_line.end(placed)
     }
 }
 
@@ -187,26 +287,84 @@ impl Drop for BulkheadPermit {
     }
 }
 
-/// Counts a caller in [`Bulkhead::waiting`] for as long as it lives, however it ends.
-struct Waiting<'a>(&'a AtomicU32);
+/// A call's turn in the queue, for as long as it waits: however its wait ends (placed, out
+/// of time, dropped), it leaves the queue and the count as they would be without it.
+struct InLine {
+    bulkhead: Arc<Bulkhead>,
+    turn: Arc<Turn>,
+    /// Left the queue (by [`end`](Self::end)).
+    done: bool,
+}
 
-impl<'a> Waiting<'a> {
-    fn enter(count: &'a AtomicU32) -> Self {
-        count.fetch_add(1, SeqCst);
-        Waiting(count)
+impl InLine {
+    /// Whether the turn came; if not, wakes `cx` when it does.
+    fn poll_placed(&self, cx: &Context<'_>) -> bool {
+        let mut state = lock(&self.turn.0);
+        if state.stage == Stage::Placed {
+            return true;
+        }
+        match &mut state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            waker => *waker = Some(cx.waker().clone()),
+        }
+        false
+    }
+
+    /// The wait is over: the place if it came (`placed`); else out of the queue, passing on
+    /// a place handed over after the time was up.
+    fn end(mut self, placed: bool) -> Option<BulkheadPermit> {
+        self.done = true;
+        if placed {
+            return Some(BulkheadPermit {
+                bulkhead: Arc::clone(&self.bulkhead),
+            });
+        }
+        if self.leave() {
+            self.bulkhead.release();
+        }
+        None
+    }
+
+    /// Out of the queue; true if a place had been handed over first (it is the caller's to
+    /// give back).
+    fn leave(&self) -> bool {
+        let mut queue = lock(&self.bulkhead.queue);
+        let mut state = lock(&self.turn.0);
+        match state.stage {
+            Stage::Placed => true,
+            Stage::Gone => false,
+            Stage::Waiting => {
+                state.stage = Stage::Gone;
+                state.waker = None;
+                drop(state);
+                self.bulkhead.count.fetch_sub(WAITER, SeqCst);
+                queue.gone += 1;
+                if 2 * queue.gone > queue.turns.len() {
+                    queue
+                        .turns
+                        .retain(|turn| lock(&turn.0).stage == Stage::Waiting);
+                    queue.gone = 0;
+                }
+                false
+            }
+        }
     }
 }
 
-impl Drop for Waiting<'_> {
+impl Drop for InLine {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, SeqCst);
+        if !self.done && self.leave() {
+            // Handed a place, then dropped before it looked: the place goes on, to the next
+            // waiter or back to the count.
+            self.bulkhead.release();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
     use std::task::{Context, Waker};
 
     const MS: Duration = Duration::from_millis(1);
@@ -272,8 +430,9 @@ mod tests {
         assert!(bulkhead.acquire(Instant::now()).await.is_some());
     }
 
+    /// Drops `held` and a waiter placed in its stead, in turn: each place goes to the next.
     #[tokio::test(start_paused = true)]
-    async fn a_cancelled_waiter_passes_its_wake_up_on() {
+    async fn a_cancelled_waiter_passes_its_place_on() {
         let bulkhead = bulkhead(1);
         let held = bulkhead.try_acquire().unwrap();
         let until = Instant::now() + Duration::from_secs(1);
@@ -283,17 +442,165 @@ mod tests {
         assert!(poll(&mut second).is_pending());
         assert_eq!(bulkhead.waiting(), 2);
 
-        // The release wakes the first waiter, which is dropped before it runs again.
+        // The release hands the place to the first waiter, which is dropped before it runs.
         drop(held);
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (1, 1));
         drop(first);
-        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (0, 1));
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (1, 0));
 
-        // The second waiter got the wake-up (it would otherwise sleep until `until`).
+        // The second waiter has it (it would otherwise sleep until `until`).
         match poll(&mut second) {
             Poll::Ready(Some(permit)) => drop(permit),
-            other => panic!("the wake-up was lost: {other:?}"),
+            other => panic!("the place was lost: {other:?}"),
         }
         drop(second);
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (0, 0));
+
+        // With nobody behind it, a dropped waiter's place goes back to the count.
+        let held = bulkhead.try_acquire().unwrap();
+        let mut last = bulkhead.acquire(until);
+        assert!(poll(&mut last).is_pending());
+        drop(held);
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (1, 0));
+        drop(last);
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (0, 0));
+        assert!(bulkhead.try_acquire().is_some());
+    }
+
+    /// A place given back while a call waits is that call's: a new call does not get it,
+    /// even before the waiter has run again.
+    #[tokio::test(start_paused = true)]
+    async fn a_place_given_back_goes_to_the_waiter_not_a_new_call() {
+        let bulkhead = bulkhead(1);
+        let held = bulkhead.try_acquire().unwrap();
+        let mut waiter = bulkhead.acquire(Instant::now() + Duration::from_secs(1));
+        assert!(poll(&mut waiter).is_pending());
+        drop(held);
+        assert!(
+            bulkhead.try_acquire().is_none(),
+            "a new call took the place"
+        );
+        let mut newcomer = bulkhead.acquire(Instant::now() + Duration::from_secs(1));
+        assert!(
+            poll(&mut newcomer).is_pending(),
+            "a new call took the place"
+        );
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (1, 1));
+        let Poll::Ready(Some(permit)) = poll(&mut waiter) else {
+            panic!("the waiter has no place");
+        };
+        // And the next place goes to the call that queued next.
+        drop(permit);
+        assert!(matches!(poll(&mut newcomer), Poll::Ready(Some(_))));
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (0, 0));
+    }
+
+    /// Waiters get places in the order they came, while each caller that is done calls
+    /// again at once (at the back of the queue).
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_placed_in_the_order_they_came() {
+        use std::sync::Mutex;
+
+        let bulkhead = bulkhead(2);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let tasks: Vec<_> = (0..6)
+            .map(|caller| {
+                let (bulkhead, order) = (bulkhead.clone(), order.clone());
+                tokio::spawn(async move {
+                    for _ in 0..3 {
+                        let until = Instant::now() + Duration::from_secs(1);
+                        let permit = bulkhead.acquire(until).await.unwrap();
+                        order.lock().unwrap().push(caller);
+                        tokio::time::sleep(MS).await;
+                        drop(permit);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // Callers 0 and 1 take the places and 2 to 5 queue, in the order they were spawned;
+        // from then on, round and round.
+        let order = order.lock().unwrap().clone();
+        assert_eq!(order, [[0, 1, 2, 3, 4, 5]; 3].concat());
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (0, 0));
+    }
+
+    /// A caller that gives its place back and asks again at once, without yielding, in a
+    /// loop, cannot starve a waiter: the place it gives back is the waiter's.
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_calling_again_at_once_cannot_starve_a_waiter() {
+        let bulkhead = bulkhead(1);
+        let start = Instant::now();
+        let first = bulkhead.try_acquire().unwrap();
+        let looper = tokio::spawn({
+            let bulkhead = bulkhead.clone();
+            async move {
+                let mut permit = first;
+                for _ in 0..100 {
+                    tokio::time::sleep(MS).await;
+                    drop(permit);
+                    let until = Instant::now() + Duration::from_secs(1);
+                    permit = bulkhead.acquire(until).await.unwrap();
+                }
+            }
+        });
+        let waiter = bulkhead.acquire(start + 50 * MS).await;
+        assert!(waiter.is_some(), "starved: no place in 50 ms");
+        assert_eq!(Instant::now(), start + MS, "the first place given back");
+        drop(waiter);
+        looper.await.unwrap();
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (0, 0));
+    }
+
+    /// A waiter whose time is up leaves the queue without a trace: those behind it keep
+    /// their order, and the count is as if it had never queued.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_out_of_time_leaves_no_trace() {
+        let bulkhead = bulkhead(1);
+        let held = bulkhead.try_acquire().unwrap();
+        let start = Instant::now();
+        let mut first = bulkhead.acquire(start + Duration::from_secs(1));
+        let brief = tokio::spawn(bulkhead.acquire(start + 10 * MS));
+        tokio::task::yield_now().await;
+        let mut third = bulkhead.acquire(start + Duration::from_secs(1));
+        assert!(poll(&mut first).is_pending());
+        assert!(poll(&mut third).is_pending());
+        assert_eq!(bulkhead.waiting(), 3);
+        assert!(brief.await.unwrap().is_none());
+        assert_eq!(Instant::now(), start + 10 * MS);
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (1, 2));
+
+        drop(held);
+        let Poll::Ready(Some(permit)) = poll(&mut first) else {
+            panic!("the first waiter has no place");
+        };
+        assert!(poll(&mut third).is_pending());
+        drop(permit);
+        assert!(matches!(poll(&mut third), Poll::Ready(Some(_))));
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (0, 0));
+        assert!(lock(&bulkhead.queue).turns.is_empty());
+    }
+
+    /// Waiters that leave while no place is freed (all places held for long) do not grow the
+    /// queue without bound: their turns are swept out once they are half of it.
+    #[tokio::test(start_paused = true)]
+    async fn waiters_leaving_do_not_grow_the_queue() {
+        let bulkhead = bulkhead(1);
+        let held = bulkhead.try_acquire().unwrap();
+        let until = Instant::now() + Duration::from_secs(1);
+        let mut staying = bulkhead.acquire(until);
+        assert!(poll(&mut staying).is_pending());
+        for _ in 0..1000 {
+            let mut leaving = bulkhead.acquire(until);
+            assert!(poll(&mut leaving).is_pending());
+            drop(leaving);
+            assert!(lock(&bulkhead.queue).turns.len() <= 3);
+        }
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (1, 1));
+        drop(held);
+        assert!(matches!(poll(&mut staying), Poll::Ready(Some(_))));
         assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (0, 0));
     }
 
@@ -470,7 +777,8 @@ mod tests {
         );
     }
 
-    /// The Dekker pair: one release against one arrival.
+    /// One release against one arrival: the release's subtraction and the arrival's count
+    /// and hand-over, in either order.
     #[test]
     fn a_release_crossing_an_arrival_loses_no_wake_up() {
         race_releases_and_arrivals(1, 50_000);
@@ -482,9 +790,9 @@ mod tests {
         race_releases_and_arrivals(2, 20_000);
     }
 
-    /// Real threads racing releases against new waiters (the Dekker pair), some waiters
-    /// cancelled after a few polls: a lost wake-up would leave a waiter asleep until its
-    /// minute is up, with places free; no call may come back empty.
+    /// Real threads racing releases against new waiters, some waiters cancelled after a few
+    /// polls: a lost wake-up would leave a waiter asleep until its minute is up, with places
+    /// free; no call may come back empty.
     #[test]
     fn threads_racing_lose_no_wake_up() {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -532,5 +840,90 @@ mod tests {
             }
         });
         assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (0, 0));
+    }
+
+    /// Real threads racing takes, releases, hand-overs, timeouts and cancellations (a waiter
+    /// dropped at a random point, maybe just after it was handed a place; a waiter whose few
+    /// microseconds run out as a place comes): never more than `max` places held, and at the
+    /// end every place is back (exactly `max` can be taken), none waits, the queue is empty.
+    #[test]
+    fn threads_racing_neither_lose_nor_duplicate_places() {
+        const MAX: u32 = 3;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_time()
+            .build()
+            .unwrap();
+        let bulkhead = bulkhead(MAX);
+        let held = Arc::new(AtomicU32::new(0));
+        let (placed, out_of_time) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..24u64)
+                .map(|seed| {
+                    let (bulkhead, held) = (bulkhead.clone(), held.clone());
+                    let (placed, out_of_time) = (placed.clone(), out_of_time.clone());
+                    tokio::spawn(async move {
+                        let mut rng = fastrand::Rng::with_seed(seed);
+                        for _ in 0..1500 {
+                            let wait = match rng.u8(0..4) {
+                                0 => Duration::from_micros(rng.u64(0..200)),
+                                _ => Duration::from_secs(60),
+                            };
+                            let mut acquire = bulkhead.acquire(Instant::now() + wait);
+                            let permit = if rng.u8(0..4) == 0 {
+                                // Dropped after a few polls, whatever state it is in.
+                                let mut got = None;
+                                for _ in 0..rng.u8(1..4) {
+                                    if let Poll::Ready(permit) = std::future::poll_fn(|cx| {
+                                        Poll::Ready(acquire.as_mut().poll(cx))
+                                    })
+                                    .await
+                                    {
+                                        got = Some(permit);
+                                        break;
+                                    }
+                                    tokio::task::yield_now().await;
+                                }
+                                match got {
+                                    Some(permit) => permit,
+                                    None => continue,
+                                }
+                            } else {
+                                acquire.await
+                            };
+                            let Some(permit) = permit else {
+                                assert!(wait < Duration::from_secs(60), "a place was lost");
+                                out_of_time.fetch_add(1, Relaxed);
+                                continue;
+                            };
+                            placed.fetch_add(1, Relaxed);
+                            assert!(held.fetch_add(1, SeqCst) < MAX, "a place was duplicated");
+                            assert!(bulkhead.in_flight() <= MAX);
+                            if rng.bool() {
+                                tokio::task::yield_now().await;
+                            }
+                            held.fetch_sub(1, SeqCst);
+                            drop(permit);
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (0, 0));
+        assert!(lock(&bulkhead.queue).turns.is_empty());
+        let all: Vec<_> = (0..MAX).filter_map(|_| bulkhead.try_acquire()).collect();
+        assert_eq!(all.len(), MAX as usize, "a place was lost");
+        assert!(bulkhead.try_acquire().is_none(), "a place was duplicated");
+        drop(all);
+        // Both outcomes happened: places went round, and some waits ran out.
+        let (placed, out_of_time) = (placed.load(Relaxed), out_of_time.load(Relaxed));
+        eprintln!("placed {placed}, out of time {out_of_time}");
+        assert!(
+            placed > 10_000 && out_of_time > 0,
+            "{placed}, {out_of_time}"
+        );
     }
 }
