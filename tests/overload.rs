@@ -980,3 +980,163 @@ async fn calls_dropped_at_random_points_through_the_middleware_leave_no_trace() 
     let (caller, _server, url) = drop_calls_at_random_points(Via::Middleware).await;
     idle_as_seen_by_calls(&caller, &url).await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Eviction: state that still limits a call is never dropped
+// ---------------------------------------------------------------------------------------
+
+/// Every host name resolves to the loopback: `t7.example.com:<port>` reaches the fault
+/// server, under an endpoint key of its own (tenants under one `*.example.com` policy).
+struct Loopback;
+
+impl reqwest::dns::Resolve for Loopback {
+    fn resolve(&self, _: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let addrs: reqwest::dns::Addrs = Box::new(std::iter::once(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            0,
+        ))));
+        Box::pin(std::future::ready(Ok(addrs)))
+    }
+}
+
+/// A caller of either kind whose names all resolve to the loopback, keeping no idle
+/// connection (a thousand hosts would keep a thousand).
+fn tenants_caller(via: Via, builder: ClientBuilder) -> Caller {
+    let configure = |b: reqwest::ClientBuilder| {
+        b.dns_resolver(std::sync::Arc::new(Loopback))
+            .pool_max_idle_per_host(0)
+    };
+    match via {
+        Via::Client => Caller::Client(builder.reqwest(configure).build().unwrap()),
+        Via::Middleware => {
+            let http = configure(reqwest::Client::builder()).build().unwrap();
+            Caller::Middleware(
+                reqwest_middleware::ClientBuilder::new(http)
+                    .with(resilient_http::middleware::ResilientMiddleware::new(builder).unwrap())
+                    .build(),
+            )
+        }
+    }
+}
+
+fn tenant(server: &FaultServer, name: &str, path: &str) -> String {
+    format!("http://{name}.example.com:{}{path}", server.addr().port())
+}
+
+/// Rate 1 per 60 s (with the default bound of 1,024 endpoints): one call to A, then 1,100
+/// calls to other tenants of the same policy, then A again within the minute: A's spent
+/// limit was kept, so the server gets 1 request from A, not 2.
+async fn a_spent_rate_limit_outlives_a_thousand_other_endpoints(via: Via) {
+    let server = FaultServer::start().await.unwrap();
+    let policy = EndpointPolicy::new().rate_limit(RateLimitConfig::new(1, 60 * SECOND));
+    let caller = tenants_caller(
+        via,
+        Client::builder().retry(plain(1)).default_policy(policy),
+    );
+    let a = tenant(&server, "a", "/a");
+    assert_eq!(caller.get(&a, None).await.unwrap().0, 200);
+    for i in 0..1_100 {
+        let url = tenant(&server, &format!("t{i}"), "/other");
+        assert_eq!(caller.get(&url, None).await.unwrap().0, 200, "tenant {i}");
+    }
+    let again = caller.get(&a, Some(10 * SECOND)).await;
+    let err = again.expect_err("A's limit is spent for the minute");
+    assert_eq!(err.kind(), ErrorKind::RateLimited, "{via:?}: {err}");
+    assert_eq!(server.hits("/a"), 1, "{via:?}");
+    assert_eq!(server.hits("/other"), 1_100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_rate_limit_outlives_a_thousand_other_endpoints_through_the_client() {
+    a_spent_rate_limit_outlives_a_thousand_other_endpoints(Via::Client).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_rate_limit_outlives_a_thousand_other_endpoints_through_the_middleware() {
+    a_spent_rate_limit_outlives_a_thousand_other_endpoints(Via::Middleware).await;
+}
+
+/// A budget of 10 retries (no share of first attempts), spent against a failing A; then 20
+/// other endpoints with `max_breakers(16)`: A's drawn-down budget was kept, so A's next call
+/// is not retried.
+async fn a_spent_budget_outlives_other_endpoints(via: Via) {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/a", [Reply::status(503)]);
+    let breaker = BreakerConfig::builder()
+        .max_breakers(16)
+        .window(Window::Calls(500))
+        .min_calls(500)
+        .build()
+        .unwrap();
+    let policy = EndpointPolicy::new().retry_budget(BudgetConfig::new(0.0, 1, 10 * SECOND));
+    let builder = Client::builder()
+        .retry(plain(3))
+        .circuit_breaker(breaker)
+        .default_policy(policy);
+    let caller = tenants_caller(via, builder);
+    let a = tenant(&server, "a", "/a");
+    for call in 0..5 {
+        let err = caller.get(&a, None).await.unwrap_err();
+        assert_eq!(outcomes(&err), [status_503(); 3], "call {call}");
+    }
+    let err = caller.get(&a, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BudgetExhausted, "{err}");
+    assert_eq!(server.hits("/a"), 16);
+    for i in 0..20 {
+        let url = tenant(&server, &format!("t{i}"), "/other");
+        assert_eq!(caller.get(&url, None).await.unwrap().0, 200);
+    }
+    let err = caller.get(&a, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BudgetExhausted, "{via:?}: {err}");
+    assert_eq!(outcomes(&err), [status_503()], "{via:?}: no retry");
+    assert_eq!(server.hits("/a"), 17, "{via:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_budget_outlives_other_endpoints_through_the_client() {
+    a_spent_budget_outlives_other_endpoints(Via::Client).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_budget_outlives_other_endpoints_through_the_middleware() {
+    a_spent_budget_outlives_other_endpoints(Via::Middleware).await;
+}
+
+/// `max_breakers(4)`, a bulkhead of 1, and 6 endpoints each with a call in flight: more busy
+/// endpoints than the bound, so the map grows past it, and a second call to the first
+/// endpoint is turned away (its bulkhead was not forgotten).
+async fn busy_endpoints_past_the_bound_keep_their_bulkheads(via: Via) {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/hang", [Reply::hang()]);
+    let breaker = BreakerConfig::builder().max_breakers(4).build().unwrap();
+    let builder = Client::builder()
+        .retry(plain(1))
+        .circuit_breaker(breaker)
+        .default_policy(bulkhead(1, Duration::ZERO));
+    let caller = tenants_caller(via, builder);
+    let mut calls = JoinSet::new();
+    for i in 0..6 {
+        let (caller, url) = (caller.clone(), tenant(&server, &format!("t{i}"), "/hang"));
+        calls.spawn(async move { caller.get(&url, None).await });
+        while server.hits("/hang") < i + 1 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let err = caller
+        .get(&tenant(&server, "t0", "/hang"), None)
+        .await
+        .expect_err("t0's one place is taken");
+    assert_eq!(err.kind(), ErrorKind::BulkheadFull, "{via:?}: {err}");
+    assert_eq!(server.hits("/hang"), 6, "{via:?}: no second call let in");
+    calls.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn busy_endpoints_past_the_bound_keep_their_bulkheads_through_the_client() {
+    busy_endpoints_past_the_bound_keep_their_bulkheads(Via::Client).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn busy_endpoints_past_the_bound_keep_their_bulkheads_through_the_middleware() {
+    busy_endpoints_past_the_bound_keep_their_bulkheads(Via::Middleware).await;
+}

@@ -293,15 +293,26 @@ impl keyed::Entry for Guards {
         &self.last_used
     }
 
+    /// Whether these guards still constrain a call, so that guards made afresh in their place
+    /// would forget a limit: a hold, a rate limit not back to its full burst (its TAT ahead
+    /// of now: spent or partly spent, or slots reserved by waiting calls), a retry budget
+    /// with retries spent in its window, calls in the bulkhead or its queue. Asked only when
+    /// the map is full.
     fn busy(&self) -> bool {
+        let now = Instant::now();
         let held = self
             .hold
             .as_ref()
-            .is_some_and(|(hold, _)| hold.remaining(Instant::now()).is_some());
-        held || self
-            .bulkhead
-            .as_ref()
-            .is_some_and(|b| b.in_flight() > 0 || b.waiting() > 0)
+            .is_some_and(|(hold, _)| hold.remaining(now).is_some());
+        held || self.rate.as_ref().is_some_and(|rate| rate.full_at() > now)
+            || self
+                .budget
+                .as_ref()
+                .is_some_and(|budget| budget.drawn_down(now))
+            || self
+                .bulkhead
+                .as_ref()
+                .is_some_and(|b| b.in_flight() > 0 || b.waiting() > 0)
     }
 }
 
@@ -335,7 +346,7 @@ impl GuardRegistry {
         fleet: Option<FleetKeys>,
     ) -> Option<Self> {
         (!config.is_off()).then(|| GuardRegistry {
-            guards: Arc::new(Keyed::new(max_endpoints)),
+            guards: Arc::new(Keyed::new(max_endpoints, "overload_guards")),
             config: Arc::new(config),
             key: key.map(Arc::from),
             fleet,

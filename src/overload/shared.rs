@@ -116,6 +116,17 @@ impl Budget {
             Budget::Shared(budget) => budget.available(now),
         }
     }
+
+    /// Whether retries spent are still in its window at `now`. A shared budget's count
+    /// lives in Redis, which the guards made again for the key learn at their next sync:
+    /// only a local one is lost with its guards.
+    pub(crate) fn drawn_down(&self, now: Instant) -> bool {
+        match self {
+            Budget::Local(budget) => budget.drawn_down(now),
+            #[cfg(feature = "redis")]
+            Budget::Shared(_) => false,
+        }
+    }
 }
 
 #[cfg(feature = "redis")]
