@@ -3,7 +3,8 @@
 //!
 //! - [`Guards::admit`]: may an attempt go out now? A `Retry-After` hold first (the server
 //!   asked), then the rate limit; either may say "wait", if the wait ends before the call's
-//!   deadline, or refuse at once with [`RateLimited`](crate::ErrorKind::RateLimited).
+//!   deadline, or refuse at once with [`RateLimited`](crate::ErrorKind::RateLimited). A wait
+//!   for the rate limit reserves its slot ([`Reservation`]): the attempt goes when it ends.
 //! - [`Guards::observe`]: a 429 or 503 with a `Retry-After` within the cap holds the endpoint.
 //! - [`Guards::deposit`] / [`Guards::withdraw`]: the retry budget, per first attempt and per
 //!   retry.
@@ -18,8 +19,8 @@ use tokio::time::Instant;
 
 use super::bulkhead::{Acquire, Bulkhead, BulkheadConfig, BulkheadPermit};
 use super::hold::Hold;
-use super::rate::{RateLimit, RateLimitConfig};
-use super::shared::{Budget, FleetKeys, Held, Rate};
+use super::rate::{RateLimit, RateLimitConfig, Slot};
+use super::shared::{Budget, FleetKeys, Held, Rate, Reserve};
 use crate::breaker::Breaker;
 use crate::error::{Error, ErrorKind, Short};
 use crate::keyed::{self, Keyed, key_for};
@@ -71,9 +72,27 @@ pub(crate) enum Entry {
 /// What an attempt may do now.
 pub(crate) enum Admission {
     Go,
-    /// Wait this long, then ask again.
-    Wait(Duration),
+    /// Wait this long, then ask again, passing the reservation back: with one (a rate-limit
+    /// slot reserved for the end of the wait), the attempt goes then without taking another.
+    Wait(Duration, Option<Reservation>),
     Refused(Error),
+}
+
+/// A rate-limit slot reserved by a call told to wait for it. Dropped unused (the call was
+/// cancelled while it waited, or a hold came first), it gives the slot back if that is still
+/// ahead and nothing was reserved after it (see [`RateLimit::reserve`]).
+pub(crate) struct Reservation {
+    guards: Arc<Guards>,
+    /// `None` once used.
+    slot: Option<Slot>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let (Some(rate), Some(slot)) = (&self.guards.rate, self.slot.take()) {
+            rate.give_back(&slot, Instant::now());
+        }
+    }
 }
 
 impl Guards {
@@ -144,20 +163,22 @@ impl Guards {
 
     /// May an attempt go out at `now`, in a call that must end by `deadline`? `breaker` is
     /// the endpoint's, if it has one: an attempt it will turn away takes no rate-limit slot
-    /// (the hold comes first: the server asked).
+    /// (the hold comes first: the server asked). `reserved`: the slot this attempt reserved
+    /// when told to wait (its wait is over): it goes, unless a hold came meanwhile.
+    ///
+    /// Over the rate limit, an attempt whose wait fits the deadline reserves its slot and is
+    /// told to wait until it; one whose wait does not is refused at once, reserving nothing.
     pub(crate) fn admit(
-        &self,
+        self: &Arc<Self>,
         now: Instant,
         deadline: Option<Instant>,
         policy: Option<&Arc<str>>,
         breaker: Option<&Breaker>,
+        reserved: Option<Reservation>,
     ) -> Admission {
         // Wait if that fits the deadline, else refuse at once.
-        let held_back = |guard: Guard, wait: Duration, (why, then): (&str, &str)| {
-            if deadline.is_none_or(|end| now + wait < end) {
-                telemetry::delayed(&self.key, policy, guard, wait);
-                return Admission::Wait(wait);
-            }
+        let fits = |wait: Duration| deadline.is_none_or(|end| now + wait < end);
+        let refuse = |guard: Guard, wait: Duration, (why, then): (&str, &str)| {
             telemetry::rate_limited(&self.key, policy, guard, wait);
             let detail = format!(
                 "{}: {why} {}{then}, past the deadline",
@@ -166,20 +187,46 @@ impl Guards {
             );
             Admission::Refused(Error::rate_limited(detail, wait))
         };
+        const OVER_RATE: (&str, &str) = ("over the client's rate limit, next slot in", "");
         if let Some((hold, _)) = &self.hold
             && let Some(left) = hold.remaining(now)
         {
+            // A slot reserved, if any, is dropped: given back if it can be.
+            drop(reserved);
             let why = ("the server asked to wait (Retry-After),", " left");
-            return held_back(Guard::RetryAfter, left, why);
+            if !fits(left) {
+                return refuse(Guard::RetryAfter, left, why);
+            }
+            telemetry::delayed(&self.key, policy, Guard::RetryAfter, left);
+            return Admission::Wait(left, None);
         }
-        if let Some(rate) = &self.rate
-            && !breaker.is_some_and(Breaker::refuses_now)
-            && let Err(wait) = rate.try_take(now)
-        {
-            let why = ("over the client's rate limit, next slot in", "");
-            return held_back(Guard::RateLimit, wait, why);
+        if let Some(mut reserved) = reserved {
+            // The slot is this attempt's, and its instant has come.
+            reserved.slot = None;
+            return Admission::Go;
         }
-        Admission::Go
+        let Some(rate) = &self.rate else {
+            return Admission::Go;
+        };
+        if breaker.is_some_and(Breaker::refuses_now) {
+            return Admission::Go;
+        }
+        match rate.reserve(now, deadline) {
+            Reserve::Now => Admission::Go,
+            Reserve::Reserved(slot) => {
+                telemetry::delayed(&self.key, policy, Guard::RateLimit, slot.wait);
+                let wait = slot.wait;
+                let guards = self.clone();
+                let slot = Some(slot);
+                Admission::Wait(wait, Some(Reservation { guards, slot }))
+            }
+            Reserve::TooLate(wait) => refuse(Guard::RateLimit, wait, OVER_RATE),
+            Reserve::AskAgain(wait) if fits(wait) => {
+                telemetry::delayed(&self.key, policy, Guard::RateLimit, wait);
+                Admission::Wait(wait, None)
+            }
+            Reserve::AskAgain(wait) => refuse(Guard::RateLimit, wait, OVER_RATE),
+        }
     }
 
     /// May a hedge go out at `now`, without waiting? Not while the endpoint is held, nor when

@@ -1,8 +1,9 @@
 //! May this call go out now, per endpoint key: `Retry-After` holds, rate limit, bulkhead.
 //!
 //! Each piece is a small self-contained primitive, lock-free on the success path and
-//! cancellation-safe (a dropped call leaves no trace: it gives back every permit, and a denied
-//! or abandoned rate-limit request takes no slot). Time comes from tokio, so tests pause it.
+//! cancellation-safe (a dropped call leaves no trace: it gives back every permit, a denied
+//! rate-limit request takes no slot, and one dropped while it waits for the slot it reserved
+//! gives it back: see `rate.rs`). Time comes from tokio, so tests pause it.
 //!
 //! - `guards.rs`: one endpoint's guards and the rules both paths ask of them (the client's
 //!   own call and the retry layer under the reqwest-middleware adapter): may a call start
@@ -48,7 +49,7 @@ pub(crate) mod rate;
 mod shared;
 
 pub use bulkhead::BulkheadConfig;
-pub(crate) use guards::{Admission, Entry, GuardRegistry, Guards, GuardsConfig};
+pub(crate) use guards::{Admission, Entry, GuardRegistry, Guards, GuardsConfig, Reservation};
 pub use handle::OverloadHandle;
 pub use rate::RateLimitConfig;
 pub(crate) use shared::{Fleet, FleetKeys};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::hold::Hold;
-use super::rate::RateLimit;
+use super::rate::{RateLimit, Slot};
 use crate::retry::RetryBudget;
 
 #[cfg(feature = "redis")]
@@ -34,6 +34,34 @@ impl Rate {
         }
     }
 
+    /// Takes a slot at `now`, or says when the call may go: see [`Reserve`].
+    #[inline]
+    pub(crate) fn reserve(&self, now: Instant, deadline: Option<Instant>) -> Reserve {
+        match self {
+            Rate::Local(rate) => match rate.reserve(now, deadline) {
+                Ok(None) => Reserve::Now,
+                Ok(Some(slot)) => Reserve::Reserved(slot),
+                Err(wait) => Reserve::TooLate(wait),
+            },
+            // The fleet's limit hands out leases of present slots, not future ones: its
+            // callers wait and ask again, as before reservations.
+            #[cfg(feature = "redis")]
+            Rate::Shared(rate) => match rate.try_take(now) {
+                Ok(()) => Reserve::Now,
+                Err(wait) => Reserve::AskAgain(wait),
+            },
+        }
+    }
+
+    /// Gives back a slot reserved from this (local) limit and not used.
+    pub(crate) fn give_back(&self, slot: &Slot, now: Instant) {
+        match self {
+            Rate::Local(rate) => rate.give_back(slot, now),
+            #[cfg(feature = "redis")]
+            Rate::Shared(_) => {}
+        }
+    }
+
     /// Slots a shared limit's local fallback granted (Redis down, or slower than its
     /// timeout); `None` for a local limit.
     pub(crate) fn fallbacks(&self) -> Option<u64> {
@@ -53,6 +81,20 @@ impl Rate {
             Rate::Shared(rate) => rate.local_full_at(),
         }
     }
+}
+
+/// What a rate limit says to a call that asks at some instant.
+pub(crate) enum Reserve {
+    /// Go now: a slot is taken.
+    Now,
+    /// Go at the reserved slot, without asking again.
+    Reserved(Slot),
+    /// The next free slot is this far away, past the call's deadline: nothing was taken.
+    TooLate(Duration),
+    /// Wait this long, then ask again (a limit that cannot reserve: the fleet's). Whether
+    /// that fits the deadline is the caller's to check.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    AskAgain(Duration),
 }
 
 /// A `Retry-After` hold.

@@ -32,7 +32,7 @@
 //! | `circuit breaker state changed` | INFO | the same, for every other change |
 //! | `request rejected: circuit open` | DEBUG | `endpoint` (one event per request turned away; the state change is the WARN) |
 //! | `endpoint held` | INFO | `endpoint` (the key), `retry_after_ms`, `policy`: a 429 or 503 with a `Retry-After` within the cap holds the endpoint; once when the hold begins, not for each answer that lengthens it |
-//! | `request delayed` | DEBUG | `endpoint`, `reason` (`retry_after`: the endpoint is held; `rate_limit`), `wait_ms`, `policy`: an attempt waits, then asks again |
+//! | `request delayed` | DEBUG | `endpoint`, `reason` (`retry_after`: the endpoint is held; `rate_limit`), `wait_ms`, `policy`: an attempt waits, then asks again (for the local rate limit it waits for the slot it reserved, and goes: one event per waiting attempt) |
 //! | `request rejected: rate limited` | DEBUG | `endpoint`, `reason` (as above), `retry_after_ms` (the wait that did not fit the deadline), `policy` |
 //! | `request queued: bulkhead full` | DEBUG | `endpoint`, `max_in_flight`, `queue_ms` (the longest it may queue: the queue timeout or the deadline), `policy` |
 //! | `request rejected: bulkhead full` | DEBUG | `endpoint`, `max_in_flight`, `policy`: at once (no queue timeout) or after queueing |
