@@ -1339,6 +1339,104 @@ async fn a_dropped_waiter_gives_its_slot_back_through_the_middleware() {
     a_dropped_waiter_gives_its_slot_back(Via::Middleware).await;
 }
 
+// ---------------------------------------------------------------------------------------
+// A hold's end releases its waiting calls spread out
+// ---------------------------------------------------------------------------------------
+
+/// A 429 holds the endpoint for 2 s; 20 calls wait on the hold. The first goes at its end;
+/// the others reach the server spread over the hold's release window (a quarter of it:
+/// 500 ms) after its end, not all at once (before: all 20 at exactly 2 s). Returns when each
+/// went, after the hold's end.
+async fn held_calls_are_released_spread_out(via: Via) -> Vec<Duration> {
+    const CALLS: usize = 20;
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/h",
+        [Reply::status(429).retry_after_secs(2), Reply::ok("x")],
+    );
+    let caller = Caller::new(via, builder(1, EndpointPolicy::new()));
+    let url = server.url("/h");
+    caller.get(&url, None).await.unwrap_err();
+    let end = Instant::now() + 2 * SECOND;
+    let mut calls = JoinSet::new();
+    for _ in 0..CALLS {
+        let (caller, url) = (caller.clone(), url.clone());
+        calls.spawn(async move {
+            caller.get(&url, Some(30 * SECOND)).await.unwrap();
+            Instant::now()
+        });
+    }
+    let mut went = Vec::new();
+    while let Some(at) = calls.join_next().await {
+        let at = at.unwrap();
+        assert!(at >= end, "{via:?}: went during the hold");
+        went.push(at - end);
+    }
+    went.sort();
+    eprintln!("{via:?}: released after the hold's end at {went:?}");
+    assert_eq!(server.hits("/h"), 1 + CALLS);
+    assert_eq!(went[0], Duration::ZERO, "{via:?}: the first at the end");
+    // Within the window (its timers fire on whole milliseconds: up to its end).
+    assert!(went[CALLS - 1] <= 500 * MS, "{via:?}: within the window");
+    // Spread: no 10 ms holds 8 of the 20 (uniform over 500 ms: 0.4 on average; 8 or more
+    // in some 10 ms about once in 10^8 runs).
+    for (i, first) in went.iter().enumerate() {
+        let within = went[i..]
+            .iter()
+            .take_while(|at| **at < *first + 10 * MS)
+            .count();
+        assert!(within < 8, "{via:?}: {within} within 10 ms of {first:?}");
+    }
+    went
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_calls_are_released_spread_out_through_the_client() {
+    held_calls_are_released_spread_out(Via::Client).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_calls_are_released_spread_out_through_the_middleware() {
+    held_calls_are_released_spread_out(Via::Middleware).await;
+}
+
+/// A call whose deadline leaves less room after the hold than the window goes within half
+/// of that room, keeping the other half for its attempt (rather than fail, or go at its
+/// deadline with no time left).
+#[tokio::test(start_paused = true)]
+async fn a_held_calls_deadline_bounds_its_release() {
+    for via in [Via::Client, Via::Middleware] {
+        let server = FaultServer::start().await.unwrap();
+        server.script(
+            "/h",
+            [Reply::status(503).retry_after_secs(4), Reply::ok("x")],
+        );
+        let caller = Caller::new(via, builder(1, EndpointPolicy::new()));
+        let url = server.url("/h");
+        caller.get(&url, None).await.unwrap_err();
+        let end = Instant::now() + 4 * SECOND;
+        let mut calls = JoinSet::new();
+        for i in 0..20u32 {
+            let (caller, url) = (caller.clone(), url.clone());
+            // Deadlines 100 ms or 20 ms past the hold's end (its window: 1 s).
+            let deadline = if i % 2 == 0 { 4_100 * MS } else { 4_020 * MS };
+            calls.spawn(async move {
+                caller.get(&url, Some(deadline)).await.unwrap();
+                (deadline, Instant::now() - end)
+            });
+        }
+        while let Some(done) = calls.join_next().await {
+            let (deadline, after) = done.unwrap();
+            let room = deadline - 4 * SECOND;
+            assert!(
+                after <= room / 2,
+                "{via:?}: deadline {deadline:?}, went {after:?} after"
+            );
+        }
+        assert_eq!(server.hits("/h"), 21);
+    }
+}
+
 /// The measurement, in real time on a multi-thread runtime: 100 callers calling in a
 /// loop for 10 s at a limit of 50/s, each call with a 6 s deadline (a wait of about 2 s).
 /// Prints the calls refused `RateLimited`, the wake-ups per slot and the p50/p99 wait, for

@@ -6,6 +6,8 @@
 //!   deadline, or refuse at once with [`RateLimited`](crate::ErrorKind::RateLimited). A wait
 //!   for the rate limit reserves its slot ([`Reservation`]): the attempt goes when it ends.
 //! - [`Guards::observe`]: a 429 or 503 with a `Retry-After` within the cap holds the endpoint.
+//!   The calls that waited on a hold go spread over a short window after its end, not at
+//!   once (see [`hold`](super::hold)).
 //! - [`Guards::deposit`] / [`Guards::withdraw`]: the retry budget, per first attempt and per
 //!   retry.
 //! - [`Guards::bulkhead`]: at most so many calls at once.
@@ -197,8 +199,9 @@ impl Guards {
             if !fits(left) {
                 return refuse(Guard::RetryAfter, left, why);
             }
-            telemetry::delayed(&self.key, policy, Guard::RetryAfter, left);
-            return Admission::Wait(left, None);
+            let wait = left + release_delay(hold.release_window(), now + left, deadline);
+            telemetry::delayed(&self.key, policy, Guard::RetryAfter, wait);
+            return Admission::Wait(wait, None);
         }
         if let Some(mut reserved) = reserved {
             // The slot is this attempt's, and its instant has come.
@@ -333,6 +336,17 @@ impl Guards {
     pub(crate) fn rate_full_at(&self) -> Option<Instant> {
         self.rate.as_ref().map(Rate::full_at)
     }
+}
+
+/// How long after a hold's `end` a call that waited on it goes: a random instant within the
+/// hold's release `window`, or within half the time from the end to the call's `deadline`
+/// if that is shorter (so that its attempt keeps at least half of it; no room: at the end).
+/// See [`hold`](super::hold)'s docs.
+fn release_delay(window: Duration, end: Instant, deadline: Option<Instant>) -> Duration {
+    let room = deadline.map_or(window, |deadline| {
+        window.min(deadline.saturating_duration_since(end) / 2)
+    });
+    room.mul_f64(fastrand::f64())
 }
 
 impl keyed::Entry for Guards {

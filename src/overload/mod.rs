@@ -14,6 +14,20 @@
 //!   Redis ([`crate::fleet`], feature `redis`), behind the same calls.
 //! - `bulkhead.rs`: at most `max_in_flight` calls at once, with a bounded queue.
 //!
+//! # When a hold ends
+//!
+//! The calls that waited on a `Retry-After` hold do not all go at its end, as a server that
+//! just asked for a pause would not want: the first to wait goes at the end, and each other
+//! at a random instant within the hold's release window after it, a quarter of the hold and
+//! at most 1 s (2 s held: spread over 500 ms; 20 s: over 1 s). A quarter adds little next to
+//! the pause the server asked for, and a short hold gets a short spread; the cap bounds what
+//! a long hold adds while still turning a crowd into a ramp. A call's deadline bounds its
+//! share: it goes within half the time between the hold's end and its deadline, keeping the
+//! other half for its attempt, so a call with little room goes about at the end rather than
+//! fail. A call that finds the hold over (a new call, or the retry of the call that was
+//! answered with the `Retry-After`) goes at once. For a hold learned from the fleet
+//! (feature `redis`), the window is measured on what was left of it when learned.
+//!
 //! The retry budget, the other half of overload protection, is the retry's to ask:
 //! [`BudgetConfig`](crate::retry::BudgetConfig).
 //!

@@ -121,6 +121,16 @@ impl Held {
             Held::Shared(hold) => hold.remaining(now),
         }
     }
+
+    /// Over how long after its end a call told now to wait on the hold is released: see
+    /// [`Hold::release_window`].
+    pub(crate) fn release_window(&self) -> Duration {
+        match self {
+            Held::Local(hold) => hold.release_window(),
+            #[cfg(feature = "redis")]
+            Held::Shared(hold) => hold.release_window(),
+        }
+    }
 }
 
 /// A retry budget.
