@@ -245,4 +245,51 @@ mod tests {
             .sum();
         assert_eq!(counted, 3);
     }
+
+    /// The map outgrowing its bound is said at WARN once per map, however often it grows.
+    #[test]
+    fn growing_past_the_bound_is_said_once_per_map() {
+        use std::sync::Mutex;
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for kind in ["one", "two"] {
+                let keyed = Keyed::new(2, kind);
+                for i in 0..10 {
+                    let entry = keyed.get_or_insert(&format!("b{i}"), item);
+                    entry.busy.store(true, Relaxed);
+                }
+            }
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let warnings: Vec<&str> = text.lines().collect();
+        assert_eq!(warnings.len(), 2, "{text}");
+        assert!(warnings[0].contains("WARN"), "{text}");
+        assert!(
+            warnings[0].contains("endpoint map over its bound"),
+            "{text}"
+        );
+        assert!(warnings[0].contains("map=\"one\""), "{text}");
+        assert!(
+            warnings[0].contains("endpoints=3 max_endpoints=2"),
+            "{text}"
+        );
+        assert!(warnings[1].contains("map=\"two\""), "{text}");
+    }
 }
