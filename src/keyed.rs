@@ -3,14 +3,19 @@
 //!
 //! Lookups happen on every call, new endpoints rarely: the map is an immutable snapshot
 //! behind an `ArcSwap`, read without a lock; adding an endpoint copies it under a writers'
-//! mutex. When the map is full, the idlest entries are dropped, busy ones last (an open
-//! breaker, calls in flight: state worth keeping). "Idle" is measured in insertions, not
-//! time: each entry notes the map's insertion count when used, which is written only when it
-//! changed, so steady traffic writes nothing shared.
+//! mutex. When the map is full, the idlest entries are dropped, and only idle ones: an entry
+//! that still constrains a call (an open breaker, a spent rate limit, a drawn-down retry
+//! budget, a hold, calls in flight or queued) is never dropped, since a fresh one in its
+//! place would forget that limit. When every entry is busy the map grows past its bound
+//! instead, counted and said once at WARN ([`over_bound`](crate::telemetry::overload)); it
+//! shrinks back as its entries become idle and new endpoints come. "Idle" is measured in
+//! insertions, not time: each entry notes the map's insertion count when used, which is
+//! written only when it changed, so steady traffic writes nothing shared. Whether an entry is
+//! busy is asked only when an insertion finds the map full, never on a lookup.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -31,7 +36,7 @@ pub(crate) fn key_for<'a>(key: Option<&'a str>, url: &'a url::Url) -> Cow<'a, st
 pub(crate) trait Entry: Send + Sync + 'static {
     /// The map's insertion count when this entry was last used.
     fn last_used(&self) -> &AtomicU64;
-    /// Worth keeping longer than an idle entry.
+    /// Still constrains a call: never dropped. Asked only when the map is full.
     fn busy(&self) -> bool;
     /// Dropped from the map (calls holding it keep it until they end).
     fn evicted(&self, _key: &str) {}
@@ -47,15 +52,23 @@ pub(crate) struct Keyed<T> {
     writer: Mutex<()>,
     insertions: AtomicU64,
     max: usize,
+    /// What the map holds (`breakers`, `overload_guards`), as its telemetry names it.
+    kind: &'static str,
+    /// Whether the WARN that the map outgrew its bound was said (once per map).
+    warned: AtomicBool,
 }
 
 impl<T: Entry> Keyed<T> {
-    pub(crate) fn new(max: usize) -> Self {
+    /// A map of at most `max` idle entries (more only while they are busy); `kind` names it
+    /// in telemetry.
+    pub(crate) fn new(max: usize, kind: &'static str) -> Self {
         Keyed {
             map: ArcSwap::from_pointee(Map::default()),
             writer: Mutex::new(()),
             insertions: AtomicU64::new(0),
             max: max.max(1),
+            kind,
+            warned: AtomicBool::new(false),
         }
     }
 
@@ -82,6 +95,11 @@ impl<T: Entry> Keyed<T> {
         let mut next: Map<T> = (*current).clone();
         if next.len() >= self.max {
             evict(&mut next, self.max);
+            if next.len() >= self.max {
+                // Every entry left still limits a call: grow rather than forget one.
+                let first = !self.warned.swap(true, Relaxed);
+                crate::telemetry::overload::over_bound(self.kind, next.len() + 1, self.max, first);
+            }
         }
         let key: Arc<str> = Arc::from(key);
         let entry = Arc::new(make(key.clone()));
@@ -110,17 +128,19 @@ impl<T: Entry> Keyed<T> {
     }
 }
 
-/// Drops a sixteenth of the map (at least one), idle and idlest first, so that the copy that
-/// each insertion makes is amortised over many insertions.
+/// Drops a sixteenth of the bound (at least one, and at least what the map holds over it),
+/// idlest first, so that the copy that each insertion makes is amortised over many
+/// insertions. Only idle entries: a busy one stays, however many there are.
 fn evict<T: Entry>(map: &mut Map<T>, max: usize) {
     let excess = map.len() + 1 - max.min(map.len() + 1);
     let batch = (max / 16).max(1).max(excess);
-    let mut candidates: Vec<(bool, u64, Arc<str>)> = map
+    let mut candidates: Vec<(u64, Arc<str>)> = map
         .iter()
-        .map(|(key, e)| (e.busy(), e.last_used().load(Relaxed), key.clone()))
+        .filter(|(_, e)| !e.busy())
+        .map(|(key, e)| (e.last_used().load(Relaxed), key.clone()))
         .collect();
-    candidates.sort_unstable_by_key(|c| (c.0, c.1));
-    for (_, _, key) in candidates.into_iter().take(batch) {
+    candidates.sort_unstable_by_key(|c| c.0);
+    for (_, key) in candidates.into_iter().take(batch) {
         if let Some(entry) = map.remove(&key) {
             entry.evicted(&key);
         }
@@ -156,7 +176,7 @@ mod tests {
 
     #[test]
     fn it_stays_bounded_and_keeps_busy_entries_longest() {
-        let keyed = Keyed::new(16);
+        let keyed = Keyed::new(16, "test");
         keyed.get_or_insert("busy", item).busy.store(true, Relaxed);
         for i in 0..100 {
             keyed.get_or_insert(&format!("k{i}"), item);
@@ -166,5 +186,110 @@ mod tests {
         assert!(keyed.get("k0").is_none());
         let first = keyed.get_or_insert("k99", item);
         assert!(Arc::ptr_eq(&first, &keyed.get_or_insert("k99", item)));
+    }
+
+    /// More busy entries than the bound: none is dropped, the map grows past it; once they
+    /// are idle, the next insertions bring it back within the bound.
+    #[test]
+    fn busy_entries_are_never_dropped_the_map_grows_instead() {
+        let keyed = Keyed::new(4, "test");
+        let busy: Vec<_> = (0..6)
+            .map(|i| {
+                let entry = keyed.get_or_insert(&format!("b{i}"), item);
+                entry.busy.store(true, Relaxed);
+                entry
+            })
+            .collect();
+        assert_eq!(keyed.len(), 6);
+        for (i, entry) in busy.iter().enumerate() {
+            let found = keyed.get(&format!("b{i}")).expect("kept");
+            assert!(Arc::ptr_eq(entry, &found));
+        }
+        // An idle newcomer is the one dropped next, not a busy entry.
+        keyed.get_or_insert("idle", item);
+        keyed.get_or_insert("idle2", item);
+        assert!(keyed.get("idle").is_none());
+        assert_eq!(keyed.len(), 7);
+        for entry in &busy {
+            entry.busy.store(false, Relaxed);
+        }
+        keyed.get_or_insert("later", item);
+        assert!(keyed.len() <= 4, "{}", keyed.len());
+        assert!(keyed.get("later").is_some());
+    }
+
+    /// Each insertion past the bound is counted, under the map's kind.
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn growing_past_the_bound_is_counted() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            let keyed = Keyed::new(2, "test");
+            for i in 0..5 {
+                let entry = keyed.get_or_insert(&format!("b{i}"), item);
+                entry.busy.store(true, Relaxed);
+            }
+            assert_eq!(keyed.len(), 5);
+        });
+        let counted: u64 = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| key.key().name() == crate::telemetry::ENDPOINTS_OVER_BOUND)
+            .map(|(.., value)| match value {
+                DebugValue::Counter(n) => n,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(counted, 3);
+    }
+
+    /// The map outgrowing its bound is said at WARN once per map, however often it grows.
+    #[test]
+    fn growing_past_the_bound_is_said_once_per_map() {
+        use std::sync::Mutex;
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for kind in ["one", "two"] {
+                let keyed = Keyed::new(2, kind);
+                for i in 0..10 {
+                    let entry = keyed.get_or_insert(&format!("b{i}"), item);
+                    entry.busy.store(true, Relaxed);
+                }
+            }
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let warnings: Vec<&str> = text.lines().collect();
+        assert_eq!(warnings.len(), 2, "{text}");
+        assert!(warnings[0].contains("WARN"), "{text}");
+        assert!(
+            warnings[0].contains("endpoint map over its bound"),
+            "{text}"
+        );
+        assert!(warnings[0].contains("map=\"one\""), "{text}");
+        assert!(
+            warnings[0].contains("endpoints=3 max_endpoints=2"),
+            "{text}"
+        );
+        assert!(warnings[1].contains("map=\"two\""), "{text}");
     }
 }

@@ -436,7 +436,9 @@ async fn a_hold_is_announced_once_and_each_call_waiting_for_it_is_an_event() {
         assert_eq!(fields["reason"], "retry_after");
         assert_eq!(fields["endpoint"], format!("http://{}", server.addr()));
         let wait = ms(fields, "wait_ms");
-        assert!(wait > 1_000 && wait <= 2_000, "{fields:?}");
+        // The hold's 2 s, and for the second waiter its share of the release window (a
+        // quarter of the hold) after it.
+        assert!(wait > 1_000 && wait < 2_500, "{fields:?}");
         assert_eq!(scope.first(), Some(&"request"), "{scope:?}");
     }
 }

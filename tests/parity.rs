@@ -117,6 +117,8 @@ struct Setup {
     hedge: Option<HedgeConfig>,
     /// The default policy's other settings (the overload guards).
     policy: EndpointPolicy,
+    /// The breakers' (and the guards') bound, if not the default.
+    max_breakers: Option<usize>,
 }
 
 impl Default for Setup {
@@ -130,6 +132,7 @@ impl Default for Setup {
             classifier: None,
             hedge: None,
             policy: EndpointPolicy::new(),
+            max_breakers: None,
         }
     }
 }
@@ -149,15 +152,19 @@ impl Setup {
     }
 
     fn breaker(&self) -> BreakerConfig {
-        if self.strict_breaker {
+        let builder = if self.strict_breaker {
             BreakerConfig::builder()
                 .min_calls(1)
                 .window(Window::Calls(10))
-                .build()
-                .unwrap()
         } else {
-            BreakerConfig::default()
+            BreakerConfig::builder()
+        };
+        match self.max_breakers {
+            Some(max) => builder.max_breakers(max),
+            None => builder,
         }
+        .build()
+        .unwrap()
     }
 
     fn builder(&self) -> ClientBuilder {
@@ -231,6 +238,14 @@ struct Scenario {
     /// With `concurrent`: the first caller, its call over, calls again at once (a third
     /// call), as a caller in a loop does.
     calls_again: bool,
+    /// Between two calls, one call to another endpoint key (the same server, as `localhost`,
+    /// another path), for which a policy bounded to one endpoint must make room.
+    between: bool,
+    /// After the calls, this many more at once (a crowd waiting on what the calls left).
+    waiters: usize,
+    /// The span `[low, high]` the waiters' durations fall in (they are spread at random
+    /// within it): shown as that span, not each duration.
+    release: Option<(Duration, Duration)>,
     /// The outcome in short (see [`Outcome::short`]), as every path must have it.
     expect: &'static str,
 }
@@ -254,6 +269,9 @@ impl Scenario {
             timed: false,
             concurrent: false,
             calls_again: false,
+            between: false,
+            waiters: 0,
+            release: None,
             expect: "",
         }
     }
@@ -638,6 +656,38 @@ fn scenarios() -> Vec<Scenario> {
                 )
                 .expect("3 hits: 200 x ×1 in 100ms / 200 x ×1 in 200ms / 200 x ×1 in 200ms")
         },
+        // Issue 22, item 7: a 2 s hold, and 8 calls waiting on it. The first goes at its end,
+        // the others spread over its release window (a quarter of the hold) after it.
+        Scenario {
+            waiters: 8,
+            release: Some((2 * SECOND, 2_500 * MS)),
+            ..Scenario::get(
+                "holds released with jitter",
+                vec![Reply::status(429).retry_after_secs(2), Reply::ok("x")],
+            )
+            .guarded(1, 1, EndpointPolicy::new())
+            .expect(
+                "9 hits: status 429 transient delivered ×1 in 0ns / 200 x ×1 in [2s, 2.5s] / \
+                 200 x ×1 in [2s, 2.5s] / 200 x ×1 in [2s, 2.5s] / 200 x ×1 in [2s, 2.5s] / \
+                 200 x ×1 in [2s, 2.5s] / 200 x ×1 in [2s, 2.5s] / 200 x ×1 in [2s, 2.5s] / \
+                 200 x ×1 in [2s, 2.5s]",
+            )
+        },
+        // Issue 22, item 1: one endpoint kept per policy, one request a minute. Another
+        // endpoint called between the two calls does not evict the first's spent limit: the
+        // second call's deadline ends before its slot.
+        Scenario {
+            per_request: Some(PerRequest::Deadline(10 * SECOND)),
+            between: true,
+            ..Scenario::get("eviction", vec![Reply::ok("x")])
+                .guarded(
+                    2,
+                    1,
+                    EndpointPolicy::new().rate_limit(RateLimitConfig::new(1, 60 * SECOND)),
+                )
+                .setup(|s| s.max_breakers = Some(1))
+                .expect("1 hit: 200 x ×1 in 0ns / rate_limited transient never sent ×1 in 0ns")
+        },
     ]
 }
 
@@ -683,8 +733,11 @@ struct Outcome {
     /// The `Idempotency-Key` of each request the server saw.
     keys: Vec<Option<String>>,
     calls: Vec<Call>,
-    /// How long each call took (virtual time), for timed scenarios.
-    took: Option<Vec<Duration>>,
+    /// How long each call took (virtual time), for timed scenarios: as `Debug` shows a
+    /// duration, or the scenario's `release` span it fell in.
+    took: Option<Vec<String>>,
+    /// Whether the waiters (at least two) all went within 10 ms of one another.
+    bunched: bool,
 }
 
 impl Outcome {
@@ -736,12 +789,13 @@ impl Outcome {
             })
             .enumerate()
             .map(|(i, call)| match &self.took {
-                Some(took) => format!("{call} in {:?}", took[i]),
+                Some(took) => format!("{call} in {}", took[i]),
                 None => call,
             })
             .collect();
         let plural = if self.hits == 1 { "" } else { "s" };
-        format!("{} hit{plural}: {}", self.hits, calls.join(" / "))
+        let bunched = if self.bunched { " (bunched)" } else { "" };
+        format!("{} hit{plural}: {}{bunched}", self.hits, calls.join(" / "))
     }
 }
 
@@ -975,12 +1029,32 @@ async fn run(s: &Scenario, path: Path) -> Outcome {
             took.push(elapsed);
         }
     } else {
-        for _ in 0..s.calls {
+        let other = format!("http://localhost:{}/other", server.addr().port());
+        for i in 0..s.calls {
+            if s.between && i > 0 {
+                call(s, path, &runner, &other).await;
+            }
             let (call, elapsed) = timed(tokio::time::Instant::now()).await;
             calls.push(call);
             took.push(elapsed);
         }
     }
+    let now = tokio::time::Instant::now();
+    let waiters = join_all((0..s.waiters).map(|_| timed(now)).collect()).await;
+    let mut went: Vec<Duration> = waiters.iter().map(|(_, elapsed)| *elapsed).collect();
+    went.sort();
+    let bunched = went.len() >= 2 && went[went.len() - 1] - went[0] < 10 * MS;
+    for (call, elapsed) in waiters {
+        calls.push(call);
+        took.push(elapsed);
+    }
+    let took = took
+        .into_iter()
+        .map(|d| match s.release {
+            Some((low, high)) if d >= low && d <= high => format!("[{low:?}, {high:?}]"),
+            _ => format!("{d:?}"),
+        })
+        .collect();
     let keys = server
         .requests(s.path)
         .iter()
@@ -995,7 +1069,32 @@ async fn run(s: &Scenario, path: Path) -> Outcome {
         keys,
         calls,
         took: s.timed.then_some(took),
+        bunched,
     }
+}
+
+/// Runs `futures` at once, polled in order, and gives their outputs in that order.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(&mut outputs) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(Option::unwrap).collect()
 }
 
 /// The policy an error must name, on the paths that have policies.
@@ -1149,6 +1248,7 @@ async fn every_path_resends_streams_the_server_never_processed() {
                 keys: Vec::new(),
                 calls,
                 took: None,
+                bunched: false,
             };
             match &reference {
                 None => {

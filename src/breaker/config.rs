@@ -205,7 +205,10 @@ impl BreakerConfigBuilder {
     }
 
     /// Most endpoints with a breaker at once; beyond, the idlest closed ones are dropped
-    /// (default 1024; 1 to 100,000). It also bounds the breaker metric series: see
+    /// (default 1024; 1 to 100,000). A breaker that is not closed is never dropped: when
+    /// every one is, the map grows past this instead (a WARN once, and the
+    /// [`ENDPOINTS_OVER_BOUND`](crate::telemetry::ENDPOINTS_OVER_BOUND) counter). The
+    /// policy's overload guards are kept per endpoint under the same bound and rule. It also bounds the breaker metric series: see
     /// [`telemetry`](crate::telemetry).
     pub fn max_breakers(mut self, max: usize) -> Self {
         self.0.max_breakers = max;

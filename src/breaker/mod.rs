@@ -35,7 +35,8 @@
 //!
 //! The key is scheme, host and port ([`endpoint_key`]): host A being down does not block host
 //! B. The [`BreakerRegistry`] is bounded (`max_breakers`, 1024): beyond it, the idlest closed
-//! breakers are dropped.
+//! breakers are dropped, never one that is not closed (the map grows past its bound instead,
+//! with a WARN once).
 //!
 //! ## Cost
 //!

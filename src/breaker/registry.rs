@@ -1,6 +1,8 @@
 //! One breaker per endpoint key, in a bounded map that readers never lock (see
-//! [`Keyed`](crate::keyed)): when it is full, the idlest closed breakers are dropped (an open
-//! breaker carries state worth keeping, so it goes last).
+//! [`Keyed`](crate::keyed)): when it is full, the idlest closed breakers are dropped. One
+//! that is not closed (open, half-open, or forced either way) is never dropped: a fresh
+//! closed breaker in its place would let calls through that it turns away. If every breaker
+//! is busy so, the map grows past `max_breakers` instead (counted, and a WARN once).
 //!
 //! Metric series (feature `metrics`) are bounded here too: a registry gives series of their
 //! own to at most `max_breakers` keys over its life, and the breakers beyond share the
@@ -38,6 +40,7 @@ impl Entry for Breaker {
         &self.last_used
     }
 
+    /// Open, half-open or forced: dropping it for a fresh closed breaker would forget that.
     fn busy(&self) -> bool {
         self.state() != State::Closed
     }
@@ -81,7 +84,7 @@ impl BreakerRegistry {
     pub fn new(config: BreakerConfig) -> Self {
         BreakerRegistry {
             inner: Arc::new(Inner {
-                breakers: Keyed::new(config.max_breakers),
+                breakers: Keyed::new(config.max_breakers, "breakers"),
                 config: Arc::new(config),
                 series: AtomicUsize::new(0),
             }),

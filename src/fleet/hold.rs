@@ -67,6 +67,12 @@ impl SharedHold {
     pub fn remaining(&self, now: Instant) -> Option<Duration> {
         self.0.local.remaining(now)
     }
+
+    /// Over how long after its end a call waiting on the hold is released (see
+    /// [`Hold::release_window`]).
+    pub(crate) fn release_window(&self) -> Duration {
+        self.0.local.release_window()
+    }
 }
 
 impl HoldShared {

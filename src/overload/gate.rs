@@ -11,7 +11,7 @@
 use tokio::time::sleep;
 
 use super::bulkhead::BulkheadPermit;
-use super::{Admission, Entry};
+use super::{Admission, Entry, Reservation};
 use crate::breaker::Breaker;
 use crate::error::Error;
 use crate::hook::BoxFuture;
@@ -34,8 +34,8 @@ pub(crate) enum Gate {
 pub(crate) enum Waited {
     /// Queued at the bulkhead: the place, or `None` if none came in time.
     Queued(Option<BulkheadPermit>),
-    /// Held back by a hold or the rate limit.
-    Held,
+    /// Held back by a hold or the rate limit; with the rate-limit slot reserved for now.
+    Held(Option<Reservation>),
 }
 
 /// The call's first request: a place in the endpoint's bulkhead, then [`admit`].
@@ -58,28 +58,43 @@ pub(crate) fn enter(retry: &mut RetryState, breaker: Option<&Breaker>) -> Gate {
 /// An attempt's request: out, held back for a while, or turned away. `breaker` is the
 /// endpoint's, if the caller has it: an attempt it will refuse takes no rate-limit slot.
 pub(crate) fn admit(retry: &mut RetryState, breaker: Option<&Breaker>) -> Gate {
+    admit_with(retry, breaker, None)
+}
+
+/// [`admit`], for an attempt that holds `reserved`, the rate-limit slot it waited for.
+fn admit_with(
+    retry: &mut RetryState,
+    breaker: Option<&Breaker>,
+    reserved: Option<Reservation>,
+) -> Gate {
     let Some(guards) = retry.guards() else {
         return Gate::Out;
     };
     let (started, deadline) = (retry.attempt_started(), retry.deadline());
-    match guards.admit(started, deadline, retry.policy_name(), breaker) {
+    match guards.admit(started, deadline, retry.policy_name(), breaker, reserved) {
         Admission::Go => {
             retry.let_out();
             Gate::Out
         }
-        Admission::Wait(wait) => Gate::Wait(Box::pin(async move {
+        // One sleep to the end of the wait. A reservation rides along: dropped with the
+        // future if the call is, it gives its slot back.
+        Admission::Wait(wait, reservation) => Gate::Wait(Box::pin(async move {
             sleep(wait).await;
-            Waited::Held
+            Waited::Held(reservation)
         })),
         Admission::Refused(error) => Gate::Refused(naming_request(retry, error)),
     }
 }
 
-/// A wait is over: the attempt starts over from now, and asks again.
+/// A wait is over: the attempt starts over from now, and asks again (going at once with the
+/// slot it reserved, unless a hold came meanwhile).
 pub(crate) fn waited(retry: &mut RetryState, waited: Waited, breaker: Option<&Breaker>) -> Gate {
-    match waited {
-        Waited::Held => {}
-        Waited::Queued(Some(place)) => retry.take_place(Some(place)),
+    let reserved = match waited {
+        Waited::Held(reserved) => reserved,
+        Waited::Queued(Some(place)) => {
+            retry.take_place(Some(place));
+            None
+        }
         Waited::Queued(None) => {
             // Only a call with guards queues.
             let full = retry
@@ -88,9 +103,9 @@ pub(crate) fn waited(retry: &mut RetryState, waited: Waited, breaker: Option<&Br
             let error = full.unwrap_or_else(Error::polled_after_completion);
             return over(retry, error);
         }
-    }
+    };
     retry.resume();
-    admit(retry, breaker)
+    admit_with(retry, breaker, reserved)
 }
 
 fn over(retry: &mut RetryState, error: Error) -> Gate {

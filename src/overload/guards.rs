@@ -3,8 +3,11 @@
 //!
 //! - [`Guards::admit`]: may an attempt go out now? A `Retry-After` hold first (the server
 //!   asked), then the rate limit; either may say "wait", if the wait ends before the call's
-//!   deadline, or refuse at once with [`RateLimited`](crate::ErrorKind::RateLimited).
+//!   deadline, or refuse at once with [`RateLimited`](crate::ErrorKind::RateLimited). A wait
+//!   for the rate limit reserves its slot ([`Reservation`]): the attempt goes when it ends.
 //! - [`Guards::observe`]: a 429 or 503 with a `Retry-After` within the cap holds the endpoint.
+//!   The calls that waited on a hold go spread over a short window after its end, not at
+//!   once (see [`hold`](super::hold)).
 //! - [`Guards::deposit`] / [`Guards::withdraw`]: the retry budget, per first attempt and per
 //!   retry.
 //! - [`Guards::bulkhead`]: at most so many calls at once.
@@ -18,8 +21,8 @@ use tokio::time::Instant;
 
 use super::bulkhead::{Acquire, Bulkhead, BulkheadConfig, BulkheadPermit};
 use super::hold::Hold;
-use super::rate::{RateLimit, RateLimitConfig};
-use super::shared::{Budget, FleetKeys, Held, Rate};
+use super::rate::{RateLimit, RateLimitConfig, Slot};
+use super::shared::{Budget, FleetKeys, Held, Rate, Reserve};
 use crate::breaker::Breaker;
 use crate::error::{Error, ErrorKind, Short};
 use crate::keyed::{self, Keyed, key_for};
@@ -71,9 +74,27 @@ pub(crate) enum Entry {
 /// What an attempt may do now.
 pub(crate) enum Admission {
     Go,
-    /// Wait this long, then ask again.
-    Wait(Duration),
+    /// Wait this long, then ask again, passing the reservation back: with one (a rate-limit
+    /// slot reserved for the end of the wait), the attempt goes then without taking another.
+    Wait(Duration, Option<Reservation>),
     Refused(Error),
+}
+
+/// A rate-limit slot reserved by a call told to wait for it. Dropped unused (the call was
+/// cancelled while it waited, or a hold came first), it gives the slot back if that is still
+/// ahead and nothing was reserved after it (see [`RateLimit::reserve`]).
+pub(crate) struct Reservation {
+    guards: Arc<Guards>,
+    /// `None` once used.
+    slot: Option<Slot>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let (Some(rate), Some(slot)) = (&self.guards.rate, self.slot.take()) {
+            rate.give_back(&slot, Instant::now());
+        }
+    }
 }
 
 impl Guards {
@@ -144,20 +165,22 @@ impl Guards {
 
     /// May an attempt go out at `now`, in a call that must end by `deadline`? `breaker` is
     /// the endpoint's, if it has one: an attempt it will turn away takes no rate-limit slot
-    /// (the hold comes first: the server asked).
+    /// (the hold comes first: the server asked). `reserved`: the slot this attempt reserved
+    /// when told to wait (its wait is over): it goes, unless a hold came meanwhile.
+    ///
+    /// Over the rate limit, an attempt whose wait fits the deadline reserves its slot and is
+    /// told to wait until it; one whose wait does not is refused at once, reserving nothing.
     pub(crate) fn admit(
-        &self,
+        self: &Arc<Self>,
         now: Instant,
         deadline: Option<Instant>,
         policy: Option<&Arc<str>>,
         breaker: Option<&Breaker>,
+        reserved: Option<Reservation>,
     ) -> Admission {
         // Wait if that fits the deadline, else refuse at once.
-        let held_back = |guard: Guard, wait: Duration, (why, then): (&str, &str)| {
-            if deadline.is_none_or(|end| now + wait < end) {
-                telemetry::delayed(&self.key, policy, guard, wait);
-                return Admission::Wait(wait);
-            }
+        let fits = |wait: Duration| deadline.is_none_or(|end| now + wait < end);
+        let refuse = |guard: Guard, wait: Duration, (why, then): (&str, &str)| {
             telemetry::rate_limited(&self.key, policy, guard, wait);
             let detail = format!(
                 "{}: {why} {}{then}, past the deadline",
@@ -166,20 +189,47 @@ impl Guards {
             );
             Admission::Refused(Error::rate_limited(detail, wait))
         };
+        const OVER_RATE: (&str, &str) = ("over the client's rate limit, next slot in", "");
         if let Some((hold, _)) = &self.hold
             && let Some(left) = hold.remaining(now)
         {
+            // A slot reserved, if any, is dropped: given back if it can be.
+            drop(reserved);
             let why = ("the server asked to wait (Retry-After),", " left");
-            return held_back(Guard::RetryAfter, left, why);
+            if !fits(left) {
+                return refuse(Guard::RetryAfter, left, why);
+            }
+            let wait = left + release_delay(hold.release_window(), now + left, deadline);
+            telemetry::delayed(&self.key, policy, Guard::RetryAfter, wait);
+            return Admission::Wait(wait, None);
         }
-        if let Some(rate) = &self.rate
-            && !breaker.is_some_and(Breaker::refuses_now)
-            && let Err(wait) = rate.try_take(now)
-        {
-            let why = ("over the client's rate limit, next slot in", "");
-            return held_back(Guard::RateLimit, wait, why);
+        if let Some(mut reserved) = reserved {
+            // The slot is this attempt's, and its instant has come.
+            reserved.slot = None;
+            return Admission::Go;
         }
-        Admission::Go
+        let Some(rate) = &self.rate else {
+            return Admission::Go;
+        };
+        if breaker.is_some_and(Breaker::refuses_now) {
+            return Admission::Go;
+        }
+        match rate.reserve(now, deadline) {
+            Reserve::Now => Admission::Go,
+            Reserve::Reserved(slot) => {
+                telemetry::delayed(&self.key, policy, Guard::RateLimit, slot.wait);
+                let wait = slot.wait;
+                let guards = self.clone();
+                let slot = Some(slot);
+                Admission::Wait(wait, Some(Reservation { guards, slot }))
+            }
+            Reserve::TooLate(wait) => refuse(Guard::RateLimit, wait, OVER_RATE),
+            Reserve::AskAgain(wait) if fits(wait) => {
+                telemetry::delayed(&self.key, policy, Guard::RateLimit, wait);
+                Admission::Wait(wait, None)
+            }
+            Reserve::AskAgain(wait) => refuse(Guard::RateLimit, wait, OVER_RATE),
+        }
     }
 
     /// May a hedge go out at `now`, without waiting? Not while the endpoint is held, nor when
@@ -288,20 +338,42 @@ impl Guards {
     }
 }
 
+/// How long after a hold's `end` a call that waited on it goes: a random instant within the
+/// hold's release `window`, or within half the time from the end to the call's `deadline`
+/// if that is shorter (so that its attempt keeps at least half of it; no room: at the end).
+/// See [`hold`](super::hold)'s docs.
+fn release_delay(window: Duration, end: Instant, deadline: Option<Instant>) -> Duration {
+    let room = deadline.map_or(window, |deadline| {
+        window.min(deadline.saturating_duration_since(end) / 2)
+    });
+    room.mul_f64(fastrand::f64())
+}
+
 impl keyed::Entry for Guards {
     fn last_used(&self) -> &AtomicU64 {
         &self.last_used
     }
 
+    /// Whether these guards still constrain a call, so that guards made afresh in their place
+    /// would forget a limit: a hold, a rate limit not back to its full burst (its TAT ahead
+    /// of now: spent or partly spent, or slots reserved by waiting calls), a retry budget
+    /// with retries spent in its window, calls in the bulkhead or its queue. Asked only when
+    /// the map is full.
     fn busy(&self) -> bool {
+        let now = Instant::now();
         let held = self
             .hold
             .as_ref()
-            .is_some_and(|(hold, _)| hold.remaining(Instant::now()).is_some());
-        held || self
-            .bulkhead
-            .as_ref()
-            .is_some_and(|b| b.in_flight() > 0 || b.waiting() > 0)
+            .is_some_and(|(hold, _)| hold.remaining(now).is_some());
+        held || self.rate.as_ref().is_some_and(|rate| rate.full_at() > now)
+            || self
+                .budget
+                .as_ref()
+                .is_some_and(|budget| budget.drawn_down(now))
+            || self
+                .bulkhead
+                .as_ref()
+                .is_some_and(|b| b.in_flight() > 0 || b.waiting() > 0)
     }
 }
 
@@ -335,7 +407,7 @@ impl GuardRegistry {
         fleet: Option<FleetKeys>,
     ) -> Option<Self> {
         (!config.is_off()).then(|| GuardRegistry {
-            guards: Arc::new(Keyed::new(max_endpoints)),
+            guards: Arc::new(Keyed::new(max_endpoints, "overload_guards")),
             config: Arc::new(config),
             key: key.map(Arc::from),
             fleet,

@@ -1,8 +1,9 @@
 //! May this call go out now, per endpoint key: `Retry-After` holds, rate limit, bulkhead.
 //!
 //! Each piece is a small self-contained primitive, lock-free on the success path and
-//! cancellation-safe (a dropped call leaves no trace: it gives back every permit, and a denied
-//! or abandoned rate-limit request takes no slot). Time comes from tokio, so tests pause it.
+//! cancellation-safe (a dropped call leaves no trace: it gives back every permit, a denied
+//! rate-limit request takes no slot, and one dropped while it waits for the slot it reserved
+//! gives it back: see `rate.rs`). Time comes from tokio, so tests pause it.
 //!
 //! - `guards.rs`: one endpoint's guards and the rules both paths ask of them (the client's
 //!   own call and the retry layer under the reqwest-middleware adapter): may a call start
@@ -12,6 +13,20 @@
 //! - `shared.rs`: each of those kept in this process, or shared by the replicas through
 //!   Redis ([`crate::fleet`], feature `redis`), behind the same calls.
 //! - `bulkhead.rs`: at most `max_in_flight` calls at once, with a bounded queue.
+//!
+//! # When a hold ends
+//!
+//! The calls that waited on a `Retry-After` hold do not all go at its end, as a server that
+//! just asked for a pause would not want: the first to wait goes at the end, and each other
+//! at a random instant within the hold's release window after it, a quarter of the hold and
+//! at most 1 s (2 s held: spread over 500 ms; 20 s: over 1 s). A quarter adds little next to
+//! the pause the server asked for, and a short hold gets a short spread; the cap bounds what
+//! a long hold adds while still turning a crowd into a ramp. A call's deadline bounds its
+//! share: it goes within half the time between the hold's end and its deadline, keeping the
+//! other half for its attempt, so a call with little room goes about at the end rather than
+//! fail. A call that finds the hold over (a new call, or the retry of the call that was
+//! answered with the `Retry-After`) goes at once. For a hold learned from the fleet
+//! (feature `redis`), the window is measured on what was left of it when learned.
 //!
 //! The retry budget, the other half of overload protection, is the retry's to ask:
 //! [`BudgetConfig`](crate::retry::BudgetConfig).
@@ -48,7 +63,7 @@ pub(crate) mod rate;
 mod shared;
 
 pub use bulkhead::BulkheadConfig;
-pub(crate) use guards::{Admission, Entry, GuardRegistry, Guards, GuardsConfig};
+pub(crate) use guards::{Admission, Entry, GuardRegistry, Guards, GuardsConfig, Reservation};
 pub use handle::OverloadHandle;
 pub use rate::RateLimitConfig;
 pub(crate) use shared::{Fleet, FleetKeys};

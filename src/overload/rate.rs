@@ -5,8 +5,26 @@
 //! request pushes it `interval = per / rate` further; a request is admitted while the TAT is
 //! at most `(burst - 1) × interval` ahead of now. So one `compare_exchange` on a `u64` (the
 //! TAT in nanoseconds since the limiter's base instant) takes a slot: no lock, no refill
-//! task, and a denied request writes nothing, so a caller that gives up, or is dropped while
-//! it waits, leaves no trace.
+//! task, and a denied request writes nothing.
+//!
+//! # Reserved slots
+//!
+//! A call over the limit whose wait fits its deadline does not ask again when its wait is
+//! over: it *reserves* its slot when told to wait ([`RateLimit::reserve`]). GCRA hands out a
+//! future slot as readily as a present one: the TAT moves one interval on, and the caller is
+//! told the instant its slot begins (`TAT - tolerance` before the move). It sleeps until
+//! then and goes, without asking again, so each waiter wakes once, and a caller that comes
+//! later (or wakes earlier) cannot take its slot: waiters go in the order they asked, and a
+//! wait that fits the deadline when told is the wait the call gets. A call whose wait would
+//! not fit its deadline is refused at once and reserves nothing.
+//!
+//! A reservation dropped before its slot (the call was cancelled, or a hold came first)
+//! gives it back if no slot was handed out after it: the TAT moves back one interval with a
+//! compare-exchange from the value this reservation set. If later reservations exist, the
+//! slot is not given back: moving the TAT back would hand a later caller an instant that
+//! one of those already holds, letting two requests go where the limit allows one. So the
+//! abandoned slot goes unused: the limit errs towards fewer requests, never more, by at
+//! most one slot per reservation abandoned behind others.
 //!
 //! # Why not `governor`
 //!
@@ -33,6 +51,13 @@ use tokio::time::Instant;
 /// keeps a client within a server's quota of "`rate` per `per`" however that server counts.
 /// A larger `burst` lets that many go out at once after a quiet spell, then the steady rate
 /// again: in a span of length `per` up to `burst - 1 + rate`.
+///
+/// A request over the limit waits for its slot if that begins before its deadline, else it
+/// fails at once with [`RateLimited`](crate::ErrorKind::RateLimited). A request told to wait
+/// has its slot reserved: it goes at that instant, in the order the requests asked, and a
+/// call dropped before then gives the slot back when no later slot was handed out (else the
+/// slot goes unused: the limit never lets more through). A limit shared through Redis
+/// ([`crate::fleet`]) reserves nothing: its requests wait, then ask again.
 ///
 /// Ranges: `rate` 1 to 1,000,000; `per` above zero, at most an hour; `burst` 1 to
 /// 1,000,000. An interval `per / rate` below a nanosecond counts as one nanosecond
@@ -131,6 +156,59 @@ impl RateLimit {
         }
     }
 
+    /// Takes a slot now (`Ok(None)`), or reserves the next free one (`Ok(Some(slot))`: the
+    /// caller goes at `slot.wait` from `now` without asking again, or gives it back with
+    /// [`give_back`](Self::give_back)), if that slot begins before `deadline`. `Err(wait)`:
+    /// the next free slot is `wait` away, not before the deadline; nothing is taken.
+    #[inline]
+    pub(crate) fn reserve(
+        &self,
+        now: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Slot>, Duration> {
+        let now_ns = self.nanos(now);
+        let mut tat = self.tat.load(Ordering::Relaxed);
+        loop {
+            let start = tat.max(now_ns);
+            let ahead = start - now_ns;
+            let wait = ahead.saturating_sub(self.tolerance);
+            if wait > 0 && deadline.is_some_and(|end| now + Duration::from_nanos(wait) >= end) {
+                return Err(Duration::from_nanos(wait));
+            }
+            let next = start.saturating_add(self.interval);
+            match self
+                .tat
+                .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) if wait == 0 => return Ok(None),
+                Ok(_) => {
+                    return Ok(Some(Slot {
+                        at: now_ns + wait,
+                        next,
+                        before: start,
+                        wait: Duration::from_nanos(wait),
+                    }));
+                }
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+
+    /// Gives back `slot`, reserved and not used, if it is still ahead at `now` and no slot
+    /// was reserved after it (see the [module docs](self): later reservations keep their
+    /// instants, and this one is then lost).
+    pub(crate) fn give_back(&self, slot: &Slot, now: Instant) {
+        if self.nanos(now) < slot.at {
+            // Fails, leaving the TAT alone, if anything moved it since this slot was taken.
+            let _ = self.tat.compare_exchange(
+                slot.next,
+                slot.before,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
     /// From when the full burst is available again (now or earlier: idle). For tests and
     /// telemetry.
     pub(crate) fn full_at(&self) -> Instant {
@@ -141,6 +219,20 @@ impl RateLimit {
     fn nanos(&self, now: Instant) -> u64 {
         saturate(now.saturating_duration_since(self.base).as_nanos())
     }
+}
+
+/// A slot reserved ahead of time by [`RateLimit::reserve`].
+#[derive(Debug)]
+pub(crate) struct Slot {
+    /// When it begins, in nanoseconds since the limiter's base.
+    at: u64,
+    /// The TAT this reservation set, and the one to go back to if it is given back (the TAT
+    /// it found, or the reservation's instant if that was later: equivalent, both past when
+    /// the TAT would be restored).
+    next: u64,
+    before: u64,
+    /// From the reservation to `at`.
+    pub(crate) wait: Duration,
 }
 
 fn saturate(value: u128) -> u64 {
@@ -260,6 +352,59 @@ mod tests {
         assert!(taken <= 1009, "{taken}");
         assert!(taken >= 950, "{taken}: more than 5 % under the rate");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_reserve_successive_slots_within_their_deadlines() {
+        // 10 a second, bursts of 2.
+        let limit = limit(10, Duration::from_secs(1), 2);
+        let start = Instant::now();
+        assert!(matches!(limit.reserve(start, None), Ok(None)));
+        assert!(matches!(limit.reserve(start, None), Ok(None)));
+        // Then each caller is handed the next slot, 100 ms after the one before.
+        let waits: Vec<_> = (0..3)
+            .map(|_| limit.reserve(start, None).unwrap().unwrap().wait)
+            .collect();
+        assert_eq!(waits, [100 * MS, 200 * MS, 300 * MS]);
+        // A deadline at or before the next slot (400 ms) is refused, reserving nothing.
+        let end = Some(start + 400 * MS);
+        assert_eq!(limit.reserve(start, end).unwrap_err(), 400 * MS);
+        let later = Some(start + 401 * MS);
+        assert_eq!(limit.reserve(start, later).unwrap().unwrap().wait, 400 * MS);
+        // try_take (a hedge) cannot take a reserved slot either.
+        assert_eq!(limit.try_take(start + 350 * MS), Err(150 * MS));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_given_back_frees_its_slot_only_if_it_is_the_last() {
+        let limit = limit(1, Duration::from_secs(1), 1);
+        let start = Instant::now();
+        assert!(matches!(limit.reserve(start, None), Ok(None)));
+        let first = limit.reserve(start, None).unwrap().unwrap();
+        let second = limit.reserve(start, None).unwrap().unwrap();
+        assert_eq!((first.wait, second.wait), (SECOND, 2 * SECOND));
+        // The first is abandoned behind the second: the second keeps its instant, and the
+        // first's slot is lost (never two requests in one slot).
+        limit.give_back(&first, start);
+        assert_eq!(
+            limit.reserve(start, None).unwrap().unwrap().wait,
+            3 * SECOND
+        );
+        // The last one given back (before its slot): the next caller gets that slot.
+        let last = limit.reserve(start, None).unwrap().unwrap();
+        assert_eq!(last.wait, 4 * SECOND);
+        limit.give_back(&last, start + SECOND);
+        assert_eq!(
+            limit.reserve(start, None).unwrap().unwrap().wait,
+            4 * SECOND
+        );
+        // Given back once its slot has begun: it was used, nothing changes.
+        let full = limit.full_at();
+        let used = limit.reserve(start, None).unwrap().unwrap();
+        limit.give_back(&used, start + used.wait);
+        assert_eq!(limit.full_at(), full + SECOND);
+    }
+
+    const SECOND: Duration = Duration::from_secs(1);
 
     #[test]
     fn threads_racing_at_one_instant_get_exactly_the_burst() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::hold::Hold;
-use super::rate::RateLimit;
+use super::rate::{RateLimit, Slot};
 use crate::retry::RetryBudget;
 
 #[cfg(feature = "redis")]
@@ -31,6 +31,34 @@ impl Rate {
             Rate::Local(rate) => rate.try_take(now),
             #[cfg(feature = "redis")]
             Rate::Shared(rate) => rate.try_take(now),
+        }
+    }
+
+    /// Takes a slot at `now`, or says when the call may go: see [`Reserve`].
+    #[inline]
+    pub(crate) fn reserve(&self, now: Instant, deadline: Option<Instant>) -> Reserve {
+        match self {
+            Rate::Local(rate) => match rate.reserve(now, deadline) {
+                Ok(None) => Reserve::Now,
+                Ok(Some(slot)) => Reserve::Reserved(slot),
+                Err(wait) => Reserve::TooLate(wait),
+            },
+            // The fleet's limit hands out leases of present slots, not future ones: its
+            // callers wait and ask again, as before reservations.
+            #[cfg(feature = "redis")]
+            Rate::Shared(rate) => match rate.try_take(now) {
+                Ok(()) => Reserve::Now,
+                Err(wait) => Reserve::AskAgain(wait),
+            },
+        }
+    }
+
+    /// Gives back a slot reserved from this (local) limit and not used.
+    pub(crate) fn give_back(&self, slot: &Slot, now: Instant) {
+        match self {
+            Rate::Local(rate) => rate.give_back(slot, now),
+            #[cfg(feature = "redis")]
+            Rate::Shared(_) => {}
         }
     }
 
@@ -55,6 +83,20 @@ impl Rate {
     }
 }
 
+/// What a rate limit says to a call that asks at some instant.
+pub(crate) enum Reserve {
+    /// Go now: a slot is taken.
+    Now,
+    /// Go at the reserved slot, without asking again.
+    Reserved(Slot),
+    /// The next free slot is this far away, past the call's deadline: nothing was taken.
+    TooLate(Duration),
+    /// Wait this long, then ask again (a limit that cannot reserve: the fleet's). Whether
+    /// that fits the deadline is the caller's to check.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    AskAgain(Duration),
+}
+
 /// A `Retry-After` hold.
 pub(crate) enum Held {
     Local(Hold),
@@ -77,6 +119,16 @@ impl Held {
             Held::Local(hold) => hold.remaining(now),
             #[cfg(feature = "redis")]
             Held::Shared(hold) => hold.remaining(now),
+        }
+    }
+
+    /// Over how long after its end a call told now to wait on the hold is released: see
+    /// [`Hold::release_window`].
+    pub(crate) fn release_window(&self) -> Duration {
+        match self {
+            Held::Local(hold) => hold.release_window(),
+            #[cfg(feature = "redis")]
+            Held::Shared(hold) => hold.release_window(),
         }
     }
 }
@@ -114,6 +166,17 @@ impl Budget {
             Budget::Local(budget) => budget.available(now),
             #[cfg(feature = "redis")]
             Budget::Shared(budget) => budget.available(now),
+        }
+    }
+
+    /// Whether retries spent are still in its window at `now`. A shared budget's count
+    /// lives in Redis, which the guards made again for the key learn at their next sync:
+    /// only a local one is lost with its guards.
+    pub(crate) fn drawn_down(&self, now: Instant) -> bool {
+        match self {
+            Budget::Local(budget) => budget.drawn_down(now),
+            #[cfg(feature = "redis")]
+            Budget::Shared(_) => false,
         }
     }
 }

@@ -168,10 +168,13 @@ settings! {
     retry_budget_shared: bool;
     /// Whether a 429 or 503 with a `Retry-After` within the cap holds its endpoint for every
     /// call until then: later calls wait if that fits their deadline, else fail at once with
-    /// [`RateLimited`](crate::ErrorKind::RateLimited) (default true).
+    /// [`RateLimited`](crate::ErrorKind::RateLimited) (default true). When the hold ends, the
+    /// calls that waited go spread over a short window after it, not at once (see
+    /// [`overload`](crate::overload#when-a-hold-ends)).
     hold_on_retry_after: bool;
     /// A client-side rate limit per endpoint key (default: none): a request over it waits
-    /// for its slot if that fits its deadline, else fails with
+    /// for its slot if that fits its deadline (reserving it: see
+    /// [`RateLimitConfig`](crate::overload::RateLimitConfig)), else fails at once with
     /// [`RateLimited`](crate::ErrorKind::RateLimited). Retries take slots too.
     rate_limit: crate::overload::RateLimitConfig, within bounds::RATE_LIMIT;
     /// Whether the rate limit is the fleet's: one limit for every replica of the service,

@@ -171,6 +171,14 @@ impl RetryBudget {
         self.allowed(step).saturating_sub(self.spent(step, word))
     }
 
+    /// Whether a retry spent at `now` is still in the window: then the budget is drawn down,
+    /// and dropping it (for a fresh one) would hand those retries out again. Asked only when
+    /// the map of endpoints is full (see [`crate::keyed`]).
+    pub(crate) fn drawn_down(&self, now: Instant) -> bool {
+        let step = self.step(now);
+        self.spent(step, self.slot(step).load(SeqCst)) > 0
+    }
+
     #[inline]
     fn ms(&self, now: Instant) -> u64 {
         u64::try_from(now.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)

@@ -32,10 +32,11 @@
 //! | `circuit breaker state changed` | INFO | the same, for every other change |
 //! | `request rejected: circuit open` | DEBUG | `endpoint` (one event per request turned away; the state change is the WARN) |
 //! | `endpoint held` | INFO | `endpoint` (the key), `retry_after_ms`, `policy`: a 429 or 503 with a `Retry-After` within the cap holds the endpoint; once when the hold begins, not for each answer that lengthens it |
-//! | `request delayed` | DEBUG | `endpoint`, `reason` (`retry_after`: the endpoint is held; `rate_limit`), `wait_ms`, `policy`: an attempt waits, then asks again |
+//! | `request delayed` | DEBUG | `endpoint`, `reason` (`retry_after`: the endpoint is held; `rate_limit`), `wait_ms`, `policy`: an attempt waits, then asks again (for the local rate limit it waits for the slot it reserved, and goes: one event per waiting attempt) |
 //! | `request rejected: rate limited` | DEBUG | `endpoint`, `reason` (as above), `retry_after_ms` (the wait that did not fit the deadline), `policy` |
 //! | `request queued: bulkhead full` | DEBUG | `endpoint`, `max_in_flight`, `queue_ms` (the longest it may queue: the queue timeout or the deadline), `policy` |
 //! | `request rejected: bulkhead full` | DEBUG | `endpoint`, `max_in_flight`, `policy`: at once (no queue timeout) or after queueing |
+//! | `endpoint map over its bound` | WARN | `map` (`breakers`, `overload_guards`), `endpoints`, `max_endpoints`: a policy's breakers or guards outgrew [`max_breakers`](crate::breaker::BreakerConfigBuilder::max_breakers) because every endpoint kept still limits a call (an open or half-open breaker, a spent rate limit, a drawn-down retry budget, a hold, calls in flight or queued), which is never dropped; once per map |
 //! | `hedge sent` | DEBUG | `attempt` (the hedge's number), `policy` |
 //! | `hedge skipped` | DEBUG | `reason` (`budget`, `retry_after`, `rate_limit`, `circuit_open`, or `service_not_ready`: the service under a `RetryLayer` of your own pushed back), `policy`: a hedge was due and was kept back |
 //! | `request rejected by an outer layer` | DEBUG | `http.request.method`, `url.full`, `error.type`, `error`: a [`layer`](crate::ClientBuilder::layer) of yours (a load shed, a bulkhead) refused the call |
@@ -92,6 +93,7 @@
 //! | [`OVERLOAD_REJECTIONS`] | counter | `policy`, `reason`: `retry_after` and `rate_limit` (kind `RateLimited`), `bulkhead` (`BulkheadFull`, at once or after queueing), `budget` (a retry the budget refused: `BudgetExhausted`, also in [`GIVE_UPS`] as `budget_exhausted`) |
 //! | [`OVERLOAD_HOLDS`] | counter | `policy`: endpoints that became held at their server's request |
 //! | [`HEDGES`] | counter | `policy`, `outcome`: `sent`, `won` (the call's answer came from a hedge), `skipped` (due, but kept back: see [`hedge`](crate::hedge)) |
+//! | [`ENDPOINTS_OVER_BOUND`] | counter | `map`: `breakers` or `overload_guards`; an endpoint added past `max_breakers` because every one kept was busy (see the `endpoint map over its bound` event) |
 //!
 //! The overload metrics are labelled by policy, not by endpoint, though each guard is per
 //! endpoint key: policies are few and named by you, so the series stay bounded with no
@@ -138,6 +140,9 @@ pub const OVERLOAD_HOLDS: &str = "resilient_http.overload.holds";
 /// hedge: a success or a permanent failure), `skipped` (due, but the budget, a hold, the
 /// rate limit or the breaker kept it back).
 pub const HEDGES: &str = "resilient_http.hedges";
+/// Endpoints added to a policy's breakers or overload guards past `max_breakers`, because
+/// every endpoint kept still limited a call (counter), by `map`.
+pub const ENDPOINTS_OVER_BOUND: &str = "resilient_http.endpoints.over_bound";
 
 use std::fmt;
 

@@ -112,6 +112,25 @@ pub(crate) fn budget_spent(policy: Option<&Arc<str>>) {
     count(super::OVERLOAD_REJECTIONS, policy, Some(Guard::Budget));
 }
 
+/// An insertion into the endpoint map `map` (`breakers`, `overload_guards`) found every
+/// entry busy, each still constraining a call (an open breaker, a spent rate limit or
+/// budget, a hold, calls in flight), and grew it to `len`, past its bound `max`, rather than
+/// forget one. Counted each time; said at WARN the `first` time for the map only: an
+/// overload that keeps it there would repeat it for every new endpoint.
+pub(crate) fn over_bound(map: &'static str, len: usize, max: usize, first: bool) {
+    if first {
+        tracing::warn!(
+            map,
+            endpoints = len,
+            max_endpoints = max,
+            "endpoint map over its bound: every endpoint in it still limits a call, none dropped \
+             (said once per map; raise max_breakers if this is the steady state)"
+        );
+    }
+    #[cfg(feature = "metrics")]
+    metrics::counter!(super::ENDPOINTS_OVER_BOUND, "map" => map).increment(1);
+}
+
 /// One more of the counter `name` (with the `metrics` feature; nothing without).
 fn count(name: &'static str, policy: Option<&Arc<str>>, guard: Option<Guard>) {
     #[cfg(feature = "metrics")]
