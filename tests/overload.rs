@@ -1400,6 +1400,66 @@ async fn held_calls_are_released_spread_out_through_the_middleware() {
     held_calls_are_released_spread_out(Via::Middleware).await;
 }
 
+/// The calls answered `429` at once, each retrying after the `Retry-After`, are the largest
+/// herd a hold's end releases: their retries spread as the calls waiting on the hold do. The
+/// first goes when the server asked; the others within the hold's release window after it
+/// (before, all 20 retries went at the same instant).
+async fn retries_after_one_retry_after_are_spread(via: Via) {
+    const CALLS: usize = 20;
+    let server = FaultServer::start().await.unwrap();
+    let asked = std::iter::repeat_n(Reply::status(429).retry_after_secs(2), CALLS);
+    server.script("/r", asked.chain([Reply::ok("x")]));
+    let caller = Caller::new(via, builder(2, EndpointPolicy::new()));
+    let url = server.url("/r");
+    let start = Instant::now();
+    let mut calls = JoinSet::new();
+    for _ in 0..CALLS {
+        let (caller, url) = (caller.clone(), url.clone());
+        calls.spawn(async move {
+            caller.get(&url, Some(30 * SECOND)).await.unwrap();
+            Instant::now()
+        });
+    }
+    let end = start + 2 * SECOND;
+    let mut went = Vec::new();
+    while let Some(at) = calls.join_next().await {
+        let at = at.unwrap();
+        assert!(at >= end, "{via:?}: a retry went before the server asked");
+        went.push(at - end);
+    }
+    went.sort();
+    assert_eq!(server.hits("/r"), 2 * CALLS);
+    assert_eq!(
+        went[0],
+        Duration::ZERO,
+        "{via:?}: the first when the server asked"
+    );
+    assert!(
+        went[CALLS - 1] <= 500 * MS,
+        "{via:?}: within the window: {went:?}"
+    );
+    for (i, first) in went.iter().enumerate() {
+        let within = went[i..]
+            .iter()
+            .take_while(|at| **at < *first + 10 * MS)
+            .count();
+        assert!(
+            within < 8,
+            "{via:?}: {within} within 10 ms of {first:?}: {went:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_after_one_retry_after_are_spread_through_the_client() {
+    retries_after_one_retry_after_are_spread(Via::Client).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_after_one_retry_after_are_spread_through_the_middleware() {
+    retries_after_one_retry_after_are_spread(Via::Middleware).await;
+}
+
 /// A call whose deadline leaves less room after the hold than the window goes within half
 /// of that room, keeping the other half for its attempt (rather than fail, or go at its
 /// deadline with no time left).

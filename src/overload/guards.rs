@@ -286,6 +286,26 @@ impl Guards {
         }
     }
 
+    /// How long a call answered at `now` with a `Retry-After` of `asked` (within the cap)
+    /// waits before its retry, in a call that must end by `deadline`: what the server asked,
+    /// and, while the answer holds the endpoint, a share of the hold's release window as a
+    /// call waiting on the hold has ([`release_delay`]). The retries of calls that were all
+    /// answered `429` at once are the largest herd a hold's end would release: the first
+    /// goes when the server asked, the others spread after it.
+    pub(crate) fn retry_after_wait(
+        &self,
+        now: Instant,
+        asked: Duration,
+        deadline: Option<Instant>,
+    ) -> Duration {
+        match &self.hold {
+            Some((hold, _)) if hold.remaining(now).is_some() => {
+                asked + release_delay(hold.release_window(), now + asked, deadline)
+            }
+            _ => asked,
+        }
+    }
+
     /// A first attempt went out at `now`.
     #[inline]
     pub(crate) fn deposit(&self, now: Instant) {

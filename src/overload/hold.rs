@@ -21,9 +21,10 @@
 //! A call's deadline bounds its share of the window: it goes within half of the time
 //! between the hold's end and its deadline (if that is shorter than the window), so it keeps
 //! at least half of what is left for its attempt. A call whose deadline leaves no room goes
-//! at the hold's end, as before, rather than fail. A call that finds the hold over (a new
-//! call, or the retry of the call that was answered with the `Retry-After`, which waited
-//! exactly that) goes at once.
+//! at the hold's end, as before, rather than fail. The retries of calls answered with the
+//! `Retry-After` are released the same way (`Guards::retry_after_wait`): calls answered
+//! `429` together would otherwise all retry at the instant the server named. A new call that
+//! finds the hold over goes at once.
 //!
 //! The window is measured on the hold's length when it was last lengthened (for a hold
 //! learned from the fleet, what was left of it when learned). Two answers racing to set a

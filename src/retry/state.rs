@@ -820,7 +820,10 @@ impl Decision<'_> {
                     );
                     return Err((error.with_detail(detail), Skip::Deadline));
                 }
-                asked
+                // Spread with the other calls the endpoint's hold releases.
+                self.guards.map_or(asked, |guards| {
+                    guards.retry_after_wait(self.now, asked, self.deadline)
+                })
             }
             None => {
                 let delays = delays.get_or_insert_with(|| Box::new(Delays::new(self.policy)));
