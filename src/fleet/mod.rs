@@ -127,6 +127,7 @@ mod rate;
 
 pub use budget::SharedBudget;
 pub use config::FleetConfig;
+#[cfg(feature = "config")]
 pub(crate) use config::check_url;
 pub use hold::SharedHold;
 pub use rate::SharedRate;

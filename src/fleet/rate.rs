@@ -191,13 +191,16 @@ impl Plan {
     }
 
     /// The next lease's size, for a replica that took `taken` slots in the last `since`
-    /// microseconds, `dry` if it ran out, after a lease of `last`: what it spends in three
-    /// quarters of a lease's life (a lease asked for with a quarter of the last one left is
-    /// spent within its life), within 1 to `cap`. When it ran dry, the callers it refused are
-    /// not in `taken`: twice that, and not less than the last (while the fleet refuses it
-    /// nothing is taken, and leases would shrink to single slots). Never twice the last:
-    /// leases compounding after a stall would expire unspent while other replicas are
-    /// refused their slots.
+    /// microseconds, `dry` if it ran out (spent its lease to the last slot: a lease that
+    /// expired with slots left was more than it needed), after a lease of `last`: what it
+    /// spends in three quarters of a lease's life (a lease asked for with a quarter of the
+    /// last one left is spent within its life), within 1 to `cap`. When it ran dry, the
+    /// callers it refused are not in `taken`: twice that, and not less than the last (while
+    /// the fleet refuses it nothing is taken, and leases would shrink to single slots). At
+    /// most twice the last: a burst of calls after a stall, measured over the few
+    /// milliseconds since the last refill, reads as many times the replica's rate, and a
+    /// lease of that size (up to every slot Redis has free) would expire mostly unspent
+    /// while the other replicas are refused theirs, the fleet at half its rate.
     pub(crate) fn lease(&self, taken: u64, since: u64, dry: bool, last: u64) -> u64 {
         let spends = u128::from(taken) * u128::from(self.ttl) * 3;
         let size = saturate(spends.div_ceil(4 * u128::from(since.max(1))));
@@ -206,7 +209,7 @@ impl Plan {
         } else {
             size
         };
-        size.clamp(1, self.cap)
+        size.min(last.saturating_mul(2)).clamp(1, self.cap)
     }
 }
 
@@ -275,7 +278,12 @@ impl SharedRate {
             }
             return Ok(());
         }
-        shared.dry.store(true, SeqCst);
+        // Dry only if the lease was spent: one that expired with slots left was too large, and
+        // doubling the next would keep leases expiring unspent, the TAT in Redis running ahead
+        // of what the fleet spends, and other replicas refused below the fleet's rate.
+        if shared.leases.ran_out() {
+            shared.dry.store(true, SeqCst);
+        }
         if shared.refilling.load(SeqCst) {
             let deadline = shared.deadline.load(SeqCst);
             if t < deadline {
@@ -528,6 +536,14 @@ impl Leases {
         }
     }
 
+    /// Whether the newest lease (the one spent last) was spent to its last slot, rather than
+    /// expired with slots left; true before the first lease.
+    pub(crate) fn ran_out(&self) -> bool {
+        let words = [self.0[0].load(SeqCst), self.0[1].load(SeqCst)];
+        let newest = words[usize::from(expiry(words[1]) > expiry(words[0]))];
+        count(newest) == 0
+    }
+
     /// Slots that may be spent at `t`.
     pub(crate) fn left(&self, t: u64) -> u64 {
         self.0.iter().map(|w| usable(w.load(SeqCst), t)).sum()
@@ -636,17 +652,34 @@ mod tests {
     fn a_lease_is_what_the_replica_spends_in_three_quarters_of_its_life() {
         let plan = plan(2000, 1000 * MS, 200); // ttl 50 ms
         // 1,000 a second: 37.5 in 37.5 ms.
-        assert_eq!(plan.lease(100, 100_000, false, 1), 38);
+        assert_eq!(plan.lease(100, 100_000, false, 20), 38);
         // Idle: one slot, whatever the last.
         assert_eq!(plan.lease(0, 100_000, false, 20), 1);
         // Ran dry: twice what it spent, not less than the last, within the cap.
         assert_eq!(plan.lease(0, 100_000, true, 1), 1);
-        assert_eq!(plan.lease(20, 100_000, true, 3), 16);
+        assert_eq!(plan.lease(20, 100_000, true, 8), 16);
         assert_eq!(plan.lease(0, 100_000, true, 20), 20);
-        assert_eq!(plan.lease(100, 100_000, true, 1), 64);
-        assert_eq!(plan.lease(1_000_000, 1, false, 1), 64);
+        assert_eq!(plan.lease(100, 100_000, true, 40), 64);
+        assert_eq!(plan.lease(1_000_000, 1, false, 64), 64);
         // No time since the last: counts as a microsecond, no division by zero.
-        assert_eq!(plan.lease(5, 0, false, 1), 64);
+        assert_eq!(plan.lease(5, 0, false, 64), 64);
+        // At most twice the last: from idle to 1,000 a second in 1, 2, 4... 38.
+        assert_eq!(plan.lease(100, 100_000, false, 1), 2);
+        assert_eq!(plan.lease(100, 100_000, true, 16), 32);
+    }
+
+    /// Two replicas at a quarter of 1,000 a second each (burst 100: Redis has 50 slots, a
+    /// lease lives 50 ms): a stall, then the ticks it delayed all at once, spend a lease of
+    /// 10 in 8 ms. That reads as 47 in three quarters of a lease's life, doubled for running
+    /// dry: a lease of every slot Redis has, and the other replica, refused, was told to wait
+    /// 24 ms (`redis_killed_mid_run_falls_back_and_resumes` read it as a wait for Redis).
+    #[test]
+    fn a_burst_after_a_stall_leases_twice_the_last_not_every_free_slot() {
+        let plan = plan(1000, 1000 * MS, 100);
+        assert_eq!(plan.cap, 50);
+        assert_eq!(plan.lease(10, 8_000, true, 10), 20);
+        // Both replicas' leases together leave Redis free slots.
+        assert!(2 * plan.lease(10, 8_000, true, 10) < plan.cap);
     }
 
     #[test]
@@ -676,6 +709,31 @@ mod tests {
         leases.install(7_000, 2);
         assert_eq!(leases.left(4_000), 4);
         assert_eq!(leases.left(6_000), 2);
+    }
+
+    /// A lease that expired with slots left is not a lease run dry: the replica needed less,
+    /// and doubling the next (as before) kept leases of twice what a replica at a quarter of
+    /// the rate spends expiring unspent, every lease life, the TAT in Redis ahead of the
+    /// fleet's spending.
+    #[test]
+    fn a_lease_run_out_is_told_from_one_expired_unspent() {
+        let leases = Leases::default();
+        assert!(leases.ran_out(), "no lease yet");
+        leases.install(1_000, 2);
+        assert!(!leases.ran_out());
+        assert_eq!(leases.take(10), Some(1));
+        assert_eq!(leases.take(10), Some(0));
+        assert!(leases.ran_out(), "spent to the last slot");
+        leases.install(2_000, 3);
+        assert_eq!(leases.take(1_500), Some(2));
+        // Expired with two slots left: nothing to take, and not run out.
+        assert_eq!(leases.take(2_000), None);
+        assert!(!leases.ran_out());
+        // The next lease, spent, runs out, whatever the one before it left.
+        leases.install(3_000, 1);
+        assert_eq!(leases.take(2_500), Some(0));
+        assert_eq!(leases.take(2_500), None);
+        assert!(leases.ran_out());
     }
 
     #[test]
