@@ -19,12 +19,16 @@
 //! An HTTP/2 server turning its connections over turns streams away: it refuses one
 //! (`REFUSED_STREAM`: never processed, RFC 9113 §8.7), or shuts the connection down
 //! gracefully (`GOAWAY` with `NO_ERROR`, as nginx does after `keepalive_requests` and on a
-//! reload), which fails the streams above the last one it kept. Such a request is sent again at
-//! once, on another connection after a `GOAWAY`, spending none of the policy's attempts, no
-//! backoff and no [retry budget](BudgetConfig) (gRPC's "transparent retry"), up to
-//! [`MAX_RESENDS`] (32) times per call, the second and later ones after a random pause of up to
-//! [`RESEND_PAUSE`] (2 ms); past that, such a failure is an attempt as any other. The
-//! breaker does not count them. A refused stream is resent whatever the method. After a
+//! reload), which fails the streams above the last one it kept. Such a request is sent again,
+//! on another connection after a `GOAWAY`, spending none of the policy's attempts, no backoff
+//! and no [retry budget](BudgetConfig) (gRPC's "transparent retry"), up to [`MAX_RESENDS`] (32)
+//! times per call and never past its deadline: the first at once, the second and later after a
+//! random pause of up to [`RESEND_PAUSE`] (2 ms); past that, such a failure is an attempt as
+//! any other. The bound is large because with more calls at once than the server serves per
+//! connection, the same calls meet one turnover after another (up to 16 in a row against
+//! nginx): the `GOAWAY` follows the answers the server sent before it, so their callers, woken
+//! first, most likely reach the next connection first, and a turned-away stream tends to be
+//! among the last sent there again. The breaker does not count them. A refused stream is resent whatever the method. After a
 //! `GOAWAY`, only a request the policy [may repeat](RetryPolicy::may_repeat) is (an idempotent
 //! method, an `Idempotency-Key`, or `retry_non_idempotent`): hyper hands the connection's
 //! `GOAWAY` also to a request whose stream it opened just before it saw the frame, which the
