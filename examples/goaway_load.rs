@@ -125,7 +125,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Err(err) => {
                         counts.history(err.attempts());
                         counts.failed.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("failed: {err}");
+                        let attempts: Vec<String> =
+                            err.attempts().iter().map(|a| a.to_string()).collect();
+                        eprintln!("failed: {err}; attempts: {}", attempts.join(" | "));
                     }
                 }
             }

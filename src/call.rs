@@ -743,7 +743,11 @@ impl<O: Success> Call<O> {
                 None
             }
             // At once: as after a sleep, without one.
-            Next::Resend => self.woke(),
+            Next::Resend(pause) if pause.is_zero() => self.woke(),
+            Next::Resend(pause) => {
+                self.stage = Stage::Sleep(Box::pin(sleep(pause)));
+                None
+            }
         }
     }
 

@@ -197,8 +197,8 @@ pub struct Attempt {
     pub hedge: bool,
     /// An HTTP/2 server turning its connections over turned the attempt's stream away
     /// (`REFUSED_STREAM`: [never sent](Delivery::NotSent); a graceful `GOAWAY`:
-    /// [maybe sent](Delivery::MaybeSent)), and the call sent the request again at once,
-    /// spending none of the policy's attempts (see [`MAX_RESENDS`](crate::retry::MAX_RESENDS)).
+    /// [maybe sent](Delivery::MaybeSent)), and the call sent the request again (at once, or
+    /// after a resend's short pause), spending none of the policy's attempts (see [`MAX_RESENDS`](crate::retry::MAX_RESENDS)).
     pub resent: bool,
 }
 

@@ -35,7 +35,7 @@
 //! unprocessed) up to twice within one of this middleware's attempts, unseen by the history,
 //! spans, metrics and breaker. Build it with
 //! `reqwest::Client::builder().retry(reqwest::retry::never())`, as above, and each one is in the
-//! history here, resent at once when that is safe (see
+//! history here, resent without spending an attempt when that is safe (see
 //! [`retry::MAX_RESENDS`](crate::retry::MAX_RESENDS)). (hyper, below reqwest, still resends a
 //! request it had not begun to write when a pooled connection turns out to be closed; the server
 //! never saw that one.)

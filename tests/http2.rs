@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use resilient_http::breaker::endpoint_key;
 use resilient_http::middleware::ResilientMiddleware;
-use resilient_http::retry::{IDEMPOTENCY_KEY, Jitter, MAX_RESENDS, RetryHistory, RetryPolicy};
+use resilient_http::retry::{
+    IDEMPOTENCY_KEY, Jitter, MAX_RESENDS, RESEND_PAUSE, RetryHistory, RetryPolicy,
+};
 use resilient_http::{AttemptOutcome, Class, Client, Delivery, ErrorKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -163,8 +165,36 @@ async fn refused_stream_is_transient_and_never_sent() {
     assert_eq!(err.class(), Class::Transient);
     assert_eq!(err.delivery(), Delivery::NotSent);
     let resent: Vec<bool> = err.attempts().iter().map(|a| a.resent).collect();
-    assert_eq!(resent, [true, true, true, false]);
+    let mut expected = vec![true; MAX_RESENDS as usize];
+    expected.push(false);
+    assert_eq!(resent, expected);
     assert_eq!(seen.load(Ordering::SeqCst), 1 + MAX_RESENDS as usize);
+}
+
+/// The first resend goes at once; each later one after a random pause of at most
+/// `RESEND_PAUSE` (through the client and the middleware), so a call turned away again does
+/// not join every turnover's herd at the same instant, and a server refusing every stream
+/// gets the resends spread out.
+#[tokio::test]
+async fn later_resends_wait_a_random_pause_of_at_most_resend_pause() {
+    for via in VIAS {
+        let server = H2Script::start(vec![Step::Refuse; 1 + MAX_RESENDS as usize]).await;
+        let err = h2_call(via, never_retries(), http::Method::POST, None, &server.url)
+            .await
+            .unwrap_err();
+        let pauses: Vec<Duration> = err.attempts().iter().map(|a| a.delay_before).collect();
+        assert_eq!(pauses.len(), 1 + MAX_RESENDS as usize, "{via:?}");
+        assert_eq!(server.seen(), 1 + MAX_RESENDS as usize, "{via:?}");
+        // The first attempt and the first resend: at once.
+        assert_eq!(pauses[..2], [Duration::ZERO; 2], "{via:?}");
+        assert!(
+            pauses[2..].iter().all(|p| *p <= RESEND_PAUSE),
+            "{via:?}: {pauses:?}"
+        );
+        // Random: not one pause for all (30 draws from 0..2 ms).
+        let distinct: std::collections::HashSet<_> = pauses[2..].iter().collect();
+        assert!(distinct.len() > 10, "{via:?}: {pauses:?}");
+    }
 }
 
 #[tokio::test]
@@ -226,7 +256,9 @@ async fn a_graceful_goaway_may_have_been_processed_so_a_post_is_not_sent_again()
     assert_eq!(err.delivery(), Delivery::MaybeSent);
     let resent: Vec<_> = err.attempts().iter().map(|a| a.resent).collect();
     // The resends first, then the policy's three attempts.
-    assert_eq!(resent, [true, true, true, false, false, false]);
+    let mut expected = vec![true; MAX_RESENDS as usize];
+    expected.extend([false; 3]);
+    assert_eq!(resent, expected);
     assert_eq!(seen.load(Ordering::SeqCst), 1 + 3 + MAX_RESENDS as usize);
 }
 
@@ -461,12 +493,19 @@ async fn h2_call(
     }
 }
 
-fn outline(
-    attempts: &[resilient_http::Attempt],
-) -> Vec<(AttemptOutcome, Delivery, bool, Duration)> {
+/// Each attempt's outcome, delivery, whether it was resent, and whether it went at once or
+/// after no more than a resend's pause (never the policy's backoff).
+fn outline(attempts: &[resilient_http::Attempt]) -> Vec<(AttemptOutcome, Delivery, bool, bool)> {
     attempts
         .iter()
-        .map(|a| (a.outcome, a.delivery, a.resent, a.delay_before))
+        .map(|a| {
+            (
+                a.outcome,
+                a.delivery,
+                a.resent,
+                a.delay_before <= RESEND_PAUSE,
+            )
+        })
         .collect()
 }
 
@@ -479,10 +518,10 @@ fn outline(
 #[tokio::test]
 async fn streams_the_server_never_processed_are_resent_at_once_spending_no_attempt() {
     use Step::{GoAway, Refuse};
-    let going_away = (REFUSED, Delivery::MaybeSent, true, Duration::ZERO);
-    let refused = (REFUSED, Delivery::NotSent, true, Duration::ZERO);
+    let going_away = (REFUSED, Delivery::MaybeSent, true, true);
+    let refused = (REFUSED, Delivery::NotSent, true, true);
     let ok = AttemptOutcome::Status(http::StatusCode::OK);
-    let answered = (ok, Delivery::Delivered, false, Duration::ZERO);
+    let answered = (ok, Delivery::Delivered, false, true);
     let cases = [
         (
             http::Method::GET,
@@ -555,7 +594,9 @@ async fn resends_are_bounded_per_call() {
         assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{via:?} {err:?}");
         assert_eq!(err.delivery(), Delivery::NotSent, "{via:?}");
         let resent: Vec<bool> = err.attempts().iter().map(|a| a.resent).collect();
-        assert_eq!(resent, [true, true, true, false], "{via:?}");
+        let mut expected = vec![true; MAX_RESENDS as usize];
+        expected.push(false);
+        assert_eq!(resent, expected, "{via:?}");
         assert_eq!(server.seen(), 1 + MAX_RESENDS as usize, "{via:?}");
     }
 }

@@ -44,7 +44,7 @@ use resilient_http::middleware::ResilientMiddleware;
 use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
 use resilient_http::policy::{EndpointPolicy, Matcher};
 use resilient_http::retry::{
-    BudgetConfig, IDEMPOTENCY_KEY, Jitter, RetryHistory, RetryLayer, RetryPolicy,
+    BudgetConfig, IDEMPOTENCY_KEY, Jitter, RESEND_PAUSE, RetryHistory, RetryLayer, RetryPolicy,
 };
 use resilient_http::testkit::{ClosedPort, FaultServer, Reply};
 use resilient_http::timeout::{AttemptTimeoutLayer, TotalDeadlineLayer};
@@ -820,19 +820,35 @@ impl Normalize<'_> {
         }
     }
 
+    /// A resend's pause is random (up to `RESEND_PAUSE`, from a call's second resend on): it
+    /// is compared as that bound, and the times after it as "after a pause".
     fn history(&self, attempts: &[Attempt]) -> Vec<Try> {
+        let mut paused = false;
+        let mut previous_resent = false;
         attempts
             .iter()
-            .map(|a| Try {
-                number: a.number,
-                hedge: a.hedge,
-                resent: a.resent,
-                outcome: a.outcome,
-                class: a.class,
-                delivery: a.delivery,
-                delay_before: self.time(a.delay_before),
-                started_after: self.time(a.started_after),
-                duration: self.time(a.duration),
+            .map(|a| {
+                let pause =
+                    previous_resent && !a.delay_before.is_zero() && a.delay_before <= RESEND_PAUSE;
+                paused |= pause;
+                previous_resent = a.resent;
+                Try {
+                    number: a.number,
+                    hedge: a.hedge,
+                    resent: a.resent,
+                    outcome: a.outcome,
+                    class: a.class,
+                    delivery: a.delivery,
+                    delay_before: match pause {
+                        true => format!("(0, {RESEND_PAUSE:?}]"),
+                        false => self.time(a.delay_before),
+                    },
+                    started_after: match paused {
+                        true => "after a resend's pause".to_owned(),
+                        false => self.time(a.started_after),
+                    },
+                    duration: self.time(a.duration),
+                }
             })
             .collect()
     }

@@ -365,7 +365,7 @@ impl ClientBuilder {
     /// within one of our attempts: the history, spans, metrics and breaker see one attempt, the
     /// server up to three requests (a POST after a `GOAWAY` too, which the server may have
     /// processed). Turn it off, as the client's own reqwest client does, and each one is in
-    /// the history, resent at once when that is safe (see
+    /// the history, resent without spending an attempt when that is safe (see
     /// [`retry::MAX_RESENDS`](crate::retry::MAX_RESENDS)):
     ///
     /// ```

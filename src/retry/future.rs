@@ -221,8 +221,14 @@ fn followed<F>(
             None
         }
         // At once: as after a sleep, without one.
-        Next::Resend => {
+        Next::Resend(pause) if pause.is_zero() => {
             state.set(State::Ready);
+            None
+        }
+        Next::Resend(pause) => {
+            state.set(State::Sleeping {
+                sleep: Box::pin(sleep(pause)),
+            });
             None
         }
     }

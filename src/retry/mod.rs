@@ -19,11 +19,16 @@
 //! An HTTP/2 server turning its connections over turns streams away: it refuses one
 //! (`REFUSED_STREAM`: never processed, RFC 9113 §8.7), or shuts the connection down
 //! gracefully (`GOAWAY` with `NO_ERROR`, as nginx does after `keepalive_requests` and on a
-//! reload), which fails the streams above the last one it kept. Such a request is sent again at
-//! once, on another connection after a `GOAWAY`, spending none of the policy's attempts, no
-//! backoff and no [retry budget](BudgetConfig) (gRPC's "transparent retry"), up to
-//! [`MAX_RESENDS`] times per call; past that, such a failure is an attempt as any other. The
-//! breaker does not count them. A refused stream is resent whatever the method. After a
+//! reload), which fails the streams above the last one it kept. Such a request is sent again,
+//! on another connection after a `GOAWAY`, spending none of the policy's attempts, no backoff
+//! and no [retry budget](BudgetConfig) (gRPC's "transparent retry"), up to [`MAX_RESENDS`] (32)
+//! times per call and never past its deadline: the first at once, the second and later after a
+//! random pause of up to [`RESEND_PAUSE`] (2 ms); past that, such a failure is an attempt as
+//! any other. The bound is large because with more calls at once than the server serves per
+//! connection, the same calls meet one turnover after another (up to 16 in a row against
+//! nginx): the `GOAWAY` follows the answers the server sent before it, so their callers, woken
+//! first, most likely reach the next connection first, and a turned-away stream tends to be
+//! among the last sent there again. The breaker does not count them. A refused stream is resent whatever the method. After a
 //! `GOAWAY`, only a request the policy [may repeat](RetryPolicy::may_repeat) is (an idempotent
 //! method, an `Idempotency-Key`, or `retry_non_idempotent`): hyper hands the connection's
 //! `GOAWAY` also to a request whose stream it opened just before it saw the frame, which the
@@ -117,10 +122,21 @@ pub use layer::RetryLayer;
 pub use policy::{IDEMPOTENCY_KEY, RetryPolicy, RetryPolicyBuilder, is_idempotent};
 pub use service::Retry;
 
-/// How many times one call sends its request again at once because an HTTP/2 server turned
-/// its stream away (`REFUSED_STREAM`, or a graceful `GOAWAY`), beyond the policy's attempts:
-/// see [the module docs](self#streams-the-server-never-processed).
-pub const MAX_RESENDS: u32 = 3;
+/// How many times one call sends its request again because an HTTP/2 server turned its
+/// stream away (`REFUSED_STREAM`, or a graceful `GOAWAY`), beyond the policy's attempts, and
+/// never past the call's deadline: see [the module docs](self#streams-the-server-never-processed).
+///
+/// Large because a server that allows fewer requests per connection than a client sends at
+/// once (nginx's `keepalive_requests 50`, 64 calls at once) turns the same calls away at
+/// turnover after turnover: the callers whose requests succeeded reach the next connection
+/// first, so a turned-away stream tends to be among the last sent there again. Against nginx,
+/// 6,000 GETs at 64 at once across 5 reloads: up to 16 resends in one call; with a bound of 3,
+/// 24-38 calls failed.
+pub const MAX_RESENDS: u32 = 32;
+
+/// The longest random pause before a call's second and later resends (the first goes at
+/// once): see [`MAX_RESENDS`].
+pub const RESEND_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Every attempt of a call that succeeded after retries, the successful one last. Found in the
 /// response's extensions; absent when the first attempt succeeded.

@@ -73,8 +73,8 @@ impl RetryPolicy {
         RetryPolicy::default().to_builder()
     }
 
-    /// One attempt, no retries. A stream the server never processed is still sent again at
-    /// once, spending no attempt (see [`MAX_RESENDS`](super::MAX_RESENDS)).
+    /// One attempt, no retries. A stream the server never processed is still sent again,
+    /// spending no attempt (see [`MAX_RESENDS`](super::MAX_RESENDS)).
     pub fn never() -> Self {
         RetryPolicy {
             max_attempts: 1,

@@ -12,7 +12,7 @@ use tracing::Span;
 use super::delays::Delays;
 use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
 use super::replay::Replay;
-use super::{MAX_RESENDS, RetryHistory};
+use super::{MAX_RESENDS, RESEND_PAUSE, RetryHistory};
 use crate::breaker::Breaker;
 use crate::classify::{Class, Delivery, Turnover, turnover};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
@@ -49,7 +49,7 @@ pub(crate) enum Next<O = reqwest::Response> {
     Done(Result<O, Error>),
     /// Send [`RetryState::next_request`] at once: the server named the attempt unprocessed
     /// (see [`RetryState::resends`]).
-    Resend,
+    Resend(Duration),
 }
 
 pub(crate) struct RetryState {
@@ -450,7 +450,7 @@ impl RetryState {
             Err(error) => error,
         };
         if self.resends(&error, now) {
-            return Next::Resend;
+            return Next::Resend(self.delay_before);
         }
         let reason = ErrorType::of(&error);
         let retry_after = error.retry_after().is_some();
@@ -555,8 +555,23 @@ impl RetryState {
         }
         self.observer
             .resending(self.policy.name(), self.number, self.resent);
-        self.delay_before = Duration::ZERO;
+        self.delay_before = self.resend_pause(now);
         true
+    }
+
+    /// How long the resend just granted waits: the first goes at once; each later one after a
+    /// random pause of up to [`RESEND_PAUSE`], never past the deadline. A call turned away
+    /// again was sent last on the new connection; sending all such calls together again only
+    /// adds to the herd of new connections at the next turnover (and a server that refuses
+    /// every stream gets them spread out, not in a burst).
+    fn resend_pause(&self, now: Instant) -> Duration {
+        if self.resent < 2 {
+            return Duration::ZERO;
+        }
+        let pause = RESEND_PAUSE.mul_f64(fastrand::f64());
+        self.clock.deadline().map_or(pause, |deadline| {
+            pause.min(deadline.saturating_duration_since(now))
+        })
     }
 
     /// Keeps a copy of the request for one attempt more than the policy allows (a retry with
