@@ -10,7 +10,7 @@ use std::time::Duration;
 use resilient_http::breaker::endpoint_key;
 use resilient_http::middleware::ResilientMiddleware;
 use resilient_http::retry::{
-    IDEMPOTENCY_KEY, Jitter, MAX_RESENDS, RESEND_PAUSE, RetryHistory, RetryPolicy,
+    FREE_RESENDS, IDEMPOTENCY_KEY, Jitter, MAX_RESENDS, RESEND_PAUSE, RetryHistory, RetryPolicy,
 };
 use resilient_http::{AttemptOutcome, Class, Client, Delivery, ErrorKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -179,7 +179,8 @@ async fn refused_stream_is_transient_and_never_sent() {
 async fn later_resends_wait_a_random_pause_of_at_most_resend_pause() {
     for via in VIAS {
         let server = H2Script::start(vec![Step::Refuse; 1 + MAX_RESENDS as usize]).await;
-        let err = h2_call(via, never_retries(), http::Method::POST, None, &server.url)
+        let builder = never_retries_unbudgeted();
+        let err = h2_call(via, builder, http::Method::POST, None, &server.url)
             .await
             .unwrap_err();
         let pauses: Vec<Duration> = err.attempts().iter().map(|a| a.delay_before).collect();
@@ -435,6 +436,13 @@ fn never_retries() -> resilient_http::ClientBuilder {
         )))
 }
 
+/// As [`never_retries`], without a retry budget: nothing pays for resends past
+/// `FREE_RESENDS`, and none is needed.
+fn never_retries_unbudgeted() -> resilient_http::ClientBuilder {
+    use resilient_http::policy::EndpointPolicy;
+    never_retries().default_policy(EndpointPolicy::new().retry_budget_enabled(false))
+}
+
 /// Sends `method` (with a bytes body for a POST) to `url` via `via`, with `builder`'s policy
 /// over a prior-knowledge HTTP/2 reqwest client: the response's status and history, or the
 /// error.
@@ -588,7 +596,8 @@ async fn resends_are_bounded_per_call() {
     for via in VIAS {
         let script = vec![Step::Refuse; 1 + MAX_RESENDS as usize];
         let server = H2Script::start(script).await;
-        let err = h2_call(via, never_retries(), http::Method::GET, None, &server.url)
+        let builder = never_retries_unbudgeted();
+        let err = h2_call(via, builder, http::Method::GET, None, &server.url)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{via:?} {err:?}");
@@ -598,6 +607,25 @@ async fn resends_are_bounded_per_call() {
         expected.push(false);
         assert_eq!(resent, expected, "{via:?}");
         assert_eq!(server.seen(), 1 + MAX_RESENDS as usize, "{via:?}");
+    }
+}
+
+/// Past `FREE_RESENDS`, a resend spends from the retry budget: with none in it, a server
+/// refusing every stream gets `FREE_RESENDS` resends of a call, not `MAX_RESENDS`.
+#[tokio::test]
+async fn resends_past_the_free_ones_spend_the_retry_budget() {
+    for via in VIAS {
+        let script = vec![Step::Refuse; 1 + MAX_RESENDS as usize];
+        let server = H2Script::start(script).await;
+        let err = h2_call(via, never_retries(), http::Method::GET, None, &server.url)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{via:?} {err:?}");
+        let resent: Vec<bool> = err.attempts().iter().map(|a| a.resent).collect();
+        let mut expected = vec![true; FREE_RESENDS as usize];
+        expected.push(false);
+        assert_eq!(resent, expected, "{via:?}");
+        assert_eq!(server.seen(), 1 + FREE_RESENDS as usize, "{via:?}");
     }
 }
 

@@ -20,9 +20,10 @@
 //! (`REFUSED_STREAM`: never processed, RFC 9113 §8.7), or shuts the connection down
 //! gracefully (`GOAWAY` with `NO_ERROR`, as nginx does after `keepalive_requests` and on a
 //! reload), which fails the streams above the last one it kept. Such a request is sent again,
-//! on another connection after a `GOAWAY`, spending none of the policy's attempts, no backoff
-//! and no [retry budget](BudgetConfig) (gRPC's "transparent retry"), up to [`MAX_RESENDS`] (32)
-//! times per call and never past its deadline: the first at once, the second and later after a
+//! on another connection after a `GOAWAY`, spending none of the policy's attempts and no
+//! backoff (gRPC's "transparent retry"), up to [`MAX_RESENDS`] (32) times per call and never
+//! past its deadline; the first [`FREE_RESENDS`] (3) spend no [retry budget](BudgetConfig)
+//! either, each later one spends from it as a retry does: the first at once, the second and later after a
 //! random pause of up to [`RESEND_PAUSE`] (2 ms); past that, such a failure is an attempt as
 //! any other. The bound is large because with more calls at once than the server serves per
 //! connection, the same calls meet one turnover after another (up to 16 in a row against
@@ -133,6 +134,14 @@ pub use service::Retry;
 /// 6,000 GETs at 64 at once across 5 reloads: up to 16 resends in one call; with a bound of 3,
 /// 24-38 calls failed.
 pub const MAX_RESENDS: u32 = 32;
+
+/// How many of a call's resends (see [`MAX_RESENDS`]) are free; each later one spends from the
+/// endpoint's [retry budget](BudgetConfig) as a retry does, and is not made when the budget is
+/// spent. A server that turns every stream away (an overloaded one shedding load with
+/// `REFUSED_STREAM`) then gets at most the budget's share more requests across all calls, not
+/// [`MAX_RESENDS`] more per call; a connection's turnover, which turns a few calls away a few
+/// times, never needs the budget.
+pub const FREE_RESENDS: u32 = 3;
 
 /// The longest random pause before a call's second and later resends (the first goes at
 /// once): see [`MAX_RESENDS`].

@@ -12,7 +12,7 @@ use tracing::Span;
 use super::delays::Delays;
 use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
 use super::replay::Replay;
-use super::{MAX_RESENDS, RESEND_PAUSE, RetryHistory};
+use super::{FREE_RESENDS, MAX_RESENDS, RESEND_PAUSE, RetryHistory};
 use crate::breaker::Breaker;
 use crate::classify::{Class, Delivery, Turnover, turnover};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
@@ -529,12 +529,13 @@ impl RetryState {
     }
 
     /// Whether the attempt that just failed with `error` (at `now`, recorded last in the
-    /// history) is sent again at once, spending none of the policy's attempts, no backoff and
-    /// no retry budget: an HTTP/2 server turning its connections over refused its stream
+    /// history) is sent again at once, spending none of the policy's attempts and no backoff:
+    /// an HTTP/2 server turning its connections over refused its stream
     /// ([`Turnover::Refused`], never processed: any request), or shut the connection down
     /// gracefully ([`Turnover::GoingAway`], most likely not processed: only a request the
-    /// policy may repeat); the call has resends left ([`MAX_RESENDS`]), time left before its
-    /// deadline, and a request it can send again. The one rule for the client's call and the
+    /// policy may repeat); the call has resends left ([`MAX_RESENDS`]; past
+    /// [`FREE_RESENDS`], each spends from the retry budget), time left before its deadline,
+    /// and a request it can send again. The one rule for the client's call and the
     /// retry layer: both ask it in `finish_attempt`. Marks the history's entry as resent.
     fn resends(&mut self, error: &Error, now: Instant) -> bool {
         let resend = self.resent < MAX_RESENDS
@@ -547,6 +548,14 @@ impl RetryState {
                 None => false,
             };
         if !resend {
+            return false;
+        }
+        // Past the first few, a resend spends from the retry budget: a server refusing every
+        // stream gets the budget's share more, not `MAX_RESENDS` more per call.
+        if self.resent >= FREE_RESENDS
+            && let Some(guards) = &self.guards
+            && !guards.withdraw(now, self.policy.name())
+        {
             return false;
         }
         self.resent += 1;
