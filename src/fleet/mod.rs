@@ -55,7 +55,9 @@
 //! is not, is dropped).
 //!
 //! A lease holds what this replica spends in three quarters of `ttl` (measured between
-//! refills, doubled when it ran dry), at most 64 slots and at most `burst − reserve`. A refill
+//! refills, doubled when the newest lease was spent to its last slot; one that expired with
+//! slots left did not run dry), at most twice the last lease, at most 64 slots and at most
+//! `burst − reserve`. A refill
 //! asked for while callers wait takes any free slot, unless the last one got less than it
 //! asked for (the fleet is at its limit); others take nothing below half their size, and are
 //! told when that many are free, so replicas at the limit come back for batches rather than
