@@ -1145,24 +1145,30 @@ async fn busy_endpoints_past_the_bound_keep_their_bulkheads_through_the_middlewa
 // Rate-limit waiters reserve their own slots
 // ---------------------------------------------------------------------------------------
 
-/// 100 callers calling in a loop at a limit of 50/s, each call with a 6 s deadline: a call
-/// waits about 2 s for its slot, well within its deadline, so none fails `RateLimited`; each
-/// waiter sleeps once (wake-ups per slot ≈ 1). Returns (p50, p99) of the waits.
-async fn waiters_get_their_own_slots(via: Via) -> (Duration, Duration) {
-    const CALLERS: usize = 100;
-    #[cfg(feature = "metrics")]
-    let recorder = metrics_util::debugging::DebuggingRecorder::new();
-    #[cfg(feature = "metrics")]
-    let snapshotter = recorder.snapshotter();
-    #[cfg(feature = "metrics")]
-    let _local = metrics::set_default_local_recorder(&recorder);
+/// What [`rate_limit_load`] saw: each answered call's wait, the calls refused `RateLimited`,
+/// and the requests the server got.
+struct RateLoad {
+    waits: Vec<Duration>,
+    refused: usize,
+    slots: usize,
+}
 
+impl RateLoad {
+    fn percentile(&self, share: usize) -> Duration {
+        self.waits[self.waits.len() * share / 100]
+    }
+}
+
+/// The issue's load: 100 callers calling in a loop for `run` at a limit of 50/s, each call
+/// with a 6 s deadline (a wait of about 2 s).
+async fn rate_limit_load(via: Via, run: Duration) -> RateLoad {
+    const CALLERS: usize = 100;
     let server = FaultServer::start().await.unwrap();
     server.count_only();
     let policy = EndpointPolicy::new().rate_limit(RateLimitConfig::new(50, SECOND));
     let caller = Caller::new(via, builder(1, policy));
     let url = server.url("/r");
-    let end = Instant::now() + 20 * SECOND;
+    let end = Instant::now() + run;
     let mut callers = JoinSet::new();
     for _ in 0..CALLERS {
         let (caller, url) = (caller.clone(), url.clone());
@@ -1186,32 +1192,61 @@ async fn waiters_get_their_own_slots(via: Via) -> (Duration, Duration) {
         refused += r;
     }
     waits.sort();
-    let (p50, p99) = (waits[waits.len() / 2], waits[waits.len() * 99 / 100]);
     let slots = server.hits("/r");
+    RateLoad {
+        waits,
+        refused,
+        slots,
+    }
+}
+
+/// The times a call waiting for the rate limit was woken, as counted in `snapshotter`.
+#[cfg(feature = "metrics")]
+fn rate_limit_wakeups(snapshotter: &metrics_util::debugging::Snapshotter) -> u64 {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .iter()
+        .filter(|(key, ..)| {
+            key.key().name() == resilient_http::telemetry::OVERLOAD_WAITS
+                && key
+                    .key()
+                    .labels()
+                    .any(|l| l.key() == "reason" && l.value() == "rate_limit")
+        })
+        .map(|(.., value)| match value {
+            metrics_util::debugging::DebugValue::Counter(n) => *n,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// 100 callers calling in a loop at a limit of 50/s, each call with a 6 s deadline: a call
+/// waits about 2 s for its slot, well within its deadline, so none fails `RateLimited`; each
+/// waiter sleeps once (wake-ups per slot ≈ 1). Returns (p50, p99) of the waits.
+async fn waiters_get_their_own_slots(via: Via) -> (Duration, Duration) {
     #[cfg(feature = "metrics")]
-    let wakeups = {
-        let snapshot = snapshotter.snapshot().into_vec();
-        snapshot
-            .iter()
-            .filter(|(key, ..)| {
-                key.key().name() == resilient_http::telemetry::OVERLOAD_WAITS
-                    && key
-                        .key()
-                        .labels()
-                        .any(|l| l.key() == "reason" && l.value() == "rate_limit")
-            })
-            .map(|(.., value)| match value {
-                metrics_util::debugging::DebugValue::Counter(n) => *n,
-                _ => 0,
-            })
-            .sum::<u64>()
-    };
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    #[cfg(feature = "metrics")]
+    let snapshotter = recorder.snapshotter();
+    #[cfg(feature = "metrics")]
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let load = rate_limit_load(via, 20 * SECOND).await;
+    let (p50, p99, slots, refused) = (
+        load.percentile(50),
+        load.percentile(99),
+        load.slots,
+        load.refused,
+    );
+    #[cfg(feature = "metrics")]
+    let wakeups = rate_limit_wakeups(&snapshotter);
     #[cfg(not(feature = "metrics"))]
     let wakeups = 0;
     eprintln!(
         "{via:?}: {} calls, {refused} RateLimited, {slots} slots, {:.2} wake-ups per slot, \
          wait p50 {p50:?} p99 {p99:?}",
-        waits.len(),
+        load.waits.len(),
         wakeups as f64 / slots as f64
     );
     assert_eq!(
@@ -1515,63 +1550,18 @@ fn measure_rate_limit_waiters_in_real_time() {
         .unwrap();
     for via in [Via::Client, Via::Middleware] {
         let _ = snapshotter.snapshot();
-        let snapshotter = &snapshotter;
-        runtime.block_on(async move {
-            let server = FaultServer::start().await.unwrap();
-            server.count_only();
-            let policy = EndpointPolicy::new().rate_limit(RateLimitConfig::new(50, SECOND));
-            let caller = Caller::new(via, builder(1, policy));
-            let url = server.url("/r");
-            let end = Instant::now() + 10 * SECOND;
-            let mut callers = JoinSet::new();
-            for _ in 0..100 {
-                let (caller, url) = (caller.clone(), url.clone());
-                callers.spawn(async move {
-                    let (mut waits, mut refused) = (Vec::new(), 0);
-                    while Instant::now() < end {
-                        let start = Instant::now();
-                        match caller.get(&url, Some(6 * SECOND)).await {
-                            Ok(_) => waits.push(start.elapsed()),
-                            Err(err) if err.kind() == ErrorKind::RateLimited => refused += 1,
-                            Err(err) => panic!("{err}"),
-                        }
-                    }
-                    (waits, refused)
-                });
-            }
-            let (mut waits, mut refused) = (Vec::new(), 0);
-            while let Some(done) = callers.join_next().await {
-                let (w, r) = done.unwrap();
-                waits.extend(w);
-                refused += r;
-            }
-            waits.sort();
-            let slots = server.hits("/r");
-            let wakeups: u64 = snapshotter
-                .snapshot()
-                .into_vec()
-                .iter()
-                .filter(|(key, ..)| {
-                    key.key().name() == resilient_http::telemetry::OVERLOAD_WAITS
-                        && key
-                            .key()
-                            .labels()
-                            .any(|l| l.key() == "reason" && l.value() == "rate_limit")
-                })
-                .map(|(.., value)| match value {
-                    metrics_util::debugging::DebugValue::Counter(n) => *n,
-                    _ => 0,
-                })
-                .sum();
-            eprintln!(
-                "{via:?}: {} calls, {refused} RateLimited, {slots} slots, {:.2} wake-ups per \
-                 slot, wait p50 {:?} p99 {:?}",
-                waits.len(),
-                wakeups as f64 / slots as f64,
-                waits[waits.len() / 2],
-                waits[waits.len() * 99 / 100],
-            );
-        });
+        let load = runtime.block_on(rate_limit_load(via, 10 * SECOND));
+        let wakeups = rate_limit_wakeups(&snapshotter);
+        eprintln!(
+            "{via:?}: {} calls, {} RateLimited, {} slots, {:.2} wake-ups per slot, wait p50 \
+             {:?} p99 {:?}",
+            load.waits.len(),
+            load.refused,
+            load.slots,
+            wakeups as f64 / load.slots as f64,
+            load.percentile(50),
+            load.percentile(99),
+        );
     }
 }
 
