@@ -751,31 +751,14 @@ fn racing_openers_agree_on_the_open_duration() {
 #[cfg(feature = "reqwest-middleware")]
 mod common;
 
+#[cfg(feature = "reqwest-middleware")]
+#[path = "common/logs.rs"]
+mod logs;
+
 /// Everything logged at ERROR while `f` runs on this thread, one line each.
 #[cfg(feature = "reqwest-middleware")]
 async fn errors_logged<F: std::future::Future>(f: F) -> (F::Output, Vec<String>) {
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Lines {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::ERROR)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let output = f.await;
-    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-    (output, text.lines().map(str::to_owned).collect())
+    logs::logged_async(tracing::Level::ERROR, f).await
 }
 
 /// Item 4: a panic in `on_state_change` does not reach the caller: the transition happens all

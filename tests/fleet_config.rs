@@ -223,32 +223,14 @@ fn a_shared_limit_without_a_redis_names_the_line_and_key() {
     }
 }
 
+#[cfg(feature = "redis")]
+#[path = "common/logs.rs"]
+mod logs;
+
 /// What is logged at WARN on this thread while `f` runs, one entry per line.
 #[cfg(feature = "redis")]
 fn warnings<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    let out = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-    (out, text.lines().map(str::to_owned).collect())
+    logs::logged(tracing::Level::WARN, f)
 }
 
 /// Issue 22, item 13: a shared rate limit whose lease lives less than the Redis timeout

@@ -1,0 +1,69 @@
+//! What a test logs, kept: a `tracing` subscriber for the current thread that keeps every
+//! line, for tests that check what was said and how often.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use tracing::Level;
+use tracing_subscriber::fmt::format::{DefaultFields, Format};
+use tracing_subscriber::fmt::{MakeWriter, Subscriber};
+
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Lines {
+    type Writer = Lines;
+    fn make_writer(&'a self) -> Lines {
+        self.clone()
+    }
+}
+
+impl Lines {
+    fn taken(&self) -> Vec<String> {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        text.lines().map(str::to_owned).collect()
+    }
+}
+
+fn subscriber(
+    level: Level,
+) -> (
+    Subscriber<DefaultFields, Format, tracing::level_filters::LevelFilter, Lines>,
+    Lines,
+) {
+    let lines = Lines::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(lines.clone())
+        .with_ansi(false)
+        .with_max_level(level)
+        .finish();
+    (subscriber, lines)
+}
+
+/// Runs `f`, keeping what is logged on this thread at `level` or above: its output, and the
+/// lines.
+pub fn logged<T>(level: Level, f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    let (subscriber, lines) = subscriber(level);
+    let output = tracing::subscriber::with_default(subscriber, f);
+    (output, lines.taken())
+}
+
+/// [`logged`] for a future, run on a current-thread runtime (where every poll is on this
+/// thread).
+pub async fn logged_async<F: Future>(level: Level, f: F) -> (F::Output, Vec<String>) {
+    let (subscriber, lines) = subscriber(level);
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let output = f.await;
+    (output, lines.taken())
+}
