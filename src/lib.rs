@@ -167,6 +167,7 @@ pub mod policy;
 mod read;
 pub mod redact;
 pub mod redirect;
+pub mod resilient;
 pub mod retry;
 pub mod telemetry;
 
@@ -180,6 +181,7 @@ pub use client::{Client, ClientBuilder, PolicyService, RequestBuilder};
 pub use error::{Attempt, AttemptOutcome, BoxError, Error, ErrorKind};
 pub use pending::{Pending, Reading};
 pub use read::DEFAULT_BODY_LIMIT;
+pub use resilient::ResilientLayer;
 
 #[doc(no_inline)]
 pub use classify::{Class, Delivery};

@@ -40,30 +40,20 @@
 //! request it had not begun to write when a pooled connection turns out to be closed; the server
 //! never saw that one.)
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
-use tower::{Service, ServiceExt};
 
+use crate::call::{Call, Failed, Sender, Sent, Which};
+use crate::classify::{TransportError, foreign_error};
 use crate::client::ClientBuilder;
 use crate::error::Error;
 use crate::policy::Policies;
-
-/// A policy's layers, outermost first, over `S`: what the reqwest-middleware adapter runs
-/// around the rest of the middleware chain. (The client itself does the same work in one
-/// future, [`crate::call`].)
-///
-/// The total deadline is enforced by the retry layer itself (see [`Retry::with_deadline`](crate::retry::Retry::with_deadline)):
-/// one layer less per call than with a separate [`TotalDeadline`](crate::timeout::TotalDeadline).
-pub(crate) type StackOver<S> = crate::retry::Retry<
-    crate::breaker::CircuitBreaker<
-        crate::timeout::AttemptTimeout<
-            crate::classify::Classify<S, crate::classify::SharedClassifier>,
-        >,
-    >,
->;
+use crate::read::Reader;
 
 /// A `reqwest_middleware::Middleware` that applies a [`Client`](crate::Client)'s policies.
 #[derive(Clone, Debug)]
@@ -105,46 +95,58 @@ impl Middleware for ResilientMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        let policy = self.policies.select(request.method(), request.url());
+        let which = Which::Shared(self.policies.select_index(request.method(), request.url()));
         let rest = RestOfChain {
             next,
             extensions: extensions.clone(),
         };
-        // The request's own `.timeout(d)` is this call's deadline, if shorter than the policy's.
-        let timeout = request.timeout().copied();
-        policy
-            .wrap(rest, timeout)
-            .oneshot(request)
-            .await
-            .map_err(reqwest_middleware::Error::middleware)
+        // The client's own call: the request's `.timeout(d)` is its deadline, if shorter
+        // than the policy's.
+        let call = Call::new(
+            rest,
+            self.policies.clone(),
+            which,
+            request,
+            Reader::response(),
+            false,
+        );
+        call.await.map_err(reqwest_middleware::Error::middleware)
     }
 }
 
-/// The rest of the middleware chain as a tower service, one run per attempt.
-#[derive(Clone)]
+/// The rest of the middleware chain, run once per attempt.
 struct RestOfChain<'a> {
     next: Next<'a>,
     extensions: Extensions,
 }
 
-impl<'a> Service<reqwest::Request> for RestOfChain<'a> {
-    type Response = reqwest::Response;
-    type Error = reqwest_middleware::Error;
-    type Future = std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = reqwest_middleware::Result<reqwest::Response>>
-                + Send
-                + 'a,
-        >,
-    >;
+/// An attempt through the rest of the chain.
+struct Running<'a>(
+    Pin<Box<dyn Future<Output = reqwest_middleware::Result<reqwest::Response>> + Send + 'a>>,
+);
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+impl Future for Running<'_> {
+    type Output = Sent;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Sent> {
+        self.get_mut().0.as_mut().poll(cx).map(|result| {
+            result.map_err(|error| match error.into_reqwest() {
+                Ok(error) => Failed::Transport(error),
+                // A later middleware's own error.
+                Err(error) => Failed::Sorted(foreign_error(error)),
+            })
+        })
     }
+}
 
-    fn call(&mut self, request: reqwest::Request) -> Self::Future {
+impl<'a> Sender for RestOfChain<'a> {
+    type Future = Running<'a>;
+
+    fn send(&mut self, request: reqwest::Request) -> Running<'a> {
         let next = self.next.clone();
         let mut extensions = self.extensions.clone();
-        Box::pin(async move { next.run(request, &mut extensions).await })
+        Running(Box::pin(
+            async move { next.run(request, &mut extensions).await },
+        ))
     }
 }

@@ -37,12 +37,6 @@ impl CircuitBreakerLayer {
         }
     }
 
-    /// The breaker for requests to `url`; `None` when disabled. See [`breaker_for`].
-    pub(crate) fn breaker_for(&self, url: &url::Url) -> Option<Arc<Breaker>> {
-        let registry = self.registry.as_ref()?;
-        Some(breaker_for(registry, self.key.as_deref(), url))
-    }
-
     /// The breaker of endpoint `key` (as [`key_for`](crate::keyed::key_for) picks it, with
     /// this layer's key); `None` when disabled.
     pub(crate) fn breaker_at(&self, key: &str) -> Option<Arc<Breaker>> {

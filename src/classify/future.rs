@@ -65,9 +65,14 @@ impl TransportError for reqwest_middleware::Error {
 
 /// Another middleware's failure: permanent, since we cannot tell what it means.
 fn foreign(source: BoxError, method: &Method) -> Error {
-    let error = Error::new(ErrorKind::Transport, Class::Permanent, Delivery::MaybeSent)
-        .with_foreign_source(source);
-    attempt_error(error, method, Instant::now())
+    attempt_error(foreign_error(source), method, Instant::now())
+}
+
+/// The error of a service under the classifier that is not reqwest's (a middleware's):
+/// permanent, and maybe sent.
+pub(crate) fn foreign_error(source: BoxError) -> Error {
+    Error::new(ErrorKind::Transport, Class::Permanent, Delivery::MaybeSent)
+        .with_foreign_source(source)
 }
 
 impl<F, E, C> Future for ResponseFuture<F, C>

@@ -578,12 +578,8 @@ impl ClientBuilder {
         let mut policies = self.build_policies(Some(http), previous)?;
         // Only if the default policy agrees, so that a mismatch costs speed, never time.
         let default = &policies.default;
-        let first_limit = attempt_limit(
-            default.attempt_timeout(),
-            Some(default.total_deadline()),
-            None,
-        )
-        .0;
+        let first_limit =
+            attempt_limit(default.attempt_timeout(), default.total_deadline(), None).0;
         policies.client_timeout = built.timeout.filter(|t| *t == first_limit);
         Ok(policies)
     }

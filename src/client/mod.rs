@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use http::Method;
 
 use crate::breaker::BreakerRegistry;
-use crate::call::{Call, Which};
+use crate::call::{Call, ClientSender, Which};
 use crate::error::Error;
 use crate::outer::OuterService;
 use crate::pending::{Pending, State};
@@ -256,7 +256,14 @@ fn new_call<O: Success>(
 ) -> Result<Box<Call<O>>, Error> {
     let Some(overrides) = overrides else {
         let which = Which::Shared(policies.select_index(request.method(), request.url()));
-        return Ok(Call::new(http, policies, which, request, reader, buffered));
+        return Ok(Call::new(
+            ClientSender::new(http, policies.client_timeout),
+            policies,
+            which,
+            request,
+            reader,
+            buffered,
+        ));
     };
     if overrides.deadline.is_some_and(|d| d.is_zero()) {
         return Err(Error::invalid_request(
@@ -275,5 +282,12 @@ fn new_call<O: Success>(
     } else {
         Which::Custom(Box::new(policies.get(index).with_overrides(&overrides)))
     };
-    Ok(Call::new(http, policies, which, request, reader, buffered))
+    Ok(Call::new(
+        ClientSender::new(http, policies.client_timeout),
+        policies,
+        which,
+        request,
+        reader,
+        buffered,
+    ))
 }

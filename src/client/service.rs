@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 
-use crate::call::{Call, Which};
+use crate::call::{Call, ClientSender, Which};
 use crate::error::Error;
 use crate::pending::Pending;
 use crate::policy::Policies;
@@ -47,7 +47,7 @@ impl tower::Service<reqwest::Request> for PolicyService {
         let policies = self.policies.load_full();
         let index = policies.select_index(request.method(), request.url());
         Pending::call(Call::new(
-            self.http.clone(),
+            ClientSender::new(self.http.clone(), policies.client_timeout),
             policies,
             Which::Shared(index),
             request,

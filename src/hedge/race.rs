@@ -17,13 +17,8 @@ use crate::classify::Class;
 use crate::error::Error;
 use crate::retry::state::{RetryState, Slot};
 
-/// Whether an attempt's `result` answers the call: anything but a transient failure, which
+/// Whether an attempt's failure answers the call: anything but a transient failure, which
 /// waits for the others of its race.
-pub(crate) fn answered<T>(result: &Result<T, Error>) -> bool {
-    result.as_ref().map_or_else(answers, |_| true)
-}
-
-/// Whether an attempt's failure answers the call (see [`answered`]).
 pub(crate) fn answers(error: &Error) -> bool {
     error.class() != Class::Transient
 }

@@ -25,7 +25,7 @@ use super::rate::{RateLimit, RateLimitConfig, Slot};
 use super::shared::{Budget, FleetKeys, Held, Rate, Reserve};
 use crate::breaker::Breaker;
 use crate::error::{Error, ErrorKind, Short};
-use crate::keyed::{self, Keyed, key_for};
+use crate::keyed::{self, Keyed};
 use crate::retry::{BudgetConfig, RetryBudget};
 use crate::telemetry::overload::{self as telemetry, Guard};
 
@@ -146,11 +146,6 @@ impl Guards {
         let queue = until.saturating_duration_since(now);
         telemetry::queued(&self.key, policy, bulkhead.max(), queue);
         Entry::Queue(bulkhead.acquire(until))
-    }
-
-    /// Whether this endpoint has a rate limit.
-    pub(crate) fn limits_rate(&self) -> bool {
-        self.rate.is_some()
     }
 
     /// The error for a call the bulkhead had no place for (reported as a refusal).
@@ -443,12 +438,7 @@ impl GuardRegistry {
             && self.fleet == other.fleet
     }
 
-    /// The guards of requests to `url`, under the key its breaker has.
-    pub(crate) fn guards_for(&self, url: &url::Url) -> Arc<Guards> {
-        self.guards_at(&key_for(self.key.as_deref(), url))
-    }
-
-    /// The guards of endpoint `key` (as [`key_for`] picks it, with the policy's key).
+    /// The guards of endpoint `key` (as [`key_for`](crate::keyed::key_for) picks it, with the policy's key).
     pub(crate) fn guards_at(&self, key: &str) -> Arc<Guards> {
         self.guards.get_or_insert(key, |key| {
             Guards::new(key, &self.config, self.fleet.as_ref())

@@ -12,8 +12,6 @@ use crate::classify::SharedClassifier;
 use crate::error::Error;
 use crate::extras::Extras;
 use crate::keyed::key_for;
-#[cfg(feature = "reqwest-middleware")]
-use crate::middleware::StackOver;
 use crate::overload::{Fleet, FleetKeys, GuardRegistry, Guards, GuardsConfig};
 use crate::read::DEFAULT_BODY_LIMIT;
 use crate::retry::{RetryLayer, RetryPolicy};
@@ -46,7 +44,7 @@ pub(crate) struct CompiledPolicy {
     body_limit: u64,
     // Hooks, a body classifier, attempt layers: `None` when the policy has none.
     extras: Option<Arc<Extras>>,
-    total_deadline: Duration,
+    total_deadline: Option<Duration>,
     classifier: SharedClassifier,
     retry: RetryLayer,
     breaker: CircuitBreakerLayer,
@@ -206,37 +204,13 @@ impl CompiledPolicy {
             attempt_timeout,
             body_limit: body_limit.unwrap_or(DEFAULT_BODY_LIMIT),
             extras: None,
-            total_deadline,
+            total_deadline: Some(total_deadline),
             classifier,
             retry: RetryLayer::new(retry),
             breaker,
             guards,
             endpoint_key: breaker_key.as_deref().map(Arc::from),
         })
-    }
-
-    /// This policy as tower layers over `inner`, for one call whose request asked for
-    /// `timeout` (the reqwest-middleware path).
-    #[cfg(feature = "reqwest-middleware")]
-    pub(crate) fn wrap<S>(&self, inner: S, timeout: Option<Duration>) -> StackOver<S> {
-        use crate::classify::ClassifyLayer;
-        use crate::timeout::{AttemptTimeoutLayer, call_budget};
-        use tower::Layer;
-
-        let classified = ClassifyLayer::new(self.classifier.clone()).layer(inner);
-        // reqwest enforces the request timeout these layers set, body included, and the retry
-        // layer never sleeps past the deadline: the layers' own timers would be redundant.
-        // The stack serves this call only, so its attempts are capped by its budget, as the
-        // client's are.
-        let timed = AttemptTimeoutLayer::new(self.attempt_timeout)
-            .within(call_budget(timeout, Some(self.total_deadline)))
-            .without_backstop()
-            .layer(classified);
-        let guarded = self.breaker.layer(timed);
-        self.retry
-            .layer(guarded)
-            .with_deadline(Some(self.total_deadline))
-            .with_guards(self.guards.clone(), &self.breaker)
     }
 
     pub(crate) fn breakers(&self) -> Option<&BreakerRegistry> {
@@ -260,7 +234,7 @@ impl CompiledPolicy {
         self.attempt_timeout
     }
 
-    pub(crate) fn total_deadline(&self) -> Duration {
+    pub(crate) fn total_deadline(&self) -> Option<Duration> {
         self.total_deadline
     }
 
@@ -270,6 +244,31 @@ impl CompiledPolicy {
 
     pub(crate) fn retry_policy(&self) -> Arc<RetryPolicy> {
         self.retry.shared()
+    }
+
+    /// The retry policy in force.
+    pub(crate) fn retry(&self) -> &RetryPolicy {
+        self.retry.policy()
+    }
+
+    /// The policy of a public [`Retry`](crate::retry::Retry) layer: `retry` within `deadline`,
+    /// and nothing else (the layers under it classify, time and break each attempt).
+    pub(crate) fn retry_only(retry: Arc<RetryPolicy>, deadline: Option<Duration>) -> Self {
+        CompiledPolicy {
+            name: retry
+                .name()
+                .cloned()
+                .unwrap_or_else(|| Arc::from("default")),
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            body_limit: DEFAULT_BODY_LIMIT,
+            extras: None,
+            total_deadline: deadline,
+            classifier: SharedClassifier::default(),
+            retry: RetryLayer::from_shared(retry),
+            breaker: CircuitBreakerLayer::disabled(),
+            guards: None,
+            endpoint_key: None,
+        }
     }
 
     /// Takes over `before`'s breakers and guards where this policy's are set up the same way
@@ -310,7 +309,7 @@ impl CompiledPolicy {
     pub(crate) fn with_overrides(&self, overrides: &Overrides) -> CompiledPolicy {
         let mut policy = self.clone();
         if let Some(deadline) = overrides.deadline {
-            policy.total_deadline = deadline;
+            policy.total_deadline = Some(deadline);
         }
         if let Some(attempts) = overrides.attempts {
             let mut retry = self.retry.policy().clone();
@@ -348,6 +347,16 @@ pub(crate) struct Policies {
 }
 
 impl Policies {
+    /// Only `default`, for every request.
+    pub(crate) fn only(default: CompiledPolicy) -> Self {
+        Policies {
+            default,
+            endpoints: Vec::new(),
+            client_timeout: None,
+            fleet: None,
+        }
+    }
+
     /// The first endpoint rule that matches, else the default.
     pub(crate) fn select(&self, method: &Method, url: &Url) -> &CompiledPolicy {
         self.get(self.select_index(method, url))

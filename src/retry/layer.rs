@@ -25,6 +25,10 @@ impl RetryLayer {
         &self.policy
     }
 
+    pub(crate) fn from_shared(policy: Arc<RetryPolicy>) -> Self {
+        RetryLayer { policy }
+    }
+
     pub(crate) fn shared(&self) -> Arc<RetryPolicy> {
         self.policy.clone()
     }

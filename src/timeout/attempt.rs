@@ -10,8 +10,6 @@ use crate::error::{Error, ErrorKind};
 #[derive(Clone, Copy, Debug)]
 pub struct AttemptTimeoutLayer {
     timeout: Duration,
-    // The budget of the one call this layer serves, when it is built per call.
-    budget: Option<Duration>,
     backstop: bool,
 }
 
@@ -20,23 +18,13 @@ impl AttemptTimeoutLayer {
     pub fn new(timeout: Duration) -> Self {
         AttemptTimeoutLayer {
             timeout,
-            budget: None,
             backstop: true,
         }
     }
 
-    /// For a stack built for one call whose budget (see [`call_budget`]) is `budget`: each
-    /// attempt's limit is then capped by it as the client's own call caps it. Without it the
-    /// layer sees only what is left of a budget, not the budget itself.
-    #[cfg(feature = "reqwest-middleware")]
-    pub(crate) fn within(mut self, budget: Option<Duration>) -> Self {
-        self.budget = budget;
-        self
-    }
-
     /// Drops the layer's own timer and relies on the inner service enforcing
     /// `Request::timeout`, as `reqwest::Client` does (it also times the body). Saves a timer
-    /// per attempt; the reqwest-middleware adapter does this. Do not use it over a
+    /// per attempt. Do not use it over a
     /// service that ignores the request timeout.
     pub fn without_backstop(mut self) -> Self {
         self.backstop = false;
@@ -51,7 +39,6 @@ impl<S> Layer<S> for AttemptTimeoutLayer {
         AttemptTimeout {
             inner,
             timeout: self.timeout,
-            budget: self.budget,
             backstop: self.backstop,
         }
     }
@@ -62,7 +49,6 @@ impl<S> Layer<S> for AttemptTimeoutLayer {
 pub struct AttemptTimeout<S> {
     inner: S,
     timeout: Duration,
-    budget: Option<Duration>,
     backstop: bool,
 }
 
@@ -124,7 +110,7 @@ where
 
     fn call(&mut self, mut request: reqwest::Request) -> Self::Future {
         let left = request.timeout().copied();
-        let (limit, by_deadline) = attempt_limit(self.timeout, self.budget, left);
+        let (limit, by_deadline) = attempt_limit(self.timeout, None, left);
         if limit.is_zero() {
             return AttemptTimeoutFuture::expired(&request, limit);
         }

@@ -16,14 +16,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 use tokio::time::{Instant, Sleep, sleep};
-use tower::{Service, ServiceExt};
 
 use crate::breaker::Breaker;
 use crate::breaker::state::{Permit, Verdict};
 use crate::caught::{call_caught, caught, hook_failed, poll_caught};
-use crate::classify::layer_error;
 use crate::classify::{Class, Classifier, Delivery, outcome, response_outcome};
 use crate::error::{BoxError, Error, ErrorKind};
+
 use crate::extras::Extras;
 use crate::hedge::race::{Event, Race, Runner, answers};
 use crate::hook::{AttemptInfo, AuthRefresher, BoxFuture};
@@ -33,7 +32,11 @@ use crate::read::{Buffered, Reader, Success, buffer, limited};
 use crate::retry::state::{Next, RetryState, Slot};
 use crate::timeout::{attempt_limit, expired, timed_out};
 
-type ReqwestFuture = <reqwest::Client as Service<reqwest::Request>>::Future;
+mod sender;
+
+pub(crate) use sender::{
+    ClientSender, Failed, Sender, Sent, ServiceSender, SortedSender, from_layers,
+};
 
 /// Makes a request's body afresh for each attempt
 /// ([`RequestBuilder::body_with`](crate::RequestBuilder::body_with)).
@@ -60,14 +63,14 @@ pub(crate) enum Which {
 type Step<O> = Option<Result<O, Error>>;
 
 /// Where a call is.
-enum Stage<O> {
+enum Stage<O, F> {
     /// Not polled yet.
     Start,
     /// The request's body factory, then the policy's hook, are preparing the next attempt's
     /// request (see [`Call::hooked_or_sent`]).
     Hook(BoxFuture<Result<reqwest::Request, Error>>),
     /// An attempt is waiting for the response's head.
-    Send(Sending),
+    Send(F),
     /// An attempt and its hedges are waiting for their heads, in `Call::race`.
     Race,
     /// Reading the body into memory (for `send_buffered` or a body classifier).
@@ -83,31 +86,6 @@ enum Stage<O> {
     Gated(BoxFuture<Waited>),
     /// Over.
     Done,
-}
-
-/// An attempt's request on its way out.
-enum Sending {
-    Plain(ReqwestFuture),
-    /// Through the user's attempt layers.
-    Layered(BoxFuture<Result<reqwest::Response, BoxError>>),
-}
-
-/// What an attempt's request came back with: the response's head, or why not.
-enum Head {
-    Plain(Result<reqwest::Response, reqwest::Error>),
-    Layered(Result<reqwest::Response, BoxError>),
-}
-
-impl Future for Sending {
-    type Output = Head;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Head> {
-        match self.get_mut() {
-            Sending::Plain(sending) => Pin::new(sending).poll(cx).map(Head::Plain),
-            Sending::Layered(sending) => sending.as_mut().poll(cx).map(Head::Layered),
-        }
-    }
 }
 
 /// Why an attempt did not go out.
@@ -141,10 +119,11 @@ impl Attempt {
     }
 }
 
-/// One call through one policy, resolving to `O`.
-pub(crate) struct Call<O> {
-    stage: Stage<O>,
-    http: reqwest::Client,
+/// One call through one policy, resolving to `O`, each attempt sent by `S`: the only state
+/// machine that sequences an attempt's life, for every path (see [`sender`]).
+pub(crate) struct Call<O, S: Sender = ClientSender> {
+    stage: Stage<O, S::Future>,
+    sender: S,
     policies: Arc<Policies>,
     which: Which,
     // Holds the request until the first poll, then each retry's copy.
@@ -155,7 +134,7 @@ pub(crate) struct Call<O> {
     // `Some` exactly while an attempt is in flight, outside a race.
     attempt: Option<Attempt>,
     // The attempts in flight while hedging (see `crate::hedge`).
-    race: Option<Box<Race<Sending, Attempt>>>,
+    race: Option<Box<Race<S::Future, Attempt>>>,
     reader: Reader<O>,
     // Whether the body is read into memory inside the attempt.
     buffered: bool,
@@ -165,7 +144,7 @@ pub(crate) struct Call<O> {
     body: Option<BodyFactory>,
 }
 
-impl<O> Drop for Call<O> {
+impl<O, S: Sender> Drop for Call<O, S> {
     fn drop(&mut self) {
         // A cancelled call gives a half-open probe's place back, for each attempt in flight.
         self.end_attempt(Verdict::Ignored);
@@ -177,7 +156,7 @@ impl<O> Drop for Call<O> {
     }
 }
 
-impl<O> Call<O> {
+impl<O, S: Sender> Call<O, S> {
     /// Ends the attempt in flight, if any, telling the breaker `verdict`.
     fn end_attempt(&mut self, verdict: Verdict) {
         if let Some(attempt) = self.attempt.take() {
@@ -186,10 +165,10 @@ impl<O> Call<O> {
     }
 }
 
-impl<O: Success> Call<O> {
+impl<O: Success, S: Sender> Call<O, S> {
     #[inline]
     pub(crate) fn new(
-        http: reqwest::Client,
+        mut sender: S,
         policies: Arc<Policies>,
         which: Which,
         request: reqwest::Request,
@@ -197,6 +176,7 @@ impl<O: Success> Call<O> {
         buffered: bool,
     ) -> Box<Self> {
         let chosen = policy(&policies, &which);
+        sender.follow(chosen);
         let method = request.method().clone();
         // Chosen once per call, with the policy: the breaker of this endpoint.
         let (breaker, guards) = chosen.endpoint(request.url());
@@ -207,10 +187,10 @@ impl<O: Success> Call<O> {
         // Set up in place, once boxed: the retry state is large, and each move copies it.
         let mut call = Box::new(Call {
             stage: Stage::Start,
-            http,
+            sender,
             policies,
             which,
-            retry: RetryState::new(retry_policy, Some(deadline), request),
+            retry: RetryState::new(retry_policy, deadline, request),
             method,
             breaker,
             attempt: None,
@@ -228,7 +208,10 @@ impl<O: Success> Call<O> {
         if hook {
             retry.forbid_hedges();
         }
-        retry.keep_budget_out_of_requests();
+        // The layers below a sorted sender bound each attempt by what the request carries.
+        if !S::SORTED {
+            retry.keep_budget_out_of_requests();
+        }
         retry.guard_with(guards);
         call
     }
@@ -392,7 +375,17 @@ impl<O: Success> Call<O> {
         &mut self,
         mut request: reqwest::Request,
         now: Instant,
-    ) -> Result<(Attempt, Sending), Unsent> {
+    ) -> Result<(Attempt, S::Future), Unsent> {
+        if S::SORTED {
+            // The layers below keep the breaker and bound the attempt (see `Sender::SORTED`).
+            let attempt = Attempt {
+                permit: None,
+                sent_at: None,
+                limit: Duration::MAX,
+                by_deadline: false,
+            };
+            return Ok((attempt, self.sender.send(request)));
+        }
         let breaker = self.breaker.as_deref();
         let (permit, sent_at) = match breaker {
             None => (None, None),
@@ -422,24 +415,20 @@ impl<O: Success> Call<O> {
         if attempt.sent_at.is_none() && matches!(self.reader, Reader::With(_)) {
             attempt.sent_at = Some(now);
         }
-        let layered = self.extras().and_then(|e| e.attempt_service.clone());
-        // A request with no timeout of its own gets the reqwest client's, which may be this.
-        // Attempt layers always see the limit on the request: some read it.
-        let inherited = request.timeout().is_none()
-            && layered.is_none()
-            && self.policies.client_timeout == Some(limit);
-        if !inherited {
+        // A request with no timeout of its own gets the sender's bound, which may be this.
+        if request.timeout().is_some() || !self.sender.bounds_to(limit) {
             *request.timeout_mut() = Some(limit);
         }
-        let sending = match layered {
-            None => Sending::Plain(self.http.call(request)),
-            Some(service) => Sending::Layered(Box::pin(service.oneshot(request))),
-        };
-        Ok((attempt, sending))
+        Ok((attempt, self.sender.send(request)))
     }
 
-    /// A hedge is due: out it goes if it may (see `RetryState::hedge`), and joins the race.
-    fn hedge(&mut self) {
+    /// A hedge is due: out it goes if it may (see `RetryState::hedge`) and the sender is
+    /// ready for it now, and joins the race.
+    fn hedge(&mut self, cx: &mut Context<'_>) {
+        if !self.sender.ready_now(cx) {
+            self.retry.hedge_not_ready();
+            return;
+        }
         let Some((request, slot)) = self.retry.hedge(self.breaker.as_deref()) else {
             return;
         };
@@ -466,7 +455,7 @@ impl<O: Success> Call<O> {
     }
 
     /// An attempt of the race came back: it is the current one now.
-    fn came_back(&mut self, head: Head, slot: Slot, attempt: Attempt) -> Step<O> {
+    fn came_back(&mut self, head: Sent, slot: Slot, attempt: Attempt) -> Step<O> {
         self.retry.put_slot(slot);
         self.attempt = Some(attempt);
         self.received_head(head)
@@ -483,26 +472,20 @@ impl<O: Success> Call<O> {
         }
     }
 
-    #[inline]
-    fn received_head(&mut self, head: Head) -> Step<O> {
-        match head {
-            Head::Plain(result) => self.received(result),
-            Head::Layered(result) => self.received_layered(result),
-        }
-    }
-
-    /// The response's head arrived through the user's attempt layers (or a layer failed).
-    fn received_layered(&mut self, result: Result<reqwest::Response, BoxError>) -> Step<O> {
-        match result {
-            Ok(response) => self.received(Ok(response)),
-            Err(error) => match layered_error(error, &self.method) {
-                Ok(error) => self.received(Err(error)),
-                Err(error) => self.finish(Err(error)),
-            },
-        }
-    }
-
     /// The response's head arrived (or the attempt failed before it).
+    #[inline]
+    fn received_head(&mut self, head: Sent) -> Step<O> {
+        match head {
+            Ok(response) => self.received(Ok(response)),
+            Err(Failed::Transport(error)) => self.received(Err(error)),
+            Err(Failed::Sorted(mut error)) => {
+                error.set_method(self.method.clone());
+                self.finish(Err(error))
+            }
+        }
+    }
+
+    /// The response's head arrived, or reqwest's error.
     #[inline]
     fn received(&mut self, result: Result<reqwest::Response, reqwest::Error>) -> Step<O> {
         let response = match result {
@@ -564,6 +547,10 @@ impl<O: Success> Call<O> {
         &self,
         result: Result<reqwest::Response, reqwest::Error>,
     ) -> Result<reqwest::Response, Error> {
+        if S::SORTED {
+            // Sorted below: an answer is a success (see `Sender::SORTED`).
+            return result.map_err(Error::from);
+        }
         let started = self.retry.attempt_started();
         outcome(self.policy().classifier(), &self.method, result, started)
     }
@@ -703,7 +690,11 @@ impl<O: Success> Call<O> {
         // no attempt's timeout and the breaker has nothing to hear.
         let error = match self.attempt.take() {
             Some(attempt) => {
-                let error = timed_out(error, attempt.limit, attempt.by_deadline);
+                let error = if S::SORTED {
+                    error
+                } else {
+                    timed_out(error, attempt.limit, attempt.by_deadline)
+                };
                 // Without a breaker, nothing hears the verdict.
                 let breaker = self.breaker.as_deref();
                 let verdict = breaker.map_or(Verdict::Ignored, |b| b.error_verdict(&error));
@@ -895,18 +886,6 @@ fn policy<'a>(policies: &'a Policies, which: &'a Which) -> &'a CompiledPolicy {
     }
 }
 
-/// An attempt layer's error: ours and reqwest's keep their meaning; any other is the layer's
-/// own refusal, permanent.
-fn layered_error(error: BoxError, method: &Method) -> Result<reqwest::Error, Error> {
-    let error = match error.downcast::<reqwest::Error>() {
-        Ok(error) => return Ok(*error),
-        Err(error) => error,
-    };
-    let mut error = layer_error(error, "an attempt layer", ErrorKind::AttemptTimeout);
-    error.set_method(method.clone());
-    Err(error)
-}
-
 /// Polls `future`, a part of the current attempt, inside the attempt's span.
 #[inline]
 fn in_attempt<F: Future + Unpin>(
@@ -918,7 +897,7 @@ fn in_attempt<F: Future + Unpin>(
     Pin::new(future).poll(cx)
 }
 
-impl<O: Success> Future for Call<O> {
+impl<O: Success, S: Sender> Future for Call<O, S> {
     type Output = Result<O, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -945,7 +924,7 @@ impl<O: Success> Future for Call<O> {
                     };
                     match ready!(race.poll(cx)) {
                         Event::Hedge => {
-                            this.hedge();
+                            this.hedge(cx);
                             None
                         }
                         Event::Ended(head, slot, attempt) => this.came_back(head, slot, attempt),

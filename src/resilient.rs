@@ -1,0 +1,160 @@
+//! A client's policies as one tower layer, over any service that sends `reqwest::Request`s.
+//!
+//! [`ResilientLayer`] is what the [`Client`](crate::Client) and
+//! [`ResilientMiddleware`](crate::middleware::ResilientMiddleware) run, for a
+//! `tower::ServiceBuilder` of your own: endpoint rules, retries, the breaker and the overload
+//! guards (retry budget, `Retry-After` holds, rate limit, bulkhead) of each endpoint, hedging,
+//! attempt timeouts, the deadline, classification, hooks. Every call runs the same driver as
+//! the client's own, so the two cannot drift; the service below only sends each attempt.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), resilient_http::Error> {
+//! use std::time::Duration;
+//! use resilient_http::overload::RateLimitConfig;
+//! use resilient_http::policy::EndpointPolicy;
+//! use resilient_http::{Client, ResilientLayer};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! let resilience = ResilientLayer::new(
+//!     Client::builder()
+//!         .attempt_timeout(Duration::from_secs(2))
+//!         .default_policy(
+//!             EndpointPolicy::new().rate_limit(RateLimitConfig::new(50, Duration::from_secs(1))),
+//!         ),
+//! )?;
+//! let http = reqwest::Client::builder()
+//!     .retry(reqwest::retry::never())
+//!     .build()?;
+//! let service = ServiceBuilder::new().layer(resilience).service(http);
+//! let request = reqwest::Request::new(
+//!     reqwest::Method::GET,
+//!     "http://127.0.0.1:8080/items".parse().expect("a valid URL"),
+//! );
+//! let response = service.oneshot(request).await?;
+//! println!("{}", response.status());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The service below sends each attempt's request, with the attempt's limit as its
+//! `timeout` (reqwest enforces it, body included; a service that ignores it leaves an
+//! attempt bounded only by the deadline). Its errors are sorted as an
+//! [attempt layer](crate::ClientBuilder::attempt_layer)'s are: reqwest's by the policy's
+//! classifier, ours as they are, any other as a permanent failure (a tower timeout as an
+//! attempt timeout). The builder's `reqwest_client`, `connect_timeout` and attempt layers
+//! are not used: the service below is all of them.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower::{Layer, Service};
+
+use crate::call::{Call, Failed, ServiceSender, Which, from_layers};
+use crate::client::ClientBuilder;
+use crate::error::{BoxError, Error};
+use crate::policy::Policies;
+use crate::read::Reader;
+
+/// A client's policies as a tower layer; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct ResilientLayer {
+    policies: Arc<Policies>,
+}
+
+impl ResilientLayer {
+    /// The policies, retries, breakers and guards that `builder` describes.
+    pub fn new(builder: ClientBuilder) -> Result<Self, Error> {
+        Ok(ResilientLayer {
+            policies: Arc::new(builder.build_policies(None, None)?),
+        })
+    }
+}
+
+impl<S> Layer<S> for ResilientLayer {
+    type Service = Resilient<S>;
+
+    fn layer(&self, inner: S) -> Resilient<S> {
+        Resilient {
+            inner,
+            policies: self.policies.clone(),
+        }
+    }
+}
+
+/// The service made by [`ResilientLayer`].
+#[derive(Clone, Debug)]
+pub struct Resilient<S> {
+    inner: S,
+    policies: Arc<Policies>,
+}
+
+inner_service_accessors!(Resilient);
+
+impl<S> Service<reqwest::Request> for Resilient<S>
+where
+    S: Service<reqwest::Request, Response = reqwest::Response> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = reqwest::Response;
+    type Error = Error;
+    type Future = ResponseFuture<S>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(|error| {
+            match from_layers(error.into(), "the inner service") {
+                Failed::Transport(error) => Error::from(error),
+                Failed::Sorted(error) => error,
+            }
+        })
+    }
+
+    fn call(&mut self, request: reqwest::Request) -> ResponseFuture<S> {
+        // Call the service that was polled ready; keep a copy for later attempts.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let index = self.policies.select_index(request.method(), request.url());
+        let call = Call::new(
+            ServiceSender::ready(inner),
+            self.policies.clone(),
+            Which::Shared(index),
+            request,
+            Reader::response(),
+            false,
+        );
+        ResponseFuture { call }
+    }
+}
+
+/// The future of [`Resilient`]: the call, from its first poll to its last attempt.
+pub struct ResponseFuture<S>
+where
+    S: Service<reqwest::Request, Response = reqwest::Response> + Clone,
+    S::Error: Into<BoxError>,
+{
+    call: Box<Call<reqwest::Response, ServiceSender<S>>>,
+}
+
+impl<S> Future for ResponseFuture<S>
+where
+    S: Service<reqwest::Request, Response = reqwest::Response> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<reqwest::Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut *self.get_mut().call).poll(cx)
+    }
+}
+
+impl<S> fmt::Debug for ResponseFuture<S>
+where
+    S: Service<reqwest::Request, Response = reqwest::Response> + Clone,
+    S::Error: Into<BoxError>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
