@@ -11,6 +11,8 @@
 //! - `Client`: `send()`, the body read after the call;
 //! - `Service`: `Client::service()`, called with a plain `reqwest::Request`;
 //! - `Middleware`: `ResilientMiddleware` in a `reqwest_middleware` chain;
+//! - `Tower`: a `ServiceBuilder` of `ResilientLayer` (the client's policies) over a
+//!   `reqwest::Client`;
 //! - `Layers`: a `ServiceBuilder` of `TotalDeadlineLayer`, `RetryLayer`,
 //!   `CircuitBreakerLayer`, `AttemptTimeoutLayer` and `ClassifyLayer` over a `reqwest::Client`
 //!   (no endpoint rules, so no policy names);
@@ -23,7 +25,8 @@
 //! breaker that opens on one counted failure: `circuit_open`, or another try at the server.
 //!
 //! The overload guards (retry budget, `Retry-After` holds, rate limit, bulkhead) are per
-//! policy, so the paths with policies have them; the `Layers` path, public layers stacked by
+//! policy, so the paths with policies have them (`Tower` included: a user's own
+//! `ServiceBuilder` gets them from `ResilientLayer`); the `Layers` path, public layers stacked by
 //! hand, has none (a `RetryLayer` alone keeps no per-endpoint state), so the overload
 //! scenarios skip it. Their calls are timed (virtual time: how long a call waited shows),
 //! and a bulkhead scenario runs its two calls at once.
@@ -48,7 +51,9 @@ use resilient_http::retry::{
 };
 use resilient_http::testkit::{ClosedPort, FaultServer, Reply};
 use resilient_http::timeout::{AttemptTimeoutLayer, TotalDeadlineLayer};
-use resilient_http::{Attempt, AttemptOutcome, Client, ClientBuilder, Delivery, Error, ErrorKind};
+use resilient_http::{
+    Attempt, AttemptOutcome, Client, ClientBuilder, Delivery, Error, ErrorKind, ResilientLayer,
+};
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -65,30 +70,40 @@ enum Path {
     Client,
     Service,
     Middleware,
+    Tower,
     Layers,
     Wrapped,
     Buffered,
     Reader,
 }
 
-use Path::{Buffered, Layers, Middleware, Reader, Service, Wrapped};
+use Path::{Buffered, Layers, Middleware, Reader, Service, Tower, Wrapped};
 
 /// Scenarios whose body, if any, is whole: every path.
 const ALL: &[Path] = &[
     Path::Client,
     Service,
     Middleware,
+    Tower,
     Layers,
     Wrapped,
     Buffered,
     Reader,
 ];
 /// Scenarios whose body fails, read after the call: the paths that hand back the head.
-const HEAD: &[Path] = &[Path::Client, Service, Middleware, Layers, Wrapped];
+const HEAD: &[Path] = &[Path::Client, Service, Middleware, Tower, Layers, Wrapped];
 /// Scenarios whose body fails, read inside the attempt: the client's readers.
 const INSIDE: &[Path] = &[Buffered, Reader];
 /// Scenarios about endpoint rules: the paths that have them.
-const RULES: &[Path] = &[Path::Client, Service, Middleware, Wrapped, Buffered, Reader];
+const RULES: &[Path] = &[
+    Path::Client,
+    Service,
+    Middleware,
+    Tower,
+    Wrapped,
+    Buffered,
+    Reader,
+];
 /// Scenarios about the overload guards: the paths with policies, which have them (public
 /// layers stacked by hand have none).
 const GUARDED: &[Path] = RULES;
@@ -189,6 +204,17 @@ impl Setup {
     /// the deadline (the layer cannot know the deadline of a call).
     fn layers(&self) -> BoxCloneService<reqwest::Request, reqwest::Response, Error> {
         self.layers_over(reqwest_client())
+    }
+
+    /// The client's policies as one layer (`ResilientLayer`) in a `ServiceBuilder` over `http`.
+    fn tower_over(
+        &self,
+        http: reqwest::Client,
+    ) -> BoxCloneService<reqwest::Request, reqwest::Response, Error> {
+        let stack = ServiceBuilder::new()
+            .layer(ResilientLayer::new(self.builder()).unwrap())
+            .service(http);
+        BoxCloneService::new(stack)
     }
 
     /// [`layers`](Self::layers) over `http`.
@@ -1004,6 +1030,7 @@ async fn run(s: &Scenario, path: Path) -> Outcome {
                 .with(ResilientMiddleware::new(s.setup.builder()).unwrap())
                 .build(),
         ),
+        Tower => Runner::Layers(s.setup.tower_over(reqwest_client())),
         Layers => Runner::Layers(s.setup.layers()),
         Wrapped => Runner::Client(
             s.setup
@@ -1176,12 +1203,13 @@ async fn every_path_agrees_on_every_scenario() {
     }
     let count = |p: Path| runs.iter().filter(|r| **r == p).count();
     eprintln!(
-        "{} scenarios; runs per path: Client {}, Service {}, Middleware {}, Layers {}, \
+        "{} scenarios; runs per path: Client {}, Service {}, Middleware {}, Tower {}, Layers {}, \
          Wrapped {}, Buffered {}, Reader {}",
         table.len(),
         count(Path::Client),
         count(Service),
         count(Middleware),
+        count(Tower),
         count(Layers),
         count(Wrapped),
         count(Buffered),
@@ -1236,6 +1264,7 @@ async fn every_path_resends_streams_the_server_never_processed() {
                         .with(ResilientMiddleware::new(s.setup.builder()).unwrap())
                         .build(),
                 ),
+                Tower => Runner::Layers(s.setup.tower_over(h2())),
                 Layers => Runner::Layers(s.setup.layers_over(h2())),
                 Wrapped => Runner::Client(
                     s.setup
