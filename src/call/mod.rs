@@ -29,7 +29,9 @@ use crate::hook::{AttemptInfo, AuthRefresher, BoxFuture};
 use crate::overload::gate::{self, Gate, Waited};
 use crate::policy::{CompiledPolicy, Policies};
 use crate::read::{Buffered, Reader, Success, buffer, limited};
-use crate::retry::state::{Next, RetryState, Slot};
+use crate::retry::custody::Parked;
+use crate::retry::record::Slot;
+use crate::retry::state::{Next, RetryState};
 use crate::timeout::{attempt_limit, expired, timed_out};
 
 mod sender;
@@ -83,7 +85,7 @@ enum Stage<O, F> {
     Sleep(Pin<Box<Sleep>>),
     /// The endpoint's guards keep the next attempt's request back for a while: a queue at
     /// its bulkhead, a `Retry-After` hold, the rate limit (see [`gate`]).
-    Gated(BoxFuture<Waited>),
+    Gated(BoxFuture<Waited>, Parked),
     /// Over.
     Done,
 }
@@ -243,8 +245,8 @@ impl<O: Success, S: Sender> Call<O, S> {
     /// endpoint's bulkhead, if any, then its first attempt.
     fn started(&mut self) -> Step<O> {
         match self.retry.begin() {
-            Ok(()) => {
-                let gate = gate::enter(&mut self.retry, self.breaker.as_deref());
+            Ok(parked) => {
+                let gate = gate::enter(&mut self.retry, parked, self.breaker.as_deref());
                 self.gated(gate)
             }
             Err(error) => self.done(Err(error)),
@@ -254,23 +256,23 @@ impl<O: Success, S: Sender> Call<O, S> {
     /// The request for the next attempt is ready: once the endpoint's guards let it out
     /// (a `Retry-After` hold, the rate limit), through the hook, if any, then out.
     #[inline]
-    fn prepare(&mut self) -> Step<O> {
-        let gate = gate::admit(&mut self.retry, self.breaker.as_deref());
+    fn prepare(&mut self, parked: Parked) -> Step<O> {
+        let gate = gate::admit(&mut self.retry, parked, self.breaker.as_deref());
         self.gated(gate)
     }
 
     /// A wait at the endpoint's guards is over.
-    fn waited(&mut self, waited: Waited) -> Step<O> {
-        let gate = gate::waited(&mut self.retry, waited, self.breaker.as_deref());
+    fn waited(&mut self, waited: Waited, parked: Parked) -> Step<O> {
+        let gate = gate::waited(&mut self.retry, waited, parked, self.breaker.as_deref());
         self.gated(gate)
     }
 
     /// What the endpoint's guards made of the request.
     fn gated(&mut self, gate: Gate) -> Step<O> {
         match gate {
-            Gate::Out => self.hooked_or_sent(),
-            Gate::Wait(waiting) => {
-                self.stage = Stage::Gated(waiting);
+            Gate::Out(parked) => self.hooked_or_sent(parked),
+            Gate::Wait(waiting, parked) => {
+                self.stage = Stage::Gated(waiting, parked);
                 None
             }
             // Recorded as an attempt that was not sent, like a breaker's refusal.
@@ -280,8 +282,8 @@ impl<O: Success, S: Sender> Call<O, S> {
     }
 
     /// The attempt's request, through the body factory and the hook, if any, then out.
-    fn hooked_or_sent(&mut self) -> Step<O> {
-        let request = match self.retry.take_request() {
+    fn hooked_or_sent(&mut self, parked: Parked) -> Step<O> {
+        let request = match self.retry.take_request(parked) {
             Ok(request) => request,
             Err(error) => return self.done(Err(error)),
         };
@@ -745,7 +747,7 @@ impl<O: Success, S: Sender> Call<O, S> {
     /// The pause before the next attempt is over.
     fn woke(&mut self) -> Step<O> {
         match self.retry.next_request() {
-            Ok(()) => self.prepare(),
+            Ok(parked) => self.prepare(parked),
             Err(error) => self.done(Err(error)),
         }
     }
@@ -801,7 +803,7 @@ impl<O: Success, S: Sender> Call<O, S> {
             .retry
             .next_request_with(Some((http::header::AUTHORIZATION, value)))
         {
-            Ok(()) => self.prepare(),
+            Ok(parked) => self.prepare(parked),
             Err(error) => self.done(Err(error)),
         }
     }
@@ -946,9 +948,13 @@ impl<O: Success, S: Sender> Future for Call<O, S> {
                     ready!(pause.as_mut().poll(cx));
                     this.woke()
                 }
-                Stage::Gated(waiting) => {
+                Stage::Gated(waiting, _) => {
                     let waited = ready!(waiting.as_mut().poll(cx));
-                    this.waited(waited)
+                    let Stage::Gated(_, parked) = std::mem::replace(&mut this.stage, Stage::Done)
+                    else {
+                        return Poll::Ready(Err(Error::polled_after_completion()));
+                    };
+                    this.waited(waited, parked)
                 }
                 Stage::Done => Some(Err(Error::polled_after_completion())),
             };

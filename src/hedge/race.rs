@@ -15,7 +15,8 @@ use tokio::time::{Sleep, sleep};
 
 use crate::classify::Class;
 use crate::error::Error;
-use crate::retry::state::{RetryState, Slot};
+use crate::retry::record::Slot;
+use crate::retry::state::RetryState;
 
 /// Whether an attempt's failure answers the call: anything but a transient failure, which
 /// waits for the others of its race.
@@ -26,7 +27,7 @@ pub(crate) fn answers(error: &Error) -> bool {
 /// One attempt in flight.
 pub(crate) struct Runner<F, A> {
     pub(crate) future: F,
-    /// Which attempt it is (see [`RetryState::put_slot`](crate::retry::state::RetryState)).
+    /// Which attempt it is (see [`RetryState::put_slot`]).
     pub(crate) slot: Slot,
     pub(crate) attempt: A,
 }

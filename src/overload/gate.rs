@@ -4,9 +4,9 @@
 //! A call's first request takes its place in the bulkhead ([`enter`]); every attempt's
 //! request is then let out, held back for a while, or turned away ([`admit`]); after a
 //! wait, [`waited`] takes up where it left off. A call without guards goes straight out.
-//! The request waits in the call's [`RetryState`] meanwhile
-//! ([`RetryState::take_request`] takes it when it goes out): it is large, and moving it
-//! from step to step cost more than the guards themselves.
+//! The request waits in the call's [`RetryState`] meanwhile; its [`Parked`] token travels
+//! with the gate's answer, and [`RetryState::take_request`] takes it out with that token when
+//! it goes out.
 
 use tokio::time::sleep;
 
@@ -15,14 +15,15 @@ use super::{Admission, Entry, Reservation};
 use crate::breaker::Breaker;
 use crate::error::Error;
 use crate::hook::BoxFuture;
+use crate::retry::custody::Parked;
 use crate::retry::state::RetryState;
 
 /// What the guards make of the attempt's request.
 pub(crate) enum Gate {
     /// Out it goes.
-    Out,
-    /// Not yet: when this is ready, pass it to [`waited`].
-    Wait(BoxFuture<Waited>),
+    Out(Parked),
+    /// Not yet: when this is ready, pass it to [`waited`], with the request's token.
+    Wait(BoxFuture<Waited>, Parked),
     /// This attempt is turned away (a hold or the rate limit, past the deadline): an attempt
     /// that was not sent, for the retry bookkeeping to record and end the call with.
     Refused(Error),
@@ -39,56 +40,66 @@ pub(crate) enum Waited {
 }
 
 /// The call's first request: a place in the endpoint's bulkhead, then [`admit`].
-pub(crate) fn enter(retry: &mut RetryState, breaker: Option<&Breaker>) -> Gate {
+pub(crate) fn enter(retry: &mut RetryState, parked: Parked, breaker: Option<&Breaker>) -> Gate {
     let Some(guards) = retry.guards() else {
-        return Gate::Out;
+        return Gate::Out(parked);
     };
     match guards.enter(retry.deadline(), retry.policy_name()) {
         Entry::In(place) => {
             retry.take_place(place);
-            admit(retry, breaker)
+            admit(retry, parked, breaker)
         }
-        Entry::Queue(queueing) => {
-            Gate::Wait(Box::pin(async move { Waited::Queued(queueing.await) }))
-        }
+        Entry::Queue(queueing) => Gate::Wait(
+            Box::pin(async move { Waited::Queued(queueing.await) }),
+            parked,
+        ),
         Entry::Full(error) => over(retry, error),
     }
 }
 
 /// An attempt's request: out, held back for a while, or turned away. `breaker` is the
 /// endpoint's, if the caller has it: an attempt it will refuse takes no rate-limit slot.
-pub(crate) fn admit(retry: &mut RetryState, breaker: Option<&Breaker>) -> Gate {
-    admit_with(retry, breaker, None)
+pub(crate) fn admit(retry: &mut RetryState, parked: Parked, breaker: Option<&Breaker>) -> Gate {
+    admit_with(retry, parked, breaker, None)
 }
 
 /// [`admit`], for an attempt that holds `reserved`, the rate-limit slot it waited for.
 fn admit_with(
     retry: &mut RetryState,
+    parked: Parked,
     breaker: Option<&Breaker>,
     reserved: Option<Reservation>,
 ) -> Gate {
     let Some(guards) = retry.guards() else {
-        return Gate::Out;
+        return Gate::Out(parked);
     };
     let (started, deadline) = (retry.attempt_started(), retry.deadline());
     match guards.admit(started, deadline, retry.policy_name(), breaker, reserved) {
         Admission::Go => {
             retry.let_out();
-            Gate::Out
+            Gate::Out(parked)
         }
         // One sleep to the end of the wait. A reservation rides along: dropped with the
         // future if the call is, it gives its slot back.
-        Admission::Wait(wait, reservation) => Gate::Wait(Box::pin(async move {
-            sleep(wait).await;
-            Waited::Held(reservation)
-        })),
+        Admission::Wait(wait, reservation) => Gate::Wait(
+            Box::pin(async move {
+                sleep(wait).await;
+                Waited::Held(reservation)
+            }),
+            parked,
+        ),
         Admission::Refused(error) => Gate::Refused(naming_request(retry, error)),
     }
 }
 
 /// A wait is over: the attempt starts over from now, and asks again (going at once with the
 /// slot it reserved, unless a hold came meanwhile).
-pub(crate) fn waited(retry: &mut RetryState, waited: Waited, breaker: Option<&Breaker>) -> Gate {
+pub(crate) fn waited(
+    retry: &mut RetryState,
+    waited: Waited,
+    parked: Parked,
+    breaker: Option<&Breaker>,
+) -> Gate {
     let reserved = match waited {
         Waited::Held(reserved) => reserved,
         Waited::Queued(Some(place)) => {
@@ -105,7 +116,7 @@ pub(crate) fn waited(retry: &mut RetryState, waited: Waited, breaker: Option<&Br
         }
     };
     retry.resume();
-    admit_with(retry, breaker, reserved)
+    admit_with(retry, parked, breaker, reserved)
 }
 
 fn over(retry: &mut RetryState, error: Error) -> Gate {

@@ -103,10 +103,13 @@
 
 mod backoff;
 mod budget;
+pub(crate) mod custody;
+mod decision;
 mod delays;
 mod future;
 mod layer;
 mod policy;
+pub(crate) mod record;
 mod replay;
 pub(crate) mod retry_after;
 mod service;

@@ -7,39 +7,23 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::time::Instant;
-use tracing::Span;
 
+use super::custody::{Custody, Parked, parked};
+use super::decision::{Decision, Skip, deadline_error};
 use super::delays::Delays;
 use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
-use super::replay::Replay;
+use super::record::{Record, Slot};
 use super::{FREE_RESENDS, MAX_RESENDS, RESEND_PAUSE, RetryHistory};
 use crate::breaker::Breaker;
-use crate::classify::{Class, Delivery, Turnover, turnover};
-use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind, Short};
+use crate::classify::{Turnover, turnover};
+use crate::error::{Attempt, Error, ErrorKind};
 use crate::hedge::race::answers;
 use crate::overload::Guards;
 use crate::overload::bulkhead::BulkheadPermit;
 use crate::read::Success;
 use crate::telemetry::overload::Guard;
 use crate::telemetry::{ErrorType, Observer};
-use crate::timeout::{CallClock, DEADLINE_SLACK, call_budget};
-
-/// An attempt in flight beside the current one (see [`crate::hedge`]): which it is, and
-/// its span.
-pub(crate) struct Slot {
-    number: u32,
-    started: Instant,
-    hedge: bool,
-    delay_before: Duration,
-    span: Span,
-}
-
-impl Slot {
-    /// The attempt's span, entered until the guard drops.
-    pub(crate) fn enter(&self) -> tracing::span::Entered<'_> {
-        self.span.enter()
-    }
-}
+use crate::timeout::{CallClock, call_budget};
 
 /// What follows an attempt.
 pub(crate) enum Next<O = reqwest::Response> {
@@ -54,35 +38,22 @@ pub(crate) enum Next<O = reqwest::Response> {
 
 pub(crate) struct RetryState {
     policy: Arc<RetryPolicy>,
-    // The request of the attempt about to go out, from when it is ready (`new`, `begin`,
-    // `next_request`) until its sender takes it (`take_request`): it waits here while the
-    // endpoint's guards decide, instead of being moved from step to step (it is large).
-    request: Option<reqwest::Request>,
-    // The copy the next attempt sends (`None` when the body cannot be copied, or no retry is
-    // possible). Not boxed, since a large allocation per call costs more than moving it.
-    spare: Option<reqwest::Request>,
-    // A streaming body kept as the first attempt sends it: `spare` has no body until a retry
-    // takes this one's (see `super::replay`).
-    replay: Option<Replay>,
+    // The request of the next attempt, its copy for later ones, and a body kept for replay.
+    custody: Custody,
+    // The attempts so far, the current one, and what reports them.
+    record: Record,
     // The deadline configured for the call, until `begin` turns it into `clock`'s.
     own_deadline: Option<Duration>,
     may_repeat: bool,
     // When the call started and must end: started by `begin`, at the call's first poll.
     clock: CallClock,
-    attempt_started: Instant,
     // Attempts started so far, hedges included.
     attempts: u32,
-    // The attempt whose result is being handled: its number, and whether it is a hedge.
-    number: u32,
-    hedge: bool,
-    delay_before: Duration,
     // Hedges sent so far, and whether the request may be hedged at all (until `begin` looks
     // at the request: whether the caller allows it).
     hedges: u32,
     may_hedge: bool,
-    history: Vec<Attempt>,
     delays: Option<Box<Delays>>,
-    observer: Observer,
     // Attempts allowed beyond the policy's (a retry with refreshed credentials), and made.
     extra_allowed: u32,
     extra_used: u32,
@@ -109,7 +80,8 @@ impl RetryState {
         // A stand-in until `begin` starts the call's clock; nothing reads it before.
         let clock = CallClock::unstarted();
         RetryState {
-            observer: Observer::default(),
+            custody: Custody::new(request),
+            record: Record::new(clock.started()),
             extra_allowed: 0,
             extra_used: 0,
             resent: 0,
@@ -117,20 +89,12 @@ impl RetryState {
             guards: None,
             place: None,
             policy,
-            request: Some(request),
-            spare: None,
-            replay: None,
             own_deadline: deadline,
             may_repeat: false,
             clock,
-            attempt_started: clock.started(),
             attempts: 1,
-            number: 1,
-            hedge: false,
-            delay_before: Duration::ZERO,
             hedges: 0,
             may_hedge: true,
-            history: Vec::new(),
             delays: None,
         }
     }
@@ -160,10 +124,10 @@ impl RetryState {
     /// rate limit past its deadline) earns nothing.
     pub(crate) fn let_out(&mut self) {
         if self.attempts == 1
-            && self.history.is_empty()
+            && self.record.history.is_empty()
             && let Some(guards) = &self.guards
         {
-            guards.deposit(self.attempt_started);
+            guards.deposit(self.record.current.started);
         }
     }
 
@@ -173,9 +137,9 @@ impl RetryState {
     /// `time_left` instead).
     pub(crate) fn resume(&mut self) {
         let now = Instant::now();
-        self.attempt_started = now;
+        self.record.current.started = now;
         if let Some(left) = self.budget_for_request(now)
-            && let Some(request) = &mut self.request
+            && let Some(request) = self.custody.parked_mut()
         {
             *request.timeout_mut() = Some(left);
         }
@@ -197,37 +161,13 @@ impl RetryState {
 
     /// The request of the attempt about to go out, while the endpoint's guards decide.
     pub(crate) fn request(&self) -> Option<&reqwest::Request> {
-        self.request.as_ref()
+        self.custody.parked()
     }
 
     /// Takes the request of the attempt about to go out, to send it (or to hand it to a
     /// hook first).
-    pub(crate) fn take_request(&mut self) -> Result<reqwest::Request, Error> {
-        self.request
-            .take()
-            .ok_or_else(|| Error::invalid_config("no request to send: it went out already"))
-    }
-
-    /// Takes the current attempt out, to run in a [race](crate::hedge) beside its hedges;
-    /// [`put_slot`](Self::put_slot) makes it current again when it ends.
-    pub(crate) fn take_slot(&mut self) -> Slot {
-        Slot {
-            number: self.number,
-            started: self.attempt_started,
-            hedge: self.hedge,
-            delay_before: self.delay_before,
-            span: self.observer.swap_attempt(Span::none()),
-        }
-    }
-
-    /// Makes the attempt of `slot` the current one: it ended, and what it ended with is
-    /// handled (recorded, decided on) as the current attempt's.
-    pub(crate) fn put_slot(&mut self, slot: Slot) {
-        self.number = slot.number;
-        self.attempt_started = slot.started;
-        self.hedge = slot.hedge;
-        self.delay_before = slot.delay_before;
-        self.observer.swap_attempt(slot.span);
+    pub(crate) fn take_request(&mut self, parked: Parked) -> Result<reqwest::Request, Error> {
+        self.custody.take(parked)
     }
 
     /// Sends no hedges, whatever the policy says: for a call whose attempts each need more
@@ -241,13 +181,15 @@ impl RetryState {
     /// must not be sent twice, or one whose body cannot be copied).
     pub(crate) fn hedges_after(&self) -> Option<Duration> {
         let config = self.policy.hedge?;
-        (self.may_hedge && self.hedges < config.max && self.spare.is_some()).then_some(config.after)
+        (self.may_hedge && self.hedges < config.max && self.custody.has_copy())
+            .then_some(config.after)
     }
 
     /// A hedge was due, but the service under the retry layer was not ready for it: it is
     /// skipped, and says so as a guard's refusal does.
     pub(crate) fn hedge_not_ready(&self) {
-        self.observer
+        self.record
+            .observer
             .hedge_skipped(self.policy.name(), Guard::NotReady);
     }
 
@@ -273,21 +215,16 @@ impl RetryState {
                 .then_some(Guard::Breaker),
         };
         if let Some(guard) = kept_back {
-            self.observer.hedge_skipped(policy, guard);
+            self.record.observer.hedge_skipped(policy, guard);
             return None;
         }
-        let mut request = copy_request(self.spare.as_ref()?)?;
+        let mut request = self.custody.hedge_copy()?;
         self.time_request(&mut request, now);
         self.attempts += 1;
         self.hedges += 1;
-        self.observer.hedge_sent(policy, self.attempts);
-        let slot = Slot {
-            number: self.attempts,
-            started: now,
-            hedge: true,
-            delay_before: Duration::ZERO,
-            span: self.observer.hedge_span(self.attempts, &request),
-        };
+        self.record.observer.hedge_sent(policy, self.attempts);
+        let span = self.record.observer.hedge_span(self.attempts, &request);
+        let slot = Slot::hedge(self.attempts, now, span);
         Some((request, slot))
     }
 
@@ -311,37 +248,32 @@ impl RetryState {
     /// The current attempt's answer (not a transient failure) ended its race: counted when
     /// it is a hedge's.
     pub(crate) fn won_race(&self) {
-        if self.hedge {
-            self.observer.hedge_won(self.policy.name());
+        if self.record.current.hedge {
+            self.record.observer.hedge_won(self.policy.name());
         }
     }
 
     /// The attempt of `slot` lost its race: it was cancelled when another answered first.
     pub(crate) fn cancelled(&mut self, slot: Slot) {
-        let current = self.take_slot();
-        self.put_slot(slot);
-        let now = Instant::now();
-        let duration = now.duration_since(self.attempt_started);
-        self.observer.attempt_cancelled();
-        self.history.push(Attempt {
-            number: self.number,
-            started_after: self.attempt_started.duration_since(self.clock.started()),
-            duration,
-            delay_before: self.delay_before,
-            outcome: AttemptOutcome::Cancelled,
-            class: Class::Transient,
-            delivery: Delivery::MaybeSent,
-            hedge: self.hedge,
-            resent: false,
-        });
-        self.put_slot(current);
+        self.record.cancelled(slot, self.clock.started());
+    }
+
+    /// Takes the current attempt out, to run in a [race](crate::hedge) beside its hedges;
+    /// [`put_slot`](Self::put_slot) makes it current again when it ends.
+    pub(crate) fn take_slot(&mut self) -> Slot {
+        self.record.take_slot()
+    }
+
+    /// Makes the attempt of `slot` the current one (see [`Record::put_slot`]).
+    pub(crate) fn put_slot(&mut self, slot: Slot) {
+        self.record.put_slot(slot);
     }
 
     /// Starts the call's spans. Called where the call is first polled, so they belong to the
     /// subscriber and the span the caller runs it in.
     pub(crate) fn watch(&mut self) {
-        if let Some(request) = &self.request {
-            self.observer = Observer::new(request, self.policy.name());
+        if let Some(request) = self.custody.parked() {
+            self.record.observer = Observer::new(request, self.policy.name());
         }
     }
 
@@ -351,76 +283,57 @@ impl RetryState {
     /// policy adds them, the copy for a retry, and the time budget (the deadline, or the
     /// request's own timeout if shorter) in the request's timeout, where the attempt timeout
     /// finds it.
-    pub(crate) fn begin(&mut self) -> Result<(), Error> {
-        let Some(request) = &mut self.request else {
-            return Err(Error::invalid_config("call begun twice"));
-        };
+    pub(crate) fn begin(&mut self) -> Result<Parked, Error> {
         let policy = &self.policy;
-        if policy.generate_idempotency_key
-            && policy.max_attempts > 1
-            && !is_idempotent(request.method())
-            && !request.headers().contains_key(IDEMPOTENCY_KEY)
-        {
-            request.headers_mut().insert(IDEMPOTENCY_KEY, random_key());
-        }
-        self.may_repeat = policy.may_repeat(request.method(), request.headers());
-        self.may_hedge = self.may_hedge
-            && policy.hedges()
-            && (is_idempotent(request.method()) || request.headers().contains_key(IDEMPOTENCY_KEY));
         // The one copy a retrying stack cannot avoid; skipped when no retry is possible. Made
         // before the budget is set below, so it does not copy that (each retry sets its own).
-        let retries = policy.max_attempts > 1 || self.extra_allowed > 0;
         // Even a policy that never retries resends a stream the server names unprocessed
         // (`resends`): the copy is needed for that too.
-        if retries || self.may_hedge || MAX_RESENDS > 0 {
-            self.spare = copy_request(request);
-            // Only a streaming body cannot be copied: it is kept as it is sent, up to the
-            // policy's `replay_buffer`, and the copy a retry sends gets the kept body then.
-            // The call sends no hedges: a hedge goes out while the stream is still being read.
-            if self.spare.is_none()
-                && retries
-                && policy.replay_buffer() > 0
-                && let Some(body) = request.body_mut().take()
-            {
-                self.spare = copy_request(request);
-                let (sending, replay) = Replay::keep(body, policy.replay_buffer());
-                *request.body_mut() = Some(sending);
-                self.replay = Some(replay);
-                self.may_hedge = false;
-            }
-        }
+        let retries = policy.max_attempts > 1 || self.extra_allowed > 0;
+        let copy = retries || (self.may_hedge && policy.hedges()) || MAX_RESENDS > 0;
+        let Some((request, kept)) = self.custody.ready_first(policy, copy, retries) else {
+            return Err(Error::invalid_config("call begun twice"));
+        };
+        self.may_repeat = policy.may_repeat(request.method(), request.headers());
+        // A kept stream is still being read when a hedge would go out.
+        self.may_hedge = self.may_hedge
+            && !kept
+            && policy.hedges()
+            && (is_idempotent(request.method()) || request.headers().contains_key(IDEMPOTENCY_KEY));
         let budget = call_budget(request.timeout().copied(), self.own_deadline);
         if self.own_deadline.is_some() && self.budget_in_request {
             *request.timeout_mut() = budget;
         }
         self.clock = CallClock::start(budget);
-        self.attempt_started = self.clock.started();
-        self.observer.attempt_started(1, request);
-        Ok(())
+        self.record.current.started = self.clock.started();
+        self.record.observer.attempt_started(1, request);
+        Ok(parked())
     }
 
     /// When the current attempt started.
     pub(crate) fn attempt_started(&self) -> Instant {
-        self.attempt_started
+        self.record.current.started
     }
 
     /// What reports this call's spans, events and metrics.
     pub(crate) fn observer(&self) -> &Observer {
-        &self.observer
+        &self.record.observer
     }
 
     /// Whether a success of `status` ended the call at its first attempt, the common case:
     /// then it keeps no history, and reads no clock unless someone is watching.
     pub(crate) fn first_try_succeeded(&mut self, status: StatusCode) -> bool {
-        if !self.history.is_empty() {
+        if !self.record.history.is_empty() {
             return false;
         }
-        if self.observer.watching() {
+        if self.record.observer.watching() {
             let policy_name = self.policy.name();
-            let duration = self.attempt_started.elapsed();
-            self.observer
+            let duration = self.record.current.started.elapsed();
+            self.record
+                .observer
                 .attempt_ended(policy_name, Ok(status), duration);
-            self.observer
+            self.record
+                .observer
                 .call_ended(policy_name, Ok(status), self.attempts, duration);
         }
         true
@@ -437,9 +350,9 @@ impl RetryState {
         let now = self.record(result.as_ref().map(Success::status));
         let error = match result {
             Ok(mut success) => {
-                let history = RetryHistory(std::mem::take(&mut self.history));
+                let history = RetryHistory(std::mem::take(&mut self.record.history));
                 success.keep_history(history);
-                self.observer.call_ended(
+                self.record.observer.call_ended(
                     self.policy.name(),
                     Ok(success.status()),
                     self.attempts,
@@ -450,7 +363,7 @@ impl RetryState {
             Err(error) => error,
         };
         if self.resends(&error, now) {
-            return Next::Resend(self.delay_before);
+            return Next::Resend(self.record.current.delay_before);
         }
         let reason = ErrorType::of(&error);
         let retry_after = error.retry_after().is_some();
@@ -473,9 +386,14 @@ impl RetryState {
         let policy_name = self.policy.name();
         match decision {
             Ok(delay) => {
-                self.observer
-                    .retrying(policy_name, self.number, reason, retry_after, delay);
-                self.delay_before = delay;
+                self.record.observer.retrying(
+                    policy_name,
+                    self.record.current.number,
+                    reason,
+                    retry_after,
+                    delay,
+                );
+                self.record.current.delay_before = delay;
                 Next::Retry(delay)
             }
             Err((error, skip)) => {
@@ -488,9 +406,9 @@ impl RetryState {
                     error.kind(),
                     ErrorKind::CircuitOpen | ErrorKind::RateLimited
                 );
-                self.observer.not_retried(
+                self.record.observer.not_retried(
                     policy_name,
-                    self.number,
+                    self.record.current.number,
                     reason,
                     matches!(skip, Skip::Permanent),
                     announced,
@@ -502,30 +420,8 @@ impl RetryState {
 
     /// Adds the attempt that just ended to the history; returns when it ended.
     fn record(&mut self, result: Result<StatusCode, &Error>) -> Instant {
-        let (outcome, class, delivery) = match result {
-            Ok(status) => (
-                AttemptOutcome::Status(status),
-                Class::Success,
-                Delivery::Delivered,
-            ),
-            Err(error) => (error.outcome(), error.class(), error.delivery()),
-        };
-        let now = Instant::now();
-        let duration = now.duration_since(self.attempt_started);
-        self.observer
-            .attempt_ended(self.policy.name(), result, duration);
-        self.history.push(Attempt {
-            number: self.number,
-            started_after: self.attempt_started.duration_since(self.clock.started()),
-            duration,
-            delay_before: self.delay_before,
-            outcome,
-            class,
-            delivery,
-            hedge: self.hedge,
-            resent: false,
-        });
-        now
+        let policy = self.policy.name();
+        self.record.ended(result, policy, self.clock.started())
     }
 
     /// Whether the attempt that just failed with `error` (at `now`, recorded last in the
@@ -559,12 +455,13 @@ impl RetryState {
             return false;
         }
         self.resent += 1;
-        if let Some(last) = self.history.last_mut() {
+        if let Some(last) = self.record.history.last_mut() {
             last.resent = true;
         }
-        self.observer
-            .resending(self.policy.name(), self.number, self.resent);
-        self.delay_before = self.resend_pause(now);
+        self.record
+            .observer
+            .resending(self.policy.name(), self.record.current.number, self.resent);
+        self.record.current.delay_before = self.resend_pause(now);
         true
     }
 
@@ -597,21 +494,21 @@ impl RetryState {
         if !self.replayable() {
             return Err(self.fail(Error::not_replayable(error)));
         }
-        self.observer.retrying(
+        self.record.observer.retrying(
             self.policy.name(),
-            self.number,
+            self.record.current.number,
             ErrorType::of(&error),
             false,
             Duration::ZERO,
         );
         self.extra_used += 1;
-        self.delay_before = Duration::ZERO;
+        self.record.current.delay_before = Duration::ZERO;
         Ok(())
     }
 
     /// The attempts so far, for a hook.
     pub(crate) fn history(&self) -> &[Attempt] {
-        &self.history
+        &self.record.history
     }
 
     /// When the call must end, if it has a deadline.
@@ -637,12 +534,12 @@ impl RetryState {
 
     /// The number of the attempt about to be made or being made (1 for the first).
     pub(crate) fn attempt_number(&self) -> u32 {
-        self.number
+        self.record.current.number
     }
 
     /// Readies the request for the next attempt (see [`take_request`](Self::take_request)),
     /// with what is left of the budget as its timeout.
-    pub(crate) fn next_request(&mut self) -> Result<(), Error> {
+    pub(crate) fn next_request(&mut self) -> Result<Parked, Error> {
         self.next_request_with(None)
     }
 
@@ -651,303 +548,47 @@ impl RetryState {
     pub(crate) fn next_request_with(
         &mut self,
         header: Option<(HeaderName, HeaderValue)>,
-    ) -> Result<(), Error> {
-        let Some(request) = self.spare.take() else {
-            // Unreachable: a retry is only scheduled with a copy in hand.
-            let error = Error::new(
-                ErrorKind::BodyNotReplayable,
-                Class::Permanent,
-                Delivery::NotSent,
-            );
-            return Err(self.fail(error));
-        };
-        let mut request = request;
-        if let Some(replay) = self.replay.take() {
-            // Checked by the retry's decision: the stream went out whole.
-            let Some(body) = replay.into_body() else {
-                let error = Error::new(
-                    ErrorKind::BodyNotReplayable,
-                    Class::Permanent,
-                    Delivery::NotSent,
-                );
-                return Err(self.fail(error));
-            };
-            *request.body_mut() = Some(body);
-        }
-        if let Some((name, value)) = header {
-            request.headers_mut().insert(name, value);
-        }
+    ) -> Result<Parked, Error> {
         self.attempts += 1;
-        self.number = self.attempts;
-        self.hedge = false;
         let more = self.attempts - self.hedges - self.resent
             < self.policy.max_attempts + self.extra_allowed;
-        if more || self.resent < MAX_RESENDS || self.hedges_after().is_some() {
-            self.spare = copy_request(&request);
-        }
+        let copy_again = more || self.resent < MAX_RESENDS || self.hedges_after().is_some();
         let now = Instant::now();
-        self.time_request(&mut request, now);
-        self.attempt_started = now;
-        self.observer.attempt_started(self.attempts, &request);
-        self.request = Some(request);
-        Ok(())
+        let left = self.budget_for_request(now);
+        let request = match self.custody.next(header, copy_again) {
+            Ok(request) => request,
+            Err(error) => return Err(self.fail(error)),
+        };
+        if let Some(left) = left {
+            *request.timeout_mut() = Some(left);
+        }
+        self.record.observer.attempt_started(self.attempts, request);
+        self.record.current.number = self.attempts;
+        self.record.current.hedge = false;
+        self.record.current.started = now;
+        Ok(parked())
     }
 
-    /// Whether the request can be sent again: a copy was kept, and a streaming body kept
-    /// as it was sent went out whole within the buffer.
+    /// Whether the request can be sent again (see [`Custody::replayable`]).
     fn replayable(&self) -> bool {
-        self.spare.is_some() && self.replay.as_ref().is_none_or(Replay::whole)
+        self.custody.replayable()
     }
 
     /// The call's final error: its history, its policy, and the deadline if it ran out.
     pub(crate) fn fail(&mut self, error: Error) -> Error {
         let error = error
-            .with_history(std::mem::take(&mut self.history))
+            .with_history(std::mem::take(&mut self.record.history))
             .with_policy(self.policy.name());
         let error = match self.clock.ends() {
             Some((at, budget)) => deadline_error(error, at, budget),
             None => error,
         };
-        self.observer.call_ended(
+        self.record.observer.call_ended(
             self.policy.name(),
             Err(&error),
             self.attempts,
             self.clock.started().elapsed(),
         );
         error
-    }
-}
-
-/// A random UUID (version 4) as an `Idempotency-Key`.
-fn random_key() -> HeaderValue {
-    // The operating system's generator: keys must not be guessable or repeat across processes.
-    let mut buffer = uuid::Uuid::encode_buffer();
-    let key = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
-    // Hex digits and dashes are always a valid header value.
-    HeaderValue::from_str(key).unwrap_or_else(|_| HeaderValue::from_static("invalid-key"))
-}
-
-/// A call that ended at its deadline says so, with the whole budget as its limit, even when
-/// its last attempt timed out on its own clock (which the breaker below counted as the
-/// endpoint's failure).
-fn deadline_error(error: Error, deadline: Instant, budget: Duration) -> Error {
-    let at_deadline = error.kind() == ErrorKind::DeadlineExceeded
-        || (error.kind() == ErrorKind::AttemptTimeout
-            && Instant::now() + DEADLINE_SLACK >= deadline);
-    if at_deadline {
-        error
-            .with_kind(ErrorKind::DeadlineExceeded)
-            .with_limit(budget)
-    } else {
-        error
-    }
-}
-
-/// Why a failed attempt was not retried (the `reason` of the tracing event).
-#[derive(Clone, Copy, Debug)]
-enum Skip {
-    /// Permanent: retrying cannot help.
-    Permanent,
-    /// An outcome that ends the call (open circuit, deadline, ...); its reason is the kind.
-    Final,
-    Exhausted,
-    NonIdempotent,
-    NotReplayable,
-    RetryAfterAboveCap,
-    Deadline,
-    ScheduleEnded,
-    /// The endpoint's retry budget is spent.
-    Budget,
-}
-
-impl Skip {
-    fn as_str(self) -> &'static str {
-        match self {
-            Skip::Permanent => "permanent",
-            Skip::Final => "final",
-            Skip::Exhausted => "attempts_exhausted",
-            Skip::NonIdempotent => "non_idempotent",
-            Skip::NotReplayable => "body_not_replayable",
-            Skip::RetryAfterAboveCap => "retry_after_above_cap",
-            Skip::Deadline => "deadline",
-            Skip::ScheduleEnded => "schedule_ended",
-            Skip::Budget => "budget_exhausted",
-        }
-    }
-}
-
-/// What is known when an attempt has failed.
-struct Decision<'a> {
-    policy: &'a RetryPolicy,
-    attempts: u32,
-    may_repeat: bool,
-    replayable: bool,
-    deadline: Option<Instant>,
-    now: Instant,
-    guards: Option<&'a Guards>,
-}
-
-impl Decision<'_> {
-    /// The delay before the next attempt, or the error to return now.
-    fn decide(
-        self,
-        error: Error,
-        delays: &mut Option<Box<Delays>>,
-    ) -> Result<Duration, (Error, Skip)> {
-        if error.class() != Class::Transient {
-            return Err((error, Skip::Permanent));
-        }
-        // Retrying cannot help these, or is not ours to decide.
-        if matches!(
-            error.kind(),
-            ErrorKind::DeadlineExceeded
-                | ErrorKind::CircuitOpen
-                | ErrorKind::RateLimited
-                | ErrorKind::BulkheadFull
-                | ErrorKind::BudgetExhausted
-                | ErrorKind::BodyNotReplayable
-                | ErrorKind::InvalidConfig
-        ) {
-            return Err((error, Skip::Final));
-        }
-        if self.attempts >= self.policy.max_attempts {
-            return Err((error, Skip::Exhausted));
-        }
-        if !self.may_repeat && error.delivery() != Delivery::NotSent {
-            let error = error.with_detail(
-                "not retried: a non-idempotent request that may have been processed \
-                 (send an Idempotency-Key to make it retryable)",
-            );
-            return Err((error, Skip::NonIdempotent));
-        }
-        if !self.replayable {
-            return Err((Error::not_replayable(error), Skip::NotReplayable));
-        }
-        let delay = match error
-            .retry_after()
-            .filter(|_| error.kind() == ErrorKind::Status)
-        {
-            Some(asked) => {
-                let cap = self.policy.retry_after_cap;
-                if asked > cap {
-                    let detail = format!(
-                        "not retried: the server asked to wait {}, above the {} cap",
-                        Short(asked),
-                        Short(cap)
-                    );
-                    return Err((error.with_detail(detail), Skip::RetryAfterAboveCap));
-                }
-                if !self.ends_before_deadline(asked) {
-                    let detail = format!(
-                        "not retried: the server asked to wait {}, past the deadline",
-                        Short(asked)
-                    );
-                    return Err((error.with_detail(detail), Skip::Deadline));
-                }
-                // Spread with the other calls the endpoint's hold releases.
-                self.guards.map_or(asked, |guards| {
-                    guards.retry_after_wait(self.now, asked, self.deadline)
-                })
-            }
-            None => {
-                let delays = delays.get_or_insert_with(|| Box::new(Delays::new(self.policy)));
-                match delays.next(self.attempts) {
-                    Some(delay) => delay,
-                    None => return Err((error, Skip::ScheduleEnded)),
-                }
-            }
-        };
-        if !self.ends_before_deadline(delay) {
-            let detail = format!(
-                "the next retry, in {}, would start past the deadline",
-                Short(delay)
-            );
-            let error = error
-                .with_kind(ErrorKind::DeadlineExceeded)
-                .with_detail(detail);
-            return Err((error, Skip::Deadline));
-        }
-        // A retry the policy allows still needs the endpoint's budget: the last thing asked,
-        // so only a retry that will happen spends from it.
-        let policy = self.policy.name();
-        if self
-            .guards
-            .is_some_and(|guards| !guards.withdraw(self.now, policy))
-        {
-            return Err((error.into_budget_exhausted(), Skip::Budget));
-        }
-        Ok(delay)
-    }
-
-    fn ends_before_deadline(&self, delay: Duration) -> bool {
-        match self.deadline {
-            None => true,
-            Some(deadline) => self
-                .now
-                .checked_add(delay)
-                .is_some_and(|wake| wake < deadline),
-        }
-    }
-}
-
-/// A copy of `request` for a later attempt; `None` when its body is a stream.
-///
-/// `reqwest::Request::try_clone` writes the timeout into the copy's extensions even when there
-/// is none, which allocates a map (three allocations per call). The timeout is the only thing
-/// reqwest 0.13 keeps in a request's extensions, so copying it when set copies them all
-/// (`the_copy_matches_reqwests_own` checks this against each reqwest release we build with).
-fn copy_request(request: &reqwest::Request) -> Option<reqwest::Request> {
-    if request.body().is_some() {
-        // Only reqwest can share a body's bytes without copying them.
-        return request.try_clone();
-    }
-    let mut copy = reqwest::Request::new(request.method().clone(), request.url().clone());
-    // Most requests carry no headers of their own yet (reqwest adds its defaults when it
-    // sends): cloning an empty map and dropping the copy's own costs about 100 instructions.
-    if !request.headers().is_empty() {
-        *copy.headers_mut() = request.headers().clone();
-    }
-    *copy.version_mut() = request.version();
-    if let Some(timeout) = request.timeout() {
-        *copy.timeout_mut() = Some(*timeout);
-    }
-    Some(copy)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn keys_look_like_uuid_v4_and_differ() {
-        let a = super::random_key();
-        let b = super::random_key();
-        assert_ne!(a, b);
-        let a = a.to_str().unwrap();
-        assert_eq!(a.len(), 36);
-        assert_eq!(&a[14..15], "4");
-        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
-    }
-
-    /// `copy_request` must copy everything reqwest's `try_clone` does: a reqwest release that
-    /// keeps more per request would show up here.
-    #[test]
-    fn the_copy_matches_reqwests_own() {
-        let url = "http://u:p@127.0.0.1:8080/a?q=1".parse().unwrap();
-        let mut request = reqwest::Request::new(http::Method::PATCH, url);
-        request.headers_mut().insert("x-a", "1".parse().unwrap());
-        request.headers_mut().append("x-a", "2".parse().unwrap());
-        *request.version_mut() = http::Version::HTTP_2;
-        for timeout in [None, Some(std::time::Duration::from_millis(1500))] {
-            *request.timeout_mut() = timeout;
-            let ours = super::copy_request(&request).unwrap();
-            let theirs = request.try_clone().unwrap();
-            assert_eq!(format!("{ours:?}"), format!("{theirs:?}"));
-            assert_eq!(ours.timeout(), theirs.timeout());
-            assert_eq!(ours.version(), theirs.version());
-            assert_eq!(ours.headers(), theirs.headers());
-        }
-        let mut with_body = request.try_clone().unwrap();
-        *with_body.body_mut() = Some(reqwest::Body::from("{}"));
-        let copy = super::copy_request(&with_body).unwrap();
-        assert_eq!(copy.body().and_then(|b| b.as_bytes()), Some(&b"{}"[..]));
     }
 }

@@ -1,0 +1,176 @@
+//! Whether a failed attempt is retried, and after how long: the one decision, asked by the
+//! driver through [`RetryState::finish_attempt`](super::state::RetryState::finish_attempt).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::delays::Delays;
+use super::policy::RetryPolicy;
+use crate::classify::{Class, Delivery};
+use crate::error::{Error, ErrorKind, Short};
+use crate::overload::Guards;
+use crate::timeout::DEADLINE_SLACK;
+
+/// A call that ended at its deadline says so, with the whole budget as its limit, even when
+/// its last attempt timed out on its own clock (which the breaker below counted as the
+/// endpoint's failure).
+pub(crate) fn deadline_error(error: Error, deadline: Instant, budget: Duration) -> Error {
+    let at_deadline = error.kind() == ErrorKind::DeadlineExceeded
+        || (error.kind() == ErrorKind::AttemptTimeout
+            && Instant::now() + DEADLINE_SLACK >= deadline);
+    if at_deadline {
+        error
+            .with_kind(ErrorKind::DeadlineExceeded)
+            .with_limit(budget)
+    } else {
+        error
+    }
+}
+
+/// Why a failed attempt was not retried (the `reason` of the tracing event).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Skip {
+    /// Permanent: retrying cannot help.
+    Permanent,
+    /// An outcome that ends the call (open circuit, deadline, ...); its reason is the kind.
+    Final,
+    Exhausted,
+    NonIdempotent,
+    NotReplayable,
+    RetryAfterAboveCap,
+    Deadline,
+    ScheduleEnded,
+    /// The endpoint's retry budget is spent.
+    Budget,
+}
+
+impl Skip {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Skip::Permanent => "permanent",
+            Skip::Final => "final",
+            Skip::Exhausted => "attempts_exhausted",
+            Skip::NonIdempotent => "non_idempotent",
+            Skip::NotReplayable => "body_not_replayable",
+            Skip::RetryAfterAboveCap => "retry_after_above_cap",
+            Skip::Deadline => "deadline",
+            Skip::ScheduleEnded => "schedule_ended",
+            Skip::Budget => "budget_exhausted",
+        }
+    }
+}
+
+/// What is known when an attempt has failed.
+pub(crate) struct Decision<'a> {
+    pub(crate) policy: &'a RetryPolicy,
+    pub(crate) attempts: u32,
+    pub(crate) may_repeat: bool,
+    pub(crate) replayable: bool,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) now: Instant,
+    pub(crate) guards: Option<&'a Guards>,
+}
+
+impl Decision<'_> {
+    /// The delay before the next attempt, or the error to return now.
+    pub(crate) fn decide(
+        self,
+        error: Error,
+        delays: &mut Option<Box<Delays>>,
+    ) -> Result<Duration, (Error, Skip)> {
+        if error.class() != Class::Transient {
+            return Err((error, Skip::Permanent));
+        }
+        // Retrying cannot help these, or is not ours to decide.
+        if matches!(
+            error.kind(),
+            ErrorKind::DeadlineExceeded
+                | ErrorKind::CircuitOpen
+                | ErrorKind::RateLimited
+                | ErrorKind::BulkheadFull
+                | ErrorKind::BudgetExhausted
+                | ErrorKind::BodyNotReplayable
+                | ErrorKind::InvalidConfig
+        ) {
+            return Err((error, Skip::Final));
+        }
+        if self.attempts >= self.policy.max_attempts {
+            return Err((error, Skip::Exhausted));
+        }
+        if !self.may_repeat && error.delivery() != Delivery::NotSent {
+            let error = error.with_detail(
+                "not retried: a non-idempotent request that may have been processed \
+                 (send an Idempotency-Key to make it retryable)",
+            );
+            return Err((error, Skip::NonIdempotent));
+        }
+        if !self.replayable {
+            return Err((Error::not_replayable(error), Skip::NotReplayable));
+        }
+        let delay = match error
+            .retry_after()
+            .filter(|_| error.kind() == ErrorKind::Status)
+        {
+            Some(asked) => {
+                let cap = self.policy.retry_after_cap;
+                if asked > cap {
+                    let detail = format!(
+                        "not retried: the server asked to wait {}, above the {} cap",
+                        Short(asked),
+                        Short(cap)
+                    );
+                    return Err((error.with_detail(detail), Skip::RetryAfterAboveCap));
+                }
+                if !self.ends_before_deadline(asked) {
+                    let detail = format!(
+                        "not retried: the server asked to wait {}, past the deadline",
+                        Short(asked)
+                    );
+                    return Err((error.with_detail(detail), Skip::Deadline));
+                }
+                // Spread with the other calls the endpoint's hold releases.
+                self.guards.map_or(asked, |guards| {
+                    guards.retry_after_wait(self.now, asked, self.deadline)
+                })
+            }
+            None => {
+                let delays = delays.get_or_insert_with(|| Box::new(Delays::new(self.policy)));
+                match delays.next(self.attempts) {
+                    Some(delay) => delay,
+                    None => return Err((error, Skip::ScheduleEnded)),
+                }
+            }
+        };
+        if !self.ends_before_deadline(delay) {
+            let detail = format!(
+                "the next retry, in {}, would start past the deadline",
+                Short(delay)
+            );
+            let error = error
+                .with_kind(ErrorKind::DeadlineExceeded)
+                .with_detail(detail);
+            return Err((error, Skip::Deadline));
+        }
+        // A retry the policy allows still needs the endpoint's budget: the last thing asked,
+        // so only a retry that will happen spends from it.
+        let policy = self.policy.name();
+        if self
+            .guards
+            .is_some_and(|guards| !guards.withdraw(self.now, policy))
+        {
+            return Err((error.into_budget_exhausted(), Skip::Budget));
+        }
+        Ok(delay)
+    }
+
+    fn ends_before_deadline(&self, delay: Duration) -> bool {
+        match self.deadline {
+            None => true,
+            Some(deadline) => self
+                .now
+                .checked_add(delay)
+                .is_some_and(|wake| wake < deadline),
+        }
+    }
+}
