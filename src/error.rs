@@ -15,7 +15,7 @@ use std::time::Duration;
 use http::{HeaderMap, Method, StatusCode};
 use url::Url;
 
-use crate::classify::{Class, Delivery};
+use crate::outcome::{Class, Delivery};
 use crate::redact;
 
 /// A boxed error, as the source of an [`Error`].

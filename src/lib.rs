@@ -160,6 +160,7 @@ mod keyed;
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub mod middleware;
+mod outcome;
 pub mod outer;
 pub mod overload;
 mod pending;
@@ -182,4 +183,4 @@ pub use pending::{Pending, Reading};
 pub use read::DEFAULT_BODY_LIMIT;
 
 #[doc(no_inline)]
-pub use classify::{Class, Delivery};
+pub use outcome::{Class, Delivery};

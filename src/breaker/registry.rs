@@ -17,6 +17,7 @@ use url::{Position, Url};
 use super::config::BreakerConfig;
 use super::state::{Breaker, Permit, Verdict};
 use super::{State, WindowCounts};
+use crate::error::Error;
 use crate::keyed::{Entry, Keyed};
 
 /// The breakers of one [`CircuitBreakerLayer`](super::CircuitBreakerLayer), by endpoint key.
@@ -193,7 +194,7 @@ impl BreakerHandle {
     /// Fails with [`ErrorKind::CircuitOpen`](crate::ErrorKind::CircuitOpen) when the call may
     /// not go. A permit dropped without a verdict counts as a cancelled call.
     #[inline]
-    pub fn try_acquire(&self) -> Result<CallPermit<'_>, crate::Error> {
+    pub fn try_acquire(&self) -> Result<CallPermit<'_>, Error> {
         match self.0.admit() {
             Ok(permit) => Ok(CallPermit {
                 breaker: &self.0,

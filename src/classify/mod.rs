@@ -69,49 +69,7 @@ pub(crate) use reader::{bare_verdict, sorting};
 pub use service::Classify;
 pub(crate) use transport::{Turnover, analyze, turnover};
 
-/// What an attempt's outcome means for the caller.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Class {
-    /// The call worked.
-    Success,
-    /// The call failed in a way that trying again (later) may fix.
-    Transient,
-    /// The call failed in a way that trying again cannot fix.
-    Permanent,
-}
-
-impl fmt::Display for Class {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Class::Success => "success",
-            Class::Transient => "transient",
-            Class::Permanent => "permanent",
-        })
-    }
-}
-
-/// How far the request got: decides whether a non-idempotent request may be sent again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Delivery {
-    /// The request never reached the server (connect refused, DNS failure, `REFUSED_STREAM`):
-    /// sending it again is safe for any method.
-    NotSent,
-    /// The request may have been processed (reset after writing, timeout while waiting, an
-    /// HTTP/2 graceful `GOAWAY`: see [`retry::MAX_RESENDS`](crate::retry::MAX_RESENDS)).
-    MaybeSent,
-    /// The server answered.
-    Delivered,
-}
-
-impl fmt::Display for Delivery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Delivery::NotSent => "never sent",
-            Delivery::MaybeSent => "maybe sent",
-            Delivery::Delivered => "delivered",
-        })
-    }
-}
+pub use crate::outcome::{Class, Delivery};
 
 /// A classifier's verdict on one attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

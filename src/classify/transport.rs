@@ -8,7 +8,7 @@ use std::error::Error as StdError;
 use std::io;
 
 use super::Delivery;
-use crate::error::ErrorKind;
+use crate::error::{Error, ErrorKind};
 
 /// The facts about a transport error, before any classifier's verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,7 +111,7 @@ fn turnover_of(h2: &h2::Error) -> Option<Turnover> {
 
 /// Whether the attempt that failed with `error` was turned away by an HTTP/2 server turning
 /// its connections over (see [`Turnover`]).
-pub(crate) fn turnover(error: &crate::Error) -> Option<Turnover> {
+pub(crate) fn turnover(error: &Error) -> Option<Turnover> {
     // A cheap check first: the source chain is walked only for these.
     if error.kind() != ErrorKind::ConnectionClosed || error.delivery() == Delivery::Delivered {
         return None;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::Error;
+use crate::error::Error;
 use crate::policy::bounds;
 
 /// How a [`Fleet`](super::Fleet) reaches its Redis.

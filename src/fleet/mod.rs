@@ -137,7 +137,7 @@ pub(crate) use rate::lease_life;
 
 use std::sync::Arc;
 
-use crate::Error;
+use crate::error::Error;
 use crate::overload::RateLimitConfig;
 use crate::retry::BudgetConfig;
 use link::FleetInner;

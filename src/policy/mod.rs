@@ -69,7 +69,7 @@ macro_rules! settings {
             /// Checks every setting this policy sets against its range ([`bounds`], the same
             /// check the policy file and the layers' builders make); the error names the
             /// setting.
-            pub(crate) fn check(&self) -> Result<(), crate::Error> {
+            pub(crate) fn check(&self) -> Result<(), crate::error::Error> {
                 $($(
                     if let Some(value) = self.$field.clone() {
                         $bound.check(value).map_err(bounds::refused(stringify!($field)))?;

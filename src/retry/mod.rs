@@ -150,4 +150,4 @@ pub const RESEND_PAUSE: std::time::Duration = std::time::Duration::from_millis(2
 /// Every attempt of a call that succeeded after retries, the successful one last. Found in the
 /// response's extensions; absent when the first attempt succeeded.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RetryHistory(pub Vec<crate::Attempt>);
+pub struct RetryHistory(pub Vec<crate::error::Attempt>);
