@@ -487,7 +487,7 @@ impl Error {
         delivery: Delivery,
     ) -> Self {
         let mut err = Error::new(ErrorKind::Status, class, delivery);
-        err.0.retry_after = crate::retry::retry_after::parse(response.headers());
+        err.0.retry_after = crate::retry_after::parse(response.headers());
         err.0.url = Some(redact::url(response.url()));
         err.0.response = Some(response);
         err

@@ -169,6 +169,7 @@ mod read;
 pub mod redact;
 pub mod redirect;
 pub mod retry;
+mod retry_after;
 pub mod telemetry;
 
 #[cfg(feature = "testkit")]

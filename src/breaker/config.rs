@@ -5,28 +5,7 @@ use std::time::Duration;
 use super::State;
 use crate::error::Error;
 use crate::policy::bounds;
-
-/// Which calls the failure rate is computed over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Window {
-    /// The last `n` calls to the endpoint, whichever threads made them.
-    ///
-    /// They are kept in buckets of `b = max(1, n / 10)` calls that leave the window whole,
-    /// so the window slides `b` calls at a time and holds at most `⌈n / b⌉ × b` calls. Each
-    /// thread fills a bucket of its own (threads do not contend), so while `s` threads each
-    /// have one partly filled, the window may hold down to `n − s × (b − 1)` of the most
-    /// recent calls. Windows of up to 19 calls (`b = 1`) are exact.
-    Calls(u32),
-    /// The calls of the last `length`, kept in `buckets` buckets that expire one at a time.
-    Time {
-        /// How far back the window reaches (above zero, at most 1 hour).
-        length: Duration,
-        /// How many slices it is kept in (more: smoother expiry, more memory): 1 to 100, each
-        /// at least 1 ms long.
-        buckets: u32,
-    },
-}
+use crate::window::Window;
 
 /// A state change, as given to [`BreakerConfigBuilder::on_state_change`].
 #[derive(Clone, Debug, PartialEq, Eq)]

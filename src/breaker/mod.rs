@@ -56,14 +56,15 @@ mod service;
 pub(crate) mod state;
 mod window;
 
-pub use config::{BreakerConfig, BreakerConfigBuilder, StateChange, Window};
+pub use crate::keyed::endpoint_key;
+pub use config::{BreakerConfig, BreakerConfigBuilder, StateChange};
 pub use future::ResponseFuture;
 pub(crate) use future::error_verdict;
 pub use layer::CircuitBreakerLayer;
-pub use registry::{BreakerHandle, BreakerRegistry, CallPermit, endpoint_key};
+pub use registry::{BreakerHandle, BreakerRegistry, CallPermit};
 pub use service::CircuitBreaker;
 pub(crate) use state::Breaker;
-pub use window::WindowCounts;
+pub use window::{Window, WindowCounts};
 
 /// A breaker's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -32,9 +32,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::breaker::Window;
 use crate::policy::bounds::BUDGET_BUCKETS;
-use crate::window::{Outcomes, SUCCESS, bucket_ms};
+use crate::window::{Outcomes, SUCCESS, Window, bucket_ms};
 
 /// A retry budget: retries may add at most `ratio` of the first attempts plus
 /// `min_per_second`, over a sliding `window`; when it is empty, a transient failure is

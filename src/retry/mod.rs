@@ -108,7 +108,6 @@ mod future;
 mod layer;
 mod policy;
 mod replay;
-pub(crate) mod retry_after;
 mod service;
 pub(crate) mod state;
 
