@@ -355,6 +355,12 @@ impl Error {
         .with_detail(message)
     }
 
+    /// The error a builder returns when a setting is out of its range (`bounds.rs` says why):
+    /// `max_breakers must be at least 1 and ...`.
+    pub(crate) fn refused(name: &'static str) -> impl Fn(String) -> Self {
+        move |message| Error::invalid_config(format!("{name} {message}"))
+    }
+
     /// The error of a future of this crate polled again after it completed: one kind and one
     /// message wherever it happens.
     pub(crate) fn polled_after_completion() -> Self {

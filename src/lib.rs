@@ -73,7 +73,7 @@
 //! | whether a guard's state is this process's or the fleet's (Redis) | `Guards::new` in `overload/guards.rs`, over `overload/shared.rs`; the policy asks with `rate_limit_shared`/`retry_budget_shared`, holds are shared whenever the client has a Redis; the fleet's own rules in `fleet` (feature `redis`) |
 //! | which breaker and guards (the endpoint key) | `keyed::key_for`, [`breaker::endpoint_key`] |
 //! | which policy | `Policies::select_index` in `policy/compiled.rs`, with [`policy::Matcher`] |
-//! | a setting's range | `policy/bounds.rs`, for the builders and the file alike |
+//! | a setting's range | `bounds.rs` (on the ground floor: the configs import it), for the builders and the file alike; a setting of several numbers checks each in its own type (`bounds::Parts`) |
 //! | adding a policy setting | the `settings!` table in `policy/mod.rs` (the compiler finds every other place) |
 //! | what is secret in errors and logs | [`redact`] |
 //!
@@ -142,6 +142,7 @@ macro_rules! inner_service_accessors {
     };
 }
 
+mod bounds;
 pub mod breaker;
 mod call;
 mod caught;

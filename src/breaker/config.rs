@@ -3,8 +3,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::State;
+use crate::bounds;
 use crate::error::Error;
-use crate::policy::bounds;
 use crate::window::Window;
 
 /// A state change, as given to [`BreakerConfigBuilder::on_state_change`].
@@ -218,23 +218,23 @@ impl BreakerConfigBuilder {
         let c = self.0;
         bounds::RATE
             .check(c.failure_rate)
-            .map_err(bounds::refused("failure_rate"))?;
+            .map_err(Error::refused("failure_rate"))?;
         bounds::RATE
             .check(c.slow_call_rate)
-            .map_err(bounds::refused("slow_call_rate"))?;
+            .map_err(Error::refused("slow_call_rate"))?;
         match c.window {
             Window::Calls(calls) => {
                 bounds::WINDOW_CALLS
                     .check(calls)
-                    .map_err(bounds::refused("window (calls)"))?;
+                    .map_err(Error::refused("window (calls)"))?;
             }
             Window::Time { length, buckets } => {
-                bounds::time_window(length, buckets).map_err(bounds::refused("window"))?;
+                bounds::time_window(length, buckets).map_err(Error::refused("window"))?;
             }
         }
         bounds::MIN_CALLS
             .check(c.min_calls)
-            .map_err(bounds::refused("min_calls"))?;
+            .map_err(Error::refused("min_calls"))?;
         if let Window::Calls(calls) = c.window
             && c.min_calls > calls
         {
@@ -248,14 +248,14 @@ impl BreakerConfigBuilder {
         if let Some(duration) = c.slow_call_duration {
             bounds::SLOW_CALL_DURATION
                 .check(duration)
-                .map_err(bounds::refused("slow_call_duration"))?;
+                .map_err(Error::refused("slow_call_duration"))?;
         }
         bounds::OPEN_DURATION
             .check(c.open_duration)
-            .map_err(bounds::refused("open_duration"))?;
+            .map_err(Error::refused("open_duration"))?;
         bounds::OPEN_DURATION
             .check(c.max_open_duration)
-            .map_err(bounds::refused("max_open_duration"))?;
+            .map_err(Error::refused("max_open_duration"))?;
         if c.max_open_duration < c.open_duration {
             return Err(Error::invalid_config(
                 "max_open_duration must not be below open_duration",
@@ -263,10 +263,10 @@ impl BreakerConfigBuilder {
         }
         bounds::HALF_OPEN_PROBES
             .check(c.half_open_probes)
-            .map_err(bounds::refused("half_open_probes"))?;
+            .map_err(Error::refused("half_open_probes"))?;
         bounds::MAX_BREAKERS
             .check(c.max_breakers as u64)
-            .map_err(bounds::refused("max_breakers"))?;
+            .map_err(Error::refused("max_breakers"))?;
         Ok(c)
     }
 }

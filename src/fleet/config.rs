@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::bounds;
 use crate::error::Error;
-use crate::policy::bounds;
 
 /// How a [`Fleet`](super::Fleet) reaches its Redis.
 ///

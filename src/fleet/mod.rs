@@ -133,7 +133,7 @@ pub use config::FleetConfig;
 pub(crate) use config::check_url;
 pub use hold::SharedHold;
 pub use rate::SharedRate;
-pub(crate) use rate::lease_life;
+pub(crate) use rate::check_lease_life;
 
 use std::sync::Arc;
 
