@@ -6,8 +6,8 @@ use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::task::{Context, Poll};
 
+use crate::boxed::BoxFuture;
 use crate::error::{Error, ErrorKind};
-use crate::hook::BoxFuture;
 use crate::outcome::{Class, Delivery};
 
 /// Polls a future of user code, turning a panic into an error.

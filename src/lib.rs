@@ -143,6 +143,7 @@ macro_rules! inner_service_accessors {
 }
 
 mod bounds;
+mod boxed;
 pub mod breaker;
 mod call;
 mod caught;
