@@ -67,6 +67,7 @@ FLOORS = [
             "retry_after.rs",
             "bounds.rs",
             "boxed.rs",
+            "circuit.rs",
         ],
     ),
     ("error", ["error.rs", "caught.rs", "redirect.rs", "telemetry/"]),

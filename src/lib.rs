@@ -147,6 +147,7 @@ mod boxed;
 pub mod breaker;
 mod call;
 mod caught;
+mod circuit;
 pub mod classify;
 mod client;
 mod error;

@@ -56,6 +56,7 @@ mod service;
 pub(crate) mod state;
 mod window;
 
+pub use crate::circuit::State;
 pub use crate::keyed::endpoint_key;
 pub use config::{BreakerConfig, BreakerConfigBuilder, StateChange};
 pub use future::ResponseFuture;
@@ -65,19 +66,3 @@ pub use registry::{BreakerHandle, BreakerRegistry, CallPermit};
 pub use service::CircuitBreaker;
 pub(crate) use state::Breaker;
 pub use window::{Window, WindowCounts};
-
-/// A breaker's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum State {
-    /// Calls go through and are counted.
-    Closed,
-    /// Calls are rejected until the open duration has passed.
-    Open,
-    /// A few probe calls go through; the rest are rejected.
-    HalfOpen,
-    /// Rejecting every call, by [`BreakerHandle::force_open`].
-    ForcedOpen,
-    /// Letting every call through uncounted, by [`BreakerHandle::force_closed`].
-    ForcedClosed,
-}
