@@ -174,6 +174,13 @@ impl fmt::Display for AttemptOutcome {
     }
 }
 
+/// Every attempt of a call that succeeded after retries, the successful one last. Found in the
+/// response's extensions; absent when the first attempt succeeded. Public as
+/// `retry::RetryHistory`; beside [`Attempt`], so that what reads a body (`read/`) names it
+/// without the retry layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryHistory(pub Vec<Attempt>);
+
 /// One entry of an error's attempt history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
