@@ -138,7 +138,7 @@ pub(crate) use rate::check_lease_life;
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::overload::RateLimitConfig;
+use crate::overload::rate::RateLimitConfig;
 use crate::retry::BudgetConfig;
 use link::FleetInner;
 
