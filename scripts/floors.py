@@ -37,7 +37,8 @@ floor is an "upward arrow". Choices beyond ARCHITECTURE.md's list:
   - breaker/window.rs is the breaker's, src/window.rs the ground's;
   - lib.rs is the top: it only re-exports, so a path through the crate root (`crate::Error`)
     from below is an upward arrow;
-  - testkit and fleet are adapters (fleet: the optional Redis backend of the guards).
+  - testkit, fleet (the optional Redis backend of the guards) and resilient.rs (a client's
+    whole policy as a layer of a user's own stack) are adapters; call/ is the call's floor.
 
 Circles: strongly connected components of more than one file, each listed with whether all
 of its files lie inside one feature folder (the same folder below src/, not src/ itself).
@@ -80,9 +81,9 @@ FLOORS = [
     ("breaker", ["breaker/"]),
     ("overload", ["overload/"]),
     ("policy", ["policy/"]),
-    ("call", ["call.rs"]),
+    ("call", ["call.rs", "call/"]),
     ("client", ["client/", "pending.rs"]),
-    ("adapters", ["middleware.rs", "fleet/", "testkit/", "cli/", "probe/"]),
+    ("adapters", ["middleware.rs", "resilient.rs", "fleet/", "testkit/", "cli/", "probe/"]),
     ("root", ["lib.rs"]),
 ]
 
