@@ -12,8 +12,10 @@ pub enum State {
     Open,
     /// A few probe calls go through; the rest are rejected.
     HalfOpen,
-    /// Rejecting every call, by [`BreakerHandle::force_open`](crate::breaker::BreakerHandle::force_open).
+    /// Rejecting every call, by
+    /// [`BreakerHandle::force_open`](crate::breaker::BreakerHandle::force_open).
     ForcedOpen,
-    /// Letting every call through uncounted, by [`BreakerHandle::force_closed`](crate::breaker::BreakerHandle::force_closed).
+    /// Letting every call through uncounted, by
+    /// [`BreakerHandle::force_closed`](crate::breaker::BreakerHandle::force_closed).
     ForcedClosed,
 }

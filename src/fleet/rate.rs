@@ -145,10 +145,11 @@ pub(crate) fn lease_life(config: RateLimitConfig) -> Duration {
 
 /// Why a shared rate limit of `config` is unwise with a Redis whose calls may take up to
 /// `timeout`, if it is (the builder warns: see `EndpointPolicy::check_sharing`). Its lease
-/// ([`lease_life`]: `per / rate × max(1, ⌊burst / 2⌋)`) must live at least that long: a refill Redis answers in
-/// time could otherwise bring a lease already expired, whose slots are then granted locally,
-/// each replica on its own (at 2,000/s with burst 1 a lease lives 500 µs, about one round
-/// trip, and 99–100 % of slots were local). Says which burst, or which timeout, would do.
+/// ([`lease_life`]: `per / rate × max(1, ⌊burst / 2⌋)`) must live at least that long: a
+/// refill Redis answers in time could otherwise bring a lease already expired, whose slots
+/// are then granted locally, each replica on its own (at 2,000/s with burst 1 a lease lives
+/// 500 µs, about one round trip, and 99–100 % of slots were local). Says which burst, or
+/// which timeout, would do.
 pub(crate) fn check_lease_life(config: RateLimitConfig, timeout: Duration) -> Result<(), String> {
     let life = lease_life(config);
     if life >= timeout {
