@@ -350,7 +350,7 @@ impl Error {
         };
         match source.downcast::<reqwest::Error>() {
             Ok(source) => {
-                let analysis = crate::classify::analyze(&source);
+                let analysis = crate::transport::analyze(&source);
                 Error::from_reqwest(*source, analysis.kind, class, analysis.delivery)
             }
             Err(source) => {
@@ -700,18 +700,6 @@ impl Error {
     /// Total time from the start of the first attempt until the failure.
     pub fn elapsed(&self) -> Duration {
         Error::elapsed_of(&self.0)
-    }
-}
-
-impl From<reqwest::Error> for Error {
-    /// Sorts a bare `reqwest::Error` with the default classifier, for example one from reading a
-    /// response body after [`send`](crate::RequestBuilder::send) returned; one from the body
-    /// of a [`send_with`](crate::RequestBuilder::send_with) reader keeps the verdict of the
-    /// policy's classifier. It has no history.
-    fn from(err: reqwest::Error) -> Self {
-        let kind = crate::classify::analyze(&err).kind;
-        let verdict = crate::classify::bare_verdict(&err);
-        Error::from_reqwest(err, kind, verdict.class, verdict.delivery)
     }
 }
 

@@ -58,13 +58,13 @@
 //! |---|---|
 //! | which statuses and errors are success, transient or permanent | [`classify::DefaultClassifier`] (or your [`classify::Classifier`]); a policy's `retry_statuses` wrap it ([`classify::SharedClassifier`]) |
 //! | how a response becomes an attempt's outcome (the status error) | `classify::response_outcome` |
-//! | how a transport error is sorted, and whether it was sent | `classify::transport_error` (a transport error is never a success), `classify/transport.rs` |
+//! | how a transport error is sorted, and whether it was sent | `classify::transport_error` (a transport error is never a success); what a `reqwest::Error` is (kind, delivery), before any verdict, in `transport.rs` |
 //! | errors while reading a body (`send_buffered`, readers) | `classify::transport_error` again, through `read/body.rs` and `classify::sorting` |
 //! | errors of your tower layers and your code's panics | `classify::layer_error`, `caught.rs` |
 //! | how long an attempt may take | `timeout::attempt_limit` (capped by `timeout::call_budget`: the policy's deadline, `.deadline(d)` or the request's `.timeout()`) |
 //! | when the deadline clock starts (at the first poll) | `timeout::CallClock` |
 //! | whether to retry, and after how long | `retry/state.rs` (`Decision::decide`): class, attempts left, idempotency ([`retry::RetryPolicy::may_repeat`]), replayable body, `Retry-After` cap, deadline; backoff in `retry/backoff.rs` |
-//! | whether a stream the server never processed is resent at once (HTTP/2 `REFUSED_STREAM`, a graceful `GOAWAY`), spending no attempt | `RetryState::resends` in `retry/state.rs`, asked by `finish_attempt` on both paths, with `classify::turnover` (`classify/transport.rs`) and [`retry::MAX_RESENDS`] |
+//! | whether a stream the server never processed is resent at once (HTTP/2 `REFUSED_STREAM`, a graceful `GOAWAY`), spending no attempt | `RetryState::resends` in `retry/state.rs`, asked by `finish_attempt` on both paths, with `classify::turnover` (the source chain read in `transport.rs`) and [`retry::MAX_RESENDS`] |
 //! | what the breaker counts | `breaker::error_verdict` (transient: failure; permanent: success; the caller's deadline, hooks, streams the server never processed, and a 429 unless the policy counts it: neither) |
 //! | whether a call may go out | `Breaker::admit` in `breaker/state.rs` (the window in `window.rs`); `Guards::enter` (bulkhead) and `Guards::admit` (`Retry-After` holds, rate limit) in `overload/guards.rs`, asked in one sequence by both paths (`overload/gate.rs`) |
 //! | whether a retry may spend from the retry budget | the end of `Decision::decide` in `retry/state.rs`, with [`retry::BudgetConfig`] (`retry/budget.rs`) |
@@ -179,6 +179,7 @@ pub mod telemetry;
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 pub mod timeout;
+mod transport;
 mod window;
 
 pub use client::{Client, ClientBuilder, PolicyService, RequestBuilder};

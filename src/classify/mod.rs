@@ -50,6 +50,8 @@ use std::sync::Arc;
 
 use http::Method;
 
+use crate::error::{Error, ErrorKind};
+
 mod body;
 mod default;
 mod future;
@@ -57,7 +59,6 @@ mod layer;
 mod layer_error;
 mod reader;
 mod service;
-mod transport;
 
 pub use body::{BodyClassifier, BodyClassifierFn, body_classifier_fn};
 pub use default::DefaultClassifier;
@@ -65,11 +66,21 @@ pub use future::{ResponseFuture, TransportError};
 pub(crate) use future::{outcome, response_outcome, transport_error};
 pub use layer::ClassifyLayer;
 pub(crate) use layer_error::{is_tower_timeout, layer_error};
-pub(crate) use reader::{bare_verdict, sorting};
+pub(crate) use reader::sorting;
 pub use service::Classify;
-pub(crate) use transport::{Turnover, analyze, turnover};
 
 pub use crate::outcome::{Class, Delivery};
+pub(crate) use crate::transport::{Turnover, analyze};
+
+/// Whether the attempt that failed with `error` was turned away by an HTTP/2 server turning
+/// its connections over (see [`Turnover`]).
+pub(crate) fn turnover(error: &Error) -> Option<Turnover> {
+    // A cheap check first: the source chain is walked only for these.
+    if error.kind() != ErrorKind::ConnectionClosed || error.delivery() == Delivery::Delivered {
+        return None;
+    }
+    crate::transport::turnover_in(error)
+}
 
 /// A classifier's verdict on one attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
