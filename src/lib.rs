@@ -71,7 +71,7 @@
 //! | when a server's `Retry-After` holds its endpoint | `Guards::observe` in `overload/guards.rs` |
 //! | whether and when to send a hedge; whether a failed attempt waits for its race | `RetryState::hedges_after`, `RetryState::hedge` (with `Guards::let_hedge_out`) and `RetryState::keeps_racing` in `retry/state.rs`; the attempts in flight in `hedge/race.rs` ([`hedge`]) |
 //! | whether a guard's state is this process's or the fleet's (Redis) | `Guards::new` in `overload/guards.rs`, over `overload/shared.rs`; the policy asks with `rate_limit_shared`/`retry_budget_shared`, holds are shared whenever the client has a Redis; the fleet's own rules in `fleet` (feature `redis`) |
-//! | which breaker and guards (the endpoint key) | `keyed::key_for`, [`breaker::endpoint_key`] |
+//! | which breaker and guards (the endpoint key) | `keyed::key_for` and [`breaker::endpoint_key`], both in `keyed.rs` |
 //! | which policy | `Policies::select_index` in `policy/compiled.rs`, with [`policy::Matcher`] |
 //! | a setting's range | `bounds.rs` (on the ground floor: the configs import it), for the builders and the file alike; a setting of several numbers checks each in its own type (`bounds::Parts`) |
 //! | adding a policy setting | the `settings!` table in `policy/mod.rs` (the compiler finds every other place) |
