@@ -4,7 +4,7 @@
 //! change that agreement in one place (a 409 that means "try again" for one API, a 503 that
 //! means "never again" for another). So the outcome of each attempt is classified **once**, by
 //! the policy's [`Classifier`], and everything after it (retry, breaker, the caller) reads the
-//! verdict from the [`Error`](crate::Error) it receives. In a stack of layers that is the
+//! verdict from the [`Error`] it receives. In a stack of layers that is the
 //! [`Classify`] layer sitting directly on top of `reqwest::Client`; the client's own call runs
 //! the same functions inline, and sorts with the same classifier what the layers never see:
 //! an error while reading a body inside the attempt (`send_buffered`, a reader of yours), a
