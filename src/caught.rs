@@ -6,9 +6,9 @@ use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::task::{Context, Poll};
 
-use crate::classify::Class;
+use crate::boxed::BoxFuture;
 use crate::error::{Error, ErrorKind};
-use crate::hook::BoxFuture;
+use crate::outcome::{Class, Delivery};
 
 /// Polls a future of user code, turning a panic into an error.
 pub(crate) fn poll_caught<T: Send + 'static>(
@@ -58,6 +58,6 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
 
 /// The error of a hook (`what` names it) that failed with `message`.
 pub(crate) fn hook_failed(what: &str, message: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Hook, Class::Permanent, crate::Delivery::NotSent)
+    Error::new(ErrorKind::Hook, Class::Permanent, Delivery::NotSent)
         .with_detail(format!("{what} {message}"))
 }

@@ -15,130 +15,12 @@ use std::time::Duration;
 use http::{HeaderMap, Method, StatusCode};
 use url::Url;
 
-use crate::classify::{Class, Delivery};
+pub use crate::outcome::ErrorKind;
+use crate::outcome::{Class, Delivery};
 use crate::redact;
 
 /// A boxed error, as the source of an [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// What went wrong, for `match`.
-///
-/// New kinds may be added in minor releases, so a `match` needs a `_` arm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// One attempt took longer than the attempt timeout (head or body).
-    AttemptTimeout,
-    /// The total deadline across all attempts and backoff sleeps ran out.
-    DeadlineExceeded,
-    /// The connection could not be made (refused, DNS failure, connect timeout): the request
-    /// never reached the server.
-    Connect,
-    /// The connection was reset or closed after the request was (possibly) written.
-    ConnectionClosed,
-    /// The server answered with a status the classifier calls a failure.
-    Status,
-    /// The circuit breaker for this endpoint is open; the request was not sent.
-    CircuitOpen,
-    /// The retry budget is spent; the request was not retried.
-    BudgetExhausted,
-    /// A retry was needed but the request body is a stream that cannot be sent twice (longer
-    /// than the policy's `replay_buffer`, or not sent to its end).
-    BodyNotReplayable,
-    /// The request could not be built (invalid URL, invalid header, ...).
-    InvalidRequest,
-    /// The server's answer was not valid HTTP (for example a malformed status line).
-    InvalidResponse,
-    /// The configuration was rejected; also a future of this crate polled again after it
-    /// completed (a bug in the caller, not a failure of the request).
-    InvalidConfig,
-    /// Any other failure while sending or receiving (redirect loop, body error, ...), and an
-    /// error of yours made with [`Error::transient`] or [`Error::permanent`].
-    Transport,
-    /// The response body was longer than the policy's body limit (permanent: it will not
-    /// shrink by asking again).
-    BodyTooLarge,
-    /// The response body could not be decoded (invalid JSON for
-    /// [`json`](crate::RequestBuilder::json)); permanent, and the error keeps the status.
-    Decode,
-    /// A hook run before an attempt failed or panicked; the message names the hook (or the
-    /// request's [body factory](crate::RequestBuilder::body_with)).
-    Hook,
-    /// The endpoint is held back: the server asked to wait (`Retry-After` on a 429 or 503),
-    /// or the client's own rate limit has no slot, and the wait does not fit the deadline.
-    /// [`Error::retry_after`] says how long is left; the request was not sent.
-    RateLimited,
-    /// The endpoint's bulkhead is full: as many calls as it allows are in flight, and no
-    /// place came free within its queue timeout (or the deadline). The request was not sent.
-    BulkheadFull,
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ErrorKind::AttemptTimeout => "attempt timed out",
-            ErrorKind::DeadlineExceeded => "total deadline exceeded",
-            ErrorKind::Connect => "connect failed",
-            ErrorKind::ConnectionClosed => "connection closed",
-            ErrorKind::Status => "failure status",
-            ErrorKind::CircuitOpen => "circuit open",
-            ErrorKind::BudgetExhausted => "retry budget exhausted",
-            ErrorKind::BodyNotReplayable => "body not replayable",
-            ErrorKind::InvalidRequest => "invalid request",
-            ErrorKind::InvalidResponse => "invalid response",
-            ErrorKind::InvalidConfig => "invalid configuration",
-            ErrorKind::Transport => "transport error",
-            ErrorKind::BodyTooLarge => "response body too large",
-            ErrorKind::Decode => "response body could not be decoded",
-            ErrorKind::Hook => "attempt hook failed",
-            ErrorKind::RateLimited => "rate limited",
-            ErrorKind::BulkheadFull => "bulkhead full",
-        })
-    }
-}
-
-impl ErrorKind {
-    /// A call the client's own guards turned away: nothing of it was sent.
-    const fn is_refusal(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::CircuitOpen | ErrorKind::RateLimited | ErrorKind::BulkheadFull
-        )
-    }
-
-    /// A short, stable, machine-readable name: `timeout`, `deadline`, `connect`, `reset`,
-    /// `status`, `circuit_open`, `budget_exhausted`, `body_not_replayable`, `invalid_request`,
-    /// `invalid_response`, `invalid_config`, `transport`, `body_too_large`, `decode`, `hook`,
-    /// `rate_limited` or `bulkhead_full`.
-    ///
-    /// These are the `error_kind` values of the `probe` example and the `error.type` of
-    /// spans and metrics (where a failure status is shown as its code instead).
-    ///
-    /// ```
-    /// assert_eq!(resilient_http::ErrorKind::ConnectionClosed.as_str(), "reset");
-    /// ```
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::AttemptTimeout => "timeout",
-            ErrorKind::DeadlineExceeded => "deadline",
-            ErrorKind::Connect => "connect",
-            ErrorKind::ConnectionClosed => "reset",
-            ErrorKind::Status => "status",
-            ErrorKind::CircuitOpen => "circuit_open",
-            ErrorKind::BudgetExhausted => "budget_exhausted",
-            ErrorKind::BodyNotReplayable => "body_not_replayable",
-            ErrorKind::InvalidRequest => "invalid_request",
-            ErrorKind::InvalidResponse => "invalid_response",
-            ErrorKind::InvalidConfig => "invalid_config",
-            ErrorKind::Transport => "transport",
-            ErrorKind::BodyTooLarge => "body_too_large",
-            ErrorKind::Decode => "decode",
-            ErrorKind::Hook => "hook",
-            ErrorKind::RateLimited => "rate_limited",
-            ErrorKind::BulkheadFull => "bulkhead_full",
-        }
-    }
-}
 
 /// What one attempt came back with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +55,13 @@ impl fmt::Display for AttemptOutcome {
         }
     }
 }
+
+/// Every attempt of a call that succeeded after retries, the successful one last. Found in the
+/// response's extensions; absent when the first attempt succeeded. Public as
+/// `retry::RetryHistory`; beside [`Attempt`], so that what reads a body (`read/`) names it
+/// without the retry layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryHistory(pub Vec<Attempt>);
 
 /// One entry of an error's attempt history.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -355,6 +244,12 @@ impl Error {
         .with_detail(message)
     }
 
+    /// The error a builder returns when a setting is out of its range (`bounds.rs` says why):
+    /// `max_breakers must be at least 1 and ...`.
+    pub(crate) fn refused(name: &'static str) -> impl Fn(String) -> Self {
+        move |message| Error::invalid_config(format!("{name} {message}"))
+    }
+
     /// The error of a future of this crate polled again after it completed: one kind and one
     /// message wherever it happens.
     pub(crate) fn polled_after_completion() -> Self {
@@ -455,7 +350,7 @@ impl Error {
         };
         match source.downcast::<reqwest::Error>() {
             Ok(source) => {
-                let analysis = crate::classify::analyze(&source);
+                let analysis = crate::transport::analyze(&source);
                 Error::from_reqwest(*source, analysis.kind, class, analysis.delivery)
             }
             Err(source) => {
@@ -487,7 +382,7 @@ impl Error {
         delivery: Delivery,
     ) -> Self {
         let mut err = Error::new(ErrorKind::Status, class, delivery);
-        err.0.retry_after = crate::retry::retry_after::parse(response.headers());
+        err.0.retry_after = crate::retry_after::parse(response.headers());
         err.0.url = Some(redact::url(response.url()));
         err.0.response = Some(response);
         err
@@ -805,18 +700,6 @@ impl Error {
     /// Total time from the start of the first attempt until the failure.
     pub fn elapsed(&self) -> Duration {
         Error::elapsed_of(&self.0)
-    }
-}
-
-impl From<reqwest::Error> for Error {
-    /// Sorts a bare `reqwest::Error` with the default classifier, for example one from reading a
-    /// response body after [`send`](crate::RequestBuilder::send) returned; one from the body
-    /// of a [`send_with`](crate::RequestBuilder::send_with) reader keeps the verdict of the
-    /// policy's classifier. It has no history.
-    fn from(err: reqwest::Error) -> Self {
-        let kind = crate::classify::analyze(&err).kind;
-        let verdict = crate::classify::bare_verdict(&err);
-        Error::from_reqwest(err, kind, verdict.class, verdict.delivery)
     }
 }
 

@@ -1,5 +1,7 @@
 //! Per-endpoint state in a bounded map that readers never lock: the breakers, and the
-//! overload guards (retry budget, holds, rate limit, bulkhead), each by endpoint key.
+//! overload guards (retry budget, holds, rate limit, bulkhead), each by endpoint key; and that
+//! key ([`endpoint_key`], public as `breaker::endpoint_key`, and [`key_for`]), on the ground
+//! floor so that the breaker and the guards both build on it.
 //!
 //! Lookups happen on every call, new endpoints rarely: the map is an immutable snapshot
 //! behind an `ArcSwap`, read without a lock; adding an endpoint copies it under a writers'
@@ -19,16 +21,31 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-
-use crate::breaker::endpoint_key;
+use url::{Position, Url};
 
 /// The key of a request to `url`'s endpoint state: the policy's one key for all its requests
 /// (`breaker_key`) if it has one, else the URL's [`endpoint_key`]. The one rule for breakers
 /// and overload guards, on every path.
-pub(crate) fn key_for<'a>(key: Option<&'a str>, url: &'a url::Url) -> Cow<'a, str> {
+pub(crate) fn key_for<'a>(key: Option<&'a str>, url: &'a Url) -> Cow<'a, str> {
     match key {
         Some(key) => Cow::Borrowed(key),
         None => endpoint_key(url),
+    }
+}
+
+/// The default endpoint key of a URL: scheme, host and port, e.g. `https://api.example:8443`
+/// (a default port is left out, as in the URL). Never includes user info, path or query.
+pub fn endpoint_key(url: &Url) -> Cow<'_, str> {
+    // Both are cheap reads of positions the URL keeps; scanning the prefix for '@' was not.
+    if url.username().is_empty() && url.password().is_none() {
+        Cow::Borrowed(&url[..Position::AfterPort])
+    } else {
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        Cow::Owned(format!(
+            "{}://{}{port}",
+            url.scheme(),
+            url.host_str().unwrap_or("")
+        ))
     }
 }
 
@@ -291,5 +308,18 @@ mod tests {
             "{text}"
         );
         assert!(warnings[1].contains("map=\"two\""), "{text}");
+    }
+
+    #[test]
+    fn endpoint_keys_are_scheme_host_and_port_only() {
+        let key = |s: &str| endpoint_key(&Url::parse(s).unwrap()).into_owned();
+        assert_eq!(key("https://api.example/v1?x=1"), "https://api.example");
+        assert_eq!(key("http://api.example:8080/"), "http://api.example:8080");
+        assert_eq!(key("http://api.example:80/"), "http://api.example");
+        assert_eq!(
+            key("http://u:p%40ss@api.example:8080/x"),
+            "http://api.example:8080"
+        );
+        assert_eq!(key("http://[::1]:9000/"), "http://[::1]:9000");
     }
 }

@@ -58,22 +58,22 @@
 //! |---|---|
 //! | which statuses and errors are success, transient or permanent | [`classify::DefaultClassifier`] (or your [`classify::Classifier`]); a policy's `retry_statuses` wrap it ([`classify::SharedClassifier`]) |
 //! | how a response becomes an attempt's outcome (the status error) | `classify::response_outcome` |
-//! | how a transport error is sorted, and whether it was sent | `classify::transport_error` (a transport error is never a success), `classify/transport.rs` |
+//! | how a transport error is sorted, and whether it was sent | `classify::transport_error` (a transport error is never a success); what a `reqwest::Error` is (kind, delivery), before any verdict, in `transport.rs` |
 //! | errors while reading a body (`send_buffered`, readers) | `classify::transport_error` again, through `read/body.rs` and `classify::sorting` |
 //! | errors of your tower layers and your code's panics | `classify::layer_error`, `caught.rs` |
 //! | how long an attempt may take | `timeout::attempt_limit` (capped by `timeout::call_budget`: the policy's deadline, `.deadline(d)` or the request's `.timeout()`) |
 //! | when the deadline clock starts (at the first poll) | `timeout::CallClock` |
 //! | whether to retry, and after how long | `retry/state.rs` (`Decision::decide`): class, attempts left, idempotency ([`retry::RetryPolicy::may_repeat`]), replayable body, `Retry-After` cap, deadline; backoff in `retry/backoff.rs` |
-//! | whether a stream the server never processed is resent at once (HTTP/2 `REFUSED_STREAM`, a graceful `GOAWAY`), spending no attempt | `RetryState::resends` in `retry/state.rs`, asked by `finish_attempt` on both paths, with `classify::turnover` (`classify/transport.rs`) and [`retry::MAX_RESENDS`] |
+//! | whether a stream the server never processed is resent at once (HTTP/2 `REFUSED_STREAM`, a graceful `GOAWAY`), spending no attempt | `RetryState::resends` in `retry/state.rs`, asked by `finish_attempt` on both paths, with `classify::turnover` (the source chain read in `transport.rs`) and [`retry::MAX_RESENDS`] |
 //! | what the breaker counts | `breaker::error_verdict` (transient: failure; permanent: success; the caller's deadline, hooks, streams the server never processed, and a 429 unless the policy counts it: neither) |
 //! | whether a call may go out | `Breaker::admit` in `breaker/state.rs` (the window in `window.rs`); `Guards::enter` (bulkhead) and `Guards::admit` (`Retry-After` holds, rate limit) in `overload/guards.rs`, asked in one sequence by both paths (`overload/gate.rs`) |
 //! | whether a retry may spend from the retry budget | the end of `Decision::decide` in `retry/state.rs`, with [`retry::BudgetConfig`] (`retry/budget.rs`) |
 //! | when a server's `Retry-After` holds its endpoint | `Guards::observe` in `overload/guards.rs` |
 //! | whether and when to send a hedge; whether a failed attempt waits for its race | `RetryState::hedges_after`, `RetryState::hedge` (with `Guards::let_hedge_out`) and `RetryState::keeps_racing` in `retry/state.rs`; the attempts in flight in `hedge/race.rs` ([`hedge`]) |
 //! | whether a guard's state is this process's or the fleet's (Redis) | `Guards::new` in `overload/guards.rs`, over `overload/shared.rs`; the policy asks with `rate_limit_shared`/`retry_budget_shared`, holds are shared whenever the client has a Redis; the fleet's own rules in `fleet` (feature `redis`) |
-//! | which breaker and guards (the endpoint key) | `keyed::key_for`, [`breaker::endpoint_key`] |
+//! | which breaker and guards (the endpoint key) | `keyed::key_for` and [`breaker::endpoint_key`], both in `keyed.rs` |
 //! | which policy | `Policies::select_index` in `policy/compiled.rs`, with [`policy::Matcher`] |
-//! | a setting's range | `policy/bounds.rs`, for the builders and the file alike |
+//! | a setting's range | `bounds.rs` (on the ground floor: the configs import it), for the builders and the file alike; a setting of several numbers checks each in its own type (`bounds::Parts`) |
 //! | adding a policy setting | the `settings!` table in `policy/mod.rs` (the compiler finds every other place) |
 //! | what is secret in errors and logs | [`redact`] |
 //!
@@ -142,9 +142,12 @@ macro_rules! inner_service_accessors {
     };
 }
 
+mod bounds;
+mod boxed;
 pub mod breaker;
 mod call;
 mod caught;
+mod circuit;
 pub mod classify;
 mod client;
 mod error;
@@ -160,6 +163,7 @@ mod keyed;
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub mod middleware;
+mod outcome;
 pub mod outer;
 pub mod overload;
 mod pending;
@@ -169,12 +173,14 @@ pub mod redact;
 pub mod redirect;
 pub mod resilient;
 pub mod retry;
+mod retry_after;
 pub mod telemetry;
 
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 pub mod timeout;
+mod transport;
 mod window;
 
 pub use client::{Client, ClientBuilder, PolicyService, RequestBuilder};
@@ -184,4 +190,4 @@ pub use read::DEFAULT_BODY_LIMIT;
 pub use resilient::ResilientLayer;
 
 #[doc(no_inline)]
-pub use classify::{Class, Delivery};
+pub use outcome::{Class, Delivery};

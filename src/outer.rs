@@ -33,10 +33,10 @@ use std::task::{Context, Poll};
 use http::StatusCode;
 use tower::{Service, ServiceExt};
 
-use crate::classify::{Class, Delivery};
 use crate::classify::{is_tower_timeout, layer_error};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::hook::BoxFuture;
+use crate::outcome::{Class, Delivery};
 use crate::read::Success;
 use crate::telemetry::ErrorType;
 

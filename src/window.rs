@@ -2,7 +2,8 @@
 //! sequence that all threads share. The circuit breaker keeps its calls' outcomes in one (a
 //! call or a time window, `breaker/window.rs`); the retry budget counts first attempts in
 //! another (a time window, `retry/budget.rs`, which records only successes, so each bucket's
-//! word is one 64-bit count of them).
+//! word is one 64-bit count of them). Their shape, [`Window`] (public as
+//! `breaker::Window`), is here too, on the ground floor below both.
 //!
 //! **Why striped.** One shared counter costs ~6 ns alone but ~45 ns per call once two threads
 //! write its cache line. So each thread records into a stripe of its own (chosen by a
@@ -45,7 +46,29 @@ use std::sync::atomic::{
     AtomicU32, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
 };
 
-use crate::breaker::Window;
+use std::time::Duration;
+
+/// Which calls the failure rate is computed over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Window {
+    /// The last `n` calls to the endpoint, whichever threads made them.
+    ///
+    /// They are kept in buckets of `b = max(1, n / 10)` calls that leave the window whole,
+    /// so the window slides `b` calls at a time and holds at most `⌈n / b⌉ × b` calls. Each
+    /// thread fills a bucket of its own (threads do not contend), so while `s` threads each
+    /// have one partly filled, the window may hold down to `n − s × (b − 1)` of the most
+    /// recent calls. Windows of up to 19 calls (`b = 1`) are exact.
+    Calls(u32),
+    /// The calls of the last `length`, kept in `buckets` buckets that expire one at a time.
+    Time {
+        /// How far back the window reaches (above zero, at most 1 hour).
+        length: Duration,
+        /// How many slices it is kept in (more: smoother expiry, more memory): 1 to 100, each
+        /// at least 1 ms long.
+        buckets: u32,
+    },
+}
 
 /// An outcome as recorded: bit 0 present, bit 1 failure, bit 2 slow.
 pub(crate) const SUCCESS: u8 = 0b001;
@@ -149,7 +172,7 @@ pub(crate) struct Outcomes {
 /// A time window's bucket length in milliseconds: `length / buckets`, rounded up (at least
 /// 1), so the window reaches at least as far back as configured, and at most `buckets - 1`
 /// ms further. Rounded down, a 199 ms window in 100 buckets kept 100 ms.
-pub(crate) fn bucket_ms(length: std::time::Duration, buckets: u32) -> u64 {
+pub(crate) fn bucket_ms(length: Duration, buckets: u32) -> u64 {
     let length_ms = u64::try_from(length.as_millis()).unwrap_or(u64::MAX);
     length_ms.div_ceil(u64::from(buckets.max(1))).max(1)
 }

@@ -1,6 +1,6 @@
 //! Property tests over inputs the library does not control, through its public API: policy
 //! files (the loader) and request paths (the endpoint matcher). The `Retry-After` parser and
-//! the redactors are crate-private: their properties are in `src/retry/retry_after.rs` and
+//! the redactors are crate-private: their properties are in `src/retry_after.rs` and
 //! `src/redact.rs`.
 //!
 //! `cargo test --test fuzz` runs a few thousand cases per property;

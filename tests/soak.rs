@@ -18,7 +18,7 @@
 //!
 //! - A call whose attempts ran one after another (no hedge) is predicted exactly: each
 //!   attempt's outcome, class and delivery from the server's action and the documented
-//!   classification (`classify/default.rs`, `classify/transport.rs`), when the retry stops
+//!   classification (`classify/default.rs`, `transport.rs`), when the retry stops
 //!   (`Decision::decide` in `retry/state.rs`: transient failures retried up to 3 attempts,
 //!   a POST without an `Idempotency-Key` not after it may have been processed), the delay
 //!   before each retry (`Retry-After: 0` obeyed exactly, else full jitter under

@@ -3,30 +3,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::State;
+use crate::bounds;
 use crate::error::Error;
-use crate::policy::bounds;
-
-/// Which calls the failure rate is computed over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Window {
-    /// The last `n` calls to the endpoint, whichever threads made them.
-    ///
-    /// They are kept in buckets of `b = max(1, n / 10)` calls that leave the window whole,
-    /// so the window slides `b` calls at a time and holds at most `⌈n / b⌉ × b` calls. Each
-    /// thread fills a bucket of its own (threads do not contend), so while `s` threads each
-    /// have one partly filled, the window may hold down to `n − s × (b − 1)` of the most
-    /// recent calls. Windows of up to 19 calls (`b = 1`) are exact.
-    Calls(u32),
-    /// The calls of the last `length`, kept in `buckets` buckets that expire one at a time.
-    Time {
-        /// How far back the window reaches (above zero, at most 1 hour).
-        length: Duration,
-        /// How many slices it is kept in (more: smoother expiry, more memory): 1 to 100, each
-        /// at least 1 ms long.
-        buckets: u32,
-    },
-}
+use crate::window::Window;
 
 /// A state change, as given to [`BreakerConfigBuilder::on_state_change`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,23 +218,23 @@ impl BreakerConfigBuilder {
         let c = self.0;
         bounds::RATE
             .check(c.failure_rate)
-            .map_err(bounds::refused("failure_rate"))?;
+            .map_err(Error::refused("failure_rate"))?;
         bounds::RATE
             .check(c.slow_call_rate)
-            .map_err(bounds::refused("slow_call_rate"))?;
+            .map_err(Error::refused("slow_call_rate"))?;
         match c.window {
             Window::Calls(calls) => {
                 bounds::WINDOW_CALLS
                     .check(calls)
-                    .map_err(bounds::refused("window (calls)"))?;
+                    .map_err(Error::refused("window (calls)"))?;
             }
             Window::Time { length, buckets } => {
-                bounds::time_window(length, buckets).map_err(bounds::refused("window"))?;
+                bounds::time_window(length, buckets).map_err(Error::refused("window"))?;
             }
         }
         bounds::MIN_CALLS
             .check(c.min_calls)
-            .map_err(bounds::refused("min_calls"))?;
+            .map_err(Error::refused("min_calls"))?;
         if let Window::Calls(calls) = c.window
             && c.min_calls > calls
         {
@@ -269,14 +248,14 @@ impl BreakerConfigBuilder {
         if let Some(duration) = c.slow_call_duration {
             bounds::SLOW_CALL_DURATION
                 .check(duration)
-                .map_err(bounds::refused("slow_call_duration"))?;
+                .map_err(Error::refused("slow_call_duration"))?;
         }
         bounds::OPEN_DURATION
             .check(c.open_duration)
-            .map_err(bounds::refused("open_duration"))?;
+            .map_err(Error::refused("open_duration"))?;
         bounds::OPEN_DURATION
             .check(c.max_open_duration)
-            .map_err(bounds::refused("max_open_duration"))?;
+            .map_err(Error::refused("max_open_duration"))?;
         if c.max_open_duration < c.open_duration {
             return Err(Error::invalid_config(
                 "max_open_duration must not be below open_duration",
@@ -284,10 +263,10 @@ impl BreakerConfigBuilder {
         }
         bounds::HALF_OPEN_PROBES
             .check(c.half_open_probes)
-            .map_err(bounds::refused("half_open_probes"))?;
+            .map_err(Error::refused("half_open_probes"))?;
         bounds::MAX_BREAKERS
             .check(c.max_breakers as u64)
-            .map_err(bounds::refused("max_breakers"))?;
+            .map_err(Error::refused("max_breakers"))?;
         Ok(c)
     }
 }

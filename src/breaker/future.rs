@@ -10,8 +10,9 @@ use http::StatusCode;
 
 use super::BreakerConfig;
 use super::state::{Breaker, Permit, Verdict};
-use crate::classify::{Class, turnover};
+use crate::classify::turnover;
 use crate::error::{Error, ErrorKind};
+use crate::outcome::Class;
 
 pin_project! {
     /// The future of [`CircuitBreaker`](super::CircuitBreaker).

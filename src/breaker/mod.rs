@@ -56,27 +56,13 @@ mod service;
 pub(crate) mod state;
 mod window;
 
-pub use config::{BreakerConfig, BreakerConfigBuilder, StateChange, Window};
+pub use crate::circuit::State;
+pub use crate::keyed::endpoint_key;
+pub use config::{BreakerConfig, BreakerConfigBuilder, StateChange};
 pub use future::ResponseFuture;
 pub(crate) use future::error_verdict;
 pub use layer::CircuitBreakerLayer;
-pub use registry::{BreakerHandle, BreakerRegistry, CallPermit, endpoint_key};
+pub use registry::{BreakerHandle, BreakerRegistry, CallPermit};
 pub use service::CircuitBreaker;
 pub(crate) use state::Breaker;
-pub use window::WindowCounts;
-
-/// A breaker's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum State {
-    /// Calls go through and are counted.
-    Closed,
-    /// Calls are rejected until the open duration has passed.
-    Open,
-    /// A few probe calls go through; the rest are rejected.
-    HalfOpen,
-    /// Rejecting every call, by [`BreakerHandle::force_open`].
-    ForcedOpen,
-    /// Letting every call through uncounted, by [`BreakerHandle::force_closed`].
-    ForcedClosed,
-}
+pub use window::{Window, WindowCounts};

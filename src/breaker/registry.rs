@@ -8,15 +8,13 @@
 //! own to at most `max_breakers` keys over its life, and the breakers beyond share the
 //! `_OTHER` label; see the [telemetry docs](crate::telemetry).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-
-use url::{Position, Url};
 
 use super::config::BreakerConfig;
 use super::state::{Breaker, Permit, Verdict};
 use super::{State, WindowCounts};
+use crate::error::Error;
 use crate::keyed::{Entry, Keyed};
 
 /// The breakers of one [`CircuitBreakerLayer`](super::CircuitBreakerLayer), by endpoint key.
@@ -63,22 +61,6 @@ impl std::fmt::Debug for BreakerRegistry {
     }
 }
 
-/// The default endpoint key of a URL: scheme, host and port, e.g. `https://api.example:8443`
-/// (a default port is left out, as in the URL). Never includes user info, path or query.
-pub fn endpoint_key(url: &Url) -> Cow<'_, str> {
-    // Both are cheap reads of positions the URL keeps; scanning the prefix for '@' was not.
-    if url.username().is_empty() && url.password().is_none() {
-        Cow::Borrowed(&url[..Position::AfterPort])
-    } else {
-        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-        Cow::Owned(format!(
-            "{}://{}{port}",
-            url.scheme(),
-            url.host_str().unwrap_or("")
-        ))
-    }
-}
-
 impl BreakerRegistry {
     /// An empty registry whose breakers follow `config`.
     pub fn new(config: BreakerConfig) -> Self {
@@ -113,7 +95,7 @@ impl BreakerRegistry {
         &self.inner.config
     }
 
-    /// The breaker of an endpoint key (see [`endpoint_key`]), if it has one.
+    /// The breaker of an endpoint key (see [`endpoint_key`](super::endpoint_key)), if it has one.
     pub fn get(&self, key: &str) -> Option<BreakerHandle> {
         self.inner.breakers.get(key).map(BreakerHandle)
     }
@@ -193,7 +175,7 @@ impl BreakerHandle {
     /// Fails with [`ErrorKind::CircuitOpen`](crate::ErrorKind::CircuitOpen) when the call may
     /// not go. A permit dropped without a verdict counts as a cancelled call.
     #[inline]
-    pub fn try_acquire(&self) -> Result<CallPermit<'_>, crate::Error> {
+    pub fn try_acquire(&self) -> Result<CallPermit<'_>, Error> {
         match self.0.admit() {
             Ok(permit) => Ok(CallPermit {
                 breaker: &self.0,
@@ -245,23 +227,5 @@ impl Drop for CallPermit<'_> {
         if let Some(permit) = self.permit.take() {
             self.breaker.record(permit, Verdict::Ignored, None);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoint_keys_are_scheme_host_and_port_only() {
-        let key = |s: &str| endpoint_key(&Url::parse(s).unwrap()).into_owned();
-        assert_eq!(key("https://api.example/v1?x=1"), "https://api.example");
-        assert_eq!(key("http://api.example:8080/"), "http://api.example:8080");
-        assert_eq!(key("http://api.example:80/"), "http://api.example");
-        assert_eq!(
-            key("http://u:p%40ss@api.example:8080/x"),
-            "http://api.example:8080"
-        );
-        assert_eq!(key("http://[::1]:9000/"), "http://[::1]:9000");
     }
 }

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::config::BreakerConfig;
 use super::window::{FAILURE, Outcomes, SLOW, SUCCESS, WindowCounts};
 use super::{State, StateChange};
+use crate::error::Error;
 
 const STATE_BITS: u32 = 3;
 const COUNT_BITS: u32 = 10;
@@ -116,19 +117,17 @@ pub(crate) enum Rejection {
 
 impl Rejection {
     /// The error that says so, for the endpoint `key`.
-    pub(crate) fn into_error(self, key: &str) -> crate::Error {
+    pub(crate) fn into_error(self, key: &str) -> Error {
         use crate::error::Short;
         match self {
-            Rejection::Open { retry_in } => crate::Error::circuit_open(
+            Rejection::Open { retry_in } => Error::circuit_open(
                 format!("{key}: next probe in {}", Short(retry_in)),
                 Some(retry_in),
             ),
             Rejection::ProbesOut => {
-                crate::Error::circuit_open(format!("{key}: half-open, probe in flight"), None)
+                Error::circuit_open(format!("{key}: half-open, probe in flight"), None)
             }
-            Rejection::ForcedOpen => {
-                crate::Error::circuit_open(format!("{key}: forced open"), None)
-            }
+            Rejection::ForcedOpen => Error::circuit_open(format!("{key}: forced open"), None),
         }
     }
 }
@@ -293,11 +292,7 @@ impl Breaker {
     }
 
     /// The error for a call the breaker did not let through (and the event that says so).
-    pub(crate) fn rejected(
-        &self,
-        rejection: Rejection,
-        request: &reqwest::Request,
-    ) -> crate::Error {
+    pub(crate) fn rejected(&self, rejection: Rejection, request: &reqwest::Request) -> Error {
         tracing::debug!(endpoint = %self.key, "request rejected: circuit open");
         #[cfg(feature = "metrics")]
         crate::telemetry::meters::breaker_rejected(&self.key);
@@ -308,7 +303,7 @@ impl Breaker {
 
     /// What `error`, a call's failure, tells this breaker: see [`error_verdict`](super::error_verdict).
     #[inline]
-    pub(crate) fn error_verdict(&self, error: &crate::Error) -> Verdict {
+    pub(crate) fn error_verdict(&self, error: &Error) -> Verdict {
         super::error_verdict(error, &self.config)
     }
 

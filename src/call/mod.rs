@@ -25,7 +25,7 @@ use crate::error::{BoxError, Error, ErrorKind};
 
 use crate::extras::Extras;
 use crate::hedge::race::{Event, Race, Runner, answers};
-use crate::hook::{AttemptInfo, AuthRefresher, BoxFuture};
+use crate::hook::{AttemptInfo, AuthRefresher, BodyFactory, BoxFuture};
 use crate::overload::gate::{self, Gate, Waited};
 use crate::policy::{CompiledPolicy, Policies};
 use crate::read::{Buffered, Reader, Success, buffer, limited};
@@ -39,19 +39,6 @@ mod sender;
 pub(crate) use sender::{
     ClientSender, Failed, Sender, Sent, ServiceSender, SortedSender, from_layers,
 };
-
-/// Makes a request's body afresh for each attempt
-/// ([`RequestBuilder::body_with`](crate::RequestBuilder::body_with)).
-#[derive(Clone)]
-pub(crate) struct BodyFactory(
-    pub(crate) Arc<dyn Fn() -> BoxFuture<Result<reqwest::Body, Error>> + Send + Sync>,
-);
-
-impl std::fmt::Debug for BodyFactory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BodyFactory")
-    }
-}
 
 /// Which policy a call follows.
 pub(crate) enum Which {

@@ -7,8 +7,8 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use super::{Class, Classification, Classifier, analyze};
-use crate::classify::Delivery;
 use crate::error::{Attempt, BoxError, Error, ErrorKind};
+use crate::outcome::Delivery;
 
 pin_project! {
     /// The future of [`Classify`](super::Classify).

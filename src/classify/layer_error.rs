@@ -1,8 +1,8 @@
 //! The errors of users' tower layers (attempt layers, outer layers), sorted: this crate's
 //! keep their meaning, tower's timeout is a timeout, anything else is the layer's refusal.
 
-use crate::classify::Class;
 use crate::error::{BoxError, Error, ErrorKind};
+use crate::outcome::{Class, Delivery};
 
 /// The error of a user's tower layer (`what` says which): this crate's keeps its meaning,
 /// tower's timeout becomes a transient `timeout` kind, and any other is the layer's own
@@ -13,9 +13,9 @@ pub(crate) fn layer_error(error: BoxError, what: &str, timeout: ErrorKind) -> Er
         Err(error) => error,
     };
     let (kind, class, delivery) = if is_tower_timeout(&*error) {
-        (timeout, Class::Transient, crate::Delivery::MaybeSent)
+        (timeout, Class::Transient, Delivery::MaybeSent)
     } else {
-        (ErrorKind::Hook, Class::Permanent, crate::Delivery::NotSent)
+        (ErrorKind::Hook, Class::Permanent, Delivery::NotSent)
     };
     Error::new(kind, class, delivery)
         .with_detail(format!("{what} failed: {error}"))

@@ -4,7 +4,7 @@
 //! change that agreement in one place (a 409 that means "try again" for one API, a 503 that
 //! means "never again" for another). So the outcome of each attempt is classified **once**, by
 //! the policy's [`Classifier`], and everything after it (retry, breaker, the caller) reads the
-//! verdict from the [`Error`](crate::Error) it receives. In a stack of layers that is the
+//! verdict from the [`Error`] it receives. In a stack of layers that is the
 //! [`Classify`] layer sitting directly on top of `reqwest::Client`; the client's own call runs
 //! the same functions inline, and sorts with the same classifier what the layers never see:
 //! an error while reading a body inside the attempt (`send_buffered`, a reader of yours), a
@@ -50,6 +50,8 @@ use std::sync::Arc;
 
 use http::Method;
 
+use crate::error::{Error, ErrorKind};
+
 mod body;
 mod default;
 mod future;
@@ -57,7 +59,6 @@ mod layer;
 mod layer_error;
 mod reader;
 mod service;
-mod transport;
 
 pub use body::{BodyClassifier, BodyClassifierFn, body_classifier_fn};
 pub use default::DefaultClassifier;
@@ -67,52 +68,20 @@ pub use future::{ResponseFuture, TransportError};
 pub(crate) use future::{outcome, response_outcome, transport_error};
 pub use layer::ClassifyLayer;
 pub(crate) use layer_error::{is_tower_timeout, layer_error};
-pub(crate) use reader::{bare_verdict, sorting};
+pub(crate) use reader::sorting;
 pub use service::Classify;
-pub(crate) use transport::{Turnover, analyze, turnover};
 
-/// What an attempt's outcome means for the caller.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Class {
-    /// The call worked.
-    Success,
-    /// The call failed in a way that trying again (later) may fix.
-    Transient,
-    /// The call failed in a way that trying again cannot fix.
-    Permanent,
-}
+pub use crate::outcome::{Class, Delivery};
+pub(crate) use crate::transport::{Turnover, analyze};
 
-impl fmt::Display for Class {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Class::Success => "success",
-            Class::Transient => "transient",
-            Class::Permanent => "permanent",
-        })
+/// Whether the attempt that failed with `error` was turned away by an HTTP/2 server turning
+/// its connections over (see [`Turnover`]).
+pub(crate) fn turnover(error: &Error) -> Option<Turnover> {
+    // A cheap check first: the source chain is walked only for these.
+    if error.kind() != ErrorKind::ConnectionClosed || error.delivery() == Delivery::Delivered {
+        return None;
     }
-}
-
-/// How far the request got: decides whether a non-idempotent request may be sent again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Delivery {
-    /// The request never reached the server (connect refused, DNS failure, `REFUSED_STREAM`):
-    /// sending it again is safe for any method.
-    NotSent,
-    /// The request may have been processed (reset after writing, timeout while waiting, an
-    /// HTTP/2 graceful `GOAWAY`: see [`retry::MAX_RESENDS`](crate::retry::MAX_RESENDS)).
-    MaybeSent,
-    /// The server answered.
-    Delivered,
-}
-
-impl fmt::Display for Delivery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Delivery::NotSent => "never sent",
-            Delivery::MaybeSent => "maybe sent",
-            Delivery::Delivered => "delivered",
-        })
-    }
+    crate::transport::turnover_in(error)
 }
 
 /// A classifier's verdict on one attempt.

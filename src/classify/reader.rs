@@ -14,8 +14,8 @@ use std::fmt;
 use http::Method;
 
 use super::future::transport_verdict;
-use super::{Class, Classification, DefaultClassifier, SharedClassifier};
-use crate::error::BoxError;
+use super::{Class, Classification, DefaultClassifier, SharedClassifier, analyze};
+use crate::error::{BoxError, Error};
 
 /// A failure of a reader's body and the class the policy's classifier gave it. It stands in
 /// for the `reqwest::Error` it holds: same text, same sources.
@@ -54,7 +54,7 @@ pub(crate) fn sorting(
 
 /// What `From<reqwest::Error>` makes of `error`: the policy's verdict where [`sorting`] gave
 /// one (a reader's body), else the default classifier's.
-pub(crate) fn bare_verdict(error: &reqwest::Error) -> Classification {
+fn bare_verdict(error: &reqwest::Error) -> Classification {
     let default = DefaultClassifier::classify_error(error);
     let sorted = std::iter::successors(std::error::Error::source(error), |e| e.source())
         .take(32)
@@ -65,5 +65,17 @@ pub(crate) fn bare_verdict(error: &reqwest::Error) -> Classification {
             ..default
         },
         None => default,
+    }
+}
+
+impl From<reqwest::Error> for Error {
+    /// Sorts a bare `reqwest::Error` with the default classifier, for example one from reading a
+    /// response body after [`send`](crate::RequestBuilder::send) returned; one from the body
+    /// of a [`send_with`](crate::RequestBuilder::send_with) reader keeps the verdict of the
+    /// policy's classifier. It has no history.
+    fn from(err: reqwest::Error) -> Self {
+        let kind = analyze(&err).kind;
+        let verdict = bare_verdict(&err);
+        Error::from_reqwest(err, kind, verdict.class, verdict.delivery)
     }
 }

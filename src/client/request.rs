@@ -9,9 +9,9 @@ use bytes::Bytes;
 use http::Version;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::call::BodyFactory;
 use crate::classify::layer_error;
 use crate::error::{BoxError, Error, ErrorKind};
+use crate::hook::BodyFactory;
 use crate::hook::BoxFuture;
 use crate::outer::OuterService;
 use crate::pending::{Pending, Reading, State};

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::SeqCst};
 use tokio::time::Instant;
 
 use super::link::FleetInner;
-use crate::policy::bounds::BUDGET_BUCKETS;
+use crate::bounds::BUDGET_BUCKETS;
 use crate::retry::BudgetConfig;
 // `ratio` and balances in millionths of a retry, as the local budget keeps them.
 use crate::retry::{BUDGET_SCALE as SCALE, RetryBudget};

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::Error;
-use crate::policy::bounds;
+use crate::bounds;
+use crate::error::Error;
 
 /// How a [`Fleet`](super::Fleet) reaches its Redis.
 ///

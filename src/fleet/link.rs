@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::budget::BudgetShared;
 use super::config::FleetConfig;
 use super::hold::HoldShared;
-use crate::Error;
+use crate::error::Error;
 
 /// Keys per sync script: a script runs alone in Redis, so a fleet of many endpoints syncs in
 /// several short ones.

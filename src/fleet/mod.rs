@@ -133,12 +133,12 @@ pub use config::FleetConfig;
 pub(crate) use config::check_url;
 pub use hold::SharedHold;
 pub use rate::SharedRate;
-pub(crate) use rate::lease_life;
+pub(crate) use rate::check_lease_life;
 
 use std::sync::Arc;
 
-use crate::Error;
-use crate::overload::RateLimitConfig;
+use crate::error::Error;
+use crate::overload::rate::RateLimitConfig;
 use crate::retry::BudgetConfig;
 use link::FleetInner;
 

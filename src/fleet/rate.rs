@@ -9,6 +9,7 @@ use redis::Script;
 use tokio::time::Instant;
 
 use super::link::FleetInner;
+use crate::bounds;
 use crate::overload::rate::{RateLimit, RateLimitConfig};
 
 /// The most slots one lease holds.
@@ -137,9 +138,45 @@ pub(crate) struct Plan {
 
 /// How long a lease of the shared rate limit `config` lives: its [`Plan`]'s `ttl`. The one
 /// formula, which the client builder's check that a lease outlives the Redis timeout
-/// ([`bounds::shared_rate`](crate::policy::bounds::shared_rate)) asks too.
+/// ([`check_lease_life`]) asks too.
 pub(crate) fn lease_life(config: RateLimitConfig) -> Duration {
     Duration::from_micros(Plan::new(config).ttl)
+}
+
+/// Why a shared rate limit of `config` is unwise with a Redis whose calls may take up to
+/// `timeout`, if it is (the builder warns: see `EndpointPolicy::check_sharing`). Its lease
+/// ([`lease_life`]: `per / rate × max(1, ⌊burst / 2⌋)`) must live at least that long: a
+/// refill Redis answers in time could otherwise bring a lease already expired, whose slots
+/// are then granted locally, each replica on its own (at 2,000/s with burst 1 a lease lives
+/// 500 µs, about one round trip, and 99–100 % of slots were local). Says which burst, or
+/// which timeout, would do.
+pub(crate) fn check_lease_life(config: RateLimitConfig, timeout: Duration) -> Result<(), String> {
+    let life = lease_life(config);
+    if life >= timeout {
+        return Ok(());
+    }
+    // A lease grows with the burst (its reserve, half of it): the least burst that outlives
+    // the timeout, if there is one in range. A burst of 1 leases for one interval.
+    let interval = lease_life(config.burst(1)).as_nanos().max(1);
+    let reserve = timeout.as_nanos().div_ceil(interval);
+    let enough = (u32::try_from(reserve.saturating_mul(2)).ok())
+        .filter(|burst| bounds::BURST.check(*burst).is_ok())
+        .filter(|burst| lease_life(config.burst(*burst)) >= timeout);
+    let raise = enough.map_or(String::new(), |burst| {
+        format!("raise burst to at least {burst}, ")
+    });
+    Err(format!(
+        "a lease of this shared limit ({} per {}, burst {}) lives {} (per / rate × \
+         max(1, burst / 2)), less than the Redis timeout ({}): a lease could expire before \
+         Redis answers, and its slots would be granted locally, each replica on its own; \
+         {raise}lower the rate, or lower the Redis timeout to at most {}",
+        config.rate,
+        bounds::show(config.per),
+        config.burst,
+        bounds::show(life),
+        bounds::show(timeout),
+        bounds::show(life),
+    ))
 }
 
 impl Plan {

@@ -65,6 +65,8 @@
 
 use std::time::Duration;
 
+use crate::bounds;
+
 pub(crate) mod race;
 
 /// When to send a hedge, and how many: see the [module docs](self).
@@ -85,5 +87,20 @@ impl HedgeConfig {
     /// `after`.
     pub fn new(after: Duration, max: u32) -> Self {
         HedgeConfig { after, max }
+    }
+}
+
+/// Each part within its range in `bounds.rs`.
+impl bounds::Parts for HedgeConfig {
+    /// `self` if `after` and `max` are in range; else why not, naming the first one that
+    /// is not.
+    fn check_parts(self) -> Result<Self, String> {
+        bounds::HEDGE_AFTER
+            .check(self.after)
+            .map_err(|e| format!("after {e}"))?;
+        bounds::HEDGES
+            .check(self.max)
+            .map_err(|e| format!("max {e}"))?;
+        Ok(self)
     }
 }

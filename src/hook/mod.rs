@@ -16,16 +16,27 @@
 //! every attempt's request ([`ClientBuilder::attempt_layer`](crate::ClientBuilder::attempt_layer)).
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use http::HeaderValue;
 
-use crate::error::{Attempt, BoxError};
+use crate::error::{Attempt, BoxError, Error};
 
-/// A future that can be sent to another thread, boxed.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+pub use crate::boxed::BoxFuture;
+
+/// Makes a request's body afresh for each attempt
+/// ([`RequestBuilder::body_with`](crate::RequestBuilder::body_with)): user code run before
+/// every attempt, as a hook is.
+#[derive(Clone)]
+pub(crate) struct BodyFactory(
+    pub(crate) Arc<dyn Fn() -> BoxFuture<Result<reqwest::Body, Error>> + Send + Sync>,
+);
+
+impl fmt::Debug for BodyFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BodyFactory")
+    }
+}
 
 /// What a hook knows about the attempt about to be made.
 #[derive(Clone, Debug)]

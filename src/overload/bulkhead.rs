@@ -30,6 +30,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::bounds;
+
 /// One waiter, in [`Bulkhead::count`]: the waiters are counted in its upper 32 bits.
 const WAITER: u64 = 1 << 32;
 /// The places in flight, in [`Bulkhead::count`]'s lower 32 bits.
@@ -358,6 +360,21 @@ impl Drop for InLine {
             // waiter or back to the count.
             self.bulkhead.release();
         }
+    }
+}
+
+/// Each part within its range in `bounds.rs`.
+impl bounds::Parts for BulkheadConfig {
+    /// `self` if `max_in_flight` and `queue_timeout` are in range; else why not, naming the
+    /// first one that is not.
+    fn check_parts(self) -> Result<Self, String> {
+        bounds::MAX_IN_FLIGHT
+            .check(self.max_in_flight)
+            .map_err(|e| format!("max_in_flight {e}"))?;
+        bounds::QUEUE_TIMEOUT
+            .check(self.queue_timeout)
+            .map_err(|e| format!("queue_timeout {e}"))?;
+        Ok(self)
     }
 }
 

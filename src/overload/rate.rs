@@ -42,6 +42,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::bounds;
+
 /// A client-side rate limit: at most `rate` requests per `per`, in bursts of up to `burst`
 /// at once.
 ///
@@ -112,7 +114,7 @@ pub(crate) struct RateLimit {
 
 impl RateLimit {
     /// A limit with its full burst available. Values outside the ranges in
-    /// `policy/bounds.rs` are clamped into something that cannot overflow (a zero `rate` or
+    /// `bounds.rs` are clamped into something that cannot overflow (a zero `rate` or
     /// `burst` counts as 1), though the builders and the file refuse them first.
     pub(crate) fn new(config: RateLimitConfig) -> Self {
         let per = config.per.as_nanos();
@@ -237,6 +239,24 @@ pub(crate) struct Slot {
 
 fn saturate(value: u128) -> u64 {
     u64::try_from(value).unwrap_or(u64::MAX)
+}
+
+/// Each part within its range in `bounds.rs`.
+impl bounds::Parts for RateLimitConfig {
+    /// `self` if `rate`, `per` and `burst` are in range; else why not, naming the first
+    /// one that is not.
+    fn check_parts(self) -> Result<Self, String> {
+        bounds::REQUEST_RATE
+            .check(self.rate)
+            .map_err(|e| format!("rate {e}"))?;
+        bounds::RATE_PER
+            .check(self.per)
+            .map_err(|e| format!("per {e}"))?;
+        bounds::BURST
+            .check(self.burst)
+            .map_err(|e| format!("burst {e}"))?;
+        Ok(self)
+    }
 }
 
 #[cfg(test)]

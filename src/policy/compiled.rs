@@ -329,7 +329,7 @@ pub(crate) struct Overrides {
     /// Makes each attempt's body ([`RequestBuilder::body_with`](crate::RequestBuilder::body_with)):
     /// not a policy change, but the one per-request slot the builder carries; taken out
     /// before the call starts.
-    pub(crate) body: Option<crate::call::BodyFactory>,
+    pub(crate) body: Option<crate::hook::BodyFactory>,
 }
 
 /// The default policy and the endpoint rules, in order.

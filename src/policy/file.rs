@@ -14,7 +14,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::compiled::Base;
-use super::{CompiledPolicy, EndpointPolicy, Matcher, Unshared, bounds};
+use super::{CompiledPolicy, EndpointPolicy, Matcher, Unshared};
+use crate::bounds;
 use crate::error::Error;
 use crate::hedge::HedgeConfig;
 use crate::overload::{BulkheadConfig, RateLimitConfig};

@@ -29,7 +29,6 @@
 
 use std::time::Duration;
 
-pub(crate) mod bounds;
 pub(crate) mod compiled;
 #[cfg(feature = "config")]
 mod file;
@@ -42,6 +41,8 @@ pub use file::PolicyConfig;
 pub(crate) use file::{FileSource, PolicyFile};
 pub use matcher::Matcher;
 
+use crate::bounds;
+use crate::error::Error;
 use crate::retry::Jitter;
 
 /// Every setting of a policy, once: its field, its setter (unless the setter is written out
@@ -69,10 +70,10 @@ macro_rules! settings {
             /// Checks every setting this policy sets against its range ([`bounds`], the same
             /// check the policy file and the layers' builders make); the error names the
             /// setting.
-            pub(crate) fn check(&self) -> Result<(), crate::Error> {
+            pub(crate) fn check(&self) -> Result<(), Error> {
                 $($(
                     if let Some(value) = self.$field.clone() {
-                        $bound.check(value).map_err(bounds::refused(stringify!($field)))?;
+                        $bound.check(value).map_err(Error::refused(stringify!($field)))?;
                     }
                 )?)*
                 Ok(())
@@ -259,7 +260,7 @@ impl EndpointPolicy {
     /// the client's Redis, whose calls may take up to `redis_timeout` (`None`: the client has
     /// no Redis): a shared limit needs one (else an error), and a shared rate limit's lease
     /// should outlive the timeout (else a warning, `Ok(Some(..))`: see
-    /// [`bounds::shared_rate`]). Only `build` knows the Redis (a file may come before
+    /// `fleet::check_lease_life`). Only `build` knows the Redis (a file may come before
     /// `ClientBuilder::redis`), so this is checked there, for policies from the builder and
     /// from files alike, which only say where the setting was made.
     ///
@@ -289,7 +290,7 @@ impl EndpointPolicy {
         };
         #[cfg(feature = "redis")]
         if let Some(config) = self.rate_limit.filter(|_| self.shares_rate())
-            && let Err(why) = bounds::shared_rate(config, timeout)
+            && let Err(why) = crate::fleet::check_lease_life(config, timeout)
         {
             let setting = Setting::RateLimit;
             return Ok(Some(Unshared { setting, why }));

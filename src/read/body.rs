@@ -5,8 +5,9 @@ use bytes::{Bytes, BytesMut};
 use http::{Extensions, HeaderMap, Method, StatusCode, Version};
 use url::Url;
 
-use crate::classify::{Class, Classifier, SharedClassifier, sorting, transport_error};
+use crate::classify::{Classifier, SharedClassifier, sorting, transport_error};
 use crate::error::{Error, ErrorKind};
+use crate::outcome::{Class, Delivery};
 
 /// The body limit when a policy sets none: large enough for any API answer, small enough
 /// that a runaway body cannot take the process down.
@@ -91,7 +92,7 @@ fn too_large(limit: u64, status: StatusCode) -> Error {
     Error::new(
         ErrorKind::BodyTooLarge,
         Class::Permanent,
-        crate::Delivery::Delivered,
+        Delivery::Delivered,
     )
     .with_detail(format!("the body is over the {limit}-byte limit"))
     .after_response(status)

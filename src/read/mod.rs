@@ -12,9 +12,8 @@ mod body;
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::error::Error;
+use crate::error::{Error, RetryHistory};
 use crate::hook::BoxFuture;
-use crate::retry::RetryHistory;
 
 pub use body::DEFAULT_BODY_LIMIT;
 pub(crate) use body::{Buffered, buffer, limited};

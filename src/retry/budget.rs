@@ -25,16 +25,15 @@
 //! days with the shortest window, 136 years with the default) could make the budget smaller,
 //! never larger, for one window, if no retry was made in that slot meanwhile.
 //!
-//! [`BUDGET_BUCKETS`]: crate::policy::bounds::BUDGET_BUCKETS
+//! [`BUDGET_BUCKETS`]: crate::bounds::BUDGET_BUCKETS
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::breaker::Window;
-use crate::policy::bounds::BUDGET_BUCKETS;
-use crate::window::{Outcomes, SUCCESS, bucket_ms};
+use crate::bounds::{self, BUDGET_BUCKETS};
+use crate::window::{Outcomes, SUCCESS, Window, bucket_ms};
 
 /// A retry budget: retries may add at most `ratio` of the first attempts plus
 /// `min_per_second`, over a sliding `window`; when it is empty, a transient failure is
@@ -272,6 +271,24 @@ pub fn __bench_budget() -> BenchBudget {
     BenchBudget {
         budget: RetryBudget::new(BudgetConfig::default()),
         now: Instant::now(),
+    }
+}
+
+/// Each part within its range in `bounds.rs`.
+impl bounds::Parts for BudgetConfig {
+    /// `self` if `ratio`, `min_per_second` and `window` are in range; else why not, naming
+    /// the first one that is not.
+    fn check_parts(self) -> Result<Self, String> {
+        bounds::BUDGET_RATIO
+            .check(self.ratio)
+            .map_err(|e| format!("ratio {e}"))?;
+        bounds::MIN_PER_SECOND
+            .check(self.min_per_second)
+            .map_err(|e| format!("min_per_second {e}"))?;
+        bounds::BUDGET_WINDOW
+            .check(self.window)
+            .map_err(|e| format!("window {e}"))?;
+        Ok(self)
     }
 }
 

@@ -111,7 +111,6 @@ mod layer;
 mod policy;
 pub(crate) mod record;
 mod replay;
-pub(crate) mod retry_after;
 mod service;
 pub(crate) mod state;
 
@@ -125,6 +124,8 @@ pub use future::ResponseFuture;
 pub use layer::RetryLayer;
 pub use policy::{IDEMPOTENCY_KEY, RetryPolicy, RetryPolicyBuilder, is_idempotent};
 pub use service::Retry;
+
+pub use crate::error::RetryHistory;
 
 /// How many times one call sends its request again because an HTTP/2 server turned its
 /// stream away (`REFUSED_STREAM`, or a graceful `GOAWAY`), beyond the policy's attempts, and
@@ -149,8 +150,3 @@ pub const FREE_RESENDS: u32 = 3;
 /// The longest random pause before a call's second and later resends (the first goes at
 /// once): see [`MAX_RESENDS`].
 pub const RESEND_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
-
-/// Every attempt of a call that succeeded after retries, the successful one last. Found in the
-/// response's extensions; absent when the first attempt succeeded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RetryHistory(pub Vec<crate::Attempt>);

@@ -6,9 +6,9 @@ use std::time::Duration;
 use http::Method;
 
 use super::backoff::{Backoff, Jitter};
+use crate::bounds;
 use crate::error::Error;
 use crate::hedge::HedgeConfig;
-use crate::policy::bounds;
 
 /// The header that makes a non-idempotent request safe to send twice (IETF
 /// `draft-ietf-httpapi-idempotency-key-header`).
@@ -269,19 +269,19 @@ impl RetryPolicyBuilder {
             .map_err(|e| Error::invalid_config(format!("max_attempts {e} (1 means no retries)")))?;
         bounds::BACKOFF_DELAY
             .check(self.base)
-            .map_err(bounds::refused("backoff_base"))?;
+            .map_err(Error::refused("backoff_base"))?;
         bounds::BACKOFF_DELAY
             .check(self.cap)
-            .map_err(bounds::refused("backoff_cap"))?;
+            .map_err(Error::refused("backoff_cap"))?;
         bounds::BACKOFF_MULTIPLIER
             .check(self.multiplier)
-            .map_err(bounds::refused("backoff_multiplier"))?;
+            .map_err(Error::refused("backoff_multiplier"))?;
         bounds::RETRY_AFTER_CAP
             .check(policy.retry_after_cap)
-            .map_err(bounds::refused("retry_after_cap"))?;
+            .map_err(Error::refused("retry_after_cap"))?;
         bounds::REPLAY_BUFFER
             .check(policy.replay_buffer)
-            .map_err(bounds::refused("replay_buffer"))?;
+            .map_err(Error::refused("replay_buffer"))?;
         if let Some(hedge) = policy.hedge {
             bounds::HEDGE
                 .check(hedge)

@@ -9,7 +9,7 @@ use metrics::{Label, SharedString};
 
 use super::ErrorType;
 use super::overload::Guard;
-use crate::breaker::State;
+use crate::circuit::State;
 
 /// OpenTelemetry's `http.request.method`: a standard method, else `_OTHER` (bounded).
 pub(super) fn method(method: &Method) -> &'static str {

@@ -9,8 +9,8 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use url::Url;
 
 use super::{BACKSTOP_GRACE, CallClock};
-use crate::classify::{Class, Delivery};
 use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind};
+use crate::outcome::{Class, Delivery};
 
 /// The error of an attempt that had no time left, so was not sent.
 pub(crate) fn expired(request: &reqwest::Request, limit: Duration) -> Error {

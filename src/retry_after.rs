@@ -3,6 +3,8 @@
 //! A malformed value is ignored (`None`): the caller falls back to its own backoff rather than
 //! failing a request because a server sent a bad header. A date in the past means "now".
 //! Capping absurd values is the retry policy's job; this only reads what the server asked for.
+//! It sits on the ground floor: the error reads it from a response (`Error::retry_after`),
+//! and the retry policy and the holds use what the error carries.
 
 use std::time::{Duration, SystemTime};
 

@@ -2,9 +2,14 @@
 //!
 //! The builders ([`BreakerConfigBuilder`](crate::breaker::BreakerConfigBuilder),
 //! [`RetryPolicyBuilder`](crate::retry::RetryPolicyBuilder), the client builder through
-//! [`EndpointPolicy`](super::EndpointPolicy)) and the policy file all ask these ranges, so a
-//! value is accepted or refused the same way whichever way it came in; only how the refusal is
-//! located differs (a setting's name, or a file, line and key).
+//! [`EndpointPolicy`](crate::policy::EndpointPolicy)) and the policy file all ask these
+//! ranges, so a value is accepted or refused the same way whichever way it came in; only how
+//! the refusal is located differs (a setting's name, or a file, line and key).
+//!
+//! On the ground floor: the configs import their ranges, not the other way round. A setting
+//! made of several numbers (a rate limit, a bulkhead, a hedging policy, a retry budget) is
+//! checked part by part by its own type ([`Parts`]), against the ranges here; a refusal
+//! becomes an error in `error.rs` (`Error::refused`).
 //!
 //! Why maxima at all: a setting is an input, and each of these either sizes an allocation, a
 //! loop, or a timer. A window of 4 000 000 000 calls aborted the process on its first request;
@@ -145,7 +150,7 @@ pub(crate) const BURST: Count = Count {
     max: 1_000_000,
 };
 /// A rate limit's settings, each in its range.
-pub(crate) const RATE_LIMIT: RateLimits = RateLimits;
+pub(crate) const RATE_LIMIT: EachPart = EachPart;
 /// Calls at once through a bulkhead (a `u32` count, far from overflow).
 pub(crate) const MAX_IN_FLIGHT: Count = Count {
     min: 1,
@@ -157,7 +162,7 @@ pub(crate) const QUEUE_TIMEOUT: Span = Span {
     max: HOUR,
 };
 /// A bulkhead's settings, each in its range.
-pub(crate) const BULKHEAD: Bulkheads = Bulkheads;
+pub(crate) const BULKHEAD: EachPart = EachPart;
 
 /// How long an attempt goes unanswered before a hedge is sent.
 pub(crate) const HEDGE_AFTER: Span = Span {
@@ -167,14 +172,18 @@ pub(crate) const HEDGE_AFTER: Span = Span {
 /// Hedges per call: each is a whole extra request, so a few at most (0: none).
 pub(crate) const HEDGES: Count = Count { min: 0, max: 3 };
 /// A hedging policy's settings, each in its range.
-pub(crate) const HEDGE: Hedges = Hedges;
+pub(crate) const HEDGE: EachPart = EachPart;
 
-/// See [`RATE_LIMIT`].
-pub(crate) struct RateLimits;
-/// See [`HEDGE`].
-pub(crate) struct Hedges;
-/// See [`BULKHEAD`].
-pub(crate) struct Bulkheads;
+/// A setting made of several numbers, each with its range here: its type checks them (beside
+/// its fields), so that this file need not import the configs it bounds.
+pub(crate) trait Parts: Sized {
+    /// `self` if each part is in range; else why not, naming the first part that is not.
+    fn check_parts(self) -> Result<Self, String>;
+}
+
+/// The range of a setting made of [`Parts`], as the settings table names it (`within
+/// bounds::RATE_LIMIT`): each part in its own.
+pub(crate) struct EachPart;
 
 /// The share of first attempts a retry budget lets retries add: 0 (its `min_per_second`
 /// alone) to 1 (a retry per first attempt).
@@ -199,10 +208,7 @@ pub(crate) const BUDGET_WINDOW: SpanFrom = SpanFrom {
 /// A retry budget's window slides in this many steps.
 pub(crate) const BUDGET_BUCKETS: u32 = 10;
 /// A retry budget's settings, each in its range.
-pub(crate) const BUDGET: Budgets = Budgets;
-
-/// See [`BUDGET`].
-pub(crate) struct Budgets;
+pub(crate) const BUDGET: EachPart = EachPart;
 
 /// The longest a Redis call of the fleet may take: at most 10 s (a call waits for it at
 /// most once, when its rate limit's lease is refilled: seconds would be felt).
@@ -228,52 +234,6 @@ pub(crate) fn redis_prefix(prefix: &str) -> Result<(), String> {
         .check(bytes)
         .map(|_| ())
         .map_err(|why| format!("{why} bytes"))
-}
-
-/// Why a shared rate limit of `config` is unwise with a Redis whose calls may take up to
-/// `timeout`, if it is (the builder warns: see `EndpointPolicy::check_sharing`). Its lease ([`fleet::lease_life`](crate::fleet::lease_life):
-/// `per / rate × max(1, ⌊burst / 2⌋)`) must live at least that long: a refill Redis answers in
-/// time could otherwise bring a lease already expired, whose slots are then granted locally,
-/// each replica on its own (at 2,000/s with burst 1 a lease lives 500 µs, about one round
-/// trip, and 99–100 % of slots were local). Says which burst, or which timeout, would do.
-#[cfg(feature = "redis")]
-pub(crate) fn shared_rate(
-    config: crate::overload::rate::RateLimitConfig,
-    timeout: Duration,
-) -> Result<(), String> {
-    use crate::fleet::lease_life;
-
-    let life = lease_life(config);
-    if life >= timeout {
-        return Ok(());
-    }
-    // A lease grows with the burst (its reserve, half of it): the least burst that outlives
-    // the timeout, if there is one in range. A burst of 1 leases for one interval.
-    let interval = lease_life(config.burst(1)).as_nanos().max(1);
-    let reserve = timeout.as_nanos().div_ceil(interval);
-    let enough = (u32::try_from(reserve.saturating_mul(2)).ok())
-        .filter(|burst| BURST.check(*burst).is_ok())
-        .filter(|burst| lease_life(config.burst(*burst)) >= timeout);
-    let raise = enough.map_or(String::new(), |burst| {
-        format!("raise burst to at least {burst}, ")
-    });
-    Err(format!(
-        "a lease of this shared limit ({} per {}, burst {}) lives {} (per / rate × \
-         max(1, burst / 2)), less than the Redis timeout ({}): a lease could expire before \
-         Redis answers, and its slots would be granted locally, each replica on its own; \
-         {raise}lower the rate, or lower the Redis timeout to at most {}",
-        config.rate,
-        show(config.per),
-        config.burst,
-        show(life),
-        show(timeout),
-        show(life),
-    ))
-}
-
-/// The error a builder returns for a refusal: `max_breakers must be at least 1 and ...`.
-pub(crate) fn refused(name: &'static str) -> impl Fn(String) -> crate::Error {
-    move |message| crate::Error::invalid_config(format!("{name} {message}"))
 }
 
 /// "must be at least 1 and at most 100, got 0": what every refusal says, after the name.
@@ -353,7 +313,7 @@ impl Real {
 /// A duration as the policy file writes it: `1h`, `250ms`, `1day 2h` (humantime's units, so
 /// the file reads it back; written here so that builds without the `config` feature, and so
 /// without humantime, say it the same way).
-fn show(value: Duration) -> String {
+pub(crate) fn show(value: Duration) -> String {
     let (secs, nanos) = (value.as_secs(), u64::from(value.subsec_nanos()));
     let days = secs / 86_400;
     let parts = [
@@ -389,73 +349,10 @@ impl Statuses {
     }
 }
 
-impl RateLimits {
-    /// `config` if `rate`, `per` and `burst` are in range; else why not, naming the first
-    /// one that is not.
-    pub(crate) fn check(
-        &self,
-        config: crate::overload::rate::RateLimitConfig,
-    ) -> Result<crate::overload::rate::RateLimitConfig, String> {
-        REQUEST_RATE
-            .check(config.rate)
-            .map_err(|e| format!("rate {e}"))?;
-        RATE_PER.check(config.per).map_err(|e| format!("per {e}"))?;
-        BURST
-            .check(config.burst)
-            .map_err(|e| format!("burst {e}"))?;
-        Ok(config)
-    }
-}
-
-impl Hedges {
-    /// `config` if `after` and `max` are in range; else why not, naming the first one that
-    /// is not.
-    pub(crate) fn check(
-        &self,
-        config: crate::hedge::HedgeConfig,
-    ) -> Result<crate::hedge::HedgeConfig, String> {
-        HEDGE_AFTER
-            .check(config.after)
-            .map_err(|e| format!("after {e}"))?;
-        HEDGES.check(config.max).map_err(|e| format!("max {e}"))?;
-        Ok(config)
-    }
-}
-
-impl Bulkheads {
-    /// `config` if `max_in_flight` and `queue_timeout` are in range; else why not, naming the
-    /// first one that is not.
-    pub(crate) fn check(
-        &self,
-        config: crate::overload::bulkhead::BulkheadConfig,
-    ) -> Result<crate::overload::bulkhead::BulkheadConfig, String> {
-        MAX_IN_FLIGHT
-            .check(config.max_in_flight)
-            .map_err(|e| format!("max_in_flight {e}"))?;
-        QUEUE_TIMEOUT
-            .check(config.queue_timeout)
-            .map_err(|e| format!("queue_timeout {e}"))?;
-        Ok(config)
-    }
-}
-
-impl Budgets {
-    /// `config` if `ratio`, `min_per_second` and `window` are in range; else why not, naming
-    /// the first one that is not.
-    pub(crate) fn check(
-        &self,
-        config: crate::retry::BudgetConfig,
-    ) -> Result<crate::retry::BudgetConfig, String> {
-        BUDGET_RATIO
-            .check(config.ratio)
-            .map_err(|e| format!("ratio {e}"))?;
-        MIN_PER_SECOND
-            .check(config.min_per_second)
-            .map_err(|e| format!("min_per_second {e}"))?;
-        BUDGET_WINDOW
-            .check(config.window)
-            .map_err(|e| format!("window {e}"))?;
-        Ok(config)
+impl EachPart {
+    /// `value` if each of its parts is in range; else why not.
+    pub(crate) fn check<T: Parts>(&self, value: T) -> Result<T, String> {
+        value.check_parts()
     }
 }
 

@@ -1,4 +1,9 @@
-//! What a `reqwest::Error` means: which [`ErrorKind`] and how far the request got.
+//! What a `reqwest::Error` means: which [`ErrorKind`] and how far the request got, the facts
+//! before any classifier's verdict.
+//!
+//! On the error's floor, below the classifiers: the error's own constructors read a
+//! `reqwest::Error` with it (`Error::transient`, `Error::permanent`), and the classifiers
+//! (`classify/`) add their verdict to what it finds.
 //!
 //! reqwest answers `is_connect()`, `is_timeout()` and `is_builder()` itself; for resets,
 //! malformed responses and HTTP/2 stream refusals we walk the source chain down to the hyper,
@@ -7,8 +12,7 @@
 use std::error::Error as StdError;
 use std::io;
 
-use super::Delivery;
-use crate::error::ErrorKind;
+use crate::outcome::{Delivery, ErrorKind};
 
 /// The facts about a transport error, before any classifier's verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,13 +113,9 @@ fn turnover_of(h2: &h2::Error) -> Option<Turnover> {
     }
 }
 
-/// Whether the attempt that failed with `error` was turned away by an HTTP/2 server turning
-/// its connections over (see [`Turnover`]).
-pub(crate) fn turnover(error: &crate::Error) -> Option<Turnover> {
-    // A cheap check first: the source chain is walked only for these.
-    if error.kind() != ErrorKind::ConnectionClosed || error.delivery() == Delivery::Delivered {
-        return None;
-    }
+/// The HTTP/2 turnover somewhere in `error`'s source chain, if there is one (see
+/// [`Turnover`]); `classify::turnover` asks it of an error that may be one.
+pub(crate) fn turnover_in(error: &(dyn StdError + 'static)) -> Option<Turnover> {
     #[cfg(feature = "http2")]
     {
         let mut source: Option<&(dyn StdError + 'static)> = Some(error);
@@ -126,6 +126,8 @@ pub(crate) fn turnover(error: &crate::Error) -> Option<Turnover> {
             source = err.source();
         }
     }
+    #[cfg(not(feature = "http2"))]
+    let _ = error;
     None
 }
 
