@@ -93,13 +93,15 @@ ROOT = "lib.rs"
 
 
 def floor_of(rel):
+    """The floor of the longest pattern that matches `rel` (a file named on its own wins over
+    its folder)."""
+    best = None
     for index, (_, patterns) in enumerate(FLOORS):
         for pattern in patterns:
-            if pattern.endswith("/") and rel.startswith(pattern):
-                return index
-            if rel == pattern:
-                return index
-    return None
+            matches = rel == pattern or (pattern.endswith("/") and rel.startswith(pattern))
+            if matches and (best is None or len(pattern) > best[1]):
+                best = (index, len(pattern))
+    return None if best is None else best[0]
 
 
 # --- reading a file --------------------------------------------------------------------------

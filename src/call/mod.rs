@@ -23,18 +23,24 @@ use crate::caught::{call_caught, caught, hook_failed, poll_caught};
 use crate::classify::{Class, Classifier, Delivery, outcome, response_outcome};
 use crate::error::{BoxError, Error, ErrorKind};
 
+use crate::call::custody::Parked;
+use crate::call::race::{Event, Race, Runner, answers};
+use crate::call::record::Slot;
+use crate::call::state::{Next, RetryState};
 use crate::extras::Extras;
-use crate::hedge::race::{Event, Race, Runner, answers};
 use crate::hook::{AttemptInfo, AuthRefresher, BodyFactory, BoxFuture};
-use crate::overload::gate::{self, Gate, Waited};
 use crate::policy::{CompiledPolicy, Policies};
 use crate::read::{Buffered, Reader, Success, buffer, limited};
-use crate::retry::custody::Parked;
-use crate::retry::record::Slot;
-use crate::retry::state::{Next, RetryState};
 use crate::timeout::{attempt_limit, expired, timed_out};
+use gate::{Gate, Waited};
 
+mod custody;
+mod decision;
+mod gate;
+mod race;
+mod record;
 mod sender;
+mod state;
 
 pub(crate) use sender::{
     ClientSender, Failed, Sender, Sent, ServiceSender, SortedSender, from_layers,

@@ -67,8 +67,6 @@ use std::time::Duration;
 
 use crate::bounds;
 
-pub(crate) mod race;
-
 /// When to send a hedge, and how many: see the [module docs](self).
 ///
 /// Ranges: `after` above zero, at most an hour; `max` 0 (no hedging: turns off a hedge an

@@ -55,7 +55,6 @@
 //! ```
 
 pub(crate) mod bulkhead;
-pub(crate) mod gate;
 mod guards;
 mod handle;
 pub(crate) mod hold;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::backoff::Backoff;
 use super::policy::{RetryPolicy, Schedule};
 
-pub(super) enum Delays {
+pub(crate) enum Delays {
     Exponential {
         backoff: Backoff,
         rng: fastrand::Rng,
@@ -17,7 +17,7 @@ pub(super) enum Delays {
 
 impl Delays {
     /// Made on the first retry only, so calls that succeed at once pay nothing for it.
-    pub(super) fn new(policy: &RetryPolicy) -> Self {
+    pub(crate) fn new(policy: &RetryPolicy) -> Self {
         match &policy.schedule {
             Schedule::Exponential(backoff) => Delays::Exponential {
                 backoff: *backoff,
@@ -32,7 +32,7 @@ impl Delays {
     }
 
     /// The delay before retry number `retry` (1 for the first), or `None` to stop.
-    pub(super) fn next(&mut self, retry: u32) -> Option<Duration> {
+    pub(crate) fn next(&mut self, retry: u32) -> Option<Duration> {
         match self {
             Delays::Exponential {
                 backoff,

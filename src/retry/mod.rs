@@ -103,16 +103,12 @@
 
 mod backoff;
 mod budget;
-pub(crate) mod custody;
-mod decision;
-mod delays;
+pub(crate) mod delays;
 mod future;
 mod layer;
 mod policy;
-pub(crate) mod record;
-mod replay;
+pub(crate) mod replay;
 mod service;
-pub(crate) mod state;
 
 pub use self::backoff::{Backoff, Jitter};
 pub use budget::BudgetConfig;

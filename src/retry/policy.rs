@@ -31,18 +31,18 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// ```
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
-    pub(super) max_attempts: u32,
+    pub(crate) max_attempts: u32,
     pub(super) schedule: Schedule,
-    pub(super) retry_after_cap: Duration,
-    pub(super) retry_non_idempotent: bool,
-    pub(super) generate_idempotency_key: bool,
-    pub(super) seed: Option<u64>,
+    pub(crate) retry_after_cap: Duration,
+    pub(crate) retry_non_idempotent: bool,
+    pub(crate) generate_idempotency_key: bool,
+    pub(crate) seed: Option<u64>,
     /// When to send hedges; `None` (the default): never.
-    pub(super) hedge: Option<HedgeConfig>,
+    pub(crate) hedge: Option<HedgeConfig>,
     /// The most bytes of a streaming request body kept for a retry (0: none).
-    pub(super) replay_buffer: u64,
+    pub(crate) replay_buffer: u64,
     /// The endpoint policy this belongs to, for errors.
-    pub(super) policy_name: Option<std::sync::Arc<str>>,
+    pub(crate) policy_name: Option<std::sync::Arc<str>>,
 }
 
 impl Default for RetryPolicy {

@@ -13,10 +13,10 @@
 
 use http::{HeaderName, HeaderValue};
 
-use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
-use super::replay::Replay;
 use crate::classify::{Class, Delivery};
 use crate::error::{Error, ErrorKind};
+use crate::retry::replay::Replay;
+use crate::retry::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
 
 /// A request is parked for the next attempt: the only way to take it out.
 #[must_use = "a parked request goes out with `take_request`, or the call ends"]

@@ -10,13 +10,13 @@
 
 use tokio::time::sleep;
 
-use super::bulkhead::BulkheadPermit;
-use super::{Admission, Entry, Reservation};
+use super::custody::Parked;
+use super::state::RetryState;
 use crate::breaker::Breaker;
 use crate::error::Error;
 use crate::hook::BoxFuture;
-use crate::retry::custody::Parked;
-use crate::retry::state::RetryState;
+use crate::overload::bulkhead::BulkheadPermit;
+use crate::overload::{Admission, Entry, Reservation};
 
 /// What the guards make of the attempt's request.
 pub(crate) enum Gate {

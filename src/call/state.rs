@@ -10,17 +10,19 @@ use tokio::time::Instant;
 
 use super::custody::{Custody, Parked, parked};
 use super::decision::{Decision, Skip, deadline_error};
-use super::delays::Delays;
-use super::policy::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
+use super::race::answers;
 use super::record::{Record, Slot};
-use super::{FREE_RESENDS, MAX_RESENDS, RESEND_PAUSE, RetryHistory};
 use crate::breaker::Breaker;
 use crate::classify::{Turnover, turnover};
 use crate::error::{Attempt, Error, ErrorKind};
-use crate::hedge::race::answers;
 use crate::overload::Guards;
 use crate::overload::bulkhead::BulkheadPermit;
 use crate::read::Success;
+use crate::retry::delays::Delays;
+use crate::retry::{
+    FREE_RESENDS, IDEMPOTENCY_KEY, MAX_RESENDS, RESEND_PAUSE, RetryHistory, RetryPolicy,
+    is_idempotent,
+};
 use crate::telemetry::overload::Guard;
 use crate::telemetry::{ErrorType, Observer};
 use crate::timeout::{CallClock, call_budget};

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::delays::Delays;
-use super::policy::RetryPolicy;
 use crate::classify::{Class, Delivery};
 use crate::error::{Error, ErrorKind, Short};
 use crate::overload::Guards;
+use crate::retry::RetryPolicy;
+use crate::retry::delays::Delays;
 use crate::timeout::DEADLINE_SLACK;
 
 /// A call that ended at its deadline says so, with the whole budget as its limit, even when

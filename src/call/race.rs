@@ -4,7 +4,7 @@
 //! each needs of its own per attempt (`A`: the client's breaker permit, nothing for the
 //! layer, whose breaker is below it), and each asks [`RetryState`] what to do when one ends.
 //!
-//! [`RetryState`]: crate::retry::state::RetryState
+//! [`RetryState`]: crate::call::state::RetryState
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use tokio::time::{Sleep, sleep};
 
+use super::record::Slot;
+use super::state::RetryState;
 use crate::classify::Class;
 use crate::error::Error;
-use crate::retry::record::Slot;
-use crate::retry::state::RetryState;
 
 /// Whether an attempt's failure answers the call: anything but a transient failure, which
 /// waits for the others of its race.
