@@ -33,6 +33,8 @@ use crate::retry::state::{Next, RetryState, Slot};
 use crate::timeout::{attempt_limit, expired, timed_out};
 
 mod sender;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use sender::{
     ClientSender, Failed, Sender, Sent, ServiceSender, SortedSender, from_layers,
