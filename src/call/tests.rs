@@ -124,6 +124,8 @@ struct Seen {
     method: Method,
     path: String,
     headers: HeaderMap,
+    /// The body, if it is in memory.
+    body: Option<Vec<u8>>,
     /// The request's own timeout (set by the driver).
     timeout: Option<Duration>,
     /// When it was sent, from the script's start.
@@ -206,6 +208,10 @@ impl Sender for Script {
                 method: request.method().clone(),
                 path: url.path().to_owned(),
                 headers: request.headers().clone(),
+                body: request
+                    .body()
+                    .and_then(|b| b.as_bytes())
+                    .map(<[u8]>::to_vec),
                 timeout,
                 at,
                 ended: None,
@@ -1231,4 +1237,295 @@ async fn a_refused_stream_is_resent_at_once_without_spending_an_attempt() {
     assert_eq!(&at[..2], [ms(0), ms(0)]);
     assert!(at[2] <= crate::retry::RESEND_PAUSE, "{at:?}");
     assert_eq!(took, at[2]);
+}
+
+// ---------------------------------------------------------------------------------------
+// More of the sequence.
+
+#[tokio::test(start_paused = true)]
+async fn a_get_that_may_have_been_processed_is_retried() {
+    let script = Script::new([
+        fail(
+            ErrorKind::ConnectionClosed,
+            Class::Transient,
+            Delivery::MaybeSent,
+        )
+        .after(ms(5)),
+        status(200),
+    ]);
+    let policies = policies(builder());
+    let (output, took) = timed(get(&script, &policies)).await;
+    let attempts = history(assert_ok(&output, 200));
+    assert_eq!(attempts[0].delivery, Delivery::MaybeSent);
+    assert_eq!(attempts[0].duration, ms(5));
+    assert_eq!(script.sent_at(), [ms(0), ms(105)]);
+    assert_eq!(took, ms(105));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_transport_failure_is_not_retried() {
+    let script = Script::new([
+        fail(
+            ErrorKind::InvalidResponse,
+            Class::Permanent,
+            Delivery::Delivered,
+        ),
+        status(200),
+    ]);
+    let policies = policies(builder());
+    let (output, _) = timed(get(&script, &policies)).await;
+    let error = assert_error(
+        &output,
+        ErrorKind::InvalidResponse,
+        Class::Permanent,
+        Delivery::Delivered,
+    );
+    assert_eq!(error.method(), Some(&Method::GET));
+    assert_eq!(script.left(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_requests_own_timeout_bounds_the_whole_call() {
+    // 1 s attempts in a call the request bounds to 1.5 s: the retry at 1.1 s has 400 ms.
+    let script = Script::new([hang(), hang()]);
+    let policies = policies(builder().attempt_timeout(secs(1)));
+    let mut get = request(Method::GET, "/a");
+    *get.timeout_mut() = Some(ms(1500));
+    let (output, took) = timed(call_with(&script, &policies, get)).await;
+    let error = assert_error(
+        &output,
+        ErrorKind::DeadlineExceeded,
+        Class::Transient,
+        Delivery::MaybeSent,
+    );
+    assert_eq!(
+        outcomes(error.attempts()),
+        [
+            (1, err(ErrorKind::AttemptTimeout), false),
+            (2, err(ErrorKind::DeadlineExceeded), false),
+        ]
+    );
+    let timeouts: Vec<_> = script.seen().iter().map(|s| s.timeout).collect();
+    assert_eq!(timeouts, [Some(secs(1)), Some(ms(400))]);
+    assert_eq!(took, ms(1500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_body_in_memory_is_sent_again_on_a_retry() {
+    let script = Script::new([
+        fail(ErrorKind::Connect, Class::Transient, Delivery::NotSent),
+        status(200),
+    ]);
+    let policies = policies(builder());
+    let mut post = request(Method::POST, "/pay");
+    *post.body_mut() = Some(reqwest::Body::from("amount=5"));
+    let (output, _) = timed(call_with(&script, &policies, post)).await;
+    assert_ok(&output, 200);
+    let bodies: Vec<_> = script.seen().into_iter().map(|s| s.body).collect();
+    assert_eq!(
+        bodies,
+        [Some(b"amount=5".to_vec()), Some(b"amount=5".to_vec())]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_factory_makes_each_attempts_body_and_forbids_hedges() {
+    let made = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = made.clone();
+    let factory = super::BodyFactory(Arc::new(move || {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        Box::pin(async move { Ok(reqwest::Body::from(format!("body {n}"))) })
+    }));
+    let script = Script::new([status(503).after(ms(300)), status(200)]);
+    let policies = policies(hedging(1));
+    let call = get(&script, &policies).with_body(factory);
+    let (output, took) = timed(call).await;
+    assert_ok(&output, 200);
+    let bodies: Vec<_> = script.seen().into_iter().map(|s| s.body).collect();
+    assert_eq!(bodies, [Some(b"body 1".to_vec()), Some(b"body 2".to_vec())]);
+    // No hedge at 100 ms: the second request is the retry, after the first's 503 and 100 ms.
+    assert_eq!(script.sent_at(), [ms(0), ms(400)]);
+    assert_eq!(took, ms(400));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_refreshes_the_credentials_once_and_sends_again_with_them() {
+    let refresher = crate::hook::refresh_fn(|| async {
+        sleep(ms(30)).await;
+        Ok(http::HeaderValue::from_static("Bearer fresh"))
+    });
+    // One attempt allowed: the retry with new credentials is one more.
+    let script = Script::new([status(401), status(401), status(200)]);
+    let policies =
+        policies(guarded(EndpointPolicy::new().attempts(1)).refresh_auth_on_401(refresher));
+    let (output, took) = timed(get(&script, &policies)).await;
+    let error = assert_error(
+        &output,
+        ErrorKind::Status,
+        Class::Permanent,
+        Delivery::Delivered,
+    );
+    assert_eq!(error.status(), Some(StatusCode::UNAUTHORIZED));
+    assert_eq!(
+        outcomes(error.attempts()),
+        [(1, st(401), false), (2, st(401), false)]
+    );
+    let auth: Vec<_> = script
+        .seen()
+        .iter()
+        .map(|s| s.header("authorization").map(str::to_owned))
+        .collect();
+    assert_eq!(auth, [None, Some("Bearer fresh".to_owned())]);
+    assert_eq!(script.sent_at(), [ms(0), ms(30)]);
+    assert_eq!((script.left(), took), (1, ms(30)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_polled_after_its_end_says_so() {
+    let script = Script::new([status(200)]);
+    let policies = policies(builder());
+    let mut call = get(&script, &policies);
+    assert_ok(&(&mut call).await, 200);
+    let again = std::future::poll_fn(|cx| Pin::new(&mut call).poll(cx)).await;
+    assert!(again.is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// More of the guards.
+
+#[tokio::test(start_paused = true)]
+async fn calls_held_by_one_retry_after_are_released_spread_over_its_window() {
+    let policies = policies(guarded(EndpointPolicy::new().attempts(1)));
+    let script = Script::new([
+        status(429).header("retry-after", "2"),
+        status(200),
+        status(200),
+        status(200),
+    ]);
+    assert_error(
+        &get(&script, &policies).await,
+        ErrorKind::Status,
+        Class::Transient,
+        Delivery::Delivered,
+    );
+    let (a, b, c) = tokio::join!(
+        get(&script, &policies),
+        get(&script, &policies),
+        get(&script, &policies)
+    );
+    for output in [&a, &b, &c] {
+        assert_ok(output, 200);
+    }
+    // The first at the hold's end, the others within its release window (a quarter of 2 s).
+    let at = script.sent_at();
+    assert_eq!(at[1], secs(2));
+    assert!(
+        at[2..].iter().all(|&t| t >= secs(2) && t <= ms(2500)),
+        "{at:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_dropped_while_it_waits_for_its_rate_limit_slot_gives_the_slot_back() {
+    let limit = RateLimitConfig::new(1, secs(1));
+    let policies = policies(guarded(EndpointPolicy::new().rate_limit(limit)));
+    let script = Script::new([status(200), status(200)]);
+    assert_ok(&get(&script, &policies).await, 200);
+    // Waits for the slot at 1 s; dropped at 500 ms.
+    drop_after(get(&script, &policies), ms(500)).await;
+    let (output, took) = timed(get(&script, &policies)).await;
+    assert_ok(&output, 200);
+    // The slot at 1 s is free again, not taken by the dropped call: not 2 s.
+    assert_eq!(script.sent_at(), [ms(0), secs(1)]);
+    assert_eq!(took, ms(500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_is_no_breaker_failure() {
+    let script = Script::new([status(429), status(429), status(429), status(200)]);
+    let builder = builder()
+        .circuit_breaker(breaker(1))
+        .default_policy(EndpointPolicy::new().attempts(1));
+    let policies = policies(builder);
+    for _ in 0..3 {
+        let output = get(&script, &policies).await;
+        assert_error(
+            &output,
+            ErrorKind::Status,
+            Class::Transient,
+            Delivery::Delivered,
+        );
+    }
+    assert_ok(&get(&script, &policies).await, 200);
+}
+
+#[cfg(feature = "http2")]
+#[tokio::test(start_paused = true)]
+async fn a_refused_stream_is_no_breaker_failure() {
+    let script = Script::new([
+        refused_stream(),
+        refused_stream(),
+        refused_stream(),
+        status(200),
+    ]);
+    let builder = builder()
+        .circuit_breaker(breaker(1))
+        .default_policy(EndpointPolicy::new().attempts(1));
+    let policies = policies(builder);
+    let (output, _) = timed(get(&script, &policies)).await;
+    let attempts = history(assert_ok(&output, 200));
+    assert_eq!(attempts.len(), 4);
+    assert!(attempts[..3].iter().all(|a| a.resent));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_the_half_open_breaker_refuses_is_not_sent_and_the_first_goes_on() {
+    let script = Script::new([status(500), status(500), status(200).after(ms(300))]);
+    let hedged = retry().hedge(HedgeConfig::new(ms(100), 1)).build().unwrap();
+    // One probe: the hedge would be a second.
+    let policies = opened(&script, 1, hedged).await;
+    sleep(secs(5)).await;
+    let (output, took) = timed(get(&script, &policies)).await;
+    let response = assert_ok(&output, 200);
+    // Skipped, not sent: no attempt of it in the history, which a first-try success lacks.
+    assert!(history(response).is_empty());
+    assert_eq!(script.seen().len(), 3);
+    assert_eq!(took, ms(300));
+}
+
+#[tokio::test(start_paused = true)]
+async fn both_attempts_of_a_race_failing_leads_to_a_retry_after_the_backoff() {
+    let script = Script::new([
+        status(503).after(ms(200)),
+        status(503).after(ms(200)),
+        status(200),
+    ]);
+    let policies = policies(hedging(1));
+    let (output, took) = timed(get(&script, &policies)).await;
+    let attempts = history(assert_ok(&output, 200));
+    assert_eq!(
+        outcomes(&attempts),
+        [(1, st(503), false), (2, st(503), true), (3, st(200), false)]
+    );
+    // The race ends at 300 ms with the hedge's 503; the retry follows 100 ms later.
+    assert_eq!(script.sent_at(), [ms(0), ms(100), ms(400)]);
+    assert_eq!(attempts[2].delay_before, ms(100));
+    assert_eq!(took, ms(400));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_answer_ends_a_race_at_once() {
+    let script = Script::new([status(200).after(ms(500)), status(404).after(ms(50))]);
+    let policies = policies(hedging(1));
+    let (output, took) = timed(get(&script, &policies)).await;
+    let error = assert_error(
+        &output,
+        ErrorKind::Status,
+        Class::Permanent,
+        Delivery::Delivered,
+    );
+    assert_eq!(error.status(), Some(StatusCode::NOT_FOUND));
+    let seen = script.seen();
+    assert_eq!((seen[0].cancelled, seen[0].ended), (true, Some(ms(150))));
+    assert_eq!(took, ms(150));
 }
