@@ -855,8 +855,15 @@ async fn the_bulkhead_lets_queued_calls_in_first_come_first_served() {
         status(200).after(ms(100)),
         status(200).after(ms(100)),
     ]);
-    let call = |path| call_with(&script, &policies, request(Method::GET, path));
-    let (a, b, c) = tokio::join!(call("/1"), call("/2"), call("/3"));
+    // Each starts 10 ms after the one before: the order they queue in is known.
+    let call = |path, after| {
+        let call = call_with(&script, &policies, request(Method::GET, path));
+        async move {
+            sleep(after).await;
+            call.await
+        }
+    };
+    let (a, b, c) = tokio::join!(call("/1", ms(0)), call("/2", ms(10)), call("/3", ms(20)));
     for output in [&a, &b, &c] {
         assert_ok(output, 200);
     }
