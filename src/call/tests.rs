@@ -1536,3 +1536,145 @@ async fn a_permanent_answer_ends_a_race_at_once() {
     assert_eq!((seen[0].cancelled, seen[0].ended), (true, Some(ms(150))));
     assert_eq!(took, ms(150));
 }
+
+// ---------------------------------------------------------------------------------------
+// Where rules meet.
+
+#[tokio::test(start_paused = true)]
+async fn a_race_cut_by_the_deadline_ends_at_the_deadline() {
+    let script = Script::new([hang(), hang()]);
+    let policies = policies(hedging(1).total_deadline(ms(500)));
+    let (output, took) = timed(get(&script, &policies)).await;
+    let error = output.as_ref().expect_err("the call succeeded");
+    assert_eq!(error.kind(), ErrorKind::DeadlineExceeded, "{error}");
+    // The first had the whole call; the hedge, 100 ms later, what was left of it.
+    let timeouts: Vec<_> = script.seen().iter().map(|s| s.timeout).collect();
+    assert_eq!(timeouts, [Some(ms(500)), Some(ms(400))]);
+    assert_eq!(error.attempts().len(), 2);
+    assert_eq!(took, ms(500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_in_a_race_still_holds_the_endpoint() {
+    let script = Script::new([
+        status(503).header("retry-after", "1").after(ms(150)),
+        status(200).after(ms(100)),
+        status(200),
+    ]);
+    let policies = policies(hedging(1));
+    let (output, took) = timed(get(&script, &policies)).await;
+    let attempts = history(assert_ok(&output, 200));
+    assert_eq!(
+        outcomes(&attempts),
+        [(1, st(503), false), (2, st(200), true)]
+    );
+    assert_eq!(took, ms(200));
+    // The 503 at 150 ms asked for 1 s: the next call waits until 1.15 s.
+    let (output, took) = timed(get(&script, &policies)).await;
+    assert_ok(&output, 200);
+    assert_eq!(script.sent_at(), [ms(0), ms(100), ms(1150)]);
+    assert_eq!(took, ms(950));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_keeps_its_bulkhead_place_through_its_retries() {
+    let script = Script::new([status(503), status(200).after(ms(50)), status(200)]);
+    let policies = one_place();
+    let (a, (b, took)) = tokio::join!(get(&script, &policies), async {
+        sleep(ms(10)).await;
+        timed(get(&script, &policies)).await
+    });
+    assert_ok(&a, 200);
+    assert_ok(&b, 200);
+    // The first call's retry (at 100 ms, answered at 150 ms) goes before the second call.
+    assert_eq!(script.sent_at(), [ms(0), ms(100), ms(150)]);
+    assert_eq!(took, ms(140));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_bounds_a_wait_in_the_bulkhead_queue() {
+    let bulkhead = BulkheadConfig::new(1, secs(5));
+    let policies =
+        policies(guarded(EndpointPolicy::new().bulkhead(bulkhead)).total_deadline(secs(1)));
+    let script = Script::new([status(200).after(ms(900)), status(200)]);
+    let (a, (b, took)) = tokio::join!(get(&script, &policies), async {
+        sleep(ms(500)).await;
+        timed(get(&script, &policies)).await
+    });
+    assert_ok(&a, 200);
+    // The place comes free at 900 ms, within the second call's deadline (1.5 s).
+    assert_ok(&b, 200);
+    assert_eq!(took, ms(400));
+    // A call whose deadline (its request's own timeout, 300 ms) comes first leaves the queue
+    // then.
+    let script = Script::new([status(200).after(ms(900)), status(200)]);
+    let (a, (b, took)) = tokio::join!(get(&script, &policies), async {
+        sleep(ms(10)).await;
+        let mut short = request(Method::GET, "/a");
+        *short.timeout_mut() = Some(ms(300));
+        timed(call_with(&script, &policies, short)).await
+    });
+    assert_ok(&a, 200);
+    let error = assert_error(
+        &b,
+        ErrorKind::BulkheadFull,
+        Class::Transient,
+        Delivery::NotSent,
+    );
+    assert!(!error.attempts().iter().any(Attempt::went_out));
+    assert_eq!((script.left(), took), (1, ms(300)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_hooks_time_comes_out_of_the_attempts() {
+    let slow = hook_fn("slow", |request: reqwest::Request, _: AttemptInfo| async {
+        sleep(ms(300)).await;
+        Ok(request)
+    });
+    let script = Script::new([status(200)]);
+    let policies = policies(builder().total_deadline(secs(1)).before_attempt(slow));
+    let (output, took) = timed(get(&script, &policies)).await;
+    assert_ok(&output, 200);
+    let seen = script.seen();
+    assert_eq!((seen[0].at, seen[0].timeout), (ms(300), Some(ms(700))));
+    assert_eq!(took, ms(300));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hook_that_outlasts_the_deadline_ends_the_call_unsent() {
+    let stuck = hook_fn("stuck", |request: reqwest::Request, _: AttemptInfo| async {
+        sleep(secs(60)).await;
+        Ok(request)
+    });
+    let script = Script::new([status(200)]);
+    let policies = policies(builder().total_deadline(secs(1)).before_attempt(stuck));
+    let (output, took) = timed(get(&script, &policies)).await;
+    assert_error(
+        &output,
+        ErrorKind::DeadlineExceeded,
+        Class::Transient,
+        Delivery::NotSent,
+    );
+    assert_eq!((script.left(), took), (1, secs(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_hook_is_an_error_of_the_call_not_a_panic() {
+    let broken = hook_fn("broken", |_: reqwest::Request, _: AttemptInfo| async {
+        if true {
+            panic!("the hook broke");
+        }
+        Err::<reqwest::Request, BoxError>("unreachable".into())
+    });
+    let script = Script::new([status(200)]);
+    let policies = policies(builder().before_attempt(broken));
+    let (output, _) = timed(get(&script, &policies)).await;
+    let error = assert_error(
+        &output,
+        ErrorKind::Hook,
+        Class::Permanent,
+        Delivery::NotSent,
+    );
+    assert!(error.to_string().contains("broken"), "{error}");
+    assert_eq!(script.left(), 1);
+}
