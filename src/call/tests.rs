@@ -1678,3 +1678,69 @@ async fn a_panicking_hook_is_an_error_of_the_call_not_a_panic() {
     assert!(error.to_string().contains("broken"), "{error}");
     assert_eq!(script.left(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_over_the_rate_limit_is_skipped_not_waited_for() {
+    let limit = RateLimitConfig::new(1, secs(1));
+    let retry = retry().hedge(HedgeConfig::new(ms(100), 1)).build().unwrap();
+    let policies = policies(
+        builder()
+            .retry(retry)
+            .default_policy(EndpointPolicy::new().rate_limit(limit)),
+    );
+    let script = Script::new([status(200).after(ms(300))]);
+    let (output, took) = timed(get(&script, &policies)).await;
+    assert!(history(assert_ok(&output, 200)).is_empty());
+    assert_eq!((script.seen().len(), took), (1, ms(300)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_of_zero_retries_at_once() {
+    let script = Script::new([status(503).header("retry-after", "0"), status(200)]);
+    let policies = policies(builder());
+    let (output, took) = timed(get(&script, &policies)).await;
+    let attempts = history(assert_ok(&output, 200));
+    assert_eq!(attempts[1].delay_before, Duration::ZERO);
+    assert_eq!(
+        (script.sent_at(), took),
+        (vec![ms(0), ms(0)], Duration::ZERO)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_probe_opens_the_breaker_again_and_its_retry_is_refused() {
+    let script = Script::new([status(500), status(500), status(500), status(200)]);
+    let policies = policies(builder().circuit_breaker(breaker(1)));
+    // Two 500s open the breaker: the call's third attempt is refused, unsent.
+    let (output, took) = timed(get(&script, &policies)).await;
+    let error = assert_error(
+        &output,
+        ErrorKind::CircuitOpen,
+        Class::Transient,
+        Delivery::NotSent,
+    );
+    assert_eq!(
+        outcomes(error.attempts()),
+        [
+            (1, st(500), false),
+            (2, st(500), false),
+            (3, err(ErrorKind::CircuitOpen), false),
+        ]
+    );
+    assert_eq!(took, ms(300));
+    sleep(secs(5)).await;
+    // The probe fails: open again, so the probe's own retry is refused.
+    let (output, took) = timed(get(&script, &policies)).await;
+    let error = assert_error(
+        &output,
+        ErrorKind::CircuitOpen,
+        Class::Transient,
+        Delivery::NotSent,
+    );
+    assert_eq!(
+        outcomes(error.attempts()),
+        [(1, st(500), false), (2, err(ErrorKind::CircuitOpen), false)]
+    );
+    assert_eq!(took, ms(100));
+    assert_eq!(script.left(), 1);
+}
