@@ -279,16 +279,15 @@ fn answer(answer: Answer, method: &Method, url: url::Url) -> Sent {
 // ---------------------------------------------------------------------------------------
 // Calls.
 
-/// The policies `builder` makes, as the client compiles them (with a reqwest client, which
-/// hooks need; it never sends anything here).
+/// The policies `builder` makes, as the client compiles them. Hooks and refreshers need the
+/// client's reqwest client (it never sends anything here): one for the whole module, made
+/// only for them, since making it takes 150 ms (TLS set up, in a debug build).
 fn policies(builder: ClientBuilder) -> Arc<Policies> {
-    let http = hooks_need_a_client();
-    Arc::new(builder.build_policies(Some(&http), None).unwrap())
-}
-
-fn hooks_need_a_client() -> reqwest::Client {
     static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    HTTP.get_or_init(reqwest::Client::new).clone()
+    let policies = builder
+        .build_policies(None, None)
+        .or_else(|_| builder.build_policies(Some(HTTP.get_or_init(reqwest::Client::new)), None));
+    Arc::new(policies.unwrap())
 }
 
 /// 3 attempts, 100 ms then 200 ms between them, no jitter.
