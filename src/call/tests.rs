@@ -1744,6 +1744,46 @@ async fn a_failed_probe_opens_the_breaker_again_and_its_retry_is_refused() {
     assert_eq!(script.left(), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_retry_whose_rate_limit_slot_comes_after_the_deadline_is_refused() {
+    let limit = RateLimitConfig::new(1, secs(1));
+    let policies =
+        policies(guarded(EndpointPolicy::new().rate_limit(limit)).total_deadline(ms(800)));
+    let script = Script::new([status(503), status(200)]);
+    let (output, took) = timed(get(&script, &policies)).await;
+    let error = assert_error(
+        &output,
+        ErrorKind::RateLimited,
+        Class::Transient,
+        Delivery::NotSent,
+    );
+    assert_eq!(
+        outcomes(error.attempts()),
+        [(1, st(503), false), (2, err(ErrorKind::RateLimited), false)]
+    );
+    // Refused when its backoff ended (100 ms), not left to wait for a slot at 1 s.
+    assert_eq!((script.left(), took), (1, ms(100)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_auth_refresher_ends_the_call_with_the_401_attempt() {
+    let refresher = crate::hook::refresh_fn(|| async {
+        Err::<http::HeaderValue, BoxError>("the identity provider is down".into())
+    });
+    let script = Script::new([status(401), status(200)]);
+    let policies = policies(builder().refresh_auth_on_401(refresher));
+    let (output, took) = timed(get(&script, &policies)).await;
+    let error = assert_error(
+        &output,
+        ErrorKind::Hook,
+        Class::Permanent,
+        Delivery::NotSent,
+    );
+    assert!(error.to_string().contains("auth refresher"), "{error}");
+    assert_eq!(error.attempts().first().map(|a| a.outcome), Some(st(401)));
+    assert_eq!((script.left(), took), (1, Duration::ZERO));
+}
+
 /// The place is given back only when the call is dropped (it lives in `RetryState`), so a
 /// call over but still held (`Pending` keeps its `Call` after it resolved; a `select!` on
 /// `&mut pending` keeps the `Pending`) turns every other call of the endpoint away until
