@@ -61,9 +61,9 @@ mod transport;
 
 pub use body::{BodyClassifier, BodyClassifierFn, body_classifier_fn};
 pub use default::DefaultClassifier;
+pub use future::{ResponseFuture, TransportError};
 #[cfg(feature = "reqwest-middleware")]
 pub(crate) use future::foreign_error;
-pub use future::{ResponseFuture, TransportError};
 pub(crate) use future::{outcome, response_outcome, transport_error};
 pub use layer::ClassifyLayer;
 pub(crate) use layer_error::{is_tower_timeout, layer_error};
