@@ -41,6 +41,8 @@ mod race;
 mod record;
 mod sender;
 mod state;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use sender::{
     ClientSender, Failed, Sender, Sent, ServiceSender, SortedSender, from_layers,
