@@ -233,6 +233,9 @@ impl<O: Success, S: Sender> Call<O, S> {
     /// The call is over, with `result`.
     fn done(&mut self, result: Result<O, Error>) -> Step<O> {
         self.stage = Stage::Done;
+        // Its place in the bulkhead goes back now, not when the future is dropped: a caller
+        // may keep a finished future around (`select!` over `&mut pending`).
+        self.retry.give_place_back();
         Some(result)
     }
 

@@ -116,6 +116,11 @@ impl RetryState {
         self.place = place;
     }
 
+    /// The call is over: its place in the bulkhead, if it had one, goes back.
+    pub(crate) fn give_place_back(&mut self) {
+        self.place = None;
+    }
+
     /// The call's policy, as its events and metrics name it.
     pub(crate) fn policy_name(&self) -> Option<&Arc<str>> {
         self.policy.name()

@@ -1784,11 +1784,10 @@ async fn a_failing_auth_refresher_ends_the_call_with_the_401_attempt() {
     assert_eq!((script.left(), took), (1, Duration::ZERO));
 }
 
-/// The place is given back only when the call is dropped (it lives in `RetryState`), so a
-/// call over but still held (`Pending` keeps its `Call` after it resolved; a `select!` on
-/// `&mut pending` keeps the `Pending`) turns every other call of the endpoint away until
-/// then: here the second call queues 5 s and fails `BulkheadFull`.
-#[ignore = "bug: a call's bulkhead place is given back when the call is dropped, not when it ends"]
+/// A call gives its bulkhead place back when it ends, not when its future is dropped: a
+/// call over but still held (a `select!` on `&mut pending` keeps the `Pending`, which keeps
+/// its `Call`) turns no other call of the endpoint away. (Before: the second call queued 5 s
+/// and failed `BulkheadFull`.)
 #[tokio::test(start_paused = true)]
 async fn a_call_that_ended_gives_its_bulkhead_place_back_before_it_is_dropped() {
     let script = Script::new([status(200), status(200)]);
