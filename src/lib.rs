@@ -63,6 +63,7 @@
 //! | errors of your tower layers and your code's panics | `classify::layer_error`, `caught.rs` |
 //! | how long an attempt may take | `timeout::attempt_limit` (capped by `timeout::call_budget`: the policy's deadline, `.deadline(d)` or the request's `.timeout()`) |
 //! | when the deadline clock starts (at the first poll) | `timeout::CallClock` |
+//! | what a timeout error is (kind, class, delivery, limit) | `timeout::ran_out` in `timeout/ran_out.rs`, by which clock ran out (`timeout::Clock`: the attempt's, the deadline) and where the request was; beside it the conversions: the transport's timeout (`in_transport`), an attempt cut short by the deadline (`timed_out`), a call's last error at its deadline (`call_ended`, `past_deadline`) |
 //! | whether to retry, and after how long | `retry/state.rs` (`Decision::decide`): class, attempts left, idempotency ([`retry::RetryPolicy::may_repeat`]), replayable body, `Retry-After` cap, deadline; backoff in `retry/backoff.rs` |
 //! | whether a stream the server never processed is resent at once (HTTP/2 `REFUSED_STREAM`, a graceful `GOAWAY`), spending no attempt | `RetryState::resends` in `retry/state.rs`, asked by `finish_attempt` on both paths, with `classify::turnover` (`classify/transport.rs`) and [`retry::MAX_RESENDS`] |
 //! | what the breaker counts | `breaker::error_verdict` (transient: failure; permanent: success; the caller's deadline, hooks, streams the server never processed, and a 429 unless the policy counts it: neither) |

@@ -9,6 +9,7 @@ use std::io;
 
 use super::Delivery;
 use crate::error::ErrorKind;
+use crate::timeout;
 
 /// The facts about a transport error, before any classifier's verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +28,12 @@ const fn analysis(kind: ErrorKind, delivery: Delivery) -> Analysis {
     }
 }
 
+/// A timeout: reqwest's (and hyper's, the system's), what the timeout module says it is.
+const TIMED_OUT: Analysis = {
+    let (kind, delivery) = timeout::in_transport();
+    analysis(kind, delivery)
+};
+
 pub(crate) fn analyze(error: &reqwest::Error) -> Analysis {
     if error.is_builder() {
         return analysis(ErrorKind::InvalidRequest, Delivery::NotSent);
@@ -39,7 +46,7 @@ pub(crate) fn analyze(error: &reqwest::Error) -> Analysis {
         };
     }
     if error.is_timeout() {
-        return analysis(ErrorKind::AttemptTimeout, Delivery::MaybeSent);
+        return TIMED_OUT;
     }
     analyze_chain(error.source()).unwrap_or_else(|| {
         // A body that is not what it claims (invalid JSON, a corrupt gzip stream with no io
@@ -141,7 +148,7 @@ fn analyze_chain(mut source: Option<&(dyn StdError + 'static)>) -> Option<Analys
 
 fn analyze_one(err: &(dyn StdError + 'static)) -> Option<Analysis> {
     use Delivery::{Delivered, MaybeSent, NotSent};
-    use ErrorKind::{AttemptTimeout, BodyTooLarge, Connect, ConnectionClosed, InvalidResponse};
+    use ErrorKind::{BodyTooLarge, Connect, ConnectionClosed, InvalidResponse};
 
     // The body limit of `send_with` readers (see `crate::exchange`).
     if err.is::<http_body_util::LengthLimitError>() {
@@ -162,7 +169,7 @@ fn analyze_one(err: &(dyn StdError + 'static)) -> Option<Analysis> {
     }
     if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
         if hyper.is_timeout() {
-            return Some(analysis(AttemptTimeout, MaybeSent));
+            return Some(TIMED_OUT);
         }
         if hyper.is_parse() || hyper.is_parse_status() {
             return Some(analysis(InvalidResponse, MaybeSent));
@@ -178,7 +185,7 @@ fn analyze_one(err: &(dyn StdError + 'static)) -> Option<Analysis> {
     if let Some(io) = err.downcast_ref::<io::Error>() {
         return match io.kind() {
             io::ErrorKind::ConnectionRefused => Some(analysis(Connect, NotSent)),
-            io::ErrorKind::TimedOut => Some(analysis(AttemptTimeout, MaybeSent)),
+            io::ErrorKind::TimedOut => Some(TIMED_OUT),
             io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::BrokenPipe

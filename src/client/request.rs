@@ -11,13 +11,14 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::call::BodyFactory;
 use crate::classify::layer_error;
-use crate::error::{BoxError, Error, ErrorKind};
+use crate::error::{BoxError, Error};
 use crate::hook::BoxFuture;
 use crate::outer::OuterService;
 use crate::pending::{Pending, Reading, State};
 use crate::policy::Policies;
 use crate::policy::compiled::Overrides;
 use crate::read::{Read, Reader, Success};
+use crate::timeout::Clock;
 
 use super::new_call;
 
@@ -314,5 +315,5 @@ fn decode_json<T: serde::de::DeserializeOwned + Send + 'static>(
 /// The error of a body factory: one of ours keeps its meaning, any other is a permanent
 /// [`ErrorKind::Hook`] naming the factory.
 fn factory_failed(error: BoxError) -> Error {
-    layer_error(error, "body factory", ErrorKind::AttemptTimeout)
+    layer_error(error, "body factory", Clock::Attempt)
 }

@@ -22,7 +22,7 @@ use crate::overload::bulkhead::BulkheadPermit;
 use crate::read::Success;
 use crate::telemetry::overload::Guard;
 use crate::telemetry::{ErrorType, Observer};
-use crate::timeout::{CallClock, DEADLINE_SLACK, call_budget};
+use crate::timeout::{CallClock, call_budget, call_ended, past_deadline};
 
 /// An attempt in flight beside the current one (see [`crate::hedge`]): which it is, and
 /// its span.
@@ -705,7 +705,7 @@ impl RetryState {
             .with_history(std::mem::take(&mut self.history))
             .with_policy(self.policy.name());
         let error = match self.clock.ends() {
-            Some((at, budget)) => deadline_error(error, at, budget),
+            Some((at, budget)) => call_ended(error, at, budget),
             None => error,
         };
         self.observer.call_ended(
@@ -725,22 +725,6 @@ fn random_key() -> HeaderValue {
     let key = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
     // Hex digits and dashes are always a valid header value.
     HeaderValue::from_str(key).unwrap_or_else(|_| HeaderValue::from_static("invalid-key"))
-}
-
-/// A call that ended at its deadline says so, with the whole budget as its limit, even when
-/// its last attempt timed out on its own clock (which the breaker below counted as the
-/// endpoint's failure).
-fn deadline_error(error: Error, deadline: Instant, budget: Duration) -> Error {
-    let at_deadline = error.kind() == ErrorKind::DeadlineExceeded
-        || (error.kind() == ErrorKind::AttemptTimeout
-            && Instant::now() + DEADLINE_SLACK >= deadline);
-    if at_deadline {
-        error
-            .with_kind(ErrorKind::DeadlineExceeded)
-            .with_limit(budget)
-    } else {
-        error
-    }
 }
 
 /// Why a failed attempt was not retried (the `reason` of the tracing event).
@@ -862,9 +846,7 @@ impl Decision<'_> {
                 "the next retry, in {}, would start past the deadline",
                 Short(delay)
             );
-            let error = error
-                .with_kind(ErrorKind::DeadlineExceeded)
-                .with_detail(detail);
+            let error = past_deadline(error).with_detail(detail);
             return Err((error, Skip::Deadline));
         }
         // A retry the policy allows still needs the endpoint's budget: the last thing asked,
