@@ -1,23 +1,22 @@
 //! The errors of users' tower layers (attempt layers, outer layers), sorted: this crate's
 //! keep their meaning, tower's timeout is a timeout, anything else is the layer's refusal.
 
-use crate::classify::{Class, Delivery};
+use crate::classify::Class;
 use crate::error::{BoxError, Error, ErrorKind};
-use crate::timeout::{Clock, ran_out};
 
 /// The error of a user's tower layer (`what` says which): this crate's keeps its meaning,
-/// tower's timeout is the timeout of `clock` (with the request in the layer: maybe sent), and
-/// any other is the layer's own refusal, a permanent [`ErrorKind::Hook`] that the breaker
-/// does not count.
-pub(crate) fn layer_error(error: BoxError, what: &str, clock: Clock) -> Error {
+/// tower's timeout is the error `timed_out` makes (the caller's clock, from
+/// `timeout::in_layer`), and any other is the layer's own refusal, a permanent
+/// [`ErrorKind::Hook`] that the breaker does not count.
+pub(crate) fn layer_error(error: BoxError, what: &str, timed_out: impl FnOnce() -> Error) -> Error {
     let error = match error.downcast::<Error>() {
         Ok(error) => return *error,
         Err(error) => error,
     };
     let sorted = if is_tower_timeout(&*error) {
-        ran_out(clock, Delivery::MaybeSent, None)
+        timed_out()
     } else {
-        Error::new(ErrorKind::Hook, Class::Permanent, Delivery::NotSent)
+        Error::new(ErrorKind::Hook, Class::Permanent, crate::Delivery::NotSent)
     };
     sorted
         .with_detail(format!("{what} failed: {error}"))
@@ -34,6 +33,7 @@ pub(crate) fn is_tower_timeout(error: &(dyn std::error::Error + 'static)) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::timeout::{Clock, in_layer};
 
     #[derive(Debug)]
     struct Wrapped(tower::timeout::error::Elapsed);
@@ -54,12 +54,12 @@ mod tests {
     #[test]
     fn a_wrapped_tower_timeout_is_a_timeout() {
         let wrapped: BoxError = Box::new(Wrapped(tower::timeout::error::Elapsed::new()));
-        let error = layer_error(wrapped, "a layer", Clock::Attempt);
+        let error = layer_error(wrapped, "a layer", || in_layer(Clock::Attempt));
         assert_eq!(error.kind(), ErrorKind::AttemptTimeout);
         assert!(error.is_transient());
         let refused: BoxError = "full".into();
         assert_eq!(
-            layer_error(refused, "a layer", Clock::Attempt).kind(),
+            layer_error(refused, "a layer", || in_layer(Clock::Attempt)).kind(),
             ErrorKind::Hook
         );
     }

@@ -9,7 +9,6 @@ use std::io;
 
 use super::Delivery;
 use crate::error::ErrorKind;
-use crate::timeout;
 
 /// The facts about a transport error, before any classifier's verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,11 +27,10 @@ const fn analysis(kind: ErrorKind, delivery: Delivery) -> Analysis {
     }
 }
 
-/// A timeout: reqwest's (and hyper's, the system's), what the timeout module says it is.
-const TIMED_OUT: Analysis = {
-    let (kind, delivery) = timeout::in_transport();
-    analysis(kind, delivery)
-};
+/// A timeout (reqwest's, hyper's, the system's): the attempt's clock ran out, as reqwest's
+/// timer is set to the attempt's limit, with the request out, so maybe sent. The timeout
+/// module then names it for the nearer clock and gives it its limit (`timeout::timed_out`).
+const TIMED_OUT: Analysis = analysis(ErrorKind::AttemptTimeout, Delivery::MaybeSent);
 
 pub(crate) fn analyze(error: &reqwest::Error) -> Analysis {
     if error.is_builder() {
@@ -251,6 +249,19 @@ mod tests {
         assert_eq!(
             found,
             Some(analysis(ErrorKind::ConnectionClosed, Delivery::MaybeSent))
+        );
+    }
+
+    /// A timeout the transport reports is what `timeout::ran_out` makes of the attempt's
+    /// clock running out with the request out (its class is the classifier's).
+    #[test]
+    fn a_timeout_is_the_attempts_clock_maybe_sent() {
+        use crate::timeout::{Clock, ran_out};
+        let ran_out = ran_out(Clock::Attempt, Delivery::MaybeSent, None);
+        let timed_out = chain(io::Error::from(io::ErrorKind::TimedOut));
+        assert_eq!(
+            timed_out,
+            Some(analysis(ran_out.kind(), ran_out.delivery()))
         );
     }
 

@@ -57,7 +57,7 @@ pub(crate) use deadline::CallClock;
 pub use deadline::{TotalDeadline, TotalDeadlineLayer};
 pub(crate) use future::expired;
 pub use future::{AttemptTimeoutFuture, TotalDeadlineFuture};
-pub(crate) use ran_out::{Clock, call_ended, in_transport, past_deadline, ran_out, timed_out};
+pub(crate) use ran_out::{Clock, call_ended, in_layer, past_deadline, ran_out, timed_out};
 
 /// How long after its limit a layer's own timer fires; see the [module docs](self).
 ///

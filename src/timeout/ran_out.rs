@@ -4,9 +4,16 @@
 //! three places on the request's way: before it went out (a hook, a body factory, no time left
 //! for an attempt), while it was out (a timer fired with the request in the transport or a
 //! layer), or after the response's head came (a reader, a body). [`ran_out`] makes the error of
-//! each; the functions beside it convert an error made elsewhere (the transport's timeout, an
-//! attempt timeout that the deadline cut short, a call's last error at its deadline), so that
-//! every path (the client's call, the layers, the transport's sorting) says the same.
+//! each; the functions beside it convert an error made elsewhere (a tower timeout in a user's
+//! layer, an attempt timeout that the deadline cut short, a call's last error at its
+//! deadline), so that every path (the client's call, the layers, a user's layers) says the
+//! same.
+//!
+//! The transport's own timeouts (reqwest's, hyper's, the system's) are sorted on a lower
+//! floor, in `classify/transport.rs`, which does not import this one: there a timeout is the
+//! attempt's clock with the request out (maybe sent), as here, and its class is a
+//! classifier's verdict; a test there pins that it agrees with [`ran_out`]. [`timed_out`]
+//! then names it for the nearer clock and gives it its limit.
 
 use std::time::Duration;
 
@@ -49,11 +56,11 @@ pub(crate) fn ran_out(clock: Clock, delivery: Delivery, limit: Option<Duration>)
     }
 }
 
-/// What a timeout the transport reports is (reqwest's timer, which the attempt's limit sets,
-/// hyper's, the system's): the attempt's clock, with the request out, so maybe sent. The
-/// class is the classifier's, as for any transport error.
-pub(crate) const fn in_transport() -> (ErrorKind, Delivery) {
-    (Clock::Attempt.kind(), Delivery::MaybeSent)
+/// The error of a tower `Timeout` in a user's layer that ran out on `clock`'s behalf (an
+/// attempt layer's: the attempt's; an outer layer's: the deadline's), with the request in the
+/// layer, so maybe sent, as a timeout the transport reports is (`classify/transport.rs`).
+pub(crate) fn in_layer(clock: Clock) -> Error {
+    ran_out(clock, Delivery::MaybeSent, None)
 }
 
 /// The error of an attempt that had `limit`, if it is an attempt timeout, named for the clock
@@ -161,10 +168,20 @@ mod tests {
     }
 
     #[test]
-    fn the_transports_timeout_is_the_attempts_maybe_sent() {
+    fn a_tower_timeout_in_a_users_layer_may_have_sent_the_request() {
+        let attempt = in_layer(Clock::Attempt);
         assert_eq!(
-            in_transport(),
-            (ErrorKind::AttemptTimeout, Delivery::MaybeSent)
+            facts(&attempt),
+            (
+                ErrorKind::AttemptTimeout,
+                Class::Transient,
+                Delivery::MaybeSent,
+                None
+            )
+        );
+        assert_eq!(
+            in_layer(Clock::Deadline).kind(),
+            ErrorKind::DeadlineExceeded
         );
     }
 
