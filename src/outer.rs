@@ -39,6 +39,7 @@ use crate::hook::BoxFuture;
 use crate::outcome::{Class, Delivery};
 use crate::read::Success;
 use crate::telemetry::ErrorType;
+use crate::timeout::{Clock, in_layer};
 
 /// One call as the outer layers see it: the request, and the call ready to run it.
 pub struct Exchange {
@@ -177,8 +178,8 @@ fn outer_error(error: BoxError, method: &http::Method, url: &url::Url) -> Error 
     // deadline; any other is a layer's own refusal (a load shed, a bulkhead), which nothing
     // else reports. DEBUG, as a breaker's rejections: under overload there is one per call.
     let refused = !error.is::<Error>() && !is_tower_timeout(&*error);
-    let error =
-        layer_error(error, "an outer layer", ErrorKind::DeadlineExceeded).with_request(method, url);
+    let error = layer_error(error, "an outer layer", || in_layer(Clock::Deadline))
+        .with_request(method, url);
     if refused {
         tracing::debug!(
             http.request.method = %method,

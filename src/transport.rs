@@ -31,6 +31,11 @@ const fn analysis(kind: ErrorKind, delivery: Delivery) -> Analysis {
     }
 }
 
+/// A timeout (reqwest's, hyper's, the system's): the attempt's clock ran out, as reqwest's
+/// timer is set to the attempt's limit, with the request out, so maybe sent. The timeout
+/// module then names it for the nearer clock and gives it its limit (`timeout::timed_out`).
+const TIMED_OUT: Analysis = analysis(ErrorKind::AttemptTimeout, Delivery::MaybeSent);
+
 pub(crate) fn analyze(error: &reqwest::Error) -> Analysis {
     if error.is_builder() {
         return analysis(ErrorKind::InvalidRequest, Delivery::NotSent);
@@ -43,7 +48,7 @@ pub(crate) fn analyze(error: &reqwest::Error) -> Analysis {
         };
     }
     if error.is_timeout() {
-        return analysis(ErrorKind::AttemptTimeout, Delivery::MaybeSent);
+        return TIMED_OUT;
     }
     analyze_chain(error.source()).unwrap_or_else(|| {
         // A body that is not what it claims (invalid JSON, a corrupt gzip stream with no io
@@ -143,7 +148,7 @@ fn analyze_chain(mut source: Option<&(dyn StdError + 'static)>) -> Option<Analys
 
 fn analyze_one(err: &(dyn StdError + 'static)) -> Option<Analysis> {
     use Delivery::{Delivered, MaybeSent, NotSent};
-    use ErrorKind::{AttemptTimeout, BodyTooLarge, Connect, ConnectionClosed, InvalidResponse};
+    use ErrorKind::{BodyTooLarge, Connect, ConnectionClosed, InvalidResponse};
 
     // The body limit of `send_with` readers (see `crate::exchange`).
     if err.is::<http_body_util::LengthLimitError>() {
@@ -164,7 +169,7 @@ fn analyze_one(err: &(dyn StdError + 'static)) -> Option<Analysis> {
     }
     if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
         if hyper.is_timeout() {
-            return Some(analysis(AttemptTimeout, MaybeSent));
+            return Some(TIMED_OUT);
         }
         if hyper.is_parse() || hyper.is_parse_status() {
             return Some(analysis(InvalidResponse, MaybeSent));
@@ -180,7 +185,7 @@ fn analyze_one(err: &(dyn StdError + 'static)) -> Option<Analysis> {
     if let Some(io) = err.downcast_ref::<io::Error>() {
         return match io.kind() {
             io::ErrorKind::ConnectionRefused => Some(analysis(Connect, NotSent)),
-            io::ErrorKind::TimedOut => Some(analysis(AttemptTimeout, MaybeSent)),
+            io::ErrorKind::TimedOut => Some(TIMED_OUT),
             io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::BrokenPipe
@@ -246,6 +251,19 @@ mod tests {
         assert_eq!(
             found,
             Some(analysis(ErrorKind::ConnectionClosed, Delivery::MaybeSent))
+        );
+    }
+
+    /// A timeout the transport reports is what `timeout::ran_out` makes of the attempt's
+    /// clock running out with the request out (its class is the classifier's).
+    #[test]
+    fn a_timeout_is_the_attempts_clock_maybe_sent() {
+        use crate::timeout::{Clock, ran_out};
+        let ran_out = ran_out(Clock::Attempt, Delivery::MaybeSent, None);
+        let timed_out = chain(io::Error::from(io::ErrorKind::TimedOut));
+        assert_eq!(
+            timed_out,
+            Some(analysis(ran_out.kind(), ran_out.delivery()))
         );
     }
 

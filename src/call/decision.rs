@@ -10,23 +10,7 @@ use crate::error::{Error, ErrorKind, Short};
 use crate::overload::Guards;
 use crate::retry::RetryPolicy;
 use crate::retry::delays::Delays;
-use crate::timeout::DEADLINE_SLACK;
-
-/// A call that ended at its deadline says so, with the whole budget as its limit, even when
-/// its last attempt timed out on its own clock (which the breaker below counted as the
-/// endpoint's failure).
-pub(crate) fn deadline_error(error: Error, deadline: Instant, budget: Duration) -> Error {
-    let at_deadline = error.kind() == ErrorKind::DeadlineExceeded
-        || (error.kind() == ErrorKind::AttemptTimeout
-            && Instant::now() + DEADLINE_SLACK >= deadline);
-    if at_deadline {
-        error
-            .with_kind(ErrorKind::DeadlineExceeded)
-            .with_limit(budget)
-    } else {
-        error
-    }
-}
+use crate::timeout::past_deadline;
 
 /// Why a failed attempt was not retried (the `reason` of the tracing event).
 #[derive(Clone, Copy, Debug)]
@@ -147,9 +131,7 @@ impl Decision<'_> {
                 "the next retry, in {}, would start past the deadline",
                 Short(delay)
             );
-            let error = error
-                .with_kind(ErrorKind::DeadlineExceeded)
-                .with_detail(detail);
+            let error = past_deadline(error).with_detail(detail);
             return Err((error, Skip::Deadline));
         }
         // A retry the policy allows still needs the endpoint's budget: the last thing asked,

@@ -31,7 +31,7 @@ use crate::extras::Extras;
 use crate::hook::{AttemptInfo, AuthRefresher, BodyFactory, BoxFuture};
 use crate::policy::{CompiledPolicy, Policies};
 use crate::read::{Buffered, Reader, Success, buffer, limited};
-use crate::timeout::{attempt_limit, expired, timed_out};
+use crate::timeout::{Clock, attempt_limit, expired, ran_out, timed_out};
 use gate::{Gate, Waited};
 
 mod custody;
@@ -813,12 +813,9 @@ fn within<T: Send + 'static>(
     future: BoxFuture<Result<T, Error>>,
 ) -> BoxFuture<Result<T, Error>> {
     ending_at(deadline, future, || {
-        Error::new(
-            ErrorKind::DeadlineExceeded,
-            Class::Transient,
-            Delivery::NotSent,
+        ran_out(Clock::Deadline, Delivery::NotSent, None).with_detail(
+            "the deadline passed while a hook, a body factory or the auth refresher ran",
         )
-        .with_detail("the deadline passed while a hook, a body factory or the auth refresher ran")
     })
 }
 
@@ -853,13 +850,7 @@ fn reading_until<O: Send + 'static>(
         let result = match ends {
             Some(at) => tokio::time::timeout_at(at, caught)
                 .await
-                .unwrap_or_else(|_| {
-                    Err(Error::new(
-                        ErrorKind::AttemptTimeout,
-                        Class::Transient,
-                        Delivery::Delivered,
-                    ))
-                }),
+                .unwrap_or_else(|_| Err(ran_out(Clock::Attempt, Delivery::Delivered, None))),
             None => caught.await,
         };
         result.map_err(|e| e.with_request(&method, &url).after_response(status))

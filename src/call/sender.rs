@@ -20,9 +20,10 @@ use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use crate::classify::layer_error;
-use crate::error::{BoxError, Error, ErrorKind};
+use crate::error::{BoxError, Error};
 use crate::extras::AttemptService;
 use crate::policy::CompiledPolicy;
+use crate::timeout::{Clock, in_layer};
 
 /// What an attempt's request came back with: the response's head, or why not.
 pub(crate) type Sent = Result<reqwest::Response, Failed>;
@@ -136,7 +137,7 @@ impl Sender for ClientSender {
 pub(crate) fn from_layers(error: BoxError, what: &str) -> Failed {
     match error.downcast::<reqwest::Error>() {
         Ok(error) => Failed::Transport(*error),
-        Err(error) => Failed::Sorted(layer_error(error, what, ErrorKind::AttemptTimeout)),
+        Err(error) => Failed::Sorted(layer_error(error, what, || in_layer(Clock::Attempt))),
     }
 }
 

@@ -9,7 +9,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::time::Instant;
 
 use super::custody::{Custody, Parked, parked};
-use super::decision::{Decision, Skip, deadline_error};
+use super::decision::{Decision, Skip};
 use super::race::answers;
 use super::record::{Record, Slot};
 use crate::breaker::Breaker;
@@ -25,7 +25,7 @@ use crate::retry::{
 };
 use crate::telemetry::overload::Guard;
 use crate::telemetry::{ErrorType, Observer};
-use crate::timeout::{CallClock, call_budget};
+use crate::timeout::{CallClock, call_budget, call_ended};
 
 /// What follows an attempt.
 pub(crate) enum Next<O = reqwest::Response> {
@@ -587,7 +587,7 @@ impl RetryState {
             .with_history(std::mem::take(&mut self.record.history))
             .with_policy(self.policy.name());
         let error = match self.clock.ends() {
-            Some((at, budget)) => deadline_error(error, at, budget),
+            Some((at, budget)) => call_ended(error, at, budget),
             None => error,
         };
         self.record.observer.call_ended(

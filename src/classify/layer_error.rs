@@ -5,19 +5,20 @@ use crate::error::{BoxError, Error, ErrorKind};
 use crate::outcome::{Class, Delivery};
 
 /// The error of a user's tower layer (`what` says which): this crate's keeps its meaning,
-/// tower's timeout becomes a transient `timeout` kind, and any other is the layer's own
-/// refusal, a permanent [`ErrorKind::Hook`] that the breaker does not count.
-pub(crate) fn layer_error(error: BoxError, what: &str, timeout: ErrorKind) -> Error {
+/// tower's timeout is the error `timed_out` makes (the caller's clock, from
+/// `timeout::in_layer`), and any other is the layer's own refusal, a permanent
+/// [`ErrorKind::Hook`] that the breaker does not count.
+pub(crate) fn layer_error(error: BoxError, what: &str, timed_out: impl FnOnce() -> Error) -> Error {
     let error = match error.downcast::<Error>() {
         Ok(error) => return *error,
         Err(error) => error,
     };
-    let (kind, class, delivery) = if is_tower_timeout(&*error) {
-        (timeout, Class::Transient, Delivery::MaybeSent)
+    let sorted = if is_tower_timeout(&*error) {
+        timed_out()
     } else {
-        (ErrorKind::Hook, Class::Permanent, Delivery::NotSent)
+        Error::new(ErrorKind::Hook, Class::Permanent, Delivery::NotSent)
     };
-    Error::new(kind, class, delivery)
+    sorted
         .with_detail(format!("{what} failed: {error}"))
         .with_foreign_source(error)
 }
@@ -32,6 +33,7 @@ pub(crate) fn is_tower_timeout(error: &(dyn std::error::Error + 'static)) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::timeout::{Clock, in_layer};
 
     #[derive(Debug)]
     struct Wrapped(tower::timeout::error::Elapsed);
@@ -52,12 +54,12 @@ mod tests {
     #[test]
     fn a_wrapped_tower_timeout_is_a_timeout() {
         let wrapped: BoxError = Box::new(Wrapped(tower::timeout::error::Elapsed::new()));
-        let error = layer_error(wrapped, "a layer", ErrorKind::AttemptTimeout);
+        let error = layer_error(wrapped, "a layer", || in_layer(Clock::Attempt));
         assert_eq!(error.kind(), ErrorKind::AttemptTimeout);
         assert!(error.is_transient());
         let refused: BoxError = "full".into();
         assert_eq!(
-            layer_error(refused, "a layer", ErrorKind::AttemptTimeout).kind(),
+            layer_error(refused, "a layer", || in_layer(Clock::Attempt)).kind(),
             ErrorKind::Hook
         );
     }

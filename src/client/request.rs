@@ -10,7 +10,7 @@ use http::Version;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::classify::layer_error;
-use crate::error::{BoxError, Error, ErrorKind};
+use crate::error::{BoxError, Error};
 use crate::hook::BodyFactory;
 use crate::hook::BoxFuture;
 use crate::outer::OuterService;
@@ -18,6 +18,7 @@ use crate::pending::{Pending, Reading, State};
 use crate::policy::Policies;
 use crate::policy::compiled::Overrides;
 use crate::read::{Read, Reader, Success};
+use crate::timeout::{Clock, in_layer};
 
 use super::new_call;
 
@@ -314,5 +315,5 @@ fn decode_json<T: serde::de::DeserializeOwned + Send + 'static>(
 /// The error of a body factory: one of ours keeps its meaning, any other is a permanent
 /// [`ErrorKind::Hook`] naming the factory.
 fn factory_failed(error: BoxError) -> Error {
-    layer_error(error, "body factory", ErrorKind::AttemptTimeout)
+    layer_error(error, "body factory", || in_layer(Clock::Attempt))
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 use tower::{Layer, Service};
 
 use super::{AttemptTimeoutFuture, DEADLINE_SLACK};
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 
 /// Bounds each attempt, body included; see the [module docs](super).
 #[derive(Clone, Copy, Debug)]
@@ -80,19 +80,6 @@ pub(crate) fn attempt_limit(
     match left {
         Some(left) if left < timeout => (left, left + DEADLINE_SLACK < timeout),
         _ => (timeout, false),
-    }
-}
-
-/// A timeout error of an attempt that had `limit`, named for the limit that was nearer.
-pub(crate) fn timed_out(error: Error, limit: Duration, by_deadline: bool) -> Error {
-    if error.kind() != ErrorKind::AttemptTimeout {
-        return error;
-    }
-    let error = error.with_limit(limit);
-    if by_deadline {
-        error.into_deadline_exceeded()
-    } else {
-        error
     }
 }
 

@@ -8,23 +8,21 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use url::Url;
 
+use super::ran_out::{Clock, ran_out, timed_out, with_budget};
 use super::{BACKSTOP_GRACE, CallClock};
-use crate::error::{Attempt, AttemptOutcome, Error, ErrorKind};
-use crate::outcome::{Class, Delivery};
+use crate::error::{Attempt, Error};
+use crate::outcome::Delivery;
 
 /// The error of an attempt that had no time left, so was not sent.
 pub(crate) fn expired(request: &reqwest::Request, limit: Duration) -> Error {
-    let kind = ErrorKind::DeadlineExceeded;
-    let attempt = Attempt::first(
-        Duration::ZERO,
-        AttemptOutcome::Error(kind),
-        Class::Transient,
-        Delivery::NotSent,
-    );
-    Error::new(kind, Class::Transient, Delivery::NotSent)
-        .with_limit(limit)
-        .with_history(vec![attempt])
-        .with_request(request.method(), request.url())
+    let error = ran_out(Clock::Deadline, Delivery::NotSent, Some(limit));
+    alone(error, Duration::ZERO).with_request(request.method(), request.url())
+}
+
+/// `error` with the one attempt it ended, which took `duration`, as its history.
+fn alone(error: Error, duration: Duration) -> Error {
+    let attempt = Attempt::first(duration, error.outcome(), error.class(), error.delivery());
+    error.with_history(vec![attempt])
 }
 
 /// When a backstop fires: `limit` plus the grace after `started`, or (for limits like
@@ -103,12 +101,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let kind = if *this.by_deadline {
-            ErrorKind::DeadlineExceeded
-        } else {
-            ErrorKind::AttemptTimeout
-        };
-        let (duration, delivery) = match this.state.project() {
+        let duration = match this.state.project() {
             AttemptStateProj::Expired { error } => {
                 return Poll::Ready(Err(error
                     .take()
@@ -118,8 +111,7 @@ where
                 if let Poll::Ready(result) = inner.poll(cx) {
                     let (limit, by_deadline) = (*this.limit, *this.by_deadline);
                     return Poll::Ready(
-                        result
-                            .map_err(|error| super::attempt::timed_out(error, limit, by_deadline)),
+                        result.map_err(|error| timed_out(error, limit, by_deadline)),
                     );
                 }
                 let Some((sleep, started)) = backstop.as_mut() else {
@@ -128,14 +120,17 @@ where
                 if sleep.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                (started.elapsed(), Delivery::MaybeSent)
+                started.elapsed()
             }
         };
-        let outcome = AttemptOutcome::Error(kind);
-        let attempt = Attempt::first(duration, outcome, Class::Transient, delivery);
-        let mut error = Error::new(kind, Class::Transient, delivery)
-            .with_limit(*this.limit)
-            .with_history(vec![attempt]);
+        let clock = if *this.by_deadline {
+            Clock::Deadline
+        } else {
+            Clock::Attempt
+        };
+        // The inner service never answered: the request may be out.
+        let error = ran_out(clock, Delivery::MaybeSent, Some(*this.limit));
+        let mut error = alone(error, duration);
         error.set_method(this.method.clone());
         Poll::Ready(Err(error))
     }
@@ -226,19 +221,11 @@ where
                 if !fired {
                     return Poll::Pending;
                 }
-                Error::new(
-                    ErrorKind::DeadlineExceeded,
-                    Class::Transient,
-                    Delivery::MaybeSent,
-                )
-                .with_limit(*this.budget)
+                // The inner service never answered: the request may be out.
+                ran_out(Clock::Deadline, Delivery::MaybeSent, None)
             }
         };
-        let error = if error.kind() == ErrorKind::DeadlineExceeded {
-            error.with_limit(*this.budget)
-        } else {
-            error
-        };
+        let error = with_budget(error, *this.budget);
         let error = match this.backstop.as_deref() {
             Some(backstop) => backstop.name(error),
             None => error,

@@ -31,6 +31,12 @@
 //! each call's budget and apply this; an [`AttemptTimeout`] layer of your own sees only what
 //! is left of it, so give it an attempt timeout no longer than your deadline.
 //!
+//! ## What a timeout error is
+//!
+//! Its kind, class, delivery and limit are decided in one place, `ran_out.rs`, for every way
+//! time runs out (the attempt's clock or the deadline's, before, while or after the request
+//! went out), and every path asks it: the client's call, these layers, the transport's sorting.
+//!
 //! ## Backstops
 //!
 //! Both layers also keep a timer of their own, so they bound any inner service, not only
@@ -43,13 +49,15 @@ use std::time::Duration;
 mod attempt;
 mod deadline;
 mod future;
+mod ran_out;
 
 pub use attempt::{AttemptTimeout, AttemptTimeoutLayer};
-pub(crate) use attempt::{attempt_limit, call_budget, timed_out};
+pub(crate) use attempt::{attempt_limit, call_budget};
 pub(crate) use deadline::CallClock;
 pub use deadline::{TotalDeadline, TotalDeadlineLayer};
 pub(crate) use future::expired;
 pub use future::{AttemptTimeoutFuture, TotalDeadlineFuture};
+pub(crate) use ran_out::{Clock, call_ended, in_layer, past_deadline, ran_out, timed_out};
 
 /// How long after its limit a layer's own timer fires; see the [module docs](self).
 ///
