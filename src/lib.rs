@@ -31,31 +31,34 @@
 //! # }
 //! ```
 //!
-//! ## Two ways a call runs, one set of rules
+//! ## One driver, every path
 //!
-//! A call runs either as the client's own future (`client.get(url).send()`, [`Client::execute`],
-//! [`Client::service`]: one boxed future that goes through every stage in turn, cheaper
-//! than stacked layers; `benches/` measures by how much) or through the public tower layers
-//! ([`middleware::ResilientMiddleware`], or a `ServiceBuilder` of your own), outermost first:
+//! Every call runs the same state machine, `Call` in `src/call/`: the endpoint's guards
+//! (bulkhead, `Retry-After` hold, rate limit), the hook, the breaker, the send, the
+//! classification, the race of hedges, the decision to retry, the wait, in that order. Only
+//! what sends each attempt differs from path to path:
 //!
-//! | layer | module | job |
-//! |---|---|---|
-//! | (policy) | [`policy`] | picks the request's rules: first matching endpoint rule, else the default |
-//! | [`TotalDeadline`](timeout::TotalDeadline) | [`timeout`] | one budget for the whole call |
-//! | [`Retry`](retry::Retry) | [`retry`] | backoff, `Retry-After`, idempotency, never past the deadline |
-//! | [`CircuitBreaker`](breaker::CircuitBreaker) | [`breaker`] | per endpoint, per attempt |
-//! | [`AttemptTimeout`](timeout::AttemptTimeout) | [`timeout`] | one attempt, body included |
-//! | [`Classify`](classify::Classify) | [`classify`] | success / transient / permanent, sent or not |
-//! | `reqwest::Client` | | the socket (its own retry off, see [`ClientBuilder::reqwest_client`]) |
+//! | path | what sends an attempt |
+//! |---|---|
+//! | `client.get(url).send()`, [`Client::execute`], [`Client::service`] | the client's `reqwest::Client` (or your [attempt layers](ClientBuilder::attempt_layer) over it) |
+//! | [`middleware::ResilientMiddleware`] | the rest of the reqwest-middleware chain |
+//! | [`ResilientLayer`] in a `ServiceBuilder` of your own | the service below it |
+//! | [`RetryLayer`](retry::RetryLayer) over the other public layers | the layers below it, which classify ([`Classify`](classify::Classify)), time ([`AttemptTimeout`](timeout::AttemptTimeout)) and break ([`CircuitBreaker`](breaker::CircuitBreaker)) each attempt themselves |
 //!
-//! Both paths call the same functions for every decision, listed below; a parity test
+//! So every path has every rule: endpoint policies, the overload guards and hedging included
+//! (the hand-stacked public layers have no per-endpoint policies, hence no guards). A call
+//! costs one boxed future. Each rule is one function, listed below; a parity test
 //! (`tests/parity.rs`) runs the same scenarios through each path and compares what the server
-//! saw and what the caller got.
+//! saw and what the caller got, and `src/call/tests.rs` drives the state machine through a
+//! scripted sender on paused time.
 //!
 //! ## Where each decision lives
 //!
 //! | to change… | look in |
 //! |---|---|
+//! | the order of an attempt's steps (guards, hook, breaker, send, classify, race, decide, wait) | `Call` in `call/mod.rs`, the one driver of every path |
+//! | what sends an attempt on each path | the `Sender` trait and its implementations in `call/sender.rs` (the middleware's in `middleware.rs`) |
+//! | the request between attempts: the one parked, its copy, the replay buffer, the `Idempotency-Key` | `call/custody.rs` (a `Parked` token hands it out); the history of attempts in `call/record.rs` |
 //! | which statuses and errors are success, transient or permanent | [`classify::DefaultClassifier`] (or your [`classify::Classifier`]); a policy's `retry_statuses` wrap it ([`classify::SharedClassifier`]) |
 //! | how a response becomes an attempt's outcome (the status error) | `classify::response_outcome` |
 //! | how a transport error is sorted, and whether it was sent | `classify::transport_error` (a transport error is never a success); what a `reqwest::Error` is (kind, delivery), before any verdict, in `transport.rs` |
@@ -64,13 +67,13 @@
 //! | how long an attempt may take | `timeout::attempt_limit` (capped by `timeout::call_budget`: the policy's deadline, `.deadline(d)` or the request's `.timeout()`) |
 //! | when the deadline clock starts (at the first poll) | `timeout::CallClock` |
 //! | what a timeout error is (kind, class, delivery, limit) | `timeout::ran_out` in `timeout/ran_out.rs`, by which clock ran out (`timeout::Clock`: the attempt's, the deadline) and where the request was; beside it the conversions: a tower timeout in your layers (`in_layer`), an attempt cut short by the deadline (`timed_out`), a call's last error at its deadline (`call_ended`, `past_deadline`); the transport's timeouts are sorted in `transport.rs` (`TIMED_OUT`, on the floor below), pinned to it by a test |
-//! | whether to retry, and after how long | `retry/state.rs` (`Decision::decide`): class, attempts left, idempotency ([`retry::RetryPolicy::may_repeat`]), replayable body, `Retry-After` cap, deadline; backoff in `retry/backoff.rs` |
-//! | whether a stream the server never processed is resent at once (HTTP/2 `REFUSED_STREAM`, a graceful `GOAWAY`), spending no attempt | `RetryState::resends` in `retry/state.rs`, asked by `finish_attempt` on both paths, with `classify::turnover` (the source chain read in `transport.rs`) and [`retry::MAX_RESENDS`] |
+//! | whether to retry, and after how long | `call/decision.rs` (`Decision::decide`): class, attempts left, idempotency ([`retry::RetryPolicy::may_repeat`]), replayable body, `Retry-After` cap, deadline; backoff in `retry/backoff.rs` |
+//! | whether a stream the server never processed is resent at once (HTTP/2 `REFUSED_STREAM`, a graceful `GOAWAY`), spending no attempt | `RetryState::resends` in `call/state.rs`, asked by `finish_attempt`, with `classify::turnover` (the source chain read in `transport.rs`) and [`retry::MAX_RESENDS`] |
 //! | what the breaker counts | `breaker::error_verdict` (transient: failure; permanent: success; the caller's deadline, hooks, streams the server never processed, and a 429 unless the policy counts it: neither) |
-//! | whether a call may go out | `Breaker::admit` in `breaker/state.rs` (the window in `window.rs`); `Guards::enter` (bulkhead) and `Guards::admit` (`Retry-After` holds, rate limit) in `overload/guards.rs`, asked in one sequence by both paths (`overload/gate.rs`) |
-//! | whether a retry may spend from the retry budget | the end of `Decision::decide` in `retry/state.rs`, with [`retry::BudgetConfig`] (`retry/budget.rs`) |
+//! | whether a call may go out | `Breaker::admit` in `breaker/state.rs` (the window in `window.rs`); `Guards::enter` (bulkhead) and `Guards::admit` (`Retry-After` holds, rate limit) in `overload/guards.rs`, asked in one sequence by the driver (`call/gate.rs`) |
+//! | whether a retry may spend from the retry budget | the end of `Decision::decide` in `call/decision.rs`, with [`retry::BudgetConfig`] (`retry/budget.rs`) |
 //! | when a server's `Retry-After` holds its endpoint | `Guards::observe` in `overload/guards.rs` |
-//! | whether and when to send a hedge; whether a failed attempt waits for its race | `RetryState::hedges_after`, `RetryState::hedge` (with `Guards::let_hedge_out`) and `RetryState::keeps_racing` in `retry/state.rs`; the attempts in flight in `hedge/race.rs` ([`hedge`]) |
+//! | whether and when to send a hedge; whether a failed attempt waits for its race | `RetryState::hedges_after`, `RetryState::hedge` (with `Guards::let_hedge_out`) and `RetryState::keeps_racing` in `call/state.rs`; the attempts in flight in `call/race.rs` ([`hedge`]) |
 //! | whether a guard's state is this process's or the fleet's (Redis) | `Guards::new` in `overload/guards.rs`, over `overload/shared.rs`; the policy asks with `rate_limit_shared`/`retry_budget_shared`, holds are shared whenever the client has a Redis; the fleet's own rules in `fleet` (feature `redis`) |
 //! | which breaker and guards (the endpoint key) | `keyed::key_for` and [`breaker::endpoint_key`], both in `keyed.rs` |
 //! | which policy | `Policies::select_index` in `policy/compiled.rs`, with [`policy::Matcher`] |
@@ -78,15 +81,18 @@
 //! | adding a policy setting | the `settings!` table in `policy/mod.rs` (the compiler finds every other place) |
 //! | what is secret in errors and logs | [`redact`] |
 //!
-//! The client does more than the layers can: [`RequestBuilder::send_buffered`],
-//! [`bytes`](RequestBuilder::bytes), [`text`](RequestBuilder::text) and
-//! [`send_with`](RequestBuilder::send_with) read the body *inside* each attempt, so a body
-//! that breaks is retried; a [`BodyClassifier`](classify::BodyClassifier) decides on the
-//! body; [`hook`]s change each attempt's request or refresh credentials after a `401`; and
+//! [`hook`]s change each attempt's request or refresh credentials after a `401`, and a
+//! [`BodyClassifier`](classify::BodyClassifier) decides on the body, on every path. The
+//! client also reads the body *inside* each attempt ([`RequestBuilder::send_buffered`],
+//! [`bytes`](RequestBuilder::bytes), [`text`](RequestBuilder::text),
+//! [`send_with`](RequestBuilder::send_with)), so a body that breaks is retried, and
 //! [`ClientBuilder::attempt_layer`] runs your tower layers around each attempt. What happens
 //! is visible in `tracing` spans and events, and as metrics: see [`telemetry`].
 //!
-//! Every layer is a plain `tower::Layer` and works alone.
+//! Every layer is a plain `tower::Layer`: [`ResilientLayer`] carries a client's whole policy,
+//! and the single-purpose layers ([`RetryLayer`](retry::RetryLayer),
+//! [`CircuitBreakerLayer`](breaker::CircuitBreakerLayer), the timeouts, [`ClassifyLayer`](classify::ClassifyLayer))
+//! each work alone.
 
 //! ## Features
 //!

@@ -102,7 +102,8 @@ impl Middleware for ResilientMiddleware {
         };
         // The client's own call: the request's `.timeout(d)` is its deadline, if shorter
         // than the policy's.
-        let call = Call::new(
+        // Not boxed again: it lives in this middleware's future, boxed already.
+        let call = Call::unboxed(
             rest,
             self.policies.clone(),
             which,

@@ -84,3 +84,66 @@ async fn a_hang_under_a_request_timeout_trips_the_breaker() {
         assert_eq!(server.hits(&path), 5, "{how}");
     }
 }
+
+/// One driver for every path: a hook runs before each attempt under the middleware and under
+/// `ResilientLayer` as in the client's own calls (they were refused before: the adapters ran
+/// the public layers, which had no place for hooks); attempt layers, which wrap the client's
+/// own reqwest client, are still refused there, saying where they go instead.
+#[tokio::test(start_paused = true)]
+async fn hooks_run_on_every_path_and_attempt_layers_are_refused_where_there_is_no_client() {
+    use resilient_http::ResilientLayer;
+    use resilient_http::hook::hook_fn;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let builder = || {
+        Client::builder()
+            .retry(
+                resilient_http::retry::RetryPolicy::builder()
+                    .max_attempts(3)
+                    .jitter(resilient_http::retry::Jitter::None)
+                    .build()
+                    .unwrap(),
+            )
+            .before_attempt(hook_fn(
+                "attempt-number",
+                |mut request, attempt| async move {
+                    let value = format!("{}:{}", attempt.number, attempt.history.len());
+                    request.headers_mut().insert("x-attempt", value.parse()?);
+                    Ok(request)
+                },
+            ))
+    };
+    let server = FaultServer::start().await.unwrap();
+    let script = [Reply::status(503), Reply::status(503), Reply::ok("ok")];
+    server.script("/middleware", script.clone());
+    server.script("/layer", script);
+
+    let chain = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(ResilientMiddleware::new(builder()).unwrap())
+        .build();
+    let response = chain.get(server.url("/middleware")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    let stack = ServiceBuilder::new()
+        .layer(ResilientLayer::new(builder()).unwrap())
+        .service(reqwest::Client::new());
+    let request =
+        reqwest::Request::new(reqwest::Method::GET, server.url("/layer").parse().unwrap());
+    assert_eq!(stack.oneshot(request).await.unwrap().status(), 200);
+
+    for path in ["/middleware", "/layer"] {
+        let sent: Vec<_> = server
+            .requests(path)
+            .iter()
+            .map(|r| r.headers["x-attempt"].to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(sent, ["1:0", "2:1", "3:2"], "{path}");
+    }
+
+    let layered = || builder().attempt_layer(ServiceBuilder::new());
+    let refused = ResilientMiddleware::new(layered()).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::InvalidConfig);
+    assert!(refused.to_string().contains("attempt layers"), "{refused}");
+    let refused = ResilientLayer::new(layered()).unwrap_err();
+    assert!(refused.to_string().contains("ResilientLayer"), "{refused}");
+}

@@ -19,7 +19,7 @@
 //! - A call whose attempts ran one after another (no hedge) is predicted exactly: each
 //!   attempt's outcome, class and delivery from the server's action and the documented
 //!   classification (`classify/default.rs`, `transport.rs`), when the retry stops
-//!   (`Decision::decide` in `retry/state.rs`: transient failures retried up to 3 attempts,
+//!   (`Decision::decide` in `call/decision.rs`: transient failures retried up to 3 attempts,
 //!   a POST without an `Idempotency-Key` not after it may have been processed), the delay
 //!   before each retry (`Retry-After: 0` obeyed exactly, else full jitter under
 //!   100 ms × 2^(n−1)), and the final error's kind, class, delivery and status, or which

@@ -163,15 +163,32 @@ impl<O, S: Sender> Call<O, S> {
 }
 
 impl<O: Success, S: Sender> Call<O, S> {
+    /// A call, boxed (as reqwest boxes its own: some 700 bytes that every move of the
+    /// caller's future would otherwise carry; one allocation costs less).
     #[inline]
     pub(crate) fn new(
-        mut sender: S,
+        sender: S,
         policies: Arc<Policies>,
         which: Which,
         request: reqwest::Request,
         reader: Reader<O>,
         buffered: bool,
     ) -> Box<Self> {
+        Box::new(Self::unboxed(
+            sender, policies, which, request, reader, buffered,
+        ))
+    }
+
+    /// A call, for a future that is boxed already (an `async_trait` middleware's).
+    #[inline(always)]
+    pub(crate) fn unboxed(
+        mut sender: S,
+        policies: Arc<Policies>,
+        which: Which,
+        request: reqwest::Request,
+        reader: Reader<O>,
+        buffered: bool,
+    ) -> Self {
         let chosen = policy(&policies, &which);
         sender.follow(chosen);
         let method = request.method().clone();
@@ -181,8 +198,7 @@ impl<O: Success, S: Sender> Call<O, S> {
         let extras = chosen.extras();
         let refresher = extras.is_some_and(|e| e.refresher.is_some());
         let hook = extras.is_some_and(|e| e.hook.is_some());
-        // Set up in place, once boxed: the retry state is large, and each move copies it.
-        let mut call = Box::new(Call {
+        let mut call = Call {
             stage: Stage::Start,
             sender,
             policies,
@@ -196,7 +212,7 @@ impl<O: Success, S: Sender> Call<O, S> {
             buffered,
             refreshed_once: false,
             body: None,
-        });
+        };
         let retry = &mut call.retry;
         if refresher {
             retry.allow_extra_attempt();

@@ -610,7 +610,8 @@ impl ClientBuilder {
     }
 
     /// Checks the settings and compiles every policy; `http` is the client's reqwest client,
-    /// `None` for the reqwest-middleware adapter, which runs no hooks. A reload passes the
+    /// `None` for the adapters (`ResilientMiddleware`, `ResilientLayer`), which have none of
+    /// their own: attempt layers, `reqwest(..)` and outer layers are refused there. A reload passes the
     /// `previous` policies, whose Redis connection is kept if its settings did not change.
     pub(crate) fn build_policies(
         &self,
@@ -761,24 +762,26 @@ impl ClientBuilder {
             || !self.policy_extras.is_empty();
         if http.is_none() && !self.configure.is_empty() {
             return Err(Error::invalid_config(
-                "reqwest(..) configures the client's own reqwest client; in a reqwest-middleware \
-                 chain, configure the reqwest::Client you give the chain",
+                "reqwest(..) configures the client's own reqwest client; under \
+                 ResilientMiddleware or ResilientLayer, configure the reqwest::Client below them",
             ));
         }
         if http.is_none() && self.outer.is_some() {
             return Err(Error::invalid_config(
-                "outer layers run in the client's own calls only; in a reqwest-middleware \
-                 chain, add your middleware to the chain instead",
+                "outer layers run in the client's own calls only; under ResilientMiddleware or \
+                 ResilientLayer, add your middleware or layer around them instead",
+            ));
+        }
+        // Hooks, refreshers and body classifiers run on every path (one driver); attempt
+        // layers wrap the client's own reqwest client, which the adapters do not have.
+        if http.is_none() && self.attempt_layer.is_some() {
+            return Err(Error::invalid_config(
+                "attempt layers wrap the client's own reqwest client; under ResilientMiddleware \
+                 or ResilientLayer, put them in the chain or the stack below instead",
             ));
         }
         if !has_any {
             return Ok(());
-        }
-        if http.is_none() {
-            return Err(Error::invalid_config(
-                "hooks, auth refreshers, body classifiers and attempt layers run in the client's \
-                 own calls only; the reqwest-middleware adapter cannot run them",
-            ));
         }
         let all = std::iter::once(&mut policies.default)
             .chain(policies.endpoints.iter_mut().map(|(_, policy)| policy));

@@ -30,7 +30,9 @@ pub const WARM_UP: usize = 2_000;
 pub const STACKS: &[&str] = &[
     "reqwest",
     "reqwest+timeout",
+    "reqwest-middleware",
     "reqwest-middleware+retry",
+    "reqwest-middleware+retry+timeout",
     "tower-timeout+retry",
     "tower-resilience-breaker",
     "floor-by-hand",
@@ -254,6 +256,24 @@ impl AnyStack {
                 let policy = ExponentialBackoff::builder().build_with_max_retries(3);
                 AnyStack::MiddlewareRetry(MiddlewareRetry(
                     reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+                        .with(RetryTransientMiddleware::new_with_policy(policy))
+                        .build(),
+                ))
+            }
+            // The chain alone: what every reqwest-middleware stack pays before its middlewares.
+            "reqwest-middleware" => AnyStack::MiddlewareRetry(MiddlewareRetry(
+                reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).build(),
+            )),
+            // reqwest-retry with a timeout on each attempt (the client's, body included), as
+            // every resilient stack has.
+            "reqwest-middleware+retry+timeout" => {
+                let policy = ExponentialBackoff::builder().build_with_max_retries(3);
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("reqwest client");
+                AnyStack::MiddlewareRetry(MiddlewareRetry(
+                    reqwest_middleware::ClientBuilder::new(http)
                         .with(RetryTransientMiddleware::new_with_policy(policy))
                         .build(),
                 ))
