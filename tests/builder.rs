@@ -191,5 +191,5 @@ fn reqwest_settings_in_the_middleware_are_a_config_error() {
     )
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
-    assert!(err.to_string().contains("reqwest-middleware"), "{err}");
+    assert!(err.to_string().contains("ResilientMiddleware"), "{err}");
 }

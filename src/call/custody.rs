@@ -3,7 +3,8 @@
 //!
 //! The hand-off is in the types: a request is parked by [`RetryState::begin`] or
 //! [`RetryState::next_request`], which give a [`Parked`] token; only that token takes it out
-//! ([`RetryState::take_request`]), and the guards pass it on ([`crate::overload::gate`]). The
+//! ([`RetryState::take_request`]), giving an [`Out`] token that the end of the attempt
+//! consumes; the guards pass the [`Parked`] token on ([`super::gate`]). The
 //! request itself stays here meanwhile, in one place, while the endpoint's guards decide: it
 //! is large, and moving it from step to step costs more than the guards themselves.
 //!
@@ -21,6 +22,14 @@ use crate::retry::{IDEMPOTENCY_KEY, RetryPolicy, is_idempotent};
 /// A request is parked for the next attempt: the only way to take it out.
 #[must_use = "a parked request goes out with `take_request`, or the call ends"]
 pub(crate) struct Parked(());
+
+/// An attempt is out: its request left custody (or never will: a hedge's copy, a refusal
+/// at the guards). The end of the attempt consumes it ([`RetryState::finish_attempt`] and the
+/// like), once.
+///
+/// [`RetryState::finish_attempt`]: super::state::RetryState::finish_attempt
+#[must_use = "an attempt that is out ends with `finish_attempt` (or the like)"]
+pub(crate) struct Out(());
 
 /// The request of a call, its copy, and a streaming body kept for replay.
 pub(crate) struct Custody {
@@ -95,9 +104,9 @@ impl Custody {
     }
 
     /// Takes the parked request out to send it.
-    pub(crate) fn take(&mut self, _parked: Parked) -> Result<reqwest::Request, Error> {
+    pub(crate) fn take(&mut self, _parked: Parked) -> Result<(reqwest::Request, Out), Error> {
         match self.parked.take() {
-            Some(request) => Ok(request),
+            Some(request) => Ok((request, Out(()))),
             // Unreachable: `Parked` is made only with a request parked.
             None => Err(Error::invalid_config(
                 "no request to send: it went out already",
@@ -155,6 +164,17 @@ impl Custody {
 /// A parked request's token, made only where a request is parked.
 pub(super) fn parked() -> Parked {
     Parked(())
+}
+
+/// The token of an attempt that never takes the parked request out: turned away at the
+/// guards (`parked` is spent: the next attempt parks a fresh copy).
+pub(super) fn unsent(_parked: Parked) -> Out {
+    Out(())
+}
+
+/// The token of a hedge, whose request is a copy made for it.
+pub(super) fn hedged() -> Out {
+    Out(())
 }
 
 /// A random UUID (version 4) as an `Idempotency-Key`.

@@ -25,8 +25,9 @@ pub(crate) enum Gate {
     /// Not yet: when this is ready, pass it to [`waited`], with the request's token.
     Wait(BoxFuture<Waited>, Parked),
     /// This attempt is turned away (a hold or the rate limit, past the deadline): an attempt
-    /// that was not sent, for the retry bookkeeping to record and end the call with.
-    Refused(Error),
+    /// that was not sent, for the retry bookkeeping to record and end the call with; its
+    /// request stays parked (the next attempt parks a fresh copy).
+    Refused(Error, Parked),
     /// The call is turned away before any attempt (a full bulkhead): its final error.
     Over(Error),
 }
@@ -88,7 +89,7 @@ fn admit_with(
             }),
             parked,
         ),
-        Admission::Refused(error) => Gate::Refused(naming_request(retry, error)),
+        Admission::Refused(error) => Gate::Refused(naming_request(retry, error), parked),
     }
 }
 

@@ -23,7 +23,6 @@ use crate::caught::{call_caught, caught, hook_failed, poll_caught};
 use crate::classify::{Class, Classifier, Delivery, outcome, response_outcome};
 use crate::error::{BoxError, Error, ErrorKind};
 
-use crate::call::custody::Parked;
 use crate::call::race::{Event, Race, Runner, answers};
 use crate::call::record::Slot;
 use crate::call::state::{Next, RetryState};
@@ -32,6 +31,7 @@ use crate::hook::{AttemptInfo, AuthRefresher, BodyFactory, BoxFuture};
 use crate::policy::{CompiledPolicy, Policies};
 use crate::read::{Buffered, Reader, Success, buffer, limited};
 use crate::timeout::{Clock, attempt_limit, expired, ran_out, timed_out};
+use custody::{Out, Parked};
 use gate::{Gate, Waited};
 
 mod custody;
@@ -65,7 +65,7 @@ enum Stage<O, F> {
     Start,
     /// The request's body factory, then the policy's hook, are preparing the next attempt's
     /// request (see [`Call::hooked_or_sent`]).
-    Hook(BoxFuture<Result<reqwest::Request, Error>>),
+    Hook(BoxFuture<Result<reqwest::Request, Error>>, Out),
     /// An attempt is waiting for the response's head.
     Send(F),
     /// An attempt and its hedges are waiting for their heads, in `Call::race`.
@@ -87,14 +87,16 @@ enum Stage<O, F> {
 
 /// Why an attempt did not go out.
 enum Unsent {
-    /// The breaker turned it away: an attempt that was not sent.
-    Refused(Error),
+    /// The breaker turned it away: an attempt that was not sent, which ends with `Out`.
+    Refused(Error, Out),
     /// The deadline left it no time.
-    Expired(Error),
+    Expired(Error, Out),
 }
 
 /// The attempt in flight: from its admission by the breaker until its result is known.
 struct Attempt {
+    /// What its end hands to the retry state (see [`Out`]).
+    out: Out,
     /// The breaker's permit; `None` when the policy has no breaker.
     permit: Option<Permit>,
     /// When it was sent, read only when someone needs it: a breaker that counts slow calls,
@@ -108,11 +110,13 @@ struct Attempt {
 
 impl Attempt {
     /// Tells `breaker` (the one that admitted it) how the attempt went; `Ignored` gives a
-    /// half-open probe's place back. Taking the attempt makes this happen once.
-    fn end(self, breaker: Option<&Breaker>, verdict: Verdict) {
+    /// half-open probe's place back. Taking the attempt makes this happen once; what is left
+    /// is its token, for the retry state.
+    fn end(self, breaker: Option<&Breaker>, verdict: Verdict) -> Out {
         if let (Some(breaker), Some(permit)) = (breaker, self.permit) {
             breaker.record(permit, verdict, self.sent_at);
         }
+        self.out
     }
 }
 
@@ -144,20 +148,13 @@ pub(crate) struct Call<O, S: Sender = ClientSender> {
 impl<O, S: Sender> Drop for Call<O, S> {
     fn drop(&mut self) {
         // A cancelled call gives a half-open probe's place back, for each attempt in flight.
-        self.end_attempt(Verdict::Ignored);
+        if let Some(attempt) = self.attempt.take() {
+            let _out = attempt.end(self.breaker.as_deref(), Verdict::Ignored);
+        }
         if let Some(race) = self.race.take() {
             for attempt in race.abandon() {
-                attempt.end(self.breaker.as_deref(), Verdict::Ignored);
+                let _out = attempt.end(self.breaker.as_deref(), Verdict::Ignored);
             }
-        }
-    }
-}
-
-impl<O, S: Sender> Call<O, S> {
-    /// Ends the attempt in flight, if any, telling the breaker `verdict`.
-    fn end_attempt(&mut self, verdict: Verdict) {
-        if let Some(attempt) = self.attempt.take() {
-            attempt.end(self.breaker.as_deref(), verdict);
         }
     }
 }
@@ -290,15 +287,18 @@ impl<O: Success, S: Sender> Call<O, S> {
                 None
             }
             // Recorded as an attempt that was not sent, like a breaker's refusal.
-            Gate::Refused(error) => self.finish(Err(error)),
+            Gate::Refused(error, parked) => {
+                let out = self.retry.turned_away(parked);
+                self.failed(out, error)
+            }
             Gate::Over(error) => self.done(Err(error)),
         }
     }
 
     /// The attempt's request, through the body factory and the hook, if any, then out.
     fn hooked_or_sent(&mut self, parked: Parked) -> Step<O> {
-        let request = match self.retry.take_request(parked) {
-            Ok(request) => request,
+        let (request, out) = match self.retry.take_request(parked) {
+            Ok(taken) => taken,
             Err(error) => return self.done(Err(error)),
         };
         let hook = self.extras().and_then(|e| e.hook.clone());
@@ -306,7 +306,7 @@ impl<O: Success, S: Sender> Call<O, S> {
             // The attempt started just now: its request was readied (`begin`, `next_request`,
             // `resume` read the clock) and let out by the guards, which do not wait.
             let now = self.retry.attempt_started();
-            return self.send(request, now);
+            return self.send(request, now, out);
         }
         let hooking = hook.map(|hook| {
             let info = AttemptInfo {
@@ -338,31 +338,32 @@ impl<O: Success, S: Sender> Call<O, S> {
             run_caught(hooking, &what).await
         };
         // The factory and the hook had the request: their errors name the one they were given.
-        self.stage = Stage::Hook(Box::pin(async move {
+        let hooking = Box::pin(async move {
             let request = preparing.await;
             request.map_err(|error| error.with_request(&method, &url))
-        }));
+        });
+        self.stage = Stage::Hook(hooking, out);
         None
     }
 
     /// The hook is done with the attempt's request.
-    fn hooked(&mut self, request: Result<reqwest::Request, Error>) -> Step<O> {
+    fn hooked(&mut self, request: Result<reqwest::Request, Error>, out: Out) -> Step<O> {
         match request {
             // The hook's time comes out of the budget: `send` counts from now.
-            Ok(request) => self.send(request, Instant::now()),
+            Ok(request) => self.send(request, Instant::now(), out),
             // An attempt that failed before it was sent: recorded (history, span, metrics)
             // as any other, and never retried (a hook's failure is permanent).
-            Err(error) => self.finish(Err(error)),
+            Err(error) => self.failed(out, error),
         }
     }
 
     /// Admits the attempt through the breaker and sends it at `now`, in a race with its
     /// hedges if the call may send any.
-    fn send(&mut self, request: reqwest::Request, now: Instant) -> Step<O> {
-        let (attempt, sending) = match self.launch(request, now) {
+    fn send(&mut self, request: reqwest::Request, now: Instant, out: Out) -> Step<O> {
+        let (attempt, sending) = match self.launch(request, now, out) {
             Ok(launched) => launched,
-            Err(Unsent::Refused(error)) => return self.finish(Err(error)),
-            Err(Unsent::Expired(error)) => {
+            Err(Unsent::Refused(error, out)) => return self.failed(out, error),
+            Err(Unsent::Expired(error, _out)) => {
                 let error = self.retry.fail(error);
                 return self.done(Err(error));
             }
@@ -391,10 +392,12 @@ impl<O: Success, S: Sender> Call<O, S> {
         &mut self,
         mut request: reqwest::Request,
         now: Instant,
+        out: Out,
     ) -> Result<(Attempt, S::Future), Unsent> {
         if S::SORTED {
             // The layers below keep the breaker and bound the attempt (see `Sender::SORTED`).
             let attempt = Attempt {
+                out,
                 permit: None,
                 sent_at: None,
                 limit: Duration::MAX,
@@ -408,7 +411,7 @@ impl<O: Success, S: Sender> Call<O, S> {
             Some(breaker) => match breaker.admit() {
                 Ok(permit) => (Some(permit), breaker.call_started()),
                 Err(rejection) => {
-                    return Err(Unsent::Refused(breaker.rejected(rejection, &request)));
+                    return Err(Unsent::Refused(breaker.rejected(rejection, &request), out));
                 }
             },
         };
@@ -418,14 +421,15 @@ impl<O: Success, S: Sender> Call<O, S> {
             self.retry.time_left(now),
         );
         let mut attempt = Attempt {
+            out,
             permit,
             sent_at,
             limit,
             by_deadline,
         };
         if limit.is_zero() {
-            attempt.end(breaker, Verdict::Ignored);
-            return Err(Unsent::Expired(expired(&request, limit)));
+            let out = attempt.end(breaker, Verdict::Ignored);
+            return Err(Unsent::Expired(expired(&request, limit), out));
         }
         // A reader's time counts from the send; the breaker's reading, if it took one, is it.
         if attempt.sent_at.is_none() && matches!(self.reader, Reader::With(_)) {
@@ -445,10 +449,10 @@ impl<O: Success, S: Sender> Call<O, S> {
             self.retry.hedge_not_ready();
             return;
         }
-        let Some((request, slot)) = self.retry.hedge(self.breaker.as_deref()) else {
+        let Some((request, slot, out)) = self.retry.hedge(self.breaker.as_deref()) else {
             return;
         };
-        match self.launch(request, Instant::now()) {
+        match self.launch(request, Instant::now(), out) {
             Ok((attempt, future)) => {
                 let after = self.retry.hedges_after();
                 if let Some(race) = &mut self.race {
@@ -463,9 +467,9 @@ impl<O: Success, S: Sender> Call<O, S> {
                 }
             }
             // Recorded as a hedge that was not sent; the race goes on.
-            Err(Unsent::Refused(error) | Unsent::Expired(error)) => {
+            Err(Unsent::Refused(error, out) | Unsent::Expired(error, out)) => {
                 self.retry.put_slot(slot);
-                self.retry.keeps_racing(&error, true);
+                let _out = self.retry.keeps_racing(out, &error, true);
             }
         }
     }
@@ -483,7 +487,7 @@ impl<O: Success, S: Sender> Call<O, S> {
         if let Some(mut race) = self.race.take() {
             let breaker = self.breaker.as_deref();
             race.cancel(&mut self.retry, answered, |attempt| {
-                attempt.end(breaker, Verdict::Ignored);
+                attempt.end(breaker, Verdict::Ignored)
             });
         }
     }
@@ -702,43 +706,47 @@ impl<O: Success, S: Sender> Call<O, S> {
             Ok(output) => return self.succeeded(output),
             Err(error) => error,
         };
-        // Without an attempt in flight (the breaker refused it, a hook failed), the error is
-        // no attempt's timeout and the breaker has nothing to hear.
-        let error = match self.attempt.take() {
-            Some(attempt) => {
-                let error = if S::SORTED {
-                    error
-                } else {
-                    timed_out(error, attempt.limit, attempt.by_deadline)
-                };
-                // Without a breaker, nothing hears the verdict.
-                let breaker = self.breaker.as_deref();
-                let verdict = breaker.map_or(Verdict::Ignored, |b| b.error_verdict(&error));
-                attempt.end(breaker, verdict);
-                error
-            }
-            None => error,
+        let Some(attempt) = self.attempt.take() else {
+            return self.done(Err(not_in_flight()));
         };
+        let error = if S::SORTED {
+            error
+        } else {
+            timed_out(error, attempt.limit, attempt.by_deadline)
+        };
+        // Without a breaker, nothing hears the verdict.
+        let breaker = self.breaker.as_deref();
+        let verdict = breaker.map_or(Verdict::Ignored, |b| b.error_verdict(&error));
+        let out = attempt.end(breaker, verdict);
+        self.failed(out, error)
+    }
+
+    /// The attempt of `out` failed with `error` (sent, or turned away before: by the guards,
+    /// the breaker, a hook): it waits for the rest of its race, or the retry decides.
+    fn failed(&mut self, out: Out, error: Error) -> Step<O> {
         // A transient failure while others of its race are still in flight: wait for them.
         let others = self.race.as_ref().is_some_and(|race| race.running());
-        if self.retry.keeps_racing(&error, others) {
+        let Some(out) = self.retry.keeps_racing(out, &error, others) else {
             self.stage = Stage::Race;
             return None;
-        }
+        };
         self.end_race(answers(&error));
         if let Some(refresher) = self.refresher_for(&error).cloned() {
-            return self.refresh(error, refresher);
+            return self.refresh(out, error, refresher);
         }
-        let next = self.retry.finish_attempt(Err(error));
+        let next = self.retry.finish_attempt(out, Err(error));
         self.next(next)
     }
 
     fn succeeded(&mut self, output: O) -> Step<O> {
-        self.end_attempt(Verdict::Success);
-        if self.retry.first_try_succeeded(output.status()) {
+        let Some(attempt) = self.attempt.take() else {
+            return self.done(Err(not_in_flight()));
+        };
+        let out = attempt.end(self.breaker.as_deref(), Verdict::Success);
+        if self.retry.first_try_succeeded(&out, output.status()) {
             return self.done(Ok(output));
         }
-        let next = self.retry.finish_attempt(Ok(output));
+        let next = self.retry.finish_attempt(out, Ok(output));
         self.next(next)
     }
 
@@ -767,10 +775,10 @@ impl<O: Success, S: Sender> Call<O, S> {
     }
 
     /// A first `401` with a refresher in the policy: new credentials, then the attempt again.
-    fn refresh(&mut self, error: Error, refresher: Arc<dyn AuthRefresher>) -> Step<O> {
+    fn refresh(&mut self, out: Out, error: Error, refresher: Arc<dyn AuthRefresher>) -> Step<O> {
         self.refreshed_once = true;
         let (method, url) = (self.method.clone(), error.url().cloned());
-        if let Err(error) = self.retry.retry_with_new_credentials(error) {
+        if let Err(error) = self.retry.retry_with_new_credentials(out, error) {
             return self.done(Err(error));
         }
         let start = move || -> BoxFuture<Result<HeaderValue, Error>> {
@@ -821,6 +829,12 @@ impl<O: Success, S: Sender> Call<O, S> {
             Err(error) => self.done(Err(error)),
         }
     }
+}
+
+/// The error of a driver that lost track of its attempt: unreachable, since an attempt's
+/// result is handled only while it is in flight, and typed rather than a panic.
+fn not_in_flight() -> Error {
+    Error::invalid_config("an attempt ended that was not in flight")
 }
 
 /// `future`, ended with [`ErrorKind::DeadlineExceeded`] at the call's `deadline`.
@@ -917,9 +931,13 @@ impl<O: Success, S: Sender> Future for Call<O, S> {
             // Each stage: what it waits for, then what follows.
             let step = match &mut this.stage {
                 Stage::Start => this.started(),
-                Stage::Hook(hooking) => {
+                Stage::Hook(hooking, _) => {
                     let request = ready!(hooking.as_mut().poll(cx));
-                    this.hooked(request)
+                    let Stage::Hook(_, out) = std::mem::replace(&mut this.stage, Stage::Done)
+                    else {
+                        return Poll::Ready(Err(Error::polled_after_completion()));
+                    };
+                    this.hooked(request, out)
                 }
                 Stage::Send(sending) => {
                     let head = ready!(in_attempt(&this.retry, sending, cx));

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::time::{Sleep, sleep};
 
+use super::custody::Out;
 use super::record::Slot;
 use super::state::RetryState;
 use crate::classify::Class;
@@ -105,13 +106,13 @@ impl<F: Future + Unpin, A> Race<F, A> {
         &mut self,
         retry: &mut RetryState,
         answered: bool,
-        mut end: impl FnMut(A),
+        mut end: impl FnMut(A) -> Out,
     ) {
         self.next_hedge = None;
         for runner in self.runners.drain(..) {
             let Runner { slot, attempt, .. } = runner;
-            end(attempt);
-            retry.cancelled(slot);
+            let out = end(attempt);
+            retry.cancelled(slot, out);
         }
         if answered {
             retry.won_race();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::time::Instant;
 
-use super::custody::{Custody, Parked, parked};
+use super::custody::{Custody, Out, Parked, hedged, parked, unsent};
 use super::decision::{Decision, Skip};
 use super::race::answers;
 use super::record::{Record, Slot};
@@ -173,8 +173,17 @@ impl RetryState {
 
     /// Takes the request of the attempt about to go out, to send it (or to hand it to a
     /// hook first).
-    pub(crate) fn take_request(&mut self, parked: Parked) -> Result<reqwest::Request, Error> {
+    pub(crate) fn take_request(
+        &mut self,
+        parked: Parked,
+    ) -> Result<(reqwest::Request, Out), Error> {
         self.custody.take(parked)
+    }
+
+    /// The parked request does not go out: the guards turned its attempt away. The attempt
+    /// still ends (recorded, decided on) with the token this gives.
+    pub(crate) fn turned_away(&mut self, parked: Parked) -> Out {
+        unsent(parked)
     }
 
     /// Sends no hedges, whatever the policy says: for a call whose attempts each need more
@@ -204,7 +213,10 @@ impl RetryState {
     /// retry must get past, a hedge must too, without waiting: the deadline, the retry budget,
     /// a `Retry-After` hold, the rate limit (it takes a slot), and `breaker` if it will turn
     /// the hedge away (the caller's breaker then admits it as any attempt).
-    pub(crate) fn hedge(&mut self, breaker: Option<&Breaker>) -> Option<(reqwest::Request, Slot)> {
+    pub(crate) fn hedge(
+        &mut self,
+        breaker: Option<&Breaker>,
+    ) -> Option<(reqwest::Request, Slot, Out)> {
         self.hedges_after()?;
         let now = Instant::now();
         if self
@@ -232,16 +244,17 @@ impl RetryState {
         self.record.observer.hedge_sent(policy, self.attempts);
         let span = self.record.observer.hedge_span(self.attempts, &request);
         let slot = Slot::hedge(self.attempts, now, span);
-        Some((request, slot))
+        Some((request, slot, hedged()))
     }
 
     /// The current attempt failed with `error` while others of its race are still in flight
     /// (`others`): whether the call waits for them. It does when the failure is transient
     /// (the next answer may be good); the failure is then recorded as any attempt's, and no
-    /// retry is decided on. Otherwise the caller cancels the others and decides as usual.
-    pub(crate) fn keeps_racing(&mut self, error: &Error, others: bool) -> bool {
+    /// retry is decided on, and `out` is spent; otherwise it comes back, and the caller
+    /// cancels the others and decides as usual.
+    pub(crate) fn keeps_racing(&mut self, out: Out, error: &Error, others: bool) -> Option<Out> {
         if !others || answers(error) {
-            return false;
+            return Some(out);
         }
         let now = self.record(Err(error));
         if let Some(guards) = &self.guards
@@ -249,7 +262,7 @@ impl RetryState {
         {
             guards.observe(now, error, self.policy.name());
         }
-        true
+        None
     }
 
     /// The current attempt's answer (not a transient failure) ended its race: counted when
@@ -261,7 +274,7 @@ impl RetryState {
     }
 
     /// The attempt of `slot` lost its race: it was cancelled when another answered first.
-    pub(crate) fn cancelled(&mut self, slot: Slot) {
+    pub(crate) fn cancelled(&mut self, slot: Slot, _out: Out) {
         self.record.cancelled(slot, self.clock.started());
     }
 
@@ -328,8 +341,9 @@ impl RetryState {
     }
 
     /// Whether a success of `status` ended the call at its first attempt, the common case:
-    /// then it keeps no history, and reads no clock unless someone is watching.
-    pub(crate) fn first_try_succeeded(&mut self, status: StatusCode) -> bool {
+    /// then it keeps no history, and reads no clock unless someone is watching. `out` is the
+    /// attempt's: the call is over with it.
+    pub(crate) fn first_try_succeeded(&mut self, _out: &Out, status: StatusCode) -> bool {
         if !self.record.history.is_empty() {
             return false;
         }
@@ -348,9 +362,13 @@ impl RetryState {
 
     /// Records how an attempt ended and decides what comes next.
     #[inline]
-    pub(crate) fn finish_attempt<O: Success>(&mut self, result: Result<O, Error>) -> Next<O> {
+    pub(crate) fn finish_attempt<O: Success>(
+        &mut self,
+        out: Out,
+        result: Result<O, Error>,
+    ) -> Next<O> {
         if let Ok(success) = &result
-            && self.first_try_succeeded(success.status())
+            && self.first_try_succeeded(&out, success.status())
         {
             return Next::Done(result);
         }
@@ -496,7 +514,11 @@ impl RetryState {
     /// Records an attempt refused for its credentials, to be sent again at once with fresh
     /// ones: one attempt more than the policy allows, once. Fails with the final error when
     /// the request cannot be sent again.
-    pub(crate) fn retry_with_new_credentials(&mut self, error: Error) -> Result<(), Error> {
+    pub(crate) fn retry_with_new_credentials(
+        &mut self,
+        _out: Out,
+        error: Error,
+    ) -> Result<(), Error> {
         self.record(Err(&error));
         if !self.replayable() {
             return Err(self.fail(Error::not_replayable(error)));
