@@ -100,8 +100,8 @@ impl Middleware for ResilientMiddleware {
             next,
             extensions: extensions.clone(),
         };
-        // The client's own call: the request's `.timeout(d)` is its deadline, if shorter
-        // than the policy's.
+        // The one driver, as the client's: the request's `.timeout(d)` is its deadline, if
+        // shorter than the policy's.
         // Not boxed again: it lives in this middleware's future, boxed already.
         let call = Call::unboxed(
             rest,

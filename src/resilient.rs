@@ -1,8 +1,8 @@
 //! A client's policies as one tower layer, over any service that sends `reqwest::Request`s.
 //!
-//! [`ResilientLayer`] is what the [`Client`](crate::Client) and
-//! [`ResilientMiddleware`](crate::middleware::ResilientMiddleware) run, for a
-//! `tower::ServiceBuilder` of your own: endpoint rules, retries, the breaker and the overload
+//! [`ResilientLayer`] does for a `tower::ServiceBuilder` of your own what the
+//! [`Client`](crate::Client) and [`ResilientMiddleware`](crate::middleware::ResilientMiddleware)
+//! do: endpoint rules, retries, the breaker and the overload
 //! guards (retry budget, `Retry-After` holds, rate limit, bulkhead) of each endpoint, hedging,
 //! attempt timeouts, the deadline, classification, hooks. Every call runs the same driver as
 //! the client's own, so the two cannot drift; the service below only sends each attempt.
@@ -37,12 +37,14 @@
 //! ```
 //!
 //! The service below sends each attempt's request, with the attempt's limit as its
-//! `timeout` (reqwest enforces it, body included; a service that ignores it leaves an
-//! attempt bounded only by the deadline). Its errors are sorted as an
+//! `timeout`: reqwest enforces it, body included; for a service that ignores it, the attempt
+//! ends at the limit anyway (a timer of the layer's own, a few milliseconds later), though a
+//! body read after the call is then unbounded. Its errors are sorted as an
 //! [attempt layer](crate::ClientBuilder::attempt_layer)'s are: reqwest's by the policy's
 //! classifier, ours as they are, any other as a permanent failure (a tower timeout as an
-//! attempt timeout). The builder's `reqwest_client`, `connect_timeout` and attempt layers
-//! are not used: the service below is all of them.
+//! attempt timeout). The builder's `connect_timeout` is not used, and its `reqwest(..)`,
+//! `reqwest_client(..)`, attempt layers and outer layers are refused: the service below is
+//! all of them, and your layers go around or below this one.
 
 use std::fmt;
 use std::future::Future;
@@ -52,7 +54,7 @@ use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
-use crate::call::{Call, Failed, ServiceSender, Which, from_layers};
+use crate::call::{AnyService, Call, Failed, ServiceSender, Which, from_layers};
 use crate::client::ClientBuilder;
 use crate::error::{BoxError, Error};
 use crate::policy::Policies;
@@ -70,6 +72,14 @@ impl ResilientLayer {
         Ok(ResilientLayer {
             policies: Arc::new(builder.build_policies(None, None)?),
         })
+    }
+
+    /// The Redis connection this layer shares limits through, as
+    /// [`Client::fleet`](crate::Client::fleet); `None` without one.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn fleet(&self) -> Option<crate::fleet::Fleet> {
+        self.policies.fleet.clone()
     }
 }
 
@@ -112,12 +122,9 @@ where
     }
 
     fn call(&mut self, request: reqwest::Request) -> ResponseFuture<S> {
-        // Call the service that was polled ready; keep a copy for later attempts.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
         let index = self.policies.select_index(request.method(), request.url());
         let call = Call::new(
-            ServiceSender::ready(inner),
+            ServiceSender::<_, AnyService>::take_ready(&mut self.inner),
             self.policies.clone(),
             Which::Shared(index),
             request,
@@ -134,7 +141,7 @@ where
     S: Service<reqwest::Request, Response = reqwest::Response> + Clone,
     S::Error: Into<BoxError>,
 {
-    call: Box<Call<reqwest::Response, ServiceSender<S>>>,
+    call: Box<Call<reqwest::Response, ServiceSender<S, AnyService>>>,
 }
 
 impl<S> Future for ResponseFuture<S>

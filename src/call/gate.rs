@@ -1,5 +1,5 @@
-//! The way out for an attempt's request, past the endpoint's guards: the one sequence both
-//! paths follow (the client's own call and the retry layer), so that they cannot drift.
+//! The way out for an attempt's request, past the endpoint's guards: one sequence, asked by
+//! the driver for every path.
 //!
 //! A call's first request takes its place in the bulkhead ([`enter`]); every attempt's
 //! request is then let out, held back for a while, or turned away ([`admit`]); after a

@@ -1,13 +1,20 @@
-//! The client's own path through a policy: every layer's job in one future.
+//! The one driver: the state machine that sequences every attempt's life, for every path.
 //!
-//! The tower layers are there to be composed, and each costs a future, a copy of the request
-//! on the way down and of the response on the way up, and its own bookkeeping. The client
-//! knows its whole stack, so it does the same work (the same functions: classification, the
-//! attempt timeout, the breaker, [`RetryState`]) in one future instead. It also does what
-//! the layers cannot: read the body inside the attempt ([`crate::read`]) and run hooks
-//! before attempts.
+//! A call asks the rules in one order, written once here: the endpoint's guards
+//! ([`gate`]: bulkhead, `Retry-After` hold, rate limit), the hook, the breaker, the send, the
+//! classification, the race of hedges ([`race`]), the retry's decision ([`RetryState`],
+//! [`decision`]), the wait. Each rule is a function of its own; this file only sequences them.
+//! What sends an attempt is the one thing a path chooses ([`Sender`]: the client's
+//! `reqwest::Client`, the rest of a reqwest-middleware chain, a tower service), so the client,
+//! `ResilientMiddleware`, `ResilientLayer` and the public `Retry` layer cannot drift apart,
+//! and a scripted sender drives it on paused time in the unit tests (`tests.rs`).
+//!
+//! It also does what separate layers cannot: read the body inside the attempt
+//! ([`crate::read`]) and run hooks before attempts. A call is one future (boxed once), with
+//! no task spawned and no lock on the success path.
 
 use std::future::Future;
+use std::ops::DerefMut;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -40,13 +47,13 @@ mod gate;
 mod race;
 mod record;
 mod sender;
+mod service_sender;
 mod state;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use sender::{
-    ClientSender, Failed, Sender, Sent, ServiceSender, SortedSender, from_layers,
-};
+pub(crate) use sender::{ClientSender, Failed, Sender, Sent, from_layers};
+pub(crate) use service_sender::{AnyService, ServiceSender, SortedLayers};
 
 /// Which policy a call follows.
 pub(crate) enum Which {
@@ -91,6 +98,24 @@ enum Unsent {
     Refused(Error, Out),
     /// The deadline left it no time.
     Expired(Error, Out),
+}
+
+/// A value where it was made: [`Call::placed`] for a call that is not boxed.
+#[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
+struct InPlace<T>(T);
+
+impl<T> std::ops::Deref for InPlace<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> DerefMut for InPlace<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
 }
 
 /// The attempt in flight: from its admission by the breaker until its result is known.
@@ -171,21 +196,35 @@ impl<O: Success, S: Sender> Call<O, S> {
         reader: Reader<O>,
         buffered: bool,
     ) -> Box<Self> {
-        Box::new(Self::unboxed(
-            sender, policies, which, request, reader, buffered,
-        ))
+        Self::placed(sender, policies, which, request, reader, buffered, Box::new)
     }
 
     /// A call, for a future that is boxed already (an `async_trait` middleware's).
-    #[inline(always)]
+    #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
+    #[inline]
     pub(crate) fn unboxed(
-        mut sender: S,
+        sender: S,
         policies: Arc<Policies>,
         which: Which,
         request: reqwest::Request,
         reader: Reader<O>,
         buffered: bool,
     ) -> Self {
+        Self::placed(sender, policies, which, request, reader, buffered, InPlace).0
+    }
+
+    /// A call, put by `place` where it stays before it is set up: the retry state is large,
+    /// and a move after it was changed copies it all.
+    #[inline(always)]
+    fn placed<P: DerefMut<Target = Self>>(
+        mut sender: S,
+        policies: Arc<Policies>,
+        which: Which,
+        request: reqwest::Request,
+        reader: Reader<O>,
+        buffered: bool,
+        place: impl FnOnce(Self) -> P,
+    ) -> P {
         let chosen = policy(&policies, &which);
         sender.follow(chosen);
         let method = request.method().clone();
@@ -195,7 +234,7 @@ impl<O: Success, S: Sender> Call<O, S> {
         let extras = chosen.extras();
         let refresher = extras.is_some_and(|e| e.refresher.is_some());
         let hook = extras.is_some_and(|e| e.hook.is_some());
-        let mut call = Call {
+        let mut call = place(Call {
             stage: Stage::Start,
             sender,
             policies,
@@ -209,7 +248,7 @@ impl<O: Success, S: Sender> Call<O, S> {
             buffered,
             refreshed_once: false,
             body: None,
-        };
+        });
         let retry = &mut call.retry;
         if refresher {
             retry.allow_extra_attempt();
@@ -360,7 +399,12 @@ impl<O: Success, S: Sender> Call<O, S> {
     /// Admits the attempt through the breaker and sends it at `now`, in a race with its
     /// hedges if the call may send any.
     fn send(&mut self, request: reqwest::Request, now: Instant, out: Out) -> Step<O> {
-        let (attempt, sending) = match self.launch(request, now, out) {
+        // What the sender does at once (a layer's breaker, say) belongs to the attempt's span.
+        let launched = {
+            let _attempt = self.retry.observer().enter_attempt();
+            self.launch(request, now, out)
+        };
+        let (attempt, sending) = match launched {
             Ok(launched) => launched,
             Err(Unsent::Refused(error, out)) => return self.failed(out, error),
             Err(Unsent::Expired(error, _out)) => {
@@ -450,9 +494,15 @@ impl<O: Success, S: Sender> Call<O, S> {
             return;
         }
         let Some((request, slot, out)) = self.retry.hedge(self.breaker.as_deref()) else {
+            self.sender.hedge_not_sent();
             return;
         };
-        match self.launch(request, Instant::now(), out) {
+        // What the sender does at once (a layer's breaker, say) belongs to the hedge's span.
+        let launched = {
+            let _hedge = slot.enter();
+            self.launch(request, Instant::now(), out)
+        };
+        match launched {
             Ok((attempt, future)) => {
                 let after = self.retry.hedges_after();
                 if let Some(race) = &mut self.race {
@@ -468,6 +518,7 @@ impl<O: Success, S: Sender> Call<O, S> {
             }
             // Recorded as a hedge that was not sent; the race goes on.
             Err(Unsent::Refused(error, out) | Unsent::Expired(error, out)) => {
+                self.sender.hedge_not_sent();
                 self.retry.put_slot(slot);
                 let _out = self.retry.keeps_racing(out, &error, true);
             }

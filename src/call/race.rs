@@ -1,8 +1,7 @@
 //! The attempts of one call in flight at once: the first sent and its hedges.
 //!
-//! Both paths keep their attempts here (the client's call and the retry layer), with what
-//! each needs of its own per attempt (`A`: the client's breaker permit, nothing for the
-//! layer, whose breaker is below it), and each asks [`RetryState`] what to do when one ends.
+//! The driver keeps its attempts here, with what each needs of its own (`A`: its breaker
+//! permit and its token), and asks [`RetryState`] what to do when one ends.
 //!
 //! [`RetryState`]: crate::call::state::RetryState
 

@@ -7,9 +7,9 @@
 //!   ([`ClientSender`]);
 //! - `ResilientMiddleware` runs the rest of the middleware chain (in `middleware.rs`);
 //! - [`ResilientLayer`](crate::resilient::ResilientLayer) calls any tower service of
-//!   `reqwest::Request`s ([`ServiceSender`]);
-//! - the public [`Retry`](crate::retry::Retry) layer calls the layers a user stacked below it,
-//!   which classify, time and break each attempt themselves ([`SortedSender`]).
+//!   `reqwest::Request`s, and the public [`Retry`](crate::retry::Retry) layer the layers a
+//!   user stacked below it, which classify, time and break each attempt themselves
+//!   ([`ServiceSender`](super::ServiceSender), in `service_sender.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -57,6 +57,10 @@ pub(crate) trait Sender: Unpin {
     fn ready_now(&mut self, _cx: &mut Context<'_>) -> bool {
         true
     }
+
+    /// The hedge [`ready_now`](Self::ready_now) said yes to does not go out after all (the
+    /// guards, the breaker or the deadline kept it back): what was readied for it goes back.
+    fn hedge_not_sent(&mut self) {}
 
     /// Whether a request with no timeout of its own is bounded to `limit` without one (a
     /// reqwest client built with that timeout): the driver then sets none.
@@ -138,152 +142,5 @@ pub(crate) fn from_layers(error: BoxError, what: &str) -> Failed {
     match error.downcast::<reqwest::Error>() {
         Ok(error) => Failed::Transport(*error),
         Err(error) => Failed::Sorted(layer_error(error, what, || in_layer(Clock::Attempt))),
-    }
-}
-
-/// Any tower service of `reqwest::Request`s, for [`ResilientLayer`](crate::resilient::ResilientLayer):
-/// its errors sorted as an attempt layer's are.
-pub(crate) struct ServiceSender<S> {
-    inner: S,
-    /// Whether `inner` was polled ready for the first attempt.
-    ready: bool,
-    /// A copy of `inner` polled ready for a hedge (see [`Sender::ready_now`]).
-    for_hedge: Option<S>,
-}
-
-// Never pinned: the driver only calls it (no `Pin<&mut S>` is ever made).
-impl<S> Unpin for ServiceSender<S> {}
-
-impl<S> ServiceSender<S> {
-    /// `inner`, polled ready for the first attempt; later attempts wait for a clone of it.
-    pub(crate) fn ready(inner: S) -> Self {
-        ServiceSender {
-            inner,
-            ready: true,
-            for_hedge: None,
-        }
-    }
-}
-
-/// An attempt through a tower service: the ready service's call, or a clone's readiness and
-/// call (boxed: a service's future need not be `Unpin`).
-pub(crate) type Calling<S> = Pin<Box<ReadyThenCall<S>>>;
-
-pin_project_lite::pin_project! {
-    /// An attempt through a tower service: its call, if it was ready, else a copy's readiness
-    /// then its call.
-    #[project = ReadyThenCallProj]
-    pub(crate) enum ReadyThenCall<S: Service<reqwest::Request>> {
-        Called { #[pin] future: S::Future },
-        Waiting { #[pin] future: Oneshot<S, reqwest::Request> },
-    }
-}
-
-impl<S: Service<reqwest::Request>> Future for ReadyThenCall<S> {
-    type Output = Result<S::Response, S::Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            ReadyThenCallProj::Called { future } => future.poll(cx),
-            ReadyThenCallProj::Waiting { future } => future.poll(cx),
-        }
-    }
-}
-
-impl<S> ServiceSender<S>
-where
-    S: Service<reqwest::Request> + Clone,
-{
-    fn call(&mut self, request: reqwest::Request) -> Calling<S> {
-        if let Some(mut ready) = self.for_hedge.take() {
-            let future = ready.call(request);
-            return Box::pin(ReadyThenCall::Called { future });
-        }
-        if std::mem::take(&mut self.ready) {
-            let future = self.inner.call(request);
-            return Box::pin(ReadyThenCall::Called { future });
-        }
-        let future = self.inner.clone().oneshot(request);
-        Box::pin(ReadyThenCall::Waiting { future })
-    }
-
-    fn ready_now(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut copy = self.inner.clone();
-        let ready = matches!(copy.poll_ready(cx), Poll::Ready(Ok(())));
-        self.for_hedge = ready.then_some(copy);
-        ready
-    }
-}
-
-/// An attempt through a user's service, its error sorted (see [`from_layers`]).
-pub(crate) struct ServiceSending<S: Service<reqwest::Request>>(Calling<S>);
-
-impl<S> Future for ServiceSending<S>
-where
-    S: Service<reqwest::Request, Response = reqwest::Response>,
-    S::Error: Into<BoxError>,
-{
-    type Output = Sent;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Sent> {
-        self.get_mut()
-            .0
-            .as_mut()
-            .poll(cx)
-            .map(|result| result.map_err(|e| from_layers(e.into(), "the inner service")))
-    }
-}
-
-impl<S> Sender for ServiceSender<S>
-where
-    S: Service<reqwest::Request, Response = reqwest::Response> + Clone,
-    S::Error: Into<BoxError>,
-{
-    type Future = ServiceSending<S>;
-
-    fn send(&mut self, request: reqwest::Request) -> Self::Future {
-        ServiceSending(self.call(request))
-    }
-
-    fn ready_now(&mut self, cx: &mut Context<'_>) -> bool {
-        ServiceSender::ready_now(self, cx)
-    }
-}
-
-/// The layers a user stacked under the public [`Retry`](crate::retry::Retry) layer: they
-/// classify, time and break each attempt (see [`Sender::SORTED`]).
-pub(crate) struct SortedSender<S>(pub(crate) ServiceSender<S>);
-
-/// An attempt through the layers under the retry layer.
-pub(crate) struct SortedSending<S: Service<reqwest::Request>>(Calling<S>);
-
-impl<S> Future for SortedSending<S>
-where
-    S: Service<reqwest::Request, Response = reqwest::Response, Error = Error>,
-{
-    type Output = Sent;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Sent> {
-        self.get_mut()
-            .0
-            .as_mut()
-            .poll(cx)
-            .map(|result| result.map_err(Failed::Sorted))
-    }
-}
-
-impl<S> Sender for SortedSender<S>
-where
-    S: Service<reqwest::Request, Response = reqwest::Response, Error = Error> + Clone,
-{
-    type Future = SortedSending<S>;
-    const SORTED: bool = true;
-
-    fn send(&mut self, request: reqwest::Request) -> Self::Future {
-        SortedSending(self.0.call(request))
-    }
-
-    fn ready_now(&mut self, cx: &mut Context<'_>) -> bool {
-        self.0.ready_now(cx)
     }
 }

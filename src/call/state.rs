@@ -1,6 +1,6 @@
-//! A call's retry bookkeeping, shared by the [`Retry`](super::Retry) layer and the client's
-//! own single-future path: preparing the first attempt, recording each attempt, deciding what
-//! comes next, and preparing the next request.
+//! A call's retry bookkeeping, for the driver ([`super::Call`]): preparing the first attempt,
+//! recording each attempt ([`super::record`]), deciding what comes next ([`super::decision`]),
+//! and preparing the next request ([`super::custody`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -297,8 +297,7 @@ impl RetryState {
         }
     }
 
-    /// Starts the call, at its first poll (see [`CallClock`]: the client's call and the
-    /// retry layer both call this there): its clock, then the first attempt's request (left
+    /// Starts the call, at its first poll (see [`CallClock`]): its clock, then the first attempt's request (left
     /// in place for [`take_request`](Self::take_request)) with an `Idempotency-Key` if the
     /// policy adds them, the copy for a retry, and the time budget (the deadline, or the
     /// request's own timeout if shorter) in the request's timeout, where the attempt timeout

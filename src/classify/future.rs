@@ -99,7 +99,7 @@ where
 
 /// One attempt's result, classified: a success stays a response; anything else becomes an
 /// [`Error`] with a one-entry history, the attempt having started at `started` (the clock is
-/// read only for a failure). Shared with the client's single-future path.
+/// read only for a failure). The driver's too, for every path that classifies itself.
 #[inline]
 pub(crate) fn outcome<C: Classifier + ?Sized>(
     classifier: &C,

@@ -5,8 +5,8 @@
 //! means "never again" for another). So the outcome of each attempt is classified **once**, by
 //! the policy's [`Classifier`], and everything after it (retry, breaker, the caller) reads the
 //! verdict from the [`Error`] it receives. In a stack of layers that is the
-//! [`Classify`] layer sitting directly on top of `reqwest::Client`; the client's own call runs
-//! the same functions inline, and sorts with the same classifier what the layers never see:
+//! [`Classify`] layer sitting directly on top of `reqwest::Client`; the driver of the client,
+//! `ResilientMiddleware` and `ResilientLayer` runs the same functions inline, and sorts with the same classifier what the layers never see:
 //! an error while reading a body inside the attempt (`send_buffered`, a reader of yours), a
 //! failure status whose body is over the limit.
 //!

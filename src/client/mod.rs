@@ -254,33 +254,9 @@ fn new_call<O: Success>(
     reader: Reader<O>,
     buffered: bool,
 ) -> Result<Box<Call<O>>, Error> {
-    let Some(overrides) = overrides else {
-        let which = Which::Shared(policies.select_index(request.method(), request.url()));
-        return Ok(Call::new(
-            ClientSender::new(http, policies.client_timeout),
-            policies,
-            which,
-            request,
-            reader,
-            buffered,
-        ));
-    };
-    if overrides.deadline.is_some_and(|d| d.is_zero()) {
-        return Err(Error::invalid_request(
-            "the deadline must be above zero",
-            &request,
-        ));
-    }
-    let index = match &overrides.policy {
-        Some(name) => policies
-            .index_of(name)
-            .ok_or_else(|| Error::invalid_request(format!("no policy named {name:?}"), &request))?,
-        None => policies.select_index(request.method(), request.url()),
-    };
-    let which = if overrides.attempts.is_none() && overrides.deadline.is_none() {
-        Which::Shared(index)
-    } else {
-        Which::Custom(Box::new(policies.get(index).with_overrides(&overrides)))
+    let which = match overrides {
+        None => Which::Shared(policies.select_index(request.method(), request.url())),
+        Some(overrides) => which_overridden(&policies, &overrides, &request)?,
     };
     Ok(Call::new(
         ClientSender::new(http, policies.client_timeout),
@@ -290,4 +266,32 @@ fn new_call<O: Success>(
         reader,
         buffered,
     ))
+}
+
+/// The policy a request with `overrides` follows: the one they name (else the one it
+/// selects), changed by them if they change it.
+fn which_overridden(
+    policies: &Policies,
+    overrides: &Overrides,
+    request: &reqwest::Request,
+) -> Result<Which, Error> {
+    if overrides.deadline.is_some_and(|d| d.is_zero()) {
+        return Err(Error::invalid_request(
+            "the deadline must be above zero",
+            request,
+        ));
+    }
+    let index = match &overrides.policy {
+        Some(name) => policies
+            .index_of(name)
+            .ok_or_else(|| Error::invalid_request(format!("no policy named {name:?}"), request))?,
+        None => policies.select_index(request.method(), request.url()),
+    };
+    Ok(
+        if overrides.attempts.is_none() && overrides.deadline.is_none() {
+            Which::Shared(index)
+        } else {
+            Which::Custom(Box::new(policies.get(index).with_overrides(overrides)))
+        },
+    )
 }

@@ -6,8 +6,8 @@
 //! answers first. Hedging trades a few extra requests for a shorter tail; "The Tail at Scale"
 //! (Dean and Barroso) and Envoy's and gRPC's hedging policies are the model.
 //!
-//! The rules, the same on the client's own call and through the tower
-//! [`Retry`](crate::retry::Retry) layer (and so the reqwest-middleware adapter):
+//! The rules, the same on every path (one driver: the client, `ResilientMiddleware`,
+//! [`ResilientLayer`](crate::ResilientLayer) and the tower [`Retry`](crate::retry::Retry) layer):
 //!
 //! - Only requests that may be sent twice are hedged: idempotent methods, or a request
 //!   carrying an `Idempotency-Key` (yours, or the one the policy's `idempotency_key` adds).

@@ -5,8 +5,8 @@
 //! rate-limit request takes no slot, and one dropped while it waits for the slot it reserved
 //! gives it back: see `rate.rs`). Time comes from tokio, so tests pause it.
 //!
-//! - `guards.rs`: one endpoint's guards and the rules both paths ask of them (the client's
-//!   own call and the retry layer under the reqwest-middleware adapter): may a call start
+//! - `guards.rs`: one endpoint's guards and the rules the driver asks of them (for the client,
+//!   `ResilientMiddleware` and `ResilientLayer` alike): may a call start
 //!   (bulkhead), may an attempt go out (hold, rate limit), does a response hold the endpoint.
 //! - `hold.rs`: `Retry-After` holds (one atomic word).
 //! - `rate.rs`: the client-side rate limit (GCRA, one atomic word).

@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 
 use tower::Service;
 
-use crate::call::{Call, SortedSender};
+use crate::call::{Call, ServiceSender, SortedLayers};
 use crate::error::Error;
 
 /// The future of [`Retry`](super::Retry): the one driver of every call (the client's own),
@@ -14,14 +14,14 @@ pub struct ResponseFuture<S>
 where
     S: Service<reqwest::Request, Response = reqwest::Response, Error = Error> + Clone,
 {
-    call: Box<Call<reqwest::Response, SortedSender<S>>>,
+    call: Box<Call<reqwest::Response, ServiceSender<S, SortedLayers>>>,
 }
 
 impl<S> ResponseFuture<S>
 where
     S: Service<reqwest::Request, Response = reqwest::Response, Error = Error> + Clone,
 {
-    pub(super) fn new(call: Box<Call<reqwest::Response, SortedSender<S>>>) -> Self {
+    pub(super) fn new(call: Box<Call<reqwest::Response, ServiceSender<S, SortedLayers>>>) -> Self {
         ResponseFuture { call }
     }
 }

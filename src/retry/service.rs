@@ -6,7 +6,7 @@ use tower::Service;
 
 use super::ResponseFuture;
 use super::policy::RetryPolicy;
-use crate::call::{Call, ServiceSender, SortedSender, Which};
+use crate::call::{Call, ServiceSender, SortedLayers, Which};
 use crate::error::Error;
 use crate::policy::{CompiledPolicy, Policies};
 use crate::read::Reader;
@@ -61,13 +61,8 @@ where
     }
 
     fn call(&mut self, request: reqwest::Request) -> Self::Future {
-        // Call the service that was polled ready; keep a copy for the retries. Nothing
-        // starts until the future is first polled, the call's clock included (see
-        // `CallClock`), as in the client's own call.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
         let call = Call::new(
-            SortedSender(ServiceSender::ready(inner)),
+            ServiceSender::<_, SortedLayers>::take_ready(&mut self.inner),
             self.policies.clone(),
             Which::Shared(None),
             request,

@@ -38,7 +38,7 @@
 //! | `request rejected: bulkhead full` | DEBUG | `endpoint`, `max_in_flight`, `policy`: at once (no queue timeout) or after queueing |
 //! | `endpoint map over its bound` | WARN | `map` (`breakers`, `overload_guards`), `endpoints`, `max_endpoints`: a policy's breakers or guards outgrew [`max_breakers`](crate::breaker::BreakerConfigBuilder::max_breakers) because every endpoint kept still limits a call (an open or half-open breaker, a spent rate limit, a drawn-down retry budget, a hold, calls in flight or queued), which is never dropped; once per map |
 //! | `hedge sent` | DEBUG | `attempt` (the hedge's number), `policy` |
-//! | `hedge skipped` | DEBUG | `reason` (`budget`, `retry_after`, `rate_limit`, `circuit_open`, or `service_not_ready`: the service under a `RetryLayer` of your own pushed back), `policy`: a hedge was due and was kept back |
+//! | `hedge skipped` | DEBUG | `reason` (`budget`, `retry_after`, `rate_limit`, `circuit_open`, or `service_not_ready`: the service under a `RetryLayer` or `ResilientLayer` of your own pushed back), `policy`: a hedge was due and was kept back |
 //! | `request rejected by an outer layer` | DEBUG | `http.request.method`, `url.full`, `error.type`, `error`: a [`layer`](crate::ClientBuilder::layer) of yours (a load shed, a bulkhead) refused the call |
 //!
 //! To see a request's attempts: `RUST_LOG=resilient_http=debug`.

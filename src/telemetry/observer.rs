@@ -1,5 +1,5 @@
-//! The spans, events and metrics of one call, driven by the retry bookkeeping that both the
-//! client's call and the retry layer share.
+//! The spans, events and metrics of one call, driven by the call's retry bookkeeping (the one
+//! driver's, for every path).
 
 use std::sync::Arc;
 use std::time::Duration;

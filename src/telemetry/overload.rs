@@ -20,8 +20,8 @@ pub(crate) enum Guard {
     Budget,
     /// The circuit breaker (for a hedge it would turn away).
     Breaker,
-    /// The service under a retry layer of the user's own, not ready for a hedge (a hedge
-    /// never waits for it).
+    /// The service under a `RetryLayer` or `ResilientLayer` of the user's own, not ready for
+    /// a hedge (a hedge never waits for it).
     NotReady,
 }
 

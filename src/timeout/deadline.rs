@@ -11,8 +11,8 @@ use crate::error::Error;
 /// A call's clock: when it started and, if it has a time budget, when it must end.
 ///
 /// **A call's clock starts at the first poll of its future**, not when the future is made,
-/// on every path: the client's own call and the [`Retry`](crate::retry::Retry) layer start it
-/// in `RetryState::begin`, [`TotalDeadline`] when its future is first polled, both with
+/// on every path: the driver (the client, the middleware, [`ResilientLayer`](crate::ResilientLayer)
+/// and the [`Retry`](crate::retry::Retry) layer) starts it in `RetryState::begin`, [`TotalDeadline`] when its future is first polled, both with
 /// [`CallClock::start`]. A future may wait long before it runs (futures collected and then
 /// run a few at a time, or queued behind a concurrency limit); that wait is not the call's.
 #[derive(Clone, Copy, Debug)]

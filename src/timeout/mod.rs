@@ -27,8 +27,8 @@
 //! and hung timed out on its own, an [`AttemptTimeout`](crate::ErrorKind::AttemptTimeout) the
 //! circuit breaker counts, even though the caller is told its deadline passed. Only an attempt
 //! that started with clearly less (a retry late in the call) ends at the caller's deadline,
-//! which the breaker ignores. The client's own call and the reqwest-middleware adapter know
-//! each call's budget and apply this; an [`AttemptTimeout`] layer of your own sees only what
+//! which the breaker ignores. The driver (the client, `ResilientMiddleware`,
+//! `ResilientLayer`) knows each call's budget and applies this; an [`AttemptTimeout`] layer of your own sees only what
 //! is left of it, so give it an attempt timeout no longer than your deadline.
 //!
 //! ## What a timeout error is

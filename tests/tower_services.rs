@@ -1,0 +1,195 @@
+//! `ResilientLayer` and the public `RetryLayer` over tower services that are not a
+//! `reqwest::Client`: one that ignores the request's timeout, one that pushes back
+//! (`ConcurrencyLimit`). The driver cannot lean on reqwest there; these pin what it does.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use resilient_http::classify::{ClassifyLayer, DefaultClassifier};
+use resilient_http::hedge::HedgeConfig;
+use resilient_http::overload::RateLimitConfig;
+use resilient_http::policy::EndpointPolicy;
+use resilient_http::retry::{Jitter, Retry, RetryPolicy};
+use resilient_http::{Client, ResilientLayer};
+use tokio::time::Instant;
+use tower::limit::ConcurrencyLimitLayer;
+use tower::{Layer, Service, ServiceExt};
+
+const MS: Duration = Duration::from_millis(1);
+
+type Answer<E> = Pin<Box<dyn Future<Output = Result<reqwest::Response, E>> + Send>>;
+
+fn request() -> reqwest::Request {
+    reqwest::Request::new(
+        reqwest::Method::GET,
+        "http://127.0.0.1:9/x".parse().unwrap(),
+    )
+}
+
+fn response(status: u16) -> reqwest::Response {
+    let mut response = http::Response::new(Vec::<u8>::new());
+    *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+    reqwest::Response::from(response)
+}
+
+/// Never answers, and ignores the request's timeout.
+#[derive(Clone)]
+struct Hangs;
+
+impl Service<reqwest::Request> for Hangs {
+    type Response = reqwest::Response;
+    type Error = Infallible;
+    type Future = Answer<Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: reqwest::Request) -> Self::Future {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// Answers 200 after 500 ms.
+#[derive(Clone)]
+struct Slow;
+
+impl Service<reqwest::Request> for Slow {
+    type Response = reqwest::Response;
+    type Error = Infallible;
+    type Future = Answer<Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: reqwest::Request) -> Self::Future {
+        Box::pin(async {
+            tokio::time::sleep(500 * MS).await;
+            Ok(response(200))
+        })
+    }
+}
+
+/// When each request came, and its timeout.
+type Seen = Arc<Mutex<Vec<(Duration, Option<Duration>)>>>;
+
+/// Answers 503 first, then 200; records what it saw.
+#[derive(Clone)]
+struct Records(Seen, Instant);
+
+impl Service<reqwest::Request> for Records {
+    type Response = reqwest::Response;
+    type Error = reqwest::Error;
+    type Future = Answer<reqwest::Error>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: reqwest::Request) -> Self::Future {
+        let mut seen = self.0.lock().unwrap();
+        seen.push((self.1.elapsed(), request.timeout().copied()));
+        let status = if seen.len() == 1 { 503 } else { 200 };
+        Box::pin(async move { Ok(response(status)) })
+    }
+}
+
+/// A service that ignores the request's timeout still has its attempts bounded: each by a
+/// backstop at the attempt's limit (before: the call never ended).
+#[tokio::test(start_paused = true)]
+async fn a_service_that_ignores_the_timeout_is_bounded_by_the_attempt_timeout() {
+    let layer = ResilientLayer::new(
+        Client::builder()
+            .retry(
+                RetryPolicy::builder()
+                    .max_attempts(2)
+                    .jitter(Jitter::None)
+                    .build()
+                    .unwrap(),
+            )
+            .attempt_timeout(100 * MS)
+            .total_deadline(Duration::from_secs(1)),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let called = tokio::time::timeout(
+        Duration::from_secs(60),
+        layer.layer(Hangs).oneshot(request()),
+    )
+    .await
+    .expect("bounded");
+    let error = called.unwrap_err();
+    assert!(error.is_timeout(), "{error:?}");
+    assert_eq!(error.attempts().len(), 2, "{error:?}");
+    // Two attempts of 100 ms (and the backstop's grace) and a backoff between: well inside
+    // the deadline.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A hedge the guards keep back (here the rate limit) gives back the place it was readied
+/// with: the service below has room for another caller (before: the hedge's copy held its
+/// `ConcurrencyLimit` permit for the rest of the call).
+#[tokio::test(start_paused = true)]
+async fn a_hedge_that_does_not_go_out_holds_no_place_below() {
+    let retry = RetryPolicy::builder()
+        .hedge(HedgeConfig::new(10 * MS, 1))
+        .build()
+        .unwrap();
+    let one_per_second = RateLimitConfig::new(1, Duration::from_secs(1));
+    let layer = ResilientLayer::new(
+        Client::builder()
+            .retry(retry)
+            .default_policy(EndpointPolicy::new().rate_limit(one_per_second)),
+    )
+    .unwrap();
+    let limited = ConcurrencyLimitLayer::new(2).layer(Slow);
+    let mut service = layer.layer(limited.clone());
+    let call = tokio::spawn(service.ready().await.unwrap().call(request()));
+    tokio::time::sleep(50 * MS).await;
+    let mut other = limited.clone();
+    let ready = std::future::poll_fn(|cx| Poll::Ready(other.poll_ready(cx).is_ready())).await;
+    assert!(ready, "a hedge that did not go out kept a place");
+    assert_eq!(call.await.unwrap().unwrap().status(), 200);
+}
+
+/// A retry that waits for the service below to be ready has that wait taken from what is
+/// left of the deadline, which its request carries as its timeout (before: the timeout was
+/// reckoned before the wait, 994 ms for a retry sent 602 ms into a 1 s deadline).
+#[tokio::test(start_paused = true)]
+async fn a_retry_that_waits_for_the_service_below_has_the_wait_taken_from_its_budget() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let records = Records(seen.clone(), Instant::now());
+    let limited =
+        ConcurrencyLimitLayer::new(1).layer(ClassifyLayer::new(DefaultClassifier).layer(records));
+    let policy = RetryPolicy::builder()
+        .max_attempts(2)
+        .backoff_base(10 * MS)
+        .jitter(Jitter::None)
+        .build()
+        .unwrap();
+    let mut retry =
+        Retry::new(limited.clone(), Arc::new(policy)).with_deadline(Some(Duration::from_secs(1)));
+    let call = tokio::spawn(retry.ready().await.unwrap().call(request()));
+    tokio::time::sleep(2 * MS).await;
+    // Another caller holds the only place from 2 ms to 602 ms.
+    let mut hog = limited.clone();
+    hog.ready().await.unwrap();
+    tokio::time::sleep(600 * MS).await;
+    drop(hog);
+    assert_eq!(call.await.unwrap().unwrap().status(), 200);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let (sent, timeout) = seen[1];
+    assert!(sent >= 600 * MS, "{seen:?}");
+    let left = timeout.expect("the budget rides in the request");
+    assert!(left <= 400 * MS && left >= 390 * MS, "{seen:?}");
+}
