@@ -46,6 +46,7 @@ pub(crate) struct Custody {
 
 impl Custody {
     /// The first attempt's request, parked; its token comes with the call's start.
+    #[inline]
     pub(crate) fn new(request: reqwest::Request) -> Self {
         Custody {
             parked: Some(request),

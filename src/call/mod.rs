@@ -14,7 +14,6 @@
 //! no task spawned and no lock on the success path.
 
 use std::future::Future;
-use std::ops::DerefMut;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -100,7 +99,55 @@ enum Unsent {
     Expired(Error, Out),
 }
 
-/// A value where it was made: [`Call::placed`] for a call that is not boxed.
+/// A call of `request` under the policy `which` picks, put by `$place` (`Box::new`, or
+/// [`InPlace`]) where it stays, then set up there: the retry state is large, and a move after
+/// a change copies it all (a macro, not a function taking `$place`: the compiler then builds
+/// the call in the box, as for a literal).
+macro_rules! new_call {
+    ($place:expr, $sender:expr, $policies:expr, $which:expr, $request:expr, $reader:expr, $buffered:expr) => {{
+        let (mut sender, policies, which, request) = ($sender, $policies, $which, $request);
+        let chosen = policy(&policies, &which);
+        sender.follow(chosen);
+        let method = request.method().clone();
+        // Chosen once per call, with the policy: the breaker of this endpoint.
+        let (breaker, guards) = chosen.endpoint(request.url());
+        let (retry_policy, deadline) = (chosen.retry_policy(), chosen.total_deadline());
+        let extras = chosen.extras();
+        let refresher = extras.is_some_and(|e| e.refresher.is_some());
+        let hook = extras.is_some_and(|e| e.hook.is_some());
+        let mut call = $place(Call {
+            stage: Stage::Start,
+            sender,
+            policies,
+            which,
+            retry: RetryState::new(retry_policy, deadline, request),
+            method,
+            breaker,
+            attempt: None,
+            race: None,
+            reader: $reader,
+            buffered: $buffered,
+            refreshed_once: false,
+            body: None,
+        });
+        let retry = &mut call.retry;
+        if refresher {
+            retry.allow_extra_attempt();
+        }
+        // A hook prepares each attempt's request in turn; a hedge would skip it.
+        if hook {
+            retry.forbid_hedges();
+        }
+        // The layers below a sorted sender bound each attempt by what the request carries.
+        if !S::SORTED {
+            retry.keep_budget_out_of_requests();
+        }
+        retry.guard_with(guards);
+        call
+    }};
+}
+
+/// A value where it was made: [`new_call!`] for a call that is not boxed.
 #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
 struct InPlace<T>(T);
 
@@ -112,7 +159,7 @@ impl<T> std::ops::Deref for InPlace<T> {
     }
 }
 
-impl<T> DerefMut for InPlace<T> {
+impl<T> std::ops::DerefMut for InPlace<T> {
     fn deref_mut(&mut self) -> &mut T {
         &mut self.0
     }
@@ -185,7 +232,7 @@ impl<O, S: Sender> Drop for Call<O, S> {
 }
 
 impl<O: Success, S: Sender> Call<O, S> {
-    /// A call, boxed (as reqwest boxes its own: some 700 bytes that every move of the
+    /// A call, boxed (as reqwest boxes its own: some 900 bytes that every move of the
     /// caller's future would otherwise carry; one allocation costs less).
     #[inline]
     pub(crate) fn new(
@@ -196,7 +243,7 @@ impl<O: Success, S: Sender> Call<O, S> {
         reader: Reader<O>,
         buffered: bool,
     ) -> Box<Self> {
-        Self::placed(sender, policies, which, request, reader, buffered, Box::new)
+        new_call!(Box::new, sender, policies, which, request, reader, buffered)
     }
 
     /// A call, for a future that is boxed already (an `async_trait` middleware's).
@@ -210,59 +257,7 @@ impl<O: Success, S: Sender> Call<O, S> {
         reader: Reader<O>,
         buffered: bool,
     ) -> Self {
-        Self::placed(sender, policies, which, request, reader, buffered, InPlace).0
-    }
-
-    /// A call, put by `place` where it stays before it is set up: the retry state is large,
-    /// and a move after it was changed copies it all.
-    #[inline(always)]
-    fn placed<P: DerefMut<Target = Self>>(
-        mut sender: S,
-        policies: Arc<Policies>,
-        which: Which,
-        request: reqwest::Request,
-        reader: Reader<O>,
-        buffered: bool,
-        place: impl FnOnce(Self) -> P,
-    ) -> P {
-        let chosen = policy(&policies, &which);
-        sender.follow(chosen);
-        let method = request.method().clone();
-        // Chosen once per call, with the policy: the breaker of this endpoint.
-        let (breaker, guards) = chosen.endpoint(request.url());
-        let (retry_policy, deadline) = (chosen.retry_policy(), chosen.total_deadline());
-        let extras = chosen.extras();
-        let refresher = extras.is_some_and(|e| e.refresher.is_some());
-        let hook = extras.is_some_and(|e| e.hook.is_some());
-        let mut call = place(Call {
-            stage: Stage::Start,
-            sender,
-            policies,
-            which,
-            retry: RetryState::new(retry_policy, deadline, request),
-            method,
-            breaker,
-            attempt: None,
-            race: None,
-            reader,
-            buffered,
-            refreshed_once: false,
-            body: None,
-        });
-        let retry = &mut call.retry;
-        if refresher {
-            retry.allow_extra_attempt();
-        }
-        // A hook prepares each attempt's request in turn; a hedge would skip it.
-        if hook {
-            retry.forbid_hedges();
-        }
-        // The layers below a sorted sender bound each attempt by what the request carries.
-        if !S::SORTED {
-            retry.keep_budget_out_of_requests();
-        }
-        retry.guard_with(guards);
-        call
+        new_call!(InPlace, sender, policies, which, request, reader, buffered).0
     }
 
     /// Makes each attempt's body with `factory`, before the hook (if any), so that every
@@ -400,8 +395,10 @@ impl<O: Success, S: Sender> Call<O, S> {
     /// hedges if the call may send any.
     fn send(&mut self, request: reqwest::Request, now: Instant, out: Out) -> Step<O> {
         // What the sender does at once (a layer's breaker, say) belongs to the attempt's span.
-        let launched = {
+        let launched = if self.sender.works_at_once() {
             let _attempt = self.retry.observer().enter_attempt();
+            self.launch(request, now, out)
+        } else {
             self.launch(request, now, out)
         };
         let (attempt, sending) = match launched {

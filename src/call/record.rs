@@ -59,6 +59,7 @@ pub(crate) struct Record {
 
 impl Record {
     /// A call whose first attempt starts at `started`.
+    #[inline]
     pub(crate) fn new(started: Instant) -> Self {
         Record {
             history: Vec::new(),
