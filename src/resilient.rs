@@ -123,7 +123,7 @@ where
 
     fn call(&mut self, request: reqwest::Request) -> ResponseFuture<S> {
         let index = self.policies.select_index(request.method(), request.url());
-        let call = Call::new(
+        let call = Call::unboxed(
             ServiceSender::<_, AnyService>::take_ready(&mut self.inner),
             self.policies.clone(),
             Which::Shared(index),
@@ -141,7 +141,8 @@ where
     S: Service<reqwest::Request, Response = reqwest::Response> + Clone,
     S::Error: Into<BoxError>,
 {
-    call: Box<Call<reqwest::Response, ServiceSender<S, AnyService>>>,
+    // Not boxed: a future of a tower stack is the caller's to place.
+    call: Call<reqwest::Response, ServiceSender<S, AnyService>>,
 }
 
 impl<S> Future for ResponseFuture<S>
@@ -152,7 +153,7 @@ where
     type Output = Result<reqwest::Response, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut *self.get_mut().call).poll(cx)
+        Pin::new(&mut self.get_mut().call).poll(cx)
     }
 }
 

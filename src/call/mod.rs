@@ -148,7 +148,6 @@ macro_rules! new_call {
 }
 
 /// A value where it was made: [`new_call!`] for a call that is not boxed.
-#[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
 struct InPlace<T>(T);
 
 impl<T> std::ops::Deref for InPlace<T> {
@@ -246,8 +245,8 @@ impl<O: Success, S: Sender> Call<O, S> {
         new_call!(Box::new, sender, policies, which, request, reader, buffered)
     }
 
-    /// A call, for a future that is boxed already (an `async_trait` middleware's).
-    #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
+    /// A call, for a future that is boxed already (an `async_trait` middleware's) or that
+    /// its caller places (a tower stack's).
     #[inline]
     pub(crate) fn unboxed(
         sender: S,

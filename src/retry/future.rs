@@ -14,14 +14,16 @@ pub struct ResponseFuture<S>
 where
     S: Service<reqwest::Request, Response = reqwest::Response, Error = Error> + Clone,
 {
-    call: Box<Call<reqwest::Response, ServiceSender<S, SortedLayers>>>,
+    // Not boxed: a future of a tower stack is the caller's to place (the old retry future
+    // was as large).
+    call: Call<reqwest::Response, ServiceSender<S, SortedLayers>>,
 }
 
 impl<S> ResponseFuture<S>
 where
     S: Service<reqwest::Request, Response = reqwest::Response, Error = Error> + Clone,
 {
-    pub(super) fn new(call: Box<Call<reqwest::Response, ServiceSender<S, SortedLayers>>>) -> Self {
+    pub(super) fn new(call: Call<reqwest::Response, ServiceSender<S, SortedLayers>>) -> Self {
         ResponseFuture { call }
     }
 }
@@ -33,7 +35,7 @@ where
     type Output = Result<reqwest::Response, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut *self.get_mut().call).poll(cx)
+        Pin::new(&mut self.get_mut().call).poll(cx)
     }
 }
 

@@ -61,7 +61,7 @@ where
     }
 
     fn call(&mut self, request: reqwest::Request) -> Self::Future {
-        let call = Call::new(
+        let call = Call::unboxed(
             ServiceSender::<_, SortedLayers>::take_ready(&mut self.inner),
             self.policies.clone(),
             Which::Shared(None),

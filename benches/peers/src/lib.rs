@@ -42,6 +42,7 @@ pub const STACKS: &[&str] = &[
     "resilient-middleware",
     "resilient-given-client",
     "resilient-timeouts-only",
+    "resilient-layers",
 ];
 
 /// Stacks run only when asked for by name (`peers one`, `peers-fleet`), not in the tables of
@@ -156,6 +157,29 @@ impl Stack for TowerRetry {
     }
 }
 
+/// resilient-http's single-purpose public layers, stacked by hand as its docs show (the
+/// outermost first): the `RetryLayer` runs the library's driver over the layers below it.
+type HandStacked = resilient_http::timeout::TotalDeadline<
+    resilient_http::retry::Retry<
+        resilient_http::breaker::CircuitBreaker<
+            resilient_http::timeout::AttemptTimeout<
+                resilient_http::classify::Classify<
+                    reqwest::Client,
+                    resilient_http::classify::DefaultClassifier,
+                >,
+            >,
+        >,
+    >,
+>;
+
+#[derive(Clone)]
+pub struct ResilientLayers(HandStacked);
+impl Stack for ResilientLayers {
+    async fn call(&self, url: &'static str) -> bool {
+        read(self.0.clone().oneshot(request(url)).await).await
+    }
+}
+
 type Breaker = tower_resilience::circuitbreaker::CircuitBreaker<
     reqwest::Client,
     tower_resilience::circuitbreaker::DefaultClassifier,
@@ -226,6 +250,7 @@ pub enum AnyStack {
     ReqwestTimeout(ReqwestTimeout),
     MiddlewareRetry(MiddlewareRetry),
     TowerRetry(TowerRetry),
+    ResilientLayers(ResilientLayers),
     TowerResilience(TowerResilience),
     Floor(Floor),
     Resilient(Resilient),
@@ -276,6 +301,25 @@ impl AnyStack {
                     reqwest_middleware::ClientBuilder::new(http)
                         .with(RetryTransientMiddleware::new_with_policy(policy))
                         .build(),
+                ))
+            }
+            "resilient-layers" => {
+                use resilient_http::breaker::CircuitBreakerLayer;
+                use resilient_http::classify::{ClassifyLayer, DefaultClassifier};
+                use resilient_http::retry::RetryLayer;
+                use resilient_http::timeout::{AttemptTimeoutLayer, TotalDeadlineLayer};
+                let http = reqwest::Client::builder()
+                    .retry(reqwest::retry::never())
+                    .build()
+                    .expect("reqwest client");
+                AnyStack::ResilientLayers(ResilientLayers(
+                    tower::ServiceBuilder::new()
+                        .layer(TotalDeadlineLayer::new(Duration::from_secs(30)))
+                        .layer(RetryLayer::default())
+                        .layer(CircuitBreakerLayer::default())
+                        .layer(AttemptTimeoutLayer::new(Duration::from_secs(10)))
+                        .layer(ClassifyLayer::new(DefaultClassifier))
+                        .service(http),
                 ))
             }
             "tower-timeout+retry" => AnyStack::TowerRetry(TowerRetry(
@@ -400,6 +444,7 @@ impl AnyStack {
             AnyStack::ReqwestTimeout(s) => round(s, url, requests, in_flight).await,
             AnyStack::MiddlewareRetry(s) => round(s, url, requests, in_flight).await,
             AnyStack::TowerRetry(s) => round(s, url, requests, in_flight).await,
+            AnyStack::ResilientLayers(s) => round(s, url, requests, in_flight).await,
             AnyStack::TowerResilience(s) => round(s, url, requests, in_flight).await,
             AnyStack::Floor(s) => round(s, url, requests, in_flight).await,
             AnyStack::Resilient(s) => round(s, url, requests, in_flight).await,
