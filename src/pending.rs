@@ -13,7 +13,7 @@ use crate::read::{Read, Success};
 /// A call, the same behind the client's outer layers, or the error that kept it from starting.
 pub(crate) enum State<O> {
     Failed(Option<Error>),
-    // Boxed, as reqwest boxes its own: the call is some 600 bytes, and the caller's futures
+    // Boxed, as reqwest boxes its own: the call is some 900 bytes, and the caller's futures
     // (and every move of them) would otherwise carry it all; one allocation costs less.
     Running(Box<Call<O>>),
     Outer(BoxFuture<Result<O, Error>>),
