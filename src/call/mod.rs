@@ -101,8 +101,9 @@ enum Unsent {
 
 /// A call of `request` under the policy `which` picks, put by `$place` (`Box::new`, or
 /// [`InPlace`]) where it stays, then set up there: the retry state is large, and a move after
-/// a change copies it all (a macro, not a function taking `$place`: the compiler then builds
-/// the call in the box, as for a literal).
+/// a change copies it all. A macro, so that both constructors write `$place(Call { .. })` as
+/// one literal, the shape the compiler builds with the fewest copies (run M measured a
+/// function taking `$place` about 20 instructions dearer).
 macro_rules! new_call {
     ($place:expr, $sender:expr, $policies:expr, $which:expr, $request:expr, $reader:expr, $buffered:expr) => {{
         let (mut sender, policies, which, request) = ($sender, $policies, $which, $request);
