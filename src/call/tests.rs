@@ -34,6 +34,14 @@ use crate::read::Reader;
 use crate::retry::{BudgetConfig, Jitter, RetryHistory, RetryPolicy};
 use crate::{Client, ClientBuilder};
 
+/// The script's shared state, even if a test already panicked while holding it (the lock
+/// is then poisoned, and its data is still what the failing test wants to report).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
 }
@@ -162,7 +170,7 @@ impl Script {
     }
 
     fn seen(&self) -> Vec<Seen> {
-        self.0.lock().unwrap().seen.clone()
+        lock(&self.0).seen.clone()
     }
 
     /// When each request was sent.
@@ -172,7 +180,7 @@ impl Script {
 
     /// Replies not asked for yet.
     fn left(&self) -> usize {
-        self.0.lock().unwrap().replies.len()
+        lock(&self.0).replies.len()
     }
 }
 
@@ -185,7 +193,7 @@ struct Ending {
 
 impl Drop for Ending {
     fn drop(&mut self) {
-        let mut shared = self.script.0.lock().unwrap();
+        let mut shared = lock(&self.script.0);
         let now = shared.start.elapsed();
         let seen = &mut shared.seen[self.index];
         seen.ended = Some(now);
@@ -202,7 +210,7 @@ impl Sender for Script {
         let timeout = request.timeout().copied();
         let (method, url) = (request.method().clone(), request.url().clone());
         let (reply, index) = {
-            let mut shared = self.0.lock().unwrap();
+            let mut shared = lock(&self.0);
             let at = shared.start.elapsed();
             shared.seen.push(Seen {
                 method: request.method().clone(),
@@ -220,6 +228,8 @@ impl Sender for Script {
             let reply = shared.replies.pop_front();
             (reply, shared.seen.len() - 1)
         };
+        // A test failing on purpose (test code only, `#[cfg(test)]`): the driver sent a request
+        // its scenario did not script, which is the defect the scenario exists to catch.
         let reply = reply.unwrap_or_else(|| panic!("request {} was not scripted", index + 1));
         let ending = Ending {
             script: self.clone(),
@@ -268,6 +278,8 @@ fn answer(answer: Answer, method: &Method, url: url::Url) -> Sent {
             for (name, value) in headers {
                 response = response.header(name, value);
             }
+            // Test code only: the statuses and headers come from the scenarios' own literals,
+            // all valid, so the builder cannot fail.
             Ok(reqwest::Response::from(response.body("").unwrap()))
         }
         // reqwest's errors name the request.
@@ -287,6 +299,7 @@ fn policies(builder: ClientBuilder) -> Arc<Policies> {
     let policies = builder
         .build_policies(None, None)
         .or_else(|_| builder.build_policies(Some(HTTP.get_or_init(reqwest::Client::new)), None));
+    // Test code only: every scenario's builder is valid; a typo there should fail the test.
     Arc::new(policies.unwrap())
 }
 
@@ -302,6 +315,7 @@ fn retry() -> crate::retry::RetryPolicyBuilder {
 /// A client with [`retry`], no breaker, and the library's other defaults.
 fn builder() -> ClientBuilder {
     Client::builder()
+        // Test code only: the retry policy below is a fixed, valid one.
         .retry(retry().build().unwrap())
         .no_circuit_breaker()
 }
