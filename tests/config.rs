@@ -493,3 +493,40 @@ fn an_endpoint_rule_without_match_is_refused() {
     let url = url::Url::parse("http://api.example/pay/7").unwrap();
     assert_eq!(&*client.policy_name(&http::Method::POST, &url), "catch-all");
 }
+
+/// Issue 24, item 5: a key renamed so that each setting has one name says its new name.
+#[test]
+fn an_old_key_names_its_new_name() {
+    for (text, want) in [
+        (
+            "[default]\nattempts = 3\n",
+            "<config_toml>:2: unknown key \"attempts\" (renamed to \"max_attempts\" in 0.1) in [default]",
+        ),
+        (
+            "[default.breaker]\nwindow_size = 10\n",
+            "unknown key \"window_size\" (renamed to \"window\" in 0.1)",
+        ),
+        (
+            "[default.budget]\nratio = 0.1\n",
+            "unknown key \"budget\" (renamed to \"retry_budget\" in 0.1)",
+        ),
+    ] {
+        let shown = toml_refusal(text);
+        assert!(
+            shown.contains(want),
+            "{text:?}\n  got: {shown}\n  want: {want}"
+        );
+    }
+}
+
+/// Issue 24, item 5: `open_for_max` is in the file, and refused below `open_for`.
+#[test]
+fn the_breaker_open_for_max_is_a_file_key() {
+    let ok = "[default.breaker]\nopen_for = \"2s\"\nopen_for_max = \"10s\"\n";
+    assert!(Client::builder().config_toml(ok).build().is_ok());
+    let shown = toml_refusal("[default.breaker]\nopen_for = \"20s\"\nopen_for_max = \"10s\"\n");
+    assert!(
+        shown.contains("open_for_max must not be below open_for"),
+        "{shown}"
+    );
+}
