@@ -16,7 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = FaultServer::start().await?;
     let client = Client::builder()
         .attempt_timeout(Duration::from_millis(500))
-        .total_deadline(Duration::from_secs(5))
+        .deadline(Duration::from_secs(5))
         .build()?;
 
     section("1. A transient failure: the server answers 503, 503, then 200; one call succeeds");
@@ -135,7 +135,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .circuit_breaker(
             BreakerConfig::builder()
                 .min_calls(4)
-                .open_duration(Duration::from_millis(500), Duration::from_secs(5))
+                .open_for(Duration::from_millis(500))
+                .open_for_max(Duration::from_secs(5))
                 .build()?,
         )
         .build()?;

@@ -13,7 +13,7 @@ use resilient_http::testkit::{FaultServer, Reply};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = FaultServer::start().await?;
     let path = std::env::temp_dir().join(format!("reload-{}.toml", std::process::id()));
-    std::fs::write(&path, "[default]\nattempts = 1\n")?;
+    std::fs::write(&path, "[default]\nmax_attempts = 1\n")?;
     let client = Client::builder().config_file(&path).build()?;
     let watcher = tokio::spawn(reload_on_change(client.clone(), path.clone()));
 
@@ -21,7 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let result = client.get(server.url("/flaky")).send().await;
     println!("attempts = 1: {}", describe(result));
 
-    std::fs::write(&path, "[default]\nattempts = 3\n")?;
+    std::fs::write(&path, "[default]\nmax_attempts = 3\n")?;
     // The watcher looks every 100 ms.
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.script("/flaky", [Reply::status(503), Reply::ok("ok")]);
@@ -32,7 +32,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.script("/flaky", [Reply::status(503), Reply::ok("ok")]);
     let result = client.get(server.url("/flaky")).send().await;
-    println!("after a bad file, still attempts = 3: {}", describe(result));
+    println!(
+        "after a bad file, still max_attempts = 3: {}",
+        describe(result)
+    );
 
     watcher.abort();
     std::fs::remove_file(&path)?;

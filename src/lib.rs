@@ -12,7 +12,7 @@
 //!
 //! let client = Client::builder()
 //!     .attempt_timeout(Duration::from_secs(2))
-//!     .total_deadline(Duration::from_secs(5))
+//!     .deadline(Duration::from_secs(5))
 //!     .build()?;
 //!
 //! match client.get("http://127.0.0.1:8080/orders/7").send().await {

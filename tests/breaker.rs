@@ -101,7 +101,8 @@ fn config() -> resilient_http::breaker::BreakerConfigBuilder {
         .window(Window::Calls(20))
         .min_calls(10)
         .failure_rate(0.5)
-        .open_duration(Duration::from_secs(1), Duration::from_secs(3))
+        .open_for(Duration::from_secs(1))
+        .open_for_max(Duration::from_secs(3))
 }
 
 fn state(registry: &BreakerRegistry, url: &str) -> State {
@@ -463,8 +464,14 @@ fn invalid_settings_are_rejected_by_name() {
         ),
         (BreakerConfig::builder().min_calls(0), "min_calls"),
         (
-            BreakerConfig::builder().open_duration(Duration::ZERO, Duration::from_secs(1)),
-            "open_duration",
+            BreakerConfig::builder().open_for(Duration::ZERO),
+            "open_for",
+        ),
+        (
+            BreakerConfig::builder()
+                .open_for(Duration::from_secs(5))
+                .open_for_max(Duration::from_secs(1)),
+            "open_for_max must not be below open_for",
         ),
         (
             BreakerConfig::builder().half_open_probes(0),
@@ -489,7 +496,8 @@ async fn hammering_it_from_many_threads_leaks_no_permit() {
         .window(Window::Calls(20))
         .min_calls(5)
         .half_open_probes(2)
-        .open_duration(MS, 4 * MS)
+        .open_for(MS)
+        .open_for_max(4 * MS)
         .build()
         .unwrap();
     let (stack, registry) = build(cfg, &endpoint);
@@ -550,7 +558,8 @@ async fn through_the_client_an_open_circuit_ends_the_retries_at_once() {
         .circuit_breaker(
             BreakerConfig::builder()
                 .min_calls(3)
-                .open_duration(Duration::from_secs(5), Duration::from_secs(60))
+                .open_for(Duration::from_secs(5))
+                .open_for_max(Duration::from_secs(60))
                 .build()
                 .unwrap(),
         )
@@ -676,7 +685,8 @@ fn a_failing_probe_reopens_while_other_probes_come_and_go() {
         .min_calls(1)
         .half_open_probes(2)
         // Below the breaker's millisecond clock: half-open again at once.
-        .open_duration(Duration::from_micros(1), Duration::from_micros(1))
+        .open_for(Duration::from_micros(1))
+        .open_for_max(Duration::from_micros(1))
         .on_state_change(move |change| {
             if change.to == State::Open {
                 counter.fetch_add(1, Ordering::SeqCst);
@@ -724,7 +734,8 @@ fn racing_openers_agree_on_the_open_duration() {
     let config = BreakerConfig::builder()
         .window(Window::Calls(4))
         .min_calls(1)
-        .open_duration(Duration::from_secs(10), Duration::from_secs(60))
+        .open_for(Duration::from_secs(10))
+        .open_for_max(Duration::from_secs(60))
         .build()
         .unwrap();
     for _ in 0..3_000 {

@@ -95,7 +95,7 @@ async fn our_connect_timeout_holds_over_the_users() {
     let client = Client::builder()
         .retry(RetryPolicy::never())
         .attempt_timeout(Duration::from_secs(30))
-        .total_deadline(Duration::from_secs(60))
+        .deadline(Duration::from_secs(60))
         .connect_timeout(Duration::from_millis(100))
         .reqwest(|b| b.connect_timeout(Duration::from_secs(3600)))
         .build()
@@ -120,7 +120,7 @@ async fn the_policys_attempt_timeout_holds_over_the_users() {
     let client = Client::builder()
         .retry(RetryPolicy::never())
         .attempt_timeout(Duration::from_millis(200))
-        .total_deadline(Duration::from_secs(20))
+        .deadline(Duration::from_secs(20))
         .reqwest(|b| b.timeout(Duration::from_secs(3600)))
         .build()
         .unwrap();

@@ -19,7 +19,7 @@ const MS: Duration = Duration::from_millis(1);
 /// (/fragile) 1 attempt, its breaker opening after 2 failures of 2.
 const FILE: &str = r#"
 [default]
-attempts = 3
+max_attempts = 3
 deadline = "30s"
 retry_statuses = [500, 503]
 
@@ -31,21 +31,21 @@ jitter = "none"
 [[endpoint]]
 name = "payments"
 match = { host = "HOST", path = "/v1/charges*", methods = ["POST"] }
-attempts = 1
+max_attempts = 1
 deadline = "2s"
 
 [[endpoint]]
 name = "search"
 match = { path = "/search*" }
-attempts = 10
+max_attempts = 10
 deadline = "1s"
 
 [[endpoint]]
 name = "fragile"
 match = { path = "/fragile" }
-attempts = 1
+max_attempts = 1
 [endpoint.breaker]
-window_size = 4
+window = 4
 min_calls = 2
 failure_rate = 0.5
 open_for = "10s"
@@ -61,7 +61,7 @@ url = "postgres://localhost/orders"
 [http]
 
 [http.default]
-attempts = 3
+max_attempts = 3
 deadline = "30s"
 retry_statuses = [500, 503]
 
@@ -73,21 +73,21 @@ jitter = "none"
 [[http.endpoint]]
 name = "payments"
 match = { host = "HOST", path = "/v1/charges*", methods = ["POST"] }
-attempts = 1
+max_attempts = 1
 deadline = "2s"
 
 [[http.endpoint]]
 name = "search"
 match = { path = "/search*" }
-attempts = 10
+max_attempts = 10
 deadline = "1s"
 
 [[http.endpoint]]
 name = "fragile"
 match = { path = "/fragile" }
-attempts = 1
+max_attempts = 1
 [http.endpoint.breaker]
-window_size = 4
+window = 4
 min_calls = 2
 failure_rate = 0.5
 open_for = "10s"
@@ -99,7 +99,7 @@ const JSON: &str = r#"{
   "database": { "url": "postgres://localhost/orders" },
   "http": {
     "default": {
-      "attempts": 3,
+      "max_attempts": 3,
       "deadline": "30s",
       "retry_statuses": [500, 503],
       "backoff": { "base": "100ms", "max": "20s", "jitter": "none" }
@@ -108,15 +108,15 @@ const JSON: &str = r#"{
       {
         "name": "payments",
         "match": { "host": "HOST", "path": "/v1/charges*", "methods": ["POST"] },
-        "attempts": 1,
+        "max_attempts": 1,
         "deadline": "2s"
       },
-      { "name": "search", "match": { "path": "/search*" }, "attempts": 10, "deadline": "1s" },
+      { "name": "search", "match": { "path": "/search*" }, "max_attempts": 10, "deadline": "1s" },
       {
         "name": "fragile",
         "match": { "path": "/fragile" },
-        "attempts": 1,
-        "breaker": { "window_size": 4, "min_calls": 2, "failure_rate": 0.5, "open_for": "10s" }
+        "max_attempts": 1,
+        "breaker": { "window": 4, "min_calls": 2, "failure_rate": 0.5, "open_for": "10s" }
       }
     ]
   }
@@ -228,12 +228,12 @@ async fn an_absent_section_keeps_the_defaults() {
 fn json_mistakes_name_the_key() {
     let cases = [
         (
-            r#"{"default": {"attempts": 0}}"#,
-            r#""attempts": must be at least 1 and at most 100, got 0"#,
+            r#"{"default": {"max_attempts": 0}}"#,
+            r#""max_attempts": must be at least 1 and at most 100, got 0"#,
         ),
         (
-            r#"{"default": {"attempts": 5000000000}}"#,
-            r#""attempts": must be at least 1 and at most 100, got 5000000000"#,
+            r#"{"default": {"max_attempts": 5000000000}}"#,
+            r#""max_attempts": must be at least 1 and at most 100, got 5000000000"#,
         ),
         (
             r#"{"endpoint": [{"name": "x", "breaker": {"failure_rate": 1.5}}]}"#,
@@ -265,7 +265,10 @@ fn json_mistakes_name_the_key() {
             "unknown field `min_call`",
         ),
         (r#"{"defaults": {}}"#, "unknown field `defaults`"),
-        (r#"{"endpoint": [{"attempts": 1}]}"#, "missing field `name`"),
+        (
+            r#"{"endpoint": [{"max_attempts": 1}]}"#,
+            "missing field `name`",
+        ),
     ];
     for (json, expected) in cases {
         let err = serde_json::from_str::<PolicyConfig>(json).unwrap_err();
@@ -282,7 +285,7 @@ fn json_mistakes_name_the_key() {
 fn what_the_builder_refuses_names_the_policy_and_the_key() {
     let cases = [
         (
-            r#"{"endpoint": [{"name": "payments", "match": {}, "breaker": {"window_size": 10, "min_calls": 20}}]}"#,
+            r#"{"endpoint": [{"name": "payments", "match": {}, "breaker": {"window": 10, "min_calls": 20}}]}"#,
             "policy \"payments\": min_calls (20) must not exceed the window's 10 calls",
         ),
         (
@@ -343,7 +346,7 @@ fn what_the_builder_refuses_names_the_policy_and_the_key() {
 fn the_middleware_refuses_a_contradiction_too() {
     use resilient_http::middleware::ResilientMiddleware;
     let config: PolicyConfig =
-        serde_json::from_str(r#"{"default": {"breaker": {"window_size": 10, "min_calls": 20}}}"#)
+        serde_json::from_str(r#"{"default": {"breaker": {"window": 10, "min_calls": 20}}}"#)
             .unwrap();
     let err = ResilientMiddleware::new(Client::builder().config(config)).unwrap_err();
     assert!(
@@ -364,9 +367,9 @@ fn toml_refusal(text: &str) -> String {
 /// none (they named a `policy.toml` that did not exist); `config_file` names its path.
 #[test]
 fn config_toml_names_no_file() {
-    let shown = toml_refusal("[default]\nattempts = 0\n");
+    let shown = toml_refusal("[default]\nmax_attempts = 0\n");
     assert!(
-        shown.contains("<config_toml>:2: \"attempts\": must be at least 1"),
+        shown.contains("<config_toml>:2: \"max_attempts\": must be at least 1"),
         "{shown}"
     );
     assert!(!shown.contains("policy.toml"), "{shown}");
@@ -376,10 +379,10 @@ fn config_toml_names_no_file() {
 /// and in a file.
 #[test]
 fn a_duplicated_key_is_named() {
-    let text = "[default.budget]\nwindow = \"1s\"\nwindow = \"2s\"\n";
+    let text = "[default.retry_budget]\nwindow = \"1s\"\nwindow = \"2s\"\n";
     let shown = toml_refusal(text);
     assert!(
-        shown.contains("<config_toml>:3: duplicate key \"window\" in [default.budget]"),
+        shown.contains("<config_toml>:3: duplicate key \"window\" in [default.retry_budget]"),
         "{shown}"
     );
     let dir = std::env::temp_dir().join(format!("resilient-http-dup-{}", std::process::id()));
@@ -388,7 +391,7 @@ fn a_duplicated_key_is_named() {
     std::fs::write(&path, text).unwrap();
     let err = Client::builder().config_file(&path).build().unwrap_err();
     let want = format!(
-        "{}:3: duplicate key \"window\" in [default.budget]",
+        "{}:3: duplicate key \"window\" in [default.retry_budget]",
         path.display()
     );
     assert!(err.to_string().contains(&want), "{err}\n  want: {want}");
@@ -409,11 +412,11 @@ fn a_budget_window_has_one_range_in_the_file_and_the_builder() {
         ("2h", 7_200_000 * MS),
     ] {
         let range = format!("must be at least 10ms and at most 1h, got {window}");
-        let shown = toml_refusal(&format!("[default.budget]\nwindow = \"{window}\"\n"));
-        let want = format!("<config_toml>:2: \"window\": {range} in [default.budget]");
+        let shown = toml_refusal(&format!("[default.retry_budget]\nwindow = \"{window}\"\n"));
+        let want = format!("<config_toml>:2: \"window\": {range} in [default.retry_budget]");
         assert!(shown.contains(&want), "{shown}\n  want: {want}");
 
-        let json = format!(r#"{{"default": {{"budget": {{"window": "{window}"}}}}}}"#);
+        let json = format!(r#"{{"default": {{"retry_budget": {{"window": "{window}"}}}}}}"#);
         let err = serde_json::from_str::<PolicyConfig>(&json).unwrap_err();
         let want = format!("\"window\": {range}");
         assert!(err.to_string().contains(&want), "{err}\n  want: {want}");
@@ -427,7 +430,7 @@ fn a_budget_window_has_one_range_in_the_file_and_the_builder() {
         assert!(err.to_string().contains(&want), "{err}\n  want: {want}");
     }
     for window in ["10ms", "1h"] {
-        let text = format!("[default.budget]\nwindow = \"{window}\"\n");
+        let text = format!("[default.retry_budget]\nwindow = \"{window}\"\n");
         Client::builder().config_toml(&text).build().unwrap();
     }
 }
@@ -442,7 +445,11 @@ fn shared_of_the_wrong_type_says_local_or_redis() {
             3,
             "[default.rate_limit]",
         ),
-        ("[default.budget]\nshared = 1\n", 2, "[default.budget]"),
+        (
+            "[default.retry_budget]\nshared = 1\n",
+            2,
+            "[default.retry_budget]",
+        ),
     ] {
         let shown = toml_refusal(text);
         let want = format!("<config_toml>:{line}: \"shared\":");
@@ -462,7 +469,7 @@ fn shared_of_the_wrong_type_says_local_or_redis() {
 /// rule after it. It is refused at its line; `match = {}` says "every request" on purpose.
 #[test]
 fn an_endpoint_rule_without_match_is_refused() {
-    let text = "[default]\nattempts = 2\n\n[[endpoint]]\nname = \"catch-all\"\nattempts = 1\n\n\
+    let text = "[default]\nmax_attempts = 2\n\n[[endpoint]]\nname = \"catch-all\"\nmax_attempts = 1\n\n\
                 [[endpoint]]\nname = \"payments\"\nmatch = { path = \"/pay*\" }\n";
     let shown = toml_refusal(text);
     let want = "<config_toml>:4: missing key \"match\"";
@@ -473,7 +480,7 @@ fn an_endpoint_rule_without_match_is_refused() {
     );
     assert!(shown.ends_with(" in [[endpoint]] \"catch-all\""), "{shown}");
 
-    let json = r#"{"endpoint": [{"name": "catch-all", "attempts": 1}]}"#;
+    let json = r#"{"endpoint": [{"name": "catch-all", "max_attempts": 1}]}"#;
     let err = serde_json::from_str::<PolicyConfig>(json).unwrap_err();
     assert!(err.to_string().contains("missing field `match`"), "{err}");
 
@@ -485,4 +492,41 @@ fn an_endpoint_rule_without_match_is_refused() {
     let client = Client::builder().config_toml(&text).build().unwrap();
     let url = url::Url::parse("http://api.example/pay/7").unwrap();
     assert_eq!(&*client.policy_name(&http::Method::POST, &url), "catch-all");
+}
+
+/// Issue 24, item 5: a key renamed so that each setting has one name says its new name.
+#[test]
+fn an_old_key_names_its_new_name() {
+    for (text, want) in [
+        (
+            "[default]\nattempts = 3\n",
+            "<config_toml>:2: unknown key \"attempts\" (renamed to \"max_attempts\" in 0.1) in [default]",
+        ),
+        (
+            "[default.breaker]\nwindow_size = 10\n",
+            "unknown key \"window_size\" (renamed to \"window\" in 0.1)",
+        ),
+        (
+            "[default.budget]\nratio = 0.1\n",
+            "unknown key \"budget\" (renamed to \"retry_budget\" in 0.1)",
+        ),
+    ] {
+        let shown = toml_refusal(text);
+        assert!(
+            shown.contains(want),
+            "{text:?}\n  got: {shown}\n  want: {want}"
+        );
+    }
+}
+
+/// Issue 24, item 5: `open_for_max` is in the file, and refused below `open_for`.
+#[test]
+fn the_breaker_open_for_max_is_a_file_key() {
+    let ok = "[default.breaker]\nopen_for = \"2s\"\nopen_for_max = \"10s\"\n";
+    assert!(Client::builder().config_toml(ok).build().is_ok());
+    let shown = toml_refusal("[default.breaker]\nopen_for = \"20s\"\nopen_for_max = \"10s\"\n");
+    assert!(
+        shown.contains("open_for_max must not be below open_for"),
+        "{shown}"
+    );
 }

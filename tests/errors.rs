@@ -155,7 +155,7 @@ async fn an_invalid_header_is_a_typed_error_not_a_panic() {
 fn invalid_configuration_is_rejected_at_build() {
     for builder in [
         Client::builder().attempt_timeout(Duration::ZERO),
-        Client::builder().total_deadline(Duration::ZERO),
+        Client::builder().deadline(Duration::ZERO),
         Client::builder().connect_timeout(Duration::ZERO),
     ] {
         let err = builder.build().unwrap_err();
@@ -216,7 +216,7 @@ async fn limits_as_large_as_duration_max_mean_no_limit_not_a_panic() {
     let a_day = Duration::from_secs(86_400);
     let client = Client::builder()
         .attempt_timeout(a_day)
-        .total_deadline(a_day)
+        .deadline(a_day)
         .build()
         .unwrap();
     let response = client.get(server.url("/ok")).send().await.unwrap();
@@ -835,7 +835,7 @@ async fn refusals_that_sent_nothing_say_not_sent() {
             via,
             Client::builder()
                 .retry(RetryPolicy::never())
-                .total_deadline(SECOND)
+                .deadline(SECOND)
                 .default_policy(limited),
         );
         send_with_caller(&caller, http::Method::GET, &url, None)

@@ -154,7 +154,7 @@ async fn a_streaming_reader_past_the_limit_is_stopped() {
     // it streams, so the limit must hold while reading.
     server.script("/stream", [Reply::body_then_close(200, "y".repeat(4096))]);
     let client = builder()
-        .default_policy(EndpointPolicy::new().body_limit(1024).attempts(1))
+        .default_policy(EndpointPolicy::new().body_limit(1024).max_attempts(1))
         .build()
         .unwrap();
     let error = client
@@ -281,7 +281,7 @@ async fn a_401_refreshes_the_token_once_and_retries_with_it() {
     let refreshes = Arc::new(AtomicU32::new(0));
     let counter = refreshes.clone();
     let client = builder()
-        .default_policy(EndpointPolicy::new().attempts(1))
+        .default_policy(EndpointPolicy::new().max_attempts(1))
         .refresh_auth_on_401(refresh_fn(move || {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
             async move { Ok(HeaderValue::try_from(format!("Bearer fresh-{n}"))?) }
@@ -502,7 +502,7 @@ async fn the_deadline_holds_for_a_hook_that_hangs() {
     let server = FaultServer::start().await.unwrap();
     server.script("/x", [Reply::ok("ok")]);
     let client = builder()
-        .total_deadline(Duration::from_millis(300))
+        .deadline(Duration::from_millis(300))
         .before_attempt(hook_fn("slow", |request, _| async move {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Ok(request)
@@ -689,7 +689,7 @@ async fn unbounded_timeouts_do_not_overflow_a_reader() {
     let a_day = Duration::from_secs(86_400);
     let client = builder()
         .attempt_timeout(a_day)
-        .total_deadline(a_day)
+        .deadline(a_day)
         .build()
         .unwrap();
     let read = client
@@ -908,7 +908,7 @@ async fn a_body_in_many_chunks_is_read_whole_and_in_order() {
     assert_eq!(seen.load(Ordering::SeqCst), 4);
 
     let limited = builder()
-        .default_policy(EndpointPolicy::new().body_limit(1300).attempts(1))
+        .default_policy(EndpointPolicy::new().body_limit(1300).max_attempts(1))
         .build()
         .unwrap();
     server.script("/503", [chunked(503, &body)]);

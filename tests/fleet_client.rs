@@ -117,7 +117,7 @@ async fn a_retry_after_sent_to_one_replica_holds_them_all() {
         "/held",
         [Reply::status(429).retry_after_secs(2), Reply::ok("ok")],
     );
-    let file = policy_file(&redis, "hold", "[default]\nattempts = 1\n");
+    let file = policy_file(&redis, "hold", "[default]\nmax_attempts = 1\n");
     let clients = replicas(3, &file);
     // Replicas at work: each has called the endpoint (a replica's first call there goes out
     // before it could learn of a hold).
@@ -159,8 +159,8 @@ async fn the_shared_budget_caps_fleet_wide_retries() {
     let file = policy_file(
         &redis,
         "budget",
-        "[default]\nattempts = 3\n\n[default.backoff]\nbase = \"1ms\"\nmax = \"2ms\"\n\n\
-         [default.budget]\nratio = 0.0\nmin_per_second = 1\nwindow = \"10s\"\nshared = \"redis\"\n",
+        "[default]\nmax_attempts = 3\n\n[default.backoff]\nbase = \"1ms\"\nmax = \"2ms\"\n\n\
+         [default.retry_budget]\nratio = 0.0\nmin_per_second = 1\nwindow = \"10s\"\nshared = \"redis\"\n",
     );
     // Syncs only when the test asks (and once a second): a view goes stale after 2.25 s,
     // never between a sync and the call after it, however loaded the machine.
@@ -345,7 +345,7 @@ async fn a_reload_keeps_the_redis_connection_when_its_settings_stay() {
         "/r",
         [Reply::status(503).retry_after_secs(2), Reply::ok("ok")],
     );
-    let _ = client.get(server.url("/r")).attempts(1).send().await;
+    let _ = client.get(server.url("/r")).max_attempts(1).send().await;
     let fleet = client.fleet().unwrap();
     assert!(fleet.sync().await);
     let used = fleet.round_trips();
@@ -383,7 +383,7 @@ async fn a_middleware_replica_honours_a_hold_a_client_replica_set() {
         "/held",
         [Reply::status(503).retry_after_secs(2), Reply::ok("ok")],
     );
-    let file = policy_file(&redis, "middleware", "[default]\nattempts = 1\n");
+    let file = policy_file(&redis, "middleware", "[default]\nmax_attempts = 1\n");
     let client = Client::builder().config_toml(&file).build().unwrap();
     let middleware = ResilientMiddleware::new(Client::builder().config_toml(&file)).unwrap();
     let fleet = middleware.fleet().expect("a fleet");
@@ -469,7 +469,7 @@ fn a_client_outliving_its_first_runtime_keeps_working_and_shares_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_endpoints_on_every_call_do_not_sync_on_every_call() {
     let redis = RedisServer::start();
-    let file = policy_file(&redis, "churn", "[default]\nattempts = 1\n");
+    let file = policy_file(&redis, "churn", "[default]\nmax_attempts = 1\n");
     let client = Client::builder().config_toml(&file).build().unwrap();
     let fleet = client.fleet().unwrap();
     // Ports where nothing listens: each call fails at once, each with its own endpoint key

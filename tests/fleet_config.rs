@@ -77,7 +77,7 @@ fn shared_is_local_or_redis() {
         ),
         "{shown}"
     );
-    let local = "[default.rate_limit]\nrate = 5\nshared = \"local\"\n\n[default.budget]\nshared = \"local\"\n";
+    let local = "[default.rate_limit]\nrate = 5\nshared = \"local\"\n\n[default.retry_budget]\nshared = \"local\"\n";
     Client::builder().config_toml(local).build().unwrap();
 }
 
@@ -192,18 +192,18 @@ fn a_shared_limit_without_a_redis_names_the_line_and_key() {
             "[default.rate_limit]",
         ),
         (
-            "[default.budget]\nshared = \"redis\"\n",
+            "[default.retry_budget]\nshared = \"redis\"\n",
             2,
-            "[default.budget]",
+            "[default.retry_budget]",
         ),
         (
-            "[default]\nattempts = 2\nrate_limit = { rate = 5, shared = \"redis\" }\n",
+            "[default]\nmax_attempts = 2\nrate_limit = { rate = 5, shared = \"redis\" }\n",
             3,
             "[default]",
         ),
         (
             "[[endpoint]]\nname = \"partner\"\nmatch = { host = \"a.example\" }\n\
-             [endpoint.budget]\nshared = \"redis\"\n",
+             [endpoint.retry_budget]\nshared = \"redis\"\n",
             5,
             "[[endpoint]] \"partner\"",
         ),
@@ -293,7 +293,7 @@ fn a_shared_rate_limit_whose_lease_dies_before_redis_answers_is_warned_about() {
             "{redis}timeout = \"500us\"\n[default.rate_limit]\nrate = 2000\nshared = \"redis\"\n"
         ),
         format!("{redis}\n[default.rate_limit]\nrate = 2000\n"),
-        format!("{redis}\n[default.budget]\nshared = \"redis\"\n"),
+        format!("{redis}\n[default.retry_budget]\nshared = \"redis\"\n"),
     ] {
         let (built, logged) = warnings(|| Client::builder().config_toml(&fine).build());
         built.unwrap();

@@ -135,7 +135,7 @@ mod policy_file {
     ];
     const BREAKER: &[(&str, Kind)] = &[
         ("enabled", Kind::Bool),
-        ("window_size", Kind::Count(1, 10_000)),
+        ("window", Kind::Count(1, 10_000)),
         ("failure_rate", Kind::Real(0.0, 1.0)),
         ("min_calls", Kind::Count(1, 10_000)),
         ("open_for", Kind::Span("1h")),
@@ -166,7 +166,7 @@ mod policy_file {
     ];
     /// Every key a policy table holds.
     const POLICY: &[(&str, Kind)] = &[
-        ("attempts", Kind::Count(1, 100)),
+        ("max_attempts", Kind::Count(1, 100)),
         ("attempt_timeout", Kind::Span("1day")),
         ("deadline", Kind::Span("1day")),
         ("connect_timeout", Kind::Span("1day")),
@@ -179,7 +179,7 @@ mod policy_file {
         ("hold_on_retry_after", Kind::Bool),
         ("backoff", Kind::Table(BACKOFF)),
         ("breaker", Kind::Table(BREAKER)),
-        ("budget", Kind::Table(BUDGET)),
+        ("retry_budget", Kind::Table(BUDGET)),
         ("rate_limit", Kind::Table(RATE_LIMIT)),
         ("bulkhead", Kind::Table(BULKHEAD)),
         ("hedge", Kind::Table(HEDGE)),

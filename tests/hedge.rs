@@ -396,7 +396,8 @@ async fn a_dropped_race_gives_back_its_probes(via: Via) {
         .window(Window::Calls(2))
         .min_calls(2)
         .failure_rate(0.5)
-        .open_duration(SECOND, SECOND)
+        .open_for(SECOND)
+        .open_for_max(SECOND)
         .half_open_probes(2)
         .build()
         .unwrap();

@@ -97,7 +97,7 @@ async fn calls_attempts_retries_give_ups_and_breakers_are_counted() {
         .endpoint(
             "down",
             Matcher::new().path("/down"),
-            EndpointPolicy::new().attempts(1).breaker_key("down"),
+            EndpointPolicy::new().max_attempts(1).breaker_key("down"),
         )
         .build()
         .unwrap();
@@ -333,7 +333,7 @@ async fn overload_waits_rejections_and_holds_are_counted_by_policy_and_reason() 
             "held",
             policy("held"),
             // A key of its own: the other policies' guards are apart from this hold.
-            EndpointPolicy::new().attempts(1).breaker_key("held"),
+            EndpointPolicy::new().max_attempts(1).breaker_key("held"),
         )
         .endpoint(
             "limited",

@@ -15,7 +15,7 @@ async fn the_middleware_bounds_a_hang() {
     let resilience = ResilientMiddleware::new(
         Client::builder()
             .attempt_timeout(Duration::from_millis(200))
-            .total_deadline(Duration::from_millis(300)),
+            .deadline(Duration::from_millis(300)),
     )
     .unwrap();
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
@@ -36,8 +36,9 @@ async fn the_middleware_bounds_a_hang() {
 #[cfg(feature = "config")]
 #[test]
 fn an_invalid_configuration_is_reported_when_building_the_middleware() {
-    let err = ResilientMiddleware::new(Client::builder().config_toml("[default]\nattempts = 0\n"))
-        .unwrap_err();
+    let err =
+        ResilientMiddleware::new(Client::builder().config_toml("[default]\nmax_attempts = 0\n"))
+            .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
 }
 
@@ -62,7 +63,7 @@ async fn a_hang_under_a_request_timeout_trips_the_breaker() {
             .retry(RetryPolicy::never())
             .circuit_breaker(breaker);
         if how == "policy deadline" {
-            builder = builder.total_deadline(SHORT);
+            builder = builder.deadline(SHORT);
         }
         let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
             .with(ResilientMiddleware::new(builder).unwrap())

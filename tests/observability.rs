@@ -169,7 +169,7 @@ async fn a_request_and_its_attempts_are_spans_with_opentelemetry_fields() {
     );
     let client = Client::builder()
         .retry(retrying(3))
-        .total_deadline(Duration::from_secs(30))
+        .deadline(Duration::from_secs(30))
         .build()
         .unwrap();
     let (result, seen, _) = traced(client.get(server.url("/s")).send()).await;
@@ -452,13 +452,13 @@ async fn a_rate_limited_refusal_is_a_debug_event_that_says_which_guard() {
     let one_per_10s = RateLimitConfig::new(1, Duration::from_secs(10)).burst(1);
     let limited = Client::builder()
         .retry(retrying(3))
-        .total_deadline(Duration::from_secs(1))
+        .deadline(Duration::from_secs(1))
         .default_policy(EndpointPolicy::new().rate_limit(one_per_10s))
         .build()
         .unwrap();
     let held = Client::builder()
         .retry(retrying(1))
-        .total_deadline(Duration::from_secs(1))
+        .deadline(Duration::from_secs(1))
         .build()
         .unwrap();
     let calls = async {

@@ -455,7 +455,8 @@ async fn a_call_the_open_breaker_refuses_takes_no_rate_limit_slot() {
         let breaker = BreakerConfig::builder()
             .window(Window::Calls(3))
             .min_calls(3)
-            .open_duration(60 * SECOND, 60 * SECOND)
+            .open_for(60 * SECOND)
+            .open_for_max(60 * SECOND)
             .build()
             .unwrap();
         let builder = Client::builder()
@@ -493,7 +494,8 @@ async fn calls_turned_away_while_a_probe_is_out_take_no_rate_limit_slot() {
         let breaker = BreakerConfig::builder()
             .window(Window::Calls(2))
             .min_calls(2)
-            .open_duration(SECOND, SECOND)
+            .open_for(SECOND)
+            .open_for_max(SECOND)
             .build()
             .unwrap();
         let builder = Client::builder()
@@ -842,7 +844,8 @@ async fn drop_calls_at_random_points(via: Via) -> (Caller, FaultServer, String) 
     let breaker = BreakerConfig::builder()
         .window(Window::Calls(40))
         .min_calls(20)
-        .open_duration(50 * MS, 400 * MS)
+        .open_for(50 * MS)
+        .open_for_max(400 * MS)
         .half_open_probes(2)
         .on_state_change({
             let half_opened = half_opened.clone();

@@ -186,13 +186,13 @@ impl Setup {
         let builder = Client::builder()
             .retry(self.retry())
             .attempt_timeout(self.attempt_timeout)
-            .total_deadline(self.deadline)
+            .deadline(self.deadline)
             .circuit_breaker(self.breaker())
             .default_policy(self.policy.clone())
             .endpoint(
                 "payments",
                 Matcher::new().path("/pay*"),
-                EndpointPolicy::new().attempts(1),
+                EndpointPolicy::new().max_attempts(1),
             );
         match &self.classifier {
             Some(classifier) => builder.classifier(classifier.clone()),

@@ -17,7 +17,7 @@ const MS: Duration = Duration::from_millis(1);
 fn client(server: &FaultServer) -> Client {
     let host = server.addr().to_string();
     Client::builder()
-        .default_policy(EndpointPolicy::new().attempts(3).jitter(Jitter::None))
+        .default_policy(EndpointPolicy::new().max_attempts(3).jitter(Jitter::None))
         .endpoint(
             "payments",
             Matcher::new()
@@ -26,13 +26,13 @@ fn client(server: &FaultServer) -> Client {
                 .path("/v1/charges*")
                 .methods(["POST"])
                 .unwrap(),
-            EndpointPolicy::new().attempts(1),
+            EndpointPolicy::new().max_attempts(1),
         )
         .endpoint(
             "search",
             Matcher::new().path("/search*"),
             EndpointPolicy::new()
-                .attempts(10)
+                .max_attempts(10)
                 .deadline(Duration::from_secs(1)),
         )
         .build()
@@ -112,7 +112,7 @@ async fn per_request_overrides() {
     server.script("/b", [Reply::status(503)]);
     client
         .get(server.url("/b"))
-        .attempts(5)
+        .max_attempts(5)
         .send()
         .await
         .unwrap_err();
@@ -224,7 +224,7 @@ fn invalid_combinations_fail_at_build() {
 /// (the builder, an earlier file): the file once checked only its own names.
 #[test]
 fn a_rule_name_taken_before_the_file_is_refused_at_its_line() {
-    let file = "[default]\nattempts = 2\n\n[[endpoint]]\nname = \"x\"\nmatch = {}\n";
+    let file = "[default]\nmax_attempts = 2\n\n[[endpoint]]\nname = \"x\"\nmatch = {}\n";
     let want =
         "<config_toml>:5: \"name\": a policy of this name is already defined in [[endpoint]] \"x\"";
     let from_builder = Client::builder()
@@ -256,7 +256,7 @@ fn a_rule_name_taken_before_the_file_is_refused_at_its_line() {
 
 const FILE: &str = r#"
 [default]
-attempts = 3                 # total attempts, including the first
+max_attempts = 3                 # total attempts, including the first
 attempt_timeout = "10s"      # per attempt, including reading the body
 deadline = "30s"             # across all attempts and sleeps
 connect_timeout = "5s"
@@ -272,7 +272,7 @@ jitter = "none"              # full | equal | decorrelated | none
 
 [default.breaker]
 enabled = true
-window_size = 100            # calls in the count-based window
+window = 100            # calls in the count-based window
 failure_rate = 0.5
 min_calls = 20
 open_for = "5s"
@@ -281,7 +281,7 @@ half_open_probes = 1
 [[endpoint]]
 name = "payments"
 match = { host = "HOST", path = "/v1/charges*", methods = ["POST"] }
-attempts = 1
+max_attempts = 1
 deadline = "2s"
 [endpoint.breaker]
 failure_rate = 0.2
@@ -317,7 +317,7 @@ fn a_policy_file_is_read_from_disk() {
     let dir = std::env::temp_dir().join(format!("resilient-http-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("policy.toml");
-    std::fs::write(&path, "[default]\nattempts = 2\n").unwrap();
+    std::fs::write(&path, "[default]\nmax_attempts = 2\n").unwrap();
     Client::builder().config_file(&path).build().unwrap();
     std::fs::write(&path, "[default]\natempts = 2\n").unwrap();
     let err = Client::builder().config_file(&path).build().unwrap_err();
@@ -334,16 +334,16 @@ fn a_policy_file_is_read_from_disk() {
 fn every_file_mistake_names_the_line_and_the_key() {
     let cases = [
         (
-            "[default]\nattempts = 3\n\n[[endpoint]]\nname = \"payments\"\natempts = 1\n",
+            "[default]\nmax_attempts = 3\n\n[[endpoint]]\nname = \"payments\"\natempts = 1\n",
             "<config_toml>:6: unknown key \"atempts\" in [[endpoint]] \"payments\"",
         ),
         (
-            "[default]\nattempts = \"three\"\n",
-            "<config_toml>:2: \"attempts\":",
+            "[default]\nmax_attempts = \"three\"\n",
+            "<config_toml>:2: \"max_attempts\":",
         ),
         (
-            "[default]\nattempts = 0\n",
-            "<config_toml>:2: \"attempts\": must be at least 1",
+            "[default]\nmax_attempts = 0\n",
+            "<config_toml>:2: \"max_attempts\": must be at least 1",
         ),
         (
             "[default]\ndeadline = \"2 parsecs\"\n",
@@ -378,7 +378,7 @@ fn every_file_mistake_names_the_line_and_the_key() {
             "<config_toml>:5: \"name\": a policy of this name is already defined",
         ),
         (
-            "[[endpoint]]\nname = \"a\"\nmatch = {}\n[[ endpoint ]]\nattempts = 2\n",
+            "[[endpoint]]\nname = \"a\"\nmatch = {}\n[[ endpoint ]]\nmax_attempts = 2\n",
             "<config_toml>:4: missing key \"name\" in [[endpoint]]",
         ),
         (
@@ -389,7 +389,7 @@ fn every_file_mistake_names_the_line_and_the_key() {
             "\u{FEFF}\n[endpoint.match]\nhost = \"a\"\n[[endpoint]]\nname = \"x\"\n",
             "<config_toml>:",
         ),
-        ("[default\nattempts = 1\n", "<config_toml>:1:"),
+        ("[default\nmax_attempts = 1\n", "<config_toml>:1:"),
         ("[sideways]\n", "<config_toml>:1: unknown key \"sideways\""),
     ];
     for (text, expected) in cases {
@@ -412,7 +412,7 @@ async fn a_hang_under_a_short_deadline_still_trips_the_breaker() {
             "payments",
             Matcher::new().path("/v1/charges*"),
             EndpointPolicy::new()
-                .attempts(1)
+                .max_attempts(1)
                 .deadline(Duration::from_secs(2))
                 .breaker_min_calls(2),
         )
@@ -441,31 +441,31 @@ async fn a_hang_under_a_short_deadline_still_trips_the_breaker() {
     assert_eq!(server.hits("/v1/charges"), 2);
 }
 
-/// Defect 6 of issue 12: `window_size = 4000000000` was accepted and the first request
+/// Defect 6 of issue 12: `window = 4000000000` was accepted and the first request
 /// aborted the process on a 4 GB allocation; 50 000 000 made every failure scan the window
 /// for seconds. Every numeric key now has a maximum, refused with the file, line and key.
 #[test]
 fn every_numeric_key_has_a_maximum_in_the_file() {
     let cases = [
         (
-            "[default.breaker]\nwindow_size = 4000000000\n",
-            "<config_toml>:2: \"window_size\": must be at least 1 and at most 10000, got 4000000000 in [default.breaker]",
+            "[default.breaker]\nwindow = 4000000000\n",
+            "<config_toml>:2: \"window\": must be at least 1 and at most 10000, got 4000000000 in [default.breaker]",
         ),
         (
-            "[default.breaker]\nwindow_size = 50000000\n",
-            "<config_toml>:2: \"window_size\": must be at least 1 and at most 10000, got 50000000",
+            "[default.breaker]\nwindow = 50000000\n",
+            "<config_toml>:2: \"window\": must be at least 1 and at most 10000, got 50000000",
         ),
         (
-            "[default.breaker]\nwindow_size = 99999999999\n",
-            "<config_toml>:2: \"window_size\": must be at least 1 and at most 10000",
+            "[default.breaker]\nwindow = 99999999999\n",
+            "<config_toml>:2: \"window\": must be at least 1 and at most 10000",
         ),
         (
-            "[default.breaker]\nwindow_size = -1\n",
-            "<config_toml>:2: \"window_size\": must be at least 1 and at most 10000, got -1",
+            "[default.breaker]\nwindow = -1\n",
+            "<config_toml>:2: \"window\": must be at least 1 and at most 10000, got -1",
         ),
         (
-            "[[endpoint]]\nname = \"x\"\n\n[endpoint.breaker]\nwindow_size = 10001\n",
-            "<config_toml>:5: \"window_size\": must be at least 1 and at most 10000, got 10001 in [[endpoint]] \"x\"",
+            "[[endpoint]]\nname = \"x\"\n\n[endpoint.breaker]\nwindow = 10001\n",
+            "<config_toml>:5: \"window\": must be at least 1 and at most 10000, got 10001 in [[endpoint]] \"x\"",
         ),
         (
             "[default.breaker]\nmin_calls = 10001\n",
@@ -480,8 +480,8 @@ fn every_numeric_key_has_a_maximum_in_the_file() {
             "<config_toml>:2: \"half_open_probes\": must be at least 1 and at most 1023",
         ),
         (
-            "[default]\nattempts = 4000000000\n",
-            "<config_toml>:2: \"attempts\": must be at least 1 and at most 100, got 4000000000 in [default]",
+            "[default]\nmax_attempts = 4000000000\n",
+            "<config_toml>:2: \"max_attempts\": must be at least 1 and at most 100, got 4000000000 in [default]",
         ),
         (
             "[default]\n\nattempt_timeout = \"25h\"\n",
@@ -538,8 +538,8 @@ fn every_numeric_key_has_a_maximum_in_the_file() {
         );
     }
     // The largest values are accepted.
-    let largest = "[default]\nattempts = 100\ndeadline = \"1day\"\nbody_limit = 1073741824\n\
-                   [default.breaker]\nwindow_size = 10000\nmin_calls = 10000\nopen_for = \"1h\"\n\
+    let largest = "[default]\nmax_attempts = 100\ndeadline = \"1day\"\nbody_limit = 1073741824\n\
+                   [default.breaker]\nwindow = 10000\nmin_calls = 10000\nopen_for = \"1h\"\n\
                    [default.hedge]\nafter = \"1h\"\nmax = 3\n";
     Client::builder().config_toml(largest).build().unwrap();
 }
@@ -549,9 +549,9 @@ fn a_file_from_disk_names_itself_when_a_value_is_too_large() {
     let dir = std::env::temp_dir().join(format!("rh-bounds-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("huge.toml");
-    std::fs::write(&path, "[default.breaker]\nwindow_size = 4000000000\n").unwrap();
+    std::fs::write(&path, "[default.breaker]\nwindow = 4000000000\n").unwrap();
     let err = Client::builder().config_file(&path).build().unwrap_err();
-    let expected = format!("{}:2: \"window_size\": must be", path.display());
+    let expected = format!("{}:2: \"window\": must be", path.display());
     assert!(err.to_string().contains(&expected), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -606,8 +606,12 @@ fn every_numeric_setting_has_a_maximum_in_the_builders() {
             "min_calls (11) must not exceed the window's 10 calls",
         ),
         (
-            breaker(BreakerConfig::builder().open_duration(HOUR, 2 * HOUR)),
-            "max_open_duration must be above zero and at most 1h",
+            breaker(
+                BreakerConfig::builder()
+                    .open_for(HOUR)
+                    .open_for_max(2 * HOUR),
+            ),
+            "open_for_max must be above zero and at most 1h",
         ),
         (
             breaker(BreakerConfig::builder().slow_calls(2 * DAY, 0.5)),
@@ -633,10 +637,10 @@ fn every_numeric_setting_has_a_maximum_in_the_builders() {
         ),
         (
             RetryPolicy::builder()
-                .backoff_cap(Duration::MAX)
+                .backoff_max(Duration::MAX)
                 .build()
                 .unwrap_err(),
-            "backoff_cap must be at least zero and at most 1h",
+            "backoff_max must be at least zero and at most 1h",
         ),
         (
             RetryPolicy::builder()
@@ -661,7 +665,7 @@ fn every_numeric_setting_has_a_maximum_in_the_builders() {
         ),
         (
             Client::builder()
-                .total_deadline(Duration::MAX)
+                .deadline(Duration::MAX)
                 .build()
                 .unwrap_err(),
             "policy \"default\": deadline must be above zero and at most 1day",
@@ -722,7 +726,8 @@ fn every_numeric_setting_has_a_maximum_in_the_builders() {
             buckets: 100,
         })
         .min_calls(10_000)
-        .open_duration(HOUR, HOUR)
+        .open_for(HOUR)
+        .open_for_max(HOUR)
         .max_breakers(100_000)
         .build()
         .unwrap();
@@ -733,7 +738,7 @@ fn every_numeric_setting_has_a_maximum_in_the_builders() {
         .unwrap();
     RetryPolicy::builder()
         .max_attempts(100)
-        .backoff_cap(HOUR)
+        .backoff_max(HOUR)
         .backoff_multiplier(100.0)
         .build()
         .unwrap();
@@ -745,7 +750,7 @@ fn every_numeric_setting_has_a_maximum_in_the_builders() {
 fn settings_that_contradict_each_other_name_the_line_too() {
     let cases = [
         (
-            "[default]\nattempts = 2\n\n[default.breaker]\nwindow_size = 100\nmin_calls = 9523\n",
+            "[default]\nmax_attempts = 2\n\n[default.breaker]\nwindow = 100\nmin_calls = 9523\n",
             "<config_toml>:6: min_calls (9523) must not exceed the window's 100 calls",
             "in [default.breaker]",
         ),
@@ -755,7 +760,7 @@ fn settings_that_contradict_each_other_name_the_line_too() {
             "in [default.backoff]",
         ),
         (
-            "[default]\nattempts = 2\n\n[[endpoint]]\nname = \"x\"\nbackoff = { base = \"2s\", max = \"1s\" }\nmatch = {}\n",
+            "[default]\nmax_attempts = 2\n\n[[endpoint]]\nname = \"x\"\nbackoff = { base = \"2s\", max = \"1s\" }\nmatch = {}\n",
             "<config_toml>:6: backoff base (2s) must not exceed",
             "in [[endpoint]] \"x\"",
         ),

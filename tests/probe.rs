@@ -161,7 +161,7 @@ async fn failures_exit_1_and_say_what_went_wrong_without_secrets() {
 async fn a_stalled_body_is_a_timeout_not_a_success() {
     let server = FaultServer::start().await.unwrap();
     server.script("/stall", [Reply::stall_body(200, "partial")]);
-    let config = policy_file("[default]\nattempt_timeout = \"300ms\"\nattempts = 1\n");
+    let config = policy_file("[default]\nattempt_timeout = \"300ms\"\nmax_attempts = 1\n");
     let output = probe(&["--config", config.as_str(), &server.url("/stall")]).await;
     assert_eq!(output.status.code(), Some(1));
     let r = &lines(&output)[0];
@@ -200,7 +200,7 @@ async fn method_headers_body_and_the_policy_file_are_used() {
     let server = FaultServer::start().await.unwrap();
     server.script("/charge", [Reply::status(503)]);
     let config = policy_file(&format!(
-        "[[endpoint]]\nname = \"payments\"\nmatch = {{ host = \"{}\", path = \"/charge\" }}\nattempts = 1\n",
+        "[[endpoint]]\nname = \"payments\"\nmatch = {{ host = \"{}\", path = \"/charge\" }}\nmax_attempts = 1\n",
         server.addr()
     ));
     let output = probe(&[
@@ -565,7 +565,7 @@ async fn a_full_outage_costs_at_most_1_25x_the_requests_with_the_default_budget(
 #[tokio::test]
 async fn a_full_outage_costs_3x_the_requests_without_the_budget() {
     let requests = 1500;
-    let config = format!("{OUTAGE}[default.budget]\nenabled = false\n");
+    let config = format!("{OUTAGE}[default.retry_budget]\nenabled = false\n");
     let (records, hits) = outage(&config, requests, 16).await;
     let ratio = hits as f64 / requests as f64;
     println!("full outage, no retry budget: {hits} server hits / {requests} requests = {ratio:.3}");
@@ -592,8 +592,8 @@ async fn probe_with(config: &str, args: &[&str], url: &str) -> (Output, Vec<Valu
 async fn an_empty_retry_budget_from_the_file_is_budget_exhausted_with_the_last_status() {
     let server = FaultServer::start().await.unwrap();
     server.script("/busy", [Reply::status(503)]);
-    let config = "[default]\nattempts = 3\n\
-                  [default.budget]\nenabled = true\nratio = 0.0\nmin_per_second = 0\nwindow = \"1s\"\n";
+    let config = "[default]\nmax_attempts = 3\n\
+                  [default.retry_budget]\nenabled = true\nratio = 0.0\nmin_per_second = 0\nwindow = \"1s\"\n";
     let (output, records) = probe_with(config, &[], &server.url("/busy")).await;
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let r = &records[0];

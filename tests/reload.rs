@@ -22,24 +22,30 @@ fn from_toml(text: &str) -> resilient_http::ClientBuilder {
 async fn later_calls_follow_the_new_policies() {
     let server = FaultServer::start().await.unwrap();
     let url = server.url("/r");
-    let client = from_toml("[default]\nattempts = 1").build().unwrap();
+    let client = from_toml("[default]\nmax_attempts = 1").build().unwrap();
     server.script("/r", [Reply::status(503), Reply::ok("x")]);
     let err = client.get(&url).send().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Status);
 
-    client.reload(from_toml("[default]\nattempts = 3")).unwrap();
+    client
+        .reload(from_toml("[default]\nmax_attempts = 3"))
+        .unwrap();
     server.script("/r", [Reply::status(503), Reply::ok("x")]);
     assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
     assert_eq!(server.hits("/r"), 3);
 
     // The tower service and the clones of the client follow too.
-    client.reload(from_toml("[default]\nattempts = 1")).unwrap();
+    client
+        .reload(from_toml("[default]\nmax_attempts = 1"))
+        .unwrap();
     server.script("/r", [Reply::status(503), Reply::ok("x")]);
     let request = reqwest::Request::new(http::Method::GET, url.parse().unwrap());
     let err = client.service().oneshot(request).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Status);
     let clone = client.clone();
-    client.reload(from_toml("[default]\nattempts = 2")).unwrap();
+    client
+        .reload(from_toml("[default]\nmax_attempts = 2"))
+        .unwrap();
     assert_eq!(clone.get(&url).send().await.unwrap().status(), 200);
 }
 
@@ -55,14 +61,16 @@ async fn a_call_in_flight_finishes_on_its_policy() {
             Reply::ok("x"),
         ],
     );
-    let client = from_toml("[default]\nattempts = 3").build().unwrap();
+    let client = from_toml("[default]\nmax_attempts = 3").build().unwrap();
     let call = tokio::spawn({
         let client = client.clone();
         let url = url.clone();
         async move { client.get(&url).send().await.map(|r| r.status()) }
     });
     tokio::time::sleep(10 * MS).await;
-    client.reload(from_toml("[default]\nattempts = 1")).unwrap();
+    client
+        .reload(from_toml("[default]\nmax_attempts = 1"))
+        .unwrap();
     assert_eq!(call.await.unwrap().unwrap(), 200);
     assert_eq!(server.hits("/r"), 3);
 }
@@ -74,8 +82,8 @@ async fn an_open_breaker_stays_open_unless_its_settings_change() {
     let server = FaultServer::start().await.unwrap();
     let url = server.url("/down");
     server.script("/down", [Reply::status(503)]);
-    let breaker = "[default.breaker]\nwindow_size = 2\nmin_calls = 2\nopen_for = \"60s\"\n";
-    let client = from_toml(&format!("[default]\nattempts = 1\n{breaker}"))
+    let breaker = "[default.breaker]\nwindow = 2\nmin_calls = 2\nopen_for = \"60s\"\n";
+    let client = from_toml(&format!("[default]\nmax_attempts = 1\n{breaker}"))
         .build()
         .unwrap();
     for _ in 0..2 {
@@ -86,7 +94,9 @@ async fn an_open_breaker_stays_open_unless_its_settings_change() {
 
     // Other settings change; the breaker's do not.
     client
-        .reload(from_toml(&format!("[default]\nattempts = 2\n{breaker}")))
+        .reload(from_toml(&format!(
+            "[default]\nmax_attempts = 2\n{breaker}"
+        )))
         .unwrap();
     let err = client.get(&url).send().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::CircuitOpen);
@@ -94,7 +104,7 @@ async fn an_open_breaker_stays_open_unless_its_settings_change() {
 
     client
         .reload(from_toml(
-            "[default]\nattempts = 1\n[default.breaker]\nwindow_size = 3\nmin_calls = 3\n",
+            "[default]\nmax_attempts = 1\n[default.breaker]\nwindow = 3\nmin_calls = 3\n",
         ))
         .unwrap();
     let err = client.get(&url).send().await.unwrap_err();
@@ -111,14 +121,14 @@ async fn holds_and_budgets_stay_across_a_reload() {
         "/h",
         [Reply::status(429).retry_after_secs(2), Reply::ok("x")],
     );
-    let budget = "[default.budget]\nratio = 0.0\nmin_per_second = 0\nwindow = \"10s\"\n";
-    let client = from_toml(&format!("[default]\nattempts = 1\n{budget}"))
+    let budget = "[default.retry_budget]\nratio = 0.0\nmin_per_second = 0\nwindow = \"10s\"\n";
+    let client = from_toml(&format!("[default]\nmax_attempts = 1\n{budget}"))
         .build()
         .unwrap();
     client.get(&url).send().await.unwrap_err();
 
     client
-        .reload(from_toml(&format!("[default]\nattempts = 2\n{budget}")))
+        .reload(from_toml(&format!("[default]\nmax_attempts = 2\n{budget}")))
         .unwrap();
     let start = Instant::now();
     assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
@@ -134,17 +144,17 @@ async fn holds_and_budgets_stay_across_a_reload() {
 async fn a_bad_reload_changes_nothing_and_says_where() {
     let server = FaultServer::start().await.unwrap();
     let url = server.url("/r");
-    let client = from_toml("[default]\nattempts = 3").build().unwrap();
+    let client = from_toml("[default]\nmax_attempts = 3").build().unwrap();
 
     let dir = std::env::temp_dir().join(format!("rh-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("policy.toml");
-    std::fs::write(&path, "[default]\nattempts = 1\natempts = 2\n").unwrap();
+    std::fs::write(&path, "[default]\nmax_attempts = 1\natempts = 2\n").unwrap();
     let err = client.reload_file(&path).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
     let expected = format!("{}:3: unknown key \"atempts\"", path.display());
     assert!(err.to_string().contains(&expected), "{err}");
-    std::fs::write(&path, "[default.breaker]\nwindow_size = 5\nmin_calls = 6\n").unwrap();
+    std::fs::write(&path, "[default.breaker]\nwindow = 5\nmin_calls = 6\n").unwrap();
     let err = client.reload_file(&path).unwrap_err();
     assert!(err.to_string().contains(":3: min_calls (6)"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();

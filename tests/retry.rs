@@ -218,7 +218,7 @@ async fn the_deadline_is_never_overrun_by_a_sleep() {
         .unwrap();
     let client = Client::builder()
         .retry(policy)
-        .total_deadline(Duration::from_secs(1))
+        .deadline(Duration::from_secs(1))
         .build()
         .unwrap();
     let started = Instant::now();
@@ -242,7 +242,7 @@ async fn retry_after_past_the_deadline_stops_at_once() {
     server.script("/busy", [Reply::status(429).retry_after_secs(5)]);
     let client = Client::builder()
         .retry(plain(3))
-        .total_deadline(Duration::from_secs(2))
+        .deadline(Duration::from_secs(2))
         .build()
         .unwrap();
     let started = Instant::now();
@@ -323,7 +323,7 @@ async fn a_generated_idempotency_key_makes_a_post_retryable() {
     let server = FaultServer::start().await.unwrap();
     server.script("/pay", [Reply::status(503), Reply::ok("paid")]);
     let policy = RetryPolicy::builder()
-        .generate_idempotency_key(true)
+        .idempotency_key(true)
         .jitter(Jitter::None)
         .build()
         .unwrap();

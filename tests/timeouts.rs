@@ -20,7 +20,7 @@ const LATE: Duration = Duration::from_secs(4);
 fn client(attempt: Duration, total: Duration) -> Client {
     Client::builder()
         .attempt_timeout(attempt)
-        .total_deadline(total)
+        .deadline(total)
         .retry(RetryPolicy::never())
         .build()
         .unwrap()
@@ -368,7 +368,7 @@ async fn a_hang_trips_the_breaker_under_any_deadline() {
             .retry(RetryPolicy::never())
             .circuit_breaker(breaker);
         if how == "policy deadline" {
-            builder = builder.total_deadline(SHORT);
+            builder = builder.deadline(SHORT);
         }
         let client = builder.build().unwrap();
         let mut kinds = Vec::new();

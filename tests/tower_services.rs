@@ -113,7 +113,7 @@ async fn a_service_that_ignores_the_timeout_is_bounded_by_the_attempt_timeout() 
                     .unwrap(),
             )
             .attempt_timeout(100 * MS)
-            .total_deadline(Duration::from_secs(1)),
+            .deadline(Duration::from_secs(1)),
     )
     .unwrap();
     let started = Instant::now();

@@ -29,8 +29,8 @@ pub struct BreakerConfig {
     pub(super) failure_rate: f64,
     pub(super) slow_call_rate: f64,
     pub(super) slow_call_duration: Option<Duration>,
-    pub(super) open_duration: Duration,
-    pub(super) max_open_duration: Duration,
+    pub(super) open_for: Duration,
+    pub(super) open_for_max: Duration,
     pub(super) half_open_probes: u32,
     pub(super) max_breakers: usize,
     pub(super) count_429: bool,
@@ -47,8 +47,8 @@ impl BreakerConfig {
             && self.failure_rate == other.failure_rate
             && self.slow_call_rate == other.slow_call_rate
             && self.slow_call_duration == other.slow_call_duration
-            && self.open_duration == other.open_duration
-            && self.max_open_duration == other.max_open_duration
+            && self.open_for == other.open_for
+            && self.open_for_max == other.open_for_max
             && self.half_open_probes == other.half_open_probes
             && self.max_breakers == other.max_breakers
             && self.count_429 == other.count_429
@@ -63,8 +63,8 @@ impl fmt::Debug for BreakerConfig {
             .field("failure_rate", &self.failure_rate)
             .field("slow_call_rate", &self.slow_call_rate)
             .field("slow_call_duration", &self.slow_call_duration)
-            .field("open_duration", &self.open_duration)
-            .field("max_open_duration", &self.max_open_duration)
+            .field("open_for", &self.open_for)
+            .field("open_for_max", &self.open_for_max)
             .field("half_open_probes", &self.half_open_probes)
             .field("max_breakers", &self.max_breakers)
             .field("count_429", &self.count_429)
@@ -83,8 +83,8 @@ impl Default for BreakerConfig {
             failure_rate: 0.5,
             slow_call_rate: 1.0,
             slow_call_duration: None,
-            open_duration: Duration::from_secs(5),
-            max_open_duration: Duration::from_secs(60),
+            open_for: Duration::from_secs(5),
+            open_for_max: Duration::from_secs(60),
             half_open_probes: 1,
             max_breakers: 1024,
             count_429: false,
@@ -96,12 +96,18 @@ impl Default for BreakerConfig {
 impl BreakerConfig {
     /// Starts from the defaults.
     pub fn builder() -> BreakerConfigBuilder {
-        BreakerConfigBuilder(BreakerConfig::default())
+        BreakerConfigBuilder {
+            config: BreakerConfig::default(),
+            open_for_max: None,
+        }
     }
 
     /// A builder that starts from these settings.
     pub fn to_builder(&self) -> BreakerConfigBuilder {
-        BreakerConfigBuilder(self.clone())
+        BreakerConfigBuilder {
+            config: self.clone(),
+            open_for_max: None,
+        }
     }
 
     /// The most endpoints with a breaker of their own.
@@ -116,38 +122,40 @@ impl BreakerConfig {
     }
 
     /// How long the circuit stays open after its `n`-th consecutive opening (0 for the first).
-    pub(super) fn open_duration_after(&self, consecutive: u32) -> Duration {
+    pub(super) fn open_for_after(&self, consecutive: u32) -> Duration {
         let factor = 2u32.checked_pow(consecutive.min(31)).unwrap_or(u32::MAX);
-        self.open_duration
-            .saturating_mul(factor)
-            .min(self.max_open_duration)
+        self.open_for.saturating_mul(factor).min(self.open_for_max)
     }
 }
 
 /// Configures a [`BreakerConfig`]; [`build`](Self::build) checks the settings.
 #[derive(Debug)]
-pub struct BreakerConfigBuilder(BreakerConfig);
+pub struct BreakerConfigBuilder {
+    config: BreakerConfig,
+    // Set by `open_for_max`: without it, the cap grows to `open_for` when that is longer.
+    open_for_max: Option<Duration>,
+}
 
 impl BreakerConfigBuilder {
     /// The window the rates are computed over (default: the last 100 calls). A call window
     /// holds 1 to 10,000 calls; a time window is at most 1 hour long, in 1 to 100 buckets of
     /// at least 1 ms each.
     pub fn window(mut self, window: Window) -> Self {
-        self.0.window = window;
+        self.config.window = window;
         self
     }
 
     /// Fewest calls in the window before the breaker may open (default 20; 1 to 10,000, and
     /// for a call window at most its size, or the breaker could never open).
     pub fn min_calls(mut self, calls: u32) -> Self {
-        self.0.min_calls = calls;
+        self.config.min_calls = calls;
         self
     }
 
     /// Opens when at least this share of the window's calls failed (default 0.5; above 0, at
     /// most 1).
     pub fn failure_rate(mut self, rate: f64) -> Self {
-        self.0.failure_rate = rate;
+        self.config.failure_rate = rate;
         self
     }
 
@@ -155,31 +163,32 @@ impl BreakerConfigBuilder {
     /// when at least `rate` (above 0, at most 1) of the window's calls were slow (default:
     /// off).
     pub fn slow_calls(mut self, duration: Duration, rate: f64) -> Self {
-        self.0.slow_call_duration = Some(duration);
-        self.0.slow_call_rate = rate;
+        self.config.slow_call_duration = Some(duration);
+        self.config.slow_call_rate = rate;
         self
     }
 
-    /// How long the circuit stays open the first time (default 5 s); it doubles on every
-    /// re-opening from half-open, up to `max` (default 60 s), and starts over after closing.
-    /// Both are above zero and at most 1 hour; `max` is not below `first`.
-    pub fn open_duration(mut self, first: Duration, max: Duration) -> Self {
-        self.0.open_duration = first;
-        self.0.max_open_duration = max;
+    /// How long the circuit stays open the first time (default 5 s; above zero, at most 1
+    /// hour). It doubles on every re-opening from half-open, up to
+    /// [`open_for_max`](Self::open_for_max), and starts over after closing. The policy's
+    /// `breaker_open_for`, the file's `open_for` in `[….breaker]`.
+    pub fn open_for(mut self, first: Duration) -> Self {
+        self.config.open_for = first;
         self
     }
 
-    /// Sets only the first open duration; the cap grows to it if it was lower.
-    pub(crate) fn first_open_duration(mut self, first: Duration) -> Self {
-        self.0.open_duration = first;
-        self.0.max_open_duration = self.0.max_open_duration.max(first);
+    /// The longest the circuit stays open after re-openings (default 60 s, or `open_for` if
+    /// that is longer and this is not set; above zero, at most 1 hour, not below `open_for`).
+    /// The policy's `breaker_open_for_max`, the file's `open_for_max` in `[….breaker]`.
+    pub fn open_for_max(mut self, max: Duration) -> Self {
+        self.open_for_max = Some(max);
         self
     }
 
     /// How many trial calls half-open lets through; all must succeed to close (default 1; 1
     /// to 1023).
     pub fn half_open_probes(mut self, probes: u32) -> Self {
-        self.0.half_open_probes = probes;
+        self.config.half_open_probes = probes;
         self
     }
 
@@ -190,7 +199,7 @@ impl BreakerConfigBuilder {
     /// policy's overload guards are kept per endpoint under the same bound and rule. It also bounds the breaker metric series: see
     /// [`telemetry`](crate::telemetry).
     pub fn max_breakers(mut self, max: usize) -> Self {
-        self.0.max_breakers = max;
+        self.config.max_breakers = max;
         self
     }
 
@@ -200,7 +209,7 @@ impl BreakerConfigBuilder {
     /// the endpoint) as before. Set it for a server whose 429s do mean it is overwhelmed.
     /// The policy's `breaker_count_429`, the file's `count_429` in `[….breaker]`.
     pub fn count_429(mut self, yes: bool) -> Self {
-        self.0.count_429 = yes;
+        self.config.count_429 = yes;
         self
     }
 
@@ -208,14 +217,18 @@ impl BreakerConfigBuilder {
     /// the request path. A panic in it does not reach the call that made the change, nor undo
     /// the change: it is logged at ERROR, once per breaker.
     pub fn on_state_change(mut self, f: impl Fn(&StateChange) + Send + Sync + 'static) -> Self {
-        self.0.on_state_change = Some(Arc::new(f));
+        self.config.on_state_change = Some(Arc::new(f));
         self
     }
 
     /// Checks the settings against their ranges (see each setter); the error names the one
     /// that is wrong.
     pub fn build(self) -> Result<BreakerConfig, Error> {
-        let c = self.0;
+        let mut c = self.config;
+        c.open_for_max = match self.open_for_max {
+            Some(max) => max,
+            None => c.open_for_max.max(c.open_for),
+        };
         bounds::RATE
             .check(c.failure_rate)
             .map_err(Error::refused("failure_rate"))?;
@@ -251,14 +264,14 @@ impl BreakerConfigBuilder {
                 .map_err(Error::refused("slow_call_duration"))?;
         }
         bounds::OPEN_DURATION
-            .check(c.open_duration)
-            .map_err(Error::refused("open_duration"))?;
+            .check(c.open_for)
+            .map_err(Error::refused("open_for"))?;
         bounds::OPEN_DURATION
-            .check(c.max_open_duration)
-            .map_err(Error::refused("max_open_duration"))?;
-        if c.max_open_duration < c.open_duration {
+            .check(c.open_for_max)
+            .map_err(Error::refused("open_for_max"))?;
+        if c.open_for_max < c.open_for {
             return Err(Error::invalid_config(
-                "max_open_duration must not be below open_duration",
+                "open_for_max must not be below open_for",
             ));
         }
         bounds::HALF_OPEN_PROBES

@@ -13,7 +13,7 @@
 //!   [`count_429`](BreakerConfigBuilder::count_429) is set.
 //! - **Open**: calls fail at once with [`ErrorKind::CircuitOpen`](crate::ErrorKind::CircuitOpen),
 //!   naming the endpoint and the time until the next probe ([`Error::retry_after`]); nothing
-//!   touches the network. The first opening lasts `open_duration` (5 s); each re-opening from
+//!   touches the network. The first opening lasts `open_for` (5 s); each re-opening from
 //!   half-open doubles it, up to 60 s; closing starts over.
 //! - **Half-open**: `half_open_probes` calls (1) go through as probes; the rest are rejected,
 //!   with no [`Error::retry_after`] (`None`): when the probe ends is not known, only that its

@@ -414,7 +414,7 @@ impl Breaker {
     fn open(&self, word: Word, from: State) -> bool {
         // From the word: every thread opening from it computes the same duration, so a loser
         // that writes its time before finding it lost writes (almost) the winner's.
-        let duration = self.config.open_duration_after(word.opens());
+        let duration = self.config.open_for_after(word.opens());
         let until = self
             .now_ms()
             .saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));

@@ -77,7 +77,7 @@ impl Custody {
         retries: bool,
     ) -> Option<(&mut reqwest::Request, bool)> {
         let request = self.parked.as_mut()?;
-        if policy.generate_idempotency_key
+        if policy.idempotency_key
             && policy.max_attempts > 1
             && !is_idempotent(request.method())
             && !request.headers().contains_key(IDEMPOTENCY_KEY)

@@ -530,7 +530,7 @@ async fn a_retry_after_above_the_cap_is_not_waited() {
 #[tokio::test(start_paused = true)]
 async fn a_retry_after_past_the_deadline_is_not_waited() {
     let script = Script::new([status(503).header("retry-after", "10"), status(200)]);
-    let policies = policies(builder().total_deadline(secs(3)));
+    let policies = policies(builder().deadline(secs(3)));
     let (output, took) = timed(get(&script, &policies)).await;
     let error = assert_error(
         &output,
@@ -626,7 +626,7 @@ async fn a_post_with_an_idempotency_key_is_retried_with_the_same_key() {
 #[tokio::test(start_paused = true)]
 async fn a_generated_idempotency_key_makes_a_post_retryable_and_stays_the_same() {
     let script = Script::new([status(503), status(200)]);
-    let retry = retry().generate_idempotency_key(true).build().unwrap();
+    let retry = retry().idempotency_key(true).build().unwrap();
     let policies = policies(builder().retry(retry));
     let (output, _) = timed(call_with(&script, &policies, request(Method::POST, "/pay"))).await;
     assert_ok(&output, 200);
@@ -669,7 +669,7 @@ async fn the_deadline_caps_a_late_attempt_and_ends_the_call() {
     // 1 s attempts, 100 ms then 200 ms apart, in a 2.5 s call: the third attempt starts at
     // 2.3 s with 200 ms left, and the deadline, not the attempt timeout, ends it.
     let script = Script::new([hang(), hang(), hang()]);
-    let policies = policies(builder().attempt_timeout(secs(1)).total_deadline(ms(2500)));
+    let policies = policies(builder().attempt_timeout(secs(1)).deadline(ms(2500)));
     let (output, took) = timed(get(&script, &policies)).await;
     let error = assert_error(
         &output,
@@ -696,7 +696,7 @@ async fn an_attempt_with_the_whole_call_ahead_times_out_as_an_attempt() {
     // The deadline (2 s) is shorter than the attempt timeout (10 s): the first attempt had
     // the whole call, so it timed out on its own (the breaker counts it); no retry fits after.
     let script = Script::new([hang()]);
-    let policies = policies(builder().total_deadline(secs(2)));
+    let policies = policies(builder().deadline(secs(2)));
     let (output, took) = timed(get(&script, &policies)).await;
     let error = assert_error(
         &output,
@@ -720,7 +720,7 @@ async fn an_attempt_with_the_whole_call_ahead_times_out_as_an_attempt() {
 async fn a_backoff_that_would_end_past_the_deadline_ends_the_call_at_once() {
     let script = Script::new([status(503).after(ms(300)), status(200)]);
     let retry = retry().backoff_base(ms(800)).build().unwrap();
-    let policies = policies(builder().retry(retry).total_deadline(secs(1)));
+    let policies = policies(builder().retry(retry).deadline(secs(1)));
     let (output, took) = timed(get(&script, &policies)).await;
     let error = assert_error(
         &output,
@@ -771,7 +771,7 @@ async fn retries_spend_the_budget_and_an_empty_one_ends_the_call() {
 
 #[tokio::test(start_paused = true)]
 async fn a_retry_after_holds_the_endpoint_for_the_next_call() {
-    let policies = policies(guarded(EndpointPolicy::new().attempts(1)));
+    let policies = policies(guarded(EndpointPolicy::new().max_attempts(1)));
     let script = Script::new([status(429).header("retry-after", "2"), status(200)]);
     let first = get(&script, &policies).await;
     let error = assert_error(
@@ -791,7 +791,7 @@ async fn a_retry_after_holds_the_endpoint_for_the_next_call() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hold_longer_than_the_deadline_refuses_the_next_call_at_once() {
-    let policies = policies(guarded(EndpointPolicy::new().attempts(1)).total_deadline(secs(1)));
+    let policies = policies(guarded(EndpointPolicy::new().max_attempts(1)).deadline(secs(1)));
     let script = Script::new([status(429).header("retry-after", "5"), status(200)]);
     let first = get(&script, &policies).await;
     assert_error(
@@ -831,8 +831,7 @@ async fn the_rate_limit_spaces_calls_out() {
 #[tokio::test(start_paused = true)]
 async fn the_rate_limit_refuses_a_call_whose_deadline_comes_before_its_slot() {
     let limit = RateLimitConfig::new(1, secs(10));
-    let policies =
-        policies(guarded(EndpointPolicy::new().rate_limit(limit)).total_deadline(secs(2)));
+    let policies = policies(guarded(EndpointPolicy::new().rate_limit(limit)).deadline(secs(2)));
     let script = Script::new([status(200), status(200)]);
     assert_ok(&get(&script, &policies).await, 200);
     let (output, took) = timed(get(&script, &policies)).await;
@@ -913,7 +912,8 @@ fn breaker(probes: u32) -> BreakerConfig {
         .window(Window::Calls(2))
         .min_calls(2)
         .failure_rate(0.5)
-        .open_duration(secs(5), secs(60))
+        .open_for(secs(5))
+        .open_for_max(secs(60))
         .half_open_probes(probes)
         .build()
         .unwrap()
@@ -924,7 +924,7 @@ async fn opened(script: &Script, probes: u32, retry: RetryPolicy) -> Arc<Policie
     let builder = builder()
         .retry(retry)
         .circuit_breaker(breaker(probes))
-        .default_policy(EndpointPolicy::new().attempts(1));
+        .default_policy(EndpointPolicy::new().max_attempts(1));
     let policies = policies(builder);
     for _ in 0..2 {
         let output = get(script, &policies).await;
@@ -1245,7 +1245,7 @@ async fn a_hook_forbids_hedges() {
 #[tokio::test(start_paused = true)]
 async fn a_refused_stream_is_resent_at_once_without_spending_an_attempt() {
     let script = Script::new([refused_stream(), refused_stream(), status(200)]);
-    let policies = policies(guarded(EndpointPolicy::new().attempts(1)));
+    let policies = policies(guarded(EndpointPolicy::new().max_attempts(1)));
     let call = call_with(&script, &policies, request(Method::POST, "/pay"));
     let (output, took) = timed(call).await;
     let attempts = history(assert_ok(&output, 200));
@@ -1377,7 +1377,7 @@ async fn a_401_refreshes_the_credentials_once_and_sends_again_with_them() {
     // One attempt allowed: the retry with new credentials is one more.
     let script = Script::new([status(401), status(401), status(200)]);
     let policies =
-        policies(guarded(EndpointPolicy::new().attempts(1)).refresh_auth_on_401(refresher));
+        policies(guarded(EndpointPolicy::new().max_attempts(1)).refresh_auth_on_401(refresher));
     let (output, took) = timed(get(&script, &policies)).await;
     let error = assert_error(
         &output,
@@ -1415,7 +1415,7 @@ async fn a_call_polled_after_its_end_says_so() {
 
 #[tokio::test(start_paused = true)]
 async fn calls_held_by_one_retry_after_are_released_spread_over_its_window() {
-    let policies = policies(guarded(EndpointPolicy::new().attempts(1)));
+    let policies = policies(guarded(EndpointPolicy::new().max_attempts(1)));
     let script = Script::new([
         status(429).header("retry-after", "2"),
         status(200),
@@ -1465,7 +1465,7 @@ async fn a_429_is_no_breaker_failure() {
     let script = Script::new([status(429), status(429), status(429), status(200)]);
     let builder = builder()
         .circuit_breaker(breaker(1))
-        .default_policy(EndpointPolicy::new().attempts(1));
+        .default_policy(EndpointPolicy::new().max_attempts(1));
     let policies = policies(builder);
     for _ in 0..3 {
         let output = get(&script, &policies).await;
@@ -1490,7 +1490,7 @@ async fn a_refused_stream_is_no_breaker_failure() {
     ]);
     let builder = builder()
         .circuit_breaker(breaker(1))
-        .default_policy(EndpointPolicy::new().attempts(1));
+        .default_policy(EndpointPolicy::new().max_attempts(1));
     let policies = policies(builder);
     let (output, _) = timed(get(&script, &policies)).await;
     let attempts = history(assert_ok(&output, 200));
@@ -1556,7 +1556,7 @@ async fn a_permanent_answer_ends_a_race_at_once() {
 #[tokio::test(start_paused = true)]
 async fn a_race_cut_by_the_deadline_ends_at_the_deadline() {
     let script = Script::new([hang(), hang()]);
-    let policies = policies(hedging(1).total_deadline(ms(500)));
+    let policies = policies(hedging(1).deadline(ms(500)));
     let (output, took) = timed(get(&script, &policies)).await;
     let error = output.as_ref().expect_err("the call succeeded");
     assert_eq!(error.kind(), ErrorKind::DeadlineExceeded, "{error}");
@@ -1607,8 +1607,7 @@ async fn a_call_keeps_its_bulkhead_place_through_its_retries() {
 #[tokio::test(start_paused = true)]
 async fn the_deadline_bounds_a_wait_in_the_bulkhead_queue() {
     let bulkhead = BulkheadConfig::new(1, secs(5));
-    let policies =
-        policies(guarded(EndpointPolicy::new().bulkhead(bulkhead)).total_deadline(secs(1)));
+    let policies = policies(guarded(EndpointPolicy::new().bulkhead(bulkhead)).deadline(secs(1)));
     let script = Script::new([status(200).after(ms(900)), status(200)]);
     let (a, (b, took)) = tokio::join!(get(&script, &policies), async {
         sleep(ms(500)).await;
@@ -1645,7 +1644,7 @@ async fn the_hooks_time_comes_out_of_the_attempts() {
         Ok(request)
     });
     let script = Script::new([status(200)]);
-    let policies = policies(builder().total_deadline(secs(1)).before_attempt(slow));
+    let policies = policies(builder().deadline(secs(1)).before_attempt(slow));
     let (output, took) = timed(get(&script, &policies)).await;
     assert_ok(&output, 200);
     let seen = script.seen();
@@ -1660,7 +1659,7 @@ async fn a_hook_that_outlasts_the_deadline_ends_the_call_unsent() {
         Ok(request)
     });
     let script = Script::new([status(200)]);
-    let policies = policies(builder().total_deadline(secs(1)).before_attempt(stuck));
+    let policies = policies(builder().deadline(secs(1)).before_attempt(stuck));
     let (output, took) = timed(get(&script, &policies)).await;
     assert_error(
         &output,
@@ -1761,8 +1760,7 @@ async fn a_failed_probe_opens_the_breaker_again_and_its_retry_is_refused() {
 #[tokio::test(start_paused = true)]
 async fn a_retry_whose_rate_limit_slot_comes_after_the_deadline_is_refused() {
     let limit = RateLimitConfig::new(1, secs(1));
-    let policies =
-        policies(guarded(EndpointPolicy::new().rate_limit(limit)).total_deadline(ms(800)));
+    let policies = policies(guarded(EndpointPolicy::new().rate_limit(limit)).deadline(ms(800)));
     let script = Script::new([status(503), status(200)]);
     let (output, took) = timed(get(&script, &policies)).await;
     let error = assert_error(

@@ -116,7 +116,7 @@ impl ClientBuilder {
 
     /// Longest time a whole call may take, all attempts and sleeps included (default 30 s),
     /// counted from the call's first poll (a future made early and run later loses nothing).
-    pub fn total_deadline(mut self, deadline: Duration) -> Self {
+    pub fn deadline(mut self, deadline: Duration) -> Self {
         self.default.deadline = Some(deadline);
         self
     }
@@ -171,7 +171,7 @@ impl ClientBuilder {
     /// Reads the default policy and endpoint rules from TOML text, as
     /// [`config_file`](Self::config_file) does. There is no file to name, so an error names
     /// `<config_toml>` where a file's would name the file:
-    /// `<config_toml>:2: "attempts": must be at least 1 and at most 100, got 0 in [default]`.
+    /// `<config_toml>:2: "max_attempts": must be at least 1 and at most 100, got 0 in [default]`.
     #[cfg(feature = "config")]
     #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
     pub fn config_toml(self, text: &str) -> Self {

@@ -36,7 +36,7 @@ use crate::read::{Reader, Success};
 ///
 /// let client = resilient_http::Client::builder()
 ///     .attempt_timeout(Duration::from_secs(2))
-///     .total_deadline(Duration::from_secs(5))
+///     .deadline(Duration::from_secs(5))
 ///     .build()?;
 /// let response = client.get("http://127.0.0.1:8080/health").send().await?;
 /// println!("{}", response.status());
@@ -190,9 +190,9 @@ impl Client {
     /// # fn run() -> Result<(), resilient_http::Error> {
     /// use resilient_http::Client;
     ///
-    /// let client = Client::builder().config_toml("[default]\nattempts = 3\n").build()?;
+    /// let client = Client::builder().config_toml("[default]\nmax_attempts = 3\n").build()?;
     /// // Later, on a signal or when the file changes:
-    /// client.reload(Client::builder().config_toml("[default]\nattempts = 5\n"))?;
+    /// client.reload(Client::builder().config_toml("[default]\nmax_attempts = 5\n"))?;
     /// # Ok(())
     /// # }
     /// ```

@@ -157,11 +157,11 @@ impl RequestBuilder {
 
     /// Sends this request once, whatever the policy says about retries.
     pub fn no_retry(self) -> Self {
-        self.attempts(1)
+        self.max_attempts(1)
     }
 
     /// Makes at most `attempts` attempts in all for this request (at least 1).
-    pub fn attempts(mut self, attempts: u32) -> Self {
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.overrides().attempts = Some(attempts);
         self
     }

@@ -33,7 +33,7 @@
 //!
 //! Configure them per policy ([`EndpointPolicy`](crate::policy::EndpointPolicy)'s
 //! `retry_budget`, `hold_on_retry_after`, `rate_limit`, `bulkhead`, or the file's
-//! `[….budget]`, `hold_on_retry_after`, `[….rate_limit]`, `[….bulkhead]`):
+//! `[….retry_budget]`, `hold_on_retry_after`, `[….rate_limit]`, `[….bulkhead]`):
 //!
 //! ```
 //! use std::time::Duration;

@@ -70,7 +70,7 @@ impl CompiledPolicy {
         settings.check().map_err(named)?;
         // Every setting by name, no `..`: a new one does not build until it is used here.
         let EndpointPolicy {
-            attempts,
+            max_attempts,
             attempt_timeout,
             deadline,
             // reqwest's, set once per client in `ClientBuilder::build`.
@@ -90,6 +90,7 @@ impl CompiledPolicy {
             breaker_failure_rate,
             breaker_min_calls,
             breaker_open_for,
+            breaker_open_for_max,
             breaker_half_open_probes,
             breaker_count_429,
             breaker_key,
@@ -109,14 +110,14 @@ impl CompiledPolicy {
         let total_deadline = deadline.unwrap_or(DEFAULT_TOTAL_DEADLINE);
 
         let mut retry = base.retry.to_builder();
-        if let Some(attempts) = *attempts {
+        if let Some(attempts) = *max_attempts {
             retry = retry.max_attempts(attempts);
         }
         if let Some(base) = *backoff_base {
             retry = retry.backoff_base(base);
         }
         if let Some(max) = *backoff_max {
-            retry = retry.backoff_cap(max);
+            retry = retry.backoff_max(max);
         }
         if let Some(multiplier) = *backoff_multiplier {
             retry = retry.backoff_multiplier(multiplier);
@@ -131,7 +132,7 @@ impl CompiledPolicy {
             retry = retry.retry_non_idempotent(yes);
         }
         if let Some(yes) = *idempotency_key {
-            retry = retry.generate_idempotency_key(yes);
+            retry = retry.idempotency_key(yes);
         }
         if let Some(hedge) = *hedge {
             retry = retry.hedge(hedge);
@@ -155,7 +156,10 @@ impl CompiledPolicy {
                 config = config.min_calls(calls);
             }
             if let Some(open_for) = *breaker_open_for {
-                config = config.first_open_duration(open_for);
+                config = config.open_for(open_for);
+            }
+            if let Some(max) = *breaker_open_for_max {
+                config = config.open_for_max(max);
             }
             if let Some(probes) = *breaker_half_open_probes {
                 config = config.half_open_probes(probes);

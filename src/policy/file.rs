@@ -6,7 +6,7 @@
 //! rejected (a typo must not silently keep the default), and so are wrong types and values out
 //! of range: every numeric key has a maximum, the same one its builder setter has (see
 //! [`bounds`]). Durations are written as humans write them: `"250ms"`, `"2s"`, `"1m 30s"`.
-//! Formats without lines get the key in the message itself (`"attempts": must be ...`), and a
+//! Formats without lines get the key in the message itself (`"max_attempts": must be ...`), and a
 //! policy's name where the file would give its line.
 
 use std::time::Duration;
@@ -119,13 +119,13 @@ impl FileSource {
 ///     database_url = "postgres://localhost/orders"
 ///
 ///     [http.default]
-///     attempts = 3
+///     max_attempts = 3
 ///     deadline = "10s"
 ///
 ///     [[http.endpoint]]
 ///     name = "payments"
 ///     match = { host = "api.example.com", path = "/v1/charges*", methods = ["POST"] }
-///     attempts = 1
+///     max_attempts = 1
 /// "#).map_err(|e| resilient_http::Error::invalid_config(e.to_string()))?;
 /// let client = Client::builder().config(settings.http).build()?;
 /// # let _ = (client, settings.database_url);
@@ -151,8 +151,8 @@ macro_rules! policy_table {
         #[serde(deny_unknown_fields)]
         struct $name {
             $($extra)*
-            #[serde(default, deserialize_with = "attempts")]
-            attempts: Option<u32>,
+            #[serde(default, deserialize_with = "max_attempts")]
+            max_attempts: Option<u32>,
             #[serde(default, deserialize_with = "attempt_timeout")]
             attempt_timeout: Option<Duration>,
             #[serde(default, deserialize_with = "deadline")]
@@ -172,7 +172,7 @@ macro_rules! policy_table {
             hold_on_retry_after: Option<bool>,
             backoff: Option<RawBackoff>,
             breaker: Option<RawBreaker>,
-            budget: Option<RawBudget>,
+            retry_budget: Option<RawBudget>,
             rate_limit: Option<RawRateLimit>,
             bulkhead: Option<RawBulkhead>,
             hedge: Option<RawHedge>,
@@ -184,10 +184,10 @@ macro_rules! policy_table {
             fn settings(self) -> EndpointPolicy {
                 let backoff = self.backoff.unwrap_or_default();
                 let breaker = self.breaker.unwrap_or_default();
-                let budget = self.budget.unwrap_or_default();
+                let budget = self.retry_budget.unwrap_or_default();
                 let redis = |shared: Option<Sharing>| shared.map(|s| s == Sharing::Redis);
                 EndpointPolicy {
-                    attempts: self.attempts,
+                    max_attempts: self.max_attempts,
                     attempt_timeout: self.attempt_timeout,
                     deadline: self.deadline,
                     connect_timeout: self.connect_timeout,
@@ -202,10 +202,11 @@ macro_rules! policy_table {
                     backoff_multiplier: backoff.multiplier,
                     jitter: backoff.jitter,
                     breaker_enabled: breaker.enabled,
-                    breaker_window: breaker.window_size,
+                    breaker_window: breaker.window,
                     breaker_failure_rate: breaker.failure_rate,
                     breaker_min_calls: breaker.min_calls,
                     breaker_open_for: breaker.open_for,
+                    breaker_open_for_max: breaker.open_for_max,
                     breaker_half_open_probes: breaker.half_open_probes,
                     breaker_count_429: breaker.count_429,
                     breaker_key: breaker.key,
@@ -256,21 +257,23 @@ struct RawBackoff {
 #[serde(deny_unknown_fields)]
 struct RawBreaker {
     enabled: Option<bool>,
-    #[serde(default, deserialize_with = "window_size")]
-    window_size: Option<u32>,
+    #[serde(default, deserialize_with = "breaker_window")]
+    window: Option<u32>,
     #[serde(default, deserialize_with = "failure_rate")]
     failure_rate: Option<f64>,
     #[serde(default, deserialize_with = "min_calls")]
     min_calls: Option<u32>,
     #[serde(default, deserialize_with = "open_for")]
     open_for: Option<Duration>,
+    #[serde(default, deserialize_with = "open_for_max")]
+    open_for_max: Option<Duration>,
     #[serde(default, deserialize_with = "half_open_probes")]
     half_open_probes: Option<u32>,
     count_429: Option<bool>,
     key: Option<String>,
 }
 
-/// `[….budget]`: keys it leaves out take the library's defaults.
+/// `[….retry_budget]`: keys it leaves out take the library's defaults.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBudget {
@@ -312,7 +315,7 @@ struct RawRateLimit {
     shared: Option<Sharing>,
 }
 
-/// `shared` in `[….rate_limit]` and `[….budget]`: kept by each process (`"local"`, the
+/// `shared` in `[….rate_limit]` and `[….retry_budget]`: kept by each process (`"local"`, the
 /// default) or by the fleet in the `[redis]` table's Redis (`"redis"`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Sharing {
@@ -463,7 +466,7 @@ macro_rules! bounded {
 }
 
 bounded! {
-    attempts("attempts"): u32 = whole(bounds::ATTEMPTS);
+    max_attempts("max_attempts"): u32 = whole(bounds::ATTEMPTS);
     attempt_timeout("attempt_timeout"): Duration = span(bounds::TIMEOUT);
     deadline("deadline"): Duration = span(bounds::TIMEOUT);
     connect_timeout("connect_timeout"): Duration = span(bounds::TIMEOUT);
@@ -473,10 +476,11 @@ bounded! {
     backoff_base("base"): Duration = span(bounds::BACKOFF_DELAY);
     backoff_max("max"): Duration = span(bounds::BACKOFF_DELAY);
     multiplier("multiplier"): f64 = real(bounds::BACKOFF_MULTIPLIER);
-    window_size("window_size"): u32 = whole(bounds::WINDOW_CALLS);
+    breaker_window("window"): u32 = whole(bounds::WINDOW_CALLS);
     failure_rate("failure_rate"): f64 = real(bounds::RATE);
     min_calls("min_calls"): u32 = whole(bounds::MIN_CALLS);
     open_for("open_for"): Duration = span(bounds::OPEN_DURATION);
+    open_for_max("open_for_max"): Duration = span(bounds::OPEN_DURATION);
     half_open_probes("half_open_probes"): u32 = whole(bounds::HALF_OPEN_PROBES);
     budget_ratio("ratio"): f64 = real(bounds::BUDGET_RATIO);
     min_per_second("min_per_second"): u32 = whole(bounds::MIN_PER_SECOND);
@@ -625,7 +629,7 @@ impl PolicyFile {
     /// Compiles each of the file's policies as `build` will (over `default`, what the
     /// builder's default policy sets so far, and `base`), so that a mistake only a whole
     /// policy shows (settings that contradict each other, as a breaker's `min_calls` above
-    /// its `window_size`) names the file and the line too, when `file` is the file's name and
+    /// its `window`) names the file and the line too, when `file` is the file's name and
     /// text as in [`parse`](Self::parse); for `None` (a [`PolicyConfig`]), the error names the
     /// policy, as the builder's do.
     pub(crate) fn compiles(
@@ -741,7 +745,11 @@ fn locate(origin: &str, text: &str, err: &toml::de::Error) -> Error {
     // The key the error is about, as serde names it (`unknown field `x``).
     let named = |rest: &str| rest.split('`').next().unwrap_or(rest).to_owned();
     let message = if let Some(rest) = message.strip_prefix("unknown field `") {
-        format!("unknown key {:?}", named(rest))
+        let key = named(rest);
+        match renamed(&key) {
+            Some(now) => format!("unknown key {key:?} (renamed to {now:?} in 0.1)"),
+            None => format!("unknown key {key:?}"),
+        }
     } else if let Some(rest) = message.strip_prefix("missing field `") {
         let key = named(rest);
         let hint = if key == "match" {
@@ -774,6 +782,17 @@ fn locate(origin: &str, text: &str, err: &toml::de::Error) -> Error {
         }
     };
     Error::invalid_config(format!("{origin}:{line}: {message} in {section}"))
+}
+
+/// The key that replaced a key of an earlier draft of the file's layout, so that an old file
+/// says what to write instead of only "unknown key" (see CHANGELOG.md).
+fn renamed(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "attempts" => "max_attempts",
+        "window_size" => "window",
+        "budget" => "retry_budget",
+        _ => return None,
+    })
 }
 
 fn quoted(key: &str) -> String {

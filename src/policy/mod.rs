@@ -13,11 +13,11 @@
 //! use resilient_http::policy::{EndpointPolicy, Matcher};
 //!
 //! let client = Client::builder()
-//!     .default_policy(EndpointPolicy::new().attempts(3).deadline(Duration::from_secs(10)))
+//!     .default_policy(EndpointPolicy::new().max_attempts(3).deadline(Duration::from_secs(10)))
 //!     .endpoint(
 //!         "payments",
 //!         Matcher::new().host("api.example.com")?.path("/v1/charges*").methods(["POST"])?,
-//!         EndpointPolicy::new().attempts(1).deadline(Duration::from_secs(2)),
+//!         EndpointPolicy::new().max_attempts(1).deadline(Duration::from_secs(2)),
 //!     )
 //!     .build()?;
 //! # let _ = client;
@@ -57,7 +57,7 @@ macro_rules! settings {
         /// The settings of one policy. Unset settings are inherited; see the
         /// [module docs](self).
         ///
-        /// Builder-style: `EndpointPolicy::new().attempts(1).deadline(Duration::from_secs(2))`.
+        /// Builder-style: `EndpointPolicy::new().max_attempts(1).deadline(Duration::from_secs(2))`.
         #[derive(Clone, Debug, Default, PartialEq)]
         #[non_exhaustive]
         pub struct EndpointPolicy {
@@ -99,7 +99,7 @@ macro_rules! settings {
 
 settings! {
     /// Attempts in all, the first included (1: no retries; at most 100).
-    attempts: u32, within bounds::ATTEMPTS;
+    max_attempts: u32, within bounds::ATTEMPTS;
     /// Longest time for one attempt, response body included (above zero, at most 1 day).
     attempt_timeout: Duration, within bounds::TIMEOUT;
     /// Longest time for the whole call, retries and sleeps included (above zero, at most
@@ -147,6 +147,9 @@ settings! {
     breaker_min_calls: u32, within bounds::MIN_CALLS;
     /// How long the breaker stays open the first time (above zero, at most 1 hour).
     breaker_open_for: Duration, within bounds::OPEN_DURATION;
+    /// The longest the breaker stays open after re-openings (above zero, at most 1 hour, not
+    /// below `breaker_open_for`; default 60 s, or `breaker_open_for` if that is longer).
+    breaker_open_for_max: Duration, within bounds::OPEN_DURATION;
     /// Trial calls in half-open (1 to 1023).
     breaker_half_open_probes: u32, within bounds::HALF_OPEN_PROBES;
     /// Whether a `429 Too Many Requests` counts as a breaker failure (default false: a rate
@@ -165,7 +168,7 @@ settings! {
     /// Whether retries spend from the retry budget (default true).
     retry_budget_enabled: bool;
     /// Whether the retry budget is counted fleet-wide, in the client's Redis (feature
-    /// `redis`; the file's `shared = "redis"` in `[….budget]`). Default false.
+    /// `redis`; the file's `shared = "redis"` in `[….retry_budget]`). Default false.
     retry_budget_shared: bool;
     /// Whether a 429 or 503 with a `Retry-After` within the cap holds its endpoint for every
     /// call until then: later calls wait if that fits their deadline, else fail at once with
@@ -337,7 +340,7 @@ impl Setting {
             // A lease too short is raised by `burst`, if the table sets it.
             Setting::RateLimit => ("rate_limit", &["burst", "rate"]),
             Setting::RateLimitShared => ("rate_limit", &["shared"]),
-            Setting::RetryBudgetShared => ("budget", &["shared"]),
+            Setting::RetryBudgetShared => ("retry_budget", &["shared"]),
         }
     }
 

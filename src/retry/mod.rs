@@ -11,7 +11,7 @@
 //!   server](crate::Delivery::NotSent), or the request carries an `Idempotency-Key` (sent
 //!   unchanged on every attempt), or the policy opts in with
 //!   [`retry_non_idempotent`](RetryPolicyBuilder::retry_non_idempotent).
-//!   [`generate_idempotency_key`](RetryPolicyBuilder::generate_idempotency_key) adds a random key
+//!   [`idempotency_key`](RetryPolicyBuilder::idempotency_key) adds a random key
 //!   to such requests, for servers that honour it.
 //!
 //! ## Streams the server never processed

@@ -35,7 +35,7 @@ pub struct RetryPolicy {
     pub(super) schedule: Schedule,
     pub(crate) retry_after_cap: Duration,
     pub(crate) retry_non_idempotent: bool,
-    pub(crate) generate_idempotency_key: bool,
+    pub(crate) idempotency_key: bool,
     pub(crate) seed: Option<u64>,
     /// When to send hedges; `None` (the default): never.
     pub(crate) hedge: Option<HedgeConfig>,
@@ -54,7 +54,7 @@ impl Default for RetryPolicy {
             schedule: Schedule::Exponential(Backoff::default()),
             retry_after_cap: Duration::from_secs(20),
             retry_non_idempotent: false,
-            generate_idempotency_key: false,
+            idempotency_key: false,
             seed: None,
             hedge: None,
             replay_buffer: DEFAULT_REPLAY_BUFFER,
@@ -188,7 +188,7 @@ impl RetryPolicyBuilder {
     }
 
     /// The largest delay (default 20 s; at most 1 hour).
-    pub fn backoff_cap(mut self, cap: Duration) -> Self {
+    pub fn backoff_max(mut self, cap: Duration) -> Self {
         self.cap = cap;
         self
     }
@@ -216,8 +216,8 @@ impl RetryPolicyBuilder {
 
     /// Adds a random `Idempotency-Key` to non-idempotent requests that have none, which makes
     /// them retryable (default off; the server must honour the header).
-    pub fn generate_idempotency_key(mut self, yes: bool) -> Self {
-        self.policy.generate_idempotency_key = yes;
+    pub fn idempotency_key(mut self, yes: bool) -> Self {
+        self.policy.idempotency_key = yes;
         self
     }
 
@@ -272,7 +272,7 @@ impl RetryPolicyBuilder {
             .map_err(Error::refused("backoff_base"))?;
         bounds::BACKOFF_DELAY
             .check(self.cap)
-            .map_err(Error::refused("backoff_cap"))?;
+            .map_err(Error::refused("backoff_max"))?;
         bounds::BACKOFF_MULTIPLIER
             .check(self.multiplier)
             .map_err(Error::refused("backoff_multiplier"))?;
