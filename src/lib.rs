@@ -191,7 +191,7 @@ mod transport;
 mod window;
 
 pub use client::{Client, ClientBuilder, PolicyService, RequestBuilder};
-pub use error::{Attempt, AttemptOutcome, BoxError, Error, ErrorKind};
+pub use error::{Attempt, AttemptOutcome, BoxError, Error, ErrorKind, GiveUp};
 pub use pending::{Pending, Reading};
 pub use read::DEFAULT_BODY_LIMIT;
 pub use resilient::ResilientLayer;
