@@ -156,6 +156,9 @@ mod call;
 mod caught;
 mod circuit;
 pub mod classify;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+pub mod cli;
 mod client;
 mod error;
 mod extras;
