@@ -1223,6 +1223,8 @@ async fn a_failing_hook_ends_the_call_unsent_and_unretried() {
     );
     assert!(error.to_string().contains("sign"), "{error}");
     assert_eq!(error.url().map(|u| u.path()), Some("/a"));
+    assert_eq!(error.give_up(), Some(crate::GiveUp::Permanent), "{error}");
+    assert!(!error.sent(), "{error}");
     assert_eq!((script.left(), took), (1, Duration::ZERO));
 }
 
