@@ -110,6 +110,8 @@
 //!   unmaintained).
 //! - `testkit`: `testkit::FaultServer`, a loopback HTTP server that fails on demand, to test
 //!   your own policies against real failures.
+//! - `cli`: the `resilient-http` command line ([`cli`]; `cargo install resilient-http
+//!   --features cli`), whose `probe` tries a policy against a real endpoint, like curl.
 //! - `json`, `query`, `form`: the matching `reqwest` features, reachable through
 //!   [`RequestBuilder::map`].
 //! - `default-tls` (default), `rustls`, `native-tls`, `http2` (default), `charset` (default),

@@ -7,7 +7,7 @@
 //!
 //! | flag | |
 //! |---|---|
-//! | `--config FILE` | the policy file (TOML; see `ClientBuilder::config_file`) |
+//! | `--config FILE` | the policy file (TOML; see [`ClientBuilder::config_file`](crate::ClientBuilder::config_file)) |
 //! | `--cacert FILE` | PEM certificates (a private CA) trusted beside the system's roots, like curl's |
 //! | `-X`, `--request METHOD` | the method (default GET, or POST with `-d`) |
 //! | `-H`, `--header 'Name: value'` | a request header, repeatable |
