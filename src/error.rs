@@ -63,6 +63,134 @@ impl fmt::Display for AttemptOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryHistory(pub Vec<Attempt>);
 
+/// Why a call stopped trying: the reason on every error a call ended with
+/// ([`Error::give_up`]), the same as the `reason` of the `retry skipped` event and of the
+/// [`GIVE_UPS`](crate::telemetry::GIVE_UPS) metric (see [`as_str`](Self::as_str)).
+///
+/// The attempts alone do not say it: a `POST` that failed once was not retried because it is
+/// [not idempotent](GiveUp::NotIdempotent), not because its attempts were used up.
+///
+/// ```
+/// use resilient_http::{Error, GiveUp};
+///
+/// fn advice(err: &Error) -> &'static str {
+///     match err.give_up() {
+///         Some(GiveUp::AttemptsExhausted | GiveUp::Deadline) => "still failing: try later",
+///         Some(GiveUp::NotIdempotent) if err.sent() => "may have been processed: check first",
+///         Some(GiveUp::CircuitOpen | GiveUp::RateLimited | GiveUp::BulkheadFull) => {
+///             "not sent: the client held it back"
+///         }
+///         Some(GiveUp::Permanent) => "trying again will not help",
+///         // Not from a call (a configuration error), or a reason added later.
+///         _ => "see the message",
+///     }
+/// }
+/// # let _ = advice;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GiveUp {
+    /// The failure is one trying again cannot fix (a `404`, a refused redirect, a body that
+    /// does not decode, a hook's error: see [`Class::Permanent`]).
+    Permanent,
+    /// Every attempt the policy allows was made
+    /// ([`max_attempts`](crate::retry::RetryPolicyBuilder::max_attempts); one with
+    /// [`RetryPolicy::never`](crate::retry::RetryPolicy::never)).
+    AttemptsExhausted,
+    /// A `POST` or `PATCH` (without an `Idempotency-Key`) that may have been processed is
+    /// not sent again (see
+    /// [`retry_non_idempotent`](crate::retry::RetryPolicyBuilder::retry_non_idempotent)).
+    NotIdempotent,
+    /// The request's body is a stream that cannot be sent twice (kind
+    /// [`BodyNotReplayable`](ErrorKind::BodyNotReplayable)).
+    BodyNotReplayable,
+    /// The server's `Retry-After` asked for a longer wait than the policy's
+    /// [`retry_after_cap`](crate::retry::RetryPolicyBuilder::retry_after_cap).
+    RetryAfterAboveCap,
+    /// The next attempt could not start (or end) before the call's deadline.
+    Deadline,
+    /// A custom backoff schedule had no more delays.
+    ScheduleEnded,
+    /// The endpoint's retry budget had nothing left for a retry (kind
+    /// [`BudgetExhausted`](ErrorKind::BudgetExhausted)).
+    BudgetExhausted,
+    /// The circuit breaker turned the attempt away (kind
+    /// [`CircuitOpen`](ErrorKind::CircuitOpen)).
+    CircuitOpen,
+    /// A `Retry-After` hold or the rate limit would have kept the attempt back past the
+    /// deadline (kind [`RateLimited`](ErrorKind::RateLimited)).
+    RateLimited,
+    /// The endpoint's bulkhead had no place for the call (kind
+    /// [`BulkheadFull`](ErrorKind::BulkheadFull)).
+    BulkheadFull,
+}
+
+impl GiveUp {
+    /// A short, stable, machine-readable name: `permanent`, `attempts_exhausted`,
+    /// `non_idempotent`, `body_not_replayable`, `retry_after_above_cap`, `deadline`,
+    /// `schedule_ended`, `budget_exhausted`, `circuit_open`, `rate_limited` or
+    /// `bulkhead_full`: the `reason` of the `retry skipped` event, and the probe's `give_up`.
+    ///
+    /// ```
+    /// assert_eq!(resilient_http::GiveUp::NotIdempotent.as_str(), "non_idempotent");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            GiveUp::Permanent => "permanent",
+            GiveUp::AttemptsExhausted => "attempts_exhausted",
+            GiveUp::NotIdempotent => "non_idempotent",
+            GiveUp::BodyNotReplayable => "body_not_replayable",
+            GiveUp::RetryAfterAboveCap => "retry_after_above_cap",
+            GiveUp::Deadline => "deadline",
+            GiveUp::ScheduleEnded => "schedule_ended",
+            GiveUp::BudgetExhausted => "budget_exhausted",
+            GiveUp::CircuitOpen => "circuit_open",
+            GiveUp::RateLimited => "rate_limited",
+            GiveUp::BulkheadFull => "bulkhead_full",
+        }
+    }
+
+    /// The reason an error of `kind` is by itself: one that ends a call whatever the policy
+    /// says (retrying cannot help, or it is not ours to decide); `None` for the others. The
+    /// one list the retry's decision and the error's message share.
+    pub(crate) const fn of_kind(kind: ErrorKind) -> Option<GiveUp> {
+        Some(match kind {
+            ErrorKind::DeadlineExceeded => GiveUp::Deadline,
+            ErrorKind::CircuitOpen => GiveUp::CircuitOpen,
+            ErrorKind::RateLimited => GiveUp::RateLimited,
+            ErrorKind::BulkheadFull => GiveUp::BulkheadFull,
+            ErrorKind::BudgetExhausted => GiveUp::BudgetExhausted,
+            ErrorKind::BodyNotReplayable => GiveUp::BodyNotReplayable,
+            ErrorKind::InvalidConfig => GiveUp::Permanent,
+            _ => return None,
+        })
+    }
+
+    /// The reason a call ends with `error` when no retry was asked about (its guards turned
+    /// it away, its deadline passed, a hook failed): what its kind says, else permanent.
+    pub(crate) fn ending(error: &Error) -> GiveUp {
+        GiveUp::of_kind(error.kind()).unwrap_or(GiveUp::Permanent)
+    }
+}
+
+impl fmt::Display for GiveUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GiveUp::Permanent => "not retryable",
+            GiveUp::AttemptsExhausted => "attempts used up",
+            GiveUp::NotIdempotent => "not idempotent",
+            GiveUp::BodyNotReplayable => "body not replayable",
+            GiveUp::RetryAfterAboveCap => "Retry-After above the cap",
+            GiveUp::Deadline => "no time left before the deadline",
+            GiveUp::ScheduleEnded => "backoff schedule ended",
+            GiveUp::BudgetExhausted => "retry budget spent",
+            GiveUp::CircuitOpen => "circuit open",
+            GiveUp::RateLimited => "rate limited",
+            GiveUp::BulkheadFull => "bulkhead full",
+        })
+    }
+}
+
 /// One entry of an error's attempt history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -114,15 +242,22 @@ impl Attempt {
 }
 
 impl Attempt {
-    /// Whether the attempt's request went out, toward the server: `false` for an attempt the
-    /// client's own guards turned away before sending anything (an open circuit, the rate
-    /// limit or a `Retry-After` hold, a full bulkhead). Such an attempt is in the history, so
-    /// that it says what happened, but the error's message counts only the attempts that
-    /// went out.
+    /// Whether the attempt's request may have reached the server: its
+    /// [`delivery`](Self::delivery) is not [`NotSent`](Delivery::NotSent). `false` for an
+    /// attempt the client's own guards turned away before sending anything (an open circuit,
+    /// the rate limit or a `Retry-After` hold, a full bulkhead), and for one that never got a
+    /// connection (refused, DNS): either is safe to send again, whatever the method. The same
+    /// as the `sent` of an attempt in the probe's JSON.
     ///
-    /// An attempt that went out may still have reached nothing: a refused connection went
-    /// out (see [`delivery`](Self::delivery) for how far it got).
-    pub fn went_out(&self) -> bool {
+    /// Such an attempt is still in the history, so that it says what happened; the error's
+    /// message counts every attempt but the client's own refusals.
+    pub fn sent(&self) -> bool {
+        self.delivery != Delivery::NotSent
+    }
+
+    /// Whether the client made the attempt: `false` for one its own guards turned away (which
+    /// the error's message does not count).
+    fn made(&self) -> bool {
         !matches!(
             self.outcome,
             AttemptOutcome::Error(kind) if kind.is_refusal()
@@ -209,6 +344,8 @@ struct Inner {
     detail: Option<String>,
     /// The endpoint policy that handled the request.
     policy: Option<std::sync::Arc<str>>,
+    /// Why the call that ended with this error stopped; `None` outside a call.
+    give_up: Option<GiveUp>,
     #[source]
     source: Option<BoxError>,
 }
@@ -230,6 +367,7 @@ impl Error {
             history: Vec::new(),
             detail: None,
             policy: None,
+            give_up: None,
             source: None,
         }))
     }
@@ -460,6 +598,43 @@ impl Error {
             .as_deref()
     }
 
+    /// The call that ends with this error stopped for `reason`.
+    pub(crate) fn with_give_up(mut self, reason: GiveUp) -> Self {
+        self.0.give_up = Some(reason);
+        self
+    }
+
+    /// Why the call stopped trying: set on every error a call of this crate ended with, on
+    /// every path ([`Client`](crate::Client), the middleware, the layers). `None` for an
+    /// error no call ended with: a configuration error from a builder, an error you made
+    /// ([`Error::transient`]) before a call saw it, one reading a body after the call
+    /// returned.
+    ///
+    /// ```no_run
+    /// # async fn run(client: resilient_http::Client) {
+    /// use resilient_http::GiveUp;
+    ///
+    /// if let Err(err) = client.post("http://127.0.0.1:8080/orders").body("{}").send().await {
+    ///     if err.give_up() == Some(GiveUp::NotIdempotent) {
+    ///         // A POST that may have been processed: look it up before sending it again.
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn give_up(&self) -> Option<GiveUp> {
+        self.0.give_up
+    }
+
+    /// Whether the request may have reached the server: an attempt was [sent](Attempt::sent),
+    /// or the error itself says so (its [`delivery`](Self::delivery) is not
+    /// [`NotSent`](Delivery::NotSent)). `false` when the client's guards turned every attempt
+    /// away (an open circuit, the rate limit, a full bulkhead) or no connection was made:
+    /// sending it again is then safe, whatever the method. As far as the client knows: a
+    /// timeout or a reset [may have been sent](Delivery::MaybeSent) and counts as sent.
+    pub fn sent(&self) -> bool {
+        Error::sent_of(&self.0)
+    }
+
     pub(crate) fn with_history(mut self, history: Vec<Attempt>) -> Self {
         self.0.history = history;
         self
@@ -682,7 +857,7 @@ impl Error {
 
     /// What happened on every attempt, first to last, including one the client's guards
     /// turned away before sending anything (an open circuit, the rate limit, a hold), which
-    /// did not [go out](Attempt::went_out): the message counts only those that did.
+    /// was not [sent](Attempt::sent); the message counts every attempt but those.
     pub fn attempts(&self) -> &[Attempt] {
         &self.0.history
     }
@@ -748,8 +923,8 @@ impl fmt::Display for Line<'_> {
         if let Some(policy) = e.policy.as_deref().filter(|p| *p != "default") {
             write!(f, "(policy {policy}) ")?;
         }
-        // Only attempts that went out count: a refusal of the client's own sent nothing.
-        let n = e.history.iter().filter(|a| a.went_out()).count();
+        // Only attempts the client made count: a refusal of its own sent nothing.
+        let n = e.history.iter().filter(|a| a.made()).count();
         if n > 0 {
             let elapsed = Error::elapsed_of(e);
             let plural = if n == 1 { "" } else { "s" };
@@ -782,7 +957,14 @@ impl fmt::Display for Line<'_> {
             }
             _ => {}
         }
-        write!(f, " ({})", e.class)
+        write!(f, " ({}", e.class)?;
+        // Why the call stopped, unless the kind or the class already said it.
+        match e.give_up {
+            Some(GiveUp::Permanent) | None => {}
+            Some(reason) if GiveUp::of_kind(e.kind) == Some(reason) => {}
+            Some(reason) => write!(f, ", {reason}")?,
+        }
+        f.write_str(")")
     }
 }
 
@@ -795,6 +977,11 @@ impl Error {
             .as_ref()
             .map(reqwest::Response::status)
             .or(inner.body_status)
+    }
+
+    /// What [`sent`](Error::sent) returns and `Debug` shows.
+    fn sent_of(inner: &Inner) -> bool {
+        inner.delivery != Delivery::NotSent || inner.history.iter().any(Attempt::sent)
     }
 
     fn elapsed_of(inner: &Inner) -> Duration {
@@ -833,6 +1020,8 @@ impl fmt::Debug for Inner {
             .field("attempts", &e.history)
             .field("detail", &e.detail.as_deref().map(redact::text))
             .field("policy", &e.policy)
+            .field("give_up", &e.give_up)
+            .field("sent", &Error::sent_of(e))
             // The source's Debug could show more than we want (reqwest's shows its URL, which
             // is redacted by now); its Display is what a reader needs.
             .field(

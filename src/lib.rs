@@ -110,6 +110,8 @@
 //!   unmaintained).
 //! - `testkit`: `testkit::FaultServer`, a loopback HTTP server that fails on demand, to test
 //!   your own policies against real failures.
+//! - `cli`: the `resilient-http` command line ([`cli`]; `cargo install resilient-http
+//!   --features cli`), whose `probe` tries a policy against a real endpoint, like curl.
 //! - `json`, `query`, `form`: the matching `reqwest` features, reachable through
 //!   [`RequestBuilder::map`].
 //! - `default-tls` (default), `rustls`, `native-tls`, `http2` (default), `charset` (default),
@@ -156,6 +158,9 @@ mod call;
 mod caught;
 mod circuit;
 pub mod classify;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+pub mod cli;
 mod client;
 mod error;
 mod extras;
@@ -191,7 +196,7 @@ mod transport;
 mod window;
 
 pub use client::{Client, ClientBuilder, PolicyService, RequestBuilder};
-pub use error::{Attempt, AttemptOutcome, BoxError, Error, ErrorKind};
+pub use error::{Attempt, AttemptOutcome, BoxError, Error, ErrorKind, GiveUp};
 pub use pending::{Pending, Reading};
 pub use read::DEFAULT_BODY_LIMIT;
 pub use resilient::ResilientLayer;

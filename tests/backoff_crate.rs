@@ -53,5 +53,15 @@ async fn a_schedule_that_ends_stops_the_retries() {
     let client = Client::builder().retry(policy).build().unwrap();
     let err = client.get(server.url("/s")).send().await.unwrap_err();
     assert_eq!(err.attempts().len(), 1);
+    assert_eq!(
+        err.give_up(),
+        Some(resilient_http::GiveUp::ScheduleEnded),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .ends_with("(transient, backoff schedule ended)"),
+        "{err}"
+    );
     assert_eq!(server.hits("/s"), 1);
 }

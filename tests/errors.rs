@@ -55,7 +55,7 @@ async fn display_is_one_readable_line() {
     let prefix = format!("GET {} failed after 1 attempt in ", server.url("/orders"));
     assert!(line.starts_with(&prefix), "{line}");
     assert!(
-        line.ends_with(": 503 Service Unavailable (transient)"),
+        line.ends_with(": 503 Service Unavailable (transient, attempts used up)"),
         "{line}"
     );
     assert!(!line.contains('\n'));
@@ -806,7 +806,7 @@ async fn refusals_that_sent_nothing_say_not_sent() {
         // The history still says what happened: one attempt, turned away.
         assert_eq!(err.attempts().len(), 1, "{via:?}");
         assert_eq!(err.attempts()[0].delivery, Delivery::NotSent);
-        assert!(!err.attempts()[0].went_out(), "{via:?}");
+        assert!(!err.attempts()[0].sent(), "{via:?}");
         assert_eq!(server.hits("/down"), 1, "{via:?}");
 
         // A 503 opens it, the retry is turned away: one attempt went out.
@@ -988,4 +988,242 @@ async fn each_redirect_error_says_what_it_is_and_names_the_callers_url() {
             assert_eq!(server.hits(path), 1, "{via:?} {path}: not retried");
         }
     }
+}
+
+// ---- Issue 24: why a call stopped, and whether it was sent ------------------------------
+
+/// Sends `method` to `url` through a caller built from `builder`: the error.
+async fn failing(
+    via: Via,
+    builder: resilient_http::ClientBuilder,
+    method: http::Method,
+    url: &str,
+) -> Error {
+    match send_via(via, builder, method, url, None).await {
+        Ok(body) => panic!("{via:?}: {url} succeeded: {body}"),
+        Err(err) => err,
+    }
+}
+
+/// Item 2: every reason the driver gives up for, provoked on real servers, on both paths:
+/// the reason, whether anything was sent, and the message that says it once.
+#[tokio::test(start_paused = true)]
+async fn every_error_says_why_the_call_stopped_and_whether_it_was_sent() {
+    use http::Method;
+    use resilient_http::GiveUp;
+    use resilient_http::breaker::{BreakerConfig, Window};
+    use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
+    use resilient_http::retry::BudgetConfig;
+
+    let retrying = || Client::builder().retry(three_attempts());
+    for &via in VIAS {
+        // A 503 on every attempt: the attempts are used up.
+        let server = FaultServer::start().await.unwrap();
+        server.script("/down", [Reply::status(503)]);
+        let err = failing(via, retrying(), Method::GET, &server.url("/down")).await;
+        assert_eq!(
+            err.give_up(),
+            Some(GiveUp::AttemptsExhausted),
+            "{via:?}: {err}"
+        );
+        assert!(err.sent(), "{via:?}: {err}");
+        let line = err.to_string();
+        assert!(
+            line.ends_with(": 503 Service Unavailable (transient, attempts used up)"),
+            "{via:?}: {line}"
+        );
+        let debug = format!("{err:?}");
+        assert!(
+            debug.contains("give_up: Some(AttemptsExhausted)"),
+            "{debug}"
+        );
+        assert!(debug.contains("sent: true"), "{debug}");
+        assert_eq!(server.hits("/down"), 3, "{via:?}");
+
+        // A POST that may have been processed is not sent again: one attempt, sent.
+        let server = FaultServer::start().await.unwrap();
+        server.script("/pay", [Reply::status(503)]);
+        let err = failing(via, retrying(), Method::POST, &server.url("/pay")).await;
+        assert_eq!(err.give_up(), Some(GiveUp::NotIdempotent), "{via:?}: {err}");
+        assert!(err.sent(), "{via:?}: {err}");
+        assert!(
+            err.to_string().ends_with("(transient, not idempotent)"),
+            "{err}"
+        );
+        assert_eq!(server.hits("/pay"), 1, "{via:?}");
+
+        // A 404: permanent, said once (by the class).
+        let server = FaultServer::start().await.unwrap();
+        server.script("/gone", [Reply::status(404)]);
+        let err = failing(via, retrying(), Method::GET, &server.url("/gone")).await;
+        assert_eq!(err.give_up(), Some(GiveUp::Permanent), "{via:?}: {err}");
+        assert!(err.sent(), "{via:?}: {err}");
+        assert!(
+            err.to_string().ends_with("404 Not Found (permanent)"),
+            "{err}"
+        );
+
+        // An empty retry budget: the first attempt went out, its retry did not.
+        let server = FaultServer::start().await.unwrap();
+        server.script("/busy", [Reply::status(503)]);
+        let empty = EndpointPolicy::new().retry_budget(BudgetConfig::new(0.0, 0, SECOND));
+        let builder = retrying().default_policy(empty);
+        let err = failing(via, builder, Method::GET, &server.url("/busy")).await;
+        assert_eq!(
+            err.give_up(),
+            Some(GiveUp::BudgetExhausted),
+            "{via:?}: {err}"
+        );
+        assert!(err.sent(), "{via:?}: {err}");
+        assert!(
+            err.to_string().ends_with("(transient)"),
+            "the kind says it: {err}"
+        );
+        assert_eq!(server.hits("/busy"), 1, "{via:?}");
+
+        // The deadline comes before the next retry (100 ms after the 503).
+        let server = FaultServer::start().await.unwrap();
+        server.script("/slow", [Reply::status(503)]);
+        let builder = retrying().total_deadline(50 * MS);
+        let err = failing(via, builder, Method::GET, &server.url("/slow")).await;
+        assert_eq!(err.give_up(), Some(GiveUp::Deadline), "{via:?}: {err}");
+        assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{via:?}: {err}");
+        assert_eq!(server.hits("/slow"), 1, "{via:?}");
+
+        // The server asks for a longer wait than the cap.
+        let server = FaultServer::start().await.unwrap();
+        server.script("/later", [Reply::status(503).retry_after_secs(120)]);
+        let capped = RetryPolicy::builder()
+            .max_attempts(3)
+            .retry_after_cap(10 * SECOND)
+            .build()
+            .unwrap();
+        let builder = Client::builder().retry(capped);
+        let err = failing(via, builder, Method::GET, &server.url("/later")).await;
+        assert_eq!(
+            err.give_up(),
+            Some(GiveUp::RetryAfterAboveCap),
+            "{via:?}: {err}"
+        );
+        assert!(err.sent(), "{via:?}: {err}");
+        assert!(
+            err.to_string()
+                .ends_with("(transient, Retry-After above the cap)")
+        );
+        assert_eq!(server.hits("/later"), 1, "{via:?}");
+
+        // A stream that cannot be sent twice.
+        let server = FaultServer::start().await.unwrap();
+        server.script("/upload", [Reply::status(503)]);
+        let builder = retrying().default_policy(EndpointPolicy::new().replay_buffer(0));
+        let body = reqwest::Body::wrap(http_body_util::Full::new(bytes::Bytes::from("data")));
+        let url = server.url("/upload");
+        let err = send_via(via, builder, Method::PUT, &url, Some(body))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.give_up(),
+            Some(GiveUp::BodyNotReplayable),
+            "{via:?}: {err}"
+        );
+        assert!(err.sent(), "{via:?}: {err}");
+
+        // Nothing listens: every attempt made, none sent.
+        let closed = ClosedPort::bind().unwrap();
+        let err = failing(via, retrying(), Method::POST, &closed.url("/x")).await;
+        assert_eq!(
+            err.give_up(),
+            Some(GiveUp::AttemptsExhausted),
+            "{via:?}: {err}"
+        );
+        assert_eq!(
+            err.attempts().len(),
+            3,
+            "a POST never sent is retried: {err}"
+        );
+        assert!(!err.sent(), "{via:?}: {err}");
+        assert!(!err.attempts().iter().any(|a| a.sent()), "{via:?}: {err}");
+
+        // The breaker, opened by a first call, turns the second away: not sent.
+        let server = FaultServer::start().await.unwrap();
+        server.script("/flaky", [Reply::status(503)]);
+        let strict = BreakerConfig::builder()
+            .min_calls(1)
+            .window(Window::Calls(10))
+            .build()
+            .unwrap();
+        let url = server.url("/flaky");
+        let caller = Caller::new(
+            via,
+            Client::builder()
+                .retry(RetryPolicy::never())
+                .circuit_breaker(strict),
+        );
+        let first = send_with_caller(&caller, Method::GET, &url, None)
+            .await
+            .unwrap_err();
+        assert_eq!(first.give_up(), Some(GiveUp::AttemptsExhausted), "{first}");
+        let err = send_with_caller(&caller, Method::GET, &url, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.give_up(), Some(GiveUp::CircuitOpen), "{via:?}: {err}");
+        assert!(!err.sent(), "{via:?}: {err}");
+        assert!(
+            err.to_string().ends_with("(transient)"),
+            "the kind says it: {err}"
+        );
+        assert_eq!(server.hits("/flaky"), 1, "{via:?}");
+
+        // The rate limit, one request a minute: the second call cannot wait that long.
+        let server = FaultServer::start().await.unwrap();
+        let url = server.url("/limited");
+        let limited = EndpointPolicy::new().rate_limit(RateLimitConfig::new(1, 60 * SECOND));
+        let caller = Caller::new(
+            via,
+            Client::builder()
+                .retry(RetryPolicy::never())
+                .total_deadline(SECOND)
+                .default_policy(limited),
+        );
+        send_with_caller(&caller, Method::GET, &url, None)
+            .await
+            .unwrap();
+        let err = send_with_caller(&caller, Method::GET, &url, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.give_up(), Some(GiveUp::RateLimited), "{via:?}: {err}");
+        assert!(!err.sent(), "{via:?}: {err}");
+
+        // The bulkhead: one place, held 500 ms; the second call gives up after 100 ms.
+        let server = FaultServer::start().await.unwrap();
+        server.script("/full", [Reply::ok("x").delay(500 * MS)]);
+        let url = server.url("/full");
+        let one = EndpointPolicy::new().bulkhead(BulkheadConfig::new(1, 100 * MS));
+        let caller = Caller::new(
+            via,
+            Client::builder()
+                .retry(RetryPolicy::never())
+                .default_policy(one),
+        );
+        let (first, second) = tokio::join!(
+            send_with_caller(&caller, Method::GET, &url, None),
+            send_with_caller(&caller, Method::GET, &url, None),
+        );
+        first.unwrap();
+        let err = second.unwrap_err();
+        assert_eq!(err.give_up(), Some(GiveUp::BulkheadFull), "{via:?}: {err}");
+        assert!(!err.sent(), "{via:?}: {err}");
+    }
+}
+
+/// An error no call ended with has no reason; one the server answered was sent.
+#[test]
+fn errors_outside_a_call_have_no_reason() {
+    let err = Error::invalid_config("max_attempts must be at least 1");
+    assert_eq!(err.give_up(), None);
+    assert!(!err.sent());
+    assert!(!err.to_string().contains(','), "{err}");
+    let err = Error::transient("busy").with_delivery(Delivery::Delivered);
+    assert_eq!(err.give_up(), None);
+    assert!(err.sent());
 }

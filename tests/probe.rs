@@ -10,19 +10,30 @@ use std::time::{Duration, Instant};
 use resilient_http::testkit::{FaultServer, Reply};
 use serde_json::Value;
 
-/// The example binary, which `cargo test` builds with the tests (built here if it did not).
-fn probe_binary() -> PathBuf {
+/// The installed command line, `resilient-http`, which `cargo test` builds for the tests.
+const BINARY: &str = env!("CARGO_BIN_EXE_resilient-http");
+
+/// The `probe` example (a thin wrapper of the same code), which `cargo test` builds with the
+/// tests (built here if it did not: `cargo test --test probe` builds no examples).
+fn example_binary() -> PathBuf {
     let dir = std::env::current_exe().unwrap();
     let debug = dir.parent().unwrap().parent().unwrap();
     let binary = debug.join("examples").join("probe");
     if !binary.exists() {
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--example", "probe"])
+            .args(["build", "--example", "probe", "--features", "cli"])
             .status()
             .unwrap();
         assert!(status.success());
     }
     binary
+}
+
+/// `resilient-http probe`, with `args`.
+fn probe_command() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(BINARY);
+    command.arg("probe");
+    command
 }
 
 async fn probe(args: &[impl AsRef<OsStr>]) -> Output {
@@ -31,7 +42,7 @@ async fn probe(args: &[impl AsRef<OsStr>]) -> Output {
 
 /// The probe with `RUST_LOG` set to `filter` (unset for `None`).
 async fn probe_logging(args: &[impl AsRef<OsStr>], filter: Option<&str>) -> Output {
-    let mut command = tokio::process::Command::new(probe_binary());
+    let mut command = probe_command();
     command.args(args);
     match filter {
         Some(filter) => command.env("RUST_LOG", filter),
@@ -309,7 +320,10 @@ async fn help_prints_the_usage_on_stdout_and_exits_0() {
         let output = probe(&[flag]).await;
         assert_eq!(output.status.code(), Some(0), "{output:?}");
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(stdout.starts_with("usage: probe "), "{stdout}");
+        assert!(
+            stdout.starts_with("usage: resilient-http probe "),
+            "{stdout}"
+        );
         assert!(output.stderr.is_empty(), "{output:?}");
     }
 }
@@ -335,7 +349,7 @@ async fn a_reader_that_stops_early_ends_the_probe_quietly() {
     let server = FaultServer::start().await.unwrap();
     server.count_only();
     // Far more output than a pipe buffers (64 KiB), so the probe must write after we are gone.
-    let mut child = tokio::process::Command::new(probe_binary())
+    let mut child = probe_command()
         .args(["--repeat", "2000", &server.url("/a")])
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
@@ -343,11 +357,11 @@ async fn a_reader_that_stops_early_ends_the_probe_quietly() {
         .spawn()
         .unwrap();
     let mut stdout = child.stdout.take().unwrap();
-    let mut first = [0; 10];
+    let mut first = [0; 9];
     tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first)
         .await
         .unwrap();
-    assert_eq!(&first, b"{\"attempts");
+    assert_eq!(&first, b"{\"method\"");
     drop(stdout);
     let output = child.wait_with_output().await.unwrap();
     assert_no_panic(&output);
@@ -708,4 +722,194 @@ async fn a_hedge_from_the_file_shows_in_the_attempts() {
     );
     assert_eq!(attempts[1]["status"], 200, "{r}");
     assert!(r["total_ms"].as_u64().unwrap() < 5000, "{r}");
+}
+
+/// Fails unless `json` has each of `keys`, in this order (each after the one before).
+fn assert_keys_in_order<'a>(json: &'a str, keys: &[&str]) -> &'a str {
+    let mut rest = json;
+    for key in keys {
+        let needle = format!("\"{key}\":");
+        let Some(at) = rest.find(&needle) else {
+            panic!("{key} missing or out of order in {json}");
+        };
+        rest = &rest[at + needle.len()..];
+    }
+    rest
+}
+
+const LINE_KEYS: [&str; 13] = [
+    "method",
+    "url",
+    "policy",
+    "outcome",
+    "status",
+    "error_kind",
+    "transient",
+    "retry_after_ms",
+    "total_ms",
+    "body_bytes",
+    "message",
+    "give_up",
+    "attempts",
+];
+
+const ATTEMPT_KEYS: [&str; 8] = [
+    "n",
+    "status",
+    "error_kind",
+    "sent",
+    "delay_before_ms",
+    "elapsed_ms",
+    "hedge",
+    "cancelled",
+];
+
+/// Issue 24 item 9: every line has every key, in the order `cli::probe::Line` documents (a
+/// first-try success too: it once dropped `hedge` and `cancelled`), and says why the call
+/// stopped in `give_up`.
+#[tokio::test]
+async fn every_line_has_every_key_in_one_order_and_says_why_the_call_stopped() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/down", [Reply::status(503)]);
+    server.script("/pay", [Reply::status(503)]);
+    let config = policy_file("[default.backoff]\nbase = \"1ms\"\nmax = \"5ms\"\n");
+    let config = config.as_str();
+    for (args, give_up) in [
+        (vec![server.url("/a")], Value::Null),
+        (vec![server.url("/down")], "attempts_exhausted".into()),
+        (
+            vec!["-X".into(), "POST".into(), server.url("/pay")],
+            "non_idempotent".into(),
+        ),
+    ] {
+        let mut all = vec!["--config".to_owned(), config.to_owned()];
+        all.extend(args);
+        let output = probe(&all).await;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let json = stdout.trim_end();
+        let r: Value = serde_json::from_str(json).unwrap();
+        let object = r.as_object().unwrap();
+        assert_eq!(object.len(), LINE_KEYS.len(), "{json}");
+        let mut attempts = assert_keys_in_order(json, &LINE_KEYS);
+        for attempt in r["attempts"].as_array().unwrap() {
+            assert_eq!(
+                attempt.as_object().unwrap().len(),
+                ATTEMPT_KEYS.len(),
+                "{json}"
+            );
+            attempts = assert_keys_in_order(attempts, &ATTEMPT_KEYS);
+        }
+        assert_eq!(r["give_up"], give_up, "{json}");
+        assert_eq!(r["attempts"][0]["hedge"], false, "{json}");
+        assert_eq!(r["attempts"][0]["cancelled"], false, "{json}");
+    }
+    assert_eq!((server.hits("/down"), server.hits("/pay")), (3, 1));
+}
+
+/// An HTTPS server for `127.0.0.1` with a certificate of the test CA: answers `200 hi` to
+/// every request, one per connection.
+async fn https_server() -> String {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+
+    let cert = include_bytes!("data/h2-test-server.der");
+    let key = include_bytes!("data/h2-test-server.key.der");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![rustls::pki_types::CertificateDer::from(&cert[..])],
+            rustls::pki_types::PrivatePkcs8KeyDer::from(&key[..]).into(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi";
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    format!("https://{addr}/")
+}
+
+/// Issue 24 item 9: `--cacert FILE` trusts a private CA, as curl's does; without it the
+/// server's certificate is refused; a file that is no CA is bad input (exit 2).
+#[tokio::test]
+async fn cacert_trusts_a_private_ca() {
+    const TEST_CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/h2-test-ca.pem");
+    let url = https_server().await;
+    let run = |args: Vec<&str>| {
+        let mut command = probe_command();
+        command
+            .args(args)
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
+            .env_remove("RUST_LOG");
+        async move { command.output().await.unwrap() }
+    };
+    let output = run(vec![&url]).await;
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(lines(&output)[0]["outcome"], "error", "{output:?}");
+
+    let output = run(vec!["--cacert", TEST_CA, &url]).await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let r = &lines(&output)[0];
+    assert_eq!(
+        (&r["status"], &r["body_bytes"]),
+        (&200.into(), &2.into()),
+        "{r}"
+    );
+
+    let not_a_ca = policy_file("[default]\n");
+    for file in [not_a_ca.as_str(), "/nonexistent/s3cr3t.pem"] {
+        let output = run(vec!["--cacert", file, &url]).await;
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+        assert!(output.stdout.is_empty(), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--cacert"), "{stderr}");
+        assert!(!stderr.contains("s3cr3t"), "{stderr}");
+    }
+}
+
+/// The `probe` example is the same probe: the same usage, the same lines. (Only the usage
+/// line is compared: an example built by an earlier `cargo test` may be older than the
+/// binary, whose help this test would otherwise pin.)
+#[tokio::test]
+async fn the_example_runs_the_same_probe() {
+    let server = FaultServer::start().await.unwrap();
+    let example = |args: Vec<String>| {
+        let mut command = tokio::process::Command::new(example_binary());
+        command.args(args).env_remove("RUST_LOG");
+        async move { command.output().await.unwrap() }
+    };
+    let first_line = |output: Output| {
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        stdout.lines().next().map(str::to_owned)
+    };
+    let usage = first_line(example(vec!["--help".into()]).await);
+    assert_eq!(usage, first_line(probe(&["--help"]).await));
+    assert!(usage.unwrap().starts_with("usage: resilient-http probe "));
+    let output = example(vec![server.url("/a")]).await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(lines(&output)[0]["body_bytes"], 2);
 }

@@ -6,44 +6,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::classify::{Class, Delivery};
-use crate::error::{Error, ErrorKind, Short};
+use crate::error::{Error, ErrorKind, GiveUp, Short};
 use crate::overload::Guards;
 use crate::retry::RetryPolicy;
 use crate::retry::delays::Delays;
 use crate::timeout::past_deadline;
-
-/// Why a failed attempt was not retried (the `reason` of the tracing event).
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Skip {
-    /// Permanent: retrying cannot help.
-    Permanent,
-    /// An outcome that ends the call (open circuit, deadline, ...); its reason is the kind.
-    Final,
-    Exhausted,
-    NonIdempotent,
-    NotReplayable,
-    RetryAfterAboveCap,
-    Deadline,
-    ScheduleEnded,
-    /// The endpoint's retry budget is spent.
-    Budget,
-}
-
-impl Skip {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Skip::Permanent => "permanent",
-            Skip::Final => "final",
-            Skip::Exhausted => "attempts_exhausted",
-            Skip::NonIdempotent => "non_idempotent",
-            Skip::NotReplayable => "body_not_replayable",
-            Skip::RetryAfterAboveCap => "retry_after_above_cap",
-            Skip::Deadline => "deadline",
-            Skip::ScheduleEnded => "schedule_ended",
-            Skip::Budget => "budget_exhausted",
-        }
-    }
-}
 
 /// What is known when an attempt has failed.
 pub(crate) struct Decision<'a> {
@@ -62,35 +29,26 @@ impl Decision<'_> {
         self,
         error: Error,
         delays: &mut Option<Box<Delays>>,
-    ) -> Result<Duration, (Error, Skip)> {
+    ) -> Result<Duration, (Error, GiveUp)> {
         if error.class() != Class::Transient {
-            return Err((error, Skip::Permanent));
+            return Err((error, GiveUp::Permanent));
         }
         // Retrying cannot help these, or is not ours to decide.
-        if matches!(
-            error.kind(),
-            ErrorKind::DeadlineExceeded
-                | ErrorKind::CircuitOpen
-                | ErrorKind::RateLimited
-                | ErrorKind::BulkheadFull
-                | ErrorKind::BudgetExhausted
-                | ErrorKind::BodyNotReplayable
-                | ErrorKind::InvalidConfig
-        ) {
-            return Err((error, Skip::Final));
+        if let Some(reason) = GiveUp::of_kind(error.kind()) {
+            return Err((error, reason));
         }
         if self.attempts >= self.policy.max_attempts {
-            return Err((error, Skip::Exhausted));
+            return Err((error, GiveUp::AttemptsExhausted));
         }
         if !self.may_repeat && error.delivery() != Delivery::NotSent {
             let error = error.with_detail(
                 "not retried: a non-idempotent request that may have been processed \
                  (send an Idempotency-Key to make it retryable)",
             );
-            return Err((error, Skip::NonIdempotent));
+            return Err((error, GiveUp::NotIdempotent));
         }
         if !self.replayable {
-            return Err((Error::not_replayable(error), Skip::NotReplayable));
+            return Err((Error::not_replayable(error), GiveUp::BodyNotReplayable));
         }
         let delay = match error
             .retry_after()
@@ -104,14 +62,14 @@ impl Decision<'_> {
                         Short(asked),
                         Short(cap)
                     );
-                    return Err((error.with_detail(detail), Skip::RetryAfterAboveCap));
+                    return Err((error.with_detail(detail), GiveUp::RetryAfterAboveCap));
                 }
                 if !self.ends_before_deadline(asked) {
                     let detail = format!(
                         "not retried: the server asked to wait {}, past the deadline",
                         Short(asked)
                     );
-                    return Err((error.with_detail(detail), Skip::Deadline));
+                    return Err((error.with_detail(detail), GiveUp::Deadline));
                 }
                 // Spread with the other calls the endpoint's hold releases.
                 self.guards.map_or(asked, |guards| {
@@ -122,7 +80,7 @@ impl Decision<'_> {
                 let delays = delays.get_or_insert_with(|| Box::new(Delays::new(self.policy)));
                 match delays.next(self.attempts) {
                     Some(delay) => delay,
-                    None => return Err((error, Skip::ScheduleEnded)),
+                    None => return Err((error, GiveUp::ScheduleEnded)),
                 }
             }
         };
@@ -132,7 +90,7 @@ impl Decision<'_> {
                 Short(delay)
             );
             let error = past_deadline(error).with_detail(detail);
-            return Err((error, Skip::Deadline));
+            return Err((error, GiveUp::Deadline));
         }
         // A retry the policy allows still needs the endpoint's budget: the last thing asked,
         // so only a retry that will happen spends from it.
@@ -141,7 +99,7 @@ impl Decision<'_> {
             .guards
             .is_some_and(|guards| !guards.withdraw(self.now, policy))
         {
-            return Err((error.into_budget_exhausted(), Skip::Budget));
+            return Err((error.into_budget_exhausted(), GiveUp::BudgetExhausted));
         }
         Ok(delay)
     }

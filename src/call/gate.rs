@@ -13,7 +13,7 @@ use tokio::time::sleep;
 use super::custody::Parked;
 use super::state::RetryState;
 use crate::breaker::Breaker;
-use crate::error::Error;
+use crate::error::{Error, GiveUp};
 use crate::hook::BoxFuture;
 use crate::overload::bulkhead::BulkheadPermit;
 use crate::overload::{Admission, Entry, Reservation};
@@ -122,7 +122,8 @@ pub(crate) fn waited(
 
 fn over(retry: &mut RetryState, error: Error) -> Gate {
     let error = naming_request(retry, error);
-    Gate::Over(retry.fail(error))
+    let reason = GiveUp::ending(&error);
+    Gate::Over(retry.fail(error, reason))
 }
 
 /// `error`, naming the attempt's request.

@@ -27,7 +27,7 @@ use crate::breaker::Breaker;
 use crate::breaker::state::{Permit, Verdict};
 use crate::caught::{call_caught, caught, hook_failed, poll_caught};
 use crate::classify::{Class, Classifier, Delivery, outcome, response_outcome};
-use crate::error::{BoxError, Error, ErrorKind};
+use crate::error::{BoxError, Error, ErrorKind, GiveUp};
 
 use crate::call::race::{Event, Race, Runner, answers};
 use crate::call::record::Slot;
@@ -405,7 +405,7 @@ impl<O: Success, S: Sender> Call<O, S> {
             Ok(launched) => launched,
             Err(Unsent::Refused(error, out)) => return self.failed(out, error),
             Err(Unsent::Expired(error, _out)) => {
-                let error = self.retry.fail(error);
+                let error = self.retry.fail(error, GiveUp::Deadline);
                 return self.done(Err(error));
             }
         };
@@ -863,7 +863,8 @@ impl<O: Success, S: Sender> Call<O, S> {
         let mut value = match value {
             Ok(value) => value,
             Err(error) => {
-                let error = self.retry.fail(error);
+                let reason = GiveUp::ending(&error);
+                let error = self.retry.fail(error, reason);
                 return self.done(Err(error));
             }
         };

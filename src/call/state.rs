@@ -9,12 +9,12 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::time::Instant;
 
 use super::custody::{Custody, Out, Parked, hedged, parked, unsent};
-use super::decision::{Decision, Skip};
+use super::decision::Decision;
 use super::race::answers;
 use super::record::{Record, Slot};
 use crate::breaker::Breaker;
 use crate::classify::{Turnover, turnover};
-use crate::error::{Attempt, Error, ErrorKind};
+use crate::error::{Attempt, Error, ErrorKind, GiveUp};
 use crate::overload::Guards;
 use crate::overload::bulkhead::BulkheadPermit;
 use crate::read::Success;
@@ -420,11 +420,7 @@ impl RetryState {
                 self.record.current.delay_before = delay;
                 Next::Retry(delay)
             }
-            Err((error, skip)) => {
-                let reason = match skip {
-                    Skip::Final => error.kind().as_str(),
-                    skip => skip.as_str(),
-                };
+            Err((error, reason)) => {
                 // An open circuit and a guard's refusal had their own event.
                 let announced = matches!(
                     error.kind(),
@@ -433,11 +429,11 @@ impl RetryState {
                 self.record.observer.not_retried(
                     policy_name,
                     self.record.current.number,
-                    reason,
-                    matches!(skip, Skip::Permanent),
+                    reason.as_str(),
+                    reason == GiveUp::Permanent,
                     announced,
                 );
-                Next::Done(Err(self.fail(error)))
+                Next::Done(Err(self.fail(error, reason)))
             }
         }
     }
@@ -520,7 +516,8 @@ impl RetryState {
     ) -> Result<(), Error> {
         self.record(Err(&error));
         if !self.replayable() {
-            return Err(self.fail(Error::not_replayable(error)));
+            let error = Error::not_replayable(error);
+            return Err(self.fail(error, GiveUp::BodyNotReplayable));
         }
         self.record.observer.retrying(
             self.policy.name(),
@@ -585,7 +582,10 @@ impl RetryState {
         let left = self.budget_for_request(now);
         let request = match self.custody.next(header, copy_again) {
             Ok(request) => request,
-            Err(error) => return Err(self.fail(error)),
+            Err(error) => {
+                let reason = GiveUp::ending(&error);
+                return Err(self.fail(error, reason));
+            }
         };
         if let Some(left) = left {
             *request.timeout_mut() = Some(left);
@@ -602,11 +602,13 @@ impl RetryState {
         self.custody.replayable()
     }
 
-    /// The call's final error: its history, its policy, and the deadline if it ran out.
-    pub(crate) fn fail(&mut self, error: Error) -> Error {
+    /// The call's final error: its history, its policy, why the call stopped (`reason`), and
+    /// the deadline if it ran out.
+    pub(crate) fn fail(&mut self, error: Error, reason: GiveUp) -> Error {
         let error = error
             .with_history(std::mem::take(&mut self.record.history))
-            .with_policy(self.policy.name());
+            .with_policy(self.policy.name())
+            .with_give_up(reason);
         let error = match self.clock.ends() {
             Some((at, budget)) => call_ended(error, at, budget),
             None => error,

@@ -807,7 +807,7 @@ async fn a_hold_longer_than_the_deadline_refuses_the_next_call_at_once() {
         Class::Transient,
         Delivery::NotSent,
     );
-    assert!(!error.attempts().is_empty() && !error.attempts()[0].went_out());
+    assert!(!error.attempts().is_empty() && !error.attempts()[0].sent());
     assert_eq!(error.url().map(|u| u.path()), Some("/a"));
     assert_eq!((script.left(), took), (1, Duration::ZERO));
 }
@@ -954,7 +954,7 @@ async fn an_open_breaker_refuses_calls_without_sending_them() {
         outcomes(error.attempts()),
         [(1, err(ErrorKind::CircuitOpen), false)]
     );
-    assert!(!error.attempts()[0].went_out());
+    assert!(!error.attempts()[0].sent());
     assert_eq!((script.seen().len(), took), (2, Duration::ZERO));
 }
 
@@ -1223,6 +1223,8 @@ async fn a_failing_hook_ends_the_call_unsent_and_unretried() {
     );
     assert!(error.to_string().contains("sign"), "{error}");
     assert_eq!(error.url().map(|u| u.path()), Some("/a"));
+    assert_eq!(error.give_up(), Some(crate::GiveUp::Permanent), "{error}");
+    assert!(!error.sent(), "{error}");
     assert_eq!((script.left(), took), (1, Duration::ZERO));
 }
 
@@ -1633,7 +1635,7 @@ async fn the_deadline_bounds_a_wait_in_the_bulkhead_queue() {
         Class::Transient,
         Delivery::NotSent,
     );
-    assert!(!error.attempts().iter().any(Attempt::went_out));
+    assert!(!error.attempts().iter().any(Attempt::sent));
     assert_eq!((script.left(), took), (1, ms(300)));
 }
 

@@ -26,7 +26,7 @@
 //! | message | level | fields |
 //! |---|---|---|
 //! | `retry scheduled` | INFO | `attempt`, `reason` (the failed attempt's `error.type`), `delay_ms`, `retry_after` (whether the server's `Retry-After` set the delay), `policy` |
-//! | `retry skipped` | WARN | `attempt`, `reason`: `attempts_exhausted`, `non_idempotent`, `body_not_replayable`, `retry_after_above_cap`, `deadline`, `schedule_ended`, `budget_exhausted` (the endpoint's retry budget is spent), or the kind that ends a call (`deadline`, `body_not_replayable`...), `policy` |
+//! | `retry skipped` | WARN | `attempt`, `reason`: why the call stopped, as the error's [`give_up`](crate::Error::give_up) says it ([`GiveUp::as_str`](crate::GiveUp::as_str): `attempts_exhausted`, `non_idempotent`, `body_not_replayable`, `retry_after_above_cap`, `deadline`, `schedule_ended`, `budget_exhausted` (the endpoint's retry budget is spent), `bulkhead_full`), `policy` |
 //! | `not retried` | DEBUG | a permanent failure (`reason = "permanent"`), or a refusal already announced by its own event: an open circuit (`circuit_open`), the hold or the rate limit (`rate_limited`): `attempt`, `reason`, `policy` |
 //! | `circuit breaker opened` | WARN | `endpoint` (the breaker key), `from`, `to` |
 //! | `circuit breaker state changed` | INFO | the same, for every other change |
