@@ -9,6 +9,51 @@
 //! `/v1/%63harges` is `/v1/charges`. The chosen policy's name is in every error
 //! ([`Error::policy`](crate::Error::policy)).
 //!
+//! # Defaults and why
+//!
+//! | setting | default | as in |
+//! |---|---|---|
+//! | attempt timeout | 10 s, covers the body | .NET standard resilience handler |
+//! | total deadline | 30 s, from the first poll | .NET standard resilience handler |
+//! | connect timeout | 5 s | common practice |
+//! | transient statuses | 408, 429, 500, 502, 503, 504 | curl `--retry`, urllib3, .NET |
+//! | permanent statuses | every other 4xx and 5xx (501, 505 included) | |
+//! | transient errors | connect/DNS failure, timeout, reset, HTTP/2 `REFUSED_STREAM`/`GOAWAY` | |
+//! | permanent errors | invalid request, malformed response, failed TLS handshake (bad certificate), redirect loop, redirect to a URL with user info | |
+//! | redirects | followed, up to 10; one whose target carries user info (`http://bob:pw@…`) is refused (see [observability](super::observability#redirects-to-a-url-with-user-info-are-refused)) | reqwest; curl drops such credentials |
+//! | attempts | 3 in total | Polly/.NET, AWS standard mode |
+//! | streams an HTTP/2 server turns away (`REFUSED_STREAM`; a graceful `GOAWAY`, for requests that may be repeated) | resent, the first at once and the rest after a pause of up to 2 ms, up to 32 per call ([`MAX_RESENDS`](crate::retry::MAX_RESENDS)) and within the deadline, spending no attempt or backoff, and no retry budget for the first 3 ([`FREE_RESENDS`](crate::retry::FREE_RESENDS)); not a breaker failure | gRPC transparent retry (A6) |
+//! | backoff | 100 ms × 2, cap 20 s, full jitter (`equal`, `decorrelated`, `none` available) | AWS "Exponential Backoff And Jitter" |
+//! | `Retry-After` | obeyed up to 20 s; above, or past the deadline: no retry, [`err.retry_after()`](crate::Error::retry_after) tells | Envoy discards > 300 s |
+//! | POST / PATCH | retried only if never sent, or with `Idempotency-Key`, or opted in | Envoy, gRPC, IETF idempotency-key draft |
+//! | breaker | opens at ≥ 50 % failures of the last 100 calls (once ≥ 20); open 5 s, doubling to 60 s; 1 probe; ≤ 1024 endpoints | Resilience4j, .NET |
+//! | breaker and 429 | a 429 is not a breaker failure (a rate limiter's "slow down"; the call still backs off and holds); `count_429` opts in | |
+//! | retry budget | retries add at most 20 % of first attempts + 10/s, over 10 s, per endpoint | Finagle (exactly this), Envoy 20 % |
+//! | `Retry-After` hold | a 429/503 with `Retry-After` (within the cap) holds its endpoint for every call | |
+//! | rate limit, bulkhead | off unless configured | |
+//!
+//! # The reqwest client underneath
+//!
+//! To set a user agent, default headers, a proxy, TLS roots or anything else on the reqwest client
+//! the builder makes, give it a closure, [`ClientBuilder::reqwest`](crate::ClientBuilder::reqwest):
+//! the builder still applies its connect timeout, the default policy's attempt timeout as the
+//! client's timeout, and turns reqwest's own retry off, after yours.
+//! [`ClientBuilder::reqwest_client`](crate::ClientBuilder::reqwest_client) hands over a whole
+//! `reqwest::Client` instead; the builder's connect timeout then does not apply, and reqwest's own
+//! HTTP/2 retry stays until you turn it off (see [retries](super::retries#what-reqwest-and-hyper-resend-by-themselves)).
+//!
+//! ```
+//! use std::time::Duration;
+//! use resilient_http::Client;
+//!
+//! let client = Client::builder()
+//!     .connect_timeout(Duration::from_secs(2))
+//!     .reqwest(|b| b.user_agent("orders/1.4").pool_max_idle_per_host(8))
+//!     .build()?;
+//! # let _ = client;
+//! # Ok::<(), resilient_http::Error>(())
+//! ```
+//!
 //! # In code
 //!
 //! ```
