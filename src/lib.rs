@@ -6,29 +6,32 @@
 //! happened on every attempt.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), resilient_http::Error> {
 //! use std::time::Duration;
 //! use resilient_http::{Client, ErrorKind};
 //!
-//! let client = Client::builder()
-//!     .attempt_timeout(Duration::from_secs(2))
-//!     .total_deadline(Duration::from_secs(5))
-//!     .build()?;
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let client = Client::builder()
+//!         .attempt_timeout(Duration::from_secs(2)) // per attempt, body included
+//!         .total_deadline(Duration::from_secs(5)) // the whole call, retries included
+//!         .build()?;
 //!
-//! match client.get("http://127.0.0.1:8080/orders/7").send().await {
-//!     Ok(response) => println!("{}", response.text().await?),
-//!     Err(err) if err.kind() == ErrorKind::Status && !err.is_transient() => {
-//!         println!("our request is wrong: {err}")
+//!     // The body is read inside each attempt: a body cut off mid-way is retried.
+//!     match client.get("https://api.example.com/orders/7").text().await {
+//!         Ok(body) => println!("{body}"),
+//!         Err(err) => match err.kind() {
+//!             ErrorKind::Status if !err.is_transient() => eprintln!("rejected: {err}"),
+//!             ErrorKind::CircuitOpen => eprintln!("down; try in {:?}", err.retry_after()),
+//!             _ => {
+//!                 for attempt in err.attempts() {
+//!                     eprintln!("{attempt}");
+//!                 }
+//!                 return Err(err.into());
+//!             }
+//!         },
 //!     }
-//!     Err(err) => {
-//!         for attempt in err.attempts() {
-//!             println!("{attempt}");
-//!         }
-//!         return Err(err);
-//!     }
+//!     Ok(())
 //! }
-//! # Ok(())
-//! # }
 //! ```
 //!
 //! Start with the [`guide`]: one page per topic, from [per-endpoint policies](guide::policies)
