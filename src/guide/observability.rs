@@ -50,14 +50,15 @@
 //! the whole process, whether anyone listens; while only thread-scoped subscribers exist, a call
 //! site first reached on a thread without one is remembered as unwanted and your subscriber
 //! misses it (tokio-rs/tracing#3611). Set a global default too, even `tracing_subscriber::registry()`
-//! that writes nothing, as below.
+//! that writes nothing (the example above sets its subscriber as the global default).
 //!
 //! Nothing is built when the level is off. The full list is in [`telemetry`](crate::telemetry).
 //!
 //! # Metrics
 //!
 //! Feature `metrics`, through the [`metrics`](https://docs.rs/metrics) facade, so
-//! any exporter works. Labels are bounded: policy name, method, status code or error type,
+//! any exporter works: install its recorder (for Prometheus, `metrics-exporter-prometheus`) as
+//! that crate says, and every client reports to it. Labels are bounded: policy name, method, status code or error type,
 //! reason; never a URL, and no host on request metrics (webhook senders would have unbounded
 //! hosts). Breaker metrics carry the breaker key (`scheme://host:port` by default). A recorder
 //! never forgets a series, so the keys are bounded themselves: each registry (one per policy)

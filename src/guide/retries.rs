@@ -5,6 +5,12 @@
 //! - Only transient outcomes are retried (by default 408, 429, 500, 502, 503, 504, connect and DNS
 //!   failures, resets, timeouts); a permanent one (any other 4xx or 5xx, a failed TLS handshake,
 //!   an invalid request) comes back after one attempt.
+//! - What is transient is the [classifier](crate::classify)'s call: a policy's
+//!   [`retry_statuses`](crate::policy::EndpointPolicy::retry_statuses) changes the statuses, a
+//!   [`Classifier`](crate::classify::Classifier) of your own (given to
+//!   [`ClientBuilder::classifier`](crate::ClientBuilder::classifier); an example in
+//!   [migrating](super::migrating#a-classifier-of-your-own)) decides on anything, and a body
+//!   classifier (below) on the body.
 //! - GET, HEAD, OPTIONS, TRACE, PUT and DELETE are retried on any transient outcome. POST and
 //!   PATCH only when the attempt never reached the server (connection refused, DNS, HTTP/2
 //!   `REFUSED_STREAM`), when the request has an `Idempotency-Key` (sent unchanged every time), or
