@@ -200,7 +200,7 @@ pub(crate) const MIN_PER_SECOND: Count = Count {
 };
 /// How far back a retry budget counts: at least [`BUDGET_BUCKETS`] steps of [`MIN_BUCKET`]
 /// (10 ms), at most an hour. One range, stated the same way for the file and the builders
-/// (the file once said "above zero" and the builder "10 ms"; the README says 10 ms to 1 h).
+/// (the file once said "above zero" and the builder "10 ms"; the guide's ranges say 10 ms to 1 h).
 pub(crate) const BUDGET_WINDOW: SpanFrom = SpanFrom {
     min: MIN_BUCKET.saturating_mul(BUDGET_BUCKETS),
     max: HOUR,

@@ -56,6 +56,27 @@ impl fmt::Display for Delivery {
 /// What went wrong, for `match`.
 ///
 /// New kinds may be added in minor releases, so a `match` needs a `_` arm.
+///
+/// ```
+/// use resilient_http::{Error, ErrorKind};
+///
+/// fn advice(err: &Error) -> &'static str {
+///     match err.kind() {
+///         // A failure status after the retries: 4xx are permanent, 5xx transient.
+///         ErrorKind::Status if err.is_transient() => "the server is struggling",
+///         ErrorKind::Status => "our request is wrong",
+///         ErrorKind::AttemptTimeout | ErrorKind::DeadlineExceeded => "too slow",
+///         ErrorKind::Connect => "cannot reach the server",
+///         // Refused without sending: err.retry_after() says when to try again, if known.
+///         ErrorKind::CircuitOpen | ErrorKind::RateLimited | ErrorKind::BulkheadFull => "later",
+///         ErrorKind::InvalidConfig => "fix the configuration",
+///         _ => "something else",
+///     }
+/// }
+///
+/// let err = Error::invalid_config("attempts: must be at least 1");
+/// assert_eq!(advice(&err), "fix the configuration");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {

@@ -499,15 +499,15 @@ fn an_endpoint_rule_without_match_is_refused() {
 fn an_old_key_names_its_new_name() {
     for (text, want) in [
         (
-            "[default]\nattempts = 3\n",
+            "[default]\nmax_attempts = 3\n",
             "<config_toml>:2: unknown key \"attempts\" (renamed to \"max_attempts\" in 0.1) in [default]",
         ),
         (
-            "[default.breaker]\nwindow_size = 10\n",
-            "unknown key \"window_size\" (renamed to \"window\" in 0.1)",
+            "[default.breaker]\nwindow = 10\n",
+            "unknown key \"window\" (renamed to \"window\" in 0.1)",
         ),
         (
-            "[default.budget]\nratio = 0.1\n",
+            "[default.retry_budget]\nratio = 0.1\n",
             "unknown key \"budget\" (renamed to \"retry_budget\" in 0.1)",
         ),
     ] {

@@ -1084,7 +1084,7 @@ async fn every_error_says_why_the_call_stopped_and_whether_it_was_sent() {
         // The deadline comes before the next retry (100 ms after the 503).
         let server = FaultServer::start().await.unwrap();
         server.script("/slow", [Reply::status(503)]);
-        let builder = retrying().total_deadline(50 * MS);
+        let builder = retrying().deadline(50 * MS);
         let err = failing(via, builder, Method::GET, &server.url("/slow")).await;
         assert_eq!(err.give_up(), Some(GiveUp::Deadline), "{via:?}: {err}");
         assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{via:?}: {err}");
@@ -1182,7 +1182,7 @@ async fn every_error_says_why_the_call_stopped_and_whether_it_was_sent() {
             via,
             Client::builder()
                 .retry(RetryPolicy::never())
-                .total_deadline(SECOND)
+                .deadline(SECOND)
                 .default_policy(limited),
         );
         send_with_caller(&caller, Method::GET, &url, None)

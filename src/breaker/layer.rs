@@ -7,7 +7,36 @@ use super::{BreakerConfig, BreakerRegistry, CircuitBreaker};
 
 /// One circuit breaker per endpoint for every attempt; see the [module docs](super).
 ///
-/// Services made by the same layer (and their clones) share the breakers.
+/// Services made by the same layer (and their clones) share the breakers. The service below
+/// must sort its outcomes: put a [`ClassifyLayer`](crate::classify::ClassifyLayer) under it.
+///
+/// ```
+/// use resilient_http::breaker::{BreakerConfig, CircuitBreakerLayer};
+/// use resilient_http::classify::{ClassifyLayer, DefaultClassifier};
+/// use resilient_http::testkit::{FaultServer, Reply};
+/// use resilient_http::ErrorKind;
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = FaultServer::start().await?;
+/// server.script("/down", [Reply::status(503)]);
+///
+/// let service = ServiceBuilder::new()
+///     .layer(CircuitBreakerLayer::new(BreakerConfig::builder().min_calls(4).build()?))
+///     .layer(ClassifyLayer::new(DefaultClassifier))
+///     .service(reqwest::Client::new());
+/// let url: reqwest::Url = server.url("/down").parse()?;
+/// let get = || reqwest::Request::new(reqwest::Method::GET, url.clone());
+/// for _ in 0..4 {
+///     let _ = service.clone().oneshot(get()).await;
+/// }
+/// let err = service.oneshot(get()).await.err().ok_or("open")?;
+/// assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+/// assert_eq!(server.hits("/down"), 4, "the fifth was not sent");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct CircuitBreakerLayer {
     registry: Option<BreakerRegistry>,

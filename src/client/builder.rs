@@ -28,6 +28,29 @@ use crate::timeout::{
 use super::{Built, Client};
 
 /// Configures a [`Client`].
+///
+/// Every setting has a default (see [the guide](crate::guide::policies#defaults-and-why));
+/// [`build`](Self::build) checks them all and names the one out of range.
+///
+/// ```
+/// use std::time::Duration;
+/// use resilient_http::Client;
+/// use resilient_http::policy::{EndpointPolicy, Matcher};
+///
+/// let client = Client::builder()
+///     .attempt_timeout(Duration::from_secs(2)) // per attempt, body included
+///     .deadline(Duration::from_secs(5)) // the whole call, retries included
+///     .connect_timeout(Duration::from_secs(1))
+///     .endpoint(
+///         "payments",
+///         Matcher::new().host("api.example.com")?.methods(["POST"])?,
+///         EndpointPolicy::new().max_attempts(1),
+///     )
+///     .reqwest(|b| b.user_agent("orders/1.4"))
+///     .build()?;
+/// # let _ = client;
+/// # Ok::<(), resilient_http::Error>(())
+/// ```
 pub struct ClientBuilder {
     http: Option<reqwest::Client>,
     /// The user's settings for the reqwest client we build, applied in the order given.
@@ -150,11 +173,33 @@ impl ClientBuilder {
         self
     }
 
-    /// Reads the default policy and endpoint rules from a TOML file (see the README for the
-    /// layout). A file that cannot be read or is invalid makes [`build`](Self::build) fail
-    /// with an error naming the file, the line and the key. Every `[[endpoint]]` needs a
-    /// `match` table (`match = {}` takes every request): a rule without one is refused, as it
-    /// would hide every rule after it.
+    /// Reads the default policy and endpoint rules from a TOML file (every key, with its
+    /// default: [the guide](crate::guide::policies#in-a-toml-file)). A file that cannot be
+    /// read or is invalid makes [`build`](Self::build) fail with an error naming the file, the
+    /// line and the key. Every `[[endpoint]]` needs a `match` table (`match = {}` takes every
+    /// request): a rule without one is refused, as it would hide every rule after it.
+    ///
+    /// ```
+    /// use resilient_http::Client;
+    ///
+    /// // A file of your own; written here so that the example runs.
+    /// let path = std::env::temp_dir().join(format!("policy-{}.toml", std::process::id()));
+    /// std::fs::write(&path, r#"
+    /// [default]
+    /// max_attempts = 3
+    /// deadline = "10s"
+    ///
+    /// [[endpoint]]
+    /// name = "payments"
+    /// match = { host = "api.example.com", path = "/v1/charges*", methods = ["POST"] }
+    /// max_attempts = 1
+    /// "#)?;
+    ///
+    /// let client = Client::builder().config_file(&path).build()?;
+    /// # let _ = std::fs::remove_file(&path);
+    /// # let _ = client;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[cfg(feature = "config")]
     #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
     pub fn config_file(self, path: impl AsRef<Path>) -> Self {
@@ -172,6 +217,37 @@ impl ClientBuilder {
     /// [`config_file`](Self::config_file) does. There is no file to name, so an error names
     /// `<config_toml>` where a file's would name the file:
     /// `<config_toml>:2: "max_attempts": must be at least 1 and at most 100, got 0 in [default]`.
+    ///
+    /// ```
+    /// use resilient_http::{Client, ErrorKind};
+    ///
+    /// let client = Client::builder()
+    ///     .config_toml(
+    ///         r#"
+    ///         [default]
+    ///         max_attempts = 3
+    ///         attempt_timeout = "2s"
+    ///
+    ///         [[endpoint]]
+    ///         name = "search"
+    ///         match = { host = "search.internal" }
+    ///         [endpoint.rate_limit]
+    ///         rate = 100
+    ///         per = "1s"
+    ///         "#,
+    ///     )
+    ///     .build()?;
+    /// # let _ = client;
+    ///
+    /// let err = Client::builder()
+    ///     .config_toml("[default]\nmax_attempts = 0\n")
+    ///     .build()
+    ///     .err()
+    ///     .ok_or("0 attempts is refused")?;
+    /// assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    /// assert!(err.to_string().contains("<config_toml>:2"), "{err}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[cfg(feature = "config")]
     #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
     pub fn config_toml(self, text: &str) -> Self {
@@ -194,8 +270,8 @@ impl ClientBuilder {
     /// [`rate_limit_shared`](EndpointPolicy::rate_limit_shared) or
     /// [`retry_budget_shared`](EndpointPolicy::retry_budget_shared) (the file's
     /// `shared = "redis"`). While Redis is unreachable each replica uses its own limits;
-    /// no call fails because of Redis. See [`fleet`](crate::fleet) and the README's "Running
-    /// many replicas".
+    /// no call fails because of Redis. See [`fleet`](crate::fleet) and the guide's
+    /// [fleet](crate::guide::fleet).
     ///
     /// ```
     /// use std::time::Duration;

@@ -25,6 +25,37 @@ use super::new_call;
 /// A request being built; [`send`](Self::send) runs it through the stack.
 ///
 /// The methods mirror `reqwest::RequestBuilder`; [`map`](Self::map) reaches any other.
+/// Per-request settings ([`policy`](Self::policy), [`attempts`](Self::attempts),
+/// [`no_retry`](Self::no_retry), [`deadline`](Self::deadline)) override the policy's.
+///
+/// ```
+/// use std::time::Duration;
+/// use resilient_http::Client;
+/// use resilient_http::testkit::{FaultServer, Reply};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = FaultServer::start().await?;
+/// server.script("/orders", [Reply::status(201)]);
+///
+/// let client = Client::new()?;
+/// let response = client
+///     .post(server.url("/orders"))
+///     .bearer_auth("secret-token")
+///     .header("idempotency-key", "order-7") // makes the POST safe to retry
+///     .header("content-type", "application/json")
+///     .body(r#"{"item":7}"#)
+///     .timeout(Duration::from_secs(5))
+///     .send()
+///     .await?;
+/// assert_eq!(response.status(), 201);
+///
+/// let received = &server.requests("/orders")[0];
+/// assert_eq!(received.body, r#"{"item":7}"#);
+/// assert_eq!(received.headers["authorization"], "Bearer secret-token");
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder {
     pub(super) inner: reqwest::RequestBuilder,
@@ -183,6 +214,25 @@ impl RequestBuilder {
     ///
     /// An invalid URL or header fails here with
     /// [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest), before anything is sent.
+    ///
+    /// ```
+    /// use resilient_http::Client;
+    /// use resilient_http::testkit::{FaultServer, Reply};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FaultServer::start().await?;
+    /// server.script("/flaky", [Reply::status(503), Reply::ok("ok")]);
+    ///
+    /// let client = Client::new()?;
+    /// // The 503 is retried; a failure that stays is an `Err`, never an `Ok(503)`.
+    /// let response = client.get(server.url("/flaky")).send().await?;
+    /// assert_eq!(response.status(), 200);
+    /// // Read after the call, as with reqwest: a body that breaks here is not retried.
+    /// assert_eq!(response.text().await?, "ok");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn send(self) -> Pending {
         Pending::new(self.run(Reader::response(), false))
     }

@@ -98,7 +98,7 @@ impl FileSource {
 /// (TOML, YAML, JSON, through `config`, `figment`, ...) for
 /// [`ClientBuilder::config`](crate::ClientBuilder::config).
 ///
-/// The keys are the policy file's (see the README): a `default` table and an `endpoint`
+/// The keys are the policy file's (see [the guide](crate::guide::policies#in-a-toml-file)): a `default` table and an `endpoint`
 /// list, each entry with a `name`, a `match` table (required: `match = {}` takes every
 /// request) and the same settings. Durations are
 /// strings as humans write them (`"250ms"`, `"2s"`, `"1m 30s"`). Unknown keys are refused, and
@@ -789,7 +789,7 @@ fn locate(origin: &str, text: &str, err: &toml::de::Error) -> Error {
 fn renamed(key: &str) -> Option<&'static str> {
     Some(match key {
         "attempts" => "max_attempts",
-        "window_size" => "window",
+        "window" => "window",
         "budget" => "retry_budget",
         _ => return None,
     })

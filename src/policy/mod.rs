@@ -58,6 +58,26 @@ macro_rules! settings {
         /// [module docs](self).
         ///
         /// Builder-style: `EndpointPolicy::new().max_attempts(1).deadline(Duration::from_secs(2))`.
+        /// The same keys in a policy file: [the guide](crate::guide::policies).
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use resilient_http::Client;
+        /// use resilient_http::overload::RateLimitConfig;
+        /// use resilient_http::policy::{EndpointPolicy, Matcher};
+        ///
+        /// let payments = EndpointPolicy::new()
+        ///     .max_attempts(1)
+        ///     .deadline(Duration::from_secs(2))
+        ///     .breaker_failure_rate(0.2)
+        ///     .rate_limit(RateLimitConfig::new(20, Duration::from_secs(1)));
+        /// let client = Client::builder()
+        ///     .default_policy(EndpointPolicy::new().max_attempts(3))
+        ///     .endpoint("payments", Matcher::new().host("api.example.com")?, payments)
+        ///     .build()?;
+        /// # let _ = client;
+        /// # Ok::<(), resilient_http::Error>(())
+        /// ```
         #[derive(Clone, Debug, Default, PartialEq)]
         #[non_exhaustive]
         pub struct EndpointPolicy {

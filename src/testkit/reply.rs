@@ -3,6 +3,28 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 /// What the [`FaultServer`](super::FaultServer) does with one request.
+///
+/// ```
+/// use std::time::Duration;
+/// use resilient_http::testkit::{FaultServer, Reply};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = FaultServer::start().await?;
+/// server.script("/orders", [
+///     Reply::status(429).retry_after_secs(1),            // slow down, for a second
+///     Reply::status(503).delay(Duration::from_millis(50)), // a slow failure
+///     Reply::body_then_reset(200, "[{\"id\":"),            // the body cut off by a TCP reset
+///     Reply::ok("[]").header("content-type", "application/json"), // then, always, this
+/// ]);
+/// let client = resilient_http::Client::builder()
+///     .default_policy(resilient_http::policy::EndpointPolicy::new().max_attempts(4))
+///     .build()?;
+/// assert_eq!(client.get(server.url("/orders")).text().await?, "[]");
+/// assert_eq!(server.hits("/orders"), 4);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Reply {
     pub(super) action: Action,

@@ -7,6 +7,30 @@ use super::{AttemptTimeoutFuture, DEADLINE_SLACK};
 use crate::error::Error;
 
 /// Bounds each attempt, body included; see the [module docs](super).
+///
+/// ```
+/// use std::time::Duration;
+/// use resilient_http::classify::{ClassifyLayer, DefaultClassifier};
+/// use resilient_http::testkit::{FaultServer, Reply};
+/// use resilient_http::timeout::AttemptTimeoutLayer;
+/// use resilient_http::ErrorKind;
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = FaultServer::start().await?;
+/// server.script("/slow", [Reply::hang()]);
+///
+/// let service = ServiceBuilder::new()
+///     .layer(AttemptTimeoutLayer::new(Duration::from_millis(100)))
+///     .layer(ClassifyLayer::new(DefaultClassifier))
+///     .service(reqwest::Client::new());
+/// let request = reqwest::Request::new(reqwest::Method::GET, server.url("/slow").parse()?);
+/// let err = service.oneshot(request).await.err().ok_or("a hang times out")?;
+/// assert_eq!(err.kind(), ErrorKind::AttemptTimeout);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct AttemptTimeoutLayer {
     timeout: Duration,

@@ -72,6 +72,32 @@ impl CallClock {
 }
 
 /// Bounds a whole call, all attempts and backoff sleeps included; see the [module docs](super).
+///
+/// ```
+/// use std::time::Duration;
+/// use resilient_http::classify::{ClassifyLayer, DefaultClassifier};
+/// use resilient_http::retry::{RetryLayer, RetryPolicy};
+/// use resilient_http::testkit::{FaultServer, Reply};
+/// use resilient_http::timeout::TotalDeadlineLayer;
+/// use resilient_http::ErrorKind;
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = FaultServer::start().await?;
+/// server.script("/slow", [Reply::hang()]);
+///
+/// let service = ServiceBuilder::new()
+///     .layer(TotalDeadlineLayer::new(Duration::from_millis(200)))
+///     .layer(RetryLayer::new(RetryPolicy::default()))
+///     .layer(ClassifyLayer::new(DefaultClassifier))
+///     .service(reqwest::Client::new());
+/// let request = reqwest::Request::new(reqwest::Method::GET, server.url("/slow").parse()?);
+/// let err = service.oneshot(request).await.err().ok_or("a hang runs out of time")?;
+/// assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct TotalDeadlineLayer {
     deadline: Duration,

@@ -1,0 +1,83 @@
+//! Limits shared by the replicas of a service through Redis (feature `redis`).
+//!
+//! Every limit of the [overload](super::overload) guards lives in one process. A service running as 20 replicas that calls an API
+//! with a quota of 100 requests a second cannot keep to it with per-process limits, and when
+//! that API answers one replica with `429` and `Retry-After`, the other 19 keep calling. With
+//! the `redis` feature, the replicas share them through the Redis they already run:
+//!
+//! ```
+//! # fn main() -> Result<(), resilient_http::Error> {
+//! # let toml = r#"
+//! [redis]
+//! url = "redis://10.0.0.7:6379/2"   # redis:// or unix://; the password is never logged
+//! prefix = "checkout:"              # before every key (default "resilient-http:")
+//! timeout = "20ms"                  # the longest any Redis call may take (default 20 ms)
+//! sync_interval = "100ms"           # how often holds and budgets are synced (default 100 ms)
+//!
+//! [[endpoint]]
+//! name = "partner"
+//! match = { host = "api.partner.example" }
+//! [endpoint.rate_limit]
+//! rate = 100                        # for the whole fleet
+//! burst = 40
+//! shared = "redis"                  # "local" (the default): each replica its own
+//! [endpoint.retry_budget]
+//! shared = "redis"                  # retries counted fleet-wide
+//! # "#;
+//! # #[cfg(feature = "redis")]
+//! # resilient_http::Client::builder().config_toml(toml).build()?;
+//! # let _ = toml;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! or [`Client::builder().redis(url)`](crate::ClientBuilder::redis)
+//! ([`redis_config(FleetConfig)`](crate::ClientBuilder::redis_config) for every setting) with
+//! [`EndpointPolicy::rate_limit_shared(true)`](crate::policy::EndpointPolicy::rate_limit_shared) and
+//! [`retry_budget_shared(true)`](crate::policy::EndpointPolicy::retry_budget_shared).
+//!
+//! - **`Retry-After` holds** are shared whenever the client has a Redis: a hold one replica
+//!   sets is seen within about `1.25 × sync_interval` plus two round trips by every replica
+//!   that has called that endpoint before (a replica's very first call to an endpoint may go
+//!   out before it learned of the fleet's hold).
+//! - **A shared rate limit** runs its GCRA in Redis (one Lua script, Redis's clock). Each
+//!   replica leases small batches of slots and spends them locally, refilled in the background,
+//!   so a call seldom waits for Redis (when its lease ran dry, for the refill on its way, never
+//!   past the timeout): at 1,000 requests a second a replica makes about 0.03 round trips per
+//!   request.
+//!   Leases expire, and what they may add is taken out of `burst`: over any span `T` the whole
+//!   fleet sends at most `rate × T + burst`. A lease lives `per / rate × max(1, ⌊burst / 2⌋)`;
+//!   when that is shorter than the Redis `timeout`, `build` logs a `WARN` naming the file, line
+//!   and key (or the policy): a refill Redis answers in time may bring a lease already expired,
+//!   and its slots are granted locally (2,000/s with the default burst of 1: leases of 500 µs,
+//!   almost every slot local). It says the `burst` that would do, or lower the `timeout`.
+//!   Replicas whose settings differ (a deploy in
+//!   progress) all enforce the ones in Redis: the first replica's, until no replica with them
+//!   has been granted a slot for a second, then the next one's; each replica that differs logs
+//!   it once per key (`WARN`, with both settings).
+//! - **A shared retry budget** counts first attempts and retries fleet-wide; each replica syncs
+//!   its counts every `sync_interval`, so the fleet may overspend by what the others retry
+//!   within one sync, and pays it back before retrying again.
+//! - **Redis down or slow is never an error.** Every Redis call has its `timeout`; past it the
+//!   replica uses its local limits (the same settings, per process: while Redis is down, N
+//!   replicas may send N times the rate), logs once (`WARN`) and once more when Redis is back
+//!   (`INFO`), and reconnects in the background. No call fails and none waits for Redis beyond
+//!   the timeout. A Redis that answers but refuses writes (out of memory, a read-only replica)
+//!   is down until it accepts one. The connection and its background work run on a thread of
+//!   their own, whichever runtime first used the client.
+//! - State is kept per policy and endpoint key, as in one process; keys carry the prefix and
+//!   an expiry, so nothing grows in Redis. Give each service its own `prefix`: two services
+//!   with the same policy names share limits otherwise. Redis 5 or later, one node (not
+//!   Cluster).
+//! - A shared limit that answers locally shows: one `WARN` per change (one in all when its
+//!   leases expire before they arrive, naming the `burst` that would do), and
+//!   `client.overload(policy, key)?.rate_limit_fallbacks()` counts the slots granted locally.
+//!
+//! [`client.fleet()`](crate::Client::fleet) gives the connection: `is_up()` for health checks, `round_trips()`, and
+//! `sync().await` at shutdown so the last budget counts reach the others. A reload keeps the
+//! connection when `[redis]` is unchanged. Two [`probe`](super::probe) processes given one such file act as two
+//! replicas. Details and the bounds' proofs: [`fleet`](crate::fleet).
+
+// The page links to items of the `redis` feature: docs.rs builds every feature, and a build
+// without it would only find those links broken.
+#![cfg_attr(not(feature = "redis"), allow(rustdoc::broken_intra_doc_links))]

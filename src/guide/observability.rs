@@ -1,0 +1,107 @@
+//! What a call did, in `tracing` spans and events and in metrics; and what is never shown.
+//!
+//! # Logs and spans
+//!
+//! `RUST_LOG=resilient_http=debug` shows each request's attempts: every call is a
+//! `request` span (method, redacted URL, policy, and when it ends its status or `error.type`,
+//! attempts and `duration_ms`) with an `attempt` span per attempt carrying OpenTelemetry's
+//! `http.request.resend_count` (0 for the first), `http.request.method`, `server.address`,
+//! `server.port`, `http.response.status_code` and `error.type` (`"503"`, `"timeout"`, `"reset"`,
+//! ...).
+//!
+//! ```
+//! use resilient_http::Client;
+//! use resilient_http::testkit::{FaultServer, Reply};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // What `RUST_LOG=resilient_http=debug` shows, on stderr (tracing-subscriber with its
+//! // `env-filter` and `fmt` features).
+//! let _ = tracing_subscriber::fmt()
+//!     .with_env_filter(tracing_subscriber::EnvFilter::new("resilient_http=debug"))
+//!     .with_writer(std::io::stderr)
+//!     .try_init();
+//!
+//! let server = FaultServer::start().await?;
+//! server.script("/flaky", [Reply::status(503), Reply::ok("ok")]);
+//! // Logs a `request` span with two `attempt` spans, and `retry scheduled` at INFO.
+//! Client::new()?.get(server.url("/flaky")).send().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Events, at the levels an operator wants by default:
+//!
+//! | event | level | when |
+//! |---|---|---|
+//! | `retry scheduled` | INFO | a failed attempt will be retried: `reason`, `delay_ms`, `retry_after` (whether the server set the delay) |
+//! | `retry skipped` | WARN | a transient failure ends the call: `reason` is `attempts_exhausted`, `non_idempotent`, `body_not_replayable`, `retry_after_above_cap`, `deadline`, `schedule_ended` or `budget_exhausted` |
+//! | `circuit breaker opened` / `state changed` | WARN / INFO | every breaker state change, with its key |
+//! | `request rejected: circuit open` | DEBUG | per request turned away (the opening was the WARN) |
+//! | `request rejected by an outer layer` | DEBUG | a [layer](crate::ClientBuilder::layer) of yours (a load shed, a bulkhead) refused the call: `error.type`, `error`, redacted `url.full` |
+//! | `not retried` | DEBUG | a permanent failure, returned at once; an open circuit or a rate-limit refusal (already an event of its own) |
+//! | `endpoint held` | INFO | a 429/503 with `Retry-After` holds the endpoint: `endpoint`, `retry_after_ms`, `policy` (once when a hold begins) |
+//! | `request delayed` | DEBUG | a call waits for a hold or the rate limit: `endpoint`, `reason` (`retry_after`, `rate_limit`), `wait_ms` |
+//! | `request rejected: rate limited` | DEBUG | the wait would pass the deadline: `endpoint`, `reason`, `retry_after_ms` |
+//! | `request queued: bulkhead full` / `request rejected: bulkhead full` | DEBUG | a call queues for, or is refused, a place in the bulkhead: `endpoint`, `max_in_flight` |
+//!
+//! Capturing these events in your tests with a thread-scoped subscriber
+//! (`tracing::subscriber::with_default`, `set_default`)? tracing-core remembers per call site, for
+//! the whole process, whether anyone listens; while only thread-scoped subscribers exist, a call
+//! site first reached on a thread without one is remembered as unwanted and your subscriber
+//! misses it (tokio-rs/tracing#3611). Set a global default too, even `tracing_subscriber::registry()`
+//! that writes nothing (the example above sets its subscriber as the global default).
+//!
+//! Nothing is built when the level is off. The full list is in [`telemetry`](crate::telemetry).
+//!
+//! # Metrics
+//!
+//! Feature `metrics`, through the [`metrics`](https://docs.rs/metrics) facade, so
+//! any exporter works: install its recorder (for Prometheus, `metrics-exporter-prometheus`) as
+//! that crate says, and every client reports to it. Labels are bounded: policy name, method, status code or error type,
+//! reason; never a URL, and no host on request metrics (webhook senders would have unbounded
+//! hosts). Breaker metrics carry the breaker key (`scheme://host:port` by default). A recorder
+//! never forgets a series, so the keys are bounded themselves: each registry (one per policy)
+//! labels at most `max_breakers` keys over its life, the first it meets; breakers beyond count
+//! their rejections under `breaker="_OTHER"` and have no state gauge (one value cannot be many
+//! breakers' states). An evicted breaker's gauge goes to 0, closed, as the next call finds it.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `resilient_http.requests` | counter | `policy`, `http.request.method`, `outcome`, `error.type` |
+//! | `resilient_http.request.duration` | histogram, s | `policy`, `outcome` |
+//! | `resilient_http.request.attempts` | histogram | `policy` |
+//! | `resilient_http.attempts` | counter | `policy`, `http.request.method`, `http.response.status_code`, `error.type` |
+//! | `http.client.request.duration` | histogram, s (per attempt, as OpenTelemetry defines it) | as above |
+//! | `resilient_http.retries` | counter | `policy`, `reason` |
+//! | `resilient_http.give_ups` | counter | `policy`, `reason` |
+//! | `resilient_http.breaker.rejections` | counter | `breaker` (or `_OTHER` beyond `max_breakers`) |
+//! | `resilient_http.breaker.state` | gauge: 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed | `breaker` (labelled breakers only) |
+//! | `resilient_http.overload.waits` | counter | `policy`, `reason`: `retry_after`, `rate_limit`, `bulkhead` (queued) |
+//! | `resilient_http.overload.rejections` | counter | `policy`, `reason`: `retry_after`, `rate_limit`, `bulkhead`, `budget` |
+//! | `resilient_http.overload.holds` | counter | `policy` |
+//!
+//! # Secrets
+//!
+//! One module, [`redact`](crate::redact), decides what is shown, for errors (Display,
+//! Debug and their `source()` chains: reqwest's error holds the redacted URL, and the error of a
+//! layer of yours or of another middleware is kept as its redacted text), spans, events and the
+//! probe: URL user info goes; query values whose names contain
+//! `token`, `key`, `secret`, `password`, `signature`, `sig` (and a few more) become `REDACTED`, as
+//! do the values of `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie` and of headers
+//! whose names contain `api-key`, `token` or `secret`. Add your own names with
+//! [`redact::add_names(["x-tenant-pin"])`](crate::redact::add_names) (process-wide: errors outlive clients).
+//! Secrets in URL *paths* cannot be recognised and are not removed.
+//!
+//! # Redirects to a URL with user info are refused
+//!
+//! reqwest follows a redirect to its target as
+//! written, and puts the target's user info (`http://bob:pw@host/`) in the connection pool's key,
+//! which hyper-util logs at DEBUG; its redirect policy can follow, stop or fail a redirect, not
+//! rewrite the target, so the credentials cannot be dropped as curl drops them. A client from
+//! `Client::builder().build()` therefore fails such a redirect: `ErrorKind::Transport`, permanent
+//! (not retried; the breaker treats it as any permanent error), and the error names neither the
+//! target nor its credentials. Other redirects are followed as reqwest does, up to 10. A
+//! `reqwest::Client` of your own (`ClientBuilder::reqwest_client`, or the one under
+//! `ResilientMiddleware`) keeps its own redirect policy, and with it this leak; give it ours:
+//! `reqwest::Client::builder().redirect(resilient_http::redirect::policy())` ([`redirect::policy`](crate::redirect::policy)).

@@ -1,0 +1,123 @@
+//! Overload protection: retry budget, `Retry-After` holds, rate limit, bulkhead, and hedged
+//! requests.
+//!
+//! Retries multiply load at the worst moment: with 3 attempts, an outage turns 1,000 requests into
+//! 3,000. Each guard below is kept per [endpoint](super::policies) key (the breaker's: scheme,
+//! host and port, or a policy's [`breaker_key`](crate::policy::EndpointPolicy::breaker_key)), set
+//! per policy, lock-free when a call goes straight through, and cancellation-safe: a dropped call
+//! gives back every place and token. A policy keeps the guards of `max_breakers` endpoints
+//! (1,024), dropping idle ones first; guards that still limit a call (a spent or partly spent rate
+//! limit, a drawn-down budget, a hold, calls in flight or queued) are never dropped: the map grows
+//! past its bound instead, with a WARN once and the `resilient_http.endpoints.over_bound` counter.
+//! [`Client::overload(policy, key)`](crate::Client::overload) reads an endpoint's guards.
+//!
+//! - **Retry budget** (on by default, the Finagle/Envoy model): retries may add at most `ratio`
+//!   (0.2) of the first attempts plus `min_per_second` (10), over a sliding `window` (10 s). When
+//!   it is spent, a transient failure comes back at once as
+//!   [`ErrorKind::BudgetExhausted`](crate::ErrorKind::BudgetExhausted), keeping the last attempt's
+//!   status, headers and cause. [`retry_budget_enabled(false)`](crate::policy::EndpointPolicy::retry_budget_enabled)
+//!   or `[x.retry_budget] enabled = false` turns it off; [`BudgetConfig`](crate::retry::BudgetConfig)
+//!   sets it.
+//! - **`Retry-After` holds** (on by default): a 429 or 503 with a `Retry-After` within the cap
+//!   holds its endpoint until then. Later calls do not go out blindly: they wait if the hold ends
+//!   before their deadline, else fail at once with
+//!   [`ErrorKind::RateLimited`](crate::ErrorKind::RateLimited), `retry_after()` = what is left of
+//!   the hold. When it ends, the waiting calls (and the retries of calls answered with it) do not
+//!   all go at once: the first goes at the end, the others at random within a quarter of the hold
+//!   after it (at most 1 s; within half of what their deadline leaves after the end).
+//!   [`hold_on_retry_after(false)`](crate::policy::EndpointPolicy::hold_on_retry_after) turns it
+//!   off.
+//! - **Rate limit** (off unless set; GCRA): `rate` requests per `per`, bursts of `burst`. A
+//!   request over it waits for its slot if that fits its deadline, else fails at once with
+//!   `RateLimited` and `retry_after()` = the time to the next free slot. A request told to wait
+//!   reserves its slot: it goes at that instant without asking again (first come, first served),
+//!   and a call dropped before then gives the slot back (if no later slot was handed out; else the
+//!   slot goes unused). A limit shared through Redis does not reserve: its waiters ask again.
+//!   Retries take slots too.
+//! - **Bulkhead** (off unless set): at most `max_in_flight` calls at once; a call over it queues up
+//!   to `queue_timeout` (bounded by its deadline), then fails with
+//!   [`ErrorKind::BulkheadFull`](crate::ErrorKind::BulkheadFull). The queue is first come, first
+//!   served: a freed place goes to the longest waiter, never to a new call while anyone waits.
+//!
+//! ```
+//! use std::time::Duration;
+//! use resilient_http::Client;
+//! use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
+//! use resilient_http::policy::{EndpointPolicy, Matcher};
+//!
+//! # fn main() -> Result<(), resilient_http::Error> {
+//! let client = Client::builder()
+//!     .endpoint(
+//!         "search",
+//!         Matcher::new().host("search.internal")?,
+//!         EndpointPolicy::new()
+//!             .rate_limit(RateLimitConfig::new(100, Duration::from_secs(1)).burst(20))
+//!             .bulkhead(BulkheadConfig::new(50, Duration::from_millis(100))),
+//!     )
+//!     .build()?;
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The same in a policy file:
+//!
+//! ```
+//! # fn main() -> Result<(), resilient_http::Error> {
+//! # let client = resilient_http::Client::builder().config_toml(r#"
+//! [[endpoint]]
+//! name = "search"
+//! match = { host = "search.internal" }
+//! [endpoint.rate_limit]
+//! rate = 100
+//! per = "1s"
+//! burst = 20
+//! [endpoint.bulkhead]
+//! max_in_flight = 50
+//! queue_timeout = "100ms"
+//! # "#).build()?;
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Hedged requests
+//!
+//! Off unless set: when an attempt has not answered after `after`, send another, up to `max` (at
+//! most 3) per call; the first answer that is not a transient failure wins and the others are
+//! cancelled (their connections dropped). Only requests that may be sent twice are hedged:
+//! idempotent methods, or a request with an `Idempotency-Key` (never a bare POST, whatever
+//! `retry_non_idempotent` says). A hedge spends the retry budget and takes a rate-limit slot, and
+//! is not sent (it never waits) while the endpoint is held, the budget is spent, the rate limit
+//! has no slot or the breaker would refuse it; the breaker admits and counts each one that ends (a
+//! cancelled loser is neither success nor failure). Hedges are in the history
+//! ([`Attempt::hedge`](crate::Attempt::hedge); a loser's outcome is
+//! [`AttemptOutcome::Cancelled`](crate::AttemptOutcome::Cancelled)), in spans (`hedge`) and in the
+//! `resilient_http.hedges` counter, and use none of the policy's attempts. Every path hedges, with
+//! the same rules: the client, `ResilientMiddleware`, `ResilientLayer`, and a
+//! [`RetryLayer`](crate::retry::RetryLayer) of your own
+//! ([`RetryPolicyBuilder::hedge`](crate::retry::RetryPolicyBuilder::hedge)). Details: [`hedge`](crate::hedge).
+//!
+//! ```
+//! use std::time::Duration;
+//! use resilient_http::Client;
+//! use resilient_http::hedge::HedgeConfig;
+//! use resilient_http::testkit::{FaultServer, Reply};
+//! use resilient_http::policy::EndpointPolicy;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = FaultServer::start().await?;
+//! // The first answer is slow; the hedge sent after 50 ms answers at once.
+//! server.script("/search", [Reply::ok("slow").delay(Duration::from_secs(2)), Reply::ok("fast")]);
+//!
+//! let client = Client::builder()
+//!     .default_policy(EndpointPolicy::new().hedge(HedgeConfig::new(Duration::from_millis(50), 1)))
+//!     .build()?;
+//! assert_eq!(client.get(server.url("/search")).text().await?, "fast");
+//! assert_eq!(server.hits("/search"), 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Limits shared by many replicas of a service: [`fleet`](super::fleet).
