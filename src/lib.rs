@@ -110,8 +110,12 @@
 //!   unmaintained).
 //! - `testkit`: `testkit::FaultServer`, a loopback HTTP server that fails on demand, to test
 //!   your own policies against real failures.
-//! - `json`, `query`, `form`: the matching `reqwest` features, reachable through
-//!   [`RequestBuilder::map`].
+//! - `json`, `query`, `form`, `multipart`: the matching `reqwest` features and
+//!   [`RequestBuilder`]'s setters of the same names (`json` also brings
+//!   [`RequestBuilder::recv_json`]).
+//! - `gzip`, `brotli`, `zstd`, `deflate` (off by default, as in reqwest): compressed answers,
+//!   decoded as they are read; the policy's
+//!   [`body_limit`](policy::EndpointPolicy::body_limit) bounds the decoded body.
 //! - `default-tls` (default), `rustls`, `native-tls`, `http2` (default), `charset` (default),
 //!   `system-proxy` (default): the matching `reqwest` features. reqwest comes without its own
 //!   defaults, so that these choose: `default-features = false, features = ["rustls"]` drops

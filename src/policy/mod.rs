@@ -118,7 +118,7 @@ settings! {
     /// The longest `Retry-After` obeyed (at most 1 day).
     retry_after_cap: Duration, within bounds::RETRY_AFTER_CAP;
     /// The most bytes of a response body read inside an attempt (`send_buffered`,
-    /// `bytes`, `text`, `json`, `send_with`, a body classifier); a longer body fails with
+    /// `bytes`, `text`, `recv_json`, `send_with`, a body classifier); a longer body fails with
     /// [`ErrorKind::BodyTooLarge`](crate::ErrorKind::BodyTooLarge). Default 16 MiB; 1 byte
     /// to 1 GiB, since it is held in memory (read a larger body after `send()`).
     body_limit: u64, within bounds::BODY_LIMIT;
