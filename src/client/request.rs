@@ -65,7 +65,8 @@ use super::new_call;
 /// [`bytes`](Self::bytes) send the request **and** read the answer inside each attempt (a
 /// body that breaks halfway is retried), as do [`send_buffered`](Self::send_buffered) and
 /// [`send_with`](Self::send_with); [`policy`](Self::policy), [`attempts`](Self::attempts),
-/// [`no_retry`](Self::no_retry) and [`deadline`](Self::deadline) change this call's policy;
+/// [`no_retry`](Self::no_retry), [`deadline`](Self::deadline) and
+/// [`attempt_timeout`](Self::attempt_timeout) change this call's policy;
 /// [`body_with`](Self::body_with) makes the body afresh for each attempt; [`map`](Self::map)
 /// reaches anything else on the `reqwest::RequestBuilder` underneath.
 #[must_use = "a request does nothing until it is sent"]
@@ -220,10 +221,8 @@ impl RequestBuilder {
     /// been read, as reqwest's `RequestBuilder::timeout`. With retries, that is the whole
     /// call, all attempts, backoff and body included: it can only shorten the policy's total
     /// deadline, as [`deadline`](Self::deadline) would. Each attempt still ends at the
-    /// policy's attempt timeout if that comes first; a download that needs longer than that
-    /// needs a policy with a longer
-    /// [`attempt_timeout`](crate::policy::EndpointPolicy::attempt_timeout) (an endpoint rule
-    /// for its URL, or [`policy`](Self::policy)).
+    /// policy's attempt timeout if that comes first: to give one download longer than that,
+    /// use [`attempt_timeout`](Self::attempt_timeout).
     pub fn timeout(self, timeout: Duration) -> Self {
         self.map(|b| b.timeout(timeout))
     }
@@ -287,7 +286,8 @@ impl RequestBuilder {
     /// `timeout`); `execute` then selects its policy by its method and URL, as `send` does.
     /// This call's own overrides cannot travel in a `reqwest::Request`, so a builder with any
     /// ([`policy`](Self::policy), [`attempts`](Self::attempts), [`no_retry`](Self::no_retry),
-    /// [`deadline`](Self::deadline), [`body_with`](Self::body_with)) is refused with
+    /// [`deadline`](Self::deadline), [`attempt_timeout`](Self::attempt_timeout),
+    /// [`body_with`](Self::body_with)) is refused with
     /// [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest) rather than losing them:
     /// send it with [`send`](Self::send) instead. An invalid URL or header, or a body that
     /// does not serialize, is also `InvalidRequest`.
@@ -309,8 +309,9 @@ impl RequestBuilder {
         if self.overrides.is_some() {
             return Err(Error::invalid_request(
                 "`build()` makes a plain reqwest::Request, which cannot carry this call's \
-                 `.policy(..)`, `.attempts(..)`, `.no_retry()`, `.deadline(..)` or \
-                 `.body_with(..)`: send it with `.send()` instead, or build it without them",
+                 `.policy(..)`, `.attempts(..)`, `.no_retry()`, `.deadline(..)`, \
+                 `.attempt_timeout(..)` or `.body_with(..)`: send it with `.send()` \
+                 instead, or build it without them",
                 &request,
             ));
         }
@@ -325,6 +326,34 @@ impl RequestBuilder {
             outer: client.outer.clone(),
             overrides: None,
         }
+    }
+
+    /// Gives each attempt of this request `timeout`, replacing the policy's
+    /// [`attempt_timeout`](crate::policy::EndpointPolicy::attempt_timeout), longer or
+    /// shorter: the time from connecting until the body has been read (after
+    /// [`send`](Self::send) too), so this is how one download gets more time than the
+    /// policy's other calls. The call's deadline still bounds it: raise
+    /// [`deadline`](Self::deadline) too if `timeout` is longer. Zero fails
+    /// [`send`](Self::send) with [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest).
+    ///
+    /// ```no_run
+    /// # async fn run(client: resilient_http::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    ///
+    /// let response = client
+    ///     .get("http://127.0.0.1:8080/exports/2026.csv")
+    ///     .attempt_timeout(Duration::from_secs(300))
+    ///     .deadline(Duration::from_secs(600))
+    ///     .send()
+    ///     .await?;
+    /// let export = response.bytes().await?; // read within the 300 s
+    /// # let _ = export;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.overrides().attempt_timeout = Some(timeout);
+        self
     }
 
     fn overrides(&mut self) -> &mut Overrides {
