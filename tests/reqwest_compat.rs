@@ -439,3 +439,27 @@ async fn build_refuses_the_overrides_a_request_cannot_carry() -> Result<(), BoxE
     assert_eq!(bad.kind(), resilient_http::ErrorKind::InvalidRequest);
     Ok(())
 }
+
+/// A body that does not serialize fails the call before anything is sent, as in reqwest
+/// (where `send` fails with a builder error).
+#[tokio::test]
+async fn a_body_that_does_not_serialize_is_an_invalid_request() -> Result<(), BoxError> {
+    let server = FaultServer::start().await?;
+    let client = resilient_http::Client::new()?;
+    // JSON object keys must be strings.
+    let body = HashMap::from([((1, 2), "pair")]);
+    let error = client
+        .post(server.url("/items"))
+        .json(&body)
+        .send()
+        .await
+        .err()
+        .ok_or("a map with tuple keys is not JSON")?;
+    assert_eq!(
+        error.kind(),
+        resilient_http::ErrorKind::InvalidRequest,
+        "{error}"
+    );
+    assert_eq!(server.hits("/items"), 0);
+    Ok(())
+}

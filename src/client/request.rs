@@ -33,9 +33,13 @@ use super::new_call;
 /// [`try_clone`](Self::try_clone), [`build`](Self::build), [`from_parts`](Self::from_parts).
 /// So a reqwest call chain compiles and behaves unchanged:
 ///
-/// ```no_run
+/// ```
 /// # #[cfg(feature = "json")]
-/// # async fn run(client: resilient_http::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use resilient_http::Client;
+/// # use resilient_http::testkit::{FaultServer, Reply};
+///
 /// #[derive(serde::Serialize)]
 /// struct NewOrder<'a> {
 ///     sku: &'a str,
@@ -46,8 +50,12 @@ use super::new_call;
 ///     id: u64,
 /// }
 ///
+/// # let server = FaultServer::start().await?;
+/// # server.script("/orders", [Reply::ok(r#"{"id": 7}"#)]);
+/// # let url = server.url("/orders");
+/// let client = Client::new()?;
 /// let order: Order = client
-///     .post("http://127.0.0.1:8080/orders")
+///     .post(url)
 ///     .bearer_auth("s3cr3t")
 ///     .header("x-request-source", "checkout")
 ///     .json(&NewOrder { sku: "A-1", quantity: 2 }) // sets the request's body, as in reqwest
@@ -56,9 +64,12 @@ use super::new_call;
 ///     .error_for_status()?
 ///     .json::<Order>() // reqwest's `Response::json`
 ///     .await?;
-/// # let _ = order.id;
+/// assert_eq!(order.id, 7);
+/// # assert_eq!(&server.requests("/orders")[0].body[..], br#"{"sku":"A-1","quantity":2}"#);
 /// # Ok(())
 /// # }
+/// # #[cfg(not(feature = "json"))]
+/// # fn main() {}
 /// ```
 ///
 /// Beyond reqwest's: [`recv_json`](Self::recv_json), [`text`](Self::text) and
