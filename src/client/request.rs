@@ -243,8 +243,8 @@ impl RequestBuilder {
         self.map(|b| b.version(version))
     }
 
-    /// Applies any `reqwest::RequestBuilder` method (`json`, `query`, `form`, `multipart`, ...
-    /// where the matching reqwest feature is on).
+    /// Applies any `reqwest::RequestBuilder` method to the request underneath: the escape
+    /// hatch for what this builder does not mirror (a method a later reqwest adds, say).
     pub fn map(
         mut self,
         f: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
