@@ -463,3 +463,36 @@ async fn a_body_that_does_not_serialize_is_an_invalid_request() -> Result<(), Bo
     assert_eq!(server.hits("/items"), 0);
     Ok(())
 }
+
+/// A multipart form (feature `multipart`), sent as reqwest sends it (its boundary is random,
+/// so the two clients' bodies are compared by their parts).
+#[cfg(feature = "multipart")]
+#[tokio::test]
+async fn multipart() -> Result<(), BoxError> {
+    let server = FaultServer::start().await?;
+    let client = resilient_http::Client::new()?;
+    let form = reqwest::multipart::Form::new().text("name", "lamp").part(
+        "photo",
+        reqwest::multipart::Part::bytes(vec![1, 2, 3]).file_name("a.png"),
+    );
+    let response = client
+        .post(server.url("/items"))
+        .multipart(form)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let sent = &server.requests("/items")[0];
+    let content_type = sent
+        .headers
+        .get("content-type")
+        .ok_or("no content type")?
+        .to_str()?;
+    assert!(
+        content_type.starts_with("multipart/form-data; boundary="),
+        "{content_type}"
+    );
+    let body = String::from_utf8_lossy(&sent.body);
+    assert!(body.contains("name=\"name\"\r\n\r\nlamp\r\n"), "{body}");
+    assert!(body.contains("filename=\"a.png\""), "{body}");
+    Ok(())
+}
