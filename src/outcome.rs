@@ -113,7 +113,7 @@ pub enum ErrorKind {
     /// shrink by asking again).
     BodyTooLarge,
     /// The response body could not be decoded (invalid JSON for
-    /// [`json`](crate::RequestBuilder::json)); permanent, and the error keeps the status.
+    /// [`recv_json`](crate::RequestBuilder::recv_json)); permanent, and the error keeps the status.
     Decode,
     /// A hook run before an attempt failed or panicked; the message names the hook (or the
     /// request's [body factory](crate::RequestBuilder::body_with)).

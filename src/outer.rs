@@ -8,7 +8,7 @@
 //! generic tower layers whose services can be cloned (`ConcurrencyLimitLayer`,
 //! `TimeoutLayer`, `LoadShedLayer`, `BufferLayer`, which also makes `RateLimitLayer` usable,
 //! ...) work unchanged, and apply to every way of sending:
-//! `send`, `send_buffered`, `bytes`, `text`, `json`, `send_with` and `Client::execute`.
+//! `send`, `send_buffered`, `bytes`, `text`, `recv_json`, `send_with` and `Client::execute`.
 //!
 //! ```
 //! use tower::limit::ConcurrencyLimitLayer;
@@ -84,7 +84,7 @@ impl Exchanged {
     }
 
     /// The response, when the call was sent with `send`, `send_buffered`, `bytes`, `text`,
-    /// `json` or `Client::execute` (`None` for readers that return something else).
+    /// `recv_json` or `Client::execute` (`None` for readers that return something else).
     pub fn response(&self) -> Option<&reqwest::Response> {
         (self.response_of)(&*self.output)
     }

@@ -446,3 +446,106 @@ async fn the_file_key_sets_the_replay_buffer_and_is_range_checked() {
         assert!(err.to_string().contains(expected), "{err}");
     }
 }
+
+/// Issue 24, item 10: a body read after `send()` is bounded by the attempt's time, which
+/// surprises users of tower's timeouts (they stop at the head); the error says so, and how to
+/// give a download more time.
+#[tokio::test(start_paused = true)]
+async fn a_body_read_after_send_that_runs_out_of_time_says_how_to_give_it_more() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/export", [Reply::stall_body(200, "id,name\n1,lamp\n")]);
+    let client = Client::builder()
+        .attempt_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let response = client.get(server.url("/export")).send().await.unwrap();
+    let error = Error::from(response.bytes().await.unwrap_err());
+    assert_eq!(error.kind(), ErrorKind::AttemptTimeout, "{error}");
+    let message = error.to_string();
+    for said in [
+        "body",
+        "attempt timeout",
+        ".attempt_timeout(..)",
+        "send_with",
+    ] {
+        assert!(message.contains(said), "{said:?} not in {message}");
+    }
+    // The same from a chunk at a time.
+    let mut response = client.get(server.url("/export")).send().await.unwrap();
+    let mut failed = None;
+    while failed.is_none() {
+        match response.chunk().await {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(error) => failed = Some(Error::from(error)),
+        }
+    }
+    let error = failed.unwrap();
+    assert!(
+        error.to_string().contains(".attempt_timeout(..)"),
+        "{error}"
+    );
+}
+
+/// Issue 24, item 10: a reader's body is read inside the attempt, so its timeout is retried
+/// and its error does not send the caller to read it inside the attempt.
+#[tokio::test(start_paused = true)]
+async fn a_readers_body_that_runs_out_of_time_is_not_told_to_read_inside_the_attempt() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/export", [Reply::stall_body(200, "id,name\n")]);
+    let client = builder(2)
+        .attempt_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let error = client
+        .get(server.url("/export"))
+        .send_with(|response| async move { Ok(response.bytes().await?) })
+        .await
+        .unwrap_err();
+    assert!(error.is_timeout(), "{error}");
+    assert_eq!(server.hits("/export"), 2, "retried");
+    assert!(!error.to_string().contains("send_with"), "{error}");
+}
+
+/// A request's own attempt timeout replaces the policy's, longer too: one slow download gets
+/// the time the policy's other calls do not.
+#[tokio::test(start_paused = true)]
+async fn a_requests_attempt_timeout_gives_it_longer_than_the_policys() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/slow",
+        [Reply::ok("done").delay(Duration::from_millis(500))],
+    );
+    let client = builder(1)
+        .attempt_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let error = client.get(server.url("/slow")).send().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::AttemptTimeout, "{error}");
+    assert_eq!(error.timeout(), Some(Duration::from_millis(200)));
+    let body = client
+        .get(server.url("/slow"))
+        .attempt_timeout(Duration::from_secs(1))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "done");
+    // Shorter too; zero is refused.
+    let error = client
+        .get(server.url("/slow"))
+        .attempt_timeout(Duration::from_millis(50))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error.timeout(), Some(Duration::from_millis(50)), "{error}");
+    let error = client
+        .get(server.url("/slow"))
+        .attempt_timeout(Duration::ZERO)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidRequest, "{error}");
+}

@@ -707,7 +707,7 @@ async fn a_body_that_does_not_decode_names_the_method_the_policy_and_the_attempt
     let url = server.url("/items/4");
     let err = client
         .get(&url)
-        .json::<serde_json::Value>()
+        .recv_json::<serde_json::Value>()
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Decode);

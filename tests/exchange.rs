@@ -261,7 +261,7 @@ async fn json_that_does_not_decode_is_a_permanent_typed_error() {
         .build()
         .unwrap()
         .get(server.url("/o"))
-        .json::<Order>()
+        .recv_json::<Order>()
         .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Decode, "{error}");
@@ -868,7 +868,7 @@ async fn the_breaker_counts_a_failure_status_over_the_body_limit() {
 
 /// A body that comes in many chunks reaches every way of reading it whole and in order, and a
 /// failure's page over the limit keeps exactly the bytes up to it; an outer layer sees the
-/// response of `bytes`, `text` and `json` as it sees `send_buffered`'s.
+/// response of `bytes`, `text` and `recv_json` as it sees `send_buffered`'s.
 #[tokio::test(start_paused = true)]
 async fn a_body_in_many_chunks_is_read_whole_and_in_order() {
     use resilient_http::outer::Exchanged;
@@ -902,7 +902,7 @@ async fn a_body_in_many_chunks_is_read_whole_and_in_order() {
     server.script("/j", [chunked(200, &json)]);
     let request = client.get(url("/j"));
     #[cfg(feature = "json")]
-    assert_eq!(request.json::<String>().await.unwrap(), body);
+    assert_eq!(request.recv_json::<String>().await.unwrap(), body);
     #[cfg(not(feature = "json"))]
     drop(request.bytes().await.unwrap());
     assert_eq!(seen.load(Ordering::SeqCst), 4);

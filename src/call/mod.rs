@@ -731,7 +731,7 @@ impl<O: Success, S: Sender> Call<O, S> {
         }
     }
 
-    /// `body`, in memory, decoded as the caller asked (`json`): a body that does not decode
+    /// `body`, in memory, decoded as the caller asked (`recv_json`): a body that does not decode
     /// fails the attempt (permanently: the same bytes would come again), and the call's error
     /// names the request, its policy and its attempts, as any other.
     fn decoded(

@@ -488,6 +488,16 @@ impl ClientBuilder {
     }
 
     /// Classifies responses by their body too; see [`BodyClassifier`].
+    ///
+    /// This changes what [`send`](crate::RequestBuilder::send) does: every response the
+    /// classifier [`wants`](BodyClassifier::wants) (all of them unless it says otherwise) has
+    /// its whole body read into memory inside the attempt, before `send` resolves, as
+    /// [`send_buffered`](crate::RequestBuilder::send_buffered) would. So the policy's
+    /// [`body_limit`](crate::policy::EndpointPolicy::body_limit) (16 MiB by default) applies
+    /// to every such call, and a longer body fails it with
+    /// [`ErrorKind::BodyTooLarge`](crate::ErrorKind::BodyTooLarge); a streamed download is
+    /// held in memory whole. Narrow it with `wants` (by status, say, or `Content-Type`), so
+    /// that the other responses stream as before.
     pub fn body_classifier(mut self, classifier: impl BodyClassifier) -> Self {
         self.extras.body_classifier = Some(Arc::new(classifier));
         self

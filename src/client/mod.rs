@@ -281,6 +281,12 @@ fn which_overridden(
             request,
         ));
     }
+    if overrides.attempt_timeout.is_some_and(|d| d.is_zero()) {
+        return Err(Error::invalid_request(
+            "the attempt timeout must be above zero",
+            request,
+        ));
+    }
     let index = match &overrides.policy {
         Some(name) => policies
             .index_of(name)
@@ -288,7 +294,10 @@ fn which_overridden(
         None => policies.select_index(request.method(), request.url()),
     };
     Ok(
-        if overrides.attempts.is_none() && overrides.deadline.is_none() {
+        if overrides.attempts.is_none()
+            && overrides.deadline.is_none()
+            && overrides.attempt_timeout.is_none()
+        {
             Which::Shared(index)
         } else {
             Which::Custom(Box::new(policies.get(index).with_overrides(overrides)))

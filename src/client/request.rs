@@ -1,4 +1,5 @@
-//! A request being built, as reqwest's, plus this call's own policy overrides.
+//! A request being built, as reqwest's (the same setters, names and features), plus this
+//! call's own policy overrides.
 
 use std::fmt;
 use std::future::Future;
@@ -24,38 +25,61 @@ use super::new_call;
 
 /// A request being built; [`send`](Self::send) runs it through the stack.
 ///
-/// The methods mirror `reqwest::RequestBuilder`; [`map`](Self::map) reaches any other.
-/// Per-request settings ([`policy`](Self::policy), [`attempts`](Self::attempts),
-/// [`no_retry`](Self::no_retry), [`deadline`](Self::deadline)) override the policy's.
+/// Every setter of `reqwest::RequestBuilder` is here, with its name, signature and meaning,
+/// behind the same cargo features: [`header`](Self::header), [`headers`](Self::headers),
+/// [`basic_auth`](Self::basic_auth), [`bearer_auth`](Self::bearer_auth), [`body`](Self::body),
+/// [`timeout`](Self::timeout), [`version`](Self::version), `json(&body)` (feature `json`),
+/// `query(&pairs)` (`query`), `form(&pairs)` (`form`), `multipart(form)` (`multipart`), and
+/// [`try_clone`](Self::try_clone), [`build`](Self::build), [`from_parts`](Self::from_parts).
+/// So a reqwest call chain compiles and behaves unchanged:
 ///
 /// ```
-/// use std::time::Duration;
-/// use resilient_http::Client;
-/// use resilient_http::testkit::{FaultServer, Reply};
-///
+/// # #[cfg(feature = "json")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let server = FaultServer::start().await?;
-/// server.script("/orders", [Reply::status(201)]);
+/// use resilient_http::Client;
+/// # use resilient_http::testkit::{FaultServer, Reply};
 ///
+/// #[derive(serde::Serialize)]
+/// struct NewOrder<'a> {
+///     sku: &'a str,
+///     quantity: u32,
+/// }
+/// #[derive(serde::Deserialize)]
+/// struct Order {
+///     id: u64,
+/// }
+///
+/// # let server = FaultServer::start().await?;
+/// # server.script("/orders", [Reply::ok(r#"{"id": 7}"#)]);
+/// # let url = server.url("/orders");
 /// let client = Client::new()?;
-/// let response = client
-///     .post(server.url("/orders"))
-///     .bearer_auth("secret-token")
-///     .header("idempotency-key", "order-7") // makes the POST safe to retry
-///     .header("content-type", "application/json")
-///     .body(r#"{"item":7}"#)
-///     .timeout(Duration::from_secs(5))
+/// let order: Order = client
+///     .post(url)
+///     .bearer_auth("s3cr3t")
+///     .header("x-request-source", "checkout")
+///     .json(&NewOrder { sku: "A-1", quantity: 2 }) // sets the request's body, as in reqwest
 ///     .send()
+///     .await?
+///     .error_for_status()?
+///     .json::<Order>() // reqwest's `Response::json`
 ///     .await?;
-/// assert_eq!(response.status(), 201);
-///
-/// let received = &server.requests("/orders")[0];
-/// assert_eq!(received.body, r#"{"item":7}"#);
-/// assert_eq!(received.headers["authorization"], "Bearer secret-token");
+/// assert_eq!(order.id, 7);
+/// # assert_eq!(&server.requests("/orders")[0].body[..], br#"{"sku":"A-1","quantity":2}"#);
 /// # Ok(())
 /// # }
+/// # #[cfg(not(feature = "json"))]
+/// # fn main() {}
 /// ```
+///
+/// Beyond reqwest's: [`recv_json`](Self::recv_json), [`text`](Self::text) and
+/// [`bytes`](Self::bytes) send the request **and** read the answer inside each attempt (a
+/// body that breaks halfway is retried), as do [`send_buffered`](Self::send_buffered) and
+/// [`send_with`](Self::send_with); [`policy`](Self::policy), [`max_attempts`](Self::max_attempts),
+/// [`no_retry`](Self::no_retry), [`deadline`](Self::deadline) and
+/// [`attempt_timeout`](Self::attempt_timeout) change this call's policy;
+/// [`body_with`](Self::body_with) makes the body afresh for each attempt; [`map`](Self::map)
+/// reaches anything else on the `reqwest::RequestBuilder` underneath.
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder {
     pub(super) inner: reqwest::RequestBuilder,
@@ -113,6 +137,53 @@ impl RequestBuilder {
         self.map(|b| b.body(body))
     }
 
+    /// Sets the body to `json` serialized as JSON, and `Content-Type: application/json` unless
+    /// a content type is already set, as reqwest's `RequestBuilder::json` does: a failure to
+    /// serialize fails [`send`](Self::send) with
+    /// [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest), before anything is sent.
+    ///
+    /// It **sets** the request's body. To read the answer as JSON, call `.json::<T>()` on the
+    /// response (reqwest's), or [`recv_json::<T>()`](Self::recv_json) here, which reads and
+    /// decodes it inside each attempt.
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    pub fn json<T: serde::Serialize + ?Sized>(self, json: &T) -> Self {
+        self.map(|b| b.json(json))
+    }
+
+    /// Appends `query`, serialized as `application/x-www-form-urlencoded` pairs (a slice of
+    /// pairs, a map, a struct), to the URL's query string, as reqwest's
+    /// `RequestBuilder::query` does. A value that does not serialize fails
+    /// [`send`](Self::send) with [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest).
+    ///
+    /// The policy is selected by the URL with this query (an endpoint rule matches the path).
+    #[cfg(feature = "query")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "query")))]
+    pub fn query<T: serde::Serialize + ?Sized>(self, query: &T) -> Self {
+        self.map(|b| b.query(query))
+    }
+
+    /// Sets the body to `form`, URL-encoded, and `Content-Type:
+    /// application/x-www-form-urlencoded`, as reqwest's `RequestBuilder::form` does. A value
+    /// that does not serialize fails [`send`](Self::send) with
+    /// [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest).
+    #[cfg(feature = "form")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "form")))]
+    pub fn form<T: serde::Serialize + ?Sized>(self, form: &T) -> Self {
+        self.map(|b| b.form(form))
+    }
+
+    /// Sets a `multipart/form-data` body, as reqwest's `RequestBuilder::multipart` does.
+    ///
+    /// A form with a streamed part can be sent once: it gets one attempt unless it fits the
+    /// policy's [`replay_buffer`](crate::policy::EndpointPolicy::replay_buffer) (see
+    /// [`body`](Self::body)).
+    #[cfg(feature = "multipart")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "multipart")))]
+    pub fn multipart(self, multipart: reqwest::multipart::Form) -> Self {
+        self.map(|b| b.multipart(multipart))
+    }
+
     /// Makes the body afresh for each attempt with `factory`, so that a stream of any
     /// length (a file, say) is retried like any other request. It replaces any body set
     /// otherwise, and runs before the attempt, after the endpoint's guards let it out and
@@ -157,8 +228,12 @@ impl RequestBuilder {
         self
     }
 
-    /// Limits this call, all attempts included, to `timeout`. It can only shorten the client's
-    /// total deadline.
+    /// Limits this request to `timeout`, from when it starts connecting until its body has
+    /// been read, as reqwest's `RequestBuilder::timeout`. With retries, that is the whole
+    /// call, all attempts, backoff and body included: it can only shorten the policy's total
+    /// deadline, as [`deadline`](Self::deadline) would. Each attempt still ends at the
+    /// policy's attempt timeout if that comes first: to give one download longer than that,
+    /// use [`attempt_timeout`](Self::attempt_timeout).
     pub fn timeout(self, timeout: Duration) -> Self {
         self.map(|b| b.timeout(timeout))
     }
@@ -168,8 +243,8 @@ impl RequestBuilder {
         self.map(|b| b.version(version))
     }
 
-    /// Applies any `reqwest::RequestBuilder` method (`json`, `query`, `form`, `multipart`, ...
-    /// where the matching reqwest feature is on).
+    /// Applies any `reqwest::RequestBuilder` method to the request underneath: the escape
+    /// hatch for what this builder does not mirror (a method a later reqwest adds, say).
     pub fn map(
         mut self,
         f: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
@@ -188,7 +263,7 @@ impl RequestBuilder {
 
     /// Sends this request once, whatever the policy says about retries.
     pub fn no_retry(self) -> Self {
-        self.max_attempts(1)
+        self.attempts(1)
     }
 
     /// Makes at most `attempts` attempts in all for this request (at least 1).
@@ -203,6 +278,95 @@ impl RequestBuilder {
         self
     }
 
+    /// A copy of this builder, overrides included; `None` if its body is a stream (which can
+    /// be read once), as reqwest's `RequestBuilder::try_clone`. A body factory
+    /// ([`body_with`](Self::body_with)) is shared by the copies.
+    pub fn try_clone(&self) -> Option<Self> {
+        Some(RequestBuilder {
+            inner: self.inner.try_clone()?,
+            policies: self.policies.clone(),
+            outer: self.outer.clone(),
+            overrides: self.overrides.clone(),
+        })
+    }
+
+    /// Builds the `reqwest::Request`, to inspect or change it and send it with
+    /// [`Client::execute`](crate::Client::execute), as reqwest's `RequestBuilder::build`.
+    ///
+    /// The request keeps everything reqwest's would (method, URL, headers, body, version,
+    /// `timeout`); `execute` then selects its policy by its method and URL, as `send` does.
+    /// This call's own overrides cannot travel in a `reqwest::Request`, so a builder with any
+    /// ([`policy`](Self::policy), [`max_attempts`](Self::max_attempts), [`no_retry`](Self::no_retry),
+    /// [`deadline`](Self::deadline), [`attempt_timeout`](Self::attempt_timeout),
+    /// [`body_with`](Self::body_with)) is refused with
+    /// [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest) rather than losing them:
+    /// send it with [`send`](Self::send) instead. An invalid URL or header, or a body that
+    /// does not serialize, is also `InvalidRequest`.
+    ///
+    /// ```
+    /// # fn run() -> Result<(), resilient_http::Error> {
+    /// let client = resilient_http::Client::new()?;
+    /// let mut request = client.get("http://127.0.0.1:8080/items").build()?;
+    /// request
+    ///     .headers_mut()
+    ///     .insert("x-trace", http::HeaderValue::from_static("on"));
+    /// let pending = client.execute(request); // sent when awaited
+    /// # drop(pending);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn build(self) -> Result<reqwest::Request, Error> {
+        let request = self.inner.build().map_err(Error::from)?;
+        if self.overrides.is_some() {
+            return Err(Error::invalid_request(
+                "`build()` makes a plain reqwest::Request, which cannot carry this call's \
+                 `.policy(..)`, `.attempts(..)`, `.no_retry()`, `.deadline(..)`, \
+                 `.attempt_timeout(..)` or `.body_with(..)`: send it with `.send()` \
+                 instead, or build it without them",
+                &request,
+            ));
+        }
+        Ok(request)
+    }
+
+    /// A builder for `request`, sent by `client`, as reqwest's `RequestBuilder::from_parts`.
+    pub fn from_parts(client: crate::Client, request: reqwest::Request) -> Self {
+        RequestBuilder {
+            inner: reqwest::RequestBuilder::from_parts(client.http.clone(), request),
+            policies: client.policies.load_full(),
+            outer: client.outer.clone(),
+            overrides: None,
+        }
+    }
+
+    /// Gives each attempt of this request `timeout`, replacing the policy's
+    /// [`attempt_timeout`](crate::policy::EndpointPolicy::attempt_timeout), longer or
+    /// shorter: the time from connecting until the body has been read (after
+    /// [`send`](Self::send) too), so this is how one download gets more time than the
+    /// policy's other calls. The call's deadline still bounds it: raise
+    /// [`deadline`](Self::deadline) too if `timeout` is longer. Zero fails
+    /// [`send`](Self::send) with [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest).
+    ///
+    /// ```no_run
+    /// # async fn run(client: resilient_http::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    ///
+    /// let response = client
+    ///     .get("http://127.0.0.1:8080/exports/2026.csv")
+    ///     .attempt_timeout(Duration::from_secs(300))
+    ///     .deadline(Duration::from_secs(600))
+    ///     .send()
+    ///     .await?;
+    /// let export = response.bytes().await?; // read within the 300 s
+    /// # let _ = export;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.overrides().attempt_timeout = Some(timeout);
+        self
+    }
+
     fn overrides(&mut self) -> &mut Overrides {
         self.overrides.get_or_insert_with(Default::default)
     }
@@ -214,22 +378,36 @@ impl RequestBuilder {
     ///
     /// An invalid URL or header fails here with
     /// [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest), before anything is sent.
+    /// A status the policy's classifier calls a failure (any 4xx or 5xx by default) is an
+    /// [`ErrorKind::Status`](crate::ErrorKind::Status) error once the policy gives up on it:
+    /// unlike reqwest, `Ok(response)` is a success (`error_for_status()` on it is harmless).
+    ///
+    /// The body of the response is read after the call, bounded by the attempt's timeout
+    /// (which reqwest's own timer carries to the end of the body), and not retried if it
+    /// breaks: read it with [`recv_json`](Self::recv_json), [`text`](Self::text),
+    /// [`bytes`](Self::bytes) or [`send_with`](Self::send_with) to have it read inside each
+    /// attempt, and retried.
     ///
     /// ```
-    /// use resilient_http::Client;
     /// use resilient_http::testkit::{FaultServer, Reply};
+    /// use resilient_http::{Client, ErrorKind};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = FaultServer::start().await?;
-    /// server.script("/flaky", [Reply::status(503), Reply::ok("ok")]);
+    /// // A 503, then the answer: the default policy retries the 503.
+    /// server.script("/items", [Reply::status(503), Reply::ok("[1, 2, 3]")]);
+    /// server.script("/missing", [Reply::status(404)]);
     ///
     /// let client = Client::new()?;
-    /// // The 503 is retried; a failure that stays is an `Err`, never an `Ok(503)`.
-    /// let response = client.get(server.url("/flaky")).send().await?;
+    /// let response = client.get(server.url("/items")).send().await?;
     /// assert_eq!(response.status(), 200);
-    /// // Read after the call, as with reqwest: a body that breaks here is not retried.
-    /// assert_eq!(response.text().await?, "ok");
+    /// assert_eq!(response.text().await?, "[1, 2, 3]");
+    ///
+    /// // A 404 is not worth retrying: an error at once, which says what happened.
+    /// let error = client.get(server.url("/missing")).send().await.expect_err("a 404");
+    /// assert_eq!(error.kind(), ErrorKind::Status);
+    /// assert_eq!(error.status(), Some(http::StatusCode::NOT_FOUND));
     /// # Ok(())
     /// # }
     /// ```
@@ -265,14 +443,35 @@ impl RequestBuilder {
         async move { Ok(pending.await?.text().await?) }
     }
 
-    /// The body decoded from JSON, read and decoded inside each attempt (see
-    /// [`send_buffered`](Self::send_buffered)). A body that does not decode is a permanent
-    /// [`ErrorKind::Decode`](crate::ErrorKind::Decode), an attempt that failed like any other:
-    /// it is not retried, and the error carries the status, the request, the policy and the
-    /// attempts.
+    /// Sends the request and decodes the answer's body from JSON, read and decoded inside
+    /// each attempt (see [`send_buffered`](Self::send_buffered)). A body that does not decode
+    /// is a permanent [`ErrorKind::Decode`](crate::ErrorKind::Decode), an attempt that failed
+    /// like any other: it is not retried, and the error carries the status, the request, the
+    /// policy and the attempts. A status the policy's classifier calls a failure (any 4xx or
+    /// 5xx by default) is an [`ErrorKind::Status`](crate::ErrorKind::Status) error, as from
+    /// [`send`](Self::send).
+    ///
+    /// The name is surf's for the same thing; [`json(&body)`](Self::json) *sets* the
+    /// request's body, as in reqwest.
+    ///
+    /// ```no_run
+    /// # async fn run(client: resilient_http::Client) -> Result<(), resilient_http::Error> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Health {
+    ///     status: String,
+    /// }
+    ///
+    /// let health: Health = client
+    ///     .get("http://127.0.0.1:8080/health")
+    ///     .recv_json()
+    ///     .await?;
+    /// # let _ = health.status;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[cfg(feature = "json")]
     #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
-    pub fn json<T: serde::de::DeserializeOwned + Send + 'static>(
+    pub fn recv_json<T: serde::de::DeserializeOwned + Send + 'static>(
         self,
     ) -> impl Future<Output = Result<T, Error>> + Send {
         let call = self.run(Reader::Decode(decode_json::<T>), true);
@@ -350,7 +549,7 @@ impl RequestBuilder {
     }
 }
 
-/// `response`'s JSON `body`, decoded: `json`'s decoder, run inside the attempt.
+/// `response`'s JSON `body`, decoded: `recv_json`'s decoder, run inside the attempt.
 #[cfg(feature = "json")]
 fn decode_json<T: serde::de::DeserializeOwned + Send + 'static>(
     response: reqwest::Response,

@@ -118,7 +118,7 @@
 //! retry_non_idempotent = false # POST/PATCH only with an Idempotency-Key unless true
 //! idempotency_key = false      # true: add a random Idempotency-Key to POST/PATCH
 //! retry_after_cap = "20s"
-//! body_limit = 16777216        # bytes read inside an attempt (send_buffered, bytes, text, json, send_with)
+//! body_limit = 16777216        # bytes read inside an attempt (send_buffered, bytes, text, recv_json, send_with)
 //! replay_buffer = 65536        # bytes of a streaming request body kept for retries (0: none)
 //!
 //! [default.backoff]

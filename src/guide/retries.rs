@@ -114,7 +114,7 @@
 //! ## The body, read inside the attempt
 //!
 //! [`send_buffered()`](crate::RequestBuilder::send_buffered),
-//! [`bytes()`](crate::RequestBuilder::bytes), [`text()`](crate::RequestBuilder::text), `json::<T>()`
+//! [`bytes()`](crate::RequestBuilder::bytes), [`text()`](crate::RequestBuilder::text), [`recv_json::<T>()`](crate::RequestBuilder::recv_json)
 //! (feature `json`) and [`send_with(|response| async move { … })`](crate::RequestBuilder::send_with)
 //! read the body while the call is still running. A reset, a truncation or a stall while reading
 //! is a failed attempt like any other: classified (transient, and delivered, so a POST without an

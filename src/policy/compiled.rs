@@ -315,6 +315,9 @@ impl CompiledPolicy {
         if let Some(deadline) = overrides.deadline {
             policy.total_deadline = Some(deadline);
         }
+        if let Some(timeout) = overrides.attempt_timeout {
+            policy.attempt_timeout = timeout;
+        }
         if let Some(attempts) = overrides.attempts {
             let mut retry = self.retry.policy().clone();
             retry.set_max_attempts(attempts.max(1));
@@ -330,6 +333,7 @@ pub(crate) struct Overrides {
     pub(crate) policy: Option<String>,
     pub(crate) attempts: Option<u32>,
     pub(crate) deadline: Option<Duration>,
+    pub(crate) attempt_timeout: Option<Duration>,
     /// Makes each attempt's body ([`RequestBuilder::body_with`](crate::RequestBuilder::body_with)):
     /// not a policy change, but the one per-request slot the builder carries; taken out
     /// before the call starts.

@@ -138,9 +138,11 @@ settings! {
     /// The longest `Retry-After` obeyed (at most 1 day).
     retry_after_cap: Duration, within bounds::RETRY_AFTER_CAP;
     /// The most bytes of a response body read inside an attempt (`send_buffered`,
-    /// `bytes`, `text`, `json`, `send_with`, a body classifier); a longer body fails with
+    /// `bytes`, `text`, `recv_json`, `send_with`, a body classifier); a longer body fails with
     /// [`ErrorKind::BodyTooLarge`](crate::ErrorKind::BodyTooLarge). Default 16 MiB; 1 byte
-    /// to 1 GiB, since it is held in memory (read a larger body after `send()`).
+    /// to 1 GiB, since it is held in memory (read a larger body after `send()`). It counts
+    /// the decoded bytes of a compressed answer (features `gzip`, `brotli`, `zstd`,
+    /// `deflate`), read chunk by chunk, so a small answer that expands past it stops there.
     body_limit: u64, within bounds::BODY_LIMIT;
     /// The most bytes of a streaming request body kept as it is sent, so that a retry can
     /// send it again (see [`RequestBuilder::body_with`](crate::RequestBuilder::body_with) for

@@ -43,7 +43,7 @@ impl Success for reqwest::Response {
     }
 }
 
-/// A success of `bytes` and `json`: the response as `send_buffered` hands it back,
+/// A success of `bytes` and `recv_json`: the response as `send_buffered` hands it back,
 /// and its body, taken from memory rather than read from the response a second time.
 pub(crate) struct InMemory {
     pub(crate) response: reqwest::Response,
@@ -80,7 +80,7 @@ impl Success for InMemory {
     }
 }
 
-/// A success of `json`: the response (its body read) and the value its body decoded to.
+/// A success of `recv_json`: the response (its body read) and the value its body decoded to.
 #[cfg(feature = "json")]
 pub(crate) struct Decoded<T> {
     pub(crate) response: reqwest::Response,
@@ -119,7 +119,7 @@ impl<T: Send + 'static> Success for Read<T> {
 /// A reader of the caller's, run on each attempt's response.
 pub(crate) type ReadFn<O> = Box<dyn FnMut(reqwest::Response) -> BoxFuture<Result<O, Error>> + Send>;
 
-/// A decoder of a response's body read into memory (`json`); its error names the response's
+/// A decoder of a response's body read into memory (`recv_json`); its error names the response's
 /// status and URL (the call adds the rest).
 pub(crate) type DecodeFn<O> = fn(reqwest::Response, &[u8]) -> Result<O, Error>;
 
@@ -128,7 +128,7 @@ pub(crate) enum Reader<O> {
     /// The response itself, with its body where it was read into memory first (`send`,
     /// `send_buffered`, and [`InMemory`] for `bytes`).
     Response(fn(reqwest::Response, Option<Bytes>) -> O),
-    /// The body read into memory, decoded inside the attempt (`json`): a body that does not
+    /// The body read into memory, decoded inside the attempt (`recv_json`): a body that does not
     /// decode fails the attempt, and the call's error names its request, policy and attempts
     /// as any other.
     #[cfg_attr(not(feature = "json"), allow(dead_code))]

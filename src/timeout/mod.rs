@@ -12,7 +12,7 @@
 //! to get the typed [`AttemptTimeout`](crate::ErrorKind::AttemptTimeout) kind.
 //!
 //! Reading the body inside the attempt, which makes a half-read body a retryable attempt, is
-//! the client's opt-in: `send_buffered`, `bytes`, `text`, `json` and `send_with`.
+//! the client's opt-in: `send_buffered`, `bytes`, `text`, `recv_json` and `send_with`.
 //!
 //! ## How the deadline reaches the inner layers
 //!
