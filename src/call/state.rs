@@ -290,10 +290,11 @@ impl RetryState {
     }
 
     /// Starts the call's spans. Called where the call is first polled, so they belong to the
-    /// subscriber and the span the caller runs it in.
-    pub(crate) fn watch(&mut self) {
+    /// subscriber and the span the caller runs it in. `exchanges`: whether each attempt is
+    /// the exchange on the wire (see `Sender::EXCHANGES`).
+    pub(crate) fn watch(&mut self, exchanges: bool) {
         if let Some(request) = self.custody.parked() {
-            self.record.observer = Observer::new(request, self.policy.name());
+            self.record.observer = Observer::new(request, self.policy.name(), exchanges);
         }
     }
 

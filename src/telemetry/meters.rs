@@ -4,28 +4,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 use std::time::Duration;
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use metrics::{Label, SharedString};
 
 use super::ErrorType;
 use super::overload::Guard;
 use crate::circuit::State;
-
-/// OpenTelemetry's `http.request.method`: a standard method, else `_OTHER` (bounded).
-pub(super) fn method(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::CONNECT => "CONNECT",
-        _ => "_OTHER",
-    }
-}
 
 fn policy_label(policy: Option<&Arc<str>>) -> Label {
     let value = match policy {

@@ -10,13 +10,47 @@
 //!
 //! # Spans (target `resilient_http`, level DEBUG)
 //!
-//! - `request`, one per call: `http.request.method`, `url.full` (redacted), `policy`, and
-//!   when it ends `http.response.status_code`, `error.type`, `attempts`, `duration_ms`.
-//! - `attempt`, a child per attempt, following OpenTelemetry's HTTP client conventions:
-//!   `otel.kind = "client"`, `http.request.resend_count` (0 for the first attempt),
-//!   `http.request.method`, `server.address`, `server.port`, `hedge` (whether it is a
+//! - `request`, one per call, the logical operation (`otel.kind = "internal"`):
+//!   `http.request.method`, `url.full` (redacted), `policy`, and when it ends
+//!   `http.response.status_code`, `error.type`, `attempts`, `duration_ms`.
+//! - `attempt`, a child per attempt (hedges included), following OpenTelemetry's HTTP client
+//!   span: `otel.name` (the method, `"GET"`, or `"HTTP"` for a non-standard one: no
+//!   low-cardinality route is known), `otel.kind = "client"`, `http.request.resend_count`
+//!   (0 for the first attempt, then the attempt's number less one), `http.request.method`,
+//!   `url.full` (redacted), `server.address`, `server.port`, `hedge` (whether it is a
 //!   [hedge](crate::hedge)), and when it ends `http.response.status_code` and `error.type`
 //!   (`cancelled` for an attempt that lost its race to another).
+//!
+//! So each exchange on the wire has one CLIENT span, under one INTERNAL span for the call,
+//! as OpenTelemetry asks of a client that retries. With
+//! [`tracing-opentelemetry`](https://docs.rs/tracing-opentelemetry) these become OpenTelemetry
+//! spans as they are; enable DEBUG for target `resilient_http` in its filter.
+//!
+//! ## Next to reqwest-tracing
+//!
+//! Under [`ResilientMiddleware`](crate::middleware::ResilientMiddleware) the exchange is the
+//! rest of the reqwest-middleware chain's to make, so there the `attempt` span is
+//! `otel.kind = "internal"`, and reqwest-tracing's `TracingMiddleware` makes the CLIENT span
+//! (and sends `traceparent`). Add it **after** `ResilientMiddleware`: each attempt runs the
+//! chain below, so each exchange gets one CLIENT span of its own, inside the `attempt`
+//! span. Before it, reqwest-tracing's one span would cover the whole call, retries and
+//! waits included.
+//!
+//! ```no_run
+//! # #[cfg(feature = "reqwest-middleware")]
+//! # fn chain() -> Result<(), Box<dyn std::error::Error>> {
+//! use resilient_http::middleware::ResilientMiddleware;
+//! use reqwest_tracing::TracingMiddleware;
+//!
+//! let http = reqwest::Client::builder().retry(reqwest::retry::never()).build()?;
+//! let client = reqwest_middleware::ClientBuilder::new(http)
+//!     .with(ResilientMiddleware::new(resilient_http::Client::builder())?)
+//!     .with(TracingMiddleware::default()) // after: one CLIENT span per exchange
+//!     .build();
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! `error.type` is the status code for a failure status (`"503"`), otherwise the error
 //! kind's [`as_str`](crate::ErrorKind::as_str) (`"timeout"`, `"reset"`, `"circuit_open"`...).
@@ -146,9 +180,28 @@ pub const ENDPOINTS_OVER_BOUND: &str = "resilient_http.endpoints.over_bound";
 
 use std::fmt;
 
-use http::StatusCode;
+use http::{Method, StatusCode};
 
 use crate::error::{Error, ErrorKind};
+
+/// OpenTelemetry's `http.request.method` value for a method outside its list.
+pub(crate) const OTHER_METHOD: &str = "_OTHER";
+
+/// OpenTelemetry's `http.request.method`: a standard method, else [`OTHER_METHOD`] (bounded).
+pub(crate) fn method(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => OTHER_METHOD,
+    }
+}
 
 /// OpenTelemetry's `error.type` of an outcome: a failure status's code, else the kind.
 #[derive(Clone, Copy)]

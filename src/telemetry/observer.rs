@@ -24,6 +24,9 @@ pub(crate) struct Observer {
 struct Spans {
     call: Span,
     attempt: Span,
+    /// The attempts' `otel.kind`: `client`, or `internal` where the chain below sends them
+    /// (see `Sender::EXCHANGES`).
+    kind: &'static str,
 }
 
 pub(super) fn policy_name(policy: Option<&Arc<str>>) -> &str {
@@ -35,11 +38,17 @@ pub(super) fn millis(d: Duration) -> u64 {
 }
 
 impl Observer {
-    /// A call of `request` under `policy` begins.
-    pub(crate) fn new(request: &reqwest::Request, policy: Option<&Arc<str>>) -> Self {
+    /// A call of `request` under `policy` begins; `exchanges`: whether each attempt is the
+    /// exchange on the wire (its span then OpenTelemetry's CLIENT span).
+    pub(crate) fn new(
+        request: &reqwest::Request,
+        policy: Option<&Arc<str>>,
+        exchanges: bool,
+    ) -> Self {
         let call = tracing::debug_span!(
             target: "resilient_http",
             "request",
+            otel.kind = "internal",
             http.request.method = %request.method(),
             url.full = %DisplayUrl(request.url()),
             policy = policy_name(policy),
@@ -52,12 +61,13 @@ impl Observer {
             Box::new(Spans {
                 call,
                 attempt: Span::none(),
+                kind: if exchanges { "client" } else { "internal" },
             })
         });
         Observer {
             spans,
             #[cfg(feature = "metrics")]
-            method: super::meters::method(request.method()),
+            method: super::method(request.method()),
         }
     }
 
@@ -79,14 +89,14 @@ impl Observer {
     /// Attempt `number` (1 for the first) of `request` begins.
     pub(crate) fn attempt_started(&mut self, number: u32, request: &reqwest::Request) {
         if let Some(spans) = self.spans.as_mut() {
-            spans.attempt = attempt_span(&spans.call, number, request, false);
+            spans.attempt = attempt_span(spans, number, request, false);
         }
     }
 
     /// The span of hedge `number`, of `request`, which begins beside the current attempt.
     pub(crate) fn hedge_span(&self, number: u32, request: &reqwest::Request) -> Span {
         match &self.spans {
-            Some(spans) => attempt_span(&spans.call, number, request, true),
+            Some(spans) => attempt_span(spans, number, request, true),
             None => Span::none(),
         }
     }
@@ -230,15 +240,24 @@ impl Observer {
     }
 }
 
-fn attempt_span(call: &Span, number: u32, request: &reqwest::Request, hedge: bool) -> Span {
+/// The span of attempt `number` (1 for the first), following OpenTelemetry's HTTP client
+/// span: named `{method}` (there is no low-cardinality target to add), `HTTP` for a
+/// non-standard method.
+fn attempt_span(spans: &Spans, number: u32, request: &reqwest::Request, hedge: bool) -> Span {
     let url = request.url();
+    let name = match super::method(request.method()) {
+        super::OTHER_METHOD => "HTTP",
+        method => method,
+    };
     tracing::debug_span!(
         target: "resilient_http",
-        parent: call,
+        parent: &spans.call,
         "attempt",
-        otel.kind = "client",
+        otel.name = name,
+        otel.kind = spans.kind,
         http.request.resend_count = number.saturating_sub(1),
         http.request.method = %request.method(),
+        url.full = %DisplayUrl(url),
         server.address = url.host_str().unwrap_or(""),
         server.port = url.port_or_known_default(),
         hedge,
