@@ -349,6 +349,10 @@ pub(crate) struct Policies {
 impl Policies {
     /// Only `default`, for every request.
     pub(crate) fn only(default: CompiledPolicy) -> Self {
+        // Built where a client, an adapter or a layer is: the metrics' units and help text
+        // go to the recorder in force (see `telemetry::describe`).
+        #[cfg(feature = "metrics")]
+        crate::telemetry::describe();
         Policies {
             default,
             endpoints: Vec::new(),

@@ -11,6 +11,84 @@ use super::ErrorType;
 use super::overload::Guard;
 use crate::circuit::State;
 
+/// Gives the recorder in force the unit and help text of every metric. Descriptions go to the
+/// recorder that is current when this runs (the global one, or a thread's local one); with
+/// none yet installed they are lost, and the metrics still count, undescribed.
+pub(crate) fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+    describe_counter!(
+        super::REQUESTS,
+        Unit::Count,
+        "Calls made, each counted once however many attempts it took."
+    );
+    describe_histogram!(
+        super::REQUEST_DURATION,
+        Unit::Seconds,
+        "Duration of whole calls: every attempt, and the waits between them."
+    );
+    describe_histogram!(
+        super::REQUEST_ATTEMPTS,
+        Unit::Count,
+        "Attempts a call took, hedges included."
+    );
+    describe_counter!(
+        super::ATTEMPTS,
+        Unit::Count,
+        "Attempts made: each request sent, retries and hedges included."
+    );
+    describe_histogram!(
+        super::ATTEMPT_DURATION,
+        Unit::Seconds,
+        "Duration of HTTP client requests (one attempt each)."
+    );
+    describe_counter!(
+        super::RETRIES,
+        Unit::Count,
+        "Retries scheduled, by the failed attempt's error type."
+    );
+    describe_counter!(
+        super::GIVE_UPS,
+        Unit::Count,
+        "Calls that ended on a transient failure without retrying it, by reason."
+    );
+    describe_counter!(
+        super::BREAKER_REJECTIONS,
+        Unit::Count,
+        "Requests an open circuit breaker turned away."
+    );
+    // A state has no unit.
+    describe_gauge!(
+        super::BREAKER_STATE,
+        "Circuit breaker state: 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed."
+    );
+    describe_counter!(
+        super::OVERLOAD_WAITS,
+        Unit::Count,
+        "Calls or attempts an overload guard held back before letting them out, by reason."
+    );
+    describe_counter!(
+        super::OVERLOAD_REJECTIONS,
+        Unit::Count,
+        "Calls, attempts or retries an overload guard turned away, by reason."
+    );
+    describe_counter!(
+        super::OVERLOAD_HOLDS,
+        Unit::Count,
+        "Endpoints held at their server's request (Retry-After)."
+    );
+    describe_counter!(
+        super::HEDGES,
+        Unit::Count,
+        "Hedged requests, by outcome: sent, won or skipped."
+    );
+    describe_counter!(
+        super::ENDPOINTS_OVER_BOUND,
+        Unit::Count,
+        "Endpoints added to a policy's breakers or overload guards past max_breakers."
+    );
+}
+
 fn policy_label(policy: Option<&Arc<str>>) -> Label {
     let value = match policy {
         Some(name) => SharedString::from(name.clone()),

@@ -129,6 +129,56 @@
 //! | [`HEDGES`] | counter | `policy`, `outcome`: `sent`, `won` (the call's answer came from a hedge), `skipped` (due, but kept back: see [`hedge`](crate::hedge)) |
 //! | [`ENDPOINTS_OVER_BOUND`] | counter | `map`: `breakers` or `overload_guards`; an endpoint added past `max_breakers` because every one kept was busy (see the `endpoint map over its bound` event) |
 //!
+//! Every metric is described to the recorder, with its unit ([`metrics::Unit`]: seconds for
+//! the durations, a count for the others; the breaker state has none) and help text, when a
+//! client, an adapter or a layer is built: install the recorder first, or call [`describe`]
+//! after installing it (see there for what happens otherwise).
+//!
+//! ## Prometheus: histogram buckets
+//!
+//! [`metrics-exporter-prometheus`](https://docs.rs/metrics-exporter-prometheus) renders a
+//! histogram as a *summary* (quantiles computed in each process, which cannot be added up
+//! across replicas) unless it is given buckets for it. Give the durations OpenTelemetry's
+//! buckets for HTTP client durations, 5 ms to 10 s:
+//!
+//! ```
+//! # #[cfg(feature = "metrics")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+//! use resilient_http::telemetry;
+//!
+//! /// OpenTelemetry's advice for `http.client.request.duration`, in seconds.
+//! const HTTP_DURATION: &[f64] = &[
+//!     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+//! ];
+//!
+//! let prometheus = PrometheusBuilder::new()
+//!     .set_buckets_for_metric(Matcher::Full(telemetry::ATTEMPT_DURATION.into()), HTTP_DURATION)?
+//!     .set_buckets_for_metric(Matcher::Full(telemetry::REQUEST_DURATION.into()), HTTP_DURATION)?
+//!     .set_buckets_for_metric(
+//!         Matcher::Full(telemetry::REQUEST_ATTEMPTS.into()),
+//!         &[1.0, 2.0, 3.0, 4.0, 5.0, 8.0],
+//!     )?
+//!     .install_recorder()?;
+//! // Built after the recorder is installed: the metrics are described to it.
+//! let client = resilient_http::Client::new()?;
+//! # let server = resilient_http::testkit::FaultServer::start().await?;
+//! # server.script("/", [resilient_http::testkit::Reply::ok("ok")]);
+//! # let url = server.url("/");
+//! client.get(&url).send().await?;
+//!
+//! // Serve this on your `/metrics` route.
+//! let text = prometheus.render();
+//! assert!(text.contains("# TYPE http_client_request_duration histogram"), "{text}");
+//! assert!(text.contains(r#"le="0.005""#), "{text}");
+//! assert!(text.contains("# HELP http_client_request_duration Duration of HTTP client"), "{text}");
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "metrics"))]
+//! # fn main() {}
+//! ```
+//!
 //! The overload metrics are labelled by policy, not by endpoint, though each guard is per
 //! endpoint key: policies are few and named by you, so the series stay bounded with no
 //! bookkeeping, and they group as the request metrics do. An endpoint label would need the
@@ -141,6 +191,26 @@
 
 #[cfg(feature = "metrics")]
 pub(crate) mod meters;
+
+/// Gives the recorder in force the unit ([`metrics::Unit`]) and help text of every metric
+/// above (the exporter shows them: Prometheus's `# HELP` and, for the durations, seconds).
+///
+/// Building a [`Client`](crate::Client), a
+/// [`ResilientMiddleware`](crate::middleware::ResilientMiddleware) or a layer already does
+/// this, so install the recorder first and there is nothing to call. A recorder installed
+/// after that has none of the descriptions (the `metrics` facade hands them to the recorder
+/// current at the time, and a description given to no recorder is lost): call this once it
+/// is installed. The metrics themselves count either way. Describing again is harmless.
+///
+/// ```
+/// let recorder = metrics_util::debugging::DebuggingRecorder::new();
+/// metrics::with_local_recorder(&recorder, resilient_http::telemetry::describe);
+/// ```
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub fn describe() {
+    meters::describe();
+}
 mod observer;
 pub(crate) mod overload;
 
@@ -229,7 +299,7 @@ impl fmt::Display for ErrorType {
 }
 
 /// What an outcome shows: its status (the response's, or a failure's) and its error type.
-pub(crate) fn describe(
+pub(crate) fn outcome_of(
     result: Result<StatusCode, &Error>,
 ) -> (Option<StatusCode>, Option<ErrorType>) {
     match result {

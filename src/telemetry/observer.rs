@@ -8,7 +8,7 @@ use tracing::Span;
 use tracing::field::{Empty, display};
 
 use super::overload::Guard;
-use super::{ErrorType, describe};
+use super::{ErrorType, outcome_of};
 use crate::error::Error;
 use crate::redact::DisplayUrl;
 
@@ -150,7 +150,7 @@ impl Observer {
         result: Result<http::StatusCode, &Error>,
         duration: Duration,
     ) {
-        let (status, error_type) = describe(result);
+        let (status, error_type) = outcome_of(result);
         #[cfg(feature = "metrics")]
         super::meters::attempt(policy, self.method, status, error_type, duration);
         #[cfg(not(feature = "metrics"))]
@@ -169,7 +169,7 @@ impl Observer {
         attempts: u32,
         duration: Duration,
     ) {
-        let (status, error_type) = describe(result);
+        let (status, error_type) = outcome_of(result);
         #[cfg(feature = "metrics")]
         super::meters::call(policy, self.method, error_type, attempts, duration);
         #[cfg(not(feature = "metrics"))]
