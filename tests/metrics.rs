@@ -657,3 +657,113 @@ fn building_a_client_or_a_retry_layer_describes_the_metrics_to_the_recorder_in_f
     });
     described_once_each(&recorder);
 }
+
+/// The labels of the first series of metric `name` that has all of `labels`.
+fn labels_of(snapshot: &Snapshot, name: &str, labels: &[(&str, &str)]) -> Vec<(String, String)> {
+    snapshot
+        .iter()
+        .map(|(key, ..)| key.key())
+        .filter(|key| key.name() == name)
+        .map(|key| {
+            key.labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .find(|found| {
+            labels
+                .iter()
+                .all(|(k, v)| found.iter().any(|(fk, fv)| fk == k && fv == v))
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_labels_are_opt_in_and_bounded_by_max_breakers() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // This thread's own recorder: another test installs the global one.
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let (a, b, c) = (
+        FaultServer::start().await.unwrap(),
+        FaultServer::start().await.unwrap(),
+        FaultServer::start().await.unwrap(),
+    );
+    for server in [&a, &b, &c] {
+        server.script("/labelled", [Reply::ok("ok")]);
+        server.script("/plain", [Reply::ok("ok")]);
+    }
+    // Set in the file, under the default's two servers' bound (`max_breakers`).
+    let client = Client::builder()
+        .circuit_breaker(BreakerConfig::builder().max_breakers(2).build().unwrap())
+        .config_toml(
+            r#"
+            [[endpoint]]
+            name = "labelled"
+            match = { path = "/labelled" }
+            metrics_server_address = true
+            "#,
+        )
+        .build()
+        .unwrap();
+    for server in [&a, &b, &c, &a] {
+        client.get(server.url("/labelled")).send().await.unwrap();
+        client.get(server.url("/plain")).send().await.unwrap();
+    }
+    let s = &snapshotter.snapshot().into_vec();
+    described(s);
+    let port = |server: &FaultServer| server.addr().port().to_string();
+    let (a_port, b_port) = (port(&a), port(&b));
+    // The first two servers have series of their own, on every per-call metric.
+    assert_eq!(
+        counter(s, telemetry::REQUESTS, &labelled("127.0.0.1", &a_port)),
+        2
+    );
+    assert_eq!(
+        counter(s, telemetry::ATTEMPTS, &labelled("127.0.0.1", &a_port)),
+        2
+    );
+    assert_eq!(
+        counter(s, telemetry::REQUESTS, &labelled("127.0.0.1", &b_port)),
+        1
+    );
+    for name in [
+        telemetry::ATTEMPT_DURATION,
+        telemetry::REQUEST_DURATION,
+        telemetry::REQUEST_ATTEMPTS,
+    ] {
+        assert_eq!(
+            histogram(s, name, &labelled("127.0.0.1", &a_port)).len(),
+            2,
+            "{name}"
+        );
+    }
+    // The third shares `_OTHER`.
+    assert_eq!(
+        counter(s, telemetry::REQUESTS, &labelled("_OTHER", "_OTHER")),
+        1
+    );
+    assert_eq!(
+        counter(s, telemetry::REQUESTS, &[("policy", "labelled")]),
+        4
+    );
+    // Off by default: the default policy's series have no server labels.
+    assert_eq!(counter(s, telemetry::REQUESTS, &[("policy", "default")]), 4);
+    for name in [telemetry::REQUESTS, telemetry::ATTEMPT_DURATION] {
+        let plain = labels_of(s, name, &[("policy", "default")]);
+        assert!(!plain.is_empty(), "{name}");
+        assert!(
+            plain.iter().all(|(k, _)| !k.starts_with("server.")),
+            "{name}: {plain:?}"
+        );
+    }
+}
+
+/// The labels of the `labelled` policy's series for one server.
+fn labelled<'a>(server: &'a str, port: &'a str) -> [(&'a str, &'a str); 3] {
+    [
+        ("policy", "labelled"),
+        ("server.address", server),
+        ("server.port", port),
+    ]
+}

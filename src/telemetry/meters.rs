@@ -9,6 +9,7 @@ use metrics::{Label, SharedString};
 
 use super::ErrorType;
 use super::overload::Guard;
+use super::servers::ServerLabels;
 use crate::circuit::State;
 
 /// Gives the recorder in force the unit and help text of every metric. Descriptions go to the
@@ -104,16 +105,31 @@ fn error_type_value(error_type: ErrorType) -> SharedString {
     }
 }
 
+/// Adds `server`'s `server.address` and `server.port` to `labels`.
+fn push_server(labels: &mut Vec<Label>, server: Option<&ServerLabels>) {
+    if let Some(server) = server {
+        labels.push(Label::new("server.address", server.address.clone()));
+        labels.push(Label::new("server.port", server.port.clone()));
+    }
+}
+
+/// Room for a call's or an attempt's labels: four, and the server's two if it has them.
+fn capacity(server: Option<&ServerLabels>) -> usize {
+    if server.is_some() { 6 } else { 4 }
+}
+
 pub(super) fn attempt(
     policy: Option<&Arc<str>>,
     method: &'static str,
+    server: Option<&ServerLabels>,
     status: Option<StatusCode>,
     error_type: Option<ErrorType>,
     duration: Duration,
 ) {
-    let mut labels = Vec::with_capacity(4);
+    let mut labels = Vec::with_capacity(capacity(server));
     labels.push(policy_label(policy));
     labels.push(Label::from_static_parts("http.request.method", method));
+    push_server(&mut labels, server);
     if let Some(status) = status {
         labels.push(Label::new(
             "http.response.status_code",
@@ -130,6 +146,7 @@ pub(super) fn attempt(
 pub(super) fn call(
     policy: Option<&Arc<str>>,
     method: &'static str,
+    server: Option<&ServerLabels>,
     error_type: Option<ErrorType>,
     attempts: u32,
     duration: Duration,
@@ -140,21 +157,25 @@ pub(super) fn call(
     } else {
         "success"
     };
-    let mut labels = vec![
-        policy.clone(),
-        Label::from_static_parts("http.request.method", method),
-        Label::from_static_parts("outcome", outcome),
-    ];
+    let outcome = Label::from_static_parts("outcome", outcome);
+    let mut labels = Vec::with_capacity(capacity(server));
+    labels.push(policy.clone());
+    labels.push(Label::from_static_parts("http.request.method", method));
+    labels.push(outcome.clone());
     if let Some(error_type) = error_type {
         labels.push(Label::new("error.type", error_type_value(error_type)));
     }
+    push_server(&mut labels, server);
     metrics::counter!(super::REQUESTS, labels).increment(1);
-    metrics::histogram!(
-        super::REQUEST_DURATION,
-        vec![policy.clone(), Label::from_static_parts("outcome", outcome)]
-    )
-    .record(duration.as_secs_f64());
-    metrics::histogram!(super::REQUEST_ATTEMPTS, vec![policy]).record(f64::from(attempts));
+    let mut labels = Vec::with_capacity(capacity(server) - 2);
+    labels.push(policy.clone());
+    labels.push(outcome);
+    push_server(&mut labels, server);
+    metrics::histogram!(super::REQUEST_DURATION, labels).record(duration.as_secs_f64());
+    let mut labels = Vec::with_capacity(capacity(server) - 3);
+    labels.push(policy);
+    push_server(&mut labels, server);
+    metrics::histogram!(super::REQUEST_ATTEMPTS, labels).record(f64::from(attempts));
 }
 
 pub(super) fn retry(policy: Option<&Arc<str>>, reason: ErrorType) {

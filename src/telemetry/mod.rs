@@ -89,9 +89,9 @@
 //!
 //! Names follow OpenTelemetry's HTTP client conventions where one exists. Labels are bounded:
 //! the policy name, the method (`_OTHER` for non-standard ones), a status code or error type,
-//! a reason, or a breaker key; never a URL. Request metrics deliberately have no host label: a
-//! service that calls user-supplied URLs (webhooks) would have unbounded hosts, and endpoint
-//! policies are the bounded grouping.
+//! a reason, or a breaker key; never a URL. Request metrics have no host label unless a
+//! policy asks for one ([server labels](#server-labels)): a service that calls user-supplied
+//! URLs (webhooks) would have unbounded hosts, and endpoint policies are the bounded grouping.
 //!
 //! The breaker metrics are per breaker, labelled `breaker` with its key (`scheme://host:port`
 //! unless the policy names one). Bounding the breakers does not bound these series: a
@@ -114,7 +114,7 @@
 //!
 //! | name | type | labels |
 //! |---|---|---|
-//! | [`REQUESTS`] | counter | `policy`, `http.request.method`, `outcome` (`success`/`error`), `error.type` on errors |
+//! | [`REQUESTS`] | counter | `policy`, `http.request.method`, `outcome` (`success`/`error`), `error.type` on errors; `server.address`, `server.port` if the policy [asks](#server-labels) (so too the next four) |
 //! | [`REQUEST_DURATION`] | histogram (seconds) | `policy`, `outcome` |
 //! | [`REQUEST_ATTEMPTS`] | histogram | `policy` |
 //! | [`ATTEMPTS`] | counter | `policy`, `http.request.method`, `http.response.status_code` and/or `error.type` |
@@ -133,6 +133,32 @@
 //! the durations, a count for the others; the breaker state has none) and help text, when a
 //! client, an adapter or a layer is built: install the recorder first, or call [`describe`]
 //! after installing it (see there for what happens otherwise).
+//!
+//! ## Server labels
+//!
+//! A policy with [`metrics_server_address`](crate::policy::EndpointPolicy::metrics_server_address)
+//! (the file's `metrics_server_address = true` in its table; default off) adds
+//! OpenTelemetry's `server.address` (the URL's host) and `server.port` to its request and
+//! attempt metrics. They are bounded as the breaker labels are: the policy gives labels of
+//! its own to the first [`max_breakers`](crate::breaker::BreakerConfigBuilder::max_breakers)
+//! servers it meets, over its life (a reload keeps them), and the others share
+//! `server.address = "_OTHER"`, `server.port = "_OTHER"`. Turn it on for a policy that calls
+//! a known set of hosts, not for one that calls whatever URL it is given.
+//!
+//! ```
+//! use resilient_http::policy::{EndpointPolicy, Matcher};
+//!
+//! let client = resilient_http::Client::builder()
+//!     .endpoint(
+//!         "partners",
+//!         Matcher::new().host("*.partners.example.com")?,
+//!         EndpointPolicy::new().metrics_server_address(true),
+//!     )
+//!     .build();
+//! # #[cfg(feature = "metrics")]
+//! # assert!(client.is_ok());
+//! # Ok::<(), resilient_http::Error>(())
+//! ```
 //!
 //! ## Prometheus: histogram buckets
 //!
@@ -213,6 +239,15 @@ pub fn describe() {
 }
 mod observer;
 pub(crate) mod overload;
+#[cfg(feature = "metrics")]
+mod servers;
+
+#[cfg(feature = "metrics")]
+pub(crate) use servers::ServerSeries;
+/// Without the `metrics` feature there are no server labels (the setting is refused).
+#[cfg(not(feature = "metrics"))]
+#[derive(Debug)]
+pub(crate) enum ServerSeries {}
 
 pub(crate) use observer::Observer;
 

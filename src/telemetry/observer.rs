@@ -19,6 +19,9 @@ pub(crate) struct Observer {
     spans: Option<Box<Spans>>,
     #[cfg(feature = "metrics")]
     method: &'static str,
+    /// The call's `server.address` and `server.port` labels, if its policy adds them.
+    #[cfg(feature = "metrics")]
+    server: Option<super::servers::ServerLabels>,
 }
 
 struct Spans {
@@ -39,11 +42,13 @@ pub(super) fn millis(d: Duration) -> u64 {
 
 impl Observer {
     /// A call of `request` under `policy` begins; `exchanges`: whether each attempt is the
-    /// exchange on the wire (its span then OpenTelemetry's CLIENT span).
+    /// exchange on the wire (its span then OpenTelemetry's CLIENT span); `servers`: the
+    /// policy's server labels, if its metrics have them.
     pub(crate) fn new(
         request: &reqwest::Request,
         policy: Option<&Arc<str>>,
         exchanges: bool,
+        servers: Option<&super::ServerSeries>,
     ) -> Self {
         let call = tracing::debug_span!(
             target: "resilient_http",
@@ -57,6 +62,8 @@ impl Observer {
             attempts = Empty,
             duration_ms = Empty,
         );
+        #[cfg(not(feature = "metrics"))]
+        let _ = servers;
         let spans = (!call.is_disabled()).then(|| {
             Box::new(Spans {
                 call,
@@ -68,6 +75,8 @@ impl Observer {
             spans,
             #[cfg(feature = "metrics")]
             method: super::method(request.method()),
+            #[cfg(feature = "metrics")]
+            server: servers.map(|servers| servers.labels(request.url())),
         }
     }
 
@@ -152,7 +161,14 @@ impl Observer {
     ) {
         let (status, error_type) = outcome_of(result);
         #[cfg(feature = "metrics")]
-        super::meters::attempt(policy, self.method, status, error_type, duration);
+        super::meters::attempt(
+            policy,
+            self.method,
+            self.server.as_ref(),
+            status,
+            error_type,
+            duration,
+        );
         #[cfg(not(feature = "metrics"))]
         let _ = (policy, duration);
         if let Some(spans) = self.spans.as_mut() {
@@ -171,7 +187,14 @@ impl Observer {
     ) {
         let (status, error_type) = outcome_of(result);
         #[cfg(feature = "metrics")]
-        super::meters::call(policy, self.method, error_type, attempts, duration);
+        super::meters::call(
+            policy,
+            self.method,
+            self.server.as_ref(),
+            error_type,
+            attempts,
+            duration,
+        );
         #[cfg(not(feature = "metrics"))]
         let _ = policy;
         if let Some(spans) = &self.spans {
