@@ -21,7 +21,7 @@ pub(crate) struct Observer {
     method: &'static str,
     /// The call's `server.address` and `server.port` labels, if its policy adds them.
     #[cfg(feature = "metrics")]
-    server: Option<super::servers::ServerLabels>,
+    server: Option<Arc<super::servers::ServerLabels>>,
 }
 
 struct Spans {
@@ -164,7 +164,7 @@ impl Observer {
         super::meters::attempt(
             policy,
             self.method,
-            self.server.as_ref(),
+            self.server.as_deref(),
             status,
             error_type,
             duration,
@@ -190,7 +190,7 @@ impl Observer {
         super::meters::call(
             policy,
             self.method,
-            self.server.as_ref(),
+            self.server.as_deref(),
             error_type,
             attempts,
             duration,

@@ -9,21 +9,11 @@ use url::Url;
 
 use super::OTHER_METHOD as OTHER;
 
-/// One server's two labels.
+/// One server's two labels (shared: a call holds them by one pointer).
 #[derive(Clone, Debug)]
 pub(crate) struct ServerLabels {
     pub(super) address: SharedString,
     pub(super) port: SharedString,
-}
-
-impl ServerLabels {
-    /// The labels of the servers without their own: `_OTHER`, both.
-    fn other() -> Self {
-        ServerLabels {
-            address: SharedString::const_str(OTHER),
-            port: SharedString::const_str(OTHER),
-        }
-    }
 }
 
 /// The servers of one policy with labels of their own: the first `max` it meets, for its
@@ -34,6 +24,8 @@ impl ServerLabels {
 pub(crate) struct ServerSeries {
     max: usize,
     given: RwLock<Given>,
+    /// The labels of the servers without their own: `_OTHER`, both.
+    other: Arc<ServerLabels>,
 }
 
 #[derive(Debug, Default)]
@@ -44,10 +36,10 @@ struct Given {
 }
 
 /// One host's ports with labels, and theirs.
-type Ports = Vec<(Option<u16>, ServerLabels)>;
+type Ports = Vec<(Option<u16>, Arc<ServerLabels>)>;
 
 impl Given {
-    fn find(&self, host: &str, port: Option<u16>) -> Option<ServerLabels> {
+    fn find(&self, host: &str, port: Option<u16>) -> Option<Arc<ServerLabels>> {
         let ports = self.hosts.get(host)?;
         ports
             .iter()
@@ -62,12 +54,16 @@ impl ServerSeries {
         ServerSeries {
             max,
             given: RwLock::default(),
+            other: Arc::new(ServerLabels {
+                address: SharedString::const_str(OTHER),
+                port: SharedString::const_str(OTHER),
+            }),
         }
     }
 
     /// The labels of requests to `url`: its server's own, or `_OTHER` once `max` servers
     /// have theirs.
-    pub(crate) fn labels(&self, url: &Url) -> ServerLabels {
+    pub(crate) fn labels(&self, url: &Url) -> Arc<ServerLabels> {
         let host = url.host_str().unwrap_or("");
         let port = url.port_or_known_default();
         let given = self.given.read().unwrap_or_else(PoisonError::into_inner);
@@ -75,7 +71,7 @@ impl ServerSeries {
             return labels;
         }
         if given.len >= self.max {
-            return ServerLabels::other();
+            return self.other.clone();
         }
         drop(given);
         let mut given = self.given.write().unwrap_or_else(PoisonError::into_inner);
@@ -84,15 +80,15 @@ impl ServerSeries {
             return labels;
         }
         if given.len >= self.max {
-            return ServerLabels::other();
+            return self.other.clone();
         }
         let host: Arc<str> = Arc::from(host);
-        let labels = ServerLabels {
+        let labels = Arc::new(ServerLabels {
             address: SharedString::from(host.clone()),
             port: port.map_or(SharedString::const_str(OTHER), |p| {
                 SharedString::from_owned(p.to_string())
             }),
-        };
+        });
         given
             .hosts
             .entry(host)
