@@ -30,6 +30,25 @@
 //! later one should run once per attempt (a signer, say). The client's connect timeout is the
 //! `reqwest::Client`'s own: the policies' `connect_timeout` does not apply here.
 //!
+//! With reqwest-tracing, add its `TracingMiddleware` **after** this one, so that each attempt
+//! runs it: each exchange on the wire then has one OpenTelemetry CLIENT span (reqwest-tracing's,
+//! inside this middleware's `attempt` span, which is `otel.kind = "internal"` here). Before
+//! this one, its single span would stand for the whole call, retries included. See
+//! [Next to reqwest-tracing](crate::telemetry#next-to-reqwest-tracing).
+//!
+//! ```no_run
+//! # fn chain() -> Result<(), Box<dyn std::error::Error>> {
+//! # use resilient_http::middleware::ResilientMiddleware;
+//! let http = reqwest::Client::builder().retry(reqwest::retry::never()).build()?;
+//! let client = reqwest_middleware::ClientBuilder::new(http)
+//!     .with(ResilientMiddleware::new(resilient_http::Client::builder())?)
+//!     .with(reqwest_tracing::TracingMiddleware::default())
+//!     .build();
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! The `reqwest::Client` under the chain is yours, and so is its retry. reqwest's default
 //! resends a request that HTTP/2 refused (`REFUSED_STREAM`, or a graceful `GOAWAY` naming it
 //! unprocessed) up to twice within one of this middleware's attempts, unseen by the history,
@@ -142,6 +161,9 @@ impl Future for Running<'_> {
 
 impl<'a> Sender for RestOfChain<'a> {
     type Future = Running<'a>;
+
+    // The chain below sends it, where reqwest-tracing's CLIENT span belongs.
+    const EXCHANGES: bool = false;
 
     fn send(&mut self, request: reqwest::Request) -> Running<'a> {
         let next = self.next.clone();

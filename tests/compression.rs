@@ -96,7 +96,7 @@ fn zlib(body: &[u8]) -> Result<Vec<u8>, BoxError> {
 
 fn client_with_limit(limit: u64) -> Result<Client, BoxError> {
     Ok(Client::builder()
-        .default_policy(EndpointPolicy::new().body_limit(limit).attempts(1))
+        .default_policy(EndpointPolicy::new().body_limit(limit).max_attempts(1))
         .build()?)
 }
 

@@ -48,6 +48,27 @@ fn value(snapshot: &Snapshot, name: &str, labels: &[(&str, &str)]) -> Option<Deb
     found
 }
 
+/// Every metric in `snapshot` was described when the client was built: help text, and its
+/// unit (the breaker state gauge has none: a state is no quantity).
+fn described(snapshot: &Snapshot) {
+    assert!(!snapshot.is_empty());
+    for (key, unit, help, _) in snapshot {
+        let name = key.key().name();
+        assert!(
+            help.as_ref().is_some_and(|h| !h.is_empty()),
+            "{name} has no help text"
+        );
+        let expected = match name {
+            telemetry::BREAKER_STATE => None,
+            telemetry::REQUEST_DURATION | telemetry::ATTEMPT_DURATION => {
+                Some(metrics::Unit::Seconds)
+            }
+            _ => Some(metrics::Unit::Count),
+        };
+        assert_eq!(*unit, expected, "{name}'s unit");
+    }
+}
+
 fn counter(snapshot: &Snapshot, name: &str, labels: &[(&str, &str)]) -> u64 {
     match value(snapshot, name, labels) {
         Some(DebugValue::Counter(n)) => n,
@@ -107,6 +128,7 @@ async fn calls_attempts_retries_give_ups_and_breakers_are_counted() {
     assert_eq!(response.status(), 200);
     let search = [("policy", "search")];
     let s = &snapshotter.snapshot().into_vec();
+    described(s);
     assert_eq!(
         counter(
             s,
@@ -159,6 +181,7 @@ async fn calls_attempts_retries_give_ups_and_breakers_are_counted() {
     let error = client.get(server.url("/down")).send().await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::CircuitOpen);
     let s = &snapshotter.snapshot().into_vec();
+    described(s);
     assert_eq!(
         counter(s, telemetry::BREAKER_REJECTIONS, &[("breaker", "down")]),
         1
@@ -233,6 +256,7 @@ async fn breaker_series_stay_within_max_breakers() {
     }
 
     let snapshot = snapshotter.snapshot().into_vec();
+    described(&snapshot);
     let breakers = client.breakers().unwrap();
     // Every breaker is open, and an open breaker is never dropped: the registry grew past
     // its bound (issue 22), and its series stayed bounded all the same.
@@ -363,6 +387,7 @@ async fn overload_waits_rejections_and_holds_are_counted_by_policy_and_reason() 
     client.get(server.url("/plain")).send().await.unwrap();
     client.get(server.url("/limited")).send().await.unwrap();
     let s = &snapshotter.snapshot().into_vec();
+    described(s);
     for name in [
         telemetry::OVERLOAD_WAITS,
         telemetry::OVERLOAD_REJECTIONS,
@@ -404,6 +429,7 @@ async fn overload_waits_rejections_and_holds_are_counted_by_policy_and_reason() 
     assert_eq!(down.kind(), ErrorKind::BudgetExhausted, "{down}");
 
     let s = &snapshotter.snapshot().into_vec();
+    described(s);
     let of = |policy, reason| [("policy", policy), ("reason", reason)];
     let waits = |policy, reason| counter(s, telemetry::OVERLOAD_WAITS, &of(policy, reason));
     let rejections =
@@ -473,6 +499,7 @@ async fn hedges_are_counted_by_outcome() {
     client.get(server.url("/h")).send().await.unwrap();
 
     let s = &snapshotter.snapshot().into_vec();
+    described(s);
     for (outcome, count) in [("sent", 1), ("won", 1), ("skipped", 1)] {
         let labels = [("policy", "search"), ("outcome", outcome)];
         assert_eq!(counter(s, telemetry::HEDGES, &labels), count, "{outcome}");
@@ -496,6 +523,247 @@ async fn hedges_are_counted_by_outcome() {
         .unwrap();
     client.get(server.url("/won")).send().await.unwrap();
     let s = &snapshotter.snapshot().into_vec();
+    described(s);
     let labels = [("policy", "won"), ("outcome", "won")];
     assert_eq!(counter(s, telemetry::HEDGES, &labels), 1);
+}
+
+/// What a recorder was told about each metric: its kind, unit and help text.
+#[derive(Default)]
+struct Descriptions(std::sync::Mutex<Vec<Description>>);
+
+/// A metric's kind, name, unit and help text.
+type Description = (&'static str, String, Option<metrics::Unit>, String);
+
+impl Descriptions {
+    fn add(
+        &self,
+        kind: &'static str,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        help: metrics::SharedString,
+    ) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((kind, key.as_str().to_owned(), unit, help.to_string()));
+    }
+}
+
+impl metrics::Recorder for Descriptions {
+    fn describe_counter(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        help: metrics::SharedString,
+    ) {
+        self.add("counter", key, unit, help);
+    }
+    fn describe_gauge(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        help: metrics::SharedString,
+    ) {
+        self.add("gauge", key, unit, help);
+    }
+    fn describe_histogram(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        help: metrics::SharedString,
+    ) {
+        self.add("histogram", key, unit, help);
+    }
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+/// Every metric the library has, with its kind: the table in the telemetry docs.
+const ALL: [(&str, &str); 14] = [
+    (telemetry::REQUESTS, "counter"),
+    (telemetry::REQUEST_DURATION, "histogram"),
+    (telemetry::REQUEST_ATTEMPTS, "histogram"),
+    (telemetry::ATTEMPTS, "counter"),
+    (telemetry::ATTEMPT_DURATION, "histogram"),
+    (telemetry::RETRIES, "counter"),
+    (telemetry::GIVE_UPS, "counter"),
+    (telemetry::BREAKER_REJECTIONS, "counter"),
+    (telemetry::BREAKER_STATE, "gauge"),
+    (telemetry::OVERLOAD_WAITS, "counter"),
+    (telemetry::OVERLOAD_REJECTIONS, "counter"),
+    (telemetry::OVERLOAD_HOLDS, "counter"),
+    (telemetry::HEDGES, "counter"),
+    (telemetry::ENDPOINTS_OVER_BOUND, "counter"),
+];
+
+fn described_once_each(recorder: &Descriptions) {
+    let seen = recorder.0.lock().unwrap();
+    assert_eq!(
+        seen.len(),
+        ALL.len(),
+        "{:?}",
+        seen.iter().map(|d| &d.1).collect::<Vec<_>>()
+    );
+    for (name, kind) in ALL {
+        let found: Vec<_> = seen.iter().filter(|d| d.1 == name).collect();
+        assert_eq!(found.len(), 1, "{name} described {} times", found.len());
+        let (described_as, _, unit, help) = found[0];
+        assert_eq!(*described_as, kind, "{name}");
+        assert!(!help.is_empty(), "{name}");
+        assert_eq!(
+            unit.is_none(),
+            name == telemetry::BREAKER_STATE,
+            "{name}: {unit:?}"
+        );
+    }
+}
+
+#[test]
+fn every_metric_is_described_with_its_kind_unit_and_help() {
+    let recorder = Descriptions::default();
+    metrics::with_local_recorder(&recorder, telemetry::describe);
+    described_once_each(&recorder);
+}
+
+#[test]
+fn building_a_client_or_a_retry_layer_describes_the_metrics_to_the_recorder_in_force() {
+    let recorder = Descriptions::default();
+    let built = metrics::with_local_recorder(&recorder, || Client::builder().build());
+    assert!(built.is_ok());
+    described_once_each(&recorder);
+
+    let recorder = Descriptions::default();
+    metrics::with_local_recorder(&recorder, || {
+        use tower::Layer;
+        resilient_http::retry::RetryLayer::new(RetryPolicy::default()).layer(tower::service_fn(
+            |_: reqwest::Request| async {
+                Err::<reqwest::Response, resilient_http::Error>(
+                    resilient_http::Error::invalid_config("unused"),
+                )
+            },
+        ))
+    });
+    described_once_each(&recorder);
+}
+
+/// The labels of the first series of metric `name` that has all of `labels`.
+fn labels_of(snapshot: &Snapshot, name: &str, labels: &[(&str, &str)]) -> Vec<(String, String)> {
+    snapshot
+        .iter()
+        .map(|(key, ..)| key.key())
+        .filter(|key| key.name() == name)
+        .map(|key| {
+            key.labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .find(|found| {
+            labels
+                .iter()
+                .all(|(k, v)| found.iter().any(|(fk, fv)| fk == k && fv == v))
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_labels_are_opt_in_and_bounded_by_max_breakers() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // This thread's own recorder: another test installs the global one.
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let (a, b, c) = (
+        FaultServer::start().await.unwrap(),
+        FaultServer::start().await.unwrap(),
+        FaultServer::start().await.unwrap(),
+    );
+    for server in [&a, &b, &c] {
+        server.script("/labelled", [Reply::ok("ok")]);
+        server.script("/plain", [Reply::ok("ok")]);
+    }
+    // Set in the file, under the default's two servers' bound (`max_breakers`).
+    let client = Client::builder()
+        .circuit_breaker(BreakerConfig::builder().max_breakers(2).build().unwrap())
+        .config_toml(
+            r#"
+            [[endpoint]]
+            name = "labelled"
+            match = { path = "/labelled" }
+            metrics_server_address = true
+            "#,
+        )
+        .build()
+        .unwrap();
+    for server in [&a, &b, &c, &a] {
+        client.get(server.url("/labelled")).send().await.unwrap();
+        client.get(server.url("/plain")).send().await.unwrap();
+    }
+    let s = &snapshotter.snapshot().into_vec();
+    described(s);
+    let port = |server: &FaultServer| server.addr().port().to_string();
+    let (a_port, b_port) = (port(&a), port(&b));
+    // The first two servers have series of their own, on every per-call metric.
+    assert_eq!(
+        counter(s, telemetry::REQUESTS, &labelled("127.0.0.1", &a_port)),
+        2
+    );
+    assert_eq!(
+        counter(s, telemetry::ATTEMPTS, &labelled("127.0.0.1", &a_port)),
+        2
+    );
+    assert_eq!(
+        counter(s, telemetry::REQUESTS, &labelled("127.0.0.1", &b_port)),
+        1
+    );
+    for name in [
+        telemetry::ATTEMPT_DURATION,
+        telemetry::REQUEST_DURATION,
+        telemetry::REQUEST_ATTEMPTS,
+    ] {
+        assert_eq!(
+            histogram(s, name, &labelled("127.0.0.1", &a_port)).len(),
+            2,
+            "{name}"
+        );
+    }
+    // The third shares `_OTHER`.
+    assert_eq!(
+        counter(s, telemetry::REQUESTS, &labelled("_OTHER", "_OTHER")),
+        1
+    );
+    assert_eq!(
+        counter(s, telemetry::REQUESTS, &[("policy", "labelled")]),
+        4
+    );
+    // Off by default: the default policy's series have no server labels.
+    assert_eq!(counter(s, telemetry::REQUESTS, &[("policy", "default")]), 4);
+    for name in [telemetry::REQUESTS, telemetry::ATTEMPT_DURATION] {
+        let plain = labels_of(s, name, &[("policy", "default")]);
+        assert!(!plain.is_empty(), "{name}");
+        assert!(
+            plain.iter().all(|(k, _)| !k.starts_with("server.")),
+            "{name}: {plain:?}"
+        );
+    }
+}
+
+/// The labels of the `labelled` policy's series for one server.
+fn labelled<'a>(server: &'a str, port: &'a str) -> [(&'a str, &'a str); 3] {
+    [
+        ("policy", "labelled"),
+        ("server.address", server),
+        ("server.port", port),
+    ]
 }

@@ -29,6 +29,9 @@ use tracing_subscriber::registry::LookupSpan;
 
 type Fields = BTreeMap<String, String>;
 
+/// A key the capture adds to each span's fields: how many CLIENT spans are around it.
+const CLIENT_SPANS_AROUND: &str = "(client spans around)";
+
 /// A closed span, or an event with the names of the spans around it (innermost last).
 #[derive(Debug)]
 enum Seen {
@@ -61,7 +64,20 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Ca
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let mut fields = Fields::new();
         attrs.record(&mut FieldMap(&mut fields));
-        ctx.span(id).unwrap().extensions_mut().insert(fields);
+        let span = ctx.span(id).unwrap();
+        // How many OpenTelemetry CLIENT spans this one is inside (`otel.kind` as created).
+        let around = span
+            .scope()
+            .skip(1)
+            .filter(|parent| {
+                parent
+                    .extensions()
+                    .get::<Fields>()
+                    .is_some_and(|f| f.get("otel.kind").map(String::as_str) == Some("client"))
+            })
+            .count();
+        fields.insert(CLIENT_SPANS_AROUND.to_owned(), around.to_string());
+        span.extensions_mut().insert(fields);
     }
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let span = ctx.span(id).unwrap();
@@ -184,6 +200,9 @@ async fn a_request_and_its_attempts_are_spans_with_opentelemetry_fields() {
         assert_eq!(attempt["server.address"], "127.0.0.1");
         assert_eq!(attempt["server.port"], port);
         assert_eq!(attempt["otel.kind"], "client");
+        // OpenTelemetry's HTTP client span name: `{method}` (no route template is known).
+        assert_eq!(attempt["otel.name"], "GET");
+        assert_eq!(attempt["url.full"], server.url("/s"));
         assert_eq!(attempt["http.response.status_code"], status);
         assert_eq!(
             attempt.get("error.type").map(String::as_str),
@@ -196,6 +215,8 @@ async fn a_request_and_its_attempts_are_spans_with_opentelemetry_fields() {
     let request = requests[0];
     assert_eq!(request["http.request.method"], "GET");
     assert_eq!(request["url.full"], server.url("/s"));
+    // The logical call: not a CLIENT span, so that each exchange has exactly one.
+    assert_eq!(request["otel.kind"], "internal");
     assert_eq!(request["policy"], "default");
     assert_eq!(request["attempts"], "3");
     assert_eq!(request["http.response.status_code"], "200");
@@ -377,6 +398,17 @@ async fn secrets_never_reach_logs_or_errors() {
     assert_eq!(errors[0].kind(), ErrorKind::Status, "{}", errors[0]);
     assert_eq!(errors[1].kind(), ErrorKind::CircuitOpen, "{}", errors[1]);
     assert!(text.contains("api_key=REDACTED"), "{text}");
+    // Every span that names the URL names it redacted: the call's and each attempt's.
+    for name in ["request", "attempt"] {
+        let with_url = spans(&seen, name);
+        assert!(!with_url.is_empty(), "no {name} span: {text}");
+        for fields in with_url {
+            assert!(
+                fields["url.full"].contains("api_key=REDACTED"),
+                "{fields:?}"
+            );
+        }
+    }
 
     let shown: Vec<String> = errors
         .iter()
@@ -635,4 +667,74 @@ async fn a_hedge_the_service_below_is_not_ready_for_says_it_was_skipped() {
     assert_eq!(skipped.len(), 1, "{seen:#?}");
     assert_eq!(*skipped[0].0, Level::DEBUG);
     assert_eq!(skipped[0].1["reason"], "service_not_ready");
+}
+
+/// The spans of `seen` that are OpenTelemetry CLIENT spans, by name.
+fn client_spans(seen: &[Seen]) -> Vec<(&'static str, &Fields)> {
+    seen.iter()
+        .filter_map(|s| match s {
+            Seen::Span { name, fields }
+                if fields.get("otel.kind").map(String::as_str) == Some("client") =>
+            {
+                Some((*name, fields))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A reqwest-middleware chain over a fresh client without reqwest's own retry, and a call
+/// that the server answers 503 then 200: two exchanges.
+#[cfg(feature = "reqwest-middleware")]
+async fn two_exchanges_through(tracing_first: bool) -> (Vec<Seen>, String) {
+    use reqwest_tracing::TracingMiddleware;
+    use resilient_http::middleware::ResilientMiddleware;
+
+    let server = FaultServer::start().await.unwrap();
+    server.script("/s", [Reply::status(503), Reply::ok("ok")]);
+    let resilience = ResilientMiddleware::new(Client::builder().retry(retrying(3))).unwrap();
+    let http = reqwest::Client::builder()
+        .retry(reqwest::retry::never())
+        .build()
+        .unwrap();
+    let chain = reqwest_middleware::ClientBuilder::new(http);
+    let client = if tracing_first {
+        chain.with(TracingMiddleware::default()).with(resilience)
+    } else {
+        chain.with(resilience).with(TracingMiddleware::default())
+    }
+    .build();
+    let (result, seen, text) = traced(client.get(server.url("/s")).send()).await;
+    assert_eq!(result.unwrap().status(), 200, "{text}");
+    assert_eq!(spans(&seen, "attempt").len(), 2, "{text}");
+    (seen, text)
+}
+
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test(start_paused = true)]
+async fn reqwest_tracing_after_the_middleware_gives_one_client_span_per_exchange() {
+    let (seen, text) = two_exchanges_through(false).await;
+    // reqwest-tracing's span, once per exchange (each attempt runs the rest of the chain),
+    // and nothing else is a CLIENT span, nor is one inside another.
+    let clients = client_spans(&seen);
+    assert_eq!(clients.len(), 2, "{text}");
+    for (name, fields) in clients {
+        assert_eq!(name, "HTTP request", "{fields:?}");
+        assert_eq!(fields[CLIENT_SPANS_AROUND], "0", "{fields:?}");
+    }
+    // Ours stand for the call and its attempts, around reqwest-tracing's.
+    for attempt in spans(&seen, "attempt") {
+        assert_eq!(attempt["otel.kind"], "internal", "{attempt:?}");
+    }
+}
+
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test(start_paused = true)]
+async fn reqwest_tracing_before_the_middleware_gives_one_client_span_for_a_whole_call() {
+    let (seen, text) = two_exchanges_through(true).await;
+    // The other order: reqwest-tracing's one span covers both exchanges and the wait
+    // between them, which is not what an OpenTelemetry CLIENT span stands for.
+    let clients = client_spans(&seen);
+    assert_eq!(clients.len(), 1, "{text}");
+    assert_eq!(clients[0].0, "HTTP request");
 }

@@ -973,7 +973,8 @@ impl<O: Success, S: Sender> Future for Call<O, S> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if matches!(this.stage, Stage::Start) {
-            this.retry.watch();
+            let servers = policy(&this.policies, &this.which).server_series();
+            this.retry.watch(S::EXCHANGES, servers);
         }
         let _call = this.retry.observer().enter_call();
         loop {

@@ -47,6 +47,12 @@ pub(crate) trait Sender: Unpin {
     /// none of that itself. Only the public retry layer's stack is so.
     const SORTED: bool = false;
 
+    /// Whether the attempt is the exchange on the wire, so that its span is OpenTelemetry's
+    /// CLIENT span (`otel.kind = "client"`). Not so where the rest of a reqwest-middleware
+    /// chain sends it: reqwest-tracing's span there is the CLIENT span, and a second one
+    /// around it would count each exchange twice (see the telemetry docs).
+    const EXCHANGES: bool = true;
+
     /// Sends `request`.
     fn send(&mut self, request: reqwest::Request) -> Self::Future;
 

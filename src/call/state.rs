@@ -24,7 +24,7 @@ use crate::retry::{
     is_idempotent,
 };
 use crate::telemetry::overload::Guard;
-use crate::telemetry::{ErrorType, Observer};
+use crate::telemetry::{ErrorType, Observer, ServerSeries};
 use crate::timeout::{CallClock, call_budget, call_ended};
 
 /// What follows an attempt.
@@ -290,10 +290,12 @@ impl RetryState {
     }
 
     /// Starts the call's spans. Called where the call is first polled, so they belong to the
-    /// subscriber and the span the caller runs it in.
-    pub(crate) fn watch(&mut self) {
+    /// subscriber and the span the caller runs it in. `exchanges`: whether each attempt is
+    /// the exchange on the wire (see `Sender::EXCHANGES`); `servers`: the policy's server
+    /// labels, if its metrics have them.
+    pub(crate) fn watch(&mut self, exchanges: bool, servers: Option<&ServerSeries>) {
         if let Some(request) = self.custody.parked() {
-            self.record.observer = Observer::new(request, self.policy.name());
+            self.record.observer = Observer::new(request, self.policy.name(), exchanges, servers);
         }
     }
 

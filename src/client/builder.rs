@@ -741,6 +741,10 @@ impl ClientBuilder {
             self.check_sharing(Some((name, policy)), &settings, &self.default)?;
             endpoints.push((matcher.clone(), compiled));
         }
+        // The metrics' units and help text, to the recorder in force (see
+        // `telemetry::describe`).
+        #[cfg(feature = "metrics")]
+        crate::telemetry::describe();
         let mut policies = Policies {
             default,
             endpoints,

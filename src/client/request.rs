@@ -263,7 +263,7 @@ impl RequestBuilder {
 
     /// Sends this request once, whatever the policy says about retries.
     pub fn no_retry(self) -> Self {
-        self.attempts(1)
+        self.max_attempts(1)
     }
 
     /// Makes at most `attempts` attempts in all for this request (at least 1).
@@ -320,7 +320,7 @@ impl RequestBuilder {
         if self.overrides.is_some() {
             return Err(Error::invalid_request(
                 "`build()` makes a plain reqwest::Request, which cannot carry this call's \
-                 `.policy(..)`, `.attempts(..)`, `.no_retry()`, `.deadline(..)`, \
+                 `.policy(..)`, `.max_attempts(..)`, `.no_retry()`, `.deadline(..)`, \
                  `.attempt_timeout(..)` or `.body_with(..)`: send it with `.send()` \
                  instead, or build it without them",
                 &request,

@@ -15,6 +15,7 @@ use crate::keyed::key_for;
 use crate::overload::{Fleet, FleetKeys, GuardRegistry, Guards, GuardsConfig};
 use crate::read::DEFAULT_BODY_LIMIT;
 use crate::retry::{RetryLayer, RetryPolicy};
+use crate::telemetry::ServerSeries;
 use crate::timeout::{DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_TOTAL_DEADLINE};
 
 /// What a policy inherits from the client builder beyond the settings of the default policy.
@@ -36,6 +37,24 @@ pub(crate) enum Redis<'a> {
     Fleet(&'a Fleet),
 }
 
+/// The server labels of a policy whose `metrics_server_address` is `on`, for at most `max`
+/// servers; refused without the `metrics` feature, where it would do nothing.
+fn server_series(on: Option<bool>, max: usize) -> Result<Option<Arc<ServerSeries>>, Error> {
+    if on != Some(true) {
+        return Ok(None);
+    }
+    #[cfg(feature = "metrics")]
+    return Ok(Some(Arc::new(ServerSeries::new(max))));
+    #[cfg(not(feature = "metrics"))]
+    {
+        let _ = max;
+        Err(Error::invalid_config(
+            "metrics_server_address needs the `metrics` feature: enable it, or remove the \
+             setting",
+        ))
+    }
+}
+
 /// One policy, ready to wrap a `reqwest::Client` per call.
 #[derive(Clone, Debug)]
 pub(crate) struct CompiledPolicy {
@@ -52,6 +71,8 @@ pub(crate) struct CompiledPolicy {
     guards: Option<GuardRegistry>,
     // The one key for all of the policy's requests (`breaker_key`), if it has one.
     endpoint_key: Option<Arc<str>>,
+    // The servers with metric labels of their own (`metrics_server_address`), if it is on.
+    server_series: Option<Arc<ServerSeries>>,
 }
 
 impl CompiledPolicy {
@@ -103,6 +124,7 @@ impl CompiledPolicy {
             rate_limit_shared: _,
             bulkhead,
             hedge,
+            metrics_server_address,
         } = settings;
         let attempt_timeout = attempt_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT);
         // Kept as set: each call caps it by the deadline that applies to it (this policy's, or
@@ -197,6 +219,7 @@ impl CompiledPolicy {
         };
         let max_endpoints = base.breaker.map_or(1024, |b| b.max_breakers());
         let guards = GuardRegistry::new(guards, max_endpoints, breaker_key.as_deref(), fleet);
+        let server_series = server_series(*metrics_server_address, max_endpoints).map_err(named)?;
 
         let classifier = match retry_statuses {
             Some(statuses) => base.classifier.with_transient_statuses(statuses.clone()),
@@ -214,7 +237,14 @@ impl CompiledPolicy {
             breaker,
             guards,
             endpoint_key: breaker_key.as_deref().map(Arc::from),
+            server_series,
         })
+    }
+
+    /// The `server.address` and `server.port` labels of this policy's metrics, if it has
+    /// them (`metrics_server_address`).
+    pub(crate) fn server_series(&self) -> Option<&ServerSeries> {
+        self.server_series.as_deref()
     }
 
     pub(crate) fn breakers(&self) -> Option<&BreakerRegistry> {
@@ -272,6 +302,7 @@ impl CompiledPolicy {
             breaker: CircuitBreakerLayer::disabled(),
             guards: None,
             endpoint_key: None,
+            server_series: None,
         }
     }
 
@@ -282,6 +313,10 @@ impl CompiledPolicy {
             return;
         }
         self.breaker.keep_state_of(&before.breaker);
+        // The servers already labelled keep their series: a reload hands out no new ones.
+        if self.server_series.is_some() && before.server_series.is_some() {
+            self.server_series.clone_from(&before.server_series);
+        }
         if let (Some(guards), Some(old)) = (&mut self.guards, &before.guards)
             && guards.same_setup(old)
         {
@@ -357,6 +392,10 @@ pub(crate) struct Policies {
 impl Policies {
     /// Only `default`, for every request.
     pub(crate) fn only(default: CompiledPolicy) -> Self {
+        // Built where a client, an adapter or a layer is: the metrics' units and help text
+        // go to the recorder in force (see `telemetry::describe`).
+        #[cfg(feature = "metrics")]
+        crate::telemetry::describe();
         Policies {
             default,
             endpoints: Vec::new(),

@@ -176,6 +176,7 @@ macro_rules! policy_table {
             rate_limit: Option<RawRateLimit>,
             bulkhead: Option<RawBulkhead>,
             hedge: Option<RawHedge>,
+            metrics_server_address: Option<bool>,
         }
 
         impl $name {
@@ -225,6 +226,7 @@ macro_rules! policy_table {
                     hedge: self
                         .hedge
                         .map(|h| HedgeConfig::new(h.after, h.max.unwrap_or(1))),
+                    metrics_server_address: self.metrics_server_address,
                 }
             }
         }

@@ -221,6 +221,14 @@ settings! {
     /// be sent twice (idempotent, or with an `Idempotency-Key`); hedges spend the retry budget
     /// and rate-limit slots. See [`crate::hedge`].
     hedge: crate::hedge::HedgeConfig, within bounds::HEDGE;
+    /// Whether this policy's request and attempt metrics (feature `metrics`) carry
+    /// OpenTelemetry's `server.address` and `server.port` labels (default false; refused
+    /// without the feature). Bounded as the breaker labels are: the first
+    /// [`max_breakers`](crate::breaker::BreakerConfigBuilder::max_breakers) servers the
+    /// policy meets get labels of their own, the others share `_OTHER` (see
+    /// [`telemetry`](crate::telemetry#server-labels)). Off by default because a service
+    /// that calls user-supplied URLs (webhooks) has unbounded hosts.
+    metrics_server_address: bool;
 }
 
 impl EndpointPolicy {

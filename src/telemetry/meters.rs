@@ -4,27 +4,90 @@ use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 use std::time::Duration;
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use metrics::{Label, SharedString};
 
 use super::ErrorType;
 use super::overload::Guard;
+use super::servers::ServerLabels;
 use crate::circuit::State;
 
-/// OpenTelemetry's `http.request.method`: a standard method, else `_OTHER` (bounded).
-pub(super) fn method(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::CONNECT => "CONNECT",
-        _ => "_OTHER",
-    }
+/// Gives the recorder in force the unit and help text of every metric. Descriptions go to the
+/// recorder that is current when this runs (the global one, or a thread's local one); with
+/// none yet installed they are lost, and the metrics still count, undescribed.
+pub(crate) fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+    describe_counter!(
+        super::REQUESTS,
+        Unit::Count,
+        "Calls made, each counted once however many attempts it took."
+    );
+    describe_histogram!(
+        super::REQUEST_DURATION,
+        Unit::Seconds,
+        "Duration of whole calls: every attempt, and the waits between them."
+    );
+    describe_histogram!(
+        super::REQUEST_ATTEMPTS,
+        Unit::Count,
+        "Attempts a call took, hedges included."
+    );
+    describe_counter!(
+        super::ATTEMPTS,
+        Unit::Count,
+        "Attempts made: each request sent, retries and hedges included."
+    );
+    describe_histogram!(
+        super::ATTEMPT_DURATION,
+        Unit::Seconds,
+        "Duration of HTTP client requests (one attempt each)."
+    );
+    describe_counter!(
+        super::RETRIES,
+        Unit::Count,
+        "Retries scheduled, by the failed attempt's error type."
+    );
+    describe_counter!(
+        super::GIVE_UPS,
+        Unit::Count,
+        "Calls that ended on a transient failure without retrying it, by reason."
+    );
+    describe_counter!(
+        super::BREAKER_REJECTIONS,
+        Unit::Count,
+        "Requests an open circuit breaker turned away."
+    );
+    // A state has no unit.
+    describe_gauge!(
+        super::BREAKER_STATE,
+        "Circuit breaker state: 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed."
+    );
+    describe_counter!(
+        super::OVERLOAD_WAITS,
+        Unit::Count,
+        "Calls or attempts an overload guard held back before letting them out, by reason."
+    );
+    describe_counter!(
+        super::OVERLOAD_REJECTIONS,
+        Unit::Count,
+        "Calls, attempts or retries an overload guard turned away, by reason."
+    );
+    describe_counter!(
+        super::OVERLOAD_HOLDS,
+        Unit::Count,
+        "Endpoints held at their server's request (Retry-After)."
+    );
+    describe_counter!(
+        super::HEDGES,
+        Unit::Count,
+        "Hedged requests, by outcome: sent, won or skipped."
+    );
+    describe_counter!(
+        super::ENDPOINTS_OVER_BOUND,
+        Unit::Count,
+        "Endpoints added to a policy's breakers or overload guards past max_breakers."
+    );
 }
 
 fn policy_label(policy: Option<&Arc<str>>) -> Label {
@@ -42,16 +105,31 @@ fn error_type_value(error_type: ErrorType) -> SharedString {
     }
 }
 
+/// Adds `server`'s `server.address` and `server.port` to `labels`.
+fn push_server(labels: &mut Vec<Label>, server: Option<&ServerLabels>) {
+    if let Some(server) = server {
+        labels.push(Label::new("server.address", server.address.clone()));
+        labels.push(Label::new("server.port", server.port.clone()));
+    }
+}
+
+/// Room for a call's or an attempt's labels: four, and the server's two if it has them.
+fn capacity(server: Option<&ServerLabels>) -> usize {
+    if server.is_some() { 6 } else { 4 }
+}
+
 pub(super) fn attempt(
     policy: Option<&Arc<str>>,
     method: &'static str,
+    server: Option<&ServerLabels>,
     status: Option<StatusCode>,
     error_type: Option<ErrorType>,
     duration: Duration,
 ) {
-    let mut labels = Vec::with_capacity(4);
+    let mut labels = Vec::with_capacity(capacity(server));
     labels.push(policy_label(policy));
     labels.push(Label::from_static_parts("http.request.method", method));
+    push_server(&mut labels, server);
     if let Some(status) = status {
         labels.push(Label::new(
             "http.response.status_code",
@@ -68,6 +146,7 @@ pub(super) fn attempt(
 pub(super) fn call(
     policy: Option<&Arc<str>>,
     method: &'static str,
+    server: Option<&ServerLabels>,
     error_type: Option<ErrorType>,
     attempts: u32,
     duration: Duration,
@@ -78,21 +157,25 @@ pub(super) fn call(
     } else {
         "success"
     };
-    let mut labels = vec![
-        policy.clone(),
-        Label::from_static_parts("http.request.method", method),
-        Label::from_static_parts("outcome", outcome),
-    ];
+    let outcome = Label::from_static_parts("outcome", outcome);
+    let mut labels = Vec::with_capacity(capacity(server));
+    labels.push(policy.clone());
+    labels.push(Label::from_static_parts("http.request.method", method));
+    labels.push(outcome.clone());
     if let Some(error_type) = error_type {
         labels.push(Label::new("error.type", error_type_value(error_type)));
     }
+    push_server(&mut labels, server);
     metrics::counter!(super::REQUESTS, labels).increment(1);
-    metrics::histogram!(
-        super::REQUEST_DURATION,
-        vec![policy.clone(), Label::from_static_parts("outcome", outcome)]
-    )
-    .record(duration.as_secs_f64());
-    metrics::histogram!(super::REQUEST_ATTEMPTS, vec![policy]).record(f64::from(attempts));
+    let mut labels = Vec::with_capacity(capacity(server) - 2);
+    labels.push(policy.clone());
+    labels.push(outcome);
+    push_server(&mut labels, server);
+    metrics::histogram!(super::REQUEST_DURATION, labels).record(duration.as_secs_f64());
+    let mut labels = Vec::with_capacity(capacity(server) - 3);
+    labels.push(policy);
+    push_server(&mut labels, server);
+    metrics::histogram!(super::REQUEST_ATTEMPTS, labels).record(f64::from(attempts));
 }
 
 pub(super) fn retry(policy: Option<&Arc<str>>, reason: ErrorType) {

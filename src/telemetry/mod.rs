@@ -10,13 +10,47 @@
 //!
 //! # Spans (target `resilient_http`, level DEBUG)
 //!
-//! - `request`, one per call: `http.request.method`, `url.full` (redacted), `policy`, and
-//!   when it ends `http.response.status_code`, `error.type`, `attempts`, `duration_ms`.
-//! - `attempt`, a child per attempt, following OpenTelemetry's HTTP client conventions:
-//!   `otel.kind = "client"`, `http.request.resend_count` (0 for the first attempt),
-//!   `http.request.method`, `server.address`, `server.port`, `hedge` (whether it is a
+//! - `request`, one per call, the logical operation (`otel.kind = "internal"`):
+//!   `http.request.method`, `url.full` (redacted), `policy`, and when it ends
+//!   `http.response.status_code`, `error.type`, `attempts`, `duration_ms`.
+//! - `attempt`, a child per attempt (hedges included), following OpenTelemetry's HTTP client
+//!   span: `otel.name` (the method, `"GET"`, or `"HTTP"` for a non-standard one: no
+//!   low-cardinality route is known), `otel.kind = "client"`, `http.request.resend_count`
+//!   (0 for the first attempt, then the attempt's number less one), `http.request.method`,
+//!   `url.full` (redacted), `server.address`, `server.port`, `hedge` (whether it is a
 //!   [hedge](crate::hedge)), and when it ends `http.response.status_code` and `error.type`
 //!   (`cancelled` for an attempt that lost its race to another).
+//!
+//! So each exchange on the wire has one CLIENT span, under one INTERNAL span for the call,
+//! as OpenTelemetry asks of a client that retries. With
+//! [`tracing-opentelemetry`](https://docs.rs/tracing-opentelemetry) these become OpenTelemetry
+//! spans as they are; enable DEBUG for target `resilient_http` in its filter.
+//!
+//! ## Next to reqwest-tracing
+//!
+//! Under [`ResilientMiddleware`](crate::middleware::ResilientMiddleware) the exchange is the
+//! rest of the reqwest-middleware chain's to make, so there the `attempt` span is
+//! `otel.kind = "internal"`, and reqwest-tracing's `TracingMiddleware` makes the CLIENT span
+//! (and sends `traceparent`). Add it **after** `ResilientMiddleware`: each attempt runs the
+//! chain below, so each exchange gets one CLIENT span of its own, inside the `attempt`
+//! span. Before it, reqwest-tracing's one span would cover the whole call, retries and
+//! waits included.
+//!
+//! ```no_run
+//! # #[cfg(feature = "reqwest-middleware")]
+//! # fn chain() -> Result<(), Box<dyn std::error::Error>> {
+//! use resilient_http::middleware::ResilientMiddleware;
+//! use reqwest_tracing::TracingMiddleware;
+//!
+//! let http = reqwest::Client::builder().retry(reqwest::retry::never()).build()?;
+//! let client = reqwest_middleware::ClientBuilder::new(http)
+//!     .with(ResilientMiddleware::new(resilient_http::Client::builder())?)
+//!     .with(TracingMiddleware::default()) // after: one CLIENT span per exchange
+//!     .build();
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! `error.type` is the status code for a failure status (`"503"`), otherwise the error
 //! kind's [`as_str`](crate::ErrorKind::as_str) (`"timeout"`, `"reset"`, `"circuit_open"`...).
@@ -55,9 +89,9 @@
 //!
 //! Names follow OpenTelemetry's HTTP client conventions where one exists. Labels are bounded:
 //! the policy name, the method (`_OTHER` for non-standard ones), a status code or error type,
-//! a reason, or a breaker key; never a URL. Request metrics deliberately have no host label: a
-//! service that calls user-supplied URLs (webhooks) would have unbounded hosts, and endpoint
-//! policies are the bounded grouping.
+//! a reason, or a breaker key; never a URL. Request metrics have no host label unless a
+//! policy asks for one ([server labels](#server-labels)): a service that calls user-supplied
+//! URLs (webhooks) would have unbounded hosts, and endpoint policies are the bounded grouping.
 //!
 //! The breaker metrics are per breaker, labelled `breaker` with its key (`scheme://host:port`
 //! unless the policy names one). Bounding the breakers does not bound these series: a
@@ -80,7 +114,7 @@
 //!
 //! | name | type | labels |
 //! |---|---|---|
-//! | [`REQUESTS`] | counter | `policy`, `http.request.method`, `outcome` (`success`/`error`), `error.type` on errors |
+//! | [`REQUESTS`] | counter | `policy`, `http.request.method`, `outcome` (`success`/`error`), `error.type` on errors; `server.address`, `server.port` if the policy [asks](#server-labels) (so too the next four) |
 //! | [`REQUEST_DURATION`] | histogram (seconds) | `policy`, `outcome` |
 //! | [`REQUEST_ATTEMPTS`] | histogram | `policy` |
 //! | [`ATTEMPTS`] | counter | `policy`, `http.request.method`, `http.response.status_code` and/or `error.type` |
@@ -95,6 +129,82 @@
 //! | [`HEDGES`] | counter | `policy`, `outcome`: `sent`, `won` (the call's answer came from a hedge), `skipped` (due, but kept back: see [`hedge`](crate::hedge)) |
 //! | [`ENDPOINTS_OVER_BOUND`] | counter | `map`: `breakers` or `overload_guards`; an endpoint added past `max_breakers` because every one kept was busy (see the `endpoint map over its bound` event) |
 //!
+//! Every metric is described to the recorder, with its unit ([`metrics::Unit`]: seconds for
+//! the durations, a count for the others; the breaker state has none) and help text, when a
+//! client, an adapter or a layer is built: install the recorder first, or call [`describe`]
+//! after installing it (see there for what happens otherwise).
+//!
+//! ## Server labels
+//!
+//! A policy with [`metrics_server_address`](crate::policy::EndpointPolicy::metrics_server_address)
+//! (the file's `metrics_server_address = true` in its table; default off) adds
+//! OpenTelemetry's `server.address` (the URL's host) and `server.port` to its request and
+//! attempt metrics. They are bounded as the breaker labels are: the policy gives labels of
+//! its own to the first [`max_breakers`](crate::breaker::BreakerConfigBuilder::max_breakers)
+//! servers it meets, over its life (a reload keeps them), and the others share
+//! `server.address = "_OTHER"`, `server.port = "_OTHER"`. Turn it on for a policy that calls
+//! a known set of hosts, not for one that calls whatever URL it is given.
+//!
+//! ```
+//! use resilient_http::policy::{EndpointPolicy, Matcher};
+//!
+//! let client = resilient_http::Client::builder()
+//!     .endpoint(
+//!         "partners",
+//!         Matcher::new().host("*.partners.example.com")?,
+//!         EndpointPolicy::new().metrics_server_address(true),
+//!     )
+//!     .build();
+//! # #[cfg(feature = "metrics")]
+//! # assert!(client.is_ok());
+//! # Ok::<(), resilient_http::Error>(())
+//! ```
+//!
+//! ## Prometheus: histogram buckets
+//!
+//! [`metrics-exporter-prometheus`](https://docs.rs/metrics-exporter-prometheus) renders a
+//! histogram as a *summary* (quantiles computed in each process, which cannot be added up
+//! across replicas) unless it is given buckets for it. Give the durations OpenTelemetry's
+//! buckets for HTTP client durations, 5 ms to 10 s:
+//!
+//! ```
+//! # #[cfg(feature = "metrics")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+//! use resilient_http::telemetry;
+//!
+//! /// OpenTelemetry's advice for `http.client.request.duration`, in seconds.
+//! const HTTP_DURATION: &[f64] = &[
+//!     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+//! ];
+//!
+//! let prometheus = PrometheusBuilder::new()
+//!     .set_buckets_for_metric(Matcher::Full(telemetry::ATTEMPT_DURATION.into()), HTTP_DURATION)?
+//!     .set_buckets_for_metric(Matcher::Full(telemetry::REQUEST_DURATION.into()), HTTP_DURATION)?
+//!     .set_buckets_for_metric(
+//!         Matcher::Full(telemetry::REQUEST_ATTEMPTS.into()),
+//!         &[1.0, 2.0, 3.0, 4.0, 5.0, 8.0],
+//!     )?
+//!     .install_recorder()?;
+//! // Built after the recorder is installed: the metrics are described to it.
+//! let client = resilient_http::Client::new()?;
+//! # let server = resilient_http::testkit::FaultServer::start().await?;
+//! # server.script("/", [resilient_http::testkit::Reply::ok("ok")]);
+//! # let url = server.url("/");
+//! client.get(&url).send().await?;
+//!
+//! // Serve this on your `/metrics` route.
+//! let text = prometheus.render();
+//! assert!(text.contains("# TYPE http_client_request_duration histogram"), "{text}");
+//! assert!(text.contains(r#"le="0.005""#), "{text}");
+//! assert!(text.contains("# HELP http_client_request_duration Duration of HTTP client"), "{text}");
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "metrics"))]
+//! # fn main() {}
+//! ```
+//!
 //! The overload metrics are labelled by policy, not by endpoint, though each guard is per
 //! endpoint key: policies are few and named by you, so the series stay bounded with no
 //! bookkeeping, and they group as the request metrics do. An endpoint label would need the
@@ -107,8 +217,37 @@
 
 #[cfg(feature = "metrics")]
 pub(crate) mod meters;
+
+/// Gives the recorder in force the unit ([`metrics::Unit`]) and help text of every metric
+/// above (the exporter shows them: Prometheus's `# HELP` and, for the durations, seconds).
+///
+/// Building a [`Client`](crate::Client), a
+/// [`ResilientMiddleware`](crate::middleware::ResilientMiddleware) or a layer already does
+/// this, so install the recorder first and there is nothing to call. A recorder installed
+/// after that has none of the descriptions (the `metrics` facade hands them to the recorder
+/// current at the time, and a description given to no recorder is lost): call this once it
+/// is installed. The metrics themselves count either way. Describing again is harmless.
+///
+/// ```
+/// let recorder = metrics_util::debugging::DebuggingRecorder::new();
+/// metrics::with_local_recorder(&recorder, resilient_http::telemetry::describe);
+/// ```
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub fn describe() {
+    meters::describe();
+}
 mod observer;
 pub(crate) mod overload;
+#[cfg(feature = "metrics")]
+mod servers;
+
+#[cfg(feature = "metrics")]
+pub(crate) use servers::ServerSeries;
+/// Without the `metrics` feature there are no server labels (the setting is refused).
+#[cfg(not(feature = "metrics"))]
+#[derive(Debug)]
+pub(crate) enum ServerSeries {}
 
 pub(crate) use observer::Observer;
 
@@ -146,9 +285,28 @@ pub const ENDPOINTS_OVER_BOUND: &str = "resilient_http.endpoints.over_bound";
 
 use std::fmt;
 
-use http::StatusCode;
+use http::{Method, StatusCode};
 
 use crate::error::{Error, ErrorKind};
+
+/// OpenTelemetry's `http.request.method` value for a method outside its list.
+pub(crate) const OTHER_METHOD: &str = "_OTHER";
+
+/// OpenTelemetry's `http.request.method`: a standard method, else [`OTHER_METHOD`] (bounded).
+pub(crate) fn method(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => OTHER_METHOD,
+    }
+}
 
 /// OpenTelemetry's `error.type` of an outcome: a failure status's code, else the kind.
 #[derive(Clone, Copy)]
@@ -176,7 +334,7 @@ impl fmt::Display for ErrorType {
 }
 
 /// What an outcome shows: its status (the response's, or a failure's) and its error type.
-pub(crate) fn describe(
+pub(crate) fn outcome_of(
     result: Result<StatusCode, &Error>,
 ) -> (Option<StatusCode>, Option<ErrorType>) {
     match result {

@@ -8,7 +8,7 @@ use tracing::Span;
 use tracing::field::{Empty, display};
 
 use super::overload::Guard;
-use super::{ErrorType, describe};
+use super::{ErrorType, outcome_of};
 use crate::error::Error;
 use crate::redact::DisplayUrl;
 
@@ -19,11 +19,17 @@ pub(crate) struct Observer {
     spans: Option<Box<Spans>>,
     #[cfg(feature = "metrics")]
     method: &'static str,
+    /// The call's `server.address` and `server.port` labels, if its policy adds them.
+    #[cfg(feature = "metrics")]
+    server: Option<Arc<super::servers::ServerLabels>>,
 }
 
 struct Spans {
     call: Span,
     attempt: Span,
+    /// The attempts' `otel.kind`: `client`, or `internal` where the chain below sends them
+    /// (see `Sender::EXCHANGES`).
+    kind: &'static str,
 }
 
 pub(super) fn policy_name(policy: Option<&Arc<str>>) -> &str {
@@ -35,11 +41,19 @@ pub(super) fn millis(d: Duration) -> u64 {
 }
 
 impl Observer {
-    /// A call of `request` under `policy` begins.
-    pub(crate) fn new(request: &reqwest::Request, policy: Option<&Arc<str>>) -> Self {
+    /// A call of `request` under `policy` begins; `exchanges`: whether each attempt is the
+    /// exchange on the wire (its span then OpenTelemetry's CLIENT span); `servers`: the
+    /// policy's server labels, if its metrics have them.
+    pub(crate) fn new(
+        request: &reqwest::Request,
+        policy: Option<&Arc<str>>,
+        exchanges: bool,
+        servers: Option<&super::ServerSeries>,
+    ) -> Self {
         let call = tracing::debug_span!(
             target: "resilient_http",
             "request",
+            otel.kind = "internal",
             http.request.method = %request.method(),
             url.full = %DisplayUrl(request.url()),
             policy = policy_name(policy),
@@ -48,16 +62,21 @@ impl Observer {
             attempts = Empty,
             duration_ms = Empty,
         );
+        #[cfg(not(feature = "metrics"))]
+        let _ = servers;
         let spans = (!call.is_disabled()).then(|| {
             Box::new(Spans {
                 call,
                 attempt: Span::none(),
+                kind: if exchanges { "client" } else { "internal" },
             })
         });
         Observer {
             spans,
             #[cfg(feature = "metrics")]
-            method: super::meters::method(request.method()),
+            method: super::method(request.method()),
+            #[cfg(feature = "metrics")]
+            server: servers.map(|servers| servers.labels(request.url())),
         }
     }
 
@@ -79,14 +98,14 @@ impl Observer {
     /// Attempt `number` (1 for the first) of `request` begins.
     pub(crate) fn attempt_started(&mut self, number: u32, request: &reqwest::Request) {
         if let Some(spans) = self.spans.as_mut() {
-            spans.attempt = attempt_span(&spans.call, number, request, false);
+            spans.attempt = attempt_span(spans, number, request, false);
         }
     }
 
     /// The span of hedge `number`, of `request`, which begins beside the current attempt.
     pub(crate) fn hedge_span(&self, number: u32, request: &reqwest::Request) -> Span {
         match &self.spans {
-            Some(spans) => attempt_span(&spans.call, number, request, true),
+            Some(spans) => attempt_span(spans, number, request, true),
             None => Span::none(),
         }
     }
@@ -140,9 +159,16 @@ impl Observer {
         result: Result<http::StatusCode, &Error>,
         duration: Duration,
     ) {
-        let (status, error_type) = describe(result);
+        let (status, error_type) = outcome_of(result);
         #[cfg(feature = "metrics")]
-        super::meters::attempt(policy, self.method, status, error_type, duration);
+        super::meters::attempt(
+            policy,
+            self.method,
+            self.server.as_deref(),
+            status,
+            error_type,
+            duration,
+        );
         #[cfg(not(feature = "metrics"))]
         let _ = (policy, duration);
         if let Some(spans) = self.spans.as_mut() {
@@ -159,9 +185,16 @@ impl Observer {
         attempts: u32,
         duration: Duration,
     ) {
-        let (status, error_type) = describe(result);
+        let (status, error_type) = outcome_of(result);
         #[cfg(feature = "metrics")]
-        super::meters::call(policy, self.method, error_type, attempts, duration);
+        super::meters::call(
+            policy,
+            self.method,
+            self.server.as_deref(),
+            error_type,
+            attempts,
+            duration,
+        );
         #[cfg(not(feature = "metrics"))]
         let _ = policy;
         if let Some(spans) = &self.spans {
@@ -230,15 +263,24 @@ impl Observer {
     }
 }
 
-fn attempt_span(call: &Span, number: u32, request: &reqwest::Request, hedge: bool) -> Span {
+/// The span of attempt `number` (1 for the first), following OpenTelemetry's HTTP client
+/// span: named `{method}` (there is no low-cardinality target to add), `HTTP` for a
+/// non-standard method.
+fn attempt_span(spans: &Spans, number: u32, request: &reqwest::Request, hedge: bool) -> Span {
     let url = request.url();
+    let name = match super::method(request.method()) {
+        super::OTHER_METHOD => "HTTP",
+        method => method,
+    };
     tracing::debug_span!(
         target: "resilient_http",
-        parent: call,
+        parent: &spans.call,
         "attempt",
-        otel.kind = "client",
+        otel.name = name,
+        otel.kind = spans.kind,
         http.request.resend_count = number.saturating_sub(1),
         http.request.method = %request.method(),
+        url.full = %DisplayUrl(url),
         server.address = url.host_str().unwrap_or(""),
         server.port = url.port_or_known_default(),
         hedge,

@@ -26,6 +26,79 @@
 //! # }
 //! ```
 //!
+//! # Tests that do not wait: zero backoff
+//!
+//! A retry waits its backoff (100 ms, then 200 ms... by default). A test policy with no
+//! backoff retries at once, on any runtime:
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use resilient_http::policy::EndpointPolicy;
+//! use resilient_http::testkit::{FaultServer, Reply};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = FaultServer::start().await?;
+//! server.script("/down", [Reply::status(503)]);
+//!
+//! let client = resilient_http::Client::builder()
+//!     .default_policy(EndpointPolicy::new().backoff_base(Duration::ZERO))
+//!     .build()?;
+//! let err = client.get(server.url("/down")).send().await.unwrap_err();
+//! assert_eq!(server.hits("/down"), 3, "three attempts");
+//! assert!(err.attempts().iter().all(|a| a.delay_before.is_zero()), "no waits: {err:?}");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Tests on paused time
+//!
+//! To test the waits themselves (backoff, `Retry-After`, deadlines, a breaker's open time)
+//! without waiting them, run the test on tokio's paused clock: it jumps to the next timer
+//! whenever the runtime has nothing else to do. That needs tokio's `test-util` feature in
+//! your dev-dependencies (and `macros` and `rt` for the attribute):
+//!
+//! ```toml
+//! [dev-dependencies]
+//! resilient-http = { version = "0.1", features = ["testkit"] }
+//! tokio = { version = "1", features = ["macros", "rt", "test-util"] }
+//! ```
+//!
+//! In a test, `#[tokio::test(start_paused = true)]`; this example is a doctest, so its
+//! `main` starts the same runtime:
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use resilient_http::testkit::{FaultServer, Reply};
+//!
+//! // In your tests: #[tokio::test(start_paused = true)]
+//! #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let server = FaultServer::start().await?;
+//!     // Come back in 15 s, twice: half a minute on the real clock.
+//!     let busy = || Reply::status(503).retry_after_secs(15);
+//!     server.script("/busy", [busy(), busy(), Reply::ok("ok")]);
+//!
+//!     let client = resilient_http::Client::builder()
+//!         .deadline(Duration::from_secs(60))
+//!         .build()?;
+//!     let (paused, real) = (tokio::time::Instant::now(), std::time::Instant::now());
+//!     let response = client.get(server.url("/busy")).send().await?;
+//!     assert_eq!(response.status(), 200);
+//!     // Both waits were made on the paused clock, in no time on the real one.
+//!     assert!(paused.elapsed() >= Duration::from_secs(30));
+//!     assert!(real.elapsed() < Duration::from_secs(10));
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The server runs on the test's own runtime, on loopback: what it writes is readable before
+//! the runtime next goes idle, so the clock's jumps do not overtake its replies. A
+//! [`Reply::delay`] is a wait on the paused clock too. Start the server inside the paused
+//! runtime, as above: the clock is the runtime's.
+//!
 //! What a [`Reply`] can do: answer with any status, headers, `Retry-After` (seconds or HTTP
 //! date) and body, after a delay; [hang](Reply::hang) without answering; send the head and
 //! [stall the body](Reply::stall_body), or cut it off with a [clean close](Reply::body_then_close)
