@@ -57,8 +57,11 @@ pub struct Client {
 pub(crate) struct Built {
     /// Its connect timeout; `None` for a reqwest client handed over.
     pub(crate) connect_timeout: Option<Duration>,
-    /// Its timeout (see `Policies::client_timeout`); `None` for a reqwest client handed over.
+    /// Its timeout (see `Policies::client_timeout`), if it has one.
     pub(crate) timeout: Option<Duration>,
+    /// Where it came from, and the `timeout` the user gave it there, which the default
+    /// policy takes as its attempt timeout on every reload too.
+    pub(crate) reqwest_timeout: builder::Theirs,
 }
 
 impl Client {
