@@ -190,7 +190,9 @@ pub mod timeout;
 mod transport;
 mod window;
 
-pub use client::{Client, ClientBuilder, PolicyService, RequestBuilder};
+pub use client::{
+    Client, ClientBuilder, HttpFuture, HttpLayer, HttpService, PolicyService, RequestBuilder,
+};
 pub use error::{Attempt, AttemptOutcome, BoxError, Error, ErrorKind};
 pub use pending::{Pending, Reading};
 pub use read::DEFAULT_BODY_LIMIT;
