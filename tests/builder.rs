@@ -539,3 +539,54 @@ async fn the_later_of_two_ways_to_set_the_attempt_timeout_wins() {
         assert_eq!(started.elapsed().as_secs(), seconds, "{case}");
     }
 }
+
+/// A `backoff` crate schedule given with `retry(..)` and the default policy's backoff
+/// settings: the later wins here too (the schedule used to win in either order).
+#[cfg(feature = "backoff")]
+#[tokio::test(start_paused = true)]
+async fn the_later_of_a_backoff_schedule_and_backoff_settings_wins() {
+    use resilient_http::retry::Jitter;
+
+    let server = FaultServer::start().await.unwrap();
+    let schedule = backoff::ExponentialBackoff {
+        initial_interval: Duration::from_millis(50),
+        randomization_factor: 0.0,
+        multiplier: 2.0,
+        max_elapsed_time: None,
+        ..backoff::ExponentialBackoff::default()
+    };
+    let scheduled = RetryPolicy::builder()
+        .backoff_schedule(schedule)
+        .build()
+        .unwrap();
+    let settings = EndpointPolicy::new()
+        .backoff_base(Duration::from_millis(200))
+        .jitter(Jitter::None);
+    let cases = [
+        (
+            "the schedule, then settings",
+            Client::builder()
+                .retry(scheduled.clone())
+                .default_policy(settings.clone()),
+            600,
+        ),
+        (
+            "settings, then the schedule",
+            Client::builder().default_policy(settings).retry(scheduled),
+            150,
+        ),
+    ];
+    for (index, (case, builder, millis)) in cases.into_iter().enumerate() {
+        let path = format!("/backoff-{index}");
+        server.script(
+            &path,
+            [Reply::status(503), Reply::status(503), Reply::ok("ok")],
+        );
+        let client = builder.build().unwrap();
+        let started = tokio::time::Instant::now();
+
+        client.get(server.url(&path)).send().await.unwrap();
+
+        assert_eq!(started.elapsed(), Duration::from_millis(millis), "{case}");
+    }
+}

@@ -44,7 +44,7 @@ use super::{Built, Client};
 /// | Setting | `ClientBuilder` | [`default_policy`](Self::default_policy) / file `[default]` | reqwest |
 /// |---|---|---|---|
 /// | attempts, backoff (base, max, multiplier, jitter), `Retry-After` cap, non-idempotent retries, idempotency key, hedging, replay buffer | [`retry`](Self::retry): all of them | [`attempts`](EndpointPolicy::attempts), `backoff_*`, … / `attempts`, `[default.backoff]`, … | — |
-/// | a `backoff` crate schedule, a jitter seed | [`retry`](Self::retry) only | — | — |
+/// | a `backoff` crate schedule (replaced by a later backoff setting, and in a rule that sets one), a jitter seed | [`retry`](Self::retry) only | — | — |
 /// | breaker on/off, window (calls), failure rate, min calls, first open duration, half-open probes, `count_429` | [`circuit_breaker`](Self::circuit_breaker): all of them; [`no_circuit_breaker`](Self::no_circuit_breaker): off | `breaker_*` / `[default.breaker]` | — |
 /// | breaker time window, longest open duration, slow calls, `max_breakers`, `on_state_change` | [`circuit_breaker`](Self::circuit_breaker) only | — | — |
 /// | attempt timeout | [`attempt_timeout`](Self::attempt_timeout) | `attempt_timeout` | `timeout` in [`reqwest`](Self::reqwest) or on a [`reqwest_client`](Self::reqwest_client): taken alone, refused with another |
