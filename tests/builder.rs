@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
+#[cfg(feature = "config")]
 use resilient_http::breaker::BreakerConfig;
+#[cfg(any(feature = "config", feature = "backoff"))]
 use resilient_http::policy::EndpointPolicy;
 use resilient_http::retry::RetryPolicy;
 use resilient_http::testkit::{FaultServer, Reply};
@@ -217,6 +219,7 @@ async fn reqwests_read_timeout_still_works() {
 }
 
 /// One timeout given two ways is refused, naming both and the fix, whichever way ours came.
+#[cfg(feature = "config")]
 #[test]
 fn a_timeout_set_both_in_reqwest_and_here_is_refused() {
     let given = || {
@@ -347,10 +350,12 @@ fn reqwest_settings_in_the_middleware_are_a_config_error() {
     assert!(err.to_string().contains("ResilientMiddleware"), "{err}");
 }
 
+#[cfg(feature = "config")]
 fn attempts(n: u32) -> EndpointPolicy {
     EndpointPolicy::new().attempts(n)
 }
 
+#[cfg(feature = "config")]
 fn retry(n: u32) -> RetryPolicy {
     RetryPolicy::builder()
         .max_attempts(n)
@@ -360,6 +365,7 @@ fn retry(n: u32) -> RetryPolicy {
 }
 
 /// A policy file's `[default]` with `attempts = n` and no backoff.
+#[cfg(feature = "config")]
 fn file(n: u32) -> String {
     format!("[default]\nattempts = {n}\n[default.backoff]\nbase = \"0s\"\n")
 }
@@ -367,6 +373,7 @@ fn file(n: u32) -> String {
 /// Each way of setting the default policy's attempts, in each order: the later call wins,
 /// setting by setting; a `RetryPolicy` sets all of its settings. (`retry(..)` used to lose
 /// to `default_policy(..)` and to a file in either order.)
+#[cfg(feature = "config")]
 #[tokio::test]
 async fn the_later_of_two_ways_to_set_attempts_wins() {
     let server = FaultServer::start().await.unwrap();
@@ -439,6 +446,7 @@ async fn the_later_of_two_ways_to_set_attempts_wins() {
 
 /// The breaker, on and off, each way and in each order (`circuit_breaker(..)` used to lose to
 /// a default policy or file that turned it off, in either order).
+#[cfg(feature = "config")]
 #[test]
 fn the_later_of_two_ways_to_turn_the_breaker_on_or_off_wins() {
     let on = || BreakerConfig::builder().min_calls(2).build().unwrap();
@@ -499,6 +507,7 @@ fn the_later_of_two_ways_to_turn_the_breaker_on_or_off_wins() {
 
 /// The attempt timeout from the setter, a default policy and a file, in each order: the
 /// later wins. Each call is one attempt at a hanging server, on paused time.
+#[cfg(feature = "config")]
 #[tokio::test(start_paused = true)]
 async fn the_later_of_two_ways_to_set_the_attempt_timeout_wins() {
     let server = FaultServer::start().await.unwrap();
@@ -589,4 +598,34 @@ async fn the_later_of_a_backoff_schedule_and_backoff_settings_wins() {
 
         assert_eq!(started.elapsed(), Duration::from_millis(millis), "{case}");
     }
+}
+
+#[cfg(feature = "config")]
+#[path = "common/logs.rs"]
+mod logs;
+
+/// A connect timeout under `ResilientLayer` (whose service below connects by its own
+/// settings) is not refused, so that one policy file serves a client and an adapter, but it
+/// is said: a WARN at build, naming where it was set.
+#[cfg(feature = "config")]
+#[test]
+fn a_connect_timeout_unused_under_an_adapter_is_warned_about() {
+    use resilient_http::ResilientLayer;
+
+    let builder = || Client::builder().config_toml("[default]\nconnect_timeout = \"2s\"\n");
+    let (layer, lines) = logs::logged(tracing::Level::WARN, || ResilientLayer::new(builder()));
+    assert!(layer.is_ok());
+    let said = lines
+        .iter()
+        .filter(|line| line.contains("connect_timeout 2s"))
+        .count();
+    assert_eq!(said, 1, "{lines:?}");
+    assert!(
+        lines[0].contains("<config_toml>:2: \"connect_timeout\" in [default]"),
+        "{lines:?}"
+    );
+    // The client uses it: nothing to say.
+    let (client, lines) = logs::logged(tracing::Level::WARN, || builder().build());
+    assert!(client.is_ok());
+    assert!(lines.is_empty(), "{lines:?}");
 }

@@ -1062,6 +1062,19 @@ impl ClientBuilder {
                  ResilientLayer, add your middleware or layer around them instead",
             ));
         }
+        // Not refused: one policy file may serve a client and an adapter alike. But said, once
+        // per build, so that it is not silently unused.
+        if let (None, Some(unused)) = (http, self.default.connect_timeout) {
+            let by = self
+                .set_by
+                .connect_timeout
+                .as_deref()
+                .unwrap_or("the default policy");
+            tracing::warn!(
+                "connect_timeout {unused:?} ({by}) is not used under ResilientMiddleware or \
+                 ResilientLayer: the reqwest::Client below has its own, set it there"
+            );
+        }
         // Hooks, refreshers and body classifiers run on every path (one driver); attempt
         // layers wrap the client's own reqwest client, which the adapters do not have.
         if http.is_none() && self.attempt_layer.is_some() {
