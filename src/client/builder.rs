@@ -265,7 +265,9 @@ impl fmt::Debug for ClientBuilder {
 
 impl ClientBuilder {
     /// Longest time one attempt may take, from sending to the last byte of the body
-    /// (default 10 s).
+    /// (default 10 s): the default policy's `attempt_timeout`, the later call wins (see the
+    /// table in [`ClientBuilder`]'s docs). A `timeout` on the reqwest client as well makes
+    /// [`build`](Self::build) fail.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.default.attempt_timeout = Some(timeout);
         self.set_by.attempt_timeout = Some("attempt_timeout(..)".to_owned());
@@ -273,7 +275,9 @@ impl ClientBuilder {
     }
 
     /// Longest time a whole call may take, all attempts and sleeps included (default 30 s),
-    /// counted from the call's first poll (a future made early and run later loses nothing).
+    /// counted from the call's first poll (a future made early and run later loses nothing):
+    /// the default policy's `deadline`, the later call wins (see the table in
+    /// [`ClientBuilder`]'s docs).
     pub fn total_deadline(mut self, deadline: Duration) -> Self {
         self.default.deadline = Some(deadline);
         self
@@ -289,8 +293,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Sets the default policy's settings (those `policy` leaves unset stay as they were).
-    /// See [`policy`](crate::policy).
+    /// Sets the default policy's settings that `policy` sets; those it leaves unset stay as
+    /// they were. It wins over earlier calls that set the same settings, and loses to later
+    /// ones (see the table in [`ClientBuilder`]'s docs). See [`policy`](crate::policy).
     pub fn default_policy(mut self, policy: EndpointPolicy) -> Self {
         self.set_by
             .record(&policy, |_| "default_policy(..)".to_owned());
