@@ -629,3 +629,25 @@ fn a_connect_timeout_unused_under_an_adapter_is_warned_about() {
     assert!(client.is_ok());
     assert!(lines.is_empty(), "{lines:?}");
 }
+
+/// A reload keeps the `timeout` set in `reqwest(..)` as the attempt timeout, so one that sets
+/// an attempt timeout too is refused, and changes nothing.
+#[test]
+fn a_reload_that_sets_a_second_attempt_timeout_is_refused() {
+    let client = Client::builder()
+        .reqwest(|b| b.timeout(Duration::from_millis(500)))
+        .build()
+        .unwrap();
+
+    let err = client
+        .reload(Client::builder().attempt_timeout(Duration::from_secs(2)))
+        .unwrap_err();
+
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(
+        err.to_string()
+            .contains("reqwest's timeout 500ms in reqwest(..)"),
+        "{err}"
+    );
+    assert!(client.reload(Client::builder()).is_ok());
+}

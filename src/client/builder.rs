@@ -525,7 +525,8 @@ impl ClientBuilder {
     /// `connect_timeout` the client's connect timeout, when nothing else sets them; set also
     /// with [`attempt_timeout`](Self::attempt_timeout) or
     /// [`connect_timeout`](Self::connect_timeout) (or a default policy, or a policy file's
-    /// `[default]`), [`build`](Self::build) fails, naming both: one setting, one way. A
+    /// `[default]`), [`build`](Self::build) fails, naming both: one setting, one way (a
+    /// [`reload`](Client::reload) keeps it so). A
     /// `read_timeout` (reqwest's limit on each wait for more bytes, which this crate has not)
     /// works as in reqwest, and its expiry is an
     /// [`AttemptTimeout`](crate::ErrorKind::AttemptTimeout).

@@ -213,7 +213,9 @@ impl Client {
     ///
     /// What the reqwest client was built with stays: a `builder` that sets another
     /// `connect_timeout`, hands over a `reqwest_client`, configures one with `reqwest(..)` or
-    /// sets an outer `layer` is refused. Any error (a bad file, a contradiction) changes
+    /// sets an outer `layer` is refused. A `timeout` the reqwest client was given stays the
+    /// default policy's attempt timeout, so a `builder` that sets one too is refused, as
+    /// [`build`](ClientBuilder::build) refuses it. Any error (a bad file, a contradiction) changes
     /// nothing: the error names the file, line and key as [`build`](ClientBuilder::build)'s.
     ///
     /// ```
