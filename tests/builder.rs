@@ -651,3 +651,56 @@ fn a_reload_that_sets_a_second_attempt_timeout_is_refused() {
     );
     assert!(client.reload(Client::builder()).is_ok());
 }
+
+/// A breaker setting, each way and in each order: a `BreakerConfig` given whole sets its
+/// `min_calls` (2), a later default policy changes it (5). Six failing calls: the breaker
+/// opens after the `min_calls`-th, and the rest never reach the server. (The default
+/// policy's used to win in either order.)
+#[cfg(feature = "config")]
+#[tokio::test]
+async fn the_later_of_two_ways_to_set_a_breaker_setting_wins() {
+    let server = FaultServer::start().await.unwrap();
+    let config = || {
+        BreakerConfig::builder()
+            .min_calls(2)
+            .window(resilient_http::breaker::Window::Calls(10))
+            .build()
+            .unwrap()
+    };
+    let five = || EndpointPolicy::new().breaker_min_calls(5);
+    let cases = [
+        (
+            "circuit_breaker, then default_policy",
+            Client::builder()
+                .circuit_breaker(config())
+                .default_policy(five()),
+            5,
+        ),
+        (
+            "default_policy, then circuit_breaker",
+            Client::builder()
+                .default_policy(five())
+                .circuit_breaker(config()),
+            2,
+        ),
+    ];
+    for (index, (case, builder, reached)) in cases.into_iter().enumerate() {
+        let path = format!("/breaker-{index}");
+        server.script(&path, [Reply::status(503)]);
+        let client = builder.retry(RetryPolicy::never()).build().unwrap();
+        let mut kinds = Vec::new();
+        for _ in 0..6 {
+            kinds.push(
+                client
+                    .get(server.url(&path))
+                    .send()
+                    .await
+                    .unwrap_err()
+                    .kind(),
+            );
+        }
+
+        assert_eq!(server.hits(&path), reached, "{case}: {kinds:?}");
+        assert_eq!(kinds[5], ErrorKind::CircuitOpen, "{case}");
+    }
+}
