@@ -149,7 +149,9 @@ mod window;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use client::{Client, ClientBuilder, PolicyService, RequestBuilder};
+pub use client::{
+    Client, ClientBuilder, HttpFuture, HttpLayer, HttpService, PolicyService, RequestBuilder,
+};
 pub use error::{Attempt, AttemptOutcome, BoxError, Error, ErrorKind, GiveUp};
 pub use pending::{Pending, Reading};
 pub use read::DEFAULT_BODY_LIMIT;

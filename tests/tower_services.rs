@@ -193,3 +193,129 @@ async fn a_retry_that_waits_for_the_service_below_has_the_wait_taken_from_its_bu
     let left = timeout.expect("the budget rides in the request");
     assert!(left <= 400 * MS && left >= 390 * MS, "{seen:?}");
 }
+
+/// What a tower-http `TraceLayer` saw: the statuses of the responses, and how many calls
+/// failed (an `Err` from the stack, or a 5xx).
+#[derive(Clone, Default)]
+struct Traced {
+    statuses: Arc<Mutex<Vec<u16>>>,
+    failures: Arc<Mutex<usize>>,
+}
+
+/// tower-http's `TraceLayer::new_for_http()` over the client's stack, in its `http::Request`
+/// form: the layer sees one call, retries included, and its final answer; the body streams
+/// through its `ResponseBody`. A relative URI fails as an invalid request, not sent.
+#[tokio::test]
+async fn tower_https_trace_layer_wraps_the_clients_http_service() {
+    use http_body_util::BodyExt;
+    use resilient_http::testkit::{FaultServer, Reply};
+    use tower_http::classify::ServerErrorsFailureClass;
+
+    let server = FaultServer::start().await.unwrap();
+    server.script("/t", [Reply::status(503), Reply::ok("done")]);
+    server.script("/down", [Reply::status(503)]);
+    let client = Client::builder()
+        .retry(
+            RetryPolicy::builder()
+                .max_attempts(2)
+                .backoff_base(Duration::ZERO)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let seen = Traced::default();
+    let (statuses, failures) = (seen.statuses.clone(), seen.failures.clone());
+    let trace = tower_http::trace::TraceLayer::new_for_http()
+        .on_response(
+            move |response: &http::Response<reqwest::Body>, _: Duration, _: &tracing::Span| {
+                statuses.lock().unwrap().push(response.status().as_u16());
+            },
+        )
+        .on_failure(
+            move |_: ServerErrorsFailureClass, _: Duration, _: &tracing::Span| {
+                *failures.lock().unwrap() += 1;
+            },
+        );
+    let service = tower::ServiceBuilder::new()
+        .layer(trace)
+        .service(client.http_service());
+
+    let request = http::Request::get(server.url("/t"))
+        .body(String::new())
+        .unwrap();
+    let response = service.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "done");
+    assert_eq!(server.hits("/t"), 2);
+    assert_eq!(*seen.statuses.lock().unwrap(), [200]);
+    assert_eq!(*seen.failures.lock().unwrap(), 0);
+
+    let request = http::Request::get(server.url("/down"))
+        .body(String::new())
+        .unwrap();
+    let err = service
+        .clone()
+        .oneshot(request)
+        .await
+        .err()
+        .expect("a 503 to the end");
+    assert_eq!(err.kind(), resilient_http::ErrorKind::Status, "{err}");
+    assert_eq!(server.hits("/down"), 2);
+    assert_eq!(*seen.failures.lock().unwrap(), 1);
+
+    let request = http::Request::get("/relative").body(String::new()).unwrap();
+    let err = service.oneshot(request).await.err().expect("refused");
+    assert_eq!(
+        err.kind(),
+        resilient_http::ErrorKind::InvalidRequest,
+        "{err}"
+    );
+    assert!(err.to_string().contains("/relative"), "{err}");
+}
+
+/// The same over a `ResilientLayer` stack of the user's own, through `HttpLayer`; a POST's
+/// body (here a `reqwest::Body`) reaches the server.
+#[tokio::test]
+async fn tower_https_trace_layer_wraps_a_resilient_layer_stack_through_http_layer() {
+    use resilient_http::HttpLayer;
+    use resilient_http::testkit::{FaultServer, Reply};
+
+    let server = FaultServer::start().await.unwrap();
+    server.script("/p", [Reply::status(503), Reply::ok("taken")]);
+    let resilience = ResilientLayer::new(
+        Client::builder()
+            .retry(
+                RetryPolicy::builder()
+                    .max_attempts(2)
+                    .backoff_base(Duration::ZERO)
+                    .build()
+                    .unwrap(),
+            )
+            .default_policy(EndpointPolicy::new().retry_non_idempotent(true)),
+    )
+    .unwrap();
+    let seen = Traced::default();
+    let statuses = seen.statuses.clone();
+    let service = tower::ServiceBuilder::new()
+        .layer(tower_http::trace::TraceLayer::new_for_http().on_response(
+            move |response: &http::Response<reqwest::Body>, _: Duration, _: &tracing::Span| {
+                statuses.lock().unwrap().push(response.status().as_u16());
+            },
+        ))
+        .layer(HttpLayer)
+        .layer(resilience)
+        .service(reqwest::Client::new());
+
+    let request = http::Request::post(server.url("/p"))
+        .body(reqwest::Body::from(b"order=7".to_vec()))
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(*seen.statuses.lock().unwrap(), [200]);
+    let requests = server.requests("/p");
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[1].body, "order=7");
+}

@@ -51,6 +51,65 @@ use super::{Built, Client};
 /// # let _ = client;
 /// # Ok::<(), resilient_http::Error>(())
 /// ```
+///
+/// # One setting, one value: which call wins
+///
+/// Every setting of the default policy is kept in one place, the default
+/// [`EndpointPolicy`], and each way of setting it writes there, **setting by setting, in the
+/// order of the calls: the later call wins**. A call that does not name a setting leaves it
+/// as it was. A [`RetryPolicy`] or [`BreakerConfig`] given whole sets every setting it has.
+/// A policy file's (or [`config`](Self::config)'s) `[default]` is merged at the point of the
+/// `config_*` call. Endpoint rules inherit from the result, whatever the order. The
+/// timeouts a reqwest client already has are the exception: they are taken when nothing
+/// else sets them, and refused when something does ([`build`](Self::build) fails, naming
+/// both), since their place in the calls says nothing.
+///
+/// | Setting | `ClientBuilder` | [`default_policy`](Self::default_policy) / file `[default]` | reqwest |
+/// |---|---|---|---|
+/// | attempts, backoff (base, max, multiplier, jitter), `Retry-After` cap, non-idempotent retries, idempotency key, hedging, replay buffer | [`retry`](Self::retry): all of them | [`max_attempts`](EndpointPolicy::max_attempts), `backoff_*`, … / `max_attempts`, `[default.backoff]`, … | — |
+/// | a `backoff` crate schedule (replaced by a later backoff setting, and in a rule that sets one), a jitter seed | [`retry`](Self::retry) only | — | — |
+/// | breaker on/off, window (calls), failure rate, min calls, open durations (first, longest), half-open probes, `count_429` | [`circuit_breaker`](Self::circuit_breaker): all of them; [`no_circuit_breaker`](Self::no_circuit_breaker): off | `breaker_*` / `[default.breaker]` | — |
+/// | breaker time window, slow calls, `max_breakers`, `on_state_change` | [`circuit_breaker`](Self::circuit_breaker) only | — | — |
+/// | attempt timeout | [`attempt_timeout`](Self::attempt_timeout) | `attempt_timeout` | `timeout` in [`reqwest`](Self::reqwest) or on a [`reqwest_client`](Self::reqwest_client): taken alone, refused with another |
+/// | deadline | [`deadline`](Self::deadline) | `deadline` | — |
+/// | connect timeout | [`connect_timeout`](Self::connect_timeout) | `connect_timeout` | `connect_timeout` in [`reqwest`](Self::reqwest): taken alone, refused with another; a [`reqwest_client`](Self::reqwest_client) keeps its own, and refuses ours |
+/// | every other policy setting | — | its setter / its key | — |
+///
+/// ```
+/// use std::time::Duration;
+/// use resilient_http::Client;
+/// use resilient_http::policy::EndpointPolicy;
+/// use resilient_http::retry::RetryPolicy;
+///
+/// let retry = RetryPolicy::builder().max_attempts(2).seed(7).build()?;
+/// // The later call wins, setting by setting: 5 attempts; the seed stays retry's.
+/// let client = Client::builder()
+///     .retry(retry.clone())
+///     .default_policy(EndpointPolicy::new().max_attempts(5))
+///     .build()?;
+/// // The other order: `retry` sets every retry setting, so 2 attempts.
+/// let client = Client::builder()
+///     .default_policy(EndpointPolicy::new().max_attempts(5))
+///     .retry(retry)
+///     .build()?;
+/// // A file's [default] is merged where it is read: 4 attempts, then the 1 s timeout wins.
+/// let client = Client::builder()
+///     .config_toml("[default]\nmax_attempts = 4\nattempt_timeout = \"3s\"\n")
+///     .attempt_timeout(Duration::from_secs(1))
+///     .build()?;
+/// // reqwest's `timeout` alone is the attempt timeout...
+/// let client = Client::builder()
+///     .reqwest(|b| b.timeout(Duration::from_millis(500)))
+///     .build()?;
+/// // ...and refused together with another.
+/// let refused = Client::builder()
+///     .attempt_timeout(Duration::from_secs(2))
+///     .reqwest(|b| b.timeout(Duration::from_millis(500)))
+///     .build();
+/// assert!(refused.is_err());
+/// # let _ = client;
+/// # Ok::<(), resilient_http::Error>(())
+/// ```
 pub struct ClientBuilder {
     http: Option<reqwest::Client>,
     /// The user's settings for the reqwest client we build, applied in the order given.
@@ -79,6 +138,103 @@ pub struct ClientBuilder {
     /// file, the line and the key.
     #[cfg(feature = "config")]
     sources: Vec<FileSource>,
+    /// Who set the default policy's timeouts that reqwest's can clash with, for the error.
+    set_by: SetBy,
+}
+
+/// Which call last set the default policy's attempt and connect timeouts, as an error names
+/// it: `attempt_timeout(..)`, `default_policy(..)`, or a policy file's line.
+#[derive(Clone, Debug, Default)]
+struct SetBy {
+    attempt_timeout: Option<String>,
+    connect_timeout: Option<String>,
+}
+
+impl SetBy {
+    /// Records that `by` set whichever of the two timeouts `policy` sets.
+    fn record(&mut self, policy: &EndpointPolicy, by: impl Fn(&str) -> String) {
+        if policy.attempt_timeout.is_some() {
+            self.attempt_timeout = Some(by("attempt_timeout"));
+        }
+        if policy.connect_timeout.is_some() {
+            self.connect_timeout = Some(by("connect_timeout"));
+        }
+    }
+}
+
+/// Where the reqwest client's settings come from, and the `timeout` it was given there.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Theirs {
+    /// A client handed over with `reqwest_client(..)`.
+    Given(Option<Duration>),
+    /// The builder's own client, configured with `reqwest(..)` (or not at all).
+    Configured(Option<Duration>),
+}
+
+/// The timeouts a reqwest client or builder was given. reqwest has no getters, so they are
+/// read from its `Debug`, which prints each one set; the tests pin the field names and the
+/// format, so that a reqwest release that changes them fails a test rather than a user.
+#[derive(Debug, Default, PartialEq)]
+struct ReqwestTimeouts {
+    timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
+}
+
+impl ReqwestTimeouts {
+    /// A builder prints `timeout` and `connect_timeout` (not `read_timeout`, which needs no
+    /// reading: it works under this crate as it does alone).
+    fn of_builder(builder: &reqwest::ClientBuilder) -> Self {
+        let debug = format!("{builder:#?}");
+        ReqwestTimeouts {
+            timeout: debug_field(&debug, "timeout"),
+            connect_timeout: debug_field(&debug, "connect_timeout"),
+        }
+    }
+
+    /// A client prints its timeout under its type's name (and no connect timeout).
+    fn of_client(client: &reqwest::Client) -> Self {
+        let debug = format!("{client:#?}");
+        ReqwestTimeouts {
+            timeout: debug_field(&debug, "reqwest::config::TotalTimeout"),
+            connect_timeout: None,
+        }
+    }
+}
+
+/// The duration a top-level field `name` of a struct's pretty `Debug` holds: its line reads
+/// `    name: 1.5s,`. Nested fields are indented further, and header values, the only text
+/// of the user's in it, are quoted and cannot hold a line break.
+fn debug_field(debug: &str, name: &str) -> Option<Duration> {
+    debug.lines().find_map(|line| {
+        let value = line
+            .strip_prefix("    ")?
+            .strip_prefix(name)?
+            .strip_prefix(": ")?;
+        parse_debug_duration(value.strip_suffix(',').unwrap_or(value))
+    })
+}
+
+/// A `Duration` as its `Debug` prints it: `1.5s`, `250ms`, `10µs`, `7ns`.
+fn parse_debug_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (number, unit) = text.split_at(split);
+    let unit_nanos: u128 = match unit {
+        "s" => 1_000_000_000,
+        "ms" => 1_000_000,
+        "µs" => 1_000,
+        "ns" => 1,
+        _ => return None,
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let mut nanos = whole.parse::<u128>().ok()?.checked_mul(unit_nanos)?;
+    let mut scale = unit_nanos;
+    for digit in fraction.chars() {
+        scale /= 10;
+        nanos += u128::from(digit.to_digit(10)?) * scale;
+    }
+    let secs = u64::try_from(nanos / 1_000_000_000).ok()?;
+    let subsec = u32::try_from(nanos % 1_000_000_000).ok()?;
+    Some(Duration::new(secs, subsec))
 }
 
 type MakeAttemptService = dyn Fn(reqwest::Client) -> AttemptService + Send + Sync;
@@ -105,6 +261,7 @@ impl Default for ClientBuilder {
             redis: None,
             #[cfg(feature = "config")]
             sources: Vec::new(),
+            set_by: SetBy::default(),
         }
     }
 }
@@ -131,30 +288,40 @@ impl fmt::Debug for ClientBuilder {
 
 impl ClientBuilder {
     /// Longest time one attempt may take, from sending to the last byte of the body
-    /// (default 10 s).
+    /// (default 10 s): the default policy's `attempt_timeout`, the later call wins (see the
+    /// table in [`ClientBuilder`]'s docs). A `timeout` on the reqwest client as well makes
+    /// [`build`](Self::build) fail.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.default.attempt_timeout = Some(timeout);
+        self.set_by.attempt_timeout = Some("attempt_timeout(..)".to_owned());
         self
     }
 
     /// Longest time a whole call may take, all attempts and sleeps included (default 30 s),
-    /// counted from the call's first poll (a future made early and run later loses nothing).
+    /// counted from the call's first poll (a future made early and run later loses nothing):
+    /// the default policy's `deadline`, the later call wins (see the table in
+    /// [`ClientBuilder`]'s docs).
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.default.deadline = Some(deadline);
         self
     }
 
-    /// Longest time to establish a connection (default 5 s). It wins over a connect timeout
-    /// set in [`reqwest`](Self::reqwest). Ignored when you bring your own `reqwest::Client`
-    /// with [`reqwest_client`](Self::reqwest_client): set it there.
+    /// Longest time to establish a connection (default 5 s). Set it one way: with a
+    /// `connect_timeout` also set in [`reqwest`](Self::reqwest), or a `reqwest::Client`
+    /// handed over with [`reqwest_client`](Self::reqwest_client) (which keeps its own),
+    /// [`build`](Self::build) fails.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.default.connect_timeout = Some(timeout);
+        self.set_by.connect_timeout = Some("connect_timeout(..)".to_owned());
         self
     }
 
-    /// Sets the default policy's settings (those `policy` leaves unset stay as they were).
-    /// See [`policy`](crate::policy).
+    /// Sets the default policy's settings that `policy` sets; those it leaves unset stay as
+    /// they were. It wins over earlier calls that set the same settings, and loses to later
+    /// ones (see the table in [`ClientBuilder`]'s docs). See [`policy`](crate::policy).
     pub fn default_policy(mut self, policy: EndpointPolicy) -> Self {
+        self.set_by
+            .record(&policy, |_| "default_policy(..)".to_owned());
         self.default = policy.inherit(&self.default);
         self
     }
@@ -335,6 +502,14 @@ impl ClientBuilder {
         });
         match parsed {
             Ok(mut policies) => {
+                let source = policies.source.as_ref();
+                self.set_by.record(&policies.default, |key| {
+                    match (source.and_then(|f| f.default_key(key)), file) {
+                        (Some(line), _) => line,
+                        (None, Some((origin, _))) => format!("{origin}: {key:?} in [default]"),
+                        (None, None) => format!("config(..): {key:?} of the default policy"),
+                    }
+                });
                 self.default = policies.default.inherit(&self.default);
                 self.endpoints.extend(policies.endpoints);
                 self.sources.extend(policies.source.take());
@@ -363,7 +538,26 @@ impl ClientBuilder {
     /// Retries transient failures according to `policy` (default
     /// [`RetryPolicy::default`]: 3 attempts, 100 ms × 2 with full jitter, `Retry-After` up to
     /// 20 s, POST/PATCH only when safe). [`RetryPolicy::never`] turns retries off.
+    ///
+    /// It sets every retry setting of the default policy (see the table in
+    /// [`ClientBuilder`]'s docs): a later [`default_policy`](Self::default_policy) or policy
+    /// file changes only the settings it names, and this call, made later, replaces theirs.
+    /// What an [`EndpointPolicy`] cannot say (a backoff schedule of the `backoff` crate, a
+    /// seed) stays as this policy has it.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        // Unset in the default policy means "as the builder's retry policy has it", which is
+        // now `policy`: every setting it has, and nothing another call set before.
+        let default = &mut self.default;
+        default.max_attempts = None;
+        default.backoff_base = None;
+        default.backoff_max = None;
+        default.backoff_multiplier = None;
+        default.jitter = None;
+        default.retry_after_cap = None;
+        default.retry_non_idempotent = None;
+        default.idempotency_key = None;
+        default.hedge = None;
+        default.replay_buffer = None;
         self.retry = policy;
         self
     }
@@ -371,14 +565,32 @@ impl ClientBuilder {
     /// Guards every endpoint with a circuit breaker following `config` (default
     /// [`BreakerConfig::default`]: opens at 50 % failures over the last 100 calls, once 20 are
     /// in; open 5 s doubling to 60 s; one probe).
+    ///
+    /// It turns the breaker on and sets every breaker setting of the default policy (see the
+    /// table in [`ClientBuilder`]'s docs), as [`retry`](Self::retry) does for retries: later
+    /// calls that name a setting win. What an [`EndpointPolicy`] cannot say (a time window,
+    /// slow calls, `max_breakers`, `on_state_change`) stays as
+    /// `config` has it.
     pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
+        let default = &mut self.default;
+        default.breaker_enabled = Some(true);
+        // Unset: as the builder's breaker config has it, now `config`.
+        default.breaker_window = None;
+        default.breaker_failure_rate = None;
+        default.breaker_min_calls = None;
+        default.breaker_open_for = None;
+        default.breaker_open_for_max = None;
+        default.breaker_half_open_probes = None;
+        default.breaker_count_429 = None;
         self.breaker = Some(config);
         self
     }
 
-    /// No circuit breaker at all.
+    /// No circuit breaker in the default policy, nor in the endpoint rules that do not turn
+    /// theirs on: the default policy's `breaker_enabled(false)`, the file's
+    /// `[default.breaker] enabled = false`. Later calls that turn it on win.
     pub fn no_circuit_breaker(mut self) -> Self {
-        self.breaker = None;
+        self.default.breaker_enabled = Some(false);
         self
     }
 
@@ -386,12 +598,18 @@ impl ClientBuilder {
     /// proxies, TLS roots and identity, pool, HTTP/2 settings, DNS, anything
     /// `reqwest::ClientBuilder` offers.
     ///
-    /// Unlike handing over a whole client with [`reqwest_client`](Self::reqwest_client), the
-    /// client keeps what this crate sets on it after `configure` has run: the
-    /// [`connect_timeout`](Self::connect_timeout), the default policy's attempt timeout as the
-    /// client's `timeout` (which spares each such attempt a per-request timeout), and
-    /// reqwest's own retry off (ours sees every attempt). So a `timeout`, `connect_timeout` or
-    /// `retry` set in `configure` has no effect. It starts from
+    /// Timeouts: a `timeout` set in `configure` is the default policy's attempt timeout, and a
+    /// `connect_timeout` the client's connect timeout, when nothing else sets them; set also
+    /// with [`attempt_timeout`](Self::attempt_timeout) or
+    /// [`connect_timeout`](Self::connect_timeout) (or a default policy, or a policy file's
+    /// `[default]`), [`build`](Self::build) fails, naming both: one setting, one way (a
+    /// [`reload`](Client::reload) keeps it so). A
+    /// `read_timeout` (reqwest's limit on each wait for more bytes, which this crate has not)
+    /// works as in reqwest, and its expiry is an
+    /// [`AttemptTimeout`](crate::ErrorKind::AttemptTimeout).
+    ///
+    /// reqwest's own retry stays off whatever `configure` sets: its resends would be attempts
+    /// that the history, the breaker and the metrics never see. It starts from
     /// [`redirect::policy`](crate::redirect::policy), which `configure` may replace.
     ///
     /// Called once, in [`build`](Self::build); called again, the settings add up in order.
@@ -427,14 +645,14 @@ impl ClientBuilder {
     /// a few settings of the client this builder makes instead, and keep its timeouts, use
     /// [`reqwest`](Self::reqwest).
     ///
-    /// Its own `timeout` is superseded: every attempt sets a per-request timeout (the attempt
-    /// timeout, or what is left of the deadline), which reqwest prefers. Its connect timeout
-    /// stays, and this builder's [`connect_timeout`](Self::connect_timeout) is not applied.
-    ///
-    /// Without this, the client builds its own reqwest client whose `timeout` is the default
-    /// policy's attempt timeout, and leaves attempts with that limit to it. That is cheaper:
-    /// setting a timeout on a request costs reqwest three allocations per call (see
-    /// `benches/`).
+    /// Its own `timeout`, if it has one, is the default policy's attempt timeout (a reload
+    /// keeps it so); an attempt timeout set also another way ([`attempt_timeout`](Self::attempt_timeout),
+    /// a default policy, a policy file's `[default]`) makes [`build`](Self::build) fail,
+    /// naming both. Its connect timeout stays as you set it, so this builder's
+    /// [`connect_timeout`](Self::connect_timeout) is refused with it. Attempts whose limit is
+    /// its `timeout` are left to it; the others (a shorter remaining deadline, an endpoint
+    /// rule's own attempt timeout) set a per-request timeout, which reqwest prefers and which
+    /// costs it three allocations per call.
     ///
     /// Its own retry stays as you set it. reqwest's default resends a request that HTTP/2
     /// refused (`REFUSED_STREAM`, or a graceful `GOAWAY` naming it unprocessed) up to twice
@@ -596,35 +814,51 @@ impl ClientBuilder {
     /// setting, for a zero timeout, an invalid retry or breaker setting, a policy file error,
     /// two rules with one name, or when the `reqwest::Client` cannot be built.
     pub fn build(mut self) -> Result<Client, Error> {
-        let connect_timeout = self
-            .default
-            .connect_timeout
-            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        // A client of our own times out, by itself, any attempt given the default policy's
-        // attempt timeout (usually every first attempt): see `Policies::client_timeout`.
-        let own_timeout = attempt_limit(
-            self.default
-                .attempt_timeout
-                .unwrap_or(DEFAULT_ATTEMPT_TIMEOUT),
-            Some(self.default.deadline.unwrap_or(DEFAULT_TOTAL_DEADLINE)),
-            None,
-        )
-        .0;
         if self.http.is_some() && !self.configure.is_empty() {
             return Err(Error::invalid_config(
                 "reqwest(..) configures the reqwest client this builder makes, so it cannot \
                  be combined with reqwest_client(..): configure the given client instead",
             ));
         }
-        let (http, client_timeout) = match self.http.take() {
-            Some(http) => (http, None),
+        let (http, built) = match self.http.take() {
+            Some(http) => {
+                let theirs = ReqwestTimeouts::of_client(&http);
+                let given = Theirs::Given(theirs.timeout);
+                self.take_reqwest_timeouts(given, None)?;
+                // Its own timeout bounds a request that sets none, as ours would.
+                let built = Built {
+                    connect_timeout: None,
+                    timeout: theirs.timeout,
+                    reqwest_timeout: given,
+                };
+                (http, built)
+            }
             None => {
                 let users = reqwest::Client::builder().redirect(crate::redirect::policy());
                 let users = self
                     .configure
                     .drain(..)
                     .fold(users, |b, configure| configure(b));
-                // Ours after the user's settings, so that they hold.
+                let theirs = ReqwestTimeouts::of_builder(&users);
+                let configured = Theirs::Configured(theirs.timeout);
+                self.take_reqwest_timeouts(configured, theirs.connect_timeout)?;
+                let connect_timeout = self
+                    .default
+                    .connect_timeout
+                    .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+                // A client of our own times out, by itself, any attempt given the default
+                // policy's attempt timeout (usually every first attempt): see
+                // `Policies::client_timeout`.
+                let own_timeout = attempt_limit(
+                    self.default
+                        .attempt_timeout
+                        .unwrap_or(DEFAULT_ATTEMPT_TIMEOUT),
+                    Some(self.default.deadline.unwrap_or(DEFAULT_TOTAL_DEADLINE)),
+                    None,
+                )
+                .0;
+                // Ours after the user's settings: the same values where the user's were taken
+                // over, above, and the only ones otherwise.
                 let http = users
                     .connect_timeout(connect_timeout)
                     .timeout(own_timeout)
@@ -637,12 +871,13 @@ impl ClientBuilder {
                         Error::invalid_config("the reqwest client could not be built")
                             .with_source(e)
                     })?;
-                (http, Some(own_timeout))
+                let built = Built {
+                    connect_timeout: Some(connect_timeout),
+                    timeout: Some(own_timeout),
+                    reqwest_timeout: configured,
+                };
+                (http, built)
             }
-        };
-        let built = Built {
-            connect_timeout: client_timeout.map(|_| connect_timeout),
-            timeout: client_timeout,
         };
         let policies = self.client_policies(&http, built, None)?;
         Ok(Client {
@@ -651,6 +886,65 @@ impl ClientBuilder {
             outer: self.outer,
             built,
         })
+    }
+
+    /// Takes the timeouts set on the user's reqwest client or builder (`theirs`, and
+    /// `connect_timeout` from `reqwest(..)`) as the default policy's, or refuses them when
+    /// the default policy sets its own too: the one rule for each timeout that two ways can
+    /// set, so that neither silently wins. A client handed over keeps its own connect timeout,
+    /// so one of ours, which cannot apply, is refused too.
+    fn take_reqwest_timeouts(
+        &mut self,
+        theirs: Theirs,
+        connect_timeout: Option<Duration>,
+    ) -> Result<(), Error> {
+        let (timeout, place) = match theirs {
+            Theirs::Given(timeout) => (timeout, "the client given to reqwest_client(..)"),
+            Theirs::Configured(timeout) => (timeout, "reqwest(..)"),
+        };
+        let set_by = &self.set_by;
+        if let (Theirs::Given(_), Some(ours)) = (theirs, self.default.connect_timeout) {
+            let by = set_by
+                .connect_timeout
+                .as_deref()
+                .unwrap_or("the default policy");
+            return Err(Error::invalid_config(format!(
+                "connect_timeout {ours:?} ({by}) cannot apply to the client given to \
+                 reqwest_client(..), which keeps its own: set it on that client with \
+                 reqwest::ClientBuilder::connect_timeout instead"
+            )));
+        }
+        let both = [
+            (
+                timeout,
+                &mut self.default.attempt_timeout,
+                "timeout",
+                "attempt_timeout",
+                &set_by.attempt_timeout,
+            ),
+            (
+                connect_timeout,
+                &mut self.default.connect_timeout,
+                "connect_timeout",
+                "connect_timeout",
+                &set_by.connect_timeout,
+            ),
+        ];
+        for (theirs, ours, reqwest_name, our_name, by) in both {
+            let Some(theirs) = theirs else { continue };
+            match *ours {
+                None => *ours = Some(theirs),
+                Some(ours) => {
+                    let by = by.as_deref().unwrap_or("the default policy");
+                    return Err(Error::invalid_config(format!(
+                        "{our_name} is set twice: reqwest's {reqwest_name} {theirs:?} in \
+                         {place}, and {ours:?} by {by}; keep one (reqwest's {reqwest_name} \
+                         alone is taken as the {our_name})"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The policies of a client whose reqwest client is `http`, built as `built` says,
@@ -692,7 +986,10 @@ impl ClientBuilder {
                 Short(asked)
             )));
         }
-        self.client_policies(http, built, Some(previous))
+        // The reqwest client's own timeout is still the attempt timeout, by the same rule.
+        let mut this = self;
+        this.take_reqwest_timeouts(built.reqwest_timeout, None)?;
+        this.client_policies(http, built, Some(previous))
     }
 
     /// Checks the settings and compiles every policy; `http` is the client's reqwest client,
@@ -862,6 +1159,19 @@ impl ClientBuilder {
                  ResilientLayer, add your middleware or layer around them instead",
             ));
         }
+        // Not refused: one policy file may serve a client and an adapter alike. But said, once
+        // per build, so that it is not silently unused.
+        if let (None, Some(unused)) = (http, self.default.connect_timeout) {
+            let by = self
+                .set_by
+                .connect_timeout
+                .as_deref()
+                .unwrap_or("the default policy");
+            tracing::warn!(
+                "connect_timeout {unused:?} ({by}) is not used under ResilientMiddleware or \
+                 ResilientLayer: the reqwest::Client below has its own, set it there"
+            );
+        }
         // Hooks, refreshers and body classifiers run on every path (one driver); attempt
         // layers wrap the client's own reqwest client, which the adapters do not have.
         if http.is_none() && self.attempt_layer.is_some() {
@@ -886,5 +1196,62 @@ impl ClientBuilder {
             policy.set_extras(own);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins what reqwest's `Debug` prints: a release that renames the fields or changes their
+    /// format fails here, not in users' timeouts.
+    #[test]
+    fn reqwests_debug_shows_the_timeouts_it_was_given() -> Result<(), reqwest::Error> {
+        let builder = reqwest::Client::builder()
+            .timeout(Duration::from_millis(1500))
+            .connect_timeout(Duration::from_micros(2500))
+            .default_headers(http::HeaderMap::from_iter([(
+                http::header::HeaderName::from_static("x-note"),
+                http::HeaderValue::from_static("timeout: 9s,"),
+            )]));
+        let read = ReqwestTimeouts::of_builder(&builder);
+        assert_eq!(read.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(read.connect_timeout, Some(Duration::from_micros(2500)));
+        let client = builder.build()?;
+        let read = ReqwestTimeouts::of_client(&client);
+        assert_eq!(read.timeout, Some(Duration::from_millis(1500)));
+
+        let plain = reqwest::Client::builder();
+        assert_eq!(
+            ReqwestTimeouts::of_builder(&plain),
+            ReqwestTimeouts::default()
+        );
+        let plain = plain.build()?;
+        assert_eq!(
+            ReqwestTimeouts::of_client(&plain),
+            ReqwestTimeouts::default()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn durations_read_back_as_debug_prints_them() {
+        let durations = [
+            Duration::ZERO,
+            Duration::from_nanos(7),
+            Duration::from_micros(10),
+            Duration::from_micros(1500),
+            Duration::from_millis(250),
+            Duration::from_secs(1),
+            Duration::new(1, 1),
+            Duration::from_secs(86_400),
+            Duration::MAX,
+        ];
+        for duration in durations {
+            let printed = format!("{duration:?}");
+            assert_eq!(parse_debug_duration(&printed), Some(duration), "{printed}");
+        }
+        assert_eq!(parse_debug_duration("5 s"), None);
+        assert_eq!(parse_debug_duration("5"), None);
     }
 }

@@ -9,7 +9,7 @@ mod service;
 
 pub use builder::ClientBuilder;
 pub use request::RequestBuilder;
-pub use service::PolicyService;
+pub use service::{HttpFuture, HttpLayer, HttpService, PolicyService};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,8 +57,11 @@ pub struct Client {
 pub(crate) struct Built {
     /// Its connect timeout; `None` for a reqwest client handed over.
     pub(crate) connect_timeout: Option<Duration>,
-    /// Its timeout (see `Policies::client_timeout`); `None` for a reqwest client handed over.
+    /// Its timeout (see `Policies::client_timeout`), if it has one.
     pub(crate) timeout: Option<Duration>,
+    /// Where it came from, and the `timeout` the user gave it there, which the default
+    /// policy takes as its attempt timeout on every reload too.
+    pub(crate) reqwest_timeout: builder::Theirs,
 }
 
 impl Client {
@@ -132,8 +135,10 @@ impl Client {
         }
     }
 
-    /// The whole stack as a tower service, for composing with your own middleware. It picks
-    /// each request's policy as [`send`](RequestBuilder::send) does.
+    /// The whole stack as a tower service over `reqwest::Request`s, for composing with your
+    /// own middleware. It picks each request's policy as [`send`](RequestBuilder::send) does.
+    /// For tower-http's layers, which take `http::Request`s, use
+    /// [`http_service`](Self::http_service).
     ///
     /// ```
     /// use tower::{ServiceBuilder, ServiceExt};
@@ -152,6 +157,31 @@ impl Client {
             http: self.http.clone(),
             policies: self.policies.clone(),
         }
+    }
+
+    /// The whole stack as a tower service over `http::Request<B>` (any body `B` that is
+    /// `Into<reqwest::Body>`), answering `http::Response<reqwest::Body>`: the form tower-http's
+    /// layers wrap. It is [`service`](Self::service) in an [`HttpService`]; see there.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use http_body_util::BodyExt;
+    /// use tower::{ServiceBuilder, ServiceExt};
+    /// use tower_http::trace::TraceLayer;
+    ///
+    /// let client = resilient_http::Client::new()?;
+    /// let service = ServiceBuilder::new()
+    ///     .layer(TraceLayer::new_for_http())
+    ///     .service(client.http_service());
+    /// let request = http::Request::get("http://127.0.0.1:8080/items").body(String::new())?;
+    /// let response = service.oneshot(request).await?;
+    /// let body = response.into_body().collect().await?.to_bytes();
+    /// println!("{} bytes", body.len());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn http_service(&self) -> HttpService<PolicyService> {
+        HttpService::new(self.service())
     }
 
     /// The name of the policy a request with this method and URL follows (`"default"` unless
@@ -183,7 +213,9 @@ impl Client {
     ///
     /// What the reqwest client was built with stays: a `builder` that sets another
     /// `connect_timeout`, hands over a `reqwest_client`, configures one with `reqwest(..)` or
-    /// sets an outer `layer` is refused. Any error (a bad file, a contradiction) changes
+    /// sets an outer `layer` is refused. A `timeout` the reqwest client was given stays the
+    /// default policy's attempt timeout, so a `builder` that sets one too is refused, as
+    /// [`build`](ClientBuilder::build) refuses it. Any error (a bad file, a contradiction) changes
     /// nothing: the error names the file, line and key as [`build`](ClientBuilder::build)'s.
     ///
     /// ```

@@ -132,6 +132,15 @@ impl CompiledPolicy {
         let total_deadline = deadline.unwrap_or(DEFAULT_TOTAL_DEADLINE);
 
         let mut retry = base.retry.to_builder();
+        // A backoff setting of the policy's own replaces a `backoff` crate schedule of the
+        // builder's `RetryPolicy`, as any later setting wins (see `ClientBuilder`).
+        if backoff_base.is_some()
+            || backoff_max.is_some()
+            || backoff_multiplier.is_some()
+            || jitter.is_some()
+        {
+            retry = retry.exponential();
+        }
         if let Some(attempts) = *max_attempts {
             retry = retry.max_attempts(attempts);
         }

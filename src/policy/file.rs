@@ -94,6 +94,20 @@ impl FileSource {
     }
 }
 
+impl FileSource {
+    /// `file:line: "key" in [default]` for a `key` of this file's `[default]` table itself
+    /// (`attempt_timeout = "2s"`), if the file sets it there.
+    pub(crate) fn default_key(&self, key: &str) -> Option<String> {
+        let (number, _, _) =
+            policy_lines(&self.text, None)
+                .into_iter()
+                .find(|(_, line, table)| {
+                    table == "[default]" && line.split('=').next().map(str::trim) == Some(key)
+                })?;
+        Some(format!("{}:{number}: {key:?} in [default]", self.origin))
+    }
+}
+
 /// The policy file's layout, read from any serde format: a section of your own configuration
 /// (TOML, YAML, JSON, through `config`, `figment`, ...) for
 /// [`ClientBuilder::config`](crate::ClientBuilder::config).

@@ -261,6 +261,18 @@ impl RetryPolicyBuilder {
         self
     }
 
+    /// Drops a [`backoff_schedule`](Self::backoff_schedule) (one taken over by `to_builder`
+    /// too), so that this builder's backoff settings apply: how a policy that sets one of
+    /// them replaces the schedule of the client's `RetryPolicy` it inherits.
+    #[cfg_attr(not(feature = "backoff"), allow(unused_mut))]
+    pub(crate) fn exponential(mut self) -> Self {
+        #[cfg(feature = "backoff")]
+        {
+            self.external = None;
+        }
+        self
+    }
+
     /// Checks the settings; the error names the one that is wrong.
     pub fn build(self) -> Result<RetryPolicy, Error> {
         let mut policy = self.policy;
