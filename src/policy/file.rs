@@ -805,7 +805,7 @@ fn locate(origin: &str, text: &str, err: &toml::de::Error) -> Error {
 fn renamed(key: &str) -> Option<&'static str> {
     Some(match key {
         "attempts" => "max_attempts",
-        "window" => "window",
+        "window_size" => "window",
         "budget" => "retry_budget",
         _ => return None,
     })
