@@ -62,7 +62,10 @@ pub(crate) mod rate;
 mod shared;
 
 pub use bulkhead::BulkheadConfig;
-pub(crate) use guards::{Admission, Entry, GuardRegistry, Guards, GuardsConfig, Reservation};
+pub(crate) use guards::{
+    Admission, Entry, FixedParts, GuardRegistry, GuardScopes, Guards, GuardsConfig, Part,
+    Reservation, budget_part, bulkhead_part, hold_part, rate_part,
+};
 pub use handle::OverloadHandle;
 pub use rate::RateLimitConfig;
-pub(crate) use shared::{Fleet, FleetKeys};
+pub(crate) use shared::{Budget, Fleet, FleetKeys, Held, Rate};

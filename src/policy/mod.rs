@@ -33,6 +33,8 @@ pub(crate) mod compiled;
 #[cfg(feature = "config")]
 mod file;
 mod matcher;
+mod named;
+mod scope;
 
 pub(crate) use compiled::{CompiledPolicy, Policies};
 #[cfg(feature = "config")]
@@ -40,6 +42,8 @@ pub use file::PolicyConfig;
 #[cfg(feature = "config")]
 pub(crate) use file::{FileSource, PolicyFile};
 pub use matcher::Matcher;
+pub(crate) use named::NamedStates;
+pub use scope::{Scope, ScopeName};
 
 use crate::bounds;
 use crate::error::Error;
@@ -155,7 +159,10 @@ settings! {
     /// [`BreakerConfigBuilder::count_429`](crate::breaker::BreakerConfigBuilder::count_429);
     /// the file's `count_429` in `[….breaker]`.
     breaker_count_429: bool;
-    breaker_key: String [own setter];
+    /// Which requests share a breaker (default [`Scope::Host`]: one per endpoint key).
+    /// [`Scope::Rule`] gives the rule one breaker whatever the host; a [`Scope::named`]
+    /// one is shared by every rule that names it. See [`Scope`].
+    breaker_scope: Scope;
     /// The endpoint's retry budget: retries may add `ratio` of the first attempts plus
     /// `min_per_second`, over `window` (default 0.2, 10, 10 s); when it is spent, a transient
     /// failure is returned at once as [`BudgetExhausted`](crate::ErrorKind::BudgetExhausted).
@@ -167,12 +174,18 @@ settings! {
     /// Whether the retry budget is counted fleet-wide, in the client's Redis (feature
     /// `redis`; the file's `shared = "redis"` in `[….budget]`). Default false.
     retry_budget_shared: bool;
+    /// Which requests share one retry budget (default [`Scope::Host`]). See [`Scope`].
+    retry_budget_scope: Scope;
     /// Whether a 429 or 503 with a `Retry-After` within the cap holds its endpoint for every
     /// call until then: later calls wait if that fits their deadline, else fail at once with
     /// [`RateLimited`](crate::ErrorKind::RateLimited) (default true). When the hold ends, the
     /// calls that waited go spread over a short window after it, not at once (see
     /// [`overload`](crate::overload#when-a-hold-ends)).
     hold_on_retry_after: bool;
+    /// Which requests a `Retry-After` hold stops (default [`Scope::Host`]: every call to
+    /// the endpoint key under this rule). [`Scope::Rule`]: only this rule's calls (a 429 on
+    /// `/a` does not hold `/b` under another rule). See [`Scope`].
+    hold_scope: Scope;
     /// A client-side rate limit per endpoint key (default: none): a request over it waits
     /// for its slot if that fits its deadline (reserving it: see
     /// [`RateLimitConfig`](crate::overload::RateLimitConfig)), else fails at once with
@@ -187,10 +200,16 @@ settings! {
     /// `build` logs a WARN: a refill Redis answers in time could bring a lease already
     /// expired, whose slots are then granted locally (raise `burst`, or lower the timeout).
     rate_limit_shared: bool;
+    /// Which requests share one rate limit (default [`Scope::Host`]). A [`Scope::named`] one
+    /// is one bucket for every rule that names it (and, shared, for every replica): a
+    /// host-wide quota. See [`Scope`].
+    rate_limit_scope: Scope;
     /// A bulkhead per endpoint key (default: none): at most `max_in_flight` calls at once;
     /// a call over it queues up to `queue_timeout` (and its deadline), then fails with
     /// [`BulkheadFull`](crate::ErrorKind::BulkheadFull).
     bulkhead: crate::overload::BulkheadConfig, within bounds::BULKHEAD;
+    /// Which requests share one bulkhead (default [`Scope::Host`]). See [`Scope`].
+    bulkhead_scope: Scope;
     /// Hedged requests (default: none): when an attempt has not answered after `after`, send
     /// another, up to `max` per call, and take the first good answer. Only requests that may
     /// be sent twice (idempotent, or with an `Idempotency-Key`); hedges spend the retry budget
@@ -209,13 +228,6 @@ impl EndpointPolicy {
     /// most 500 entries.
     pub fn retry_statuses(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
         self.retry_statuses = Some(statuses.into_iter().collect());
-        self
-    }
-
-    /// One breaker for all of this policy's requests, under this name, instead of one per
-    /// endpoint (scheme, host and port).
-    pub fn breaker_key(mut self, key: impl Into<String>) -> Self {
-        self.breaker_key = Some(key.into());
         self
     }
 
