@@ -1,0 +1,210 @@
+//! Scopes (issue 24, item 4): which requests share a guard's state, set in the builder, the
+//! policy file and `PolicyConfig`, with file/line errors for a bad value, for a named scope
+//! given two settings, and for the removed `[breaker] key`; a reload keeps named states. The
+//! scopes' behaviour on every path is in `tests/parity.rs`; sharing through Redis in
+//! `tests/fleet_client.rs`.
+#![cfg(feature = "config")]
+
+use std::time::Duration;
+
+use resilient_http::overload::RateLimitConfig;
+use resilient_http::policy::{EndpointPolicy, Matcher, PolicyConfig, Scope};
+use resilient_http::testkit::{FaultServer, Reply};
+use resilient_http::{Client, Error, ErrorKind};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The message of a build that must fail.
+fn refusal(built: std::result::Result<Client, Error>) -> String {
+    match built {
+        Ok(_) => String::from("built"),
+        Err(err) => {
+            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+            err.to_string()
+        }
+    }
+}
+
+/// A named rate limit of one request a minute, set in the default policy, inherited by a
+/// rule on another path: the rule's call finds the slot spent by the default's.
+const NAMED: &str = r#"
+[default]
+attempts = 1
+hold_scope = "rule"
+
+[default.rate_limit]
+rate = 1
+per = "60s"
+scope = "name:api-host"
+
+[default.breaker]
+scope = "rule"
+
+[default.bulkhead]
+max_in_flight = 4
+scope = "rule"
+
+[default.budget]
+scope = "name:api-host"
+
+[[endpoint]]
+name = "payments"
+match = { path = "/pay*" }
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn each_file_form_sets_its_scope() -> Result {
+    let server = FaultServer::start().await?;
+    server.script("/a", [Reply::ok("x")]);
+    server.script("/pay", [Reply::ok("x")]);
+    let client = Client::builder().config_toml(NAMED).build()?;
+    client.get(server.url("/a")).send().await?;
+    let err = client
+        .get(server.url("/pay"))
+        .deadline(Duration::from_secs(5))
+        .send()
+        .await
+        .err()
+        .ok_or("the named limit let a second request through")?;
+    assert_eq!(err.kind(), ErrorKind::RateLimited, "{err}");
+    // The named limit's key, in the error.
+    assert!(err.to_string().contains("name:api-host"), "{err}");
+    assert_eq!(server.hits("/pay"), 0);
+
+    // Nothing is host-scoped: each rule's guards are one entry, under its name.
+    let key = format!("http://{}", server.addr());
+    assert!(client.overload("default", &key).is_none());
+    let payments = client
+        .overload("payments", "payments")
+        .ok_or("rule guards")?;
+    assert_eq!(payments.key(), "payments");
+    assert_eq!(payments.bulkhead_in_flight(), Some(0));
+    // One breaker per rule, under the rule's name.
+    let breakers = client.breakers_for("payments").ok_or("breakers")?;
+    let keys: Vec<String> = breakers.keys().iter().map(|k| k.to_string()).collect();
+    assert_eq!(keys, ["payments"]);
+    Ok(())
+}
+
+/// The same through `PolicyConfig` (here from JSON), and through the builder.
+#[tokio::test(start_paused = true)]
+async fn serde_and_builder_forms_set_the_same_scopes() -> Result {
+    let json = r#"{
+        "default": { "rate_limit": { "rate": 1, "per": "60s", "scope": "name:q" } },
+        "endpoint": [ { "name": "b", "match": { "path": "/b" } } ]
+    }"#;
+    let config: PolicyConfig = serde_json::from_str(json)?;
+    let limit = RateLimitConfig::new(1, Duration::from_secs(60));
+    let built = Client::builder()
+        .default_policy(
+            EndpointPolicy::new()
+                .rate_limit(limit)
+                .rate_limit_scope(Scope::named("q")?),
+        )
+        .endpoint("b", Matcher::new().path("/b"), EndpointPolicy::new());
+    for client in [Client::builder().config(config).build()?, built.build()?] {
+        let server = FaultServer::start().await?;
+        client.get(server.url("/a")).send().await?;
+        let err = client
+            .get(server.url("/b"))
+            .deadline(Duration::from_secs(5))
+            .send()
+            .await
+            .err()
+            .ok_or("one bucket for both rules")?;
+        assert_eq!(err.kind(), ErrorKind::RateLimited, "{err}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_bad_scope_names_the_file_line_key_and_the_three_forms() {
+    let file = "[default]\nattempts = 2\n\n[default.rate_limit]\nrate = 5\nscope = \"hosts\"\n";
+    let err = refusal(Client::builder().config_toml(file).build());
+    assert!(err.contains("<config_toml>:6:"), "{err}");
+    assert!(err.contains("scope"), "{err}");
+    assert!(err.contains(r#""host", "rule", "name:<name>""#), "{err}");
+    let file = "[default]\nhold_scope = \"name:a b\"\n";
+    let err = refusal(Client::builder().config_toml(file).build());
+    assert!(err.contains("<config_toml>:2:"), "{err}");
+    assert!(err.contains("hold_scope"), "{err}");
+    assert!(err.contains("not allowed"), "{err}");
+}
+
+#[test]
+fn the_removed_breaker_key_says_to_use_scope() {
+    let file = "[[endpoint]]\nname = \"x\"\nmatch = {}\n[endpoint.breaker]\nkey = \"ledger\"\n";
+    let err = refusal(Client::builder().config_toml(file).build());
+    assert!(err.contains("<config_toml>:5:"), "{err}");
+    assert!(err.contains("removed"), "{err}");
+    assert!(err.contains("scope = \"rule\""), "{err}");
+}
+
+/// One name, one limit: two rules that name it with other settings are refused, naming both
+/// rules, the guard and the name; from a file, with the line.
+#[test]
+fn a_named_scope_with_two_settings_is_refused() {
+    let named = Scope::named("api").ok();
+    let limit = |rate| RateLimitConfig::new(rate, Duration::from_secs(1));
+    let policy = |rate| {
+        let policy = EndpointPolicy::new().rate_limit(limit(rate));
+        match named.clone() {
+            Some(scope) => policy.rate_limit_scope(scope),
+            None => policy,
+        }
+    };
+    let err = refusal(
+        Client::builder()
+            .endpoint("one", Matcher::new().path("/1"), policy(5))
+            .endpoint("two", Matcher::new().path("/2"), policy(6))
+            .build(),
+    );
+    for part in ["policy \"two\"", "policy \"one\"", "rate_limit", "name:api"] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+    // The same settings are one limit: built.
+    let same = Client::builder()
+        .endpoint("one", Matcher::new().path("/1"), policy(5))
+        .endpoint("two", Matcher::new().path("/2"), policy(5))
+        .build();
+    assert!(same.is_ok(), "{:?}", same.err());
+
+    let file = r#"
+[default.rate_limit]
+rate = 5
+scope = "name:api"
+
+[[endpoint]]
+name = "bulk"
+match = { path = "/bulk*" }
+rate_limit = { rate = 50, scope = "name:api" }
+"#;
+    let err = refusal(Client::builder().config_toml(file).build());
+    assert!(err.contains("<config_toml>:9:"), "{err}");
+    for part in ["[[endpoint]] \"bulk\"", "policy \"default\"", "name:api"] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+}
+
+/// A reload that keeps a named limit's settings keeps its state (the slot spent before it);
+/// one that changes them starts afresh.
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_a_named_limit_it_does_not_change() -> Result {
+    let server = FaultServer::start().await?;
+    let client = Client::builder().config_toml(NAMED).build()?;
+    client.get(server.url("/a")).send().await?;
+    client.reload(Client::builder().config_toml(NAMED))?;
+    let kept = client
+        .get(server.url("/pay"))
+        .deadline(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(
+        kept.as_ref()
+            .is_err_and(|err| err.kind() == ErrorKind::RateLimited),
+        "{kept:?}"
+    );
+    client.reload(Client::builder().config_toml(&NAMED.replace("rate = 1", "rate = 2")))?;
+    client.get(server.url("/pay")).send().await?;
+    Ok(())
+}
