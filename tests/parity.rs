@@ -243,6 +243,9 @@ impl Setup {
     }
 }
 
+/// A route of a scenario's server, and its script.
+type Route = (&'static str, fn() -> Vec<Reply>);
+
 struct Scenario {
     name: &'static str,
     method: Method,
@@ -276,7 +279,7 @@ struct Scenario {
     /// scenario's own path is under the `payments` rule), and the calls to the path after
     /// the first go to `localhost` (the same server under another endpoint key, which a
     /// scope wider than the host shares). Its hits count with the path's.
-    other: Option<(&'static str, fn() -> Vec<Reply>)>,
+    other: Option<Route>,
     /// After the calls, this many more at once (a crowd waiting on what the calls left).
     waiters: usize,
     /// The span `[low, high]` the waiters' durations fall in (they are spread at random
