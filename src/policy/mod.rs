@@ -26,6 +26,56 @@
 //!
 //! The same can come from a TOML file: see [`ClientBuilder::config_file`](crate::ClientBuilder::config_file).
 //! The chosen policy's name is in every error ([`Error::policy`](crate::Error::policy)).
+//!
+//! # Endpoints and scopes
+//!
+//! An **endpoint** is where a request goes, named by its **endpoint key**: scheme, host and
+//! port, e.g. `https://api.example.com` (a default port left out; never the path, query or
+//! user info: see [`endpoint_key`](crate::breaker::endpoint_key)). `/a` and `/b` on one host
+//! are one endpoint; routes are told apart by rules ([`Matcher`]).
+//!
+//! The guards that keep state (the circuit breaker, `Retry-After` holds, the rate limit, the
+//! bulkhead, the retry budget) keep it per endpoint key under each rule by default. Each
+//! guard's [`Scope`] can say otherwise: one state for everything a rule matches
+//! ([`Scope::Rule`]), or one shared by every rule that names it ([`Scope::named`]): a
+//! host-wide quota, in one bucket, whichever rule a request matches. A named scope is one
+//! limit, so set it once, in the default policy, which every rule inherits:
+//!
+//! ```
+//! # #[cfg(feature = "config")] {
+//! use resilient_http::Client;
+//!
+//! let client = Client::builder()
+//!     .config_toml(r#"
+//!         ## 20 requests a second to the API, whichever rule a request matches.
+//!         [default.rate_limit]
+//!         rate = 20
+//!         scope = "name:api"
+//!
+//!         ## One breaker per rule: a failing route does not stop the others.
+//!         [default.breaker]
+//!         scope = "rule"
+//!
+//!         [[endpoint]]
+//!         name = "payments"
+//!         match = { path = "/v1/payments*", methods = ["POST"] }
+//!         attempts = 1
+//!     "#)
+//!     .build()?;
+//! # let _ = client;
+//! # }
+//! # Ok::<(), resilient_http::Error>(())
+//! ```
+//!
+//! In the builder: `EndpointPolicy::new().rate_limit_scope(Scope::named("api")?)`, and
+//! `breaker_scope`, `hold_scope`, `bulkhead_scope`, `retry_budget_scope`. In a file:
+//! `scope` in `[….breaker]`, `[….rate_limit]`, `[….bulkhead]` and `[….budget]`, and
+//! `hold_scope` in the policy's table; values `"host"` (the default), `"rule"`,
+//! `"name:<name>"`. A scope's state has a key, which breakers, errors,
+//! [`Client::overload`](crate::Client::overload) and telemetry show: the endpoint key, the
+//! rule's name, or `name:<name>`. With a Redis ([`crate::fleet`]), a named scope's shared
+//! rate limit, budget and holds are one Redis key (`name:<name>`, after the prefix) for every
+//! rule and every replica.
 
 use std::time::Duration;
 
@@ -58,8 +108,16 @@ macro_rules! settings {
         $(#[$doc:meta])*
         $field:ident: $ty:ty $([$own:ident setter])? $(, within $bound:expr)?;
     )*) => {
-        /// The settings of one policy. Unset settings are inherited; see the
+        /// The settings of one policy: how requests that a rule matches (or the default
+        /// policy's) are retried, timed and guarded. Unset settings are inherited; see the
         /// [module docs](self).
+        ///
+        /// The guards keep their state per **endpoint** by default: per endpoint key, the
+        /// scheme, host and port a request goes to (`https://api.example.com`; never its
+        /// path), under each rule. Each guard's scope (`breaker_scope`, `hold_scope`,
+        /// `rate_limit_scope`, `bulkhead_scope`, `retry_budget_scope`) widens that to the
+        /// rule or to a name several rules share: see [`Scope`] and the
+        /// [module docs](self#endpoints-and-scopes).
         ///
         /// Builder-style: `EndpointPolicy::new().attempts(1).deadline(Duration::from_secs(2))`.
         #[derive(Clone, Debug, Default, PartialEq)]
