@@ -208,3 +208,42 @@ async fn a_reload_keeps_a_named_limit_it_does_not_change() -> Result {
     client.get(server.url("/pay")).send().await?;
     Ok(())
 }
+
+/// An endpoint's guards are dropped for another's (one endpoint kept) when their own,
+/// host-scoped parts are idle, whatever the named parts they share: a named limit spent by
+/// the first call does not keep its endpoint's entry, which would grow the map instead.
+#[tokio::test(start_paused = true)]
+async fn shared_parts_do_not_keep_an_idle_endpoint() -> Result {
+    use resilient_http::breaker::BreakerConfig;
+
+    let server = FaultServer::start().await?;
+    let limit = RateLimitConfig::new(1, Duration::from_secs(60));
+    let client = Client::builder()
+        .circuit_breaker(BreakerConfig::builder().max_breakers(1).build()?)
+        .default_policy(
+            EndpointPolicy::new()
+                .rate_limit(limit)
+                .rate_limit_scope(Scope::named("api")?),
+        )
+        .build()?;
+    client.get(server.url("/a")).send().await?;
+    let first = format!("http://{}", server.addr());
+    assert!(client.overload("default", &first).is_some());
+    let other = format!("http://localhost:{}/a", server.addr().port());
+    let refused = client
+        .get(other.as_str())
+        .deadline(Duration::from_secs(1))
+        .send()
+        .await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|err| err.kind() == ErrorKind::RateLimited),
+        "one bucket for both hosts: {refused:?}"
+    );
+    assert!(
+        client.overload("default", &first).is_none(),
+        "the first endpoint's entry is idle: dropped for the second"
+    );
+    Ok(())
+}
