@@ -13,9 +13,10 @@ use crate::classify::SharedClassifier;
 use crate::error::Error;
 use crate::extras::Extras;
 use crate::keyed::endpoint_key;
+use crate::overload::bulkhead::Bulkhead;
 use crate::overload::{
-    FixedParts, Fleet, FleetKeys, GuardRegistry, GuardScopes, Guards, GuardsConfig, budget_part,
-    bulkhead_part, hold_part, rate_part,
+    Budget, FixedParts, Fleet, FleetKeys, GuardRegistry, GuardScopes, Guards, GuardsConfig, Held,
+    Part, Rate, budget_part, bulkhead_part, hold_part, rate_part,
 };
 use crate::read::DEFAULT_BODY_LIMIT;
 use crate::retry::{RetryLayer, RetryPolicy};
@@ -191,11 +192,9 @@ impl CompiledPolicy {
                         let make = || State::Breaker(BreakerRegistry::new(config));
                         let state = (base.named)
                             .get_or_make(Kind::Breaker, &scope, &name, setup, None, make)
+                            .and_then(from_state::<BreakerRegistry>)
                             .map_err(named)?;
-                        match state {
-                            State::Breaker(registry) => CircuitBreakerLayer::of(registry),
-                            _ => CircuitBreakerLayer::disabled(),
-                        }
+                        CircuitBreakerLayer::of(state)
                     }
                     _ => CircuitBreakerLayer::new(config),
                 }
@@ -446,8 +445,15 @@ impl Fixed<'_> {
             }
             _ => make(key, redis),
         };
-        Ok(T::from_state(state))
+        from_state(state).map(Some)
     }
+}
+
+/// The part `state` holds. Each kind's state is made and kept under its kind
+/// ([`NamedStates::get_or_make`]), so another is a bug, refused rather than ignored.
+fn from_state<T: FromState>(state: State) -> Result<T, Error> {
+    T::from_state(state)
+        .ok_or_else(|| Error::invalid_config("a named scope held another guard's state (a bug)"))
 }
 
 /// A part, out of the [`State`] that holds it.
@@ -469,10 +475,11 @@ macro_rules! from_state {
 }
 
 from_state! {
-    RetryBudget: Arc<crate::overload::Part<crate::overload::Budget>>;
-    Hold: Arc<crate::overload::Part<crate::overload::Held>>;
-    RateLimit: Arc<crate::overload::Part<crate::overload::Rate>>;
-    Bulkhead: crate::overload::Part<Arc<crate::overload::bulkhead::Bulkhead>>;
+    Breaker: BreakerRegistry;
+    RetryBudget: Arc<Part<Budget>>;
+    Hold: Arc<Part<Held>>;
+    RateLimit: Arc<Part<Rate>>;
+    Bulkhead: Part<Arc<Bulkhead>>;
 }
 
 /// Per-request changes to the chosen policy; see [`RequestBuilder`](crate::RequestBuilder).
