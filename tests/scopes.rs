@@ -247,3 +247,60 @@ async fn shared_parts_do_not_keep_an_idle_endpoint() -> Result {
     );
     Ok(())
 }
+
+/// A named hold is one for every rule that names it, whatever each rule's cap: a 429 on one
+/// rule's route holds the other rule's, which fails at once rather than wait past its
+/// deadline, sending nothing.
+#[tokio::test(start_paused = true)]
+async fn a_named_hold_holds_every_rule_that_names_it() -> Result {
+    let server = FaultServer::start().await?;
+    server.script("/a", [Reply::status(429).retry_after_secs(2)]);
+    let client = Client::builder()
+        .default_policy(
+            EndpointPolicy::new()
+                .attempts(1)
+                .hold_scope(Scope::named("api")?),
+        )
+        .endpoint(
+            "a",
+            Matcher::new().path("/a"),
+            EndpointPolicy::new().retry_after_cap(Duration::from_secs(10)),
+        )
+        .build()?;
+    let first = client.get(server.url("/a")).send().await;
+    assert!(first.is_err(), "{first:?}");
+    let held = client
+        .get(server.url("/b"))
+        .deadline(Duration::from_secs(1))
+        .send()
+        .await;
+    let err = held.err().ok_or("the named hold let /b through")?;
+    assert_eq!(err.kind(), ErrorKind::RateLimited, "{err}");
+    assert!(err.to_string().contains("name:api"), "{err}");
+    assert_eq!(server.hits("/b"), 0);
+    Ok(())
+}
+
+/// A reload keeps a rule's breaker (here forced open) when its settings and scope are
+/// unchanged, and starts afresh when the scope changes.
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_a_rule_breaker_it_does_not_change() -> Result {
+    let file = "[default.breaker]\nscope = \"rule\"\n";
+    let client = Client::builder().config_toml(file).build()?;
+    let breakers = client.breakers().ok_or("breakers")?;
+    breakers
+        .get("default")
+        .ok_or("the rule's breaker, made with the policy")?
+        .force_open();
+    client.reload(Client::builder().config_toml(file))?;
+    let server = FaultServer::start().await?;
+    let kept = client.get(server.url("/")).send().await;
+    assert!(
+        kept.as_ref()
+            .is_err_and(|err| err.kind() == ErrorKind::CircuitOpen),
+        "{kept:?}"
+    );
+    client.reload(Client::builder().config_toml("[default.breaker]\nscope = \"host\"\n"))?;
+    client.get(server.url("/")).send().await?;
+    Ok(())
+}

@@ -389,8 +389,8 @@ fn fixed_parts(
             State::RetryBudget(budget_part(key, budget, redis))
         })?;
     }
-    if let Some(cap) = config.hold_up_to {
-        parts.hold = fixed.part(&scopes.hold, true, Setup::Hold(cap), |key, redis| {
+    if config.hold_up_to.is_some() {
+        parts.hold = fixed.part(&scopes.hold, true, Setup::Hold, |key, redis| {
             State::Hold(hold_part(key, redis))
         })?;
     }

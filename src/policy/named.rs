@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use super::ScopeName;
 use crate::breaker::{BreakerConfig, BreakerRegistry};
@@ -41,8 +40,9 @@ impl Kind {
 #[derive(Clone, Debug)]
 pub(crate) enum Setup {
     Breaker(BreakerConfig),
-    /// The hold's cap (the policy's `retry_after_cap`).
-    Hold(Duration),
+    /// A hold has no settings of its own: each policy holds it up to its own
+    /// `retry_after_cap`, so policies with other caps share it.
+    Hold,
     /// The limit, and whether the fleet shares it.
     RateLimit(RateLimitConfig, bool),
     Bulkhead(BulkheadConfig),
@@ -55,7 +55,7 @@ impl Setup {
     pub(crate) fn kind(&self) -> Kind {
         match self {
             Setup::Breaker(_) => Kind::Breaker,
-            Setup::Hold(_) => Kind::Hold,
+            Setup::Hold => Kind::Hold,
             Setup::RateLimit(..) => Kind::RateLimit,
             Setup::Bulkhead(_) => Kind::Bulkhead,
             Setup::RetryBudget(..) => Kind::RetryBudget,
@@ -65,7 +65,7 @@ impl Setup {
     fn same(&self, other: &Setup) -> bool {
         match (self, other) {
             (Setup::Breaker(a), Setup::Breaker(b)) => a.same_settings(b),
-            (Setup::Hold(a), Setup::Hold(b)) => a == b,
+            (Setup::Hold, Setup::Hold) => true,
             (Setup::RateLimit(a, x), Setup::RateLimit(b, y)) => a == b && x == y,
             (Setup::Bulkhead(a), Setup::Bulkhead(b)) => a == b,
             (Setup::RetryBudget(a, x), Setup::RetryBudget(b, y)) => a == b && x == y,
