@@ -21,7 +21,8 @@ use crate::error::Error;
 /// A named scope is **one** limit: every rule that names it for a guard must have the same
 /// settings for that guard (after inheritance), else `build` fails naming both rules. The
 /// easy way is to set the guard and its scope once, in the default policy, which every rule
-/// inherits.
+/// inherits. (A hold has no settings of its own: each rule holds it up to its own
+/// `retry_after_cap`.)
 ///
 /// `Display` writes the file's form, and [`FromStr`] reads it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
