@@ -1,4 +1,6 @@
 //! May this call go out now, per endpoint key: `Retry-After` holds, rate limit, bulkhead.
+//! (Per endpoint key under each rule by default; each guard can be scoped to the rule, or to
+//! a name several rules share: see [`Scope`](crate::policy::Scope).)
 //!
 //! Each piece is a small self-contained primitive, lock-free on the success path and
 //! cancellation-safe (a dropped call leaves no trace: it gives back every permit, a denied
