@@ -73,7 +73,7 @@
 //! `hold_scope` in the policy's table; values `"host"` (the default), `"rule"`,
 //! `"name:<name>"`. A scope's state has a key, which breakers, errors,
 //! [`Client::overload`](crate::Client::overload) and telemetry show: the endpoint key, the
-//! rule's name, or `name:<name>`. With a Redis ([`crate::fleet`]), a named scope's shared
+//! rule's name, or `name:<name>`. With a Redis (feature `redis`), a named scope's shared
 //! rate limit, budget and holds are one Redis key (`name:<name>`, after the prefix) for every
 //! rule and every replica.
 
