@@ -304,3 +304,30 @@ async fn a_reload_keeps_a_rule_breaker_it_does_not_change() -> Result {
     client.get(server.url("/")).send().await?;
     Ok(())
 }
+
+/// A policy whose guards all share one named scope has one entry under `name:<name>`; with
+/// a rule scope among them, under the rule's name.
+#[tokio::test(start_paused = true)]
+async fn the_handle_key_of_a_policy_without_host_scopes() -> Result {
+    let api = Scope::named("api")?;
+    let all_named = EndpointPolicy::new()
+        .rate_limit(RateLimitConfig::new(10, Duration::from_secs(1)))
+        .rate_limit_scope(api.clone())
+        .hold_scope(api.clone())
+        .retry_budget_scope(api.clone());
+    let client = Client::builder()
+        .default_policy(all_named.clone())
+        .endpoint(
+            "mixed",
+            Matcher::new().path("/mixed"),
+            all_named.hold_scope(Scope::Rule),
+        )
+        .build()?;
+    let default = client.overload("default", "name:api").ok_or("named")?;
+    assert_eq!(default.key(), "name:api");
+    assert_eq!(default.rate_limit_idle(), Some(true));
+    let mixed = client.overload("mixed", "mixed").ok_or("rule")?;
+    assert_eq!(mixed.key(), "mixed");
+    assert!(client.overload("mixed", "name:api").is_none());
+    Ok(())
+}

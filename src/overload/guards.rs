@@ -63,6 +63,27 @@ impl GuardsConfig {
             && self.bulkhead.is_none()
     }
 
+    /// The key of the one entry of a policy called `rule` whose guards are none of them
+    /// host-scoped: `name:<name>` when every guard it turns on has that one named scope,
+    /// else the rule's name.
+    pub(crate) fn fixed_key(&self, rule: &Arc<str>) -> Arc<str> {
+        let scopes = &self.scopes;
+        let mut on = [
+            (self.budget.is_some(), &scopes.budget),
+            (self.hold_up_to.is_some(), &scopes.hold),
+            (self.rate.is_some(), &scopes.rate),
+            (self.bulkhead.is_some(), &scopes.bulkhead),
+        ]
+        .into_iter()
+        .filter_map(|(on, scope)| on.then_some(scope));
+        match on.next() {
+            Some(first @ Scope::Named(_)) if on.all(|scope| scope == first) => {
+                first.fixed_key(rule).unwrap_or_else(|| rule.clone())
+            }
+            _ => rule.clone(),
+        }
+    }
+
     /// Whether any guard it turns on is kept per endpoint key ([`Scope::Host`]): only then
     /// does a call look its guards up by its URL.
     fn any_per_host(&self) -> bool {
@@ -546,20 +567,21 @@ impl std::fmt::Debug for GuardRegistry {
 impl GuardRegistry {
     /// `None` when the config turns nothing on. `fleet`: the Redis the host-scoped parts
     /// share (holds always; the rate limit and budget when the config says so). `fixed`:
-    /// the parts scoped to the rule or a name, made by the policy, and `fixed_key` the key
-    /// of the one entry when no part is host-scoped.
+    /// the parts scoped to the rule or a name, made by the policy called `rule`.
     pub(crate) fn new(
         config: GuardsConfig,
         max_endpoints: usize,
         fleet: Option<FleetKeys>,
         fixed: FixedParts,
-        fixed_key: Arc<str>,
+        rule: &Arc<str>,
     ) -> Option<Self> {
         if config.is_off() {
             return None;
         }
-        let only = (!config.any_per_host())
-            .then(|| Arc::new(Guards::new(fixed_key, &config, fleet.as_ref(), &fixed)));
+        let only = (!config.any_per_host()).then(|| {
+            let key = config.fixed_key(rule);
+            Arc::new(Guards::new(key, &config, fleet.as_ref(), &fixed))
+        });
         Some(GuardRegistry {
             guards: Arc::new(Keyed::new(max_endpoints, "overload_guards")),
             config: Arc::new(config),

@@ -49,9 +49,9 @@ pub struct OverloadHandle(pub(crate) Arc<Guards>);
 
 impl OverloadHandle {
     /// The key of these guards: the endpoint key (scheme, host and port) when any of the
-    /// policy's guards is scoped to the host; else the rule's name (for a guard scoped to a
-    /// name, its errors and telemetry say `name:<name>`). See
-    /// [`Scope`](crate::policy::Scope).
+    /// policy's guards is scoped to the host; else `name:<name>` when all of them share one
+    /// named scope, else the rule's name (a guard scoped to a name says `name:<name>` in its
+    /// errors and telemetry whatever this key is). See [`Scope`](crate::policy::Scope).
     pub fn key(&self) -> &str {
         self.0.key()
     }

@@ -227,7 +227,7 @@ impl CompiledPolicy {
         let keys = fleet.map(|fleet| FleetKeys::new(fleet.clone(), name.clone()));
         let fixed = fixed_parts(&name, &guards, keys.as_ref(), base.named).map_err(named)?;
         let max_endpoints = base.breaker.map_or(1024, |b| b.max_breakers());
-        let guards = GuardRegistry::new(guards, max_endpoints, keys, fixed, name.clone());
+        let guards = GuardRegistry::new(guards, max_endpoints, keys, fixed, &name);
 
         let classifier = match retry_statuses {
             Some(statuses) => base.classifier.with_transient_statuses(statuses.clone()),
