@@ -23,9 +23,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arc_swap::ArcSwap;
 use url::{Position, Url};
 
-/// The key of a request to `url`'s endpoint state: the policy's one key for all its requests
-/// (`breaker_key`) if it has one, else the URL's [`endpoint_key`]. The one rule for breakers
-/// and overload guards, on every path.
+/// The key of a request to `url`'s breaker in a [`CircuitBreakerLayer`](crate::breaker::CircuitBreakerLayer):
+/// the layer's one key for all its requests if it has one, else the URL's [`endpoint_key`].
 pub(crate) fn key_for<'a>(key: Option<&'a str>, url: &'a Url) -> Cow<'a, str> {
     match key {
         Some(key) => Cow::Borrowed(key),

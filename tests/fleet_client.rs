@@ -493,8 +493,9 @@ async fn new_endpoints_on_every_call_do_not_sync_on_every_call() {
     assert!(trips < 300, "{trips}: fewer than one per call");
 }
 
-/// Policy `x` with breaker key `y|z` and policy `x|y` with breaker key `z`: two policies,
-/// two rate limits, although their names and keys joined by `|` read the same. Each spends
+/// Policies `x` and `x|y`, each with a rate limit scoped to the rule (Redis keys `x|rule`
+/// and `x%7Cy|rule`): two policies, two rate limits, although a policy's name ends at the
+/// first `|` of its key. Each spends
 /// its one slot a minute, `x` through a client and `x|y` through `ResilientMiddleware` (a
 /// replica of either kind); neither finds its slot spent by the other.
 #[cfg(feature = "reqwest-middleware")]
@@ -505,17 +506,17 @@ async fn policies_whose_names_and_keys_join_alike_keep_their_own_limits() {
     let redis = RedisServer::start();
     let server = FaultServer::start().await.unwrap();
     server.count_only();
-    let rule = |name: &str, path: &str, key: &str| {
+    let rule = |name: &str, path: &str| {
         format!(
             "[[endpoint]]\nname = \"{name}\"\nmatch = {{ path = \"{path}\" }}\n\
-             [endpoint.breaker]\nkey = \"{key}\"\n\
-             [endpoint.rate_limit]\nrate = 1\nper = \"60s\"\nshared = \"redis\"\n\n"
+             [endpoint.rate_limit]\nrate = 1\nper = \"60s\"\nshared = \"redis\"\n\
+             scope = \"rule\"\n\n"
         )
     };
     let file = policy_file(
         &redis,
         "joined",
-        &format!("{}{}", rule("x", "/x", "y|z"), rule("x|y", "/xy", "z")),
+        &format!("{}{}", rule("x", "/x"), rule("x|y", "/xy")),
     );
     let client = Client::builder().config_toml(&file).build().unwrap();
     let chain = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
@@ -545,6 +546,57 @@ async fn policies_whose_names_and_keys_join_alike_keep_their_own_limits() {
             .count(),
         2
     );
+}
+
+/// A named rate limit shared through Redis (issue 24, item 4): one bucket for every rule that
+/// names it and every replica. Two clients, two rules each (the default on `/a`, `bulk` on
+/// `/bulk`), one limit of 4 a minute named in the default policy: 4 calls reach the server
+/// in all, whichever client and rule made them (with host scopes: 4 per rule, 8), under one
+/// Redis key, `name:api`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_shared_rate_limit_is_one_bucket_for_every_rule_and_replica() {
+    let redis = RedisServer::start();
+    let server = FaultServer::start().await.unwrap();
+    server.count_only();
+    let file = policy_file(
+        &redis,
+        "named",
+        "[default]\nmax_attempts = 1\n\n[default.rate_limit]\nrate = 1\nper = \"60s\"\n\
+         shared = \"redis\"\nscope = \"name:api\"\n\n\
+         [[endpoint]]\nname = \"bulk\"\nmatch = { path = \"/bulk*\" }\n",
+    );
+    let clients = replicas(2, &file);
+    let wait = Duration::from_millis(300);
+    let mut refused = 0;
+    for round in 0..4 {
+        for client in &clients {
+            for path in ["/a", "/bulk"] {
+                let sent = client.get(server.url(path)).deadline(wait).send().await;
+                match sent {
+                    Ok(_) => {}
+                    Err(err) if err.kind() == ErrorKind::RateLimited => refused += 1,
+                    Err(err) => panic!("round {round}, {path}: {err}"),
+                }
+            }
+        }
+    }
+    let hits = server.hits("/a") + server.hits("/bulk");
+    let key = format!("http://{}", server.addr());
+    let local: u64 = (clients.iter())
+        .flat_map(|c| ["default", "bulk"].map(|p| c.overload(p, &key)))
+        .flatten()
+        .filter_map(|guards| guards.rate_limit_fallbacks())
+        .sum();
+    println!("{hits} hits, {refused} refused, {local} granted locally");
+    assert!(hits <= 1 + local as usize, "{hits} hits: one bucket of 1");
+    assert!(hits >= 1, "{hits} hits");
+    assert_eq!(hits + refused, 16);
+    let keys = redis.keys();
+    println!("{keys:?}");
+    let buckets: Vec<&String> = (keys.iter())
+        .filter(|k| k.starts_with("named:gcra:"))
+        .collect();
+    assert_eq!(buckets, ["named:gcra:name:api"], "{keys:?}");
 }
 
 /// Start-up code on a current-thread runtime that is kept but never run again (a common

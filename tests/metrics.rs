@@ -118,7 +118,7 @@ async fn calls_attempts_retries_give_ups_and_breakers_are_counted() {
         .endpoint(
             "down",
             Matcher::new().path("/down"),
-            EndpointPolicy::new().max_attempts(1).breaker_key("down"),
+            per_rule(EndpointPolicy::new().max_attempts(1)),
         )
         .build()
         .unwrap();
@@ -357,28 +357,31 @@ async fn overload_waits_rejections_and_holds_are_counted_by_policy_and_reason() 
             "held",
             policy("held"),
             // A key of its own: the other policies' guards are apart from this hold.
-            EndpointPolicy::new().max_attempts(1).breaker_key("held"),
+            per_rule(EndpointPolicy::new().max_attempts(1)),
         )
         .endpoint(
             "limited",
             policy("limited"),
-            EndpointPolicy::new()
-                .rate_limit(RateLimitConfig::new(1, Duration::from_secs(1)).burst(1))
-                .breaker_key("limited"),
+            per_rule(
+                EndpointPolicy::new()
+                    .rate_limit(RateLimitConfig::new(1, Duration::from_secs(1)).burst(1)),
+            ),
         )
         .endpoint(
             "slow",
             policy("slow"),
-            EndpointPolicy::new()
-                .bulkhead(BulkheadConfig::new(1, Duration::from_millis(100)))
-                .breaker_key("slow"),
+            per_rule(
+                EndpointPolicy::new().bulkhead(BulkheadConfig::new(1, Duration::from_millis(100))),
+            ),
         )
         .endpoint(
             "down",
             policy("down"),
-            EndpointPolicy::new()
-                .retry_budget(BudgetConfig::new(0.0, 0, Duration::from_secs(10)))
-                .breaker_key("down"),
+            per_rule(EndpointPolicy::new().retry_budget(BudgetConfig::new(
+                0.0,
+                0,
+                Duration::from_secs(10),
+            ))),
         )
         .build()
         .unwrap();
@@ -766,4 +769,16 @@ fn labelled<'a>(server: &'a str, port: &'a str) -> [(&'a str, &'a str); 3] {
         ("server.address", server),
         ("server.port", port),
     ]
+}
+
+/// Every guard of the policy and its breaker scoped to the rule: one state each, under the
+/// rule's name, whatever the host.
+fn per_rule(policy: EndpointPolicy) -> EndpointPolicy {
+    use resilient_http::policy::Scope;
+    policy
+        .breaker_scope(Scope::Rule)
+        .hold_scope(Scope::Rule)
+        .rate_limit_scope(Scope::Rule)
+        .bulkhead_scope(Scope::Rule)
+        .retry_budget_scope(Scope::Rule)
 }

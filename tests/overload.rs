@@ -741,10 +741,11 @@ async fn a_dropped_call_frees_its_place_through_the_middleware() {
 // ---------------------------------------------------------------------------------------
 
 /// `Client::overload` finds the guards of an endpoint key under a policy once a call has
-/// used them, under the policy's `breaker_key` if it has one, and nothing else.
+/// used them, under the rule's name when every guard it has is scoped to the rule, and
+/// nothing else.
 #[tokio::test(start_paused = true)]
 async fn the_handle_finds_the_guards_a_call_used() {
-    use resilient_http::policy::Matcher;
+    use resilient_http::policy::{Matcher, Scope};
 
     let server = FaultServer::start().await.unwrap();
     let client = Client::builder()
@@ -753,8 +754,10 @@ async fn the_handle_finds_the_guards_a_call_used() {
             "search",
             Matcher::new().path("/search*"),
             EndpointPolicy::new()
-                .breaker_key("search-api")
-                .bulkhead(BulkheadConfig::new(4, Duration::ZERO)),
+                .bulkhead(BulkheadConfig::new(4, Duration::ZERO))
+                .bulkhead_scope(Scope::Rule)
+                .hold_scope(Scope::Rule)
+                .retry_budget_scope(Scope::Rule),
         )
         .endpoint(
             "bare",
@@ -780,14 +783,14 @@ async fn the_handle_finds_the_guards_a_call_used() {
 
     // One key for all of the policy's requests; not the URL's.
     assert!(client.overload("search", &key).is_none());
-    let search = client.overload("search", "search-api").unwrap();
+    let search = client.overload("search", "search").unwrap();
     assert_eq!(search.bulkhead_in_flight(), Some(0));
     assert_eq!(search.bulkhead_waiting(), Some(0));
 
     // A policy with every guard off keeps none; an unknown policy has none.
     assert!(client.overload("bare", &key).is_none());
     assert!(client.overload("nope", &key).is_none());
-    assert!(format!("{search:?}").contains("search-api"));
+    assert!(format!("{search:?}").contains("\"search\""));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -31,6 +31,10 @@
 //! scenarios skip it. Their calls are timed (virtual time: how long a call waited shows),
 //! and a bulkhead scenario runs its two calls at once.
 //!
+//! The scope scenarios (which requests share a guard's state: the host, the rule, a name)
+//! call two routes under two rules, and one of them again under another endpoint key of the
+//! same server (`localhost`), on the paths with rules.
+//!
 //! Time is paused: backoff, `Retry-After`, deadlines and hangs cost no real time.
 #![cfg(feature = "reqwest-middleware")]
 
@@ -45,7 +49,7 @@ use resilient_http::classify::{
 use resilient_http::hedge::HedgeConfig;
 use resilient_http::middleware::ResilientMiddleware;
 use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
-use resilient_http::policy::{EndpointPolicy, Matcher};
+use resilient_http::policy::{EndpointPolicy, Matcher, Scope};
 use resilient_http::retry::{
     BudgetConfig, IDEMPOTENCY_KEY, Jitter, RESEND_PAUSE, RetryHistory, RetryLayer, RetryPolicy,
 };
@@ -239,6 +243,9 @@ impl Setup {
     }
 }
 
+/// A route of a scenario's server, and its script.
+type Route = (&'static str, fn() -> Vec<Reply>);
+
 struct Scenario {
     name: &'static str,
     method: Method,
@@ -267,6 +274,12 @@ struct Scenario {
     /// Between two calls, one call to another endpoint key (the same server, as `localhost`,
     /// another path), for which a policy bounded to one endpoint must make room.
     between: bool,
+    /// A second route of the same server, with its script: every other call (the 2nd, the
+    /// 4th, ...) goes there instead, under the default policy (the scope scenarios: the
+    /// scenario's own path is under the `payments` rule), and the calls to the path after
+    /// the first go to `localhost` (the same server under another endpoint key, which a
+    /// scope wider than the host shares). Its hits count with the path's.
+    other: Option<Route>,
     /// After the calls, this many more at once (a crowd waiting on what the calls left).
     waiters: usize,
     /// The span `[low, high]` the waiters' durations fall in (they are spread at random
@@ -296,6 +309,7 @@ impl Scenario {
             concurrent: false,
             calls_again: false,
             between: false,
+            other: None,
             waiters: 0,
             release: None,
             expect: "",
@@ -714,6 +728,57 @@ fn scenarios() -> Vec<Scenario> {
                 .setup(|s| s.max_breakers = Some(1))
                 .expect("1 hit: 200 x ×1 in 0ns / rate_limited transient never sent ×1 in 0ns")
         },
+        // Scopes (issue 24, item 4). A host-wide quota named once in the default policy,
+        // which the `payments` rule inherits: one bucket for both rules, one request every
+        // 2 s, so the default rule's call waits for the slot the payments call took (with
+        // host scopes, each rule had a bucket of its own: the second call went at once).
+        Scenario {
+            other: Some(("/scope-other", || vec![Reply::ok("x")])),
+            ..Scenario::post("payments share a named rate limit", vec![Reply::ok("x")])
+                .guarded(
+                    3,
+                    1,
+                    EndpointPolicy::new()
+                        .rate_limit(RateLimitConfig::new(1, 2 * SECOND))
+                        .rate_limit_scope(Scope::named("api-host").unwrap()),
+                )
+                .paths(RULES)
+                .expect("3 hits: 200 x ×1 in 0ns / 200 x ×1 in 2s / 200 x ×1 in 2s")
+        },
+        // One breaker per rule: the failing payments route opens its breaker, the healthy
+        // route under the default rule keeps working, and the payments rule's breaker is
+        // open for its calls to any host (`localhost`: with host scopes, a breaker of its
+        // own, and another try at the server).
+        Scenario {
+            other: Some(("/scope-other", || vec![Reply::ok("x")])),
+            ..Scenario::get("payments breaker per rule", vec![Reply::status(503)])
+                .guarded(
+                    3,
+                    1,
+                    EndpointPolicy::new().breaker_scope(Scope::Rule),
+                )
+                .setup(|s| s.strict_breaker = true)
+                .paths(RULES)
+                .expect(
+                    "2 hits: status 503 transient delivered ×1 in 0ns / 200 x ×1 in 0ns / \
+                     circuit_open transient never sent ×1 in 0ns",
+                )
+        },
+        // A hold per rule: the payments route's 429 holds the payments rule (its call to
+        // `localhost` too: with host scopes, not held), not the default rule's route.
+        Scenario {
+            other: Some(("/scope-other", || vec![Reply::ok("x")])),
+            ..Scenario::get(
+                "payments hold per rule",
+                vec![Reply::status(429).retry_after_secs(2), Reply::ok("x")],
+            )
+            .guarded(3, 1, EndpointPolicy::new().hold_scope(Scope::Rule))
+            .paths(RULES)
+            .expect(
+                "3 hits: status 429 transient delivered ×1 in 0ns / 200 x ×1 in 0ns / \
+                 200 x ×1 in 2s",
+            )
+        },
     ]
 }
 
@@ -1024,6 +1089,17 @@ async fn run(s: &Scenario, path: Path) -> Outcome {
     } else {
         server.url(s.path)
     };
+    if let Some((other, script)) = s.other {
+        server.script(other, script());
+    }
+    // Leaked (a few bytes per run), so that the timed calls below may take either.
+    let url: &'static str = Box::leak(url.into_boxed_str());
+    let other_url: Option<&'static str> = s
+        .other
+        .map(|(other, _)| &*Box::leak(server.url(other).into_boxed_str()));
+    let port = server.addr().port();
+    let local_url: &'static str =
+        Box::leak(format!("http://localhost:{port}{}", s.path).into_boxed_str());
     let runner = match path {
         Middleware => Runner::Middleware(
             reqwest_middleware::ClientBuilder::new(reqwest_client())
@@ -1042,13 +1118,14 @@ async fn run(s: &Scenario, path: Path) -> Outcome {
         ),
         _ => Runner::Client(s.setup.builder().build().unwrap()),
     };
-    let timed = |started: tokio::time::Instant| {
-        let bounded = tokio::time::timeout(Duration::from_secs(600), call(s, path, &runner, &url));
+    let timed_to = |started: tokio::time::Instant, url: &'static str| {
+        let bounded = tokio::time::timeout(Duration::from_secs(600), call(s, path, &runner, url));
         async move {
             let call = bounded.await.expect("hung: no limit fired");
             (call, started.elapsed())
         }
     };
+    let timed = |started: tokio::time::Instant| timed_to(started, url);
     let mut calls = Vec::new();
     let mut took = Vec::new();
     if s.concurrent && s.calls_again {
@@ -1077,7 +1154,12 @@ async fn run(s: &Scenario, path: Path) -> Outcome {
             if s.between && i > 0 {
                 call(s, path, &runner, &other).await;
             }
-            let (call, elapsed) = timed(tokio::time::Instant::now()).await;
+            let to = match other_url {
+                Some(other) if i % 2 == 1 => other,
+                Some(_) if i > 0 => local_url,
+                _ => url,
+            };
+            let (call, elapsed) = timed_to(tokio::time::Instant::now(), to).await;
             calls.push(call);
             took.push(elapsed);
         }
@@ -1108,7 +1190,7 @@ async fn run(s: &Scenario, path: Path) -> Outcome {
         })
         .collect();
     Outcome {
-        hits: server.hits(s.path),
+        hits: server.hits(s.path) + s.other.map_or(0, |(other, _)| server.hits(other)),
         keys,
         calls,
         took: s.timed.then_some(took),

@@ -154,7 +154,7 @@ async fn per_request_overrides() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn retry_statuses_and_breaker_keys_per_policy() {
+async fn retry_statuses_and_breaker_scopes_per_policy() {
     let server = FaultServer::start().await.unwrap();
     let client = Client::builder()
         .default_policy(EndpointPolicy::new().jitter(Jitter::None))
@@ -163,7 +163,7 @@ async fn retry_statuses_and_breaker_keys_per_policy() {
             Matcher::new().path("/locks*"),
             EndpointPolicy::new()
                 .retry_statuses([409])
-                .breaker_key("lock-service"),
+                .breaker_scope(resilient_http::policy::Scope::Rule),
         )
         .build()
         .unwrap();
@@ -175,7 +175,8 @@ async fn retry_statuses_and_breaker_keys_per_policy() {
     assert!(!err.is_transient(), "503 is not in this policy's list");
     assert_eq!(server.hits("/locks/2"), 1);
     let breakers = client.breakers_for("locks").unwrap();
-    assert!(breakers.get("lock-service").is_some());
+    // One breaker for the rule, under its name.
+    assert!(breakers.get("locks").is_some());
     assert_eq!(breakers.len(), 1);
 }
 

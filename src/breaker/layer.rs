@@ -58,6 +58,14 @@ impl CircuitBreakerLayer {
         self
     }
 
+    /// A layer over `registry`'s breakers (a named scope's, shared by several policies).
+    pub(crate) fn of(registry: BreakerRegistry) -> Self {
+        CircuitBreakerLayer {
+            registry: Some(registry),
+            key: None,
+        }
+    }
+
     /// A layer that lets everything through and keeps no state.
     pub fn disabled() -> Self {
         CircuitBreakerLayer {
@@ -66,21 +74,23 @@ impl CircuitBreakerLayer {
         }
     }
 
-    /// The breaker of endpoint `key` (as [`key_for`](crate::keyed::key_for) picks it, with
-    /// this layer's key); `None` when disabled.
+    /// The breaker under `key` (an endpoint key, or a rule's or named scope's key); `None`
+    /// when disabled.
     pub(crate) fn breaker_at(&self, key: &str) -> Option<Arc<Breaker>> {
         Some(self.registry.as_ref()?.breaker(key))
     }
 
     /// Takes over `before`'s breakers (and their state) if both keep breakers under the same
-    /// key and settings (a reload: see `Policies::keep_state_of`).
-    pub(crate) fn keep_state_of(&mut self, before: &CircuitBreakerLayer) {
+    /// key and settings (a reload: see `Policies::keep_state_of`); whether it did.
+    pub(crate) fn keep_state_of(&mut self, before: &CircuitBreakerLayer) -> bool {
         if let (Some(registry), Some(old)) = (&self.registry, &before.registry)
             && self.key == before.key
             && registry.config().same_settings(old.config())
         {
             self.registry = Some(old.clone());
+            return true;
         }
+        false
     }
 
     /// Whether it keeps breakers at all.
@@ -94,8 +104,8 @@ impl CircuitBreakerLayer {
     }
 }
 
-/// The breaker that guards a request to `url`: the one under `key` when one is set (a
-/// policy's `breaker_key`), else the endpoint's (see [`endpoint_key`](super::endpoint_key)).
+/// The breaker that guards a request to `url`: the one under `key` when one is set (the
+/// layer's [`with_key`](CircuitBreakerLayer::with_key)), else the endpoint's (see [`endpoint_key`](super::endpoint_key)).
 /// The one rule for the layer's services and the client's own call.
 pub(crate) fn breaker_for(
     registry: &BreakerRegistry,

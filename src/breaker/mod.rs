@@ -34,7 +34,9 @@
 //! ## One breaker per endpoint
 //!
 //! The key is scheme, host and port ([`endpoint_key`]): host A being down does not block host
-//! B. The [`BreakerRegistry`] is bounded (`max_breakers`, 1024): beyond it, the idlest closed
+//! B. A client's policies can scope a breaker to the rule instead (one for everything the
+//! rule matches, under the rule's name) or to a name several rules share (`name:<name>`):
+//! see [`Scope`](crate::policy::Scope). The [`BreakerRegistry`] is bounded (`max_breakers`, 1024): beyond it, the idlest closed
 //! breakers are dropped, never one that is not closed (the map grows past its bound instead,
 //! with a WARN once).
 //!

@@ -17,7 +17,7 @@ use crate::hook::{AttemptHook, AuthRefresher};
 use crate::outer::{CallService, Exchange, Exchanged, OuterService, outer_service};
 use crate::overload::Fleet;
 use crate::policy::compiled::{Base, Redis};
-use crate::policy::{CompiledPolicy, EndpointPolicy, Matcher, Policies, Unshared};
+use crate::policy::{CompiledPolicy, EndpointPolicy, Matcher, NamedStates, Policies, Unshared};
 #[cfg(feature = "config")]
 use crate::policy::{FileSource, PolicyConfig, PolicyFile};
 use crate::retry::RetryPolicy;
@@ -491,11 +491,13 @@ impl ClientBuilder {
     ) -> Self {
         let before: Vec<&str> = self.endpoints.iter().map(|(name, _, _)| &**name).collect();
         let parsed = read(&before).and_then(|policies| {
+            let named = NamedStates::new(None);
             let base = Base {
                 retry: &self.retry,
                 breaker: self.breaker.as_ref(),
                 classifier: &self.classifier,
                 redis: Redis::NotYet,
+                named: &named,
             };
             policies.compiles(file, &self.default, &base)?;
             Ok(policies)
@@ -1011,11 +1013,14 @@ impl ClientBuilder {
             ));
         }
         let fleet = self.fleet(previous)?;
+        // A reload keeps the named scopes' states whose setup did not change.
+        let named = Arc::new(NamedStates::new(previous.map(|p| &*p.named)));
         let base = Base {
             retry: &self.retry,
             breaker: self.breaker.as_ref(),
             classifier: &self.classifier,
             redis: fleet.as_ref().map_or(Redis::None, Redis::Fleet),
+            named: &named,
         };
         let default = CompiledPolicy::compile("default", &self.default, &base)?;
         self.check_sharing(None, &self.default, &self.default)?;
@@ -1047,6 +1052,7 @@ impl ClientBuilder {
             endpoints,
             client_timeout: None,
             fleet,
+            named,
         };
         self.add_extras(&mut policies, http)?;
         Ok(policies)

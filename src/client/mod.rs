@@ -247,7 +247,9 @@ impl Client {
     /// What the overload guards of endpoint `key` hold now under the policy called `policy`
     /// (`"default"` or an endpoint rule): retries left in the budget, a `Retry-After` hold,
     /// the bulkhead's calls, the rate limit. `key` is the endpoint's
-    /// [`endpoint_key`](crate::breaker::endpoint_key), or the policy's `breaker_key`. `None`
+    /// [`endpoint_key`](crate::breaker::endpoint_key); when no guard of the policy is scoped
+    /// to the host, `name:<name>` if they all share that named scope, else the rule's name
+    /// (see [`OverloadHandle::key`](crate::overload::OverloadHandle::key)). `None`
     /// when there is no such policy, it turns no guard on, or no call has gone to that
     /// endpoint under it yet. See [`OverloadHandle`](crate::overload::OverloadHandle).
     pub fn overload(&self, policy: &str, key: &str) -> Option<crate::overload::OverloadHandle> {

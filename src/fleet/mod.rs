@@ -117,8 +117,10 @@
 //! so an idle key is gone), `{prefix}hold:{key}` (expires with the hold),
 //! `{prefix}budget:{key}` (a hash of at most 22 fields per window setting; expires a window
 //! after its last flush). Nothing else is written (`{prefix}probe` is only ever written if it
-//! exists). A client's guards use `{policy}|{endpoint key}` as `key`, the policy's `%` and
-//! `|` percent-encoded, so that no two policies' keys meet. Redis 5 or later (scripts call
+//! exists). A client's guards use as `key`, by their [scope](crate::policy::Scope):
+//! `{policy}|{endpoint key}` (host, the default) or `{policy}|rule` (rule), the policy's `%`
+//! and `|` percent-encoded, so that no two policies' keys meet; and `name:<name>` (named:
+//! one key for every policy and replica that names it, e.g. `{prefix}gcra:name:github`). Redis 5 or later (scripts call
 //! `TIME`); one node, not Redis Cluster (a sync script touches the keys of many endpoints).
 
 mod budget;

@@ -22,10 +22,11 @@ use tokio::time::Instant;
 use super::bulkhead::{Acquire, Bulkhead, BulkheadConfig, BulkheadPermit};
 use super::hold::Hold;
 use super::rate::{RateLimit, RateLimitConfig, Slot};
-use super::shared::{Budget, FleetKeys, Held, Rate, Reserve};
+use super::shared::{Budget, Fleet, FleetKeys, Held, Rate, Reserve};
 use crate::breaker::Breaker;
 use crate::error::{Error, ErrorKind, Short};
 use crate::keyed::{self, Keyed};
+use crate::policy::Scope;
 use crate::retry::{BudgetConfig, RetryBudget};
 use crate::telemetry::overload::{self as telemetry, Guard};
 
@@ -41,6 +42,17 @@ pub(crate) struct GuardsConfig {
     /// this process's. Holds are the fleet's whenever the client has a Redis.
     pub(crate) shared_rate: bool,
     pub(crate) shared_budget: bool,
+    /// Which requests share each guard's state.
+    pub(crate) scopes: GuardScopes,
+}
+
+/// The scope of each guard (see [`Scope`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct GuardScopes {
+    pub(crate) budget: Scope,
+    pub(crate) hold: Scope,
+    pub(crate) rate: Scope,
+    pub(crate) bulkhead: Scope,
 }
 
 impl GuardsConfig {
@@ -50,16 +62,132 @@ impl GuardsConfig {
             && self.rate.is_none()
             && self.bulkhead.is_none()
     }
+
+    /// The key of the one entry of a policy called `rule` whose guards are none of them
+    /// host-scoped: `name:<name>` when every guard it turns on has that one named scope,
+    /// else the rule's name.
+    pub(crate) fn fixed_key(&self, rule: &Arc<str>) -> Arc<str> {
+        let scopes = &self.scopes;
+        let mut on = [
+            (self.budget.is_some(), &scopes.budget),
+            (self.hold_up_to.is_some(), &scopes.hold),
+            (self.rate.is_some(), &scopes.rate),
+            (self.bulkhead.is_some(), &scopes.bulkhead),
+        ]
+        .into_iter()
+        .filter_map(|(on, scope)| on.then_some(scope));
+        match on.next() {
+            Some(first @ Scope::Named(_)) if on.all(|scope| scope == first) => {
+                first.fixed_key(rule).unwrap_or_else(|| rule.clone())
+            }
+            _ => rule.clone(),
+        }
+    }
+
+    /// Whether any guard it turns on is kept per endpoint key ([`Scope::Host`]): only then
+    /// does a call look its guards up by its URL.
+    fn any_per_host(&self) -> bool {
+        let host = |on: bool, scope: &Scope| on && *scope == Scope::Host;
+        let scopes = &self.scopes;
+        host(self.budget.is_some(), &scopes.budget)
+            || host(self.hold_up_to.is_some(), &scopes.hold)
+            || host(self.rate.is_some(), &scopes.rate)
+            || host(self.bulkhead.is_some(), &scopes.bulkhead)
+    }
 }
 
-/// One endpoint's guards.
+/// One guard's state, and the key it is reported under: its scope's (an endpoint key, a
+/// rule's name, `name:<name>`), which errors and telemetry name.
+#[derive(Clone)]
+pub(crate) struct Part<T> {
+    pub(crate) key: Arc<str>,
+    pub(crate) state: T,
+}
+
+impl<T> std::ops::Deref for Part<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.state
+    }
+}
+
+/// A budget kept under `key`: `redis` is the Redis key, for a budget the fleet shares.
+pub(crate) fn budget_part(
+    key: Arc<str>,
+    config: BudgetConfig,
+    redis: Option<(&Fleet, String)>,
+) -> Arc<Part<Budget>> {
+    let state = match redis {
+        #[cfg(feature = "redis")]
+        Some((fleet, redis)) => Budget::Shared(fleet.budget(&redis, config)),
+        _ => Budget::Local(RetryBudget::new(config)),
+    };
+    Arc::new(Part { key, state })
+}
+
+/// A `Retry-After` hold kept under `key`; `redis` as for [`budget_part`] (holds are shared
+/// whenever the client has a Redis).
+pub(crate) fn hold_part(key: Arc<str>, redis: Option<(&Fleet, String)>) -> Arc<Part<Held>> {
+    let state = match redis {
+        #[cfg(feature = "redis")]
+        Some((fleet, redis)) => Held::Shared(fleet.hold(&redis)),
+        _ => Held::Local(Hold::new()),
+    };
+    Arc::new(Part { key, state })
+}
+
+/// A rate limit kept under `key`; `redis` as for [`budget_part`].
+pub(crate) fn rate_part(
+    key: Arc<str>,
+    config: RateLimitConfig,
+    redis: Option<(&Fleet, String)>,
+) -> Arc<Part<Rate>> {
+    let state = match redis {
+        #[cfg(feature = "redis")]
+        Some((fleet, redis)) => Rate::Shared(fleet.rate(&redis, config)),
+        _ => Rate::Local(RateLimit::new(config)),
+    };
+    Arc::new(Part { key, state })
+}
+
+/// A bulkhead kept under `key` (always this process's). Its calls hold it by its own `Arc`
+/// (their permits), so the part is that `Arc` and its key, cloned into each entry.
+pub(crate) fn bulkhead_part(key: Arc<str>, config: BulkheadConfig) -> Part<Arc<Bulkhead>> {
+    let state = Arc::new(Bulkhead::new(config));
+    Part { key, state }
+}
+
+/// The parts of a policy's guards that do not depend on the URL (scoped to the rule, or
+/// named): made when the policy compiles, shared by every entry of its registry.
+#[derive(Clone, Default)]
+pub(crate) struct FixedParts {
+    pub(crate) budget: Option<Arc<Part<Budget>>>,
+    pub(crate) hold: Option<Arc<Part<Held>>>,
+    pub(crate) rate: Option<Arc<Part<Rate>>>,
+    pub(crate) bulkhead: Option<Part<Arc<Bulkhead>>>,
+}
+
+/// One endpoint's guards: its own (host-scoped) parts, and the rule's fixed ones.
 pub(crate) struct Guards {
     key: Arc<str>,
-    budget: Option<Budget>,
-    hold: Option<(Held, Duration)>,
-    rate: Option<Rate>,
-    bulkhead: Option<Arc<Bulkhead>>,
+    budget: Option<Arc<Part<Budget>>>,
+    hold: Option<(Arc<Part<Held>>, Duration)>,
+    rate: Option<Arc<Part<Rate>>>,
+    bulkhead: Option<Part<Arc<Bulkhead>>>,
+    /// Which parts are this entry's own, host-scoped: only they make it busy (the fixed
+    /// ones outlive it, held by the policy).
+    own: Own,
     last_used: AtomicU64,
+}
+
+/// Which of an entry's parts are its own.
+#[derive(Clone, Copy, Default)]
+struct Own {
+    budget: bool,
+    hold: bool,
+    rate: bool,
+    bulkhead: bool,
 }
 
 /// Whether a call may start: the bulkhead's answer.
@@ -98,30 +226,59 @@ impl Drop for Reservation {
 }
 
 impl Guards {
-    fn new(key: Arc<str>, config: &GuardsConfig, fleet: Option<&FleetKeys>) -> Self {
-        // The fleet and this endpoint's key in it, if the guards share through Redis.
-        let shared = fleet.map(|fleet| (&fleet.fleet, fleet.key(&key)));
-        let budget = config.budget.map(|budget| match &shared {
-            #[cfg(feature = "redis")]
-            Some((fleet, key)) if config.shared_budget => Budget::Shared(fleet.budget(key, budget)),
-            _ => Budget::Local(RetryBudget::new(budget)),
-        });
-        let hold = config.hold_up_to.map(|cap| match &shared {
-            #[cfg(feature = "redis")]
-            Some((fleet, key)) => (Held::Shared(fleet.hold(key)), cap),
-            _ => (Held::Local(Hold::new()), cap),
-        });
-        let rate = config.rate.map(|rate| match &shared {
-            #[cfg(feature = "redis")]
-            Some((fleet, key)) if config.shared_rate => Rate::Shared(fleet.rate(key, rate)),
-            _ => Rate::Local(RateLimit::new(rate)),
-        });
+    /// The guards of endpoint `key`: the host-scoped parts `config` turns on, made afresh
+    /// (shared through `fleet` as the config says), and clones of `fixed`.
+    fn new(
+        key: Arc<str>,
+        config: &GuardsConfig,
+        fleet: Option<&FleetKeys>,
+        fixed: &FixedParts,
+    ) -> Self {
+        let scopes = &config.scopes;
+        let host = |scope: &Scope| *scope == Scope::Host;
+        // The fleet and this endpoint's key in it, if the part is shared through Redis.
+        let redis = |shared: bool| {
+            fleet
+                .filter(|_| shared)
+                .map(|fleet| (&fleet.fleet, fleet.key(&key)))
+        };
+        let own = Own {
+            budget: host(&scopes.budget),
+            hold: host(&scopes.hold),
+            rate: host(&scopes.rate),
+            bulkhead: host(&scopes.bulkhead),
+        };
+        let budget = match config.budget {
+            Some(budget) if own.budget => Some(budget_part(
+                key.clone(),
+                budget,
+                redis(config.shared_budget),
+            )),
+            Some(_) => fixed.budget.clone(),
+            None => None,
+        };
+        let hold = match config.hold_up_to {
+            Some(cap) if own.hold => Some((hold_part(key.clone(), redis(true)), cap)),
+            Some(cap) => fixed.hold.clone().map(|hold| (hold, cap)),
+            None => None,
+        };
+        let rate = match config.rate {
+            Some(rate) if own.rate => Some(rate_part(key.clone(), rate, redis(config.shared_rate))),
+            Some(_) => fixed.rate.clone(),
+            None => None,
+        };
+        let bulkhead = match config.bulkhead {
+            Some(bulkhead) if own.bulkhead => Some(bulkhead_part(key.clone(), bulkhead)),
+            Some(_) => fixed.bulkhead.clone(),
+            None => None,
+        };
         Guards {
             key,
             budget,
             hold,
             rate,
-            bulkhead: config.bulkhead.map(|c| Arc::new(Bulkhead::new(c))),
+            bulkhead,
+            own,
             last_used: AtomicU64::new(0),
         }
     }
@@ -134,7 +291,7 @@ impl Guards {
         let Some(bulkhead) = &self.bulkhead else {
             return Entry::In(None);
         };
-        if let Some(permit) = bulkhead.try_acquire() {
+        if let Some(permit) = bulkhead.state.try_acquire() {
             return Entry::In(Some(permit));
         }
         let queue = bulkhead.queue_timeout();
@@ -144,17 +301,19 @@ impl Guards {
         let now = Instant::now();
         let until = deadline.map_or(now + queue, |end| end.min(now + queue));
         let queue = until.saturating_duration_since(now);
-        telemetry::queued(&self.key, policy, bulkhead.max(), queue);
-        Entry::Queue(bulkhead.acquire(until))
+        telemetry::queued(&bulkhead.key, policy, bulkhead.max(), queue);
+        Entry::Queue(bulkhead.state.acquire(until))
     }
 
     /// The error for a call the bulkhead had no place for (reported as a refusal).
     pub(crate) fn full(&self, policy: Option<&Arc<str>>) -> Error {
-        let max = self.bulkhead.as_ref().map_or(0, |b| b.max());
-        telemetry::bulkhead_full(&self.key, policy, max);
+        let (key, max) = match &self.bulkhead {
+            Some(bulkhead) => (&bulkhead.key, bulkhead.max()),
+            None => (&self.key, 0),
+        };
+        telemetry::bulkhead_full(key, policy, max);
         Error::bulkhead_full(format!(
-            "{}: its bulkhead is full ({max} in flight, its limit)",
-            self.key
+            "{key}: its bulkhead is full ({max} in flight, its limit)"
         ))
     }
 
@@ -175,13 +334,10 @@ impl Guards {
     ) -> Admission {
         // Wait if that fits the deadline, else refuse at once.
         let fits = |wait: Duration| deadline.is_none_or(|end| now + wait < end);
-        let refuse = |guard: Guard, wait: Duration, (why, then): (&str, &str)| {
-            telemetry::rate_limited(&self.key, policy, guard, wait);
-            let detail = format!(
-                "{}: {why} {}{then}, past the deadline",
-                self.key,
-                Short(wait)
-            );
+        // `key`: the refusing part's (its scope's).
+        let refuse = |key: &str, guard: Guard, wait: Duration, (why, then): (&str, &str)| {
+            telemetry::rate_limited(key, policy, guard, wait);
+            let detail = format!("{key}: {why} {}{then}, past the deadline", Short(wait));
             Admission::Refused(Error::rate_limited(detail, wait))
         };
         const OVER_RATE: (&str, &str) = ("over the client's rate limit, next slot in", "");
@@ -192,10 +348,10 @@ impl Guards {
             drop(reserved);
             let why = ("the server asked to wait (Retry-After),", " left");
             if !fits(left) {
-                return refuse(Guard::RetryAfter, left, why);
+                return refuse(&hold.key, Guard::RetryAfter, left, why);
             }
             let wait = left + release_delay(hold.release_window(), now + left, deadline);
-            telemetry::delayed(&self.key, policy, Guard::RetryAfter, wait);
+            telemetry::delayed(&hold.key, policy, Guard::RetryAfter, wait);
             return Admission::Wait(wait, None);
         }
         if let Some(mut reserved) = reserved {
@@ -212,18 +368,18 @@ impl Guards {
         match rate.reserve(now, deadline) {
             Reserve::Now => Admission::Go,
             Reserve::Reserved(slot) => {
-                telemetry::delayed(&self.key, policy, Guard::RateLimit, slot.wait);
+                telemetry::delayed(&rate.key, policy, Guard::RateLimit, slot.wait);
                 let wait = slot.wait;
                 let guards = self.clone();
                 let slot = Some(slot);
                 Admission::Wait(wait, Some(Reservation { guards, slot }))
             }
-            Reserve::TooLate(wait) => refuse(Guard::RateLimit, wait, OVER_RATE),
+            Reserve::TooLate(wait) => refuse(&rate.key, Guard::RateLimit, wait, OVER_RATE),
             Reserve::AskAgain(wait) if fits(wait) => {
-                telemetry::delayed(&self.key, policy, Guard::RateLimit, wait);
+                telemetry::delayed(&rate.key, policy, Guard::RateLimit, wait);
                 Admission::Wait(wait, None)
             }
-            Reserve::AskAgain(wait) => refuse(Guard::RateLimit, wait, OVER_RATE),
+            Reserve::AskAgain(wait) => refuse(&rate.key, Guard::RateLimit, wait, OVER_RATE),
         }
     }
 
@@ -276,7 +432,7 @@ impl Guards {
             let was_held = hold.remaining(now).is_some();
             hold.hold_until(now + wait);
             if !was_held {
-                telemetry::held(&self.key, policy, wait);
+                telemetry::held(&hold.key, policy, wait);
             }
         }
     }
@@ -344,12 +500,12 @@ impl Guards {
     /// Slots a shared rate limit granted locally (Redis down or slow); `None` without a
     /// shared rate limit.
     pub(crate) fn rate_fallbacks(&self) -> Option<u64> {
-        self.rate.as_ref().and_then(Rate::fallbacks)
+        self.rate.as_ref().and_then(|rate| rate.fallbacks())
     }
 
     /// From when the rate limit has its full burst again; `None` without a rate limit.
     pub(crate) fn rate_full_at(&self) -> Option<Instant> {
-        self.rate.as_ref().map(Rate::full_at)
+        self.rate.as_ref().map(|rate| rate.full_at())
     }
 }
 
@@ -376,30 +532,27 @@ impl keyed::Entry for Guards {
     /// the map is full.
     fn busy(&self) -> bool {
         let now = Instant::now();
-        let held = self
-            .hold
-            .as_ref()
-            .is_some_and(|(hold, _)| hold.remaining(now).is_some());
-        held || self.rate.as_ref().is_some_and(|rate| rate.full_at() > now)
-            || self
-                .budget
-                .as_ref()
-                .is_some_and(|budget| budget.drawn_down(now))
-            || self
-                .bulkhead
-                .as_ref()
-                .is_some_and(|b| b.in_flight() > 0 || b.waiting() > 0)
+        let own = self.own;
+        let held =
+            (self.hold.as_ref()).is_some_and(|(hold, _)| own.hold && hold.remaining(now).is_some());
+        held || (self.rate.as_ref()).is_some_and(|rate| own.rate && rate.full_at() > now)
+            || (self.budget.as_ref()).is_some_and(|budget| own.budget && budget.drawn_down(now))
+            || (self.bulkhead.as_ref())
+                .is_some_and(|b| own.bulkhead && (b.in_flight() > 0 || b.waiting() > 0))
     }
 }
 
-/// The guards of one policy, by endpoint key (the breaker's key). Cheap to clone.
+/// The guards of one policy, by endpoint key, each entry with the host-scoped parts of its
+/// own and the policy's fixed parts ([`FixedParts`]); when no part is host-scoped, one entry
+/// for every request, found without a lookup. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct GuardRegistry {
     guards: Arc<Keyed<Guards>>,
     config: Arc<GuardsConfig>,
-    // The policy's one key for all its requests (`breaker_key`), if it has one.
-    key: Option<Arc<str>>,
     fleet: Option<FleetKeys>,
+    fixed: FixedParts,
+    /// The one entry when no part is host-scoped.
+    only: Option<Arc<Guards>>,
 }
 
 impl std::fmt::Debug for GuardRegistry {
@@ -412,42 +565,62 @@ impl std::fmt::Debug for GuardRegistry {
 }
 
 impl GuardRegistry {
-    /// `None` when the config turns nothing on. `key`: the policy's one key for all its
-    /// requests, as its breaker's. `fleet`: the Redis the guards share (holds always; the
-    /// rate limit and budget when the config says so).
+    /// `None` when the config turns nothing on. `fleet`: the Redis the host-scoped parts
+    /// share (holds always; the rate limit and budget when the config says so). `fixed`:
+    /// the parts scoped to the rule or a name, made by the policy called `rule`.
     pub(crate) fn new(
         config: GuardsConfig,
         max_endpoints: usize,
-        key: Option<&str>,
         fleet: Option<FleetKeys>,
+        fixed: FixedParts,
+        rule: &Arc<str>,
     ) -> Option<Self> {
-        (!config.is_off()).then(|| GuardRegistry {
+        if config.is_off() {
+            return None;
+        }
+        let only = (!config.any_per_host()).then(|| {
+            let key = config.fixed_key(rule);
+            Arc::new(Guards::new(key, &config, fleet.as_ref(), &fixed))
+        });
+        Some(GuardRegistry {
             guards: Arc::new(Keyed::new(max_endpoints, "overload_guards")),
             config: Arc::new(config),
-            key: key.map(Arc::from),
             fleet,
+            fixed,
+            only,
         })
     }
 
-    /// Whether `other` keeps guards set up as these are (the same settings, key and bound):
-    /// then a reload keeps `other`'s, with their state.
+    /// Whether `other` keeps guards set up as these are (the same settings, scopes, bound
+    /// and Redis): then a reload keeps `other`'s, with their state.
     pub(crate) fn same_setup(&self, other: &GuardRegistry) -> bool {
         self.config == other.config
-            && self.key == other.key
             && self.guards.max() == other.guards.max()
             && self.fleet == other.fleet
     }
 
-    /// The guards of endpoint `key` (as [`key_for`](crate::keyed::key_for) picks it, with the policy's key).
+    /// The one entry every request uses, when no part is host-scoped.
+    #[inline]
+    pub(crate) fn only(&self) -> Option<&Arc<Guards>> {
+        self.only.as_ref()
+    }
+
+    /// The guards of endpoint `key` ([`endpoint_key`](crate::keyed::endpoint_key)).
     pub(crate) fn guards_at(&self, key: &str) -> Arc<Guards> {
+        if let Some(only) = &self.only {
+            return only.clone();
+        }
         self.guards.get_or_insert(key, |key| {
-            Guards::new(key, &self.config, self.fleet.as_ref())
+            Guards::new(key, &self.config, self.fleet.as_ref(), &self.fixed)
         })
     }
 
     /// The guards of endpoint `key`, if a call has used them (and they were not evicted
-    /// since); made by nothing else.
+    /// since); made by nothing else. With no host-scoped part: the one entry, under its key.
     pub(crate) fn get(&self, key: &str) -> Option<Arc<Guards>> {
-        self.guards.get(key)
+        match &self.only {
+            Some(only) => (only.key() == key).then(|| only.clone()),
+            None => self.guards.get(key),
+        }
     }
 }

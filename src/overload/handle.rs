@@ -32,7 +32,7 @@ use super::Guards;
 ///     .build()?;
 /// client.get(server.url("/")).send().await?;
 ///
-/// // The endpoint key: scheme, host and port (or the policy's `breaker_key`).
+/// // The endpoint key: scheme, host and port (see `Scope` for the other scopes' keys).
 /// let key = format!("http://{}", server.addr());
 /// let guards = client.overload("default", &key).expect("called once");
 /// assert_eq!(guards.bulkhead_in_flight(), Some(0));
@@ -48,7 +48,10 @@ use super::Guards;
 pub struct OverloadHandle(pub(crate) Arc<Guards>);
 
 impl OverloadHandle {
-    /// The endpoint key.
+    /// The key of these guards: the endpoint key (scheme, host and port) when any of the
+    /// policy's guards is scoped to the host; else `name:<name>` when all of them share one
+    /// named scope, else the rule's name (a guard scoped to a name says `name:<name>` in its
+    /// errors and telemetry whatever this key is). See [`Scope`](crate::policy::Scope).
     pub fn key(&self) -> &str {
         self.0.key()
     }

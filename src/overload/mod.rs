@@ -1,4 +1,6 @@
 //! May this call go out now, per endpoint key: `Retry-After` holds, rate limit, bulkhead.
+//! (Per endpoint key under each rule by default; each guard can be scoped to the rule, or to
+//! a name several rules share: see [`Scope`](crate::policy::Scope).)
 //!
 //! Each piece is a small self-contained primitive, lock-free on the success path and
 //! cancellation-safe (a dropped call leaves no trace: it gives back every permit, a denied
@@ -62,7 +64,10 @@ pub(crate) mod rate;
 mod shared;
 
 pub use bulkhead::BulkheadConfig;
-pub(crate) use guards::{Admission, Entry, GuardRegistry, Guards, GuardsConfig, Reservation};
+pub(crate) use guards::{
+    Admission, Entry, FixedParts, GuardRegistry, GuardScopes, Guards, GuardsConfig, Part,
+    Reservation, budget_part, bulkhead_part, hold_part, rate_part,
+};
 pub use handle::OverloadHandle;
 pub use rate::RateLimitConfig;
-pub(crate) use shared::{Fleet, FleetKeys};
+pub(crate) use shared::{Budget, Fleet, FleetKeys, Held, Rate};

@@ -201,6 +201,12 @@ impl Fleet {
 /// The fleet a policy's guards share their state through, and the policy's name, put before
 /// each endpoint key in Redis: a policy's guards are its own in every process, as they are
 /// in one (two policies calling one host keep two rate limits).
+///
+/// The Redis keys, by scope (before the fleet's prefix and the guard's kind):
+/// - host: `{policy}|{endpoint key}`, e.g. `default|https://api.example.com`;
+/// - rule: `{policy}|rule` (an endpoint key always has `://`, so never `rule`);
+/// - named: `name:<name>`, one key for every policy and every replica (it has no `|`, so it
+///   is no policy's).
 #[derive(Clone, Debug)]
 pub(crate) struct FleetKeys {
     pub(crate) fleet: Fleet,

@@ -6,24 +6,32 @@ use std::time::Duration;
 use http::Method;
 use url::Url;
 
-use super::{EndpointPolicy, Matcher};
-use crate::breaker::{BreakerConfig, BreakerRegistry, CircuitBreakerLayer, Window};
+use super::named::{Kind, NamedStates, Setup, State};
+use super::{EndpointPolicy, Matcher, Scope};
+use crate::breaker::{Breaker, BreakerConfig, BreakerRegistry, CircuitBreakerLayer, Window};
 use crate::classify::SharedClassifier;
 use crate::error::Error;
 use crate::extras::Extras;
-use crate::keyed::key_for;
-use crate::overload::{Fleet, FleetKeys, GuardRegistry, Guards, GuardsConfig};
+use crate::keyed::endpoint_key;
+use crate::overload::bulkhead::Bulkhead;
+use crate::overload::{
+    Budget, FixedParts, Fleet, FleetKeys, GuardRegistry, GuardScopes, Guards, GuardsConfig, Held,
+    Part, Rate, budget_part, bulkhead_part, hold_part, rate_part,
+};
 use crate::read::DEFAULT_BODY_LIMIT;
 use crate::retry::{RetryLayer, RetryPolicy};
 use crate::telemetry::ServerSeries;
 use crate::timeout::{DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_TOTAL_DEADLINE};
 
 /// What a policy inherits from the client builder beyond the settings of the default policy.
+#[derive(Clone, Copy)]
 pub(crate) struct Base<'a> {
     pub(crate) retry: &'a RetryPolicy,
     pub(crate) breaker: Option<&'a BreakerConfig>,
     pub(crate) classifier: &'a SharedClassifier,
     pub(crate) redis: Redis<'a>,
+    /// The client's named scopes, which the policies compiled over this base share.
+    pub(crate) named: &'a NamedStates,
 }
 
 /// The client's Redis, as far as it is known when a policy is compiled.
@@ -67,10 +75,12 @@ pub(crate) struct CompiledPolicy {
     classifier: SharedClassifier,
     retry: RetryLayer,
     breaker: CircuitBreakerLayer,
+    breaker_scope: Scope,
+    // The one breaker of every request, when it is scoped to the rule or a name (made when
+    // the policy compiles: no lookup per call).
+    fixed_breaker: Option<Arc<Breaker>>,
     // The endpoints' overload guards; `None` when the policy turns none on.
     guards: Option<GuardRegistry>,
-    // The one key for all of the policy's requests (`breaker_key`), if it has one.
-    endpoint_key: Option<Arc<str>>,
     // The servers with metric labels of their own (`metrics_server_address`), if it is on.
     server_series: Option<Arc<ServerSeries>>,
 }
@@ -114,18 +124,26 @@ impl CompiledPolicy {
             breaker_open_for_max,
             breaker_half_open_probes,
             breaker_count_429,
-            breaker_key,
+            breaker_scope,
             retry_budget,
             retry_budget_enabled,
             // Read by `shares_budget` and `shares_rate`, with the settings they go with.
             retry_budget_shared: _,
+            retry_budget_scope,
             hold_on_retry_after,
+            hold_scope,
             rate_limit,
             rate_limit_shared: _,
+            rate_limit_scope,
             bulkhead,
+            bulkhead_scope,
             hedge,
             metrics_server_address,
         } = settings;
+        let fleet = match base.redis {
+            Redis::Fleet(fleet) => Some(fleet),
+            Redis::None | Redis::NotYet => None,
+        };
         let attempt_timeout = attempt_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT);
         // Kept as set: each call caps it by the deadline that applies to it (this policy's, or
         // a shorter one of the request's), in `timeout::attempt_limit`.
@@ -202,15 +220,28 @@ impl CompiledPolicy {
             if disabled_by_builder {
                 CircuitBreakerLayer::disabled()
             } else {
-                let layer = CircuitBreakerLayer::new(config.build().map_err(named)?);
-                match breaker_key {
-                    Some(key) => layer.with_key(key.as_str()),
-                    None => layer,
+                let config = config.build().map_err(named)?;
+                match breaker_scope.clone().unwrap_or_default() {
+                    Scope::Named(scope) => {
+                        let setup = Setup::Breaker(config.clone());
+                        let make = || State::Breaker(BreakerRegistry::new(config));
+                        let state = (base.named)
+                            .get_or_make(Kind::Breaker, &scope, &name, setup, None, make)
+                            .and_then(from_state::<BreakerRegistry>)
+                            .map_err(named)?;
+                        CircuitBreakerLayer::of(state)
+                    }
+                    _ => CircuitBreakerLayer::new(config),
                 }
             }
         };
+        let breaker_scope = breaker_scope.clone().unwrap_or_default();
+        // Rule and named scopes: the one breaker, made now.
+        let fixed_breaker = match breaker_scope.fixed_key(&name) {
+            Some(key) => breaker.breaker_at(&key),
+            None => None,
+        };
 
-        // Keyed as the breakers are, and as many.
         let guards = GuardsConfig {
             budget: (*retry_budget_enabled != Some(false))
                 .then(|| retry_budget.unwrap_or_default()),
@@ -219,15 +250,19 @@ impl CompiledPolicy {
             bulkhead: *bulkhead,
             shared_rate: settings.shares_rate(),
             shared_budget: settings.shares_budget(),
+            scopes: GuardScopes {
+                budget: retry_budget_scope.clone().unwrap_or_default(),
+                hold: hold_scope.clone().unwrap_or_default(),
+                rate: rate_limit_scope.clone().unwrap_or_default(),
+                bulkhead: bulkhead_scope.clone().unwrap_or_default(),
+            },
         };
         // Holds are shared whenever the client has a Redis. What a shared limit needs of it is
         // checked by `build`, which knows it: `EndpointPolicy::check_sharing`.
-        let fleet = match base.redis {
-            Redis::Fleet(fleet) => Some(FleetKeys::new(fleet.clone(), name.clone())),
-            Redis::None | Redis::NotYet => None,
-        };
+        let keys = fleet.map(|fleet| FleetKeys::new(fleet.clone(), name.clone()));
+        let fixed = fixed_parts(&name, &guards, keys.as_ref(), base.named).map_err(named)?;
         let max_endpoints = base.breaker.map_or(1024, |b| b.max_breakers());
-        let guards = GuardRegistry::new(guards, max_endpoints, breaker_key.as_deref(), fleet);
+        let guards = GuardRegistry::new(guards, max_endpoints, keys, fixed, &name);
         let server_series = server_series(*metrics_server_address, max_endpoints).map_err(named)?;
 
         let classifier = match retry_statuses {
@@ -244,8 +279,9 @@ impl CompiledPolicy {
             classifier,
             retry: RetryLayer::new(retry),
             breaker,
+            breaker_scope,
+            fixed_breaker,
             guards,
-            endpoint_key: breaker_key.as_deref().map(Arc::from),
             server_series,
         })
     }
@@ -309,19 +345,24 @@ impl CompiledPolicy {
             classifier: SharedClassifier::default(),
             retry: RetryLayer::from_shared(retry),
             breaker: CircuitBreakerLayer::disabled(),
+            breaker_scope: Scope::Host,
+            fixed_breaker: None,
             guards: None,
-            endpoint_key: None,
             server_series: None,
         }
     }
 
     /// Takes over `before`'s breakers and guards where this policy's are set up the same way
-    /// (see [`Policies::keep_state_of`]).
+    /// (see [`Policies::keep_state_of`]). Named states are kept as they are made
+    /// ([`NamedStates::new`]).
     fn keep_state_of(&mut self, before: &CompiledPolicy) {
-        if self.endpoint_key != before.endpoint_key {
-            return;
+        let named = matches!(self.breaker_scope, Scope::Named(_));
+        if self.breaker_scope == before.breaker_scope
+            && !named
+            && self.breaker.keep_state_of(&before.breaker)
+        {
+            self.fixed_breaker = before.fixed_breaker.clone();
         }
-        self.breaker.keep_state_of(&before.breaker);
         // The servers already labelled keep their series: a reload hands out no new ones.
         if self.server_series.is_some() && before.server_series.is_some() {
             self.server_series.clone_from(&before.server_series);
@@ -334,16 +375,22 @@ impl CompiledPolicy {
     }
 
     /// The breaker (if breakers are on) and the overload guards (if any are on) of requests
-    /// to `url` under this policy: both under one endpoint key, worked out once.
-    pub(crate) fn endpoint(
-        &self,
-        url: &Url,
-    ) -> (Option<Arc<crate::breaker::Breaker>>, Option<Arc<Guards>>) {
-        if self.guards.is_none() && !self.breaker.enabled() {
-            return (None, None);
+    /// to `url` under this policy. Parts scoped to the rule or a name were made when the
+    /// policy compiled; only host-scoped ones are looked up, under one endpoint key worked
+    /// out once.
+    #[inline]
+    pub(crate) fn endpoint(&self, url: &Url) -> (Option<Arc<Breaker>>, Option<Arc<Guards>>) {
+        let only = self.guards.as_ref().map(GuardRegistry::only);
+        let breaker_by_host = self.fixed_breaker.is_none() && self.breaker.enabled();
+        let guards_by_host = matches!(only, Some(None));
+        if !breaker_by_host && !guards_by_host {
+            return (self.fixed_breaker.clone(), only.flatten().cloned());
         }
-        let key = key_for(self.endpoint_key.as_deref(), url);
-        let breaker = self.breaker.breaker_at(&key);
+        let key = endpoint_key(url);
+        let breaker = match &self.fixed_breaker {
+            Some(breaker) => Some(breaker.clone()),
+            None => self.breaker.breaker_at(&key),
+        };
         let guards = self.guards.as_ref().map(|guards| guards.guards_at(&key));
         (breaker, guards)
     }
@@ -371,6 +418,121 @@ impl CompiledPolicy {
     }
 }
 
+/// The parts of the guards `config` turns on that are scoped to the rule called `rule` or to
+/// a name (from `named`, where the client's policies share them), made now; `keys` is the
+/// Redis the policy's guards share, if any.
+///
+/// In Redis, a rule's part is under `{rule}|rule` (as a host's is under `{rule}|{endpoint
+/// key}`), and a named part under `name:<name>`, for every rule and replica.
+fn fixed_parts(
+    rule: &Arc<str>,
+    config: &GuardsConfig,
+    keys: Option<&FleetKeys>,
+    named: &NamedStates,
+) -> Result<FixedParts, Error> {
+    let scopes = &config.scopes;
+    let fixed = Fixed { rule, keys, named };
+    let mut parts = FixedParts::default();
+    if let Some(budget) = config.budget {
+        let shared = config.shared_budget;
+        let setup = Setup::RetryBudget(budget, shared);
+        parts.budget = fixed.part(&scopes.budget, shared, setup, |key, redis| {
+            State::RetryBudget(budget_part(key, budget, redis))
+        })?;
+    }
+    if config.hold_up_to.is_some() {
+        parts.hold = fixed.part(&scopes.hold, true, Setup::Hold, |key, redis| {
+            State::Hold(hold_part(key, redis))
+        })?;
+    }
+    if let Some(rate) = config.rate {
+        let shared = config.shared_rate;
+        let setup = Setup::RateLimit(rate, shared);
+        parts.rate = fixed.part(&scopes.rate, shared, setup, |key, redis| {
+            State::RateLimit(rate_part(key, rate, redis))
+        })?;
+    }
+    if let Some(bulkhead) = config.bulkhead {
+        let setup = Setup::Bulkhead(bulkhead);
+        parts.bulkhead = fixed.part(&scopes.bulkhead, false, setup, |key, _| {
+            State::Bulkhead(bulkhead_part(key, bulkhead))
+        })?;
+    }
+    Ok(parts)
+}
+
+/// What making a rule's fixed parts needs: see [`fixed_parts`].
+struct Fixed<'a> {
+    rule: &'a Arc<str>,
+    keys: Option<&'a FleetKeys>,
+    named: &'a NamedStates,
+}
+
+impl Fixed<'_> {
+    /// The part of a guard with `scope` (`None` for a host scope), set up as `setup`: made by
+    /// `make` from its key and its Redis key (when `shared` and the client has a Redis), or
+    /// for a name, the one the client's policies share.
+    fn part<T: FromState>(
+        &self,
+        scope: &Scope,
+        shared: bool,
+        setup: Setup,
+        make: impl FnOnce(Arc<str>, Option<(&Fleet, String)>) -> State,
+    ) -> Result<Option<T>, Error> {
+        let Some(key) = scope.fixed_key(self.rule) else {
+            return Ok(None);
+        };
+        let fleet = self.keys.map(|keys| &keys.fleet);
+        let redis = match scope {
+            Scope::Named(_) => key.to_string(),
+            _ => self.keys.map_or_else(String::new, |keys| keys.key("rule")),
+        };
+        let redis = fleet.filter(|_| shared).map(|fleet| (fleet, redis));
+        let state = match scope {
+            Scope::Named(name) => {
+                let make = || make(key, redis);
+                let kind = setup.kind();
+                (self.named).get_or_make(kind, name, self.rule, setup, fleet, make)?
+            }
+            _ => make(key, redis),
+        };
+        from_state(state).map(Some)
+    }
+}
+
+/// The part `state` holds. Each kind's state is made and kept under its kind
+/// ([`NamedStates::get_or_make`]), so another is a bug, refused rather than ignored.
+fn from_state<T: FromState>(state: State) -> Result<T, Error> {
+    T::from_state(state)
+        .ok_or_else(|| Error::invalid_config("a named scope held another guard's state (a bug)"))
+}
+
+/// A part, out of the [`State`] that holds it.
+trait FromState: Sized {
+    fn from_state(state: State) -> Option<Self>;
+}
+
+macro_rules! from_state {
+    ($($kind:ident: $part:ty;)*) => {$(
+        impl FromState for $part {
+            fn from_state(state: State) -> Option<Self> {
+                match state {
+                    State::$kind(part) => Some(part),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+
+from_state! {
+    Breaker: BreakerRegistry;
+    RetryBudget: Arc<Part<Budget>>;
+    Hold: Arc<Part<Held>>;
+    RateLimit: Arc<Part<Rate>>;
+    Bulkhead: Part<Arc<Bulkhead>>;
+}
+
 /// Per-request changes to the chosen policy; see [`RequestBuilder`](crate::RequestBuilder).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Overrides {
@@ -396,6 +558,9 @@ pub(crate) struct Policies {
     /// The Redis the policies' guards share, if the client has one.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fleet: Option<Fleet>,
+    /// The named scopes' states, which the policies share (kept by a reload that does not
+    /// change them).
+    pub(crate) named: Arc<NamedStates>,
 }
 
 impl Policies {
@@ -410,6 +575,7 @@ impl Policies {
             endpoints: Vec::new(),
             client_timeout: None,
             fleet: None,
+            named: Arc::default(),
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::compiled::Base;
-use super::{CompiledPolicy, EndpointPolicy, Matcher, Unshared};
+use super::{CompiledPolicy, EndpointPolicy, Matcher, Scope, Unshared};
 use crate::bounds;
 use crate::error::Error;
 use crate::hedge::HedgeConfig;
@@ -184,6 +184,8 @@ macro_rules! policy_table {
             #[serde(default, deserialize_with = "replay_buffer")]
             replay_buffer: Option<u64>,
             hold_on_retry_after: Option<bool>,
+            #[serde(default, deserialize_with = "hold_scope")]
+            hold_scope: Option<Scope>,
             backoff: Option<RawBackoff>,
             breaker: Option<RawBreaker>,
             retry_budget: Option<RawBudget>,
@@ -224,12 +226,16 @@ macro_rules! policy_table {
                     breaker_open_for_max: breaker.open_for_max,
                     breaker_half_open_probes: breaker.half_open_probes,
                     breaker_count_429: breaker.count_429,
-                    breaker_key: breaker.key,
+                    breaker_scope: breaker.scope,
                     retry_budget: budget.config(),
                     retry_budget_enabled: budget.enabled,
                     retry_budget_shared: redis(budget.shared),
+                    retry_budget_scope: budget.scope,
                     hold_on_retry_after: self.hold_on_retry_after,
+                    hold_scope: self.hold_scope,
                     rate_limit_shared: redis(self.rate_limit.as_ref().and_then(|r| r.shared)),
+                    rate_limit_scope: self.rate_limit.as_ref().and_then(|r| r.scope.clone()),
+                    bulkhead_scope: self.bulkhead.as_ref().and_then(|b| b.scope.clone()),
                     rate_limit: self.rate_limit.map(|r| {
                         RateLimitConfig::new(r.rate, r.per.unwrap_or(Duration::from_secs(1)))
                             .burst(r.burst.unwrap_or(1))
@@ -286,7 +292,12 @@ struct RawBreaker {
     #[serde(default, deserialize_with = "half_open_probes")]
     half_open_probes: Option<u32>,
     count_429: Option<bool>,
-    key: Option<String>,
+    #[serde(default, deserialize_with = "scope")]
+    scope: Option<Scope>,
+    /// Removed: read only to say what replaced it.
+    #[serde(default, deserialize_with = "removed_key")]
+    #[allow(dead_code)]
+    key: Option<()>,
 }
 
 /// `[….retry_budget]`: keys it leaves out take the library's defaults.
@@ -301,6 +312,8 @@ struct RawBudget {
     #[serde(default, deserialize_with = "budget_window")]
     window: Option<Duration>,
     shared: Option<Sharing>,
+    #[serde(default, deserialize_with = "scope")]
+    scope: Option<Scope>,
 }
 
 impl RawBudget {
@@ -329,6 +342,8 @@ struct RawRateLimit {
     #[serde(default, deserialize_with = "burst")]
     burst: Option<u32>,
     shared: Option<Sharing>,
+    #[serde(default, deserialize_with = "scope")]
+    scope: Option<Scope>,
 }
 
 /// `shared` in `[….rate_limit]` and `[….retry_budget]`: kept by each process (`"local"`, the
@@ -403,6 +418,8 @@ struct RawBulkhead {
     max_in_flight: u32,
     #[serde(default, deserialize_with = "queue_timeout")]
     queue_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "scope")]
+    scope: Option<Scope>,
 }
 
 /// `[….hedge]`: a hedge when an attempt has not answered after `after`, up to `max`
@@ -507,6 +524,37 @@ bounded! {
     hedges("max"): u32 = whole(bounds::HEDGES);
     redis_timeout("timeout"): Duration = span(bounds::REDIS_TIMEOUT);
     sync_interval("sync_interval"): Duration = span(bounds::REDIS_SYNC_INTERVAL);
+}
+
+/// `scope` in `[….breaker]`, `[….rate_limit]`, `[….bulkhead]`, `[….retry_budget]`: `"host"`,
+/// `"rule"` or `"name:<name>"`.
+fn scope<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Scope>, D::Error> {
+    scope_of(d, "scope")
+}
+
+/// The policy's `hold_scope`, as `scope`.
+fn hold_scope<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Scope>, D::Error> {
+    scope_of(d, "hold_scope")
+}
+
+fn scope_of<'de, D: Deserializer<'de>>(d: D, key: &str) -> Result<Option<Scope>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse()
+        .map(Some)
+        .map_err(|e: Error| refused(key, e.detail().unwrap_or("invalid scope")))
+}
+
+/// `key` in `[….breaker]`, removed: it put the breaker and every guard of the rule under one
+/// key. Refused, saying what does that now.
+fn removed_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<()>, D::Error> {
+    serde::de::IgnoredAny::deserialize(d)?;
+    Err(refused(
+        "key",
+        "removed; for one breaker per rule write scope = \"rule\" in this table (or \
+         scope = \"name:<name>\" to share one with other rules), and the same `scope` in \
+         [….rate_limit], [….bulkhead], [….retry_budget] and hold_scope = \"rule\" for the guards \
+         it also keyed",
+    ))
 }
 
 /// A Redis URL the `redis` crate takes; the refusal never shows it (it may hold a password).

@@ -26,6 +26,56 @@
 //!
 //! The same can come from a TOML file: see [`ClientBuilder::config_file`](crate::ClientBuilder::config_file).
 //! The chosen policy's name is in every error ([`Error::policy`](crate::Error::policy)).
+//!
+//! # Endpoints and scopes
+//!
+//! An **endpoint** is where a request goes, named by its **endpoint key**: scheme, host and
+//! port, e.g. `https://api.example.com` (a default port left out; never the path, query or
+//! user info: see [`endpoint_key`](crate::breaker::endpoint_key)). `/a` and `/b` on one host
+//! are one endpoint; routes are told apart by rules ([`Matcher`]).
+//!
+//! The guards that keep state (the circuit breaker, `Retry-After` holds, the rate limit, the
+//! bulkhead, the retry budget) keep it per endpoint key under each rule by default. Each
+//! guard's [`Scope`] can say otherwise: one state for everything a rule matches
+//! ([`Scope::Rule`]), or one shared by every rule that names it ([`Scope::named`]): a
+//! host-wide quota, in one bucket, whichever rule a request matches. A named scope is one
+//! limit, so set it once, in the default policy, which every rule inherits:
+//!
+//! ```
+//! # #[cfg(feature = "config")] {
+//! use resilient_http::Client;
+//!
+//! let client = Client::builder()
+//!     .config_toml(r#"
+//!         ## 20 requests a second to the API, whichever rule a request matches.
+//!         [default.rate_limit]
+//!         rate = 20
+//!         scope = "name:api"
+//!
+//!         ## One breaker per rule: a failing route does not stop the others.
+//!         [default.breaker]
+//!         scope = "rule"
+//!
+//!         [[endpoint]]
+//!         name = "payments"
+//!         match = { path = "/v1/payments*", methods = ["POST"] }
+//!         max_attempts = 1
+//!     "#)
+//!     .build()?;
+//! # let _ = client;
+//! # }
+//! # Ok::<(), resilient_http::Error>(())
+//! ```
+//!
+//! In the builder: `EndpointPolicy::new().rate_limit_scope(Scope::named("api")?)`, and
+//! `breaker_scope`, `hold_scope`, `bulkhead_scope`, `retry_budget_scope`. In a file:
+//! `scope` in `[….breaker]`, `[….rate_limit]`, `[….bulkhead]` and `[….retry_budget]`, and
+//! `hold_scope` in the policy's table; values `"host"` (the default), `"rule"`,
+//! `"name:<name>"`. A scope's state has a key, which breakers, errors,
+//! [`Client::overload`](crate::Client::overload) and telemetry show: the endpoint key, the
+//! rule's name, or `name:<name>`. With a Redis (feature `redis`), a named scope's shared
+//! rate limit, budget and holds are one Redis key (`name:<name>`, after the prefix) for every
+//! rule and every replica.
 
 use std::time::Duration;
 
@@ -33,6 +83,8 @@ pub(crate) mod compiled;
 #[cfg(feature = "config")]
 mod file;
 mod matcher;
+mod named;
+mod scope;
 
 pub(crate) use compiled::{CompiledPolicy, Policies};
 #[cfg(feature = "config")]
@@ -40,6 +92,8 @@ pub use file::PolicyConfig;
 #[cfg(feature = "config")]
 pub(crate) use file::{FileSource, PolicyFile};
 pub use matcher::Matcher;
+pub(crate) use named::NamedStates;
+pub use scope::{Scope, ScopeName};
 
 use crate::bounds;
 use crate::error::Error;
@@ -54,8 +108,17 @@ macro_rules! settings {
         $(#[$doc:meta])*
         $field:ident: $ty:ty $([$own:ident setter])? $(, within $bound:expr)?;
     )*) => {
-        /// The settings of one policy. Unset settings are inherited; see the
+        /// The settings of one policy: how requests that a rule matches (or the default
+        /// policy's) are retried, timed and guarded. Unset settings are inherited; see the
         /// [module docs](self).
+        ///
+        /// The guards keep their state per **endpoint** by default: per endpoint key, the
+        /// scheme, host and port a request goes to (`https://api.example.com`; never its
+        /// path), under each rule. Each guard's scope (`breaker_scope`, `hold_scope`,
+        /// `rate_limit_scope`, `bulkhead_scope`, `retry_budget_scope`) widens that to the
+        /// rule or to a name several rules share: see [`Scope`] and the
+        /// [module docs](self#endpoints-and-scopes).
+        ///
         ///
         /// Builder-style: `EndpointPolicy::new().max_attempts(1).deadline(Duration::from_secs(2))`.
         /// The same keys in a policy file: [the guide](crate::guide::policies).
@@ -180,7 +243,10 @@ settings! {
     /// [`BreakerConfigBuilder::count_429`](crate::breaker::BreakerConfigBuilder::count_429);
     /// the file's `count_429` in `[….breaker]`.
     breaker_count_429: bool;
-    breaker_key: String [own setter];
+    /// Which requests share a breaker (default [`Scope::Host`]: one per endpoint key).
+    /// [`Scope::Rule`] gives the rule one breaker whatever the host; a [`Scope::named`]
+    /// one is shared by every rule that names it. See [`Scope`].
+    breaker_scope: Scope;
     /// The endpoint's retry budget: retries may add `ratio` of the first attempts plus
     /// `min_per_second`, over `window` (default 0.2, 10, 10 s); when it is spent, a transient
     /// failure is returned at once as [`BudgetExhausted`](crate::ErrorKind::BudgetExhausted).
@@ -192,12 +258,18 @@ settings! {
     /// Whether the retry budget is counted fleet-wide, in the client's Redis (feature
     /// `redis`; the file's `shared = "redis"` in `[….retry_budget]`). Default false.
     retry_budget_shared: bool;
+    /// Which requests share one retry budget (default [`Scope::Host`]). See [`Scope`].
+    retry_budget_scope: Scope;
     /// Whether a 429 or 503 with a `Retry-After` within the cap holds its endpoint for every
     /// call until then: later calls wait if that fits their deadline, else fail at once with
     /// [`RateLimited`](crate::ErrorKind::RateLimited) (default true). When the hold ends, the
     /// calls that waited go spread over a short window after it, not at once (see
     /// [`overload`](crate::overload#when-a-hold-ends)).
     hold_on_retry_after: bool;
+    /// Which requests a `Retry-After` hold stops (default [`Scope::Host`]: every call to
+    /// the endpoint key under this rule). [`Scope::Rule`]: only this rule's calls (a 429 on
+    /// `/a` does not hold `/b` under another rule). See [`Scope`].
+    hold_scope: Scope;
     /// A client-side rate limit per endpoint key (default: none): a request over it waits
     /// for its slot if that fits its deadline (reserving it: see
     /// [`RateLimitConfig`](crate::overload::RateLimitConfig)), else fails at once with
@@ -212,10 +284,16 @@ settings! {
     /// `build` logs a WARN: a refill Redis answers in time could bring a lease already
     /// expired, whose slots are then granted locally (raise `burst`, or lower the timeout).
     rate_limit_shared: bool;
+    /// Which requests share one rate limit (default [`Scope::Host`]). A [`Scope::named`] one
+    /// is one bucket for every rule that names it (and, shared, for every replica): a
+    /// host-wide quota. See [`Scope`].
+    rate_limit_scope: Scope;
     /// A bulkhead per endpoint key (default: none): at most `max_in_flight` calls at once;
     /// a call over it queues up to `queue_timeout` (and its deadline), then fails with
     /// [`BulkheadFull`](crate::ErrorKind::BulkheadFull).
     bulkhead: crate::overload::BulkheadConfig, within bounds::BULKHEAD;
+    /// Which requests share one bulkhead (default [`Scope::Host`]). See [`Scope`].
+    bulkhead_scope: Scope;
     /// Hedged requests (default: none): when an attempt has not answered after `after`, send
     /// another, up to `max` per call, and take the first good answer. Only requests that may
     /// be sent twice (idempotent, or with an `Idempotency-Key`); hedges spend the retry budget
@@ -242,13 +320,6 @@ impl EndpointPolicy {
     /// most 500 entries.
     pub fn retry_statuses(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
         self.retry_statuses = Some(statuses.into_iter().collect());
-        self
-    }
-
-    /// One breaker for all of this policy's requests, under this name, instead of one per
-    /// endpoint (scheme, host and port).
-    pub fn breaker_key(mut self, key: impl Into<String>) -> Self {
-        self.breaker_key = Some(key.into());
         self
     }
 

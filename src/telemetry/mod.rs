@@ -109,8 +109,10 @@
 //! An evicted breaker's gauge is set to 0 (closed), since that is what the next call to its
 //! endpoint finds, rather than left saying "open" for a breaker that no longer exists. A key
 //! has one series per process: two clients calling one endpoint write the same series. If
-//! `_OTHER` grows, raise `max_breakers` (up to 100,000) or give the policy one
-//! [`breaker_key`](crate::policy::EndpointPolicy::breaker_key).
+//! `_OTHER` grows, raise `max_breakers` (up to 100,000) or give the policy one breaker for
+//! all its hosts ([`breaker_scope`](crate::policy::EndpointPolicy::breaker_scope)
+//! [`Rule`](crate::policy::Scope::Rule), labelled with the rule's name; a named scope's is
+//! `name:<name>`).
 //!
 //! | name | type | labels |
 //! |---|---|---|

@@ -1,0 +1,180 @@
+//! The states of named scopes ([`Scope::Named`](super::Scope::Named)): one per guard and
+//! name, client-wide, made when the first policy that names it compiles and shared by every
+//! other. A name is one limit, so a policy that names it with other settings is refused.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::ScopeName;
+use crate::breaker::{BreakerConfig, BreakerRegistry};
+use crate::error::Error;
+use crate::overload::bulkhead::Bulkhead;
+use crate::overload::{Budget, BulkheadConfig, Fleet, Held, Part, Rate, RateLimitConfig};
+use crate::retry::BudgetConfig;
+
+/// A guard, as a named scope is per guard: `name:github` for the rate limit and for the
+/// breaker are two states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    Breaker,
+    Hold,
+    RateLimit,
+    Bulkhead,
+    RetryBudget,
+}
+
+impl Kind {
+    /// The setting that turns the guard on, as errors name it.
+    fn setting(self) -> &'static str {
+        match self {
+            Kind::Breaker => "breaker",
+            Kind::Hold => "hold_on_retry_after",
+            Kind::RateLimit => "rate_limit",
+            Kind::Bulkhead => "bulkhead",
+            Kind::RetryBudget => "retry_budget",
+        }
+    }
+}
+
+/// What a named state was made with; two policies that name it must agree.
+#[derive(Clone, Debug)]
+pub(crate) enum Setup {
+    Breaker(BreakerConfig),
+    /// A hold has no settings of its own: each policy holds it up to its own
+    /// `retry_after_cap`, so policies with other caps share it.
+    Hold,
+    /// The limit, and whether the fleet shares it.
+    RateLimit(RateLimitConfig, bool),
+    Bulkhead(BulkheadConfig),
+    /// The budget, and whether the fleet shares it.
+    RetryBudget(BudgetConfig, bool),
+}
+
+impl Setup {
+    /// The guard it sets up.
+    pub(crate) fn kind(&self) -> Kind {
+        match self {
+            Setup::Breaker(_) => Kind::Breaker,
+            Setup::Hold => Kind::Hold,
+            Setup::RateLimit(..) => Kind::RateLimit,
+            Setup::Bulkhead(_) => Kind::Bulkhead,
+            Setup::RetryBudget(..) => Kind::RetryBudget,
+        }
+    }
+
+    fn same(&self, other: &Setup) -> bool {
+        match (self, other) {
+            (Setup::Breaker(a), Setup::Breaker(b)) => a.same_settings(b),
+            (Setup::Hold, Setup::Hold) => true,
+            (Setup::RateLimit(a, x), Setup::RateLimit(b, y)) => a == b && x == y,
+            (Setup::Bulkhead(a), Setup::Bulkhead(b)) => a == b,
+            (Setup::RetryBudget(a, x), Setup::RetryBudget(b, y)) => a == b && x == y,
+            _ => false,
+        }
+    }
+}
+
+/// A named state: a breaker (in a registry of its own, which the policies' `breakers_for`
+/// show), or an overload guard's part.
+#[derive(Clone)]
+pub(crate) enum State {
+    Breaker(BreakerRegistry),
+    Hold(Arc<Part<Held>>),
+    RateLimit(Arc<Part<Rate>>),
+    Bulkhead(Part<Arc<Bulkhead>>),
+    RetryBudget(Arc<Part<Budget>>),
+}
+
+#[derive(Clone)]
+struct Named {
+    /// The policy that made it, which errors name.
+    owner: Arc<str>,
+    setup: Setup,
+    /// The Redis it shares through, if any: a reload that changes it makes the state anew.
+    fleet: Option<Fleet>,
+    state: State,
+}
+
+/// The named states of one client's policies.
+#[derive(Default)]
+pub(crate) struct NamedStates {
+    states: Mutex<HashMap<(Kind, ScopeName), Named>>,
+    /// The states of the policies a reload replaces: kept when their setup is unchanged.
+    previous: HashMap<(Kind, ScopeName), Named>,
+}
+
+impl std::fmt::Debug for NamedStates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut names: Vec<String> = (states.keys())
+            .map(|(kind, name)| format!("{}:name:{name}", kind.setting()))
+            .collect();
+        names.sort();
+        f.debug_struct("NamedStates")
+            .field("states", &names)
+            .finish()
+    }
+}
+
+impl NamedStates {
+    /// No states yet; a reload passes the states it replaces, to keep.
+    pub(crate) fn new(previous: Option<&NamedStates>) -> Self {
+        let previous = previous.map_or_else(HashMap::new, |previous| {
+            (previous
+                .states
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner))
+            .clone()
+        });
+        NamedStates {
+            states: Mutex::new(HashMap::new()),
+            previous,
+        }
+    }
+
+    /// The state of `kind` named `name`, for the policy `rule` that sets it up as `setup`
+    /// (sharing through `fleet`, if any): the one made before (by another policy, or before
+    /// a reload, with the same setup), else `make`'s. Refused when another policy named it
+    /// with other settings: one name is one limit.
+    pub(crate) fn get_or_make(
+        &self,
+        kind: Kind,
+        name: &ScopeName,
+        rule: &Arc<str>,
+        setup: Setup,
+        fleet: Option<&Fleet>,
+        make: impl FnOnce() -> State,
+    ) -> Result<State, Error> {
+        let same_fleet = |other: &Option<Fleet>| match (fleet, other) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.same(b),
+            _ => false,
+        };
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (kind, name.clone());
+        if let Some(named) = states.get(&key) {
+            if named.setup.same(&setup) {
+                return Ok(named.state.clone());
+            }
+            let (setting, owner) = (kind.setting(), &named.owner);
+            return Err(Error::invalid_config(format!(
+                "{setting}: scope \"name:{name}\" is one limit, and policy {owner:?} names it \
+                 with another {setting}; give every rule that names it the same {setting} \
+                 (the easy way: set it, with its scope, in the default policy, which every \
+                 rule inherits)"
+            )));
+        }
+        let kept = (self.previous.get(&key))
+            .filter(|named| named.setup.same(&setup) && same_fleet(&named.fleet))
+            .map(|named| named.state.clone());
+        let state = kept.unwrap_or_else(make);
+        let named = Named {
+            owner: rule.clone(),
+            setup,
+            fleet: fleet.cloned(),
+            state: state.clone(),
+        };
+        states.insert(key, named);
+        Ok(state)
+    }
+}
