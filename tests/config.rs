@@ -508,8 +508,14 @@ fn an_old_key_names_its_new_name() {
         let old = if new == "retry_budget" { "budget" } else { old };
         let want = format!("unknown key {old:?} (renamed to {new:?} in 0.1)");
         let shown = toml_refusal(&text);
-        assert!(shown.contains(&want), "{text:?}\n  got: {shown}\n  want: {want}");
-        assert!(shown.starts_with("invalid configuration: <config_toml>:"), "{shown}");
+        assert!(
+            shown.contains(&want),
+            "{text:?}\n  got: {shown}\n  want: {want}"
+        );
+        assert!(
+            shown.starts_with("invalid configuration: <config_toml>:"),
+            "{shown}"
+        );
     }
 }
 
