@@ -130,19 +130,20 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let uri = request.uri().to_string();
         match reqwest::Request::try_from(request) {
             Ok(request) => HttpFuture::sent(self.inner.call(request)),
             Err(err) => {
-                // reqwest refuses only a URI that is not an absolute URL.
+                // reqwest refuses only a URI that is not an absolute URL. The URI is not
+                // repeated: its query may hold a key, and the error may reach a log.
                 let refused = Error::new(
                     ErrorKind::InvalidRequest,
                     Class::Permanent,
                     Delivery::NotSent,
                 )
-                .with_detail(format!(
-                    "{uri:?} is not an absolute URL (an http::Request needs scheme and host)"
-                ))
+                .with_detail(
+                    "the request's URI is not an absolute URL (an http::Request needs scheme \
+                     and host)",
+                )
                 .with_source(err);
                 HttpFuture::refused(refused)
             }
