@@ -289,3 +289,7 @@
 //!
 //! The same reason is the `retry skipped` event's `reason`, the `resilient_http.give_ups`
 //! metric's label ([`GiveUp::as_str`](crate::GiveUp::as_str)) and the probe's `give_up` key.
+
+// The page links to items of the `json` feature: docs.rs builds every feature, and a build
+// without it would only find those links broken.
+#![cfg_attr(not(feature = "json"), allow(rustdoc::broken_intra_doc_links))]
