@@ -272,7 +272,10 @@
 //!     .build()?;
 //! let err = client.get(server.url("/orders")).send().await.err().ok_or("503")?;
 //! assert_eq!(err.give_up(), Some(GiveUp::AttemptsExhausted));
-//! assert!(err.to_string().contains("attempts used up"), "{err}");
+//! assert!(
+//!     err.to_string().ends_with("503 Service Unavailable (transient, attempts used up)"),
+//!     "{err}"
+//! );
 //!
 //! let err = client.post(server.url("/orders")).body("{}").send().await.err().ok_or("503")?;
 //! match err.give_up() {
