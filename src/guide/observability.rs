@@ -77,6 +77,8 @@
 //! | `request delayed` | DEBUG | a call waits for a hold or the rate limit: `endpoint`, `reason` (`retry_after`, `rate_limit`), `wait_ms` |
 //! | `request rejected: rate limited` | DEBUG | the wait would pass the deadline: `endpoint`, `reason`, `retry_after_ms` |
 //! | `request queued: bulkhead full` / `request rejected: bulkhead full` | DEBUG | a call queues for, or is refused, a place in the bulkhead: `endpoint`, `max_in_flight` |
+//! | `endpoint map over its bound` | WARN | a policy keeps more breakers or guards than `max_breakers`, as every one kept still limits a call (see [overload](super::overload)) |
+//! | `hedge sent` / `hedge skipped` | DEBUG | a [hedge](super::overload#hedged-requests) went out, or was due and kept back: `reason` |
 //!
 //! Capturing these events in your tests with a thread-scoped subscriber
 //! (`tracing::subscriber::with_default`, `set_default`)? tracing-core remembers per call site, for

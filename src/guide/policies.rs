@@ -253,7 +253,7 @@
 //! [`PolicyConfig`](crate::policy::PolicyConfig) field reads `[http.default]` and
 //! `[[http.endpoint]]` (or `{"http": {"default": …, "endpoint": […]}}`) with the same checks, and
 //! [`ClientBuilder::config`](crate::ClientBuilder::config) applies it as `config_toml` would.
-//! Without lines to show, a mistake names the key (`"attempts": must be at least 1 …`), and one
+//! Without lines to show, a mistake names the key (`"max_attempts": must be at least 1 …`), and one
 //! the builder finds names the policy (`policy "payments": min_calls (20) must not exceed the
 //! window's 10 calls`). The example is on [`PolicyConfig`](crate::policy::PolicyConfig).
 //!
