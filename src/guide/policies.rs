@@ -188,7 +188,7 @@
 //! open_for_max = "60s"
 //! half_open_probes = 1
 //! count_429 = false            # true: a 429 counts as a failure
-//! scope = "host"               # one breaker per endpoint key; "rule": one for the rule; "name:<name>": shared
+//! scope = "host"               # one breaker per endpoint key; "rule": one for the rule, whatever the host; "name:<name>": shared
 //!
 //! [default.retry_budget]             # retries may add 20 % of first attempts plus 10 a second
 //! enabled = true
@@ -262,11 +262,13 @@
 //! An *endpoint* is where a request goes, named by its endpoint key: scheme, host and port
 //! (`https://api.example.com`; never the path). The breaker, `Retry-After` holds, the rate
 //! limit, the bulkhead and the retry budget keep their state per endpoint key under each rule,
-//! unless the guard's [`Scope`](crate::policy::Scope) says otherwise. `"rule"` gives one state
-//! for everything the rule matches, whatever the host, so one failing route stops only its own
-//! rule. `"name:<name>"` gives one state shared by every rule that names it: a host-wide quota
-//! in one bucket, locally and, with Redis, for every replica ([fleet](super::fleet)). A name is
-//! one limit, so set it once in `[default]`:
+//! unless the guard's [`Scope`](crate::policy::Scope) says otherwise. So routes are told apart
+//! by rules: give a route a rule of its own, and its failures open only that rule's breaker
+//! and its `Retry-After` holds stop only that rule's calls, even on a shared host. `"rule"`
+//! gives one state for everything the rule matches, whatever the host (one breaker for a rule
+//! that calls many hosts). `"name:<name>"` gives one state shared by every rule that names
+//! it: a host-wide quota in one bucket, locally and, with Redis, for every replica
+//! ([fleet](super::fleet)). A name is one limit, so set it once in `[default]`:
 //!
 //! ```
 //! # fn main() -> Result<(), resilient_http::Error> {
@@ -276,7 +278,7 @@
 //! scope = "name:api"
 //!
 //! [default.breaker]
-//! scope = "rule"               # a failing route opens its own rule's breaker only
+//! scope = "rule"               # one breaker per rule, whatever the host
 //!
 //! [[endpoint]]
 //! name = "payments"
