@@ -42,14 +42,17 @@
 //! - [`Client`] and its [`ClientBuilder`]: the client, the default policy and the
 //!   per-endpoint rules ([`policy::EndpointPolicy`], [`policy::Matcher`], or a TOML file with
 //!   [`ClientBuilder::config_file`]).
-//! - [`RequestBuilder`]: a request, as with reqwest, plus per-request settings and the readers
-//!   that read the body inside each attempt ([`RequestBuilder::send_buffered`],
-//!   [`bytes`](RequestBuilder::bytes), [`text`](RequestBuilder::text),
-//!   [`send_with`](RequestBuilder::send_with)).
-//! - [`Error`] and [`ErrorKind`]: what went wrong, whether it is [transient](Class), whether
-//!   the request [was sent](Delivery), and every [`Attempt`].
+//! - [`RequestBuilder`]: a request, with every setter of reqwest's, under reqwest's names
+//!   (`json(&body)` sets the body), plus per-request settings and the readers that read the
+//!   body inside each attempt ([`RequestBuilder::send_buffered`],
+//!   [`bytes`](RequestBuilder::bytes), [`text`](RequestBuilder::text), `recv_json` (feature
+//!   `json`), [`send_with`](RequestBuilder::send_with)); see [`guide::migrating`].
+//! - [`Error`] and [`ErrorKind`]: what went wrong, whether it is [transient](Class), why the
+//!   call stopped ([`Error::give_up`], a [`GiveUp`]), whether the request may have reached the
+//!   server ([`Error::sent`]), and every [`Attempt`].
 //! - The same rules elsewhere: [`middleware::ResilientMiddleware`] in a reqwest-middleware
 //!   chain, [`ResilientLayer`] in a `tower::ServiceBuilder` of your own, and the
+//!   [`Client::http_service`] under tower-http's layers, the
 //!   single-purpose layers ([`RetryLayer`](retry::RetryLayer),
 //!   [`CircuitBreakerLayer`](breaker::CircuitBreakerLayer),
 //!   [`AttemptTimeoutLayer`](timeout::AttemptTimeoutLayer),

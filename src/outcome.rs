@@ -77,6 +77,8 @@ impl fmt::Display for Delivery {
 /// let err = Error::invalid_config("attempts: must be at least 1");
 /// assert_eq!(advice(&err), "fix the configuration");
 /// ```
+// Links to `recv_json`, which only the `json` feature has (docs.rs builds every feature).
+#[cfg_attr(not(feature = "json"), allow(rustdoc::broken_intra_doc_links))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {

@@ -6,14 +6,11 @@
 //! the policy's [`Classifier`], and everything after it (retry, breaker, the caller) reads the
 //! verdict from the [`Error`] it receives. In a stack of layers that is the
 //! [`Classify`] layer sitting directly on top of `reqwest::Client`; the driver of the client,
-//! `ResilientMiddleware` and `ResilientLayer` runs the same functions inline, and sorts with the same classifier what the layers never see:
-//! an error while reading a body inside the attempt (`send_buffered`, a reader of yours), a
-//! failure status whose body is over the limit.
-//!
-//! Where each part is decided: a response's outcome (the status error) in
-//! `response_outcome`; a transport error, never a success, in `transport_error`; errors of a
-//! body being read in `reader.rs`; errors of your tower layers in `layer_error.rs`. A policy's
-//! `retry_statuses` wrap its classifier ([`SharedClassifier`]).
+//! `ResilientMiddleware` and `ResilientLayer` runs the same functions inline, and sorts with
+//! the same classifier what the layers never see: an error while reading a body inside the
+//! attempt (`send_buffered`, a reader of yours), a failure status whose body is over the
+//! limit. A transport error is never a success. A policy's `retry_statuses` wrap its
+//! classifier ([`SharedClassifier`]).
 //!
 //! A classification has two parts:
 //! - a [`Class`]: [`Success`](Class::Success), [`Transient`](Class::Transient) (worth trying

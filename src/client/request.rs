@@ -80,6 +80,8 @@ use super::new_call;
 /// [`attempt_timeout`](Self::attempt_timeout) change this call's policy;
 /// [`body_with`](Self::body_with) makes the body afresh for each attempt; [`map`](Self::map)
 /// reaches anything else on the `reqwest::RequestBuilder` underneath.
+// Links to `recv_json`, which only the `json` feature has (docs.rs builds every feature).
+#[cfg_attr(not(feature = "json"), allow(rustdoc::broken_intra_doc_links))]
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder {
     pub(super) inner: reqwest::RequestBuilder,
@@ -411,6 +413,7 @@ impl RequestBuilder {
     /// # Ok(())
     /// # }
     /// ```
+    #[cfg_attr(not(feature = "json"), allow(rustdoc::broken_intra_doc_links))]
     pub fn send(self) -> Pending {
         Pending::new(self.run(Reader::response(), false))
     }

@@ -1,9 +1,11 @@
 //! Circuit breakers: when an endpoint keeps failing, calls to it fail at once for a while instead
 //! of piling onto a dependency that is down.
 //!
-//! Each policy keeps one breaker per [endpoint](super::policies) (scheme, host and port), or one
-//! for the whole policy with [`breaker_key`](crate::policy::EndpointPolicy::breaker_key) (the
-//! file's `[x.breaker] key`). Defaults: opens at ≥ 50 % failures of the last 100 calls (once
+//! Each policy keeps one breaker per [endpoint key](super::policies) (scheme, host and port), or,
+//! by its [scope](super::policies#endpoints-and-scopes), one for everything the rule matches
+//! ([`breaker_scope(Scope::Rule)`](crate::policy::EndpointPolicy::breaker_scope), the file's
+//! `[….breaker] scope = "rule"`) or one shared by every rule that names it
+//! (`scope = "name:<name>"`). Defaults: opens at ≥ 50 % failures of the last 100 calls (once
 //! there are ≥ 20), open 5 s, doubling to 60 s while probes fail, 1 probe, at most 1,024
 //! endpoints per policy.
 //!
@@ -39,7 +41,7 @@
 //!   [`BreakerConfigBuilder::count_429(true)`](crate::breaker::BreakerConfigBuilder::count_429), or
 //!   `count_429 = true` in `[….breaker]`.
 //! - Open: calls fail at once with [`ErrorKind::CircuitOpen`](crate::ErrorKind::CircuitOpen),
-//!   naming the endpoint; [`Error::retry_after`](crate::Error::retry_after) says when the next
+//!   naming the breaker's key; [`Error::retry_after`](crate::Error::retry_after) says when the next
 //!   probe may go. Nothing touches the network. While the probes are out (half-open) and when
 //!   forced open, `retry_after()` is `None`: when the probe ends is not known (within its attempt
 //!   timeout), so no time is promised; back off as for any transient error.

@@ -52,3 +52,7 @@
 //! client's own driver over the rest of the chain: the chain's cost plus the driver's, about 3k
 //! above the same peer with a timeout (run M in `BENCHMARKS.md`). `cargo bench --bench breaker` measures the breaker (10 ns per admit and record on one
 //! thread, 13 ns with two) and the retry budget (8 ns per deposit) against `failsafe`.
+
+// The page links to items of the `json` feature: docs.rs builds every feature, and a build
+// without it would only find those links broken.
+#![cfg_attr(not(feature = "json"), allow(rustdoc::broken_intra_doc_links))]

@@ -65,8 +65,10 @@
 //!   the timeout. A Redis that answers but refuses writes (out of memory, a read-only replica)
 //!   is down until it accepts one. The connection and its background work run on a thread of
 //!   their own, whichever runtime first used the client.
-//! - State is kept per policy and endpoint key, as in one process; keys carry the prefix and
-//!   an expiry, so nothing grows in Redis. Give each service its own `prefix`: two services
+//! - State is kept per policy and endpoint key, as in one process, or by the guard's
+//!   [scope](super::policies#endpoints-and-scopes): a named scope (`scope = "name:partner"`)
+//!   is one Redis key for every rule that names it and every replica. Keys carry the prefix
+//!   and an expiry, so nothing grows in Redis. Give each service its own `prefix`: two services
 //!   with the same policy names share limits otherwise. Redis 5 or later, one node (not
 //!   Cluster).
 //! - A shared limit that answers locally shows: one `WARN` per change (one in all when its

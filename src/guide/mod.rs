@@ -3,16 +3,17 @@
 //! Start with the first call in the [crate docs](crate) (the README's); then:
 //!
 //! - [`policies`]: what an endpoint is; per-endpoint rules in code, in a TOML file or in your
-//!   own serde configuration; reloading; every setting's range.
+//!   own serde configuration; which setting wins; scopes (host, rule, `name:<name>`);
+//!   reloading; every setting's range.
 //! - [`retries`]: what is retried and when, streaming bodies, reading the body inside the
-//!   attempt, body classifiers, hooks, and the history of attempts.
+//!   attempt, body classifiers, hooks, the history of attempts, and why a call stopped.
 //! - [`breaker`]: circuit breakers per endpoint.
 //! - [`overload`]: retry budget, `Retry-After` holds, rate limit, bulkhead, hedged requests.
 //! - [`fleet`]: limits shared by the replicas of a service through Redis.
 //! - [`observability`]: spans, events and metrics; what is redacted; redirects.
-//! - [`tower`]: the client as a service, [`ResilientLayer`](crate::ResilientLayer), the
-//!   single-purpose layers, reqwest-middleware.
-//! - [`migrating`]: coming from reqwest-middleware and reqwest-retry.
+//! - [`tower`]: the client as a service, under tower-http's layers,
+//!   [`ResilientLayer`](crate::ResilientLayer), the single-purpose layers, reqwest-middleware.
+//! - [`migrating`]: coming from reqwest, reqwest-middleware and reqwest-retry.
 //! - [`testing`]: a loopback server that fails on demand, paused time, test policies.
 //! - [`probe`]: trying a policy from the command line.
 //! - [`features`]: Cargo features, supported Rust, cost per call.

@@ -2,12 +2,15 @@
 //!
 //! # Logs and spans
 //!
-//! `RUST_LOG=resilient_http=debug` shows each request's attempts: every call is a
-//! `request` span (method, redacted URL, policy, and when it ends its status or `error.type`,
-//! attempts and `duration_ms`) with an `attempt` span per attempt carrying OpenTelemetry's
-//! `http.request.resend_count` (0 for the first), `http.request.method`, `server.address`,
-//! `server.port`, `http.response.status_code` and `error.type` (`"503"`, `"timeout"`, `"reset"`,
-//! ...).
+//! `RUST_LOG=resilient_http=debug` shows each request's attempts (spans of target
+//! `resilient_http`, level DEBUG): every call is one `request` span (`otel.kind = "internal"`;
+//! method, redacted `url.full`, policy, and when it ends its status or `error.type`, attempts
+//! and `duration_ms`), and inside it one `attempt` span per exchange, OpenTelemetry's CLIENT span:
+//! `otel.name` (`"GET"`), redacted `url.full`, `http.request.resend_count` (0 for the first),
+//! `http.request.method`, `server.address`, `server.port`, `http.response.status_code` and
+//! `error.type` (`"503"`, `"timeout"`, `"reset"`, ...). With
+//! [`tracing-opentelemetry`](https://docs.rs/tracing-opentelemetry) they become OpenTelemetry
+//! spans as they are. The fields, one by one: [`telemetry`](crate::telemetry#spans-target-resilient_http-level-debug).
 //!
 //! ```
 //! use resilient_http::Client;
@@ -30,12 +33,42 @@
 //! # }
 //! ```
 //!
+//! ## Next to reqwest-tracing
+//!
+//! With reqwest-middleware, add reqwest-tracing's `TracingMiddleware` **after**
+//! `ResilientMiddleware`: each attempt runs the chain below it, so each exchange gets one CLIENT
+//! span of its own (under the middleware our `attempt` span is `internal`, as the exchange is
+//! the chain's to make). Before it, reqwest-tracing's one span would cover the whole call,
+//! retries and waits included.
+//!
+//! ```
+//! use resilient_http::middleware::ResilientMiddleware;
+//! use resilient_http::testkit::{FaultServer, Reply};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = FaultServer::start().await?;
+//! server.script("/flaky", [Reply::status(503), Reply::ok("ok")]);
+//!
+//! let http = reqwest::Client::builder().retry(reqwest::retry::never()).build()?;
+//! let client = reqwest_middleware::ClientBuilder::new(http)
+//!     .with(ResilientMiddleware::new(resilient_http::Client::builder())?)
+//!     .with(reqwest_tracing::TracingMiddleware::default()) // after: a CLIENT span per exchange
+//!     .build();
+//! assert_eq!(client.get(server.url("/flaky")).send().await?.status(), 200);
+//! assert_eq!(server.hits("/flaky"), 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Events
+//!
 //! Events, at the levels an operator wants by default:
 //!
 //! | event | level | when |
 //! |---|---|---|
 //! | `retry scheduled` | INFO | a failed attempt will be retried: `reason`, `delay_ms`, `retry_after` (whether the server set the delay) |
-//! | `retry skipped` | WARN | a transient failure ends the call: `reason` is `attempts_exhausted`, `non_idempotent`, `body_not_replayable`, `retry_after_above_cap`, `deadline`, `schedule_ended` or `budget_exhausted` |
+//! | `retry skipped` | WARN | a transient failure ends the call: `reason` is why, as the error's [`give_up()`](crate::Error::give_up) says it (`attempts_exhausted`, `non_idempotent`, `deadline`, `budget_exhausted`, …: [`GiveUp::as_str`](crate::GiveUp::as_str)) |
 //! | `circuit breaker opened` / `state changed` | WARN / INFO | every breaker state change, with its key |
 //! | `request rejected: circuit open` | DEBUG | per request turned away (the opening was the WARN) |
 //! | `request rejected by an outer layer` | DEBUG | a [layer](crate::ClientBuilder::layer) of yours (a load shed, a bulkhead) refused the call: `error.type`, `error`, redacted `url.full` |
@@ -44,6 +77,8 @@
 //! | `request delayed` | DEBUG | a call waits for a hold or the rate limit: `endpoint`, `reason` (`retry_after`, `rate_limit`), `wait_ms` |
 //! | `request rejected: rate limited` | DEBUG | the wait would pass the deadline: `endpoint`, `reason`, `retry_after_ms` |
 //! | `request queued: bulkhead full` / `request rejected: bulkhead full` | DEBUG | a call queues for, or is refused, a place in the bulkhead: `endpoint`, `max_in_flight` |
+//! | `endpoint map over its bound` | WARN | a policy keeps more breakers or guards than `max_breakers`, as every one kept still limits a call (see [overload](super::overload)) |
+//! | `hedge sent` / `hedge skipped` | DEBUG | a [hedge](super::overload#hedged-requests) went out, or was due and kept back: `reason` |
 //!
 //! Capturing these events in your tests with a thread-scoped subscriber
 //! (`tracing::subscriber::with_default`, `set_default`)? tracing-core remembers per call site, for
@@ -56,30 +91,30 @@
 //!
 //! # Metrics
 //!
-//! Feature `metrics`, through the [`metrics`](https://docs.rs/metrics) facade, so
-//! any exporter works: install its recorder (for Prometheus, `metrics-exporter-prometheus`) as
-//! that crate says, and every client reports to it. Labels are bounded: policy name, method, status code or error type,
-//! reason; never a URL, and no host on request metrics (webhook senders would have unbounded
-//! hosts). Breaker metrics carry the breaker key (`scheme://host:port` by default). A recorder
-//! never forgets a series, so the keys are bounded themselves: each registry (one per policy)
-//! labels at most `max_breakers` keys over its life, the first it meets; breakers beyond count
-//! their rejections under `breaker="_OTHER"` and have no state gauge (one value cannot be many
-//! breakers' states). An evicted breaker's gauge goes to 0, closed, as the next call finds it.
+//! Feature `metrics`, through the [`metrics`](https://docs.rs/metrics) facade, so any exporter
+//! works: install its recorder (for Prometheus, `metrics-exporter-prometheus`) as that crate
+//! says, and every client reports to it. Names follow OpenTelemetry's HTTP client conventions
+//! (`http.client.request.duration` per attempt, `resilient_http.request.duration` per call,
+//! `resilient_http.requests`, `resilient_http.retries`, `resilient_http.give_ups`, the breaker
+//! and overload counters, …: the whole list, with labels, is in
+//! [`telemetry`](crate::telemetry#metrics-feature-metrics)).
 //!
-//! | metric | type | labels |
-//! |---|---|---|
-//! | `resilient_http.requests` | counter | `policy`, `http.request.method`, `outcome`, `error.type` |
-//! | `resilient_http.request.duration` | histogram, s | `policy`, `outcome` |
-//! | `resilient_http.request.attempts` | histogram | `policy` |
-//! | `resilient_http.attempts` | counter | `policy`, `http.request.method`, `http.response.status_code`, `error.type` |
-//! | `http.client.request.duration` | histogram, s (per attempt, as OpenTelemetry defines it) | as above |
-//! | `resilient_http.retries` | counter | `policy`, `reason` |
-//! | `resilient_http.give_ups` | counter | `policy`, `reason` |
-//! | `resilient_http.breaker.rejections` | counter | `breaker` (or `_OTHER` beyond `max_breakers`) |
-//! | `resilient_http.breaker.state` | gauge: 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed | `breaker` (labelled breakers only) |
-//! | `resilient_http.overload.waits` | counter | `policy`, `reason`: `retry_after`, `rate_limit`, `bulkhead` (queued) |
-//! | `resilient_http.overload.rejections` | counter | `policy`, `reason`: `retry_after`, `rate_limit`, `bulkhead`, `budget` |
-//! | `resilient_http.overload.holds` | counter | `policy` |
+//! - Every metric is described, with its unit and help text, to the recorder in force when a
+//!   client is built: install the recorder first, or call `telemetry::describe()` afterwards.
+//! - With metrics-exporter-prometheus, give `http.client.request.duration` and
+//!   `resilient_http.request.duration` OpenTelemetry's buckets (0.005 to 10 s) with
+//!   `set_buckets_for_metric`, or they become summaries, which cannot be added up across
+//!   replicas: the setup is [in `telemetry`](crate::telemetry#prometheus-histogram-buckets).
+//! - Labels are bounded: policy name, method, status code or error type, reason; never a URL,
+//!   and no host on request metrics unless a policy asks for one (webhook senders would have
+//!   unbounded hosts). For a policy that calls a known set of hosts,
+//!   [`metrics_server_address(true)`](crate::policy::EndpointPolicy::metrics_server_address)
+//!   (the file's `metrics_server_address = true`) adds `server.address` and `server.port`; at
+//!   most `max_breakers` servers get their own, the rest are `_OTHER`.
+//! - Breaker metrics carry the breaker's key (the endpoint key, the rule's name or
+//!   `name:<name>`, by its [scope](super::policies#endpoints-and-scopes)), bounded the same way:
+//!   each policy labels at most `max_breakers` keys over its life, and breakers beyond count
+//!   their rejections under `breaker="_OTHER"`.
 //!
 //! # Secrets
 //!

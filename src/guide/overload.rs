@@ -2,14 +2,17 @@
 //! requests.
 //!
 //! Retries multiply load at the worst moment: with 3 attempts, an outage turns 1,000 requests into
-//! 3,000. Each guard below is kept per [endpoint](super::policies) key (the breaker's: scheme,
-//! host and port, or a policy's [`breaker_key`](crate::policy::EndpointPolicy::breaker_key)), set
-//! per policy, lock-free when a call goes straight through, and cancellation-safe: a dropped call
-//! gives back every place and token. A policy keeps the guards of `max_breakers` endpoints
-//! (1,024), dropping idle ones first; guards that still limit a call (a spent or partly spent rate
-//! limit, a drawn-down budget, a hold, calls in flight or queued) are never dropped: the map grows
-//! past its bound instead, with a WARN once and the `resilient_http.endpoints.over_bound` counter.
-//! [`Client::overload(policy, key)`](crate::Client::overload) reads an endpoint's guards.
+//! 3,000. Each guard below is set per policy and keeps its state per [endpoint
+//! key](super::policies) (scheme, host and port) under each rule, or, by its
+//! [scope](super::policies#endpoints-and-scopes), one state per rule or one shared by every rule
+//! that names it (a host-wide quota in one bucket). Each is lock-free when a call goes
+//! straight through, and cancellation-safe: a dropped call gives back every place and token.
+//! A policy keeps the guards of `max_breakers` endpoints (1,024), dropping idle ones first;
+//! guards that still limit a call (a spent or partly spent rate limit, a drawn-down budget, a
+//! hold, calls in flight or queued) are never dropped: the map grows past its bound instead,
+//! with a WARN once and the `resilient_http.endpoints.over_bound` counter.
+//! [`Client::overload(policy, key)`](crate::Client::overload) reads a state's guards, by its key:
+//! the endpoint key, the rule's name, or `name:<name>`.
 //!
 //! - **Retry budget** (on by default, the Finagle/Envoy model): retries may add at most `ratio`
 //!   (0.2) of the first attempts plus `min_per_second` (10), over a sliding `window` (10 s). When

@@ -5,18 +5,24 @@
 //! resilient-http probe [--config FILE] [--cacert FILE] [-X METHOD] [-H 'Name: value']... [-d BODY] [--repeat N] [--concurrency N] URL
 //! ```
 //!
-//! (From a clone of the repository, `cargo run --example probe -- …` runs the same.) `--cacert`
-//! trusts a private CA's certificate (PEM) besides the system's roots, as curl's does.
+//! For example, `resilient-http probe --config policy.toml --repeat 20 --concurrency 4
+//! https://api.example.com/health`. (From a clone of the repository,
+//! `cargo run --features cli --example probe -- …` runs the same.) `--cacert ca.pem` trusts a
+//! private CA's certificate (PEM) besides the system's roots, as curl's does.
 //!
 //! It sends the request (`--repeat` N times through the same client, up to `--concurrency` N of
 //! them in flight at once: default 1, at most 10,000), reads each body to the end inside each
 //! attempt (a body that stalls is a timeout, not a success; one cut off mid-stream is retried
 //! under the policy, and its attempt shows the status with the `error_kind` that broke the body)
 //! and prints one JSON object per request on stdout, each on one whole line (with
-//! `--concurrency`, in the order the requests end):
+//! `--concurrency`, in the order the requests end), with every key on every line (`null` where
+//! one does not apply), in the order documented on
+//! [`cli::probe::Line`](crate::cli::probe::Line) and
+//! [`AttemptLine`](crate::cli::probe::AttemptLine), ending with `give_up` (why the call
+//! stopped: [`GiveUp::as_str`](crate::GiveUp::as_str)) and the `attempts`:
 //!
 //! ```json
-//! {"method":"GET","url":"http://127.0.0.1:8080/a","policy":"default","outcome":"success","status":200,"error_kind":null,"transient":null,"retry_after_ms":null,"total_ms":312,"body_bytes":2,"message":null,"attempts":[{"n":1,"status":503,"error_kind":null,"sent":true,"delay_before_ms":0,"elapsed_ms":2,"hedge":false,"cancelled":false},{"n":2,"status":200,"error_kind":null,"sent":true,"delay_before_ms":97,"elapsed_ms":1,"hedge":false,"cancelled":false}]}
+//! {"method":"GET","url":"http://127.0.0.1:8080/a","policy":"default","outcome":"success","status":200,"error_kind":null,"transient":null,"retry_after_ms":null,"total_ms":312,"body_bytes":2,"message":null,"give_up":null,"attempts":[{"n":1,"status":503,"error_kind":null,"sent":true,"delay_before_ms":0,"elapsed_ms":2,"hedge":false,"cancelled":false},{"n":2,"status":200,"error_kind":null,"sent":true,"delay_before_ms":97,"elapsed_ms":1,"hedge":false,"cancelled":false}]}
 //! ```
 //!
 //! An attempt's `hedge` says it was a [hedge](super::overload#hedged-requests); `cancelled`, that
@@ -41,8 +47,12 @@
 //!
 //! Exit code 0 when every request succeeded, 1 when any failed, 2 for bad usage (an argument that
 //! is not UTF-8, a URL that does not parse or is not http/https, a `--repeat` or `--concurrency`
-//! out of range, ...) or a bad policy file, with a message on stderr that never repeats a header
-//! value or a URL, and nothing on stdout. `--help` prints the usage on stdout and exits 0. A reader
+//! out of range, ...), a bad policy file or a bad `--cacert`, with a message on stderr that never
+//! repeats a header value or a URL, and nothing on stdout. `--help` prints the usage on stdout and exits 0. A reader
 //! that stops early (`probe ... | head`) ends the run quietly with the exit code of the requests
 //! made so far. `RUST_LOG=debug` shows tracing on stderr. Two probes given one policy file with a
 //! `[redis]` table act as two replicas of a [fleet](super::fleet).
+
+// The page links to items of the `cli` feature: docs.rs builds every feature, and a build
+// without it would only find those links broken.
+#![cfg_attr(not(feature = "cli"), allow(rustdoc::broken_intra_doc_links))]

@@ -101,8 +101,11 @@
 //! default policy's), which saves reqwest three allocations per call. The body stays a stream
 //! after `send()`; reading a stalled body fails with a `reqwest::Error` whose `is_timeout()` is
 //! true; `resilient_http::Error::from(e)` turns it into the typed
-//! [`AttemptTimeout`](crate::ErrorKind::AttemptTimeout) kind. To have such a body retried, read it
-//! inside the attempt (next section). A [`RequestBuilder::timeout(d)`](crate::RequestBuilder::timeout)
+//! [`AttemptTimeout`](crate::ErrorKind::AttemptTimeout) kind, whose message says that the
+//! attempt timeout covers the body and how to give a download more time:
+//! [`.attempt_timeout(Duration::from_secs(300))`](crate::RequestBuilder::attempt_timeout) on its
+//! request, with a [`.deadline(..)`](crate::RequestBuilder::deadline) at least as long. To have
+//! such a body retried, read it inside the attempt (next section). A [`RequestBuilder::timeout(d)`](crate::RequestBuilder::timeout)
 //! keeps reqwest's meaning, a limit for the whole call, and can only shorten the configured
 //! deadline.
 //!
@@ -219,8 +222,8 @@
 //! success that needed retries (`response.extensions().get::<RetryHistory>()`, see
 //! [`RetryHistory`](crate::retry::RetryHistory)). A call the client turned away itself before
 //! sending anything (an open circuit, the rate limit or a hold, a full bulkhead) says so:
-//! `GET … not sent: circuit open: …`; `failed after N attempts` counts the attempts that went out
-//! ([`Attempt::went_out`](crate::Attempt::went_out)), while `err.attempts()` also lists the
+//! `GET … not sent: circuit open: …`; `failed after N attempts` counts the attempts that were
+//! sent ([`Attempt::sent`](crate::Attempt::sent)), while `err.attempts()` also lists the
 //! refusal. Logs and metrics: [`observability`](super::observability).
 //!
 //! ```
@@ -243,3 +246,53 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Why a call stopped
+//!
+//! Every error a call ends with says why it stopped ([`Error::give_up`](crate::Error::give_up),
+//! a [`GiveUp`](crate::GiveUp)) and whether the request may have reached the server
+//! ([`Error::sent`](crate::Error::sent)); do not guess from `attempts().len()`, which is 1 both
+//! for a POST that was never retried and for a policy of one attempt. The message says it too:
+//! `GET … failed after 3 attempts in 310ms: 503 Service Unavailable (transient, attempts used
+//! up)`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use resilient_http::policy::EndpointPolicy;
+//! use resilient_http::testkit::{FaultServer, Reply};
+//! use resilient_http::{Client, GiveUp};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = FaultServer::start().await?;
+//! server.script("/orders", [Reply::status(503)]);
+//!
+//! let client = Client::builder()
+//!     .default_policy(EndpointPolicy::new().backoff_base(Duration::ZERO))
+//!     .build()?;
+//! let err = client.get(server.url("/orders")).send().await.err().ok_or("503")?;
+//! assert_eq!(err.give_up(), Some(GiveUp::AttemptsExhausted));
+//! assert!(
+//!     err.to_string().ends_with("503 Service Unavailable (transient, attempts used up)"),
+//!     "{err}"
+//! );
+//!
+//! let err = client.post(server.url("/orders")).body("{}").send().await.err().ok_or("503")?;
+//! match err.give_up() {
+//!     Some(GiveUp::AttemptsExhausted | GiveUp::Deadline) => { /* still failing: later */ }
+//!     Some(GiveUp::NotIdempotent) if err.sent() => { /* a POST that may have been processed */ }
+//!     Some(GiveUp::CircuitOpen | GiveUp::RateLimited | GiveUp::BulkheadFull) => { /* not sent */ }
+//!     _ => {}
+//! }
+//! assert_eq!(err.give_up(), Some(GiveUp::NotIdempotent));
+//! assert!(err.sent());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The same reason is the `retry skipped` event's `reason`, the `resilient_http.give_ups`
+//! metric's label ([`GiveUp::as_str`](crate::GiveUp::as_str)) and the probe's `give_up` key.
+
+// The page links to items of the `json` feature: docs.rs builds every feature, and a build
+// without it would only find those links broken.
+#![cfg_attr(not(feature = "json"), allow(rustdoc::broken_intra_doc_links))]

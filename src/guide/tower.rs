@@ -39,6 +39,50 @@
 //! # }
 //! ```
 //!
+//! # Under tower-http's layers
+//!
+//! tower-http's layers (`TraceLayer`, `SetRequestHeader`, `Timeout`, …) take `http::Request`s.
+//! [`Client::http_service`](crate::Client::http_service) is the client in that form (an
+//! [`HttpService`](crate::HttpService): `http::Request<B>` in, `http::Response<reqwest::Body>`
+//! out), and [`HttpLayer`](crate::HttpLayer) puts the same form over a `ResilientLayer` stack of
+//! your own:
+//!
+//! ```
+//! use http_body_util::BodyExt;
+//! use resilient_http::testkit::{FaultServer, Reply};
+//! use resilient_http::{Client, HttpLayer, ResilientLayer};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_http::trace::TraceLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = FaultServer::start().await?;
+//! server.script("/items", [Reply::status(503), Reply::ok("[]")]);
+//!
+//! let client = Client::new()?;
+//! let service = ServiceBuilder::new()
+//!     .layer(TraceLayer::new_for_http())
+//!     .service(client.http_service());
+//! let request = http::Request::get(server.url("/items")).body(String::new())?;
+//! let response = service.oneshot(request).await?;
+//! assert_eq!(response.into_body().collect().await?.to_bytes(), "[]");
+//! assert_eq!(server.hits("/items"), 2, "retried under the TraceLayer");
+//!
+//! // The same over a service of yours.
+//! let service = ServiceBuilder::new()
+//!     .layer(TraceLayer::new_for_http())
+//!     .layer(HttpLayer)
+//!     .layer(ResilientLayer::new(Client::builder())?)
+//!     .service(reqwest::Client::new());
+//! # let _ = service;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! These layers see each call once, retries included, and its final response or error. Layers
+//! around each attempt go in [`attempt_layer`](crate::ClientBuilder::attempt_layer) or below
+//! `ResilientLayer`, over `reqwest::Request`.
+//!
 //! # A client's whole policy over your service: `ResilientLayer`
 //!
 //! [`ResilientLayer::new(builder)`](crate::ResilientLayer) puts the policies a
@@ -147,4 +191,6 @@
 //! The middleware runs the client's own driver over the rest of the chain, so every rule applies
 //! there too. The builder's `reqwest_client(..)` and `connect_timeout` are not used there (the
 //! chain has its own client), and a builder that sets attempt layers is refused (put them in the
-//! chain instead). Coming from reqwest-retry: [`migrating`](super::migrating).
+//! chain instead). With reqwest-tracing, add its `TracingMiddleware` after ours, for one CLIENT
+//! span per exchange ([observability](super::observability#next-to-reqwest-tracing)). Coming
+//! from reqwest-retry: [`migrating`](super::migrating).

@@ -2,19 +2,26 @@
 //! (Per endpoint key under each rule by default; each guard can be scoped to the rule, or to
 //! a name several rules share: see [`Scope`](crate::policy::Scope).)
 //!
-//! Each piece is a small self-contained primitive, lock-free on the success path and
+//! Each guard is a small self-contained primitive, lock-free on the success path and
 //! cancellation-safe (a dropped call leaves no trace: it gives back every permit, a denied
 //! rate-limit request takes no slot, and one dropped while it waits for the slot it reserved
-//! gives it back: see `rate.rs`). Time comes from tokio, so tests pause it.
+//! gives it back: see [`RateLimitConfig`]). Time comes from tokio, so tests pause it. The
+//! client, `ResilientMiddleware` and `ResilientLayer` ask them the same questions: may a call
+//! start (the bulkhead), may an attempt go out (a hold, the rate limit), does a response hold
+//! the endpoint.
 //!
-//! - `guards.rs`: one endpoint's guards and the rules the driver asks of them (for the client,
-//!   `ResilientMiddleware` and `ResilientLayer` alike): may a call start
-//!   (bulkhead), may an attempt go out (hold, rate limit), does a response hold the endpoint.
-//! - `hold.rs`: `Retry-After` holds (one atomic word).
-//! - `rate.rs`: the client-side rate limit (GCRA, one atomic word).
-//! - `shared.rs`: each of those kept in this process, or shared by the replicas through
-//!   Redis ([`crate::fleet`], feature `redis`), behind the same calls.
-//! - `bulkhead.rs`: at most `max_in_flight` calls at once, with a bounded queue.
+//! - `Retry-After` holds: on by default
+//!   ([`hold_on_retry_after`](crate::policy::EndpointPolicy::hold_on_retry_after)).
+//! - The client-side rate limit (GCRA, one atomic word): [`RateLimitConfig`].
+//! - The bulkhead, at most `max_in_flight` calls at once with a bounded queue:
+//!   [`BulkheadConfig`].
+//! - What an endpoint's guards hold now: [`OverloadHandle`], from
+//!   [`Client::overload`](crate::Client::overload).
+//!
+//! Holds and the rate limit (and the retry budget) are kept in this process, or shared by the
+//! replicas through Redis (feature `redis`; see the guide's [fleet](crate::guide::fleet)
+//! page), behind the same calls. The guide's
+//! [overload](crate::guide::overload) page shows them at work.
 //!
 //! # When a hold ends
 //!

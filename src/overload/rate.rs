@@ -59,7 +59,7 @@ use crate::bounds;
 /// has its slot reserved: it goes at that instant, in the order the requests asked, and a
 /// call dropped before then gives the slot back when no later slot was handed out (else the
 /// slot goes unused: the limit never lets more through). A limit shared through Redis
-/// ([`crate::fleet`]) reserves nothing: its requests wait, then ask again.
+/// (feature `redis`) reserves nothing: its requests wait, then ask again.
 ///
 /// Ranges: `rate` 1 to 1,000,000; `per` above zero, at most an hour; `burst` 1 to
 /// 1,000,000. An interval `per / rate` below a nanosecond counts as one nanosecond

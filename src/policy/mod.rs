@@ -52,7 +52,8 @@
 //!         rate = 20
 //!         scope = "name:api"
 //!
-//!         ## One breaker per rule: a failing route does not stop the others.
+//!         ## One breaker per rule, whatever the host (under the default, "host", one
+//!         ## per endpoint key under each rule: rules already keep theirs apart).
 //!         [default.breaker]
 //!         scope = "rule"
 //!
@@ -267,8 +268,8 @@ settings! {
     /// [`overload`](crate::overload#when-a-hold-ends)).
     hold_on_retry_after: bool;
     /// Which requests a `Retry-After` hold stops (default [`Scope::Host`]: every call to
-    /// the endpoint key under this rule). [`Scope::Rule`]: only this rule's calls (a 429 on
-    /// `/a` does not hold `/b` under another rule). See [`Scope`].
+    /// the endpoint key under this rule, so a 429 on `/a` does not hold `/b` under another
+    /// rule). [`Scope::Rule`]: every call of this rule, whatever the host. See [`Scope`].
     hold_scope: Scope;
     /// A client-side rate limit per endpoint key (default: none): a request over it waits
     /// for its slot if that fits its deadline (reserving it: see

@@ -217,6 +217,10 @@
 //! (calls in flight, a hold's time left): keeping one true would mean writing it on every
 //! call, or per endpoint.
 
+// The docs link to `describe` and `metrics::Unit`, which only the `metrics` feature has
+// (docs.rs builds every feature).
+#![cfg_attr(not(feature = "metrics"), allow(rustdoc::broken_intra_doc_links))]
+
 #[cfg(feature = "metrics")]
 pub(crate) mod meters;
 

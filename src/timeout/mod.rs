@@ -28,13 +28,13 @@
 //! circuit breaker counts, even though the caller is told its deadline passed. Only an attempt
 //! that started with clearly less (a retry late in the call) ends at the caller's deadline,
 //! which the breaker ignores. The driver (the client, `ResilientMiddleware`,
-//! `ResilientLayer`) knows each call's budget and applies this; an [`AttemptTimeout`] layer of your own sees only what
-//! is left of it, so give it an attempt timeout no longer than your deadline.
+//! `ResilientLayer`) knows each call's budget and applies this; an [`AttemptTimeout`] layer of
+//! your own sees only what is left of it, so give it an attempt timeout no longer than your
+//! deadline.
 //!
 //! ## What a timeout error is
 //!
-//! Its kind, class, delivery and limit are decided in one place, `ran_out.rs`, for every way
-//! time runs out (the attempt's clock or the deadline's, before, while or after the request
+//! Its kind, class, delivery and limit are decided in one place for every way time runs out (the attempt's clock or the deadline's, before, while or after the request
 //! went out), and every path asks it: the client's call, these layers, the transport's sorting.
 //!
 //! ## Backstops
