@@ -964,6 +964,12 @@ impl fmt::Display for Line<'_> {
             Some(reason) if GiveUp::of_kind(e.kind) == Some(reason) => {}
             Some(reason) => write!(f, ", {reason}")?,
         }
+        // Whether the request may have reached the server, for the errors a call ended with,
+        // unless the line began with it.
+        let said_not_sent = n == 0 && e.kind.is_refusal();
+        if e.give_up.is_some() && !said_not_sent && !Error::sent_of(e) {
+            f.write_str(", not sent")?;
+        }
         f.write_str(")")
     }
 }

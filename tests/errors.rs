@@ -1143,6 +1143,10 @@ async fn every_error_says_why_the_call_stopped_and_whether_it_was_sent() {
         );
         assert!(!err.sent(), "{via:?}: {err}");
         assert!(!err.attempts().iter().any(|a| a.sent()), "{via:?}: {err}");
+        assert!(
+            err.to_string().ends_with(", not sent)"),
+            "the message says it was never sent: {err}"
+        );
 
         // The breaker, opened by a first call, turns the second away: not sent.
         let server = FaultServer::start().await.unwrap();

@@ -737,7 +737,7 @@ fn assert_keys_in_order<'a>(json: &'a str, keys: &[&str]) -> &'a str {
     rest
 }
 
-const LINE_KEYS: [&str; 13] = [
+const LINE_KEYS: [&str; 14] = [
     "method",
     "url",
     "policy",
@@ -750,6 +750,7 @@ const LINE_KEYS: [&str; 13] = [
     "body_bytes",
     "message",
     "give_up",
+    "sent",
     "attempts",
 ];
 
@@ -800,6 +801,10 @@ async fn every_line_has_every_key_in_one_order_and_says_why_the_call_stopped() {
             attempts = assert_keys_in_order(attempts, &ATTEMPT_KEYS);
         }
         assert_eq!(r["give_up"], give_up, "{json}");
+        assert_eq!(
+            r["sent"], true,
+            "every one of these reached the server: {json}"
+        );
         assert_eq!(r["attempts"][0]["hedge"], false, "{json}");
         assert_eq!(r["attempts"][0]["cancelled"], false, "{json}");
     }

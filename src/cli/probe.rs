@@ -24,8 +24,8 @@
 //!
 //! ```text
 //! {"method","url","policy","outcome","status","error_kind","transient","retry_after_ms",
-//!  "total_ms","body_bytes","message","give_up","attempts":[{"n","status","error_kind","sent",
-//!  "delay_before_ms","elapsed_ms","hedge","cancelled"}]}
+//!  "total_ms","body_bytes","message","give_up","sent",
+//!  "attempts":[{"n","status","error_kind","sent","delay_before_ms","elapsed_ms","hedge","cancelled"}]}
 //! ```
 //!
 //! Exit code 0 when every request succeeded, 1 when any failed, 2 for bad usage, a bad policy
@@ -84,6 +84,8 @@ pub struct Line {
     /// Why the call stopped ([`GiveUp::as_str`](crate::GiveUp::as_str)); `null` on success,
     /// and for an error no call ended with (the body failing after the call returned).
     pub give_up: Option<&'static str>,
+    /// Whether the request may have reached the server ([`Error::sent`]; `true` on success).
+    pub sent: bool,
     /// Every attempt, first to last.
     pub attempts: Vec<AttemptLine>,
 }
@@ -451,6 +453,7 @@ async fn probe(client: &Client, args: &Args) -> Line {
         body_bytes: 0,
         message: None,
         give_up: None,
+        sent: true,
         attempts,
     };
     match &result {
@@ -466,6 +469,7 @@ async fn probe(client: &Client, args: &Args) -> Line {
             line.retry_after_ms = err.retry_after().map(millis);
             line.message = Some(message(err));
             line.give_up = err.give_up().map(crate::GiveUp::as_str);
+            line.sent = err.sent();
         }
     }
     line
