@@ -5,7 +5,7 @@
 //! 3,000. Each guard below is set per policy and keeps its state per [endpoint
 //! key](super::policies) (scheme, host and port) under each rule, or, by its
 //! [scope](super::policies#endpoints-and-scopes), one state per rule or one shared by every rule
-//! that names it (a host-wide quota in one bucket). Each is lock-free when a call goes
+//! that names it (one quota in one bucket across rules, whatever the host). Each is lock-free when a call goes
 //! straight through, and cancellation-safe: a dropped call gives back every place and token.
 //! A policy keeps the guards of `max_breakers` endpoints (1,024), dropping idle ones first;
 //! guards that still limit a call (a spent or partly spent rate limit, a drawn-down budget, a

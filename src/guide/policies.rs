@@ -267,14 +267,15 @@
 //! and its `Retry-After` holds stop only that rule's calls, even on a shared host. `"rule"`
 //! gives one state for everything the rule matches, whatever the host (one breaker for a rule
 //! that calls many hosts). `"name:<name>"` gives one state shared by every rule that names
-//! it: a host-wide quota in one bucket, locally and, with Redis, for every replica
-//! ([fleet](super::fleet)). A name is one limit, so set it once in `[default]`:
+//! it: one quota in one bucket, whatever the host (so name it in the rules that call one
+//! API), locally and, with Redis, for every replica ([fleet](super::fleet)). A name is one
+//! limit, so set it once; in `[default]` when the client calls that one API only:
 //!
 //! ```
 //! # fn main() -> Result<(), resilient_http::Error> {
 //! # let client = resilient_http::Client::builder().config_toml(r#"
 //! [default.rate_limit]
-//! rate = 20                    # 20 a second to the API, whichever rule a request matches
+//! rate = 20                    # 20 a second, whichever rule and host: one API only
 //! scope = "name:api"
 //!
 //! [default.breaker]

@@ -37,9 +37,10 @@
 //! The guards that keep state (the circuit breaker, `Retry-After` holds, the rate limit, the
 //! bulkhead, the retry budget) keep it per endpoint key under each rule by default. Each
 //! guard's [`Scope`] can say otherwise: one state for everything a rule matches
-//! ([`Scope::Rule`]), or one shared by every rule that names it ([`Scope::named`]): a
-//! host-wide quota, in one bucket, whichever rule a request matches. A named scope is one
-//! limit, so set it once, in the default policy, which every rule inherits:
+//! ([`Scope::Rule`]), or one shared by every rule that names it ([`Scope::named`]): one
+//! quota in one bucket, whichever rule a request matches and **whatever its host**, so name
+//! it in the rules that call one API. A named scope is one limit, so set it once; in the
+//! default policy, which every rule inherits, when the client calls that one API only:
 //!
 //! ```
 //! # #[cfg(feature = "config")] {
@@ -47,7 +48,8 @@
 //!
 //! let client = Client::builder()
 //!     .config_toml(r#"
-//!         ## 20 requests a second to the API, whichever rule a request matches.
+//!         ## 20 requests a second, whichever rule a request matches and whatever its
+//!         ## host: this client calls one API.
 //!         [default.rate_limit]
 //!         rate = 20
 //!         scope = "name:api"
@@ -286,8 +288,8 @@ settings! {
     /// expired, whose slots are then granted locally (raise `burst`, or lower the timeout).
     rate_limit_shared: bool;
     /// Which requests share one rate limit (default [`Scope::Host`]). A [`Scope::named`] one
-    /// is one bucket for every rule that names it (and, shared, for every replica): a
-    /// host-wide quota. See [`Scope`].
+    /// is one bucket for every rule that names it (and, shared, for every replica), whatever
+    /// the host: a quota across rules. See [`Scope`].
     rate_limit_scope: Scope;
     /// A bulkhead per endpoint key (default: none): at most `max_in_flight` calls at once;
     /// a call over it queues up to `queue_timeout` (and its deadline), then fails with
