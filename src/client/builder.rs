@@ -1043,6 +1043,7 @@ impl ClientBuilder {
             self.check_sharing(Some((name, policy)), &settings, &self.default)?;
             endpoints.push((matcher.clone(), compiled));
         }
+        named.forget_previous();
         // The metrics' units and help text, to the recorder in force (see
         // `telemetry::describe`).
         #[cfg(feature = "metrics")]

@@ -99,8 +99,10 @@ struct Named {
 #[derive(Default)]
 pub(crate) struct NamedStates {
     states: Mutex<HashMap<(Kind, ScopeName), Named>>,
-    /// The states of the policies a reload replaces: kept when their setup is unchanged.
-    previous: HashMap<(Kind, ScopeName), Named>,
+    /// The states of the policies a reload replaces: kept when their setup is unchanged,
+    /// while the new policies compile ([`forget_previous`](Self::forget_previous) then drops
+    /// the rest, so that a state no policy names, its Redis link with it, does not live on).
+    previous: Mutex<HashMap<(Kind, ScopeName), Named>>,
 }
 
 impl std::fmt::Debug for NamedStates {
@@ -128,8 +130,14 @@ impl NamedStates {
         });
         NamedStates {
             states: Mutex::new(HashMap::new()),
-            previous,
+            previous: Mutex::new(previous),
         }
+    }
+
+    /// Drops the replaced policies' states that no new policy took over: called once every
+    /// policy has compiled.
+    pub(crate) fn forget_previous(&self) {
+        (self.previous.lock().unwrap_or_else(PoisonError::into_inner)).clear();
     }
 
     /// The state of `kind` named `name`, for the policy `rule` that sets it up as `setup`
@@ -164,9 +172,10 @@ impl NamedStates {
                  rule inherits)"
             )));
         }
-        let kept = (self.previous.get(&key))
+        let kept = (self.previous.lock().unwrap_or_else(PoisonError::into_inner))
+            .remove(&key)
             .filter(|named| named.setup.same(&setup) && same_fleet(&named.fleet))
-            .map(|named| named.state.clone());
+            .map(|named| named.state);
         let state = kept.unwrap_or_else(make);
         let named = Named {
             owner: rule.clone(),
