@@ -27,8 +27,14 @@
 //! Each attempt runs the rest of the middleware chain (`next.run`) with a copy of the request
 //! extensions as they were when this middleware was reached; what later middlewares write
 //! into their copy is not seen by earlier ones. Put this middleware last in the chain unless a
-//! later one should run once per attempt (a signer, say). The client's connect timeout is the
-//! `reqwest::Client`'s own: the policies' `connect_timeout` does not apply here.
+//! later one should run once per attempt (a signer, say).
+//!
+//! **Timeouts.** The middleware never sees the chain's `reqwest::Client`, so the attempt
+//! timeout is always the policy's ([`attempt_timeout`](crate::ClientBuilder::attempt_timeout),
+//! 10 s by default), set as each attempt's request timeout: in reqwest that **replaces a
+//! `timeout` set on the chain's client**. Set the attempt timeout in the policy, not on that
+//! client. Its `connect_timeout` and `read_timeout` do apply (the policies' `connect_timeout`
+//! does not: a WARN at build says so).
 //!
 //! With reqwest-tracing, add its `TracingMiddleware` **after** this one, so that each attempt
 //! runs it: each exchange on the wire then has one OpenTelemetry CLIENT span (reqwest-tracing's,

@@ -42,7 +42,11 @@
 //! body read after the call is then unbounded. Its errors are sorted as an
 //! [attempt layer](crate::ClientBuilder::attempt_layer)'s are: reqwest's by the policy's
 //! classifier, ours as they are, any other as a permanent failure (a tower timeout as an
-//! attempt timeout). The builder's `connect_timeout` is not used, and its `reqwest(..)`,
+//! attempt timeout). The attempt's limit is the policy's
+//! ([`attempt_timeout`](crate::ClientBuilder::attempt_timeout), 10 s by default): set as the
+//! request's timeout, it **replaces a `timeout` set on a `reqwest::Client` below**, so set the
+//! attempt timeout in the policy, not there (that client's `connect_timeout` and
+//! `read_timeout` do apply). The builder's `connect_timeout` is not used, and its `reqwest(..)`,
 //! `reqwest_client(..)`, attempt layers and outer layers are refused: the service below is
 //! all of them, and your layers go around or below this one.
 

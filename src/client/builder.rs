@@ -70,7 +70,7 @@ use super::{Built, Client};
 /// | a `backoff` crate schedule (replaced by a later backoff setting, and in a rule that sets one), a jitter seed | [`retry`](Self::retry) only | — | — |
 /// | breaker on/off, window (calls), failure rate, min calls, open durations (first, longest), half-open probes, `count_429` | [`circuit_breaker`](Self::circuit_breaker): all of them; [`no_circuit_breaker`](Self::no_circuit_breaker): off | `breaker_*` / `[default.breaker]` | — |
 /// | breaker time window, slow calls, `max_breakers`, `on_state_change` | [`circuit_breaker`](Self::circuit_breaker) only | — | — |
-/// | attempt timeout | [`attempt_timeout`](Self::attempt_timeout) | `attempt_timeout` | `timeout` in [`reqwest`](Self::reqwest) or on a [`reqwest_client`](Self::reqwest_client): taken alone, refused with another |
+/// | attempt timeout | [`attempt_timeout`](Self::attempt_timeout) | `attempt_timeout` | `timeout` in [`reqwest`](Self::reqwest) or on a [`reqwest_client`](Self::reqwest_client): taken alone, refused with another; under [`ResilientMiddleware`](crate::middleware::ResilientMiddleware) and [`ResilientLayer`](crate::ResilientLayer), which never see the client, the policy's replaces it on every attempt |
 /// | deadline | [`deadline`](Self::deadline) | `deadline` | — |
 /// | connect timeout | [`connect_timeout`](Self::connect_timeout) | `connect_timeout` | `connect_timeout` in [`reqwest`](Self::reqwest): taken alone, refused with another; a [`reqwest_client`](Self::reqwest_client) keeps its own, and refuses ours |
 /// | every other policy setting | — | its setter / its key | — |
