@@ -1,6 +1,6 @@
 //! The guide: how to use resilient-http, one page per topic.
 //!
-//! Start with the first call in the [crate docs](crate) (the README's); then:
+//! Start with the first call in the [crate docs](crate); then:
 //!
 //! - [`policies`]: what an endpoint is; per-endpoint rules in code, in a TOML file or in your
 //!   own serde configuration; which setting wins; scopes (host, rule, `name:<name>`);

@@ -161,7 +161,7 @@
 //! # fn main() -> Result<(), resilient_http::Error> {
 //! # let client = resilient_http::Client::builder().config_toml(r#"
 //! [default]
-//! max_attempts = 3                 # total attempts, including the first
+//! max_attempts = 3             # total attempts, including the first
 //! attempt_timeout = "10s"      # per attempt, including reading the body
 //! deadline = "30s"             # across all attempts and waits
 //! connect_timeout = "5s"       # default policy only: reqwest sets it per client
@@ -172,6 +172,7 @@
 //! hold_scope = "host"          # which calls a Retry-After hold stops: "host" | "rule" | "name:<name>"
 //! body_limit = 16777216        # bytes read inside an attempt (send_buffered, bytes, text, recv_json, send_with)
 //! replay_buffer = 65536        # bytes of a streaming request body kept for retries (0: none)
+//! ## metrics_server_address = true  # feature `metrics`: server.address/port labels (off)
 //!
 //! [default.backoff]
 //! base = "100ms"

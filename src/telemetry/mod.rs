@@ -31,7 +31,7 @@
 //! Under [`ResilientMiddleware`](crate::middleware::ResilientMiddleware) the exchange is the
 //! rest of the reqwest-middleware chain's to make, so there the `attempt` span is
 //! `otel.kind = "internal"`, and reqwest-tracing's `TracingMiddleware` makes the CLIENT span
-//! (and sends `traceparent`). Add it **after** `ResilientMiddleware`: each attempt runs the
+//! (and, with one of its OpenTelemetry features, sends `traceparent`). Add it **after** `ResilientMiddleware`: each attempt runs the
 //! chain below, so each exchange gets one CLIENT span of its own, inside the `attempt`
 //! span. Before it, reqwest-tracing's one span would cover the whole call, retries and
 //! waits included.
@@ -167,7 +167,9 @@
 //! [`metrics-exporter-prometheus`](https://docs.rs/metrics-exporter-prometheus) renders a
 //! histogram as a *summary* (quantiles computed in each process, which cannot be added up
 //! across replicas) unless it is given buckets for it. Give the durations OpenTelemetry's
-//! buckets for HTTP client durations, 5 ms to 10 s:
+//! buckets for HTTP client durations, 5 ms to 10 s. The durations are described in seconds
+//! ([`metrics::Unit::Seconds`]); the exporter adds a `_seconds` suffix to their names only
+//! with `PrometheusBuilder::set_enable_unit_suffix(true)`:
 //!
 //! ```
 //! # #[cfg(feature = "metrics")]
