@@ -5,6 +5,7 @@
 
 mod builder;
 mod request;
+mod reqwest_timeouts;
 mod service;
 
 pub use builder::ClientBuilder;
