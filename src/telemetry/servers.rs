@@ -2,7 +2,9 @@
 //! metrics (its `metrics_server_address`), bounded as the breaker labels are.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
 
 use metrics::SharedString;
 use url::Url;
@@ -19,16 +21,19 @@ pub(crate) struct ServerLabels {
 /// The servers of one policy with labels of their own: the first `max` it meets, for its
 /// life. A recorder keeps every series it was given (the `metrics` facade cannot delete one),
 /// so a policy that calls ever new hosts (webhooks) would otherwise grow them without end;
-/// servers past `max` share `_OTHER`.
+/// servers past `max` share `_OTHER`. Read on every call without a lock (a snapshot behind an
+/// `ArcSwap`, as `keyed.rs` keeps endpoints); a new server copies it under the writers' mutex,
+/// at most `max` times.
 #[derive(Debug)]
 pub(crate) struct ServerSeries {
     max: usize,
-    given: RwLock<Given>,
+    given: ArcSwap<Given>,
+    writer: Mutex<()>,
     /// The labels of the servers without their own: `_OTHER`, both.
     other: Arc<ServerLabels>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Given {
     /// By host, then port (one, nearly always): looked up by `&str`, with no allocation.
     hosts: HashMap<Arc<str>, Ports, foldhash::fast::RandomState>,
@@ -53,7 +58,8 @@ impl ServerSeries {
     pub(crate) fn new(max: usize) -> Self {
         ServerSeries {
             max,
-            given: RwLock::default(),
+            given: ArcSwap::default(),
+            writer: Mutex::new(()),
             other: Arc::new(ServerLabels {
                 address: SharedString::const_str(OTHER),
                 port: SharedString::const_str(OTHER),
@@ -66,7 +72,7 @@ impl ServerSeries {
     pub(crate) fn labels(&self, url: &Url) -> Arc<ServerLabels> {
         let host = url.host_str().unwrap_or("");
         let port = url.port_or_known_default();
-        let given = self.given.read().unwrap_or_else(PoisonError::into_inner);
+        let given = self.given.load();
         if let Some(labels) = given.find(host, port) {
             return labels;
         }
@@ -74,8 +80,9 @@ impl ServerSeries {
             return self.other.clone();
         }
         drop(given);
-        let mut given = self.given.write().unwrap_or_else(PoisonError::into_inner);
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         // Another call may have given it labels, or taken the last place, meanwhile.
+        let mut given = Given::clone(&self.given.load());
         if let Some(labels) = given.find(host, port) {
             return labels;
         }
@@ -95,6 +102,7 @@ impl ServerSeries {
             .or_default()
             .push((port, labels.clone()));
         given.len += 1;
+        self.given.store(Arc::new(given));
         labels
     }
 }
