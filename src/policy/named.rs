@@ -62,6 +62,15 @@ impl Setup {
         }
     }
 
+    /// Whether the two differ only in whether the fleet shares the state.
+    fn only_sharing_differs(&self, other: &Setup) -> bool {
+        match (self, other) {
+            (Setup::RateLimit(a, x), Setup::RateLimit(b, y)) => a == b && x != y,
+            (Setup::RetryBudget(a, x), Setup::RetryBudget(b, y)) => a == b && x != y,
+            _ => false,
+        }
+    }
+
     fn same(&self, other: &Setup) -> bool {
         match (self, other) {
             (Setup::Breaker(a), Setup::Breaker(b)) => a.same_settings(b),
@@ -165,9 +174,14 @@ impl NamedStates {
                 return Ok(named.state.clone());
             }
             let (setting, owner) = (kind.setting(), &named.owner);
+            let other = if named.setup.only_sharing_differs(&setup) {
+                format!("the same {setting}, but one shares it through Redis and one does not")
+            } else {
+                format!("another {setting}")
+            };
             return Err(Error::invalid_config(format!(
                 "{setting}: scope \"name:{name}\" is one limit, and policy {owner:?} names it \
-                 with another {setting}; give every rule that names it the same {setting} \
+                 with {other}; give every rule that names it the same {setting} \
                  (the easy way: set it, with its scope, in the default policy, which every \
                  rule inherits)"
             )));
