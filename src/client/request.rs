@@ -274,7 +274,9 @@ impl RequestBuilder {
         self
     }
 
-    /// Limits this request, retries and sleeps included, to `deadline`, replacing the policy's.
+    /// Limits this request, retries and sleeps included, to `deadline`, replacing the policy's
+    /// (longer or shorter). Given with [`timeout`](Self::timeout) too, the shorter of the two
+    /// applies, in either order: both bound the same call.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.overrides().deadline = Some(deadline);
         self
