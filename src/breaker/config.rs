@@ -362,3 +362,39 @@ impl BreakerConfigBuilder {
         Ok(c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only the named settings reach the default policy; what it cannot say (a time window
+    /// here) goes to the client's config, and replaces a call window set before it.
+    #[test]
+    fn a_config_writes_the_settings_it_names() -> Result<(), Error> {
+        assert_eq!(BreakerConfig::default().named, Named::default());
+        let named = BreakerConfig::builder().min_calls(3).build()?;
+        let again = named.to_builder().failure_rate(0.25).build()?;
+        let mut default = EndpointPolicy::new()
+            .breaker_enabled(false)
+            .breaker_min_calls(5)
+            .breaker_open_for(Duration::from_secs(9));
+        let mut client = BreakerConfig::default();
+        client.write_named(&again, &mut default);
+        assert_eq!(default.breaker_enabled, Some(true));
+        assert_eq!(default.breaker_min_calls, Some(3));
+        assert_eq!(default.breaker_failure_rate, Some(0.25));
+        assert_eq!(default.breaker_open_for, Some(Duration::from_secs(9)));
+        assert_eq!(default.breaker_count_429, None);
+
+        let time = Window::Time {
+            length: Duration::from_secs(10),
+            buckets: 10,
+        };
+        let timed = BreakerConfig::builder().window(time).build()?;
+        let mut default = EndpointPolicy::new().breaker_window(50);
+        client.write_named(&timed, &mut default);
+        assert_eq!(default.breaker_window, None);
+        assert_eq!(client.window, time);
+        Ok(())
+    }
+}
