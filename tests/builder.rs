@@ -371,7 +371,7 @@ fn file(n: u32) -> String {
 }
 
 /// Each way of setting the default policy's attempts, in each order: the later call wins,
-/// setting by setting; a `RetryPolicy` sets all of its settings. (`retry(..)` used to lose
+/// setting by setting; a `RetryPolicy` sets the settings it names. (`retry(..)` used to lose
 /// to `default_policy(..)` and to a file in either order.)
 #[cfg(feature = "config")]
 #[tokio::test]
@@ -652,8 +652,8 @@ fn a_reload_that_sets_a_second_attempt_timeout_is_refused() {
     assert!(client.reload(Client::builder()).is_ok());
 }
 
-/// A breaker setting, each way and in each order: a `BreakerConfig` given whole sets its
-/// `min_calls` (2), a later default policy changes it (5). Six failing calls: the breaker
+/// A breaker setting, each way and in each order: a `BreakerConfig` that names `min_calls`
+/// sets it (2), a later default policy changes it (5). Six failing calls: the breaker
 /// opens after the `min_calls`-th, and the rest never reach the server. (The default
 /// policy's used to win in either order.)
 #[cfg(feature = "config")]
@@ -701,6 +701,211 @@ async fn the_later_of_two_ways_to_set_a_breaker_setting_wins() {
         }
 
         assert_eq!(server.hits(&path), reached, "{case}: {kinds:?}");
+        assert_eq!(kinds[5], ErrorKind::CircuitOpen, "{case}");
+    }
+}
+
+/// Hits of `calls` GETs (or POSTs) at a path that always answers 503, each call's error
+/// checked; with a clean path per case.
+#[cfg(feature = "config")]
+async fn hits_of(
+    server: &FaultServer,
+    path: &str,
+    client: &Client,
+    method: http::Method,
+    calls: usize,
+) -> (usize, Vec<ErrorKind>) {
+    server.script(path, [Reply::status(503)]);
+    let mut kinds = Vec::new();
+    for _ in 0..calls {
+        let err = client
+            .request(method.clone(), server.url(path))
+            .send()
+            .await
+            .unwrap_err();
+        kinds.push(err.kind());
+    }
+    (server.hits(path), kinds)
+}
+
+/// `retry(..)` changes only the settings its policy names: what it leaves out keeps what a
+/// file or `default_policy` set before it. (It used to reset every retry setting: the file's
+/// 1 attempt became 3, the zero backoff came back as 100 ms.)
+#[cfg(feature = "config")]
+#[tokio::test(start_paused = true)]
+async fn retry_changes_only_the_settings_it_names() {
+    use resilient_http::retry::Jitter;
+
+    let server = FaultServer::start().await.unwrap();
+    let get = http::Method::GET;
+
+    // A file's attempts, then a policy that names nothing.
+    let client = Client::builder()
+        .config_toml("[default]\nmax_attempts = 1")
+        .retry(RetryPolicy::builder().build().unwrap())
+        .build()
+        .unwrap();
+    let (hits, _) = hits_of(&server, "/named-file", &client, get.clone(), 1).await;
+    assert_eq!(hits, 1, "the file's max_attempts");
+
+    // A zero backoff, then a policy that names the attempts only: no sleep between them.
+    let client = Client::builder()
+        .default_policy(EndpointPolicy::new().backoff_base(Duration::ZERO))
+        .retry(RetryPolicy::builder().max_attempts(2).build().unwrap())
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let (hits, _) = hits_of(&server, "/named-backoff", &client, get.clone(), 1).await;
+    assert_eq!(hits, 2, "retry's max_attempts");
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "default_policy's backoff"
+    );
+
+    // The same with a backoff that shows: 2 s, no jitter, kept.
+    let client = Client::builder()
+        .default_policy(
+            EndpointPolicy::new()
+                .backoff_base(Duration::from_secs(2))
+                .jitter(Jitter::None),
+        )
+        .retry(RetryPolicy::builder().max_attempts(2).build().unwrap())
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let (hits, _) = hits_of(&server, "/named-backoff-2s", &client, get.clone(), 1).await;
+    assert_eq!(hits, 2);
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+
+    // The reqwest-retry habit: a file, then `retry` for the backoff. The file's attempts and
+    // non-idempotent retries stay (a POST is retried), as do its other retry settings.
+    let their_file = "[default]\nmax_attempts = 4\nretry_non_idempotent = true\n\
+                idempotency_key = true\nretry_after_cap = \"1s\"\n";
+    let client = Client::builder()
+        .config_toml(their_file)
+        .retry(
+            RetryPolicy::builder()
+                .backoff_base(Duration::ZERO)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let (hits, _) = hits_of(&server, "/named-post", &client, http::Method::POST, 1).await;
+    assert_eq!(hits, 4, "the file's max_attempts and retry_non_idempotent");
+
+    // `never()` names the attempts: one, whatever the file said.
+    let client = Client::builder()
+        .config_toml(&file(4))
+        .retry(RetryPolicy::never())
+        .build()
+        .unwrap();
+    let (hits, _) = hits_of(&server, "/named-never", &client, get.clone(), 1).await;
+    assert_eq!(hits, 1, "never() after a file");
+
+    // A later file wins for what it names, and leaves what `retry` named otherwise.
+    let client = Client::builder()
+        .retry(
+            RetryPolicy::builder()
+                .max_attempts(2)
+                .retry_non_idempotent(true)
+                .backoff_base(Duration::ZERO)
+                .build()
+                .unwrap(),
+        )
+        .config_toml("[default]\nmax_attempts = 3\n")
+        .build()
+        .unwrap();
+    let (hits, _) = hits_of(&server, "/named-later-file", &client, http::Method::POST, 1).await;
+    assert_eq!(
+        hits, 3,
+        "the later file's max_attempts, retry's retry_non_idempotent"
+    );
+
+    // A policy rebuilt with `to_builder` keeps its names: the attempts, not the backoff.
+    let named = RetryPolicy::builder().max_attempts(2).build().unwrap();
+    let client = Client::builder()
+        .default_policy(EndpointPolicy::new().backoff_base(Duration::ZERO))
+        .retry(
+            named
+                .to_builder()
+                .retry_non_idempotent(true)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let (hits, _) = hits_of(&server, "/named-to-builder", &client, http::Method::POST, 1).await;
+    assert_eq!(hits, 2);
+    assert_eq!(started.elapsed(), Duration::ZERO);
+}
+
+/// `circuit_breaker(..)` changes only the settings its config names (and turns the breaker
+/// on). Six failing calls, one attempt each: the breaker opens after `min_calls` of them and
+/// the rest never reach the server. (It used to reset every breaker setting: the file's
+/// `min_calls = 2` became 20, and all six calls went through.)
+#[cfg(feature = "config")]
+#[tokio::test]
+async fn circuit_breaker_changes_only_the_settings_it_names() {
+    let server = FaultServer::start().await.unwrap();
+    let open_for = || {
+        BreakerConfig::builder()
+            .open_for(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    };
+    let min_calls = |n| BreakerConfig::builder().min_calls(n).build().unwrap();
+    let file_two = "[default.breaker]\nwindow = 10\nmin_calls = 2\n";
+    let cases = [
+        (
+            "a file, then circuit_breaker naming another setting",
+            Client::builder()
+                .config_toml(file_two)
+                .circuit_breaker(open_for()),
+            2,
+        ),
+        (
+            "a file off, then circuit_breaker naming another setting: on, the file's min_calls",
+            Client::builder()
+                .config_toml("[default.breaker]\nenabled = false\nwindow = 10\nmin_calls = 2\n")
+                .circuit_breaker(open_for()),
+            2,
+        ),
+        (
+            "default_policy, then circuit_breaker naming another setting",
+            Client::builder()
+                .default_policy(
+                    EndpointPolicy::new()
+                        .breaker_window(10)
+                        .breaker_min_calls(2),
+                )
+                .circuit_breaker(open_for()),
+            2,
+        ),
+        (
+            "circuit_breaker, then a file naming min_calls",
+            Client::builder()
+                .circuit_breaker(min_calls(2))
+                .config_toml("[default.breaker]\nmin_calls = 5\n"),
+            5,
+        ),
+        (
+            "a file, then circuit_breaker naming min_calls",
+            Client::builder()
+                .config_toml("[default.breaker]\nmin_calls = 5\n")
+                .circuit_breaker(min_calls(3)),
+            3,
+        ),
+    ];
+    for (index, (case, builder, reached)) in cases.into_iter().enumerate() {
+        let path = format!("/breaker-named-{index}");
+        let client = builder.retry(RetryPolicy::never()).build().unwrap();
+
+        let (hits, kinds) = hits_of(&server, &path, &client, http::Method::GET, 6).await;
+
+        assert_eq!(hits, reached, "{case}: {kinds:?}");
         assert_eq!(kinds[5], ErrorKind::CircuitOpen, "{case}");
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::State;
 use crate::bounds;
 use crate::error::Error;
+use crate::policy::{EndpointPolicy, Named};
 use crate::window::Window;
 
 /// A state change, as given to [`BreakerConfigBuilder::on_state_change`].
@@ -35,6 +36,23 @@ pub struct BreakerConfig {
     pub(super) max_breakers: usize,
     pub(super) count_429: bool,
     pub(super) on_state_change: Option<Callback>,
+    /// The settings the builder was told (see [`BreakerConfigBuilder`]'s setters), the ones
+    /// `ClientBuilder::circuit_breaker` writes.
+    pub(crate) named: Named,
+}
+
+/// The bits of [`Named`] for a breaker's settings.
+mod bit {
+    pub(super) const WINDOW: u16 = 1;
+    pub(super) const MIN_CALLS: u16 = 1 << 1;
+    pub(super) const FAILURE_RATE: u16 = 1 << 2;
+    pub(super) const SLOW_CALLS: u16 = 1 << 3;
+    pub(super) const OPEN_FOR: u16 = 1 << 4;
+    pub(super) const OPEN_FOR_MAX: u16 = 1 << 5;
+    pub(super) const HALF_OPEN_PROBES: u16 = 1 << 6;
+    pub(super) const MAX_BREAKERS: u16 = 1 << 7;
+    pub(super) const COUNT_429: u16 = 1 << 8;
+    pub(super) const ON_STATE_CHANGE: u16 = 1 << 9;
 }
 
 impl BreakerConfig {
@@ -89,6 +107,7 @@ impl Default for BreakerConfig {
             max_breakers: 1024,
             count_429: false,
             on_state_change: None,
+            named: Named::default(),
         }
     }
 }
@@ -102,11 +121,56 @@ impl BreakerConfig {
         }
     }
 
-    /// A builder that starts from these settings.
+    /// A builder that starts from these settings, and from its record of which of them were
+    /// named (see [`BreakerConfigBuilder`]).
     pub fn to_builder(&self) -> BreakerConfigBuilder {
         BreakerConfigBuilder {
             config: self.clone(),
             open_for_max: None,
+        }
+    }
+
+    /// Writes the settings `later` names (see [`BreakerConfigBuilder`]) over what earlier
+    /// calls set, and turns the breaker on: those an [`EndpointPolicy`] can say into `policy`
+    /// (where every way of setting them meets, the later call winning), the others (a time
+    /// window, slow calls, `max_breakers`, `on_state_change`) into `self`, the client
+    /// builder's config, which has them for every rule.
+    pub(crate) fn write_named(&mut self, later: &BreakerConfig, policy: &mut EndpointPolicy) {
+        let named = later.named;
+        let mut set = EndpointPolicy::new().breaker_enabled(true);
+        set.breaker_failure_rate = named.has(bit::FAILURE_RATE).then_some(later.failure_rate);
+        set.breaker_min_calls = named.has(bit::MIN_CALLS).then_some(later.min_calls);
+        set.breaker_open_for = named.has(bit::OPEN_FOR).then_some(later.open_for);
+        set.breaker_open_for_max = named.has(bit::OPEN_FOR_MAX).then_some(later.open_for_max);
+        set.breaker_half_open_probes = named
+            .has(bit::HALF_OPEN_PROBES)
+            .then_some(later.half_open_probes);
+        set.breaker_count_429 = named.has(bit::COUNT_429).then_some(later.count_429);
+        let mut time_window = false;
+        if named.has(bit::WINDOW) {
+            match later.window {
+                Window::Calls(calls) => set.breaker_window = Some(calls),
+                Window::Time { .. } => {
+                    self.window = later.window;
+                    time_window = true;
+                }
+            }
+        }
+        *policy = set.inherit(policy);
+        if time_window {
+            // The time window replaces a call window set before it; a later call window
+            // replaces it in turn (as `compile` applies `breaker_window`).
+            policy.breaker_window = None;
+        }
+        if named.has(bit::SLOW_CALLS) {
+            self.slow_call_duration = later.slow_call_duration;
+            self.slow_call_rate = later.slow_call_rate;
+        }
+        if named.has(bit::MAX_BREAKERS) {
+            self.max_breakers = later.max_breakers;
+        }
+        if named.has(bit::ON_STATE_CHANGE) {
+            self.on_state_change = later.on_state_change.clone();
         }
     }
 
@@ -129,6 +193,11 @@ impl BreakerConfig {
 }
 
 /// Configures a [`BreakerConfig`]; [`build`](Self::build) checks the settings.
+///
+/// The config remembers which setters were called: given to
+/// [`ClientBuilder::circuit_breaker`](crate::ClientBuilder::circuit_breaker), it changes only
+/// those settings (and turns the breaker on), and the others keep what earlier calls or a
+/// policy file set. A setting given its default value explicitly is named too.
 #[derive(Debug)]
 pub struct BreakerConfigBuilder {
     config: BreakerConfig,
@@ -141,6 +210,7 @@ impl BreakerConfigBuilder {
     /// holds 1 to 10,000 calls; a time window is at most 1 hour long, in 1 to 100 buckets of
     /// at least 1 ms each.
     pub fn window(mut self, window: Window) -> Self {
+        self.config.named.add(bit::WINDOW);
         self.config.window = window;
         self
     }
@@ -148,6 +218,7 @@ impl BreakerConfigBuilder {
     /// Fewest calls in the window before the breaker may open (default 20; 1 to 10,000, and
     /// for a call window at most its size, or the breaker could never open).
     pub fn min_calls(mut self, calls: u32) -> Self {
+        self.config.named.add(bit::MIN_CALLS);
         self.config.min_calls = calls;
         self
     }
@@ -155,6 +226,7 @@ impl BreakerConfigBuilder {
     /// Opens when at least this share of the window's calls failed (default 0.5; above 0, at
     /// most 1).
     pub fn failure_rate(mut self, rate: f64) -> Self {
+        self.config.named.add(bit::FAILURE_RATE);
         self.config.failure_rate = rate;
         self
     }
@@ -163,6 +235,7 @@ impl BreakerConfigBuilder {
     /// when at least `rate` (above 0, at most 1) of the window's calls were slow (default:
     /// off).
     pub fn slow_calls(mut self, duration: Duration, rate: f64) -> Self {
+        self.config.named.add(bit::SLOW_CALLS);
         self.config.slow_call_duration = Some(duration);
         self.config.slow_call_rate = rate;
         self
@@ -173,6 +246,7 @@ impl BreakerConfigBuilder {
     /// [`open_for_max`](Self::open_for_max), and starts over after closing. The policy's
     /// `breaker_open_for`, the file's `open_for` in `[….breaker]`.
     pub fn open_for(mut self, first: Duration) -> Self {
+        self.config.named.add(bit::OPEN_FOR);
         self.config.open_for = first;
         self
     }
@@ -181,6 +255,7 @@ impl BreakerConfigBuilder {
     /// that is longer and this is not set; above zero, at most 1 hour, not below `open_for`).
     /// The policy's `breaker_open_for_max`, the file's `open_for_max` in `[….breaker]`.
     pub fn open_for_max(mut self, max: Duration) -> Self {
+        self.config.named.add(bit::OPEN_FOR_MAX);
         self.open_for_max = Some(max);
         self
     }
@@ -188,6 +263,7 @@ impl BreakerConfigBuilder {
     /// How many trial calls half-open lets through; all must succeed to close (default 1; 1
     /// to 1023).
     pub fn half_open_probes(mut self, probes: u32) -> Self {
+        self.config.named.add(bit::HALF_OPEN_PROBES);
         self.config.half_open_probes = probes;
         self
     }
@@ -199,6 +275,7 @@ impl BreakerConfigBuilder {
     /// policy's overload guards are kept per endpoint under the same bound and rule. It also bounds the breaker metric series: see
     /// [`telemetry`](crate::telemetry).
     pub fn max_breakers(mut self, max: usize) -> Self {
+        self.config.named.add(bit::MAX_BREAKERS);
         self.config.max_breakers = max;
         self
     }
@@ -209,6 +286,7 @@ impl BreakerConfigBuilder {
     /// the endpoint) as before. Set it for a server whose 429s do mean it is overwhelmed.
     /// The policy's `breaker_count_429`, the file's `count_429` in `[….breaker]`.
     pub fn count_429(mut self, yes: bool) -> Self {
+        self.config.named.add(bit::COUNT_429);
         self.config.count_429 = yes;
         self
     }
@@ -217,6 +295,7 @@ impl BreakerConfigBuilder {
     /// the request path. A panic in it does not reach the call that made the change, nor undo
     /// the change: it is logged at ERROR, once per breaker.
     pub fn on_state_change(mut self, f: impl Fn(&StateChange) + Send + Sync + 'static) -> Self {
+        self.config.named.add(bit::ON_STATE_CHANGE);
         self.config.on_state_change = Some(Arc::new(f));
         self
     }
@@ -281,5 +360,41 @@ impl BreakerConfigBuilder {
             .check(c.max_breakers as u64)
             .map_err(Error::refused("max_breakers"))?;
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only the named settings reach the default policy; what it cannot say (a time window
+    /// here) goes to the client's config, and replaces a call window set before it.
+    #[test]
+    fn a_config_writes_the_settings_it_names() -> Result<(), Error> {
+        assert_eq!(BreakerConfig::default().named, Named::default());
+        let named = BreakerConfig::builder().min_calls(3).build()?;
+        let again = named.to_builder().failure_rate(0.25).build()?;
+        let mut default = EndpointPolicy::new()
+            .breaker_enabled(false)
+            .breaker_min_calls(5)
+            .breaker_open_for(Duration::from_secs(9));
+        let mut client = BreakerConfig::default();
+        client.write_named(&again, &mut default);
+        assert_eq!(default.breaker_enabled, Some(true));
+        assert_eq!(default.breaker_min_calls, Some(3));
+        assert_eq!(default.breaker_failure_rate, Some(0.25));
+        assert_eq!(default.breaker_open_for, Some(Duration::from_secs(9)));
+        assert_eq!(default.breaker_count_429, None);
+
+        let time = Window::Time {
+            length: Duration::from_secs(10),
+            buckets: 10,
+        };
+        let timed = BreakerConfig::builder().window(time).build()?;
+        let mut default = EndpointPolicy::new().breaker_window(50);
+        client.write_named(&timed, &mut default);
+        assert_eq!(default.breaker_window, None);
+        assert_eq!(client.window, time);
+        Ok(())
     }
 }

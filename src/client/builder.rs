@@ -58,7 +58,8 @@ use super::{Built, Client};
 /// Every setting of the default policy is kept in one place, the default
 /// [`EndpointPolicy`], and each way of setting it writes there, **setting by setting, in the
 /// order of the calls: the later call wins**. A call that does not name a setting leaves it
-/// as it was. A [`RetryPolicy`] or [`BreakerConfig`] given whole sets every setting it has.
+/// as it was. A [`RetryPolicy`] or [`BreakerConfig`] sets the settings it **names**, the
+/// setters of its builder that were called (whatever their value), and no other.
 /// A policy file's (or [`config`](Self::config)'s) `[default]` is merged at the point of the
 /// `config_*` call. Endpoint rules inherit from the result, whatever the order. The
 /// timeouts a reqwest client already has are the exception: they are taken when nothing
@@ -67,10 +68,10 @@ use super::{Built, Client};
 ///
 /// | Setting | `ClientBuilder` | [`default_policy`](Self::default_policy) / file `[default]` | reqwest |
 /// |---|---|---|---|
-/// | attempts, backoff (base, max, multiplier, jitter), `Retry-After` cap, non-idempotent retries, idempotency key, hedging, replay buffer | [`retry`](Self::retry): all of them | [`max_attempts`](EndpointPolicy::max_attempts), `backoff_*`, … / `max_attempts`, `[default.backoff]`, … | — |
-/// | a `backoff` crate schedule (replaced by a later backoff setting, and in a rule that sets one), a jitter seed | [`retry`](Self::retry) only | — | — |
-/// | breaker on/off, window (calls), failure rate, min calls, open durations (first, longest), half-open probes, `count_429` | [`circuit_breaker`](Self::circuit_breaker): all of them; [`no_circuit_breaker`](Self::no_circuit_breaker): off | `breaker_*` / `[default.breaker]` | — |
-/// | breaker time window, slow calls, `max_breakers`, `on_state_change` | [`circuit_breaker`](Self::circuit_breaker) only | — | — |
+/// | attempts, backoff (base, max, multiplier, jitter), `Retry-After` cap, non-idempotent retries, idempotency key, hedging, replay buffer | [`retry`](Self::retry): those its policy names ([`RetryPolicy::never`]: attempts) | [`max_attempts`](EndpointPolicy::max_attempts), `backoff_*`, … / `max_attempts`, `[default.backoff]`, … | — |
+/// | a `backoff` crate schedule (it replaces the backoff settings made before it; a later backoff setting, or a rule's, replaces it), a jitter seed | [`retry`](Self::retry) only, when its policy names them | — | — |
+/// | breaker on/off, window (calls), failure rate, min calls, open durations (first, longest), half-open probes, `count_429` | [`circuit_breaker`](Self::circuit_breaker): on, and those its config names; [`no_circuit_breaker`](Self::no_circuit_breaker): off | `breaker_*` / `[default.breaker]` | — |
+/// | breaker time window (replaces a call window set before it), slow calls, `max_breakers`, `on_state_change` | [`circuit_breaker`](Self::circuit_breaker) only, when its config names them | — | — |
 /// | attempt timeout | [`attempt_timeout`](Self::attempt_timeout) | `attempt_timeout` | `timeout` in [`reqwest`](Self::reqwest) or on a [`reqwest_client`](Self::reqwest_client): taken alone, refused with another; under [`ResilientMiddleware`](crate::middleware::ResilientMiddleware) and [`ResilientLayer`](crate::ResilientLayer), which never see the client, the policy's replaces it on every attempt |
 /// | deadline | [`deadline`](Self::deadline) | `deadline` | — |
 /// | connect timeout | [`connect_timeout`](Self::connect_timeout) | `connect_timeout` | `connect_timeout` in [`reqwest`](Self::reqwest): taken alone, refused with another; a [`reqwest_client`](Self::reqwest_client) keeps its own, and refuses ours |
@@ -88,10 +89,16 @@ use super::{Built, Client};
 ///     .retry(retry.clone())
 ///     .default_policy(EndpointPolicy::new().max_attempts(5))
 ///     .build()?;
-/// // The other order: `retry` sets every retry setting, so 2 attempts.
+/// // The other order: `retry` names max_attempts, so 2 attempts.
 /// let client = Client::builder()
 ///     .default_policy(EndpointPolicy::new().max_attempts(5))
 ///     .retry(retry)
+///     .build()?;
+/// // `retry` changes only what its policy names: the file's 1 attempt stays, with
+/// // the policy's backoff.
+/// let client = Client::builder()
+///     .config_toml("[default]\nmax_attempts = 1\n")
+///     .retry(RetryPolicy::builder().backoff_base(Duration::from_millis(10)).build()?)
 ///     .build()?;
 /// // A file's [default] is merged where it is read: 4 attempts, then the 1 s timeout wins.
 /// let client = Client::builder()
@@ -476,26 +483,16 @@ impl ClientBuilder {
     /// [`RetryPolicy::default`]: 3 attempts, 100 ms × 2 with full jitter, `Retry-After` up to
     /// 20 s, POST/PATCH only when safe). [`RetryPolicy::never`] turns retries off.
     ///
-    /// It sets every retry setting of the default policy (see the table in
-    /// [`ClientBuilder`]'s docs): a later [`default_policy`](Self::default_policy) or policy
-    /// file changes only the settings it names, and this call, made later, replaces theirs.
-    /// What an [`EndpointPolicy`] cannot say (a backoff schedule of the `backoff` crate, a
-    /// seed) stays as this policy has it.
+    /// It sets only the settings `policy` **names**, the [`RetryPolicyBuilder`] setters that
+    /// were called ([`RetryPolicy::never`] names `max_attempts`; [`RetryPolicy::default`]
+    /// names nothing): the others keep what an earlier call or policy file set. Like any
+    /// call, it wins over earlier ones for what it names and loses to later ones (see the
+    /// table in [`ClientBuilder`]'s docs). A `backoff` crate schedule replaces the backoff
+    /// settings made before it.
+    ///
+    /// [`RetryPolicyBuilder`]: crate::retry::RetryPolicyBuilder
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        // Unset in the default policy means "as the builder's retry policy has it", which is
-        // now `policy`: every setting it has, and nothing another call set before.
-        let default = &mut self.default;
-        default.max_attempts = None;
-        default.backoff_base = None;
-        default.backoff_max = None;
-        default.backoff_multiplier = None;
-        default.jitter = None;
-        default.retry_after_cap = None;
-        default.retry_non_idempotent = None;
-        default.idempotency_key = None;
-        default.hedge = None;
-        default.replay_buffer = None;
-        self.retry = policy;
+        self.retry.write_named(&policy, &mut self.default);
         self
     }
 
@@ -503,23 +500,16 @@ impl ClientBuilder {
     /// [`BreakerConfig::default`]: opens at 50 % failures over the last 100 calls, once 20 are
     /// in; open 5 s doubling to 60 s; one probe).
     ///
-    /// It turns the breaker on and sets every breaker setting of the default policy (see the
-    /// table in [`ClientBuilder`]'s docs), as [`retry`](Self::retry) does for retries: later
-    /// calls that name a setting win. What an [`EndpointPolicy`] cannot say (a time window,
-    /// slow calls, `max_breakers`, `on_state_change`) stays as
-    /// `config` has it.
+    /// It turns the breaker on and sets only the settings `config` **names**, the
+    /// [`BreakerConfigBuilder`] setters that were called, as [`retry`](Self::retry) does for
+    /// retries: the others keep what an earlier call or policy file set, and later calls
+    /// that name a setting win (see the table in [`ClientBuilder`]'s docs).
+    ///
+    /// [`BreakerConfigBuilder`]: crate::breaker::BreakerConfigBuilder
     pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
-        let default = &mut self.default;
-        default.breaker_enabled = Some(true);
-        // Unset: as the builder's breaker config has it, now `config`.
-        default.breaker_window = None;
-        default.breaker_failure_rate = None;
-        default.breaker_min_calls = None;
-        default.breaker_open_for = None;
-        default.breaker_open_for_max = None;
-        default.breaker_half_open_probes = None;
-        default.breaker_count_429 = None;
-        self.breaker = Some(config);
+        self.breaker
+            .get_or_insert_with(BreakerConfig::default)
+            .write_named(&config, &mut self.default);
         self
     }
 

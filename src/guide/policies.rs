@@ -114,10 +114,12 @@
 //! [`circuit_breaker(BreakerConfig)`](crate::ClientBuilder::circuit_breaker),
 //! [`default_policy(EndpointPolicy)`](crate::ClientBuilder::default_policy), or a policy file's
 //! `[default]`. They all write into one default policy, setting by setting, and the later call
-//! wins. A `RetryPolicy` or `BreakerConfig` sets every setting it has, and a file is merged
-//! where `config_file` is called. A `timeout` or `connect_timeout` already on your reqwest
-//! client or builder is used when nothing else sets it; if something else does, `build()` fails
-//! and names both: one setting, one way. The table of what each way sets is in
+//! wins. A `RetryPolicy` or `BreakerConfig` sets only the settings it names (the setters of
+//! its builder that were called; `RetryPolicy::never()` names `max_attempts`), so
+//! `.config_file(..)` then `.retry(..)` keeps the file's settings that `retry` leaves out. A
+//! file is merged where `config_file` is called. A `timeout` or `connect_timeout` already on
+//! your reqwest client or builder is used when nothing else sets it; if something else does,
+//! `build()` fails and names both: one setting, one way. The table of what each way sets is in
 //! [`ClientBuilder`'s docs](crate::ClientBuilder#one-setting-one-value-which-call-wins).
 //!
 //! ```
@@ -140,6 +142,15 @@
 //!     .build()?;
 //! let _ = client.get(server.url("/down")).send().await;
 //! assert_eq!(server.hits("/down"), 5);
+//!
+//! // `retry` names only the backoff: the file's 1 attempt stays.
+//! server.script("/once", [Reply::status(503)]);
+//! let client = Client::builder()
+//!     .config_toml("[default]\nmax_attempts = 1\n")
+//!     .retry(RetryPolicy::builder().backoff_base(Duration::ZERO).build()?)
+//!     .build()?;
+//! let _ = client.get(server.url("/once")).send().await;
+//! assert_eq!(server.hits("/once"), 1);
 //!
 //! // The same setting two ways is refused, naming both.
 //! let refused = Client::builder()

@@ -475,3 +475,34 @@ pub(crate) struct Refused {
     pub(crate) key: &'static str,
     pub(crate) why: &'static str,
 }
+
+/// Which setters of a [`RetryPolicyBuilder`](crate::retry::RetryPolicyBuilder) or
+/// [`BreakerConfigBuilder`](crate::breaker::BreakerConfigBuilder) were called, one bit each
+/// (the bits are the builder's own constants). `ClientBuilder::retry` and `circuit_breaker`
+/// write only these into the default policy, so that a setting the user did not name keeps
+/// what an earlier call or a policy file set. Kept in the built value, copied by
+/// `to_builder`; a call never reads it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Named(u16);
+
+impl Named {
+    /// Records that setting `bit` was named.
+    pub(crate) fn add(&mut self, bit: u16) {
+        self.0 |= bit;
+    }
+
+    /// Forgets that setting `bit` was named.
+    pub(crate) fn remove(&mut self, bit: u16) {
+        self.0 &= !bit;
+    }
+
+    /// Whether setting `bit` was named.
+    pub(crate) fn has(self, bit: u16) -> bool {
+        self.0 & bit != 0
+    }
+
+    /// `Named` with only `bit`.
+    pub(crate) const fn only(bit: u16) -> Self {
+        Named(bit)
+    }
+}

@@ -9,6 +9,7 @@ use super::backoff::{Backoff, Jitter};
 use crate::bounds;
 use crate::error::Error;
 use crate::hedge::HedgeConfig;
+use crate::policy::{EndpointPolicy, Named};
 
 /// The header that makes a non-idempotent request safe to send twice (IETF
 /// `draft-ietf-httpapi-idempotency-key-header`).
@@ -43,6 +44,26 @@ pub struct RetryPolicy {
     pub(crate) replay_buffer: u64,
     /// The endpoint policy this belongs to, for errors.
     pub(crate) policy_name: Option<std::sync::Arc<str>>,
+    /// The settings the builder was told (see [`RetryPolicyBuilder`]'s setters), the ones
+    /// `ClientBuilder::retry` writes.
+    pub(crate) named: Named,
+}
+
+/// The bits of [`Named`] for a retry policy's settings.
+mod bit {
+    pub(super) const MAX_ATTEMPTS: u16 = 1;
+    pub(super) const BACKOFF_BASE: u16 = 1 << 1;
+    pub(super) const BACKOFF_MAX: u16 = 1 << 2;
+    pub(super) const BACKOFF_MULTIPLIER: u16 = 1 << 3;
+    pub(super) const JITTER: u16 = 1 << 4;
+    pub(super) const RETRY_AFTER_CAP: u16 = 1 << 5;
+    pub(super) const RETRY_NON_IDEMPOTENT: u16 = 1 << 6;
+    pub(super) const IDEMPOTENCY_KEY: u16 = 1 << 7;
+    pub(super) const HEDGE: u16 = 1 << 8;
+    pub(super) const REPLAY_BUFFER: u16 = 1 << 9;
+    pub(super) const SEED: u16 = 1 << 10;
+    /// A `backoff` crate schedule.
+    pub(super) const SCHEDULE: u16 = 1 << 11;
 }
 
 impl Default for RetryPolicy {
@@ -59,6 +80,7 @@ impl Default for RetryPolicy {
             hedge: None,
             replay_buffer: DEFAULT_REPLAY_BUFFER,
             policy_name: None,
+            named: Named::default(),
         }
     }
 }
@@ -74,10 +96,13 @@ impl RetryPolicy {
     }
 
     /// One attempt, no retries. A stream the server never processed is still sent again,
-    /// spending no attempt (see [`MAX_RESENDS`](super::MAX_RESENDS)).
+    /// spending no attempt (see [`MAX_RESENDS`](super::MAX_RESENDS)). Given to
+    /// [`ClientBuilder::retry`](crate::ClientBuilder::retry), it sets `max_attempts` (to 1)
+    /// and nothing else.
     pub fn never() -> Self {
         RetryPolicy {
             max_attempts: 1,
+            named: Named::only(bit::MAX_ATTEMPTS),
             ..RetryPolicy::default()
         }
     }
@@ -87,7 +112,8 @@ impl RetryPolicy {
         self.max_attempts
     }
 
-    /// A builder that starts from this policy's settings.
+    /// A builder that starts from this policy's settings, and from its record of which of
+    /// them were named (see [`RetryPolicyBuilder`]).
     pub fn to_builder(&self) -> RetryPolicyBuilder {
         let mut builder = RetryPolicyBuilder {
             policy: self.clone(),
@@ -115,6 +141,52 @@ impl RetryPolicy {
     pub(crate) fn named(mut self, name: std::sync::Arc<str>) -> Self {
         self.policy_name = Some(name);
         self
+    }
+
+    /// Writes the settings `later` names (see [`RetryPolicyBuilder`]) over what earlier calls
+    /// set: those an [`EndpointPolicy`] can say into `policy` (where every way of setting them
+    /// meets, the later call winning), a seed and a `backoff` crate schedule into `self`, the
+    /// client builder's policy, which has them for every rule.
+    pub(crate) fn write_named(&mut self, later: &RetryPolicy, policy: &mut EndpointPolicy) {
+        let named = later.named;
+        let mut set = EndpointPolicy::new();
+        set.max_attempts = named.has(bit::MAX_ATTEMPTS).then_some(later.max_attempts);
+        set.retry_after_cap = named
+            .has(bit::RETRY_AFTER_CAP)
+            .then_some(later.retry_after_cap);
+        set.retry_non_idempotent = named
+            .has(bit::RETRY_NON_IDEMPOTENT)
+            .then_some(later.retry_non_idempotent);
+        set.idempotency_key = named
+            .has(bit::IDEMPOTENCY_KEY)
+            .then_some(later.idempotency_key);
+        set.hedge = later.hedge.filter(|_| named.has(bit::HEDGE));
+        set.replay_buffer = named.has(bit::REPLAY_BUFFER).then_some(later.replay_buffer);
+        match &later.schedule {
+            Schedule::Exponential(backoff) => {
+                set.backoff_base = named.has(bit::BACKOFF_BASE).then_some(backoff.base());
+                set.backoff_max = named.has(bit::BACKOFF_MAX).then_some(backoff.cap());
+                set.backoff_multiplier = named
+                    .has(bit::BACKOFF_MULTIPLIER)
+                    .then_some(backoff.multiplier());
+                set.jitter = named.has(bit::JITTER).then_some(backoff.jitter());
+            }
+            #[cfg(feature = "backoff")]
+            Schedule::External(_) => {}
+        }
+        *policy = set.inherit(policy);
+        if named.has(bit::SEED) {
+            self.seed = later.seed;
+        }
+        if named.has(bit::SCHEDULE) {
+            // The schedule replaces every backoff setting made before it; a later one
+            // replaces it in turn (`RetryPolicyBuilder::exponential`).
+            self.schedule = later.schedule.clone();
+            policy.backoff_base = None;
+            policy.backoff_max = None;
+            policy.backoff_multiplier = None;
+            policy.jitter = None;
+        }
     }
 
     pub(crate) fn set_max_attempts(&mut self, attempts: u32) {
@@ -156,6 +228,11 @@ pub fn is_idempotent(method: &Method) -> bool {
 }
 
 /// Configures a [`RetryPolicy`]; [`build`](Self::build) checks the settings.
+///
+/// The policy remembers which setters were called: given to
+/// [`ClientBuilder::retry`](crate::ClientBuilder::retry), it changes only those settings,
+/// and the others keep what earlier calls or a policy file set. A setting given its default
+/// value explicitly is named too.
 #[derive(Debug)]
 pub struct RetryPolicyBuilder {
     policy: RetryPolicy,
@@ -170,6 +247,7 @@ pub struct RetryPolicyBuilder {
 impl RetryPolicyBuilder {
     /// Attempts in all, the first included (default 3; 1 means no retries; 1 to 100).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.policy.named.add(bit::MAX_ATTEMPTS);
         self.policy.max_attempts = attempts;
         self
     }
@@ -177,24 +255,28 @@ impl RetryPolicyBuilder {
     /// The first retry's delay before jitter (default 100 ms; at most 1 hour, and not above
     /// the cap).
     pub fn backoff_base(mut self, base: Duration) -> Self {
+        self.policy.named.add(bit::BACKOFF_BASE);
         self.base = base;
         self
     }
 
     /// Growth per retry (default 2; 1 to 100).
     pub fn backoff_multiplier(mut self, multiplier: f64) -> Self {
+        self.policy.named.add(bit::BACKOFF_MULTIPLIER);
         self.multiplier = multiplier;
         self
     }
 
     /// The largest delay (default 20 s; at most 1 hour).
     pub fn backoff_max(mut self, cap: Duration) -> Self {
+        self.policy.named.add(bit::BACKOFF_MAX);
         self.cap = cap;
         self
     }
 
     /// The jitter mode (default [`Jitter::Full`]).
     pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.policy.named.add(bit::JITTER);
         self.jitter = jitter;
         self
     }
@@ -203,6 +285,7 @@ impl RetryPolicyBuilder {
     /// more gets no retry: the error comes back at once, and `Error::retry_after` tells the
     /// caller what was asked.
     pub fn retry_after_cap(mut self, cap: Duration) -> Self {
+        self.policy.named.add(bit::RETRY_AFTER_CAP);
         self.policy.retry_after_cap = cap;
         self
     }
@@ -210,6 +293,7 @@ impl RetryPolicyBuilder {
     /// Retries POST, PATCH and other non-idempotent requests like GET, even when they may have
     /// been processed (default off). Only for endpoints you know to be safe.
     pub fn retry_non_idempotent(mut self, yes: bool) -> Self {
+        self.policy.named.add(bit::RETRY_NON_IDEMPOTENT);
         self.policy.retry_non_idempotent = yes;
         self
     }
@@ -217,6 +301,7 @@ impl RetryPolicyBuilder {
     /// Adds a random `Idempotency-Key` to non-idempotent requests that have none, which makes
     /// them retryable (default off; the server must honour the header).
     pub fn idempotency_key(mut self, yes: bool) -> Self {
+        self.policy.named.add(bit::IDEMPOTENCY_KEY);
         self.policy.idempotency_key = yes;
         self
     }
@@ -224,6 +309,7 @@ impl RetryPolicyBuilder {
     /// Sends hedges of slow attempts (default: none): see [`crate::hedge`]. `after` above
     /// zero, at most an hour; `max` 0 (none) to 3.
     pub fn hedge(mut self, config: HedgeConfig) -> Self {
+        self.policy.named.add(bit::HEDGE);
         self.policy.hedge = Some(config);
         self
     }
@@ -233,6 +319,7 @@ impl RetryPolicyBuilder {
     /// gets one attempt, and a transient failure of it is
     /// [`BodyNotReplayable`](crate::ErrorKind::BodyNotReplayable).
     pub fn replay_buffer(mut self, bytes: u64) -> Self {
+        self.policy.named.add(bit::REPLAY_BUFFER);
         self.policy.replay_buffer = bytes;
         self
     }
@@ -240,6 +327,7 @@ impl RetryPolicyBuilder {
     /// Seeds the jitter, making every call's delays the same sequence. For tests: in production
     /// identical sequences defeat the point of jitter.
     pub fn seed(mut self, seed: u64) -> Self {
+        self.policy.named.add(bit::SEED);
         self.policy.seed = Some(seed);
         self
     }
@@ -253,6 +341,7 @@ impl RetryPolicyBuilder {
     where
         B: backoff::backoff::Backoff + Clone + Send + Sync + 'static,
     {
+        self.policy.named.add(bit::SCHEDULE);
         self.external = Some(Schedule::External(Arc::new(move || {
             let mut fresh = schedule.clone();
             fresh.reset();
@@ -270,6 +359,7 @@ impl RetryPolicyBuilder {
         {
             self.external = None;
         }
+        self.policy.named.remove(bit::SCHEDULE);
         self
     }
 
@@ -335,6 +425,30 @@ impl fmt::Debug for Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What each constructor names, and that `to_builder` keeps it.
+    #[test]
+    fn a_policy_names_the_setters_called() -> Result<(), Error> {
+        assert_eq!(RetryPolicy::default().named, Named::default());
+        assert_eq!(RetryPolicy::builder().build()?.named, Named::default());
+        assert_eq!(RetryPolicy::never().named, Named::only(bit::MAX_ATTEMPTS));
+        let policy = RetryPolicy::builder().max_attempts(2).build()?;
+        let again = policy.to_builder().jitter(Jitter::None).build()?;
+        assert!(again.named.has(bit::MAX_ATTEMPTS) && again.named.has(bit::JITTER));
+        assert!(!again.named.has(bit::BACKOFF_BASE));
+
+        // Only the named settings reach the default policy; the others keep theirs.
+        let mut default = EndpointPolicy::new()
+            .max_attempts(5)
+            .backoff_base(Duration::ZERO);
+        let mut client = RetryPolicy::default();
+        client.write_named(&again, &mut default);
+        assert_eq!(default.max_attempts, Some(2));
+        assert_eq!(default.jitter, Some(Jitter::None));
+        assert_eq!(default.backoff_base, Some(Duration::ZERO));
+        assert_eq!(default.retry_after_cap, None);
+        Ok(())
+    }
 
     #[test]
     fn zero_attempts_are_rejected_by_name() {
