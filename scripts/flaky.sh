@@ -49,7 +49,12 @@ for name in "${names[@]}"; do
     fi
     case $name in
         lib) target=(--lib) ;;
-        metrics) target=(--test metrics --features metrics) ;; # its required feature
+        # Their required features (Cargo.toml's [[test]] entries).
+        metrics) target=(--test metrics --features metrics) ;;
+        probe) target=(--test probe --features cli) ;;
+        reqwest_compat) target=(--test reqwest_compat --features "json query form") ;;
+        compression) target=(--test compression --features "gzip deflate") ;;
+        http2) target=(--test http2 --features http2) ;;
         *) target=(--test "$name") ;;
     esac
     path=$(cargo test --no-run "${target[@]}" 2>&1 | tee /dev/stderr |
