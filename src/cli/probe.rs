@@ -102,9 +102,11 @@ pub struct AttemptLine {
     pub error_kind: Option<&'static str>,
     /// Whether the request may have reached the server ([`Attempt::sent`]).
     pub sent: bool,
-    /// The pause before it, in milliseconds.
+    /// The pause before it (the backoff, or a `Retry-After`), in milliseconds.
     pub delay_before_ms: u64,
-    /// How long it took, in milliseconds.
+    /// How long it took, in milliseconds: from when the attempt began, so a wait for the
+    /// client's own guards (a rate limit's slot, a bulkhead's place) counts, as the server's
+    /// time does.
     pub elapsed_ms: u64,
     /// Whether it was a [hedge](crate::hedge): sent while another was in flight.
     pub hedge: bool,
