@@ -44,8 +44,9 @@
 //! classifier, ours as they are, any other as a permanent failure (a tower timeout as an
 //! attempt timeout). The attempt's limit is the policy's
 //! ([`attempt_timeout`](crate::ClientBuilder::attempt_timeout), 10 s by default): set as the
-//! request's timeout, it **replaces a `timeout` set on a `reqwest::Client` below**, so set the
-//! attempt timeout in the policy, not there (that client's `connect_timeout` and
+//! request's timeout, it **replaces a `timeout` set on a `reqwest::Client` below** (a WARN
+//! says so when this layer is put right over such a client), so set the attempt timeout in
+//! the policy, not there (that client's `connect_timeout` and
 //! `read_timeout` do apply). The builder's `connect_timeout` is not used, and its `reqwest(..)`,
 //! `reqwest_client(..)`, attempt layers and outer layers are refused: the service below is
 //! all of them, and your layers go around or below this one.
@@ -59,7 +60,7 @@ use std::task::{Context, Poll};
 use tower::{Layer, Service};
 
 use crate::call::{AnyService, Call, Failed, ServiceSender, Which, from_layers};
-use crate::client::ClientBuilder;
+use crate::client::{ClientBuilder, ReqwestTimeouts};
 use crate::error::{BoxError, Error};
 use crate::policy::Policies;
 use crate::read::Reader;
@@ -87,10 +88,23 @@ impl ResilientLayer {
     }
 }
 
-impl<S> Layer<S> for ResilientLayer {
+impl<S: 'static> Layer<S> for ResilientLayer {
     type Service = Resilient<S>;
 
     fn layer(&self, inner: S) -> Resilient<S> {
+        // A timeout on a reqwest client right below is replaced by each attempt's own: not
+        // silently (see the module docs). Read once, when the stack is built.
+        if let Some(client) = (&inner as &dyn std::any::Any).downcast_ref::<reqwest::Client>()
+            && let Some(theirs) = ReqwestTimeouts::of_client(client).timeout
+        {
+            let ours = self.policies.default.attempt_timeout();
+            tracing::warn!(
+                target: "resilient_http",
+                "the reqwest::Client below ResilientLayer has a timeout of {theirs:?}, which each \
+                 attempt's own timeout replaces (the policy's attempt_timeout, {ours:?} by \
+                 default): set attempt_timeout on the ClientBuilder instead"
+            );
+        }
         Resilient {
             inner,
             policies: self.policies.clone(),

@@ -909,3 +909,27 @@ async fn circuit_breaker_changes_only_the_settings_it_names() {
         assert_eq!(kinds[5], ErrorKind::CircuitOpen, "{case}");
     }
 }
+
+/// A timeout on the `reqwest::Client` right below a `ResilientLayer` is replaced by each
+/// attempt's own timeout: the layer says so, once, when the stack is built; a client without
+/// one makes it say nothing.
+#[test]
+fn a_timeout_on_the_client_below_a_resilient_layer_is_warned_about() {
+    use resilient_http::ResilientLayer;
+    use tower::Layer;
+
+    let layer = ResilientLayer::new(Client::builder()).unwrap();
+    let with_timeout = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let (_service, lines) = logs::logged(tracing::Level::WARN, || layer.layer(with_timeout));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("timeout of 300ms") && lines[0].contains("set attempt_timeout"),
+        "{lines:?}"
+    );
+    let plain = reqwest::Client::new();
+    let (_service, lines) = logs::logged(tracing::Level::WARN, || layer.layer(plain));
+    assert!(lines.is_empty(), "{lines:?}");
+}

@@ -10,6 +10,7 @@ mod service;
 
 pub use builder::ClientBuilder;
 pub use request::RequestBuilder;
+pub(crate) use reqwest_timeouts::ReqwestTimeouts;
 pub use service::{HttpFuture, HttpLayer, HttpService, PolicyService};
 
 use std::sync::Arc;

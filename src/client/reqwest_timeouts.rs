@@ -8,8 +8,8 @@ use std::time::Duration;
 /// read from its `Debug`, which prints each one set; the tests pin the field names and the
 /// format, so that a reqwest release that changes them fails a test rather than a user.
 #[derive(Debug, Default, PartialEq)]
-pub(super) struct ReqwestTimeouts {
-    pub(super) timeout: Option<Duration>,
+pub(crate) struct ReqwestTimeouts {
+    pub(crate) timeout: Option<Duration>,
     pub(super) connect_timeout: Option<Duration>,
 }
 
@@ -25,7 +25,7 @@ impl ReqwestTimeouts {
     }
 
     /// A client prints its timeout under its type's name (and no connect timeout).
-    pub(super) fn of_client(client: &reqwest::Client) -> Self {
+    pub(crate) fn of_client(client: &reqwest::Client) -> Self {
         let debug = format!("{client:#?}");
         ReqwestTimeouts {
             timeout: debug_field(&debug, "reqwest::config::TotalTimeout"),
