@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use super::bulkhead::{Acquire, Bulkhead, BulkheadConfig, BulkheadPermit};
 use super::hold::Hold;
 use super::rate::{RateLimit, RateLimitConfig, Slot};
+use super::server_quota::{QuotaSnapshot, ServerQuotaConfig};
 use super::shared::{Budget, Fleet, FleetKeys, Held, Rate, Reserve};
 use crate::breaker::Breaker;
 use crate::error::{Error, ErrorKind, Short};
@@ -38,6 +39,8 @@ pub(crate) struct GuardsConfig {
     pub(crate) hold_up_to: Option<Duration>,
     pub(crate) rate: Option<RateLimitConfig>,
     pub(crate) bulkhead: Option<BulkheadConfig>,
+    /// Follow the quota the server advertises (`None`: `follow = "off"`).
+    pub(crate) server_quota: Option<ServerQuotaConfig>,
     /// Whether the rate limit and the budget are the fleet's (through Redis) rather than
     /// this process's. Holds are the fleet's whenever the client has a Redis.
     pub(crate) shared_rate: bool,
@@ -53,6 +56,7 @@ pub(crate) struct GuardScopes {
     pub(crate) hold: Scope,
     pub(crate) rate: Scope,
     pub(crate) bulkhead: Scope,
+    pub(crate) server_quota: Scope,
 }
 
 impl GuardsConfig {
@@ -501,6 +505,14 @@ impl Guards {
     /// shared rate limit.
     pub(crate) fn rate_fallbacks(&self) -> Option<u64> {
         self.rate.as_ref().and_then(|rate| rate.fallbacks())
+    }
+
+    /// What the scope knows of the server's quota at `now`; `None` when not followed or
+    /// nothing learned. (Skeleton: the guard fills it in.)
+    #[allow(dead_code)] // Skeleton.
+    pub(crate) fn server_quota(&self, now: Instant) -> Option<QuotaSnapshot> {
+        let _ = now;
+        None
     }
 
     /// From when the rate limit has its full burst again; `None` without a rate limit.

@@ -68,6 +68,7 @@ mod guards;
 mod handle;
 pub(crate) mod hold;
 pub(crate) mod rate;
+pub(crate) mod server_quota;
 mod shared;
 
 pub use bulkhead::BulkheadConfig;
@@ -77,4 +78,5 @@ pub(crate) use guards::{
 };
 pub use handle::OverloadHandle;
 pub use rate::RateLimitConfig;
+pub use server_quota::{Follow, QuotaHeaders, ResetFormat, ServerQuotaConfig};
 pub(crate) use shared::{Budget, Fleet, FleetKeys, Held, Rate};
