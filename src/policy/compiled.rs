@@ -137,6 +137,8 @@ impl CompiledPolicy {
             rate_limit_scope,
             bulkhead,
             bulkhead_scope,
+            server_quota,
+            server_quota_scope,
             hedge,
             metrics_server_address,
         } = settings;
@@ -248,7 +250,7 @@ impl CompiledPolicy {
             hold_up_to: (*hold_on_retry_after != Some(false)).then(|| retry.retry_after_cap()),
             rate: *rate_limit,
             bulkhead: *bulkhead,
-            server_quota: None,
+            server_quota: server_quota.clone().unwrap_or_default().followed(),
             shared_rate: settings.shares_rate(),
             shared_budget: settings.shares_budget(),
             scopes: GuardScopes {
@@ -256,7 +258,7 @@ impl CompiledPolicy {
                 hold: hold_scope.clone().unwrap_or_default(),
                 rate: rate_limit_scope.clone().unwrap_or_default(),
                 bulkhead: bulkhead_scope.clone().unwrap_or_default(),
-                server_quota: Scope::default(),
+                server_quota: server_quota_scope.clone().unwrap_or_default(),
             },
         };
         // Holds are shared whenever the client has a Redis. What a shared limit needs of it is

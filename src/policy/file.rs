@@ -247,6 +247,9 @@ macro_rules! policy_table {
                         .hedge
                         .map(|h| HedgeConfig::new(h.after, h.max.unwrap_or(1))),
                     metrics_server_address: self.metrics_server_address,
+                    // Skeleton: `[….server_quota]` comes with the config work.
+                    server_quota: None,
+                    server_quota_scope: None,
                 }
             }
         }

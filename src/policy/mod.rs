@@ -297,6 +297,13 @@ settings! {
     bulkhead: crate::overload::BulkheadConfig, within bounds::BULKHEAD;
     /// Which requests share one bulkhead (default [`Scope::Host`]). See [`Scope`].
     bulkhead_scope: Scope;
+    /// Following the quota the server advertises in its answers (IETF `RateLimit` fields,
+    /// `X-RateLimit-*`, or an API's own names): default
+    /// [`ServerQuotaConfig::hold`](crate::overload::ServerQuotaConfig::hold). (Skeleton.)
+    server_quota: crate::overload::ServerQuotaConfig;
+    /// Which requests share one view of the server's quota (default [`Scope::Host`]). See
+    /// [`Scope`].
+    server_quota_scope: Scope;
     /// Hedged requests (default: none): when an attempt has not answered after `after`, send
     /// another, up to `max` per call, and take the first good answer. Only requests that may
     /// be sent twice (idempotent, or with an `Idempotency-Key`); hedges spend the retry budget

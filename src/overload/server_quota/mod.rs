@@ -20,6 +20,47 @@ pub struct ServerQuotaConfig {
     pub(crate) headers: QuotaHeaders,
 }
 
+impl ServerQuotaConfig {
+    /// Hold a scope whose remaining count reaches 0 until the reset (the default).
+    pub fn hold() -> Self {
+        Self::default()
+    }
+
+    /// Spread the remaining count over the time to the reset.
+    pub fn pace() -> Self {
+        ServerQuotaConfig {
+            follow: Follow::Pace,
+            ..Self::default()
+        }
+    }
+
+    /// Ignore what the server advertises.
+    pub fn off() -> Self {
+        ServerQuotaConfig {
+            follow: Follow::Off,
+            ..Self::default()
+        }
+    }
+
+    /// Read the quota from these fields (default [`QuotaHeaders::auto`]).
+    pub fn headers(mut self, headers: QuotaHeaders) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// `None` when off: what the guards keep.
+    pub(crate) fn followed(self) -> Option<Self> {
+        (self.follow != Follow::Off).then_some(self)
+    }
+}
+
+impl QuotaHeaders {
+    /// The IETF fields and the `X-RateLimit-*` family (the default).
+    pub fn auto() -> Self {
+        Self::default()
+    }
+}
+
 /// How the client follows a quota the server advertises (file: `follow`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
