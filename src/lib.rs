@@ -111,6 +111,7 @@ pub mod classify;
 #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
 mod client;
+pub mod deadline;
 mod error;
 mod extras;
 #[cfg(feature = "redis")]
