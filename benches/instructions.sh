@@ -22,6 +22,9 @@
 # trips per request of the measured calls; RATE_BURST sets both stacks' burst):
 #   bash benches/instructions.sh 4000 resilient+rate resilient+shared-rate
 #
+# BENCH_QUOTA_FIELDS=ietf (or =x) makes every answer advertise a quota no run spends, in the
+# IETF RateLimit fields (or X-RateLimit-*): what following a server's quota costs.
+#
 # The stacks live in benches/peers/, a Cargo project of its own (own workspace, lock file and
 # target dir), so that the peers never become dependencies of the main crate. The other two
 # figures of the same stacks:

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::header::HeaderValue;
 use tower::ServiceExt;
 
 /// Calls in flight at once, as in the issue.
@@ -563,6 +564,11 @@ static REQUESTS: AtomicU64 = AtomicU64::new(0);
 
 /// `peers serve`: a loopback HTTP/1.1 server on CPU 1 answering `200 ok` (2 bytes) to every
 /// request, and `<connections> <requests>` to `/stats`. Prints its URL, runs until killed.
+///
+/// With `BENCH_QUOTA_FIELDS=ietf` every answer also advertises a quota no run spends, in the
+/// IETF fields (`RateLimit-Policy` and `RateLimit`); with `BENCH_QUOTA_FIELDS=x`, in the
+/// `X-RateLimit-*` family: what following a server's quota costs when the server says it on
+/// every answer.
 pub fn serve() -> ! {
     pin_to(1);
     runtime().block_on(async {
@@ -601,7 +607,29 @@ async fn answer(
         REQUESTS.fetch_add(1, Relaxed);
         Bytes::from_static(b"ok")
     };
-    Ok(hyper::Response::new(Full::new(body)))
+    let mut response = hyper::Response::new(Full::new(body));
+    for (name, value) in quota_fields() {
+        response.headers_mut().insert(*name, HeaderValue::from_static(value));
+    }
+    Ok(response)
+}
+
+/// The quota fields `BENCH_QUOTA_FIELDS` asks every answer to carry (see [`serve`]).
+fn quota_fields() -> &'static [(&'static str, &'static str)] {
+    static FIELDS: std::sync::OnceLock<&'static [(&'static str, &'static str)]> =
+        std::sync::OnceLock::new();
+    FIELDS.get_or_init(|| match std::env::var("BENCH_QUOTA_FIELDS").as_deref() {
+        Ok("ietf") => &[
+            ("ratelimit-policy", "\"default\";q=1000000000;w=3600"),
+            ("ratelimit", "\"default\";r=999999999;t=3600"),
+        ],
+        Ok("x") => &[
+            ("x-ratelimit-limit", "1000000000"),
+            ("x-ratelimit-remaining", "999999999"),
+            ("x-ratelimit-reset", "3600"),
+        ],
+        _ => &[],
+    })
 }
 
 /// The server as a child process of this binary, killed when dropped.
