@@ -259,6 +259,23 @@ impl Client {
         Some(crate::overload::OverloadHandle(guards))
     }
 
+    /// [`overload`](Self::overload) for the guards a request `method url` uses, whatever
+    /// their key (the probe's view); `None` as there.
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) fn overload_of(
+        &self,
+        method: &Method,
+        url: &url::Url,
+    ) -> Option<crate::overload::OverloadHandle> {
+        let policies = self.policies.load();
+        let registry = policies.select(method, url).guards()?;
+        let guards = match registry.only() {
+            Some(only) => only.clone(),
+            None => registry.get(&crate::keyed::endpoint_key(url))?,
+        };
+        Some(crate::overload::OverloadHandle(guards))
+    }
+
     /// The Redis connection this client shares limits through
     /// ([`ClientBuilder::redis`](crate::ClientBuilder::redis) or the file's `[redis]`);
     /// `None` without one. Call [`Fleet::sync`](crate::fleet::Fleet::sync) on it at shutdown
