@@ -30,7 +30,8 @@ pub(crate) use state::{QuotaSnapshot, ServerQuota};
 /// [`off`](Self::off), then say which fields carry the quota with
 /// [`headers`](Self::headers) (default [`QuotaHeaders::auto`]). Set as a whole: a policy that
 /// sets it replaces the default policy's, headers included. See [`QuotaHeaders`] for the
-/// fields read.
+/// fields read, and the guide's
+/// [overload](crate::guide::overload#following-the-servers-quota) page.
 ///
 /// ```
 /// use resilient_http::Client;
