@@ -248,7 +248,8 @@ impl Client {
 
     /// What the overload guards of endpoint `key` hold now under the policy called `policy`
     /// (`"default"` or an endpoint rule): retries left in the budget, a `Retry-After` hold,
-    /// the bulkhead's calls, the rate limit. `key` is the endpoint's
+    /// the bulkhead's calls, the rate limit, the server's advertised quota. `key` is the
+    /// endpoint's
     /// [`endpoint_key`](crate::breaker::endpoint_key); when no guard of the policy is scoped
     /// to the host, `name:<name>` if they all share that named scope, else the rule's name
     /// (see [`OverloadHandle::key`](crate::overload::OverloadHandle::key)). `None`

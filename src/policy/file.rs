@@ -1242,5 +1242,12 @@ mod tests {
             );
             assert!(shown.contains(table), "{line}\n  got: {shown}");
         }
+        // In an endpoint rule's own `headers` table: its line, and the rule.
+        let text = "[[endpoint]]\nname = \"openai\"\nmatch = {}\n[endpoint.server_quota.headers]\n\
+                    remaining = \"a\"\nreset = \"b\"\nreset_format = \"weeks\"\n";
+        let shown = parse(text).err().map(|e| e.to_string()).unwrap_or_default();
+        let want = "quota.toml:7: \"reset_format\": unknown format \"weeks\"";
+        assert!(shown.contains(want), "got: {shown}\n  want: {want}");
+        assert!(shown.ends_with("in [[endpoint]] \"openai\""), "{shown}");
     }
 }
