@@ -35,7 +35,8 @@
 //! are one endpoint; routes are told apart by rules ([`Matcher`]).
 //!
 //! The guards that keep state (the circuit breaker, `Retry-After` holds, the rate limit, the
-//! bulkhead, the retry budget) keep it per endpoint key under each rule by default. Each
+//! bulkhead, the retry budget, the server's advertised quota) keep it per endpoint key under
+//! each rule by default. Each
 //! guard's [`Scope`] can say otherwise: one state for everything a rule matches
 //! ([`Scope::Rule`]), or one shared by every rule that names it ([`Scope::named`]): one
 //! quota in one bucket, whichever rule a request matches and **whatever its host**, so name
