@@ -55,8 +55,7 @@ pub(crate) enum Setup {
     /// The budget, and whether the fleet shares it.
     RetryBudget(BudgetConfig, bool),
     /// How the server's quota is followed and read: rules that share one view of it hold
-    /// (or pace) it alike, and read it from the same fields. (Whether the fleet shares it is
-    /// the client's Redis, as for holds.)
+    /// (or pace) it alike, and read it from the same fields.
     #[cfg_attr(not(test), allow(dead_code))]
     ServerQuota(ServerQuotaConfig),
 }

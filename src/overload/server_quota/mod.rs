@@ -139,12 +139,15 @@ impl QuotaHeaders {
     /// use resilient_http::policy::EndpointPolicy;
     ///
     /// let headers = QuotaHeaders::named("requests left", "x-reset");
+    /// let policy = EndpointPolicy::new().server_quota(ServerQuotaConfig::hold().headers(headers));
     /// let err = Client::builder()
-    ///     .default_policy(EndpointPolicy::new().server_quota(ServerQuotaConfig::hold().headers(headers)))
+    ///     .default_policy(policy)
     ///     .build()
-    ///     .unwrap_err();
+    ///     .err()
+    ///     .ok_or("an invalid header name is refused")?;
     /// assert_eq!(err.kind(), ErrorKind::InvalidConfig);
     /// assert!(err.to_string().contains("server_quota headers: `remaining`"), "{err}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn named<R, T>(remaining: R, reset: T) -> Self
     where
