@@ -269,6 +269,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(err) => show(&err),
     }
 
+    section(
+        "13. The server says what is left of its quota: at 0 the client holds until the reset, instead of drawing a 429",
+    );
+    // GitHub's fields: 3 requests per window, reset in 1 s (seconds from now: below 1e9).
+    let quota = |left: u32, body: &'static str| {
+        Reply::ok(body)
+            .header("x-ratelimit-limit", "3")
+            .header("x-ratelimit-remaining", left.to_string())
+            .header("x-ratelimit-reset", "1")
+    };
+    server.script(
+        "/feed",
+        [quota(2, "a"), quota(1, "b"), quota(0, "c"), quota(2, "d")],
+    );
+    // Followed by default (`follow = "hold"`, `headers = "auto"`): nothing to configure.
+    let polite = Client::builder().build()?;
+    let started = tokio::time::Instant::now();
+    for call in 1..=4 {
+        let outcome = match polite.get(server.url("/feed")).send().await {
+            Ok(response) => response.status().to_string(),
+            Err(err) => err.to_string(),
+        };
+        let guards = polite.overload("default", &key);
+        let left = guards.as_ref().and_then(|g| g.server_quota_remaining());
+        let reset = guards.as_ref().and_then(|g| g.server_quota_reset());
+        println!(
+            "call {call}: {outcome} after {:.1?}; quota left {left:?}, reset in {reset:?}",
+            started.elapsed()
+        );
+    }
+    println!(
+        "(a call that finds the quota spent waits for its reset, as for a Retry-After; none drew a 429)"
+    );
+
     println!(
         "\nthe server saw: /inventory {}x, /orders/7 {}x, /report {}x, /export {}x, /pay {}x, /pay-keyed {}x, /search {}x, /batch {}x, /quotes {}x",
         server.hits("/inventory"),
@@ -282,9 +316,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         server.hits("/quotes"),
     );
     println!(
-        "                /prices {}x, /rates {}x",
+        "                /prices {}x, /rates {}x, /feed {}x",
         server.hits("/prices"),
         server.hits("/rates"),
+        server.hits("/feed"),
     );
     Ok(())
 }

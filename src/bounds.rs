@@ -173,6 +173,9 @@ pub(crate) const HEDGE_AFTER: Span = Span {
 pub(crate) const HEDGES: Count = Count { min: 0, max: 3 };
 /// A hedging policy's settings, each in its range.
 pub(crate) const HEDGE: EachPart = EachPart;
+/// Following a server's quota: no numbers, but header names given to a builder that cannot
+/// refuse them (as reqwest's), checked here with the other settings.
+pub(crate) const SERVER_QUOTA: EachPart = EachPart;
 
 /// A setting made of several numbers, each with its range here: its type checks them (beside
 /// its fields), so that this file need not import the configs it bounds.

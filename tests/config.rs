@@ -530,3 +530,70 @@ fn the_breaker_open_for_max_is_a_file_key() {
         "{shown}"
     );
 }
+
+/// Issue 25: `[….server_quota]` from JSON names the key as the file does, and a header name
+/// the builder cannot take is an `InvalidConfig` at `build` naming the policy and the
+/// setting, never a panic.
+#[test]
+fn server_quota_mistakes_name_the_setting() {
+    use resilient_http::overload::{QuotaHeaders, ResetFormat, ServerQuotaConfig};
+    use resilient_http::policy::EndpointPolicy;
+
+    for (json, want) in [
+        (
+            r#"{"default": {"server_quota": {"follow": "sometimes"}}}"#,
+            r#""follow": unknown value "sometimes""#,
+        ),
+        (
+            r#"{"default": {"server_quota": {"headers": {"remaining": "a", "reset": "b", "reset_format": "weeks"}}}}"#,
+            r#""reset_format": unknown format "weeks""#,
+        ),
+        (
+            r#"{"default": {"server_quota": {"headers": {"remaining": "a b", "reset": "b"}}}}"#,
+            r#""remaining": "a b" is not a valid header name"#,
+        ),
+        (
+            r#"{"default": {"server_quota": {"followed": "hold"}}}"#,
+            "unknown field `followed`",
+        ),
+    ] {
+        let err = serde_json::from_str::<PolicyConfig>(json).unwrap_err();
+        assert!(
+            err.to_string().contains(want),
+            "{json}\n  got: {err}\n  want: {want}"
+        );
+    }
+    let json = r#"{"default": {"server_quota": {"follow": "pace", "headers": {"remaining": "x-left", "reset": "x-reset", "reset_format": "epoch"}}}}"#;
+    let config: PolicyConfig = serde_json::from_str(json).unwrap();
+    Client::builder().config(config).build().unwrap();
+
+    let cases = [
+        (
+            QuotaHeaders::named("x-left", "reset\n"),
+            "policy \"default\": server_quota headers: `reset` is not a valid header name",
+        ),
+        (
+            QuotaHeaders::named("x-left", "x-reset").limit("x limit"),
+            "policy \"default\": server_quota headers: `limit` is not a valid header name",
+        ),
+        (
+            QuotaHeaders::auto().reset_format(ResetFormat::Epoch),
+            "policy \"default\": server_quota headers: reset_format applies to named fields",
+        ),
+    ];
+    for (headers, want) in cases {
+        let quota = ServerQuotaConfig::hold().headers(headers);
+        let err = Client::builder()
+            .default_policy(EndpointPolicy::new().server_quota(quota))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(err.to_string().contains(want), "{err}\n  want: {want}");
+    }
+    let fine = QuotaHeaders::named("X-Left", http::HeaderName::from_static("x-reset"));
+    let quota = ServerQuotaConfig::pace().headers(fine.limit(String::from("x-limit")));
+    Client::builder()
+        .default_policy(EndpointPolicy::new().server_quota(quota))
+        .build()
+        .unwrap();
+}

@@ -737,7 +737,7 @@ fn assert_keys_in_order<'a>(json: &'a str, keys: &[&str]) -> &'a str {
     rest
 }
 
-const LINE_KEYS: [&str; 14] = [
+const LINE_KEYS: [&str; 16] = [
     "method",
     "url",
     "policy",
@@ -751,6 +751,8 @@ const LINE_KEYS: [&str; 14] = [
     "message",
     "give_up",
     "sent",
+    "server_quota_remaining",
+    "server_quota_reset_ms",
     "attempts",
 ];
 
@@ -791,6 +793,9 @@ async fn every_line_has_every_key_in_one_order_and_says_why_the_call_stopped() {
         let r: Value = serde_json::from_str(json).unwrap();
         let object = r.as_object().unwrap();
         assert_eq!(object.len(), LINE_KEYS.len(), "{json}");
+        // The quota is followed by default; this server advertises none.
+        assert_eq!(r["server_quota_remaining"], Value::Null, "{json}");
+        assert_eq!(r["server_quota_reset_ms"], Value::Null, "{json}");
         let mut attempts = assert_keys_in_order(json, &LINE_KEYS);
         for attempt in r["attempts"].as_array().unwrap() {
             assert_eq!(

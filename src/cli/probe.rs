@@ -25,8 +25,14 @@
 //! ```text
 //! {"method","url","policy","outcome","status","error_kind","transient","retry_after_ms",
 //!  "total_ms","body_bytes","message","give_up","sent",
+//!  "server_quota_remaining","server_quota_reset_ms",
 //!  "attempts":[{"n","status","error_kind","sent","delay_before_ms","elapsed_ms","hedge","cancelled"}]}
 //! ```
+//!
+//! `server_quota_remaining` and `server_quota_reset_ms` say what the request's scope knows of
+//! the quota its server advertises, when the request ends (see
+//! [`ServerQuotaConfig`](crate::overload::ServerQuotaConfig)): `null` until an answer
+//! advertised one, and with `follow = "off"`.
 //!
 //! Exit code 0 when every request succeeded, 1 when any failed, 2 for bad usage, a bad policy
 //! file or a bad `--cacert` (a message on stderr, nothing on stdout). A reader that stops
@@ -86,6 +92,15 @@ pub struct Line {
     pub give_up: Option<&'static str>,
     /// Whether the request may have reached the server ([`Error::sent`]; `true` on success).
     pub sent: bool,
+    /// The requests the server's advertised quota leaves the request's scope, as known when
+    /// the request ended
+    /// ([`OverloadHandle::server_quota_remaining`](crate::overload::OverloadHandle::server_quota_remaining));
+    /// `null` when unknown.
+    pub server_quota_remaining: Option<u64>,
+    /// The time to that quota's reset, in milliseconds
+    /// ([`OverloadHandle::server_quota_reset`](crate::overload::OverloadHandle::server_quota_reset));
+    /// `null` when unknown.
+    pub server_quota_reset_ms: Option<u64>,
     /// Every attempt, first to last.
     pub attempts: Vec<AttemptLine>,
 }
@@ -442,6 +457,9 @@ async fn probe(client: &Client, args: &Args) -> Line {
             }
         };
     let total_ms = millis(started.elapsed());
+    let guards = client.overload_of(&args.method, &args.url);
+    let quota =
+        |read: fn(&crate::overload::OverloadHandle) -> Option<u64>| guards.as_ref().and_then(read);
     let mut line = Line {
         method: args.method.to_string(),
         url: shown_url,
@@ -456,6 +474,8 @@ async fn probe(client: &Client, args: &Args) -> Line {
         message: None,
         give_up: None,
         sent: true,
+        server_quota_remaining: quota(|guards| guards.server_quota_remaining()),
+        server_quota_reset_ms: quota(|guards| guards.server_quota_reset().map(millis)),
         attempts,
     };
     match &result {

@@ -248,7 +248,8 @@ impl Client {
 
     /// What the overload guards of endpoint `key` hold now under the policy called `policy`
     /// (`"default"` or an endpoint rule): retries left in the budget, a `Retry-After` hold,
-    /// the bulkhead's calls, the rate limit. `key` is the endpoint's
+    /// the bulkhead's calls, the rate limit, the server's advertised quota. `key` is the
+    /// endpoint's
     /// [`endpoint_key`](crate::breaker::endpoint_key); when no guard of the policy is scoped
     /// to the host, `name:<name>` if they all share that named scope, else the rule's name
     /// (see [`OverloadHandle::key`](crate::overload::OverloadHandle::key)). `None`
@@ -256,6 +257,23 @@ impl Client {
     /// endpoint under it yet. See [`OverloadHandle`](crate::overload::OverloadHandle).
     pub fn overload(&self, policy: &str, key: &str) -> Option<crate::overload::OverloadHandle> {
         let guards = self.policies.load().by_name(policy)?.guards()?.get(key)?;
+        Some(crate::overload::OverloadHandle(guards))
+    }
+
+    /// [`overload`](Self::overload) for the guards a request `method url` uses, whatever
+    /// their key (the probe's view); `None` as there.
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) fn overload_of(
+        &self,
+        method: &Method,
+        url: &url::Url,
+    ) -> Option<crate::overload::OverloadHandle> {
+        let policies = self.policies.load();
+        let registry = policies.select(method, url).guards()?;
+        let guards = match registry.only() {
+            Some(only) => only.clone(),
+            None => registry.get(&crate::keyed::endpoint_key(url))?,
+        };
         Some(crate::overload::OverloadHandle(guards))
     }
 

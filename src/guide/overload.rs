@@ -1,5 +1,5 @@
-//! Overload protection: retry budget, `Retry-After` holds, rate limit, bulkhead, and hedged
-//! requests.
+//! Overload protection: retry budget, `Retry-After` holds, rate limit, bulkhead, the quota the
+//! server advertises, and hedged requests.
 //!
 //! Retries multiply load at the worst moment: with 3 attempts, an outage turns 1,000 requests into
 //! 3,000. Each guard below is set per policy and keeps its state per [endpoint
@@ -41,6 +41,9 @@
 //!   to `queue_timeout` (bounded by its deadline), then fails with
 //!   [`ErrorKind::BulkheadFull`](crate::ErrorKind::BulkheadFull). The queue is first come, first
 //!   served: a freed place goes to the longest waiter, never to a new call while anyone waits.
+//! - **The server's quota** (followed by default): what the server says is left of its quota
+//!   holds the scope when it runs out, before the server has to say 429; see
+//!   [below](#following-the-servers-quota).
 //!
 //! ```
 //! use std::time::Duration;
@@ -83,6 +86,91 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Following the server's quota
+//!
+//! Most APIs say on every answer how much of their quota is left: GitHub sends
+//! `x-ratelimit-remaining` and `x-ratelimit-reset` (epoch seconds), many gateways
+//! `X-RateLimit-*` with a reset in seconds, and the IETF `RateLimit` / `RateLimit-Policy` fields
+//! (draft-ietf-httpapi-ratelimit-headers) say it in structured fields. Each policy reads them
+//! ([`ServerQuotaConfig`](crate::overload::ServerQuotaConfig), file `[x.server_quota]`) and
+//! counts every request it sends against the remaining count until the next answer corrects
+//! it, so 8 calls in flight do not overshoot a quota with 2 left:
+//!
+//! - `follow = "hold"` (the default): when the count reaches 0, the scope is held until the
+//!   reset, as by a `Retry-After`: a call waits if the reset comes within its deadline and the
+//!   policy's `retry_after_cap`, else fails at once with
+//!   [`ErrorKind::RateLimited`](crate::ErrorKind::RateLimited), its message naming the server's
+//!   quota and `retry_after()` the time to the reset.
+//! - `follow = "pace"`: the remaining count is spread over the time to the reset (a rate the
+//!   server set), so a burst never runs the quota dry; a call waits for its turn, or fails
+//!   with `RateLimited` when that is past its deadline.
+//! - `follow = "off"`: nothing is read or kept.
+//!
+//! `headers = "auto"` (the default) reads the IETF fields, then `X-RateLimit-Remaining` /
+//! `-Reset` / `-Limit`, then the earlier drafts' `RateLimit-Remaining` / `-Reset` / `-Limit`. A
+//! reset written as a bare number is read by its magnitude: below 1e9 it is seconds from now,
+//! from 1e9 seconds since the Unix epoch, from 1e12 milliseconds since the epoch. When an answer
+//! advertises several quotas (named IETF policies, partition keys), the tightest wins. A
+//! malformed field is ignored with one DEBUG event, never an error. An API that names its
+//! fields its own way says so in a table:
+//!
+//! ```
+//! # fn main() -> Result<(), resilient_http::Error> {
+//! # let client = resilient_http::Client::builder().config_toml(r#"
+//! [default.server_quota]       # GitHub, gateways, the IETF fields: the defaults
+//! follow = "hold"              # "hold" | "pace" | "off"
+//! headers = "auto"
+//! scope = "host"               # "host" | "rule" | "name:<name>"
+//!
+//! [[endpoint]]
+//! name = "openai"
+//! match = { host = "api.openai.com" }
+//! [endpoint.server_quota]
+//! follow = "pace"
+//! headers = { remaining = "x-ratelimit-remaining-requests", reset = "x-ratelimit-reset-requests", reset_format = "duration", limit = "x-ratelimit-limit-requests" }
+//!
+//! [[endpoint]]
+//! name = "anthropic"
+//! match = { host = "api.anthropic.com" }
+//! [endpoint.server_quota.headers]
+//! remaining = "anthropic-ratelimit-requests-remaining"
+//! reset = "anthropic-ratelimit-requests-reset"
+//! reset_format = "rfc3339"     # "seconds" | "epoch" | "duration" (6m0s) | "rfc3339"
+//! # "#).build()?;
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! In code, [`EndpointPolicy::server_quota`](crate::policy::EndpointPolicy::server_quota) with
+//! [`QuotaHeaders::named`](crate::overload::QuotaHeaders::named); a name that is not a header
+//! name is refused by `build`, never a panic:
+//!
+//! ```
+//! use resilient_http::Client;
+//! use resilient_http::overload::{QuotaHeaders, ResetFormat, ServerQuotaConfig};
+//! use resilient_http::policy::{EndpointPolicy, Matcher};
+//!
+//! let openai = ServerQuotaConfig::pace().headers(
+//!     QuotaHeaders::named("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")
+//!         .reset_format(ResetFormat::Duration),
+//! );
+//! let client = Client::builder()
+//!     .endpoint("openai", Matcher::new().host("api.openai.com")?, EndpointPolicy::new().server_quota(openai))
+//!     .build()?;
+//! # let _ = client;
+//! # Ok::<(), resilient_http::Error>(())
+//! ```
+//!
+//! The quota is kept per endpoint key under each rule, like the other guards; a server that
+//! counts one quota for several hosts or rules (one API key) wants `scope = "name:<name>"` in
+//! every rule that calls it, with the same `follow` and `headers` (else `build` fails, naming
+//! both rules). [`OverloadHandle::server_quota_remaining`](crate::overload::OverloadHandle::server_quota_remaining)
+//! and [`server_quota_reset`](crate::overload::OverloadHandle::server_quota_reset) read what a
+//! scope knows now, and the [probe](super::probe)'s lines carry them (`server_quota_remaining`,
+//! `server_quota_reset_ms`); the quota learned, and the holds and waits it causes, are in the
+//! events and counters of [observability](super::observability).
 //!
 //! # Hedged requests
 //!

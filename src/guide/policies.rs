@@ -34,6 +34,7 @@
 //! | retry budget | retries add at most 20 % of first attempts + 10/s, over 10 s, per endpoint | Finagle (exactly this), Envoy 20 % |
 //! | `Retry-After` hold | a 429/503 with `Retry-After` (within the cap) holds its endpoint for every call | |
 //! | rate limit, bulkhead | off unless configured | |
+//! | the server's advertised quota (IETF `RateLimit`, `X-RateLimit-*`) | followed: a scope whose remaining count reaches 0 is held until the reset | |
 //! | whose state a guard keeps (breaker, hold, rate limit, bulkhead, budget) | one per endpoint key under each rule (scope `"host"`) | |
 //!
 //! # The reqwest client underneath
@@ -209,6 +210,11 @@
 //! window = "10s"
 //! scope = "host"               # "host" | "rule" | "name:<name>"
 //!
+//! [default.server_quota]       # the quota the server advertises (see the overload page)
+//! follow = "hold"              # "hold" | "pace" | "off"
+//! headers = "auto"             # or { remaining = "…", reset = "…", reset_format = "…", limit = "…" }
+//! scope = "host"               # "host" | "rule" | "name:<name>"
+//!
 //! [[endpoint]]
 //! name = "payments"
 //! match = { host = "api.example.com", path = "/v1/charges*", methods = ["POST"] }
@@ -306,9 +312,11 @@
 //! In code, [`EndpointPolicy::new().rate_limit_scope(Scope::named("api")?)`](crate::policy::EndpointPolicy::rate_limit_scope),
 //! and likewise [`breaker_scope`](crate::policy::EndpointPolicy::breaker_scope),
 //! [`hold_scope`](crate::policy::EndpointPolicy::hold_scope),
-//! [`bulkhead_scope`](crate::policy::EndpointPolicy::bulkhead_scope) and
-//! [`retry_budget_scope`](crate::policy::EndpointPolicy::retry_budget_scope); in a file, `scope`
-//! in `[….breaker]`, `[….rate_limit]`, `[….bulkhead]`, `[….retry_budget]`, and `hold_scope` in
+//! [`bulkhead_scope`](crate::policy::EndpointPolicy::bulkhead_scope),
+//! [`retry_budget_scope`](crate::policy::EndpointPolicy::retry_budget_scope) and
+//! [`server_quota_scope`](crate::policy::EndpointPolicy::server_quota_scope); in a file, `scope`
+//! in `[….breaker]`, `[….rate_limit]`, `[….bulkhead]`, `[….retry_budget]`,
+//! `[….server_quota]`, and `hold_scope` in
 //! the policy's table. Rules that name one scope for a guard must give that guard the same
 //! settings, or `build` fails naming both rules. Errors,
 //! [`Client::overload`](crate::Client::overload) and metrics name the state's key: the endpoint

@@ -20,10 +20,13 @@
 //! [`cli::probe::Line`](crate::cli::probe::Line) and
 //! [`AttemptLine`](crate::cli::probe::AttemptLine), ending with `give_up` (why the call
 //! stopped: [`GiveUp::as_str`](crate::GiveUp::as_str)), `sent` (whether the request may have
-//! reached the server) and the `attempts`:
+//! reached the server), what the scope knows of the server's advertised quota when the request
+//! ends (`server_quota_remaining`, `server_quota_reset_ms`; null until an answer advertised
+//! one: see [following the server's quota](super::overload#following-the-servers-quota)) and
+//! the `attempts`:
 //!
 //! ```json
-//! {"method":"GET","url":"http://127.0.0.1:8080/a","policy":"default","outcome":"success","status":200,"error_kind":null,"transient":null,"retry_after_ms":null,"total_ms":312,"body_bytes":2,"message":null,"give_up":null,"sent":true,"attempts":[{"n":1,"status":503,"error_kind":null,"sent":true,"delay_before_ms":0,"elapsed_ms":2,"hedge":false,"cancelled":false},{"n":2,"status":200,"error_kind":null,"sent":true,"delay_before_ms":97,"elapsed_ms":1,"hedge":false,"cancelled":false}]}
+//! {"method":"GET","url":"http://127.0.0.1:8080/a","policy":"default","outcome":"success","status":200,"error_kind":null,"transient":null,"retry_after_ms":null,"total_ms":312,"body_bytes":2,"message":null,"give_up":null,"sent":true,"server_quota_remaining":null,"server_quota_reset_ms":null,"attempts":[{"n":1,"status":503,"error_kind":null,"sent":true,"delay_before_ms":0,"elapsed_ms":2,"hedge":false,"cancelled":false},{"n":2,"status":200,"error_kind":null,"sent":true,"delay_before_ms":97,"elapsed_ms":1,"hedge":false,"cancelled":false}]}
 //! ```
 //!
 //! An attempt's `hedge` says it was a [hedge](super::overload#hedged-requests); `cancelled`, that

@@ -9,8 +9,9 @@ use tokio::time::Instant;
 use super::Guards;
 
 /// What one endpoint key's overload guards hold now, under one policy: the retry budget,
-/// the `Retry-After` hold, the rate limit and the bulkhead. Each reading is `None` when the
-/// policy does not turn that guard on. Reading changes nothing.
+/// the `Retry-After` hold, the rate limit, the bulkhead and the server's advertised quota.
+/// Each reading is `None` when the policy does not turn that guard on. Reading changes
+/// nothing.
 ///
 /// Got from [`Client::overload`](crate::Client::overload). It shares the guards with the
 /// client, so each reading is the state at the time of the call; cheap to clone. (A policy
@@ -41,6 +42,9 @@ use super::Guards;
 /// // The default budget: 10 retries a second over 10 s, plus a fifth of the one call.
 /// assert_eq!(guards.budget_available(), Some(100));
 /// assert_eq!(guards.rate_limit_idle(), None, "no rate limit configured");
+/// // Followed by default, but this server advertises no quota.
+/// assert_eq!(guards.server_quota_remaining(), None);
+/// assert_eq!(guards.server_quota_reset(), None);
 /// # Ok(())
 /// # }
 /// ```
@@ -91,6 +95,23 @@ impl OverloadHandle {
     pub fn rate_limit_fallbacks(&self) -> Option<u64> {
         self.0.rate_fallbacks()
     }
+
+    /// The requests the server's advertised quota lets this scope send before its reset: what
+    /// the last answer said, less the requests sent since. `None` when the policy does not
+    /// follow the server's quota (`follow = "off"`), before an answer advertised one, or once
+    /// its reset has passed. See
+    /// [`ServerQuotaConfig`](crate::overload::ServerQuotaConfig).
+    pub fn server_quota_remaining(&self) -> Option<u64> {
+        self.0
+            .server_quota(Instant::now())
+            .map(|quota| quota.remaining)
+    }
+
+    /// The time left to the reset of the server's advertised quota; `None` as for
+    /// [`server_quota_remaining`](Self::server_quota_remaining).
+    pub fn server_quota_reset(&self) -> Option<Duration> {
+        self.0.server_quota(Instant::now()).map(|quota| quota.reset)
+    }
 }
 
 impl std::fmt::Debug for OverloadHandle {
@@ -103,6 +124,8 @@ impl std::fmt::Debug for OverloadHandle {
             .field("bulkhead_waiting", &self.bulkhead_waiting())
             .field("rate_limit_idle", &self.rate_limit_idle())
             .field("rate_limit_fallbacks", &self.rate_limit_fallbacks())
+            .field("server_quota_remaining", &self.server_quota_remaining())
+            .field("server_quota_reset", &self.server_quota_reset())
             .finish()
     }
 }

@@ -1,4 +1,5 @@
-//! May this call go out now, per endpoint key: `Retry-After` holds, rate limit, bulkhead.
+//! May this call go out now, per endpoint key: `Retry-After` holds, rate limit, bulkhead, the
+//! quota the server advertises.
 //! (Per endpoint key under each rule by default; each guard can be scoped to the rule, or to
 //! a name several rules share: see [`Scope`](crate::policy::Scope).)
 //!
@@ -15,6 +16,9 @@
 //! - The client-side rate limit (GCRA, one atomic word): [`RateLimitConfig`].
 //! - The bulkhead, at most `max_in_flight` calls at once with a bounded queue:
 //!   [`BulkheadConfig`].
+//! - The quota the server advertises (IETF `RateLimit` fields, `X-RateLimit-*`, or an API's own
+//!   names), held or paced before the server has to answer 429: on by default,
+//!   [`ServerQuotaConfig`], read from [`QuotaHeaders`].
 //! - What an endpoint's guards hold now: [`OverloadHandle`], from
 //!   [`Client::overload`](crate::Client::overload).
 //!
@@ -41,8 +45,9 @@
 //! [`BudgetConfig`](crate::retry::BudgetConfig).
 //!
 //! Configure them per policy ([`EndpointPolicy`](crate::policy::EndpointPolicy)'s
-//! `retry_budget`, `hold_on_retry_after`, `rate_limit`, `bulkhead`, or the file's
-//! `[….retry_budget]`, `hold_on_retry_after`, `[….rate_limit]`, `[….bulkhead]`):
+//! `retry_budget`, `hold_on_retry_after`, `rate_limit`, `bulkhead`, `server_quota`, or the
+//! file's `[….retry_budget]`, `hold_on_retry_after`, `[….rate_limit]`, `[….bulkhead]`,
+//! `[….server_quota]`):
 //!
 //! ```
 //! use std::time::Duration;

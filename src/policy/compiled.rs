@@ -137,7 +137,8 @@ impl CompiledPolicy {
             rate_limit_scope,
             bulkhead,
             bulkhead_scope,
-            server_quota,
+            // Read by `followed_quota`, which says whether it is on.
+            server_quota: _,
             server_quota_scope,
             hedge,
             metrics_server_address,
@@ -250,7 +251,7 @@ impl CompiledPolicy {
             hold_up_to: (*hold_on_retry_after != Some(false)).then(|| retry.retry_after_cap()),
             rate: *rate_limit,
             bulkhead: *bulkhead,
-            server_quota: server_quota.clone().unwrap_or_default().followed(),
+            server_quota: settings.followed_quota(),
             shared_rate: settings.shares_rate(),
             shared_budget: settings.shares_budget(),
             scopes: GuardScopes {

@@ -18,7 +18,9 @@ use super::{CompiledPolicy, EndpointPolicy, Matcher, Scope, Unshared};
 use crate::bounds;
 use crate::error::Error;
 use crate::hedge::HedgeConfig;
-use crate::overload::{BulkheadConfig, RateLimitConfig};
+use crate::overload::{
+    BulkheadConfig, Follow, QuotaHeaders, RateLimitConfig, ResetFormat, ServerQuotaConfig,
+};
 use crate::retry::{BudgetConfig, Jitter};
 
 /// The parsed file: the default policy's settings and the endpoint rules, in order.
@@ -193,6 +195,7 @@ macro_rules! policy_table {
             bulkhead: Option<RawBulkhead>,
             hedge: Option<RawHedge>,
             metrics_server_address: Option<bool>,
+            server_quota: Option<RawServerQuota>,
         }
 
         impl $name {
@@ -247,9 +250,9 @@ macro_rules! policy_table {
                         .hedge
                         .map(|h| HedgeConfig::new(h.after, h.max.unwrap_or(1))),
                     metrics_server_address: self.metrics_server_address,
-                    // Skeleton: `[….server_quota]` comes with the config work.
-                    server_quota: None,
-                    server_quota_scope: None,
+                    server_quota_scope: (self.server_quota.as_ref())
+                        .and_then(|q| q.scope.clone()),
+                    server_quota: self.server_quota.and_then(RawServerQuota::settings),
                 }
             }
         }
@@ -436,6 +439,62 @@ struct RawHedge {
     max: Option<u32>,
 }
 
+/// `[….server_quota]`: `follow` (default `"hold"`), `headers` (default `"auto"`) and
+/// `scope`. A table with only `scope` sets the scope alone, leaving the policy's quota
+/// settings inherited.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerQuota {
+    #[serde(default, deserialize_with = "follow")]
+    follow: Option<Follow>,
+    #[serde(default, deserialize_with = "quota_headers")]
+    headers: Option<QuotaHeaders>,
+    #[serde(default, deserialize_with = "scope")]
+    scope: Option<Scope>,
+}
+
+impl RawServerQuota {
+    /// The config these keys set, if they set any of it (not `scope` alone): set as a
+    /// whole, what it leaves out takes the library default.
+    fn settings(self) -> Option<ServerQuotaConfig> {
+        if self.follow.is_none() && self.headers.is_none() {
+            return None;
+        }
+        Some(ServerQuotaConfig {
+            follow: self.follow.unwrap_or_default(),
+            headers: self.headers.unwrap_or_default(),
+        })
+    }
+}
+
+/// `headers = { … }` in `[….server_quota]`: an API's own field names.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuotaHeaders {
+    #[serde(deserialize_with = "remaining_header")]
+    remaining: http::HeaderName,
+    #[serde(deserialize_with = "reset_header")]
+    reset: http::HeaderName,
+    #[serde(default, deserialize_with = "reset_format")]
+    reset_format: Option<ResetFormat>,
+    #[serde(default, deserialize_with = "limit_header")]
+    limit: Option<http::HeaderName>,
+}
+
+impl RawQuotaHeaders {
+    fn settings(self) -> QuotaHeaders {
+        let headers = QuotaHeaders::named(self.remaining, self.reset);
+        let headers = match self.reset_format {
+            Some(format) => headers.reset_format(format),
+            None => headers,
+        };
+        match self.limit {
+            Some(limit) => headers.limit(limit),
+            None => headers,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMatch {
@@ -545,6 +604,92 @@ fn scope_of<'de, D: Deserializer<'de>>(d: D, key: &str) -> Result<Option<Scope>,
     text.parse()
         .map(Some)
         .map_err(|e: Error| refused(key, e.detail().unwrap_or("invalid scope")))
+}
+
+/// `follow` in `[….server_quota]`.
+fn follow<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Follow>, D::Error> {
+    let text = String::deserialize(d)?;
+    match text.as_str() {
+        "off" => Ok(Some(Follow::Off)),
+        "hold" => Ok(Some(Follow::Hold)),
+        "pace" => Ok(Some(Follow::Pace)),
+        _ => Err(refused(
+            "follow",
+            format!("unknown value {text:?}; one of \"hold\" (the default), \"pace\", \"off\""),
+        )),
+    }
+}
+
+/// `headers` in `[….server_quota]`: `"auto"`, or a table naming an API's own fields (read
+/// by hand, so that a wrong value says what it may be, and the table's own keys say theirs).
+fn quota_headers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<QuotaHeaders>, D::Error> {
+    struct Expected;
+    impl<'de> serde::de::Visitor<'de> for Expected {
+        type Value = QuotaHeaders;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("\"auto\" or a table { remaining = \"…\", reset = \"…\" }")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<QuotaHeaders, E> {
+            match value {
+                "auto" => Ok(QuotaHeaders::auto()),
+                _ => Err(refused(
+                    "headers",
+                    format!(
+                        "unknown value {value:?}; \"auto\", or a table naming the fields: \
+                         {{ remaining = \"…\", reset = \"…\" }}"
+                    ),
+                )),
+            }
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<QuotaHeaders, A::Error> {
+            let deserializer = serde::de::value::MapAccessDeserializer::new(map);
+            RawQuotaHeaders::deserialize(deserializer).map(RawQuotaHeaders::settings)
+        }
+    }
+    d.deserialize_any(Expected).map(Some)
+}
+
+/// A header name for `key` of `headers = { … }`.
+fn header_name<'de, D: Deserializer<'de>>(d: D, key: &str) -> Result<http::HeaderName, D::Error> {
+    let text = String::deserialize(d)?;
+    http::HeaderName::from_bytes(text.as_bytes()).map_err(|_| {
+        refused(
+            key,
+            format!("{text:?} is not a valid header name; write a field name such as \"x-ratelimit-{key}\""),
+        )
+    })
+}
+
+fn remaining_header<'de, D: Deserializer<'de>>(d: D) -> Result<http::HeaderName, D::Error> {
+    header_name(d, "remaining")
+}
+
+fn reset_header<'de, D: Deserializer<'de>>(d: D) -> Result<http::HeaderName, D::Error> {
+    header_name(d, "reset")
+}
+
+fn limit_header<'de, D: Deserializer<'de>>(d: D) -> Result<Option<http::HeaderName>, D::Error> {
+    header_name(d, "limit").map(Some)
+}
+
+/// `reset_format` in `headers = { … }`.
+fn reset_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ResetFormat>, D::Error> {
+    let text = String::deserialize(d)?;
+    match text.as_str() {
+        "seconds" => Ok(Some(ResetFormat::Seconds)),
+        "epoch" => Ok(Some(ResetFormat::Epoch)),
+        "duration" => Ok(Some(ResetFormat::Duration)),
+        "rfc3339" => Ok(Some(ResetFormat::Rfc3339)),
+        _ => Err(refused(
+            "reset_format",
+            format!(
+                "unknown format {text:?}; one of \"seconds\", \"epoch\", \"duration\", \"rfc3339\""
+            ),
+        )),
+    }
 }
 
 /// `key` in `[….breaker]`, removed: it put the breaker and every guard of the rule under one
@@ -941,4 +1086,168 @@ fn endpoint_name(block: &str) -> Option<String> {
         let value = value.trim().strip_prefix('"')?;
         Some(value.split('"').next().unwrap_or(value).to_owned())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overload::{QuotaHeaders, ResetFormat, ServerQuotaConfig};
+
+    fn parse(text: &str) -> Result<PolicyFile, Error> {
+        PolicyFile::parse("quota.toml", text, &[])
+    }
+
+    /// Every key of `[….server_quota]`, in a header table and inline.
+    #[test]
+    fn every_server_quota_key_is_read() -> Result<(), Error> {
+        let file = parse(
+            r#"
+            [default.server_quota]
+            follow = "pace"
+            scope = "name:openai"
+            headers = { remaining = "X-RateLimit-Remaining-Requests", reset = "x-ratelimit-reset-requests", reset_format = "duration", limit = "x-ratelimit-limit-requests" }
+
+            [[endpoint]]
+            name = "anthropic"
+            match = { host = "api.anthropic.com" }
+            [endpoint.server_quota]
+            follow = "hold"
+            scope = "rule"
+            [endpoint.server_quota.headers]
+            remaining = "anthropic-ratelimit-requests-remaining"
+            reset = "anthropic-ratelimit-requests-reset"
+            reset_format = "rfc3339"
+            "#,
+        )?;
+        let openai = ServerQuotaConfig::pace().headers(
+            QuotaHeaders::named(
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            )
+            .reset_format(ResetFormat::Duration)
+            .limit("x-ratelimit-limit-requests"),
+        );
+        assert_eq!(file.default.server_quota, Some(openai));
+        assert_eq!(
+            file.default.server_quota_scope,
+            Some(Scope::named("openai")?)
+        );
+        let anthropic = ServerQuotaConfig::hold().headers(
+            QuotaHeaders::named(
+                "anthropic-ratelimit-requests-remaining",
+                "anthropic-ratelimit-requests-reset",
+            )
+            .reset_format(ResetFormat::Rfc3339),
+        );
+        let rule = file.endpoints.first().map(|(_, _, policy)| policy);
+        assert_eq!(rule.and_then(|p| p.server_quota.clone()), Some(anthropic));
+        assert_eq!(
+            rule.and_then(|p| p.server_quota_scope.clone()),
+            Some(Scope::Rule)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn each_follow_and_reset_format_is_read() -> Result<(), Error> {
+        for (follow, want) in [
+            ("hold", ServerQuotaConfig::hold()),
+            ("pace", ServerQuotaConfig::pace()),
+            ("off", ServerQuotaConfig::off()),
+        ] {
+            let file = parse(&format!("[default.server_quota]\nfollow = \"{follow}\"\n"))?;
+            assert_eq!(file.default.server_quota, Some(want), "{follow}");
+        }
+        for (format, want) in [
+            ("seconds", ResetFormat::Seconds),
+            ("epoch", ResetFormat::Epoch),
+            ("duration", ResetFormat::Duration),
+            ("rfc3339", ResetFormat::Rfc3339),
+        ] {
+            let file = parse(&format!(
+                "[default.server_quota]\nheaders = {{ remaining = \"a\", reset = \"b\", \
+                 reset_format = \"{format}\" }}\n"
+            ))?;
+            // `follow` left out: "hold".
+            let headers = QuotaHeaders::named("a", "b").reset_format(want);
+            let want = ServerQuotaConfig::hold().headers(headers);
+            assert_eq!(file.default.server_quota, Some(want), "{format}");
+        }
+        let file = parse("[default.server_quota]\nheaders = \"auto\"\n")?;
+        assert_eq!(file.default.server_quota, Some(ServerQuotaConfig::hold()));
+        Ok(())
+    }
+
+    /// The default follows the quota (hold, `auto`); `follow = "off"` keeps no guard; a
+    /// table with only `scope` leaves the quota inherited.
+    #[test]
+    fn off_is_off_and_the_default_is_hold() -> Result<(), Error> {
+        let file = parse("[default]\nmax_attempts = 2\n")?;
+        assert_eq!(file.default.server_quota, None);
+        assert_eq!(
+            file.default.followed_quota(),
+            Some(ServerQuotaConfig::hold())
+        );
+        let file = parse("[default.server_quota]\nfollow = \"off\"\n")?;
+        assert_eq!(file.default.followed_quota(), None);
+        let file = parse("[default.server_quota]\nscope = \"rule\"\n")?;
+        assert_eq!(file.default.server_quota, None);
+        assert_eq!(file.default.server_quota_scope, Some(Scope::Rule));
+        Ok(())
+    }
+
+    /// Each mistake names the file, the line and the key.
+    #[test]
+    fn server_quota_mistakes_name_the_line_and_the_key() {
+        let table = "[default.server_quota]";
+        let cases = [
+            (
+                "follow = \"sometimes\"",
+                "quota.toml:3: \"follow\": unknown value \"sometimes\"; one of \"hold\" (the \
+                 default), \"pace\", \"off\" in [default.server_quota]",
+            ),
+            (
+                "headers = { remaining = \"a\", reset = \"b\", reset_format = \"weeks\" }",
+                "quota.toml:3: \"reset_format\": unknown format \"weeks\"",
+            ),
+            (
+                "headers = { remaining = \"requests left\", reset = \"b\" }",
+                "quota.toml:3: \"remaining\": \"requests left\" is not a valid header \
+                 name; write a field name such as \"x-ratelimit-remaining\"",
+            ),
+            ("folow = \"hold\"", "quota.toml:3: unknown key \"folow\""),
+            (
+                "headers = { remaining = \"a\", reset = \"b\", format = \"epoch\" }",
+                "quota.toml:3: unknown key \"format\"",
+            ),
+            (
+                "headers = { remaining = \"a\" }",
+                "quota.toml:3: missing key \"reset\"",
+            ),
+            (
+                "headers = \"manual\"",
+                "quota.toml:3: \"headers\": unknown value \"manual\"",
+            ),
+            ("scope = \"everywhere\"", "quota.toml:3: \"scope\":"),
+        ];
+        for (line, want) in cases {
+            let text = format!("\n{table}\n{line}\n");
+            let shown = parse(&text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                shown.contains(want),
+                "{line}\n  got: {shown}\n  want: {want}"
+            );
+            assert!(shown.contains(table), "{line}\n  got: {shown}");
+        }
+        // In an endpoint rule's own `headers` table: its line, and the rule.
+        let text = "[[endpoint]]\nname = \"openai\"\nmatch = {}\n[endpoint.server_quota.headers]\n\
+                    remaining = \"a\"\nreset = \"b\"\nreset_format = \"weeks\"\n";
+        let shown = parse(text).err().map(|e| e.to_string()).unwrap_or_default();
+        let want = "quota.toml:7: \"reset_format\": unknown format \"weeks\"";
+        assert!(shown.contains(want), "got: {shown}\n  want: {want}");
+        assert!(shown.ends_with("in [[endpoint]] \"openai\""), "{shown}");
+    }
 }

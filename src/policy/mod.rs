@@ -35,7 +35,8 @@
 //! are one endpoint; routes are told apart by rules ([`Matcher`]).
 //!
 //! The guards that keep state (the circuit breaker, `Retry-After` holds, the rate limit, the
-//! bulkhead, the retry budget) keep it per endpoint key under each rule by default. Each
+//! bulkhead, the retry budget, the server's advertised quota) keep it per endpoint key under
+//! each rule by default. Each
 //! guard's [`Scope`] can say otherwise: one state for everything a rule matches
 //! ([`Scope::Rule`]), or one shared by every rule that names it ([`Scope::named`]): one
 //! quota in one bucket, whichever rule a request matches and **whatever its host**, so name
@@ -71,8 +72,9 @@
 //! ```
 //!
 //! In the builder: `EndpointPolicy::new().rate_limit_scope(Scope::named("api")?)`, and
-//! `breaker_scope`, `hold_scope`, `bulkhead_scope`, `retry_budget_scope`. In a file:
-//! `scope` in `[….breaker]`, `[….rate_limit]`, `[….bulkhead]` and `[….retry_budget]`, and
+//! `breaker_scope`, `hold_scope`, `bulkhead_scope`, `retry_budget_scope`,
+//! `server_quota_scope`. In a file: `scope` in `[….breaker]`, `[….rate_limit]`,
+//! `[….bulkhead]`, `[….retry_budget]` and `[….server_quota]`, and
 //! `hold_scope` in the policy's table; values `"host"` (the default), `"rule"`,
 //! `"name:<name>"`. A scope's state has a key, which breakers, errors,
 //! [`Client::overload`](crate::Client::overload) and telemetry show: the endpoint key, the
@@ -118,7 +120,8 @@ macro_rules! settings {
         /// The guards keep their state per **endpoint** by default: per endpoint key, the
         /// scheme, host and port a request goes to (`https://api.example.com`; never its
         /// path), under each rule. Each guard's scope (`breaker_scope`, `hold_scope`,
-        /// `rate_limit_scope`, `bulkhead_scope`, `retry_budget_scope`) widens that to the
+        /// `rate_limit_scope`, `bulkhead_scope`, `retry_budget_scope`,
+        /// `server_quota_scope`) widens that to the
         /// rule or to a name several rules share: see [`Scope`] and the
         /// [module docs](self#endpoints-and-scopes).
         ///
@@ -298,11 +301,17 @@ settings! {
     /// Which requests share one bulkhead (default [`Scope::Host`]). See [`Scope`].
     bulkhead_scope: Scope;
     /// Following the quota the server advertises in its answers (IETF `RateLimit` fields,
-    /// `X-RateLimit-*`, or an API's own names): default
-    /// [`ServerQuotaConfig::hold`](crate::overload::ServerQuotaConfig::hold). (Skeleton.)
-    server_quota: crate::overload::ServerQuotaConfig;
-    /// Which requests share one view of the server's quota (default [`Scope::Host`]). See
-    /// [`Scope`].
+    /// `X-RateLimit-*`, or an API's own names): holding a scope whose remaining count reaches
+    /// 0 until its reset (the default,
+    /// [`ServerQuotaConfig::hold`](crate::overload::ServerQuotaConfig::hold)), pacing the
+    /// count over the time to the reset, or not at all. Set as a whole (headers included);
+    /// header names are checked when the client is built. The file's `[….server_quota]`;
+    /// see [`ServerQuotaConfig`](crate::overload::ServerQuotaConfig).
+    server_quota: crate::overload::ServerQuotaConfig, within bounds::SERVER_QUOTA;
+    /// Which requests share one view of the server's quota (default [`Scope::Host`]: the
+    /// answers of one endpoint key teach its calls). A server that counts one quota for
+    /// several hosts or rules (one API key) wants a [`Scope::named`] one. See [`Scope`]; the
+    /// file's `scope` in `[….server_quota]`.
     server_quota_scope: Scope;
     /// Hedged requests (default: none): when an attempt has not answered after `after`, send
     /// another, up to `max` per call, and take the first good answer. Only requests that may
@@ -363,6 +372,12 @@ impl EndpointPolicy {
     /// test, for compiling a policy and for [`check_sharing`](Self::check_sharing).
     pub(crate) fn shares_rate(&self) -> bool {
         self.rate_limit.is_some() && self.rate_limit_shared == Some(true)
+    }
+
+    /// The server's quota this policy follows (the default when it sets none: hold, reading
+    /// `auto`'s fields); `None` when it sets `follow = "off"`, which keeps no quota state.
+    pub(crate) fn followed_quota(&self) -> Option<crate::overload::ServerQuotaConfig> {
+        self.server_quota.clone().unwrap_or_default().followed()
     }
 
     /// Whether this policy's retry budget is the fleet's: it spends one, and shares it.

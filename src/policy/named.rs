@@ -1,4 +1,4 @@
-//! The states of named scopes ([`Scope::Named`](super::Scope::Named)): one per guard and
+//! The states of named scopes ([`Scope::Named`](crate::policy::Scope::Named)): one per guard and
 //! name, client-wide, made when the first policy that names it compiles and shared by every
 //! other. A name is one limit, so a policy that names it with other settings is refused.
 
@@ -9,7 +9,9 @@ use super::ScopeName;
 use crate::breaker::{BreakerConfig, BreakerRegistry};
 use crate::error::Error;
 use crate::overload::bulkhead::Bulkhead;
-use crate::overload::{Budget, BulkheadConfig, Fleet, Held, Part, Rate, RateLimitConfig};
+use crate::overload::{
+    Budget, BulkheadConfig, Fleet, Held, Part, Rate, RateLimitConfig, ServerQuotaConfig,
+};
 use crate::retry::BudgetConfig;
 
 /// A guard, as a named scope is per guard: `name:github` for the rate limit and for the
@@ -21,6 +23,9 @@ pub(crate) enum Kind {
     RateLimit,
     Bulkhead,
     RetryBudget,
+    // Made by the server quota's part (`fixed_parts`), which comes with its guard.
+    #[cfg_attr(not(test), allow(dead_code))]
+    ServerQuota,
 }
 
 impl Kind {
@@ -32,6 +37,7 @@ impl Kind {
             Kind::RateLimit => "rate_limit",
             Kind::Bulkhead => "bulkhead",
             Kind::RetryBudget => "retry_budget",
+            Kind::ServerQuota => "server_quota",
         }
     }
 }
@@ -48,6 +54,10 @@ pub(crate) enum Setup {
     Bulkhead(BulkheadConfig),
     /// The budget, and whether the fleet shares it.
     RetryBudget(BudgetConfig, bool),
+    /// How the server's quota is followed and read: rules that share one view of it hold
+    /// (or pace) it alike, and read it from the same fields.
+    #[cfg_attr(not(test), allow(dead_code))]
+    ServerQuota(ServerQuotaConfig),
 }
 
 impl Setup {
@@ -59,6 +69,7 @@ impl Setup {
             Setup::RateLimit(..) => Kind::RateLimit,
             Setup::Bulkhead(_) => Kind::Bulkhead,
             Setup::RetryBudget(..) => Kind::RetryBudget,
+            Setup::ServerQuota(_) => Kind::ServerQuota,
         }
     }
 
@@ -78,6 +89,7 @@ impl Setup {
             (Setup::RateLimit(a, x), Setup::RateLimit(b, y)) => a == b && x == y,
             (Setup::Bulkhead(a), Setup::Bulkhead(b)) => a == b,
             (Setup::RetryBudget(a, x), Setup::RetryBudget(b, y)) => a == b && x == y,
+            (Setup::ServerQuota(a), Setup::ServerQuota(b)) => a == b,
             _ => false,
         }
     }
@@ -199,5 +211,53 @@ impl NamedStates {
         };
         states.insert(key, named);
         Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overload::{QuotaHeaders, ResetFormat, hold_part};
+
+    /// A named server quota is one view of one quota: rules that name it must follow it and
+    /// read it alike, and the refusal names the setting, the scope and the other rule.
+    #[test]
+    fn a_named_server_quota_is_refused_with_other_settings() -> Result<(), Error> {
+        let named = NamedStates::new(None);
+        let crate::policy::Scope::Named(name) = crate::policy::Scope::named("openai")? else {
+            return Err(Error::invalid_config("Scope::named made another scope"));
+        };
+        let headers = || {
+            QuotaHeaders::named(
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            )
+            .reset_format(ResetFormat::Duration)
+        };
+        let setup = |config: ServerQuotaConfig| Setup::ServerQuota(config);
+        // The part is the guard's; any state shows what `get_or_make` hands back.
+        let make = || State::Hold(hold_part(Arc::from("name:openai"), None));
+        let chat: Arc<str> = Arc::from("chat");
+        let pace = ServerQuotaConfig::pace().headers(headers());
+        let kind = Kind::ServerQuota;
+        named.get_or_make(kind, &name, &chat, setup(pace.clone()), None, make)?;
+        let embed: Arc<str> = Arc::from("embeddings");
+        let same = named.get_or_make(kind, &name, &embed, setup(pace), None, make);
+        assert!(same.is_ok());
+        for other in [
+            ServerQuotaConfig::hold().headers(headers()),
+            ServerQuotaConfig::pace(),
+        ] {
+            let refused = named.get_or_make(kind, &name, &embed, setup(other), None, make);
+            let shown = refused.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                shown.contains(
+                    "server_quota: scope \"name:openai\" is one limit, and policy \"chat\" \
+                     names it with another server_quota"
+                ),
+                "{shown}"
+            );
+        }
+        Ok(())
     }
 }
