@@ -171,8 +171,9 @@ fn auto(headers: &HeaderMap, now: SystemTime) -> Option<Vec<Quota>> {
     slow(headers, &found, now)
 }
 
-/// An answer with at least one auto field.
-#[cold]
+/// An answer with at least one auto field (kept out of line, so that `auto`'s pass stays
+/// small).
+#[inline(never)]
 fn slow(headers: &HeaderMap, found: &Found<'_>, now: SystemTime) -> Option<Vec<Quota>> {
     if let Some(first) = found.ietf {
         let quotas = ietf(headers, first, found);
@@ -241,43 +242,29 @@ fn family_quota(family: &Family<'_>, names: FamilyNames, now: SystemTime) -> Opt
 
 /// The quotas of the IETF `RateLimit` field (its first line `first`), joined to
 /// `RateLimit-Policy`; empty when it has none (then the `*-RateLimit-*` families are read).
+///
+/// Each List is read by `sfv`'s visitor, member by member, straight into what is kept (a
+/// `Policy`, borrowing its name from the field; a `Quota`): no parsed tree is built, and
+/// the allocations are the returned `Vec`, each quota's name, and the policies' `Vec` when
+/// there is a `RateLimit-Policy`.
 fn ietf(headers: &HeaderMap, first: &HeaderValue, found: &Found<'_>) -> Vec<Quota> {
-    let limits = lines(headers, "ratelimit", first, found.ietf_lines);
-    let Some(limits) = list("ratelimit", &limits) else {
-        return Vec::new();
-    };
-    let policies = found
+    let policy_value = found
         .policy
         .map(|first| lines(headers, "ratelimit-policy", first, found.policy_lines));
-    let policies = policies
-        .as_deref()
-        .and_then(|policies| list("ratelimit-policy", policies))
-        .map(|policies| valid_policies("ratelimit-policy", policies))
-        .unwrap_or_default();
-
-    let mut quotas = Vec::with_capacity(limits.members.len());
-    let mut skipped: Option<(&'static str, usize)> = None;
-    for member in &limits.members {
-        match quota(member, &policies) {
-            Ok(Some(quota)) => quotas.push(quota),
-            // Not counted in requests: not ours to follow, not malformed either.
-            Ok(None) => {}
-            Err(reason) => {
-                let (_, count) = skipped.get_or_insert((reason, 0));
-                *count += 1;
-            }
+    let policies = match policy_value.as_deref() {
+        Some(value) => {
+            let policies = list("ratelimit-policy", value, Policies::default());
+            policies.map(|p| p.policies).unwrap_or_default()
         }
-    }
-    if let Some((reason, count)) = skipped {
-        tracing::debug!(
-            field = "ratelimit",
-            value = %Echo(first.as_bytes()),
-            reason,
-            skipped = count,
-            "quota field ignored in part: malformed"
-        );
-    }
-    quotas
+        None => Vec::new(),
+    };
+    let value = lines(headers, "ratelimit", first, found.ietf_lines);
+    let limits = Limits {
+        policies: &policies,
+        quotas: Vec::new(),
+        outcome: Outcome::default(),
+    };
+    list("ratelimit", &value, limits).map_or_else(Vec::new, |l| l.quotas)
 }
 
 /// A field's lines as one value: the first alone (borrowed), or all joined with `, `, as
@@ -301,11 +288,44 @@ fn lines<'a>(
     Cow::Owned(joined)
 }
 
-/// `value` parsed as a List of members, or `None` (with its DEBUG event) if it is not one.
-fn list<'de>(field: &'static str, value: &'de [u8]) -> Option<Members<'de>> {
-    match Parser::new(value).parse_list_with_visitor(Members::default()) {
-        Ok(members) => Some(members),
+/// `value` read as a List by `members`, with one DEBUG event if it is not a List (then
+/// `None`: the whole field is ignored) or if some of its members were skipped.
+fn list<'de, M: Members<'de>>(field: &'static str, value: &'de [u8], members: M) -> Option<M> {
+    match Parser::new(value).parse_list_with_visitor(ListOf(members)) {
+        Ok(ListOf(mut members)) => {
+            if let Some((reason, count)) = members.outcome().skipped {
+                tracing::debug!(
+                    field,
+                    value = %Echo(value),
+                    reason,
+                    skipped = count,
+                    "quota field ignored in part: malformed"
+                );
+            }
+            Some(members)
+        }
         Err(error) => ignored(field, value, &error.to_string()),
+    }
+}
+
+/// What a List's members are made into: `Policies` or `Limits`.
+trait Members<'de> {
+    /// One member, read: its name (or why it has none) and its parameters.
+    fn member(&mut self, name: Result<Cow<'de, str>, &'static str>, params: Params);
+    /// How many members were seen, and the first reason one was skipped.
+    fn outcome(&mut self) -> &mut Outcome;
+}
+
+#[derive(Default)]
+struct Outcome {
+    seen: usize,
+    skipped: Option<(&'static str, usize)>,
+}
+
+impl Outcome {
+    fn skip(&mut self, reason: &'static str) {
+        let (_, count) = self.skipped.get_or_insert((reason, 0));
+        *count += 1;
     }
 }
 
@@ -319,65 +339,91 @@ struct Policy<'de> {
     counts_requests: bool,
 }
 
-/// The well-formed policies of `RateLimit-Policy`; the others are dropped with one DEBUG
-/// event.
-fn valid_policies<'de>(field: &'static str, members: Members<'de>) -> Vec<Policy<'de>> {
-    let mut policies = Vec::with_capacity(members.members.len());
-    let mut skipped: Option<(&'static str, usize)> = None;
-    for member in &members.members {
-        match policy(member) {
-            Ok(policy) => policies.push(policy),
-            Err(reason) => {
-                let (_, count) = skipped.get_or_insert((reason, 0));
-                *count += 1;
-            }
-        }
-    }
-    if let Some((reason, count)) = skipped {
-        tracing::debug!(
-            field,
-            reason,
-            skipped = count,
-            "quota field ignored in part: malformed"
-        );
-    }
-    policies
+/// `RateLimit-Policy`'s well-formed policies.
+#[derive(Default)]
+struct Policies<'de> {
+    policies: Vec<Policy<'de>>,
+    outcome: Outcome,
 }
 
-fn policy<'de>(member: &Member<'de>) -> Result<Policy<'de>, &'static str> {
-    let name = member.name()?;
-    let quota = match &member.q {
-        Some(q) => non_negative(q).ok_or("`q` is not a non-negative integer")?,
-        None => return Err("a policy without `q`"),
+impl<'de> Members<'de> for Policies<'de> {
+    fn member(&mut self, name: Result<Cow<'de, str>, &'static str>, params: Params) {
+        match policy(name, params) {
+            Ok(policy) => self.policies.push(policy),
+            Err(reason) => self.outcome.skip(reason),
+        }
+    }
+
+    fn outcome(&mut self) -> &mut Outcome {
+        &mut self.outcome
+    }
+}
+
+fn policy<'de>(
+    name: Result<Cow<'de, str>, &'static str>,
+    params: Params,
+) -> Result<Policy<'de>, &'static str> {
+    let name = name?;
+    let quota = match params.q {
+        Param::Int(q) => u64::try_from(q).map_err(|_| "`q` is negative")?,
+        Param::Absent => return Err("a policy without `q`"),
+        Param::Wrong => return Err("`q` is not an integer"),
     };
-    let window = member
-        .w
-        .as_ref()
-        .map(|w| seconds(w).ok_or("`w` is not a non-negative integer"))
-        .transpose()?;
-    let counts_requests = match &member.qu {
-        None => true,
-        Some(BareItemFromInput::String(unit)) => unit.as_str() == "requests",
-        Some(_) => return Err("`qu` is not a string"),
+    let window = match params.w {
+        Param::Int(w) => Some(seconds(w).ok_or("`w` is negative")?),
+        Param::Absent => None,
+        Param::Wrong => return Err("`w` is not an integer"),
+    };
+    let counts_requests = match params.qu {
+        Unit::Absent | Unit::Requests => true,
+        Unit::Other => false,
+        Unit::Wrong => return Err("`qu` is not a string"),
     };
     Ok(Policy {
         name,
-        partition: member.partition()?,
+        partition: params.pk.into_key()?,
         quota,
         window,
         counts_requests,
     })
 }
 
+/// `RateLimit`'s members as quotas, joined to `policies`.
+struct Limits<'p, 'de> {
+    policies: &'p [Policy<'de>],
+    quotas: Vec<Quota>,
+    outcome: Outcome,
+}
+
+impl<'de> Members<'de> for Limits<'_, '_> {
+    fn member(&mut self, name: Result<Cow<'de, str>, &'static str>, params: Params) {
+        match quota(name, params, self.policies) {
+            Ok(Some(quota)) => self.quotas.push(quota),
+            // Not counted in requests: not ours to follow, not malformed either.
+            Ok(None) => {}
+            Err(reason) => self.outcome.skip(reason),
+        }
+    }
+
+    fn outcome(&mut self) -> &mut Outcome {
+        &mut self.outcome
+    }
+}
+
 /// The quota of one `RateLimit` member; `Ok(None)` when its policy counts something else
 /// than requests.
-fn quota(member: &Member<'_>, policies: &[Policy<'_>]) -> Result<Option<Quota>, &'static str> {
-    let name = member.name()?;
-    let remaining = match &member.r {
-        Some(r) => non_negative(r).ok_or("`r` is not a non-negative integer")?,
-        None => return Err("a member without `r`"),
+fn quota(
+    name: Result<Cow<'_, str>, &'static str>,
+    params: Params,
+    policies: &[Policy<'_>],
+) -> Result<Option<Quota>, &'static str> {
+    let name = name?;
+    let remaining = match params.r {
+        Param::Int(r) => u64::try_from(r).map_err(|_| "`r` is negative")?,
+        Param::Absent => return Err("a member without `r`"),
+        Param::Wrong => return Err("`r` is not an integer"),
     };
-    let partition = member.partition()?;
+    let partition = params.pk.into_key()?;
     let policy = policies.iter().find(|p| {
         p.name == name
             && match (&p.partition, &partition) {
@@ -388,11 +434,12 @@ fn quota(member: &Member<'_>, policies: &[Policy<'_>]) -> Result<Option<Quota>, 
     if policy.is_some_and(|p| !p.counts_requests) {
         return Ok(None);
     }
-    let reset = match &member.t {
-        Some(t) => seconds(t).ok_or("`t` is not a non-negative integer")?,
-        None => policy
+    let reset = match params.t {
+        Param::Int(t) => seconds(t).ok_or("`t` is negative")?,
+        Param::Absent => policy
             .and_then(|p| p.window)
             .ok_or("no `t`, and no `w` in its policy")?,
+        Param::Wrong => return Err("`t` is not an integer"),
     };
     Ok(Some(Quota {
         policy: Some(name.into()),
@@ -403,75 +450,80 @@ fn quota(member: &Member<'_>, policies: &[Policy<'_>]) -> Result<Option<Quota>, 
     }))
 }
 
-fn non_negative(item: &BareItemFromInput<'_>) -> Option<u64> {
-    let BareItemFromInput::Integer(value) = item else {
-        return None;
-    };
-    u64::try_from(i64::from(*value)).ok()
+/// Integer seconds, capped at [`MAX_RESET`]; `None` if negative.
+fn seconds(secs: i64) -> Option<Duration> {
+    let secs = u64::try_from(secs).ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RESET))
 }
 
-/// An Integer of seconds, capped at [`MAX_RESET`].
-fn seconds(item: &BareItemFromInput<'_>) -> Option<Duration> {
-    non_negative(item).map(|secs| Duration::from_secs(secs).min(MAX_RESET))
-}
-
-/// One member of a `RateLimit` or `RateLimit-Policy` List, as parsed: its name and the
-/// parameters read (kept as parsed, so that a repeated parameter's last value wins, as
-/// RFC 9651 asks, and its type is checked once, after).
+/// The parameters of one member that either field defines, as read: a repeated parameter's
+/// last value wins (RFC 9651), so types are checked once the member is read.
 #[derive(Default)]
-struct Member<'de> {
-    /// `None` for an inner list, which neither field has.
-    name: Option<BareItemFromInput<'de>>,
-    r: Option<BareItemFromInput<'de>>,
-    t: Option<BareItemFromInput<'de>>,
-    q: Option<BareItemFromInput<'de>>,
-    w: Option<BareItemFromInput<'de>>,
-    qu: Option<BareItemFromInput<'de>>,
-    pk: Option<BareItemFromInput<'de>>,
+struct Params {
+    r: Param,
+    t: Param,
+    q: Param,
+    w: Param,
+    qu: Unit,
+    pk: Key,
 }
 
-impl<'de> Member<'de> {
-    /// The policy's name: a String or a Token.
-    fn name(&self) -> Result<Cow<'de, str>, &'static str> {
-        match &self.name {
-            Some(BareItemFromInput::String(Cow::Borrowed(name))) => {
-                Ok(Cow::Borrowed(name.as_str()))
-            }
-            Some(BareItemFromInput::String(Cow::Owned(name))) => {
-                Ok(Cow::Owned(name.as_str().to_owned()))
-            }
-            Some(BareItemFromInput::Token(name)) => Ok(Cow::Borrowed(name.as_str())),
-            Some(_) => Err("a policy name that is not a string or a token"),
-            None => Err("an inner list"),
+/// An Integer parameter.
+#[derive(Default)]
+enum Param {
+    #[default]
+    Absent,
+    Int(i64),
+    Wrong,
+}
+
+/// `qu`, a String.
+#[derive(Default)]
+enum Unit {
+    #[default]
+    Absent,
+    Requests,
+    Other,
+    Wrong,
+}
+
+/// `pk`, a Byte Sequence.
+#[derive(Default)]
+enum Key {
+    #[default]
+    Absent,
+    Bytes(Vec<u8>),
+    Wrong,
+}
+
+impl Key {
+    fn into_key(self) -> Result<Option<Vec<u8>>, &'static str> {
+        match self {
+            Key::Absent => Ok(None),
+            Key::Bytes(key) => Ok(Some(key)),
+            Key::Wrong => Err("`pk` is not a byte sequence"),
         }
     }
-
-    fn partition(&self) -> Result<Option<Vec<u8>>, &'static str> {
-        match &self.pk {
-            None => Ok(None),
-            Some(BareItemFromInput::ByteSequence(key)) => Ok(Some(key.clone())),
-            Some(_) => Err("`pk` is not a byte sequence"),
-        }
-    }
 }
 
-/// The members of a List, read by `sfv`'s visitor: nothing is built but what a quota
-/// keeps (names and strings stay borrowed from the field unless escaped).
-#[derive(Default)]
-struct Members<'de> {
-    members: Vec<Member<'de>>,
-}
+/// Hands a List's members to `M`, at most [`MAX_POLICIES`] of them.
+struct ListOf<M>(M);
 
-impl<'de> ListVisitor<'de> for Members<'de> {
+impl<'de, M: Members<'de>> ListVisitor<'de> for ListOf<M> {
     type Out = Self;
     type Error = std::convert::Infallible;
 
     fn entry(&mut self) -> Result<impl EntryVisitor<'de>, Self::Error> {
-        if self.members.len() == MAX_POLICIES {
+        let outcome = self.0.outcome();
+        if outcome.seen == MAX_POLICIES {
             return Ok(None);
         }
-        self.members.push(Member::default());
-        Ok(self.members.last_mut().map(MemberVisitor))
+        outcome.seen += 1;
+        Ok(Some(MemberVisitor {
+            members: &mut self.0,
+            name: Err("no name"),
+            params: Params::default(),
+        }))
     }
 
     fn finish(self) -> Result<Self::Out, Self::Error> {
@@ -479,10 +531,14 @@ impl<'de> ListVisitor<'de> for Members<'de> {
     }
 }
 
-/// Fills one [`Member`].
-struct MemberVisitor<'a, 'de>(&'a mut Member<'de>);
+/// Reads one member, then hands it to its `Members`.
+struct MemberVisitor<'a, 'de, M> {
+    members: &'a mut M,
+    name: Result<Cow<'de, str>, &'static str>,
+    params: Params,
+}
 
-impl<'de> EntryVisitor<'de> for MemberVisitor<'_, 'de> {
+impl<'de, M: Members<'de>> EntryVisitor<'de> for MemberVisitor<'_, 'de, M> {
     type Error = std::convert::Infallible;
 
     fn item(self) -> Result<impl ItemVisitor<'de>, Self::Error> {
@@ -490,25 +546,32 @@ impl<'de> EntryVisitor<'de> for MemberVisitor<'_, 'de> {
     }
 
     fn inner_list(self) -> Result<impl InnerListVisitor<'de>, Self::Error> {
-        // Left without a name: `Member::name` says why it is skipped.
+        // Neither field has inner lists.
+        self.members.outcome().skip("an inner list");
         Ok(Ignored)
     }
 }
 
-impl<'de> ItemVisitor<'de> for MemberVisitor<'_, 'de> {
+impl<'de, M: Members<'de>> ItemVisitor<'de> for MemberVisitor<'_, 'de, M> {
     type Out = ();
     type Error = std::convert::Infallible;
 
     fn bare_item(
-        self,
+        mut self,
         bare_item: BareItemFromInput<'de>,
     ) -> Result<impl ParameterVisitor<'de, Out = Self::Out>, Self::Error> {
-        self.0.name = Some(bare_item);
+        // The policy's name: a String (revisions 09 to 11) or a Token (earlier examples).
+        self.name = match bare_item {
+            BareItemFromInput::String(Cow::Borrowed(name)) => Ok(Cow::Borrowed(name.as_str())),
+            BareItemFromInput::String(Cow::Owned(name)) => Ok(Cow::Owned(name.into())),
+            BareItemFromInput::Token(name) => Ok(Cow::Borrowed(name.as_str())),
+            _ => Err("a policy name that is not a string or a token"),
+        };
         Ok(self)
     }
 }
 
-impl<'de> ParameterVisitor<'de> for MemberVisitor<'_, 'de> {
+impl<'de, M: Members<'de>> ParameterVisitor<'de> for MemberVisitor<'_, 'de, M> {
     type Out = ();
     type Error = std::convert::Infallible;
 
@@ -517,21 +580,39 @@ impl<'de> ParameterVisitor<'de> for MemberVisitor<'_, 'de> {
         key: &'de KeyRef,
         value: BareItemFromInput<'de>,
     ) -> Result<(), Self::Error> {
-        let slot = match key.as_str() {
-            "r" => &mut self.0.r,
-            "t" => &mut self.0.t,
-            "q" => &mut self.0.q,
-            "w" => &mut self.0.w,
-            "qu" => &mut self.0.qu,
-            "pk" => &mut self.0.pk,
-            // Unknown parameters are ignored, as the draft asks.
-            _ => return Ok(()),
+        let integer = |value: &BareItemFromInput<'_>| match value {
+            BareItemFromInput::Integer(n) => Param::Int(i64::from(*n)),
+            _ => Param::Wrong,
         };
-        *slot = Some(value);
+        let params = &mut self.params;
+        match key.as_str() {
+            "r" => params.r = integer(&value),
+            "t" => params.t = integer(&value),
+            "q" => params.q = integer(&value),
+            "w" => params.w = integer(&value),
+            "qu" => {
+                params.qu = match &value {
+                    BareItemFromInput::String(unit) if unit.as_str() == "requests" => {
+                        Unit::Requests
+                    }
+                    BareItemFromInput::String(_) => Unit::Other,
+                    _ => Unit::Wrong,
+                }
+            }
+            "pk" => {
+                params.pk = match value {
+                    BareItemFromInput::ByteSequence(key) => Key::Bytes(key),
+                    _ => Key::Wrong,
+                }
+            }
+            // Unknown parameters are ignored, as the draft asks.
+            _ => {}
+        }
         Ok(())
     }
 
     fn finish(self) -> Result<Self::Out, Self::Error> {
+        self.members.member(self.name, self.params);
         Ok(())
     }
 }
@@ -560,7 +641,8 @@ fn named(
     )
 }
 
-#[cold]
+/// An answer with the remaining field (out of line, as auto's `slow`).
+#[inline(never)]
 fn named_slow(
     headers: &HeaderMap,
     remaining: &HeaderValue,
