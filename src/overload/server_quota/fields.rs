@@ -134,10 +134,13 @@ struct Family<'a> {
 /// One pass over the fields, not a `HeaderMap::get` per name: a `get` hashes the name and
 /// probes, and auto needs three (`RateLimit`, `X-RateLimit-Remaining`,
 /// `RateLimit-Remaining`) to know an answer has none, while the pass costs a first-byte
-/// test per field (no common field starts with `r` or `x`) and keeps the values it finds,
-/// so an answer that has them is not looked up again. Measured with callgrind (release,
-/// http 1.x) on a `content-type`, `content-length`, `date` answer: 124 instructions for
-/// the pass, 531 for the three `get`s; they meet near 15 fields.
+/// test per field (`content-*`, `date`, `server`, `cache-control`, … stop at it) and keeps
+/// the values it finds, so an answer that has them is not looked up again. Measured with
+/// callgrind (release) on a `content-type`, `content-length`, `date` answer: 124
+/// instructions for the bare pass against 531 for the three `get`s (they meet near 15
+/// fields), about 210 for the whole of `read`. With fields, `read` costs about 670 for
+/// the `X-RateLimit-*` three, and 2,400 for one IETF `RateLimit` member (sfv's parse is
+/// about 1,100 of it, the returned `Vec` and the policy's name about 400).
 fn auto(headers: &HeaderMap, now: SystemTime) -> Option<Vec<Quota>> {
     let mut found = Found::default();
     let mut any = false;
