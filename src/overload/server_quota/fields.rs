@@ -23,6 +23,15 @@
 //!    remaining and reset are both needed. With several lines of one of these, the first
 //!    counts.
 //!
+//! # Named fields
+//!
+//! An API's own names (`Names::Named`): its remaining field (an integer), its reset field
+//! as its `ResetFormat` says (`Seconds` from now, `Epoch` seconds, a Go `Duration` such as
+//! OpenAI's `6m0s`, `1h2m3.5s` or `250ms`, an `Rfc3339` timestamp such as Anthropic's
+//! `2026-12-07T10:00:00Z`, with fractions and `±hh:mm` offsets; none: by magnitude), and
+//! its limit field if named (the leading integer). An answer without the remaining field
+//! has no quota; one with it but no reset is malformed.
+//!
 //! # A reset read by magnitude
 //!
 //! A reset field that does not say its unit (auto, and named fields without a
@@ -40,7 +49,10 @@
 //! client for a day, after which the next answer says again. A malformed field (not a
 //! structured field, a negative number, text where a number goes, a remaining without a
 //! reset) is ignored with one DEBUG event naming it (and at most the first 64 bytes of its
-//! value): never an error, never a panic.
+//! value): never an error, never a panic. The event is `quota field ignored: malformed`
+//! (`field`, `value`, `reason`), or `quota field ignored in part: malformed` when only some
+//! members of an IETF List are (with `skipped`, their count, and the first one's
+//! `reason`). At most 16 IETF policies ([`MAX_POLICIES`]) are read from one field.
 
 use std::borrow::Cow;
 use std::fmt;
