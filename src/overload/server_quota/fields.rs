@@ -1327,6 +1327,12 @@ mod tests {
             ("x-ratelimit-limit", "lots"),
         ])?;
         assert_eq!(quotas, Some(vec![plain(3, secs(5.0), None)]));
+        // A malformed policy field leaves the quotas, without their limits.
+        let quotas = auto(&[
+            ("ratelimit-policy", "q=10"),
+            ("ratelimit", r#""a";r=1;t=1"#),
+        ])?;
+        assert_eq!(quotas, Some(vec![policy("a", 1, secs(1.0), None)]));
         // A malformed IETF field falls back to the family beside it.
         let quotas = auto(&[
             ("ratelimit", "limit=10"),
