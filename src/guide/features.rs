@@ -8,7 +8,7 @@
 //! | `http2` (default) | reqwest's HTTP/2, negotiated over TLS |
 //! | `charset` (default) | reqwest's `text()` decoding by the response's charset |
 //! | `system-proxy` (default) | reqwest reading proxies from the system's settings |
-//! | `config` (default) | policy files and `PolicyConfig` (`serde`, `toml`, `humantime`); without it, policies come from the builders |
+//! | `config` (default) | policy files and `PolicyConfig` (`serde`, `toml`); without it, policies come from the builders |
 //! | `testkit` | the fault server of [testing](super::testing) |
 //! | `reqwest-middleware` (default) | [`ResilientMiddleware`](crate::middleware::ResilientMiddleware) for `reqwest_middleware` |
 //! | `json`, `query`, `form`, `multipart` | reqwest's features, and [`RequestBuilder`](crate::RequestBuilder)'s setters of the same names; `json` also brings [`recv_json`](crate::RequestBuilder::recv_json), which reads the answer as JSON inside each attempt |
