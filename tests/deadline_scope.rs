@@ -10,11 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+use resilient_http::classify::{ClassifyLayer, DefaultClassifier};
 use resilient_http::deadline::{self, IncomingDeadlineLayer};
 use resilient_http::overload::RateLimitConfig;
 use resilient_http::policy::EndpointPolicy;
 use resilient_http::retry::RetryPolicy;
 use resilient_http::testkit::{FaultServer, Reply};
+use resilient_http::timeout::{AttemptTimeoutLayer, BACKSTOP_GRACE, TotalDeadlineLayer};
 use resilient_http::{Client, ErrorKind, GiveUp};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
@@ -189,6 +191,41 @@ async fn an_attempt_cut_short_by_the_caller_is_not_the_endpoints_failure() -> Te
     }
     // Both calls reached the server: the first did not open the breaker.
     assert_eq!(server.hits("/slow"), 2);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_total_deadline_layer_ends_by_the_callers_deadline() -> TestResult {
+    // Over a service that never answers: its own timer fires at the caller's deadline.
+    let never = service_fn(|_request: reqwest::Request| {
+        std::future::pending::<Result<reqwest::Response, resilient_http::Error>>()
+    });
+    let stack = ServiceBuilder::new()
+        .layer(TotalDeadlineLayer::new(30 * SECOND))
+        .service(never);
+    let request = reqwest::Request::new(http::Method::GET, "http://127.0.0.1:9/x".parse()?);
+    let started = Instant::now();
+    let result = deadline::scope(300 * MS, stack.oneshot(request)).await;
+    let err = result.err().ok_or("nothing answers")?;
+    assert_eq!(started.elapsed(), 300 * MS + BACKSTOP_GRACE);
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    assert!(err.deadline_inherited(), "{err}");
+    assert_eq!(err.timeout(), Some(300 * MS));
+    // Without its timer, over an attempt timeout and a real hang: the layers below are told.
+    let server = FaultServer::start().await?;
+    server.script("/slow", [Reply::hang()]);
+    let stack = ServiceBuilder::new()
+        .layer(TotalDeadlineLayer::new(30 * SECOND).without_backstop())
+        .layer(AttemptTimeoutLayer::new(10 * SECOND))
+        .layer(ClassifyLayer::new(DefaultClassifier))
+        .service(reqwest::Client::new());
+    let request = reqwest::Request::new(http::Method::GET, server.url("/slow").parse()?);
+    let started = Instant::now();
+    let result = deadline::scope(300 * MS, stack.oneshot(request)).await;
+    let err = result.err().ok_or("a hang cannot succeed")?;
+    assert_eq!(started.elapsed(), 300 * MS);
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    assert!(err.deadline_inherited(), "{err}");
     Ok(())
 }
 
