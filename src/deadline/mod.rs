@@ -20,12 +20,12 @@
 //! The scope is a tokio task-local: it does not cross [`tokio::spawn`]. Pass it on with
 //! [`remaining`]: `tokio::spawn(deadline::scope(left, work))`.
 
-mod layer;
+mod incoming;
 mod scope;
 // Skeleton: used by the outgoing and the incoming halves.
 #[allow(dead_code)]
 pub(crate) mod wire;
 
-pub use layer::{IncomingDeadline, IncomingDeadlineLayer};
+pub use incoming::{IncomingDeadline, IncomingDeadlineLayer};
 pub(crate) use scope::end;
 pub use scope::{Scope, remaining, scope, scope_until};
