@@ -26,7 +26,7 @@ use super::wire::{self, Format};
 /// constructor per source of the value, the header as a [`HeaderName`], options as
 /// chained setters, the service [`IncomingDeadline`] and its future [`Scope`].
 ///
-/// With hyper (axum's `Router` takes it the same way, `.layer(IncomingDeadlineLayer::..)`):
+/// With hyper (axum takes it the same way: `Router::new().route(..).layer(..)`):
 ///
 /// ```
 /// use std::convert::Infallible;
@@ -34,19 +34,44 @@ use super::wire::{self, Format};
 /// use http::{Request, Response};
 /// use hyper::body::Incoming;
 /// use resilient_http::deadline::{self, IncomingDeadlineLayer};
-/// use tower::ServiceBuilder;
+/// use tower::{ServiceBuilder, ServiceExt};
 ///
 /// async fn handler(_request: Request<Incoming>) -> Result<Response<String>, Infallible> {
 ///     // Every call made here with resilient-http ends by the caller's deadline.
 ///     let left = deadline::remaining();
-///     Ok(Response::new(format!("{left:?} left")))
+///     Ok(Response::new(format!("{left:?}")))
 /// }
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let service = ServiceBuilder::new()
 ///     .layer(IncomingDeadlineLayer::grpc_timeout().max(Duration::from_secs(30)))
 ///     .service_fn(handler);
-/// // Serve it with `hyper_util::service::TowerToHyperService::new(service)`.
-/// # let _ = service;
+///
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// tokio::spawn(async move {
+///     while let Ok((stream, _)) = listener.accept().await {
+///         // hyper calls by `&self`: each request gets its own copy of the tower service
+///         // (hyper-util's `TowerToHyperService`, feature `service`, does the same).
+///         let service = service.clone();
+///         let service = hyper::service::service_fn(move |request| service.clone().oneshot(request));
+///         let io = hyper_util::rt::TokioIo::new(stream);
+///         tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
+///     }
+/// });
+///
+/// // A caller that will wait 5 s.
+/// let answer = reqwest::Client::new()
+///     .get(format!("http://{addr}/"))
+///     .header("grpc-timeout", "5S")
+///     .send()
+///     .await?
+///     .text()
+///     .await?;
+/// assert!(answer.starts_with("Some(4."), "{answer}");
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Clone, Debug)]
 pub struct IncomingDeadlineLayer {
