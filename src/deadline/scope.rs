@@ -44,6 +44,9 @@ pub(crate) fn end() -> Option<Instant> {
 /// deadline is the caller's doing, which the circuit breaker does not count against the
 /// endpoint.
 ///
+/// A call inherits the scope it is first polled in (where its clock starts), so a call made
+/// inside a scope and awaited outside it inherits nothing.
+///
 /// **A task-local does not cross [`tokio::spawn`]**: a task spawned inside a scope starts
 /// outside it. Pass what is left on with [`remaining`]:
 /// `tokio::spawn(deadline::scope(left, work))`.
