@@ -346,6 +346,9 @@ struct Inner {
     policy: Option<std::sync::Arc<str>>,
     /// Why the call that ended with this error stopped; `None` outside a call.
     give_up: Option<GiveUp>,
+    /// The deadline that ended the call was its caller's, inherited from a
+    /// `deadline::scope`.
+    inherited: bool,
     #[source]
     source: Option<BoxError>,
 }
@@ -368,6 +371,7 @@ impl Error {
             detail: None,
             policy: None,
             give_up: None,
+            inherited: false,
             source: None,
         }))
     }
@@ -658,6 +662,21 @@ impl Error {
         self
     }
 
+    /// The deadline that ended the call was its caller's (see [`deadline_inherited`](Self::deadline_inherited)).
+    pub(crate) fn with_inherited_deadline(mut self) -> Self {
+        self.0.inherited = true;
+        self
+    }
+
+    /// Whether the call ran out of its caller's deadline, inherited from a
+    /// [`deadline::scope`](crate::deadline::scope) (or the
+    /// [`IncomingDeadlineLayer`](crate::deadline::IncomingDeadlineLayer)) that ended before
+    /// the call's own: then the endpoint was not too slow for the call, its caller was out
+    /// of time. Only for [`DeadlineExceeded`](ErrorKind::DeadlineExceeded) errors.
+    pub fn deadline_inherited(&self) -> bool {
+        self.0.inherited && self.0.kind == ErrorKind::DeadlineExceeded
+    }
+
     pub(crate) fn with_elapsed(mut self, elapsed: Duration) -> Self {
         self.0.elapsed = Some(elapsed);
         self
@@ -942,8 +961,18 @@ impl fmt::Display for Line<'_> {
             (Some(response), ErrorKind::Status) => write!(f, "{}", response.status())?,
             (_, kind) => write!(f, "{kind}")?,
         }
-        if let Some(limit) = e.limit {
-            write!(f, " after {}", Short(limit))?;
+        match (
+            e.limit,
+            e.inherited && e.kind == ErrorKind::DeadlineExceeded,
+        ) {
+            (Some(limit), true) if limit.is_zero() => {
+                f.write_str(": the caller's deadline (inherited) had passed")?;
+            }
+            (Some(limit), true) => {
+                write!(f, ": the caller's deadline (inherited), {}", Short(limit))?;
+            }
+            (Some(limit), false) => write!(f, " after {}", Short(limit))?,
+            (None, _) => {}
         }
         if let (None, Some(status)) = (&e.response, e.body_status) {
             write!(f, " while reading the body of a {status} response")?;
@@ -1027,6 +1056,10 @@ impl fmt::Debug for Inner {
             .field("detail", &e.detail.as_deref().map(redact::text))
             .field("policy", &e.policy)
             .field("give_up", &e.give_up)
+            .field(
+                "deadline_inherited",
+                &(e.inherited && e.kind == ErrorKind::DeadlineExceeded),
+            )
             .field("sent", &Error::sent_of(e))
             // The source's Debug could show more than we want (reqwest's shows its URL, which
             // is redacted by now); its Display is what a reader needs.

@@ -35,6 +35,9 @@
 //! call two routes under two rules, and one of them again under another endpoint key of the
 //! same server (`localhost`), on the paths with rules.
 //!
+//! The inherited-deadline scenarios run each call inside a `deadline::scope` (the caller's
+//! deadline, which caps the call's own), on every path.
+//!
 //! Time is paused: backoff, `Retry-After`, deadlines and hangs cost no real time.
 #![cfg(feature = "reqwest-middleware")]
 
@@ -46,6 +49,7 @@ use resilient_http::breaker::{BreakerConfig, CircuitBreakerLayer, Window};
 use resilient_http::classify::{
     Class, Classification, Classifier, ClassifyLayer, DefaultClassifier, classify_fn,
 };
+use resilient_http::deadline;
 use resilient_http::hedge::HedgeConfig;
 use resilient_http::middleware::ResilientMiddleware;
 use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
@@ -256,6 +260,8 @@ struct Scenario {
     refused: bool,
     headers: &'static [(&'static str, &'static str)],
     per_request: Option<PerRequest>,
+    /// Each call runs inside a `deadline::scope` of this limit: its caller's deadline.
+    scope: Option<Duration>,
     setup: Setup,
     /// The same request, this many times in a row through one client.
     calls: usize,
@@ -300,6 +306,7 @@ impl Scenario {
             refused: false,
             headers: &[],
             per_request: None,
+            scope: None,
             setup: Setup::default(),
             calls: 1,
             paths: ALL,
@@ -499,6 +506,30 @@ fn scenarios() -> Vec<Scenario> {
                 "hang under a request timeout",
                 Some(PerRequest::Timeout(SHORT)),
             )
+        },
+        // The caller's deadline (a `deadline::scope` around each call) caps the call's own
+        // 30 s: the hang ends at it, which the breaker ignores (the second call goes out).
+        Scenario {
+            calls: 2,
+            scope: Some(SHORT),
+            ..Scenario::get("hang under an inherited deadline", vec![Reply::hang()])
+                .setup(|s| s.strict_breaker = true)
+                .expect("2 hits: deadline transient maybe sent ×1 / deadline transient maybe sent ×1")
+        },
+        // A caller that has given up: the call fails at once, not sent.
+        Scenario {
+            scope: Some(Duration::ZERO),
+            ..Scenario::get("inherited deadline passed", vec![Reply::ok("x")])
+                .expect("0 hits: deadline transient never sent ×0")
+        },
+        // No retry waits past the caller's deadline either.
+        Scenario {
+            scope: Some(Duration::from_secs(5)),
+            ..Scenario::get(
+                "retry-after past the inherited deadline",
+                vec![Reply::status(429).retry_after_secs(10), Reply::ok("x")],
+            )
+            .expect("1 hit: status 429 transient delivered ×1")
         },
         Scenario {
             calls: 2,
@@ -812,6 +843,8 @@ enum Call {
         status: Option<u16>,
         retry_after: Option<String>,
         timeout: Option<Duration>,
+        /// Whether the deadline that ended the call was its caller's.
+        inherited: bool,
         /// `None` on the paths without policies.
         policy: Option<String>,
         history: Vec<Try>,
@@ -952,6 +985,7 @@ impl Normalize<'_> {
             status: err.status().map(|s| s.as_u16()),
             retry_after: err.retry_after().map(|d| self.time(d)),
             timeout: err.timeout(),
+            inherited: err.deadline_inherited(),
             policy: err.policy().map(str::to_owned),
             history: self.history(err.attempts()),
         }
@@ -1016,7 +1050,15 @@ fn plain_request(s: &Scenario, url: &str) -> reqwest::Request {
     request.build().unwrap()
 }
 
+/// A call of `s` on `path`, inside the scenario's deadline scope, if it has one.
 async fn call(s: &Scenario, path: Path, runner: &Runner, url: &str) -> Call {
+    match s.scope {
+        Some(limit) => deadline::scope(limit, call_unscoped(s, path, runner, url)).await,
+        None => call_unscoped(s, path, runner, url).await,
+    }
+}
+
+async fn call_unscoped(s: &Scenario, path: Path, runner: &Runner, url: &str) -> Call {
     let norm = Normalize { scenario: s };
     match (runner, path) {
         (Runner::Client(client), Service) => {

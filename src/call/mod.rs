@@ -290,12 +290,25 @@ impl<O: Success, S: Sender> Call<O, S> {
     /// endpoint's bulkhead, if any, then its first attempt.
     fn started(&mut self) -> Step<O> {
         match self.retry.begin() {
+            // Before the guards: a call its caller has given up on takes no place, no slot.
+            Ok(parked) if self.retry.caller_gave_up() => self.expired_at_once(parked),
             Ok(parked) => {
                 let gate = gate::enter(&mut self.retry, parked, self.breaker.as_deref());
                 self.gated(gate)
             }
             Err(error) => self.done(Err(error)),
         }
+    }
+
+    /// The caller's deadline had passed when the call began: it fails at once, not sent, as
+    /// an attempt with no time left does (see [`launch`](Self::launch)).
+    fn expired_at_once(&mut self, parked: Parked) -> Step<O> {
+        let error = match self.retry.take_request(parked) {
+            Ok((request, _out)) => expired(&request, Duration::ZERO),
+            Err(error) => error,
+        };
+        let error = self.retry.fail(error, GiveUp::Deadline);
+        self.done(Err(error))
     }
 
     /// The request for the next attempt is ready: once the endpoint's guards let it out
@@ -458,7 +471,7 @@ impl<O: Success, S: Sender> Call<O, S> {
         };
         let (limit, by_deadline) = attempt_limit(
             self.policy().attempt_timeout(),
-            self.retry.budget(),
+            self.retry.own_budget(),
             self.retry.time_left(now),
         );
         let mut attempt = Attempt {

@@ -321,11 +321,12 @@ impl RetryState {
             && !kept
             && policy.hedges()
             && (is_idempotent(request.method()) || request.headers().contains_key(IDEMPOTENCY_KEY));
-        let budget = call_budget(request.timeout().copied(), self.own_deadline);
-        if self.own_deadline.is_some() && self.budget_in_request {
-            *request.timeout_mut() = budget;
+        self.clock = CallClock::start(call_budget(request.timeout().copied(), self.own_deadline));
+        // The layers below a sorted sender find the budget in the request: a deadline of the
+        // call's own, or its caller's, which the request's own timeout does not know.
+        if (self.own_deadline.is_some() || self.clock.inherited()) && self.budget_in_request {
+            *request.timeout_mut() = self.clock.budget();
         }
-        self.clock = CallClock::start(budget);
         self.record.current.started = self.clock.started();
         self.record.observer.attempt_started(1, request);
         Ok(parked())
@@ -543,10 +544,16 @@ impl RetryState {
         self.clock.deadline()
     }
 
-    /// The call's whole time budget (see [`call_budget`]), once begun; `None` without a
-    /// deadline.
-    pub(crate) fn budget(&self) -> Option<Duration> {
-        self.clock.budget()
+    /// The call's own time budget (see [`call_budget`]), once begun, which its caller's
+    /// deadline does not change (see `CallClock::own_budget`); `None` without a deadline.
+    pub(crate) fn own_budget(&self) -> Option<Duration> {
+        self.clock.own_budget()
+    }
+
+    /// Whether the caller's deadline, inherited from a scope, had passed when the call
+    /// began: it fails at once, not sent.
+    pub(crate) fn caller_gave_up(&self) -> bool {
+        self.clock.caller_gave_up()
     }
 
     /// Leaves the budget out of the requests: the caller asks [`time_left`](Self::time_left).
@@ -612,7 +619,7 @@ impl RetryState {
             .with_policy(self.policy.name())
             .with_give_up(reason);
         let error = match self.clock.ends() {
-            Some((at, budget)) => call_ended(error, at, budget),
+            Some((at, budget)) => call_ended(error, at, budget, self.clock.inherited()),
             None => error,
         };
         self.record.observer.call_ended(

@@ -6,6 +6,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::TotalDeadlineFuture;
+use crate::deadline;
 use crate::error::Error;
 
 /// A call's clock: when it started and, if it has a time budget, when it must end.
@@ -15,12 +16,21 @@ use crate::error::Error;
 /// and the [`Retry`](crate::retry::Retry) layer) starts it in `RetryState::begin`, [`TotalDeadline`] when its future is first polled, both with
 /// [`CallClock::start`]. A future may wait long before it runs (futures collected and then
 /// run a few at a time, or queued behind a concurrency limit); that wait is not the call's.
+///
+/// **The caller's deadline caps it**: a call started inside a
+/// [`deadline::scope`](crate::deadline::scope) ends by the scope's end, when that comes before
+/// its own deadline (the deadline is then *inherited*). That is read here, once, at the
+/// call's start, for every path.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CallClock {
     started: Instant,
     // When the call must end, and the budget that led there; `None` without a budget (or with
     // one too large to reach).
     ends: Option<(Instant, Duration)>,
+    // The call's own budget, before the caller's deadline capped it.
+    own: Option<Duration>,
+    // Whether `ends` is the caller's deadline (a scope's end), not the call's own.
+    inherited: bool,
 }
 
 impl CallClock {
@@ -32,16 +42,37 @@ impl CallClock {
         CallClock {
             started: *ANY.get_or_init(Instant::now),
             ends: None,
+            own: None,
+            inherited: false,
         }
     }
 
-    /// Starts, now, the clock of a call whose time budget (see `call_budget`) is `budget`.
-    /// Called at the call's first poll.
+    /// Starts, now, the clock of a call whose own time budget (see `call_budget`) is
+    /// `budget`, capped by the caller's deadline if the call runs inside a scope. Called at
+    /// the call's first poll.
+    #[inline]
     pub(crate) fn start(budget: Option<Duration>) -> Self {
+        Self::start_within(budget, deadline::end())
+    }
+
+    /// [`start`](Self::start), for a caller whose deadline, if any, is `caller`.
+    pub(crate) fn start_within(budget: Option<Duration>, caller: Option<Instant>) -> Self {
         let started = Instant::now();
+        let own = budget.and_then(|budget| started.checked_add(budget).map(|at| (at, budget)));
+        // The caller's deadline wins a tie: the call ended because its caller's time ran out
+        // (a `TotalDeadline` above a `Retry` layer passes the same end down as its own).
+        let (ends, inherited) = match (own, caller) {
+            (Some((at, _)), Some(end)) if end <= at => {
+                (Some((end, end.saturating_duration_since(started))), true)
+            }
+            (None, Some(end)) => (Some((end, end.saturating_duration_since(started))), true),
+            (own, _) => (own, false),
+        };
         CallClock {
             started,
-            ends: budget.and_then(|budget| started.checked_add(budget).map(|at| (at, budget))),
+            ends,
+            own: budget,
+            inherited,
         }
     }
 
@@ -60,9 +91,28 @@ impl CallClock {
         self.ends.map(|(at, _)| at)
     }
 
-    /// The call's whole time budget, if it has one.
+    /// The call's whole time budget, if it has one: its own, or what was left of its
+    /// caller's deadline when it started, whichever is shorter.
     pub(crate) fn budget(&self) -> Option<Duration> {
         self.ends.map(|(_, budget)| budget)
+    }
+
+    /// The call's own budget, which the caller's deadline does not change: an attempt cut
+    /// short by the caller's deadline ends at that deadline (see `attempt_limit`), the
+    /// caller's doing, not the endpoint's.
+    pub(crate) fn own_budget(&self) -> Option<Duration> {
+        self.own
+    }
+
+    /// Whether the call must end by its caller's deadline, which comes first.
+    pub(crate) fn inherited(&self) -> bool {
+        self.inherited
+    }
+
+    /// Whether the caller's deadline had passed when the call started: it fails at once,
+    /// not sent.
+    pub(crate) fn caller_gave_up(&self) -> bool {
+        self.inherited && self.budget().is_some_and(|budget| budget.is_zero())
     }
 
     /// What is left of the budget at `now`; `None` without one.
@@ -159,12 +209,23 @@ where
     }
 
     fn call(&mut self, mut request: reqwest::Request) -> Self::Future {
-        let budget = super::call_budget(request.timeout().copied(), Some(self.deadline))
+        let mut budget = super::call_budget(request.timeout().copied(), Some(self.deadline))
             .unwrap_or(self.deadline);
+        // The caller's deadline, if the call runs inside a scope, caps what the layers below
+        // are given. Read here, where the budget goes into the request; outside a scope this
+        // reads no clock.
+        let caller = deadline::end();
+        let mut inherited = false;
+        if caller.is_some() {
+            let clock = CallClock::start_within(Some(budget), caller);
+            if let (true, Some(capped)) = (clock.inherited(), clock.budget()) {
+                (budget, inherited) = (capped, true);
+            }
+        }
         *request.timeout_mut() = Some(budget);
         let context = self
             .backstop
             .then(|| (request.method().clone(), request.url().clone()));
-        TotalDeadlineFuture::new(self.inner.call(request), context, budget)
+        TotalDeadlineFuture::new(self.inner.call(request), context, budget, inherited)
     }
 }

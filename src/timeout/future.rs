@@ -146,6 +146,8 @@ pin_project! {
         // and reads no clock.
         backstop: Option<Box<Backstop>>,
         budget: Duration,
+        // Whether `budget` is what was left of the caller's deadline (a `deadline::scope`).
+        inherited: bool,
     }
 }
 
@@ -161,7 +163,10 @@ impl Backstop {
     /// Starts the timer with the call's clock, once.
     fn arm(&mut self, budget: Duration) {
         if self.timer.is_none() {
-            let started = CallClock::start(Some(budget)).started();
+            // The caller's deadline, if the call runs inside a scope, caps the budget here too.
+            let clock = CallClock::start(Some(budget));
+            let started = clock.started();
+            let budget = clock.budget().unwrap_or(budget);
             let sleep = Box::pin(sleep_until(backstop_at(started, budget)));
             self.timer = Some((sleep, started));
         }
@@ -184,7 +189,12 @@ impl Backstop {
 }
 
 impl<F> TotalDeadlineFuture<F> {
-    pub(super) fn new(inner: F, backstop: Option<(Method, Url)>, budget: Duration) -> Self {
+    pub(super) fn new(
+        inner: F,
+        backstop: Option<(Method, Url)>,
+        budget: Duration,
+        inherited: bool,
+    ) -> Self {
         TotalDeadlineFuture {
             inner,
             backstop: backstop.map(|(method, url)| {
@@ -195,6 +205,7 @@ impl<F> TotalDeadlineFuture<F> {
                 })
             }),
             budget,
+            inherited,
         }
     }
 }
@@ -225,7 +236,7 @@ where
                 ran_out(Clock::Deadline, Delivery::MaybeSent, None)
             }
         };
-        let error = with_budget(error, *this.budget);
+        let error = with_budget(error, *this.budget, *this.inherited);
         let error = match this.backstop.as_deref() {
             Some(backstop) => backstop.name(error),
             None => error,

@@ -32,6 +32,14 @@
 //! your own sees only what is left of it, so give it an attempt timeout no longer than your
 //! deadline.
 //!
+//! ## The caller's deadline
+//!
+//! A call made inside a [`deadline::scope`](crate::deadline::scope) (a server handler whose
+//! own caller will wait only so long) has its budget capped at the scope's end, read once at
+//! the call's start on every path; the request's timeout then carries the capped budget to
+//! the layers below, as above. An attempt cut short by the caller's deadline is the
+//! caller's doing, which the breaker ignores.
+//!
 //! ## What a timeout error is
 //!
 //! Its kind, class, delivery and limit are decided in one place for every way time runs out (the attempt's clock or the deadline's, before, while or after the request

@@ -78,15 +78,20 @@ pub(crate) fn timed_out(error: Error, limit: Duration, by_deadline: bool) -> Err
     }
 }
 
-/// The final error of a call with `budget` that ends at `deadline`: one that ended at the
-/// deadline says so, with the whole budget as its limit, even when its last attempt timed out
-/// on its own clock (which the breaker counted as the endpoint's failure, and which its
-/// history keeps).
-pub(crate) fn call_ended(error: Error, deadline: Instant, budget: Duration) -> Error {
+/// The final error of a call with `budget` that ends at `deadline` (its caller's if
+/// `inherited`): one that ended at the deadline says so, with the whole budget as its limit,
+/// even when its last attempt timed out on its own clock (which the breaker counted as the
+/// endpoint's failure, and which its history keeps).
+pub(crate) fn call_ended(
+    error: Error,
+    deadline: Instant,
+    budget: Duration,
+    inherited: bool,
+) -> Error {
     let at_deadline = error.kind() == Clock::Deadline.kind()
         || (error.kind() == Clock::Attempt.kind() && Instant::now() + DEADLINE_SLACK >= deadline);
     if at_deadline {
-        with_budget(past_deadline(error), budget)
+        with_budget(past_deadline(error), budget, inherited)
     } else {
         error
     }
@@ -99,10 +104,15 @@ pub(crate) fn past_deadline(error: Error) -> Error {
 }
 
 /// `error` with the call's `budget` as its limit if it is a deadline error: a deadline
-/// error's limit is the whole budget, whichever attempt met it.
-pub(crate) fn with_budget(error: Error, budget: Duration) -> Error {
-    if error.kind() == Clock::Deadline.kind() {
-        error.with_limit(budget)
+/// error's limit is the whole budget, whichever attempt met it. `inherited`: the budget was
+/// what was left of the caller's deadline, which the error then names.
+pub(crate) fn with_budget(error: Error, budget: Duration, inherited: bool) -> Error {
+    if error.kind() != Clock::Deadline.kind() {
+        return error;
+    }
+    let error = error.with_limit(budget);
+    if inherited {
+        error.with_inherited_deadline()
     } else {
         error
     }
@@ -213,7 +223,7 @@ mod tests {
         let now = Instant::now();
         let budget = 100 * MS;
         // Its last attempt timed out on its own clock, at the deadline: the history keeps it.
-        let last = call_ended(attempt_error(ErrorKind::AttemptTimeout), now, budget);
+        let last = call_ended(attempt_error(ErrorKind::AttemptTimeout), now, budget, false);
         assert_eq!(last.kind(), ErrorKind::DeadlineExceeded);
         assert_eq!(last.timeout(), Some(budget));
         assert_eq!(
@@ -225,6 +235,7 @@ mod tests {
             attempt_error(ErrorKind::AttemptTimeout),
             now + DEADLINE_SLACK / 2,
             budget,
+            false,
         );
         assert_eq!(near.kind(), ErrorKind::DeadlineExceeded);
         // Clearly before it, the attempt timed out on its own.
@@ -232,6 +243,7 @@ mod tests {
             attempt_error(ErrorKind::AttemptTimeout).with_limit(MS),
             now + 10_000 * MS,
             budget,
+            false,
         );
         assert_eq!(early.kind(), ErrorKind::AttemptTimeout);
         assert_eq!(early.timeout(), Some(MS));
@@ -240,9 +252,15 @@ mod tests {
             ran_out(Clock::Deadline, Delivery::NotSent, Some(MS)),
             now + 10_000 * MS,
             budget,
+            false,
         );
         assert_eq!(cut.timeout(), Some(budget));
-        let reset = call_ended(attempt_error(ErrorKind::ConnectionClosed), now, budget);
+        let reset = call_ended(
+            attempt_error(ErrorKind::ConnectionClosed),
+            now,
+            budget,
+            false,
+        );
         assert_eq!(facts(&reset).0, ErrorKind::ConnectionClosed);
         assert_eq!(reset.timeout(), None);
     }
@@ -265,8 +283,59 @@ mod tests {
     #[test]
     fn only_a_deadline_error_takes_the_budget_as_its_limit() {
         let deadline = ran_out(Clock::Deadline, Delivery::MaybeSent, Some(MS));
-        assert_eq!(with_budget(deadline, 9 * MS).timeout(), Some(9 * MS));
+        assert_eq!(with_budget(deadline, 9 * MS, false).timeout(), Some(9 * MS));
         let attempt = ran_out(Clock::Attempt, Delivery::MaybeSent, Some(MS));
-        assert_eq!(with_budget(attempt, 9 * MS).timeout(), Some(MS));
+        assert_eq!(with_budget(attempt, 9 * MS, true).timeout(), Some(MS));
+    }
+
+    #[test]
+    fn a_call_that_ended_at_its_callers_deadline_names_it() {
+        let now = Instant::now();
+        let own = call_ended(
+            attempt_error(ErrorKind::AttemptTimeout),
+            now,
+            800 * MS,
+            false,
+        );
+        assert!(!own.deadline_inherited());
+        assert!(
+            own.to_string().contains("deadline exceeded after 800.0ms"),
+            "{own}"
+        );
+        let caller = call_ended(
+            attempt_error(ErrorKind::AttemptTimeout),
+            now,
+            800 * MS,
+            true,
+        );
+        assert_eq!(caller.kind(), ErrorKind::DeadlineExceeded);
+        assert!(caller.deadline_inherited());
+        assert_eq!(caller.timeout(), Some(800 * MS));
+        assert!(
+            caller
+                .to_string()
+                .contains("deadline exceeded: the caller's deadline (inherited), 800.0ms"),
+            "{caller}"
+        );
+        let passed = with_budget(
+            ran_out(Clock::Deadline, Delivery::NotSent, None),
+            Duration::ZERO,
+            true,
+        );
+        assert!(
+            passed
+                .to_string()
+                .contains("the caller's deadline (inherited) had passed"),
+            "{passed}"
+        );
+        // An error that did not end at the deadline names no deadline, inherited or not.
+        let early = call_ended(
+            attempt_error(ErrorKind::AttemptTimeout).with_limit(MS),
+            now + 10_000 * MS,
+            800 * MS,
+            true,
+        );
+        assert!(!early.deadline_inherited());
+        assert!(!early.to_string().contains("caller"), "{early}");
     }
 }
