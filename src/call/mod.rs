@@ -436,7 +436,8 @@ impl<O: Success, S: Sender> Call<O, S> {
         out: Out,
     ) -> Result<(Attempt, S::Future), Unsent> {
         if S::SORTED {
-            // The layers below keep the breaker and bound the attempt (see `Sender::SORTED`).
+            // The layers below keep the breaker and bound the attempt (see `Sender::SORTED`),
+            // so they alone know its limit.
             let attempt = Attempt {
                 out,
                 permit: None,
@@ -456,11 +457,18 @@ impl<O: Success, S: Sender> Call<O, S> {
                 }
             },
         };
+        let policy = self.policy();
         let (limit, by_deadline) = attempt_limit(
-            self.policy().attempt_timeout(),
+            policy.attempt_timeout(),
             self.retry.budget(),
             self.retry.time_left(now),
         );
+        // With deadline propagation the server is told the limit less a margin, and an
+        // attempt with nothing left after it is not sent (see `deadline::Propagate::stamp`).
+        let sendable = match policy.propagate() {
+            None => !limit.is_zero(),
+            Some(propagate) => propagate.stamp(request.headers_mut(), limit),
+        };
         let mut attempt = Attempt {
             out,
             permit,
@@ -468,7 +476,7 @@ impl<O: Success, S: Sender> Call<O, S> {
             limit,
             by_deadline,
         };
-        if limit.is_zero() {
+        if !sendable {
             let out = attempt.end(breaker, Verdict::Ignored);
             return Err(Unsent::Expired(expired(&request, limit), out));
         }

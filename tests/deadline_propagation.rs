@@ -1,0 +1,320 @@
+//! Deadline propagation, outgoing (`propagate_deadline`): what the server sees on each attempt
+//! and hedge, through the client, the reqwest-middleware adapter and `ResilientLayer`, against
+//! the loopback fault server with tokio's clock paused (every limit below is exact virtual
+//! time); and the setting in the builder and in policy files.
+#![cfg(all(feature = "reqwest-middleware", feature = "config"))]
+
+use std::time::Duration;
+
+use http::Method;
+use resilient_http::deadline::DeadlineHeader;
+use resilient_http::hedge::HedgeConfig;
+use resilient_http::policy::EndpointPolicy;
+use resilient_http::retry::{Jitter, RetryPolicy};
+use resilient_http::testkit::{FaultServer, Reply};
+use resilient_http::{Client, ClientBuilder, Delivery, ErrorKind, ResilientLayer};
+use tower::{ServiceBuilder, ServiceExt};
+
+mod common;
+use common::{Caller, MS, SECOND, Via};
+
+const MILLIS: &str = "x-request-timeout-ms";
+
+/// The two formats: gRPC's, and milliseconds in a header of the caller's choosing.
+fn formats() -> [DeadlineHeader; 2] {
+    [
+        DeadlineHeader::grpc_timeout(),
+        DeadlineHeader::millis(MILLIS),
+    ]
+}
+
+/// The limit a header value says, read independently of the library's codec.
+fn limit_of(name: &str, value: &str) -> Duration {
+    if name == "grpc-timeout" {
+        let (count, unit) = value.split_at(value.len() - 1);
+        let count: u64 = count.parse().unwrap();
+        match unit {
+            "H" => Duration::from_secs(count * 3600),
+            "M" => Duration::from_secs(count * 60),
+            "S" => Duration::from_secs(count),
+            "m" => Duration::from_millis(count),
+            "u" => Duration::from_micros(count),
+            "n" => Duration::from_nanos(count),
+            _ => panic!("unit of {value:?}"),
+        }
+    } else {
+        Duration::from_millis(value.parse().unwrap())
+    }
+}
+
+/// The limit each request to `path` carried, in the order they came; `None` for a request
+/// without the header. A request with two values of it fails the test.
+fn seen(server: &FaultServer, path: &str, header: &DeadlineHeader) -> Vec<Option<Duration>> {
+    let name = header.name().unwrap();
+    server
+        .requests(path)
+        .iter()
+        .map(|request| {
+            let values: Vec<_> = request.headers.get_all(name).iter().collect();
+            assert!(values.len() <= 1, "one value, not {values:?}");
+            values
+                .first()
+                .map(|v| limit_of(name.as_str(), v.to_str().unwrap()))
+        })
+        .collect()
+}
+
+/// 500 ms attempts within a 2 s deadline, `attempts` of them, 175 ms apart (no jitter).
+fn builder(attempts: u32, policy: EndpointPolicy) -> ClientBuilder {
+    let retry = RetryPolicy::builder()
+        .max_attempts(attempts)
+        .backoff_base(175 * MS)
+        .backoff_multiplier(1.0)
+        .jitter(Jitter::None)
+        .build()
+        .unwrap();
+    Client::builder()
+        .retry(retry)
+        .no_circuit_breaker()
+        .default_policy(policy.attempt_timeout(500 * MS).deadline(2 * SECOND))
+}
+
+/// A `ResilientLayer` caller beside the two of `common`.
+enum Path {
+    Via(Via),
+    Tower,
+}
+
+const PATHS: [Path; 3] = [
+    Path::Via(Via::Client),
+    Path::Via(Via::Middleware),
+    Path::Tower,
+];
+
+impl Path {
+    async fn get(
+        &self,
+        builder: ClientBuilder,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<u16, resilient_http::Error> {
+        match self {
+            Path::Via(via) => Caller::new(*via, builder)
+                .send(Method::GET, url, headers)
+                .await
+                .map(|answer| answer.status),
+            Path::Tower => {
+                let layer = ResilientLayer::new(builder).unwrap();
+                let service = ServiceBuilder::new()
+                    .layer(layer)
+                    .service(reqwest::Client::new());
+                let mut request = reqwest::Request::new(Method::GET, url.parse().unwrap());
+                for (name, value) in headers {
+                    request.headers_mut().insert(
+                        http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                        http::HeaderValue::from_str(value).unwrap(),
+                    );
+                }
+                let response = service.oneshot(request).await?;
+                Ok(response.status().as_u16())
+            }
+        }
+    }
+}
+
+/// 503, 503, then attempts that hang past their 500 ms: each of the first four is told its
+/// 500 ms less the margin (480 ms); the fifth starts at 1.7 s (0, 175, 350, 1025 after a hang,
+/// 1700 after another) with 300 ms of the deadline left, and is told 280 ms.
+#[tokio::test(start_paused = true)]
+async fn each_attempt_carries_its_own_limit_on_every_path() {
+    for header in formats() {
+        for path in PATHS {
+            let server = FaultServer::start().await.unwrap();
+            let replies = [Reply::status(503), Reply::status(503), Reply::hang()];
+            server.script("/work", replies);
+            let policy = EndpointPolicy::new().propagate_deadline(header.clone());
+            let err = path
+                .get(builder(5, policy), &server.url("/work"), &[])
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{err}");
+            let seen = seen(&server, "/work", &header);
+            assert_eq!(seen.len(), 5, "{header:?}: {seen:?}");
+            for limit in &seen[..4] {
+                let limit = limit.unwrap();
+                assert!(
+                    limit <= 500 * MS && limit >= 400 * MS,
+                    "{header:?}: {seen:?}"
+                );
+            }
+            let last = seen[4].unwrap();
+            assert!(last <= 300 * MS && last >= 250 * MS, "{header:?}: {seen:?}");
+        }
+    }
+}
+
+/// A hedge sent 200 ms into a 600 ms call has 400 ms left: it is told less than the first
+/// attempt, which had its whole 500 ms.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_carries_its_own_smaller_limit() {
+    for header in formats() {
+        for path in PATHS {
+            let server = FaultServer::start().await.unwrap();
+            server.script("/slow", [Reply::hang(), Reply::ok("hedge")]);
+            let policy = EndpointPolicy::new()
+                .propagate_deadline(header.clone())
+                .hedge(HedgeConfig::new(200 * MS, 1))
+                .deadline(600 * MS);
+            let builder =
+                builder(1, EndpointPolicy::new()).default_policy(policy.attempt_timeout(500 * MS));
+            let status = path.get(builder, &server.url("/slow"), &[]).await.unwrap();
+            assert_eq!(status, 200);
+            let seen = seen(&server, "/slow", &header);
+            assert_eq!(seen.len(), 2, "{seen:?}");
+            let (first, hedge) = (seen[0].unwrap(), seen[1].unwrap());
+            assert!(first <= 500 * MS && first >= 450 * MS, "{seen:?}");
+            assert!(hedge <= 400 * MS && hedge >= 350 * MS, "{seen:?}");
+        }
+    }
+}
+
+/// The caller's own value of the header is replaced, on every path: the server reads one.
+#[tokio::test(start_paused = true)]
+async fn a_callers_own_header_is_replaced() {
+    for header in formats() {
+        for path in PATHS {
+            let server = FaultServer::start().await.unwrap();
+            let policy = EndpointPolicy::new().propagate_deadline(header.clone());
+            let name = header.name().unwrap().as_str();
+            let own = if name == "grpc-timeout" {
+                "99S"
+            } else {
+                "99000"
+            };
+            let status = path
+                .get(builder(1, policy), &server.url("/own"), &[(name, own)])
+                .await
+                .unwrap();
+            assert_eq!(status, 200);
+            let seen = seen(&server, "/own", &header);
+            assert_eq!(seen, [Some(480 * MS)], "{header:?}");
+        }
+    }
+}
+
+/// An attempt whose limit is not above the margin is not sent: the server would be told to
+/// give up at once. The call ends as one the deadline left no time for.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_with_nothing_left_after_the_margin_is_not_sent() {
+    for path in [Via::Client, Via::Middleware] {
+        let server = FaultServer::start().await.unwrap();
+        let policy = EndpointPolicy::new().propagate_deadline(DeadlineHeader::grpc_timeout());
+        let caller = Caller::new(path, builder(3, policy));
+        let err = caller
+            .get(&server.url("/late"), Some(15 * MS))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{err}");
+        assert_eq!(err.delivery(), Delivery::NotSent, "{err}");
+        assert_eq!(server.hits("/late"), 0);
+    }
+}
+
+/// Off by default: no header, and a caller's own goes out untouched.
+#[tokio::test(start_paused = true)]
+async fn off_by_default() {
+    let server = FaultServer::start().await.unwrap();
+    let caller = Caller::new(Via::Client, builder(1, EndpointPolicy::new()));
+    caller
+        .send(Method::GET, &server.url("/plain"), &[(MILLIS, "7")])
+        .await
+        .unwrap();
+    let header = DeadlineHeader::grpc_timeout();
+    assert_eq!(seen(&server, "/plain", &header), [None]);
+    let own = seen(&server, "/plain", &DeadlineHeader::millis(MILLIS));
+    assert_eq!(own, [Some(7 * MS)]);
+}
+
+/// The file's keys: a header name (gRPC's format for `grpc-timeout`), a margin, and `false`
+/// in a rule that turns the default's off.
+#[tokio::test(start_paused = true)]
+async fn the_policy_file_sets_the_header_and_the_margin() {
+    let server = FaultServer::start().await.unwrap();
+    let file = r#"
+        [default]
+        attempt_timeout = "500ms"
+        propagate_deadline = "x-envoy-expected-rq-timeout-ms"
+        propagate_deadline_margin = "50ms"
+
+        [[endpoint]]
+        name = "grpc"
+        match = { path = "/grpc" }
+        propagate_deadline = "grpc-timeout"
+
+        [[endpoint]]
+        name = "quiet"
+        match = { path = "/quiet" }
+        propagate_deadline = false
+    "#;
+    let client = Client::builder().config_toml(file).build().unwrap();
+    for path in ["/envoy", "/grpc", "/quiet"] {
+        client.get(server.url(path)).send().await.unwrap();
+    }
+    let envoy = DeadlineHeader::millis("x-envoy-expected-rq-timeout-ms");
+    assert_eq!(seen(&server, "/envoy", &envoy), [Some(450 * MS)]);
+    let grpc = DeadlineHeader::grpc_timeout();
+    assert_eq!(seen(&server, "/grpc", &grpc), [Some(450 * MS)]);
+    assert_eq!(seen(&server, "/quiet", &envoy), [None]);
+    assert_eq!(seen(&server, "/quiet", &grpc), [None]);
+}
+
+/// Each mistake names the file, the line and the key (or, from the builder, the setting).
+#[test]
+fn mistakes_name_the_setting_and_where_it_is() {
+    let refused = |text: &str| {
+        Client::builder()
+            .config_toml(text)
+            .build()
+            .unwrap_err()
+            .to_string()
+    };
+    let bad_name = refused("[default]\nmax_attempts = 2\npropagate_deadline = \"x timeout\"\n");
+    assert!(
+        bad_name.contains("<config_toml>:3") && bad_name.contains("\"propagate_deadline\""),
+        "{bad_name}"
+    );
+    assert!(bad_name.contains("not a header name"), "{bad_name}");
+    let on = refused("[default]\npropagate_deadline = true\n");
+    assert!(
+        on.contains("<config_toml>:2") && on.contains("name it"),
+        "{on}"
+    );
+    let margin = refused(
+        "[default]\npropagate_deadline = \"grpc-timeout\"\npropagate_deadline_margin = \"2m\"\n",
+    );
+    assert!(
+        margin.contains("<config_toml>:3") && margin.contains("\"propagate_deadline_margin\""),
+        "{margin}"
+    );
+    assert!(margin.contains("at most 1m"), "{margin}");
+    let above = refused(
+        "[default]\nattempt_timeout = \"100ms\"\npropagate_deadline = \"grpc-timeout\"\n\
+         propagate_deadline_margin = \"100ms\"\n",
+    );
+    assert!(
+        above.contains("<config_toml>:4") && above.contains("must be below attempt_timeout"),
+        "{above}"
+    );
+
+    let built = |header: DeadlineHeader| {
+        Client::builder()
+            .default_policy(EndpointPolicy::new().propagate_deadline(header))
+            .build()
+            .unwrap_err()
+    };
+    let err = built(DeadlineHeader::millis("x timeout"));
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(err.to_string().contains("propagate_deadline"), "{err}");
+    let err = built(DeadlineHeader::millis("grpc-timeout"));
+    assert!(err.to_string().contains("grpc_timeout()"), "{err}");
+}
