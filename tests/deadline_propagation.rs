@@ -1,5 +1,6 @@
 //! Deadline propagation, outgoing (`propagate_deadline`): what the server sees on each attempt
-//! and hedge, through the client, the reqwest-middleware adapter and `ResilientLayer`, against
+//! and hedge, through the client, the reqwest-middleware adapter, `ResilientLayer` and the
+//! public layers (`PropagateDeadlineLayer` under the retry layer), against
 //! the loopback fault server with tokio's clock paused (every limit below is exact virtual
 //! time); and the setting in the builder and in policy files.
 #![cfg(all(feature = "reqwest-middleware", feature = "config"))]
@@ -7,12 +8,15 @@
 use std::time::Duration;
 
 use http::Method;
-use resilient_http::deadline::DeadlineHeader;
+use resilient_http::classify::{ClassifyLayer, DefaultClassifier};
+use resilient_http::deadline::{DeadlineHeader, PropagateDeadlineLayer};
 use resilient_http::hedge::HedgeConfig;
 use resilient_http::policy::EndpointPolicy;
-use resilient_http::retry::{Jitter, RetryPolicy};
+use resilient_http::retry::{Jitter, RetryLayer, RetryPolicy};
 use resilient_http::testkit::{FaultServer, Reply};
-use resilient_http::{Client, ClientBuilder, Delivery, ErrorKind, ResilientLayer};
+use resilient_http::timeout::{AttemptTimeoutLayer, TotalDeadlineLayer};
+use resilient_http::{Client, ClientBuilder, Delivery, Error, ErrorKind, ResilientLayer};
+use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
 
 mod common;
@@ -64,61 +68,105 @@ fn seen(server: &FaultServer, path: &str, header: &DeadlineHeader) -> Vec<Option
         .collect()
 }
 
-/// 500 ms attempts within a 2 s deadline, `attempts` of them, 175 ms apart (no jitter).
-fn builder(attempts: u32, policy: EndpointPolicy) -> ClientBuilder {
-    let retry = RetryPolicy::builder()
-        .max_attempts(attempts)
-        .backoff_base(175 * MS)
-        .backoff_multiplier(1.0)
-        .jitter(Jitter::None)
-        .build()
-        .unwrap();
-    Client::builder()
-        .retry(retry)
-        .no_circuit_breaker()
-        .default_policy(policy.attempt_timeout(500 * MS).deadline(2 * SECOND))
+/// What every path is set up with: 500 ms attempts within `deadline`, `attempts` of them,
+/// 175 ms apart (no jitter), hedged if `hedge`, propagated in `header`.
+struct Setup {
+    header: DeadlineHeader,
+    attempts: u32,
+    deadline: Duration,
+    hedge: Option<HedgeConfig>,
 }
 
-/// A `ResilientLayer` caller beside the two of `common`.
+impl Setup {
+    fn new(header: &DeadlineHeader, attempts: u32) -> Self {
+        Setup {
+            header: header.clone(),
+            attempts,
+            deadline: 2 * SECOND,
+            hedge: None,
+        }
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        let retry = RetryPolicy::builder()
+            .max_attempts(self.attempts)
+            .backoff_base(175 * MS)
+            .backoff_multiplier(1.0)
+            .jitter(Jitter::None);
+        match self.hedge {
+            Some(hedge) => retry.hedge(hedge),
+            None => retry,
+        }
+        .build()
+        .unwrap()
+    }
+
+    fn builder(&self) -> ClientBuilder {
+        Client::builder()
+            .retry(self.retry())
+            .no_circuit_breaker()
+            .default_policy(
+                EndpointPolicy::new()
+                    .attempt_timeout(500 * MS)
+                    .deadline(self.deadline)
+                    .propagate_deadline(self.header.clone()),
+            )
+    }
+
+    /// The public layers as the docs stack them, the header under the attempt timeout.
+    fn layers(&self) -> BoxCloneService<reqwest::Request, reqwest::Response, Error> {
+        let stack = ServiceBuilder::new()
+            .layer(TotalDeadlineLayer::new(self.deadline))
+            .layer(RetryLayer::new(self.retry()))
+            .layer(AttemptTimeoutLayer::new(500 * MS))
+            .layer(PropagateDeadlineLayer::new(self.header.clone()).unwrap())
+            .layer(ClassifyLayer::new(DefaultClassifier))
+            .service(reqwest::Client::new());
+        BoxCloneService::new(stack)
+    }
+}
+
+/// The ways a call runs: the client, the reqwest-middleware adapter, `ResilientLayer`, and
+/// the public layers stacked by hand.
+#[derive(Debug)]
 enum Path {
     Via(Via),
     Tower,
+    Layers,
 }
 
-const PATHS: [Path; 3] = [
+const PATHS: [Path; 4] = [
     Path::Via(Via::Client),
     Path::Via(Via::Middleware),
     Path::Tower,
+    Path::Layers,
 ];
 
 impl Path {
-    async fn get(
-        &self,
-        builder: ClientBuilder,
-        url: &str,
-        headers: &[(&str, &str)],
-    ) -> Result<u16, resilient_http::Error> {
-        match self {
-            Path::Via(via) => Caller::new(*via, builder)
-                .send(Method::GET, url, headers)
-                .await
-                .map(|answer| answer.status),
-            Path::Tower => {
-                let layer = ResilientLayer::new(builder).unwrap();
-                let service = ServiceBuilder::new()
-                    .layer(layer)
-                    .service(reqwest::Client::new());
-                let mut request = reqwest::Request::new(Method::GET, url.parse().unwrap());
-                for (name, value) in headers {
-                    request.headers_mut().insert(
-                        http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                        http::HeaderValue::from_str(value).unwrap(),
-                    );
-                }
-                let response = service.oneshot(request).await?;
-                Ok(response.status().as_u16())
+    async fn get(&self, setup: &Setup, url: &str, headers: &[(&str, &str)]) -> Result<u16, Error> {
+        let service = match self {
+            Path::Via(via) => {
+                return Caller::new(*via, setup.builder())
+                    .send(Method::GET, url, headers)
+                    .await
+                    .map(|answer| answer.status);
             }
+            Path::Tower => BoxCloneService::new(
+                ServiceBuilder::new()
+                    .layer(ResilientLayer::new(setup.builder()).unwrap())
+                    .service(reqwest::Client::new()),
+            ),
+            Path::Layers => setup.layers(),
+        };
+        let mut request = reqwest::Request::new(Method::GET, url.parse().unwrap());
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(value).unwrap(),
+            );
         }
+        let response = service.oneshot(request).await?;
+        Ok(response.status().as_u16())
     }
 }
 
@@ -132,14 +180,14 @@ async fn each_attempt_carries_its_own_limit_on_every_path() {
             let server = FaultServer::start().await.unwrap();
             let replies = [Reply::status(503), Reply::status(503), Reply::hang()];
             server.script("/work", replies);
-            let policy = EndpointPolicy::new().propagate_deadline(header.clone());
+            let setup = Setup::new(&header, 5);
             let err = path
-                .get(builder(5, policy), &server.url("/work"), &[])
+                .get(&setup, &server.url("/work"), &[])
                 .await
                 .unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{err}");
+            assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{path:?}: {err}");
             let seen = seen(&server, "/work", &header);
-            assert_eq!(seen.len(), 5, "{header:?}: {seen:?}");
+            assert_eq!(seen.len(), 5, "{path:?} {header:?}: {seen:?}");
             for limit in &seen[..4] {
                 let limit = limit.unwrap();
                 assert!(
@@ -148,7 +196,10 @@ async fn each_attempt_carries_its_own_limit_on_every_path() {
                 );
             }
             let last = seen[4].unwrap();
-            assert!(last <= 300 * MS && last >= 250 * MS, "{header:?}: {seen:?}");
+            assert!(
+                last <= 300 * MS && last >= 250 * MS,
+                "{path:?} {header:?}: {seen:?}"
+            );
         }
     }
 }
@@ -161,19 +212,16 @@ async fn a_hedge_carries_its_own_smaller_limit() {
         for path in PATHS {
             let server = FaultServer::start().await.unwrap();
             server.script("/slow", [Reply::hang(), Reply::ok("hedge")]);
-            let policy = EndpointPolicy::new()
-                .propagate_deadline(header.clone())
-                .hedge(HedgeConfig::new(200 * MS, 1))
-                .deadline(600 * MS);
-            let builder =
-                builder(1, EndpointPolicy::new()).default_policy(policy.attempt_timeout(500 * MS));
-            let status = path.get(builder, &server.url("/slow"), &[]).await.unwrap();
+            let mut setup = Setup::new(&header, 1);
+            setup.deadline = 600 * MS;
+            setup.hedge = Some(HedgeConfig::new(200 * MS, 1));
+            let status = path.get(&setup, &server.url("/slow"), &[]).await.unwrap();
             assert_eq!(status, 200);
             let seen = seen(&server, "/slow", &header);
-            assert_eq!(seen.len(), 2, "{seen:?}");
+            assert_eq!(seen.len(), 2, "{path:?}: {seen:?}");
             let (first, hedge) = (seen[0].unwrap(), seen[1].unwrap());
-            assert!(first <= 500 * MS && first >= 450 * MS, "{seen:?}");
-            assert!(hedge <= 400 * MS && hedge >= 350 * MS, "{seen:?}");
+            assert!(first <= 500 * MS && first >= 450 * MS, "{path:?}: {seen:?}");
+            assert!(hedge <= 400 * MS && hedge >= 350 * MS, "{path:?}: {seen:?}");
         }
     }
 }
@@ -184,7 +232,6 @@ async fn a_callers_own_header_is_replaced() {
     for header in formats() {
         for path in PATHS {
             let server = FaultServer::start().await.unwrap();
-            let policy = EndpointPolicy::new().propagate_deadline(header.clone());
             let name = header.name().unwrap().as_str();
             let own = if name == "grpc-timeout" {
                 "99S"
@@ -192,12 +239,12 @@ async fn a_callers_own_header_is_replaced() {
                 "99000"
             };
             let status = path
-                .get(builder(1, policy), &server.url("/own"), &[(name, own)])
+                .get(&Setup::new(&header, 1), &server.url("/own"), &[(name, own)])
                 .await
                 .unwrap();
             assert_eq!(status, 200);
             let seen = seen(&server, "/own", &header);
-            assert_eq!(seen, [Some(480 * MS)], "{header:?}");
+            assert_eq!(seen, [Some(480 * MS)], "{path:?} {header:?}");
         }
     }
 }
@@ -206,17 +253,17 @@ async fn a_callers_own_header_is_replaced() {
 /// give up at once. The call ends as one the deadline left no time for.
 #[tokio::test(start_paused = true)]
 async fn an_attempt_with_nothing_left_after_the_margin_is_not_sent() {
-    for path in [Via::Client, Via::Middleware] {
+    for path in PATHS {
         let server = FaultServer::start().await.unwrap();
-        let policy = EndpointPolicy::new().propagate_deadline(DeadlineHeader::grpc_timeout());
-        let caller = Caller::new(path, builder(3, policy));
-        let err = caller
-            .get(&server.url("/late"), Some(15 * MS))
+        let mut setup = Setup::new(&DeadlineHeader::grpc_timeout(), 3);
+        setup.deadline = 15 * MS;
+        let err = path
+            .get(&setup, &server.url("/late"), &[])
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{err}");
-        assert_eq!(err.delivery(), Delivery::NotSent, "{err}");
-        assert_eq!(server.hits("/late"), 0);
+        assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{path:?}: {err}");
+        assert_eq!(err.delivery(), Delivery::NotSent, "{path:?}: {err}");
+        assert_eq!(server.hits("/late"), 0, "{path:?}");
     }
 }
 
@@ -224,7 +271,7 @@ async fn an_attempt_with_nothing_left_after_the_margin_is_not_sent() {
 #[tokio::test(start_paused = true)]
 async fn off_by_default() {
     let server = FaultServer::start().await.unwrap();
-    let caller = Caller::new(Via::Client, builder(1, EndpointPolicy::new()));
+    let caller = Caller::new(Via::Client, Client::builder());
     caller
         .send(Method::GET, &server.url("/plain"), &[(MILLIS, "7")])
         .await

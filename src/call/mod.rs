@@ -437,7 +437,7 @@ impl<O: Success, S: Sender> Call<O, S> {
     ) -> Result<(Attempt, S::Future), Unsent> {
         if S::SORTED {
             // The layers below keep the breaker and bound the attempt (see `Sender::SORTED`),
-            // so they alone know its limit.
+            // so they alone know its limit, and propagate it (`PropagateDeadlineLayer`).
             let attempt = Attempt {
                 out,
                 permit: None,

@@ -25,7 +25,10 @@
 //!   that state stays unsent while the attempts in flight go on.
 //! - Every path writes it: the client, [`ResilientMiddleware`](crate::middleware::ResilientMiddleware)
 //!   and [`ResilientLayer`](crate::ResilientLayer) (the driver sets it where it sets each
-//!   attempt's limit).
+//!   attempt's limit). Under the public [`Retry`](crate::retry::Retry) layer, each attempt's
+//!   limit is set by the [`AttemptTimeout`](crate::timeout::AttemptTimeout) layer below it,
+//!   which the retry layer does not know: put a [`PropagateDeadlineLayer`] under that layer,
+//!   where the request's timeout is the attempt's limit.
 //!
 //! In a policy file:
 //!
@@ -61,10 +64,12 @@
 //! # Ok::<(), resilient_http::Error>(())
 //! ```
 
+mod layer;
 mod outgoing;
 // Skeleton: used by the outgoing and the incoming halves.
 #[allow(dead_code)]
 pub(crate) mod wire;
 
+pub use layer::{PropagateDeadline, PropagateDeadlineFuture, PropagateDeadlineLayer};
 pub(crate) use outgoing::Propagate;
 pub use outgoing::{DEFAULT_MARGIN, DeadlineHeader};

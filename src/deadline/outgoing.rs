@@ -134,6 +134,11 @@ impl Propagate {
         self.margin
     }
 
+    /// This header, less `margin` (checked: [`bounds::DEADLINE_MARGIN`]).
+    pub(crate) fn with_margin(self, margin: Duration) -> Self {
+        Propagate { margin, ..self }
+    }
+
     /// Writes `limit` less the margin into `headers`, replacing any value of the header the
     /// request had (the caller's own guess cannot be fresher than the attempt's limit).
     /// `false`, and nothing written, when that leaves nothing: such an attempt is not sent,
