@@ -5,6 +5,10 @@
 //! time); and the setting in the builder and in policy files.
 #![cfg(all(feature = "reqwest-middleware", feature = "config"))]
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Method;
@@ -16,6 +20,7 @@ use resilient_http::retry::{Jitter, RetryLayer, RetryPolicy};
 use resilient_http::testkit::{FaultServer, Reply};
 use resilient_http::timeout::{AttemptTimeoutLayer, TotalDeadlineLayer};
 use resilient_http::{Client, ClientBuilder, Delivery, Error, ErrorKind, ResilientLayer};
+use tokio::time::{Instant, Sleep};
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -364,4 +369,72 @@ fn mistakes_name_the_setting_and_where_it_is() {
     assert!(err.to_string().contains("propagate_deadline"), "{err}");
     let err = built(DeadlineHeader::millis("grpc-timeout"));
     assert!(err.to_string().contains("grpc_timeout()"), "{err}");
+}
+
+/// A service that, after each call, is not ready for 300 ms: a later attempt through
+/// `ResilientLayer` waits for it inside its own limit.
+struct Busy {
+    inner: reqwest::Client,
+    until: Arc<Mutex<Option<Instant>>>,
+    // The wait for `until`, kept between polls (its timer wakes the task).
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Clone for Busy {
+    fn clone(&self) -> Self {
+        Busy {
+            inner: self.inner.clone(),
+            until: self.until.clone(),
+            sleep: None,
+        }
+    }
+}
+
+impl tower::Service<reqwest::Request> for Busy {
+    type Response = reqwest::Response;
+    type Error = reqwest::Error;
+    type Future = <reqwest::Client as tower::Service<reqwest::Request>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), reqwest::Error>> {
+        let until = *self.until.lock().unwrap();
+        if let Some(until) = until.filter(|until| *until > Instant::now()) {
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        self.sleep = None;
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: reqwest::Request) -> Self::Future {
+        *self.until.lock().unwrap() = Some(Instant::now() + 300 * MS);
+        self.inner.call(request)
+    }
+}
+
+/// Under `ResilientLayer`, a retry that waits 125 ms for its service to be ready (sent at
+/// 175 ms, ready at 300 ms) tells the server what is left of its limit when it goes out:
+/// 500 − 125 − 20 ms.
+#[tokio::test(start_paused = true)]
+async fn a_wait_for_the_service_comes_off_the_limit_told() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/busy", [Reply::status(503), Reply::ok("x")]);
+    let header = DeadlineHeader::millis(MILLIS);
+    let service = ServiceBuilder::new()
+        .layer(ResilientLayer::new(Setup::new(&header, 2).builder()).unwrap())
+        .service(Busy {
+            inner: reqwest::Client::new(),
+            until: Arc::default(),
+            sleep: None,
+        });
+    let request = reqwest::Request::new(Method::GET, server.url("/busy").parse().unwrap());
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        seen(&server, "/busy", &header),
+        [Some(480 * MS), Some(355 * MS)]
+    );
 }
