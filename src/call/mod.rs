@@ -465,9 +465,10 @@ impl<O: Success, S: Sender> Call<O, S> {
         );
         // With deadline propagation the server is told the limit less a margin, and an
         // attempt with nothing left after it is not sent (see `deadline::Propagate::stamp`).
-        let sendable = match policy.propagate() {
-            None => !limit.is_zero(),
-            Some(propagate) => propagate.stamp(request.headers_mut(), limit),
+        let unsent = match policy.propagate() {
+            None if limit.is_zero() => Some(expired(&request, limit)),
+            None => None,
+            Some(propagate) => propagate.stamp(&mut request, limit).err(),
         };
         let mut attempt = Attempt {
             out,
@@ -476,9 +477,9 @@ impl<O: Success, S: Sender> Call<O, S> {
             limit,
             by_deadline,
         };
-        if !sendable {
+        if let Some(error) = unsent {
             let out = attempt.end(breaker, Verdict::Ignored);
-            return Err(Unsent::Expired(expired(&request, limit), out));
+            return Err(Unsent::Expired(error, out));
         }
         // A reader's time counts from the send; the breaker's reading, if it took one, is it.
         if attempt.sent_at.is_none() && matches!(self.reader, Reader::With(_)) {

@@ -21,7 +21,7 @@ use crate::deadline::Propagate;
 use crate::error::{BoxError, Error};
 use crate::outcome::Delivery;
 use crate::policy::CompiledPolicy;
-use crate::timeout::{BACKSTOP_GRACE, Clock, expired, ran_out};
+use crate::timeout::{BACKSTOP_GRACE, Clock, ran_out};
 
 /// What the layers under a [`ServiceSender`] already do, and how their errors read.
 pub(crate) trait Below<E> {
@@ -217,9 +217,9 @@ where
                     }
                     // The server is told what is left now; nothing left, and it is not sent.
                     if let (Some(propagate), Some(&left)) = (propagate.as_ref(), request.timeout())
-                        && !propagate.stamp(request.headers_mut(), left)
+                        && let Err(error) = propagate.stamp(&mut request, left)
                     {
-                        return Poll::Ready(Err(Failed::Sorted(expired(&request, left))));
+                        return Poll::Ready(Err(Failed::Sorted(error)));
                     }
                     service.call(request)
                 }

@@ -12,7 +12,6 @@ use tower::{Layer, Service};
 use super::outgoing::{DEFAULT_MARGIN, DeadlineHeader, Propagate};
 use crate::bounds;
 use crate::error::Error;
-use crate::timeout::expired;
 
 /// Writes each attempt's limit into a header for the server, in a stack of the public layers
 /// (under [`RetryLayer`](crate::retry::RetryLayer), below
@@ -118,9 +117,9 @@ where
 
     fn call(&mut self, mut request: reqwest::Request) -> Self::Future {
         if let (Some(propagate), Some(&limit)) = (&self.propagate, request.timeout())
-            && !propagate.stamp(request.headers_mut(), limit)
+            && let Err(error) = propagate.stamp(&mut request, limit)
         {
-            return PropagateDeadlineFuture::unsent(expired(&request, limit));
+            return PropagateDeadlineFuture::unsent(error);
         }
         PropagateDeadlineFuture::sent(self.inner.call(request))
     }

@@ -21,8 +21,10 @@
 //!   replaced, not appended to: the server reads one value, the attempt's.
 //! - The value is never zero or negative: an attempt whose limit is not above the margin is
 //!   **not sent**. It ends as an attempt the deadline left no time for
-//!   ([`DeadlineExceeded`](crate::ErrorKind::DeadlineExceeded), not sent), and a hedge in
-//!   that state stays unsent while the attempts in flight go on.
+//!   ([`DeadlineExceeded`](crate::ErrorKind::DeadlineExceeded), not sent, its message naming
+//!   the margin), and a hedge in that state stays unsent while the attempts in flight go on.
+//!   So is an attempt of `ResilientLayer` that waited for its service to be ready until
+//!   nothing was left; one that waited less is told what is left when it goes out.
 //! - Every path writes it: the client, [`ResilientMiddleware`](crate::middleware::ResilientMiddleware)
 //!   and [`ResilientLayer`](crate::ResilientLayer) (the driver sets it where it sets each
 //!   attempt's limit). Under the public [`Retry`](crate::retry::Retry) layer, each attempt's

@@ -7,6 +7,8 @@ use http::header::{HeaderMap, HeaderName};
 
 use super::wire::{self, Format};
 use crate::bounds;
+use crate::error::Error;
+use crate::timeout::expired;
 
 /// The margin taken off each attempt's limit when none is set: see
 /// [`EndpointPolicy::propagate_deadline_margin`](crate::policy::EndpointPolicy::propagate_deadline_margin).
@@ -139,11 +141,27 @@ impl Propagate {
         Propagate { margin, ..self }
     }
 
-    /// Writes `limit` less the margin into `headers`, replacing any value of the header the
-    /// request had (the caller's own guess cannot be fresher than the attempt's limit).
-    /// `false`, and nothing written, when that leaves nothing: such an attempt is not sent,
-    /// since the server would be told to give up at once (or, worse, read no limit at all).
-    pub(crate) fn stamp(&self, headers: &mut HeaderMap, limit: Duration) -> bool {
+    /// Writes `limit` less the margin into `request`'s header, replacing any value it had
+    /// (the caller's own guess cannot be fresher than the attempt's limit). An error, and
+    /// nothing written, when that leaves nothing: such an attempt is not sent, since the
+    /// server would be told to give up at once.
+    pub(crate) fn stamp(
+        &self,
+        request: &mut reqwest::Request,
+        limit: Duration,
+    ) -> Result<(), Error> {
+        if self.stamp_headers(request.headers_mut(), limit) {
+            return Ok(());
+        }
+        let margin = bounds::show(self.margin);
+        Err(expired(request, limit).with_detail(format!(
+            "nothing left of the attempt's limit after propagate_deadline_margin ({margin}) \
+             to tell the server: not sent"
+        )))
+    }
+
+    /// [`stamp`](Self::stamp), on `headers`; `false` when nothing is left.
+    fn stamp_headers(&self, headers: &mut HeaderMap, limit: Duration) -> bool {
         let left = limit.saturating_sub(self.margin);
         match wire::encode(left, self.format) {
             Some(value) => {
@@ -166,7 +184,7 @@ mod tests {
         headers.append("grpc-timeout", http::HeaderValue::from_static("10S"));
         headers.append("grpc-timeout", http::HeaderValue::from_static("20S"));
         headers.append("x-timeout-ms", http::HeaderValue::from_static("99999"));
-        if !propagate.stamp(&mut headers, limit) {
+        if !propagate.stamp_headers(&mut headers, limit) {
             return None;
         }
         let name = header.name()?;
