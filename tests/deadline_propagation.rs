@@ -269,7 +269,10 @@ async fn an_attempt_with_nothing_left_after_the_margin_is_not_sent() {
         assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{path:?}: {err}");
         assert_eq!(err.delivery(), Delivery::NotSent, "{path:?}: {err}");
         let why = err.to_string();
-        assert!(why.contains("propagate_deadline_margin (20ms)"), "{path:?}: {why}");
+        assert!(
+            why.contains("propagate_deadline_margin (20ms)"),
+            "{path:?}: {why}"
+        );
         assert_eq!(server.hits("/late"), 0, "{path:?}");
     }
 }
