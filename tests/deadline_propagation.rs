@@ -443,3 +443,34 @@ async fn a_wait_for_the_service_comes_off_the_limit_told() {
         [Some(480 * MS), Some(355 * MS)]
     );
 }
+
+/// `PolicyConfig` from JSON: the same keys, the errors naming the policy and the key.
+#[tokio::test(start_paused = true)]
+async fn a_policy_config_from_any_format_has_the_same_keys() {
+    use resilient_http::policy::PolicyConfig;
+
+    let config = |json: serde_json::Value| serde_json::from_value::<PolicyConfig>(json);
+    let good = config(serde_json::json!({
+        "default": { "attempt_timeout": "500ms", "propagate_deadline": "grpc-timeout" },
+        "endpoint": [{ "name": "quiet", "match": { "path": "/quiet" }, "propagate_deadline": false }],
+    }))
+    .unwrap();
+    let server = FaultServer::start().await.unwrap();
+    let client = Client::builder().config(good).build().unwrap();
+    for path in ["/grpc", "/quiet"] {
+        client.get(server.url(path)).send().await.unwrap();
+    }
+    let grpc = DeadlineHeader::grpc_timeout();
+    assert_eq!(seen(&server, "/grpc", &grpc), [Some(480 * MS)]);
+    assert_eq!(seen(&server, "/quiet", &grpc), [None]);
+
+    let bad = config(serde_json::json!({ "default": { "propagate_deadline": "x:y" } }));
+    let why = bad.unwrap_err().to_string();
+    assert!(
+        why.contains("\"propagate_deadline\": \"x:y\" is not a header name"),
+        "{why}"
+    );
+    let bad = config(serde_json::json!({ "default": { "propagate_deadline_margin": "-1s" } }));
+    let why = bad.unwrap_err().to_string();
+    assert!(why.contains("\"propagate_deadline_margin\""), "{why}");
+}
