@@ -177,6 +177,16 @@ pub(crate) const HEDGE: EachPart = EachPart;
 /// refuse them (as reqwest's), checked here with the other settings.
 pub(crate) const SERVER_QUOTA: EachPart = EachPart;
 
+/// The margin a propagated deadline leaves for the request's way to the server and the
+/// answer's way back (`propagate_deadline_margin`): zero (gRPC's own choice) to a minute,
+/// far above any network's round trip.
+pub(crate) const DEADLINE_MARGIN: Span = Span {
+    zero_ok: true,
+    max: Duration::from_secs(60),
+};
+/// The header a deadline is propagated in: a header name, checked by its own type.
+pub(crate) const DEADLINE_HEADER: EachPart = EachPart;
+
 /// A setting made of several numbers, each with its range here: its type checks them (beside
 /// its fields), so that this file need not import the configs it bounds.
 pub(crate) trait Parts: Sized {

@@ -411,17 +411,15 @@ async fn start_service_a(
 async fn two_hops_a_service_passes_its_callers_deadline_on() -> TestResult {
     let b = FaultServer::start().await?;
     b.script("/b", [Reply::hang()]);
-    // TODO(lead, after merging i25-dlout): replace `client()?` with the client below and
-    // enable the assertion on what B saw at the end (both pass on a scratch merge with
-    // i25-dlout at 2591dde):
-    // let a_client = Client::builder()
-    //     .attempt_timeout(10 * SECOND)
-    //     .deadline(30 * SECOND)
-    //     .default_policy(EndpointPolicy::new().propagate_deadline(
-    //         resilient_http::deadline::DeadlineHeader::grpc_timeout(),
-    //     ))
-    //     .build()?;
-    let a_client = client()?;
+    // A tells B what is left, as its own caller told it.
+    let a_client = Client::builder()
+        .attempt_timeout(10 * SECOND)
+        .deadline(30 * SECOND)
+        .default_policy(
+            EndpointPolicy::new()
+                .propagate_deadline(resilient_http::deadline::DeadlineHeader::grpc_timeout()),
+        )
+        .build()?;
     let left = Arc::new(Mutex::new(None));
     let a = start_service_a(a_client, b.url("/b"), left.clone()).await?;
     let caller = reqwest::Client::new();
@@ -441,9 +439,11 @@ async fn two_hops_a_service_passes_its_callers_deadline_on() -> TestResult {
     let seen = left.lock().map(|slot| *slot).map_err(|_| "poisoned")?;
     assert_eq!(seen, Some(800 * MS));
     assert_eq!(b.hits("/b"), 1);
-    // TODO(lead, after merging i25-dlout): B was told A's caller's deadline, less the 20 ms
-    // margin, in gRPC's format.
-    // let told = b.requests("/b")[0].headers.get("grpc-timeout").cloned();
-    // assert_eq!(told, Some(HeaderValue::from_static("780000u")));
+    // B was told A's caller's deadline, less the 20 ms margin, in gRPC's format.
+    let told = b
+        .requests("/b")
+        .first()
+        .and_then(|r| r.headers.get("grpc-timeout").cloned());
+    assert_eq!(told, Some(http::HeaderValue::from_static("780000u")));
     Ok(())
 }

@@ -124,6 +124,8 @@ mod policy_file {
         Methods,
         Name,
         Text,
+        /// A header name, or `false` (`propagate_deadline`).
+        Header,
         Table(&'static [(&'static str, Kind)]),
     }
 
@@ -183,6 +185,8 @@ mod policy_file {
         ("rate_limit", Kind::Table(RATE_LIMIT)),
         ("bulkhead", Kind::Table(BULKHEAD)),
         ("hedge", Kind::Table(HEDGE)),
+        ("propagate_deadline", Kind::Header),
+        ("propagate_deadline_margin", Kind::Span("1m")),
     ];
     /// What an `[[endpoint]]` table holds besides a policy's keys.
     const ENDPOINT: &[(&str, Kind)] = &[("name", Kind::Name), ("match", Kind::Table(MATCH))];
@@ -285,6 +289,14 @@ mod policy_file {
             .boxed(),
             Kind::Name => strings(&["a", "b", "payments", "default", ""], ".{0,8}").boxed(),
             Kind::Text => any::<String>().prop_map(Value::Str).boxed(),
+            Kind::Header => prop_oneof![
+                strings(
+                    &["grpc-timeout", "GRPC-Timeout", "x-request-timeout-ms", "x timeout", ""],
+                    "[a-zA-Z0-9 :-]{0,12}",
+                ),
+                any::<bool>().prop_map(Value::Bool),
+            ]
+            .boxed(),
             Kind::Table(keys) => table(keys).prop_map(Value::Table).boxed(),
         };
         prop_oneof![8 => fitting, 1 => any_value()].boxed()
@@ -534,6 +546,8 @@ mod policy_file {
             Kind::Path => Value::Str("/v1/*".into()),
             Kind::Methods => Value::Array(vec![Value::Str("GET".into())]),
             Kind::Name | Kind::Text => Value::Str("x".into()),
+            // None sent: nothing for the margin to contradict.
+            Kind::Header => Value::Bool(false),
             Kind::Table(keys) => Value::Table(
                 keys.iter()
                     .map(|(k, kind)| (k.to_string(), valid(*kind)))
@@ -580,6 +594,7 @@ mod policy_file {
             ],
             Kind::Name => vec![Value::Int(1)],
             Kind::Text => vec![Value::Int(1)],
+            Kind::Header => vec![text("x timeout"), Value::Bool(true), Value::Int(1)],
             Kind::Table(_) => vec![Value::Int(5), text("x")],
         }
     }

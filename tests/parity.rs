@@ -37,6 +37,9 @@
 //!
 //! The inherited-deadline scenarios run each call inside a `deadline::scope` (the caller's
 //! deadline, which caps the call's own), on every path.
+//! Deadline propagation (`propagate_deadline`) shows as the value each request carried in
+//! `x-request-timeout-ms`, after the calls in the outcome; the public layers write it with a
+//! `PropagateDeadlineLayer` under their attempt timeout.
 //!
 //! Time is paused: backoff, `Retry-After`, deadlines and hangs cost no real time.
 #![cfg(feature = "reqwest-middleware")]
@@ -49,7 +52,7 @@ use resilient_http::breaker::{BreakerConfig, CircuitBreakerLayer, Window};
 use resilient_http::classify::{
     Class, Classification, Classifier, ClassifyLayer, DefaultClassifier, classify_fn,
 };
-use resilient_http::deadline;
+use resilient_http::deadline::{self, DeadlineHeader, PropagateDeadlineLayer};
 use resilient_http::hedge::HedgeConfig;
 use resilient_http::middleware::ResilientMiddleware;
 use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
@@ -70,6 +73,8 @@ use tower::{ServiceBuilder, ServiceExt};
 mod h2_script;
 
 const SHORT: Duration = Duration::from_millis(300);
+/// Where the scenarios that propagate deadlines send each attempt's limit.
+const DEADLINE_HEADER: &str = "x-request-timeout-ms";
 const MS: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -142,6 +147,9 @@ struct Setup {
     policy: EndpointPolicy,
     /// The breakers' (and the guards') bound, if not the default.
     max_breakers: Option<usize>,
+    /// Whether each attempt's limit goes out in [`DEADLINE_HEADER`] (`propagate_deadline`;
+    /// a `PropagateDeadlineLayer` under the attempt timeout for the public layers).
+    propagate: bool,
 }
 
 impl Default for Setup {
@@ -156,6 +164,7 @@ impl Default for Setup {
             hedge: None,
             policy: EndpointPolicy::new(),
             max_breakers: None,
+            propagate: false,
         }
     }
 }
@@ -196,7 +205,11 @@ impl Setup {
             .attempt_timeout(self.attempt_timeout)
             .deadline(self.deadline)
             .circuit_breaker(self.breaker())
-            .default_policy(self.policy.clone())
+            .default_policy(
+                self.policy
+                    .clone()
+                    .propagate_deadline(self.deadline_header()),
+            )
             .endpoint(
                 "payments",
                 Matcher::new().path("/pay*"),
@@ -205,6 +218,15 @@ impl Setup {
         match &self.classifier {
             Some(classifier) => builder.classifier(classifier.clone()),
             None => builder,
+        }
+    }
+
+    /// The header each attempt's limit goes out in: none unless the scenario propagates it.
+    fn deadline_header(&self) -> DeadlineHeader {
+        if self.propagate {
+            DeadlineHeader::millis(DEADLINE_HEADER)
+        } else {
+            DeadlineHeader::none()
         }
     }
 
@@ -241,6 +263,7 @@ impl Setup {
             .layer(AttemptTimeoutLayer::new(
                 self.attempt_timeout.min(self.deadline),
             ))
+            .layer(PropagateDeadlineLayer::new(self.deadline_header()).unwrap())
             .layer(ClassifyLayer::new(classifier))
             .service(http);
         BoxCloneService::new(stack)
@@ -810,6 +833,30 @@ fn scenarios() -> Vec<Scenario> {
                  200 x ×1 in 2s",
             )
         },
+        // Deadline propagation: each attempt is told its own limit, less the 20 ms margin:
+        // 500 ms, then 500 ms, then the 200 ms left of the 1 s deadline (after 100 ms, 500 ms
+        // and 200 ms); a hedge 50 ms into a 520 ms call, the 470 ms left.
+        Scenario::get(
+            "propagated deadline",
+            vec![Reply::status(503), Reply::hang(), Reply::ok("x")],
+        )
+        .setup(|s| {
+            s.attempt_timeout = 500 * MS;
+            s.deadline = SECOND;
+            s.propagate = true;
+        })
+        .expect("3 hits: 200 x ×3 | x-request-timeout-ms 480, 480, 180"),
+        Scenario::get(
+            "propagated deadline of a hedge",
+            vec![Reply::hang(), Reply::ok("x")],
+        )
+        .hedged(3, 1)
+        .setup(|s| {
+            s.attempt_timeout = 500 * MS;
+            s.deadline = 520 * MS;
+            s.propagate = true;
+        })
+        .expect("2 hits: 200 x ×2 in 50ms | x-request-timeout-ms 480, 450"),
     ]
 }
 
@@ -856,6 +903,8 @@ struct Outcome {
     hits: usize,
     /// The `Idempotency-Key` of each request the server saw.
     keys: Vec<Option<String>>,
+    /// The [`DEADLINE_HEADER`] of each request the server saw.
+    deadlines: Vec<Option<String>>,
     calls: Vec<Call>,
     /// How long each call took (virtual time), for timed scenarios: as `Debug` shows a
     /// duration, or the scenario's `release` span it fell in.
@@ -919,7 +968,22 @@ impl Outcome {
             .collect();
         let plural = if self.hits == 1 { "" } else { "s" };
         let bunched = if self.bunched { " (bunched)" } else { "" };
-        format!("{} hit{plural}: {}{bunched}", self.hits, calls.join(" / "))
+        let deadlines: Vec<&str> = self
+            .deadlines
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        let deadlines = if deadlines.is_empty() {
+            String::new()
+        } else {
+            format!(" | {DEADLINE_HEADER} {}", deadlines.join(", "))
+        };
+        format!(
+            "{} hit{plural}: {}{bunched}{deadlines}",
+            self.hits,
+            calls.join(" / ")
+        )
     }
 }
 
@@ -1231,7 +1295,17 @@ async fn run(s: &Scenario, path: Path) -> Outcome {
                 .map(|v| v.to_str().unwrap().to_owned())
         })
         .collect();
+    let deadlines = server
+        .requests(s.path)
+        .iter()
+        .map(|r| {
+            r.headers
+                .get(DEADLINE_HEADER)
+                .map(|v| v.to_str().unwrap().to_owned())
+        })
+        .collect();
     Outcome {
+        deadlines,
         hits: server.hits(s.path) + s.other.map_or(0, |(other, _)| server.hits(other)),
         keys,
         calls,
@@ -1415,6 +1489,7 @@ async fn every_path_resends_streams_the_server_never_processed() {
             let outcome = Outcome {
                 hits: server.seen(),
                 keys: Vec::new(),
+                deadlines: Vec::new(),
                 calls,
                 took: None,
                 bunched: false,

@@ -449,7 +449,8 @@ impl<O: Success, S: Sender> Call<O, S> {
         out: Out,
     ) -> Result<(Attempt, S::Future), Unsent> {
         if S::SORTED {
-            // The layers below keep the breaker and bound the attempt (see `Sender::SORTED`).
+            // The layers below keep the breaker and bound the attempt (see `Sender::SORTED`),
+            // so they alone know its limit, and propagate it (`PropagateDeadlineLayer`).
             let attempt = Attempt {
                 out,
                 permit: None,
@@ -469,11 +470,19 @@ impl<O: Success, S: Sender> Call<O, S> {
                 }
             },
         };
+        let policy = self.policy();
         let (limit, by_deadline) = attempt_limit(
-            self.policy().attempt_timeout(),
+            policy.attempt_timeout(),
             self.retry.own_budget(),
             self.retry.time_left(now),
         );
+        // With deadline propagation the server is told the limit less a margin, and an
+        // attempt with nothing left after it is not sent (see `deadline::Propagate::stamp`).
+        let unsent = match policy.propagate() {
+            None if limit.is_zero() => Some(expired(&request, limit)),
+            None => None,
+            Some(propagate) => propagate.stamp(&mut request, limit).err(),
+        };
         let mut attempt = Attempt {
             out,
             permit,
@@ -481,9 +490,9 @@ impl<O: Success, S: Sender> Call<O, S> {
             limit,
             by_deadline,
         };
-        if limit.is_zero() {
+        if let Some(error) = unsent {
             let out = attempt.end(breaker, Verdict::Ignored);
-            return Err(Unsent::Expired(expired(&request, limit), out));
+            return Err(Unsent::Expired(error, out));
         }
         // A reader's time counts from the send; the breaker's reading, if it took one, is it.
         if attempt.sent_at.is_none() && matches!(self.reader, Reader::With(_)) {

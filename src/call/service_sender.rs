@@ -17,8 +17,10 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tower::Service;
 
 use super::sender::{Failed, Sender, Sent, from_layers};
+use crate::deadline::Propagate;
 use crate::error::{BoxError, Error};
 use crate::outcome::Delivery;
+use crate::policy::CompiledPolicy;
 use crate::timeout::{BACKSTOP_GRACE, Clock, ran_out};
 
 /// What the layers under a [`ServiceSender`] already do, and how their errors read.
@@ -62,6 +64,9 @@ pub(crate) struct ServiceSender<S, B> {
     ready: bool,
     /// A copy of `inner` polled ready for a hedge (see [`Sender::ready_now`]).
     for_hedge: Option<S>,
+    /// The policy's deadline propagation, if on: a wait for readiness shortens the limit the
+    /// driver wrote, and the server must not be told more than is left.
+    propagate: Option<Propagate>,
     below: PhantomData<fn() -> B>,
 }
 
@@ -78,6 +83,7 @@ impl<S: Clone, B> ServiceSender<S, B> {
             inner: std::mem::replace(ready, copy),
             ready: true,
             for_hedge: None,
+            propagate: None,
             below: PhantomData,
         }
     }
@@ -114,6 +120,7 @@ where
                 service: self.inner.clone(),
                 request: Some(request),
                 since: Instant::now(),
+                propagate: self.propagate.clone(),
             }
         };
         Box::pin(Calling {
@@ -121,6 +128,12 @@ where
             backstop,
             below: PhantomData,
         })
+    }
+
+    fn follow(&mut self, policy: &CompiledPolicy) {
+        if let Some(propagate) = policy.propagate() {
+            self.propagate = Some(propagate.clone());
+        }
     }
 
     fn ready_now(&mut self, cx: &mut Context<'_>) -> bool {
@@ -151,7 +164,12 @@ pin_project! {
     #[project = StateProj]
     enum State<S: Service<reqwest::Request>> {
         // A copy of the service waits to be ready, holding the request since `since`.
-        Waiting { service: S, request: Option<reqwest::Request>, since: Instant },
+        Waiting {
+            service: S,
+            request: Option<reqwest::Request>,
+            since: Instant,
+            propagate: Option<Propagate>,
+        },
         Called { #[pin] future: S::Future },
     }
 }
@@ -184,6 +202,7 @@ where
                     service,
                     request,
                     since,
+                    propagate,
                 } => {
                     if let Err(error) = ready!(service.poll_ready(cx)) {
                         return Poll::Ready(Err(B::failed(error)));
@@ -195,6 +214,12 @@ where
                     let waited = since.elapsed();
                     if let Some(left) = request.timeout_mut() {
                         *left = left.saturating_sub(waited);
+                    }
+                    // The server is told what is left now; nothing left, and it is not sent.
+                    if let (Some(propagate), Some(&left)) = (propagate.as_ref(), request.timeout())
+                        && let Err(error) = propagate.stamp(&mut request, left)
+                    {
+                        return Poll::Ready(Err(Failed::Sorted(error)));
                     }
                     service.call(request)
                 }

@@ -8,8 +8,10 @@ use url::Url;
 
 use super::named::{Kind, NamedStates, Setup, State};
 use super::{EndpointPolicy, Matcher, Scope};
+use crate::bounds;
 use crate::breaker::{Breaker, BreakerConfig, BreakerRegistry, CircuitBreakerLayer, Window};
 use crate::classify::SharedClassifier;
+use crate::deadline::{DEFAULT_MARGIN, Propagate};
 use crate::error::Error;
 use crate::extras::Extras;
 use crate::keyed::endpoint_key;
@@ -83,6 +85,8 @@ pub(crate) struct CompiledPolicy {
     guards: Option<GuardRegistry>,
     // The servers with metric labels of their own (`metrics_server_address`), if it is on.
     server_series: Option<Arc<ServerSeries>>,
+    // The header each attempt's limit goes out in (`propagate_deadline`); `None` when off.
+    propagate: Option<Propagate>,
 }
 
 impl CompiledPolicy {
@@ -142,6 +146,8 @@ impl CompiledPolicy {
             server_quota_scope,
             hedge,
             metrics_server_address,
+            propagate_deadline,
+            propagate_deadline_margin,
         } = settings;
         let fleet = match base.redis {
             Redis::Fleet(fleet) => Some(fleet),
@@ -269,6 +275,19 @@ impl CompiledPolicy {
         let max_endpoints = base.breaker.map_or(1024, |b| b.max_breakers());
         let guards = GuardRegistry::new(guards, max_endpoints, keys, fixed, &name);
         let server_series = server_series(*metrics_server_address, max_endpoints).map_err(named)?;
+        let propagate = propagate_deadline.as_ref().and_then(|header| {
+            Propagate::new(header, propagate_deadline_margin.unwrap_or(DEFAULT_MARGIN))
+        });
+        if let Some(margin) = propagate.as_ref().map(Propagate::margin)
+            && margin >= attempt_timeout
+        {
+            return Err(named(Error::invalid_config(format!(
+                "propagate_deadline_margin ({}) must be below attempt_timeout ({}): no attempt \
+                 would have time left to send; lower the margin",
+                bounds::show(margin),
+                bounds::show(attempt_timeout),
+            ))));
+        }
 
         let classifier = match retry_statuses {
             Some(statuses) => base.classifier.with_transient_statuses(statuses.clone()),
@@ -288,6 +307,7 @@ impl CompiledPolicy {
             fixed_breaker,
             guards,
             server_series,
+            propagate,
         })
     }
 
@@ -316,6 +336,11 @@ impl CompiledPolicy {
 
     pub(crate) fn attempt_timeout(&self) -> Duration {
         self.attempt_timeout
+    }
+
+    /// The header each attempt's limit goes out in; `None` when the policy sends none.
+    pub(crate) fn propagate(&self) -> Option<&Propagate> {
+        self.propagate.as_ref()
     }
 
     pub(crate) fn total_deadline(&self) -> Option<Duration> {
@@ -354,6 +379,7 @@ impl CompiledPolicy {
             fixed_breaker: None,
             guards: None,
             server_series: None,
+            propagate: None,
         }
     }
 

@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer};
 use super::compiled::Base;
 use super::{CompiledPolicy, EndpointPolicy, Matcher, Scope, Unshared};
 use crate::bounds;
+use crate::deadline::DeadlineHeader;
 use crate::error::Error;
 use crate::hedge::HedgeConfig;
 use crate::overload::{
@@ -196,6 +197,10 @@ macro_rules! policy_table {
             hedge: Option<RawHedge>,
             metrics_server_address: Option<bool>,
             server_quota: Option<RawServerQuota>,
+            #[serde(default, deserialize_with = "propagate_deadline")]
+            propagate_deadline: Option<DeadlineHeader>,
+            #[serde(default, deserialize_with = "propagate_deadline_margin")]
+            propagate_deadline_margin: Option<Duration>,
         }
 
         impl $name {
@@ -250,6 +255,8 @@ macro_rules! policy_table {
                         .hedge
                         .map(|h| HedgeConfig::new(h.after, h.max.unwrap_or(1))),
                     metrics_server_address: self.metrics_server_address,
+                    propagate_deadline: self.propagate_deadline,
+                    propagate_deadline_margin: self.propagate_deadline_margin,
                     server_quota_scope: (self.server_quota.as_ref())
                         .and_then(|q| q.scope.clone()),
                     server_quota: self.server_quota.and_then(RawServerQuota::settings),
@@ -586,6 +593,41 @@ bounded! {
     hedges("max"): u32 = whole(bounds::HEDGES);
     redis_timeout("timeout"): Duration = span(bounds::REDIS_TIMEOUT);
     sync_interval("sync_interval"): Duration = span(bounds::REDIS_SYNC_INTERVAL);
+    propagate_deadline_margin("propagate_deadline_margin"): Duration = span(bounds::DEADLINE_MARGIN);
+}
+
+/// `propagate_deadline`: a header name (`"grpc-timeout"` in gRPC's format, any other in
+/// milliseconds), or `false` for none (a rule turning off the default policy's).
+fn propagate_deadline<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DeadlineHeader>, D::Error> {
+    const KEY: &str = "propagate_deadline";
+    struct Header;
+    impl serde::de::Visitor<'_> for Header {
+        type Value = DeadlineHeader;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(
+                "a header name, e.g. \"grpc-timeout\" or \"x-request-timeout-ms\", or false",
+            )
+        }
+
+        fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<DeadlineHeader, E> {
+            bounds::DEADLINE_HEADER
+                .check(DeadlineHeader::named(name))
+                .map_err(|why| refused(KEY, why))
+        }
+
+        fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<DeadlineHeader, E> {
+            if on {
+                return Err(refused(
+                    KEY,
+                    "true does not say which header: name it, e.g. \"grpc-timeout\" or \
+                     \"x-request-timeout-ms\" (false sends none)",
+                ));
+            }
+            Ok(DeadlineHeader::none())
+        }
+    }
+    d.deserialize_any(Header).map(Some)
 }
 
 /// `scope` in `[….breaker]`, `[….rate_limit]`, `[….bulkhead]`, `[….retry_budget]`: `"host"`,

@@ -313,6 +313,16 @@ settings! {
     /// several hosts or rules (one API key) wants a [`Scope::named`] one. See [`Scope`]; the
     /// file's `scope` in `[….server_quota]`.
     server_quota_scope: Scope;
+    /// The header that tells the server each attempt's limit (default: none): the attempt
+    /// timeout capped by what is left of the deadline, less
+    /// [`propagate_deadline_margin`](Self::propagate_deadline_margin); an attempt with nothing
+    /// left after the margin is not sent. See [`DeadlineHeader`](crate::deadline::DeadlineHeader)
+    /// and [`deadline`](crate::deadline#outgoing-telling-the-server-how-long-the-caller-waits).
+    propagate_deadline: crate::deadline::DeadlineHeader, within bounds::DEADLINE_HEADER;
+    /// What [`propagate_deadline`](Self::propagate_deadline) takes off each attempt's limit,
+    /// for the request's way to the server and the answer's way back (default 20 ms; zero to
+    /// 1 minute, and below the attempt timeout).
+    propagate_deadline_margin: Duration, within bounds::DEADLINE_MARGIN;
     /// Hedged requests (default: none): when an attempt has not answered after `after`, send
     /// another, up to `max` per call, and take the first good answer. Only requests that may
     /// be sent twice (idempotent, or with an `Idempotency-Key`); hedges spend the retry budget

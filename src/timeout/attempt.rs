@@ -6,7 +6,9 @@ use tower::{Layer, Service};
 use super::{AttemptTimeoutFuture, DEADLINE_SLACK};
 use crate::error::Error;
 
-/// Bounds each attempt, body included; see the [module docs](super).
+/// Bounds each attempt, body included; see the [module docs](super). To tell the server
+/// each attempt's limit (`grpc-timeout`, a milliseconds header), put a
+/// [`PropagateDeadlineLayer`](crate::deadline::PropagateDeadlineLayer) under it.
 ///
 /// ```
 /// use std::time::Duration;
