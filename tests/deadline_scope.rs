@@ -249,7 +249,7 @@ async fn remaining_behind(
 #[tokio::test(start_paused = true)]
 async fn the_layer_reads_grpc_timeout_or_milliseconds_and_caps_them() -> TestResult {
     let grpc = IncomingDeadlineLayer::grpc_timeout;
-    let millis = || IncomingDeadlineLayer::header(HeaderName::from_static("x-request-timeout-ms"));
+    let millis = || IncomingDeadlineLayer::millis(HeaderName::from_static("x-request-timeout-ms"));
     let cases = [
         (grpc(), Some(("grpc-timeout", "250m")), Some(250 * MS)),
         (grpc(), Some(("grpc-timeout", "2S")), Some(2 * SECOND)),
@@ -321,7 +321,7 @@ async fn the_layer_ignores_a_malformed_value_with_one_debug_event() -> TestResul
         .with_writer(move || writer.clone())
         .finish();
     let _default = tracing::subscriber::set_default(subscriber);
-    let millis = IncomingDeadlineLayer::header(HeaderName::from_static("x-request-timeout-ms"));
+    let millis = IncomingDeadlineLayer::millis(HeaderName::from_static("x-request-timeout-ms"));
     for (layer, header) in [
         (
             IncomingDeadlineLayer::grpc_timeout(),

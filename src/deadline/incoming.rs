@@ -92,8 +92,9 @@ impl IncomingDeadlineLayer {
     }
 
     /// Reads `header` as a number of whole milliseconds, such as
-    /// `x-envoy-expected-rq-timeout-ms: 800`.
-    pub fn header(header: HeaderName) -> Self {
+    /// `x-envoy-expected-rq-timeout-ms: 800` (the name, as
+    /// [`DeadlineHeader::millis`](super::DeadlineHeader::millis) for what a client sends).
+    pub fn millis(header: HeaderName) -> Self {
         IncomingDeadlineLayer {
             header,
             format: Format::Millis,
