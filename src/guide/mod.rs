@@ -8,7 +8,11 @@
 //! - [`retries`]: what is retried and when, streaming bodies, reading the body inside the
 //!   attempt, body classifiers, hooks, the history of attempts, and why a call stopped.
 //! - [`breaker`]: circuit breakers per endpoint.
-//! - [`overload`]: retry budget, `Retry-After` holds, rate limit, bulkhead, hedged requests.
+//! - [`overload`]: retry budget, `Retry-After` holds, following the server's quota, rate
+//!   limit, bulkhead, hedged requests.
+//! - [`deadline`](crate::deadline): telling the server how long the caller will wait
+//!   (`propagate_deadline`, `grpc-timeout`), and inheriting a caller's deadline in a server
+//!   ([`deadline::scope`](crate::deadline::scope), `IncomingDeadlineLayer`).
 //! - [`fleet`]: limits shared by the replicas of a service through Redis.
 //! - [`observability`]: spans, events and metrics; what is redacted; redirects.
 //! - [`tower`]: the client as a service, under tower-http's layers,
