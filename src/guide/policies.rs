@@ -185,6 +185,8 @@
 //! body_limit = 16777216        # bytes read inside an attempt (send_buffered, bytes, text, recv_json, send_with)
 //! replay_buffer = 65536        # bytes of a streaming request body kept for retries (0: none)
 //! ## metrics_server_address = true  # feature `metrics`: server.address/port labels (off)
+//! ## propagate_deadline = "grpc-timeout"  # or a header name (ms); false: none (off)
+//! propagate_deadline_margin = "20ms"  # taken off the limit each attempt tells the server
 //!
 //! [default.backoff]
 //! base = "100ms"
