@@ -16,7 +16,7 @@ use crate::keyed::endpoint_key;
 use crate::overload::bulkhead::Bulkhead;
 use crate::overload::{
     Budget, FixedParts, Fleet, FleetKeys, GuardRegistry, GuardScopes, Guards, GuardsConfig, Held,
-    Part, Rate, budget_part, bulkhead_part, hold_part, rate_part,
+    Part, Quotas, Rate, budget_part, bulkhead_part, hold_part, quota_part, rate_part,
 };
 use crate::read::DEFAULT_BODY_LIMIT;
 use crate::retry::{RetryLayer, RetryPolicy};
@@ -251,6 +251,7 @@ impl CompiledPolicy {
             rate: *rate_limit,
             bulkhead: *bulkhead,
             server_quota: server_quota.clone().unwrap_or_default().followed(),
+            retry_after_cap: retry.retry_after_cap(),
             shared_rate: settings.shares_rate(),
             shared_budget: settings.shares_budget(),
             scopes: GuardScopes {
@@ -462,6 +463,12 @@ fn fixed_parts(
             State::Bulkhead(bulkhead_part(key, bulkhead))
         })?;
     }
+    if let Some(quota) = &config.server_quota {
+        let setup = Setup::ServerQuota(quota.clone());
+        parts.server_quota = fixed.part(&scopes.server_quota, false, setup, |key, _| {
+            State::ServerQuota(quota_part(key, quota.clone()))
+        })?;
+    }
     Ok(parts)
 }
 
@@ -535,6 +542,7 @@ from_state! {
     Hold: Arc<Part<Held>>;
     RateLimit: Arc<Part<Rate>>;
     Bulkhead: Part<Arc<Bulkhead>>;
+    ServerQuota: Arc<Part<Quotas>>;
 }
 
 /// Per-request changes to the chosen policy; see [`RequestBuilder`](crate::RequestBuilder).

@@ -9,7 +9,9 @@ use super::ScopeName;
 use crate::breaker::{BreakerConfig, BreakerRegistry};
 use crate::error::Error;
 use crate::overload::bulkhead::Bulkhead;
-use crate::overload::{Budget, BulkheadConfig, Fleet, Held, Part, Rate, RateLimitConfig};
+use crate::overload::{
+    Budget, BulkheadConfig, Fleet, Held, Part, Quotas, Rate, RateLimitConfig, ServerQuotaConfig,
+};
 use crate::retry::BudgetConfig;
 
 /// A guard, as a named scope is per guard: `name:github` for the rate limit and for the
@@ -21,6 +23,7 @@ pub(crate) enum Kind {
     RateLimit,
     Bulkhead,
     RetryBudget,
+    ServerQuota,
 }
 
 impl Kind {
@@ -32,6 +35,7 @@ impl Kind {
             Kind::RateLimit => "rate_limit",
             Kind::Bulkhead => "bulkhead",
             Kind::RetryBudget => "retry_budget",
+            Kind::ServerQuota => "server_quota",
         }
     }
 }
@@ -48,6 +52,8 @@ pub(crate) enum Setup {
     Bulkhead(BulkheadConfig),
     /// The budget, and whether the fleet shares it.
     RetryBudget(BudgetConfig, bool),
+    /// How the server's quota is followed, and read.
+    ServerQuota(ServerQuotaConfig),
 }
 
 impl Setup {
@@ -59,6 +65,7 @@ impl Setup {
             Setup::RateLimit(..) => Kind::RateLimit,
             Setup::Bulkhead(_) => Kind::Bulkhead,
             Setup::RetryBudget(..) => Kind::RetryBudget,
+            Setup::ServerQuota(_) => Kind::ServerQuota,
         }
     }
 
@@ -78,6 +85,7 @@ impl Setup {
             (Setup::RateLimit(a, x), Setup::RateLimit(b, y)) => a == b && x == y,
             (Setup::Bulkhead(a), Setup::Bulkhead(b)) => a == b,
             (Setup::RetryBudget(a, x), Setup::RetryBudget(b, y)) => a == b && x == y,
+            (Setup::ServerQuota(a), Setup::ServerQuota(b)) => a == b,
             _ => false,
         }
     }
@@ -92,6 +100,7 @@ pub(crate) enum State {
     RateLimit(Arc<Part<Rate>>),
     Bulkhead(Part<Arc<Bulkhead>>),
     RetryBudget(Arc<Part<Budget>>),
+    ServerQuota(Arc<Part<Quotas>>),
 }
 
 #[derive(Clone)]

@@ -247,10 +247,12 @@ impl QuotaEntry {
     }
 
     /// How long an attempt at `now` waits for this entry (zero: it may go), `sent` tickets
-    /// out, following `follow`.
-    fn wait(&self, now: Instant, sent: u64, follow: Follow) -> Duration {
+    /// out, following `follow`; a spent entry whose reset is more than `cap` away holds
+    /// nothing.
+    fn wait(&self, now: Instant, sent: u64, follow: Follow, cap: Duration) -> Duration {
         if self.left(sent) == 0 {
-            return self.reset.saturating_duration_since(now);
+            let wait = self.reset.saturating_duration_since(now);
+            return if wait > cap { Duration::ZERO } else { wait };
         }
         match (follow, self.next) {
             (Follow::Pace, Some(next)) => next.saturating_duration_since(now),
@@ -301,7 +303,9 @@ impl ServerQuota {
 
     /// May an attempt go at `now`? With a ticket if so; else how long it waits, for the
     /// tightest entry (the caller decides whether that fits its deadline: nothing is taken).
-    pub(crate) fn admit(&self, now: Instant) -> Admit {
+    /// A spent quota whose reset is more than `cap` away (the policy's `retry_after_cap`)
+    /// holds nothing, as a `Retry-After` beyond it: the attempt goes, and the server answers.
+    pub(crate) fn admit(&self, now: Instant, cap: Duration) -> Admit {
         if !self.known.load(Relaxed) {
             return Admit::Go(Ticket(self.sent.fetch_add(1, Relaxed)));
         }
@@ -311,7 +315,7 @@ impl ServerQuota {
         self.known.store(!entries.is_empty(), Relaxed);
         let follow = self.config.follow;
         let tightest = (entries.iter().enumerate())
-            .map(|(index, entry)| (entry.wait(now, sent, follow), index))
+            .map(|(index, entry)| (entry.wait(now, sent, follow, cap), index))
             .max();
         if let Some((wait, index)) = tightest.filter(|(wait, _)| !wait.is_zero())
             && let Some(entry) = entries.get_mut(index)
@@ -331,20 +335,15 @@ impl ServerQuota {
         Admit::Go(Ticket(ticket))
     }
 
-    /// Learns from the answer to `ticket`, at `now`, whose fields are `headers`. `started`
-    /// hears of each quota first learned or whose new window started. Returns at once when
-    /// the answer advertises none.
-    pub(crate) fn learn(
-        &self,
-        ticket: Ticket,
-        headers: &HeaderMap,
-        now: Instant,
-        started: impl FnMut(&Quota),
-    ) {
+    /// Learns from the answer to `ticket`, arrived now, whose fields are `headers`.
+    /// `started` hears of each quota first learned or whose new window started. Returns at
+    /// once when the answer advertises none (reading no clock but the wall clock `read`
+    /// asks for).
+    pub(crate) fn learn(&self, ticket: Ticket, headers: &HeaderMap, started: impl FnMut(&Quota)) {
         let Some(quotas) = read(headers, &self.config.headers, SystemTime::now()) else {
             return;
         };
-        self.apply(ticket, &quotas, now, started);
+        self.apply(ticket, &quotas, Instant::now(), started);
     }
 
     /// [`learn`](Self::learn), with the quotas read.
@@ -406,9 +405,12 @@ impl ServerQuota {
         let follow = self.config.follow;
         entries
             .iter()
-            .any(|entry| now < entry.reset && !entry.wait(now, sent, follow).is_zero())
+            .any(|entry| now < entry.reset && !entry.wait(now, sent, follow, MAX).is_zero())
     }
 }
+
+/// No cap: every wait counts.
+const MAX: Duration = Duration::MAX;
 
 /// `n` as a divisor of a duration.
 fn saturate(n: u64) -> u32 {
@@ -448,7 +450,7 @@ mod tests {
     fn admit_n(quota: &ServerQuota, n: usize, now: Instant) -> (Vec<Ticket>, Vec<Duration>) {
         let (mut tickets, mut waits) = (Vec::new(), Vec::new());
         for _ in 0..n {
-            match quota.admit(now) {
+            match quota.admit(now, MAX) {
                 Admit::Go(ticket) => tickets.push(ticket),
                 Admit::Wait(spent) => waits.push(spent.wait),
             }
@@ -521,16 +523,26 @@ mod tests {
             ..named("default", None, 0, 1_200 * MS)
         };
         learn(&state, tickets[0], &[spent], now);
-        let spent = waiting(state.admit(now))?;
+        let spent = waiting(state.admit(now, MAX))?;
         assert_eq!(
             spent.to_string(),
             "the server's quota is spent (0 of 10 left, policy \"default\"), resets in 1.20s"
         );
         // The first waiter goes at the reset; the others spread after it.
         assert!(spent.first());
-        let second = waiting(state.admit(now))?;
+        let second = waiting(state.admit(now, MAX))?;
         assert!(!second.first() && second.release == 300 * MS);
         Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reset_beyond_the_cap_holds_nothing() {
+        let state = held();
+        let now = Instant::now();
+        let (tickets, _) = admit_n(&state, 1, now);
+        learn(&state, tickets[0], &[quota(0, 90 * SECOND, None)], now);
+        assert!(matches!(state.admit(now, 60 * SECOND), Admit::Go(_)));
+        assert!(matches!(state.admit(now, 90 * SECOND), Admit::Wait(_)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -668,7 +680,7 @@ mod tests {
         let mut sent_at = Vec::new();
         while sent_at.len() < 4 {
             let now = Instant::now();
-            match state.admit(now) {
+            match state.admit(now, MAX) {
                 Admit::Go(_) => sent_at.push(now.duration_since(start)),
                 Admit::Wait(spent) => {
                     assert!(!spent.spent, "not spent: {spent}");
@@ -683,7 +695,7 @@ mod tests {
             vec![Duration::ZERO, 500 * MS, 1_000 * MS, 1_500 * MS]
         );
         // Spent: held to the reset.
-        let spent = waiting(state.admit(Instant::now()))?;
+        let spent = waiting(state.admit(Instant::now(), MAX))?;
         assert!(spent.spent && spent.wait == 500 * MS);
         Ok(())
     }
