@@ -16,8 +16,8 @@ use crate::breaker::Breaker;
 use crate::classify::{Turnover, turnover};
 use crate::error::{Attempt, Error, ErrorKind, GiveUp};
 use crate::overload::Guards;
-use crate::overload::server_quota::Ticket;
 use crate::overload::bulkhead::BulkheadPermit;
+use crate::overload::server_quota::Ticket;
 use crate::read::Success;
 use crate::retry::delays::Delays;
 use crate::retry::{

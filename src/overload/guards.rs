@@ -657,7 +657,8 @@ impl keyed::Entry for Guards {
             (self.hold.as_ref()).is_some_and(|(hold, _)| own.hold && hold.remaining(now).is_some());
         let quota = (self.server_quota.as_ref())
             .is_some_and(|(quota, _)| own.server_quota && quota.busy(now));
-        held || quota || (self.rate.as_ref()).is_some_and(|rate| own.rate && rate.full_at() > now)
+        held || quota
+            || (self.rate.as_ref()).is_some_and(|rate| own.rate && rate.full_at() > now)
             || (self.budget.as_ref()).is_some_and(|budget| own.budget && budget.drawn_down(now))
             || (self.bulkhead.as_ref())
                 .is_some_and(|b| own.bulkhead && (b.in_flight() > 0 || b.waiting() > 0))

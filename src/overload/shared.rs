@@ -12,8 +12,8 @@ use tokio::time::Instant;
 use http::HeaderMap;
 
 use super::hold::Hold;
-use super::server_quota::{Admit, Quota, QuotaSnapshot, ServerQuota, Ticket};
 use super::rate::{RateLimit, Slot};
+use super::server_quota::{Admit, Quota, QuotaSnapshot, ServerQuota, Ticket};
 use crate::retry::RetryBudget;
 
 #[cfg(feature = "redis")]
@@ -154,12 +154,7 @@ impl Quotas {
 
     /// See [`ServerQuota::learn`].
     #[inline]
-    pub(crate) fn learn(
-        &self,
-        ticket: Ticket,
-        headers: &HeaderMap,
-        started: impl FnMut(&Quota),
-    ) {
+    pub(crate) fn learn(&self, ticket: Ticket, headers: &HeaderMap, started: impl FnMut(&Quota)) {
         match self {
             Quotas::Local(quota) => quota.learn(ticket, headers, started),
         }
