@@ -568,7 +568,10 @@ impl<O: Success, S: Sender> Call<O, S> {
         // Every answer's head, whatever it will be classified as (a 429 too), inside a race
         // too: what the server says of its quota.
         if let Some(guards) = self.retry.guards() {
-            let ticket = self.attempt.as_ref().and_then(|attempt| attempt.ticket);
+            let ticket = self
+                .attempt
+                .as_mut()
+                .and_then(|attempt| attempt.ticket.take());
             guards.learn(ticket, response.headers(), self.retry.policy_name());
         }
         match self.reads_body_first(&response) {
