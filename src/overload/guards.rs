@@ -22,7 +22,9 @@ use tokio::time::Instant;
 use super::bulkhead::{Acquire, Bulkhead, BulkheadConfig, BulkheadPermit};
 use super::hold::Hold;
 use super::rate::{RateLimit, RateLimitConfig, Slot};
-use super::server_quota::{Admit, QuotaSnapshot, ServerQuota, ServerQuotaConfig, Spent, Ticket};
+use super::server_quota::{
+    Admit, Place, QuotaSnapshot, ServerQuota, ServerQuotaConfig, Spent, Ticket,
+};
 use super::shared::{Budget, Fleet, FleetKeys, Held, Quotas, Rate, Reserve};
 use crate::breaker::Breaker;
 use crate::error::{Error, ErrorKind, Short};
@@ -234,13 +236,15 @@ pub(crate) enum Admission {
 /// ahead and nothing was reserved after it (see [`RateLimit::reserve`]).
 ///
 /// The server quota's ticket, taken when the slot was reserved, rides along: the attempt
-/// goes with it. Dropped unused, it is spent (the quota counts one request more than went
-/// out, until the next answer corrects it: on the safe side).
+/// goes with it. So does a call's place in line for a spent server quota's reset (see
+/// [`Place`]), for a call told to wait for it, which then has no slot: both are given back
+/// when dropped.
 pub(crate) struct Reservation {
     guards: Arc<Guards>,
     /// `None` once used.
     slot: Option<Slot>,
     ticket: Option<Ticket>,
+    place: Option<Place>,
 }
 
 impl Drop for Reservation {
@@ -388,11 +392,14 @@ impl Guards {
             telemetry::delayed(&hold.key, policy, Guard::RetryAfter, wait);
             return Admission::Wait(wait, None);
         }
+        let mut place = None;
         if let Some(mut reserved) = reserved {
-            // The slot is this attempt's, and its instant has come; so is the quota's
-            // ticket, taken with it.
-            reserved.slot = None;
-            return Admission::Go(reserved.ticket.take());
+            if reserved.slot.take().is_some() {
+                // The slot is this attempt's, and its instant has come; so is the quota's
+                // ticket, taken with it.
+                return Admission::Go(reserved.ticket.take());
+            }
+            place = reserved.place.take();
         }
         if breaker.is_some_and(Breaker::refuses_now) {
             // The breaker turns it away: it takes nothing.
@@ -401,9 +408,23 @@ impl Guards {
         // The server's quota, then the rate limit: the attempt goes when both let it.
         let ticket = match &self.server_quota {
             None => None,
-            Some((quota, cap)) => match quota.admit(now, *cap) {
+            Some((quota, cap)) => match quota.admit(now, *cap, place) {
                 Admit::Go(ticket) => Some(ticket),
-                Admit::Wait(spent) => return quota_wait(&quota.key, spent, now, deadline, policy),
+                Admit::Wait(spent, place) => {
+                    let wait = quota_wait(&quota.key, spent, now, deadline, policy);
+                    return match (wait, place) {
+                        (Admission::Wait(wait, None), Some(place)) => {
+                            let reservation = Reservation {
+                                guards: self.clone(),
+                                slot: None,
+                                ticket: None,
+                                place: Some(place),
+                            };
+                            Admission::Wait(wait, Some(reservation))
+                        }
+                        (admission, _) => admission,
+                    };
+                }
             },
         };
         let Some(rate) = &self.rate else {
@@ -421,6 +442,7 @@ impl Guards {
                     guards,
                     slot,
                     ticket,
+                    place: None,
                 };
                 Admission::Wait(wait, Some(reservation))
             }
@@ -459,9 +481,9 @@ impl Guards {
         }
         let ticket = match &self.server_quota {
             None => None,
-            Some((quota, cap)) => match quota.admit(now, *cap) {
+            Some((quota, cap)) => match quota.admit(now, *cap, None) {
                 Admit::Go(ticket) => Some(ticket),
-                Admit::Wait(_) => return Err(Guard::ServerQuota),
+                Admit::Wait(..) => return Err(Guard::ServerQuota),
             },
         };
         if let Some(rate) = &self.rate

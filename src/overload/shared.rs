@@ -13,7 +13,7 @@ use http::HeaderMap;
 
 use super::hold::Hold;
 use super::rate::{RateLimit, Slot};
-use super::server_quota::{Admit, Quota, QuotaSnapshot, ServerQuota, Ticket};
+use super::server_quota::{Admit, Place, Quota, QuotaSnapshot, ServerQuota, Ticket};
 use crate::retry::RetryBudget;
 
 #[cfg(feature = "redis")]
@@ -146,9 +146,9 @@ pub(crate) enum Quotas {
 impl Quotas {
     /// See [`ServerQuota::admit`].
     #[inline]
-    pub(crate) fn admit(&self, now: Instant, cap: Duration) -> Admit {
+    pub(crate) fn admit(&self, now: Instant, cap: Duration, place: Option<Place>) -> Admit {
         match self {
-            Quotas::Local(quota) => quota.admit(now, cap),
+            Quotas::Local(quota) => quota.admit(now, cap, place),
         }
     }
 

@@ -11,7 +11,7 @@ pub(crate) mod state;
 use http::HeaderName;
 
 pub(crate) use fields::{Quota, read};
-pub(crate) use state::{Admit, QuotaSnapshot, ServerQuota, Spent, Ticket};
+pub(crate) use state::{Admit, Place, QuotaSnapshot, ServerQuota, Spent, Ticket};
 
 /// What a policy does with the quota a server advertises (file: `[….server_quota]`).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

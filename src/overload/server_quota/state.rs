@@ -63,6 +63,8 @@ pub(crate) struct ServerQuota {
     sent: AtomicU64,
     /// Tickets out: taken, and neither answered nor dropped.
     out: Arc<AtomicU64>,
+    /// Calls waiting for a spent quota's reset, with their [`Place`]s.
+    queued: Arc<AtomicU64>,
     /// Whether any entry is kept: until then admission takes no lock.
     known: AtomicBool,
     entries: Mutex<Vec<QuotaEntry>>,
@@ -158,8 +160,24 @@ impl std::fmt::Display for Spent {
 pub(crate) enum Admit {
     /// Go, with this ticket.
     Go(Ticket),
-    /// Not yet.
-    Wait(Spent),
+    /// Not yet; with a place in line if the quota is spent (to pass back when asking again).
+    Wait(Spent, Option<Place>),
+}
+
+/// A call's place among those waiting for a spent quota's reset: they go before calls that
+/// come after the reset, which take only what the waiters leave (else the calls that come
+/// just after the reset, before the waiters' release spread lets them out, would take the
+/// refill, and a waiter could wait window after window). Given back when dropped: a
+/// waiting call cancelled leaves nothing behind.
+#[derive(Debug)]
+pub(crate) struct Place {
+    queued: Arc<AtomicU64>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(1, Relaxed);
+    }
 }
 
 /// One quota (policy name, partition key) as far as the client knows it.
@@ -268,10 +286,16 @@ impl QuotaEntry {
     }
 
     /// How long an attempt at `now` waits for this entry (zero: it may go), `sent` tickets
-    /// out, following `follow`; a spent entry whose reset is more than `cap` away holds
-    /// nothing.
-    fn wait(&self, now: Instant, sent: u64, follow: Follow, cap: Duration) -> Duration {
-        if self.left(sent) == 0 {
+    /// taken and `ahead` calls waiting before it, following `follow`; a spent entry whose
+    /// reset is more than `cap` away holds nothing.
+    fn wait(
+        &self,
+        now: Instant,
+        (sent, ahead): (u64, u64),
+        follow: Follow,
+        cap: Duration,
+    ) -> Duration {
+        if self.left(sent) <= ahead {
             let wait = self.reset.saturating_duration_since(now);
             return if wait > cap { Duration::ZERO } else { wait };
         }
@@ -282,8 +306,8 @@ impl QuotaEntry {
     }
 
     /// What a waiter told to wait `wait` at `now` is told.
-    fn spent(&mut self, now: Instant, sent: u64, wait: Duration) -> Spent {
-        let left = self.left(sent);
+    fn spent(&mut self, now: Instant, (sent, ahead): (u64, u64), wait: Duration) -> Spent {
+        let left = self.left(sent).saturating_sub(ahead);
         let spent = left == 0;
         let release = match self.first_out {
             _ if !spent => Duration::ZERO,
@@ -323,6 +347,7 @@ impl ServerQuota {
             config,
             sent: AtomicU64::new(0),
             out: Arc::new(AtomicU64::new(0)),
+            queued: Arc::new(AtomicU64::new(0)),
             known: AtomicBool::new(false),
             entries: Mutex::new(Vec::new()),
         }
@@ -336,7 +361,8 @@ impl ServerQuota {
     /// tightest entry (the caller decides whether that fits its deadline: nothing is taken).
     /// A spent quota whose reset is more than `cap` away (the policy's `retry_after_cap`)
     /// holds nothing, as a `Retry-After` beyond it: the attempt goes, and the server answers.
-    pub(crate) fn admit(&self, now: Instant, cap: Duration) -> Admit {
+    /// `place`: the call's place in line, if it waited for a reset (see [`Place`]).
+    pub(crate) fn admit(&self, now: Instant, cap: Duration, place: Option<Place>) -> Admit {
         if !self.known.load(Relaxed) {
             return Admit::Go(self.ticket());
         }
@@ -345,13 +371,28 @@ impl ServerQuota {
         entries.retain_mut(|entry| entry.roll(now, sent));
         self.known.store(!entries.is_empty(), Relaxed);
         let follow = self.config.follow;
+        // Those waiting go first; among them, whoever asks first.
+        let ahead = match place {
+            Some(_) => 0,
+            None => self.queued.load(Relaxed),
+        };
         let tightest = (entries.iter().enumerate())
-            .map(|(index, entry)| (entry.wait(now, sent, follow, cap), index))
+            .map(|(index, entry)| (entry.wait(now, (sent, ahead), follow, cap), index))
             .max();
         if let Some((wait, index)) = tightest.filter(|(wait, _)| !wait.is_zero())
             && let Some(entry) = entries.get_mut(index)
         {
-            return Admit::Wait(entry.spent(now, sent, wait));
+            let spent = entry.spent(now, (sent, ahead), wait);
+            let place = match place {
+                Some(place) => Some(place),
+                None if spent.spent => {
+                    self.queued.fetch_add(1, Relaxed);
+                    let queued = self.queued.clone();
+                    Some(Place { queued })
+                }
+                None => None,
+            };
+            return Admit::Wait(spent, place);
         }
         let ticket = self.ticket();
         if follow == Follow::Pace {
@@ -451,7 +492,7 @@ impl ServerQuota {
         let follow = self.config.follow;
         entries
             .iter()
-            .any(|entry| now < entry.reset && !entry.wait(now, sent, follow, MAX).is_zero())
+            .any(|entry| now < entry.reset && !entry.wait(now, (sent, 0), follow, MAX).is_zero())
     }
 }
 
@@ -497,9 +538,9 @@ mod tests {
     fn admit_n(quota: &ServerQuota, n: usize, now: Instant) -> (Vec<Ticket>, Vec<Duration>) {
         let (mut tickets, mut waits) = (Vec::new(), Vec::new());
         for _ in 0..n {
-            match quota.admit(now, MAX) {
+            match quota.admit(now, MAX, None) {
                 Admit::Go(ticket) => tickets.push(ticket),
-                Admit::Wait(spent) => waits.push(spent.wait),
+                Admit::Wait(spent, _) => waits.push(spent.wait),
             }
         }
         (tickets, waits)
@@ -507,16 +548,16 @@ mod tests {
 
     /// One attempt let out at `now`, its ticket.
     fn one(quota: &ServerQuota, now: Instant) -> Result<Ticket, String> {
-        match quota.admit(now, MAX) {
+        match quota.admit(now, MAX, None) {
             Admit::Go(ticket) => Ok(ticket),
-            Admit::Wait(spent) => Err(format!("told to wait: {spent}")),
+            Admit::Wait(spent, _) => Err(format!("told to wait: {spent}")),
         }
     }
 
     /// The wait `admit` says, or why not.
     fn waiting(admit: Admit) -> Result<Spent, String> {
         match admit {
-            Admit::Wait(spent) => Ok(spent),
+            Admit::Wait(spent, _) => Ok(spent),
             Admit::Go(ticket) => Err(format!("let out with {ticket:?}")),
         }
     }
@@ -592,14 +633,14 @@ mod tests {
             ..named("default", None, 0, 1_200 * MS)
         };
         learn(&state, one(&state, now)?, &[spent], now);
-        let spent = waiting(state.admit(now, MAX))?;
+        let spent = waiting(state.admit(now, MAX, None))?;
         assert_eq!(
             spent.to_string(),
             "the server's quota is spent (0 of 10 left, policy \"default\"), resets in 1.20s"
         );
         // The first waiter goes at the reset; the others spread after it.
         assert!(spent.first());
-        let second = waiting(state.admit(now, MAX))?;
+        let second = waiting(state.admit(now, MAX, None))?;
         assert!(!second.first() && second.release == 300 * MS);
         Ok(())
     }
@@ -614,8 +655,11 @@ mod tests {
             &[quota(0, 90 * SECOND, None)],
             now,
         );
-        assert!(matches!(state.admit(now, 60 * SECOND), Admit::Go(_)));
-        assert!(matches!(state.admit(now, 90 * SECOND), Admit::Wait(_)));
+        assert!(matches!(state.admit(now, 60 * SECOND, None), Admit::Go(_)));
+        assert!(matches!(
+            state.admit(now, 90 * SECOND, None),
+            Admit::Wait(..)
+        ));
         Ok(())
     }
 
@@ -754,9 +798,9 @@ mod tests {
         let mut sent_at = Vec::new();
         while sent_at.len() < 4 {
             let now = Instant::now();
-            match state.admit(now, MAX) {
+            match state.admit(now, MAX, None) {
                 Admit::Go(_) => sent_at.push(now.duration_since(start)),
-                Admit::Wait(spent) => {
+                Admit::Wait(spent, _) => {
                     assert!(!spent.spent, "not spent: {spent}");
                     assert!(spent.to_string().starts_with("pacing the server's quota"));
                     tokio::time::advance(spent.wait).await;
@@ -769,7 +813,7 @@ mod tests {
             vec![Duration::ZERO, 500 * MS, 1_000 * MS, 1_500 * MS]
         );
         // Spent: held to the reset.
-        let spent = waiting(state.admit(Instant::now(), MAX))?;
+        let spent = waiting(state.admit(Instant::now(), MAX, None))?;
         assert!(spent.spent && spent.wait == 500 * MS);
         Ok(())
     }
@@ -801,6 +845,37 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn those_waiting_for_the_reset_go_before_those_who_come_after() -> Result<(), String> {
+        let state = held();
+        let start = Instant::now();
+        learn(
+            &state,
+            one(&state, start)?,
+            &[quota(0, SECOND, Some(3))],
+            start,
+        );
+        // Two wait for the reset, each with its place in line.
+        let mut places = Vec::new();
+        for _ in 0..2 {
+            match state.admit(start, MAX, None) {
+                Admit::Wait(_, Some(place)) => places.push(place),
+                other => return Err(format!("{other:?}")),
+            }
+        }
+        tokio::time::advance(SECOND).await;
+        let now = Instant::now();
+        // Refilled to 3: a call that comes now takes what the two waiting leave.
+        assert!(matches!(state.admit(now, MAX, None), Admit::Go(_)));
+        assert!(matches!(state.admit(now, MAX, None), Admit::Wait(..)));
+        // The two waiting go, whenever they ask.
+        for place in places {
+            assert!(matches!(state.admit(now, MAX, Some(place)), Admit::Go(_)));
+        }
+        assert_eq!(state.queued.load(Relaxed), 0);
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_waiting_call_dropped_leaves_nothing_that_blocks_others() -> Result<(), String> {
         let state = ServerQuota::new(ServerQuotaConfig::pace());
         let now = Instant::now();
@@ -814,6 +889,16 @@ mod tests {
         // A call told to wait takes nothing: dropped (or not), the next turn is the same.
         let (_, waits) = admit_n(&state, 3, now);
         assert_eq!(waits, vec![SECOND; 3]);
+        tokio::time::advance(SECOND).await;
+        assert_eq!(admit_n(&state, 1, Instant::now()).0.len(), 1);
+        // Nor does a call dropped while it waited for a spent quota's reset: its place in
+        // line goes with it.
+        let (state, now) = (held(), Instant::now());
+        learn(&state, one(&state, now)?, &[quota(0, SECOND, Some(1))], now);
+        let waiting = state.admit(now, MAX, None);
+        assert!(matches!(waiting, Admit::Wait(_, Some(_))));
+        assert_eq!(state.queued.load(Relaxed), 1);
+        drop(waiting);
         tokio::time::advance(SECOND).await;
         assert_eq!(admit_n(&state, 1, Instant::now()).0.len(), 1);
         Ok(())
