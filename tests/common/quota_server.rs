@@ -168,10 +168,17 @@ impl QuotaServer {
         self.statuses().iter().filter(|s| **s == 429).count()
     }
 
-    /// The most requests that arrived within any `span` (sliding, from each arrival).
-    pub fn most_within(&self, span: Duration) -> usize {
+    /// The most requests that arrived within any `span` (sliding, from each arrival), of
+    /// those that arrived `after` the first one or later.
+    pub fn most_within(&self, span: Duration, after: Duration) -> usize {
         let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        let times: Vec<Instant> = seen.arrivals.iter().map(|(at, _)| *at).collect();
+        let Some(&(first, _)) = seen.arrivals.first() else {
+            return 0;
+        };
+        let times: Vec<Instant> = (seen.arrivals.iter())
+            .map(|(at, _)| *at)
+            .filter(|at| *at >= first + after)
+            .collect();
         (times.iter())
             .map(|from| {
                 times
