@@ -2,9 +2,16 @@
 //! call and the tower layers call these functions and decide nothing of their own.
 //!
 //! - [`Guards::admit`]: may an attempt go out now? A `Retry-After` hold first (the server
-//!   asked), then the rate limit; either may say "wait", if the wait ends before the call's
-//!   deadline, or refuse at once with [`RateLimited`](crate::ErrorKind::RateLimited). A wait
-//!   for the rate limit reserves its slot ([`Reservation`]): the attempt goes when it ends.
+//!   asked), then the quota the server advertises, then the rate limit; each may say
+//!   "wait", if the wait ends before the call's deadline, or refuse at once with
+//!   [`RateLimited`](crate::ErrorKind::RateLimited). Each is asked again after a wait, so
+//!   the longest wait wins. A wait for the rate limit reserves its slot ([`Reservation`]):
+//!   the attempt goes when it ends.
+//! - The server's quota ([`ServerQuota`]): a spent quota holds its scope until the reset by
+//!   a `Retry-After` hold's rule (within `retry_after_cap`, waiters released spread after
+//!   the reset); a paced one spreads what is left over the time to the reset. An attempt
+//!   let out takes a [`Ticket`] that it carries to its answer, whose head
+//!   [`Guards::learn`] reads (every answer: a success, a 4xx, a 5xx, a 429).
 //! - [`Guards::observe`]: a 429 or 503 with a `Retry-After` within the cap holds the endpoint.
 //!   The calls that waited on a hold go spread over a short window after its end, not at
 //!   once (see [`hold`](super::hold)).
