@@ -8,8 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use resilient_http::hedge::HedgeConfig;
 use resilient_http::overload::ServerQuotaConfig;
-use resilient_http::policy::EndpointPolicy;
+use resilient_http::policy::{EndpointPolicy, Scope};
+use resilient_http::testkit::{FaultServer, Reply};
 use resilient_http::{Client, ErrorKind};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -137,4 +139,74 @@ async fn a_spent_quota_past_the_deadline_is_refused_at_once_naming_it() {
     assert_eq!(response.status(), 200);
     assert!(start.elapsed() >= WINDOW);
     assert_eq!(server.rejected(), 0);
+}
+
+/// An answer advertising `remaining` requests left in a window of `q` resetting in `t`
+/// seconds (IETF fields).
+fn advertising(reply: Reply, q: u64, remaining: u64, t: u64) -> Reply {
+    reply
+        .header("ratelimit-policy", format!("\"default\";q={q};w={t}"))
+        .header("ratelimit", format!("\"default\";r={remaining};t={t}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_with_quota_fields_teaches_the_quota_beside_its_retry_after() {
+    let server = FaultServer::start().await.unwrap();
+    let spent = advertising(Reply::status(429).retry_after_secs(1), 10, 0, 5);
+    server.script("/q", [spent, Reply::ok("x")]);
+    let client = Client::builder()
+        .default_policy(EndpointPolicy::new().max_attempts(2))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let response = client.get(server.url("/q")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // The retry waited for the quota's reset (5 s), past the 1 s the `Retry-After` asked.
+    assert_eq!(start.elapsed(), 5 * SECOND);
+    assert_eq!(server.hits("/q"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_is_kept_back_while_the_quota_is_spent() {
+    let server = FaultServer::start().await.unwrap();
+    let slow = advertising(
+        Reply::ok("slow").delay(500 * Duration::from_millis(1)),
+        10,
+        0,
+        10,
+    );
+    server.script("/h", [advertising(Reply::ok("x"), 10, 1, 10), slow]);
+    let policy = EndpointPolicy::new()
+        .max_attempts(3)
+        .hedge(HedgeConfig::new(Duration::from_millis(100), 1));
+    let client = Client::builder().default_policy(policy).build().unwrap();
+    let url = server.url("/h");
+    client.get(&url).send().await.unwrap();
+    // One left: the second call takes it; its hedge, due at 100 ms, would overshoot.
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "slow");
+    assert_eq!(server.hits("/h"), 2, "no hedge");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_scope_is_one_view_of_the_quota_for_every_host() {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/r",
+        [advertising(Reply::ok("x"), 10, 0, 3), Reply::ok("x")],
+    );
+    let local = format!("http://localhost:{}/r", server.addr().port());
+    for (scope, waited) in [(Scope::Host, Duration::ZERO), (Scope::Rule, 3 * SECOND)] {
+        let policy = EndpointPolicy::new().server_quota_scope(scope.clone());
+        let client = Client::builder().default_policy(policy).build().unwrap();
+        client.get(server.url("/r")).send().await.unwrap();
+        // The same server, under another endpoint key: held only if the scope is the rule.
+        let start = Instant::now();
+        client.get(&local).send().await.unwrap();
+        assert_eq!(start.elapsed(), waited, "{scope:?}");
+        server.script(
+            "/r",
+            [advertising(Reply::ok("x"), 10, 0, 3), Reply::ok("x")],
+        );
+    }
 }
