@@ -196,14 +196,21 @@ async fn a_rule_scope_is_one_view_of_the_quota_for_every_host() {
         [advertising(Reply::ok("x"), 10, 0, 3), Reply::ok("x")],
     );
     let local = format!("http://localhost:{}/r", server.addr().port());
-    for (scope, waited) in [(Scope::Host, Duration::ZERO), (Scope::Rule, 3 * SECOND)] {
-        let policy = EndpointPolicy::new().server_quota_scope(scope.clone());
+    let by_host = EndpointPolicy::new().server_quota_scope(Scope::Host);
+    let by_rule = EndpointPolicy::new().server_quota_scope(Scope::Rule);
+    // Unset, the scope is the hold's.
+    let as_held = EndpointPolicy::new().hold_scope(Scope::Rule);
+    for (scope, policy, waited) in [
+        ("host", by_host, Duration::ZERO),
+        ("rule", by_rule, 3 * SECOND),
+        ("the hold's", as_held, 3 * SECOND),
+    ] {
         let client = Client::builder().default_policy(policy).build().unwrap();
         client.get(server.url("/r")).send().await.unwrap();
         // The same server, under another endpoint key: held only if the scope is the rule.
         let start = Instant::now();
         client.get(&local).send().await.unwrap();
-        assert_eq!(start.elapsed(), waited, "{scope:?}");
+        assert_eq!(start.elapsed(), waited, "{scope}");
         server.script(
             "/r",
             [advertising(Reply::ok("x"), 10, 0, 3), Reply::ok("x")],

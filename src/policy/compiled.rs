@@ -259,7 +259,12 @@ impl CompiledPolicy {
                 hold: hold_scope.clone().unwrap_or_default(),
                 rate: rate_limit_scope.clone().unwrap_or_default(),
                 bulkhead: bulkhead_scope.clone().unwrap_or_default(),
-                server_quota: server_quota_scope.clone().unwrap_or_default(),
+                // Unset, the hold's: the two things a server says of its limits (a
+                // `Retry-After`, a quota) hold the same requests, and a policy whose holds
+                // are kept per rule or name gets no per-host lookup it did not have.
+                server_quota: (server_quota_scope.clone())
+                    .or_else(|| hold_scope.clone())
+                    .unwrap_or_default(),
             },
         };
         // Holds are shared whenever the client has a Redis. What a shared limit needs of it is
