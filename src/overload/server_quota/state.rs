@@ -235,7 +235,8 @@ impl QuotaEntry {
     fn apply(&mut self, quota: &Quota, answer: Answer, now: Instant) -> bool {
         let reset = now + quota.reset;
         let later = reset >= self.reset + SAME_WINDOW;
-        let new_window = later || now >= self.reset;
+        // After a refill, the first answer is the server's word on the window guessed.
+        let new_window = later || now >= self.reset || self.guessed;
         // An answer older than the one applied tells less, unless of a later window.
         if answer.ticket < self.at && !later && !self.guessed {
             return false;
