@@ -364,11 +364,14 @@ impl Guards {
 
     /// May an attempt go out at `now`, in a call that must end by `deadline`? `breaker` is
     /// the endpoint's, if it has one: an attempt it will turn away takes no rate-limit slot
-    /// (the hold comes first: the server asked). `reserved`: the slot this attempt reserved
-    /// when told to wait (its wait is over): it goes, unless a hold came meanwhile.
+    /// (the hold and the server's quota come first: the server asked). `reserved`: the slot
+    /// this attempt reserved when told to wait (its wait is over): it goes, unless a hold
+    /// came meanwhile; or its place in line for a spent server quota.
     ///
     /// Over the rate limit, an attempt whose wait fits the deadline reserves its slot and is
     /// told to wait until it; one whose wait does not is refused at once, reserving nothing.
+    /// The server's quota says wait or refuse the same way (see [`ServerQuota`]); an attempt
+    /// it lets out takes a ticket, carried by `Go` (or by the reservation, to go with it).
     pub(crate) fn admit(
         self: &Arc<Self>,
         now: Instant,
@@ -408,11 +411,8 @@ impl Guards {
             }
             place = reserved.place.take();
         }
-        if breaker.is_some_and(Breaker::refuses_now) {
-            // The breaker turns it away: it takes nothing.
-            return Admission::Go(None);
-        }
-        // The server's quota, then the rate limit: the attempt goes when both let it.
+        // The server's quota (the server asked, as for a hold), then the rate limit: the
+        // attempt goes when both let it.
         let ticket = match &self.server_quota {
             None => None,
             Some((quota, cap)) => match quota.admit(now, *cap, place) {
@@ -437,6 +437,9 @@ impl Guards {
         let Some(rate) = &self.rate else {
             return Admission::Go(ticket);
         };
+        if breaker.is_some_and(Breaker::refuses_now) {
+            return Admission::Go(ticket);
+        }
         // Past here, an attempt that does not go spends its ticket (see `Reservation`).
         match rate.reserve(now, deadline) {
             Reserve::Now => Admission::Go(ticket),
