@@ -213,7 +213,7 @@ impl QuotaEntry {
             remaining: quota.remaining.saturating_sub(answer.others),
             from: answer.sent,
             at: answer.ticket,
-            reset: now + quota.reset,
+            reset: after(now, quota.reset),
             window: quota.reset,
             guessed: false,
             next: None,
@@ -233,8 +233,8 @@ impl QuotaEntry {
 
     /// Applies `answer` at `now`; whether it starts a new window.
     fn apply(&mut self, quota: &Quota, answer: Answer, now: Instant) -> bool {
-        let reset = now + quota.reset;
-        let later = reset >= self.reset + SAME_WINDOW;
+        let reset = after(now, quota.reset);
+        let later = reset >= after(self.reset, SAME_WINDOW);
         // After a refill, the first answer is the server's word on the window guessed.
         let new_window = later || now >= self.reset || self.guessed;
         // An answer older than the one applied tells less, unless of a later window.
@@ -258,8 +258,8 @@ impl QuotaEntry {
         new_window
     }
 
-    /// The entry at `now`, with `sent` tickets out: past its reset, refilled (quota known)
-    /// or `false` (no longer constraining: to be dropped).
+    /// The entry at `now`, `sent` tickets taken: past its reset, refilled (quota known) or
+    /// `false` (no longer constraining: to be dropped).
     fn roll(&mut self, now: Instant, sent: u64) -> bool {
         if now < self.reset {
             return true;
@@ -495,6 +495,12 @@ impl ServerQuota {
             .iter()
             .any(|entry| now < entry.reset && !entry.wait(now, (sent, 0), follow, MAX).is_zero())
     }
+}
+
+/// `duration` after `instant`, or `instant` if the clock cannot say that (never for a reset
+/// the parser read: at most a day away).
+fn after(instant: Instant, duration: Duration) -> Instant {
+    instant.checked_add(duration).unwrap_or(instant)
 }
 
 /// No cap: every wait counts.
