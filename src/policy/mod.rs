@@ -301,8 +301,8 @@ settings! {
     /// `X-RateLimit-*`, or an API's own names): default
     /// [`ServerQuotaConfig::hold`](crate::overload::ServerQuotaConfig::hold). (Skeleton.)
     server_quota: crate::overload::ServerQuotaConfig;
-    /// Which requests share one view of the server's quota (default [`Scope::Host`]). See
-    /// [`Scope`].
+    /// Which requests share one view of the server's quota (default: the hold's,
+    /// `hold_scope`, itself [`Scope::Host`] by default). See [`Scope`].
     server_quota_scope: Scope;
     /// Hedged requests (default: none): when an attempt has not answered after `after`, send
     /// another, up to `max` per call, and take the first good answer. Only requests that may
