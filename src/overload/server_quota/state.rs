@@ -11,8 +11,9 @@
 //! left at admission is that less the tickets taken since: 8 calls in flight cannot
 //! overshoot a quota that has 2 left (the answer to any of them says at most 9, less the 7
 //! others), and the next answer corrects the count (a request the server did count, or one
-//! that never reached it). The count takes no lock: each ticket is two atomic adds, given
-//! back when its attempt is answered or dropped.
+//! that never reached it). The count takes no lock: a ticket is a number and a reference to
+//! the scope's counter (whose reference count is the count of tickets out), given back
+//! when its attempt is answered or dropped.
 //!
 //! An answer to a ticket older than the one whose answer was applied is ignored, unless it
 //! starts a later window: its reset is a second or more later than the entry's (resets in
@@ -36,8 +37,8 @@
 //! # Cost
 //!
 //! Until an answer advertises a quota, letting an attempt out is a load and its ticket (two
-//! atomic adds, one reference count), no lock. With a quota known, a short uncontended lock
-//! around the entries.
+//! atomic adds, one given back with the ticket), no lock. With a quota known, a short
+//! uncontended lock around the entries.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -61,8 +62,9 @@ pub(crate) struct ServerQuota {
     config: ServerQuotaConfig,
     /// Tickets handed out: the number of the next one.
     sent: AtomicU64,
-    /// Tickets out: taken, and neither answered nor dropped.
-    out: Arc<AtomicU64>,
+    /// Each ticket holds a reference to this: the tickets out (taken, and neither answered
+    /// nor dropped) are its references but this one, counted by the reference count itself.
+    out: Arc<Out>,
     /// Calls waiting for a spent quota's reset, with their [`Place`]s.
     queued: Arc<AtomicU64>,
     /// Whether any entry is kept: until then admission takes no lock.
@@ -85,14 +87,12 @@ impl std::fmt::Debug for ServerQuota {
 #[derive(Debug)]
 pub(crate) struct Ticket {
     number: u64,
-    out: Arc<AtomicU64>,
+    _out: Arc<Out>,
 }
 
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.out.fetch_sub(1, Relaxed);
-    }
-}
+/// What tickets hold a reference to, to be counted (see [`ServerQuota::out`]).
+#[derive(Debug)]
+struct Out;
 
 /// What a scope knows of its server's quota, for `OverloadHandle`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -347,7 +347,7 @@ impl ServerQuota {
         ServerQuota {
             config,
             sent: AtomicU64::new(0),
-            out: Arc::new(AtomicU64::new(0)),
+            out: Arc::new(Out),
             queued: Arc::new(AtomicU64::new(0)),
             known: AtomicBool::new(false),
             entries: Mutex::new(Vec::new()),
@@ -408,12 +408,16 @@ impl ServerQuota {
         Admit::Go(ticket)
     }
 
+    /// Tickets out: taken, and neither answered nor dropped.
+    fn tickets_out(&self) -> u64 {
+        (Arc::strong_count(&self.out) as u64).saturating_sub(1)
+    }
+
     /// The next ticket, out until dropped.
     fn ticket(&self) -> Ticket {
-        self.out.fetch_add(1, Relaxed);
         Ticket {
             number: self.sent.fetch_add(1, Relaxed),
-            out: self.out.clone(),
+            _out: self.out.clone(),
         }
     }
 
@@ -440,7 +444,7 @@ impl ServerQuota {
         // Read under the lock: a ticket taken with a quota known is taken under it too.
         let answer = Answer {
             ticket: ticket.number,
-            others: self.out.load(Relaxed).saturating_sub(1),
+            others: self.tickets_out().saturating_sub(1),
             sent: self.sent.load(Relaxed),
         };
         for quota in quotas {
@@ -588,9 +592,9 @@ mod tests {
         let numbers: Vec<u64> = tickets.iter().map(|ticket| ticket.number).collect();
         assert_eq!(numbers, vec![0, 1, 2]);
         assert!(waits.is_empty());
-        assert_eq!(state.out.load(Relaxed), 3);
+        assert_eq!(state.tickets_out(), 3);
         drop(tickets);
-        assert_eq!(state.out.load(Relaxed), 0, "given back when dropped");
+        assert_eq!(state.tickets_out(), 0, "given back when dropped");
         assert_eq!(state.snapshot(now), None);
         assert!(!state.busy(now));
     }
