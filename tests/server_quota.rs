@@ -17,8 +17,6 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-#[path = "common/logs.rs"]
-mod logs;
 #[path = "common/quota_server.rs"]
 mod quota_server;
 use quota_server::{QuotaServer, Style};
@@ -218,28 +216,4 @@ async fn a_rule_scope_is_one_view_of_the_quota_for_every_host() {
             [advertising(Reply::ok("x"), 10, 0, 3), Reply::ok("x")],
         );
     }
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_quota_is_said_once_a_window_and_a_spent_one_once_a_reset() {
-    let server = FaultServer::start().await.unwrap();
-    let replies = [2, 1, 0, 2].map(|left| advertising(Reply::ok("x"), 3, left, 2));
-    server.script("/t", replies);
-    let client = client(ServerQuotaConfig::hold());
-    let url = server.url("/t");
-    let calls = async {
-        for _ in 0..4 {
-            client.get(&url).send().await.unwrap();
-        }
-    };
-    let ((), lines) = logs::logged_async(tracing::Level::DEBUG, calls).await;
-    let said = |what: &str| lines.iter().filter(|line| line.contains(what)).count();
-    // Learned, then its new window (the fourth answer): not each answer.
-    assert_eq!(said("server quota learned"), 2, "{lines:#?}");
-    assert_eq!(said("endpoint held"), 1, "{lines:#?}");
-    assert!(lines.iter().any(|line| line.contains("endpoint held")
-        && line.contains("reason=\"server_quota\"")
-        && line.contains("reset_ms=2000")));
-    assert_eq!(said("request delayed"), 1, "{lines:#?}");
-    assert_eq!(server.hits("/t"), 4);
 }
