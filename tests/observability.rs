@@ -475,6 +475,55 @@ async fn a_hold_is_announced_once_and_each_call_waiting_for_it_is_an_event() {
     }
 }
 
+/// Issue 25: a quota the server advertises is a DEBUG when learned and when a new window of
+/// it starts, not for each answer; its running out holds the endpoint (one INFO, reason
+/// `server_quota`), and each call that waits for its reset is a DEBUG.
+#[tokio::test(start_paused = true)]
+async fn a_quota_is_said_once_a_window_and_a_spent_one_once_a_reset() {
+    let server = FaultServer::start().await.unwrap();
+    let replies = [2, 1, 0, 2].map(|left| {
+        Reply::ok("x")
+            .header("ratelimit-policy", "\"default\";q=3;w=2")
+            .header("ratelimit", format!("\"default\";r={left};t=2"))
+    });
+    server.script("/q", replies);
+    let client = Client::builder().build().unwrap();
+    let url = server.url("/q");
+    let calls = async {
+        for _ in 0..4 {
+            client.get(&url).send().await.unwrap();
+        }
+    };
+    let ((), seen, _) = traced(calls).await;
+    assert_eq!(server.hits("/q"), 4);
+    let endpoint = format!("http://{}", server.addr());
+
+    // Learned, then its new window (the fourth answer): not each answer.
+    let learned = events(&seen, "server quota learned");
+    assert_eq!(learned.len(), 2, "{seen:#?}");
+    for (level, fields, _) in &learned {
+        assert_eq!(**level, Level::DEBUG);
+        assert_eq!(fields["endpoint"], endpoint);
+        assert_eq!(fields["quota"], "default");
+        assert_eq!(fields["limit"], "3");
+        assert_eq!(fields["reset_ms"], "2000");
+        assert_eq!(fields["policy"], "default");
+    }
+    assert_eq!(learned[0].1["remaining"], "2");
+
+    let held = events(&seen, "endpoint held");
+    assert_eq!(held.len(), 1, "{seen:#?}");
+    let (level, fields, _) = held[0];
+    assert_eq!(*level, Level::INFO);
+    assert_eq!(fields["reason"], "server_quota");
+    assert_eq!(fields["reset_ms"], "2000");
+
+    let delayed = events(&seen, "request delayed");
+    assert_eq!(delayed.len(), 1, "{seen:#?}");
+    assert_eq!(delayed[0].1["reason"], "server_quota");
+    assert_eq!(delayed[0].1["wait_ms"], "2000");
+}
+
 /// Issue 14: a call refused at once, because the hold or the rate limit would keep it past
 /// its deadline, is a DEBUG event that says which, not a WARN per request.
 #[tokio::test(start_paused = true)]

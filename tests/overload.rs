@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use resilient_http::breaker::{BreakerConfig, State, Window};
 use resilient_http::hedge::HedgeConfig;
-use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
+use resilient_http::overload::{BulkheadConfig, RateLimitConfig, ServerQuotaConfig};
 use resilient_http::policy::EndpointPolicy;
 use resilient_http::retry::BudgetConfig;
 use resilient_http::testkit::{FaultServer, Reply};
@@ -764,7 +764,8 @@ async fn the_handle_finds_the_guards_a_call_used() {
             Matcher::new().path("/bare*"),
             EndpointPolicy::new()
                 .retry_budget_enabled(false)
-                .hold_on_retry_after(false),
+                .hold_on_retry_after(false)
+                .server_quota(ServerQuotaConfig::off()),
         )
         .build()
         .unwrap();

@@ -24,10 +24,10 @@
 //! Whether the breaker counted an attempt shows in a second call of the same request under a
 //! breaker that opens on one counted failure: `circuit_open`, or another try at the server.
 //!
-//! The overload guards (retry budget, `Retry-After` holds, rate limit, bulkhead) are per
-//! policy, so the paths with policies have them (`Tower` included: a user's own
-//! `ServiceBuilder` gets them from `ResilientLayer`); the `Layers` path, public layers stacked by
-//! hand, has none (a `RetryLayer` alone keeps no per-endpoint state), so the overload
+//! The overload guards (retry budget, `Retry-After` holds, the server's quota, rate limit,
+//! bulkhead) are per policy, so the paths with policies have them (`Tower` included: a
+//! user's own `ServiceBuilder` gets them from `ResilientLayer`); the `Layers` path, public
+//! layers stacked by hand, has none (a `RetryLayer` alone keeps no per-endpoint state), so the overload
 //! scenarios skip it. Their calls are timed (virtual time: how long a call waited shows),
 //! and a bulkhead scenario runs its two calls at once.
 //!
@@ -618,6 +618,35 @@ fn scenarios() -> Vec<Scenario> {
                 "1 hit: status 503 transient delivered ×1 in 0ns / rate_limited transient \
                  never sent ×1 in 0ns",
             )
+        },
+        // The first answer says the server's quota is spent (IETF fields) until its reset
+        // in 2 s: the second call waits for it, then goes out.
+        Scenario::get(
+            "quota wait",
+            vec![
+                Reply::ok("x")
+                    .header("ratelimit-policy", "\"default\";q=1;w=2")
+                    .header("ratelimit", "\"default\";r=0;t=2"),
+                Reply::ok("x"),
+            ],
+        )
+        .guarded(2, 1, EndpointPolicy::new())
+        .expect("2 hits: 200 x ×1 in 0ns / 200 x ×1 in 2s"),
+        // Spent for 5 s (`X-RateLimit-*`), past the 1 s the second call has: it fails at
+        // once, never sent.
+        Scenario {
+            per_request: Some(PerRequest::Deadline(SECOND)),
+            ..Scenario::get(
+                "quota fail fast",
+                vec![
+                    Reply::ok("x")
+                        .header("x-ratelimit-remaining", "0")
+                        .header("x-ratelimit-reset", "5"),
+                    Reply::ok("x"),
+                ],
+            )
+            .guarded(2, 1, EndpointPolicy::new())
+            .expect("1 hit: 200 x ×1 in 0ns / rate_limited transient never sent ×1 in 0ns")
         },
         // One request every 2 s: the second call waits for its slot.
         Scenario::get("rate limit wait", vec![Reply::ok("x")])

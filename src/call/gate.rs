@@ -76,8 +76,8 @@ fn admit_with(
     };
     let (started, deadline) = (retry.attempt_started(), retry.deadline());
     match guards.admit(started, deadline, retry.policy_name(), breaker, reserved) {
-        Admission::Go => {
-            retry.let_out();
+        Admission::Go(ticket) => {
+            retry.let_out(ticket);
             Gate::Out(parked)
         }
         // One sleep to the end of the wait. A reservation rides along: dropped with the

@@ -34,6 +34,7 @@ use crate::call::record::Slot;
 use crate::call::state::{Next, RetryState};
 use crate::extras::Extras;
 use crate::hook::{AttemptInfo, AuthRefresher, BodyFactory, BoxFuture};
+use crate::overload::server_quota::Ticket;
 use crate::policy::{CompiledPolicy, Policies};
 use crate::read::{Buffered, Reader, Success, buffer, limited};
 use crate::timeout::{Clock, attempt_limit, expired, ran_out, timed_out};
@@ -178,6 +179,8 @@ struct Attempt {
     /// that (see [`attempt_limit`]).
     limit: Duration,
     by_deadline: bool,
+    /// The server quota's ticket, if the policy follows one: its answer is learned with it.
+    ticket: Option<Ticket>,
 }
 
 impl Attempt {
@@ -457,6 +460,7 @@ impl<O: Success, S: Sender> Call<O, S> {
                 sent_at: None,
                 limit: Duration::MAX,
                 by_deadline: false,
+                ticket: self.retry.take_ticket(),
             };
             return Ok((attempt, self.sender.send(request)));
         }
@@ -489,6 +493,7 @@ impl<O: Success, S: Sender> Call<O, S> {
             sent_at,
             limit,
             by_deadline,
+            ticket: self.retry.take_ticket(),
         };
         if let Some(error) = unsent {
             let out = attempt.end(breaker, Verdict::Ignored);
@@ -582,6 +587,15 @@ impl<O: Success, S: Sender> Call<O, S> {
             Ok(response) => response,
             Err(error) => return self.classified(self.classify(Err(error)), None),
         };
+        // Every answer's head, whatever it will be classified as (a 429 too), inside a race
+        // too: what the server says of its quota.
+        if let Some(guards) = self.retry.guards() {
+            let ticket = self
+                .attempt
+                .as_mut()
+                .and_then(|attempt| attempt.ticket.take());
+            guards.learn(ticket, response.headers(), self.retry.policy_name());
+        }
         match self.reads_body_first(&response) {
             Ok(false) => self.classified(self.classify(Ok(response)), None),
             Ok(true) if self.lost_race_by_head(&response) => {

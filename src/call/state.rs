@@ -17,6 +17,7 @@ use crate::classify::{Turnover, turnover};
 use crate::error::{Attempt, Error, ErrorKind, GiveUp};
 use crate::overload::Guards;
 use crate::overload::bulkhead::BulkheadPermit;
+use crate::overload::server_quota::Ticket;
 use crate::read::Success;
 use crate::retry::delays::Delays;
 use crate::retry::{
@@ -69,6 +70,9 @@ pub(crate) struct RetryState {
     // The call's place in its endpoint's bulkhead, given back when the call ends or is
     // dropped (with this).
     place: Option<BulkheadPermit>,
+    // The server quota's ticket of the attempt (or hedge) the guards just let out, until
+    // the driver hands it to the attempt, which carries it to its answer.
+    ticket: Option<Ticket>,
 }
 
 impl RetryState {
@@ -90,6 +94,7 @@ impl RetryState {
             budget_in_request: true,
             guards: None,
             place: None,
+            ticket: None,
             policy,
             own_deadline: deadline,
             may_repeat: false,
@@ -126,16 +131,24 @@ impl RetryState {
         self.policy.name()
     }
 
-    /// The endpoint's guards let the current attempt out. The first one earns the retry
-    /// budget its deposit: a call turned away before it went out (a full bulkhead, a hold or
-    /// rate limit past its deadline) earns nothing.
-    pub(crate) fn let_out(&mut self) {
+    /// The endpoint's guards let the current attempt out, with the server quota's `ticket`
+    /// if it is followed (see [`take_ticket`](Self::take_ticket)). The first one earns the
+    /// retry budget its deposit: a call turned away before it went out (a full bulkhead, a
+    /// hold or rate limit past its deadline) earns nothing.
+    pub(crate) fn let_out(&mut self, ticket: Option<Ticket>) {
+        self.ticket = ticket;
         if self.attempts == 1
             && self.record.history.is_empty()
             && let Some(guards) = &self.guards
         {
             guards.deposit(self.record.current.started);
         }
+    }
+
+    /// The ticket of the attempt (or hedge) the guards let out last, for the attempt to
+    /// carry to its answer, which the guards learn from.
+    pub(crate) fn take_ticket(&mut self) -> Option<Ticket> {
+        self.ticket.take()
     }
 
     /// The attempt's request starts over now, after waiting to be let out (a bulkhead's
@@ -228,7 +241,13 @@ impl RetryState {
         }
         let policy = self.policy.name();
         let kept_back = match &self.guards {
-            Some(guards) => guards.let_hedge_out(now, breaker).err(),
+            Some(guards) => match guards.let_hedge_out(now, breaker) {
+                Ok(ticket) => {
+                    self.ticket = ticket;
+                    None
+                }
+                Err(guard) => Some(guard),
+            },
             None => breaker
                 .is_some_and(Breaker::refuses_now)
                 .then_some(Guard::Breaker),

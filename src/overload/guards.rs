@@ -2,9 +2,16 @@
 //! call and the tower layers call these functions and decide nothing of their own.
 //!
 //! - [`Guards::admit`]: may an attempt go out now? A `Retry-After` hold first (the server
-//!   asked), then the rate limit; either may say "wait", if the wait ends before the call's
-//!   deadline, or refuse at once with [`RateLimited`](crate::ErrorKind::RateLimited). A wait
-//!   for the rate limit reserves its slot ([`Reservation`]): the attempt goes when it ends.
+//!   asked), then the quota the server advertises, then the rate limit; each may say
+//!   "wait", if the wait ends before the call's deadline, or refuse at once with
+//!   [`RateLimited`](crate::ErrorKind::RateLimited). Each is asked again after a wait, so
+//!   the longest wait wins. A wait for the rate limit reserves its slot ([`Reservation`]):
+//!   the attempt goes when it ends.
+//! - The server's quota ([`ServerQuota`]): a spent quota holds its scope until the reset by
+//!   a `Retry-After` hold's rule (within `retry_after_cap`, waiters released spread after
+//!   the reset); a paced one spreads what is left over the time to the reset. An attempt
+//!   let out takes a [`Ticket`] that it carries to its answer, whose head
+//!   [`Guards::learn`] reads (every answer: a success, a 4xx, a 5xx, a 429).
 //! - [`Guards::observe`]: a 429 or 503 with a `Retry-After` within the cap holds the endpoint.
 //!   The calls that waited on a hold go spread over a short window after its end, not at
 //!   once (see [`hold`](super::hold)).
@@ -16,14 +23,16 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use tokio::time::Instant;
 
 use super::bulkhead::{Acquire, Bulkhead, BulkheadConfig, BulkheadPermit};
 use super::hold::Hold;
 use super::rate::{RateLimit, RateLimitConfig, Slot};
-use super::server_quota::{QuotaSnapshot, ServerQuotaConfig};
-use super::shared::{Budget, Fleet, FleetKeys, Held, Rate, Reserve};
+use super::server_quota::{
+    Admit, Place, QuotaSnapshot, ServerQuota, ServerQuotaConfig, Spent, Ticket,
+};
+use super::shared::{Budget, Fleet, FleetKeys, Held, Quotas, Rate, Reserve};
 use crate::breaker::Breaker;
 use crate::error::{Error, ErrorKind, Short};
 use crate::keyed::{self, Keyed};
@@ -41,6 +50,9 @@ pub(crate) struct GuardsConfig {
     pub(crate) bulkhead: Option<BulkheadConfig>,
     /// Follow the quota the server advertises (`None`: `follow = "off"`).
     pub(crate) server_quota: Option<ServerQuotaConfig>,
+    /// The policy's `retry_after_cap`: a spent quota whose reset is further away holds
+    /// nothing (the call goes, and the server answers), as a `Retry-After` beyond it.
+    pub(crate) retry_after_cap: Duration,
     /// Whether the rate limit and the budget are the fleet's (through Redis) rather than
     /// this process's. Holds are the fleet's whenever the client has a Redis.
     pub(crate) shared_rate: bool,
@@ -65,6 +77,7 @@ impl GuardsConfig {
             && self.hold_up_to.is_none()
             && self.rate.is_none()
             && self.bulkhead.is_none()
+            && self.server_quota.is_none()
     }
 
     /// The key of the one entry of a policy called `rule` whose guards are none of them
@@ -77,6 +90,7 @@ impl GuardsConfig {
             (self.hold_up_to.is_some(), &scopes.hold),
             (self.rate.is_some(), &scopes.rate),
             (self.bulkhead.is_some(), &scopes.bulkhead),
+            (self.server_quota.is_some(), &scopes.server_quota),
         ]
         .into_iter()
         .filter_map(|(on, scope)| on.then_some(scope));
@@ -97,6 +111,7 @@ impl GuardsConfig {
             || host(self.hold_up_to.is_some(), &scopes.hold)
             || host(self.rate.is_some(), &scopes.rate)
             || host(self.bulkhead.is_some(), &scopes.bulkhead)
+            || host(self.server_quota.is_some(), &scopes.server_quota)
     }
 }
 
@@ -162,6 +177,12 @@ pub(crate) fn bulkhead_part(key: Arc<str>, config: BulkheadConfig) -> Part<Arc<B
     Part { key, state }
 }
 
+/// A server's quota followed under `key` (always this process's for now).
+pub(crate) fn quota_part(key: Arc<str>, config: ServerQuotaConfig) -> Arc<Part<Quotas>> {
+    let state = Quotas::Local(ServerQuota::new(config));
+    Arc::new(Part { key, state })
+}
+
 /// The parts of a policy's guards that do not depend on the URL (scoped to the rule, or
 /// named): made when the policy compiles, shared by every entry of its registry.
 #[derive(Clone, Default)]
@@ -170,6 +191,7 @@ pub(crate) struct FixedParts {
     pub(crate) hold: Option<Arc<Part<Held>>>,
     pub(crate) rate: Option<Arc<Part<Rate>>>,
     pub(crate) bulkhead: Option<Part<Arc<Bulkhead>>>,
+    pub(crate) server_quota: Option<Arc<Part<Quotas>>>,
 }
 
 /// One endpoint's guards: its own (host-scoped) parts, and the rule's fixed ones.
@@ -179,6 +201,8 @@ pub(crate) struct Guards {
     hold: Option<(Arc<Part<Held>>, Duration)>,
     rate: Option<Arc<Part<Rate>>>,
     bulkhead: Option<Part<Arc<Bulkhead>>>,
+    /// The server's quota, and the reset beyond which a spent one holds nothing.
+    server_quota: Option<(Arc<Part<Quotas>>, Duration)>,
     /// Which parts are this entry's own, host-scoped: only they make it busy (the fixed
     /// ones outlive it, held by the policy).
     own: Own,
@@ -192,6 +216,7 @@ struct Own {
     hold: bool,
     rate: bool,
     bulkhead: bool,
+    server_quota: bool,
 }
 
 /// Whether a call may start: the bulkhead's answer.
@@ -205,7 +230,8 @@ pub(crate) enum Entry {
 
 /// What an attempt may do now.
 pub(crate) enum Admission {
-    Go,
+    /// Go, carrying the server quota's ticket (if it is followed) to the answer.
+    Go(Option<Ticket>),
     /// Wait this long, then ask again, passing the reservation back: with one (a rate-limit
     /// slot reserved for the end of the wait), the attempt goes then without taking another.
     Wait(Duration, Option<Reservation>),
@@ -215,10 +241,17 @@ pub(crate) enum Admission {
 /// A rate-limit slot reserved by a call told to wait for it. Dropped unused (the call was
 /// cancelled while it waited, or a hold came first), it gives the slot back if that is still
 /// ahead and nothing was reserved after it (see [`RateLimit::reserve`]).
+///
+/// The server quota's ticket, taken when the slot was reserved, rides along: the attempt
+/// goes with it. So does a call's place in line for a spent server quota's reset (see
+/// [`Place`]), for a call told to wait for it, which then has no slot: both are given back
+/// when dropped.
 pub(crate) struct Reservation {
     guards: Arc<Guards>,
     /// `None` once used.
     slot: Option<Slot>,
+    ticket: Option<Ticket>,
+    place: Option<Place>,
 }
 
 impl Drop for Reservation {
@@ -251,6 +284,7 @@ impl Guards {
             hold: host(&scopes.hold),
             rate: host(&scopes.rate),
             bulkhead: host(&scopes.bulkhead),
+            server_quota: host(&scopes.server_quota),
         };
         let budget = match config.budget {
             Some(budget) if own.budget => Some(budget_part(
@@ -276,12 +310,19 @@ impl Guards {
             Some(_) => fixed.bulkhead.clone(),
             None => None,
         };
+        let cap = config.retry_after_cap;
+        let server_quota = match &config.server_quota {
+            Some(quota) if own.server_quota => Some((quota_part(key.clone(), quota.clone()), cap)),
+            Some(_) => fixed.server_quota.clone().map(|quota| (quota, cap)),
+            None => None,
+        };
         Guards {
             key,
             budget,
             hold,
             rate,
             bulkhead,
+            server_quota,
             own,
             last_used: AtomicU64::new(0),
         }
@@ -323,11 +364,14 @@ impl Guards {
 
     /// May an attempt go out at `now`, in a call that must end by `deadline`? `breaker` is
     /// the endpoint's, if it has one: an attempt it will turn away takes no rate-limit slot
-    /// (the hold comes first: the server asked). `reserved`: the slot this attempt reserved
-    /// when told to wait (its wait is over): it goes, unless a hold came meanwhile.
+    /// (the hold and the server's quota come first: the server asked). `reserved`: the slot
+    /// this attempt reserved when told to wait (its wait is over): it goes, unless a hold
+    /// came meanwhile; or its place in line for a spent server quota.
     ///
     /// Over the rate limit, an attempt whose wait fits the deadline reserves its slot and is
     /// told to wait until it; one whose wait does not is refused at once, reserving nothing.
+    /// The server's quota says wait or refuse the same way (see [`ServerQuota`]); an attempt
+    /// it lets out takes a ticket, carried by `Go` (or by the reservation, to go with it).
     pub(crate) fn admit(
         self: &Arc<Self>,
         now: Instant,
@@ -358,25 +402,59 @@ impl Guards {
             telemetry::delayed(&hold.key, policy, Guard::RetryAfter, wait);
             return Admission::Wait(wait, None);
         }
+        let mut place = None;
         if let Some(mut reserved) = reserved {
-            // The slot is this attempt's, and its instant has come.
-            reserved.slot = None;
-            return Admission::Go;
+            if reserved.slot.take().is_some() {
+                // The slot is this attempt's, and its instant has come; so is the quota's
+                // ticket, taken with it.
+                return Admission::Go(reserved.ticket.take());
+            }
+            place = reserved.place.take();
         }
+        // The server's quota (the server asked, as for a hold), then the rate limit: the
+        // attempt goes when both let it.
+        let ticket = match &self.server_quota {
+            None => None,
+            Some((quota, cap)) => match quota.admit(now, *cap, place) {
+                Admit::Go(ticket) => Some(ticket),
+                Admit::Wait(spent, place) => {
+                    let wait = quota_wait(&quota.key, spent, now, deadline, policy);
+                    return match (wait, place) {
+                        (Admission::Wait(wait, None), Some(place)) => {
+                            let reservation = Reservation {
+                                guards: self.clone(),
+                                slot: None,
+                                ticket: None,
+                                place: Some(place),
+                            };
+                            Admission::Wait(wait, Some(reservation))
+                        }
+                        (admission, _) => admission,
+                    };
+                }
+            },
+        };
         let Some(rate) = &self.rate else {
-            return Admission::Go;
+            return Admission::Go(ticket);
         };
         if breaker.is_some_and(Breaker::refuses_now) {
-            return Admission::Go;
+            return Admission::Go(ticket);
         }
+        // Past here, an attempt that does not go spends its ticket (see `Reservation`).
         match rate.reserve(now, deadline) {
-            Reserve::Now => Admission::Go,
+            Reserve::Now => Admission::Go(ticket),
             Reserve::Reserved(slot) => {
                 telemetry::delayed(&rate.key, policy, Guard::RateLimit, slot.wait);
                 let wait = slot.wait;
                 let guards = self.clone();
                 let slot = Some(slot);
-                Admission::Wait(wait, Some(Reservation { guards, slot }))
+                let reservation = Reservation {
+                    guards,
+                    slot,
+                    ticket,
+                    place: None,
+                };
+                Admission::Wait(wait, Some(reservation))
             }
             Reserve::TooLate(wait) => refuse(&rate.key, Guard::RateLimit, wait, OVER_RATE),
             Reserve::AskAgain(wait) if fits(wait) => {
@@ -388,14 +466,16 @@ impl Guards {
     }
 
     /// May a hedge go out at `now`, without waiting? Not while the endpoint is held, nor when
-    /// `breaker` (the endpoint's, if the caller has it) will turn it away; then it spends
-    /// from the retry budget as a retry does, and takes a rate-limit slot. `Err`: the guard
-    /// that kept it back (reported by the caller as a skipped hedge, not as a refusal).
+    /// `breaker` (the endpoint's, if the caller has it) will turn it away, nor while the
+    /// server's quota is spent or its pace says wait; then it spends from the retry budget as
+    /// a retry does, takes the quota's ticket (`Ok`, if the quota is followed) and a
+    /// rate-limit slot. `Err`: the guard that kept it back (reported by the caller as a
+    /// skipped hedge, not as a refusal).
     pub(crate) fn let_hedge_out(
         &self,
         now: Instant,
         breaker: Option<&Breaker>,
-    ) -> Result<(), Guard> {
+    ) -> Result<Option<Ticket>, Guard> {
         if self.held_for(now).is_some() {
             return Err(Guard::RetryAfter);
         }
@@ -409,6 +489,13 @@ impl Guards {
         if budget.is_some_and(|budget| budget.available(now) == 0) {
             return Err(Guard::Budget);
         }
+        let ticket = match &self.server_quota {
+            None => None,
+            Some((quota, cap)) => match quota.admit(now, *cap, None) {
+                Admit::Go(ticket) => Some(ticket),
+                Admit::Wait(..) => return Err(Guard::ServerQuota),
+            },
+        };
         if let Some(rate) = &self.rate
             && rate.try_take(now).is_err()
         {
@@ -417,7 +504,33 @@ impl Guards {
         if budget.is_some_and(|budget| !budget.withdraw(now)) {
             return Err(Guard::Budget);
         }
-        Ok(())
+        Ok(ticket)
+    }
+
+    /// Learns from the head of the answer to the attempt that carried `ticket` (every
+    /// answer: a success, a 4xx, a 5xx, a 429), arrived now: the quota its fields
+    /// advertise, if the policy follows it. Costs a call whose answers advertise none one
+    /// look at their fields.
+    #[inline]
+    pub(crate) fn learn(
+        &self,
+        ticket: Option<Ticket>,
+        headers: &HeaderMap,
+        policy: Option<&Arc<str>>,
+    ) {
+        let (Some((quota, _)), Some(ticket)) = (&self.server_quota, ticket) else {
+            return;
+        };
+        quota.learn(ticket, headers, |learned| {
+            telemetry::quota_learned(
+                &quota.key,
+                policy,
+                learned.policy.as_deref(),
+                learned.limit,
+                learned.remaining,
+                learned.reset,
+            );
+        });
     }
 
     /// Learns from an attempt that failed at `now`: a 429 or 503 whose `Retry-After` is
@@ -507,18 +620,44 @@ impl Guards {
         self.rate.as_ref().and_then(|rate| rate.fallbacks())
     }
 
-    /// What the scope knows of the server's quota at `now`; `None` when not followed or
-    /// nothing learned. (Skeleton: the guard fills it in.)
-    #[allow(dead_code)] // Skeleton.
+    /// What the scope knows of the server's quota at `now` (its tightest entry); `None`
+    /// when not followed or nothing learned.
     pub(crate) fn server_quota(&self, now: Instant) -> Option<QuotaSnapshot> {
-        let _ = now;
-        None
+        (self.server_quota.as_ref()).and_then(|(quota, _)| quota.snapshot(now))
     }
 
     /// From when the rate limit has its full burst again; `None` without a rate limit.
     pub(crate) fn rate_full_at(&self) -> Option<Instant> {
         self.rate.as_ref().map(|rate| rate.full_at())
     }
+}
+
+/// What an attempt at `now` told to wait by the server's quota of scope `key` does: wait if
+/// that fits its `deadline` (to a reset, spread after it as a hold's waiters are), else
+/// refuse at once, naming the quota.
+fn quota_wait(
+    key: &str,
+    spent: Spent,
+    now: Instant,
+    deadline: Option<Instant>,
+    policy: Option<&Arc<str>>,
+) -> Admission {
+    let wait = spent.wait;
+    if deadline.is_some_and(|end| now + wait >= end) {
+        telemetry::rate_limited(key, policy, Guard::ServerQuota, wait);
+        let detail = format!("{key}: {spent}, past the deadline");
+        return Admission::Refused(Error::rate_limited(detail, wait));
+    }
+    if spent.first() {
+        telemetry::quota_spent(key, policy, spent.reset);
+    }
+    let wait = if spent.spent {
+        wait + release_delay(spent.release, now + wait, deadline)
+    } else {
+        wait
+    };
+    telemetry::delayed(key, policy, Guard::ServerQuota, wait);
+    Admission::Wait(wait, None)
 }
 
 /// How long after a hold's `end` a call that waited on it goes: a random instant within the
@@ -547,7 +686,10 @@ impl keyed::Entry for Guards {
         let own = self.own;
         let held =
             (self.hold.as_ref()).is_some_and(|(hold, _)| own.hold && hold.remaining(now).is_some());
-        held || (self.rate.as_ref()).is_some_and(|rate| own.rate && rate.full_at() > now)
+        let quota = (self.server_quota.as_ref())
+            .is_some_and(|(quota, _)| own.server_quota && quota.busy(now));
+        held || quota
+            || (self.rate.as_ref()).is_some_and(|rate| own.rate && rate.full_at() > now)
             || (self.budget.as_ref()).is_some_and(|budget| own.budget && budget.drawn_down(now))
             || (self.bulkhead.as_ref())
                 .is_some_and(|b| own.bulkhead && (b.in_flight() > 0 || b.waiting() > 0))

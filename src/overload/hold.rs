@@ -40,6 +40,13 @@ const RELEASE_CAP: Duration = Duration::from_secs(1);
 
 use tokio::time::Instant;
 
+/// The release window of a hold of length `span` (for a call after the first to wait on
+/// it): a quarter of it, at most 1 s (see the [module docs](self)). A server's spent quota
+/// releases its waiters by the same rule.
+pub(crate) fn release_window_for(span: Duration) -> Duration {
+    (span / RELEASE_SHARE).min(RELEASE_CAP)
+}
+
 /// One endpoint key's `Retry-After` hold.
 pub(crate) struct Hold {
     /// Nanoseconds since `base` (584 years fit); 0: not held (any instant at or before
@@ -85,7 +92,7 @@ impl Hold {
         if self.first_out.swap(until, Relaxed) != until {
             return Duration::ZERO;
         }
-        (Duration::from_nanos(self.span_ns.load(Relaxed)) / RELEASE_SHARE).min(RELEASE_CAP)
+        release_window_for(Duration::from_nanos(self.span_ns.load(Relaxed)))
     }
 
     /// How long the hold lasts after `now`; `None` when not held.

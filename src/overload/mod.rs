@@ -79,9 +79,9 @@ mod shared;
 pub use bulkhead::BulkheadConfig;
 pub(crate) use guards::{
     Admission, Entry, FixedParts, GuardRegistry, GuardScopes, Guards, GuardsConfig, Part,
-    Reservation, budget_part, bulkhead_part, hold_part, rate_part,
+    Reservation, budget_part, bulkhead_part, hold_part, quota_part, rate_part,
 };
 pub use handle::OverloadHandle;
 pub use rate::RateLimitConfig;
 pub use server_quota::{Follow, QuotaHeaders, ResetFormat, ServerQuotaConfig};
-pub(crate) use shared::{Budget, Fleet, FleetKeys, Held, Rate};
+pub(crate) use shared::{Budget, Fleet, FleetKeys, Held, Quotas, Rate};

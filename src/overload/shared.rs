@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use http::HeaderMap;
+
 use super::hold::Hold;
 use super::rate::{RateLimit, Slot};
+use super::server_quota::{Admit, Place, Quota, QuotaSnapshot, ServerQuota, Ticket};
 use crate::retry::RetryBudget;
 
 #[cfg(feature = "redis")]
@@ -129,6 +132,43 @@ impl Held {
             Held::Local(hold) => hold.release_window(),
             #[cfg(feature = "redis")]
             Held::Shared(hold) => hold.release_window(),
+        }
+    }
+}
+
+/// A server's advertised quota, as one scope follows it. Only this process's for now: a
+/// fleet's would keep each entry's remaining count and reset in Redis, and count the tickets
+/// of every replica there (see `ServerQuota`).
+pub(crate) enum Quotas {
+    Local(ServerQuota),
+}
+
+impl Quotas {
+    /// See [`ServerQuota::admit`].
+    #[inline]
+    pub(crate) fn admit(&self, now: Instant, cap: Duration, place: Option<Place>) -> Admit {
+        match self {
+            Quotas::Local(quota) => quota.admit(now, cap, place),
+        }
+    }
+
+    /// See [`ServerQuota::learn`].
+    #[inline]
+    pub(crate) fn learn(&self, ticket: Ticket, headers: &HeaderMap, started: impl FnMut(&Quota)) {
+        match self {
+            Quotas::Local(quota) => quota.learn(ticket, headers, started),
+        }
+    }
+
+    pub(crate) fn snapshot(&self, now: Instant) -> Option<QuotaSnapshot> {
+        match self {
+            Quotas::Local(quota) => quota.snapshot(now),
+        }
+    }
+
+    pub(crate) fn busy(&self, now: Instant) -> bool {
+        match self {
+            Quotas::Local(quota) => quota.busy(now),
         }
     }
 }

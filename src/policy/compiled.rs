@@ -18,7 +18,7 @@ use crate::keyed::endpoint_key;
 use crate::overload::bulkhead::Bulkhead;
 use crate::overload::{
     Budget, FixedParts, Fleet, FleetKeys, GuardRegistry, GuardScopes, Guards, GuardsConfig, Held,
-    Part, Rate, budget_part, bulkhead_part, hold_part, rate_part,
+    Part, Quotas, Rate, budget_part, bulkhead_part, hold_part, quota_part, rate_part,
 };
 use crate::read::DEFAULT_BODY_LIMIT;
 use crate::retry::{RetryLayer, RetryPolicy};
@@ -258,6 +258,7 @@ impl CompiledPolicy {
             rate: *rate_limit,
             bulkhead: *bulkhead,
             server_quota: settings.followed_quota(),
+            retry_after_cap: retry.retry_after_cap(),
             shared_rate: settings.shares_rate(),
             shared_budget: settings.shares_budget(),
             scopes: GuardScopes {
@@ -265,7 +266,12 @@ impl CompiledPolicy {
                 hold: hold_scope.clone().unwrap_or_default(),
                 rate: rate_limit_scope.clone().unwrap_or_default(),
                 bulkhead: bulkhead_scope.clone().unwrap_or_default(),
-                server_quota: server_quota_scope.clone().unwrap_or_default(),
+                // Unset, the hold's: the two things a server says of its limits (a
+                // `Retry-After`, a quota) hold the same requests, and a policy whose holds
+                // are kept per rule or name gets no per-host lookup it did not have.
+                server_quota: (server_quota_scope.clone())
+                    .or_else(|| hold_scope.clone())
+                    .unwrap_or_default(),
             },
         };
         // Holds are shared whenever the client has a Redis. What a shared limit needs of it is
@@ -489,6 +495,12 @@ fn fixed_parts(
             State::Bulkhead(bulkhead_part(key, bulkhead))
         })?;
     }
+    if let Some(quota) = &config.server_quota {
+        let setup = Setup::ServerQuota(quota.clone());
+        parts.server_quota = fixed.part(&scopes.server_quota, false, setup, |key, _| {
+            State::ServerQuota(quota_part(key, quota.clone()))
+        })?;
+    }
     Ok(parts)
 }
 
@@ -562,6 +574,7 @@ from_state! {
     Hold: Arc<Part<Held>>;
     RateLimit: Arc<Part<Rate>>;
     Bulkhead: Part<Arc<Bulkhead>>;
+    ServerQuota: Arc<Part<Quotas>>;
 }
 
 /// Per-request changes to the chosen policy; see [`RequestBuilder`](crate::RequestBuilder).

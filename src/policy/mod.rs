@@ -308,10 +308,12 @@ settings! {
     /// header names are checked when the client is built. The file's `[….server_quota]`;
     /// see [`ServerQuotaConfig`](crate::overload::ServerQuotaConfig).
     server_quota: crate::overload::ServerQuotaConfig, within bounds::SERVER_QUOTA;
-    /// Which requests share one view of the server's quota (default [`Scope::Host`]: the
-    /// answers of one endpoint key teach its calls). A server that counts one quota for
-    /// several hosts or rules (one API key) wants a [`Scope::named`] one. See [`Scope`]; the
-    /// file's `scope` in `[….server_quota]`.
+    /// Which requests share one view of the server's quota (default: the hold's,
+    /// `hold_scope`, itself [`Scope::Host`] by default: the answers of one endpoint key
+    /// teach its calls, and a `Retry-After` and a quota, the two things a server says of its
+    /// limits, hold the same requests). A server that counts one quota for several hosts or
+    /// rules (one API key) wants a [`Scope::named`] one. See [`Scope`]; the file's `scope`
+    /// in `[….server_quota]`.
     server_quota_scope: Scope;
     /// The header that tells the server each attempt's limit (default: none): the attempt
     /// timeout capped by what is left of the deadline, less

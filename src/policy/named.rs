@@ -10,7 +10,7 @@ use crate::breaker::{BreakerConfig, BreakerRegistry};
 use crate::error::Error;
 use crate::overload::bulkhead::Bulkhead;
 use crate::overload::{
-    Budget, BulkheadConfig, Fleet, Held, Part, Rate, RateLimitConfig, ServerQuotaConfig,
+    Budget, BulkheadConfig, Fleet, Held, Part, Quotas, Rate, RateLimitConfig, ServerQuotaConfig,
 };
 use crate::retry::BudgetConfig;
 
@@ -23,8 +23,6 @@ pub(crate) enum Kind {
     RateLimit,
     Bulkhead,
     RetryBudget,
-    // Made by the server quota's part (`fixed_parts`), which comes with its guard.
-    #[cfg_attr(not(test), allow(dead_code))]
     ServerQuota,
 }
 
@@ -56,7 +54,6 @@ pub(crate) enum Setup {
     RetryBudget(BudgetConfig, bool),
     /// How the server's quota is followed and read: rules that share one view of it hold
     /// (or pace) it alike, and read it from the same fields.
-    #[cfg_attr(not(test), allow(dead_code))]
     ServerQuota(ServerQuotaConfig),
 }
 
@@ -104,6 +101,7 @@ pub(crate) enum State {
     RateLimit(Arc<Part<Rate>>),
     Bulkhead(Part<Arc<Bulkhead>>),
     RetryBudget(Arc<Part<Budget>>),
+    ServerQuota(Arc<Part<Quotas>>),
 }
 
 #[derive(Clone)]

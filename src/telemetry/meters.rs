@@ -76,7 +76,7 @@ pub(crate) fn describe() {
     describe_counter!(
         super::OVERLOAD_HOLDS,
         Unit::Count,
-        "Endpoints held at their server's request (Retry-After)."
+        "Endpoints held at their server's request (Retry-After, or its advertised quota spent)."
     );
     describe_counter!(
         super::HEDGES,

@@ -65,14 +65,15 @@
 //! | `circuit breaker opened` | WARN | `endpoint` (the breaker key), `from`, `to` |
 //! | `circuit breaker state changed` | INFO | the same, for every other change |
 //! | `request rejected: circuit open` | DEBUG | `endpoint` (one event per request turned away; the state change is the WARN) |
-//! | `endpoint held` | INFO | `endpoint` (the key), `retry_after_ms`, `policy`: a 429 or 503 with a `Retry-After` within the cap holds the endpoint; once when the hold begins, not for each answer that lengthens it |
-//! | `request delayed` | DEBUG | `endpoint`, `reason` (`retry_after`: the endpoint is held; `rate_limit`), `wait_ms`, `policy`: an attempt waits, then asks again (for the local rate limit it waits for the slot it reserved, and goes: one event per waiting attempt) |
+//! | `endpoint held` | INFO | `endpoint` (the key), `retry_after_ms`, `policy`: a 429 or 503 with a `Retry-After` within the cap holds the endpoint; once when the hold begins, not for each answer that lengthens it. Or `endpoint` (the server quota's scope), `reason = "server_quota"`, `reset_ms`, `policy`: the quota the server advertises is spent, said by the first call to wait for its reset |
+//! | `server quota learned` | DEBUG | `endpoint` (the scope), `quota` (the server's policy name, if any), `limit`, `remaining`, `reset_ms`, `policy`: an answer advertised a quota the scope did not know, or a new window of one (not said for each answer) |
+//! | `request delayed` | DEBUG | `endpoint`, `reason` (`retry_after`: the endpoint is held; `server_quota`: the server's quota is spent, or paced; `rate_limit`), `wait_ms`, `policy`: an attempt waits, then asks again (for the local rate limit it waits for the slot it reserved, and goes: one event per waiting attempt) |
 //! | `request rejected: rate limited` | DEBUG | `endpoint`, `reason` (as above), `retry_after_ms` (the wait that did not fit the deadline), `policy` |
 //! | `request queued: bulkhead full` | DEBUG | `endpoint`, `max_in_flight`, `queue_ms` (the longest it may queue: the queue timeout or the deadline), `policy` |
 //! | `request rejected: bulkhead full` | DEBUG | `endpoint`, `max_in_flight`, `policy`: at once (no queue timeout) or after queueing |
 //! | `endpoint map over its bound` | WARN | `map` (`breakers`, `overload_guards`), `endpoints`, `max_endpoints`: a policy's breakers or guards outgrew [`max_breakers`](crate::breaker::BreakerConfigBuilder::max_breakers) because every endpoint kept still limits a call (an open or half-open breaker, a spent rate limit, a drawn-down retry budget, a hold, calls in flight or queued), which is never dropped; once per map |
 //! | `hedge sent` | DEBUG | `attempt` (the hedge's number), `policy` |
-//! | `hedge skipped` | DEBUG | `reason` (`budget`, `retry_after`, `rate_limit`, `circuit_open`, or `service_not_ready`: the service under a `RetryLayer` or `ResilientLayer` of your own pushed back), `policy`: a hedge was due and was kept back |
+//! | `hedge skipped` | DEBUG | `reason` (`budget`, `retry_after`, `server_quota`, `rate_limit`, `circuit_open`, or `service_not_ready`: the service under a `RetryLayer` or `ResilientLayer` of your own pushed back), `policy`: a hedge was due and was kept back |
 //! | `request rejected by an outer layer` | DEBUG | `http.request.method`, `url.full`, `error.type`, `error`: a [`layer`](crate::ClientBuilder::layer) of yours (a load shed, a bulkhead) refused the call |
 //!
 //! To see a request's attempts: `RUST_LOG=resilient_http=debug`.
@@ -125,9 +126,9 @@
 //! | [`GIVE_UPS`] | counter | `policy`, `reason` (as the `retry skipped` event) |
 //! | [`BREAKER_REJECTIONS`] | counter | `breaker` (the breaker key, or `_OTHER` beyond `max_breakers`) |
 //! | [`BREAKER_STATE`] | gauge | `breaker` (only breakers with a label of their own); 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed |
-//! | [`OVERLOAD_WAITS`] | counter | `policy`, `reason`: `retry_after` and `rate_limit` (an attempt waited, as the `request delayed` event), `bulkhead` (a call queued) |
-//! | [`OVERLOAD_REJECTIONS`] | counter | `policy`, `reason`: `retry_after` and `rate_limit` (kind `RateLimited`), `bulkhead` (`BulkheadFull`, at once or after queueing), `budget` (a retry the budget refused: `BudgetExhausted`, also in [`GIVE_UPS`] as `budget_exhausted`) |
-//! | [`OVERLOAD_HOLDS`] | counter | `policy`: endpoints that became held at their server's request |
+//! | [`OVERLOAD_WAITS`] | counter | `policy`, `reason`: `retry_after`, `server_quota` and `rate_limit` (an attempt waited, as the `request delayed` event), `bulkhead` (a call queued) |
+//! | [`OVERLOAD_REJECTIONS`] | counter | `policy`, `reason`: `retry_after`, `server_quota` and `rate_limit` (kind `RateLimited`), `bulkhead` (`BulkheadFull`, at once or after queueing), `budget` (a retry the budget refused: `BudgetExhausted`, also in [`GIVE_UPS`] as `budget_exhausted`) |
+//! | [`OVERLOAD_HOLDS`] | counter | `policy`: endpoints that became held at their server's request (a `Retry-After`, or the quota it advertises spent) |
 //! | [`HEDGES`] | counter | `policy`, `outcome`: `sent`, `won` (the call's answer came from a hedge), `skipped` (due, but kept back: see [`hedge`](crate::hedge)) |
 //! | [`ENDPOINTS_OVER_BOUND`] | counter | `map`: `breakers` or `overload_guards`; an endpoint added past `max_breakers` because every one kept was busy (see the `endpoint map over its bound` event) |
 //!

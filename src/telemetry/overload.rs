@@ -23,6 +23,8 @@ pub(crate) enum Guard {
     /// The service under a `RetryLayer` or `ResilientLayer` of the user's own, not ready for
     /// a hedge (a hedge never waits for it).
     NotReady,
+    /// The quota the server advertises (its `RateLimit` or `X-RateLimit-*` fields).
+    ServerQuota,
 }
 
 impl Guard {
@@ -34,6 +36,7 @@ impl Guard {
             Guard::Budget => "budget",
             Guard::Breaker => "circuit_open",
             Guard::NotReady => "service_not_ready",
+            Guard::ServerQuota => "server_quota",
         }
     }
 }
@@ -43,6 +46,41 @@ pub(crate) fn held(endpoint: &str, policy: Option<&Arc<str>>, wait: Duration) {
     tracing::info!(
         endpoint,
         retry_after_ms = millis(wait),
+        policy = policy_name(policy),
+        "endpoint held"
+    );
+    count(super::OVERLOAD_HOLDS, policy, None);
+}
+
+/// `endpoint`'s server advertised a quota it did not know, or one whose new window started
+/// (not said for each answer: a quota is advertised on every one). `quota` names the
+/// server's policy, if it has a name.
+pub(crate) fn quota_learned(
+    endpoint: &str,
+    policy: Option<&Arc<str>>,
+    quota: Option<&str>,
+    limit: Option<u64>,
+    remaining: u64,
+    reset: Duration,
+) {
+    tracing::debug!(
+        endpoint,
+        quota,
+        limit,
+        remaining,
+        reset_ms = millis(reset),
+        policy = policy_name(policy),
+        "server quota learned"
+    );
+}
+
+/// `endpoint`'s server quota is spent: its calls wait for the reset, `reset` from now.
+/// Said by the first call to wait on that reset; counted as a hold (the server's asking).
+pub(crate) fn quota_spent(endpoint: &str, policy: Option<&Arc<str>>, reset: Duration) {
+    tracing::info!(
+        endpoint,
+        reason = Guard::ServerQuota.as_str(),
+        reset_ms = millis(reset),
         policy = policy_name(policy),
         "endpoint held"
     );

@@ -10,9 +10,6 @@
 //! The parts: `fields` reads an answer's quota, `state` keeps one scope's view of it (a part
 //! of its [`Guards`](super::Guards)).
 
-// Skeleton: the parser and the guard use what is not used yet.
-#![allow(dead_code, unused_imports)]
-
 mod fields;
 pub(crate) mod state;
 
@@ -21,7 +18,7 @@ use http::HeaderName;
 use crate::bounds;
 
 pub(crate) use fields::{Quota, read};
-pub(crate) use state::{QuotaSnapshot, ServerQuota};
+pub(crate) use state::{Admit, Place, QuotaSnapshot, ServerQuota, Spent, Ticket};
 
 /// What a policy does with the quota a server advertises (file: `[….server_quota]`; the
 /// policy's [`server_quota`](crate::policy::EndpointPolicy::server_quota)).
