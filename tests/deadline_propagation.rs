@@ -474,3 +474,26 @@ async fn a_policy_config_from_any_format_has_the_same_keys() {
     let why = bad.unwrap_err().to_string();
     assert!(why.contains("\"propagate_deadline_margin\""), "{why}");
 }
+
+/// An attempt whose own limit (not the deadline) leaves nothing after the margin is not sent,
+/// and fails as that attempt's timeout, not as the deadline: under the public layers, an
+/// attempt timeout of 10 ms with the default 20 ms margin, far from the 2 s deadline.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_limit_not_above_the_margin_is_an_attempt_timeout_not_the_deadline() {
+    let server = FaultServer::start().await.unwrap();
+    let stack = ServiceBuilder::new()
+        .layer(TotalDeadlineLayer::new(2 * SECOND))
+        .layer(AttemptTimeoutLayer::new(10 * MS))
+        .layer(PropagateDeadlineLayer::new(DeadlineHeader::grpc_timeout()).unwrap())
+        .layer(ClassifyLayer::new(DefaultClassifier))
+        .service(reqwest::Client::new());
+    let request = reqwest::Request::new(Method::GET, server.url("/short").parse().unwrap());
+    let err = stack.oneshot(request).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AttemptTimeout, "{err}");
+    assert_eq!(err.delivery(), Delivery::NotSent, "{err}");
+    assert!(
+        err.to_string().contains("propagate_deadline_margin"),
+        "{err}"
+    );
+    assert_eq!(server.hits("/short"), 0);
+}

@@ -475,17 +475,22 @@ impl<O: Success, S: Sender> Call<O, S> {
             },
         };
         let policy = self.policy();
-        let (limit, by_deadline) = attempt_limit(
-            policy.attempt_timeout(),
-            self.retry.own_budget(),
-            self.retry.time_left(now),
-        );
+        let left = self.retry.time_left(now);
+        let (limit, by_deadline) =
+            attempt_limit(policy.attempt_timeout(), self.retry.own_budget(), left);
         // With deadline propagation the server is told the limit less a margin, and an
         // attempt with nothing left after it is not sent (see `deadline::Propagate::stamp`).
+        // Which clock leaves nothing after the margin: the deadline's when what is left of
+        // it is the limit (even for a first attempt that has the whole budget).
+        let clock = if left.is_some_and(|left| left <= limit) {
+            Clock::Deadline
+        } else {
+            Clock::Attempt
+        };
         let unsent = match policy.propagate() {
             None if limit.is_zero() => Some(expired(&request, limit)),
             None => None,
-            Some(propagate) => propagate.stamp(&mut request, limit).err(),
+            Some(propagate) => propagate.stamp(&mut request, limit, clock).err(),
         };
         let mut attempt = Attempt {
             out,
@@ -497,7 +502,12 @@ impl<O: Success, S: Sender> Call<O, S> {
         };
         if let Some(error) = unsent {
             let out = attempt.end(breaker, Verdict::Ignored);
-            return Err(Unsent::Expired(error, out));
+            // An attempt timeout not above the margin (a request's own) leaves this attempt
+            // unsent, not the call: it is an attempt that failed, not the deadline.
+            return Err(match error.kind() {
+                ErrorKind::AttemptTimeout => Unsent::Refused(error, out),
+                _ => Unsent::Expired(error, out),
+            });
         }
         // A reader's time counts from the send; the breaker's reading, if it took one, is it.
         if attempt.sent_at.is_none() && matches!(self.reader, Reader::With(_)) {

@@ -217,7 +217,7 @@ where
                     }
                     // The server is told what is left now; nothing left, and it is not sent.
                     if let (Some(propagate), Some(&left)) = (propagate.as_ref(), request.timeout())
-                        && let Err(error) = propagate.stamp(&mut request, left)
+                        && let Err(error) = propagate.stamp(&mut request, left, Clock::Attempt)
                     {
                         return Poll::Ready(Err(Failed::Sorted(error)));
                     }

@@ -8,7 +8,8 @@ use http::header::{HeaderMap, HeaderName};
 use super::wire::{self, Format};
 use crate::bounds;
 use crate::error::Error;
-use crate::timeout::expired;
+use crate::outcome::Delivery;
+use crate::timeout::{Clock, expired, ran_out};
 
 /// The margin taken off each attempt's limit when none is set: see
 /// [`EndpointPolicy::propagate_deadline_margin`](crate::policy::EndpointPolicy::propagate_deadline_margin).
@@ -144,17 +145,25 @@ impl Propagate {
     /// Writes `limit` less the margin into `request`'s header, replacing any value it had
     /// (the caller's own guess cannot be fresher than the attempt's limit). An error, and
     /// nothing written, when that leaves nothing: such an attempt is not sent, since the
-    /// server would be told to give up at once.
+    /// server would be told to give up at once. `clock` set the limit: the error is the one
+    /// of that clock running out (the deadline's, or the attempt's own, which a wait for a
+    /// service to be ready may have spent).
     pub(crate) fn stamp(
         &self,
         request: &mut reqwest::Request,
         limit: Duration,
+        clock: Clock,
     ) -> Result<(), Error> {
         if self.stamp_headers(request.headers_mut(), limit) {
             return Ok(());
         }
+        let error = match clock {
+            Clock::Deadline => expired(request, limit),
+            Clock::Attempt => ran_out(Clock::Attempt, Delivery::NotSent, Some(limit))
+                .with_request(request.method(), request.url()),
+        };
         let margin = bounds::show(self.margin);
-        Err(expired(request, limit).with_detail(format!(
+        Err(error.with_detail(format!(
             "nothing left of the attempt's limit after propagate_deadline_margin ({margin}) \
              to tell the server: not sent"
         )))

@@ -12,6 +12,7 @@ use tower::{Layer, Service};
 use super::outgoing::{DEFAULT_MARGIN, DeadlineHeader, Propagate};
 use crate::bounds;
 use crate::error::Error;
+use crate::timeout::Clock;
 
 /// Writes each attempt's limit into a header for the server, in a stack of the public layers
 /// (under [`RetryLayer`](crate::retry::RetryLayer), below
@@ -117,7 +118,7 @@ where
 
     fn call(&mut self, mut request: reqwest::Request) -> Self::Future {
         if let (Some(propagate), Some(&limit)) = (&self.propagate, request.timeout())
-            && let Err(error) = propagate.stamp(&mut request, limit)
+            && let Err(error) = propagate.stamp(&mut request, limit, Clock::Attempt)
         {
             return PropagateDeadlineFuture::unsent(error);
         }
