@@ -362,6 +362,19 @@ fn mistakes_name_the_setting_and_where_it_is() {
         above.contains("<config_toml>:4") && above.contains("must be below attempt_timeout"),
         "{above}"
     );
+    let past_deadline = refused(
+        "[default]\ndeadline = \"50ms\"\nattempt_timeout = \"50ms\"\n\
+         propagate_deadline = \"grpc-timeout\"\npropagate_deadline_margin = \"60ms\"\n",
+    );
+    assert!(past_deadline.contains("must be below"), "{past_deadline}");
+    let deadline_only = refused(
+        "[default]\ndeadline = \"40ms\"\npropagate_deadline = \"grpc-timeout\"\n\
+         propagate_deadline_margin = \"50ms\"\n",
+    );
+    assert!(
+        deadline_only.contains("must be below deadline (40ms)"),
+        "{deadline_only}"
+    );
 
     let built = |header: DeadlineHeader| {
         Client::builder()

@@ -284,14 +284,22 @@ impl CompiledPolicy {
         let propagate = propagate_deadline.as_ref().and_then(|header| {
             Propagate::new(header, propagate_deadline_margin.unwrap_or(DEFAULT_MARGIN))
         });
-        if let Some(margin) = propagate.as_ref().map(Propagate::margin)
-            && margin >= attempt_timeout
+        // The margin must leave an attempt something to tell the server, under both limits.
+        let shortest = [
+            ("attempt_timeout", attempt_timeout),
+            ("deadline", total_deadline),
+        ]
+        .into_iter()
+        .min_by_key(|&(_, limit)| limit);
+        if let (Some(margin), Some((setting, limit))) =
+            (propagate.as_ref().map(Propagate::margin), shortest)
+            && margin >= limit
         {
             return Err(named(Error::invalid_config(format!(
-                "propagate_deadline_margin ({}) must be below attempt_timeout ({}): no attempt \
+                "propagate_deadline_margin ({}) must be below {setting} ({}): no attempt \
                  would have time left to send; lower the margin",
                 bounds::show(margin),
-                bounds::show(attempt_timeout),
+                bounds::show(limit),
             ))));
         }
 

@@ -198,9 +198,13 @@ fn slow(headers: &HeaderMap, found: &Found<'_>, now: SystemTime) -> Option<Vec<Q
             return Some(quotas);
         }
     }
+    // The `X-` family when it is whole, or when the drafts' is not (its lone field is then
+    // reported as ignored); else the drafts'.
+    let whole = |family: &Family<'_>| family.remaining.is_some() && family.reset.is_some();
     let x = &found.x;
-    let (family, names) = if x.remaining.is_some() || x.reset.is_some() {
-        (&found.x, X_NAMES)
+    let x_says_any = x.remaining.is_some() || x.reset.is_some();
+    let (family, names) = if whole(x) || (x_says_any && !whole(&found.draft)) {
+        (x, X_NAMES)
     } else {
         (&found.draft, DRAFT_NAMES)
     };
@@ -1079,6 +1083,13 @@ mod tests {
             ("x-ratelimit-reset", "3"),
         ])?;
         assert_eq!(quotas, Some(vec![plain(5, secs(3.0), None)]));
+        // A lone X- field does not hide the drafts' whole set.
+        let quotas = auto(&[
+            ("ratelimit-remaining", "50"),
+            ("ratelimit-reset", "30"),
+            ("x-ratelimit-reset", "3"),
+        ])?;
+        assert_eq!(quotas, Some(vec![plain(50, secs(30.0), None)]));
         Ok(())
     }
 
