@@ -374,6 +374,25 @@ impl fmt::Debug for Headers<'_> {
     }
 }
 
+/// What a DEBUG event echoes of a malformed field's value, at most.
+pub(crate) const ECHO: usize = 64;
+
+/// An untrusted header value as a DEBUG event shows it: its first [`ECHO`] bytes, escaped,
+/// and its length when cut (a server's or a caller's value may be long, and may carry an
+/// identifier a log need not keep whole).
+pub(crate) struct Echo<'a>(pub(crate) &'a [u8]);
+
+impl fmt::Display for Echo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = self.0.get(..ECHO).unwrap_or(self.0);
+        write!(f, "{}", shown.escape_ascii())?;
+        if shown.len() < self.0.len() {
+            write!(f, "… ({} bytes)", self.0.len())?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

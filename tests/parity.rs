@@ -537,13 +537,13 @@ fn scenarios() -> Vec<Scenario> {
             scope: Some(SHORT),
             ..Scenario::get("hang under an inherited deadline", vec![Reply::hang()])
                 .setup(|s| s.strict_breaker = true)
-                .expect("2 hits: deadline transient maybe sent ×1 / deadline transient maybe sent ×1")
+                .expect("2 hits: deadline (inherited) transient maybe sent ×1 / deadline (inherited) transient maybe sent ×1")
         },
         // A caller that has given up: the call fails at once, not sent.
         Scenario {
             scope: Some(Duration::ZERO),
             ..Scenario::get("inherited deadline passed", vec![Reply::ok("x")])
-                .expect("0 hits: deadline transient never sent ×0")
+                .expect("0 hits: deadline (inherited) transient never sent ×0")
         },
         // No retry waits past the caller's deadline either.
         Scenario {
@@ -979,11 +979,13 @@ impl Outcome {
                     delivery,
                     status,
                     history,
+                    inherited,
                     ..
                 } => {
                     let status = status.map(|s| format!(" {s}")).unwrap_or_default();
+                    let inherited = if *inherited { " (inherited)" } else { "" };
                     format!(
-                        "{}{status} {class} {delivery} ×{}",
+                        "{}{inherited}{status} {class} {delivery} ×{}",
                         kind.as_str(),
                         history.len()
                     )

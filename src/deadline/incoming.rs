@@ -9,8 +9,9 @@ use tower::{Layer, Service};
 
 use tokio::time::Instant;
 
-use super::scope::Scope;
+use super::scope::ScopeFuture;
 use super::wire::{self, Format};
+use crate::redact::Echo;
 
 /// Runs each incoming request's handler inside a deadline [`scope`](super::scope) of what its
 /// caller said it will wait: gRPC's `grpc-timeout`, or a header of integer milliseconds
@@ -19,12 +20,16 @@ use super::wire::{self, Format};
 /// service in the middle of a chain passes it on without code.
 ///
 /// A request without the header runs as it would without the layer; a malformed value is
-/// ignored, with one DEBUG event. A value of zero is a caller
-/// that has given up: the handler's calls fail at once, not sent.
+/// ignored, with one DEBUG event (showing at most 64 bytes of it). A value of zero is a
+/// caller that has given up: the handler's calls fail at once, not sent.
+///
+/// The scope is a task-local, polled with the inner service's future: put this layer
+/// **below** any layer that moves the request to another task (a `tower::buffer::Buffer`,
+/// anything that spawns), or the handler runs outside the scope.
 ///
 /// Named as tower-http names its layers (`TimeoutLayer`, `PropagateHeaderLayer`): a
 /// constructor per source of the value, the header as a [`HeaderName`], options as
-/// chained setters, the service [`IncomingDeadline`] and its future [`Scope`].
+/// chained setters, the service [`IncomingDeadline`] and its future [`ScopeFuture`].
 ///
 /// With hyper (axum takes it the same way: `Router::new().route(..).layer(..)`):
 ///
@@ -137,7 +142,7 @@ impl IncomingDeadlineLayer {
         let Some(limit) = wire::decode(value, self.format) else {
             tracing::debug!(
                 header = %self.header,
-                value = ?value,
+                value = %Echo(value.as_bytes()),
                 "ignored a malformed incoming deadline"
             );
             return None;
@@ -152,7 +157,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Scope<S::Future>;
+    type Future = ScopeFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -165,6 +170,6 @@ where
             .layer
             .limit_of(&request)
             .and_then(|limit| Instant::now().checked_add(limit));
-        Scope::ending(ends, self.inner.call(request))
+        ScopeFuture::ending(ends, self.inner.call(request))
     }
 }

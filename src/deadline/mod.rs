@@ -95,4 +95,4 @@ pub(crate) use outgoing::Propagate;
 pub use outgoing::{DEFAULT_MARGIN, DeadlineHeader};
 pub use propagate::{PropagateDeadline, PropagateDeadlineFuture, PropagateDeadlineLayer};
 pub(crate) use scope::end;
-pub use scope::{Scope, remaining, scope, scope_until};
+pub use scope::{ScopeFuture, remaining, scope, scope_until};

@@ -79,13 +79,13 @@ pub(crate) fn end() -> Option<Instant> {
 /// # Ok(())
 /// # }
 /// ```
-pub fn scope<F: Future>(limit: Duration, future: F) -> Scope<F> {
-    Scope::ending(Instant::now().checked_add(limit), future)
+pub fn scope<F: Future>(limit: Duration, future: F) -> ScopeFuture<F> {
+    ScopeFuture::ending(Instant::now().checked_add(limit), future)
 }
 
 /// [`scope`], ending at `deadline` instead of after a limit.
-pub fn scope_until<F: Future>(deadline: Instant, future: F) -> Scope<F> {
-    Scope::ending(Some(deadline), future)
+pub fn scope_until<F: Future>(deadline: Instant, future: F) -> ScopeFuture<F> {
+    ScopeFuture::ending(Some(deadline), future)
 }
 
 /// What is left of the current task's scope (see [`scope`]), zero once it has passed; `None`
@@ -119,7 +119,7 @@ pin_project! {
     /// A future run inside a deadline [`scope`]; also the future of
     /// [`IncomingDeadline`](super::IncomingDeadline).
     #[must_use = "futures do nothing unless polled"]
-    pub struct Scope<F> {
+    pub struct ScopeFuture<F> {
         #[pin]
         future: F,
         // `None`: no deadline of its own (too far to reach, or none asked), so the task's
@@ -128,15 +128,15 @@ pin_project! {
     }
 }
 
-impl<F> Scope<F> {
+impl<F> ScopeFuture<F> {
     /// A scope ending at `ends`; with `None`, one that sets no deadline of its own:
     /// `future` runs as it would without it.
     pub(crate) fn ending(ends: Option<Instant>, future: F) -> Self {
-        Scope { future, ends }
+        ScopeFuture { future, ends }
     }
 }
 
-impl<F: Future> Future for Scope<F> {
+impl<F: Future> Future for ScopeFuture<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
@@ -151,9 +151,11 @@ impl<F: Future> Future for Scope<F> {
     }
 }
 
-impl<F> std::fmt::Debug for Scope<F> {
+impl<F> std::fmt::Debug for ScopeFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scope").field("ends", &self.ends).finish()
+        f.debug_struct("ScopeFuture")
+            .field("ends", &self.ends)
+            .finish()
     }
 }
 

@@ -55,7 +55,6 @@
 //! `reason`). At most 16 IETF policies ([`MAX_POLICIES`]) are read from one field.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -65,6 +64,7 @@ use sfv::visitor::{
 use sfv::{BareItemFromInput, KeyRef, Parser};
 
 use super::{Names, QuotaHeaders, ResetFormat};
+use crate::redact::Echo;
 
 /// One quota an answer advertised.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,9 +88,6 @@ pub(crate) const MAX_RESET: Duration = Duration::from_secs(24 * 60 * 60);
 /// (per second, per minute, per day); past this many, the rest are validated and dropped, so
 /// a hostile field cannot make the client keep thousands.
 const MAX_POLICIES: usize = 16;
-
-/// What a DEBUG event echoes of a malformed field's value, at most.
-const ECHO: usize = 64;
 
 /// The quotas `headers` advertise, read with `names` (`now`: the wall clock, for epoch and
 /// RFC 3339 resets); `None` when they advertise none. Malformed fields are ignored.
@@ -890,20 +887,6 @@ fn ignored<T>(field: &str, value: &[u8], reason: &str) -> Option<T> {
         "quota field ignored: malformed"
     );
     None
-}
-
-/// A field's value as a DEBUG event shows it: its first [`ECHO`] bytes, escaped.
-struct Echo<'a>(&'a [u8]);
-
-impl fmt::Display for Echo<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown = self.0.get(..ECHO).unwrap_or(self.0);
-        write!(f, "{}", shown.escape_ascii())?;
-        if shown.len() < self.0.len() {
-            write!(f, "… ({} bytes)", self.0.len())?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
