@@ -423,10 +423,10 @@ impl ServerQuota {
 
     /// Learns from the answer to `ticket`, arrived now, whose fields are `headers`.
     /// `started` hears of each quota first learned or whose new window started. Returns at
-    /// once when the answer advertises none (reading no clock but the wall clock `read`
-    /// asks for).
+    /// once when the answer advertises none (reading no clock: the wall clock is read only
+    /// for an answer that has quota fields).
     pub(crate) fn learn(&self, ticket: Ticket, headers: &HeaderMap, started: impl FnMut(&Quota)) {
-        let Some(quotas) = read(headers, &self.config.headers, SystemTime::now()) else {
+        let Some(quotas) = read(headers, &self.config.headers, SystemTime::now) else {
             return;
         };
         self.apply(ticket, &quotas, Instant::now(), started);
