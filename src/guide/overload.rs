@@ -163,14 +163,26 @@
 //! # Ok::<(), resilient_http::Error>(())
 //! ```
 //!
-//! The quota is kept per endpoint key under each rule, like the other guards; a server that
-//! counts one quota for several hosts or rules (one API key) wants `scope = "name:<name>"` in
-//! every rule that calls it, with the same `follow` and `headers` (else `build` fails, naming
-//! both rules). [`OverloadHandle::server_quota_remaining`](crate::overload::OverloadHandle::server_quota_remaining)
+//! The quota is kept where the policy's `Retry-After` holds are (its `hold_scope`: per
+//! endpoint key under each rule by default), since both are what a server says of its limits;
+//! a server that counts one quota for several hosts or rules (one API key) wants
+//! `scope = "name:<name>"` in every rule that calls it, with the same `follow` and `headers`
+//! (else `build` fails, naming both rules). A scope is one view: the requests of several
+//! partitions under one scope all follow the tightest.
+//!
+//! How requests in flight are counted: each attempt and hedge carries a ticket to its answer,
+//! and an answer's remaining count has the scope's other requests in flight taken off it
+//! (they may reach the server in any order), so 8 calls in flight never overshoot a quota
+//! with 2 left; the next answer corrects the count. The calls that waited for a reset go
+//! first, spread over a quarter of the wait (at most 1 s), ahead of calls that come after
+//! it. With the window's quota known (`q`, `X-RateLimit-Limit`), the window refills at its
+//! reset on its own. Hedges are not sent while the quota is spent. [`OverloadHandle::server_quota_remaining`](crate::overload::OverloadHandle::server_quota_remaining)
 //! and [`server_quota_reset`](crate::overload::OverloadHandle::server_quota_reset) read what a
 //! scope knows now, and the [probe](super::probe)'s lines carry them (`server_quota_remaining`,
-//! `server_quota_reset_ms`); the quota learned, and the holds and waits it causes, are in the
-//! events and counters of [observability](super::observability).
+//! `server_quota_reset_ms`). In [observability](super::observability)'s events and
+//! counters: `server quota learned` (DEBUG, once per window), `endpoint held` with reason
+//! `server_quota` (INFO), and `request delayed` / `request rejected: rate limited` with
+//! that reason.
 //!
 //! # Hedged requests
 //!
