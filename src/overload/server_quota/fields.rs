@@ -66,6 +66,25 @@ use sfv::{BareItemFromInput, KeyRef, Parser};
 use super::{Names, QuotaHeaders, ResetFormat};
 use crate::redact::Echo;
 
+/// The quotas an answer advertised: most answers say one (the `X-RateLimit-*` family, an
+/// API's named fields, one IETF policy), kept without a `Vec`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Advertised {
+    One(Quota),
+    Many(Vec<Quota>),
+}
+
+impl std::ops::Deref for Advertised {
+    type Target = [Quota];
+
+    fn deref(&self) -> &[Quota] {
+        match self {
+            Advertised::One(quota) => std::slice::from_ref(quota),
+            Advertised::Many(quotas) => quotas,
+        }
+    }
+}
+
 /// One quota an answer advertised.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Quota {
@@ -95,7 +114,7 @@ pub(crate) fn read(
     headers: &HeaderMap,
     names: &QuotaHeaders,
     now: impl FnOnce() -> SystemTime,
-) -> Option<Vec<Quota>> {
+) -> Option<Advertised> {
     match &names.0 {
         Names::Auto => auto(headers, now),
         Names::Named {
@@ -152,7 +171,7 @@ struct Family<'a> {
 /// fields), about 210 for the whole of `read`. With fields, `read` costs about 670 for
 /// the `X-RateLimit-*` three, and 2,400 for one IETF `RateLimit` member (sfv's parse is
 /// about 1,100 of it, the returned `Vec` and the policy's name about 400).
-fn auto(headers: &HeaderMap, now: impl FnOnce() -> SystemTime) -> Option<Vec<Quota>> {
+fn auto(headers: &HeaderMap, now: impl FnOnce() -> SystemTime) -> Option<Advertised> {
     let mut found = Found::default();
     let mut any = false;
     for (name, value) in headers {
@@ -188,11 +207,11 @@ fn auto(headers: &HeaderMap, now: impl FnOnce() -> SystemTime) -> Option<Vec<Quo
 /// An answer with at least one auto field (kept out of line, so that `auto`'s pass stays
 /// small).
 #[inline(never)]
-fn slow(headers: &HeaderMap, found: &Found<'_>, now: SystemTime) -> Option<Vec<Quota>> {
+fn slow(headers: &HeaderMap, found: &Found<'_>, now: SystemTime) -> Option<Advertised> {
     if let Some(first) = found.ietf {
         let quotas = ietf(headers, first, found);
         if !quotas.is_empty() {
-            return Some(quotas);
+            return Some(Advertised::Many(quotas));
         }
     }
     // The `X-` family when it is whole, or when the drafts' is not (its lone field is then
@@ -206,7 +225,7 @@ fn slow(headers: &HeaderMap, found: &Found<'_>, now: SystemTime) -> Option<Vec<Q
         (&found.draft, DRAFT_NAMES)
     };
     let quota = family_quota(family, names, now)?;
-    Some(vec![quota])
+    Some(Advertised::One(quota))
 }
 
 /// The names of a family's fields (remaining, reset, limit), for its DEBUG events.
@@ -646,7 +665,7 @@ fn named(
     format: Option<ResetFormat>,
     limit_name: Option<&HeaderName>,
     now: impl FnOnce() -> SystemTime,
-) -> Option<Vec<Quota>> {
+) -> Option<Advertised> {
     let remaining = headers.get(remaining_name)?;
     named_slow(
         headers,
@@ -669,7 +688,7 @@ fn named_slow(
     format: Option<ResetFormat>,
     limit_name: Option<&HeaderName>,
     now: SystemTime,
-) -> Option<Vec<Quota>> {
+) -> Option<Advertised> {
     let Some(reset) = headers.get(reset_name) else {
         return ignored(
             remaining_name.as_str(),
@@ -694,13 +713,13 @@ fn named_slow(
     let limit = limit_name
         .and_then(|name| Some((name, headers.get(name)?)))
         .and_then(|(name, limit)| leading_integer(name.as_str(), limit));
-    Some(vec![Quota {
+    Some(Advertised::One(Quota {
         policy: None,
         partition: None,
         remaining,
         reset: reset_at.min(MAX_RESET),
         limit,
-    }])
+    }))
 }
 
 /// A named reset field's value, as `format` says.
@@ -925,7 +944,7 @@ mod tests {
     }
 
     fn auto(fields: &[(&str, &str)]) -> Result<Option<Vec<Quota>>> {
-        Ok(read(&headers(fields)?, &QuotaHeaders::auto(), now))
+        Ok(read(&headers(fields)?, &QuotaHeaders::auto(), now).map(|q| q.to_vec()))
     }
 
     fn named(
@@ -941,7 +960,7 @@ mod tests {
             reset_format,
             limit: limit.map(HeaderName::from_static),
         });
-        Ok(read(&headers(fields)?, &names, now))
+        Ok(read(&headers(fields)?, &names, now).map(|q| q.to_vec()))
     }
 
     fn plain(remaining: u64, reset: Duration, limit: Option<u64>) -> Quota {
@@ -1492,8 +1511,8 @@ mod fuzz {
         headers
     }
 
-    fn check(quotas: Option<Vec<super::Quota>>) -> Result<(), TestCaseError> {
-        for quota in quotas.unwrap_or_default() {
+    fn check(quotas: Option<super::Advertised>) -> Result<(), TestCaseError> {
+        for quota in quotas.as_deref().unwrap_or_default() {
             prop_assert!(quota.reset <= MAX_RESET);
         }
         Ok(())
