@@ -255,15 +255,16 @@ async fn a_callers_own_header_is_replaced() {
 }
 
 /// An attempt whose limit is not above the margin is not sent: the server would be told to
-/// give up at once. The call ends as one the deadline left no time for.
+/// give up at once. The call ends as one the deadline left no time for. (A policy whose own
+/// deadline is not above the margin is refused when built: here the deadline is a caller's,
+/// 15 ms, inherited through `deadline::scope`.)
 #[tokio::test(start_paused = true)]
 async fn an_attempt_with_nothing_left_after_the_margin_is_not_sent() {
     for path in PATHS {
         let server = FaultServer::start().await.unwrap();
-        let mut setup = Setup::new(&DeadlineHeader::grpc_timeout(), 3);
-        setup.deadline = 15 * MS;
-        let err = path
-            .get(&setup, &server.url("/late"), &[])
+        let setup = Setup::new(&DeadlineHeader::grpc_timeout(), 3);
+        let url = server.url("/late");
+        let err = resilient_http::deadline::scope(15 * MS, path.get(&setup, &url, &[]))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{path:?}: {err}");
