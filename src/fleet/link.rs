@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::budget::BudgetShared;
 use super::config::FleetConfig;
 use super::hold::HoldShared;
+use super::quota::QuotaShared;
 use crate::error::Error;
 
 /// Keys per sync script: a script runs alone in Redis, so a fleet of many endpoints syncs in
@@ -113,6 +114,8 @@ pub(crate) struct Link {
 struct Registry {
     holds: HashMap<Arc<str>, Weak<HoldShared>>,
     budgets: Vec<Weak<BudgetShared>>,
+    /// Server quotas followed, one per scope key.
+    quotas: HashMap<Arc<str>, Weak<QuotaShared>>,
 }
 
 impl FleetInner {
@@ -339,6 +342,25 @@ impl FleetInner {
         self.registry().holds.get(key).and_then(Weak::upgrade)
     }
 
+    /// The server quota of `key`: the live one if there is one, else a new one made by
+    /// `make` (whose first sync, asked for now, learns whether another replica found one).
+    pub(crate) fn quota_for(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> Arc<QuotaShared>,
+    ) -> Arc<QuotaShared> {
+        let mut registry = self.registry();
+        if let Some(quota) = registry.quotas.get(key).and_then(Weak::upgrade) {
+            return quota;
+        }
+        let quota = make();
+        registry
+            .quotas
+            .insert(Arc::from(key), Arc::downgrade(&quota));
+        self.nudge();
+        quota
+    }
+
     pub(crate) fn add_budget(&self, budget: &Arc<BudgetShared>) {
         self.registry().budgets.push(Arc::downgrade(budget));
         // Learn the fleet's balance at once: until then this replica uses its local budget.
@@ -372,21 +394,27 @@ impl FleetInner {
         if !self.is_up() && !self.probe().await {
             return false;
         }
-        let (holds, budgets) = {
+        let (holds, budgets, quotas) = {
             let mut registry = self.registry();
             registry.holds.retain(|_, hold| hold.strong_count() > 0);
             registry.budgets.retain(|budget| budget.strong_count() > 0);
+            registry.quotas.retain(|_, quota| quota.strong_count() > 0);
             let holds: Vec<_> = registry.holds.values().filter_map(Weak::upgrade).collect();
             let budgets: Vec<_> = registry.budgets.iter().filter_map(Weak::upgrade).collect();
-            (holds, budgets)
+            let quotas: Vec<_> = registry.quotas.values().filter_map(Weak::upgrade).collect();
+            (holds, budgets, quotas)
         };
+        // Server quotas in a script of their own, when any scope asks (see `quota::sync`).
+        let mut answered = true;
+        for chunk in quotas.chunks(SYNC_CHUNK) {
+            answered &= super::quota::sync(self, chunk).await;
+        }
         if holds.is_empty() && budgets.is_empty() {
-            return self.is_up();
+            return answered && self.is_up();
         }
         // Holds first, then budgets, at most SYNC_CHUNK keys a script: one round trip for
         // most fleets.
         let (mut held, mut budgeted) = (holds.as_slice(), budgets.as_slice());
-        let mut answered = true;
         while !held.is_empty() || !budgeted.is_empty() {
             let (these_holds, rest) = held.split_at(held.len().min(SYNC_CHUNK));
             let room = SYNC_CHUNK - these_holds.len();

@@ -127,6 +127,7 @@ mod budget;
 mod config;
 mod hold;
 mod link;
+mod quota;
 mod rate;
 
 pub use budget::SharedBudget;
@@ -134,6 +135,7 @@ pub use config::FleetConfig;
 #[cfg(feature = "config")]
 pub(crate) use config::check_url;
 pub use hold::SharedHold;
+pub(crate) use quota::SharedQuota;
 pub use rate::SharedRate;
 pub(crate) use rate::check_lease_life;
 
@@ -204,6 +206,17 @@ impl Fleet {
     /// again while the first is alive gives the same hold.
     pub fn hold(&self, key: &str) -> SharedHold {
         SharedHold::get(&self.inner, key)
+    }
+
+    /// The server quota followed under scope `key`, shared by every replica (and followed by
+    /// this replica's own view alone while Redis is unreachable). One per key: asking again
+    /// while the first is alive gives the same one.
+    pub(crate) fn quota(
+        &self,
+        key: &str,
+        config: crate::overload::ServerQuotaConfig,
+    ) -> SharedQuota {
+        SharedQuota::get(&self.inner, key, config)
     }
 
     /// The retry budget of endpoint `key`, counted fleet-wide (and locally while Redis is
