@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use resilient_http::Client;
 use resilient_http::fleet::FleetConfig;
-use resilient_http::policy::EndpointPolicy;
+use resilient_http::policy::{EndpointPolicy, Scope};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -37,9 +37,10 @@ const CONCURRENCY: usize = 6;
 const DEADLINE: Duration = Duration::from_secs(8);
 
 /// A replica: its own client, with its own fleet on `redis` (if any) under `prefix`. One
-/// attempt a call: a 429 is seen as a failure, not retried away.
-fn replica(redis: Option<&RedisServer>, prefix: &str) -> Client {
-    let policy = EndpointPolicy::new().max_attempts(1).breaker_enabled(false);
+/// attempt a call unless `retries`: a 429 is then seen as a failure, not retried away.
+fn replica(redis: Option<&RedisServer>, prefix: &str, retries: bool) -> Client {
+    let attempts = if retries { 3 } else { 1 };
+    let policy = (EndpointPolicy::new().max_attempts(attempts)).breaker_enabled(false);
     let mut builder = Client::builder().default_policy(policy);
     if let Some(redis) = redis {
         let fleet = FleetConfig::new(redis.url())
@@ -79,7 +80,7 @@ async fn three_replicas_sharing_a_redis_get_no_429() {
     let redis = RedisServer::start();
     let server = QuotaServer::start(QUOTA, WINDOW, Style::Ietf).await;
     let replicas: Vec<Client> = (0..REPLICAS)
-        .map(|_| replica(Some(&redis), "share:"))
+        .map(|_| replica(Some(&redis), "share:", false))
         .collect();
     let start = std::time::Instant::now();
     let succeeded = run(&replicas, &server.url("/q")).await;
@@ -111,7 +112,86 @@ async fn three_replicas_sharing_a_redis_get_no_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_each_alone_get_many_429s() {
     let server = QuotaServer::start(QUOTA, WINDOW, Style::Ietf).await;
-    let replicas: Vec<Client> = (0..REPLICAS).map(|_| replica(None, "")).collect();
+    let replicas: Vec<Client> = (0..REPLICAS).map(|_| replica(None, "", false)).collect();
     run(&replicas, &server.url("/q")).await;
     assert!(server.rejected() >= 10, "{:?}", server.statuses());
+}
+
+/// Redis killed while the replicas call, then started again: no call fails (a 429 a
+/// replica's own view lets through while Redis is away is retried after its `Retry-After`,
+/// as without a fleet), the fleets say they are down meanwhile, and share again once Redis is
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_costs_no_call() {
+    let mut redis = RedisServer::start();
+    let server = QuotaServer::start(QUOTA, WINDOW, Style::Ietf).await;
+    let replicas: Vec<Client> = (0..REPLICAS)
+        .map(|_| replica(Some(&redis), "kill:", true))
+        .collect();
+    let calls = tokio::spawn({
+        let (replicas, url) = (replicas.clone(), server.url("/q"));
+        async move { run(&replicas, &url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let up = |replicas: &[Client]| {
+        (replicas.iter())
+            .map(|client| client.fleet().unwrap().is_up())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(up(&replicas), vec![true; REPLICAS], "shared at first");
+    redis.stop();
+    let before = server.statuses().len();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(up(&replicas), vec![false; REPLICAS], "each on its own");
+    // The window from 2 s on started while Redis was away: calls went on without it.
+    let during = server.statuses().len() - before;
+    assert!(
+        during >= QUOTA as usize / 2,
+        "{during} sent while Redis was away"
+    );
+    redis.restart();
+    let succeeded = calls.await.unwrap();
+    assert_eq!(succeeded, REPLICAS * CALLS, "{:?}", server.statuses());
+    for client in &replicas {
+        assert!(client.fleet().unwrap().sync().await, "redis answers again");
+    }
+    assert_eq!(up(&replicas), vec![true; REPLICAS], "shared again");
+}
+
+/// A replica that has not called the server yet learns from the background sync that
+/// another one found a quota, and spent it: its first call waits for the reset rather than
+/// meeting a 429. (The quota is the rule's, so that each replica follows it from its start;
+/// one kept per host is made by its first call, which goes out before its first sync.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_learns_a_spent_quota_from_the_sync_before_its_first_call() {
+    const SMALL: u64 = 5;
+    let redis = RedisServer::start();
+    let server = QuotaServer::start(SMALL, WINDOW, Style::Ietf).await;
+    let replica = || {
+        let policy = (EndpointPolicy::new().max_attempts(1))
+            .breaker_enabled(false)
+            .server_quota_scope(Scope::Rule);
+        let fleet = FleetConfig::new(redis.url())
+            .prefix("sync:")
+            .timeout(Duration::from_millis(250));
+        (Client::builder().default_policy(policy))
+            .redis_config(fleet)
+            .build()
+            .unwrap()
+    };
+    let (first, second) = (replica(), replica());
+    let url = server.url("/q");
+    for _ in 0..SMALL {
+        let response = first.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert!(second.fleet().unwrap().sync().await, "redis answers");
+    let start = std::time::Instant::now();
+    let response = second.get(&url).deadline(WINDOW * 2).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(server.rejected(), 0, "{:?}", server.statuses());
+    assert!(
+        start.elapsed() >= Duration::from_millis(100),
+        "waited for the reset"
+    );
 }
