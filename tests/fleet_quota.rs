@@ -104,12 +104,16 @@ async fn three_replicas_sharing_a_redis_get_no_429() {
         statuses.len(),
         trips as f64 / statuses.len() as f64
     );
-    assert!(
-        redis
-            .keys()
-            .iter()
-            .any(|key| key.starts_with("share:quota:"))
+    // One key for the scope, expiring a second past the quota's reset (2 s at most ahead).
+    let keys: Vec<String> = (redis.keys().into_iter())
+        .filter(|key| key.starts_with("share:quota:"))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![format!("share:quota:default|{}", server.url(""))]
     );
+    let pttl = redis.pttl(&keys[0]);
+    assert!(pttl > 0 && pttl <= 3_000, "{pttl}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,10 +130,28 @@ async fn three_replicas_each_alone_get_many_429s() {
 /// back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_run_costs_no_call() {
+    redis_away_mid_run(Away::Killed).await;
+}
+
+/// The same with Redis frozen (`SIGSTOP`: connections open, nothing answered): calls wait
+/// for it no longer than its timeout, and go on with their own view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_mid_run_costs_no_call() {
+    redis_away_mid_run(Away::Frozen).await;
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Away {
+    Killed,
+    Frozen,
+}
+
+async fn redis_away_mid_run(away: Away) {
     let mut redis = RedisServer::start();
     let server = QuotaServer::start(QUOTA, WINDOW, Style::Ietf).await;
+    let prefix = format!("{away:?}:");
     let replicas: Vec<Client> = (0..REPLICAS)
-        .map(|_| replica(Some(&redis), "kill:", true))
+        .map(|_| replica(Some(&redis), &prefix, true))
         .collect();
     let calls = tokio::spawn({
         let (replicas, url) = (replicas.clone(), server.url("/q"));
@@ -142,7 +164,10 @@ async fn redis_killed_mid_run_costs_no_call() {
             .collect::<Vec<_>>()
     };
     assert_eq!(up(&replicas), vec![true; REPLICAS], "shared at first");
-    redis.stop();
+    match away {
+        Away::Killed => redis.stop(),
+        Away::Frozen => redis.freeze(true),
+    }
     let before = server.statuses().len();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(up(&replicas), vec![false; REPLICAS], "each on its own");
@@ -152,7 +177,10 @@ async fn redis_killed_mid_run_costs_no_call() {
         during >= QUOTA as usize / 2,
         "{during} sent while Redis was away"
     );
-    redis.restart();
+    match away {
+        Away::Killed => redis.restart(),
+        Away::Frozen => redis.freeze(false),
+    }
     let succeeded = calls.await.unwrap();
     assert_eq!(succeeded, REPLICAS * CALLS, "{:?}", server.statuses());
     for client in &replicas {
