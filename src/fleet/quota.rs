@@ -167,30 +167,6 @@ return {left, reset - now}
     )
 });
 
-/// `KEYS`: the quota keys of the scopes that know of no quota yet or have answers to
-/// report; `ARGV`: per key, the grants answered since the last call. Answers, per key, 1 if
-/// Redis keeps a quota for it, else 0.
-static SYNC: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local out = {}
-for i = 1, #KEYS do
-  local done = tonumber(ARGV[i])
-  local o = redis.call('HGET', KEYS[i], 'out')
-  if o then
-    if done > 0 then
-      redis.call('HSET', KEYS[i], 'out', string.format('%.0f', math.max(0, tonumber(o) - done)))
-    end
-    out[#out + 1] = 1
-  else
-    out[#out + 1] = 0
-  end
-end
-return out
-",
-    )
-});
-
 /// One scope's following of its server's quota, shared by every replica through Redis: see
 /// the [module docs](self). Made by `Fleet::quota`; one per key while it lives.
 #[derive(Clone)]
@@ -539,9 +515,25 @@ impl QuotaShared {
         &self.redis_key
     }
 
-    /// Whether the sync should ask about this key: no quota known yet, or answers to report.
-    fn wants_sync(&self) -> bool {
+    /// Whether the background sync should ask about this key: no quota known yet (another
+    /// replica may have found one), or grants answered to report.
+    pub(crate) fn wants_sync(&self) -> bool {
         !self.known.load(SeqCst) || self.done.load(SeqCst) > 0
+    }
+
+    /// The grants answered, taken for the sync to report.
+    pub(crate) fn take_done(&self) -> u64 {
+        self.done.swap(0, SeqCst)
+    }
+
+    /// The sync could not report `done`: the next call does.
+    pub(crate) fn not_reported(&self, done: u64) {
+        self.done.fetch_add(done, SeqCst);
+    }
+
+    /// The sync learned whether Redis keeps a quota for the key.
+    pub(crate) fn synced(&self, known: bool) {
+        self.known.store(known, SeqCst);
     }
 }
 
@@ -566,33 +558,4 @@ impl Drop for Learning<'_> {
 /// `ms` (from Redis, never negative in practice) in microseconds.
 fn micros(ms: i64) -> u64 {
     u64::try_from(ms).unwrap_or(0).saturating_mul(1000)
-}
-
-/// The background sync's part: asks whether Redis keeps a quota for each scope that knows of
-/// none (so that a replica learns of a quota another found, without a round trip per call),
-/// and reports the grants answered. Whether Redis answered.
-pub(crate) async fn sync(fleet: &Arc<FleetInner>, quotas: &[Arc<QuotaShared>]) -> bool {
-    let asked: Vec<_> = quotas.iter().filter(|quota| quota.wants_sync()).collect();
-    if asked.is_empty() {
-        return true;
-    }
-    let mut script = SYNC.prepare_invoke();
-    let done: Vec<u64> = asked
-        .iter()
-        .map(|quota| quota.done.swap(0, SeqCst))
-        .collect();
-    for (quota, done) in asked.iter().zip(&done) {
-        script.key(quota.redis_key()).arg(*done);
-    }
-    let answer: Option<Vec<i64>> = fleet.call(&script).await;
-    let Some(answer) = answer.filter(|answer| answer.len() == asked.len()) else {
-        for (quota, done) in asked.iter().zip(done) {
-            quota.done.fetch_add(done, SeqCst);
-        }
-        return false;
-    };
-    for (quota, exists) in asked.iter().zip(answer) {
-        quota.known.store(exists == 1, SeqCst);
-    }
-    true
 }
