@@ -447,15 +447,19 @@ impl SharedQuota {
                     shared.done.fetch_add(done, SeqCst);
                     break;
                 };
+                // Spent: every caller here holds until the reset (the grants this replica
+                // holds are counted in `out`, so still its to spend). Not spent (a window
+                // that began before this replica's guess of its reset): takes again.
+                let mut lease = shared.lease();
                 if left == 0 {
-                    let mut lease = shared.lease();
-                    lease.grants = 0;
                     let until = shared
                         .fleet
                         .micros(Instant::now())
                         .saturating_add(micros(ms));
                     lease.spent_until = lease.spent_until.max(until);
                     lease.limit = quota.limit.or(lease.limit);
+                } else {
+                    lease.spent_until = 0;
                 }
             }
             drop(learning);
