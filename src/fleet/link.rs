@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::budget::BudgetShared;
 use super::config::FleetConfig;
 use super::hold::HoldShared;
+use super::quota::QuotaShared;
 use crate::error::Error;
 
 /// Keys per sync script: a script runs alone in Redis, so a fleet of many endpoints syncs in
@@ -24,18 +25,19 @@ use crate::error::Error;
 const SYNC_CHUNK: usize = 64;
 
 /// Holds first (`ARGV[1]` of them, each with the milliseconds to publish, 0 for none), then
-/// budgets (each with its deposits, withdrawals, step in ms and steps per window). Answers,
-/// per hold, its milliseconds left (0: none), then, per budget, the fleet's deposits and
-/// withdrawals over the window.
+/// budgets (each with its deposits, withdrawals, step in ms and steps per window), then server
+/// quotas (the last `ARGV[2]` keys, each with the grants answered since the last report).
+/// Answers, per hold, its milliseconds left (0: none), then, per budget, the fleet's deposits
+/// and withdrawals over the window, then, per quota, 1 if Redis keeps one for the key, else 0.
 static SYNC: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local holds = tonumber(ARGV[1])
+local holds, quotas = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
 for i = 1, holds do
-  local publish = tonumber(ARGV[1 + i])
+  local publish = tonumber(ARGV[2 + i])
   local left = redis.call('PTTL', KEYS[i])
   if publish > 0 and left < publish then
     redis.call('SET', KEYS[i], '1', 'PX', string.format('%.0f', publish))
@@ -44,8 +46,8 @@ for i = 1, holds do
   if left < 0 then left = 0 end
   out[#out + 1] = left
 end
-local a = 1 + holds
-for i = holds + 1, #KEYS do
+local a = 2 + holds
+for i = holds + 1, #KEYS - quotas do
   local key = KEYS[i]
   local d, w = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local step, steps = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
@@ -71,6 +73,19 @@ for i = holds + 1, #KEYS do
   end
   out[#out + 1] = sd
   out[#out + 1] = sw
+end
+for i = #KEYS - quotas + 1, #KEYS do
+  a = a + 1
+  local done = tonumber(ARGV[a])
+  local o = redis.call('HGET', KEYS[i], 'out')
+  if o then
+    if done > 0 then
+      redis.call('HSET', KEYS[i], 'out', string.format('%.0f', math.max(0, tonumber(o) - done)))
+    end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
 end
 return out
 ",
@@ -113,6 +128,8 @@ pub(crate) struct Link {
 struct Registry {
     holds: HashMap<Arc<str>, Weak<HoldShared>>,
     budgets: Vec<Weak<BudgetShared>>,
+    /// Server quotas followed, one per scope key.
+    quotas: HashMap<Arc<str>, Weak<QuotaShared>>,
 }
 
 impl FleetInner {
@@ -339,6 +356,25 @@ impl FleetInner {
         self.registry().holds.get(key).and_then(Weak::upgrade)
     }
 
+    /// The server quota of `key`: the live one if there is one, else a new one made by
+    /// `make` (whose first sync, asked for now, learns whether another replica found one).
+    pub(crate) fn quota_for(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> Arc<QuotaShared>,
+    ) -> Arc<QuotaShared> {
+        let mut registry = self.registry();
+        if let Some(quota) = registry.quotas.get(key).and_then(Weak::upgrade) {
+            return quota;
+        }
+        let quota = make();
+        registry
+            .quotas
+            .insert(Arc::from(key), Arc::downgrade(&quota));
+        self.nudge();
+        quota
+    }
+
     pub(crate) fn add_budget(&self, budget: &Arc<BudgetShared>) {
         self.registry().budgets.push(Arc::downgrade(budget));
         // Learn the fleet's balance at once: until then this replica uses its local budget.
@@ -372,27 +408,38 @@ impl FleetInner {
         if !self.is_up() && !self.probe().await {
             return false;
         }
-        let (holds, budgets) = {
+        let (holds, budgets, quotas) = {
             let mut registry = self.registry();
             registry.holds.retain(|_, hold| hold.strong_count() > 0);
             registry.budgets.retain(|budget| budget.strong_count() > 0);
+            registry.quotas.retain(|_, quota| quota.strong_count() > 0);
             let holds: Vec<_> = registry.holds.values().filter_map(Weak::upgrade).collect();
             let budgets: Vec<_> = registry.budgets.iter().filter_map(Weak::upgrade).collect();
-            (holds, budgets)
+            // Only the quotas that ask (none known yet, or grants answered to report).
+            let quotas: Vec<_> = (registry.quotas.values())
+                .filter_map(Weak::upgrade)
+                .filter(|quota| quota.wants_sync())
+                .collect();
+            (holds, budgets, quotas)
         };
-        if holds.is_empty() && budgets.is_empty() {
+        if holds.is_empty() && budgets.is_empty() && quotas.is_empty() {
             return self.is_up();
         }
-        // Holds first, then budgets, at most SYNC_CHUNK keys a script: one round trip for
-        // most fleets.
-        let (mut held, mut budgeted) = (holds.as_slice(), budgets.as_slice());
+        // Holds first, then budgets, then quotas, at most SYNC_CHUNK keys a script: one
+        // round trip for most fleets.
+        let (mut held, mut budgeted, mut quoted) =
+            (holds.as_slice(), budgets.as_slice(), quotas.as_slice());
         let mut answered = true;
-        while !held.is_empty() || !budgeted.is_empty() {
+        while !held.is_empty() || !budgeted.is_empty() || !quoted.is_empty() {
             let (these_holds, rest) = held.split_at(held.len().min(SYNC_CHUNK));
             let room = SYNC_CHUNK - these_holds.len();
             let (these_budgets, others) = budgeted.split_at(budgeted.len().min(room));
-            answered &= self.sync_chunk(these_holds, these_budgets).await;
-            (held, budgeted) = (rest, others);
+            let room = room - these_budgets.len();
+            let (these_quotas, more) = quoted.split_at(quoted.len().min(room));
+            answered &= self
+                .sync_chunk(these_holds, these_budgets, these_quotas)
+                .await;
+            (held, budgeted, quoted) = (rest, others, more);
         }
         answered
     }
@@ -401,10 +448,11 @@ impl FleetInner {
         self: &Arc<Self>,
         holds: &[Arc<HoldShared>],
         budgets: &[Arc<BudgetShared>],
+        quotas: &[Arc<QuotaShared>],
     ) -> bool {
         let sent = self.micros(Instant::now());
         let mut script = SYNC.prepare_invoke();
-        script.arg(holds.len());
+        script.arg(holds.len()).arg(quotas.len());
         let publishing: Vec<_> = holds.iter().map(|hold| hold.to_publish(sent)).collect();
         for (hold, (_, ms)) in holds.iter().zip(&publishing) {
             script.key(hold.redis_key()).arg(*ms);
@@ -422,10 +470,20 @@ impl FleetInner {
                 .arg(step)
                 .arg(steps);
         }
+        let reported = Unreported {
+            quotas,
+            done: quotas.iter().map(|quota| quota.take_done()).collect(),
+        };
+        for (quota, done) in quotas.iter().zip(&reported.done) {
+            script.key(quota.redis_key()).arg(*done);
+        }
         let answer: Option<Vec<i64>> = self.call(&script).await;
-        let Some(answer) = answer.filter(|a| a.len() == holds.len() + 2 * budgets.len()) else {
+        let expected = holds.len() + 2 * budgets.len() + quotas.len();
+        let Some(answer) = answer.filter(|a| a.len() == expected) else {
             return false;
         };
+        let (answer, known) = answer.split_at(answer.len() - quotas.len());
+        reported.answered(known);
         flushed.taken.clear();
         let (held, sums) = answer.split_at(holds.len());
         for ((hold, (publish, _)), left) in holds.iter().zip(publishing).zip(held) {
@@ -454,6 +512,31 @@ impl Drop for Unflushed<'_> {
     fn drop(&mut self) {
         for (budget, pending) in self.budgets.iter().zip(self.taken.drain(..)) {
             budget.not_flushed(pending);
+        }
+    }
+}
+
+/// Grants answered, taken to report: given back unless Redis took them (see
+/// [`Unflushed`]).
+struct Unreported<'a> {
+    quotas: &'a [Arc<QuotaShared>],
+    done: Vec<u64>,
+}
+
+impl Unreported<'_> {
+    /// Redis took them, and said per quota whether it keeps one for its key.
+    fn answered(mut self, known: &[i64]) {
+        self.done.clear();
+        for (quota, known) in self.quotas.iter().zip(known) {
+            quota.synced(*known == 1);
+        }
+    }
+}
+
+impl Drop for Unreported<'_> {
+    fn drop(&mut self) {
+        for (quota, done) in self.quotas.iter().zip(self.done.drain(..)) {
+            quota.not_reported(done);
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Limits shared by many replicas through Redis: a rate limit, `Retry-After` holds and a retry
-//! budget per endpoint key, each falling back to the local one while Redis is unreachable.
+//! Limits shared by many replicas through Redis: a rate limit, `Retry-After` holds, a retry
+//! budget and the quota a server advertises per endpoint key, each falling back to the local
+//! one while Redis is unreachable.
 //!
 //! A service running as 20 replicas that calls an API with a quota of 100 requests a second
 //! cannot respect it with per-process limits, and when that API answers `429` with
@@ -11,6 +12,7 @@
 //! | [`SharedRate`] | `try_take`: one compare-and-swap on a local lease | a GCRA in one Lua script, leasing batches of slots, refilled in the background |
 //! | [`SharedHold`] | `remaining`: one load | a key with a `PX` expiry, read by the background sync and by every lease refill |
 //! | [`SharedBudget`] | `deposit`: two adds; `withdraw`: one compare-and-swap | per-step counters in a hash, flushed and read by the background sync |
+//! | a server's quota (the client's guards) | nothing known: one load; known: a short lock, spending a grant held | a hash per key: grants taken (one Lua script, while callers wait) from what the last answers said, learned from each answer that advertises it |
 //!
 //! No call fails because of Redis, and none waits for it beyond [`FleetConfig::timeout`] (20 ms
 //! by default): on a Redis error or timeout the fleet switches every handle to its local limit
@@ -96,6 +98,35 @@
 //! a message sent while a replica was reconnecting would be lost, and the poll also carries
 //! the budgets.
 //!
+//! # A server's quota
+//!
+//! A scope that follows the quota its server advertises
+//! ([`ServerQuotaConfig`](crate::overload::ServerQuotaConfig)) shares it whenever the client
+//! has a Redis, as holds are (no `shared` key: what the server said is true for every
+//! replica, and a replica that ignored it would spend the others' share). What any replica
+//! learns from an answer (what is left, the reset, the window's quota) is kept in Redis in
+//! Redis's own clock; every attempt of every replica takes a *grant* from it first (one Lua
+//! script per batch of callers waiting, spent locally until the reset), so replicas' requests
+//! count against one another before any answer says so; each answer that advertises the quota
+//! sets what is left, less the grants still out fleet-wide (one fire-and-forget script; the
+//! newest news goes when answers come faster). Past the reset, Redis refills to the quota (if
+//! an answer said it) and the next reset is a window on. A spent quota holds every replica
+//! until its reset, as a `Retry-After` hold. Each replica's own view (every answer feeds it)
+//! runs beside the fleet's (the tightest wins) and is what is followed while Redis is down or
+//! slower than the timeout; a call dropped after its grant leaves it counted until the
+//! window's end, never longer.
+//!
+//! While no quota is known, a call costs no round trip: the background sync asks whether
+//! another replica found one. Before any answer, nothing counts the fleet's first requests:
+//! **the first burst of every replica together must fit the quota** (replicas × callers at
+//! once). A key made by a first answer grants nothing for a short while (twice the timeout,
+//! at least 50 ms), so that the other replicas' first answers, which arrive together, lower
+//! what is left first. One quota is shared per scope, the tightest an answer advertises;
+//! pacing (`follow = "pace"`) spreads each replica's own view. Three replicas calling one
+//! server with a quota of 20 per 2 s, 6 callers each, get no 429 with it (`tests/fleet_quota.rs`;
+//! about 1.5 round trips per request there, where every answer advertises the quota), and
+//! many without.
+//!
 //! # The shared budget, and its staleness
 //!
 //! Each replica counts its first attempts (deposits) and retries (withdrawals) locally and
@@ -116,7 +147,8 @@
 //! last granted a slot; expires when the TAT is past, and not before those settings' second,
 //! so an idle key is gone), `{prefix}hold:{key}` (expires with the hold),
 //! `{prefix}budget:{key}` (a hash of at most 22 fields per window setting; expires a window
-//! after its last flush). Nothing else is written (`{prefix}probe` is only ever written if it
+//! after its last flush), `{prefix}quota:{key}` (a hash of 6 fields; expires a second past the
+//! quota's reset, or the next one's while replicas take from it). Nothing else is written (`{prefix}probe` is only ever written if it
 //! exists). A client's guards use as `key`, by their [scope](crate::policy::Scope):
 //! `{policy}|{endpoint key}` (host, the default) or `{policy}|rule` (rule), the policy's `%`
 //! and `|` percent-encoded, so that no two policies' keys meet; and `name:<name>` (named:
@@ -127,6 +159,7 @@ mod budget;
 mod config;
 mod hold;
 mod link;
+mod quota;
 mod rate;
 
 pub use budget::SharedBudget;
@@ -134,6 +167,7 @@ pub use config::FleetConfig;
 #[cfg(feature = "config")]
 pub(crate) use config::check_url;
 pub use hold::SharedHold;
+pub(crate) use quota::SharedQuota;
 pub use rate::SharedRate;
 pub(crate) use rate::check_lease_life;
 
@@ -204,6 +238,17 @@ impl Fleet {
     /// again while the first is alive gives the same hold.
     pub fn hold(&self, key: &str) -> SharedHold {
         SharedHold::get(&self.inner, key)
+    }
+
+    /// The server quota followed under scope `key`, shared by every replica (and followed by
+    /// this replica's own view alone while Redis is unreachable). One per key: asking again
+    /// while the first is alive gives the same one.
+    pub(crate) fn quota(
+        &self,
+        key: &str,
+        config: crate::overload::ServerQuotaConfig,
+    ) -> SharedQuota {
+        SharedQuota::get(&self.inner, key, config)
     }
 
     /// The retry budget of endpoint `key`, counted fleet-wide (and locally while Redis is

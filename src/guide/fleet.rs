@@ -40,6 +40,13 @@
 //!   sets is seen within about `1.25 × sync_interval` plus two round trips by every replica
 //!   that has called that endpoint before (a replica's very first call to an endpoint may go
 //!   out before it learned of the fleet's hold).
+//! - **A server's advertised quota** ([`server_quota`](super::overload)) is shared whenever
+//!   the client has a Redis, as holds are: what one replica learns from an answer (what is
+//!   left, the reset) holds every replica of that scope, and every replica's requests count
+//!   against it (each takes a grant from Redis before it goes, a batch per round trip). Three
+//!   replicas with 6 callers each against a quota of 20 per 2 s get no 429. Before any answer
+//!   nothing is known: the replicas' first burst together must fit the quota. While Redis is
+//!   down each replica follows what its own answers say.
 //! - **A shared rate limit** runs its GCRA in Redis (one Lua script, Redis's clock). Each
 //!   replica leases small batches of slots and spends them locally, refilled in the background,
 //!   so a call seldom waits for Redis (when its lease ran dry, for the refill on its way, never

@@ -177,9 +177,18 @@ pub(crate) fn bulkhead_part(key: Arc<str>, config: BulkheadConfig) -> Part<Arc<B
     Part { key, state }
 }
 
-/// A server's quota followed under `key` (always this process's for now).
-pub(crate) fn quota_part(key: Arc<str>, config: ServerQuotaConfig) -> Arc<Part<Quotas>> {
-    let state = Quotas::Local(ServerQuota::new(config));
+/// A server's quota followed under `key`; `redis` as for [`budget_part`] (quotas are shared
+/// whenever the client has a Redis, as holds are: both are what the server said).
+pub(crate) fn quota_part(
+    key: Arc<str>,
+    config: ServerQuotaConfig,
+    redis: Option<(&Fleet, String)>,
+) -> Arc<Part<Quotas>> {
+    let state = match redis {
+        #[cfg(feature = "redis")]
+        Some((fleet, redis)) => Quotas::Shared(fleet.quota(&redis, config)),
+        _ => Quotas::Local(ServerQuota::new(config)),
+    };
     Arc::new(Part { key, state })
 }
 
@@ -312,7 +321,10 @@ impl Guards {
         };
         let cap = config.retry_after_cap;
         let server_quota = match &config.server_quota {
-            Some(quota) if own.server_quota => Some((quota_part(key.clone(), quota.clone()), cap)),
+            Some(quota) if own.server_quota => {
+                let part = quota_part(key.clone(), quota.clone(), redis(true));
+                Some((part, cap))
+            }
             Some(_) => fixed.server_quota.clone().map(|quota| (quota, cap)),
             None => None,
         };

@@ -17,7 +17,7 @@ use super::server_quota::{Admit, Place, Quota, QuotaSnapshot, ServerQuota, Ticke
 use crate::retry::RetryBudget;
 
 #[cfg(feature = "redis")]
-use crate::fleet::{SharedBudget, SharedHold, SharedRate};
+use crate::fleet::{SharedBudget, SharedHold, SharedQuota, SharedRate};
 
 /// A rate limit.
 pub(crate) enum Rate {
@@ -136,11 +136,12 @@ impl Held {
     }
 }
 
-/// A server's advertised quota, as one scope follows it. Only this process's for now: a
-/// fleet's would keep each entry's remaining count and reset in Redis, and count the tickets
-/// of every replica there (see `ServerQuota`).
+/// A server's advertised quota, as one scope follows it: this process's, or the fleet's
+/// (whenever the client has a Redis, as holds are: see [`crate::fleet`]).
 pub(crate) enum Quotas {
     Local(ServerQuota),
+    #[cfg(feature = "redis")]
+    Shared(SharedQuota),
 }
 
 impl Quotas {
@@ -149,6 +150,8 @@ impl Quotas {
     pub(crate) fn admit(&self, now: Instant, cap: Duration, place: Option<Place>) -> Admit {
         match self {
             Quotas::Local(quota) => quota.admit(now, cap, place),
+            #[cfg(feature = "redis")]
+            Quotas::Shared(quota) => quota.admit(now, cap, place),
         }
     }
 
@@ -157,18 +160,24 @@ impl Quotas {
     pub(crate) fn learn(&self, ticket: Ticket, headers: &HeaderMap, started: impl FnMut(&Quota)) {
         match self {
             Quotas::Local(quota) => quota.learn(ticket, headers, started),
+            #[cfg(feature = "redis")]
+            Quotas::Shared(quota) => quota.learn(ticket, headers, started),
         }
     }
 
     pub(crate) fn snapshot(&self, now: Instant) -> Option<QuotaSnapshot> {
         match self {
             Quotas::Local(quota) => quota.snapshot(now),
+            #[cfg(feature = "redis")]
+            Quotas::Shared(quota) => quota.snapshot(now),
         }
     }
 
     pub(crate) fn busy(&self, now: Instant) -> bool {
         match self {
             Quotas::Local(quota) => quota.busy(now),
+            #[cfg(feature = "redis")]
+            Quotas::Shared(quota) => quota.busy(now),
         }
     }
 }

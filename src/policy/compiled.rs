@@ -505,8 +505,8 @@ fn fixed_parts(
     }
     if let Some(quota) = &config.server_quota {
         let setup = Setup::ServerQuota(quota.clone());
-        parts.server_quota = fixed.part(&scopes.server_quota, false, setup, |key, _| {
-            State::ServerQuota(quota_part(key, quota.clone()))
+        parts.server_quota = fixed.part(&scopes.server_quota, true, setup, |key, redis| {
+            State::ServerQuota(quota_part(key, quota.clone(), redis))
         })?;
     }
     Ok(parts)
