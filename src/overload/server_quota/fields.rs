@@ -909,6 +909,20 @@ fn ignored<T>(field: &str, value: &[u8], reason: &str) -> Option<T> {
 }
 
 #[cfg(test)]
+impl Quota {
+    /// A quota of no named policy or partition, as the `X-RateLimit-*` family says one.
+    pub(crate) fn plain(remaining: u64, reset: Duration, limit: Option<u64>) -> Self {
+        Quota {
+            policy: None,
+            partition: None,
+            remaining,
+            reset,
+            limit,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::error::Error;
     use std::sync::{Arc, Mutex, PoisonError};
@@ -964,13 +978,7 @@ mod tests {
     }
 
     fn plain(remaining: u64, reset: Duration, limit: Option<u64>) -> Quota {
-        Quota {
-            policy: None,
-            partition: None,
-            remaining,
-            reset,
-            limit,
-        }
+        Quota::plain(remaining, reset, limit)
     }
 
     fn policy(name: &str, remaining: u64, reset: Duration, limit: Option<u64>) -> Quota {

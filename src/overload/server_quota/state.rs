@@ -523,13 +523,7 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn quota(remaining: u64, reset: Duration, limit: Option<u64>) -> Quota {
-        Quota {
-            policy: None,
-            partition: None,
-            remaining,
-            reset,
-            limit,
-        }
+        Quota::plain(remaining, reset, limit)
     }
 
     fn named(policy: &str, partition: Option<&[u8]>, remaining: u64, reset: Duration) -> Quota {
