@@ -278,6 +278,12 @@ async fn the_layer_reads_grpc_timeout_or_milliseconds_and_caps_them() -> TestRes
             Some(500 * MS),
         ),
         (millis(), Some(("grpc-timeout", "800m")), None),
+        // Named `grpc-timeout`, the header is read in gRPC's format, not ignored.
+        (
+            IncomingDeadlineLayer::millis(HeaderName::from_static("grpc-timeout")),
+            Some(("grpc-timeout", "800m")),
+            Some(800 * MS),
+        ),
     ];
     for (layer, header, expected) in cases {
         let seen = remaining_behind(layer, header).await?;

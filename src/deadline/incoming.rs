@@ -99,7 +99,13 @@ impl IncomingDeadlineLayer {
     /// Reads `header` as a number of whole milliseconds, such as
     /// `x-envoy-expected-rq-timeout-ms: 800` (the name, as
     /// [`DeadlineHeader::millis`](super::DeadlineHeader::millis) for what a client sends).
+    /// `grpc-timeout` has a format of its own and no value of it is milliseconds: that name
+    /// reads it as [`grpc_timeout`](Self::grpc_timeout) does (as a policy file's
+    /// `propagate_deadline = "grpc-timeout"` writes it), rather than ignore every value.
     pub fn millis(header: HeaderName) -> Self {
+        if header == "grpc-timeout" {
+            return Self::grpc_timeout();
+        }
         IncomingDeadlineLayer {
             header,
             format: Format::Millis,
