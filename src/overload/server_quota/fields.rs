@@ -1418,6 +1418,11 @@ mod tests {
                 Ok(())
             }
         }
+        // tracing-core computes a callsite's interest from the global dispatcher alone while
+        // at most one dispatcher is registered, so a callsite first reached on another test
+        // thread while this test's subscriber is the only one would be cached as never
+        // enabled: a second one (which wants nothing) keeps it computed from both.
+        let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
         let lines = Lines::default();
         let writer = lines.clone();
         let subscriber = tracing_subscriber::fmt()
