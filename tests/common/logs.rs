@@ -36,12 +36,23 @@ impl Lines {
     }
 }
 
+/// tracing-core computes a callsite's interest from the global dispatcher alone while at
+/// most one dispatcher is registered: a callsite first reached on another test thread while a
+/// test's subscriber is the only one would be cached as never enabled, and its events lost.
+/// A second dispatcher (which wants nothing), alive for the whole test binary, keeps the
+/// interest computed from every dispatcher.
+fn second_dispatcher() {
+    static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+}
+
 fn subscriber(
     level: Level,
 ) -> (
     Subscriber<DefaultFields, Format, tracing::level_filters::LevelFilter, Lines>,
     Lines,
 ) {
+    second_dispatcher();
     let lines = Lines::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(lines.clone())
