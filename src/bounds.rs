@@ -176,6 +176,10 @@ pub(crate) const HEDGE: EachPart = EachPart;
 /// Following a server's quota: no numbers, but header names given to a builder that cannot
 /// refuse them (as reqwest's), checked here with the other settings.
 pub(crate) const SERVER_QUOTA: EachPart = EachPart;
+/// An adaptive concurrency limit: each part's range is checked by its type.
+pub(crate) const ADAPTIVE_CONCURRENCY: EachPart = EachPart;
+/// Client-side throttling: each part's range is checked by its type.
+pub(crate) const THROTTLE: EachPart = EachPart;
 
 /// The margin a propagated deadline leaves for the request's way to the server and the
 /// answer's way back (`propagate_deadline_margin`): zero (gRPC's own choice) to a minute,

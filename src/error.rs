@@ -123,13 +123,16 @@ pub enum GiveUp {
     /// The endpoint's bulkhead had no place for the call (kind
     /// [`BulkheadFull`](ErrorKind::BulkheadFull)).
     BulkheadFull,
+    /// Client-side throttling turned the attempt away (kind
+    /// [`Throttled`](ErrorKind::Throttled)).
+    Throttled,
 }
 
 impl GiveUp {
     /// A short, stable, machine-readable name: `permanent`, `attempts_exhausted`,
     /// `non_idempotent`, `body_not_replayable`, `retry_after_above_cap`, `deadline`,
-    /// `schedule_ended`, `budget_exhausted`, `circuit_open`, `rate_limited` or
-    /// `bulkhead_full`: the `reason` of the `retry skipped` event, and the probe's `give_up`.
+    /// `schedule_ended`, `budget_exhausted`, `circuit_open`, `rate_limited`,
+    /// `bulkhead_full` or `throttled`: the `reason` of the `retry skipped` event, and the probe's `give_up`.
     ///
     /// ```
     /// assert_eq!(resilient_http::GiveUp::NotIdempotent.as_str(), "non_idempotent");
@@ -147,6 +150,7 @@ impl GiveUp {
             GiveUp::CircuitOpen => "circuit_open",
             GiveUp::RateLimited => "rate_limited",
             GiveUp::BulkheadFull => "bulkhead_full",
+            GiveUp::Throttled => "throttled",
         }
     }
 
@@ -159,6 +163,7 @@ impl GiveUp {
             ErrorKind::CircuitOpen => GiveUp::CircuitOpen,
             ErrorKind::RateLimited => GiveUp::RateLimited,
             ErrorKind::BulkheadFull => GiveUp::BulkheadFull,
+            ErrorKind::Throttled => GiveUp::Throttled,
             ErrorKind::BudgetExhausted => GiveUp::BudgetExhausted,
             ErrorKind::BodyNotReplayable => GiveUp::BodyNotReplayable,
             ErrorKind::InvalidConfig => GiveUp::Permanent,
@@ -187,6 +192,7 @@ impl fmt::Display for GiveUp {
             GiveUp::CircuitOpen => "circuit open",
             GiveUp::RateLimited => "rate limited",
             GiveUp::BulkheadFull => "bulkhead full",
+            GiveUp::Throttled => "throttled",
         })
     }
 }
@@ -749,6 +755,12 @@ impl Error {
             .with_detail(detail);
         err.0.retry_after = Some(retry_in);
         err
+    }
+
+    /// An attempt client-side throttling turned away; `detail` names the scope and the
+    /// rejection probability.
+    pub(crate) fn throttled(detail: String) -> Self {
+        Error::new(ErrorKind::Throttled, Class::Transient, Delivery::NotSent).with_detail(detail)
     }
 
     /// A call the endpoint's bulkhead had no place for.

@@ -128,6 +128,11 @@ pub enum ErrorKind {
     /// The endpoint's bulkhead is full: as many calls as it allows are in flight, and no
     /// place came free within its queue timeout (or the deadline). The request was not sent.
     BulkheadFull,
+    /// Client-side adaptive throttling turned the attempt away: its dependency has been
+    /// rejecting much of what it gets, and the client sheds load before sending (see
+    /// [`ThrottleConfig`](crate::overload::ThrottleConfig)). Transient; the request was not
+    /// sent; the message gives the current rejection probability.
+    Throttled,
 }
 
 impl fmt::Display for ErrorKind {
@@ -150,6 +155,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Hook => "attempt hook failed",
             ErrorKind::RateLimited => "rate limited",
             ErrorKind::BulkheadFull => "bulkhead full",
+            ErrorKind::Throttled => "throttled",
         })
     }
 }
@@ -159,14 +165,17 @@ impl ErrorKind {
     pub(crate) const fn is_refusal(self) -> bool {
         matches!(
             self,
-            ErrorKind::CircuitOpen | ErrorKind::RateLimited | ErrorKind::BulkheadFull
+            ErrorKind::CircuitOpen
+                | ErrorKind::RateLimited
+                | ErrorKind::BulkheadFull
+                | ErrorKind::Throttled
         )
     }
 
     /// A short, stable, machine-readable name: `timeout`, `deadline`, `connect`, `reset`,
     /// `status`, `circuit_open`, `budget_exhausted`, `body_not_replayable`, `invalid_request`,
     /// `invalid_response`, `invalid_config`, `transport`, `body_too_large`, `decode`, `hook`,
-    /// `rate_limited` or `bulkhead_full`.
+    /// `rate_limited`, `bulkhead_full` or `throttled`.
     ///
     /// These are the `error_kind` values of the `probe` example and the `error.type` of
     /// spans and metrics (where a failure status is shown as its code instead).
@@ -193,6 +202,7 @@ impl ErrorKind {
             ErrorKind::Hook => "hook",
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::BulkheadFull => "bulkhead_full",
+            ErrorKind::Throttled => "throttled",
         }
     }
 }

@@ -2,8 +2,9 @@
 //! the driver for every path.
 //!
 //! A call's first request takes its place in the bulkhead ([`enter`]); every attempt's
-//! request is then let out, held back for a while, or turned away ([`admit`]); after a
-//! wait, [`waited`] takes up where it left off. A call without guards goes straight out.
+//! request is then throttled or not, let out, held back for a while, or turned away
+//! ([`admit`]), and takes its place under the adaptive limit; after a wait, [`waited`]
+//! takes up where it left off. A call without guards goes straight out.
 //! The request waits in the call's [`RetryState`] meanwhile; its [`Parked`] token travels
 //! with the gate's answer, and [`RetryState::take_request`] takes it out with that token when
 //! it goes out.
@@ -15,8 +16,9 @@ use super::state::RetryState;
 use crate::breaker::Breaker;
 use crate::error::{Error, GiveUp};
 use crate::hook::BoxFuture;
+use crate::overload::adaptive::LimitPermit;
 use crate::overload::bulkhead::BulkheadPermit;
-use crate::overload::{Admission, Entry, Reservation};
+use crate::overload::{Admission, Entry, Placing, Reservation};
 
 /// What the guards make of the attempt's request.
 pub(crate) enum Gate {
@@ -38,6 +40,8 @@ pub(crate) enum Waited {
     Queued(Option<BulkheadPermit>),
     /// Held back by a hold or the rate limit; with the rate-limit slot reserved for now.
     Held(Option<Reservation>),
+    /// Queued under the adaptive limit: the place, or `None` if none came in time.
+    Placed(Option<LimitPermit>),
 }
 
 /// The call's first request: a place in the endpoint's bulkhead, then [`admit`].
@@ -58,9 +62,18 @@ pub(crate) fn enter(retry: &mut RetryState, parked: Parked, breaker: Option<&Bre
     }
 }
 
-/// An attempt's request: out, held back for a while, or turned away. `breaker` is the
-/// endpoint's, if the caller has it: an attempt it will refuse takes no rate-limit slot.
+/// An attempt's request: throttled, out, held back for a while, or turned away. `breaker`
+/// is the endpoint's, if the caller has it: an attempt it will refuse takes no rate-limit
+/// slot. Asked once per attempt (client-side throttling counts it here).
 pub(crate) fn admit(retry: &mut RetryState, parked: Parked, breaker: Option<&Breaker>) -> Gate {
+    let Some(guards) = retry.guards() else {
+        return Gate::Out(parked);
+    };
+    let started = retry.attempt_started();
+    match guards.throttle(started, retry.criticality(), retry.policy_name()) {
+        Ok(throttle) => retry.pass_mut().throttle = throttle,
+        Err(error) => return Gate::Refused(naming_request(retry, error), parked),
+    }
     admit_with(retry, parked, breaker, None)
 }
 
@@ -78,7 +91,7 @@ fn admit_with(
     match guards.admit(started, deadline, retry.policy_name(), breaker, reserved) {
         Admission::Go(ticket) => {
             retry.let_out(ticket);
-            Gate::Out(parked)
+            place(retry, parked)
         }
         // One sleep to the end of the wait. A reservation rides along: dropped with the
         // future if the call is, it gives its slot back.
@@ -90,6 +103,25 @@ fn admit_with(
             parked,
         ),
         Admission::Refused(error) => Gate::Refused(naming_request(retry, error), parked),
+    }
+}
+
+/// An attempt let out: out at once under the adaptive limit, queued for a place, or turned
+/// away.
+fn place(retry: &mut RetryState, parked: Parked) -> Gate {
+    let Some(guards) = retry.guards() else {
+        return Gate::Out(parked);
+    };
+    match guards.place(retry.deadline(), retry.policy_name()) {
+        Placing::In(place) => {
+            retry.pass_mut().place = place;
+            Gate::Out(parked)
+        }
+        Placing::Queue(queueing) => Gate::Wait(
+            Box::pin(async move { Waited::Placed(queueing.await) }),
+            parked,
+        ),
+        Placing::Full(error) => Gate::Refused(naming_request(retry, error), parked),
     }
 }
 
@@ -105,7 +137,20 @@ pub(crate) fn waited(
         Waited::Held(reserved) => reserved,
         Waited::Queued(Some(place)) => {
             retry.take_place(Some(place));
-            None
+            retry.resume();
+            return admit(retry, parked, breaker);
+        }
+        Waited::Placed(Some(place)) => {
+            retry.resume();
+            retry.pass_mut().place = Some(place);
+            return Gate::Out(parked);
+        }
+        Waited::Placed(None) => {
+            let full = retry
+                .guards()
+                .map(|guards| guards.adaptive_full(retry.policy_name()));
+            let error = full.unwrap_or_else(Error::polled_after_completion);
+            return Gate::Refused(naming_request(retry, error), parked);
         }
         Waited::Queued(None) => {
             // Only a call with guards queues.

@@ -34,7 +34,7 @@ use crate::call::record::Slot;
 use crate::call::state::{Next, RetryState};
 use crate::extras::Extras;
 use crate::hook::{AttemptInfo, AuthRefresher, BodyFactory, BoxFuture};
-use crate::overload::server_quota::Ticket;
+use crate::overload::pass::{Answer, Pass};
 use crate::policy::{CompiledPolicy, Policies};
 use crate::read::{Buffered, Reader, Success, buffer, limited};
 use crate::timeout::{Clock, attempt_limit, expired, ran_out, timed_out};
@@ -179,18 +179,21 @@ struct Attempt {
     /// that (see [`attempt_limit`]).
     limit: Duration,
     by_deadline: bool,
-    /// The server quota's ticket, if the policy follows one: its answer is learned with it.
-    ticket: Option<Ticket>,
+    /// What the guards gave it: the server quota's ticket (its answer is learned with it),
+    /// its adaptive place, its throttle.
+    pass: Pass,
 }
 
 impl Attempt {
     /// Tells `breaker` (the one that admitted it) how the attempt went; `Ignored` gives a
     /// half-open probe's place back. Taking the attempt makes this happen once; what is left
     /// is its token, for the retry state.
-    fn end(self, breaker: Option<&Breaker>, verdict: Verdict) -> Out {
+    /// The guards hear of it as `answer` says.
+    fn end(self, breaker: Option<&Breaker>, verdict: Verdict, answer: Answer) -> Out {
         if let (Some(breaker), Some(permit)) = (breaker, self.permit) {
             breaker.record(permit, verdict, self.sent_at);
         }
+        self.pass.end(answer);
         self.out
     }
 }
@@ -224,11 +227,12 @@ impl<O, S: Sender> Drop for Call<O, S> {
     fn drop(&mut self) {
         // A cancelled call gives a half-open probe's place back, for each attempt in flight.
         if let Some(attempt) = self.attempt.take() {
-            let _out = attempt.end(self.breaker.as_deref(), Verdict::Ignored);
+            let _out = attempt.end(self.breaker.as_deref(), Verdict::Ignored, Answer::Uncounted);
         }
         if let Some(race) = self.race.take() {
             for attempt in race.abandon() {
-                let _out = attempt.end(self.breaker.as_deref(), Verdict::Ignored);
+                let _out =
+                    attempt.end(self.breaker.as_deref(), Verdict::Ignored, Answer::Uncounted);
             }
         }
     }
@@ -454,14 +458,15 @@ impl<O: Success, S: Sender> Call<O, S> {
         if S::SORTED {
             // The layers below keep the breaker and bound the attempt (see `Sender::SORTED`),
             // so they alone know its limit, and propagate it (`PropagateDeadlineLayer`).
-            let attempt = Attempt {
+            let mut attempt = Attempt {
                 out,
                 permit: None,
                 sent_at: None,
                 limit: Duration::MAX,
                 by_deadline: false,
-                ticket: self.retry.take_ticket(),
+                pass: self.retry.take_pass(),
             };
+            attempt.pass.sent(now);
             return Ok((attempt, self.sender.send(request)));
         }
         let breaker = self.breaker.as_deref();
@@ -498,10 +503,10 @@ impl<O: Success, S: Sender> Call<O, S> {
             sent_at,
             limit,
             by_deadline,
-            ticket: self.retry.take_ticket(),
+            pass: self.retry.take_pass(),
         };
         if let Some(error) = unsent {
-            let out = attempt.end(breaker, Verdict::Ignored);
+            let out = attempt.end(breaker, Verdict::Ignored, Answer::Uncounted);
             // An attempt timeout not above the margin (a request's own) leaves this attempt
             // unsent, not the call: it is an attempt that failed, not the deadline.
             return Err(match error.kind() {
@@ -513,6 +518,7 @@ impl<O: Success, S: Sender> Call<O, S> {
         if attempt.sent_at.is_none() && matches!(self.reader, Reader::With(_)) {
             attempt.sent_at = Some(now);
         }
+        attempt.pass.sent(now);
         // A request with no timeout of its own gets the sender's bound, which may be this.
         if request.timeout().is_some() || !self.sender.bounds_to(limit) {
             *request.timeout_mut() = Some(limit);
@@ -572,7 +578,7 @@ impl<O: Success, S: Sender> Call<O, S> {
         if let Some(mut race) = self.race.take() {
             let breaker = self.breaker.as_deref();
             race.cancel(&mut self.retry, answered, |attempt| {
-                attempt.end(breaker, Verdict::Ignored)
+                attempt.end(breaker, Verdict::Ignored, Answer::Uncounted)
             });
         }
     }
@@ -603,7 +609,7 @@ impl<O: Success, S: Sender> Call<O, S> {
             let ticket = self
                 .attempt
                 .as_mut()
-                .and_then(|attempt| attempt.ticket.take());
+                .and_then(|attempt| attempt.pass.ticket.take());
             guards.learn(ticket, response.headers(), self.retry.policy_name());
         }
         match self.reads_body_first(&response) {
@@ -811,7 +817,7 @@ impl<O: Success, S: Sender> Call<O, S> {
         // Without a breaker, nothing hears the verdict.
         let breaker = self.breaker.as_deref();
         let verdict = breaker.map_or(Verdict::Ignored, |b| b.error_verdict(&error));
-        let out = attempt.end(breaker, verdict);
+        let out = attempt.end(breaker, verdict, Answer::of(Err(&error)));
         self.failed(out, error)
     }
 
@@ -836,7 +842,7 @@ impl<O: Success, S: Sender> Call<O, S> {
         let Some(attempt) = self.attempt.take() else {
             return self.done(Err(not_in_flight()));
         };
-        let out = attempt.end(self.breaker.as_deref(), Verdict::Success);
+        let out = attempt.end(self.breaker.as_deref(), Verdict::Success, Answer::Accepted);
         if self.retry.first_try_succeeded(&out, output.status()) {
             return self.done(Ok(output));
         }

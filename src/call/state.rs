@@ -17,7 +17,9 @@ use crate::classify::{Turnover, turnover};
 use crate::error::{Attempt, Error, ErrorKind, GiveUp};
 use crate::overload::Guards;
 use crate::overload::bulkhead::BulkheadPermit;
+use crate::overload::pass::Pass;
 use crate::overload::server_quota::Ticket;
+use crate::overload::throttle::Criticality;
 use crate::read::Success;
 use crate::retry::delays::Delays;
 use crate::retry::{
@@ -70,9 +72,12 @@ pub(crate) struct RetryState {
     // The call's place in its endpoint's bulkhead, given back when the call ends or is
     // dropped (with this).
     place: Option<BulkheadPermit>,
-    // The server quota's ticket of the attempt (or hedge) the guards just let out, until
-    // the driver hands it to the attempt, which carries it to its answer.
-    ticket: Option<Ticket>,
+    // What the guards gave the attempt (or hedge) they just let out (the server quota's
+    // ticket, its adaptive place, its throttle), until the driver hands it to the attempt,
+    // which carries it to its end.
+    pass: Pass,
+    // How much the call matters under overload: the request's, else its policy's.
+    criticality: Criticality,
 }
 
 impl RetryState {
@@ -94,7 +99,8 @@ impl RetryState {
             budget_in_request: true,
             guards: None,
             place: None,
-            ticket: None,
+            pass: Pass::default(),
+            criticality: Criticality::Default,
             policy,
             own_deadline: deadline,
             may_repeat: false,
@@ -136,7 +142,7 @@ impl RetryState {
     /// retry budget its deposit: a call turned away before it went out (a full bulkhead, a
     /// hold or rate limit past its deadline) earns nothing.
     pub(crate) fn let_out(&mut self, ticket: Option<Ticket>) {
-        self.ticket = ticket;
+        self.pass.ticket = ticket;
         if self.attempts == 1
             && self.record.history.is_empty()
             && let Some(guards) = &self.guards
@@ -145,10 +151,25 @@ impl RetryState {
         }
     }
 
-    /// The ticket of the attempt (or hedge) the guards let out last, for the attempt to
-    /// carry to its answer, which the guards learn from.
-    pub(crate) fn take_ticket(&mut self) -> Option<Ticket> {
-        self.ticket.take()
+    /// What the guards gave the attempt (or hedge) they let out last, for the attempt to
+    /// carry to its end (its answer's head is learned with the ticket).
+    pub(crate) fn take_pass(&mut self) -> Pass {
+        std::mem::take(&mut self.pass)
+    }
+
+    /// What the guards are giving the attempt they are letting out.
+    pub(crate) fn pass_mut(&mut self) -> &mut Pass {
+        &mut self.pass
+    }
+
+    /// How much the call matters under overload.
+    pub(crate) fn criticality(&self) -> Criticality {
+        self.criticality
+    }
+
+    /// The request's criticality (set before the call begins).
+    pub(crate) fn set_criticality(&mut self, criticality: Criticality) {
+        self.criticality = criticality;
     }
 
     /// The attempt's request starts over now, after waiting to be let out (a bulkhead's
@@ -242,8 +263,8 @@ impl RetryState {
         let policy = self.policy.name();
         let kept_back = match &self.guards {
             Some(guards) => match guards.let_hedge_out(now, breaker) {
-                Ok(ticket) => {
-                    self.ticket = ticket;
+                Ok(pass) => {
+                    self.pass = pass;
                     None
                 }
                 Err(guard) => Some(guard),

@@ -26,13 +26,16 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode};
 use tokio::time::Instant;
 
+use super::adaptive::{AdaptiveConcurrencyConfig, AdaptiveLimit, LimitPermit, PlaceFuture};
 use super::bulkhead::{Acquire, Bulkhead, BulkheadConfig, BulkheadPermit};
 use super::hold::Hold;
+use super::pass::Pass;
 use super::rate::{RateLimit, RateLimitConfig, Slot};
 use super::server_quota::{
     Admit, Place, QuotaSnapshot, ServerQuota, ServerQuotaConfig, Spent, Ticket,
 };
 use super::shared::{Budget, Fleet, FleetKeys, Held, Quotas, Rate, Reserve};
+use super::throttle::{Criticality, Throttle, ThrottleConfig};
 use crate::breaker::Breaker;
 use crate::error::{Error, ErrorKind, Short};
 use crate::keyed::{self, Keyed};
@@ -50,6 +53,10 @@ pub(crate) struct GuardsConfig {
     pub(crate) bulkhead: Option<BulkheadConfig>,
     /// Follow the quota the server advertises (`None`: `follow = "off"`).
     pub(crate) server_quota: Option<ServerQuotaConfig>,
+    /// An adaptive limit on the attempts in flight.
+    pub(crate) adaptive: Option<AdaptiveConcurrencyConfig>,
+    /// Client-side adaptive throttling.
+    pub(crate) throttle: Option<ThrottleConfig>,
     /// The policy's `retry_after_cap`: a spent quota whose reset is further away holds
     /// nothing (the call goes, and the server answers), as a `Retry-After` beyond it.
     pub(crate) retry_after_cap: Duration,
@@ -69,6 +76,8 @@ pub(crate) struct GuardScopes {
     pub(crate) rate: Scope,
     pub(crate) bulkhead: Scope,
     pub(crate) server_quota: Scope,
+    pub(crate) adaptive: Scope,
+    pub(crate) throttle: Scope,
 }
 
 impl GuardsConfig {
@@ -78,6 +87,8 @@ impl GuardsConfig {
             && self.rate.is_none()
             && self.bulkhead.is_none()
             && self.server_quota.is_none()
+            && self.adaptive.is_none()
+            && self.throttle.is_none()
     }
 
     /// The key of the one entry of a policy called `rule` whose guards are none of them
@@ -91,6 +102,8 @@ impl GuardsConfig {
             (self.rate.is_some(), &scopes.rate),
             (self.bulkhead.is_some(), &scopes.bulkhead),
             (self.server_quota.is_some(), &scopes.server_quota),
+            (self.adaptive.is_some(), &scopes.adaptive),
+            (self.throttle.is_some(), &scopes.throttle),
         ]
         .into_iter()
         .filter_map(|(on, scope)| on.then_some(scope));
@@ -112,6 +125,8 @@ impl GuardsConfig {
             || host(self.rate.is_some(), &scopes.rate)
             || host(self.bulkhead.is_some(), &scopes.bulkhead)
             || host(self.server_quota.is_some(), &scopes.server_quota)
+            || host(self.adaptive.is_some(), &scopes.adaptive)
+            || host(self.throttle.is_some(), &scopes.throttle)
     }
 }
 
@@ -192,6 +207,22 @@ pub(crate) fn quota_part(
     Arc::new(Part { key, state })
 }
 
+/// An adaptive limit kept under `key` (always this process's; its attempts hold it by its
+/// own `Arc`, as a bulkhead's calls do).
+pub(crate) fn adaptive_part(
+    key: Arc<str>,
+    config: AdaptiveConcurrencyConfig,
+) -> Part<Arc<AdaptiveLimit>> {
+    let state = Arc::new(AdaptiveLimit::new(config));
+    Part { key, state }
+}
+
+/// A throttle kept under `key` (always this process's: it counts what this client saw).
+pub(crate) fn throttle_part(key: Arc<str>, config: ThrottleConfig) -> Arc<Part<Throttle>> {
+    let state = Throttle::new(config);
+    Arc::new(Part { key, state })
+}
+
 /// The parts of a policy's guards that do not depend on the URL (scoped to the rule, or
 /// named): made when the policy compiles, shared by every entry of its registry.
 #[derive(Clone, Default)]
@@ -201,6 +232,8 @@ pub(crate) struct FixedParts {
     pub(crate) rate: Option<Arc<Part<Rate>>>,
     pub(crate) bulkhead: Option<Part<Arc<Bulkhead>>>,
     pub(crate) server_quota: Option<Arc<Part<Quotas>>>,
+    pub(crate) adaptive: Option<Part<Arc<AdaptiveLimit>>>,
+    pub(crate) throttle: Option<Arc<Part<Throttle>>>,
 }
 
 /// One endpoint's guards: its own (host-scoped) parts, and the rule's fixed ones.
@@ -212,6 +245,8 @@ pub(crate) struct Guards {
     bulkhead: Option<Part<Arc<Bulkhead>>>,
     /// The server's quota, and the reset beyond which a spent one holds nothing.
     server_quota: Option<(Arc<Part<Quotas>>, Duration)>,
+    adaptive: Option<Part<Arc<AdaptiveLimit>>>,
+    throttle: Option<Arc<Part<Throttle>>>,
     /// Which parts are this entry's own, host-scoped: only they make it busy (the fixed
     /// ones outlive it, held by the policy).
     own: Own,
@@ -226,6 +261,8 @@ struct Own {
     rate: bool,
     bulkhead: bool,
     server_quota: bool,
+    adaptive: bool,
+    throttle: bool,
 }
 
 /// Whether a call may start: the bulkhead's answer.
@@ -234,6 +271,16 @@ pub(crate) enum Entry {
     In(Option<BulkheadPermit>),
     /// Full: wait for a place with this (then `None` means still full: [`Guards::full`]).
     Queue(Acquire),
+    Full(Error),
+}
+
+/// Whether an attempt let out may go now: the adaptive limit's answer.
+pub(crate) enum Placing {
+    /// In, holding this place (`None`: no adaptive limit).
+    In(Option<LimitPermit>),
+    /// Over the limit: wait for a place with this (then `None` means none came:
+    /// [`Guards::adaptive_full`]).
+    Queue(PlaceFuture),
     Full(Error),
 }
 
@@ -294,6 +341,8 @@ impl Guards {
             rate: host(&scopes.rate),
             bulkhead: host(&scopes.bulkhead),
             server_quota: host(&scopes.server_quota),
+            adaptive: host(&scopes.adaptive),
+            throttle: host(&scopes.throttle),
         };
         let budget = match config.budget {
             Some(budget) if own.budget => Some(budget_part(
@@ -328,6 +377,16 @@ impl Guards {
             Some(_) => fixed.server_quota.clone().map(|quota| (quota, cap)),
             None => None,
         };
+        let adaptive = match config.adaptive {
+            Some(adaptive) if own.adaptive => Some(adaptive_part(key.clone(), adaptive)),
+            Some(_) => fixed.adaptive.clone(),
+            None => None,
+        };
+        let throttle = match config.throttle {
+            Some(throttle) if own.throttle => Some(throttle_part(key.clone(), throttle)),
+            Some(_) => fixed.throttle.clone(),
+            None => None,
+        };
         Guards {
             key,
             budget,
@@ -335,6 +394,8 @@ impl Guards {
             rate,
             bulkhead,
             server_quota,
+            adaptive,
+            throttle,
             own,
             last_used: AtomicU64::new(0),
         }
@@ -371,6 +432,65 @@ impl Guards {
         telemetry::bulkhead_full(key, policy, max);
         Error::bulkhead_full(format!(
             "{key}: its bulkhead is full ({max} in flight, its limit)"
+        ))
+    }
+
+    /// May an attempt of `criticality` be sent at `now`, as far as client-side throttling
+    /// says (asked once per attempt, before the other guards)? `Ok` with the throttle that
+    /// counts it (`None`: not throttled by this policy); `Err`: throttled locally, the
+    /// attempt's [`Throttled`](crate::ErrorKind::Throttled) error.
+    pub(crate) fn throttle(
+        &self,
+        now: Instant,
+        criticality: Criticality,
+        policy: Option<&Arc<str>>,
+    ) -> Result<Option<Arc<Part<Throttle>>>, Error> {
+        let Some(throttle) = &self.throttle else {
+            return Ok(None);
+        };
+        match throttle.admit(now, criticality) {
+            Ok(()) => Ok(Some(throttle.clone())),
+            Err(probability) => {
+                let _ = policy;
+                Err(Error::throttled(format!(
+                    "{}: throttled locally ({criticality} request; {:.0} % of them are)",
+                    throttle.key,
+                    probability * 100.0
+                )))
+            }
+        }
+    }
+
+    /// May an attempt let out by the other guards go now, under the adaptive limit, in a
+    /// call that must end by `deadline`? Over it, the attempt queues (first come, first
+    /// served) up to the limit's queue timeout and its deadline, or is refused at once when
+    /// that is zero.
+    pub(crate) fn place(&self, deadline: Option<Instant>, policy: Option<&Arc<str>>) -> Placing {
+        let Some(adaptive) = &self.adaptive else {
+            return Placing::In(None);
+        };
+        if let Some(permit) = adaptive.state.try_acquire() {
+            return Placing::In(Some(permit));
+        }
+        let queue = adaptive.queue_timeout();
+        if queue.is_zero() {
+            return Placing::Full(self.adaptive_full(policy));
+        }
+        let now = Instant::now();
+        let until = deadline.map_or(now + queue, |end| end.min(now + queue));
+        Placing::Queue(adaptive.state.acquire(until))
+    }
+
+    /// The error for an attempt the adaptive limit had no place for.
+    pub(crate) fn adaptive_full(&self, policy: Option<&Arc<str>>) -> Error {
+        let (key, limit) = match &self.adaptive {
+            Some(adaptive) => (&adaptive.key, adaptive.limit()),
+            None => (&self.key, 0),
+        };
+        let _ = policy;
+        Error::bulkhead_full(format!(
+            "{key}: its adaptive concurrency limit is reached ({limit} attempts in flight, the \
+             limit it has found)"
         ))
     }
 
@@ -487,7 +607,7 @@ impl Guards {
         &self,
         now: Instant,
         breaker: Option<&Breaker>,
-    ) -> Result<Option<Ticket>, Guard> {
+    ) -> Result<Pass, Guard> {
         if self.held_for(now).is_some() {
             return Err(Guard::RetryAfter);
         }
@@ -513,10 +633,23 @@ impl Guards {
         {
             return Err(Guard::RateLimit);
         }
+        // SKELETON: the hedge's adaptive place and throttle are the adaptive and throttle
+        // work's (order with the budget and the rate limit included).
+        let place = match &self.adaptive {
+            None => None,
+            Some(adaptive) => match adaptive.state.try_acquire() {
+                Some(place) => Some(place),
+                None => return Err(Guard::AdaptiveConcurrency),
+            },
+        };
         if budget.is_some_and(|budget| !budget.withdraw(now)) {
             return Err(Guard::Budget);
         }
-        Ok(ticket)
+        Ok(Pass {
+            ticket,
+            place,
+            throttle: self.throttle.clone(),
+        })
     }
 
     /// Learns from the head of the answer to the attempt that carried `ticket` (every
@@ -638,6 +771,21 @@ impl Guards {
         (self.server_quota.as_ref()).and_then(|(quota, _)| quota.snapshot(now))
     }
 
+    /// The adaptive limit's (limit, in flight, waiting); `None` without one.
+    pub(crate) fn adaptive_counts(&self) -> Option<(u32, u32, u32)> {
+        (self.adaptive.as_ref()).map(|a| (a.limit(), a.in_flight(), a.waiting()))
+    }
+
+    /// The probability the throttle rejects an attempt of `criticality` at `now`; `None`
+    /// without a throttle.
+    pub(crate) fn throttle_probability(
+        &self,
+        now: Instant,
+        criticality: Criticality,
+    ) -> Option<f64> {
+        (self.throttle.as_ref()).map(|throttle| throttle.probability(now, criticality))
+    }
+
     /// From when the rate limit has its full burst again; `None` without a rate limit.
     pub(crate) fn rate_full_at(&self) -> Option<Instant> {
         self.rate.as_ref().map(|rate| rate.full_at())
@@ -700,7 +848,11 @@ impl keyed::Entry for Guards {
             (self.hold.as_ref()).is_some_and(|(hold, _)| own.hold && hold.remaining(now).is_some());
         let quota = (self.server_quota.as_ref())
             .is_some_and(|(quota, _)| own.server_quota && quota.busy(now));
+        let adaptive = (self.adaptive.as_ref()).is_some_and(|a| own.adaptive && a.busy());
+        let throttle = (self.throttle.as_ref()).is_some_and(|t| own.throttle && t.busy(now));
         held || quota
+            || adaptive
+            || throttle
             || (self.rate.as_ref()).is_some_and(|rate| own.rate && rate.full_at() > now)
             || (self.budget.as_ref()).is_some_and(|budget| own.budget && budget.drawn_down(now))
             || (self.bulkhead.as_ref())

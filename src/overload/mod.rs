@@ -68,20 +68,26 @@
 //! # Ok::<(), resilient_http::Error>(())
 //! ```
 
+pub(crate) mod adaptive;
 pub(crate) mod bulkhead;
 mod guards;
 mod handle;
 pub(crate) mod hold;
+pub(crate) mod pass;
 pub(crate) mod rate;
 pub(crate) mod server_quota;
 mod shared;
+pub(crate) mod throttle;
 
+pub use adaptive::{AdaptiveConcurrencyConfig, LimitAlgorithm};
 pub use bulkhead::BulkheadConfig;
 pub(crate) use guards::{
-    Admission, Entry, FixedParts, GuardRegistry, GuardScopes, Guards, GuardsConfig, Part,
-    Reservation, budget_part, bulkhead_part, hold_part, quota_part, rate_part,
+    Admission, Entry, FixedParts, GuardRegistry, GuardScopes, Guards, GuardsConfig, Part, Placing,
+    Reservation, adaptive_part, budget_part, bulkhead_part, hold_part, quota_part, rate_part,
+    throttle_part,
 };
 pub use handle::OverloadHandle;
 pub use rate::RateLimitConfig;
 pub use server_quota::{Follow, QuotaHeaders, ResetFormat, ServerQuotaConfig};
 pub(crate) use shared::{Budget, Fleet, FleetKeys, Held, Quotas, Rate};
+pub use throttle::{Criticality, ThrottleConfig};

@@ -15,10 +15,13 @@ use crate::deadline::{DEFAULT_MARGIN, Propagate};
 use crate::error::Error;
 use crate::extras::Extras;
 use crate::keyed::endpoint_key;
+use crate::overload::adaptive::AdaptiveLimit;
 use crate::overload::bulkhead::Bulkhead;
+use crate::overload::throttle::Throttle;
 use crate::overload::{
     Budget, FixedParts, Fleet, FleetKeys, GuardRegistry, GuardScopes, Guards, GuardsConfig, Held,
-    Part, Quotas, Rate, budget_part, bulkhead_part, hold_part, quota_part, rate_part,
+    Part, Quotas, Rate, adaptive_part, budget_part, bulkhead_part, hold_part, quota_part,
+    rate_part, throttle_part,
 };
 use crate::read::DEFAULT_BODY_LIMIT;
 use crate::retry::{RetryLayer, RetryPolicy};
@@ -144,6 +147,12 @@ impl CompiledPolicy {
             // Read by `followed_quota`, which says whether it is on.
             server_quota: _,
             server_quota_scope,
+            adaptive_concurrency,
+            adaptive_concurrency_scope,
+            throttle,
+            throttle_scope,
+            // Read by `Call::new` (SKELETON: the throttle work wires it).
+            criticality: _,
             hedge,
             metrics_server_address,
             propagate_deadline,
@@ -258,6 +267,8 @@ impl CompiledPolicy {
             rate: *rate_limit,
             bulkhead: *bulkhead,
             server_quota: settings.followed_quota(),
+            adaptive: *adaptive_concurrency,
+            throttle: *throttle,
             retry_after_cap: retry.retry_after_cap(),
             shared_rate: settings.shares_rate(),
             shared_budget: settings.shares_budget(),
@@ -272,6 +283,8 @@ impl CompiledPolicy {
                 server_quota: (server_quota_scope.clone())
                     .or_else(|| hold_scope.clone())
                     .unwrap_or_default(),
+                adaptive: adaptive_concurrency_scope.clone().unwrap_or_default(),
+                throttle: throttle_scope.clone().unwrap_or_default(),
             },
         };
         // Holds are shared whenever the client has a Redis. What a shared limit needs of it is
@@ -509,6 +522,18 @@ fn fixed_parts(
             State::ServerQuota(quota_part(key, quota.clone(), redis))
         })?;
     }
+    if let Some(adaptive) = config.adaptive {
+        let setup = Setup::AdaptiveConcurrency(adaptive);
+        parts.adaptive = fixed.part(&scopes.adaptive, false, setup, |key, _| {
+            State::AdaptiveConcurrency(adaptive_part(key, adaptive))
+        })?;
+    }
+    if let Some(throttle) = config.throttle {
+        let setup = Setup::Throttle(throttle);
+        parts.throttle = fixed.part(&scopes.throttle, false, setup, |key, _| {
+            State::Throttle(throttle_part(key, throttle))
+        })?;
+    }
     Ok(parts)
 }
 
@@ -583,6 +608,8 @@ from_state! {
     RateLimit: Arc<Part<Rate>>;
     Bulkhead: Part<Arc<Bulkhead>>;
     ServerQuota: Arc<Part<Quotas>>;
+    AdaptiveConcurrency: Part<Arc<AdaptiveLimit>>;
+    Throttle: Arc<Part<Throttle>>;
 }
 
 /// Per-request changes to the chosen policy; see [`RequestBuilder`](crate::RequestBuilder).

@@ -260,6 +260,13 @@ macro_rules! policy_table {
                     server_quota_scope: (self.server_quota.as_ref())
                         .and_then(|q| q.scope.clone()),
                     server_quota: self.server_quota.and_then(RawServerQuota::settings),
+                    // SKELETON: the surface work reads `[….adaptive_concurrency]`,
+                    // `[….throttle]` and `criticality`.
+                    adaptive_concurrency: None,
+                    adaptive_concurrency_scope: None,
+                    throttle: None,
+                    throttle_scope: None,
+                    criticality: None,
                 }
             }
         }

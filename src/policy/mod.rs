@@ -315,6 +315,27 @@ settings! {
     /// rules (one API key) wants a [`Scope::named`] one. See [`Scope`]; the file's `scope`
     /// in `[….server_quota]`.
     server_quota_scope: Scope;
+    /// An adaptive limit on the attempts in flight (default: none): it finds the
+    /// dependency's capacity from the latency it observes; an attempt over it waits for a
+    /// place (first come, first served) up to its `queue_timeout` and the deadline, then
+    /// fails with [`BulkheadFull`](crate::ErrorKind::BulkheadFull). Retries and hedges take
+    /// places too. The file's `[….adaptive_concurrency]`; see
+    /// [`AdaptiveConcurrencyConfig`](crate::overload::AdaptiveConcurrencyConfig).
+    adaptive_concurrency: crate::overload::AdaptiveConcurrencyConfig, within bounds::ADAPTIVE_CONCURRENCY;
+    /// Which requests share one adaptive limit (default [`Scope::Host`]). See [`Scope`].
+    adaptive_concurrency_scope: Scope;
+    /// Client-side adaptive throttling (default: off): when the dependency rejects much of
+    /// what it gets, attempts are turned away before they are sent, with
+    /// [`Throttled`](crate::ErrorKind::Throttled). The file's `[….throttle]`; see
+    /// [`ThrottleConfig`](crate::overload::ThrottleConfig).
+    throttle: crate::overload::ThrottleConfig, within bounds::THROTTLE;
+    /// Which requests share one throttle (default [`Scope::Host`]). See [`Scope`].
+    throttle_scope: Scope;
+    /// How much this policy's requests matter under overload (default
+    /// [`Criticality::Default`](crate::overload::Criticality::Default)); a request's own
+    /// ([`RequestBuilder::criticality`](crate::RequestBuilder::criticality)) wins. The
+    /// file's `criticality`.
+    criticality: crate::overload::Criticality;
     /// The header that tells the server each attempt's limit (default: none): the attempt
     /// timeout capped by what is left of the deadline, less
     /// [`propagate_deadline_margin`](Self::propagate_deadline_margin); an attempt with nothing

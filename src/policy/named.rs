@@ -8,9 +8,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use super::ScopeName;
 use crate::breaker::{BreakerConfig, BreakerRegistry};
 use crate::error::Error;
+use crate::overload::adaptive::AdaptiveLimit;
 use crate::overload::bulkhead::Bulkhead;
+use crate::overload::throttle::Throttle;
 use crate::overload::{
-    Budget, BulkheadConfig, Fleet, Held, Part, Quotas, Rate, RateLimitConfig, ServerQuotaConfig,
+    AdaptiveConcurrencyConfig, Budget, BulkheadConfig, Fleet, Held, Part, Quotas, Rate,
+    RateLimitConfig, ServerQuotaConfig, ThrottleConfig,
 };
 use crate::retry::BudgetConfig;
 
@@ -24,6 +27,8 @@ pub(crate) enum Kind {
     Bulkhead,
     RetryBudget,
     ServerQuota,
+    AdaptiveConcurrency,
+    Throttle,
 }
 
 impl Kind {
@@ -36,6 +41,8 @@ impl Kind {
             Kind::Bulkhead => "bulkhead",
             Kind::RetryBudget => "retry_budget",
             Kind::ServerQuota => "server_quota",
+            Kind::AdaptiveConcurrency => "adaptive_concurrency",
+            Kind::Throttle => "throttle",
         }
     }
 }
@@ -55,6 +62,8 @@ pub(crate) enum Setup {
     /// How the server's quota is followed and read: rules that share one view of it hold
     /// (or pace) it alike, and read it from the same fields.
     ServerQuota(ServerQuotaConfig),
+    AdaptiveConcurrency(AdaptiveConcurrencyConfig),
+    Throttle(ThrottleConfig),
 }
 
 impl Setup {
@@ -67,6 +76,8 @@ impl Setup {
             Setup::Bulkhead(_) => Kind::Bulkhead,
             Setup::RetryBudget(..) => Kind::RetryBudget,
             Setup::ServerQuota(_) => Kind::ServerQuota,
+            Setup::AdaptiveConcurrency(_) => Kind::AdaptiveConcurrency,
+            Setup::Throttle(_) => Kind::Throttle,
         }
     }
 
@@ -87,6 +98,8 @@ impl Setup {
             (Setup::Bulkhead(a), Setup::Bulkhead(b)) => a == b,
             (Setup::RetryBudget(a, x), Setup::RetryBudget(b, y)) => a == b && x == y,
             (Setup::ServerQuota(a), Setup::ServerQuota(b)) => a == b,
+            (Setup::AdaptiveConcurrency(a), Setup::AdaptiveConcurrency(b)) => a == b,
+            (Setup::Throttle(a), Setup::Throttle(b)) => a == b,
             _ => false,
         }
     }
@@ -102,6 +115,8 @@ pub(crate) enum State {
     Bulkhead(Part<Arc<Bulkhead>>),
     RetryBudget(Arc<Part<Budget>>),
     ServerQuota(Arc<Part<Quotas>>),
+    AdaptiveConcurrency(Part<Arc<AdaptiveLimit>>),
+    Throttle(Arc<Part<Throttle>>),
 }
 
 #[derive(Clone)]

@@ -25,6 +25,10 @@ pub(crate) enum Guard {
     NotReady,
     /// The quota the server advertises (its `RateLimit` or `X-RateLimit-*` fields).
     ServerQuota,
+    /// The adaptive concurrency limit.
+    AdaptiveConcurrency,
+    /// Client-side adaptive throttling.
+    Throttle,
 }
 
 impl Guard {
@@ -37,6 +41,8 @@ impl Guard {
             Guard::Breaker => "circuit_open",
             Guard::NotReady => "service_not_ready",
             Guard::ServerQuota => "server_quota",
+            Guard::AdaptiveConcurrency => "adaptive_concurrency",
+            Guard::Throttle => "throttle",
         }
     }
 }

@@ -1,0 +1,80 @@
+//! What an attempt let out by its endpoint's guards carries to its end, and how that end is
+//! told to them.
+
+use tokio::time::Instant;
+
+use super::Part;
+use super::adaptive::LimitPermit;
+use super::server_quota::Ticket;
+use super::throttle::Throttle;
+use crate::error::Error;
+use crate::outcome::ErrorKind;
+use std::sync::Arc;
+
+/// What the guards gave an attempt (or hedge) on its way out: the server quota's ticket (its
+/// answer's head is learned with it), its place under the adaptive limit, and the throttle
+/// that counts it. Dropped without [`end`](Self::end) (the attempt was cancelled), it gives
+/// its place back and counts nothing.
+#[derive(Default)]
+pub(crate) struct Pass {
+    pub(crate) ticket: Option<Ticket>,
+    pub(crate) place: Option<LimitPermit>,
+    pub(crate) throttle: Option<Arc<Part<Throttle>>>,
+}
+
+/// How an attempt ended, as the adaptive limit and the throttle count it: the one rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// Answered, and not rejected for overload (a success, a 404, a 500): an accept, and a
+    /// latency sample.
+    Accepted,
+    /// Rejected for overload (a 429, 503 or 504, a refused connection) or not answered in
+    /// time (the attempt timeout): not an accept; a drop for the adaptive limit.
+    Rejected,
+    /// Neither: cancelled, cut short by the caller's deadline, a hook's failure, a
+    /// connection lost.
+    Uncounted,
+}
+
+impl Answer {
+    /// How an attempt that ended with `result` counts (`Ok`: the attempt's success).
+    pub(crate) fn of(result: Result<(), &Error>) -> Answer {
+        let Err(error) = result else {
+            return Answer::Accepted;
+        };
+        match error.kind() {
+            ErrorKind::Status => match error.status().map(|status| status.as_u16()) {
+                Some(429 | 503 | 504) => Answer::Rejected,
+                _ => Answer::Accepted,
+            },
+            ErrorKind::Connect | ErrorKind::AttemptTimeout => Answer::Rejected,
+            _ => Answer::Uncounted,
+        }
+    }
+}
+
+impl Pass {
+    /// The attempt went out at `at`.
+    pub(crate) fn sent(&mut self, at: Instant) {
+        if let Some(place) = &mut self.place {
+            place.sent(at);
+        }
+    }
+
+    /// The attempt ended as `answer` says: its place back with a sample, its throttle told.
+    /// Reads the clock only when one of them is on.
+    pub(crate) fn end(self, answer: Answer) {
+        if self.place.is_none() && self.throttle.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(place) = self.place {
+            place.end(answer, now);
+        }
+        if let Some(throttle) = self.throttle
+            && answer != Answer::Uncounted
+        {
+            throttle.record(now, answer == Answer::Accepted);
+        }
+    }
+}
