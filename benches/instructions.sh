@@ -22,6 +22,9 @@
 # trips per request of the measured calls; RATE_BURST sets both stacks' burst):
 #   bash benches/instructions.sh 4000 resilient+rate resilient+shared-rate
 #
+# So do `resilient+adaptive` (an adaptive concurrency limit that never queues) and
+# `resilient+throttle` (client-side throttling that never throttles): what asking them costs.
+#
 # BENCH_QUOTA_FIELDS=ietf (or =x) makes every answer advertise a quota no run spends, in the
 # IETF RateLimit fields (or X-RateLimit-*): what following a server's quota costs.
 #

@@ -51,6 +51,12 @@ pub const STACKS: &[&str] = &[
 /// through Redis (at `REDIS_URL`). [`rate_limit`] is their setting.
 pub const FLEET_STACKS: &[&str] = &["resilient+rate", "resilient+shared-rate"];
 
+/// Stacks run only when asked for by name, like the fleet's: the default client with an
+/// adaptive concurrency limit that never queues (its lowest limit, 128, is above the 64 in
+/// flight), and with client-side throttling that never throttles (every answer accepts):
+/// what asking them costs a call.
+pub const OVERLOAD_STACKS: &[&str] = &["resilient+adaptive", "resilient+throttle"];
+
 /// The rate limit of the [`FLEET_STACKS`]: 1,000,000 a second, burst `RATE_BURST` (default
 /// 1,000,000), so that it never refuses and only the cost of asking is measured. Shared, a
 /// burst that large makes a lease live half a second (`⌊burst / 2⌋` intervals of 1 µs) and
@@ -265,7 +271,7 @@ impl AnyStack {
         AnyStack::named(STACKS[i])
     }
 
-    /// The stack called `name`, one of [`STACKS`] or [`FLEET_STACKS`].
+    /// The stack called `name`, one of [`STACKS`], [`FLEET_STACKS`] or [`OVERLOAD_STACKS`].
     pub fn named(name: &str) -> AnyStack {
         use reqwest_retry::{RetryTransientMiddleware, policies::ExponentialBackoff};
         use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
@@ -377,6 +383,17 @@ impl AnyStack {
                     .retry(resilient_http::retry::RetryPolicy::never())
                     .no_circuit_breaker(),
             ),
+            "resilient+adaptive" => resilient(resilient_http::Client::builder().default_policy(
+                EndpointPolicy::new().adaptive_concurrency(
+                    resilient_http::overload::AdaptiveConcurrencyConfig::gradient2()
+                        .initial(256)
+                        .min(128)
+                        .max(1024),
+                ),
+            )),
+            "resilient+throttle" => resilient(resilient_http::Client::builder().default_policy(
+                EndpointPolicy::new().throttle(resilient_http::overload::ThrottleConfig::new()),
+            )),
             "resilient+rate" => resilient(
                 resilient_http::Client::builder()
                     .default_policy(EndpointPolicy::new().rate_limit(rate_limit())),
