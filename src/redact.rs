@@ -885,9 +885,15 @@ mod fuzz {
                 nested = nested.replacen("://", form, 1);
             }
             for (level, wrap) in wraps.iter().enumerate() {
-                // In a path or among other text, only a URL with `://` is told from the rest.
+                // In a path or among other text, only a URL with `://` is told from the rest:
+                // before its query and fragment, which the outer URL reads as its own (a
+                // `://` in `#…` made a path of `http::pw@h`, which no reader tells from text).
                 let text = wrap.starts_with("/p") || wrap.starts_with("data:");
-                let wrap = if text && !nested.contains("://") { "?v=" } else { wrap };
+                let marked = nested
+                    .split(['?', '#'])
+                    .next()
+                    .is_some_and(|head| head.contains("://"));
+                let wrap = if text && !marked { "?v=" } else { wrap };
                 nested = match wrap {
                     "?v=" if mask >> level & 1 == 1 || nested.contains(['&', '#', '%']) => {
                         format!("https://outer.example/p?v={}", escaped(&nested, mask))
