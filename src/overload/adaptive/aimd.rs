@@ -20,7 +20,7 @@ pub(crate) struct Aimd {
 impl Aimd {
     pub(crate) fn new(config: &AdaptiveConcurrencyConfig) -> Self {
         Aimd {
-            limit: clamp(f64::from(config.initial), config.min, config.max),
+            limit: f64::from(config.initial_limit()),
             min: config.min,
             max: config.max,
             backoff_ratio: config.backoff_ratio,

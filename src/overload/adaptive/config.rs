@@ -36,7 +36,8 @@ use crate::bounds;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdaptiveConcurrencyConfig {
     pub(crate) algorithm: LimitAlgorithm,
-    pub(crate) initial: u32,
+    /// `None`: 20, or the nearest of `min` and `max` if it is outside them.
+    pub(crate) initial: Option<u32>,
     pub(crate) min: u32,
     pub(crate) max: u32,
     pub(crate) queue_timeout: Duration,
@@ -113,7 +114,7 @@ impl Default for AdaptiveConcurrencyConfig {
     fn default() -> Self {
         AdaptiveConcurrencyConfig {
             algorithm: LimitAlgorithm::Vegas,
-            initial: 20,
+            initial: None,
             min: 1,
             max: 200,
             queue_timeout: Duration::from_secs(1),
@@ -148,10 +149,19 @@ impl AdaptiveConcurrencyConfig {
         self
     }
 
-    /// The limit to start from (default 20).
+    /// The limit to start from (default 20, or `min` or `max` if 20 is outside them; given,
+    /// it must be within them).
     pub fn initial(mut self, limit: u32) -> Self {
-        self.initial = limit;
+        self.initial = Some(limit);
         self
+    }
+
+    /// The limit it starts from.
+    pub(crate) fn initial_limit(&self) -> u32 {
+        const DEFAULT: u32 = 20;
+        (self.initial.unwrap_or(DEFAULT))
+            .max(self.min.max(1))
+            .min(self.max.max(1))
     }
 
     /// The lowest the limit goes (default 1: Netflix's 20 would hide a dependency whose
@@ -210,11 +220,8 @@ impl AdaptiveConcurrencyConfig {
 /// Each part within its range in `bounds.rs`, and `min ≤ initial ≤ max`.
 impl bounds::Parts for AdaptiveConcurrencyConfig {
     fn check_parts(self) -> Result<Self, String> {
-        for (name, limit) in [
-            ("initial", self.initial),
-            ("min", self.min),
-            ("max", self.max),
-        ] {
+        let initial = self.initial.unwrap_or(self.min);
+        for (name, limit) in [("initial", initial), ("min", self.min), ("max", self.max)] {
             bounds::ADAPTIVE_LIMIT
                 .check(limit)
                 .map_err(|e| format!("{name} {e}"))?;
@@ -225,10 +232,12 @@ impl bounds::Parts for AdaptiveConcurrencyConfig {
                 self.min, self.max
             ));
         }
-        if self.initial < self.min || self.initial > self.max {
+        if let Some(initial) = self.initial
+            && (initial < self.min || initial > self.max)
+        {
             return Err(format!(
-                "initial must be within min and max ({} to {}), got {}",
-                self.min, self.max, self.initial
+                "initial must be within min and max ({} to {}), got {initial}",
+                self.min, self.max
             ));
         }
         bounds::QUEUE_TIMEOUT

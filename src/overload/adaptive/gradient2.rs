@@ -44,7 +44,7 @@ pub(crate) struct Gradient2 {
 impl Gradient2 {
     pub(crate) fn new(config: &AdaptiveConcurrencyConfig) -> Self {
         Gradient2 {
-            limit: clamp(f64::from(config.initial), config.min, config.max),
+            limit: f64::from(config.initial_limit()),
             min: config.min,
             max: config.max,
             smoothing: config.smoothing,

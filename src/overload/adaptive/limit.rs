@@ -58,7 +58,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl AdaptiveLimit {
     pub(crate) fn new(config: AdaptiveConcurrencyConfig) -> Self {
-        let initial = config.initial.clamp(config.min.max(1), config.max.max(1));
+        let initial = config.initial_limit();
         let places = BulkheadConfig::new(initial, config.queue_timeout);
         AdaptiveLimit {
             key: Arc::from(""),

@@ -36,7 +36,7 @@ fn log10(limit: f64) -> f64 {
 impl Vegas {
     pub(crate) fn new(config: &AdaptiveConcurrencyConfig) -> Self {
         Vegas {
-            limit: clamp(f64::from(config.initial), config.min, config.max),
+            limit: f64::from(config.initial_limit()),
             min: config.min,
             max: config.max,
             no_load: 0.0,
