@@ -1,0 +1,154 @@
+//! Issue 26's acceptance for adaptive concurrency: against a loopback server whose latency
+//! is `20 ms × max(1, in_flight / 8)` (capacity 8: 400 requests a second at 20 ms), 64
+//! callers through `Client`, the limit finds the capacity (at most 16 at the server after
+//! the warm-up, at least 80 % of 400 answers a second, the server's p99 within 3 × 20 ms),
+//! and follows it within 5 s when it doubles. Without the limit, the same callers put all
+//! 64 in the server (the run that shows the test can fail). Real time, about 16 s.
+//!
+//! The p99 gate is the server's latency (from a request's arrival to its answer), not the
+//! callers': 64 callers in a closed loop against 400 answers a second wait 64 / 400 = 160 ms
+//! a call on average whatever the limit (Little's law), so a caller's p99 within 60 ms is
+//! impossible; what the limit changes is where they wait: in the client's queue, not in the
+//! dependency (whose own p99 is then its unloaded latency). Both are printed.
+
+use std::time::Duration;
+
+use resilient_http::Client;
+use resilient_http::overload::AdaptiveConcurrencyConfig;
+use resilient_http::policy::EndpointPolicy;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+#[path = "common/load_server.rs"]
+mod load_server;
+use load_server::{LoadServer, UNLOADED, Visit};
+
+const CALLERS: usize = 64;
+const SECOND: Duration = Duration::from_secs(1);
+
+fn client(adaptive: Option<AdaptiveConcurrencyConfig>) -> Client {
+    let mut policy = EndpointPolicy::new().max_attempts(1).deadline(5 * SECOND);
+    if let Some(adaptive) = adaptive {
+        policy = policy.adaptive_concurrency(adaptive);
+    }
+    Client::builder().default_policy(policy).build().unwrap()
+}
+
+/// One call: when it ended, how long it took, whether it succeeded.
+type Call = (Instant, Duration, bool);
+
+/// `CALLERS` callers calling `url` in a loop until `stop`.
+async fn call_until(client: &Client, url: &str, stop: Instant) -> Vec<Call> {
+    let mut callers = JoinSet::new();
+    for _ in 0..CALLERS {
+        let (client, url) = (client.clone(), url.to_owned());
+        callers.spawn(async move {
+            let mut calls = Vec::new();
+            while Instant::now() < stop {
+                let start = Instant::now();
+                let ok = match client.get(&url).send().await {
+                    Ok(response) => response.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                calls.push((Instant::now(), start.elapsed(), ok));
+            }
+            calls
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(calls) = callers.join_next().await {
+        all.extend(calls.unwrap());
+    }
+    all
+}
+
+/// The `q` quantile of `values`.
+fn quantile(mut values: Vec<Duration>, q: f64) -> Duration {
+    values.sort();
+    let at = ((values.len() as f64 * q).ceil() as usize).clamp(1, values.len().max(1));
+    values.get(at - 1).copied().unwrap_or_default()
+}
+
+/// What the server saw of `visits` over `span`: the most it held at once, its answers a
+/// second, its p99.
+fn served(visits: &[Visit], span: Duration) -> (u32, f64, Duration) {
+    let most = visits.iter().map(|v| v.found).max().unwrap_or(0);
+    let rate = visits.len() as f64 / span.as_secs_f64();
+    let p99 = quantile(visits.iter().map(|v| v.took).collect(), 0.99);
+    (most, rate, p99)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_finds_the_capacity_and_follows_it() {
+    let server = LoadServer::start(8).await;
+    let url = server.url("/work");
+
+    // Without a limit: every caller is in the server.
+    let start = Instant::now();
+    call_until(&client(None), &url, start + 2 * SECOND).await;
+    let without = server.visits(start + SECOND, start + 2 * SECOND);
+    let (most, rate, p99) = served(&without, SECOND);
+    eprintln!("without a limit: at most {most} in the server, {rate:.0}/s, server p99 {p99:?}");
+    assert!(most > 32, "the callers never overloaded the server: {most}");
+
+    // With the default limit (Vegas): 8 s at capacity 8, then 6 s at 16.
+    let client = client(Some(AdaptiveConcurrencyConfig::default()));
+    let start = Instant::now();
+    let doubled = start + 8 * SECOND;
+    let end = doubled + 6 * SECOND;
+    let calling = {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move { call_until(&client, &url, end).await })
+    };
+    tokio::time::sleep_until(doubled).await;
+    server.set_capacity(16);
+    let calls = calling.await.unwrap();
+
+    // After a 5 s warm-up.
+    let settled = server.visits(start + 5 * SECOND, doubled);
+    let (most, rate, p99) = served(&settled, 3 * SECOND);
+    let waited: Vec<Duration> = (calls.iter())
+        .filter(|(at, _, _)| *at >= start + 5 * SECOND && *at < doubled)
+        .map(|(_, took, _)| *took)
+        .collect();
+    let (calls_p50, calls_p99) = (quantile(waited.clone(), 0.5), quantile(waited, 0.99));
+    let failed = calls.iter().filter(|(_, _, ok)| !ok).count();
+    eprintln!(
+        "capacity 8, 5 s to 8 s: at most {most} in the server, {rate:.0}/s, server p99 \
+         {p99:?}; callers' p50 {calls_p50:?}, p99 {calls_p99:?}; {failed} of {} calls failed",
+        calls.len()
+    );
+    assert!(most <= 16, "{most} in the server at once");
+    assert!(rate >= 0.8 * 400.0, "{rate:.0} answers a second");
+    assert!(p99 <= 3 * UNLOADED, "server p99 {p99:?}");
+    assert!(failed * 100 <= calls.len(), "{failed} failed");
+
+    // Capacity doubled: when the limit first reached the new capacity (in 100 ms steps, the
+    // first whose median request found at least 16 in the server: the limit is that high,
+    // as the callers always fill it), and the 2 s after the 4th second.
+    let step = SECOND / 10;
+    let followed = (0..60)
+        .map(|i| doubled + step * i)
+        .find(|from| {
+            let mut found: Vec<u32> = (server.visits(*from, *from + step).iter())
+                .map(|v| v.found)
+                .collect();
+            found.sort_unstable();
+            found
+                .get(found.len() / 2)
+                .is_some_and(|median| *median >= 16)
+        })
+        .map(|at| at - doubled);
+    let late = server.visits(doubled + 4 * SECOND, end);
+    let (most, rate, p99) = served(&late, 2 * SECOND);
+    eprintln!(
+        "capacity 16: the limit reached 16 after {followed:?}; 4 s to 6 s after: at most \
+         {most} in the server, {rate:.0}/s, server p99 {p99:?}"
+    );
+    assert!(
+        followed.is_some_and(|after| after <= 5 * SECOND),
+        "{followed:?}"
+    );
+    assert!(rate >= 0.8 * 800.0, "{rate:.0} answers a second");
+    assert!(most <= 32, "{most} in the server at once");
+}
