@@ -11,6 +11,7 @@
 //! impossible; what the limit changes is where they wait: in the client's queue, not in the
 //! dependency (whose own p99 is then its unloaded latency). Both are printed.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use resilient_http::Client;
@@ -24,6 +25,49 @@ mod load_server;
 use load_server::{LoadServer, UNLOADED, Visit};
 
 const CALLERS: usize = 64;
+
+/// The `adaptive concurrency limit changed` events said: (old_limit, limit) each.
+#[derive(Clone, Default)]
+struct Changes(Arc<Mutex<Vec<(u64, u64)>>>);
+
+impl Changes {
+    /// Keeps the events that name an `old_limit` (only that one does), for the whole test
+    /// binary (its one test runs on several threads).
+    fn install() -> Changes {
+        use tracing_subscriber::layer::SubscriberExt;
+        let changes = Changes::default();
+        let only = tracing_subscriber::filter::filter_fn(|meta| {
+            meta.is_event() && meta.fields().field("old_limit").is_some()
+        });
+        let layer = tracing_subscriber::Layer::with_filter(changes.clone(), only);
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        changes
+    }
+
+    fn taken(&self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Changes {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Limits(u64, u64);
+        impl tracing::field::Visit for Limits {
+            fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+                match field.name() {
+                    "old_limit" => self.0 = value,
+                    "limit" => self.1 = value,
+                    _ => {}
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut limits = Limits(0, 0);
+        event.record(&mut limits);
+        self.0.lock().unwrap().push((limits.0, limits.1));
+    }
+}
 const SECOND: Duration = Duration::from_secs(1);
 
 fn client(adaptive: Option<AdaptiveConcurrencyConfig>) -> Client {
@@ -80,6 +124,7 @@ fn served(visits: &[Visit], span: Duration) -> (u32, f64, Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_limit_finds_the_capacity_and_follows_it() {
+    let changes = Changes::install();
     let server = LoadServer::start(8).await;
     let url = server.url("/work");
 
@@ -104,9 +149,28 @@ async fn the_limit_finds_the_capacity_and_follows_it() {
     server.set_capacity(16);
     let calls = calling.await.unwrap();
 
+    // The limit's changes, said: from 20 down to the first capacity, then up to the second.
+    let said = changes.taken();
+    eprintln!("{} changes of the limit said in 14 s: {said:?}", said.len());
+    assert!(
+        said.first()
+            .is_some_and(|(old, new)| *old == 20 && *new < 18),
+        "{said:?}"
+    );
+    assert!(said.iter().any(|(_, new)| *new >= 16), "{said:?}");
+
     // After a 5 s warm-up.
     let settled = server.visits(start + 5 * SECOND, doubled);
     let (most, rate, p99) = served(&settled, 3 * SECOND);
+    let mut found: Vec<u32> = settled.iter().map(|v| v.found).collect();
+    found.sort_unstable();
+    let at = |q: f64| found.get((found.len() as f64 * q) as usize).copied();
+    eprintln!(
+        "found in the server: p50 {:?}, p90 {:?}, p99 {:?}",
+        at(0.5),
+        at(0.9),
+        at(0.99)
+    );
     let waited: Vec<Duration> = (calls.iter())
         .filter(|(at, _, _)| *at >= start + 5 * SECOND && *at < doubled)
         .map(|(_, took, _)| *took)

@@ -73,7 +73,7 @@
 //! | `request rejected: bulkhead full` | DEBUG | `endpoint`, `max_in_flight`, `policy`: at once (no queue timeout) or after queueing |
 //! | `request queued: adaptive concurrency limit reached` | DEBUG | `endpoint` (the adaptive limit's scope), `limit` (the limit now), `queue_ms`, `policy`: an attempt waits for a place under the adaptive limit |
 //! | `request rejected: adaptive concurrency limit reached` | DEBUG | `endpoint`, `limit`, `policy`: at once (no queue timeout) or after queueing (kind `BulkheadFull`) |
-//! | `adaptive concurrency limit changed` | DEBUG | `endpoint` (the scope), `old_limit` (the last one said), `limit`, `policy` (the call whose attempt moved it): the limit moved more than 10 % away from the last one said |
+//! | `adaptive concurrency limit changed` | INFO | `endpoint` (the scope), `old_limit` (the last one said), `limit`, `policy` (the call whose attempt moved it): the limit moved more than 10 % away from the last one said |
 //! | `endpoint map over its bound` | WARN | `map` (`breakers`, `overload_guards`), `endpoints`, `max_endpoints`: a policy's breakers or guards outgrew [`max_breakers`](crate::breaker::BreakerConfigBuilder::max_breakers) because every endpoint kept still limits a call (an open or half-open breaker, a spent rate limit, a drawn-down retry budget, a hold, calls in flight or queued), which is never dropped; once per map |
 //! | `hedge sent` | DEBUG | `attempt` (the hedge's number), `policy` |
 //! | `hedge skipped` | DEBUG | `reason` (`budget`, `retry_after`, `server_quota`, `rate_limit`, `circuit_open`, or `service_not_ready`: the service under a `RetryLayer` or `ResilientLayer` of your own pushed back), `policy`: a hedge was due and was kept back |
@@ -83,7 +83,8 @@
 //!
 //! Per-request refusals are DEBUG, as the breaker's are: in an overload they come by the
 //! thousand, and the caller has each as an error. What an operator sees at INFO is what
-//! changed (a hold begins; a breaker's change is the WARN), and the counters below. A spent
+//! changed (a hold begins; an adaptive limit moves more than 10 %; a breaker's change is the
+//! WARN), and the counters below. A spent
 //! retry budget stays the WARN `retry skipped` of each call it ends, as every transient
 //! failure returned without a retry is. There is no "bulkhead filled" or "budget ran dry"
 //! event: knowing when one begins and ends would need a check on the path of calls let

@@ -68,11 +68,12 @@ pub enum LimitAlgorithm {
     /// TCP Vegas, as Netflix's concurrency-limits applies it (the default; file:
     /// `"vegas"`): the least latency seen is the unloaded one, and `limit × (1 − unloaded /
     /// average)` estimates the attempts queued at the dependency, once per round (as many
-    /// answers as the limit has places); the limit grows while fewer than 3 queue and
-    /// shrinks while more than 6 do (3 × and 6 × log10(limit) past 100 places), and by one
-    /// on a round with a drop. So it settles a few places above the dependency's capacity.
-    /// The least latency is kept for good: a dependency slower for good is seen as queueing,
-    /// and the limit settles lower (at most 2 × 6 places for a doubled latency).
+    /// answers as the limit has places); the limit grows while fewer than 2 queue and
+    /// shrinks while more than 4 do (Linux's `tcp_vegas` thresholds; 2 × and 4 ×
+    /// log10(limit) past 100 places), and by one on a round with a drop. So it settles 2 to
+    /// 4 places above the dependency's capacity. The least latency is kept for good: a
+    /// dependency slower for good is seen as queueing, and the limit settles lower (about 8
+    /// places for a doubled latency).
     #[default]
     Vegas,
 }
