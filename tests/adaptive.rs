@@ -24,6 +24,14 @@ use tokio::time::Instant;
 mod load_server;
 use load_server::{LoadServer, UNLOADED, Visit};
 
+mod common;
+use common::{Caller, MS, SECOND, Via, builder};
+use resilient_http::ErrorKind;
+use resilient_http::hedge::HedgeConfig;
+use resilient_http::overload::RateLimitConfig;
+use resilient_http::retry::BudgetConfig;
+use resilient_http::testkit::{FaultServer, Reply};
+
 const CALLERS: usize = 64;
 
 /// The `adaptive concurrency limit changed` events said: (old_limit, limit) each.
@@ -68,7 +76,6 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Changes {
         self.0.lock().unwrap().push((limits.0, limits.1));
     }
 }
-const SECOND: Duration = Duration::from_secs(1);
 
 fn client(adaptive: Option<AdaptiveConcurrencyConfig>) -> Client {
     let mut policy = EndpointPolicy::new().max_attempts(1).deadline(5 * SECOND);
@@ -215,4 +222,85 @@ async fn the_limit_finds_the_capacity_and_follows_it() {
     );
     assert!(rate >= 0.8 * 800.0, "{rate:.0} answers a second");
     assert!(most <= 32, "{most} in the server at once");
+}
+
+/// A limit that cannot move (AIMD between 2 and 2): what the guard does with it, whatever
+/// the algorithm.
+fn fixed(places: u32, queue: Duration) -> AdaptiveConcurrencyConfig {
+    AdaptiveConcurrencyConfig::aimd()
+        .min(places)
+        .max(places)
+        .queue_timeout(queue)
+}
+
+/// Two places, 60 ms answers: a third call queues for a place (first come, first served),
+/// and gets it after 60 ms within a 100 ms queue timeout; a fourth, with a 30 ms one, fails
+/// with `BulkheadFull` naming the adaptive limit. Through the client and the middleware.
+async fn a_call_over_the_limit_queues_then_is_refused(via: Via) {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/slow", [Reply::ok("x").delay(60 * MS)]);
+    let url = server.url("/slow");
+    for (queue, want) in [(100 * MS, None), (30 * MS, Some(ErrorKind::BulkheadFull))] {
+        let policy = EndpointPolicy::new().adaptive_concurrency(fixed(2, queue));
+        let caller = Caller::new(via, builder(1, policy));
+        let start = Instant::now();
+        let mut calls = JoinSet::new();
+        for _ in 0..3 {
+            let (caller, url) = (caller.clone(), url.clone());
+            calls.spawn(async move { caller.get(&url, None).await.map(|_| start.elapsed()) });
+        }
+        let mut took = Vec::new();
+        let mut refused = Vec::new();
+        while let Some(call) = calls.join_next().await {
+            match call.unwrap() {
+                Ok(after) => took.push(after),
+                Err(error) => refused.push(error),
+            }
+        }
+        took.sort();
+        match want {
+            None => assert_eq!(took, [60 * MS, 60 * MS, 120 * MS], "{via:?}"),
+            Some(kind) => {
+                assert_eq!(took, [60 * MS, 60 * MS], "{via:?}");
+                assert_eq!(refused.len(), 1, "{via:?}");
+                assert_eq!(refused[0].kind(), kind, "{via:?}");
+                let shown = refused[0].to_string();
+                assert!(shown.contains("adaptive concurrency limit"), "{shown}");
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_over_the_limit_queues_then_is_refused_through_the_client() {
+    a_call_over_the_limit_queues_then_is_refused(Via::Client).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_over_the_limit_queues_then_is_refused_through_the_middleware() {
+    a_call_over_the_limit_queues_then_is_refused(Via::Middleware).await;
+}
+
+/// A hedge takes a place only if one is free now, and a hedge kept back by the adaptive
+/// limit spends nothing: neither the retry budget's token nor the rate limit's slot (the
+/// next call goes at once, not when the slot the hedge would have taken comes round).
+#[tokio::test(start_paused = true)]
+async fn a_hedge_without_a_free_place_is_skipped_and_spends_nothing() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/h", [Reply::ok("slow").delay(200 * MS)]);
+    let policy = EndpointPolicy::new()
+        .adaptive_concurrency(fixed(1, SECOND))
+        .rate_limit(RateLimitConfig::new(2, SECOND).burst(2))
+        .retry_budget(BudgetConfig::new(0.0, 1, SECOND))
+        .hedge(HedgeConfig::new(50 * MS, 1));
+    let caller = Caller::new(Via::Client, builder(3, policy));
+    let url = server.url("/h");
+    let start = Instant::now();
+    assert!(caller.get(&url, None).await.is_ok());
+    assert_eq!(server.hits("/h"), 1, "the hedge went");
+    let guards = caller.guards(&server).unwrap();
+    assert_eq!(guards.budget_available(), Some(1));
+    // The burst's second slot is still there: this call goes at once.
+    assert!(caller.get(&url, None).await.is_ok());
+    assert_eq!(start.elapsed(), 400 * MS);
 }
