@@ -408,15 +408,16 @@ mod tests {
     /// A cancelled attempt (its permit dropped), one that ended uncounted, and one never
     /// sent give their places back and are no sample; an answered one is.
     #[tokio::test(start_paused = true)]
-    async fn only_answered_attempts_are_samples_and_every_place_comes_back() {
+    async fn only_answered_attempts_are_samples_and_every_place_comes_back()
+    -> Result<(), &'static str> {
         let limit = limit(AdaptiveConcurrencyConfig::aimd().initial(4).min(1).max(10));
         let now = Instant::now();
-        let mut cancelled = limit.try_acquire().unwrap();
+        let mut cancelled = limit.try_acquire().ok_or("no place")?;
         cancelled.sent(now);
-        let mut uncounted = limit.try_acquire().unwrap();
+        let mut uncounted = limit.try_acquire().ok_or("no place")?;
         uncounted.sent(now);
-        let unsent = limit.try_acquire().unwrap();
-        let mut answered = limit.try_acquire().unwrap();
+        let unsent = limit.try_acquire().ok_or("no place")?;
+        let mut answered = limit.try_acquire().ok_or("no place")?;
         answered.sent(now);
         assert!(limit.try_acquire().is_none());
         assert_eq!(limit.in_flight(), 4);
@@ -433,7 +434,7 @@ mod tests {
             (limit.samples(), limit.limit(), limit.in_flight()),
             (1, 5, 0)
         );
-        let mut rejected = limit.try_acquire().unwrap();
+        let mut rejected = limit.try_acquire().ok_or("no place")?;
         rejected.sent(now);
         rejected.end(Answer::Rejected, now + 20 * MS);
         // × 0.9, floored.
@@ -441,17 +442,19 @@ mod tests {
             (limit.samples(), limit.limit(), limit.in_flight()),
             (2, 4, 0)
         );
+        Ok(())
     }
 
     /// A waiter queued for a place gets it when a sample raises the limit, not only when a
     /// place is given back; a limit lowered below the attempts in flight lets none in.
     #[tokio::test(start_paused = true)]
-    async fn a_raised_limit_lets_a_waiter_in_and_a_lowered_one_drains() {
+    async fn a_raised_limit_lets_a_waiter_in_and_a_lowered_one_drains() -> Result<(), &'static str>
+    {
         let limit = limit(AdaptiveConcurrencyConfig::aimd().initial(2).min(1).max(10));
         let now = Instant::now();
-        let mut first = limit.try_acquire().unwrap();
+        let mut first = limit.try_acquire().ok_or("no place")?;
         first.sent(now);
-        let second = limit.try_acquire().unwrap();
+        let second = limit.try_acquire().ok_or("no place")?;
         let waiter = tokio::spawn(limit.acquire(now + Duration::from_secs(1)));
         tokio::task::yield_now().await;
         assert_eq!(limit.waiting(), 1);
@@ -463,7 +466,7 @@ mod tests {
             (limit.limit(), limit.in_flight(), limit.waiting()),
             (3, 2, 0)
         );
-        let mut third = limit.try_acquire().unwrap();
+        let mut third = limit.try_acquire().ok_or("no place")?;
         third.sent(now);
         // A drop: 3 × 0.9 → 2, with 3 in flight: none may enter until one has gone.
         third.end(Answer::Rejected, now + 10 * MS);
@@ -472,6 +475,7 @@ mod tests {
         drop(second);
         assert!(limit.try_acquire().is_some());
         drop(placed);
+        Ok(())
     }
 
     /// The event said when the limit moves more than 10 % from the last one said (and not
