@@ -304,3 +304,28 @@ async fn a_hedge_without_a_free_place_is_skipped_and_spends_nothing() {
     assert!(caller.get(&url, None).await.is_ok());
     assert_eq!(start.elapsed(), 400 * MS);
 }
+
+/// A call cancelled while its attempt is in flight (its future dropped) gives its place
+/// back: with one place and no queue, the next call gets it. Through the client and the
+/// middleware.
+async fn a_cancelled_call_gives_its_place_back(via: Via) {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/c", [Reply::ok("slow").delay(SECOND), Reply::ok("fast")]);
+    let policy = EndpointPolicy::new().adaptive_concurrency(fixed(1, Duration::ZERO));
+    let caller = Caller::new(via, builder(1, policy));
+    let url = server.url("/c");
+    let cancelled = tokio::time::timeout(100 * MS, caller.get(&url, None)).await;
+    assert!(cancelled.is_err(), "{via:?}: the call was not cancelled");
+    let next = caller.get(&url, None).await;
+    assert!(next.is_ok(), "{via:?}: {next:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_call_gives_its_place_back_through_the_client() {
+    a_cancelled_call_gives_its_place_back(Via::Client).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_call_gives_its_place_back_through_the_middleware() {
+    a_cancelled_call_gives_its_place_back(Via::Middleware).await;
+}
