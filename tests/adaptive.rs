@@ -329,3 +329,30 @@ async fn a_cancelled_call_gives_its_place_back_through_the_client() {
 async fn a_cancelled_call_gives_its_place_back_through_the_middleware() {
     a_cancelled_call_gives_its_place_back(Via::Middleware).await;
 }
+
+/// Limits that contradict each other are refused when the client is built, by the builder
+/// naming the setting, by a file naming its line.
+#[test]
+fn contradictory_limits_are_refused_at_build() {
+    let policy = EndpointPolicy::new()
+        .adaptive_concurrency(AdaptiveConcurrencyConfig::default().min(50).max(10));
+    let refused = Client::builder().default_policy(policy).build().err();
+    let shown = refused.map(|e| e.to_string()).unwrap_or_default();
+    assert!(shown.contains("adaptive_concurrency"), "{shown}");
+    assert!(
+        shown.contains("min must be at most max, got min 50 and max 10"),
+        "{shown}"
+    );
+    #[cfg(feature = "config")]
+    {
+        let text = "[default]\nmax_attempts = 2\n[default.adaptive_concurrency]\nmin = 4\n\
+                    initial = 2\n";
+        let refused = Client::builder().config_toml(text).build().err();
+        let shown = refused.map(|e| e.to_string()).unwrap_or_default();
+        assert!(shown.contains("<config_toml>:5"), "{shown}");
+        assert!(
+            shown.contains("initial must be within min and max (4 to 200), got 2"),
+            "{shown}"
+        );
+    }
+}

@@ -221,11 +221,17 @@ impl AdaptiveConcurrencyConfig {
 /// Each part within its range in `bounds.rs`, and `min ≤ initial ≤ max`.
 impl bounds::Parts for AdaptiveConcurrencyConfig {
     fn check_parts(self) -> Result<Self, String> {
-        let initial = self.initial.unwrap_or(self.min);
-        for (name, limit) in [("initial", initial), ("min", self.min), ("max", self.max)] {
-            bounds::ADAPTIVE_LIMIT
-                .check(limit)
-                .map_err(|e| format!("{name} {e}"))?;
+        let limits = [
+            ("initial", self.initial),
+            ("min", Some(self.min)),
+            ("max", Some(self.max)),
+        ];
+        for (name, limit) in limits {
+            if let Some(limit) = limit {
+                bounds::ADAPTIVE_LIMIT
+                    .check(limit)
+                    .map_err(|e| format!("{name} {e}"))?;
+            }
         }
         if self.min > self.max {
             return Err(format!(
@@ -260,5 +266,67 @@ impl bounds::Parts for AdaptiveConcurrencyConfig {
             .check(self.timeout)
             .map_err(|e| format!("timeout {e}"))?;
         Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bounds::Parts;
+
+    /// Each refusal names the part and the fix's bounds; an unset `initial` is never refused
+    /// (it starts within `min` and `max`).
+    #[test]
+    fn parts_out_of_range_are_refused_by_name() {
+        let refused = |config: AdaptiveConcurrencyConfig| config.check_parts().err();
+        let base = AdaptiveConcurrencyConfig::default();
+        assert_eq!(refused(base), None);
+        assert_eq!(refused(base.min(30).max(40)), None);
+        assert_eq!(base.min(30).max(40).initial_limit(), 30);
+        assert_eq!(base.max(5).initial_limit(), 5);
+        let cases = [
+            (base.min(0), "min must be at least 1"),
+            (
+                base.max(100_001),
+                "max must be at least 1 and at most 100000",
+            ),
+            (
+                base.min(5).max(2),
+                "min must be at most max, got min 5 and max 2",
+            ),
+            (
+                base.initial(300),
+                "initial must be within min and max (1 to 200), got 300",
+            ),
+            (
+                base.queue_timeout(Duration::from_secs(7200)),
+                "queue_timeout must be",
+            ),
+            (base.smoothing(0.0), "smoothing must be above 0"),
+            (base.rtt_tolerance(0.9), "rtt_tolerance must be at least 1"),
+            (base.long_window(0), "long_window must be at least 1"),
+            (
+                base.backoff_ratio(0.2),
+                "backoff_ratio must be at least 0.5",
+            ),
+            (base.timeout(Duration::ZERO), "timeout must be above zero"),
+        ];
+        for (config, want) in cases {
+            let got = refused(config).unwrap_or_default();
+            assert!(got.starts_with(want), "got {got:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn algorithms_by_their_file_names() {
+        for algorithm in [
+            LimitAlgorithm::Vegas,
+            LimitAlgorithm::Gradient2,
+            LimitAlgorithm::Aimd,
+        ] {
+            assert_eq!(algorithm.as_str().parse(), Ok(algorithm));
+        }
+        assert!("reno".parse::<LimitAlgorithm>().is_err());
+        assert_eq!(LimitAlgorithm::default(), LimitAlgorithm::Vegas);
     }
 }
