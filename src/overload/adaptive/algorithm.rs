@@ -13,7 +13,8 @@ use super::vegas::Vegas;
 /// One attempt's end, as the algorithms see it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Sample {
-    /// From the attempt's send to its answer's head (or its failure).
+    /// From the attempt's send to its end: its answer read as far as the attempt reads it
+    /// (the head, or the body too when the attempt bounds it), or its failure.
     pub(crate) rtt: Duration,
     /// Attempts in flight when it took its place, itself included.
     pub(crate) in_flight: u32,

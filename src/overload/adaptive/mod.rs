@@ -4,7 +4,7 @@
 //! The places are a [`Bulkhead`](super::bulkhead)'s (first come, first served, the same
 //! cancellation-safe queue) whose max moves: raised, it hands free places to the waiters;
 //! lowered, the attempts in flight drain below it. Each attempt that ends tells the
-//! algorithm its latency (from its send to its answer's head) and whether it was dropped
+//! algorithm its latency (from its send to its end) and whether it was dropped
 //! (rejected for overload: see `Answer`), under a short lock; the algorithm answers with the
 //! new limit. An attempt cancelled, cut short by its caller's deadline, or never sent is no
 //! sample, and gives its place back all the same.
