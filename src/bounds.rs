@@ -176,6 +176,35 @@ pub(crate) const HEDGE: EachPart = EachPart;
 /// Following a server's quota: no numbers, but header names given to a builder that cannot
 /// refuse them (as reqwest's), checked here with the other settings.
 pub(crate) const SERVER_QUOTA: EachPart = EachPart;
+/// An adaptive concurrency limit's `initial`, `min` and `max`: places, as a bulkhead's.
+pub(crate) const ADAPTIVE_LIMIT: Count = MAX_IN_FLIGHT;
+/// Gradient2's `smoothing`: the share of the way to its target the limit moves per sample.
+pub(crate) const SMOOTHING: Real = Real {
+    min: 0.0,
+    min_included: false,
+    max: 1.0,
+};
+/// Gradient2's `rtt_tolerance`: below 1 the limit would shrink at a steady latency; past 10
+/// it would never see a queue.
+pub(crate) const RTT_TOLERANCE: Real = Real {
+    min: 1.0,
+    min_included: true,
+    max: 10.0,
+};
+/// Gradient2's `long_window`, in samples (its average's weight is `2 / (n + 1)`).
+pub(crate) const LONG_WINDOW: Count = Count {
+    min: 1,
+    max: 100_000,
+};
+/// AIMD's `backoff_ratio`: Netflix's range (below a half, one drop undoes most of the limit;
+/// at 1, drops do nothing).
+pub(crate) const BACKOFF_RATIO: Real = Real {
+    min: 0.5,
+    min_included: true,
+    max: 0.99,
+};
+/// AIMD's `timeout`: an answer slower than it counts as a drop.
+pub(crate) const LIMIT_TIMEOUT: Span = TIMEOUT;
 /// An adaptive concurrency limit: each part's range is checked by its type.
 pub(crate) const ADAPTIVE_CONCURRENCY: EachPart = EachPart;
 /// Client-side throttling: each part's range is checked by its type.

@@ -23,7 +23,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -71,7 +71,9 @@ pub(crate) struct Bulkhead {
     /// nobody waits are one step, and so are giving one back and seeing that someone does.
     /// The waiters change only under `queue`'s lock.
     count: AtomicU64,
-    max: u32,
+    /// Places at most: fixed for a bulkhead, moved by an adaptive limit
+    /// ([`set_max`](Self::set_max)).
+    max: AtomicU32,
     queue_timeout: Duration,
     queue: Mutex<Queue>,
 }
@@ -128,7 +130,7 @@ impl Bulkhead {
     pub(crate) fn new(config: BulkheadConfig) -> Self {
         Bulkhead {
             count: AtomicU64::new(0),
-            max: config.max_in_flight.max(1),
+            max: AtomicU32::new(config.max_in_flight.max(1)),
             queue_timeout: config.queue_timeout,
             queue: Mutex::default(),
         }
@@ -157,7 +159,22 @@ impl Bulkhead {
 
     /// Calls at once, at most.
     pub(crate) fn max(&self) -> u32 {
-        self.max
+        self.max.load(SeqCst)
+    }
+
+    /// Moves the most calls at once to `max` (at least 1). Raised, the places it frees go to
+    /// the waiters at once, oldest first; lowered, no call loses its place: the calls in
+    /// flight drain below it as they end, and no place is taken or handed over meanwhile.
+    ///
+    /// Against a release or an arrival at the same time: the new max is stored before the
+    /// hand-over looks at the queue, and both `take` and `place_next` read it after their
+    /// own step on the count, so a waiter that queued after the store hands itself the
+    /// place on arrival (as for a release, see [`release`](Self::release)).
+    pub(crate) fn set_max(&self, max: u32) {
+        let max = max.max(1);
+        if self.max.swap(max, SeqCst) < max && self.waiting() > 0 {
+            self.hand_over();
+        }
     }
 
     /// Calls holding a place.
@@ -174,7 +191,7 @@ impl Bulkhead {
     fn take(&self) -> bool {
         let mut current = self.count.load(SeqCst);
         loop {
-            if current >= WAITER || current & IN_FLIGHT >= u64::from(self.max) {
+            if current >= WAITER || current & IN_FLIGHT >= u64::from(self.max()) {
                 return false;
             }
             match self
@@ -226,7 +243,7 @@ impl Bulkhead {
         // meanwhile).
         let mut current = self.count.load(SeqCst);
         loop {
-            if current & IN_FLIGHT >= u64::from(self.max) {
+            if current & IN_FLIGHT >= u64::from(self.max()) {
                 queue.turns.push_front(turn);
                 return None;
             }
@@ -634,6 +651,96 @@ mod tests {
         drop(waiters);
         assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (2, 0));
         drop(held);
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (0, 0));
+    }
+
+    /// Raising the max hands the places it frees to the waiters at once, oldest first;
+    /// lowering it takes no place from a call in flight, and lets none in until the calls in
+    /// flight are below it.
+    #[tokio::test(start_paused = true)]
+    async fn a_moving_max_hands_places_to_waiters_and_drains_when_lowered() {
+        let bulkhead = bulkhead(1);
+        let held = bulkhead.try_acquire().unwrap();
+        let until = Instant::now() + Duration::from_secs(1);
+        let mut waiters: Vec<_> = (0..3).map(|_| bulkhead.acquire(until)).collect();
+        for waiter in &mut waiters {
+            assert!(poll(waiter).is_pending());
+        }
+        bulkhead.set_max(3);
+        // Two places freed: the two oldest waiters have them, the third still waits.
+        let first = poll(&mut waiters[0]);
+        let second = poll(&mut waiters[1]);
+        assert!(matches!(first, Poll::Ready(Some(_))));
+        assert!(matches!(second, Poll::Ready(Some(_))));
+        assert!(poll(&mut waiters[2]).is_pending());
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (3, 1));
+        // Lowered to 1 with 3 in flight: nobody loses a place, and two releases hand nothing
+        // over (2 and then 1 still in flight, not below the max).
+        bulkhead.set_max(1);
+        assert_eq!(bulkhead.in_flight(), 3);
+        drop(first);
+        drop(second);
+        assert!(poll(&mut waiters[2]).is_pending());
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (1, 1));
+        // The last release goes to the waiter.
+        drop(held);
+        let last = poll(&mut waiters[2]);
+        assert!(matches!(last, Poll::Ready(Some(_))));
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (1, 0));
+        assert!(bulkhead.try_acquire().is_none());
+        // Zero counts as 1.
+        bulkhead.set_max(0);
+        assert_eq!(bulkhead.max(), 1);
+    }
+
+    /// Real threads moving the max up and down while others take, queue and release: never
+    /// more in flight than the highest max, every waiter served within its minute, idle at
+    /// the end.
+    #[test]
+    fn a_max_moving_under_racing_threads_loses_no_wake_up() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_time()
+            .build()
+            .unwrap();
+        let bulkhead = bulkhead(2);
+        let held = Arc::new(AtomicU32::new(0));
+        runtime.block_on(async {
+            let mover = {
+                let bulkhead = bulkhead.clone();
+                tokio::spawn(async move {
+                    let mut rng = fastrand::Rng::with_seed(99);
+                    for _ in 0..20_000 {
+                        bulkhead.set_max(rng.u32(1..=4));
+                        tokio::task::yield_now().await;
+                    }
+                    // Left at its highest, so that every waiter gets its place.
+                    bulkhead.set_max(4);
+                })
+            };
+            let tasks: Vec<_> = (0..12u64)
+                .map(|seed| {
+                    let (bulkhead, held) = (bulkhead.clone(), held.clone());
+                    tokio::spawn(async move {
+                        let mut rng = fastrand::Rng::with_seed(seed);
+                        for _ in 0..1500 {
+                            let until = Instant::now() + Duration::from_secs(60);
+                            let permit = bulkhead.acquire(until).await.expect("a wake-up was lost");
+                            assert!(held.fetch_add(1, Relaxed) < 4);
+                            if rng.bool() {
+                                tokio::task::yield_now().await;
+                            }
+                            held.fetch_sub(1, Relaxed);
+                            drop(permit);
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            mover.await.unwrap();
+        });
         assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (0, 0));
     }
 

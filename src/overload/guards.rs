@@ -213,7 +213,7 @@ pub(crate) fn adaptive_part(
     key: Arc<str>,
     config: AdaptiveConcurrencyConfig,
 ) -> Part<Arc<AdaptiveLimit>> {
-    let state = Arc::new(AdaptiveLimit::new(config));
+    let state = Arc::new(AdaptiveLimit::new(config).keyed(key.clone()));
     Part { key, state }
 }
 
@@ -464,12 +464,12 @@ impl Guards {
     /// May an attempt let out by the other guards go now, under the adaptive limit, in a
     /// call that must end by `deadline`? Over it, the attempt queues (first come, first
     /// served) up to the limit's queue timeout and its deadline, or is refused at once when
-    /// that is zero.
+    /// that is zero. An attempt let in at once costs a compare-exchange and an atomic load.
     pub(crate) fn place(&self, deadline: Option<Instant>, policy: Option<&Arc<str>>) -> Placing {
         let Some(adaptive) = &self.adaptive else {
             return Placing::In(None);
         };
-        if let Some(permit) = adaptive.state.try_acquire() {
+        if let Some(permit) = adaptive.state.try_acquire_for(policy) {
             return Placing::In(Some(permit));
         }
         let queue = adaptive.queue_timeout();
@@ -478,16 +478,19 @@ impl Guards {
         }
         let now = Instant::now();
         let until = deadline.map_or(now + queue, |end| end.min(now + queue));
-        Placing::Queue(adaptive.state.acquire(until))
+        let wait = until.saturating_duration_since(now);
+        telemetry::place_queued(&adaptive.key, policy, adaptive.limit(), wait);
+        Placing::Queue(adaptive.state.acquire_for(until, policy))
     }
 
-    /// The error for an attempt the adaptive limit had no place for.
+    /// The error for an attempt the adaptive limit had no place for (reported as a
+    /// refusal).
     pub(crate) fn adaptive_full(&self, policy: Option<&Arc<str>>) -> Error {
         let (key, limit) = match &self.adaptive {
             Some(adaptive) => (&adaptive.key, adaptive.limit()),
             None => (&self.key, 0),
         };
-        let _ = policy;
+        telemetry::adaptive_full(key, policy, limit);
         Error::bulkhead_full(format!(
             "{key}: its adaptive concurrency limit is reached ({limit} attempts in flight, the \
              limit it has found)"
@@ -599,9 +602,10 @@ impl Guards {
 
     /// May a hedge go out at `now`, without waiting? Not while the endpoint is held, nor when
     /// `breaker` (the endpoint's, if the caller has it) will turn it away, nor while the
-    /// server's quota is spent or its pace says wait; then it spends from the retry budget as
-    /// a retry does, takes the quota's ticket (`Ok`, if the quota is followed) and a
-    /// rate-limit slot. `Err`: the guard that kept it back (reported by the caller as a
+    /// server's quota is spent or its pace says wait, nor when the adaptive limit has no
+    /// place free now (a hedge never queues); then it spends from the retry budget as a
+    /// retry does, takes its place, the quota's ticket (`Ok`, if the quota is followed) and
+    /// a rate-limit slot. `Err`: the guard that kept it back (reported by the caller as a
     /// skipped hedge, not as a refusal).
     pub(crate) fn let_hedge_out(
         &self,
@@ -614,13 +618,23 @@ impl Guards {
         if breaker.is_some_and(Breaker::refuses_now) {
             return Err(Guard::Breaker);
         }
-        // Nothing is spent for a hedge that does not go: the budget is looked at, then the
-        // rate limit's slot taken, then the budget spent (which another thread may have
-        // emptied in between: then the slot is lost, as a retry's is when its send fails).
+        // Nothing is spent for a hedge that does not go: the budget is looked at, then a
+        // place under the adaptive limit taken if one is free now (a hedge never queues: it
+        // is late already), then the quota's ticket and the rate limit's slot, then the
+        // budget spent (which another thread may have emptied in between: then the slot is
+        // lost, as a retry's is when its send fails). The place and the ticket of a hedge
+        // kept back after them go back as they were, the place with no sample.
         let budget = self.budget.as_ref();
         if budget.is_some_and(|budget| budget.available(now) == 0) {
             return Err(Guard::Budget);
         }
+        let place = match &self.adaptive {
+            None => None,
+            Some(adaptive) => match adaptive.state.try_acquire() {
+                Some(place) => Some(place),
+                None => return Err(Guard::AdaptiveConcurrency),
+            },
+        };
         let ticket = match &self.server_quota {
             None => None,
             Some((quota, cap)) => match quota.admit(now, *cap, None) {
@@ -633,15 +647,7 @@ impl Guards {
         {
             return Err(Guard::RateLimit);
         }
-        // SKELETON: the hedge's adaptive place and throttle are the adaptive and throttle
-        // work's (order with the budget and the rate limit included).
-        let place = match &self.adaptive {
-            None => None,
-            Some(adaptive) => match adaptive.state.try_acquire() {
-                Some(place) => Some(place),
-                None => return Err(Guard::AdaptiveConcurrency),
-            },
-        };
+        // SKELETON: the hedge's throttle is the throttle work's.
         if budget.is_some_and(|budget| !budget.withdraw(now)) {
             return Err(Guard::Budget);
         }

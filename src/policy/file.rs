@@ -20,7 +20,8 @@ use crate::deadline::DeadlineHeader;
 use crate::error::Error;
 use crate::hedge::HedgeConfig;
 use crate::overload::{
-    BulkheadConfig, Follow, QuotaHeaders, RateLimitConfig, ResetFormat, ServerQuotaConfig,
+    AdaptiveConcurrencyConfig, BulkheadConfig, Follow, LimitAlgorithm, QuotaHeaders,
+    RateLimitConfig, ResetFormat, ServerQuotaConfig,
 };
 use crate::retry::{BudgetConfig, Jitter};
 
@@ -197,6 +198,7 @@ macro_rules! policy_table {
             hedge: Option<RawHedge>,
             metrics_server_address: Option<bool>,
             server_quota: Option<RawServerQuota>,
+            adaptive_concurrency: Option<RawAdaptive>,
             #[serde(default, deserialize_with = "propagate_deadline")]
             propagate_deadline: Option<DeadlineHeader>,
             #[serde(default, deserialize_with = "propagate_deadline_margin")]
@@ -262,8 +264,11 @@ macro_rules! policy_table {
                     server_quota: self.server_quota.and_then(RawServerQuota::settings),
                     // SKELETON: the surface work reads `[….adaptive_concurrency]`,
                     // `[….throttle]` and `criticality`.
-                    adaptive_concurrency: None,
-                    adaptive_concurrency_scope: None,
+                    adaptive_concurrency_scope: (self.adaptive_concurrency.as_ref())
+                        .and_then(|a| a.scope.clone()),
+                    adaptive_concurrency: self
+                        .adaptive_concurrency
+                        .and_then(RawAdaptive::settings),
                     throttle: None,
                     throttle_scope: None,
                     criticality: None,
@@ -442,6 +447,131 @@ struct RawBulkhead {
     scope: Option<Scope>,
 }
 
+/// `[….adaptive_concurrency]`: `algorithm` (default `"vegas"`), `initial`, `min`, `max`,
+/// `queue_timeout`, the algorithm's own knobs and `scope`. A table with only `scope` sets
+/// the scope alone; any other key sets the whole limit, what it leaves out taking the
+/// library default. A knob of another algorithm than the table's is refused (it would
+/// silently do nothing).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "AdaptiveKeys")]
+struct RawAdaptive {
+    keys: AdaptiveKeys,
+    scope: Option<Scope>,
+}
+
+/// The keys of `[….adaptive_concurrency]`, each in its range.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdaptiveKeys {
+    #[serde(default, deserialize_with = "limit_algorithm")]
+    algorithm: Option<LimitAlgorithm>,
+    #[serde(default, deserialize_with = "adaptive_initial")]
+    initial: Option<u32>,
+    #[serde(default, deserialize_with = "adaptive_min")]
+    min: Option<u32>,
+    #[serde(default, deserialize_with = "adaptive_max")]
+    max: Option<u32>,
+    #[serde(default, deserialize_with = "queue_timeout")]
+    queue_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "smoothing")]
+    smoothing: Option<f64>,
+    #[serde(default, deserialize_with = "rtt_tolerance")]
+    rtt_tolerance: Option<f64>,
+    #[serde(default, deserialize_with = "long_window")]
+    long_window: Option<u32>,
+    #[serde(default, deserialize_with = "backoff_ratio")]
+    backoff_ratio: Option<f64>,
+    #[serde(default, deserialize_with = "limit_timeout")]
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "scope")]
+    scope: Option<Scope>,
+}
+
+impl TryFrom<AdaptiveKeys> for RawAdaptive {
+    type Error = String;
+
+    fn try_from(mut keys: AdaptiveKeys) -> Result<Self, String> {
+        let algorithm = keys.algorithm.unwrap_or_default();
+        let knobs = [
+            (
+                "smoothing",
+                keys.smoothing.is_some(),
+                LimitAlgorithm::Gradient2,
+            ),
+            (
+                "rtt_tolerance",
+                keys.rtt_tolerance.is_some(),
+                LimitAlgorithm::Gradient2,
+            ),
+            (
+                "long_window",
+                keys.long_window.is_some(),
+                LimitAlgorithm::Gradient2,
+            ),
+            (
+                "backoff_ratio",
+                keys.backoff_ratio.is_some(),
+                LimitAlgorithm::Aimd,
+            ),
+            ("timeout", keys.timeout.is_some(), LimitAlgorithm::Aimd),
+        ];
+        for (key, set, owner) in knobs {
+            if set && owner != algorithm {
+                return Err(format!(
+                    "{key:?}: {key} is {owner}'s, and this limit's algorithm is {algorithm}: \
+                     remove it, or set algorithm = \"{owner}\""
+                ));
+            }
+        }
+        let scope = keys.scope.take();
+        Ok(RawAdaptive { keys, scope })
+    }
+}
+
+impl RawAdaptive {
+    /// The config these keys set, if they set any of it (not `scope` alone).
+    fn settings(self) -> Option<AdaptiveConcurrencyConfig> {
+        let keys = self.keys;
+        let set = keys.algorithm.is_some()
+            || keys.initial.is_some()
+            || keys.min.is_some()
+            || keys.max.is_some()
+            || keys.queue_timeout.is_some()
+            || keys.smoothing.is_some()
+            || keys.rtt_tolerance.is_some()
+            || keys.long_window.is_some()
+            || keys.backoff_ratio.is_some()
+            || keys.timeout.is_some();
+        if !set {
+            return None;
+        }
+        let mut config = AdaptiveConcurrencyConfig::default();
+        let defaults = config;
+        config = config
+            .algorithm(keys.algorithm.unwrap_or_default())
+            .min(keys.min.unwrap_or(defaults.min))
+            .max(keys.max.unwrap_or(defaults.max))
+            .queue_timeout(keys.queue_timeout.unwrap_or(defaults.queue_timeout))
+            .smoothing(keys.smoothing.unwrap_or(defaults.smoothing))
+            .rtt_tolerance(keys.rtt_tolerance.unwrap_or(defaults.rtt_tolerance))
+            .long_window(keys.long_window.unwrap_or(defaults.long_window))
+            .backoff_ratio(keys.backoff_ratio.unwrap_or(defaults.backoff_ratio))
+            .timeout(keys.timeout.unwrap_or(defaults.timeout));
+        if let Some(initial) = keys.initial {
+            config = config.initial(initial);
+        }
+        Some(config)
+    }
+}
+
+/// `algorithm` in `[….adaptive_concurrency]`.
+fn limit_algorithm<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LimitAlgorithm>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse()
+        .map(Some)
+        .map_err(|why: String| refused("algorithm", why))
+}
+
 /// `[….hedge]`: a hedge when an attempt has not answered after `after`, up to `max`
 /// (default 1).
 #[derive(Clone, Debug, Deserialize)]
@@ -601,6 +731,14 @@ bounded! {
     redis_timeout("timeout"): Duration = span(bounds::REDIS_TIMEOUT);
     sync_interval("sync_interval"): Duration = span(bounds::REDIS_SYNC_INTERVAL);
     propagate_deadline_margin("propagate_deadline_margin"): Duration = span(bounds::DEADLINE_MARGIN);
+    adaptive_initial("initial"): u32 = whole(bounds::ADAPTIVE_LIMIT);
+    adaptive_min("min"): u32 = whole(bounds::ADAPTIVE_LIMIT);
+    adaptive_max("max"): u32 = whole(bounds::ADAPTIVE_LIMIT);
+    smoothing("smoothing"): f64 = real(bounds::SMOOTHING);
+    rtt_tolerance("rtt_tolerance"): f64 = real(bounds::RTT_TOLERANCE);
+    long_window("long_window"): u32 = whole(bounds::LONG_WINDOW);
+    backoff_ratio("backoff_ratio"): f64 = real(bounds::BACKOFF_RATIO);
+    limit_timeout("timeout"): Duration = span(bounds::LIMIT_TIMEOUT);
 }
 
 /// `propagate_deadline`: a header name (`"grpc-timeout"` in gRPC's format, any other in
@@ -1298,5 +1436,112 @@ mod tests {
         let want = "quota.toml:7: \"reset_format\": unknown format \"weeks\"";
         assert!(shown.contains(want), "got: {shown}\n  want: {want}");
         assert!(shown.ends_with("in [[endpoint]] \"openai\""), "{shown}");
+    }
+
+    /// Every key of `[….adaptive_concurrency]`; a table of `scope` alone sets the scope
+    /// alone; a table without `initial` starts within its `min` and `max`.
+    #[test]
+    fn every_adaptive_concurrency_key_is_read() -> Result<(), Error> {
+        use crate::overload::AdaptiveConcurrencyConfig;
+        let file = parse(
+            r#"
+            [default.adaptive_concurrency]
+            algorithm = "gradient2"
+            initial = 10
+            min = 2
+            max = 50
+            queue_timeout = "250ms"
+            smoothing = 0.5
+            rtt_tolerance = 2.0
+            long_window = 100
+            scope = "rule"
+
+            [[endpoint]]
+            name = "slow"
+            match = {}
+            [endpoint.adaptive_concurrency]
+            algorithm = "aimd"
+            backoff_ratio = 0.75
+            timeout = "2s"
+            max = 8
+            "#,
+        )?;
+        let want = AdaptiveConcurrencyConfig::gradient2()
+            .initial(10)
+            .min(2)
+            .max(50)
+            .queue_timeout(Duration::from_millis(250))
+            .smoothing(0.5)
+            .rtt_tolerance(2.0)
+            .long_window(100);
+        assert_eq!(file.default.adaptive_concurrency, Some(want));
+        assert_eq!(file.default.adaptive_concurrency_scope, Some(Scope::Rule));
+        let rule = file.endpoints.first().map(|(_, _, p)| p);
+        let aimd = AdaptiveConcurrencyConfig::aimd()
+            .backoff_ratio(0.75)
+            .timeout(Duration::from_secs(2))
+            .max(8);
+        assert_eq!(rule.and_then(|p| p.adaptive_concurrency), Some(aimd));
+        // 20 is above its max: it starts at 8.
+        assert_eq!(aimd.initial_limit(), 8);
+        let file = parse("[default.adaptive_concurrency]\nscope = \"name:db\"\n")?;
+        assert_eq!(file.default.adaptive_concurrency, None);
+        assert!(file.default.adaptive_concurrency_scope.is_some());
+        let file = parse("[default.adaptive_concurrency]\nalgorithm = \"vegas\"\n")?;
+        assert_eq!(
+            file.default.adaptive_concurrency,
+            Some(AdaptiveConcurrencyConfig::vegas())
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn adaptive_concurrency_mistakes_name_the_line_and_the_key() {
+        let table = "[default.adaptive_concurrency]";
+        let cases = [
+            (
+                "algorithm = \"bbr\"",
+                "limits.toml:3: \"algorithm\": unknown algorithm \"bbr\": expected \
+                 \"gradient2\", \"aimd\" or \"vegas\"",
+            ),
+            (
+                "max = 0",
+                "limits.toml:3: \"max\": must be at least 1 and at most 100000, got 0",
+            ),
+            (
+                "smoothing = 1.5",
+                "limits.toml:3: \"smoothing\": must be above 0 and at most 1, got 1.5",
+            ),
+            (
+                "rtt_tolerance = 0.5",
+                "limits.toml:3: \"rtt_tolerance\": must be at least 1",
+            ),
+            (
+                "backoff_ratio = 1.0",
+                "limits.toml:3: \"backoff_ratio\": must be at least 0.5 and at most 0.99",
+            ),
+            (
+                "timeout = \"0s\"",
+                "limits.toml:3: \"timeout\": must be above zero",
+            ),
+            ("inital = 5", "limits.toml:3: unknown key \"inital\""),
+            (
+                "smoothing = 0.5",
+                "\"smoothing\": smoothing is gradient2's, and this limit's algorithm is \
+                 vegas: remove it, or set algorithm = \"gradient2\"",
+            ),
+        ];
+        for (line, want) in cases {
+            let text = format!("\n{table}\n{line}\n");
+            let shown = PolicyFile::parse("limits.toml", &text, &[])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                shown.contains(want),
+                "{line}\n  got: {shown}\n  want: {want}"
+            );
+            assert!(shown.contains(table), "{line}\n  got: {shown}");
+        }
     }
 }

@@ -71,6 +71,9 @@
 //! | `request rejected: rate limited` | DEBUG | `endpoint`, `reason` (as above), `retry_after_ms` (the wait that did not fit the deadline), `policy` |
 //! | `request queued: bulkhead full` | DEBUG | `endpoint`, `max_in_flight`, `queue_ms` (the longest it may queue: the queue timeout or the deadline), `policy` |
 //! | `request rejected: bulkhead full` | DEBUG | `endpoint`, `max_in_flight`, `policy`: at once (no queue timeout) or after queueing |
+//! | `request queued: adaptive concurrency limit reached` | DEBUG | `endpoint` (the adaptive limit's scope), `limit` (the limit now), `queue_ms`, `policy`: an attempt waits for a place under the adaptive limit |
+//! | `request rejected: adaptive concurrency limit reached` | DEBUG | `endpoint`, `limit`, `policy`: at once (no queue timeout) or after queueing (kind `BulkheadFull`) |
+//! | `adaptive concurrency limit changed` | INFO | `endpoint` (the scope), `old_limit` (the last one said), `limit`, `policy` (the call whose attempt moved it): the limit moved more than 10 % away from the last one said |
 //! | `endpoint map over its bound` | WARN | `map` (`breakers`, `overload_guards`), `endpoints`, `max_endpoints`: a policy's breakers or guards outgrew [`max_breakers`](crate::breaker::BreakerConfigBuilder::max_breakers) because every endpoint kept still limits a call (an open or half-open breaker, a spent rate limit, a drawn-down retry budget, a hold, calls in flight or queued), which is never dropped; once per map |
 //! | `hedge sent` | DEBUG | `attempt` (the hedge's number), `policy` |
 //! | `hedge skipped` | DEBUG | `reason` (`budget`, `retry_after`, `server_quota`, `rate_limit`, `circuit_open`, or `service_not_ready`: the service under a `RetryLayer` or `ResilientLayer` of your own pushed back), `policy`: a hedge was due and was kept back |
@@ -80,7 +83,8 @@
 //!
 //! Per-request refusals are DEBUG, as the breaker's are: in an overload they come by the
 //! thousand, and the caller has each as an error. What an operator sees at INFO is what
-//! changed (a hold begins; a breaker's change is the WARN), and the counters below. A spent
+//! changed (a hold begins; an adaptive limit moves more than 10 %; a breaker's change is the
+//! WARN), and the counters below. A spent
 //! retry budget stays the WARN `retry skipped` of each call it ends, as every transient
 //! failure returned without a retry is. There is no "bulkhead filled" or "budget ran dry"
 //! event: knowing when one begins and ends would need a check on the path of calls let
@@ -126,8 +130,8 @@
 //! | [`GIVE_UPS`] | counter | `policy`, `reason` (as the `retry skipped` event) |
 //! | [`BREAKER_REJECTIONS`] | counter | `breaker` (the breaker key, or `_OTHER` beyond `max_breakers`) |
 //! | [`BREAKER_STATE`] | gauge | `breaker` (only breakers with a label of their own); 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed |
-//! | [`OVERLOAD_WAITS`] | counter | `policy`, `reason`: `retry_after`, `server_quota` and `rate_limit` (an attempt waited, as the `request delayed` event), `bulkhead` (a call queued) |
-//! | [`OVERLOAD_REJECTIONS`] | counter | `policy`, `reason`: `retry_after`, `server_quota` and `rate_limit` (kind `RateLimited`), `bulkhead` (`BulkheadFull`, at once or after queueing), `budget` (a retry the budget refused: `BudgetExhausted`, also in [`GIVE_UPS`] as `budget_exhausted`) |
+//! | [`OVERLOAD_WAITS`] | counter | `policy`, `reason`: `retry_after`, `server_quota` and `rate_limit` (an attempt waited, as the `request delayed` event), `bulkhead` (a call queued), `adaptive_concurrency` (an attempt queued under the adaptive limit) |
+//! | [`OVERLOAD_REJECTIONS`] | counter | `policy`, `reason`: `retry_after`, `server_quota` and `rate_limit` (kind `RateLimited`), `bulkhead` (`BulkheadFull`, at once or after queueing), `adaptive_concurrency` (`BulkheadFull` naming the adaptive limit), `budget` (a retry the budget refused: `BudgetExhausted`, also in [`GIVE_UPS`] as `budget_exhausted`) |
 //! | [`OVERLOAD_HOLDS`] | counter | `policy`: endpoints that became held at their server's request (a `Retry-After`, or the quota it advertises spent) |
 //! | [`HEDGES`] | counter | `policy`, `outcome`: `sent`, `won` (the call's answer came from a hedge), `skipped` (due, but kept back: see [`hedge`](crate::hedge)) |
 //! | [`ENDPOINTS_OVER_BOUND`] | counter | `map`: `breakers` or `overload_guards`; an endpoint added past `max_breakers` because every one kept was busy (see the `endpoint map over its bound` event) |
