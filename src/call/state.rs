@@ -262,7 +262,7 @@ impl RetryState {
         }
         let policy = self.policy.name();
         let kept_back = match &self.guards {
-            Some(guards) => match guards.let_hedge_out(now, breaker) {
+            Some(guards) => match guards.let_hedge_out(now, self.criticality, breaker) {
                 Ok(pass) => {
                     self.pass = pass;
                     None
@@ -448,6 +448,7 @@ impl RetryState {
             deadline: self.clock.deadline(),
             now,
             guards: self.guards.as_deref(),
+            criticality: self.criticality,
         }
         .decide(error, &mut self.delays);
         let policy_name = self.policy.name();
@@ -513,7 +514,7 @@ impl RetryState {
         // stream gets the budget's share more, not `MAX_RESENDS` more per call.
         if self.resent >= FREE_RESENDS
             && let Some(guards) = &self.guards
-            && !guards.withdraw(now, self.policy.name())
+            && !guards.withdraw(now, self.criticality, self.policy.name())
         {
             return false;
         }

@@ -451,9 +451,11 @@ impl Guards {
         match throttle.admit(now, criticality) {
             Ok(()) => Ok(Some(throttle.clone())),
             Err(probability) => {
-                let _ = policy;
+                telemetry::throttled(&throttle.key, policy, criticality, probability);
                 Err(Error::throttled(format!(
-                    "{}: throttled locally ({criticality} request; {:.0} % of them are)",
+                    "{}: throttled locally, not sent: the dependency rejects much of what it \
+                     gets, and {:.0} % of {criticality} attempts are throttled (rejection \
+                     probability {probability:.2})",
                     throttle.key,
                     probability * 100.0
                 )))
@@ -606,6 +608,7 @@ impl Guards {
     pub(crate) fn let_hedge_out(
         &self,
         now: Instant,
+        criticality: Criticality,
         breaker: Option<&Breaker>,
     ) -> Result<Pass, Guard> {
         if self.held_for(now).is_some() {
@@ -613,6 +616,13 @@ impl Guards {
         }
         if breaker.is_some_and(Breaker::refuses_now) {
             return Err(Guard::Breaker);
+        }
+        // A hedge is a request as any attempt is: throttled first, counted as one if it is
+        // (nothing else is spent for it then).
+        if let Some(throttle) = &self.throttle
+            && throttle.admit(now, criticality).is_err()
+        {
+            return Err(Guard::Throttle);
         }
         // Nothing is spent for a hedge that does not go: the budget is looked at, then the
         // rate limit's slot taken, then the budget spent (which another thread may have
@@ -633,8 +643,8 @@ impl Guards {
         {
             return Err(Guard::RateLimit);
         }
-        // SKELETON: the hedge's adaptive place and throttle are the adaptive and throttle
-        // work's (order with the budget and the rate limit included).
+        // SKELETON: the hedge's adaptive place is the adaptive work's (order with the budget
+        // and the rate limit included).
         let place = match &self.adaptive {
             None => None,
             Some(adaptive) => match adaptive.state.try_acquire() {
@@ -642,13 +652,14 @@ impl Guards {
                 None => return Err(Guard::AdaptiveConcurrency),
             },
         };
-        if budget.is_some_and(|budget| !budget.withdraw(now)) {
+        if budget.is_some_and(|budget| !budget.withdraw(now, criticality)) {
             return Err(Guard::Budget);
         }
         Ok(Pass {
             ticket,
             place,
             throttle: self.throttle.clone(),
+            criticality,
         })
     }
 
@@ -727,12 +738,19 @@ impl Guards {
         }
     }
 
-    /// A retry (or hedge) wants to go at `now`: whether the budget lets it.
-    pub(crate) fn withdraw(&self, now: Instant, policy: Option<&Arc<str>>) -> bool {
+    /// A retry (or resend) of `criticality` wants to go at `now`: whether the budget lets
+    /// it (critical ones may take its last retries, the others may not: see
+    /// [`Criticality::budget_kept_back`]).
+    pub(crate) fn withdraw(
+        &self,
+        now: Instant,
+        criticality: Criticality,
+        policy: Option<&Arc<str>>,
+    ) -> bool {
         let spent = self
             .budget
             .as_ref()
-            .is_some_and(|budget| !budget.withdraw(now));
+            .is_some_and(|budget| !budget.withdraw(now, criticality));
         if spent {
             telemetry::budget_spent(policy);
         }

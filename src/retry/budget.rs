@@ -138,13 +138,22 @@ impl RetryBudget {
 
     /// A retry or a hedge wants to go out: `true` if the budget had one (now spent), `false`
     /// if it is empty.
+    #[cfg(test)]
     pub(crate) fn withdraw(&self, now: Instant) -> bool {
+        self.withdraw_keeping(now, 0)
+    }
+
+    /// [`withdraw`](Self::withdraw), for a retry that may not take the last `keep`
+    /// millionths of the window's allowance (kept for more critical retries: see
+    /// [`Criticality`](crate::overload::Criticality)): `false` once no more than that is left.
+    pub(crate) fn withdraw_keeping(&self, now: Instant, keep: u64) -> bool {
         let step = self.step(now);
         let allowed = self.allowed(step);
+        let kept = kept_back(allowed, keep);
         let slot = self.slot(step);
         loop {
             let word = slot.load(SeqCst);
-            if self.spent(step, word) >= allowed {
+            if self.spent(step, word).saturating_add(kept) >= allowed {
                 return false;
             }
             let next = if tag(word) == tag_of(step) {
@@ -161,6 +170,12 @@ impl RetryBudget {
                 return true;
             }
         }
+    }
+
+    /// Whole retries the window allows at `now`, before any is spent.
+    #[cfg(feature = "redis")]
+    pub(crate) fn allowance(&self, now: Instant) -> u64 {
+        self.allowed(self.step(now))
     }
 
     /// Whole retries left at `now`.
@@ -231,6 +246,14 @@ impl RetryBudget {
             })
             .sum()
     }
+}
+
+/// The whole retries of an `allowed` many that a withdrawal keeping `keep` millionths of
+/// it may not take (rounded down: a budget of fewer than 10 retries keeps none of them back
+/// at 10 %).
+pub(crate) fn kept_back(allowed: u64, keep: u64) -> u64 {
+    let kept = u128::from(allowed) * u128::from(keep.min(SCALE)) / u128::from(SCALE);
+    u64::try_from(kept).unwrap_or(allowed)
 }
 
 /// A step number's low 32 bits, as kept in a slot.
@@ -433,6 +456,29 @@ mod tests {
         }
         assert_eq!(drain(&budget(f64::NAN, 0, SECOND), now), 0);
         assert_eq!(drain(&budget(7.0, 0, SECOND), now), 0);
+    }
+
+    /// A withdrawal keeping a share back stops while that share is left; one keeping none
+    /// takes it.
+    #[tokio::test(start_paused = true)]
+    async fn a_withdrawal_keeping_a_share_leaves_it_to_others() {
+        // 0 ratio, 10 a second over 10 s: 100 retries.
+        let budget = RetryBudget::new(BudgetConfig::new(0.0, 10, 10 * SECOND));
+        let now = Instant::now();
+        let mut kept_ten = 0;
+        while budget.withdraw_keeping(now, SCALE / 10) {
+            kept_ten += 1;
+        }
+        assert_eq!(kept_ten, 90);
+        assert_eq!(budget.available(now), 10);
+        let mut rest = 0;
+        while budget.withdraw_keeping(now, 0) {
+            rest += 1;
+        }
+        assert_eq!(rest, 10);
+        assert_eq!(kept_back(9, SCALE / 10), 0);
+        assert_eq!(kept_back(100, SCALE / 5), 20);
+        assert_eq!(kept_back(u64::MAX, SCALE * 2), u64::MAX);
     }
 
     /// Threads deposit while others withdraw: never a panic, never more retries than the

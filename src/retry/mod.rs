@@ -112,6 +112,8 @@ mod service;
 
 pub use self::backoff::{Backoff, Jitter};
 pub use budget::BudgetConfig;
+#[cfg(feature = "redis")]
+pub(crate) use budget::kept_back as budget_kept_back;
 #[doc(hidden)]
 pub use budget::{__bench_budget, BenchBudget};
 #[allow(unused_imports)] // wired by the lead in the next step

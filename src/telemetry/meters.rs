@@ -196,6 +196,17 @@ pub(super) fn overload(name: &'static str, policy: Option<&Arc<str>>, guard: Opt
     metrics::counter!(name, labels).increment(1);
 }
 
+/// An attempt of `criticality` throttled locally: an overload rejection, reason `throttle`,
+/// labelled with its criticality (3 values).
+pub(super) fn throttled(policy: Option<&Arc<str>>, criticality: crate::overload::Criticality) {
+    let labels = vec![
+        policy_label(policy),
+        Label::from_static_parts("reason", Guard::Throttle.as_str()),
+        Label::from_static_parts("criticality", criticality.as_str()),
+    ];
+    metrics::counter!(super::OVERLOAD_REJECTIONS, labels).increment(1);
+}
+
 /// A hedge `outcome`: `sent`, `won` (it answered first), `skipped` (a guard kept it back).
 pub(super) fn hedge(policy: Option<&Arc<str>>, outcome: &'static str) {
     let labels = vec![
