@@ -29,6 +29,10 @@
 //! of the critical attempts are sent, so that the client keeps probing it and sees it
 //! recover, and the work that matters most is never cut off by the client alone.
 //!
+//! **The retry budget** lets critical retries go first when it is nearly spent: default
+//! retries may not take its last quarter, sheddable ones its last half (see
+//! `Criticality::budget_kept_back`).
+//!
 //! **Cost.** Letting an attempt through reads the window (16 buckets, in atomics, shared by
 //! the threads; no lock, no allocation) and draws a random number only when the probability
 //! is above zero (`fastrand`'s thread-local generator); its end adds to the current bucket.
@@ -135,17 +139,18 @@ impl Criticality {
 
 impl Criticality {
     /// The share of the retry budget's allowance, in millionths, that retries (and hedges)
-    /// of this criticality may not take: none for critical ones, the last 10 % for default
-    /// ones, the last 20 % for sheddable ones. When the budget is nearly spent, critical
-    /// retries go first, then default ones; with a full budget nothing changes. (Rounded
-    /// down to whole retries: a budget allowing fewer than 10 keeps none back from default
+    /// of this criticality may not take: none for critical ones, the last quarter for
+    /// default ones, the last half for sheddable ones. Sheddable retries stop when half the
+    /// window's retries are spent, default ones at three quarters, and the last quarter is
+    /// the critical retries' alone; a budget with room treats them all alike. (Rounded down
+    /// to whole retries: a budget allowing fewer than 4 keeps none back from default
     /// retries.)
     pub(crate) const fn budget_kept_back(self) -> u64 {
         const MILLION: u64 = 1_000_000;
         match self {
             Criticality::Critical => 0,
-            Criticality::Default => MILLION / 10,
-            Criticality::Sheddable => MILLION / 5,
+            Criticality::Default => MILLION / 4,
+            Criticality::Sheddable => MILLION / 2,
         }
     }
 }
@@ -421,6 +426,27 @@ mod tests {
         assert_eq!(throttle.probability(gone, Criticality::Sheddable), 0.0);
         assert!(!throttle.busy(gone));
         assert!(throttle.admit(gone, Criticality::Sheddable).is_ok());
+    }
+
+    /// Sheddable retries stop at half the budget, default ones at three quarters; the last
+    /// quarter is the critical ones'.
+    #[tokio::test(start_paused = true)]
+    async fn critical_retries_take_the_last_of_the_budget() {
+        use crate::retry::{BudgetConfig, RetryBudget};
+        // No ratio, 10 a second over 10 s: 100 retries.
+        let budget = RetryBudget::new(BudgetConfig::new(0.0, 10, Duration::from_secs(10)));
+        let now = Instant::now();
+        let take = |criticality: Criticality| {
+            let keep = criticality.budget_kept_back();
+            (0..200)
+                .take_while(|_| budget.withdraw_keeping(now, keep))
+                .count()
+        };
+        assert_eq!(take(Criticality::Sheddable), 50);
+        assert_eq!(take(Criticality::Default), 25);
+        assert_eq!(take(Criticality::Sheddable), 0);
+        assert_eq!(take(Criticality::Critical), 25);
+        assert_eq!(take(Criticality::Critical), 0);
     }
 
     #[test]
