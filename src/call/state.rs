@@ -335,7 +335,8 @@ impl RetryState {
     /// labels, if its metrics have them.
     pub(crate) fn watch(&mut self, exchanges: bool, servers: Option<&ServerSeries>) {
         if let Some(request) = self.custody.parked() {
-            self.record.observer = Observer::new(request, self.policy.name(), exchanges, servers);
+            let (policy, criticality) = (self.policy.name(), self.criticality);
+            self.record.observer = Observer::new(request, policy, criticality, exchanges, servers);
         }
     }
 

@@ -145,6 +145,7 @@ pub(super) fn attempt(
 
 pub(super) fn call(
     policy: Option<&Arc<str>>,
+    criticality: crate::overload::Criticality,
     method: &'static str,
     server: Option<&ServerLabels>,
     error_type: Option<ErrorType>,
@@ -158,10 +159,14 @@ pub(super) fn call(
         "success"
     };
     let outcome = Label::from_static_parts("outcome", outcome);
-    let mut labels = Vec::with_capacity(capacity(server));
+    let mut labels = Vec::with_capacity(capacity(server) + 1);
     labels.push(policy.clone());
     labels.push(Label::from_static_parts("http.request.method", method));
     labels.push(outcome.clone());
+    labels.push(Label::from_static_parts(
+        "criticality",
+        criticality.as_str(),
+    ));
     if let Some(error_type) = error_type {
         labels.push(Label::new("error.type", error_type_value(error_type)));
     }
