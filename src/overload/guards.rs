@@ -960,3 +960,82 @@ impl GuardRegistry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overload::pass::Answer;
+
+    /// Guards with client-side throttling alone, for one endpoint.
+    fn throttled_guards() -> Result<Arc<Guards>, String> {
+        let config = GuardsConfig {
+            budget: None,
+            hold_up_to: None,
+            rate: None,
+            bulkhead: None,
+            server_quota: None,
+            adaptive: None,
+            throttle: Some(ThrottleConfig::new()),
+            retry_after_cap: Duration::from_secs(60),
+            shared_rate: false,
+            shared_budget: false,
+            scopes: GuardScopes::default(),
+        };
+        let rule: Arc<str> = Arc::from("default");
+        let registry = GuardRegistry::new(config, 16, None, FixedParts::default(), &rule)
+            .ok_or("no guards")?;
+        Ok(registry.guards_at("http://127.0.0.1:80"))
+    }
+
+    /// A hedge is a request as any attempt is: throttled (and counted as a request) when
+    /// its criticality is, else let out carrying the throttle and its criticality, which
+    /// count it when it ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_hedge_is_throttled_and_counted_as_an_attempt_is() -> Result<(), String> {
+        let now = Instant::now();
+        let guards = throttled_guards()?;
+        let pass = guards
+            .let_hedge_out(now, Criticality::Sheddable, None)
+            .map_err(|guard| format!("kept back by {guard:?}"))?;
+        assert_eq!(pass.criticality, Criticality::Sheddable);
+        let throttle = pass.throttle.clone().ok_or("no throttle in the pass")?;
+        assert_eq!(throttle.counts(now), (0, 0));
+        pass.end(Answer::Accepted);
+        assert_eq!(throttle.counts(now), (1, 1));
+
+        for _ in 0..50 {
+            throttle.record(now, Criticality::Default, false);
+        }
+        let kept_back = guards.let_hedge_out(now, Criticality::Sheddable, None).err();
+        assert_eq!(kept_back, Some(Guard::Throttle));
+        assert_eq!(throttle.counts(now), (52, 1));
+        Ok(())
+    }
+
+    /// A throttled attempt's error says so, with the probability, and names the scope.
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_attempt_fails_with_the_probability() -> Result<(), String> {
+        let now = Instant::now();
+        let guards = throttled_guards()?;
+        let throttle = (guards.throttle(now, Criticality::Default, None))
+            .map_err(|error| error.to_string())?;
+        let throttle = throttle.ok_or("no throttle")?;
+        // 99 rejections: (99 − K / 2 × 0) / (99 + 1).
+        for _ in 0..99 {
+            throttle.record(now, Criticality::Sheddable, false);
+        }
+        let error = guards
+            .throttle(now, Criticality::Sheddable, None)
+            .err()
+            .ok_or("not throttled")?;
+        assert_eq!(error.kind(), ErrorKind::Throttled);
+        let shown = error.to_string();
+        assert!(
+            shown.contains("http://127.0.0.1:80: throttled locally, not sent")
+                && shown.contains("99 % of sheddable attempts")
+                && shown.contains("rejection probability 0.99"),
+            "{shown}"
+        );
+        Ok(())
+    }
+}
