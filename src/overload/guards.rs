@@ -1006,7 +1006,9 @@ mod tests {
         for _ in 0..50 {
             throttle.record(now, Criticality::Default, false);
         }
-        let kept_back = guards.let_hedge_out(now, Criticality::Sheddable, None).err();
+        let kept_back = guards
+            .let_hedge_out(now, Criticality::Sheddable, None)
+            .err();
         assert_eq!(kept_back, Some(Guard::Throttle));
         assert_eq!(throttle.counts(now), (52, 1));
         Ok(())

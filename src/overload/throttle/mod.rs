@@ -113,16 +113,37 @@ impl bounds::Parts for ThrottleConfig {
 /// How much a request matters when its dependency is overloaded: sheddable work is throttled
 /// first, critical work last (per request
 /// [`RequestBuilder::criticality`](crate::RequestBuilder::criticality), per policy
-/// [`criticality`](crate::policy::EndpointPolicy::criticality); file: `criticality = ".."`).
+/// [`criticality`](crate::policy::EndpointPolicy::criticality); file: `criticality = ".."`;
+/// through `ResilientMiddleware`, a `Criticality` in the request's extensions).
+///
+/// With client-side throttling on
+/// ([`EndpointPolicy::throttle`](crate::policy::EndpointPolicy::throttle)), the dependency
+/// may see K requests per request it accepts; that allowance goes to critical requests
+/// first, then to default ones, then to sheddable ones. With a retry budget, retries of
+/// default requests leave its last quarter to critical ones, sheddable ones its last half.
+/// It is the `criticality` field of the call's span and a label of its metrics.
+///
+/// ```
+/// use resilient_http::overload::Criticality;
+///
+/// let prefetch: Criticality = "sheddable".parse()?;
+/// assert_eq!(prefetch, Criticality::Sheddable);
+/// assert_eq!(Criticality::default().as_str(), "default");
+/// # Ok::<(), String>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Criticality {
-    /// Work the caller cannot do without: throttled last.
+    /// Work the caller cannot do without: throttled last, and never with a probability above
+    /// 0.75 (at least a quarter of the attempts go, probing the dependency); its retries may
+    /// take the retry budget's last retries.
     Critical,
     /// Everything else (the default).
     #[default]
     Default,
-    /// Work that may be dropped under overload (prefetches, analytics): throttled first.
+    /// Work that may be dropped under overload (prefetches, analytics): throttled first, as
+    /// soon as the dependency sees more than `max(1, K / 2)` requests per accept, with
+    /// whatever the others leave of the allowance; its retries stop at half the budget.
     Sheddable,
 }
 
