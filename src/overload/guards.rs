@@ -1002,6 +1002,14 @@ mod tests {
         assert_eq!(throttle.counts(now), (0, 0));
         pass.end(Answer::Accepted);
         assert_eq!(throttle.counts(now), (1, 1));
+        // Cancelled (dropped without an end), or ended uncounted: nothing.
+        let cancelled = guards.let_hedge_out(now, Criticality::Critical, None);
+        drop(cancelled);
+        let uncounted = guards.let_hedge_out(now, Criticality::Critical, None);
+        uncounted
+            .map_err(|guard| format!("kept back by {guard:?}"))?
+            .end(Answer::Uncounted);
+        assert_eq!(throttle.counts(now), (1, 1));
 
         for _ in 0..50 {
             throttle.record(now, Criticality::Default, false);
