@@ -5,7 +5,8 @@
 //! Shortened from the 30 s with a 2-minute window, which cannot show a steady state
 //! within the run: the window is 5 s, the run 15 s, and the gates are read from the 6th
 //! second on (after the first window's warm-up, and a step of it). Real time, on a loaded
-//! 2-core box: the gates leave room (measured 2.0–2.3× where 2.5× is asked).
+//! 2-core box: the gates leave room (measured 1.75–2.2× where 2.5× is asked; critical calls
+//! 100 % successful where 90 % is asked, with up to 7 attempts: 95 % with 5).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -148,8 +149,10 @@ fn criticality_of(draw: &mut fastrand::Rng) -> Criticality {
 /// server's (arrived, accepted) and each criticality's tally, from `warm_up` on.
 async fn offer(throttle: Option<ThrottleConfig>, run: Duration, warm_up: Duration) -> Report {
     let server = Server::start(10).await;
+    // Critical calls get through by retrying (about half of what reaches the server is
+    // accepted): up to 7 attempts, within 5 s.
     let mut policy = EndpointPolicy::new()
-        .max_attempts(5)
+        .max_attempts(7)
         .backoff_base(Duration::from_millis(200))
         .backoff_max(SECOND)
         .jitter(Jitter::Full)
@@ -176,7 +179,7 @@ async fn offer(throttle: Option<ThrottleConfig>, run: Duration, warm_up: Duratio
             let result = client
                 .get(&url)
                 .criticality(criticality)
-                .deadline(Duration::from_secs(3))
+                .deadline(Duration::from_secs(5))
                 .send()
                 .await;
             let attempts = match &result {

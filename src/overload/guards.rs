@@ -740,7 +740,7 @@ impl Guards {
 
     /// A retry (or resend) of `criticality` wants to go at `now`: whether the budget lets
     /// it (critical ones may take its last retries, the others may not: see
-    /// [`Criticality::budget_kept_back`]).
+    /// [`Criticality::budget_claim`]).
     pub(crate) fn withdraw(
         &self,
         now: Instant,

@@ -204,13 +204,13 @@ impl Budget {
     }
 
     /// A retry of `criticality` wants to go at `now`: whether the budget lets it (see
-    /// [`Criticality::budget_kept_back`]).
+    /// [`Criticality::budget_claim`]).
     pub(crate) fn withdraw(&self, now: Instant, criticality: Criticality) -> bool {
-        let keep = criticality.budget_kept_back();
+        let claim = criticality.budget_claim();
         match self {
-            Budget::Local(budget) => budget.withdraw_keeping(now, keep),
+            Budget::Local(budget) => budget.withdraw_claiming(now, claim),
             #[cfg(feature = "redis")]
-            Budget::Shared(budget) => budget.withdraw_keeping(now, keep),
+            Budget::Shared(budget) => budget.withdraw_claiming(now, claim),
         }
     }
 

@@ -29,9 +29,9 @@
 //! of the critical attempts are sent, so that the client keeps probing it and sees it
 //! recover, and the work that matters most is never cut off by the client alone.
 //!
-//! **The retry budget** lets critical retries go first when it is nearly spent: default
-//! retries may not take its last quarter, sheddable ones its last half (see
-//! `Criticality::budget_kept_back`).
+//! **The retry budget** lets critical retries go first when it is nearly spent: for a
+//! window after a critical retry asked, default retries may not take its last quarter;
+//! sheddable ones never take its last half (see `Criticality::budget_claim`).
 //!
 //! **Cost.** Letting an attempt through reads the window (16 buckets, in atomics, shared by
 //! the threads; no lock, no allocation) and draws a random number only when the probability
@@ -43,6 +43,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::bounds;
+use crate::retry::BudgetClaim;
 use window::{Counts, RequestWindow};
 
 mod window;
@@ -159,19 +160,32 @@ impl Criticality {
 }
 
 impl Criticality {
-    /// The share of the retry budget's allowance, in millionths, that retries (and hedges)
-    /// of this criticality may not take: none for critical ones, the last quarter for
-    /// default ones, the last half for sheddable ones. Sheddable retries stop when half the
-    /// window's retries are spent, default ones at three quarters, and the last quarter is
-    /// the critical retries' alone; a budget with room treats them all alike. (Rounded down
-    /// to whole retries: a budget allowing fewer than 4 keeps none back from default
-    /// retries.)
-    pub(crate) const fn budget_kept_back(self) -> u64 {
+    /// What retries (and hedges) of this criticality may take of the retry budget: the one
+    /// rule of the budget's preference. Critical retries may take all of it, and reserve:
+    /// for a window (the budget's) after one asked, default retries leave them the last
+    /// quarter of the allowance. Sheddable retries always leave the last half. So a budget
+    /// nearly spent goes to critical retries first; a client that sends no critical
+    /// requests keeps its whole budget for default ones, as before; a budget with room
+    /// treats them all alike. (Rounded down to whole retries: a budget allowing fewer than 4
+    /// keeps none back from default retries.)
+    pub(crate) const fn budget_claim(self) -> BudgetClaim {
         const MILLION: u64 = 1_000_000;
         match self {
-            Criticality::Critical => 0,
-            Criticality::Default => MILLION / 4,
-            Criticality::Sheddable => MILLION / 2,
+            Criticality::Critical => BudgetClaim {
+                kept: 0,
+                kept_when_reserved: 0,
+                reserves: true,
+            },
+            Criticality::Default => BudgetClaim {
+                kept: 0,
+                kept_when_reserved: MILLION / 4,
+                reserves: false,
+            },
+            Criticality::Sheddable => BudgetClaim {
+                kept: MILLION / 2,
+                kept_when_reserved: MILLION / 2,
+                reserves: false,
+            },
         }
     }
 }
@@ -449,25 +463,31 @@ mod tests {
         assert!(throttle.admit(gone, Criticality::Sheddable).is_ok());
     }
 
-    /// Sheddable retries stop at half the budget, default ones at three quarters; the last
-    /// quarter is the critical ones'.
+    /// Sheddable retries stop at half the budget; once a critical retry has asked, default
+    /// ones stop at three quarters, and the last quarter is the critical ones'. Without
+    /// critical retries, default ones take the whole budget.
     #[tokio::test(start_paused = true)]
     async fn critical_retries_take_the_last_of_the_budget() {
         use crate::retry::{BudgetConfig, RetryBudget};
         // No ratio, 10 a second over 10 s: 100 retries.
-        let budget = RetryBudget::new(BudgetConfig::new(0.0, 10, Duration::from_secs(10)));
+        let config = BudgetConfig::new(0.0, 10, Duration::from_secs(10));
         let now = Instant::now();
-        let take = |criticality: Criticality| {
-            let keep = criticality.budget_kept_back();
+        let take = |budget: &RetryBudget, criticality: Criticality| {
+            let claim = criticality.budget_claim();
             (0..200)
-                .take_while(|_| budget.withdraw_keeping(now, keep))
+                .take_while(|_| budget.withdraw_claiming(now, claim))
                 .count()
         };
-        assert_eq!(take(Criticality::Sheddable), 50);
-        assert_eq!(take(Criticality::Default), 25);
-        assert_eq!(take(Criticality::Sheddable), 0);
-        assert_eq!(take(Criticality::Critical), 25);
-        assert_eq!(take(Criticality::Critical), 0);
+        let budget = RetryBudget::new(config);
+        assert_eq!(take(&budget, Criticality::Default), 100);
+
+        let budget = RetryBudget::new(config);
+        assert_eq!(take(&budget, Criticality::Sheddable), 50);
+        assert!(budget.withdraw_claiming(now, Criticality::Critical.budget_claim()));
+        assert_eq!(take(&budget, Criticality::Default), 24);
+        assert_eq!(take(&budget, Criticality::Sheddable), 0);
+        assert_eq!(take(&budget, Criticality::Critical), 25);
+        assert_eq!(take(&budget, Criticality::Critical), 0);
     }
 
     #[test]
