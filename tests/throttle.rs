@@ -371,3 +371,52 @@ async fn criticality_reaches_the_throttle_through_the_client_and_the_middleware(
         assert_eq!(server.hits("/work"), default_sent + sent);
     }
 }
+
+/// The user-composed tower stack throttles as the client does, with its policy's
+/// criticality (a `reqwest::Request` carries none of its own).
+#[tokio::test]
+async fn a_resilient_layer_throttles_with_its_policys_criticality() {
+    use resilient_http::ResilientLayer;
+    use tower::{ServiceBuilder, ServiceExt};
+    let server = resilient_http::testkit::FaultServer::start().await.unwrap();
+    server.script("/work", [resilient_http::testkit::Reply::status(503)]);
+    let layer = ResilientLayer::new(
+        Client::builder().default_policy(
+            EndpointPolicy::new()
+                .max_attempts(1)
+                .breaker_enabled(false)
+                .throttle(ThrottleConfig::new())
+                .criticality(Criticality::Sheddable),
+        ),
+    )
+    .unwrap();
+    let http = reqwest::Client::builder()
+        .retry(reqwest::retry::never())
+        .build()
+        .unwrap();
+    let service = ServiceBuilder::new().layer(layer).service(http);
+    // The throttle draws from this thread's generator (the calls run on it).
+    fastrand::seed(26);
+    let mut kinds = Vec::new();
+    for _ in 0..10 {
+        let request =
+            reqwest::Request::new(reqwest::Method::GET, server.url("/work").parse().unwrap());
+        let error = service.clone().oneshot(request).await.unwrap_err();
+        kinds.push(error.kind());
+        if error.kind() == ErrorKind::Throttled {
+            assert!(
+                error.to_string().contains("of sheddable attempts"),
+                "{error}"
+            );
+        }
+    }
+    // The first is sent (nothing counted yet); after it, every sheddable one is throttled
+    // (one request, no accept: (1 − 0) / (1 + 1) is one half, then more).
+    assert_eq!(kinds[0], ErrorKind::Status);
+    let throttled = kinds
+        .iter()
+        .filter(|&&kind| kind == ErrorKind::Throttled)
+        .count();
+    assert!(throttled >= 5, "{kinds:?}");
+    assert_eq!(server.hits("/work"), 10 - throttled);
+}
