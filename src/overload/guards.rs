@@ -15,8 +15,11 @@
 //! - [`Guards::observe`]: a 429 or 503 with a `Retry-After` within the cap holds the endpoint.
 //!   The calls that waited on a hold go spread over a short window after its end, not at
 //!   once (see [`hold`](super::hold)).
+//! - [`Guards::throttle`]: client-side adaptive throttling, asked once per attempt before the
+//!   others: an attempt it turns away fails at once, unsent, with
+//!   [`Throttled`](crate::ErrorKind::Throttled) (see [`throttle`](super::throttle)).
 //! - [`Guards::deposit`] / [`Guards::withdraw`]: the retry budget, per first attempt and per
-//!   retry.
+//!   retry (critical retries first when it is nearly spent).
 //! - [`Guards::bulkhead`]: at most so many calls at once.
 
 use std::sync::Arc;
@@ -599,8 +602,10 @@ impl Guards {
         }
     }
 
-    /// May a hedge go out at `now`, without waiting? Not while the endpoint is held, nor when
-    /// `breaker` (the endpoint's, if the caller has it) will turn it away, nor while the
+    /// May a hedge of `criticality` go out at `now`, without waiting? Not while the endpoint
+    /// is held, nor when `breaker` (the endpoint's, if the caller has it) will turn it away,
+    /// nor when client-side throttling turns it away (counted as a request, as a throttled
+    /// attempt is), nor while the
     /// server's quota is spent or its pace says wait; then it spends from the retry budget as
     /// a retry does, takes the quota's ticket (`Ok`, if the quota is followed) and a
     /// rate-limit slot. `Err`: the guard that kept it back (reported by the caller as a
