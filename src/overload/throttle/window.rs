@@ -7,7 +7,7 @@
 //! totals on *every* attempt (the rule needs them to decide), so a read that walks `stripes ×
 //! buckets` words would cost more than the writes it saves; and it keeps four counts, not
 //! two. This ring is one set of [`STEPS`] buckets (in a ring of [`SLOTS`]), shared by all
-//! threads: a read is [`SLOTS`] × 3 loads, a write one or two `fetch_add`s on the current
+//! threads: a read is [`STEPS`] × 3 loads, a write one or two `fetch_add`s on the current
 //! step's bucket. Its bucket reuse follows the striped window's time buckets: a bucket is
 //! claimed by one thread (its epoch set to a mark never live) before it starts over, and
 //! its counts are set before its new epoch is published, so a read never adds an old step's
@@ -149,14 +149,15 @@ impl RequestWindow {
         }
     }
 
-    /// What the window holds at `now`.
+    /// What the window holds at `now`: the buckets of its [`STEPS`] newest steps, each in its
+    /// own slot (read on every attempt: only those, not the whole ring).
     pub(crate) fn counts(&self, now: Instant) -> Counts {
         let newest = self.step(now);
         let mut counts = Counts::default();
-        for bucket in &self.buckets {
-            let epoch = bucket.epoch.load(Acquire);
-            // `EMPTY` and `CLAIMED` are above any step.
-            if epoch <= newest && newest - epoch < STEPS {
+        for step in newest.saturating_sub(STEPS - 1)..=newest {
+            let bucket = &self.buckets[(step as usize) & (SLOTS - 1)];
+            // A bucket still holding an older step (or `EMPTY`, `CLAIMED`) is not this one.
+            if bucket.epoch.load(Acquire) == step {
                 let first = bucket.first.load(Relaxed);
                 let second = bucket.second.load(Relaxed);
                 counts.critical += first & LOW;
