@@ -209,6 +209,20 @@ pub(crate) const LIMIT_TIMEOUT: Span = TIMEOUT;
 pub(crate) const ADAPTIVE_CONCURRENCY: EachPart = EachPart;
 /// Client-side throttling: each part's range is checked by its type.
 pub(crate) const THROTTLE: EachPart = EachPart;
+/// Client-side throttling's K, requests the dependency may see per accept: from 1 (below
+/// it, a dependency that rejects nothing could be throttled) to 10 (above it, throttling
+/// does next to nothing: the book's K is 2).
+pub(crate) const THROTTLE_K: Real = Real {
+    min: 1.0,
+    min_included: true,
+    max: 10.0,
+};
+/// How far back client-side throttling counts: from 1 s (10 steps of 100 ms; shorter, a
+/// few answers decide) to an hour (the book's 2 minutes is the default).
+pub(crate) const THROTTLE_WINDOW: SpanFrom = SpanFrom {
+    min: Duration::from_secs(1),
+    max: HOUR,
+};
 
 /// The margin a propagated deadline leaves for the request's way to the server and the
 /// answer's way back (`propagate_deadline_margin`): zero (gRPC's own choice) to a minute,

@@ -29,6 +29,24 @@
 //! into their copy is not seen by earlier ones. Put this middleware last in the chain unless a
 //! later one should run once per attempt (a signer, say).
 //!
+//! **Criticality.** A request's [`Criticality`] (how much it matters when its dependency is
+//! overloaded: see [`EndpointPolicy::throttle`](crate::policy::EndpointPolicy::throttle)) is
+//! its policy's, unless a `Criticality` value is in its extensions:
+//!
+//! ```no_run
+//! # async fn run(client: reqwest_middleware::ClientWithMiddleware) -> reqwest_middleware::Result<()> {
+//! use resilient_http::overload::Criticality;
+//!
+//! let response = client
+//!     .get("http://127.0.0.1:8080/recommendations")
+//!     .with_extension(Criticality::Sheddable)
+//!     .send()
+//!     .await?;
+//! # let _ = response;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! **Timeouts.** The middleware never sees the chain's `reqwest::Client`, so the attempt
 //! timeout is always the policy's ([`attempt_timeout`](crate::ClientBuilder::attempt_timeout),
 //! 10 s by default), set as each attempt's request timeout: in reqwest that **replaces a
@@ -77,6 +95,7 @@ use crate::call::{Call, Failed, Sender, Sent, Which};
 use crate::classify::{TransportError, foreign_error};
 use crate::client::ClientBuilder;
 use crate::error::Error;
+use crate::overload::Criticality;
 use crate::policy::Policies;
 use crate::read::Reader;
 
@@ -128,7 +147,7 @@ impl Middleware for ResilientMiddleware {
         // The one driver, as the client's: the request's `.timeout(d)` is its deadline, if
         // shorter than the policy's.
         // Not boxed again: it lives in this middleware's future, boxed already.
-        let call = Call::unboxed(
+        let mut call = Call::unboxed(
             rest,
             self.policies.clone(),
             which,
@@ -136,6 +155,10 @@ impl Middleware for ResilientMiddleware {
             Reader::response(),
             false,
         );
+        // The request's criticality, if the caller put one in the extensions.
+        if let Some(criticality) = extensions.get::<Criticality>() {
+            call.set_criticality(*criticality);
+        }
         call.await.map_err(reqwest_middleware::Error::middleware)
     }
 }

@@ -36,6 +36,14 @@
 //! # }
 //! ```
 //!
+//! A request's [`Criticality`](crate::overload::Criticality) (how much it matters when its
+//! dependency is overloaded) is its policy's
+//! ([`EndpointPolicy::criticality`](crate::policy::EndpointPolicy::criticality)): a
+//! `reqwest::Request` has no extensions to carry one of its own (reqwest 0.13 keeps them
+//! private), so route requests that differ to rules that say so. The client's
+//! [`RequestBuilder::criticality`](crate::RequestBuilder::criticality) and the middleware's
+//! extensions set it per request.
+//!
 //! The service below sends each attempt's request, with the attempt's limit as its
 //! `timeout`: reqwest enforces it, body included; for a service that ignores it, the attempt
 //! ends at the limit anyway (a timer of the layer's own, a few milliseconds later), though a

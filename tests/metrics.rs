@@ -466,8 +466,11 @@ async fn overload_waits_rejections_and_holds_are_counted_by_policy_and_reason() 
             continue;
         }
         let labels: Vec<_> = key.labels().map(|l| l.key()).collect();
+        // (A throttled attempt's also names its criticality, one of three.)
         assert!(
-            labels == ["policy", "reason"] || labels == ["policy"],
+            labels == ["policy", "reason"]
+                || labels == ["policy"]
+                || labels == ["policy", "reason", "criticality"],
             "{key:?}"
         );
     }
@@ -781,4 +784,72 @@ fn per_rule(policy: EndpointPolicy) -> EndpointPolicy {
         .rate_limit_scope(Scope::Rule)
         .bulkhead_scope(Scope::Rule)
         .retry_budget_scope(Scope::Rule)
+}
+
+/// Issue 26: an attempt throttled locally is an overload rejection, reason `throttle`,
+/// labelled with its criticality; every call's `requests` series says its criticality.
+#[tokio::test(start_paused = true)]
+async fn throttled_attempts_and_requests_are_counted_by_criticality() {
+    use resilient_http::overload::{Criticality, ThrottleConfig};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // This thread's own recorder: another test installs the global one.
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let server = FaultServer::start().await.unwrap();
+    server.script("/refused", [Reply::status(503)]);
+    let policy = EndpointPolicy::new()
+        .max_attempts(1)
+        .throttle(ThrottleConfig::new());
+    let client = Client::builder()
+        .endpoint("refused", Matcher::new().path("/refused"), policy)
+        .build()
+        .unwrap();
+    let url = server.url("/refused");
+    // Nothing is accepted: after these, most default attempts are throttled, and every
+    // sheddable one.
+    for _ in 0..10 {
+        let _ = client.get(&url).send().await;
+    }
+    for _ in 0..5 {
+        let error = client
+            .get(&url)
+            .criticality(Criticality::Sheddable)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Throttled);
+    }
+    let s = &snapshotter.snapshot().into_vec();
+    let throttled = |criticality| {
+        counter(
+            s,
+            telemetry::OVERLOAD_REJECTIONS,
+            &[
+                ("policy", "refused"),
+                ("reason", "throttle"),
+                ("criticality", criticality),
+            ],
+        )
+    };
+    assert_eq!(throttled("sheddable"), 5);
+    let defaults = throttled("default");
+    assert!((1..10).contains(&defaults), "{defaults}");
+    let requests = |criticality| {
+        counter(
+            s,
+            telemetry::REQUESTS,
+            &[("policy", "refused"), ("criticality", criticality)],
+        )
+    };
+    assert_eq!(requests("default"), 10);
+    assert_eq!(requests("sheddable"), 5);
+    assert_eq!(
+        counter(
+            s,
+            telemetry::REQUESTS,
+            &[("policy", "refused"), ("error.type", "throttled")]
+        ),
+        5 + defaults
+    );
 }

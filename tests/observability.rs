@@ -176,6 +176,26 @@ fn events<'a>(seen: &'a [Seen], message: &str) -> Vec<(&'a Level, &'a Fields, &'
         .collect()
 }
 
+/// Issue 26: the call's span says how much it matters: the request's criticality, else its
+/// policy's.
+#[tokio::test(start_paused = true)]
+async fn the_request_span_names_its_criticality() {
+    use resilient_http::overload::Criticality;
+    use resilient_http::policy::EndpointPolicy;
+    let server = FaultServer::start().await.unwrap();
+    let client = Client::builder()
+        .default_policy(EndpointPolicy::new().criticality(Criticality::Sheddable))
+        .build()
+        .unwrap();
+    let (_, seen, _) = traced(client.get(server.url("/s")).send()).await;
+    assert_eq!(spans(&seen, "request")[0]["criticality"], "sheddable");
+    let critical = client
+        .get(server.url("/s"))
+        .criticality(Criticality::Critical);
+    let (_, seen, _) = traced(critical.send()).await;
+    assert_eq!(spans(&seen, "request")[0]["criticality"], "critical");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_request_and_its_attempts_are_spans_with_opentelemetry_fields() {
     let server = FaultServer::start().await.unwrap();
@@ -218,6 +238,7 @@ async fn a_request_and_its_attempts_are_spans_with_opentelemetry_fields() {
     // The logical call: not a CLIENT span, so that each exchange has exactly one.
     assert_eq!(request["otel.kind"], "internal");
     assert_eq!(request["policy"], "default");
+    assert_eq!(request["criticality"], "default");
     assert_eq!(request["attempts"], "3");
     assert_eq!(request["http.response.status_code"], "200");
     assert!(!request.contains_key("error.type"), "{request:?}");

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use crate::classify::{Class, Delivery};
 use crate::error::{Error, ErrorKind, GiveUp, Short};
-use crate::overload::Guards;
+use crate::overload::{Criticality, Guards};
 use crate::retry::RetryPolicy;
 use crate::retry::delays::Delays;
 use crate::timeout::past_deadline;
@@ -21,6 +21,8 @@ pub(crate) struct Decision<'a> {
     pub(crate) deadline: Option<Instant>,
     pub(crate) now: Instant,
     pub(crate) guards: Option<&'a Guards>,
+    /// The call's: critical retries may take the budget's last retries.
+    pub(crate) criticality: Criticality,
 }
 
 impl Decision<'_> {
@@ -97,7 +99,7 @@ impl Decision<'_> {
         let policy = self.policy.name();
         if self
             .guards
-            .is_some_and(|guards| !guards.withdraw(self.now, policy))
+            .is_some_and(|guards| !guards.withdraw(self.now, self.criticality, policy))
         {
             return Err((error.into_budget_exhausted(), GiveUp::BudgetExhausted));
         }

@@ -69,9 +69,13 @@ pub(crate) fn admit(retry: &mut RetryState, parked: Parked, breaker: Option<&Bre
     let Some(guards) = retry.guards() else {
         return Gate::Out(parked);
     };
-    let started = retry.attempt_started();
-    match guards.throttle(started, retry.criticality(), retry.policy_name()) {
-        Ok(throttle) => retry.pass_mut().throttle = throttle,
+    let (started, criticality) = (retry.attempt_started(), retry.criticality());
+    match guards.throttle(started, criticality, retry.policy_name()) {
+        Ok(throttle) => {
+            let pass = retry.pass_mut();
+            pass.throttle = throttle;
+            pass.criticality = criticality;
+        }
         Err(error) => return Gate::Refused(naming_request(retry, error), parked),
     }
     admit_with(retry, parked, breaker, None)

@@ -34,6 +34,7 @@ use crate::call::record::Slot;
 use crate::call::state::{Next, RetryState};
 use crate::extras::Extras;
 use crate::hook::{AttemptInfo, AuthRefresher, BodyFactory, BoxFuture};
+use crate::overload::Criticality;
 use crate::overload::pass::{Answer, Pass};
 use crate::policy::{CompiledPolicy, Policies};
 use crate::read::{Buffered, Reader, Success, buffer, limited};
@@ -115,6 +116,7 @@ macro_rules! new_call {
         let (breaker, guards) = chosen.endpoint(request.url());
         let (retry_policy, deadline) = (chosen.retry_policy(), chosen.total_deadline());
         let extras = chosen.extras();
+        let criticality = chosen.criticality();
         let refresher = extras.is_some_and(|e| e.refresher.is_some());
         let hook = extras.is_some_and(|e| e.hook.is_some());
         let mut call = $place(Call {
@@ -145,6 +147,7 @@ macro_rules! new_call {
             retry.keep_budget_out_of_requests();
         }
         retry.guard_with(guards);
+        retry.set_criticality(criticality);
         call
     }};
 }
@@ -274,6 +277,12 @@ impl<O: Success, S: Sender> Call<O, S> {
         // A hedge goes out at once, with no time to make its body.
         self.retry.forbid_hedges();
         self
+    }
+
+    /// Gives this call `criticality` instead of its policy's (the request's own); set before
+    /// the call is first polled.
+    pub(crate) fn set_criticality(&mut self, criticality: Criticality) {
+        self.retry.set_criticality(criticality);
     }
 
     fn policy(&self) -> &CompiledPolicy {

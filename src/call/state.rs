@@ -262,7 +262,7 @@ impl RetryState {
         }
         let policy = self.policy.name();
         let kept_back = match &self.guards {
-            Some(guards) => match guards.let_hedge_out(now, breaker) {
+            Some(guards) => match guards.let_hedge_out(now, self.criticality, breaker) {
                 Ok(pass) => {
                     self.pass = pass;
                     None
@@ -335,7 +335,8 @@ impl RetryState {
     /// labels, if its metrics have them.
     pub(crate) fn watch(&mut self, exchanges: bool, servers: Option<&ServerSeries>) {
         if let Some(request) = self.custody.parked() {
-            self.record.observer = Observer::new(request, self.policy.name(), exchanges, servers);
+            let (policy, criticality) = (self.policy.name(), self.criticality);
+            self.record.observer = Observer::new(request, policy, criticality, exchanges, servers);
         }
     }
 
@@ -448,6 +449,7 @@ impl RetryState {
             deadline: self.clock.deadline(),
             now,
             guards: self.guards.as_deref(),
+            criticality: self.criticality,
         }
         .decide(error, &mut self.delays);
         let policy_name = self.policy.name();
@@ -513,7 +515,7 @@ impl RetryState {
         // stream gets the budget's share more, not `MAX_RESENDS` more per call.
         if self.resent >= FREE_RESENDS
             && let Some(guards) = &self.guards
-            && !guards.withdraw(now, self.policy.name())
+            && !guards.withdraw(now, self.criticality, self.policy.name())
         {
             return false;
         }

@@ -308,18 +308,28 @@ fn new_call<O: Success>(
     reader: Reader<O>,
     buffered: bool,
 ) -> Result<Box<Call<O>>, Error> {
-    let which = match overrides {
-        None => Which::Shared(policies.select_index(request.method(), request.url())),
-        Some(overrides) => which_overridden(&policies, &overrides, &request)?,
+    let (which, criticality) = match overrides {
+        None => (
+            Which::Shared(policies.select_index(request.method(), request.url())),
+            None,
+        ),
+        Some(overrides) => (
+            which_overridden(&policies, &overrides, &request)?,
+            overrides.criticality,
+        ),
     };
-    Ok(Call::new(
+    let mut call = Call::new(
         ClientSender::new(http, policies.client_timeout),
         policies,
         which,
         request,
         reader,
         buffered,
-    ))
+    );
+    if let Some(criticality) = criticality {
+        call.set_criticality(criticality);
+    }
+    Ok(call)
 }
 
 /// The policy a request with `overrides` follows: the one they name (else the one it

@@ -15,6 +15,7 @@ use crate::error::{BoxError, Error};
 use crate::hook::BodyFactory;
 use crate::hook::BoxFuture;
 use crate::outer::OuterService;
+use crate::overload::Criticality;
 use crate::pending::{Pending, Reading, State};
 use crate::policy::Policies;
 use crate::policy::compiled::Overrides;
@@ -78,7 +79,8 @@ use super::new_call;
 /// [`send_with`](Self::send_with); [`policy`](Self::policy), [`max_attempts`](Self::max_attempts),
 /// [`no_retry`](Self::no_retry), [`deadline`](Self::deadline) and
 /// [`attempt_timeout`](Self::attempt_timeout) change this call's policy;
-/// [`body_with`](Self::body_with) makes the body afresh for each attempt; [`map`](Self::map)
+/// [`body_with`](Self::body_with) makes the body afresh for each attempt;
+/// [`criticality`](Self::criticality) says how much it matters under overload; [`map`](Self::map)
 /// reaches anything else on the `reqwest::RequestBuilder` underneath.
 // Links to `recv_json`, which only the `json` feature has (docs.rs builds every feature).
 #[cfg_attr(not(feature = "json"), allow(rustdoc::broken_intra_doc_links))]
@@ -302,7 +304,7 @@ impl RequestBuilder {
     /// This call's own overrides cannot travel in a `reqwest::Request`, so a builder with any
     /// ([`policy`](Self::policy), [`max_attempts`](Self::max_attempts), [`no_retry`](Self::no_retry),
     /// [`deadline`](Self::deadline), [`attempt_timeout`](Self::attempt_timeout),
-    /// [`body_with`](Self::body_with)) is refused with
+    /// [`body_with`](Self::body_with), [`criticality`](Self::criticality)) is refused with
     /// [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest) rather than losing them:
     /// send it with [`send`](Self::send) instead. An invalid URL or header, or a body that
     /// does not serialize, is also `InvalidRequest`.
@@ -325,8 +327,8 @@ impl RequestBuilder {
             return Err(Error::invalid_request(
                 "`build()` makes a plain reqwest::Request, which cannot carry this call's \
                  `.policy(..)`, `.max_attempts(..)`, `.no_retry()`, `.deadline(..)`, \
-                 `.attempt_timeout(..)` or `.body_with(..)`: send it with `.send()` \
-                 instead, or build it without them",
+                 `.attempt_timeout(..)`, `.body_with(..)` or `.criticality(..)`: send it \
+                 with `.send()` instead, or build it without them",
                 &request,
             ));
         }
@@ -368,6 +370,31 @@ impl RequestBuilder {
     /// ```
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.overrides().attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// How much this request matters when its dependency is overloaded, instead of its
+    /// policy's [`criticality`](crate::policy::EndpointPolicy::criticality): with
+    /// client-side throttling on ([`EndpointPolicy::throttle`](crate::policy::EndpointPolicy::throttle)),
+    /// sheddable requests are throttled first and critical ones last (never more than 3 in
+    /// 4 of them); when the retry budget is nearly spent, critical retries go first. Not a
+    /// policy change: the request still shares its policy's state.
+    ///
+    /// ```no_run
+    /// # async fn run(client: resilient_http::Client) -> Result<(), resilient_http::Error> {
+    /// use resilient_http::overload::Criticality;
+    ///
+    /// let prefetch = client
+    ///     .get("http://127.0.0.1:8080/recommendations")
+    ///     .criticality(Criticality::Sheddable)
+    ///     .send()
+    ///     .await;
+    /// # let _ = prefetch;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn criticality(mut self, criticality: Criticality) -> Self {
+        self.overrides().criticality = Some(criticality);
         self
     }
 

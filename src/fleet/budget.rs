@@ -10,7 +10,7 @@ use super::link::FleetInner;
 use crate::bounds::BUDGET_BUCKETS;
 use crate::retry::BudgetConfig;
 // `ratio` and balances in millionths of a retry, as the local budget keeps them.
-use crate::retry::{BUDGET_SCALE as SCALE, RetryBudget};
+use crate::retry::{BUDGET_SCALE as SCALE, BudgetClaim, RetryBudget};
 
 /// One endpoint key's retry budget, counted across the fleet: see the [module docs](super).
 /// Made by [`Fleet::budget`](super::Fleet::budget); cheap to clone.
@@ -83,9 +83,16 @@ impl SharedBudget {
     /// A retry (or hedge) wants to go at `now`: `true` if the budget had one (now spent).
     /// Against the fleet's balance while it is fresh, else against the local budget.
     pub fn withdraw(&self, now: Instant) -> bool {
+        self.withdraw_claiming(now, BudgetClaim::default())
+    }
+
+    /// [`withdraw`](Self::withdraw), for a retry that may take what `claim` says (see
+    /// [`Criticality`](crate::overload::Criticality)): of the local budget's allowance, or,
+    /// against the fleet's balance, of this replica's own (the share of the fleet's it sees).
+    pub(crate) fn withdraw_claiming(&self, now: Instant, claim: BudgetClaim) -> bool {
         let shared = &self.0;
         if !shared.fresh(now) {
-            let spent = shared.local.withdraw(now);
+            let spent = shared.local.withdraw_claiming(now, claim);
             // The retry goes out all the same: the fleet counts it, unless Redis is down (a
             // whole outage's retries flushed into one step would lock everyone out).
             if spent && shared.fleet.is_up() {
@@ -93,9 +100,10 @@ impl SharedBudget {
             }
             return spent;
         }
+        let kept = i64::try_from(shared.local.kept_at(now, claim)).unwrap_or(i64::MAX);
         let spent = shared
             .balance
-            .fetch_update(SeqCst, SeqCst, |left| (left > 0).then(|| left - 1))
+            .fetch_update(SeqCst, SeqCst, |left| (left > kept).then(|| left - 1))
             .is_ok();
         if spent {
             shared.withdrawals.fetch_add(1, SeqCst);

@@ -15,8 +15,11 @@
 //! - [`Guards::observe`]: a 429 or 503 with a `Retry-After` within the cap holds the endpoint.
 //!   The calls that waited on a hold go spread over a short window after its end, not at
 //!   once (see [`hold`](super::hold)).
+//! - [`Guards::throttle`]: client-side adaptive throttling, asked once per attempt before the
+//!   others: an attempt it turns away fails at once, unsent, with
+//!   [`Throttled`](crate::ErrorKind::Throttled) (see [`throttle`](super::throttle)).
 //! - [`Guards::deposit`] / [`Guards::withdraw`]: the retry budget, per first attempt and per
-//!   retry.
+//!   retry (critical retries first when it is nearly spent).
 //! - [`Guards::bulkhead`]: at most so many calls at once.
 
 use std::sync::Arc;
@@ -451,9 +454,11 @@ impl Guards {
         match throttle.admit(now, criticality) {
             Ok(()) => Ok(Some(throttle.clone())),
             Err(probability) => {
-                let _ = policy;
+                telemetry::throttled(&throttle.key, policy, criticality, probability);
                 Err(Error::throttled(format!(
-                    "{}: throttled locally ({criticality} request; {:.0} % of them are)",
+                    "{}: throttled locally, not sent: the dependency rejects much of what it \
+                     gets, and {:.0} % of {criticality} attempts are throttled (rejection \
+                     probability {probability:.2})",
                     throttle.key,
                     probability * 100.0
                 )))
@@ -600,16 +605,19 @@ impl Guards {
         }
     }
 
-    /// May a hedge go out at `now`, without waiting? Not while the endpoint is held, nor when
-    /// `breaker` (the endpoint's, if the caller has it) will turn it away, nor while the
-    /// server's quota is spent or its pace says wait, nor when the adaptive limit has no
-    /// place free now (a hedge never queues); then it spends from the retry budget as a
-    /// retry does, takes its place, the quota's ticket (`Ok`, if the quota is followed) and
-    /// a rate-limit slot. `Err`: the guard that kept it back (reported by the caller as a
+    /// May a hedge of `criticality` go out at `now`, without waiting? Not while the endpoint
+    /// is held, nor when `breaker` (the endpoint's, if the caller has it) will turn it away,
+    /// nor when client-side throttling turns it away (counted as a request, as a throttled
+    /// attempt is), nor while the server's quota is spent or its pace says wait, nor when the
+    /// adaptive limit has no place free now (a hedge never queues); then it spends from the
+    /// retry budget as a retry does, takes its place, the quota's ticket (`Ok`, if the quota
+    /// is followed) and a rate-limit slot. `Err`: the guard that kept it back (reported by the
+    /// caller as a
     /// skipped hedge, not as a refusal).
     pub(crate) fn let_hedge_out(
         &self,
         now: Instant,
+        criticality: Criticality,
         breaker: Option<&Breaker>,
     ) -> Result<Pass, Guard> {
         if self.held_for(now).is_some() {
@@ -617,6 +625,13 @@ impl Guards {
         }
         if breaker.is_some_and(Breaker::refuses_now) {
             return Err(Guard::Breaker);
+        }
+        // A hedge is a request as any attempt is: throttled first, counted as one if it is
+        // (nothing else is spent for it then).
+        if let Some(throttle) = &self.throttle
+            && throttle.admit(now, criticality).is_err()
+        {
+            return Err(Guard::Throttle);
         }
         // Nothing is spent for a hedge that does not go: the budget is looked at, then a
         // place under the adaptive limit taken if one is free now (a hedge never queues: it
@@ -647,14 +662,14 @@ impl Guards {
         {
             return Err(Guard::RateLimit);
         }
-        // SKELETON: the hedge's throttle is the throttle work's.
-        if budget.is_some_and(|budget| !budget.withdraw(now)) {
+        if budget.is_some_and(|budget| !budget.withdraw(now, criticality)) {
             return Err(Guard::Budget);
         }
         Ok(Pass {
             ticket,
             place,
             throttle: self.throttle.clone(),
+            criticality,
         })
     }
 
@@ -733,12 +748,19 @@ impl Guards {
         }
     }
 
-    /// A retry (or hedge) wants to go at `now`: whether the budget lets it.
-    pub(crate) fn withdraw(&self, now: Instant, policy: Option<&Arc<str>>) -> bool {
+    /// A retry (or resend) of `criticality` wants to go at `now`: whether the budget lets
+    /// it (critical ones may take its last retries, the others may not: see
+    /// [`Criticality::budget_claim`]).
+    pub(crate) fn withdraw(
+        &self,
+        now: Instant,
+        criticality: Criticality,
+        policy: Option<&Arc<str>>,
+    ) -> bool {
         let spent = self
             .budget
             .as_ref()
-            .is_some_and(|budget| !budget.withdraw(now));
+            .is_some_and(|budget| !budget.withdraw(now, criticality));
         if spent {
             telemetry::budget_spent(policy);
         }
@@ -946,5 +968,94 @@ impl GuardRegistry {
             Some(only) => (only.key() == key).then(|| only.clone()),
             None => self.guards.get(key),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overload::pass::Answer;
+
+    /// Guards with client-side throttling alone, for one endpoint.
+    fn throttled_guards() -> Result<Arc<Guards>, String> {
+        let config = GuardsConfig {
+            budget: None,
+            hold_up_to: None,
+            rate: None,
+            bulkhead: None,
+            server_quota: None,
+            adaptive: None,
+            throttle: Some(ThrottleConfig::new()),
+            retry_after_cap: Duration::from_secs(60),
+            shared_rate: false,
+            shared_budget: false,
+            scopes: GuardScopes::default(),
+        };
+        let rule: Arc<str> = Arc::from("default");
+        let registry = GuardRegistry::new(config, 16, None, FixedParts::default(), &rule)
+            .ok_or("no guards")?;
+        Ok(registry.guards_at("http://127.0.0.1:80"))
+    }
+
+    /// A hedge is a request as any attempt is: throttled (and counted as a request) when
+    /// its criticality is, else let out carrying the throttle and its criticality, which
+    /// count it when it ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_hedge_is_throttled_and_counted_as_an_attempt_is() -> Result<(), String> {
+        let now = Instant::now();
+        let guards = throttled_guards()?;
+        let pass = guards
+            .let_hedge_out(now, Criticality::Sheddable, None)
+            .map_err(|guard| format!("kept back by {guard:?}"))?;
+        assert_eq!(pass.criticality, Criticality::Sheddable);
+        let throttle = pass.throttle.clone().ok_or("no throttle in the pass")?;
+        assert_eq!(throttle.counts(now), (0, 0));
+        pass.end(Answer::Accepted);
+        assert_eq!(throttle.counts(now), (1, 1));
+        // Cancelled (dropped without an end), or ended uncounted: nothing.
+        let cancelled = guards.let_hedge_out(now, Criticality::Critical, None);
+        drop(cancelled);
+        let uncounted = guards.let_hedge_out(now, Criticality::Critical, None);
+        uncounted
+            .map_err(|guard| format!("kept back by {guard:?}"))?
+            .end(Answer::Uncounted);
+        assert_eq!(throttle.counts(now), (1, 1));
+
+        for _ in 0..50 {
+            throttle.record(now, Criticality::Default, false);
+        }
+        let kept_back = guards
+            .let_hedge_out(now, Criticality::Sheddable, None)
+            .err();
+        assert_eq!(kept_back, Some(Guard::Throttle));
+        assert_eq!(throttle.counts(now), (52, 1));
+        Ok(())
+    }
+
+    /// A throttled attempt's error says so, with the probability, and names the scope.
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_attempt_fails_with_the_probability() -> Result<(), String> {
+        let now = Instant::now();
+        let guards = throttled_guards()?;
+        let throttle = (guards.throttle(now, Criticality::Default, None))
+            .map_err(|error| error.to_string())?;
+        let throttle = throttle.ok_or("no throttle")?;
+        // 99 rejections: (99 − K / 2 × 0) / (99 + 1).
+        for _ in 0..99 {
+            throttle.record(now, Criticality::Sheddable, false);
+        }
+        let error = guards
+            .throttle(now, Criticality::Sheddable, None)
+            .err()
+            .ok_or("not throttled")?;
+        assert_eq!(error.kind(), ErrorKind::Throttled);
+        let shown = error.to_string();
+        assert!(
+            shown.contains("http://127.0.0.1:80: throttled locally, not sent")
+                && shown.contains("99 % of sheddable attempts")
+                && shown.contains("rejection probability 0.99"),
+            "{shown}"
+        );
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use super::Part;
 use super::adaptive::LimitPermit;
 use super::server_quota::Ticket;
-use super::throttle::Throttle;
+use super::throttle::{Criticality, Throttle};
 use crate::error::Error;
 use crate::outcome::ErrorKind;
 use std::sync::Arc;
@@ -20,6 +20,8 @@ pub(crate) struct Pass {
     pub(crate) ticket: Option<Ticket>,
     pub(crate) place: Option<LimitPermit>,
     pub(crate) throttle: Option<Arc<Part<Throttle>>>,
+    /// The attempt's criticality, which its throttle counts it under.
+    pub(crate) criticality: Criticality,
 }
 
 /// How an attempt ended, as the adaptive limit and the throttle count it: the one rule.
@@ -74,7 +76,7 @@ impl Pass {
         if let Some(throttle) = self.throttle
             && answer != Answer::Uncounted
         {
-            throttle.record(now, answer == Answer::Accepted);
+            throttle.record(now, self.criticality, answer == Answer::Accepted);
         }
     }
 }

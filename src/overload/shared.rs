@@ -14,6 +14,7 @@ use http::HeaderMap;
 use super::hold::Hold;
 use super::rate::{RateLimit, Slot};
 use super::server_quota::{Admit, Place, Quota, QuotaSnapshot, ServerQuota, Ticket};
+use super::throttle::Criticality;
 use crate::retry::RetryBudget;
 
 #[cfg(feature = "redis")]
@@ -202,11 +203,14 @@ impl Budget {
         }
     }
 
-    pub(crate) fn withdraw(&self, now: Instant) -> bool {
+    /// A retry of `criticality` wants to go at `now`: whether the budget lets it (see
+    /// [`Criticality::budget_claim`]).
+    pub(crate) fn withdraw(&self, now: Instant, criticality: Criticality) -> bool {
+        let claim = criticality.budget_claim();
         match self {
-            Budget::Local(budget) => budget.withdraw(now),
+            Budget::Local(budget) => budget.withdraw_claiming(now, claim),
             #[cfg(feature = "redis")]
-            Budget::Shared(budget) => budget.withdraw(now),
+            Budget::Shared(budget) => budget.withdraw_claiming(now, claim),
         }
     }
 

@@ -17,7 +17,7 @@ use crate::extras::Extras;
 use crate::keyed::endpoint_key;
 use crate::overload::adaptive::AdaptiveLimit;
 use crate::overload::bulkhead::Bulkhead;
-use crate::overload::throttle::Throttle;
+use crate::overload::throttle::{Criticality, Throttle};
 use crate::overload::{
     Budget, FixedParts, Fleet, FleetKeys, GuardRegistry, GuardScopes, Guards, GuardsConfig, Held,
     Part, Quotas, Rate, adaptive_part, budget_part, bulkhead_part, hold_part, quota_part,
@@ -90,6 +90,8 @@ pub(crate) struct CompiledPolicy {
     server_series: Option<Arc<ServerSeries>>,
     // The header each attempt's limit goes out in (`propagate_deadline`); `None` when off.
     propagate: Option<Propagate>,
+    // How much its requests matter under overload, unless a request says otherwise.
+    criticality: Criticality,
 }
 
 impl CompiledPolicy {
@@ -151,8 +153,7 @@ impl CompiledPolicy {
             adaptive_concurrency_scope,
             throttle,
             throttle_scope,
-            // Read by `Call::new` (SKELETON: the throttle work wires it).
-            criticality: _,
+            criticality,
             hedge,
             metrics_server_address,
             propagate_deadline,
@@ -335,7 +336,15 @@ impl CompiledPolicy {
             guards,
             server_series,
             propagate,
+            criticality: criticality.unwrap_or_default(),
         })
+    }
+
+    /// How much this policy's requests matter under overload (its `criticality`), unless a
+    /// request says otherwise.
+    #[inline]
+    pub(crate) fn criticality(&self) -> Criticality {
+        self.criticality
     }
 
     /// The `server.address` and `server.port` labels of this policy's metrics, if it has
@@ -407,6 +416,7 @@ impl CompiledPolicy {
             guards: None,
             server_series: None,
             propagate: None,
+            criticality: Criticality::Default,
         }
     }
 
@@ -623,6 +633,10 @@ pub(crate) struct Overrides {
     /// not a policy change, but the one per-request slot the builder carries; taken out
     /// before the call starts.
     pub(crate) body: Option<crate::hook::BodyFactory>,
+    /// The request's criticality ([`RequestBuilder::criticality`](crate::RequestBuilder::criticality)):
+    /// not a policy change either (the call's, set beside the policy it follows), so it
+    /// never makes the request a policy of its own.
+    pub(crate) criticality: Option<Criticality>,
 }
 
 /// The default policy and the endpoint rules, in order.

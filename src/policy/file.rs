@@ -20,8 +20,8 @@ use crate::deadline::DeadlineHeader;
 use crate::error::Error;
 use crate::hedge::HedgeConfig;
 use crate::overload::{
-    AdaptiveConcurrencyConfig, BulkheadConfig, Follow, LimitAlgorithm, QuotaHeaders,
-    RateLimitConfig, ResetFormat, ServerQuotaConfig,
+    AdaptiveConcurrencyConfig, BulkheadConfig, Criticality, Follow, LimitAlgorithm, QuotaHeaders,
+    RateLimitConfig, ResetFormat, ServerQuotaConfig, ThrottleConfig,
 };
 use crate::retry::{BudgetConfig, Jitter};
 
@@ -203,6 +203,9 @@ macro_rules! policy_table {
             propagate_deadline: Option<DeadlineHeader>,
             #[serde(default, deserialize_with = "propagate_deadline_margin")]
             propagate_deadline_margin: Option<Duration>,
+            throttle: Option<RawThrottle>,
+            #[serde(default, deserialize_with = "criticality")]
+            criticality: Option<Criticality>,
         }
 
         impl $name {
@@ -262,16 +265,14 @@ macro_rules! policy_table {
                     server_quota_scope: (self.server_quota.as_ref())
                         .and_then(|q| q.scope.clone()),
                     server_quota: self.server_quota.and_then(RawServerQuota::settings),
-                    // SKELETON: the surface work reads `[….adaptive_concurrency]`,
-                    // `[….throttle]` and `criticality`.
                     adaptive_concurrency_scope: (self.adaptive_concurrency.as_ref())
                         .and_then(|a| a.scope.clone()),
                     adaptive_concurrency: self
                         .adaptive_concurrency
                         .and_then(RawAdaptive::settings),
-                    throttle: None,
-                    throttle_scope: None,
-                    criticality: None,
+                    throttle_scope: self.throttle.as_ref().and_then(|t| t.scope.clone()),
+                    throttle: self.throttle.and_then(RawThrottle::settings),
+                    criticality: self.criticality,
                 }
             }
         }
@@ -487,6 +488,19 @@ struct AdaptiveKeys {
     scope: Option<Scope>,
 }
 
+/// `[….throttle]`: client-side adaptive throttling, `k` (default 2.0) and `window` (default
+/// 2 min); `scope`. A table with only `scope` sets the scope alone, as `[….server_quota]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThrottle {
+    #[serde(default, deserialize_with = "throttle_k")]
+    k: Option<f64>,
+    #[serde(default, deserialize_with = "throttle_window")]
+    window: Option<Duration>,
+    #[serde(default, deserialize_with = "scope")]
+    scope: Option<Scope>,
+}
+
 impl TryFrom<AdaptiveKeys> for RawAdaptive {
     type Error = String;
 
@@ -570,6 +584,30 @@ fn limit_algorithm<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LimitAlgori
     text.parse()
         .map(Some)
         .map_err(|why: String| refused("algorithm", why))
+}
+
+impl RawThrottle {
+    /// The config these keys set, if they set any of it (not `scope` alone); what it leaves
+    /// out takes the library default.
+    fn settings(self) -> Option<ThrottleConfig> {
+        if self.k.is_none() && self.window.is_none() && self.scope.is_some() {
+            return None;
+        }
+        let default = ThrottleConfig::default();
+        Some(
+            ThrottleConfig::new()
+                .k(self.k.unwrap_or(default.k))
+                .window(self.window.unwrap_or(default.window)),
+        )
+    }
+}
+
+/// The policy's `criticality`: `"critical"`, `"default"` or `"sheddable"`.
+fn criticality<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Criticality>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse()
+        .map(Some)
+        .map_err(|why: String| refused("criticality", why))
 }
 
 /// `[….hedge]`: a hedge when an attempt has not answered after `after`, up to `max`
@@ -739,6 +777,8 @@ bounded! {
     long_window("long_window"): u32 = whole(bounds::LONG_WINDOW);
     backoff_ratio("backoff_ratio"): f64 = real(bounds::BACKOFF_RATIO);
     limit_timeout("timeout"): Duration = span(bounds::LIMIT_TIMEOUT);
+    throttle_k("k"): f64 = real(bounds::THROTTLE_K);
+    throttle_window("window"): Duration = span_from(bounds::THROTTLE_WINDOW);
 }
 
 /// `propagate_deadline`: a header name (`"grpc-timeout"` in gRPC's format, any other in
@@ -1543,5 +1583,94 @@ mod tests {
             );
             assert!(shown.contains(table), "{line}\n  got: {shown}");
         }
+    }
+
+    /// Issue 26: `[….throttle]` (`k`, `window`, `scope`) and the policy's `criticality`.
+    #[test]
+    fn throttle_keys_and_criticality_are_read() -> Result<(), Error> {
+        use crate::overload::{Criticality, ThrottleConfig};
+        let file = parse(
+            r#"
+            [default]
+            criticality = "sheddable"
+            [default.throttle]
+            k = 1.5
+            window = "30s"
+            scope = "rule"
+
+            [[endpoint]]
+            name = "payments"
+            match = { host = "pay.example.com" }
+            criticality = "critical"
+            [endpoint.throttle]
+            "#,
+        )?;
+        let config = ThrottleConfig::new().k(1.5).window(Duration::from_secs(30));
+        assert_eq!(file.default.throttle, Some(config));
+        assert_eq!(file.default.throttle_scope, Some(Scope::Rule));
+        assert_eq!(file.default.criticality, Some(Criticality::Sheddable));
+        let rule = file.endpoints.first().map(|(_, _, policy)| policy);
+        // An empty table turns it on with the defaults (K = 2, 2 minutes).
+        assert_eq!(rule.and_then(|p| p.throttle), Some(ThrottleConfig::new()));
+        assert_eq!(
+            rule.and_then(|p| p.criticality),
+            Some(Criticality::Critical)
+        );
+        // `scope` alone sets the scope, and leaves the throttle as it is inherited.
+        let file = parse("[default.throttle]\nscope = \"name:shared\"\n")?;
+        assert_eq!(file.default.throttle, None);
+        assert_eq!(file.default.throttle_scope, Some(Scope::named("shared")?));
+        Ok(())
+    }
+
+    /// Each mistake names the file, the line and the key, and the range.
+    #[test]
+    fn throttle_mistakes_name_the_line_and_the_key() {
+        let cases = [
+            (
+                "[default.throttle]\nk = 0.5",
+                "quota.toml:3: \"k\": ",
+                "[default.throttle]",
+            ),
+            (
+                "[default.throttle]\nk = 11.0",
+                "quota.toml:3: \"k\": ",
+                "[default.throttle]",
+            ),
+            (
+                "[default.throttle]\nwindow = \"100ms\"",
+                "quota.toml:3: \"window\": ",
+                "[default.throttle]",
+            ),
+            (
+                "[default.throttle]\nK = 2.0",
+                "quota.toml:3: unknown key \"K\"",
+                "",
+            ),
+            (
+                "[default]\ncriticality = \"urgent\"",
+                "quota.toml:3: \"criticality\": unknown criticality \"urgent\": expected \
+                 \"critical\", \"default\" or \"sheddable\"",
+                "[default]",
+            ),
+        ];
+        for (lines, want, table) in cases {
+            let text = format!("\n{lines}\n");
+            let shown = parse(&text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                shown.contains(want),
+                "{lines}\n  got: {shown}\n  want: {want}"
+            );
+            assert!(shown.contains(table), "{lines}\n  got: {shown}");
+        }
+        // The range, as the builder says it.
+        let shown = parse("[default.throttle]\nk = 0.5\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(shown.contains("at least 1"), "{shown}");
     }
 }

@@ -94,6 +94,33 @@ pub(crate) struct RetryBudget {
     step_ms: u64,
     /// Instants are kept as milliseconds since this one.
     base: Instant,
+    /// Until which step the retries that keep a share for reserving ones keep it: a window
+    /// after the last reserving retry asked (0: none asked yet). See [`Claim`].
+    reserved_until: AtomicU64,
+}
+
+/// What a retry may take of a budget's allowance (made by
+/// [`Criticality`](crate::overload::Criticality)'s rule): it never takes the last `kept`
+/// millionths of it, nor, for a window after a retry that `reserves` asked for one, the last
+/// `kept_when_reserved`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Claim {
+    pub(crate) kept: u64,
+    pub(crate) kept_when_reserved: u64,
+    pub(crate) reserves: bool,
+}
+
+impl Claim {
+    /// The whole retries of `allowed` this claim may not take, in a window `reserved` or
+    /// not.
+    fn kept(self, allowed: u64, reserved: bool) -> u64 {
+        let share = if reserved {
+            self.kept.max(self.kept_when_reserved)
+        } else {
+            self.kept
+        };
+        kept_back(allowed, share)
+    }
 }
 
 impl RetryBudget {
@@ -120,6 +147,7 @@ impl RetryBudget {
             reserve,
             step_ms,
             base: Instant::now(),
+            reserved_until: AtomicU64::new(0),
         }
     }
 
@@ -138,13 +166,21 @@ impl RetryBudget {
 
     /// A retry or a hedge wants to go out: `true` if the budget had one (now spent), `false`
     /// if it is empty.
+    #[cfg(test)]
     pub(crate) fn withdraw(&self, now: Instant) -> bool {
+        self.withdraw_claiming(now, Claim::default())
+    }
+
+    /// [`withdraw`](Self::withdraw), for a retry that may take what `claim` says: `false`
+    /// once no more than its kept share is left.
+    pub(crate) fn withdraw_claiming(&self, now: Instant, claim: Claim) -> bool {
         let step = self.step(now);
         let allowed = self.allowed(step);
+        let kept = self.kept(step, allowed, claim);
         let slot = self.slot(step);
         loop {
             let word = slot.load(SeqCst);
-            if self.spent(step, word) >= allowed {
+            if self.spent(step, word).saturating_add(kept) >= allowed {
                 return false;
             }
             let next = if tag(word) == tag_of(step) {
@@ -161,6 +197,29 @@ impl RetryBudget {
                 return true;
             }
         }
+    }
+
+    /// The whole retries of the allowance at `step` (`allowed`) that a retry claiming
+    /// `claim` may not take; one that reserves marks the window for the others.
+    fn kept(&self, step: u64, allowed: u64, claim: Claim) -> u64 {
+        if claim.reserves {
+            self.reserved_until
+                .fetch_max(step.saturating_add(u64::from(BUDGET_BUCKETS)), SeqCst);
+        }
+        let reserved = step < self.reserved_until.load(SeqCst);
+        claim.kept(allowed, reserved)
+    }
+
+    /// The whole retries of this budget's allowance at `now` that a retry claiming `claim`
+    /// may not take (marking the window if it reserves): for the fleet's balance, against
+    /// this replica's allowance (the share of the fleet's it sees).
+    #[cfg(feature = "redis")]
+    pub(crate) fn kept_at(&self, now: Instant, claim: Claim) -> u64 {
+        if claim == Claim::default() {
+            return 0;
+        }
+        let step = self.step(now);
+        self.kept(step, self.allowed(step), claim)
     }
 
     /// Whole retries left at `now`.
@@ -231,6 +290,14 @@ impl RetryBudget {
             })
             .sum()
     }
+}
+
+/// The whole retries of an `allowed` many that a withdrawal keeping `keep` millionths of
+/// it may not take (rounded down: a budget of fewer than 10 retries keeps none of them back
+/// at 10 %).
+pub(crate) fn kept_back(allowed: u64, keep: u64) -> u64 {
+    let kept = u128::from(allowed) * u128::from(keep.min(SCALE)) / u128::from(SCALE);
+    u64::try_from(kept).unwrap_or(allowed)
 }
 
 /// A step number's low 32 bits, as kept in a slot.
@@ -433,6 +500,62 @@ mod tests {
         }
         assert_eq!(drain(&budget(f64::NAN, 0, SECOND), now), 0);
         assert_eq!(drain(&budget(7.0, 0, SECOND), now), 0);
+    }
+
+    /// A withdrawal keeping a share back stops while that share is left; one keeping none
+    /// takes it. A share kept only for reserving retries is kept for a window after one
+    /// asked.
+    #[tokio::test(start_paused = true)]
+    async fn a_withdrawal_keeping_a_share_leaves_it_to_others() {
+        // 0 ratio, 10 a second over 10 s: 100 retries.
+        let budget = RetryBudget::new(BudgetConfig::new(0.0, 10, 10 * SECOND));
+        let now = Instant::now();
+        let take = |claim: Claim| {
+            (0..200)
+                .take_while(|_| budget.withdraw_claiming(now, claim))
+                .count()
+        };
+        let tenth = Claim {
+            kept: SCALE / 10,
+            ..Claim::default()
+        };
+        assert_eq!(take(tenth), 90);
+        assert_eq!(budget.available(now), 10);
+        assert_eq!(take(Claim::default()), 10);
+        assert_eq!(kept_back(9, SCALE / 10), 0);
+        assert_eq!(kept_back(100, SCALE / 5), 20);
+        assert_eq!(kept_back(u64::MAX, SCALE * 2), u64::MAX);
+
+        let budget = RetryBudget::new(BudgetConfig::new(0.0, 10, 10 * SECOND));
+        let take = |claim: Claim| {
+            (0..200)
+                .take_while(|_| budget.withdraw_claiming(now, claim))
+                .count()
+        };
+        let polite = Claim {
+            kept_when_reserved: SCALE / 4,
+            ..Claim::default()
+        };
+        let reserving = Claim {
+            reserves: true,
+            ..Claim::default()
+        };
+        // No reserving retry yet: nothing is kept back.
+        assert_eq!(take(polite), 100);
+        // A window later (those retries have left it), one reserving retry: for a window,
+        // the others leave it a quarter.
+        let later = now + 10 * SECOND;
+        assert!(budget.withdraw_claiming(later, reserving));
+        let take_at = |at, claim| {
+            (0..200)
+                .take_while(|_| budget.withdraw_claiming(at, claim))
+                .count()
+        };
+        assert_eq!(take_at(later, polite), 74);
+        assert_eq!(take_at(later, reserving), 25);
+        // A window after the last reserving retry asked, nothing is kept back.
+        let much_later = later + 10 * SECOND;
+        assert_eq!(take_at(much_later, polite), 100);
     }
 
     /// Threads deposit while others withdraw: never a panic, never more retries than the

@@ -112,6 +112,7 @@ mod service;
 
 pub use self::backoff::{Backoff, Jitter};
 pub use budget::BudgetConfig;
+pub(crate) use budget::Claim as BudgetClaim;
 #[doc(hidden)]
 pub use budget::{__bench_budget, BenchBudget};
 #[allow(unused_imports)] // wired by the lead in the next step

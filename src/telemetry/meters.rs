@@ -145,6 +145,7 @@ pub(super) fn attempt(
 
 pub(super) fn call(
     policy: Option<&Arc<str>>,
+    criticality: crate::overload::Criticality,
     method: &'static str,
     server: Option<&ServerLabels>,
     error_type: Option<ErrorType>,
@@ -158,10 +159,14 @@ pub(super) fn call(
         "success"
     };
     let outcome = Label::from_static_parts("outcome", outcome);
-    let mut labels = Vec::with_capacity(capacity(server));
+    let mut labels = Vec::with_capacity(capacity(server) + 1);
     labels.push(policy.clone());
     labels.push(Label::from_static_parts("http.request.method", method));
     labels.push(outcome.clone());
+    labels.push(Label::from_static_parts(
+        "criticality",
+        criticality.as_str(),
+    ));
     if let Some(error_type) = error_type {
         labels.push(Label::new("error.type", error_type_value(error_type)));
     }
@@ -194,6 +199,17 @@ pub(super) fn overload(name: &'static str, policy: Option<&Arc<str>>, guard: Opt
         labels.push(Label::from_static_parts("reason", guard.as_str()));
     }
     metrics::counter!(name, labels).increment(1);
+}
+
+/// An attempt of `criticality` throttled locally: an overload rejection, reason `throttle`,
+/// labelled with its criticality (3 values).
+pub(super) fn throttled(policy: Option<&Arc<str>>, criticality: crate::overload::Criticality) {
+    let labels = vec![
+        policy_label(policy),
+        Label::from_static_parts("reason", Guard::Throttle.as_str()),
+        Label::from_static_parts("criticality", criticality.as_str()),
+    ];
+    metrics::counter!(super::OVERLOAD_REJECTIONS, labels).increment(1);
 }
 
 /// A hedge `outcome`: `sent`, `won` (it answered first), `skipped` (a guard kept it back).

@@ -11,7 +11,9 @@
 //! # Spans (target `resilient_http`, level DEBUG)
 //!
 //! - `request`, one per call, the logical operation (`otel.kind = "internal"`):
-//!   `http.request.method`, `url.full` (redacted), `policy`, and when it ends
+//!   `http.request.method`, `url.full` (redacted), `policy`, `criticality` (`critical`,
+//!   `default` or `sheddable`: see [`Criticality`](crate::overload::Criticality)), and when
+//!   it ends
 //!   `http.response.status_code`, `error.type`, `attempts`, `duration_ms`.
 //! - `attempt`, a child per attempt (hedges included), following OpenTelemetry's HTTP client
 //!   span: `otel.name` (the method, `"GET"`, or `"HTTP"` for a non-standard one: no
@@ -121,7 +123,7 @@
 //!
 //! | name | type | labels |
 //! |---|---|---|
-//! | [`REQUESTS`] | counter | `policy`, `http.request.method`, `outcome` (`success`/`error`), `error.type` on errors; `server.address`, `server.port` if the policy [asks](#server-labels) (so too the next four) |
+//! | [`REQUESTS`] | counter | `policy`, `http.request.method`, `outcome` (`success`/`error`), `criticality` (`critical`/`default`/`sheddable`), `error.type` on errors; `server.address`, `server.port` if the policy [asks](#server-labels) (so too the next four) |
 //! | [`REQUEST_DURATION`] | histogram (seconds) | `policy`, `outcome` |
 //! | [`REQUEST_ATTEMPTS`] | histogram | `policy` |
 //! | [`ATTEMPTS`] | counter | `policy`, `http.request.method`, `http.response.status_code` and/or `error.type` |
@@ -131,7 +133,7 @@
 //! | [`BREAKER_REJECTIONS`] | counter | `breaker` (the breaker key, or `_OTHER` beyond `max_breakers`) |
 //! | [`BREAKER_STATE`] | gauge | `breaker` (only breakers with a label of their own); 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed |
 //! | [`OVERLOAD_WAITS`] | counter | `policy`, `reason`: `retry_after`, `server_quota` and `rate_limit` (an attempt waited, as the `request delayed` event), `bulkhead` (a call queued), `adaptive_concurrency` (an attempt queued under the adaptive limit) |
-//! | [`OVERLOAD_REJECTIONS`] | counter | `policy`, `reason`: `retry_after`, `server_quota` and `rate_limit` (kind `RateLimited`), `bulkhead` (`BulkheadFull`, at once or after queueing), `adaptive_concurrency` (`BulkheadFull` naming the adaptive limit), `budget` (a retry the budget refused: `BudgetExhausted`, also in [`GIVE_UPS`] as `budget_exhausted`) |
+//! | [`OVERLOAD_REJECTIONS`] | counter | `policy`, `reason`: `retry_after`, `server_quota` and `rate_limit` (kind `RateLimited`), `bulkhead` (`BulkheadFull`, at once or after queueing), `adaptive_concurrency` (`BulkheadFull` naming the adaptive limit), `budget` (a retry the budget refused: `BudgetExhausted`, also in [`GIVE_UPS`] as `budget_exhausted`), `throttle` (an attempt throttled locally: `Throttled`, with a `criticality` label) |
 //! | [`OVERLOAD_HOLDS`] | counter | `policy`: endpoints that became held at their server's request (a `Retry-After`, or the quota it advertises spent) |
 //! | [`HEDGES`] | counter | `policy`, `outcome`: `sent`, `won` (the call's answer came from a hedge), `skipped` (due, but kept back: see [`hedge`](crate::hedge)) |
 //! | [`ENDPOINTS_OVER_BOUND`] | counter | `map`: `breakers` or `overload_guards`; an endpoint added past `max_breakers` because every one kept was busy (see the `endpoint map over its bound` event) |

@@ -10,6 +10,7 @@ use tracing::field::{Empty, display};
 use super::overload::Guard;
 use super::{ErrorType, outcome_of};
 use crate::error::Error;
+use crate::overload::Criticality;
 use crate::redact::DisplayUrl;
 
 /// Watches one call. Without a DEBUG subscriber and without the `metrics` feature it is one
@@ -22,6 +23,9 @@ pub(crate) struct Observer {
     /// The call's `server.address` and `server.port` labels, if its policy adds them.
     #[cfg(feature = "metrics")]
     server: Option<Arc<super::servers::ServerLabels>>,
+    /// The call's criticality, its requests' `criticality` label.
+    #[cfg(feature = "metrics")]
+    criticality: Criticality,
 }
 
 struct Spans {
@@ -47,6 +51,7 @@ impl Observer {
     pub(crate) fn new(
         request: &reqwest::Request,
         policy: Option<&Arc<str>>,
+        criticality: Criticality,
         exchanges: bool,
         servers: Option<&super::ServerSeries>,
     ) -> Self {
@@ -57,6 +62,7 @@ impl Observer {
             http.request.method = %request.method(),
             url.full = %DisplayUrl(request.url()),
             policy = policy_name(policy),
+            criticality = criticality.as_str(),
             http.response.status_code = Empty,
             error.type = Empty,
             attempts = Empty,
@@ -77,6 +83,8 @@ impl Observer {
             method: super::method(request.method()),
             #[cfg(feature = "metrics")]
             server: servers.map(|servers| servers.labels(request.url())),
+            #[cfg(feature = "metrics")]
+            criticality,
         }
     }
 
@@ -189,6 +197,7 @@ impl Observer {
         #[cfg(feature = "metrics")]
         super::meters::call(
             policy,
+            self.criticality,
             self.method,
             self.server.as_deref(),
             error_type,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::observer::{millis, policy_name};
+use crate::overload::Criticality;
 
 /// Which guard held a call back or turned it away: the `reason` of the events and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,6 +199,27 @@ pub(crate) fn limit_changed(endpoint: &str, policy: Option<&Arc<str>>, old: u32,
         policy = policy_name(policy),
         "adaptive concurrency limit changed"
     );
+}
+
+/// An attempt of `criticality` to `endpoint` was throttled locally, with `probability`.
+/// Its event is DEBUG (a throttled dependency throttles many); the call's end says the
+/// rest (`retry skipped`, reason `throttled`).
+pub(crate) fn throttled(
+    endpoint: &str,
+    policy: Option<&Arc<str>>,
+    criticality: Criticality,
+    probability: f64,
+) {
+    tracing::debug!(
+        endpoint,
+        reason = Guard::Throttle.as_str(),
+        criticality = criticality.as_str(),
+        probability,
+        policy = policy_name(policy),
+        "request rejected: throttled"
+    );
+    #[cfg(feature = "metrics")]
+    super::meters::throttled(policy, criticality);
 }
 
 /// The retry budget refused a retry. Its event is the call's `retry skipped` (reason
