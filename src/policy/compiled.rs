@@ -17,7 +17,7 @@ use crate::extras::Extras;
 use crate::keyed::endpoint_key;
 use crate::overload::adaptive::AdaptiveLimit;
 use crate::overload::bulkhead::Bulkhead;
-use crate::overload::throttle::Throttle;
+use crate::overload::throttle::{Criticality, Throttle};
 use crate::overload::{
     Budget, FixedParts, Fleet, FleetKeys, GuardRegistry, GuardScopes, Guards, GuardsConfig, Held,
     Part, Quotas, Rate, adaptive_part, budget_part, bulkhead_part, hold_part, quota_part,
@@ -90,6 +90,8 @@ pub(crate) struct CompiledPolicy {
     server_series: Option<Arc<ServerSeries>>,
     // The header each attempt's limit goes out in (`propagate_deadline`); `None` when off.
     propagate: Option<Propagate>,
+    // How much its requests matter under overload, unless a request says otherwise.
+    criticality: Criticality,
 }
 
 impl CompiledPolicy {
@@ -152,7 +154,7 @@ impl CompiledPolicy {
             throttle,
             throttle_scope,
             // Read by `Call::new` (SKELETON: the throttle work wires it).
-            criticality: _,
+            criticality,
             hedge,
             metrics_server_address,
             propagate_deadline,
@@ -335,6 +337,7 @@ impl CompiledPolicy {
             guards,
             server_series,
             propagate,
+            criticality: criticality.unwrap_or_default(),
         })
     }
 
@@ -407,6 +410,7 @@ impl CompiledPolicy {
             guards: None,
             server_series: None,
             propagate: None,
+            criticality: Criticality::Default,
         }
     }
 
@@ -451,6 +455,12 @@ impl CompiledPolicy {
         };
         let guards = self.guards.as_ref().map(|guards| guards.guards_at(&key));
         (breaker, guards)
+    }
+
+    /// How much this policy's requests matter under overload (a request's own wins).
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) fn criticality(&self) -> Criticality {
+        self.criticality
     }
 
     /// The endpoints' overload guards under this policy; `None` when it turns none on.
