@@ -431,6 +431,7 @@ async fn throttling() -> Result<(), Box<dyn std::error::Error>> {
     );
     let dependency = Dependency::start().await?;
     let key = format!("http://{}", dependency.addr);
+    let scope = Scope::named("limited")?;
     for throttled in [false, true] {
         // One attempt, no breaker (it would stop the calls by itself): throttling alone. One
         // throttle for the dependency's host, shared by three rules: reports are sheddable,
@@ -444,7 +445,7 @@ async fn throttling() -> Result<(), Box<dyn std::error::Error>> {
                 let window = Duration::from_secs(2);
                 policy
                     .throttle(ThrottleConfig::new().k(2.0).window(window))
-                    .throttle_scope(Scope::named("limited").expect("a valid name"))
+                    .throttle_scope(scope.clone())
             } else {
                 policy
             }
