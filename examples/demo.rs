@@ -349,7 +349,7 @@ async fn adaptive_concurrency() -> Result<(), Box<dyn std::error::Error>> {
     for adaptive in [false, true] {
         let policy = EndpointPolicy::new().max_attempts(1);
         let policy = if adaptive {
-            let limit = AdaptiveConcurrencyConfig::gradient2()
+            let limit = AdaptiveConcurrencyConfig::default()
                 .initial(20)
                 .min(2)
                 .max(64);

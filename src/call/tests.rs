@@ -1844,11 +1844,14 @@ struct Fuzzed {
     unended: u64,
 }
 
-/// 8 calls at once per batch, under an adaptive limit pinned to 4 places (a queue of up to
-/// 1 s), throttling (K = 5), 3 attempts and one hedge after 100 ms; answers 200 (60 %),
-/// 404 (25 %) or 503 (15 %) after up to 300 ms. Each call is dropped before its first poll
-/// (1 in 10), at a random time in its first 800 ms (6 in 10), or runs to its end. Each
-/// batch's policies are new, so that each batch's counts are its own.
+/// Batches of 8 calls, under an adaptive limit pinned to 4 places (a queue of up to 1 s),
+/// throttling (K = 10), 3 attempts and one hedge after 100 ms; answers 200 (60 %), 404
+/// (25 %) or 503 (15 %) after up to 300 ms. Each batch's policies are new, so that each
+/// batch's counts are its own. Its first call runs alone to a 200, so that its throttle
+/// starts with an accept: with K = 10, nothing is throttled afterwards unless ten times
+/// more is rejected than accepted (a hedge kept back by the throttle would count as a
+/// request unseen here). The 7 others run at once, each dropped before its first poll (1 in
+/// 10), at a random time in its first 800 ms (6 in 10), or run to their end.
 async fn fuzz_cancellation(calls: u64, seed: u64) -> Fuzzed {
     use crate::overload::{AdaptiveConcurrencyConfig, ThrottleConfig};
 
@@ -1863,13 +1866,14 @@ async fn fuzz_cancellation(calls: u64, seed: u64) -> Fuzzed {
         .queue_timeout(secs(1));
     let policy = EndpointPolicy::new()
         .adaptive_concurrency(limit)
-        .throttle(ThrottleConfig::new().k(5.0));
+        .throttle(ThrottleConfig::new().k(10.0));
     let url: url::Url = "http://api.test/a".parse().unwrap();
     let key = crate::keyed::endpoint_key(&url).into_owned();
     for _ in 0..calls.div_ceil(BATCH) {
         // Enough replies for every attempt and hedge of the batch; each one's code, in order.
         let codes: Vec<u16> = (0..BATCH * 6)
-            .map(|_| match rng.u8(..100) {
+            .map(|i| match rng.u8(..100) {
+                _ if i == 0 => 200,
                 0..60 => 200,
                 60..85 => 404,
                 _ => 503,
@@ -1878,8 +1882,12 @@ async fn fuzz_cancellation(calls: u64, seed: u64) -> Fuzzed {
         let script =
             Script::new((codes.iter()).map(|&code| status(code).after(ms(rng.u64(..=300)))));
         let policies = policies(guarded(policy.clone()).retry(hedged.clone()));
+        fuzzed.calls += 1;
+        if let Err(error) = get(&script, &policies).await {
+            fuzzed.throttled += u64::from(error.kind() == ErrorKind::Throttled);
+        }
         let mut runs = Vec::new();
-        for _ in 0..BATCH {
+        for _ in 1..BATCH {
             let call = get(&script, &policies);
             fuzzed.calls += 1;
             match rng.u8(..10) {

@@ -205,8 +205,8 @@
 //! queueing a dependency does when it is past its capacity shows as latency before it shows as
 //! errors), and with the answers that say it is overloaded (a 429, 503 or 504, a refused
 //! connection, an attempt timeout).
-//! [`AdaptiveConcurrencyConfig`](crate::overload::AdaptiveConcurrencyConfig) chooses how:
-//! Gradient2 (the default) or AIMD.
+//! [`AdaptiveConcurrencyConfig`](crate::overload::AdaptiveConcurrencyConfig) chooses how
+//! (`algorithm`: Vegas, Gradient2 or AIMD).
 //!
 //! It limits **attempts in flight** per scope (the endpoint key by default; `scope` as for the
 //! other guards): retries and hedges take places too, and an attempt holds its place only
@@ -231,7 +231,7 @@
 //!         "inventory",
 //!         Matcher::new().host("inventory.internal")?,
 //!         EndpointPolicy::new().adaptive_concurrency(
-//!             AdaptiveConcurrencyConfig::gradient2()
+//!             AdaptiveConcurrencyConfig::default()
 //!                 .initial(20)
 //!                 .min(2)
 //!                 .max(200)
@@ -244,20 +244,27 @@
 //! # }
 //! ```
 //!
-//! The same in a policy file (`algorithm = "gradient2" | "aimd"`; each algorithm's own knobs
-//! are on [`AdaptiveConcurrencyConfig`](crate::overload::AdaptiveConcurrencyConfig)):
+//! The same in a policy file (`algorithm = "vegas" | "gradient2" | "aimd"`; each
+//! algorithm's own knobs are on
+//! [`AdaptiveConcurrencyConfig`](crate::overload::AdaptiveConcurrencyConfig)):
 //!
-//! ```toml
+//! ```ignore
+//! # fn main() -> Result<(), resilient_http::Error> {
+//! # let client = resilient_http::Client::builder().config_toml(r#"
 //! [[endpoint]]
 //! name = "inventory"
 //! match = { host = "inventory.internal" }
 //! [endpoint.adaptive_concurrency]
-//! algorithm = "gradient2"
+//! algorithm = "vegas"
 //! initial = 20
 //! min = 2
 //! max = 200
 //! queue_timeout = "500ms"
 //! scope = "host"               # "host" | "rule" | "name:<name>"
+//! # "#).build()?;
+//! # let _ = client;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! What to watch: [`OverloadHandle::adaptive_limit`](crate::overload::OverloadHandle::adaptive_limit)
@@ -294,9 +301,10 @@
 //! `sheddable`, its policy's (`criticality = ".."`,
 //! [`EndpointPolicy::criticality`](crate::policy::EndpointPolicy::criticality)) unless the
 //! request sets its own (`.criticality(..)` on the client's request builder; through
-//! `ResilientMiddleware`, a `Criticality` in the request's extensions). Throttling sheds
-//! sheddable work first and critical work last, and the retry budget keeps its last retries
-//! for critical requests.
+//! `ResilientMiddleware`, a `Criticality` in the request's extensions; a user's tower stack
+//! of `ResilientLayer` uses the policy's, as a `reqwest::Request` carries no extensions).
+//! Throttling sheds sheddable work first and critical work last, and the retry budget keeps
+//! its last retries for critical requests.
 //!
 //! ```
 //! use resilient_http::Client;
@@ -319,7 +327,9 @@
 //!
 //! The same in a policy file:
 //!
-//! ```toml
+//! ```ignore
+//! # fn main() -> Result<(), resilient_http::Error> {
+//! # let client = resilient_http::Client::builder().config_toml(r#"
 //! [default.throttle]
 //! k = 2.0
 //! window = "2m"
@@ -329,6 +339,10 @@
 //! name = "recommendations"
 //! match = { path = "/recommendations*" }
 //! criticality = "sheddable"    # "critical" | "default" | "sheddable"
+//! # "#).build()?;
+//! # let _ = client;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! What to watch: [`OverloadHandle::throttle_probability`](crate::overload::OverloadHandle::throttle_probability)

@@ -65,7 +65,7 @@ use super::throttle::Criticality;
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let server = FaultServer::start().await?;
 /// let policy = EndpointPolicy::new()
-///     .adaptive_concurrency(AdaptiveConcurrencyConfig::gradient2().initial(10).min(2).max(50))
+///     .adaptive_concurrency(AdaptiveConcurrencyConfig::default().initial(10).min(2).max(50))
 ///     .throttle(ThrottleConfig::new());
 /// let client = Client::builder().default_policy(policy).build()?;
 /// client.get(server.url("/")).send().await?;

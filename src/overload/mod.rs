@@ -22,7 +22,7 @@
 //!   names), held or paced before the server has to answer 429: on by default,
 //!   [`ServerQuotaConfig`], read from [`QuotaHeaders`].
 //! - An adaptive limit on the attempts in flight, found from the latency the dependency
-//!   shows (Gradient2 or AIMD), with a first-come-first-served queue:
+//!   shows (Vegas, Gradient2 or AIMD), with a first-come-first-served queue:
 //!   [`AdaptiveConcurrencyConfig`], [`LimitAlgorithm`].
 //! - Client-side adaptive throttling (Google SRE book): attempts turned away locally while
 //!   the dependency rejects more than it accepts, sheddable work first: [`ThrottleConfig`],
