@@ -513,8 +513,9 @@ async fn throttling() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!(
-        "(with throttling, what reaches the dependency stays near K = 2 times what it accepts instead of \
-         everything offered, and sheddable work is shed first)"
+        "(with throttling, what reaches the dependency falls towards K = 2 times what it accepts once the first \
+         window has passed, instead of everything offered; what the dependency accepts goes to critical work \
+         first, and sheddable work is shed first)"
     );
     Ok(())
 }
