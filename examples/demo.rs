@@ -2,11 +2,21 @@
 //!
 //! Run it with `cargo run --example demo`.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use resilient_http::breaker::BreakerConfig;
 use resilient_http::hedge::HedgeConfig;
-use resilient_http::policy::EndpointPolicy;
+use resilient_http::overload::{AdaptiveConcurrencyConfig, Criticality, ThrottleConfig};
+use resilient_http::policy::{EndpointPolicy, Matcher, Scope};
 use resilient_http::retry::{RetryHistory, RetryPolicy};
 use resilient_http::testkit::{ClosedPort, FaultServer, Reply};
 use resilient_http::{Client, Error, ErrorKind};
@@ -303,6 +313,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "(a call that finds the quota spent waits for its reset, as for a Retry-After; none drew a 429)"
     );
 
+    adaptive_concurrency().await?;
+    throttling().await?;
+
     println!(
         "\nthe server saw: /inventory {}x, /orders/7 {}x, /report {}x, /export {}x, /pay {}x, /pay-keyed {}x, /search {}x, /batch {}x, /quotes {}x",
         server.hits("/inventory"),
@@ -322,6 +335,310 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         server.hits("/feed"),
     );
     Ok(())
+}
+
+/// Section 14: 64 callers against a dependency whose latency grows past its capacity; the
+/// adaptive limit settles near that capacity, and the dependency's queue with it.
+async fn adaptive_concurrency() -> Result<(), Box<dyn std::error::Error>> {
+    section(
+        "14. A dependency whose latency grows with its load (capacity 8 at 20 ms): 64 callers, without and with an adaptive limit",
+    );
+    let dependency = Dependency::start().await?;
+    let url = format!("http://{}/work", dependency.addr);
+    let key = format!("http://{}", dependency.addr);
+    for adaptive in [false, true] {
+        let policy = EndpointPolicy::new().max_attempts(1);
+        let policy = if adaptive {
+            let limit = AdaptiveConcurrencyConfig::default()
+                .initial(20)
+                .min(2)
+                .max(64);
+            policy.adaptive_concurrency(limit)
+        } else {
+            policy
+        };
+        let client = Client::builder().default_policy(policy).build()?;
+        let label = if adaptive {
+            "adaptive limit"
+        } else {
+            "no limit"
+        };
+        dependency.reset();
+        let run = Duration::from_secs(if adaptive { 4 } else { 1 });
+        let stop = tokio::time::Instant::now() + run;
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..64 {
+            let (client, url) = (client.clone(), url.clone());
+            callers.spawn(async move {
+                let mut waited = Vec::new();
+                while tokio::time::Instant::now() < stop {
+                    let started = tokio::time::Instant::now();
+                    if client.get(&url).send().await.is_ok() {
+                        waited.push(started.elapsed());
+                    }
+                }
+                waited
+            });
+        }
+        let started = tokio::time::Instant::now();
+        while tokio::time::Instant::now() < stop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let guards = client.overload("default", &key);
+            let limit = match guards.as_ref().and_then(|g| g.adaptive_limit()) {
+                Some(limit) => format!(
+                    "limit {limit}, {} attempts under it, {} queueing; ",
+                    guards
+                        .as_ref()
+                        .and_then(|g| g.adaptive_in_flight())
+                        .unwrap_or(0),
+                    guards
+                        .as_ref()
+                        .and_then(|g| g.adaptive_waiting())
+                        .unwrap_or(0),
+                ),
+                None => String::new(),
+            };
+            println!(
+                "  {label} at {:.1?}: {limit}the dependency has {} in flight",
+                started.elapsed(),
+                dependency.in_flight.load(Relaxed),
+            );
+        }
+        let mut waited: Vec<Duration> = callers.join_all().await.concat();
+        let took = started.elapsed();
+        println!(
+            "  {label}: {:.0} requests/s; p99 at the dependency {:.0?} (unloaded: 20 ms), at the callers {:.0?}; at most {} in flight at the dependency",
+            waited.len() as f64 / took.as_secs_f64(),
+            p99(&mut dependency.latencies()),
+            p99(&mut waited),
+            dependency.peak.load(Relaxed),
+        );
+    }
+    println!(
+        "(the limit is found from the latency alone: nobody told the client the capacity. The callers wait as long \
+         either way, 64 of them sharing 400 answers a second; with the limit they wait in the client, where a \
+         deadline or a bulkhead can act on it, instead of in the dependency's queue)"
+    );
+    Ok(())
+}
+
+/// Section 15: a dependency that accepts 10 requests a second and rejects the rest with
+/// 503, offered 100 a second: client-side throttling keeps what reaches it near K times what
+/// it accepts, critical work first.
+async fn throttling() -> Result<(), Box<dyn std::error::Error>> {
+    section(
+        "15. A dependency that accepts 10 requests/s and answers 503 beyond: 100 requests/s offered, without and with client-side throttling",
+    );
+    let dependency = Dependency::start().await?;
+    let key = format!("http://{}", dependency.addr);
+    let scope = Scope::named("limited")?;
+    for throttled in [false, true] {
+        // One attempt, no breaker (it would stop the calls by itself): throttling alone. One
+        // throttle for the dependency's host, shared by three rules: reports are sheddable,
+        // checkouts critical, the rest default.
+        let policy = |criticality| {
+            let policy = EndpointPolicy::new()
+                .max_attempts(1)
+                .breaker_enabled(false)
+                .criticality(criticality);
+            if throttled {
+                let window = Duration::from_secs(2);
+                policy
+                    .throttle(ThrottleConfig::new().k(2.0).window(window))
+                    .throttle_scope(scope.clone())
+            } else {
+                policy
+            }
+        };
+        let client = Client::builder()
+            .default_policy(policy(Criticality::Default))
+            .endpoint(
+                "reports",
+                Matcher::new().path("/limited/reports"),
+                policy(Criticality::Sheddable),
+            )
+            .endpoint(
+                "checkout",
+                Matcher::new().path("/limited/checkout"),
+                policy(Criticality::Critical),
+            )
+            .build()?;
+        let label = if throttled {
+            "throttling"
+        } else {
+            "no throttling"
+        };
+        dependency.reset();
+        let mut sent = tokio::task::JoinSet::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let seconds = if throttled { 4 } else { 1 };
+        for n in 0..seconds * 100 {
+            tick.tick().await;
+            let path = ["/limited/reports", "/limited/other", "/limited/checkout"][n % 3];
+            let (caller, url) = (client.clone(), format!("http://{}{path}", dependency.addr));
+            sent.spawn(async move { (path, caller.get(url).send().await) });
+            if n % 100 == 99 {
+                let guards = client.overload("default", &key);
+                let probability = |criticality| {
+                    (guards.as_ref())
+                        .and_then(|g| g.throttle_probability(criticality))
+                        .map_or("-".to_owned(), |p| format!("{:.0} %", p * 100.0))
+                };
+                println!(
+                    "  {label} after {} s: {} offered, {} reached the dependency, {} accepted; \
+                     throttled with probability {} (sheddable), {} (default), {} (critical)",
+                    n / 100 + 1,
+                    n + 1,
+                    dependency.hits.load(Relaxed),
+                    dependency.accepted.load(Relaxed),
+                    probability(Criticality::Sheddable),
+                    probability(Criticality::Default),
+                    probability(Criticality::Critical),
+                );
+            }
+        }
+        let mut outcomes = std::collections::BTreeMap::<&str, [u32; 3]>::new();
+        for (path, result) in sent.join_all().await {
+            let counts = outcomes.entry(path).or_default();
+            match result {
+                Ok(_) => counts[0] += 1,
+                Err(err) if err.kind() == ErrorKind::Throttled => counts[2] += 1,
+                Err(_) => counts[1] += 1,
+            }
+        }
+        for (path, [ok, rejected, throttled]) in outcomes {
+            println!(
+                "    {path}: {ok} ok, {rejected} rejected by the dependency, {throttled} throttled locally"
+            );
+        }
+    }
+    println!(
+        "(with throttling, what reaches the dependency falls towards K = 2 times what it accepts once the first \
+         window has passed, instead of everything offered; what the dependency accepts goes to critical work \
+         first, and sheddable work is shed first)"
+    );
+    Ok(())
+}
+
+/// A loopback dependency with two routes: `/work`, whose latency is 20 ms while it has at
+/// most 8 requests in flight and grows in proportion beyond (`20 ms × in_flight / 8`), and
+/// `/limited/...`, which accepts 10 requests a second and answers 503 beyond.
+struct Dependency {
+    addr: SocketAddr,
+    in_flight: Arc<AtomicU32>,
+    peak: Arc<AtomicU32>,
+    hits: Arc<AtomicU64>,
+    accepted: Arc<AtomicU64>,
+    // The limited route's window: the second (since the start) in the high half, what it
+    // accepted in that second in the low half.
+    window: Arc<AtomicU64>,
+    // How long each `/work` request took at the dependency.
+    latencies: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl Dependency {
+    async fn start() -> std::io::Result<Dependency> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let dependency = Dependency {
+            addr: listener.local_addr()?,
+            in_flight: Arc::default(),
+            peak: Arc::default(),
+            hits: Arc::default(),
+            accepted: Arc::default(),
+            window: Arc::default(),
+            latencies: Arc::default(),
+        };
+        let shared = dependency.shared();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            while let Ok((stream, _)) = listener.accept().await {
+                let shared = shared.shared();
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let shared = shared.shared();
+                    let path = request.uri().path().to_owned();
+                    async move { Ok::<_, Infallible>(shared.answer(&path, start).await) }
+                });
+                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+            }
+        });
+        Ok(dependency)
+    }
+
+    /// Another handle on the same counters.
+    fn shared(&self) -> Dependency {
+        Dependency {
+            addr: self.addr,
+            in_flight: self.in_flight.clone(),
+            peak: self.peak.clone(),
+            hits: self.hits.clone(),
+            accepted: self.accepted.clone(),
+            window: self.window.clone(),
+            latencies: self.latencies.clone(),
+        }
+    }
+
+    /// How long each `/work` request took at the dependency, since the last reset.
+    fn latencies(&self) -> Vec<Duration> {
+        self.latencies.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    fn reset(&self) {
+        for counter in [&self.hits, &self.accepted, &self.window] {
+            counter.store(0, Relaxed);
+        }
+        self.peak.store(0, Relaxed);
+        if let Ok(mut latencies) = self.latencies.lock() {
+            latencies.clear();
+        }
+    }
+
+    async fn answer(
+        &self,
+        path: &str,
+        start: tokio::time::Instant,
+    ) -> hyper::Response<Full<Bytes>> {
+        let status = if path == "/work" {
+            let in_flight = self.in_flight.fetch_add(1, Relaxed) + 1;
+            self.peak.fetch_max(in_flight, Relaxed);
+            let latency = Duration::from_millis(20) * in_flight.max(8) / 8;
+            tokio::time::sleep(latency).await;
+            self.in_flight.fetch_sub(1, Relaxed);
+            if let Ok(mut latencies) = self.latencies.lock() {
+                latencies.push(latency);
+            }
+            200
+        } else {
+            self.hits.fetch_add(1, Relaxed);
+            let second = start.elapsed().as_secs();
+            let accept = self
+                .window
+                .fetch_update(Relaxed, Relaxed, |word| {
+                    let (at, taken) = (word >> 32, word & 0xffff_ffff);
+                    match (at == second, taken < 10) {
+                        (false, _) => Some(second << 32 | 1),
+                        (true, true) => Some(word + 1),
+                        (true, false) => None,
+                    }
+                })
+                .is_ok();
+            if accept {
+                self.accepted.fetch_add(1, Relaxed);
+                200
+            } else {
+                503
+            }
+        };
+        let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+        *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+        response
+    }
+}
+
+/// The 99th percentile of `latencies`.
+fn p99(latencies: &mut [Duration]) -> Duration {
+    latencies.sort();
+    let at = (latencies.len() * 99 / 100).min(latencies.len().saturating_sub(1));
+    latencies.get(at).copied().unwrap_or_default()
 }
 
 /// Requests the demo's outage sends, 16 at a time.

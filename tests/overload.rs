@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use resilient_http::breaker::{BreakerConfig, State, Window};
 use resilient_http::hedge::HedgeConfig;
-use resilient_http::overload::{BulkheadConfig, RateLimitConfig, ServerQuotaConfig};
+use resilient_http::overload::{BulkheadConfig, Criticality, RateLimitConfig, ServerQuotaConfig};
 use resilient_http::policy::EndpointPolicy;
 use resilient_http::retry::BudgetConfig;
 use resilient_http::testkit::{FaultServer, Reply};
@@ -1672,4 +1672,101 @@ async fn a_busy_bulkhead_serves_in_turn_through_the_client() {
 #[tokio::test(start_paused = true)]
 async fn a_busy_bulkhead_serves_in_turn_through_the_middleware() {
     a_busy_bulkhead_serves_in_turn(Via::Middleware).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The adaptive limit and throttling, as `Client::overload` shows them (issue 26)
+// ---------------------------------------------------------------------------------------
+
+/// An adaptive limit pinned to two places (min = max = 2), five calls at once to a server
+/// that answers in 200 ms: mid-way the handle shows two attempts under the limit and three
+/// queueing, and the server has seen two; at the end, none of either.
+#[tokio::test(start_paused = true)]
+async fn the_handle_shows_the_attempts_under_the_adaptive_limit_and_queueing() {
+    use resilient_http::overload::AdaptiveConcurrencyConfig;
+
+    let server = FaultServer::start().await.unwrap();
+    server.script("/slow", [Reply::ok("x").delay(Duration::from_millis(200))]);
+    let limit = AdaptiveConcurrencyConfig::aimd().initial(2).min(2).max(2);
+    let client = builder(1, EndpointPolicy::new().adaptive_concurrency(limit))
+        .build()
+        .unwrap();
+    let key = format!("http://{}", server.addr());
+    let mut calls = JoinSet::new();
+    for _ in 0..5 {
+        let (client, url) = (client.clone(), server.url("/slow"));
+        calls.spawn(async move { client.get(url).send().await.map(|r| r.status()) });
+    }
+    sleep(Duration::from_millis(100)).await;
+    let guards = client.overload("default", &key).unwrap();
+    assert_eq!(guards.adaptive_limit(), Some(2));
+    assert_eq!(
+        (guards.adaptive_in_flight(), guards.adaptive_waiting()),
+        (Some(2), Some(3))
+    );
+    assert_eq!(server.hits("/slow"), 2);
+    while let Some(call) = calls.join_next().await {
+        assert_eq!(call.unwrap().unwrap(), 200);
+    }
+    assert_eq!(
+        (guards.adaptive_in_flight(), guards.adaptive_waiting()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(server.hits("/slow"), 5);
+    assert_eq!(guards.throttle_requests(), None, "no throttling configured");
+    assert_eq!(guards.throttle_probability(Criticality::Default), None);
+}
+
+/// Throttling's window as the handle shows it: three accepts (a 200, a 404, a 500) and two
+/// rejections (a 503, a 429) are five requests and three accepts; with K = 2 nothing is
+/// throttled (5 < 2 × 3); three more 503s make eight requests, and the probability
+/// `(8 − 2 × 3) / 9` for `default`.
+#[tokio::test(start_paused = true)]
+async fn the_handle_shows_the_throttles_window_and_probability() {
+    use resilient_http::overload::ThrottleConfig;
+
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/mixed",
+        [
+            Reply::ok("x"),
+            Reply::status(404),
+            Reply::status(500),
+            Reply::status(503),
+            Reply::status(429),
+            Reply::status(503),
+        ],
+    );
+    let client = builder(
+        1,
+        EndpointPolicy::new().throttle(ThrottleConfig::new().k(2.0)),
+    )
+    .build()
+    .unwrap();
+    let url = server.url("/mixed");
+    for _ in 0..5 {
+        let _ = client.get(&url).send().await;
+    }
+    let guards = client
+        .overload("default", &format!("http://{}", server.addr()))
+        .unwrap();
+    assert_eq!(
+        (guards.throttle_requests(), guards.throttle_accepts()),
+        (Some(5), Some(3))
+    );
+    assert_eq!(guards.throttle_probability(Criticality::Default), Some(0.0));
+    for _ in 0..3 {
+        let _ = client.get(&url).send().await;
+    }
+    // The probability was 0, 0, then (7 − 2 × 3) / 8 before the last, which may have been
+    // throttled: a request either way.
+    assert_eq!(guards.throttle_requests(), Some(8));
+    assert_eq!(guards.throttle_accepts(), Some(3));
+    let p = guards.throttle_probability(Criticality::Default).unwrap();
+    assert!((p - 2.0 / 9.0).abs() < 1e-9, "{p}");
+    assert_eq!(
+        guards.adaptive_limit(),
+        None,
+        "no adaptive limit configured"
+    );
 }

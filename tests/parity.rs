@@ -25,11 +25,12 @@
 //! breaker that opens on one counted failure: `circuit_open`, or another try at the server.
 //!
 //! The overload guards (retry budget, `Retry-After` holds, the server's quota, rate limit,
-//! bulkhead) are per policy, so the paths with policies have them (`Tower` included: a
+//! bulkhead, adaptive concurrency limit, client-side throttling) are per policy, so the paths with policies have them (`Tower` included: a
 //! user's own `ServiceBuilder` gets them from `ResilientLayer`); the `Layers` path, public
 //! layers stacked by hand, has none (a `RetryLayer` alone keeps no per-endpoint state), so the overload
 //! scenarios skip it. Their calls are timed (virtual time: how long a call waited shows),
-//! and a bulkhead scenario runs its two calls at once.
+//! and a bulkhead or adaptive-limit scenario runs its calls at once. Client-side throttling
+//! is random: it has a test of its own below, each path run with the same seed.
 //!
 //! The scope scenarios (which requests share a guard's state: the host, the rule, a name)
 //! call two routes under two rules, and one of them again under another endpoint key of the
@@ -55,7 +56,9 @@ use resilient_http::classify::{
 use resilient_http::deadline::{self, DeadlineHeader, PropagateDeadlineLayer};
 use resilient_http::hedge::HedgeConfig;
 use resilient_http::middleware::ResilientMiddleware;
-use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
+use resilient_http::overload::{
+    AdaptiveConcurrencyConfig, BulkheadConfig, RateLimitConfig, ThrottleConfig,
+};
 use resilient_http::policy::{EndpointPolicy, Matcher, Scope};
 use resilient_http::retry::{
     BudgetConfig, IDEMPOTENCY_KEY, Jitter, RESEND_PAUSE, RetryHistory, RetryLayer, RetryPolicy,
@@ -295,7 +298,7 @@ struct Scenario {
     date_window: Option<(Duration, Duration)>,
     /// Whether each call's duration (virtual time) is part of the outcome.
     timed: bool,
-    /// Whether the calls (two) run at once, the first polled first.
+    /// Whether the calls run at once, polled in order.
     concurrent: bool,
     /// With `concurrent`: the first caller, its call over, calls again at once (a third
     /// call), as a caller in a loop does.
@@ -688,6 +691,37 @@ fn scenarios() -> Vec<Scenario> {
                     EndpointPolicy::new().bulkhead(BulkheadConfig::new(1, 100 * MS)),
                 )
                 .expect("1 hit: 200 x ×1 in 500ms / bulkhead_full transient never sent ×0 in 100ms")
+        },
+        // Issue 26: an adaptive limit pinned to two places (min = max = 2): six calls at
+        // once, each answered 503 then 200, 100 ms per answer. Two attempts at a time reach
+        // the server, the others queue first come, first served, a retry behind the first
+        // attempts queued before it: the calls end in pairs, 400, 500 and 600 ms (without the
+        // limit, all six in 300 ms).
+        Scenario {
+            concurrent: true,
+            ..Scenario::get(
+                "adaptive limit",
+                vec![
+                    Reply::status(503).delay(100 * MS),
+                    Reply::status(503).delay(100 * MS),
+                    Reply::status(503).delay(100 * MS),
+                    Reply::status(503).delay(100 * MS),
+                    Reply::status(503).delay(100 * MS),
+                    Reply::status(503).delay(100 * MS),
+                    Reply::ok("x").delay(100 * MS),
+                ],
+            )
+            .guarded(
+                6,
+                3,
+                EndpointPolicy::new().adaptive_concurrency(
+                    AdaptiveConcurrencyConfig::gradient2().initial(2).min(2).max(2),
+                ),
+            )
+            .expect(
+                "12 hits: 200 x ×2 in 400ms / 200 x ×2 in 400ms / 200 x ×2 in 500ms / \
+                 200 x ×2 in 500ms / 200 x ×2 in 600ms / 200 x ×2 in 600ms",
+            )
         },
         // Hedging. (A reader's success has no history: `×1` is its count.)
         Scenario::get(
@@ -1278,10 +1312,8 @@ async fn run(s: &Scenario, path: Path) -> Outcome {
             took.push(elapsed);
         }
     } else if s.concurrent {
-        assert_eq!(s.calls, 2, "{}: two calls at once", s.name);
         let now = tokio::time::Instant::now();
-        let (first, second) = tokio::join!(timed(now), timed(now));
-        for (call, elapsed) in [first, second] {
+        for (call, elapsed) in join_all((0..s.calls).map(|_| timed(now)).collect()).await {
             calls.push(call);
             took.push(elapsed);
         }
@@ -1447,6 +1479,101 @@ async fn every_path_agrees_on_every_scenario() {
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
+/// Issue 26: client-side throttling with K = 1 against a dependency that answers 503 to
+/// everything, 40 calls of one attempt in a row, on every path with guards. The first call
+/// reaches the server (nothing is counted yet); after it, the probability climbs towards 1
+/// (`requests / (requests + 1)`, no accepts) and most calls fail at once with `throttled`:
+/// transient, never sent, the probability in the message. Each path runs with the same seed
+/// of the thread's random numbers, which the throttle draws from: they agree call by call.
+#[tokio::test(start_paused = true)]
+async fn every_path_throttles_a_rejecting_dependency_alike() {
+    const CALLS: usize = 40;
+    let s = Scenario::get("throttled", vec![Reply::status(503)]).guarded(
+        CALLS,
+        1,
+        EndpointPolicy::new().throttle(ThrottleConfig::new().k(1.0)),
+    );
+    let mut problems = Vec::new();
+    let mut reference: Option<Outcome> = None;
+    for &path in GUARDED {
+        fastrand::seed(26);
+        let outcome = run(&s, path).await;
+        let throttled: Vec<&Call> = (outcome.calls.iter())
+            .filter(|call| {
+                matches!(
+                    call,
+                    Call::Err {
+                        kind: ErrorKind::Throttled,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        let short = outcome.short();
+        if !short.starts_with(&format!(
+            "{} hits: status 503 transient delivered ×1 in 0ns /",
+            outcome.hits
+        )) {
+            problems.push(format!(
+                "{path:?}: the first call must reach the server: {short}"
+            ));
+        }
+        if throttled.len() < CALLS / 2 || outcome.hits + throttled.len() != CALLS {
+            problems.push(format!(
+                "{path:?}: {} hits and {} throttled of {CALLS}: {short}",
+                outcome.hits,
+                throttled.len()
+            ));
+        }
+        for call in throttled {
+            if let Call::Err {
+                class, delivery, ..
+            } = call
+                && (*class != Class::Transient || *delivery != Delivery::NotSent)
+            {
+                problems.push(format!("{path:?}: throttled {class} {delivery}: {short}"));
+            }
+        }
+        match &reference {
+            None => reference = Some(outcome),
+            Some(first) if first.clone().seen_by(path) != outcome.clone().seen_by(path) => {
+                problems.push(format!(
+                    "{path:?} differs from {:?}\n  {path:?}: {short}\n  {:?}: {}",
+                    GUARDED[0],
+                    GUARDED[0],
+                    first.short()
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    // The message says how likely a throttled call is.
+    let throttled = Client::builder()
+        .default_policy(
+            EndpointPolicy::new()
+                .max_attempts(1)
+                .throttle(ThrottleConfig::new().k(1.0)),
+        )
+        .build()
+        .unwrap();
+    let server = FaultServer::start().await.unwrap();
+    server.script("/", [Reply::status(503)]);
+    let mut message = None;
+    for _ in 0..CALLS {
+        if let Err(err) = throttled.get(server.url("/")).send().await
+            && err.kind() == ErrorKind::Throttled
+        {
+            message = Some(err.to_string());
+            break;
+        }
+    }
+    match message {
+        Some(message) if message.contains('%') => {}
+        other => problems.push(format!("a throttled call's message: {other:?}")),
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
 /// Streams an HTTP/2 server did not process (graceful GOAWAYs and REFUSED_STREAMs, as nginx
 /// gives them when it turns connections over or reloads), on every path, over a
 /// prior-knowledge HTTP/2 client: each is resent at once, spending none of the policy's one
@@ -1562,4 +1689,114 @@ async fn every_path_resends_streams_the_server_never_processed() {
         }
     }
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// Issue 26: a request's own criticality reaches the throttle on every path that lets a
+/// request carry one: the client's request builder (`.criticality(..)`: `send`, the client
+/// with layers, `send_buffered`, `send_with`) and `ResilientMiddleware` (a `Criticality` in
+/// the request's extensions). Throttling with K = 1 against a dependency that answers 503
+/// to everything, 60 calls of one attempt whose criticality turns critical, default,
+/// sheddable: each path, run with the same seed, throttles the same calls; sheddable ones
+/// are shed, critical ones kept up to their cap, and the same calls without a criticality
+/// of their own (the policy's, default) are throttled otherwise. (`Client::service()` and a
+/// user's tower stack carry none: a `reqwest::Request` has no extensions; they use the
+/// policy's.)
+#[tokio::test(start_paused = true)]
+async fn every_path_carries_a_requests_criticality_to_the_throttle() {
+    use resilient_http::overload::Criticality;
+
+    const CALLS: usize = 60;
+    let of = |i: usize| {
+        [
+            Criticality::Critical,
+            Criticality::Default,
+            Criticality::Sheddable,
+        ][i % 3]
+    };
+    let setup = Setup {
+        attempts: 1,
+        policy: EndpointPolicy::new().throttle(ThrottleConfig::new().k(1.0)),
+        ..Setup::default()
+    };
+    // What each call came to: its status, or `throttled`.
+    let run = |path: Path, own: bool| {
+        let setup = setup.clone();
+        async move {
+            fastrand::seed(26);
+            let server = FaultServer::start().await.unwrap();
+            server.script("/c", [Reply::status(503)]);
+            let url = server.url("/c");
+            let client = match path {
+                Wrapped => setup
+                    .builder()
+                    .attempt_layer(ServiceBuilder::new())
+                    .layer(ServiceBuilder::new())
+                    .build()
+                    .unwrap(),
+                _ => setup.builder().build().unwrap(),
+            };
+            let chain = reqwest_middleware::ClientBuilder::new(reqwest_client())
+                .with(ResilientMiddleware::new(setup.builder()).unwrap())
+                .build();
+            let mut came_to = Vec::new();
+            for i in 0..CALLS {
+                let result = if path == Middleware {
+                    let request = chain.get(&url);
+                    let request = if own {
+                        request.with_extension(of(i))
+                    } else {
+                        request
+                    };
+                    match request.send().await {
+                        Ok(response) => Ok(response.status().as_u16()),
+                        Err(err) => Err(ResilientMiddleware::error(&err).expect("typed").kind()),
+                    }
+                } else {
+                    let request = client.get(&url);
+                    let request = if own {
+                        request.criticality(of(i))
+                    } else {
+                        request
+                    };
+                    match path {
+                        Reader => request.send_with(read_all).await.map(|(status, _)| status),
+                        Buffered => request.send_buffered().await.map(|r| r.status().as_u16()),
+                        _ => request.send().await.map(|r| r.status().as_u16()),
+                    }
+                    .map_err(|err| err.kind())
+                };
+                came_to.push(match result {
+                    Ok(status) => format!("{status}"),
+                    Err(kind) => kind.as_str().to_owned(),
+                });
+            }
+            (came_to, server.hits("/c"))
+        }
+    };
+    let (reference, hits) = run(Path::Client, true).await;
+    let throttled = |criticality| {
+        (reference.iter().enumerate())
+            .filter(|(i, came)| of(*i) == criticality && *came == "throttled")
+            .count()
+    };
+    let (critical, sheddable) = (
+        throttled(Criticality::Critical),
+        throttled(Criticality::Sheddable),
+    );
+    assert!(
+        sheddable > CALLS / 3 - 3 && critical < sheddable,
+        "throttled: {critical} critical, {sheddable} sheddable of {} each: {reference:?}",
+        CALLS / 3
+    );
+    let throttled_all = reference.iter().filter(|came| *came == "throttled").count();
+    assert_eq!(hits + throttled_all, CALLS, "{reference:?}");
+    for path in [Middleware, Wrapped, Buffered, Reader] {
+        let (ours, _) = run(path, true).await;
+        assert_eq!(ours, reference, "{path:?} differs from Client");
+    }
+    let (policys, _) = run(Path::Client, false).await;
+    assert_ne!(
+        policys, reference,
+        "the requests' own criticality changed nothing"
+    );
 }

@@ -737,7 +737,7 @@ fn assert_keys_in_order<'a>(json: &'a str, keys: &[&str]) -> &'a str {
     rest
 }
 
-const LINE_KEYS: [&str; 16] = [
+const LINE_KEYS: [&str; 20] = [
     "method",
     "url",
     "policy",
@@ -753,6 +753,10 @@ const LINE_KEYS: [&str; 16] = [
     "sent",
     "server_quota_remaining",
     "server_quota_reset_ms",
+    "criticality",
+    "adaptive_limit",
+    "adaptive_in_flight",
+    "throttle_probability",
     "attempts",
 ];
 
@@ -796,6 +800,11 @@ async fn every_line_has_every_key_in_one_order_and_says_why_the_call_stopped() {
         // The quota is followed by default; this server advertises none.
         assert_eq!(r["server_quota_remaining"], Value::Null, "{json}");
         assert_eq!(r["server_quota_reset_ms"], Value::Null, "{json}");
+        // Neither adaptive concurrency nor throttling is on by default.
+        assert_eq!(r["criticality"], "default", "{json}");
+        assert_eq!(r["adaptive_limit"], Value::Null, "{json}");
+        assert_eq!(r["adaptive_in_flight"], Value::Null, "{json}");
+        assert_eq!(r["throttle_probability"], Value::Null, "{json}");
         let mut attempts = assert_keys_in_order(json, &LINE_KEYS);
         for attempt in r["attempts"].as_array().unwrap() {
             assert_eq!(
@@ -814,6 +823,53 @@ async fn every_line_has_every_key_in_one_order_and_says_why_the_call_stopped() {
         assert_eq!(r["attempts"][0]["cancelled"], false, "{json}");
     }
     assert_eq!((server.hits("/down"), server.hits("/pay")), (3, 1));
+}
+
+/// Issue 26: the adaptive limit, the throttle's probability and the policy's criticality on
+/// every line; against a dependency that rejects everything, with K = 1, later requests are
+/// throttled locally: `throttled`, never sent, the probability in the message.
+#[tokio::test]
+async fn lines_show_the_adaptive_limit_the_throttle_and_the_criticality() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/down", [Reply::status(503)]);
+    let config = policy_file(
+        "[default]\nmax_attempts = 1\ncriticality = \"sheddable\"\n\
+         [default.adaptive_concurrency]\nalgorithm = \"aimd\"\ninitial = 4\nmin = 2\nmax = 8\n\
+         [default.throttle]\nk = 1.0\n",
+    );
+    let output = probe(&[
+        "--config",
+        config.as_str(),
+        "--repeat",
+        "40",
+        &server.url("/down"),
+    ])
+    .await;
+    let records = lines(&output);
+    assert_eq!(records.len(), 40);
+    let mut throttled = 0;
+    for r in &records {
+        assert_eq!(r["criticality"], "sheddable", "{r}");
+        let limit = r["adaptive_limit"].as_u64().unwrap();
+        assert!((2..=8).contains(&limit), "{r}");
+        assert_eq!(r["adaptive_in_flight"], 0, "{r}");
+        let probability = r["throttle_probability"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&probability), "{r}");
+        if r["error_kind"] == "throttled" {
+            throttled += 1;
+            assert_eq!(r["sent"], false, "{r}");
+            assert_eq!(r["transient"], true, "{r}");
+            assert_eq!(r["give_up"], "throttled", "{r}");
+            assert!(r["message"].as_str().unwrap().contains('%'), "{r}");
+        } else {
+            assert_eq!(r["status"], 503, "{r}");
+        }
+    }
+    // Everything is rejected: the probability climbs towards 1, most are throttled.
+    assert!(throttled >= 10, "{throttled} of 40 throttled");
+    assert_eq!(server.hits("/down"), 40 - throttled);
+    let last = records[39]["throttle_probability"].as_f64().unwrap();
+    assert!(last > 0.5, "{last}");
 }
 
 /// An HTTPS server for `127.0.0.1` with a certificate of the test CA: answers `200 hi` to

@@ -1814,3 +1814,198 @@ async fn a_call_that_ended_gives_its_bulkhead_place_back_before_it_is_dropped() 
     assert_eq!(took, Duration::ZERO);
     drop(first);
 }
+
+// ---------------------------------------------------------------------------------------
+// Cancellation fuzz (issue 26): calls dropped at random points leave the adaptive limit and
+// the throttle exact.
+
+/// What the fuzz ran, and what it left.
+#[derive(Debug, Default)]
+struct Fuzzed {
+    calls: u64,
+    /// Calls dropped before their first poll, and after it at a random time.
+    dropped_unpolled: u64,
+    dropped: u64,
+    /// Attempts dropped in flight (a dropped call's, a lost race's).
+    cancelled: u64,
+    /// Calls that were queueing for an adaptive place when they were dropped.
+    dropped_queueing: u64,
+    /// Attempts answered (accepted, and rejected for overload), and calls throttled.
+    accepted: u64,
+    rejected: u64,
+    throttled: u64,
+    /// What the guards say, summed over the batches (each batch's own policies).
+    in_flight: u64,
+    waiting: u64,
+    samples: u64,
+    requests: u64,
+    accepts: u64,
+    /// Attempts the sender was given whose future never ended.
+    unended: u64,
+}
+
+/// Batches of 8 calls, under an adaptive limit pinned to 4 places (a queue of up to 1 s),
+/// throttling (K = 10), 3 attempts and one hedge after 100 ms; answers 200 (60 %), 404
+/// (25 %) or 503 (15 %) after up to 300 ms. Each batch's policies are new, so that each
+/// batch's counts are its own. Its first call runs alone to a 200, so that its throttle
+/// starts with an accept: with K = 10, nothing is throttled afterwards unless ten times
+/// more is rejected than accepted (a hedge kept back by the throttle would count as a
+/// request unseen here). The 7 others run at once, each dropped before its first poll (1 in
+/// 10), at a random time in its first 800 ms (6 in 10), or run to their end.
+async fn fuzz_cancellation(calls: u64, seed: u64) -> Fuzzed {
+    use crate::overload::{AdaptiveConcurrencyConfig, ThrottleConfig};
+
+    const BATCH: u64 = 8;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut fuzzed = Fuzzed::default();
+    let hedged = retry().hedge(HedgeConfig::new(ms(100), 1)).build().unwrap();
+    let limit = AdaptiveConcurrencyConfig::aimd()
+        .initial(4)
+        .min(4)
+        .max(4)
+        .queue_timeout(secs(1));
+    let policy = EndpointPolicy::new()
+        .adaptive_concurrency(limit)
+        .throttle(ThrottleConfig::new().k(10.0));
+    let url: url::Url = "http://api.test/a".parse().unwrap();
+    let key = crate::keyed::endpoint_key(&url).into_owned();
+    for _ in 0..calls.div_ceil(BATCH) {
+        // Enough replies for every attempt and hedge of the batch; each one's code, in order.
+        let codes: Vec<u16> = (0..BATCH * 6)
+            .map(|i| match rng.u8(..100) {
+                _ if i == 0 => 200,
+                0..60 => 200,
+                60..85 => 404,
+                _ => 503,
+            })
+            .collect();
+        let script =
+            Script::new((codes.iter()).map(|&code| status(code).after(ms(rng.u64(..=300)))));
+        let policies = policies(guarded(policy.clone()).retry(hedged.clone()));
+        fuzzed.calls += 1;
+        if let Err(error) = get(&script, &policies).await {
+            fuzzed.throttled += u64::from(error.kind() == ErrorKind::Throttled);
+        }
+        let mut runs = Vec::new();
+        for _ in 1..BATCH {
+            let call = get(&script, &policies);
+            fuzzed.calls += 1;
+            match rng.u8(..10) {
+                0 => {
+                    fuzzed.dropped_unpolled += 1;
+                    drop(call);
+                }
+                1..=6 => runs.push((call, Some(ms(rng.u64(..800))))),
+                _ => runs.push((call, None)),
+            }
+        }
+        let mut running = tokio::task::JoinSet::new();
+        for (call, drop_at) in runs {
+            let policies = policies.clone();
+            let key = key.clone();
+            running.spawn(run_or_drop(call, drop_at, policies, key));
+        }
+        while let Some(ran) = running.join_next().await {
+            match ran {
+                Ok(Ran::Ended(Err(error))) if error.kind() == ErrorKind::Throttled => {
+                    fuzzed.throttled += 1;
+                }
+                Ok(Ran::Ended(_)) => {}
+                Ok(Ran::Dropped { queueing }) => {
+                    fuzzed.dropped += 1;
+                    fuzzed.dropped_queueing += u64::from(queueing);
+                }
+                // A call that panicked: the assertions below say what it left.
+                Err(_) => fuzzed.unended += 1,
+            }
+        }
+        // Let every dropped attempt's future end, and the hedges' timers pass.
+        sleep(secs(5)).await;
+        for (i, seen) in script.seen().iter().enumerate() {
+            match (seen.ended, seen.cancelled) {
+                (None, _) => fuzzed.unended += 1,
+                (Some(_), true) => fuzzed.cancelled += 1,
+                (Some(_), false) => match codes[i] {
+                    503 => fuzzed.rejected += 1,
+                    _ => fuzzed.accepted += 1,
+                },
+            }
+        }
+        if let Some(guards) = policies.default.guards().and_then(|r| r.get(&key)) {
+            let now = Instant::now();
+            let (_, in_flight, waiting) = guards.adaptive_counts().unwrap_or_default();
+            fuzzed.in_flight += u64::from(in_flight);
+            fuzzed.waiting += u64::from(waiting);
+            fuzzed.samples += guards.adaptive_samples().unwrap_or_default();
+            let (requests, accepts) = guards.throttle_counts(now).unwrap_or_default();
+            fuzzed.requests += requests;
+            fuzzed.accepts += accepts;
+        }
+    }
+    fuzzed
+}
+
+/// How a fuzzed call went.
+enum Ran {
+    Ended(Output),
+    /// Dropped; whether a call of its scope was queueing for an adaptive place then.
+    Dropped {
+        queueing: bool,
+    },
+}
+
+/// Runs `call` to its end, or drops it after `drop_at`.
+async fn run_or_drop(
+    mut call: Box<Call<reqwest::Response, Script>>,
+    drop_at: Option<Duration>,
+    policies: Arc<Policies>,
+    key: String,
+) -> Ran {
+    let Some(at) = drop_at else {
+        return Ran::Ended(call.await);
+    };
+    match tokio::time::timeout(at, &mut call).await {
+        Ok(output) => Ran::Ended(output),
+        Err(_) => {
+            let queueing = (policies.default.guards())
+                .and_then(|registry| registry.get(&key))
+                .and_then(|guards| guards.adaptive_counts())
+                .is_some_and(|(_, _, waiting)| waiting > 0);
+            drop(call);
+            Ran::Dropped { queueing }
+        }
+    }
+}
+
+/// 10,000 calls dropped at random points (before their first poll, while queueing for an
+/// adaptive place, in flight, while a hedge races): every place is given back, no attempt
+/// is left in flight or queueing.
+#[tokio::test(start_paused = true)]
+async fn calls_dropped_at_random_points_give_every_adaptive_place_back() {
+    let fuzzed = fuzz_cancellation(10_000, 26).await;
+    eprintln!("{fuzzed:?}");
+    // The fuzz reached every point it is about.
+    assert!(fuzzed.dropped_unpolled > 500, "{fuzzed:?}");
+    assert!(fuzzed.dropped > 800, "{fuzzed:?}");
+    assert!(fuzzed.dropped_queueing > 400, "{fuzzed:?}");
+    assert!(fuzzed.cancelled > 1_300, "{fuzzed:?}");
+    assert_eq!(fuzzed.unended, 0, "{fuzzed:?}");
+    assert_eq!((fuzzed.in_flight, fuzzed.waiting), (0, 0), "{fuzzed:?}");
+}
+
+/// The same fuzz: a cancelled attempt is no latency sample and counts nothing in the
+/// throttle's window; every answered attempt is one sample, and one request (an accept
+/// unless rejected for overload); every call throttled locally is one request.
+#[tokio::test(start_paused = true)]
+async fn calls_dropped_at_random_points_are_no_sample_and_count_nothing() {
+    let fuzzed = fuzz_cancellation(10_000, 62).await;
+    eprintln!("{fuzzed:?}");
+    assert!(fuzzed.cancelled > 1_300, "{fuzzed:?}");
+    let answered = fuzzed.accepted + fuzzed.rejected;
+    assert_eq!(fuzzed.samples, answered, "{fuzzed:?}");
+    assert_eq!(
+        (fuzzed.requests, fuzzed.accepts),
+        (answered + fuzzed.throttled, fuzzed.accepted),
+        "{fuzzed:?}"
+    );
+}

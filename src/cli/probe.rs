@@ -26,6 +26,7 @@
 //! {"method","url","policy","outcome","status","error_kind","transient","retry_after_ms",
 //!  "total_ms","body_bytes","message","give_up","sent",
 //!  "server_quota_remaining","server_quota_reset_ms",
+//!  "criticality","adaptive_limit","adaptive_in_flight","throttle_probability",
 //!  "attempts":[{"n","status","error_kind","sent","delay_before_ms","elapsed_ms","hedge","cancelled"}]}
 //! ```
 //!
@@ -33,6 +34,17 @@
 //! the quota its server advertises, when the request ends (see
 //! [`ServerQuotaConfig`](crate::overload::ServerQuotaConfig)): `null` until an answer
 //! advertised one, and with `follow = "off"`.
+//!
+//! `criticality` is how much the request mattered under overload (`critical`, `default` or
+//! `sheddable`: the probe sets none of its own, so its policy's `criticality`). The
+//! adaptive concurrency limit and client-side throttling of the request's scope show as
+//! they are when the request ends: `adaptive_limit` (the limit found so far),
+//! `adaptive_in_flight` (attempts holding a place under it, the other requests' with
+//! `--concurrency`), and `throttle_probability` (the probability, 0 to 1, that an attempt
+//! of the request's criticality is throttled now); each `null` when the policy does not turn
+//! that guard on (see
+//! [`OverloadHandle`](crate::overload::OverloadHandle)). A request throttled locally fails
+//! with `error_kind` `throttled`, `sent` false, and the probability in its `message`.
 //!
 //! Exit code 0 when every request succeeded, 1 when any failed, 2 for bad usage, a bad policy
 //! file or a bad `--cacert` (a message on stderr, nothing on stdout). A reader that stops
@@ -101,6 +113,22 @@ pub struct Line {
     /// ([`OverloadHandle::server_quota_reset`](crate::overload::OverloadHandle::server_quota_reset));
     /// `null` when unknown.
     pub server_quota_reset_ms: Option<u64>,
+    /// How much the request mattered under overload
+    /// ([`Criticality::as_str`](crate::overload::Criticality::as_str)): its policy's.
+    pub criticality: &'static str,
+    /// The adaptive concurrency limit of the request's scope when it ended
+    /// ([`OverloadHandle::adaptive_limit`](crate::overload::OverloadHandle::adaptive_limit));
+    /// `null` without one.
+    pub adaptive_limit: Option<u32>,
+    /// The attempts holding a place under that limit when it ended
+    /// ([`OverloadHandle::adaptive_in_flight`](crate::overload::OverloadHandle::adaptive_in_flight));
+    /// `null` without one.
+    pub adaptive_in_flight: Option<u32>,
+    /// The probability (0 to 1) that client-side throttling turns an attempt of the
+    /// request's criticality away, when it ended
+    /// ([`OverloadHandle::throttle_probability`](crate::overload::OverloadHandle::throttle_probability));
+    /// `null` without throttling.
+    pub throttle_probability: Option<f64>,
     /// Every attempt, first to last.
     pub attempts: Vec<AttemptLine>,
 }
@@ -405,6 +433,7 @@ async fn requests(client: Client, args: Arc<Args>) -> bool {
 async fn probe(client: &Client, args: &Args) -> Line {
     let shown_url = crate::redact::url(&args.url).to_string();
     let policy = client.policy_name(&args.method, &args.url).to_string();
+    let criticality = client.criticality_of(&args.method, &args.url);
     let mut request = client.request(args.method.clone(), args.url.clone());
     for (name, value) in &args.headers {
         request = request.header(name.as_str(), value.as_str());
@@ -476,6 +505,10 @@ async fn probe(client: &Client, args: &Args) -> Line {
         sent: true,
         server_quota_remaining: quota(|guards| guards.server_quota_remaining()),
         server_quota_reset_ms: quota(|guards| guards.server_quota_reset().map(millis)),
+        criticality: criticality.as_str(),
+        adaptive_limit: guards.as_ref().and_then(|g| g.adaptive_limit()),
+        adaptive_in_flight: guards.as_ref().and_then(|g| g.adaptive_in_flight()),
+        throttle_probability: (guards.as_ref()).and_then(|g| g.throttle_probability(criticality)),
         attempts,
     };
     match &result {

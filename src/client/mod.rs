@@ -277,6 +277,17 @@ impl Client {
         Some(crate::overload::OverloadHandle(guards))
     }
 
+    /// The criticality of a request `method url` that sets none of its own: its policy's
+    /// (the probe's view).
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) fn criticality_of(
+        &self,
+        method: &Method,
+        url: &url::Url,
+    ) -> crate::overload::Criticality {
+        self.policies.load().select(method, url).criticality()
+    }
+
     /// The Redis connection this client shares limits through
     /// ([`ClientBuilder::redis`](crate::ClientBuilder::redis) or the file's `[redis]`);
     /// `None` without one. Call [`Fleet::sync`](crate::fleet::Fleet::sync) on it at shutdown

@@ -9,7 +9,8 @@
 //!   attempt, body classifiers, hooks, the history of attempts, and why a call stopped.
 //! - [`breaker`]: circuit breakers per endpoint.
 //! - [`overload`]: retry budget, `Retry-After` holds, following the server's quota, rate
-//!   limit, bulkhead, hedged requests.
+//!   limit, bulkhead, adaptive concurrency, client-side throttling and criticality, hedged
+//!   requests.
 //! - [`deadline`](crate::deadline): telling the server how long the caller will wait
 //!   (`propagate_deadline`, `grpc-timeout`), and inheriting a caller's deadline in a server
 //!   ([`deadline::scope`](crate::deadline::scope), `IncomingDeadlineLayer`).

@@ -1,5 +1,6 @@
 //! Overload protection: retry budget, `Retry-After` holds, rate limit, bulkhead, the quota the
-//! server advertises, and hedged requests.
+//! server advertises, adaptive concurrency, client-side throttling with request criticality,
+//! and hedged requests.
 //!
 //! Retries multiply load at the worst moment: with 3 attempts, an outage turns 1,000 requests into
 //! 3,000. Each guard below is set per policy and keeps its state per [endpoint
@@ -44,6 +45,17 @@
 //! - **The server's quota** (followed by default): what the server says is left of its quota
 //!   holds the scope when it runs out, before the server has to say 429; see
 //!   [below](#following-the-servers-quota).
+//! - **Adaptive concurrency** (off unless set): a limit on the attempts in flight that finds
+//!   the dependency's capacity from the latency it observes, instead of a number you guess;
+//!   see [below](#adaptive-concurrency).
+//! - **Client-side throttling** (off unless set): when the dependency rejects much of what it
+//!   gets, the client turns some attempts away itself, sheddable work first; see
+//!   [below](#client-side-throttling-and-criticality).
+//!
+//! Each attempt meets them in one order, on every path (the client, `ResilientMiddleware`,
+//! `ResilientLayer`): the bulkhead (once per call), then throttling (once per attempt), then
+//! a hold, the server's quota and the rate limit, then a place under the adaptive limit, then
+//! out. An attempt turned away by one takes nothing from those after it.
 //!
 //! ```
 //! use std::time::Duration;
@@ -183,6 +195,165 @@
 //! counters: `server quota learned` (DEBUG, once per window), `endpoint held` with reason
 //! `server_quota` (INFO), and `request delayed` / `request rejected: rate limited` with
 //! that reason.
+//!
+//! # Adaptive concurrency
+//!
+//! A bulkhead's `max_in_flight` and a rate limit are numbers you must guess, and the right one
+//! moves as the dependency scales and its load changes: set too high, work queues in the
+//! dependency and stretches the tail; too low, capacity is wasted. An adaptive limit starts
+//! from `initial` and moves between `min` and `max` with the latency each attempt sees (the
+//! queueing a dependency does when it is past its capacity shows as latency before it shows as
+//! errors), and with the answers that say it is overloaded (a 429, 503 or 504, a refused
+//! connection, an attempt timeout).
+//! [`AdaptiveConcurrencyConfig`](crate::overload::AdaptiveConcurrencyConfig) chooses how
+//! (`algorithm`: Vegas, Gradient2 or AIMD).
+//!
+//! It limits **attempts in flight** per scope (the endpoint key by default; `scope` as for the
+//! other guards): retries and hedges take places too, and an attempt holds its place only
+//! while it is on the wire (a call waiting out its backoff holds none, unlike a bulkhead's
+//! place, which is the call's). An attempt over the limit waits for a place, first come, first
+//! served, up to `queue_timeout` and the call's deadline, then fails with
+//! [`ErrorKind::BulkheadFull`](crate::ErrorKind::BulkheadFull), its message naming the
+//! adaptive limit and the limit it has found. A hedge goes only if a place is free now (it
+//! never waits). A cancelled attempt (a dropped call, a hedge race's loser) gives its place
+//! back and teaches the limit nothing. A bulkhead and an adaptive limit go together: the
+//! bulkhead bounds what this client takes on, the adaptive limit what it sends.
+//!
+//! ```
+//! use std::time::Duration;
+//! use resilient_http::Client;
+//! use resilient_http::overload::AdaptiveConcurrencyConfig;
+//! use resilient_http::policy::{EndpointPolicy, Matcher};
+//!
+//! # fn main() -> Result<(), resilient_http::Error> {
+//! let client = Client::builder()
+//!     .endpoint(
+//!         "inventory",
+//!         Matcher::new().host("inventory.internal")?,
+//!         EndpointPolicy::new().adaptive_concurrency(
+//!             AdaptiveConcurrencyConfig::default()
+//!                 .initial(20)
+//!                 .min(2)
+//!                 .max(200)
+//!                 .queue_timeout(Duration::from_millis(500)),
+//!         ),
+//!     )
+//!     .build()?;
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The same in a policy file (`algorithm = "vegas" | "gradient2" | "aimd"`; each
+//! algorithm's own knobs are on
+//! [`AdaptiveConcurrencyConfig`](crate::overload::AdaptiveConcurrencyConfig)):
+//!
+//! ```
+//! # fn main() -> Result<(), resilient_http::Error> {
+//! # let client = resilient_http::Client::builder().config_toml(r#"
+//! [[endpoint]]
+//! name = "inventory"
+//! match = { host = "inventory.internal" }
+//! [endpoint.adaptive_concurrency]
+//! algorithm = "vegas"
+//! initial = 20
+//! min = 2
+//! max = 200
+//! queue_timeout = "500ms"
+//! scope = "host"               # "host" | "rule" | "name:<name>"
+//! # "#).build()?;
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! What to watch: [`OverloadHandle::adaptive_limit`](crate::overload::OverloadHandle::adaptive_limit)
+//! (the limit found so far), [`adaptive_in_flight`](crate::overload::OverloadHandle::adaptive_in_flight)
+//! and [`adaptive_waiting`](crate::overload::OverloadHandle::adaptive_waiting); the
+//! [probe](super::probe)'s `adaptive_limit` and `adaptive_in_flight`; in
+//! [observability](super::observability), an event each time the limit moves by more than
+//! 10 %, and the waits and rejections under the guard `adaptive_concurrency`. A limit that
+//! settles well under `max` while latency stays flat is the dependency's capacity; one pinned
+//! at `min` with `bulkhead_full` errors says the dependency is past its capacity at any load
+//! (look at it, not at the limit). `cargo run --example demo` shows a limit settling on a
+//! dependency whose latency grows with its load.
+//!
+//! # Client-side throttling and criticality
+//!
+//! When a dependency rejects most of what it gets, every rejection still costs it work.
+//! Client-side adaptive throttling, from Google's SRE book ("Handling Overload"), has each
+//! client count, per scope and over a sliding `window` (2 minutes by default), the
+//! *requests* the application asked for (those it throttled itself included) and the
+//! *accepts* (the attempts the dependency answered without rejecting them for overload), and
+//! turn an attempt away itself with probability
+//! `max(0, (requests − K × accepts) / (requests + 1))`. In steady state the dependency sees
+//! about K times what it accepts (K = 2 by default): enough to notice when it recovers, far
+//! less than everything. A 429, 503 or 504, a refused connection and an attempt timeout are
+//! rejections; any other answer (a 404, a 500) is an accept; a cancelled attempt, one cut
+//! short by the caller's deadline, a hook's failure or a reset connection count nothing.
+//!
+//! A throttled attempt is not sent: the call fails at once with
+//! [`ErrorKind::Throttled`](crate::ErrorKind::Throttled) (`throttled` in the probe, the
+//! metrics and [`GiveUp::Throttled`](crate::GiveUp::Throttled)), transient, never sent, its
+//! message giving the probability it was throttled with.
+//!
+//! Each request has a [`Criticality`](crate::overload::Criticality): `critical`, `default` or
+//! `sheddable`, its policy's (`criticality = ".."`,
+//! [`EndpointPolicy::criticality`](crate::policy::EndpointPolicy::criticality)) unless the
+//! request sets its own (`.criticality(..)` on the client's request builder; through
+//! `ResilientMiddleware`, a `Criticality` in the request's extensions; a user's tower stack
+//! of `ResilientLayer` uses the policy's, as a `reqwest::Request` carries no extensions).
+//! Throttling sheds sheddable work first and critical work last, and the retry budget keeps
+//! its last retries for critical requests.
+//!
+//! ```
+//! use resilient_http::Client;
+//! use resilient_http::overload::{Criticality, ThrottleConfig};
+//! use resilient_http::policy::{EndpointPolicy, Matcher};
+//!
+//! # fn main() -> Result<(), resilient_http::Error> {
+//! let client = Client::builder()
+//!     .default_policy(EndpointPolicy::new().throttle(ThrottleConfig::new()))
+//!     .endpoint(
+//!         "recommendations",
+//!         Matcher::new().path("/recommendations*"),
+//!         EndpointPolicy::new().criticality(Criticality::Sheddable),
+//!     )
+//!     .build()?;
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The same in a policy file:
+//!
+//! ```
+//! # fn main() -> Result<(), resilient_http::Error> {
+//! # let client = resilient_http::Client::builder().config_toml(r#"
+//! [default.throttle]
+//! k = 2.0
+//! window = "2m"
+//! scope = "host"               # "host" | "rule" | "name:<name>"
+//!
+//! [[endpoint]]
+//! name = "recommendations"
+//! match = { path = "/recommendations*" }
+//! criticality = "sheddable"    # "critical" | "default" | "sheddable"
+//! # "#).build()?;
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! What to watch: [`OverloadHandle::throttle_probability`](crate::overload::OverloadHandle::throttle_probability)
+//! for each criticality, and the window's counts
+//! ([`throttle_requests`](crate::overload::OverloadHandle::throttle_requests),
+//! [`throttle_accepts`](crate::overload::OverloadHandle::throttle_accepts)): requests over
+//! accepts near K means the dependency is rejecting and the client is holding it to K; the
+//! [probe](super::probe)'s `throttle_probability` and `criticality`, and its `throttled`
+//! lines; criticality in spans and as a metric label ([observability](super::observability)).
+//! `cargo run --example demo` shows a dependency that rejects most of what it gets, with and
+//! without throttling.
 //!
 //! # Hedged requests
 //!

@@ -22,11 +22,16 @@
 //! stopped: [`GiveUp::as_str`](crate::GiveUp::as_str)), `sent` (whether the request may have
 //! reached the server), what the scope knows of the server's advertised quota when the request
 //! ends (`server_quota_remaining`, `server_quota_reset_ms`; null until an answer advertised
-//! one: see [following the server's quota](super::overload#following-the-servers-quota)) and
+//! one: see [following the server's quota](super::overload#following-the-servers-quota)), the
+//! request's `criticality`, its scope's adaptive concurrency limit and the attempts under it
+//! (`adaptive_limit`, `adaptive_in_flight`) and the probability that throttling turns an
+//! attempt of its criticality away (`throttle_probability`; each null when the policy does
+//! not turn it on: see [adaptive concurrency](super::overload#adaptive-concurrency) and
+//! [client-side throttling](super::overload#client-side-throttling-and-criticality)), and
 //! the `attempts`:
 //!
 //! ```json
-//! {"method":"GET","url":"http://127.0.0.1:8080/a","policy":"default","outcome":"success","status":200,"error_kind":null,"transient":null,"retry_after_ms":null,"total_ms":312,"body_bytes":2,"message":null,"give_up":null,"sent":true,"server_quota_remaining":null,"server_quota_reset_ms":null,"attempts":[{"n":1,"status":503,"error_kind":null,"sent":true,"delay_before_ms":0,"elapsed_ms":2,"hedge":false,"cancelled":false},{"n":2,"status":200,"error_kind":null,"sent":true,"delay_before_ms":97,"elapsed_ms":1,"hedge":false,"cancelled":false}]}
+//! {"method":"GET","url":"http://127.0.0.1:8080/a","policy":"default","outcome":"success","status":200,"error_kind":null,"transient":null,"retry_after_ms":null,"total_ms":312,"body_bytes":2,"message":null,"give_up":null,"sent":true,"server_quota_remaining":null,"server_quota_reset_ms":null,"criticality":"default","adaptive_limit":null,"adaptive_in_flight":null,"throttle_probability":null,"attempts":[{"n":1,"status":503,"error_kind":null,"sent":true,"delay_before_ms":0,"elapsed_ms":2,"hedge":false,"cancelled":false},{"n":2,"status":200,"error_kind":null,"sent":true,"delay_before_ms":97,"elapsed_ms":1,"hedge":false,"cancelled":false}]}
 //! ```
 //!
 //! An attempt's `hedge` says it was a [hedge](super::overload#hedged-requests); `cancelled`, that
@@ -34,7 +39,7 @@
 //! null).
 //!
 //! `error_kind` is one of `timeout`, `deadline`, `connect`, `reset`, `status`, `circuit_open`,
-//! `budget_exhausted`, `rate_limited`, `bulkhead_full`, `body_not_replayable`, `invalid_request`,
+//! `budget_exhausted`, `rate_limited`, `bulkhead_full`, `throttled`, `body_not_replayable`, `invalid_request`,
 //! `invalid_response`, `transport`, `body_too_large`, `decode`, `hook` (or null); `message` is the
 //! error's line followed by its causes (`: Connection refused (os error 111)`); URLs and messages
 //! never contain credentials. For `rate_limited`, `retry_after_ms` is what is left of the server's

@@ -814,6 +814,18 @@ impl Guards {
         (self.throttle.as_ref()).map(|throttle| throttle.probability(now, criticality))
     }
 
+    /// The throttle's window at `now`: (requests, accepts); `None` without a throttle.
+    pub(crate) fn throttle_counts(&self, now: Instant) -> Option<(u64, u64)> {
+        (self.throttle.as_ref()).map(|throttle| throttle.counts(now))
+    }
+
+    /// The adaptive limit's latency samples so far; `None` without one (for tests: a
+    /// cancelled attempt is none).
+    #[cfg(test)]
+    pub(crate) fn adaptive_samples(&self) -> Option<u64> {
+        (self.adaptive.as_ref()).map(|adaptive| adaptive.samples())
+    }
+
     /// From when the rate limit has its full burst again; `None` without a rate limit.
     pub(crate) fn rate_full_at(&self) -> Option<Instant> {
         self.rate.as_ref().map(|rate| rate.full_at())

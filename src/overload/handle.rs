@@ -7,11 +7,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Guards;
+use super::throttle::Criticality;
 
 /// What one endpoint key's overload guards hold now, under one policy: the retry budget,
-/// the `Retry-After` hold, the rate limit, the bulkhead and the server's advertised quota.
-/// Each reading is `None` when the policy does not turn that guard on. Reading changes
-/// nothing.
+/// the `Retry-After` hold, the rate limit, the bulkhead, the server's advertised quota, the
+/// adaptive concurrency limit and client-side throttling. Each reading is `None` when the
+/// policy does not turn that guard on. Reading changes nothing.
 ///
 /// Got from [`Client::overload`](crate::Client::overload). It shares the guards with the
 /// client, so each reading is the state at the time of the call; cheap to clone. (A policy
@@ -45,6 +46,37 @@ use super::Guards;
 /// // Followed by default, but this server advertises no quota.
 /// assert_eq!(guards.server_quota_remaining(), None);
 /// assert_eq!(guards.server_quota_reset(), None);
+/// assert_eq!(guards.adaptive_limit(), None, "no adaptive limit configured");
+/// assert_eq!(guards.throttle_requests(), None, "no throttling configured");
+/// # Ok(())
+/// # }
+/// ```
+///
+/// With an adaptive concurrency limit and client-side throttling on, the handle shows the
+/// limit found so far, the attempts under it, and the throttle's window:
+///
+/// ```
+/// use resilient_http::Client;
+/// use resilient_http::overload::{AdaptiveConcurrencyConfig, Criticality, ThrottleConfig};
+/// use resilient_http::policy::EndpointPolicy;
+/// use resilient_http::testkit::FaultServer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = FaultServer::start().await?;
+/// let policy = EndpointPolicy::new()
+///     .adaptive_concurrency(AdaptiveConcurrencyConfig::default().initial(10).min(2).max(50))
+///     .throttle(ThrottleConfig::new());
+/// let client = Client::builder().default_policy(policy).build()?;
+/// client.get(server.url("/")).send().await?;
+///
+/// let guards = client.overload("default", &format!("http://{}", server.addr())).expect("called");
+/// let limit = guards.adaptive_limit().expect("on");
+/// assert!((2..=50).contains(&limit));
+/// assert_eq!(guards.adaptive_in_flight(), Some(0), "the call is over");
+/// assert_eq!(guards.adaptive_waiting(), Some(0));
+/// // The dependency accepted everything it got: nothing is throttled.
+/// assert_eq!(guards.throttle_probability(Criticality::Sheddable), Some(0.0));
 /// # Ok(())
 /// # }
 /// ```
@@ -112,6 +144,51 @@ impl OverloadHandle {
     pub fn server_quota_reset(&self) -> Option<Duration> {
         self.0.server_quota(Instant::now()).map(|quota| quota.reset)
     }
+
+    /// The adaptive concurrency limit now: the attempts it lets in flight at once, as found
+    /// from the latency it observed so far (within its `min` and `max`); `None` without an
+    /// adaptive limit. See
+    /// [`AdaptiveConcurrencyConfig`](crate::overload::AdaptiveConcurrencyConfig).
+    pub fn adaptive_limit(&self) -> Option<u32> {
+        self.0.adaptive_counts().map(|(limit, _, _)| limit)
+    }
+
+    /// Attempts (retries and hedges included) holding a place under the adaptive limit;
+    /// `None` without one. Above the limit for a while after the limit falls: those in
+    /// flight finish, and no new one goes until they are under it.
+    pub fn adaptive_in_flight(&self) -> Option<u32> {
+        self.0.adaptive_counts().map(|(_, in_flight, _)| in_flight)
+    }
+
+    /// Attempts queueing for a place under the adaptive limit; `None` without one.
+    pub fn adaptive_waiting(&self) -> Option<u32> {
+        self.0.adaptive_counts().map(|(_, _, waiting)| waiting)
+    }
+
+    /// The probability that client-side throttling turns an attempt of `criticality` away
+    /// now (0.0 to 1.0), from the requests and accepts of its window; `None` without
+    /// throttling. See [`ThrottleConfig`](crate::overload::ThrottleConfig).
+    pub fn throttle_probability(&self, criticality: Criticality) -> Option<f64> {
+        self.0.throttle_probability(Instant::now(), criticality)
+    }
+
+    /// The requests client-side throttling counts in its window now: every attempt the
+    /// application asked for, those it turned away included (a cancelled attempt is none);
+    /// `None` without throttling.
+    pub fn throttle_requests(&self) -> Option<u64> {
+        self.0
+            .throttle_counts(Instant::now())
+            .map(|(requests, _)| requests)
+    }
+
+    /// The accepts in the throttle's window now: the attempts the dependency answered
+    /// without rejecting them for overload (not a 429, 503 or 504, a refused connection or
+    /// an attempt timeout); `None` without throttling.
+    pub fn throttle_accepts(&self) -> Option<u64> {
+        self.0
+            .throttle_counts(Instant::now())
+            .map(|(_, accepts)| accepts)
+    }
 }
 
 impl std::fmt::Debug for OverloadHandle {
@@ -126,6 +203,15 @@ impl std::fmt::Debug for OverloadHandle {
             .field("rate_limit_fallbacks", &self.rate_limit_fallbacks())
             .field("server_quota_remaining", &self.server_quota_remaining())
             .field("server_quota_reset", &self.server_quota_reset())
+            .field("adaptive_limit", &self.adaptive_limit())
+            .field("adaptive_in_flight", &self.adaptive_in_flight())
+            .field("adaptive_waiting", &self.adaptive_waiting())
+            .field(
+                "throttle_probability",
+                &self.throttle_probability(Criticality::Default),
+            )
+            .field("throttle_requests", &self.throttle_requests())
+            .field("throttle_accepts", &self.throttle_accepts())
             .finish()
     }
 }

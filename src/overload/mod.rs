@@ -1,5 +1,5 @@
 //! May this call go out now, per endpoint key: `Retry-After` holds, rate limit, bulkhead, the
-//! quota the server advertises.
+//! quota the server advertises, an adaptive concurrency limit, client-side throttling.
 //! (Per endpoint key under each rule by default; each guard can be scoped to the rule, or to
 //! a name several rules share: see [`Scope`](crate::policy::Scope).)
 //!
@@ -8,8 +8,10 @@
 //! rate-limit request takes no slot, and one dropped while it waits for the slot it reserved
 //! gives it back: see [`RateLimitConfig`]). Time comes from tokio, so tests pause it. The
 //! client, `ResilientMiddleware` and `ResilientLayer` ask them the same questions: may a call
-//! start (the bulkhead), may an attempt go out (a hold, the rate limit), does a response hold
-//! the endpoint.
+//! start (the bulkhead), may an attempt go out (throttling, a hold, the server's quota, the
+//! rate limit, then a place under the adaptive limit), does a response hold the endpoint, and
+//! how did the attempt end (an accept or a rejection for throttling, a latency sample for the
+//! adaptive limit; a cancelled attempt is neither).
 //!
 //! - `Retry-After` holds: on by default
 //!   ([`hold_on_retry_after`](crate::policy::EndpointPolicy::hold_on_retry_after)).
@@ -19,6 +21,12 @@
 //! - The quota the server advertises (IETF `RateLimit` fields, `X-RateLimit-*`, or an API's own
 //!   names), held or paced before the server has to answer 429: on by default,
 //!   [`ServerQuotaConfig`], read from [`QuotaHeaders`].
+//! - An adaptive limit on the attempts in flight, found from the latency the dependency
+//!   shows (Vegas, Gradient2 or AIMD), with a first-come-first-served queue:
+//!   [`AdaptiveConcurrencyConfig`], [`LimitAlgorithm`].
+//! - Client-side adaptive throttling (Google SRE book): attempts turned away locally while
+//!   the dependency rejects more than it accepts, sheddable work first: [`ThrottleConfig`],
+//!   [`Criticality`].
 //! - What an endpoint's guards hold now: [`OverloadHandle`], from
 //!   [`Client::overload`](crate::Client::overload).
 //!
@@ -45,9 +53,10 @@
 //! [`BudgetConfig`](crate::retry::BudgetConfig).
 //!
 //! Configure them per policy ([`EndpointPolicy`](crate::policy::EndpointPolicy)'s
-//! `retry_budget`, `hold_on_retry_after`, `rate_limit`, `bulkhead`, `server_quota`, or the
-//! file's `[….retry_budget]`, `hold_on_retry_after`, `[….rate_limit]`, `[….bulkhead]`,
-//! `[….server_quota]`):
+//! `retry_budget`, `hold_on_retry_after`, `rate_limit`, `bulkhead`, `server_quota`,
+//! `adaptive_concurrency`, `throttle`, `criticality`, or the file's `[….retry_budget]`,
+//! `hold_on_retry_after`, `[….rate_limit]`, `[….bulkhead]`, `[….server_quota]`,
+//! `[….adaptive_concurrency]`, `[….throttle]`, `criticality`):
 //!
 //! ```
 //! use std::time::Duration;
