@@ -247,6 +247,7 @@ async fn bad_usage_and_bad_files_exit_2_with_nothing_on_stdout() {
         vec!["-H", "no-colon", "http://127.0.0.1:1/"],
         vec!["-H", "bad name: v", "http://127.0.0.1:1/"],
         vec!["--config", bad_file.as_str(), "http://127.0.0.1:1/"],
+        vec!["--criticality", "urgent", "http://127.0.0.1:1/"],
     ] {
         let output = probe(&args).await;
         assert_eq!(output.status.code(), Some(2), "{args:?}");
@@ -870,6 +871,39 @@ async fn lines_show_the_adaptive_limit_the_throttle_and_the_criticality() {
     assert_eq!(server.hits("/down"), 40 - throttled);
     let last = records[39]["throttle_probability"].as_f64().unwrap();
     assert!(last > 0.5, "{last}");
+}
+
+/// `--criticality` is the requests' own, over the policy's: every line shows it, and the
+/// throttle reads it (a throttled line's message names it).
+#[tokio::test]
+async fn criticality_sets_the_requests_own() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/down", [Reply::status(503)]);
+    let config = policy_file(
+        "[default]\nmax_attempts = 1\ncriticality = \"sheddable\"\n[default.throttle]\nk = 1.0\n",
+    );
+    let output = probe(&[
+        "--config",
+        config.as_str(),
+        "--criticality",
+        "critical",
+        "--repeat",
+        "30",
+        &server.url("/down"),
+    ])
+    .await;
+    let records = lines(&output);
+    assert_eq!(records.len(), 30);
+    let mut throttled = 0;
+    for r in &records {
+        assert_eq!(r["criticality"], "critical", "{r}");
+        if r["error_kind"] == "throttled" {
+            throttled += 1;
+            assert!(r["message"].as_str().unwrap().contains("critical"), "{r}");
+        }
+    }
+    // Critical attempts are throttled at most 3 in 4: some always reach the server.
+    assert!(server.hits("/down") > 0, "{throttled} of 30 throttled");
 }
 
 /// An HTTPS server for `127.0.0.1` with a certificate of the test CA: answers `200 hi` to

@@ -2,7 +2,7 @@
 //! `cargo install resilient-http --features cli`.
 //!
 //! ```text
-//! resilient-http probe [--config FILE] [--cacert FILE] [-X METHOD] [-H 'Name: value']... [-d BODY] [--repeat N] [--concurrency N] URL
+//! resilient-http probe [--config FILE] [--cacert FILE] [-X METHOD] [-H 'Name: value']... [-d BODY] [--repeat N] [--concurrency N] [--criticality LEVEL] URL
 //! ```
 //!
 //! [`probe`] tries a policy against a real endpoint, like curl, and prints one JSON line per

@@ -2,7 +2,7 @@
 //! prints one JSON line per request.
 //!
 //! ```text
-//! resilient-http probe [--config FILE] [--cacert FILE] [-X METHOD] [-H 'Name: value']... [-d BODY] [--repeat N] [--concurrency N] URL
+//! resilient-http probe [--config FILE] [--cacert FILE] [-X METHOD] [-H 'Name: value']... [-d BODY] [--repeat N] [--concurrency N] [--criticality LEVEL] URL
 //! ```
 //!
 //! | flag | |
@@ -36,7 +36,7 @@
 //! advertised one, and with `follow = "off"`.
 //!
 //! `criticality` is how much the request mattered under overload (`critical`, `default` or
-//! `sheddable`: the probe sets none of its own, so its policy's `criticality`). The
+//! `sheddable`: `--criticality`, else its policy's `criticality`). The
 //! adaptive concurrency limit and client-side throttling of the request's scope show as
 //! they are when the request ends: `adaptive_limit` (the limit found so far),
 //! `adaptive_in_flight` (attempts holding a place under it, the other requests' with
@@ -67,7 +67,8 @@ pub(super) const NAME: &str = "probe";
 
 /// The usage line, shown with bad usage and first in `--help`.
 pub(super) const USAGE: &str = "resilient-http probe [--config FILE] [--cacert FILE] \
-     [-X METHOD] [-H 'Name: value']... [-d BODY] [--repeat N] [--concurrency N] URL";
+     [-X METHOD] [-H 'Name: value']... [-d BODY] [--repeat N] [--concurrency N] \
+     [--criticality LEVEL] URL";
 
 /// The most requests `--concurrency` keeps in flight: far above what one client needs to
 /// load a server, far below running out of sockets or file descriptors.
@@ -232,6 +233,15 @@ pub(super) fn command() -> clap::Command {
             .value_parser(concurrency),
         )
         .arg(
+            value(
+                "criticality",
+                "LEVEL",
+                "critical, default or sheddable (default: the policy's criticality)",
+            )
+            .long("criticality")
+            .value_parser(|level: &str| level.parse::<crate::overload::Criticality>()),
+        )
+        .arg(
             Arg::new("url")
                 .value_name("URL")
                 .help("http or https URL")
@@ -249,6 +259,8 @@ pub(super) struct Args {
     body: Option<String>,
     repeat: usize,
     concurrency: usize,
+    /// The requests' own criticality; `None`: the policy's.
+    criticality: Option<crate::overload::Criticality>,
     url: url::Url,
 }
 
@@ -277,6 +289,7 @@ impl Args {
             body,
             repeat: m.get_one::<usize>("repeat").copied().unwrap_or(1),
             concurrency: m.get_one::<usize>("concurrency").copied().unwrap_or(1),
+            criticality: m.get_one("criticality").copied(),
             url: m.get_one::<url::Url>("url").cloned().ok_or("missing URL")?,
         })
     }
@@ -433,8 +446,12 @@ async fn requests(client: Client, args: Arc<Args>) -> bool {
 async fn probe(client: &Client, args: &Args) -> Line {
     let shown_url = crate::redact::url(&args.url).to_string();
     let policy = client.policy_name(&args.method, &args.url).to_string();
-    let criticality = client.criticality_of(&args.method, &args.url);
+    let criticality =
+        (args.criticality).unwrap_or_else(|| client.criticality_of(&args.method, &args.url));
     let mut request = client.request(args.method.clone(), args.url.clone());
+    if args.criticality.is_some() {
+        request = request.criticality(criticality);
+    }
     for (name, value) in &args.headers {
         request = request.header(name.as_str(), value.as_str());
     }

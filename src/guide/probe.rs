@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo install resilient-http --features cli
-//! resilient-http probe [--config FILE] [--cacert FILE] [-X METHOD] [-H 'Name: value']... [-d BODY] [--repeat N] [--concurrency N] URL
+//! resilient-http probe [--config FILE] [--cacert FILE] [-X METHOD] [-H 'Name: value']... [-d BODY] [--repeat N] [--concurrency N] [--criticality LEVEL] URL
 //! ```
 //!
 //! For example, `resilient-http probe --config policy.toml --repeat 20 --concurrency 4

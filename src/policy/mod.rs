@@ -73,8 +73,9 @@
 //!
 //! In the builder: `EndpointPolicy::new().rate_limit_scope(Scope::named("api")?)`, and
 //! `breaker_scope`, `hold_scope`, `bulkhead_scope`, `retry_budget_scope`,
-//! `server_quota_scope`. In a file: `scope` in `[….breaker]`, `[….rate_limit]`,
-//! `[….bulkhead]`, `[….retry_budget]` and `[….server_quota]`, and
+//! `server_quota_scope`, `adaptive_concurrency_scope`, `throttle_scope`. In a file: `scope` in
+//! `[….breaker]`, `[….rate_limit]`, `[….bulkhead]`, `[….retry_budget]`, `[….server_quota]`,
+//! `[….adaptive_concurrency]` and `[….throttle]`, and
 //! `hold_scope` in the policy's table; values `"host"` (the default), `"rule"`,
 //! `"name:<name>"`. A scope's state has a key, which breakers, errors,
 //! [`Client::overload`](crate::Client::overload) and telemetry show: the endpoint key, the
@@ -120,8 +121,8 @@ macro_rules! settings {
         /// The guards keep their state per **endpoint** by default: per endpoint key, the
         /// scheme, host and port a request goes to (`https://api.example.com`; never its
         /// path), under each rule. Each guard's scope (`breaker_scope`, `hold_scope`,
-        /// `rate_limit_scope`, `bulkhead_scope`, `retry_budget_scope`,
-        /// `server_quota_scope`) widens that to the
+        /// `rate_limit_scope`, `bulkhead_scope`, `retry_budget_scope`, `server_quota_scope`,
+        /// `adaptive_concurrency_scope`, `throttle_scope`) widens that to the
         /// rule or to a name several rules share: see [`Scope`] and the
         /// [module docs](self#endpoints-and-scopes).
         ///
