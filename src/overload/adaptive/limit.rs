@@ -405,6 +405,25 @@ mod tests {
         assert_eq!(vegas.sample(sample(20 * MS, 17, true)), 16);
     }
 
+    /// A fast drop (a connection refused in 100 µs) is not taken for the unloaded latency:
+    /// the limit still grows to its max on healthy answers (it was pinned at 4 by the drop).
+    #[test]
+    fn vegas_takes_no_outlier_for_the_unloaded_latency() {
+        let config = AdaptiveConcurrencyConfig::vegas()
+            .initial(10)
+            .min(2)
+            .max(200);
+        let mut vegas = Algorithm::new(&config);
+        let micros = Duration::from_micros(100);
+        vegas.sample(sample(micros, 10, true));
+        let mut last = 0;
+        for _ in 0..5000 {
+            let in_flight = last.max(10);
+            last = vegas.sample(sample(20 * MS, in_flight, false));
+        }
+        assert_eq!(last, 200);
+    }
+
     /// A cancelled attempt (its permit dropped), one that ended uncounted, and one never
     /// sent give their places back and are no sample; an answered one is.
     #[tokio::test(start_paused = true)]
