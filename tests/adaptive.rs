@@ -356,3 +356,79 @@ fn contradictory_limits_are_refused_at_build() {
         );
     }
 }
+
+/// An attempt the breaker turns away after it took its place gives the place back at once,
+/// not when its call's future is dropped: a caller may keep a finished future (`select!` over
+/// `&mut pending`). With one place, the next call meets the open breaker, not a full limit
+/// (it failed with `BulkheadFull` while the finished future was kept).
+#[tokio::test]
+async fn an_attempt_the_breaker_refuses_gives_its_place_back() {
+    use resilient_http::breaker::{BreakerConfig, Window};
+    use resilient_http::retry::RetryPolicy;
+    let server = FaultServer::start().await.unwrap();
+    server.script("/down", (0..10).map(|_| Reply::status(500)));
+    let breaker = BreakerConfig::builder()
+        .window(Window::Calls(4))
+        .min_calls(2)
+        .failure_rate(0.5)
+        .open_for(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let client = Client::builder()
+        .retry(RetryPolicy::never())
+        .circuit_breaker(breaker)
+        .default_policy(EndpointPolicy::new().adaptive_concurrency(fixed(1, 200 * MS)))
+        .build()
+        .unwrap();
+    let url = server.url("/down");
+    for _ in 0..3 {
+        let _ = client.get(&url).send().await;
+    }
+    let key = format!("http://{}", server.addr());
+    let guards = client.overload("default", &key).expect("guards");
+    let mut pending = Box::pin(client.get(&url).send());
+    let refused = (&mut pending).await.expect_err("the breaker is open");
+    assert_eq!(refused.kind(), ErrorKind::CircuitOpen);
+    assert_eq!(guards.adaptive_in_flight(), Some(0));
+    let next = client
+        .get(&url)
+        .send()
+        .await
+        .expect_err("the breaker is open");
+    assert_eq!(next.kind(), ErrorKind::CircuitOpen, "{next}");
+    drop(pending);
+}
+
+/// An attempt meets the adaptive limit before the rate limit: one that finds no place spends
+/// no rate-limit slot, so the next call goes at once when the place comes free (it waited
+/// 300 ms for the slot the refused attempt had taken). Through the client and the middleware.
+async fn an_attempt_without_a_place_spends_no_rate_limit_slot(via: Via) {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/s", [Reply::ok("slow").delay(200 * MS)]);
+    let policy = EndpointPolicy::new()
+        .adaptive_concurrency(fixed(1, Duration::ZERO))
+        .rate_limit(RateLimitConfig::new(2, SECOND).burst(2));
+    let caller = Arc::new(Caller::new(via, builder(1, policy)));
+    let url = server.url("/s");
+    let start = Instant::now();
+    let first = {
+        let (caller, url) = (caller.clone(), url.clone());
+        tokio::spawn(async move { caller.get(&url, None).await })
+    };
+    tokio::time::sleep(10 * MS).await;
+    let refused = caller.get(&url, None).await.expect_err("no place");
+    assert_eq!(refused.kind(), ErrorKind::BulkheadFull, "{refused}");
+    assert!(first.await.unwrap().is_ok());
+    assert!(caller.get(&url, None).await.is_ok());
+    assert_eq!(start.elapsed(), 400 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_without_a_place_spends_no_rate_limit_slot_through_the_client() {
+    an_attempt_without_a_place_spends_no_rate_limit_slot(Via::Client).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_without_a_place_spends_no_rate_limit_slot_through_the_middleware() {
+    an_attempt_without_a_place_spends_no_rate_limit_slot(Via::Middleware).await;
+}

@@ -2,9 +2,9 @@
 //! the driver for every path.
 //!
 //! A call's first request takes its place in the bulkhead ([`enter`]); every attempt's
-//! request is then throttled or not, let out, held back for a while, or turned away
-//! ([`admit`]), and takes its place under the adaptive limit; after a wait, [`waited`]
-//! takes up where it left off. A call without guards goes straight out.
+//! request is then throttled or not, takes its place under the adaptive limit (queueing for
+//! it), and is let out, held back for a while, or turned away ([`admit`]); after a wait,
+//! [`waited`] takes up where it left off. A call without guards goes straight out.
 //! The request waits in the call's [`RetryState`] meanwhile; its [`Parked`] token travels
 //! with the gate's answer, and [`RetryState::take_request`] takes it out with that token when
 //! it goes out.
@@ -78,7 +78,7 @@ pub(crate) fn admit(retry: &mut RetryState, parked: Parked, breaker: Option<&Bre
         }
         Err(error) => return Gate::Refused(naming_request(retry, error), parked),
     }
-    admit_with(retry, parked, breaker, None)
+    place(retry, parked, breaker)
 }
 
 /// [`admit`], for an attempt that holds `reserved`, the rate-limit slot it waited for.
@@ -95,7 +95,7 @@ fn admit_with(
     match guards.admit(started, deadline, retry.policy_name(), breaker, reserved) {
         Admission::Go(ticket) => {
             retry.let_out(ticket);
-            place(retry, parked)
+            Gate::Out(parked)
         }
         // One sleep to the end of the wait. A reservation rides along: dropped with the
         // future if the call is, it gives its slot back.
@@ -110,16 +110,19 @@ fn admit_with(
     }
 }
 
-/// An attempt let out: out at once under the adaptive limit, queued for a place, or turned
-/// away.
-fn place(retry: &mut RetryState, parked: Parked) -> Gate {
+/// An attempt not throttled: its place under the adaptive limit, at once or after queueing
+/// for it, or turned away; then [`admit_with`]. First, so that nothing is spent (a
+/// rate-limit slot, the quota's ticket, the budget's deposit) for an attempt that finds no
+/// place, and so that one that queued for its place asks the rate limit when it goes, not
+/// when it began to queue.
+fn place(retry: &mut RetryState, parked: Parked, breaker: Option<&Breaker>) -> Gate {
     let Some(guards) = retry.guards() else {
         return Gate::Out(parked);
     };
     match guards.place(retry.deadline(), retry.policy_name()) {
         Placing::In(place) => {
             retry.pass_mut().place = place;
-            Gate::Out(parked)
+            admit_with(retry, parked, breaker, None)
         }
         Placing::Queue(queueing) => Gate::Wait(
             Box::pin(async move { Waited::Placed(queueing.await) }),
@@ -145,9 +148,8 @@ pub(crate) fn waited(
             return admit(retry, parked, breaker);
         }
         Waited::Placed(Some(place)) => {
-            retry.resume();
             retry.pass_mut().place = Some(place);
-            return Gate::Out(parked);
+            None
         }
         Waited::Placed(None) => {
             let full = retry

@@ -464,18 +464,20 @@ impl<O: Success, S: Sender> Call<O, S> {
         now: Instant,
         out: Out,
     ) -> Result<(Attempt, S::Future), Unsent> {
+        // Taken first: an attempt turned away below gives its adaptive place back with it.
+        let mut pass = self.retry.take_pass();
+        pass.sent(now);
         if S::SORTED {
             // The layers below keep the breaker and bound the attempt (see `Sender::SORTED`),
             // so they alone know its limit, and propagate it (`PropagateDeadlineLayer`).
-            let mut attempt = Attempt {
+            let attempt = Attempt {
                 out,
                 permit: None,
                 sent_at: None,
                 limit: Duration::MAX,
                 by_deadline: false,
-                pass: self.retry.take_pass(),
+                pass,
             };
-            attempt.pass.sent(now);
             return Ok((attempt, self.sender.send(request)));
         }
         let breaker = self.breaker.as_deref();
@@ -512,7 +514,7 @@ impl<O: Success, S: Sender> Call<O, S> {
             sent_at,
             limit,
             by_deadline,
-            pass: self.retry.take_pass(),
+            pass,
         };
         if let Some(error) = unsent {
             let out = attempt.end(breaker, Verdict::Ignored, Answer::Uncounted);
@@ -527,7 +529,6 @@ impl<O: Success, S: Sender> Call<O, S> {
         if attempt.sent_at.is_none() && matches!(self.reader, Reader::With(_)) {
             attempt.sent_at = Some(now);
         }
-        attempt.pass.sent(now);
         // A request with no timeout of its own gets the sender's bound, which may be this.
         if request.timeout().is_some() || !self.sender.bounds_to(limit) {
             *request.timeout_mut() = Some(limit);
@@ -833,6 +834,9 @@ impl<O: Success, S: Sender> Call<O, S> {
     /// The attempt of `out` failed with `error` (sent, or turned away before: by the guards,
     /// the breaker, a hook): it waits for the rest of its race, or the retry decides.
     fn failed(&mut self, out: Out, error: Error) -> Step<O> {
+        // An attempt turned away before it went (by the guards after its place, a hook, a
+        // body factory) gives back what the guards gave it.
+        drop(self.retry.take_pass());
         // A transient failure while others of its race are still in flight: wait for them.
         let others = self.race.as_ref().is_some_and(|race| race.running());
         let Some(out) = self.retry.keeps_racing(out, &error, others) else {

@@ -127,9 +127,11 @@ impl RetryState {
         self.place = place;
     }
 
-    /// The call is over: its place in the bulkhead, if it had one, goes back.
+    /// The call is over: its place in the bulkhead, if it had one, goes back, and so does
+    /// whatever the guards gave an attempt that never went (its adaptive place).
     pub(crate) fn give_place_back(&mut self) {
         self.place = None;
+        self.pass = Pass::default();
     }
 
     /// The call's policy, as its events and metrics name it.

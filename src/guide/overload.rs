@@ -54,8 +54,9 @@
 //!
 //! Each attempt meets them in one order, on every path (the client, `ResilientMiddleware`,
 //! `ResilientLayer`): the bulkhead (once per call), then throttling (once per attempt), then
-//! a hold, the server's quota and the rate limit, then a place under the adaptive limit, then
-//! out. An attempt turned away by one takes nothing from those after it.
+//! a place under the adaptive limit, then a hold, the server's quota and the rate limit, then
+//! out. An attempt turned away by one takes nothing from those after it (and gives back its
+//! place, if a later one turns it away).
 //!
 //! ```
 //! use std::time::Duration;
@@ -209,9 +210,10 @@
 //! (`algorithm`: Vegas, Gradient2 or AIMD).
 //!
 //! It limits **attempts in flight** per scope (the endpoint key by default; `scope` as for the
-//! other guards): retries and hedges take places too, and an attempt holds its place only
-//! while it is on the wire (a call waiting out its backoff holds none, unlike a bulkhead's
-//! place, which is the call's). An attempt over the limit waits for a place, first come, first
+//! other guards): retries and hedges take places too, and an attempt holds its place from
+//! when it gets it until it ends (through a hold's or the rate limit's wait that comes
+//! after, and its hook, if any; a call waiting out its backoff holds none, unlike a
+//! bulkhead's place, which is the call's). An attempt over the limit waits for a place, first come, first
 //! served, up to `queue_timeout` and the call's deadline, then fails with
 //! [`ErrorKind::BulkheadFull`](crate::ErrorKind::BulkheadFull), its message naming the
 //! adaptive limit and the limit it has found. A hedge goes only if a place is free now (it

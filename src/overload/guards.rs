@@ -466,8 +466,9 @@ impl Guards {
         }
     }
 
-    /// May an attempt let out by the other guards go now, under the adaptive limit, in a
-    /// call that must end by `deadline`? Over it, the attempt queues (first come, first
+    /// May an attempt not throttled take a place under the adaptive limit now (before the
+    /// hold, the server's quota and the rate limit are asked), in a call that must end by
+    /// `deadline`? Over it, the attempt queues (first come, first
     /// served) up to the limit's queue timeout and its deadline, or is refused at once when
     /// that is zero. An attempt let in at once costs a compare-exchange and an atomic load.
     pub(crate) fn place(&self, deadline: Option<Instant>, policy: Option<&Arc<str>>) -> Placing {
@@ -607,8 +608,7 @@ impl Guards {
 
     /// May a hedge of `criticality` go out at `now`, without waiting? Not while the endpoint
     /// is held, nor when `breaker` (the endpoint's, if the caller has it) will turn it away,
-    /// nor when client-side throttling turns it away (counted as a request, as a throttled
-    /// attempt is), nor while the server's quota is spent or its pace says wait, nor when the
+    /// nor when client-side throttling turns it away (counted as no request), nor while the server's quota is spent or its pace says wait, nor when the
     /// adaptive limit has no place free now (a hedge never queues); then it spends from the
     /// retry budget as a retry does, takes its place, the quota's ticket (`Ok`, if the quota
     /// is followed) and a rate-limit slot. `Err`: the guard that kept it back (reported by the
@@ -626,10 +626,10 @@ impl Guards {
         if breaker.is_some_and(Breaker::refuses_now) {
             return Err(Guard::Breaker);
         }
-        // A hedge is a request as any attempt is: throttled first, counted as one if it is
-        // (nothing else is spent for it then).
+        // Throttled first, as an attempt is (nothing else is spent for it then); a hedge
+        // kept back counts as no request (see `Throttle::lets_hedge_out`).
         if let Some(throttle) = &self.throttle
-            && throttle.admit(now, criticality).is_err()
+            && !throttle.lets_hedge_out(now, criticality)
         {
             return Err(Guard::Throttle);
         }
@@ -1009,11 +1009,12 @@ mod tests {
         Ok(registry.guards_at("http://127.0.0.1:80"))
     }
 
-    /// A hedge is a request as any attempt is: throttled (and counted as a request) when
-    /// its criticality is, else let out carrying the throttle and its criticality, which
-    /// count it when it ends.
+    /// A hedge is throttled as an attempt is, but one kept back counts as no request (the
+    /// application did not ask for it); one let out carries the throttle and its
+    /// criticality, which count it when it ends.
     #[tokio::test(start_paused = true)]
-    async fn a_hedge_is_throttled_and_counted_as_an_attempt_is() -> Result<(), String> {
+    async fn a_hedge_is_throttled_as_an_attempt_is_and_counted_only_if_it_goes()
+    -> Result<(), String> {
         let now = Instant::now();
         let guards = throttled_guards()?;
         let pass = guards
@@ -1040,7 +1041,7 @@ mod tests {
             .let_hedge_out(now, Criticality::Sheddable, None)
             .err();
         assert_eq!(kept_back, Some(Guard::Throttle));
-        assert_eq!(throttle.counts(now), (52, 1));
+        assert_eq!(throttle.counts(now), (51, 1));
         Ok(())
     }
 

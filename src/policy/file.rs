@@ -450,9 +450,9 @@ struct RawBulkhead {
 
 /// `[….adaptive_concurrency]`: `algorithm` (default `"vegas"`), `initial`, `min`, `max`,
 /// `queue_timeout`, the algorithm's own knobs and `scope`. A table with only `scope` sets
-/// the scope alone; any other key sets the whole limit, what it leaves out taking the
-/// library default. A knob of another algorithm than the table's is refused (it would
-/// silently do nothing).
+/// the scope alone; an empty one turns the limit on with the library defaults; any other
+/// key sets the whole limit, what it leaves out taking the library default. A knob of
+/// another algorithm than the table's is refused (it would silently do nothing).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(try_from = "AdaptiveKeys")]
 struct RawAdaptive {
@@ -543,8 +543,11 @@ impl TryFrom<AdaptiveKeys> for RawAdaptive {
 }
 
 impl RawAdaptive {
-    /// The config these keys set, if they set any of it (not `scope` alone).
+    /// The config these keys set, if they set any of it or none at all (an empty table turns
+    /// the limit on with the defaults, as an empty `[….throttle]` does); `None` for `scope`
+    /// alone.
     fn settings(self) -> Option<AdaptiveConcurrencyConfig> {
+        let scope_alone = self.scope.is_some();
         let keys = self.keys;
         let set = keys.algorithm.is_some()
             || keys.initial.is_some()
@@ -556,7 +559,7 @@ impl RawAdaptive {
             || keys.long_window.is_some()
             || keys.backoff_ratio.is_some()
             || keys.timeout.is_some();
-        if !set {
+        if !set && scope_alone {
             return None;
         }
         let mut config = AdaptiveConcurrencyConfig::default();
@@ -1527,6 +1530,12 @@ mod tests {
         let file = parse("[default.adaptive_concurrency]\nscope = \"name:db\"\n")?;
         assert_eq!(file.default.adaptive_concurrency, None);
         assert!(file.default.adaptive_concurrency_scope.is_some());
+        // An empty table turns it on with the defaults.
+        let file = parse("[default.adaptive_concurrency]\n")?;
+        assert_eq!(
+            file.default.adaptive_concurrency,
+            Some(AdaptiveConcurrencyConfig::default())
+        );
         let file = parse("[default.adaptive_concurrency]\nalgorithm = \"vegas\"\n")?;
         assert_eq!(
             file.default.adaptive_concurrency,

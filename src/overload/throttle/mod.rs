@@ -243,6 +243,15 @@ impl Throttle {
         Ok(())
     }
 
+    /// May a hedge of `criticality` go at `now`? Drawn as for an attempt, but a hedge kept
+    /// back counts as no request: the application did not ask for it (the client's own
+    /// timer did), and under overload every hedge timer that fires would otherwise push the
+    /// probability up further. A hedge let out counts at its end as any attempt does.
+    pub(crate) fn lets_hedge_out(&self, now: Instant, criticality: Criticality) -> bool {
+        let probability = self.probability(now, criticality);
+        probability == 0.0 || fastrand::f64() >= probability
+    }
+
     /// An attempt of `criticality` let out ended at `now`: `accepted` if its dependency
     /// answered it without rejecting it for overload.
     pub(crate) fn record(&self, now: Instant, criticality: Criticality, accepted: bool) {
