@@ -27,13 +27,19 @@
 //! Critical requests are never throttled with a probability above
 //! [`CRITICAL_MAX_PROBABILITY`] (0.75): however badly the dependency does, at least a quarter
 //! of the critical attempts are sent, so that the client keeps probing it and sees it
-//! recover, and the work that matters most is never cut off by the client alone.
+//! recover, and the work that matters most is never cut off by the client alone. The
+//! other side of "in order": while the more critical requests alone use up the allowance,
+//! the less critical ones are all throttled (probability 1); the accepts of the critical
+//! ones show when the dependency recovers, and the others go again.
 //!
 //! **The retry budget** lets critical retries go first when it is nearly spent: for a
 //! window after a critical retry asked, default retries may not take its last quarter;
-//! sheddable ones never take its last half (see `Criticality::budget_claim`).
+//! sheddable ones never take its last half (see `Criticality::budget_claim`). A retry
+//! throttled when it is due has spent its token (the budget is asked when the retry is
+//! decided, the throttle when it goes): under overload that leaves fewer retries, never
+//! more.
 //!
-//! **Cost.** Letting an attempt through reads the window (16 buckets, in atomics, shared by
+//! **Cost.** Letting an attempt through reads the window (its 10 steps, in atomics, shared by
 //! the threads; no lock, no allocation) and draws a random number only when the probability
 //! is above zero (`fastrand`'s thread-local generator); its end adds to the current bucket.
 use std::fmt;
