@@ -1327,6 +1327,16 @@ mod tests {
         PolicyFile::parse("quota.toml", text, &[])
     }
 
+    /// `text` is refused with a message that contains `want` and names `table`.
+    fn assert_refused(text: &str, want: &str, table: &str) {
+        let shown = parse(text).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            shown.contains(want),
+            "{text}\n  got: {shown}\n  want: {want}"
+        );
+        assert!(shown.contains(table), "{text}\n  got: {shown}");
+    }
+
     /// Every key of `[….server_quota]`, in a header table and inline.
     #[test]
     fn every_server_quota_key_is_read() -> Result<(), Error> {
@@ -1461,16 +1471,7 @@ mod tests {
             ("scope = \"everywhere\"", "quota.toml:3: \"scope\":"),
         ];
         for (line, want) in cases {
-            let text = format!("\n{table}\n{line}\n");
-            let shown = parse(&text)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(
-                shown.contains(want),
-                "{line}\n  got: {shown}\n  want: {want}"
-            );
-            assert!(shown.contains(table), "{line}\n  got: {shown}");
+            assert_refused(&format!("\n{table}\n{line}\n"), want, table);
         }
         // In an endpoint rule's own `headers` table: its line, and the rule.
         let text = "[[endpoint]]\nname = \"openai\"\nmatch = {}\n[endpoint.server_quota.headers]\n\
@@ -1550,30 +1551,30 @@ mod tests {
         let cases = [
             (
                 "algorithm = \"bbr\"",
-                "limits.toml:3: \"algorithm\": unknown algorithm \"bbr\": expected \
+                "quota.toml:3: \"algorithm\": unknown algorithm \"bbr\": expected \
                  \"gradient2\", \"aimd\" or \"vegas\"",
             ),
             (
                 "max = 0",
-                "limits.toml:3: \"max\": must be at least 1 and at most 100000, got 0",
+                "quota.toml:3: \"max\": must be at least 1 and at most 100000, got 0",
             ),
             (
                 "smoothing = 1.5",
-                "limits.toml:3: \"smoothing\": must be above 0 and at most 1, got 1.5",
+                "quota.toml:3: \"smoothing\": must be above 0 and at most 1, got 1.5",
             ),
             (
                 "rtt_tolerance = 0.5",
-                "limits.toml:3: \"rtt_tolerance\": must be at least 1",
+                "quota.toml:3: \"rtt_tolerance\": must be at least 1",
             ),
             (
                 "backoff_ratio = 1.0",
-                "limits.toml:3: \"backoff_ratio\": must be at least 0.5 and at most 0.99",
+                "quota.toml:3: \"backoff_ratio\": must be at least 0.5 and at most 0.99",
             ),
             (
                 "timeout = \"0s\"",
-                "limits.toml:3: \"timeout\": must be above zero",
+                "quota.toml:3: \"timeout\": must be above zero",
             ),
-            ("inital = 5", "limits.toml:3: unknown key \"inital\""),
+            ("inital = 5", "quota.toml:3: unknown key \"inital\""),
             (
                 "smoothing = 0.5",
                 "\"smoothing\": smoothing is gradient2's, and this limit's algorithm is \
@@ -1581,16 +1582,7 @@ mod tests {
             ),
         ];
         for (line, want) in cases {
-            let text = format!("\n{table}\n{line}\n");
-            let shown = PolicyFile::parse("limits.toml", &text, &[])
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(
-                shown.contains(want),
-                "{line}\n  got: {shown}\n  want: {want}"
-            );
-            assert!(shown.contains(table), "{line}\n  got: {shown}");
+            assert_refused(&format!("\n{table}\n{line}\n"), want, table);
         }
     }
 
@@ -1664,16 +1656,7 @@ mod tests {
             ),
         ];
         for (lines, want, table) in cases {
-            let text = format!("\n{lines}\n");
-            let shown = parse(&text)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(
-                shown.contains(want),
-                "{lines}\n  got: {shown}\n  want: {want}"
-            );
-            assert!(shown.contains(table), "{lines}\n  got: {shown}");
+            assert_refused(&format!("\n{lines}\n"), want, table);
         }
         // The range, as the builder says it.
         let shown = parse("[default.throttle]\nk = 0.5\n")
