@@ -500,7 +500,7 @@ pub fn stack_index(name: &str) -> usize {
 
 /// Whether `name` is a stack of [`STACKS`] or [`FLEET_STACKS`].
 pub fn is_stack(name: &str) -> bool {
-    STACKS.contains(&name) || FLEET_STACKS.contains(&name)
+    STACKS.contains(&name) || FLEET_STACKS.contains(&name) || OVERLOAD_STACKS.contains(&name)
 }
 
 async fn round<S: Stack>(stack: &S, url: &'static str, requests: usize, in_flight: usize) {

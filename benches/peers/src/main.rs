@@ -41,7 +41,8 @@ fn one(args: &[String]) {
     };
     if !resilient_http_peers::is_stack(name) {
         eprintln!(
-            "unknown stack {name:?}: see `peers list`, or resilient+rate, resilient+shared-rate"
+            "unknown stack {name:?}: see `peers list`, or resilient+rate, resilient+shared-rate, \
+             resilient+adaptive, resilient+throttle"
         );
         std::process::exit(2);
     }
