@@ -121,7 +121,7 @@ fn place(retry: &mut RetryState, parked: Parked, breaker: Option<&Breaker>) -> G
     };
     match guards.place(retry.deadline(), retry.policy_name()) {
         Placing::In(place) => {
-            retry.pass_mut().place = place;
+            retry.pass_mut().place = place.map(Box::new);
             admit_with(retry, parked, breaker, None)
         }
         Placing::Queue(queueing) => Gate::Wait(
@@ -148,7 +148,7 @@ pub(crate) fn waited(
             return admit(retry, parked, breaker);
         }
         Waited::Placed(Some(place)) => {
-            retry.pass_mut().place = Some(place);
+            retry.pass_mut().place = Some(Box::new(place));
             None
         }
         Waited::Placed(None) => {

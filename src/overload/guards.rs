@@ -442,6 +442,7 @@ impl Guards {
     /// says (asked once per attempt, before the other guards)? `Ok` with the throttle that
     /// counts it (`None`: not throttled by this policy); `Err`: throttled locally, the
     /// attempt's [`Throttled`](crate::ErrorKind::Throttled) error.
+    #[inline]
     pub(crate) fn throttle(
         &self,
         now: Instant,
@@ -471,6 +472,7 @@ impl Guards {
     /// `deadline`? Over it, the attempt queues (first come, first
     /// served) up to the limit's queue timeout and its deadline, or is refused at once when
     /// that is zero. An attempt let in at once costs a compare-exchange and an atomic load.
+    #[inline]
     pub(crate) fn place(&self, deadline: Option<Instant>, policy: Option<&Arc<str>>) -> Placing {
         let Some(adaptive) = &self.adaptive else {
             return Placing::In(None);
@@ -667,7 +669,7 @@ impl Guards {
         }
         Ok(Pass {
             ticket,
-            place,
+            place: place.map(Box::new),
             throttle: self.throttle.clone(),
             criticality,
         })
