@@ -71,9 +71,10 @@ pub(crate) fn admit(retry: &mut RetryState, parked: Parked, breaker: Option<&Bre
     };
     let (started, criticality) = (retry.attempt_started(), retry.criticality());
     match guards.throttle(started, criticality, retry.policy_name()) {
-        Ok(throttle) => {
+        Ok(None) => {}
+        Ok(Some(throttle)) => {
             let pass = retry.pass_mut();
-            pass.throttle = throttle;
+            pass.throttle = Some(throttle);
             pass.criticality = criticality;
         }
         Err(error) => return Gate::Refused(naming_request(retry, error), parked),

@@ -836,7 +836,7 @@ impl<O: Success, S: Sender> Call<O, S> {
     fn failed(&mut self, out: Out, error: Error) -> Step<O> {
         // An attempt turned away before it went (by the guards after its place, a hook, a
         // body factory) gives back what the guards gave it.
-        drop(self.retry.take_pass());
+        self.retry.drop_pass();
         // A transient failure while others of its race are still in flight: wait for them.
         let others = self.race.as_ref().is_some_and(|race| race.running());
         let Some(out) = self.retry.keeps_racing(out, &error, others) else {

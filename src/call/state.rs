@@ -131,7 +131,16 @@ impl RetryState {
     /// whatever the guards gave an attempt that never went (its adaptive place).
     pub(crate) fn give_place_back(&mut self) {
         self.place = None;
-        self.pass = Pass::default();
+        self.drop_pass();
+    }
+
+    /// Gives back what the guards gave an attempt that did not go (see
+    /// [`give_place_back`](Self::give_place_back)).
+    #[inline]
+    pub(crate) fn drop_pass(&mut self) {
+        if !self.pass.is_empty() {
+            self.pass = Pass::default();
+        }
     }
 
     /// The call's policy, as its events and metrics name it.

@@ -58,6 +58,13 @@ impl Answer {
 }
 
 impl Pass {
+    /// Whether the guards gave nothing (then dropping it is a few compares, not its drop
+    /// glue: most calls' passes are empty by the time they are dropped).
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ticket.is_none() && self.place.is_none() && self.throttle.is_none()
+    }
+
     /// The attempt went out at `at`.
     pub(crate) fn sent(&mut self, at: Instant) {
         if let Some(place) = &mut self.place {
