@@ -73,9 +73,7 @@ pub(crate) fn admit(retry: &mut RetryState, parked: Parked, breaker: Option<&Bre
     match guards.throttle(started, criticality, retry.policy_name()) {
         Ok(None) => {}
         Ok(Some(throttle)) => {
-            let pass = retry.pass_mut();
-            pass.throttle = Some(throttle);
-            pass.criticality = criticality;
+            retry.pass_mut().set_throttle(throttle, criticality);
         }
         Err(error) => return Gate::Refused(naming_request(retry, error), parked),
     }
@@ -122,7 +120,9 @@ fn place(retry: &mut RetryState, parked: Parked, breaker: Option<&Breaker>) -> G
     };
     match guards.place(retry.deadline(), retry.policy_name()) {
         Placing::In(place) => {
-            retry.pass_mut().place = place.map(Box::new);
+            if let Some(place) = place {
+                retry.pass_mut().set_place(place);
+            }
             admit_with(retry, parked, breaker, None)
         }
         Placing::Queue(queueing) => Gate::Wait(
@@ -149,7 +149,7 @@ pub(crate) fn waited(
             return admit(retry, parked, breaker);
         }
         Waited::Placed(Some(place)) => {
-            retry.pass_mut().place = Some(Box::new(place));
+            retry.pass_mut().set_place(place);
             None
         }
         Waited::Placed(None) => {

@@ -667,12 +667,15 @@ impl Guards {
         if budget.is_some_and(|budget| !budget.withdraw(now, criticality)) {
             return Err(Guard::Budget);
         }
-        Ok(Pass {
-            ticket,
-            place: place.map(Box::new),
-            throttle: self.throttle.clone(),
-            criticality,
-        })
+        let mut pass = Pass::default();
+        pass.ticket = ticket;
+        if let Some(place) = place {
+            pass.set_place(place);
+        }
+        if let Some(throttle) = &self.throttle {
+            pass.set_throttle(throttle.clone(), criticality);
+        }
+        Ok(pass)
     }
 
     /// Learns from the head of the answer to the attempt that carried `ticket` (every
@@ -1022,8 +1025,9 @@ mod tests {
         let pass = guards
             .let_hedge_out(now, Criticality::Sheddable, None)
             .map_err(|guard| format!("kept back by {guard:?}"))?;
-        assert_eq!(pass.criticality, Criticality::Sheddable);
-        let throttle = pass.throttle.clone().ok_or("no throttle in the pass")?;
+        let (throttle, criticality) = pass.throttle().ok_or("no throttle in the pass")?;
+        assert_eq!(criticality, Criticality::Sheddable);
+        let throttle = throttle.clone();
         assert_eq!(throttle.counts(now), (0, 0));
         pass.end(Answer::Accepted);
         assert_eq!(throttle.counts(now), (1, 1));
