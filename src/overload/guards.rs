@@ -824,13 +824,6 @@ impl Guards {
         (self.throttle.as_ref()).map(|throttle| throttle.counts(now))
     }
 
-    /// The adaptive limit's latency samples so far; `None` without one (for tests: a
-    /// cancelled attempt is none).
-    #[cfg(test)]
-    pub(crate) fn adaptive_samples(&self) -> Option<u64> {
-        (self.adaptive.as_ref()).map(|adaptive| adaptive.samples())
-    }
-
     /// From when the rate limit has its full burst again; `None` without a rate limit.
     pub(crate) fn rate_full_at(&self) -> Option<Instant> {
         self.rate.as_ref().map(|rate| rate.full_at())
@@ -985,6 +978,15 @@ impl GuardRegistry {
             Some(only) => (only.key() == key).then(|| only.clone()),
             None => self.guards.get(key),
         }
+    }
+}
+
+#[cfg(test)]
+impl Guards {
+    /// The adaptive limit's latency samples so far; `None` without one (for tests: a
+    /// cancelled attempt is none).
+    pub(crate) fn adaptive_samples(&self) -> Option<u64> {
+        (self.adaptive.as_ref()).map(|adaptive| adaptive.samples())
     }
 }
 

@@ -89,13 +89,6 @@ impl Pass {
         guarded.criticality = criticality;
     }
 
-    /// The throttle that counts the attempt, and its criticality.
-    #[cfg(test)]
-    pub(crate) fn throttle(&self) -> Option<(&Arc<Part<Throttle>>, Criticality)> {
-        let guarded = self.guarded.as_deref()?;
-        Some((guarded.throttle.as_ref()?, guarded.criticality))
-    }
-
     /// The attempt went out at `at`.
     #[inline]
     pub(crate) fn sent(&mut self, at: Instant) {
@@ -125,5 +118,14 @@ impl Guarded {
         {
             throttle.record(now, self.criticality, answer == Answer::Accepted);
         }
+    }
+}
+
+#[cfg(test)]
+impl Pass {
+    /// The throttle that counts the attempt, and its criticality.
+    pub(crate) fn throttle(&self) -> Option<(&Arc<Part<Throttle>>, Criticality)> {
+        let guarded = self.guarded.as_deref()?;
+        Some((guarded.throttle.as_ref()?, guarded.criticality))
     }
 }

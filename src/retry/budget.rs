@@ -164,13 +164,6 @@ impl RetryBudget {
         self.deposits.record(SUCCESS, self.ms(now));
     }
 
-    /// A retry or a hedge wants to go out: `true` if the budget had one (now spent), `false`
-    /// if it is empty.
-    #[cfg(test)]
-    pub(crate) fn withdraw(&self, now: Instant) -> bool {
-        self.withdraw_claiming(now, Claim::default())
-    }
-
     /// [`withdraw`](Self::withdraw), for a retry that may take what `claim` says: `false`
     /// once no more than its kept share is left.
     pub(crate) fn withdraw_claiming(&self, now: Instant, claim: Claim) -> bool {
@@ -356,6 +349,15 @@ impl bounds::Parts for BudgetConfig {
             .check(self.window)
             .map_err(|e| format!("window {e}"))?;
         Ok(self)
+    }
+}
+
+#[cfg(test)]
+impl RetryBudget {
+    /// A retry or a hedge wants to go out: `true` if the budget had one (now spent), `false`
+    /// if it is empty.
+    pub(crate) fn withdraw(&self, now: Instant) -> bool {
+        self.withdraw_claiming(now, Claim::default())
     }
 }
 
