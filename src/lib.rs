@@ -137,6 +137,9 @@ pub mod redirect;
 pub mod resilient;
 pub mod retry;
 mod retry_after;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+pub mod sim;
 pub mod telemetry;
 
 #[cfg(feature = "testkit")]
