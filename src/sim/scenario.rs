@@ -10,7 +10,7 @@
 //! seed = 1                                 # default 1: every random choice follows from it
 //! url = "https://api.example.com/v1/"      # default "http://dependency.sim/" (http or https)
 //! replicas = 1                             # default 1 (1 to 1,000): clients sharing the dependency
-//! sample_every = "1s"                      # default 1s (10 ms to `duration`): the series' step
+//! sample_every = "1s"                      # default 1s (10 ms to `duration`, 100,000 steps at most)
 //!
 //! [load]
 //! rate = 1000                              # requests/s, all replicas together (0 to 1,000,000), or
@@ -319,6 +319,9 @@ const SAMPLE_EVERY: SpanFrom = SpanFrom {
     min: Duration::from_millis(10),
     max: DAY,
 };
+/// Steps of the time series (`duration / sample_every`): each series holds one value per
+/// step, so at most 100,000 (a day at the default 1 s step is 86,400).
+const STEPS: u64 = 100_000;
 /// `replicas`: clients sharing the dependency.
 const REPLICAS: Count = Count { min: 1, max: 1_000 };
 /// `rate` (a constant, or each point's `rps`): requests/s, all replicas together.
@@ -650,6 +653,22 @@ fn read(origin: &str, text: &str) -> Result<Scenario, Error> {
                     format!(
                         "must be at most the run's duration ({})",
                         humantime::format_duration(duration)
+                    ),
+                ));
+            }
+            let steps = duration.as_nanos().div_ceil(step.as_nanos().max(1));
+            if steps > u128::from(STEPS) {
+                let least = Duration::from_nanos(
+                    u64::try_from(duration.as_nanos().div_ceil(u128::from(STEPS)))
+                        .unwrap_or(u64::MAX),
+                );
+                return Err(src.fail_at(
+                    value,
+                    "sample_every",
+                    format!(
+                        "makes {steps} steps over {}, more than {STEPS}: write at least {}",
+                        humantime::format_duration(duration),
+                        humantime::format_duration(least)
                     ),
                 ));
             }
@@ -1488,6 +1507,12 @@ at = "3m"
         );
         check(
             &mut bad,
+            &with("\"1m\"\n", "\"24h\"\nsample_every = \"10ms\"\n"),
+            4,
+            &["\"sample_every\"", "more than 100000", "at least 864ms"],
+        );
+        check(
+            &mut bad,
             &with("\"1m\"", "5"),
             3,
             &["\"duration\"", "expected a string"],
@@ -1943,14 +1968,233 @@ at = "3m"
             let _ = Scenario::from_toml(&text);
         }
 
-        /// MINIMAL with any one line replaced by TOML-ish text.
+        /// Scenario-shaped files: each key present or not, its value mostly a good one and
+        /// sometimes an edge case (zero, negative, huge, NaN, the wrong type, the wrong
+        /// shape), so that many files get past serde into every check, and some all the
+        /// way: an error or a scenario, never a panic.
         #[test]
-        fn never_panics_near_valid(line in 0usize..12, value in "[a-z_0-9 ={}\\[\\]\",.-]{0,40}") {
-            let mut lines: Vec<&str> = MINIMAL.lines().collect();
-            if let Some(slot) = lines.get_mut(line) {
-                *slot = &value;
+        fn never_panics_on_scenario_shaped_files(
+            top in lines(TOP),
+            load in lines(LOAD),
+            mix in proptest::collection::vec(lines(MIX_KEYS), 0..3),
+            phases in proptest::collection::vec((lines(PHASE_KEYS), proptest::bool::weighted(0.9)), 0..4),
+        ) {
+            let mut text = top.join("\n");
+            text.push_str("\n[load]\n");
+            text.push_str(&load.join("\n"));
+            for kind in mix {
+                text.push_str("\n[[load.mix]]\n");
+                text.push_str(&kind.join("\n"));
             }
-            let _ = Scenario::from_toml(&lines.join("\n"));
+            for (i, (phase, in_order)) in phases.into_iter().enumerate() {
+                // In order mostly (`at` strictly increasing from 0, names unique).
+                let at = if in_order { i * 10 } else { 5 };
+                text.push_str(&format!("\n[[phase]]\nname = \"p{i}\"\nat = \"{at}s\"\n"));
+                text.push_str(&phase.join("\n"));
+            }
+            let _ = Scenario::from_toml(&text);
         }
+    }
+
+    /// A key: how often it is there, its good values, its bad ones.
+    type Key = (
+        &'static str,
+        f64,
+        &'static [&'static str],
+        &'static [&'static str],
+    );
+
+    const BAD_DURATIONS: &[&str] = &[
+        "\"0s\"",
+        "\"1ns\"",
+        "\"25h\"",
+        "\"584942417355y\"",
+        "\"\"",
+        "\"soon\"",
+        "-1",
+        "1e308",
+        "nan",
+    ];
+    const BAD_NUMBERS: &[&str] = &[
+        "0",
+        "-1",
+        "0.5",
+        "1000001",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "inf",
+        "-inf",
+        "nan",
+        "1e-320",
+        "\"1\"",
+        "true",
+    ];
+    const TOP: &[Key] = &[
+        ("name", 0.95, &["\"n\""], &["\"\"", "\" \"", "1"]),
+        (
+            "duration",
+            0.95,
+            &["\"10m\"", "\"1h\"", "\"24h\""],
+            BAD_DURATIONS,
+        ),
+        ("seed", 0.5, &["0", "7"], BAD_NUMBERS),
+        (
+            "url",
+            0.5,
+            &["\"http://x/\"", "\"https://a.b/v1/\""],
+            &["\"ftp://x/\"", "\"x\"", "\"http://\"", "\"file:///\""],
+        ),
+        ("replicas", 0.5, &["1", "20", "1000"], BAD_NUMBERS),
+        (
+            "sample_every",
+            0.5,
+            &["\"1s\"", "\"10ms\"", "\"1m\""],
+            BAD_DURATIONS,
+        ),
+        ("description", 0.5, &["\"d\""], &["2"]),
+    ];
+    const LOAD: &[Key] = &[
+        (
+            "rate",
+            0.7,
+            &[
+                "1000",
+                "0",
+                "1e6",
+                "[{ at = \"0s\", rps = 1 }, { at = \"30s\", rps = 1e6 }]",
+            ],
+            &[
+                "-1",
+                "nan",
+                "inf",
+                "1e9",
+                "\"fast\"",
+                "[]",
+                "[{ at = \"0s\", rps = 1 }, { at = \"0s\", rps = 2 }]",
+                "[{ at = \"1s\", rps = nan }]",
+                "[{ at = \"0s\", rps = 1, x = 2 }]",
+                "[{ at = 0, rps = 1 }]",
+            ],
+        ),
+        ("callers", 0.3, &["64", "100000"], BAD_NUMBERS),
+        ("think", 0.2, &["\"0s\"", "\"10ms\""], BAD_DURATIONS),
+    ];
+    const MIX_KEYS: &[Key] = &[
+        (
+            "method",
+            0.5,
+            &["\"POST\"", "\"GET\""],
+            &["\"\"", "\"G T\"", "1"],
+        ),
+        (
+            "path",
+            0.5,
+            &["\"orders\"", "\"\"", "\"../../..\""],
+            &["\"//h/x\"", "\"ftp://x/\"", "\"%zz\"", "\"http://[\""],
+        ),
+        ("weight", 0.5, &["1", "0.2", "1e6"], BAD_NUMBERS),
+        ("idempotency_key", 0.5, &["true", "false"], &["1"]),
+        (
+            "criticality",
+            0.5,
+            &["\"critical\"", "\"sheddable\""],
+            &["\"vital\"", "0"],
+        ),
+    ];
+    const PHASE_KEYS: &[Key] = &[
+        (
+            "latency",
+            0.7,
+            &[
+                "\"20ms\"",
+                "\"0s\"",
+                "{ p50 = \"20ms\", p99 = \"120ms\" }",
+                "{ min = \"0s\", max = \"1h\" }",
+            ],
+            &[
+                "\"2h\"",
+                "{ p50 = \"0s\", p99 = \"0s\" }",
+                "{ p50 = \"1h\", p99 = \"1ns\" }",
+                "{ min = \"2s\", max = \"1s\" }",
+                "{ p50 = \"1s\" }",
+                "{ max = \"1s\" }",
+                "{ p50 = \"1s\", min = \"1s\" }",
+                "{}",
+                "5",
+            ],
+        ),
+        (
+            "capacity",
+            0.5,
+            &[
+                "\"none\"",
+                "{ concurrency = 200 }",
+                "{ concurrency = 1, beyond = \"reject\" }",
+                "{ concurrency = 1, beyond = \"reject\", status = 429 }",
+            ],
+            &[
+                "\"off\"",
+                "{ concurrency = 0 }",
+                "{ concurrency = -5 }",
+                "{ concurrency = 1, beyond = \"reject\", status = 99999 }",
+                "{ concurrency = 1, status = 503 }",
+                "{ concurrency = 1, beyond = 1 }",
+                "{}",
+            ],
+        ),
+        (
+            "quota",
+            0.5,
+            &[
+                "\"none\"",
+                "{ limit = 100, window = \"1s\" }",
+                "{ limit = 1, window = \"1m\", fields = \"x-ratelimit\" }",
+            ],
+            &[
+                "{ limit = 0, window = \"1s\" }",
+                "{ limit = 1, window = \"0s\" }",
+                "{ limit = 1, window = \"1500ms\" }",
+                "{ limit = 1, window = \"1s\", fields = \"?\" }",
+                "{ limit = 1 }",
+            ],
+        ),
+        (
+            "faults",
+            0.6,
+            &[
+                "[]",
+                "[{ status = 503, share = 1.0 }]",
+                "[{ status = 429, share = 0.1, retry_after = \"2s\" }, { fault = \"slow_body\", share = 0.1, body_delay = \"5s\" }]",
+                "[{ fault = \"reset\", share = 0.1 }, { fault = \"hang\", share = 0.1 }, { fault = \"refused\", share = 0.1 }]",
+            ],
+            &[
+                "[{ status = 503, share = 0.7 }, { status = 429, share = 0.7 }]",
+                "[{ status = 500, share = nan }]",
+                "[{ status = 204, share = 0.1 }]",
+                "[{ fault = \"hang\", share = 0.1, retry_after = \"1s\" }]",
+                "[{ fault = \"slow_body\", share = 0.1 }]",
+                "[{ fault = \"reset\", status = 503, share = 0.1 }]",
+                "[{ share = 0.1 }]",
+                "[{ fault = \"?\", share = -0.1 }]",
+                "[{ status = 503, share = 0.1, retry_after = \"-1s\" }]",
+            ],
+        ),
+    ];
+
+    /// Lines `key = value` for some of `keys`, each value good 9 times in 10.
+    fn lines(keys: &'static [Key]) -> impl proptest::strategy::Strategy<Value = Vec<String>> {
+        use proptest::strategy::Strategy;
+        let each: Vec<_> = keys
+            .iter()
+            .map(|&(key, there, good, bad)| {
+                let value = proptest::prop_oneof![
+                    9 => proptest::sample::select(good),
+                    1 => proptest::sample::select(bad),
+                ];
+                proptest::option::weighted(there, value)
+                    .prop_map(move |value| value.map(|v| format!("{key} = {v}")))
+            })
+            .collect();
+        each.prop_map(|lines| lines.into_iter().flatten().collect())
     }
 }
