@@ -295,7 +295,55 @@ impl Scenario {
     }
 
     /// Reads a scenario from TOML text. Errors name the line and the key (the file is
-    /// `<from_toml>`).
+    /// `<from_toml>`). The format is the [module's](self) reference.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use resilient_http::sim::scenario::{Arrivals, FaultKind, Scenario};
+    ///
+    /// let scenario = Scenario::from_toml(r#"
+    ///     name = "Short outage"
+    ///     duration = "3m"
+    ///
+    ///     [load]
+    ///     rate = 200
+    ///
+    ///     [[phase]]
+    ///     name = "healthy"
+    ///     at = "0s"
+    ///     latency = { p50 = "20ms", p99 = "120ms" }
+    ///
+    ///     [[phase]]
+    ///     name = "outage"
+    ///     at = "1m"
+    ///     faults = [{ status = 503, share = 1.0 }]
+    ///
+    ///     [[phase]]
+    ///     name = "recovery"
+    ///     at = "2m"
+    /// "#)?;
+    /// assert!(matches!(scenario.load.arrivals, Arrivals::Rate(_)));
+    /// let outage = &scenario.phases[1];
+    /// assert_eq!(outage.latency, scenario.phases[0].latency); // inherited
+    /// assert!(matches!(outage.faults[0].kind, FaultKind::Status { status: 503, .. }));
+    /// assert!(scenario.phases[2].faults.is_empty()); // faults are not
+    ///
+    /// let typo = Scenario::from_toml(r#"
+    ///     name = "Typo"
+    ///     duration = "3m"
+    ///     [load]
+    ///     rate = 200
+    ///     [[phase]]
+    ///     name = "healthy"
+    ///     at = "0s"
+    ///     latency = "20ms"
+    ///     faults = [{ status = 503, shares = 0.5 }]
+    /// "#).unwrap_err();
+    /// assert!(typo.to_string().contains(
+    ///     r#"<from_toml>:10: unknown key "shares" in [[phase]] "healthy""#
+    /// ));
+    /// # Ok::<(), resilient_http::Error>(())
+    /// ```
     pub fn from_toml(text: &str) -> Result<Scenario, Error> {
         read("<from_toml>", text)
     }
