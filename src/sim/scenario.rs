@@ -798,7 +798,6 @@ fn read_rate(
     raw: &Spanned<RawRate>,
     duration: Duration,
 ) -> Result<Vec<RatePoint>, Error> {
-    let rps = |value: f64| RPS.check(value).map_err(|why| src.fail_at(raw, "rps", why));
     match &raw.get_ref().0 {
         RateShape::Constant(value) => {
             let rps = RPS
@@ -815,23 +814,25 @@ fn read_rate(
                 .check(count)
                 .map_err(|why| src.fail_at(raw, "rate", format!("its points {why}")))?;
             let mut curve: Vec<RatePoint> = Vec::with_capacity(points.len());
-            for point in points {
-                let at = parse_duration(&point.at).map_err(|why| src.fail_at(raw, "at", why))?;
+            for (n, point) in points.iter().enumerate() {
+                // The curve is one value with one span: say which of its points is wrong.
+                let fail = |key: &str, why: String| {
+                    src.fail_at(
+                        raw,
+                        key,
+                        format!("{why} (the rate curve's point {})", n + 1),
+                    )
+                };
+                let at = parse_duration(&point.at).map_err(|why| fail("at", why))?;
                 match curve.last() {
                     None if !at.is_zero() => {
-                        return Err(src.fail_at(
-                            raw,
-                            "at",
-                            "the curve's first point must be at \"0s\"",
-                        ));
+                        return Err(fail("at", "the first point must be at \"0s\"".into()));
                     }
                     Some(before) if at <= before.at => {
-                        return Err(src.fail_at(
-                            raw,
+                        return Err(fail(
                             "at",
                             format!(
-                                "the curve's points must be in time order, strictly: {} after {}",
-                                humantime::format_duration(at),
+                                "must be after the point before ({}), strictly",
                                 humantime::format_duration(before.at)
                             ),
                         ));
@@ -839,20 +840,16 @@ fn read_rate(
                     _ => {}
                 }
                 if at >= duration {
-                    return Err(src.fail_at(
-                        raw,
+                    return Err(fail(
                         "at",
                         format!(
-                            "{} is not before the run's end ({})",
-                            humantime::format_duration(at),
+                            "must be before the run's end ({})",
                             humantime::format_duration(duration)
                         ),
                     ));
                 }
-                curve.push(RatePoint {
-                    at,
-                    rps: rps(point.rps)?,
-                });
+                let rps = RPS.check(point.rps).map_err(|why| fail("rps", why))?;
+                curve.push(RatePoint { at, rps });
             }
             Ok(curve)
         }
@@ -1619,7 +1616,7 @@ at = "3m"
             &mut bad,
             &with("rate = 10", "rate = [{ at = \"1s\", rps = 1 }]"),
             6,
-            &["\"at\"", "first point"],
+            &["\"at\"", "first point", "point 1)"],
         );
         check(
             &mut bad,
@@ -1628,7 +1625,7 @@ at = "3m"
                 "rate = [{ at = \"0s\", rps = 1 }, { at = \"0s\", rps = 2 }]",
             ),
             6,
-            &["\"at\"", "time order"],
+            &["\"at\"", "after the point before", "point 2)"],
         );
         check(
             &mut bad,
@@ -1637,13 +1634,13 @@ at = "3m"
                 "rate = [{ at = \"0s\", rps = 1 }, { at = \"2m\", rps = 2 }]",
             ),
             6,
-            &["\"at\"", "run's end"],
+            &["\"at\"", "run's end", "point 2)"],
         );
         check(
             &mut bad,
             &with("rate = 10", "rate = [{ at = \"0s\", rps = -3 }]"),
             6,
-            &["\"rps\""],
+            &["\"rps\"", "at least 0", "point 1)"],
         );
         let top = "duration = \"1m\"\n";
         check(
