@@ -107,6 +107,14 @@ pub fn html(reports: &[Report]) -> String {
     html::render(reports)
 }
 
+/// One compact summary chart of the reports as an SVG document: the offered calls and each
+/// report's attempts per second at the dependency above, each report's success rate below,
+/// the phases' starts marked (what the guide shows of each example scenario;
+/// `resilient-http simulate --svg FILE`).
+pub fn svg(reports: &[Report]) -> String {
+    html::summary(reports)
+}
+
 /// Reports as a table for the terminal: one row per phase and the total, the reports side
 /// by side (the first is the baseline).
 pub fn table(reports: &[Report]) -> String {
