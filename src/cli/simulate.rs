@@ -12,11 +12,11 @@
 //! | `--compare POLICY` | the same scenario, with the same seed, under this policy file too: the reports side by side |
 //! | `--seed N` | the seed of every random choice, over the scenario's `seed` |
 //! | `--json` | one [`Report`] per policy as one JSON line (the `--config` one first), instead of the table |
-//! | `--out FILE` | writes the HTML report ([`sim::html`](crate::sim::html)): one self-contained page |
-//! | `--svg FILE` | writes the summary chart ([`sim::svg`](crate::sim::svg)): one SVG |
+//! | `--out FILE` | writes the HTML report ([`sim::html`]): one self-contained page |
+//! | `--svg FILE` | writes the summary chart ([`sim::svg`]): one SVG |
 //!
-//! On stdout, the table ([`sim::table`](crate::sim::table)), or the JSON lines with `--json`
-//! (the schema: [`sim::report`](crate::sim::report)). The run takes virtual time: ten minutes
+//! On stdout, the table ([`sim::table`]), or the JSON lines with `--json`
+//! (the schema: [`sim::report`]). The run takes virtual time: ten minutes
 //! of an incident take seconds, on the calling thread.
 //!
 //! Exit code 0 when the simulation ran (whatever the simulated calls did), 1 when the

@@ -669,6 +669,13 @@ fn svg(size: (u32, u32), paint: impl FnOnce(&Area) -> Drawn) -> String {
             .and_then(|()| root.present().map_err(text))
     };
     match drawn {
+        // No blank line (an empty label would make one): Markdown ends an inline HTML
+        // block at a blank line, and the guide inlines these SVGs in its docs.
+        Ok(()) if out.contains("\n\n") => {
+            let mut lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+            lines.push("");
+            lines.join("\n")
+        }
         Ok(()) => out,
         Err(why) => format!(
             "<svg width=\"{}\" height=\"{}\" xmlns=\"http://www.w3.org/2000/svg\">\
@@ -787,6 +794,14 @@ mod tests {
     /// Whether plotters drew `label` as a text of its own.
     fn has_text(svg: &str, label: &str) -> bool {
         svg.contains(&format!(">\n{label}\n</text>"))
+    }
+
+    #[test]
+    fn a_summary_has_no_blank_line_even_with_an_empty_name() {
+        let mut r = report("", "");
+        r.phases[0].name = String::new();
+        let svg = summary(&[r]);
+        assert!(!svg.contains("\n\n") && svg.ends_with("</svg>\n"), "{svg}");
     }
 
     #[test]
