@@ -45,27 +45,30 @@
 //! For example (the numbers are illustrative):
 //!
 //! ```text
-//! scenario outage: 30.0 s virtual, 1 replica, seed 7
-//! policies: defaults (0.2 s real), no-budget (0.3 s real)
-//! phase      policy       calls   ok %    p50    p99  p99.9  att/s  ampl hedge/won top errors
-//! -------------------------------------------------------------------------------------------
-//! healthy    defaults      1000 100.0%    4.2    120    180    100 1.00x         -
-//!            no-budget     1000 100.0%    4.2    120    180    100 1.00x         -
-//! outage     defaults      2000  25.0%    4.2    120   2000    125 1.25x         - circuit_open 50% +1
-//!            no-budget     2000  25.0%    4.2    120   2000    500 5.00x         - status 75%
+//! scenario Full outage: 600.0 s virtual, 1 replica, seed 1
+//! policies: default.toml (0.8 s real), no-budget.toml (1.1 s real)
+//!   policy         calls   ok %    p50    p99  p99.9  att/s  ampl  hedges/won top errors
+//! --------------------------------------------------------------------------------------
+//! healthy (0.0 s to 120.0 s)
+//!   default       119260 100.0%     20    120    213    994 1.00x           -
+//!   no-budget     119260 100.0%     20    120    213    994 1.00x           -
+//! outage (120.0 s to 300.0 s)
+//!   default       179940   0.0%    0.1    250    251   1203 1.20x           - status 100%
+//!   no-budget     179940   0.0%    401    905    957   4990 4.99x           - status 100%
 //! ...
-//! breakers, defaults: 1 opened; open 1x for 8.0 s in all, half-open 1x; from 12.0 s to 21.0 s
+//! breakers, default: never opened
+//! breakers, no-budget: never opened
 //! ```
 //!
-//! One row per phase of the dependency and one for the whole run; the compared policy's row
-//! is under the baseline's. `calls` ended in the span, `ok %` of them succeeded; `p50`,
-//! `p99`, `p99.9` are the callers' latencies in milliseconds (the whole call: retries, backoff
-//! and waits at the guards included); `att/s` is the attempts per second that reached the
-//! dependency and `ampl` those attempts per call offered — above 1 with retries and hedges,
-//! below it when the client's own guards kept calls away; `hedge/won` the hedges sent and
-//! the calls a hedge's answer ended; `top errors` the kinds of failed calls
-//! ([`ErrorKind::as_str`](crate::ErrorKind::as_str)) as shares of the calls (`+N`: more kinds,
-//! in the JSON). The last lines summarise each policy's breakers.
+//! A line per phase of the dependency (its name and span) and one for the whole run, each
+//! followed by a row per policy (the baseline's first). `calls` ended in the span, `ok %` of
+//! them succeeded; `p50`, `p99`, `p99.9` are the callers' latencies in milliseconds (the
+//! whole call: retries, backoff and waits at the guards included); `att/s` is the attempts
+//! per second that reached the dependency and `ampl` those attempts per call offered —
+//! above 1 with retries and hedges, below it when the client's own guards kept calls away;
+//! `hedges/won` the hedges sent and the calls a hedge's answer ended; `top errors` the kinds
+//! of failed calls ([`ErrorKind::as_str`](crate::ErrorKind::as_str)) as shares of the calls
+//! (`+N`: more kinds, in the JSON). The last lines summarise each policy's breakers.
 //!
 //! # Reading the charts
 //!

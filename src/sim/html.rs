@@ -18,15 +18,18 @@ use std::ops::Range;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::report::{BreakerBand, Report};
 
 /// The most breakers drawn as rows of their own; beyond, the chart counts them over time.
 const BAND_ROWS: usize = 8;
 /// The size of one chart of the page.
-const CHART: (u32, u32) = (560, 240);
+const CHART: (u32, u32) = (560, 264);
 /// The size of the summary chart.
-const SUMMARY: (u32, u32) = (720, 380);
+const SUMMARY: (u32, u32) = (720, 420);
+/// The height of a chart's legend row.
+const LEGEND: u32 = 24;
 
 /// The colours of the reports' curves, in order (the baseline first).
 const POLICY_COLORS: [RGBColor; 4] = [
@@ -443,7 +446,9 @@ fn line_chart(
     curves: &[Curve],
 ) -> Drawn {
     let top = y.end;
-    let mut chart = ChartBuilder::on(area)
+    // The legend goes in a row of its own under the chart, where it hides no curve.
+    let (plot, legend_row) = area.split_vertically(area.dim_in_pixel().1.saturating_sub(LEGEND));
+    let mut chart = ChartBuilder::on(&plot)
         .caption(title, ("sans-serif", 18))
         .margin(8)
         .margin_right(24)
@@ -464,31 +469,38 @@ fn line_chart(
         .draw()
         .map_err(text)?;
     mark_phases(&mut chart, axes, top)?;
-    let mut labelled = false;
-    for curve in curves {
+    // The first curve on top (the offered load, the baseline): drawn last.
+    for curve in curves.iter().rev() {
         let style = curve.color.stroke_width(2);
-        for (n, segment) in segments(&curve.points).into_iter().enumerate() {
-            let drawn = chart
+        for segment in segments(&curve.points) {
+            chart
                 .draw_series(LineSeries::new(segment, style))
                 .map_err(text)?;
-            if n == 0 {
-                let color = curve.color;
-                drawn.label(curve.label.as_str()).legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
-                });
-                labelled = true;
-            }
         }
     }
-    if labelled {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(PHASE_MARK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(text)?;
+    legend(&legend_row, curves)
+}
+
+/// The curves' colours and labels in one row, left to right.
+fn legend(row: &Area, curves: &[Curve]) -> Drawn {
+    let font = ("sans-serif", 13).into_font().color(&BLACK);
+    let y = i32::try_from(LEGEND / 2).unwrap_or(0);
+    let mut x = 60;
+    for curve in curves {
+        row.draw(&PathElement::new(
+            [(x, y), (x + 18, y)],
+            curve.color.stroke_width(3),
+        ))
+        .map_err(text)?;
+        row.draw(&Text::new(
+            curve.label.clone(),
+            (x + 24, y),
+            font.clone().pos(Pos::new(HPos::Left, VPos::Center)),
+        ))
+        .map_err(text)?;
+        // The browser's sans-serif at 13 px: about 7 px a character.
+        let width = i32::try_from(curve.label.chars().count()).unwrap_or(40) * 7;
+        x += 24 + width + 24;
     }
     Ok(())
 }
@@ -586,7 +598,7 @@ fn breaker_chart(r: &Report, area: &Area, axes: &Axes) -> Drawn {
                     HALF_OPEN
                 };
                 Rectangle::new(
-                    [(span.from_secs, y + 0.1), (span.to_secs, y + 0.6)],
+                    [(span.from_secs, y + 0.1), (span.to_secs, y + 0.55)],
                     color.filled(),
                 )
             }))
@@ -594,8 +606,8 @@ fn breaker_chart(r: &Report, area: &Area, axes: &Axes) -> Drawn {
         chart
             .draw_series(std::iter::once(Text::new(
                 band_name(band),
-                (axes.secs * 0.01, y + 0.95),
-                font.clone(),
+                (axes.secs * 0.01, y + 0.6),
+                font.clone().pos(Pos::new(HPos::Left, VPos::Bottom)),
             )))
             .map_err(text)?;
     }
@@ -626,7 +638,10 @@ fn breaker_counts(r: &Report, area: &Area, axes: &Axes) -> Drawn {
     let top = r.breakers.len() as f64 * 1.1;
     let mut chart = ChartBuilder::on(area)
         .caption(
-            format!("breakers open of the {} that opened", r.breakers.len()),
+            format!(
+                "{} breakers opened: how many are open, half-open",
+                r.breakers.len()
+            ),
             ("sans-serif", 18),
         )
         .margin(8)
@@ -893,7 +908,7 @@ mod tests {
             .collect();
         let html = render(&[r]);
         well_formed(&html)?;
-        assert!(html.contains("breakers open of the 20 that opened"));
+        assert!(html.contains("20 breakers opened: how many are open, half-open"));
         assert!(!html.contains("replica 19 "));
         Ok(())
     }

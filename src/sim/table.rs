@@ -1,18 +1,19 @@
 //! The report as a table for the terminal: plain ASCII, at most 100 columns.
 //!
-//! One row per phase and one for the whole run; with several reports (`--compare`), each
-//! phase's rows follow one another, one per policy, so the policies compare at a glance on
-//! the same lines. The breakers' spans follow, summarised per policy.
+//! A line per phase (its name and span) and one for the whole run, each followed by one
+//! row per report (`--compare`: the baseline's first), so the policies compare at a glance
+//! on adjacent lines. The breakers' spans follow, summarised per policy.
 //!
 //! ```text
-//! phase      policy       calls   ok %    p50    p99  p99.9  att/s  ampl  hedge/won top errors
+//!   policy         calls   ok %    p50    p99  p99.9  att/s  ampl  hedges/won top errors
 //! ```
 //!
 //! Latencies are the callers' (the whole call) in milliseconds; `att/s` is the attempts per
 //! second that reached the dependency, `ampl` those attempts per call offered;
-//! `hedge/won` the hedges sent and the calls a hedge's answer ended; `top errors` the most
-//! frequent kinds of failed calls, as shares of the span's calls. `-` where there is nothing
-//! to say (no call, no hedge).
+//! `hedges/won` the hedges sent and the calls a hedge's answer ended; `top errors` the most
+//! frequent kinds of failed calls, as shares of the span's calls (`+N`: more kinds, not
+//! shown). `-` where there is nothing to say (no call, no hedge). A policy file's label is
+//! shown without its `.toml`.
 
 use std::fmt::Write;
 
@@ -20,9 +21,8 @@ use super::report::{Report, Stats};
 
 /// The widest a line gets.
 const WIDTH: usize = 100;
-/// The widths of the name columns (longer names are cut, ending with `~`).
-const PHASE: usize = 10;
-const POLICY: usize = 10;
+/// The width of the policy's column (a longer label is cut, ending with `~`).
+const POLICY: usize = 12;
 
 pub(crate) fn render(reports: &[Report]) -> String {
     let mut out = String::new();
@@ -54,27 +54,43 @@ pub(crate) fn render(reports: &[Report]) -> String {
         cut(&format!("policies: {}", runs.join(", ")), WIDTH)
     );
     let header = format!(
-        "{:<PHASE$} {:<POLICY$} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>5} {:>9} top errors",
-        "phase", "policy", "calls", "ok %", "p50", "p99", "p99.9", "att/s", "ampl", "hedge/won"
+        "  {:<POLICY$} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>5} {:>11} top errors",
+        "policy", "calls", "ok %", "p50", "p99", "p99.9", "att/s", "ampl", "hedges/won"
     );
     let _ = writeln!(out, "{header}");
     let _ = writeln!(out, "{}", "-".repeat(header.len()));
-    // The baseline's phases give the rows; another report's phase of the same place is
-    // beside it (the same scenario, so the same phases).
-    let rows = first.phases.len();
-    for i in 0..=rows {
-        for (n, report) in reports.iter().enumerate() {
-            let stats = if i < rows {
-                report.phases.get(i)
+    // A line names the phase and its span, then one row per report: the same scenario, so
+    // the same phases; the baseline's give the lines.
+    let phases = first.phases.len();
+    for i in 0..=phases {
+        let stats = |r: &'_ Report| {
+            if i < phases {
+                r.phases.get(i).cloned()
             } else {
-                Some(&report.total)
-            };
-            let Some(stats) = stats else { continue };
-            let phase = if n == 0 { stats.name.as_str() } else { "" };
-            let _ = writeln!(out, "{}", row(phase, &report.policy, stats));
-        }
-        if i + 1 == rows {
+                Some(r.total.clone())
+            }
+        };
+        let Some(title) = stats(first) else { continue };
+        if i == phases {
             let _ = writeln!(out, "{}", "-".repeat(header.len()));
+        }
+        let _ = writeln!(
+            out,
+            "{}",
+            cut(
+                &format!(
+                    "{} ({} to {})",
+                    title.name,
+                    secs(title.start_secs),
+                    secs(title.end_secs)
+                ),
+                WIDTH
+            )
+        );
+        for report in reports {
+            if let Some(stats) = stats(report) {
+                let _ = writeln!(out, "{}", row(&report.policy, &stats));
+            }
         }
     }
     for report in reports {
@@ -83,12 +99,11 @@ pub(crate) fn render(reports: &[Report]) -> String {
     out
 }
 
-/// One row: `stats` of the phase named `phase` (empty: the row above's) under `policy`.
-fn row(phase: &str, policy: &str, s: &Stats) -> String {
+/// One row: `s` under `policy`.
+fn row(policy: &str, s: &Stats) -> String {
     let line = format!(
-        "{:<PHASE$} {:<POLICY$} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>5} {:>9}",
-        cut(phase, PHASE),
-        cut(policy, POLICY),
+        "  {:<POLICY$} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>5} {:>11}",
+        cut(shown(policy), POLICY),
         s.calls,
         percent(s.success_rate),
         millis(s.latency_ms.p50),
@@ -173,16 +188,22 @@ fn breakers(report: &Report) -> String {
         opened += usize::from(any);
     }
     let (Some(first), Some(last)) = (first, last) else {
-        return format!("breakers, {}: never opened", report.policy);
+        return format!("breakers, {}: never opened", shown(&report.policy));
     };
     format!(
-        "breakers, {}: {opened} opened; open {open_spans}x for {} in all, half-open \
-         {half_open_spans}x; from {} to {}",
-        report.policy,
+        "breakers, {}: {opened} opened, open {open_spans}x ({} in all), half-open \
+         {half_open_spans}x, from {} to {}",
+        shown(&report.policy),
         secs(open_secs),
         secs(first),
         secs(last),
     )
+}
+
+/// A policy's label as the table shows it: a file's name without its `.toml`, which says
+/// nothing in a column 10 wide.
+fn shown(policy: &str) -> &str {
+    policy.strip_suffix(".toml").unwrap_or(policy)
 }
 
 /// `text`, cut to `width` characters (ending with `~` when cut).
@@ -232,13 +253,16 @@ mod tests {
         let expected = "\
 scenario outage: 30.0 s virtual, 1 replica, seed 7
 policies: defaults (0.2 s real)
-phase      policy       calls   ok %    p50    p99  p99.9  att/s  ampl hedge/won top errors
--------------------------------------------------------------------------------------------
-healthy    defaults      1000 100.0%    4.2    120    180    100 1.00x         -
-outage     defaults      2000  25.0%    4.2    120   2000    200 2.00x         - circuit_open 50% +1
--------------------------------------------------------------------------------------------
-total      defaults      3000  50.0%    4.2    120   2000    167 1.67x         - circuit_open 33% +1
-breakers, defaults: 1 opened; open 1x for 8.0 s in all, half-open 1x; from 12.0 s to 21.0 s
+  policy         calls   ok %    p50    p99  p99.9  att/s  ampl  hedges/won top errors
+--------------------------------------------------------------------------------------
+healthy (0.0 s to 10.0 s)
+  defaults        1000 100.0%    4.2    120    180    100 1.00x           -
+outage (10.0 s to 30.0 s)
+  defaults        2000  25.0%    4.2    120   2000    200 2.00x           - circuit_open 50% +1
+--------------------------------------------------------------------------------------
+total (0.0 s to 30.0 s)
+  defaults        3000  50.0%    4.2    120   2000    167 1.67x           - circuit_open 33% +1
+breakers, defaults: 1 opened, open 1x (8.0 s in all), half-open 1x, from 12.0 s to 21.0 s
 ";
         assert_eq!(render(&[report("outage", "defaults")]), expected);
     }
@@ -249,27 +273,28 @@ breakers, defaults: 1 opened; open 1x for 8.0 s in all, half-open 1x; from 12.0 
         hedging.phases[1].hedges_sent = 120;
         hedging.phases[1].hedges_won = 30;
         hedging.breakers.clear();
-        let text = render(&[report("outage", "defaults"), hedging]);
+        let text = render(&[report("outage", "defaults.toml"), hedging]);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(
-            lines.iter().all(|l| l.len() <= WIDTH && l.is_ascii()),
-            "{text}"
-        );
-        // The phases' rows follow one another, the second policy's name cut to its column.
-        let outage = lines
-            .iter()
-            .position(|l| l.starts_with("outage "))
+        let fits = |l: &&str| l.len() <= WIDTH && l.is_ascii();
+        assert!(lines.iter().all(fits), "{text}");
+        // Under each phase's line, one row per policy, the second's name cut to its column.
+        let outage = (lines.iter())
+            .position(|l| l.starts_with("outage (10.0 s to 30.0 s)"))
             .unwrap_or(0);
         assert!(outage > 0, "{text}");
+        // A file's `.toml` is left out of the column (but not out of the header).
         assert!(
-            lines[outage + 1].starts_with("           hedging-w~ "),
+            lines[outage + 1].starts_with("  defaults        2000 "),
             "{text}"
         );
-        assert!(lines[outage + 1].contains("   120/30 "), "{text}");
+        assert!(lines[1].starts_with("policies: defaults.toml (0.2 s real), "));
         assert!(
-            text.ends_with("breakers, hedging-with-a-long-name: never opened\n"),
+            lines[outage + 2].starts_with("  hedging-wit~    2000 "),
             "{text}"
         );
+        assert!(lines[outage + 2].contains("      120/30 "), "{text}");
+        let end = "breakers, hedging-with-a-long-name: never opened\n";
+        assert!(text.ends_with(end), "{text}");
     }
 
     #[test]
@@ -285,12 +310,8 @@ breakers, defaults: 1 opened; open 1x for 8.0 s in all, half-open 1x; from 12.0 
             s.errors.values_mut().for_each(|n| *n = 0);
         }
         let text = render(&[empty]);
-        assert!(
-            text.contains(
-                "total      defaults         0      -      -      -      -    167     -         -\n"
-            ),
-            "{text}"
-        );
+        let row = "\ntotal (0.0 s to 30.0 s)\n  defaults           0      -      -      -      -    167     -           -\n";
+        assert!(text.contains(row), "{text}");
         assert_eq!(render(&[]), "");
     }
 }
