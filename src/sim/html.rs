@@ -820,6 +820,26 @@ mod tests {
     }
 
     #[test]
+    fn a_run_without_samples_still_draws_its_axes() -> Result<(), String> {
+        let mut r = report("instant", "defaults");
+        r.duration_secs = 0.0;
+        let s = &mut r.series;
+        for list in [&mut s.t_secs, &mut s.offered_rps, &mut s.attempts_rps] {
+            list.clear();
+        }
+        for list in [&mut s.success_rate, &mut s.p50_ms, &mut s.p99_ms] {
+            list.clear();
+        }
+        let html = render(&[r.clone()]);
+        let tags = well_formed(&html)?;
+        assert!(!html.contains("chart not drawn"), "{html}");
+        assert_eq!(tags.iter().filter(|t| *t == "svg").count(), 5);
+        well_formed(&summary(&[r]))?;
+        well_formed(&render(&[]))?;
+        Ok(())
+    }
+
+    #[test]
     fn the_checker_refuses_broken_markup() {
         assert!(well_formed("<p>a &amp; b</p>").is_ok());
         assert!(well_formed("<p>a < b</p>").is_err());
