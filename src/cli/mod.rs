@@ -3,11 +3,17 @@
 //!
 //! ```text
 //! resilient-http probe [--config FILE] [--cacert FILE] [-X METHOD] [-H 'Name: value']... [-d BODY] [--repeat N] [--concurrency N] [--criticality LEVEL] URL
+//! resilient-http simulate --scenario FILE [--config POLICY] [--compare POLICY] [--seed N] [--json] [--out FILE.html] [--svg FILE.svg]
 //! ```
 //!
 //! [`probe`] tries a policy against a real endpoint, like curl, and prints one JSON line per
 //! request ([`probe::Line`]): what every attempt did, and why the call stopped. The `probe`
 //! example of the repository runs the same code.
+//!
+//! [`simulate`] tries a policy against a modelled incident before it happens: the library's
+//! own rules on virtual time against a dependency described in a scenario file, one policy
+//! or two side by side, as a table, JSON lines, an HTML report and an SVG chart (see
+//! [`crate::sim`]).
 //!
 //! Bad usage is told on stderr with exit code 2, and no message repeats a header value, a
 //! URL or what follows an `=`: any of them may hold a secret. Tracing goes to stderr and
@@ -21,6 +27,7 @@ use std::process::ExitCode;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 
 pub mod probe;
+pub mod simulate;
 
 /// Runs the command line with `args`, the program's name first (as [`std::env::args_os`]
 /// gives them), and says how it went: what the binary's `main` returns.
@@ -49,23 +56,35 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             Ok(args) => probe::run(args),
             Err(message) => usage_failed(Some(probe::NAME), &message),
         },
-        _ => usage_failed(None, "missing command: expected probe"),
+        Some((simulate::NAME, matches)) => match simulate::Args::from_matches(matches) {
+            Ok(args) => simulate::run(args),
+            Err(message) => usage_failed(Some(simulate::NAME), &message),
+        },
+        _ => usage_failed(None, "missing command: expected probe or simulate"),
     }
 }
 
 /// The whole command line: one subcommand per tool, each in a module of its own.
 fn command() -> clap::Command {
     clap::Command::new("resilient-http")
-        .about("Outbound HTTP that survives the real world: try a policy from the command line.")
+        .about(
+            "Outbound HTTP that survives the real world: try a policy from the command line, \
+             against a real endpoint or a simulated incident.",
+        )
         .version(env!("CARGO_PKG_VERSION"))
         .subcommand_required(true)
         .disable_help_subcommand(true)
         .subcommand(probe::command())
+        .subcommand(simulate::command())
 }
 
 /// The subcommand `args` name, if they name one.
 fn args_command(args: &[String]) -> Option<&'static str> {
-    (args.get(1).map(String::as_str) == Some(probe::NAME)).then_some(probe::NAME)
+    match args.get(1).map(String::as_str) {
+        Some(probe::NAME) => Some(probe::NAME),
+        Some(simulate::NAME) => Some(simulate::NAME),
+        _ => None,
+    }
 }
 
 /// Every argument as UTF-8, or which one is not: the argument itself is not repeated, as it
@@ -87,14 +106,14 @@ fn clap_failed(command: Option<&'static str>, err: &clap::Error) -> ExitCode {
             let _ = write!(io::stdout(), "{}", err.render());
             ExitCode::SUCCESS
         }
-        _ => usage_failed(command, &usage_error(err)),
+        _ => usage_failed(command, &usage_error(command, err)),
     }
 }
 
 /// Says what is wrong with the command line, from clap's error without the values it
 /// quotes: only the option's name, and the message of our own parsers (which repeat no
 /// secret).
-fn usage_error(err: &clap::Error) -> String {
+fn usage_error(command: Option<&'static str>, err: &clap::Error) -> String {
     let arg = match err.get(ContextKind::InvalidArg) {
         Some(ContextValue::String(arg)) => arg.as_str(),
         Some(ContextValue::Strings(args)) => args.first().map_or("", String::as_str),
@@ -109,12 +128,15 @@ fn usage_error(err: &clap::Error) -> String {
         },
         ErrorKind::InvalidValue | ErrorKind::NoEquals => format!("{name} needs a value"),
         ErrorKind::UnknownArgument if name.starts_with('-') => format!("unknown option {name}"),
+        ErrorKind::UnknownArgument if command == Some(simulate::NAME) => {
+            "unexpected argument: every input is given by an option".to_owned()
+        }
         ErrorKind::UnknownArgument => "unexpected argument: one URL only".to_owned(),
         ErrorKind::MissingRequiredArgument => {
             format!("missing {}", name.trim_matches(['<', '>']))
         }
         ErrorKind::InvalidSubcommand | ErrorKind::MissingSubcommand => {
-            "missing or unknown command: expected probe".to_owned()
+            "missing or unknown command: expected probe or simulate".to_owned()
         }
         kind => kind.as_str().unwrap_or("bad usage").to_owned(),
     }
@@ -122,11 +144,17 @@ fn usage_error(err: &clap::Error) -> String {
 
 /// Bad usage: the message and the usage of `command` (or of the whole line) on stderr, exit 2.
 fn usage_failed(command: Option<&'static str>, message: &str) -> ExitCode {
+    let usage = match command {
+        Some(simulate::NAME) => simulate::USAGE,
+        _ => probe::USAGE,
+    };
     match command {
-        Some(name) => complain(name, format_args!("{message}\nusage: {}", probe::USAGE)),
+        Some(name) => complain(name, format_args!("{message}\nusage: {usage}")),
         None => complain(
             "resilient-http",
-            format_args!("{message}\nusage: resilient-http probe ... (see resilient-http --help)"),
+            format_args!(
+                "{message}\nusage: resilient-http probe|simulate ... (see resilient-http --help)"
+            ),
         ),
     }
     ExitCode::from(2)

@@ -21,6 +21,8 @@
 //! - [`migrating`]: coming from reqwest, reqwest-middleware and reqwest-retry.
 //! - [`testing`]: a loopback server that fails on demand, paused time, test policies.
 //! - [`probe`]: trying a policy from the command line.
+//! - [`simulate`]: seeing what a policy does during an outage, a brownout or a quota squeeze
+//!   before it happens: the library's rules on virtual time against a modelled dependency.
 //! - [`features`]: Cargo features, supported Rust, cost per call.
 //!
 //! Every example on these pages is compiled, and run, by `cargo test`.
@@ -34,5 +36,6 @@ pub mod overload;
 pub mod policies;
 pub mod probe;
 pub mod retries;
+pub mod simulate;
 pub mod testing;
 pub mod tower;

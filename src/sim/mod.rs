@@ -102,13 +102,42 @@ impl Simulation {
 }
 
 /// Two or more reports side by side as one self-contained HTML page with SVG charts (the
-/// first is the baseline).
+/// first is the baseline): the scenario's description, the [`table`], and charts on shared
+/// axes with the phases marked (load and amplification, success rate, latency, breaker
+/// bands, guard levels, hedges). No script, nothing fetched; every name is escaped.
+///
+/// ```no_run
+/// use resilient_http::sim::{self, Scenario, Simulation};
+///
+/// let scenario = Scenario::from_file("examples/scenarios/outage.toml")?;
+/// let baseline = Simulation::new(scenario.clone())
+///     .policy_file("examples/scenarios/policies/default.toml")
+///     .run()?;
+/// let other = Simulation::new(scenario)
+///     .policy_file("examples/scenarios/policies/no-budget.toml")
+///     .run()?;
+/// let reports = [baseline, other];
+/// std::fs::write("outage.html", sim::html(&reports))?;
+/// std::fs::write("outage.svg", sim::svg(&reports))?;
+/// print!("{}", sim::table(&reports));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn html(reports: &[Report]) -> String {
     html::render(reports)
 }
 
-/// Reports as a table for the terminal: one row per phase and the total, the reports side
-/// by side (the first is the baseline).
+/// One compact summary chart of the reports as an SVG document: the offered calls and each
+/// report's attempts per second at the dependency above, each report's success rate below,
+/// the phases' starts marked (what the guide shows of each example scenario;
+/// `resilient-http simulate --svg FILE`).
+pub fn svg(reports: &[Report]) -> String {
+    html::summary(reports)
+}
+
+/// Reports as a table for the terminal (plain ASCII, at most 100 columns): one row per phase
+/// and the total, each report's row under the baseline's (the first), with calls, success
+/// rate, latency p50/p99/p99.9, attempts per second, amplification, hedges sent/won and the
+/// top error kinds; then one line per report summarising its breakers' open spans.
 pub fn table(reports: &[Report]) -> String {
     table::render(reports)
 }
