@@ -1172,9 +1172,23 @@ fn endpoint_line(text: &str, index: usize, key: &str) -> usize {
 
 /// Turns a TOML error into `file:line: message in [section]`, naming the key.
 fn locate(origin: &str, text: &str, err: &toml::de::Error) -> Error {
+    Error::invalid_config(toml_error(origin, text, err, "endpoint", renamed))
+}
+
+/// A TOML error as `file:line: message in [section]`, naming the key: the words of every
+/// TOML file the crate reads (policy files; the simulator's scenario files, whose array of
+/// named tables is `phase` where a policy's is `endpoint`). `renamed` gives the key that
+/// replaced an old one.
+pub(crate) fn toml_error(
+    origin: &str,
+    text: &str,
+    err: &toml::de::Error,
+    array: &str,
+    renamed: fn(&str) -> Option<&'static str>,
+) -> String {
     let message = err.message().trim();
     let Some(span) = err.span() else {
-        return Error::invalid_config(format!("{origin}: {message}"));
+        return format!("{origin}: {message}");
     };
     let offset = span.start.min(text.len());
     let before = text.get(..offset).unwrap_or("");
@@ -1183,7 +1197,7 @@ fn locate(origin: &str, text: &str, err: &toml::de::Error) -> Error {
     // The key is the last `key =` before the offending value on its line (inline tables
     // hold several).
     let line_text = text.get(line_start..offset).unwrap_or("");
-    let section = section_at(text, offset);
+    let section = section_at(text, offset, array);
     // The key the error is about, as serde names it (`unknown field `x``).
     let named = |rest: &str| rest.split('`').next().unwrap_or(rest).to_owned();
     let message = if let Some(rest) = message.strip_prefix("unknown field `") {
@@ -1223,7 +1237,7 @@ fn locate(origin: &str, text: &str, err: &toml::de::Error) -> Error {
             None => message.to_owned(),
         }
     };
-    Error::invalid_config(format!("{origin}:{line}: {message} in {section}"))
+    format!("{origin}:{line}: {message} in {section}")
 }
 
 /// The key that replaced a key of an earlier draft of the file's layout, so that an old file
@@ -1241,8 +1255,9 @@ fn quoted(key: &str) -> String {
     format!("{key:?}:")
 }
 
-/// The table that holds byte `offset`: `[default.backoff]`, or `[[endpoint]] "payments"`.
-fn section_at(text: &str, offset: usize) -> String {
+/// The table that holds byte `offset`: `[default.backoff]`, or `[[endpoint]] "payments"`
+/// (`array` names the file's array of named tables: `endpoint`).
+pub(crate) fn section_at(text: &str, offset: usize, array: &str) -> String {
     let line_start = text
         .get(..offset)
         .and_then(|t| t.rfind('\n'))
@@ -1263,22 +1278,23 @@ fn section_at(text: &str, offset: usize) -> String {
     let Some((header_at, header)) = headers(before).last() else {
         return "the top level".to_owned();
     };
-    if !header.starts_with("[[endpoint]]") && !header.starts_with("[endpoint.") {
+    let (item, sub) = (format!("[[{array}]]"), format!("[{array}."));
+    if !header.starts_with(&item) && !header.starts_with(&sub) {
         return header;
     }
     // The endpoint's name may come after the offending line: look through its whole table.
     let start = headers(before)
-        .filter(|(_, h)| h == "[[endpoint]]")
+        .filter(|(_, h)| *h == item)
         .last()
         .map_or(header_at, |(at, _)| at);
     let after = text.get(start..).unwrap_or("");
     let end = headers(after)
         .skip(1)
-        .find(|(_, h)| h == "[[endpoint]]")
+        .find(|(_, h)| *h == item)
         .map_or(after.len(), |(at, _)| at);
     match endpoint_name(after.get(..end).unwrap_or("")) {
-        Some(name) => format!("[[endpoint]] {name:?}"),
-        None => "[[endpoint]]".to_owned(),
+        Some(name) => format!("{item} {name:?}"),
+        None => item,
     }
 }
 

@@ -88,6 +88,9 @@ use std::time::Duration;
 pub(crate) mod compiled;
 #[cfg(feature = "config")]
 mod file;
+/// The words and places of a TOML file's mistakes, shared with the simulator's scenario files.
+#[cfg(feature = "cli")]
+pub(crate) use file::{section_at, toml_error};
 mod matcher;
 mod named;
 mod scope;
