@@ -30,8 +30,8 @@
 //!   ([`Reply::hold`]) until its body is written or its connection closes: it ends when the
 //!   server has written the last byte, a loopback hop (tens of µs) before the client reads it,
 //!   and a hung request's guard ends when the server notices the client closed its connection.
-//! - Time: the model's clock starts just before the runner builds its clients, so the phases
-//!   start a few milliseconds early on the runner's clock; tokio's timers round delays up to
+//! - Time: the model's clock is the dependency's, started by the runner once its clients are
+//!   built, a moment before its own (the same instant, up to a few µs); tokio's timers round delays up to
 //!   the millisecond; each attempt adds a loopback round trip and, in a debug build on a
 //!   loaded machine, the server's and the client's scheduling delays (under a millisecond at
 //!   a few hundred requests a second, measured by the faithfulness test's latencies).
@@ -41,7 +41,7 @@
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -58,7 +58,7 @@ const BODY: &str = "sim";
 /// Runs `simulation` in real time against its dependency served on loopback.
 pub(crate) fn run(simulation: &Simulation) -> Result<Report, Error> {
     let dependency = Arc::new(Dependency::new(simulation.scenario()));
-    let server = Server::start(dependency.clone(), Instant::now())?;
+    let server = Server::start(dependency.clone())?;
     let report = runner::run_with(simulation, dependency, Way::Loopback(server.addr));
     server.stop();
     report
@@ -72,13 +72,14 @@ struct Server {
 }
 
 impl Server {
-    /// Starts serving `dependency`, whose clock starts at `start`.
-    fn start(dependency: Arc<Dependency>, start: Instant) -> Result<Server, Error> {
+    /// Starts serving `dependency` (on its clock: the runner starts it once its clients are
+    /// built).
+    fn start(dependency: Arc<Dependency>) -> Result<Server, Error> {
         let (addr_tx, addr_rx) = mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = thread::Builder::new()
             .name("sim-loopback".to_owned())
-            .spawn(move || serve(dependency, start, addr_tx, stopped))
+            .spawn(move || serve(dependency, addr_tx, stopped))
             .map_err(|e| failed(&e))?;
         let addr = match addr_rx.recv() {
             Ok(Ok(addr)) => addr,
@@ -122,7 +123,6 @@ fn failed(why: &dyn std::fmt::Display) -> Error {
 /// The server thread: a runtime, the server answering from `dependency`, until `stopped`.
 fn serve(
     dependency: Arc<Dependency>,
-    start: Instant,
     addr_tx: mpsc::Sender<std::io::Result<std::net::SocketAddr>>,
     stopped: oneshot::Receiver<()>,
 ) {
@@ -147,7 +147,7 @@ fn serve(
         // The model decides every path: the request mix's paths all reach it.
         server.count_only();
         server.respond_with_any(move |_request| {
-            let (reply, in_flight) = dependency.answer(start.elapsed());
+            let (reply, in_flight) = dependency.answer(dependency.since_start());
             to_reply(reply).hold(in_flight)
         });
         let _ = addr_tx.send(Ok(server.addr()));
