@@ -25,16 +25,18 @@
 //!   is not retried here where the simulation retries it.
 //! - `Hang`: no answer, the connection kept open ([`Reply::hang`]) until the client gives up.
 //!
-//! Approximations, all small against a sample step of a second and a breaker's timers:
+//! Approximations, small against a sample step and a breaker's timers:
 //! - The [`InFlight`](super::dependency::InFlight) guard is held by the reply
 //!   ([`Reply::hold`]) until its body is written or its connection closes: it ends when the
 //!   server has written the last byte, a loopback hop (tens of µs) before the client reads it,
 //!   and a hung request's guard ends when the server notices the client closed its connection.
 //! - Time: the model's clock is the dependency's, started by the runner once its clients are
-//!   built, a moment before its own (the same instant, up to a few µs); tokio's timers round delays up to
-//!   the millisecond; each attempt adds a loopback round trip and, in a debug build on a
-//!   loaded machine, the server's and the client's scheduling delays (under a millisecond at
-//!   a few hundred requests a second, measured by the faithfulness test's latencies).
+//!   built, a moment before its own (the same instant, up to a few µs); tokio's timers round
+//!   delays up to the millisecond; each attempt adds a loopback round trip and the server's
+//!   and the client's scheduling delays, milliseconds in a debug build on a loaded machine.
+//!   Most outcomes move smoothly with them (an attempt timeout meets a few more answers);
+//!   some turn on them: in a quota squeeze, whether a request meets a spent window, and the
+//!   faithfulness test's squeeze agrees only on an idle machine.
 //! - Randomness: the model draws in the order requests arrive, which real time reorders, so
 //!   the two runs see different draws of the same distributions: compare them statistically.
 
