@@ -377,3 +377,252 @@ fn window_rest(quota: Quota, at: Duration) -> Duration {
 fn whole_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overload::QuotaHeaders;
+    use crate::sim::runner::tests::{Result, phase, scenario};
+    use crate::sim::scenario::{Capacity, Fault};
+
+    fn one_phase(phase: Phase) -> std::result::Result<Dependency, url::ParseError> {
+        Ok(Dependency::new(&scenario(1.0, 60, vec![phase])?))
+    }
+
+    fn head_after(reply: &ModelReply) -> Option<Duration> {
+        match reply {
+            ModelReply::Answer { head_after, .. } => Some(*head_after),
+            _ => None,
+        }
+    }
+
+    fn status(reply: &ModelReply) -> Option<u16> {
+        match reply {
+            ModelReply::Answer { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    fn quantile(sorted: &[f64], q: f64) -> f64 {
+        let index = ((sorted.len() as f64 * q) as usize).min(sorted.len() - 1);
+        sorted[index]
+    }
+
+    /// Log-normal from p50 and p99: the draws' quantiles are the ones asked for.
+    #[test]
+    fn log_normal_latency_has_the_asked_percentiles() -> Result {
+        let latency = Latency::LogNormal {
+            p50: Duration::from_millis(20),
+            p99: Duration::from_millis(120),
+        };
+        let dependency = one_phase(phase("p", 0, latency, vec![]))?;
+        let mut draws: Vec<f64> = (0..100_000)
+            .map(|_| {
+                let (reply, _guard) = dependency.answer(Duration::ZERO);
+                head_after(&reply).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+            })
+            .collect();
+        draws.sort_by(f64::total_cmp);
+        let (p50, p99) = (quantile(&draws, 0.5), quantile(&draws, 0.99));
+        assert!((19.4..=20.6).contains(&p50), "p50 {p50}");
+        assert!((114.0..=126.0).contains(&p99), "p99 {p99}");
+        let uniform = Latency::Uniform {
+            min: Duration::from_millis(10),
+            max: Duration::from_millis(30),
+        };
+        let dependency = one_phase(phase("u", 0, uniform, vec![]))?;
+        for _ in 0..1_000 {
+            let (reply, _guard) = dependency.answer(Duration::ZERO);
+            let after = head_after(&reply).ok_or("no answer")?;
+            assert!(after >= Duration::from_millis(10) && after <= Duration::from_millis(30));
+        }
+        Ok(())
+    }
+
+    /// Each fault meets its share of the attempts; the rest are 200s.
+    #[test]
+    fn faults_are_drawn_by_share() -> Result {
+        let faults = vec![
+            Fault {
+                kind: FaultKind::Status {
+                    status: 503,
+                    retry_after: Some(Duration::from_millis(1500)),
+                },
+                share: 0.3,
+            },
+            Fault {
+                kind: FaultKind::Reset,
+                share: 0.1,
+            },
+            Fault {
+                kind: FaultKind::Refused,
+                share: 0.1,
+            },
+            Fault {
+                kind: FaultKind::Hang,
+                share: 0.05,
+            },
+            Fault {
+                kind: FaultKind::SlowBody {
+                    body_delay: Duration::from_secs(3),
+                },
+                share: 0.05,
+            },
+        ];
+        let fixed = Latency::Fixed(Duration::from_millis(5));
+        let dependency = one_phase(phase("f", 0, fixed, faults))?;
+        let mut counts = [0u32; 6];
+        let n: u32 = 100_000;
+        for _ in 0..n {
+            let (reply, _guard) = dependency.answer(Duration::ZERO);
+            let index = match &reply {
+                ModelReply::Answer {
+                    status: 503,
+                    headers,
+                    ..
+                } => {
+                    // Retry-After in whole seconds, rounded up.
+                    assert!(
+                        headers.contains(&("retry-after", "2".to_owned())),
+                        "{headers:?}"
+                    );
+                    0
+                }
+                ModelReply::Reset { after } => {
+                    assert_eq!(*after, Duration::from_millis(5));
+                    1
+                }
+                ModelReply::Refused => 2,
+                ModelReply::Hang => 3,
+                ModelReply::Answer {
+                    status: 200,
+                    body_after,
+                    ..
+                } if !body_after.is_zero() => 4,
+                ModelReply::Answer { status: 200, .. } => 5,
+                other => return Err(format!("unexpected {other:?}").into()),
+            };
+            counts[index] += 1;
+        }
+        let shares = [0.3, 0.1, 0.1, 0.05, 0.05, 0.4];
+        for (count, share) in counts.iter().zip(shares) {
+            let seen = f64::from(*count) / f64::from(n);
+            assert!((seen - share).abs() < 0.01, "{counts:?}");
+        }
+        assert_eq!(dependency.attempts(), u64::from(n));
+        assert_eq!(dependency.in_flight(), 0);
+        Ok(())
+    }
+
+    /// Beyond the capacity: rejected at once, or slowed down in proportion.
+    #[test]
+    fn capacity_rejects_or_queues_beyond_concurrency() -> Result {
+        let fixed = Latency::Fixed(Duration::from_millis(100));
+        let mut rejecting = phase("r", 0, fixed, vec![]);
+        rejecting.capacity = Some(Capacity {
+            concurrency: 2,
+            beyond: Beyond::Reject { status: 503 },
+        });
+        let dependency = one_phase(rejecting)?;
+        let (first, one) = dependency.answer(Duration::ZERO);
+        let (second, _two) = dependency.answer(Duration::ZERO);
+        let (third, three) = dependency.answer(Duration::ZERO);
+        assert_eq!((status(&first), status(&second)), (Some(200), Some(200)));
+        assert_eq!(status(&third), Some(503));
+        assert_eq!(head_after(&third), Some(Duration::ZERO));
+        assert_eq!(dependency.in_flight(), 3);
+        drop((one, three));
+        assert_eq!(dependency.in_flight(), 1);
+        let (fourth, _four) = dependency.answer(Duration::ZERO);
+        assert_eq!(status(&fourth), Some(200));
+
+        let mut queueing = phase("q", 0, fixed, vec![]);
+        queueing.capacity = Some(Capacity {
+            concurrency: 2,
+            beyond: Beyond::Queue,
+        });
+        let dependency = one_phase(queueing)?;
+        let guards: Vec<_> = (0..4).map(|_| dependency.answer(Duration::ZERO)).collect();
+        let heads: Vec<_> = guards.iter().map(|(r, _)| head_after(r)).collect();
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(heads, [ms(100), ms(100), ms(150), ms(200)]);
+        Ok(())
+    }
+
+    /// A quota of 3 a second: the 4th request of a window is a 429 until the next window;
+    /// every answer says what is left, in fields our own client reads back.
+    #[test]
+    fn the_quota_is_enforced_per_window_and_advertised() -> Result {
+        for fields in [QuotaFields::XRateLimit, QuotaFields::Ietf] {
+            let mut limited = phase("q", 0, Latency::Fixed(Duration::from_millis(1)), vec![]);
+            limited.quota = Some(Quota {
+                limit: 3,
+                window: Duration::from_secs(1),
+                fields,
+            });
+            let dependency = one_phase(limited)?;
+            let at = Duration::from_millis(2_400);
+            for left in [2, 1, 0] {
+                let (reply, _guard) = dependency.answer(at);
+                assert_eq!(status(&reply), Some(200));
+                let quota = read_back(&reply).ok_or("no quota read")?;
+                assert_eq!(quota.remaining, left, "{fields:?} {reply:?}");
+                assert!(quota.reset <= Duration::from_millis(1_000), "{quota:?}");
+            }
+            let (reply, _guard) = dependency.answer(Duration::from_millis(2_900));
+            assert_eq!(status(&reply), Some(429), "{fields:?}");
+            let ModelReply::Answer { headers, .. } = &reply else {
+                return Err("no answer".into());
+            };
+            assert!(
+                headers.contains(&("retry-after", "1".to_owned())),
+                "{headers:?}"
+            );
+            assert_eq!(read_back(&reply).map(|q| q.remaining), Some(0));
+            let (reply, _guard) = dependency.answer(Duration::from_millis(3_000));
+            assert_eq!(status(&reply), Some(200), "a new window");
+        }
+        Ok(())
+    }
+
+    fn read_back(reply: &ModelReply) -> Option<crate::overload::server_quota::Quota> {
+        let ModelReply::Answer { headers, .. } = reply else {
+            return None;
+        };
+        let mut map = http::HeaderMap::new();
+        for (name, value) in headers {
+            map.append(*name, http::HeaderValue::from_str(value).ok()?);
+        }
+        let advertised = crate::overload::server_quota::read(
+            &map,
+            &QuotaHeaders::auto(),
+            std::time::SystemTime::now,
+        )?;
+        advertised.first().cloned()
+    }
+
+    /// Attempts are counted in their step and phase; phases change at their `at`.
+    #[test]
+    fn attempts_are_counted_per_step_and_phase() -> Result {
+        let fixed = Latency::Fixed(Duration::ZERO);
+        let failing = vec![Fault {
+            kind: FaultKind::Refused,
+            share: 1.0,
+        }];
+        let scenario = scenario(
+            1.0,
+            3,
+            vec![phase("a", 0, fixed, vec![]), phase("b", 2, fixed, failing)],
+        )?;
+        let dependency = Dependency::new(&scenario);
+        for ms in [0, 999, 1_000, 2_000, 2_500, 9_000] {
+            let (reply, _guard) = dependency.answer(Duration::from_millis(ms));
+            let refused = reply == ModelReply::Refused;
+            assert_eq!(refused, ms >= 2_000, "{ms}: {reply:?}");
+        }
+        assert_eq!(dependency.attempts_per_step(), [2, 1, 3]);
+        assert_eq!(dependency.attempts_per_phase(), [3, 3]);
+        assert_eq!(dependency.attempts(), 6);
+        Ok(())
+    }
+}

@@ -1024,4 +1024,107 @@ pub(crate) mod tests {
         assert!(report.series.breakers_open.contains(&2));
         Ok(())
     }
+
+    /// The same scenario, policy and seed: the same report (but the real time it took);
+    /// another seed: another report.
+    #[test]
+    fn a_run_is_deterministic_for_its_seed() -> Result {
+        let lognormal = Latency::LogNormal {
+            p50: Duration::from_millis(20),
+            p99: Duration::from_millis(200),
+        };
+        let flaky = vec![status(503, 0.2)];
+        let phases = vec![phase("flaky", 0, lognormal, flaky)];
+        let policy = "[default]\nmax_attempts = 3\n[default.hedge]\nafter = \"50ms\"\n";
+        let sim = Simulation::new(scenario(50.0, 20, phases)?).policy_toml("hedged", policy);
+        let mut first = sim.run()?;
+        let mut second = sim.run()?;
+        first.real_secs = 0.0;
+        second.real_secs = 0.0;
+        assert_eq!(first, second);
+        assert!(first.total.hedges_sent > 0, "{:?}", first.total);
+        let mut other = sim.scenario().clone();
+        other.seed += 1;
+        let mut third = Simulation::new(other).policy_toml("hedged", policy).run()?;
+        third.real_secs = 0.0;
+        third.seed = first.seed;
+        assert_ne!(first, third);
+        Ok(())
+    }
+
+    /// Closed-loop callers: each calls again after its call ends and the pause, so 10
+    /// callers with 20 ms calls and 80 ms pauses offer 100 calls a second.
+    #[test]
+    fn closed_loop_callers_call_again_after_their_pause() -> Result {
+        let mut closed = scenario(0.0, 10, vec![phase("p", 0, fixed(20), vec![])])?;
+        closed.load.arrivals = Offered::Callers {
+            callers: 10,
+            think: Duration::from_millis(80),
+        };
+        let report = Simulation::new(closed).run()?;
+        invariants(&report);
+        assert_eq!(report.total.calls, 1_000, "{:?}", report.total);
+        assert_eq!(report.total.offered_rps, 100.0);
+        Ok(())
+    }
+
+    /// The speed gate: the outage of `examples/scenarios/outage.toml` (1,000 requests/s,
+    /// healthy, 503s, recovery) under four policies. Run with `SIM_SECS=600 cargo test
+    /// --release --features cli,testkit --lib sim::runner::tests::speed -- --ignored
+    /// --nocapture` (measured: 2.0 s for the default policy, 4.7 s for five attempts with
+    /// neither budget nor breaker, on the shared 2-core box while others compiled).
+    #[test]
+    #[ignore]
+    fn speed() -> Result {
+        let secs = std::env::var("SIM_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60);
+        let healthy = Latency::LogNormal {
+            p50: Duration::from_millis(20),
+            p99: Duration::from_millis(120),
+        };
+        let phases = vec![
+            phase("healthy", 0, healthy, vec![]),
+            phase("outage", secs / 5, healthy, vec![status(503, 1.0)]),
+            phase("recovery", secs / 2, healthy, vec![]),
+        ];
+        let mut outage = scenario(1000.0, secs, phases)?;
+        outage.replicas = 1;
+        let policies = [
+            ("default", "[default]\n"),
+            (
+                "no-budget",
+                "[default]\nmax_attempts = 5\n[default.retry_budget]\nenabled = false\n",
+            ),
+            (
+                "no-budget-no-breaker",
+                "[default]\nmax_attempts = 5\n[default.retry_budget]\nenabled = false\n[default.breaker]\nenabled = false\n",
+            ),
+            (
+                "default-no-breaker",
+                "[default]\n[default.breaker]\nenabled = false\n",
+            ),
+        ];
+        for (label, policy) in policies {
+            let report = Simulation::new(outage.clone())
+                .policy_toml(label, policy)
+                .run()?;
+            // The gate: under 10 s real for 10 virtual minutes, in release.
+            assert!(
+                cfg!(debug_assertions) || report.real_secs < 10.0,
+                "{label}: too slow"
+            );
+            let down = &report.phases[1];
+            println!(
+                "{label}: {:.2} s real for {secs} s virtual, {} calls; outage amplification {:?}, success {:?}; total amplification {:?}",
+                report.real_secs,
+                report.total.calls,
+                down.amplification,
+                down.success_rate,
+                report.total.amplification
+            );
+        }
+        Ok(())
+    }
 }

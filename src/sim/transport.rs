@@ -228,3 +228,162 @@ impl http_body::Body for SimBody {
         self.done
     }
 }
+
+/// Each fault through the simulated transport gives what the real failure gives through
+/// reqwest and a real socket (the testkit's fault server): the same error kind, class and
+/// delivery, the same attempts (retried or not), the same breaker counts.
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use std::time::Duration;
+
+    use http::Method;
+
+    use super::*;
+    use crate::error::AttemptOutcome;
+    use crate::sim::runner::tests::{Result, phase, scenario};
+    use crate::sim::scenario::{Fault, FaultKind, Latency};
+    use crate::testkit::{ClosedPort, FaultServer, Reply};
+    use crate::{Client, ClientBuilder};
+
+    const POLICY: &str = "[default]\nmax_attempts = 2\nattempt_timeout = \"300ms\"\n\
+                          [default.retry_budget]\nenabled = false\n";
+
+    /// What a call's failure looks like, to compare.
+    #[derive(Debug, PartialEq)]
+    struct Seen {
+        kind: ErrorKind,
+        class: Class,
+        delivery: Delivery,
+        attempts: Vec<(AttemptOutcome, Class, Delivery)>,
+        breaker: Option<(u64, u64)>,
+    }
+
+    fn seen(
+        client: &Client,
+        url: &str,
+        result: std::result::Result<reqwest::Response, Error>,
+    ) -> Result<Seen> {
+        let error = result.err().ok_or("the call succeeded")?;
+        let key = crate::breaker::endpoint_key(&url::Url::parse(url)?).into_owned();
+        let breaker = client
+            .breakers()
+            .and_then(|b| b.get(&key))
+            .map(|b| (b.counts().calls, b.counts().failures));
+        Ok(Seen {
+            kind: error.kind(),
+            class: error.class(),
+            delivery: error.delivery(),
+            attempts: error
+                .attempts()
+                .iter()
+                .map(|a| (a.outcome, a.class, a.delivery))
+                .collect(),
+            breaker,
+        })
+    }
+
+    fn builder() -> ClientBuilder {
+        Client::builder().config_toml(POLICY)
+    }
+
+    /// The call through reqwest against the real failure.
+    fn real(method: Method, reply: Option<Reply>) -> Result<Seen> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let client = builder().build()?;
+            let (url, _closed, _server);
+            match reply {
+                Some(reply) => {
+                    let server = FaultServer::start().await?;
+                    server.script("/x", [reply.clone(), reply]);
+                    url = server.url("/x");
+                    _server = Some(server);
+                    _closed = None;
+                }
+                None => {
+                    let closed = ClosedPort::bind()?;
+                    url = closed.url("/x");
+                    _closed = Some(closed);
+                    _server = None;
+                }
+            }
+            let result = client.request(method, &url).send_buffered().await;
+            seen(&client, &url, result)
+        })
+    }
+
+    /// The same call through the simulated transport, on paused time.
+    fn simulated(method: Method, fault: FaultKind) -> Result<Seen> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()?;
+        runtime.block_on(async {
+            let faults = vec![Fault {
+                kind: fault,
+                share: 1.0,
+            }];
+            let latency = Latency::Fixed(Duration::from_millis(10));
+            let dependency = Arc::new(Dependency::new(&scenario(
+                1.0,
+                60,
+                vec![phase("p", 0, latency, faults)],
+            )?));
+            let layer = SimLayer {
+                dependency: dependency.clone(),
+                start: Instant::now(),
+            };
+            let client = builder().attempt_layer(layer).build()?;
+            let url = "http://sim.test/x";
+            let result = client.request(method, url).send_buffered().await;
+            assert_eq!(dependency.in_flight(), 0, "every attempt ended");
+            seen(&client, url, result)
+        })
+    }
+
+    fn same(method: Method, reply: Option<Reply>, fault: FaultKind) -> Result {
+        let real = real(method.clone(), reply)?;
+        let simulated = simulated(method.clone(), fault)?;
+        assert_eq!(simulated, real, "{method} {fault:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_hang_is_an_attempt_timeout_as_for_real() -> Result {
+        same(Method::GET, Some(Reply::hang()), FaultKind::Hang)
+    }
+
+    #[test]
+    fn a_reset_may_have_been_sent_as_for_real() -> Result {
+        same(Method::GET, Some(Reply::reset()), FaultKind::Reset)?;
+        // Maybe sent: a POST without a key is not tried again.
+        same(Method::POST, Some(Reply::reset()), FaultKind::Reset)
+    }
+
+    #[test]
+    fn a_refusal_was_never_sent_as_for_real() -> Result {
+        same(Method::GET, None, FaultKind::Refused)?;
+        // Never sent: a POST is tried again.
+        same(Method::POST, None, FaultKind::Refused)
+    }
+
+    #[test]
+    fn a_stalled_body_times_the_attempt_out_as_for_real() -> Result {
+        let stalled = Reply::stall_body(200, "");
+        let slow = FaultKind::SlowBody {
+            body_delay: Duration::from_secs(5),
+        };
+        same(Method::GET, Some(stalled), slow)
+    }
+
+    #[test]
+    fn a_503_is_a_status_as_for_real() -> Result {
+        let status = FaultKind::Status {
+            status: 503,
+            retry_after: None,
+        };
+        same(Method::GET, Some(Reply::status(503)), status)
+    }
+}
