@@ -10,7 +10,7 @@
 //! seed = 1                                 # default 1: every random choice follows from it
 //! url = "https://api.example.com/v1/"      # default "http://dependency.sim/" (http or https)
 //! replicas = 1                             # default 1 (1 to 1,000): clients sharing the dependency
-//! sample_every = "1s"                      # default 1s (10 ms to `duration`): the series' step
+//! sample_every = "1s"                      # default 1s (10 ms to `duration`, 100,000 steps at most)
 //!
 //! [load]
 //! rate = 1000                              # requests/s, all replicas together (0 to 1,000,000), or
@@ -295,7 +295,55 @@ impl Scenario {
     }
 
     /// Reads a scenario from TOML text. Errors name the line and the key (the file is
-    /// `<from_toml>`).
+    /// `<from_toml>`). The format is the [module's](self) reference.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use resilient_http::sim::scenario::{Arrivals, FaultKind, Scenario};
+    ///
+    /// let scenario = Scenario::from_toml(r#"
+    ///     name = "Short outage"
+    ///     duration = "3m"
+    ///
+    ///     [load]
+    ///     rate = 200
+    ///
+    ///     [[phase]]
+    ///     name = "healthy"
+    ///     at = "0s"
+    ///     latency = { p50 = "20ms", p99 = "120ms" }
+    ///
+    ///     [[phase]]
+    ///     name = "outage"
+    ///     at = "1m"
+    ///     faults = [{ status = 503, share = 1.0 }]
+    ///
+    ///     [[phase]]
+    ///     name = "recovery"
+    ///     at = "2m"
+    /// "#)?;
+    /// assert!(matches!(scenario.load.arrivals, Arrivals::Rate(_)));
+    /// let outage = &scenario.phases[1];
+    /// assert_eq!(outage.latency, scenario.phases[0].latency); // inherited
+    /// assert!(matches!(outage.faults[0].kind, FaultKind::Status { status: 503, .. }));
+    /// assert!(scenario.phases[2].faults.is_empty()); // faults are not
+    ///
+    /// let typo = Scenario::from_toml(r#"
+    ///     name = "Typo"
+    ///     duration = "3m"
+    ///     [load]
+    ///     rate = 200
+    ///     [[phase]]
+    ///     name = "healthy"
+    ///     at = "0s"
+    ///     latency = "20ms"
+    ///     faults = [{ status = 503, shares = 0.5 }]
+    /// "#).unwrap_err();
+    /// assert!(typo.to_string().contains(
+    ///     r#"<from_toml>:10: unknown key "shares" in [[phase]] "healthy""#
+    /// ));
+    /// # Ok::<(), resilient_http::Error>(())
+    /// ```
     pub fn from_toml(text: &str) -> Result<Scenario, Error> {
         read("<from_toml>", text)
     }
@@ -319,6 +367,9 @@ const SAMPLE_EVERY: SpanFrom = SpanFrom {
     min: Duration::from_millis(10),
     max: DAY,
 };
+/// Steps of the time series (`duration / sample_every`): each series holds one value per
+/// step, so at most 100,000 (a day at the default 1 s step is 86,400).
+const STEPS: u64 = 100_000;
 /// `replicas`: clients sharing the dependency.
 const REPLICAS: Count = Count { min: 1, max: 1_000 };
 /// `rate` (a constant, or each point's `rps`): requests/s, all replicas together.
@@ -653,6 +704,22 @@ fn read(origin: &str, text: &str) -> Result<Scenario, Error> {
                     ),
                 ));
             }
+            let steps = duration.as_nanos().div_ceil(step.as_nanos().max(1));
+            if steps > u128::from(STEPS) {
+                let least = Duration::from_nanos(
+                    u64::try_from(duration.as_nanos().div_ceil(u128::from(STEPS)))
+                        .unwrap_or(u64::MAX),
+                );
+                return Err(src.fail_at(
+                    value,
+                    "sample_every",
+                    format!(
+                        "makes {steps} steps over {}, more than {STEPS}: write at least {}",
+                        humantime::format_duration(duration),
+                        humantime::format_duration(least)
+                    ),
+                ));
+            }
             step
         }
     };
@@ -731,7 +798,6 @@ fn read_rate(
     raw: &Spanned<RawRate>,
     duration: Duration,
 ) -> Result<Vec<RatePoint>, Error> {
-    let rps = |value: f64| RPS.check(value).map_err(|why| src.fail_at(raw, "rps", why));
     match &raw.get_ref().0 {
         RateShape::Constant(value) => {
             let rps = RPS
@@ -748,23 +814,25 @@ fn read_rate(
                 .check(count)
                 .map_err(|why| src.fail_at(raw, "rate", format!("its points {why}")))?;
             let mut curve: Vec<RatePoint> = Vec::with_capacity(points.len());
-            for point in points {
-                let at = parse_duration(&point.at).map_err(|why| src.fail_at(raw, "at", why))?;
+            for (n, point) in points.iter().enumerate() {
+                // The curve is one value with one span: say which of its points is wrong.
+                let fail = |key: &str, why: String| {
+                    src.fail_at(
+                        raw,
+                        key,
+                        format!("{why} (the rate curve's point {})", n + 1),
+                    )
+                };
+                let at = parse_duration(&point.at).map_err(|why| fail("at", why))?;
                 match curve.last() {
                     None if !at.is_zero() => {
-                        return Err(src.fail_at(
-                            raw,
-                            "at",
-                            "the curve's first point must be at \"0s\"",
-                        ));
+                        return Err(fail("at", "the first point must be at \"0s\"".into()));
                     }
                     Some(before) if at <= before.at => {
-                        return Err(src.fail_at(
-                            raw,
+                        return Err(fail(
                             "at",
                             format!(
-                                "the curve's points must be in time order, strictly: {} after {}",
-                                humantime::format_duration(at),
+                                "must be after the point before ({}), strictly",
                                 humantime::format_duration(before.at)
                             ),
                         ));
@@ -772,20 +840,16 @@ fn read_rate(
                     _ => {}
                 }
                 if at >= duration {
-                    return Err(src.fail_at(
-                        raw,
+                    return Err(fail(
                         "at",
                         format!(
-                            "{} is not before the run's end ({})",
-                            humantime::format_duration(at),
+                            "must be before the run's end ({})",
                             humantime::format_duration(duration)
                         ),
                     ));
                 }
-                curve.push(RatePoint {
-                    at,
-                    rps: rps(point.rps)?,
-                });
+                let rps = RPS.check(point.rps).map_err(|why| fail("rps", why))?;
+                curve.push(RatePoint { at, rps });
             }
             Ok(curve)
         }
@@ -1488,6 +1552,12 @@ at = "3m"
         );
         check(
             &mut bad,
+            &with("\"1m\"\n", "\"24h\"\nsample_every = \"10ms\"\n"),
+            4,
+            &["\"sample_every\"", "more than 100000", "at least 864ms"],
+        );
+        check(
+            &mut bad,
             &with("\"1m\"", "5"),
             3,
             &["\"duration\"", "expected a string"],
@@ -1546,7 +1616,7 @@ at = "3m"
             &mut bad,
             &with("rate = 10", "rate = [{ at = \"1s\", rps = 1 }]"),
             6,
-            &["\"at\"", "first point"],
+            &["\"at\"", "first point", "point 1)"],
         );
         check(
             &mut bad,
@@ -1555,7 +1625,7 @@ at = "3m"
                 "rate = [{ at = \"0s\", rps = 1 }, { at = \"0s\", rps = 2 }]",
             ),
             6,
-            &["\"at\"", "time order"],
+            &["\"at\"", "after the point before", "point 2)"],
         );
         check(
             &mut bad,
@@ -1564,13 +1634,13 @@ at = "3m"
                 "rate = [{ at = \"0s\", rps = 1 }, { at = \"2m\", rps = 2 }]",
             ),
             6,
-            &["\"at\"", "run's end"],
+            &["\"at\"", "run's end", "point 2)"],
         );
         check(
             &mut bad,
             &with("rate = 10", "rate = [{ at = \"0s\", rps = -3 }]"),
             6,
-            &["\"rps\""],
+            &["\"rps\"", "at least 0", "point 1)"],
         );
         let top = "duration = \"1m\"\n";
         check(
@@ -1943,14 +2013,233 @@ at = "3m"
             let _ = Scenario::from_toml(&text);
         }
 
-        /// MINIMAL with any one line replaced by TOML-ish text.
+        /// Scenario-shaped files: each key present or not, its value mostly a good one and
+        /// sometimes an edge case (zero, negative, huge, NaN, the wrong type, the wrong
+        /// shape), so that many files get past serde into every check, and some all the
+        /// way: an error or a scenario, never a panic.
         #[test]
-        fn never_panics_near_valid(line in 0usize..12, value in "[a-z_0-9 ={}\\[\\]\",.-]{0,40}") {
-            let mut lines: Vec<&str> = MINIMAL.lines().collect();
-            if let Some(slot) = lines.get_mut(line) {
-                *slot = &value;
+        fn never_panics_on_scenario_shaped_files(
+            top in lines(TOP),
+            load in lines(LOAD),
+            mix in proptest::collection::vec(lines(MIX_KEYS), 0..3),
+            phases in proptest::collection::vec((lines(PHASE_KEYS), proptest::bool::weighted(0.9)), 0..4),
+        ) {
+            let mut text = top.join("\n");
+            text.push_str("\n[load]\n");
+            text.push_str(&load.join("\n"));
+            for kind in mix {
+                text.push_str("\n[[load.mix]]\n");
+                text.push_str(&kind.join("\n"));
             }
-            let _ = Scenario::from_toml(&lines.join("\n"));
+            for (i, (phase, in_order)) in phases.into_iter().enumerate() {
+                // In order mostly (`at` strictly increasing from 0, names unique).
+                let at = if in_order { i * 10 } else { 5 };
+                text.push_str(&format!("\n[[phase]]\nname = \"p{i}\"\nat = \"{at}s\"\n"));
+                text.push_str(&phase.join("\n"));
+            }
+            let _ = Scenario::from_toml(&text);
         }
+    }
+
+    /// A key: how often it is there, its good values, its bad ones.
+    type Key = (
+        &'static str,
+        f64,
+        &'static [&'static str],
+        &'static [&'static str],
+    );
+
+    const BAD_DURATIONS: &[&str] = &[
+        "\"0s\"",
+        "\"1ns\"",
+        "\"25h\"",
+        "\"584942417355y\"",
+        "\"\"",
+        "\"soon\"",
+        "-1",
+        "1e308",
+        "nan",
+    ];
+    const BAD_NUMBERS: &[&str] = &[
+        "0",
+        "-1",
+        "0.5",
+        "1000001",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "inf",
+        "-inf",
+        "nan",
+        "1e-320",
+        "\"1\"",
+        "true",
+    ];
+    const TOP: &[Key] = &[
+        ("name", 0.95, &["\"n\""], &["\"\"", "\" \"", "1"]),
+        (
+            "duration",
+            0.95,
+            &["\"10m\"", "\"1h\"", "\"24h\""],
+            BAD_DURATIONS,
+        ),
+        ("seed", 0.5, &["0", "7"], BAD_NUMBERS),
+        (
+            "url",
+            0.5,
+            &["\"http://x/\"", "\"https://a.b/v1/\""],
+            &["\"ftp://x/\"", "\"x\"", "\"http://\"", "\"file:///\""],
+        ),
+        ("replicas", 0.5, &["1", "20", "1000"], BAD_NUMBERS),
+        (
+            "sample_every",
+            0.5,
+            &["\"1s\"", "\"10ms\"", "\"1m\""],
+            BAD_DURATIONS,
+        ),
+        ("description", 0.5, &["\"d\""], &["2"]),
+    ];
+    const LOAD: &[Key] = &[
+        (
+            "rate",
+            0.7,
+            &[
+                "1000",
+                "0",
+                "1e6",
+                "[{ at = \"0s\", rps = 1 }, { at = \"30s\", rps = 1e6 }]",
+            ],
+            &[
+                "-1",
+                "nan",
+                "inf",
+                "1e9",
+                "\"fast\"",
+                "[]",
+                "[{ at = \"0s\", rps = 1 }, { at = \"0s\", rps = 2 }]",
+                "[{ at = \"1s\", rps = nan }]",
+                "[{ at = \"0s\", rps = 1, x = 2 }]",
+                "[{ at = 0, rps = 1 }]",
+            ],
+        ),
+        ("callers", 0.3, &["64", "100000"], BAD_NUMBERS),
+        ("think", 0.2, &["\"0s\"", "\"10ms\""], BAD_DURATIONS),
+    ];
+    const MIX_KEYS: &[Key] = &[
+        (
+            "method",
+            0.5,
+            &["\"POST\"", "\"GET\""],
+            &["\"\"", "\"G T\"", "1"],
+        ),
+        (
+            "path",
+            0.5,
+            &["\"orders\"", "\"\"", "\"../../..\""],
+            &["\"//h/x\"", "\"ftp://x/\"", "\"%zz\"", "\"http://[\""],
+        ),
+        ("weight", 0.5, &["1", "0.2", "1e6"], BAD_NUMBERS),
+        ("idempotency_key", 0.5, &["true", "false"], &["1"]),
+        (
+            "criticality",
+            0.5,
+            &["\"critical\"", "\"sheddable\""],
+            &["\"vital\"", "0"],
+        ),
+    ];
+    const PHASE_KEYS: &[Key] = &[
+        (
+            "latency",
+            0.7,
+            &[
+                "\"20ms\"",
+                "\"0s\"",
+                "{ p50 = \"20ms\", p99 = \"120ms\" }",
+                "{ min = \"0s\", max = \"1h\" }",
+            ],
+            &[
+                "\"2h\"",
+                "{ p50 = \"0s\", p99 = \"0s\" }",
+                "{ p50 = \"1h\", p99 = \"1ns\" }",
+                "{ min = \"2s\", max = \"1s\" }",
+                "{ p50 = \"1s\" }",
+                "{ max = \"1s\" }",
+                "{ p50 = \"1s\", min = \"1s\" }",
+                "{}",
+                "5",
+            ],
+        ),
+        (
+            "capacity",
+            0.5,
+            &[
+                "\"none\"",
+                "{ concurrency = 200 }",
+                "{ concurrency = 1, beyond = \"reject\" }",
+                "{ concurrency = 1, beyond = \"reject\", status = 429 }",
+            ],
+            &[
+                "\"off\"",
+                "{ concurrency = 0 }",
+                "{ concurrency = -5 }",
+                "{ concurrency = 1, beyond = \"reject\", status = 99999 }",
+                "{ concurrency = 1, status = 503 }",
+                "{ concurrency = 1, beyond = 1 }",
+                "{}",
+            ],
+        ),
+        (
+            "quota",
+            0.5,
+            &[
+                "\"none\"",
+                "{ limit = 100, window = \"1s\" }",
+                "{ limit = 1, window = \"1m\", fields = \"x-ratelimit\" }",
+            ],
+            &[
+                "{ limit = 0, window = \"1s\" }",
+                "{ limit = 1, window = \"0s\" }",
+                "{ limit = 1, window = \"1500ms\" }",
+                "{ limit = 1, window = \"1s\", fields = \"?\" }",
+                "{ limit = 1 }",
+            ],
+        ),
+        (
+            "faults",
+            0.6,
+            &[
+                "[]",
+                "[{ status = 503, share = 1.0 }]",
+                "[{ status = 429, share = 0.1, retry_after = \"2s\" }, { fault = \"slow_body\", share = 0.1, body_delay = \"5s\" }]",
+                "[{ fault = \"reset\", share = 0.1 }, { fault = \"hang\", share = 0.1 }, { fault = \"refused\", share = 0.1 }]",
+            ],
+            &[
+                "[{ status = 503, share = 0.7 }, { status = 429, share = 0.7 }]",
+                "[{ status = 500, share = nan }]",
+                "[{ status = 204, share = 0.1 }]",
+                "[{ fault = \"hang\", share = 0.1, retry_after = \"1s\" }]",
+                "[{ fault = \"slow_body\", share = 0.1 }]",
+                "[{ fault = \"reset\", status = 503, share = 0.1 }]",
+                "[{ share = 0.1 }]",
+                "[{ fault = \"?\", share = -0.1 }]",
+                "[{ status = 503, share = 0.1, retry_after = \"-1s\" }]",
+            ],
+        ),
+    ];
+
+    /// Lines `key = value` for some of `keys`, each value good 9 times in 10.
+    fn lines(keys: &'static [Key]) -> impl proptest::strategy::Strategy<Value = Vec<String>> {
+        use proptest::strategy::Strategy;
+        let each: Vec<_> = keys
+            .iter()
+            .map(|&(key, there, good, bad)| {
+                let value = proptest::prop_oneof![
+                    9 => proptest::sample::select(good),
+                    1 => proptest::sample::select(bad),
+                ];
+                proptest::option::weighted(there, value)
+                    .prop_map(move |value| value.map(|v| format!("{key} = {v}")))
+            })
+            .collect();
+        each.prop_map(|lines| lines.into_iter().flatten().collect())
     }
 }
