@@ -127,9 +127,12 @@ async fn count_only_counts_without_keeping_requests() {
     );
 }
 
+/// The new tests' result: `?` rather than `unwrap`.
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
 #[tokio::test]
-async fn a_function_decides_each_reply_when_the_request_arrives() {
-    let server = FaultServer::start().await.unwrap();
+async fn a_function_decides_each_reply_when_the_request_arrives() -> TestResult {
+    let server = FaultServer::start().await?;
     // A script is overridden by a function, and a later script overrides the function.
     server.script("/f", [Reply::status(418)]);
     server.respond_with("/f", |request| {
@@ -147,33 +150,43 @@ async fn a_function_decides_each_reply_when_the_request_arrives() {
             request = request.header("x-want", want);
         }
         async move {
-            let response = request.send().await.unwrap();
-            (response.status().as_u16(), response.text().await.unwrap())
+            let response = request.send().await?;
+            Ok::<_, reqwest::Error>((response.status().as_u16(), response.text().await?))
         }
     };
-    assert_eq!(answer("/f?a=1", None).await, (200, "/f?a=1".to_owned()));
-    assert_eq!(answer("/f", Some("503")).await.0, 503);
-    assert_eq!(answer("/other?x", None).await, (404, "/other?x".to_owned()));
+    assert_eq!(answer("/f?a=1", None).await?, (200, "/f?a=1".to_owned()));
+    assert_eq!(answer("/f", Some("503")).await?.0, 503);
+    assert_eq!(
+        answer("/other?x", None).await?,
+        (404, "/other?x".to_owned())
+    );
     server.script("/scripted", [Reply::status(202)]);
     assert_eq!(
-        answer("/scripted", None).await.0,
+        answer("/scripted", None).await?.0,
         202,
         "a script beats the any-path function"
     );
     assert_eq!(server.hits("/f"), 2);
     assert_eq!(server.hits("/other"), 1);
-    assert_eq!(server.requests("/other")[0].path_and_query, "/other?x");
+    assert_eq!(
+        server
+            .requests("/other")
+            .first()
+            .map(|r| r.path_and_query.as_str()),
+        Some("/other?x")
+    );
     server.script("/f", [Reply::status(201)]);
     assert_eq!(
-        answer("/f", Some("503")).await.0,
+        answer("/f", Some("503")).await?.0,
         201,
         "the script replaced the function"
     );
+    Ok(())
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_slow_body_comes_after_its_head() {
-    let server = FaultServer::start().await.unwrap();
+async fn a_slow_body_comes_after_its_head() -> TestResult {
+    let server = FaultServer::start().await?;
     server.script(
         "/slow",
         [Reply::ok("tail")
@@ -181,18 +194,19 @@ async fn a_slow_body_comes_after_its_head() {
             .body_after(Duration::from_secs(10))],
     );
     let started = tokio::time::Instant::now();
-    let response = reqwest::get(server.url("/slow")).await.unwrap();
+    let response = reqwest::get(server.url("/slow")).await?;
     let head = started.elapsed();
     assert!(
         head >= Duration::from_secs(1) && head < Duration::from_secs(2),
         "{head:?}"
     );
-    assert_eq!(response.text().await.unwrap(), "tail");
+    assert_eq!(response.text().await?, "tail");
     let body = started.elapsed();
     assert!(
         body >= Duration::from_secs(11) && body < Duration::from_secs(12),
         "{body:?}"
     );
+    Ok(())
 }
 
 /// Counts the values alive: a reply's `hold`.
@@ -212,11 +226,11 @@ impl Drop for Alive {
 }
 
 #[tokio::test]
-async fn a_held_value_lives_until_the_reply_is_over() {
+async fn a_held_value_lives_until_the_reply_is_over() -> TestResult {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-    let server = FaultServer::start().await.unwrap();
+    let server = FaultServer::start().await?;
     let alive = Arc::new(AtomicUsize::new(0));
     let count = alive.clone();
     server.respond_with("/slow", move |_| {
@@ -230,9 +244,9 @@ async fn a_held_value_lives_until_the_reply_is_over() {
     server.respond_with("/reset", move |_| Reply::reset().hold(Alive::new(&count)));
 
     let http = reqwest::Client::new();
-    let response = http.get(server.url("/slow")).send().await.unwrap();
+    let response = http.get(server.url("/slow")).send().await?;
     assert_eq!(alive.load(SeqCst), 1, "held while the body is to come");
-    assert_eq!(response.text().await.unwrap(), "x");
+    assert_eq!(response.text().await?, "x");
     let settled = |want: usize| {
         let alive = alive.clone();
         async move {
@@ -254,9 +268,10 @@ async fn a_held_value_lives_until_the_reply_is_over() {
     let waiting = tokio::spawn(hang);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(alive.load(SeqCst), 1, "held while the request hangs");
-    assert!(waiting.await.unwrap().unwrap_err().is_timeout());
+    assert!(waiting.await?.is_err_and(|e| e.is_timeout()));
     assert!(settled(0).await, "dropped once the client gave up");
 
     assert!(http.get(server.url("/reset")).send().await.is_err());
     assert!(settled(0).await, "dropped with the reset connection");
+    Ok(())
 }
