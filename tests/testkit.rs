@@ -126,3 +126,152 @@ async fn count_only_counts_without_keeping_requests() {
         "only the one before count_only"
     );
 }
+
+/// The new tests' result: `?` rather than `unwrap`.
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+#[tokio::test]
+async fn a_function_decides_each_reply_when_the_request_arrives() -> TestResult {
+    let server = FaultServer::start().await?;
+    // A script is overridden by a function, and a later script overrides the function.
+    server.script("/f", [Reply::status(418)]);
+    server.respond_with("/f", |request| {
+        let wanted = request.headers.get("x-want").and_then(|v| v.to_str().ok());
+        match wanted.and_then(|v| v.parse::<u16>().ok()) {
+            Some(status) => Reply::status(status),
+            None => Reply::ok(request.path_and_query.clone()),
+        }
+    });
+    server.respond_with_any(|request| Reply::status(404).body(request.path_and_query.clone()));
+    let http = reqwest::Client::new();
+    let answer = |path: &'static str, want: Option<&'static str>| {
+        let mut request = http.get(server.url(path));
+        if let Some(want) = want {
+            request = request.header("x-want", want);
+        }
+        async move {
+            let response = request.send().await?;
+            Ok::<_, reqwest::Error>((response.status().as_u16(), response.text().await?))
+        }
+    };
+    assert_eq!(answer("/f?a=1", None).await?, (200, "/f?a=1".to_owned()));
+    assert_eq!(answer("/f", Some("503")).await?.0, 503);
+    assert_eq!(
+        answer("/other?x", None).await?,
+        (404, "/other?x".to_owned())
+    );
+    server.script("/scripted", [Reply::status(202)]);
+    assert_eq!(
+        answer("/scripted", None).await?.0,
+        202,
+        "a script beats the any-path function"
+    );
+    assert_eq!(server.hits("/f"), 2);
+    assert_eq!(server.hits("/other"), 1);
+    assert_eq!(
+        server
+            .requests("/other")
+            .first()
+            .map(|r| r.path_and_query.as_str()),
+        Some("/other?x")
+    );
+    server.script("/f", [Reply::status(201)]);
+    assert_eq!(
+        answer("/f", Some("503")).await?.0,
+        201,
+        "the script replaced the function"
+    );
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_body_comes_after_its_head() -> TestResult {
+    let server = FaultServer::start().await?;
+    server.script(
+        "/slow",
+        [Reply::ok("tail")
+            .delay(Duration::from_secs(1))
+            .body_after(Duration::from_secs(10))],
+    );
+    let started = tokio::time::Instant::now();
+    let response = reqwest::get(server.url("/slow")).await?;
+    let head = started.elapsed();
+    assert!(
+        head >= Duration::from_secs(1) && head < Duration::from_secs(2),
+        "{head:?}"
+    );
+    assert_eq!(response.text().await?, "tail");
+    let body = started.elapsed();
+    assert!(
+        body >= Duration::from_secs(11) && body < Duration::from_secs(12),
+        "{body:?}"
+    );
+    Ok(())
+}
+
+/// Counts the values alive: a reply's `hold`.
+struct Alive(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Alive {
+    fn new(count: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Alive(count.clone())
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_held_value_lives_until_the_reply_is_over() -> TestResult {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    let server = FaultServer::start().await?;
+    let alive = Arc::new(AtomicUsize::new(0));
+    let count = alive.clone();
+    server.respond_with("/slow", move |_| {
+        Reply::ok("x")
+            .body_after(Duration::from_millis(300))
+            .hold(Alive::new(&count))
+    });
+    let count = alive.clone();
+    server.respond_with("/hang", move |_| Reply::hang().hold(Alive::new(&count)));
+    let count = alive.clone();
+    server.respond_with("/reset", move |_| Reply::reset().hold(Alive::new(&count)));
+
+    let http = reqwest::Client::new();
+    let response = http.get(server.url("/slow")).send().await?;
+    assert_eq!(alive.load(SeqCst), 1, "held while the body is to come");
+    assert_eq!(response.text().await?, "x");
+    let settled = |want: usize| {
+        let alive = alive.clone();
+        async move {
+            for _ in 0..200 {
+                if alive.load(SeqCst) == want {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        }
+    };
+    assert!(settled(0).await, "dropped once the body is sent");
+
+    let hang = http
+        .get(server.url("/hang"))
+        .timeout(Duration::from_millis(300))
+        .send();
+    let waiting = tokio::spawn(hang);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(alive.load(SeqCst), 1, "held while the request hangs");
+    assert!(waiting.await?.is_err_and(|e| e.is_timeout()));
+    assert!(settled(0).await, "dropped once the client gave up");
+
+    assert!(http.get(server.url("/reset")).send().await.is_err());
+    assert!(settled(0).await, "dropped with the reset connection");
+    Ok(())
+}

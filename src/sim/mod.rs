@@ -1,9 +1,6 @@
 //! See a policy before the incident: the library's own rules, run on virtual time against a
 //! modelled dependency (feature `cli`; the command line's `resilient-http simulate`).
 //!
-//! SKELETON: module docs (why, how faithful, what is modelled and what is not) come with the
-//! code.
-//!
 //! A [`Scenario`] says who calls (an offered rate over time, or closed-loop callers; the
 //! request mix) and how the dependency behaves in phases (latency, faults, capacity, an
 //! advertised quota). A [`Simulation`] builds one real [`Client`](crate::Client) per replica
@@ -11,6 +8,71 @@
 //! the scenario on a paused tokio clock: the driver, every guard, the breakers, hedging and
 //! timeouts are the code that runs in production, and ten minutes of an incident take
 //! seconds. The [`Report`] says what callers and the dependency saw, per phase and over time.
+//!
+//! # Why
+//!
+//! Attempts, backoff, breaker thresholds, budgets, limits and hedges are usually chosen
+//! blind and learnt during the next incident. The rules are deterministic functions of
+//! time and answers, and tokio can run time virtually, so an incident can be replayed with
+//! the very code that will run: what a policy does to its callers (success, latency, error
+//! mix) and to the dependency (attempts per offered call) is seen beforehand.
+//!
+//! # How it runs
+//!
+//! - **One current-thread runtime with a paused clock.** Whenever every task waits, tokio
+//!   moves the clock to the next timer: a backoff of 2 s or an answer after 20 ms costs no
+//!   real time, and every timer fires at its exact virtual instant. The same seed gives the
+//!   same report (only `real_secs` differs): the scenario's draws come from seeded
+//!   generators, and the library's own jitter from `fastrand`'s generator on the runtime's
+//!   thread, seeded first.
+//! - **The replicas are real clients**, built from the policy file as
+//!   [`ClientBuilder::config_file`](crate::ClientBuilder::config_file) reads it, each with one
+//!   attempt layer that answers from the model instead of sending. That layer bounds each
+//!   attempt (head and body) by the limit the driver puts on the request, and fails as reqwest
+//!   would: a hang or a slow head is an attempt timeout (maybe sent), a reset is
+//!   [`ErrorKind::ConnectionClosed`](crate::ErrorKind::ConnectionClosed) (maybe sent), a
+//!   refusal is [`ErrorKind::Connect`](crate::ErrorKind::Connect) (never sent), a body that
+//!   does not come in time is an attempt timeout after the head. The driver, the breaker,
+//!   the retry decision and the guards see what they would see over a socket (a test
+//!   compares each fault with the real one through the testkit's fault server).
+//! - **The load**: open loop, Poisson arrivals on the piecewise-linear rate (each call a
+//!   task, on the replicas in turn); or closed loop, each caller calling again `think` after
+//!   its call ends. Each call reads its body inside its attempts (`send_buffered`).
+//! - **The dependency** is one model shared by the replicas: it picks the phase by the
+//!   attempt's arrival, draws a fault by share, applies its capacity to the attempts in
+//!   flight at the arrival, counts the quota in fixed windows from the start, and
+//!   advertises it on every answer in the fields our own client follows.
+//! - **What is recorded**: each call, when it ends, into the accumulators of its step and
+//!   its phase; the attempts by the dependency as they arrive; the guards' levels at each
+//!   step's end; each breaker's state every 10 ms of virtual time (its bands). Calls still in
+//!   flight at the end finish (bounded by their deadlines) and count in the last step.
+//!
+//! # Exact, and approximate
+//!
+//! Exact: every rule of the policy (they are the library's), the timing of retries,
+//! backoff, jitter, holds, hedges and timeouts, the breakers' decisions (their open and
+//! close times to within the 10 ms of the watch), the counts of calls, attempts and errors.
+//!
+//! Approximate, and why:
+//! - **The network is not modelled**: no connection set-up, no bandwidth, no TCP queues; an
+//!   answer takes the drawn latency exactly. A refusal and a reset cost nothing but that.
+//! - **The dependency is a model**: latency distributions drawn independently per attempt
+//!   (log-normal from p50 and p99: `sigma = ln(p99 / p50) / 2.326`); a queue grows latency in
+//!   proportion to the attempts in flight at the arrival (`latency × in_flight /
+//!   concurrency`), not with a queueing discipline; faults independent of one another.
+//! - **Latency percentiles** are read from log-spaced buckets 2 % wide: within 1 % of the
+//!   exact percentile.
+//! - **Redis-shared limits**: a policy file with a `[redis]` table runs as one client for
+//!   the whole fleet (its table dropped, its lines kept so errors name the right line): its
+//!   guards are then fleet-wide exactly, as Redis makes them, but the replicas' breakers,
+//!   which are per process in production, are one breaker pooling their windows (it opens
+//!   as soon as the fleet's failures reach the threshold, where each replica's would open
+//!   on its own share).
+//! - **Real time**: the CPU time the rules take is not on the virtual clock (it is tiny next
+//!   to network latencies).
+//!
+//! [`Simulation::run_on_loopback`] runs the same scenario against the same model served
+//! over real sockets, in real time: what the faithfulness test compares.
 
 use std::path::PathBuf;
 

@@ -1,14 +1,24 @@
+use std::any::Any;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-/// A response body that is either sent whole or sent in part and then stalls forever.
+/// A response body that is either sent whole (at once or after a wait) or sent in part and
+/// then stalls forever.
 pub(super) struct ReplyBody {
     chunk: Option<Bytes>,
     stall: bool,
+    /// Before the chunk: a slow body.
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A reply's [`hold`](super::Reply::hold), dropped with the body: once hyper has sent it
+    /// all, or with the connection.
+    _held: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl ReplyBody {
@@ -16,6 +26,8 @@ impl ReplyBody {
         ReplyBody {
             chunk: Some(bytes),
             stall: false,
+            wait: None,
+            _held: None,
         }
     }
 
@@ -23,7 +35,20 @@ impl ReplyBody {
         ReplyBody {
             chunk: Some(first),
             stall: true,
+            wait: None,
+            _held: None,
         }
+    }
+
+    /// The chunk waits `delay` (none if zero).
+    pub(super) fn after(mut self, delay: Duration) -> Self {
+        self.wait = (!delay.is_zero()).then(|| Box::pin(tokio::time::sleep(delay)));
+        self
+    }
+
+    pub(super) fn holding(mut self, held: Option<Arc<dyn Any + Send + Sync>>) -> Self {
+        self._held = held;
+        self
     }
 }
 
@@ -33,8 +58,14 @@ impl Body for ReplyBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(wait) = self.wait.as_mut() {
+            if wait.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.wait = None;
+        }
         match self.chunk.take() {
             Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
             // Never woken: the connection is dropped with the server or the client.

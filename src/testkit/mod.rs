@@ -104,7 +104,17 @@
 //! [stall the body](Reply::stall_body), or cut it off with a [clean close](Reply::body_then_close)
 //! or a [reset](Reply::body_then_reset); [reset](Reply::reset) the connection with a TCP RST;
 //! [close](Reply::close) it cleanly without answering; or write [raw bytes](Reply::raw), such as
-//! a malformed status line. [`ClosedPort`] gives a URL whose connection is refused.
+//! a malformed status line; send the body [after its head](Reply::body_after) (a slow body); and
+//! [hold](Reply::hold) a value until the reply is over. [`ClosedPort`] gives a URL whose
+//! connection is refused.
+//!
+//! # Replies decided when the request arrives
+//!
+//! Instead of a script, [`FaultServer::respond_with`] (one path) and
+//! [`FaultServer::respond_with_any`] (every other path) take a function that picks each reply
+//! from the request, the time, or what came before: a model of a dependency rather than a list
+//! of its answers. The simulator's check against the real network
+//! (`resilient_http::sim`, feature `cli`) serves its modelled dependency this way.
 
 mod body;
 mod reply;

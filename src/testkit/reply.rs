@@ -1,3 +1,5 @@
+use std::any::Any;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -25,10 +27,25 @@ use bytes::Bytes;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Reply {
     pub(super) action: Action,
     pub(super) delay: Duration,
+    /// How long the body of an answer takes after its head.
+    pub(super) body_delay: Duration,
+    /// Kept alive until the reply is over (see [`Reply::hold`]).
+    pub(super) held: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("action", &self.action)
+            .field("delay", &self.delay)
+            .field("body_delay", &self.body_delay)
+            .field("holds", &self.held.is_some())
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -56,6 +73,8 @@ impl Reply {
         Reply {
             action,
             delay: Duration::ZERO,
+            body_delay: Duration::ZERO,
+            held: None,
         }
     }
 
@@ -120,6 +139,39 @@ impl Reply {
     /// Waits `delay` before doing anything else (before the response head, for answers).
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Sends the body `delay` after the head (a slow body: the head says its whole length, so
+    /// the client waits for it). Only for answers ([`status`](Self::status), [`ok`](Self::ok)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use resilient_http::testkit::{FaultServer, Reply};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FaultServer::start().await?;
+    /// server.script("/slow", [Reply::ok("done").body_after(Duration::from_secs(5))]);
+    /// let started = tokio::time::Instant::now();
+    /// let response = reqwest::get(server.url("/slow")).await?;
+    /// assert!(started.elapsed() < Duration::from_secs(5), "the head comes at once");
+    /// assert_eq!(response.text().await?, "done");
+    /// assert!(started.elapsed() >= Duration::from_secs(5), "the body 5 s later");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn body_after(mut self, delay: Duration) -> Self {
+        self.body_delay = delay;
+        self
+    }
+
+    /// Keeps `value` alive until this reply is over, then drops it: when its body has been
+    /// sent, or its connection is closed (a [hang](Self::hang), a [stalled body](Self::stall_body),
+    /// a [reset](Self::reset), or the client giving up). A guard whose `Drop` counts the requests
+    /// a [`respond_with`](super::FaultServer::respond_with) function has in hand, for instance.
+    pub fn hold(mut self, value: impl Any + Send + Sync) -> Self {
+        self.held = Some(Arc::new(value));
         self
     }
 

@@ -34,9 +34,14 @@ pub struct RecordedRequest {
     pub body: Bytes,
 }
 
+/// A function that decides each reply when its request arrives.
+type Responder = Arc<dyn Fn(&RecordedRequest) -> Reply + Send + Sync>;
+
 #[derive(Default)]
 struct Path {
     script: VecDeque<Reply>,
+    /// Set by `respond_with`, in place of the script.
+    responder: Option<Responder>,
     requests: Vec<RecordedRequest>,
     hits: usize,
 }
@@ -44,8 +49,16 @@ struct Path {
 #[derive(Default)]
 struct State {
     paths: Mutex<HashMap<String, Path>>,
+    /// Set by `respond_with_any`: for paths with neither a script nor a function.
+    any: Mutex<Option<Responder>>,
     // Set by `count_only`: a benchmark's millions of requests are counted, not kept.
     count_only: AtomicBool,
+}
+
+/// Where a request's reply comes from.
+enum Source {
+    Reply(Reply),
+    Responder(Responder),
 }
 
 impl State {
@@ -55,21 +68,34 @@ impl State {
         f(paths.entry(path.to_owned()).or_default())
     }
 
-    /// Records the request and picks the reply: the script in order, the last entry repeating,
-    /// `200 ok` for a path without a script.
+    /// Records the request and picks the reply: the path's function, or its script in order
+    /// (the last entry repeating), or the function for any path, or `200 ok`.
     fn record(&self, path: &str, request: RecordedRequest) -> Reply {
         let keep = !self.count_only.load(Relaxed);
-        self.with_path(path, |p| {
+        let source = self.with_path(path, |p| {
             p.hits += 1;
             if keep {
-                p.requests.push(request);
+                p.requests.push(request.clone());
+            }
+            if let Some(responder) = &p.responder {
+                return Some(Source::Responder(responder.clone()));
             }
             match p.script.len() {
-                0 => Reply::ok("ok"),
-                1 => p.script[0].clone(),
-                _ => p.script.pop_front().unwrap_or_else(|| Reply::ok("ok")),
+                0 => None,
+                1 => p.script.front().cloned().map(Source::Reply),
+                _ => p.script.pop_front().map(Source::Reply),
             }
-        })
+        });
+        let source = source.or_else(|| {
+            let any = self.any.lock().unwrap_or_else(PoisonError::into_inner);
+            any.clone().map(Source::Responder)
+        });
+        // A function runs outside the locks: a slow one holds up only its own request.
+        match source {
+            Some(Source::Reply(reply)) => reply,
+            Some(Source::Responder(responder)) => responder(&request),
+            None => Reply::ok("ok"),
+        }
     }
 }
 
@@ -113,7 +139,71 @@ impl FaultServer {
     /// the last one repeats for every further request.
     pub fn script(&self, path: &str, replies: impl IntoIterator<Item = Reply>) {
         let replies: VecDeque<Reply> = replies.into_iter().collect();
-        self.state.with_path(path, |p| p.script = replies);
+        self.state.with_path(path, |p| {
+            p.script = replies;
+            p.responder = None;
+        });
+    }
+
+    /// Answers every request to `path` (without query) with what `respond` returns when the
+    /// request arrives, in place of a script: for a server whose answers depend on the
+    /// request, on the time or on what came before (a model of a dependency, say). Requests
+    /// are still counted and recorded. A later [`script`](Self::script) for `path` replaces
+    /// the function. `respond` runs on the server's runtime for each request, concurrently
+    /// with itself: keep it short and do not block (a panic in it drops that connection).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use resilient_http::testkit::{FaultServer, Reply};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FaultServer::start().await?;
+    /// // Every third request fails, whoever sends it.
+    /// let seen = AtomicUsize::new(0);
+    /// server.respond_with("/items", move |request| {
+    ///     match seen.fetch_add(1, Ordering::Relaxed) % 3 {
+    ///         2 => Reply::status(503),
+    ///         _ => Reply::ok(format!("{} {}", request.method, request.path_and_query)),
+    ///     }
+    /// });
+    /// let http = reqwest::Client::new();
+    /// let statuses = [
+    ///     http.get(server.url("/items?page=1")).send().await?.status(),
+    ///     http.get(server.url("/items")).send().await?.status(),
+    ///     http.get(server.url("/items")).send().await?.status(),
+    /// ];
+    /// assert_eq!(statuses.map(|s| s.as_u16()), [200, 200, 503]);
+    /// assert_eq!(server.hits("/items"), 3);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn respond_with(
+        &self,
+        path: &str,
+        respond: impl Fn(&RecordedRequest) -> Reply + Send + Sync + 'static,
+    ) {
+        let responder: Responder = Arc::new(respond);
+        self.state.with_path(path, |p| {
+            p.responder = Some(responder);
+            p.script.clear();
+        });
+    }
+
+    /// Like [`respond_with`](Self::respond_with), for every path that has neither a script nor
+    /// a function of its own (instead of `200 ok`). Requests are counted and recorded under
+    /// their own paths.
+    pub fn respond_with_any(
+        &self,
+        respond: impl Fn(&RecordedRequest) -> Reply + Send + Sync + 'static,
+    ) {
+        let responder: Responder = Arc::new(respond);
+        let mut any = self
+            .state
+            .any
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *any = Some(responder);
     }
 
     /// How many requests reached `path`, including those that were reset or never answered.
@@ -264,17 +354,32 @@ async fn handle(
         headers: parts.headers,
         body,
     };
-    let reply = state.record(parts.uri.path(), recorded);
-    if !reply.delay.is_zero() {
-        tokio::time::sleep(reply.delay).await;
+    let Reply {
+        action,
+        delay,
+        body_delay,
+        held,
+    } = state.record(parts.uri.path(), recorded);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
-    let takeover_action = match reply.action {
+    let takeover_action = match action {
         Action::Respond {
             status,
             headers,
             body,
-        } => return Ok(respond(status, &headers, body)),
-        Action::StallBody { status, sent } => return Ok(stall(status, sent)),
+        } => {
+            let mut response = respond(status, &headers, body);
+            let body = std::mem::replace(response.body_mut(), ReplyBody::full(Bytes::new()));
+            *response.body_mut() = body.after(body_delay).holding(held);
+            return Ok(response);
+        }
+        Action::StallBody { status, sent } => {
+            let mut response = stall(status, sent);
+            let body = std::mem::replace(response.body_mut(), ReplyBody::full(Bytes::new()));
+            *response.body_mut() = body.holding(held);
+            return Ok(response);
+        }
         Action::Hang => None,
         Action::Reset => Some(Takeover::Reset),
         Action::Close => Some(Takeover::Close),
@@ -284,6 +389,8 @@ async fn handle(
     if let Some(action) = takeover_action {
         let _ = takeover.send(action);
     }
+    // The held value lives as long as this future: until the connection is dropped.
+    let _held = held;
     std::future::pending().await
 }
 
