@@ -63,7 +63,8 @@
 //! - **Latency percentiles** are read from log-spaced buckets 2 % wide: within 1 % of the
 //!   exact percentile.
 //! - **Redis-shared limits**: a policy file with a `[redis]` table runs as one client for
-//!   the whole fleet (its table dropped, its lines kept so errors name the right line): its
+//!   the whole fleet (its table dropped and its `shared = "redis"` limits made local, its
+//!   lines kept so errors name the right line): its
 //!   guards are then fleet-wide exactly, as Redis makes them, but the replicas' breakers,
 //!   which are per process in production, are one breaker pooling their windows (it opens
 //!   as soon as the fleet's failures reach the threshold, where each replica's would open

@@ -719,8 +719,9 @@ impl Policy {
     }
 }
 
-/// `text` with its `[redis]` table commented out, line for line (so errors keep their
-/// lines), and whether it had one.
+/// `text` with its `[redis]` table commented out and its limits shared through Redis made
+/// local (`shared = "redis"` → `shared = "local"`: one client for the fleet shares them so),
+/// line for line so that errors keep their lines; and whether it had the table.
 fn without_redis(text: &str) -> (String, bool) {
     let has = text
         .parse::<toml::Table>()
@@ -737,11 +738,37 @@ fn without_redis(text: &str) -> (String, bool) {
         }
         if inside {
             out.push_str("# ");
+            out.push_str(line);
+        } else {
+            out.push_str(&shared_locally(line));
         }
-        out.push_str(line);
         out.push('\n');
     }
     (out, true)
+}
+
+/// `line` with each `shared = "redis"` (any spacing) made `shared = "local"`.
+fn shared_locally(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find("shared") {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        let after = from.trim_start_matches("shared").trim_start();
+        let value = after.strip_prefix('=').map(str::trim_start);
+        match value.and_then(|v| v.strip_prefix("\"redis\"")) {
+            Some(tail) => {
+                out.push_str("shared = \"local\"");
+                rest = tail;
+            }
+            None => {
+                out.push_str("shared");
+                rest = from.get("shared".len()..).unwrap_or_default();
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn stats(name: &str, start: f64, end: f64, acc: &Acc, attempts: u64) -> Stats {
@@ -964,6 +991,9 @@ pub(crate) mod tests {
         let p50 = t.latency_ms.p50.ok_or("no p50")?;
         assert!((19.8..=20.2).contains(&p50), "{p50}");
         assert_eq!(report.series.t_secs.len(), 20);
+        // The default budget is on, the other guards off.
+        assert!(report.series.budget_available.iter().all(Option::is_some));
+        assert!(report.series.bulkhead_in_flight.iter().all(Option::is_none));
         assert!(
             report.breakers.iter().all(|b| b.spans.is_empty()),
             "{:?}",
@@ -1042,7 +1072,15 @@ pub(crate) mod tests {
         first.real_secs = 0.0;
         second.real_secs = 0.0;
         assert_eq!(first, second);
-        assert!(first.total.hedges_sent > 0, "{:?}", first.total);
+        let total = &first.total;
+        assert!(
+            total.hedges_won > 0 && total.hedges_won < total.hedges_sent,
+            "{total:?}"
+        );
+        assert_eq!(
+            first.series.hedges_sent.iter().sum::<u64>(),
+            total.hedges_sent
+        );
         let mut other = sim.scenario().clone();
         other.seed += 1;
         let mut third = Simulation::new(other).policy_toml("hedged", policy).run()?;
@@ -1065,6 +1103,37 @@ pub(crate) mod tests {
         invariants(&report);
         assert_eq!(report.total.calls, 1_000, "{:?}", report.total);
         assert_eq!(report.total.offered_rps, 100.0);
+        Ok(())
+    }
+
+    /// A policy with `[redis]` runs as one client for the fleet: its shared limits are
+    /// fleet-wide, its lines (and so its errors' lines) kept.
+    #[test]
+    fn a_policy_sharing_limits_through_redis_runs_as_one_client() -> Result {
+        let policy = "[default]\nmax_attempts = 2\n\n[redis]\nurl = \"redis://localhost\"\n\n\
+                      [default.rate_limit]\nrate = 10\nper = \"1s\"\nshared = \"redis\"\n";
+        let (text, shared) = without_redis(policy);
+        assert!(shared);
+        assert_eq!(text.lines().count(), policy.lines().count());
+        let mut fleet = scenario(80.0, 10, vec![phase("p", 0, fixed(10), vec![])])?;
+        fleet.replicas = 4;
+        let report = Simulation::new(fleet).policy_toml("redis", policy).run()?;
+        invariants(&report);
+        // 10 a second for the whole fleet (its burst aside), not for each of the 4 replicas.
+        // (The last step also counts the attempts after the end, while calls drain.)
+        let rates = &report.series.attempts_rps;
+        let during = rates.get(..9).ok_or("10 steps")?;
+        assert!(during.iter().all(|r| (9.0..=12.0).contains(r)), "{rates:?}");
+        assert_eq!(report.breakers.len(), 1, "one client");
+        let (_, plain) = without_redis("[default]\nmax_attempts = 2\n");
+        assert!(!plain);
+        let broken = "[default]\nmax_attempts = 0\n[redis]\nurl = \"redis://localhost\"\n";
+        let error = Simulation::new(scenario(1.0, 1, vec![])?)
+            .policy_toml("broken.toml", broken)
+            .run()
+            .err()
+            .ok_or("0 attempts is refused")?;
+        assert!(error.to_string().contains("broken.toml:2"), "{error}");
         Ok(())
     }
 
