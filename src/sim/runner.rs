@@ -905,7 +905,9 @@ fn report(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::sim::scenario::{Fault, FaultKind, Latency, Load, Phase, RatePoint, RequestKind};
+    use crate::sim::scenario::{
+        Fault, FaultKind, Latency, Load, Phase, QuotaFields, RatePoint, RequestKind,
+    };
 
     /// A phase of `latency` with `faults`.
     pub(crate) fn phase(name: &str, at_secs: u64, latency: Latency, faults: Vec<Fault>) -> Phase {
@@ -1134,6 +1136,37 @@ pub(crate) mod tests {
             .err()
             .ok_or("0 attempts is refused")?;
         assert!(error.to_string().contains("broken.toml:2"), "{error}");
+        Ok(())
+    }
+
+    /// A quota the dependency advertises is followed by our own client (it holds until the
+    /// window's end): the dependency sees its limit and no 429; unadvertised, one 429 a
+    /// window more.
+    #[test]
+    fn an_advertised_quota_is_followed() -> Result {
+        let mut seen = Vec::new();
+        for fields in [
+            QuotaFields::XRateLimit,
+            QuotaFields::Ietf,
+            QuotaFields::None,
+        ] {
+            let mut limited = phase("q", 0, fixed(10), vec![]);
+            limited.quota = Some(crate::sim::scenario::Quota {
+                limit: 20,
+                window: Duration::from_secs(1),
+                fields,
+            });
+            let mut squeeze = scenario(40.0, 10, vec![limited])?;
+            squeeze.replicas = 1;
+            let report = Simulation::new(squeeze).run()?;
+            invariants(&report);
+            let rates = report.series.attempts_rps.get(..9).ok_or("10 steps")?;
+            seen.push(rates.iter().sum::<f64>() / 9.0);
+        }
+        // Advertised: the limit exactly. Not: the client learns from a 429 a window (and
+        // its Retry-After), one attempt more a second.
+        assert!(seen[0] <= 20.0 && seen[1] <= 20.0, "{seen:?}");
+        assert!(seen[2] > 20.5, "{seen:?}");
         Ok(())
     }
 
