@@ -148,8 +148,9 @@ impl Simulation {
         &self.scenario
     }
 
-    /// Runs the scenario on virtual time, in memory (on a runtime of its own: call it outside
-    /// any tokio runtime, or from `spawn_blocking`).
+    /// Runs the scenario on virtual time, in memory, on a runtime and a thread of its own
+    /// (it blocks the caller until the report is ready: from async code, call it from
+    /// `spawn_blocking`).
     pub fn run(&self) -> Result<Report, Error> {
         runner::run(self)
     }

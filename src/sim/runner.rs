@@ -51,7 +51,23 @@ pub(crate) fn run(simulation: &Simulation) -> Result<Report, Error> {
 }
 
 /// Runs `simulation` with its attempts going `way`, to `dependency`.
+///
+/// On a thread of its own: a runtime cannot start inside another's tasks, and the caller
+/// may be in one; the thread's `fastrand` generator, seeded, is then the run's alone.
 pub(crate) fn run_with(
+    simulation: &Simulation,
+    dependency: Arc<Dependency>,
+    way: Way,
+) -> Result<Report, Error> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| run_here(simulation, dependency, way))
+            .join()
+            .unwrap_or_else(|_| Err(Error::invalid_config("the simulation's thread failed")))
+    })
+}
+
+fn run_here(
     simulation: &Simulation,
     dependency: Arc<Dependency>,
     way: Way,
@@ -1054,6 +1070,15 @@ pub(crate) mod tests {
         let down = &report.phases[1];
         assert!(down.amplification.ok_or("no calls")? < 1.5, "{down:?}");
         assert!(report.series.breakers_open.contains(&2));
+        Ok(())
+    }
+
+    /// A run from inside a runtime's task runs too (on its own thread).
+    #[tokio::test]
+    async fn a_run_inside_a_runtime_runs_on_its_own_thread() -> Result {
+        let healthy = vec![phase("healthy", 0, fixed(20), vec![])];
+        let report = Simulation::new(scenario(10.0, 2, healthy)?).run()?;
+        assert!(report.total.calls > 0);
         Ok(())
     }
 
