@@ -1196,10 +1196,11 @@ pub(crate) mod tests {
     }
 
     /// The speed gate: the outage of `examples/scenarios/outage.toml` (1,000 requests/s,
-    /// healthy, 503s, recovery) under four policies. Run with `SIM_SECS=600 cargo test
-    /// --release --features cli,testkit --lib sim::runner::tests::speed -- --ignored
-    /// --nocapture` (measured: 2.0 s for the default policy, 4.7 s for five attempts with
-    /// neither budget nor breaker, on the shared 2-core box while others compiled).
+    /// healthy, 503s, recovery) under four policies, then two under the command line's
+    /// tracing subscriber. Run with `SIM_SECS=600 cargo test --release --features
+    /// cli,testkit --lib sim::runner::tests::speed -- --ignored --nocapture` (measured on the
+    /// shared 2-core box: 1.8 s for the default policy, 3.8 s for five attempts with neither
+    /// budget nor breaker; the same with the subscriber).
     #[test]
     #[ignore]
     fn speed() -> Result {
@@ -1233,9 +1234,23 @@ pub(crate) mod tests {
                 "[default]\n[default.breaker]\nenabled = false\n",
             ),
         ];
-        for (label, policy) in policies {
+        let mut runs: Vec<(String, &str)> = policies
+            .iter()
+            .map(|(label, policy)| ((*label).to_owned(), *policy))
+            .collect();
+        // Then two again under the subscriber the command line installs (`RUST_LOG` unset:
+        // errors only), installed before their runs.
+        runs.push(("traced default".to_owned(), policies[0].1));
+        runs.push(("traced no-budget-no-breaker".to_owned(), policies[2].1));
+        for (i, (label, policy)) in runs.into_iter().enumerate() {
+            if i == policies.len() {
+                let _ = tracing_subscriber::fmt()
+                    .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                    .with_writer(std::io::stderr)
+                    .try_init();
+            }
             let report = Simulation::new(outage.clone())
-                .policy_toml(label, policy)
+                .policy_toml(&label, policy)
                 .run()?;
             // The gate: under 10 s real for 10 virtual minutes, in release.
             assert!(
