@@ -164,6 +164,7 @@ async fn drive(
         }
     });
     let _ = drained.await;
+    let ended = start.elapsed().max(scenario.duration);
     stop.store(true, Ordering::Release);
     let watched = watch
         .await
@@ -180,6 +181,7 @@ async fn drive(
         recorder,
         watched,
         step,
+        ended,
     ))
 }
 
@@ -822,6 +824,7 @@ fn report(
     recorder: Recorder,
     watched: Watched,
     step: Duration,
+    ended: Duration,
 ) -> Report {
     let duration = scenario.duration.as_secs_f64();
     let mut total = Acc::default();
@@ -881,9 +884,16 @@ fn report(
         let sample = watched.samples.get(i).unwrap_or(&empty);
         series.t_secs.push(to);
         series.offered_rps.push(acc.offered as f64 / span);
+        // The last step also has the attempts made while the calls in flight finished:
+        // over that time too.
+        let attempts_span = if i + 1 == n {
+            (ended.as_secs_f64() - from).max(span)
+        } else {
+            span
+        };
         series
             .attempts_rps
-            .push(per_step.get(i).copied().unwrap_or_default() as f64 / span);
+            .push(per_step.get(i).copied().unwrap_or_default() as f64 / attempts_span);
         series
             .success_rate
             .push((acc.calls > 0).then(|| acc.succeeded as f64 / acc.calls as f64));
