@@ -63,7 +63,8 @@
 //! - **Latency percentiles** are read from log-spaced buckets 2 % wide: within 1 % of the
 //!   exact percentile.
 //! - **Redis-shared limits**: a policy file with a `[redis]` table runs as one client for
-//!   the whole fleet (its table dropped, its lines kept so errors name the right line): its
+//!   the whole fleet (its table dropped and its `shared = "redis"` limits made local, its
+//!   lines kept so errors name the right line): its
 //!   guards are then fleet-wide exactly, as Redis makes them, but the replicas' breakers,
 //!   which are per process in production, are one breaker pooling their windows (it opens
 //!   as soon as the fleet's failures reach the threshold, where each replica's would open
@@ -147,8 +148,9 @@ impl Simulation {
         &self.scenario
     }
 
-    /// Runs the scenario on virtual time, in memory (on a runtime of its own: call it outside
-    /// any tokio runtime, or from `spawn_blocking`).
+    /// Runs the scenario on virtual time, in memory, on a runtime and a thread of its own
+    /// (it blocks the caller until the report is ready: from async code, call it from
+    /// `spawn_blocking`).
     pub fn run(&self) -> Result<Report, Error> {
         runner::run(self)
     }

@@ -51,7 +51,23 @@ pub(crate) fn run(simulation: &Simulation) -> Result<Report, Error> {
 }
 
 /// Runs `simulation` with its attempts going `way`, to `dependency`.
+///
+/// On a thread of its own: a runtime cannot start inside another's tasks, and the caller
+/// may be in one; the thread's `fastrand` generator, seeded, is then the run's alone.
 pub(crate) fn run_with(
+    simulation: &Simulation,
+    dependency: Arc<Dependency>,
+    way: Way,
+) -> Result<Report, Error> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| run_here(simulation, dependency, way))
+            .join()
+            .unwrap_or_else(|_| Err(Error::invalid_config("the simulation's thread failed")))
+    })
+}
+
+fn run_here(
     simulation: &Simulation,
     dependency: Arc<Dependency>,
     way: Way,
@@ -148,6 +164,7 @@ async fn drive(
         }
     });
     let _ = drained.await;
+    let ended = start.elapsed().max(scenario.duration);
     stop.store(true, Ordering::Release);
     let watched = watch
         .await
@@ -164,6 +181,7 @@ async fn drive(
         recorder,
         watched,
         step,
+        ended,
     ))
 }
 
@@ -719,8 +737,9 @@ impl Policy {
     }
 }
 
-/// `text` with its `[redis]` table commented out, line for line (so errors keep their
-/// lines), and whether it had one.
+/// `text` with its `[redis]` table commented out and its limits shared through Redis made
+/// local (`shared = "redis"` → `shared = "local"`: one client for the fleet shares them so),
+/// line for line so that errors keep their lines; and whether it had the table.
 fn without_redis(text: &str) -> (String, bool) {
     let has = text
         .parse::<toml::Table>()
@@ -737,11 +756,37 @@ fn without_redis(text: &str) -> (String, bool) {
         }
         if inside {
             out.push_str("# ");
+            out.push_str(line);
+        } else {
+            out.push_str(&shared_locally(line));
         }
-        out.push_str(line);
         out.push('\n');
     }
     (out, true)
+}
+
+/// `line` with each `shared = "redis"` (any spacing) made `shared = "local"`.
+fn shared_locally(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find("shared") {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        let after = from.trim_start_matches("shared").trim_start();
+        let value = after.strip_prefix('=').map(str::trim_start);
+        match value.and_then(|v| v.strip_prefix("\"redis\"")) {
+            Some(tail) => {
+                out.push_str("shared = \"local\"");
+                rest = tail;
+            }
+            None => {
+                out.push_str("shared");
+                rest = from.get("shared".len()..).unwrap_or_default();
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn stats(name: &str, start: f64, end: f64, acc: &Acc, attempts: u64) -> Stats {
@@ -779,6 +824,7 @@ fn report(
     recorder: Recorder,
     watched: Watched,
     step: Duration,
+    ended: Duration,
 ) -> Report {
     let duration = scenario.duration.as_secs_f64();
     let mut total = Acc::default();
@@ -838,9 +884,16 @@ fn report(
         let sample = watched.samples.get(i).unwrap_or(&empty);
         series.t_secs.push(to);
         series.offered_rps.push(acc.offered as f64 / span);
+        // The last step also has the attempts made while the calls in flight finished:
+        // over that time too.
+        let attempts_span = if i + 1 == n {
+            (ended.as_secs_f64() - from).max(span)
+        } else {
+            span
+        };
         series
             .attempts_rps
-            .push(per_step.get(i).copied().unwrap_or_default() as f64 / span);
+            .push(per_step.get(i).copied().unwrap_or_default() as f64 / attempts_span);
         series
             .success_rate
             .push((acc.calls > 0).then(|| acc.succeeded as f64 / acc.calls as f64));
@@ -878,7 +931,9 @@ fn report(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::sim::scenario::{Fault, FaultKind, Latency, Load, Phase, RatePoint, RequestKind};
+    use crate::sim::scenario::{
+        Fault, FaultKind, Latency, Load, Phase, QuotaFields, RatePoint, RequestKind,
+    };
 
     /// A phase of `latency` with `faults`.
     pub(crate) fn phase(name: &str, at_secs: u64, latency: Latency, faults: Vec<Fault>) -> Phase {
@@ -964,6 +1019,9 @@ pub(crate) mod tests {
         let p50 = t.latency_ms.p50.ok_or("no p50")?;
         assert!((19.8..=20.2).contains(&p50), "{p50}");
         assert_eq!(report.series.t_secs.len(), 20);
+        // The default budget is on, the other guards off.
+        assert!(report.series.budget_available.iter().all(Option::is_some));
+        assert!(report.series.bulkhead_in_flight.iter().all(Option::is_none));
         assert!(
             report.breakers.iter().all(|b| b.spans.is_empty()),
             "{:?}",
@@ -1025,6 +1083,15 @@ pub(crate) mod tests {
         Ok(())
     }
 
+    /// A run from inside a runtime's task runs too (on its own thread).
+    #[tokio::test]
+    async fn a_run_inside_a_runtime_runs_on_its_own_thread() -> Result {
+        let healthy = vec![phase("healthy", 0, fixed(20), vec![])];
+        let report = Simulation::new(scenario(10.0, 2, healthy)?).run()?;
+        assert!(report.total.calls > 0);
+        Ok(())
+    }
+
     /// The same scenario, policy and seed: the same report (but the real time it took);
     /// another seed: another report.
     #[test]
@@ -1042,7 +1109,15 @@ pub(crate) mod tests {
         first.real_secs = 0.0;
         second.real_secs = 0.0;
         assert_eq!(first, second);
-        assert!(first.total.hedges_sent > 0, "{:?}", first.total);
+        let total = &first.total;
+        assert!(
+            total.hedges_won > 0 && total.hedges_won < total.hedges_sent,
+            "{total:?}"
+        );
+        assert_eq!(
+            first.series.hedges_sent.iter().sum::<u64>(),
+            total.hedges_sent
+        );
         let mut other = sim.scenario().clone();
         other.seed += 1;
         let mut third = Simulation::new(other).policy_toml("hedged", policy).run()?;
@@ -1068,11 +1143,74 @@ pub(crate) mod tests {
         Ok(())
     }
 
+    /// A policy with `[redis]` runs as one client for the fleet: its shared limits are
+    /// fleet-wide, its lines (and so its errors' lines) kept.
+    #[test]
+    fn a_policy_sharing_limits_through_redis_runs_as_one_client() -> Result {
+        let policy = "[default]\nmax_attempts = 2\n\n[redis]\nurl = \"redis://localhost\"\n\n\
+                      [default.rate_limit]\nrate = 10\nper = \"1s\"\nshared = \"redis\"\n";
+        let (text, shared) = without_redis(policy);
+        assert!(shared);
+        assert_eq!(text.lines().count(), policy.lines().count());
+        let mut fleet = scenario(80.0, 10, vec![phase("p", 0, fixed(10), vec![])])?;
+        fleet.replicas = 4;
+        let report = Simulation::new(fleet).policy_toml("redis", policy).run()?;
+        invariants(&report);
+        // 10 a second for the whole fleet (its burst aside), not for each of the 4 replicas.
+        // (The last step also counts the attempts after the end, while calls drain.)
+        let rates = &report.series.attempts_rps;
+        let during = rates.get(..9).ok_or("10 steps")?;
+        assert!(during.iter().all(|r| (9.0..=12.0).contains(r)), "{rates:?}");
+        assert_eq!(report.breakers.len(), 1, "one client");
+        let (_, plain) = without_redis("[default]\nmax_attempts = 2\n");
+        assert!(!plain);
+        let broken = "[default]\nmax_attempts = 0\n[redis]\nurl = \"redis://localhost\"\n";
+        let error = Simulation::new(scenario(1.0, 1, vec![])?)
+            .policy_toml("broken.toml", broken)
+            .run()
+            .err()
+            .ok_or("0 attempts is refused")?;
+        assert!(error.to_string().contains("broken.toml:2"), "{error}");
+        Ok(())
+    }
+
+    /// A quota the dependency advertises is followed by our own client (it holds until the
+    /// window's end): the dependency sees its limit and no 429; unadvertised, one 429 a
+    /// window more.
+    #[test]
+    fn an_advertised_quota_is_followed() -> Result {
+        let mut seen = Vec::new();
+        for fields in [
+            QuotaFields::XRateLimit,
+            QuotaFields::Ietf,
+            QuotaFields::None,
+        ] {
+            let mut limited = phase("q", 0, fixed(10), vec![]);
+            limited.quota = Some(crate::sim::scenario::Quota {
+                limit: 20,
+                window: Duration::from_secs(1),
+                fields,
+            });
+            let mut squeeze = scenario(40.0, 10, vec![limited])?;
+            squeeze.replicas = 1;
+            let report = Simulation::new(squeeze).run()?;
+            invariants(&report);
+            let rates = report.series.attempts_rps.get(..9).ok_or("10 steps")?;
+            seen.push(rates.iter().sum::<f64>() / 9.0);
+        }
+        // Advertised: the limit exactly. Not: the client learns from a 429 a window (and
+        // its Retry-After), one attempt more a second.
+        assert!(seen[0] <= 20.0 && seen[1] <= 20.0, "{seen:?}");
+        assert!(seen[2] > 20.5, "{seen:?}");
+        Ok(())
+    }
+
     /// The speed gate: the outage of `examples/scenarios/outage.toml` (1,000 requests/s,
-    /// healthy, 503s, recovery) under four policies. Run with `SIM_SECS=600 cargo test
-    /// --release --features cli,testkit --lib sim::runner::tests::speed -- --ignored
-    /// --nocapture` (measured: 2.0 s for the default policy, 4.7 s for five attempts with
-    /// neither budget nor breaker, on the shared 2-core box while others compiled).
+    /// healthy, 503s, recovery) under four policies, then two under the command line's
+    /// tracing subscriber. Run with `SIM_SECS=600 cargo test --release --features
+    /// cli,testkit --lib sim::runner::tests::speed -- --ignored --nocapture` (measured on the
+    /// shared 2-core box: 1.8 s for the default policy, 3.8 s for five attempts with neither
+    /// budget nor breaker; the same with the subscriber).
     #[test]
     #[ignore]
     fn speed() -> Result {
@@ -1106,9 +1244,23 @@ pub(crate) mod tests {
                 "[default]\n[default.breaker]\nenabled = false\n",
             ),
         ];
-        for (label, policy) in policies {
+        let mut runs: Vec<(String, &str)> = policies
+            .iter()
+            .map(|(label, policy)| ((*label).to_owned(), *policy))
+            .collect();
+        // Then two again under the subscriber the command line installs (`RUST_LOG` unset:
+        // errors only), installed before their runs.
+        runs.push(("traced default".to_owned(), policies[0].1));
+        runs.push(("traced no-budget-no-breaker".to_owned(), policies[2].1));
+        for (i, (label, policy)) in runs.into_iter().enumerate() {
+            if i == policies.len() {
+                let _ = tracing_subscriber::fmt()
+                    .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                    .with_writer(std::io::stderr)
+                    .try_init();
+            }
             let report = Simulation::new(outage.clone())
-                .policy_toml(label, policy)
+                .policy_toml(&label, policy)
                 .run()?;
             // The gate: under 10 s real for 10 virtual minutes, in release.
             assert!(
