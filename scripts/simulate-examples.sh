@@ -24,7 +24,7 @@ bin=target/release/resilient-http
 pairs=(
   "outage default no-budget"
   "brownout default hedging"
-  "quota-squeeze default quota"
+  "quota-squeeze default ignore-quota"
   "retry-storm default no-budget"
   "slow-hedging default hedging"
 )

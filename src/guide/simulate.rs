@@ -103,8 +103,8 @@
 #![doc = include_str!("../../examples/scenarios/reports/brownout.svg")]
 //!
 //! **429 quota squeeze** (`quota-squeeze.toml`): 300 requests/s against an advertised quota
-//! of 200/s, halved for a minute. `default.toml` against `quota.toml` (following the server's
-//! quota): 429s answered by waiting instead of retrying into the wall.
+//! of 200/s, halved for a minute. `default.toml` (which follows the quota the server
+//! advertises) against `ignore-quota.toml`: calls sent into a spent window come back as 429s.
 //!
 #![doc = include_str!("../../examples/scenarios/reports/quota-squeeze.svg")]
 //!

@@ -139,7 +139,7 @@ impl Dependency {
     /// Real time since the run started (zero before it did): the loopback server's
     /// `since_start` for [`answer`](Self::answer).
     // Read by the loopback server (`loopback.rs`, feature `testkit`).
-    #[allow(dead_code)]
+    #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
     pub(crate) fn since_start(&self) -> Duration {
         self.started.get().map_or(Duration::ZERO, |t| t.elapsed())
     }

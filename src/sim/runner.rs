@@ -36,7 +36,7 @@ use crate::overload::Criticality;
 
 /// Where the replicas' attempts go, and on which clock.
 // `Loopback` is the loopback run's (`loopback.rs`, feature `testkit`).
-#[allow(dead_code)]
+#[cfg_attr(not(feature = "testkit"), allow(dead_code))]
 pub(crate) enum Way {
     /// To the model in memory, on a paused clock.
     Memory,
@@ -916,6 +916,7 @@ fn report(
     Report {
         schema: SCHEMA,
         scenario: scenario.name.clone(),
+        description: scenario.description.clone(),
         policy: policy.to_owned(),
         seed: scenario.seed,
         duration_secs: duration,

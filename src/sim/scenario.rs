@@ -1998,7 +1998,13 @@ at = "3m"
     fn the_example_policies_load() -> Result<(), Error> {
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scenarios/policies");
-        for name in ["default", "no-budget", "hedging", "quota", "adaptive"] {
+        for name in [
+            "default",
+            "no-budget",
+            "hedging",
+            "ignore-quota",
+            "adaptive",
+        ] {
             crate::Client::builder()
                 .config_file(dir.join(format!("{name}.toml")))
                 .build()?;
