@@ -13,7 +13,7 @@
 //! | `reqwest-middleware` (default) | [`ResilientMiddleware`](crate::middleware::ResilientMiddleware) for `reqwest_middleware` |
 //! | `json`, `query`, `form`, `multipart` | reqwest's features, and [`RequestBuilder`](crate::RequestBuilder)'s setters of the same names; `json` also brings [`recv_json`](crate::RequestBuilder::recv_json), which reads the answer as JSON inside each attempt |
 //! | `gzip`, `brotli`, `zstd`, `deflate` | reqwest's decoding of compressed answers (off by default, as in reqwest); the policy's `body_limit` bounds the decoded body |
-//! | `cli` | the `resilient-http` command line (`cargo install resilient-http --features cli`): [`probe`](super::probe) |
+//! | `cli` | the `resilient-http` command line (`cargo install resilient-http --features cli`): [`probe`](super::probe), [`simulate`](super::simulate) (`resilient_http::sim`) |
 //! | `stream` | reqwest's streaming bodies (`Body::wrap_stream`, `Body::from(tokio::fs::File)`), for [`body_with`](crate::RequestBuilder::body_with) |
 //! | `metrics` | counters, gauges and histograms through the `metrics` facade (see [observability](super::observability)) |
 //! | `redis` | limits shared by the replicas of a service through Redis (see [fleet](super::fleet)): the `redis` crate with its tokio connection manager |

@@ -84,8 +84,8 @@
 //! amplification); the callers' success rate; their latency p50 and p99; the breakers, one
 //! band per replica and endpoint (open in red, half-open in amber; counted over time when
 //! more than eight opened); the guards' levels when the policy has them (retry budget left,
-//! calls in the bulkhead, the adaptive limit, calls turned away by the rate limit) and the
-//! throttle's probability; and the hedges sent per second. The summary chart (`--svg`, as
+//! calls in the bulkhead, the adaptive limit, calls that a hold, the server's quota or the
+//! rate limit kept back past their deadline) and the throttle's probability; and the hedges sent per second. The summary chart (`--svg`, as
 //! below) puts the offered calls and each policy's attempts per second above, and their
 //! success rates below.
 //!
@@ -121,7 +121,7 @@
 #![doc = include_str!("../../examples/scenarios/reports/quota-squeeze.svg")]
 //!
 //! **Retry storm across 20 replicas** (`retry-storm.toml`): 2,000 requests/s together; 60% of
-//! requests fail for 2 minutes, and the dependency rejects what exceeds 600 at once. Each
+//! requests fail for 2 minutes, and the dependency rejects what exceeds 200 at once. Each
 //! replica's budget and breakers are local: `default.toml` against `no-budget.toml` shows
 //! whether the retries themselves push the dependency past its capacity. Worth seeing: with
 //! 60 % of requests failing, the defaults' breakers (open at 50 % failures) turn away 99 % of

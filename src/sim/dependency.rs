@@ -45,9 +45,10 @@ pub(crate) enum ModelReply {
 #[derive(Debug)]
 pub(crate) struct Dependency {
     phases: Vec<Phase>,
-    /// The report's step, and how many steps the run has (attempts after the last step's
-    /// end, while calls in flight finish, count in the last).
+    /// The report's step (its steps and phases count the attempts that arrive before
+    /// `duration`; those after it, while calls in flight finish, count in the total only).
     step: Duration,
+    duration: Duration,
     attempts_per_step: Vec<AtomicU64>,
     attempts_per_phase: Vec<AtomicU64>,
     total: AtomicU64,
@@ -62,9 +63,10 @@ pub(crate) struct Dependency {
 #[derive(Debug)]
 struct Drawn {
     rng: fastrand::Rng,
-    /// The quota's current window: the phase it belongs to, its index from the start, and
-    /// the requests it has let through.
-    window: Option<(usize, u64)>,
+    /// The quota's current window: its length and its index from the start (fixed windows
+    /// from the start of the run, kept across phases while their quotas' windows are the
+    /// same), and the requests it has let through.
+    window: Option<(Duration, u64)>,
     used: u64,
 }
 
@@ -115,6 +117,7 @@ impl Dependency {
         Dependency {
             phases: scenario.phases.clone(),
             step: scenario.sample_every,
+            duration: scenario.duration,
             attempts_per_step: (0..steps).map(|_| AtomicU64::new(0)).collect(),
             attempts_per_phase: (0..scenario.phases.len().max(1))
                 .map(|_| AtomicU64::new(0))
@@ -146,13 +149,15 @@ impl Dependency {
 
     /// The answer to an attempt arriving `since_start` into the run.
     pub(crate) fn answer(&self, since_start: Duration) -> (ModelReply, InFlight) {
-        let step = step_of(since_start, self.step, self.attempts_per_step.len());
-        if let Some(count) = self.attempts_per_step.get(step) {
-            count.fetch_add(1, Ordering::Relaxed);
-        }
         let phase_index = phase_of(&self.phases, since_start);
-        if let Some(count) = self.attempts_per_phase.get(phase_index) {
-            count.fetch_add(1, Ordering::Relaxed);
+        if since_start < self.duration {
+            let step = step_of(since_start, self.step, self.attempts_per_step.len());
+            if let Some(count) = self.attempts_per_step.get(step) {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(count) = self.attempts_per_phase.get(phase_index) {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
         }
         self.total.fetch_add(1, Ordering::Relaxed);
         let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
@@ -164,21 +169,21 @@ impl Dependency {
             return (ok(Vec::new(), Duration::ZERO, Duration::ZERO), guard);
         };
         let mut drawn = self.drawn.lock().unwrap_or_else(|e| e.into_inner());
-        let reply = drawn.reply(phase, phase_index, since_start, in_flight);
+        let reply = drawn.reply(phase, since_start, in_flight);
         (reply, guard)
     }
 
-    /// Attempts that arrived in each step.
+    /// Attempts that arrived in each step (before the run's end).
     pub(crate) fn attempts_per_step(&self) -> Vec<u64> {
         load_all(&self.attempts_per_step)
     }
 
-    /// Attempts that arrived in each phase.
+    /// Attempts that arrived in each phase (before the run's end).
     pub(crate) fn attempts_per_phase(&self) -> Vec<u64> {
         load_all(&self.attempts_per_phase)
     }
 
-    /// Attempts that arrived in all.
+    /// Attempts that arrived in all, those after the run's end included.
     pub(crate) fn attempts(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
     }
@@ -207,7 +212,7 @@ fn ok(
 }
 
 impl Drawn {
-    fn reply(&mut self, phase: &Phase, index: usize, at: Duration, in_flight: u64) -> ModelReply {
+    fn reply(&mut self, phase: &Phase, at: Duration, in_flight: u64) -> ModelReply {
         let fault = self.fault(phase);
         if matches!(fault, Some(FaultKind::Refused)) {
             return ModelReply::Refused;
@@ -217,7 +222,7 @@ impl Drawn {
             let concurrency = u64::from(capacity.concurrency.max(1));
             match capacity.beyond {
                 Beyond::Reject { status } if in_flight > concurrency => {
-                    let headers = self.quota_fields(phase.quota, index, at);
+                    let headers = self.quota_fields(phase.quota, at);
                     return ModelReply::Answer {
                         status,
                         headers,
@@ -232,9 +237,9 @@ impl Drawn {
             }
         }
         if let Some(quota) = phase.quota
-            && !self.admit(quota, index, at)
+            && !self.admit(quota, at)
         {
-            let mut headers = self.quota_fields(Some(quota), index, at);
+            let mut headers = self.quota_fields(Some(quota), at);
             let rest = window_rest(quota, at);
             headers.push(("retry-after", whole_secs(rest).to_string()));
             return ModelReply::Answer {
@@ -244,7 +249,7 @@ impl Drawn {
                 body_after: Duration::ZERO,
             };
         }
-        let mut headers = self.quota_fields(phase.quota, index, at);
+        let mut headers = self.quota_fields(phase.quota, at);
         match fault {
             None | Some(FaultKind::Refused) => ok(headers, latency, Duration::ZERO),
             Some(FaultKind::Status {
@@ -307,8 +312,8 @@ impl Drawn {
     }
 
     /// Whether the quota lets this request through (counting it if so).
-    fn admit(&mut self, quota: Quota, index: usize, at: Duration) -> bool {
-        self.roll(quota, index, at);
+    fn admit(&mut self, quota: Quota, at: Duration) -> bool {
+        self.roll(quota, at);
         if self.used >= quota.limit {
             return false;
         }
@@ -316,26 +321,22 @@ impl Drawn {
         true
     }
 
-    /// Starts a new window when `at` is past the current one (or the phase changed).
-    fn roll(&mut self, quota: Quota, index: usize, at: Duration) {
-        let window = window_index(quota, at);
-        if self.window != Some((index, window)) {
-            self.window = Some((index, window));
+    /// Starts a new window when `at` is past the current one, or the quota's window changed
+    /// length (a new limit alone applies to what the window has let through already).
+    fn roll(&mut self, quota: Quota, at: Duration) {
+        let window = (quota.window, window_index(quota, at));
+        if self.window != Some(window) {
+            self.window = Some(window);
             self.used = 0;
         }
     }
 
     /// The quota's fields on an answer: what is left of the window after this request.
-    fn quota_fields(
-        &mut self,
-        quota: Option<Quota>,
-        index: usize,
-        at: Duration,
-    ) -> Vec<(&'static str, String)> {
+    fn quota_fields(&mut self, quota: Option<Quota>, at: Duration) -> Vec<(&'static str, String)> {
         let Some(quota) = quota else {
             return Vec::new();
         };
-        self.roll(quota, index, at);
+        self.roll(quota, at);
         let remaining = quota.limit.saturating_sub(self.used);
         let rest = window_rest(quota, at);
         let window = whole_secs(quota.window);
@@ -585,6 +586,36 @@ mod tests {
         Ok(())
     }
 
+    /// A phase that keeps the quota (inherited) keeps its window: what the window let
+    /// through before the phase changed still counts. A new window length starts afresh.
+    #[test]
+    fn a_quota_window_runs_on_across_phases() -> Result {
+        let quota = |window| Quota {
+            limit: 3,
+            window: Duration::from_secs(window),
+            fields: QuotaFields::None,
+        };
+        let fixed = Latency::Fixed(Duration::from_millis(1));
+        let mut a = phase("a", 0, fixed, vec![]);
+        a.quota = Some(quota(10));
+        let mut b = phase("b", 5, fixed, vec![]);
+        b.quota = Some(quota(10));
+        let mut c = phase("c", 7, fixed, vec![]);
+        c.quota = Some(quota(20));
+        let dependency = Dependency::new(&scenario(1.0, 30, vec![a, b, c])?);
+        let statuses = |at: u64, n: usize| -> Vec<Option<u16>> {
+            (0..n)
+                .map(|_| status(&dependency.answer(Duration::from_secs(at)).0))
+                .collect()
+        };
+        assert_eq!(statuses(1, 2), [Some(200); 2]);
+        // Phase b, the same window of 10 s: one left.
+        assert_eq!(statuses(6, 2), [Some(200), Some(429)]);
+        // Phase c, windows of 20 s: a new one.
+        assert_eq!(statuses(8, 3), [Some(200); 3]);
+        Ok(())
+    }
+
     fn read_back(reply: &ModelReply) -> Option<crate::overload::server_quota::Quota> {
         let ModelReply::Answer { headers, .. } = reply else {
             return None;
@@ -601,7 +632,8 @@ mod tests {
         advertised.first().cloned()
     }
 
-    /// Attempts are counted in their step and phase; phases change at their `at`.
+    /// Attempts are counted in their step and phase; phases change at their `at`; those
+    /// after the run's end in the total only.
     #[test]
     fn attempts_are_counted_per_step_and_phase() -> Result {
         let fixed = Latency::Fixed(Duration::ZERO);
@@ -620,8 +652,9 @@ mod tests {
             let refused = reply == ModelReply::Refused;
             assert_eq!(refused, ms >= 2_000, "{ms}: {reply:?}");
         }
-        assert_eq!(dependency.attempts_per_step(), [2, 1, 3]);
-        assert_eq!(dependency.attempts_per_phase(), [3, 3]);
+        // The attempt at 9 s, after the run's 3 s, counts in the total only.
+        assert_eq!(dependency.attempts_per_step(), [2, 1, 2]);
+        assert_eq!(dependency.attempts_per_phase(), [3, 2]);
         assert_eq!(dependency.attempts(), 6);
         Ok(())
     }

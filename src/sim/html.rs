@@ -378,8 +378,8 @@ fn guard_chart(r: &Report, area: &Area, axes: &Axes) -> Drawn {
             points: values(r, level(|s| &s.adaptive_limit)),
         },
     ];
-    // Calls turned away by the rate limit, only when there were any (a flat zero would
-    // hide the other curves' floor).
+    // Calls turned away by a hold, the server's quota or the rate limit (`rate_limited`),
+    // only when there were any (a flat zero would hide the other curves' floor).
     if r.series.rate_limited.iter().any(|&n| n > 0) {
         curves.push(Curve {
             label: "rate-limited calls".to_owned(),

@@ -59,7 +59,20 @@
 //! - **The dependency is a model**: latency distributions drawn independently per attempt
 //!   (log-normal from p50 and p99: `sigma = ln(p99 / p50) / 2.326`); a queue grows latency in
 //!   proportion to the attempts in flight at the arrival (`latency × in_flight /
-//!   concurrency`), not with a queueing discipline; faults independent of one another.
+//!   concurrency`), not with a queueing discipline; faults independent of one another. An
+//!   attempt the client gives up on (a timeout, a hedge that lost, a hang) stops counting as
+//!   in flight at once, where a real server often works on until it is done: a saturated
+//!   dependency's queue looks shorter here than it would be, the more so the more the client
+//!   abandons.
+//! - **Quotas** are fixed windows from the start of the run, advertised in whole seconds (as
+//!   the fields carry them: `t=1` for any part of a 1 s window), so a client that follows
+//!   them waits up to a second longer than the window's exact rest.
+//! - **Closed-loop callers** call at most once a millisecond each (the timer's resolution):
+//!   a call that takes no virtual time (an open breaker's refusal) is followed by a pause of
+//!   1 ms, else the caller would call again at the same instant forever.
+//! - **Compared policies** see the same arrivals and request mix, but the dependency's draws
+//!   follow the order attempts arrive in, so once two policies send different attempts their
+//!   latencies and faults are other samples of the same distributions.
 //! - **Latency percentiles** are read from log-spaced buckets 2 % wide: within 1 % of the
 //!   exact percentile.
 //! - **Redis-shared limits**: a policy file with a `[redis]` table runs as one client for

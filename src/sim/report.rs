@@ -88,8 +88,10 @@ pub struct Stats {
     pub latency_ms: Percentiles,
     /// Calls offered per second over the span (arrivals, open or closed loop).
     pub offered_rps: f64,
-    /// Attempts that reached the dependency in the span (first tries, retries and hedges;
-    /// not the calls the client's own guards turned away).
+    /// Attempts sent to the dependency that arrived in the span (first tries, retries and
+    /// hedges; a refused connection included; not the calls the client's own guards turned
+    /// away). The phases count those that arrived before the run's end; the total also those
+    /// made after it, while the calls in flight finished.
     pub attempts: u64,
     /// Attempts per second at the dependency.
     pub attempts_rps: f64,
@@ -97,7 +99,7 @@ pub struct Stats {
     /// retries and hedges, below it when the client's guards (an open breaker, a budget, a
     /// limit) kept calls from the dependency (`null` with no call offered).
     pub amplification: Option<f64>,
-    /// Hedges sent in the span (0 without hedging).
+    /// Hedges sent by the calls that ended in the span (0 without hedging).
     pub hedges_sent: u64,
     /// Calls a hedge's answer ended (the hedge answered before the attempt it backed up).
     pub hedges_won: u64,
@@ -147,9 +149,10 @@ pub struct Series {
     /// The throttles' probability (0 to 1) of dropping a default-criticality request at the
     /// step's end, the mean over replicas (`null`: no client-side throttling).
     pub throttle_probability: Vec<Option<f64>>,
-    /// Calls refused by the rate limits in the step (`rate_limited` errors).
+    /// Calls that ended in the step with a `rate_limited` error: a `Retry-After` hold, the
+    /// server's quota or the rate limit would have kept them back past their deadline.
     pub rate_limited: Vec<u64>,
-    /// Hedges sent in the step.
+    /// Hedges sent by the calls that ended in the step.
     pub hedges_sent: Vec<u64>,
 }
 

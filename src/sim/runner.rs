@@ -164,7 +164,6 @@ async fn drive(
         }
     });
     let _ = drained.await;
-    let ended = start.elapsed().max(scenario.duration);
     stop.store(true, Ordering::Release);
     let watched = watch
         .await
@@ -172,7 +171,9 @@ async fn drive(
 
     let recorder = {
         let mut recorder = shared.recorder.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::replace(&mut *recorder, Recorder::new(0, 0))
+        let mut recorder = std::mem::replace(&mut *recorder, Recorder::new(0, 0));
+        recorder.close_step();
+        recorder
     };
     Ok(report(
         scenario,
@@ -181,7 +182,6 @@ async fn drive(
         recorder,
         watched,
         step,
-        ended,
     ))
 }
 
@@ -265,12 +265,20 @@ fn closed_loop(
                 let n = shared.numbers.fetch_add(1, Ordering::Relaxed);
                 let ended = call(client, kind, n).await;
                 shared.ended(began, ended);
-                sleep(think).await;
+                // At most one call per caller per millisecond (the timer's resolution): a
+                // call that takes no virtual time (an open breaker's refusal) followed by no
+                // pause would otherwise call again at the same instant forever, and the
+                // paused clock never move.
+                let gap = MIN_CALL_GAP.saturating_sub(began.elapsed());
+                sleep(think.max(gap)).await;
             }
             shared.one_less();
         });
     }
 }
+
+/// The least time between the starts of one closed-loop caller's calls.
+const MIN_CALL_GAP: Duration = Duration::from_millis(1);
 
 /// What the calls' tasks share.
 struct Shared {
@@ -301,8 +309,7 @@ impl Shared {
     fn offered(&self, at: Duration) {
         let step = step_of(at, self.step, self.n_steps);
         let phase = self.phase(at);
-        let mut recorder = self.recorder();
-        recorder.each(step, phase, |acc| acc.offered += 1);
+        self.recorder().offered(step, phase);
     }
 
     fn ended(&self, began: Instant, ended: Ended) {
@@ -311,8 +318,7 @@ impl Shared {
         let at = now.duration_since(self.start);
         let step = step_of(at, self.step, self.n_steps);
         let phase = self.phase(at);
-        let mut recorder = self.recorder();
-        recorder.each(step, phase, |acc| acc.ended(latency, ended));
+        self.recorder().ended(step, phase, latency, ended);
     }
 
     fn one_less(&self) {
@@ -405,6 +411,11 @@ impl Histogram {
         self.n += 1;
     }
 
+    fn clear(&mut self) {
+        self.counts.fill(0);
+        self.n = 0;
+    }
+
     fn merge(&mut self, other: &Histogram) {
         for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
             *mine = mine.saturating_add(*theirs);
@@ -440,13 +451,19 @@ struct Acc {
     calls: u64,
     succeeded: u64,
     errors: [u64; KINDS.len()],
+    /// A phase's latencies; a step's are in the recorder's open histogram until it ends.
     latency: Option<Histogram>,
+    /// A step's p50 and p99, once it ended.
+    p50: Option<f64>,
+    p99: Option<f64>,
     hedges_sent: u64,
     hedges_won: u64,
 }
 
 impl Acc {
-    fn ended(&mut self, latency: Duration, ended: Ended) {
+    /// A call ended; its latency into this span's own histogram (a phase's), or `None`
+    /// where the recorder keeps it (a step's).
+    fn ended(&mut self, latency: Option<Duration>, ended: Ended) {
         self.calls += 1;
         match ended.error {
             None => self.succeeded += 1,
@@ -456,7 +473,9 @@ impl Acc {
                 }
             }
         }
-        self.latency.get_or_insert_with(Histogram::new).add(latency);
+        if let Some(latency) = latency {
+            self.latency.get_or_insert_with(Histogram::new).add(latency);
+        }
         self.hedges_sent += u64::from(ended.hedges);
         self.hedges_won += u64::from(ended.hedge_won);
     }
@@ -469,6 +488,10 @@ impl Acc {
 struct Recorder {
     steps: Vec<Acc>,
     phases: Vec<Acc>,
+    /// The latencies of the calls that ended in step `open.0`: calls end in time order, so
+    /// a step is over when a call ends in a later one, and its p50 and p99 are kept then.
+    /// One histogram for the run rather than one per step (100,000 steps of 4.8 KB each).
+    open: (usize, Histogram),
 }
 
 impl Recorder {
@@ -476,16 +499,41 @@ impl Recorder {
         Recorder {
             steps: vec![Acc::default(); steps],
             phases: vec![Acc::default(); phases],
+            open: (0, Histogram::new()),
         }
     }
 
-    fn each(&mut self, step: usize, phase: usize, mut f: impl FnMut(&mut Acc)) {
+    fn offered(&mut self, step: usize, phase: usize) {
         if let Some(acc) = self.steps.get_mut(step) {
-            f(acc);
+            acc.offered += 1;
         }
         if let Some(acc) = self.phases.get_mut(phase) {
-            f(acc);
+            acc.offered += 1;
         }
+    }
+
+    fn ended(&mut self, step: usize, phase: usize, latency: Duration, ended: Ended) {
+        if step > self.open.0 {
+            self.close_step();
+            self.open.0 = step;
+        }
+        self.open.1.add(latency);
+        if let Some(acc) = self.steps.get_mut(step) {
+            acc.ended(None, ended);
+        }
+        if let Some(acc) = self.phases.get_mut(phase) {
+            acc.ended(Some(latency), ended);
+        }
+    }
+
+    /// The open step's percentiles kept, its histogram emptied for the next.
+    fn close_step(&mut self) {
+        let (step, histogram) = &mut self.open;
+        if let Some(acc) = self.steps.get_mut(*step) {
+            acc.p50 = histogram.quantile(0.5);
+            acc.p99 = histogram.quantile(0.99);
+        }
+        histogram.clear();
     }
 }
 
@@ -593,6 +641,8 @@ async fn watch(watch: Watch) -> Watched {
                 spans: breaker.spans,
             }
         })
+        // Only breakers that were ever open, as the report documents.
+        .filter(|band| !band.spans.is_empty())
         .collect();
     Watched { samples, bands }
 }
@@ -696,6 +746,13 @@ impl Policy {
             PolicySource::Toml(label, text) => (label.clone(), label.clone(), text.clone()),
         };
         let (text, shared) = without_redis(&text);
+        if shared && has_redis(&text) {
+            return Err(Error::invalid_config(format!(
+                "{origin}: the simulator runs the fleet as one client without Redis, and drops \
+                 the policy's `[redis]` table, which it finds only written as a table of its \
+                 own: write it as `[redis]` followed by its keys"
+            )));
+        }
         Ok(Policy {
             label,
             text: Some((text, origin)),
@@ -741,10 +798,7 @@ impl Policy {
 /// local (`shared = "redis"` → `shared = "local"`: one client for the fleet shares them so),
 /// line for line so that errors keep their lines; and whether it had the table.
 fn without_redis(text: &str) -> (String, bool) {
-    let has = text
-        .parse::<toml::Table>()
-        .is_ok_and(|table| table.contains_key("redis"));
-    if !has {
+    if !has_redis(text) {
         return (text.to_owned(), false);
     }
     let mut out = String::with_capacity(text.len() + 64);
@@ -763,6 +817,12 @@ fn without_redis(text: &str) -> (String, bool) {
         out.push('\n');
     }
     (out, true)
+}
+
+/// Whether the policy TOML `text` has a `redis` table (however it is written).
+fn has_redis(text: &str) -> bool {
+    text.parse::<toml::Table>()
+        .is_ok_and(|table| table.contains_key("redis"))
 }
 
 /// `line` with each `shared = "redis"` (any spacing) made `shared = "local"`.
@@ -824,7 +884,6 @@ fn report(
     recorder: Recorder,
     watched: Watched,
     step: Duration,
-    ended: Duration,
 ) -> Report {
     let duration = scenario.duration.as_secs_f64();
     let mut total = Acc::default();
@@ -884,21 +943,14 @@ fn report(
         let sample = watched.samples.get(i).unwrap_or(&empty);
         series.t_secs.push(to);
         series.offered_rps.push(acc.offered as f64 / span);
-        // The last step also has the attempts made while the calls in flight finished:
-        // over that time too.
-        let attempts_span = if i + 1 == n {
-            (ended.as_secs_f64() - from).max(span)
-        } else {
-            span
-        };
         series
             .attempts_rps
-            .push(per_step.get(i).copied().unwrap_or_default() as f64 / attempts_span);
+            .push(per_step.get(i).copied().unwrap_or_default() as f64 / span);
         series
             .success_rate
             .push((acc.calls > 0).then(|| acc.succeeded as f64 / acc.calls as f64));
-        series.p50_ms.push(acc.quantile(0.5));
-        series.p99_ms.push(acc.quantile(0.99));
+        series.p50_ms.push(acc.p50);
+        series.p99_ms.push(acc.p99);
         series.dependency_in_flight.push(sample.in_flight);
         series.breakers_open.push(sample.breakers_open);
         series.budget_available.push(sample.budget);
@@ -1002,8 +1054,12 @@ pub(crate) mod tests {
         assert_eq!(t.errors.len(), KINDS.len());
         let phase_calls: u64 = report.phases.iter().map(|p| p.calls).sum();
         assert_eq!(phase_calls, t.calls);
+        // The attempts made after the end, while calls in flight finish, are in the total
+        // only.
         let phase_attempts: u64 = report.phases.iter().map(|p| p.attempts).sum();
-        assert_eq!(phase_attempts, t.attempts);
+        assert!(phase_attempts <= t.attempts, "{t:?}");
+        let step_attempts: f64 = report.series.attempts_rps.iter().sum();
+        assert!((step_attempts - phase_attempts as f64).abs() < 1e-6 * t.attempts.max(1) as f64);
         assert_eq!(report.series.t_secs.len(), report.series.hedges_sent.len());
     }
 
@@ -1144,6 +1200,33 @@ pub(crate) mod tests {
         Ok(())
     }
 
+    /// Closed-loop callers with no pause, whose calls take no virtual time (the breaker
+    /// open through an outage): the run still ends, each caller calling at most once a
+    /// millisecond. Without the least gap, the paused clock never moved again.
+    #[test]
+    fn closed_loop_callers_whose_calls_take_no_time_do_not_stop_the_clock() -> Result {
+        let phases = vec![
+            phase("healthy", 0, fixed(20), vec![]),
+            phase("down", 2, fixed(20), vec![status(503, 1.0)]),
+        ];
+        let mut closed = scenario(0.0, 10, phases)?;
+        closed.load.arrivals = Offered::Callers {
+            callers: 10,
+            think: Duration::ZERO,
+        };
+        let (done, ran) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(Simulation::new(closed).run().map_err(|e| e.to_string()));
+        });
+        let report = ran.recv_timeout(Duration::from_secs(60))??;
+        invariants(&report);
+        let down = &report.phases[1];
+        assert!(down.errors["circuit_open"] > 0, "{down:?}");
+        // 10 callers, at most one call a millisecond each, for 8 s.
+        assert!(down.calls <= 80_000, "{down:?}");
+        Ok(())
+    }
+
     /// A policy with `[redis]` runs as one client for the fleet: its shared limits are
     /// fleet-wide, its lines (and so its errors' lines) kept.
     #[test]
@@ -1158,13 +1241,19 @@ pub(crate) mod tests {
         let report = Simulation::new(fleet).policy_toml("redis", policy).run()?;
         invariants(&report);
         // 10 a second for the whole fleet (its burst aside), not for each of the 4 replicas.
-        // (The last step also counts the attempts after the end, while calls drain.)
         let rates = &report.series.attempts_rps;
         let during = rates.get(..9).ok_or("10 steps")?;
         assert!(during.iter().all(|r| (9.0..=12.0).contains(r)), "{rates:?}");
-        assert_eq!(report.breakers.len(), 1, "one client");
         let (_, plain) = without_redis("[default]\nmax_attempts = 2\n");
         assert!(!plain);
+        // A table the line-by-line rewrite cannot find is refused, never sent to Redis.
+        let inline = "redis = { url = \"redis://localhost\" }\n[default]\nmax_attempts = 2\n";
+        let error = Simulation::new(scenario(1.0, 1, vec![])?)
+            .policy_toml("inline.toml", inline)
+            .run()
+            .err()
+            .ok_or("an inline [redis] table is refused")?;
+        assert!(error.to_string().contains("`[redis]`"), "{error}");
         let broken = "[default]\nmax_attempts = 0\n[redis]\nurl = \"redis://localhost\"\n";
         let error = Simulation::new(scenario(1.0, 1, vec![])?)
             .policy_toml("broken.toml", broken)
