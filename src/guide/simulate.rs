@@ -163,3 +163,7 @@
 //! `examples/scenarios/reports/`. The runs are deterministic (the scenario's seed), so the
 //! files change only when the library's rules, a scenario or a policy do; in the JSON,
 //! `real_secs` is the one value that differs between runs.
+
+// The page links to items of the `cli` feature: docs.rs builds every feature, and a build
+// without it would only find those links broken.
+#![cfg_attr(not(feature = "cli"), allow(rustdoc::broken_intra_doc_links))]
