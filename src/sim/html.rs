@@ -17,6 +17,7 @@ use std::fmt::Write;
 use std::ops::Range;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -169,6 +170,9 @@ pub(crate) fn summary(reports: &[Report]) -> String {
 
 /// Whether a chart was drawn; why not.
 type Drawn = Result<(), String>;
+
+/// A chart over the run's time, values on y.
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// The axes the reports share, so that charts side by side compare.
 struct Axes {
@@ -448,26 +452,7 @@ fn line_chart(
     let top = y.end;
     // The legend goes in a row of its own under the chart, where it hides no curve.
     let (plot, legend_row) = area.split_vertically(area.dim_in_pixel().1.saturating_sub(LEGEND));
-    let mut chart = ChartBuilder::on(&plot)
-        .caption(title, ("sans-serif", 18))
-        .margin(8)
-        .margin_right(24)
-        .x_label_area_size(32)
-        .y_label_area_size(52)
-        .build_cartesian_2d(0.0..axes.secs, y)
-        .map_err(text)?;
-    chart
-        .configure_mesh()
-        .light_line_style(WHITE)
-        .label_style(("sans-serif", 13))
-        .axis_desc_style(("sans-serif", 13))
-        .x_label_formatter(&tick)
-        .y_label_formatter(&tick)
-        .y_labels(6)
-        .x_desc("virtual seconds")
-        .y_desc(y_desc)
-        .draw()
-        .map_err(text)?;
+    let mut chart = framed(&plot, title, axes, y, y_desc)?;
     mark_phases(&mut chart, axes, top)?;
     // The first curve on top (the offered load, the baseline): drawn last.
     for curve in curves.iter().rev() {
@@ -520,15 +505,7 @@ fn segments(points: &[Option<(f64, f64)>]) -> Vec<Vec<(f64, f64)>> {
 }
 
 /// A thin vertical line at each phase's start, its name beside it at the top.
-fn mark_phases<'a>(
-    chart: &mut ChartContext<
-        'a,
-        SVGBackend<'a>,
-        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
-    >,
-    axes: &Axes,
-    top: f64,
-) -> Drawn {
+fn mark_phases<DB: DrawingBackend>(chart: &mut Chart<'_, DB>, axes: &Axes, top: f64) -> Drawn {
     let font = ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90));
     for (at, name) in &axes.phases {
         if *at > 0.0 {
@@ -636,19 +613,37 @@ fn breaker_counts(r: &Report, area: &Area, axes: &Axes) -> Drawn {
         .map(|&(t, n)| (t, n + count(t, "half_open")))
         .collect();
     let top = r.breakers.len() as f64 * 1.1;
+    let title = format!(
+        "{} breakers opened: how many are open, half-open",
+        r.breakers.len()
+    );
+    let mut chart = framed(area, &title, axes, 0.0..top, "breakers")?;
+    mark_phases(&mut chart, axes, top)?;
+    chart
+        .draw_series(AreaSeries::new(either, 0.0, HALF_OPEN.filled()))
+        .map_err(text)?;
+    chart
+        .draw_series(AreaSeries::new(open, 0.0, OPEN.filled()))
+        .map_err(text)?;
+    Ok(())
+}
+
+/// A chart's frame on `area`: its title, the run's time on x, `y` on y, the grid and the
+/// axes' labels (every chart of the page alike).
+fn framed<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    axes: &Axes,
+    y: Range<f64>,
+    y_desc: &str,
+) -> Result<Chart<'a, DB>, String> {
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!(
-                "{} breakers opened: how many are open, half-open",
-                r.breakers.len()
-            ),
-            ("sans-serif", 18),
-        )
+        .caption(title, ("sans-serif", 18))
         .margin(8)
         .margin_right(24)
         .x_label_area_size(32)
         .y_label_area_size(52)
-        .build_cartesian_2d(0.0..axes.secs, 0.0..top)
+        .build_cartesian_2d(0.0..axes.secs, y)
         .map_err(text)?;
     chart
         .configure_mesh()
@@ -659,17 +654,10 @@ fn breaker_counts(r: &Report, area: &Area, axes: &Axes) -> Drawn {
         .y_label_formatter(&tick)
         .y_labels(6)
         .x_desc("virtual seconds")
-        .y_desc("breakers")
+        .y_desc(y_desc)
         .draw()
         .map_err(text)?;
-    mark_phases(&mut chart, axes, top)?;
-    chart
-        .draw_series(AreaSeries::new(either, 0.0, HALF_OPEN.filled()))
-        .map_err(text)?;
-    chart
-        .draw_series(AreaSeries::new(open, 0.0, OPEN.filled()))
-        .map_err(text)?;
-    Ok(())
+    Ok(chart)
 }
 
 /// An SVG of `size` drawn by `paint`; when plotters fails, a small SVG that says why (the
