@@ -276,3 +276,120 @@ fn in_an_outage_five_attempts_without_a_budget_amplify_five_times_and_the_defaul
         "the defaults, breaker on: {defaults:?}"
     );
 }
+
+/// Two replicas, a mix of two kinds, log-normal latency against a 150 ms attempt timeout
+/// (timeouts, retried), then 503s and resets from 2 s to 5 s (retries, with full jitter,
+/// until each replica's breaker opens for 1 s, then 2 s), then a recovery (its probes).
+/// The simulator's sources of randomness (arrivals, the mix, latencies, faults, jitter)
+/// in 8 virtual seconds, under two policies (`--compare`: five attempts, no budget).
+const EVERYTHING_RANDOM: &str = r#"
+name = "determinism"
+duration = "8s"
+seed = 5
+replicas = 2
+sample_every = "100ms"
+
+[load]
+rate = 100
+
+[[load.mix]]
+method = "get"
+weight = 3
+
+[[load.mix]]
+method = "POST"
+path = "orders"
+idempotency_key = true
+
+[[phase]]
+name = "healthy"
+at = "0s"
+latency = { p50 = "30ms", p99 = "400ms" }
+
+[[phase]]
+name = "outage"
+at = "2s"
+faults = [{ status = 503, share = 0.8 }, { fault = "reset", share = 0.1 }]
+
+[[phase]]
+name = "recovery"
+at = "5s"
+"#;
+
+const JITTERED: &str = r#"
+[default]
+attempt_timeout = "150ms"
+[default.backoff]
+jitter = "full"
+[default.breaker]
+open_for = "1s"
+"#;
+
+/// `--json`'s lines, `real_secs` (the only wall-clock number) removed from each.
+fn json_without_real_secs(output: &Output) -> Result<Vec<serde_json::Value>, String> {
+    let mut lines = Vec::new();
+    for line in stdout(output).lines() {
+        let mut report: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("not JSON ({e}): {line}"))?;
+        let object = report
+            .as_object_mut()
+            .ok_or_else(|| format!("not a JSON object: {line}"))?;
+        if object.remove("real_secs").is_none() {
+            return Err(format!("no real_secs: {line}"));
+        }
+        lines.push(report);
+    }
+    Ok(lines)
+}
+
+/// The same scenario, policies and seed give the same report in two processes (each with
+/// its own random hash seeds, addresses and thread timings): only `real_secs` differs.
+#[test]
+fn two_processes_print_the_same_json_but_real_secs() -> Result<(), String> {
+    let scenario = TempFile::new("random.toml", EVERYTHING_RANDOM);
+    let policy = TempFile::new("jittered.toml", JITTERED);
+    let no_budget = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/scenarios/policies/no-budget.toml"
+    );
+    let run = || {
+        let output = simulate(&[
+            "--scenario",
+            scenario.path(),
+            "--config",
+            policy.path(),
+            "--compare",
+            no_budget,
+            "--json",
+        ]);
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        json_without_real_secs(&output)
+    };
+    let (first, second) = (run()?, run()?);
+    assert_eq!(first.len(), 2, "{first:?}");
+    // The run exercises what it should: timeouts and retries, and the breaker opening.
+    let total = &first[0]["total"];
+    let calls = total["calls"].as_u64().unwrap_or(0);
+    assert!(calls > 500, "{total}");
+    assert!(
+        total["errors"]["timeout"].as_u64().unwrap_or(0) > 0,
+        "{total}"
+    );
+    let healthy = &first[0]["phases"][0];
+    assert!(
+        healthy["amplification"].as_f64().unwrap_or(0.0) > 1.02,
+        "retries: {healthy}"
+    );
+    let opened = first[0]["breakers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|b| b["spans"].as_array().into_iter().flatten())
+        .any(|span| span["state"] == "open");
+    assert!(opened, "the breaker never opened: {}", first[0]["breakers"]);
+    for (n, (a, b)) in first.iter().zip(&second).enumerate() {
+        assert!(a == b, "line {n} differs between two runs:\n{a}\n{b}");
+    }
+    assert_eq!(first.len(), second.len());
+    Ok(())
+}

@@ -19,7 +19,8 @@
 //! # think = "0ms"                          # closed loop only (0 to 1 h), default 0
 //!
 //! [[load.mix]]                             # optional (up to 100); default one GET of `url`
-//! method = "POST"                          # default GET
+//! method = "POST"                          # default GET; GET, HEAD, POST, PUT, DELETE, CONNECT,
+//!                                          # OPTIONS, TRACE or PATCH, in any case
 //! path = "orders"                          # joined to url (as a relative link); default ""
 //! weight = 1.0                             # default 1: relative to the other kinds' (above 0)
 //! idempotency_key = true                   # default false: sends an Idempotency-Key
@@ -51,12 +52,12 @@
 //!
 //! **Values.** Durations are written as humans write them (`"1500ms"`, `"90s"`, `"10m"`).
 //! Latencies are 0 to 1 h; a log-normal's `p50` is above zero and at most its `p99`, a
-//! uniform's `min` at most its `max`. Each fault has either a `status` (100 to 599, not a
-//! 2xx) or a `fault`, and a `share` of requests (0 to 1; a phase's shares sum to at most 1,
+//! uniform's `min` at most its `max`. Each fault has either a `status` (an error: 400 to
+//! 599; a 1xx, 2xx or 3xx would not fail the call) or a `fault`, and a `share` of requests (0 to 1; a phase's shares sum to at most 1,
 //! the rest are answered `200`); `retry_after` (whole seconds, as the header says them) goes
 //! only with 429 and 503, `body_delay` (above zero) only with `slow_body`. A capacity serves
 //! 1 to 1,000,000 requests at once; beyond it latency grows with the queue, or requests are
-//! answered at once with `status` (default 503, not a 2xx). A quota allows `limit` requests
+//! answered at once with `status` (default 503; 400 to 599, as a fault's). A quota allows `limit` requests
 //! (1 to 10⁹, all replicas together) per fixed `window` (whole seconds, 1 s to 24 h),
 //! advertised in the chosen fields, and answers `429` with `Retry-After` beyond it.
 //!
@@ -421,8 +422,11 @@ const SHARE: Real = Real {
     min_included: true,
     max: 1.0,
 };
-/// A status: the HTTP range.
-const STATUS: Count = Count { min: 100, max: 599 };
+/// A fault's `status`, and a capacity's rejection `status`: an error, 4xx or 5xx. Nothing
+/// else fails a call: a 1xx is never a final answer (the client waits for the one after
+/// it), a 2xx is a success, and a 3xx is an answer too (the caller gets it, nothing retries
+/// it), so such a "fault" would succeed.
+const STATUS: Count = Count { min: 400, max: 599 };
 /// A fault's `retry_after`: whole seconds, as the header says them; zero (retry at once) to
 /// a day.
 const RETRY_AFTER: Span = Span {
@@ -864,13 +868,8 @@ fn read_kind(
     let kind = raw.get_ref();
     let method = match &kind.method {
         None => http::Method::GET,
-        Some(value) => http::Method::from_bytes(value.get_ref().as_bytes()).map_err(|_| {
-            src.fail_at(
-                value,
-                "method",
-                "not an HTTP method; write e.g. \"GET\" or \"POST\"",
-            )
-        })?,
+        Some(value) => standard_method(value.get_ref())
+            .ok_or_else(|| src.fail_at(value, "method", unknown_method(value.get_ref())))?,
     };
     let path = match &kind.path {
         None => String::new(),
@@ -910,6 +909,36 @@ fn read_kind(
         idempotency_key: kind.idempotency_key,
         criticality,
     })
+}
+
+/// The standard methods a mix may use (RFC 9110's and PATCH), in any case.
+const METHODS: [http::Method; 9] = [
+    http::Method::GET,
+    http::Method::HEAD,
+    http::Method::POST,
+    http::Method::PUT,
+    http::Method::DELETE,
+    http::Method::CONNECT,
+    http::Method::OPTIONS,
+    http::Method::TRACE,
+    http::Method::PATCH,
+];
+
+/// `text` as one of [`METHODS`], whatever its case. Any other method would be sent as a
+/// custom one, which no policy treats as idempotent: `"get"` would never be retried.
+fn standard_method(text: &str) -> Option<http::Method> {
+    METHODS
+        .iter()
+        .find(|m| m.as_str().eq_ignore_ascii_case(text))
+        .cloned()
+}
+
+fn unknown_method(text: &str) -> String {
+    let allowed: Vec<&str> = METHODS.iter().map(http::Method::as_str).collect();
+    format!(
+        "{text:?} is not a standard HTTP method; write one of {} (in any case)",
+        allowed.join(", ")
+    )
 }
 
 fn read_phases(
@@ -1081,15 +1110,21 @@ fn read_capacity(src: &Source<'_>, raw: &Spanned<RawCapacity>) -> Result<Option<
     }
 }
 
-/// A status that is not a success: a fault's, or a rejection's.
+/// An error status ([`STATUS`]): a fault's, or a rejection's.
 fn fault_status(status: i64) -> Result<u16, String> {
-    let status = STATUS.check(status)?;
-    if (200..300).contains(&status) {
-        return Err(format!(
-            "{status} is a success: a fault's status is not 2xx"
-        ));
-    }
-    u16::try_from(status).map_err(|_| format!("{status} is out of range"))
+    let checked = STATUS.check(status).map_err(|range| {
+        let why = match status {
+            100..=199 => "a 1xx is not a final answer",
+            200..=299 => "a 2xx is a success",
+            300..=399 => "a 3xx is an answer, not a failure",
+            _ => return range,
+        };
+        format!(
+            "{status} does not fail a call ({why}): write an error status, {} to {} (e.g. 503)",
+            STATUS.min, STATUS.max
+        )
+    })?;
+    u16::try_from(checked).map_err(|_| format!("{status} is out of range"))
 }
 
 fn read_quota(src: &Source<'_>, raw: &Spanned<RawQuota>) -> Result<Option<Quota>, Error> {
@@ -1951,6 +1986,115 @@ at = "3m"
             &["unknown key \"odds\"", "allowed: status, fault, share"],
         );
         assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
+    /// A method is one of the standard ones in any case, read as its upper-case self: `"get"`
+    /// is `GET` (idempotent, retried), not a custom method `get` that nothing retries.
+    #[test]
+    fn methods_are_the_standard_ones_in_any_case() -> Result<(), Error> {
+        let mix = |method: &str| {
+            with(
+                "rate = 10\n",
+                &format!("rate = 10\n[[load.mix]]\nmethod = \"{method}\"\n"),
+            )
+        };
+        for (written, read) in [
+            ("get", http::Method::GET),
+            ("Get", http::Method::GET),
+            ("head", http::Method::HEAD),
+            ("post", http::Method::POST),
+            ("put", http::Method::PUT),
+            ("delete", http::Method::DELETE),
+            ("connect", http::Method::CONNECT),
+            ("options", http::Method::OPTIONS),
+            ("trace", http::Method::TRACE),
+            ("pAtCh", http::Method::PATCH),
+            ("PATCH", http::Method::PATCH),
+        ] {
+            let s = Scenario::from_toml(&mix(written))?;
+            assert_eq!(s.load.mix[0].method, read, "{written}");
+        }
+        // What it changes: a lowercase GET is retried as a GET is.
+        assert!(
+            Scenario::from_toml(&mix("get"))?.load.mix[0]
+                .method
+                .is_idempotent()
+        );
+        let mut bad = Vec::new();
+        for custom in ["FETCH", "purge", "GETS", ""] {
+            check(
+                &mut bad,
+                &mix(custom),
+                8,
+                &[
+                    "\"method\"",
+                    "not a standard HTTP method",
+                    "GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH",
+                    "in [[load.mix]]",
+                ],
+            );
+        }
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+        Ok(())
+    }
+
+    /// A fault's status, and a rejection's, fail the call: 4xx or 5xx. A 1xx is no final
+    /// answer, a 3xx is an answer: neither is a fault (the "fault" would succeed).
+    #[test]
+    fn statuses_are_errors() -> Result<(), Error> {
+        let phase = |line: &str| with("latency = \"20ms\"", &format!("latency = \"20ms\"\n{line}"));
+        let mut bad = Vec::new();
+        for (status, why) in [
+            (100, "1xx"),
+            (199, "1xx"),
+            (204, "2xx"),
+            (301, "3xx"),
+            (304, "3xx"),
+            (399, "3xx"),
+        ] {
+            check(
+                &mut bad,
+                &phase(&format!("faults = [{{ status = {status}, share = 0.5 }}]")),
+                12,
+                &["\"status\"", why, "400 to 599", "in [[phase]] \"only\""],
+            );
+            check(
+                &mut bad,
+                &phase(&format!(
+                    "capacity = {{ concurrency = 1, beyond = \"reject\", status = {status} }}"
+                )),
+                12,
+                &["\"status\"", why, "400 to 599", "in [[phase]] \"only\""],
+            );
+        }
+        for status in [99, 600] {
+            check(
+                &mut bad,
+                &phase(&format!("faults = [{{ status = {status}, share = 0.5 }}]")),
+                12,
+                &["\"status\"", "at least 400", "at most 599"],
+            );
+        }
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+        for status in [400, 404, 429, 500, 599] {
+            let s = Scenario::from_toml(&phase(&format!(
+                "faults = [{{ status = {status}, share = 0.5 }}]\n\
+                 capacity = {{ concurrency = 1, beyond = \"reject\", status = {status} }}"
+            )))?;
+            let phase = &s.phases[0];
+            assert_eq!(
+                phase.faults[0].kind,
+                FaultKind::Status {
+                    status,
+                    retry_after: None
+                }
+            );
+            assert_eq!(
+                phase.capacity.map(|c| c.beyond),
+                Some(Beyond::Reject { status })
+            );
+        }
+        Ok(())
     }
 
     #[test]
