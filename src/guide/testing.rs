@@ -93,6 +93,15 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Where a script is not enough (the answer depends on the time, on the load, on the request),
+//! [`FaultServer::respond_with`](crate::testkit::FaultServer::respond_with) (one path) and
+//! [`respond_with_any`](crate::testkit::FaultServer::respond_with_any) (every other path)
+//! answer with what a function of the request returns when it arrives;
+//! [`Reply::body_after`](crate::testkit::Reply::body_after) sends a body some time after its
+//! head, and [`Reply::hold`](crate::testkit::Reply::hold) keeps a value (a counter's guard)
+//! alive until the reply is over. The simulator's faithfulness test serves its modelled
+//! dependency so ([`guide::simulate`](super::simulate)).
 
 // The page links to items of the `testkit` feature: docs.rs builds every feature, and a build
 // without it would only find those links broken.
