@@ -65,7 +65,7 @@ fn both_ways(
     label: &str,
     policy: &str,
 ) -> Result<(Report, Report), Box<dyn Error>> {
-    let simulation = Simulation::new(Scenario::from_toml(scenario)?).policy_toml(label, policy);
+    let simulation = Simulation::new(Scenario::from_toml(scenario)?).config_toml(label, policy);
     let simulated = simulation.run()?;
     let _alone = LOOPBACK.lock().unwrap_or_else(PoisonError::into_inner);
     let real = simulation.run_on_loopback()?;

@@ -151,12 +151,12 @@ fn simulate(args: &Args) -> Result<Vec<Report>, crate::Error> {
         scenario.seed = seed;
     }
     let baseline = match &args.config {
-        Some(path) => Simulation::new(scenario.clone()).policy_file(path),
+        Some(path) => Simulation::new(scenario.clone()).config_file(path),
         None => Simulation::new(scenario.clone()),
     };
     let mut reports = vec![baseline.run()?];
     if let Some(path) = &args.compare {
-        reports.push(Simulation::new(scenario).policy_file(path).run()?);
+        reports.push(Simulation::new(scenario).config_file(path).run()?);
     }
     Ok(reports)
 }

@@ -112,7 +112,7 @@ pub use scenario::Scenario;
 /// use resilient_http::sim::{Scenario, Simulation};
 ///
 /// let scenario = Scenario::from_file("examples/scenarios/outage.toml")?;
-/// let report = Simulation::new(scenario).policy_file("policy.toml").run()?;
+/// let report = Simulation::new(scenario).config_file("policy.toml").run()?;
 /// println!("{}", report.to_json());
 /// # Ok::<(), resilient_http::Error>(())
 /// ```
@@ -142,16 +142,18 @@ impl Simulation {
         }
     }
 
-    /// Under the policy file at `path` (as
-    /// [`ClientBuilder::config_file`](crate::ClientBuilder::config_file) reads it); the
-    /// report's `policy` is the file's name.
-    pub fn policy_file(mut self, path: impl Into<PathBuf>) -> Self {
+    /// Under the policy file at `path`, as
+    /// [`ClientBuilder::config_file`](crate::ClientBuilder::config_file) reads it (the same
+    /// name, as the command line's `--config`); the report's `policy` is the file's name.
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.policy = PolicySource::File(path.into());
         self
     }
 
-    /// Under the policy TOML `text`, labelled `label` in the report.
-    pub fn policy_toml(mut self, label: impl Into<String>, text: impl Into<String>) -> Self {
+    /// Under the policy TOML `text`, as
+    /// [`ClientBuilder::config_toml`](crate::ClientBuilder::config_toml) reads it, labelled
+    /// `label` in the report (its `policy`) and in errors (where a file would be named).
+    pub fn config_toml(mut self, label: impl Into<String>, text: impl Into<String>) -> Self {
         self.policy = PolicySource::Toml(label.into(), text.into());
         self
     }
@@ -188,10 +190,10 @@ impl Simulation {
 ///
 /// let scenario = Scenario::from_file("examples/scenarios/outage.toml")?;
 /// let baseline = Simulation::new(scenario.clone())
-///     .policy_file("examples/scenarios/policies/default.toml")
+///     .config_file("examples/scenarios/policies/default.toml")
 ///     .run()?;
 /// let other = Simulation::new(scenario)
-///     .policy_file("examples/scenarios/policies/no-budget.toml")
+///     .config_file("examples/scenarios/policies/no-budget.toml")
 ///     .run()?;
 /// let reports = [baseline, other];
 /// std::fs::write("outage.html", sim::html(&reports))?;

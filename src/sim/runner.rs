@@ -1097,7 +1097,7 @@ pub(crate) mod tests {
             20,
             vec![phase("down", 0, fixed(5), vec![status(503, 1.0)])],
         )?)
-        .policy_toml("no-budget", policy);
+        .config_toml("no-budget", policy);
         let report = sim.run()?;
         invariants(&report);
         let t = &report.total;
@@ -1160,7 +1160,7 @@ pub(crate) mod tests {
         let flaky = vec![status(503, 0.2)];
         let phases = vec![phase("flaky", 0, lognormal, flaky)];
         let policy = "[default]\nmax_attempts = 3\n[default.hedge]\nafter = \"50ms\"\n";
-        let sim = Simulation::new(scenario(50.0, 20, phases)?).policy_toml("hedged", policy);
+        let sim = Simulation::new(scenario(50.0, 20, phases)?).config_toml("hedged", policy);
         let mut first = sim.run()?;
         let mut second = sim.run()?;
         first.real_secs = 0.0;
@@ -1177,7 +1177,7 @@ pub(crate) mod tests {
         );
         let mut other = sim.scenario().clone();
         other.seed += 1;
-        let mut third = Simulation::new(other).policy_toml("hedged", policy).run()?;
+        let mut third = Simulation::new(other).config_toml("hedged", policy).run()?;
         third.real_secs = 0.0;
         third.seed = first.seed;
         assert_ne!(first, third);
@@ -1238,7 +1238,7 @@ pub(crate) mod tests {
         assert_eq!(text.lines().count(), policy.lines().count());
         let mut fleet = scenario(80.0, 10, vec![phase("p", 0, fixed(10), vec![])])?;
         fleet.replicas = 4;
-        let report = Simulation::new(fleet).policy_toml("redis", policy).run()?;
+        let report = Simulation::new(fleet).config_toml("redis", policy).run()?;
         invariants(&report);
         // 10 a second for the whole fleet (its burst aside), not for each of the 4 replicas.
         let rates = &report.series.attempts_rps;
@@ -1249,14 +1249,14 @@ pub(crate) mod tests {
         // A table the line-by-line rewrite cannot find is refused, never sent to Redis.
         let inline = "redis = { url = \"redis://localhost\" }\n[default]\nmax_attempts = 2\n";
         let error = Simulation::new(scenario(1.0, 1, vec![])?)
-            .policy_toml("inline.toml", inline)
+            .config_toml("inline.toml", inline)
             .run()
             .err()
             .ok_or("an inline [redis] table is refused")?;
         assert!(error.to_string().contains("`[redis]`"), "{error}");
         let broken = "[default]\nmax_attempts = 0\n[redis]\nurl = \"redis://localhost\"\n";
         let error = Simulation::new(scenario(1.0, 1, vec![])?)
-            .policy_toml("broken.toml", broken)
+            .config_toml("broken.toml", broken)
             .run()
             .err()
             .ok_or("0 attempts is refused")?;
@@ -1350,7 +1350,7 @@ pub(crate) mod tests {
                     .try_init();
             }
             let report = Simulation::new(outage.clone())
-                .policy_toml(&label, policy)
+                .config_toml(&label, policy)
                 .run()?;
             // The gate: under 10 s real for 10 virtual minutes, in release.
             assert!(
