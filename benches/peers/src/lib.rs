@@ -591,6 +591,24 @@ impl AnyStack {
         }
     }
 
+    /// One call of `url`; `true` when it succeeded and read the 2-byte body.
+    pub async fn call(&self, url: &'static str) -> bool {
+        match self {
+            AnyStack::Reqwest(s) => s.call(url).await,
+            AnyStack::ReqwestTimeout(s) => s.call(url).await,
+            AnyStack::MiddlewareRetry(s) => s.call(url).await,
+            AnyStack::TowerRetry(s) => s.call(url).await,
+            AnyStack::ResilientLayers(s) => s.call(url).await,
+            AnyStack::TowerResilience(s) => s.call(url).await,
+            AnyStack::Floor(s) => s.call(url).await,
+            AnyStack::Resilient(s) => s.call(url).await,
+            AnyStack::ResilientBytes(s) => s.call(url).await,
+            AnyStack::ResilientMiddleware(s) => s.call(url).await,
+            AnyStack::ReqwestTimeoutKeys(s) => s.call(url).await,
+            AnyStack::ResilientKeys(s) => s.call(url).await,
+        }
+    }
+
     /// How many endpoints the stack calls in turn (1 but for the [`KEYS_STACKS`]).
     pub fn keys(&self) -> usize {
         match self {
