@@ -67,6 +67,13 @@ pub(crate) trait Entry: Send + Sync + 'static {
     fn busy(&self) -> bool;
     /// Dropped from the map (calls holding it keep it until they end).
     fn evicted(&self, _key: &str) {}
+    /// No longer to be handed out: a lookup that finds it makes a new entry in its place,
+    /// which replaces it in the snapshot at the next rebuild (an entry of a cache whose
+    /// parts another map dropped). Asked on every lookup that finds it.
+    #[inline]
+    fn stale(&self) -> bool {
+        false
+    }
 }
 
 /// foldhash instead of SipHash: the lookup runs on every call, and a per-process random seed
@@ -131,16 +138,19 @@ impl<T: Entry> Keyed<T> {
     /// once per key and insertion).
     #[inline]
     pub(crate) fn get_or_insert(&self, key: &str, make: impl FnOnce(Arc<str>) -> T) -> Arc<T> {
-        if let Some(entry) = self.map.load().get(key) {
+        if let Some(entry) = self.map.load().get(key)
+            && !entry.stale()
+        {
             self.touch(entry);
             return entry.clone();
         }
         self.insert(key, make)
     }
 
-    /// Notes that `entry` was used now (written only when that changed).
+    /// Notes that `entry` was used now (written only when that changed): for a caller that
+    /// found it elsewhere (a cache over this map), so that it is not taken for idle.
     #[inline]
-    fn touch(&self, entry: &T) {
+    pub(crate) fn touch(&self, entry: &T) {
         let now = self.insertions.load(Relaxed);
         if entry.last_used().load(Relaxed) != now {
             entry.last_used().store(now, Relaxed);
@@ -155,10 +165,11 @@ impl<T: Entry> Keyed<T> {
         let mut newest = self.lock();
         // The snapshot changes only under the lock: this one is current until it is let go.
         let mut current = self.map.load_full();
-        if let Some(entry) = current.get(key) {
+        if let Some(entry) = current.get(key).filter(|entry| !entry.stale()) {
             return entry.clone();
         }
-        if let Some(entry) = newest.map.get(key).cloned() {
+        // A stale entry here is replaced by the insertion below.
+        if let Some(entry) = newest.map.get(key).filter(|entry| !entry.stale()).cloned() {
             self.touch(&entry);
             newest.hits += 1;
             if newest.due(current.len()) {
@@ -226,10 +237,14 @@ impl<T: Entry> Keyed<T> {
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<Arc<T>> {
-        if let Some(entry) = self.map.load().get(key) {
+        if let Some(entry) = self.map.load().get(key).filter(|entry| !entry.stale()) {
             return Some(entry.clone());
         }
-        self.lock().map.get(key).cloned()
+        self.lock()
+            .map
+            .get(key)
+            .filter(|entry| !entry.stale())
+            .cloned()
     }
 
     pub(crate) fn keys(&self) -> Vec<Arc<str>> {

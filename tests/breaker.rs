@@ -583,6 +583,57 @@ async fn through_the_client_an_open_circuit_ends_the_retries_at_once() {
     );
 }
 
+/// A policy finds an endpoint's breaker and guards in one lookup (a cache over the two
+/// registries): a breaker its registry dropped is not used again, the registry's new one is,
+/// so forcing that one open turns the next call away.
+#[tokio::test(start_paused = true)]
+async fn through_the_client_a_breaker_its_registry_dropped_is_not_used_again() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/ok", [Reply::ok("ok")]);
+    let client = Client::builder()
+        .circuit_breaker(BreakerConfig::builder().max_breakers(2).build().unwrap())
+        .build()
+        .unwrap();
+    let breakers = client.breakers().unwrap();
+    let key = format!("http://{}", server.addr());
+    client.get(server.url("/ok")).send().await.unwrap();
+    assert!(breakers.get(&key).is_some());
+    // Two more endpoints fill the registry: the idlest, the server's, is dropped.
+    breakers.get_or_create("http://a.test");
+    breakers.get_or_create("http://b.test");
+    assert!(breakers.get(&key).is_none(), "dropped as the idlest");
+    breakers.get_or_create(&key).force_open();
+    let refused = client.get(server.url("/ok")).send().await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::CircuitOpen);
+    assert_eq!(server.hits("/ok"), 1);
+}
+
+/// Calls that find their breaker through the policy's cache mark it used in its registry,
+/// so that new endpoints push out the idle ones, not the one in use: a handle taken early
+/// still steers the calls.
+#[tokio::test(start_paused = true)]
+async fn through_the_client_a_breaker_in_use_is_not_taken_for_idle() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/ok", [Reply::ok("ok")]);
+    let client = Client::builder()
+        .circuit_breaker(BreakerConfig::builder().max_breakers(4).build().unwrap())
+        .build()
+        .unwrap();
+    let breakers = client.breakers().unwrap();
+    let key = format!("http://{}", server.addr());
+    client.get(server.url("/ok")).send().await.unwrap();
+    let handle = breakers.get(&key).unwrap();
+    for i in 0..20 {
+        breakers.get_or_create(&format!("http://h{i}.test"));
+        client.get(server.url("/ok")).send().await.unwrap();
+        assert!(breakers.len() <= 4);
+    }
+    handle.force_open();
+    let refused = client.get(server.url("/ok")).send().await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::CircuitOpen);
+    assert_eq!(server.hits("/ok"), 21);
+}
+
 /// The scenario of a reported defect: a healthy period with calls from many threads, then a
 /// total outage seen from the test's thread only. Returns how many failing calls went out
 /// before the breaker turned calls away (`None`: never, in 300). The window must be the
