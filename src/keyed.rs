@@ -4,21 +4,32 @@
 //! floor so that the breaker and the guards both build on it.
 //!
 //! Lookups happen on every call, new endpoints rarely: the map is an immutable snapshot
-//! behind an `ArcSwap`, read without a lock; adding an endpoint copies it under a writers'
-//! mutex. When the map is full, the idlest entries are dropped, and only idle ones: an entry
-//! that still constrains a call (an open breaker, a spent rate limit, a drawn-down retry
-//! budget, a hold, calls in flight or queued) is never dropped, since a fresh one in its
-//! place would forget that limit. When every entry is busy the map grows past its bound
-//! instead, counted and said once at WARN ([`over_bound`](crate::telemetry::overload)); it
-//! shrinks back as its entries become idle and new endpoints come. "Idle" is measured in
-//! insertions, not time: each entry notes the map's insertion count when used, which is
-//! written only when it changed, so steady traffic writes nothing shared. Whether an entry is
-//! busy is asked only when an insertion finds the map full, never on a lookup.
+//! behind an `ArcSwap`, read without a lock. A new endpoint does not copy that snapshot (at
+//! a thousand entries the copy cost ≈ 90k instructions, more than the whole request, and a
+//! service calling a few thousand hosts round robin met it on every call): it goes into a
+//! small map beside it, under the writers' mutex, and the snapshot is rebuilt with the newest
+//! entries only once they number half of it, so each new endpoint pays O(1) amortised and no
+//! system call. A lookup that finds its entry among the newest (under the lock) counts as
+//! one of them too, so an endpoint called again soon is in the lock-free snapshot after a
+//! bounded number of locked lookups, however few endpoints come after it.
+//!
+//! When the map is full, the idlest entries are dropped, in a batch (down to three quarters
+//! of the bound, so that the rebuild is amortised over a quarter of the bound's insertions),
+//! and only idle ones: an entry that still constrains a call (an open breaker, a spent rate
+//! limit, a drawn-down retry budget, a hold, calls in flight or queued) is never dropped,
+//! since a fresh one in its place would forget that limit. When every entry is busy the map
+//! grows past its bound instead, counted and said once at WARN
+//! ([`over_bound`](crate::telemetry::overload)); it shrinks back as its entries become idle
+//! and new endpoints come (tried again every quarter of the bound's insertions, so that a
+//! map of busy entries is not scanned for every new one). "Idle" is measured in insertions,
+//! not time: each entry notes the map's insertion count when used, which is written only
+//! when it changed, so steady traffic writes nothing shared. Whether an entry is busy is
+//! asked only when an insertion finds the map full, never on a lookup.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
 use url::{Position, Url};
@@ -56,6 +67,13 @@ pub(crate) trait Entry: Send + Sync + 'static {
     fn busy(&self) -> bool;
     /// Dropped from the map (calls holding it keep it until they end).
     fn evicted(&self, _key: &str) {}
+    /// No longer to be handed out: a lookup that finds it makes a new entry in its place,
+    /// which replaces it in the snapshot at the next rebuild (an entry of a cache whose
+    /// parts another map dropped). Asked on every lookup that finds it.
+    #[inline]
+    fn stale(&self) -> bool {
+        false
+    }
 }
 
 /// foldhash instead of SipHash: the lookup runs on every call, and a per-process random seed
@@ -64,8 +82,11 @@ type Map<T> = HashMap<Arc<str>, Arc<T>, foldhash::fast::RandomState>;
 
 /// Entries by endpoint key, at most `max` of them.
 pub(crate) struct Keyed<T> {
+    /// Every entry but the newest: what a lookup reads, without a lock. Replaced (under the
+    /// writers' lock) when the newest are merged in or a batch is dropped.
     map: ArcSwap<Map<T>>,
-    writer: Mutex<()>,
+    /// The newest entries, and what decides when they are merged: the writers' lock.
+    writer: Mutex<Newest<T>>,
     insertions: AtomicU64,
     max: usize,
     /// What the map holds (`breakers`, `overload_guards`), as its telemetry names it.
@@ -74,15 +95,40 @@ pub(crate) struct Keyed<T> {
     warned: AtomicBool,
 }
 
+/// The entries added since the snapshot was last rebuilt.
+struct Newest<T> {
+    map: Map<T>,
+    /// Lookups that found their entry here (under the lock) since the last rebuild.
+    hits: usize,
+    /// How many entries the whole map may hold before dropping idle ones is tried again:
+    /// the bound, or more after a try that found too few idle entries.
+    evict_at: usize,
+}
+
+impl<T> Newest<T> {
+    /// Whether it is time to merge these into a snapshot of `len` entries: once they
+    /// (with the lookups that found one of them) number half of it, so that the copy costs
+    /// each of those O(1), and at once while the snapshot is empty (a client's first
+    /// endpoint, its only one for many, goes lock-free from its second call).
+    fn due(&self, len: usize) -> bool {
+        self.map.len() + self.hits > len / 2
+    }
+}
+
 impl<T: Entry> Keyed<T> {
     /// A map of at most `max` idle entries (more only while they are busy); `kind` names it
     /// in telemetry.
     pub(crate) fn new(max: usize, kind: &'static str) -> Self {
+        let max = max.max(1);
         Keyed {
             map: ArcSwap::from_pointee(Map::default()),
-            writer: Mutex::new(()),
+            writer: Mutex::new(Newest {
+                map: Map::default(),
+                hits: 0,
+                evict_at: max,
+            }),
             insertions: AtomicU64::new(0),
-            max: max.max(1),
+            max,
             kind,
             warned: AtomicBool::new(false),
         }
@@ -92,46 +138,119 @@ impl<T: Entry> Keyed<T> {
     /// once per key and insertion).
     #[inline]
     pub(crate) fn get_or_insert(&self, key: &str, make: impl FnOnce(Arc<str>) -> T) -> Arc<T> {
-        if let Some(entry) = self.map.load().get(key) {
-            let now = self.insertions.load(Relaxed);
-            if entry.last_used().load(Relaxed) != now {
-                entry.last_used().store(now, Relaxed);
-            }
+        if let Some(entry) = self.map.load().get(key)
+            && !entry.stale()
+        {
+            self.touch(entry);
             return entry.clone();
         }
         self.insert(key, make)
     }
 
+    /// Notes that `entry` was used now (written only when that changed): for a caller that
+    /// found it elsewhere (a cache over this map), so that it is not taken for idle.
+    #[inline]
+    pub(crate) fn touch(&self, entry: &T) {
+        let now = self.insertions.load(Relaxed);
+        if entry.last_used().load(Relaxed) != now {
+            entry.last_used().store(now, Relaxed);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Newest<T>> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn insert(&self, key: &str, make: impl FnOnce(Arc<str>) -> T) -> Arc<T> {
-        let _writing = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let current = self.map.load_full();
-        if let Some(entry) = current.get(key) {
+        let mut newest = self.lock();
+        // The snapshot changes only under the lock: this one is current until it is let go.
+        let mut current = self.map.load_full();
+        if let Some(entry) = current.get(key).filter(|entry| !entry.stale()) {
             return entry.clone();
         }
-        let mut next: Map<T> = (*current).clone();
-        if next.len() >= self.max {
-            evict(&mut next, self.max);
-            if next.len() >= self.max {
-                // Every entry left still limits a call: grow rather than forget one.
-                let first = !self.warned.swap(true, Relaxed);
-                crate::telemetry::overload::over_bound(self.kind, next.len() + 1, self.max, first);
+        // A stale entry here is replaced by the insertion below.
+        if let Some(entry) = newest.map.get(key).filter(|entry| !entry.stale()).cloned() {
+            self.touch(&entry);
+            newest.hits += 1;
+            if newest.due(current.len()) {
+                self.merge(&current, &mut newest);
             }
+            return entry;
+        }
+        if current.len() + newest.map.len() >= newest.evict_at {
+            current = self.evict(&current, &mut newest);
+        }
+        let len = current.len() + newest.map.len();
+        if len >= self.max {
+            // Every entry left still limits a call: grow rather than forget one.
+            let first = !self.warned.swap(true, Relaxed);
+            crate::telemetry::overload::over_bound(self.kind, len + 1, self.max, first);
         }
         let key: Arc<str> = Arc::from(key);
         let entry = Arc::new(make(key.clone()));
         let epoch = self.insertions.fetch_add(1, Relaxed) + 1;
         entry.last_used().store(epoch, Relaxed);
-        next.insert(key, entry.clone());
-        self.map.store(Arc::new(next));
+        newest.map.insert(key, entry.clone());
+        if newest.due(current.len()) {
+            self.merge(&current, &mut newest);
+        }
         entry
     }
 
+    /// A new snapshot: `current` and the newest entries.
+    fn merge(&self, current: &Map<T>, newest: &mut Newest<T>) {
+        let mut next = current.clone();
+        next.extend(newest.map.drain());
+        newest.hits = 0;
+        self.map.store(Arc::new(next));
+    }
+
+    /// Drops idle entries, the idlest first, down to three quarters of the bound (room for
+    /// a quarter of it before the next batch) or as near as busy entries allow, and stores
+    /// what is left, the newest included, as the new snapshot. Only idle entries: a busy one
+    /// stays, however many there are; if too many do, the next try waits for the map to
+    /// grow by another quarter of the bound.
+    fn evict(&self, current: &Map<T>, newest: &mut Newest<T>) -> Arc<Map<T>> {
+        let batch = (self.max / 4).max(1);
+        let mut next = current.clone();
+        next.extend(newest.map.drain());
+        newest.hits = 0;
+        let excess = next.len().saturating_sub(self.max - batch);
+        let mut candidates: Vec<(u64, Arc<str>)> = next
+            .iter()
+            .filter(|(_, e)| !e.busy())
+            .map(|(key, e)| (e.last_used().load(Relaxed), key.clone()))
+            .collect();
+        let drop = excess.min(candidates.len());
+        if drop > 0 && drop < candidates.len() {
+            candidates.select_nth_unstable_by_key(drop, |c| c.0);
+        }
+        for (_, key) in candidates.into_iter().take(drop) {
+            if let Some(entry) = next.remove(&key) {
+                entry.evicted(&key);
+            }
+        }
+        newest.evict_at = self.max.max(next.len() + batch);
+        let next = Arc::new(next);
+        self.map.store(next.clone());
+        next
+    }
+
     pub(crate) fn get(&self, key: &str) -> Option<Arc<T>> {
-        self.map.load().get(key).cloned()
+        if let Some(entry) = self.map.load().get(key).filter(|entry| !entry.stale()) {
+            return Some(entry.clone());
+        }
+        self.lock()
+            .map
+            .get(key)
+            .filter(|entry| !entry.stale())
+            .cloned()
     }
 
     pub(crate) fn keys(&self) -> Vec<Arc<str>> {
-        self.map.load().keys().cloned().collect()
+        let newest = self.lock();
+        let current = self.map.load();
+        current.keys().chain(newest.map.keys()).cloned().collect()
     }
 
     /// The most entries it keeps.
@@ -140,26 +259,8 @@ impl<T: Entry> Keyed<T> {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.load().len()
-    }
-}
-
-/// Drops a sixteenth of the bound (at least one, and at least what the map holds over it),
-/// idlest first, so that the copy that each insertion makes is amortised over many
-/// insertions. Only idle entries: a busy one stays, however many there are.
-fn evict<T: Entry>(map: &mut Map<T>, max: usize) {
-    let excess = map.len() + 1 - max.min(map.len() + 1);
-    let batch = (max / 16).max(1).max(excess);
-    let mut candidates: Vec<(u64, Arc<str>)> = map
-        .iter()
-        .filter(|(_, e)| !e.busy())
-        .map(|(key, e)| (e.last_used().load(Relaxed), key.clone()))
-        .collect();
-    candidates.sort_unstable_by_key(|c| c.0);
-    for (_, key) in candidates.into_iter().take(batch) {
-        if let Some(entry) = map.remove(&key) {
-            entry.evicted(&key);
-        }
+        let newest = self.lock();
+        self.map.load().len() + newest.map.len()
     }
 }
 
@@ -232,6 +333,108 @@ mod tests {
         keyed.get_or_insert("later", item);
         assert!(keyed.len() <= 4, "{}", keyed.len());
         assert!(keyed.get("later").is_some());
+    }
+
+    /// Churn over ten times the bound: the map stays within it, the busy entries stay (the
+    /// same ones), an evicted key that comes back gets a fresh entry, and the snapshot is
+    /// rebuilt once per batch of insertions, not for each (each rebuild copies the map).
+    #[test]
+    fn churn_over_ten_times_the_bound_stays_bounded_and_rebuilds_rarely() {
+        let keyed = Keyed::new(64, "test");
+        let busy: Vec<_> = (0..8)
+            .map(|i| {
+                let entry = keyed.get_or_insert(&format!("busy{i}"), item);
+                entry.busy.store(true, Relaxed);
+                entry
+            })
+            .collect();
+        let first = keyed.get_or_insert("k0", item);
+        let mut rebuilds = 0;
+        let mut snapshot = keyed.map.load_full();
+        for i in 1..640 {
+            keyed.get_or_insert(&format!("k{i}"), item);
+            assert!(keyed.len() <= 64, "{} entries after k{i}", keyed.len());
+            let now = keyed.map.load_full();
+            if !Arc::ptr_eq(&now, &snapshot) {
+                rebuilds += 1;
+                snapshot = now;
+            }
+        }
+        assert!(
+            rebuilds * 8 <= 640,
+            "{rebuilds} rebuilds for 640 insertions"
+        );
+        for (i, entry) in busy.iter().enumerate() {
+            let kept = keyed.get(&format!("busy{i}"));
+            assert!(
+                kept.is_some_and(|kept| Arc::ptr_eq(&kept, entry)),
+                "busy{i}"
+            );
+        }
+        assert!(keyed.get("k0").is_none());
+        let again = keyed.get_or_insert("k0", item);
+        assert!(!Arc::ptr_eq(&first, &again));
+    }
+
+    /// An entry added among the newest (found under the lock) is in the lock-free snapshot
+    /// after a bounded number of lookups, even when no other endpoint comes after it; until
+    /// then every reader finds it all the same.
+    #[test]
+    fn a_new_entry_looked_up_again_reaches_the_snapshot() {
+        let keyed = Keyed::new(1024, "test");
+        for i in 0..100 {
+            keyed.get_or_insert(&format!("k{i}"), item);
+        }
+        let last = keyed.get_or_insert("last", item);
+        assert_eq!(keyed.len(), 101);
+        assert!(keyed.keys().iter().any(|key| &**key == "last"));
+        let mut lookups = 0;
+        while keyed.map.load().get("last").is_none() {
+            let found = keyed.get_or_insert("last", item);
+            assert!(Arc::ptr_eq(&found, &last));
+            lookups += 1;
+            assert!(
+                lookups <= 51,
+                "still not in the snapshot after {lookups} lookups"
+            );
+        }
+        assert!(
+            keyed
+                .get("last")
+                .is_some_and(|found| Arc::ptr_eq(&found, &last))
+        );
+        assert_eq!(keyed.len(), 101);
+    }
+
+    /// Threads asking at once for the same new key get one entry, made once.
+    #[test]
+    fn concurrent_inserts_of_one_key_make_one_entry() {
+        use std::sync::Barrier;
+        use std::sync::atomic::AtomicUsize;
+        let keyed = Keyed::new(16, "test");
+        for i in 0..12 {
+            keyed.get_or_insert(&format!("k{i}"), item);
+        }
+        let made = AtomicUsize::new(0);
+        let barrier = Barrier::new(8);
+        let entries: Vec<Arc<Item>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        keyed.get_or_insert("same", |key| {
+                            made.fetch_add(1, Relaxed);
+                            item(key)
+                        })
+                    })
+                })
+                .collect();
+            threads.into_iter().filter_map(|t| t.join().ok()).collect()
+        });
+        assert_eq!(entries.len(), 8);
+        assert_eq!(made.load(Relaxed), 1);
+        assert!(entries.iter().all(|entry| Arc::ptr_eq(entry, &entries[0])));
+        assert_eq!(keyed.len(), 13);
     }
 
     /// Each insertion past the bound is counted, under the map's kind.

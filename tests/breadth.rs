@@ -25,8 +25,9 @@ use tokio::sync::Notify;
 const ENDPOINTS: usize = 10_000;
 /// `BreakerConfig::default().max_breakers`, which also bounds the guards.
 const BOUND: usize = 1024;
-/// A full registry drops a sixteenth of its entries at once (`keyed.rs`).
-const EVICTED_AT_ONCE: usize = BOUND / 16;
+/// A full registry drops a quarter of its entries at once (`keyed.rs`: a sixteenth until
+/// issue 28, whose batches amortise the rebuild and the busy checks over more insertions).
+const EVICTED_AT_ONCE: usize = BOUND / 4;
 const IN_FLIGHT: usize = 32;
 /// How much resident memory may grow while calling endpoints beyond the bound.
 const RSS_GROWTH_BOUND_MIB: f64 = 16.0;
@@ -208,7 +209,7 @@ async fn ten_thousand_endpoints_stay_within_the_registries_bounds() {
         rss_after <= rss_full + RSS_GROWTH_BOUND_MIB,
         "RSS grew from {rss_full:.1} to {rss_after:.1} MiB once the registries were full"
     );
-    // Within the bound, and only just: eviction drops a sixteenth at a time.
+    // Within the bound, and only just: eviction drops a quarter at a time.
     assert!(most.load(Relaxed) <= BOUND, "{}", most.load(Relaxed));
     for (what, len) in [
         ("breakers", breakers.len()),

@@ -9,6 +9,7 @@ use resilient_http::breaker::{
     BreakerConfig, BreakerRegistry, CircuitBreakerLayer, State, StateChange, Window,
 };
 use resilient_http::classify::{ClassifyLayer, DefaultClassifier};
+use resilient_http::policy::EndpointPolicy;
 use resilient_http::retry::{Jitter, RetryPolicy};
 use resilient_http::testkit::{FaultServer, Reply};
 use resilient_http::{Client, Error, ErrorKind};
@@ -581,6 +582,103 @@ async fn through_the_client_an_open_circuit_ends_the_retries_at_once() {
         client.breakers().unwrap().get(&key).unwrap().state(),
         State::Open
     );
+}
+
+/// A policy finds an endpoint's breaker and guards in one lookup (a cache over the two
+/// registries): a breaker its registry dropped is not used again, the registry's new one is,
+/// so forcing that one open turns the next call away.
+#[tokio::test(start_paused = true)]
+async fn through_the_client_a_breaker_its_registry_dropped_is_not_used_again() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/ok", [Reply::ok("ok")]);
+    let client = Client::builder()
+        .circuit_breaker(BreakerConfig::builder().max_breakers(2).build().unwrap())
+        .build()
+        .unwrap();
+    let breakers = client.breakers().unwrap();
+    let key = format!("http://{}", server.addr());
+    client.get(server.url("/ok")).send().await.unwrap();
+    assert!(breakers.get(&key).is_some());
+    // Two more endpoints fill the registry: the idlest, the server's, is dropped.
+    breakers.get_or_create("http://a.test");
+    breakers.get_or_create("http://b.test");
+    assert!(breakers.get(&key).is_none(), "dropped as the idlest");
+    breakers.get_or_create(&key).force_open();
+    let refused = client.get(server.url("/ok")).send().await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::CircuitOpen);
+    assert_eq!(server.hits("/ok"), 1);
+}
+
+/// The same for the guards: guards their registry dropped are not used again, so the next
+/// call's are the registry's, as `Client::overload` shows. (The registry keeps a held
+/// endpoint's guards and drops the server's instead, while the policy's cache of pairs, whose
+/// entries are never busy, drops the held endpoint's pair and keeps the server's.)
+#[tokio::test(start_paused = true)]
+async fn through_the_client_guards_their_registry_dropped_are_not_used_again() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/ok", [Reply::ok("ok")]);
+    server.script("/held", [Reply::status(503).retry_after_secs(3600)]);
+    let client = Client::builder()
+        .circuit_breaker(BreakerConfig::builder().max_breakers(2).build().unwrap())
+        .default_policy(EndpointPolicy::new().retry_after_cap(Duration::from_secs(3600)))
+        .build()
+        .unwrap();
+    let port = server.addr().port();
+    let (key, held_key) = (
+        format!("http://{}", server.addr()),
+        format!("http://localhost:{port}"),
+    );
+    // The server's breaker stays in its registry whatever comes: only the guards go.
+    client
+        .breakers()
+        .unwrap()
+        .get_or_create(&key)
+        .force_closed();
+    let held = format!("{held_key}/held");
+    client.get(&held).no_retry().send().await.unwrap_err();
+    let held_for = client
+        .overload("default", &held_key)
+        .and_then(|o| o.held_for());
+    assert!(held_for.is_some(), "held");
+    client.get(server.url("/ok")).send().await.unwrap();
+    assert!(client.overload("default", &key).is_some());
+    // A third endpoint (nothing listens there) fills the registry: the held guards stay.
+    client
+        .get("http://127.0.0.2:1/")
+        .no_retry()
+        .send()
+        .await
+        .unwrap_err();
+    assert!(client.overload("default", &key).is_none(), "dropped");
+    assert!(client.overload("default", &held_key).is_some());
+    client.get(server.url("/ok")).send().await.unwrap();
+    assert!(client.overload("default", &key).is_some());
+}
+
+/// Calls that find their breaker through the policy's cache mark it used in its registry,
+/// so that new endpoints push out the idle ones, not the one in use: a handle taken early
+/// still steers the calls.
+#[tokio::test(start_paused = true)]
+async fn through_the_client_a_breaker_in_use_is_not_taken_for_idle() {
+    let server = FaultServer::start().await.unwrap();
+    server.script("/ok", [Reply::ok("ok")]);
+    let client = Client::builder()
+        .circuit_breaker(BreakerConfig::builder().max_breakers(4).build().unwrap())
+        .build()
+        .unwrap();
+    let breakers = client.breakers().unwrap();
+    let key = format!("http://{}", server.addr());
+    client.get(server.url("/ok")).send().await.unwrap();
+    let handle = breakers.get(&key).unwrap();
+    for i in 0..20 {
+        breakers.get_or_create(&format!("http://h{i}.test"));
+        client.get(server.url("/ok")).send().await.unwrap();
+        assert!(breakers.len() <= 4);
+    }
+    handle.force_open();
+    let refused = client.get(server.url("/ok")).send().await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::CircuitOpen);
+    assert_eq!(server.hits("/ok"), 21);
 }
 
 /// The scenario of a reported defect: a healthy period with calls from many threads, then a

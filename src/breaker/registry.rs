@@ -9,7 +9,7 @@
 //! `_OTHER` label; see the [telemetry docs](crate::telemetry).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use super::config::BreakerConfig;
 use super::state::{Breaker, Permit, Verdict};
@@ -44,12 +44,21 @@ impl Entry for Breaker {
     }
 
     fn evicted(&self, _key: &str) {
+        self.evicted.store(true, Relaxed);
         // Its series stay (a recorder cannot drop one): leave them saying what the next call
         // will find, a fresh closed breaker, rather than an open circuit that no longer is.
         #[cfg(feature = "metrics")]
         if self.busy() {
             crate::telemetry::meters::breaker_state(self.key(), State::Closed);
         }
+    }
+}
+
+impl Breaker {
+    /// Whether its registry dropped it (it never comes back: a new breaker takes its key).
+    #[inline]
+    pub(crate) fn dropped(&self) -> bool {
+        self.evicted.load(Relaxed)
     }
 }
 
@@ -79,7 +88,6 @@ impl BreakerRegistry {
             #[cfg(feature = "metrics")]
             {
                 use crate::telemetry::meters::{Series, breaker_series};
-                use std::sync::atomic::Ordering::Relaxed;
                 // Before the breaker exists, whose first act is to set its state gauge.
                 let own = inner.series.load(Relaxed) < inner.config.max_breakers;
                 if breaker_series(&key, own) == Series::New {
@@ -88,6 +96,13 @@ impl BreakerRegistry {
             }
             Breaker::new(key, inner.config.clone())
         })
+    }
+
+    /// Notes that `breaker`, one of its own, was used now (found through a cache over this
+    /// registry, not a lookup), so that it is not dropped as idle.
+    #[inline]
+    pub(crate) fn touch(&self, breaker: &Breaker) {
+        self.inner.breakers.touch(breaker);
     }
 
     /// The settings its breakers follow.

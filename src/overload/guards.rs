@@ -23,7 +23,7 @@
 //! - [`Guards::bulkhead`]: at most so many calls at once.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
@@ -254,6 +254,8 @@ pub(crate) struct Guards {
     /// ones outlive it, held by the policy).
     own: Own,
     last_used: AtomicU64,
+    /// Dropped from its registry: a cache that holds them must look the registry up again.
+    evicted: AtomicBool,
 }
 
 /// Which of an entry's parts are its own.
@@ -401,6 +403,7 @@ impl Guards {
             throttle,
             own,
             last_used: AtomicU64::new(0),
+            evicted: AtomicBool::new(false),
         }
     }
 
@@ -772,6 +775,12 @@ impl Guards {
         !spent
     }
 
+    /// Whether their registry dropped them (they never come back: new guards take the key).
+    #[inline]
+    pub(crate) fn dropped(&self) -> bool {
+        self.evicted.load(Relaxed)
+    }
+
     /// The endpoint key these guards belong to.
     pub(crate) fn key(&self) -> &str {
         &self.key
@@ -874,6 +883,10 @@ impl keyed::Entry for Guards {
         &self.last_used
     }
 
+    fn evicted(&self, _key: &str) {
+        self.evicted.store(true, Relaxed);
+    }
+
     /// Whether these guards still constrain a call, so that guards made afresh in their place
     /// would forget a limit: a hold, a rate limit not back to its full burst (its TAT ahead
     /// of now: spent or partly spent, or slots reserved by waiting calls), a retry budget
@@ -969,6 +982,13 @@ impl GuardRegistry {
         self.guards.get_or_insert(key, |key| {
             Guards::new(key, &self.config, self.fleet.as_ref(), &self.fixed)
         })
+    }
+
+    /// Notes that `guards`, an entry of its own, were used now (found through a cache over
+    /// this registry, not a lookup), so that they are not dropped as idle.
+    #[inline]
+    pub(crate) fn touch(&self, guards: &Guards) {
+        self.guards.touch(guards);
     }
 
     /// The guards of endpoint `key`, if a call has used them (and they were not evicted
