@@ -74,6 +74,7 @@ both!(
     a_transient_failure_waits_for_the_other_attempts,
     a_permanent_failure_ends_the_race,
     when_every_attempt_fails_the_retry_decides,
+    a_retry_is_hedged_after_its_own_send,
     hedges_come_one_after_another_up_to_max,
     hedges_spend_the_retry_budget,
     hedges_take_rate_limit_slots,
@@ -240,6 +241,37 @@ async fn when_every_attempt_fails_the_retry_decides(via: Via) {
         ]
     );
     assert_eq!(answer.history[2].delay_before, 100 * MS);
+}
+
+/// A retry is hedged as the first attempt is, 50 ms after it was sent: not at once (when
+/// the first attempt's hedge would have been due), not never. (The driver keeps one hedge
+/// timer per call, reset for each attempt.)
+async fn a_retry_is_hedged_after_its_own_send(via: Via) {
+    let server = FaultServer::start().await.unwrap();
+    server.script(
+        "/h",
+        [
+            Reply::status(503),
+            Reply::ok("slow").delay(SECOND),
+            Reply::ok("hedge"),
+        ],
+    );
+    let caller = hedged(via, 2, 1);
+    let start = Instant::now();
+
+    let answer = get(&caller, &server.url("/h")).await.unwrap();
+    assert_eq!(answer.body, "hedge");
+    // The retry goes out after its 100 ms of backoff, its hedge 50 ms later.
+    assert_eq!(start.elapsed(), 150 * MS);
+    assert_eq!(
+        summary(&answer.history),
+        [
+            (1, status_503(), false),
+            (2, AttemptOutcome::Cancelled, false),
+            (3, ok(), true),
+        ]
+    );
+    assert_eq!(answer.history[2].started_after, 150 * MS);
 }
 
 async fn hedges_come_one_after_another_up_to_max(via: Via) {

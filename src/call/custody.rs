@@ -32,6 +32,7 @@ pub(crate) struct Parked(());
 pub(crate) struct Out(());
 
 /// The request of a call, its copy, and a streaming body kept for replay.
+#[derive(Default)]
 pub(crate) struct Custody {
     // The request of the attempt about to go out, from when it is parked until it is taken
     // out (`take`).
@@ -45,14 +46,10 @@ pub(crate) struct Custody {
 }
 
 impl Custody {
-    /// The first attempt's request, parked; its token comes with the call's start.
+    /// Parks the first attempt's `request`; its token comes with the call's start.
     #[inline]
-    pub(crate) fn new(request: reqwest::Request) -> Self {
-        Custody {
-            parked: Some(request),
-            spare: None,
-            replay: None,
-        }
+    pub(crate) fn park_first(&mut self, request: reqwest::Request) {
+        self.parked = Some(request);
     }
 
     /// The parked request, if one is.

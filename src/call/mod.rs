@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
-use tokio::time::{Instant, Sleep, sleep};
+use tokio::time::{Instant, Sleep, sleep, sleep_until};
 
 use crate::breaker::Breaker;
 use crate::breaker::state::{Permit, Verdict};
@@ -29,7 +29,7 @@ use crate::caught::{call_caught, caught, hook_failed, poll_caught};
 use crate::classify::{Class, Classifier, Delivery, outcome, response_outcome};
 use crate::error::{BoxError, Error, ErrorKind, GiveUp};
 
-use crate::call::race::{Event, Race, Runner, answers};
+use crate::call::race::{Race, Runner, answers};
 use crate::call::record::Slot;
 use crate::call::state::{Next, RetryState};
 use crate::extras::Extras;
@@ -74,9 +74,11 @@ enum Stage<O, F> {
     /// The request's body factory, then the policy's hook, are preparing the next attempt's
     /// request (see [`Call::hooked_or_sent`]).
     Hook(BoxFuture<Result<reqwest::Request, Error>>, Out),
-    /// An attempt is waiting for the response's head.
+    /// An attempt is waiting for the response's head (and, if `Call::next_hedge` is set,
+    /// for its first hedge to come due).
     Send(F),
-    /// An attempt and its hedges are waiting for their heads, in `Call::race`.
+    /// An attempt and its hedges are waiting for their heads, in `Call::race`; the next
+    /// hedge, if any, is due at `Call::next_hedge`.
     Race,
     /// Reading the body into memory (for `send_buffered` or a body classifier).
     Buffer(BoxFuture<Result<Buffered, Error>>),
@@ -105,10 +107,13 @@ enum Unsent {
 /// [`InPlace`]) where it stays, then set up there: the retry state is large, and a move after
 /// a change copies it all. A macro, so that both constructors write `$place(Call { .. })` as
 /// one literal, the shape the compiler builds with the fewest copies (run M measured a
-/// function taking `$place` about 20 instructions dearer).
+/// function taking `$place` about 20 instructions dearer). The request (264 bytes) goes in
+/// last, straight into its place in the call: carried through the literal, it was copied
+/// from one stack slot to the next five times more (issue 28).
 macro_rules! new_call {
-    ($place:expr, $sender:expr, $policies:expr, $which:expr, $request:expr, $reader:expr, $buffered:expr) => {{
-        let (mut sender, policies, which, request) = ($sender, $policies, $which, $request);
+    ($place:expr, $sender:ident, $policies:ident, $which:ident, $request:ident, $reader:expr, $buffered:expr) => {{
+        let (mut sender, policies, which) = ($sender, $policies, $which);
+        let request = &$request;
         let chosen = policy(&policies, &which);
         sender.follow(chosen);
         let method = request.method().clone();
@@ -124,11 +129,12 @@ macro_rules! new_call {
             sender,
             policies,
             which,
-            retry: RetryState::new(retry_policy, deadline, request),
+            retry: RetryState::new(retry_policy, deadline),
             method,
             breaker,
             attempt: None,
             race: None,
+            next_hedge: None,
             reader: $reader,
             buffered: $buffered,
             refreshed_once: false,
@@ -148,6 +154,7 @@ macro_rules! new_call {
         }
         retry.guard_with(guards);
         retry.set_criticality(criticality);
+        retry.park_first($request);
         call
     }};
 }
@@ -215,8 +222,13 @@ pub(crate) struct Call<O, S: Sender = ClientSender> {
     breaker: Option<Arc<Breaker>>,
     // `Some` exactly while an attempt is in flight, outside a race.
     attempt: Option<Attempt>,
-    // The attempts in flight while hedging (see `crate::hedge`).
+    // The attempts in flight while hedging (see `crate::hedge`), from when the first hedge
+    // came due: until then the attempt is in `attempt`, as any other.
     race: Option<Box<Race<S::Future, Attempt>>>,
+    // When the next hedge is due, while one may be sent (see `hedge_due`): one timer for
+    // the call, reset for each hedge and each attempt, never polled outside `Send` and
+    // `Race`. Boxed, as the call must stay `Unpin` (see `Stage::Sleep`).
+    next_hedge: Option<Pin<Box<Sleep>>>,
     reader: Reader<O>,
     // Whether the body is read into memory inside the attempt.
     buffered: bool,
@@ -253,7 +265,18 @@ impl<O: Success, S: Sender> Call<O, S> {
         reader: Reader<O>,
         buffered: bool,
     ) -> Box<Self> {
-        new_call!(Box::new, sender, policies, which, request, reader, buffered)
+        // The box first, then the call written into it: built after the allocation, the
+        // call's literal goes straight into the box rather than onto the stack and then over.
+        let slot = Box::new_uninit();
+        new_call!(
+            |call| Box::write(slot, call),
+            sender,
+            policies,
+            which,
+            request,
+            reader,
+            buffered
+        )
     }
 
     /// A call, for a future that is boxed already (an `async_trait` middleware's) or that
@@ -438,22 +461,55 @@ impl<O: Success, S: Sender> Call<O, S> {
                 return self.done(Err(error));
             }
         };
-        match self.retry.hedges_after() {
-            None => {
-                self.attempt = Some(attempt);
-                self.stage = Stage::Send(sending);
-            }
-            Some(after) => {
-                let first = Runner {
-                    future: sending,
-                    slot: self.retry.take_slot(),
-                    attempt,
-                };
-                self.race = Some(Box::new(Race::new(first, after)));
-                self.stage = Stage::Race;
-            }
-        }
+        self.attempt = Some(attempt);
+        self.stage = Stage::Send(sending);
+        // No race until the first hedge is due: most answers come before it.
+        let after = self.retry.hedges_after();
+        self.arm_hedge(after.map(|after| now.checked_add(after).unwrap_or(now)));
         None
+    }
+
+    /// The next hedge is due `at`, or (`None`) no more are: the call's one hedge timer is
+    /// set (allocated at the first hedge a call may send), reset or dropped.
+    fn arm_hedge(&mut self, at: Option<Instant>) {
+        match (at, &mut self.next_hedge) {
+            (Some(at), Some(timer)) => timer.as_mut().reset(at),
+            (Some(at), None) => self.next_hedge = Some(Box::pin(sleep_until(at))),
+            (None, _) => self.next_hedge = None,
+        }
+    }
+
+    /// Whether the next hedge is due now; if not, the task is woken when it is.
+    fn hedge_due(&mut self, cx: &mut Context<'_>) -> bool {
+        let due = self
+            .next_hedge
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+        if due {
+            // Until `hedge` says when the one after is due.
+            self.next_hedge = None;
+        }
+        due
+    }
+
+    /// The first hedge is due while the attempt of `Stage::Send` is in flight: it becomes
+    /// the first runner of a race, which the hedge joins.
+    fn start_race(&mut self, cx: &mut Context<'_>) {
+        let Stage::Send(future) = std::mem::replace(&mut self.stage, Stage::Race) else {
+            return;
+        };
+        let Some(attempt) = self.attempt.take() else {
+            // Unreachable: an attempt is in flight while the stage is `Send`.
+            self.stage = Stage::Send(future);
+            return;
+        };
+        let first = Runner {
+            future,
+            slot: self.retry.take_slot(),
+            attempt,
+        };
+        self.race = Some(Box::new(Race::new(first)));
+        self.hedge(cx);
     }
 
     /// An attempt's request, admitted by the breaker and on its way at `now`, with how long
@@ -548,23 +604,23 @@ impl<O: Success, S: Sender> Call<O, S> {
             return;
         };
         // What the sender does at once (a layer's breaker, say) belongs to the hedge's span.
+        let now = Instant::now();
         let launched = {
             let _hedge = slot.enter();
-            self.launch(request, Instant::now(), out)
+            self.launch(request, now, out)
         };
         match launched {
             Ok((attempt, future)) => {
                 let after = self.retry.hedges_after();
                 if let Some(race) = &mut self.race {
-                    race.push(
-                        Runner {
-                            future,
-                            slot,
-                            attempt,
-                        },
-                        after,
-                    );
+                    race.push(Runner {
+                        future,
+                        slot,
+                        attempt,
+                    });
                 }
+                // After the newest attempt was sent: this one.
+                self.arm_hedge(after.map(|after| now.checked_add(after).unwrap_or(now)));
             }
             // Recorded as a hedge that was not sent; the race goes on.
             Err(Unsent::Refused(error, out) | Unsent::Expired(error, out)) => {
@@ -585,6 +641,7 @@ impl<O: Success, S: Sender> Call<O, S> {
     /// The current attempt decided the race, with an answer (`answered`) or as its last
     /// failure: the others are cancelled.
     fn end_race(&mut self, answered: bool) {
+        self.next_hedge = None;
         if let Some(mut race) = self.race.take() {
             let breaker = self.breaker.as_deref();
             race.cancel(&mut self.retry, answered, |attempt| {
@@ -1054,20 +1111,25 @@ impl<O: Success, S: Sender> Future for Call<O, S> {
                     };
                     this.hooked(request, out)
                 }
-                Stage::Send(sending) => {
-                    let head = ready!(in_attempt(&this.retry, sending, cx));
-                    this.received_head(head)
-                }
+                Stage::Send(sending) => match in_attempt(&this.retry, sending, cx) {
+                    Poll::Ready(head) => this.received_head(head),
+                    Poll::Pending if this.hedge_due(cx) => {
+                        this.start_race(cx);
+                        None
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
                 Stage::Race => {
                     let Some(race) = this.race.as_mut() else {
                         return Poll::Ready(Err(Error::polled_after_completion()));
                     };
-                    match ready!(race.poll(cx)) {
-                        Event::Hedge => {
+                    match race.poll(cx) {
+                        Poll::Ready((head, slot, attempt)) => this.came_back(head, slot, attempt),
+                        Poll::Pending if this.hedge_due(cx) => {
                             this.hedge(cx);
                             None
                         }
-                        Event::Ended(head, slot, attempt) => this.came_back(head, slot, attempt),
+                        Poll::Pending => return Poll::Pending,
                     }
                 }
                 Stage::Buffer(reading) => {

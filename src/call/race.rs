@@ -1,16 +1,16 @@
 //! The attempts of one call in flight at once: the first sent and its hedges.
 //!
 //! The driver keeps its attempts here, with what each needs of its own (`A`: its breaker
-//! permit and its token), and asks [`RetryState`] what to do when one ends.
+//! permit and its token), and asks [`RetryState`] what to do when one ends. A race is built
+//! only when the first hedge is due: until then the attempt is the call's only one, and the
+//! hedge's timer is the driver's (see `Call::hedge_due`), so hedging that never fires costs
+//! a call one timer, not a race's box, its vector and its polls.
 //!
 //! [`RetryState`]: crate::call::state::RetryState
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
-
-use tokio::time::{Sleep, sleep};
 
 use super::custody::Out;
 use super::record::Slot;
@@ -32,35 +32,22 @@ pub(crate) struct Runner<F, A> {
     pub(crate) attempt: A,
 }
 
-/// What happened in a race.
-pub(crate) enum Event<T, A> {
-    /// Time for the next hedge, if the call may send one.
-    Hedge,
-    /// This attempt ended, with this.
-    Ended(T, Slot, A),
-}
-
-/// The attempts in flight, and when the next hedge is due.
+/// The attempts in flight.
 pub(crate) struct Race<F, A> {
     runners: Vec<Runner<F, A>>,
-    next_hedge: Option<Pin<Box<Sleep>>>,
 }
 
 impl<F: Future + Unpin, A> Race<F, A> {
-    /// A race of one attempt; the first hedge is due in `after`.
-    pub(crate) fn new(first: Runner<F, A>, after: Duration) -> Self {
+    /// A race of one attempt, the one in flight when its first hedge came due.
+    pub(crate) fn new(first: Runner<F, A>) -> Self {
         let mut runners = Vec::with_capacity(2);
         runners.push(first);
-        Race {
-            runners,
-            next_hedge: Some(Box::pin(sleep(after))),
-        }
+        Race { runners }
     }
 
-    /// A hedge joins the race; the next one, if any, is due in `after`.
-    pub(crate) fn push(&mut self, runner: Runner<F, A>, after: Option<Duration>) {
+    /// A hedge joins the race.
+    pub(crate) fn push(&mut self, runner: Runner<F, A>) {
         self.runners.push(runner);
-        self.next_hedge = after.map(|after| Box::pin(sleep(after)));
     }
 
     /// Whether attempts are still in flight.
@@ -68,9 +55,9 @@ impl<F: Future + Unpin, A> Race<F, A> {
         !self.runners.is_empty()
     }
 
-    /// The first attempt to end, or that a hedge is due. Each attempt's future is polled
-    /// inside its own span.
-    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Event<F::Output, A>> {
+    /// The first attempt to end, with what it ended with, which attempt it was and what it
+    /// had of its own. Each attempt's future is polled inside its own span.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<(F::Output, Slot, A)> {
         for index in 0..self.runners.len() {
             let runner = &mut self.runners[index];
             let polled = {
@@ -79,14 +66,8 @@ impl<F: Future + Unpin, A> Race<F, A> {
             };
             if let Poll::Ready(output) = polled {
                 let Runner { slot, attempt, .. } = self.runners.swap_remove(index);
-                return Poll::Ready(Event::Ended(output, slot, attempt));
+                return Poll::Ready((output, slot, attempt));
             }
-        }
-        if let Some(due) = &mut self.next_hedge
-            && due.as_mut().poll(cx).is_ready()
-        {
-            self.next_hedge = None;
-            return Poll::Ready(Event::Hedge);
         }
         Poll::Pending
     }
@@ -107,7 +88,6 @@ impl<F: Future + Unpin, A> Race<F, A> {
         answered: bool,
         mut end: impl FnMut(A) -> Out,
     ) {
-        self.next_hedge = None;
         for runner in self.runners.drain(..) {
             let Runner { slot, attempt, .. } = runner;
             let out = end(attempt);

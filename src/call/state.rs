@@ -81,17 +81,14 @@ pub(crate) struct RetryState {
 }
 
 impl RetryState {
-    /// A call of `request`, not yet begun; its clock starts when it [begins](Self::begin).
+    /// A call, not yet begun, whose request [`park_first`](Self::park_first) gives; its
+    /// clock starts when it [begins](Self::begin).
     #[inline]
-    pub(crate) fn new(
-        policy: Arc<RetryPolicy>,
-        deadline: Option<Duration>,
-        request: reqwest::Request,
-    ) -> Self {
+    pub(crate) fn new(policy: Arc<RetryPolicy>, deadline: Option<Duration>) -> Self {
         // A stand-in until `begin` starts the call's clock; nothing reads it before.
         let clock = CallClock::unstarted();
         RetryState {
-            custody: Custody::new(request),
+            custody: Custody::default(),
             record: Record::new(clock.started()),
             extra_allowed: 0,
             extra_used: 0,
@@ -110,6 +107,13 @@ impl RetryState {
             may_hedge: true,
             delays: None,
         }
+    }
+
+    /// Parks the call's `request` for its first attempt, where the call already is (see
+    /// `new_call!`): set before the call begins.
+    #[inline]
+    pub(crate) fn park_first(&mut self, request: reqwest::Request) {
+        self.custody.park_first(request);
     }
 
     /// The endpoint's guards: the call deposits into their retry budget when it begins, and
