@@ -975,6 +975,7 @@ impl ClientBuilder {
         crate::telemetry::describe();
         let mut policies = Policies {
             default,
+            index: Policies::rule_index(&endpoints),
             endpoints,
             client_timeout: None,
             fleet,

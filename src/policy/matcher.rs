@@ -122,6 +122,24 @@ impl Matcher {
         self
     }
 
+    /// The host this matcher selects, for the rule index (`policy::index`).
+    pub(super) fn host_key(&self) -> Option<HostKey<'_>> {
+        let host = self.host.as_ref()?;
+        Some(match host.wildcard {
+            true => HostKey::Wildcard(&host.name),
+            false => HostKey::Exact(&host.name),
+        })
+    }
+
+    /// The path this matcher selects, in normal form, for the rule index (`policy::index`).
+    pub(super) fn path_key(&self) -> PathKey<'_> {
+        match &self.path {
+            None => PathKey::Any,
+            Some(PathPattern::Exact(path)) => PathKey::Exact(path),
+            Some(PathPattern::Prefix(prefix)) => PathKey::Prefix(prefix),
+        }
+    }
+
     /// Whether a request with this method and URL is selected.
     pub fn matches(&self, method: &Method, url: &Url) -> bool {
         if self.methods.as_ref().is_some_and(|m| !m.contains(method)) {
@@ -163,6 +181,33 @@ impl Matcher {
             }
         }
     }
+}
+
+/// A matcher's host, as [`Matcher::matches`] compares it: any ASCII case, a request's host
+/// without one trailing dot.
+pub(super) enum HostKey<'a> {
+    /// This host only.
+    Exact(&'a str),
+    /// Every host ending with this suffix, which starts with a dot, and is longer than it.
+    Wildcard(&'a str),
+}
+
+/// A matcher's path, in the normal form of [`normal_path`].
+pub(super) enum PathKey<'a> {
+    /// Any path.
+    Any,
+    /// This path only.
+    Exact(&'a str),
+    /// Every path starting with this one.
+    Prefix(&'a str),
+}
+
+/// A request's path in the normal form that [`Matcher::matches`] compares with its pattern.
+pub(super) fn normal_path(path: &str) -> String {
+    let bytes: Vec<u8> = normalized(path).collect();
+    // Decoding only ever yields ASCII and leaves every other byte as it was: the bytes stay
+    // the UTF-8 they were.
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// A path pattern in the form request paths take: as the `url` crate writes a path (spaces
