@@ -554,6 +554,36 @@ mod tests {
         assert_eq!(window.totals(30_000).calls, 0);
     }
 
+    /// Threads of one time slice each keep a share of it in their stripes; when the next
+    /// slice begins, their shares add up in the ring's one bucket for it (the first starts
+    /// it over, the others add), none overwrites another.
+    #[test]
+    fn the_stripes_of_one_slice_add_up_in_the_ring() {
+        let window = Outcomes::new(Window::Time {
+            length: Duration::from_secs(10),
+            buckets: 10,
+        });
+        // One thread after another: each new thread takes the next stripe.
+        let threads = 2 * window.stripes.len();
+        for slice_ms in [500, 1_500] {
+            for _ in 0..threads {
+                std::thread::scope(|scope| {
+                    scope.spawn(|| {
+                        window.record(FAILURE, slice_ms);
+                        window.record(SUCCESS, slice_ms);
+                    });
+                });
+            }
+        }
+        let total = 4 * threads as u64;
+        assert_eq!(calls_failures(window.totals(1_500)), (total, total / 2));
+        // The first slice is in the ring now, and leaves the window on its own.
+        assert_eq!(
+            calls_failures(window.totals(10_500)),
+            (total / 2, total / 4)
+        );
+    }
+
     /// A call recorded with an older `now` (its thread read the clock, then waited) must not
     /// wipe the newer slice that reuses its bucket.
     #[test]
