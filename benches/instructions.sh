@@ -25,6 +25,13 @@
 # So do `resilient+adaptive` (an adaptive concurrency limit that never queues) and
 # `resilient+throttle` (client-side throttling that never throttles): what asking them costs.
 #
+# What a setting costs a call that does not use it, by name only: `resilient+hedge` (hedging
+# configured, never fired), `resilient+1rule` and `resilient+100rules` (endpoint rules the
+# request does not match). And calls spread over many endpoints, round-robin: `STACK-keysN`
+# (`reqwest+timeout-keys2000`, `resilient-keys10000`, …: N host names all resolved to
+# 127.0.0.1, each with its own connections; past the client's bound of 1,024 endpoints every
+# call comes to an endpoint it has forgotten). Their live heap and RSS: `peers-allocs N 1 STACK`.
+#
 # BENCH_QUOTA_FIELDS=ietf (or =x) makes every answer advertise a quota no run spends, in the
 # IETF RateLimit fields (or X-RateLimit-*): what following a server's quota costs.
 #

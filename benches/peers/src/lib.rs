@@ -57,6 +57,24 @@ pub const FLEET_STACKS: &[&str] = &["resilient+rate", "resilient+shared-rate"];
 /// what asking them costs a call.
 pub const OVERLOAD_STACKS: &[&str] = &["resilient+adaptive", "resilient+throttle"];
 
+/// Stacks run only when asked for by name, for what a setting costs a call that does not use
+/// it: hedging configured (after 10 s: it never fires), and one or a hundred endpoint rules
+/// that the request does not match (it follows the default policy), a fifth of them wildcard
+/// hosts, a fifth other paths on the request's own host.
+pub const COST_STACKS: &[&str] = &["resilient+hedge", "resilient+1rule", "resilient+100rules"];
+
+/// Stacks that call many endpoints round-robin (run by name only): `STACK-keysN` (STACK
+/// `reqwest+timeout` or `resilient`, N from 1 to 100,000) calls `http://k0.test:PORT/bench`,
+/// `k1.test`, … `k{N-1}.test` in turn, every name resolved to 127.0.0.1 by a resolver of its
+/// own (the same for both stacks, so the floor pays the same), each with its own connections:
+/// past the client's bound of 1,024 endpoints, every call is to an endpoint it has forgotten.
+pub const KEYS_STACKS: &[&str] = &[
+    "reqwest+timeout-keys2000",
+    "resilient-keys2000",
+    "reqwest+timeout-keys10000",
+    "resilient-keys10000",
+];
+
 /// The rate limit of the [`FLEET_STACKS`]: 1,000,000 a second, burst `RATE_BURST` (default
 /// 1,000,000), so that it never refuses and only the cost of asking is measured. Shared, a
 /// burst that large makes a lease live half a second (`⌊burst / 2⌋` intervals of 1 µs) and
@@ -251,6 +269,70 @@ impl Stack for ResilientMiddleware {
     }
 }
 
+/// Every host name to 127.0.0.1 (the URL's port is kept): the many-keys stacks' resolver.
+struct Loopback;
+
+impl reqwest::dns::Resolve for Loopback {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let addrs: reqwest::dns::Addrs = Box::new(std::iter::once(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            0,
+        ))));
+        Box::pin(std::future::ready(Ok(addrs)))
+    }
+}
+
+/// A reqwest client whose every host name is 127.0.0.1.
+fn loopback_client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().dns_resolver(std::sync::Arc::new(Loopback))
+}
+
+/// `stack` calling `keys` endpoints in turn (see [`KEYS_STACKS`]): the URLs are made from the
+/// first URL it is given (its port) and leaked, once.
+#[derive(Clone)]
+pub struct Keys<S> {
+    stack: S,
+    keys: usize,
+    urls: std::rc::Rc<KeyUrls>,
+}
+
+#[derive(Default)]
+struct KeyUrls {
+    urls: std::cell::OnceCell<Vec<&'static str>>,
+    next: std::cell::Cell<usize>,
+}
+
+impl<S> Keys<S> {
+    fn new(stack: S, keys: usize) -> Self {
+        Keys {
+            stack,
+            keys,
+            urls: Default::default(),
+        }
+    }
+
+    fn next(&self, url: &str) -> &'static str {
+        let urls = self.urls.urls.get_or_init(|| {
+            let port = url::Url::parse(url)
+                .ok()
+                .and_then(|u| u.port())
+                .expect("a URL with a port");
+            (0..self.keys)
+                .map(|i| &*String::leak(format!("http://k{i}.test:{port}/bench")))
+                .collect()
+        });
+        let i = self.urls.next.get();
+        self.urls.next.set((i + 1) % urls.len());
+        urls[i]
+    }
+}
+
+impl<S: Stack> Stack for Keys<S> {
+    async fn call(&self, url: &'static str) -> bool {
+        self.stack.call(self.next(url)).await
+    }
+}
+
 /// One of the stacks, built (each with its own reqwest client, so its own connections).
 pub enum AnyStack {
     Reqwest(Reqwest),
@@ -263,6 +345,8 @@ pub enum AnyStack {
     Resilient(Resilient),
     ResilientBytes(ResilientBytes),
     ResilientMiddleware(ResilientMiddleware),
+    ReqwestTimeoutKeys(Keys<ReqwestTimeout>),
+    ResilientKeys(Keys<Resilient>),
 }
 
 impl AnyStack {
@@ -271,8 +355,26 @@ impl AnyStack {
         AnyStack::named(STACKS[i])
     }
 
-    /// The stack called `name`, one of [`STACKS`], [`FLEET_STACKS`] or [`OVERLOAD_STACKS`].
+    /// The stack called `name`, one of [`STACKS`], [`FLEET_STACKS`], [`OVERLOAD_STACKS`],
+    /// [`COST_STACKS`] or `STACK-keysN` ([`KEYS_STACKS`]).
     pub fn named(name: &str) -> AnyStack {
+        if let Some((stack, keys)) = keys_stack(name) {
+            return match stack {
+                "reqwest+timeout" => AnyStack::ReqwestTimeoutKeys(Keys::new(
+                    ReqwestTimeout(loopback_client().build().expect("reqwest client")),
+                    keys,
+                )),
+                _ => AnyStack::ResilientKeys(Keys::new(
+                    Resilient(
+                        resilient_http::Client::builder()
+                            .reqwest(|b| b.dns_resolver(std::sync::Arc::new(Loopback)))
+                            .build()
+                            .expect("client"),
+                    ),
+                    keys,
+                )),
+            };
+        }
         use reqwest_retry::{RetryTransientMiddleware, policies::ExponentialBackoff};
         use resilient_http::overload::{BulkheadConfig, RateLimitConfig};
         use resilient_http::policy::EndpointPolicy;
@@ -383,14 +485,16 @@ impl AnyStack {
                     .retry(resilient_http::retry::RetryPolicy::never())
                     .no_circuit_breaker(),
             ),
-            "resilient+adaptive" => resilient(resilient_http::Client::builder().default_policy(
-                EndpointPolicy::new().adaptive_concurrency(
-                    resilient_http::overload::AdaptiveConcurrencyConfig::gradient2()
-                        .initial(256)
-                        .min(128)
-                        .max(1024),
+            "resilient+adaptive" => resilient(
+                resilient_http::Client::builder().default_policy(
+                    EndpointPolicy::new().adaptive_concurrency(
+                        resilient_http::overload::AdaptiveConcurrencyConfig::gradient2()
+                            .initial(256)
+                            .min(128)
+                            .max(1024),
+                    ),
                 ),
-            )),
+            ),
             "resilient+throttle" => resilient(resilient_http::Client::builder().default_policy(
                 EndpointPolicy::new().throttle(resilient_http::overload::ThrottleConfig::new()),
             )),
@@ -416,6 +520,14 @@ impl AnyStack {
                             .rate_limit_shared(true),
                     ),
             ),
+            "resilient+hedge" => resilient(resilient_http::Client::builder().default_policy(
+                EndpointPolicy::new().hedge(resilient_http::hedge::HedgeConfig::new(
+                    Duration::from_secs(10),
+                    1,
+                )),
+            )),
+            "resilient+1rule" => resilient(rules(resilient_http::Client::builder(), 1)),
+            "resilient+100rules" => resilient(rules(resilient_http::Client::builder(), 100)),
             other => panic!("no stack {other}"),
         }
     }
@@ -446,7 +558,13 @@ impl AnyStack {
     /// unless the pool is filled first, that cost comes and goes between runs. At twice the
     /// width the pool holds at least 128 connections, and measured rounds never empty its list
     /// nor open another (each figure's output says how many they did open).
+    ///
+    /// A stack of many endpoints first calls each of them once, twice over (so that each has
+    /// its connection), before the usual warm-up.
     pub async fn warm_up(&self, url: &'static str) {
+        if self.keys() > 1 {
+            self.round_of(url, 2 * self.keys(), IN_FLIGHT).await;
+        }
         self.round_of(url, WARM_UP, 2 * IN_FLIGHT).await;
         self.round(url, WARM_UP).await;
     }
@@ -468,8 +586,67 @@ impl AnyStack {
             AnyStack::Resilient(s) => round(s, url, requests, in_flight).await,
             AnyStack::ResilientBytes(s) => round(s, url, requests, in_flight).await,
             AnyStack::ResilientMiddleware(s) => round(s, url, requests, in_flight).await,
+            AnyStack::ReqwestTimeoutKeys(s) => round(s, url, requests, in_flight).await,
+            AnyStack::ResilientKeys(s) => round(s, url, requests, in_flight).await,
         }
     }
+
+    /// One call of `url`; `true` when it succeeded and read the 2-byte body.
+    pub async fn call(&self, url: &'static str) -> bool {
+        match self {
+            AnyStack::Reqwest(s) => s.call(url).await,
+            AnyStack::ReqwestTimeout(s) => s.call(url).await,
+            AnyStack::MiddlewareRetry(s) => s.call(url).await,
+            AnyStack::TowerRetry(s) => s.call(url).await,
+            AnyStack::ResilientLayers(s) => s.call(url).await,
+            AnyStack::TowerResilience(s) => s.call(url).await,
+            AnyStack::Floor(s) => s.call(url).await,
+            AnyStack::Resilient(s) => s.call(url).await,
+            AnyStack::ResilientBytes(s) => s.call(url).await,
+            AnyStack::ResilientMiddleware(s) => s.call(url).await,
+            AnyStack::ReqwestTimeoutKeys(s) => s.call(url).await,
+            AnyStack::ResilientKeys(s) => s.call(url).await,
+        }
+    }
+
+    /// How many endpoints the stack calls in turn (1 but for the [`KEYS_STACKS`]).
+    pub fn keys(&self) -> usize {
+        match self {
+            AnyStack::ReqwestTimeoutKeys(s) => s.keys,
+            AnyStack::ResilientKeys(s) => s.keys,
+            _ => 1,
+        }
+    }
+}
+
+/// `builder` with `n` endpoint rules that `/bench` on 127.0.0.1 does not match (see
+/// [`COST_STACKS`]); the last, if any, on another path of the request's host.
+fn rules(mut builder: resilient_http::ClientBuilder, n: usize) -> resilient_http::ClientBuilder {
+    use resilient_http::policy::{EndpointPolicy, Matcher};
+    for i in (0..n).rev() {
+        let matcher = match i % 5 {
+            0 => Matcher::new()
+                .host("127.0.0.1")
+                .expect("host")
+                .path(&format!("/other{i}/*")),
+            1 => Matcher::new()
+                .host(&format!("*.svc{i}.example"))
+                .expect("host"),
+            _ => Matcher::new()
+                .host(&format!("api{i}.example.com"))
+                .expect("host"),
+        };
+        let policy = EndpointPolicy::new().max_attempts(2);
+        builder = builder.endpoint(format!("rule{i}"), matcher, policy);
+    }
+    builder
+}
+
+/// `("reqwest+timeout" | "resilient", N)` for a stack called `STACK-keysN`.
+fn keys_stack(name: &str) -> Option<(&str, usize)> {
+    let (stack, keys) = name.rsplit_once("-keys")?;
+    let keys: usize = keys.parse().ok().filter(|k| (1..=100_000).contains(k))?;
+    matches!(stack, "reqwest+timeout" | "resilient").then_some((stack, keys))
 }
 
 /// Waits until `fleet` has reached its Redis (at most 5 s); exits with a message if it does
@@ -498,9 +675,14 @@ pub fn stack_index(name: &str) -> usize {
         .unwrap_or_else(|| panic!("unknown stack {name:?}; one of {STACKS:?}"))
 }
 
-/// Whether `name` is a stack of [`STACKS`] or [`FLEET_STACKS`].
+/// Whether `name` is a stack: of [`STACKS`], [`FLEET_STACKS`], [`OVERLOAD_STACKS`],
+/// [`COST_STACKS`], or `STACK-keysN`.
 pub fn is_stack(name: &str) -> bool {
-    STACKS.contains(&name) || FLEET_STACKS.contains(&name) || OVERLOAD_STACKS.contains(&name)
+    STACKS.contains(&name)
+        || FLEET_STACKS.contains(&name)
+        || OVERLOAD_STACKS.contains(&name)
+        || COST_STACKS.contains(&name)
+        || keys_stack(name).is_some()
 }
 
 async fn round<S: Stack>(stack: &S, url: &'static str, requests: usize, in_flight: usize) {
@@ -626,7 +808,9 @@ async fn answer(
     };
     let mut response = hyper::Response::new(Full::new(body));
     for (name, value) in quota_fields() {
-        response.headers_mut().insert(*name, HeaderValue::from_static(value));
+        response
+            .headers_mut()
+            .insert(*name, HeaderValue::from_static(value));
     }
     Ok(response)
 }

@@ -1,4 +1,7 @@
-//! `peers-allocs [N] [REPEATS]`: allocations and bytes allocated per call, for every stack.
+//! `peers-allocs [N] [REPEATS] [STACK...]`: allocations and bytes allocated per call, for every
+//! stack of `peers list` or the ones named (any stack `peers one` takes), and after each stack
+//! the live heap (bytes allocated and not yet freed, by the whole process) beside the process's
+//! resident memory (`VmRSS`): how much of what the process holds is heap in use.
 //!
 //! A counting global allocator (in this binary only, so that it costs the other figures
 //! nothing) counts every allocation of the client process; the server is another process.
@@ -9,24 +12,27 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use resilient_http_peers::{STACKS, Server, all, arg, block_on, pin_to};
+use resilient_http_peers::{AnyStack, STACKS, Server, arg, block_on, is_stack, pin_to};
 
 struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+static LIVE: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: every call is passed on to the system allocator unchanged; only counters are added.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Relaxed);
         BYTES.fetch_add(layout.size() as u64, Relaxed);
+        LIVE.fetch_add(layout.size() as u64, Relaxed);
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Relaxed);
         BYTES.fetch_add(layout.size() as u64, Relaxed);
+        LIVE.fetch_add(layout.size() as u64, Relaxed);
         unsafe { System.alloc_zeroed(layout) }
     }
 
@@ -34,10 +40,13 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Relaxed);
         BYTES.fetch_add(new_size as u64, Relaxed);
+        LIVE.fetch_add(new_size as u64, Relaxed);
+        LIVE.fetch_sub(layout.size() as u64, Relaxed);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as u64, Relaxed);
         unsafe { System.dealloc(ptr, layout) }
     }
 }
@@ -53,9 +62,19 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n = arg(&args, 1, 2_000);
     let repeats = arg(&args, 2, 3);
+    let names: Vec<&str> = if args.len() > 3 {
+        args[3..].iter().map(String::as_str).collect()
+    } else {
+        STACKS.to_vec()
+    };
+    if let Some(bad) = names.iter().find(|n| !is_stack(n)) {
+        eprintln!("unknown stack {bad:?}: see `peers list`");
+        std::process::exit(2);
+    }
     let server = Server::start();
     pin_to(0);
-    let all = all();
+    let all: Vec<AnyStack> = names.iter().map(|n| AnyStack::named(n)).collect();
+    let mut memory = Vec::new();
     let mut rows = Vec::new();
     let mut opened = 0;
     block_on(async {
@@ -76,6 +95,7 @@ fn main() {
                 measured.push((per(one.0, two.0), per(one.1, two.1)));
             }
             rows.push(measured);
+            memory.push((LIVE.load(Relaxed), rss()));
             // The question afterwards is a connection of its own.
             opened += server.stats().0 - before - 1;
         }
@@ -94,7 +114,7 @@ fn main() {
         sorted[sorted.len() / 2]
     };
     let base = median(&rows[0]);
-    for (name, measured) in STACKS.iter().zip(&rows) {
+    for (name, measured) in names.iter().zip(&rows) {
         let (allocs, bytes) = median(measured);
         let each: Vec<String> = measured.iter().map(|m| format!("{:.2}", m.0)).collect();
         println!(
@@ -107,4 +127,26 @@ fn main() {
         );
     }
     println!("connections opened while counting: {opened}");
+    println!("memory after each stack (the whole process: every stack before it included)");
+    for (name, (live, rss)) in names.iter().zip(&memory) {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        println!(
+            "{name:<26} live heap {:>8.1} MiB   rss {:>8.1} MiB   rss / live {:.2}",
+            mib(*live),
+            mib(*rss),
+            *rss as f64 / *live as f64
+        );
+    }
+}
+
+/// The process's resident memory (`VmRSS`), in bytes; 0 where /proc is not.
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }
