@@ -7,16 +7,19 @@
 //!
 //! **Why striped.** One shared counter costs ~6 ns alone but ~45 ns per call once two threads
 //! write its cache line. So each thread records into a stripe of its own (chosen by a
-//! thread-local index, each stripe on its own cache lines), and recording a call touches only
-//! that stripe.
+//! thread-local index), and recording a call touches only that stripe. A stripe is one
+//! cache line holding only the bucket that thread is filling; when that bucket is done (full,
+//! or its time slice over), the thread moves it into the window's one **ring** of finished
+//! buckets, by epoch, and starts another. So the ring is written once per bucket (once per
+//! `per_bucket` calls, or per time slice, per stripe), never per call.
 //!
 //! **Why one sequence.** The window must hold the endpoint's recent calls, whichever threads
 //! made them. A window kept per thread is not that: a thread that stops calling keeps its old
 //! successes for ever, and a total outage seen by the other threads may then never reach the
 //! failure rate (it happened, with the default config). So every bucket carries an *epoch*
 //! from a sequence common to all stripes, and the totals add up only the buckets of the newest
-//! `live` epochs, in whatever stripe they are. A stripe that stopped recording keeps its
-//! buckets, but their epochs fall behind and they leave the window like any other old bucket.
+//! `live` epochs, in the ring or in whatever stripe. A stripe that stopped recording keeps its
+//! bucket, but its epoch falls behind and it leaves the window like any other old bucket.
 //!
 //! - In a **time window** the epoch is the time slice (`now / bucket length`): the clock is
 //!   the shared sequence, and a bucket leaves when its slice is older than the window. A
@@ -33,15 +36,46 @@
 //! filling (one thread: `s = 1`). Windows of up to 19 calls have buckets of one call: exact.
 //! Buckets leave whole, so the window slides `per_bucket` calls at a time.
 //!
-//! **Reusing a bucket** sets its counts before its new epoch (a release store, read with
-//! acquire), and a time bucket is first claimed by one thread (its epoch set to a mark that is
-//! never live): the totals never add an old slice's counts under a new epoch.
+//! **Reusing a bucket** (a stripe's, or one of the ring's) sets its counts before its new
+//! epoch (a release store, read with acquire), and it is first claimed by one thread (its
+//! epoch set to a mark that is never live): the totals never add an old epoch's counts under
+//! a new one.
 //!
-//! More threads than stripes share stripes; two threads writing the same stripe at once may
-//! now and then lose an outcome. The window is a statistic; its counts stay consistent with
-//! what it holds. Memory is `stripes × buckets × 24` bytes, whatever `n` is.
+//! **Moving a bucket into the ring** claims the stripe first (its epoch set to the never-live
+//! mark), then adds its counts to the ring with release; the totals read the ring before the
+//! stripes, with acquire, so a bucket on its way is never added twice (it may be missed by a
+//! reader at that instant). Stripes of one time slice that finish together add into the same
+//! ring bucket: the first starts it over, the others wait for it a few spins (then drop
+//! their counts: a thread stalled in between).
+//!
+//! **Memory**, the reason for this shape: the breaker's window and the retry budget's are kept
+//! per endpoint key, up to 1,024 keys per policy by default, so they must not grow with the
+//! cores. A window is its ring (`len × 24` bytes: 384 for the breaker's default 100 calls and
+//! for the budget) plus one 64-byte line per stripe and 128 bytes inline. Earlier each stripe
+//! kept a whole ring of its own, padded to 128 bytes: `stripes × (128 + len × 24)` bytes, 8 KiB
+//! per window at 16 stripes, 32 KiB at 64, where twice the cores (to 64) were taken. Now there
+//! are at most [`MAX_STRIPES`] = 8, one line each: with the rest of the endpoint (the keyed
+//! maps' entries, the breaker's and the guards' own fields), an endpoint of the default
+//! policy holds about 2.6 KiB on 2 cores and 3.0 KiB from 4 cores up, measured by
+//! `tests/endpoint_memory.rs` (was 5.9 KiB on 2 cores, 63 KiB from 32 cores up). Other
+//! shapes weighed: stripes allocated on a thread's first write keep an endpoint small only
+//! while few threads call it, and every worker of a multi-threaded runtime soon does; fewer
+//! buckets would change what a window holds.
+//!
+//! **More threads than stripes** share stripes (threads take them in turn, in bit-reversed
+//! order, so that the first threads are on distinct pairs of lines too). Sharing costs little
+//! at the rates an HTTP client records: a call is tens of microseconds of work, so even 64
+//! threads calling one endpoint flat out write each of its 8 stripes less than once a
+//! microsecond. Two threads writing the same stripe at once may now and then lose an
+//! outcome. The window is a statistic; its counts stay consistent with what it holds.
+//!
+//! **The stripe count is decided once per process**, by the first window built: twice the
+//! cores available, a power of two (a mask picks the stripe), at most [`MAX_STRIPES`]. std's
+//! `available_parallelism` re-reads the cgroup limits on every call (some 23k instructions,
+//! once per new endpoint), and a thread pinned to one CPU got a smaller count than the others.
 
 use std::cell::Cell;
+use std::sync::OnceLock;
 use std::sync::atomic::{
     AtomicU32, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
 };
@@ -99,9 +133,10 @@ pub struct WindowCounts {
     pub slow: u64,
 }
 
-/// Pads its contents to a cache line of its own.
-#[repr(align(128))]
-struct Padded<T>(T);
+/// One cache line (64 bytes on the machines this runs on): a stripe's bucket alone on its
+/// line, so that recording writes no line another thread writes.
+#[repr(align(64))]
+struct Line<T>(T);
 
 struct Bucket {
     epoch: AtomicU64,
@@ -112,11 +147,26 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn add_to(&self, totals: &mut WindowCounts) {
-        let counts = self.counts.load(Relaxed);
-        totals.calls += counts & u64::from(u32::MAX);
-        totals.failures += counts >> 32;
-        totals.slow += u64::from(self.slow.load(Relaxed));
+    const fn empty() -> Self {
+        Bucket {
+            epoch: AtomicU64::new(EMPTY),
+            counts: AtomicU64::new(0),
+            slow: AtomicU32::new(0),
+        }
+    }
+
+    /// Adds this bucket to `totals` if its epoch is one of the `live` newest up to `newest`.
+    fn add_live_to(&self, totals: &mut WindowCounts, newest: u64, live: u64) {
+        let epoch = self.epoch.load(Acquire);
+        // `CLAIMED` is above any `newest` too.
+        if epoch != EMPTY && epoch <= newest && newest - epoch < live {
+            // Acquire: counts added by a stripe that retired into this bucket come with that
+            // stripe's claim (see `Outcomes::retire`).
+            let counts = self.counts.load(Acquire);
+            totals.calls += counts & u64::from(u32::MAX);
+            totals.failures += counts >> 32;
+            totals.slow += u64::from(self.slow.load(Relaxed));
+        }
     }
 
     fn add_slow(&self, outcome: u8) {
@@ -125,38 +175,30 @@ impl Bucket {
         }
     }
 
-    /// Makes this bucket `epoch`'s, holding `outcome` alone. The counts go first: whoever
+    /// Makes this bucket `epoch`'s, holding `counts` and `slow`. The counts go first: whoever
     /// reads the new epoch (with acquire) reads them too.
-    fn start(&self, epoch: u64, outcome: u8) {
-        self.counts.store(packed(outcome), Relaxed);
-        self.slow.store(u32::from(outcome & SLOW != 0), Relaxed);
+    fn start(&self, epoch: u64, counts: u64, slow: u32) {
+        self.counts.store(counts, Relaxed);
+        self.slow.store(slow, Relaxed);
         self.epoch.store(epoch, Release);
     }
-}
 
-struct Stripe {
-    /// The epoch of the bucket this stripe is filling (call windows only).
-    current: AtomicU64,
-    /// A power of two, at least `live`: a bucket reused for epoch `e` held epoch `e − k ×
-    /// len`, which has left the window.
-    buckets: Box<[Bucket]>,
-}
-
-impl Stripe {
-    #[inline]
-    fn bucket(&self, epoch: u64) -> &Bucket {
-        // `len` is a power of two; the mask keeps the index in range.
-        let index = (epoch as usize) & (self.buckets.len() - 1);
-        &self.buckets[index]
+    fn clear(&self) {
+        self.epoch.store(EMPTY, Relaxed);
+        self.counts.store(0, Relaxed);
+        self.slow.store(0, Relaxed);
     }
+}
+
+/// What a bucket starts with when `outcome` starts it.
+#[inline]
+fn first(outcome: u8) -> (u64, u32) {
+    (packed(outcome), u32::from(outcome & SLOW != 0))
 }
 
 enum Epochs {
     /// Drawn from `next`, one per bucket of `per_bucket` calls.
-    Calls {
-        per_bucket: u64,
-        next: Padded<AtomicU64>,
-    },
+    Calls { per_bucket: u64 },
     /// The time slice, `now_ms / bucket_ms`.
     Time { bucket_ms: u64 },
 }
@@ -165,8 +207,14 @@ pub(crate) struct Outcomes {
     epochs: Epochs,
     /// How many of the newest epochs are in the window.
     live: u64,
-    /// A power of two.
-    stripes: Box<[Padded<Stripe>]>,
+    /// The next call-window epoch (unused by time windows), on a line of its own: drawn by
+    /// every stripe, once per bucket.
+    next: Line<AtomicU64>,
+    /// The bucket each stripe is filling: a power of two of them, one per cache line.
+    stripes: Box<[Line<Bucket>]>,
+    /// Finished buckets, at `epoch mod len` (a power of two, at least `live`: a bucket reused
+    /// for epoch `e` held epoch `e − k × len`, which has left the window).
+    ring: Box<[Bucket]>,
 }
 
 /// A time window's bucket length in milliseconds: `length / buckets`, rounded up (at least
@@ -177,13 +225,41 @@ pub(crate) fn bucket_ms(length: Duration, buckets: u32) -> u64 {
     length_ms.div_ceil(u64::from(buckets.max(1))).max(1)
 }
 
-/// How many stripes: twice the cores, a power of two (so a mask picks one), at most 64.
-fn stripe_count() -> usize {
-    let cores = std::thread::available_parallelism().map_or(4, usize::from);
-    (cores * 2).next_power_of_two().min(64)
+/// The most stripes a window has (from 4 cores up): see the module docs, *Memory*.
+pub(crate) const MAX_STRIPES: usize = 8;
+
+/// The stripe count, decided by the first window built in the process.
+static STRIPES: OnceLock<usize> = OnceLock::new();
+
+/// Stripes for a machine of `cores` cores: twice the cores, a power of two (so a mask picks
+/// one), at most [`MAX_STRIPES`].
+fn stripes_for(cores: usize) -> usize {
+    cores
+        .saturating_mul(2)
+        .clamp(1, MAX_STRIPES)
+        .next_power_of_two()
 }
 
-/// The calling thread's index (taken modulo the stripe count).
+/// How many stripes every window has. Decided once per process: the cores available to it
+/// (std re-reads the cgroup limits on every `available_parallelism`, some 23k instructions;
+/// and a thread pinned to one CPU would have built smaller windows than the others).
+fn stripe_count() -> usize {
+    *STRIPES
+        .get_or_init(|| stripes_for(std::thread::available_parallelism().map_or(4, usize::from)))
+}
+
+/// Decides the stripe count as a machine of `cores` cores would, if no window was built in
+/// this process yet; whether the count is now that one. For tests of the memory per endpoint
+/// at a core count that the test machine does not have.
+#[cfg(feature = "testkit")]
+pub(crate) fn assume_cores(cores: usize) -> bool {
+    let stripes = stripes_for(cores);
+    *STRIPES.get_or_init(|| stripes) == stripes
+}
+
+/// The calling thread's stripe (taken modulo the stripe count). Threads take the stripes in
+/// bit-reversed order (0, 4, 2, 6, 1... of 8), so that the first few threads are also on
+/// different pairs of lines: some CPUs fetch lines in aligned pairs.
 #[inline]
 fn my_stripe() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -193,7 +269,13 @@ fn my_stripe() -> usize {
     STRIPE.with(|stripe| {
         let mut index = stripe.get();
         if index == usize::MAX {
-            index = NEXT.fetch_add(1, Relaxed);
+            let count = stripe_count();
+            let bits = count.trailing_zeros();
+            let nth = NEXT.fetch_add(1, Relaxed) & (count - 1);
+            index = nth
+                .reverse_bits()
+                .checked_shr(usize::BITS - bits)
+                .unwrap_or(0);
             stripe.set(index);
         }
         index
@@ -206,11 +288,7 @@ impl Outcomes {
             Window::Calls(size) => {
                 let size = u64::from(size.max(1));
                 let per_bucket = (size / 10).max(1);
-                let next = Padded(AtomicU64::new(0));
-                (
-                    Epochs::Calls { per_bucket, next },
-                    size.div_ceil(per_bucket),
-                )
+                (Epochs::Calls { per_bucket }, size.div_ceil(per_bucket))
             }
             Window::Time { length, buckets } => {
                 let bucket_ms = bucket_ms(length, buckets);
@@ -221,25 +299,12 @@ impl Outcomes {
             .unwrap_or(usize::MAX)
             .checked_next_power_of_two()
             .unwrap_or(1);
-        let stripes = (0..stripe_count())
-            .map(|_| {
-                Padded(Stripe {
-                    // Bucket 0 is `EMPTY`, so the first call starts a bucket.
-                    current: AtomicU64::new(0),
-                    buckets: (0..len)
-                        .map(|_| Bucket {
-                            epoch: AtomicU64::new(EMPTY),
-                            counts: AtomicU64::new(0),
-                            slow: AtomicU32::new(0),
-                        })
-                        .collect(),
-                })
-            })
-            .collect();
         Outcomes {
             epochs,
             live,
-            stripes,
+            next: Line(AtomicU64::new(0)),
+            stripes: (0..stripe_count()).map(|_| Line(Bucket::empty())).collect(),
+            ring: (0..len).map(|_| Bucket::empty()).collect(),
         }
     }
 
@@ -250,55 +315,106 @@ impl Outcomes {
     }
 
     #[inline]
-    fn my_stripe(&self) -> &Stripe {
+    fn my_stripe(&self) -> &Bucket {
         &self.stripes[my_stripe() & (self.stripes.len() - 1)].0
     }
 
     #[inline]
     pub(crate) fn record(&self, outcome: u8, now_ms: u64) {
         let stripe = self.my_stripe();
-        match &self.epochs {
-            Epochs::Calls { per_bucket, next } => {
-                let epoch = stripe.current.load(Relaxed);
-                let bucket = stripe.bucket(epoch);
-                let counts = bucket.counts.load(Relaxed);
-                if bucket.epoch.load(Relaxed) == epoch && counts & u64::from(u32::MAX) < *per_bucket
-                {
+        match self.epochs {
+            Epochs::Calls { per_bucket } => {
+                let epoch = stripe.epoch.load(Relaxed);
+                let counts = stripe.counts.load(Relaxed);
+                if epoch < CLAIMED && counts & u64::from(u32::MAX) < per_bucket {
                     // Plain store: the stripe is this thread's (see the module docs).
-                    bucket.counts.store(counts + packed(outcome), Relaxed);
-                    bucket.add_slow(outcome);
-                } else {
-                    let epoch = next.0.fetch_add(1, Relaxed);
-                    stripe.bucket(epoch).start(epoch, outcome);
-                    stripe.current.store(epoch, Relaxed);
+                    stripe.counts.store(counts + packed(outcome), Relaxed);
+                    stripe.add_slow(outcome);
+                } else if self.retire(stripe, epoch) {
+                    let epoch = self.next.0.fetch_add(1, Relaxed);
+                    let (counts, slow) = first(outcome);
+                    stripe.start(epoch, counts, slow);
                 }
             }
             Epochs::Time { bucket_ms } => {
                 let epoch = now_ms / bucket_ms;
-                let bucket = stripe.bucket(epoch);
-                let seen = bucket.epoch.load(Relaxed);
-                if (seen < epoch || seen == EMPTY)
-                    && bucket
-                        .epoch
-                        .compare_exchange(seen, CLAIMED, Relaxed, Relaxed)
-                        .is_ok()
-                {
-                    // The bucket held an expired slice: claimed until it starts over, so the
-                    // totals never count the old slice as the new one. A concurrent add
-                    // between the exchange and the start is lost; windows are statistics.
-                    bucket.start(epoch, outcome);
+                let seen = stripe.epoch.load(Relaxed);
+                // A call recorded with an older `now` (a thread that read the clock, then
+                // waited) is added to the newer slice instead of starting an old one.
+                if (seen >= epoch && seen < CLAIMED) || !self.retire(stripe, seen) {
+                    stripe.counts.fetch_add(packed(outcome), Relaxed);
+                    stripe.add_slow(outcome);
                 } else {
-                    bucket.counts.fetch_add(packed(outcome), Relaxed);
-                    bucket.add_slow(outcome);
+                    let (counts, slow) = first(outcome);
+                    stripe.start(epoch, counts, slow);
                 }
             }
         }
     }
 
+    /// Moves `stripe`'s bucket of `epoch` into the ring, so that the stripe may start
+    /// another; `false` if another thread sharing the stripe is doing so (or a clear came
+    /// first): the caller adds to the stripe instead (or drops its outcome, for a call
+    /// window), which may be lost. Windows are statistics.
+    ///
+    /// The stripe is claimed first, then its counts reach the ring with release: a reader,
+    /// which reads the ring before the stripes (with acquire), never adds them twice.
+    #[cold]
+    fn retire(&self, stripe: &Bucket, epoch: u64) -> bool {
+        if epoch >= CLAIMED {
+            // Never started (or cleared): nothing to move; claim it all the same, so that
+            // one thread starts it.
+            return epoch == EMPTY
+                && stripe
+                    .epoch
+                    .compare_exchange(EMPTY, CLAIMED, Relaxed, Relaxed)
+                    .is_ok();
+        }
+        if stripe
+            .epoch
+            .compare_exchange(epoch, CLAIMED, Acquire, Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        let counts = stripe.counts.load(Relaxed);
+        let slow = stripe.slow.load(Relaxed);
+        let slot = &self.ring[(epoch as usize) & (self.ring.len() - 1)];
+        // A few tries: another stripe may be starting this slot for the same time slice.
+        for _ in 0..64 {
+            let seen = slot.epoch.load(Acquire);
+            if seen == epoch {
+                // Time windows: another stripe's share of the same slice is there already.
+                slot.counts.fetch_add(counts, Release);
+                if slow != 0 {
+                    slot.slow.fetch_add(slow, Relaxed);
+                }
+                return true;
+            }
+            if seen == CLAIMED {
+                std::hint::spin_loop();
+                continue;
+            }
+            if seen != EMPTY && seen > epoch {
+                // A newer epoch took the slot: this one has left the window.
+                return true;
+            }
+            if slot
+                .epoch
+                .compare_exchange(seen, CLAIMED, Relaxed, Relaxed)
+                .is_ok()
+            {
+                slot.start(epoch, counts, slow);
+                return true;
+            }
+        }
+        true
+    }
+
     /// The newest epoch in the window, if any epoch began.
     fn newest(&self, now_ms: u64) -> Option<u64> {
-        match &self.epochs {
-            Epochs::Calls { next, .. } => next.0.load(Relaxed).checked_sub(1),
+        match self.epochs {
+            Epochs::Calls { .. } => self.next.0.load(Relaxed).checked_sub(1),
             Epochs::Time { bucket_ms } => Some(now_ms / bucket_ms),
         }
     }
@@ -308,25 +424,22 @@ impl Outcomes {
         let Some(newest) = self.newest(now_ms) else {
             return totals;
         };
+        // The ring first: see `retire`.
+        for bucket in self.ring.iter() {
+            bucket.add_live_to(&mut totals, newest, self.live);
+        }
         for stripe in self.stripes.iter() {
-            for bucket in stripe.0.buckets.iter() {
-                let epoch = bucket.epoch.load(Acquire);
-                // `CLAIMED` is above any `newest` too.
-                if epoch != EMPTY && epoch <= newest && newest - epoch < self.live {
-                    bucket.add_to(&mut totals);
-                }
-            }
+            stripe.0.add_live_to(&mut totals, newest, self.live);
         }
         totals
     }
 
     pub(crate) fn clear(&self) {
+        for bucket in self.ring.iter() {
+            bucket.clear();
+        }
         for stripe in self.stripes.iter() {
-            for bucket in stripe.0.buckets.iter() {
-                bucket.epoch.store(EMPTY, Relaxed);
-                bucket.counts.store(0, Relaxed);
-                bucket.slow.store(0, Relaxed);
-            }
+            stripe.0.clear();
         }
     }
 }
@@ -439,6 +552,36 @@ mod tests {
         let counts = window.totals(10_500);
         assert_eq!((counts.calls, counts.failures, counts.slow), (2, 1, 1));
         assert_eq!(window.totals(30_000).calls, 0);
+    }
+
+    /// Threads of one time slice each keep a share of it in their stripes; when the next
+    /// slice begins, their shares add up in the ring's one bucket for it (the first starts
+    /// it over, the others add), none overwrites another.
+    #[test]
+    fn the_stripes_of_one_slice_add_up_in_the_ring() {
+        let window = Outcomes::new(Window::Time {
+            length: Duration::from_secs(10),
+            buckets: 10,
+        });
+        // One thread after another: each new thread takes the next stripe.
+        let threads = 2 * window.stripes.len();
+        for slice_ms in [500, 1_500] {
+            for _ in 0..threads {
+                std::thread::scope(|scope| {
+                    scope.spawn(|| {
+                        window.record(FAILURE, slice_ms);
+                        window.record(SUCCESS, slice_ms);
+                    });
+                });
+            }
+        }
+        let total = 4 * threads as u64;
+        assert_eq!(calls_failures(window.totals(1_500)), (total, total / 2));
+        // The first slice is in the ring now, and leaves the window on its own.
+        assert_eq!(
+            calls_failures(window.totals(10_500)),
+            (total / 2, total / 4)
+        );
     }
 
     /// A call recorded with an older `now` (its thread read the clock, then waited) must not

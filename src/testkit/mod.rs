@@ -121,4 +121,13 @@ mod reply;
 mod server;
 
 pub use reply::Reply;
+
+/// Builds every window of this process (the breakers' and the retry budgets') with the stripe
+/// count a machine of `cores` cores would give them, if no window was built yet; whether the
+/// count is now that one. For tests of the memory per endpoint at a core count the test
+/// machine does not have (`tests/endpoint_memory.rs`); not for use outside tests.
+#[doc(hidden)]
+pub fn __assume_cores(cores: usize) -> bool {
+    crate::window::assume_cores(cores)
+}
 pub use server::{ClosedPort, FaultServer, RecordedRequest};
