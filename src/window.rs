@@ -45,8 +45,8 @@
 //! mark), then adds its counts to the ring with release; the totals read the ring before the
 //! stripes, with acquire, so a bucket on its way is never added twice (it may be missed by a
 //! reader at that instant). Stripes of one time slice that finish together add into the same
-//! ring bucket: the first starts it over, the others wait for it a few spins (then drop
-//! their counts: a thread stalled in between).
+//! ring bucket: the first starts it over, the others wait for it (spinning, then yielding:
+//! its claimer has three stores left to make) and add theirs.
 //!
 //! **Memory**, the reason for this shape: the breaker's window and the retry budget's are kept
 //! per endpoint key, up to 1,024 keys per policy by default, so they must not grow with the
@@ -380,19 +380,29 @@ impl Outcomes {
         let counts = stripe.counts.load(Relaxed);
         let slow = stripe.slow.load(Relaxed);
         let slot = &self.ring[(epoch as usize) & (self.ring.len() - 1)];
-        // A few tries: another stripe may be starting this slot for the same time slice.
-        for _ in 0..64 {
+        // Another stripe may be starting this slot for the same time slice: wait for it (a
+        // claimer has three stores left to make; spin a little, then yield, in case its
+        // thread was preempted between them). Dropping this share instead would lose a whole
+        // bucket of outcomes, failures included.
+        let mut spins = 0u32;
+        loop {
             let seen = slot.epoch.load(Acquire);
             if seen == epoch {
                 // Time windows: another stripe's share of the same slice is there already.
-                slot.counts.fetch_add(counts, Release);
+                // The slow count first: a reader that sees the calls (acquire) sees it too.
                 if slow != 0 {
                     slot.slow.fetch_add(slow, Relaxed);
                 }
+                slot.counts.fetch_add(counts, Release);
                 return true;
             }
             if seen == CLAIMED {
-                std::hint::spin_loop();
+                spins += 1;
+                if spins < 64 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
                 continue;
             }
             if seen != EMPTY && seen > epoch {
@@ -408,7 +418,6 @@ impl Outcomes {
                 return true;
             }
         }
-        true
     }
 
     /// The newest epoch in the window, if any epoch began.

@@ -233,7 +233,7 @@ impl RuleIndex {
             _ if !self.paths => Cow::Borrowed(""),
             // Most paths have no escapes: then the normal form is the path itself.
             raw if !raw.contains('%') => Cow::Borrowed(raw),
-            raw => Cow::Owned(normal_path(raw)),
+            raw => normal_path(raw),
         };
         let mut best = usize::MAX;
         self.any.probe(&path, &mut best, &matches);

@@ -6,7 +6,8 @@
 //! policy, and every setting the default leaves unset from the library defaults. Each policy
 //! is compiled once, when the client is built, into the settings of every layer, so choosing
 //! one per request is a few hash lookups, however many rules there are (the rules are indexed
-//! by host and path), and allocates nothing.
+//! by host and path), and allocates nothing (but once, for a request path with an escape not
+//! in normal form, such as `%7e` or `%41`, when three or more rules are indexed by path).
 //!
 //! ```
 //! use std::time::Duration;
