@@ -10,8 +10,16 @@
 //! small map beside it, under the writers' mutex, and the snapshot is rebuilt with the newest
 //! entries only once they number half of it, so each new endpoint pays O(1) amortised and no
 //! system call. A lookup that finds its entry among the newest (under the lock) counts as
-//! one of them too, so an endpoint called again soon is in the lock-free snapshot after a
-//! bounded number of locked lookups, however few endpoints come after it.
+//! one of them too, and an entry found there [`HOT`] times is merged at once, so that a new
+//! endpoint called again and again (a hot one, on a multi-threaded runtime) is served under
+//! the lock for a few calls only, not for half the map's; endpoints called fewer times while
+//! new never bring a rebuild forward this way (see [`Newest::due`]).
+//!
+//! An entry can become stale ([`Entry::stale`]: the policies' cache of breakers and guards,
+//! when a registry drops one of them): a lookup that finds it makes a fresh one among the
+//! newest under the same key, which replaces it at the next rebuild (counted and listed once
+//! until then), and every rebuild drops whatever stale entries are left, so that none keeps
+//! what it holds alive past it.
 //!
 //! When the map is full, the idlest entries are dropped, in a batch (down to three quarters
 //! of the bound, so that the rebuild is amortised over a quarter of the bound's insertions),
@@ -69,7 +77,9 @@ pub(crate) trait Entry: Send + Sync + 'static {
     fn evicted(&self, _key: &str) {}
     /// No longer to be handed out: a lookup that finds it makes a new entry in its place,
     /// which replaces it in the snapshot at the next rebuild (an entry of a cache whose
-    /// parts another map dropped). Asked on every lookup that finds it.
+    /// parts another map dropped); a rebuild drops the stale entries not replaced (without
+    /// [`evicted`](Entry::evicted): their parts were). Asked on every lookup that finds it
+    /// and, for each entry, at every rebuild; once stale, an entry is expected to stay so.
     #[inline]
     fn stale(&self) -> bool {
         false
@@ -95,11 +105,21 @@ pub(crate) struct Keyed<T> {
     warned: AtomicBool,
 }
 
-/// The entries added since the snapshot was last rebuilt.
+/// How many lookups under the lock that find one entry among the newest make it hot: merged
+/// into the snapshot at once, however small the newest are against it.
+const HOT: u32 = 16;
+
+/// The entries added since the snapshot was last rebuilt, each with the lookups that found it
+/// here.
 struct Newest<T> {
-    map: Map<T>,
+    map: HashMap<Arc<str>, (Arc<T>, u32), foldhash::fast::RandomState>,
+    /// How many keys here are also in the snapshot (a fresh entry for a stale one there), so
+    /// counted once: the snapshot's entry is replaced at the next rebuild.
+    shadowing: usize,
     /// Lookups that found their entry here (under the lock) since the last rebuild.
     hits: usize,
+    /// Whether one entry here was found [`HOT`] times.
+    hot: bool,
     /// How many entries the whole map may hold before dropping idle ones is tried again:
     /// the bound, or more after a try that found too few idle entries.
     evict_at: usize,
@@ -110,8 +130,25 @@ impl<T> Newest<T> {
     /// (with the lookups that found one of them) number half of it, so that the copy costs
     /// each of those O(1), and at once while the snapshot is empty (a client's first
     /// endpoint, its only one for many, goes lock-free from its second call).
+    ///
+    /// Or once one of them is hot, found here [`HOT`] times: a new endpoint called again
+    /// and again would otherwise be served under this lock, which every thread calling it
+    /// then waits for, up to `len / 2` times (512 at the default bound). The count is per
+    /// entry, not a sum over the newest, so that it bounds these merges by lookups of one
+    /// endpoint actually repeating: endpoints each called fewer than [`HOT`] times while
+    /// new (churn, round robin over more endpoints than the bound, a call and its retries)
+    /// never trigger one, whatever their number, and the O(1) amortised cost per new
+    /// endpoint above holds. A merge of this kind costs O(len) for at least [`HOT`] lookups
+    /// under the lock, one per [`HOT`] of them at most, and puts that endpoint in the
+    /// lock-free snapshot for good (it can trigger no other); only endpoints each called
+    /// [`HOT`] times and then dropped make one per new endpoint, O(len / HOT) per lookup.
     fn due(&self, len: usize) -> bool {
-        self.map.len() + self.hits > len / 2
+        self.hot || self.map.len() + self.hits > len / 2
+    }
+
+    /// Entries, each key once: in the snapshot `current` or here.
+    fn total(&self, current: &Map<T>) -> usize {
+        current.len() + self.map.len() - self.shadowing
     }
 }
 
@@ -123,8 +160,10 @@ impl<T: Entry> Keyed<T> {
         Keyed {
             map: ArcSwap::from_pointee(Map::default()),
             writer: Mutex::new(Newest {
-                map: Map::default(),
+                map: HashMap::default(),
+                shadowing: 0,
                 hits: 0,
+                hot: false,
                 evict_at: max,
             }),
             insertions: AtomicU64::new(0),
@@ -169,18 +208,24 @@ impl<T: Entry> Keyed<T> {
             return entry.clone();
         }
         // A stale entry here is replaced by the insertion below.
-        if let Some(entry) = newest.map.get(key).filter(|entry| !entry.stale()).cloned() {
+        if let Some((entry, found)) = newest.map.get_mut(key)
+            && !entry.stale()
+        {
+            *found += 1;
+            let hot = *found >= HOT;
+            let entry = entry.clone();
             self.touch(&entry);
             newest.hits += 1;
+            newest.hot |= hot;
             if newest.due(current.len()) {
                 self.merge(&current, &mut newest);
             }
             return entry;
         }
-        if current.len() + newest.map.len() >= newest.evict_at {
+        if newest.total(&current) >= newest.evict_at {
             current = self.evict(&current, &mut newest);
         }
-        let len = current.len() + newest.map.len();
+        let len = newest.total(&current);
         if len >= self.max {
             // Every entry left still limits a call: grow rather than forget one.
             let first = !self.warned.swap(true, Relaxed);
@@ -190,7 +235,12 @@ impl<T: Entry> Keyed<T> {
         let entry = Arc::new(make(key.clone()));
         let epoch = self.insertions.fetch_add(1, Relaxed) + 1;
         entry.last_used().store(epoch, Relaxed);
-        newest.map.insert(key, entry.clone());
+        // A key of the snapshot (its entry stale) is counted once: this entry replaces that
+        // one at the next rebuild. One more lookup, on insertions only.
+        let shadows = current.contains_key(&key);
+        if newest.map.insert(key, (entry.clone(), 0)).is_none() && shadows {
+            newest.shadowing += 1;
+        }
         if newest.due(current.len()) {
             self.merge(&current, &mut newest);
         }
@@ -199,10 +249,26 @@ impl<T: Entry> Keyed<T> {
 
     /// A new snapshot: `current` and the newest entries.
     fn merge(&self, current: &Map<T>, newest: &mut Newest<T>) {
+        self.map.store(Arc::new(Self::rebuilt(current, newest)));
+    }
+
+    /// `current` with the newest entries moved in (replacing the entries of their keys) and
+    /// the stale entries left out, for a new snapshot: the newest start again empty. As
+    /// costly as the copy, which touches each entry anyway.
+    fn rebuilt(current: &Map<T>, newest: &mut Newest<T>) -> Map<T> {
         let mut next = current.clone();
-        next.extend(newest.map.drain());
+        next.retain(|_, entry| !entry.stale());
+        next.extend(
+            newest
+                .map
+                .drain()
+                .filter(|(_, (entry, _))| !entry.stale())
+                .map(|(key, (entry, _))| (key, entry)),
+        );
+        newest.shadowing = 0;
         newest.hits = 0;
-        self.map.store(Arc::new(next));
+        newest.hot = false;
+        next
     }
 
     /// Drops idle entries, the idlest first, down to three quarters of the bound (room for
@@ -212,9 +278,7 @@ impl<T: Entry> Keyed<T> {
     /// grow by another quarter of the bound.
     fn evict(&self, current: &Map<T>, newest: &mut Newest<T>) -> Arc<Map<T>> {
         let batch = (self.max / 4).max(1);
-        let mut next = current.clone();
-        next.extend(newest.map.drain());
-        newest.hits = 0;
+        let mut next = Self::rebuilt(current, newest);
         let excess = next.len().saturating_sub(self.max - batch);
         let mut candidates: Vec<(u64, Arc<str>)> = next
             .iter()
@@ -243,14 +307,24 @@ impl<T: Entry> Keyed<T> {
         self.lock()
             .map
             .get(key)
+            .map(|(entry, _)| entry)
             .filter(|entry| !entry.stale())
             .cloned()
     }
 
+    /// Each key once (a key among the newest may also be in the snapshot, stale there).
     pub(crate) fn keys(&self) -> Vec<Arc<str>> {
         let newest = self.lock();
         let current = self.map.load();
-        current.keys().chain(newest.map.keys()).cloned().collect()
+        let mut keys = Vec::with_capacity(newest.total(&current));
+        keys.extend(
+            current
+                .keys()
+                .filter(|key| newest.shadowing == 0 || !newest.map.contains_key(*key))
+                .cloned(),
+        );
+        keys.extend(newest.map.keys().cloned());
+        keys
     }
 
     /// The most entries it keeps.
@@ -260,7 +334,7 @@ impl<T: Entry> Keyed<T> {
 
     pub(crate) fn len(&self) -> usize {
         let newest = self.lock();
-        self.map.load().len() + newest.map.len()
+        newest.total(&self.map.load())
     }
 }
 
@@ -273,6 +347,7 @@ mod tests {
     struct Item {
         used: AtomicU64,
         busy: AtomicBool,
+        stale: AtomicBool,
     }
 
     impl Entry for Item {
@@ -282,12 +357,16 @@ mod tests {
         fn busy(&self) -> bool {
             self.busy.load(Relaxed)
         }
+        fn stale(&self) -> bool {
+            self.stale.load(Relaxed)
+        }
     }
 
     fn item(_: Arc<str>) -> Item {
         Item {
             used: AtomicU64::new(0),
             busy: AtomicBool::new(false),
+            stale: AtomicBool::new(false),
         }
     }
 
@@ -404,6 +483,123 @@ mod tests {
                 .is_some_and(|found| Arc::ptr_eq(&found, &last))
         );
         assert_eq!(keyed.len(), 101);
+    }
+
+    /// A stale entry of the snapshot replaced among the newest is counted and listed once,
+    /// and no stale entry outlives the next rebuild, replaced or not (a stale pair of the
+    /// policies' cache would keep a dropped breaker and guards alive).
+    #[test]
+    fn a_stale_entry_is_counted_once_and_gone_at_the_next_rebuild() {
+        let keyed = Keyed::new(1024, "test");
+        for i in 0..100 {
+            keyed.get_or_insert(&format!("k{i}"), item);
+        }
+        // Everything in the snapshot: the lookups below find their keys there.
+        let snapshot = {
+            let mut newest = keyed.lock();
+            let current = keyed.map.load_full();
+            keyed.merge(&current, &mut newest);
+            keyed.map.load_full()
+        };
+        assert_eq!(snapshot.len(), 100);
+        let old = keyed.get_or_insert("k1", item);
+        old.stale.store(true, Relaxed);
+        let lingering = keyed.get_or_insert("k2", item);
+        lingering.stale.store(true, Relaxed);
+        let fresh = keyed.get_or_insert("k1", item);
+        assert!(!Arc::ptr_eq(&old, &fresh));
+        assert!(Arc::ptr_eq(&keyed.map.load_full(), &snapshot), "merged");
+        assert_eq!(keyed.len(), 100);
+        let keys = keyed.keys();
+        assert_eq!(keys.len(), 100);
+        assert_eq!(keys.iter().filter(|key| &***key == "k1").count(), 1);
+        assert!(
+            keyed
+                .get("k1")
+                .is_some_and(|found| Arc::ptr_eq(&found, &fresh))
+        );
+        assert!(keyed.get("k2").is_none());
+        drop(snapshot);
+        // New endpoints until the next rebuild.
+        let before = keyed.map.load_full();
+        let mut i = 100;
+        while Arc::ptr_eq(&keyed.map.load_full(), &before) {
+            keyed.get_or_insert(&format!("k{i}"), item);
+            i += 1;
+        }
+        drop(before);
+        let now = keyed.map.load_full();
+        assert!(
+            now.get("k1")
+                .is_some_and(|found| Arc::ptr_eq(found, &fresh))
+        );
+        assert!(
+            !now.contains_key("k2"),
+            "a stale entry outlived the rebuild"
+        );
+        assert_eq!(
+            Arc::strong_count(&old),
+            1,
+            "the replaced entry is still held"
+        );
+        assert_eq!(
+            Arc::strong_count(&lingering),
+            1,
+            "the stale entry is still held"
+        );
+        assert_eq!(keyed.len(), i - 1);
+        assert_eq!(keyed.keys().len(), i - 1);
+    }
+
+    /// A new endpoint called again and again reaches the lock-free snapshot after a few
+    /// lookups under the lock (at most [`HOT`]), however large the map, not half of it.
+    #[test]
+    fn a_new_hot_entry_reaches_the_snapshot_after_a_few_lookups() {
+        let keyed = Keyed::new(1024, "test");
+        for i in 0..900 {
+            keyed.get_or_insert(&format!("k{i}"), item);
+        }
+        let hot = keyed.get_or_insert("hot", item);
+        let mut lookups = 0;
+        while keyed.map.load().get("hot").is_none() {
+            assert!(Arc::ptr_eq(&keyed.get_or_insert("hot", item), &hot));
+            lookups += 1;
+            assert!(
+                lookups <= HOT,
+                "still under the lock after {lookups} lookups"
+            );
+        }
+    }
+
+    /// New endpoints each called a few times while among the newest (fewer than [`HOT`])
+    /// do not trigger a merge of their own: churn over twice the bound, each endpoint called
+    /// eight times in a row, rebuilds about as rarely as the size of the newest allows
+    /// (a sum of hits against the number of newest entries would merge every few of them).
+    #[test]
+    fn churn_of_endpoints_called_a_few_times_each_rebuilds_rarely() {
+        let keyed = Keyed::new(1024, "test");
+        let mut rebuilds = 0;
+        let mut snapshot = keyed.map.load_full();
+        let mut insertions = 0;
+        for _ in 0..2 {
+            for i in 0..2048 {
+                let key = format!("k{i}");
+                for _ in 0..8 {
+                    keyed.get_or_insert(&key, item);
+                    let now = keyed.map.load_full();
+                    if !Arc::ptr_eq(&now, &snapshot) {
+                        rebuilds += 1;
+                        snapshot = now;
+                    }
+                }
+                insertions += 1;
+            }
+            assert!(keyed.len() <= 1024, "{} entries", keyed.len());
+        }
+        assert!(
+            rebuilds * 16 <= insertions,
+            "{rebuilds} rebuilds for {insertions} insertions"
+        );
     }
 
     /// Threads asking at once for the same new key get one entry, made once.
