@@ -3,10 +3,10 @@
 //!
 //! **Why not the crate's striped window** (`src/window.rs`, the breaker's and the retry
 //! budget's): that one is built for a count written on every call and read rarely, so it
-//! stripes the writes per thread and adds up every stripe when read. The throttle reads its
-//! totals on *every* attempt (the rule needs them to decide), so a read that walks `stripes ×
-//! buckets` words would cost more than the writes it saves; and it keeps four counts, not
-//! two. This ring is one set of [`STEPS`] buckets (in a ring of [`SLOTS`]), shared by all
+//! stripes the writes per thread and adds up its ring and every stripe when read. The
+//! throttle reads its totals on *every* attempt (the rule needs them to decide), so a read
+//! that walks `buckets + stripes` buckets would cost more than the writes it saves; and it
+//! keeps four counts, not two. This ring is one set of [`STEPS`] buckets (in a ring of [`SLOTS`]), shared by all
 //! threads: a read is [`STEPS`] × 3 loads, a write one or two `fetch_add`s on the current
 //! step's bucket. Its bucket reuse follows the striped window's time buckets: a bucket is
 //! claimed by one thread (its epoch set to a mark never live) before it starts over, and
