@@ -74,11 +74,11 @@ enum Stage<O, F> {
     /// The request's body factory, then the policy's hook, are preparing the next attempt's
     /// request (see [`Call::hooked_or_sent`]).
     Hook(BoxFuture<Result<reqwest::Request, Error>>, Out),
-    /// An attempt is waiting for the response's head (and, if `Call::next_hedge` is set,
-    /// for its first hedge to come due).
+    /// An attempt is waiting for the response's head (and, if `Call::hedge_timer` is
+    /// armed, for its first hedge to come due).
     Send(F),
     /// An attempt and its hedges are waiting for their heads, in `Call::race`; the next
-    /// hedge, if any, is due at `Call::next_hedge`.
+    /// hedge, if any, is due when `Call::hedge_timer` says.
     Race,
     /// Reading the body into memory (for `send_buffered` or a body classifier).
     Buffer(BoxFuture<Result<Buffered, Error>>),
@@ -134,7 +134,7 @@ macro_rules! new_call {
             breaker,
             attempt: None,
             race: None,
-            next_hedge: None,
+            hedge_timer: HedgeTimer::default(),
             reader: $reader,
             buffered: $buffered,
             refreshed_once: false,
@@ -208,6 +208,64 @@ impl Attempt {
     }
 }
 
+/// When a call's next hedge is due: at most one timer per call, made only when an attempt
+/// that may be hedged is first left waiting, and kept for the rest of the call.
+#[derive(Default)]
+struct HedgeTimer {
+    /// When the next hedge is due, while one may be sent and `timer` is not yet set for it:
+    /// set when an attempt or a hedge goes out, moved into the timer at the first poll that
+    /// leaves the call waiting (an answer ready at once never touches the timer).
+    due: Option<Instant>,
+    /// Whether `timer` is set for the next hedge.
+    armed: bool,
+    /// The call's one timer, made the first time it is needed, reset for each later hedge
+    /// and attempt (tokio moves a registered timer only when its deadline comes sooner),
+    /// never dropped before the call: disarmed, it may wake the call once, for nothing.
+    /// Polled only in `Send` and `Race`. Boxed, as the call must stay `Unpin` (see
+    /// `Stage::Sleep`).
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl HedgeTimer {
+    /// The next hedge is due `at`, or (`None`) no more are.
+    #[inline]
+    fn arm(&mut self, at: Option<Instant>) {
+        self.due = at;
+        self.armed = false;
+    }
+
+    /// No hedge is due any more (the attempt, or its race, ended): nothing is freed, the
+    /// timer waits for the call's next attempt.
+    #[inline]
+    fn disarm(&mut self) {
+        self.due = None;
+        self.armed = false;
+    }
+
+    /// Whether the next hedge is due now; if not, the task is woken when it is. Called
+    /// only when the call is about to wait.
+    #[inline]
+    fn due(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(at) = self.due.take() {
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(at),
+                None => self.timer = Some(Box::pin(sleep_until(at))),
+            }
+            self.armed = true;
+        }
+        if !self.armed {
+            return false;
+        }
+        let due = self
+            .timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+        // Until `Call::hedge` says when the one after is due.
+        self.armed = !due;
+        due
+    }
+}
+
 /// One call through one policy, resolving to `O`, each attempt sent by `S`: the only state
 /// machine that sequences an attempt's life, for every path (see [`sender`]).
 pub(crate) struct Call<O, S: Sender = ClientSender> {
@@ -225,10 +283,8 @@ pub(crate) struct Call<O, S: Sender = ClientSender> {
     // The attempts in flight while hedging (see `crate::hedge`), from when the first hedge
     // came due: until then the attempt is in `attempt`, as any other.
     race: Option<Box<Race<S::Future, Attempt>>>,
-    // When the next hedge is due, while one may be sent (see `hedge_due`): one timer for
-    // the call, reset for each hedge and each attempt, never polled outside `Send` and
-    // `Race`. Boxed, as the call must stay `Unpin` (see `Stage::Sleep`).
-    next_hedge: Option<Pin<Box<Sleep>>>,
+    // When the next hedge is due, while one may be sent (see `HedgeTimer`).
+    hedge_timer: HedgeTimer,
     reader: Reader<O>,
     // Whether the body is read into memory inside the attempt.
     buffered: bool,
@@ -465,31 +521,9 @@ impl<O: Success, S: Sender> Call<O, S> {
         self.stage = Stage::Send(sending);
         // No race until the first hedge is due: most answers come before it.
         let after = self.retry.hedges_after();
-        self.arm_hedge(after.map(|after| now.checked_add(after).unwrap_or(now)));
+        self.hedge_timer
+            .arm(after.map(|after| now.checked_add(after).unwrap_or(now)));
         None
-    }
-
-    /// The next hedge is due `at`, or (`None`) no more are: the call's one hedge timer is
-    /// set (allocated at the first hedge a call may send), reset or dropped.
-    fn arm_hedge(&mut self, at: Option<Instant>) {
-        match (at, &mut self.next_hedge) {
-            (Some(at), Some(timer)) => timer.as_mut().reset(at),
-            (Some(at), None) => self.next_hedge = Some(Box::pin(sleep_until(at))),
-            (None, _) => self.next_hedge = None,
-        }
-    }
-
-    /// Whether the next hedge is due now; if not, the task is woken when it is.
-    fn hedge_due(&mut self, cx: &mut Context<'_>) -> bool {
-        let due = self
-            .next_hedge
-            .as_mut()
-            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
-        if due {
-            // Until `hedge` says when the one after is due.
-            self.next_hedge = None;
-        }
-        due
     }
 
     /// The first hedge is due while the attempt of `Stage::Send` is in flight: it becomes
@@ -620,7 +654,8 @@ impl<O: Success, S: Sender> Call<O, S> {
                     });
                 }
                 // After the newest attempt was sent: this one.
-                self.arm_hedge(after.map(|after| now.checked_add(after).unwrap_or(now)));
+                self.hedge_timer
+                    .arm(after.map(|after| now.checked_add(after).unwrap_or(now)));
             }
             // Recorded as a hedge that was not sent; the race goes on.
             Err(Unsent::Refused(error, out) | Unsent::Expired(error, out)) => {
@@ -641,7 +676,7 @@ impl<O: Success, S: Sender> Call<O, S> {
     /// The current attempt decided the race, with an answer (`answered`) or as its last
     /// failure: the others are cancelled.
     fn end_race(&mut self, answered: bool) {
-        self.next_hedge = None;
+        self.hedge_timer.disarm();
         if let Some(mut race) = self.race.take() {
             let breaker = self.breaker.as_deref();
             race.cancel(&mut self.retry, answered, |attempt| {
@@ -1113,7 +1148,7 @@ impl<O: Success, S: Sender> Future for Call<O, S> {
                 }
                 Stage::Send(sending) => match in_attempt(&this.retry, sending, cx) {
                     Poll::Ready(head) => this.received_head(head),
-                    Poll::Pending if this.hedge_due(cx) => {
+                    Poll::Pending if this.hedge_timer.due(cx) => {
                         this.start_race(cx);
                         None
                     }
@@ -1125,7 +1160,7 @@ impl<O: Success, S: Sender> Future for Call<O, S> {
                     };
                     match race.poll(cx) {
                         Poll::Ready((head, slot, attempt)) => this.came_back(head, slot, attempt),
-                        Poll::Pending if this.hedge_due(cx) => {
+                        Poll::Pending if this.hedge_timer.due(cx) => {
                             this.hedge(cx);
                             None
                         }

@@ -3,8 +3,8 @@
 //! The driver keeps its attempts here, with what each needs of its own (`A`: its breaker
 //! permit and its token), and asks [`RetryState`] what to do when one ends. A race is built
 //! only when the first hedge is due: until then the attempt is the call's only one, and the
-//! hedge's timer is the driver's (see `Call::hedge_due`), so hedging that never fires costs
-//! a call one timer, not a race's box, its vector and its polls.
+//! hedge's timer is the driver's (see `HedgeTimer` in the driver), so hedging that never
+//! fires costs a call at most one timer, not a race's box, its vector and its polls.
 //!
 //! [`RetryState`]: crate::call::state::RetryState
 

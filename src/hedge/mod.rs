@@ -33,9 +33,11 @@
 //!   answer or an error, and [`HEDGES`](crate::telemetry::HEDGES) the hedges sent, won and
 //!   skipped. Hedges do not use up the policy's attempts.
 //! - A hedge belongs to its call: it takes no second place in a bulkhead.
-//! - A call answered before its first hedge is due pays one timer for it (set when the
-//!   attempt goes out, dropped when it ends, set again for a retry), and nothing else: the
-//!   race of attempts is built only when the first hedge comes due.
+//! - A call answered before its first hedge is due pays at most one timer for it, and
+//!   nothing else: the timer is made the first time an attempt that may be hedged is left
+//!   waiting for its answer (none for an answer ready at once), set from that attempt's send
+//!   time, and kept until the call is dropped: a retry, and each hedge, reset the same timer.
+//!   The race of attempts is built only when the first hedge comes due.
 //! - The race is over the response's head. With `send_buffered` and the other readers, a
 //!   head that is a transient failure still waits for the others; with a
 //!   [`BodyClassifier`](crate::classify::BodyClassifier), whose verdict needs the body, the
