@@ -554,16 +554,27 @@ impl RequestBuilder {
     #[inline]
     fn run<O: Success>(mut self, reader: Reader<O>, buffered: bool) -> State<O> {
         let (http, request) = self.inner.build_split();
+        let body = self.overrides.as_mut().and_then(|o| o.body.take());
+        let (policies, overrides) = (self.policies, self.overrides);
+        if body.is_none() && self.outer.is_none() {
+            // The common call: the request goes straight from reqwest's result into the call,
+            // not through a local and a closure first (each a move of the whole request).
+            return match request
+                .map_err(Error::from)
+                .and_then(|request| new_call(http, policies, overrides, request, reader, buffered))
+            {
+                Ok(call) => State::Running(call),
+                Err(error) => State::Failed(Some(error)),
+            };
+        }
         let mut request = match request {
             Ok(request) => request,
             Err(error) => return State::Failed(Some(Error::from(error))),
         };
-        let body = self.overrides.as_mut().and_then(|o| o.body.take());
         if body.is_some() {
             // Made per attempt: the request itself carries none, so it is copied for retries.
             *request.body_mut() = None;
         }
-        let (policies, overrides) = (self.policies, self.overrides);
         let start = move |request| {
             let call = new_call(http, policies, overrides, request, reader, buffered)?;
             Ok(match body {
