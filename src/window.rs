@@ -56,7 +56,7 @@
 //! per window at 16 stripes, 32 KiB at 64, where twice the cores (to 64) were taken. Now there
 //! are at most [`MAX_STRIPES`] = 8, one line each: with the rest of the endpoint (the keyed
 //! maps' entries, the breaker's and the guards' own fields), an endpoint of the default
-//! policy holds about 2.6 KiB on 2 cores and 3.0 KiB from 4 cores up, measured by
+//! policy holds about 2.2 KiB on 2 cores and 2.6 KiB from 4 cores up, measured by
 //! `tests/endpoint_memory.rs` (was 5.9 KiB on 2 cores, 63 KiB from 32 cores up). Other
 //! shapes weighed: stripes allocated on a thread's first write keep an endpoint small only
 //! while few threads call it, and every worker of a multi-threaded runtime soon does; fewer
