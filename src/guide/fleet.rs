@@ -84,16 +84,16 @@
 //!   itself) and, while down, probes after a random share of its `sync_interval`. A hundred
 //!   replicas come back over about 1.8 s after a restart, Redis's load no higher than its
 //!   steady one; meanwhile each keeps its local limits.
-//! - **Where one Redis saturates.** Redis spends 45–80 µs of its one core per round trip (a Lua
-//!   script; 60 µs with 300 replicas), so about 16,000 round trips a second. Every replica syncs
-//!   its holds and budgets every `sync_interval`, whatever its traffic: 10 round trips a second
-//!   each at 100 ms, so about 1,500 replicas fill a primary on their own (raise `sync_interval`
-//!   past that: holds are then seen later). Leases with a burst of 40 per replica cost about
-//!   `rate / 15` round trips a second per limit. A fleet held at its limit costs most: its
-//!   replicas come back for slots as they free up, about 34 round trips a second each with 100
-//!   replicas sent twice the limit, so about 500 replicas held at one limit fill a primary. One
-//!   limit is one key, on one node of a cluster too: a cluster spreads different limits over
-//!   primaries, not one hot limit.
+//! - **Where one Redis saturates.** Redis spends 30–60 µs of its one core per round trip (a Lua
+//!   script; less as its load rises), so one primary saturates between about 17,000 and 35,000
+//!   round trips a second. Every replica syncs its holds and budgets every `sync_interval`,
+//!   whatever its traffic: 10 round trips a second each at 100 ms, so 2,000–3,000 replicas fill a
+//!   primary on their own (raise `sync_interval` well before that: holds are then seen later).
+//!   Leases with a burst of 40 per replica cost about `rate / 15` round trips a second per limit.
+//!   A fleet held at its limit costs most: its replicas come back for slots as they free up,
+//!   about 34 round trips a second each with 100 replicas sent twice the limit, so 500–1,000
+//!   replicas held at one limit fill a primary. One limit is one key, on one node of a cluster
+//!   too: a cluster spreads different limits over primaries, not one hot limit.
 //! - State is kept per policy and endpoint key, as in one process, or by the guard's
 //!   [scope](super::policies#endpoints-and-scopes): a named scope (`scope = "name:partner"`)
 //!   is one Redis key for every rule that names it and every replica. Keys carry the prefix
