@@ -541,18 +541,73 @@ impl Drop for Unreported<'_> {
     }
 }
 
-/// Syncs every `every`, or at once when nudged; ends when the fleet is dropped.
+/// Syncs every `every`, or at once when nudged; ends when the fleet is dropped. While the
+/// fleet is down (each sync then starts with a probe), every wait is a random share of
+/// `every` ([`probe_wait`]).
 async fn sync_task(fleet: Weak<FleetInner>, nudge: Arc<Notify>, every: Duration) {
     // Nudged syncs (a hold to publish, a key to learn) come at most every quarter interval:
     // a client calling a new endpoint per call would otherwise sync on every call.
     let gap = every / 4;
     loop {
         let last = Instant::now();
-        let _ = tokio::time::timeout(every, nudge.notified()).await;
+        let down = fleet.upgrade().is_some_and(|fleet| !fleet.is_up());
+        let wait = if down {
+            probe_wait(every, fastrand::f64())
+        } else {
+            every
+        };
+        let _ = tokio::time::timeout(wait, nudge.notified()).await;
         tokio::time::sleep_until(last + gap).await;
         let Some(fleet) = fleet.upgrade() else {
             return;
         };
         fleet.sync().await;
+    }
+}
+
+/// How long a fleet that is down waits before its next probe: `every × (½ + share)`, `share`
+/// drawn uniformly from `[0, 1)`, one interval on average. Replicas lose Redis together
+/// (started together, their syncs even run in step): with waits of their own they drift
+/// apart, and when Redis answers again they come back, and refill their leases, spread over
+/// an interval rather than in the same instant.
+fn probe_wait(every: Duration, share: f64) -> Duration {
+    every.mul_f64(0.5 + share.clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_probe_waits_half_to_one_and_a_half_intervals() {
+        let every = 100 * MS;
+        assert_eq!(probe_wait(every, 0.0), 50 * MS);
+        assert_eq!(probe_wait(every, 0.5), every);
+        assert!(probe_wait(every, 0.999_999) < 150 * MS);
+        assert_eq!(probe_wait(every, 7.0), 150 * MS, "clamped");
+    }
+
+    /// Twenty replicas that went down in the same instant, each probing after its own
+    /// waits: their first probes once Redis is back (1 s later) are spread over most of an
+    /// interval (with waits of exactly `every`, all twenty probe in the same instant).
+    #[test]
+    fn replicas_down_together_probe_apart() {
+        let every = 100 * MS;
+        let mut rng = fastrand::Rng::with_seed(29);
+        let back = Duration::from_secs(1);
+        let mut first: Vec<Duration> = (0..20)
+            .map(|_| {
+                let mut at = Duration::ZERO;
+                while at < back {
+                    at += probe_wait(every, rng.f64());
+                }
+                at - back
+            })
+            .collect();
+        first.sort();
+        assert!(first[19] - first[0] >= every / 2, "{first:?}");
+        assert!(first[19] < 3 * every / 2, "{first:?}");
     }
 }

@@ -18,7 +18,9 @@
 //! by default): on a Redis error or timeout the fleet switches every handle to its local limit
 //! (the crate's own GCRA, hold and budget), logs once (`WARN fleet: redis unavailable, using
 //! local limits`), keeps probing in the background, and switches back when Redis accepts a
-//! write again (`INFO fleet: redis available again, sharing limits`). A Redis that answers
+//! write again (`INFO fleet: redis available again, sharing limits`). Replicas that lost
+//! Redis together come back spread out, not in one instant: each reconnects on its own
+//! jittered backoff, and probes after a random share (½ to 1½) of its sync interval. A Redis that answers
 //! reads but refuses writes (out of memory with `noeviction`, a read-only replica) is down
 //! until then: the probe is a write that writes nothing (`SET {prefix}probe 1 XX`), so a read
 //! that succeeds never turns the fleet back up only for the next lease to be refused.

@@ -58,6 +58,13 @@
 //!   and key (or the policy): a refill Redis answers in time may bring a lease already expired,
 //!   and its slots are granted locally (2,000/s with the default burst of 1: leases of 500 µs,
 //!   almost every slot local). It says the `burst` that would do, or lower the `timeout`.
+//!   **Many replicas: a `burst` of 40 per replica.** A replica leases what it spends in three
+//!   quarters of a lease's life, so its round trips per request are about `8 × replicas × rate
+//!   / (3 × burst × traffic)`: 100 replicas sharing 1,000 requests a second (10 each) make
+//!   0.08 round trips per request with a burst of 4,000 under a limit of 1,000/s, and 0.2 with
+//!   3,000 under 2,000/s. Give a limit shared by `n` replicas a `burst` of about `40 × n ×
+//!   rate / traffic` (40 per replica at the limit); the price is the bound above, `rate × T +
+//!   burst`: a larger burst is more slots the fleet may send in a short span.
 //!   Replicas whose settings differ (a deploy in
 //!   progress) all enforce the ones in Redis: the first replica's, until no replica with them
 //!   has been granted a slot for a second, then the next one's; each replica that differs logs
@@ -72,6 +79,21 @@
 //!   the timeout. A Redis that answers but refuses writes (out of memory, a read-only replica)
 //!   is down until it accepts one. The connection and its background work run on a thread of
 //!   their own, whichever runtime first used the client.
+//! - **When Redis comes back**, replicas do not all come back at once: each reconnects on its
+//!   own jittered backoff (50 ms doubling to 1 s, each delay stretched by a random share of
+//!   itself) and, while down, probes after a random share of its `sync_interval`. A hundred
+//!   replicas come back over about 1.8 s after a restart, Redis's load no higher than its
+//!   steady one; meanwhile each keeps its local limits.
+//! - **Where one Redis saturates.** Redis spends 30–60 µs of its one core per round trip (a Lua
+//!   script; less as its load rises), so one primary saturates between about 17,000 and 35,000
+//!   round trips a second. Every replica syncs its holds and budgets every `sync_interval`,
+//!   whatever its traffic: 10 round trips a second each at 100 ms, so 2,000–3,000 replicas fill a
+//!   primary on their own (raise `sync_interval` well before that: holds are then seen later).
+//!   Leases with a burst of 40 per replica cost about `rate / 15` round trips a second per limit.
+//!   A fleet held at its limit costs most: its replicas come back for slots as they free up,
+//!   about 34 round trips a second each with 100 replicas sent twice the limit, so 500–1,000
+//!   replicas held at one limit fill a primary. One limit is one key, on one node of a cluster
+//!   too: a cluster spreads different limits over primaries, not one hot limit.
 //! - State is kept per policy and endpoint key, as in one process, or by the guard's
 //!   [scope](super::policies#endpoints-and-scopes): a named scope (`scope = "name:partner"`)
 //!   is one Redis key for every rule that names it and every replica. Keys carry the prefix
