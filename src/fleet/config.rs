@@ -128,11 +128,14 @@ impl FleetConfig {
         for seed in &self.seeds {
             check_url(seed).map_err(|why| refused("seeds", why))?;
         }
-        let (name, why) = match self.mismatch() {
-            Some(refusal) => refusal,
-            None => return self.connector().map_err(|why| refused("url", why)),
+        if let Some((name, why)) = self.mismatch() {
+            return Err(refused(name, why.to_owned()));
+        }
+        let roots = match &self.ca_file {
+            Some(path) => Some(read_ca_file(path).map_err(|why| refused("ca_file", why))?),
+            None => None,
         };
-        Err(refused(name, why.to_owned()))
+        self.connector(roots).map_err(|why| refused("url", why))
     }
 
     /// Which setting does not go with the others, and why: the checks across settings, the
@@ -177,12 +180,9 @@ impl FleetConfig {
         std::iter::once(self.url.as_str()).chain(self.seeds.iter().map(String::as_str))
     }
 
-    /// The client: one node's, or the cluster's, with the CA file's roots if one is set.
-    fn connector(&self) -> Result<Connector, String> {
-        let roots = match &self.ca_file {
-            Some(path) => Some(read_ca_file(path)?),
-            None => None,
-        };
+    /// The client: one node's, or the cluster's, with `roots` (the CA file's certificates,
+    /// PEM) if set.
+    fn connector(&self, roots: Option<Vec<u8>>) -> Result<Connector, String> {
         if self.cluster {
             let mut builder = redis::cluster::ClusterClientBuilder::new(self.nodes());
             #[cfg(feature = "redis-tls")]
@@ -237,6 +237,16 @@ pub(crate) enum Connector {
     Cluster(redis::cluster::ClusterClient),
 }
 
+/// Which kind only: the clients' own `Debug` would show their URLs.
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Connector::Single(_) => "Single",
+            Connector::Cluster(_) => "Cluster",
+        })
+    }
+}
+
 fn is_tls(url: &str) -> bool {
     url.starts_with("rediss://")
 }
@@ -245,9 +255,9 @@ fn is_tls(url: &str) -> bool {
 /// no secret) and what is wrong with it.
 fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
     let shown = path.display();
-    let pem = std::fs::read(path).map_err(|e| format!("ca_file {shown} cannot be read: {e}"))?;
+    let pem = std::fs::read(path).map_err(|e| format!("{shown} cannot be read: {e}"))?;
     if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-        return Err(format!("ca_file {shown} holds no PEM certificate"));
+        return Err(format!("{shown} holds no PEM certificate"));
     }
     Ok(pem)
 }
@@ -330,6 +340,7 @@ mod tests {
             "",
             "127.0.0.1:6379",
             "http://127.0.0.1:6379",
+            #[cfg(not(feature = "redis-tls"))]
             "rediss://:hunter2@cache:6379",
             "redis://:hunter2@cache:port",
             "redis://:hunter2@/",
@@ -369,5 +380,67 @@ mod tests {
                 .check()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn settings_that_do_not_go_together_are_named() {
+        let url = "redis://127.0.0.1:7000";
+        let seeds = refusal(FleetConfig::new(url).seeds(["redis://:hunter2@127.0.0.1:7001"]));
+        assert!(
+            seeds.contains("redis seeds needs cluster = true"),
+            "{seeds}"
+        );
+        assert!(!seeds.contains("hunter2"), "{seeds}");
+        let unix = refusal(FleetConfig::new("unix:///run/redis.sock").cluster(true));
+        assert!(
+            unix.contains("redis url must start with redis:// or rediss://"),
+            "{unix}"
+        );
+        let braces = refusal(FleetConfig::new(url).cluster(true).prefix("{app}:"));
+        assert!(
+            braces.contains("redis prefix must not hold { or }"),
+            "{braces}"
+        );
+        let ca = refusal(FleetConfig::new(url).ca_file("/etc/ssl/ca.pem"));
+        assert!(ca.contains("redis ca_file needs a rediss:// url"), "{ca}");
+        let bad_seed = refusal(
+            FleetConfig::new(url)
+                .cluster(true)
+                .seeds(["redis://:hunter2@cache:port"]),
+        );
+        assert!(
+            bad_seed.contains("redis seeds is not a Redis URL"),
+            "{bad_seed}"
+        );
+        assert!(!bad_seed.contains("hunter2"), "{bad_seed}");
+        let cluster = FleetConfig::new(url)
+            .cluster(true)
+            .seeds(["redis://:hunter2@127.0.0.1:7001"]);
+        assert!(cluster.check().is_ok());
+        let debug = format!("{cluster:?}");
+        assert!(
+            !debug.contains("hunter2") && debug.contains("7001"),
+            "{debug}"
+        );
+    }
+
+    #[cfg(feature = "redis-tls")]
+    #[test]
+    fn a_ca_file_is_read_when_the_fleet_is_made_and_named_when_it_cannot_be() {
+        let url = "rediss://app:hunter2@cache:6380";
+        assert!(FleetConfig::new(url).check().is_ok(), "system roots");
+        let missing = refusal(FleetConfig::new(url).ca_file("/nonexistent/ca.pem"));
+        assert!(
+            missing.contains("redis ca_file /nonexistent/ca.pem cannot be read"),
+            "{missing}"
+        );
+        let dir = std::env::temp_dir().join(format!("rh-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let shown = refusal(FleetConfig::new(url).ca_file(&not_pem));
+        assert!(shown.contains("holds no PEM certificate"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -675,3 +675,57 @@ async fn sync_task(fleet: Weak<FleetInner>, nudge: Arc<Notify>, every: Duration)
         fleet.sync().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet(config: FleetConfig) -> Arc<FleetInner> {
+        FleetInner::new(config).unwrap()
+    }
+
+    /// One node: keys as they always were. A cluster: each endpoint's keys carry one hash tag,
+    /// so a lease's rate and hold share a slot; a key Redis could not read whole as a tag (empty,
+    /// or with braces) gets its hash as the tag, the key after it.
+    #[test]
+    fn cluster_keys_carry_one_hash_tag_per_endpoint() {
+        let single = fleet(FleetConfig::new("redis://127.0.0.1"));
+        assert_eq!(
+            single.key("gcra", "api.example"),
+            "resilient-http:gcra:api.example"
+        );
+        let cluster = fleet(FleetConfig::new("redis://127.0.0.1").cluster(true));
+        assert_eq!(
+            cluster.key("gcra", "api.example"),
+            "resilient-http:gcra:{api.example}"
+        );
+        assert_eq!(hash_tag(&cluster.key("hold", "api.example")), "api.example");
+        for key in ["", "a}b", "{x}", "}", "p|{host}", "name:github"] {
+            let tags: Vec<_> = ["gcra", "hold", "budget", "quota"]
+                .iter()
+                .map(|kind| cluster.key(kind, key))
+                .collect();
+            let tag = hash_tag(&tags[0]).to_owned();
+            assert!(!tag.is_empty(), "{key:?}");
+            for name in &tags {
+                assert_eq!(hash_tag(name), tag, "{key:?}: {name}");
+                assert!(name.contains(key), "{name}");
+            }
+        }
+        // Different keys, different names (and, but for a hash collision, different tags).
+        assert_ne!(cluster.key("hold", "a}b"), cluster.key("hold", "a}c"));
+        assert_ne!(
+            hash_tag(&cluster.key("hold", "a}b")),
+            hash_tag(&cluster.key("hold", "a}c"))
+        );
+    }
+
+    #[test]
+    fn hash_tags_are_read_as_redis_reads_them() {
+        assert_eq!(hash_tag("{user1000}.following"), "user1000");
+        assert_eq!(hash_tag("foo{}{bar}"), "foo{}{bar}");
+        assert_eq!(hash_tag("foo{{bar}}zap"), "{bar");
+        assert_eq!(hash_tag("foo{bar}{zap}"), "bar");
+        assert_eq!(hash_tag("plain"), "plain");
+    }
+}
