@@ -232,6 +232,8 @@ impl FleetConfig {
 /// How the fleet connects: one Redis (the tokio connection manager, which reconnects by
 /// itself), or a Redis Cluster (the cluster client, which follows slots and failovers).
 #[derive(Clone)]
+// One per fleet, made once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Connector {
     Single(redis::Client),
     Cluster(redis::cluster::ClusterClient),
