@@ -398,8 +398,12 @@ fn cluster_and_tls_settings_name_the_line_and_key() {
             "\"prefix\": must not hold { or } with cluster = true",
         ),
         (
-            "ca_file = \"/etc/ssl/ca.pem\"\n",
-            "\"ca_file\": needs a rediss:// url",
+            "ca_file = \"/nonexistent/ca.pem\"\n",
+            "<config_toml>:3: \"ca_file\": /nonexistent/ca.pem cannot be read",
+        ),
+        (
+            "ca_file = \"Cargo.toml\"\n",
+            "<config_toml>:3: \"ca_file\": Cargo.toml holds no PEM certificate",
         ),
         (
             "cluster = \"yes\"\n",

@@ -253,6 +253,13 @@ fn is_tls(url: &str) -> bool {
     url.starts_with("rediss://")
 }
 
+/// Why the CA file at `path` cannot be used, if it cannot (the policy file's check, naming
+/// its line; the fleet reads it again when it is made).
+#[cfg(feature = "config")] // its one caller is the policy file
+pub(crate) fn check_ca_file(path: &Path) -> Result<(), String> {
+    read_ca_file(path).map(|_| ())
+}
+
 /// The certificates of the PEM file at `path`, read now; the refusal names the file (a path is
 /// no secret) and what is wrong with it.
 fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {

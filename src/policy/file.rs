@@ -418,7 +418,7 @@ struct RawRedis {
     cluster: bool,
     #[serde(default, deserialize_with = "redis_seeds")]
     seeds: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "redis_ca_file")]
     ca_file: Option<std::path::PathBuf>,
     #[serde(default, deserialize_with = "redis_prefix")]
     prefix: Option<String>,
@@ -439,7 +439,7 @@ struct RedisKeys {
     cluster: bool,
     #[serde(default, deserialize_with = "redis_seeds")]
     seeds: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "redis_ca_file")]
     ca_file: Option<std::path::PathBuf>,
     #[serde(default, deserialize_with = "redis_prefix")]
     prefix: Option<String>,
@@ -1011,6 +1011,14 @@ fn redis_seeds<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
         crate::fleet::check_url(seed).map_err(|why| refused("seeds", why))?;
     }
     Ok(seeds)
+}
+
+/// A PEM file of certificate authorities that can be read now.
+fn redis_ca_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::path::PathBuf>, D::Error> {
+    let path = std::path::PathBuf::deserialize(d)?;
+    #[cfg(feature = "redis")]
+    crate::fleet::check_ca_file(&path).map_err(|why| refused("ca_file", why))?;
+    Ok(Some(path))
 }
 
 fn redis_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
