@@ -24,12 +24,26 @@ pub struct RedisCluster {
     dir: PathBuf,
 }
 
+/// Ports handed out in this process (the tests of one binary run at once): a port, or its
+/// bus port, is never handed out twice.
+static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
 /// A port free for the node and for its cluster bus (the port + 10,000).
 fn free_port_pair() -> u16 {
     loop {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
         let port = listener.local_addr().unwrap().port();
-        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+        if port >= 55_000 {
+            continue;
+        }
+        let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+        // Neither this port nor its bus port is a port or a bus port handed out already.
+        let clash = taken.iter().any(|other| {
+            [*other, other + 10_000].contains(&port)
+                || [*other, other + 10_000].contains(&(port + 10_000))
+        });
+        if !clash && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            taken.push(port);
             return port;
         }
     }
@@ -100,7 +114,14 @@ impl RedisCluster {
         }
     }
 
+    /// Starts `node`; on a port another process took meanwhile, on new ports.
     fn spawn(&mut self, node: usize) {
+        while !self.try_spawn(node) {
+            self.ports[node] = free_port_pair();
+        }
+    }
+
+    fn try_spawn(&mut self, node: usize) -> bool {
         let port = self.ports[node].to_string();
         let conf = self.dir.join(format!("nodes-{port}.conf"));
         let _ = std::fs::remove_file(&conf);
@@ -125,9 +146,15 @@ impl RedisCluster {
         self.children[node] = Some(child);
         let start = std::time::Instant::now();
         while self.query::<String>(node, &mut redis::cmd("PING")).is_err() {
+            let exited = self.children[node].as_mut().map(|c| c.try_wait());
+            if let Some(Ok(Some(_))) = exited {
+                self.children[node] = None;
+                return false;
+            }
             assert!(start.elapsed() < 10 * SECOND, "redis-server did not start");
             std::thread::sleep(10 * MS);
         }
+        true
     }
 
     /// Waits until every one of `nodes` says the cluster is ok and sees every slot served.
