@@ -40,7 +40,7 @@
 //! url = "rediss://app:secret@node-1.cache.example:6380"  # TLS (feature `redis-tls`), ACL user app
 //! cluster = true                    # a Redis Cluster: the fleet follows its slots and failovers
 //! seeds = ["rediss://app:secret@node-2.cache.example:6380"]  # more nodes to reach it through
-//! ca_file = "/etc/ssl/cache-ca.pem" # the CA of the servers' certificates (default: system roots)
+//! ## ca_file = "/etc/ssl/cache-ca.pem" # a PEM file of the servers' CAs (default: system roots)
 //! # "#;
 //! # #[cfg(feature = "redis-tls")]
 //! # resilient_http::Client::builder().config_toml(toml).build()?;
