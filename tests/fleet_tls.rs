@@ -99,10 +99,13 @@ impl Drop for TlsRedis {
 
 /// A CA, and a certificate for 127.0.0.1 and localhost that it signs, in PEM files.
 fn write_certificates(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Names of their own: a certificate whose issuer is its own subject is self-signed to
+    // OpenSSL (redis-cli, and the cluster's nodes checking one another).
+    (ca_params.distinguished_name).push(DnType::CommonName, "resilient-http test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
@@ -248,4 +251,59 @@ async fn a_wrong_password_shows_nowhere() {
         "the fleet did not say it is down"
     );
     assert!(!logs.contains(WRONG), "the password was logged:\n{logs}");
+}
+
+#[path = "common/redis_cluster.rs"]
+mod redis_cluster;
+
+/// A managed Redis in cluster mode: three primaries speaking TLS only (to clients and to one
+/// another), reached with `rediss://` seeds and the CA file. A hold set through one node is
+/// seen by a replica that reaches the cluster through another, and a sync of keys in many
+/// slots succeeds over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_shares_holds_through_any_node() {
+    let dir =
+        std::env::temp_dir().join(format!("resilient-http-tls-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    write_certificates(&dir);
+    let cluster = redis_cluster::RedisCluster::start_with(3, 0, Some(dir.clone()));
+    let urls = cluster.urls();
+    assert!(urls[0].starts_with("rediss://"));
+    let replica = |node: usize| {
+        let seeds: Vec<_> = (urls.iter().enumerate())
+            .filter(|(other, _)| *other != node)
+            .map(|(_, url)| url.clone())
+            .collect();
+        let config = FleetConfig::new(&urls[node])
+            .cluster(true)
+            .seeds(seeds)
+            .ca_file(dir.join("ca.pem"))
+            .timeout(500 * MS)
+            .sync_interval(50 * MS);
+        Fleet::new(config).unwrap()
+    };
+    let (setter, watcher) = (replica(0), replica(2));
+    let endpoints: Vec<String> = (0..6).map(|n| format!("api-{n}.example")).collect();
+    let set: Vec<_> = endpoints.iter().map(|e| setter.hold(e)).collect();
+    let seen: Vec<_> = endpoints.iter().map(|e| watcher.hold(e)).collect();
+    assert!(
+        setter.sync().await && watcher.sync().await,
+        "no sync over TLS"
+    );
+    let start = Instant::now();
+    for hold in &set {
+        hold.hold_until(start + 2 * SECOND);
+    }
+    for hold in &seen {
+        while hold.remaining(Instant::now()).is_none() {
+            assert!(
+                start.elapsed() < SECOND,
+                "a hold never reached the other replica"
+            );
+            sleep(5 * MS).await;
+        }
+    }
+    assert!(setter.is_up() && watcher.is_up());
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -22,6 +22,9 @@ pub struct RedisCluster {
     ports: Vec<u16>,
     children: Vec<Option<Child>>,
     dir: PathBuf,
+    /// A directory with `ca.pem`, `server.pem` and `server.key`: the nodes speak TLS only, to
+    /// clients and to one another.
+    tls: Option<PathBuf>,
 }
 
 /// Ports handed out in this process (the tests of one binary run at once): a port, or its
@@ -51,6 +54,11 @@ fn free_port_pair() -> u16 {
 
 impl RedisCluster {
     pub fn start(primaries: usize, replicas_each: usize) -> Self {
+        Self::start_with(primaries, replicas_each, None)
+    }
+
+    /// [`start`](Self::start), with TLS only when `tls` names a directory of certificates.
+    pub fn start_with(primaries: usize, replicas_each: usize, tls: Option<PathBuf>) -> Self {
         let count = primaries * (1 + replicas_each);
         let mut ports: Vec<u16> = Vec::new();
         while ports.len() < count {
@@ -69,11 +77,15 @@ impl RedisCluster {
             children: ports.iter().map(|_| None).collect(),
             ports,
             dir,
+            tls,
         };
         for node in 0..count {
             cluster.spawn(node);
         }
         let mut create = Command::new("redis-cli");
+        if let Some(tls) = &cluster.tls {
+            create.arg("--tls").arg("--cacert").arg(tls.join("ca.pem"));
+        }
         create.arg("--cluster").arg("create");
         for port in &cluster.ports {
             create.arg(format!("127.0.0.1:{port}"));
@@ -84,13 +96,16 @@ impl RedisCluster {
                 &replicas_each.to_string(),
                 "--cluster-yes",
             ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            .output()
             .unwrap_or_else(|e| {
                 panic!("cannot run redis-cli ({e}): apt-get install -y redis-server")
             });
-        assert!(made.success(), "redis-cli --cluster create failed");
+        assert!(
+            made.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&made.stdout),
+            String::from_utf8_lossy(&made.stderr)
+        );
         cluster.wait_until_ok(&(0..count).collect::<Vec<_>>());
         cluster.wait_until_replicas_synced();
         cluster
@@ -125,8 +140,22 @@ impl RedisCluster {
         let port = self.ports[node].to_string();
         let conf = self.dir.join(format!("nodes-{port}.conf"));
         let _ = std::fs::remove_file(&conf);
-        let child = Command::new("redis-server")
-            .args(["--port", &port, "--bind", "127.0.0.1"])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &port]),
+            Some(tls) => command
+                .args(["--port", "0", "--tls-port", &port])
+                .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                .arg("--tls-cert-file")
+                .arg(tls.join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(tls.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(tls.join("ca.pem"))
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
             .args(["--cluster-enabled", "yes"])
             // Replicas sync at once (not 5 s later), so that they can take over from the start.
@@ -179,9 +208,14 @@ impl RedisCluster {
         self.ports.len()
     }
 
-    /// `redis://127.0.0.1:{port}` of `node`.
+    /// `redis://127.0.0.1:{port}` of `node` (`rediss://` with TLS).
     pub fn url(&self, node: usize) -> String {
-        format!("redis://127.0.0.1:{}", self.ports[node])
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.ports[node])
     }
 
     pub fn urls(&self) -> Vec<String> {
@@ -193,7 +227,19 @@ impl RedisCluster {
         node: usize,
         cmd: &mut redis::Cmd,
     ) -> redis::RedisResult<T> {
-        let client = redis::Client::open(self.url(node))?;
+        let client = match &self.tls {
+            None => redis::Client::open(self.url(node))?,
+            #[cfg(feature = "redis-tls")]
+            Some(tls) => redis::Client::build_with_tls(
+                self.url(node),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(tls.join("ca.pem")).unwrap()),
+                },
+            )?,
+            #[cfg(not(feature = "redis-tls"))]
+            Some(_) => panic!("TLS needs the redis-tls feature"),
+        };
         let mut conn = client.get_connection_with_timeout(SECOND)?;
         conn.set_read_timeout(Some(SECOND))?;
         cmd.query(&mut conn)
