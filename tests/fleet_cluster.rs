@@ -164,6 +164,13 @@ async fn a_hold_set_through_one_node_is_seen_through_another() {
     assert!(setter.sync().await, "a sync of keys in many slots failed");
     assert!(watcher.sync().await, "a sync of keys in many slots failed");
     assert!(setter.is_up() && watcher.is_up());
+    // One script per endpoint key (its hold and budget together), sent at once.
+    let before = watcher.round_trips();
+    let started = Instant::now();
+    assert!(watcher.sync().await);
+    let (scripts, took) = (watcher.round_trips() - before, started.elapsed());
+    println!("a sync of 12 endpoints (a hold and a budget each): {scripts} scripts in {took:?}");
+    assert_eq!(scripts, 12);
 
     let set = Instant::now();
     for hold in set_holds.iter().chain(&odd) {
