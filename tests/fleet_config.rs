@@ -376,3 +376,52 @@ fn the_builder_warns_of_a_lease_shorter_than_the_redis_timeout() {
     built.unwrap();
     assert!(logged.is_empty(), "{logged:#?}");
 }
+
+/// Issue 29: `cluster`, `seeds` and `ca_file` in `[redis]`, checked as the builder checks
+/// them: a seed's own mistake names its line, settings that do not go together name the key
+/// and the table's line; no password shown.
+#[cfg(feature = "redis")]
+#[test]
+fn cluster_and_tls_settings_name_the_line_and_key() {
+    let url = "[redis]\nurl = \"redis://:hunter2@cache:7000\"\n";
+    for (setting, expected) in [
+        (
+            "cluster = true\nseeds = [\"http://:hunter2@cache:7001\"]\n",
+            "<config_toml>:4: \"seeds\": must start with redis://",
+        ),
+        (
+            "seeds = [\"redis://:hunter2@cache:7001\"]\n",
+            "\"seeds\": needs cluster = true",
+        ),
+        (
+            "cluster = true\nprefix = \"{app}:\"\n",
+            "\"prefix\": must not hold { or } with cluster = true",
+        ),
+        (
+            "ca_file = \"/nonexistent/ca.pem\"\n",
+            "<config_toml>:3: \"ca_file\": /nonexistent/ca.pem cannot be read",
+        ),
+        (
+            "ca_file = \"Cargo.toml\"\n",
+            "<config_toml>:3: \"ca_file\": Cargo.toml holds no PEM certificate",
+        ),
+        (
+            "cluster = \"yes\"\n",
+            "<config_toml>:3: \"cluster\": invalid type: string \"yes\", expected a boolean",
+        ),
+    ] {
+        let shown = refusal(&format!("{url}{setting}"));
+        println!("{shown}");
+        assert!(shown.contains(expected), "{shown}");
+        assert!(shown.contains("<config_toml>:"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+    let cluster = format!("{url}cluster = true\nseeds = [\"redis://:hunter2@cache:7001\"]\n");
+    let client = Client::builder().config_toml(&cluster).build().unwrap();
+    let shown = format!("{:?}", client.fleet().unwrap());
+    assert!(
+        shown.contains("cluster: true") && shown.contains("7001"),
+        "{shown}"
+    );
+    assert!(!shown.contains("hunter2"), "{shown}");
+}

@@ -3,19 +3,19 @@
 //! write succeeds (logged once per change), and the background task that synchronises holds
 //! and budgets.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{FromRedisValue, Script, ScriptInvocation};
+use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use super::budget::BudgetShared;
-use super::config::FleetConfig;
+use super::config::{Connector, FleetConfig};
 use super::hold::HoldShared;
 use super::quota::QuotaShared;
 use crate::error::Error;
@@ -95,7 +95,7 @@ return out
 /// What a [`Fleet`](super::Fleet) shares with its handles.
 pub(crate) struct FleetInner {
     config: FleetConfig,
-    client: redis::Client,
+    connector: Connector,
     /// Started on first use (`None`: starting failed, local limits for good).
     link: OnceLock<Option<Link>>,
     /// Whether handles share: set by a write Redis accepted, cleared by any failed call.
@@ -116,7 +116,7 @@ pub(crate) struct FleetInner {
 /// but idle (start-up code's `block_on`), busy or shut down would otherwise stall them, and
 /// the connection manager's own tasks with them.
 pub(crate) struct Link {
-    conn: ConnectionManager,
+    conn: Conn,
     pub(crate) handle: Handle,
     /// Dropped with the fleet: the runtime's thread then ends, and its tasks with it.
     _stop: oneshot::Sender<()>,
@@ -134,10 +134,10 @@ struct Registry {
 
 impl FleetInner {
     pub(crate) fn new(config: FleetConfig) -> Result<Arc<Self>, Error> {
-        let client = config.check()?;
+        let connector = config.check()?;
         Ok(Arc::new(FleetInner {
             config,
-            client,
+            connector,
             link: OnceLock::new(),
             up: AtomicBool::new(true),
             round_trips: AtomicU64::new(0),
@@ -160,9 +160,20 @@ impl FleetInner {
         self.round_trips.load(SeqCst)
     }
 
-    /// The full Redis key of `kind` for endpoint `key`.
+    /// The full Redis key of `kind` for endpoint `key`. In a cluster, every key of one
+    /// endpoint carries one hash tag (see [`hash_tag`]), so that a script's keys (a lease's
+    /// rate and hold) are in one slot.
     pub(crate) fn key(&self, kind: &str, key: &str) -> String {
-        format!("{}{kind}:{key}", self.config.prefix)
+        let prefix = &self.config.prefix;
+        if !self.config.cluster {
+            return format!("{prefix}{kind}:{key}");
+        }
+        // The key itself is the tag when Redis would read it whole; else a hash of it (one
+        // with braces would end the tag early, an empty one would make none), the key after.
+        if !key.is_empty() && !key.contains(['{', '}']) {
+            return format!("{prefix}{kind}:{{{key}}}");
+        }
+        format!("{prefix}{kind}:{{#{:016x}}}{key}", fnv1a(key.as_bytes()))
     }
 
     /// `now` in microseconds since the fleet was made.
@@ -218,17 +229,10 @@ impl FleetInner {
             self.mark_down(&e);
             return None;
         }
-        // The connection manager spawns its tasks on the runtime it is made (and used) on.
+        // The connection manager and the cluster client spawn their tasks on the runtime they
+        // are made (and used) on.
         let _inside = handle.enter();
-        let manager = ConnectionManagerConfig::new()
-            // Reconnecting is nobody's wait (every call gives up at the timeout), so it may
-            // take its time, and never stops trying.
-            .set_connection_timeout(Some(self.config.timeout.max(Duration::from_secs(1))))
-            .set_response_timeout(None)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1))
-            .set_number_of_retries(usize::MAX);
-        let conn = match ConnectionManager::new_lazy_with_config(self.client.clone(), manager) {
+        let conn = match self.connect() {
             Ok(conn) => conn,
             Err(e) => {
                 self.mark_down(&e);
@@ -245,6 +249,32 @@ impl FleetInner {
             handle,
             _stop: stop,
         })
+    }
+
+    /// The connection, made lazily: nothing is reached until the first call.
+    fn connect(&self) -> redis::RedisResult<Conn> {
+        // Reconnecting is nobody's wait (every call gives up at the timeout), so it may take
+        // its time, and never stops trying.
+        let connect_within = self.config.timeout.max(Duration::from_secs(1));
+        match &self.connector {
+            Connector::Single(client) => {
+                let manager = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(connect_within))
+                    .set_response_timeout(None)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_secs(1))
+                    .set_number_of_retries(usize::MAX);
+                ConnectionManager::new_lazy_with_config(client.clone(), manager).map(Conn::Single)
+            }
+            Connector::Cluster(client) => {
+                let config = redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(connect_within)
+                    .set_response_timeout(connect_within);
+                Ok(Conn::Cluster(
+                    client.get_pending_async_connection_with_config(config),
+                ))
+            }
+        }
     }
 
     /// Runs `script` within the timeout: its answer, or `None` (Redis unreachable, slow, or
@@ -425,10 +455,38 @@ impl FleetInner {
         if holds.is_empty() && budgets.is_empty() && quotas.is_empty() {
             return self.is_up();
         }
-        // Holds first, then budgets, then quotas, at most SYNC_CHUNK keys a script: one
-        // round trip for most fleets.
-        let (mut held, mut budgeted, mut quoted) =
-            (holds.as_slice(), budgets.as_slice(), quotas.as_slice());
+        if !self.config.cluster {
+            return self.sync_keys(&holds, &budgets, &quotas).await;
+        }
+        // In a cluster a script's keys must be in one slot: one script per hash tag (per
+        // endpoint key), all sent at once, so a sync still takes one round trip's time.
+        let mut slots: BTreeMap<&str, SlotKeys> = BTreeMap::new();
+        for hold in &holds {
+            (slots.entry(hash_tag(hold.redis_key())).or_default().0).push(hold.clone());
+        }
+        for budget in &budgets {
+            (slots.entry(hash_tag(budget.redis_key())).or_default().1).push(budget.clone());
+        }
+        for quota in &quotas {
+            (slots.entry(hash_tag(quota.redis_key())).or_default().2).push(quota.clone());
+        }
+        let syncs =
+            (slots.values()).map(|(holds, budgets, quotas)| self.sync_keys(holds, budgets, quotas));
+        futures_util::future::join_all(syncs)
+            .await
+            .into_iter()
+            .all(|answered| answered)
+    }
+
+    /// Holds first, then budgets, then quotas, at most [`SYNC_CHUNK`] keys a script: one
+    /// round trip for most fleets. Whether Redis answered every script.
+    async fn sync_keys(
+        self: &Arc<Self>,
+        holds: &[Arc<HoldShared>],
+        budgets: &[Arc<BudgetShared>],
+        quotas: &[Arc<QuotaShared>],
+    ) -> bool {
+        let (mut held, mut budgeted, mut quoted) = (holds, budgets, quotas);
         let mut answered = true;
         while !held.is_empty() || !budgeted.is_empty() || !quoted.is_empty() {
             let (these_holds, rest) = held.split_at(held.len().min(SYNC_CHUNK));
@@ -498,6 +556,67 @@ impl FleetInner {
         }
         true
     }
+}
+
+/// The keys of one hash slot (one endpoint key's) for a cluster's sync.
+type SlotKeys = (
+    Vec<Arc<HoldShared>>,
+    Vec<Arc<BudgetShared>>,
+    Vec<Arc<QuotaShared>>,
+);
+
+/// The fleet's connection: one Redis's connection manager, or a cluster's connection (which
+/// routes each script to its keys' slot). Both are cheap to clone.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// What Redis Cluster hashes of `key` to find its slot: the text between the first `{` and
+/// the first `}` after it, if not empty; else the whole key. Keys with one tag share a slot.
+fn hash_tag(key: &str) -> &str {
+    key.split_once('{')
+        .and_then(|(_, after)| after.split_once('}'))
+        .map(|(tag, _)| tag)
+        .filter(|tag| !tag.is_empty())
+        .unwrap_or(key)
+}
+
+/// 64-bit FNV-1a: the hash tag of an endpoint key Redis could not read whole as one. Fixed
+/// (not a process's random hasher), so that every replica and version names the key alike.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Budget counts taken for a flush: given back (see `BudgetShared::not_flushed`) unless the
@@ -609,5 +728,54 @@ mod tests {
         first.sort();
         assert!(first[19] - first[0] >= every / 2, "{first:?}");
         assert!(first[19] < 3 * every / 2, "{first:?}");
+    }
+
+    fn fleet(config: FleetConfig) -> Arc<FleetInner> {
+        FleetInner::new(config).unwrap()
+    }
+
+    /// One node: keys as they always were. A cluster: each endpoint's keys carry one hash tag,
+    /// so a lease's rate and hold share a slot; a key Redis could not read whole as a tag (empty,
+    /// or with braces) gets its hash as the tag, the key after it.
+    #[test]
+    fn cluster_keys_carry_one_hash_tag_per_endpoint() {
+        let single = fleet(FleetConfig::new("redis://127.0.0.1"));
+        assert_eq!(
+            single.key("gcra", "api.example"),
+            "resilient-http:gcra:api.example"
+        );
+        let cluster = fleet(FleetConfig::new("redis://127.0.0.1").cluster(true));
+        assert_eq!(
+            cluster.key("gcra", "api.example"),
+            "resilient-http:gcra:{api.example}"
+        );
+        assert_eq!(hash_tag(&cluster.key("hold", "api.example")), "api.example");
+        for key in ["", "a}b", "{x}", "}", "p|{host}", "name:github"] {
+            let tags: Vec<_> = ["gcra", "hold", "budget", "quota"]
+                .iter()
+                .map(|kind| cluster.key(kind, key))
+                .collect();
+            let tag = hash_tag(&tags[0]).to_owned();
+            assert!(!tag.is_empty(), "{key:?}");
+            for name in &tags {
+                assert_eq!(hash_tag(name), tag, "{key:?}: {name}");
+                assert!(name.contains(key), "{name}");
+            }
+        }
+        // Different keys, different names (and, but for a hash collision, different tags).
+        assert_ne!(cluster.key("hold", "a}b"), cluster.key("hold", "a}c"));
+        assert_ne!(
+            hash_tag(&cluster.key("hold", "a}b")),
+            hash_tag(&cluster.key("hold", "a}c"))
+        );
+    }
+
+    #[test]
+    fn hash_tags_are_read_as_redis_reads_them() {
+        assert_eq!(hash_tag("{user1000}.following"), "user1000");
+        assert_eq!(hash_tag("foo{}{bar}"), "foo{}{bar}");
+        assert_eq!(hash_tag("foo{{bar}}zap"), "{bar");
+        assert_eq!(hash_tag("foo{bar}{zap}"), "bar");
+        assert_eq!(hash_tag("plain"), "plain");
     }
 }

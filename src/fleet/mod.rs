@@ -155,7 +155,40 @@
 //! `{policy}|{endpoint key}` (host, the default) or `{policy}|rule` (rule), the policy's `%`
 //! and `|` percent-encoded, so that no two policies' keys meet; and `name:<name>` (named:
 //! one key for every policy and replica that names it, e.g. `{prefix}gcra:name:github`). Redis 5 or later (scripts call
-//! `TIME`); one node, not Redis Cluster (a sync script touches the keys of many endpoints).
+//! `TIME`), one node or a [Redis Cluster](#redis-cluster).
+//!
+//! # Redis Cluster
+//!
+//! With [`FleetConfig::cluster`] (`cluster = true` in `[redis]`), `url` and
+//! [`seeds`](FleetConfig::seeds) are nodes of a Redis Cluster (or Valkey in cluster mode, a
+//! managed service's cluster mode): the fleet uses the `redis` crate's cluster client, which
+//! learns the slots from any node it reaches, follows `MOVED` and `ASK`, and finds the new
+//! primary after a failover. A script's keys must be in one slot, so every key of one endpoint
+//! carries the endpoint key as its hash tag: `resilient-http:gcra:{api.example}`,
+//! `resilient-http:hold:{api.example}`, … (a key that is empty or holds a brace has `#` and a
+//! hash of it as its tag, the key after it: `resilient-http:hold:{#<hash>}<key>`); the prefix
+//! may not hold braces. A lease (its rate and hold)
+//! is one script on one primary, as on one node. The background sync sends one script per
+//! endpoint key (per slot) instead of one for up to 64 keys, all at once: a sync takes one
+//! round trip's time still, and as many commands as the endpoints it syncs. One Redis keeps the
+//! names it always had (no tags), so a fleet moving to a cluster starts its keys afresh.
+//!
+//! While a primary is down, the calls of its slots fail or time out: the fleet turns to its
+//! local limits as it does when one Redis dies (logged once), keeps probing, and shares again
+//! once a replica has taken over (`tests/fleet_cluster.rs`: a primary killed mid-run, no call
+//! lost, sharing back within a second of the failover). The probe writes to the slot of
+//! `{prefix}probe`; until the failed slot has a primary again, the fleet may go up on a good
+//! probe and down on the next lease of that slot.
+//!
+//! # Managed Redis: TLS and ACL users
+//!
+//! `rediss://` (feature `redis-tls`) connects with TLS (rustls), checking the server's
+//! certificate against the system's roots, or against the CAs of
+//! [`FleetConfig::ca_file`] (a PEM file: a CA of your own, or one a managed service gives).
+//! An ACL user and its password go in the URL: `rediss://app:secret@cache.example:6380`.
+//! The password (and the user info of every URL) never appears in errors, in `Debug` or in
+//! logs (`tests/fleet_tls.rs` checks all three against a wrong password). A wrong password is
+//! Redis unreachable: local limits, and the fleet's `WARN`.
 
 mod budget;
 mod config;
@@ -167,7 +200,7 @@ mod rate;
 pub use budget::SharedBudget;
 pub use config::FleetConfig;
 #[cfg(feature = "config")]
-pub(crate) use config::check_url;
+pub(crate) use config::{check_ca_file, check_url};
 pub use hold::SharedHold;
 pub(crate) use quota::SharedQuota;
 pub use rate::SharedRate;

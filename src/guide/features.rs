@@ -16,7 +16,8 @@
 //! | `cli` | the `resilient-http` command line (`cargo install resilient-http --features cli`): [`probe`](super::probe), [`simulate`](super::simulate) (`resilient_http::sim`) |
 //! | `stream` | reqwest's streaming bodies (`Body::wrap_stream`, `Body::from(tokio::fs::File)`), for [`body_with`](crate::RequestBuilder::body_with) |
 //! | `metrics` | counters, gauges and histograms through the `metrics` facade (see [observability](super::observability)) |
-//! | `redis` | limits shared by the replicas of a service through Redis (see [fleet](super::fleet)): the `redis` crate with its tokio connection manager |
+//! | `redis` | limits shared by the replicas of a service through Redis (see [fleet](super::fleet)): the `redis` crate with its tokio connection manager and its cluster client |
+//! | `redis-tls` | `redis`, and `rediss://` (TLS with rustls, the system's roots or a CA file) for managed Redis |
 //! | `backoff` | accept a `backoff::backoff::Backoff` (e.g. `ExponentialBackoff`) as the retry schedule: `RetryPolicy::builder().backoff_schedule(b)` |
 //!
 //! The `backoff` crate is **off by default** and the default build does not depend on it: it is

@@ -9,7 +9,7 @@
 //! # fn main() -> Result<(), resilient_http::Error> {
 //! # let toml = r#"
 //! [redis]
-//! url = "redis://10.0.0.7:6379/2"   # redis:// or unix://; the password is never logged
+//! url = "redis://10.0.0.7:6379/2"   # redis://, unix://, rediss:// (TLS); the password is never logged
 //! prefix = "checkout:"              # before every key (default "resilient-http:")
 //! timeout = "20ms"                  # the longest any Redis call may take (default 20 ms)
 //! sync_interval = "100ms"           # how often holds and budgets are synced (default 100 ms)
@@ -25,6 +25,24 @@
 //! shared = "redis"                  # retries counted fleet-wide
 //! # "#;
 //! # #[cfg(feature = "redis")]
+//! # resilient_http::Client::builder().config_toml(toml).build()?;
+//! # let _ = toml;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A Redis Cluster (or a managed service: TLS, an ACL user) is a few more keys:
+//!
+//! ```
+//! # fn main() -> Result<(), resilient_http::Error> {
+//! # let toml = r#"
+//! [redis]
+//! url = "rediss://app:secret@node-1.cache.example:6380"  # TLS (feature `redis-tls`), ACL user app
+//! cluster = true                    # a Redis Cluster: the fleet follows its slots and failovers
+//! seeds = ["rediss://app:secret@node-2.cache.example:6380"]  # more nodes to reach it through
+//! ## ca_file = "/etc/ssl/cache-ca.pem" # a PEM file of the servers' CAs (default: system roots)
+//! # "#;
+//! # #[cfg(feature = "redis-tls")]
 //! # resilient_http::Client::builder().config_toml(toml).build()?;
 //! # let _ = toml;
 //! # Ok(())
@@ -98,8 +116,15 @@
 //!   [scope](super::policies#endpoints-and-scopes): a named scope (`scope = "name:partner"`)
 //!   is one Redis key for every rule that names it and every replica. Keys carry the prefix
 //!   and an expiry, so nothing grows in Redis. Give each service its own `prefix`: two services
-//!   with the same policy names share limits otherwise. Redis 5 or later, one node (not
-//!   Cluster).
+//!   with the same policy names share limits otherwise. Redis 5 or later, one node or a
+//!   cluster.
+//! - **Redis Cluster** (`cluster = true`): each endpoint's keys carry one hash tag, so every
+//!   script runs on one primary; the background sync sends one script per endpoint, all at
+//!   once. While a primary fails over, its endpoints use local limits, and share again once a
+//!   replica has taken over (about a second after the cluster's node timeout).
+//! - **TLS and ACL users** (`rediss://user:password@host`, feature `redis-tls`): rustls, the
+//!   system's roots or `ca_file`. A wrong password is Redis unreachable (local limits, a
+//!   `WARN`); no password shows in errors, `Debug` or logs.
 //! - A shared limit that answers locally shows: one `WARN` per change (one in all when its
 //!   leases expire before they arrive, naming the `burst` that would do), and
 //!   `client.overload(policy, key)?.rate_limit_fallbacks()` counts the slots granted locally.

@@ -400,3 +400,4 @@
 //! | hedge `after` / `max` | above 0, at most 1 hour / 0 to 3 |
 //! | a scope's name (`"name:<name>"`, [`Scope::named`](crate::policy::Scope::named)) | 1 to 64 ASCII letters, digits, `_`, `.`, `-` |
 //! | `[redis]` `timeout` / `sync_interval` / `prefix` (`FleetConfig`) | above 0, at most 10 s / above 0, at most 1 minute / at most 256 bytes |
+//! | `[redis]` `url` / `cluster` / `seeds` / `ca_file` | `redis://`, `rediss://` (feature `redis-tls`) or `unix://` / `true` or `false` / with `cluster` only, `redis://` or `rediss://` as `url`, and no `{` `}` in `prefix` / a readable PEM file, with `rediss://` only |

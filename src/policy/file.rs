@@ -404,13 +404,43 @@ impl<'de> Deserialize<'de> for Sharing {
     }
 }
 
-/// `[redis]`: the Redis the replicas share limits through (feature `redis`).
+/// `[redis]`: the Redis the replicas share limits through (feature `redis`). Each key is
+/// checked as it is read; how they go together (`seeds` only with `cluster`, …) once the table
+/// is whole, by the fleet's own check.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "redis", serde(try_from = "RedisKeys"))]
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 struct RawRedis {
     #[serde(deserialize_with = "redis_url")]
     url: String,
+    #[serde(default)]
+    cluster: bool,
+    #[serde(default, deserialize_with = "redis_seeds")]
+    seeds: Vec<String>,
+    #[serde(default, deserialize_with = "redis_ca_file")]
+    ca_file: Option<std::path::PathBuf>,
+    #[serde(default, deserialize_with = "redis_prefix")]
+    prefix: Option<String>,
+    #[serde(default, deserialize_with = "redis_timeout")]
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "sync_interval")]
+    sync_interval: Option<Duration>,
+}
+
+/// The keys of `[redis]`, each in its range, before they are checked together.
+#[cfg(feature = "redis")]
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedisKeys {
+    #[serde(deserialize_with = "redis_url")]
+    url: String,
+    #[serde(default)]
+    cluster: bool,
+    #[serde(default, deserialize_with = "redis_seeds")]
+    seeds: Vec<String>,
+    #[serde(default, deserialize_with = "redis_ca_file")]
+    ca_file: Option<std::path::PathBuf>,
     #[serde(default, deserialize_with = "redis_prefix")]
     prefix: Option<String>,
     #[serde(default, deserialize_with = "redis_timeout")]
@@ -420,9 +450,35 @@ struct RawRedis {
 }
 
 #[cfg(feature = "redis")]
+impl TryFrom<RedisKeys> for RawRedis {
+    type Error = String;
+
+    fn try_from(keys: RedisKeys) -> Result<Self, String> {
+        let raw = RawRedis {
+            url: keys.url,
+            cluster: keys.cluster,
+            seeds: keys.seeds,
+            ca_file: keys.ca_file,
+            prefix: keys.prefix,
+            timeout: keys.timeout,
+            sync_interval: keys.sync_interval,
+        };
+        match raw.clone().settings().mismatch() {
+            Some((key, why)) => Err(format!("{key:?}: {why}")),
+            None => Ok(raw),
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
 impl RawRedis {
     fn settings(self) -> crate::fleet::FleetConfig {
-        let mut config = crate::fleet::FleetConfig::new(self.url);
+        let mut config = crate::fleet::FleetConfig::new(self.url)
+            .cluster(self.cluster)
+            .seeds(self.seeds);
+        if let Some(path) = self.ca_file {
+            config = config.ca_file(path);
+        }
         if let Some(prefix) = self.prefix {
             config = config.prefix(prefix);
         }
@@ -945,6 +1001,24 @@ fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     #[cfg(feature = "redis")]
     crate::fleet::check_url(&url).map_err(|why| refused("url", why))?;
     Ok(url)
+}
+
+/// More nodes of a cluster, each a URL as `url` is; the refusal never shows one.
+fn redis_seeds<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let seeds = Vec::<String>::deserialize(d)?;
+    #[cfg(feature = "redis")]
+    for seed in &seeds {
+        crate::fleet::check_url(seed).map_err(|why| refused("seeds", why))?;
+    }
+    Ok(seeds)
+}
+
+/// A PEM file of certificate authorities that can be read now.
+fn redis_ca_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::path::PathBuf>, D::Error> {
+    let path = std::path::PathBuf::deserialize(d)?;
+    #[cfg(feature = "redis")]
+    crate::fleet::check_ca_file(&path).map_err(|why| refused("ca_file", why))?;
+    Ok(Some(path))
 }
 
 fn redis_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

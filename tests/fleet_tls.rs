@@ -1,0 +1,309 @@
+//! The fleet against a managed-style Redis: TLS only (`rediss://`, `redis-server --tls-port`,
+//! with a certificate signed by a CA this test makes), and an ACL user (`app`, the default user
+//! off). Sharing works through it, and a wrong password shows nowhere: not in errors, `Debug`
+//! or logs (the fleet's and the redis crate's, captured at every level).
+#![cfg(feature = "redis-tls")]
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use resilient_http::fleet::{Fleet, FleetConfig};
+use resilient_http::overload::RateLimitConfig;
+use tokio::time::{Instant, sleep};
+
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const PASSWORD: &str = "s3cret-Pa55";
+const WRONG: &str = "hunter2-wrong";
+
+/// A `redis-server` listening with TLS only, its certificate signed by a CA of its own, and
+/// one ACL user; killed (and its files removed) on drop.
+struct TlsRedis {
+    port: u16,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl TlsRedis {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("resilient-http-tls-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_certificates(&dir);
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .arg("--tls-cert-file")
+            .arg(dir.join("server.pem"))
+            .arg("--tls-key-file")
+            .arg(dir.join("server.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(dir.join("ca.pem"))
+            .args(["--tls-auth-clients", "no"])
+            // A config line's words as separate arguments (one with spaces is one name).
+            .args([
+                "--user",
+                "app",
+                "on",
+                &format!(">{PASSWORD}"),
+                "~*",
+                "&*",
+                "+@all",
+            ])
+            .args(["--user", "default", "off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}): install it, apt-get install -y redis-server")
+            });
+        let start = std::time::Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < 10 * SECOND, "redis-server did not start");
+            std::thread::sleep(10 * MS);
+        }
+        TlsRedis { port, dir, child }
+    }
+
+    fn url(&self, password: &str) -> String {
+        format!("rediss://app:{password}@127.0.0.1:{}", self.port)
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A CA, and a certificate for 127.0.0.1 and localhost that it signs, in PEM files.
+fn write_certificates(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Names of their own: a certificate whose issuer is its own subject is self-signed to
+    // OpenSSL (redis-cli, and the cluster's nodes checking one another).
+    (ca_params.distinguished_name).push(DnType::CommonName, "resilient-http test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+}
+
+/// Everything this test binary logs, at every level, the redis crate's `log` records too.
+static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(|| Capture)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .try_init();
+}
+
+fn logs() -> String {
+    String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
+}
+
+/// Two replicas through TLS, as the ACL user: a hold set by one holds the other, a rate limit
+/// is leased from Redis (not granted locally), and both stay up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_limits_over_tls_as_an_acl_user() {
+    capture_logs();
+    let redis = TlsRedis::start();
+    let config = FleetConfig::new(redis.url(PASSWORD))
+        .ca_file(redis.ca_file())
+        .prefix("tls:")
+        .timeout(500 * MS)
+        .sync_interval(50 * MS);
+    let (one, two) = (
+        Fleet::new(config.clone()).unwrap(),
+        Fleet::new(config).unwrap(),
+    );
+    let rate = one.rate("api.example", RateLimitConfig::new(100, SECOND).burst(10));
+    let (hold, other) = (one.hold("api.example"), two.hold("api.example"));
+    assert!(one.sync().await, "no sync over TLS");
+    let set = Instant::now();
+    hold.hold_until(set + 2 * SECOND);
+    while other.remaining(Instant::now()).is_none() {
+        assert!(
+            set.elapsed() < 2 * SECOND,
+            "the hold never reached the other replica"
+        );
+        sleep(5 * MS).await;
+    }
+    for _ in 0..5 {
+        while rate.try_take(Instant::now()).is_err() {
+            sleep(MS).await;
+        }
+    }
+    assert_eq!(
+        rate.fallbacks(),
+        0,
+        "slots granted locally: Redis was not reached"
+    );
+    assert!(one.is_up() && two.is_up());
+    assert!(one.round_trips() >= 2);
+    assert!(!logs().contains(PASSWORD), "the password was logged");
+}
+
+/// A wrong password: the fleet is down (local limits), and the password shows in no log line,
+/// no `Debug`, no error; nor does it when the server's CA is not trusted, or a URL is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_shows_nowhere() {
+    capture_logs();
+    let redis = TlsRedis::start();
+    let config = FleetConfig::new(redis.url(WRONG))
+        .ca_file(redis.ca_file())
+        .prefix("wrong:")
+        .timeout(500 * MS);
+    let fleet = Fleet::new(config.clone()).unwrap();
+    let rate = fleet.rate("api.example", RateLimitConfig::new(100, SECOND).burst(10));
+    // A call still gets its slot (the local limit's), waiting at most the timeout.
+    let asked = Instant::now();
+    while let Err(wait) = rate.try_take(Instant::now()) {
+        assert!(asked.elapsed() <= 600 * MS, "a call waited for Redis");
+        sleep(wait).await;
+    }
+    // A sync with something to sync: a round trip, refused.
+    let _hold = fleet.hold("api.example");
+    assert!(!fleet.sync().await, "a wrong password synced");
+    assert!(!fleet.is_up());
+    // The system's roots do not know the test's CA: refused too, and as quiet.
+    let untrusted = Fleet::new(FleetConfig::new(redis.url(WRONG)).prefix("untrusted:")).unwrap();
+    let _other = untrusted.hold("api.example");
+    assert!(
+        !untrusted.sync().await,
+        "a certificate of an unknown CA was accepted"
+    );
+
+    let shown = [
+        format!("{config:?}"),
+        format!("{fleet:?}"),
+        format!("{untrusted:?}"),
+        format!("{rate:?}"),
+        Fleet::new(config.clone().timeout(Duration::ZERO))
+            .unwrap_err()
+            .to_string(),
+        Fleet::new(FleetConfig::new(format!(
+            "rediss://app:{WRONG}@127.0.0.1:port"
+        )))
+        .unwrap_err()
+        .to_string(),
+        Fleet::new(config.clone().ca_file(redis.dir.join("missing.pem")))
+            .unwrap_err()
+            .to_string(),
+        Fleet::new(config.clone().cluster(true).seeds(["redis://127.0.0.1:1"]))
+            .unwrap_err()
+            .to_string(),
+    ];
+    for text in &shown {
+        println!("{text}");
+        assert!(!text.contains(WRONG), "shown: {text}");
+    }
+    assert!(shown[6].contains("missing.pem"), "{}", shown[6]);
+    let logs = logs();
+    let warned: Vec<_> = (logs.lines())
+        .filter(|line| line.contains("prefix=wrong:") || line.contains("prefix=untrusted:"))
+        .collect();
+    println!("{}", warned.join("\n"));
+    assert!(
+        warned.iter().any(|l| l.contains("redis unavailable")),
+        "the fleet did not say it is down"
+    );
+    assert!(!logs.contains(WRONG), "the password was logged:\n{logs}");
+}
+
+#[path = "common/redis_cluster.rs"]
+mod redis_cluster;
+
+/// A managed Redis in cluster mode: three primaries speaking TLS only (to clients and to one
+/// another), reached with `rediss://` seeds and the CA file. A hold set through one node is
+/// seen by a replica that reaches the cluster through another, and a sync of keys in many
+/// slots succeeds over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_shares_holds_through_any_node() {
+    let dir =
+        std::env::temp_dir().join(format!("resilient-http-tls-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    write_certificates(&dir);
+    let cluster = redis_cluster::RedisCluster::start_with(3, 0, Some(dir.clone()));
+    let urls = cluster.urls();
+    assert!(urls[0].starts_with("rediss://"));
+    let replica = |node: usize| {
+        let seeds: Vec<_> = (urls.iter().enumerate())
+            .filter(|(other, _)| *other != node)
+            .map(|(_, url)| url.clone())
+            .collect();
+        let config = FleetConfig::new(&urls[node])
+            .cluster(true)
+            .seeds(seeds)
+            .ca_file(dir.join("ca.pem"))
+            .timeout(500 * MS)
+            .sync_interval(50 * MS);
+        Fleet::new(config).unwrap()
+    };
+    let (setter, watcher) = (replica(0), replica(2));
+    let endpoints: Vec<String> = (0..6).map(|n| format!("api-{n}.example")).collect();
+    let set: Vec<_> = endpoints.iter().map(|e| setter.hold(e)).collect();
+    let seen: Vec<_> = endpoints.iter().map(|e| watcher.hold(e)).collect();
+    assert!(
+        setter.sync().await && watcher.sync().await,
+        "no sync over TLS"
+    );
+    let start = Instant::now();
+    for hold in &set {
+        hold.hold_until(start + 2 * SECOND);
+    }
+    for hold in &seen {
+        while hold.remaining(Instant::now()).is_none() {
+            assert!(
+                start.elapsed() < SECOND,
+                "a hold never reached the other replica"
+            );
+            sleep(5 * MS).await;
+        }
+    }
+    assert!(setter.is_up() && watcher.is_up());
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(dir);
+}
