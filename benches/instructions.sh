@@ -26,7 +26,8 @@
 # `resilient+throttle` (client-side throttling that never throttles): what asking them costs.
 #
 # What a setting costs a call that does not use it, by name only: `resilient+hedge` (hedging
-# configured, never fired), `resilient+1rule` and `resilient+100rules` (endpoint rules the
+# configured, never fired: due at the attempt timeout, so no timer is set) and
+# `resilient+hedge-armed` (due before it: each call arms the hedge's timer), `resilient+1rule` and `resilient+100rules` (endpoint rules the
 # request does not match). And calls spread over many endpoints, round-robin: `STACK-keysN`
 # (`reqwest+timeout-keys2000`, `resilient-keys10000`, …: N host names all resolved to
 # 127.0.0.1, each with its own connections; past the client's bound of 1,024 endpoints every

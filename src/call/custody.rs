@@ -52,6 +52,13 @@ impl Custody {
         self.parked = Some(request);
     }
 
+    /// Parks a hedge's or a hook's `request` for the attempt about to go out, which takes
+    /// it out (or leaves it, turned away: the next attempt parks its own over it).
+    pub(crate) fn park(&mut self, request: reqwest::Request) -> Parked {
+        self.parked = Some(request);
+        Parked(())
+    }
+
     /// The parked request, if one is.
     pub(crate) fn parked(&self) -> Option<&reqwest::Request> {
         self.parked.as_ref()
@@ -99,6 +106,14 @@ impl Custody {
             }
         }
         Some((request, kept))
+    }
+
+    /// Takes the parked request out, into the sender, for the attempt of `_out` (see
+    /// [`RetryState::going_out`](super::state::RetryState::going_out)), changed in place
+    /// until then. `None` only if nothing is parked (unreachable: the attempt was readied
+    /// with its request).
+    pub(crate) fn take_sent(&mut self, _out: &Out) -> Option<reqwest::Request> {
+        self.parked.take()
     }
 
     /// Takes the parked request out to send it.
@@ -165,13 +180,9 @@ pub(super) fn parked() -> Parked {
 }
 
 /// The token of an attempt that never takes the parked request out: turned away at the
-/// guards (`parked` is spent: the next attempt parks a fresh copy).
+/// guards (`parked` is spent: the next attempt parks a fresh copy); or of one that goes
+/// out, and takes it with [`Custody::take_sent`] only when it is sent.
 pub(super) fn unsent(_parked: Parked) -> Out {
-    Out(())
-}
-
-/// The token of a hedge, whose request is a copy made for it.
-pub(super) fn hedged() -> Out {
     Out(())
 }
 

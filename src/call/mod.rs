@@ -101,6 +101,8 @@ enum Unsent {
     Refused(Error, Out),
     /// The deadline left it no time.
     Expired(Error, Out),
+    /// No request was parked for it: unreachable (see `Custody::take`).
+    Lost(Error),
 }
 
 /// A call of `request` under the policy `which` picks, put by `$place` (`Box::new`, or
@@ -439,17 +441,17 @@ impl<O: Success, S: Sender> Call<O, S> {
 
     /// The attempt's request, through the body factory and the hook, if any, then out.
     fn hooked_or_sent(&mut self, parked: Parked) -> Step<O> {
-        let (request, out) = match self.retry.take_request(parked) {
-            Ok(taken) => taken,
-            Err(error) => return self.done(Err(error)),
-        };
         let hook = self.extras().and_then(|e| e.hook.clone());
         if hook.is_none() && self.body.is_none() {
             // The attempt started just now: its request was readied (`begin`, `next_request`,
             // `resume` read the clock) and let out by the guards, which do not wait.
             let now = self.retry.attempt_started();
-            return self.send(request, now, out);
+            return self.send(parked, now);
         }
+        let (request, out) = match self.retry.take_request(parked) {
+            Ok(taken) => taken,
+            Err(error) => return self.done(Err(error)),
+        };
         let hooking = hook.map(|hook| {
             let info = AttemptInfo {
                 number: self.retry.attempt_number(),
@@ -491,39 +493,55 @@ impl<O: Success, S: Sender> Call<O, S> {
     /// The hook is done with the attempt's request.
     fn hooked(&mut self, request: Result<reqwest::Request, Error>, out: Out) -> Step<O> {
         match request {
-            // The hook's time comes out of the budget: `send` counts from now.
-            Ok(request) => self.send(request, Instant::now(), out),
+            // The hook's time comes out of the budget: `send` counts from now. The token of
+            // the request the hook had is spent: the parked one goes out.
+            Ok(request) => {
+                let _out = out;
+                let parked = self.retry.park(request);
+                self.send(parked, Instant::now())
+            }
             // An attempt that failed before it was sent: recorded (history, span, metrics)
             // as any other, and never retried (a hook's failure is permanent).
             Err(error) => self.failed(out, error),
         }
     }
 
-    /// Admits the attempt through the breaker and sends it at `now`, in a race with its
-    /// hedges if the call may send any.
-    fn send(&mut self, request: reqwest::Request, now: Instant, out: Out) -> Step<O> {
+    /// Admits the attempt of the `parked` request through the breaker and sends it at
+    /// `now`, in a race with its hedges if the call may send any.
+    fn send(&mut self, parked: Parked, now: Instant) -> Step<O> {
         // What the sender does at once (a layer's breaker, say) belongs to the attempt's span.
         let launched = if self.sender.works_at_once() {
             let _attempt = self.retry.observer().enter_attempt();
-            self.launch(request, now, out)
+            self.launch(parked, now)
         } else {
-            self.launch(request, now, out)
+            self.launch(parked, now)
         };
         let (attempt, sending) = match launched {
             Ok(launched) => launched,
-            Err(Unsent::Refused(error, out)) => return self.failed(out, error),
-            Err(Unsent::Expired(error, _out)) => {
-                let error = self.retry.fail(error, GiveUp::Deadline);
-                return self.done(Err(error));
-            }
+            Err(unsent) => return self.unsent(unsent),
         };
+        // No race until the first hedge is due: most answers come before it. None is ever
+        // due when the attempt ends first, by its limit: no timer then.
+        let ends_first = self.sender.ends_at_limit();
+        let after =
+            (self.retry.hedges_after()).filter(|after| !(ends_first && *after >= attempt.limit));
         self.attempt = Some(attempt);
         self.stage = Stage::Send(sending);
-        // No race until the first hedge is due: most answers come before it.
-        let after = self.retry.hedges_after();
         self.hedge_timer
             .arm(after.map(|after| now.checked_add(after).unwrap_or(now)));
         None
+    }
+
+    /// An attempt that did not go out.
+    fn unsent(&mut self, unsent: Unsent) -> Step<O> {
+        match unsent {
+            Unsent::Refused(error, out) => self.failed(out, error),
+            Unsent::Expired(error, _out) => {
+                let error = self.retry.fail(error, GiveUp::Deadline);
+                self.done(Err(error))
+            }
+            Unsent::Lost(error) => self.done(Err(error)),
+        }
     }
 
     /// The first hedge is due while the attempt of `Stage::Send` is in flight: it becomes
@@ -546,20 +564,17 @@ impl<O: Success, S: Sender> Call<O, S> {
         self.hedge(cx);
     }
 
-    /// An attempt's request, admitted by the breaker and on its way at `now`, with how long
-    /// it may take.
-    fn launch(
-        &mut self,
-        mut request: reqwest::Request,
-        now: Instant,
-        out: Out,
-    ) -> Result<(Attempt, S::Future), Unsent> {
+    /// The `parked` request's attempt, admitted by the breaker and on its way at `now`, with
+    /// how long it may take. The request is readied where it is parked and moved out only
+    /// into the sender: it is large, and each move copies it whole.
+    fn launch(&mut self, parked: Parked, now: Instant) -> Result<(Attempt, S::Future), Unsent> {
         // Taken first: an attempt turned away below gives its adaptive place back with it.
         let mut pass = self.retry.take_pass();
         pass.sent(now);
         if S::SORTED {
             // The layers below keep the breaker and bound the attempt (see `Sender::SORTED`),
             // so they alone know its limit, and propagate it (`PropagateDeadlineLayer`).
+            let (request, out) = self.retry.take_request(parked).map_err(Unsent::Lost)?;
             let attempt = Attempt {
                 out,
                 permit: None,
@@ -570,20 +585,24 @@ impl<O: Success, S: Sender> Call<O, S> {
             };
             return Ok((attempt, self.sender.send(request)));
         }
+        let left = self.retry.time_left(now);
+        let policy = policy(&self.policies, &self.which);
         let breaker = self.breaker.as_deref();
+        let Some(request) = self.retry.parked_mut() else {
+            return Err(Unsent::Lost(not_in_flight()));
+        };
         let (permit, sent_at) = match breaker {
             None => (None, None),
             Some(breaker) => match breaker.admit() {
                 Ok(permit) => (Some(permit), breaker.call_started()),
                 Err(rejection) => {
-                    return Err(Unsent::Refused(breaker.rejected(rejection, &request), out));
+                    let error = breaker.rejected(rejection, request);
+                    return Err(Unsent::Refused(error, self.retry.turned_away(parked)));
                 }
             },
         };
-        let policy = self.policy();
-        let left = self.retry.time_left(now);
-        let (limit, by_deadline) =
-            attempt_limit(policy.attempt_timeout(), self.retry.own_budget(), left);
+        let own_budget = self.retry.own_budget();
+        let (limit, by_deadline) = attempt_limit(policy.attempt_timeout(), own_budget, left);
         // With deadline propagation the server is told the limit less a margin, and an
         // attempt with nothing left after it is not sent (see `deadline::Propagate::stamp`).
         // Which clock leaves nothing after the margin: the deadline's when what is left of
@@ -593,13 +612,20 @@ impl<O: Success, S: Sender> Call<O, S> {
         } else {
             Clock::Attempt
         };
-        let unsent = match policy.propagate() {
-            None if limit.is_zero() => Some(expired(&request, limit)),
-            None => None,
-            Some(propagate) => propagate.stamp(&mut request, limit, clock).err(),
+        let Some(request) = self.retry.parked_mut() else {
+            return Err(Unsent::Lost(not_in_flight()));
         };
+        let unsent = match policy.propagate() {
+            None if limit.is_zero() => Some(expired(request, limit)),
+            None => None,
+            Some(propagate) => propagate.stamp(request, limit, clock).err(),
+        };
+        // A request with no timeout of its own gets the sender's bound, which may be this.
+        if request.timeout().is_some() || !self.sender.bounds_to(limit) {
+            *request.timeout_mut() = Some(limit);
+        }
         let mut attempt = Attempt {
-            out,
+            out: self.retry.going_out(parked),
             permit,
             sent_at,
             limit,
@@ -619,11 +645,14 @@ impl<O: Success, S: Sender> Call<O, S> {
         if attempt.sent_at.is_none() && matches!(self.reader, Reader::With(_)) {
             attempt.sent_at = Some(now);
         }
-        // A request with no timeout of its own gets the sender's bound, which may be this.
-        if request.timeout().is_some() || !self.sender.bounds_to(limit) {
-            *request.timeout_mut() = Some(limit);
+        match self.retry.take_sent(&attempt.out) {
+            Some(request) => Ok((attempt, self.sender.send(request))),
+            // Unreachable: the request was parked, and readied in place, above.
+            None => {
+                let out = attempt.end(breaker, Verdict::Ignored, Answer::Uncounted);
+                Err(Unsent::Refused(not_in_flight(), out))
+            }
         }
-        Ok((attempt, self.sender.send(request)))
     }
 
     /// A hedge is due: out it goes if it may (see `RetryState::hedge`) and the sender is
@@ -633,7 +662,7 @@ impl<O: Success, S: Sender> Call<O, S> {
             self.retry.hedge_not_ready();
             return;
         }
-        let Some((request, slot, out)) = self.retry.hedge(self.breaker.as_deref()) else {
+        let Some((parked, slot)) = self.retry.hedge(self.breaker.as_deref()) else {
             self.sender.hedge_not_sent();
             return;
         };
@@ -641,7 +670,7 @@ impl<O: Success, S: Sender> Call<O, S> {
         let now = Instant::now();
         let launched = {
             let _hedge = slot.enter();
-            self.launch(request, now, out)
+            self.launch(parked, now)
         };
         match launched {
             Ok((attempt, future)) => {
@@ -663,6 +692,8 @@ impl<O: Success, S: Sender> Call<O, S> {
                 self.retry.put_slot(slot);
                 let _out = self.retry.keeps_racing(out, &error, true);
             }
+            // Unreachable: the hedge's request was parked just above.
+            Err(Unsent::Lost(_)) => self.sender.hedge_not_sent(),
         }
     }
 

@@ -74,6 +74,14 @@ pub(crate) trait Sender: Unpin {
     /// guards, the breaker or the deadline kept it back): what was readied for it goes back.
     fn hedge_not_sent(&mut self) {}
 
+    /// Whether every attempt it sends ends, answered or timed out, by the limit the driver
+    /// gives it (the request's timeout, or its own client's, as reqwest enforces either): a
+    /// hedge due no sooner than that can never go out for the attempt, so the driver sets no
+    /// timer for it. Not so for a chain of middleware, which may send the request otherwise.
+    fn ends_at_limit(&self) -> bool {
+        false
+    }
+
     /// Whether a request with no timeout of its own is bounded to `limit` without one (a
     /// reqwest client built with that timeout): the driver then sets none.
     fn bounds_to(&self, _limit: Duration) -> bool {
@@ -147,6 +155,12 @@ impl Sender for ClientSender {
 
     fn follow(&mut self, policy: &CompiledPolicy) {
         self.layered = policy.extras().and_then(|e| e.attempt_service.clone());
+    }
+
+    fn ends_at_limit(&self) -> bool {
+        // reqwest's timer: the request's timeout, or the client's (see `bounds_to`). Not
+        // through attempt layers, which may keep an attempt longer (a retry of their own).
+        self.layered.is_none()
     }
 
     fn bounds_to(&self, limit: Duration) -> bool {

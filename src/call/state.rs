@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::time::Instant;
 
-use super::custody::{Custody, Out, Parked, hedged, parked, unsent};
+use super::custody::{Custody, Out, Parked, parked, unsent};
 use super::decision::Decision;
 use super::race::answers;
 use super::record::{Record, Slot};
@@ -229,10 +229,34 @@ impl RetryState {
         self.custody.take(parked)
     }
 
-    /// The parked request does not go out: the guards turned its attempt away. The attempt
-    /// still ends (recorded, decided on) with the token this gives.
+    /// The parked request does not go out: the guards (or the breaker, or the deadline)
+    /// turned its attempt away. The attempt still ends (recorded, decided on) with the token
+    /// this gives; the request stays until the next attempt's is parked over it.
     pub(crate) fn turned_away(&mut self, parked: Parked) -> Out {
         unsent(parked)
+    }
+
+    /// The request of the attempt about to go out, to change in place before it goes (its
+    /// timeout, a propagated deadline): it is moved once, when it is sent
+    /// ([`take_sent`](Self::take_sent)).
+    pub(crate) fn parked_mut(&mut self) -> Option<&mut reqwest::Request> {
+        self.custody.parked_mut()
+    }
+
+    /// The parked request's attempt is going out: the token it ends with. Its request stays
+    /// parked until [`take_sent`](Self::take_sent) moves it into the sender.
+    pub(crate) fn going_out(&mut self, parked: Parked) -> Out {
+        unsent(parked)
+    }
+
+    /// The parked request of the attempt of `out`, into the sender.
+    pub(crate) fn take_sent(&mut self, out: &Out) -> Option<reqwest::Request> {
+        self.custody.take_sent(out)
+    }
+
+    /// Parks `request` (a hook's) for the attempt about to go out.
+    pub(crate) fn park(&mut self, request: reqwest::Request) -> Parked {
+        self.custody.park(request)
     }
 
     /// Sends no hedges, whatever the policy says: for a call whose attempts each need more
@@ -258,14 +282,12 @@ impl RetryState {
             .hedge_skipped(self.policy.name(), Guard::NotReady);
     }
 
-    /// The request of a hedge, if one may go out now, and which attempt it is. Everything a
+    /// Parks the request of a hedge, if one may go out now, and says which attempt it is.
+    /// Everything a
     /// retry must get past, a hedge must too, without waiting: the deadline, the retry budget,
     /// a `Retry-After` hold, the rate limit (it takes a slot), and `breaker` if it will turn
     /// the hedge away (the caller's breaker then admits it as any attempt).
-    pub(crate) fn hedge(
-        &mut self,
-        breaker: Option<&Breaker>,
-    ) -> Option<(reqwest::Request, Slot, Out)> {
+    pub(crate) fn hedge(&mut self, breaker: Option<&Breaker>) -> Option<(Parked, Slot)> {
         self.hedges_after()?;
         let now = Instant::now();
         if self
@@ -299,7 +321,7 @@ impl RetryState {
         self.record.observer.hedge_sent(policy, self.attempts);
         let span = self.record.observer.hedge_span(self.attempts, &request);
         let slot = Slot::hedge(self.attempts, now, span);
-        Some((request, slot, hedged()))
+        Some((self.custody.park(request), slot))
     }
 
     /// The current attempt failed with `error` while others of its race are still in flight

@@ -206,6 +206,11 @@ type Answering = Pin<Box<dyn Future<Output = Sent> + Send>>;
 impl Sender for Script {
     type Future = Answering;
 
+    // Each attempt ends by its request's timeout, as reqwest's does (see `send`).
+    fn ends_at_limit(&self) -> bool {
+        true
+    }
+
     fn send(&mut self, request: reqwest::Request) -> Answering {
         let timeout = request.timeout().copied();
         let (method, url) = (request.method().clone(), request.url().clone());
@@ -1015,6 +1020,30 @@ async fn a_hedge_goes_out_after_its_delay_and_wins() {
     assert_eq!((seen[0].cancelled, seen[0].ended), (true, Some(ms(150))));
     assert!(!seen[1].cancelled);
     assert_eq!(took, ms(150));
+}
+
+/// A hedge due when its attempt times out, or later, never goes out for that attempt (the
+/// driver sets no timer for it, issue 28): the attempt times out and the retry follows, as
+/// without hedging; each retry's own hedge is due after its limit too.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_due_no_sooner_than_the_attempt_timeout_never_goes_out() {
+    for after in [secs(1), secs(2)] {
+        let script = Script::new([hang(), status(200).after(ms(20))]);
+        let hedged = retry().hedge(HedgeConfig::new(after, 1)).build().unwrap();
+        let policies = policies(builder().retry(hedged).attempt_timeout(secs(1)));
+        let (output, took) = timed(get(&script, &policies)).await;
+        let response = assert_ok(&output, 200);
+        assert_eq!(
+            outcomes(&history(response)),
+            [
+                (1, err(ErrorKind::AttemptTimeout), false),
+                (2, st(200), false)
+            ],
+            "hedge after {after:?}"
+        );
+        assert_eq!(script.sent_at(), [Duration::ZERO, ms(1100)]);
+        assert_eq!(took, ms(1120));
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -37,7 +37,10 @@
 //!   nothing else: the timer is made the first time an attempt that may be hedged is left
 //!   waiting for its answer (none for an answer ready at once), set from that attempt's send
 //!   time, and kept until the call is dropped: a retry, and each hedge, reset the same timer.
-//!   The race of attempts is built only when the first hedge comes due.
+//!   The race of attempts is built only when the first hedge comes due. An attempt whose
+//!   timeout (or what is left of the call's deadline) ends it no later than its hedge would
+//!   be due has no timer at all: the hedge could never go out for it (the client's own
+//!   attempts; through attempt layers or a middleware chain the timer is kept).
 //! - The race is over the response's head. With `send_buffered` and the other readers, a
 //!   head that is a transient failure still waits for the others; with a
 //!   [`BodyClassifier`](crate::classify::BodyClassifier), whose verdict needs the body, the

@@ -116,8 +116,16 @@ impl CallClock {
     }
 
     /// What is left of the budget at `now`; `None` without one.
+    #[inline]
     pub(crate) fn left_at(&self, now: Instant) -> Option<Duration> {
-        self.deadline().map(|at| at.saturating_duration_since(now))
+        let (at, budget) = self.ends?;
+        // At the call's start (its first attempt, sent without waiting): the whole budget,
+        // which is `at` less the start, without working it out again.
+        Some(if now == self.started {
+            budget
+        } else {
+            at.saturating_duration_since(now)
+        })
     }
 }
 

@@ -58,10 +58,17 @@ pub const FLEET_STACKS: &[&str] = &["resilient+rate", "resilient+shared-rate"];
 pub const OVERLOAD_STACKS: &[&str] = &["resilient+adaptive", "resilient+throttle"];
 
 /// Stacks run only when asked for by name, for what a setting costs a call that does not use
-/// it: hedging configured (after 10 s: it never fires), and one or a hundred endpoint rules
+/// it: hedging configured (after 10 s, the attempt timeout: it never fires, and the client
+/// sets no timer for it; after 5 s in `resilient+hedge-armed`: each call arms the hedge's
+/// timer), and one or a hundred endpoint rules
 /// that the request does not match (it follows the default policy), a fifth of them wildcard
 /// hosts, a fifth other paths on the request's own host.
-pub const COST_STACKS: &[&str] = &["resilient+hedge", "resilient+1rule", "resilient+100rules"];
+pub const COST_STACKS: &[&str] = &[
+    "resilient+hedge",
+    "resilient+hedge-armed",
+    "resilient+1rule",
+    "resilient+100rules",
+];
 
 /// Stacks that call many endpoints round-robin (run by name only): `STACK-keysN` (STACK
 /// `reqwest+timeout` or `resilient`, N from 1 to 100,000) calls `http://k0.test:PORT/bench`,
@@ -523,6 +530,13 @@ impl AnyStack {
             "resilient+hedge" => resilient(resilient_http::Client::builder().default_policy(
                 EndpointPolicy::new().hedge(resilient_http::hedge::HedgeConfig::new(
                     Duration::from_secs(10),
+                    1,
+                )),
+            )),
+            // Due before the attempt timeout (10 s), so each call arms its hedge's timer.
+            "resilient+hedge-armed" => resilient(resilient_http::Client::builder().default_policy(
+                EndpointPolicy::new().hedge(resilient_http::hedge::HedgeConfig::new(
+                    Duration::from_secs(5),
                     1,
                 )),
             )),

@@ -42,8 +42,8 @@ fn one(args: &[String]) {
     if !resilient_http_peers::is_stack(name) {
         eprintln!(
             "unknown stack {name:?}: see `peers list`, or resilient+rate, resilient+shared-rate, \
-             resilient+adaptive, resilient+throttle, resilient+hedge, resilient+1rule, \
-             resilient+100rules, reqwest+timeout-keysN, resilient-keysN"
+             resilient+adaptive, resilient+throttle, resilient+hedge, resilient+hedge-armed, \
+             resilient+1rule, resilient+100rules, reqwest+timeout-keysN, resilient-keysN"
         );
         std::process::exit(2);
     }
