@@ -67,6 +67,47 @@ pub fn endpoint_key(url: &Url) -> Cow<'_, str> {
     }
 }
 
+/// An endpoint key as a lookup is given it: a `str`, copied into the map if the key is new,
+/// or an `Arc<str>` already made (by a map over this one, for the same endpoint), shared.
+pub(crate) trait Key {
+    fn as_str(&self) -> &str;
+    /// The key, to keep in the map.
+    fn shared(&self) -> Arc<str>;
+}
+
+impl Key for str {
+    #[inline]
+    fn as_str(&self) -> &str {
+        self
+    }
+
+    fn shared(&self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+
+impl Key for String {
+    #[inline]
+    fn as_str(&self) -> &str {
+        self
+    }
+
+    fn shared(&self) -> Arc<str> {
+        Arc::from(self.as_str())
+    }
+}
+
+impl Key for Arc<str> {
+    #[inline]
+    fn as_str(&self) -> &str {
+        self
+    }
+
+    fn shared(&self) -> Arc<str> {
+        self.clone()
+    }
+}
+
 /// What the map needs of its entries.
 pub(crate) trait Entry: Send + Sync + 'static {
     /// The map's insertion count when this entry was last used.
@@ -239,8 +280,12 @@ impl<T: Entry> Keyed<T> {
     /// The entry of `key`, made by `make` on first use (under the writers' lock, so at most
     /// once per key and insertion).
     #[inline]
-    pub(crate) fn get_or_insert(&self, key: &str, make: impl FnOnce(Arc<str>) -> T) -> Arc<T> {
-        if let Some(entry) = self.map.load().get(key)
+    pub(crate) fn get_or_insert<K: Key + ?Sized>(
+        &self,
+        key: &K,
+        make: impl FnOnce(Arc<str>) -> T,
+    ) -> Arc<T> {
+        if let Some(entry) = self.map.load().get(key.as_str())
             && !entry.stale()
         {
             self.touch(entry);
@@ -263,7 +308,9 @@ impl<T: Entry> Keyed<T> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn insert(&self, key: &str, make: impl FnOnce(Arc<str>) -> T) -> Arc<T> {
+    fn insert<K: Key + ?Sized>(&self, key: &K, make: impl FnOnce(Arc<str>) -> T) -> Arc<T> {
+        let shared = key;
+        let key = key.as_str();
         let mut newest = self.lock();
         // The snapshot changes only under the lock: this one is current until it is let go.
         let mut current = self.map.load_full();
@@ -294,7 +341,7 @@ impl<T: Entry> Keyed<T> {
             let first = !self.warned.swap(true, Relaxed);
             crate::telemetry::overload::over_bound(self.kind, len + 1, self.max, first);
         }
-        let key: Arc<str> = Arc::from(key);
+        let key = shared.shared();
         let entry = Arc::new(make(key.clone()));
         let epoch = self.insertions.fetch_add(1, Relaxed) + 1;
         entry.last_used().store(epoch, Relaxed);
