@@ -51,7 +51,8 @@
 //! **Memory**, the reason for this shape: the breaker's window and the retry budget's are kept
 //! per endpoint key, up to 1,024 keys per policy by default, so they must not grow with the
 //! cores. A window is its ring (`len × 24` bytes: 384 for the breaker's default 100 calls and
-//! for the budget) plus one 64-byte line per stripe and 128 bytes inline. Earlier each stripe
+//! for the budget; inline up to 16 buckets) plus one 64-byte line per stripe and 192 bytes
+//! inline. Earlier each stripe
 //! kept a whole ring of its own, padded to 128 bytes: `stripes × (128 + len × 24)` bytes, 8 KiB
 //! per window at 16 stripes, 32 KiB at 64, where twice the cores (to 64) were taken. Now there
 //! are at most [`MAX_STRIPES`] = 8, one line each: with the rest of the endpoint (the keyed
@@ -229,7 +230,38 @@ pub(crate) struct Outcomes {
     stripes: OnceLock<Box<[Line<Bucket>]>>,
     /// Finished buckets, at `epoch mod len` (a power of two, at least `live`: a bucket reused
     /// for epoch `e` held epoch `e − k × len`, which has left the window).
-    ring: Box<[Bucket]>,
+    ring: Ring,
+}
+
+/// Rings of up to this many buckets are kept inline, in the window: the default breaker's
+/// (100 calls: 10 live buckets) and every retry budget's (10 slices) have 16. One allocation
+/// fewer per window, made and freed for each new endpoint of a client calling more of them
+/// than its bound; a smaller ring leaves the rest of the 384 bytes unused.
+const INLINE_RING: usize = 16;
+
+/// A window's finished buckets: inline up to [`INLINE_RING`], else on the heap.
+enum Ring {
+    /// The first `len` of these.
+    Inline([Bucket; INLINE_RING], usize),
+    Boxed(Box<[Bucket]>),
+}
+
+impl Ring {
+    fn new(len: usize) -> Self {
+        if len <= INLINE_RING {
+            Ring::Inline([const { Bucket::empty() }; INLINE_RING], len)
+        } else {
+            Ring::Boxed((0..len).map(|_| Bucket::empty()).collect())
+        }
+    }
+
+    #[inline]
+    fn buckets(&self) -> &[Bucket] {
+        match self {
+            Ring::Inline(buckets, len) => buckets.split_at((*len).min(INLINE_RING)).0,
+            Ring::Boxed(buckets) => buckets,
+        }
+    }
 }
 
 /// A time window's bucket length in milliseconds: `length / buckets`, rounded up (at least
@@ -325,7 +357,7 @@ impl Outcomes {
             home_stripe: AtomicUsize::new(NO_STRIPE),
             mask: stripe_count() - 1,
             stripes: OnceLock::new(),
-            ring: (0..len).map(|_| Bucket::empty()).collect(),
+            ring: Ring::new(len),
         }
     }
 
@@ -435,7 +467,8 @@ impl Outcomes {
         }
         let counts = stripe.counts.load(Relaxed);
         let slow = stripe.slow.load(Relaxed);
-        let slot = &self.ring[(epoch as usize) & (self.ring.len() - 1)];
+        let ring = self.ring.buckets();
+        let slot = &ring[(epoch as usize) & (ring.len() - 1)];
         // Another stripe may be starting this slot for the same time slice: wait for it (a
         // claimer has three stores left to make; spin a little, then yield, in case its
         // thread was preempted between them). Dropping this share instead would lose a whole
@@ -490,7 +523,7 @@ impl Outcomes {
             return totals;
         };
         // The ring first: see `retire`.
-        for bucket in self.ring.iter() {
+        for bucket in self.ring.buckets() {
             bucket.add_live_to(&mut totals, newest, self.live);
         }
         for stripe in self.filling() {
@@ -500,7 +533,7 @@ impl Outcomes {
     }
 
     pub(crate) fn clear(&self) {
-        for bucket in self.ring.iter() {
+        for bucket in self.ring.buckets() {
             bucket.clear();
         }
         for stripe in self.filling() {
