@@ -240,6 +240,8 @@ pub(crate) struct Outcomes {
 const INLINE_RING: usize = 16;
 
 /// A window's finished buckets: inline up to [`INLINE_RING`], else on the heap.
+// Large inline on purpose: the point is one allocation fewer per window.
+#[allow(clippy::large_enum_variant)]
 enum Ring {
     /// The first `len` of these.
     Inline([Bucket; INLINE_RING], usize),
