@@ -167,9 +167,24 @@ struct Newest<T> {
     /// The entries' ages, gathered by each batch of evictions: kept, so that a batch
     /// allocates nothing once the first one sized it.
     ages: Vec<u64>,
+    /// The snapshot the last rebuild replaced, until [`recycle`](Newest::recycle).
+    retired: Option<Arc<Map<T>>>,
+    /// An empty map whose table the next rebuild fills: the retired snapshot's, so that a
+    /// map churning at its bound does not allocate and free a table (tens of KiB at the
+    /// default bound) for each batch, which fragmented the heap.
+    spare: Option<Map<T>>,
 }
 
 impl<T> Newest<T> {
+    /// Empties the retired snapshot into the spare map if no reader holds it any more (its
+    /// entries dropped now, as if it were freed); else leaves it to its readers.
+    fn recycle(&mut self) {
+        if let Some(Ok(mut map)) = self.retired.take().map(Arc::try_unwrap) {
+            map.clear();
+            self.spare = Some(map);
+        }
+    }
+
     /// Whether it is time to merge these into a snapshot of `len` entries: once they
     /// (with the lookups that found one of them) number half of it, so that the copy costs
     /// each of those O(1), and at once while the snapshot is empty (a client's first
@@ -269,6 +284,8 @@ impl<T: Entry> Keyed<T> {
                 hot: false,
                 evict_at: max,
                 ages: Vec::new(),
+                retired: None,
+                spare: None,
             }),
             insertions: AtomicU64::new(0),
             max,
@@ -329,6 +346,8 @@ impl<T: Entry> Keyed<T> {
             newest.hot |= hot;
             if newest.due(current.len()) {
                 self.merge(&current, &mut newest);
+                drop(current);
+                newest.recycle();
             }
             return entry;
         }
@@ -354,13 +373,16 @@ impl<T: Entry> Keyed<T> {
         if newest.due(current.len()) {
             self.merge(&current, &mut newest);
         }
+        // This snapshot let go, the one it replaced (if any) may be the last reference to it.
+        drop(current);
+        newest.recycle();
         entry
     }
 
     /// A new snapshot: `current` and the newest entries.
     fn merge(&self, current: &Map<T>, newest: &mut Newest<T>) {
-        self.map
-            .store(Arc::new(Self::rebuilt(current, newest, |_, _| true)));
+        let next = Self::rebuilt(current, newest, |_, _| true);
+        newest.retired = Some(self.map.swap(Arc::new(next)));
     }
 
     /// `current` with the newest entries moved in (replacing the entries of their keys), and
@@ -373,7 +395,9 @@ impl<T: Entry> Keyed<T> {
         newest: &mut Newest<T>,
         mut keep: impl FnMut(&Arc<str>, &T) -> bool,
     ) -> Map<T> {
-        let mut next = current.clone();
+        // Into the table of an earlier snapshot if one is spare: same size, no allocation.
+        let mut next = newest.spare.take().unwrap_or_default();
+        next.clone_from(current);
         next.retain(|key, entry| !entry.stale() && keep(key, entry));
         next.reserve(newest.map.len());
         for (key, (entry, _)) in newest.map.drain() {
@@ -429,7 +453,7 @@ impl<T: Entry> Keyed<T> {
         newest.ages = ages;
         newest.evict_at = self.max.max(next.len() + batch);
         let next = Arc::new(next);
-        self.map.store(next.clone());
+        newest.retired = Some(self.map.swap(next.clone()));
         next
     }
 
