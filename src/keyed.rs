@@ -67,6 +67,47 @@ pub fn endpoint_key(url: &Url) -> Cow<'_, str> {
     }
 }
 
+/// An endpoint key as a lookup is given it: a `str`, copied into the map if the key is new,
+/// or an `Arc<str>` already made (by a map over this one, for the same endpoint), shared.
+pub(crate) trait Key {
+    fn as_str(&self) -> &str;
+    /// The key, to keep in the map.
+    fn shared(&self) -> Arc<str>;
+}
+
+impl Key for str {
+    #[inline]
+    fn as_str(&self) -> &str {
+        self
+    }
+
+    fn shared(&self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+
+impl Key for String {
+    #[inline]
+    fn as_str(&self) -> &str {
+        self
+    }
+
+    fn shared(&self) -> Arc<str> {
+        Arc::from(self.as_str())
+    }
+}
+
+impl Key for Arc<str> {
+    #[inline]
+    fn as_str(&self) -> &str {
+        self
+    }
+
+    fn shared(&self) -> Arc<str> {
+        self.clone()
+    }
+}
+
 /// What the map needs of its entries.
 pub(crate) trait Entry: Send + Sync + 'static {
     /// The map's insertion count when this entry was last used.
@@ -123,9 +164,27 @@ struct Newest<T> {
     /// How many entries the whole map may hold before dropping idle ones is tried again:
     /// the bound, or more after a try that found too few idle entries.
     evict_at: usize,
+    /// The entries' ages, gathered by each batch of evictions: kept, so that a batch
+    /// allocates nothing once the first one sized it.
+    ages: Vec<u64>,
+    /// The snapshot the last rebuild replaced, until [`recycle`](Newest::recycle).
+    retired: Option<Arc<Map<T>>>,
+    /// An empty map whose table the next rebuild fills: the retired snapshot's, so that a
+    /// map churning at its bound does not allocate and free a table (tens of KiB at the
+    /// default bound) for each batch, which fragmented the heap.
+    spare: Option<Map<T>>,
 }
 
 impl<T> Newest<T> {
+    /// Empties the retired snapshot into the spare map if no reader holds it any more (its
+    /// entries dropped now, as if it were freed); else leaves it to its readers.
+    fn recycle(&mut self) {
+        if let Some(Ok(mut map)) = self.retired.take().map(Arc::try_unwrap) {
+            map.clear();
+            self.spare = Some(map);
+        }
+    }
+
     /// Whether it is time to merge these into a snapshot of `len` entries: once they
     /// (with the lookups that found one of them) number half of it, so that the copy costs
     /// each of those O(1), and at once while the snapshot is empty (a client's first
@@ -152,6 +211,65 @@ impl<T> Newest<T> {
     }
 }
 
+/// Which entries a batch of evictions drops: the idle ones among the `count` idlest, found
+/// by their ages alone.
+struct Oldest {
+    /// Entries used at this insertion or before are among the idlest...
+    age: u64,
+    /// ...but of those used at it, only this many more.
+    ties: usize,
+    /// How many are still to drop.
+    left: usize,
+    /// Dropped so far.
+    dropped: usize,
+    /// The insertion count, which an idlest entry found busy is taken as used at.
+    now: u64,
+}
+
+impl Oldest {
+    /// The `count` idlest of the entries aged `ages` (reordered), at insertion `now`.
+    fn among(ages: &mut [u64], count: usize, now: u64) -> Self {
+        let (age, ties) = match count.min(ages.len()).checked_sub(1) {
+            Some(last) => {
+                let (younger_or_not, &mut age, _) = ages.select_nth_unstable(last);
+                let older = younger_or_not.iter().filter(|&&a| a < age).count();
+                (age, last + 1 - older)
+            }
+            None => (0, 0),
+        };
+        Oldest {
+            age,
+            ties,
+            left: count.min(ages.len()),
+            dropped: 0,
+            now,
+        }
+    }
+
+    /// Whether `entry` stays: all but the idlest, and those of them that are busy. Tells an
+    /// entry dropped that it is ([`Entry::evicted`]).
+    fn keeps<T: Entry>(&mut self, key: &str, entry: &T) -> bool {
+        if self.left == 0 {
+            return true;
+        }
+        let age = entry.last_used().load(Relaxed);
+        if age > self.age || (age == self.age && self.ties == 0) {
+            return true;
+        }
+        if age == self.age {
+            self.ties -= 1;
+        }
+        self.left -= 1;
+        if entry.busy() {
+            entry.last_used().store(self.now, Relaxed);
+            return true;
+        }
+        self.dropped += 1;
+        entry.evicted(key);
+        false
+    }
+}
+
 impl<T: Entry> Keyed<T> {
     /// A map of at most `max` idle entries (more only while they are busy); `kind` names it
     /// in telemetry.
@@ -165,6 +283,9 @@ impl<T: Entry> Keyed<T> {
                 hits: 0,
                 hot: false,
                 evict_at: max,
+                ages: Vec::new(),
+                retired: None,
+                spare: None,
             }),
             insertions: AtomicU64::new(0),
             max,
@@ -176,8 +297,12 @@ impl<T: Entry> Keyed<T> {
     /// The entry of `key`, made by `make` on first use (under the writers' lock, so at most
     /// once per key and insertion).
     #[inline]
-    pub(crate) fn get_or_insert(&self, key: &str, make: impl FnOnce(Arc<str>) -> T) -> Arc<T> {
-        if let Some(entry) = self.map.load().get(key)
+    pub(crate) fn get_or_insert<K: Key + ?Sized>(
+        &self,
+        key: &K,
+        make: impl FnOnce(Arc<str>) -> T,
+    ) -> Arc<T> {
+        if let Some(entry) = self.map.load().get(key.as_str())
             && !entry.stale()
         {
             self.touch(entry);
@@ -200,7 +325,9 @@ impl<T: Entry> Keyed<T> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn insert(&self, key: &str, make: impl FnOnce(Arc<str>) -> T) -> Arc<T> {
+    fn insert<K: Key + ?Sized>(&self, key: &K, make: impl FnOnce(Arc<str>) -> T) -> Arc<T> {
+        let shared = key;
+        let key = key.as_str();
         let mut newest = self.lock();
         // The snapshot changes only under the lock: this one is current until it is let go.
         let mut current = self.map.load_full();
@@ -219,6 +346,8 @@ impl<T: Entry> Keyed<T> {
             newest.hot |= hot;
             if newest.due(current.len()) {
                 self.merge(&current, &mut newest);
+                drop(current);
+                newest.recycle();
             }
             return entry;
         }
@@ -231,7 +360,7 @@ impl<T: Entry> Keyed<T> {
             let first = !self.warned.swap(true, Relaxed);
             crate::telemetry::overload::over_bound(self.kind, len + 1, self.max, first);
         }
-        let key: Arc<str> = Arc::from(key);
+        let key = shared.shared();
         let entry = Arc::new(make(key.clone()));
         let epoch = self.insertions.fetch_add(1, Relaxed) + 1;
         entry.last_used().store(epoch, Relaxed);
@@ -244,27 +373,38 @@ impl<T: Entry> Keyed<T> {
         if newest.due(current.len()) {
             self.merge(&current, &mut newest);
         }
+        // This snapshot let go, the one it replaced (if any) may be the last reference to it.
+        drop(current);
+        newest.recycle();
         entry
     }
 
     /// A new snapshot: `current` and the newest entries.
     fn merge(&self, current: &Map<T>, newest: &mut Newest<T>) {
-        self.map.store(Arc::new(Self::rebuilt(current, newest)));
+        let next = Self::rebuilt(current, newest, |_, _| true);
+        newest.retired = Some(self.map.swap(Arc::new(next)));
     }
 
-    /// `current` with the newest entries moved in (replacing the entries of their keys) and
-    /// the stale entries left out, for a new snapshot: the newest start again empty. As
-    /// costly as the copy, which touches each entry anyway.
-    fn rebuilt(current: &Map<T>, newest: &mut Newest<T>) -> Map<T> {
-        let mut next = current.clone();
-        next.retain(|_, entry| !entry.stale());
-        next.extend(
-            newest
-                .map
-                .drain()
-                .filter(|(_, (entry, _))| !entry.stale())
-                .map(|(key, (entry, _))| (key, entry)),
-        );
+    /// `current` with the newest entries moved in (replacing the entries of their keys), and
+    /// the stale entries and those `keep` refuses left out, for a new snapshot: the newest
+    /// start again empty. A clone of `current`, not a map filled anew: a clone keeps each
+    /// entry in its place (no key hashed again) and the capacity the map grew to, so that a
+    /// map churning at its bound never grows its table again.
+    fn rebuilt(
+        current: &Map<T>,
+        newest: &mut Newest<T>,
+        mut keep: impl FnMut(&Arc<str>, &T) -> bool,
+    ) -> Map<T> {
+        // Into the table of an earlier snapshot if one is spare: same size, no allocation.
+        let mut next = newest.spare.take().unwrap_or_default();
+        next.clone_from(current);
+        next.retain(|key, entry| !entry.stale() && keep(key, entry));
+        next.reserve(newest.map.len());
+        for (key, (entry, _)) in newest.map.drain() {
+            if !entry.stale() && keep(&key, &entry) {
+                next.insert(key, entry);
+            }
+        }
         newest.shadowing = 0;
         newest.hits = 0;
         newest.hot = false;
@@ -276,28 +416,66 @@ impl<T: Entry> Keyed<T> {
     /// what is left, the newest included, as the new snapshot. Only idle entries: a busy one
     /// stays, however many there are; if too many do, the next try waits for the map to
     /// grow by another quarter of the bound.
+    ///
+    /// In the copy of the map that a rebuild makes anyway: the age of the idlest entries to
+    /// drop is found first, over the entries' ages alone (in a buffer kept from batch to
+    /// batch: no key copied, nothing allocated), and the copy leaves out the entries that
+    /// old, asking only them whether they are busy. One found busy is taken as used now, so
+    /// that the next batches do not ask it again until it is among the idlest again; the
+    /// entries dropped in its place are found the same way, over the copy.
     fn evict(&self, current: &Map<T>, newest: &mut Newest<T>) -> Arc<Map<T>> {
         let batch = (self.max / 4).max(1);
-        let mut next = Self::rebuilt(current, newest);
-        let excess = next.len().saturating_sub(self.max - batch);
-        let mut candidates: Vec<(u64, Arc<str>)> = next
+        let now = self.insertions.load(Relaxed);
+        let mut ages = std::mem::take(&mut newest.ages);
+        ages.clear();
+        let live = |entry: &T| (!entry.stale()).then(|| entry.last_used().load(Relaxed));
+        ages.extend(current.values().filter_map(|entry| live(entry)));
+        ages.extend(newest.map.values().filter_map(|(entry, _)| live(entry)));
+        let excess = ages.len().saturating_sub(self.max - batch);
+        let mut oldest = Oldest::among(&mut ages, excess, now);
+        let mut next = Self::rebuilt(current, newest, |key, entry| oldest.keeps(key, entry));
+        let mut short = excess - oldest.dropped;
+        // Some of the idlest were busy: the idlest of the others instead, a few rounds at
+        // most (each takes those it finds busy as used), then every idle entry is looked at.
+        for _ in 0..4 {
+            if short == 0 {
+                break;
+            }
+            ages.clear();
+            ages.extend(next.values().map(|entry| entry.last_used().load(Relaxed)));
+            let mut oldest = Oldest::among(&mut ages, short, now);
+            next.retain(|key, entry| oldest.keeps(key, &**entry));
+            short -= oldest.dropped;
+        }
+        if short > 0 {
+            Self::drop_idlest(&mut next, short);
+        }
+        newest.ages = ages;
+        newest.evict_at = self.max.max(next.len() + batch);
+        let next = Arc::new(next);
+        newest.retired = Some(self.map.swap(next.clone()));
+        next
+    }
+
+    /// Drops the `count` idlest entries of `map` that are not busy (fewer if fewer are):
+    /// the slow way, asking every entry, for a batch whose idlest entries were busy again
+    /// and again.
+    #[cold]
+    fn drop_idlest(map: &mut Map<T>, count: usize) {
+        let mut candidates: Vec<(u64, Arc<str>)> = map
             .iter()
             .filter(|(_, e)| !e.busy())
             .map(|(key, e)| (e.last_used().load(Relaxed), key.clone()))
             .collect();
-        let drop = excess.min(candidates.len());
+        let drop = count.min(candidates.len());
         if drop > 0 && drop < candidates.len() {
             candidates.select_nth_unstable_by_key(drop, |c| c.0);
         }
         for (_, key) in candidates.into_iter().take(drop) {
-            if let Some(entry) = next.remove(&key) {
+            if let Some(entry) = map.remove(&key) {
                 entry.evicted(&key);
             }
         }
-        newest.evict_at = self.max.max(next.len() + batch);
-        let next = Arc::new(next);
-        self.map.store(next.clone());
-        next
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<Arc<T>> {
@@ -355,11 +533,17 @@ mod tests {
             &self.used
         }
         fn busy(&self) -> bool {
+            BUSY_ASKED.with(|asked| asked.set(asked.get() + 1));
             self.busy.load(Relaxed)
         }
         fn stale(&self) -> bool {
             self.stale.load(Relaxed)
         }
+    }
+
+    thread_local! {
+        /// How often this thread asked an entry whether it is busy.
+        static BUSY_ASKED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 
     fn item(_: Arc<str>) -> Item {
@@ -453,6 +637,38 @@ mod tests {
         assert!(keyed.get("k0").is_none());
         let again = keyed.get_or_insert("k0", item);
         assert!(!Arc::ptr_eq(&first, &again));
+    }
+
+    /// A batch of evictions asks whether an entry is busy only of the entries it drops (and
+    /// of the idlest ones it keeps for being busy), not of every entry: asking costs a
+    /// clock read and a look at each guard, and a map churning at its bound makes a batch
+    /// every quarter of the bound's insertions. The idlest are the ones dropped all the same.
+    #[test]
+    fn a_batch_of_evictions_asks_only_the_idlest_whether_they_are_busy() {
+        let keyed = Keyed::new(64, "test");
+        let busy = keyed.get_or_insert("busy", item);
+        busy.busy.store(true, Relaxed);
+        let asked = || BUSY_ASKED.with(std::cell::Cell::get);
+        let before = asked();
+        for i in 0..640 {
+            keyed.get_or_insert(&format!("k{i}"), item);
+        }
+        let asked = asked() - before;
+        // 640 - 63 entries dropped, each asked once, and the busy one once per batch.
+        assert!(
+            asked <= 640 + 640 / 16,
+            "asked {asked} times for 640 insertions"
+        );
+        assert!(
+            keyed
+                .get("busy")
+                .is_some_and(|kept| Arc::ptr_eq(&kept, &busy))
+        );
+        // The newest 48 (the bound less a batch, less the busy one) at least are all kept.
+        for i in 640 - 47..640 {
+            assert!(keyed.get(&format!("k{i}")).is_some(), "k{i} dropped");
+        }
+        assert!(keyed.len() <= 64);
     }
 
     /// An entry added among the newest (found under the lock) is in the lock-free snapshot

@@ -51,16 +51,23 @@
 //! **Memory**, the reason for this shape: the breaker's window and the retry budget's are kept
 //! per endpoint key, up to 1,024 keys per policy by default, so they must not grow with the
 //! cores. A window is its ring (`len × 24` bytes: 384 for the breaker's default 100 calls and
-//! for the budget) plus one 64-byte line per stripe and 128 bytes inline. Earlier each stripe
+//! for the budget; inline up to 16 buckets) plus one 64-byte line per stripe and 192 bytes
+//! inline. Earlier each stripe
 //! kept a whole ring of its own, padded to 128 bytes: `stripes × (128 + len × 24)` bytes, 8 KiB
 //! per window at 16 stripes, 32 KiB at 64, where twice the cores (to 64) were taken. Now there
 //! are at most [`MAX_STRIPES`] = 8, one line each: with the rest of the endpoint (the keyed
 //! maps' entries, the breaker's and the guards' own fields), an endpoint of the default
 //! policy holds about 2.2 KiB on 2 cores and 2.6 KiB from 4 cores up, measured by
-//! `tests/endpoint_memory.rs` (was 5.9 KiB on 2 cores, 63 KiB from 32 cores up). Other
-//! shapes weighed: stripes allocated on a thread's first write keep an endpoint small only
-//! while few threads call it, and every worker of a multi-threaded runtime soon does; fewer
+//! `tests/endpoint_memory.rs` (was 5.9 KiB on 2 cores, 63 KiB from 32 cores up). Fewer
 //! buckets would change what a window holds.
+//!
+//! **The first thread's bucket is inline** (`home`), and the stripes are made only when a
+//! thread on another stripe first records: not to save memory (every worker of a
+//! multi-threaded runtime soon calls a busy endpoint, and its window then has them all, one
+//! line more than before), but so that a new endpoint costs no aligned allocation of its
+//! own until it is called from a second thread. A client calling thousands of endpoints in
+//! turn makes one for nearly every call once they outnumber its bound, and an endpoint
+//! called once in a while is mostly called from one thread.
 //!
 //! **More threads than stripes** share stripes (threads take them in turn, in bit-reversed
 //! order, so that the first threads are on distinct pairs of lines too). Sharing costs little
@@ -210,11 +217,53 @@ pub(crate) struct Outcomes {
     /// The next call-window epoch (unused by time windows), on a line of its own: drawn by
     /// every stripe, once per bucket.
     next: Line<AtomicU64>,
-    /// The bucket each stripe is filling: a power of two of them, one per cache line.
-    stripes: Box<[Line<Bucket>]>,
+    /// The bucket the first thread to record fills, for whichever stripe that thread has
+    /// (`home_stripe`): a window only ever recorded by one thread, as most endpoints of a
+    /// client calling many are, needs no other.
+    home: Line<Bucket>,
+    /// The stripe `home` stands for; [`NO_STRIPE`] until a thread records.
+    home_stripe: AtomicUsize,
+    /// One less than the stripe count (a power of two): picks a thread's stripe.
+    mask: usize,
+    /// The bucket each other stripe is filling, one per cache line (the one of
+    /// `home_stripe` unused): made when a thread of another stripe first records.
+    stripes: OnceLock<Box<[Line<Bucket>]>>,
     /// Finished buckets, at `epoch mod len` (a power of two, at least `live`: a bucket reused
     /// for epoch `e` held epoch `e − k × len`, which has left the window).
-    ring: Box<[Bucket]>,
+    ring: Ring,
+}
+
+/// Rings of up to this many buckets are kept inline, in the window: the default breaker's
+/// (100 calls: 10 live buckets) and every retry budget's (10 slices) have 16. One allocation
+/// fewer per window, made and freed for each new endpoint of a client calling more of them
+/// than its bound; a smaller ring leaves the rest of the 384 bytes unused.
+const INLINE_RING: usize = 16;
+
+/// A window's finished buckets: inline up to [`INLINE_RING`], else on the heap.
+// Large inline on purpose: the point is one allocation fewer per window.
+#[allow(clippy::large_enum_variant)]
+enum Ring {
+    /// The first `len` of these.
+    Inline([Bucket; INLINE_RING], usize),
+    Boxed(Box<[Bucket]>),
+}
+
+impl Ring {
+    fn new(len: usize) -> Self {
+        if len <= INLINE_RING {
+            Ring::Inline([const { Bucket::empty() }; INLINE_RING], len)
+        } else {
+            Ring::Boxed((0..len).map(|_| Bucket::empty()).collect())
+        }
+    }
+
+    #[inline]
+    fn buckets(&self) -> &[Bucket] {
+        match self {
+            Ring::Inline(buckets, len) => buckets.split_at((*len).min(INLINE_RING)).0,
+            Ring::Boxed(buckets) => buckets,
+        }
+    }
 }
 
 /// A time window's bucket length in milliseconds: `length / buckets`, rounded up (at least
@@ -227,6 +276,9 @@ pub(crate) fn bucket_ms(length: Duration, buckets: u32) -> u64 {
 
 /// The most stripes a window has (from 4 cores up): see the module docs, *Memory*.
 pub(crate) const MAX_STRIPES: usize = 8;
+
+/// No stripe: a window's `home` before any thread recorded.
+const NO_STRIPE: usize = usize::MAX;
 
 /// The stripe count, decided by the first window built in the process.
 static STRIPES: OnceLock<usize> = OnceLock::new();
@@ -303,9 +355,24 @@ impl Outcomes {
             epochs,
             live,
             next: Line(AtomicU64::new(0)),
-            stripes: (0..stripe_count()).map(|_| Line(Bucket::empty())).collect(),
-            ring: (0..len).map(|_| Bucket::empty()).collect(),
+            home: Line(Bucket::empty()),
+            home_stripe: AtomicUsize::new(NO_STRIPE),
+            mask: stripe_count() - 1,
+            stripes: OnceLock::new(),
+            ring: Ring::new(len),
         }
+    }
+
+    /// How many stripes the window records into (`home` stands for one of them).
+    #[cfg(test)]
+    fn stripe_count(&self) -> usize {
+        self.mask + 1
+    }
+
+    /// The buckets of every stripe now recording, `home` first.
+    fn filling(&self) -> impl Iterator<Item = &Bucket> {
+        let others = self.stripes.get().into_iter().flatten();
+        std::iter::once(&self.home.0).chain(others.map(|stripe| &stripe.0))
     }
 
     /// Whether recording needs the time (time windows do; call windows do not).
@@ -314,9 +381,32 @@ impl Outcomes {
         matches!(self.epochs, Epochs::Time { .. })
     }
 
+    /// The bucket the calling thread fills: `home`, if its stripe is the first one to
+    /// record (or it is the first), else its stripe's, the stripes made the first time.
     #[inline]
     fn my_stripe(&self) -> &Bucket {
-        &self.stripes[my_stripe() & (self.stripes.len() - 1)].0
+        let index = my_stripe() & self.mask;
+        let home = self.home_stripe.load(Relaxed);
+        if home == index {
+            return &self.home.0;
+        }
+        self.other_stripe(home, index)
+    }
+
+    /// The bucket of stripe `index`, not `home`'s (`home` stands for stripe `home`, or none).
+    #[cold]
+    fn other_stripe(&self, home: usize, index: usize) -> &Bucket {
+        if home == NO_STRIPE {
+            match (self.home_stripe).compare_exchange(NO_STRIPE, index, Relaxed, Relaxed) {
+                Ok(_) => return &self.home.0,
+                Err(taken) if taken == index => return &self.home.0,
+                Err(_) => {}
+            }
+        }
+        let stripes = self
+            .stripes
+            .get_or_init(|| (0..=self.mask).map(|_| Line(Bucket::empty())).collect());
+        &stripes[index].0
     }
 
     #[inline]
@@ -379,7 +469,8 @@ impl Outcomes {
         }
         let counts = stripe.counts.load(Relaxed);
         let slow = stripe.slow.load(Relaxed);
-        let slot = &self.ring[(epoch as usize) & (self.ring.len() - 1)];
+        let ring = self.ring.buckets();
+        let slot = &ring[(epoch as usize) & (ring.len() - 1)];
         // Another stripe may be starting this slot for the same time slice: wait for it (a
         // claimer has three stores left to make; spin a little, then yield, in case its
         // thread was preempted between them). Dropping this share instead would lose a whole
@@ -434,21 +525,21 @@ impl Outcomes {
             return totals;
         };
         // The ring first: see `retire`.
-        for bucket in self.ring.iter() {
+        for bucket in self.ring.buckets() {
             bucket.add_live_to(&mut totals, newest, self.live);
         }
-        for stripe in self.stripes.iter() {
-            stripe.0.add_live_to(&mut totals, newest, self.live);
+        for stripe in self.filling() {
+            stripe.add_live_to(&mut totals, newest, self.live);
         }
         totals
     }
 
     pub(crate) fn clear(&self) {
-        for bucket in self.ring.iter() {
+        for bucket in self.ring.buckets() {
             bucket.clear();
         }
-        for stripe in self.stripes.iter() {
-            stripe.0.clear();
+        for stripe in self.filling() {
+            stripe.clear();
         }
     }
 }
@@ -573,7 +664,7 @@ mod tests {
             buckets: 10,
         });
         // One thread after another: each new thread takes the next stripe.
-        let threads = 2 * window.stripes.len();
+        let threads = 2 * window.stripe_count();
         for slice_ms in [500, 1_500] {
             for _ in 0..threads {
                 std::thread::scope(|scope| {
@@ -591,6 +682,41 @@ mod tests {
             calls_failures(window.totals(10_500)),
             (total / 2, total / 4)
         );
+    }
+
+    /// A window only one thread records into makes no stripes (one bucket inline: an
+    /// endpoint called once in a while, as each of many are, costs no aligned allocation);
+    /// the first call of a thread on another stripe makes them, and the totals add up what
+    /// every thread recorded, the first thread's inline bucket included, until a clear.
+    #[test]
+    fn stripes_are_made_when_a_second_thread_records() {
+        let window = Outcomes::new(Window::Calls(1_000));
+        for _ in 0..3 {
+            window.record(FAILURE, 0);
+        }
+        assert!(
+            window.stripes.get().is_none(),
+            "stripes made for one thread"
+        );
+        assert_eq!(calls_failures(window.totals(0)), (3, 3));
+        // Threads on every other stripe (each new thread takes the next one).
+        for _ in 0..window.stripe_count() {
+            std::thread::scope(|scope| {
+                scope.spawn(|| window.record(SUCCESS, 0));
+            });
+        }
+        if window.stripe_count() > 1 {
+            assert!(
+                window.stripes.get().is_some(),
+                "no stripes for other threads"
+            );
+        }
+        let threads = window.stripe_count() as u64;
+        assert_eq!(calls_failures(window.totals(0)), (3 + threads, 3));
+        window.record(SUCCESS, 0);
+        assert_eq!(calls_failures(window.totals(0)), (4 + threads, 3));
+        window.clear();
+        assert_eq!(calls_failures(window.totals(0)), (0, 0));
     }
 
     /// A call recorded with an older `now` (its thread read the clock, then waited) must not

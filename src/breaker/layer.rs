@@ -112,7 +112,7 @@ pub(crate) fn breaker_for(
     key: Option<&str>,
     url: &url::Url,
 ) -> Arc<Breaker> {
-    registry.breaker(&crate::keyed::key_for(key, url))
+    registry.breaker(&*crate::keyed::key_for(key, url))
 }
 
 impl Default for CircuitBreakerLayer {

@@ -15,7 +15,7 @@ use super::config::BreakerConfig;
 use super::state::{Breaker, Permit, Verdict};
 use super::{State, WindowCounts};
 use crate::error::Error;
-use crate::keyed::{Entry, Keyed};
+use crate::keyed::{Entry, Key, Keyed};
 
 /// The breakers of one [`CircuitBreakerLayer`](super::CircuitBreakerLayer), by endpoint key.
 /// Cheap to clone; clones share the breakers.
@@ -82,7 +82,9 @@ impl BreakerRegistry {
         }
     }
 
-    pub(crate) fn breaker(&self, key: &str) -> Arc<Breaker> {
+    /// The breaker of endpoint `key`, made if it has none (its key shared if `key` is an
+    /// `Arc<str>`).
+    pub(crate) fn breaker<K: Key + ?Sized>(&self, key: &K) -> Arc<Breaker> {
         let inner = &self.inner;
         inner.breakers.get_or_insert(key, |key| {
             #[cfg(feature = "metrics")]

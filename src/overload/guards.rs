@@ -975,7 +975,8 @@ impl GuardRegistry {
     }
 
     /// The guards of endpoint `key` ([`endpoint_key`](crate::keyed::endpoint_key)).
-    pub(crate) fn guards_at(&self, key: &str) -> Arc<Guards> {
+    /// Made if it has none (its key shared if `key` is an `Arc<str>`).
+    pub(crate) fn guards_at<K: keyed::Key + ?Sized>(&self, key: &K) -> Arc<Guards> {
         if let Some(only) = &self.only {
             return only.clone();
         }

@@ -475,7 +475,7 @@ impl CompiledPolicy {
             Some(breaker) => Some(breaker.clone()),
             None => self.breaker.breaker_at(&key),
         };
-        let guards = self.guards.as_ref().map(|guards| guards.guards_at(&key));
+        let guards = self.guards.as_ref().map(|guards| guards.guards_at(&*key));
         (breaker, guards)
     }
 
@@ -832,5 +832,39 @@ impl Policies {
         }
         let at = self.index.by_name(name)?;
         self.endpoints.get(at).map(|(_, policy)| policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default_policy(breaker: &BreakerConfig) -> CompiledPolicy {
+        let base = Base {
+            retry: &RetryPolicy::default(),
+            breaker: Some(breaker),
+            classifier: &SharedClassifier::default(),
+            redis: Redis::None,
+            named: &NamedStates::default(),
+        };
+        CompiledPolicy::compile("default", &EndpointPolicy::default(), &base)
+            .expect("the default policy compiles")
+    }
+
+    /// A new endpoint's breaker and guards, made through the policy's cache of both, share
+    /// one copy of its key with the cache's entry: one allocation for the key, not three.
+    #[test]
+    fn an_endpoint_key_is_allocated_once_for_its_breaker_and_guards() {
+        let policy = default_policy(&BreakerConfig::default());
+        let url = Url::parse("http://tenant-7.example:8080/x").expect("a URL");
+        let (Some(breaker), Some(guards)) = policy.endpoint(&url) else {
+            panic!("the default policy keeps a breaker and guards per endpoint");
+        };
+        assert_eq!(&**breaker.key(), "http://tenant-7.example:8080");
+        assert_eq!(guards.key(), "http://tenant-7.example:8080");
+        assert!(
+            std::ptr::eq(breaker.key().as_ptr(), guards.key().as_ptr()),
+            "the breaker and the guards each made a copy of the key"
+        );
     }
 }
