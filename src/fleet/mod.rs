@@ -65,7 +65,10 @@
 //! asked for while callers wait takes any free slot, unless the last one got less than it
 //! asked for (the fleet is at its limit); others take nothing below half their size, and are
 //! told when that many are free, so replicas at the limit come back for batches rather than
-//! polling for single slots. Round trips per
+//! polling for single slots. Replicas refused are told that in turn: each the instant the
+//! one refused before it was told, plus its own batch's time, if later (told all the same
+//! instant, they came back as a herd, one got the batch and the rest asked again: 3 round
+//! trips per slot granted with 100 replicas held at the limit). Round trips per
 //! request for a replica spending `r` a second: about `4 / (3 r × ttl)`, at least 1/64. With
 //! a limit of 2,000 a second and `burst` 200 (`ttl` 50 ms), a replica at 1,000 requests a
 //! second leases about 38 slots: 0.03 round trips per request (`tests/fleet.rs` measures it).

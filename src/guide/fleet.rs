@@ -108,10 +108,11 @@
 //!   whatever its traffic: 10 round trips a second each at 100 ms, so 2,000–3,000 replicas fill a
 //!   primary on their own (raise `sync_interval` well before that: holds are then seen later).
 //!   Leases with a burst of 40 per replica cost about `rate / 15` round trips a second per limit.
-//!   A fleet held at its limit costs most: its replicas come back for slots as they free up,
-//!   about 34 round trips a second each with 100 replicas sent twice the limit, so 500–1,000
-//!   replicas held at one limit fill a primary. One limit is one key, on one node of a cluster
-//!   too: a cluster spreads different limits over primaries, not one hot limit.
+//!   A fleet held at its limit costs about `rate / 10`: replicas refused are told when to come
+//!   back in turn, each when its own batch is free, not all at one instant (0.09 round trips
+//!   per slot granted with 100 replicas sent twice the limit). One limit is one key, on one
+//!   node of a cluster too: a cluster spreads different limits over primaries, not one hot
+//!   limit.
 //! - State is kept per policy and endpoint key, as in one process, or by the guard's
 //!   [scope](super::policies#endpoints-and-scopes): a named scope (`scope = "name:partner"`)
 //!   is one Redis key for every rule that names it and every replica. Keys carry the prefix
