@@ -38,7 +38,7 @@ impl TlsRedis {
             std::env::temp_dir().join(format!("resilient-http-tls-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         write_certificates(&dir);
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 "0",
@@ -67,13 +67,25 @@ impl TlsRedis {
             ])
             .args(["--user", "default", "off"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot run redis-server ({e}): install it, apt-get install -y redis-server")
             });
         let start = std::time::Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            // A redis-server built without TLS refuses `--tls-port` and exits at once.
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut said = String::new();
+                if let Some(mut stderr) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
+                }
+                panic!(
+                    "redis-server exited ({status}) instead of listening with TLS: is it built \
+                     with TLS (Debian's is; `redis-server --tls-port 1` must not say \
+                     \"Bad directive\")?\n{said}"
+                );
+            }
             assert!(start.elapsed() < 10 * SECOND, "redis-server did not start");
             std::thread::sleep(10 * MS);
         }

@@ -27,8 +27,9 @@ use crate::error::Error;
 ///
 /// Ranges: `url` a `redis://` or `unix://` URL, or `rediss://` (TLS) with the `redis-tls`
 /// feature; with `cluster`, `redis://` or `rediss://` only, `seeds` likewise (none without
-/// `cluster`), and a `prefix` without `{` or `}` (the fleet puts its own hash tags in keys);
-/// `ca_file` only with `rediss://`; `prefix` at most 256 bytes; `timeout` above zero, at most
+/// `cluster`, each with `url`'s scheme, user and password), database 0 only, and a `prefix`
+/// without `{` or `}` (the fleet puts its own hash tags in keys); `ca_file` only with
+/// `rediss://`, a PEM file of certificates of at most 1 MiB; `prefix` at most 256 bytes; `timeout` above zero, at most
 /// 10 s; `sync_interval` above zero, at most a minute. Checked by
 /// [`Fleet::new`](super::Fleet::new), and by the policy file's `[redis]` table, with the same
 /// ranges.
@@ -45,12 +46,13 @@ pub struct FleetConfig {
     /// each endpoint's keys in one hash slot (see the [module docs](super#redis-cluster)).
     pub cluster: bool,
     /// More nodes of the cluster (`redis://…` or `rediss://…`, with `url`'s user and
-    /// password), tried when `url`'s does not answer; empty by default, and only with
+    /// password, or none when `url` has none), tried when `url`'s does not answer; empty by default, and only with
     /// `cluster`. Never shown in errors, `Debug` or logs.
     pub seeds: Vec<String>,
     /// A PEM file of the certificate authorities that sign the servers' certificates, for
     /// `rediss://` (a CA of your own, or a managed service's); `None` (the default): the
-    /// system's roots. Read when the fleet is made.
+    /// system's roots. Read when the fleet is made (and when a policy file is read), at most
+    /// 1 MiB; a relative path is from the process's working directory.
     pub ca_file: Option<PathBuf>,
     /// Put before every key this fleet writes (`resilient-http:` by default), so that
     /// several services, or several environments, can share one Redis.
