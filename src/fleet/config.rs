@@ -29,8 +29,8 @@ use crate::error::Error;
 /// feature; with `cluster`, `redis://` or `rediss://` only, `seeds` likewise (none without
 /// `cluster`, each with `url`'s scheme, user and password), database 0 only, and a `prefix`
 /// without `{` or `}` (the fleet puts its own hash tags in keys); `ca_file` only with
-/// `rediss://`, a PEM file of certificates of at most 1 MiB; `prefix` at most 256 bytes; `timeout` above zero, at most
-/// 10 s; `sync_interval` above zero, at most a minute. Checked by
+/// `rediss://`, a PEM file of certificates of at most 1 MiB; `prefix` at most 256 bytes;
+/// `timeout` above zero, at most 10 s; `sync_interval` above zero, at most a minute. Checked by
 /// [`Fleet::new`](super::Fleet::new), and by the policy file's `[redis]` table, with the same
 /// ranges.
 #[derive(Clone, PartialEq, Eq)]
@@ -46,8 +46,8 @@ pub struct FleetConfig {
     /// each endpoint's keys in one hash slot (see the [module docs](super#redis-cluster)).
     pub cluster: bool,
     /// More nodes of the cluster (`redis://…` or `rediss://…`, with `url`'s user and
-    /// password, or none when `url` has none), tried when `url`'s does not answer; empty by default, and only with
-    /// `cluster`. Never shown in errors, `Debug` or logs.
+    /// password, or none when `url` has none), tried when `url`'s does not answer; empty by
+    /// default, and only with `cluster`. Never shown in errors, `Debug` or logs.
     pub seeds: Vec<String>,
     /// A PEM file of the certificate authorities that sign the servers' certificates, for
     /// `rediss://` (a CA of your own, or a managed service's); `None` (the default): the

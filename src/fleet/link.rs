@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 use tokio::runtime::Handle;
@@ -548,12 +549,13 @@ impl FleetInner {
         for quota in &quotas {
             (slots.entry(hash_tag(quota.redis_key())).or_default().2).push(quota.clone());
         }
-        // Collected first: a stream over the iterator's closure is not `Send` (its future
-        // borrows through a closure the compiler cannot prove general over lifetimes).
+        // Collected first: a stream of the iterator itself would hold its closure, and the
+        // sync task's future would then not be `Send` (the compiler cannot prove the closure
+        // general over the borrows' lifetimes). Not started until `buffer_unordered` polls
+        // them, they take no counts before.
         let syncs: Vec<_> = (slots.values())
             .map(|(holds, budgets, quotas)| self.sync_keys(holds, budgets, quotas))
             .collect();
-        use futures_util::StreamExt;
         futures_util::stream::iter(syncs)
             .buffer_unordered(CLUSTER_SYNCS)
             .fold(true, |all, answered| async move { all && answered })
