@@ -416,6 +416,41 @@ fn cluster_and_tls_settings_name_the_line_and_key() {
         assert!(shown.contains("<config_toml>:"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
     }
+    // How the keys go together: the line of the key named, not the table's header.
+    for (text, expected) in [
+        (
+            format!("{url}seeds = [\"redis://:hunter2@cache:7001\"]\n"),
+            "<config_toml>:3: \"seeds\": needs cluster = true",
+        ),
+        (
+            format!("{url}cluster = true\nseeds = [\"redis://:hunter3@cache:7001\"]\n"),
+            "<config_toml>:4: \"seeds\": must each carry the url's user and password",
+        ),
+        (
+            format!("{url}cluster = true\nseeds = [\"redis://cache:7001\"]\n"),
+            "<config_toml>:4: \"seeds\": must each carry the url's user and password",
+        ),
+        (
+            "[redis]\ncluster = true\nurl = \"redis://:hunter2@cache:7000/2\"\n".to_owned(),
+            "<config_toml>:3: \"url\": must name no database (or /0) with cluster = true",
+        ),
+        (
+            format!("{url}cluster = true\nseeds = [\"redis://:hunter2@cache:7001/1\"]\n"),
+            "<config_toml>:4: \"seeds\": must name no database",
+        ),
+    ] {
+        let shown = refusal(&text);
+        println!("{shown}");
+        assert!(shown.contains(expected), "{shown}");
+        assert!(!shown.contains("hunter"), "{shown}");
+    }
+    assert!(
+        Client::builder()
+            .config_toml("[redis]\ncluster = true\nurl = \"redis://:pw@cache:7000/0\"\n")
+            .build()
+            .is_ok(),
+        "database 0 is a cluster's"
+    );
     let cluster = format!("{url}cluster = true\nseeds = [\"redis://:hunter2@cache:7001\"]\n");
     let client = Client::builder().config_toml(&cluster).build().unwrap();
     let shown = format!("{:?}", client.fleet().unwrap());
@@ -424,4 +459,41 @@ fn cluster_and_tls_settings_name_the_line_and_key() {
         "{shown}"
     );
     assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+/// A CA file is read whole when the file is, at most 1 MiB of it, and its certificates parsed:
+/// a bad one names the `ca_file` line, not the url's.
+#[cfg(feature = "redis-tls")]
+#[test]
+fn a_bad_ca_file_names_its_line() {
+    let dir = std::env::temp_dir().join(format!("rh-fleet-config-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad_body = dir.join("bad.pem");
+    std::fs::write(
+        &bad_body,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let not_der = dir.join("not-der.pem");
+    std::fs::write(
+        &not_der,
+        "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let url = "[redis]\nurl = \"rediss://app:hunter2@cache:6380\"\n";
+    for (path, expected) in [
+        (
+            bad_body.display().to_string(),
+            "is not a PEM file of certificates",
+        ),
+        (not_der.display().to_string(), "holds a bad certificate"),
+        ("/dev/zero".to_owned(), "/dev/zero is larger than 1 MiB"),
+    ] {
+        let shown = refusal(&format!("{url}ca_file = \"{path}\"\n"));
+        println!("{shown}");
+        assert!(shown.contains("<config_toml>:3: \"ca_file\": "), "{shown}");
+        assert!(shown.contains(expected), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -38,7 +38,7 @@ impl TlsRedis {
             std::env::temp_dir().join(format!("resilient-http-tls-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         write_certificates(&dir);
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 "0",
@@ -67,13 +67,25 @@ impl TlsRedis {
             ])
             .args(["--user", "default", "off"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot run redis-server ({e}): install it, apt-get install -y redis-server")
             });
         let start = std::time::Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            // A redis-server built without TLS refuses `--tls-port` and exits at once.
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut said = String::new();
+                if let Some(mut stderr) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
+                }
+                panic!(
+                    "redis-server exited ({status}) instead of listening with TLS: is it built \
+                     with TLS (Debian's is; `redis-server --tls-port 1` must not say \
+                     \"Bad directive\")?\n{said}"
+                );
+            }
             assert!(start.elapsed() < 10 * SECOND, "redis-server did not start");
             std::thread::sleep(10 * MS);
         }
@@ -236,6 +248,19 @@ async fn a_wrong_password_shows_nowhere() {
             .unwrap_err()
             .to_string(),
     ];
+    // The policy file's settings, as the application deserialised them.
+    #[cfg(feature = "config")]
+    let shown = {
+        let mut shown = shown.to_vec();
+        let seed = format!("rediss://app:{WRONG}@127.0.0.1:1");
+        let policy: resilient_http::policy::PolicyConfig =
+            serde_json::from_value(serde_json::json!({
+                "redis": { "url": redis.url(WRONG), "cluster": true, "seeds": [seed] }
+            }))
+            .unwrap();
+        shown.push(format!("{policy:?}"));
+        shown
+    };
     for text in &shown {
         println!("{text}");
         assert!(!text.contains(WRONG), "shown: {text}");
@@ -306,4 +331,34 @@ async fn a_tls_cluster_shares_holds_through_any_node() {
     assert!(setter.is_up() && watcher.is_up());
     drop(cluster);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// rustls picks its crypto provider from its features when the application installs none: with
+/// both `aws_lc_rs` and `ring` on (another dependency enabling `ring`) it cannot, and building
+/// a TLS config panics. The fleet never panics on its thread for it (sharing would silently
+/// stop): either `Fleet::new` refuses, saying to install a provider, or TLS works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_crypto_provider_is_refused_when_the_fleet_is_made() {
+    let redis = TlsRedis::start();
+    let config = FleetConfig::new(redis.url(PASSWORD))
+        .ca_file(redis.ca_file())
+        .prefix("provider:")
+        .timeout(500 * MS);
+    match Fleet::new(config) {
+        Ok(fleet) => {
+            let _hold = fleet.hold("api.example");
+            assert!(fleet.sync().await, "no sync over TLS");
+            assert!(fleet.is_up());
+        }
+        Err(e) => {
+            let shown = e.to_string();
+            assert_eq!(
+                e.kind(),
+                resilient_http::ErrorKind::InvalidConfig,
+                "{shown}"
+            );
+            assert!(shown.contains("CryptoProvider::install_default"), "{shown}");
+            assert!(!shown.contains(PASSWORD), "{shown}");
+        }
+    }
 }

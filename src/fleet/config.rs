@@ -27,9 +27,10 @@ use crate::error::Error;
 ///
 /// Ranges: `url` a `redis://` or `unix://` URL, or `rediss://` (TLS) with the `redis-tls`
 /// feature; with `cluster`, `redis://` or `rediss://` only, `seeds` likewise (none without
-/// `cluster`), and a `prefix` without `{` or `}` (the fleet puts its own hash tags in keys);
-/// `ca_file` only with `rediss://`; `prefix` at most 256 bytes; `timeout` above zero, at most
-/// 10 s; `sync_interval` above zero, at most a minute. Checked by
+/// `cluster`, each with `url`'s scheme, user and password), database 0 only, and a `prefix`
+/// without `{` or `}` (the fleet puts its own hash tags in keys); `ca_file` only with
+/// `rediss://`, a PEM file of certificates of at most 1 MiB; `prefix` at most 256 bytes;
+/// `timeout` above zero, at most 10 s; `sync_interval` above zero, at most a minute. Checked by
 /// [`Fleet::new`](super::Fleet::new), and by the policy file's `[redis]` table, with the same
 /// ranges.
 #[derive(Clone, PartialEq, Eq)]
@@ -45,12 +46,13 @@ pub struct FleetConfig {
     /// each endpoint's keys in one hash slot (see the [module docs](super#redis-cluster)).
     pub cluster: bool,
     /// More nodes of the cluster (`redis://…` or `rediss://…`, with `url`'s user and
-    /// password), tried when `url`'s does not answer; empty by default, and only with
-    /// `cluster`. Never shown in errors, `Debug` or logs.
+    /// password, or none when `url` has none), tried when `url`'s does not answer; empty by
+    /// default, and only with `cluster`. Never shown in errors, `Debug` or logs.
     pub seeds: Vec<String>,
     /// A PEM file of the certificate authorities that sign the servers' certificates, for
     /// `rediss://` (a CA of your own, or a managed service's); `None` (the default): the
-    /// system's roots. Read when the fleet is made.
+    /// system's roots. Read when the fleet is made (and when a policy file is read), at most
+    /// 1 MiB; a relative path is from the process's working directory.
     pub ca_file: Option<PathBuf>,
     /// Put before every key this fleet writes (`resilient-http:` by default), so that
     /// several services, or several environments, can share one Redis.
@@ -135,7 +137,18 @@ impl FleetConfig {
             Some(path) => Some(read_ca_file(path).map_err(|why| refused("ca_file", why))?),
             None => None,
         };
-        self.connector(roots).map_err(|why| refused("url", why))
+        #[cfg(feature = "redis-tls")]
+        if self.nodes().any(is_tls) {
+            crypto_provider().map_err(|why| refused("url", why.to_owned()))?;
+        }
+        // Every setting was checked above, each naming its key: what the client still
+        // refuses is about them together.
+        self.connector(roots).map_err(|e| {
+            Error::invalid_config(format!(
+                "redis settings refused by the redis client: {}",
+                crate::redact::text(&e.to_string())
+            ))
+        })
     }
 
     /// Which setting does not go with the others, and why: the checks across settings, the
@@ -162,6 +175,39 @@ impl FleetConfig {
             if self.seeds.iter().any(|seed| is_tls(seed) != tls) {
                 return Some(("seeds", "must all use the url's scheme (TLS or not)"));
             }
+            // The cluster client logs in to every node as the first one says.
+            let login = |url: &str| {
+                redis::IntoConnectionInfo::into_connection_info(url).map(|info| {
+                    let settings = info.redis_settings();
+                    let login = (settings.username(), settings.password());
+                    (login.0.map(str::to_owned), login.1.map(str::to_owned))
+                })
+            };
+            let url_login = login(&self.url).ok();
+            if self.seeds.iter().any(|seed| login(seed).ok() != url_login) {
+                return Some((
+                    "seeds",
+                    "must each carry the url's user and password (or, as the url, none)",
+                ));
+            }
+            let database = |url: &str| {
+                redis::IntoConnectionInfo::into_connection_info(url)
+                    .map_or(0, |info| info.redis_settings().db())
+            };
+            if database(&self.url) != 0 {
+                return Some((
+                    "url",
+                    "must name no database (or /0) with cluster = true: a Redis Cluster has \
+                     database 0 only",
+                ));
+            }
+            if self.seeds.iter().any(|seed| database(seed) != 0) {
+                return Some((
+                    "seeds",
+                    "must name no database (or /0) with cluster = true: a Redis Cluster has \
+                     database 0 only",
+                ));
+            }
             if self.prefix.contains(['{', '}']) {
                 return Some((
                     "prefix",
@@ -182,7 +228,7 @@ impl FleetConfig {
 
     /// The client: one node's, or the cluster's, with `roots` (the CA file's certificates,
     /// PEM) if set.
-    fn connector(&self, roots: Option<Vec<u8>>) -> Result<Connector, String> {
+    fn connector(&self, roots: Option<Vec<u8>>) -> redis::RedisResult<Connector> {
         if self.cluster {
             let mut builder = redis::cluster::ClusterClientBuilder::new(self.nodes());
             #[cfg(feature = "redis-tls")]
@@ -199,9 +245,7 @@ impl FleetConfig {
                 .min_retry_wait(2)
                 .max_retry_wait(100)
                 .connection_timeout(self.timeout.max(Duration::from_secs(1)));
-            return (builder.build())
-                .map(Connector::Cluster)
-                .map_err(|e| not_redis(&e));
+            return builder.build().map(Connector::Cluster);
         }
         #[cfg(feature = "redis-tls")]
         if let Some(pem) = roots {
@@ -209,23 +253,11 @@ impl FleetConfig {
                 client_tls: None,
                 root_cert: Some(pem),
             };
-            return (redis::Client::build_with_tls(self.url.as_str(), certificates))
-                .map(Connector::Single)
-                .map_err(|e| not_redis(&e));
+            return redis::Client::build_with_tls(self.url.as_str(), certificates)
+                .map(Connector::Single);
         }
         let _ = roots;
-        (redis::Client::open(self.url.as_str()))
-            .map(Connector::Single)
-            .map_err(|e| not_redis(&e))
-    }
-
-    /// `url` without its secrets, for `Debug`: user info, and the `pass` a `unix://` URL
-    /// carries in its query (redacted as every URL the crate shows).
-    fn shown(url: &str) -> String {
-        match url::Url::parse(url) {
-            Ok(url) => crate::redact::url(&url).to_string(),
-            Err(_) => "(not a URL)".to_owned(),
-        }
+        redis::Client::open(self.url.as_str()).map(Connector::Single)
     }
 }
 
@@ -254,21 +286,92 @@ fn is_tls(url: &str) -> bool {
 }
 
 /// Why the CA file at `path` cannot be used, if it cannot (the policy file's check, naming
-/// its line; the fleet reads it again when it is made).
+/// its key and line; the fleet reads it again when it is made).
 #[cfg(feature = "config")] // its one caller is the policy file
 pub(crate) fn check_ca_file(path: &Path) -> Result<(), String> {
     read_ca_file(path).map(|_| ())
 }
 
-/// The certificates of the PEM file at `path`, read now; the refusal names the file (a path is
-/// no secret) and what is wrong with it.
+/// The most a CA file may hold: a bundle of every public root is about 200 KiB.
+const CA_FILE_MAX: u64 = 1024 * 1024;
+
+/// The certificates of the PEM file at `path`, read now (a relative path from the working
+/// directory); the refusal names the file (a path is no secret) and what is wrong with it.
 fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
     let shown = path.display();
-    let pem = std::fs::read(path).map_err(|e| format!("{shown} cannot be read: {e}"))?;
-    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-        return Err(format!("{shown} holds no PEM certificate"));
+    let cannot = |e: std::io::Error| format!("{shown} cannot be read: {e}");
+    let mut pem = Vec::new();
+    (std::fs::File::open(path).map_err(cannot)?)
+        .take(CA_FILE_MAX + 1)
+        .read_to_end(&mut pem)
+        .map_err(cannot)?;
+    if pem.len() as u64 > CA_FILE_MAX {
+        return Err(format!(
+            "{shown} is larger than 1 MiB: not a file of certificate authorities"
+        ));
     }
+    check_pem(&pem).map_err(|why| format!("{shown} {why}"))?;
     Ok(pem)
+}
+
+/// Why `pem` is not a PEM file of certificates rustls takes as roots, if it is not.
+#[cfg(feature = "redis-tls")]
+fn check_pem(pem: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(pem) {
+        let certificate =
+            certificate.map_err(|e| format!("is not a PEM file of certificates: {e}"))?;
+        (roots.add(certificate)).map_err(|e| format!("holds a bad certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("holds no PEM certificate".to_owned());
+    }
+    Ok(())
+}
+
+/// Without TLS a CA file is refused with its url (`rediss://` needs the feature): only its
+/// header is looked for.
+#[cfg(not(feature = "redis-tls"))]
+fn check_pem(pem: &[u8]) -> Result<(), String> {
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err("holds no PEM certificate".to_owned());
+    }
+    Ok(())
+}
+
+/// Why rustls could not build a TLS client config for the redis crate, if it could not. The
+/// redis crate builds its config with rustls's process-wide crypto provider; when none is
+/// installed, rustls installs the one its features name, and panics when they name two
+/// (`aws_lc_rs`, which this crate enables, and `ring`, which another dependency may): on the
+/// fleet's thread, sharing would stop without a word. Asked here instead, once, so that the
+/// fleet is refused with the remedy. This crate installs no provider itself: rustls does, as
+/// it would on the first TLS connection.
+#[cfg(feature = "redis-tls")]
+fn crypto_provider() -> Result<(), &'static str> {
+    if rustls::crypto::CryptoProvider::get_default().is_some() {
+        return Ok(());
+    }
+    match std::panic::catch_unwind(rustls::ClientConfig::builder) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(
+            "is rediss:// (TLS), and rustls cannot choose a crypto provider by itself (its \
+             features name more than one, e.g. aws_lc_rs and ring): call \
+             rustls::crypto::CryptoProvider::install_default before making the fleet",
+        ),
+    }
+}
+
+/// `url` without its secrets, for `Debug` (of [`FleetConfig`], and of the policy file's
+/// `[redis]` table): user info, and the `pass` a `unix://` URL carries in its query (redacted
+/// as every URL the crate shows).
+pub(crate) fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(url) => crate::redact::url(&url).to_string(),
+        Err(_) => "(not a URL)".to_owned(),
+    }
 }
 
 /// The redis crate's own words, redacted: its errors name the part it could not parse, never
@@ -303,13 +406,9 @@ pub(crate) fn check_url(url: &str) -> Result<(), String> {
 
 impl std::fmt::Debug for FleetConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let seeds: Vec<_> = self
-            .seeds
-            .iter()
-            .map(|seed| FleetConfig::shown(seed))
-            .collect();
+        let seeds: Vec<_> = self.seeds.iter().map(|seed| shown_url(seed)).collect();
         f.debug_struct("FleetConfig")
-            .field("url", &FleetConfig::shown(&self.url))
+            .field("url", &shown_url(&self.url))
             .field("cluster", &self.cluster)
             .field("seeds", &seeds)
             .field("ca_file", &self.ca_file)
@@ -422,7 +521,26 @@ mod tests {
             "{bad_seed}"
         );
         assert!(!bad_seed.contains("hunter2"), "{bad_seed}");
-        let cluster = FleetConfig::new(url)
+        // A seed's password the cluster client would silently not use (it logs in to
+        // every node as `url` says), and one it would refuse.
+        for seeds in ["redis://:hunter2@127.0.0.1:7001", "redis://127.0.0.1:7001"] {
+            let login = refusal(
+                FleetConfig::new("redis://app:hunter3@127.0.0.1:7000")
+                    .cluster(true)
+                    .seeds([seeds]),
+            );
+            assert!(
+                login.contains("redis seeds must each carry the url's user and password"),
+                "{login}"
+            );
+            assert!(!login.contains("hunter"), "{login}");
+        }
+        let database = refusal(FleetConfig::new("redis://127.0.0.1:7000/2").cluster(true));
+        assert!(
+            database.contains("redis url must name no database (or /0) with cluster = true"),
+            "{database}"
+        );
+        let cluster = FleetConfig::new("redis://:hunter2@127.0.0.1:7000")
             .cluster(true)
             .seeds(["redis://:hunter2@127.0.0.1:7001"]);
         assert!(cluster.check().is_ok());

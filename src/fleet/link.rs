@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 use tokio::runtime::Handle;
@@ -23,6 +24,9 @@ use crate::error::Error;
 /// Keys per sync script: a script runs alone in Redis, so a fleet of many endpoints syncs in
 /// several short ones.
 const SYNC_CHUNK: usize = 64;
+
+/// A cluster's sync scripts in flight at once (one per endpoint key).
+const CLUSTER_SYNCS: usize = 16;
 
 /// Holds first (`ARGV[1]` of them, each with the milliseconds to publish, 0 for none), then
 /// budgets (each with its deposits, withdrawals, step in ms and steps per window), then server
@@ -92,6 +96,23 @@ return out
     )
 });
 
+/// The shortest time between two log lines of the fleet going down (or two of it coming
+/// back): a fleet flapping at every sync logs one of each per period, with a count.
+const FLIP_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The fleet's log of its changes of state (see [`FleetInner::log_change`]).
+#[derive(Default)]
+struct FlipLog {
+    last_up: Option<Instant>,
+    last_down: Option<Instant>,
+    /// The state last logged (up at first, as the fleet starts).
+    logged_up: bool,
+    /// Changes since the last line logged that were not.
+    not_logged: u64,
+    /// Why the fleet last went down, redacted.
+    why: String,
+}
+
 /// What a [`Fleet`](super::Fleet) shares with its handles.
 pub(crate) struct FleetInner {
     config: FleetConfig,
@@ -101,6 +122,8 @@ pub(crate) struct FleetInner {
     /// Whether handles share: set by a write Redis accepted, cleared by any failed call.
     up: AtomicBool,
     round_trips: AtomicU64,
+    /// When changes of `up` were last logged (see [`log_change`](Self::log_change)).
+    flips: Mutex<FlipLog>,
     /// Wakes the sync task before its interval (a hold to publish, a key to learn).
     nudge: Arc<Notify>,
     /// One sync at a time: a sync asked for (`Fleet::sync`) returns after every count made
@@ -141,6 +164,10 @@ impl FleetInner {
             link: OnceLock::new(),
             up: AtomicBool::new(true),
             round_trips: AtomicU64::new(0),
+            flips: Mutex::new(FlipLog {
+                logged_up: true,
+                ..FlipLog::default()
+            }),
             nudge: Arc::new(Notify::new()),
             syncing: tokio::sync::Mutex::new(()),
             registry: Mutex::new(Registry::default()),
@@ -341,18 +368,67 @@ impl FleetInner {
 
     fn mark_up(&self) {
         if !self.up.swap(true, SeqCst) {
-            tracing::info!(
-                prefix = %self.config.prefix,
-                "fleet: redis available again, sharing limits"
-            );
+            self.log_change(true, None);
         }
     }
 
     fn mark_down(&self, why: &dyn std::fmt::Display) {
         if self.up.swap(false, SeqCst) {
+            self.log_change(
+                false,
+                Some(crate::redact::text(&why.to_string()).into_owned()),
+            );
+        }
+    }
+
+    /// Logs a change of `up` (`why` the fleet went down), unless one the same way was
+    /// logged less than [`FLIP_LOG_EVERY`] ago: one flag for the whole fleet, so a cluster
+    /// with one slot range unserved goes up on a good probe and down on that slot at every
+    /// sync. A change not logged is counted, in the next line logged.
+    fn log_change(&self, up: bool, why: Option<String>) {
+        let now = Instant::now();
+        let mut flips = self.flips.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(why) = why {
+            flips.why = why;
+        }
+        let last = if up { flips.last_up } else { flips.last_down };
+        if last.is_some_and(|at| now.saturating_duration_since(at) < FLIP_LOG_EVERY) {
+            flips.not_logged += 1;
+            return;
+        }
+        self.log_state(&mut flips, up, now);
+    }
+
+    /// Logs the state the fleet is in, if a change to it was not logged (see
+    /// [`log_change`](Self::log_change)) and may be now: every sync asks, so a fleet that
+    /// flapped and then stayed down (or up) says so within a period.
+    fn log_settled(&self) {
+        let now = Instant::now();
+        let mut flips = self.flips.lock().unwrap_or_else(PoisonError::into_inner);
+        let up = self.is_up();
+        let last = if up { flips.last_up } else { flips.last_down };
+        let due = last.is_none_or(|at| now.saturating_duration_since(at) >= FLIP_LOG_EVERY);
+        if flips.not_logged > 0 && flips.logged_up != up && due {
+            self.log_state(&mut flips, up, now);
+        }
+    }
+
+    fn log_state(&self, flips: &mut FlipLog, up: bool, now: Instant) {
+        let not_logged = std::mem::take(&mut flips.not_logged);
+        flips.logged_up = up;
+        if up {
+            flips.last_up = Some(now);
+            tracing::info!(
+                prefix = %self.config.prefix,
+                changes_not_logged = not_logged,
+                "fleet: redis available again, sharing limits"
+            );
+        } else {
+            flips.last_down = Some(now);
             tracing::warn!(
                 prefix = %self.config.prefix,
-                error = %crate::redact::text(&why.to_string()),
+                error = %flips.why,
+                changes_not_logged = not_logged,
                 "fleet: redis unavailable, using local limits"
             );
         }
@@ -435,6 +511,7 @@ impl FleetInner {
     /// (`false` at once if the fleet is down and stays down).
     pub(crate) async fn sync(self: &Arc<Self>) -> bool {
         let _one = self.syncing.lock().await;
+        self.log_settled();
         if !self.is_up() && !self.probe().await {
             return false;
         }
@@ -459,7 +536,9 @@ impl FleetInner {
             return self.sync_keys(&holds, &budgets, &quotas).await;
         }
         // In a cluster a script's keys must be in one slot: one script per hash tag (per
-        // endpoint key), all sent at once, so a sync still takes one round trip's time.
+        // endpoint key), [`CLUSTER_SYNCS`] at a time, so a sync of a few endpoints still takes
+        // one round trip's time, and one of thousands does not send them all at once (each
+        // waits its own timeout, and any one late takes the fleet down).
         let mut slots: BTreeMap<&str, SlotKeys> = BTreeMap::new();
         for hold in &holds {
             (slots.entry(hash_tag(hold.redis_key())).or_default().0).push(hold.clone());
@@ -470,12 +549,17 @@ impl FleetInner {
         for quota in &quotas {
             (slots.entry(hash_tag(quota.redis_key())).or_default().2).push(quota.clone());
         }
-        let syncs =
-            (slots.values()).map(|(holds, budgets, quotas)| self.sync_keys(holds, budgets, quotas));
-        futures_util::future::join_all(syncs)
+        // Collected first: a stream of the iterator itself would hold its closure, and the
+        // sync task's future would then not be `Send` (the compiler cannot prove the closure
+        // general over the borrows' lifetimes). Not started until `buffer_unordered` polls
+        // them, they take no counts before.
+        let syncs: Vec<_> = (slots.values())
+            .map(|(holds, budgets, quotas)| self.sync_keys(holds, budgets, quotas))
+            .collect();
+        futures_util::stream::iter(syncs)
+            .buffer_unordered(CLUSTER_SYNCS)
+            .fold(true, |all, answered| async move { all && answered })
             .await
-            .into_iter()
-            .all(|answered| answered)
     }
 
     /// Holds first, then budgets, then quotas, at most [`SYNC_CHUNK`] keys a script: one
@@ -777,5 +861,64 @@ mod tests {
         assert_eq!(hash_tag("foo{{bar}}zap"), "{bar");
         assert_eq!(hash_tag("foo{bar}{zap}"), "bar");
         assert_eq!(hash_tag("plain"), "plain");
+    }
+
+    /// What the fleet logs, at every level, while `f` runs.
+    fn logs_of(f: impl FnOnce()) -> Vec<String> {
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    /// A fleet that goes up on a good probe and down on a dead slot at every sync logs the
+    /// first change each way, then at most one line a way every `FLIP_LOG_EVERY`, counting
+    /// the changes it did not log; the state it settles in is logged, late, by a sync.
+    #[tokio::test(start_paused = true)]
+    async fn a_fleet_flapping_logs_each_way_once_per_period() {
+        let fleet = fleet(FleetConfig::new("redis://127.0.0.1:1"));
+        let lines = logs_of(|| {
+            for _ in 0..20 {
+                fleet.mark_down(&"dead slot");
+                fleet.mark_up();
+            }
+        });
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(lines[0].contains("WARN") && lines[0].contains("redis unavailable"));
+        assert!(lines[1].contains("INFO") && lines[1].contains("available again"));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let lines = logs_of(|| {
+            fleet.mark_down(&"dead slot");
+            fleet.mark_up();
+            fleet.mark_down(&"dead slot");
+        });
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(lines[0].contains("changes_not_logged=38"), "{lines:#?}");
+        // Down for good: said by the next sync once the period is over.
+        let lines = logs_of(|| fleet.log_settled());
+        assert!(lines.is_empty(), "{lines:#?}");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let lines = logs_of(|| fleet.log_settled());
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(lines[0].contains("redis unavailable"), "{lines:#?}");
+        assert!(lines[0].contains("changes_not_logged=1"), "{lines:#?}");
+        assert!(logs_of(|| fleet.log_settled()).is_empty());
     }
 }

@@ -172,26 +172,47 @@
 //! hash of it as its tag, the key after it: `resilient-http:hold:{#<hash>}<key>`); the prefix
 //! may not hold braces. A lease (its rate and hold)
 //! is one script on one primary, as on one node. The background sync sends one script per
-//! endpoint key (per slot) instead of one for up to 64 keys, all at once: a sync takes one
-//! round trip's time still, and as many commands as the endpoints it syncs. One Redis keeps the
-//! names it always had (no tags), so a fleet moving to a cluster starts its keys afresh.
+//! endpoint key (per hash tag; several tags may share a slot) instead of one for up to 64
+//! keys, 16 at a time: a sync of up to 16 endpoints takes one round trip's time still, and as
+//! many commands as the endpoints it syncs. One Redis keeps the names it always had (no tags),
+//! so a fleet moving to a cluster starts its keys afresh. A cluster has database 0 only: a
+//! `url` or seed naming another (`redis://node:7000/2`) is refused, as is a seed whose user or
+//! password is not the `url`'s (the cluster client logs in to every node alike).
 //!
 //! While a primary is down, the calls of its slots fail or time out: the fleet turns to its
 //! local limits as it does when one Redis dies (logged once), keeps probing, and shares again
 //! once a replica has taken over (`tests/fleet_cluster.rs`: a primary killed mid-run, no call
-//! lost, sharing back within a second of the failover). The probe writes to the slot of
-//! `{prefix}probe`; until the failed slot has a primary again, the fleet may go up on a good
-//! probe and down on the next lease of that slot.
+//! lost, sharing back within a second of the failover). The cluster client reconnects to a
+//! node when a call needs it (not on the single-node backoff). The probe key,
+//! `{prefix}probe`, carries no hash tag of the fleet's (its braces above stand for the
+//! prefix): it lands in whichever slot its name hashes to. So until the failed slot has a
+//! primary again, the fleet may go up on a good probe and down on the next call to that slot,
+//! at every sync: one flag serves the whole fleet. Its log says so once each way, then at
+//! most once each way every 10 seconds, with `changes_not_logged` counting the rest; the state
+//! it settles in is logged within 10 seconds.
 //!
 //! # Managed Redis: TLS and ACL users
 //!
 //! `rediss://` (feature `redis-tls`) connects with TLS (rustls), checking the server's
 //! certificate against the system's roots, or against the CAs of
-//! [`FleetConfig::ca_file`] (a PEM file: a CA of your own, or one a managed service gives).
+//! [`FleetConfig::ca_file`] (a PEM file: a CA of your own, or one a managed service gives;
+//! at most 1 MiB, its certificates parsed when the fleet is made or the policy file read; a
+//! relative path is from the process's working directory, not the policy file's folder).
 //! An ACL user and its password go in the URL: `rediss://app:secret@cache.example:6380`.
 //! The password (and the user info of every URL) never appears in errors, in `Debug` or in
 //! logs (`tests/fleet_tls.rs` checks all three against a wrong password). A wrong password is
 //! Redis unreachable: local limits, and the fleet's `WARN`.
+//!
+//! The redis crate builds its TLS settings with rustls's process-wide crypto provider. When
+//! the application installed none, rustls picks the one its features name: `aws_lc_rs`, which
+//! this crate enables, unless another dependency enables `ring` too; then it cannot pick,
+//! and [`Fleet::new`] (and `build`, for a `[redis]` table) refuses a `rediss://` URL with an
+//! [`InvalidConfig`](crate::ErrorKind::InvalidConfig) error saying so, rather than the fleet's
+//! thread panicking later. Install one first, once, at the start of `main`:
+//! `rustls::crypto::aws_lc_rs::default_provider().install_default()` (or `ring`'s). This
+//! crate installs none itself; asking rustls to choose, when `Fleet::new` checks a `rediss://`
+//! URL, installs the one its features name, as the first TLS connection would: an application
+//! installing its own must do so before making the fleet.
 
 mod budget;
 mod config;
@@ -203,7 +224,7 @@ mod rate;
 pub use budget::SharedBudget;
 pub use config::FleetConfig;
 #[cfg(feature = "config")]
-pub(crate) use config::{check_ca_file, check_url};
+pub(crate) use config::{check_ca_file, check_url, shown_url};
 pub use hold::SharedHold;
 pub(crate) use quota::SharedQuota;
 pub use rate::SharedRate;

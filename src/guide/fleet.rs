@@ -93,13 +93,15 @@
 //! - **Redis down or slow is never an error.** Every Redis call has its `timeout`; past it the
 //!   replica uses its local limits (the same settings, per process: while Redis is down, N
 //!   replicas may send N times the rate), logs once (`WARN`) and once more when Redis is back
-//!   (`INFO`), and reconnects in the background. No call fails and none waits for Redis beyond
+//!   (`INFO`; a fleet that flaps logs each way at most once per 10 s, counting the rest in
+//!   `changes_not_logged`), and reconnects in the background. No call fails and none waits for Redis beyond
 //!   the timeout. A Redis that answers but refuses writes (out of memory, a read-only replica)
 //!   is down until it accepts one. The connection and its background work run on a thread of
 //!   their own, whichever runtime first used the client.
-//! - **When Redis comes back**, replicas do not all come back at once: each reconnects on its
+//! - **When Redis comes back**, replicas do not all come back at once: while down, each probes
+//!   after a random share of its `sync_interval`, and one Redis's connection reconnects on its
 //!   own jittered backoff (50 ms doubling to 1 s, each delay stretched by a random share of
-//!   itself) and, while down, probes after a random share of its `sync_interval`. A hundred
+//!   itself; a cluster's client reconnects to a node when a call needs it). A hundred
 //!   replicas come back over about 1.8 s after a restart, Redis's load no higher than its
 //!   steady one; meanwhile each keeps its local limits.
 //! - **Where one Redis saturates.** Redis spends 30–60 µs of its one core per round trip (a Lua
@@ -120,12 +122,19 @@
 //!   with the same policy names share limits otherwise. Redis 5 or later, one node or a
 //!   cluster.
 //! - **Redis Cluster** (`cluster = true`): each endpoint's keys carry one hash tag, so every
-//!   script runs on one primary; the background sync sends one script per endpoint, all at
-//!   once. While a primary fails over, its endpoints use local limits, and share again once a
-//!   replica has taken over (about a second after the cluster's node timeout).
+//!   script runs on one primary; the background sync sends one script per endpoint key, 16 at
+//!   a time. Database 0 only (a `/2` in `url` or a seed is refused), and every seed with the
+//!   `url`'s user and password. While a primary fails over, its endpoints use local limits,
+//!   and share again once a replica has taken over (about a second after the cluster's node
+//!   timeout).
 //! - **TLS and ACL users** (`rediss://user:password@host`, feature `redis-tls`): rustls, the
-//!   system's roots or `ca_file`. A wrong password is Redis unreachable (local limits, a
-//!   `WARN`); no password shows in errors, `Debug` or logs.
+//!   system's roots or `ca_file` (PEM, at most 1 MiB, parsed when the file is read; a relative
+//!   path is from the working directory). A wrong password is Redis unreachable (local limits,
+//!   a `WARN`); no password shows in errors, `Debug` or logs. rustls needs a crypto provider:
+//!   it picks `aws-lc-rs` by itself, unless another dependency enables rustls's `ring` too;
+//!   then the fleet is refused (`InvalidConfig`) until the application installs one, first
+//!   thing in `main`:
+//!   `rustls::crypto::aws_lc_rs::default_provider().install_default()`.
 //! - A shared limit that answers locally shows: one `WARN` per change (one in all when its
 //!   leases expire before they arrive, naming the `burst` that would do), and
 //!   `client.overload(policy, key)?.rate_limit_fallbacks()` counts the slots granted locally.

@@ -407,7 +407,7 @@ impl<'de> Deserialize<'de> for Sharing {
 /// `[redis]`: the Redis the replicas share limits through (feature `redis`). Each key is
 /// checked as it is read; how they go together (`seeds` only with `cluster`, …) once the table
 /// is whole, by the fleet's own check.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "redis", serde(try_from = "RedisKeys"))]
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
@@ -430,7 +430,7 @@ struct RawRedis {
 
 /// The keys of `[redis]`, each in its range, before they are checked together.
 #[cfg(feature = "redis")]
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RedisKeys {
     #[serde(deserialize_with = "redis_url")]
@@ -447,6 +447,29 @@ struct RedisKeys {
     timeout: Option<Duration>,
     #[serde(default, deserialize_with = "sync_interval")]
     sync_interval: Option<Duration>,
+}
+
+/// The URLs without their secrets (as [`FleetConfig`](crate::fleet::FleetConfig) shows
+/// them): a parsed [`PolicyConfig`] is `Debug`.
+impl std::fmt::Debug for RawRedis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        #[cfg(feature = "redis")]
+        let shown = crate::fleet::shown_url;
+        // Without the feature a `[redis]` table is refused: only a table that was never
+        // read could be shown.
+        #[cfg(not(feature = "redis"))]
+        let shown = |_: &str| "(redacted)".to_owned();
+        let seeds: Vec<_> = self.seeds.iter().map(|seed| shown(seed)).collect();
+        f.debug_struct("RawRedis")
+            .field("url", &shown(&self.url))
+            .field("cluster", &self.cluster)
+            .field("seeds", &seeds)
+            .field("ca_file", &self.ca_file)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("sync_interval", &self.sync_interval)
+            .finish()
+    }
 }
 
 #[cfg(feature = "redis")]
@@ -1266,7 +1289,7 @@ pub(crate) fn toml_error(
     };
     let offset = span.start.min(text.len());
     let before = text.get(..offset).unwrap_or("");
-    let line = before.matches('\n').count() + 1;
+    let mut line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     // The key is the last `key =` before the offending value on its line (inline tables
     // hold several).
@@ -1308,10 +1331,43 @@ pub(crate) fn toml_error(
                     (message.strip_prefix(&quoted(leaf))).map_or(message, str::trim_start);
                 format!("{} {message}", quoted(key))
             }
-            None => message.to_owned(),
+            None => {
+                // A table's own check (how its keys go together) points at the table: the
+                // line is that of the key its message names (`"seeds": …`), if the table
+                // sets it.
+                let named = (message.strip_prefix('"'))
+                    .and_then(|rest| rest.split_once("\":"))
+                    .map(|(key, _)| key);
+                if let Some(at) = named.and_then(|key| key_line(text, line_start, key)) {
+                    line = at;
+                }
+                message.to_owned()
+            }
         }
     };
     format!("{origin}:{line}: {message} in {section}")
+}
+
+/// The line that sets `key` in the table whose header (or first line) starts at `start`.
+fn key_line(text: &str, start: usize, key: &str) -> Option<usize> {
+    let first = text.get(..start)?.matches('\n').count() + 1;
+    let table = text.get(start..)?.lines().enumerate();
+    for (index, line) in table {
+        let trimmed = line.trim();
+        if is_header(trimmed) {
+            if index == 0 {
+                continue;
+            }
+            return None;
+        }
+        let sets = trimmed
+            .split_once('=')
+            .map(|(name, _)| name.trim().trim_matches(['"', '\'']));
+        if sets == Some(key) {
+            return Some(first + index);
+        }
+    }
+    None
 }
 
 /// The key that replaced a key of an earlier draft of the file's layout, so that an old file
