@@ -359,8 +359,11 @@ async fn a_hold_set_by_one_replica_holds_the_others() {
         let seen = set.elapsed();
         let left = hold.remaining(Instant::now()).unwrap();
         println!("seen by another replica after {seen:?} (bound {bound:?}), {left:?} left");
-        // Never longer than the hold itself.
-        assert!(left <= 3 * SECOND - seen + MS, "{left:?}");
+        // Never longer than the hold itself, but for Redis's clock: it counts whole
+        // milliseconds, read once per event-loop pass (a script's time is frozen at its start),
+        // so under load the key's TTL may read a few milliseconds long (seen: 1 run in ~20 on a
+        // busy 2-core machine, past a 1 ms slack).
+        assert!(left <= 3 * SECOND - seen + 5 * MS, "{left:?}");
     }
     let in_redis = redis.pttl("resilient-http:hold:api.example");
     assert!(in_redis > 2000 && in_redis <= 3000, "{in_redis}");
