@@ -518,8 +518,11 @@ impl<O: Success, S: Sender> Call<O, S> {
             Ok(launched) => launched,
             Err(unsent) => return self.unsent(unsent),
         };
-        // No race until the first hedge is due: most answers come before it. None is ever
-        // due when the attempt ends first, by its limit: no timer then.
+        // No race until the first hedge is due: most answers come before it. None is armed
+        // when it is due no sooner than the attempt's limit: the sender's timeout ends the
+        // attempt then (its timer starts a few µs after `now`, read before the guards and
+        // the breaker, so the hedge could precede it by those µs at most), and a timed-out
+        // attempt goes to the retry decision, not to a race.
         let ends_first = self.sender.ends_at_limit();
         let after =
             (self.retry.hedges_after()).filter(|after| !(ends_first && *after >= attempt.limit));
