@@ -165,7 +165,8 @@ struct Newest<T> {
     /// the bound, or more after a try that found too few idle entries.
     evict_at: usize,
     /// The entries' ages, gathered by each batch of evictions: kept, so that a batch
-    /// allocates nothing once the first one sized it.
+    /// allocates nothing once the first one sized it (shrunk once more than twice the size
+    /// needed).
     ages: Vec<u64>,
     /// The snapshot the last rebuild replaced, until [`recycle`](Newest::recycle).
     retired: Option<Arc<Map<T>>>,
@@ -431,6 +432,7 @@ impl<T: Entry> Keyed<T> {
         let live = |entry: &T| (!entry.stale()).then(|| entry.last_used().load(Relaxed));
         ages.extend(current.values().filter_map(|entry| live(entry)));
         ages.extend(newest.map.values().filter_map(|(entry, _)| live(entry)));
+        let live_entries = ages.len();
         let excess = ages.len().saturating_sub(self.max - batch);
         let mut oldest = Oldest::among(&mut ages, excess, now);
         let mut next = Self::rebuilt(current, newest, |key, entry| oldest.keeps(key, entry));
@@ -449,6 +451,18 @@ impl<T: Entry> Keyed<T> {
         }
         if short > 0 {
             Self::drop_idlest(&mut next, short);
+        }
+        // The buffer and the table keep the size of the largest map they held (one grown
+        // past its bound by busy entries, say), the table through every copy: given back
+        // once they are more than twice what the map needs, not at every batch (a map at its
+        // bound never is: a table holds at least seven eighths of its slots).
+        let needed = self.max.max(live_entries);
+        if ages.capacity() > 2 * needed {
+            ages.shrink_to(needed);
+        }
+        let needed = self.max.max(next.len());
+        if next.capacity() > 2 * needed {
+            next.shrink_to(needed);
         }
         newest.ages = ages;
         newest.evict_at = self.max.max(next.len() + batch);
@@ -596,6 +610,34 @@ mod tests {
         keyed.get_or_insert("later", item);
         assert!(keyed.len() <= 4, "{}", keyed.len());
         assert!(keyed.get("later").is_some());
+    }
+
+    /// A map grown far past its bound by busy entries gives the memory back once they are
+    /// idle and evicted: the snapshot's table and the buffer of ages are at most twice what
+    /// the bound needs, not the size of the largest map they held.
+    #[test]
+    fn a_map_back_within_its_bound_gives_its_table_back() {
+        let keyed = Keyed::new(16, "test");
+        let busy: Vec<_> = (0..1000)
+            .map(|i| {
+                let entry = keyed.get_or_insert(&format!("b{i}"), item);
+                entry.busy.store(true, Relaxed);
+                entry
+            })
+            .collect();
+        assert_eq!(keyed.len(), 1000);
+        for entry in &busy {
+            entry.busy.store(false, Relaxed);
+        }
+        drop(busy);
+        for i in 0..64 {
+            keyed.get_or_insert(&format!("k{i}"), item);
+        }
+        assert!(keyed.len() <= 16, "{}", keyed.len());
+        let table = keyed.map.load().capacity();
+        assert!(table <= 32, "the snapshot's table holds {table}");
+        let ages = keyed.lock().ages.capacity();
+        assert!(ages <= 32, "the buffer of ages holds {ages}");
     }
 
     /// Churn over ten times the bound: the map stays within it, the busy entries stay (the

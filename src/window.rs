@@ -394,7 +394,8 @@ impl Outcomes {
     }
 
     /// The bucket of stripe `index`, not `home`'s (`home` stands for stripe `home`, or none).
-    #[cold]
+    /// Not `#[cold]`: on a multi-threaded runtime every thread but the home stripe's takes it
+    /// on every record.
     fn other_stripe(&self, home: usize, index: usize) -> &Bucket {
         if home == NO_STRIPE {
             match (self.home_stripe).compare_exchange(NO_STRIPE, index, Relaxed, Relaxed) {

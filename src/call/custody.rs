@@ -53,7 +53,7 @@ impl Custody {
     }
 
     /// Parks a hedge's or a hook's `request` for the attempt about to go out, which takes
-    /// it out (or leaves it, turned away: the next attempt parks its own over it).
+    /// it out (or drops it, turned away).
     pub(crate) fn park(&mut self, request: reqwest::Request) -> Parked {
         self.parked = Some(request);
         Parked(())
@@ -62,6 +62,12 @@ impl Custody {
     /// The parked request, if one is.
     pub(crate) fn parked(&self) -> Option<&reqwest::Request> {
         self.parked.as_ref()
+    }
+
+    /// Drops the parked request: its attempt will not send it (the copy for a later attempt
+    /// is apart, in `spare`).
+    pub(crate) fn drop_parked(&mut self) {
+        self.parked = None;
     }
 
     /// The parked request, to change before it goes out.
@@ -180,7 +186,8 @@ pub(super) fn parked() -> Parked {
 }
 
 /// The token of an attempt that never takes the parked request out: turned away at the
-/// guards (`parked` is spent: the next attempt parks a fresh copy); or of one that goes
+/// guards (`parked` is spent, the request dropped: the next attempt parks a fresh copy); or
+/// of one that goes
 /// out, and takes it with [`Custody::take_sent`] only when it is sent.
 pub(super) fn unsent(_parked: Parked) -> Out {
     Out(())

@@ -101,8 +101,6 @@ enum Unsent {
     Refused(Error, Out),
     /// The deadline left it no time.
     Expired(Error, Out),
-    /// No request was parked for it: unreachable (see `Custody::take`).
-    Lost(Error),
 }
 
 /// A call of `request` under the policy `which` picks, put by `$place` (`Box::new`, or
@@ -520,8 +518,11 @@ impl<O: Success, S: Sender> Call<O, S> {
             Ok(launched) => launched,
             Err(unsent) => return self.unsent(unsent),
         };
-        // No race until the first hedge is due: most answers come before it. None is ever
-        // due when the attempt ends first, by its limit: no timer then.
+        // No race until the first hedge is due: most answers come before it. None is armed
+        // when it is due no sooner than the attempt's limit: the sender's timeout ends the
+        // attempt then (its timer starts a few µs after `now`, read before the guards and
+        // the breaker, so the hedge could precede it by those µs at most), and a timed-out
+        // attempt goes to the retry decision, not to a race.
         let ends_first = self.sender.ends_at_limit();
         let after =
             (self.retry.hedges_after()).filter(|after| !(ends_first && *after >= attempt.limit));
@@ -540,7 +541,6 @@ impl<O: Success, S: Sender> Call<O, S> {
                 let error = self.retry.fail(error, GiveUp::Deadline);
                 self.done(Err(error))
             }
-            Unsent::Lost(error) => self.done(Err(error)),
         }
     }
 
@@ -574,7 +574,11 @@ impl<O: Success, S: Sender> Call<O, S> {
         if S::SORTED {
             // The layers below keep the breaker and bound the attempt (see `Sender::SORTED`),
             // so they alone know its limit, and propagate it (`PropagateDeadlineLayer`).
-            let (request, out) = self.retry.take_request(parked).map_err(Unsent::Lost)?;
+            let out = self.retry.going_out(parked);
+            let Some(request) = self.retry.take_sent(&out) else {
+                // Unreachable: the request was parked for this attempt.
+                return Err(Unsent::Refused(not_in_flight(), out));
+            };
             let attempt = Attempt {
                 out,
                 permit: None,
@@ -589,7 +593,11 @@ impl<O: Success, S: Sender> Call<O, S> {
         let policy = policy(&self.policies, &self.which);
         let breaker = self.breaker.as_deref();
         let Some(request) = self.retry.parked_mut() else {
-            return Err(Unsent::Lost(not_in_flight()));
+            // Unreachable: the request was parked for this attempt.
+            return Err(Unsent::Refused(
+                not_in_flight(),
+                self.retry.turned_away(parked),
+            ));
         };
         let (permit, sent_at) = match breaker {
             None => (None, None),
@@ -613,7 +621,17 @@ impl<O: Success, S: Sender> Call<O, S> {
             Clock::Attempt
         };
         let Some(request) = self.retry.parked_mut() else {
-            return Err(Unsent::Lost(not_in_flight()));
+            // Unreachable, as above; the breaker's permit and the pass are given back.
+            let attempt = Attempt {
+                out: self.retry.turned_away(parked),
+                permit,
+                sent_at,
+                limit,
+                by_deadline,
+                pass,
+            };
+            let out = attempt.end(breaker, Verdict::Ignored, Answer::Uncounted);
+            return Err(Unsent::Refused(not_in_flight(), out));
         };
         let unsent = match policy.propagate() {
             None if limit.is_zero() => Some(expired(request, limit)),
@@ -634,6 +652,7 @@ impl<O: Success, S: Sender> Call<O, S> {
         };
         if let Some(error) = unsent {
             let out = attempt.end(breaker, Verdict::Ignored, Answer::Uncounted);
+            self.retry.not_sent(&out);
             // An attempt timeout not above the margin (a request's own) leaves this attempt
             // unsent, not the call: it is an attempt that failed, not the deadline.
             return Err(match error.kind() {
@@ -692,8 +711,6 @@ impl<O: Success, S: Sender> Call<O, S> {
                 self.retry.put_slot(slot);
                 let _out = self.retry.keeps_racing(out, &error, true);
             }
-            // Unreachable: the hedge's request was parked just above.
-            Err(Unsent::Lost(_)) => self.sender.hedge_not_sent(),
         }
     }
 

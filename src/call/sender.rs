@@ -76,8 +76,10 @@ pub(crate) trait Sender: Unpin {
 
     /// Whether every attempt it sends ends, answered or timed out, by the limit the driver
     /// gives it (the request's timeout, or its own client's, as reqwest enforces either): a
-    /// hedge due no sooner than that can never go out for the attempt, so the driver sets no
-    /// timer for it. Not so for a chain of middleware, which may send the request otherwise.
+    /// hedge due no sooner than that limit is skipped, since the timeout ends the attempt at
+    /// that instant (its timer starts a few µs after the hedge's would), so the driver sets
+    /// no timer for it. Not so for a chain of middleware, which may send the request
+    /// otherwise.
     fn ends_at_limit(&self) -> bool {
         false
     }

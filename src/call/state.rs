@@ -229,11 +229,19 @@ impl RetryState {
         self.custody.take(parked)
     }
 
-    /// The parked request does not go out: the guards (or the breaker, or the deadline)
-    /// turned its attempt away. The attempt still ends (recorded, decided on) with the token
-    /// this gives; the request stays until the next attempt's is parked over it.
+    /// The parked request does not go out: the guards (or the breaker) turned its attempt
+    /// away. The attempt still ends (recorded, decided on) with the token this gives; the
+    /// request is dropped now, not held through a backoff or a race (a later attempt sends
+    /// the copy).
     pub(crate) fn turned_away(&mut self, parked: Parked) -> Out {
+        self.custody.drop_parked();
         unsent(parked)
+    }
+
+    /// The attempt of `out`, gone out, did not send its request after all (the deadline
+    /// left it no time): the request is dropped now, as one [turned away](Self::turned_away).
+    pub(crate) fn not_sent(&mut self, _out: &Out) {
+        self.custody.drop_parked();
     }
 
     /// The request of the attempt about to go out, to change in place before it goes (its

@@ -963,6 +963,26 @@ async fn an_open_breaker_refuses_calls_without_sending_them() {
     assert_eq!((script.seen().len(), took), (2, Duration::ZERO));
 }
 
+/// The request an open breaker turned away is dropped at once, not held (its body too)
+/// until the call is dropped, or through a backoff or a race.
+#[tokio::test(start_paused = true)]
+async fn a_request_the_breaker_turns_away_is_dropped_at_once() {
+    let script = Script::new([status(500), status(500)]);
+    let policies = opened(&script, 1, retry().build().unwrap()).await;
+    let mut call = get(&script, &policies);
+    let output = (&mut call).await;
+    assert_error(
+        &output,
+        ErrorKind::CircuitOpen,
+        Class::Transient,
+        Delivery::NotSent,
+    );
+    assert!(
+        call.retry.request().is_none(),
+        "the refused request is held"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_half_open_breaker_lets_one_probe_through_and_closes_on_its_success() {
     let script = Script::new([

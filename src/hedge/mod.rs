@@ -39,7 +39,9 @@
 //!   time, and kept until the call is dropped: a retry, and each hedge, reset the same timer.
 //!   The race of attempts is built only when the first hedge comes due. An attempt whose
 //!   timeout (or what is left of the call's deadline) ends it no later than its hedge would
-//!   be due has no timer at all: the hedge could never go out for it (the client's own
+//!   be due has no timer at all: the hedge is skipped, as the timeout ends the attempt at
+//!   that same instant (to within the few µs between the attempt's start and reqwest's
+//!   timer), and a retry, not a hedge, follows a timed-out attempt (the client's own
 //!   attempts; through attempt layers or a middleware chain the timer is kept).
 //! - The race is over the response's head. With `send_buffered` and the other readers, a
 //!   head that is a transient failure still waits for the others; with a
