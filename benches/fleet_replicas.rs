@@ -33,9 +33,9 @@ use resilient_http::overload::RateLimitConfig;
 use resilient_http::retry::BudgetConfig;
 use tokio::time::{Instant, sleep};
 
-#[path = "../tests/common/redis_server.rs"]
-mod redis_server;
-use redis_server::RedisServer;
+#[path = "../tests/common/redis.rs"]
+mod real_redis;
+use real_redis::RedisServer;
 
 const MS: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);
@@ -97,7 +97,7 @@ fn redis_stats(conn: &mut redis::Connection) -> RedisStats {
     }
 }
 
-/// Round trips the fleets made, by Redis's count (as `tests/common/redis_server.rs` counts).
+/// Round trips the fleets made, by Redis's count (as `tests/common/redis.rs` counts).
 fn round_trips(stats: &RedisStats) -> u64 {
     (stats.per_command.iter())
         .filter(|(name, _, _)| ["evalsha", "eval", "script", "ping"].contains(&name.as_str()))

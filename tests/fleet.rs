@@ -22,9 +22,9 @@ use tokio::time::{Instant, sleep};
 const MS: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);
 
-#[path = "common/redis_server.rs"]
-mod redis_server;
-use redis_server::RedisServer;
+#[path = "common/redis.rs"]
+mod real_redis;
+use real_redis::RedisServer;
 
 fn fleet(config: FleetConfig) -> Fleet {
     Fleet::new(config).unwrap()

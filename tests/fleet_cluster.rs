@@ -19,9 +19,9 @@ use tokio::time::{Instant, sleep};
 const MS: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);
 
-#[path = "common/redis_cluster.rs"]
-mod redis_cluster;
-use redis_cluster::RedisCluster;
+#[path = "common/redis.rs"]
+mod real_redis;
+use real_redis::RedisCluster;
 
 /// A replica reaching the cluster through `node` first (the others as seeds).
 fn replica(
