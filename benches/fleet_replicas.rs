@@ -37,6 +37,10 @@ use tokio::time::{Instant, sleep};
 mod real_redis;
 use real_redis::RedisServer;
 
+#[path = "../tests/common/eager_callers.rs"]
+mod eager_callers;
+use eager_callers::most_within;
+
 const MS: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -103,19 +107,6 @@ fn round_trips(stats: &RedisStats) -> u64 {
         .filter(|(name, _, _)| ["evalsha", "eval", "script", "ping"].contains(&name.as_str()))
         .map(|(_, calls, _)| calls)
         .sum()
-}
-
-/// The most instants of `sorted` within any closed span of `span`.
-fn most_within(sorted: &[Instant], span: Duration) -> usize {
-    let mut most = 0;
-    let mut first = 0;
-    for (last, at) in sorted.iter().enumerate() {
-        while *at - sorted[first] > span {
-            first += 1;
-        }
-        most = most.max(last - first + 1);
-    }
-    most
 }
 
 /// One replica's handles.

@@ -26,6 +26,10 @@ const SECOND: Duration = Duration::from_secs(1);
 mod real_redis;
 use real_redis::RedisServer;
 
+#[path = "common/eager_callers.rs"]
+mod eager_callers;
+use eager_callers::{EagerCallers, most_within};
+
 fn fleet(config: FleetConfig) -> Fleet {
     Fleet::new(config).unwrap()
 }
@@ -42,19 +46,6 @@ async fn take(rate: &SharedRate) -> Duration {
             }
         }
     }
-}
-
-/// The most instants of `sorted` within any closed span of `span`.
-fn most_within(sorted: &[Instant], span: Duration) -> usize {
-    let mut most = 0;
-    let mut first = 0;
-    for (last, at) in sorted.iter().enumerate() {
-        while *at - sorted[first] > span {
-            first += 1;
-        }
-        most = most.max(last - first + 1);
-    }
-    most
 }
 
 // ---------------------------------------------------------------------------------------
@@ -75,36 +66,13 @@ async fn replicas_share_one_rate_limit() {
         .iter()
         .map(|f| f.rate("api.example", limit))
         .collect();
-    let granted = Arc::new(Mutex::new(Vec::new()));
     let before = redis.round_trips();
     let start = Instant::now();
     let end = start + 2 * SECOND;
-    let mut tasks = Vec::new();
-    for rate in &rates {
-        for _ in 0..4 {
-            let (rate, granted) = (rate.clone(), granted.clone());
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let now = Instant::now();
-                    if now >= end {
-                        return;
-                    }
-                    match rate.try_take(now) {
-                        Ok(()) => granted.lock().unwrap().push(now),
-                        Err(wait) => sleep(wait.min(end - now)).await,
-                    }
-                }
-            }));
-        }
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
+    let granted = EagerCallers::start(&rates, 4, end).granted().await;
     let elapsed = start.elapsed();
     let round_trips = redis.round_trips() - before;
     let counted: u64 = fleets.iter().map(Fleet::round_trips).sum();
-    let mut granted = Arc::try_unwrap(granted).unwrap().into_inner().unwrap();
-    granted.sort();
     let total = granted.len();
     // Slots the local limits granted: none, unless the machine stalled for longer than a
     // Redis call may take (the fleet then falls back, by design, and its bound with it).
@@ -213,38 +181,16 @@ async fn held_at_the_limit(redis: &RedisServer, replicas: usize) -> f64 {
     let fleets: Vec<_> = (0..replicas).map(|_| fleet(config.clone())).collect();
     let key = format!("held-{replicas}");
     let rates: Vec<_> = fleets.iter().map(|f| f.rate(&key, limit)).collect();
-    let granted = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
     // Counted after half a second, once the burst is spent: held at the limit.
     let counted = start + 500 * MS;
     let end = counted + 1500 * MS;
-    let mut tasks = Vec::new();
-    for rate in &rates {
-        for _ in 0..2 {
-            let (rate, granted) = (rate.clone(), granted.clone());
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let now = Instant::now();
-                    if now >= end {
-                        return;
-                    }
-                    match rate.try_take(now) {
-                        Ok(()) => granted.lock().unwrap().push(now),
-                        Err(wait) => sleep(wait.min(end - now)).await,
-                    }
-                }
-            }));
-        }
-    }
+    let callers = EagerCallers::start(&rates, 2, end);
     sleep(counted - Instant::now()).await;
     let before = redis.round_trips();
-    for task in tasks {
-        task.await.unwrap();
-    }
+    let granted = callers.granted().await;
     let elapsed = start.elapsed();
     let round_trips = redis.round_trips() - before;
-    let mut granted = Arc::try_unwrap(granted).unwrap().into_inner().unwrap();
-    granted.sort();
     let total = granted.len();
     let held = granted.iter().filter(|at| **at >= counted).count();
     let local: u64 = rates.iter().map(SharedRate::fallbacks).sum();
