@@ -10,8 +10,7 @@
 //! margin. `.ci/run` installs `redis-server` (`apt-get install -y redis-server`).
 #![cfg(feature = "redis")]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use resilient_http::fleet::{Fleet, FleetConfig, SharedRate};
@@ -433,33 +432,18 @@ async fn a_dropped_sync_loses_no_retry() {
 // (d) Redis down: local limits, no error, no wait beyond the timeout
 // ---------------------------------------------------------------------------------------
 
+#[path = "common/logs.rs"]
+mod logs;
+
 /// Log lines of this test binary (the fleets log with their prefix, so tests can tell
-/// theirs apart).
-static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOG.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
+/// theirs apart), at INFO and above.
 fn capture_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(|| Capture)
-        .with_ansi(false)
-        .try_init();
+    logs::capture_globally(tracing::Level::INFO);
 }
 
 /// Lines logged with `prefix` that contain `text`.
 fn logged(prefix: &str, text: &str) -> usize {
-    let log = LOG.lock().unwrap();
-    String::from_utf8_lossy(&log)
+    logs::captured()
         .lines()
         .filter(|line| line.contains(&format!("prefix={prefix}")) && line.contains(text))
         .count()
@@ -798,8 +782,7 @@ async fn keys_carry_the_prefix_and_expire() {
 
 /// `WARN` and `INFO` lines a fleet with `prefix` logged about Redis being down or back.
 fn fleet_changes(prefix: &str) -> (usize, usize) {
-    let log = LOG.lock().unwrap();
-    let lines = String::from_utf8_lossy(&log);
+    let lines = logs::captured();
     let count = |level: &str| {
         lines
             .lines()
@@ -956,8 +939,7 @@ async fn replicas_with_different_settings_enforce_one_limit_and_share_it() {
     let local = usize::try_from(rate_a.fallbacks() + rate_b.fallbacks()).unwrap();
     let bound = (100.0 * elapsed.as_secs_f64()) as usize + 20 + local;
     let mismatches = {
-        let log = LOG.lock().unwrap();
-        String::from_utf8_lossy(&log)
+        logs::captured()
             .lines()
             .filter(|line| line.contains(&format!("prefix={prefix}")) && line.contains(" WARN "))
             .inspect(|line| println!("{line}"))
@@ -1006,8 +988,7 @@ async fn leases_shorter_than_a_round_trip_are_named_as_the_cause() {
         take(&rate).await;
     }
     let warnings: Vec<String> = {
-        let log = LOG.lock().unwrap();
-        String::from_utf8_lossy(&log)
+        logs::captured()
             .lines()
             .filter(|line| line.contains(&format!("prefix={prefix}")) && line.contains(" WARN "))
             .map(str::to_owned)

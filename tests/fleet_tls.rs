@@ -4,8 +4,6 @@
 //! or logs (the fleet's and the redis crate's, captured at every level).
 #![cfg(feature = "redis-tls")]
 
-use std::io::Write;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use resilient_http::fleet::{Fleet, FleetConfig};
@@ -21,31 +19,12 @@ const WRONG: &str = "hunter2-wrong";
 mod real_redis;
 use real_redis::{RedisCluster, TlsRedis};
 
+#[path = "common/logs.rs"]
+mod logs;
+
 /// Everything this test binary logs, at every level, the redis crate's `log` records too.
-static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOG.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn capture_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(|| Capture)
-        .with_ansi(false)
-        .with_max_level(tracing::Level::TRACE)
-        .try_init();
-}
-
-fn logs() -> String {
-    String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
+    logs::capture_globally(tracing::Level::TRACE);
 }
 
 /// Two replicas through TLS, as the ACL user: a hold set by one holds the other, a rate limit
@@ -87,7 +66,10 @@ async fn replicas_share_limits_over_tls_as_an_acl_user() {
     );
     assert!(one.is_up() && two.is_up());
     assert!(one.round_trips() >= 2);
-    assert!(!logs().contains(PASSWORD), "the password was logged");
+    assert!(
+        !logs::captured().contains(PASSWORD),
+        "the password was logged"
+    );
 }
 
 /// A wrong password: the fleet is down (local limits), and the password shows in no log line,
@@ -158,7 +140,7 @@ async fn a_wrong_password_shows_nowhere() {
         assert!(!text.contains(WRONG), "shown: {text}");
     }
     assert!(shown[6].contains("missing.pem"), "{}", shown[6]);
-    let logs = logs();
+    let logs = logs::captured();
     let warned: Vec<_> = (logs.lines())
         .filter(|line| line.contains("prefix=wrong:") || line.contains("prefix=untrusted:"))
         .collect();
