@@ -65,3 +65,16 @@ pub fn most_within(sorted: &[Instant], span: Duration) -> usize {
     }
     most
 }
+
+/// Asserts that `sorted` holds at most `bound(span)` instants within any closed span of each
+/// of `spans`.
+pub fn assert_within(sorted: &[Instant], spans: &[Duration], bound: impl Fn(Duration) -> usize) {
+    for span in spans {
+        let most = most_within(sorted, *span);
+        assert!(
+            most <= bound(*span),
+            "{most} in {span:?}: over {}",
+            bound(*span)
+        );
+    }
+}
