@@ -12,7 +12,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 const MS: Duration = Duration::from_millis(1);
@@ -65,7 +65,7 @@ impl Process {
 
     /// Waits until `ready` says it is (at most 10 s); `Err` with its exit status, and what
     /// it said if its stderr was kept, when it exits first.
-    fn wait_until(&mut self, ready: impl Fn() -> bool) -> Result<(), String> {
+    fn wait_until(&mut self, ready: impl Fn() -> bool) -> Result<(), (ExitStatus, String)> {
         let start = std::time::Instant::now();
         while !ready() {
             if let Ok(Some(status)) = self.0.try_wait() {
@@ -73,7 +73,7 @@ impl Process {
                 if let Some(mut stderr) = self.0.stderr.take() {
                     let _ = stderr.read_to_string(&mut said);
                 }
-                return Err(format!("{status}\n{said}"));
+                return Err((status, said));
             }
             assert!(start.elapsed() < 10 * SECOND, "redis-server did not start");
             std::thread::sleep(10 * MS);
@@ -177,8 +177,8 @@ impl RedisServer {
     pub fn restart(&mut self) {
         assert!(self.process.is_none(), "already running");
         let mut process = Process::spawn(server_command(self.port, None));
-        if let Err(exit) = process.wait_until(|| self.answers()) {
-            panic!("redis-server exited ({exit})");
+        if let Err((status, _)) = process.wait_until(|| self.answers()) {
+            panic!("redis-server exited ({status})");
         }
         self.process = Some(process);
     }
@@ -277,10 +277,11 @@ impl TlsRedis {
         let mut process = Process::spawn(command);
         let listening = || TcpStream::connect(("127.0.0.1", port)).is_ok();
         // A redis-server built without TLS refuses `--tls-port` and exits at once.
-        if let Err(exit) = process.wait_until(listening) {
+        if let Err((status, said)) = process.wait_until(listening) {
             panic!(
-                "redis-server exited ({exit}) instead of listening with TLS: is it built with \
-                 TLS (Debian's is; `redis-server --tls-port 1` must not say \"Bad directive\")?"
+                "redis-server exited ({status}) instead of listening with TLS: is it built with \
+                 TLS (Debian's is; `redis-server --tls-port 1` must not say \"Bad directive\")?\n\
+                 {said}"
             );
         }
         TlsRedis {
