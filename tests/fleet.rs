@@ -431,6 +431,21 @@ fn capture_logs() {
     logs::capture_globally(tracing::Level::INFO);
 }
 
+/// Stops `redis`, and waits until every one of `fleets` has noticed (within 5 s): the
+/// instant it stopped.
+async fn stop_until_noticed(redis: &mut RedisServer, fleets: &[Fleet]) -> Instant {
+    redis.stop();
+    let down = Instant::now();
+    while fleets.iter().any(Fleet::is_up) {
+        assert!(
+            down.elapsed() < 5 * SECOND,
+            "never noticed that Redis is down"
+        );
+        sleep(5 * MS).await;
+    }
+    down
+}
+
 /// Lines logged with `prefix` that contain `text`.
 fn logged(prefix: &str, text: &str) -> usize {
     logs::captured()
@@ -483,15 +498,7 @@ async fn redis_killed_mid_run_falls_back_and_resumes() {
     sleep(SECOND).await;
     // (The rate key itself comes and goes: it expires whenever the fleet is under its rate.)
     assert!(redis.round_trips() > 0, "shared before the outage");
-    redis.stop();
-    let down = Instant::now();
-    while fleets.iter().any(Fleet::is_up) {
-        assert!(
-            down.elapsed() < 5 * SECOND,
-            "never noticed that Redis is down"
-        );
-        sleep(5 * MS).await;
-    }
+    let down = stop_until_noticed(&mut redis, &fleets).await;
     println!(
         "both replicas on local limits {:?} after the kill",
         down.elapsed()
@@ -560,15 +567,7 @@ async fn replicas_come_back_spread_out_after_a_restart() {
             assert!(start.elapsed() < 10 * SECOND, "Redis never answered");
         }
     }
-    redis.stop();
-    let down = Instant::now();
-    while fleets.iter().any(Fleet::is_up) {
-        assert!(
-            down.elapsed() < 5 * SECOND,
-            "never noticed that Redis is down"
-        );
-        sleep(5 * MS).await;
-    }
+    let down = stop_until_noticed(&mut redis, &fleets).await;
     // Long enough for every reconnection's delay to reach its longest (1 s).
     sleep((3 * SECOND).saturating_sub(down.elapsed())).await;
     redis.restart();
