@@ -33,9 +33,13 @@ use resilient_http::overload::RateLimitConfig;
 use resilient_http::retry::BudgetConfig;
 use tokio::time::{Instant, sleep};
 
-#[path = "../tests/common/redis_server.rs"]
-mod redis_server;
-use redis_server::RedisServer;
+#[path = "../tests/common/redis.rs"]
+mod real_redis;
+use real_redis::RedisServer;
+
+#[path = "../tests/common/eager_callers.rs"]
+mod eager_callers;
+use eager_callers::most_within;
 
 const MS: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);
@@ -97,25 +101,12 @@ fn redis_stats(conn: &mut redis::Connection) -> RedisStats {
     }
 }
 
-/// Round trips the fleets made, by Redis's count (as `tests/common/redis_server.rs` counts).
+/// Round trips the fleets made, by Redis's count (as `tests/common/redis.rs` counts).
 fn round_trips(stats: &RedisStats) -> u64 {
     (stats.per_command.iter())
         .filter(|(name, _, _)| ["evalsha", "eval", "script", "ping"].contains(&name.as_str()))
         .map(|(_, calls, _)| calls)
         .sum()
-}
-
-/// The most instants of `sorted` within any closed span of `span`.
-fn most_within(sorted: &[Instant], span: Duration) -> usize {
-    let mut most = 0;
-    let mut first = 0;
-    for (last, at) in sorted.iter().enumerate() {
-        while *at - sorted[first] > span {
-            first += 1;
-        }
-        most = most.max(last - first + 1);
-    }
-    most
 }
 
 /// One replica's handles.

@@ -10,8 +10,7 @@
 //! margin. `.ci/run` installs `redis-server` (`apt-get install -y redis-server`).
 #![cfg(feature = "redis")]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use resilient_http::fleet::{Fleet, FleetConfig, SharedRate};
@@ -22,9 +21,13 @@ use tokio::time::{Instant, sleep};
 const MS: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);
 
-#[path = "common/redis_server.rs"]
-mod redis_server;
-use redis_server::RedisServer;
+#[path = "common/redis.rs"]
+mod real_redis;
+use real_redis::RedisServer;
+
+#[path = "common/eager_callers.rs"]
+mod eager_callers;
+use eager_callers::{EagerCallers, assert_within, most_within};
 
 fn fleet(config: FleetConfig) -> Fleet {
     Fleet::new(config).unwrap()
@@ -42,19 +45,6 @@ async fn take(rate: &SharedRate) -> Duration {
             }
         }
     }
-}
-
-/// The most instants of `sorted` within any closed span of `span`.
-fn most_within(sorted: &[Instant], span: Duration) -> usize {
-    let mut most = 0;
-    let mut first = 0;
-    for (last, at) in sorted.iter().enumerate() {
-        while *at - sorted[first] > span {
-            first += 1;
-        }
-        most = most.max(last - first + 1);
-    }
-    most
 }
 
 // ---------------------------------------------------------------------------------------
@@ -75,36 +65,13 @@ async fn replicas_share_one_rate_limit() {
         .iter()
         .map(|f| f.rate("api.example", limit))
         .collect();
-    let granted = Arc::new(Mutex::new(Vec::new()));
     let before = redis.round_trips();
     let start = Instant::now();
     let end = start + 2 * SECOND;
-    let mut tasks = Vec::new();
-    for rate in &rates {
-        for _ in 0..4 {
-            let (rate, granted) = (rate.clone(), granted.clone());
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let now = Instant::now();
-                    if now >= end {
-                        return;
-                    }
-                    match rate.try_take(now) {
-                        Ok(()) => granted.lock().unwrap().push(now),
-                        Err(wait) => sleep(wait.min(end - now)).await,
-                    }
-                }
-            }));
-        }
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
+    let granted = EagerCallers::start(&rates, 4, end).granted().await;
     let elapsed = start.elapsed();
     let round_trips = redis.round_trips() - before;
     let counted: u64 = fleets.iter().map(Fleet::round_trips).sum();
-    let mut granted = Arc::try_unwrap(granted).unwrap().into_inner().unwrap();
-    granted.sort();
     let total = granted.len();
     // Slots the local limits granted: none, unless the machine stalled for longer than a
     // Redis call may take (the fleet then falls back, by design, and its bound with it).
@@ -124,14 +91,11 @@ async fn replicas_share_one_rate_limit() {
         assert!(fleet.is_up(), "Redis went down during the test");
     }
     assert!(total <= bound(elapsed), "{total} > {}", bound(elapsed));
-    for span in [10 * MS, 100 * MS, 250 * MS, 500 * MS, SECOND] {
-        let most = most_within(&granted, span);
-        assert!(
-            most <= bound(span),
-            "{most} in {span:?}: over {}",
-            bound(span)
-        );
-    }
+    assert_within(
+        &granted,
+        &[10 * MS, 100 * MS, 250 * MS, 500 * MS, SECOND],
+        bound,
+    );
     // Not starved (a wide margin: the machine may be slow).
     assert!(total >= 200, "{total}: far under the rate");
 }
@@ -213,38 +177,16 @@ async fn held_at_the_limit(redis: &RedisServer, replicas: usize) -> f64 {
     let fleets: Vec<_> = (0..replicas).map(|_| fleet(config.clone())).collect();
     let key = format!("held-{replicas}");
     let rates: Vec<_> = fleets.iter().map(|f| f.rate(&key, limit)).collect();
-    let granted = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
     // Counted after half a second, once the burst is spent: held at the limit.
     let counted = start + 500 * MS;
     let end = counted + 1500 * MS;
-    let mut tasks = Vec::new();
-    for rate in &rates {
-        for _ in 0..2 {
-            let (rate, granted) = (rate.clone(), granted.clone());
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let now = Instant::now();
-                    if now >= end {
-                        return;
-                    }
-                    match rate.try_take(now) {
-                        Ok(()) => granted.lock().unwrap().push(now),
-                        Err(wait) => sleep(wait.min(end - now)).await,
-                    }
-                }
-            }));
-        }
-    }
+    let callers = EagerCallers::start(&rates, 2, end);
     sleep(counted - Instant::now()).await;
     let before = redis.round_trips();
-    for task in tasks {
-        task.await.unwrap();
-    }
+    let granted = callers.granted().await;
     let elapsed = start.elapsed();
     let round_trips = redis.round_trips() - before;
-    let mut granted = Arc::try_unwrap(granted).unwrap().into_inner().unwrap();
-    granted.sort();
     let total = granted.len();
     let held = granted.iter().filter(|at| **at >= counted).count();
     let local: u64 = rates.iter().map(SharedRate::fallbacks).sum();
@@ -261,14 +203,7 @@ async fn held_at_the_limit(redis: &RedisServer, replicas: usize) -> f64 {
         most_within(&granted, 100 * MS),
     );
     assert!(total <= bound(elapsed), "{total} > {}", bound(elapsed));
-    for span in [10 * MS, 100 * MS, 500 * MS, SECOND] {
-        let most = most_within(&granted, span);
-        assert!(
-            most <= bound(span),
-            "{most} in {span:?}: over {}",
-            bound(span)
-        );
-    }
+    assert_within(&granted, &[10 * MS, 100 * MS, 500 * MS, SECOND], bound);
     // Held at the limit: most of the rate granted (a wide margin: the machine may be slow).
     assert!(held >= 600, "{held} of 750: far under the rate");
     per_slot
@@ -487,33 +422,33 @@ async fn a_dropped_sync_loses_no_retry() {
 // (d) Redis down: local limits, no error, no wait beyond the timeout
 // ---------------------------------------------------------------------------------------
 
+#[path = "common/logs.rs"]
+mod logs;
+
 /// Log lines of this test binary (the fleets log with their prefix, so tests can tell
-/// theirs apart).
-static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOG.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// theirs apart), at INFO and above.
+fn capture_logs() {
+    logs::capture_globally(tracing::Level::INFO);
 }
 
-fn capture_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(|| Capture)
-        .with_ansi(false)
-        .try_init();
+/// Stops `redis`, and waits until every one of `fleets` has noticed (within 5 s): the
+/// instant it stopped.
+async fn stop_until_noticed(redis: &mut RedisServer, fleets: &[Fleet]) -> Instant {
+    redis.stop();
+    let down = Instant::now();
+    while fleets.iter().any(Fleet::is_up) {
+        assert!(
+            down.elapsed() < 5 * SECOND,
+            "never noticed that Redis is down"
+        );
+        sleep(5 * MS).await;
+    }
+    down
 }
 
 /// Lines logged with `prefix` that contain `text`.
 fn logged(prefix: &str, text: &str) -> usize {
-    let log = LOG.lock().unwrap();
-    String::from_utf8_lossy(&log)
+    logs::captured()
         .lines()
         .filter(|line| line.contains(&format!("prefix={prefix}")) && line.contains(text))
         .count()
@@ -563,15 +498,7 @@ async fn redis_killed_mid_run_falls_back_and_resumes() {
     sleep(SECOND).await;
     // (The rate key itself comes and goes: it expires whenever the fleet is under its rate.)
     assert!(redis.round_trips() > 0, "shared before the outage");
-    redis.stop();
-    let down = Instant::now();
-    while fleets.iter().any(Fleet::is_up) {
-        assert!(
-            down.elapsed() < 5 * SECOND,
-            "never noticed that Redis is down"
-        );
-        sleep(5 * MS).await;
-    }
+    let down = stop_until_noticed(&mut redis, &fleets).await;
     println!(
         "both replicas on local limits {:?} after the kill",
         down.elapsed()
@@ -640,15 +567,7 @@ async fn replicas_come_back_spread_out_after_a_restart() {
             assert!(start.elapsed() < 10 * SECOND, "Redis never answered");
         }
     }
-    redis.stop();
-    let down = Instant::now();
-    while fleets.iter().any(Fleet::is_up) {
-        assert!(
-            down.elapsed() < 5 * SECOND,
-            "never noticed that Redis is down"
-        );
-        sleep(5 * MS).await;
-    }
+    let down = stop_until_noticed(&mut redis, &fleets).await;
     // Long enough for every reconnection's delay to reach its longest (1 s).
     sleep((3 * SECOND).saturating_sub(down.elapsed())).await;
     redis.restart();
@@ -852,8 +771,7 @@ async fn keys_carry_the_prefix_and_expire() {
 
 /// `WARN` and `INFO` lines a fleet with `prefix` logged about Redis being down or back.
 fn fleet_changes(prefix: &str) -> (usize, usize) {
-    let log = LOG.lock().unwrap();
-    let lines = String::from_utf8_lossy(&log);
+    let lines = logs::captured();
     let count = |level: &str| {
         lines
             .lines()
@@ -1010,8 +928,7 @@ async fn replicas_with_different_settings_enforce_one_limit_and_share_it() {
     let local = usize::try_from(rate_a.fallbacks() + rate_b.fallbacks()).unwrap();
     let bound = (100.0 * elapsed.as_secs_f64()) as usize + 20 + local;
     let mismatches = {
-        let log = LOG.lock().unwrap();
-        String::from_utf8_lossy(&log)
+        logs::captured()
             .lines()
             .filter(|line| line.contains(&format!("prefix={prefix}")) && line.contains(" WARN "))
             .inspect(|line| println!("{line}"))
@@ -1060,8 +977,7 @@ async fn leases_shorter_than_a_round_trip_are_named_as_the_cause() {
         take(&rate).await;
     }
     let warnings: Vec<String> = {
-        let log = LOG.lock().unwrap();
-        String::from_utf8_lossy(&log)
+        logs::captured()
             .lines()
             .filter(|line| line.contains(&format!("prefix={prefix}")) && line.contains(" WARN "))
             .map(str::to_owned)

@@ -17,9 +17,9 @@ use resilient_http::testkit::{FaultServer, Reply};
 use resilient_http::{Client, ErrorKind};
 use tokio::task::JoinSet;
 
-#[path = "common/redis_server.rs"]
-mod redis_server;
-use redis_server::RedisServer;
+#[path = "common/redis.rs"]
+mod real_redis;
+use real_redis::RedisServer;
 
 const SECOND: Duration = Duration::from_secs(1);
 

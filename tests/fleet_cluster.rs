@@ -7,8 +7,8 @@
 //! whatever the machine's speed; only lower bounds allow a wide margin.
 #![cfg(feature = "redis")]
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use resilient_http::fleet::{Fleet, FleetConfig, SharedRate};
@@ -19,9 +19,13 @@ use tokio::time::{Instant, sleep};
 const MS: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);
 
-#[path = "common/redis_cluster.rs"]
-mod redis_cluster;
-use redis_cluster::RedisCluster;
+#[path = "common/redis.rs"]
+mod real_redis;
+use real_redis::RedisCluster;
+
+#[path = "common/eager_callers.rs"]
+mod eager_callers;
+use eager_callers::{EagerCallers, assert_within};
 
 /// A replica reaching the cluster through `node` first (the others as seeds).
 fn replica(
@@ -36,19 +40,6 @@ fn replica(
         .collect();
     let base = FleetConfig::new(&urls[node]).cluster(true).seeds(seeds);
     Fleet::new(config(base)).unwrap()
-}
-
-/// The most instants of `sorted` within any closed span of `span`.
-fn most_within(sorted: &[Instant], span: Duration) -> usize {
-    let mut most = 0;
-    let mut first = 0;
-    for (last, at) in sorted.iter().enumerate() {
-        while *at - sorted[first] > span {
-            first += 1;
-        }
-        most = most.max(last - first + 1);
-    }
-    most
 }
 
 /// Takes a slot, sleeping the waits `try_take` asks for: the longest of those waits.
@@ -78,33 +69,10 @@ async fn a_cluster_shares_one_rate_limit_across_three_replicas() {
     let rates: Vec<_> = (fleets.iter())
         .map(|f| f.rate("api.example", limit))
         .collect();
-    let granted = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
     let end = start + 1500 * MS;
-    let mut tasks = Vec::new();
-    for rate in &rates {
-        for _ in 0..4 {
-            let (rate, granted) = (rate.clone(), granted.clone());
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let now = Instant::now();
-                    if now >= end {
-                        return;
-                    }
-                    match rate.try_take(now) {
-                        Ok(()) => granted.lock().unwrap().push(now),
-                        Err(wait) => sleep(wait.min(end - now)).await,
-                    }
-                }
-            }));
-        }
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
+    let granted = EagerCallers::start(&rates, 4, end).granted().await;
     let elapsed = start.elapsed();
-    let mut granted = Arc::try_unwrap(granted).unwrap().into_inner().unwrap();
-    granted.sort();
     let total = granted.len();
     let local: u64 = rates.iter().map(SharedRate::fallbacks).sum();
     let local = usize::try_from(local).unwrap();
@@ -119,14 +87,11 @@ async fn a_cluster_shares_one_rate_limit_across_three_replicas() {
     for fleet in &fleets {
         assert!(fleet.is_up(), "the cluster went down during the test");
     }
-    for span in [10 * MS, 100 * MS, 250 * MS, 500 * MS, SECOND, elapsed] {
-        let most = most_within(&granted, span);
-        assert!(
-            most <= bound(span),
-            "{most} in {span:?}: over {}",
-            bound(span)
-        );
-    }
+    assert_within(
+        &granted,
+        &[10 * MS, 100 * MS, 250 * MS, 500 * MS, SECOND, elapsed],
+        bound,
+    );
     assert!(total >= 150, "{total}: far under the rate");
     // The key is hash-tagged, and lives on the primary of its slot.
     let tagged: i64 = cluster

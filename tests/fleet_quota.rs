@@ -18,9 +18,9 @@ use resilient_http::policy::{EndpointPolicy, Scope};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-#[path = "common/redis_server.rs"]
-mod redis_server;
-use redis_server::RedisServer;
+#[path = "common/redis.rs"]
+mod real_redis;
+use real_redis::RedisServer;
 
 #[path = "common/quota_server.rs"]
 mod quota_server;

@@ -4,11 +4,6 @@
 //! or logs (the fleet's and the redis crate's, captured at every level).
 #![cfg(feature = "redis-tls")]
 
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use resilient_http::fleet::{Fleet, FleetConfig};
@@ -20,140 +15,16 @@ const SECOND: Duration = Duration::from_secs(1);
 const PASSWORD: &str = "s3cret-Pa55";
 const WRONG: &str = "hunter2-wrong";
 
-/// A `redis-server` listening with TLS only, its certificate signed by a CA of its own, and
-/// one ACL user; killed (and its files removed) on drop.
-struct TlsRedis {
-    port: u16,
-    dir: PathBuf,
-    child: Child,
-}
+#[path = "common/redis.rs"]
+mod real_redis;
+use real_redis::{RedisCluster, TlsRedis};
 
-impl TlsRedis {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("resilient-http-tls-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        write_certificates(&dir);
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--tls-port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-            .arg("--tls-cert-file")
-            .arg(dir.join("server.pem"))
-            .arg("--tls-key-file")
-            .arg(dir.join("server.key"))
-            .arg("--tls-ca-cert-file")
-            .arg(dir.join("ca.pem"))
-            .args(["--tls-auth-clients", "no"])
-            // A config line's words as separate arguments (one with spaces is one name).
-            .args([
-                "--user",
-                "app",
-                "on",
-                &format!(">{PASSWORD}"),
-                "~*",
-                "&*",
-                "+@all",
-            ])
-            .args(["--user", "default", "off"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}): install it, apt-get install -y redis-server")
-            });
-        let start = std::time::Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            // A redis-server built without TLS refuses `--tls-port` and exits at once.
-            if let Ok(Some(status)) = child.try_wait() {
-                let mut said = String::new();
-                if let Some(mut stderr) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
-                }
-                panic!(
-                    "redis-server exited ({status}) instead of listening with TLS: is it built \
-                     with TLS (Debian's is; `redis-server --tls-port 1` must not say \
-                     \"Bad directive\")?\n{said}"
-                );
-            }
-            assert!(start.elapsed() < 10 * SECOND, "redis-server did not start");
-            std::thread::sleep(10 * MS);
-        }
-        TlsRedis { port, dir, child }
-    }
-
-    fn url(&self, password: &str) -> String {
-        format!("rediss://app:{password}@127.0.0.1:{}", self.port)
-    }
-
-    fn ca_file(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-}
-
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A CA, and a certificate for 127.0.0.1 and localhost that it signs, in PEM files.
-fn write_certificates(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    // Names of their own: a certificate whose issuer is its own subject is self-signed to
-    // OpenSSL (redis-cli, and the cluster's nodes checking one another).
-    (ca_params.distinguished_name).push(DnType::CommonName, "resilient-http test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
-}
+#[path = "common/logs.rs"]
+mod logs;
 
 /// Everything this test binary logs, at every level, the redis crate's `log` records too.
-static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOG.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn capture_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(|| Capture)
-        .with_ansi(false)
-        .with_max_level(tracing::Level::TRACE)
-        .try_init();
-}
-
-fn logs() -> String {
-    String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
+    logs::capture_globally(tracing::Level::TRACE);
 }
 
 /// Two replicas through TLS, as the ACL user: a hold set by one holds the other, a rate limit
@@ -161,7 +32,7 @@ fn logs() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_limits_over_tls_as_an_acl_user() {
     capture_logs();
-    let redis = TlsRedis::start();
+    let redis = TlsRedis::start("app", PASSWORD);
     let config = FleetConfig::new(redis.url(PASSWORD))
         .ca_file(redis.ca_file())
         .prefix("tls:")
@@ -195,7 +66,10 @@ async fn replicas_share_limits_over_tls_as_an_acl_user() {
     );
     assert!(one.is_up() && two.is_up());
     assert!(one.round_trips() >= 2);
-    assert!(!logs().contains(PASSWORD), "the password was logged");
+    assert!(
+        !logs::captured().contains(PASSWORD),
+        "the password was logged"
+    );
 }
 
 /// A wrong password: the fleet is down (local limits), and the password shows in no log line,
@@ -203,7 +77,7 @@ async fn replicas_share_limits_over_tls_as_an_acl_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_shows_nowhere() {
     capture_logs();
-    let redis = TlsRedis::start();
+    let redis = TlsRedis::start("app", PASSWORD);
     let config = FleetConfig::new(redis.url(WRONG))
         .ca_file(redis.ca_file())
         .prefix("wrong:")
@@ -241,7 +115,7 @@ async fn a_wrong_password_shows_nowhere() {
         )))
         .unwrap_err()
         .to_string(),
-        Fleet::new(config.clone().ca_file(redis.dir.join("missing.pem")))
+        Fleet::new(config.clone().ca_file(redis.dir().join("missing.pem")))
             .unwrap_err()
             .to_string(),
         Fleet::new(config.clone().cluster(true).seeds(["redis://127.0.0.1:1"]))
@@ -266,7 +140,7 @@ async fn a_wrong_password_shows_nowhere() {
         assert!(!text.contains(WRONG), "shown: {text}");
     }
     assert!(shown[6].contains("missing.pem"), "{}", shown[6]);
-    let logs = logs();
+    let logs = logs::captured();
     let warned: Vec<_> = (logs.lines())
         .filter(|line| line.contains("prefix=wrong:") || line.contains("prefix=untrusted:"))
         .collect();
@@ -278,20 +152,13 @@ async fn a_wrong_password_shows_nowhere() {
     assert!(!logs.contains(WRONG), "the password was logged:\n{logs}");
 }
 
-#[path = "common/redis_cluster.rs"]
-mod redis_cluster;
-
 /// A managed Redis in cluster mode: three primaries speaking TLS only (to clients and to one
 /// another), reached with `rediss://` seeds and the CA file. A hold set through one node is
 /// seen by a replica that reaches the cluster through another, and a sync of keys in many
 /// slots succeeds over TLS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_cluster_shares_holds_through_any_node() {
-    let dir =
-        std::env::temp_dir().join(format!("resilient-http-tls-cluster-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    write_certificates(&dir);
-    let cluster = redis_cluster::RedisCluster::start_with(3, 0, Some(dir.clone()));
+    let cluster = RedisCluster::start_tls(3, 0);
     let urls = cluster.urls();
     assert!(urls[0].starts_with("rediss://"));
     let replica = |node: usize| {
@@ -302,7 +169,7 @@ async fn a_tls_cluster_shares_holds_through_any_node() {
         let config = FleetConfig::new(&urls[node])
             .cluster(true)
             .seeds(seeds)
-            .ca_file(dir.join("ca.pem"))
+            .ca_file(cluster.ca_file())
             .timeout(500 * MS)
             .sync_interval(50 * MS);
         Fleet::new(config).unwrap()
@@ -329,8 +196,6 @@ async fn a_tls_cluster_shares_holds_through_any_node() {
         }
     }
     assert!(setter.is_up() && watcher.is_up());
-    drop(cluster);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// rustls picks its crypto provider from its features when the application installs none: with
@@ -339,7 +204,7 @@ async fn a_tls_cluster_shares_holds_through_any_node() {
 /// stop): either `Fleet::new` refuses, saying to install a provider, or TLS works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_crypto_provider_is_refused_when_the_fleet_is_made() {
-    let redis = TlsRedis::start();
+    let redis = TlsRedis::start("app", PASSWORD);
     let config = FleetConfig::new(redis.url(PASSWORD))
         .ca_file(redis.ca_file())
         .prefix("provider:")

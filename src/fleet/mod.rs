@@ -224,7 +224,7 @@ mod rate;
 pub use budget::SharedBudget;
 pub use config::FleetConfig;
 #[cfg(feature = "config")]
-pub(crate) use config::{check_ca_file, check_url, shown_url};
+pub(crate) use config::{check_ca_file, check_url};
 pub use hold::SharedHold;
 pub(crate) use quota::SharedQuota;
 pub use rate::SharedRate;

@@ -159,7 +159,8 @@ pub struct PolicyConfig {
     endpoint: Vec<RawEndpoint>,
     // Read only to be refused (by its `url`) without the `redis` feature.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    redis: Option<RawRedis>,
+    #[serde(default, deserialize_with = "redis_table")]
+    redis: Option<RedisTable>,
 }
 
 /// The settings a policy table may hold; `[[endpoint]]` tables also hold `name` and `match`.
@@ -406,10 +407,9 @@ impl<'de> Deserialize<'de> for Sharing {
 
 /// `[redis]`: the Redis the replicas share limits through (feature `redis`). Each key is
 /// checked as it is read; how they go together (`seeds` only with `cluster`, …) once the table
-/// is whole, by the fleet's own check.
-#[derive(Clone, Deserialize)]
+/// is whole, by the fleet's own check (in `redis_table`).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "redis", serde(try_from = "RedisKeys"))]
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 struct RawRedis {
     #[serde(deserialize_with = "redis_url")]
@@ -428,68 +428,36 @@ struct RawRedis {
     sync_interval: Option<Duration>,
 }
 
-/// The keys of `[redis]`, each in its range, before they are checked together.
+/// What a `[redis]` table leaves once read: the fleet's settings, kept (and shown by
+/// `Debug`, URLs without their secrets) as [`FleetConfig`](crate::fleet::FleetConfig).
 #[cfg(feature = "redis")]
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RedisKeys {
-    #[serde(deserialize_with = "redis_url")]
-    url: String,
-    #[serde(default)]
-    cluster: bool,
-    #[serde(default, deserialize_with = "redis_seeds")]
-    seeds: Vec<String>,
-    #[serde(default, deserialize_with = "redis_ca_file")]
-    ca_file: Option<std::path::PathBuf>,
-    #[serde(default, deserialize_with = "redis_prefix")]
-    prefix: Option<String>,
-    #[serde(default, deserialize_with = "redis_timeout")]
-    timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "sync_interval")]
-    sync_interval: Option<Duration>,
-}
+type RedisTable = crate::fleet::FleetConfig;
 
-/// The URLs without their secrets (as [`FleetConfig`](crate::fleet::FleetConfig) shows
-/// them): a parsed [`PolicyConfig`] is `Debug`.
-impl std::fmt::Debug for RawRedis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        #[cfg(feature = "redis")]
-        let shown = crate::fleet::shown_url;
-        // Without the feature a `[redis]` table is refused: only a table that was never
-        // read could be shown.
-        #[cfg(not(feature = "redis"))]
-        let shown = |_: &str| "(redacted)".to_owned();
-        let seeds: Vec<_> = self.seeds.iter().map(|seed| shown(seed)).collect();
-        f.debug_struct("RawRedis")
-            .field("url", &shown(&self.url))
-            .field("cluster", &self.cluster)
-            .field("seeds", &seeds)
-            .field("ca_file", &self.ca_file)
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
-            .field("sync_interval", &self.sync_interval)
-            .finish()
-    }
-}
+/// Without the `redis` feature no `[redis]` table is kept: its `url` refuses it.
+#[cfg(not(feature = "redis"))]
+type RedisTable = std::convert::Infallible;
 
-#[cfg(feature = "redis")]
-impl TryFrom<RedisKeys> for RawRedis {
-    type Error = String;
-
-    fn try_from(keys: RedisKeys) -> Result<Self, String> {
-        let raw = RawRedis {
-            url: keys.url,
-            cluster: keys.cluster,
-            seeds: keys.seeds,
-            ca_file: keys.ca_file,
-            prefix: keys.prefix,
-            timeout: keys.timeout,
-            sync_interval: keys.sync_interval,
-        };
-        match raw.clone().settings().mismatch() {
-            Some((key, why)) => Err(format!("{key:?}: {why}")),
-            None => Ok(raw),
+/// The `[redis]` table, its keys checked together once it is whole. A mismatch names its key
+/// first (`"seeds": needs cluster = true …`): a file's error then points at that key's line
+/// (see `toml_error`).
+fn redis_table<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RedisTable>, D::Error> {
+    let Some(keys) = Option::<RawRedis>::deserialize(d)? else {
+        return Ok(None);
+    };
+    #[cfg(feature = "redis")]
+    {
+        let config = keys.settings();
+        match config.mismatch() {
+            Some((key, why)) => Err(refused(key, why)),
+            None => Ok(Some(config)),
         }
+    }
+    // `redis_url` refuses every `url` in this build, and `url` is required: no table gets
+    // here, and one that did would be refused as its `url` is.
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = keys;
+        Err(refused("url", REDIS_FEATURE_MISSING))
     }
 }
 
@@ -1014,12 +982,15 @@ fn removed_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<()>, D::Error> 
     ))
 }
 
+/// Why a `[redis]` table is refused by a build without the `redis` feature.
+const REDIS_FEATURE_MISSING: &str =
+    "needs the `redis` feature, which this build of resilient-http does not have";
+
 /// A Redis URL the `redis` crate takes; the refusal never shows it (it may hold a password).
 fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let url = String::deserialize(d)?;
     if !cfg!(feature = "redis") {
-        let why = "needs the `redis` feature, which this build of resilient-http does not have";
-        return Err(refused("url", why));
+        return Err(refused("url", REDIS_FEATURE_MISSING));
     }
     #[cfg(feature = "redis")]
     crate::fleet::check_url(&url).map_err(|why| refused("url", why))?;
@@ -1158,7 +1129,7 @@ impl PolicyFile {
             default,
             endpoints,
             #[cfg(feature = "redis")]
-            redis: config.redis.map(RawRedis::settings),
+            redis: config.redis,
             source: None,
         })
     }
@@ -1810,5 +1781,33 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(shown.contains("at least 1"), "{shown}");
+    }
+
+    /// `[redis]` from a format without lines: keys that do not go together are refused as the
+    /// value is deserialised, naming the key (as a key out of range is); the table kept is the
+    /// fleet's settings, shown without the password.
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_redis_table_is_checked_whole_as_it_is_read() -> Result<(), Error> {
+        use serde_json::json;
+        let table = |redis| serde_json::from_value::<PolicyConfig>(json!({ "redis": redis }));
+        let (url, seed) = ("redis://:hunter2@cache:7000", "redis://:hunter2@cache:7001");
+        let refused = (table(json!({ "url": url, "seeds": [seed] })).err())
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            refused.starts_with("\"seeds\": needs cluster = true"),
+            "{refused}"
+        );
+        assert!(!refused.contains("hunter2"), "{refused}");
+        let kept = table(json!({ "url": url, "cluster": true, "seeds": [seed] }))
+            .map_err(|e| Error::invalid_config(e.to_string()))?;
+        let shown = format!("{kept:?}");
+        assert!(shown.contains("cluster: true"), "{shown}");
+        assert!(shown.contains("cache:7001"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let file = PolicyFile::from_config(kept, &[])?;
+        assert!(file.redis.is_some_and(|config| config.mismatch().is_none()));
+        Ok(())
     }
 }

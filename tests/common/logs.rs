@@ -78,3 +78,35 @@ pub async fn logged_async<F: Future>(level: Level, f: F) -> (F::Output, Vec<Stri
     let output = f.await;
     (output, lines.taken())
 }
+
+/// What [`capture_globally`] keeps.
+static GLOBAL: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct Global;
+
+impl std::io::Write for Global {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        GLOBAL.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Keeps everything this test binary logs at `level` or above, on every thread (a fleet logs
+/// from its own task), `log` records too (the redis crate's): the global subscriber, set by
+/// the first call (later calls keep it). For tests that tell their lines apart by what they
+/// hold (a fleet's prefix); [`captured`] reads them.
+pub fn capture_globally(level: Level) {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(|| Global)
+        .with_ansi(false)
+        .with_max_level(level)
+        .try_init();
+}
+
+/// What [`capture_globally`] kept so far.
+pub fn captured() -> String {
+    String::from_utf8_lossy(&GLOBAL.lock().unwrap()).into_owned()
+}
