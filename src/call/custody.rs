@@ -96,7 +96,7 @@ impl Custody {
         }
         let mut kept = false;
         if copy {
-            self.spare = copy_request(request);
+            copy_into(&mut self.spare, request);
             // Only a streaming body cannot be copied: it is kept as it is sent, up to the
             // policy's `replay_buffer`, and the copy a retry sends gets the kept body then.
             if self.spare.is_none()
@@ -104,7 +104,7 @@ impl Custody {
                 && policy.replay_buffer() > 0
                 && let Some(body) = request.body_mut().take()
             {
-                self.spare = copy_request(request);
+                copy_into(&mut self.spare, request);
                 let (sending, replay) = Replay::keep(body, policy.replay_buffer());
                 *request.body_mut() = Some(sending);
                 self.replay = Some(replay);
@@ -158,7 +158,7 @@ impl Custody {
             request.headers_mut().insert(name, value);
         }
         if copy_again {
-            self.spare = copy_request(&request);
+            copy_into(&mut self.spare, &request);
         }
         Ok(self.parked.insert(request))
     }
@@ -209,11 +209,25 @@ pub(crate) fn random_key() -> HeaderValue {
 /// reqwest 0.13 keeps in a request's extensions, so copying it when set copies them all
 /// (`the_copy_matches_reqwests_own` checks this against each reqwest release we build with).
 pub(crate) fn copy_request(request: &reqwest::Request) -> Option<reqwest::Request> {
+    let mut copy = None;
+    copy_into(&mut copy, request);
+    copy
+}
+
+/// [`copy_request`] written straight into `spare` (`None` when the body is a stream): the
+/// request is large (264 bytes), and a copy made apart and then moved in costs two more
+/// copies of it than the copy itself (issue 28).
+#[inline]
+fn copy_into(spare: &mut Option<reqwest::Request>, request: &reqwest::Request) {
     if request.body().is_some() {
         // Only reqwest can share a body's bytes without copying them.
-        return request.try_clone();
+        *spare = request.try_clone();
+        return;
     }
-    let mut copy = reqwest::Request::new(request.method().clone(), request.url().clone());
+    let copy = spare.insert(reqwest::Request::new(
+        request.method().clone(),
+        request.url().clone(),
+    ));
     // Most requests carry no headers of their own yet (reqwest adds its defaults when it
     // sends): cloning an empty map and dropping the copy's own costs about 100 instructions.
     if !request.headers().is_empty() {
@@ -223,7 +237,6 @@ pub(crate) fn copy_request(request: &reqwest::Request) -> Option<reqwest::Reques
     if let Some(timeout) = request.timeout() {
         *copy.timeout_mut() = Some(*timeout);
     }
-    Some(copy)
 }
 
 #[cfg(test)]

@@ -247,6 +247,8 @@ impl HedgeTimer {
     #[inline]
     fn due(&mut self, cx: &mut Context<'_>) -> bool {
         if let Some(at) = self.due.take() {
+            #[cfg(test)]
+            tests::HEDGE_TIMERS_SET.with(|set| set.set(set.get() + 1));
             match &mut self.timer {
                 Some(timer) => timer.as_mut().reset(at),
                 None => self.timer = Some(Box::pin(sleep_until(at))),

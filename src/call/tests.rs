@@ -352,6 +352,13 @@ fn get(script: &Script, policies: &Arc<Policies>) -> Box<Call<reqwest::Response,
 
 type Output = Result<reqwest::Response, Error>;
 
+thread_local! {
+    /// How many times a call on this thread set its hedge timer (see `HedgeTimer::due`):
+    /// what paused time cannot show when the hedge and the attempt's timeout are due at
+    /// once. Each test runs on a thread of its own (a current-thread runtime).
+    pub(super) static HEDGE_TIMERS_SET: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 /// Runs `call` to its end; with the virtual time it took.
 async fn timed(call: Box<Call<reqwest::Response, Script>>) -> (Output, Duration) {
     let start = Instant::now();
@@ -1045,13 +1052,23 @@ async fn a_hedge_goes_out_after_its_delay_and_wins() {
 /// A hedge due when its attempt times out, or later, never goes out for that attempt (the
 /// driver sets no timer for it, issue 28): the attempt times out and the retry follows, as
 /// without hedging; each retry's own hedge is due after its limit too.
+///
+/// Paused time cannot tell a set timer from none here (due with the attempt's own timeout,
+/// the hedge loses the tie), so the test counts the timers set (`HEDGE_TIMERS_SET`); a
+/// hedge due before the limit, the control, sets one.
 #[tokio::test(start_paused = true)]
 async fn a_hedge_due_no_sooner_than_the_attempt_timeout_never_goes_out() {
     for after in [secs(1), secs(2)] {
         let script = Script::new([hang(), status(200).after(ms(20))]);
         let hedged = retry().hedge(HedgeConfig::new(after, 1)).build().unwrap();
         let policies = policies(builder().retry(hedged).attempt_timeout(secs(1)));
+        HEDGE_TIMERS_SET.with(|set| set.set(0));
         let (output, took) = timed(get(&script, &policies)).await;
+        assert_eq!(
+            HEDGE_TIMERS_SET.with(std::cell::Cell::get),
+            0,
+            "a timer set for a hedge due after {after:?}"
+        );
         let response = assert_ok(&output, 200);
         assert_eq!(
             outcomes(&history(response)),
@@ -1064,6 +1081,21 @@ async fn a_hedge_due_no_sooner_than_the_attempt_timeout_never_goes_out() {
         assert_eq!(script.sent_at(), [Duration::ZERO, ms(1100)]);
         assert_eq!(took, ms(1120));
     }
+}
+
+/// The control of the test above: a hedge due before the attempt's limit sets the call's
+/// one timer, once, and goes out when it fires.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_due_before_the_attempt_timeout_sets_one_timer() {
+    let script = Script::new([hang(), status(200).after(ms(20))]);
+    let hedged = retry().hedge(HedgeConfig::new(ms(500), 1)).build().unwrap();
+    let policies = policies(builder().retry(hedged).attempt_timeout(secs(1)));
+    HEDGE_TIMERS_SET.with(|set| set.set(0));
+    let (output, took) = timed(get(&script, &policies)).await;
+    assert_ok(&output, 200);
+    assert_eq!(HEDGE_TIMERS_SET.with(std::cell::Cell::get), 1);
+    assert_eq!(script.sent_at(), [Duration::ZERO, ms(500)]);
+    assert_eq!(took, ms(520));
 }
 
 #[tokio::test(start_paused = true)]
