@@ -9,7 +9,9 @@
 //! `_OTHER` label; see the [telemetry docs](crate::telemetry).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::AtomicUsize;
+#[cfg(feature = "metrics")]
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::config::BreakerConfig;
 use super::state::{Breaker, Permit, Verdict};
