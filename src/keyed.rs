@@ -175,7 +175,8 @@ impl Endpoint {
 
 /// A part given, or to make.
 fn once<T>(part: Option<T>) -> OnceLock<Arc<T>> {
-    part.map(Arc::new).map_or_else(OnceLock::new, OnceLock::from)
+    part.map(Arc::new)
+        .map_or_else(OnceLock::new, OnceLock::from)
 }
 
 impl Entry for Endpoint {
@@ -554,17 +555,20 @@ impl<T: Entry> Keyed<T> {
         if let Some(entry) = self.map.load().get(key) {
             return Some(entry.clone());
         }
-        self.lock()
-            .map
-            .get(key)
-            .map(|(entry, _)| entry)
-            .cloned()
+        self.lock().map.get(key).map(|(entry, _)| entry).cloned()
     }
 
     /// Every key.
     #[cfg(test)]
     pub(crate) fn keys(&self) -> Vec<Arc<str>> {
         self.keys_where(|_| true)
+    }
+
+    /// Calls `f` with every entry (under the writers' lock: for what is rare, a reload).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&T)) {
+        let newest = self.lock();
+        self.map.load().values().for_each(|entry| f(entry));
+        newest.map.values().for_each(|(entry, _)| f(entry));
     }
 
     /// The keys of the entries `keep` accepts, each once.

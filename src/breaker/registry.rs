@@ -1,17 +1,18 @@
 //! One breaker per endpoint key, in a bounded map that readers never lock (see
-//! [`Keyed`](crate::keyed)): when it is full, the idlest closed breakers are dropped. One
-//! that is not closed (open, half-open, or forced either way) is never dropped: a fresh
-//! closed breaker in its place would let calls through that it turns away. If every breaker
-//! is busy so, the map grows past `max_breakers` instead (counted, and a WARN once).
+//! [`Keyed`](crate::keyed)), each in its endpoint's entry ([`Endpoint`], with the endpoint's
+//! guards when a policy keeps both per endpoint): when it is full, the idlest closed breakers
+//! are dropped. One that is not closed (open, half-open, or forced either way) is never
+//! dropped: a fresh closed breaker in its place would let calls through that it turns away;
+//! nor one a call in flight holds, whose outcome would land in a breaker no longer shown. If
+//! every breaker is busy so, the map grows past `max_breakers` instead (counted, and a WARN
+//! once).
 //!
 //! Metric series (feature `metrics`) are bounded here too: a registry gives series of their
 //! own to at most `max_breakers` keys over its life, and the breakers beyond share the
 //! `_OTHER` label; see the [telemetry docs](crate::telemetry).
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-#[cfg(feature = "metrics")]
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use super::config::BreakerConfig;
 use super::state::{Breaker, Permit, Verdict};
@@ -40,8 +41,10 @@ struct Inner {
 
 impl Breaker {
     /// Open, half-open or forced: dropping it for a fresh closed breaker would forget that.
+    /// Not once retired: no call asks it any more, and an open breaker no call probes stays
+    /// open for ever.
     pub(crate) fn busy(&self) -> bool {
-        self.state() != State::Closed
+        self.state() != State::Closed && !self.retired.load(Relaxed)
     }
 
     /// Dropped from its registry (calls holding it keep it until they end).
@@ -104,6 +107,16 @@ impl BreakerRegistry {
             }
         }
         Breaker::new(key.clone(), inner.config.clone())
+    }
+
+    /// Retires every breaker it has (a reload that kept the guards beside them, not them):
+    /// their states no longer keep their entries from being dropped.
+    pub(crate) fn retire(&self) {
+        (self.inner.endpoints).for_each(|entry| {
+            if let Some(breaker) = entry.breaker_made() {
+                breaker.retired.store(true, Relaxed);
+            }
+        });
     }
 
     /// The map of its breakers' entries, for guards kept per endpoint beside them.

@@ -172,6 +172,9 @@ pub(crate) struct Breaker {
     base: Instant,
     /// Whether `on_state_change` panicked once already: logged the first time only.
     callback_panicked: AtomicBool,
+    /// Left behind by a reload that kept its endpoint's guards but not the breakers: its
+    /// state no longer keeps the entry it shares with them (see `Breaker::busy`).
+    pub(super) retired: AtomicBool,
 }
 
 impl fmt::Debug for Breaker {
@@ -196,6 +199,7 @@ impl Breaker {
             outcomes,
             base: Instant::now(),
             callback_panicked: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
         }
     }
 

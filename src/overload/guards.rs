@@ -216,11 +216,7 @@ pub(crate) fn rate_part(
 }
 
 /// The same, for one endpoint's guards to hold inline.
-fn rate_own(
-    key: Arc<str>,
-    config: RateLimitConfig,
-    redis: Option<(&Fleet, String)>,
-) -> Part<Rate> {
+fn rate_own(key: Arc<str>, config: RateLimitConfig, redis: Option<(&Fleet, String)>) -> Part<Rate> {
     let state = match redis {
         #[cfg(feature = "redis")]
         Some((fleet, redis)) => Rate::Shared(fleet.rate(&redis, config)),

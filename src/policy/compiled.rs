@@ -449,6 +449,15 @@ impl CompiledPolicy {
             && guards.same_setup(old)
         {
             *guards = old.clone();
+            // The guards kept, the breakers beside them in their map not: the old breakers'
+            // states (an open one stays open, no call probing it) must not keep the entries.
+            if let Some(old_breakers) = before.breaker.registry()
+                && Arc::ptr_eq(old_breakers.endpoints(), guards.endpoints())
+                && (self.breaker.registry())
+                    .is_none_or(|kept| !Arc::ptr_eq(kept.endpoints(), old_breakers.endpoints()))
+            {
+                old_breakers.retire();
+            }
         }
         // One lookup for both if both were kept, or neither (then over one map still).
         let fixed = self.fixed_breaker.as_ref();
@@ -509,7 +518,8 @@ impl CompiledPolicy {
 /// The registries stay what they were to everything else: what `client.breakers()` and
 /// `client.overload(..)` read, what a reload keeps part by part. A reload that keeps one
 /// registry and not the other leaves them over two maps (the kept one's and the new one's):
-/// then each is looked up in its own, as for a policy that keeps only one per endpoint.
+/// then each is looked up in its own, as for a policy that keeps only one per endpoint (the
+/// old breakers left beside kept guards are retired: see [`BreakerRegistry::retire`]).
 #[derive(Clone)]
 struct Endpoints {
     breakers: BreakerRegistry,
@@ -835,5 +845,43 @@ mod tests {
             std::ptr::eq(breaker.key().as_ptr(), guards.key().as_ptr()),
             "the breaker and the guards each made a copy of the key"
         );
+    }
+
+    /// A reload that keeps the guards but not the breakers beside them in their map: the old
+    /// breakers (an open one stays open, no call probing it any more) no longer keep their
+    /// entries busy, so the guards' map can drop them when idle.
+    #[test]
+    fn a_reload_keeping_the_guards_alone_lets_the_old_breakers_go() {
+        use crate::breaker::State;
+        use crate::keyed::Entry;
+        let before = default_policy(&BreakerConfig::default());
+        let url = Url::parse("http://tenant-7.example:8080/x").expect("a URL");
+        let (Some(breaker), Some(_)) = before.endpoint(&url) else {
+            panic!("the default policy keeps a breaker and guards per endpoint");
+        };
+        breaker.force(State::ForcedOpen);
+        drop(breaker);
+        let other = BreakerConfig::builder()
+            .failure_rate(0.9)
+            .build()
+            .expect("a breaker config");
+        let mut after = default_policy(&other);
+        after.keep_state_of(&before);
+        let (Some(kept), Some(old)) = (after.guards(), before.guards()) else {
+            panic!("guards on");
+        };
+        assert!(
+            Arc::ptr_eq(kept.endpoints(), old.endpoints()),
+            "guards kept"
+        );
+        let entry = (kept.endpoints())
+            .get("http://tenant-7.example:8080")
+            .expect("the endpoint's entry");
+        assert!(!entry.busy(), "the old open breaker keeps the entry");
+        // The new policy's own breaker for the endpoint is a fresh one, closed.
+        let (Some(fresh), Some(_)) = after.endpoint(&url) else {
+            panic!("a breaker and guards");
+        };
+        assert_eq!(fresh.state(), State::Closed);
     }
 }
