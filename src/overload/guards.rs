@@ -148,62 +148,29 @@ impl<T> std::ops::Deref for Part<T> {
     }
 }
 
-/// A part of one endpoint's guards: its own (host-scoped), held inline (no allocation of its
-/// own for each new endpoint), or the policy's fixed one, shared.
-pub(crate) enum Kept<T> {
-    Own(Part<T>),
-    Fixed(Arc<Part<T>>),
-}
-
-impl<T> std::ops::Deref for Kept<T> {
-    type Target = Part<T>;
-
-    #[inline]
-    fn deref(&self) -> &Part<T> {
-        match self {
-            Kept::Own(part) => part,
-            Kept::Fixed(part) => part,
-        }
-    }
-}
-
 /// A budget kept under `key`: `redis` is the Redis key, for a budget the fleet shares.
 pub(crate) fn budget_part(
     key: Arc<str>,
     config: BudgetConfig,
     redis: Option<(&Fleet, String)>,
 ) -> Arc<Part<Budget>> {
-    Arc::new(budget_own(key, config, redis))
-}
-
-/// The same, for one endpoint's guards to hold inline.
-fn budget_own(
-    key: Arc<str>,
-    config: BudgetConfig,
-    redis: Option<(&Fleet, String)>,
-) -> Part<Budget> {
     let state = match redis {
         #[cfg(feature = "redis")]
         Some((fleet, redis)) => Budget::Shared(fleet.budget(&redis, config)),
         _ => Budget::Local(RetryBudget::new(config)),
     };
-    Part { key, state }
+    Arc::new(Part { key, state })
 }
 
 /// A `Retry-After` hold kept under `key`; `redis` as for [`budget_part`] (holds are shared
 /// whenever the client has a Redis).
 pub(crate) fn hold_part(key: Arc<str>, redis: Option<(&Fleet, String)>) -> Arc<Part<Held>> {
-    Arc::new(hold_own(key, redis))
-}
-
-/// The same, for one endpoint's guards to hold inline.
-fn hold_own(key: Arc<str>, redis: Option<(&Fleet, String)>) -> Part<Held> {
     let state = match redis {
         #[cfg(feature = "redis")]
         Some((fleet, redis)) => Held::Shared(fleet.hold(&redis)),
         _ => Held::Local(Hold::new()),
     };
-    Part { key, state }
+    Arc::new(Part { key, state })
 }
 
 /// A rate limit kept under `key`; `redis` as for [`budget_part`].
@@ -212,17 +179,12 @@ pub(crate) fn rate_part(
     config: RateLimitConfig,
     redis: Option<(&Fleet, String)>,
 ) -> Arc<Part<Rate>> {
-    Arc::new(rate_own(key, config, redis))
-}
-
-/// The same, for one endpoint's guards to hold inline.
-fn rate_own(key: Arc<str>, config: RateLimitConfig, redis: Option<(&Fleet, String)>) -> Part<Rate> {
     let state = match redis {
         #[cfg(feature = "redis")]
         Some((fleet, redis)) => Rate::Shared(fleet.rate(&redis, config)),
         _ => Rate::Local(RateLimit::new(config)),
     };
-    Part { key, state }
+    Arc::new(Part { key, state })
 }
 
 /// A bulkhead kept under `key` (always this process's). Its calls hold it by its own `Arc`
@@ -239,21 +201,12 @@ pub(crate) fn quota_part(
     config: ServerQuotaConfig,
     redis: Option<(&Fleet, String)>,
 ) -> Arc<Part<Quotas>> {
-    Arc::new(quota_own(key, config, redis))
-}
-
-/// The same, for one endpoint's guards to hold inline.
-fn quota_own(
-    key: Arc<str>,
-    config: ServerQuotaConfig,
-    redis: Option<(&Fleet, String)>,
-) -> Part<Quotas> {
     let state = match redis {
         #[cfg(feature = "redis")]
         Some((fleet, redis)) => Quotas::Shared(fleet.quota(&redis, config)),
         _ => Quotas::Local(ServerQuota::new(config)),
     };
-    Part { key, state }
+    Arc::new(Part { key, state })
 }
 
 /// An adaptive limit kept under `key` (always this process's; its attempts hold it by its
@@ -288,12 +241,12 @@ pub(crate) struct FixedParts {
 /// One endpoint's guards: its own (host-scoped) parts, and the rule's fixed ones.
 pub(crate) struct Guards {
     key: Arc<str>,
-    budget: Option<Kept<Budget>>,
-    hold: Option<(Kept<Held>, Duration)>,
-    rate: Option<Kept<Rate>>,
+    budget: Option<Arc<Part<Budget>>>,
+    hold: Option<(Arc<Part<Held>>, Duration)>,
+    rate: Option<Arc<Part<Rate>>>,
     bulkhead: Option<Part<Arc<Bulkhead>>>,
     /// The server's quota, and the reset beyond which a spent one holds nothing.
-    server_quota: Option<(Kept<Quotas>, Duration)>,
+    server_quota: Option<(Arc<Part<Quotas>>, Duration)>,
     adaptive: Option<Part<Arc<AdaptiveLimit>>>,
     throttle: Option<Arc<Part<Throttle>>>,
     /// Which parts are this entry's own, host-scoped: only they make it busy (the fixed
@@ -393,26 +346,22 @@ impl Guards {
             throttle: host(&scopes.throttle),
         };
         let budget = match config.budget {
-            Some(budget) if own.budget => Some(Kept::Own(budget_own(
+            Some(budget) if own.budget => Some(budget_part(
                 key.clone(),
                 budget,
                 redis(config.shared_budget),
-            ))),
-            Some(_) => fixed.budget.clone().map(Kept::Fixed),
+            )),
+            Some(_) => fixed.budget.clone(),
             None => None,
         };
         let hold = match config.hold_up_to {
-            Some(cap) if own.hold => Some((Kept::Own(hold_own(key.clone(), redis(true))), cap)),
-            Some(cap) => fixed.hold.clone().map(|hold| (Kept::Fixed(hold), cap)),
+            Some(cap) if own.hold => Some((hold_part(key.clone(), redis(true)), cap)),
+            Some(cap) => fixed.hold.clone().map(|hold| (hold, cap)),
             None => None,
         };
         let rate = match config.rate {
-            Some(rate) if own.rate => Some(Kept::Own(rate_own(
-                key.clone(),
-                rate,
-                redis(config.shared_rate),
-            ))),
-            Some(_) => fixed.rate.clone().map(Kept::Fixed),
+            Some(rate) if own.rate => Some(rate_part(key.clone(), rate, redis(config.shared_rate))),
+            Some(_) => fixed.rate.clone(),
             None => None,
         };
         let bulkhead = match config.bulkhead {
@@ -423,10 +372,10 @@ impl Guards {
         let cap = config.retry_after_cap;
         let server_quota = match &config.server_quota {
             Some(quota) if own.server_quota => {
-                let part = quota_own(key.clone(), quota.clone(), redis(true));
-                Some((Kept::Own(part), cap))
+                let part = quota_part(key.clone(), quota.clone(), redis(true));
+                Some((part, cap))
             }
-            Some(_) => (fixed.server_quota.clone()).map(|quota| (Kept::Fixed(quota), cap)),
+            Some(_) => fixed.server_quota.clone().map(|quota| (quota, cap)),
             None => None,
         };
         let adaptive = match config.adaptive {
