@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use resilient_http::breaker::{BreakerConfig, State, Window};
+use resilient_http::policy::EndpointPolicy;
 use resilient_http::retry::RetryPolicy;
 use resilient_http::testkit::{FaultServer, Reply};
-use resilient_http::policy::EndpointPolicy;
 use resilient_http::{Client, ErrorKind};
 
 /// Every host name resolves to the loopback: `t7.example.com:<port>` reaches the fault
@@ -36,7 +36,10 @@ fn tenant(server: &FaultServer, name: &str, path: &str) -> String {
 /// 503 opens the breaker `client.breakers()` shows, and the next call to t0 is turned away.
 async fn a_call_in_flight_keeps_its_breaker(breaker_only: bool) {
     let server = FaultServer::start().await.unwrap();
-    server.script("/slow", [Reply::status(503).delay(Duration::from_millis(100))]);
+    server.script(
+        "/slow",
+        [Reply::status(503).delay(Duration::from_millis(100))],
+    );
     let breaker = BreakerConfig::builder()
         .max_breakers(4)
         .window(Window::Calls(1))
@@ -77,8 +80,14 @@ async fn a_call_in_flight_keeps_its_breaker(breaker_only: bool) {
     let err = call.await.unwrap().expect_err("t0 answers 503");
     assert_eq!(err.kind(), ErrorKind::Status, "{err}");
     let key = format!("http://t0.example.com:{}", server.addr().port());
-    let t0 = breakers.get(&key).expect("t0's breaker was kept while its call ran");
-    assert_eq!(t0.state(), State::Open, "the 503 did not land in t0's breaker");
+    let t0 = breakers
+        .get(&key)
+        .expect("t0's breaker was kept while its call ran");
+    assert_eq!(
+        t0.state(),
+        State::Open,
+        "the 503 did not land in t0's breaker"
+    );
     let err = client.get(&slow).send().await.expect_err("t0 is open");
     assert_eq!(err.kind(), ErrorKind::CircuitOpen, "{err}");
     assert_eq!(server.hits("/slow"), 1);
