@@ -130,6 +130,8 @@ impl BreakerRegistry {
     }
 
     /// The breaker of an endpoint key (see [`endpoint_key`](super::endpoint_key)), if it has one.
+    /// A handle kept keeps its breaker in the registry (as a call in flight does) until it is
+    /// dropped.
     pub fn get(&self, key: &str) -> Option<BreakerHandle> {
         let entry = self.inner.endpoints.get(key)?;
         entry.breaker_made().cloned().map(BreakerHandle)
@@ -147,7 +149,10 @@ impl BreakerRegistry {
 
     /// How many breakers there are.
     pub fn len(&self) -> usize {
-        self.keys().len()
+        let mut breakers = 0;
+        (self.inner.endpoints)
+            .for_each(|entry| breakers += usize::from(entry.breaker_made().is_some()));
+        breakers
     }
 
     /// Whether there are none.
