@@ -130,7 +130,9 @@ pub(crate) trait Entry: Send + Sync + 'static {
 /// the parts they use, so that one running while other endpoints churn through the map
 /// records its outcome into the breaker and guards the registries still show; and while a
 /// part itself still constrains a call (an open breaker, a hold, a spent rate limit...).
-/// Counting holders costs a call nothing: it clones the parts' `Arc`s anyway.
+/// Counting holders costs a call nothing: it clones the parts' `Arc`s anyway. (A call that
+/// found the entry in the snapshot just as it was dropped, before it cloned the parts, races
+/// with the drop and may use them, as any reader of a lock-free snapshot may.)
 pub(crate) struct Endpoint {
     key: Arc<str>,
     breaker: OnceLock<Arc<Breaker>>,
