@@ -15,11 +15,8 @@
 //! the lock for a few calls only, not for half the map's; endpoints called fewer times while
 //! new never bring a rebuild forward this way (see [`Newest::due`]).
 //!
-//! An entry can become stale ([`Entry::stale`]: the policies' cache of breakers and guards,
-//! when a registry drops one of them): a lookup that finds it makes a fresh one among the
-//! newest under the same key, which replaces it at the next rebuild (counted and listed once
-//! until then), and every rebuild drops whatever stale entries are left, so that none keeps
-//! what it holds alive past it.
+//! Each endpoint has one entry ([`Endpoint`]): its breaker and its guards, when a policy
+//! keeps both per endpoint, found in one lookup.
 //!
 //! When the map is full, the idlest entries are dropped, in a batch (down to three quarters
 //! of the bound, so that the rebuild is amortised over a quarter of the bound's insertions),
@@ -37,10 +34,13 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use arc_swap::ArcSwap;
 use url::{Position, Url};
+
+use crate::breaker::Breaker;
+use crate::overload::Guards;
 
 /// The key of a request to `url`'s breaker in a [`CircuitBreakerLayer`](crate::breaker::CircuitBreakerLayer):
 /// the layer's one key for all its requests if it has one, else the URL's [`endpoint_key`].
@@ -116,14 +116,91 @@ pub(crate) trait Entry: Send + Sync + 'static {
     fn busy(&self) -> bool;
     /// Dropped from the map (calls holding it keep it until they end).
     fn evicted(&self, _key: &str) {}
-    /// No longer to be handed out: a lookup that finds it makes a new entry in its place,
-    /// which replaces it in the snapshot at the next rebuild (an entry of a cache whose
-    /// parts another map dropped); a rebuild drops the stale entries not replaced (without
-    /// [`evicted`](Entry::evicted): their parts were). Asked on every lookup that finds it
-    /// and, for each entry, at every rebuild; once stale, an entry is expected to stay so.
+}
+
+/// One endpoint's entry in a policy's map: its breaker and its overload guards, each made
+/// by the registry that keeps it (a [`BreakerRegistry`](crate::breaker::BreakerRegistry),
+/// a [`GuardRegistry`](crate::overload::GuardRegistry)) the first time that registry needs
+/// it. A policy whose breaker and guards are both per endpoint keeps both registries over
+/// one map of these: a call finds both in one lookup, and the entry is the one place
+/// either lives. A registry on its own (a `CircuitBreakerLayer` used alone, guards with no
+/// breaker per endpoint) fills only its part.
+///
+/// Busy (never evicted) while anything but the entry holds a part: calls in flight hold
+/// the parts they use, so that one running while other endpoints churn through the map
+/// records its outcome into the breaker and guards the registries still show; and while a
+/// part itself still constrains a call (an open breaker, a hold, a spent rate limit...).
+/// Counting holders costs a call nothing: it clones the parts' `Arc`s anyway. (A call that
+/// found the entry in the snapshot just as it was dropped, before it cloned the parts, races
+/// with the drop and may use them, as any reader of a lock-free snapshot may.)
+pub(crate) struct Endpoint {
+    key: Arc<str>,
+    breaker: OnceLock<Arc<Breaker>>,
+    guards: OnceLock<Arc<Guards>>,
+    last_used: AtomicU64,
+}
+
+impl Endpoint {
+    /// The entry of `key`, with whichever parts are given (the others made when first
+    /// asked for).
+    pub(crate) fn new(key: Arc<str>, breaker: Option<Breaker>, guards: Option<Guards>) -> Self {
+        Endpoint {
+            key,
+            breaker: once(breaker),
+            guards: once(guards),
+            last_used: AtomicU64::new(0),
+        }
+    }
+
+    /// Its breaker, made by `make` from its key if it has none yet.
     #[inline]
-    fn stale(&self) -> bool {
-        false
+    pub(crate) fn breaker(&self, make: impl FnOnce(&Arc<str>) -> Breaker) -> &Arc<Breaker> {
+        self.breaker.get_or_init(|| Arc::new(make(&self.key)))
+    }
+
+    /// Its guards, made by `make` from its key if it has none yet.
+    #[inline]
+    pub(crate) fn guards(&self, make: impl FnOnce(&Arc<str>) -> Guards) -> &Arc<Guards> {
+        self.guards.get_or_init(|| Arc::new(make(&self.key)))
+    }
+
+    /// Its breaker, if one was made.
+    pub(crate) fn breaker_made(&self) -> Option<&Arc<Breaker>> {
+        self.breaker.get()
+    }
+
+    /// Its guards, if they were made.
+    pub(crate) fn guards_made(&self) -> Option<&Arc<Guards>> {
+        self.guards.get()
+    }
+}
+
+/// A part given, or to make.
+fn once<T>(part: Option<T>) -> OnceLock<Arc<T>> {
+    part.map(Arc::new)
+        .map_or_else(OnceLock::new, OnceLock::from)
+}
+
+impl Entry for Endpoint {
+    fn last_used(&self) -> &AtomicU64 {
+        &self.last_used
+    }
+
+    /// Held by a call (or a handle, a waiting reservation) beside this entry, or a part
+    /// still constrains calls: a fresh entry in its place would lose what they record, or
+    /// forget that limit.
+    fn busy(&self) -> bool {
+        let breaker = (self.breaker.get())
+            .is_some_and(|breaker| Arc::strong_count(breaker) > 1 || breaker.busy());
+        breaker
+            || (self.guards.get())
+                .is_some_and(|guards| Arc::strong_count(guards) > 1 || guards.busy())
+    }
+
+    fn evicted(&self, _key: &str) {
+        if let Some(breaker) = self.breaker.get() {
+            breaker.evicted();
+        }
     }
 }
 
@@ -154,9 +231,6 @@ const HOT: u32 = 16;
 /// here.
 struct Newest<T> {
     map: HashMap<Arc<str>, (Arc<T>, u32), foldhash::fast::RandomState>,
-    /// How many keys here are also in the snapshot (a fresh entry for a stale one there), so
-    /// counted once: the snapshot's entry is replaced at the next rebuild.
-    shadowing: usize,
     /// Lookups that found their entry here (under the lock) since the last rebuild.
     hits: usize,
     /// Whether one entry here was found [`HOT`] times.
@@ -208,7 +282,7 @@ impl<T> Newest<T> {
 
     /// Entries, each key once: in the snapshot `current` or here.
     fn total(&self, current: &Map<T>) -> usize {
-        current.len() + self.map.len() - self.shadowing
+        current.len() + self.map.len()
     }
 }
 
@@ -280,7 +354,6 @@ impl<T: Entry> Keyed<T> {
             map: ArcSwap::from_pointee(Map::default()),
             writer: Mutex::new(Newest {
                 map: HashMap::default(),
-                shadowing: 0,
                 hits: 0,
                 hot: false,
                 evict_at: max,
@@ -303,19 +376,16 @@ impl<T: Entry> Keyed<T> {
         key: &K,
         make: impl FnOnce(Arc<str>) -> T,
     ) -> Arc<T> {
-        if let Some(entry) = self.map.load().get(key.as_str())
-            && !entry.stale()
-        {
+        if let Some(entry) = self.map.load().get(key.as_str()) {
             self.touch(entry);
             return entry.clone();
         }
         self.insert(key, make)
     }
 
-    /// Notes that `entry` was used now (written only when that changed): for a caller that
-    /// found it elsewhere (a cache over this map), so that it is not taken for idle.
+    /// Notes that `entry` was used now (written only when that changed).
     #[inline]
-    pub(crate) fn touch(&self, entry: &T) {
+    fn touch(&self, entry: &T) {
         let now = self.insertions.load(Relaxed);
         if entry.last_used().load(Relaxed) != now {
             entry.last_used().store(now, Relaxed);
@@ -332,13 +402,10 @@ impl<T: Entry> Keyed<T> {
         let mut newest = self.lock();
         // The snapshot changes only under the lock: this one is current until it is let go.
         let mut current = self.map.load_full();
-        if let Some(entry) = current.get(key).filter(|entry| !entry.stale()) {
+        if let Some(entry) = current.get(key) {
             return entry.clone();
         }
-        // A stale entry here is replaced by the insertion below.
-        if let Some((entry, found)) = newest.map.get_mut(key)
-            && !entry.stale()
-        {
+        if let Some((entry, found)) = newest.map.get_mut(key) {
             *found += 1;
             let hot = *found >= HOT;
             let entry = entry.clone();
@@ -365,12 +432,7 @@ impl<T: Entry> Keyed<T> {
         let entry = Arc::new(make(key.clone()));
         let epoch = self.insertions.fetch_add(1, Relaxed) + 1;
         entry.last_used().store(epoch, Relaxed);
-        // A key of the snapshot (its entry stale) is counted once: this entry replaces that
-        // one at the next rebuild. One more lookup, on insertions only.
-        let shadows = current.contains_key(&key);
-        if newest.map.insert(key, (entry.clone(), 0)).is_none() && shadows {
-            newest.shadowing += 1;
-        }
+        newest.map.insert(key, (entry.clone(), 0));
         if newest.due(current.len()) {
             self.merge(&current, &mut newest);
         }
@@ -387,7 +449,7 @@ impl<T: Entry> Keyed<T> {
     }
 
     /// `current` with the newest entries moved in (replacing the entries of their keys), and
-    /// the stale entries and those `keep` refuses left out, for a new snapshot: the newest
+    /// the entries `keep` refuses left out, for a new snapshot: the newest
     /// start again empty. A clone of `current`, not a map filled anew: a clone keeps each
     /// entry in its place (no key hashed again) and the capacity the map grew to, so that a
     /// map churning at its bound never grows its table again.
@@ -399,14 +461,13 @@ impl<T: Entry> Keyed<T> {
         // Into the table of an earlier snapshot if one is spare: same size, no allocation.
         let mut next = newest.spare.take().unwrap_or_default();
         next.clone_from(current);
-        next.retain(|key, entry| !entry.stale() && keep(key, entry));
+        next.retain(|key, entry| keep(key, entry));
         next.reserve(newest.map.len());
         for (key, (entry, _)) in newest.map.drain() {
-            if !entry.stale() && keep(&key, &entry) {
+            if keep(&key, &entry) {
                 next.insert(key, entry);
             }
         }
-        newest.shadowing = 0;
         newest.hits = 0;
         newest.hot = false;
         next
@@ -429,9 +490,9 @@ impl<T: Entry> Keyed<T> {
         let now = self.insertions.load(Relaxed);
         let mut ages = std::mem::take(&mut newest.ages);
         ages.clear();
-        let live = |entry: &T| (!entry.stale()).then(|| entry.last_used().load(Relaxed));
-        ages.extend(current.values().filter_map(|entry| live(entry)));
-        ages.extend(newest.map.values().filter_map(|(entry, _)| live(entry)));
+        let age = |entry: &T| entry.last_used().load(Relaxed);
+        ages.extend(current.values().map(|entry| age(entry)));
+        ages.extend(newest.map.values().map(|(entry, _)| age(entry)));
         let live_entries = ages.len();
         let excess = ages.len().saturating_sub(self.max - batch);
         let mut oldest = Oldest::among(&mut ages, excess, now);
@@ -493,29 +554,38 @@ impl<T: Entry> Keyed<T> {
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<Arc<T>> {
-        if let Some(entry) = self.map.load().get(key).filter(|entry| !entry.stale()) {
+        if let Some(entry) = self.map.load().get(key) {
             return Some(entry.clone());
         }
-        self.lock()
-            .map
-            .get(key)
-            .map(|(entry, _)| entry)
-            .filter(|entry| !entry.stale())
-            .cloned()
+        self.lock().map.get(key).map(|(entry, _)| entry).cloned()
     }
 
-    /// Each key once (a key among the newest may also be in the snapshot, stale there).
+    /// Every key.
+    #[cfg(test)]
     pub(crate) fn keys(&self) -> Vec<Arc<str>> {
+        self.keys_where(|_| true)
+    }
+
+    /// Calls `f` with every entry (under the writers' lock: for what is rare, a reload).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&T)) {
+        let newest = self.lock();
+        self.map.load().values().for_each(|entry| f(entry));
+        newest.map.values().for_each(|(entry, _)| f(entry));
+    }
+
+    /// The keys of the entries `keep` accepts, each once.
+    pub(crate) fn keys_where(&self, keep: impl Fn(&T) -> bool) -> Vec<Arc<str>> {
         let newest = self.lock();
         let current = self.map.load();
-        let mut keys = Vec::with_capacity(newest.total(&current));
+        let mut keys: Vec<Arc<str>> = (current.iter())
+            .filter(|(_, entry)| keep(entry))
+            .map(|(key, _)| key.clone())
+            .collect();
         keys.extend(
-            current
-                .keys()
-                .filter(|key| newest.shadowing == 0 || !newest.map.contains_key(*key))
-                .cloned(),
+            (newest.map.iter())
+                .filter(|(_, (entry, _))| keep(entry))
+                .map(|(key, _)| key.clone()),
         );
-        keys.extend(newest.map.keys().cloned());
         keys
     }
 
@@ -539,7 +609,6 @@ mod tests {
     struct Item {
         used: AtomicU64,
         busy: AtomicBool,
-        stale: AtomicBool,
     }
 
     impl Entry for Item {
@@ -549,9 +618,6 @@ mod tests {
         fn busy(&self) -> bool {
             BUSY_ASKED.with(|asked| asked.set(asked.get() + 1));
             self.busy.load(Relaxed)
-        }
-        fn stale(&self) -> bool {
-            self.stale.load(Relaxed)
         }
     }
 
@@ -564,7 +630,6 @@ mod tests {
         Item {
             used: AtomicU64::new(0),
             busy: AtomicBool::new(false),
-            stale: AtomicBool::new(false),
         }
     }
 
@@ -741,72 +806,6 @@ mod tests {
                 .is_some_and(|found| Arc::ptr_eq(&found, &last))
         );
         assert_eq!(keyed.len(), 101);
-    }
-
-    /// A stale entry of the snapshot replaced among the newest is counted and listed once,
-    /// and no stale entry outlives the next rebuild, replaced or not (a stale pair of the
-    /// policies' cache would keep a dropped breaker and guards alive).
-    #[test]
-    fn a_stale_entry_is_counted_once_and_gone_at_the_next_rebuild() {
-        let keyed = Keyed::new(1024, "test");
-        for i in 0..100 {
-            keyed.get_or_insert(&format!("k{i}"), item);
-        }
-        // Everything in the snapshot: the lookups below find their keys there.
-        let snapshot = {
-            let mut newest = keyed.lock();
-            let current = keyed.map.load_full();
-            keyed.merge(&current, &mut newest);
-            keyed.map.load_full()
-        };
-        assert_eq!(snapshot.len(), 100);
-        let old = keyed.get_or_insert("k1", item);
-        old.stale.store(true, Relaxed);
-        let lingering = keyed.get_or_insert("k2", item);
-        lingering.stale.store(true, Relaxed);
-        let fresh = keyed.get_or_insert("k1", item);
-        assert!(!Arc::ptr_eq(&old, &fresh));
-        assert!(Arc::ptr_eq(&keyed.map.load_full(), &snapshot), "merged");
-        assert_eq!(keyed.len(), 100);
-        let keys = keyed.keys();
-        assert_eq!(keys.len(), 100);
-        assert_eq!(keys.iter().filter(|key| &***key == "k1").count(), 1);
-        assert!(
-            keyed
-                .get("k1")
-                .is_some_and(|found| Arc::ptr_eq(&found, &fresh))
-        );
-        assert!(keyed.get("k2").is_none());
-        drop(snapshot);
-        // New endpoints until the next rebuild.
-        let before = keyed.map.load_full();
-        let mut i = 100;
-        while Arc::ptr_eq(&keyed.map.load_full(), &before) {
-            keyed.get_or_insert(&format!("k{i}"), item);
-            i += 1;
-        }
-        drop(before);
-        let now = keyed.map.load_full();
-        assert!(
-            now.get("k1")
-                .is_some_and(|found| Arc::ptr_eq(found, &fresh))
-        );
-        assert!(
-            !now.contains_key("k2"),
-            "a stale entry outlived the rebuild"
-        );
-        assert_eq!(
-            Arc::strong_count(&old),
-            1,
-            "the replaced entry is still held"
-        );
-        assert_eq!(
-            Arc::strong_count(&lingering),
-            1,
-            "the stale entry is still held"
-        );
-        assert_eq!(keyed.len(), i - 1);
-        assert_eq!(keyed.keys().len(), i - 1);
     }
 
     /// A new endpoint called again and again reaches the lock-free snapshot after a few

@@ -1,21 +1,24 @@
 //! One breaker per endpoint key, in a bounded map that readers never lock (see
-//! [`Keyed`](crate::keyed)): when it is full, the idlest closed breakers are dropped. One
-//! that is not closed (open, half-open, or forced either way) is never dropped: a fresh
-//! closed breaker in its place would let calls through that it turns away. If every breaker
-//! is busy so, the map grows past `max_breakers` instead (counted, and a WARN once).
+//! [`Keyed`](crate::keyed)), each in its endpoint's entry ([`Endpoint`], with the endpoint's
+//! guards when a policy keeps both per endpoint): when it is full, the idlest closed breakers
+//! are dropped. One that is not closed (open, half-open, or forced either way) is never
+//! dropped: a fresh closed breaker in its place would let calls through that it turns away;
+//! nor one a call in flight holds, whose outcome would land in a breaker no longer shown. If
+//! every breaker is busy so, the map grows past `max_breakers` instead (counted, and a WARN
+//! once).
 //!
 //! Metric series (feature `metrics`) are bounded here too: a registry gives series of their
 //! own to at most `max_breakers` keys over its life, and the breakers beyond share the
 //! `_OTHER` label; see the [telemetry docs](crate::telemetry).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use super::config::BreakerConfig;
 use super::state::{Breaker, Permit, Verdict};
 use super::{State, WindowCounts};
 use crate::error::Error;
-use crate::keyed::{Entry, Key, Keyed};
+use crate::keyed::{Endpoint, Key, Keyed};
 
 /// The breakers of one [`CircuitBreakerLayer`](super::CircuitBreakerLayer), by endpoint key.
 /// Cheap to clone; clones share the breakers.
@@ -25,40 +28,33 @@ pub struct BreakerRegistry {
 }
 
 struct Inner {
-    breakers: Keyed<Breaker>,
+    /// The endpoints' entries, whose breakers are this registry's: its own map, which a
+    /// policy's guards share when they too are kept per endpoint (see
+    /// [`Endpoint`](crate::keyed::Endpoint)).
+    endpoints: Arc<Keyed<Endpoint>>,
     config: Arc<BreakerConfig>,
     /// The keys this registry gave metric series of their own (at most `max_breakers`: see
-    /// the telemetry docs); counted while adding a breaker, under the map's writers' lock.
+    /// the telemetry docs); counted while adding a breaker.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     series: AtomicUsize,
 }
 
-impl Entry for Breaker {
-    fn last_used(&self) -> &AtomicU64 {
-        &self.last_used
-    }
-
+impl Breaker {
     /// Open, half-open or forced: dropping it for a fresh closed breaker would forget that.
-    fn busy(&self) -> bool {
-        self.state() != State::Closed
+    /// Not once retired: no call asks it any more, and an open breaker no call probes stays
+    /// open for ever.
+    pub(crate) fn busy(&self) -> bool {
+        self.state() != State::Closed && !self.retired.load(Relaxed)
     }
 
-    fn evicted(&self, _key: &str) {
-        self.evicted.store(true, Relaxed);
+    /// Dropped from its registry (calls holding it keep it until they end).
+    pub(crate) fn evicted(&self) {
         // Its series stay (a recorder cannot drop one): leave them saying what the next call
         // will find, a fresh closed breaker, rather than an open circuit that no longer is.
         #[cfg(feature = "metrics")]
         if self.busy() {
             crate::telemetry::meters::breaker_state(self.key(), State::Closed);
         }
-    }
-}
-
-impl Breaker {
-    /// Whether its registry dropped it (it never comes back: a new breaker takes its key).
-    #[inline]
-    pub(crate) fn dropped(&self) -> bool {
-        self.evicted.load(Relaxed)
     }
 }
 
@@ -75,7 +71,7 @@ impl BreakerRegistry {
     pub fn new(config: BreakerConfig) -> Self {
         BreakerRegistry {
             inner: Arc::new(Inner {
-                breakers: Keyed::new(config.max_breakers, "breakers"),
+                endpoints: Arc::new(Keyed::new(config.max_breakers, "breakers")),
                 config: Arc::new(config),
                 series: AtomicUsize::new(0),
             }),
@@ -85,26 +81,47 @@ impl BreakerRegistry {
     /// The breaker of endpoint `key`, made if it has none (its key shared if `key` is an
     /// `Arc<str>`).
     pub(crate) fn breaker<K: Key + ?Sized>(&self, key: &K) -> Arc<Breaker> {
-        let inner = &self.inner;
-        inner.breakers.get_or_insert(key, |key| {
-            #[cfg(feature = "metrics")]
-            {
-                use crate::telemetry::meters::{Series, breaker_series};
-                // Before the breaker exists, whose first act is to set its state gauge.
-                let own = inner.series.load(Relaxed) < inner.config.max_breakers;
-                if breaker_series(&key, own) == Series::New {
-                    inner.series.fetch_add(1, Relaxed);
-                }
-            }
-            Breaker::new(key, inner.config.clone())
-        })
+        let entry = (self.inner.endpoints).get_or_insert(key, |key| {
+            let breaker = self.make(&key);
+            Endpoint::new(key, Some(breaker), None)
+        });
+        self.breaker_of(&entry).clone()
     }
 
-    /// Notes that `breaker`, one of its own, was used now (found through a cache over this
-    /// registry, not a lookup), so that it is not dropped as idle.
+    /// The breaker of `entry`, one of this registry's map, made if it has none.
     #[inline]
-    pub(crate) fn touch(&self, breaker: &Breaker) {
-        self.inner.breakers.touch(breaker);
+    pub(crate) fn breaker_of<'e>(&self, entry: &'e Endpoint) -> &'e Arc<Breaker> {
+        entry.breaker(|key| self.make(key))
+    }
+
+    /// A new breaker for endpoint `key`.
+    pub(crate) fn make(&self, key: &Arc<str>) -> Breaker {
+        let inner = &self.inner;
+        #[cfg(feature = "metrics")]
+        {
+            use crate::telemetry::meters::{Series, breaker_series};
+            // Before the breaker exists, whose first act is to set its state gauge.
+            let own = inner.series.load(Relaxed) < inner.config.max_breakers;
+            if breaker_series(key, own) == Series::New {
+                inner.series.fetch_add(1, Relaxed);
+            }
+        }
+        Breaker::new(key.clone(), inner.config.clone())
+    }
+
+    /// Retires every breaker it has (a reload that kept the guards beside them, not them):
+    /// their states no longer keep their entries from being dropped.
+    pub(crate) fn retire(&self) {
+        (self.inner.endpoints).for_each(|entry| {
+            if let Some(breaker) = entry.breaker_made() {
+                breaker.retired.store(true, Relaxed);
+            }
+        });
+    }
+
+    /// The map of its breakers' entries, for guards kept per endpoint beside them.
+    pub(crate) fn endpoints(&self) -> &Arc<Keyed<Endpoint>> {
+        &self.inner.endpoints
     }
 
     /// The settings its breakers follow.
@@ -113,8 +130,11 @@ impl BreakerRegistry {
     }
 
     /// The breaker of an endpoint key (see [`endpoint_key`](super::endpoint_key)), if it has one.
+    /// A handle kept keeps its breaker in the registry (as a call in flight does) until it is
+    /// dropped.
     pub fn get(&self, key: &str) -> Option<BreakerHandle> {
-        self.inner.breakers.get(key).map(BreakerHandle)
+        let entry = self.inner.endpoints.get(key)?;
+        entry.breaker_made().cloned().map(BreakerHandle)
     }
 
     /// The breaker of an endpoint key, made if it has none yet (to force it open, say).
@@ -124,12 +144,15 @@ impl BreakerRegistry {
 
     /// All endpoint keys with a breaker.
     pub fn keys(&self) -> Vec<Arc<str>> {
-        self.inner.breakers.keys()
+        (self.inner.endpoints).keys_where(|entry| entry.breaker_made().is_some())
     }
 
     /// How many breakers there are.
     pub fn len(&self) -> usize {
-        self.inner.breakers.len()
+        let mut breakers = 0;
+        (self.inner.endpoints)
+            .for_each(|entry| breakers += usize::from(entry.breaker_made().is_some()));
+        breakers
     }
 
     /// Whether there are none.

@@ -170,12 +170,11 @@ pub(crate) struct Breaker {
     open_until: AtomicU64,
     outcomes: Outcomes,
     base: Instant,
-    /// The registry epoch of the last use, for evicting idle breakers.
-    pub(super) last_used: AtomicU64,
-    /// Dropped from its registry: a cache that holds it must look the registry up again.
-    pub(super) evicted: AtomicBool,
     /// Whether `on_state_change` panicked once already: logged the first time only.
     callback_panicked: AtomicBool,
+    /// Left behind by a reload that kept its endpoint's guards but not the breakers: its
+    /// state no longer keeps the entry it shares with them (see `Breaker::busy`).
+    pub(super) retired: AtomicBool,
 }
 
 impl fmt::Debug for Breaker {
@@ -199,9 +198,8 @@ impl Breaker {
             open_until: AtomicU64::new(0),
             outcomes,
             base: Instant::now(),
-            last_used: AtomicU64::new(0),
-            evicted: AtomicBool::new(false),
             callback_panicked: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
         }
     }
 

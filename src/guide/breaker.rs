@@ -61,7 +61,8 @@
 //!   `on_state_change` never reaches a call: the state changes all the same, and the panic is
 //!   logged at ERROR, once per breaker.
 //! - A policy keeps the breakers of [`max_breakers`](crate::breaker::BreakerConfigBuilder::max_breakers)
-//!   endpoints, dropping idle closed ones first; an open breaker is never dropped. Past the
+//!   endpoints, dropping idle closed ones first; an open breaker, or one with a call in flight,
+//!   is never dropped (the call's outcome lands in the breaker the registry shows). Past the
 //!   bound (calls spread over more endpoints than that), a new endpoint costs O(1)
 //!   amortised and no system call: idle ones are dropped in batches of a quarter of it.
 //!

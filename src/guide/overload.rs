@@ -8,9 +8,10 @@
 //! [scope](super::policies#endpoints-and-scopes), one state per rule or one shared by every rule
 //! that names it (one quota in one bucket across rules, whatever the host). Each is lock-free when a call goes
 //! straight through, and cancellation-safe: a dropped call gives back every place and token.
-//! A policy keeps the guards of `max_breakers` endpoints (1,024), dropping idle ones first;
-//! guards that still limit a call (a spent or partly spent rate limit, a drawn-down budget, a
-//! hold, calls in flight or queued) are never dropped: the map grows past its bound instead,
+//! A policy keeps the guards of `max_breakers` endpoints (1,024), in one map with their breakers
+//! when both are per endpoint, dropping idle ones first; guards that still limit a call (a
+//! spent or partly spent rate limit, a drawn-down budget, a hold, calls in flight or queued)
+//! or that a call in flight holds are never dropped: the map grows past its bound instead,
 //! with a WARN once and the `resilient_http.endpoints.over_bound` counter.
 //! [`Client::overload(policy, key)`](crate::Client::overload) reads a state's guards, by its key:
 //! the endpoint key, the rule's name, or `name:<name>`.

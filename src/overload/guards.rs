@@ -23,7 +23,6 @@
 //! - [`Guards::bulkhead`]: at most so many calls at once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
@@ -41,7 +40,7 @@ use super::shared::{Budget, Fleet, FleetKeys, Held, Quotas, Rate, Reserve};
 use super::throttle::{Criticality, Throttle, ThrottleConfig};
 use crate::breaker::Breaker;
 use crate::error::{Error, ErrorKind, Short};
-use crate::keyed::{self, Keyed};
+use crate::keyed::{self, Endpoint, Keyed};
 use crate::policy::Scope;
 use crate::retry::{BudgetConfig, RetryBudget};
 use crate::telemetry::overload::{self as telemetry, Guard};
@@ -253,9 +252,6 @@ pub(crate) struct Guards {
     /// Which parts are this entry's own, host-scoped: only they make it busy (the fixed
     /// ones outlive it, held by the policy).
     own: Own,
-    last_used: AtomicU64,
-    /// Dropped from its registry: a cache that holds them must look the registry up again.
-    evicted: AtomicBool,
 }
 
 /// Which of an entry's parts are its own.
@@ -402,8 +398,6 @@ impl Guards {
             adaptive,
             throttle,
             own,
-            last_used: AtomicU64::new(0),
-            evicted: AtomicBool::new(false),
         }
     }
 
@@ -775,12 +769,6 @@ impl Guards {
         !spent
     }
 
-    /// Whether their registry dropped them (they never come back: new guards take the key).
-    #[inline]
-    pub(crate) fn dropped(&self) -> bool {
-        self.evicted.load(Relaxed)
-    }
-
     /// The endpoint key these guards belong to.
     pub(crate) fn key(&self) -> &str {
         &self.key
@@ -878,21 +866,13 @@ fn release_delay(window: Duration, end: Instant, deadline: Option<Instant>) -> D
     room.mul_f64(fastrand::f64())
 }
 
-impl keyed::Entry for Guards {
-    fn last_used(&self) -> &AtomicU64 {
-        &self.last_used
-    }
-
-    fn evicted(&self, _key: &str) {
-        self.evicted.store(true, Relaxed);
-    }
-
+impl Guards {
     /// Whether these guards still constrain a call, so that guards made afresh in their place
     /// would forget a limit: a hold, a rate limit not back to its full burst (its TAT ahead
     /// of now: spent or partly spent, or slots reserved by waiting calls), a retry budget
     /// with retries spent in its window, calls in the bulkhead or its queue. Asked only when
     /// the map is full.
-    fn busy(&self) -> bool {
+    pub(crate) fn busy(&self) -> bool {
         let now = Instant::now();
         let own = self.own;
         let held =
@@ -916,7 +896,9 @@ impl keyed::Entry for Guards {
 /// for every request, found without a lookup. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct GuardRegistry {
-    guards: Arc<Keyed<Guards>>,
+    /// The endpoints' entries, whose guards are this registry's: the policy's breakers' map
+    /// when they too are kept per endpoint (one lookup finds both), else its own.
+    guards: Arc<Keyed<Endpoint>>,
     config: Arc<GuardsConfig>,
     fleet: Option<FleetKeys>,
     fixed: FixedParts,
@@ -937,12 +919,15 @@ impl GuardRegistry {
     /// `None` when the config turns nothing on. `fleet`: the Redis the host-scoped parts
     /// share (holds always; the rate limit and budget when the config says so). `fixed`:
     /// the parts scoped to the rule or a name, made by the policy called `rule`.
+    /// `endpoints`: the map of the policy's breakers, if they are kept per endpoint, which
+    /// the guards then share (else they have their own, of `max_endpoints`).
     pub(crate) fn new(
         config: GuardsConfig,
         max_endpoints: usize,
         fleet: Option<FleetKeys>,
         fixed: FixedParts,
         rule: &Arc<str>,
+        endpoints: Option<&Arc<Keyed<Endpoint>>>,
     ) -> Option<Self> {
         if config.is_off() {
             return None;
@@ -951,8 +936,14 @@ impl GuardRegistry {
             let key = config.fixed_key(rule);
             Arc::new(Guards::new(key, &config, fleet.as_ref(), &fixed))
         });
+        let guards = match endpoints {
+            Some(endpoints) if only.is_none() && endpoints.max() == max_endpoints => {
+                endpoints.clone()
+            }
+            _ => Arc::new(Keyed::new(max_endpoints, "overload_guards")),
+        };
         Some(GuardRegistry {
-            guards: Arc::new(Keyed::new(max_endpoints, "overload_guards")),
+            guards,
             config: Arc::new(config),
             fleet,
             fixed,
@@ -980,16 +971,27 @@ impl GuardRegistry {
         if let Some(only) = &self.only {
             return only.clone();
         }
-        self.guards.get_or_insert(key, |key| {
-            Guards::new(key, &self.config, self.fleet.as_ref(), &self.fixed)
-        })
+        let entry = self.guards.get_or_insert(key, |key| {
+            let guards = self.make(&key);
+            Endpoint::new(key, None, Some(guards))
+        });
+        self.guards_of(&entry).clone()
     }
 
-    /// Notes that `guards`, an entry of its own, were used now (found through a cache over
-    /// this registry, not a lookup), so that they are not dropped as idle.
+    /// The guards of `entry`, one of this registry's map, made if it has none.
     #[inline]
-    pub(crate) fn touch(&self, guards: &Guards) {
-        self.guards.touch(guards);
+    pub(crate) fn guards_of<'e>(&self, entry: &'e Endpoint) -> &'e Arc<Guards> {
+        entry.guards(|key| self.make(key))
+    }
+
+    /// New guards for endpoint `key`.
+    pub(crate) fn make(&self, key: &Arc<str>) -> Guards {
+        Guards::new(key.clone(), &self.config, self.fleet.as_ref(), &self.fixed)
+    }
+
+    /// The map of its entries (shared with the policy's breakers when they are per endpoint).
+    pub(crate) fn endpoints(&self) -> &Arc<Keyed<Endpoint>> {
+        &self.guards
     }
 
     /// The guards of endpoint `key`, if a call has used them (and they were not evicted
@@ -997,7 +999,7 @@ impl GuardRegistry {
     pub(crate) fn get(&self, key: &str) -> Option<Arc<Guards>> {
         match &self.only {
             Some(only) => (only.key() == key).then(|| only.clone()),
-            None => self.guards.get(key),
+            None => (self.guards.get(key)).and_then(|entry| entry.guards_made().cloned()),
         }
     }
 }
@@ -1032,7 +1034,7 @@ mod tests {
             scopes: GuardScopes::default(),
         };
         let rule: Arc<str> = Arc::from("default");
-        let registry = GuardRegistry::new(config, 16, None, FixedParts::default(), &rule)
+        let registry = GuardRegistry::new(config, 16, None, FixedParts::default(), &rule, None)
             .ok_or("no guards")?;
         Ok(registry.guards_at("http://127.0.0.1:80"))
     }

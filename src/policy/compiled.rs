@@ -1,7 +1,6 @@
 //! Policies turned, once, into the settings of every layer.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use http::Method;
@@ -16,7 +15,7 @@ use crate::classify::SharedClassifier;
 use crate::deadline::{DEFAULT_MARGIN, Propagate};
 use crate::error::Error;
 use crate::extras::Extras;
-use crate::keyed::{self, Keyed, endpoint_key};
+use crate::keyed::{Endpoint, endpoint_key};
 use crate::overload::adaptive::AdaptiveLimit;
 use crate::overload::bulkhead::Bulkhead;
 use crate::overload::throttle::{Criticality, Throttle};
@@ -89,7 +88,7 @@ pub(crate) struct CompiledPolicy {
     // The endpoints' overload guards; `None` when the policy turns none on.
     guards: Option<GuardRegistry>,
     // Each endpoint's breaker and guards, found in one lookup; `None` unless both are kept
-    // per endpoint (else there is one lookup or none already).
+    // per endpoint in one map (else there is one lookup or none already).
     endpoints: Option<Endpoints>,
     // The servers with metric labels of their own (`metrics_server_address`), if it is on.
     server_series: Option<Arc<ServerSeries>>,
@@ -298,7 +297,10 @@ impl CompiledPolicy {
         let keys = fleet.map(|fleet| FleetKeys::new(fleet.clone(), name.clone()));
         let fixed = fixed_parts(&name, &guards, keys.as_ref(), base.named).map_err(named)?;
         let max_endpoints = base.breaker.map_or(1024, |b| b.max_breakers());
-        let guards = GuardRegistry::new(guards, max_endpoints, keys, fixed, &name);
+        // The breakers' map, shared by guards kept per endpoint: one lookup finds both.
+        let breakers_by_host = breaker.registry().filter(|_| fixed_breaker.is_none());
+        let endpoints = breakers_by_host.map(BreakerRegistry::endpoints);
+        let guards = GuardRegistry::new(guards, max_endpoints, keys, fixed, &name, endpoints);
         let endpoints = Endpoints::over(&breaker, fixed_breaker.as_ref(), guards.as_ref());
         let server_series = server_series(*metrics_server_address, max_endpoints).map_err(named)?;
         let propagate = propagate_deadline.as_ref().and_then(|header| {
@@ -447,9 +449,17 @@ impl CompiledPolicy {
             && guards.same_setup(old)
         {
             *guards = old.clone();
+            // The guards kept, the breakers beside them in their map not: the old breakers'
+            // states (an open one stays open, no call probing it) must not keep the entries.
+            if let Some(old_breakers) = before.breaker.registry()
+                && Arc::ptr_eq(old_breakers.endpoints(), guards.endpoints())
+                && (self.breaker.registry())
+                    .is_none_or(|kept| !Arc::ptr_eq(kept.endpoints(), old_breakers.endpoints()))
+            {
+                old_breakers.retire();
+            }
         }
-        // A cache over the registries kept (or not): never `before`'s, which may hold the
-        // part that was not kept.
+        // One lookup for both if both were kept, or neither (then over one map still).
         let fixed = self.fixed_breaker.as_ref();
         self.endpoints = Endpoints::over(&self.breaker, fixed, self.guards.as_ref());
     }
@@ -502,22 +512,16 @@ impl CompiledPolicy {
     }
 }
 
-/// A policy's breaker and guards by endpoint key, when both are kept per endpoint: one lookup
-/// per call instead of one in each registry (≈ 400 instructions each).
+/// A policy's breaker and guards by endpoint key, when both are kept per endpoint: the two
+/// registries over one map ([`Endpoint`]), so that a call finds both in one lookup.
 ///
-/// A cache over the two registries, which stay what they were: where the state lives, what
-/// `client.breakers()` and `client.overload(..)` read, what a reload keeps part by part, and
-/// what is dropped when a registry is full (only idle entries, told apart by their own
-/// registry). An entry of the cache is never busy, so the cache never outgrows the bound.
-/// A call that finds the pair here notes in both registries that it used them, so that
-/// neither takes them for idle; an entry one of whose parts its registry dropped is stale
-/// ([`keyed::Entry::stale`]): the next call looks both up again and caches the new pair, so
-/// a call never uses a breaker or guards that `client.breakers()` or `client.overload(..)`
-/// no longer shows (but for the calls racing with the drop, as with a registry's own
-/// snapshot). A reload makes a new cache: the old one may hold the part it did not keep.
+/// The registries stay what they were to everything else: what `client.breakers()` and
+/// `client.overload(..)` read, what a reload keeps part by part. A reload that keeps one
+/// registry and not the other leaves them over two maps (the kept one's and the new one's):
+/// then each is looked up in its own, as for a policy that keeps only one per endpoint (the
+/// old breakers left beside kept guards are retired: see [`BreakerRegistry::retire`]).
 #[derive(Clone)]
 struct Endpoints {
-    pairs: Arc<Keyed<Endpoint>>,
     breakers: BreakerRegistry,
     guards: GuardRegistry,
 }
@@ -528,32 +532,9 @@ impl std::fmt::Debug for Endpoints {
     }
 }
 
-/// One endpoint's breaker and guards, each from its registry.
-struct Endpoint {
-    breaker: Arc<Breaker>,
-    guards: Arc<Guards>,
-    last_used: AtomicU64,
-}
-
-impl keyed::Entry for Endpoint {
-    fn last_used(&self) -> &AtomicU64 {
-        &self.last_used
-    }
-
-    /// Never: the state is in the registries, which keep what is busy.
-    fn busy(&self) -> bool {
-        false
-    }
-
-    #[inline]
-    fn stale(&self) -> bool {
-        self.breaker.dropped() || self.guards.dropped()
-    }
-}
-
 impl Endpoints {
-    /// The cache of a policy with `breaker` and `guards`; `None` unless both keep their
-    /// state per endpoint (no `fixed` breaker, guards with a host-scoped part).
+    /// The registries of a policy with `breaker` and `guards`, if both keep their state per
+    /// endpoint in one map (no `fixed` breaker, guards with a host-scoped part).
     fn over(
         breaker: &CircuitBreakerLayer,
         fixed: Option<&Arc<Breaker>>,
@@ -561,8 +542,7 @@ impl Endpoints {
     ) -> Option<Self> {
         let breakers = breaker.registry().filter(|_| fixed.is_none())?;
         let guards = guards.filter(|guards| guards.only().is_none())?;
-        Some(Endpoints {
-            pairs: Arc::new(Keyed::new(breakers.config().max_breakers(), "endpoints")),
+        Arc::ptr_eq(breakers.endpoints(), guards.endpoints()).then(|| Endpoints {
             breakers: breakers.clone(),
             guards: guards.clone(),
         })
@@ -571,14 +551,13 @@ impl Endpoints {
     /// The breaker and guards of endpoint `key`.
     #[inline]
     fn at(&self, key: &str) -> (Arc<Breaker>, Arc<Guards>) {
-        let pair = self.pairs.get_or_insert(key, |key| Endpoint {
-            breaker: self.breakers.breaker(&key),
-            guards: self.guards.guards_at(&key),
-            last_used: AtomicU64::new(0),
+        let entry = self.breakers.endpoints().get_or_insert(key, |key| {
+            let breaker = self.breakers.make(&key);
+            let guards = self.guards.make(&key);
+            Endpoint::new(key, Some(breaker), Some(guards))
         });
-        self.breakers.touch(&pair.breaker);
-        self.guards.touch(&pair.guards);
-        (pair.breaker.clone(), pair.guards.clone())
+        let breaker = self.breakers.breaker_of(&entry).clone();
+        (breaker, self.guards.guards_of(&entry).clone())
     }
 }
 
@@ -851,8 +830,8 @@ mod tests {
             .expect("the default policy compiles")
     }
 
-    /// A new endpoint's breaker and guards, made through the policy's cache of both, share
-    /// one copy of its key with the cache's entry: one allocation for the key, not three.
+    /// A new endpoint's breaker and guards, made in the policy's one map of both, share one
+    /// copy of its key with the map's entry: one allocation for the key, not three.
     #[test]
     fn an_endpoint_key_is_allocated_once_for_its_breaker_and_guards() {
         let policy = default_policy(&BreakerConfig::default());
@@ -866,5 +845,43 @@ mod tests {
             std::ptr::eq(breaker.key().as_ptr(), guards.key().as_ptr()),
             "the breaker and the guards each made a copy of the key"
         );
+    }
+
+    /// A reload that keeps the guards but not the breakers beside them in their map: the old
+    /// breakers (an open one stays open, no call probing it any more) no longer keep their
+    /// entries busy, so the guards' map can drop them when idle.
+    #[test]
+    fn a_reload_keeping_the_guards_alone_lets_the_old_breakers_go() {
+        use crate::breaker::State;
+        use crate::keyed::Entry;
+        let before = default_policy(&BreakerConfig::default());
+        let url = Url::parse("http://tenant-7.example:8080/x").expect("a URL");
+        let (Some(breaker), Some(_)) = before.endpoint(&url) else {
+            panic!("the default policy keeps a breaker and guards per endpoint");
+        };
+        breaker.force(State::ForcedOpen);
+        drop(breaker);
+        let other = BreakerConfig::builder()
+            .failure_rate(0.9)
+            .build()
+            .expect("a breaker config");
+        let mut after = default_policy(&other);
+        after.keep_state_of(&before);
+        let (Some(kept), Some(old)) = (after.guards(), before.guards()) else {
+            panic!("guards on");
+        };
+        assert!(
+            Arc::ptr_eq(kept.endpoints(), old.endpoints()),
+            "guards kept"
+        );
+        let entry = (kept.endpoints())
+            .get("http://tenant-7.example:8080")
+            .expect("the endpoint's entry");
+        assert!(!entry.busy(), "the old open breaker keeps the entry");
+        // The new policy's own breaker for the endpoint is a fresh one, closed.
+        let (Some(fresh), Some(_)) = after.endpoint(&url) else {
+            panic!("a breaker and guards");
+        };
+        assert_eq!(fresh.state(), State::Closed);
     }
 }
