@@ -76,7 +76,7 @@
 //! | `request queued: adaptive concurrency limit reached` | DEBUG | `endpoint` (the adaptive limit's scope), `limit` (the limit now), `queue_ms`, `policy`: an attempt waits for a place under the adaptive limit |
 //! | `request rejected: adaptive concurrency limit reached` | DEBUG | `endpoint`, `limit`, `policy`: at once (no queue timeout) or after queueing (kind `BulkheadFull`) |
 //! | `adaptive concurrency limit changed` | INFO | `endpoint` (the scope), `old_limit` (the last one said), `limit`, `policy` (the call whose attempt moved it): the limit moved more than 10 % away from the last one said |
-//! | `endpoint map over its bound` | WARN | `map` (`breakers`, `overload_guards`), `endpoints`, `max_endpoints`: a policy's breakers or guards outgrew [`max_breakers`](crate::breaker::BreakerConfigBuilder::max_breakers) because every endpoint kept still limits a call (an open or half-open breaker, a spent rate limit, a drawn-down retry budget, a hold, calls in flight or queued), which is never dropped; once per map |
+//! | `endpoint map over its bound` | WARN | `map` (`breakers`: a policy's endpoints, breaker and guards together when both are kept per endpoint, the default; `overload_guards`: guards without a breaker per endpoint), `endpoints`, `max_endpoints`: a policy's endpoints outgrew [`max_breakers`](crate::breaker::BreakerConfigBuilder::max_breakers) because every endpoint kept still limits a call (an open or half-open breaker, a spent rate limit, a drawn-down retry budget, a hold, calls in flight or queued), which is never dropped; once per map |
 //! | `hedge sent` | DEBUG | `attempt` (the hedge's number), `policy` |
 //! | `hedge skipped` | DEBUG | `reason` (`budget`, `retry_after`, `server_quota`, `rate_limit`, `circuit_open`, or `service_not_ready`: the service under a `RetryLayer` or `ResilientLayer` of your own pushed back), `policy`: a hedge was due and was kept back |
 //! | `request rejected by an outer layer` | DEBUG | `http.request.method`, `url.full`, `error.type`, `error`: a [`layer`](crate::ClientBuilder::layer) of yours (a load shed, a bulkhead) refused the call |
@@ -136,7 +136,7 @@
 //! | [`OVERLOAD_REJECTIONS`] | counter | `policy`, `reason`: `retry_after`, `server_quota` and `rate_limit` (kind `RateLimited`), `bulkhead` (`BulkheadFull`, at once or after queueing), `adaptive_concurrency` (`BulkheadFull` naming the adaptive limit), `budget` (a retry the budget refused: `BudgetExhausted`, also in [`GIVE_UPS`] as `budget_exhausted`), `throttle` (an attempt throttled locally: `Throttled`, with a `criticality` label) |
 //! | [`OVERLOAD_HOLDS`] | counter | `policy`: endpoints that became held at their server's request (a `Retry-After`, or the quota it advertises spent) |
 //! | [`HEDGES`] | counter | `policy`, `outcome`: `sent`, `won` (the call's answer came from a hedge), `skipped` (due, but kept back: see [`hedge`](crate::hedge)) |
-//! | [`ENDPOINTS_OVER_BOUND`] | counter | `map`: `breakers` or `overload_guards`; an endpoint added past `max_breakers` because every one kept was busy (see the `endpoint map over its bound` event) |
+//! | [`ENDPOINTS_OVER_BOUND`] | counter | `map`: `breakers` (with the guards beside them, when both are kept per endpoint) or `overload_guards`; an endpoint added past `max_breakers` because every one kept was busy (see the `endpoint map over its bound` event) |
 //!
 //! Every metric is described to the recorder, with its unit ([`metrics::Unit`]: seconds for
 //! the durations, a count for the others; the breaker state has none) and help text, when a
