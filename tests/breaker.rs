@@ -584,9 +584,9 @@ async fn through_the_client_an_open_circuit_ends_the_retries_at_once() {
     );
 }
 
-/// A policy finds an endpoint's breaker and guards in one lookup (a cache over the two
-/// registries): a breaker its registry dropped is not used again, the registry's new one is,
-/// so forcing that one open turns the next call away.
+/// A policy finds an endpoint's breaker and guards in one lookup (one map holds both): a
+/// breaker its registry dropped is not used again, the registry's new one is, so forcing
+/// that one open turns the next call away.
 #[tokio::test(start_paused = true)]
 async fn through_the_client_a_breaker_its_registry_dropped_is_not_used_again() {
     let server = FaultServer::start().await.unwrap();
@@ -609,9 +609,10 @@ async fn through_the_client_a_breaker_its_registry_dropped_is_not_used_again() {
     assert_eq!(server.hits("/ok"), 1);
 }
 
-/// The same for the guards: guards their registry dropped are not used again, so the next
-/// call's are the registry's, as `Client::overload` shows. (The policy's map keeps a held
-/// endpoint's entry and drops the server's instead.)
+/// The same for the guards: guards their registry dropped (with the breaker beside them in
+/// their entry) are not used again, so the next call's are the registry's, as
+/// `Client::overload` shows. (The policy's map keeps a held endpoint's entry and drops the
+/// server's instead.)
 #[tokio::test(start_paused = true)]
 async fn through_the_client_guards_their_registry_dropped_are_not_used_again() {
     let server = FaultServer::start().await.unwrap();
@@ -648,9 +649,9 @@ async fn through_the_client_guards_their_registry_dropped_are_not_used_again() {
     assert!(client.overload("default", &key).is_some());
 }
 
-/// Calls that find their breaker through the policy's cache mark it used in its registry,
-/// so that new endpoints push out the idle ones, not the one in use: a handle taken early
-/// still steers the calls.
+/// Calls mark their endpoint's entry used, so that new endpoints push out the idle ones, not
+/// the one in use: every call lands in the one breaker, never dropped and made afresh. (No
+/// handle is held through the churn: a handle alone keeps its breaker.)
 #[tokio::test(start_paused = true)]
 async fn through_the_client_a_breaker_in_use_is_not_taken_for_idle() {
     let server = FaultServer::start().await.unwrap();
@@ -662,13 +663,18 @@ async fn through_the_client_a_breaker_in_use_is_not_taken_for_idle() {
     let breakers = client.breakers().unwrap();
     let key = format!("http://{}", server.addr());
     client.get(server.url("/ok")).send().await.unwrap();
-    let handle = breakers.get(&key).unwrap();
     for i in 0..20 {
         breakers.get_or_create(&format!("http://h{i}.test"));
         client.get(server.url("/ok")).send().await.unwrap();
         assert!(breakers.len() <= 4);
     }
-    handle.force_open();
+    let breaker = breakers.get(&key).unwrap();
+    assert_eq!(
+        breaker.counts().calls,
+        21,
+        "the breaker was dropped and made afresh"
+    );
+    breaker.force_open();
     let refused = client.get(server.url("/ok")).send().await.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::CircuitOpen);
     assert_eq!(server.hits("/ok"), 21);

@@ -16,8 +16,8 @@ use super::throttle::Criticality;
 ///
 /// Got from [`Client::overload`](crate::Client::overload). It shares the guards with the
 /// client, so each reading is the state at the time of the call; cheap to clone. (A policy
-/// keeps the guards of as many endpoints as it keeps breakers: a handle kept while its idle
-/// endpoint is dropped for others reads guards no call uses any more.)
+/// keeps the guards of as many endpoints as it keeps breakers; a handle kept keeps its
+/// endpoint's guards in the policy's map, as a call in flight does.)
 ///
 /// ```
 /// use std::time::Duration;
