@@ -15,14 +15,14 @@ use crate::classify::SharedClassifier;
 use crate::deadline::{DEFAULT_MARGIN, Propagate};
 use crate::error::Error;
 use crate::extras::Extras;
-use crate::keyed::{Endpoint, endpoint_key};
+use crate::keyed::endpoint_key;
 use crate::overload::adaptive::AdaptiveLimit;
 use crate::overload::bulkhead::Bulkhead;
 use crate::overload::throttle::{Criticality, Throttle};
 use crate::overload::{
-    Budget, FixedParts, Fleet, FleetKeys, GuardRegistry, GuardScopes, Guards, GuardsConfig, Held,
-    Part, Quotas, Rate, adaptive_part, budget_part, bulkhead_part, hold_part, quota_part,
-    rate_part, throttle_part,
+    Budget, Endpoint, FixedParts, Fleet, FleetKeys, GuardRegistry, GuardScopes, Guards,
+    GuardsConfig, Held, Part, Quotas, Rate, adaptive_part, budget_part, bulkhead_part, hold_part,
+    quota_part, rate_part, throttle_part,
 };
 use crate::read::DEFAULT_BODY_LIMIT;
 use crate::retry::{RetryLayer, RetryPolicy};
@@ -297,10 +297,18 @@ impl CompiledPolicy {
         let keys = fleet.map(|fleet| FleetKeys::new(fleet.clone(), name.clone()));
         let fixed = fixed_parts(&name, &guards, keys.as_ref(), base.named).map_err(named)?;
         let max_endpoints = base.breaker.map_or(1024, |b| b.max_breakers());
-        // The breakers' map, shared by guards kept per endpoint: one lookup finds both.
+        // Breakers and guards both kept per endpoint: in one map, the guards', so that one
+        // lookup finds both.
         let breakers_by_host = breaker.registry().filter(|_| fixed_breaker.is_none());
-        let endpoints = breakers_by_host.map(BreakerRegistry::endpoints);
-        let guards = GuardRegistry::new(guards, max_endpoints, keys, fixed, &name, endpoints);
+        let max_breakers = breakers_by_host.map(|breakers| breakers.config().max_breakers());
+        let guards = GuardRegistry::new(guards, max_endpoints, keys, fixed, &name, max_breakers);
+        let breakers_with_guards = match (breakers_by_host, &guards) {
+            (Some(breakers), Some(guards)) if guards.with_breakers() => {
+                Some(breakers.over(guards.endpoints().clone()))
+            }
+            _ => None,
+        };
+        let breaker = breakers_with_guards.map_or(breaker, CircuitBreakerLayer::of);
         let endpoints = Endpoints::over(&breaker, fixed_breaker.as_ref(), guards.as_ref());
         let server_series = server_series(*metrics_server_address, max_endpoints).map_err(named)?;
         let propagate = propagate_deadline.as_ref().and_then(|header| {
@@ -452,9 +460,8 @@ impl CompiledPolicy {
             // The guards kept, the breakers beside them in their map not: the old breakers'
             // states (an open one stays open, no call probing it) must not keep the entries.
             if let Some(old_breakers) = before.breaker.registry()
-                && Arc::ptr_eq(old_breakers.endpoints(), guards.endpoints())
-                && (self.breaker.registry())
-                    .is_none_or(|kept| !Arc::ptr_eq(kept.endpoints(), old_breakers.endpoints()))
+                && old_breakers.is_over(guards.endpoints())
+                && (self.breaker.registry()).is_none_or(|kept| !kept.is_over(guards.endpoints()))
             {
                 old_breakers.retire();
             }
@@ -542,7 +549,7 @@ impl Endpoints {
     ) -> Option<Self> {
         let breakers = breaker.registry().filter(|_| fixed.is_none())?;
         let guards = guards.filter(|guards| guards.only().is_none())?;
-        Arc::ptr_eq(breakers.endpoints(), guards.endpoints()).then(|| Endpoints {
+        breakers.is_over(guards.endpoints()).then(|| Endpoints {
             breakers: breakers.clone(),
             guards: guards.clone(),
         })
@@ -551,12 +558,12 @@ impl Endpoints {
     /// The breaker and guards of endpoint `key`.
     #[inline]
     fn at(&self, key: &str) -> (Arc<Breaker>, Arc<Guards>) {
-        let entry = self.breakers.endpoints().get_or_insert(key, |key| {
+        let entry = self.guards.endpoints().get_or_insert(key, |key| {
             let breaker = self.breakers.make(&key);
             let guards = self.guards.make(&key);
             Endpoint::new(key, Some(breaker), Some(guards))
         });
-        let breaker = self.breakers.breaker_of(&entry).clone();
+        let breaker = entry.breaker(|key| self.breakers.make(key)).clone();
         (breaker, self.guards.guards_of(&entry).clone())
     }
 }
