@@ -168,8 +168,18 @@ impl std::fmt::Debug for BreakerRegistry {
 impl BreakerRegistry {
     /// An empty registry whose breakers follow `config`.
     pub fn new(config: BreakerConfig) -> Self {
+        BreakerRegistry::alone(Arc::new(config))
+    }
+
+    fn alone(config: Arc<BreakerConfig>) -> Self {
         let breakers = Breakers::Own(Keyed::new(config.max_breakers, "breakers"));
-        BreakerRegistry::with(breakers, Arc::new(config))
+        BreakerRegistry::with(breakers, config)
+    }
+
+    /// A registry following this one's config in a map of its own (the way back from
+    /// [`over`](Self::over)).
+    pub(crate) fn own(&self) -> Self {
+        BreakerRegistry::alone(self.inner.config.clone())
     }
 
     /// A registry following this one's config over `map`, a map a policy keeps its guards
@@ -194,6 +204,12 @@ impl BreakerRegistry {
             Breakers::Own(_) => false,
             Breakers::Shared(shared) => std::ptr::addr_eq(Arc::as_ptr(shared), Arc::as_ptr(map)),
         }
+    }
+
+    /// Whether its breakers are in a map a policy keeps its guards in too.
+    #[cfg(test)]
+    pub(crate) fn shares_a_map(&self) -> bool {
+        matches!(self.inner.breakers, Breakers::Shared(_))
     }
 
     /// The breaker of endpoint `key`, made if it has none (its key shared if `key` is an

@@ -456,7 +456,13 @@ impl CompiledPolicy {
         if let (Some(guards), Some(old)) = (&mut self.guards, &before.guards)
             && guards.same_setup(old)
         {
+            let dropped = guards.endpoints().clone();
             *guards = old.clone();
+            // New breakers made to share the new guards' map: a map of their own, as a
+            // policy keeps whose guards are not beside them (looked up without a `dyn`).
+            if let Some(fresh) = (self.breaker.registry()).filter(|fresh| fresh.is_over(&dropped)) {
+                self.breaker = CircuitBreakerLayer::of(fresh.own());
+            }
             // The guards kept, the breakers beside them in their map not: the old breakers'
             // states (an open one stays open, no call probing it) must not keep the entries.
             if let Some(old_breakers) = before.breaker.registry()
@@ -890,5 +896,33 @@ mod tests {
             panic!("a breaker and guards");
         };
         assert_eq!(fresh.state(), State::Closed);
+    }
+
+    /// A reload that keeps the guards alone drops the new guards' map, which the new
+    /// breakers were made to share: they get a map of their own, as for a policy whose
+    /// guards are not beside them, and calls find them there (not through a map no guards
+    /// are in).
+    #[test]
+    fn a_reload_keeping_the_guards_alone_gives_the_new_breakers_a_map_of_their_own() {
+        let before = default_policy(&BreakerConfig::default());
+        let other = BreakerConfig::builder()
+            .failure_rate(0.9)
+            .build()
+            .expect("a breaker config");
+        let mut after = default_policy(&other);
+        assert!(after.breakers().is_some_and(BreakerRegistry::shares_a_map));
+        after.keep_state_of(&before);
+        let breakers = after.breakers().expect("breakers on");
+        assert!(
+            !breakers.shares_a_map(),
+            "the new breakers are in a dropped map"
+        );
+        let url = Url::parse("http://tenant-7.example:8080/x").expect("a URL");
+        let (Some(breaker), Some(_)) = after.endpoint(&url) else {
+            panic!("a breaker and guards");
+        };
+        let shown = breakers.get("http://tenant-7.example:8080").expect("shown");
+        assert_eq!(shown.key(), &**breaker.key());
+        assert_eq!(breakers.len(), 1);
     }
 }
