@@ -15,8 +15,9 @@
 //! the lock for a few calls only, not for half the map's; endpoints called fewer times while
 //! new never bring a rebuild forward this way (see [`Newest::due`]).
 //!
-//! Each endpoint has one entry ([`Endpoint`]): its breaker and its guards, when a policy
-//! keeps both per endpoint, found in one lookup.
+//! The map is generic over its entries ([`Entry`]): a breaker alone, or an endpoint's
+//! breaker and guards together (`overload::Endpoint`); it names neither, so that both build
+//! on it.
 //!
 //! When the map is full, the idlest entries are dropped, in a batch (down to three quarters
 //! of the bound, so that the rebuild is amortised over a quarter of the bound's insertions),
@@ -34,13 +35,10 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
 use url::{Position, Url};
-
-use crate::breaker::Breaker;
-use crate::overload::Guards;
 
 /// The key of a request to `url`'s breaker in a [`CircuitBreakerLayer`](crate::breaker::CircuitBreakerLayer):
 /// the layer's one key for all its requests if it has one, else the URL's [`endpoint_key`].
@@ -116,92 +114,6 @@ pub(crate) trait Entry: Send + Sync + 'static {
     fn busy(&self) -> bool;
     /// Dropped from the map (calls holding it keep it until they end).
     fn evicted(&self, _key: &str) {}
-}
-
-/// One endpoint's entry in a policy's map: its breaker and its overload guards, each made
-/// by the registry that keeps it (a [`BreakerRegistry`](crate::breaker::BreakerRegistry),
-/// a [`GuardRegistry`](crate::overload::GuardRegistry)) the first time that registry needs
-/// it. A policy whose breaker and guards are both per endpoint keeps both registries over
-/// one map of these: a call finds both in one lookup, and the entry is the one place
-/// either lives. A registry on its own (a `CircuitBreakerLayer` used alone, guards with no
-/// breaker per endpoint) fills only its part.
-///
-/// Busy (never evicted) while anything but the entry holds a part: calls in flight hold
-/// the parts they use, so that one running while other endpoints churn through the map
-/// records its outcome into the breaker and guards the registries still show; and while a
-/// part itself still constrains a call (an open breaker, a hold, a spent rate limit...).
-/// Counting holders costs a call nothing: it clones the parts' `Arc`s anyway. (A call that
-/// found the entry in the snapshot just as it was dropped, before it cloned the parts, races
-/// with the drop and may use them, as any reader of a lock-free snapshot may.)
-pub(crate) struct Endpoint {
-    key: Arc<str>,
-    breaker: OnceLock<Arc<Breaker>>,
-    guards: OnceLock<Arc<Guards>>,
-    last_used: AtomicU64,
-}
-
-impl Endpoint {
-    /// The entry of `key`, with whichever parts are given (the others made when first
-    /// asked for).
-    pub(crate) fn new(key: Arc<str>, breaker: Option<Breaker>, guards: Option<Guards>) -> Self {
-        Endpoint {
-            key,
-            breaker: once(breaker),
-            guards: once(guards),
-            last_used: AtomicU64::new(0),
-        }
-    }
-
-    /// Its breaker, made by `make` from its key if it has none yet.
-    #[inline]
-    pub(crate) fn breaker(&self, make: impl FnOnce(&Arc<str>) -> Breaker) -> &Arc<Breaker> {
-        self.breaker.get_or_init(|| Arc::new(make(&self.key)))
-    }
-
-    /// Its guards, made by `make` from its key if it has none yet.
-    #[inline]
-    pub(crate) fn guards(&self, make: impl FnOnce(&Arc<str>) -> Guards) -> &Arc<Guards> {
-        self.guards.get_or_init(|| Arc::new(make(&self.key)))
-    }
-
-    /// Its breaker, if one was made.
-    pub(crate) fn breaker_made(&self) -> Option<&Arc<Breaker>> {
-        self.breaker.get()
-    }
-
-    /// Its guards, if they were made.
-    pub(crate) fn guards_made(&self) -> Option<&Arc<Guards>> {
-        self.guards.get()
-    }
-}
-
-/// A part given, or to make.
-fn once<T>(part: Option<T>) -> OnceLock<Arc<T>> {
-    part.map(Arc::new)
-        .map_or_else(OnceLock::new, OnceLock::from)
-}
-
-impl Entry for Endpoint {
-    fn last_used(&self) -> &AtomicU64 {
-        &self.last_used
-    }
-
-    /// Held by a call (or a handle, a waiting reservation) beside this entry, or a part
-    /// still constrains calls: a fresh entry in its place would lose what they record, or
-    /// forget that limit.
-    fn busy(&self) -> bool {
-        let breaker = (self.breaker.get())
-            .is_some_and(|breaker| Arc::strong_count(breaker) > 1 || breaker.busy());
-        breaker
-            || (self.guards.get())
-                .is_some_and(|guards| Arc::strong_count(guards) > 1 || guards.busy())
-    }
-
-    fn evicted(&self, _key: &str) {
-        if let Some(breaker) = self.breaker.get() {
-            breaker.evicted();
-        }
-    }
 }
 
 /// foldhash instead of SipHash: the lookup runs on every call, and a per-process random seed

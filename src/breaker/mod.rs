@@ -64,6 +64,7 @@ pub use config::{BreakerConfig, BreakerConfigBuilder, StateChange};
 pub use future::ResponseFuture;
 pub(crate) use future::error_verdict;
 pub use layer::CircuitBreakerLayer;
+pub(crate) use registry::BreakerMap;
 pub use registry::{BreakerHandle, BreakerRegistry, CallPermit};
 pub use service::CircuitBreaker;
 pub(crate) use state::Breaker;

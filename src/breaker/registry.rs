@@ -1,6 +1,6 @@
 //! One breaker per endpoint key, in a bounded map that readers never lock (see
-//! [`Keyed`](crate::keyed)), each in its endpoint's entry ([`Endpoint`], with the endpoint's
-//! guards when a policy keeps both per endpoint): when it is full, the idlest closed breakers
+//! [`Keyed`](crate::keyed)): the registry's own, of breakers alone, or one a policy keeps its
+//! guards in too, read through [`BreakerMap`]; when it is full, the idlest closed breakers
 //! are dropped. One that is not closed (open, half-open, or forced either way) is never
 //! dropped: a fresh closed breaker in its place would let calls through that it turns away;
 //! nor one a call in flight holds, whose outcome would land in a breaker no longer shown. If
@@ -12,13 +12,13 @@
 //! `_OTHER` label; see the [telemetry docs](crate::telemetry).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use super::config::BreakerConfig;
 use super::state::{Breaker, Permit, Verdict};
 use super::{State, WindowCounts};
 use crate::error::Error;
-use crate::keyed::{Endpoint, Key, Keyed};
+use crate::keyed::{Entry, Key, Keyed};
 
 /// The breakers of one [`CircuitBreakerLayer`](super::CircuitBreakerLayer), by endpoint key.
 /// Cheap to clone; clones share the breakers.
@@ -28,15 +28,114 @@ pub struct BreakerRegistry {
 }
 
 struct Inner {
-    /// The endpoints' entries, whose breakers are this registry's: its own map, which a
-    /// policy's guards share when they too are kept per endpoint (see
-    /// [`Endpoint`](crate::keyed::Endpoint)).
-    endpoints: Arc<Keyed<Endpoint>>,
+    /// Where its breakers are, by endpoint key.
+    breakers: Breakers,
     config: Arc<BreakerConfig>,
     /// The keys this registry gave metric series of their own (at most `max_breakers`: see
     /// the telemetry docs); counted while adding a breaker.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     series: AtomicUsize,
+}
+
+/// Where a registry's breakers are.
+enum Breakers {
+    /// Its own map, of breakers alone: a `CircuitBreakerLayer`'s, or a policy's whose guards
+    /// are not kept per endpoint beside them. Read without dynamic dispatch.
+    Own(Keyed<BreakerEntry>),
+    /// A map a policy keeps its guards in too (each entry an endpoint's breaker and guards,
+    /// defined above this module): read through [`BreakerMap`]. The policy's calls look both
+    /// parts up in that map itself; only the registry's own readers come this way.
+    Shared(Arc<dyn BreakerMap>),
+}
+
+/// The breakers of a map whose entries hold more than a breaker: what a registry over it
+/// needs, so that the map's entries may be defined above this module.
+pub(crate) trait BreakerMap: Send + Sync {
+    /// The breaker of endpoint `key`, made by `make` if it has none.
+    fn breaker(&self, key: &dyn Key, make: &dyn Fn(&Arc<str>) -> Breaker) -> Arc<Breaker>;
+    /// The breaker of endpoint `key`, if it has one.
+    fn get(&self, key: &str) -> Option<Arc<Breaker>>;
+    /// The endpoint keys with a breaker.
+    fn keys(&self) -> Vec<Arc<str>>;
+    /// Calls `f` with each breaker.
+    fn for_each(&self, f: &mut dyn FnMut(&Arc<Breaker>));
+}
+
+/// An entry of a registry's own map: a breaker alone.
+struct BreakerEntry {
+    breaker: Arc<Breaker>,
+    last_used: AtomicU64,
+}
+
+impl Entry for BreakerEntry {
+    fn last_used(&self) -> &AtomicU64 {
+        &self.last_used
+    }
+
+    /// Held by a call (or a handle) beside this entry, or not closed: a fresh breaker in its
+    /// place would lose what the call records, or let calls through that this one turns away.
+    fn busy(&self) -> bool {
+        Arc::strong_count(&self.breaker) > 1 || self.breaker.busy()
+    }
+
+    fn evicted(&self, _key: &str) {
+        self.breaker.evicted();
+    }
+}
+
+impl BreakerMap for Keyed<BreakerEntry> {
+    fn breaker(&self, key: &dyn Key, make: &dyn Fn(&Arc<str>) -> Breaker) -> Arc<Breaker> {
+        own_breaker(self, key, make)
+    }
+
+    fn get(&self, key: &str) -> Option<Arc<Breaker>> {
+        Some(Keyed::<BreakerEntry>::get(self, key)?.breaker.clone())
+    }
+
+    fn keys(&self) -> Vec<Arc<str>> {
+        self.keys_where(|_| true)
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(&Arc<Breaker>)) {
+        Keyed::<BreakerEntry>::for_each(self, |entry| f(&entry.breaker));
+    }
+}
+
+/// The breaker of `key` in a registry's own map, made by `make` if it has none.
+#[inline]
+fn own_breaker<K: Key + ?Sized>(
+    map: &Keyed<BreakerEntry>,
+    key: &K,
+    make: impl FnOnce(&Arc<str>) -> Breaker,
+) -> Arc<Breaker> {
+    let entry = map.get_or_insert(key, |key| BreakerEntry {
+        breaker: Arc::new(make(&key)),
+        last_used: AtomicU64::new(0),
+    });
+    entry.breaker.clone()
+}
+
+/// A key of any kind, as [`BreakerMap::breaker`] takes it.
+struct KeyRef<'k, K: ?Sized>(&'k K);
+
+impl<K: Key + ?Sized> Key for KeyRef<'_, K> {
+    fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    fn shared(&self) -> Arc<str> {
+        self.0.shared()
+    }
+}
+
+impl Breakers {
+    /// The map, for what is read rarely.
+    fn map(&self) -> &dyn BreakerMap {
+        match self {
+            Breakers::Own(map) => map,
+            Breakers::Shared(map) => &**map,
+        }
+    }
 }
 
 impl Breaker {
@@ -69,29 +168,58 @@ impl std::fmt::Debug for BreakerRegistry {
 impl BreakerRegistry {
     /// An empty registry whose breakers follow `config`.
     pub fn new(config: BreakerConfig) -> Self {
+        BreakerRegistry::alone(Arc::new(config))
+    }
+
+    fn alone(config: Arc<BreakerConfig>) -> Self {
+        let breakers = Breakers::Own(Keyed::new(config.max_breakers, "breakers"));
+        BreakerRegistry::with(breakers, config)
+    }
+
+    /// A registry following this one's config in a map of its own (the way back from
+    /// [`over`](Self::over)).
+    pub(crate) fn own(&self) -> Self {
+        BreakerRegistry::alone(self.inner.config.clone())
+    }
+
+    /// A registry following this one's config over `map`, a map a policy keeps its guards
+    /// in too (of the config's `max_breakers`), in place of a map of its own.
+    pub(crate) fn over(&self, map: Arc<dyn BreakerMap>) -> Self {
+        BreakerRegistry::with(Breakers::Shared(map), self.inner.config.clone())
+    }
+
+    fn with(breakers: Breakers, config: Arc<BreakerConfig>) -> Self {
         BreakerRegistry {
             inner: Arc::new(Inner {
-                endpoints: Arc::new(Keyed::new(config.max_breakers, "breakers")),
-                config: Arc::new(config),
+                breakers,
+                config,
                 series: AtomicUsize::new(0),
             }),
         }
     }
 
-    /// The breaker of endpoint `key`, made if it has none (its key shared if `key` is an
-    /// `Arc<str>`).
-    pub(crate) fn breaker<K: Key + ?Sized>(&self, key: &K) -> Arc<Breaker> {
-        let entry = (self.inner.endpoints).get_or_insert(key, |key| {
-            let breaker = self.make(&key);
-            Endpoint::new(key, Some(breaker), None)
-        });
-        self.breaker_of(&entry).clone()
+    /// Whether its breakers are in `map` (see [`over`](Self::over)).
+    pub(crate) fn is_over<M: BreakerMap>(&self, map: &Arc<M>) -> bool {
+        match &self.inner.breakers {
+            Breakers::Own(_) => false,
+            Breakers::Shared(shared) => std::ptr::addr_eq(Arc::as_ptr(shared), Arc::as_ptr(map)),
+        }
     }
 
-    /// The breaker of `entry`, one of this registry's map, made if it has none.
+    /// Whether its breakers are in a map a policy keeps its guards in too.
+    #[cfg(test)]
+    pub(crate) fn shares_a_map(&self) -> bool {
+        matches!(self.inner.breakers, Breakers::Shared(_))
+    }
+
+    /// The breaker of endpoint `key`, made if it has none (its key shared if `key` is an
+    /// `Arc<str>`).
     #[inline]
-    pub(crate) fn breaker_of<'e>(&self, entry: &'e Endpoint) -> &'e Arc<Breaker> {
-        entry.breaker(|key| self.make(key))
+    pub(crate) fn breaker<K: Key + ?Sized>(&self, key: &K) -> Arc<Breaker> {
+        match &self.inner.breakers {
+            Breakers::Own(map) => own_breaker(map, key, |key| self.make(key)),
+            Breakers::Shared(map) => map.breaker(&KeyRef(key), &|key| self.make(key)),
+        }
     }
 
     /// A new breaker for endpoint `key`.
@@ -112,16 +240,7 @@ impl BreakerRegistry {
     /// Retires every breaker it has (a reload that kept the guards beside them, not them):
     /// their states no longer keep their entries from being dropped.
     pub(crate) fn retire(&self) {
-        (self.inner.endpoints).for_each(|entry| {
-            if let Some(breaker) = entry.breaker_made() {
-                breaker.retired.store(true, Relaxed);
-            }
-        });
-    }
-
-    /// The map of its breakers' entries, for guards kept per endpoint beside them.
-    pub(crate) fn endpoints(&self) -> &Arc<Keyed<Endpoint>> {
-        &self.inner.endpoints
+        (self.inner.breakers.map()).for_each(&mut |breaker| breaker.retired.store(true, Relaxed));
     }
 
     /// The settings its breakers follow.
@@ -133,8 +252,7 @@ impl BreakerRegistry {
     /// A handle kept keeps its breaker in the registry (as a call in flight does) until it is
     /// dropped.
     pub fn get(&self, key: &str) -> Option<BreakerHandle> {
-        let entry = self.inner.endpoints.get(key)?;
-        entry.breaker_made().cloned().map(BreakerHandle)
+        self.inner.breakers.map().get(key).map(BreakerHandle)
     }
 
     /// The breaker of an endpoint key, made if it has none yet (to force it open, say).
@@ -144,14 +262,13 @@ impl BreakerRegistry {
 
     /// All endpoint keys with a breaker.
     pub fn keys(&self) -> Vec<Arc<str>> {
-        (self.inner.endpoints).keys_where(|entry| entry.breaker_made().is_some())
+        self.inner.breakers.map().keys()
     }
 
     /// How many breakers there are.
     pub fn len(&self) -> usize {
         let mut breakers = 0;
-        (self.inner.endpoints)
-            .for_each(|entry| breakers += usize::from(entry.breaker_made().is_some()));
+        (self.inner.breakers.map()).for_each(&mut |_| breakers += 1);
         breakers
     }
 

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 
 use super::adaptive::{AdaptiveConcurrencyConfig, AdaptiveLimit, LimitPermit, PlaceFuture};
 use super::bulkhead::{Acquire, Bulkhead, BulkheadConfig, BulkheadPermit};
+use super::endpoint::Endpoint;
 use super::hold::Hold;
 use super::pass::Pass;
 use super::rate::{RateLimit, RateLimitConfig, Slot};
@@ -40,7 +41,7 @@ use super::shared::{Budget, Fleet, FleetKeys, Held, Quotas, Rate, Reserve};
 use super::throttle::{Criticality, Throttle, ThrottleConfig};
 use crate::breaker::Breaker;
 use crate::error::{Error, ErrorKind, Short};
-use crate::keyed::{self, Endpoint, Keyed};
+use crate::keyed::{self, Keyed};
 use crate::policy::Scope;
 use crate::retry::{BudgetConfig, RetryBudget};
 use crate::telemetry::overload::{self as telemetry, Guard};
@@ -896,9 +897,11 @@ impl Guards {
 /// for every request, found without a lookup. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct GuardRegistry {
-    /// The endpoints' entries, whose guards are this registry's: the policy's breakers' map
-    /// when they too are kept per endpoint (one lookup finds both), else its own.
+    /// The endpoints' entries, whose guards are this registry's: one the policy's breakers
+    /// are kept in too when they are per endpoint (one lookup finds both), else its own.
     guards: Arc<Keyed<Endpoint>>,
+    /// Whether the policy's breakers are to be kept in its map ([`Self::new`]).
+    with_breakers: bool,
     config: Arc<GuardsConfig>,
     fleet: Option<FleetKeys>,
     fixed: FixedParts,
@@ -919,15 +922,16 @@ impl GuardRegistry {
     /// `None` when the config turns nothing on. `fleet`: the Redis the host-scoped parts
     /// share (holds always; the rate limit and budget when the config says so). `fixed`:
     /// the parts scoped to the rule or a name, made by the policy called `rule`.
-    /// `endpoints`: the map of the policy's breakers, if they are kept per endpoint, which
-    /// the guards then share (else they have their own, of `max_endpoints`).
+    /// `max_breakers`: the bound of the policy's breakers if they are kept per endpoint:
+    /// when it is `max_endpoints` and a part is host-scoped, the map of the guards is made to
+    /// hold the breakers too ([`with_breakers`](Self::with_breakers)), and named as theirs.
     pub(crate) fn new(
         config: GuardsConfig,
         max_endpoints: usize,
         fleet: Option<FleetKeys>,
         fixed: FixedParts,
         rule: &Arc<str>,
-        endpoints: Option<&Arc<Keyed<Endpoint>>>,
+        max_breakers: Option<usize>,
     ) -> Option<Self> {
         if config.is_off() {
             return None;
@@ -936,14 +940,15 @@ impl GuardRegistry {
             let key = config.fixed_key(rule);
             Arc::new(Guards::new(key, &config, fleet.as_ref(), &fixed))
         });
-        let guards = match endpoints {
-            Some(endpoints) if only.is_none() && endpoints.max() == max_endpoints => {
-                endpoints.clone()
-            }
-            _ => Arc::new(Keyed::new(max_endpoints, "overload_guards")),
+        let with_breakers = only.is_none() && max_breakers == Some(max_endpoints);
+        let kind = if with_breakers {
+            "breakers"
+        } else {
+            "overload_guards"
         };
         Some(GuardRegistry {
-            guards,
+            guards: Arc::new(Keyed::new(max_endpoints, kind)),
+            with_breakers,
             config: Arc::new(config),
             fleet,
             fixed,
@@ -992,6 +997,13 @@ impl GuardRegistry {
     /// The map of its entries (shared with the policy's breakers when they are per endpoint).
     pub(crate) fn endpoints(&self) -> &Arc<Keyed<Endpoint>> {
         &self.guards
+    }
+
+    /// Whether its map is made for the policy's breakers too: a registry of them over it
+    /// ([`BreakerRegistry::over`](crate::breaker::BreakerRegistry::over)) replaces the one
+    /// with a map of its own.
+    pub(crate) fn with_breakers(&self) -> bool {
+        self.with_breakers
     }
 
     /// The guards of endpoint `key`, if a call has used them (and they were not evicted

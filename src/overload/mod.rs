@@ -79,6 +79,7 @@
 
 pub(crate) mod adaptive;
 pub(crate) mod bulkhead;
+mod endpoint;
 mod guards;
 mod handle;
 pub(crate) mod hold;
@@ -90,6 +91,7 @@ pub(crate) mod throttle;
 
 pub use adaptive::{AdaptiveConcurrencyConfig, LimitAlgorithm};
 pub use bulkhead::BulkheadConfig;
+pub(crate) use endpoint::Endpoint;
 pub(crate) use guards::{
     Admission, Entry, FixedParts, GuardRegistry, GuardScopes, Guards, GuardsConfig, Part, Placing,
     Reservation, adaptive_part, budget_part, bulkhead_part, hold_part, quota_part, rate_part,

@@ -15,14 +15,14 @@ use crate::classify::SharedClassifier;
 use crate::deadline::{DEFAULT_MARGIN, Propagate};
 use crate::error::Error;
 use crate::extras::Extras;
-use crate::keyed::{Endpoint, endpoint_key};
+use crate::keyed::endpoint_key;
 use crate::overload::adaptive::AdaptiveLimit;
 use crate::overload::bulkhead::Bulkhead;
 use crate::overload::throttle::{Criticality, Throttle};
 use crate::overload::{
-    Budget, FixedParts, Fleet, FleetKeys, GuardRegistry, GuardScopes, Guards, GuardsConfig, Held,
-    Part, Quotas, Rate, adaptive_part, budget_part, bulkhead_part, hold_part, quota_part,
-    rate_part, throttle_part,
+    Budget, Endpoint, FixedParts, Fleet, FleetKeys, GuardRegistry, GuardScopes, Guards,
+    GuardsConfig, Held, Part, Quotas, Rate, adaptive_part, budget_part, bulkhead_part, hold_part,
+    quota_part, rate_part, throttle_part,
 };
 use crate::read::DEFAULT_BODY_LIMIT;
 use crate::retry::{RetryLayer, RetryPolicy};
@@ -297,10 +297,18 @@ impl CompiledPolicy {
         let keys = fleet.map(|fleet| FleetKeys::new(fleet.clone(), name.clone()));
         let fixed = fixed_parts(&name, &guards, keys.as_ref(), base.named).map_err(named)?;
         let max_endpoints = base.breaker.map_or(1024, |b| b.max_breakers());
-        // The breakers' map, shared by guards kept per endpoint: one lookup finds both.
+        // Breakers and guards both kept per endpoint: in one map, the guards', so that one
+        // lookup finds both.
         let breakers_by_host = breaker.registry().filter(|_| fixed_breaker.is_none());
-        let endpoints = breakers_by_host.map(BreakerRegistry::endpoints);
-        let guards = GuardRegistry::new(guards, max_endpoints, keys, fixed, &name, endpoints);
+        let max_breakers = breakers_by_host.map(|breakers| breakers.config().max_breakers());
+        let guards = GuardRegistry::new(guards, max_endpoints, keys, fixed, &name, max_breakers);
+        let breakers_with_guards = match (breakers_by_host, &guards) {
+            (Some(breakers), Some(guards)) if guards.with_breakers() => {
+                Some(breakers.over(guards.endpoints().clone()))
+            }
+            _ => None,
+        };
+        let breaker = breakers_with_guards.map_or(breaker, CircuitBreakerLayer::of);
         let endpoints = Endpoints::over(&breaker, fixed_breaker.as_ref(), guards.as_ref());
         let server_series = server_series(*metrics_server_address, max_endpoints).map_err(named)?;
         let propagate = propagate_deadline.as_ref().and_then(|header| {
@@ -448,13 +456,18 @@ impl CompiledPolicy {
         if let (Some(guards), Some(old)) = (&mut self.guards, &before.guards)
             && guards.same_setup(old)
         {
+            let dropped = guards.endpoints().clone();
             *guards = old.clone();
+            // New breakers made to share the new guards' map: a map of their own, as a
+            // policy keeps whose guards are not beside them (looked up without a `dyn`).
+            if let Some(fresh) = (self.breaker.registry()).filter(|fresh| fresh.is_over(&dropped)) {
+                self.breaker = CircuitBreakerLayer::of(fresh.own());
+            }
             // The guards kept, the breakers beside them in their map not: the old breakers'
             // states (an open one stays open, no call probing it) must not keep the entries.
             if let Some(old_breakers) = before.breaker.registry()
-                && Arc::ptr_eq(old_breakers.endpoints(), guards.endpoints())
-                && (self.breaker.registry())
-                    .is_none_or(|kept| !Arc::ptr_eq(kept.endpoints(), old_breakers.endpoints()))
+                && old_breakers.is_over(guards.endpoints())
+                && (self.breaker.registry()).is_none_or(|kept| !kept.is_over(guards.endpoints()))
             {
                 old_breakers.retire();
             }
@@ -542,7 +555,7 @@ impl Endpoints {
     ) -> Option<Self> {
         let breakers = breaker.registry().filter(|_| fixed.is_none())?;
         let guards = guards.filter(|guards| guards.only().is_none())?;
-        Arc::ptr_eq(breakers.endpoints(), guards.endpoints()).then(|| Endpoints {
+        breakers.is_over(guards.endpoints()).then(|| Endpoints {
             breakers: breakers.clone(),
             guards: guards.clone(),
         })
@@ -551,12 +564,12 @@ impl Endpoints {
     /// The breaker and guards of endpoint `key`.
     #[inline]
     fn at(&self, key: &str) -> (Arc<Breaker>, Arc<Guards>) {
-        let entry = self.breakers.endpoints().get_or_insert(key, |key| {
+        let entry = self.guards.endpoints().get_or_insert(key, |key| {
             let breaker = self.breakers.make(&key);
             let guards = self.guards.make(&key);
             Endpoint::new(key, Some(breaker), Some(guards))
         });
-        let breaker = self.breakers.breaker_of(&entry).clone();
+        let breaker = entry.breaker(|key| self.breakers.make(key)).clone();
         (breaker, self.guards.guards_of(&entry).clone())
     }
 }
@@ -883,5 +896,33 @@ mod tests {
             panic!("a breaker and guards");
         };
         assert_eq!(fresh.state(), State::Closed);
+    }
+
+    /// A reload that keeps the guards alone drops the new guards' map, which the new
+    /// breakers were made to share: they get a map of their own, as for a policy whose
+    /// guards are not beside them, and calls find them there (not through a map no guards
+    /// are in).
+    #[test]
+    fn a_reload_keeping_the_guards_alone_gives_the_new_breakers_a_map_of_their_own() {
+        let before = default_policy(&BreakerConfig::default());
+        let other = BreakerConfig::builder()
+            .failure_rate(0.9)
+            .build()
+            .expect("a breaker config");
+        let mut after = default_policy(&other);
+        assert!(after.breakers().is_some_and(BreakerRegistry::shares_a_map));
+        after.keep_state_of(&before);
+        let breakers = after.breakers().expect("breakers on");
+        assert!(
+            !breakers.shares_a_map(),
+            "the new breakers are in a dropped map"
+        );
+        let url = Url::parse("http://tenant-7.example:8080/x").expect("a URL");
+        let (Some(breaker), Some(_)) = after.endpoint(&url) else {
+            panic!("a breaker and guards");
+        };
+        let shown = breakers.get("http://tenant-7.example:8080").expect("shown");
+        assert_eq!(shown.key(), &**breaker.key());
+        assert_eq!(breakers.len(), 1);
     }
 }
