@@ -112,8 +112,6 @@ pub(crate) trait Entry: Send + Sync + 'static {
     fn last_used(&self) -> &AtomicU64;
     /// Still constrains a call: never dropped. Asked only when the map is full.
     fn busy(&self) -> bool;
-    /// Dropped from the map (calls holding it keep it until they end).
-    fn evicted(&self, _key: &str) {}
 }
 
 /// foldhash instead of SipHash: the lookup runs on every call, and a per-process random seed
@@ -233,9 +231,8 @@ impl Oldest {
         }
     }
 
-    /// Whether `entry` stays: all but the idlest, and those of them that are busy. Tells an
-    /// entry dropped that it is ([`Entry::evicted`]).
-    fn keeps<T: Entry>(&mut self, key: &str, entry: &T) -> bool {
+    /// Whether `entry` stays: all but the idlest, and those of them that are busy.
+    fn keeps<T: Entry>(&mut self, entry: &T) -> bool {
         if self.left == 0 {
             return true;
         }
@@ -252,7 +249,6 @@ impl Oldest {
             return true;
         }
         self.dropped += 1;
-        entry.evicted(key);
         false
     }
 }
@@ -408,7 +404,7 @@ impl<T: Entry> Keyed<T> {
         let live_entries = ages.len();
         let excess = ages.len().saturating_sub(self.max - batch);
         let mut oldest = Oldest::among(&mut ages, excess, now);
-        let mut next = Self::rebuilt(current, newest, |key, entry| oldest.keeps(key, entry));
+        let mut next = Self::rebuilt(current, newest, |_, entry| oldest.keeps(entry));
         let mut short = excess - oldest.dropped;
         // Some of the idlest were busy: the idlest of the others instead, a few rounds at
         // most (each takes those it finds busy as used), then every idle entry is looked at.
@@ -419,7 +415,7 @@ impl<T: Entry> Keyed<T> {
             ages.clear();
             ages.extend(next.values().map(|entry| entry.last_used().load(Relaxed)));
             let mut oldest = Oldest::among(&mut ages, short, now);
-            next.retain(|key, entry| oldest.keeps(key, &**entry));
+            next.retain(|_, entry| oldest.keeps(&**entry));
             short -= oldest.dropped;
         }
         if short > 0 {
@@ -459,9 +455,7 @@ impl<T: Entry> Keyed<T> {
             candidates.select_nth_unstable_by_key(drop, |c| c.0);
         }
         for (_, key) in candidates.into_iter().take(drop) {
-            if let Some(entry) = map.remove(&key) {
-                entry.evicted(&key);
-            }
+            map.remove(&key);
         }
     }
 

@@ -12,7 +12,7 @@
 //! `_OTHER` label; see the [telemetry docs](crate::telemetry).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use super::config::BreakerConfig;
 use super::state::{Breaker, Permit, Verdict};
@@ -35,6 +35,18 @@ struct Inner {
     /// the telemetry docs); counted while adding a breaker.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     series: AtomicUsize,
+    /// Shared by every breaker it makes, set when it is dropped: then no policy looks its
+    /// breakers up any more (a reload kept the guards in their map, not them), and their
+    /// states no longer keep their entries (`Breaker::busy`). Set on drop, not by the
+    /// reload, so that a reload abandoned for another retires nothing still in use, and
+    /// breakers made after the reload began are retired too.
+    retired: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.retired.store(true, Relaxed);
+    }
 }
 
 /// Where a registry's breakers are.
@@ -76,10 +88,6 @@ impl Entry for BreakerEntry {
     /// place would lose what the call records, or let calls through that this one turns away.
     fn busy(&self) -> bool {
         Arc::strong_count(&self.breaker) > 1 || self.breaker.busy()
-    }
-
-    fn evicted(&self, _key: &str) {
-        self.breaker.evicted();
     }
 }
 
@@ -145,16 +153,6 @@ impl Breaker {
     pub(crate) fn busy(&self) -> bool {
         self.state() != State::Closed && !self.retired.load(Relaxed)
     }
-
-    /// Dropped from its registry (calls holding it keep it until they end).
-    pub(crate) fn evicted(&self) {
-        // Its series stay (a recorder cannot drop one): leave them saying what the next call
-        // will find, a fresh closed breaker, rather than an open circuit that no longer is.
-        #[cfg(feature = "metrics")]
-        if self.busy() {
-            crate::telemetry::meters::breaker_state(self.key(), State::Closed);
-        }
-    }
 }
 
 impl std::fmt::Debug for BreakerRegistry {
@@ -194,6 +192,7 @@ impl BreakerRegistry {
                 breakers,
                 config,
                 series: AtomicUsize::new(0),
+                retired: Arc::new(AtomicBool::new(false)),
             }),
         }
     }
@@ -228,19 +227,18 @@ impl BreakerRegistry {
         #[cfg(feature = "metrics")]
         {
             use crate::telemetry::meters::{Series, breaker_series};
-            // Before the breaker exists, whose first act is to set its state gauge.
-            let own = inner.series.load(Relaxed) < inner.config.max_breakers;
-            if breaker_series(key, own) == Series::New {
-                inner.series.fetch_add(1, Relaxed);
+            // Before the breaker exists, whose first act is to set its state gauge. A slot is
+            // taken before asking (breakers may be made at once, outside the map's lock),
+            // and given back unless the key got a series of its own.
+            let max = inner.config.max_breakers;
+            let own = (inner.series)
+                .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+                .is_ok();
+            if breaker_series(key, own) != Series::New && own {
+                inner.series.fetch_sub(1, Relaxed);
             }
         }
-        Breaker::new(key.clone(), inner.config.clone())
-    }
-
-    /// Retires every breaker it has (a reload that kept the guards beside them, not them):
-    /// their states no longer keep their entries from being dropped.
-    pub(crate) fn retire(&self) {
-        (self.inner.breakers.map()).for_each(&mut |breaker| breaker.retired.store(true, Relaxed));
+        Breaker::new(key.clone(), inner.config.clone(), inner.retired.clone())
     }
 
     /// The settings its breakers follow.

@@ -172,9 +172,11 @@ pub(crate) struct Breaker {
     base: Instant,
     /// Whether `on_state_change` panicked once already: logged the first time only.
     callback_panicked: AtomicBool,
-    /// Left behind by a reload that kept its endpoint's guards but not the breakers: its
-    /// state no longer keeps the entry it shares with them (see `Breaker::busy`).
-    pub(super) retired: AtomicBool,
+    /// Set when its registry is dropped (shared by every breaker the registry made, so also
+    /// by those made after a reload began): left behind by a reload that kept its endpoint's
+    /// guards but not the breakers, its state no longer keeps the entry it shares with them
+    /// (see `Breaker::busy`).
+    pub(super) retired: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Breaker {
@@ -187,7 +189,9 @@ impl fmt::Debug for Breaker {
 }
 
 impl Breaker {
-    pub(crate) fn new(key: Arc<str>, config: Arc<BreakerConfig>) -> Self {
+    /// A closed breaker for endpoint `key`; `retired`: its registry's flag, set when the
+    /// registry is dropped.
+    pub(crate) fn new(key: Arc<str>, config: Arc<BreakerConfig>, retired: Arc<AtomicBool>) -> Self {
         let outcomes = Outcomes::new(config.window);
         #[cfg(feature = "metrics")]
         crate::telemetry::meters::breaker_state(&key, State::Closed);
@@ -199,7 +203,7 @@ impl Breaker {
             outcomes,
             base: Instant::now(),
             callback_panicked: AtomicBool::new(false),
-            retired: AtomicBool::new(false),
+            retired,
         }
     }
 

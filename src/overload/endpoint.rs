@@ -88,12 +88,6 @@ impl Entry for Endpoint {
             || (self.guards.get())
                 .is_some_and(|guards| Arc::strong_count(guards) > 1 || guards.busy())
     }
-
-    fn evicted(&self, _key: &str) {
-        if let Some(breaker) = self.breaker.get() {
-            breaker.evicted();
-        }
-    }
 }
 
 /// The breakers of a map shared with guards: what a

@@ -23,6 +23,7 @@
 //! - [`Guards::bulkhead`]: at most so many calls at once.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
@@ -253,6 +254,10 @@ pub(crate) struct Guards {
     /// Which parts are this entry's own, host-scoped: only they make it busy (the fixed
     /// ones outlive it, held by the policy).
     own: Own,
+    /// Set when its registry is dropped (shared by all the registry made): left behind in a
+    /// map by a reload that kept the breakers beside them but not them, they no longer keep
+    /// their entries ([`Guards::busy`]).
+    retired: Arc<AtomicBool>,
 }
 
 /// Which of an entry's parts are its own.
@@ -328,6 +333,7 @@ impl Guards {
         config: &GuardsConfig,
         fleet: Option<&FleetKeys>,
         fixed: &FixedParts,
+        retired: Arc<AtomicBool>,
     ) -> Self {
         let scopes = &config.scopes;
         let host = |scope: &Scope| *scope == Scope::Host;
@@ -391,6 +397,7 @@ impl Guards {
         };
         Guards {
             key,
+            retired,
             budget,
             hold,
             rate,
@@ -874,6 +881,9 @@ impl Guards {
     /// with retries spent in its window, calls in the bulkhead or its queue. Asked only when
     /// the map is full.
     pub(crate) fn busy(&self) -> bool {
+        if self.retired.load(Relaxed) {
+            return false;
+        }
         let now = Instant::now();
         let own = self.own;
         let held =
@@ -899,7 +909,7 @@ impl Guards {
 pub(crate) struct GuardRegistry {
     /// The endpoints' entries, whose guards are this registry's: one the policy's breakers
     /// are kept in too when they are per endpoint (one lookup finds both), else its own.
-    guards: Arc<Keyed<Endpoint>>,
+    endpoints: Arc<Keyed<Endpoint>>,
     /// Whether the policy's breakers are to be kept in its map ([`Self::new`]).
     with_breakers: bool,
     config: Arc<GuardsConfig>,
@@ -907,13 +917,26 @@ pub(crate) struct GuardRegistry {
     fixed: FixedParts,
     /// The one entry when no part is host-scoped.
     only: Option<Arc<Guards>>,
+    /// Sets the flag its guards share when the last clone is dropped.
+    retired: Arc<Retired>,
+}
+
+/// A registry's retirement: the flag its guards share, set when it is dropped (then no
+/// policy looks them up any more), not by a reload, so that a reload abandoned for another
+/// retires nothing still in use, and guards made after a reload began are retired too.
+struct Retired(Arc<AtomicBool>);
+
+impl Drop for Retired {
+    fn drop(&mut self) {
+        self.0.store(true, Relaxed);
+    }
 }
 
 impl std::fmt::Debug for GuardRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GuardRegistry")
             .field("config", &self.config)
-            .field("endpoints", &self.guards.len())
+            .field("endpoints", &self.endpoints.len())
             .finish()
     }
 }
@@ -936,9 +959,11 @@ impl GuardRegistry {
         if config.is_off() {
             return None;
         }
+        let retired = Retired(Arc::new(AtomicBool::new(false)));
         let only = (!config.any_per_host()).then(|| {
             let key = config.fixed_key(rule);
-            Arc::new(Guards::new(key, &config, fleet.as_ref(), &fixed))
+            let flag = retired.0.clone();
+            Arc::new(Guards::new(key, &config, fleet.as_ref(), &fixed, flag))
         });
         let with_breakers = only.is_none() && max_breakers == Some(max_endpoints);
         let kind = if with_breakers {
@@ -947,12 +972,13 @@ impl GuardRegistry {
             "overload_guards"
         };
         Some(GuardRegistry {
-            guards: Arc::new(Keyed::new(max_endpoints, kind)),
+            endpoints: Arc::new(Keyed::new(max_endpoints, kind)),
             with_breakers,
             config: Arc::new(config),
             fleet,
             fixed,
             only,
+            retired: Arc::new(retired),
         })
     }
 
@@ -960,7 +986,7 @@ impl GuardRegistry {
     /// and Redis): then a reload keeps `other`'s, with their state.
     pub(crate) fn same_setup(&self, other: &GuardRegistry) -> bool {
         self.config == other.config
-            && self.guards.max() == other.guards.max()
+            && self.endpoints.max() == other.endpoints.max()
             && self.fleet == other.fleet
     }
 
@@ -976,7 +1002,7 @@ impl GuardRegistry {
         if let Some(only) = &self.only {
             return only.clone();
         }
-        let entry = self.guards.get_or_insert(key, |key| {
+        let entry = self.endpoints.get_or_insert(key, |key| {
             let guards = self.make(&key);
             Endpoint::new(key, None, Some(guards))
         });
@@ -991,12 +1017,19 @@ impl GuardRegistry {
 
     /// New guards for endpoint `key`.
     pub(crate) fn make(&self, key: &Arc<str>) -> Guards {
-        Guards::new(key.clone(), &self.config, self.fleet.as_ref(), &self.fixed)
+        let retired = self.retired.0.clone();
+        Guards::new(
+            key.clone(),
+            &self.config,
+            self.fleet.as_ref(),
+            &self.fixed,
+            retired,
+        )
     }
 
     /// The map of its entries (shared with the policy's breakers when they are per endpoint).
     pub(crate) fn endpoints(&self) -> &Arc<Keyed<Endpoint>> {
-        &self.guards
+        &self.endpoints
     }
 
     /// Whether its map is made for the policy's breakers too: a registry of them over it
@@ -1011,7 +1044,7 @@ impl GuardRegistry {
     pub(crate) fn get(&self, key: &str) -> Option<Arc<Guards>> {
         match &self.only {
             Some(only) => (only.key() == key).then(|| only.clone()),
-            None => (self.guards.get(key)).and_then(|entry| entry.guards_made().cloned()),
+            None => (self.endpoints.get(key)).and_then(|entry| entry.guards_made().cloned()),
         }
     }
 }
@@ -1049,6 +1082,52 @@ mod tests {
         let registry = GuardRegistry::new(config, 16, None, FixedParts::default(), &rule, None)
             .ok_or("no guards")?;
         Ok(registry.guards_at("http://127.0.0.1:80"))
+    }
+
+    /// Guards left behind by a reload (their registry dropped, the map kept by the breakers
+    /// beside them) no longer keep their entry, whatever their state: no policy looks them
+    /// up any more. Until then they do.
+    #[tokio::test(start_paused = true)]
+    async fn guards_whose_registry_is_dropped_no_longer_keep_their_entry() -> Result<(), String> {
+        use crate::keyed::Entry;
+        let config = GuardsConfig {
+            budget: None,
+            hold_up_to: None,
+            rate: None,
+            bulkhead: None,
+            server_quota: None,
+            adaptive: None,
+            throttle: Some(ThrottleConfig::new()),
+            retry_after_cap: Duration::from_secs(60),
+            shared_rate: false,
+            shared_budget: false,
+            scopes: GuardScopes::default(),
+        };
+        let rule: Arc<str> = Arc::from("default");
+        let registry = GuardRegistry::new(config, 16, None, FixedParts::default(), &rule, None)
+            .ok_or("no guards")?;
+        let key = "http://127.0.0.1:80";
+        let guards = registry.guards_at(key);
+        let now = Instant::now();
+        let throttle = (guards.throttle(now, Criticality::Default, None))
+            .map_err(|error| error.to_string())?
+            .ok_or("no throttle")?;
+        for _ in 0..99 {
+            throttle.record(now, Criticality::Sheddable, false);
+        }
+        drop((throttle, guards));
+        let map = registry.endpoints().clone();
+        let entry = map.get(key).ok_or("no entry")?;
+        assert!(entry.busy(), "throttling guards keep their entry");
+        let kept = registry.clone();
+        drop(registry);
+        assert!(
+            entry.busy(),
+            "retired while a clone of the registry is in use"
+        );
+        drop(kept);
+        assert!(!entry.busy(), "guards no policy uses keep their entry");
+        Ok(())
     }
 
     /// A hedge is throttled as an attempt is, but one kept back counts as no request (the

@@ -463,14 +463,9 @@ impl CompiledPolicy {
             if let Some(fresh) = (self.breaker.registry()).filter(|fresh| fresh.is_over(&dropped)) {
                 self.breaker = CircuitBreakerLayer::of(fresh.own());
             }
-            // The guards kept, the breakers beside them in their map not: the old breakers'
-            // states (an open one stays open, no call probing it) must not keep the entries.
-            if let Some(old_breakers) = before.breaker.registry()
-                && old_breakers.is_over(guards.endpoints())
-                && (self.breaker.registry()).is_none_or(|kept| !kept.is_over(guards.endpoints()))
-            {
-                old_breakers.retire();
-            }
+            // The guards kept, the breakers beside them in their map not: the old breakers
+            // are retired when their registry is dropped with the old policy (their states,
+            // an open one that no call probes any more, then no longer keep the entries).
         }
         // One lookup for both if both were kept, or neither (then over one map still).
         let fixed = self.fixed_breaker.as_ref();
@@ -860,9 +855,11 @@ mod tests {
         );
     }
 
-    /// A reload that keeps the guards but not the breakers beside them in their map: the old
-    /// breakers (an open one stays open, no call probing it any more) no longer keep their
-    /// entries busy, so the guards' map can drop them when idle.
+    /// A reload that keeps the guards but not the breakers beside them in their map: once the
+    /// old policy is gone, the old breakers (an open one stays open, no call probing it any
+    /// more) no longer keep their entries busy, so the guards' map can drop them when idle.
+    /// A reload abandoned (another one stored instead) retires nothing: the breakers stay in
+    /// use.
     #[test]
     fn a_reload_keeping_the_guards_alone_lets_the_old_breakers_go() {
         use crate::breaker::State;
@@ -878,6 +875,19 @@ mod tests {
             .failure_rate(0.9)
             .build()
             .expect("a breaker config");
+        let entry = |policy: &CompiledPolicy| {
+            (policy.guards().expect("guards on").endpoints())
+                .get("http://tenant-7.example:8080")
+                .expect("the endpoint's entry")
+        };
+        // Abandoned: the breakers stay busy as they were.
+        let mut abandoned = default_policy(&other);
+        abandoned.keep_state_of(&before);
+        drop(abandoned);
+        assert!(
+            entry(&before).busy(),
+            "an abandoned reload retired an open breaker"
+        );
         let mut after = default_policy(&other);
         after.keep_state_of(&before);
         let (Some(kept), Some(old)) = (after.guards(), before.guards()) else {
@@ -887,10 +897,30 @@ mod tests {
             Arc::ptr_eq(kept.endpoints(), old.endpoints()),
             "guards kept"
         );
-        let entry = (kept.endpoints())
-            .get("http://tenant-7.example:8080")
-            .expect("the endpoint's entry");
-        assert!(!entry.busy(), "the old open breaker keeps the entry");
+        // A breaker made by the old policy after the reload (a call that loaded it just
+        // before the swap) is retired with the others.
+        let late = Url::parse("http://tenant-8.example:8080/x").expect("a URL");
+        let (Some(late_breaker), Some(_)) = before.endpoint(&late) else {
+            panic!("a breaker and guards");
+        };
+        late_breaker.force(State::ForcedOpen);
+        drop(late_breaker);
+        assert!(
+            entry(&after).busy(),
+            "retired while the old policy is still in use"
+        );
+        drop(before);
+        assert!(
+            !entry(&after).busy(),
+            "the old open breaker keeps the entry"
+        );
+        let late_entry = (after.guards().expect("guards on").endpoints())
+            .get("http://tenant-8.example:8080")
+            .expect("the late endpoint's entry");
+        assert!(
+            !late_entry.busy(),
+            "a breaker made after the reload keeps its entry"
+        );
         // The new policy's own breaker for the endpoint is a fresh one, closed.
         let (Some(fresh), Some(_)) = after.endpoint(&url) else {
             panic!("a breaker and guards");
