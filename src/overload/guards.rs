@@ -1065,6 +1065,11 @@ mod tests {
 
     /// Guards with client-side throttling alone, for one endpoint.
     fn throttled_guards() -> Result<Arc<Guards>, String> {
+        Ok(throttling_registry()?.guards_at("http://127.0.0.1:80"))
+    }
+
+    /// A registry of guards with client-side throttling alone.
+    fn throttling_registry() -> Result<GuardRegistry, String> {
         let config = GuardsConfig {
             budget: None,
             hold_up_to: None,
@@ -1079,9 +1084,8 @@ mod tests {
             scopes: GuardScopes::default(),
         };
         let rule: Arc<str> = Arc::from("default");
-        let registry = GuardRegistry::new(config, 16, None, FixedParts::default(), &rule, None)
-            .ok_or("no guards")?;
-        Ok(registry.guards_at("http://127.0.0.1:80"))
+        GuardRegistry::new(config, 16, None, FixedParts::default(), &rule, None)
+            .ok_or_else(|| "no guards".to_owned())
     }
 
     /// Guards left behind by a reload (their registry dropped, the map kept by the breakers
@@ -1090,22 +1094,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn guards_whose_registry_is_dropped_no_longer_keep_their_entry() -> Result<(), String> {
         use crate::keyed::Entry;
-        let config = GuardsConfig {
-            budget: None,
-            hold_up_to: None,
-            rate: None,
-            bulkhead: None,
-            server_quota: None,
-            adaptive: None,
-            throttle: Some(ThrottleConfig::new()),
-            retry_after_cap: Duration::from_secs(60),
-            shared_rate: false,
-            shared_budget: false,
-            scopes: GuardScopes::default(),
-        };
-        let rule: Arc<str> = Arc::from("default");
-        let registry = GuardRegistry::new(config, 16, None, FixedParts::default(), &rule, None)
-            .ok_or("no guards")?;
+        let registry = throttling_registry()?;
         let key = "http://127.0.0.1:80";
         let guards = registry.guards_at(key);
         let now = Instant::now();
